@@ -1,0 +1,71 @@
+import { type AuthProvider, type AuthVariables, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
+import type { Database } from '@mcp-auth-stack/database';
+import { createExpensesServer, ExpenseRepository } from '@mcp-auth-stack/expenses';
+import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
+import { Hono } from 'hono';
+import { type RequestIdVariables, requestId } from 'hono/request-id';
+import type { ServerConfig } from './config.ts';
+import { errorFields, type Logger } from './logger.ts';
+
+export interface AppDependencies {
+  config: ServerConfig;
+  database: Database;
+  auth: AuthProvider;
+  logger: Logger;
+}
+
+type Env = { Variables: AuthVariables & RequestIdVariables };
+
+/** The HTTP application: health, readiness and the authenticated MCP endpoint. */
+export async function createApp({ config, database, auth, logger }: AppDependencies) {
+  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool));
+  const endpoint = await createStatelessMcpEndpoint(mcpServer, {
+    maxBodyBytes: config.maxRequestBytes,
+    authInfo: (c) => {
+      const principal = c.get('principal');
+      return principal ? toAuthInfo(principal) : undefined;
+    },
+  });
+
+  const app = new Hono<Env>();
+  app.use(requestId({ headerName: 'x-request-id' }));
+  if (logger.enabled('info')) {
+    app.use(async (c, next) => {
+      const started = performance.now();
+      await next();
+      logger.info('request', {
+        request_id: c.get('requestId'),
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        duration_ms: Math.round((performance.now() - started) * 100) / 100,
+        user_id: c.get('principal')?.userId,
+      });
+    });
+  }
+
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+  app.get('/ready', async (c) => {
+    try {
+      await database.pool.query('SELECT 1');
+      return c.json({ status: 'ready', checks: { database: 'ok' } });
+    } catch (error) {
+      logger.warn('readiness check failed', { request_id: c.get('requestId'), ...errorFields(error) });
+      return c.json({ status: 'unavailable', checks: { database: 'unreachable' } }, 503);
+    }
+  });
+
+  auth.mount?.(app);
+  app.use('/mcp', originGuard({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }));
+  app.use('/mcp', requireAuth(auth));
+  app.all('/mcp', (c) => endpoint.handle(c));
+
+  app.notFound((c) => c.json({ error: 'not_found' }, 404));
+  app.onError((error, c) => {
+    // The details go to the log, never to the client.
+    logger.error('unhandled error', { request_id: c.get('requestId'), path: c.req.path, ...errorFields(error) });
+    return c.json({ error: 'internal_error', request_id: c.get('requestId') }, 500);
+  });
+
+  return { app, close: () => endpoint.close() };
+}

@@ -1,0 +1,135 @@
+/**
+ * The server's whole configuration, read from the environment once at start-up. A missing
+ * or invalid variable stops the process with a message that names it.
+ */
+export type AuthMode = 'none' | 'key';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  /** Public URL of this server, without a trailing slash; the MCP endpoint is `${baseUrl}/mcp`. */
+  baseUrl: string;
+  authMode: AuthMode;
+  /** `none` mode only: the single local user every request acts as. */
+  localUserId: string;
+  /** `none` mode only: permit listening on a non-loopback address. */
+  allowUnauthenticatedRemote: boolean;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  databasePoolSize: number;
+  allowedHosts: string[];
+  allowedOrigins: string[];
+  maxRequestBytes: number;
+  logLevel: LogLevel;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const AUTH_MODES: readonly AuthMode[] = ['none', 'key'];
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
+
+export function loadConfig(env: Env = process.env): ServerConfig {
+  const host = text(env, 'HOST', '127.0.0.1');
+  const port = integer(env, 'PORT', 8000, 0, 65535);
+  const baseUrl = url(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
+  const authMode = oneOf(env, 'MCP_AUTH_PROVIDER', AUTH_MODES, 'key');
+  const allowUnauthenticatedRemote = boolean(env, 'ALLOW_UNAUTHENTICATED_REMOTE', false);
+  if (authMode === 'none' && !isLoopback(host) && !allowUnauthenticatedRemote) {
+    throw new ConfigError(
+      'HOST',
+      `is ${host}, a non-loopback address, while MCP_AUTH_PROVIDER=none lets anyone act as the local user. Use HOST=127.0.0.1, another MCP_AUTH_PROVIDER, or set ALLOW_UNAUTHENTICATED_REMOTE=true if you really mean it.`,
+    );
+  }
+  const base = new URL(baseUrl);
+  const databaseUrl = optional(env, 'DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
+  }
+  return {
+    host,
+    port,
+    baseUrl,
+    authMode,
+    localUserId: text(env, 'LOCAL_USER_ID', 'local-user'),
+    allowUnauthenticatedRemote,
+    databaseUrl,
+    dataDir: text(env, 'DATA_DIR', '.data'),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
+    allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_HOSTS])]),
+    allowedOrigins: list(env, 'ALLOWED_ORIGINS', [base.origin]),
+    maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+  };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value ? value : undefined;
+}
+
+function text(env: Env, name: string, fallback: string): string {
+  return optional(env, name) ?? fallback;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = optional(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!(values as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function url(env: Env, name: string, fallback: string): string {
+  const raw = optional(env, name) ?? fallback;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be an absolute URL, got "${raw}"`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
+  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
+  return parsed.toString().replace(/\/+$/, '');
+}
+
+function list(env: Env, name: string, fallback: string[]): string[] {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  return raw
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}

@@ -1,0 +1,30 @@
+import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { EXPENSES_NAMESPACE, expensesMigrations } from '@mcp-auth-stack/expenses';
+import type { ServerConfig } from './config.ts';
+
+/**
+ * Opens the configured database (Postgres by URL, else the embedded one) and brings its
+ * schema up to date. The server must own an embedded data directory; the keys CLI may join
+ * a running server's.
+ */
+export async function openAppDatabase(
+  config: Pick<ServerConfig, 'databaseUrl' | 'dataDir' | 'databasePoolSize'>,
+  role: 'server' | 'tool',
+): Promise<Database> {
+  const database = await openDatabase({
+    url: config.databaseUrl,
+    dataDir: config.dataDir,
+    maxConnections: config.databaseUrl ? config.databasePoolSize : Math.min(config.databasePoolSize, 4),
+    embedded: { mustOwn: role === 'server', waitForLockMs: role === 'server' ? 15_000 : 30_000 },
+    applicationName: role === 'server' ? 'mcp-expenses-server' : 'mcp-expenses-keys',
+  });
+  try {
+    await migrate(database.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
+    await migrate(database.pool, EXPENSES_NAMESPACE, expensesMigrations);
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+  return database;
+}

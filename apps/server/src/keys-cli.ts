@@ -1,0 +1,111 @@
+import { parseArgs } from 'node:util';
+import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { ConfigError, loadConfig } from './config.ts';
+import { openAppDatabase } from './database.ts';
+
+const USAGE = `Manage API keys for MCP_AUTH_PROVIDER=key.
+
+Usage:
+  pnpm keys create --user <id> [--name <label>] [--scope <scope>]...
+      Creates a key and prints it once, on the last line. Only its hash is stored.
+  pnpm keys list [--user <id>]
+      Lists keys (never the keys themselves): id, user, name, scopes, created, last used, status.
+  pnpm keys revoke <key-id>
+      Revokes a key; its next request gets 401.
+
+Uses DATABASE_URL when set, else the embedded database in DATA_DIR (default .data),
+whether or not the server is running.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(`${USAGE}\n`);
+    return command ? 0 : 64;
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      user: { type: 'string' },
+      name: { type: 'string' },
+      scope: { type: 'string', multiple: true },
+    },
+  });
+
+  if (command === 'create' && !values.user) return usage('create needs --user <id>');
+  if (command === 'revoke' && positionals.length !== 1) return usage('revoke needs exactly one key id');
+  if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
+
+  const config = loadConfig();
+  const database = await openAppDatabase(config, 'tool');
+  const store = new ApiKeyStore(database.pool);
+  try {
+    switch (command) {
+      case 'create': {
+        const { record, secret } = await store.create({
+          userId: values.user as string,
+          name: values.name,
+          scopes: values.scope ?? [],
+        });
+        process.stderr.write(
+          `Created ${record.id} for user ${record.userId}${record.scopes.length ? ` with scopes ${record.scopes.join(' ')}` : ''}.\n` +
+            'This is the only time the key is shown; store it now:\n',
+        );
+        process.stdout.write(`${secret}\n`);
+        return 0;
+      }
+      case 'list': {
+        const keys = await store.list({ userId: values.user });
+        if (keys.length === 0) {
+          process.stdout.write('No keys.\n');
+          return 0;
+        }
+        const rows = keys.map((key) => [
+          key.id,
+          key.userId,
+          key.name ?? '',
+          key.scopes.join(' '),
+          key.createdAt,
+          key.lastUsedAt ?? 'never',
+          key.revokedAt ? `revoked ${key.revokedAt}` : 'active',
+        ]);
+        process.stdout.write(table(['ID', 'USER', 'NAME', 'SCOPES', 'CREATED', 'LAST USED', 'STATUS'], rows));
+        return 0;
+      }
+      case 'revoke': {
+        const id = positionals[0] as string;
+        if (await store.revoke(id)) {
+          process.stdout.write(`Revoked ${id}.\n`);
+          return 0;
+        }
+        process.stderr.write(`No active key with id ${id}.\n`);
+        return 1;
+      }
+    }
+    return 64;
+  } finally {
+    await database.close();
+  }
+}
+
+function usage(problem: string): number {
+  process.stderr.write(`${problem}\n\n${USAGE}\n`);
+  return 64; // EX_USAGE
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`;
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  process.stderr.write(`${error instanceof ConfigError ? error.message : `keys: ${(error as Error).message}`}\n`);
+  process.exitCode = 1;
+}

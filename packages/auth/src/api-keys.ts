@@ -1,0 +1,147 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Migration } from '@mcp-auth-stack/database';
+import type pg from 'pg';
+
+/**
+ * API keys: 256 random bits behind a recognisable prefix (so secret scanners can find a
+ * leaked one). Only the SHA-256 of a key is stored. A slow password hash buys nothing for
+ * a random 256-bit secret and would cost a hash per request.
+ */
+export const API_KEY_PREFIX = 'mcpk_';
+const KEY_PATTERN = /^mcpk_[A-Za-z0-9_-]{43}$/;
+
+export interface ApiKeyRecord {
+  id: string;
+  userId: string;
+  name: string | null;
+  scopes: string[];
+  createdAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+
+export interface CreatedApiKey {
+  record: ApiKeyRecord;
+  /** The key itself: shown to its owner once, stored nowhere. */
+  secret: string;
+}
+
+export const API_KEYS_NAMESPACE = 'api_keys';
+
+export const apiKeyMigrations: Migration[] = [
+  {
+    version: 1,
+    name: 'create api_keys',
+    sql: `
+      CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        user_id text NOT NULL CHECK (char_length(user_id) BETWEEN 1 AND 255),
+        name text CHECK (char_length(name) <= 100),
+        scopes text[] NOT NULL DEFAULT '{}',
+        secret_sha256 bytea NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        last_used_at timestamptz,
+        revoked_at timestamptz
+      );
+      CREATE INDEX api_keys_user_idx ON api_keys (user_id);
+    `,
+  },
+];
+
+export function hashApiKey(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest();
+}
+
+/** True for strings shaped like a key; anything else is rejected without a database lookup. */
+export function looksLikeApiKey(value: string): boolean {
+  return KEY_PATTERN.test(value);
+}
+
+const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
+  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "createdAt",
+  to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "lastUsedAt",
+  to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "revokedAt"`;
+
+const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
+
+export class ApiKeyStore {
+  readonly #pool: pg.Pool;
+  /** When each key's `last_used_at` was last written, so a busy key is written at most once a minute. */
+  readonly #lastTouched = new Map<string, number>();
+  readonly #touchIntervalMs: number;
+
+  constructor(pool: pg.Pool, options: { touchIntervalMs?: number } = {}) {
+    this.#pool = pool;
+    this.#touchIntervalMs = options.touchIntervalMs ?? 60_000;
+  }
+
+  async create(input: { userId: string; name?: string | undefined; scopes?: string[] }): Promise<CreatedApiKey> {
+    const userId = input.userId.trim();
+    if (userId.length === 0 || userId.length > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
+    if (input.name !== undefined && input.name.length > 100) throw new Error('A key name is at most 100 characters.');
+    const scopes = [...new Set(input.scopes ?? [])];
+    for (const scope of scopes) {
+      if (!SCOPE_PATTERN.test(scope)) throw new Error(`Not a valid scope: ${JSON.stringify(scope)}`);
+    }
+    const secret = API_KEY_PREFIX + randomBytes(32).toString('base64url');
+    const id = `key_${randomBytes(8).toString('hex')}`;
+    const { rows } = await this.#pool.query<ApiKeyRecord>(
+      `INSERT INTO api_keys (id, user_id, name, scopes, secret_sha256) VALUES ($1, $2, $3, $4, $5)
+       RETURNING ${RECORD_COLUMNS}`,
+      [id, userId, input.name ?? null, scopes, hashApiKey(secret)],
+    );
+    return { record: rows[0] as ApiKeyRecord, secret };
+  }
+
+  async list(filter: { userId?: string | undefined } = {}): Promise<ApiKeyRecord[]> {
+    const { rows } = await this.#pool.query<ApiKeyRecord>(
+      `SELECT ${RECORD_COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at, id`,
+      [filter.userId ?? null],
+    );
+    return rows;
+  }
+
+  /** Revokes a key; true when it was active. Takes effect on the key's next request. */
+  async revoke(id: string): Promise<boolean> {
+    const { rowCount } = await this.#pool.query(
+      'UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL',
+      [id],
+    );
+    return rowCount === 1;
+  }
+
+  async countActive(): Promise<number> {
+    const { rows } = await this.#pool.query<{ count: number }>(
+      'SELECT count(*)::int AS count FROM api_keys WHERE revoked_at IS NULL',
+    );
+    return rows[0]?.count ?? 0;
+  }
+
+  /**
+   * The active key with this secret, or undefined. Looked up on every request (no cache), so
+   * a revocation by another process applies to the very next request.
+   */
+  async verify(secret: string): Promise<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> | undefined> {
+    if (!looksLikeApiKey(secret)) return undefined;
+    const { rows } = await this.#pool.query<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'>>({
+      name: 'api_keys.verify',
+      text: 'SELECT id, user_id AS "userId", scopes FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL',
+      values: [hashApiKey(secret)],
+    });
+    const key = rows[0];
+    if (key) this.#touch(key.id);
+    return key;
+  }
+
+  #touch(id: string): void {
+    const now = Date.now();
+    const last = this.#lastTouched.get(id);
+    if (last !== undefined && now - last < this.#touchIntervalMs) return;
+    this.#lastTouched.set(id, now);
+    if (this.#lastTouched.size > 10_000) this.#lastTouched.clear();
+    // Bookkeeping, not authorization: it must not slow down or fail the request.
+    this.#pool
+      .query({ name: 'api_keys.touch', text: 'UPDATE api_keys SET last_used_at = now() WHERE id = $1', values: [id] })
+      .catch(() => this.#lastTouched.delete(id));
+  }
+}

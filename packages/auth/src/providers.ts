@@ -1,0 +1,49 @@
+import type { ApiKeyStore } from './api-keys.ts';
+import { bearerCredential } from './middleware.ts';
+import type { AuthOutcome, AuthProvider } from './provider.ts';
+
+export interface ApiKeyProviderOptions {
+  store: ApiKeyStore;
+  /** The `realm` of the Bearer challenge. */
+  realm?: string;
+  /** Header that may carry the key instead of `Authorization: Bearer` (as in the talk). */
+  headerName?: string;
+}
+
+/** Key-based access: a key registered with the server, sent as a Bearer credential or in `x-api-key`. */
+export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
+  const headerName = options.headerName ?? 'x-api-key';
+  const realm = options.realm ?? 'mcp';
+  const rejected: AuthOutcome = {
+    ok: false,
+    error: 'invalid_token',
+    description: 'The API key is not valid.',
+  };
+  return {
+    name: 'key',
+    challengeParameters: () => ({ realm }),
+    async authenticate(request) {
+      const fromHeader = request.headers.get(headerName)?.trim();
+      const credential = fromHeader || bearerCredential(request);
+      if (!credential) {
+        if (request.headers.has('authorization')) {
+          return { ok: false, error: 'invalid_request', description: 'Send the key as "Authorization: Bearer <key>".' };
+        }
+        return { ok: false };
+      }
+      const key = await options.store.verify(credential);
+      if (!key) return rejected;
+      return { ok: true, principal: { userId: key.userId, scopes: key.scopes, method: 'api_key', clientId: key.id } };
+    },
+  };
+}
+
+/** No authentication: every request acts as one local user. For development on loopback only. */
+export function noAuthProvider(options: { userId: string; scopes?: string[] }): AuthProvider {
+  const principal = { userId: options.userId, scopes: options.scopes ?? [], method: 'none' as const };
+  return {
+    name: 'none',
+    challengeParameters: () => ({}),
+    authenticate: async () => ({ ok: true, principal }),
+  };
+}

@@ -1,0 +1,141 @@
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+
+/**
+ * The embedded database: PGlite (Postgres compiled to WebAssembly) persisted under a data
+ * directory and served on a Unix socket inside that directory. Callers reach it with `pg`
+ * exactly as they reach a real server, so there is one query implementation, not two.
+ *
+ * One process owns the data directory (PGlite cannot share files between processes); any
+ * other process on the machine (the keys CLI next to a running server) connects to the
+ * owner's socket instead of opening the files.
+ */
+export interface EmbeddedServer {
+  /** Directory that holds the socket; pass it to `pg` as `host`. */
+  socketDir: string;
+  /** True when this process opened the files; false when it joined another process's socket. */
+  owner: boolean;
+  stop(): Promise<void>;
+}
+
+const SOCKET_NAME = '.s.PGSQL.5432';
+const LOCK_NAME = 'embedded.lock';
+// sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+const MAX_SOCKET_PATH = 107;
+
+export interface EmbeddedServerOptions {
+  /** Connections the socket server multiplexes onto PGlite's single session. */
+  maxConnections?: number;
+  /**
+   * A server must own the files: it waits up to `waitForLockMs` for a short-lived owner (the
+   * keys CLI) to finish, then fails. A tool that only needs a connection joins a running owner.
+   */
+  mustOwn?: boolean;
+  waitForLockMs?: number;
+}
+
+export async function startEmbeddedServer(
+  dataDir: string,
+  options: EmbeddedServerOptions = {},
+): Promise<EmbeddedServer> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const socketPath = join(dataDir, SOCKET_NAME);
+  const lockPath = join(dataDir, LOCK_NAME);
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+    throw new Error(
+      `The embedded database socket path ${socketPath} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter DATA_DIR.`,
+    );
+  }
+
+  const deadline = Date.now() + (options.waitForLockMs ?? 15_000);
+  for (;;) {
+    const releaseLock = await tryLock(lockPath);
+    if (releaseLock) {
+      return await ownDataDir(dataDir, socketPath, releaseLock, options.maxConnections ?? 8);
+    }
+    if (!options.mustOwn && (await socketAnswers(socketPath))) {
+      return { socketDir: dataDir, owner: false, stop: async () => {} };
+    }
+    if (Date.now() >= deadline) {
+      const holder = (await readFile(lockPath, 'utf8').catch(() => '?')).trim();
+      throw new Error(
+        `The embedded database in ${dataDir} is in use by process ${holder}. Stop it, or give this process its own DATA_DIR, or use DATABASE_URL.`,
+      );
+    }
+    // The owner is starting up or shutting down; look again shortly.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function ownDataDir(
+  dataDir: string,
+  socketPath: string,
+  releaseLock: () => Promise<void>,
+  maxConnections: number,
+): Promise<EmbeddedServer> {
+  let db: PGlite | undefined;
+  try {
+    await rm(socketPath, { force: true });
+    db = await PGlite.create({ dataDir: join(dataDir, 'pgdata') });
+    const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections });
+    await server.start();
+    const opened = db;
+    return {
+      socketDir: dataDir,
+      owner: true,
+      async stop() {
+        await server.stop();
+        await opened.close();
+        await rm(socketPath, { force: true });
+        await releaseLock();
+      },
+    };
+  } catch (error) {
+    await db?.close().catch(() => {});
+    await releaseLock();
+    throw error;
+  }
+}
+
+/** Takes the data directory's lock file, clearing one left by a process that no longer runs. */
+async function tryLock(lockPath: string): Promise<(() => Promise<void>) | undefined> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(lockPath, 'wx', 0o600);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return () => rm(lockPath, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
+      if (Number.isInteger(holder) && holder > 0 && processIsAlive(holder)) return undefined;
+      // A lock without a living holder is stale (a crash or kill -9): take it over.
+      const info = await stat(lockPath).catch(() => undefined);
+      if (info) await rm(lockPath, { force: true });
+    }
+  }
+  return undefined;
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,70 @@
+import type pg from 'pg';
+
+export interface Migration {
+  /** Strictly increasing within a namespace; never renumber one that has shipped. */
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/**
+ * Applies the migrations of one namespace (a package owns its namespace) that are not yet
+ * recorded, each in its own transaction, under an advisory lock so that replicas starting
+ * together apply each migration exactly once. Safe to run on every start.
+ */
+export async function migrate(pool: pg.Pool, namespace: string, migrations: Migration[]): Promise<number[]> {
+  assertOrdered(namespace, migrations);
+  const client = await pool.connect();
+  const applied: number[] = [];
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      namespace text NOT NULL,
+      version integer NOT NULL,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (namespace, version)
+    )`);
+    await client.query('SELECT pg_advisory_lock(hashtext($1))', [`migrate:${namespace}`]);
+    try {
+      const { rows } = await client.query<{ version: number }>(
+        'SELECT version FROM schema_migrations WHERE namespace = $1',
+        [namespace],
+      );
+      const done = new Set(rows.map((row) => row.version));
+      for (const migration of migrations) {
+        if (done.has(migration.version)) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(migration.sql);
+          await client.query('INSERT INTO schema_migrations (namespace, version, name) VALUES ($1, $2, $3)', [
+            namespace,
+            migration.version,
+            migration.name,
+          ]);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK');
+          throw new Error(
+            `Migration ${namespace}#${migration.version} (${migration.name}) failed: ${(error as Error).message}`,
+          );
+        }
+        applied.push(migration.version);
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`migrate:${namespace}`]);
+    }
+  } finally {
+    client.release();
+  }
+  return applied;
+}
+
+function assertOrdered(namespace: string, migrations: Migration[]): void {
+  for (let i = 1; i < migrations.length; i++) {
+    const previous = migrations[i - 1];
+    const current = migrations[i];
+    if (previous && current && current.version <= previous.version) {
+      throw new Error(`Migrations of ${namespace} are not in increasing version order at ${current.version}`);
+    }
+  }
+}

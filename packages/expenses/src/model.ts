@@ -1,0 +1,81 @@
+import { z } from 'zod';
+
+export const CATEGORIES = ['food', 'transport', 'entertainment', 'shopping', 'gadget', 'other'] as const;
+export const PAYMENT_METHODS = ['amex', 'visa', 'cash'] as const;
+export type Category = (typeof CATEGORIES)[number];
+export type PaymentMethod = (typeof PAYMENT_METHODS)[number];
+
+/** Largest amount one expense may carry; numeric(12,2) holds more, a typo should not fit. */
+export const MAX_AMOUNT = 1_000_000;
+export const MAX_DESCRIPTION_LENGTH = 500;
+export const MAX_LIST_LIMIT = 200;
+const EARLIEST_DATE = '1970-01-01';
+const LATEST_DATE = '2100-12-31';
+
+/** A real calendar date written YYYY-MM-DD (2025-02-29 is not one). */
+export const calendarDate = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date written YYYY-MM-DD')
+  .refine(isCalendarDate, 'must be a real calendar date')
+  .refine(
+    (value) => value >= EARLIEST_DATE && value <= LATEST_DATE,
+    `must be between ${EARLIEST_DATE} and ${LATEST_DATE}`,
+  );
+
+/**
+ * Money arrives as a JSON number and is kept exact from here on: its shortest decimal form
+ * (what JSON carried) must have at most two decimals, and it goes to Postgres as that text.
+ */
+export const amount = z
+  .number()
+  .positive('must be greater than 0')
+  .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`)
+  .refine((value) => /^\d+(\.\d{1,2})?$/.test(String(value)), 'must have at most 2 decimal places');
+
+/** Money as Postgres numeric text with two decimals ("20.00"): exact, never a binary float. */
+export const money = z.string().regex(/^-?\d+\.\d{2}$/);
+
+export const expense = z.object({
+  id: z.string().uuid(),
+  date: z.string(),
+  amount: money,
+  category: z.enum(CATEGORIES),
+  description: z.string(),
+  payment_method: z.enum(PAYMENT_METHODS),
+  created_at: z.string(),
+});
+export type Expense = z.infer<typeof expense>;
+
+export interface NewExpense {
+  date: string;
+  amount: number;
+  category: Category;
+  description: string;
+  payment_method: PaymentMethod;
+}
+
+export interface ExpenseFilter {
+  start_date?: string | undefined;
+  end_date?: string | undefined;
+  category?: Category | undefined;
+  limit?: number | undefined;
+}
+
+export interface SpendingSummary {
+  total: string;
+  count: number;
+  by_category: { category: Category; total: string; count: number }[];
+  by_month: { month: string; total: string; count: number }[];
+}
+
+function isCalendarDate(value: string): boolean {
+  const [year, month, day] = value.split('-').map(Number);
+  if (year === undefined || month === undefined || day === undefined) return false;
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
+/** The amount as the exact decimal text JSON carried ("20", "19.9", "0.29"). */
+export function amountText(value: number): string {
+  return String(value);
+}

@@ -1,0 +1,94 @@
+import type pg from 'pg';
+import {
+  amountText,
+  type Category,
+  type Expense,
+  type ExpenseFilter,
+  MAX_LIST_LIMIT,
+  type NewExpense,
+  type SpendingSummary,
+} from './model.ts';
+
+// Dates and timestamps leave Postgres as text so no time zone ever shifts them.
+const COLUMNS = `id, date::text AS date, amount::text AS amount, category, description, payment_method,
+  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at`;
+
+export const DEFAULT_LIST_LIMIT = 50;
+
+/** Every method takes the user id first: no query here can reach another user's rows. */
+export class ExpenseRepository {
+  readonly #pool: pg.Pool;
+
+  constructor(pool: pg.Pool) {
+    this.#pool = pool;
+  }
+
+  async add(userId: string, input: NewExpense): Promise<Expense> {
+    const { rows } = await this.#pool.query<Expense>({
+      name: 'expenses.add',
+      text: `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
+      values: [userId, input.date, amountText(input.amount), input.category, input.description, input.payment_method],
+    });
+    return rows[0] as Expense;
+  }
+
+  async list(userId: string, filter: ExpenseFilter = {}): Promise<Expense[]> {
+    const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
+    const { rows } = await this.#pool.query<Expense>({
+      name: 'expenses.list',
+      text: `SELECT ${COLUMNS} FROM expenses
+             WHERE user_id = $1
+               AND ($2::date IS NULL OR date >= $2::date)
+               AND ($3::date IS NULL OR date <= $3::date)
+               AND ($4::text IS NULL OR category = $4::text)
+             ORDER BY date DESC, created_at DESC, id
+             LIMIT $5`,
+      values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit],
+    });
+    return rows;
+  }
+
+  /** Deletes one of the user's own expenses; another user's id behaves exactly like an unknown one. */
+  async delete(userId: string, id: string): Promise<Expense | undefined> {
+    const { rows } = await this.#pool.query<Expense>({
+      name: 'expenses.delete',
+      text: `DELETE FROM expenses WHERE user_id = $1 AND id = $2 RETURNING ${COLUMNS}`,
+      values: [userId, id],
+    });
+    return rows[0];
+  }
+
+  async summary(userId: string, range: Pick<ExpenseFilter, 'start_date' | 'end_date'> = {}): Promise<SpendingSummary> {
+    const { rows } = await this.#pool.query<{
+      category: Category | null;
+      month: string | null;
+      total: string;
+      count: number;
+    }>({
+      name: 'expenses.summary',
+      // One pass: GROUPING SETS gives the grand total, per category and per month together.
+      text: `SELECT category, to_char(date, 'YYYY-MM') AS month,
+                    sum(amount)::numeric(14, 2)::text AS total, count(*)::int AS count
+             FROM expenses
+             WHERE user_id = $1
+               AND ($2::date IS NULL OR date >= $2::date)
+               AND ($3::date IS NULL OR date <= $3::date)
+             GROUP BY GROUPING SETS ((), (category), (to_char(date, 'YYYY-MM')))
+             ORDER BY month NULLS FIRST, sum(amount) DESC NULLS LAST, category`,
+      values: [userId, range.start_date ?? null, range.end_date ?? null],
+    });
+    const summary: SpendingSummary = { total: '0.00', count: 0, by_category: [], by_month: [] };
+    for (const row of rows) {
+      if (row.category === null && row.month === null) {
+        if (row.count > 0) summary.total = row.total;
+        summary.count = row.count;
+      } else if (row.category !== null) {
+        summary.by_category.push({ category: row.category, total: row.total, count: row.count });
+      } else if (row.month !== null) {
+        summary.by_month.push({ month: row.month, total: row.total, count: row.count });
+      }
+    }
+    return summary;
+  }
+}

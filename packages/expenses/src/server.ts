@@ -1,0 +1,211 @@
+import { requirePrincipal } from '@mcp-auth-stack/auth';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import {
+  amount,
+  CATEGORIES,
+  calendarDate,
+  type Expense,
+  expense,
+  MAX_DESCRIPTION_LENGTH,
+  MAX_LIST_LIMIT,
+  money,
+  PAYMENT_METHODS,
+  type SpendingSummary,
+} from './model.ts';
+import { DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
+
+export interface ExpensesServerOptions {
+  name?: string;
+  version?: string;
+}
+
+const RECENT_RESOURCE_LIMIT = 20;
+
+/**
+ * The expenses tracker as an MCP server. Built once per process and shared by every request:
+ * the caller comes from the request's authentication (`extra.authInfo`), never from a tool
+ * argument, and every query is scoped to that caller.
+ */
+export function createExpensesServer(repository: ExpenseRepository, options: ExpensesServerOptions = {}): McpServer {
+  const server = new McpServer(
+    { name: options.name ?? 'expenses-tracker', version: options.version ?? '0.1.0', title: 'Expenses Tracker' },
+    {
+      instructions:
+        "Tracks the signed-in user's expenses. Dates are YYYY-MM-DD; amounts are in the user's currency with at most two decimals.",
+    },
+  );
+
+  server.registerTool(
+    'add_user_expense',
+    {
+      title: 'Add expense',
+      description: 'Record one expense for the signed-in user.',
+      inputSchema: {
+        date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
+        amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),
+        category: z.enum(CATEGORIES).describe('What kind of expense'),
+        description: z.string().trim().min(1).max(MAX_DESCRIPTION_LENGTH).describe('What was bought'),
+        payment_method: z.enum(PAYMENT_METHODS).describe('How it was paid'),
+      },
+      outputSchema: { expense },
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    },
+    async (input, extra) => {
+      const { userId } = requirePrincipal(extra.authInfo);
+      const added = await repository.add(userId, input);
+      return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
+    },
+  );
+
+  server.registerTool(
+    'get_user_expenses',
+    {
+      title: 'List expenses',
+      description: `The signed-in user's expenses, newest first, optionally filtered by date range and category (at most ${MAX_LIST_LIMIT}).`,
+      inputSchema: {
+        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
+        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+        category: z.enum(CATEGORIES).optional(),
+        limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
+      },
+      outputSchema: { expenses: z.array(expense), count: z.number().int() },
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (filter, extra) => {
+      const { userId } = requirePrincipal(extra.authInfo);
+      assertRange(filter.start_date, filter.end_date);
+      const expenses = await repository.list(userId, filter);
+      const text =
+        expenses.length === 0
+          ? 'No expenses found.'
+          : [
+              `${expenses.length} expense(s), newest first:`,
+              ...expenses.map((e) => `- ${describeExpense(e)} [${e.id}]`),
+            ].join('\n');
+      return result(text, { expenses, count: expenses.length });
+    },
+  );
+
+  server.registerTool(
+    'delete_user_expense',
+    {
+      title: 'Delete expense',
+      description: "Delete one of the signed-in user's expenses by its id.",
+      inputSchema: { id: z.string().uuid('must be an expense id (a UUID)') },
+      outputSchema: { deleted: expense },
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    },
+    async ({ id }, extra) => {
+      const { userId } = requirePrincipal(extra.authInfo);
+      const deleted = await repository.delete(userId, id);
+      // Another user's expense looks exactly like one that does not exist.
+      if (!deleted) return toolError(`No expense with id ${id}.`);
+      return result(`Deleted expense ${deleted.id}: ${describeExpense(deleted)}`, { deleted });
+    },
+  );
+
+  server.registerTool(
+    'get_spending_summary',
+    {
+      title: 'Spending summary',
+      description:
+        "Totals of the signed-in user's expenses per category and per month, optionally within a date range.",
+      inputSchema: {
+        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
+        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+      },
+      outputSchema: {
+        total: money,
+        count: z.number().int(),
+        by_category: z.array(z.object({ category: z.enum(CATEGORIES), total: money, count: z.number().int() })),
+        by_month: z.array(z.object({ month: z.string(), total: money, count: z.number().int() })),
+      },
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (range, extra) => {
+      const { userId } = requirePrincipal(extra.authInfo);
+      assertRange(range.start_date, range.end_date);
+      const summary = await repository.summary(userId, range);
+      return result(describeSummary(summary), { ...summary });
+    },
+  );
+
+  server.registerResource(
+    'recent-expenses',
+    'expenses://recent',
+    {
+      title: 'Recent expenses',
+      description: `The signed-in user's ${RECENT_RESOURCE_LIMIT} most recent expenses`,
+      mimeType: 'application/json',
+    },
+    async (uri, extra) => {
+      const { userId } = requirePrincipal(extra.authInfo);
+      const expenses = await repository.list(userId, { limit: RECENT_RESOURCE_LIMIT });
+      return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ expenses }) }] };
+    },
+  );
+
+  server.registerPrompt(
+    'analyze_spending',
+    {
+      title: 'Analyze spending',
+      description: "Ask the assistant to analyze the user's spending, optionally for one category or period.",
+      argsSchema: {
+        category: z.enum(CATEGORIES).optional(),
+        start_date: calendarDate.optional(),
+        end_date: calendarDate.optional(),
+      },
+    },
+    ({ category, start_date, end_date }) => {
+      const scope = [
+        category ? `in the category "${category}"` : 'across all categories',
+        start_date ? `from ${start_date}` : undefined,
+        end_date ? `until ${end_date}` : undefined,
+      ]
+        .filter(Boolean)
+        .join(' ');
+      return {
+        messages: [
+          {
+            role: 'user',
+            content: {
+              type: 'text',
+              text: `Analyze my spending ${scope}. Use get_spending_summary for the totals and get_user_expenses for the details, then tell me where the money goes, what stands out, and one concrete way to spend less.`,
+            },
+          },
+        ],
+      };
+    },
+  );
+
+  return server;
+}
+
+function result(text: string, structuredContent: Record<string, unknown>): CallToolResult {
+  return { content: [{ type: 'text', text }], structuredContent };
+}
+
+function toolError(text: string): CallToolResult {
+  return { content: [{ type: 'text', text }], isError: true };
+}
+
+function assertRange(start: string | undefined, end: string | undefined): void {
+  if (start && end && start > end) throw new Error(`start_date ${start} is after end_date ${end}.`);
+}
+
+function describeExpense(e: Expense): string {
+  return `${e.date} ${e.category} ${e.amount} (${e.payment_method}) ${e.description}`;
+}
+
+function describeSummary(summary: SpendingSummary): string {
+  if (summary.count === 0) return 'No expenses in this period.';
+  return [
+    `Total ${summary.total} over ${summary.count} expense(s).`,
+    'By category:',
+    ...summary.by_category.map((row) => `- ${row.category}: ${row.total} (${row.count})`),
+    'By month:',
+    ...summary.by_month.map((row) => `- ${row.month}: ${row.total} (${row.count})`),
+  ].join('\n');
+}

@@ -1,0 +1,3 @@
+export { MultiplexTransport } from './multiplex-transport.ts';
+export { type OriginGuardOptions, originGuard } from './origin-guard.ts';
+export { createStatelessMcpEndpoint, type StatelessMcpOptions } from './stateless.ts';

@@ -1,0 +1,156 @@
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import {
+  type JSONRPCNotification,
+  type JSONRPCRequest,
+  type MessageExtraInfo,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { Context } from 'hono';
+import { MultiplexTransport } from './multiplex-transport.ts';
+
+export interface StatelessMcpOptions {
+  /** Largest request body accepted, in bytes; larger ones get 413. */
+  maxBodyBytes?: number;
+  /** The authenticated caller of this exchange, handed to tools as `extra.authInfo`. */
+  authInfo?: (c: Context) => AuthInfo | undefined;
+}
+
+// JSON-RPC 2.0 error codes.
+const PARSE_ERROR = -32700;
+const INVALID_REQUEST = -32600;
+
+/**
+ * A Streamable HTTP endpoint (MCP transport revision 2025-03-26 and later) without protocol
+ * sessions: every POST carries one JSON-RPC message and, for a request, gets its response as
+ * `application/json`. GET and DELETE answer 405, as the specification allows for a server
+ * that offers no server-initiated stream and no sessions.
+ *
+ * The MCP server is connected once, here, and shared by all requests.
+ */
+export async function createStatelessMcpEndpoint(
+  server: McpServer | Server,
+  options: StatelessMcpOptions = {},
+): Promise<{ handle: (c: Context) => Promise<Response>; close: () => Promise<void> }> {
+  const transport = new MultiplexTransport();
+  await server.connect(transport);
+  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+
+  async function handle(c: Context): Promise<Response> {
+    const request = c.req.raw;
+    if (request.method !== 'POST') {
+      return rpcError(405, INVALID_REQUEST, 'Method not allowed: this endpoint takes JSON-RPC messages by POST.', {
+        Allow: 'POST',
+      });
+    }
+    const accept = request.headers.get('accept') ?? '';
+    if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
+      return rpcError(
+        406,
+        INVALID_REQUEST,
+        'Not Acceptable: the client must accept application/json and text/event-stream.',
+      );
+    }
+    const contentType = request.headers.get('content-type') ?? '';
+    if (!/^application\/json\s*(;|$)/i.test(contentType)) {
+      return rpcError(415, INVALID_REQUEST, 'Unsupported Media Type: send Content-Type: application/json.');
+    }
+    const protocolVersion = request.headers.get('mcp-protocol-version');
+    if (protocolVersion !== null && !SUPPORTED_PROTOCOL_VERSIONS.includes(protocolVersion)) {
+      return rpcError(
+        400,
+        INVALID_REQUEST,
+        `Unsupported MCP-Protocol-Version ${protocolVersion}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}.`,
+      );
+    }
+
+    const body = await readBody(request, maxBodyBytes);
+    if (body === TOO_LARGE) {
+      return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    }
+    let message: unknown;
+    try {
+      message = JSON.parse(body);
+    } catch {
+      return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
+    }
+    if (Array.isArray(message)) {
+      return rpcError(400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
+    }
+    const shape = classify(message);
+    if (shape === 'invalid') {
+      return rpcError(400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
+    }
+
+    const authInfo = options.authInfo?.(c);
+    const extra: MessageExtraInfo = { requestInfo: lazyRequestInfo(request) };
+    if (authInfo) extra.authInfo = authInfo;
+    if (shape === 'request') {
+      const reply = await transport.request(message as JSONRPCRequest, extra, request.signal);
+      return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });
+    }
+    if (shape === 'notification') transport.notify(message as JSONRPCNotification, extra);
+    // Notifications and responses are accepted with no body.
+    return new Response(null, { status: 202 });
+  }
+
+  return { handle, close: () => server.close() };
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const TOO_LARGE = Symbol('too large');
+
+function rpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message } }), {
+    status,
+    headers: { ...JSON_HEADERS, ...headers },
+  });
+}
+
+function classify(message: unknown): 'request' | 'notification' | 'response' | 'invalid' {
+  if (typeof message !== 'object' || message === null) return 'invalid';
+  const m = message as Record<string, unknown>;
+  if (m.jsonrpc !== '2.0') return 'invalid';
+  const hasId = typeof m.id === 'string' || (typeof m.id === 'number' && Number.isInteger(m.id));
+  if (m.params !== undefined && (typeof m.params !== 'object' || m.params === null)) return 'invalid';
+  if (typeof m.method === 'string') return hasId ? 'request' : 'id' in m ? 'invalid' : 'notification';
+  if (hasId && ('result' in m || 'error' in m)) return 'response';
+  return 'invalid';
+}
+
+/** Reads the body as text, refusing more than `limit` bytes whatever Content-Length claims. */
+async function readBody(request: Request, limit: number): Promise<string | typeof TOO_LARGE> {
+  const declaredHeader = request.headers.get('content-length');
+  if (declaredHeader !== null) {
+    // Node's HTTP parser holds the body to its declared length, so this check is enough.
+    if (Number(declaredHeader) > limit) return TOO_LARGE;
+    return await request.text();
+  }
+  if (!request.body) return '';
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return TOO_LARGE;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, size).toString('utf8');
+}
+
+/** Request headers for tools that ask for them, converted only if a tool does. */
+function lazyRequestInfo(request: Request): NonNullable<MessageExtraInfo['requestInfo']> {
+  let headers: Record<string, string> | undefined;
+  return {
+    get headers() {
+      headers ??= Object.fromEntries(request.headers);
+      return headers;
+    },
+  };
+}
