@@ -68,8 +68,14 @@ export class MultiplexTransport implements Transport {
     if (this.#nextId > Number.MAX_SAFE_INTEGER) this.#nextId = 1;
     return new Promise<Reply>((resolve) => {
       const onAbort = () => {
-        // The client went away: tell the server, so a long handler can stop early.
+        // The client went away: tell the server, so a long handler can stop early, and
+        // settle the exchange now (nobody will read the reply).
         this.#pending.delete(internalId);
+        resolve({
+          jsonrpc: '2.0',
+          id: request.id,
+          error: { code: -32000, message: 'Request cancelled: client disconnected' },
+        });
         this.onmessage?.({
           jsonrpc: '2.0',
           method: 'notifications/cancelled',

@@ -1,0 +1,288 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { connectClient, postMcp, startTestStack, type TestStack } from './helpers.ts';
+
+let stack: TestStack;
+let aliceKey: string;
+let bobKey: string;
+let alice: Client;
+let bob: Client;
+
+before(async () => {
+  stack = await startTestStack();
+  aliceKey = (await stack.keys.create({ userId: 'alice', name: 'alice laptop' })).secret;
+  bobKey = (await stack.keys.create({ userId: 'bob' })).secret;
+  alice = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${aliceKey}` });
+  // bob sends his key the other way the talk shows: a custom header.
+  bob = await connectClient(stack.mcpUrl, { 'x-api-key': bobKey });
+});
+
+after(async () => {
+  await alice?.close();
+  await bob?.close();
+  await stack?.close();
+});
+
+const add = (client: Client, args: Record<string, unknown>) =>
+  client.callTool({ name: 'add_user_expense', arguments: args }) as Promise<CallToolResult>;
+const call = (client: Client, name: string, args: Record<string, unknown> = {}) =>
+  client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
+const text = (result: CallToolResult) => result.content.map((c) => (c.type === 'text' ? c.text : '')).join('\n');
+const countRows = async (userId: string) =>
+  (await stack.sql.query('SELECT count(*)::int AS n FROM expenses WHERE user_id = $1', [userId])).rows[0].n as number;
+
+describe('the expenses tools over Streamable HTTP with the SDK client', () => {
+  test('lists the tools with titles, schemas and annotations', async () => {
+    const { tools } = await alice.listTools();
+    const byName = new Map(tools.map((tool) => [tool.name, tool]));
+    assert.deepEqual([...byName.keys()].sort(), [
+      'add_user_expense',
+      'delete_user_expense',
+      'get_spending_summary',
+      'get_user_expenses',
+    ]);
+    for (const tool of tools) {
+      assert.ok(tool.title, `${tool.name} has a title`);
+      assert.equal(tool.outputSchema?.type, 'object', `${tool.name} has an output schema`);
+    }
+    assert.equal(byName.get('get_user_expenses')?.annotations?.readOnlyHint, true);
+    assert.equal(byName.get('get_spending_summary')?.annotations?.readOnlyHint, true);
+    assert.equal(byName.get('delete_user_expense')?.annotations?.destructiveHint, true);
+    assert.equal(byName.get('add_user_expense')?.annotations?.readOnlyHint, false);
+    assert.deepEqual(byName.get('add_user_expense')?.inputSchema.required?.sort(), [
+      'amount',
+      'category',
+      'date',
+      'description',
+      'payment_method',
+    ]);
+  });
+
+  test('adds an expense, stores it for the key owner with an exact amount, and reads it back', async () => {
+    const added = await add(alice, {
+      date: '2025-12-17',
+      amount: 20.1,
+      category: 'food',
+      description: 'Pizza',
+      payment_method: 'amex',
+    });
+    assert.equal(added.isError, undefined, text(added));
+    const expense = (added.structuredContent as { expense: Record<string, string> }).expense;
+    assert.equal(expense.amount, '20.10');
+    assert.match(text(added), /Pizza/);
+
+    const row = (
+      await stack.sql.query('SELECT user_id, amount::text, date::text FROM expenses WHERE id = $1', [expense.id])
+    ).rows[0];
+    assert.deepEqual(row, { user_id: 'alice', amount: '20.10', date: '2025-12-17' });
+
+    const listed = await call(alice, 'get_user_expenses');
+    const expenses = (listed.structuredContent as { expenses: { id: string }[] }).expenses;
+    assert.ok(expenses.some((e) => e.id === expense.id));
+  });
+
+  test('lists newest first and filters by date range and category', async () => {
+    for (const [date, category, amount] of [
+      ['2025-01-05', 'transport', 3.5],
+      ['2025-03-01', 'gadget', 1200],
+      ['2025-02-10', 'transport', 2.25],
+    ] as const) {
+      const result = await add(alice, { date, amount, category, description: 'x', payment_method: 'visa' });
+      assert.equal(result.isError, undefined, text(result));
+    }
+    const all = (await call(alice, 'get_user_expenses')).structuredContent as { expenses: { date: string }[] };
+    const dates = all.expenses.map((e) => e.date);
+    assert.deepEqual(dates, [...dates].sort().reverse(), 'newest first');
+
+    const filtered = (
+      await call(alice, 'get_user_expenses', {
+        category: 'transport',
+        start_date: '2025-02-01',
+        end_date: '2025-12-31',
+      })
+    ).structuredContent as { expenses: { date: string; category: string }[]; count: number };
+    assert.deepEqual(
+      filtered.expenses.map((e) => [e.date, e.category]),
+      [['2025-02-10', 'transport']],
+    );
+    const limited = (await call(alice, 'get_user_expenses', { limit: 2 })).structuredContent as { count: number };
+    assert.equal(limited.count, 2);
+  });
+
+  test('summarises per category and per month with exact totals', async () => {
+    const result = await call(alice, 'get_spending_summary', { start_date: '2025-01-01', end_date: '2025-12-31' });
+    const summary = result.structuredContent as {
+      total: string;
+      count: number;
+      by_category: { category: string; total: string; count: number }[];
+      by_month: { month: string; total: string }[];
+    };
+    // 20.10 + 3.50 + 1200 + 2.25
+    assert.equal(summary.total, '1225.85');
+    assert.equal(summary.count, 4);
+    assert.deepEqual(summary.by_category[0], { category: 'gadget', total: '1200.00', count: 1 });
+    assert.deepEqual(
+      summary.by_category.find((row) => row.category === 'transport'),
+      { category: 'transport', total: '5.75', count: 2 },
+    );
+    assert.deepEqual(
+      summary.by_month.map((row) => [row.month, row.total]),
+      [
+        ['2025-01', '3.50'],
+        ['2025-02', '2.25'],
+        ['2025-03', '1200.00'],
+        ['2025-12', '20.10'],
+      ],
+    );
+  });
+
+  test("a second user never sees, summarises or deletes the first user's expenses", async () => {
+    const bobList = (await call(bob, 'get_user_expenses')).structuredContent as { count: number };
+    assert.equal(bobList.count, 0);
+    const bobSummary = (await call(bob, 'get_spending_summary')).structuredContent as { total: string; count: number };
+    assert.deepEqual([bobSummary.total, bobSummary.count], ['0.00', 0]);
+
+    const aliceExpense = (await stack.sql.query("SELECT id FROM expenses WHERE user_id = 'alice' LIMIT 1")).rows[0].id;
+    const deleted = await call(bob, 'delete_user_expense', { id: aliceExpense });
+    assert.equal(deleted.isError, true);
+    assert.equal(text(deleted), `No expense with id ${aliceExpense}.`, 'same answer as for an id that does not exist');
+    assert.equal((await stack.sql.query('SELECT 1 FROM expenses WHERE id = $1', [aliceExpense])).rowCount, 1);
+  });
+
+  test("deletes the caller's own expense", async () => {
+    const before = await countRows('alice');
+    const { expense } = (
+      await add(alice, { date: '2025-06-01', amount: 5, category: 'other', description: 'Tip', payment_method: 'cash' })
+    ).structuredContent as { expense: { id: string } };
+    const deleted = await call(alice, 'delete_user_expense', { id: expense.id });
+    assert.equal(deleted.isError, undefined, text(deleted));
+    assert.equal((deleted.structuredContent as { deleted: { id: string } }).deleted.id, expense.id);
+    assert.equal(await countRows('alice'), before);
+    const again = await call(alice, 'delete_user_expense', { id: expense.id });
+    assert.equal(again.isError, true);
+  });
+
+  test('the recent-expenses resource and the analyze_spending prompt belong to the caller', async () => {
+    const resource = await bob.readResource({ uri: 'expenses://recent' });
+    const first = resource.contents[0];
+    assert.ok(first && 'text' in first);
+    assert.deepEqual(JSON.parse(first.text as string), { expenses: [] });
+    const aliceResource = await alice.readResource({ uri: 'expenses://recent' });
+    const aliceFirst = aliceResource.contents[0];
+    assert.ok(aliceFirst && 'text' in aliceFirst);
+    assert.ok((JSON.parse(aliceFirst.text as string) as { expenses: unknown[] }).expenses.length >= 4);
+
+    const prompt = await alice.getPrompt({ name: 'analyze_spending', arguments: { category: 'food' } });
+    const message = prompt.messages[0];
+    assert.ok(message && message.content.type === 'text');
+    assert.match(message.content.text, /category "food"/);
+  });
+});
+
+describe('bad tool input: a clear tool error and nothing stored', () => {
+  const valid = { date: '2025-05-05', amount: 10, category: 'food', description: 'Lunch', payment_method: 'visa' };
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['a date that is not on the calendar', { date: '2025-02-29' }, /date/],
+    ['a date in another format', { date: '05/05/2025' }, /date/],
+    ['a zero amount', { amount: 0 }, /amount/],
+    ['a negative amount', { amount: -5 }, /amount/],
+    ['three decimals', { amount: 10.005 }, /amount/],
+    ['an absurd amount', { amount: 1e12 }, /amount/],
+    ['an amount as text', { amount: '10' }, /amount/],
+    ['an unknown category', { category: 'rent' }, /category/],
+    ['an unknown payment method', { payment_method: 'bitcoin' }, /payment_method/],
+    ['an empty description', { description: '   ' }, /description/],
+    ['a description too long', { description: 'x'.repeat(501) }, /description/],
+    ['a missing field', { payment_method: undefined }, /payment_method/],
+  ];
+  for (const [name, override, field] of cases) {
+    test(name, async () => {
+      const before = await countRows('bob');
+      const result = await add(bob, { ...valid, ...override });
+      assert.equal(result.isError, true, `expected a tool error, got ${text(result)}`);
+      assert.match(text(result), field);
+      assert.equal(await countRows('bob'), before);
+    });
+  }
+
+  test('a start date after the end date', async () => {
+    const result = await call(bob, 'get_user_expenses', { start_date: '2025-05-01', end_date: '2025-04-01' });
+    assert.equal(result.isError, true);
+    assert.match(text(result), /after end_date/);
+  });
+
+  test('a delete id that is not an id', async () => {
+    const result = await call(bob, 'delete_user_expense', { id: "1' OR '1'='1" });
+    assert.equal(result.isError, true);
+    assert.match(text(result), /id/);
+  });
+
+  test('an unknown tool', async () => {
+    const result = await call(bob, 'drop_all_expenses');
+    assert.equal(result.isError, true);
+    assert.match(text(result), /not found/i);
+  });
+});
+
+describe('key-based access', () => {
+  test('a missing or unknown key gets 401 with a Bearer challenge and no hint of existence', async () => {
+    const missing = await postMcp(stack.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    assert.equal(missing.status, 401);
+    assert.equal(missing.headers.get('www-authenticate'), 'Bearer realm="mcp"');
+
+    const unknownWellFormed = await postMcp(
+      stack.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer mcpk_${'A'.repeat(43)}` },
+    );
+    const garbage = await postMcp(
+      stack.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { 'x-api-key': 'nope' },
+    );
+    for (const response of [unknownWellFormed, garbage]) {
+      assert.equal(response.status, 401);
+      assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer realm="mcp", error="invalid_token"/);
+    }
+    assert.deepEqual(await unknownWellFormed.json(), await garbage.json(), 'unknown and malformed keys look the same');
+  });
+
+  test('a revoked key gets 401 on its very next request, and the response matches an unknown key', async () => {
+    const { record, secret } = await stack.keys.create({ userId: 'carol' });
+    const carol = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });
+    await carol.listTools();
+    assert.ok(await stack.keys.revoke(record.id));
+    await assert.rejects(carol.listTools(), /401|nauthorized|invalid/i);
+    const raw = await postMcp(
+      stack.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${secret}` },
+    );
+    assert.equal(raw.status, 401);
+    assert.deepEqual(await raw.json(), { error: 'invalid_token', error_description: 'The API key is not valid.' });
+    await carol.close();
+  });
+
+  test('keys are stored only as hashes, and last use is recorded', async () => {
+    const { rows } = await stack.sql.query('SELECT secret_sha256, last_used_at FROM api_keys WHERE user_id = $1', [
+      'alice',
+    ]);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].secret_sha256.length, 32);
+    assert.ok(!rows[0].secret_sha256.toString('latin1').includes(aliceKey));
+    const dump = JSON.stringify((await stack.sql.query('SELECT * FROM api_keys')).rows);
+    assert.ok(!dump.includes(aliceKey.slice(5)), 'the key does not appear anywhere in the table');
+    assert.ok(rows[0].last_used_at instanceof Date);
+  });
+
+  test('no key or token ever reaches the logs', () => {
+    const all = stack.logs.join('');
+    assert.ok(
+      stack.logs.some((line) => line.includes('"user_id":"alice"')),
+      'requests are logged with the user',
+    );
+    assert.ok(!all.includes(aliceKey) && !all.includes(bobKey));
+  });
+});

@@ -1,0 +1,292 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { createStatelessMcpEndpoint, originGuard } from '../src/index.ts';
+
+const events: string[] = [];
+
+async function makeApp(maxBodyBytes = 4096) {
+  const server = new McpServer({ name: 'test', version: '1.0.0' });
+  server.registerTool(
+    'echo',
+    { inputSchema: { value: z.string(), delayMs: z.number().optional() } },
+    async ({ value, delayMs }, extra) => {
+      if (delayMs) await sleep(delayMs);
+      const who = (extra.authInfo?.extra as { user?: string } | undefined)?.user ?? 'nobody';
+      return { content: [{ type: 'text', text: `${who}:${value}` }] };
+    },
+  );
+  server.registerTool('wait_for_cancel', { inputSchema: {} }, async (_args, extra) => {
+    await new Promise<void>((resolve) => extra.signal.addEventListener('abort', () => resolve(), { once: true }));
+    events.push('handler saw the abort');
+    return { content: [] };
+  });
+  server.registerTool('ask_user', { inputSchema: {} }, async () => {
+    await server.server.elicitInput({ message: 'name?', requestedSchema: { type: 'object', properties: {} } });
+    return { content: [] };
+  });
+  const endpoint = await createStatelessMcpEndpoint(server, {
+    maxBodyBytes,
+    authInfo: (c) => ({ token: 'x', clientId: 'c', scopes: [], extra: { user: c.req.header('x-user') } }),
+  });
+  const app = new Hono();
+  app.all('/mcp', (c) => endpoint.handle(c));
+  return app;
+}
+
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+const call = (id: number | string, value: string, delayMs = 0) => ({
+  jsonrpc: '2.0',
+  id,
+  method: 'tools/call',
+  params: { name: 'echo', arguments: { value, delayMs } },
+});
+
+describe('one MCP server shared by concurrent stateless requests', () => {
+  test("replies go back to the right request with the caller's own id, even when ids collide", async () => {
+    const app = await makeApp();
+    const responses = await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const response = await app.request('/mcp', {
+          method: 'POST',
+          headers: { ...HEADERS, 'x-user': `user${i}` },
+          body: JSON.stringify(call(1, `value${i}`, (i * 7) % 13)),
+        });
+        return {
+          i,
+          status: response.status,
+          body: (await response.json()) as { id: number; result: { content: { text: string }[] } },
+        };
+      }),
+    );
+    for (const { i, status, body } of responses) {
+      assert.equal(status, 200);
+      assert.equal(body.id, 1);
+      assert.equal(body.result.content[0]?.text, `user${i}:value${i}`);
+    }
+  });
+
+  test('initialize works for every client, and a notification gets 202 with no body', async () => {
+    const app = await makeApp();
+    for (let i = 0; i < 2; i++) {
+      const init = await app.request('/mcp', {
+        method: 'POST',
+        headers: HEADERS,
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 'init',
+          method: 'initialize',
+          params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: `c${i}`, version: '1' } },
+        }),
+      });
+      const body = (await init.json()) as {
+        id: string;
+        result: { protocolVersion: string; serverInfo: { name: string } };
+      };
+      assert.equal(body.id, 'init');
+      assert.equal(body.result.protocolVersion, '2025-06-18');
+      assert.equal(body.result.serverInfo.name, 'test');
+    }
+    const note = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+    });
+    assert.equal(note.status, 202);
+    assert.equal(await note.text(), '');
+  });
+
+  test('a client that disconnects cancels its handler', async () => {
+    const app = await makeApp();
+    const controller = new AbortController();
+    const pending = Promise.resolve(
+      app.request('/mcp', {
+        method: 'POST',
+        headers: HEADERS,
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 9,
+          method: 'tools/call',
+          params: { name: 'wait_for_cancel', arguments: {} },
+        }),
+        signal: controller.signal,
+      }),
+    ).catch(() => undefined);
+    await sleep(50);
+    controller.abort();
+    await pending;
+    await sleep(20);
+    assert.ok(events.includes('handler saw the abort'));
+  });
+
+  test('a server-to-client request fails at once instead of hanging', async () => {
+    const app = await makeApp();
+    // A client that declares elicitation, so the SDK does try to send the request.
+    await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-06-18',
+          capabilities: { elicitation: {} },
+          clientInfo: { name: 'c', version: '1' },
+        },
+      }),
+    });
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 3,
+        method: 'tools/call',
+        params: { name: 'ask_user', arguments: {} },
+      }),
+    });
+    const body = (await response.json()) as { result: { isError: boolean; content: { text: string }[] } };
+    assert.equal(body.result.isError, true);
+    assert.match(body.result.content[0]?.text ?? '', /needs a session; this endpoint is stateless/);
+  });
+});
+
+describe('protocol errors', () => {
+  const cases: [string, RequestInit, number, number | undefined][] = [
+    ['GET has no server stream', { method: 'GET', headers: { accept: 'text/event-stream' } }, 405, -32600],
+    ['DELETE has no session to end', { method: 'DELETE' }, 405, -32600],
+    [
+      'Accept without text/event-stream',
+      { method: 'POST', headers: { ...HEADERS, accept: 'application/json' }, body: JSON.stringify(call(1, 'a')) },
+      406,
+      -32600,
+    ],
+    [
+      'a form body',
+      { method: 'POST', headers: { ...HEADERS, 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' },
+      415,
+      -32600,
+    ],
+    ['malformed JSON', { method: 'POST', headers: HEADERS, body: '{"jsonrpc": "2.0", "id": 1,' }, 400, -32700],
+    ['a batch', { method: 'POST', headers: HEADERS, body: JSON.stringify([call(1, 'a'), call(2, 'b')]) }, 400, -32600],
+    [
+      'not JSON-RPC 2.0',
+      { method: 'POST', headers: HEADERS, body: JSON.stringify({ jsonrpc: '1.0', id: 1, method: 'x' }) },
+      400,
+      -32600,
+    ],
+    [
+      'params that are not an object',
+      {
+        method: 'POST',
+        headers: HEADERS,
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: 5 }),
+      },
+      400,
+      -32600,
+    ],
+    [
+      'a null id',
+      { method: 'POST', headers: HEADERS, body: JSON.stringify({ jsonrpc: '2.0', id: null, method: 'tools/list' }) },
+      400,
+      -32600,
+    ],
+    [
+      'an unsupported protocol version',
+      {
+        method: 'POST',
+        headers: { ...HEADERS, 'mcp-protocol-version': '1999-01-01' },
+        body: JSON.stringify(call(1, 'a')),
+      },
+      400,
+      -32600,
+    ],
+    [
+      'a body over the limit',
+      { method: 'POST', headers: HEADERS, body: JSON.stringify(call(1, 'x'.repeat(5000))) },
+      413,
+      -32600,
+    ],
+  ];
+  for (const [name, init, status, code] of cases) {
+    test(name, async () => {
+      const app = await makeApp();
+      const response = await app.request('/mcp', init);
+      assert.equal(response.status, status);
+      const body = (await response.json()) as { jsonrpc: string; id: null; error: { code: number; message: string } };
+      assert.equal(body.jsonrpc, '2.0');
+      assert.equal(body.id, null);
+      assert.equal(body.error.code, code);
+      assert.ok(body.error.message.length > 0);
+      if (status === 405) assert.equal(response.headers.get('allow'), 'POST');
+    });
+  }
+
+  test('a chunked body over the limit is cut off at the limit', async () => {
+    const app = await makeApp(1024);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        sent += 512;
+        controller.enqueue(new Uint8Array(512).fill(32));
+        if (sent >= 1024 * 1024) controller.close();
+      },
+    });
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(response.status, 413);
+    assert.ok(sent < 64 * 1024, `stopped reading early (read ${sent} bytes)`);
+  });
+
+  test("an unknown method is a JSON-RPC error with the caller's id", async () => {
+    const app = await makeApp();
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: JSON.stringify({ jsonrpc: '2.0', id: 'abc', method: 'no/such/method' }),
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), {
+      jsonrpc: '2.0',
+      id: 'abc',
+      error: { code: -32601, message: 'Method not found' },
+    });
+  });
+});
+
+describe('originGuard', () => {
+  const app = new Hono();
+  app.use(
+    originGuard({
+      allowedHosts: ['localhost', '127.0.0.1', '[::1]', 'mcp.example.com:8443'],
+      allowedOrigins: ['http://localhost:6274'],
+    }),
+  );
+  app.get('/', (c) => c.text('ok'));
+  const cases: [string, Record<string, string>, number][] = [
+    ['an allowed host with any port', { host: 'localhost:8000' }, 200],
+    ['an IPv6 loopback host', { host: '[::1]:8000' }, 200],
+    ['an allowed host and port', { host: 'mcp.example.com:8443' }, 200],
+    ['an allowed host on another port', { host: 'mcp.example.com:9999' }, 403],
+    ["a rebinding attacker's host", { host: 'evil.example:8000' }, 403],
+    ['an allowed origin', { host: 'localhost:8000', origin: 'http://localhost:6274' }, 200],
+    ['a foreign origin', { host: 'localhost:8000', origin: 'http://evil.example' }, 403],
+    ['the null origin', { host: 'localhost:8000', origin: 'null' }, 403],
+  ];
+  for (const [name, headers, status] of cases) {
+    test(name, async () => {
+      const response = await app.request('http://x/', { headers });
+      assert.equal(response.status, status);
+      if (status === 403)
+        assert.match(((await response.json()) as { error: { message: string } }).error.message, /^Forbidden/);
+    });
+  }
+});
