@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { Hono } from 'hono';
+import {
+  API_KEYS_NAMESPACE,
+  ApiKeyStore,
+  type AuthVariables,
+  apiKeyMigrations,
+  apiKeyProvider,
+  bearerChallenge,
+  bearerCredential,
+  looksLikeApiKey,
+  noAuthProvider,
+  principalFromAuthInfo,
+  requireAuth,
+  requirePrincipal,
+  toAuthInfo,
+} from '../src/index.ts';
+
+describe('bearerChallenge', () => {
+  test('quotes every value and escapes quotes and backslashes', () => {
+    assert.equal(
+      bearerChallenge({ realm: 'mcp', error: 'invalid_token', error_description: 'say "hi" \\ bye', scope: undefined }),
+      'Bearer realm="mcp", error="invalid_token", error_description="say \\"hi\\" \\\\ bye"',
+    );
+  });
+  test('folds line breaks so a header cannot be split', () => {
+    assert.equal(bearerChallenge({ error_description: 'a\r\nSet-Cookie: x=1' }), 'Bearer error_description="a  Set-Cookie: x=1"');
+  });
+  test('is bare with no parameters', () => {
+    assert.equal(bearerChallenge({}), 'Bearer');
+  });
+});
+
+test('bearerCredential reads only well-formed Bearer credentials', () => {
+  const read = (value: string) => bearerCredential(new Request('http://x/', { headers: { authorization: value } }));
+  assert.equal(read('Bearer abc.def-ghi_~+/='), 'abc.def-ghi_~+/=');
+  assert.equal(read('bearer abc'), 'abc');
+  assert.equal(read('Basic dXNlcjpwYXNz'), undefined);
+  assert.equal(read('Bearer two words'), undefined);
+  assert.equal(read('Bearer '), undefined);
+});
+
+test('the principal travels in AuthInfo without the raw credential', () => {
+  const info = toAuthInfo({ userId: 'u1', scopes: ['a'], method: 'api_key', clientId: 'key_1' });
+  assert.equal(info.token, '[redacted]');
+  assert.deepEqual(principalFromAuthInfo(info)?.userId, 'u1');
+  assert.throws(() => requirePrincipal(undefined), /authenticated caller/);
+});
+
+describe('API keys on a real PostgreSQL server', () => {
+  let testDb: TestDatabase;
+  let db: Database;
+  let store: ApiKeyStore;
+  before(async () => {
+    testDb = await createTestDatabase();
+    db = await openDatabase({ url: testDb.url });
+    await migrate(db.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
+    store = new ApiKeyStore(db.pool, { touchIntervalMs: 60_000 });
+  });
+  after(async () => {
+    await db?.close();
+    await testDb?.drop();
+  });
+
+  test('a created key is high-entropy, shown once, verifiable, and stored only as its SHA-256', async () => {
+    const { record, secret } = await store.create({ userId: 'alice', name: 'cli', scopes: ['expenses:read', 'expenses:read'] });
+    assert.ok(looksLikeApiKey(secret));
+    assert.equal(Buffer.from(secret.slice(5), 'base64url').length, 32);
+    assert.deepEqual(record.scopes, ['expenses:read']);
+    assert.deepEqual(await store.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
+    const row = (await db.pool.query('SELECT * FROM api_keys WHERE id = $1', [record.id])).rows[0];
+    assert.ok(!JSON.stringify(row).includes(secret.slice(5, 20)));
+    const second = await store.create({ userId: 'alice' });
+    assert.notEqual(second.secret, secret);
+  });
+
+  test('bad input is refused and nothing is stored', async () => {
+    const before = (await store.list()).length;
+    await assert.rejects(store.create({ userId: '  ' }), /user id/);
+    await assert.rejects(store.create({ userId: 'x'.repeat(256) }), /user id/);
+    await assert.rejects(store.create({ userId: 'u', scopes: ['has space'] }), /Not a valid scope/);
+    await assert.rejects(store.create({ userId: 'u', scopes: ['quote"'] }), /Not a valid scope/);
+    await assert.rejects(store.create({ userId: 'u', name: 'n'.repeat(101) }), /name/);
+    assert.equal((await store.list()).length, before);
+  });
+
+  test('revocation applies to the next verify, and a second revoke says there was nothing to revoke', async () => {
+    const { record, secret } = await store.create({ userId: 'bob' });
+    assert.ok(await store.verify(secret));
+    assert.equal(await store.revoke(record.id), true);
+    assert.equal(await store.verify(secret), undefined);
+    assert.equal(await store.revoke(record.id), false);
+    assert.equal(await store.revoke('key_unknown'), false);
+    const listed = await store.list({ userId: 'bob' });
+    assert.equal(listed.length, 1);
+    assert.ok(listed[0]?.revokedAt);
+  });
+
+  test('last use is written on first use, then at most once per interval', async () => {
+    const { record, secret } = await store.create({ userId: 'dora' });
+    assert.equal((await store.list({ userId: 'dora' }))[0]?.lastUsedAt, null);
+    await store.verify(secret);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const first = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0].last_used_at;
+    assert.ok(first instanceof Date);
+    await store.verify(secret);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const second = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0].last_used_at;
+    assert.equal(second.getTime(), first.getTime(), 'not rewritten within the interval');
+  });
+
+  test('strings not shaped like a key are rejected without a query', async () => {
+    assert.equal(await store.verify("' OR 1=1 --"), undefined);
+    assert.equal(await store.verify(''), undefined);
+  });
+
+  test('the provider behind requireAuth: 401 challenges and the principal on the context', async () => {
+    const { record, secret } = await store.create({ userId: 'erin', scopes: ['s1'] });
+    const app = new Hono<{ Variables: AuthVariables }>();
+    app.use('/p', requireAuth(apiKeyProvider({ store, realm: 'expenses' })));
+    app.get('/p', (c) => c.json(c.get('principal')));
+
+    const ok = await app.request('/p', { headers: { authorization: `Bearer ${secret}` } });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { userId: 'erin', scopes: ['s1'], method: 'api_key', clientId: record.id });
+
+    const viaHeader = await app.request('/p', { headers: { 'x-api-key': secret } });
+    assert.equal(viaHeader.status, 200);
+
+    const none = await app.request('/p');
+    assert.equal(none.status, 401);
+    assert.equal(none.headers.get('www-authenticate'), 'Bearer realm="expenses"');
+    assert.equal(none.headers.get('cache-control'), 'no-store');
+
+    const basic = await app.request('/p', { headers: { authorization: 'Basic dXNlcjpwYXNz' } });
+    assert.equal(basic.status, 401);
+    assert.match(basic.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
+
+    const wrong = await app.request('/p', { headers: { authorization: `Bearer ${secret.slice(0, -1)}x` } });
+    assert.equal(wrong.status, 401);
+    assert.match(wrong.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  test('noAuthProvider acts as its one user', async () => {
+    const outcome = await noAuthProvider({ userId: 'local' }).authenticate(new Request('http://x/'));
+    assert.deepEqual(outcome, { ok: true, principal: { userId: 'local', scopes: [], method: 'none' } });
+  });
+});

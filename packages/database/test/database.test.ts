@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { type Migration, migrate, openDatabase, redactUrl } from '../src/index.ts';
+
+const migrations: Migration[] = [
+  { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
+  { version: 2, name: 'notes.author', sql: "ALTER TABLE notes ADD COLUMN author text NOT NULL DEFAULT 'nobody'" },
+];
+
+describe('migrations on a real PostgreSQL server', () => {
+  let testDb: TestDatabase;
+  before(async () => {
+    testDb = await createTestDatabase();
+  });
+  after(async () => {
+    await testDb?.drop();
+  });
+
+  test('apply once, in order, and are recorded per namespace', async () => {
+    const db = await openDatabase({ url: testDb.url });
+    try {
+      assert.equal(db.kind, 'postgres');
+      assert.deepEqual(await migrate(db.pool, 'notes', migrations), [1, 2]);
+      assert.deepEqual(await migrate(db.pool, 'notes', migrations), []);
+      const { rows } = await db.pool.query("SELECT version FROM schema_migrations WHERE namespace = 'notes' ORDER BY 1");
+      assert.deepEqual(
+        rows.map((row) => row.version),
+        [1, 2],
+      );
+      await db.pool.query("INSERT INTO notes (body) VALUES ('hi')");
+      assert.equal((await db.pool.query('SELECT author FROM notes')).rows[0].author, 'nobody');
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('replicas starting together apply each migration exactly once', async () => {
+    const namespaced: Migration[] = [{ version: 1, name: 'counter', sql: 'CREATE TABLE counter (n int)' }];
+    const replicas = await Promise.all([1, 2, 3].map(() => openDatabase({ url: testDb.url, maxConnections: 2 })));
+    try {
+      const results = await Promise.all(replicas.map((db) => migrate(db.pool, 'race', namespaced)));
+      assert.deepEqual(results.flat(), [1], 'one replica applied it, the others found it done');
+    } finally {
+      await Promise.all(replicas.map((db) => db.close()));
+    }
+  });
+
+  test('a failing migration is rolled back, names itself, and is not recorded', async () => {
+    const db = await openDatabase({ url: testDb.url });
+    try {
+      const broken: Migration[] = [
+        { version: 1, name: 'good', sql: 'CREATE TABLE good (id int)' },
+        { version: 2, name: 'bad', sql: 'CREATE TABLE half (id int); SELECT no_such_function()' },
+      ];
+      await assert.rejects(migrate(db.pool, 'broken', broken), /Migration broken#2 \(bad\) failed/);
+      const recorded = await db.pool.query("SELECT version FROM schema_migrations WHERE namespace = 'broken'");
+      assert.deepEqual(
+        recorded.rows.map((row) => row.version),
+        [1],
+      );
+      assert.equal((await db.pool.query("SELECT to_regclass('half') AS t")).rows[0].t, null);
+    } finally {
+      await db.close();
+    }
+  });
+
+  test('migrations out of order are refused before touching the database', async () => {
+    const db = await openDatabase({ url: testDb.url });
+    try {
+      await assert.rejects(migrate(db.pool, 'x', [migrations[1], migrations[0]] as Migration[]), /increasing version/);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('the embedded database (PGlite behind a Unix socket)', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mcp-db-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('persists across restarts, through the same pg code path', async () => {
+    const first = await openDatabase({ dataDir: dir });
+    assert.equal(first.kind, 'embedded');
+    await migrate(first.pool, 'notes', migrations);
+    await first.pool.query("INSERT INTO notes (body, author) VALUES ('kept', 'me')");
+    await first.close();
+
+    const second = await openDatabase({ dataDir: dir });
+    try {
+      assert.deepEqual(await migrate(second.pool, 'notes', migrations), []);
+      const { rows } = await second.pool.query('SELECT body, author FROM notes');
+      assert.deepEqual(rows, [{ body: 'kept', author: 'me' }]);
+    } finally {
+      await second.close();
+    }
+  });
+
+  test('one owner: a second server is refused, a tool joins the owner\'s socket', async () => {
+    const owner = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
+    try {
+      await assert.rejects(
+        openDatabase({ dataDir: dir, embedded: { mustOwn: true, waitForLockMs: 300 } }),
+        /is in use by process \d+/,
+      );
+      const tool = await openDatabase({ dataDir: dir });
+      try {
+        assert.match(tool.location, /shared with a running process/);
+        await tool.pool.query("INSERT INTO notes (body) VALUES ('from the tool')");
+      } finally {
+        await tool.close();
+      }
+      // The owner still works after the tool left, and sees the tool's write.
+      const { rows } = await owner.pool.query("SELECT count(*)::int AS n FROM notes WHERE body = 'from the tool'");
+      assert.equal(rows[0].n, 1);
+    } finally {
+      await owner.close();
+    }
+  });
+
+  test('a lock left by a dead process is taken over', async () => {
+    await writeFile(join(dir, 'embedded.lock'), '2147483646');
+    const db = await openDatabase({ dataDir: dir, embedded: { mustOwn: true, waitForLockMs: 0 } });
+    await db.close();
+  });
+
+  test('a socket path too long for Unix sockets is refused with a clear message', async () => {
+    await assert.rejects(openDatabase({ dataDir: join(dir, 'x'.repeat(120)) }), /longer than 107 bytes; choose a shorter DATA_DIR/);
+  });
+});
+
+test('redactUrl hides the password', () => {
+  assert.equal(redactUrl('postgres://u:secret@h:5432/db'), 'postgres://u:***@h:5432/db');
+  assert.equal(redactUrl('not a url'), '(unparseable database URL)');
+});

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import {
+  amount,
+  calendarDate,
+  EXPENSES_NAMESPACE,
+  ExpenseRepository,
+  expensesMigrations,
+  MAX_LIST_LIMIT,
+  type NewExpense,
+} from '../src/index.ts';
+
+const expense = (overrides: Partial<NewExpense> = {}): NewExpense => ({
+  date: '2025-04-01',
+  amount: 1,
+  category: 'food',
+  description: 'x',
+  payment_method: 'cash',
+  ...overrides,
+});
+
+describe('ExpenseRepository on a real PostgreSQL server', () => {
+  let testDb: TestDatabase;
+  let db: Database;
+  let repo: ExpenseRepository;
+  before(async () => {
+    testDb = await createTestDatabase();
+    db = await openDatabase({ url: testDb.url });
+    await migrate(db.pool, EXPENSES_NAMESPACE, expensesMigrations);
+    repo = new ExpenseRepository(db.pool);
+  });
+  after(async () => {
+    await db?.close();
+    await testDb?.drop();
+  });
+
+  test('money stays exact: 0.1 + 0.2 is 0.30, not 0.30000000000000004', async () => {
+    await repo.add('exact', expense({ amount: 0.1 }));
+    await repo.add('exact', expense({ amount: 0.2 }));
+    const summary = await repo.summary('exact');
+    assert.equal(summary.total, '0.30');
+    assert.equal(0.1 + 0.2 === 0.3, false, 'binary floating point would have got this wrong');
+  });
+
+  test('an empty summary has a zero total and no groups', async () => {
+    assert.deepEqual(await repo.summary('nobody'), { total: '0.00', count: 0, by_category: [], by_month: [] });
+  });
+
+  test('summary honours the date range and orders categories by total', async () => {
+    await repo.add('sum', expense({ date: '2024-12-31', amount: 1000, category: 'gadget' }));
+    await repo.add('sum', expense({ date: '2025-01-01', amount: 5, category: 'food' }));
+    await repo.add('sum', expense({ date: '2025-01-15', amount: 7.5, category: 'transport' }));
+    await repo.add('sum', expense({ date: '2025-02-01', amount: 2.5, category: 'food' }));
+    const summary = await repo.summary('sum', { start_date: '2025-01-01', end_date: '2025-02-28' });
+    assert.equal(summary.total, '15.00');
+    // Equal totals fall back to the category name.
+    assert.deepEqual(summary.by_category, [
+      { category: 'food', total: '7.50', count: 2 },
+      { category: 'transport', total: '7.50', count: 1 },
+    ]);
+    assert.deepEqual(summary.by_month, [
+      { month: '2025-01', total: '12.50', count: 2 },
+      { month: '2025-02', total: '2.50', count: 1 },
+    ]);
+  });
+
+  test('the list limit is capped', async () => {
+    assert.equal((await repo.list('nobody', { limit: MAX_LIST_LIMIT * 10 })).length, 0);
+    for (let i = 0; i < 3; i++) await repo.add('many', expense());
+    assert.equal((await repo.list('many', { limit: 2 })).length, 2);
+  });
+
+  test('the database refuses what validation should already have stopped', async () => {
+    await assert.rejects(repo.add('u', expense({ amount: -1 })), /check constraint/);
+    await assert.rejects(repo.add('u', expense({ category: 'rent' as never })), /check constraint/);
+    await assert.rejects(repo.add('u', expense({ description: '' })), /check constraint/);
+    assert.equal((await repo.list('u')).length, 0);
+  });
+
+  test('the index serves the per-user, by-date query', async () => {
+    await db.pool.query('SET enable_seqscan = off');
+    const { rows } = await db.pool.query(
+      "EXPLAIN SELECT * FROM expenses WHERE user_id = 'sum' AND date >= '2025-01-01' ORDER BY date DESC LIMIT 10",
+    );
+    await db.pool.query('RESET enable_seqscan');
+    assert.match(rows.map((row) => row['QUERY PLAN']).join('\n'), /expenses_user_date_idx/);
+  });
+});
+
+describe('input schemas', () => {
+  test('calendar dates', () => {
+    for (const good of ['2024-02-29', '2025-12-31', '1970-01-01']) assert.ok(calendarDate.safeParse(good).success, good);
+    for (const bad of ['2025-02-29', '2025-13-01', '2025-04-31', '2025-1-1', '20250101', '1969-12-31', '2101-01-01', ''])
+      assert.equal(calendarDate.safeParse(bad).success, false, bad);
+  });
+  test('amounts', () => {
+    for (const good of [0.01, 1, 19.9, 0.29, 1_000_000]) assert.ok(amount.safeParse(good).success, String(good));
+    for (const bad of [0, -1, 0.001, 1.005, 1_000_000.01, Number.NaN, Number.POSITIVE_INFINITY, 1e21])
+      assert.equal(amount.safeParse(bad).success, false, String(bad));
+  });
+});
