@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -65,4 +67,78 @@ export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, s
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
+}
+
+export interface ServerProcess {
+  url: string;
+  mcpUrl: string;
+  output: () => string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
+
+/** Runs `node apps/server/src/main.ts` as its own process, as `pnpm server` and the Dockerfile do. */
+export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [SERVER_MAIN], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${output}`)), 60_000);
+    const onData = () => {
+      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stdout.on('data', onData);
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${output}`));
+    });
+  });
+  return {
+    url,
+    mcpUrl: `${url}/mcp`,
+    output: () => output,
+    async stop() {
+      child.kill('SIGTERM');
+      return await exited;
+    },
+  };
+}
+
+/** Runs a command to completion and returns its exit code and output. */
+export function run(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** `pnpm keys …`, as a user types it. */
+export function keysCli(args: string[], env: Record<string, string>) {
+  return run(process.execPath, [KEYS_CLI, ...args], env);
+}
+
+/** Runs `node apps/server/src/main.ts` until it exits (for start-up failures). */
+export function runServerToExit(env: Record<string, string>) {
+  return run(process.execPath, [SERVER_MAIN], { PORT: '0', ...env });
 }

@@ -124,7 +124,6 @@ export class ApiKeyStore {
   async verify(secret: string): Promise<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> | undefined> {
     if (!looksLikeApiKey(secret)) return undefined;
     const { rows } = await this.#pool.query<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'>>({
-      name: 'api_keys.verify',
       text: 'SELECT id, user_id AS "userId", scopes FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL',
       values: [hashApiKey(secret)],
     });
@@ -141,7 +140,7 @@ export class ApiKeyStore {
     if (this.#lastTouched.size > 10_000) this.#lastTouched.clear();
     // Bookkeeping, not authorization: it must not slow down or fail the request.
     this.#pool
-      .query({ name: 'api_keys.touch', text: 'UPDATE api_keys SET last_used_at = now() WHERE id = $1', values: [id] })
+      .query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [id])
       .catch(() => this.#lastTouched.delete(id));
   }
 }

@@ -27,7 +27,10 @@ describe('bearerChallenge', () => {
     );
   });
   test('folds line breaks so a header cannot be split', () => {
-    assert.equal(bearerChallenge({ error_description: 'a\r\nSet-Cookie: x=1' }), 'Bearer error_description="a  Set-Cookie: x=1"');
+    assert.equal(
+      bearerChallenge({ error_description: 'a\r\nSet-Cookie: x=1' }),
+      'Bearer error_description="a  Set-Cookie: x=1"',
+    );
   });
   test('is bare with no parameters', () => {
     assert.equal(bearerChallenge({}), 'Bearer');
@@ -66,7 +69,11 @@ describe('API keys on a real PostgreSQL server', () => {
   });
 
   test('a created key is high-entropy, shown once, verifiable, and stored only as its SHA-256', async () => {
-    const { record, secret } = await store.create({ userId: 'alice', name: 'cli', scopes: ['expenses:read', 'expenses:read'] });
+    const { record, secret } = await store.create({
+      userId: 'alice',
+      name: 'cli',
+      scopes: ['expenses:read', 'expenses:read'],
+    });
     assert.ok(looksLikeApiKey(secret));
     assert.equal(Buffer.from(secret.slice(5), 'base64url').length, 32);
     assert.deepEqual(record.scopes, ['expenses:read']);
@@ -104,11 +111,13 @@ describe('API keys on a real PostgreSQL server', () => {
     assert.equal((await store.list({ userId: 'dora' }))[0]?.lastUsedAt, null);
     await store.verify(secret);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const first = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0].last_used_at;
+    const first = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0]
+      .last_used_at;
     assert.ok(first instanceof Date);
     await store.verify(secret);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const second = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0].last_used_at;
+    const second = (await db.pool.query('SELECT last_used_at FROM api_keys WHERE id = $1', [record.id])).rows[0]
+      .last_used_at;
     assert.equal(second.getTime(), first.getTime(), 'not rewritten within the interval');
   });
 

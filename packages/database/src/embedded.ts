@@ -9,6 +9,11 @@ import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
  * directory and served on a Unix socket inside that directory. Callers reach it with `pg`
  * exactly as they reach a real server, so there is one query implementation, not two.
  *
+ * The socket server multiplexes every connection onto PGlite's one session, so callers must
+ * not rely on per-connection state: no named prepared statements (two connections preparing
+ * the same name collide), no SET, no transactions spanning several queries from several
+ * connections at once.
+ *
  * One process owns the data directory (PGlite cannot share files between processes); any
  * other process on the machine (the keys CLI next to a running server) connects to the
  * owner's socket instead of opening the files.

@@ -26,7 +26,9 @@ describe('migrations on a real PostgreSQL server', () => {
       assert.equal(db.kind, 'postgres');
       assert.deepEqual(await migrate(db.pool, 'notes', migrations), [1, 2]);
       assert.deepEqual(await migrate(db.pool, 'notes', migrations), []);
-      const { rows } = await db.pool.query("SELECT version FROM schema_migrations WHERE namespace = 'notes' ORDER BY 1");
+      const { rows } = await db.pool.query(
+        "SELECT version FROM schema_migrations WHERE namespace = 'notes' ORDER BY 1",
+      );
       assert.deepEqual(
         rows.map((row) => row.version),
         [1, 2],
@@ -104,7 +106,7 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
-  test('one owner: a second server is refused, a tool joins the owner\'s socket', async () => {
+  test("one owner: a second server is refused, a tool joins the owner's socket", async () => {
     const owner = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
     try {
       await assert.rejects(
@@ -133,7 +135,10 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
   });
 
   test('a socket path too long for Unix sockets is refused with a clear message', async () => {
-    await assert.rejects(openDatabase({ dataDir: join(dir, 'x'.repeat(120)) }), /longer than 107 bytes; choose a shorter DATA_DIR/);
+    await assert.rejects(
+      openDatabase({ dataDir: join(dir, 'x'.repeat(120)) }),
+      /longer than 107 bytes; choose a shorter DATA_DIR/,
+    );
   });
 });
 

@@ -25,7 +25,6 @@ export class ExpenseRepository {
 
   async add(userId: string, input: NewExpense): Promise<Expense> {
     const { rows } = await this.#pool.query<Expense>({
-      name: 'expenses.add',
       text: `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
       values: [userId, input.date, amountText(input.amount), input.category, input.description, input.payment_method],
@@ -36,7 +35,6 @@ export class ExpenseRepository {
   async list(userId: string, filter: ExpenseFilter = {}): Promise<Expense[]> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
     const { rows } = await this.#pool.query<Expense>({
-      name: 'expenses.list',
       text: `SELECT ${COLUMNS} FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
@@ -52,7 +50,6 @@ export class ExpenseRepository {
   /** Deletes one of the user's own expenses; another user's id behaves exactly like an unknown one. */
   async delete(userId: string, id: string): Promise<Expense | undefined> {
     const { rows } = await this.#pool.query<Expense>({
-      name: 'expenses.delete',
       text: `DELETE FROM expenses WHERE user_id = $1 AND id = $2 RETURNING ${COLUMNS}`,
       values: [userId, id],
     });
@@ -66,7 +63,6 @@ export class ExpenseRepository {
       total: string;
       count: number;
     }>({
-      name: 'expenses.summary',
       // One pass: GROUPING SETS gives the grand total, per category and per month together.
       text: `SELECT category, to_char(date, 'YYYY-MM') AS month,
                     sum(amount)::numeric(14, 2)::text AS total, count(*)::int AS count

@@ -91,8 +91,18 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
 
 describe('input schemas', () => {
   test('calendar dates', () => {
-    for (const good of ['2024-02-29', '2025-12-31', '1970-01-01']) assert.ok(calendarDate.safeParse(good).success, good);
-    for (const bad of ['2025-02-29', '2025-13-01', '2025-04-31', '2025-1-1', '20250101', '1969-12-31', '2101-01-01', ''])
+    for (const good of ['2024-02-29', '2025-12-31', '1970-01-01'])
+      assert.ok(calendarDate.safeParse(good).success, good);
+    for (const bad of [
+      '2025-02-29',
+      '2025-13-01',
+      '2025-04-31',
+      '2025-1-1',
+      '20250101',
+      '1969-12-31',
+      '2101-01-01',
+      '',
+    ])
       assert.equal(calendarDate.safeParse(bad).success, false, bad);
   });
   test('amounts', () => {

@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connectClient, keysCli, postMcp, run, runServerToExit, type ServerProcess, spawnServer } from './helpers.ts';
+
+/**
+ * The server as its own process on the embedded database, with the keys CLI next to it:
+ * what a user gets from `pnpm install && pnpm start`.
+ */
+describe('the server process on the embedded database, with the keys CLI beside it', () => {
+  let dataDir: string;
+  let server: ServerProcess;
+  let key: string;
+  let keyId: string;
+  const env = () => ({ DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' });
+
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'mcp-e2e-'));
+    server = await spawnServer(env());
+  });
+  after(async () => {
+    await server?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('health and readiness', async () => {
+    const health = await fetch(`${server.url}/health`);
+    assert.deepEqual([health.status, await health.json()], [200, { status: 'ok' }]);
+    const ready = await fetch(`${server.url}/ready`);
+    assert.deepEqual([ready.status, await ready.json()], [200, { status: 'ready', checks: { database: 'ok' } }]);
+  });
+
+  test('keys create prints the key once, on the last line, while the server runs', async () => {
+    const created = await keysCli(['create', '--user', 'alice', '--name', 'demo', '--scope', 'expenses:read'], env());
+    assert.equal(created.code, 0, created.stderr);
+    const lines = created.stdout.trim().split('\n');
+    key = lines.at(-1) as string;
+    assert.match(key, /^mcpk_[A-Za-z0-9_-]{43}$/);
+    keyId = /Created (key_[0-9a-f]+)/.exec(created.stderr)?.[1] as string;
+    assert.ok(keyId, created.stderr);
+  });
+
+  test('the key works against the running server with the SDK client', async () => {
+    const client = await connectClient(server.mcpUrl, { Authorization: `Bearer ${key}` });
+    const result = await client.callTool({
+      name: 'add_user_expense',
+      arguments: { date: '2025-12-17', amount: 20, category: 'food', description: 'Pizza', payment_method: 'amex' },
+    });
+    assert.equal(result.isError, undefined);
+    await client.close();
+  });
+
+  test('the MCP Inspector CLI, an independent client, lists and calls tools with the key header', async () => {
+    const inspector = join(
+      dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/inspector/package.json')),
+      'clients/launcher/build/index.js',
+    );
+    const header = `Authorization: Bearer ${key}`;
+    const listed = await run(process.execPath, [
+      inspector,
+      '--cli',
+      server.mcpUrl,
+      '--method',
+      'tools/list',
+      '--header',
+      header,
+    ]);
+    assert.equal(listed.code, 0, listed.stderr + listed.stdout);
+    const names = (JSON.parse(listed.stdout) as { tools: { name: string }[] }).tools.map((tool) => tool.name).sort();
+    assert.deepEqual(names, ['add_user_expense', 'delete_user_expense', 'get_spending_summary', 'get_user_expenses']);
+
+    const called = await run(process.execPath, [
+      inspector,
+      '--cli',
+      server.mcpUrl,
+      '--method',
+      'tools/call',
+      '--tool-name',
+      'get_user_expenses',
+      '--tool-arg',
+      'category=food',
+      '--header',
+      header,
+    ]);
+    assert.equal(called.code, 0, called.stderr + called.stdout);
+    const expenses = (JSON.parse(called.stdout) as { structuredContent: { expenses: { description: string }[] } })
+      .structuredContent.expenses;
+    assert.deepEqual(
+      expenses.map((e) => e.description),
+      ['Pizza'],
+    );
+
+    const refused = await run(process.execPath, [
+      inspector,
+      '--cli',
+      server.mcpUrl,
+      '--method',
+      'tools/list',
+      '--stored-auth-only',
+      '--header',
+      'Authorization: Bearer mcpk_wrong',
+    ]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stdout + refused.stderr, /invalid_token/);
+  });
+
+  test('keys list shows the key, its last use and never the key itself', async () => {
+    const listed = await keysCli(['list', '--user', 'alice'], env());
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read`));
+    assert.doesNotMatch(listed.stdout, /never/, 'last use was recorded');
+    assert.ok(!listed.stdout.includes(key.slice(5)));
+  });
+
+  test('keys revoke takes effect on the next request', async () => {
+    const revoked = await keysCli(['revoke', keyId], env());
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const response = await postMcp(
+      server.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${key}` },
+    );
+    assert.equal(response.status, 401);
+    const again = await keysCli(['revoke', keyId], env());
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /No active key/);
+  });
+
+  test('DNS rebinding: a foreign Host or Origin gets 403 over real HTTP', async () => {
+    const port = new URL(server.url).port;
+    const foreignHost = await run('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-X',
+      'POST',
+      '-H',
+      `Host: attacker.example:${port}`,
+      `${server.mcpUrl}`,
+    ]);
+    assert.equal(foreignHost.stdout, '403');
+    const foreignOrigin = await postMcp(
+      server.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { origin: 'http://attacker.example' },
+    );
+    assert.equal(foreignOrigin.status, 403);
+  });
+
+  test('an oversize body gets 413 and the server stays up', async () => {
+    const fresh = (await keysCli(['create', '--user', 'bob'], env())).stdout.trim();
+    const big = await postMcp(
+      server.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'ping', params: { pad: 'x'.repeat(2 * 1024 * 1024) } },
+      { authorization: `Bearer ${fresh}` },
+    );
+    assert.equal(big.status, 413);
+    // Without credentials the body is never read: 401 first.
+    const anonymous = await postMcp(server.mcpUrl, {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'ping',
+      params: { pad: 'x'.repeat(2 * 1024 * 1024) },
+    });
+    assert.equal(anonymous.status, 401);
+    assert.equal((await fetch(`${server.url}/health`)).status, 200);
+  });
+
+  test('SIGTERM drains and exits cleanly; then the CLI opens the database alone', async () => {
+    assert.equal(await server.stop(), 0);
+    assert.match(server.output(), /"msg":"stopped"/);
+    const listed = await keysCli(['list'], env());
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /revoked/);
+  });
+});
+
+describe('start-up configuration', () => {
+  test('an invalid variable stops start-up with a message that names it', async () => {
+    const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'magic' });
+    assert.equal(result.code, 78);
+    assert.match(result.stderr, /MCP_AUTH_PROVIDER must be one of none, key/);
+  });
+
+  test('none mode refuses a non-loopback address unless told explicitly', async () => {
+    const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' });
+    assert.equal(result.code, 78);
+    assert.match(result.stderr, /HOST is 0\.0\.0\.0.*ALLOW_UNAUTHENTICATED_REMOTE/);
+  });
+
+  test('none mode on loopback warns loudly and acts as the local user', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-none-'));
+    const server = await spawnServer({ MCP_AUTH_PROVIDER: 'none', DATA_DIR: dataDir, LOCAL_USER_ID: 'me' });
+    try {
+      assert.match(server.output(), /"level":"warn","msg":"MCP_AUTH_PROVIDER=none: authentication is OFF/);
+      const client = await connectClient(server.mcpUrl, {});
+      await client.callTool({
+        name: 'add_user_expense',
+        arguments: { date: '2025-01-01', amount: 1, category: 'other', description: 'x', payment_method: 'cash' },
+      });
+      const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
+      assert.equal((listed.structuredContent as { count: number }).count, 1);
+      await client.close();
+      assert.match(server.output(), /"status":200,"duration_ms":[\d.]+,"user_id":"me"/);
+    } finally {
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test('a second server on the same embedded data directory is refused with the reason', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-two-'));
+    const first = await spawnServer({ DATA_DIR: dataDir });
+    try {
+      const second = await runServerToExit({ DATA_DIR: dataDir });
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, /is in use by process \d+/);
+    } finally {
+      await first.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
