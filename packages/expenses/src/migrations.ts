@@ -21,7 +21,9 @@ export const expensesMigrations: Migration[] = [
         created_at timestamptz NOT NULL DEFAULT now()
       );
       -- Serves every query the tools make: one user's expenses, newest first, by date range.
-      CREATE INDEX expenses_user_date_idx ON expenses (user_id, date DESC, created_at DESC);
+      -- It holds the whole sort key, so "newest 10" stays an index range scan however many
+      -- expenses share a date.
+      CREATE INDEX expenses_user_date_idx ON expenses (user_id, date DESC, created_at DESC, id);
     `,
   },
 ];

@@ -1,0 +1,60 @@
+/**
+ * Reference servers for the benchmark, each run as its own process (so each has its own
+ * core and its own peak RSS):
+ *   A  a bare Hono JSON route: the ceiling of the HTTP stack
+ *   B  the SDK's documented stateless pattern: a new MCP server and transport per request,
+ *      with the same key check and the same tools as the real server
+ *   D  a bare Hono route running the tool's SQL through the same pool: the database floor
+ * C, the real server, is `apps/server/src/main.ts` itself.
+ */
+import { serve } from '@hono/node-server';
+import { ApiKeyStore, type AuthVariables, apiKeyProvider, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
+import { openDatabase } from '@mcp-auth-stack/database';
+import { createExpensesServer, ExpenseRepository } from '@mcp-auth-stack/expenses';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import { Hono } from 'hono';
+
+const variant = process.env.BENCH_VARIANT;
+const port = Number(process.env.PORT ?? 0);
+const app = new Hono<{ Variables: AuthVariables }>();
+
+if (variant === 'A') {
+  app.get('/', (c) => c.json({ ok: true }));
+} else {
+  const database = await openDatabase({ url: process.env.DATABASE_URL, maxConnections: 10 });
+  const repository = new ExpenseRepository(database.pool);
+  if (variant === 'B') {
+    const auth = apiKeyProvider({ store: new ApiKeyStore(database.pool) });
+    app.use('/mcp', requireAuth(auth));
+    app.post('/mcp', async (c) => {
+      const server = createExpensesServer(repository);
+      // No session id generator: stateless, as the SDK's stateless example does.
+      const transport = new WebStandardStreamableHTTPServerTransport({ enableJsonResponse: true });
+      await server.connect(transport);
+      const response = await transport.handleRequest(c.req.raw, { authInfo: toAuthInfo(c.get('principal')) });
+      void server.close();
+      return response;
+    });
+  } else if (variant === 'D') {
+    const userId = process.env.BENCH_USER_ID as string;
+    app.get('/read', async (c) => c.json({ expenses: await repository.list(userId, { limit: 10 }) }));
+    app.post('/write', async (c) =>
+      c.json({
+        expense: await repository.add(process.env.BENCH_WRITER_ID as string, {
+          date: '2025-12-17',
+          amount: 20,
+          category: 'food',
+          description: 'Pizza',
+          payment_method: 'amex',
+        }),
+      }),
+    );
+  } else {
+    throw new Error(`BENCH_VARIANT must be A, B or D, got ${variant}`);
+  }
+}
+
+const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port }, (info) => {
+  process.stdout.write(`{"msg":"listening","url":"http://127.0.0.1:${info.port}"}\n`);
+});
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
