@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ApiKeyStore, API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
+import { API_KEYS_NAMESPACE, ApiKeyStore, apiKeyMigrations } from '@mcp-auth-stack/auth';
 import { migrate, openDatabase } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
@@ -145,7 +145,10 @@ interface Started {
 
 function startProcess(args: string[], env: Record<string, string>): Promise<Started> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, args, {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const started = (url: string) =>
       resolve({
         process: child,
@@ -166,7 +169,13 @@ function startProcess(args: string[], env: Record<string, string>): Promise<Star
       const url = `http://127.0.0.1:${env.PORT}`;
       const poll = async () => {
         for (let i = 0; i < 600; i++) {
-          if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) return started(url);
+          if (
+            await fetch(`${url}/health`).then(
+              (r) => r.ok,
+              () => false,
+            )
+          )
+            return started(url);
           await new Promise((r) => setTimeout(r, 100));
         }
       };
@@ -192,7 +201,13 @@ async function measure(
   server: Started,
   options: { url: string; method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; warmup?: boolean },
 ): Promise<Row> {
-  const base = { url: options.url, method: options.method ?? 'GET', headers: options.headers, body: options.body, connections: CONNECTIONS };
+  const base = {
+    url: options.url,
+    method: options.method ?? 'GET',
+    headers: options.headers,
+    body: options.body,
+    connections: CONNECTIONS,
+  };
   if (options.warmup !== false && WARMUP_S > 0) await autocannon({ ...base, duration: WARMUP_S });
   const result = await autocannon({ ...base, duration: DURATION_S });
   const row: Row = {
