@@ -3,6 +3,8 @@
 # and creates the role the tests use (it may create databases: each test file gets its own).
 # Prints the TEST_DATABASE_URL to use. Needs root (CI runs as root; elsewhere use sudo).
 set -euo pipefail
+# Everything but the URL goes to stderr, so callers can capture stdout as the URL.
+exec 3>&1 1>&2
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
@@ -15,7 +17,7 @@ if ! pg_lsclusters -h | grep -q .; then
   pg_createcluster "$version" main >/dev/null
 fi
 read -r cluster_version cluster_name port _ < <(pg_lsclusters -h | head -n 1)
-pg_ctlcluster "$cluster_version" "$cluster_name" start 2>/dev/null || true
+pg_ctlcluster "$cluster_version" "$cluster_name" start || true
 for _ in $(seq 1 30); do
   pg_isready -q -h 127.0.0.1 -p "$port" && break
   sleep 1
@@ -31,4 +33,4 @@ BEGIN
 END $$;
 SQL
 
-echo "postgres://mcp_test:mcp_test@127.0.0.1:${port}/postgres"
+echo "postgres://mcp_test:mcp_test@127.0.0.1:${port}/postgres" >&3
