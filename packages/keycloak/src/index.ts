@@ -1,0 +1,20 @@
+export { type Distribution, defaultCacheDir, defaultDistUrl, ensureDistribution } from './distribution.ts';
+export { findJava, type JavaRuntime, MINIMUM_JAVA_MAJOR } from './java.ts';
+export {
+  DEFAULT_MCP_RESOURCE_URL,
+  DEMO_USERS,
+  type DemoUser,
+  KEYCLOAK_VERSION,
+  MCP_SCOPES,
+  REALM_CLIENTS,
+  REALM_FEATURES,
+  REALM_FILE,
+  REALM_NAME,
+} from './realm.ts';
+export {
+  type KeycloakPhase,
+  type KeycloakProgress,
+  type RunningKeycloak,
+  type StartKeycloakOptions,
+  startKeycloak,
+} from './server.ts';

@@ -1,0 +1,437 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { ensureDistribution } from './distribution.ts';
+import { findJava } from './java.ts';
+import { acquireLock, processIsAlive } from './lock.ts';
+import { REALM_FEATURES, REALM_FILE, REALM_NAME } from './realm.ts';
+
+export type KeycloakPhase =
+  | 'checking'
+  | 'distribution'
+  | 'java'
+  | 'building'
+  | 'starting'
+  | 'importing'
+  | 'waiting'
+  | 'ready'
+  | 'reused';
+
+export interface KeycloakProgress {
+  phase: KeycloakPhase;
+  message: string;
+  elapsedMs: number;
+}
+
+export interface StartKeycloakOptions {
+  /** Port of the OIDC endpoints, login pages and admin console. Default 8080. */
+  httpPort?: number;
+  /** Port of `/health/ready` (Keycloak's management interface). Default 9000. */
+  managementPort?: number;
+  /** Address to bind. Default 127.0.0.1: the demo admin password must not face the network. */
+  bindHost?: string;
+  /**
+   * Base URL Keycloak puts in `iss` and in every endpoint it advertises, whichever host name a
+   * request used. Default `http://localhost:<httpPort>`.
+   */
+  publicUrl?: string;
+  /**
+   * The per-run Keycloak home (`data/h2` holds the database, `data/import` the realm copy,
+   * `keycloak.log` the output). Given: kept across runs (the realm is imported only once).
+   * Omitted: a temporary directory, deleted by `stop()`, so every run starts from the realm file.
+   */
+  instanceDir?: string;
+  /** Realm files to import. Default `keycloak/realm-mcp.json`. */
+  realmFiles?: string[];
+  /** Values for the realm file's `${VAR:default}` placeholders (e.g. MCP_SERVER_RESOURCE_URL). */
+  realmEnv?: Record<string, string>;
+  /** Keycloak features. Default `cimd,resource-indicators`, which the realm needs. */
+  features?: readonly string[];
+  /** Bootstrap admin of the master realm (created only with a new database). Demo default admin/admin. */
+  admin?: { username: string; password: string };
+  /**
+   * What to do when a Keycloak with the realm already answers on `httpPort`: `reuse` returns
+   * it (its `stop()` does nothing), `fail` (default) throws.
+   */
+  ifRunning?: 'reuse' | 'fail';
+  readyTimeoutMs?: number;
+  /** Where the distribution is cached. Default `defaultCacheDir()`. */
+  cacheDir?: string;
+  /** Environment for Java detection and the distribution download. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  onProgress?: (progress: KeycloakProgress) => void;
+}
+
+export interface RunningKeycloak {
+  /** Public base URL, e.g. http://localhost:8080. */
+  url: string;
+  /** The realm's issuer, e.g. http://localhost:8080/realms/mcp. */
+  realmUrl: string;
+  adminConsoleUrl: string;
+  /** Base URL of the management interface (`/health/ready`). */
+  managementUrl: string;
+  /** True when this call found a Keycloak already running and did not start one. */
+  reused: boolean;
+  instanceDir: string | undefined;
+  logFile: string | undefined;
+  /** The last lines Keycloak printed, for error messages. */
+  recentLog(): string;
+  /** Settles when the Keycloak process ends, by stop() or on its own (never for a reused one). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(): Promise<void>;
+}
+
+const LOG_LINES_KEPT = 80;
+const STOP_GRACE_MS = 20_000;
+const PROGRESS_INTERVAL_MS = 5_000;
+// Keycloak reads these build-time options from its augmented classes; changing one triggers a
+// new 20-40 s build step, so every start of a cached distribution must pass the same values.
+const DB_KIND = 'dev-file';
+// Runs kc.sh (exec: same pid, same process group) next to a watchdog that terminates the group
+// once this Node process is gone, so a test runner killed by Ctrl-C or a crash leaves no
+// Keycloak behind. stop() signals the group, which ends the watchdog too.
+const WATCHDOG_SCRIPT = `parent=$1; shift
+( while kill -0 "$parent" 2>/dev/null; do sleep 2; done; kill -TERM 0 ) </dev/null >/dev/null 2>&1 &
+exec "$@"`;
+
+export async function startKeycloak(options: StartKeycloakOptions = {}): Promise<RunningKeycloak> {
+  const startedAt = Date.now();
+  const report = (phase: KeycloakPhase, message: string) =>
+    options.onProgress?.({ phase, message, elapsedMs: Date.now() - startedAt });
+  const env = options.env ?? process.env;
+  const httpPort = options.httpPort ?? 8080;
+  const managementPort = options.managementPort ?? 9000;
+  const bindHost = options.bindHost ?? '127.0.0.1';
+  const url = (options.publicUrl ?? `http://localhost:${httpPort}`).replace(/\/+$/, '');
+  const probeHost = bindHost === '0.0.0.0' || bindHost === '::' ? '127.0.0.1' : bindHost;
+  const urls = {
+    url,
+    realmUrl: `${url}/realms/${REALM_NAME}`,
+    adminConsoleUrl: `${url}/admin/master/console/#/${REALM_NAME}`,
+    managementUrl: `http://${probeHost}:${managementPort}`,
+  };
+
+  report('checking', `looking for a Keycloak already on port ${httpPort}`);
+  const existing = await probeExisting(probeHost, httpPort, managementPort);
+  if (existing === 'realm') {
+    if (options.ifRunning === 'reuse') {
+      report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
+      return {
+        ...urls,
+        reused: true,
+        instanceDir: undefined,
+        logFile: undefined,
+        recentLog: () => '',
+        exited: new Promise(() => {}),
+        stop: async () => {},
+      };
+    }
+    throw new Error(
+      `A Keycloak with realm ${REALM_NAME} already answers on port ${httpPort}. Stop it, use it, or choose other ports.`,
+    );
+  }
+  if (existing) throw new Error(`${existing}. Stop that program or choose other ports.`);
+
+  report('java', 'looking for Java 21+');
+  const java = await findJava(env);
+  report('java', `Java ${java.version} in ${java.javaHome}`);
+  const distribution = await ensureDistribution({
+    ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+    env,
+    javaHome: java.javaHome,
+    onProgress: (message) => report('distribution', message),
+  });
+  if (distribution.source !== 'cache')
+    report('distribution', `Keycloak ${distribution.version} ready in ${distribution.home}`);
+
+  const temporary = !options.instanceDir;
+  const instanceDir = options.instanceDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
+  const pidFile = join(instanceDir, 'keycloak.pid');
+  await refuseSharedInstance(pidFile, instanceDir);
+  await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
+
+  const features = [...(options.features ?? REALM_FEATURES)].sort();
+  const buildOptions = { db: DB_KIND, features, health: true };
+  const releaseBuildLock = await lockIfBuildNeeded(dirname(distribution.home), buildOptions, report);
+
+  const logFile = join(instanceDir, 'keycloak.log');
+  const log = new LogCapture(logFile, (phase, message) => report(phase, message));
+  const args = [
+    'start-dev',
+    '--import-realm',
+    `--db=${DB_KIND}`,
+    `--features=${features.join(',')}`,
+    '--health-enabled=true',
+    `--http-host=${bindHost}`,
+    `--http-port=${httpPort}`,
+    `--http-management-port=${managementPort}`,
+    `--hostname=${url}`,
+  ];
+  report('starting', `bin/kc.sh ${args.join(' ')}`);
+  const child = spawn(
+    '/bin/sh',
+    ['-c', WATCHDOG_SCRIPT, 'keycloak', String(process.pid), join(instanceDir, 'bin', 'kc.sh'), ...args],
+    {
+      cwd: instanceDir,
+      env: keycloakEnv(env, java.javaHome, options),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: stop() can signal kc.sh and the JVM it starts together.
+      detached: true,
+    },
+  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const exitHook = () => killGroup(child, 'SIGKILL');
+  process.on('exit', exitHook);
+  log.attach(child);
+  await writeFile(pidFile, String(child.pid));
+
+  const stop = async () => {
+    await stopChild(child);
+    process.off('exit', exitHook);
+    log.close();
+    await rm(pidFile, { force: true });
+    if (temporary) await rm(instanceDir, { recursive: true, force: true });
+  };
+
+  try {
+    await waitUntilReady(child, `${urls.managementUrl}/health/ready`, log, options.readyTimeoutMs ?? 300_000, report);
+    if (releaseBuildLock) await writeBuildMarker(dirname(distribution.home), buildOptions);
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    await releaseBuildLock?.();
+  }
+  report('ready', `Keycloak is ready at ${urls.realmUrl} after ${Math.round((Date.now() - startedAt) / 1000)} s`);
+  return {
+    ...urls,
+    reused: false,
+    instanceDir: temporary ? undefined : instanceDir,
+    logFile: temporary ? undefined : logFile,
+    recentLog: () => log.tail(),
+    exited,
+    stop,
+  };
+}
+
+/**
+ * A Keycloak home of its own for this run, sharing the cached distribution's read-only parts
+ * through symlinks. Keycloak takes its home from the location of `bin/kc.sh` (after resolving
+ * symlinks), so the script is copied, not linked; `data/` (database, realm import, transaction
+ * logs) is then private to the run and parallel runs cannot disturb each other.
+ */
+async function prepareInstance(instanceDir: string, distributionHome: string, realmFiles: string[]): Promise<void> {
+  await mkdir(join(instanceDir, 'bin'), { recursive: true });
+  await copyFile(join(distributionHome, 'bin', 'kc.sh'), join(instanceDir, 'bin', 'kc.sh'));
+  for (const shared of ['lib', 'conf', 'providers', 'themes', 'version.txt']) {
+    await rm(join(instanceDir, shared), { recursive: true, force: true });
+    await symlink(join(distributionHome, shared), join(instanceDir, shared));
+  }
+  const importDir = join(instanceDir, 'data', 'import');
+  await mkdir(importDir, { recursive: true });
+  for (const stale of await readdir(importDir)) await rm(join(importDir, stale), { force: true });
+  for (const realmFile of realmFiles) await copyFile(realmFile, join(importDir, basename(realmFile)));
+}
+
+async function refuseSharedInstance(pidFile: string, instanceDir: string): Promise<void> {
+  const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+  if (Number.isInteger(pid) && pid > 0 && processIsAlive(pid)) {
+    throw new Error(
+      `Keycloak process ${pid} already runs from ${instanceDir} (its H2 database allows one server). Stop it first.`,
+    );
+  }
+}
+
+/**
+ * The first start with a given set of build options runs Keycloak's build step, which writes
+ * into the shared distribution (`lib/quarkus`). Only one process may do that at a time: it
+ * holds a lock until its server is ready, then records the options; later starts skip the lock.
+ */
+async function lockIfBuildNeeded(
+  cacheDistDir: string,
+  buildOptions: object,
+  report: (phase: KeycloakPhase, message: string) => void,
+): Promise<(() => Promise<void>) | undefined> {
+  const wanted = JSON.stringify(buildOptions);
+  const markerPath = join(cacheDistDir, 'build-options.json');
+  if ((await readFile(markerPath, 'utf8').catch(() => '')).trim() === wanted) return undefined;
+  const release = await acquireLock(join(cacheDistDir, 'build.lock'), {
+    timeoutMs: 10 * 60_000,
+    onWait: (pid) => report('building', `waiting for process ${pid}, which is running Keycloak's one-off build step`),
+  });
+  if ((await readFile(markerPath, 'utf8').catch(() => '')).trim() === wanted) {
+    await release();
+    return undefined;
+  }
+  await rm(markerPath, { force: true });
+  return release;
+}
+
+async function writeBuildMarker(cacheDistDir: string, buildOptions: object): Promise<void> {
+  await writeFile(join(cacheDistDir, 'build-options.json'), `${JSON.stringify(buildOptions)}\n`);
+}
+
+function keycloakEnv(env: NodeJS.ProcessEnv, javaHome: string, options: StartKeycloakOptions): NodeJS.ProcessEnv {
+  const result: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(env)) {
+    // Keycloak reads every KC_* variable as configuration; a stray KC_DB or KC_HOSTNAME from
+    // the caller's shell would silently change what this function promises to start.
+    if (!name.startsWith('KC_')) result[name] = value;
+  }
+  return {
+    ...result,
+    ...options.realmEnv,
+    JAVA_HOME: javaHome,
+    KC_BOOTSTRAP_ADMIN_USERNAME: options.admin?.username ?? 'admin',
+    KC_BOOTSTRAP_ADMIN_PASSWORD: options.admin?.password ?? 'admin',
+  };
+}
+
+/** `realm` when a Keycloak serving the realm answers, a description when something else holds a port, else undefined. */
+async function probeExisting(host: string, httpPort: number, managementPort: number): Promise<string | undefined> {
+  if (await portAnswers(host, httpPort)) {
+    try {
+      const response = await fetch(`http://${host}:${httpPort}/realms/${REALM_NAME}`, {
+        signal: AbortSignal.timeout(3_000),
+      });
+      const body = (await response.json()) as { realm?: string };
+      if (response.ok && body.realm === REALM_NAME) return 'realm';
+    } catch {}
+    return `Port ${httpPort} on ${host} is in use by a program that does not serve the Keycloak realm ${REALM_NAME}`;
+  }
+  if (await portAnswers(host, managementPort)) return `Management port ${managementPort} on ${host} is in use`;
+  return undefined;
+}
+
+function portAnswers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    socket.setTimeout(2_000);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function waitUntilReady(
+  child: ChildProcess,
+  readyUrl: string,
+  log: LogCapture,
+  timeoutMs: number,
+  report: (phase: KeycloakPhase, message: string) => void,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let nextProgress = Date.now() + PROGRESS_INTERVAL_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(
+        `Keycloak exited (${child.exitCode ?? child.signalCode}) before it was ready. Its last output:\n${log.tail()}`,
+      );
+    }
+    try {
+      const response = await fetch(readyUrl, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) return;
+    } catch {}
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `Keycloak was not ready within ${timeoutMs / 1000} s (${readyUrl}). Its last output:\n${log.tail()}`,
+      );
+    }
+    if (Date.now() >= nextProgress) {
+      report('waiting', `waiting for ${readyUrl}`);
+      nextProgress = Date.now() + PROGRESS_INTERVAL_MS;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** SIGTERM to kc.sh and the JVM (Keycloak shuts down in 1-3 s), then SIGKILL if it hangs. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  killGroup(child, 'SIGTERM');
+  const timedOut = await Promise.race([
+    exited.then(() => false),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(true), STOP_GRACE_MS).unref()),
+  ]);
+  if (timedOut) {
+    killGroup(child, 'SIGKILL');
+    await exited;
+  }
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (!child.pid) return;
+  try {
+    // Negative pid: the whole process group this module created for kc.sh and its JVM.
+    process.kill(-child.pid, signal);
+  } catch {}
+}
+
+/** Keycloak's output goes to a log file; the last lines stay in memory and notable ones become progress events. */
+class LogCapture {
+  private readonly lines: string[] = [];
+  private readonly file: WriteStream;
+  private readonly report: (phase: KeycloakPhase, message: string) => void;
+
+  constructor(path: string, report: (phase: KeycloakPhase, message: string) => void) {
+    this.file = createWriteStream(path, { flags: 'a' });
+    this.report = report;
+  }
+
+  attach(child: ChildProcess): void {
+    for (const stream of [child.stdout, child.stderr]) {
+      if (!stream) continue;
+      createInterface({ input: stream }).on('line', (line) => this.add(line));
+    }
+  }
+
+  tail(): string {
+    return this.lines.join('\n');
+  }
+
+  close(): void {
+    this.file.end();
+  }
+
+  private add(line: string): void {
+    this.file.write(`${line}\n`);
+    this.lines.push(line);
+    if (this.lines.length > LOG_LINES_KEPT) this.lines.shift();
+    const progress = notableLine(line);
+    if (progress) this.report(progress.phase, progress.message);
+  }
+}
+
+function notableLine(line: string): { phase: KeycloakPhase; message: string } | undefined {
+  if (line.includes('Updating the configuration and installing your custom providers')) {
+    return { phase: 'building', message: "running Keycloak's build step (once per cache, 20-40 s)" };
+  }
+  if (line.includes('Quarkus augmentation completed')) return { phase: 'building', message: 'build step done' };
+  if (line.includes('Running the server in development mode')) return { phase: 'starting', message: 'server starting' };
+  if (line.includes('Initializing database schema')) return { phase: 'starting', message: 'creating the database' };
+  const imported = /Realm '([^']+)' imported/.exec(line);
+  if (imported) return { phase: 'importing', message: `realm ${imported[1]} imported` };
+  const skipped = /Realm '([^']+)' already exists|Not importing realm (\S+)/.exec(line);
+  if (skipped) {
+    const realm = skipped[1] ?? skipped[2];
+    return {
+      phase: 'importing',
+      message: `realm ${realm} already in the database; the realm file was not re-imported`,
+    };
+  }
+  if (line.includes(' ERROR ')) return { phase: 'starting', message: line.replace(/^\S+ \S+ /, '') };
+  return undefined;
+}

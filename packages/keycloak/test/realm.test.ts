@@ -1,0 +1,385 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
+import {
+  audienceOf,
+  authorizeUrl,
+  type CallbackServer,
+  createPkce,
+  decodeJwtPayload,
+  freePort,
+  launchChromium,
+  postToken,
+  scopesOf,
+  signIn,
+  startCallbackServer,
+  verifyRs256,
+} from './helpers.ts';
+
+// A resource URL and agent secret unlike the realm file's defaults: the tests then also prove
+// that the `${VAR:default}` placeholders are filled from the environment.
+const MCP_RESOURCE_URL = `http://localhost:${40_000 + Math.floor(Math.random() * 20_000)}/mcp`;
+const AGENT_SECRET = `agent-${randomBytes(12).toString('hex')}`;
+
+const [alice, bob, carol] = DEMO_USERS as [(typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0]];
+
+let keycloak: RunningKeycloak;
+let browser: Browser;
+
+before(
+  async () => {
+    const startedAt = Date.now();
+    keycloak = await startKeycloak({
+      httpPort: await freePort(),
+      managementPort: await freePort(),
+      realmEnv: { MCP_SERVER_RESOURCE_URL: MCP_RESOURCE_URL, KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
+      onProgress: ({ phase, message, elapsedMs }) => {
+        if (phase !== 'waiting') console.log(`keycloak ${Math.round(elapsedMs / 1000)} s ${phase}: ${message}`);
+      },
+    });
+    console.log(`keycloak started in ${Math.round((Date.now() - startedAt) / 1000)} s`);
+    browser = await launchChromium();
+  },
+  { timeout: 600_000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await keycloak?.stop();
+});
+
+/** A fresh browser profile per test: no Keycloak session cookie carries over. */
+async function withPage<T>(run: (page: Page) => Promise<T>): Promise<T> {
+  const context: BrowserContext = await browser.newContext();
+  // Keycloak answers in well under a second; a selector that is missing for 15 s is a failure.
+  context.setDefaultTimeout(15_000);
+  try {
+    return await run(await context.newPage());
+  } finally {
+    await context.close();
+  }
+}
+
+async function withCallback<T>(run: (callback: CallbackServer) => Promise<T>): Promise<T> {
+  const callback = await startCallbackServer();
+  try {
+    return await run(callback);
+  } finally {
+    await callback.close();
+  }
+}
+
+async function registerClient(
+  body: Record<string, unknown>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`${keycloak.realmUrl}/clients-registrations/openid-connect`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+/** Authorization code + PKCE through the real login page, then the code exchanged at the token endpoint. */
+async function loginAndExchange(options: {
+  clientId: string;
+  user: { username: string; password: string };
+  scope: string;
+  resource?: string;
+  consentClientName?: string;
+  /** The loopback listener the client registered; a new one when omitted. */
+  callback?: CallbackServer;
+}): Promise<{ callback: URLSearchParams; token: Record<string, unknown>; claims: Record<string, unknown> }> {
+  const run = (callback: CallbackServer) =>
+    withPage(async (page) => {
+      const pkce = createPkce();
+      const state = randomBytes(8).toString('hex');
+      const url = authorizeUrl(keycloak.realmUrl, {
+        clientId: options.clientId,
+        redirectUri: callback.redirectUri,
+        scope: options.scope,
+        pkce,
+        state,
+        ...(options.resource ? { resource: options.resource } : {}),
+      });
+      await signIn(
+        page,
+        url,
+        options.user,
+        options.consentClientName ? { expectClientName: options.consentClientName } : undefined,
+      );
+      const params = await callback.next();
+      assert.equal(params.get('state'), state);
+      assert.equal(params.get('iss'), keycloak.realmUrl, 'RFC 9207 iss in the authorization response');
+      const code = params.get('code');
+      assert.ok(code, `no code in the callback: ${params}`);
+      const exchanged = await postToken(keycloak.realmUrl, {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: callback.redirectUri,
+        client_id: options.clientId,
+        code_verifier: pkce.verifier,
+        ...(options.resource ? { resource: options.resource } : {}),
+      });
+      assert.equal(exchanged.status, 200, JSON.stringify(exchanged.body));
+      const accessToken = exchanged.body.access_token;
+      assert.equal(typeof accessToken, 'string');
+      return { callback: params, token: exchanged.body, claims: decodeJwtPayload(accessToken as string) };
+    });
+  return options.callback ? run(options.callback) : withCallback(run);
+}
+
+test('the realm serves OIDC discovery and RFC 8414 metadata with PKCE, DCR and CIMD advertised', async () => {
+  const urls = [
+    `${keycloak.realmUrl}/.well-known/openid-configuration`,
+    `${keycloak.realmUrl}/.well-known/oauth-authorization-server`,
+    `${keycloak.url}/.well-known/oauth-authorization-server/realms/mcp`,
+  ];
+  for (const url of urls) {
+    const response = await fetch(url);
+    assert.equal(response.status, 200, url);
+    const metadata = (await response.json()) as Record<string, unknown>;
+    assert.equal(metadata.issuer, keycloak.realmUrl, url);
+    assert.equal(metadata.registration_endpoint, `${keycloak.realmUrl}/clients-registrations/openid-connect`, url);
+    assert.ok((metadata.code_challenge_methods_supported as string[]).includes('S256'), url);
+    assert.ok((metadata.token_endpoint_auth_methods_supported as string[]).includes('none'), url);
+    assert.equal(metadata.client_id_metadata_document_supported, true, url);
+    for (const scope of ['mcp:access', 'expenses:read', 'expenses:write', 'expenses:admin']) {
+      assert.ok((metadata.scopes_supported as string[]).includes(scope), `${scope} in ${url}`);
+    }
+  }
+});
+
+test('anonymous DCR registers a loopback public client that can sign in (with consent) and gets the MCP audience', async () => {
+  await withCallback(async (callback) => {
+    const registered = await registerClient({
+      client_name: 'DCR test client',
+      redirect_uris: [callback.redirectUri],
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+    });
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+    assert.equal(registered.body.token_endpoint_auth_method, 'none');
+    assert.equal(registered.body.client_secret, undefined, 'a public client has no secret');
+    const clientId = registered.body.client_id as string;
+
+    const { claims } = await loginAndExchange({
+      clientId,
+      user: alice,
+      scope: 'openid expenses:read',
+      resource: MCP_RESOURCE_URL,
+      consentClientName: 'DCR test client',
+      callback,
+    });
+    assert.equal(claims.azp, clientId);
+    assert.deepEqual(audienceOf(claims), [MCP_RESOURCE_URL]);
+    assert.ok(scopesOf(claims).includes('mcp:access'), `realm default scope applied: ${claims.scope}`);
+    assert.ok(scopesOf(claims).includes('expenses:read'));
+  });
+});
+
+test('DCR with a `scope` member drops the realm defaults (Keycloak issue 50807), but asking for mcp:access still yields the audience', async () => {
+  const registered = await registerClient({
+    client_name: 'DCR client with scope',
+    redirect_uris: ['http://127.0.0.1/callback'],
+    token_endpoint_auth_method: 'none',
+    scope: 'mcp:access expenses:read',
+  });
+  assert.equal(registered.status, 201, JSON.stringify(registered.body));
+  // The requested scopes become optional scopes; only `basic` (sub) stays a default scope.
+  assert.deepEqual(String(registered.body.scope).split(' ').sort(), ['expenses:read', 'mcp:access']);
+
+  const { claims } = await loginAndExchange({
+    clientId: registered.body.client_id as string,
+    user: alice,
+    scope: 'mcp:access expenses:read',
+    consentClientName: 'DCR client with scope',
+  });
+  assert.ok(audienceOf(claims).includes(MCP_RESOURCE_URL), `aud ${JSON.stringify(claims.aud)}`);
+  assert.ok(typeof claims.sub === 'string' && claims.sub.length > 0, 'sub survives through the basic scope');
+  assert.deepEqual(scopesOf(claims).sort(), ['expenses:read', 'mcp:access']);
+});
+
+test('DCR with a redirect URI on an untrusted host is refused', async () => {
+  const registered = await registerClient({
+    client_name: 'evil',
+    redirect_uris: ['https://evil.example.com/callback'],
+    token_endpoint_auth_method: 'none',
+  });
+  assert.equal(registered.status, 403);
+  assert.equal(registered.body.error, 'insufficient_scope');
+  assert.match(String(registered.body.error_description), /Trusted Hosts/);
+});
+
+test('alice signs in to the pre-registered VS Code client with PKCE: aud is the MCP resource, scopes as requested, no admin scope', async () => {
+  const { claims, token } = await loginAndExchange({
+    clientId: REALM_CLIENTS.editor,
+    user: alice,
+    scope: 'openid expenses:read expenses:write expenses:admin',
+    resource: MCP_RESOURCE_URL,
+  });
+  assert.ok(await verifyRs256(keycloak.realmUrl, token.access_token as string), 'signed by the realm key');
+  assert.equal(claims.iss, keycloak.realmUrl);
+  assert.deepEqual(audienceOf(claims), [MCP_RESOURCE_URL], 'resource indicator narrows aud to the MCP server');
+  assert.equal(claims.azp, REALM_CLIENTS.editor);
+  assert.equal(claims.preferred_username, 'alice');
+  assert.equal(claims.email, 'alice@example.com');
+  assert.ok(typeof claims.sub === 'string' && claims.sub.length > 0);
+  const scopes = scopesOf(claims);
+  for (const scope of ['mcp:access', 'expenses:read', 'expenses:write']) assert.ok(scopes.includes(scope), scope);
+  assert.ok(!scopes.includes('expenses:admin'), 'alice is not in expenses-admin, so the scope is withheld');
+  assert.ok((claims.exp as number) - (claims.iat as number) <= 300, 'access tokens live at most 5 minutes');
+  assert.equal(typeof token.refresh_token, 'string', 'refresh tokens are on');
+});
+
+test('carol (expenses-admin group) is granted expenses:admin', async () => {
+  const { claims } = await loginAndExchange({
+    clientId: REALM_CLIENTS.editor,
+    user: carol,
+    scope: 'expenses:read expenses:admin',
+    resource: MCP_RESOURCE_URL,
+  });
+  assert.equal(claims.preferred_username, 'carol');
+  assert.ok(scopesOf(claims).includes('expenses:admin'), `scope ${claims.scope}`);
+});
+
+test('an authorization request without PKCE (or with plain) is refused for pre-registered and DCR public clients', async () => {
+  const registered = await registerClient({
+    client_name: 'DCR no-PKCE probe',
+    redirect_uris: ['http://127.0.0.1:9/callback'],
+    token_endpoint_auth_method: 'none',
+  });
+  assert.equal(registered.status, 201);
+  const cases = [
+    { clientId: REALM_CLIENTS.editor, redirectUri: 'http://127.0.0.1:9/callback', method: undefined },
+    { clientId: registered.body.client_id as string, redirectUri: 'http://127.0.0.1:9/callback', method: undefined },
+    { clientId: registered.body.client_id as string, redirectUri: 'http://127.0.0.1:9/callback', method: 'plain' },
+  ];
+  for (const { clientId, redirectUri, method } of cases) {
+    const url = new URL(authorizeUrl(keycloak.realmUrl, { clientId, redirectUri, scope: 'openid', state: 's1' }));
+    if (method) {
+      url.searchParams.set('code_challenge', 'a'.repeat(43));
+      url.searchParams.set('code_challenge_method', method);
+    }
+    const response = await fetch(url, { redirect: 'manual' });
+    assert.equal(response.status, 302, `${clientId} ${method ?? 'no PKCE'}`);
+    const location = new URL(response.headers.get('location') ?? '');
+    assert.equal(`${location.origin}${location.pathname}`, redirectUri);
+    assert.equal(location.searchParams.get('error'), 'invalid_request', `${clientId} ${method ?? 'no PKCE'}`);
+    assert.match(location.searchParams.get('error_description') ?? '', /code_challenge|code challenge/);
+    assert.equal(location.searchParams.get('code'), null);
+  }
+});
+
+test('the agent client gets a token by client credentials; resource narrows aud, an unknown resource is refused', async () => {
+  const plain = await postToken(keycloak.realmUrl, {
+    grant_type: 'client_credentials',
+    client_id: REALM_CLIENTS.agent.clientId,
+    client_secret: AGENT_SECRET,
+    scope: 'expenses:read',
+  });
+  assert.equal(plain.status, 200, JSON.stringify(plain.body));
+  const claims = decodeJwtPayload(plain.body.access_token as string);
+  assert.equal(claims.azp, REALM_CLIENTS.agent.clientId);
+  assert.equal(claims.preferred_username, `service-account-${REALM_CLIENTS.agent.clientId}`);
+  assert.ok(audienceOf(claims).includes(MCP_RESOURCE_URL), `aud ${JSON.stringify(claims.aud)}`);
+  assert.ok(scopesOf(claims).includes('expenses:read'));
+
+  // With resource-indicators on, this request fails with HTTP 500 on clients that issue no
+  // refresh token (Keycloak 26.7.3 bug); the realm turns refresh tokens on for this client.
+  const withResource = await postToken(keycloak.realmUrl, {
+    grant_type: 'client_credentials',
+    client_id: REALM_CLIENTS.agent.clientId,
+    client_secret: AGENT_SECRET,
+    resource: MCP_RESOURCE_URL,
+  });
+  assert.equal(withResource.status, 200, JSON.stringify(withResource.body));
+  assert.deepEqual(audienceOf(decodeJwtPayload(withResource.body.access_token as string)), [MCP_RESOURCE_URL]);
+
+  const unknownResource = await postToken(keycloak.realmUrl, {
+    grant_type: 'client_credentials',
+    client_id: REALM_CLIENTS.agent.clientId,
+    client_secret: AGENT_SECRET,
+    resource: 'https://elsewhere.example.com/mcp',
+  });
+  assert.equal(unknownResource.status, 400);
+  assert.equal(unknownResource.body.error, 'invalid_target');
+
+  const wrongSecret = await postToken(keycloak.realmUrl, {
+    grant_type: 'client_credentials',
+    client_id: REALM_CLIENTS.agent.clientId,
+    client_secret: REALM_CLIENTS.agent.demoSecret,
+  });
+  assert.equal(wrongSecret.status, 401, 'the demo default secret is replaced by KEYCLOAK_AGENT_CLIENT_SECRET');
+});
+
+test('CIMD: a client whose id is the URL of a metadata document on localhost completes a login', async () => {
+  await withCallback(async (callback) => {
+    const fetchedBy: string[] = [];
+    const documentServer: Server = createServer((request, response) => {
+      fetchedBy.push(`${request.method} ${request.url}`);
+      const { port } = documentServer.address() as AddressInfo;
+      response.setHeader('content-type', 'application/json');
+      response.end(
+        JSON.stringify({
+          client_id: `http://127.0.0.1:${port}/client.json`,
+          client_name: 'CIMD test client',
+          redirect_uris: [callback.redirectUri],
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          token_endpoint_auth_method: 'none',
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = documentServer.address() as AddressInfo;
+      const clientId = `http://127.0.0.1:${port}/client.json`;
+      const { claims } = await loginAndExchange({
+        clientId,
+        user: bob,
+        scope: 'expenses:read',
+        resource: MCP_RESOURCE_URL,
+        consentClientName: 'CIMD test client',
+        callback,
+      });
+      assert.ok(fetchedBy.includes('GET /client.json'), `Keycloak fetched the document: ${fetchedBy}`);
+      assert.equal(claims.azp, clientId);
+      assert.equal(claims.preferred_username, 'bob');
+      assert.deepEqual(audienceOf(claims), [MCP_RESOURCE_URL]);
+      assert.ok(scopesOf(claims).includes('expenses:read'));
+    } finally {
+      await new Promise((resolve) => documentServer.close(resolve));
+    }
+  });
+});
+
+test('a wrong password shows an error on the login page and issues no code', async () => {
+  await withCallback((callback) =>
+    withPage(async (page) => {
+      await page.goto(
+        authorizeUrl(keycloak.realmUrl, {
+          clientId: REALM_CLIENTS.editor,
+          redirectUri: callback.redirectUri,
+          scope: 'openid',
+          pkce: createPkce(),
+        }),
+      );
+      await page.locator('#kc-form-login').waitFor();
+      await page.fill('#username', bob.username);
+      await page.fill('#password', 'not-the-password');
+      await page.click('#kc-login');
+      const error = page.locator('#input-error-username, #input-error').first();
+      await error.waitFor();
+      assert.match((await error.textContent()) ?? '', /Invalid username or password/i);
+      assert.ok(page.url().startsWith(keycloak.realmUrl), `still on Keycloak: ${page.url()}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(callback.received.length, 0, 'the redirect URI was never called');
+    }),
+  );
+});
