@@ -125,6 +125,22 @@ async function main() {
     }
     await c.stop();
 
+    // The same path without the key lookup: what the MCP layer costs on its own.
+    const cNone = await start([MAIN], {
+      MCP_AUTH_PROVIDER: 'none',
+      LOCAL_USER_ID: USER_ID,
+      PORT: String(await freePort()),
+    });
+    rows.push(
+      await measure('C0 this server (none mode): get_user_expenses', cNone, {
+        url: `${cNone.url}/mcp`,
+        method: 'POST',
+        headers: mcpHeaders(secret),
+        body: toolCall('get_user_expenses', READ_ARGS),
+      }),
+    );
+    await cNone.stop();
+
     const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
     rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, { url: `${d.url}/read` }));
     rows.push(await measure('D  bare Hono + same SQL, same pool: write', d, { url: `${d.url}/write`, method: 'POST' }));
@@ -258,6 +274,7 @@ function print(rows: Row[], soak: Row[]) {
     `C write / D write = ${ratio(cWrite.rps, dWrite.rps)}  (target ≥ 0.7: ${check(cWrite.rps >= 0.7 * dWrite.rps)})`,
     `C read  / B       = ${ratio(cRead.rps, b.rps)}  (target ≥ 10: ${check(cRead.rps >= 10 * b.rps)})`,
     `C read  / A       = ${ratio(cRead.rps, a.rps)}`,
+    `C0 read / D read  = ${ratio(find('C0').rps, dRead.rps)}  (the MCP layer without the key lookup)`,
     `C p99 read / write = ${cRead.p99} / ${cWrite.p99} ms  (target < 10: ${check(cRead.p99 < 10 && cWrite.p99 < 10)})`,
     `C errors = ${cRead.errors + cWrite.errors}  (target 0: ${check(cRead.errors + cWrite.errors === 0)})`,
     `C peak RSS = ${Math.max(...soak.map((row) => row.peakRssMb), cWrite.peakRssMb)} MB  (target < 150: ${check(Math.max(...soak.map((row) => row.peakRssMb)) < 150)})`,
