@@ -34,6 +34,24 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
+export const CONFIG_VARIABLES = [
+  'HOST',
+  'PORT',
+  'MCP_SERVER_BASE_URL',
+  'MCP_AUTH_PROVIDER',
+  'ALLOW_UNAUTHENTICATED_REMOTE',
+  'DATABASE_URL',
+  'LOCAL_USER_ID',
+  'DATA_DIR',
+  'DATABASE_POOL_SIZE',
+  'ALLOWED_HOSTS',
+  'ALLOWED_ORIGINS',
+  'MAX_REQUEST_BYTES',
+  'LOG_LEVEL',
+  'SHUTDOWN_TIMEOUT_MS',
+] as const;
+
 const AUTH_MODES: readonly AuthMode[] = ['none', 'key'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];

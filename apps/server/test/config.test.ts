@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { describe, test } from 'node:test';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.ts';
+
+/** Runs loadConfig on an environment that records which variables it reads. */
+function variablesRead(env: Record<string, string> = {}): Set<string> {
+  const read = new Set<string>();
+  const recording = new Proxy(env, {
+    get(target, name) {
+      if (typeof name === 'string') read.add(name);
+      return target[name as string];
+    },
+  });
+  loadConfig(recording);
+  return read;
+}
+
+describe('configuration', () => {
+  test('CONFIG_VARIABLES is exactly what loadConfig reads, and the README documents each', async () => {
+    assert.deepEqual([...variablesRead()].sort(), [...CONFIG_VARIABLES].sort());
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+    for (const variable of CONFIG_VARIABLES) assert.match(readme, new RegExp(`\\| \`${variable}\` +\\|`), variable);
+  });
+
+  test("defaults: loopback, key mode, embedded database, the base URL's host allowed", () => {
+    const config = loadConfig({});
+    assert.equal(config.host, '127.0.0.1');
+    assert.equal(config.authMode, 'key');
+    assert.equal(config.databaseUrl, undefined);
+    assert.equal(config.baseUrl, 'http://localhost:8000');
+    assert.deepEqual(config.allowedOrigins, ['http://localhost:8000']);
+    assert.ok(config.allowedHosts.includes('localhost:8000') && config.allowedHosts.includes('127.0.0.1'));
+  });
+
+  const invalid: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'eighty' }, /PORT must be a whole number/],
+    [{ PORT: '70000' }, /PORT must be between 0 and 65535/],
+    [{ MCP_SERVER_BASE_URL: '/relative' }, /MCP_SERVER_BASE_URL must be an absolute URL/],
+    [{ MCP_SERVER_BASE_URL: 'localhost:8000' }, /MCP_SERVER_BASE_URL must be http or https/],
+    [{ MCP_SERVER_BASE_URL: 'ftp://x' }, /MCP_SERVER_BASE_URL must be http or https/],
+    [{ MCP_SERVER_BASE_URL: 'http://x/?a=1' }, /MCP_SERVER_BASE_URL must not have a query/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must be a postgres/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of debug, info, warn, error/],
+    [{ ALLOW_UNAUTHENTICATED_REMOTE: 'yes' }, /ALLOW_UNAUTHENTICATED_REMOTE must be true or false/],
+    [{ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' }, /HOST is 0\.0\.0\.0/],
+  ];
+  for (const [env, message] of invalid) {
+    test(`refuses ${JSON.stringify(env)} naming the variable`, () => {
+      assert.throws(
+        () => loadConfig(env),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
+    });
+  }
+
+  test('none mode on a public address is allowed only when asked for', () => {
+    const config = loadConfig({ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED_REMOTE: 'true' });
+    assert.equal(config.allowUnauthenticatedRemote, true);
+  });
+
+  test('the base URL loses its trailing slash and keeps its path', () => {
+    assert.equal(
+      loadConfig({ MCP_SERVER_BASE_URL: 'https://mcp.example.com/expenses/' }).baseUrl,
+      'https://mcp.example.com/expenses',
+    );
+  });
+});

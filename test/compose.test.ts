@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
+import { parse } from 'yaml';
+import { CONFIG_VARIABLES } from '../apps/server/src/config.ts';
+
+/**
+ * No Docker engine runs here, so docker-compose.yml is checked statically: it parses, and
+ * everything it names (build paths, mounted files, variables, flags) exists in the repository
+ * and agrees with what the tests run.
+ */
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+interface Service {
+  image?: string;
+  build?: { context: string; dockerfile: string };
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  ports?: string[];
+  healthcheck?: { test: string[] | string };
+  depends_on?: Record<string, { condition: string }>;
+}
+const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as {
+  services: Record<string, Service>;
+  volumes: Record<string, unknown>;
+};
+const services = compose.services;
+const server = services.server as Service;
+const keycloak = services.keycloak as Service;
+
+describe('docker-compose.yml', () => {
+  test("has the stack's services", () => {
+    assert.deepEqual(Object.keys(services).sort(), ['keycloak', 'postgres', 'server']);
+  });
+
+  test('every service has a health check and waits for healthy dependencies', () => {
+    for (const [name, service] of Object.entries(services)) {
+      assert.ok(service.healthcheck?.test, `${name} has a healthcheck`);
+      for (const [dependency, { condition }] of Object.entries(service.depends_on ?? {})) {
+        assert.ok(services[dependency], `${name} depends on ${dependency}, which exists`);
+        assert.equal(condition, 'service_healthy', `${name} waits for ${dependency} to be healthy`);
+      }
+    }
+  });
+
+  test('every build path and mounted file exists; named volumes are declared', () => {
+    for (const [name, service] of Object.entries(services)) {
+      if (service.build) {
+        assert.ok(existsSync(join(ROOT, service.build.context, service.build.dockerfile)), `${name} Dockerfile`);
+      }
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(':')[0] as string;
+        if (source.startsWith('./')) assert.ok(existsSync(join(ROOT, source)), `${name} mounts ${source}`);
+        else assert.ok(source in compose.volumes, `${name} uses declared volume ${source}`);
+      }
+    }
+  });
+
+  test("the server runs the image's own command with variables its config module reads", () => {
+    assert.equal(server.command, undefined);
+    const known = new Set<string>(CONFIG_VARIABLES);
+    for (const variable of Object.keys(server.environment ?? {})) {
+      assert.ok(known.has(variable), `${variable} is read by apps/server/src/config.ts`);
+    }
+    assert.match(server.environment?.DATABASE_URL ?? '', /^postgres:\/\/mcp:.*@postgres:5432\/expenses$/);
+  });
+
+  test("Keycloak starts as pnpm keycloak and the tests start it, with the repository's realm", () => {
+    const command = keycloak.command ?? [];
+    assert.equal(command[0], 'start-dev');
+    assert.ok(command.includes('--import-realm'));
+    assert.ok(command.includes('--health-enabled=true'));
+    assert.ok(command.includes(`--features=${[...REALM_FEATURES].sort().join(',')}`));
+    assert.ok(
+      keycloak.volumes?.includes(
+        `./keycloak/${basename(REALM_FILE)}:/opt/keycloak/data/import/${basename(REALM_FILE)}:ro`,
+      ),
+    );
+    assert.equal(keycloak.environment?.KC_DB, 'postgres');
+  });
+
+  test("the audience Keycloak puts in tokens is the server's own MCP URL", () => {
+    assert.equal(keycloak.environment?.MCP_SERVER_RESOURCE_URL, `${server.environment?.MCP_SERVER_BASE_URL}/mcp`);
+    const realm = readFileSync(REALM_FILE, 'utf8');
+    assert.match(realm, /\$\{MCP_SERVER_RESOURCE_URL:/);
+  });
+
+  test('published ports are the ones the README names', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    for (const service of Object.values(services)) {
+      for (const port of service.ports ?? []) {
+        const published = port.split(':')[0] as string;
+        assert.match(readme, new RegExp(`localhost:${published}`), `README mentions port ${published}`);
+      }
+    }
+  });
+});
