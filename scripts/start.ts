@@ -1,21 +1,59 @@
 /**
- * `pnpm start`: the stack on its embedded defaults, one command. For now that is the MCP
- * server in `key` mode on the embedded database; MCP_AUTH_PROVIDER=none picks the other mode.
- * On the first run in key mode it creates a demo key so the summary can show a working setup.
+ * `pnpm start`: the whole stack locally, one command, Ctrl-C stops everything.
+ *
+ * With MCP_AUTH_PROVIDER unset: Keycloak (the local runner, realm imported) and the MCP server
+ * on the embedded database. The server's Keycloak mode is the next issue; until it lands the
+ * server runs in `key` mode beside Keycloak. MCP_AUTH_PROVIDER=key or none runs that mode
+ * alone, without Keycloak. In key mode the first run creates a demo key and shows it once.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
 
 const DEMO_USER = 'demo-user';
+const wholeStack = !process.env.MCP_AUTH_PROVIDER;
+const env: NodeJS.ProcessEnv = { ...process.env, MCP_AUTH_PROVIDER: process.env.MCP_AUTH_PROVIDER ?? 'key' };
 
 let config: ReturnType<typeof loadConfig>;
 try {
-  config = loadConfig();
+  config = loadConfig(env);
 } catch (error) {
   process.stderr.write(`${error instanceof ConfigError ? error.message : String(error)}\n`);
   process.exit(78);
+}
+
+let keycloak: RunningKeycloak | undefined;
+let server: ChildProcess | undefined;
+let stopping = false;
+const stopAll = async (code: number) => {
+  if (stopping) return;
+  stopping = true;
+  server?.kill('SIGTERM');
+  await keycloak?.stop();
+  process.exit(code);
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => void stopAll(0));
+
+if (wholeStack) {
+  const interactive = process.stdout.isTTY;
+  keycloak = await startKeycloak({
+    httpPort: Number(process.env.KEYCLOAK_PORT ?? 8080),
+    managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
+    instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
+    ifRunning: 'reuse',
+    realmEnv: { MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp` },
+    onProgress: ({ phase, message, elapsedMs }) => {
+      const line = `keycloak [${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`;
+      process.stdout.write(interactive ? `\r\x1b[2K${line.slice(0, process.stdout.columns - 1)}` : `${line}\n`);
+    },
+  }).catch((error: unknown) => {
+    process.stderr.write(`\nKeycloak could not start: ${(error as Error).message}\n`);
+    process.exit(1);
+  });
+  if (interactive) process.stdout.write('\n');
 }
 
 let demoKey: string | undefined;
@@ -31,9 +69,8 @@ if (config.authMode === 'key') {
   }
 }
 
-const server = spawn(process.execPath, ['apps/server/src/main.ts'], { stdio: 'inherit', env: process.env });
-server.once('exit', (code) => process.exit(code ?? 1));
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal));
+server = spawn(process.execPath, ['apps/server/src/main.ts'], { stdio: 'inherit', env });
+server.once('exit', (code) => void stopAll(code ?? 1));
 
 const localUrl = `http://127.0.0.1:${config.port}`;
 for (let attempt = 0; attempt < 600; attempt++) {
@@ -44,25 +81,30 @@ for (let attempt = 0; attempt < 600; attempt++) {
     )
   )
     break;
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await new Promise((done) => setTimeout(done, 100));
 }
 
-const mcpUrl = `${config.baseUrl}/mcp`;
-const lines = ['', `  Expenses MCP server: ${mcpUrl}`, `  Auth mode:           ${config.authMode}`];
-lines.push(
-  `  Database:            ${config.databaseUrl ? 'PostgreSQL (DATABASE_URL)' : `embedded, in ${config.dataDir}`}`,
-);
+const lines = [
+  '',
+  `  Expenses MCP server   ${config.baseUrl}/mcp   (auth: ${config.authMode})`,
+  `  Database              ${config.databaseUrl ? 'PostgreSQL (DATABASE_URL)' : `embedded, in ${config.dataDir}`}`,
+];
+if (keycloak) {
+  lines.push(
+    `  Keycloak realm        ${keycloak.realmUrl}${keycloak.reused ? '   (already running; reused)' : ''}`,
+    `  Keycloak admin        ${keycloak.adminConsoleUrl}   (admin / admin, demo only)`,
+    `  Demo users            ${DEMO_USERS.map((user) => `${user.username} / ${user.password}`).join(', ')}   (demo only)`,
+  );
+}
 if (config.authMode === 'key') {
-  if (demoKey) {
-    lines.push('', `  A demo key for user "${DEMO_USER}" (shown once; only its hash is stored):`, `    ${demoKey}`);
-  }
+  if (demoKey) lines.push('', `  Demo key for "${DEMO_USER}" (shown once; only its hash is stored):`, `    ${demoKey}`);
   lines.push(
     '',
-    '  Keys:   pnpm keys create --user <id>   |   pnpm keys list   |   pnpm keys revoke <key-id>',
-    '  VS Code: .vscode/mcp.json has "expenses (API key)"; paste the key when it asks.',
+    '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
+    '  VS Code   .vscode/mcp.json has "expenses (API key)"; paste the key when it asks.',
   );
 } else {
-  lines.push('', '  VS Code: .vscode/mcp.json has "expenses (no auth)".');
+  lines.push('', '  VS Code   .vscode/mcp.json has "expenses (no auth)".');
 }
-lines.push('  Ctrl-C stops it.', '');
+lines.push('  Ctrl-C stops everything.', '');
 process.stdout.write(`${lines.join('\n')}\n`);

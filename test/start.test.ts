@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+/** `pnpm start` as a user runs it, until its summary is printed. */
+async function start(env: Record<string, string>): Promise<{ child: ChildProcess; output: () => string }> {
+  // Only what the test names picks the mode, not whatever the caller's shell has set.
+  const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+  const child = spawn(process.execPath, ['scripts/start.ts'], {
+    cwd: ROOT,
+    env: { ...inherited, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no summary within 5 min:\n${output}`)), 300_000);
+    child.stdout?.on('data', () => {
+      if (output.includes('Ctrl-C stops everything.')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`pnpm start exited with ${code}:\n${output}`)));
+  });
+  return { child, output: () => output };
+}
+
+async function interrupt(child: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGINT');
+  return await exited;
+}
+
+const answers = (url: string) =>
+  fetch(url).then(
+    (response) => response.ok,
+    () => false,
+  );
+
+describe('pnpm start', () => {
+  test('runs Keycloak and the server together, prints a working summary, and Ctrl-C stops both', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-'));
+    const port = await freePort();
+    const keycloakPort = await freePort();
+    const env = {
+      PORT: String(port),
+      DATA_DIR: join(dir, 'data'),
+      KEYCLOAK_PORT: String(keycloakPort),
+      KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
+      KEYCLOAK_DATA_DIR: join(dir, 'keycloak'),
+    };
+    const { child, output } = await start(env);
+    try {
+      const summary = output();
+      assert.match(summary, new RegExp(`Expenses MCP server +http://localhost:${port}/mcp`));
+      assert.match(summary, new RegExp(`Keycloak realm +http://localhost:${keycloakPort}/realms/mcp`));
+      assert.match(summary, /alice \/ alice-password/);
+      const realm = await fetch(`http://localhost:${keycloakPort}/realms/mcp`);
+      assert.equal(((await realm.json()) as { realm: string }).realm, 'mcp');
+
+      const key = /Demo key for "demo-user".*\n\s+(mcpk_\S+)/.exec(summary)?.[1];
+      assert.ok(key, summary);
+      const client = new Client({ name: 'start-test', version: '1' });
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`http://localhost:${port}/mcp`), {
+          requestInit: { headers: { Authorization: `Bearer ${key}` } },
+        }),
+      );
+      assert.equal((await client.listTools()).tools.length, 4);
+      await client.close();
+    } finally {
+      assert.equal(await interrupt(child), 0);
+    }
+    assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped');
+    assert.equal(await answers(`http://127.0.0.1:${keycloakPort}/realms/mcp`), false, 'Keycloak stopped');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('MCP_AUTH_PROVIDER=key runs the server alone, and a second run shows no new key', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-key-'));
+    const env = { PORT: String(await freePort()), DATA_DIR: join(dir, 'data'), MCP_AUTH_PROVIDER: 'key' };
+    const first = await start(env);
+    assert.doesNotMatch(first.output(), /Keycloak/);
+    assert.match(first.output(), /Demo key for "demo-user"/);
+    assert.equal(await interrupt(first.child), 0);
+    const second = await start(env);
+    assert.doesNotMatch(second.output(), /Demo key/, 'the key was shown once');
+    assert.equal(await interrupt(second.child), 0);
+    await rm(dir, { recursive: true, force: true });
+  });
+});
