@@ -9,6 +9,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
@@ -62,7 +63,9 @@ if (config.authMode === 'key') {
   try {
     const store = new ApiKeyStore(database.pool);
     if ((await store.countActive()) === 0) {
-      demoKey = (await store.create({ userId: DEMO_USER, name: 'created by pnpm start' })).secret;
+      demoKey = (
+        await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes: [...EXPENSE_USER_SCOPES] })
+      ).secret;
     }
   } finally {
     await database.close();

@@ -1,6 +1,6 @@
 import { type AuthProvider, type AuthVariables, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
-import { createExpensesServer, ExpenseRepository } from '@mcp-auth-stack/expenses';
+import { createExpensesServer, EXPENSE_TOOL_SCOPES, ExpenseRepository, holds } from '@mcp-auth-stack/expenses';
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
 import { Hono } from 'hono';
 import { type RequestIdVariables, requestId } from 'hono/request-id';
@@ -24,6 +24,11 @@ export async function createApp({ config, database, auth, logger }: AppDependenc
     authInfo: (c) => {
       const principal = c.get('principal');
       return principal ? toAuthInfo(principal) : undefined;
+    },
+    // tools/list shows what the caller may call.
+    toolVisible: (tool, c) => {
+      const principal = c.get('principal');
+      return !principal || (EXPENSE_TOOL_SCOPES[tool] ?? []).every((scope) => holds(principal, scope));
     },
   });
 

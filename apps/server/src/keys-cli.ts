@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { EXPENSE_SCOPES, EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { ConfigError, loadConfig } from './config.ts';
 import { openAppDatabase } from './database.ts';
 
@@ -8,6 +9,7 @@ const USAGE = `Manage API keys for MCP_AUTH_PROVIDER=key.
 Usage:
   pnpm keys create --user <id> [--name <label>] [--scope <scope>]...
       Creates a key and prints it once, on the last line. Only its hash is stored.
+      Scopes default to ${EXPENSE_USER_SCOPES.join(' ')}; add --scope ${EXPENSE_SCOPES.admin} for statistics.
   pnpm keys list [--user <id>]
       Lists keys (never the keys themselves): id, user, name, scopes, created, last used, status.
   pnpm keys revoke <key-id>
@@ -45,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
         const { record, secret } = await store.create({
           userId: values.user as string,
           name: values.name,
-          scopes: values.scope ?? [],
+          scopes: values.scope ?? [...EXPENSE_USER_SCOPES],
         });
         process.stderr.write(
           `Created ${record.id} for user ${record.userId}${record.scopes.length ? ` with scopes ${record.scopes.join(' ')}` : ''}.\n` +

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -15,6 +16,7 @@ export interface TestStack {
   database: TestDatabase;
   /** A direct connection to the server's database, to check what was (not) stored. */
   sql: pg.Pool;
+  /** Keys for the test's users; `create` grants the ordinary user scopes unless told otherwise. */
   keys: ApiKeyStore;
   logs: string[];
   close(): Promise<void>;
@@ -42,7 +44,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     mcpUrl: `${server.url}/mcp`,
     database,
     sql,
-    keys: new ApiKeyStore(sql),
+    keys: userScopedKeys(new ApiKeyStore(sql)),
     logs,
     async close() {
       await server.close();
@@ -50,6 +52,12 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
       await database.drop();
     },
   };
+}
+
+function userScopedKeys(store: ApiKeyStore): ApiKeyStore {
+  const create = store.create.bind(store);
+  store.create = (input) => create({ ...input, scopes: input.scopes ?? [...EXPENSE_USER_SCOPES] });
+  return store;
 }
 
 /** The official SDK client, connected with the given headers (e.g. an API key). */

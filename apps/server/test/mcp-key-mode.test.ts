@@ -226,6 +226,66 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
   });
 });
 
+describe('scopes decide which tools a key may see and call', () => {
+  test('a read-only key sees only the read tools and cannot write', async () => {
+    const { secret } = await stack.keys.create({ userId: 'reader', scopes: ['expenses:read'] });
+    const reader = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });
+    try {
+      const names = (await reader.listTools()).tools.map((tool) => tool.name).sort();
+      assert.deepEqual(names, ['get_spending_summary', 'get_user_expenses']);
+      const denied = await add(reader, {
+        date: '2025-01-01',
+        amount: 1,
+        category: 'food',
+        description: 'x',
+        payment_method: 'cash',
+      });
+      assert.equal(denied.isError, true);
+      assert.match(text(denied), /needs the scope expenses:write/);
+      assert.equal(await countRows('reader'), 0);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  test('get_expense_stats counts across users for an admin key, and is refused to others', async () => {
+    const { secret } = await stack.keys.create({
+      userId: 'auditor',
+      scopes: ['expenses:read', 'expenses:write', 'expenses:admin'],
+    });
+    const admin = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });
+    await add(bob, {
+      date: '2025-07-07',
+      amount: 7,
+      category: 'shopping',
+      description: 'Socks',
+      payment_method: 'visa',
+    });
+    try {
+      assert.ok((await admin.listTools()).tools.some((tool) => tool.name === 'get_expense_stats'));
+      const stats = (await call(admin, 'get_expense_stats')).structuredContent as {
+        count: number;
+        users: number;
+        total: string;
+        by_category: { category: string; count: number; users: number }[];
+      };
+      const expected = (
+        await stack.sql.query(
+          'SELECT count(*)::int AS count, count(DISTINCT user_id)::int AS users, sum(amount)::text AS total FROM expenses',
+        )
+      ).rows[0];
+      assert.deepEqual([stats.count, stats.users, stats.total], [expected.count, expected.users, expected.total]);
+      assert.ok(stats.users >= 2, 'more than one user contributed');
+      assert.ok(stats.by_category.every((row) => row.count > 0 && row.users > 0));
+    } finally {
+      await admin.close();
+    }
+    const refused = await call(alice, 'get_expense_stats');
+    assert.equal(refused.isError, true);
+    assert.match(text(refused), /needs the scope expenses:admin/);
+  });
+});
+
 describe('key-based access', () => {
   test('a missing or unknown key gets 401 with a Bearer challenge and no hint of existence', async () => {
     const missing = await postMcp(stack.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' });

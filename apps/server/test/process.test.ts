@@ -34,7 +34,8 @@ describe('the server process on the embedded database, with the keys CLI beside 
   });
 
   test('keys create prints the key once, on the last line, while the server runs', async () => {
-    const created = await keysCli(['create', '--user', 'alice', '--name', 'demo', '--scope', 'expenses:read'], env());
+    // No --scope: the key gets the ordinary user scopes (read and write).
+    const created = await keysCli(['create', '--user', 'alice', '--name', 'demo'], env());
     assert.equal(created.code, 0, created.stderr);
     const lines = created.stdout.trim().split('\n');
     key = lines.at(-1) as string;
@@ -110,7 +111,7 @@ describe('the server process on the embedded database, with the keys CLI beside 
   test('keys list shows the key, its last use and never the key itself', async () => {
     const listed = await keysCli(['list', '--user', 'alice'], env());
     assert.equal(listed.code, 0, listed.stderr);
-    assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read`));
+    assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read expenses:write\\s`));
     assert.doesNotMatch(listed.stdout, /never/, 'last use was recorded');
     assert.ok(!listed.stdout.includes(key.slice(5)));
   });

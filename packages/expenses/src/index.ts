@@ -1,4 +1,13 @@
 export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
 export * from './model.ts';
 export { DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';
-export { createExpensesServer, type ExpensesServerOptions } from './server.ts';
+export {
+  createExpensesServer,
+  EXPENSE_ADMIN_ROLE,
+  EXPENSE_METHOD_SCOPES,
+  EXPENSE_SCOPES,
+  EXPENSE_TOOL_SCOPES,
+  EXPENSE_USER_SCOPES,
+  type ExpensesServerOptions,
+  holds,
+} from './server.ts';

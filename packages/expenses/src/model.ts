@@ -68,6 +68,13 @@ export interface SpendingSummary {
   by_month: { month: string; total: string; count: number }[];
 }
 
+export interface UsageStats {
+  total: string;
+  count: number;
+  users: number;
+  by_category: { category: Category; total: string; count: number; users: number }[];
+}
+
 function isCalendarDate(value: string): boolean {
   const [year, month, day] = value.split('-').map(Number);
   if (year === undefined || month === undefined || day === undefined) return false;

@@ -7,6 +7,7 @@ import {
   MAX_LIST_LIMIT,
   type NewExpense,
   type SpendingSummary,
+  type UsageStats,
 } from './model.ts';
 
 // Dates and timestamps leave Postgres as text so no time zone ever shifts them.
@@ -86,5 +87,29 @@ export class ExpenseRepository {
       }
     }
     return summary;
+  }
+
+  /** Across all users, for administrators: per-category counts, totals and distinct users. */
+  async stats(range: Pick<ExpenseFilter, 'start_date' | 'end_date'> = {}): Promise<UsageStats> {
+    const { rows } = await this.#pool.query<{ category: Category | null; total: string; count: number; users: number }>(
+      `SELECT category, sum(amount)::numeric(14, 2)::text AS total, count(*)::int AS count,
+              count(DISTINCT user_id)::int AS users
+       FROM expenses
+       WHERE ($1::date IS NULL OR date >= $1::date) AND ($2::date IS NULL OR date <= $2::date)
+       GROUP BY GROUPING SETS ((), (category))
+       ORDER BY category NULLS FIRST`,
+      [range.start_date ?? null, range.end_date ?? null],
+    );
+    const stats: UsageStats = { total: '0.00', count: 0, users: 0, by_category: [] };
+    for (const row of rows) {
+      if (row.category === null) {
+        if (row.count > 0) stats.total = row.total;
+        stats.count = row.count;
+        stats.users = row.users;
+      } else {
+        stats.by_category.push({ category: row.category, total: row.total, count: row.count, users: row.users });
+      }
+    }
+    return stats;
   }
 }

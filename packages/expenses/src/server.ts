@@ -1,5 +1,6 @@
-import { requirePrincipal } from '@mcp-auth-stack/auth';
+import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import {
@@ -22,6 +23,49 @@ export interface ExpensesServerOptions {
 }
 
 const RECENT_RESOURCE_LIMIT = 20;
+
+/** The OAuth scopes of this server's tools (also the API-key scopes `pnpm keys` grants). */
+export const EXPENSE_SCOPES = {
+  read: 'expenses:read',
+  write: 'expenses:write',
+  /** Cross-user statistics; Keycloak grants it only to members of the `expenses-admin` role. */
+  admin: 'expenses:admin',
+} as const;
+export const EXPENSE_ADMIN_ROLE = 'expenses-admin';
+/** What an ordinary user's credential carries: their own expenses, read and write. */
+export const EXPENSE_USER_SCOPES: readonly string[] = [EXPENSE_SCOPES.read, EXPENSE_SCOPES.write];
+
+/** What each tool needs, checked at the HTTP layer (403 step-up) and again inside the tool. */
+export const EXPENSE_TOOL_SCOPES: Readonly<Record<string, readonly string[]>> = {
+  add_user_expense: [EXPENSE_SCOPES.write],
+  get_user_expenses: [EXPENSE_SCOPES.read],
+  delete_user_expense: [EXPENSE_SCOPES.write],
+  get_spending_summary: [EXPENSE_SCOPES.read],
+  get_expense_stats: [EXPENSE_SCOPES.admin],
+};
+/** What other MCP methods need (`resources/read` of the caller's expenses). */
+export const EXPENSE_METHOD_SCOPES: Readonly<Record<string, readonly string[]>> = {
+  'resources/read': [EXPENSE_SCOPES.read],
+};
+
+type Extra = RequestHandlerExtra<never, never>;
+
+/** The caller of a tool, after checking it holds what the tool needs. */
+function caller(extra: Pick<Extra, 'authInfo'>, needs: readonly string[]): Principal {
+  const principal = requirePrincipal(extra.authInfo);
+  const missing = needs.filter((scope) => !holds(principal, scope));
+  if (missing.length > 0) throw new Error(`This needs the scope ${missing.join(' ')}, which the credential lacks.`);
+  return principal;
+}
+
+/** A principal holds a scope when granted it; the admin role counts as the admin scope. */
+export function holds(principal: Principal, scope: string): boolean {
+  if (principal.method === 'none') return true;
+  if (principal.scopes.includes(scope)) return true;
+  return scope === EXPENSE_SCOPES.admin && (principal.roles ?? []).includes(EXPENSE_ADMIN_ROLE);
+}
+
+const scopesMeta = (tool: string) => ({ 'mcp-auth-stack/required-scopes': EXPENSE_TOOL_SCOPES[tool] });
 
 /**
  * The expenses tracker as an MCP server. Built once per process and shared by every request:
@@ -50,10 +94,11 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         payment_method: z.enum(PAYMENT_METHODS).describe('How it was paid'),
       },
       outputSchema: { expense },
+      _meta: scopesMeta('add_user_expense'),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     },
     async (input, extra) => {
-      const { userId } = requirePrincipal(extra.authInfo);
+      const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
       const added = await repository.add(userId, input);
       return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
     },
@@ -71,10 +116,11 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
       },
       outputSchema: { expenses: z.array(expense), count: z.number().int() },
+      _meta: scopesMeta('get_user_expenses'),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     async (filter, extra) => {
-      const { userId } = requirePrincipal(extra.authInfo);
+      const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_user_expenses ?? []);
       assertRange(filter.start_date, filter.end_date);
       const expenses = await repository.list(userId, filter);
       const text =
@@ -95,10 +141,11 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       description: "Delete one of the signed-in user's expenses by its id.",
       inputSchema: { id: z.string().uuid('must be an expense id (a UUID)') },
       outputSchema: { deleted: expense },
+      _meta: scopesMeta('delete_user_expense'),
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
     async ({ id }, extra) => {
-      const { userId } = requirePrincipal(extra.authInfo);
+      const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.delete_user_expense ?? []);
       const deleted = await repository.delete(userId, id);
       // Another user's expense looks exactly like one that does not exist.
       if (!deleted) return toolError(`No expense with id ${id}.`);
@@ -122,13 +169,52 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         by_category: z.array(z.object({ category: z.enum(CATEGORIES), total: money, count: z.number().int() })),
         by_month: z.array(z.object({ month: z.string(), total: money, count: z.number().int() })),
       },
+      _meta: scopesMeta('get_spending_summary'),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     async (range, extra) => {
-      const { userId } = requirePrincipal(extra.authInfo);
+      const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_spending_summary ?? []);
       assertRange(range.start_date, range.end_date);
       const summary = await repository.summary(userId, range);
       return result(describeSummary(summary), { ...summary });
+    },
+  );
+
+  server.registerTool(
+    'get_expense_stats',
+    {
+      title: 'Expense statistics (admin)',
+      description:
+        'Per-category counts and totals across all users, optionally within a date range. Needs the expenses:admin scope.',
+      inputSchema: {
+        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
+        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+      },
+      outputSchema: {
+        total: money,
+        count: z.number().int(),
+        users: z.number().int(),
+        by_category: z.array(
+          z.object({ category: z.enum(CATEGORIES), total: money, count: z.number().int(), users: z.number().int() }),
+        ),
+      },
+      _meta: scopesMeta('get_expense_stats'),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (range, extra) => {
+      caller(extra, EXPENSE_TOOL_SCOPES.get_expense_stats ?? []);
+      assertRange(range.start_date, range.end_date);
+      const stats = await repository.stats(range);
+      const text =
+        stats.count === 0
+          ? 'No expenses in this period.'
+          : [
+              `${stats.count} expense(s) by ${stats.users} user(s), total ${stats.total}.`,
+              ...stats.by_category.map(
+                (row) => `- ${row.category}: ${row.count} by ${row.users} user(s), ${row.total}`,
+              ),
+            ].join('\n');
+      return result(text, { ...stats });
     },
   );
 
@@ -141,7 +227,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       mimeType: 'application/json',
     },
     async (uri, extra) => {
-      const { userId } = requirePrincipal(extra.authInfo);
+      const { userId } = caller(extra, EXPENSE_METHOD_SCOPES['resources/read'] ?? []);
       const expenses = await repository.list(userId, { limit: RECENT_RESOURCE_LIMIT });
       return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ expenses }) }] };
     },

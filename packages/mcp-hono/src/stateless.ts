@@ -15,6 +15,11 @@ export interface StatelessMcpOptions {
   maxBodyBytes?: number;
   /** The authenticated caller of this exchange, handed to tools as `extra.authInfo`. */
   authInfo?: (c: Context) => AuthInfo | undefined;
+  /**
+   * Which tools this caller may see in `tools/list` (for example, those its scopes allow).
+   * The server is shared by every caller, so the list is filtered per exchange here.
+   */
+  toolVisible?: (toolName: string, c: Context) => boolean;
 }
 
 // JSON-RPC 2.0 error codes.
@@ -87,7 +92,14 @@ export async function createStatelessMcpEndpoint(
     const extra: MessageExtraInfo = { requestInfo: lazyRequestInfo(request) };
     if (authInfo) extra.authInfo = authInfo;
     if (shape === 'request') {
-      const reply = await transport.request(message as JSONRPCRequest, extra, request.signal);
+      const rpc = message as JSONRPCRequest;
+      const reply = await transport.request(rpc, extra, request.signal);
+      if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
+        const result = reply.result as { tools?: { name: string }[] };
+        if (Array.isArray(result.tools)) {
+          result.tools = result.tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true);
+        }
+      }
       return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });
     }
     if (shape === 'notification') transport.notify(message as JSONRPCNotification, extra);

@@ -8,7 +8,7 @@ import { createStatelessMcpEndpoint, originGuard } from '../src/index.ts';
 
 const events: string[] = [];
 
-async function makeApp(maxBodyBytes = 4096) {
+async function makeApp(maxBodyBytes = 4096, toolVisible?: (name: string, user: string | undefined) => boolean) {
   const server = new McpServer({ name: 'test', version: '1.0.0' });
   server.registerTool(
     'echo',
@@ -31,6 +31,7 @@ async function makeApp(maxBodyBytes = 4096) {
   const endpoint = await createStatelessMcpEndpoint(server, {
     maxBodyBytes,
     authInfo: (c) => ({ token: 'x', clientId: 'c', scopes: [], extra: { user: c.req.header('x-user') } }),
+    ...(toolVisible ? { toolVisible: (name: string, c) => toolVisible(name, c.req.header('x-user')) } : {}),
   });
   const app = new Hono();
   app.all('/mcp', (c) => endpoint.handle(c));
@@ -153,6 +154,22 @@ describe('one MCP server shared by concurrent stateless requests', () => {
     assert.equal(body.result.isError, true);
     assert.match(body.result.content[0]?.text ?? '', /needs a session; this endpoint is stateless/);
   });
+});
+
+test('tools/list is filtered per caller when a visibility rule is given', async () => {
+  const app = await makeApp(4096, (name, user) => name === 'echo' || user === 'admin');
+  const list = async (user: string) => {
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'x-user': user },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    return ((await response.json()) as { result: { tools: { name: string }[] } }).result.tools
+      .map((t) => t.name)
+      .sort();
+  };
+  assert.deepEqual(await list('someone'), ['echo']);
+  assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'wait_for_cancel']);
 });
 
 describe('protocol errors', () => {
