@@ -1,6 +1,20 @@
-import { type AuthProvider, type AuthVariables, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
+import {
+  type AuthProvider,
+  type AuthVariables,
+  isToolAllowed,
+  type McpScopeRequirements,
+  requireAuth,
+  requireMcpScopes,
+  toAuthInfo,
+} from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
-import { createExpensesServer, EXPENSE_TOOL_SCOPES, ExpenseRepository, holds } from '@mcp-auth-stack/expenses';
+import {
+  createExpensesServer,
+  EXPENSE_METHOD_SCOPES,
+  EXPENSE_TOOL_SCOPES,
+  ExpenseRepository,
+  holds,
+} from '@mcp-auth-stack/expenses';
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
 import { Hono } from 'hono';
 import { type RequestIdVariables, requestId } from 'hono/request-id';
@@ -17,6 +31,9 @@ export interface AppDependencies {
 type Env = { Variables: AuthVariables & RequestIdVariables };
 
 /** The HTTP application: health, readiness and the authenticated MCP endpoint. */
+/** The scopes each MCP call needs, declared next to the tools in packages/expenses. */
+const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
+
 export async function createApp({ config, database, auth, logger }: AppDependencies) {
   const mcpServer = createExpensesServer(new ExpenseRepository(database.pool));
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
@@ -28,7 +45,7 @@ export async function createApp({ config, database, auth, logger }: AppDependenc
     // tools/list shows what the caller may call.
     toolVisible: (tool, c) => {
       const principal = c.get('principal');
-      return !principal || (EXPENSE_TOOL_SCOPES[tool] ?? []).every((scope) => holds(principal, scope));
+      return !principal || isToolAllowed(principal, tool, SCOPE_REQUIREMENTS, holds);
     },
   });
 
@@ -51,18 +68,30 @@ export async function createApp({ config, database, auth, logger }: AppDependenc
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
+    const checks: Record<string, string> = {};
+    let ok = true;
     try {
       await database.pool.query('SELECT 1');
-      return c.json({ status: 'ready', checks: { database: 'ok' } });
+      checks.database = 'ok';
     } catch (error) {
+      ok = false;
+      checks.database = 'unreachable';
       logger.warn('readiness check failed', { request_id: c.get('requestId'), ...errorFields(error) });
-      return c.json({ status: 'unavailable', checks: { database: 'unreachable' } }, 503);
     }
+    // The identity provider's metadata and keys; the provider caches the result.
+    const idp = await auth.ready?.();
+    if (idp) {
+      ok &&= idp.ok;
+      Object.assign(checks, idp.checks);
+    }
+    return c.json({ status: ok ? 'ready' : 'unavailable', checks }, ok ? 200 : 503);
   });
 
   auth.mount?.(app);
   app.use('/mcp', originGuard({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }));
   app.use('/mcp', requireAuth(auth));
+  // HTTP-level step-up: 403 insufficient_scope with every scope the call needs.
+  app.use('/mcp', requireMcpScopes({ requirements: SCOPE_REQUIREMENTS, provider: auth, hasScope: holds }));
   app.all('/mcp', (c) => endpoint.handle(c));
 
   app.notFound((c) => c.json({ error: 'not_found' }, 404));

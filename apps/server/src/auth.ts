@@ -1,7 +1,15 @@
-import { ApiKeyStore, type AuthProvider, apiKeyProvider, noAuthProvider } from '@mcp-auth-stack/auth';
+import {
+  ApiKeyStore,
+  type AuthProvider,
+  apiKeyProvider,
+  jwtBearerProvider,
+  noAuthProvider,
+  registrationFacade,
+} from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
+import { EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import type { ServerConfig } from './config.ts';
-import type { Logger } from './logger.ts';
+import { errorFields, type Logger } from './logger.ts';
 
 /** Chooses the access mode named by MCP_AUTH_PROVIDER. */
 export async function createAuthProvider(
@@ -25,5 +33,53 @@ export async function createAuthProvider(
       }
       return apiKeyProvider({ store });
     }
+    case 'keycloak':
+      return keycloakProvider(config, logger);
   }
+}
+
+/** The scope that carries this server's audience in the realm (an audience mapper). */
+export const MCP_ACCESS_SCOPE = 'mcp:access';
+
+/**
+ * Keycloak mode: access tokens of the realm, verified locally against its keys; this server's
+ * resource URL must be in `aud`. Clients are told to ask for `mcp:access` plus the user scopes:
+ * a client that Keycloak registered with a `scope` member only gets `mcp:access` (and so the
+ * audience) when it asks for it (issue 50807).
+ */
+function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
+  const realm = config.keycloakRealmUrl as string;
+  const reachable = config.keycloakRealmInternalUrl ?? realm;
+  const resource = `${config.baseUrl}/mcp`;
+  const workaround = config.keycloakRegistration === 'workaround';
+  const jwt = jwtBearerProvider({
+    name: 'keycloak',
+    issuer: realm,
+    jwksUri: `${reachable}/protocol/openid-connect/certs`,
+    issuerMetadataUri: `${reachable}/.well-known/openid-configuration`,
+    resource,
+    challengeScopes: [MCP_ACCESS_SCOPE, EXPENSE_SCOPES.read, EXPENSE_SCOPES.write],
+    scopesSupported: [MCP_ACCESS_SCOPE, EXPENSE_SCOPES.read, EXPENSE_SCOPES.write, EXPENSE_SCOPES.admin],
+    authorizationServers: [workaround ? config.baseUrl : realm],
+    allowedClientIds: config.keycloakRegistration === 'off' ? config.allowedClientIds : undefined,
+    resourceName: 'Expenses Tracker',
+    onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
+  });
+  if (!workaround) return jwt;
+  const facade = registrationFacade({
+    issuer: config.baseUrl,
+    upstreamIssuer: realm,
+    upstreamBaseUrl: reachable,
+    trustForwardedFor: config.trustProxy,
+  });
+  return {
+    ...jwt,
+    authenticate: (request) => jwt.authenticate(request),
+    challengeParameters: () => jwt.challengeParameters(),
+    ready: () => jwt.ready(),
+    mount(app) {
+      jwt.mount(app);
+      facade.mount(app);
+    },
+  };
 }

@@ -2,7 +2,13 @@
  * The server's whole configuration, read from the environment once at start-up. A missing
  * or invalid variable stops the process with a message that names it.
  */
-export type AuthMode = 'none' | 'key';
+export type AuthMode = 'none' | 'key' | 'keycloak';
+/**
+ * How MCP clients get a client id in `keycloak` mode: `direct` registers at Keycloak itself;
+ * `workaround` registers through this server, which repairs what Keycloak 26.7.3 gets wrong;
+ * `off` accepts only tokens of the pre-registered clients in ALLOWED_CLIENT_IDS.
+ */
+export type KeycloakRegistration = 'direct' | 'workaround' | 'off';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface ServerConfig {
@@ -15,6 +21,15 @@ export interface ServerConfig {
   localUserId: string;
   /** `none` mode only: permit listening on a non-loopback address. */
   allowUnauthenticatedRemote: boolean;
+  /** `keycloak` mode: the realm's issuer URL, e.g. http://localhost:8080/realms/mcp. */
+  keycloakRealmUrl: string | undefined;
+  /** Where this server itself reaches the realm, when not at its public URL (compose, Azure). */
+  keycloakRealmInternalUrl: string | undefined;
+  keycloakRegistration: KeycloakRegistration;
+  /** Only tokens whose `azp` is listed are accepted (empty: any client of the realm). */
+  allowedClientIds: string[];
+  /** Trust X-Forwarded-For for per-client limits (behind a reverse proxy that sets it). */
+  trustProxy: boolean;
   databaseUrl: string | undefined;
   dataDir: string;
   databasePoolSize: number;
@@ -50,9 +65,15 @@ export const CONFIG_VARIABLES = [
   'MAX_REQUEST_BYTES',
   'LOG_LEVEL',
   'SHUTDOWN_TIMEOUT_MS',
+  'KEYCLOAK_REALM_URL',
+  'KEYCLOAK_REALM_INTERNAL_URL',
+  'KEYCLOAK_REGISTRATION',
+  'ALLOWED_CLIENT_IDS',
+  'TRUST_PROXY',
 ] as const;
 
-const AUTH_MODES: readonly AuthMode[] = ['none', 'key'];
+const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak'];
+const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
@@ -73,11 +94,34 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
   }
+  const keycloakRealmUrl = optional(env, 'KEYCLOAK_REALM_URL');
+  if (authMode === 'keycloak' && keycloakRealmUrl === undefined) {
+    throw new ConfigError(
+      'KEYCLOAK_REALM_URL',
+      'is required when MCP_AUTH_PROVIDER=keycloak (the realm issuer, e.g. http://localhost:8080/realms/mcp)',
+    );
+  }
+  const keycloakRegistration = oneOf(env, 'KEYCLOAK_REGISTRATION', KEYCLOAK_REGISTRATIONS, 'direct');
+  const allowedClientIds = list(env, 'ALLOWED_CLIENT_IDS', []);
+  if (authMode === 'keycloak' && keycloakRegistration === 'off' && allowedClientIds.length === 0) {
+    throw new ConfigError(
+      'ALLOWED_CLIENT_IDS',
+      'must list the pre-registered client ids when KEYCLOAK_REGISTRATION=off (e.g. vscode-mcp-client)',
+    );
+  }
   return {
     host,
     port,
     baseUrl,
     authMode,
+    keycloakRealmUrl: keycloakRealmUrl === undefined ? undefined : url(env, 'KEYCLOAK_REALM_URL', ''),
+    keycloakRealmInternalUrl:
+      optional(env, 'KEYCLOAK_REALM_INTERNAL_URL') === undefined
+        ? undefined
+        : url(env, 'KEYCLOAK_REALM_INTERNAL_URL', ''),
+    keycloakRegistration,
+    allowedClientIds,
+    trustProxy: boolean(env, 'TRUST_PROXY', false),
     localUserId: text(env, 'LOCAL_USER_ID', 'local-user'),
     allowUnauthenticatedRemote,
     databaseUrl,

@@ -233,15 +233,27 @@ describe('scopes decide which tools a key may see and call', () => {
     try {
       const names = (await reader.listTools()).tools.map((tool) => tool.name).sort();
       assert.deepEqual(names, ['get_spending_summary', 'get_user_expenses']);
-      const denied = await add(reader, {
-        date: '2025-01-01',
-        amount: 1,
-        category: 'food',
-        description: 'x',
-        payment_method: 'cash',
-      });
-      assert.equal(denied.isError, true);
-      assert.match(text(denied), /needs the scope expenses:write/);
+      await assert.rejects(
+        add(reader, { date: '2025-01-01', amount: 1, category: 'food', description: 'x', payment_method: 'cash' }),
+        /insufficient_scope/,
+      );
+      // The refusal is HTTP-level: 403 with a challenge naming every scope the call needs.
+      const raw = await postMcp(
+        stack.mcpUrl,
+        {
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name: 'add_user_expense', arguments: {} },
+        },
+        { authorization: `Bearer ${secret}` },
+      );
+      assert.equal(raw.status, 403);
+      const challenge = raw.headers.get('www-authenticate') ?? '';
+      assert.match(challenge, /^Bearer /);
+      assert.match(challenge, /error="insufficient_scope"/);
+      assert.match(challenge, /scope="[^"]*expenses:write[^"]*"/);
+      assert.match(challenge, /scope="[^"]*expenses:read[^"]*"/, 'keeps what the caller already holds');
       assert.equal(await countRows('reader'), 0);
     } finally {
       await reader.close();
@@ -280,9 +292,7 @@ describe('scopes decide which tools a key may see and call', () => {
     } finally {
       await admin.close();
     }
-    const refused = await call(alice, 'get_expense_stats');
-    assert.equal(refused.isError, true);
-    assert.match(text(refused), /needs the scope expenses:admin/);
+    await assert.rejects(call(alice, 'get_expense_stats'), /insufficient_scope/);
   });
 });
 

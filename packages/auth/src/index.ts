@@ -9,7 +9,42 @@ export {
   looksLikeApiKey,
 } from './api-keys.ts';
 export { bearerChallenge } from './challenge.ts';
+export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
+export {
+  DEFAULT_JWT_ALGORITHMS,
+  type JwtBearerProvider,
+  type JwtBearerProviderOptions,
+  jwtBearerProvider,
+  type ReadinessReport,
+} from './jwt.ts';
+export {
+  mountProtectedResourceMetadata,
+  type ProtectedResourceMetadataOptions,
+  parseResourceUrl,
+  protectedResourceMetadata,
+  protectedResourceMetadataUrl,
+} from './metadata.ts';
 export { type AuthVariables, bearerCredential, requireAuth } from './middleware.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
-export type { AuthOutcome, AuthProvider } from './provider.ts';
+export { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 export { type ApiKeyProviderOptions, apiKeyProvider, noAuthProvider } from './providers.ts';
+export {
+  checkRegistration,
+  type RegistrationFacadeOptions,
+  registrationFacade,
+  repairRegistration,
+} from './registration-facade.ts';
+export {
+  filterToolsListResult,
+  holdsScope,
+  isToolAllowed,
+  type McpCall,
+  type McpScopeGuardOptions,
+  type McpScopeRequirements,
+  missingScopes,
+  requestWithBody,
+  requireMcpScopes,
+  type ScopeCheck,
+  scopesRequiredFor,
+} from './scopes.ts';
+export { VerifiedTokenCache } from './token-cache.ts';

@@ -1,7 +1,7 @@
 import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
 import type { Principal } from './principal.ts';
-import type { AuthProvider } from './provider.ts';
+import { type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface AuthVariables {
   principal: Principal;
@@ -11,10 +11,22 @@ export interface AuthVariables {
  * Lets a request through only with credentials the provider accepts, and puts the principal
  * on the context (`c.get('principal')`). Every failure is a 401 with a Bearer challenge; the
  * body says what failed in general terms, never whether a particular credential exists.
+ * When the provider cannot decide (`AuthUnavailableError`) the answer is 503 with
+ * `Retry-After`: a 401 would send the client through a pointless new authorization.
  */
 export function requireAuth(provider: AuthProvider) {
   return createMiddleware<{ Variables: AuthVariables }>(async (c, next) => {
-    const outcome = await provider.authenticate(c.req.raw);
+    let outcome: Awaited<ReturnType<AuthProvider['authenticate']>>;
+    try {
+      outcome = await provider.authenticate(c.req.raw);
+    } catch (error) {
+      if (!(error instanceof AuthUnavailableError)) throw error;
+      return c.json(
+        { error: 'temporarily_unavailable', error_description: 'Credentials cannot be verified right now.' },
+        503,
+        { 'Retry-After': String(error.retryAfterSeconds), 'Cache-Control': 'no-store' },
+      );
+    }
     if (outcome.ok) {
       c.set('principal', outcome.principal);
       await next();

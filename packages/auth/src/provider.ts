@@ -8,11 +8,17 @@ import type { Principal } from './principal.ts';
  */
 export interface AuthProvider {
   readonly name: string;
+  /**
+   * Decides on one request. Throws `AuthUnavailableError` when it cannot decide right now (the
+   * identity provider is unreachable): that is the server's problem, not the caller's token's.
+   */
   authenticate(request: Request): Promise<AuthOutcome>;
   /** Parameters of the `WWW-Authenticate: Bearer` challenge besides `error` (realm, resource_metadata, scope). */
   challengeParameters(): Record<string, string>;
   /** Routes this provider serves itself, mounted before the protected routes. */
   mount?<E extends Env>(app: Hono<E>): void;
+  /** Whether what the provider depends on (identity provider metadata, keys) is reachable, for `/ready`. */
+  ready?(): Promise<{ ok: boolean; checks: Record<string, string> }>;
 }
 
 export type AuthOutcome =
@@ -26,3 +32,18 @@ export type AuthOutcome =
       error?: 'invalid_token' | 'invalid_request';
       description?: string;
     };
+
+/**
+ * A provider could not verify a credential for reasons on the server's side (signing keys or
+ * issuer unreachable). `requireAuth` answers 503, so clients retry instead of re-authorizing.
+ */
+export class AuthUnavailableError extends Error {
+  /** Seconds after which a retry may succeed (`Retry-After`). */
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, options: { cause?: unknown; retryAfterSeconds?: number } = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'AuthUnavailableError';
+    this.retryAfterSeconds = options.retryAfterSeconds ?? 5;
+  }
+}

@@ -1,0 +1,139 @@
+import {
+  type CryptoKey,
+  createLocalJWKSet,
+  type FlattenedJWSInput,
+  type JSONWebKeySet,
+  type JWSHeaderParameters,
+} from 'jose';
+import { AuthUnavailableError } from './provider.ts';
+
+export interface RemoteKeySetOptions {
+  /** Least time between two fetches caused by unknown `kid`s or failures (default 30 s). */
+  cooldownMs?: number;
+  /** Age after which the keys are refreshed in the background while still in use (default 10 min). */
+  maxAgeMs?: number;
+  /** Time limit of one fetch (default 5 s). */
+  timeoutMs?: number;
+  /** Largest JWKS document accepted, in bytes (default 256 KiB). */
+  maxBytes?: number;
+}
+
+/**
+ * The identity provider's signing keys (a JWKS at `url`), fetched once and kept.
+ *
+ * Unlike jose's `createRemoteJWKSet`, which blocks a request on a refetch once its cache is
+ * old and fails every request while the JWKS endpoint is down, this one refreshes old keys in
+ * the background and keeps verifying with the keys it has when a refresh fails. A token with
+ * an unknown `kid` (key rotation) triggers one refetch; further ones wait for the cool-down,
+ * so random `kid`s cannot make the server hammer the identity provider.
+ */
+export class RemoteKeySet {
+  readonly url: string;
+  readonly #cooldownMs: number;
+  readonly #maxAgeMs: number;
+  readonly #timeoutMs: number;
+  readonly #maxBytes: number;
+  #keys: ReturnType<typeof createLocalJWKSet> | undefined;
+  #fetchedAt = Number.NEGATIVE_INFINITY;
+  #attemptedAt = Number.NEGATIVE_INFINITY;
+  #inFlight: Promise<void> | undefined;
+  #fetches = 0;
+
+  constructor(url: string | URL, options: RemoteKeySetOptions = {}) {
+    this.url = new URL(url).href;
+    this.#cooldownMs = options.cooldownMs ?? 30_000;
+    this.#maxAgeMs = options.maxAgeMs ?? 600_000;
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#maxBytes = options.maxBytes ?? 256 * 1024;
+  }
+
+  /** How many times the JWKS was requested (for tests and metrics). */
+  get fetchCount(): number {
+    return this.#fetches;
+  }
+
+  /** A jose key resolver: pass it to `jwtVerify`. */
+  readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
+    const now = performance.now();
+    if (this.#keys === undefined) {
+      // No keys yet: retry failures sooner than the cool-down, nothing works until this succeeds.
+      if (now - this.#attemptedAt < Math.min(this.#cooldownMs, 5_000) && this.#inFlight === undefined) {
+        throw new AuthUnavailableError('The signing keys are not available yet.');
+      }
+      await this.reload();
+    } else if (now - this.#fetchedAt > this.#maxAgeMs && now - this.#attemptedAt > this.#cooldownMs) {
+      this.reload().catch(() => {}); // background refresh; a failure keeps the current keys
+    }
+    const keys = this.#keys;
+    if (keys === undefined) throw new AuthUnavailableError('The signing keys are not available.');
+    try {
+      return await keys(header, token);
+    } catch (error) {
+      const unknownKey = (error as { code?: string }).code === 'ERR_JWKS_NO_MATCHING_KEY';
+      if (!unknownKey) throw error;
+      const coolingDown = performance.now() - this.#attemptedAt < this.#cooldownMs;
+      if (coolingDown && this.#inFlight === undefined) throw error;
+      // Perhaps the keys were rotated: fetch once more, then decide with what came back.
+      try {
+        await this.reload();
+      } catch {
+        throw error;
+      }
+      const reloaded = this.#keys as ReturnType<typeof createLocalJWKSet>;
+      return await reloaded(header, token);
+    }
+  };
+
+  /** Fetches the keys now (concurrent callers share one fetch); rejects with `AuthUnavailableError`. */
+  reload(): Promise<void> {
+    this.#inFlight ??= this.#fetch().finally(() => {
+      this.#inFlight = undefined;
+    });
+    return this.#inFlight;
+  }
+
+  async #fetch(): Promise<void> {
+    this.#attemptedAt = performance.now();
+    this.#fetches += 1;
+    let jwks: JSONWebKeySet;
+    try {
+      jwks = parseKeySet(await fetchJson(this.url, this.#timeoutMs, this.#maxBytes));
+    } catch (error) {
+      throw new AuthUnavailableError(`The signing keys at ${this.url} could not be fetched.`, { cause: error });
+    }
+    this.#keys = createLocalJWKSet(jwks);
+    this.#fetchedAt = performance.now();
+  }
+}
+
+function parseKeySet(value: unknown): JSONWebKeySet {
+  const keys = (value as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || !keys.every((key) => typeof key === 'object' && key !== null)) {
+    throw new Error('not a JSON Web Key Set');
+  }
+  return { keys: keys as JSONWebKeySet['keys'] };
+}
+
+/**
+ * GETs a JSON document with a time limit and a size limit, without following redirects (an
+ * identity provider serves its metadata and keys where it says it does).
+ */
+export async function fetchJson(url: string, timeoutMs: number, maxBytes = 256 * 1024): Promise<unknown> {
+  const response = await fetch(url, {
+    headers: { accept: 'application/json' },
+    redirect: 'error',
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new Error(`HTTP ${response.status} from ${url}`);
+  }
+  const declared = Number(response.headers.get('content-length') ?? 0);
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
+  }
+  const text = await response.text();
+  if (text.length > maxBytes) throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
+  return JSON.parse(text);
+}

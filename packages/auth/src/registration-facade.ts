@@ -1,0 +1,239 @@
+import type { Env, Hono } from 'hono';
+
+/**
+ * The DCR workaround for identity providers whose registration endpoint MCP clients trip
+ * over (Keycloak 26.7.3): this server presents itself as the authorization server, serving
+ * the provider's metadata with its own `issuer` and `registration_endpoint`, and forwards
+ * registrations after checking and repairing them. Authorization and token requests still go
+ * straight to the provider (its endpoints stay in the metadata).
+ *
+ * Repairs, each needed by a client that otherwise fails against Keycloak 26.7.3:
+ * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
+ *   losing the realm's default scopes, the audience scope among them (issue 50807).
+ * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
+ * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
+ *   the `resource-indicators` feature, a token request with `resource` for a client that gets
+ *   no refresh token fails with HTTP 500 (issue 50251).
+ */
+export interface RegistrationFacadeOptions {
+  /** Public base URL of this server, e.g. http://localhost:8000: the issuer it presents. */
+  issuer: string;
+  /** The provider's issuer, e.g. http://localhost:8080/realms/mcp. */
+  upstreamIssuer: string;
+  /** Where to fetch the provider's metadata and registration endpoint from, if not the issuer (compose, Azure). */
+  upstreamBaseUrl?: string | undefined;
+  /** Largest registration body accepted, in bytes. */
+  maxBodyBytes?: number;
+  /** Registrations allowed per client address per minute. */
+  registrationsPerMinute?: number;
+  /**
+   * Behind a reverse proxy (Azure Container Apps ingress) every caller has the proxy's address;
+   * then the first `X-Forwarded-For` entry, which that proxy sets, identifies the client.
+   */
+  trustForwardedFor?: boolean;
+  /** How long the provider's metadata is kept before it is fetched again. */
+  metadataTtlMs?: number;
+  fetch?: typeof fetch;
+}
+
+const REPAIRED_MEMBERS = ['scope', 'resource'] as const;
+const MAX_REDIRECT_URIS = 10;
+
+export function registrationFacade(options: RegistrationFacadeOptions) {
+  const issuer = options.issuer.replace(/\/+$/, '');
+  const upstreamIssuer = options.upstreamIssuer.replace(/\/+$/, '');
+  const upstreamBase = (options.upstreamBaseUrl ?? upstreamIssuer).replace(/\/+$/, '');
+  const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024;
+  const perMinute = options.registrationsPerMinute ?? 10;
+  const ttl = options.metadataTtlMs ?? 5 * 60_000;
+  const doFetch = options.fetch ?? fetch;
+  const limiter = new FixedWindowLimiter(perMinute, 60_000);
+
+  let cached: { metadata: Record<string, unknown>; expires: number } | undefined;
+  async function upstreamMetadata(): Promise<Record<string, unknown>> {
+    if (cached && cached.expires > Date.now()) return cached.metadata;
+    const response = await doFetch(`${upstreamBase}/.well-known/openid-configuration`, {
+      signal: AbortSignal.timeout(5_000),
+    });
+    if (!response.ok) throw new Error(`the identity provider's metadata answered ${response.status}`);
+    const metadata = (await response.json()) as Record<string, unknown>;
+    cached = { metadata, expires: Date.now() + ttl };
+    return metadata;
+  }
+
+  /** The provider's metadata as this server presents it. */
+  async function presentedMetadata(): Promise<Record<string, unknown>> {
+    const metadata = { ...(await upstreamMetadata()) };
+    metadata.issuer = issuer;
+    metadata.registration_endpoint = `${issuer}/register`;
+    // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
+    // support under this issuer would make clients that check it reject every login.
+    delete metadata.authorization_response_iss_parameter_supported;
+    return metadata;
+  }
+
+  function mount<E extends Env>(app: Hono<E>): void {
+    const serveMetadata = async () => {
+      try {
+        return Response.json(await presentedMetadata(), {
+          headers: { 'Cache-Control': 'public, max-age=300', 'Access-Control-Allow-Origin': '*' },
+        });
+      } catch {
+        return Response.json(
+          { error: 'temporarily_unavailable', error_description: 'The identity provider is not reachable.' },
+          { status: 503 },
+        );
+      }
+    };
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      app.get(path, serveMetadata);
+      app.options(path, () => new Response(null, { status: 204, headers: CORS }));
+    }
+    app.options('/register', () => new Response(null, { status: 204, headers: CORS }));
+    app.post('/register', async (c) => {
+      const address = clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor);
+      if (!limiter.allow(address)) {
+        return registrationError(429, 'invalid_client_metadata', 'Too many registrations; try again in a minute.', {
+          'Retry-After': '60',
+        });
+      }
+      const declared = Number(c.req.header('content-length') ?? '0');
+      if (declared > maxBodyBytes) {
+        return registrationError(413, 'invalid_client_metadata', `Registration larger than ${maxBodyBytes} bytes.`);
+      }
+      const text = await c.req.text();
+      if (Buffer.byteLength(text) > maxBodyBytes) {
+        return registrationError(413, 'invalid_client_metadata', `Registration larger than ${maxBodyBytes} bytes.`);
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        return registrationError(400, 'invalid_client_metadata', 'The registration is not valid JSON.');
+      }
+      const problem = checkRegistration(body);
+      if (problem) return registrationError(400, problem.error, problem.description);
+      const repaired = repairRegistration(body as Record<string, unknown>);
+
+      let endpoint: string;
+      try {
+        endpoint = String((await upstreamMetadata()).registration_endpoint);
+      } catch {
+        return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
+      }
+      const upstream = await doFetch(rebase(endpoint, upstreamIssuer, upstreamBase), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify(repaired),
+        signal: AbortSignal.timeout(10_000),
+      });
+      return new Response(await upstream.text(), {
+        status: upstream.status,
+        headers: { 'content-type': 'application/json', 'Cache-Control': 'no-store', ...CORS },
+      });
+    });
+  }
+
+  return { mount, presentedMetadata };
+}
+
+const CORS = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Methods': 'GET, POST, OPTIONS',
+  'Access-Control-Allow-Headers': 'content-type, authorization',
+};
+
+/** The registration as Keycloak 26.7.3 handles it correctly (see the repairs listed above). */
+export function repairRegistration(body: Record<string, unknown>): Record<string, unknown> {
+  const repaired = { ...body };
+  for (const member of REPAIRED_MEMBERS) delete repaired[member];
+  const grants = repaired.grant_types;
+  if (Array.isArray(grants) && grants.includes('authorization_code') && !grants.includes('refresh_token')) {
+    repaired.grant_types = [...grants, 'refresh_token'];
+  }
+  return repaired;
+}
+
+/** RFC 7591 section 3.2.2 errors, with what went wrong. */
+function registrationError(status: number, error: string, description: string, headers: Record<string, string> = {}) {
+  return Response.json(
+    { error, error_description: description },
+    { status, headers: { 'Cache-Control': 'no-store', ...CORS, ...headers } },
+  );
+}
+
+/**
+ * Redirect URIs must be loopback `http` (RFC 8252 native clients) or `https`; anything else
+ * (custom schemes, plain http to other hosts, fragments) is refused before the provider sees it.
+ */
+export function checkRegistration(body: unknown): { error: string; description: string } | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    return { error: 'invalid_client_metadata', description: 'The registration must be a JSON object.' };
+  }
+  const redirectUris = (body as Record<string, unknown>).redirect_uris;
+  if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
+    return { error: 'invalid_redirect_uri', description: 'redirect_uris must list at least one URI.' };
+  }
+  if (redirectUris.length > MAX_REDIRECT_URIS) {
+    return { error: 'invalid_redirect_uri', description: `At most ${MAX_REDIRECT_URIS} redirect URIs.` };
+  }
+  for (const uri of redirectUris) {
+    if (typeof uri !== 'string' || !allowedRedirect(uri)) {
+      return {
+        error: 'invalid_redirect_uri',
+        description: `Redirect URI ${JSON.stringify(uri)} is neither loopback http nor https.`,
+      };
+    }
+  }
+  return undefined;
+}
+
+function allowedRedirect(uri: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  if (url.hash || url.username || url.password) return false;
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+}
+
+function rebase(url: string, from: string, to: string): string {
+  return from !== to && url.startsWith(from) ? to + url.slice(from.length) : url;
+}
+
+/** The caller's address: the socket's peer, or the proxy-set X-Forwarded-For when told to trust it. */
+function clientAddress(request: Request, env: Record<string, unknown> | undefined, trustForwardedFor = false): string {
+  if (trustForwardedFor) {
+    const forwarded = request.headers.get('x-forwarded-for')?.split(',')[0]?.trim();
+    if (forwarded) return forwarded;
+  }
+  const incoming = env?.incoming as { socket?: { remoteAddress?: string } } | undefined;
+  return incoming?.socket?.remoteAddress ?? 'unknown';
+}
+
+/** At most `limit` events per key per window; old windows are forgotten. */
+class FixedWindowLimiter {
+  readonly #limit: number;
+  readonly #windowMs: number;
+  #window = 0;
+  #counts = new Map<string, number>();
+
+  constructor(limit: number, windowMs: number) {
+    this.#limit = limit;
+    this.#windowMs = windowMs;
+  }
+
+  allow(key: string): boolean {
+    const window = Math.floor(Date.now() / this.#windowMs);
+    if (window !== this.#window) {
+      this.#window = window;
+      this.#counts = new Map();
+    }
+    const count = (this.#counts.get(key) ?? 0) + 1;
+    this.#counts.set(key, count);
+    return count <= this.#limit;
+  }
+}

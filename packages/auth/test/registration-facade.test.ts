@@ -1,0 +1,154 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Hono } from 'hono';
+import { checkRegistration, registrationFacade } from '../src/registration-facade.ts';
+
+/** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
+const received: Record<string, unknown>[] = [];
+const upstream = 'http://idp.test/realms/mcp';
+const fakeFetch: typeof fetch = async (input, init) => {
+  const url = String(input);
+  if (url === `${upstream}/.well-known/openid-configuration`) {
+    return Response.json({
+      issuer: upstream,
+      authorization_endpoint: `${upstream}/protocol/openid-connect/auth`,
+      token_endpoint: `${upstream}/protocol/openid-connect/token`,
+      registration_endpoint: `${upstream}/clients-registrations/openid-connect`,
+      authorization_response_iss_parameter_supported: true,
+      code_challenge_methods_supported: ['S256'],
+    });
+  }
+  if (url === `${upstream}/clients-registrations/openid-connect` && init?.method === 'POST') {
+    const body = JSON.parse(String(init.body)) as Record<string, unknown>;
+    received.push(body);
+    return Response.json({ client_id: 'generated', ...body }, { status: 201 });
+  }
+  return new Response('not found', { status: 404 });
+};
+
+function makeApp(registrationsPerMinute = 100) {
+  const app = new Hono();
+  registrationFacade({
+    issuer: 'http://localhost:8000',
+    upstreamIssuer: upstream,
+    registrationsPerMinute,
+    fetch: fakeFetch,
+  }).mount(app);
+  return app;
+}
+
+const register = (app: Hono, body: unknown) =>
+  app.request('/register', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+
+describe('registrationFacade', () => {
+  test("presents the provider's metadata under this server's issuer and registration endpoint", async () => {
+    const app = makeApp();
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      const response = await app.request(path);
+      assert.equal(response.status, 200);
+      const metadata = (await response.json()) as Record<string, unknown>;
+      assert.equal(metadata.issuer, 'http://localhost:8000');
+      assert.equal(metadata.registration_endpoint, 'http://localhost:8000/register');
+      assert.equal(
+        metadata.authorization_endpoint,
+        `${upstream}/protocol/openid-connect/auth`,
+        'logins still go upstream',
+      );
+      assert.equal(metadata.authorization_response_iss_parameter_supported, undefined);
+      assert.equal(response.headers.get('access-control-allow-origin'), '*');
+    }
+  });
+
+  test('forwards a registration without the members Keycloak mishandles', async () => {
+    const app = makeApp();
+    const response = await register(app, {
+      client_name: 'An MCP client',
+      redirect_uris: ['http://127.0.0.1:33418/callback'],
+      token_endpoint_auth_method: 'none',
+      scope: 'expenses:read',
+      resource: 'http://localhost:8000/mcp',
+      grant_types: ['authorization_code'],
+    });
+    assert.equal(response.status, 201);
+    const forwarded = received.at(-1) as Record<string, unknown>;
+    assert.equal(forwarded.client_name, 'An MCP client');
+    assert.equal(forwarded.token_endpoint_auth_method, 'none');
+    assert.equal('scope' in forwarded, false);
+    assert.equal('resource' in forwarded, false);
+    assert.deepEqual(forwarded.grant_types, ['authorization_code', 'refresh_token']);
+    assert.equal(response.headers.get('cache-control'), 'no-store');
+  });
+
+  const refused: [string, unknown, number, string][] = [
+    ['not JSON', '{"redirect_uris": [', 400, 'invalid_client_metadata'],
+    ['an array', [], 400, 'invalid_client_metadata'],
+    ['no redirect URIs', { client_name: 'x' }, 400, 'invalid_redirect_uri'],
+    ['a custom scheme', { redirect_uris: ['myapp://callback'] }, 400, 'invalid_redirect_uri'],
+    ['plain http to another host', { redirect_uris: ['http://evil.example/cb'] }, 400, 'invalid_redirect_uri'],
+    ['a fragment', { redirect_uris: ['https://app.example/cb#x'] }, 400, 'invalid_redirect_uri'],
+    [
+      'too many redirect URIs',
+      { redirect_uris: Array.from({ length: 11 }, (_, i) => `https://a.example/${i}`) },
+      400,
+      'invalid_redirect_uri',
+    ],
+    [
+      'an oversize body',
+      { redirect_uris: ['https://a.example/cb'], pad: 'x'.repeat(20_000) },
+      413,
+      'invalid_client_metadata',
+    ],
+  ];
+  for (const [name, body, status, error] of refused) {
+    test(`refuses ${name} before the provider sees it`, async () => {
+      const before = received.length;
+      const response = await register(makeApp(), body);
+      assert.equal(response.status, status);
+      assert.equal(((await response.json()) as { error: string }).error, error);
+      assert.equal(received.length, before, 'nothing was forwarded');
+    });
+  }
+
+  test('rate-limits registrations per client address', async () => {
+    const app = makeApp(2);
+    const body = { redirect_uris: ['http://localhost:1234/cb'] };
+    assert.equal((await register(app, body)).status, 201);
+    assert.equal((await register(app, body)).status, 201);
+    const third = await register(app, body);
+    assert.equal(third.status, 429);
+    assert.equal(third.headers.get('retry-after'), '60');
+  });
+
+  test('loopback and https redirect URIs pass the check', () => {
+    for (const uri of [
+      'http://127.0.0.1:5000/cb',
+      'http://localhost/cb',
+      'http://[::1]:8/cb',
+      'https://vscode.dev/redirect',
+    ]) {
+      assert.equal(checkRegistration({ redirect_uris: [uri] }), undefined, uri);
+    }
+  });
+});
+
+describe('registrationFacade with an unreachable provider', () => {
+  const app = new Hono();
+  before(() => {
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: 'http://127.0.0.1:9/realms/x',
+      fetch: async () => {
+        throw new TypeError('fetch failed');
+      },
+    }).mount(app);
+  });
+  after(() => {});
+  test('metadata and registration answer 503, not 500', async () => {
+    assert.equal((await app.request('/.well-known/oauth-authorization-server')).status, 503);
+    assert.equal((await register(app, { redirect_uris: ['https://a.example/cb'] })).status, 503);
+  });
+});
