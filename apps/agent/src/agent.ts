@@ -1,0 +1,223 @@
+/**
+ * The expenses assistant: a LangChain v1 agent (`createAgent`) whose tools come from MCP
+ * servers through `@langchain/mcp-adapters`. The agent loop, the model client and the MCP
+ * client are the libraries' own; this module only wires them and reports what happened.
+ */
+import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import { AIMessage, AIMessageChunk, type BaseMessage, HumanMessage, ToolMessage } from '@langchain/core/messages';
+import type { StructuredToolInterface } from '@langchain/core/tools';
+import { MultiServerMCPClient } from '@langchain/mcp-adapters';
+import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import { createAgent, createMiddleware, dynamicSystemPromptMiddleware } from 'langchain';
+
+export interface McpServerConnection {
+  name: string;
+  url: string;
+  headers?: Record<string, string>;
+  authProvider?: OAuthClientProvider;
+}
+
+/** One tool call of a turn, as the CLI prints it and `POST /chat` returns it. */
+export interface ToolCallRecord {
+  id: string;
+  name: string;
+  args: Record<string, unknown>;
+  /** The tool's text result, shortened (the model got all of it). */
+  result: string;
+  isError: boolean;
+}
+
+export interface TurnResult {
+  reply: string;
+  toolCalls: ToolCallRecord[];
+  /** The conversation after this turn, to pass back for the next one (system prompt excluded). */
+  history: BaseMessage[];
+}
+
+export interface TurnEvents {
+  /** Text of the answer as the model streams it (only with `stream: true`). */
+  onText?(text: string): void;
+  onToolCall?(call: { id: string; name: string; args: Record<string, unknown> }): void;
+  onToolResult?(record: ToolCallRecord): void;
+}
+
+export interface AgentOptions {
+  model: BaseChatModel;
+  tools: StructuredToolInterface[];
+  /** The clock the system prompt reads; tests pin it. */
+  now?: () => Date;
+  /**
+   * Counts completed interactive authorizations (OAuth step-up). A tool call that failed while
+   * this number moved is retried once, now with the token that has the new scope.
+   */
+  authorizationEpoch?: () => number;
+}
+
+const RESULT_SUMMARY_LENGTH = 240;
+
+/**
+ * Rebuilt for every model call, so a long-running agent (serve mode) never believes it is still
+ * the day it started: "yesterday" must mean the day before the request.
+ */
+export function systemPrompt(now: Date): string {
+  const date = localDate(now);
+  const weekday = now.toLocaleDateString('en-US', { weekday: 'long' });
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  return [
+    'You are an expenses assistant. You record and look up the user’s expenses with the tools you have.',
+    `Today is ${weekday}, ${date} (time zone ${zone}). Resolve relative dates such as "yesterday" or "last Friday" against today and pass dates to tools as YYYY-MM-DD.`,
+    'Categories: food, transport, entertainment, shopping, gadget, other. Payment methods: amex, visa, cash.',
+    'If a detail the tools need is missing and cannot be inferred sensibly, ask for it instead of guessing.',
+    'After using a tool, say briefly what you did, using the tool’s result.',
+  ].join('\n');
+}
+
+/** YYYY-MM-DD in the local time zone (`TZ`), not UTC: a user's "today". */
+export function localDate(now: Date): string {
+  const pad = (value: number) => String(value).padStart(2, '0');
+  return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
+}
+
+/** The MCP client for all configured servers; tools keep their own names (no server prefix). */
+export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPClient {
+  const mcpServers = Object.fromEntries(
+    servers.map((server) => [
+      server.name,
+      {
+        transport: 'http' as const,
+        url: server.url,
+        ...(server.headers ? { headers: server.headers } : {}),
+        ...(server.authProvider ? { authProvider: server.authProvider } : {}),
+        // Stateless HTTP servers need no reconnecting SSE stream; failures surface at once.
+        reconnect: { enabled: false },
+        // Streamable HTTP only: a refused credential should not be retried on the legacy SSE endpoints.
+        automaticSSEFallback: false,
+      },
+    ]),
+  );
+  return new MultiServerMCPClient({
+    mcpServers,
+    throwOnLoadError: true,
+    prefixToolNameWithServerName: false,
+    useStandardContentBlocks: false,
+  });
+}
+
+export class ExpensesAgent {
+  readonly #agent;
+  readonly #toolNames: string[];
+
+  constructor(options: AgentOptions) {
+    const now = options.now ?? (() => new Date());
+    const epoch = options.authorizationEpoch;
+    const middleware = [dynamicSystemPromptMiddleware(() => systemPrompt(now()))];
+    if (epoch) middleware.push(retryAfterAuthorization(epoch) as never);
+    this.#agent = createAgent({ model: options.model, tools: options.tools, middleware });
+    this.#toolNames = options.tools.map((tool) => tool.name);
+  }
+
+  get toolNames(): string[] {
+    return [...this.#toolNames];
+  }
+
+  /**
+   * Runs one user message through the agent loop. With `stream`, the model is called in
+   * streaming mode and text arrives through `onText` as it is generated; tool calls and results
+   * are reported either way.
+   */
+  async run(
+    message: string,
+    options: { history?: BaseMessage[]; stream?: boolean; events?: TurnEvents; signal?: AbortSignal } = {},
+  ): Promise<TurnResult> {
+    const history = [...(options.history ?? []), new HumanMessage(message)];
+    const events = options.events ?? {};
+    const pending = new Map<string, { name: string; args: Record<string, unknown> }>();
+    const toolCalls: ToolCallRecord[] = [];
+    let reply = '';
+
+    const stream = await this.#agent.stream(
+      { messages: history },
+      {
+        streamMode: options.stream ? ['updates', 'messages'] : ['updates'],
+        recursionLimit: 25,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+    );
+    for await (const [mode, chunk] of stream as AsyncIterable<[string, unknown]>) {
+      if (mode === 'messages') {
+        const [messageChunk] = chunk as [BaseMessage, Record<string, unknown>];
+        if (AIMessageChunk.isInstance(messageChunk)) {
+          const text = textOf(messageChunk);
+          if (text) events.onText?.(text);
+        }
+        continue;
+      }
+      // `updates`: the messages each node added, in order.
+      for (const update of Object.values(chunk as Record<string, { messages?: BaseMessage[] } | undefined>)) {
+        for (const added of update?.messages ?? []) {
+          history.push(added);
+          if (AIMessage.isInstance(added)) {
+            for (const call of added.tool_calls ?? []) {
+              const id = call.id ?? `${call.name}-${pending.size}`;
+              pending.set(id, { name: call.name, args: call.args });
+              events.onToolCall?.({ id, name: call.name, args: call.args });
+            }
+            if (!added.tool_calls?.length) reply = textOf(added);
+          } else if (ToolMessage.isInstance(added)) {
+            const call = pending.get(added.tool_call_id);
+            const record: ToolCallRecord = {
+              id: added.tool_call_id,
+              name: call?.name ?? added.name ?? 'unknown',
+              args: call?.args ?? {},
+              result: summarize(textOf(added)),
+              isError: added.status === 'error',
+            };
+            toolCalls.push(record);
+            events.onToolResult?.(record);
+          }
+        }
+      }
+    }
+    return { reply, toolCalls, history };
+  }
+}
+
+/**
+ * When a tool call fails because the MCP client had to send the user to the browser (first
+ * login, or step-up to a scope the token lacks), the SDK transport gives up on that request
+ * even though the new token is in hand by the time it returns. One retry then succeeds.
+ */
+function retryAfterAuthorization(authorizationEpoch: () => number) {
+  return createMiddleware({
+    name: 'RetryAfterAuthorization',
+    wrapToolCall: async (request, handler) => {
+      const before = authorizationEpoch();
+      try {
+        const result = await handler(request);
+        const failed = ToolMessage.isInstance(result) && result.status === 'error';
+        return failed && authorizationEpoch() !== before ? await handler(request) : result;
+      } catch (error) {
+        if (authorizationEpoch() !== before) return await handler(request);
+        // Errors thrown from middleware would end the whole run; the model should see them
+        // instead, as it does without this middleware.
+        return new ToolMessage({
+          content: `${error}`,
+          tool_call_id: request.toolCall.id ?? '',
+          name: request.toolCall.name,
+          status: 'error',
+        });
+      }
+    },
+  });
+}
+
+export function textOf(message: BaseMessage): string {
+  const content = message.content;
+  if (typeof content === 'string') return content;
+  return content.map((part) => (part.type === 'text' && typeof part.text === 'string' ? part.text : '')).join('');
+}
+
+export function summarize(text: string, length = RESULT_SUMMARY_LENGTH): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length <= length ? flat : `${flat.slice(0, length - 1)}…`;
+}

@@ -1,0 +1,37 @@
+/**
+ * Opens the sign-in page the way command-line tools do: `$BROWSER` when set (the convention
+ * `mcp-remote` and others follow, and what tests point at a script that drives Chromium), else
+ * the desktop's opener. It only reports whether a program could be started; the caller prints
+ * the URL either way, because an opener can start and still show nothing (a server, SSH).
+ */
+import { spawn } from 'node:child_process';
+
+export type BrowserOpener = (url: string) => Promise<boolean>;
+
+export function systemBrowserOpener(env: Record<string, string | undefined> = process.env): BrowserOpener {
+  return async (url) => {
+    const command = browserCommand(env);
+    if (!command) return false;
+    return await new Promise<boolean>((resolve) => {
+      const child = spawn(command.program, [...command.args, url], { stdio: 'ignore', detached: true });
+      child.once('error', () => resolve(false));
+      child.once('spawn', () => {
+        child.unref();
+        resolve(true);
+      });
+    });
+  };
+}
+
+export function browserCommand(
+  env: Record<string, string | undefined>,
+  platform: NodeJS.Platform = process.platform,
+): { program: string; args: string[] } | undefined {
+  // $BROWSER may list several programs separated by ':'; the first is tried.
+  const fromEnv = env.BROWSER?.split(':')[0]?.trim();
+  if (fromEnv) return { program: fromEnv, args: [] };
+  if (platform === 'darwin') return { program: 'open', args: [] };
+  if (platform === 'win32') return { program: 'cmd', args: ['/c', 'start', '""'] };
+  if (env.DISPLAY || env.WAYLAND_DISPLAY) return { program: 'xdg-open', args: [] };
+  return undefined;
+}

@@ -1,0 +1,63 @@
+/**
+ * How a client that knows only the MCP URL finds where to get a token: the server's 401 names
+ * its protected resource metadata (RFC 9728), which names the authorization server, whose
+ * metadata (RFC 8414 or OpenID discovery) names the token endpoint. The MCP SDK's own discovery
+ * functions do the fetching, so the agent follows the same rules as every SDK client.
+ */
+import {
+  discoverOAuthServerInfo,
+  extractWWWAuthenticateParams,
+  type OAuthServerInfo,
+} from '@modelcontextprotocol/sdk/client/auth.js';
+
+export interface DiscoveredAuthorization extends OAuthServerInfo {
+  /** The resource indicator to send (`resource`): the metadata's `resource`, else the MCP URL. */
+  resource: string;
+  /** `scope` from the 401's `WWW-Authenticate`, if the server named one. */
+  challengeScope: string | undefined;
+  tokenEndpoint: string;
+}
+
+export class DiscoveryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DiscoveryError';
+  }
+}
+
+export async function discoverAuthorization(
+  mcpUrl: string,
+  fetchFn: typeof fetch = fetch,
+): Promise<DiscoveredAuthorization> {
+  // An initialize request without credentials: the server must answer 401 and say where to look.
+  const probe = await fetchFn(mcpUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'ping' }),
+  }).catch((error: unknown) => {
+    throw new Error(
+      `could not reach ${mcpUrl}: ${(error as Error).message} (${String((error as { cause?: unknown }).cause ?? '')})`,
+    );
+  });
+  await probe.body?.cancel();
+  if (probe.status !== 401) {
+    throw new DiscoveryError(`${mcpUrl} answered ${probe.status} without credentials, not 401: nothing to discover`);
+  }
+  const { resourceMetadataUrl, scope } = extractWWWAuthenticateParams(probe);
+  let info: OAuthServerInfo;
+  try {
+    info = await discoverOAuthServerInfo(mcpUrl, { ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}), fetchFn });
+  } catch (error) {
+    throw new DiscoveryError(`could not discover the authorization server of ${mcpUrl}: ${(error as Error).message}`);
+  }
+  if (!info.resourceMetadata) {
+    throw new DiscoveryError(
+      `${mcpUrl} publishes no protected resource metadata (RFC 9728); set MCP_TOKEN_URL to the token endpoint instead`,
+    );
+  }
+  const tokenEndpoint = info.authorizationServerMetadata?.token_endpoint;
+  if (!tokenEndpoint) {
+    throw new DiscoveryError(`the authorization server ${info.authorizationServerUrl} advertises no token_endpoint`);
+  }
+  return { ...info, resource: info.resourceMetadata.resource || mcpUrl, challengeScope: scope, tokenEndpoint };
+}

@@ -1,0 +1,90 @@
+/**
+ * The redirect target of a native OAuth client (RFC 8252 §7.3): an HTTP listener on 127.0.0.1,
+ * up only while one authorization is pending. It accepts the callback only with the `state` the
+ * authorization request carried, so another page cannot inject a code.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export const CALLBACK_PATH = '/callback';
+
+export function redirectUrlFor(port: number): string {
+  return `http://127.0.0.1:${port}${CALLBACK_PATH}`;
+}
+
+/** A port nobody listens on right now (the listener itself starts only when a login begins). */
+export async function findFreePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export class AuthorizationCallbackError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthorizationCallbackError';
+  }
+}
+
+/** Listens on `port` until one callback with `state` arrives; resolves with its code. */
+export async function waitForAuthorizationCode(port: number, state: string, timeoutMs: number): Promise<string> {
+  let settle: { resolve(code: string): void; reject(error: Error): void } | undefined;
+  const result = new Promise<string>((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  const server: Server = createServer((request, response) => {
+    const url = new URL(request.url ?? '/', 'http://127.0.0.1');
+    if (url.pathname !== CALLBACK_PATH) {
+      response.writeHead(404).end();
+      return;
+    }
+    const params = url.searchParams;
+    response.setHeader('content-type', 'text/html; charset=utf-8');
+    if (params.get('state') !== state) {
+      // Not our request (or a replay): refuse without ending the wait.
+      response.writeHead(400).end('<p>Unexpected sign-in response (state mismatch). You may close this window.</p>');
+      return;
+    }
+    const error = params.get('error');
+    const code = params.get('code');
+    if (error || !code) {
+      response.writeHead(400).end('<p>Sign-in failed. You may close this window and check the terminal.</p>');
+      settle?.reject(
+        new AuthorizationCallbackError(
+          `the authorization server refused: ${error ?? 'no code'}${params.get('error_description') ? ` (${params.get('error_description')})` : ''}`,
+        ),
+      );
+      return;
+    }
+    response.writeHead(200).end('<p>Signed in to the expenses agent. You may close this window.</p>');
+    settle?.resolve(code);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new AuthorizationCallbackError(
+              `port ${port} on 127.0.0.1 is in use; set MCP_OAUTH_REDIRECT_PORT to a free port for the sign-in redirect`,
+            )
+          : error,
+      ),
+    );
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  const timer = setTimeout(
+    () => settle?.reject(new AuthorizationCallbackError(`no sign-in within ${Math.round(timeoutMs / 1000)} s`)),
+    timeoutMs,
+  );
+  try {
+    return await result;
+  } finally {
+    clearTimeout(timer);
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}

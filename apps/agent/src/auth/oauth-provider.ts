@@ -1,0 +1,321 @@
+/**
+ * Interactive OAuth for a person at a terminal: the MCP SDK's `auth()` does discovery from the
+ * 401, client registration (CIMD when the authorization server supports it and a metadata URL is
+ * configured, else Dynamic Client Registration, or a pre-registered client id), PKCE and the
+ * `resource` indicator; this provider supplies what the SDK leaves to the application: a
+ * loopback redirect listener, the browser, and storage on disk.
+ *
+ * Two deliberate differences from a plain provider:
+ * - `redirectToAuthorization` completes the whole login (browser, callback, code exchange)
+ *   before returning. The SDK transport still reports that request as unauthorized, but the
+ *   token is in place, so one retry succeeds (the agent's tool middleware does it; `authorizations`
+ *   counts logins so it knows when).
+ * - The refresh token is never shown to the SDK; this provider refreshes before expiry itself.
+ *   The SDK answers a 403 `insufficient_scope` by refreshing when it sees a refresh token, and a
+ *   refresh cannot add scope, so step-up would loop; without one it starts a new authorization
+ *   with the scope the server asked for (widened here to keep what was already granted).
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  auth,
+  discoverOAuthServerInfo,
+  extractWWWAuthenticateParams,
+  type OAuthClientProvider,
+  type OAuthDiscoveryState,
+  refreshAuthorization,
+  registerClient,
+} from '@modelcontextprotocol/sdk/client/auth.js';
+import type {
+  OAuthClientInformationMixed,
+  OAuthClientMetadata,
+  OAuthTokens,
+} from '@modelcontextprotocol/sdk/shared/auth.js';
+import type { BrowserOpener } from './browser.ts';
+import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
+import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
+
+export interface InteractiveOAuthOptions {
+  mcpUrl: string;
+  scope: string;
+  clientId?: string | undefined;
+  clientMetadataUrl?: string | undefined;
+  /** 0: the port of the previous login if any, else a free one. */
+  redirectPort: number;
+  cacheDir: string;
+  openBrowser: BrowserOpener;
+  /** Where messages for the person go (stderr in the CLI). */
+  print: (line: string) => void;
+  loginTimeoutMs?: number;
+  now?: () => number;
+  fetchFn?: typeof fetch;
+}
+
+const CLIENT_NAME = 'Expenses agent (mcp-auth-stack)';
+/** Refresh this long before the access token expires. */
+const REFRESH_MARGIN_MS = 30_000;
+
+export class InteractiveOAuthProvider implements OAuthClientProvider {
+  readonly #options: InteractiveOAuthOptions;
+  readonly #store: TokenStore;
+  readonly #session: StoredSession;
+  readonly #port: number;
+  readonly #now: () => number;
+  #codeVerifier: string | undefined;
+  #refreshing: Promise<void> | undefined;
+  clientMetadataUrl?: string;
+  /** Completed browser logins in this process; moves when a retry can succeed. */
+  authorizations = 0;
+  /** Refresh-token grants performed by this provider. */
+  refreshes = 0;
+
+  static async create(options: InteractiveOAuthOptions): Promise<InteractiveOAuthProvider> {
+    const store = new TokenStore(options.cacheDir, options.mcpUrl);
+    const loaded = await store.load();
+    const session: StoredSession = loaded?.mcpUrl === options.mcpUrl ? loaded : { mcpUrl: options.mcpUrl };
+    const dynamicClient = !options.clientId && !options.clientMetadataUrl;
+    if (
+      options.redirectPort &&
+      session.redirectPort &&
+      options.redirectPort !== session.redirectPort &&
+      dynamicClient
+    ) {
+      // The registration names the old redirect URI; a new port needs a new registration.
+      delete session.clientInformation;
+    }
+    const port = options.redirectPort || session.redirectPort || (await findFreePort());
+    session.redirectPort = port;
+    return new InteractiveOAuthProvider(options, store, session, port);
+  }
+
+  private constructor(options: InteractiveOAuthOptions, store: TokenStore, session: StoredSession, port: number) {
+    this.#options = options;
+    this.#store = store;
+    this.#session = session;
+    this.#port = port;
+    this.#now = options.now ?? Date.now;
+    if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
+  }
+
+  get cacheFile(): string {
+    return this.#store.file;
+  }
+
+  get redirectUrl(): string {
+    return redirectUrlFor(this.#port);
+  }
+
+  get clientMetadata(): OAuthClientMetadata {
+    return {
+      client_name: CLIENT_NAME,
+      redirect_uris: [this.redirectUrl],
+      // refresh_token too: Keycloak issues none to clients that do not ask, and it then fails
+      // token requests with `resource` (keycloak/README.md, issue 50251).
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      scope: this.#options.scope,
+    };
+  }
+
+  state(): string {
+    return randomBytes(16).toString('base64url');
+  }
+
+  clientInformation(): OAuthClientInformationMixed | undefined {
+    const stored = this.#session.clientInformation;
+    const configured = this.#options.clientId;
+    if (configured) return stored?.client_id === configured ? stored : { client_id: configured };
+    return stored;
+  }
+
+  async saveClientInformation(clientInformation: OAuthClientInformationMixed): Promise<void> {
+    this.#session.clientInformation = clientInformation;
+    await this.#persist();
+  }
+
+  /** The access token for the next request, refreshed first when it is about to expire. */
+  async tokens(): Promise<OAuthTokens | undefined> {
+    if (this.#expiring()) {
+      this.#refreshing ??= this.#refresh().finally(() => {
+        this.#refreshing = undefined;
+      });
+      await this.#refreshing;
+    }
+    const tokens = this.#session.tokens;
+    if (!tokens) return undefined;
+    const { refresh_token: _hidden, expires_at: _expiresAt, ...visible } = tokens;
+    return visible;
+  }
+
+  async saveTokens(tokens: OAuthTokens): Promise<void> {
+    const previous = this.#session.tokens;
+    const stored: StoredTokens = { ...tokens };
+    if (tokens.expires_in !== undefined) stored.expires_at = this.#now() + tokens.expires_in * 1000;
+    // A refresh response may omit the refresh token: the old one stays valid then (RFC 6749 §6).
+    if (!stored.refresh_token && previous?.refresh_token) stored.refresh_token = previous.refresh_token;
+    this.#session.tokens = stored;
+    await this.#persist();
+  }
+
+  saveCodeVerifier(codeVerifier: string): void {
+    this.#codeVerifier = codeVerifier;
+  }
+
+  codeVerifier(): string {
+    if (!this.#codeVerifier) throw new Error('no PKCE code verifier: no authorization is in progress');
+    return this.#codeVerifier;
+  }
+
+  async saveDiscoveryState(state: OAuthDiscoveryState): Promise<void> {
+    this.#session.discoveryState = state;
+    await this.#persist();
+  }
+
+  discoveryState(): OAuthDiscoveryState | undefined {
+    return this.#session.discoveryState;
+  }
+
+  async invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery'): Promise<void> {
+    if (scope === 'all' || scope === 'client') delete this.#session.clientInformation;
+    if (scope === 'all' || scope === 'tokens') delete this.#session.tokens;
+    if (scope === 'all' || scope === 'discovery') delete this.#session.discoveryState;
+    if (scope === 'all' || scope === 'verifier') this.#codeVerifier = undefined;
+    await this.#persist();
+  }
+
+  /** Runs the login in the browser and exchanges the code, all before returning (see the module comment). */
+  async redirectToAuthorization(authorizationUrl: URL): Promise<void> {
+    const url = new URL(authorizationUrl);
+    url.searchParams.set('scope', this.#widenedScope(url.searchParams.get('scope')));
+    const state = url.searchParams.get('state');
+    if (!state) throw new Error('the authorization request carries no state');
+    // Listening before the browser opens: a fast browser (or a test's) may call back at once.
+    const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000);
+    code.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
+    const opened = await this.#options.openBrowser(url.href).catch(() => false);
+    this.#options.print(
+      opened
+        ? `Sign in to the expenses MCP server in your browser. If it did not open, visit:\n  ${url.href}`
+        : `Open this URL in a browser to sign in to the expenses MCP server:\n  ${url.href}`,
+    );
+    const authorizationCode = await code;
+    const discovery = this.#session.discoveryState;
+    const result = await auth(this, {
+      serverUrl: this.#options.mcpUrl,
+      authorizationCode,
+      ...(discovery?.resourceMetadataUrl ? { resourceMetadataUrl: new URL(discovery.resourceMetadataUrl) } : {}),
+      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+    });
+    if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
+    this.#codeVerifier = undefined;
+    this.authorizations++;
+    this.#options.print('Signed in.');
+  }
+
+  /**
+   * Makes sure a token is at hand before the MCP client connects: the cached one, a refreshed
+   * one, or a new login. Discovery starts from the server's 401, as a fresh client's would.
+   */
+  async ensureAuthorized(): Promise<void> {
+    if (await this.tokens()) return;
+    const fetchFn = this.#options.fetchFn ?? fetch;
+    const probe = await fetchFn(this.#options.mcpUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'ping' }),
+    }).catch((error: unknown) => {
+      throw new Error(
+        `could not reach ${this.#options.mcpUrl}: ${(error as Error).message} (${String((error as { cause?: unknown }).cause ?? '')})`,
+      );
+    });
+    await probe.body?.cancel();
+    if (probe.status !== 401) {
+      throw new Error(
+        `${this.#options.mcpUrl} answered ${probe.status} without credentials; expected 401 with OAuth metadata`,
+      );
+    }
+    const { resourceMetadataUrl, scope } = extractWWWAuthenticateParams(probe);
+    await this.#registerIfNeeded(resourceMetadataUrl);
+    await auth(this, {
+      serverUrl: this.#options.mcpUrl,
+      ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
+      // The configured scope, plus whatever the server says it needs.
+      scope: this.#widenedScope(scope ?? null),
+      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+    });
+    if (!(await this.tokens())) throw new Error('sign-in did not complete');
+  }
+
+  /**
+   * Dynamic Client Registration with every scope the client may ever need (the configured ones
+   * and all the server lists), done here rather than inside the SDK's `auth()`, which registers
+   * with only the scope of the current request: Keycloak then limits the client to it, and a
+   * later step-up to `expenses:write` fails with `invalid_scope`.
+   */
+  async #registerIfNeeded(resourceMetadataUrl: URL | undefined): Promise<void> {
+    if (this.clientInformation() || this.#options.clientId) return;
+    const info = await discoverOAuthServerInfo(this.#options.mcpUrl, {
+      ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
+      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+    });
+    const metadata = info.authorizationServerMetadata;
+    // CIMD needs no registration; the SDK uses the metadata URL as the client id.
+    if (this.clientMetadataUrl && metadata?.client_id_metadata_document_supported) return;
+    const scope = [...new Set([...this.#options.scope.split(' '), ...(info.resourceMetadata?.scopes_supported ?? [])])]
+      .filter(Boolean)
+      .join(' ');
+    const registered = await registerClient(info.authorizationServerUrl, {
+      ...(metadata ? { metadata } : {}),
+      clientMetadata: this.clientMetadata,
+      scope,
+      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+    });
+    await this.saveClientInformation({
+      ...registered,
+      issuer: info.authorizationServerUrl,
+    } as OAuthClientInformationMixed);
+  }
+
+  /** What was asked, plus the configured scope, plus what the current token already has. */
+  #widenedScope(requested: string | null): string {
+    const words = [
+      ...(requested ?? '').split(' '),
+      ...this.#options.scope.split(' '),
+      ...(this.#session.tokens?.scope ?? '').split(' '),
+    ];
+    return [...new Set(words.filter(Boolean))].join(' ');
+  }
+
+  #expiring(): boolean {
+    const expiresAt = this.#session.tokens?.expires_at;
+    return expiresAt !== undefined && this.#now() >= expiresAt - REFRESH_MARGIN_MS;
+  }
+
+  async #refresh(): Promise<void> {
+    const tokens = this.#session.tokens;
+    const discovery = this.#session.discoveryState;
+    const clientInformation = this.clientInformation();
+    if (!tokens?.refresh_token || !discovery || !clientInformation) {
+      await this.invalidateCredentials('tokens');
+      return;
+    }
+    try {
+      const refreshed = await refreshAuthorization(discovery.authorizationServerUrl, {
+        ...(discovery.authorizationServerMetadata ? { metadata: discovery.authorizationServerMetadata } : {}),
+        clientInformation,
+        refreshToken: tokens.refresh_token,
+        resource: new URL(discovery.resourceMetadata?.resource || this.#options.mcpUrl),
+        ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+      });
+      this.refreshes++;
+      await this.saveTokens({ ...refreshed, ...(tokens.issuer ? { issuer: tokens.issuer } : {}) } as OAuthTokens);
+    } catch {
+      // Expired or revoked refresh token: the next request gets a 401 and a new login.
+      await this.invalidateCredentials('tokens');
+    }
+  }
+
+  async #persist(): Promise<void> {
+    await this.#store.save(this.#session);
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * What an interactive login leaves behind, per MCP server: the client registration, the tokens
+ * and the discovery results. A refresh token is a password-equivalent, so the directory is
+ * owner-only (0700) and the file owner-only (0600), written whole through a temporary file so a
+ * crash never leaves half a JSON document.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+
+export interface StoredTokens extends OAuthTokens {
+  /** Epoch ms when the access token expires (from `expires_in` at the time it was saved). */
+  expires_at?: number | undefined;
+  /** The SDK stamps tokens with the authorization server they came from; kept unchanged. */
+  issuer?: string | undefined;
+}
+
+export interface StoredSession {
+  mcpUrl: string;
+  clientInformation?: OAuthClientInformationMixed;
+  tokens?: StoredTokens;
+  discoveryState?: OAuthDiscoveryState;
+  /** The loopback port the client was registered with, reused so its redirect URI stays valid. */
+  redirectPort?: number;
+}
+
+export const FILE_MODE = 0o600;
+export const DIRECTORY_MODE = 0o700;
+
+export class TokenStore {
+  readonly file: string;
+  readonly #directory: string;
+
+  constructor(directory: string, mcpUrl: string) {
+    this.#directory = directory;
+    // One file per MCP server; the hash keeps URLs out of file names.
+    const key = createHash('sha256').update(mcpUrl).digest('hex').slice(0, 16);
+    this.file = join(directory, `session-${key}.json`);
+  }
+
+  async load(): Promise<StoredSession | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    try {
+      return JSON.parse(text) as StoredSession;
+    } catch {
+      // A damaged cache costs one login, not a crash.
+      return undefined;
+    }
+  }
+
+  async save(session: StoredSession): Promise<void> {
+    await mkdir(this.#directory, { recursive: true, mode: DIRECTORY_MODE });
+    const temporary = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(temporary, `${JSON.stringify(session, null, 2)}\n`, { mode: FILE_MODE });
+    // The mode given to writeFile is filtered by the umask; make it exact.
+    await chmod(temporary, FILE_MODE);
+    await rename(temporary, this.file);
+  }
+
+  async clear(): Promise<void> {
+    await rm(this.file, { force: true });
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * `pnpm agent "yesterday I bought a laptop for $1200 using my visa"`: one request.
+ * `pnpm agent`: a chat, with the answer streamed and every tool call shown.
+ */
+import { createInterface } from 'node:readline/promises';
+import type { BaseMessage } from '@langchain/core/messages';
+import type { TurnEvents } from './agent.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { type RunningAgent, startAgent } from './runtime.ts';
+
+export const HELP = `Usage: pnpm agent [message…]
+
+  With a message, the expenses assistant handles that one request and exits.
+  Without one, it starts a chat (type "exit" or press Ctrl-D to leave).
+
+  pnpm agent "yesterday I bought a laptop for $1200 using my visa"
+  pnpm agent "how much did I spend on food this month?"
+
+Model provider (API_HOST):
+  openai   OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL (any OpenAI-compatible endpoint)
+  azure    AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_CHAT_DEPLOYMENT, AZURE_OPENAI_API_KEY (omit: Entra ID, keyless)
+  github   GITHUB_TOKEN, GITHUB_MODEL (GitHub Models)
+  ollama   OLLAMA_BASE_URL (default http://localhost:11434/v1), OLLAMA_MODEL
+
+MCP server: MCP_SERVER_URL (default http://localhost:8000/mcp), and MCP_AUTH:
+  oauth               sign in through the browser (default); tokens cached in ~/.cache/mcp-auth-stack/agent
+  client_credentials  MCP_CLIENT_ID (default expenses-agent), MCP_CLIENT_SECRET
+  key                 MCP_API_KEY (from \`pnpm keys create\`)
+  More servers: MCP_EXTRA_SERVERS='{"name": {"url": "…", "headers": {"Authorization": "Bearer …"}}}'
+
+HTTP mode for a container: node apps/agent/src/serve.ts (GET /health, POST /chat {"message": …}).
+See apps/agent/README.md for every variable.
+`;
+
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const unknownFlag = args.find((arg) => arg.startsWith('--'));
+if (unknownFlag) {
+  process.stderr.write(`Unknown option ${unknownFlag}\n\n${HELP}`);
+  process.exit(64); // EX_USAGE
+}
+
+let running: RunningAgent;
+try {
+  running = await startAgent(loadConfig());
+} catch (error) {
+  process.stderr.write(
+    `${error instanceof ConfigError ? error.message : `The agent could not start: ${(error as Error).message}`}\n`,
+  );
+  process.exit(error instanceof ConfigError ? 78 : 1); // 78: EX_CONFIG
+}
+
+/** Streams the answer to stdout and shows each tool call and a short result on its own lines. */
+function terminalEvents(): TurnEvents & { finish(): void } {
+  let atLineStart = true;
+  const line = (text: string) => {
+    process.stdout.write(`${atLineStart ? '' : '\n'}${text}\n`);
+    atLineStart = true;
+  };
+  return {
+    onText(text) {
+      process.stdout.write(text);
+      atLineStart = text.endsWith('\n');
+    },
+    onToolCall(call) {
+      line(`  → ${call.name} ${JSON.stringify(call.args)}`);
+    },
+    onToolResult(record) {
+      line(`  ${record.isError ? '✗' : '←'} ${record.name}: ${record.result}`);
+    },
+    finish() {
+      if (!atLineStart) process.stdout.write('\n');
+      atLineStart = true;
+    },
+  };
+}
+
+const abort = new AbortController();
+process.once('SIGINT', () => {
+  abort.abort();
+  void running.close().finally(() => process.exit(130));
+});
+
+let exitCode = 0;
+try {
+  if (args.length > 0) {
+    const events = terminalEvents();
+    await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
+    events.finish();
+  } else {
+    process.stdout.write(
+      `Expenses assistant, with tools: ${running.agent.toolNames.join(', ')}. "exit" or Ctrl-D leaves.\n`,
+    );
+    const readline = createInterface({ input: process.stdin, output: process.stdout });
+    let history: BaseMessage[] = [];
+    readline.setPrompt('you> ');
+    readline.prompt();
+    // Ends at Ctrl-D (or the end of piped input).
+    for await (const line of readline) {
+      const message = line.trim();
+      if (message === 'exit' || message === 'quit') break;
+      if (message) {
+        const events = terminalEvents();
+        try {
+          history = (await running.agent.run(message, { history, stream: true, events, signal: abort.signal })).history;
+          events.finish();
+        } catch (error) {
+          events.finish();
+          process.stderr.write(`error: ${(error as Error).message}\n`);
+        }
+      }
+      readline.prompt();
+    }
+    readline.close();
+  }
+} catch (error) {
+  process.stderr.write(`error: ${(error as Error).message}\n`);
+  exitCode = 1;
+} finally {
+  await running.close();
+}
+process.exit(exitCode);

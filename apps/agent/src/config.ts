@@ -1,0 +1,323 @@
+/**
+ * The agent's whole configuration, read from the environment once at start-up. A missing or
+ * invalid variable stops the process with a message that names it, before any model or MCP
+ * server is contacted.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export type ApiHost = 'azure' | 'openai' | 'github' | 'ollama';
+export type McpAuthMode = 'oauth' | 'client_credentials' | 'key';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** Which chat-completions endpoint the agent talks to; every one goes through `ChatOpenAI`. */
+export type ModelProviderConfig =
+  | { host: 'openai'; apiKey: string; model: string; baseUrl: string | undefined }
+  | { host: 'azure'; endpoint: string; deployment: string; apiKey: string | undefined }
+  | { host: 'github'; token: string; model: string; baseUrl: string }
+  | { host: 'ollama'; baseUrl: string; model: string };
+
+/** How the agent proves who it is to the expenses MCP server (`MCP_SERVER_URL`). */
+export type McpAuthConfig =
+  | { mode: 'key'; apiKey: string }
+  | {
+      mode: 'client_credentials';
+      clientId: string;
+      clientSecret: string;
+      scope: string;
+      /** Skips discovery from the server's 401 when set (a server without protected resource metadata). */
+      tokenUrl: string | undefined;
+    }
+  | {
+      mode: 'oauth';
+      /** A pre-registered public client (e.g. `vscode-mcp-client`); unset means CIMD or Dynamic Client Registration. */
+      clientId: string | undefined;
+      /** HTTPS URL of a Client ID Metadata Document; used when the authorization server supports CIMD. */
+      clientMetadataUrl: string | undefined;
+      scope: string;
+      /** Port of the loopback redirect listener on 127.0.0.1; 0 picks a free one. */
+      redirectPort: number;
+      /** Where tokens and client registrations are kept (files mode 0600). */
+      cacheDir: string;
+    };
+
+/** Another MCP server whose tools the agent may use, as the talk configures Tavily. */
+export interface ExtraMcpServer {
+  name: string;
+  url: string;
+  headers: Record<string, string>;
+}
+
+export interface AgentConfig {
+  mcpServerUrl: string;
+  mcpAuth: McpAuthConfig;
+  extraServers: ExtraMcpServer[];
+  model: ModelProviderConfig;
+  /** `serve` mode only: where the HTTP endpoint listens. */
+  host: string;
+  port: number;
+  /** `serve` mode only: when set, `POST /chat` needs `Authorization: Bearer <token>`. */
+  chatToken: string | undefined;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
+export const CONFIG_VARIABLES = [
+  'MCP_SERVER_URL',
+  'MCP_AUTH',
+  'MCP_API_KEY',
+  'MCP_CLIENT_ID',
+  'MCP_CLIENT_SECRET',
+  'MCP_CLIENT_METADATA_URL',
+  'MCP_SCOPE',
+  'MCP_TOKEN_URL',
+  'MCP_OAUTH_REDIRECT_PORT',
+  'MCP_CACHE_DIR',
+  'MCP_EXTRA_SERVERS',
+  'API_HOST',
+  'OPENAI_API_KEY',
+  'OPENAI_MODEL',
+  'OPENAI_BASE_URL',
+  'AZURE_OPENAI_ENDPOINT',
+  'AZURE_OPENAI_CHAT_DEPLOYMENT',
+  'AZURE_OPENAI_API_KEY',
+  'GITHUB_TOKEN',
+  'GITHUB_MODEL',
+  'OLLAMA_BASE_URL',
+  'OLLAMA_MODEL',
+  'HOST',
+  'PORT',
+  'AGENT_CHAT_TOKEN',
+  'LOG_LEVEL',
+] as const;
+
+export const API_HOSTS: readonly ApiHost[] = ['azure', 'openai', 'github', 'ollama'];
+export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key'];
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+/** What the agent asks for: access to the MCP server, then reading and writing expenses. */
+export const DEFAULT_MCP_SCOPE = 'mcp:access expenses:read expenses:write';
+/** The realm's service-account client (keycloak/README.md). */
+export const DEFAULT_AGENT_CLIENT_ID = 'expenses-agent';
+export const DEFAULT_MCP_SERVER_URL = 'http://localhost:8000/mcp';
+export const GITHUB_MODELS_BASE_URL = 'https://models.github.ai/inference';
+export const DEFAULT_OLLAMA_BASE_URL = 'http://localhost:11434/v1';
+export const DEFAULT_OPENAI_MODEL = 'gpt-4.1-mini';
+export const DEFAULT_GITHUB_MODEL = 'openai/gpt-4.1-mini';
+export const DEFAULT_OLLAMA_MODEL = 'llama3.1';
+
+export function loadConfig(env: Env = process.env): AgentConfig {
+  const mcpServerUrl = url(env, 'MCP_SERVER_URL', DEFAULT_MCP_SERVER_URL);
+  return {
+    mcpServerUrl,
+    mcpAuth: loadMcpAuth(env),
+    extraServers: loadExtraServers(env, mcpServerUrl),
+    model: loadModelProvider(env),
+    host: text(env, 'HOST', '127.0.0.1'),
+    port: integer(env, 'PORT', 8001, 0, 65535),
+    chatToken: optional(env, 'AGENT_CHAT_TOKEN'),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+  };
+}
+
+export function loadModelProvider(env: Env): ModelProviderConfig {
+  const host = optional(env, 'API_HOST');
+  if (host === undefined) {
+    throw new ConfigError('API_HOST', `is not set: choose the model provider, one of ${API_HOSTS.join(', ')}`);
+  }
+  if (!(API_HOSTS as readonly string[]).includes(host)) {
+    throw new ConfigError('API_HOST', `must be one of ${API_HOSTS.join(', ')}, got "${host}"`);
+  }
+  switch (host as ApiHost) {
+    case 'openai':
+      return {
+        host: 'openai',
+        apiKey: required(
+          env,
+          'OPENAI_API_KEY',
+          'with API_HOST=openai (any value for a compatible server without keys)',
+        ),
+        model: text(env, 'OPENAI_MODEL', DEFAULT_OPENAI_MODEL),
+        baseUrl: optional(env, 'OPENAI_BASE_URL') === undefined ? undefined : url(env, 'OPENAI_BASE_URL', ''),
+      };
+    case 'azure':
+      return {
+        host: 'azure',
+        endpoint: url(
+          env,
+          'AZURE_OPENAI_ENDPOINT',
+          undefined,
+          'with API_HOST=azure (e.g. https://<resource>.openai.azure.com)',
+        ),
+        deployment: required(
+          env,
+          'AZURE_OPENAI_CHAT_DEPLOYMENT',
+          'with API_HOST=azure (the chat model deployment name)',
+        ),
+        apiKey: optional(env, 'AZURE_OPENAI_API_KEY'),
+      };
+    case 'github':
+      return {
+        host: 'github',
+        token: required(env, 'GITHUB_TOKEN', 'with API_HOST=github (a token with the models:read permission)'),
+        model: text(env, 'GITHUB_MODEL', DEFAULT_GITHUB_MODEL),
+        baseUrl: GITHUB_MODELS_BASE_URL,
+      };
+    case 'ollama':
+      return {
+        host: 'ollama',
+        baseUrl: url(env, 'OLLAMA_BASE_URL', DEFAULT_OLLAMA_BASE_URL),
+        model: text(env, 'OLLAMA_MODEL', DEFAULT_OLLAMA_MODEL),
+      };
+  }
+}
+
+export function loadMcpAuth(env: Env): McpAuthConfig {
+  const mode = oneOf(env, 'MCP_AUTH', MCP_AUTH_MODES, 'oauth');
+  const scope = text(env, 'MCP_SCOPE', DEFAULT_MCP_SCOPE);
+  switch (mode) {
+    case 'key':
+      return { mode, apiKey: required(env, 'MCP_API_KEY', 'with MCP_AUTH=key (create one with `pnpm keys create`)') };
+    case 'client_credentials':
+      return {
+        mode,
+        clientId: text(env, 'MCP_CLIENT_ID', DEFAULT_AGENT_CLIENT_ID),
+        clientSecret: required(
+          env,
+          'MCP_CLIENT_SECRET',
+          'with MCP_AUTH=client_credentials (the service client secret)',
+        ),
+        scope,
+        tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : url(env, 'MCP_TOKEN_URL', ''),
+      };
+    case 'oauth': {
+      const clientMetadataUrl = optional(env, 'MCP_CLIENT_METADATA_URL');
+      if (clientMetadataUrl !== undefined) {
+        // The MCP SDK refuses anything else, and so would a careful authorization server.
+        const parsed = parseUrl('MCP_CLIENT_METADATA_URL', clientMetadataUrl);
+        if (parsed.protocol !== 'https:' || parsed.pathname === '/') {
+          throw new ConfigError(
+            'MCP_CLIENT_METADATA_URL',
+            'must be an https URL with a path (a Client ID Metadata Document)',
+          );
+        }
+      }
+      return {
+        mode,
+        clientId: optional(env, 'MCP_CLIENT_ID'),
+        clientMetadataUrl,
+        scope,
+        redirectPort: integer(env, 'MCP_OAUTH_REDIRECT_PORT', 0, 0, 65535),
+        cacheDir: text(env, 'MCP_CACHE_DIR', defaultCacheDir(env)),
+      };
+    }
+  }
+}
+
+/** `$XDG_CACHE_HOME/mcp-auth-stack/agent`, else `~/.cache/mcp-auth-stack/agent`. */
+export function defaultCacheDir(env: Env): string {
+  const xdg = optional(env, 'XDG_CACHE_HOME');
+  return join(xdg ?? join(optional(env, 'HOME') ?? homedir(), '.cache'), 'mcp-auth-stack', 'agent');
+}
+
+/**
+ * `MCP_EXTRA_SERVERS` is JSON: `{"tavily": {"url": "https://mcp.tavily.com/mcp/", "headers":
+ * {"Authorization": "Bearer …"}}}`. Headers are the only credential these servers get.
+ */
+export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer[] {
+  const raw = optional(env, 'MCP_EXTRA_SERVERS');
+  if (raw === undefined) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (error) {
+    throw new ConfigError('MCP_EXTRA_SERVERS', `is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('MCP_EXTRA_SERVERS', 'must be a JSON object of name → {"url": …, "headers": {…}}');
+  }
+  return Object.entries(parsed).map(([name, value]) => {
+    const where = `MCP_EXTRA_SERVERS.${name}`;
+    if (!/^[A-Za-z0-9_-]+$/.test(name) || name === 'expenses') {
+      throw new ConfigError(where, 'must be named with letters, digits, - or _ and not "expenses"');
+    }
+    if (typeof value !== 'object' || value === null) throw new ConfigError(where, 'must be an object with "url"');
+    const { url: serverUrl, headers = {} } = value as { url?: unknown; headers?: unknown };
+    if (typeof serverUrl !== 'string') throw new ConfigError(`${where}.url`, 'must be a string');
+    const parsedUrl = parseUrl(`${where}.url`, serverUrl);
+    if (parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') {
+      throw new ConfigError(`${where}.url`, 'must be http or https');
+    }
+    if (parsedUrl.toString() === new URL(mcpServerUrl).toString()) {
+      throw new ConfigError(`${where}.url`, 'is MCP_SERVER_URL again');
+    }
+    if (
+      typeof headers !== 'object' ||
+      headers === null ||
+      Object.values(headers).some((header) => typeof header !== 'string')
+    ) {
+      throw new ConfigError(`${where}.headers`, 'must be an object of string values');
+    }
+    return { name, url: serverUrl, headers: headers as Record<string, string> };
+  });
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value ? value : undefined;
+}
+
+function required(env: Env, name: string, why: string): string {
+  const value = optional(env, name);
+  if (value === undefined) throw new ConfigError(name, `is required ${why}`);
+  return value;
+}
+
+function text(env: Env, name: string, fallback: string): string {
+  return optional(env, name) ?? fallback;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!(values as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function parseUrl(name: string, raw: string): URL {
+  try {
+    return new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be an absolute URL, got "${raw}"`);
+  }
+}
+
+/** An http(s) URL without a trailing slash; `fallback` undefined makes the variable required. */
+function url(env: Env, name: string, fallback: string | undefined, why = ''): string {
+  const raw = optional(env, name) ?? fallback;
+  if (raw === undefined) throw new ConfigError(name, `is required ${why}`.trim());
+  const parsed = parseUrl(name, raw);
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
+  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
+  return parsed.toString().replace(/\/+$/, '');
+}

@@ -1,0 +1,88 @@
+/**
+ * Turns the configuration into MCP server connections: the expenses server with the chosen
+ * authentication, plus any extra servers with their own headers.
+ */
+import type { McpServerConnection } from './agent.ts';
+import type { BrowserOpener } from './auth/browser.ts';
+import { ClientCredentialsTokenSource, clientCredentialsAuthProvider } from './auth/client-credentials.ts';
+import { InteractiveOAuthProvider } from './auth/oauth-provider.ts';
+import type { AgentConfig } from './config.ts';
+
+export const EXPENSES_SERVER_NAME = 'expenses';
+
+export interface PreparedConnections {
+  connections: McpServerConnection[];
+  /** Moves when an interactive login completed (see `AgentOptions.authorizationEpoch`). */
+  authorizationEpoch: () => number;
+  /** The client-credentials token source, when that mode is on (tests look at its counters). */
+  tokenSource?: ClientCredentialsTokenSource;
+  oauthProvider?: InteractiveOAuthProvider;
+}
+
+export interface ConnectionDependencies {
+  openBrowser: BrowserOpener;
+  print: (line: string) => void;
+  fetchFn?: typeof fetch;
+}
+
+export async function prepareConnections(
+  config: Pick<AgentConfig, 'mcpServerUrl' | 'mcpAuth' | 'extraServers'>,
+  deps: ConnectionDependencies,
+): Promise<PreparedConnections> {
+  const extra: McpServerConnection[] = config.extraServers.map((server) => ({
+    name: server.name,
+    url: server.url,
+    headers: server.headers,
+  }));
+  const auth = config.mcpAuth;
+  const url = config.mcpServerUrl;
+  switch (auth.mode) {
+    case 'key':
+      return {
+        connections: [
+          { name: EXPENSES_SERVER_NAME, url, headers: { Authorization: `Bearer ${auth.apiKey}` } },
+          ...extra,
+        ],
+        authorizationEpoch: () => 0,
+      };
+    case 'client_credentials': {
+      const tokenSource = new ClientCredentialsTokenSource({
+        mcpUrl: url,
+        clientId: auth.clientId,
+        clientSecret: auth.clientSecret,
+        scope: auth.scope,
+        tokenUrl: auth.tokenUrl,
+        ...(deps.fetchFn ? { fetchFn: deps.fetchFn } : {}),
+      });
+      // A wrong secret or an unreachable Keycloak should stop start-up, not the first tool call.
+      await tokenSource.accessToken();
+      return {
+        connections: [
+          { name: EXPENSES_SERVER_NAME, url, authProvider: clientCredentialsAuthProvider(tokenSource, auth) },
+          ...extra,
+        ],
+        authorizationEpoch: () => 0,
+        tokenSource,
+      };
+    }
+    case 'oauth': {
+      const oauthProvider = await InteractiveOAuthProvider.create({
+        mcpUrl: url,
+        scope: auth.scope,
+        clientId: auth.clientId,
+        clientMetadataUrl: auth.clientMetadataUrl,
+        redirectPort: auth.redirectPort,
+        cacheDir: auth.cacheDir,
+        openBrowser: deps.openBrowser,
+        print: deps.print,
+        ...(deps.fetchFn ? { fetchFn: deps.fetchFn } : {}),
+      });
+      await oauthProvider.ensureAuthorized();
+      return {
+        connections: [{ name: EXPENSES_SERVER_NAME, url, authProvider: oauthProvider }, ...extra],
+        authorizationEpoch: () => oauthProvider.authorizations,
+        oauthProvider,
+      };
+    }
+  }
+}

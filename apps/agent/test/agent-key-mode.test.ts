@@ -1,0 +1,290 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
+import { localDate } from '../src/agent.ts';
+import { loadConfig } from '../src/config.ts';
+import { type RunningAgent, startAgent } from '../src/runtime.ts';
+import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
+import {
+  type ChatRequest,
+  messageText,
+  type ScriptEntry,
+  type ScriptedLlm,
+  startScriptedLlm,
+} from './helpers/scripted-llm.ts';
+
+let stack: TestStack;
+let llm: ScriptedLlm;
+let key: string;
+let env: Record<string, string>;
+
+// A fixed "today" for the in-process agent: Thursday 18 December 2025, noon local time.
+const TODAY = new Date(2025, 11, 18, 12, 0, 0);
+
+before(async () => {
+  stack = await startTestStack();
+  key = (await stack.keys.create({ userId: 'agent-user', name: 'agent test' })).secret;
+  llm = await startScriptedLlm();
+  env = { ...scriptedModelEnv(llm.baseUrl), MCP_AUTH: 'key', MCP_API_KEY: key, MCP_SERVER_URL: stack.mcpUrl };
+});
+
+after(async () => {
+  await llm?.close();
+  await stack?.close();
+});
+
+beforeEach(() => {
+  llm.requests.length = 0;
+});
+
+/** The model's script for "yesterday I bought a laptop…": add it, read the list back, answer with what came back. */
+function laptopScript(date: string): ScriptEntry[] {
+  return [
+    {
+      toolCalls: [
+        {
+          name: 'add_user_expense',
+          arguments: { date, amount: 1200, category: 'gadget', description: 'Laptop', payment_method: 'visa' },
+        },
+      ],
+    },
+    { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'gadget' } }] },
+    (request: ChatRequest) => ({ content: `Done. Your gadget expenses: ${messageText(request.messages.at(-1))}` }),
+  ];
+}
+
+const rowsOf = async (description: string) =>
+  (
+    await stack.sql.query(
+      'SELECT user_id, date::text, amount::text, category, payment_method FROM expenses WHERE description = $1',
+      [description],
+    )
+  ).rows;
+
+describe('the agent with the real MCP server in key mode', () => {
+  let running: RunningAgent;
+
+  before(async () => {
+    running = await startAgent(loadConfig(env), { now: () => TODAY });
+  });
+
+  after(async () => {
+    await running?.close();
+  });
+
+  test('loads the MCP tools and sends their schemas to the model', async () => {
+    assert.deepEqual(running.agent.toolNames.sort(), [
+      'add_user_expense',
+      'delete_user_expense',
+      'get_spending_summary',
+      'get_user_expenses',
+    ]);
+    llm.script([{ content: 'Hello.' }]);
+    await running.agent.run('hi');
+    const sent = llm.requests[0]?.body;
+    assert.ok(sent, 'the model was called');
+    const add = sent.tools?.find((tool) => tool.function.name === 'add_user_expense');
+    assert.ok(add, `tools sent: ${sent.tools?.map((tool) => tool.function.name).join(', ')}`);
+    assert.deepEqual((add.function.parameters.required as string[]).sort(), [
+      'amount',
+      'category',
+      'date',
+      'description',
+      'payment_method',
+    ]);
+    assert.equal(llm.requests[0]?.authorization, 'Bearer scripted-model-key');
+  });
+
+  test('adds an expense through the real tools, reads it back, and the row belongs to the key owner', async () => {
+    llm.script(laptopScript('2025-12-17'));
+    const turn = await running.agent.run('yesterday I bought a laptop for $1200 using my visa');
+
+    assert.equal(llm.remaining(), 0, 'the whole script was used');
+    const system = llm.requests[0]?.body.messages[0];
+    assert.equal(system?.role, 'system');
+    assert.match(messageText(system), /Today is Thursday, 2025-12-18/);
+    assert.equal(llm.requests[0]?.body.stream, false, 'run() without stream calls the model without streaming');
+
+    assert.deepEqual(
+      turn.toolCalls.map((call) => [call.name, call.isError]),
+      [
+        ['add_user_expense', false],
+        ['get_user_expenses', false],
+      ],
+    );
+    assert.match(turn.toolCalls[0]?.result ?? '', /Laptop/);
+    // The model saw the tool result the server returned, and the answer quotes the list it read back.
+    const toolMessage = llm.requests[1]?.body.messages.find((message) => message.role === 'tool');
+    assert.match(messageText(toolMessage), /Laptop/);
+    assert.match(turn.reply, /^Done\. Your gadget expenses: .*Laptop/s);
+
+    assert.deepEqual(await rowsOf('Laptop'), [
+      { user_id: 'agent-user', date: '2025-12-17', amount: '1200.00', category: 'gadget', payment_method: 'visa' },
+    ]);
+  });
+
+  test('a tool error goes back to the model and stores nothing', async () => {
+    llm.script([
+      {
+        toolCalls: [
+          {
+            name: 'add_user_expense',
+            arguments: {
+              date: '2025-02-30',
+              amount: 5,
+              category: 'food',
+              description: 'Bad date',
+              payment_method: 'visa',
+            },
+          },
+        ],
+      },
+      { content: 'That date does not exist.' },
+    ]);
+    const turn = await running.agent.run('add 5 for food on 30 February');
+    assert.equal(turn.toolCalls[0]?.isError, true);
+    assert.equal(llm.requests[1]?.body.messages.find((message) => message.role === 'tool') !== undefined, true);
+    assert.deepEqual(await rowsOf('Bad date'), []);
+    assert.equal(turn.reply, 'That date does not exist.');
+  });
+
+  test('streams: the model is called with stream=true, text arrives in pieces, tool calls are reported', async () => {
+    llm.script(
+      laptopScript('2025-12-16').map((entry, index) =>
+        index === 0 ? withDescription(entry, 'Streamed laptop') : entry,
+      ),
+    );
+    const pieces: string[] = [];
+    const calls: string[] = [];
+    const results: string[] = [];
+    const turn = await running.agent.run('on Tuesday I bought a laptop', {
+      stream: true,
+      events: {
+        onText: (text) => pieces.push(text),
+        onToolCall: (call) => calls.push(`${call.name} ${JSON.stringify(call.args)}`),
+        onToolResult: (record) => results.push(record.name),
+      },
+    });
+    assert.ok(llm.requests.length === 3 && llm.requests.every((request) => request.body.stream === true));
+    assert.ok(pieces.length >= 2, `streamed in ${pieces.length} piece(s)`);
+    assert.equal(pieces.join(''), turn.reply);
+    assert.deepEqual(
+      calls.map((call) => call.split(' ')[0]),
+      ['add_user_expense', 'get_user_expenses'],
+    );
+    assert.match(calls[0] ?? '', /"description":"Streamed laptop"/);
+    assert.deepEqual(results, ['add_user_expense', 'get_user_expenses']);
+    assert.equal((await rowsOf('Streamed laptop'))[0]?.user_id, 'agent-user');
+  });
+
+  test('an unknown key stops start-up with the server’s refusal', async () => {
+    await assert.rejects(
+      startAgent(loadConfig({ ...env, MCP_API_KEY: 'mcpk_not-a-real-key' })),
+      /Authentication failed for HTTP server "expenses"[\s\S]*The API key is not valid/,
+    );
+  });
+});
+
+function withDescription(entry: ScriptEntry, description: string): ScriptEntry {
+  if (typeof entry === 'function' || !('toolCalls' in entry)) return entry;
+  return {
+    toolCalls: entry.toolCalls.map((call) => ({ ...call, arguments: { ...call.arguments, description } })),
+  };
+}
+
+describe('pnpm agent (the CLI as a process)', () => {
+  test('one request: streams the answer, shows each tool call, and the system prompt has today’s date', async () => {
+    llm.script(
+      laptopScript('2025-12-17').map((entry, index) => (index === 0 ? withDescription(entry, 'CLI laptop') : entry)),
+    );
+    const result = await runCli(['yesterday I bought a laptop for $1200 using my visa'], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /→ add_user_expense \{"date":"2025-12-17","amount":1200,.*"description":"CLI laptop"/);
+    assert.match(result.stdout, /← add_user_expense: .*CLI laptop/);
+    assert.match(result.stdout, /→ get_user_expenses \{"category":"gadget"\}/);
+    assert.match(result.stdout, /Done\. Your gadget expenses: /);
+    assert.match(messageText(llm.requests[0]?.body.messages[0]), new RegExp(`Today is \\w+, ${localDate(new Date())}`));
+    assert.equal(llm.requests[0]?.body.messages.at(-1)?.content, 'yesterday I bought a laptop for $1200 using my visa');
+    assert.equal((await rowsOf('CLI laptop'))[0]?.user_id, 'agent-user');
+  });
+
+  test('chat: each line is a turn and the second turn carries the first as history', async () => {
+    llm.script([{ content: 'First answer.' }, { content: 'Second answer.' }]);
+    const result = await runCli([], env, 'first question\nsecond question\n');
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /First answer\.[\s\S]*Second answer\./);
+    const second = llm.requests[1]?.body.messages.map((message) => `${message.role}:${messageText(message)}`);
+    assert.deepEqual(second?.slice(1), ['user:first question', 'assistant:First answer.', 'user:second question']);
+  });
+
+  test('--help explains usage, providers and authentication modes', async () => {
+    const result = await runCli(['--help'], {});
+    assert.equal(result.code, 0);
+    for (const word of [
+      'Usage: pnpm agent',
+      'API_HOST',
+      'azure',
+      'github',
+      'ollama',
+      'MCP_AUTH',
+      'client_credentials',
+      'MCP_API_KEY',
+    ]) {
+      assert.ok(result.stdout.includes(word), `--help mentions ${word}`);
+    }
+  });
+
+  test('a missing provider setting stops it with exit code 78, naming the variable', async () => {
+    const result = await runCli(['hi'], { ...env, API_HOST: 'github' });
+    assert.equal(result.code, 78);
+    assert.match(result.stderr, /GITHUB_TOKEN is required/);
+  });
+});
+
+describe('HTTP mode (serve.ts as a process)', () => {
+  test('GET /health, POST /chat with a token, and the expense is stored for the key owner', async () => {
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret' });
+    try {
+      const health = await fetch(`${agent.url}/health`);
+      assert.equal(health.status, 200);
+      assert.deepEqual(await health.json(), { status: 'ok', tools: 4 });
+
+      const chat = (body: unknown, token?: string) =>
+        fetch(`${agent.url}/chat`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+          body: JSON.stringify(body),
+        });
+      assert.equal((await chat({ message: 'hi' })).status, 401);
+      assert.equal((await chat({ message: 'hi' }, 'wrong')).status, 401);
+      assert.equal((await chat({ nothing: true }, 'chat-secret')).status, 400);
+
+      llm.script(
+        laptopScript('2025-12-17').map((entry, index) => (index === 0 ? withDescription(entry, 'HTTP laptop') : entry)),
+      );
+      const response = await chat({ message: 'yesterday I bought a laptop for $1200 using my visa' }, 'chat-secret');
+      assert.equal(response.status, 200);
+      const body = (await response.json()) as {
+        reply: string;
+        tool_calls: { name: string; args: Record<string, unknown>; is_error: boolean }[];
+      };
+      assert.match(body.reply, /HTTP laptop/);
+      assert.deepEqual(
+        body.tool_calls.map((call) => call.name),
+        ['add_user_expense', 'get_user_expenses'],
+      );
+      assert.equal(body.tool_calls[0]?.args.description, 'HTTP laptop');
+      assert.equal((await rowsOf('HTTP laptop'))[0]?.user_id, 'agent-user');
+      assert.doesNotMatch(agent.output(), /chat-secret|mcpk_/, 'no credential in the logs');
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  });
+
+  test('refuses MCP_AUTH=oauth: nobody can sign in from a container', async () => {
+    await assert.rejects(
+      spawnServe({ ...env, MCP_AUTH: 'oauth' }),
+      /exited with 78[\s\S]*MCP_AUTH must be client_credentials or key/,
+    );
+  });
+});

@@ -1,0 +1,230 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { describe, test } from 'node:test';
+import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
+import { browserCommand } from '../src/auth/browser.ts';
+import { CONFIG_VARIABLES, loadConfig } from '../src/config.ts';
+import { AZURE_COGNITIVE_SERVICES_SCOPE, buildChatModelOptions, createChatModel } from '../src/model.ts';
+
+const MCP = { MCP_AUTH: 'key', MCP_API_KEY: 'mcpk_test' };
+const modelOf = (env: Record<string, string>) => loadConfig({ ...MCP, ...env }).model;
+
+describe('provider selection (API_HOST): base URL, model and credentials, without network', () => {
+  test('openai: api.openai.com by default, OPENAI_BASE_URL for any compatible endpoint', () => {
+    assert.deepEqual(
+      buildChatModelOptions(modelOf({ API_HOST: 'openai', OPENAI_API_KEY: 'sk-1', OPENAI_MODEL: 'gpt-x' })),
+      {
+        baseURL: 'https://api.openai.com/v1',
+        model: 'gpt-x',
+        apiKey: 'sk-1',
+        credential: 'api-key',
+      },
+    );
+    const compatible = buildChatModelOptions(
+      modelOf({ API_HOST: 'openai', OPENAI_API_KEY: 'k', OPENAI_BASE_URL: 'http://127.0.0.1:9999/v1/' }),
+    );
+    assert.equal(compatible.baseURL, 'http://127.0.0.1:9999/v1');
+    assert.equal(compatible.model, 'gpt-4.1-mini');
+  });
+
+  test('azure with a key: the v1 endpoint of the resource, the deployment as the model', () => {
+    const options = buildChatModelOptions(
+      modelOf({
+        API_HOST: 'azure',
+        AZURE_OPENAI_ENDPOINT: 'https://my-resource.openai.azure.com/',
+        AZURE_OPENAI_CHAT_DEPLOYMENT: 'chat-deploy',
+        AZURE_OPENAI_API_KEY: 'azure-key',
+      }),
+    );
+    assert.deepEqual(options, {
+      baseURL: 'https://my-resource.openai.azure.com/openai/v1',
+      model: 'chat-deploy',
+      apiKey: 'azure-key',
+      credential: 'api-key',
+    });
+  });
+
+  test('azure without a key: an Entra ID token for Cognitive Services, fetched per request', async () => {
+    const asked: string[] = [];
+    const credential: TokenCredential = {
+      async getToken(scopes: string | string[], _options?: GetTokenOptions): Promise<AccessToken> {
+        asked.push(...[scopes].flat());
+        return { token: `entra-token-${asked.length}`, expiresOnTimestamp: Date.now() + 3_600_000 };
+      },
+    };
+    const options = buildChatModelOptions(
+      modelOf({
+        API_HOST: 'azure',
+        AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com',
+        AZURE_OPENAI_CHAT_DEPLOYMENT: 'd',
+      }),
+      { azureCredential: () => credential },
+    );
+    assert.equal(options.credential, 'entra-id');
+    assert.equal(options.baseURL, 'https://r.openai.azure.com/openai/v1');
+    assert.equal(typeof options.apiKey, 'function');
+    assert.equal(await (options.apiKey as () => Promise<string>)(), 'entra-token-1');
+    assert.deepEqual(asked, [AZURE_COGNITIVE_SERVICES_SCOPE]);
+  });
+
+  test('github: GitHub Models inference endpoint with the GitHub token', () => {
+    assert.deepEqual(buildChatModelOptions(modelOf({ API_HOST: 'github', GITHUB_TOKEN: 'ghp_x' })), {
+      baseURL: 'https://models.github.ai/inference',
+      model: 'openai/gpt-4.1-mini',
+      apiKey: 'ghp_x',
+      credential: 'github-token',
+    });
+    assert.equal(
+      buildChatModelOptions(modelOf({ API_HOST: 'github', GITHUB_TOKEN: 'g', GITHUB_MODEL: 'meta/llama' })).model,
+      'meta/llama',
+    );
+  });
+
+  test('ollama: the local OpenAI-compatible endpoint by default, no real key', () => {
+    assert.deepEqual(buildChatModelOptions(modelOf({ API_HOST: 'ollama' })), {
+      baseURL: 'http://localhost:11434/v1',
+      model: 'llama3.1',
+      apiKey: 'ollama',
+      credential: 'none',
+    });
+    const remote = buildChatModelOptions(
+      modelOf({ API_HOST: 'ollama', OLLAMA_BASE_URL: 'http://gpu-box:11434/v1', OLLAMA_MODEL: 'qwen3:8b' }),
+    );
+    assert.deepEqual([remote.baseURL, remote.model], ['http://gpu-box:11434/v1', 'qwen3:8b']);
+  });
+
+  test('ChatOpenAI gets exactly those settings', () => {
+    const model = createChatModel({
+      baseURL: 'http://127.0.0.1:1/v1',
+      model: 'm-1',
+      apiKey: 'k-1',
+      credential: 'api-key',
+    });
+    assert.equal(model.model, 'm-1');
+    assert.equal(model.apiKey, 'k-1');
+    assert.equal(model.clientConfig.baseURL, 'http://127.0.0.1:1/v1');
+  });
+});
+
+describe('missing or invalid settings name the variable', () => {
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ['no API_HOST', {}, /API_HOST is not set/],
+    ['unknown API_HOST', { API_HOST: 'anthropic' }, /API_HOST must be one of azure, openai, github, ollama/],
+    ['openai without key', { API_HOST: 'openai' }, /OPENAI_API_KEY is required/],
+    [
+      'azure without endpoint',
+      { API_HOST: 'azure', AZURE_OPENAI_CHAT_DEPLOYMENT: 'd' },
+      /AZURE_OPENAI_ENDPOINT is required/,
+    ],
+    [
+      'azure without deployment',
+      { API_HOST: 'azure', AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com' },
+      /AZURE_OPENAI_CHAT_DEPLOYMENT is required/,
+    ],
+    ['github without token', { API_HOST: 'github' }, /GITHUB_TOKEN is required/],
+    ['bad ollama URL', { API_HOST: 'ollama', OLLAMA_BASE_URL: 'localhost:11434' }, /OLLAMA_BASE_URL must be/],
+  ];
+  for (const [name, env, message] of cases) {
+    test(name, () => {
+      assert.throws(
+        () => loadConfig({ ...MCP, ...env }),
+        (error: Error) => {
+          assert.equal(error.name, 'ConfigError');
+          assert.match(error.message, message);
+          return true;
+        },
+      );
+    });
+  }
+
+  const ollama = { API_HOST: 'ollama' };
+  const mcpCases: [string, Record<string, string>, RegExp][] = [
+    ['key mode without key', { MCP_AUTH: 'key' }, /MCP_API_KEY is required with MCP_AUTH=key/],
+    ['unknown mode', { MCP_AUTH: 'password' }, /MCP_AUTH must be one of oauth, client_credentials, key/],
+    ['client credentials without secret', { MCP_AUTH: 'client_credentials' }, /MCP_CLIENT_SECRET is required/],
+    ['bad MCP URL', { MCP_SERVER_URL: 'ftp://x/mcp' }, /MCP_SERVER_URL must be http or https/],
+    [
+      'CIMD over http',
+      { MCP_CLIENT_METADATA_URL: 'http://example.com/client.json' },
+      /MCP_CLIENT_METADATA_URL must be an https URL/,
+    ],
+    ['bad port', { MCP_OAUTH_REDIRECT_PORT: '70000' }, /MCP_OAUTH_REDIRECT_PORT must be between 0 and 65535/],
+    ['extra servers not JSON', { MCP_EXTRA_SERVERS: '{tavily' }, /MCP_EXTRA_SERVERS is not valid JSON/],
+    [
+      'extra server without URL',
+      { MCP_EXTRA_SERVERS: '{"tavily": {}}' },
+      /MCP_EXTRA_SERVERS\.tavily\.url must be a string/,
+    ],
+    [
+      'extra server header not a string',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "headers": {"a": 1}}}' },
+      /MCP_EXTRA_SERVERS\.t\.headers/,
+    ],
+  ];
+  for (const [name, env, message] of mcpCases) {
+    test(name, () => assert.throws(() => loadConfig({ ...ollama, ...env }), message));
+  }
+});
+
+describe('MCP settings', () => {
+  test('defaults: oauth against the local server, cache under XDG_CACHE_HOME', () => {
+    const config = loadConfig({ API_HOST: 'ollama', XDG_CACHE_HOME: '/tmp/xdg' });
+    assert.equal(config.mcpServerUrl, 'http://localhost:8000/mcp');
+    assert.deepEqual(config.mcpAuth, {
+      mode: 'oauth',
+      clientId: undefined,
+      clientMetadataUrl: undefined,
+      scope: 'mcp:access expenses:read expenses:write',
+      redirectPort: 0,
+      cacheDir: '/tmp/xdg/mcp-auth-stack/agent',
+    });
+    const withoutXdg = loadConfig({ API_HOST: 'ollama', HOME: '/home/u' }).mcpAuth;
+    assert.equal(withoutXdg.mode === 'oauth' ? withoutXdg.cacheDir : undefined, '/home/u/.cache/mcp-auth-stack/agent');
+  });
+
+  test('client credentials default to the realm’s service-account client', () => {
+    assert.deepEqual(
+      loadConfig({ API_HOST: 'ollama', MCP_AUTH: 'client_credentials', MCP_CLIENT_SECRET: 's' }).mcpAuth,
+      {
+        mode: 'client_credentials',
+        clientId: 'expenses-agent',
+        clientSecret: 's',
+        scope: 'mcp:access expenses:read expenses:write',
+        tokenUrl: undefined,
+      },
+    );
+  });
+
+  test('extra servers with headers, as the talk configures Tavily', () => {
+    const config = loadConfig({
+      ...ollama(),
+      MCP_EXTRA_SERVERS: JSON.stringify({
+        tavily: { url: 'https://mcp.tavily.com/mcp/', headers: { Authorization: 'Bearer tvly' } },
+      }),
+    });
+    assert.deepEqual(config.extraServers, [
+      { name: 'tavily', url: 'https://mcp.tavily.com/mcp/', headers: { Authorization: 'Bearer tvly' } },
+    ]);
+  });
+
+  test('the README documents every variable', async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    for (const name of CONFIG_VARIABLES) assert.ok(readme.includes(`\`${name}\``), `README documents ${name}`);
+  });
+});
+
+function ollama() {
+  return { API_HOST: 'ollama', ...MCP };
+}
+
+describe('opening the browser', () => {
+  test('$BROWSER wins; without a display on Linux there is nothing to open (the URL is printed instead)', () => {
+    assert.deepEqual(browserCommand({ BROWSER: '/usr/bin/firefox:chromium' }, 'linux'), {
+      program: '/usr/bin/firefox',
+      args: [],
+    });
+    assert.deepEqual(browserCommand({ DISPLAY: ':0' }, 'linux'), { program: 'xdg-open', args: [] });
+    assert.equal(browserCommand({}, 'linux'), undefined);
+    assert.deepEqual(browserCommand({}, 'darwin'), { program: 'open', args: [] });
+  });
+});

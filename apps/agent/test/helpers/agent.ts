@@ -1,0 +1,95 @@
+/**
+ * Running the agent in tests: in-process (`startAgent`) or as its own process, the way
+ * `pnpm agent` and the container run it; always against the scripted model.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+export const SERVE = fileURLToPath(new URL('../../src/serve.ts', import.meta.url));
+
+/** Environment for the `openai` provider pointed at the scripted model. */
+export function scriptedModelEnv(baseUrl: string): Record<string, string> {
+  return {
+    API_HOST: 'openai',
+    OPENAI_API_KEY: 'scripted-model-key',
+    OPENAI_BASE_URL: baseUrl,
+    OPENAI_MODEL: 'scripted',
+  };
+}
+
+/** Variables that could leak from the developer's shell into a spawned agent and change its behaviour. */
+const CLEARED = [
+  'API_HOST',
+  'OPENAI_API_KEY',
+  'OPENAI_BASE_URL',
+  'OPENAI_MODEL',
+  'MCP_AUTH',
+  'MCP_API_KEY',
+  'MCP_SERVER_URL',
+  'MCP_EXTRA_SERVERS',
+  'BROWSER',
+  'AGENT_CHAT_TOKEN',
+];
+
+function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const base = { ...process.env };
+  for (const name of CLEARED) delete base[name];
+  return { ...base, ...env };
+}
+
+export function runCli(
+  args: string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(stdin ?? '');
+  });
+}
+
+export interface ServeProcess {
+  url: string;
+  output: () => string;
+  stop(): Promise<number | null>;
+}
+
+export async function spawnServe(env: Record<string, string>): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [SERVE], {
+    env: childEnv({ HOST: '127.0.0.1', PORT: '0', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the agent did not listen in 60 s:\n${output}`)), 60_000);
+    child.stdout.on('data', () => {
+      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`the agent exited with ${code} before listening:\n${output}`));
+    });
+  });
+  return {
+    url,
+    output: () => output,
+    async stop() {
+      child.kill('SIGTERM');
+      return await exited;
+    },
+  };
+}

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { TokenStore } from '../src/auth/token-store.ts';
+
+const root = await mkdtemp(join(tmpdir(), 'agent-store-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+test('the token cache is written owner-only (0600 file, 0700 directory) whatever the umask', async () => {
+  const previous = process.umask(0o000); // the most permissive umask: modes must still be exact
+  try {
+    const store = new TokenStore(join(root, 'cache'), 'http://localhost:8000/mcp');
+    await store.save({
+      mcpUrl: 'http://localhost:8000/mcp',
+      tokens: { access_token: 'a', token_type: 'Bearer', refresh_token: 'r' },
+    });
+    assert.equal((await stat(store.file)).mode & 0o777, 0o600);
+    assert.equal((await stat(join(root, 'cache'))).mode & 0o777, 0o700);
+    assert.equal((await store.load())?.tokens?.refresh_token, 'r');
+
+    // A file someone loosened is replaced by an owner-only one on the next save.
+    await chmod(store.file, 0o644);
+    await store.save({ mcpUrl: 'http://localhost:8000/mcp' });
+    assert.equal((await stat(store.file)).mode & 0o777, 0o600);
+    assert.doesNotMatch(await readFile(store.file, 'utf8'), /"r"/);
+  } finally {
+    process.umask(previous);
+  }
+});
+
+test('one file per MCP server; a damaged file reads as no session', async () => {
+  const a = new TokenStore(root, 'http://a.example/mcp');
+  const b = new TokenStore(root, 'http://b.example/mcp');
+  assert.notEqual(a.file, b.file);
+  assert.equal(await a.load(), undefined);
+  await writeFile(a.file, '{not json', { mode: 0o600 });
+  assert.equal(await a.load(), undefined);
+});
