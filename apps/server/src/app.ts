@@ -16,6 +16,7 @@ import {
   holds,
 } from '@mcp-auth-stack/expenses';
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
+import { httpTracing, mcpTracing } from '@mcp-auth-stack/telemetry';
 import { Hono } from 'hono';
 import { type RequestIdVariables, requestId } from 'hono/request-id';
 import type { ServerConfig } from './config.ts';
@@ -26,6 +27,8 @@ export interface AppDependencies {
   database: Database;
   auth: AuthProvider;
   logger: Logger;
+  /** Spans for HTTP exchanges and MCP operations; on only when telemetry exports somewhere. */
+  tracing?: boolean;
 }
 
 type Env = { Variables: AuthVariables & RequestIdVariables };
@@ -34,7 +37,7 @@ type Env = { Variables: AuthVariables & RequestIdVariables };
 /** The scopes each MCP call needs, declared next to the tools in packages/expenses. */
 const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
 
-export async function createApp({ config, database, auth, logger }: AppDependencies) {
+export async function createApp({ config, database, auth, logger, tracing = false }: AppDependencies) {
   const mcpServer = createExpensesServer(new ExpenseRepository(database.pool));
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
     maxBodyBytes: config.maxRequestBytes,
@@ -50,6 +53,7 @@ export async function createApp({ config, database, auth, logger }: AppDependenc
   });
 
   const app = new Hono<Env>();
+  if (tracing) app.use(httpTracing());
   app.use(requestId({ headerName: 'x-request-id' }));
   if (logger.enabled('info')) {
     app.use(async (c, next) => {
@@ -92,6 +96,7 @@ export async function createApp({ config, database, auth, logger }: AppDependenc
   app.use('/mcp', requireAuth(auth));
   // HTTP-level step-up: 403 insufficient_scope with every scope the call needs.
   app.use('/mcp', requireMcpScopes({ requirements: SCOPE_REQUIREMENTS, provider: auth, hasScope: holds }));
+  if (tracing) app.use('/mcp', mcpTracing({ maxBodyBytes: config.maxRequestBytes }));
   app.all('/mcp', (c) => endpoint.handle(c));
 
   app.notFound((c) => c.json({ error: 'not_found' }, 404));

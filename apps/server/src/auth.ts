@@ -63,6 +63,8 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
     authorizationServers: [workaround ? config.baseUrl : realm],
     allowedClientIds: config.keycloakRegistration === 'off' ? config.allowedClientIds : undefined,
     resourceName: 'Expenses Tracker',
+    // Keycloak and this server keep NTP time; a few seconds of leeway is plenty.
+    clockToleranceSeconds: 5,
     onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
   });
   if (!workaround) return jwt;

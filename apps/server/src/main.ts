@@ -1,3 +1,5 @@
+// First: tracing must be set up before anything loads `pg`, so its instrumentation applies.
+import { telemetry } from '@mcp-auth-stack/telemetry/register';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger, errorFields } from './logger.ts';
 import { startServer } from './server.ts';
@@ -14,22 +16,27 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-const server = await startServer(config, logger).catch((error: unknown) => {
-  process.stderr.write(`The server could not start: ${(error as Error).message}\n`);
-  process.exit(1);
-});
+const server = await startServer(config, logger, { tracing: telemetry.destination !== 'none' }).catch(
+  (error: unknown) => {
+    process.stderr.write(`The server could not start: ${(error as Error).message}\n`);
+    process.exit(1);
+  },
+);
 
 let signals = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (++signals > 1) process.exit(130); // a second Ctrl-C does not wait
     logger.info('shutting down', { signal });
-    server.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error('shutdown failed', errorFields(error));
-        process.exit(1);
-      },
-    );
+    server
+      .close()
+      .then(() => telemetry.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error('shutdown failed', errorFields(error));
+          process.exit(1);
+        },
+      );
   });
 }

@@ -18,11 +18,18 @@ export interface RunningServer {
 export async function startServer(
   config: ServerConfig,
   logger: Logger = createLogger(config.logLevel),
+  options: { tracing?: boolean } = {},
 ): Promise<RunningServer> {
   const database = await openAppDatabase(config, 'server');
   try {
     const auth = await createAuthProvider(config, database, logger);
-    const { app, close: closeApp } = await createApp({ config, database, auth, logger });
+    const { app, close: closeApp } = await createApp({
+      config,
+      database,
+      auth,
+      logger,
+      tracing: options.tracing ?? false,
+    });
     const httpServer = await new Promise<Server>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
         resolve(server as Server),

@@ -1,0 +1,481 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import {
+  type CallbackServer,
+  decodeJwtPayload,
+  freePort,
+  launchChromium,
+  startCallbackServer,
+} from '@mcp-auth-stack/keycloak/testing';
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { Browser } from 'playwright-core';
+import { postMcp, startTestStack, type TestStack } from './helpers.ts';
+import { BrowserOAuthProvider, connectWithOAuth } from './oauth-helpers.ts';
+
+/**
+ * The server in `keycloak` mode against a real Keycloak 26.7.3 started from the repository's
+ * realm, real PostgreSQL, Chromium through Keycloak's login pages, and the official SDK client
+ * doing everything a real MCP client does: discovery from a bare 401, registration, PKCE,
+ * `resource`, consent, tokens, refresh, step-up.
+ */
+const [alice, bob, carol] = DEMO_USERS as [(typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0]];
+
+let keycloak: RunningKeycloak;
+let browser: Browser;
+let serverPort: number;
+let baseUrl: string;
+const callbacks: CallbackServer[] = [];
+
+before(
+  async () => {
+    serverPort = await freePort();
+    baseUrl = `http://localhost:${serverPort}`;
+    keycloak = await startKeycloak({
+      httpPort: await freePort(),
+      managementPort: await freePort(),
+      realmEnv: { MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp` },
+    });
+    browser = await launchChromium();
+  },
+  { timeout: 600_000 },
+);
+
+after(async () => {
+  for (const callback of callbacks) await callback.close();
+  await browser?.close();
+  await keycloak?.stop();
+});
+
+async function provider(
+  user: (typeof DEMO_USERS)[0],
+  options: ConstructorParameters<typeof BrowserOAuthProvider>[3] = {},
+) {
+  const callback = await startCallbackServer();
+  callbacks.push(callback);
+  return new BrowserOAuthProvider(browser, callback, user, options);
+}
+
+function keycloakStack(registration: 'direct' | 'workaround') {
+  return startTestStack({
+    PORT: String(serverPort),
+    MCP_SERVER_BASE_URL: baseUrl,
+    MCP_AUTH_PROVIDER: 'keycloak',
+    KEYCLOAK_REALM_URL: keycloak.realmUrl,
+    KEYCLOAK_REGISTRATION: registration,
+  });
+}
+
+const call = (client: Client, name: string, args: Record<string, unknown> = {}) =>
+  client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
+const lunch = { date: '2025-12-17', amount: 12.5, category: 'food', description: 'Lunch', payment_method: 'visa' };
+
+describe('direct: clients register at Keycloak itself', () => {
+  let stack: TestStack;
+  before(async () => {
+    stack = await keycloakStack('direct');
+  });
+  after(async () => {
+    await stack?.close();
+  });
+
+  test('a bare request gets 401 with the resource metadata and the scopes to ask for', async () => {
+    const response = await postMcp(`${baseUrl}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    assert.equal(response.status, 401);
+    const challenge = response.headers.get('www-authenticate') ?? '';
+    assert.match(challenge, new RegExp(`resource_metadata="${baseUrl}/.well-known/oauth-protected-resource/mcp"`));
+    assert.match(challenge, /scope="mcp:access expenses:read expenses:write"/);
+    const metadata = (await (await fetch(`${baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(metadata.resource, `${baseUrl}/mcp`);
+    assert.deepEqual(metadata.authorization_servers, [keycloak.realmUrl]);
+  });
+
+  test('the SDK client discovers, registers (DCR), logs in with PKCE and resource, adds and reads back', async () => {
+    const oauth = await provider(alice, { clientName: 'DCR e2e client' });
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    try {
+      const authorizeUrl = oauth.authorizationUrls[0] as URL;
+      assert.ok(authorizeUrl.href.startsWith(`${keycloak.realmUrl}/protocol/openid-connect/auth`));
+      assert.equal(authorizeUrl.searchParams.get('code_challenge_method'), 'S256');
+      assert.equal(authorizeUrl.searchParams.get('resource'), `${baseUrl}/mcp`);
+      assert.match(oauth.consentPages[0] ?? '', /DCR e2e client/, 'the consent page names the client');
+      const registered = oauth.clientInformation();
+      assert.ok(registered?.client_id, 'registered dynamically');
+
+      const token = decodeJwtPayload(oauth.tokens()?.access_token as string);
+      assert.deepEqual([token.aud].flat(), [`${baseUrl}/mcp`]);
+
+      const added = await call(client, 'add_user_expense', lunch);
+      assert.equal(added.isError, undefined);
+      const { expenses } = (await call(client, 'get_user_expenses')).structuredContent as {
+        expenses: { description: string }[];
+      };
+      assert.deepEqual(
+        expenses.map((e) => e.description),
+        ['Lunch'],
+      );
+      const rows = (await stack.sql.query('SELECT user_id FROM expenses')).rows;
+      assert.deepEqual(rows, [{ user_id: token.sub }], 'stored under the token subject');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('the same through a Client ID Metadata Document instead of registration', async () => {
+    const documentUrl = `${baseUrl.replace('localhost', '127.0.0.1')}/cimd-does-not-exist`;
+    const cimd = await startCimdDocument();
+    try {
+      const oauth = await provider(bob, { clientName: 'CIMD e2e client', clientMetadataUrl: cimd.url });
+      cimd.setRedirect(oauth.callback.redirectUri);
+      const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+      try {
+        assert.equal(oauth.clientInformation()?.client_id, cimd.url, 'the client id is the document URL');
+        assert.equal((oauth.authorizationUrls[0] as URL).searchParams.get('client_id'), cimd.url);
+        assert.ok(cimd.fetches() > 0, 'Keycloak fetched the document');
+        await call(client, 'add_user_expense', { ...lunch, description: 'Bob lunch' });
+        const { expenses } = (await call(client, 'get_user_expenses')).structuredContent as {
+          expenses: { description: string }[];
+        };
+        assert.deepEqual(
+          expenses.map((e) => e.description),
+          ['Bob lunch'],
+          "bob sees only his own expense, never alice's",
+        );
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await cimd.close();
+      assert.ok(documentUrl);
+    }
+  });
+
+  test('the admin sees statistics; alice gets 403 insufficient_scope, and stepping up does not help her', async () => {
+    const aliceAuth = await provider(alice);
+    const aliceClient = await connectWithOAuth(`${baseUrl}/mcp`, aliceAuth);
+    try {
+      assert.ok(!(await aliceClient.listTools()).tools.some((tool) => tool.name === 'get_expense_stats'));
+      const raw = await postMcp(
+        `${baseUrl}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get_expense_stats', arguments: {} } },
+        { authorization: `Bearer ${aliceAuth.tokens()?.access_token}` },
+      );
+      assert.equal(raw.status, 403);
+      assert.match(raw.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="[^"]*expenses:admin/);
+      assert.match(raw.headers.get('www-authenticate') ?? '', /resource_metadata="/);
+    } finally {
+      await aliceClient.close();
+    }
+
+    // carol asks for the admin scope, which Keycloak grants to members of expenses-admin only.
+    const carolAuth = await provider(carol);
+    await authorize(carolAuth, 'mcp:access expenses:read expenses:write expenses:admin');
+    const carolClient = await connectWithOAuth(`${baseUrl}/mcp`, carolAuth);
+    try {
+      const stats = (await call(carolClient, 'get_expense_stats')).structuredContent as {
+        users: number;
+        count: number;
+      };
+      assert.deepEqual([stats.count, stats.users], [2, 2], "alice's and bob's expenses");
+    } finally {
+      await carolClient.close();
+    }
+
+    // alice asking for it gets a token without it: still 403.
+    const aliceAgain = await provider(alice);
+    await authorize(aliceAgain, 'mcp:access expenses:read expenses:admin');
+    assert.doesNotMatch(String(decodeJwtPayload(aliceAgain.tokens()?.access_token as string).scope), /expenses:admin/);
+  });
+
+  test('step-up: a read-only token gets 403 on add_user_expense; re-authorizing with write succeeds', async () => {
+    const oauth = await provider(alice);
+    await authorize(oauth, 'mcp:access expenses:read');
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    const before = (await stack.sql.query('SELECT count(*)::int AS n FROM expenses')).rows[0].n;
+    try {
+      const raw = await postMcp(
+        `${baseUrl}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'add_user_expense', arguments: lunch } },
+        { authorization: `Bearer ${oauth.tokens()?.access_token}` },
+      );
+      assert.equal(raw.status, 403);
+      const scope = /scope="([^"]+)"/.exec(raw.headers.get('www-authenticate') ?? '')?.[1] ?? '';
+      assert.deepEqual(scope.split(' ').sort(), ['expenses:read', 'expenses:write', 'mcp:access']);
+      // The SDK's own retry refreshes the token, which cannot add a scope: the call still fails.
+      await assert.rejects(call(client, 'add_user_expense', lunch), /403/);
+      assert.equal((await stack.sql.query('SELECT count(*)::int AS n FROM expenses')).rows[0].n, before);
+
+      // What the client must do: a new authorization with the challenged scope.
+      oauth.forgetTokens();
+      await authorize(oauth, scope);
+      const added = await call(client, 'add_user_expense', lunch);
+      assert.equal(added.isError, undefined);
+      assert.match(String(decodeJwtPayload(oauth.tokens()?.access_token as string).scope), /expenses:write/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('a wrong password shows the error and issues nothing; a denied consent stores nothing', async () => {
+    const wrong = await provider(bob, { password: 'not-bobs-password' });
+    await assert.rejects(connectWithOAuth(`${baseUrl}/mcp`, wrong), /callback was never called/);
+    assert.match(wrong.loginErrors[0] ?? '', /Invalid username or password/i);
+    assert.equal(wrong.tokens(), undefined);
+    assert.equal(wrong.callback.received.length, 0, 'no code reached the client');
+
+    const denied = await provider(bob, { consent: 'deny', clientName: 'Denied client' });
+    await assert.rejects(connectWithOAuth(`${baseUrl}/mcp`, denied), /no code: .*error=access_denied/);
+    assert.equal(denied.tokens(), undefined);
+  });
+
+  test('an expired access token is refreshed by the client, which goes on', async () => {
+    const oauth = await provider(alice);
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    try {
+      const first = oauth.tokens();
+      assert.ok(first?.refresh_token);
+      // Make the stored access token one that has expired: Keycloak issued it, the signature is
+      // good, only time has passed. The server answers 401 and the SDK refreshes.
+      const expired = await expiredAccessToken(oauth);
+      oauth.saveTokens({ ...(first as NonNullable<typeof first>), access_token: expired });
+      const result = await call(client, 'get_user_expenses');
+      assert.equal(result.isError, undefined);
+      assert.notEqual(oauth.tokens()?.access_token, expired, 'a new access token came from the refresh');
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('workaround: registration goes through this server, which repairs it', () => {
+  let stack: TestStack;
+  before(async () => {
+    stack = await keycloakStack('workaround');
+  });
+  after(async () => {
+    await stack?.close();
+  });
+
+  test("protected resource metadata names this server, which presents Keycloak's endpoints", async () => {
+    const metadata = (await (await fetch(`${baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.deepEqual(metadata.authorization_servers, [baseUrl]);
+    const as = (await (await fetch(`${baseUrl}/.well-known/oauth-authorization-server`)).json()) as Record<
+      string,
+      string
+    >;
+    assert.equal(as.issuer, baseUrl);
+    assert.equal(as.registration_endpoint, `${baseUrl}/register`);
+    assert.equal(as.authorization_endpoint, `${keycloak.realmUrl}/protocol/openid-connect/auth`);
+  });
+
+  test('the SDK client registers through the server and works end to end', async () => {
+    const oauth = await provider(alice, { clientName: 'Workaround e2e client' });
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    try {
+      assert.ok(oauth.clientInformation()?.client_id);
+      await call(client, 'add_user_expense', { ...lunch, description: 'Via workaround' });
+      const { expenses } = (await call(client, 'get_user_expenses')).structuredContent as {
+        expenses: { description: string }[];
+      };
+      assert.deepEqual(
+        expenses.map((e) => e.description),
+        ['Via workaround'],
+      );
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('repair: a `resource` member, refused by Keycloak, registers through the server', async () => {
+    const body = {
+      client_name: 'resource member',
+      redirect_uris: ['http://127.0.0.1:45678/callback'],
+      token_endpoint_auth_method: 'none',
+      resource: `${baseUrl}/mcp`,
+    };
+    const direct = await registerAt(`${keycloak.realmUrl}/clients-registrations/openid-connect`, body);
+    assert.equal(direct.status, 400, 'Keycloak 26.7.3 refuses it');
+    const repaired = await registerAt(`${baseUrl}/register`, body);
+    assert.equal(repaired.status, 201);
+  });
+
+  test('repair: a `scope` member no longer strips the audience scope from the client', async () => {
+    const body = (redirect: string) => ({
+      client_name: 'scope member',
+      redirect_uris: [redirect],
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      scope: 'expenses:read',
+    });
+    // Each client then asks for expenses:read only, as it registered.
+    for (const [where, expectAudience] of [
+      [`${keycloak.realmUrl}/clients-registrations/openid-connect`, false],
+      [`${baseUrl}/register`, true],
+    ] as const) {
+      const oauth = await provider(alice, { clientName: 'scope member' });
+      const registered = await registerAt(where, body(oauth.callback.redirectUri));
+      assert.equal(registered.status, 201);
+      oauth.saveClientInformation(registered.body as { client_id: string });
+      const tokens = await loginWithoutResource(oauth, 'expenses:read');
+      const audience = [decodeJwtPayload(tokens.access_token).aud].flat();
+      assert.equal(audience.includes(`${baseUrl}/mcp`), expectAudience, `${where}: aud ${JSON.stringify(audience)}`);
+      const response = await postMcp(
+        `${baseUrl}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { authorization: `Bearer ${tokens.access_token}` },
+      );
+      assert.equal(response.status, expectAudience ? 200 : 401);
+    }
+  });
+
+  test('registration requests are checked before Keycloak sees them', async () => {
+    const custom = await registerAt(`${baseUrl}/register`, { redirect_uris: ['myapp://callback'] });
+    assert.equal(custom.status, 400);
+    assert.equal((custom.body as { error: string }).error, 'invalid_redirect_uri');
+  });
+});
+
+/** Runs the authorization code flow for `scope` with the SDK's own `auth()`, the browser doing the login. */
+async function authorize(oauth: BrowserOAuthProvider, scope: string): Promise<void> {
+  const serverUrl = `${baseUrl}/mcp`;
+  const first = await auth(oauth, { serverUrl, scope });
+  if (first === 'AUTHORIZED') return;
+  const code = (await oauth.callback.next()).get('code');
+  assert.ok(code, 'the login returned a code');
+  assert.equal(await auth(oauth, { serverUrl, authorizationCode: code }), 'AUTHORIZED');
+}
+
+async function registerAt(url: string, body: unknown): Promise<{ status: number; body: unknown }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json().catch(() => ({})) };
+}
+
+/**
+ * A plain authorization code + PKCE login for a registered client, asking for `scope` and no
+ * `resource` (what a client that registered with a narrow scope does).
+ */
+async function loginWithoutResource(oauth: BrowserOAuthProvider, scope: string): Promise<{ access_token: string }> {
+  const { createPkce } = await import('@mcp-auth-stack/keycloak/testing');
+  const pkce = createPkce();
+  const clientId = (oauth.clientInformation() as { client_id: string }).client_id;
+  const url = new URL(`${keycloak.realmUrl}/protocol/openid-connect/auth`);
+  url.search = new URLSearchParams({
+    response_type: 'code',
+    client_id: clientId,
+    redirect_uri: oauth.callback.redirectUri,
+    scope,
+    state: 'x',
+    code_challenge: pkce.challenge,
+    code_challenge_method: 'S256',
+  }).toString();
+  await oauth.redirectToAuthorization(url);
+  const code = (await oauth.callback.next()).get('code') as string;
+  const response = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'authorization_code',
+      code,
+      client_id: clientId,
+      redirect_uri: oauth.callback.redirectUri,
+      code_verifier: pkce.verifier,
+    }),
+  });
+  assert.equal(response.status, 200);
+  return (await response.json()) as { access_token: string };
+}
+
+/**
+ * An access token of this client that has already expired: Keycloak's admin API shortens the
+ * client's access-token lifespan to 1 s, a refresh yields a token, and the test waits it out.
+ */
+async function expiredAccessToken(oauth: BrowserOAuthProvider): Promise<string> {
+  const admin = await adminToken();
+  const clientId = (oauth.clientInformation() as { client_id: string }).client_id;
+  const clients = (await (
+    await fetch(`${keycloak.url}/admin/realms/mcp/clients?clientId=${encodeURIComponent(clientId)}`, {
+      headers: { authorization: `Bearer ${admin}` },
+    })
+  ).json()) as { id: string; attributes?: Record<string, string> }[];
+  const client = clients[0] as { id: string; attributes?: Record<string, string> };
+  const update = await fetch(`${keycloak.url}/admin/realms/mcp/clients/${client.id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...client, attributes: { ...client.attributes, 'access.token.lifespan': '1' } }),
+  });
+  assert.equal(update.status, 204);
+  const refreshed = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: oauth.tokens()?.refresh_token as string,
+      client_id: clientId,
+      resource: `${baseUrl}/mcp`,
+    }),
+  });
+  const body = (await refreshed.json()) as { access_token: string; refresh_token: string };
+  oauth.saveTokens({
+    ...(oauth.tokens() as NonNullable<ReturnType<typeof oauth.tokens>>),
+    refresh_token: body.refresh_token,
+  });
+  // The server allows 5 s of clock leeway.
+  const expiresAt = Number(decodeJwtPayload(body.access_token).exp) * 1000;
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt + 6_500 - Date.now())));
+  await fetch(`${keycloak.url}/admin/realms/mcp/clients/${client.id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...client, attributes: { ...client.attributes, 'access.token.lifespan': '300' } }),
+  });
+  return body.access_token;
+}
+
+async function adminToken(): Promise<string> {
+  const response = await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
+  });
+  return ((await response.json()) as { access_token: string }).access_token;
+}
+
+/** Serves a Client ID Metadata Document on loopback; its URL is the client id. */
+async function startCimdDocument() {
+  const { createServer } = await import('node:http');
+  let redirect = '';
+  let fetches = 0;
+  const server = createServer((_request, response) => {
+    fetches++;
+    response.setHeader('content-type', 'application/json');
+    response.end(
+      JSON.stringify({
+        client_id: url,
+        client_name: 'CIMD e2e client',
+        redirect_uris: [redirect],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  const url = `http://127.0.0.1:${port}/client.json`;
+  return {
+    url,
+    setRedirect: (uri: string) => {
+      redirect = uri;
+    },
+    fetches: () => fetches,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * azd postprovision hook: writes the deployment's URLs and endpoints into the repository's
+ * `.env`, inside a marked block it replaces on every run (lines outside it are kept), so a
+ * local agent or a test can talk to what was just deployed. Secrets are never written: they
+ * stay in Key Vault and the azd environment.
+ *
+ *   node infra/hooks/write-env.ts [path]   # default: .env at the repository root
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { type AzdEnvironment, azdCli } from './azd.ts';
+
+/** Outputs of infra/azure/main.bicep copied to `.env` (infra/test checks each is an output). */
+export const ENV_FILE_OUTPUTS = [
+  'MCP_SERVER_URL',
+  'MCP_AUTH_PROVIDER',
+  'AGENT_URL',
+  'KEYCLOAK_URL',
+  'KEYCLOAK_REALM_URL',
+  'KEYCLOAK_ADMIN_CONSOLE_URL',
+  'AZURE_OPENAI_ENDPOINT',
+  'AZURE_OPENAI_CHAT_DEPLOYMENT',
+  'AZURE_KEY_VAULT_NAME',
+  'AZURE_RESOURCE_GROUP',
+  'AZURE_TENANT_ID',
+  'APPLICATIONINSIGHTS_CONNECTION_STRING',
+] as const;
+
+export const BEGIN = '# >>> azd (written by infra/hooks/write-env.ts; replaced on every azd provision)';
+export const END = '# <<< azd';
+
+function quote(value: string): string {
+  return /^[\w./:@%+,-]*$/.test(value) ? value : JSON.stringify(value);
+}
+
+/** The file's new text: `existing` without its old block, plus the new block. */
+export function renderEnvFile(existing: string, values: Record<string, string>): string {
+  const pattern = new RegExp(`${BEGIN.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\s\\S]*?${END}\\n?`, 'g');
+  const kept = existing.replace(pattern, '').replace(/\n*$/, '');
+  const lines = [
+    BEGIN,
+    // A local agent then uses the deployed model without keys (your azd/az login).
+    'API_HOST=azure',
+    ...ENV_FILE_OUTPUTS.filter((name) => values[name]).map((name) => `${name}=${quote(values[name] as string)}`),
+    END,
+  ];
+  return `${kept ? `${kept}\n\n` : ''}${lines.join('\n')}\n`;
+}
+
+export async function writeEnvFile(
+  path: string,
+  azd: AzdEnvironment = azdCli(),
+): Promise<{ path: string; written: string[] }> {
+  const values = await azd.values();
+  const existing = await readFile(path, 'utf8').catch(() => '');
+  await writeFile(path, renderEnvFile(existing, values), { mode: 0o600 });
+  return { path, written: ENV_FILE_OUTPUTS.filter((name) => values[name]) };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const path = process.argv[2] ?? fileURLToPath(new URL('../../.env', import.meta.url));
+  writeEnvFile(path).then(
+    ({ written }) => process.stdout.write(`Wrote ${written.length} values to ${path}\n`),
+    (error: unknown) => {
+      process.stderr.write(`${(error as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}

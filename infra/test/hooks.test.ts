@@ -1,0 +1,319 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type AzdEnvironment, azdCli } from '../hooks/azd.ts';
+import {
+  GRAPH_SCOPE,
+  LOCAL_CALLBACK_URL,
+  MCP_SCOPE,
+  postprovision,
+  preprovision,
+  type TokenCredentialLike,
+} from '../hooks/entra-app-registration.ts';
+import { BEGIN, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
+
+/**
+ * The Entra hook against a fake Microsoft Graph (node:http on loopback) that keeps app
+ * registrations in memory and records every request, with an in-memory azd environment.
+ */
+interface Recorded {
+  method: string;
+  path: string;
+  body: unknown;
+  authorization: string | undefined;
+}
+interface FakeApp {
+  id: string;
+  appId: string;
+  displayName: string;
+  uniqueName: string | null;
+  identifierUris: string[];
+  web: { redirectUris: string[] };
+  api: { requestedAccessTokenVersion: number | null; oauth2PermissionScopes: { id: string; value: string }[] };
+  passwordCredentials: { keyId: string; displayName: string; endDateTime: string }[];
+}
+
+const TOKEN = 'fake-graph-token';
+const requests: Recorded[] = [];
+const apps: FakeApp[] = [];
+const servicePrincipals: { id: string; appId: string }[] = [];
+let graph: Server;
+let graphUrl = '';
+
+async function readBody(request: IncomingMessage): Promise<unknown> {
+  let text = '';
+  for await (const chunk of request) text += chunk;
+  return text ? JSON.parse(text) : undefined;
+}
+
+function filterValue(url: URL): [string, string] | null {
+  const match = /^(\w+) eq '((?:[^']|'')*)'$/.exec(url.searchParams.get('$filter') ?? '');
+  return match ? [match[1] as string, (match[2] as string).replace(/''/g, "'")] : null;
+}
+
+before(async () => {
+  graph = createServer(async (request, response) => {
+    const url = new URL(request.url ?? '/', 'http://graph');
+    const body = await readBody(request);
+    requests.push({
+      method: request.method ?? '',
+      path: url.pathname + url.search,
+      body,
+      authorization: request.headers.authorization,
+    });
+    const send = (status: number, value?: unknown) => {
+      response.writeHead(status, { 'content-type': 'application/json' });
+      response.end(value === undefined ? '' : JSON.stringify(value));
+    };
+    if (request.headers.authorization !== `Bearer ${TOKEN}`)
+      return send(401, { error: { code: 'InvalidAuthenticationToken', message: 'no' } });
+    const path = url.pathname.replace(/^\/v1\.0/, '');
+    if (request.method === 'GET' && path === '/applications') {
+      const [key, value] = filterValue(url) ?? ['', ''];
+      return send(200, { value: apps.filter((app) => (app as unknown as Record<string, unknown>)[key] === value) });
+    }
+    if (request.method === 'POST' && path === '/applications') {
+      const input = body as Partial<FakeApp>;
+      const app: FakeApp = {
+        id: randomUUID(),
+        appId: randomUUID(),
+        displayName: input.displayName ?? '',
+        uniqueName: input.uniqueName ?? null,
+        identifierUris: [],
+        web: { redirectUris: input.web?.redirectUris ?? [] },
+        api: {
+          requestedAccessTokenVersion: input.api?.requestedAccessTokenVersion ?? null,
+          oauth2PermissionScopes: input.api?.oauth2PermissionScopes ?? [],
+        },
+        passwordCredentials: [],
+      };
+      apps.push(app);
+      return send(201, app);
+    }
+    const appMatch = /^\/applications\/([\w-]+)(\/addPassword)?$/.exec(path);
+    const app = appMatch ? apps.find((a) => a.id === appMatch[1]) : undefined;
+    if (appMatch && !app) return send(404, { error: { code: 'Request_ResourceNotFound', message: 'gone' } });
+    if (app && request.method === 'PATCH' && !appMatch?.[2]) {
+      Object.assign(app, body);
+      return send(204);
+    }
+    if (app && request.method === 'POST' && appMatch?.[2]) {
+      const credential = {
+        keyId: randomUUID(),
+        displayName: (body as { passwordCredential: { displayName: string } }).passwordCredential.displayName,
+        endDateTime: (body as { passwordCredential: { endDateTime: string } }).passwordCredential.endDateTime,
+      };
+      app.passwordCredentials.push(credential);
+      return send(200, { ...credential, secretText: `secret-${credential.keyId}` });
+    }
+    if (path === '/servicePrincipals' && request.method === 'GET') {
+      const [, appId] = filterValue(url) ?? ['', ''];
+      return send(200, { value: servicePrincipals.filter((sp) => sp.appId === appId) });
+    }
+    if (path === '/servicePrincipals' && request.method === 'POST') {
+      const principal = { id: randomUUID(), appId: (body as { appId: string }).appId };
+      servicePrincipals.push(principal);
+      return send(201, principal);
+    }
+    return send(404, { error: { code: 'NotFound', message: path } });
+  });
+  await new Promise<void>((resolve) => graph.listen(0, '127.0.0.1', resolve));
+  const address = graph.address();
+  graphUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/v1.0`;
+});
+
+after(() => new Promise<void>((resolve) => graph.close(() => resolve())));
+
+/** An azd environment in memory; hooks get its values as their process environment. */
+function memoryAzd(
+  initial: Record<string, string>,
+): AzdEnvironment & { store: Record<string, string>; sets: string[] } {
+  const store = { ...initial };
+  const sets: string[] = [];
+  return {
+    store,
+    sets,
+    async values() {
+      return { ...store };
+    },
+    async set(name, value) {
+      sets.push(name);
+      store[name] = value;
+    },
+  };
+}
+
+const scopesAsked: (string | string[])[] = [];
+const credential: TokenCredentialLike = {
+  async getToken(scopes) {
+    scopesAsked.push(scopes);
+    return { token: TOKEN };
+  },
+};
+const quiet = () => {};
+
+function calls() {
+  return requests.map((r) => `${r.method} ${r.path.split('?')[0]}`);
+}
+
+describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph', () => {
+  const azd = memoryAzd({ AZURE_ENV_NAME: 'dev', MCP_AUTH_PROVIDER: 'entra_proxy' });
+  const options = () => ({
+    graphBaseUrl: graphUrl,
+    credential,
+    azd,
+    env: { ...azd.store },
+    log: quiet,
+    now: () => new Date('2026-11-26T00:00:00Z'),
+  });
+
+  test('other modes: nothing is asked of Graph or azd', async () => {
+    const other = memoryAzd({ AZURE_ENV_NAME: 'dev', MCP_AUTH_PROVIDER: 'keycloak' });
+    const result = await preprovision({ graphBaseUrl: graphUrl, credential, azd: other, env: other.store, log: quiet });
+    assert.equal(result.skipped, true);
+    assert.equal(
+      (await postprovision({ graphBaseUrl: graphUrl, credential, azd: other, env: other.store, log: quiet })).skipped,
+      true,
+    );
+    assert.equal(requests.length, 0);
+    assert.deepEqual(other.sets, []);
+  });
+
+  test('first preprovision: creates the registration, scope, identifier URI, principal, secret; stores them', async () => {
+    const result = await preprovision(options());
+    assert.equal(result.created, true);
+    assert.equal(result.secretAdded, true);
+    assert.deepEqual(calls(), [
+      'GET /v1.0/applications', // by uniqueName
+      'GET /v1.0/applications', // by displayName
+      'POST /v1.0/applications',
+      `PATCH /v1.0/applications/${result.objectId}`,
+      'GET /v1.0/servicePrincipals',
+      'POST /v1.0/servicePrincipals',
+      `POST /v1.0/applications/${result.objectId}/addPassword`,
+    ]);
+    assert.ok(requests.every((r) => r.authorization === `Bearer ${TOKEN}`));
+    assert.deepEqual(scopesAsked.at(-1), GRAPH_SCOPE);
+    const created = requests[2]?.body as {
+      displayName: string;
+      uniqueName: string;
+      signInAudience: string;
+      api: { oauth2PermissionScopes: { value: string; type: string }[] };
+    };
+    assert.equal(created.displayName, 'mcp-auth-stack-dev');
+    assert.equal(created.uniqueName, 'mcp-auth-stack-dev');
+    assert.equal(created.signInAudience, 'AzureADMyOrg');
+    assert.deepEqual(
+      created.api.oauth2PermissionScopes.map((s) => [s.value, s.type]),
+      [[MCP_SCOPE, 'User']],
+    );
+    const app = apps[0] as FakeApp;
+    assert.deepEqual(app.identifierUris, [`api://${app.appId}`]);
+    assert.deepEqual(app.web.redirectUris, [LOCAL_CALLBACK_URL]);
+    assert.equal(azd.store.ENTRA_PROXY_AZURE_CLIENT_ID, app.appId);
+    assert.equal(azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET, `secret-${app.passwordCredentials[0]?.keyId}`);
+    assert.equal(azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET_ID, app.passwordCredentials[0]?.keyId);
+    assert.equal(app.passwordCredentials[0]?.endDateTime, '2027-05-25T00:00:00.000Z');
+    assert.equal(servicePrincipals.length, 1);
+  });
+
+  test('re-run: found by client id, nothing created, patched or added', async () => {
+    requests.length = 0;
+    const result = await preprovision(options());
+    assert.deepEqual([result.created, result.secretAdded, result.patched], [false, false, false]);
+    assert.deepEqual(calls(), ['GET /v1.0/applications', 'GET /v1.0/servicePrincipals']);
+    assert.match(decodeURIComponent(requests[0]?.path ?? ''), /appId eq '/);
+    assert.equal(apps.length, 1);
+    assert.equal(apps[0]?.passwordCredentials.length, 1);
+  });
+
+  test('postprovision adds the deployed /auth/callback once', async () => {
+    azd.store.MCP_OAUTH_CALLBACK_URL = 'https://ca-server-abc.example.azurecontainerapps.io/auth/callback';
+    requests.length = 0;
+    const first = await postprovision(options());
+    assert.equal(first.patched, true);
+    assert.deepEqual(apps[0]?.web.redirectUris, [LOCAL_CALLBACK_URL, azd.store.MCP_OAUTH_CALLBACK_URL]);
+    assert.deepEqual(requests.at(-1)?.body, { web: { redirectUris: apps[0]?.web.redirectUris } });
+    requests.length = 0;
+    const again = await postprovision(options());
+    assert.equal(again.patched, false);
+    assert.deepEqual(calls(), ['GET /v1.0/applications']);
+    // A later preprovision keeps the deployed callback (redirect URIs are merged, never replaced).
+    await preprovision(options());
+    assert.ok(apps[0]?.web.redirectUris.includes(azd.store.MCP_OAUTH_CALLBACK_URL));
+  });
+
+  test('a lost secret (azd environment recreated) gets a new one; the registration is found by name', async () => {
+    const fresh = memoryAzd({ AZURE_ENV_NAME: 'dev', MCP_AUTH_PROVIDER: 'entra_proxy' });
+    requests.length = 0;
+    const result = await preprovision({ ...options(), azd: fresh, env: { ...fresh.store } });
+    assert.equal(result.created, false);
+    assert.equal(result.secretAdded, true);
+    assert.equal(apps.length, 1);
+    assert.equal(fresh.store.ENTRA_PROXY_AZURE_CLIENT_ID, apps[0]?.appId);
+    assert.ok(!calls().includes('POST /v1.0/applications'));
+  });
+
+  test('Graph errors surface with status and code, never the token', async () => {
+    const bad: TokenCredentialLike = { getToken: async () => ({ token: 'wrong-token' }) };
+    await assert.rejects(preprovision({ ...options(), credential: bad }), (error: Error) => {
+      assert.match(error.message, /401.*InvalidAuthenticationToken/);
+      assert.doesNotMatch(error.message, /wrong-token/);
+      return true;
+    });
+  });
+});
+
+describe('the azd CLI adapter and the .env writer', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'azd-hook-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('azdCli runs `azd env set NAME VALUE` and `azd env get-values --output json`', async () => {
+    const log = join(dir, 'azd.log');
+    const fake = join(dir, 'azd');
+    await writeFile(
+      fake,
+      `#!/bin/sh\nprintf '%s\\n' "$*" >> ${JSON.stringify(log)}\nif [ "$2" = get-values ]; then echo '{"MCP_SERVER_URL":"https://s.example/mcp","AZURE_KEY_VAULT_NAME":"kv-x","KEYCLOAK_ADMIN_PASSWORD":"never-written"}'; fi\n`,
+    );
+    await chmod(fake, 0o755);
+    const azd = azdCli(fake);
+    await azd.set('ENTRA_PROXY_AZURE_CLIENT_ID', 'abc');
+    const values = await azd.values();
+    assert.equal(values.MCP_SERVER_URL, 'https://s.example/mcp');
+    assert.deepEqual((await readFile(log, 'utf8')).trim().split('\n'), [
+      'env set ENTRA_PROXY_AZURE_CLIENT_ID abc',
+      'env get-values --output json',
+    ]);
+
+    const envFile = join(dir, '.env');
+    await writeFile(envFile, 'MY_OWN=1\n');
+    const { written } = await writeEnvFile(envFile, azd);
+    assert.deepEqual(written, ['MCP_SERVER_URL', 'AZURE_KEY_VAULT_NAME']);
+    const text = await readFile(envFile, 'utf8');
+    assert.equal(
+      text,
+      `MY_OWN=1\n\n${BEGIN}\nAPI_HOST=azure\nMCP_SERVER_URL=https://s.example/mcp\nAZURE_KEY_VAULT_NAME=kv-x\n${END}\n`,
+    );
+    assert.doesNotMatch(text, /never-written/);
+    // Idempotent: a second run replaces its block.
+    await writeEnvFile(envFile, azd);
+    assert.equal(await readFile(envFile, 'utf8'), text);
+  });
+
+  test('values that need it are quoted', () => {
+    const text = renderEnvFile('', {
+      APPLICATIONINSIGHTS_CONNECTION_STRING: 'InstrumentationKey=1;IngestionEndpoint=https://x/',
+    });
+    assert.match(
+      text,
+      /^APPLICATIONINSIGHTS_CONNECTION_STRING="InstrumentationKey=1;IngestionEndpoint=https:\/\/x\/"$/m,
+    );
+  });
+});

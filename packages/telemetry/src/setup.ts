@@ -1,0 +1,107 @@
+import { AzureMonitorTraceExporter } from '@azure/monitor-opentelemetry-exporter';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { registerInstrumentations } from '@opentelemetry/instrumentation';
+import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+
+/** Where spans go: chosen by the environment, `none` when nothing is configured. */
+export type TelemetryDestination = 'azure-monitor' | 'otlp' | 'none';
+
+export interface TelemetryOptions {
+  /** `service.name` of the resource, unless OTEL_SERVICE_NAME overrides it. */
+  serviceName: string;
+  serviceVersion?: string;
+  env?: Record<string, string | undefined>;
+  /**
+   * Extra processors (tests pass a SimpleSpanProcessor over an InMemorySpanExporter). With
+   * any, a tracer provider is registered even when no exporter is configured.
+   */
+  spanProcessors?: SpanProcessor[];
+  /** Postgres spans through @opentelemetry/instrumentation-pg (default true). */
+  instrumentPg?: boolean;
+}
+
+export interface Telemetry {
+  destination: TelemetryDestination;
+  /** Flushes pending spans and stops exporting; call on shutdown. */
+  shutdown(): Promise<void>;
+}
+
+/** The destination the environment selects; Azure Monitor wins when both are set. */
+export function telemetryDestination(env: Record<string, string | undefined> = process.env): TelemetryDestination {
+  if (env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim()) return 'azure-monitor';
+  if (env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim()) return 'otlp';
+  return 'none';
+}
+
+export function spanExporterFor(
+  destination: TelemetryDestination,
+  env: Record<string, string | undefined>,
+): SpanExporter | null {
+  switch (destination) {
+    case 'azure-monitor':
+      return new AzureMonitorTraceExporter({
+        connectionString: env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim() ?? '',
+      });
+    case 'otlp':
+      // The exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT and _HEADERS itself.
+      return new OTLPTraceExporter();
+    case 'none':
+      return null;
+  }
+}
+
+let active: Telemetry | undefined;
+
+/**
+ * Sets up tracing once per process. Without APPLICATIONINSIGHTS_CONNECTION_STRING or
+ * OTEL_EXPORTER_OTLP_ENDPOINT (and without test processors) nothing is registered: the
+ * OpenTelemetry API stays a no-op and the spans the middlewares start cost next to nothing.
+ *
+ * Postgres spans need the `pg` module to be loaded after this runs: import
+ * `@mcp-auth-stack/telemetry/register` (or call this) before anything that imports `pg`.
+ */
+export function setupTelemetry(options: TelemetryOptions): Telemetry {
+  if (active) return active;
+  const env = options.env ?? process.env;
+  const destination = telemetryDestination(env);
+  const exporter = spanExporterFor(destination, env);
+  const processors = [...(exporter ? [new BatchSpanProcessor(exporter)] : []), ...(options.spanProcessors ?? [])];
+  if (processors.length === 0) {
+    active = { destination, shutdown: async () => {} };
+    return active;
+  }
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({
+      [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME?.trim() || options.serviceName,
+      ...(options.serviceVersion ? { [ATTR_SERVICE_VERSION]: options.serviceVersion } : {}),
+    }),
+    spanProcessors: processors,
+  });
+  provider.register();
+  const unregister =
+    options.instrumentPg === false
+      ? () => {}
+      : registerInstrumentations({
+          tracerProvider: provider,
+          instrumentations: [
+            new PgInstrumentation({
+              // Statement text only (parameterised, so no values); never the bound parameters.
+              enhancedDatabaseReporting: false,
+              // Only queries made while serving something; no spans for idle pool traffic.
+              requireParentSpan: true,
+            }),
+          ],
+        });
+  active = {
+    destination,
+    async shutdown() {
+      unregister();
+      await provider.shutdown();
+    },
+  };
+  return active;
+}

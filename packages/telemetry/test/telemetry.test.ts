@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { serve } from '@hono/node-server';
+import { createStatelessMcpEndpoint } from '@mcp-auth-stack/mcp-hono';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import {
+  httpTracing,
+  MCP_ATTRIBUTES,
+  mcpOutcome,
+  mcpSpanName,
+  mcpTracing,
+  setupTelemetry,
+  spanExporterFor,
+  telemetryDestination,
+  traceMcpRequest,
+} from '../src/index.ts';
+
+/**
+ * A real MCP server behind the real Hono endpoint, traced into an in-memory exporter, called by
+ * the SDK's real client with a bearer token. Then: the spans, their names and attributes, the
+ * error outcomes, Postgres spans from a real server, and not one secret in any attribute.
+ */
+const TOKEN = 'super-secret-bearer-token-value-1234567890';
+const SECRET_ARGUMENT = 'card-number-4111111111111111';
+const SECRET_QUERY_VALUE = 'secret-query-parameter-value';
+
+// Read here rather than from @mcp-auth-stack/testing: that module imports `pg`, which must load after setup.
+const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://mcp_test:mcp_test@127.0.0.1:5432/postgres';
+const memory = new InMemorySpanExporter();
+const telemetry = setupTelemetry({
+  serviceName: 'telemetry-test',
+  env: {},
+  spanProcessors: [new SimpleSpanProcessor(memory)],
+});
+// Loaded after setup, as the server's entry module must arrange, so instrumentation-pg sees it.
+const { default: pg } = await import('pg');
+
+let url = '';
+let close: () => Promise<void> = async () => {};
+
+function spans(): ReadableSpan[] {
+  return memory.getFinishedSpans();
+}
+function named(name: string): ReadableSpan[] {
+  return spans().filter((span) => span.name === name);
+}
+
+before(async () => {
+  const server = new McpServer({ name: 'telemetry-test', version: '1.0.0' });
+  const pool = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
+  server.registerTool(
+    'add_expense',
+    { description: 'adds', inputSchema: { description: z.string() } },
+    async ({ description }) => {
+      await pool.query('SELECT $1::text AS echoed', [SECRET_QUERY_VALUE]);
+      return { content: [{ type: 'text', text: `added ${description.length}` }] };
+    },
+  );
+  server.registerTool('refuses', { description: 'always fails' }, async () => ({
+    isError: true,
+    content: [{ type: 'text', text: 'no' }],
+  }));
+  server.registerTool('throws', { description: 'throws' }, async () => {
+    throw new Error('boom');
+  });
+  const endpoint = await createStatelessMcpEndpoint(server);
+  const app = new Hono();
+  app.use(httpTracing());
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+  app.use('/mcp', async (c, next) => {
+    if (c.req.header('authorization') !== `Bearer ${TOKEN}`) return c.json({ error: 'unauthorized' }, 401);
+    return next();
+  });
+  app.use('/mcp', mcpTracing());
+  app.all('/mcp', (c) => endpoint.handle(c));
+  const listener = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
+  });
+  const address = listener.address();
+  url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  close = async () => {
+    await endpoint.close();
+    await pool.end();
+    await new Promise<void>((resolve) => listener.close(() => resolve()));
+  };
+
+  const client = new Client({ name: 'telemetry-test-client', version: '1.0.0' });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(`${url}/mcp`), {
+      requestInit: { headers: { Authorization: `Bearer ${TOKEN}` } },
+    }),
+  );
+  await client.listTools();
+  await client.callTool({ name: 'add_expense', arguments: { description: SECRET_ARGUMENT } });
+  await client.callTool({ name: 'add_expense', arguments: { description: 'lunch' } });
+  await client.callTool({ name: 'refuses', arguments: {} });
+  await client.callTool({ name: 'throws', arguments: {} });
+  await client.callTool({ name: 'no_such_tool', arguments: {} }).catch(() => undefined);
+  await client.close();
+  await fetch(`${url}/health`);
+  await fetch(`${url}/mcp?access_token=${TOKEN}`, { method: 'POST', body: '{}' }); // 401, token in the URL
+});
+
+after(async () => {
+  await close();
+  await telemetry.shutdown();
+});
+
+describe('telemetry', () => {
+  test('nothing is exported unless the environment names a destination', () => {
+    assert.equal(telemetry.destination, 'none');
+    assert.equal(telemetryDestination({}), 'none');
+    assert.equal(telemetryDestination({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' }), 'otlp');
+    assert.equal(
+      telemetryDestination({
+        APPLICATIONINSIGHTS_CONNECTION_STRING: 'InstrumentationKey=00000000-0000-0000-0000-000000000000',
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318',
+      }),
+      'azure-monitor',
+    );
+    assert.equal(spanExporterFor('none', {}), null);
+    assert.equal(
+      spanExporterFor('azure-monitor', {
+        APPLICATIONINSIGHTS_CONNECTION_STRING:
+          'InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/',
+      })?.constructor.name,
+      'AzureMonitorTraceExporter',
+    );
+    assert.equal(spanExporterFor('otlp', {})?.constructor.name, 'OTLPTraceExporter');
+  });
+
+  test('a span per tool call, named `tools/call <name>` with the GenAI attributes', () => {
+    const calls = named('tools/call add_expense');
+    assert.equal(calls.length, 2);
+    for (const span of calls) {
+      assert.equal(span.kind, SpanKind.SERVER);
+      assert.equal(span.attributes[MCP_ATTRIBUTES.method], 'tools/call');
+      assert.equal(span.attributes[MCP_ATTRIBUTES.toolName], 'add_expense');
+      assert.equal(span.attributes[MCP_ATTRIBUTES.operation], 'execute_tool');
+      assert.equal(span.status.code, SpanStatusCode.OK);
+      assert.equal(span.attributes[MCP_ATTRIBUTES.errorType], undefined);
+      assert.ok(span.attributes[MCP_ATTRIBUTES.requestId] !== undefined);
+    }
+    const list = named('tools/list');
+    assert.equal(list.length, 1);
+    assert.equal(list[0]?.attributes[MCP_ATTRIBUTES.operation], undefined);
+    assert.equal(named('initialize').length, 1);
+    // Notifications (notifications/initialized) are not requests: no span.
+    assert.equal(named('notifications/initialized').length, 0);
+  });
+
+  test('error outcomes: tool errors, thrown errors and unknown tools', () => {
+    const refused = named('tools/call refuses')[0];
+    assert.equal(refused?.status.code, SpanStatusCode.ERROR);
+    assert.equal(refused?.attributes[MCP_ATTRIBUTES.errorType], 'tool_error');
+    const thrown = named('tools/call throws')[0];
+    assert.equal(thrown?.status.code, SpanStatusCode.ERROR);
+    assert.equal(thrown?.attributes[MCP_ATTRIBUTES.errorType], 'tool_error');
+    const unknown = named('tools/call no_such_tool')[0];
+    assert.equal(unknown?.status.code, SpanStatusCode.ERROR);
+    assert.ok(unknown?.attributes[MCP_ATTRIBUTES.errorType], 'an error type for an unknown tool');
+  });
+
+  test('HTTP spans carry method, route and status, and parent the MCP spans', () => {
+    const http = named('POST /mcp');
+    assert.ok(http.length >= 7, `POST /mcp spans: ${http.length}`);
+    const unauthorized = http.find((span) => span.attributes['http.response.status_code'] === 401);
+    assert.ok(unauthorized, 'the rejected request has its HTTP span');
+    const health = named('GET /health')[0];
+    assert.equal(health?.attributes['http.route'], '/health');
+    assert.equal(health?.attributes['http.response.status_code'], 200);
+    const call = named('tools/call add_expense')[0];
+    const parent = http.find((span) => span.spanContext().spanId === call?.parentSpanContext?.spanId);
+    assert.ok(parent, 'the tool span is a child of its HTTP span');
+    // 401s never reach the MCP span middleware.
+    assert.equal(spans().filter((span) => span.name === 'initialize').length, 1);
+  });
+
+  test('Postgres queries made by a tool are child spans, without their parameter values', () => {
+    const call = named('tools/call add_expense')[0];
+    const queries = spans().filter(
+      (span) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql',
+    );
+    assert.ok(queries.length >= 2, `postgres spans: ${spans().map((span) => span.name)}`);
+    const ids = new Set(spans().map((span) => span.spanContext().spanId));
+    for (const query of queries) assert.ok(ids.has(query.parentSpanContext?.spanId ?? ''), 'a parent in this trace');
+    assert.ok(queries.some((query) => query.parentSpanContext?.spanId === call?.spanContext().spanId));
+  });
+
+  test('no Authorization header, token, argument or query value in any span', () => {
+    assert.ok(spans().length > 10);
+    for (const span of spans()) {
+      const text = JSON.stringify({
+        name: span.name,
+        attributes: span.attributes,
+        status: span.status,
+        events: span.events,
+      });
+      assert.doesNotMatch(text, /authorization/i, span.name);
+      assert.ok(!text.includes(TOKEN), `token in ${span.name}`);
+      assert.ok(!text.includes(SECRET_ARGUMENT), `tool argument in ${span.name}`);
+      assert.ok(!text.includes(SECRET_QUERY_VALUE), `query parameter in ${span.name}`);
+      assert.doesNotMatch(text, /Bearer/, span.name);
+    }
+  });
+
+  test('traceMcpRequest: a thrown dispatch ends the span in error and rethrows', async () => {
+    await assert.rejects(
+      traceMcpRequest({ method: 'tools/call', id: 9, params: { name: 'direct' } }, async () => {
+        throw new TypeError('kaputt');
+      }),
+      TypeError,
+    );
+    const span = named('tools/call direct')[0];
+    assert.equal(span?.attributes[MCP_ATTRIBUTES.errorType], 'TypeError');
+    assert.equal(span?.status.code, SpanStatusCode.ERROR);
+    assert.equal(span?.status.message, 'TypeError');
+  });
+
+  test('names and outcomes from plain JSON-RPC messages', () => {
+    assert.equal(mcpSpanName({ method: 'tools/call', params: { name: 'x' } }), 'tools/call x');
+    assert.equal(mcpSpanName({ method: 'prompts/get', params: { name: 'p' } }), 'prompts/get p');
+    assert.equal(mcpSpanName({ method: 'resources/read', params: { uri: 'expenses://me' } }), 'resources/read');
+    assert.equal(mcpSpanName({ method: 'tools/call', params: {} }), 'tools/call');
+    assert.deepEqual(mcpOutcome({ jsonrpc: '2.0', id: 1, result: { content: [] } }), { ok: true });
+    assert.equal(mcpOutcome({ jsonrpc: '2.0', id: 1, result: { isError: true } }).ok, false);
+    const error = mcpOutcome({ jsonrpc: '2.0', id: 1, error: { code: -32602, message: 'bad' } });
+    assert.deepEqual(error.ok ? null : [error.errorType, error.rpcCode], ['-32602', -32602]);
+  });
+});
