@@ -1,10 +1,10 @@
 /**
  * `pnpm start`: the whole stack locally, one command, Ctrl-C stops everything.
  *
- * With MCP_AUTH_PROVIDER unset: Keycloak (the local runner, realm imported) and the MCP server
- * on the embedded database. The server's Keycloak mode is the next issue; until it lands the
- * server runs in `key` mode beside Keycloak. MCP_AUTH_PROVIDER=key or none runs that mode
- * alone, without Keycloak. In key mode the first run creates a demo key and shows it once.
+ * With MCP_AUTH_PROVIDER unset or `keycloak`: Keycloak (the local runner, realm imported) and
+ * the MCP server in `keycloak` mode on the embedded database. MCP_AUTH_PROVIDER=key or none
+ * runs that mode alone, without Keycloak. In key mode the first run creates a demo key and
+ * shows it once.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -15,8 +15,16 @@ import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
 
 const DEMO_USER = 'demo-user';
-const wholeStack = !process.env.MCP_AUTH_PROVIDER;
-const env: NodeJS.ProcessEnv = { ...process.env, MCP_AUTH_PROVIDER: process.env.MCP_AUTH_PROVIDER ?? 'key' };
+const mode = process.env.MCP_AUTH_PROVIDER ?? 'keycloak';
+const wholeStack = mode === 'keycloak';
+const keycloakPort = Number(process.env.KEYCLOAK_PORT ?? 8080);
+const env: NodeJS.ProcessEnv = {
+  ...process.env,
+  MCP_AUTH_PROVIDER: mode,
+  ...(wholeStack && !process.env.KEYCLOAK_REALM_URL
+    ? { KEYCLOAK_REALM_URL: `http://localhost:${keycloakPort}/realms/mcp` }
+    : {}),
+};
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -41,7 +49,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => vo
 if (wholeStack) {
   const interactive = process.stdout.isTTY;
   keycloak = await startKeycloak({
-    httpPort: Number(process.env.KEYCLOAK_PORT ?? 8080),
+    httpPort: keycloakPort,
     managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
     instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
     ifRunning: 'reuse',
@@ -106,8 +114,15 @@ if (config.authMode === 'key') {
     '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
     '  VS Code   .vscode/mcp.json has "expenses (API key)"; paste the key when it asks.',
   );
+} else if (config.authMode === 'keycloak') {
+  lines.push(
+    '',
+    `  VS Code   .vscode/mcp.json has "expenses": start it, and VS Code registers itself with Keycloak and`,
+    '            opens the login page (sign in as one of the demo users).',
+    `  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)`,
+  );
 } else {
-  lines.push('', '  VS Code   .vscode/mcp.json has "expenses (no auth)".');
+  lines.push('', '  VS Code   .vscode/mcp.json has "expenses" (no auth in this mode).');
 }
 lines.push('  Ctrl-C stops everything.', '');
 process.stdout.write(`${lines.join('\n')}\n`);
