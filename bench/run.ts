@@ -8,6 +8,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +17,7 @@ import { migrate, openDatabase } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 2);
@@ -141,6 +143,43 @@ async function main() {
     );
     await cNone.stop();
 
+    // Keycloak mode with real RS256 tokens, from a stand-in issuer that serves metadata and keys
+    // (a real Keycloak would only add its own load to the two cores being measured).
+    const issuer = await startTokenIssuer();
+    const kcPort = await freePort();
+    const kcBase = `http://localhost:${kcPort}`;
+    const token = await issuer.sign({
+      sub: USER_ID,
+      aud: `${kcBase}/mcp`,
+      scope: 'mcp:access expenses:read expenses:write',
+      azp: 'bench-client',
+    });
+    const ck = await start([MAIN], {
+      MCP_AUTH_PROVIDER: 'keycloak',
+      KEYCLOAK_REALM_URL: issuer.url,
+      MCP_SERVER_BASE_URL: kcBase,
+      PORT: String(kcPort),
+    });
+    const bearer = { ...mcpHeaders(''), authorization: `Bearer ${token}` };
+    rows.push(
+      await measure('CK this server (keycloak mode, RS256): tools/list', ck, {
+        url: `${ck.url}/mcp`,
+        method: 'POST',
+        headers: bearer,
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      }),
+    );
+    rows.push(
+      await measure('CK this server (keycloak mode, RS256): get_user_expenses', ck, {
+        url: `${ck.url}/mcp`,
+        method: 'POST',
+        headers: bearer,
+        body: toolCall('get_user_expenses', READ_ARGS),
+      }),
+    );
+    await ck.stop();
+    await issuer.close();
+
     const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
     rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, { url: `${d.url}/read` }));
     rows.push(await measure('D  bare Hono + same SQL, same pool: write', d, { url: `${d.url}/write`, method: 'POST' }));
@@ -199,6 +238,36 @@ function startProcess(args: string[], env: Record<string, string>): Promise<Star
     }
     child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${output}`)));
   });
+}
+
+/** A stand-in OIDC issuer on loopback: discovery document, JWKS, and RS256 tokens it signs. */
+async function startTokenIssuer() {
+  const { privateKey, publicKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'bench-key', alg: 'RS256', use: 'sig' };
+  const server = createHttpServer((request, response) => {
+    response.setHeader('content-type', 'application/json');
+    if (request.url?.endsWith('/protocol/openid-connect/certs')) {
+      response.end(JSON.stringify({ keys: [jwk] }));
+    } else if (request.url?.endsWith('/.well-known/openid-configuration')) {
+      response.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/protocol/openid-connect/certs` }));
+    } else {
+      response.statusCode = 404;
+      response.end('{}');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/realms/bench`;
+  return {
+    url,
+    sign: (claims: Record<string, unknown>) =>
+      new SignJWT(claims)
+        .setProtectedHeader({ alg: 'RS256', kid: 'bench-key', typ: 'JWT' })
+        .setIssuer(url)
+        .setIssuedAt()
+        .setExpirationTime('2h')
+        .sign(privateKey),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 function freePort(): Promise<number> {
@@ -275,6 +344,9 @@ function print(rows: Row[], soak: Row[]) {
     `C read  / B       = ${ratio(cRead.rps, b.rps)}  (target ≥ 10: ${check(cRead.rps >= 10 * b.rps)})`,
     `C read  / A       = ${ratio(cRead.rps, a.rps)}`,
     `C0 read / D read  = ${ratio(find('C0').rps, dRead.rps)}  (the MCP layer without the key lookup)`,
+    `CK tools/list / A = ${ratio(find('CK this server (keycloak mode, RS256): tools').rps, a.rps)}  (target ≥ 0.5: ${check(find('CK this server (keycloak mode, RS256): tools').rps >= 0.5 * a.rps)})`,
+    `CK read / D read  = ${ratio(find('CK this server (keycloak mode, RS256): get').rps, dRead.rps)}  (target ≥ 0.7: ${check(find('CK this server (keycloak mode, RS256): get').rps >= 0.7 * dRead.rps)})`,
+    `CK p99 read       = ${find('CK this server (keycloak mode, RS256): get').p99} ms`,
     `C p99 read / write = ${cRead.p99} / ${cWrite.p99} ms  (target < 10: ${check(cRead.p99 < 10 && cWrite.p99 < 10)})`,
     `C errors = ${cRead.errors + cWrite.errors}  (target 0: ${check(cRead.errors + cWrite.errors === 0)})`,
     `C peak RSS = ${Math.max(...soak.map((row) => row.peakRssMb), cWrite.peakRssMb)} MB  (target < 150: ${check(Math.max(...soak.map((row) => row.peakRssMb)) < 150)})`,

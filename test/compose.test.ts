@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { parse } from 'yaml';
+import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts';
 import { CONFIG_VARIABLES } from '../apps/server/src/config.ts';
 
 /**
@@ -34,7 +35,8 @@ const keycloak = services.keycloak as Service;
 
 describe('docker-compose.yml', () => {
   test("has the stack's services", () => {
-    assert.deepEqual(Object.keys(services).sort(), ['keycloak', 'postgres', 'server']);
+    assert.deepEqual(Object.keys(services).sort(), ['agent', 'keycloak', 'postgres', 'server']);
+    assert.deepEqual((services.agent as Service & { profiles?: string[] }).profiles, ['agent']);
   });
 
   test('every service has a health check and waits for healthy dependencies', () => {
@@ -93,7 +95,7 @@ describe('docker-compose.yml', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     for (const service of Object.values(services)) {
       for (const port of service.ports ?? []) {
-        const published = port.split(':')[0] as string;
+        const published = port.split(':').at(-2) as string;
         assert.match(readme, new RegExp(`localhost:${published}`), `README mentions port ${published}`);
       }
     }

@@ -85,7 +85,14 @@ export async function startCallbackServer(): Promise<CallbackServer> {
   const received: URLSearchParams[] = [];
   const waiters: ((params: URLSearchParams) => void)[] = [];
   const server: Server = createServer((request, response) => {
-    const params = new URL(request.url ?? '/', 'http://127.0.0.1').searchParams;
+    const url = new URL(request.url ?? '/', 'http://127.0.0.1');
+    // Browsers also ask the redirect's origin for /favicon.ico; only the callback counts.
+    if (url.pathname !== '/callback') {
+      response.statusCode = 404;
+      response.end();
+      return;
+    }
+    const params = url.searchParams;
     received.push(params);
     waiters.shift()?.(params);
     response.setHeader('content-type', 'text/plain');
