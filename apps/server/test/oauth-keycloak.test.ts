@@ -366,10 +366,9 @@ async function stepUp(stack: TestStack): Promise<{ error?: string; added?: boole
     const params = await oauth.callback.next();
     const error = params.get('error');
     if (error) return { error };
-    assert.equal(
-      await auth(oauth, { serverUrl: mcpUrl, authorizationCode: params.get('code') as string }),
-      'AUTHORIZED',
-    );
+    const code = params.get('code');
+    assert.ok(code, `the login returned a code: ${params.toString()}`);
+    assert.equal(await auth(oauth, { serverUrl: mcpUrl, authorizationCode: code }), 'AUTHORIZED');
     assert.match(String(decodeJwtPayload(oauth.tokens()?.access_token as string).scope), /expenses:write/);
     const added = await call(client, 'add_user_expense', lunch);
     assert.equal(added.isError, undefined);
