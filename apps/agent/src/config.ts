@@ -35,6 +35,11 @@ export type McpAuthConfig =
       /** HTTPS URL of a Client ID Metadata Document; used when the authorization server supports CIMD. */
       clientMetadataUrl: string | undefined;
       scope: string;
+      /**
+       * `MCP_SCOPE` was set: the first login asks for exactly that; unset, it also asks for what
+       * the server's 401 names.
+       */
+      exactScope: boolean;
       /** Port of the loopback redirect listener on 127.0.0.1; 0 picks a free one. */
       redirectPort: number;
       /** Where tokens and client registrations are kept (files mode 0600). */
@@ -216,6 +221,7 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
         clientId: optional(env, 'MCP_CLIENT_ID'),
         clientMetadataUrl,
         scope,
+        exactScope: optional(env, 'MCP_SCOPE') !== undefined,
         redirectPort: integer(env, 'MCP_OAUTH_REDIRECT_PORT', 0, 0, 65535),
         cacheDir: text(env, 'MCP_CACHE_DIR', defaultCacheDir(env)),
       };

@@ -69,6 +69,7 @@ export async function prepareConnections(
       const oauthProvider = await InteractiveOAuthProvider.create({
         mcpUrl: url,
         scope: auth.scope,
+        exactScope: auth.exactScope,
         clientId: auth.clientId,
         clientMetadataUrl: auth.clientMetadataUrl,
         redirectPort: auth.redirectPort,

@@ -175,9 +175,15 @@ describe('MCP settings', () => {
       clientId: undefined,
       clientMetadataUrl: undefined,
       scope: 'mcp:access expenses:read expenses:write',
+      exactScope: false,
       redirectPort: 0,
       cacheDir: '/tmp/xdg/mcp-auth-stack/agent',
     });
+    const narrow = loadConfig({ API_HOST: 'ollama', MCP_SCOPE: 'mcp:access expenses:read' }).mcpAuth;
+    assert.deepEqual(narrow.mode === 'oauth' ? [narrow.scope, narrow.exactScope] : [], [
+      'mcp:access expenses:read',
+      true,
+    ]);
     const withoutXdg = loadConfig({ API_HOST: 'ollama', HOME: '/home/u' }).mcpAuth;
     assert.equal(withoutXdg.mode === 'oauth' ? withoutXdg.cacheDir : undefined, '/home/u/.cache/mcp-auth-stack/agent');
   });

@@ -1,15 +1,15 @@
 /**
- * The agent's two OAuth clients against a real Keycloak (one per file) with the repository's
- * realm: client credentials with the service-account client, and the interactive login driven
- * through Keycloak's login page with Chromium. The MCP server's Keycloak mode is not there yet,
- * so a stand-in protected resource answers the discovery requests (helpers/protected-resource.ts).
+ * The agent against the real MCP server in `keycloak` mode (direct registration) and a real
+ * Keycloak with the repository's realm (one start per file), real PostgreSQL, and the scripted
+ * model: client credentials with the service-account client, and the interactive login of
+ * `pnpm agent` itself, its `$BROWSER` driven through Keycloak's login page with Chromium,
+ * including the step-up the server asks for with a real HTTP 403.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import { after, before, beforeEach, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import {
   DEMO_USERS,
@@ -23,72 +23,153 @@ import {
   freePort,
   launchChromium,
   scopesOf,
-  signIn,
   verifyRs256,
 } from '../../../packages/keycloak/test/helpers.ts';
+import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
+import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
   ClientCredentialsTokenSource,
   clientCredentialsAuthProvider,
   TokenRequestError,
 } from '../src/auth/client-credentials.ts';
 import { InteractiveOAuthProvider } from '../src/auth/oauth-provider.ts';
-import { DEFAULT_MCP_SCOPE } from '../src/config.ts';
-import { type ProtectedResource, startProtectedResource } from './helpers/protected-resource.ts';
+import { type StoredSession, TokenStore } from '../src/auth/token-store.ts';
+import { DEFAULT_MCP_SCOPE, loadConfig } from '../src/config.ts';
+import { startAgent } from '../src/runtime.ts';
+import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
+import { type BrowserHook, type Login, startBrowserHook } from './helpers/browser-hook.ts';
+import {
+  type ChatRequest,
+  messageText,
+  type ScriptEntry,
+  type ScriptedLlm,
+  startScriptedLlm,
+} from './helpers/scripted-llm.ts';
 
-const AGENT_SECRET = REALM_CLIENTS.agent.demoSecret;
+const AGENT_SECRET = 'agent-secret-for-this-test';
 const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];
 
 let keycloak: RunningKeycloak;
-let resource: ProtectedResource;
+let stack: TestStack;
+let mcpUrl: string;
 let browser: Browser;
+let hook: BrowserHook;
+let llm: ScriptedLlm;
 let cacheRoot: string;
 
 before(
   async () => {
-    const resourcePort = await freePort();
-    const mcpUrl = `http://127.0.0.1:${resourcePort}/mcp`;
+    // The server's canonical URL (and so the token audience) is http://localhost:<port>/mcp.
+    const serverPort = await freePort();
+    const baseUrl = `http://localhost:${serverPort}`;
+    mcpUrl = `${baseUrl}/mcp`;
     keycloak = await startKeycloak({
       httpPort: await freePort(),
       managementPort: await freePort(),
-      realmEnv: { MCP_SERVER_RESOURCE_URL: mcpUrl },
+      realmEnv: { MCP_SERVER_RESOURCE_URL: mcpUrl, KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
       onProgress: ({ phase, message, elapsedMs }) => {
         if (phase !== 'waiting') console.log(`keycloak ${Math.round(elapsedMs / 1000)} s ${phase}: ${message}`);
       },
     });
-    resource = await startProtectedResource(resourcePort, keycloak.realmUrl, DEFAULT_MCP_SCOPE.split(' '));
-    browser = await launchChromium();
     cacheRoot = await mkdtemp(join(tmpdir(), 'agent-oauth-'));
+    [stack, browser, llm] = await Promise.all([
+      startTestStack({
+        PORT: String(serverPort),
+        MCP_SERVER_BASE_URL: baseUrl,
+        MCP_AUTH_PROVIDER: 'keycloak',
+        KEYCLOAK_REALM_URL: keycloak.realmUrl,
+        KEYCLOAK_REGISTRATION: 'direct',
+      }),
+      launchChromium(),
+      startScriptedLlm(),
+    ]);
+    hook = await startBrowserHook(browser, cacheRoot);
   },
   { timeout: 600_000 },
 );
 
 after(async () => {
+  await hook?.close();
   await browser?.close();
-  await resource?.close();
+  await llm?.close();
+  await stack?.close();
   await keycloak?.stop();
   if (cacheRoot) await rm(cacheRoot, { recursive: true, force: true });
 });
 
+beforeEach(() => {
+  llm.requests.length = 0;
+});
+
+/** The model's script: add the expense, read the list back, answer quoting what came back. */
+function addAndReadBack(description: string): ScriptEntry[] {
+  return [
+    {
+      toolCalls: [
+        {
+          name: 'add_user_expense',
+          arguments: { date: '2025-12-17', amount: 1200, category: 'gadget', description, payment_method: 'visa' },
+        },
+      ],
+    },
+    { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'gadget' } }] },
+    (request: ChatRequest) => ({ content: `Done. Your gadget expenses: ${messageText(request.messages.at(-1))}` }),
+  ];
+}
+
+const ownersOf = async (description: string) =>
+  (await stack.sql.query('SELECT user_id FROM expenses WHERE description = $1', [description])).rows.map(
+    (row: { user_id: string }) => row.user_id,
+  );
+
+/** The server's request log lines for POST /mcp, as `status` numbers, from index `from` on. */
+const mcpStatuses = (from = 0) =>
+  stack.logs
+    .slice(from)
+    .map((line) => JSON.parse(line) as { msg: string; method?: string; path?: string; status?: number })
+    .filter((entry) => entry.msg === 'request' && entry.method === 'POST' && entry.path === '/mcp')
+    .map((entry) => entry.status);
+
+const session = async (cacheDir: string) =>
+  JSON.parse(await readFile(new TokenStore(cacheDir, mcpUrl).file, 'utf8')) as StoredSession;
+
+const oauthEnv = (cacheDir: string, extra: Record<string, string> = {}): Record<string, string> => ({
+  ...scriptedModelEnv(llm.baseUrl),
+  MCP_AUTH: 'oauth',
+  MCP_SERVER_URL: mcpUrl,
+  MCP_CACHE_DIR: cacheDir,
+  ...extra,
+});
+
+const scopesAsked = (login: Login | undefined) =>
+  (login?.url.searchParams.get('scope') ?? '').split(' ').sort().join(' ');
+
 describe('client credentials (the headless agent acts as its own service account)', () => {
   const source = (overrides: Partial<ConstructorParameters<typeof ClientCredentialsTokenSource>[0]> = {}) =>
     new ClientCredentialsTokenSource({
-      mcpUrl: resource.mcpUrl,
+      mcpUrl,
       clientId: REALM_CLIENTS.agent.clientId,
       clientSecret: AGENT_SECRET,
       scope: DEFAULT_MCP_SCOPE,
       ...overrides,
     });
+  const agentEnv = () => ({
+    ...scriptedModelEnv(llm.baseUrl),
+    MCP_AUTH: 'client_credentials',
+    MCP_CLIENT_SECRET: AGENT_SECRET,
+    MCP_SERVER_URL: mcpUrl,
+  });
 
-  test('discovers the token endpoint from the 401 and gets a token whose audience is the MCP URL', async () => {
+  test('discovers the token endpoint from the server’s 401 and gets a token whose audience is the MCP URL', async () => {
     const tokens = source();
     assert.deepEqual(await tokens.endpoint(), {
       tokenEndpoint: `${keycloak.realmUrl}/protocol/openid-connect/token`,
-      resource: resource.mcpUrl,
+      resource: mcpUrl,
     });
     const token = await tokens.accessToken();
     assert.ok(await verifyRs256(keycloak.realmUrl, token), 'signed by the realm');
     const claims = decodeJwtPayload(token);
-    assert.ok(audienceOf(claims).includes(resource.mcpUrl), `aud ${JSON.stringify(claims.aud)}`);
+    assert.ok(audienceOf(claims).includes(mcpUrl), `aud ${JSON.stringify(claims.aud)}`);
     assert.equal(claims.azp, REALM_CLIENTS.agent.clientId);
     assert.equal(claims.preferred_username, `service-account-${REALM_CLIENTS.agent.clientId}`);
     assert.equal(claims.iss, keycloak.realmUrl);
@@ -121,16 +202,17 @@ describe('client credentials (the headless agent acts as its own service account
       mcpUrl: 'http://127.0.0.1:9/unreachable',
       tokenUrl: `${keycloak.realmUrl}/protocol/openid-connect/token`,
     });
-    // Resource-indicators: the token must be for an MCP URL the realm knows, so use the known one.
+    // Resource indicators: the token must be for an MCP URL the realm knows, so use the known one.
     const configured = source({ tokenUrl: `${keycloak.realmUrl}/protocol/openid-connect/token` });
-    assert.ok(audienceOf(decodeJwtPayload(await configured.accessToken())).includes(resource.mcpUrl));
+    assert.ok(audienceOf(decodeJwtPayload(await configured.accessToken())).includes(mcpUrl));
     await assert.rejects(
       direct.accessToken(),
       (error: Error) => error instanceof TokenRequestError && error.status === 400,
     );
     await assert.rejects(
-      source({ clientSecret: 'wrong' }).accessToken(),
+      source({ clientSecret: REALM_CLIENTS.agent.demoSecret }).accessToken(),
       (error: Error) => error instanceof TokenRequestError && error.status === 401,
+      'the realm took KEYCLOAK_AGENT_CLIENT_SECRET, not the demo secret',
     );
   });
 
@@ -148,76 +230,110 @@ describe('client credentials (the headless agent acts as its own service account
     assert.equal(tokens.tokenRequests, 1);
     assert.equal(provider.redirectUrl, undefined, 'non-interactive for the SDK');
   });
+
+  test('the agent adds an expense through the real server and reads it back; the row is the service account’s', async () => {
+    const running = await startAgent(loadConfig(agentEnv()));
+    try {
+      llm.script(addAndReadBack('Service laptop'));
+      const turn = await running.agent.run('yesterday I bought a laptop for $1200 using my visa');
+      assert.equal(llm.remaining(), 0, 'the whole script was used');
+      assert.deepEqual(
+        turn.toolCalls.map((call) => [call.name, call.isError]),
+        [
+          ['add_user_expense', false],
+          ['get_user_expenses', false],
+        ],
+      );
+      assert.match(turn.reply, /^Done\. Your gadget expenses: .*Service laptop/s);
+
+      const serviceAccount = await serviceAccountUser(REALM_CLIENTS.agent.clientId);
+      assert.equal(serviceAccount.username, `service-account-${REALM_CLIENTS.agent.clientId}`);
+      assert.deepEqual(await ownersOf('Service laptop'), [serviceAccount.id]);
+      const token = await running.connections.tokenSource?.accessToken();
+      assert.equal(decodeJwtPayload(token ?? '').sub, serviceAccount.id, 'the token’s sub is that user');
+      assert.equal(running.connections.tokenSource?.tokenRequests, 1, 'one token for start-up and all the calls');
+    } finally {
+      await running.close();
+    }
+  });
+
+  test('HTTP mode (the container’s configuration) chats with the real server as the service account', async () => {
+    const agent = await spawnServe(agentEnv());
+    try {
+      assert.deepEqual(await (await fetch(`${agent.url}/health`)).json(), { status: 'ok', tools: 4 });
+      llm.script(addAndReadBack('Served laptop'));
+      const response = await fetch(`${agent.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ message: 'yesterday I bought a laptop for $1200 using my visa' }),
+      });
+      assert.equal(response.status, 200);
+      assert.match(((await response.json()) as { reply: string }).reply, /Served laptop/);
+      assert.deepEqual(await ownersOf('Served laptop'), [(await serviceAccountUser(REALM_CLIENTS.agent.clientId)).id]);
+      assert.doesNotMatch(agent.output(), new RegExp(AGENT_SECRET), 'no secret in the logs');
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  });
+
+  test('a wrong secret stops start-up with Keycloak’s refusal', async () => {
+    await assert.rejects(
+      startAgent(loadConfig({ ...agentEnv(), MCP_CLIENT_SECRET: 'wrong' })),
+      (error: Error) => error instanceof TokenRequestError && error.status === 401,
+    );
+  });
 });
 
-describe('interactive OAuth (a person at a browser)', () => {
-  /** Plays the person: signs in as alice on Keycloak's page and accepts the consent for the DCR client. */
-  const signInAs = (user: typeof alice, opened: string[]) => async (url: string) => {
-    opened.push(url);
-    const context = await browser.newContext();
-    context.setDefaultTimeout(15_000);
-    const page = await context.newPage();
-    // The login runs in the background, as a real browser would; the provider waits on its loopback listener.
-    void signIn(page, url, user, { expectClientName: 'Expenses agent (mcp-auth-stack)' })
-      .then(() => page.waitForURL(/127\.0\.0\.1:\d+\/callback/))
-      .catch(() => {}) // a failed login shows as the provider's timeout, with its message
-      .finally(() => context.close());
-    return true;
-  };
+describe('interactive OAuth: pnpm agent signs in through the browser ($BROWSER)', () => {
+  const cliEnv = (cacheDir: string) => ({ ...oauthEnv(cacheDir), BROWSER: hook.program });
 
-  test('first run: discovery from the 401, DCR, PKCE, resource, loopback redirect; cached 0600; second run needs no browser', async () => {
-    const cacheDir = join(cacheRoot, 'first');
-    const opened: string[] = [];
-    const printed: string[] = [];
-    const provider = await InteractiveOAuthProvider.create({
-      mcpUrl: resource.mcpUrl,
-      scope: DEFAULT_MCP_SCOPE,
-      redirectPort: 0,
-      cacheDir,
-      openBrowser: signInAs(alice, opened),
-      print: (line) => printed.push(line),
-      loginTimeoutMs: 60_000,
-    });
-    await provider.ensureAuthorized();
+  test('first run: DCR, PKCE, resource, login on Keycloak’s page, the tool call works; cached 0600; second run needs no browser', async () => {
+    const cacheDir = join(cacheRoot, 'cli');
+    hook.as(alice);
+    const logins = hook.logins.length;
+    llm.script(addAndReadBack('OAuth laptop'));
+    const first = await runCli(['yesterday I bought a laptop for $1200 using my visa'], cliEnv(cacheDir));
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(hook.logins.length, logins + 1, 'the browser opened once');
+    const login = hook.logins[logins] as Login;
+    assert.equal(login.error, undefined);
 
-    assert.equal(opened.length, 1);
-    const authorize = new URL(opened[0] ?? '');
+    const authorize = login.url;
     assert.equal(authorize.origin + authorize.pathname, `${keycloak.realmUrl}/protocol/openid-connect/auth`);
     assert.equal(authorize.searchParams.get('code_challenge_method'), 'S256');
-    assert.equal(authorize.searchParams.get('resource'), resource.mcpUrl);
+    assert.equal(authorize.searchParams.get('resource'), mcpUrl);
     assert.match(authorize.searchParams.get('redirect_uri') ?? '', /^http:\/\/127\.0\.0\.1:\d+\/callback$/);
-    assert.ok(
-      printed.some((line) => line.includes(authorize.href)),
-      'the URL is printed too',
-    );
+    assert.match(login.consent ?? '', /Expenses agent \(mcp-auth-stack\)/, 'the consent page names the agent');
+    assert.ok(first.stderr.includes(authorize.href), 'the URL is printed too');
+    assert.match(first.stdout, /← add_user_expense: .*OAuth laptop/);
+    assert.match(first.stdout, /Done\. Your gadget expenses: .*OAuth laptop/);
 
-    const tokens = await provider.tokens();
-    assert.ok(tokens?.access_token);
-    assert.equal(tokens.refresh_token, undefined, 'the refresh token is never handed to the SDK');
-    const claims = decodeJwtPayload(tokens.access_token);
-    assert.ok(await verifyRs256(keycloak.realmUrl, tokens.access_token));
-    assert.deepEqual(audienceOf(claims), [resource.mcpUrl]);
-    assert.equal(claims.sub, await userId(alice.username), 'the token is alice’s');
-    assert.ok(scopesOf(claims).includes('expenses:write'), `scope ${claims.scope}`);
+    const aliceId = await userId(alice.username);
+    assert.deepEqual(await ownersOf('OAuth laptop'), [aliceId], 'stored as alice');
+    const cached = await session(cacheDir);
+    const token = cached.tokens?.access_token ?? '';
+    assert.ok(await verifyRs256(keycloak.realmUrl, token));
+    assert.deepEqual(audienceOf(decodeJwtPayload(token)), [mcpUrl]);
+    assert.equal(decodeJwtPayload(token).sub, aliceId);
+    assert.ok(cached.tokens?.refresh_token, 'the refresh token is kept on disk');
+    assert.equal(cached.clientInformation?.client_id, authorize.searchParams.get('client_id'));
+    assert.equal((await stat(new TokenStore(cacheDir, mcpUrl).file)).mode & 0o777, 0o600, 'cache file owner-only');
+    assert.equal((await stat(cacheDir)).mode & 0o777, 0o700, 'cache directory owner-only');
 
-    assert.equal((await stat(provider.cacheFile)).mode & 0o777, 0o600, 'token cache file is owner-only');
-    assert.equal((await stat(cacheDir)).mode & 0o777, 0o700, 'cache directory is owner-only');
-
-    const again = await InteractiveOAuthProvider.create({
-      mcpUrl: resource.mcpUrl,
-      scope: DEFAULT_MCP_SCOPE,
-      redirectPort: 0,
-      cacheDir,
-      openBrowser: async () => assert.fail('the second run must not open a browser'),
-      print: () => {},
-    });
-    await again.ensureAuthorized();
-    assert.equal((await again.tokens())?.access_token, tokens.access_token);
-    assert.equal(again.redirectUrl, provider.redirectUrl, 'the registered redirect URI is reused');
+    // Second run: the cached token; a browser opening now would be refused at once (and counted).
+    hook.as('deny');
+    llm.script([{ toolCalls: [{ name: 'get_user_expenses', arguments: {} }] }, { content: 'Listed.' }]);
+    const from = stack.logs.length;
+    const second = await runCli(['what did I buy?'], cliEnv(cacheDir));
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(hook.logins.length, logins + 1, 'no browser on the second run');
+    assert.match(second.stdout, /← get_user_expenses: .*OAuth laptop/);
+    assert.ok(mcpStatuses(from).length > 0 && mcpStatuses(from).every((status) => status === 200 || status === 202));
+    assert.equal((await session(cacheDir)).tokens?.access_token, token, 'the same token');
 
     // An hour later the access token has expired: the refresh token renews it, still without a browser.
     const later = await InteractiveOAuthProvider.create({
-      mcpUrl: resource.mcpUrl,
+      mcpUrl,
       scope: DEFAULT_MCP_SCOPE,
       redirectPort: 0,
       cacheDir,
@@ -227,56 +343,121 @@ describe('interactive OAuth (a person at a browser)', () => {
     });
     const refreshed = await later.tokens();
     assert.equal(later.refreshes, 1);
-    assert.ok(refreshed?.access_token && refreshed.access_token !== tokens.access_token);
-    assert.deepEqual(audienceOf(decodeJwtPayload(refreshed.access_token)), [resource.mcpUrl]);
+    assert.ok(refreshed?.access_token && refreshed.access_token !== token);
+    assert.equal(refreshed.refresh_token, undefined, 'the refresh token is never handed to the SDK');
+    assert.deepEqual(audienceOf(decodeJwtPayload(refreshed.access_token)), [mcpUrl]);
   });
 
-  test('step-up: a read-only login gains expenses:write when the server asks for it', async () => {
-    const opened: string[] = [];
-    const provider = await InteractiveOAuthProvider.create({
-      mcpUrl: resource.mcpUrl,
-      scope: 'mcp:access expenses:read',
-      redirectPort: 0,
-      cacheDir: join(cacheRoot, 'step-up'),
-      openBrowser: signInAs(alice, opened),
-      print: () => {},
-      loginTimeoutMs: 60_000,
-    });
-    await provider.ensureAuthorized();
-    const before = scopesOf(decodeJwtPayload((await provider.tokens())?.access_token ?? ''));
-    assert.ok(before.includes('expenses:read') && !before.includes('expenses:write'), `scope ${before.join(' ')}`);
+  test('step-up through the server’s 403: the agent signs in again with the challenged scope and retries the call once', async () => {
+    hook.as(alice);
+    const logins = hook.logins.length;
+    const printed: string[] = [];
+    // The agent's real browser step: $BROWSER started with the URL.
+    const deps = {
+      openBrowser: systemBrowserOpener({ BROWSER: hook.program }),
+      print: (line: string) => printed.push(line),
+    };
 
-    // As the SDK transport calls it after a 403 insufficient_scope naming only the missing scope.
-    const result = await auth(provider, { serverUrl: resource.mcpUrl, scope: 'expenses:write' });
-    assert.equal(result, 'REDIRECT', 'the SDK sees a redirect; the provider finished the login inside it');
-    assert.equal(provider.authorizations, 2);
-    assert.equal(
-      new URL(opened[1] ?? '').searchParams.get('scope')?.split(' ').sort().join(' '),
-      'expenses:read expenses:write mcp:access',
+    // MCP_SCOPE set: the first login asks for exactly that, not for what the 401 names. The
+    // server then lists only the tools that token may call, so no write tool reaches the model
+    // (see the report: step-up cannot start from a tool the agent never saw).
+    const readOnly = await startAgent(
+      loadConfig(oauthEnv(join(cacheRoot, 'read-only'), { MCP_SCOPE: 'mcp:access expenses:read' })),
+      deps,
     );
-    const after = scopesOf(decodeJwtPayload((await provider.tokens())?.access_token ?? ''));
-    assert.ok(after.includes('expenses:write') && after.includes('expenses:read'), `scope ${after.join(' ')}`);
+    try {
+      assert.equal(scopesAsked(hook.logins[logins]), 'expenses:read mcp:access');
+      assert.deepEqual(readOnly.agent.toolNames.sort(), ['get_spending_summary', 'get_user_expenses']);
+    } finally {
+      await readOnly.close();
+    }
+
+    // An agent that listed the write tools and then holds a read-only token: narrowed here with
+    // a refresh grant that asks for less (RFC 6749 §6), as a shorter-lived policy could.
+    const cacheDir = join(cacheRoot, 'step-up');
+    const running = await startAgent(loadConfig(oauthEnv(cacheDir)), deps);
+    try {
+      assert.equal(running.agent.toolNames.length, 4);
+      const provider = running.connections.oauthProvider as InteractiveOAuthProvider;
+      assert.equal(provider.authorizations, 1);
+      const stored = await session(cacheDir);
+      const narrowed = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          grant_type: 'refresh_token',
+          client_id: stored.clientInformation?.client_id ?? '',
+          refresh_token: stored.tokens?.refresh_token ?? '',
+          scope: 'mcp:access expenses:read',
+          resource: mcpUrl,
+        }),
+      });
+      assert.equal(narrowed.status, 200);
+      const readOnlyTokens = (await narrowed.json()) as { access_token: string; expires_in: number; scope: string };
+      assert.deepEqual(scopesOf(decodeJwtPayload(readOnlyTokens.access_token)).sort(), ['expenses:read', 'mcp:access']);
+      await provider.saveTokens({ ...readOnlyTokens, token_type: 'Bearer' });
+
+      const from = stack.logs.length;
+      llm.script(addAndReadBack('Step-up laptop'));
+      const turn = await running.agent.run('yesterday I bought a laptop for $1200 using my visa');
+
+      const statuses = mcpStatuses(from);
+      assert.equal(statuses.filter((status) => status === 403).length, 1, `statuses ${statuses.join(' ')}`);
+      assert.equal(hook.logins.length, logins + 3, 'the browser opened again for the step-up');
+      const stepUp = hook.logins.at(-1) as Login;
+      assert.equal(stepUp.error, undefined);
+      assert.equal(scopesAsked(stepUp), 'expenses:read expenses:write mcp:access');
+      assert.equal(provider.authorizations, 2);
+      assert.ok(
+        printed.some((line) => line.includes(stepUp.url.href)),
+        'the step-up URL is printed too',
+      );
+
+      // The one-time retry: the model saw one tool result, the successful one.
+      assert.deepEqual(
+        turn.toolCalls.map((call) => [call.name, call.isError]),
+        [
+          ['add_user_expense', false],
+          ['get_user_expenses', false],
+        ],
+      );
+      const toolResults = llm.requests[1]?.body.messages.filter((message) => message.role === 'tool') ?? [];
+      assert.equal(toolResults.length, 1);
+      assert.match(messageText(toolResults[0]), /Step-up laptop/);
+      assert.deepEqual(await ownersOf('Step-up laptop'), [await userId(alice.username)]);
+      const granted = scopesOf(decodeJwtPayload((await provider.tokens())?.access_token ?? ''));
+      assert.ok(granted.includes('expenses:write'), `scope ${granted.join(' ')}`);
+    } finally {
+      await running.close();
+    }
   });
 });
 
+async function adminToken(): Promise<string> {
+  const response = await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
+  });
+  return ((await response.json()) as { access_token: string }).access_token;
+}
+
+async function admin<T>(path: string): Promise<T> {
+  const response = await fetch(`${keycloak.url}/admin/realms/mcp${path}`, {
+    headers: { authorization: `Bearer ${await adminToken()}` },
+  });
+  assert.equal(response.status, 200, `GET ${path}`);
+  return (await response.json()) as T;
+}
+
 /** A user's id (the `sub` of their tokens), from the admin API with the demo bootstrap admin. */
 async function userId(username: string): Promise<string> {
-  const token = (await (
-    await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
-      method: 'POST',
-      body: new URLSearchParams({
-        grant_type: 'password',
-        client_id: 'admin-cli',
-        username: 'admin',
-        password: 'admin',
-      }),
-    })
-  ).json()) as { access_token: string };
-  const users = (await (
-    await fetch(`${keycloak.url}/admin/realms/mcp/users?exact=true&username=${username}`, {
-      headers: { authorization: `Bearer ${token.access_token}` },
-    })
-  ).json()) as { id: string }[];
+  const users = await admin<{ id: string }[]>(`/users?exact=true&username=${encodeURIComponent(username)}`);
   if (!users[0]) throw new Error(`no user ${username}`);
   return users[0].id;
+}
+
+/** The user a client's client-credentials tokens stand for. */
+async function serviceAccountUser(clientId: string): Promise<{ id: string; username: string }> {
+  const [client] = await admin<{ id: string }[]>(`/clients?clientId=${encodeURIComponent(clientId)}`);
+  if (!client) throw new Error(`no client ${clientId}`);
+  return await admin<{ id: string; username: string }>(`/clients/${client.id}/service-account-user`);
 }

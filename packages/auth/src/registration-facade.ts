@@ -11,6 +11,9 @@ import type { Env, Hono } from 'hono';
  * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
  *   losing the realm's default scopes, the audience scope among them (issue 50807).
  * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
+ * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: the realm's Trusted Hosts
+ *   policy checks every URI of a registration, so a client naming its home page (the MCP
+ *   Inspector names its GitHub page) is refused with 403; these URIs are display-only.
  * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
  *   the `resource-indicators` feature, a token request with `resource` for a client that gets
  *   no refresh token fails with HTTP 500 (issue 50251).
@@ -36,7 +39,7 @@ export interface RegistrationFacadeOptions {
   fetch?: typeof fetch;
 }
 
-const REPAIRED_MEMBERS = ['scope', 'resource'] as const;
+const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 const MAX_REDIRECT_URIS = 10;
 
 export function registrationFacade(options: RegistrationFacadeOptions) {

@@ -72,6 +72,8 @@ describe('registrationFacade', () => {
       scope: 'expenses:read',
       resource: 'http://localhost:8000/mcp',
       grant_types: ['authorization_code'],
+      client_uri: 'https://github.com/example/client',
+      logo_uri: 'https://github.com/example/logo.png',
     });
     assert.equal(response.status, 201);
     const forwarded = received.at(-1) as Record<string, unknown>;
@@ -79,6 +81,8 @@ describe('registrationFacade', () => {
     assert.equal(forwarded.token_endpoint_auth_method, 'none');
     assert.equal('scope' in forwarded, false);
     assert.equal('resource' in forwarded, false);
+    assert.equal('client_uri' in forwarded, false);
+    assert.equal('logo_uri' in forwarded, false);
     assert.deepEqual(forwarded.grant_types, ['authorization_code', 'refresh_token']);
     assert.equal(response.headers.get('cache-control'), 'no-store');
   });

@@ -46,6 +46,11 @@ export interface InteractiveOAuthOptions {
   /** Where messages for the person go (stderr in the CLI). */
   print: (line: string) => void;
   loginTimeoutMs?: number;
+  /**
+   * The first login asks for `scope` alone (`MCP_SCOPE` was set: least privilege, more only by
+   * step-up), instead of adding the scope the server's 401 names.
+   */
+  exactScope?: boolean | undefined;
   now?: () => number;
   fetchFn?: typeof fetch;
 }
@@ -239,8 +244,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     await auth(this, {
       serverUrl: this.#options.mcpUrl,
       ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
-      // The configured scope, plus whatever the server says it needs.
-      scope: this.#widenedScope(scope ?? null),
+      // The configured scope, plus whatever the server says it needs (unless the scope was set
+      // explicitly: then a tool that needs more gets it through step-up when it is called).
+      scope: this.#widenedScope(this.#options.exactScope ? null : (scope ?? null)),
       ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
     });
     if (!(await this.tokens())) throw new Error('sign-in did not complete');

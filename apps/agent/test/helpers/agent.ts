@@ -28,6 +28,13 @@ const CLEARED = [
   'MCP_API_KEY',
   'MCP_SERVER_URL',
   'MCP_EXTRA_SERVERS',
+  'MCP_CLIENT_ID',
+  'MCP_CLIENT_SECRET',
+  'MCP_CLIENT_METADATA_URL',
+  'MCP_SCOPE',
+  'MCP_TOKEN_URL',
+  'MCP_OAUTH_REDIRECT_PORT',
+  'MCP_CACHE_DIR',
   'BROWSER',
   'AGENT_CHAT_TOKEN',
 ];
@@ -38,19 +45,25 @@ function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
   return { ...base, ...env };
 }
 
+/** Runs `pnpm agent …` as a process; one that is still running after `timeoutMs` is killed (code null). */
 export function runCli(
   args: string[],
   env: Record<string, string>,
   stdin?: string,
+  timeoutMs = 120_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.stdout.on('data', (chunk) => (stdout += chunk));
     child.stderr.on('data', (chunk) => (stderr += chunk));
     child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     child.stdin.end(stdin ?? '');
   });
 }
@@ -61,10 +74,15 @@ export interface ServeProcess {
   stop(): Promise<number | null>;
 }
 
-export async function spawnServe(env: Record<string, string>): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [SERVE], {
+/** Runs `serve.ts` (by default this tree's; `script` and `cwd` for another, e.g. an image's) until it listens. */
+export async function spawnServe(
+  env: Record<string, string>,
+  options: { script?: string; cwd?: string } = {},
+): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [options.script ?? SERVE], {
     env: childEnv({ HOST: '127.0.0.1', PORT: '0', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.cwd ? { cwd: options.cwd } : {}),
   });
   let output = '';
   child.stdout.on('data', (chunk) => (output += chunk));

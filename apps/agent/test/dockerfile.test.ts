@@ -1,0 +1,144 @@
+/**
+ * No Docker engine runs here, so `apps/agent/Dockerfile` is replayed as in the server's test:
+ * the whole-context COPY (less .dockerignore) into a fresh directory, its `pnpm` RUN steps, then
+ * the image's CMD with the image's ENV, and its HEALTHCHECK command against what that started.
+ */
+import assert from 'node:assert/strict';
+import { access, cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { run, startTestStack, type TestStack } from '../../server/test/helpers.ts';
+import { scriptedModelEnv, spawnServe } from './helpers/agent.ts';
+import { type ScriptedLlm, startScriptedLlm } from './helpers/scripted-llm.ts';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+interface Step {
+  instruction: string;
+  args: string;
+}
+
+/** The Dockerfile's instructions, with line continuations joined and comments dropped. */
+async function readDockerfile(path: string): Promise<Step[]> {
+  const text = (await readFile(path, 'utf8')).replace(/\\\n/g, ' ');
+  return text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#'))
+    .map((line) => {
+      const [instruction, ...rest] = line.split(/\s+/);
+      return { instruction: (instruction as string).toUpperCase(), args: rest.join(' ') };
+    });
+}
+
+/** .dockerignore patterns as regular expressions over paths relative to the context. */
+async function dockerignore(path: string): Promise<RegExp[]> {
+  return (await readFile(path, 'utf8'))
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#'))
+    .map((pattern) => {
+      const body = pattern
+        .split('**/')
+        .map((part) =>
+          part
+            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+            .replace(/\*/g, '[^/]*')
+            .replace(/\?/g, '[^/]'),
+        )
+        .join('(?:.*/)?');
+      return new RegExp(`^${body}(?:/.*)?$`);
+    });
+}
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+let image: string;
+let stack: TestStack;
+let llm: ScriptedLlm;
+
+before(async () => {
+  image = await mkdtemp(join(tmpdir(), 'agent-image-'));
+  [stack, llm] = await Promise.all([startTestStack(), startScriptedLlm()]);
+});
+
+after(async () => {
+  await llm?.close();
+  await stack?.close();
+  if (image) await rm(image, { recursive: true, force: true });
+});
+
+test('apps/agent/Dockerfile: its files, install step, ENV, CMD and HEALTHCHECK give a working agent service', async () => {
+  const env: Record<string, string> = {};
+  let command: string[] | undefined;
+  let healthcheck: string[] | undefined;
+  for (const { instruction, args } of await readDockerfile(join(ROOT, 'apps/agent/Dockerfile'))) {
+    if (instruction === 'COPY' && !args.startsWith('--from')) {
+      assert.equal(args, '. .', 'the replay handles the whole-context COPY this Dockerfile uses');
+      const ignored = await dockerignore(join(ROOT, '.dockerignore'));
+      await cp(ROOT, image, {
+        recursive: true,
+        filter: (source) => {
+          const path = relative(ROOT, source);
+          return path === '' || !ignored.some((pattern) => pattern.test(path));
+        },
+      });
+    } else if (instruction === 'RUN' && args.startsWith('pnpm ')) {
+      const result = await run('sh', ['-c', `cd ${image} && ${args}`]);
+      assert.equal(result.code, 0, result.stderr);
+    } else if (instruction === 'ENV') {
+      for (const match of args.matchAll(/(\w+)=(\S+)/g)) env[match[1] as string] = match[2] as string;
+    } else if (instruction === 'CMD') {
+      command = JSON.parse(args) as string[];
+    } else if (instruction === 'HEALTHCHECK') {
+      healthcheck = JSON.parse(args.slice(args.indexOf('CMD ') + 4)) as string[];
+    }
+  }
+  assert.deepEqual(command, ['node', 'apps/agent/src/serve.ts']);
+  assert.deepEqual(env, { NODE_ENV: 'production', HOST: '0.0.0.0', PORT: '8001', MCP_AUTH: 'client_credentials' });
+  assert.equal(healthcheck?.[0], 'node');
+
+  // Only production dependencies: no test tools, and no workspace package the agent only tests with.
+  const installed = (await run('sh', ['-c', `ls ${join(image, 'node_modules/.pnpm')}`])).stdout;
+  assert.match(installed, /@langchain\+mcp-adapters@/, 'the agent’s own dependencies are there');
+  assert.doesNotMatch(installed, /biomejs|typescript@|playwright-core|autocannon/);
+  assert.equal(await exists(join(image, 'apps/agent/node_modules/@mcp-auth-stack/server')), false);
+  assert.equal(await exists(join(image, 'apps/agent/test')), false, '.dockerignore keeps the tests out');
+
+  const script = join(image, (command as string[])[1] as string);
+  const model = scriptedModelEnv(llm.baseUrl);
+
+  // As the image is configured (client credentials) but without its secret: a clear refusal.
+  await assert.rejects(
+    spawnServe({ ...env, ...model, HOST: '127.0.0.1', PORT: '0' }, { script, cwd: image }),
+    /exited with 78[\s\S]*MCP_CLIENT_SECRET is required/,
+  );
+
+  // With a key for the real server (key mode: no Keycloak in this file), it serves and is healthy.
+  const key = (await stack.keys.create({ userId: 'image-user', name: 'agent image' })).secret;
+  const agent = await spawnServe(
+    { ...env, ...model, HOST: '127.0.0.1', PORT: '0', MCP_AUTH: 'key', MCP_API_KEY: key, MCP_SERVER_URL: stack.mcpUrl },
+    { script, cwd: image },
+  );
+  try {
+    const health = await fetch(`${agent.url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: 'ok', tools: 4 });
+    // The image's own HEALTHCHECK command, with the port the agent took.
+    const port = new URL(agent.url).port;
+    const [program, ...args] = healthcheck as [string, ...string[]];
+    assert.equal((await run(program === 'node' ? process.execPath : program, args, { PORT: port })).code, 0);
+  } finally {
+    assert.equal(await agent.stop(), 0);
+  }
+  // … and it reports an agent that is gone.
+  const [program, ...args] = healthcheck as [string, ...string[]];
+  assert.equal((await run(process.execPath, args, { PORT: new URL(agent.url).port })).code, 1);
+  assert.equal(program, 'node');
+});
