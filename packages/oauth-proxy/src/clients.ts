@@ -1,0 +1,200 @@
+import { checkRegistration } from '@mcp-auth-stack/auth';
+import type pg from 'pg';
+import { randomToken, sha256 } from './crypto.ts';
+import { SafeFetchError, safeFetchJson } from './ssrf.ts';
+
+export type TokenEndpointAuthMethod = 'none' | 'client_secret_post' | 'client_secret_basic';
+
+export interface ProxyClient {
+  clientId: string;
+  clientName: string | undefined;
+  redirectUris: readonly string[];
+  tokenEndpointAuthMethod: TokenEndpointAuthMethod;
+  /** SHA-256 of the client secret, for confidential registered clients. */
+  secretSha256: Buffer | undefined;
+  kind: 'registered' | 'metadata_document';
+}
+
+export class ClientError extends Error {
+  readonly error: string;
+  constructor(error: string, description: string) {
+    super(description);
+    this.error = error;
+  }
+}
+
+const AUTH_METHODS: readonly TokenEndpointAuthMethod[] = ['none', 'client_secret_post', 'client_secret_basic'];
+const GRANT_TYPES = ['authorization_code', 'refresh_token'];
+
+/** RFC 7591 checks shared by DCR and CIMD: redirect URIs (loopback http or https), grants, auth method, name. */
+export function validateClientMetadata(body: unknown): {
+  redirectUris: string[];
+  tokenEndpointAuthMethod: TokenEndpointAuthMethod;
+  clientName: string | undefined;
+  grantTypes: string[];
+} {
+  const problem = checkRegistration(body);
+  if (problem) throw new ClientError(problem.error, problem.description);
+  const metadata = body as Record<string, unknown>;
+  const method = metadata.token_endpoint_auth_method ?? 'none';
+  if (typeof method !== 'string' || !AUTH_METHODS.includes(method as TokenEndpointAuthMethod)) {
+    throw new ClientError(
+      'invalid_client_metadata',
+      `token_endpoint_auth_method must be one of ${AUTH_METHODS.join(', ')}.`,
+    );
+  }
+  const grantTypes = metadata.grant_types ?? ['authorization_code', 'refresh_token'];
+  if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => GRANT_TYPES.includes(grant as string))) {
+    throw new ClientError(
+      'invalid_client_metadata',
+      'grant_types may only contain authorization_code and refresh_token.',
+    );
+  }
+  const responseTypes = metadata.response_types ?? ['code'];
+  if (!Array.isArray(responseTypes) || !responseTypes.every((type) => type === 'code')) {
+    throw new ClientError('invalid_client_metadata', 'response_types may only contain code.');
+  }
+  const name = metadata.client_name;
+  if (name !== undefined && (typeof name !== 'string' || name.length > 200)) {
+    throw new ClientError('invalid_client_metadata', 'client_name must be a string of at most 200 characters.');
+  }
+  return {
+    redirectUris: [...new Set(metadata.redirect_uris as string[])],
+    tokenEndpointAuthMethod: method as TokenEndpointAuthMethod,
+    clientName: name as string | undefined,
+    grantTypes: grantTypes as string[],
+  };
+}
+
+/** Stores a DCR registration; returns the RFC 7591 response document. */
+export async function registerClient(pool: pg.Pool, body: unknown): Promise<Record<string, unknown>> {
+  const metadata = validateClientMetadata(body);
+  const clientId = `mcp_${randomToken().slice(0, 32)}`;
+  const secret = metadata.tokenEndpointAuthMethod === 'none' ? undefined : randomToken('mcps_');
+  const issuedAt = Math.floor(Date.now() / 1000);
+  const document: Record<string, unknown> = {
+    client_id: clientId,
+    client_id_issued_at: issuedAt,
+    redirect_uris: metadata.redirectUris,
+    token_endpoint_auth_method: metadata.tokenEndpointAuthMethod,
+    grant_types: metadata.grantTypes,
+    response_types: ['code'],
+  };
+  if (metadata.clientName !== undefined) document.client_name = metadata.clientName;
+  await pool.query(
+    `INSERT INTO oauth_proxy_clients (client_id, secret_sha256, client_name, redirect_uris, metadata)
+     VALUES ($1, $2, $3, $4, $5)`,
+    [
+      clientId,
+      secret === undefined ? null : sha256(secret),
+      metadata.clientName ?? null,
+      metadata.redirectUris,
+      document,
+    ],
+  );
+  if (secret !== undefined) {
+    document.client_secret = secret;
+    document.client_secret_expires_at = 0;
+  }
+  return document;
+}
+
+export interface ClientResolverOptions {
+  pool: pg.Pool;
+  cimd: { enabled: boolean; maxBytes: number; timeoutMs: number; allowInsecure: boolean; maxCacheEntries: number };
+}
+
+/** A Client ID Metadata Document URL: https (http too in development), with a path, no fragment or credentials. */
+export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean): boolean {
+  if (!/^https?:\/\//i.test(clientId)) return false;
+  try {
+    const url = new URL(clientId);
+    if (url.protocol !== 'https:' && !(allowInsecure && url.protocol === 'http:')) return false;
+    return url.pathname !== '/' && url.hash === '' && !clientId.includes('#') && !url.username && !url.password;
+  } catch {
+    return false;
+  }
+}
+
+/** Finds clients: registered ones in Postgres, CIMD ones by fetching their document (cached per replica). */
+export class ClientResolver {
+  readonly #options: ClientResolverOptions;
+  readonly #cache = new Map<string, { client: ProxyClient; until: number }>();
+
+  constructor(options: ClientResolverOptions) {
+    this.#options = options;
+  }
+
+  async resolve(clientId: string): Promise<ProxyClient | undefined> {
+    if (/^https?:\/\//i.test(clientId)) return this.#fromDocument(clientId);
+    if (clientId.length > 100) return undefined;
+    const { rows } = await this.#options.pool.query<{
+      client_name: string | null;
+      redirect_uris: string[];
+      secret_sha256: Buffer | null;
+      metadata: { token_endpoint_auth_method?: TokenEndpointAuthMethod };
+    }>('SELECT client_name, redirect_uris, secret_sha256, metadata FROM oauth_proxy_clients WHERE client_id = $1', [
+      clientId,
+    ]);
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      clientId,
+      clientName: row.client_name ?? undefined,
+      redirectUris: row.redirect_uris,
+      tokenEndpointAuthMethod: row.metadata.token_endpoint_auth_method ?? 'none',
+      secretSha256: row.secret_sha256 ?? undefined,
+      kind: 'registered',
+    };
+  }
+
+  async #fromDocument(clientId: string): Promise<ProxyClient> {
+    const { cimd } = this.#options;
+    if (!cimd.enabled) throw new ClientError('invalid_client', 'Client ID Metadata Documents are not accepted here.');
+    if (!isMetadataDocumentUrl(clientId, cimd.allowInsecure)) {
+      throw new ClientError('invalid_client', 'A URL client id must be an https URL with a path and no fragment.');
+    }
+    const cached = this.#cache.get(clientId);
+    if (cached && cached.until > Date.now()) return cached.client;
+    let fetched: Awaited<ReturnType<typeof safeFetchJson>>;
+    try {
+      fetched = await safeFetchJson(clientId, cimd);
+    } catch (error) {
+      const reason = error instanceof SafeFetchError ? error.message : 'it could not be fetched';
+      throw new ClientError('invalid_client', `The client metadata document was refused: ${reason}.`);
+    }
+    const document = fetched.body as Record<string, unknown> | null;
+    if (typeof document !== 'object' || document === null || document.client_id !== clientId) {
+      throw new ClientError('invalid_client', 'The client metadata document must name its own URL as client_id.');
+    }
+    for (const member of ['client_secret', 'client_secret_expires_at']) {
+      if (member in document)
+        throw new ClientError('invalid_client', `A client metadata document must not contain ${member}.`);
+    }
+    let metadata: ReturnType<typeof validateClientMetadata>;
+    try {
+      metadata = validateClientMetadata(document);
+    } catch (error) {
+      throw new ClientError('invalid_client', (error as Error).message);
+    }
+    if (metadata.tokenEndpointAuthMethod !== 'none') {
+      throw new ClientError(
+        'invalid_client',
+        'A client metadata document client must use token_endpoint_auth_method none.',
+      );
+    }
+    const client: ProxyClient = {
+      clientId,
+      clientName: metadata.clientName,
+      redirectUris: metadata.redirectUris,
+      tokenEndpointAuthMethod: 'none',
+      secretSha256: undefined,
+      kind: 'metadata_document',
+    };
+    const maxAge = /max-age=(\d+)/.exec(fetched.cacheControl ?? '')?.[1];
+    const seconds = Math.min(Math.max(maxAge === undefined ? 300 : Number(maxAge), 60), 86_400);
+    if (this.#cache.size >= cimd.maxCacheEntries) this.#cache.delete(this.#cache.keys().next().value as string);
+    this.#cache.set(clientId, { client, until: Date.now() + seconds * 1000 });
+    return client;
+  }
+}

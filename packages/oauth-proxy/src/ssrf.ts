@@ -1,0 +1,148 @@
+import { lookup } from 'node:dns';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
+
+/** Addresses a server-side fetch must never reach: private, loopback, link-local, CGNAT, multicast, reserved. */
+const BLOCKED = new BlockList();
+for (const [network, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.0.2.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const) {
+  BLOCKED.addSubnet(network, prefix, 'ipv4');
+}
+for (const [network, prefix] of [
+  ['::', 128],
+  ['::1', 128],
+  ['64:ff9b::', 96],
+  ['100::', 64],
+  ['2001:db8::', 32],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const) {
+  BLOCKED.addSubnet(network, prefix, 'ipv6');
+}
+
+/** True for an address that is not on the public internet (IPv4-mapped IPv6 checked as IPv4). */
+export function isPrivateAddress(address: string): boolean {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped?.[1]) return BLOCKED.check(mapped[1], 'ipv4');
+  const family = isIP(address);
+  if (family === 4) return BLOCKED.check(address, 'ipv4');
+  if (family === 6) return BLOCKED.check(address, 'ipv6');
+  return true;
+}
+
+export class SafeFetchError extends Error {
+  override readonly name = 'SafeFetchError';
+}
+
+export interface SafeFetchOptions {
+  maxBytes: number;
+  timeoutMs: number;
+  /** Development only: permit http and private/loopback addresses. */
+  allowInsecure: boolean;
+}
+
+/**
+ * GET of a JSON document for server-side use, against SSRF: https only; the address is checked
+ * after DNS resolution inside the connection's own lookup, so the checked address is the one
+ * connected to (no DNS-rebinding gap); no redirects; a byte limit and an overall deadline.
+ */
+export function safeFetchJson(
+  target: string,
+  options: SafeFetchOptions,
+): Promise<{ body: unknown; cacheControl: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    let url: URL;
+    try {
+      url = new URL(target);
+    } catch {
+      return reject(new SafeFetchError('not a URL'));
+    }
+    if (url.protocol !== 'https:' && !(options.allowInsecure && url.protocol === 'http:')) {
+      return reject(new SafeFetchError('only https URLs are fetched'));
+    }
+    if (url.username || url.password) return reject(new SafeFetchError('URLs with credentials are refused'));
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host) && !options.allowInsecure && isPrivateAddress(host)) {
+      return reject(new SafeFetchError('the address is private, loopback or reserved'));
+    }
+    const checkedLookup: LookupFunction = (hostname, lookupOptions, callback) => {
+      lookup(hostname, { ...lookupOptions, all: true }, (error, addresses) => {
+        if (error) return callback(error, '', 0);
+        const list = addresses as unknown as { address: string; family: number }[];
+        const bad = list.find((entry) => isPrivateAddress(entry.address));
+        if (!options.allowInsecure && (list.length === 0 || bad)) {
+          return callback(new SafeFetchError('the host resolves to a private, loopback or reserved address'), '', 0);
+        }
+        if (lookupOptions.all) return callback(null, list as never);
+        const first = list[0] as { address: string; family: number };
+        callback(null, first.address, first.family);
+      });
+    };
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    let settled = false;
+    const fail = (error: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      request.destroy();
+      reject(error instanceof SafeFetchError ? error : new SafeFetchError(error.message));
+    };
+    const request = send(
+      url,
+      { method: 'GET', lookup: checkedLookup, headers: { accept: 'application/json' }, agent: false },
+      (response) => {
+        if (response.statusCode !== 200) {
+          response.resume();
+          return fail(
+            new SafeFetchError(`the document answered HTTP ${response.statusCode} (redirects are not followed)`),
+          );
+        }
+        const declared = Number(response.headers['content-length'] ?? '0');
+        if (declared > options.maxBytes)
+          return fail(new SafeFetchError(`the document exceeds ${options.maxBytes} bytes`));
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > options.maxBytes)
+            return fail(new SafeFetchError(`the document exceeds ${options.maxBytes} bytes`));
+          chunks.push(chunk);
+        });
+        response.on('error', fail);
+        response.on('end', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          try {
+            const cacheControl = response.headers['cache-control'];
+            resolve({ body: JSON.parse(Buffer.concat(chunks).toString('utf8')), cacheControl });
+          } catch {
+            reject(new SafeFetchError('the document is not JSON'));
+          }
+        });
+      },
+    );
+    const timer = setTimeout(
+      () => fail(new SafeFetchError(`no complete answer within ${options.timeoutMs} ms`)),
+      options.timeoutMs,
+    );
+    request.on('error', fail);
+    request.end();
+  });
+}

@@ -1,0 +1,173 @@
+/** The identity provider the proxy logs users in at, with one fixed, pre-registered confidential client. */
+export interface UpstreamEndpoints {
+  /** Expected `iss` of the upstream ID token; undefined skips the check (Entra `common`/`organizations`). */
+  issuer: string | undefined;
+  authorizationEndpoint: string;
+  tokenEndpoint: string;
+  userinfoEndpoint?: string | undefined;
+}
+
+export interface Upstream {
+  /** For logs and the consent page, e.g. `Microsoft Entra ID`. */
+  readonly displayName: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  /** Scopes asked for upstream, always the same whatever the MCP client asked (the consent page lists the proxy's scopes). */
+  readonly scopes: readonly string[];
+  /** Claim of the upstream ID token (or userinfo) that is the user id: `sub`, or `oid` for Entra. */
+  readonly userIdClaim: string;
+  /** How the proxy authenticates at the token endpoint (default `client_secret_post`). */
+  readonly tokenEndpointAuthMethod: 'client_secret_post' | 'client_secret_basic';
+  /** Extra parameters of the upstream authorization request (e.g. `prompt`). */
+  readonly authorizeParameters: Readonly<Record<string, string>>;
+  endpoints(): Promise<UpstreamEndpoints>;
+}
+
+export interface OidcUpstreamOptions {
+  /** `https://idp.example.com/realms/mcp/.well-known/openid-configuration`, or the issuer (the well-known path is added). */
+  discoveryUrl: string;
+  clientId: string;
+  clientSecret: string;
+  /** Default `openid profile offline_access`. */
+  scopes?: readonly string[] | undefined;
+  userIdClaim?: string | undefined;
+  displayName?: string | undefined;
+  tokenEndpointAuthMethod?: 'client_secret_post' | 'client_secret_basic' | undefined;
+  authorizeParameters?: Record<string, string> | undefined;
+  /**
+   * Rewrites endpoint URLs the proxy itself calls (token, userinfo) when it reaches the provider at
+   * another address than browsers do (compose, Azure): `{ from: publicBase, to: internalBase }`.
+   */
+  internalBaseUrl?: { from: string; to: string } | undefined;
+  /** How long the discovery document is kept (default 1 hour). */
+  cacheSeconds?: number | undefined;
+  fetch?: typeof fetch | undefined;
+}
+
+export const DEFAULT_UPSTREAM_SCOPES: readonly string[] = ['openid', 'profile', 'offline_access'];
+
+/** Any OpenID Connect provider, from its discovery document (fetched lazily, cached, retried after a failure). */
+export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
+  const discoveryUrl = options.discoveryUrl.includes('/.well-known/')
+    ? options.discoveryUrl
+    : `${options.discoveryUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  const doFetch = options.fetch ?? fetch;
+  const ttl = (options.cacheSeconds ?? 3600) * 1000;
+  const rebase = (url: string | undefined) => {
+    const internal = options.internalBaseUrl;
+    if (url === undefined || !internal || !url.startsWith(internal.from)) return url;
+    return internal.to + url.slice(internal.from.length);
+  };
+  let cached: { value: Promise<UpstreamEndpoints>; until: number } | undefined;
+
+  async function load(): Promise<UpstreamEndpoints> {
+    const response = await doFetch(rebase(discoveryUrl) as string, {
+      headers: { accept: 'application/json' },
+      signal: AbortSignal.timeout(5_000),
+    });
+    if (!response.ok) throw new Error(`The upstream discovery document answered ${response.status}.`);
+    const document = (await response.json()) as Record<string, unknown>;
+    const issuer = stringMember(document, 'issuer');
+    const authorizationEndpoint = stringMember(document, 'authorization_endpoint');
+    const tokenEndpoint = stringMember(document, 'token_endpoint');
+    if (!issuer || !authorizationEndpoint || !tokenEndpoint) {
+      throw new Error('The upstream discovery document lacks issuer, authorization_endpoint or token_endpoint.');
+    }
+    const methods = document.code_challenge_methods_supported;
+    if (Array.isArray(methods) && !methods.includes('S256')) {
+      throw new Error('The upstream provider does not support PKCE S256.');
+    }
+    return {
+      issuer,
+      authorizationEndpoint,
+      tokenEndpoint: rebase(tokenEndpoint) as string,
+      userinfoEndpoint: rebase(stringMember(document, 'userinfo_endpoint')),
+    };
+  }
+
+  return {
+    displayName: options.displayName ?? new URL(discoveryUrl).host,
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    scopes: [...(options.scopes ?? DEFAULT_UPSTREAM_SCOPES)],
+    userIdClaim: options.userIdClaim ?? 'sub',
+    tokenEndpointAuthMethod: options.tokenEndpointAuthMethod ?? 'client_secret_post',
+    authorizeParameters: { ...options.authorizeParameters },
+    endpoints() {
+      if (cached && Date.now() < cached.until) return cached.value;
+      const entry = { value: load(), until: Number.POSITIVE_INFINITY };
+      cached = entry;
+      entry.value.then(
+        () => {
+          entry.until = Date.now() + ttl;
+        },
+        () => {
+          if (cached === entry) cached = undefined;
+        },
+      );
+      return entry.value;
+    },
+  };
+}
+
+export interface EntraUpstreamOptions {
+  /** Directory (tenant) id: a GUID or a verified domain; `organizations`/`common` for multi-tenant apps. */
+  tenantId: string;
+  /** Application (client) id of the app registration the proxy logs in with. */
+  clientId: string;
+  clientSecret: string;
+  /**
+   * Scopes of the app's own API, without the `api://<client-id>/` prefix (default `['mcp-access']`);
+   * full `api://` or `https://` scope URIs are kept as given.
+   */
+  apiScopes?: readonly string[] | undefined;
+  /** Application ID URI, default `api://<client-id>`. */
+  applicationIdUri?: string | undefined;
+  /** Default `https://login.microsoftonline.com` (sovereign clouds differ). */
+  authority?: string | undefined;
+  /** Default `oid`: stable per user and tenant, unlike `sub`, which is pairwise per application. */
+  userIdClaim?: string | undefined;
+  authorizeParameters?: Record<string, string> | undefined;
+}
+
+const MULTI_TENANT = new Set(['common', 'organizations', 'consumers']);
+const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9.-]{1,253})$/i;
+
+/**
+ * Microsoft Entra ID (v2.0 endpoints). Entra has no Dynamic Client Registration, which is why the
+ * proxy exists. Endpoints are fixed by the tenant, so no discovery request is needed.
+ */
+export function entraUpstream(options: EntraUpstreamOptions): Upstream {
+  const tenant = options.tenantId.trim();
+  if (!TENANT.test(tenant)) throw new Error(`Not an Entra tenant id: ${JSON.stringify(options.tenantId)}`);
+  if (!options.clientId) throw new Error('entraUpstream needs the application (client) id.');
+  if (!options.clientSecret) throw new Error('entraUpstream needs a client secret.');
+  const authority = (options.authority ?? 'https://login.microsoftonline.com').replace(/\/+$/, '');
+  const base = `${authority}/${encodeURIComponent(tenant)}`;
+  const applicationIdUri = (options.applicationIdUri ?? `api://${options.clientId}`).replace(/\/+$/, '');
+  const apiScopes = (options.apiScopes ?? ['mcp-access']).map((scope) =>
+    /^(api|https?):\/\//.test(scope) ? scope : `${applicationIdUri}/${scope}`,
+  );
+  const endpoints: UpstreamEndpoints = {
+    // A multi-tenant authority issues tokens with the user's own tenant in `iss`.
+    issuer: MULTI_TENANT.has(tenant.toLowerCase()) ? undefined : `${base}/v2.0`,
+    authorizationEndpoint: `${base}/oauth2/v2.0/authorize`,
+    tokenEndpoint: `${base}/oauth2/v2.0/token`,
+    userinfoEndpoint: undefined,
+  };
+  return {
+    displayName: 'Microsoft Entra ID',
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    scopes: [...apiScopes, ...DEFAULT_UPSTREAM_SCOPES],
+    userIdClaim: options.userIdClaim ?? 'oid',
+    tokenEndpointAuthMethod: 'client_secret_post',
+    authorizeParameters: { ...options.authorizeParameters },
+    endpoints: async () => endpoints,
+  };
+}
+
+function stringMember(document: Record<string, unknown>, name: string): string | undefined {
+  const value = document[name];
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}

@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { Database } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import type { JWK } from 'jose';
+import { entraUpstream, generateSigningKey } from '../src/index.ts';
+import { FakeUpstream } from './fake-upstream.ts';
+import {
+  authorizeUrl,
+  Browser,
+  browserLogin,
+  consentFields,
+  instance,
+  newEncryptionKey,
+  openMigrated,
+  pkce,
+  REDIRECT,
+  tokenRequest,
+} from './harness.ts';
+
+let testDb: TestDatabase;
+let db: Database;
+let idp: FakeUpstream;
+let keys: { signingKey: JWK; encryptionKey: string };
+let documents: Server;
+let documentBase = '';
+
+before(async () => {
+  testDb = await createTestDatabase();
+  db = await openMigrated(testDb.url);
+  idp = await FakeUpstream.start();
+  keys = { signingKey: await generateSigningKey('EdDSA'), encryptionKey: newEncryptionKey() };
+  documents = createServer((request, response) => {
+    const clientId = `${documentBase}${request.url}`;
+    if (request.url === '/big.json') {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ client_id: clientId, redirect_uris: [REDIRECT], pad: 'x'.repeat(6000) }));
+      return;
+    }
+    if (request.url === '/liar.json') {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ client_id: 'https://someone-else.example.com/c.json', redirect_uris: [REDIRECT] }));
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ client_id: clientId, client_name: 'Document Client', redirect_uris: [REDIRECT] }));
+  });
+  await new Promise<void>((resolve) => documents.listen(0, '127.0.0.1', resolve));
+  documentBase = `http://127.0.0.1:${(documents.address() as AddressInfo).port}`;
+});
+
+after(async () => {
+  documents?.closeAllConnections();
+  await new Promise<void>((resolve) => documents?.close(() => resolve()));
+  await db?.close();
+  await idp?.close();
+  await testDb?.drop();
+});
+
+describe('CIMD in development mode (http, loopback allowed)', () => {
+  test('a metadata document client logs in with its URL as client id (EdDSA-signed tokens)', async () => {
+    const dev = instance(db, idp, keys, { development: true });
+    const clientId = `${documentBase}/client.json`;
+    const { verifier, challenge } = pkce();
+    const browser = new Browser();
+    const page = await browser.get(dev.app, authorizeUrl({ client_id: clientId, code_challenge: challenge }));
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    assert.match(html, /Document Client/);
+    assert.match(html, /metadata document/);
+    const { code } = await browserLogin({ authorize: dev }, browser, clientId, challenge);
+    void consentFields;
+    const tokens = await tokenRequest(dev.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: clientId,
+      code_verifier: verifier,
+    });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+    const outcome = await dev.proxy.authenticate(
+      new Request('http://localhost:8000/mcp', { headers: { authorization: `Bearer ${tokens.body.access_token}` } }),
+    );
+    assert.ok(outcome.ok);
+    assert.equal(outcome.principal.clientId, clientId);
+  });
+
+  test('documents over 5 KB, or naming another client id, are refused', async () => {
+    const dev = instance(db, idp, keys, { development: true });
+    for (const path of ['/big.json', '/liar.json']) {
+      const response = await dev.app.request(
+        authorizeUrl({ client_id: `${documentBase}${path}`, code_challenge: pkce().challenge }),
+      );
+      assert.equal(response.status, 400, path);
+    }
+  });
+
+  test('without the development flag the same loopback document is refused', async () => {
+    const prod = instance(db, idp, keys);
+    const response = await prod.app.request(
+      authorizeUrl({ client_id: `${documentBase}/client.json`, code_challenge: pkce().challenge }),
+    );
+    assert.equal(response.status, 400);
+  });
+});
+
+describe('the Entra preset against the fake IdP playing Entra', () => {
+  test('oid becomes the user id; the upstream request carries the api:// scope', async () => {
+    const tenant = 'contoso.onmicrosoft.com';
+    const upstream = entraUpstream({
+      tenantId: tenant,
+      clientId: idp.clientId,
+      clientSecret: idp.clientSecret,
+      authority: idp.base,
+    });
+    idp.idTokenIssuer = `${idp.base}/${tenant}/v2.0`;
+    try {
+      const entra = instance(db, idp, keys, { upstream });
+      const registered = await entra.app.request('http://localhost:8000/register', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'VS Code', redirect_uris: [REDIRECT] }),
+      });
+      const client = (await registered.json()) as { client_id: string };
+      const { verifier, challenge } = pkce();
+      const { code } = await browserLogin({ authorize: entra }, new Browser(), client.client_id, challenge);
+      const upstreamRequest = idp.authorizeRequests.at(-1);
+      assert.equal(upstreamRequest?.get('scope'), `api://${idp.clientId}/mcp-access openid profile offline_access`);
+      const tokens = await tokenRequest(entra.app, {
+        grant_type: 'authorization_code',
+        code,
+        client_id: client.client_id,
+        code_verifier: verifier,
+      });
+      const outcome = await entra.proxy.authenticate(
+        new Request('http://localhost:8000/mcp', { headers: { authorization: `Bearer ${tokens.body.access_token}` } }),
+      );
+      assert.ok(outcome.ok);
+      assert.equal(outcome.principal.userId, 'alice-oid');
+    } finally {
+      idp.idTokenIssuer = undefined;
+    }
+  });
+
+  test('an ID token from another issuer ends the login with server_error', async () => {
+    const upstream = entraUpstream({
+      tenantId: 'contoso.onmicrosoft.com',
+      clientId: idp.clientId,
+      clientSecret: idp.clientSecret,
+      authority: idp.base,
+    });
+    const entra = instance(db, idp, keys, { upstream });
+    const registered = await entra.app.request('http://localhost:8000/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+    });
+    const client = (await registered.json()) as { client_id: string };
+    await assert.rejects(
+      browserLogin({ authorize: entra }, new Browser(), client.client_id, pkce().challenge),
+      /server_error/,
+    );
+  });
+});
+
+describe('permittedScopes', () => {
+  test('narrows the consented scopes by upstream claims; nothing permitted → access_denied', async () => {
+    const narrowing = instance(db, idp, keys, {
+      permittedScopes: ({ requested, claims }) =>
+        requested.filter((scope) => scope !== 'expenses:write' || claims.name === 'Admin'),
+    });
+    const registered = await narrowing.app.request('http://localhost:8000/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+    });
+    const client = (await registered.json()) as { client_id: string };
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: narrowing }, new Browser(), client.client_id, challenge, {
+      scope: 'mcp:access expenses:write',
+    });
+    const tokens = await tokenRequest(narrowing.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: client.client_id,
+      code_verifier: verifier,
+    });
+    assert.equal(tokens.body.scope, 'mcp:access');
+
+    const none = instance(db, idp, keys, { permittedScopes: () => [] });
+    await assert.rejects(
+      browserLogin({ authorize: none }, new Browser(), client.client_id, pkce().challenge),
+      /error=access_denied/,
+    );
+  });
+});
+
+describe('cookies over https', () => {
+  test('__Host- prefix, Secure, HttpOnly, SameSite=Lax, Path=/ and no Domain', async () => {
+    const https = instance(db, idp, keys, {
+      issuer: 'https://mcp.example.com',
+      resource: 'https://mcp.example.com/mcp',
+    });
+    const registered = await https.app.request('https://mcp.example.com/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+    });
+    const client = (await registered.json()) as { client_id: string };
+    const url = authorizeUrl({
+      client_id: client.client_id,
+      code_challenge: pkce().challenge,
+      resource: 'https://mcp.example.com/mcp',
+    }).replace('http://localhost:8000', 'https://mcp.example.com');
+    const page = await https.app.request(url);
+    assert.equal(page.status, 200);
+    const cookie = page.headers.getSetCookie()[0] ?? '';
+    assert.match(cookie, /^__Host-mcp_oauth_browser=/);
+    for (const attribute of ['Secure', 'HttpOnly', 'SameSite=Lax', 'Path=/'])
+      assert.ok(cookie.includes(attribute), attribute);
+    assert.ok(!/Domain=/i.test(cookie));
+  });
+
+  test('an http issuer off loopback needs the development flag', () => {
+    assert.throws(
+      () => instance(db, idp, keys, { issuer: 'http://mcp.example.com', resource: 'http://mcp.example.com/mcp' }),
+      /development/,
+    );
+  });
+});

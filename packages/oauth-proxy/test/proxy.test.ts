@@ -1,0 +1,627 @@
+import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { serve } from '@hono/node-server';
+import { jwtBearerProvider } from '@mcp-auth-stack/auth';
+import type { Database } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import type { JWK } from 'jose';
+import { generateSigningKey } from '../src/index.ts';
+import { FakeUpstream } from './fake-upstream.ts';
+import {
+  authorizeUrl,
+  Browser,
+  browserLogin,
+  callMcp,
+  consentFields,
+  type Instance,
+  ISSUER,
+  instance,
+  newEncryptionKey,
+  openMigrated,
+  pkce,
+  REDIRECT,
+  RESOURCE,
+  register,
+  tokenRequest,
+  upstreamLogin,
+} from './harness.ts';
+
+let testDb: TestDatabase;
+let dbA: Database;
+let dbB: Database;
+let idp: FakeUpstream;
+let keys: { signingKey: JWK; encryptionKey: string };
+let a: Instance;
+let b: Instance;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  dbA = await openMigrated(testDb.url);
+  dbB = await openMigrated(testDb.url);
+  idp = await FakeUpstream.start();
+  keys = { signingKey: await generateSigningKey('ES256'), encryptionKey: newEncryptionKey() };
+  a = instance(dbA, idp, keys);
+  b = instance(dbB, idp, keys);
+});
+
+after(async () => {
+  await dbA?.close();
+  await dbB?.close();
+  await idp?.close();
+  await testDb?.drop();
+});
+
+const count = async (table: string, where = 'true', values: unknown[] = []) =>
+  (await dbA.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, values)).rows[0]?.n;
+
+async function fullLogin(
+  instanceFor = () => a,
+  extra: { remember?: boolean; browser?: Browser; clientId?: string } = {},
+) {
+  const clientId = extra.clientId ?? (await register(a.app)).client_id;
+  const { verifier, challenge } = pkce();
+  const browser = extra.browser ?? new Browser();
+  const { code } = await browserLogin({ authorize: instanceFor() }, browser, clientId, challenge, extra);
+  const tokens = await tokenRequest(instanceFor().app, {
+    grant_type: 'authorization_code',
+    code,
+    code_verifier: verifier,
+    client_id: clientId,
+    redirect_uri: REDIRECT,
+    resource: RESOURCE,
+  });
+  assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+  return { clientId, code, verifier, browser, tokens: tokens.body as { access_token: string; refresh_token: string } };
+}
+
+describe('metadata', () => {
+  test('RFC 8414 metadata names the proxy itself as issuer, with S256, RFC 9207 and CIMD', async () => {
+    const response = await a.app.request(`${ISSUER}/.well-known/oauth-authorization-server`);
+    assert.equal(response.status, 200);
+    const metadata = (await response.json()) as Record<string, unknown>;
+    assert.equal(metadata.issuer, ISSUER);
+    assert.equal(metadata.authorization_endpoint, `${ISSUER}/authorize`);
+    assert.equal(metadata.token_endpoint, `${ISSUER}/token`);
+    assert.equal(metadata.registration_endpoint, `${ISSUER}/register`);
+    assert.equal(metadata.revocation_endpoint, `${ISSUER}/revoke`);
+    assert.deepEqual(metadata.code_challenge_methods_supported, ['S256']);
+    assert.equal(metadata.authorization_response_iss_parameter_supported, true);
+    assert.equal(metadata.client_id_metadata_document_supported, true);
+  });
+
+  test('the Protected Resource Metadata names the proxy as authorization server', async () => {
+    const response = await a.app.request(`${ISSUER}/.well-known/oauth-protected-resource/mcp`);
+    const document = (await response.json()) as Record<string, unknown>;
+    assert.equal(document.resource, RESOURCE);
+    assert.deepEqual(document.authorization_servers, [ISSUER]);
+  });
+
+  test('401 challenges point at the metadata', async () => {
+    const response = await a.app.request(`${ISSUER}/mcp`, { method: 'POST' });
+    assert.equal(response.status, 401);
+    assert.match(
+      response.headers.get('www-authenticate') ?? '',
+      /resource_metadata="http:\/\/localhost:8000\/\.well-known\/oauth-protected-resource\/mcp"/,
+    );
+  });
+});
+
+describe('registration', () => {
+  test('refuses non-loopback http redirect URIs and oversized bodies', async () => {
+    const bad = await a.app.request(`${ISSUER}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://evil.example.com/cb'] }),
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { error: string }).error, 'invalid_redirect_uri');
+    const big = await a.app.request(`${ISSUER}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT], client_name: 'x'.repeat(20_000) }),
+    });
+    assert.equal(big.status, 413);
+  });
+
+  test('a confidential client gets a secret that the token endpoint requires', async () => {
+    const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_post' });
+    assert.ok(client.client_secret);
+    const response = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code: 'nope',
+      client_id: client.client_id,
+      client_secret: 'wrong',
+    });
+    assert.equal(response.status, 401);
+    assert.equal(response.body.error, 'invalid_client');
+  });
+});
+
+describe('the full flow', () => {
+  test('register → consent → upstream login → code → token → authenticated → refresh rotates', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const browser = new Browser();
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: challenge, scope: 'mcp:access expenses:read' }),
+    );
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    assert.equal(page.headers.get('x-frame-options'), 'DENY');
+    const html = await page.text();
+    assert.match(html, /Test Client/);
+    assert.ok(html.includes(REDIRECT), 'names the redirect URI');
+    assert.match(html, /expenses:read/);
+    assert.match(html, /Read your expenses/);
+    const fields = consentFields(html);
+    const approved = await browser.post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(approved.status, 302);
+    const upstreamUrl = new URL(approved.headers.get('location') as string);
+    assert.ok(upstreamUrl.href.startsWith(idp.issuer));
+    assert.equal(upstreamUrl.searchParams.get('client_id'), idp.clientId, 'the fixed upstream client');
+    assert.equal(upstreamUrl.searchParams.get('code_challenge_method'), 'S256');
+    assert.equal(upstreamUrl.searchParams.get('redirect_uri'), `${ISSUER}/auth/callback`);
+    assert.notEqual(upstreamUrl.searchParams.get('state'), 'client-state-1', 'its own state upstream');
+
+    const callback = await upstreamLogin(upstreamUrl.href);
+    const done = await browser.get(a.app, callback);
+    assert.equal(done.status, 302);
+    const redirect = new URL(done.headers.get('location') as string);
+    assert.equal(redirect.searchParams.get('state'), 'client-state-1');
+    assert.equal(redirect.searchParams.get('iss'), ISSUER, 'RFC 9207 iss');
+    const code = redirect.searchParams.get('code') as string;
+
+    const tokens = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      client_id: client.client_id,
+      redirect_uri: REDIRECT,
+      resource: RESOURCE,
+    });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+    assert.equal(tokens.body.token_type, 'Bearer');
+    assert.equal(tokens.body.scope, 'mcp:access expenses:read');
+    const accessToken = tokens.body.access_token as string;
+    assert.ok(!idp.issued.includes(accessToken), 'not the upstream token');
+
+    const outcome = await a.proxy.authenticate(
+      new Request(RESOURCE, { headers: { authorization: `Bearer ${accessToken}` } }),
+    );
+    assert.ok(outcome.ok);
+    assert.equal(outcome.principal.userId, 'alice-sub');
+    assert.deepEqual([...outcome.principal.scopes], ['mcp:access', 'expenses:read']);
+    assert.equal(outcome.principal.clientId, client.client_id);
+    assert.equal(outcome.principal.name, 'Alice');
+    assert.equal((await callMcp(a.app, accessToken)).status, 200);
+
+    const refreshed = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.body.refresh_token as string,
+      client_id: client.client_id,
+    });
+    assert.equal(refreshed.status, 200);
+    assert.notEqual(refreshed.body.refresh_token, tokens.body.refresh_token, 'rotated');
+    assert.equal((await callMcp(a.app, refreshed.body.access_token as string)).status, 200);
+  });
+
+  test("the package's jwtBearerProvider verifies the proxy's tokens through its JWKS", async () => {
+    const { tokens } = await fullLogin();
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: a.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s as Server));
+    });
+    try {
+      const { port } = server.address() as AddressInfo;
+      const verifier = jwtBearerProvider({
+        issuer: ISSUER,
+        jwksUri: `http://127.0.0.1:${port}/.well-known/jwks.json`,
+        resource: RESOURCE,
+        tokenType: 'at+jwt',
+      });
+      const outcome = await verifier.verifyToken(tokens.access_token);
+      assert.ok(outcome.ok, JSON.stringify(outcome));
+      assert.equal(outcome.principal.userId, 'alice-sub');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  test('upstream tokens are encrypted at rest: no plaintext in the table', async () => {
+    await fullLogin();
+    const { rows } = await dbA.pool.query<{ row: string; sealed: Buffer }>(
+      'SELECT row_to_json(g)::text AS row, upstream_tokens AS sealed FROM oauth_proxy_grants g',
+    );
+    assert.ok(rows.length > 0);
+    assert.ok(idp.issued.length > 0);
+    for (const { row, sealed } of rows) {
+      for (const secret of idp.issued) {
+        assert.ok(!row.includes(secret), 'plaintext token in the row');
+        assert.ok(!sealed.includes(Buffer.from(secret)), 'plaintext token in the ciphertext column');
+        assert.ok(!row.includes(secret.slice(6, 30)), 'no fragment either');
+      }
+    }
+  });
+
+  test('refresh renews the upstream tokens transparently when they are about to expire', async () => {
+    idp.accessTokenTtl = 1;
+    try {
+      const { clientId, tokens } = await fullLogin();
+      const before = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
+      const refreshed = await tokenRequest(a.app, {
+        grant_type: 'refresh_token',
+        refresh_token: tokens.refresh_token,
+        client_id: clientId,
+      });
+      assert.equal(refreshed.status, 200);
+      const afterCount = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
+      assert.equal(afterCount, before + 1, 'one upstream refresh');
+    } finally {
+      idp.accessTokenTtl = 300;
+    }
+  });
+
+  test('revocation of a refresh token ends the grant', async () => {
+    const { clientId, tokens } = await fullLogin();
+    const response = await a.app.request(`${ISSUER}/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: tokens.refresh_token, client_id: clientId }).toString(),
+    });
+    assert.equal(response.status, 200);
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 401);
+  });
+});
+
+describe('abuse: each refused, nothing issued', () => {
+  test('a redirect URI that is not registered: an error page, no redirect, nothing stored', async () => {
+    const client = await register(a.app);
+    const requestsBefore = await count('oauth_proxy_consent_requests');
+    const response = await a.app.request(
+      authorizeUrl({
+        client_id: client.client_id,
+        code_challenge: pkce().challenge,
+        redirect_uri: 'https://evil.example.com/cb',
+      }),
+    );
+    assert.equal(response.status, 400);
+    assert.equal(response.headers.get('location'), null);
+    assert.match(await response.text(), /redirect URI is not one this application registered/);
+    assert.equal(await count('oauth_proxy_consent_requests'), requestsBefore);
+  });
+
+  test('PKCE missing at /authorize → invalid_request at the redirect URI', async () => {
+    const client = await register(a.app);
+    const response = await a.app.request(authorizeUrl({ client_id: client.client_id, code_challenge: undefined }));
+    assert.equal(response.status, 302);
+    const location = new URL(response.headers.get('location') as string);
+    assert.equal(location.searchParams.get('error'), 'invalid_request');
+    assert.equal(location.searchParams.get('state'), 'client-state-1');
+    assert.equal(location.searchParams.get('iss'), ISSUER);
+    const plain = await a.app.request(
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge, code_challenge_method: 'plain' }),
+    );
+    assert.equal(new URL(plain.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
+  });
+
+  test('a resource other than the MCP server → invalid_target', async () => {
+    const client = await register(a.app);
+    const response = await a.app.request(
+      authorizeUrl({
+        client_id: client.client_id,
+        code_challenge: pkce().challenge,
+        resource: 'https://other.example.com/mcp',
+      }),
+    );
+    assert.equal(new URL(response.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
+  });
+
+  test('PKCE verifier missing or wrong at /token → refused, and the code still unused', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    const missing = await tokenRequest(a.app, { grant_type: 'authorization_code', code, client_id: client.client_id });
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body.error, 'invalid_request');
+    const wrong = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: client.client_id,
+      code_verifier: pkce().verifier,
+    });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.error, 'invalid_grant');
+    assert.equal(wrong.body.access_token, undefined);
+    assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [client.client_id]), 0);
+    const right = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: client.client_id,
+      code_verifier: verifier,
+    });
+    assert.equal(right.status, 200);
+  });
+
+  test('a code used twice: refused, and the tokens from its first use are revoked', async () => {
+    const { clientId, code, verifier, tokens } = await fullLogin();
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 200);
+    const again = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: clientId,
+      code_verifier: verifier,
+    });
+    assert.equal(again.status, 400);
+    assert.equal(again.body.error, 'invalid_grant');
+    assert.equal(again.body.access_token, undefined);
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 401, 'first access token revoked');
+    const refresh = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.equal(refresh.body.error, 'invalid_grant', 'first refresh token revoked');
+  });
+
+  test('a code of another client is refused', async () => {
+    const { code, verifier } = await (async () => {
+      const client = await register(a.app);
+      const p = pkce();
+      const login = await browserLogin({ authorize: a }, new Browser(), client.client_id, p.challenge);
+      return { code: login.code, verifier: p.verifier };
+    })();
+    const other = await register(a.app);
+    const response = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: other.client_id,
+      code_verifier: verifier,
+    });
+    assert.equal(response.body.error, 'invalid_grant');
+  });
+
+  test('upstream state replayed: the second callback is refused and issues no code', async () => {
+    const client = await register(a.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const approved = await browser.post(a.app, `${ISSUER}/consent`, {
+      ...consentFields(await page.text()),
+      decision: 'approve',
+    });
+    const callback = await upstreamLogin(approved.headers.get('location') as string);
+    const first = await browser.get(a.app, callback);
+    assert.equal(first.status, 302);
+    const codes = await count('oauth_proxy_codes');
+    const replay = await browser.get(a.app, callback);
+    assert.equal(replay.status, 400);
+    assert.equal(replay.headers.get('location'), null);
+    assert.equal(await count('oauth_proxy_codes'), codes);
+  });
+
+  test('a callback completed in another browser (login CSRF) is refused', async () => {
+    const client = await register(a.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const approved = await browser.post(a.app, `${ISSUER}/consent`, {
+      ...consentFields(await page.text()),
+      decision: 'approve',
+    });
+    const callback = await upstreamLogin(approved.headers.get('location') as string);
+    const codes = await count('oauth_proxy_codes');
+    const victim = await new Browser().get(a.app, callback);
+    assert.equal(victim.status, 403);
+    assert.equal(await count('oauth_proxy_codes'), codes);
+  });
+
+  test('consent posted without or with a wrong CSRF token, or without the browser cookie: 403, nothing started', async () => {
+    const client = await register(a.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const fields = consentFields(await page.text());
+    const transactions = await count('oauth_proxy_transactions');
+    const without = await browser.post(a.app, `${ISSUER}/consent`, { request: fields.request, decision: 'approve' });
+    assert.equal(without.status, 403);
+    const wrong = await browser.post(a.app, `${ISSUER}/consent`, {
+      request: fields.request,
+      csrf: 'x'.repeat(43),
+      decision: 'approve',
+    });
+    assert.equal(wrong.status, 403);
+    const otherBrowser = await new Browser().post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(otherBrowser.status, 403);
+    const crossSite = await a.app.request(`${ISSUER}/consent`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        origin: 'https://evil.example.com',
+        ...browser.header(),
+      },
+      body: new URLSearchParams({ ...fields, decision: 'approve' }).toString(),
+    });
+    assert.equal(crossSite.status, 403);
+    assert.equal(await count('oauth_proxy_transactions'), transactions);
+    // The genuine form still works afterwards, once.
+    const genuine = await browser.post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(genuine.status, 302);
+    const twice = await browser.post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(twice.status, 400);
+  });
+
+  test('a refresh token used twice revokes the whole grant', async () => {
+    const { clientId, tokens } = await fullLogin();
+    const first = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.equal(first.status, 200);
+    const reuse = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.equal(reuse.status, 400);
+    assert.equal(reuse.body.error, 'invalid_grant');
+    assert.equal(reuse.body.access_token, undefined);
+    const rotated = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: first.body.refresh_token as string,
+      client_id: clientId,
+    });
+    assert.equal(rotated.body.error, 'invalid_grant', 'the rotated token dies with the grant');
+    assert.equal((await callMcp(a.app, first.body.access_token as string)).status, 401);
+  });
+
+  test('a CIMD client id at a private or loopback address is refused', async () => {
+    for (const clientId of [
+      'https://127.0.0.1/client.json',
+      'https://localhost/client.json',
+      'https://10.1.2.3/c.json',
+      'http://example.com/c.json',
+    ]) {
+      const response = await a.app.request(authorizeUrl({ client_id: clientId, code_challenge: pkce().challenge }));
+      assert.equal(response.status, 400, clientId);
+      assert.equal(response.headers.get('location'), null);
+      const token = await tokenRequest(a.app, {
+        grant_type: 'authorization_code',
+        code: 'x',
+        client_id: clientId,
+        code_verifier: pkce().verifier,
+      });
+      assert.equal(token.body.error, 'invalid_client', clientId);
+    }
+  });
+});
+
+describe('consent', () => {
+  test('denied → access_denied with state and iss, nothing stored', async () => {
+    const before = await Promise.all(
+      ['oauth_proxy_grants', 'oauth_proxy_transactions', 'oauth_proxy_codes'].map((t) => count(t)),
+    );
+    const client = await register(a.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const denied = await browser.post(a.app, `${ISSUER}/consent`, {
+      ...consentFields(await page.text()),
+      decision: 'deny',
+    });
+    assert.equal(denied.status, 302);
+    const location = new URL(denied.headers.get('location') as string);
+    assert.equal(location.searchParams.get('error'), 'access_denied');
+    assert.equal(location.searchParams.get('state'), 'client-state-1');
+    assert.equal(location.searchParams.get('iss'), ISSUER);
+    const afterCounts = await Promise.all(
+      ['oauth_proxy_grants', 'oauth_proxy_transactions', 'oauth_proxy_codes'].map((t) => count(t)),
+    );
+    assert.deepEqual(afterCounts, before);
+    assert.equal(await count('oauth_proxy_consent_requests', 'client_id = $1', [client.client_id]), 0);
+    assert.equal(browser.cookies.has('mcp_oauth_consent'), false);
+  });
+
+  test('remembered consent skips the page for the same client only', async () => {
+    const browser = new Browser();
+    const first = await fullLogin(() => a, { remember: true, browser });
+    assert.ok(browser.cookies.has('mcp_oauth_consent'));
+    const again = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: first.clientId, code_challenge: pkce().challenge }),
+    );
+    assert.equal(again.status, 302, 'straight upstream');
+    assert.ok((again.headers.get('location') as string).startsWith(idp.issuer));
+    const wider = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: first.clientId, code_challenge: pkce().challenge, scope: 'mcp:access expenses:write' }),
+    );
+    assert.equal(wider.status, 200, 'more scopes: asked again');
+    const other = await register(a.app);
+    const otherPage = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: other.client_id, code_challenge: pkce().challenge }),
+    );
+    assert.equal(otherPage.status, 200, 'another client: the consent page');
+    // A remembered login still completes with tokens.
+    const second = await fullLogin(() => a, { browser, clientId: first.clientId });
+    assert.ok(second.tokens.access_token);
+  });
+
+  test('a tampered consent cookie is ignored', async () => {
+    const client = await register(a.app);
+    const browser = new Browser();
+    browser.cookies.set(
+      'mcp_oauth_consent',
+      `${Buffer.from(JSON.stringify({ v: 1, e: [{ c: client.client_id, s: ['mcp:access'], x: 9e9 }] })).toString(
+        'base64url',
+      )}.forged`,
+    );
+    const page = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    assert.equal(page.status, 200);
+  });
+});
+
+describe('replicas', () => {
+  test('authorize on one instance, callback and token on the other, token accepted by both', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin(
+      { authorize: a, consent: b, callback: b },
+      new Browser(),
+      client.client_id,
+      challenge,
+    );
+    const tokens = await tokenRequest(b.app, {
+      grant_type: 'authorization_code',
+      code,
+      client_id: client.client_id,
+      code_verifier: verifier,
+    });
+    assert.equal(tokens.status, 200);
+    assert.equal((await callMcp(a.app, tokens.body.access_token as string)).status, 200);
+    assert.equal((await callMcp(b.app, tokens.body.access_token as string)).status, 200);
+    const refreshed = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.body.refresh_token as string,
+      client_id: client.client_id,
+    });
+    assert.equal(refreshed.status, 200);
+    const reuse = await tokenRequest(b.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.body.refresh_token as string,
+      client_id: client.client_id,
+    });
+    assert.equal(reuse.body.error, 'invalid_grant', 'reuse detected across replicas');
+  });
+});
+
+describe('cleanup', () => {
+  test('expired rows are removed', async () => {
+    const client = await register(a.app);
+    await new Browser().get(a.app, authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+    await dbA.pool.query("UPDATE oauth_proxy_consent_requests SET expires_at = now() - interval '1 second'");
+    await dbA.pool.query("UPDATE oauth_proxy_transactions SET expires_at = now() - interval '1 second'");
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_grants SET expires_at = now() - interval '1 second' WHERE revoked_at IS NOT NULL",
+    );
+    const counts = await a.proxy.cleanupExpired();
+    assert.ok((counts.consent_requests ?? 0) >= 1);
+    assert.equal(await count('oauth_proxy_consent_requests', 'expires_at < now()'), 0);
+    assert.equal(await count('oauth_proxy_grants', 'expires_at < now()'), 0);
+  });
+});

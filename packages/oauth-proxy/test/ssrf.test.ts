@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { isMetadataDocumentUrl, isPrivateAddress, SafeFetchError, safeFetchJson } from '../src/index.ts';
+
+const strict = { maxBytes: 5120, timeoutMs: 3000, allowInsecure: false };
+
+describe('isPrivateAddress', () => {
+  test('private, loopback, link-local, CGNAT, multicast and mapped addresses are private', () => {
+    for (const address of [
+      '127.0.0.1',
+      '10.0.0.1',
+      '172.16.5.4',
+      '192.168.1.1',
+      '169.254.169.254',
+      '100.64.0.1',
+      '0.0.0.0',
+      '224.0.0.1',
+      '::1',
+      '::',
+      'fe80::1',
+      'fd00::1',
+      '::ffff:127.0.0.1',
+      '::ffff:10.0.0.1',
+      'not-an-ip',
+    ]) {
+      assert.equal(isPrivateAddress(address), true, address);
+    }
+  });
+
+  test('public addresses are not', () => {
+    for (const address of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8']) {
+      assert.equal(isPrivateAddress(address), false, address);
+    }
+  });
+});
+
+describe('isMetadataDocumentUrl', () => {
+  test('https with a path; http only in development; no fragment or credentials', () => {
+    assert.equal(isMetadataDocumentUrl('https://app.example.com/oauth/client.json', false), true);
+    assert.equal(isMetadataDocumentUrl('https://app.example.com/', false), false);
+    assert.equal(isMetadataDocumentUrl('http://app.example.com/c.json', false), false);
+    assert.equal(isMetadataDocumentUrl('http://app.example.com/c.json', true), true);
+    assert.equal(isMetadataDocumentUrl('https://app.example.com/c.json#x', false), false);
+    assert.equal(isMetadataDocumentUrl('https://u:p@app.example.com/c.json', false), false);
+  });
+});
+
+describe('safeFetchJson', () => {
+  let server: Server;
+  let base = '';
+  before(async () => {
+    server = createServer((request, response) => {
+      if (request.url === '/big') {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ padding: 'x'.repeat(10_000) }));
+      } else if (request.url === '/slow') {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.write('{');
+      } else if (request.url === '/redirect') {
+        response.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=120' });
+        response.end('{"ok":true}');
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const refused = async (target: string, options = strict, pattern: RegExp) => {
+    await assert.rejects(safeFetchJson(target, options), (error: Error) => {
+      assert.ok(error instanceof SafeFetchError, String(error));
+      assert.match(error.message, pattern);
+      return true;
+    });
+  };
+
+  test('http is refused outside development', () => refused(`${base}/doc`, strict, /only https/));
+  test('a literal private address is refused before connecting', () =>
+    refused('https://169.254.169.254/latest', strict, /private/));
+  test('a name that resolves to loopback is refused after DNS resolution', () =>
+    refused('https://localhost/client.json', strict, /resolves to a private/));
+  const dev = { ...strict, allowInsecure: true };
+  test('in development, loopback http works and Cache-Control is reported', async () => {
+    const { body, cacheControl } = await safeFetchJson(`${base}/doc`, dev);
+    assert.deepEqual(body, { ok: true });
+    assert.equal(cacheControl, 'max-age=120');
+  });
+  test('more than the byte limit is refused', () => refused(`${base}/big`, dev, /exceeds 5120 bytes/));
+  test('a document that does not arrive in time is refused', () =>
+    refused(`${base}/slow`, { ...dev, timeoutMs: 200 }, /within 200 ms/));
+  test('redirects are not followed', () => refused(`${base}/redirect`, dev, /redirects are not followed/));
+});
