@@ -71,6 +71,22 @@ describe('docker-compose.yml', () => {
     assert.match(server.environment?.DATABASE_URL ?? '', /^postgres:\/\/mcp:.*@postgres:5432\/expenses$/);
   });
 
+  test("the agent runs its image's command with variables its config module reads, as a service account", () => {
+    const agent = services.agent as Service;
+    assert.equal(agent.command, undefined);
+    const known = new Set<string>(AGENT_VARIABLES);
+    for (const variable of Object.keys(agent.environment ?? {})) assert.ok(known.has(variable), variable);
+    assert.equal(agent.environment?.MCP_AUTH, 'client_credentials');
+    const host = new URL(agent.environment?.MCP_SERVER_URL ?? '').hostname;
+    assert.ok((server.environment?.ALLOWED_HOSTS ?? '').split(',').includes(host), `the server accepts Host ${host}`);
+  });
+
+  test('in keycloak mode the server knows the issuer browsers see and where it reaches the realm itself', () => {
+    assert.equal(server.environment?.KEYCLOAK_REALM_URL, 'http://localhost:8080/realms/mcp');
+    assert.equal(server.environment?.KEYCLOAK_REALM_INTERNAL_URL, 'http://keycloak:8080/realms/mcp');
+    assert.ok((keycloak.command ?? []).includes('--hostname-backchannel-dynamic=true'));
+  });
+
   test("Keycloak starts as pnpm keycloak and the tests start it, with the repository's realm", () => {
     const command = keycloak.command ?? [];
     assert.equal(command[0], 'start-dev');
