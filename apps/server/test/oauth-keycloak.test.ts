@@ -1,4 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import {
@@ -58,13 +63,14 @@ async function provider(
   return new BrowserOAuthProvider(browser, callback, user, options);
 }
 
-function keycloakStack(registration: 'direct' | 'workaround') {
+function keycloakStack(registration: 'direct' | 'workaround' | 'off', extra: Record<string, string> = {}) {
   return startTestStack({
     PORT: String(serverPort),
     MCP_SERVER_BASE_URL: baseUrl,
     MCP_AUTH_PROVIDER: 'keycloak',
     KEYCLOAK_REALM_URL: keycloak.realmUrl,
     KEYCLOAK_REGISTRATION: registration,
+    ...extra,
   });
 }
 
@@ -206,6 +212,32 @@ describe('direct: clients register at Keycloak itself', () => {
     assert.equal(outcome.error, 'invalid_scope');
   });
 
+  test('an independent client, the MCP Inspector CLI, logs in through the browser and calls a tool', async () => {
+    // Its own registration names its GitHub page as client_uri, which the realm's Trusted Hosts
+    // policy refuses; it uses the realm's pre-registered editor client instead.
+    // Something of alice's to read back: her Keycloak user id is the `sub` of her tokens.
+    const users = (await (
+      await fetch(`${keycloak.url}/admin/realms/mcp/users?username=alice&exact=true`, {
+        headers: { authorization: `Bearer ${await adminToken()}` },
+      })
+    ).json()) as { id: string }[];
+    await stack.sql.query(
+      `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+       VALUES ($1, '2025-11-30', 3.2, 'food', 'Inspector coffee', 'cash')`,
+      [users[0]?.id],
+    );
+    const run = await inspectorLogin(alice, { consent: false, clientId: 'vscode-mcp-client' });
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    assert.ok(run.loginUrl.startsWith(`${keycloak.realmUrl}/protocol/openid-connect/auth`), run.loginUrl);
+    assert.equal(new URL(run.loginUrl).searchParams.get('code_challenge_method'), 'S256');
+    assert.equal(new URL(run.loginUrl).searchParams.get('resource'), `${baseUrl}/mcp`);
+    const result = JSON.parse(run.stdout) as { structuredContent: { expenses: { description: string }[] } };
+    assert.ok(
+      result.structuredContent.expenses.some((e) => e.description === 'Lunch'),
+      run.stdout,
+    );
+  });
+
   test('a wrong password shows the error and issues nothing; a denied consent stores nothing', async () => {
     const wrong = await provider(bob, { password: 'not-bobs-password' });
     await assert.rejects(connectWithOAuth(`${baseUrl}/mcp`, wrong), /callback was never called/);
@@ -285,6 +317,27 @@ describe('workaround: registration goes through this server, which repairs it', 
     assert.equal(outcome.added, true);
   });
 
+  test("a strict client, the MCP Inspector CLI, rejects this way: Keycloak's `iss` is not this issuer", async () => {
+    // RFC 9207: the authorization response names Keycloak's realm, the metadata named this server.
+    const run = await inspectorLogin(alice, { consent: true });
+    assert.notEqual(run.code, 0);
+    assert.match(run.stdout + run.stderr, /Issuer mismatch in authorization response \(RFC 9207\)/);
+  });
+
+  test('repair: a home page on a host Keycloak does not trust no longer blocks the registration', async () => {
+    // What the MCP Inspector sends: its GitHub page as client_uri.
+    const body = {
+      client_name: 'client with a home page',
+      redirect_uris: ['http://127.0.0.1:45679/callback'],
+      token_endpoint_auth_method: 'none',
+      client_uri: 'https://github.com/modelcontextprotocol/inspector',
+    };
+    const direct = await registerAt(`${keycloak.realmUrl}/clients-registrations/openid-connect`, body);
+    assert.equal(direct.status, 403, "Keycloak's Trusted Hosts policy refuses it");
+    const repaired = await registerAt(`${baseUrl}/register`, body);
+    assert.equal(repaired.status, 201);
+  });
+
   test('repair: a `resource` member, refused by Keycloak, registers through the server', async () => {
     const body = {
       client_name: 'resource member',
@@ -334,6 +387,39 @@ describe('workaround: registration goes through this server, which repairs it', 
   });
 });
 
+describe('off: only pre-registered clients', () => {
+  let stack: TestStack;
+  before(async () => {
+    stack = await keycloakStack('off', { ALLOWED_CLIENT_IDS: 'vscode-mcp-client' });
+  });
+  after(async () => {
+    await stack?.close();
+  });
+
+  test("the realm's editor client works; a dynamically registered client's token is refused", async () => {
+    const editor = await provider(alice);
+    editor.saveClientInformation({ client_id: 'vscode-mcp-client' });
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, editor);
+    try {
+      assert.equal(decodeJwtPayload(editor.tokens()?.access_token as string).azp, 'vscode-mcp-client');
+      assert.equal(editor.consentPages.length, 0, 'a pre-registered client has no consent page');
+      assert.ok((await client.listTools()).tools.length > 0);
+    } finally {
+      await client.close();
+    }
+
+    const registered = await provider(alice, { clientName: 'Not on the list' });
+    await authorize(registered, 'mcp:access expenses:read');
+    const response = await postMcp(
+      `${baseUrl}/mcp`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${registered.tokens()?.access_token}` },
+    );
+    assert.equal(response.status, 401);
+    assert.match(response.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+});
+
 /**
  * A read-only client meets a tool that needs write: the server answers 403 with the scope to
  * ask for, the SDK's own retry (a refresh) cannot add it, and the client authorizes again with
@@ -376,6 +462,80 @@ async function stepUp(stack: TestStack): Promise<{ error?: string; added?: boole
     return { added: true };
   } finally {
     await client.close();
+  }
+}
+
+/**
+ * Runs the MCP Inspector CLI (`tools/call get_user_expenses`) against the server. It has no TTY
+ * here, so MCP_AUTO_OPEN_ENABLED lets it go on and BROWSER=true makes "opening" a no-op; the
+ * login URL it prints is opened by Playwright, as a person would.
+ */
+async function inspectorLogin(
+  user: (typeof DEMO_USERS)[0],
+  options: { consent: boolean; clientId?: string },
+): Promise<{ code: number | null; stdout: string; stderr: string; loginUrl: string }> {
+  const home = await mkdtemp(join(tmpdir(), 'inspector-'));
+  const inspector = join(
+    dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/inspector/package.json')),
+    'clients/launcher/build/index.js',
+  );
+  const args = [inspector, '--cli', `${baseUrl}/mcp`, '--method', 'tools/call', '--tool-name', 'get_user_expenses'];
+  if (options.clientId) args.push('--client-id', options.clientId);
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, HOME: home, XDG_CONFIG_HOME: home, MCP_AUTO_OPEN_ENABLED: 'true', BROWSER: 'true' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    const loginUrl = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no login URL:\n${stderr}${stdout}`)), 60_000);
+      child.stderr.on('data', () => {
+        const match = /Please navigate to: (\S+)/.exec(stderr);
+        if (match?.[1]) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      exited.then(() => reject(new Error(`the Inspector exited before asking for a login:\n${stderr}${stdout}`)));
+    });
+    const context = await browser.newContext();
+    context.setDefaultTimeout(15_000);
+    try {
+      const page = await context.newPage();
+      await page.goto(loginUrl);
+      const callback = (url: URL) =>
+        ['127.0.0.1', 'localhost'].includes(url.hostname) && url.port !== new URL(keycloak.url).port;
+      const first = await Promise.race([
+        page
+          .locator('#kc-form-login')
+          .waitFor()
+          .then(() => 'login' as const),
+        page.waitForURL(callback).then(() => 'redirected' as const),
+      ]);
+      if (first === 'redirected') {
+        return { code: await exited, stdout, stderr: `${stderr}\nredirected without a login: ${page.url()}`, loginUrl };
+      }
+      await page.fill('#username', user.username);
+      await page.fill('#password', user.password);
+      await page.click('#kc-login');
+      if (options.consent) {
+        await page.locator('#kc-cancel').waitFor();
+        await page.click('#kc-login');
+      }
+      await page.waitForURL(
+        (url) => ['127.0.0.1', 'localhost'].includes(url.hostname) && url.port !== new URL(keycloak.url).port,
+      );
+    } finally {
+      await context.close();
+    }
+    return { code: await exited, stdout, stderr, loginUrl };
+  } finally {
+    child.kill();
+    await rm(home, { recursive: true, force: true });
   }
 }
 
