@@ -4,54 +4,17 @@
  * the image's CMD with the image's ENV, and its HEALTHCHECK command against what that started.
  */
 import assert from 'node:assert/strict';
-import { access, cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { replayDockerfile } from '@mcp-auth-stack/testing';
 import { run, startTestStack, type TestStack } from '../../server/test/helpers.ts';
 import { scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { type ScriptedLlm, startScriptedLlm } from './helpers/scripted-llm.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-
-interface Step {
-  instruction: string;
-  args: string;
-}
-
-/** The Dockerfile's instructions, with line continuations joined and comments dropped. */
-async function readDockerfile(path: string): Promise<Step[]> {
-  const text = (await readFile(path, 'utf8')).replace(/\\\n/g, ' ');
-  return text
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line && !line.startsWith('#'))
-    .map((line) => {
-      const [instruction, ...rest] = line.split(/\s+/);
-      return { instruction: (instruction as string).toUpperCase(), args: rest.join(' ') };
-    });
-}
-
-/** .dockerignore patterns as regular expressions over paths relative to the context. */
-async function dockerignore(path: string): Promise<RegExp[]> {
-  return (await readFile(path, 'utf8'))
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line && !line.startsWith('#'))
-    .map((pattern) => {
-      const body = pattern
-        .split('**/')
-        .map((part) =>
-          part
-            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-            .replace(/\*/g, '[^/]*')
-            .replace(/\?/g, '[^/]'),
-        )
-        .join('(?:.*/)?');
-      return new RegExp(`^${body}(?:/.*)?$`);
-    });
-}
 
 const exists = (path: string) =>
   access(path).then(
@@ -75,31 +38,7 @@ after(async () => {
 });
 
 test('apps/agent/Dockerfile: its files, install step, ENV, CMD and HEALTHCHECK give a working agent service', async () => {
-  const env: Record<string, string> = {};
-  let command: string[] | undefined;
-  let healthcheck: string[] | undefined;
-  for (const { instruction, args } of await readDockerfile(join(ROOT, 'apps/agent/Dockerfile'))) {
-    if (instruction === 'COPY' && !args.startsWith('--from')) {
-      assert.equal(args, '. .', 'the replay handles the whole-context COPY this Dockerfile uses');
-      const ignored = await dockerignore(join(ROOT, '.dockerignore'));
-      await cp(ROOT, image, {
-        recursive: true,
-        filter: (source) => {
-          const path = relative(ROOT, source);
-          return path === '' || !ignored.some((pattern) => pattern.test(path));
-        },
-      });
-    } else if (instruction === 'RUN' && args.startsWith('pnpm ')) {
-      const result = await run('sh', ['-c', `cd ${image} && ${args}`]);
-      assert.equal(result.code, 0, result.stderr);
-    } else if (instruction === 'ENV') {
-      for (const match of args.matchAll(/(\w+)=(\S+)/g)) env[match[1] as string] = match[2] as string;
-    } else if (instruction === 'CMD') {
-      command = JSON.parse(args) as string[];
-    } else if (instruction === 'HEALTHCHECK') {
-      healthcheck = JSON.parse(args.slice(args.indexOf('CMD ') + 4)) as string[];
-    }
-  }
+  const { env, command, healthcheck } = await replayDockerfile(ROOT, 'apps/agent/Dockerfile', image);
   assert.deepEqual(command, ['node', 'apps/agent/src/serve.ts']);
   assert.deepEqual(env, { NODE_ENV: 'production', HOST: '0.0.0.0', PORT: '8001', MCP_AUTH: 'client_credentials' });
   assert.equal(healthcheck?.[0], 'node');

@@ -1,3 +1,5 @@
+export { type ReplayedImage, replayDockerfile } from './dockerfile.ts';
+
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
