@@ -2,7 +2,9 @@
  * `pnpm start`: the whole stack locally, one command, Ctrl-C stops everything.
  *
  * With MCP_AUTH_PROVIDER unset or `keycloak`: Keycloak (the local runner, realm imported) and
- * the MCP server in `keycloak` mode on the embedded database. MCP_AUTH_PROVIDER=key or none
+ * the MCP server in `keycloak` mode on the embedded database. MCP_AUTH_PROVIDER=oauth_proxy
+ * starts the same Keycloak as the upstream of the server's OAuth proxy (its `mcp-oauth-proxy`
+ * client), unless OAUTH_PROXY_UPSTREAM_DISCOVERY_URL names another. MCP_AUTH_PROVIDER=key or none
  * runs that mode alone, without Keycloak. In key mode the first run creates a demo key and
  * shows it once.
  */
@@ -16,7 +18,8 @@ import { openAppDatabase } from '../apps/server/src/database.ts';
 
 const DEMO_USER = 'demo-user';
 const mode = process.env.MCP_AUTH_PROVIDER ?? 'keycloak';
-const wholeStack = mode === 'keycloak';
+const wholeStack =
+  mode === 'keycloak' || (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
 const keycloakPort = Number(process.env.KEYCLOAK_PORT ?? 8080);
 const env: NodeJS.ProcessEnv = {
   ...process.env,
@@ -53,7 +56,10 @@ if (wholeStack) {
     managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
     instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
     ifRunning: 'reuse',
-    realmEnv: { MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp` },
+    realmEnv: {
+      MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp`,
+      MCP_OAUTH_PROXY_CALLBACK_URL: `${config.baseUrl}/auth/callback`,
+    },
     onProgress: ({ phase, message, elapsedMs }) => {
       const line = `keycloak [${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`;
       process.stdout.write(interactive ? `\r\x1b[2K${line.slice(0, process.stdout.columns - 1)}` : `${line}\n`);
@@ -120,6 +126,12 @@ if (config.authMode === 'key') {
     `  VS Code   .vscode/mcp.json has "expenses": start it, and VS Code registers itself with Keycloak and`,
     '            opens the login page (sign in as one of the demo users).',
     `  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)`,
+  );
+} else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
+  lines.push(
+    '',
+    '  VS Code   .vscode/mcp.json has "expenses": start it, and VS Code registers itself with this server,',
+    '            which shows its consent page, then sends you to sign in upstream (see docs/oauth-proxy.md).',
   );
 } else {
   lines.push('', '  VS Code   .vscode/mcp.json has "expenses" (no auth in this mode).');

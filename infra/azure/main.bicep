@@ -61,6 +61,14 @@ param entraProxyClientId string = ''
 @description('entra_proxy mode: its client secret (written by the preprovision hook).')
 param entraProxyClientSecret string = ''
 
+@secure()
+@description('entra_proxy mode: the private JWK the proxy signs its own access tokens with (generated once by the preprovision hook).')
+param oauthProxySigningKey string = ''
+
+@secure()
+@description('entra_proxy mode: the 32-byte key that encrypts stored upstream tokens (generated once by the preprovision hook).')
+param oauthProxyEncryptionKey string = ''
+
 @description('key mode: an API key for the agent (create one after the first deploy, then `azd env set MCP_API_KEY ...` and `azd provision`).')
 @secure()
 param agentMcpApiKey string = ''
@@ -236,6 +244,8 @@ module keyVault 'modules/key-vault.bicep' = {
       'keycloak-proxy-client-secret': keycloakProxyClientSecret
       'keycloak-mcp-server-client-secret': keycloakMcpServerClientSecret
       'entra-proxy-client-secret': entraProxyClientSecret
+      'oauth-proxy-signing-key': oauthProxySigningKey
+      'oauth-proxy-encryption-key': oauthProxyEncryptionKey
       'agent-chat-token': agentChatToken
       'agent-mcp-api-key': agentMcpApiKey
     }
@@ -250,6 +260,8 @@ module keyVault 'modules/key-vault.bicep' = {
         'agent-chat-token': [agentIdentity.outputs.principalId]
       },
       empty(entraProxyClientSecret) ? {} : { 'entra-proxy-client-secret': [serverIdentity.outputs.principalId] },
+      empty(oauthProxySigningKey) ? {} : { 'oauth-proxy-signing-key': [serverIdentity.outputs.principalId] },
+      empty(oauthProxyEncryptionKey) ? {} : { 'oauth-proxy-encryption-key': [serverIdentity.outputs.principalId] },
       empty(agentMcpApiKey) ? {} : { 'agent-mcp-api-key': [agentIdentity.outputs.principalId] }
     )
   }
@@ -293,7 +305,13 @@ var serverEnvByMode = {
 
 var serverSecretEnv = union(
   { DATABASE_URL: 'database-url' },
-  mcpAuthProvider == 'entra_proxy' ? { ENTRA_PROXY_AZURE_CLIENT_SECRET: 'entra-proxy-client-secret' } : {}
+  mcpAuthProvider == 'entra_proxy'
+    ? {
+        ENTRA_PROXY_AZURE_CLIENT_SECRET: 'entra-proxy-client-secret'
+        OAUTH_PROXY_SIGNING_KEY: 'oauth-proxy-signing-key'
+        OAUTH_PROXY_ENCRYPTION_KEY: 'oauth-proxy-encryption-key'
+      }
+    : {}
 )
 
 module server 'modules/container-app.bicep' = {

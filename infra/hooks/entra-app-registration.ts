@@ -12,8 +12,9 @@
  * Microsoft Graph is called over REST with a token from `@azure/identity` (the azd login by
  * default). The Graph URL, the credential and the azd environment are injectable for tests.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { generateSigningKey } from '@mcp-auth-stack/oauth-proxy';
 import { type AzdEnvironment, azdCli } from './azd.ts';
 
 export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';
@@ -257,6 +258,16 @@ export async function preprovision(options: HookOptions = {}): Promise<Registrat
     log(`Added a client secret (valid ${SECRET_LIFETIME_DAYS} days) and stored it in the azd environment.`);
   }
   if (env.ENTRA_PROXY_AZURE_CLIENT_ID !== app.appId) await azd.set('ENTRA_PROXY_AZURE_CLIENT_ID', app.appId);
+  // The proxy's own keys, made once per environment: replicas share them through Key Vault, and
+  // changing them would invalidate every token and stored upstream grant.
+  if (!env.OAUTH_PROXY_SIGNING_KEY) {
+    await azd.set('OAUTH_PROXY_SIGNING_KEY', JSON.stringify(await generateSigningKey()));
+    log('Generated the OAuth proxy token-signing key and stored it in the azd environment.');
+  }
+  if (!env.OAUTH_PROXY_ENCRYPTION_KEY) {
+    await azd.set('OAUTH_PROXY_ENCRYPTION_KEY', randomBytes(32).toString('base64url'));
+    log('Generated the OAuth proxy encryption key and stored it in the azd environment.');
+  }
   return {
     skipped: false,
     appId: app.appId,

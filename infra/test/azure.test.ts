@@ -82,6 +82,9 @@ function appEnvironment(moduleName: string, mode: Mode, privateNetwork = false) 
 function sampleSecret(name: string): string {
   if (name === 'DATABASE_URL')
     return 'postgres://mcpadmin:pw@psql-abc123xyz.postgres.database.azure.com:5432/expenses?sslmode=verify-full';
+  // Shaped like what the preprovision hook generates (a private JWK; 32 random bytes).
+  if (name === 'OAUTH_PROXY_SIGNING_KEY') return JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' });
+  if (name === 'OAUTH_PROXY_ENCRYPTION_KEY') return Buffer.alloc(32, 7).toString('base64url');
   return `sample-${name.toLowerCase()}`;
 }
 
@@ -348,6 +351,8 @@ describe('the MCP server container app', () => {
     assert.deepEqual(secretEnv, {
       DATABASE_URL: 'database-url',
       ENTRA_PROXY_AZURE_CLIENT_SECRET: 'entra-proxy-client-secret',
+      OAUTH_PROXY_SIGNING_KEY: 'oauth-proxy-signing-key',
+      OAUTH_PROXY_ENCRYPTION_KEY: 'oauth-proxy-encryption-key',
     });
     for (const name of Object.keys(env)) assert.doesNotMatch(name, /SECRET|PASSWORD|DATABASE_URL/);
     const keyVault = main.modules.find((m) => m.name === 'keyVault');

@@ -219,11 +219,17 @@ describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph',
     assert.equal(azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET_ID, app.passwordCredentials[0]?.keyId);
     assert.equal(app.passwordCredentials[0]?.endDateTime, '2027-05-25T00:00:00.000Z');
     assert.equal(servicePrincipals.length, 1);
+    // The proxy's own keys: a private signing JWK and 32 random bytes, made once.
+    const jwk = JSON.parse(azd.store.OAUTH_PROXY_SIGNING_KEY ?? '{}') as { kty?: string; d?: string };
+    assert.ok(jwk.kty && jwk.d, 'a private JWK');
+    assert.equal(Buffer.from(azd.store.OAUTH_PROXY_ENCRYPTION_KEY ?? '', 'base64url').length, 32);
   });
 
   test('re-run: found by client id, nothing created, patched or added', async () => {
     requests.length = 0;
+    const keys = [azd.store.OAUTH_PROXY_SIGNING_KEY, azd.store.OAUTH_PROXY_ENCRYPTION_KEY];
     const result = await preprovision(options());
+    assert.deepEqual([azd.store.OAUTH_PROXY_SIGNING_KEY, azd.store.OAUTH_PROXY_ENCRYPTION_KEY], keys, 'keys kept');
     assert.deepEqual([result.created, result.secretAdded, result.patched], [false, false, false]);
     assert.deepEqual(calls(), ['GET /v1.0/applications', 'GET /v1.0/servicePrincipals']);
     assert.match(decodeURIComponent(requests[0]?.path ?? ''), /appId eq '/);

@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   ApiKeyStore,
   type AuthProvider,
@@ -8,6 +11,13 @@ import {
 } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
 import { EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
+import {
+  entraUpstream,
+  generateSigningKey,
+  type OAuthProxyOptions,
+  oauthProxy,
+  oidcUpstream,
+} from '@mcp-auth-stack/oauth-proxy';
 import type { ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
@@ -35,6 +45,9 @@ export async function createAuthProvider(
     }
     case 'keycloak':
       return keycloakProvider(config, logger);
+    case 'oauth_proxy':
+    case 'entra_proxy':
+      return oauthProxyProvider(config, database, logger);
   }
 }
 
@@ -83,5 +96,96 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
       jwt.mount(app);
       facade.mount(app);
     },
+  };
+}
+
+/** The scopes the proxy offers, with what its consent page says about each. */
+const PROXY_SCOPES = [MCP_ACCESS_SCOPE, EXPENSE_SCOPES.read, EXPENSE_SCOPES.write];
+const PROXY_SCOPE_DESCRIPTIONS: Record<string, string> = {
+  [MCP_ACCESS_SCOPE]: 'use the Expenses Tracker MCP server',
+  [EXPENSE_SCOPES.read]: 'read your expenses',
+  [EXPENSE_SCOPES.write]: 'add and delete your expenses',
+};
+
+/**
+ * `oauth_proxy` and `entra_proxy` modes: this server is the authorization server of its MCP
+ * clients (registration, consent, PKCE, its own short-lived tokens) in front of an OIDC provider
+ * with one fixed confidential client. See docs/oauth-proxy.md.
+ */
+async function oauthProxyProvider(config: ServerConfig, database: Database, logger: Logger): Promise<AuthProvider> {
+  const proxyConfig = config.oauthProxy;
+  if (!proxyConfig) throw new Error(`MCP_AUTH_PROVIDER=${config.authMode} without its configuration`);
+  const { upstream } = proxyConfig;
+  const keys = await proxyKeys(config, logger);
+  return oauthProxy({
+    name: config.authMode,
+    issuer: config.baseUrl,
+    resource: `${config.baseUrl}/mcp`,
+    upstream:
+      upstream.kind === 'entra'
+        ? entraUpstream({
+            tenantId: upstream.tenantId,
+            clientId: upstream.clientId,
+            clientSecret: upstream.clientSecret,
+          })
+        : oidcUpstream({
+            displayName: upstream.discoveryUrl === config.keycloakRealmUrl ? 'Keycloak' : undefined,
+            discoveryUrl: upstream.discoveryUrl,
+            clientId: upstream.clientId,
+            clientSecret: upstream.clientSecret,
+            scopes: upstream.scopes,
+            internalBaseUrl: upstream.internalUrl
+              ? { from: upstream.discoveryUrl, to: upstream.internalUrl }
+              : undefined,
+          }),
+    pool: database.pool,
+    signingKey: keys.signingKey,
+    encryptionKey: keys.encryptionKey,
+    scopesSupported: PROXY_SCOPES,
+    defaultScopes: PROXY_SCOPES,
+    scopeDescriptions: PROXY_SCOPE_DESCRIPTIONS,
+    resourceName: 'Expenses Tracker',
+    onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
+  });
+}
+
+interface ProxyKeys {
+  signingKey: OAuthProxyOptions['signingKey'];
+  encryptionKey: string;
+}
+
+/**
+ * The keys from OAUTH_PROXY_SIGNING_KEY and OAUTH_PROXY_ENCRYPTION_KEY; on a loopback base URL
+ * (config refuses their absence elsewhere), generated once into the data directory, so
+ * `MCP_AUTH_PROVIDER=oauth_proxy pnpm start` needs no other setting.
+ */
+async function proxyKeys(config: ServerConfig, logger: Logger): Promise<ProxyKeys> {
+  const configured = config.oauthProxy as NonNullable<ServerConfig['oauthProxy']>;
+  if (configured.signingKey !== undefined && configured.encryptionKey !== undefined) {
+    return { signingKey: JSON.parse(configured.signingKey), encryptionKey: configured.encryptionKey };
+  }
+  const file = join(config.dataDir, 'oauth-proxy-keys.json');
+  let stored: ProxyKeys | undefined;
+  try {
+    stored = JSON.parse(await readFile(file, 'utf8')) as ProxyKeys;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  if (!stored) {
+    stored = {
+      signingKey: await generateSigningKey(),
+      encryptionKey: randomBytes(32).toString('base64url'),
+    };
+    await mkdir(config.dataDir, { recursive: true });
+    await writeFile(file, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+    await chmod(file, 0o600);
+    logger.warn(
+      'OAUTH_PROXY_SIGNING_KEY / OAUTH_PROXY_ENCRYPTION_KEY unset: generated local development keys. Set both for anything but this machine.',
+      { file },
+    );
+  }
+  return {
+    signingKey: configured.signingKey !== undefined ? JSON.parse(configured.signingKey) : stored.signingKey,
+    encryptionKey: configured.encryptionKey ?? stored.encryptionKey,
   };
 }

@@ -2,7 +2,7 @@
  * The server's whole configuration, read from the environment once at start-up. A missing
  * or invalid variable stops the process with a message that names it.
  */
-export type AuthMode = 'none' | 'key' | 'keycloak';
+export type AuthMode = 'none' | 'key' | 'keycloak' | 'oauth_proxy' | 'entra_proxy';
 /**
  * How MCP clients get a client id in `keycloak` mode: `direct` registers at Keycloak itself;
  * `workaround` registers through this server, which repairs what Keycloak 26.7.3 gets wrong;
@@ -38,7 +38,32 @@ export interface ServerConfig {
   maxRequestBytes: number;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
+  /** `oauth_proxy` and `entra_proxy` modes: this server is the OAuth authorization server. */
+  oauthProxy: OAuthProxyConfig | undefined;
 }
+
+export interface OAuthProxyConfig {
+  upstream:
+    | {
+        kind: 'oidc';
+        /** The upstream issuer (its discovery document is at `/.well-known/openid-configuration`). */
+        discoveryUrl: string;
+        /** Where this server reaches the upstream, when not at its public URL (compose, Azure). */
+        internalUrl: string | undefined;
+        clientId: string;
+        clientSecret: string;
+        scopes: string[];
+      }
+    | { kind: 'entra'; tenantId: string; clientId: string; clientSecret: string };
+  /** Private JWK as JSON; unset only on a loopback base URL (generated into the data directory). */
+  signingKey: string | undefined;
+  /** 32 bytes (base64, base64url or hex); unset only on a loopback base URL. */
+  encryptionKey: string | undefined;
+}
+
+/** The realm's demo secret of `mcp-oauth-proxy` (keycloak/realm-mcp.json); accepted on loopback only. */
+export const KEYCLOAK_PROXY_DEMO_SECRET = 'mcp-oauth-proxy-demo-secret-not-for-production';
+export const KEYCLOAK_PROXY_CLIENT_ID = 'mcp-oauth-proxy';
 
 export class ConfigError extends Error {
   constructor(variable: string, problem: string) {
@@ -70,9 +95,32 @@ export const CONFIG_VARIABLES = [
   'KEYCLOAK_REGISTRATION',
   'ALLOWED_CLIENT_IDS',
   'TRUST_PROXY',
+  'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_ID',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
+  'OAUTH_PROXY_UPSTREAM_SCOPES',
+  'OAUTH_PROXY_SIGNING_KEY',
+  'OAUTH_PROXY_ENCRYPTION_KEY',
+  'ENTRA_PROXY_AZURE_CLIENT_ID',
+  'ENTRA_PROXY_AZURE_CLIENT_SECRET',
+  'AZURE_TENANT_ID',
+  'ENTRA_PROXY_MCP_SERVER_BASE_URL',
 ] as const;
 
-const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak'];
+const PROXY_VARIABLES = [
+  'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_ID',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
+  'OAUTH_PROXY_UPSTREAM_SCOPES',
+  'OAUTH_PROXY_SIGNING_KEY',
+  'OAUTH_PROXY_ENCRYPTION_KEY',
+  'ENTRA_PROXY_AZURE_CLIENT_ID',
+  'ENTRA_PROXY_AZURE_CLIENT_SECRET',
+  'AZURE_TENANT_ID',
+  'ENTRA_PROXY_MCP_SERVER_BASE_URL',
+] as const satisfies readonly (typeof CONFIG_VARIABLES)[number][];
+
+const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak', 'oauth_proxy', 'entra_proxy'];
 const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
@@ -80,8 +128,10 @@ const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 export function loadConfig(env: Env = process.env): ServerConfig {
   const host = text(env, 'HOST', '127.0.0.1');
   const port = integer(env, 'PORT', 8000, 0, 65535);
-  const baseUrl = url(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
   const authMode = oneOf(env, 'MCP_AUTH_PROVIDER', AUTH_MODES, 'key');
+  // The proxy modes' variables, read whatever the mode (so every variable is always seen).
+  const proxyEnv: Env = Object.fromEntries(PROXY_VARIABLES.map((name) => [name, env[name]]));
+  const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, port);
   const allowUnauthenticatedRemote = boolean(env, 'ALLOW_UNAUTHENTICATED_REMOTE', false);
   if (authMode === 'none' && !isLoopback(host) && !allowUnauthenticatedRemote) {
     throw new ConfigError(
@@ -109,11 +159,24 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       'must list the pre-registered client ids when KEYCLOAK_REGISTRATION=off (e.g. vscode-mcp-client)',
     );
   }
+  const oauthProxy =
+    authMode === 'oauth_proxy' || authMode === 'entra_proxy'
+      ? proxyConfig(
+          {
+            ...proxyEnv,
+            KEYCLOAK_REALM_URL: keycloakRealmUrl,
+            KEYCLOAK_REALM_INTERNAL_URL: env.KEYCLOAK_REALM_INTERNAL_URL,
+          },
+          authMode,
+          base,
+        )
+      : undefined;
   return {
     host,
     port,
     baseUrl,
     authMode,
+    oauthProxy,
     keycloakRealmUrl: keycloakRealmUrl === undefined ? undefined : url(env, 'KEYCLOAK_REALM_URL', ''),
     keycloakRealmInternalUrl:
       optional(env, 'KEYCLOAK_REALM_INTERNAL_URL') === undefined
@@ -133,6 +196,117 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
   };
+}
+
+/** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
+function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
+  const baseUrl = url(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
+  if (authMode !== 'entra_proxy' || optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') === undefined) return baseUrl;
+  const entraBaseUrl = url(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
+  if (optional(env, 'MCP_SERVER_BASE_URL') !== undefined && entraBaseUrl !== baseUrl) {
+    throw new ConfigError(
+      'ENTRA_PROXY_MCP_SERVER_BASE_URL',
+      `is ${entraBaseUrl} but MCP_SERVER_BASE_URL is ${baseUrl}; set one, or both to the same URL`,
+    );
+  }
+  return entraBaseUrl;
+}
+
+function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: URL): OAuthProxyConfig {
+  const local = isLoopback(base.hostname.replace(/^\[|\]$/g, ''));
+  const keys = proxyKeys(env, local, authMode);
+  if (authMode === 'entra_proxy') {
+    const need = (name: string, what: string) => {
+      const value = optional(env, name);
+      if (value === undefined) throw new ConfigError(name, `is required when MCP_AUTH_PROVIDER=entra_proxy (${what})`);
+      return value;
+    };
+    return {
+      upstream: {
+        kind: 'entra',
+        clientId: need('ENTRA_PROXY_AZURE_CLIENT_ID', 'the application (client) id of the Entra app registration'),
+        clientSecret: need('ENTRA_PROXY_AZURE_CLIENT_SECRET', 'a client secret of that app registration'),
+        tenantId: need('AZURE_TENANT_ID', 'the directory (tenant) id'),
+      },
+      ...keys,
+    };
+  }
+  const discoveryName =
+    optional(env, 'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL') === undefined
+      ? 'KEYCLOAK_REALM_URL'
+      : 'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL';
+  if (optional(env, discoveryName) === undefined) {
+    throw new ConfigError(
+      'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
+      'is required when MCP_AUTH_PROVIDER=oauth_proxy (the upstream issuer, e.g. http://localhost:8080/realms/mcp), or set KEYCLOAK_REALM_URL',
+    );
+  }
+  const clientId = text(env, 'OAUTH_PROXY_UPSTREAM_CLIENT_ID', KEYCLOAK_PROXY_CLIENT_ID);
+  const clientSecret = optional(env, 'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET');
+  if (clientSecret === undefined && !(local && clientId === KEYCLOAK_PROXY_CLIENT_ID)) {
+    throw new ConfigError(
+      'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
+      `is required when MCP_AUTH_PROVIDER=oauth_proxy (the realm's demo secret is used only on a loopback base URL with the client ${KEYCLOAK_PROXY_CLIENT_ID})`,
+    );
+  }
+  const internal = optional(env, 'KEYCLOAK_REALM_INTERNAL_URL');
+  return {
+    upstream: {
+      kind: 'oidc',
+      discoveryUrl: url(env, discoveryName, ''),
+      internalUrl:
+        discoveryName === 'KEYCLOAK_REALM_URL' && internal !== undefined
+          ? url(env, 'KEYCLOAK_REALM_INTERNAL_URL', '')
+          : undefined,
+      clientId,
+      clientSecret: clientSecret ?? KEYCLOAK_PROXY_DEMO_SECRET,
+      scopes: list(env, 'OAUTH_PROXY_UPSTREAM_SCOPES', ['openid', 'profile']),
+    },
+    ...keys,
+  };
+}
+
+function proxyKeys(
+  env: Env,
+  local: boolean,
+  authMode: AuthMode,
+): Pick<OAuthProxyConfig, 'signingKey' | 'encryptionKey'> {
+  const signingKey = optional(env, 'OAUTH_PROXY_SIGNING_KEY');
+  const encryptionKey = optional(env, 'OAUTH_PROXY_ENCRYPTION_KEY');
+  if (signingKey !== undefined) {
+    let jwk: unknown;
+    try {
+      jwk = JSON.parse(signingKey);
+    } catch {
+      throw new ConfigError('OAUTH_PROXY_SIGNING_KEY', 'must be a private JWK as JSON');
+    }
+    if (typeof jwk !== 'object' || jwk === null || !('d' in jwk) || !('kty' in jwk)) {
+      throw new ConfigError('OAUTH_PROXY_SIGNING_KEY', 'must be a private JWK (with "kty" and "d")');
+    }
+  }
+  if (encryptionKey !== undefined && decodedKeyLength(encryptionKey) !== 32) {
+    throw new ConfigError('OAUTH_PROXY_ENCRYPTION_KEY', 'must be 32 bytes as base64, base64url or hex');
+  }
+  if (!local) {
+    for (const [name, value] of [
+      ['OAUTH_PROXY_SIGNING_KEY', signingKey],
+      ['OAUTH_PROXY_ENCRYPTION_KEY', encryptionKey],
+    ] as const) {
+      if (value === undefined) {
+        throw new ConfigError(
+          name,
+          `is required when MCP_AUTH_PROVIDER=${authMode} and the base URL is not loopback (every replica needs the same key; see docs/oauth-proxy.md)`,
+        );
+      }
+    }
+  }
+  return { signingKey, encryptionKey };
+}
+
+function decodedKeyLength(value: string): number {
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return 32;
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return -1;
+  return Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64').length;
 }
 
 export function isLoopback(host: string): boolean {

@@ -1,6 +1,7 @@
 import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, expensesMigrations } from '@mcp-auth-stack/expenses';
+import { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from '@mcp-auth-stack/oauth-proxy';
 import type { ServerConfig } from './config.ts';
 
 /**
@@ -22,6 +23,7 @@ export async function openAppDatabase(
   try {
     await migrate(database.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
     await migrate(database.pool, EXPENSES_NAMESPACE, expensesMigrations);
+    await migrate(database.pool, OAUTH_PROXY_NAMESPACE, oauthProxyMigrations);
   } catch (error) {
     await database.close();
     throw error;

@@ -1,0 +1,285 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import {
+  type CallbackServer,
+  decodeJwtPayload,
+  freePort,
+  launchChromium,
+  startCallbackServer,
+} from '@mcp-auth-stack/keycloak/testing';
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { Browser, BrowserContext } from 'playwright-core';
+import { startTestStack, type TestStack } from './helpers.ts';
+import { BrowserOAuthProvider, connectWithOAuth, type LoginUser } from './oauth-helpers.ts';
+
+/**
+ * The server in `oauth_proxy` mode: it is the authorization server of the MCP client (DCR,
+ * its own consent page, PKCE, its own tokens), and the user signs in at a real Keycloak 26.7.3
+ * through the realm's fixed confidential client `mcp-oauth-proxy`. Real PostgreSQL, Chromium,
+ * and the official SDK client.
+ */
+const [alice, bob, carol] = DEMO_USERS as [(typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0], (typeof DEMO_USERS)[0]];
+
+let keycloak: RunningKeycloak;
+let browser: Browser;
+let serverPort: number;
+let baseUrl: string;
+let dataDir: string;
+let stack: TestStack;
+const callbacks: CallbackServer[] = [];
+
+before(
+  async () => {
+    serverPort = await freePort();
+    baseUrl = `http://localhost:${serverPort}`;
+    keycloak = await startKeycloak({
+      httpPort: await freePort(),
+      managementPort: await freePort(),
+      realmEnv: {
+        MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp`,
+        MCP_OAUTH_PROXY_CALLBACK_URL: `${baseUrl}/auth/callback`,
+      },
+    });
+    browser = await launchChromium();
+    dataDir = await mkdtemp(join(tmpdir(), 'oauth-proxy-data-'));
+    // No keys configured: on a loopback base URL the server generates them into DATA_DIR.
+    stack = await startTestStack({
+      PORT: String(serverPort),
+      MCP_SERVER_BASE_URL: baseUrl,
+      MCP_AUTH_PROVIDER: 'oauth_proxy',
+      KEYCLOAK_REALM_URL: keycloak.realmUrl,
+      DATA_DIR: dataDir,
+    });
+  },
+  { timeout: 600_000 },
+);
+
+after(async () => {
+  await stack?.close();
+  for (const callback of callbacks) await callback.close();
+  await browser?.close();
+  await keycloak?.stop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+interface ProxyLoginOptions {
+  clientName?: string;
+  /** What the user does on the proxy's consent page (default approve). */
+  decision?: 'approve' | 'deny';
+  /** Ticks "Remember my decision for this application". */
+  remember?: boolean;
+  /** A browser context kept across logins (its cookies: remembered consent, Keycloak's session). */
+  context?: BrowserContext;
+}
+
+/**
+ * The SDK client's OAuth side with the proxy in between: the browser first sees the proxy's
+ * consent page (approve or deny), then, when approved, Keycloak's login page.
+ */
+class ProxyOAuthProvider extends BrowserOAuthProvider {
+  readonly proxy: ProxyLoginOptions;
+  /** Text of each of the proxy's consent pages shown. */
+  readonly proxyConsentPages: string[] = [];
+  /** How many times Keycloak's login form was filled in. */
+  keycloakLogins = 0;
+
+  constructor(callback: CallbackServer, user: LoginUser, options: ProxyLoginOptions) {
+    super(browser, callback, user, options.clientName ? { clientName: options.clientName } : {});
+    this.proxy = options;
+  }
+
+  override async redirectToAuthorization(url: URL): Promise<void> {
+    this.authorizationUrls.push(url);
+    const context = this.proxy.context ?? (await this.browser.newContext());
+    context.setDefaultTimeout(15_000);
+    const page = await context.newPage();
+    try {
+      await page.goto(url.toString());
+      const atCallback = (target: URL) => target.href.startsWith(this.callback.redirectUri);
+      const next = () =>
+        Promise.race([
+          page
+            .locator('form[action$="/consent"]')
+            .waitFor()
+            .then(() => 'consent' as const),
+          page
+            .locator('#kc-form-login')
+            .waitFor()
+            .then(() => 'login' as const),
+          page.waitForURL(atCallback).then(() => 'redirected' as const),
+        ]);
+      let step = await next();
+      if (step === 'consent') {
+        this.proxyConsentPages.push((await page.locator('main').textContent()) ?? '');
+        if (this.proxy.remember) await page.check('input[name="remember"]');
+        // Wait until the form's page is gone, or the race below would find the form again.
+        await Promise.all([
+          page.waitForURL((target) => !target.href.startsWith(`${baseUrl}/authorize`)),
+          page.click(`button[name="decision"][value="${this.proxy.decision ?? 'approve'}"]`),
+        ]);
+        step = await next();
+      }
+      if (step === 'login') {
+        this.keycloakLogins++;
+        await page.fill('#username', this.user.username);
+        await page.fill('#password', this.user.password);
+        await page.click('#kc-login');
+        await page.waitForURL(atCallback);
+      }
+    } finally {
+      await page.close();
+      if (!this.proxy.context) await context.close();
+    }
+  }
+}
+
+async function provider(user: LoginUser, options: ProxyLoginOptions = {}) {
+  const callback = await startCallbackServer();
+  callbacks.push(callback);
+  return new ProxyOAuthProvider(callback, user, options);
+}
+
+const call = (client: Client, name: string, args: Record<string, unknown> = {}) =>
+  client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
+const lunch = { date: '2025-12-17', amount: 12.5, category: 'food', description: 'Lunch', payment_method: 'visa' };
+
+async function keycloakUserId(username: string): Promise<string> {
+  const tokenResponse = await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
+  });
+  const { access_token } = (await tokenResponse.json()) as { access_token: string };
+  const users = (await (
+    await fetch(`${keycloak.url}/admin/realms/mcp/users?username=${username}&exact=true`, {
+      headers: { authorization: `Bearer ${access_token}` },
+    })
+  ).json()) as { id: string }[];
+  assert.equal(users.length, 1, `one Keycloak user ${username}`);
+  return (users[0] as { id: string }).id;
+}
+
+/** Runs the authorization code flow with the SDK's own `auth()`; returns the redirect's parameters. */
+async function authorizeOnce(oauth: ProxyOAuthProvider): Promise<URLSearchParams> {
+  const serverUrl = `${baseUrl}/mcp`;
+  assert.equal(await auth(oauth, { serverUrl }), 'REDIRECT');
+  const params = await oauth.callback.next();
+  const code = params.get('code');
+  if (code) assert.equal(await auth(oauth, { serverUrl, authorizationCode: code }), 'AUTHORIZED');
+  return params;
+}
+
+const count = async (table: string) =>
+  (await stack.sql.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n as number;
+
+describe('oauth_proxy: the server as authorization server in front of Keycloak', () => {
+  test('generated the local keys into DATA_DIR, readable by the owner only', async () => {
+    const info = await stat(join(dataDir, 'oauth-proxy-keys.json'));
+    assert.equal(info.mode & 0o777, 0o600);
+    const metadata = (await (await fetch(`${baseUrl}/.well-known/oauth-authorization-server`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.equal(metadata.issuer, baseUrl);
+    assert.deepEqual(metadata.code_challenge_methods_supported, ['S256']);
+    const resource = (await (await fetch(`${baseUrl}/.well-known/oauth-protected-resource/mcp`)).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.deepEqual(resource.authorization_servers, [baseUrl]);
+    const ready = await fetch(`${baseUrl}/ready`);
+    assert.equal(ready.status, 200, await ready.clone().text());
+  });
+
+  test('the SDK client registers at the proxy, the user approves its consent page and signs in at Keycloak; the expense belongs to the upstream sub', async () => {
+    const oauth = await provider(alice, { clientName: 'Proxy e2e client' });
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    try {
+      const authorizeUrl = oauth.authorizationUrls[0] as URL;
+      assert.equal(`${authorizeUrl.origin}${authorizeUrl.pathname}`, `${baseUrl}/authorize`);
+      assert.equal(authorizeUrl.searchParams.get('code_challenge_method'), 'S256');
+      assert.equal(authorizeUrl.searchParams.get('resource'), `${baseUrl}/mcp`);
+      const clientId = oauth.clientInformation()?.client_id as string;
+      assert.ok(clientId, 'registered dynamically at the proxy');
+      assert.equal(oauth.proxyConsentPages.length, 1, 'the consent page was shown once');
+      const consent = oauth.proxyConsentPages[0] as string;
+      assert.match(consent, /Proxy e2e client/, 'names the client');
+      assert.ok(consent.includes(clientId), 'shows the client id');
+      assert.ok(consent.includes(oauth.callback.redirectUri), 'shows the redirect URI');
+      for (const scope of ['mcp:access', 'expenses:read', 'expenses:write']) assert.ok(consent.includes(scope), scope);
+      assert.equal(oauth.keycloakLogins, 1, 'signed in at Keycloak');
+
+      const aliceId = await keycloakUserId(alice.username);
+      const token = decodeJwtPayload(oauth.tokens()?.access_token as string);
+      assert.equal(token.iss, baseUrl, "the proxy's own token");
+      assert.deepEqual([token.aud].flat(), [`${baseUrl}/mcp`]);
+      assert.equal(token.sub, aliceId);
+      assert.equal(token.client_id, clientId);
+
+      const added = await call(client, 'add_user_expense', lunch);
+      assert.equal(added.isError, undefined);
+      const { expenses } = (await call(client, 'get_user_expenses')).structuredContent as {
+        expenses: { description: string }[];
+      };
+      assert.deepEqual(
+        expenses.map((e) => e.description),
+        ['Lunch'],
+      );
+      const rows = (await stack.sql.query('SELECT user_id FROM expenses')).rows;
+      assert.deepEqual(rows, [{ user_id: aliceId }], "stored under alice's Keycloak sub");
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('consent denied: the client gets access_denied, no login upstream, nothing stored', async () => {
+    const before = { grants: await count('oauth_proxy_grants'), codes: await count('oauth_proxy_codes') };
+    const oauth = await provider(bob, { clientName: 'Denied client', decision: 'deny' });
+    const params = await authorizeOnce(oauth);
+    assert.equal(params.get('error'), 'access_denied');
+    assert.equal(params.get('code'), null);
+    assert.equal(params.get('iss'), baseUrl);
+    assert.equal(oauth.proxyConsentPages.length, 1);
+    assert.equal(oauth.keycloakLogins, 0, 'never sent to Keycloak');
+    assert.equal(oauth.tokens(), undefined);
+    assert.deepEqual({ grants: await count('oauth_proxy_grants'), codes: await count('oauth_proxy_codes') }, before);
+    assert.equal(await count('oauth_proxy_transactions'), 0, 'no upstream login started');
+    const bobId = await keycloakUserId(bob.username);
+    assert.equal(
+      (await stack.sql.query('SELECT count(*)::int AS n FROM expenses WHERE user_id = $1', [bobId])).rows[0].n,
+      0,
+    );
+  });
+
+  test('remembered consent skips the page for the same client only', async () => {
+    const context = await browser.newContext();
+    try {
+      const first = await provider(carol, { clientName: 'Remembering client', remember: true, context });
+      assert.equal((await authorizeOnce(first)).get('error'), null);
+      assert.equal(first.proxyConsentPages.length, 1, 'asked the first time');
+      assert.ok(first.tokens()?.access_token);
+
+      // The same client again in the same browser: straight to Keycloak (whose session signs in).
+      first.forgetTokens();
+      const again = await authorizeOnce(first);
+      assert.ok(again.get('code'), again.toString());
+      assert.equal(first.proxyConsentPages.length, 1, 'not asked again');
+      assert.ok(first.tokens()?.access_token);
+
+      // Another client in the same browser is asked.
+      const other = await provider(carol, { clientName: 'Other client', context });
+      const otherParams = await authorizeOnce(other);
+      assert.ok(otherParams.get('code'), otherParams.toString());
+      assert.equal(other.proxyConsentPages.length, 1, 'a different client is asked');
+      assert.match(other.proxyConsentPages[0] ?? '', /Other client/);
+      assert.notEqual(other.clientInformation()?.client_id, first.clientInformation()?.client_id);
+    } finally {
+      await context.close();
+    }
+  });
+});
