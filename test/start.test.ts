@@ -114,4 +114,32 @@ describe('pnpm start', () => {
     assert.equal(await interrupt(second.child), 0);
     await rm(dir, { recursive: true, force: true });
   });
+
+  test('MCP_AUTH_PROVIDER=oauth_proxy runs the proxy in front of the local Keycloak with no other setting', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-proxy-'));
+    const port = await freePort();
+    const keycloakPort = await freePort();
+    const { child, output } = await start({
+      MCP_AUTH_PROVIDER: 'oauth_proxy',
+      PORT: String(port),
+      DATA_DIR: join(dir, 'data'),
+      KEYCLOAK_PORT: String(keycloakPort),
+      KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
+      KEYCLOAK_DATA_DIR: join(dir, 'keycloak'),
+    });
+    try {
+      assert.match(output(), /auth: oauth_proxy/);
+      assert.match(output(), new RegExp(`Keycloak realm +http://localhost:${keycloakPort}/realms/mcp`));
+      const metadata = (await (
+        await fetch(`http://localhost:${port}/.well-known/oauth-authorization-server`)
+      ).json()) as { issuer: string; registration_endpoint: string };
+      assert.equal(metadata.issuer, `http://localhost:${port}`);
+      assert.equal(metadata.registration_endpoint, `http://localhost:${port}/register`);
+      const ready = await fetch(`http://localhost:${port}/ready`);
+      assert.equal(ready.status, 200, 'the upstream realm is reachable');
+    } finally {
+      assert.equal(await interrupt(child), 0);
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
 });

@@ -18,7 +18,7 @@ import {
   oauthProxy,
   oidcUpstream,
 } from '@mcp-auth-stack/oauth-proxy';
-import type { ServerConfig } from './config.ts';
+import { isLoopback, type ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
 /** Chooses the access mode named by MCP_AUTH_PROVIDER. */
@@ -145,6 +145,9 @@ async function oauthProxyProvider(config: ServerConfig, database: Database, logg
     defaultScopes: PROXY_SCOPES,
     scopeDescriptions: PROXY_SCOPE_DESCRIPTIONS,
     resourceName: 'Expenses Tracker',
+    // On a loopback base URL (a developer's machine) http Client ID Metadata Documents on
+    // loopback are accepted; anywhere else CIMD is https-only with private addresses refused.
+    development: isLoopback(new URL(config.baseUrl).hostname.replace(/^\[|\]$/g, '')),
     onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
   });
 }

@@ -23,8 +23,12 @@ export interface TestStack {
 }
 
 /** The real server on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
-export async function startTestStack(env: Record<string, string> = {}): Promise<TestStack> {
-  const database = await createTestDatabase();
+export async function startTestStack(
+  env: Record<string, string> = {},
+  options: { sharedDatabase?: TestDatabase } = {},
+): Promise<TestStack> {
+  // A second replica passes the first one's database, which the first one drops.
+  const database = options.sharedDatabase ?? (await createTestDatabase());
   const logs: string[] = [];
   const config = loadConfig({
     PORT: '0',
@@ -49,7 +53,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     async close() {
       await server.close();
       await sql.end();
-      await database.drop();
+      if (!options.sharedDatabase) await database.drop();
     },
   };
 }

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -282,4 +285,161 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
       await context.close();
     }
   });
+
+  test('the same through a Client ID Metadata Document instead of registration', async () => {
+    const cimd = await startCimdDocument('CIMD proxy client');
+    try {
+      const oauth = await provider(bob, { clientName: 'CIMD proxy client' });
+      cimd.setRedirect(oauth.callback.redirectUri);
+      // The SDK's clientMetadataUrl insists on https; the loopback document (accepted on a
+      // loopback base URL) is handed to it as the client id it already has.
+      oauth.saveClientInformation({ client_id: cimd.url });
+      const registeredBefore = await count('oauth_proxy_clients');
+      const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+      try {
+        assert.ok(cimd.fetches() > 0, 'the proxy fetched the document');
+        assert.match(oauth.proxyConsentPages[0] ?? '', /CIMD proxy client/);
+        assert.equal(decodeJwtPayload(oauth.tokens()?.access_token as string).client_id, cimd.url);
+        await call(client, 'add_user_expense', { ...lunch, description: 'CIMD lunch' });
+        const rows = (await stack.sql.query("SELECT user_id FROM expenses WHERE description = 'CIMD lunch'")).rows;
+        assert.deepEqual(rows, [{ user_id: await keycloakUserId('bob') }]);
+        assert.equal(await count('oauth_proxy_clients'), registeredBefore, 'no registration was stored');
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await cimd.close();
+    }
+  });
+
+  test('two replicas on one database: a login started on one completes on the other, and tokens work on both', async () => {
+    // Replica B: another port, the same public URL (as behind a load balancer) and database.
+    const replicaPort = await freePort();
+    const replica = await startTestStack(
+      {
+        PORT: String(replicaPort),
+        MCP_SERVER_BASE_URL: baseUrl,
+        MCP_AUTH_PROVIDER: 'oauth_proxy',
+        KEYCLOAK_REALM_URL: keycloak.realmUrl,
+        DATA_DIR: dataDir,
+      },
+      { sharedDatabase: stack.database },
+    );
+    const b = `http://localhost:${replicaPort}`;
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    try {
+      // The client registers at B; the browser, at the public URL, authorizes at A (consent,
+      // Keycloak, callback); the code is exchanged at B and the refresh token at A. Every step
+      // finds what the previous one stored, whichever replica stored it.
+      const registered = (await (
+        await fetch(`${b}/register`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            client_name: 'Replica client',
+            redirect_uris: [callback.redirectUri],
+            token_endpoint_auth_method: 'none',
+          }),
+        })
+      ).json()) as { client_id: string };
+      const verifier = randomBytes(32).toString('base64url');
+      const authorize = new URL(`${baseUrl}/authorize`);
+      authorize.search = new URLSearchParams({
+        response_type: 'code',
+        client_id: registered.client_id,
+        redirect_uri: callback.redirectUri,
+        scope: 'mcp:access expenses:read expenses:write',
+        state: 'replica-state',
+        code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+        code_challenge_method: 'S256',
+        resource: `${baseUrl}/mcp`,
+      }).toString();
+      const context = await browser.newContext();
+      context.setDefaultTimeout(15_000);
+      try {
+        const page = await context.newPage();
+        await page.goto(authorize.toString());
+        await page.locator('form[action$="/consent"]').waitFor();
+        await page.click('button[name="decision"][value="approve"]');
+        await page.locator('#kc-form-login').waitFor();
+        await page.fill('#username', alice.username);
+        await page.fill('#password', alice.password);
+        await page.click('#kc-login');
+        await page.waitForURL((target) => target.href.startsWith(callback.redirectUri));
+      } finally {
+        await context.close();
+      }
+      const params = await callback.next();
+      assert.equal(params.get('state'), 'replica-state');
+      assert.equal(params.get('iss'), baseUrl);
+      const token = await fetch(`${b}/token`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code: params.get('code') as string,
+          redirect_uri: callback.redirectUri,
+          client_id: registered.client_id,
+          code_verifier: verifier,
+          resource: `${baseUrl}/mcp`,
+        }),
+      });
+      assert.equal(token.status, 200);
+      const issued = (await token.json()) as { access_token: string; refresh_token: string };
+      const refreshed = await fetch(`${baseUrl}/token`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          grant_type: 'refresh_token',
+          refresh_token: issued.refresh_token,
+          client_id: registered.client_id,
+        }),
+      });
+      assert.equal(refreshed.status, 200, await refreshed.clone().text());
+      const { access_token } = (await refreshed.json()) as { access_token: string };
+      for (const server of [stack.url, replica.url]) {
+        const response = await fetch(`${server}/mcp`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            authorization: `Bearer ${access_token}`,
+          },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+        });
+        assert.equal(response.status, 200, `${server}: ${await response.clone().text()}`);
+      }
+    } finally {
+      await replica.close();
+    }
+  });
 });
+
+/** Serves a Client ID Metadata Document on loopback; its URL is the client id. */
+async function startCimdDocument(clientName: string) {
+  let redirect = '';
+  let fetches = 0;
+  const server = createServer((_request, response) => {
+    fetches++;
+    response.setHeader('content-type', 'application/json');
+    response.end(
+      JSON.stringify({
+        client_id: url,
+        client_name: clientName,
+        redirect_uris: [redirect],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/client.json`;
+  return {
+    url,
+    setRedirect: (uri: string) => {
+      redirect = uri;
+    },
+    fetches: () => fetches,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
