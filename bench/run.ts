@@ -14,7 +14,12 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { API_KEYS_NAMESPACE, ApiKeyStore, apiKeyMigrations } from '@mcp-auth-stack/auth';
 import { migrate, openDatabase } from '@mcp-auth-stack/database';
-import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-auth-stack/expenses';
+import {
+  EXPENSE_USER_SCOPES,
+  EXPENSES_NAMESPACE,
+  ExpenseRepository,
+  expensesMigrations,
+} from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -57,8 +62,9 @@ async function main() {
     await migrate(db.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
     await migrate(db.pool, EXPENSES_NAMESPACE, expensesMigrations);
     const keys = new ApiKeyStore(db.pool);
-    const { secret } = await keys.create({ userId: USER_ID, name: 'bench' });
-    const { secret: writerSecret } = await keys.create({ userId: WRITER_ID, name: 'bench writer' });
+    const scopes = [...EXPENSE_USER_SCOPES];
+    const { secret } = await keys.create({ userId: USER_ID, name: 'bench', scopes });
+    const { secret: writerSecret } = await keys.create({ userId: WRITER_ID, name: 'bench writer', scopes });
     const repository = new ExpenseRepository(db.pool);
     // Realistic data: this user has a year of expenses, and so do 200 others.
     for (let day = 0; day < 365; day += 3) {

@@ -45,6 +45,8 @@ export async function createApp({ config, database, auth, logger, tracing = fals
       const principal = c.get('principal');
       return principal ? toAuthInfo(principal) : undefined;
     },
+    // The expenses tools are registered once, at start.
+    staticToolList: true,
     // tools/list shows what the caller may call.
     toolVisible: (tool, c) => {
       const principal = c.get('principal');

@@ -4,6 +4,7 @@ import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import {
   type JSONRPCNotification,
   type JSONRPCRequest,
+  type JSONRPCResultResponse,
   type MessageExtraInfo,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
@@ -20,6 +21,12 @@ export interface StatelessMcpOptions {
    * The server is shared by every caller, so the list is filtered per exchange here.
    */
   toolVisible?: (toolName: string, c: Context) => boolean;
+  /**
+   * The server's tools never change at runtime: answer `tools/list` from the first result
+   * instead of asking the server again (the SDK converts every tool's schemas to JSON Schema on
+   * each `tools/list`, which costs more than the rest of the request).
+   */
+  staticToolList?: boolean;
 }
 
 // JSON-RPC 2.0 error codes.
@@ -41,6 +48,7 @@ export async function createStatelessMcpEndpoint(
   const transport = new MultiplexTransport();
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  let cachedToolList: JSONRPCResultResponse['result'] | undefined;
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
@@ -93,11 +101,22 @@ export async function createStatelessMcpEndpoint(
     if (authInfo) extra.authInfo = authInfo;
     if (shape === 'request') {
       const rpc = message as JSONRPCRequest;
-      const reply = await transport.request(rpc, extra, request.signal);
+      const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined;
+      let reply: Awaited<ReturnType<typeof transport.request>>;
+      if (listing && cachedToolList) {
+        reply = { jsonrpc: '2.0', id: rpc.id, result: cachedToolList };
+      } else {
+        reply = await transport.request(rpc, extra, request.signal);
+        if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
+      }
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
         const result = reply.result as { tools?: { name: string }[] };
         if (Array.isArray(result.tools)) {
-          result.tools = result.tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true);
+          // A copy: the cached result is shared by every caller.
+          reply = {
+            ...reply,
+            result: { ...result, tools: result.tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true) },
+          };
         }
       }
       return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });

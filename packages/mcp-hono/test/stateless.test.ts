@@ -172,6 +172,32 @@ test('tools/list is filtered per caller when a visibility rule is given', async 
   assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'wait_for_cancel']);
 });
 
+test('staticToolList answers tools/list from the first result, per caller filter included', async () => {
+  const server = new McpServer({ name: 'static', version: '1.0.0' });
+  server.registerTool('first', { inputSchema: {} }, async () => ({ content: [] }));
+  const endpoint = await createStatelessMcpEndpoint(server, {
+    staticToolList: true,
+    toolVisible: (name, c) => name !== 'hidden' || c.req.header('x-user') === 'admin',
+  });
+  const app = new Hono();
+  app.all('/mcp', (c) => endpoint.handle(c));
+  const list = async (user = 'someone') =>
+    (
+      (await (
+        await app.request('/mcp', {
+          method: 'POST',
+          headers: { ...HEADERS, 'x-user': user },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/list' }),
+        })
+      ).json()) as { id: number; result: { tools: { name: string }[] } }
+    ).result.tools.map((tool) => tool.name);
+  assert.deepEqual(await list(), ['first']);
+  // Registered after the first listing: a static list does not see it (the documented contract).
+  server.registerTool('hidden', { inputSchema: {} }, async () => ({ content: [] }));
+  assert.deepEqual(await list(), ['first']);
+  assert.deepEqual(await list('admin'), ['first']);
+});
+
 describe('protocol errors', () => {
   const cases: [string, RequestInit, number, number | undefined][] = [
     ['GET has no server stream', { method: 'GET', headers: { accept: 'text/event-stream' } }, 405, -32600],
