@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { CallbackServer } from '@mcp-auth-stack/keycloak/testing';
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
@@ -158,4 +160,54 @@ export async function connectWithOAuth(mcpUrl: string, provider: BrowserOAuthPro
   const connected = new Client({ name: 'e2e-oauth', version: '1.0.0' });
   await connected.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider }));
   return connected;
+}
+
+/** A token of Keycloak's bootstrap admin (demo credentials admin / admin), for its admin API. */
+export async function keycloakAdminToken(keycloakUrl: string): Promise<string> {
+  const response = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
+  });
+  return ((await response.json()) as { access_token: string }).access_token;
+}
+
+/** The Keycloak user id of a demo user: the `sub` of that user's tokens. */
+export async function keycloakUserId(keycloakUrl: string, username: string): Promise<string> {
+  const users = (await (
+    await fetch(`${keycloakUrl}/admin/realms/mcp/users?username=${encodeURIComponent(username)}&exact=true`, {
+      headers: { authorization: `Bearer ${await keycloakAdminToken(keycloakUrl)}` },
+    })
+  ).json()) as { id: string }[];
+  if (users.length !== 1 || !users[0]) throw new Error(`expected one Keycloak user ${username}, got ${users.length}`);
+  return users[0].id;
+}
+
+/** Serves a Client ID Metadata Document on loopback; its URL is the client id. */
+export async function startCimdDocument(clientName: string) {
+  let redirect = '';
+  let fetches = 0;
+  const server = createServer((_request, response) => {
+    fetches++;
+    response.setHeader('content-type', 'application/json');
+    response.end(
+      JSON.stringify({
+        client_id: url,
+        client_name: clientName,
+        redirect_uris: [redirect],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/client.json`;
+  return {
+    url,
+    setRedirect: (uri: string) => {
+      redirect = uri;
+    },
+    fetches: () => fetches,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }

@@ -18,7 +18,13 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, connectWithOAuth } from './oauth-helpers.ts';
+import {
+  BrowserOAuthProvider,
+  connectWithOAuth,
+  keycloakAdminToken,
+  keycloakUserId,
+  startCimdDocument,
+} from './oauth-helpers.ts';
 
 /**
  * The server in `keycloak` mode against a real Keycloak 26.7.3 started from the repository's
@@ -133,7 +139,7 @@ describe('direct: clients register at Keycloak itself', () => {
   });
 
   test('the same through a Client ID Metadata Document instead of registration', async () => {
-    const cimd = await startCimdDocument();
+    const cimd = await startCimdDocument('CIMD e2e client');
     try {
       // The SDK's clientMetadataUrl option insists on https; a loopback http document (which
       // the realm allows for development) is given to it as the client id it already has.
@@ -216,15 +222,11 @@ describe('direct: clients register at Keycloak itself', () => {
     // Its own registration names its GitHub page as client_uri, which the realm's Trusted Hosts
     // policy refuses; it uses the realm's pre-registered editor client instead.
     // Something of alice's to read back: her Keycloak user id is the `sub` of her tokens.
-    const users = (await (
-      await fetch(`${keycloak.url}/admin/realms/mcp/users?username=alice&exact=true`, {
-        headers: { authorization: `Bearer ${await adminToken()}` },
-      })
-    ).json()) as { id: string }[];
+    const aliceId = await keycloakUserId(keycloak.url, 'alice');
     await stack.sql.query(
       `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
        VALUES ($1, '2025-11-30', 3.2, 'food', 'Inspector coffee', 'cash')`,
-      [users[0]?.id],
+      [aliceId],
     );
     const run = await inspectorLogin(alice, { consent: false, clientId: 'vscode-mcp-client' });
     assert.equal(run.code, 0, run.stderr + run.stdout);
@@ -597,7 +599,7 @@ async function loginWithoutResource(oauth: BrowserOAuthProvider, scope: string):
  * client's access-token lifespan to 1 s, a refresh yields a token, and the test waits it out.
  */
 async function expiredAccessToken(oauth: BrowserOAuthProvider): Promise<string> {
-  const admin = await adminToken();
+  const admin = await keycloakAdminToken(keycloak.url);
   const clientId = (oauth.clientInformation() as { client_id: string }).client_id;
   const clients = (await (
     await fetch(`${keycloak.url}/admin/realms/mcp/clients?clientId=${encodeURIComponent(clientId)}`, {
@@ -634,44 +636,4 @@ async function expiredAccessToken(oauth: BrowserOAuthProvider): Promise<string> 
     body: JSON.stringify({ ...client, attributes: { ...client.attributes, 'access.token.lifespan': '300' } }),
   });
   return body.access_token;
-}
-
-async function adminToken(): Promise<string> {
-  const response = await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
-    method: 'POST',
-    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
-  });
-  return ((await response.json()) as { access_token: string }).access_token;
-}
-
-/** Serves a Client ID Metadata Document on loopback; its URL is the client id. */
-async function startCimdDocument() {
-  const { createServer } = await import('node:http');
-  let redirect = '';
-  let fetches = 0;
-  const server = createServer((_request, response) => {
-    fetches++;
-    response.setHeader('content-type', 'application/json');
-    response.end(
-      JSON.stringify({
-        client_id: url,
-        client_name: 'CIMD e2e client',
-        redirect_uris: [redirect],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      }),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as import('node:net').AddressInfo;
-  const url = `http://127.0.0.1:${port}/client.json`;
-  return {
-    url,
-    setRedirect: (uri: string) => {
-      redirect = uri;
-    },
-    fetches: () => fetches,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
 }

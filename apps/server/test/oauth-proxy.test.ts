@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,7 +17,13 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, connectWithOAuth, type LoginUser } from './oauth-helpers.ts';
+import {
+  BrowserOAuthProvider,
+  connectWithOAuth,
+  keycloakUserId,
+  type LoginUser,
+  startCimdDocument,
+} from './oauth-helpers.ts';
 
 /**
  * The server in `oauth_proxy` mode: it is the authorization server of the MCP client (DCR,
@@ -152,21 +156,6 @@ const call = (client: Client, name: string, args: Record<string, unknown> = {}) 
   client.callTool({ name, arguments: args }) as Promise<CallToolResult>;
 const lunch = { date: '2025-12-17', amount: 12.5, category: 'food', description: 'Lunch', payment_method: 'visa' };
 
-async function keycloakUserId(username: string): Promise<string> {
-  const tokenResponse = await fetch(`${keycloak.url}/realms/master/protocol/openid-connect/token`, {
-    method: 'POST',
-    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', username: 'admin', password: 'admin' }),
-  });
-  const { access_token } = (await tokenResponse.json()) as { access_token: string };
-  const users = (await (
-    await fetch(`${keycloak.url}/admin/realms/mcp/users?username=${username}&exact=true`, {
-      headers: { authorization: `Bearer ${access_token}` },
-    })
-  ).json()) as { id: string }[];
-  assert.equal(users.length, 1, `one Keycloak user ${username}`);
-  return (users[0] as { id: string }).id;
-}
-
 /** Runs the authorization code flow with the SDK's own `auth()`; returns the redirect's parameters. */
 async function authorizeOnce(oauth: ProxyOAuthProvider): Promise<URLSearchParams> {
   const serverUrl = `${baseUrl}/mcp`;
@@ -217,7 +206,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
       for (const scope of ['mcp:access', 'expenses:read', 'expenses:write']) assert.ok(consent.includes(scope), scope);
       assert.equal(oauth.keycloakLogins, 1, 'signed in at Keycloak');
 
-      const aliceId = await keycloakUserId(alice.username);
+      const aliceId = await keycloakUserId(keycloak.url, alice.username);
       const token = decodeJwtPayload(oauth.tokens()?.access_token as string);
       assert.equal(token.iss, baseUrl, "the proxy's own token");
       assert.deepEqual([token.aud].flat(), [`${baseUrl}/mcp`]);
@@ -252,7 +241,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
     assert.equal(oauth.tokens(), undefined);
     assert.deepEqual({ grants: await count('oauth_proxy_grants'), codes: await count('oauth_proxy_codes') }, before);
     assert.equal(await count('oauth_proxy_transactions'), 0, 'no upstream login started');
-    const bobId = await keycloakUserId(bob.username);
+    const bobId = await keycloakUserId(keycloak.url, bob.username);
     assert.equal(
       (await stack.sql.query('SELECT count(*)::int AS n FROM expenses WHERE user_id = $1', [bobId])).rows[0].n,
       0,
@@ -302,7 +291,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
         assert.equal(decodeJwtPayload(oauth.tokens()?.access_token as string).client_id, cimd.url);
         await call(client, 'add_user_expense', { ...lunch, description: 'CIMD lunch' });
         const rows = (await stack.sql.query("SELECT user_id FROM expenses WHERE description = 'CIMD lunch'")).rows;
-        assert.deepEqual(rows, [{ user_id: await keycloakUserId('bob') }]);
+        assert.deepEqual(rows, [{ user_id: await keycloakUserId(keycloak.url, 'bob') }]);
         assert.equal(await count('oauth_proxy_clients'), registeredBefore, 'no registration was stored');
       } finally {
         await client.close();
@@ -413,33 +402,3 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
     }
   });
 });
-
-/** Serves a Client ID Metadata Document on loopback; its URL is the client id. */
-async function startCimdDocument(clientName: string) {
-  let redirect = '';
-  let fetches = 0;
-  const server = createServer((_request, response) => {
-    fetches++;
-    response.setHeader('content-type', 'application/json');
-    response.end(
-      JSON.stringify({
-        client_id: url,
-        client_name: clientName,
-        redirect_uris: [redirect],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      }),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/client.json`;
-  return {
-    url,
-    setRedirect: (uri: string) => {
-      redirect = uri;
-    },
-    fetches: () => fetches,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
