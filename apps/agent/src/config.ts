@@ -5,10 +5,24 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import {
+  ConfigError,
+  type Env,
+  httpUrl,
+  integer,
+  LOG_LEVELS,
+  type LogLevel,
+  oneOf,
+  optional,
+  parseUrl,
+  required,
+  text,
+} from '@mcp-auth-stack/config';
+
+export { ConfigError, type LogLevel };
 
 export type ApiHost = 'azure' | 'openai' | 'github' | 'ollama';
 export type McpAuthMode = 'oauth' | 'client_credentials' | 'key';
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 /** Which chat-completions endpoint the agent talks to; every one goes through `ChatOpenAI`. */
 export type ModelProviderConfig =
@@ -66,15 +80,6 @@ export interface AgentConfig {
   logLevel: LogLevel;
 }
 
-export class ConfigError extends Error {
-  constructor(variable: string, problem: string) {
-    super(`Invalid configuration: ${variable} ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
-
-type Env = Record<string, string | undefined>;
-
 /** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
 export const CONFIG_VARIABLES = [
   'MCP_SERVER_URL',
@@ -107,7 +112,6 @@ export const CONFIG_VARIABLES = [
 
 export const API_HOSTS: readonly ApiHost[] = ['azure', 'openai', 'github', 'ollama'];
 export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key'];
-const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 
 /** What the agent asks for: access to the MCP server, then reading and writing expenses. */
 export const DEFAULT_MCP_SCOPE = 'mcp:access expenses:read expenses:write';
@@ -121,7 +125,7 @@ export const DEFAULT_GITHUB_MODEL = 'openai/gpt-4.1-mini';
 export const DEFAULT_OLLAMA_MODEL = 'llama3.1';
 
 export function loadConfig(env: Env = process.env): AgentConfig {
-  const mcpServerUrl = url(env, 'MCP_SERVER_URL', DEFAULT_MCP_SERVER_URL);
+  const mcpServerUrl = httpUrl(env, 'MCP_SERVER_URL', DEFAULT_MCP_SERVER_URL);
   return {
     mcpServerUrl,
     mcpAuth: loadMcpAuth(env),
@@ -152,12 +156,12 @@ export function loadModelProvider(env: Env): ModelProviderConfig {
           'with API_HOST=openai (any value for a compatible server without keys)',
         ),
         model: text(env, 'OPENAI_MODEL', DEFAULT_OPENAI_MODEL),
-        baseUrl: optional(env, 'OPENAI_BASE_URL') === undefined ? undefined : url(env, 'OPENAI_BASE_URL', ''),
+        baseUrl: optional(env, 'OPENAI_BASE_URL') === undefined ? undefined : httpUrl(env, 'OPENAI_BASE_URL', ''),
       };
     case 'azure':
       return {
         host: 'azure',
-        endpoint: url(
+        endpoint: httpUrl(
           env,
           'AZURE_OPENAI_ENDPOINT',
           undefined,
@@ -180,7 +184,7 @@ export function loadModelProvider(env: Env): ModelProviderConfig {
     case 'ollama':
       return {
         host: 'ollama',
-        baseUrl: url(env, 'OLLAMA_BASE_URL', DEFAULT_OLLAMA_BASE_URL),
+        baseUrl: httpUrl(env, 'OLLAMA_BASE_URL', DEFAULT_OLLAMA_BASE_URL),
         model: text(env, 'OLLAMA_MODEL', DEFAULT_OLLAMA_MODEL),
       };
   }
@@ -202,7 +206,7 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
           'with MCP_AUTH=client_credentials (the service client secret)',
         ),
         scope,
-        tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : url(env, 'MCP_TOKEN_URL', ''),
+        tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : httpUrl(env, 'MCP_TOKEN_URL', ''),
       };
     case 'oauth': {
       const clientMetadataUrl = optional(env, 'MCP_CLIENT_METADATA_URL');
@@ -275,55 +279,4 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
     }
     return { name, url: serverUrl, headers: headers as Record<string, string> };
   });
-}
-
-function optional(env: Env, name: string): string | undefined {
-  const value = env[name]?.trim();
-  return value ? value : undefined;
-}
-
-function required(env: Env, name: string, why: string): string {
-  const value = optional(env, name);
-  if (value === undefined) throw new ConfigError(name, `is required ${why}`);
-  return value;
-}
-
-function text(env: Env, name: string, fallback: string): string {
-  return optional(env, name) ?? fallback;
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
-
-function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!(values as readonly string[]).includes(raw)) {
-    throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${raw}"`);
-  }
-  return raw as T;
-}
-
-function parseUrl(name: string, raw: string): URL {
-  try {
-    return new URL(raw);
-  } catch {
-    throw new ConfigError(name, `must be an absolute URL, got "${raw}"`);
-  }
-}
-
-/** An http(s) URL without a trailing slash; `fallback` undefined makes the variable required. */
-function url(env: Env, name: string, fallback: string | undefined, why = ''): string {
-  const raw = optional(env, name) ?? fallback;
-  if (raw === undefined) throw new ConfigError(name, `is required ${why}`.trim());
-  const parsed = parseUrl(name, raw);
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
-  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
-  return parsed.toString().replace(/\/+$/, '');
 }

@@ -1,3 +1,19 @@
+import {
+  boolean,
+  ConfigError,
+  type Env,
+  httpUrl,
+  integer,
+  LOG_LEVELS,
+  type LogLevel,
+  list,
+  oneOf,
+  optional,
+  text,
+} from '@mcp-auth-stack/config';
+
+export { ConfigError, type LogLevel };
+
 /**
  * The server's whole configuration, read from the environment once at start-up. A missing
  * or invalid variable stops the process with a message that names it.
@@ -9,7 +25,6 @@ export type AuthMode = 'none' | 'key' | 'keycloak' | 'oauth_proxy' | 'entra_prox
  * `off` accepts only tokens of the pre-registered clients in ALLOWED_CLIENT_IDS.
  */
 export type KeycloakRegistration = 'direct' | 'workaround' | 'off';
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface ServerConfig {
   host: string;
@@ -65,15 +80,6 @@ export interface OAuthProxyConfig {
 export const KEYCLOAK_PROXY_DEMO_SECRET = 'mcp-oauth-proxy-demo-secret-not-for-production';
 export const KEYCLOAK_PROXY_CLIENT_ID = 'mcp-oauth-proxy';
 
-export class ConfigError extends Error {
-  constructor(variable: string, problem: string) {
-    super(`Invalid configuration: ${variable} ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
-
-type Env = Record<string, string | undefined>;
-
 /** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
 export const CONFIG_VARIABLES = [
   'HOST',
@@ -122,7 +128,6 @@ const PROXY_VARIABLES = [
 
 const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak', 'oauth_proxy', 'entra_proxy'];
 const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
-const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
 export function loadConfig(env: Env = process.env): ServerConfig {
@@ -177,11 +182,11 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     baseUrl,
     authMode,
     oauthProxy,
-    keycloakRealmUrl: keycloakRealmUrl === undefined ? undefined : url(env, 'KEYCLOAK_REALM_URL', ''),
+    keycloakRealmUrl: keycloakRealmUrl === undefined ? undefined : httpUrl(env, 'KEYCLOAK_REALM_URL', ''),
     keycloakRealmInternalUrl:
       optional(env, 'KEYCLOAK_REALM_INTERNAL_URL') === undefined
         ? undefined
-        : url(env, 'KEYCLOAK_REALM_INTERNAL_URL', ''),
+        : httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', ''),
     keycloakRegistration,
     allowedClientIds,
     trustProxy: boolean(env, 'TRUST_PROXY', false),
@@ -200,9 +205,9 @@ export function loadConfig(env: Env = process.env): ServerConfig {
 
 /** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
 function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
-  const baseUrl = url(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
+  const baseUrl = httpUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
   if (authMode !== 'entra_proxy' || optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') === undefined) return baseUrl;
-  const entraBaseUrl = url(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
+  const entraBaseUrl = httpUrl(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
   if (optional(env, 'MCP_SERVER_BASE_URL') !== undefined && entraBaseUrl !== baseUrl) {
     throw new ConfigError(
       'ENTRA_PROXY_MCP_SERVER_BASE_URL',
@@ -253,10 +258,10 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
   return {
     upstream: {
       kind: 'oidc',
-      discoveryUrl: url(env, discoveryName, ''),
+      discoveryUrl: httpUrl(env, discoveryName, ''),
       internalUrl:
         discoveryName === 'KEYCLOAK_REALM_URL' && internal !== undefined
-          ? url(env, 'KEYCLOAK_REALM_INTERNAL_URL', '')
+          ? httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', '')
           : undefined,
       clientId,
       clientSecret: clientSecret ?? KEYCLOAK_PROXY_DEMO_SECRET,
@@ -311,61 +316,4 @@ function decodedKeyLength(value: string): number {
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
-function optional(env: Env, name: string): string | undefined {
-  const value = env[name]?.trim();
-  return value ? value : undefined;
-}
-
-function text(env: Env, name: string, fallback: string): string {
-  return optional(env, name) ?? fallback;
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
-
-function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const raw = optional(env, name)?.toLowerCase();
-  if (raw === undefined) return fallback;
-  if (raw === 'true' || raw === '1') return true;
-  if (raw === 'false' || raw === '0') return false;
-  throw new ConfigError(name, `must be true or false, got "${raw}"`);
-}
-
-function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!(values as readonly string[]).includes(raw)) {
-    throw new ConfigError(name, `must be one of ${values.join(', ')}, got "${raw}"`);
-  }
-  return raw as T;
-}
-
-function url(env: Env, name: string, fallback: string): string {
-  const raw = optional(env, name) ?? fallback;
-  let parsed: URL;
-  try {
-    parsed = new URL(raw);
-  } catch {
-    throw new ConfigError(name, `must be an absolute URL, got "${raw}"`);
-  }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
-  if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
-  return parsed.toString().replace(/\/+$/, '');
-}
-
-function list(env: Env, name: string, fallback: string[]): string[] {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  return raw
-    .split(',')
-    .map((item) => item.trim())
-    .filter(Boolean);
 }

@@ -1,0 +1,14 @@
+export {
+  boolean,
+  ConfigError,
+  type Env,
+  httpUrl,
+  integer,
+  list,
+  oneOf,
+  optional,
+  parseUrl,
+  required,
+  text,
+} from './env.ts';
+export { createLogger, errorFields, LOG_LEVELS, type LogFields, type Logger, type LogLevel } from './logger.ts';

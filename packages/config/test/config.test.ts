@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { boolean, ConfigError, createLogger, httpUrl, integer, list, oneOf, optional, required } from '../src/index.ts';
+
+const fails = (fn: () => unknown, message: RegExp) =>
+  assert.throws(fn, (error: unknown) => error instanceof ConfigError && message.test(error.message));
+
+test('readers return values and defaults, and name the variable when a value is wrong', () => {
+  assert.equal(optional({ A: '  x ' }, 'A'), 'x');
+  assert.equal(optional({ A: '   ' }, 'A'), undefined);
+  fails(() => required({}, 'A', 'for tests'), /^Invalid configuration: A is required for tests$/);
+  assert.equal(integer({}, 'N', 5, 1, 10), 5);
+  fails(() => integer({ N: '1.5' }, 'N', 5, 1, 10), /N must be a whole number/);
+  fails(() => integer({ N: '11' }, 'N', 5, 1, 10), /N must be between 1 and 10, got 11/);
+  assert.equal(boolean({ B: 'TRUE' }, 'B', false), true);
+  fails(() => boolean({ B: 'yes' }, 'B', false), /B must be true or false/);
+  assert.equal(oneOf({}, 'M', ['a', 'b'] as const, 'a'), 'a');
+  fails(() => oneOf({ M: 'c' }, 'M', ['a', 'b'] as const, 'a'), /M must be one of a, b, got "c"/);
+  assert.deepEqual(list({ L: ' a, ,b ' }, 'L', []), ['a', 'b']);
+  assert.equal(httpUrl({ U: 'https://x.example/p/' }, 'U', undefined), 'https://x.example/p');
+  fails(() => httpUrl({}, 'U', undefined, 'in mode x'), /U is required in mode x/);
+  fails(() => httpUrl({ U: 'ftp://x' }, 'U', undefined), /U must be http or https/);
+  fails(() => httpUrl({ U: 'http://x/?q' }, 'U', undefined), /U must not have a query/);
+  fails(() => httpUrl({ U: 'not a url' }, 'U', undefined), /U must be an absolute URL/);
+});
+
+test('the logger writes one JSON line per event at or above its level', () => {
+  const lines: string[] = [];
+  const logger = createLogger('warn', (line) => lines.push(line));
+  logger.info('dropped');
+  logger.warn('kept', { user_id: 'u1' });
+  assert.equal(lines.length, 1);
+  const entry = JSON.parse(lines[0] as string) as Record<string, unknown>;
+  assert.deepEqual([entry.level, entry.msg, entry.user_id], ['warn', 'kept', 'u1']);
+  assert.equal(logger.enabled('info'), false);
+  assert.equal(logger.enabled('error'), true);
+});
