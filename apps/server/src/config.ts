@@ -80,6 +80,20 @@ export interface OAuthProxyConfig {
 export const KEYCLOAK_PROXY_DEMO_SECRET = 'mcp-oauth-proxy-demo-secret-not-for-production';
 export const KEYCLOAK_PROXY_CLIENT_ID = 'mcp-oauth-proxy';
 
+/** The OAuth proxy modes' variables (always read, so every mode reads the same set). */
+const PROXY_VARIABLES = [
+  'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_ID',
+  'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
+  'OAUTH_PROXY_UPSTREAM_SCOPES',
+  'OAUTH_PROXY_SIGNING_KEY',
+  'OAUTH_PROXY_ENCRYPTION_KEY',
+  'ENTRA_PROXY_AZURE_CLIENT_ID',
+  'ENTRA_PROXY_AZURE_CLIENT_SECRET',
+  'AZURE_TENANT_ID',
+  'ENTRA_PROXY_MCP_SERVER_BASE_URL',
+] as const;
+
 /** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
 export const CONFIG_VARIABLES = [
   'HOST',
@@ -101,30 +115,8 @@ export const CONFIG_VARIABLES = [
   'KEYCLOAK_REGISTRATION',
   'ALLOWED_CLIENT_IDS',
   'TRUST_PROXY',
-  'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
-  'OAUTH_PROXY_UPSTREAM_CLIENT_ID',
-  'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
-  'OAUTH_PROXY_UPSTREAM_SCOPES',
-  'OAUTH_PROXY_SIGNING_KEY',
-  'OAUTH_PROXY_ENCRYPTION_KEY',
-  'ENTRA_PROXY_AZURE_CLIENT_ID',
-  'ENTRA_PROXY_AZURE_CLIENT_SECRET',
-  'AZURE_TENANT_ID',
-  'ENTRA_PROXY_MCP_SERVER_BASE_URL',
+  ...PROXY_VARIABLES,
 ] as const;
-
-const PROXY_VARIABLES = [
-  'OAUTH_PROXY_UPSTREAM_DISCOVERY_URL',
-  'OAUTH_PROXY_UPSTREAM_CLIENT_ID',
-  'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET',
-  'OAUTH_PROXY_UPSTREAM_SCOPES',
-  'OAUTH_PROXY_SIGNING_KEY',
-  'OAUTH_PROXY_ENCRYPTION_KEY',
-  'ENTRA_PROXY_AZURE_CLIENT_ID',
-  'ENTRA_PROXY_AZURE_CLIENT_SECRET',
-  'AZURE_TENANT_ID',
-  'ENTRA_PROXY_MCP_SERVER_BASE_URL',
-] as const satisfies readonly (typeof CONFIG_VARIABLES)[number][];
 
 const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak', 'oauth_proxy', 'entra_proxy'];
 const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
