@@ -49,6 +49,7 @@ export async function createStatelessMcpEndpoint(
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   let cachedToolList: JSONRPCResultResponse['result'] | undefined;
+  const serializedListings = new Map<string, string>();
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
@@ -102,13 +103,17 @@ export async function createStatelessMcpEndpoint(
     if (shape === 'request') {
       const rpc = message as JSONRPCRequest;
       const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined;
-      let reply: Awaited<ReturnType<typeof transport.request>>;
       if (listing && cachedToolList) {
-        reply = { jsonrpc: '2.0', id: rpc.id, result: cachedToolList };
-      } else {
-        reply = await transport.request(rpc, extra, request.signal);
-        if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
+        // The listing is the largest reply and the same for every caller with the same
+        // visible tools: its JSON is written once per such set, then spliced in.
+        const result = serializedListing(cachedToolList, c);
+        return new Response(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":${result}}`, {
+          status: 200,
+          headers: JSON_HEADERS,
+        });
       }
+      let reply = await transport.request(rpc, extra, request.signal);
+      if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
         const result = reply.result as { tools?: { name: string }[] };
         if (Array.isArray(result.tools)) {
@@ -126,8 +131,27 @@ export async function createStatelessMcpEndpoint(
     return new Response(null, { status: 202 });
   }
 
+  /** The cached listing's JSON as this caller sees it, kept per set of visible tools. */
+  function serializedListing(listing: JSONRPCResultResponse['result'], c: Context): string {
+    const tools = (listing as { tools?: { name: string }[] }).tools;
+    const visible =
+      options.toolVisible && Array.isArray(tools)
+        ? tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true)
+        : tools;
+    const key = Array.isArray(visible) ? visible.map((tool) => tool.name).join('\n') : '';
+    let json = serializedListings.get(key);
+    if (json === undefined) {
+      json = JSON.stringify(visible === tools ? listing : { ...listing, tools: visible });
+      // One entry per distinct subset of the tools; the bound only matters for huge tool sets.
+      if (serializedListings.size < MAX_SERIALIZED_LISTINGS) serializedListings.set(key, json);
+    }
+    return json;
+  }
+
   return { handle, close: () => server.close() };
 }
+
+const MAX_SERIALIZED_LISTINGS = 256;
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 const TOO_LARGE = Symbol('too large');

@@ -198,6 +198,32 @@ test('staticToolList answers tools/list from the first result, per caller filter
   assert.deepEqual(await list('admin'), ['first']);
 });
 
+test('a cached listing keeps each caller to its own tools and echoes each request id', async () => {
+  const server = new McpServer({ name: 'static', version: '1.0.0' });
+  server.registerTool('open', { inputSchema: {} }, async () => ({ content: [] }));
+  server.registerTool('secret', { inputSchema: {} }, async () => ({ content: [] }));
+  const endpoint = await createStatelessMcpEndpoint(server, {
+    staticToolList: true,
+    toolVisible: (name, c) => name !== 'secret' || c.req.header('x-user') === 'admin',
+  });
+  const app = new Hono();
+  app.all('/mcp', (c) => endpoint.handle(c));
+  const list = async (user: string, id: string | number) => {
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'x-user': user },
+      body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/list' }),
+    });
+    const reply = (await response.json()) as { jsonrpc: string; id: unknown; result: { tools: { name: string }[] } };
+    return { jsonrpc: reply.jsonrpc, id: reply.id, tools: reply.result.tools.map((tool) => tool.name) };
+  };
+  // The first listing goes to the server; the later ones come from the cache, in both orders.
+  assert.deepEqual(await list('someone', 1), { jsonrpc: '2.0', id: 1, tools: ['open'] });
+  assert.deepEqual(await list('admin', 'a"b'), { jsonrpc: '2.0', id: 'a"b', tools: ['open', 'secret'] });
+  assert.deepEqual(await list('someone', 3), { jsonrpc: '2.0', id: 3, tools: ['open'] });
+  assert.deepEqual(await list('admin', 4), { jsonrpc: '2.0', id: 4, tools: ['open', 'secret'] });
+});
+
 describe('protocol errors', () => {
   const cases: [string, RequestInit, number, number | undefined][] = [
     ['GET has no server stream', { method: 'GET', headers: { accept: 'text/event-stream' } }, 405, -32600],
