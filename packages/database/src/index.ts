@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { type EmbeddedServerOptions, startEmbeddedServer } from './embedded.ts';
+import type { EmbeddedServerOptions } from './embedded.ts';
 
 export { type Migration, migrate } from './migrate.ts';
 
@@ -37,6 +37,9 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   }
   if (!options.dataDir) throw new Error('openDatabase needs a url or a dataDir');
   const maxConnections = options.maxConnections ?? 4;
+  // PGlite (a WebAssembly Postgres) is loaded only when it is used: a server on a real
+  // PostgreSQL never pays for it.
+  const { startEmbeddedServer } = await import('./embedded.ts');
   const embedded = await startEmbeddedServer(options.dataDir, {
     ...options.embedded,
     maxConnections: maxConnections + 2,

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { createStatelessMcpEndpoint } from '@mcp-auth-stack/mcp-hono';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -133,6 +135,46 @@ describe('telemetry', () => {
       'AzureMonitorTraceExporter',
     );
     assert.equal(spanExporterFor('otlp', {})?.constructor.name, 'OTLPTraceExporter');
+  });
+
+  test('with no destination, the SDK and the exporters are never loaded', async () => {
+    // A fresh process, with hooks that see every module resolved (import or require).
+    const script = `
+      import { registerHooks } from 'node:module';
+      const seen = [];
+      registerHooks({ resolve(specifier, context, next) { seen.push(specifier); return next(specifier, context); } });
+      const { telemetry } = await import('@mcp-auth-stack/telemetry/register');
+      const loaded = (name) => seen.some((specifier) => specifier.startsWith(name));
+      process.stdout.write(JSON.stringify({
+        destination: telemetry.destination,
+        api: loaded('@opentelemetry/api'),
+        sdk: loaded('@opentelemetry/sdk-trace'),
+        exporters: loaded('@azure/monitor-opentelemetry-exporter') || loaded('@opentelemetry/exporter-trace-otlp-http'),
+        pgInstrumentation: loaded('@opentelemetry/instrumentation'),
+      }));`;
+    const run = (env: Record<string, string>) =>
+      JSON.parse(
+        execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+          cwd: fileURLToPath(new URL('..', import.meta.url)),
+          env: { PATH: process.env.PATH ?? '', ...env },
+          encoding: 'utf8',
+        }),
+      );
+    assert.deepEqual(run({}), {
+      destination: 'none',
+      api: false,
+      sdk: false,
+      exporters: false,
+      pgInstrumentation: false,
+    });
+    // The same probe sees them when spans have somewhere to go.
+    assert.deepEqual(run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }), {
+      destination: 'otlp',
+      api: true,
+      sdk: true,
+      exporters: true,
+      pgInstrumentation: true,
+    });
   });
 
   test('a span per tool call, named `tools/call <name>` with the GenAI attributes', () => {
