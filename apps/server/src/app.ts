@@ -96,9 +96,18 @@ export async function createApp({ config, database, auth, logger, tracing = fals
   auth.mount?.(app);
   app.use('/mcp', originGuard({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }));
   app.use('/mcp', requireAuth(auth));
-  // HTTP-level step-up: 403 insufficient_scope with every scope the call needs.
-  app.use('/mcp', requireMcpScopes({ requirements: SCOPE_REQUIREMENTS, provider: auth, hasScope: holds }));
+  // Before the scope check, so a call refused with 403 has its span too.
   if (tracing) app.use('/mcp', mcpTracing({ maxBodyBytes: config.maxRequestBytes }));
+  // HTTP-level step-up: 403 insufficient_scope with every scope the call needs.
+  app.use(
+    '/mcp',
+    requireMcpScopes({
+      requirements: SCOPE_REQUIREMENTS,
+      provider: auth,
+      hasScope: holds,
+      maxBodyBytes: config.maxRequestBytes,
+    }),
+  );
   app.all('/mcp', (c) => endpoint.handle(c));
 
   app.notFound((c) => c.json({ error: 'not_found' }, 404));

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -226,6 +228,68 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
   });
 });
 
+describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
+  /** Streams a chunked body (no Content-Length) until the server answers or `cap` bytes are sent. */
+  const streamUntilAnswered = (url: string, key: string, cap: number) =>
+    new Promise<{ status: number; sent: number }>((resolve, reject) => {
+      let sent = 0;
+      let answered = false;
+      const req = httpRequest(url, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'transfer-encoding': 'chunked',
+        },
+      });
+      req.on('response', (response) => {
+        answered = true;
+        response.resume();
+        resolve({ status: response.statusCode ?? 0, sent });
+        req.destroy();
+      });
+      req.on('error', (error) => (answered ? undefined : reject(error)));
+      const chunk = Buffer.alloc(64 * 1024, 'x');
+      req.write('{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"');
+      const pump = () => {
+        while (!answered && sent < cap) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return void req.once('drain', pump);
+        }
+        if (!answered) req.end('"}}');
+      };
+      pump();
+    });
+
+  test('a chunked body is refused with 413 while it is still arriving, and the server stays up', async () => {
+    // The default limit is 1 MiB; the client would send 64 MiB if nobody stopped it.
+    const cap = 64 * 1024 * 1024;
+    const result = await streamUntilAnswered(stack.mcpUrl, bobKey, cap);
+    assert.equal(result.status, 413);
+    assert.ok(result.sent < cap, `the server answered after ${result.sent} bytes, not at the end`);
+    assert.equal((await fetch(`${stack.url}/health`)).status, 200);
+  });
+
+  test('a raised limit is the limit of every layer, the scope check included', async () => {
+    const roomy = await startTestStack({ MAX_REQUEST_BYTES: String(4 * 1024 * 1024) });
+    try {
+      const key = (await roomy.keys.create({ userId: 'carol' })).secret;
+      const ping = (padBytes: number) =>
+        postMcp(
+          roomy.mcpUrl,
+          { jsonrpc: '2.0', id: 1, method: 'ping', params: { pad: 'x'.repeat(padBytes) } },
+          { authorization: `Bearer ${key}` },
+        );
+      const twoMiB = await ping(2 * 1024 * 1024);
+      assert.deepEqual([twoMiB.status, ((await twoMiB.json()) as { result?: unknown }).result], [200, {}]);
+      assert.equal((await ping(5 * 1024 * 1024)).status, 413);
+    } finally {
+      await roomy.close();
+    }
+  });
+});
+
 describe('scopes decide which tools a key may see and call', () => {
   test('a read-only key sees only the read tools and cannot write', async () => {
     const { secret } = await stack.keys.create({ userId: 'reader', scopes: ['expenses:read'] });
@@ -341,7 +405,7 @@ describe('key-based access', () => {
     ]);
     assert.equal(rows.length, 1);
     assert.equal(rows[0].secret_sha256.length, 32);
-    assert.ok(!rows[0].secret_sha256.toString('latin1').includes(aliceKey));
+    assert.deepEqual(rows[0].secret_sha256, createHash('sha256').update(aliceKey).digest());
     const dump = JSON.stringify((await stack.sql.query('SELECT * FROM api_keys')).rows);
     assert.ok(!dump.includes(aliceKey.slice(5)), 'the key does not appear anywhere in the table');
     assert.ok(rows[0].last_used_at instanceof Date);

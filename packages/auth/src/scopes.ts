@@ -1,3 +1,4 @@
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
@@ -160,18 +161,15 @@ function callOf(message: unknown): McpCall | undefined {
 }
 
 /**
- * Reads the body as text through Hono's body cache (so `c.req.text()`/`json()` work later) and
- * puts in `c.req.raw` a stand-in that answers the body methods from that text, for handlers
- * that read the raw request (as the MCP endpoint does). Undefined when the body is larger
- * than `limit`.
+ * Reads the body as text, at most `limit` bytes, and puts in `c.req.raw` a stand-in that
+ * answers the body methods from that text, so handlers that read the raw request (as the MCP
+ * endpoint does) and Hono's `c.req.text()`/`json()` still work. Undefined when the body is
+ * larger than `limit`.
  */
 async function readBodyKeepingIt(c: Context, limit: number): Promise<string | undefined> {
   const raw = c.req.raw;
-  const declared = raw.headers.get('content-length');
-  if (declared !== null && Number(declared) > limit) return undefined;
-  const text = await c.req.text();
-  // Without Content-Length the whole body was read; check what came (characters ≤ bytes).
-  if (text.length > limit || (declared === null && Buffer.byteLength(text) > limit)) return undefined;
+  const text = await readBodyWithin(raw, limit);
+  if (text === undefined) return undefined;
   c.req.raw = requestWithBody(raw, text);
   return text;
 }

@@ -1,3 +1,4 @@
+export { readBodyWithin } from './body.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';
 export { type OriginGuardOptions, originGuard } from './origin-guard.ts';
 export { createStatelessMcpEndpoint, type StatelessMcpOptions } from './stateless.ts';

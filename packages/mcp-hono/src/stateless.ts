@@ -9,6 +9,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
+import { readBodyWithin } from './body.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 
 export interface StatelessMcpOptions {
@@ -79,8 +80,8 @@ export async function createStatelessMcpEndpoint(
       );
     }
 
-    const body = await readBody(request, maxBodyBytes);
-    if (body === TOO_LARGE) {
+    const body = await readBodyWithin(request, maxBodyBytes);
+    if (body === undefined) {
       return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     }
     let message: unknown;
@@ -154,7 +155,6 @@ export async function createStatelessMcpEndpoint(
 const MAX_SERIALIZED_LISTINGS = 256;
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
-const TOO_LARGE = Symbol('too large');
 
 function rpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message } }), {
@@ -172,31 +172,6 @@ function classify(message: unknown): 'request' | 'notification' | 'response' | '
   if (typeof m.method === 'string') return hasId ? 'request' : 'id' in m ? 'invalid' : 'notification';
   if (hasId && ('result' in m || 'error' in m)) return 'response';
   return 'invalid';
-}
-
-/** Reads the body as text, refusing more than `limit` bytes whatever Content-Length claims. */
-async function readBody(request: Request, limit: number): Promise<string | typeof TOO_LARGE> {
-  const declaredHeader = request.headers.get('content-length');
-  if (declaredHeader !== null) {
-    // Node's HTTP parser holds the body to its declared length, so this check is enough.
-    if (Number(declaredHeader) > limit) return TOO_LARGE;
-    return await request.text();
-  }
-  if (!request.body) return '';
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      return TOO_LARGE;
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks, size).toString('utf8');
 }
 
 /** Request headers for tools that ask for them, converted only if a tool does. */

@@ -1,3 +1,4 @@
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import { type Attributes, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { MiddlewareHandler } from 'hono';
 
@@ -125,11 +126,10 @@ export async function traceMcpRequest<T>(
 
 /** Reads a JSON body of at most `maxBytes` from a copy of the request; `undefined` otherwise. */
 async function peekJson(request: Request, maxBytes: number): Promise<unknown> {
-  const declared = request.headers.get('content-length');
-  if (request.body === null || (declared !== null && !(Number(declared) <= maxBytes))) return undefined;
+  if (request.body === null) return undefined;
   try {
-    const text = await request.clone().text();
-    return text.length <= maxBytes ? JSON.parse(text) : undefined;
+    const text = await readBodyWithin(request.clone(), maxBytes);
+    return text === undefined ? undefined : JSON.parse(text);
   } catch {
     return undefined;
   }
