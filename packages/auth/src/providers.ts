@@ -1,6 +1,6 @@
 import type { ApiKeyStore } from './api-keys.ts';
 import { bearerCredential } from './middleware.ts';
-import type { AuthOutcome, AuthProvider } from './provider.ts';
+import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface ApiKeyProviderOptions {
   store: ApiKeyStore;
@@ -31,7 +31,13 @@ export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
         }
         return { ok: false };
       }
-      const key = await options.store.verify(credential);
+      let key: Awaited<ReturnType<ApiKeyStore['verify']>>;
+      try {
+        key = await options.store.verify(credential);
+      } catch (error) {
+        // The database, not the key, failed: 503 and a retry, not a 401 or a 500.
+        throw new AuthUnavailableError('The key store cannot be reached.', { cause: error });
+      }
       if (!key) return rejected;
       return { ok: true, principal: { userId: key.userId, scopes: key.scopes, method: 'api_key', clientId: key.id } };
     },

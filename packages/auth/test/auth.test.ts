@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Hono } from 'hono';
+import pg from 'pg';
 import {
   API_KEYS_NAMESPACE,
   ApiKeyStore,
@@ -151,6 +152,23 @@ describe('API keys on a real PostgreSQL server', () => {
     const wrong = await app.request('/p', { headers: { authorization: `Bearer ${secret.slice(0, -1)}x` } });
     assert.equal(wrong.status, 401);
     assert.match(wrong.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  test('a key store that cannot be reached gives 503 with Retry-After, not 401 or 500', async () => {
+    // A real pool pointed at a port where nothing listens: the error pg really raises.
+    const unreachable = new pg.Pool({ connectionString: 'postgres://nobody:none@127.0.0.1:1/none' });
+    try {
+      const app = new Hono<{ Variables: AuthVariables }>();
+      app.use('/p', requireAuth(apiKeyProvider({ store: new ApiKeyStore(unreachable) })));
+      app.get('/p', (c) => c.text('in'));
+      const { secret } = await store.create({ userId: 'frank' });
+      const response = await app.request('/p', { headers: { authorization: `Bearer ${secret}` } });
+      assert.equal(response.status, 503);
+      assert.equal(response.headers.get('retry-after'), '5');
+      assert.equal(((await response.json()) as { error: string }).error, 'temporarily_unavailable');
+    } finally {
+      await unreachable.end();
+    }
   });
 
   test('noAuthProvider acts as its one user', async () => {

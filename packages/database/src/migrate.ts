@@ -7,25 +7,32 @@ export interface Migration {
   sql: string;
 }
 
+const MIGRATION_LOCK = 'mcp-auth-stack:migrate';
+
 /**
  * Applies the migrations of one namespace (a package owns its namespace) that are not yet
  * recorded, each in its own transaction, under an advisory lock so that replicas starting
  * together apply each migration exactly once. Safe to run on every start.
+ *
+ * One lock for every namespace, taken before anything is created: two sessions running
+ * `CREATE TABLE IF NOT EXISTS` on the same new table at once make one of them fail on
+ * Postgres's catalog (`pg_type_typname_nsp_index`), which a fresh database with several
+ * replicas, or one server migrating several packages at once, would otherwise hit.
  */
 export async function migrate(pool: pg.Pool, namespace: string, migrations: Migration[]): Promise<number[]> {
   assertOrdered(namespace, migrations);
   const client = await pool.connect();
   const applied: number[] = [];
   try {
-    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-      namespace text NOT NULL,
-      version integer NOT NULL,
-      name text NOT NULL,
-      applied_at timestamptz NOT NULL DEFAULT now(),
-      PRIMARY KEY (namespace, version)
-    )`);
-    await client.query('SELECT pg_advisory_lock(hashtext($1))', [`migrate:${namespace}`]);
+    await client.query('SELECT pg_advisory_lock(hashtext($1))', [MIGRATION_LOCK]);
     try {
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        namespace text NOT NULL,
+        version integer NOT NULL,
+        name text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace, version)
+      )`);
       const { rows } = await client.query<{ version: number }>(
         'SELECT version FROM schema_migrations WHERE namespace = $1',
         [namespace],
@@ -51,7 +58,7 @@ export async function migrate(pool: pg.Pool, namespace: string, migrations: Migr
         applied.push(migration.version);
       }
     } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`migrate:${namespace}`]);
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [MIGRATION_LOCK]);
     }
   } finally {
     client.release();

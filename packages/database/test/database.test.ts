@@ -40,14 +40,31 @@ describe('migrations on a real PostgreSQL server', () => {
     }
   });
 
-  test('replicas starting together apply each migration exactly once', async () => {
+  test('replicas starting together on a new database apply each migration exactly once', async () => {
+    // A database of its own: nothing exists yet, not even the table that records migrations.
+    const fresh = await createTestDatabase();
     const namespaced: Migration[] = [{ version: 1, name: 'counter', sql: 'CREATE TABLE counter (n int)' }];
-    const replicas = await Promise.all([1, 2, 3].map(() => openDatabase({ url: testDb.url, maxConnections: 2 })));
+    const other: Migration[] = [{ version: 1, name: 'gauge', sql: 'CREATE TABLE gauge (n int)' }];
+    const replicas = await Promise.all(
+      [1, 2, 3, 4, 5, 6].map(() => openDatabase({ url: fresh.url, maxConnections: 2 })),
+    );
     try {
-      const results = await Promise.all(replicas.map((db) => migrate(db.pool, 'race', namespaced)));
-      assert.deepEqual(results.flat(), [1], 'one replica applied it, the others found it done');
+      // Each replica migrates two namespaces at once, as the server does with its packages.
+      const results = await Promise.all(
+        replicas.map((db) => Promise.all([migrate(db.pool, 'race', namespaced), migrate(db.pool, 'other', other)])),
+      );
+      assert.deepEqual(
+        results.flatMap(([race]) => race),
+        [1],
+        'one replica applied it, the others found it done',
+      );
+      assert.deepEqual(
+        results.flatMap(([, gauge]) => gauge),
+        [1],
+      );
     } finally {
       await Promise.all(replicas.map((db) => db.close()));
+      await fresh.drop();
     }
   });
 
