@@ -28,6 +28,7 @@ export { type AuthVariables, bearerCredential, requireAuth } from './middleware.
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
 export { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 export { type ApiKeyProviderOptions, apiKeyProvider, noAuthProvider } from './providers.ts';
+export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {
   checkRegistration,
   type RegistrationFacadeOptions,

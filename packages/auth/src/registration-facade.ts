@@ -1,4 +1,6 @@
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
+import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
 /**
  * The DCR workaround for identity providers whose registration endpoint MCP clients trip
@@ -100,12 +102,8 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
           'Retry-After': '60',
         });
       }
-      const declared = Number(c.req.header('content-length') ?? '0');
-      if (declared > maxBodyBytes) {
-        return registrationError(413, 'invalid_client_metadata', `Registration larger than ${maxBodyBytes} bytes.`);
-      }
-      const text = await c.req.text();
-      if (Buffer.byteLength(text) > maxBodyBytes) {
+      const text = await readBodyWithin(c.req.raw, maxBodyBytes);
+      if (text === undefined) {
         return registrationError(413, 'invalid_client_metadata', `Registration larger than ${maxBodyBytes} bytes.`);
       }
       let body: unknown;
@@ -124,13 +122,21 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       } catch {
         return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
       }
-      const upstream = await doFetch(rebase(endpoint, upstreamIssuer, upstreamBase), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify(repaired),
-        signal: AbortSignal.timeout(10_000),
-      });
-      return new Response(await upstream.text(), {
+      let upstream: Response;
+      let answer: string;
+      try {
+        upstream = await doFetch(rebase(endpoint, upstreamIssuer, upstreamBase), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json' },
+          body: JSON.stringify(repaired),
+          signal: AbortSignal.timeout(10_000),
+        });
+        answer = await upstream.text();
+      } catch {
+        // The metadata was cached but the provider is down (or too slow) now.
+        return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
+      }
+      return new Response(answer, {
         status: upstream.status,
         headers: { 'content-type': 'application/json', 'Cache-Control': 'no-store', ...CORS },
       });
@@ -205,38 +211,4 @@ function allowedRedirect(uri: string): boolean {
 
 function rebase(url: string, from: string, to: string): string {
   return from !== to && url.startsWith(from) ? to + url.slice(from.length) : url;
-}
-
-/** The caller's address: the socket's peer, or the proxy-set X-Forwarded-For when told to trust it. */
-function clientAddress(request: Request, env: Record<string, unknown> | undefined, trustForwardedFor = false): string {
-  if (trustForwardedFor) {
-    const forwarded = request.headers.get('x-forwarded-for')?.split(',')[0]?.trim();
-    if (forwarded) return forwarded;
-  }
-  const incoming = env?.incoming as { socket?: { remoteAddress?: string } } | undefined;
-  return incoming?.socket?.remoteAddress ?? 'unknown';
-}
-
-/** At most `limit` events per key per window; old windows are forgotten. */
-class FixedWindowLimiter {
-  readonly #limit: number;
-  readonly #windowMs: number;
-  #window = 0;
-  #counts = new Map<string, number>();
-
-  constructor(limit: number, windowMs: number) {
-    this.#limit = limit;
-    this.#windowMs = windowMs;
-  }
-
-  allow(key: string): boolean {
-    const window = Math.floor(Date.now() / this.#windowMs);
-    if (window !== this.#window) {
-      this.#window = window;
-      this.#counts = new Map();
-    }
-    const count = (this.#counts.get(key) ?? 0) + 1;
-    this.#counts.set(key, count);
-    return count <= this.#limit;
-  }
 }

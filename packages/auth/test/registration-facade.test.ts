@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Hono } from 'hono';
+import { clientAddress } from '../src/rate-limit.ts';
 import { checkRegistration, registrationFacade } from '../src/registration-facade.ts';
 
 /** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
@@ -155,4 +156,34 @@ describe('registrationFacade with an unreachable provider', () => {
     assert.equal((await app.request('/.well-known/oauth-authorization-server')).status, 503);
     assert.equal((await register(app, { redirect_uris: ['https://a.example/cb'] })).status, 503);
   });
+});
+
+test('a provider that goes down after its metadata was cached: registration answers 503, not 500', async () => {
+  let up = true;
+  const app = new Hono();
+  registrationFacade({
+    issuer: 'http://localhost:8000',
+    upstreamIssuer: upstream,
+    fetch: async (input, init) => {
+      if (!up) throw new TypeError('fetch failed');
+      return fakeFetch(input, init);
+    },
+  }).mount(app);
+  assert.equal((await app.request('/.well-known/oauth-authorization-server')).status, 200);
+  up = false;
+  const response = await register(app, { redirect_uris: ['https://a.example/cb'] });
+  assert.equal(response.status, 503);
+  assert.equal(((await response.json()) as { error: string }).error, 'temporarily_unavailable');
+});
+
+test('behind a trusted proxy the limit keys on the address the proxy appended, not on what the caller sent', () => {
+  const request = (forwarded: string) =>
+    new Request('http://x/register', { headers: { 'x-forwarded-for': forwarded } });
+  // The caller sent "1.1.1.1" (or anything); the ingress appended the address it saw.
+  assert.equal(clientAddress(request('1.1.1.1, 203.0.113.7'), undefined, true), '203.0.113.7');
+  assert.equal(clientAddress(request('9.9.9.9, 203.0.113.7'), undefined, true), '203.0.113.7');
+  assert.equal(clientAddress(request('203.0.113.7'), undefined, true), '203.0.113.7');
+  // Not trusted: the header means nothing.
+  const socket = { incoming: { socket: { remoteAddress: '10.0.0.5' } } };
+  assert.equal(clientAddress(request('1.1.1.1'), socket, false), '10.0.0.5');
 });

@@ -176,6 +176,7 @@ const CORS = {
   'Access-Control-Max-Age': '86400',
 };
 const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' };
+const ID_TOKEN_CLOCK_SKEW_MS = 60_000;
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/;
 
 /**
@@ -480,7 +481,11 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       }
       const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
       if (!audience.includes(upstream.clientId)) throw new Error('The upstream ID token is for another client.');
-      if (claims.nonce !== undefined && claims.nonce !== nonce) throw new Error('The upstream ID token nonce differs.');
+      // OIDC Core 3.1.3.7: the nonce that was sent must come back, and the token must be current.
+      if (claims.nonce !== nonce) throw new Error('The upstream ID token does not carry the nonce of this login.');
+      if (typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now() - ID_TOKEN_CLOCK_SKEW_MS) {
+        throw new Error('The upstream ID token has expired.');
+      }
     }
     if (typeof claims[upstream.userIdClaim] !== 'string' && upstreamEndpoints.userinfoEndpoint) {
       const response = await doFetch(upstreamEndpoints.userinfoEndpoint, {
@@ -611,12 +616,20 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       if (colon < 0) throw new OAuthError('invalid_client', 'Malformed Basic credentials.', 401);
-      const basicId = decodeURIComponent(decoded.slice(0, colon).replace(/\+/g, ' '));
+      // RFC 6749 2.3.1: both halves are form-encoded; bad escapes are bad credentials, not a 500.
+      const formDecode = (part: string) => {
+        try {
+          return decodeURIComponent(part.replace(/\+/g, ' '));
+        } catch {
+          throw new OAuthError('invalid_client', 'Malformed Basic credentials.', 401);
+        }
+      };
+      const basicId = formDecode(decoded.slice(0, colon));
       if (clientId !== undefined && clientId !== basicId) {
         throw new OAuthError('invalid_request', 'Two different client ids.', 400);
       }
       clientId = basicId;
-      secret = decodeURIComponent(decoded.slice(colon + 1).replace(/\+/g, ' '));
+      secret = formDecode(decoded.slice(colon + 1));
     }
     if (!clientId) throw new OAuthError('invalid_client', 'client_id is required.', 401);
     let client: ProxyClient | undefined;

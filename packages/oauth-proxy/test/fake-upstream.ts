@@ -26,6 +26,8 @@ export class FakeUpstream {
   readonly clientSecret = 'proxy-secret-123';
   nextUser: FakeUser = ALICE;
   denyNext = false;
+  /** The `nonce` to put in the next ID token instead of the one the login sent (`null`: none). */
+  nonceOverride: string | null | undefined;
   accessTokenTtl = 300;
   /** Every token it handed out, to check none is stored in plaintext. */
   issued: string[] = [];
@@ -94,7 +96,7 @@ export class FakeUpstream {
         this.#codes.set(code, {
           redirectUri,
           challenge: query.get('code_challenge') ?? '',
-          nonce: query.get('nonce') ?? '',
+          nonce: this.nonceOverride === undefined ? (query.get('nonce') ?? '') : (this.nonceOverride ?? ''),
           user: this.nextUser,
           scope: query.get('scope') ?? '',
         });

@@ -137,6 +137,21 @@ describe('registration', () => {
     assert.equal(response.status, 401);
     assert.equal(response.body.error, 'invalid_client');
   });
+  test('Basic credentials with a bad escape are invalid_client (401), not a server error', async () => {
+    const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_basic' });
+    for (const credentials of [`%zz:${client.client_secret}`, `${client.client_id}:%E0%A4%A`]) {
+      const response = await a.app.request(`${ISSUER}/token`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: `Basic ${Buffer.from(credentials).toString('base64')}`,
+        },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code: 'nope' }).toString(),
+      });
+      assert.equal(response.status, 401, credentials);
+      assert.equal(((await response.json()) as { error: string }).error, 'invalid_client');
+    }
+  });
 });
 
 describe('the full flow', () => {
@@ -402,6 +417,32 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(replay.status, 400);
     assert.equal(replay.headers.get('location'), null);
     assert.equal(await count('oauth_proxy_codes'), codes);
+  });
+
+  test('an upstream ID token without the nonce of the login, or with another one: no code', async () => {
+    for (const nonce of [null, 'a-nonce-from-another-login']) {
+      idp.nonceOverride = nonce;
+      try {
+        const client = await register(a.app);
+        const browser = new Browser();
+        const page = await browser.get(
+          a.app,
+          authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+        );
+        const approved = await browser.post(a.app, `${ISSUER}/consent`, {
+          ...consentFields(await page.text()),
+          decision: 'approve',
+        });
+        const codes = await count('oauth_proxy_codes');
+        const back = await browser.get(a.app, await upstreamLogin(approved.headers.get('location') as string));
+        const location = new URL(back.headers.get('location') as string);
+        assert.equal(location.searchParams.get('error'), 'server_error', `nonce ${nonce}`);
+        assert.equal(location.searchParams.get('code'), null);
+        assert.equal(await count('oauth_proxy_codes'), codes);
+      } finally {
+        idp.nonceOverride = undefined;
+      }
+    }
   });
 
   test('a callback completed in another browser (login CSRF) is refused', async () => {

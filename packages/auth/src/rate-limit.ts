@@ -1,0 +1,43 @@
+/**
+ * The caller's address, for per-address limits: the socket's peer, or, behind a reverse proxy
+ * that is trusted (`trustForwardedFor`), the last entry of `X-Forwarded-For`. The last one,
+ * because a proxy appends the address it saw to whatever the caller sent: the entries before it
+ * are the caller's own words, and picking them would let a caller choose its key at will.
+ */
+export function clientAddress(
+  request: Request,
+  env: Record<string, unknown> | undefined,
+  trustForwardedFor = false,
+): string {
+  if (trustForwardedFor) {
+    const forwarded = request.headers.get('x-forwarded-for')?.split(',').at(-1)?.trim();
+    if (forwarded) return forwarded;
+  }
+  const incoming = env?.incoming as { socket?: { remoteAddress?: string } } | undefined;
+  return incoming?.socket?.remoteAddress ?? 'unknown';
+}
+
+/** At most `limit` events per key per window; old windows are forgotten. */
+export class FixedWindowLimiter {
+  readonly #limit: number;
+  readonly #windowMs: number;
+  #window = 0;
+  #counts = new Map<string, number>();
+
+  constructor(limit: number, windowMs: number) {
+    this.#limit = limit;
+    this.#windowMs = windowMs;
+  }
+
+  /** Counts one event for `key`; false once the key is over its limit in this window. */
+  allow(key: string): boolean {
+    const window = Math.floor(Date.now() / this.#windowMs);
+    if (window !== this.#window) {
+      this.#window = window;
+      this.#counts = new Map();
+    }
+    const count = (this.#counts.get(key) ?? 0) + 1;
+    this.#counts.set(key, count);
+    return count <= this.#limit;
+  }
+}
