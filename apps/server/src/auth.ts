@@ -145,9 +145,11 @@ async function oauthProxyProvider(config: ServerConfig, database: Database, logg
     defaultScopes: PROXY_SCOPES,
     scopeDescriptions: PROXY_SCOPE_DESCRIPTIONS,
     resourceName: 'Expenses Tracker',
-    // On a loopback base URL (a developer's machine) http Client ID Metadata Documents on
-    // loopback are accepted; anywhere else CIMD is https-only with private addresses refused.
-    development: isLoopback(new URL(config.baseUrl).hostname.replace(/^\[|\]$/g, '')),
+    // A developer's machine (a loopback base URL, listening on loopback only): http Client ID
+    // Metadata Documents on loopback are accepted. Anywhere else, a container listening on
+    // 0.0.0.0 included, CIMD is https-only with private and loopback addresses refused.
+    development: isLoopback(new URL(config.baseUrl).hostname.replace(/^\[|\]$/g, '')) && isLoopback(config.host),
+    trustForwardedFor: config.trustProxy,
     onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
   });
 }

@@ -116,17 +116,26 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
   }
 }
 
+const REFUSED_DOCUMENT_SECONDS = 60;
+
 /** Finds clients: registered ones in Postgres, CIMD ones by fetching their document (cached per replica). */
 export class ClientResolver {
   readonly #options: ClientResolverOptions;
   readonly #cache = new Map<string, { client: ProxyClient; until: number }>();
+  /** Documents that were refused, kept a minute: a failing URL is not fetched on every request. */
+  readonly #refused = new Map<string, { error: ClientError; until: number }>();
 
   constructor(options: ClientResolverOptions) {
     this.#options = options;
   }
 
-  async resolve(clientId: string): Promise<ProxyClient | undefined> {
-    if (/^https?:\/\//i.test(clientId)) return this.#fromDocument(clientId);
+  /**
+   * The client with this id, or undefined when no such client is registered. A URL client id
+   * is a metadata document: `mayFetch`, asked before a fetch the cache cannot spare, may refuse
+   * it (a per-address limit).
+   */
+  async resolve(clientId: string, options: { mayFetch?: () => boolean } = {}): Promise<ProxyClient | undefined> {
+    if (/^https?:\/\//i.test(clientId)) return this.#fromDocument(clientId, options.mayFetch);
     if (clientId.length > 100) return undefined;
     const { rows } = await this.#options.pool.query<{
       client_name: string | null;
@@ -148,7 +157,7 @@ export class ClientResolver {
     };
   }
 
-  async #fromDocument(clientId: string): Promise<ProxyClient> {
+  async #fromDocument(clientId: string, mayFetch?: () => boolean): Promise<ProxyClient> {
     const { cimd } = this.#options;
     if (!cimd.enabled) throw new ClientError('invalid_client', 'Client ID Metadata Documents are not accepted here.');
     if (!isMetadataDocumentUrl(clientId, cimd.allowInsecure)) {
@@ -156,6 +165,24 @@ export class ClientResolver {
     }
     const cached = this.#cache.get(clientId);
     if (cached && cached.until > Date.now()) return cached.client;
+    const refused = this.#refused.get(clientId);
+    if (refused && refused.until > Date.now()) throw refused.error;
+    if (mayFetch && !mayFetch()) {
+      throw new ClientError('invalid_client', 'Too many client metadata lookups from this address; try again later.');
+    }
+    try {
+      return await this.#fetchDocument(clientId);
+    } catch (error) {
+      if (error instanceof ClientError) {
+        if (this.#refused.size >= cimd.maxCacheEntries) this.#refused.clear();
+        this.#refused.set(clientId, { error, until: Date.now() + REFUSED_DOCUMENT_SECONDS * 1000 });
+      }
+      throw error;
+    }
+  }
+
+  async #fetchDocument(clientId: string): Promise<ProxyClient> {
+    const { cimd } = this.#options;
     let fetched: Awaited<ReturnType<typeof safeFetchJson>>;
     try {
       fetched = await safeFetchJson(clientId, cimd);

@@ -1,7 +1,7 @@
 export { ClientError, isMetadataDocumentUrl, type ProxyClient, validateClientMetadata } from './clients.ts';
 export { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from './migrations.ts';
 export { generateSigningKey, type OAuthProxy, type OAuthProxyOptions, oauthProxy } from './proxy.ts';
-export { isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';
+export { isLoopbackAddress, isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';
 export {
   DEFAULT_UPSTREAM_SCOPES,
   type EntraUpstreamOptions,

@@ -3,11 +3,14 @@ import {
   type AuthOutcome,
   type AuthProvider,
   bearerCredential,
+  clientAddress,
+  FixedWindowLimiter,
   mountProtectedResourceMetadata,
   type Principal,
   parseResourceUrl,
   protectedResourceMetadataUrl,
 } from '@mcp-auth-stack/auth';
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Context, Env, Hono } from 'hono';
 import { getCookie } from 'hono/cookie';
 import {
@@ -77,6 +80,12 @@ export interface OAuthProxyOptions {
   cimd?: { enabled?: boolean | undefined; maxBytes?: number | undefined; timeoutMs?: number | undefined } | undefined;
   /** Largest `/register` body (default 16 KB). */
   maxRegistrationBytes?: number | undefined;
+  /** Registrations allowed per client address per minute (default 20). */
+  registrationsPerMinute?: number | undefined;
+  /** Client ID Metadata Document fetches an address may cause per minute (default 30). */
+  metadataDocumentFetchesPerMinute?: number | undefined;
+  /** Behind a reverse proxy: take the client address from `X-Forwarded-For` (default false). */
+  trustForwardedFor?: boolean | undefined;
   /** Check on every request that the token's grant is not revoked (one primary-key lookup; default true). */
   checkRevocation?: boolean | undefined;
   /** How often expired rows are removed, opportunistically (default 300 s; 0 disables). */
@@ -219,6 +228,11 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
   const cleanupInterval = (options.cleanupIntervalSeconds ?? 300) * 1000;
   const clockTolerance = options.clockToleranceSeconds ?? 5;
   const maxRegistrationBytes = options.maxRegistrationBytes ?? 16 * 1024;
+  // Per address: registration writes a row, a CIMD lookup makes this server fetch a URL.
+  const registrationLimiter = new FixedWindowLimiter(options.registrationsPerMinute ?? 20, 60_000);
+  const documentFetchLimiter = new FixedWindowLimiter(options.metadataDocumentFetchesPerMinute ?? 30, 60_000);
+  const addressOf = (c: Context) =>
+    clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor ?? false);
   const doFetch = options.fetch ?? fetch;
   const emit = (event: string, details: Record<string, unknown> = {}) => options.onEvent?.(event, details);
   const resourceName = options.resourceName ?? 'MCP server';
@@ -288,6 +302,15 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     await run(
       'grants',
       "DELETE FROM oauth_proxy_grants WHERE expires_at < now() OR revoked_at < now() - interval '1 day'",
+    );
+    // Registered clients with nothing left to them a day after registering: anonymous DCR would
+    // otherwise grow the table forever. A client that comes back registers again.
+    await run(
+      'clients',
+      `DELETE FROM oauth_proxy_clients c WHERE c.created_at < now() - interval '1 day'
+         AND NOT EXISTS (SELECT 1 FROM oauth_proxy_grants g WHERE g.client_id = c.client_id)
+         AND NOT EXISTS (SELECT 1 FROM oauth_proxy_consent_requests r WHERE r.client_id = c.client_id)
+         AND NOT EXISTS (SELECT 1 FROM oauth_proxy_transactions t WHERE t.client_id = c.client_id)`,
     );
     return counts;
   }
@@ -653,8 +676,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
       throw new OAuthError('invalid_request', 'Send application/x-www-form-urlencoded.');
     }
-    const text = await c.req.text();
-    if (text.length > 16 * 1024) throw new OAuthError('invalid_request', 'The request is too large.');
+    const text = await readBodyWithin(c.req.raw, 16 * 1024);
+    if (text === undefined) throw new OAuthError('invalid_request', 'The request is too large.');
     const form = new URLSearchParams(text);
     for (const name of new Set(form.keys())) {
       if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
@@ -670,7 +693,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     if (!clientId) return failPage('Invalid request', 'The application did not say who it is (client_id).');
     let client: ProxyClient | undefined;
     try {
-      client = await clients.resolve(clientId);
+      client = await clients.resolve(clientId, { mayFetch: () => documentFetchLimiter.allow(addressOf(c)) });
     } catch (error) {
       if (!(error instanceof ClientError)) throw error;
       emit('client_refused', { client_id: clientId, reason: error.message });
@@ -1148,11 +1171,15 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
   async function register(c: Context): Promise<Response> {
     const fail = (status: number, error: string, description: string) =>
       Response.json({ error, error_description: description }, { status, headers: { ...NO_STORE, ...CORS } });
-    if (Number(c.req.header('content-length') ?? '0') > maxRegistrationBytes) {
-      return fail(413, 'invalid_client_metadata', `Registration larger than ${maxRegistrationBytes} bytes.`);
+    if (!registrationLimiter.allow(addressOf(c))) {
+      emit('registration_limited', {});
+      return Response.json(
+        { error: 'invalid_client_metadata', error_description: 'Too many registrations; try again in a minute.' },
+        { status: 429, headers: { ...NO_STORE, ...CORS, 'Retry-After': '60' } },
+      );
     }
-    const text = await c.req.text();
-    if (Buffer.byteLength(text) > maxRegistrationBytes) {
+    const text = await readBodyWithin(c.req.raw, maxRegistrationBytes);
+    if (text === undefined) {
       return fail(413, 'invalid_client_metadata', `Registration larger than ${maxRegistrationBytes} bytes.`);
     }
     let body: unknown;

@@ -37,6 +37,13 @@ for (const [network, prefix] of [
 }
 
 /** True for an address that is not on the public internet (IPv4-mapped IPv6 checked as IPv4). */
+/** 127.0.0.0/8 and ::1 (also as an IPv4-mapped IPv6 address). */
+export function isLoopbackAddress(address: string): boolean {
+  const ipv4 = /^(?:::ffff:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+  if (ipv4 !== undefined) return isIP(ipv4) === 4 && ipv4.startsWith('127.');
+  return address === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(address);
+}
+
 export function isPrivateAddress(address: string): boolean {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return BLOCKED.check(mapped[1], 'ipv4');
@@ -53,7 +60,11 @@ export class SafeFetchError extends Error {
 export interface SafeFetchOptions {
   maxBytes: number;
   timeoutMs: number;
-  /** Development only: permit http and private/loopback addresses. */
+  /**
+   * Development only: permit http, and loopback addresses (where a developer serves a test
+   * document). Other private, link-local and reserved ranges stay refused even then: a cloud
+   * metadata service or a neighbour on the network is never a client's document.
+   */
   allowInsecure: boolean;
 }
 
@@ -78,15 +89,17 @@ export function safeFetchJson(
     }
     if (url.username || url.password) return reject(new SafeFetchError('URLs with credentials are refused'));
     const host = url.hostname.replace(/^\[|\]$/g, '');
-    if (isIP(host) && !options.allowInsecure && isPrivateAddress(host)) {
+    const refused = (address: string) =>
+      isPrivateAddress(address) && !(options.allowInsecure && isLoopbackAddress(address));
+    if (isIP(host) && refused(host)) {
       return reject(new SafeFetchError('the address is private, loopback or reserved'));
     }
     const checkedLookup: LookupFunction = (hostname, lookupOptions, callback) => {
       lookup(hostname, { ...lookupOptions, all: true }, (error, addresses) => {
         if (error) return callback(error, '', 0);
         const list = addresses as unknown as { address: string; family: number }[];
-        const bad = list.find((entry) => isPrivateAddress(entry.address));
-        if (!options.allowInsecure && (list.length === 0 || bad)) {
+        const bad = list.find((entry) => refused(entry.address));
+        if (list.length === 0 || bad) {
           return callback(new SafeFetchError('the host resolves to a private, loopback or reserved address'), '', 0);
         }
         if (lookupOptions.all) return callback(null, list as never);

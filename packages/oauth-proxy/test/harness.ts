@@ -45,6 +45,8 @@ export function instance(
     scopeDescriptions: { 'expenses:read': 'Read your expenses' },
     resourceName: 'Test Server',
     cleanupIntervalSeconds: 0,
+    // Every request of a test comes from the same (unknown) address.
+    registrationsPerMinute: 10_000,
     ...keys,
     ...overrides,
   });

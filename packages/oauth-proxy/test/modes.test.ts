@@ -26,6 +26,8 @@ let idp: FakeUpstream;
 let keys: { signingKey: JWK; encryptionKey: string };
 let documents: Server;
 let documentBase = '';
+/** Fetches per path, to see what the proxy really fetched. */
+const documentHits = new Map<string, number>();
 
 before(async () => {
   testDb = await createTestDatabase();
@@ -34,6 +36,7 @@ before(async () => {
   keys = { signingKey: await generateSigningKey('EdDSA'), encryptionKey: newEncryptionKey() };
   documents = createServer((request, response) => {
     const clientId = `${documentBase}${request.url}`;
+    documentHits.set(request.url ?? '', (documentHits.get(request.url ?? '') ?? 0) + 1);
     if (request.url === '/big.json') {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ client_id: clientId, redirect_uris: [REDIRECT], pad: 'x'.repeat(6000) }));
@@ -94,6 +97,35 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
       );
       assert.equal(response.status, 400, path);
     }
+  });
+
+  test('a refused document is not fetched again on the next authorization request', async () => {
+    const dev = instance(db, idp, keys, { development: true });
+    const authorize = () =>
+      dev.app.request(authorizeUrl({ client_id: `${documentBase}/liar.json`, code_challenge: pkce().challenge }));
+    const before = documentHits.get('/liar.json') ?? 0;
+    assert.equal((await authorize()).status, 400);
+    assert.equal((await authorize()).status, 400);
+    assert.equal((documentHits.get('/liar.json') ?? 0) - before, 1, 'one fetch for two requests');
+  });
+
+  test('an address may make the server fetch only so many documents a minute', async () => {
+    const dev = instance(db, idp, keys, { development: true, metadataDocumentFetchesPerMinute: 2 });
+    const statuses: number[] = [];
+    for (const path of ['/limit-a.json', '/limit-b.json', '/limit-c.json']) {
+      const response = await dev.app.request(
+        authorizeUrl({ client_id: `${documentBase}${path}`, code_challenge: pkce().challenge }),
+      );
+      statuses.push(response.status);
+      if (path === '/limit-c.json') assert.match(await response.text(), /Too many client metadata lookups/);
+    }
+    assert.deepEqual(statuses, [200, 200, 400]);
+    assert.equal(documentHits.get('/limit-c.json'), undefined, 'the third document was never fetched');
+    // A document already fetched is served from the cache, limit or not.
+    const again = await dev.app.request(
+      authorizeUrl({ client_id: `${documentBase}/limit-a.json`, code_challenge: pkce().challenge }),
+    );
+    assert.equal(again.status, 200);
   });
 
   test('without the development flag the same loopback document is refused', async () => {

@@ -125,6 +125,21 @@ describe('registration', () => {
     assert.equal(big.status, 413);
   });
 
+  test('registrations are limited per client address: 429 with Retry-After, nothing stored', async () => {
+    const limited = instance(dbA, idp, keys, { registrationsPerMinute: 2 });
+    await register(limited.app);
+    await register(limited.app);
+    const clientsBefore = await count('oauth_proxy_clients');
+    const third = await limited.app.request(`${ISSUER}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+    });
+    assert.equal(third.status, 429);
+    assert.equal(third.headers.get('retry-after'), '60');
+    assert.equal(await count('oauth_proxy_clients'), clientsBefore);
+  });
+
   test('a confidential client gets a secret that the token endpoint requires', async () => {
     const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_post' });
     assert.ok(client.client_secret);
@@ -664,5 +679,18 @@ describe('cleanup', () => {
     assert.ok((counts.consent_requests ?? 0) >= 1);
     assert.equal(await count('oauth_proxy_consent_requests', 'expires_at < now()'), 0);
     assert.equal(await count('oauth_proxy_grants', 'expires_at < now()'), 0);
+  });
+
+  test('registered clients left with nothing a day after registering are removed; clients in use stay', async () => {
+    const unused = await register(a.app);
+    const { clientId: used } = await fullLogin();
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_clients SET created_at = now() - interval '2 days' WHERE client_id = ANY($1)",
+      [[unused.client_id, used]],
+    );
+    const counts = await a.proxy.cleanupExpired();
+    assert.ok((counts.clients ?? 0) >= 1);
+    assert.equal(await count('oauth_proxy_clients', 'client_id = $1', [unused.client_id]), 0);
+    assert.equal(await count('oauth_proxy_clients', 'client_id = $1', [used]), 1);
   });
 });

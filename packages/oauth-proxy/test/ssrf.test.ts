@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { isMetadataDocumentUrl, isPrivateAddress, SafeFetchError, safeFetchJson } from '../src/index.ts';
+import {
+  isLoopbackAddress,
+  isMetadataDocumentUrl,
+  isPrivateAddress,
+  SafeFetchError,
+  safeFetchJson,
+} from '../src/index.ts';
 
 const strict = { maxBytes: 5120, timeoutMs: 3000, allowInsecure: false };
 
@@ -91,6 +97,19 @@ describe('safeFetchJson', () => {
     const { body, cacheControl } = await safeFetchJson(`${base}/doc`, dev);
     assert.deepEqual(body, { ok: true });
     assert.equal(cacheControl, 'max-age=120');
+  });
+  test('in development too, private ranges other than loopback are refused', async () => {
+    await refused('http://169.254.169.254/latest/meta-data', dev, /private/);
+    await refused('http://10.0.0.8/client.json', dev, /private/);
+    await refused('http://[fd00::1]/client.json', dev, /private/);
+  });
+  test('isLoopbackAddress: 127/8 and ::1 only', () => {
+    for (const address of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1', '0:0:0:0:0:0:0:1']) {
+      assert.equal(isLoopbackAddress(address), true, address);
+    }
+    for (const address of ['10.0.0.1', '169.254.169.254', '::', 'fe80::1', '::ffff:10.0.0.1', 'localhost']) {
+      assert.equal(isLoopbackAddress(address), false, address);
+    }
   });
   test('more than the byte limit is refused', () => refused(`${base}/big`, dev, /exceeds 5120 bytes/));
   test('a document that does not arrive in time is refused', () =>
