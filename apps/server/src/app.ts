@@ -38,7 +38,9 @@ type Env = { Variables: AuthVariables & RequestIdVariables };
 const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
 
 export async function createApp({ config, database, auth, logger, tracing = false }: AppDependencies) {
-  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool));
+  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
+    onStorageError: (error, operation) => logger.error('storage failed', { operation, ...errorFields(error) }),
+  });
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
     maxBodyBytes: config.maxRequestBytes,
     authInfo: (c) => {
@@ -47,6 +49,8 @@ export async function createApp({ config, database, auth, logger, tracing = fals
     },
     // The expenses tools are registered once, at start.
     staticToolList: true,
+    // Money is exact: 12.340000000000000001 is refused, not quietly stored as 12.34.
+    exactNumbers: true,
     // tools/list shows what the caller may call.
     toolVisible: (tool, c) => {
       const principal = c.get('principal');

@@ -197,6 +197,7 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     ['an unknown payment method', { payment_method: 'bitcoin' }, /payment_method/],
     ['an empty description', { description: '   ' }, /description/],
     ['a description too long', { description: 'x'.repeat(501) }, /description/],
+    ['a description with a control character', { description: 'Pizza\u0000' }, /description/],
     ['a missing field', { payment_method: undefined }, /payment_method/],
   ];
   for (const [name, override, field] of cases) {
@@ -208,6 +209,37 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
       assert.equal(await countRows('bob'), before);
     });
   }
+
+  test('an amount with more digits than a double holds is refused, not rounded and stored', async () => {
+    for (const literal of ['12.340000000000000001', '999999.9999999999999']) {
+      const before = await countRows('bob');
+      const response = await postMcp(
+        stack.mcpUrl,
+        `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_user_expense","arguments":{"date":"2025-05-05","amount":${literal},"category":"food","description":"Lunch","payment_method":"visa"}}}`,
+        { 'x-api-key': bobKey },
+      );
+      const reply = (await response.json()) as { result: CallToolResult };
+      assert.equal(reply.result.isError, true, literal);
+      assert.match(text(reply.result), new RegExp(literal.replace('.', '\\.')));
+      assert.equal(await countRows('bob'), before, `${literal} stored nothing`);
+    }
+  });
+
+  test('a database failure is a plain tool error; the details go to the log only', async () => {
+    // A real error from Postgres: the table is gone for the length of one call.
+    await stack.sql.query('ALTER TABLE expenses RENAME TO expenses_away');
+    let result: CallToolResult;
+    try {
+      result = await add(bob, valid);
+    } finally {
+      await stack.sql.query('ALTER TABLE expenses_away RENAME TO expenses');
+    }
+    assert.equal(result.isError, true);
+    assert.equal(text(result), 'The expenses database did not answer. Try again in a moment.');
+    const logged = stack.logs.find((line) => line.includes('"msg":"storage failed"')) ?? '';
+    assert.match(logged, /"operation":"add_user_expense"/);
+    assert.match(logged, /relation \\"expenses\\" does not exist/);
+  });
 
   test('a start date after the end date', async () => {
     const result = await call(bob, 'get_user_expenses', { start_date: '2025-05-01', end_date: '2025-04-01' });

@@ -10,4 +10,5 @@ export {
   EXPENSE_USER_SCOPES,
   type ExpensesServerOptions,
   holds,
+  STORAGE_ERROR_MESSAGE,
 } from './server.ts';

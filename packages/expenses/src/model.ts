@@ -22,6 +22,14 @@ export const calendarDate = z
     `must be between ${EARLIEST_DATE} and ${LATEST_DATE}`,
   );
 
+/** What was bought: one line a person wrote, without control characters (Postgres text refuses NUL). */
+export const expenseDescription = z
+  .string()
+  .trim()
+  .min(1)
+  .max(MAX_DESCRIPTION_LENGTH)
+  .regex(/^\P{Cc}*$/u, 'must not contain control characters');
+
 /**
  * Money arrives as a JSON number and is kept exact from here on: its shortest decimal form
  * (what JSON carried) must have at most two decimals, and it goes to Postgres as that text.

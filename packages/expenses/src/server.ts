@@ -9,7 +9,7 @@ import {
   calendarDate,
   type Expense,
   expense,
-  MAX_DESCRIPTION_LENGTH,
+  expenseDescription,
   MAX_LIST_LIMIT,
   money,
   PAYMENT_METHODS,
@@ -20,7 +20,15 @@ import { DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
 export interface ExpensesServerOptions {
   name?: string;
   version?: string;
+  /**
+   * Called with what the database raised when a tool or resource could not reach it. The
+   * caller only gets a plain message: a driver's error names hosts, ports and SQL details.
+   */
+  onStorageError?: (error: unknown, operation: string) => void;
 }
+
+/** What a caller reads when the database failed: nothing internal. */
+export const STORAGE_ERROR_MESSAGE = 'The expenses database did not answer. Try again in a moment.';
 
 const RECENT_RESOURCE_LIMIT = 20;
 
@@ -73,6 +81,14 @@ const scopesMeta = (tool: string) => ({ 'mcp-auth-stack/required-scopes': EXPENS
  * argument, and every query is scoped to that caller.
  */
 export function createExpensesServer(repository: ExpenseRepository, options: ExpensesServerOptions = {}): McpServer {
+  const stored = async <T>(operation: string, work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      options.onStorageError?.(error, operation);
+      throw new Error(STORAGE_ERROR_MESSAGE);
+    }
+  };
   const server = new McpServer(
     { name: options.name ?? 'expenses-tracker', version: options.version ?? '0.1.0', title: 'Expenses Tracker' },
     {
@@ -90,7 +106,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),
         category: z.enum(CATEGORIES).describe('What kind of expense'),
-        description: z.string().trim().min(1).max(MAX_DESCRIPTION_LENGTH).describe('What was bought'),
+        description: expenseDescription.describe('What was bought'),
         payment_method: z.enum(PAYMENT_METHODS).describe('How it was paid'),
       },
       outputSchema: { expense },
@@ -99,7 +115,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
     async (input, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
-      const added = await repository.add(userId, input);
+      const added = await stored('add_user_expense', () => repository.add(userId, input));
       return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
     },
   );
@@ -122,7 +138,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     async (filter, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_user_expenses ?? []);
       assertRange(filter.start_date, filter.end_date);
-      const expenses = await repository.list(userId, filter);
+      const expenses = await stored('get_user_expenses', () => repository.list(userId, filter));
       const text =
         expenses.length === 0
           ? 'No expenses found.'
@@ -146,7 +162,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
     async ({ id }, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.delete_user_expense ?? []);
-      const deleted = await repository.delete(userId, id);
+      const deleted = await stored('delete_user_expense', () => repository.delete(userId, id));
       // Another user's expense looks exactly like one that does not exist.
       if (!deleted) return toolError(`No expense with id ${id}.`);
       return result(`Deleted expense ${deleted.id}: ${describeExpense(deleted)}`, { deleted });
@@ -175,7 +191,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     async (range, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_spending_summary ?? []);
       assertRange(range.start_date, range.end_date);
-      const summary = await repository.summary(userId, range);
+      const summary = await stored('get_spending_summary', () => repository.summary(userId, range));
       return result(describeSummary(summary), { ...summary });
     },
   );
@@ -204,7 +220,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     async (range, extra) => {
       caller(extra, EXPENSE_TOOL_SCOPES.get_expense_stats ?? []);
       assertRange(range.start_date, range.end_date);
-      const stats = await repository.stats(range);
+      const stats = await stored('get_expense_stats', () => repository.stats(range));
       const text =
         stats.count === 0
           ? 'No expenses in this period.'
@@ -228,7 +244,9 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
     async (uri, extra) => {
       const { userId } = caller(extra, EXPENSE_METHOD_SCOPES['resources/read'] ?? []);
-      const expenses = await repository.list(userId, { limit: RECENT_RESOURCE_LIMIT });
+      const expenses = await stored('expenses://recent', () =>
+        repository.list(userId, { limit: RECENT_RESOURCE_LIMIT }),
+      );
       return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ expenses }) }] };
     },
   );

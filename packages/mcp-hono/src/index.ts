@@ -1,4 +1,5 @@
 export { readBodyWithin } from './body.ts';
+export { lossyNumbers } from './exact-json.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';
 export { type OriginGuardOptions, originGuard } from './origin-guard.ts';
 export { createStatelessMcpEndpoint, type StatelessMcpOptions } from './stateless.ts';

@@ -10,6 +10,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
 import { readBodyWithin } from './body.ts';
+import { lossyNumbers } from './exact-json.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 
 export interface StatelessMcpOptions {
@@ -28,11 +29,17 @@ export interface StatelessMcpOptions {
    * each `tools/list`, which costs more than the rest of the request).
    */
   staticToolList?: boolean;
+  /**
+   * Refuse numbers that a double cannot hold exactly (`12.340000000000000001` would otherwise
+   * arrive as 12.34): a tool error for `tools/call`, "Invalid params" for anything else.
+   */
+  exactNumbers?: boolean;
 }
 
 // JSON-RPC 2.0 error codes.
 const PARSE_ERROR = -32700;
 const INVALID_REQUEST = -32600;
+const INVALID_PARAMS = -32602;
 
 /**
  * A Streamable HTTP endpoint (MCP transport revision 2025-03-26 and later) without protocol
@@ -96,6 +103,17 @@ export async function createStatelessMcpEndpoint(
     const shape = classify(message);
     if (shape === 'invalid') {
       return rpcError(400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
+    }
+
+    const lossy = options.exactNumbers ? lossyNumbers(body) : [];
+    if (lossy.length > 0 && shape === 'request') {
+      const rpc = message as JSONRPCRequest;
+      const text = `The number ${lossy[0]} has more digits than can be kept exactly; send at most 15 significant digits.`;
+      const reply =
+        rpc.method === 'tools/call'
+          ? { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } }
+          : { jsonrpc: '2.0', id: rpc.id, error: { code: INVALID_PARAMS, message: text } };
+      return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });
     }
 
     const authInfo = options.authInfo?.(c);

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { createStatelessMcpEndpoint, originGuard } from '../src/index.ts';
+import { createStatelessMcpEndpoint, lossyNumbers, originGuard } from '../src/index.ts';
 
 const events: string[] = [];
 
@@ -358,4 +358,51 @@ describe('originGuard', () => {
         assert.match(((await response.json()) as { error: { message: string } }).error.message, /^Forbidden/);
     });
   }
+});
+
+describe('exact numbers', () => {
+  test('lossyNumbers names the literals a double cannot hold, and only those', () => {
+    assert.deepEqual(lossyNumbers('{"a":12.340000000000000001,"b":[999999.9999999999999]}'), [
+      '12.340000000000000001',
+      '999999.9999999999999',
+    ]);
+    assert.deepEqual(lossyNumbers('{"a":9007199254740993}'), ['9007199254740993']);
+    // Other spellings of the same value, 15 digits or fewer, digits inside strings: all exact.
+    assert.deepEqual(
+      lossyNumbers('{"a":1.50,"b":15e-1,"c":-0.0,"d":0.30000000000000004,"e":"12.340000000000000001"}'),
+      [],
+    );
+    assert.deepEqual(lossyNumbers('{"a":9007199254740992,"b":123456789012345.67}'), []);
+  });
+
+  test('with exactNumbers, a lossy argument is a tool error and the tool never runs', async () => {
+    const server = new McpServer({ name: 'exact', version: '1.0.0' });
+    const seen: number[] = [];
+    server.registerTool('pay', { inputSchema: { amount: z.number() } }, async ({ amount }) => {
+      seen.push(amount);
+      return { content: [{ type: 'text', text: String(amount) }] };
+    });
+    const endpoint = await createStatelessMcpEndpoint(server, { exactNumbers: true });
+    const app = new Hono();
+    app.all('/mcp', (c) => endpoint.handle(c));
+    const post = async (body: string) =>
+      (await (await app.request('/mcp', { method: 'POST', headers: HEADERS, body })).json()) as {
+        id: number;
+        result?: { isError?: boolean; content: { text: string }[] };
+        error?: { code: number };
+      };
+    const lossy = await post(
+      '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"pay","arguments":{"amount":12.340000000000000001}}}',
+    );
+    assert.equal(lossy.id, 5);
+    assert.equal(lossy.result?.isError, true);
+    assert.match(lossy.result?.content[0]?.text ?? '', /12\.340000000000000001/);
+    const exact = await post(
+      '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"pay","arguments":{"amount":12.34}}}',
+    );
+    assert.equal(exact.result?.content[0]?.text, '12.34');
+    assert.deepEqual(seen, [12.34], 'only the exact call reached the tool');
+    const otherMethod = await post('{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":12.340000000000000001}}');
+    assert.equal(otherMethod.error?.code, -32602);
+  });
 });
