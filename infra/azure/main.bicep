@@ -404,11 +404,14 @@ module keycloak 'modules/container-app.bicep' = {
 // Names as apps/agent/src/config.ts reads them; Azure OpenAI without keys (AZURE_CLIENT_ID
 // selects the app's identity for DefaultAzureCredential).
 
+// How the deployed agent signs in to the server. entra_proxy admits only people who sign in at
+// a browser, and key mode has no key until one is created after the first deploy: there the
+// agent runs with no credential, stays up but not ready, and says why on POST /chat.
 var agentMcpAuth = {
-  none: { MCP_AUTH: 'key', MCP_API_KEY: 'unused-in-none-mode' }
-  key: { MCP_AUTH: 'key' }
+  none: { MCP_AUTH: 'none' }
+  key: empty(agentMcpApiKey) ? { MCP_AUTH: 'none' } : { MCP_AUTH: 'key' }
   keycloak: { MCP_AUTH: 'client_credentials', MCP_CLIENT_ID: 'expenses-agent', MCP_TOKEN_URL: '${realmUrl}/protocol/openid-connect/token' }
-  entra_proxy: { MCP_AUTH: 'oauth' }
+  entra_proxy: { MCP_AUTH: 'none' }
 }
 
 var agentEnv = union(
@@ -457,6 +460,7 @@ module agent 'modules/container-app.bicep' = {
     probes: [
       { type: 'Startup', httpGet: { path: '/health', port: 8001 }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
       { type: 'Liveness', httpGet: { path: '/health', port: 8001 }, periodSeconds: 30, failureThreshold: 3 }
+      { type: 'Readiness', httpGet: { path: '/ready', port: 8001 }, periodSeconds: 10, failureThreshold: 3 }
     ]
   }
 }

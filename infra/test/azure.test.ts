@@ -4,7 +4,10 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES } from '../../apps/agent/src/config.ts';
+import {
+  CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
+  loadConfig as loadAgentConfig,
+} from '../../apps/agent/src/config.ts';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../apps/server/src/config.ts';
 import { REALM_FEATURES, REALM_FILE, REALM_NAME } from '../../packages/keycloak/src/realm.ts';
 import { TELEMETRY_VARIABLES } from '../../packages/telemetry/src/variables.ts';
@@ -400,6 +403,34 @@ describe('the agent container app', () => {
     const keycloak = appEnvironment('agent', 'keycloak');
     assert.equal(keycloak.env.MCP_AUTH, 'client_credentials');
     assert.equal(keycloak.secretEnv.MCP_CLIENT_SECRET, 'keycloak-agent-client-secret');
+  });
+
+  test("in every mode the agent's configuration loads, with a credential its HTTP mode can use", () => {
+    const cases: [Mode, string, string][] = [
+      ['none', '', 'none'],
+      ['key', 'mcp_sample_key', 'key'],
+      // No key yet (the first deploy): no credential; the agent waits, not ready, instead of crash-looping.
+      ['key', '', 'none'],
+      ['keycloak', '', 'client_credentials'],
+      // The proxy admits only people at a browser.
+      ['entra_proxy', '', 'none'],
+    ];
+    const module = main.modules.find((m) => m.name === 'agent');
+    assert.ok(module);
+    for (const [mode, apiKey, expected] of cases) {
+      const values = {
+        ...scope(mode),
+        agentMcpApiKey: apiKey,
+        'openAi.outputs.endpoint': 'https://oai-abc123xyz.openai.azure.com/',
+      };
+      const params = moduleParams(module);
+      const env = evaluate(main, objectProperty(params, 'env') as never, values) as Record<string, string>;
+      const secretEnv = evaluate(main, objectProperty(params, 'secretEnv') as never, values) as Record<string, string>;
+      const all = { ...env, ...Object.fromEntries(Object.keys(secretEnv).map((k) => [k, sampleSecret(k)])) };
+      const config = loadAgentConfig(all);
+      assert.equal(config.mcpAuth.mode, expected, `${mode} with${apiKey ? '' : 'out'} a key`);
+      assert.notEqual(config.mcpAuth.mode, 'oauth', 'serve.ts refuses oauth');
+    }
   });
 
   test('Azure OpenAI is keyless: local auth off, the agent identity has Cognitive Services OpenAI User', () => {

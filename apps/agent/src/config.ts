@@ -22,7 +22,7 @@ import {
 export { ConfigError, type LogLevel };
 
 export type ApiHost = 'azure' | 'openai' | 'github' | 'ollama';
-export type McpAuthMode = 'oauth' | 'client_credentials' | 'key';
+export type McpAuthMode = 'oauth' | 'client_credentials' | 'key' | 'none';
 
 /** Which chat-completions endpoint the agent talks to; every one goes through `ChatOpenAI`. */
 export type ModelProviderConfig =
@@ -33,6 +33,8 @@ export type ModelProviderConfig =
 
 /** How the agent proves who it is to the expenses MCP server (`MCP_SERVER_URL`). */
 export type McpAuthConfig =
+  /** No credential: for a server in `none` mode (development, or a private network). */
+  | { mode: 'none' }
   | { mode: 'key'; apiKey: string }
   | {
       mode: 'client_credentials';
@@ -111,7 +113,7 @@ export const CONFIG_VARIABLES = [
 ] as const;
 
 export const API_HOSTS: readonly ApiHost[] = ['azure', 'openai', 'github', 'ollama'];
-export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key'];
+export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key', 'none'];
 
 /** What the agent asks for: access to the MCP server, then reading and writing expenses. */
 export const DEFAULT_MCP_SCOPE = 'mcp:access expenses:read expenses:write';
@@ -194,6 +196,8 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
   const mode = oneOf(env, 'MCP_AUTH', MCP_AUTH_MODES, 'oauth');
   const scope = text(env, 'MCP_SCOPE', DEFAULT_MCP_SCOPE);
   switch (mode) {
+    case 'none':
+      return { mode };
     case 'key':
       return { mode, apiKey: required(env, 'MCP_API_KEY', 'with MCP_AUTH=key (create one with `pnpm keys create`)') };
     case 'client_credentials':

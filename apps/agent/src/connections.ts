@@ -37,6 +37,8 @@ export async function prepareConnections(
   const auth = config.mcpAuth;
   const url = config.mcpServerUrl;
   switch (auth.mode) {
+    case 'none':
+      return { connections: [{ name: EXPENSES_SERVER_NAME, url }, ...extra], authorizationEpoch: () => 0 };
     case 'key':
       return {
         connections: [

@@ -1,6 +1,7 @@
 /**
- * The deployed agent as a small service: `GET /health` for the container's probe and
- * `POST /chat {"message": …}` → `{"reply": …, "tool_calls": [...]}`, one stateless request each.
+ * The deployed agent as a small service: `GET /health` for the container's liveness probe,
+ * `GET /ready` (200 once connected to its MCP servers) and `POST /chat {"message": …}` →
+ * `{"reply": …, "tool_calls": [...]}`, one stateless request each.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
@@ -10,16 +11,26 @@ import type { Logger } from './logger.ts';
 export const MAX_MESSAGE_LENGTH = 4000;
 
 export interface AgentAppOptions {
-  agent: ExpensesAgent;
+  /** The agent, once it is connected to its MCP servers; undefined until then. */
+  agent: () => ExpensesAgent | undefined;
+  /** Why there is no agent yet (the last connection failure); told to authorized `/chat` callers. */
+  notReadyReason?: () => string | undefined;
   logger: Logger;
   /** When set, `POST /chat` needs `Authorization: Bearer <chatToken>`. */
   chatToken?: string | undefined;
 }
 
-export function createAgentApp({ agent, logger, chatToken }: AgentAppOptions): Hono {
+export function createAgentApp({ agent: current, notReadyReason, logger, chatToken }: AgentAppOptions): Hono {
   const app = new Hono();
 
-  app.get('/health', (c) => c.json({ status: 'ok', tools: agent.toolNames.length }));
+  // Alive even while the MCP servers cannot be reached: restarting would not reach them sooner.
+  app.get('/health', (c) => {
+    const agent = current();
+    return c.json({ status: 'ok', ready: agent !== undefined, tools: agent?.toolNames.length ?? 0 });
+  });
+  app.get('/ready', (c) =>
+    current() ? c.json({ status: 'ready' }) : c.json({ status: 'connecting' }, 503, { 'Retry-After': '10' }),
+  );
 
   app.post('/chat', async (c) => {
     if (chatToken !== undefined && !bearerMatches(c.req.header('authorization'), chatToken)) {
@@ -34,6 +45,17 @@ export function createAgentApp({ agent, logger, chatToken }: AgentAppOptions): H
     const message = (body as { message?: unknown } | null)?.message;
     if (typeof message !== 'string' || !message.trim() || message.length > MAX_MESSAGE_LENGTH) {
       return c.json({ error: `"message" must be a non-empty string of at most ${MAX_MESSAGE_LENGTH} characters` }, 400);
+    }
+    const agent = current();
+    if (agent === undefined) {
+      return c.json(
+        {
+          error: 'not_ready',
+          error_description: `The agent is not connected to its MCP servers yet: ${notReadyReason?.() ?? 'connecting'}`,
+        },
+        503,
+        { 'Retry-After': '10' },
+      );
     }
     const startedAt = Date.now();
     try {

@@ -1,12 +1,13 @@
 /**
- * The agent as a service (the container's command): loads the configuration, connects to the
- * MCP servers, then serves `GET /health` and `POST /chat`. SIGTERM stops it cleanly.
+ * The agent as a service (the container's command): loads the configuration, serves
+ * `GET /health`, `GET /ready` and `POST /chat`, and connects to the MCP servers (retrying until
+ * they answer). SIGTERM stops it cleanly.
  */
 import { serve } from '@hono/node-server';
 import { ConfigError, loadConfig } from './config.ts';
 import { createAgentApp } from './http.ts';
 import { createLogger } from './logger.ts';
-import { startAgent } from './runtime.ts';
+import { type RunningAgent, startAgent } from './runtime.ts';
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -15,7 +16,7 @@ try {
     // Nobody is at a browser in a container: the service signs in as itself.
     throw new ConfigError(
       'MCP_AUTH',
-      'must be client_credentials or key in HTTP mode (oauth needs a person at a browser)',
+      'must be client_credentials, key or none in HTTP mode (oauth needs a person at a browser)',
     );
   }
 } catch (error) {
@@ -27,32 +28,62 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-const running = await startAgent(config, { print: (line) => logger.info(line) }).catch((error: unknown) => {
-  logger.error('the agent could not start', { error: (error as Error).message });
-  process.exit(1);
-});
 if (config.chatToken === undefined && config.host !== '127.0.0.1' && config.host !== 'localhost') {
   logger.warn('POST /chat is open to anyone who can reach this address; set AGENT_CHAT_TOKEN', { host: config.host });
 }
 
-const app = createAgentApp({ agent: running.agent, logger, chatToken: config.chatToken });
+// Listening first, connecting after: a deployed agent whose MCP server (or Keycloak) is still
+// starting, or refuses its credential, stays up, says why on /chat and /ready, and retries,
+// instead of crash-looping.
+let running: RunningAgent | undefined;
+let notReadyReason: string | undefined = 'connecting';
+let retry: NodeJS.Timeout | undefined;
+let stopping = false;
+async function connect(attempt: number): Promise<void> {
+  try {
+    const started = await startAgent(config, { print: (line) => logger.info(line) });
+    if (stopping) return void (await started.close());
+    running = started;
+    notReadyReason = undefined;
+    logger.info('ready', {
+      tools: started.agent.toolNames,
+      mcp_auth: config.mcpAuth.mode,
+      api_host: config.model.host,
+    });
+  } catch (error) {
+    notReadyReason = (error as Error).message;
+    const delayMs = Math.min(60_000, 2_000 * 2 ** attempt);
+    logger.error('the agent could not connect to its MCP servers; retrying', {
+      error: notReadyReason,
+      retry_in_s: delayMs / 1000,
+    });
+    if (!stopping) retry = setTimeout(() => void connect(attempt + 1), delayMs);
+  }
+}
+
+const app = createAgentApp({
+  agent: () => running?.agent,
+  notReadyReason: () => notReadyReason,
+  logger,
+  chatToken: config.chatToken,
+});
 const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
   logger.info('listening', {
     url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
-    tools: running.agent.toolNames,
     mcp_auth: config.mcpAuth.mode,
     api_host: config.model.host,
   });
+  void connect(0);
 });
 
-let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (stopping) process.exit(130);
     stopping = true;
+    clearTimeout(retry);
     logger.info('shutting down', { signal });
     server.close(() => {
-      running.close().finally(() => process.exit(0));
+      (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     });
   });
 }

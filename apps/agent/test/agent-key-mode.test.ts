@@ -247,7 +247,8 @@ describe('HTTP mode (serve.ts as a process)', () => {
     try {
       const health = await fetch(`${agent.url}/health`);
       assert.equal(health.status, 200);
-      assert.deepEqual(await health.json(), { status: 'ok', tools: 4 });
+      assert.deepEqual(await health.json(), { status: 'ok', ready: true, tools: 4 });
+      assert.equal((await fetch(`${agent.url}/ready`)).status, 200);
 
       const chat = (body: unknown, token?: string) =>
         fetch(`${agent.url}/chat`, {
@@ -284,7 +285,38 @@ describe('HTTP mode (serve.ts as a process)', () => {
   test('refuses MCP_AUTH=oauth: nobody can sign in from a container', async () => {
     await assert.rejects(
       spawnServe({ ...env, MCP_AUTH: 'oauth' }),
-      /exited with 78[\s\S]*MCP_AUTH must be client_credentials or key/,
+      /exited with 78[\s\S]*MCP_AUTH must be client_credentials, key or none/,
     );
+  });
+
+  test('a credential the server refuses: the service stays up, not ready, says why, and keeps trying', async () => {
+    // MCP_AUTH=none against a key-mode server: every connection attempt gets 401.
+    const agent = await spawnServe({ ...env, MCP_AUTH: 'none', AGENT_CHAT_TOKEN: 'chat-secret' }, { ready: false });
+    try {
+      let attempts = 0;
+      for (let i = 0; i < 100 && attempts < 2; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        attempts = agent.output().split('could not connect to its MCP servers').length - 1;
+      }
+      assert.equal(attempts, 2, `a first attempt and a retry:\n${agent.output()}`);
+      assert.deepEqual(await (await fetch(`${agent.url}/health`)).json(), { status: 'ok', ready: false, tools: 0 });
+      const ready = await fetch(`${agent.url}/ready`);
+      assert.equal(ready.status, 503);
+      const chat = await fetch(`${agent.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer chat-secret' },
+        body: JSON.stringify({ message: 'hi' }),
+      });
+      assert.equal(chat.status, 503);
+      assert.equal(chat.headers.get('retry-after'), '10');
+      const body = (await chat.json()) as { error: string; error_description: string };
+      assert.equal(body.error, 'not_ready');
+      assert.match(
+        body.error_description,
+        /not connected to its MCP servers yet: .*(401|Unauthorized|Authentication)/i,
+      );
+    } finally {
+      assert.equal(await agent.stop(), 0, 'SIGTERM during the retries still exits cleanly');
+    }
   });
 });

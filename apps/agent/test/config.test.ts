@@ -140,7 +140,7 @@ describe('missing or invalid settings name the variable', () => {
   const ollama = { API_HOST: 'ollama' };
   const mcpCases: [string, Record<string, string>, RegExp][] = [
     ['key mode without key', { MCP_AUTH: 'key' }, /MCP_API_KEY is required with MCP_AUTH=key/],
-    ['unknown mode', { MCP_AUTH: 'password' }, /MCP_AUTH must be one of oauth, client_credentials, key/],
+    ['unknown mode', { MCP_AUTH: 'password' }, /MCP_AUTH must be one of oauth, client_credentials, key, none/],
     ['client credentials without secret', { MCP_AUTH: 'client_credentials' }, /MCP_CLIENT_SECRET is required/],
     ['bad MCP URL', { MCP_SERVER_URL: 'ftp://x/mcp' }, /MCP_SERVER_URL must be http or https/],
     [
@@ -167,6 +167,12 @@ describe('missing or invalid settings name the variable', () => {
 });
 
 describe('MCP settings', () => {
+  test('none: no credential at all, for a server in none mode', () => {
+    assert.deepEqual(loadConfig({ API_HOST: 'ollama', MCP_AUTH: 'none', MCP_API_KEY: 'ignored' }).mcpAuth, {
+      mode: 'none',
+    });
+  });
+
   test('defaults: oauth against the local server, cache under XDG_CACHE_HOME', () => {
     const config = loadConfig({ API_HOST: 'ollama', XDG_CACHE_HOME: '/tmp/xdg' });
     assert.equal(config.mcpServerUrl, 'http://localhost:8000/mcp');

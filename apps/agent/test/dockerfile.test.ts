@@ -68,7 +68,7 @@ test('apps/agent/Dockerfile: its files, install step, ENV, CMD and HEALTHCHECK g
   try {
     const health = await fetch(`${agent.url}/health`);
     assert.equal(health.status, 200);
-    assert.deepEqual(await health.json(), { status: 'ok', tools: 4 });
+    assert.deepEqual(await health.json(), { status: 'ok', ready: true, tools: 4 });
     // The image's own HEALTHCHECK command, with the port the agent took.
     const port = new URL(agent.url).port;
     const [program, ...args] = healthcheck as [string, ...string[]];

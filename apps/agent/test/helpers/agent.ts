@@ -74,10 +74,13 @@ export interface ServeProcess {
   stop(): Promise<number | null>;
 }
 
-/** Runs `serve.ts` (by default this tree's; `script` and `cwd` for another, e.g. an image's) until it listens. */
+/**
+ * Runs `serve.ts` (by default this tree's; `script` and `cwd` for another, e.g. an image's)
+ * until it is connected to its MCP servers, or with `ready: false` only until it listens.
+ */
 export async function spawnServe(
   env: Record<string, string>,
-  options: { script?: string; cwd?: string } = {},
+  options: { script?: string; cwd?: string; ready?: boolean } = {},
 ): Promise<ServeProcess> {
   const child = spawn(process.execPath, [options.script ?? SERVE], {
     env: childEnv({ HOST: '127.0.0.1', PORT: '0', ...env }),
@@ -89,10 +92,10 @@ export async function spawnServe(
   child.stderr.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the agent did not listen in 60 s:\n${output}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`the agent was not up in 60 s:\n${output}`)), 60_000);
     child.stdout.on('data', () => {
       const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) {
+      if (match?.[1] && (options.ready === false || output.includes('"msg":"ready"'))) {
         clearTimeout(timer);
         resolve(match[1]);
       }
