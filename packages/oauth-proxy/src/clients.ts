@@ -118,6 +118,42 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
 
 const REFUSED_DOCUMENT_SECONDS = 60;
 
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+/**
+ * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
+ * loopback URI, the same in all but the port. RFC 8252 7.3 (and OAuth 2.1): a native app
+ * listens on whatever port is free when it starts, which a registration or a metadata
+ * document written in advance cannot know.
+ */
+export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
+  if (registered.includes(requested)) return true;
+  let wanted: URL;
+  try {
+    wanted = new URL(requested);
+  } catch {
+    return false;
+  }
+  if (wanted.protocol !== 'http:' || !LOOPBACK_HOSTS.has(wanted.hostname)) return false;
+  return registered.some((uri) => {
+    try {
+      const candidate = new URL(uri);
+      return (
+        candidate.protocol === 'http:' &&
+        candidate.hostname === wanted.hostname &&
+        candidate.pathname === wanted.pathname &&
+        candidate.search === wanted.search &&
+        candidate.hash === '' &&
+        wanted.hash === '' &&
+        !wanted.username &&
+        !wanted.password
+      );
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Finds clients: registered ones in Postgres, CIMD ones by fetching their document (cached per replica). */
 export class ClientResolver {
   readonly #options: ClientResolverOptions;

@@ -1,4 +1,10 @@
-export { ClientError, isMetadataDocumentUrl, type ProxyClient, validateClientMetadata } from './clients.ts';
+export {
+  ClientError,
+  isMetadataDocumentUrl,
+  isRegisteredRedirectUri,
+  type ProxyClient,
+  validateClientMetadata,
+} from './clients.ts';
 export { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from './migrations.ts';
 export { generateSigningKey, type OAuthProxy, type OAuthProxyOptions, oauthProxy } from './proxy.ts';
 export { isLoopbackAddress, isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';

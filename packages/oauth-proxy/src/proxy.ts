@@ -25,7 +25,7 @@ import {
   SignJWT,
 } from 'jose';
 import type pg from 'pg';
-import { ClientError, ClientResolver, type ProxyClient, registerClient } from './clients.ts';
+import { ClientError, ClientResolver, isRegisteredRedirectUri, type ProxyClient, registerClient } from './clients.ts';
 import {
   decrypt,
   deriveKey,
@@ -702,7 +702,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     if (!client) return failPage('Unknown application', 'This application is not registered here.');
     let redirectUri = query.get('redirect_uri');
     if (redirectUri === null && client.redirectUris.length === 1) redirectUri = client.redirectUris[0] as string;
-    if (redirectUri === null || !client.redirectUris.includes(redirectUri)) {
+    if (redirectUri === null || !isRegisteredRedirectUri(client.redirectUris, redirectUri)) {
       emit('redirect_uri_refused', { client_id: clientId });
       return failPage(
         'Invalid redirect',

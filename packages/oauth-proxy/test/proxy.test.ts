@@ -7,7 +7,7 @@ import { jwtBearerProvider } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
-import { generateSigningKey } from '../src/index.ts';
+import { generateSigningKey, isRegisteredRedirectUri } from '../src/index.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
@@ -321,6 +321,40 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(response.headers.get('location'), null);
     assert.match(await response.text(), /redirect URI is not one this application registered/);
     assert.equal(await count('oauth_proxy_consent_requests'), requestsBefore);
+  });
+
+  test('a loopback redirect URI may use any port (RFC 8252 7.3); nothing else about it may differ', async () => {
+    const registered = ['http://127.0.0.1:33418/callback', 'https://app.example.com/cb'];
+    for (const ok of [
+      'http://127.0.0.1:50123/callback',
+      'http://127.0.0.1/callback',
+      'http://127.0.0.1:33418/callback',
+    ]) {
+      assert.equal(isRegisteredRedirectUri(registered, ok), true, ok);
+    }
+    for (const refused of [
+      'http://127.0.0.1:50123/other',
+      'http://127.0.0.1:50123/callback?x=1',
+      'http://localhost:50123/callback',
+      'http://127.0.0.1.evil.example.com:50123/callback',
+      'https://127.0.0.1:50123/callback',
+      'https://app.example.com:8443/cb',
+      'http://user@127.0.0.1:50123/callback',
+    ]) {
+      assert.equal(isRegisteredRedirectUri(registered, refused), false, refused);
+    }
+    // Through /authorize: the consent page comes up for another port of the registered URI.
+    const client = await register(a.app);
+    const other = await new Browser().get(
+      a.app,
+      authorizeUrl({
+        client_id: client.client_id,
+        code_challenge: pkce().challenge,
+        redirect_uri: 'http://127.0.0.1:50123/callback',
+      }),
+    );
+    assert.equal(other.status, 200);
+    assert.match(await other.text(), /127\.0\.0\.1:50123\/callback/);
   });
 
   test('PKCE missing at /authorize → invalid_request at the redirect URI', async () => {
