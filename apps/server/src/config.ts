@@ -209,6 +209,16 @@ function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
   return entraBaseUrl;
 }
 
+/** Entra's ID tokens name the tenant by its GUID in `iss`, so a domain name cannot be checked against them. */
+function tenantId(value: string): string {
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) return value;
+  if (['common', 'organizations', 'consumers'].includes(value.toLowerCase())) return value;
+  throw new ConfigError(
+    'AZURE_TENANT_ID',
+    `must be the directory (tenant) id, a GUID (az account show --query tenantId), not "${value}"`,
+  );
+}
+
 function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: URL): OAuthProxyConfig {
   const local = isLoopback(base.hostname.replace(/^\[|\]$/g, ''));
   const keys = proxyKeys(env, local, authMode);
@@ -223,7 +233,7 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
         kind: 'entra',
         clientId: need('ENTRA_PROXY_AZURE_CLIENT_ID', 'the application (client) id of the Entra app registration'),
         clientSecret: need('ENTRA_PROXY_AZURE_CLIENT_SECRET', 'a client secret of that app registration'),
-        tenantId: need('AZURE_TENANT_ID', 'the directory (tenant) id'),
+        tenantId: tenantId(need('AZURE_TENANT_ID', 'the directory (tenant) id')),
       },
       ...keys,
     };

@@ -16,7 +16,26 @@ function variablesRead(env: Record<string, string> = {}): Set<string> {
   return read;
 }
 
+/** entra_proxy on a developer's machine (generated proxy keys), every variable it needs. */
+const ENTRA = {
+  MCP_AUTH_PROVIDER: 'entra_proxy',
+  ENTRA_PROXY_AZURE_CLIENT_ID: '11111111-2222-3333-4444-555555555555',
+  ENTRA_PROXY_AZURE_CLIENT_SECRET: 'demo-secret',
+  AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+};
+
 describe('configuration', () => {
+  test('entra_proxy: the Entra preset from its three variables', () => {
+    const config = loadConfig(ENTRA);
+    assert.equal(config.authMode, 'entra_proxy');
+    assert.deepEqual(config.oauthProxy?.upstream, {
+      kind: 'entra',
+      clientId: ENTRA.ENTRA_PROXY_AZURE_CLIENT_ID,
+      clientSecret: ENTRA.ENTRA_PROXY_AZURE_CLIENT_SECRET,
+      tenantId: ENTRA.AZURE_TENANT_ID,
+    });
+  });
+
   test('CONFIG_VARIABLES is exactly what loadConfig reads, and the README documents each', async () => {
     assert.deepEqual([...variablesRead()].sort(), [...CONFIG_VARIABLES].sort());
     const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
@@ -44,6 +63,11 @@ describe('configuration', () => {
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of debug, info, warn, error/],
     [{ ALLOW_UNAUTHENTICATED_REMOTE: 'yes' }, /ALLOW_UNAUTHENTICATED_REMOTE must be true or false/],
     [{ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' }, /HOST is 0\.0\.0\.0/],
+    [{ ...ENTRA, ENTRA_PROXY_AZURE_CLIENT_ID: '' }, /ENTRA_PROXY_AZURE_CLIENT_ID is required when/],
+    [{ ...ENTRA, ENTRA_PROXY_AZURE_CLIENT_SECRET: '' }, /ENTRA_PROXY_AZURE_CLIENT_SECRET is required when/],
+    [{ ...ENTRA, AZURE_TENANT_ID: '' }, /AZURE_TENANT_ID is required when/],
+    // Entra's tokens name the tenant GUID in iss: a domain would fail every login later.
+    [{ ...ENTRA, AZURE_TENANT_ID: 'contoso.onmicrosoft.com' }, /AZURE_TENANT_ID must be the directory \(tenant\) id/],
   ];
   for (const [env, message] of invalid) {
     test(`refuses ${JSON.stringify(env)} naming the variable`, () => {

@@ -131,7 +131,9 @@ export interface EntraUpstreamOptions {
 }
 
 const MULTI_TENANT = new Set(['common', 'organizations', 'consumers']);
-const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9.-]{1,253})$/i;
+// A tenant GUID. Not a verified domain (contoso.onmicrosoft.com): Entra's endpoints accept one,
+// but its ID tokens always carry the GUID in `iss`, so every login would fail the issuer check.
+const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Microsoft Entra ID (v2.0 endpoints). Entra has no Dynamic Client Registration, which is why the
@@ -139,7 +141,11 @@ const TENANT = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[
  */
 export function entraUpstream(options: EntraUpstreamOptions): Upstream {
   const tenant = options.tenantId.trim();
-  if (!TENANT.test(tenant)) throw new Error(`Not an Entra tenant id: ${JSON.stringify(options.tenantId)}`);
+  if (!TENANT_ID.test(tenant) && !MULTI_TENANT.has(tenant.toLowerCase())) {
+    throw new Error(
+      `Not an Entra tenant id: ${JSON.stringify(options.tenantId)}. Give the directory (tenant) id, a GUID, or common, organizations or consumers.`,
+    );
+  }
   if (!options.clientId) throw new Error('entraUpstream needs the application (client) id.');
   if (!options.clientSecret) throw new Error('entraUpstream needs a client secret.');
   const authority = (options.authority ?? 'https://login.microsoftonline.com').replace(/\/+$/, '');

@@ -45,6 +45,11 @@ describe('entraUpstream (no network)', () => {
     const multi = entraUpstream({ tenantId: 'organizations', clientId: CLIENT, clientSecret: 's' });
     assert.equal((await multi.endpoints()).issuer, undefined);
     assert.throws(() => entraUpstream({ tenantId: 'a/b?c', clientId: CLIENT, clientSecret: 's' }), /tenant/);
+    // A verified domain reaches Entra's endpoints, but its tokens name the GUID in iss: refused up front.
+    assert.throws(
+      () => entraUpstream({ tenantId: 'contoso.onmicrosoft.com', clientId: CLIENT, clientSecret: 's' }),
+      /directory \(tenant\) id, a GUID/,
+    );
     assert.throws(() => entraUpstream({ tenantId: TENANT, clientId: CLIENT, clientSecret: '' }), /secret/);
   });
 

@@ -139,7 +139,7 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
 
 describe('the Entra preset against the fake IdP playing Entra', () => {
   test('oid becomes the user id; the upstream request carries the api:// scope', async () => {
-    const tenant = 'contoso.onmicrosoft.com';
+    const tenant = '72f988bf-86f1-41af-91ab-2d7cd011db47';
     const upstream = entraUpstream({
       tenantId: tenant,
       clientId: idp.clientId,
@@ -177,7 +177,7 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
 
   test('an ID token from another issuer ends the login with server_error', async () => {
     const upstream = entraUpstream({
-      tenantId: 'contoso.onmicrosoft.com',
+      tenantId: '72f988bf-86f1-41af-91ab-2d7cd011db47',
       clientId: idp.clientId,
       clientSecret: idp.clientSecret,
       authority: idp.base,
