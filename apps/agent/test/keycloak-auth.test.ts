@@ -260,7 +260,7 @@ describe('client credentials (the headless agent acts as its own service account
   test('HTTP mode (the container’s configuration) chats with the real server as the service account', async () => {
     const agent = await spawnServe(agentEnv());
     try {
-      assert.deepEqual(await (await fetch(`${agent.url}/health`)).json(), { status: 'ok', tools: 4 });
+      assert.deepEqual(await (await fetch(`${agent.url}/health`)).json(), { status: 'ok', ready: true, tools: 4 });
       llm.script(addAndReadBack('Served laptop'));
       const response = await fetch(`${agent.url}/chat`, {
         method: 'POST',

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac, createPublicKey, type JsonWebKeyInput } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -250,6 +251,56 @@ describe('direct: clients register at Keycloak itself', () => {
     const denied = await provider(bob, { consent: 'deny', clientName: 'Denied client' });
     await assert.rejects(connectWithOAuth(`${baseUrl}/mcp`, denied), /no code: .*error=access_denied/);
     assert.equal(denied.tokens(), undefined);
+  });
+
+  test('tokens that must fail, forged from a real one of this realm: each 401 invalid_token, the real one 200', async () => {
+    const issued = await postTokenForm(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      grant_type: 'client_credentials',
+      client_id: 'expenses-agent',
+      client_secret: 'expenses-agent-demo-secret-not-for-production',
+      resource: `${baseUrl}/mcp`,
+    });
+    const real = issued.access_token;
+    const [header, payload, signature] = real.split('.') as [string, string, string];
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const headerOf = JSON.parse(Buffer.from(header, 'base64url').toString()) as Record<string, unknown>;
+    // The realm's own public key, as a PEM: what an HS256 confusion attack would use as the secret.
+    const jwks = (await (await fetch(`${keycloak.realmUrl}/protocol/openid-connect/certs`)).json()) as {
+      keys: (JsonWebKeyInput['key'] & { kid: string })[];
+    };
+    const rsaKey = jwks.keys.find((key) => key.kid === headerOf.kid) as JsonWebKeyInput['key'];
+    const publicPem = createPublicKey({ key: rsaKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const hsHeader = encode({ ...headerOf, alg: 'HS256' });
+    const hsSignature = createHmac('sha256', publicPem).update(`${hsHeader}.${payload}`).digest('base64url');
+    const flipped = `${signature.slice(0, -2)}${signature.endsWith('AA') ? 'BB' : 'AA'}`;
+
+    const forged: [string, string][] = [
+      ['a bad signature', `${header}.${payload}.${flipped}`],
+      ['alg none without a signature', `${encode({ ...headerOf, alg: 'none' })}.${payload}.`],
+      ['HS256 signed with the realm public key', `${hsHeader}.${payload}.${hsSignature}`],
+      ['an unknown kid', `${encode({ ...headerOf, kid: 'not-a-key-of-this-realm' })}.${payload}.${signature}`],
+      ['another issuer, no audience for this server (master realm admin)', await keycloakAdminToken(keycloak.url)],
+      [
+        'a claim changed after signing (sub)',
+        `${header}.${encode({ ...decodeJwtPayload(real), sub: 'someone-else' })}.${signature}`,
+      ],
+    ];
+    const list = (token: string) =>
+      postMcp(`${baseUrl}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${token}` });
+    assert.equal((await list(real)).status, 200, 'the real token is accepted');
+    for (const [what, token] of forged) {
+      const response = await list(token);
+      assert.equal(response.status, 401, what);
+      const challenge = response.headers.get('www-authenticate') ?? '';
+      assert.match(challenge, /^Bearer /, what);
+      assert.match(challenge, /error="invalid_token"/, what);
+      assert.match(
+        challenge,
+        /resource_metadata="http:\/\/localhost:\d+\/\.well-known\/oauth-protected-resource\/mcp"/,
+        what,
+      );
+    }
+    assert.equal((await list(real)).status, 200, 'and the server still takes the real one');
   });
 
   test('an expired access token is refreshed by the client, which goes on', async () => {
@@ -636,4 +687,10 @@ async function expiredAccessToken(oauth: BrowserOAuthProvider): Promise<string> 
     body: JSON.stringify({ ...client, attributes: { ...client.attributes, 'access.token.lifespan': '300' } }),
   });
   return body.access_token;
+}
+
+async function postTokenForm(url: string, form: Record<string, string>): Promise<{ access_token: string }> {
+  const response = await fetch(url, { method: 'POST', body: new URLSearchParams(form) });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()) as { access_token: string };
 }
