@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -173,7 +174,35 @@ describe('the server process on the embedded database, with the keys CLI beside 
   });
 
   test('SIGTERM drains and exits cleanly; then the CLI opens the database alone', async () => {
-    assert.equal(await server.stop(), 0);
+    // A request in flight when SIGTERM arrives: its body is still coming.
+    const fresh = (await keysCli(['create', '--user', 'drain'], env())).stdout.trim();
+    const inFlight = httpRequest(server.mcpUrl, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${fresh}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'transfer-encoding': 'chunked',
+      },
+    });
+    const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      inFlight.on('response', (response) => {
+        let body = '';
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      inFlight.on('error', reject);
+    });
+    inFlight.write('{"jsonrpc":"2.0","id":42,');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopped = server.stop();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    inFlight.end('"method":"ping"}');
+    const reply = await answered;
+    assert.deepEqual([reply.status, JSON.parse(reply.body)], [200, { jsonrpc: '2.0', id: 42, result: {} }]);
+    assert.equal(await stopped, 0);
+    // Nothing new is taken once it stops.
+    await assert.rejects(fetch(`${server.url}/health`));
     assert.match(server.output(), /"msg":"stopped"/);
     const listed = await keysCli(['list'], env());
     assert.equal(listed.code, 0, listed.stderr);
