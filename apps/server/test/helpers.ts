@@ -25,7 +25,7 @@ export interface TestStack {
 /** The real server on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
 export async function startTestStack(
   env: Record<string, string> = {},
-  options: { sharedDatabase?: TestDatabase } = {},
+  options: { sharedDatabase?: TestDatabase; tracing?: boolean } = {},
 ): Promise<TestStack> {
   // A second replica passes the first one's database, which the first one drops.
   const database = options.sharedDatabase ?? (await createTestDatabase());
@@ -41,6 +41,7 @@ export async function startTestStack(
   const server = await startServer(
     config,
     createLogger(config.logLevel, (line) => logs.push(line)),
+    { tracing: options.tracing ?? false },
   );
   const sql = new pg.Pool({ connectionString: database.url, max: 2 });
   return {
