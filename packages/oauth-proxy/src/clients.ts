@@ -118,7 +118,8 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
 
 const REFUSED_DOCUMENT_SECONDS = 60;
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+// Loopback IP literals only: OAuth 2.1 keeps the any-port rule for these, not for `localhost`.
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]']);
 
 /**
  * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http

@@ -324,7 +324,7 @@ describe('abuse: each refused, nothing issued', () => {
   });
 
   test('a loopback redirect URI may use any port (RFC 8252 7.3); nothing else about it may differ', async () => {
-    const registered = ['http://127.0.0.1:33418/callback', 'https://app.example.com/cb'];
+    const registered = ['http://127.0.0.1:33418/callback', 'https://app.example.com/cb', 'http://localhost:7/callback'];
     for (const ok of [
       'http://127.0.0.1:50123/callback',
       'http://127.0.0.1/callback',
@@ -336,6 +336,7 @@ describe('abuse: each refused, nothing issued', () => {
       'http://127.0.0.1:50123/other',
       'http://127.0.0.1:50123/callback?x=1',
       'http://localhost:50123/callback',
+      'http://localhost:1/callback',
       'http://127.0.0.1.evil.example.com:50123/callback',
       'https://127.0.0.1:50123/callback',
       'https://app.example.com:8443/cb',
