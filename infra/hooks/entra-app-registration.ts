@@ -20,6 +20,8 @@ import { type AzdEnvironment, azdCli } from './azd.ts';
 export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';
 export const GRAPH_SCOPE = 'https://graph.microsoft.com/.default';
 export const MCP_SCOPE = 'mcp-access';
+/** The app role of expenses administrators (the same name as the Keycloak realm role). */
+export const ADMIN_ROLE = 'expenses-admin';
 export const CALLBACK_PATH = '/auth/callback';
 /** The local server's callback, so the same registration works for `pnpm server`. */
 export const LOCAL_CALLBACK_URL = 'http://localhost:8000/auth/callback';
@@ -53,6 +55,15 @@ interface PermissionScope {
   userConsentDescription: string;
 }
 
+interface AppRole {
+  id: string;
+  value: string;
+  allowedMemberTypes: string[];
+  displayName: string;
+  description: string;
+  isEnabled: boolean;
+}
+
 interface Application {
   id: string;
   appId: string;
@@ -61,6 +72,7 @@ interface Application {
   identifierUris?: string[];
   web?: { redirectUris?: string[] };
   api?: { requestedAccessTokenVersion?: number | null; oauth2PermissionScopes?: PermissionScope[] };
+  appRoles?: AppRole[];
   passwordCredentials?: { keyId: string; displayName?: string | null; endDateTime?: string | null }[];
 }
 
@@ -132,7 +144,7 @@ function registrationName(env: Record<string, string | undefined>): string {
 }
 
 async function findApplication(graph: Graph, name: string, appId: string | undefined): Promise<Application | null> {
-  const select = '$select=id,appId,displayName,uniqueName,identifierUris,web,api,passwordCredentials';
+  const select = '$select=id,appId,displayName,uniqueName,identifierUris,web,api,appRoles,passwordCredentials';
   if (appId) {
     const found = await graph.request<{ value: Application[] }>(
       'GET',
@@ -168,6 +180,22 @@ function mcpScope(existing: PermissionScope | undefined): PermissionScope {
   };
 }
 
+/**
+ * The app role whose members may see cross-user statistics: Entra puts `"roles":
+ * ["expenses-admin"]` in the ID token of users (or groups) an administrator assigned to it
+ * under Enterprise applications, and the proxy then grants them `expenses:admin`.
+ */
+function adminRole(existing: AppRole | undefined): AppRole {
+  return {
+    id: existing?.id ?? randomUUID(),
+    value: ADMIN_ROLE,
+    allowedMemberTypes: ['User'],
+    displayName: 'Expenses administrator',
+    description: 'Sees expense statistics across all users (the get_expense_stats tool).',
+    isEnabled: true,
+  };
+}
+
 /** The changes that bring `app` to the wanted state; empty when it is already there. */
 function wantedPatch(app: Application, redirectUris: string[]): Record<string, unknown> {
   const patch: Record<string, unknown> = {};
@@ -181,6 +209,12 @@ function wantedPatch(app: Application, redirectUris: string[]): Record<string, u
   const existing = scopes.find((scope) => scope.value === MCP_SCOPE);
   const scope = mcpScope(existing);
   const scopeDiffers = !existing || JSON.stringify(existing) !== JSON.stringify({ ...existing, ...scope });
+  const roles = app.appRoles ?? [];
+  const existingRole = roles.find((role) => role.value === ADMIN_ROLE);
+  const role = adminRole(existingRole);
+  if (!existingRole || JSON.stringify(existingRole) !== JSON.stringify({ ...existingRole, ...role })) {
+    patch.appRoles = [...roles.filter((r) => r.value !== ADMIN_ROLE), role];
+  }
   if (scopeDiffers || app.api?.requestedAccessTokenVersion !== 2) {
     patch.api = {
       requestedAccessTokenVersion: 2,
@@ -221,6 +255,7 @@ export async function preprovision(options: HookOptions = {}): Promise<Registrat
       signInAudience: 'AzureADMyOrg',
       web: { redirectUris, implicitGrantSettings: { enableAccessTokenIssuance: false, enableIdTokenIssuance: false } },
       api: { requestedAccessTokenVersion: 2, oauth2PermissionScopes: [mcpScope(undefined)] },
+      appRoles: [adminRole(undefined)],
       requiredResourceAccess: [
         { resourceAppId: MICROSOFT_GRAPH_APP_ID, resourceAccess: [{ id: USER_READ_SCOPE_ID, type: 'Scope' }] },
       ],

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type AzdEnvironment, azdCli } from '../hooks/azd.ts';
 import {
+  ADMIN_ROLE,
   GRAPH_SCOPE,
   LOCAL_CALLBACK_URL,
   MCP_SCOPE,
@@ -34,6 +35,7 @@ interface FakeApp {
   identifierUris: string[];
   web: { redirectUris: string[] };
   api: { requestedAccessTokenVersion: number | null; oauth2PermissionScopes: { id: string; value: string }[] };
+  appRoles: { id: string; value: string; allowedMemberTypes: string[] }[];
   passwordCredentials: { keyId: string; displayName: string; endDateTime: string }[];
 }
 
@@ -89,6 +91,7 @@ before(async () => {
           requestedAccessTokenVersion: input.api?.requestedAccessTokenVersion ?? null,
           oauth2PermissionScopes: input.api?.oauth2PermissionScopes ?? [],
         },
+        appRoles: input.appRoles ?? [],
         passwordCredentials: [],
       };
       apps.push(app);
@@ -212,6 +215,11 @@ describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph',
       [[MCP_SCOPE, 'User']],
     );
     const app = apps[0] as FakeApp;
+    assert.deepEqual(
+      app.appRoles.map((role) => [role.value, role.allowedMemberTypes]),
+      [[ADMIN_ROLE, ['User']]],
+      'the app role that maps to expenses:admin',
+    );
     assert.deepEqual(app.identifierUris, [`api://${app.appId}`]);
     assert.deepEqual(app.web.redirectUris, [LOCAL_CALLBACK_URL]);
     assert.equal(azd.store.ENTRA_PROXY_AZURE_CLIENT_ID, app.appId);

@@ -10,7 +10,7 @@ import {
   registrationFacade,
 } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
-import { EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
+import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   entraUpstream,
   generateSigningKey,
@@ -100,12 +100,24 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
 }
 
 /** The scopes the proxy offers, with what its consent page says about each. */
-const PROXY_SCOPES = [MCP_ACCESS_SCOPE, EXPENSE_SCOPES.read, EXPENSE_SCOPES.write];
+const PROXY_USER_SCOPES = [MCP_ACCESS_SCOPE, EXPENSE_SCOPES.read, EXPENSE_SCOPES.write];
+const PROXY_SCOPES = [...PROXY_USER_SCOPES, EXPENSE_SCOPES.admin];
 const PROXY_SCOPE_DESCRIPTIONS: Record<string, string> = {
   [MCP_ACCESS_SCOPE]: 'use the Expenses Tracker MCP server',
   [EXPENSE_SCOPES.read]: 'read your expenses',
   [EXPENSE_SCOPES.write]: 'add and delete your expenses',
+  [EXPENSE_SCOPES.admin]: 'see statistics across all users (administrators only)',
 };
+
+/**
+ * Whether the upstream says this user is an expenses administrator: Keycloak granted the
+ * realm's `expenses:admin` scope (it does so only for the `expenses-admin` role), or Entra put
+ * the app role `expenses-admin` in the ID token's `roles`.
+ */
+export function upstreamAdmin(claims: Readonly<Record<string, unknown>>, upstreamScope: string | undefined): boolean {
+  if ((upstreamScope ?? '').split(' ').includes(EXPENSE_SCOPES.admin)) return true;
+  return Array.isArray(claims.roles) && claims.roles.includes(EXPENSE_ADMIN_ROLE);
+}
 
 /**
  * `oauth_proxy` and `entra_proxy` modes: this server is the authorization server of its MCP
@@ -142,7 +154,11 @@ async function oauthProxyProvider(config: ServerConfig, database: Database, logg
     signingKey: keys.signingKey,
     encryptionKey: keys.encryptionKey,
     scopesSupported: PROXY_SCOPES,
-    defaultScopes: PROXY_SCOPES,
+    // A client that names no scope gets a user's scopes; the admin scope is asked for, then
+    // granted only to administrators.
+    defaultScopes: PROXY_USER_SCOPES,
+    permittedScopes: ({ requested, claims, upstreamScope }) =>
+      requested.filter((scope) => scope !== EXPENSE_SCOPES.admin || upstreamAdmin(claims, upstreamScope)),
     scopeDescriptions: PROXY_SCOPE_DESCRIPTIONS,
     resourceName: 'Expenses Tracker',
     // A developer's machine (a loopback base URL, listening on loopback only): http Client ID

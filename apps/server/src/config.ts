@@ -267,7 +267,13 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
           : undefined,
       clientId,
       clientSecret: clientSecret ?? KEYCLOAK_PROXY_DEMO_SECRET,
-      scopes: list(env, 'OAUTH_PROXY_UPSTREAM_SCOPES', ['openid', 'profile']),
+      // The realm grants its expenses:admin scope only to holders of the expenses-admin role:
+      // asking for it upstream is how the proxy learns who may see cross-user statistics.
+      scopes: list(
+        env,
+        'OAUTH_PROXY_UPSTREAM_SCOPES',
+        discoveryName === 'KEYCLOAK_REALM_URL' ? ['openid', 'profile', 'expenses:admin'] : ['openid', 'profile'],
+      ),
     },
     ...keys,
   };

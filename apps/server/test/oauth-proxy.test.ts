@@ -16,7 +16,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Browser, BrowserContext } from 'playwright-core';
-import { startTestStack, type TestStack } from './helpers.ts';
+import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 import {
   BrowserOAuthProvider,
   connectWithOAuth,
@@ -227,6 +227,42 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
     } finally {
       await client.close();
     }
+  });
+
+  test('cross-user statistics: an administrator upstream gets expenses:admin through the proxy; alice asking for it does not', async () => {
+    const serverUrl = `${baseUrl}/mcp`;
+    const scope = 'mcp:access expenses:read expenses:admin';
+    const login = async (user: LoginUser) => {
+      const oauth = await provider(user, { clientName: `stats for ${user.username}` });
+      assert.equal(await auth(oauth, { serverUrl, scope }), 'REDIRECT');
+      const code = (await oauth.callback.next()).get('code');
+      assert.ok(code, `${user.username} got a code`);
+      assert.equal(await auth(oauth, { serverUrl, scope, authorizationCode: code }), 'AUTHORIZED');
+      assert.match(oauth.proxyConsentPages[0] ?? '', /statistics across all users/, 'the consent page names it');
+      return oauth.tokens()?.access_token as string;
+    };
+    const stats = (token: string) =>
+      postMcp(
+        serverUrl,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get_expense_stats', arguments: {} } },
+        { authorization: `Bearer ${token}` },
+      );
+
+    // carol is in the realm's expenses-admin group: Keycloak grants the proxy's client the scope.
+    const carolToken = await login(carol);
+    assert.ok(String(decodeJwtPayload(carolToken).scope).split(' ').includes('expenses:admin'));
+    const allowed = await stats(carolToken);
+    assert.equal(allowed.status, 200);
+    const { result } = (await allowed.json()) as { result: CallToolResult };
+    assert.equal(result.isError, undefined);
+    assert.ok((result.structuredContent as { count: number }).count >= 1, 'counts the expenses of others');
+
+    // alice asked and consented, but the upstream did not grant it: her token goes without.
+    const aliceToken = await login(alice);
+    assert.ok(!String(decodeJwtPayload(aliceToken).scope).split(' ').includes('expenses:admin'));
+    const refused = await stats(aliceToken);
+    assert.equal(refused.status, 403);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /error="insufficient_scope"/);
   });
 
   test('consent denied: the client gets access_denied, no login upstream, nothing stored', async () => {
