@@ -90,4 +90,13 @@ export const oauthProxyMigrations: Migration[] = [
       CREATE INDEX oauth_proxy_refresh_tokens_grant ON oauth_proxy_refresh_tokens (grant_id);
     `,
   },
+  {
+    version: 2,
+    name: 'redirect_uri sent at /authorize (then required at /token)',
+    sql: `
+      ALTER TABLE oauth_proxy_consent_requests ADD COLUMN redirect_uri_sent boolean NOT NULL DEFAULT true;
+      ALTER TABLE oauth_proxy_transactions ADD COLUMN redirect_uri_sent boolean NOT NULL DEFAULT true;
+      ALTER TABLE oauth_proxy_codes ADD COLUMN redirect_uri_sent boolean NOT NULL DEFAULT true;
+    `,
+  },
 ];

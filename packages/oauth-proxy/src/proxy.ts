@@ -393,6 +393,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
   interface PendingLogin {
     clientId: string;
     redirectUri: string;
+    /** The client named it at /authorize (RFC 6749 4.1.3: then it must name it again at /token). */
+    redirectUriSent: boolean;
     scopes: string[];
     clientState: string | null;
     codeChallenge: string;
@@ -404,8 +406,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     const nonce = randomToken();
     await pool.query(
       `INSERT INTO oauth_proxy_transactions (state_sha256, browser_sha256, client_id, redirect_uri, scopes,
-         client_state, code_challenge, resource, upstream_verifier, nonce, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))`,
+         client_state, code_challenge, resource, upstream_verifier, nonce, redirect_uri_sent, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12))`,
       [
         sha256(state),
         sha256(browser),
@@ -417,6 +419,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         resource,
         verifier,
         nonce,
+        pending.redirectUriSent,
         loginTtl,
       ],
     );
@@ -701,6 +704,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     }
     if (!client) return failPage('Unknown application', 'This application is not registered here.');
     let redirectUri = query.get('redirect_uri');
+    const redirectUriSent = redirectUri !== null;
     if (redirectUri === null && client.redirectUris.length === 1) redirectUri = client.redirectUris[0] as string;
     if (redirectUri === null || !isRegisteredRedirectUri(client.redirectUris, redirectUri)) {
       emit('redirect_uri_refused', { client_id: clientId });
@@ -735,7 +739,14 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
 
     if (consentRemembered(c, client.clientId, scopes)) {
       const location = await startUpstreamLogin(
-        { clientId: client.clientId, redirectUri, scopes, clientState: state, codeChallenge: challenge },
+        {
+          clientId: client.clientId,
+          redirectUri,
+          redirectUriSent,
+          scopes,
+          clientState: state,
+          codeChallenge: challenge,
+        },
         browser.value,
       );
       headers.set('Location', location);
@@ -747,8 +758,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     const csrf = randomToken();
     await pool.query(
       `INSERT INTO oauth_proxy_consent_requests (id_sha256, csrf_sha256, browser_sha256, client_id, redirect_uri,
-         scopes, client_state, code_challenge, resource, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))`,
+         scopes, client_state, code_challenge, resource, redirect_uri_sent, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))`,
       [
         sha256(requestId),
         sha256(csrf),
@@ -759,6 +770,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         state,
         challenge,
         resource,
+        redirectUriSent,
         loginTtl,
       ],
     );
@@ -821,12 +833,13 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     const consumed = await pool.query<{
       client_id: string;
       redirect_uri: string;
+      redirect_uri_sent: boolean;
       scopes: string[];
       client_state: string | null;
       code_challenge: string;
     }>(
       `DELETE FROM oauth_proxy_consent_requests WHERE id_sha256 = $1
-       RETURNING client_id, redirect_uri, scopes, client_state, code_challenge`,
+       RETURNING client_id, redirect_uri, redirect_uri_sent, scopes, client_state, code_challenge`,
       [sha256(requestId)],
     );
     const request = consumed.rows[0];
@@ -844,6 +857,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       {
         clientId: request.client_id,
         redirectUri: request.redirect_uri,
+        redirectUriSent: request.redirect_uri_sent,
         scopes: request.scopes,
         clientState: request.client_state,
         codeChallenge: request.code_challenge,
@@ -873,6 +887,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       browser_sha256: Buffer;
       client_id: string;
       redirect_uri: string;
+      redirect_uri_sent: boolean;
       scopes: string[];
       client_state: string | null;
       code_challenge: string;
@@ -882,8 +897,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       expired: boolean;
     }>(
       `DELETE FROM oauth_proxy_transactions WHERE state_sha256 = $1
-       RETURNING browser_sha256, client_id, redirect_uri, scopes, client_state, code_challenge, resource,
-         upstream_verifier, nonce, expires_at < now() AS expired`,
+       RETURNING browser_sha256, client_id, redirect_uri, redirect_uri_sent, scopes, client_state, code_challenge,
+         resource, upstream_verifier, nonce, expires_at < now() AS expired`,
       [sha256(state)],
     );
     const login = rows[0];
@@ -965,9 +980,18 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         ],
       );
       await db.query(
-        `INSERT INTO oauth_proxy_codes (code_sha256, grant_id, client_id, redirect_uri, code_challenge, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
-        [sha256(ourCode), grantId, login.client_id, login.redirect_uri, login.code_challenge, codeTtl],
+        `INSERT INTO oauth_proxy_codes (code_sha256, grant_id, client_id, redirect_uri, redirect_uri_sent,
+           code_challenge, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))`,
+        [
+          sha256(ourCode),
+          grantId,
+          login.client_id,
+          login.redirect_uri,
+          login.redirect_uri_sent,
+          login.code_challenge,
+          codeTtl,
+        ],
       );
     });
     emit('login_completed', { client_id: login.client_id, user_id: user.userId });
@@ -1007,6 +1031,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         grant_id: string;
         client_id: string;
         redirect_uri: string;
+        redirect_uri_sent: boolean;
         code_challenge: string;
         expired: boolean;
         used: boolean;
@@ -1015,7 +1040,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         user_name: string | null;
         scopes: string[];
       }>(
-        `SELECT c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.expires_at < now() AS expired,
+        `SELECT c.grant_id, c.client_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge,
+           c.expires_at < now() AS expired,
            c.used_at IS NOT NULL AS used, g.revoked_at IS NOT NULL AS revoked, g.user_id, g.user_name, g.scopes
          FROM oauth_proxy_codes c JOIN oauth_proxy_grants g ON g.id = c.grant_id
          WHERE c.code_sha256 = $1 FOR UPDATE OF c, g`,
@@ -1032,6 +1058,10 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       if (row.client_id !== client.clientId)
         return new OAuthError('invalid_grant', 'The code was issued to another client.');
       const redirectUri = form.get('redirect_uri');
+      // RFC 6749 4.1.3: required here when the authorization request had it, and identical.
+      if (redirectUri === null && row.redirect_uri_sent) {
+        return new OAuthError('invalid_request', 'redirect_uri is required: the authorization request named one.');
+      }
       if (redirectUri !== null && redirectUri !== row.redirect_uri) {
         return new OAuthError('invalid_grant', 'redirect_uri differs from the authorization request.');
       }

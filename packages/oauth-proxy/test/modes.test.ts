@@ -77,6 +77,7 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
     void consentFields;
     const tokens = await tokenRequest(dev.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: clientId,
       code_verifier: verifier,
@@ -161,6 +162,7 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
       assert.equal(upstreamRequest?.get('scope'), `api://${idp.clientId}/mcp-access openid profile offline_access`);
       const tokens = await tokenRequest(entra.app, {
         grant_type: 'authorization_code',
+        redirect_uri: REDIRECT,
         code,
         client_id: client.client_id,
         code_verifier: verifier,
@@ -214,6 +216,7 @@ describe('permittedScopes', () => {
     });
     const tokens = await tokenRequest(narrowing.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: client.client_id,
       code_verifier: verifier,

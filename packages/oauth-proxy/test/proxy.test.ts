@@ -384,15 +384,37 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(new URL(response.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
   });
 
+  test('a redirect_uri named at /authorize must be named again at /token (RFC 6749 4.1.3), and be the same', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    const base = { grant_type: 'authorization_code', code, client_id: client.client_id, code_verifier: verifier };
+    const omitted = await tokenRequest(a.app, base);
+    assert.deepEqual([omitted.status, omitted.body.error], [400, 'invalid_request']);
+    const other = await tokenRequest(a.app, { ...base, redirect_uri: 'http://127.0.0.1:33418/elsewhere' });
+    assert.deepEqual([other.status, other.body.error], [400, 'invalid_grant']);
+    const codeRow = "code_sha256 = sha256(convert_to($1, 'UTF8'))";
+    assert.equal(await count('oauth_proxy_codes', codeRow, [code]), 1, 'the code is there');
+    assert.equal(await count('oauth_proxy_codes', `${codeRow} AND used_at IS NULL`, [code]), 1, 'and still unused');
+    const same = await tokenRequest(a.app, { ...base, redirect_uri: REDIRECT });
+    assert.equal(same.status, 200, JSON.stringify(same.body));
+  });
+
   test('PKCE verifier missing or wrong at /token → refused, and the code still unused', async () => {
     const client = await register(a.app);
     const { verifier, challenge } = pkce();
     const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
-    const missing = await tokenRequest(a.app, { grant_type: 'authorization_code', code, client_id: client.client_id });
+    const missing = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
+      code,
+      client_id: client.client_id,
+    });
     assert.equal(missing.status, 400);
     assert.equal(missing.body.error, 'invalid_request');
     const wrong = await tokenRequest(a.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: client.client_id,
       code_verifier: pkce().verifier,
@@ -403,6 +425,7 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [client.client_id]), 0);
     const right = await tokenRequest(a.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: client.client_id,
       code_verifier: verifier,
@@ -415,6 +438,7 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal((await callMcp(a.app, tokens.access_token)).status, 200);
     const again = await tokenRequest(a.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: clientId,
       code_verifier: verifier,
@@ -441,6 +465,7 @@ describe('abuse: each refused, nothing issued', () => {
     const other = await register(a.app);
     const response = await tokenRequest(a.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: other.client_id,
       code_verifier: verifier,
@@ -587,6 +612,7 @@ describe('abuse: each refused, nothing issued', () => {
       assert.equal(response.headers.get('location'), null);
       const token = await tokenRequest(a.app, {
         grant_type: 'authorization_code',
+        redirect_uri: REDIRECT,
         code: 'x',
         client_id: clientId,
         code_verifier: pkce().verifier,
@@ -679,6 +705,7 @@ describe('replicas', () => {
     );
     const tokens = await tokenRequest(b.app, {
       grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
       code,
       client_id: client.client_id,
       code_verifier: verifier,
