@@ -459,8 +459,9 @@ module agent 'modules/container-app.bicep' = {
     memory: '1Gi'
     probes: [
       { type: 'Startup', httpGet: { path: '/health', port: 8001 }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
+      // No readiness probe on /ready: an agent without a credential it can use (entra_proxy, or
+      // key mode before a key exists) would never take traffic, and POST /chat could not say why.
       { type: 'Liveness', httpGet: { path: '/health', port: 8001 }, periodSeconds: 30, failureThreshold: 3 }
-      { type: 'Readiness', httpGet: { path: '/ready', port: 8001 }, periodSeconds: 10, failureThreshold: 3 }
     ]
   }
 }

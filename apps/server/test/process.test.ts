@@ -196,7 +196,12 @@ describe('the server process on the embedded database, with the keys CLI beside 
     inFlight.write('{"jsonrpc":"2.0","id":42,');
     await new Promise((resolve) => setTimeout(resolve, 300));
     const stopped = server.stop();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The body ends only once the server has taken the signal, so the request is in flight
+    // through the shutdown.
+    for (let i = 0; i < 100 && !server.output().includes('"msg":"shutting down"'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.match(server.output(), /"msg":"shutting down"/);
     inFlight.end('"method":"ping"}');
     const reply = await answered;
     assert.deepEqual([reply.status, JSON.parse(reply.body)], [200, { jsonrpc: '2.0', id: 42, result: {} }]);

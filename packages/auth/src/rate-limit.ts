@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+
 /**
  * The caller's address, for per-address limits: the socket's peer, or, behind a reverse proxy
  * that is trusted (`trustForwardedFor`), the last entry of `X-Forwarded-For`. The last one,
@@ -11,10 +13,30 @@ export function clientAddress(
 ): string {
   if (trustForwardedFor) {
     const forwarded = request.headers.get('x-forwarded-for')?.split(',').at(-1)?.trim();
-    if (forwarded) return forwarded;
+    if (forwarded) return limitKey(forwarded);
   }
   const incoming = env?.incoming as { socket?: { remoteAddress?: string } } | undefined;
-  return incoming?.socket?.remoteAddress ?? 'unknown';
+  return limitKey(incoming?.socket?.remoteAddress ?? 'unknown');
+}
+
+/**
+ * The key a limit counts under: an IPv4 address as it is, an IPv6 address by its /64 (one
+ * host holds a whole /64 and could otherwise take a new address for every request).
+ */
+function limitKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+  if (mapped) return mapped;
+  if (isIP(address) !== 6) return address;
+  const [head = '', tail = ''] = address.split('::');
+  const headGroups = head ? head.split(':') : [];
+  const tailGroups = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = address.includes('::')
+    ? [...headGroups, ...Array(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups]
+    : headGroups;
+  return `${groups
+    .slice(0, 4)
+    .map((group) => Number.parseInt(group, 16).toString(16))
+    .join(':')}::/64`;
 }
 
 /** At most `limit` events per key per window; old windows are forgotten. */

@@ -183,6 +183,11 @@ test('behind a trusted proxy the limit keys on the address the proxy appended, n
   assert.equal(clientAddress(request('1.1.1.1, 203.0.113.7'), undefined, true), '203.0.113.7');
   assert.equal(clientAddress(request('9.9.9.9, 203.0.113.7'), undefined, true), '203.0.113.7');
   assert.equal(clientAddress(request('203.0.113.7'), undefined, true), '203.0.113.7');
+  // IPv6 counts by /64: a host cannot step around the limit by changing its interface id.
+  assert.equal(clientAddress(request('2001:db8:1:2::5'), undefined, true), '2001:db8:1:2::/64');
+  assert.equal(clientAddress(request('2001:db8:1:2:aaaa:bbbb:cccc:dddd'), undefined, true), '2001:db8:1:2::/64');
+  assert.equal(clientAddress(request('2001:db8::1'), undefined, true), '2001:db8:0:0::/64');
+  assert.equal(clientAddress(request('::ffff:203.0.113.7'), undefined, true), '203.0.113.7');
   // Not trusted: the header means nothing.
   const socket = { incoming: { socket: { remoteAddress: '10.0.0.5' } } };
   assert.equal(clientAddress(request('1.1.1.1'), socket, false), '10.0.0.5');

@@ -1,19 +1,22 @@
 /**
  * JSON numbers that a double cannot hold exactly. `JSON.parse('12.340000000000000001')` gives
  * 12.34 without a word, so a server that must keep numbers exact (money) never sees what the
- * client meant. A decimal of 15 significant digits or fewer always survives the trip; only a
- * literal with 16 or more digits can be lossy, so only a body with such a run is parsed again
+ * client meant. A decimal of 15 significant digits or fewer, within the double's range, always
+ * survives the trip; only a literal with 16 or more digits, or with an exponent (1e400 becomes
+ * Infinity, 1e-400 becomes 0), can be lossy, so only a body with such a literal is parsed again
  * with a reviver that compares each number's source text with its value.
  */
-const SIXTEEN_DIGITS = /(?:\d\.?){16}/;
+const MAYBE_LOSSY = /(?:\d\.?){16}|\d[eE][+-]?\d/;
 
 /** The number literals in `text` whose value differs from what they wrote. */
 export function lossyNumbers(text: string): string[] {
-  if (!SIXTEEN_DIGITS.test(text)) return [];
+  if (!MAYBE_LOSSY.test(text)) return [];
   const lossy: string[] = [];
   JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
     if (typeof value === 'number' && context?.source !== undefined) {
-      if (canonicalDecimal(context.source) !== canonicalDecimal(String(value))) lossy.push(context.source);
+      if (!Number.isFinite(value) || canonicalDecimal(context.source) !== canonicalDecimal(String(value))) {
+        lossy.push(context.source);
+      }
     }
     return value;
   });

@@ -367,6 +367,9 @@ describe('exact numbers', () => {
       '999999.9999999999999',
     ]);
     assert.deepEqual(lossyNumbers('{"a":9007199254740993}'), ['9007199254740993']);
+    // Out of the double's range: Infinity and 0 are not what was written.
+    assert.deepEqual(lossyNumbers('{"a":1e400,"b":-2E+999,"c":1.5e-400}'), ['1e400', '-2E+999', '1.5e-400']);
+    assert.deepEqual(lossyNumbers('{"a":1e2,"b":2.5E-3,"c":0e0}'), []);
     // Other spellings of the same value, 15 digits or fewer, digits inside strings: all exact.
     assert.deepEqual(
       lossyNumbers('{"a":1.50,"b":15e-1,"c":-0.0,"d":0.30000000000000004,"e":"12.340000000000000001"}'),

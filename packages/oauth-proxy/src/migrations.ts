@@ -99,4 +99,9 @@ export const oauthProxyMigrations: Migration[] = [
       ALTER TABLE oauth_proxy_codes ADD COLUMN redirect_uri_sent boolean NOT NULL DEFAULT true;
     `,
   },
+  {
+    version: 3,
+    name: 'when a registered client last got tokens (for cleanup)',
+    sql: `ALTER TABLE oauth_proxy_clients ADD COLUMN last_used_at timestamptz;`,
+  },
 ];

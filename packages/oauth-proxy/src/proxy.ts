@@ -303,11 +303,14 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       'grants',
       "DELETE FROM oauth_proxy_grants WHERE expires_at < now() OR revoked_at < now() - interval '1 day'",
     );
-    // Registered clients with nothing left to them a day after registering: anonymous DCR would
-    // otherwise grow the table forever. A client that comes back registers again.
+    // Anonymous DCR would otherwise grow the table forever: clients that never got a token a day
+    // after registering, and clients unused for longer than a refresh token lives, with nothing
+    // left to them. A client that comes back after that registers again.
     await run(
       'clients',
-      `DELETE FROM oauth_proxy_clients c WHERE c.created_at < now() - interval '1 day'
+      `DELETE FROM oauth_proxy_clients c
+        WHERE CASE WHEN c.last_used_at IS NULL THEN c.created_at < now() - interval '1 day'
+                   ELSE c.last_used_at < now() - make_interval(secs => ${Math.max(refreshTtl, 86_400) * 2}) END
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_grants g WHERE g.client_id = c.client_id)
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_consent_requests r WHERE r.client_id = c.client_id)
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_transactions t WHERE t.client_id = c.client_id)`,
@@ -543,6 +546,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
        VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
       [sha256(refreshToken), grant.id, grant.clientId, refreshTtl],
     );
+    await db.query('UPDATE oauth_proxy_clients SET last_used_at = now() WHERE client_id = $1', [grant.clientId]);
     await db.query('UPDATE oauth_proxy_grants SET expires_at = now() + make_interval(secs => $2) WHERE id = $1', [
       grant.id,
       refreshTtl,
@@ -660,7 +664,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     if (!clientId) throw new OAuthError('invalid_client', 'client_id is required.', 401);
     let client: ProxyClient | undefined;
     try {
-      client = await clients.resolve(clientId);
+      // The same per-address limit as at /authorize: /token and /revoke take URL client ids too.
+      client = await clients.resolve(clientId, { mayFetch: () => documentFetchLimiter.allow(addressOf(c)) });
     } catch (error) {
       if (error instanceof ClientError) throw new OAuthError('invalid_client', error.message, 401);
       throw error;
@@ -1150,6 +1155,29 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
           return new OAuthError('invalid_grant', 'The identity provider ended the sign-in.');
         }
         const next = toStored(renewed.tokens, stored);
+        if (options.permittedScopes) {
+          // Decided again on every upstream refresh: a user who lost a role upstream (an
+          // administrator no longer) loses what it permitted here too.
+          const freshIdToken = typeof renewed.tokens.id_token === 'string' ? renewed.tokens.id_token : undefined;
+          const permitted = new Set(
+            await options.permittedScopes({
+              requested: row.scopes,
+              userId: row.user_id,
+              claims: freshIdToken ? decodeJwt(freshIdToken) : {},
+              upstreamScope: next.scope,
+            }),
+          );
+          const kept = row.scopes.filter((scope) => permitted.has(scope));
+          if (kept.length === 0) {
+            await revokeGrant(db, row.grant_id, 'nothing permitted after the upstream refresh');
+            return new OAuthError('invalid_grant', 'The identity provider no longer permits this access.');
+          }
+          if (kept.length !== row.scopes.length) {
+            await db.query('UPDATE oauth_proxy_grants SET scopes = $2 WHERE id = $1', [row.grant_id, kept]);
+            emit('grant_narrowed', { grant_id: row.grant_id, scopes: kept });
+          }
+          scopes = scopes.filter((scope) => permitted.has(scope));
+        }
         await db.query(
           `UPDATE oauth_proxy_grants SET upstream_tokens = $2,
              upstream_expires_at = to_timestamp($3::double precision / 1000) WHERE id = $1`,

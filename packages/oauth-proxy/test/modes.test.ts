@@ -231,6 +231,52 @@ describe('permittedScopes', () => {
   });
 });
 
+describe('permittedScopes on upstream refresh', () => {
+  test('decided again whenever the upstream is refreshed: what the upstream no longer permits is dropped', async () => {
+    let admin = true;
+    const narrowing = instance(db, idp, keys, {
+      permittedScopes: ({ requested }) => requested.filter((scope) => scope !== 'expenses:write' || admin),
+    });
+    idp.accessTokenTtl = 1; // every refresh of ours goes upstream
+    try {
+      const registered = await narrowing.app.request('http://localhost:8000/register', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+      });
+      const client = (await registered.json()) as { client_id: string };
+      const { verifier, challenge } = pkce();
+      const { code } = await browserLogin({ authorize: narrowing }, new Browser(), client.client_id, challenge, {
+        scope: 'mcp:access expenses:write',
+      });
+      const first = await tokenRequest(narrowing.app, {
+        grant_type: 'authorization_code',
+        redirect_uri: REDIRECT,
+        code,
+        client_id: client.client_id,
+        code_verifier: verifier,
+      });
+      assert.equal(first.body.scope, 'mcp:access expenses:write');
+
+      admin = false; // the role is taken away upstream
+      const narrowed = await tokenRequest(narrowing.app, {
+        grant_type: 'refresh_token',
+        refresh_token: first.body.refresh_token as string,
+        client_id: client.client_id,
+      });
+      assert.equal(narrowed.status, 200, JSON.stringify(narrowed.body));
+      assert.equal(narrowed.body.scope, 'mcp:access');
+      const grants = await db.pool.query<{ scopes: string[] }>(
+        'SELECT g.scopes FROM oauth_proxy_grants g JOIN oauth_proxy_refresh_tokens r ON r.grant_id = g.id WHERE r.token_sha256 = sha256(convert_to($1, $2))',
+        [narrowed.body.refresh_token, 'UTF8'],
+      );
+      assert.deepEqual(grants.rows[0]?.scopes, ['mcp:access'], 'the grant itself is narrowed');
+    } finally {
+      idp.accessTokenTtl = 300;
+    }
+  });
+});
+
 describe('cookies over https', () => {
   test('__Host- prefix, Secure, HttpOnly, SameSite=Lax, Path=/ and no Domain', async () => {
     const https = instance(db, idp, keys, {

@@ -743,16 +743,27 @@ describe('cleanup', () => {
     assert.equal(await count('oauth_proxy_grants', 'expires_at < now()'), 0);
   });
 
-  test('registered clients left with nothing a day after registering are removed; clients in use stay', async () => {
-    const unused = await register(a.app);
+  test('clients that never got a token go after a day, idle ones after two refresh lifetimes; used ones stay', async () => {
+    const neverUsed = await register(a.app);
     const { clientId: used } = await fullLogin();
+    const { clientId: idle } = await fullLogin();
+    const { clientId: recentWithoutGrant } = await fullLogin();
     await dbA.pool.query(
-      "UPDATE oauth_proxy_clients SET created_at = now() - interval '2 days' WHERE client_id = ANY($1)",
-      [[unused.client_id, used]],
+      "UPDATE oauth_proxy_clients SET created_at = now() - interval '200 days' WHERE client_id = ANY($1)",
+      [[neverUsed.client_id, used, idle, recentWithoutGrant]],
+    );
+    // The grants of two of them are gone (expired and cleaned up); one of those was used long ago.
+    await dbA.pool.query('DELETE FROM oauth_proxy_grants WHERE client_id = ANY($1)', [[idle, recentWithoutGrant]]);
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_clients SET last_used_at = now() - interval '100 days' WHERE client_id = $1",
+      [idle],
     );
     const counts = await a.proxy.cleanupExpired();
-    assert.ok((counts.clients ?? 0) >= 1);
-    assert.equal(await count('oauth_proxy_clients', 'client_id = $1', [unused.client_id]), 0);
-    assert.equal(await count('oauth_proxy_clients', 'client_id = $1', [used]), 1);
+    assert.ok((counts.clients ?? 0) >= 2);
+    const left = async (clientId: string) => count('oauth_proxy_clients', 'client_id = $1', [clientId]);
+    assert.equal(await left(neverUsed.client_id), 0, 'never got a token');
+    assert.equal(await left(idle), 0, 'unused for 100 days, nothing left');
+    assert.equal(await left(used), 1, 'has a grant');
+    assert.equal(await left(recentWithoutGrant), 1, 'got tokens recently: its stored client id must keep working');
   });
 });
