@@ -53,10 +53,12 @@ export function defaultDistUrl(version = KEYCLOAK_VERSION): string {
 }
 
 /**
- * Returns an unpacked, verified Keycloak distribution, fetching it once: with Maven
- * (`mvn dependency:copy`) where `mvn` exists, else from `KEYCLOAK_DIST_URL`. The zip's SHA-1 is
- * compared with the one the repository publishes; the unpacked tree is moved into place only
- * when complete, so an interrupted download never leaves a half distribution in the cache.
+ * Returns an unpacked, verified Keycloak distribution, fetching it once: from `KEYCLOAK_DIST_URL`
+ * when it is set, else with Maven (`mvn dependency:copy`) where `mvn` exists, else (or when Maven
+ * fails) from Keycloak's release URL. The zip's SHA-1 is compared with the one the repository
+ * publishes (or `KEYCLOAK_DIST_SHA1`); without one, the zip's own CRCs are tested, and with
+ * neither check possible nothing is unpacked. The unpacked tree is moved into place only when
+ * complete, so an interrupted download never leaves a half distribution in the cache.
  */
 export async function ensureDistribution(options: EnsureDistributionOptions = {}): Promise<Distribution> {
   const env = options.env ?? process.env;
@@ -78,9 +80,17 @@ export async function ensureDistribution(options: EnsureDistributionOptions = {}
     if (await isComplete(markerPath, home, version)) return { home, version, source: 'cache' };
     const downloadDir = join(cacheDir, 'download');
     await mkdir(downloadDir, { recursive: true });
-    const fetched = (await commandExists('mvn', env))
-      ? await fetchWithMaven(version, downloadDir, env, report)
-      : await fetchFromUrl(version, downloadDir, env, report);
+    let fetched: Fetched;
+    if (!env.KEYCLOAK_DIST_URL && (await commandExists('mvn', env))) {
+      try {
+        fetched = await fetchWithMaven(version, downloadDir, env, report);
+      } catch (error) {
+        report(`${(error as Error).message.split('\n')[0]}; trying ${defaultDistUrl(version)} instead`);
+        fetched = await fetchFromUrl(version, downloadDir, env, report);
+      }
+    } else {
+      fetched = await fetchFromUrl(version, downloadDir, env, report);
+    }
 
     report(`verifying ${fetched.zip}`);
     const actualSha1 = await sha1Of(fetched.zip);
@@ -158,7 +168,11 @@ async function fetchFromUrl(
   report: (message: string) => void,
 ): Promise<Fetched> {
   const url = env.KEYCLOAK_DIST_URL || defaultDistUrl(version);
-  report(`mvn not found; downloading ${url} (set KEYCLOAK_DIST_URL to use a mirror)`);
+  report(`downloading ${url} (set KEYCLOAK_DIST_URL to use a mirror)`);
+  // A checksum given by hand that is not one is a mistake to say, not a check to skip.
+  if (env.KEYCLOAK_DIST_SHA1 && !parseSha1(env.KEYCLOAK_DIST_SHA1)) {
+    throw new Error(`KEYCLOAK_DIST_SHA1 must be the zip's SHA-1 as 40 hex digits, got "${env.KEYCLOAK_DIST_SHA1}".`);
+  }
   const zip = join(downloadDir, `keycloak-${version}.zip`);
   let response: Response;
   try {
@@ -201,7 +215,12 @@ async function sha1Of(path: string): Promise<string> {
 }
 
 async function testZipIntegrity(zip: string, env: NodeJS.ProcessEnv): Promise<void> {
-  if (!(await commandExists('unzip', env))) return;
+  if (!(await commandExists('unzip', env))) {
+    await rm(zip, { force: true });
+    throw new Error(
+      `${zip} could not be verified: no SHA-1 was published for it and unzip (to test its CRCs) is missing. Install unzip or set KEYCLOAK_DIST_SHA1.`,
+    );
+  }
   try {
     await execFileAsync('unzip', ['-tq', zip], { timeout: 5 * 60_000, maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {

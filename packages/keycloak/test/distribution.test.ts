@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { access, constants, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { ensureDistribution } from '../src/distribution.ts';
+import { findJava } from '../src/java.ts';
+
+/**
+ * The download path of `pnpm keycloak` without Maven: a small stand-in distribution zip (made
+ * with the JDK's `jar`), served with and without its `.sha1` from loopback.
+ */
+const VERSION = '9.9.9';
+const execFileAsync = promisify(execFile);
+
+let work: string;
+let server: Server;
+let base = '';
+let zip: Buffer;
+let sha1 = '';
+const requests: string[] = [];
+let javaHome: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'kc-dist-'));
+  const tree = join(work, 'tree', `keycloak-${VERSION}`);
+  await mkdir(join(tree, 'bin'), { recursive: true });
+  await mkdir(join(tree, 'lib'), { recursive: true });
+  await writeFile(join(tree, 'bin', 'kc.sh'), '#!/bin/sh\necho stand-in\n');
+  await writeFile(join(tree, 'lib', 'quarkus-run.jar'), 'not really a jar');
+  javaHome = (await findJava()).javaHome;
+  const zipPath = join(work, 'dist.zip');
+  await execFileAsync(join(javaHome, 'bin', 'jar'), [
+    '--create',
+    '--no-manifest',
+    '--file',
+    zipPath,
+    '-C',
+    join(work, 'tree'),
+    '.',
+  ]);
+  zip = await readFile(zipPath);
+  sha1 = createHash('sha1').update(zip).digest('hex');
+  server = createServer((request, response) => {
+    requests.push(request.url ?? '');
+    if (request.url === '/good.zip' || request.url === '/bad.zip' || request.url === '/nosum.zip') {
+      response.end(zip);
+    } else if (request.url === '/good.zip.sha1') {
+      response.end(`${sha1}  keycloak-${VERSION}.zip\n`);
+    } else if (request.url === '/bad.zip.sha1') {
+      response.end(`${'0'.repeat(40)}\n`);
+    } else {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+after(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await rm(work, { recursive: true, force: true });
+});
+
+// PATH with unzip, and KEYCLOAK_DIST_URL set: the URL wins even where mvn is installed.
+const envFor = (path: string, extra: Record<string, string> = {}) => ({
+  PATH: process.env.PATH ?? '/usr/bin:/bin',
+  HOME: work,
+  KEYCLOAK_DIST_URL: `${base}${path}`,
+  ...extra,
+});
+
+describe('ensureDistribution from a URL', () => {
+  test('verifies the published SHA-1, unpacks with kc.sh executable, then serves from the cache', async () => {
+    const cacheDir = join(work, 'cache-good');
+    const first = await ensureDistribution({ version: VERSION, cacheDir, env: envFor('/good.zip'), javaHome });
+    assert.equal(first.source, 'url');
+    await access(join(first.home, 'bin', 'kc.sh'), constants.X_OK);
+    const marker = JSON.parse(await readFile(join(cacheDir, 'dist', 'complete.json'), 'utf8')) as Record<
+      string,
+      string
+    >;
+    assert.deepEqual([marker.sha1, marker.verifiedBy], [sha1, `${base}/good.zip.sha1`]);
+    const before = requests.length;
+    const second = await ensureDistribution({ version: VERSION, cacheDir, env: envFor('/good.zip'), javaHome });
+    assert.equal(second.source, 'cache');
+    assert.equal(requests.length, before, 'nothing downloaded the second time');
+  });
+
+  test('a SHA-1 that does not match: refused, the download deleted, nothing unpacked', async () => {
+    const cacheDir = join(work, 'cache-bad');
+    await assert.rejects(
+      ensureDistribution({ version: VERSION, cacheDir, env: envFor('/bad.zip'), javaHome }),
+      /has SHA-1 [0-9a-f]{40}, but .*bad\.zip\.sha1 says 0{40}/,
+    );
+    await assert.rejects(access(join(cacheDir, 'dist', `keycloak-${VERSION}`)));
+    await assert.rejects(access(join(cacheDir, 'download', `keycloak-${VERSION}.zip`)));
+  });
+
+  test('KEYCLOAK_DIST_SHA1 that is not a SHA-1 is an error naming it, not a skipped check', async () => {
+    await assert.rejects(
+      ensureDistribution({
+        version: VERSION,
+        cacheDir: join(work, 'cache-typo'),
+        env: envFor('/good.zip', { KEYCLOAK_DIST_SHA1: 'abc123' }),
+        javaHome,
+      }),
+      /KEYCLOAK_DIST_SHA1 must be the zip's SHA-1/,
+    );
+  });
+
+  test('no published SHA-1: the zip CRCs are tested with unzip; without unzip nothing is unpacked', async () => {
+    const tested = await ensureDistribution({
+      version: VERSION,
+      cacheDir: join(work, 'cache-crc'),
+      env: envFor('/nosum.zip'),
+      javaHome,
+    });
+    assert.equal(tested.source, 'url');
+    // A PATH with neither unzip nor mvn: no way to check the zip.
+    const empty = join(work, 'empty-bin');
+    await mkdir(empty, { recursive: true });
+    await assert.rejects(
+      ensureDistribution({
+        version: VERSION,
+        cacheDir: join(work, 'cache-unchecked'),
+        env: { ...envFor('/nosum.zip'), PATH: empty },
+        javaHome,
+      }),
+      /could not be verified: no SHA-1 was published for it and unzip .* is missing/,
+    );
+    await assert.rejects(access(join(work, 'cache-unchecked', 'dist', `keycloak-${VERSION}`)));
+  });
+});
