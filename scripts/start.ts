@@ -38,20 +38,31 @@ try {
 }
 
 let keycloak: RunningKeycloak | undefined;
+let keycloakStarting: Promise<RunningKeycloak> | undefined;
 let server: ChildProcess | undefined;
 let stopping = false;
 const stopAll = async (code: number) => {
   if (stopping) return;
   stopping = true;
   server?.kill('SIGTERM');
+  if (!keycloak && keycloakStarting) {
+    // Killing Keycloak mid-start could cut its one-off build step short: let it finish, then stop it.
+    process.stderr.write('\nStopping Keycloak once it has started (Ctrl-C again to kill it now)...\n');
+    keycloak = await keycloakStarting.catch(() => undefined);
+  }
   await keycloak?.stop();
   process.exit(code);
 };
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => void stopAll(0));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) process.exit(130); // the second Ctrl-C does not wait
+    void stopAll(0);
+  });
+}
 
 if (wholeStack) {
   const interactive = process.stdout.isTTY;
-  keycloak = await startKeycloak({
+  keycloakStarting = startKeycloak({
     httpPort: keycloakPort,
     managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
     instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
@@ -64,10 +75,13 @@ if (wholeStack) {
       const line = `keycloak [${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`;
       process.stdout.write(interactive ? `\r\x1b[2K${line.slice(0, process.stdout.columns - 1)}` : `${line}\n`);
     },
-  }).catch((error: unknown) => {
+  });
+  keycloak = await keycloakStarting.catch((error: unknown) => {
     process.stderr.write(`\nKeycloak could not start: ${(error as Error).message}\n`);
     process.exit(1);
   });
+  // A signal arrived while Keycloak was starting: stopAll() owns the rest.
+  if (stopping) await new Promise(() => {});
   if (interactive) process.stdout.write('\n');
 }
 
@@ -90,15 +104,17 @@ server = spawn(process.execPath, ['apps/server/src/main.ts'], { stdio: 'inherit'
 server.once('exit', (code) => void stopAll(code ?? 1));
 
 const localUrl = `http://127.0.0.1:${config.port}`;
-for (let attempt = 0; attempt < 600; attempt++) {
-  if (
-    await fetch(`${localUrl}/health`).then(
-      (r) => r.ok,
-      () => false,
-    )
-  )
-    break;
-  await new Promise((done) => setTimeout(done, 100));
+let healthy = false;
+for (let attempt = 0; attempt < 600 && !healthy; attempt++) {
+  healthy = await fetch(`${localUrl}/health`).then(
+    (r) => r.ok,
+    () => false,
+  );
+  if (!healthy) await new Promise((done) => setTimeout(done, 100));
+}
+if (!healthy) {
+  process.stderr.write(`\nThe MCP server did not answer on ${localUrl}/health within 60 s; stopping.\n`);
+  await stopAll(1);
 }
 
 const lines = [

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -119,6 +119,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const existing = await probeExisting(probeHost, httpPort, managementPort);
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
+      // The running one may be the one of this data folder, imported with other values.
+      if (options.instanceDir) await refuseOtherRealmValues(options.instanceDir, options.realmEnv ?? {});
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
         ...urls,
@@ -152,6 +154,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const instanceDir = options.instanceDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
   const pidFile = join(instanceDir, 'keycloak.pid');
   await refuseSharedInstance(pidFile, instanceDir);
+  const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
+  if (!importsRealm) await refuseOtherRealmValues(instanceDir, options.realmEnv ?? {});
   await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
@@ -208,6 +212,9 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   } finally {
     await releaseBuildLock?.();
   }
+  if (importsRealm && !temporary) {
+    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(options.realmEnv ?? {}, null, 2)}\n`);
+  }
   report('ready', `Keycloak is ready at ${urls.realmUrl} after ${Math.round((Date.now() - startedAt) / 1000)} s`);
   return {
     ...urls,
@@ -237,6 +244,41 @@ async function prepareInstance(instanceDir: string, distributionHome: string, re
   await mkdir(importDir, { recursive: true });
   for (const stale of await readdir(importDir)) await rm(join(importDir, stale), { force: true });
   for (const realmFile of realmFiles) await copyFile(realmFile, join(importDir, basename(realmFile)));
+}
+
+/** The realm values a kept database was imported with (`data/`, so `--fresh` removes it too). */
+const REALM_ENV_FILE = 'realm-env.json';
+
+/**
+ * A kept database holds the realm as imported the first time: the realm file is not read again.
+ * Values that differ now (another server URL, so another token audience) would make every
+ * login fail later in a way that is hard to trace; say so now.
+ */
+async function refuseOtherRealmValues(instanceDir: string, realmEnv: Record<string, string>): Promise<void> {
+  const file = join(instanceDir, 'data', REALM_ENV_FILE);
+  let imported: Record<string, string>;
+  try {
+    imported = JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
+  } catch {
+    return; // imported before these values were recorded: nothing to compare with
+  }
+  const differing = Object.keys({ ...imported, ...realmEnv }).filter((name) => imported[name] !== realmEnv[name]);
+  if (differing.length === 0) return;
+  const lines = differing.map(
+    (name) => `  ${name}: imported ${imported[name] ?? '(unset)'}, now ${realmEnv[name] ?? '(unset)'}`,
+  );
+  throw new Error(
+    `The realm in ${instanceDir} was imported with other values, and Keycloak does not import it again:\n${lines.join('\n')}\nTokens would carry the wrong audience. Remove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (changes made in the admin console and registered clients go with it), or set KEYCLOAK_DATA_DIR to another folder.`,
+  );
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function refuseSharedInstance(pidFile: string, instanceDir: string): Promise<void> {
