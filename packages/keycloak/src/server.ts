@@ -120,7 +120,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
       // The running one may be the one of this data folder, imported with other values.
-      if (options.instanceDir) await refuseOtherRealmValues(options.instanceDir, options.realmEnv ?? {});
+      if (options.instanceDir) await refuseOtherRealmValues(options.instanceDir, await realmUrlValues(env, options));
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
         ...urls,
@@ -155,7 +155,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const pidFile = join(instanceDir, 'keycloak.pid');
   await refuseSharedInstance(pidFile, instanceDir);
   const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
-  if (!importsRealm) await refuseOtherRealmValues(instanceDir, options.realmEnv ?? {});
+  const realmValues = await realmUrlValues(env, options);
+  if (!importsRealm) await refuseOtherRealmValues(instanceDir, realmValues);
   await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
@@ -213,7 +214,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
     await releaseBuildLock?.();
   }
   if (importsRealm && !temporary) {
-    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(options.realmEnv ?? {}, null, 2)}\n`);
+    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(realmValues, null, 2)}\n`);
   }
   report('ready', `Keycloak is ready at ${urls.realmUrl} after ${Math.round((Date.now() - startedAt) / 1000)} s`);
   return {
@@ -244,6 +245,23 @@ async function prepareInstance(instanceDir: string, distributionHome: string, re
   await mkdir(importDir, { recursive: true });
   for (const stale of await readdir(importDir)) await rm(join(importDir, stale), { force: true });
   for (const realmFile of realmFiles) await copyFile(realmFile, join(importDir, basename(realmFile)));
+}
+
+/**
+ * The URL placeholders of the realm files (`${MCP_SERVER_RESOURCE_URL:http://…}`) as this start
+ * resolves them: `realmEnv`, else the environment, else the file's default. URLs only: they are
+ * what ties a realm to one deployment, and unlike the secrets they may be written down.
+ */
+async function realmUrlValues(env: NodeJS.ProcessEnv, options: StartKeycloakOptions): Promise<Record<string, string>> {
+  const given: Record<string, string | undefined> = { ...env, ...options.realmEnv };
+  const values: Record<string, string> = {};
+  for (const file of options.realmFiles ?? [REALM_FILE]) {
+    const text = await readFile(file, 'utf8');
+    for (const [, name, fallback] of text.matchAll(/\$\{([A-Z0-9_]+_URL)(?::([^}]*))?\}/g)) {
+      if (name) values[name] = given[name] ?? fallback ?? '';
+    }
+  }
+  return values;
 }
 
 /** The realm values a kept database was imported with (`data/`, so `--fresh` removes it too). */

@@ -13,14 +13,20 @@ test('a kept database imported for another server URL is refused before Keycloak
     await mkdir(join(instanceDir, 'data', 'h2'), { recursive: true });
     await writeFile(
       join(instanceDir, 'data', 'realm-env.json'),
-      JSON.stringify({ MCP_SERVER_RESOURCE_URL: 'http://localhost:8000/mcp' }),
+      JSON.stringify({
+        MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
+        MCP_SERVER_RESOURCE_URL: 'http://localhost:8000/mcp',
+      }),
     );
     await assert.rejects(
       startKeycloak({
         instanceDir,
         httpPort: await freePort(),
         managementPort: await freePort(),
-        realmEnv: { MCP_SERVER_RESOURCE_URL: 'http://localhost:8001/mcp' },
+        realmEnv: {
+          MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
+          MCP_SERVER_RESOURCE_URL: 'http://localhost:8001/mcp',
+        },
       }),
       /imported with other values[\s\S]*MCP_SERVER_RESOURCE_URL: imported http:\/\/localhost:8000\/mcp, now http:\/\/localhost:8001\/mcp[\s\S]*--fresh/,
     );
