@@ -107,6 +107,18 @@ describe('docker-compose.yml', () => {
     assert.match(realm, /\$\{MCP_SERVER_RESOURCE_URL:/);
   });
 
+  test("every variable the Keycloak service sets is Keycloak's own (KC_*) or a placeholder of the realm", () => {
+    const realm = readFileSync(REALM_FILE, 'utf8');
+    const placeholders = new Set([...realm.matchAll(/\$\{([A-Z0-9_]+)(?::[^}]*)?\}/g)].map((match) => match[1]));
+    for (const name of Object.keys(keycloak.environment ?? {})) {
+      if (name.startsWith('KC_')) continue;
+      assert.ok(placeholders.has(name), `${name} is a \${...} placeholder in ${basename(REALM_FILE)}`);
+    }
+    // And the secret the agent service sends is the one the realm is given.
+    const agent = services.agent as { environment?: Record<string, string> };
+    assert.equal(agent.environment?.MCP_CLIENT_SECRET, keycloak.environment?.KEYCLOAK_AGENT_CLIENT_SECRET);
+  });
+
   test('published ports are the ones the README names', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     for (const service of Object.values(services)) {
