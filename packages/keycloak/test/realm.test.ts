@@ -248,7 +248,7 @@ test('carol (expenses-admin group) is granted expenses:admin', async () => {
   assert.ok(scopesOf(claims).includes('expenses:admin'), `scope ${claims.scope}`);
 });
 
-test('an authorization request without PKCE (or with plain) is refused for pre-registered and DCR public clients', async () => {
+test('an authorization request without PKCE (or with plain) is refused for pre-registered and DCR public clients (CIMD: below)', async () => {
   const registered = await registerClient({
     client_name: 'DCR no-PKCE probe',
     redirect_uris: ['http://127.0.0.1:9/callback'],
@@ -353,6 +353,18 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
       assert.equal(claims.preferred_username, 'bob');
       assert.deepEqual(audienceOf(claims), [MCP_RESOURCE_URL]);
       assert.ok(scopesOf(claims).includes('expenses:read'));
+
+      // The realm-wide PKCE policy holds for metadata-document clients too.
+      const noPkce = new URL(
+        authorizeUrl(keycloak.realmUrl, { clientId, redirectUri: callback.redirectUri, scope: 'openid', state: 's2' }),
+      );
+      const refused = await fetch(noPkce, { redirect: 'manual' });
+      assert.equal(refused.status, 302);
+      const location = new URL(refused.headers.get('location') ?? '');
+      assert.equal(`${location.origin}${location.pathname}`, callback.redirectUri);
+      assert.equal(location.searchParams.get('error'), 'invalid_request');
+      assert.match(location.searchParams.get('error_description') ?? '', /code_challenge|code challenge/);
+      assert.equal(location.searchParams.get('code'), null);
     } finally {
       await new Promise((resolve) => documentServer.close(resolve));
     }
