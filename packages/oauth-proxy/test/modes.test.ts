@@ -198,29 +198,33 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
   });
 });
 
+/** Registers a client at `proxy`, logs in through the fake upstream asking for `scope`, redeems the code. */
+async function registerAndLogin(proxy: ReturnType<typeof instance>, scope: string) {
+  const registered = await proxy.app.request('http://localhost:8000/register', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+  });
+  const client = (await registered.json()) as { client_id: string };
+  const { verifier, challenge } = pkce();
+  const { code } = await browserLogin({ authorize: proxy }, new Browser(), client.client_id, challenge, { scope });
+  const tokens = await tokenRequest(proxy.app, {
+    grant_type: 'authorization_code',
+    redirect_uri: REDIRECT,
+    code,
+    client_id: client.client_id,
+    code_verifier: verifier,
+  });
+  return { client, tokens };
+}
+
 describe('permittedScopes', () => {
   test('narrows the consented scopes by upstream claims; nothing permitted → access_denied', async () => {
     const narrowing = instance(db, idp, keys, {
       permittedScopes: ({ requested, claims }) =>
         requested.filter((scope) => scope !== 'expenses:write' || claims.name === 'Admin'),
     });
-    const registered = await narrowing.app.request('http://localhost:8000/register', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
-    });
-    const client = (await registered.json()) as { client_id: string };
-    const { verifier, challenge } = pkce();
-    const { code } = await browserLogin({ authorize: narrowing }, new Browser(), client.client_id, challenge, {
-      scope: 'mcp:access expenses:write',
-    });
-    const tokens = await tokenRequest(narrowing.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: verifier,
-    });
+    const { client, tokens } = await registerAndLogin(narrowing, 'mcp:access expenses:write');
     assert.equal(tokens.body.scope, 'mcp:access');
 
     const none = instance(db, idp, keys, { permittedScopes: () => [] });
@@ -239,23 +243,7 @@ describe('permittedScopes on upstream refresh', () => {
     });
     idp.accessTokenTtl = 1; // every refresh of ours goes upstream
     try {
-      const registered = await narrowing.app.request('http://localhost:8000/register', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ redirect_uris: [REDIRECT] }),
-      });
-      const client = (await registered.json()) as { client_id: string };
-      const { verifier, challenge } = pkce();
-      const { code } = await browserLogin({ authorize: narrowing }, new Browser(), client.client_id, challenge, {
-        scope: 'mcp:access expenses:write',
-      });
-      const first = await tokenRequest(narrowing.app, {
-        grant_type: 'authorization_code',
-        redirect_uri: REDIRECT,
-        code,
-        client_id: client.client_id,
-        code_verifier: verifier,
-      });
+      const { client, tokens: first } = await registerAndLogin(narrowing, 'mcp:access expenses:write');
       assert.equal(first.body.scope, 'mcp:access expenses:write');
 
       admin = false; // the role is taken away upstream

@@ -56,6 +56,21 @@ after(async () => {
 const count = async (table: string, where = 'true', values: unknown[] = []) =>
   (await dbA.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, values)).rows[0]?.n;
 
+/** A new client's login up to the proxy's callback URL, which the upstream sent the browser to. */
+async function untilCallback(): Promise<{ browser: Browser; callback: string }> {
+  const client = await register(a.app);
+  const browser = new Browser();
+  const page = await browser.get(
+    a.app,
+    authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+  );
+  const approved = await browser.post(a.app, `${ISSUER}/consent`, {
+    ...consentFields(await page.text()),
+    decision: 'approve',
+  });
+  return { browser, callback: await upstreamLogin(approved.headers.get('location') as string) };
+}
+
 async function fullLogin(
   instanceFor = () => a,
   extra: { remember?: boolean; browser?: Browser; clientId?: string } = {},
@@ -474,17 +489,7 @@ describe('abuse: each refused, nothing issued', () => {
   });
 
   test('upstream state replayed: the second callback is refused and issues no code', async () => {
-    const client = await register(a.app);
-    const browser = new Browser();
-    const page = await browser.get(
-      a.app,
-      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
-    );
-    const approved = await browser.post(a.app, `${ISSUER}/consent`, {
-      ...consentFields(await page.text()),
-      decision: 'approve',
-    });
-    const callback = await upstreamLogin(approved.headers.get('location') as string);
+    const { browser, callback } = await untilCallback();
     const first = await browser.get(a.app, callback);
     assert.equal(first.status, 302);
     const codes = await count('oauth_proxy_codes');
@@ -498,18 +503,9 @@ describe('abuse: each refused, nothing issued', () => {
     for (const nonce of [null, 'a-nonce-from-another-login']) {
       idp.nonceOverride = nonce;
       try {
-        const client = await register(a.app);
-        const browser = new Browser();
-        const page = await browser.get(
-          a.app,
-          authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
-        );
-        const approved = await browser.post(a.app, `${ISSUER}/consent`, {
-          ...consentFields(await page.text()),
-          decision: 'approve',
-        });
+        const { browser, callback } = await untilCallback();
         const codes = await count('oauth_proxy_codes');
-        const back = await browser.get(a.app, await upstreamLogin(approved.headers.get('location') as string));
+        const back = await browser.get(a.app, callback);
         const location = new URL(back.headers.get('location') as string);
         assert.equal(location.searchParams.get('error'), 'server_error', `nonce ${nonce}`);
         assert.equal(location.searchParams.get('code'), null);
@@ -521,17 +517,7 @@ describe('abuse: each refused, nothing issued', () => {
   });
 
   test('a callback completed in another browser (login CSRF) is refused', async () => {
-    const client = await register(a.app);
-    const browser = new Browser();
-    const page = await browser.get(
-      a.app,
-      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
-    );
-    const approved = await browser.post(a.app, `${ISSUER}/consent`, {
-      ...consentFields(await page.text()),
-      decision: 'approve',
-    });
-    const callback = await upstreamLogin(approved.headers.get('location') as string);
+    const { callback } = await untilCallback();
     const codes = await count('oauth_proxy_codes');
     const victim = await new Browser().get(a.app, callback);
     assert.equal(victim.status, 403);
