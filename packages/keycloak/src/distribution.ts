@@ -85,6 +85,8 @@ export async function ensureDistribution(options: EnsureDistributionOptions = {}
       try {
         fetched = await fetchWithMaven(version, downloadDir, env, report);
       } catch (error) {
+        // Maven stopped by a signal (Ctrl-C reaches the whole process group) is not Maven failing.
+        if ((error as { interrupted?: boolean }).interrupted) throw error;
         report(`${(error as Error).message.split('\n')[0]}; trying ${defaultDistUrl(version)} instead`);
         fetched = await fetchFromUrl(version, downloadDir, env, report);
       }
@@ -146,8 +148,20 @@ async function fetchWithMaven(
       { env, timeout: 20 * 60_000, maxBuffer: 16 * 1024 * 1024 },
     );
   } catch (error) {
-    const output = `${(error as { stdout?: string }).stdout ?? ''}${(error as { stderr?: string }).stderr ?? ''}`;
-    throw new Error(`mvn dependency:copy of ${artifact} failed:\n${output.trim().slice(-2000)}`);
+    const { stdout, stderr, signal, code } = error as {
+      stdout?: string;
+      stderr?: string;
+      signal?: string;
+      code?: number;
+    };
+    if (signal || code === 130) {
+      throw Object.assign(new Error(`mvn dependency:copy of ${artifact} was interrupted (${signal ?? code})`), {
+        interrupted: true,
+      });
+    }
+    throw new Error(
+      `mvn dependency:copy of ${artifact} failed:\n${`${stdout ?? ''}${stderr ?? ''}`.trim().slice(-2000)}`,
+    );
   }
   const fileName = `keycloak-quarkus-dist-${version}.zip`;
   // Maven keeps the checksum it downloaded from the repository next to the artifact.

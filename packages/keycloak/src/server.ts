@@ -119,8 +119,11 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const existing = await probeExisting(probeHost, httpPort, managementPort);
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
-      // The running one may be the one of this data folder, imported with other values.
-      if (options.instanceDir) await refuseOtherRealmValues(options.instanceDir, await realmUrlValues(env, options));
+      // When the running one is this data folder's own (its pid file names a live process), it
+      // may have been imported with other values; a Keycloak of another folder says nothing here.
+      if (options.instanceDir && (await runsFrom(options.instanceDir))) {
+        await refuseOtherRealmValues(options.instanceDir, await realmUrlValues(env, options), report);
+      }
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
         ...urls,
@@ -156,7 +159,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   await refuseSharedInstance(pidFile, instanceDir);
   const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
   const realmValues = await realmUrlValues(env, options);
-  if (!importsRealm) await refuseOtherRealmValues(instanceDir, realmValues);
+  if (!importsRealm) await refuseOtherRealmValues(instanceDir, realmValues, report);
   await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
@@ -272,13 +275,22 @@ const REALM_ENV_FILE = 'realm-env.json';
  * Values that differ now (another server URL, so another token audience) would make every
  * login fail later in a way that is hard to trace; say so now.
  */
-async function refuseOtherRealmValues(instanceDir: string, realmEnv: Record<string, string>): Promise<void> {
+async function refuseOtherRealmValues(
+  instanceDir: string,
+  realmEnv: Record<string, string>,
+  report: (phase: KeycloakPhase, message: string) => void,
+): Promise<void> {
   const file = join(instanceDir, 'data', REALM_ENV_FILE);
   let imported: Record<string, string>;
   try {
     imported = JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
   } catch {
-    return; // imported before these values were recorded: nothing to compare with
+    // Imported before these values were recorded (or a first start that never got ready).
+    report(
+      'checking',
+      `${join(instanceDir, 'data')} does not record the URLs its realm was imported with; if the server URL changed since, start with --fresh`,
+    );
+    return;
   }
   const differing = Object.keys({ ...imported, ...realmEnv }).filter((name) => imported[name] !== realmEnv[name]);
   if (differing.length === 0) return;
@@ -288,6 +300,12 @@ async function refuseOtherRealmValues(instanceDir: string, realmEnv: Record<stri
   throw new Error(
     `The realm in ${instanceDir} was imported with other values, and Keycloak does not import it again:\n${lines.join('\n')}\nTokens would carry the wrong audience. Remove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (changes made in the admin console and registered clients go with it), or set KEYCLOAK_DATA_DIR to another folder.`,
   );
+}
+
+/** Whether the pid file of this data folder names a live process: the Keycloak running from it. */
+async function runsFrom(instanceDir: string): Promise<boolean> {
+  const pid = Number.parseInt(await readFile(join(instanceDir, 'keycloak.pid'), 'utf8').catch(() => ''), 10);
+  return Number.isInteger(pid) && pid > 0 && processIsAlive(pid);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -65,7 +65,7 @@ test('the summary names the realm, the admin console and the demo users', () => 
 });
 
 test('a second run finds it running, leaves it alone and exits 0', async () => {
-  const second = run(ports());
+  const second = run([...ports(), '--data-dir', dataDir]);
   assert.equal(await second.exit, 0, second.output());
   assert.match(second.output(), /is already running/);
   assert.match(second.output(), /did not start it, so it leaves it running/);

@@ -1155,6 +1155,14 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
           return new OAuthError('invalid_grant', 'The identity provider ended the sign-in.');
         }
         const next = toStored(renewed.tokens, stored);
+        // Stored first: the upstream may have rotated its refresh token, which must not be lost
+        // whatever is decided below.
+        await db.query(
+          `UPDATE oauth_proxy_grants SET upstream_tokens = $2,
+             upstream_expires_at = to_timestamp($3::double precision / 1000) WHERE id = $1`,
+          [row.grant_id, encrypt(tokenKey, JSON.stringify(next), row.grant_id), next.expires_at ?? null],
+        );
+        emit('upstream_refreshed', { grant_id: row.grant_id });
         if (options.permittedScopes) {
           // Decided again on every upstream refresh: a user who lost a role upstream (an
           // administrator no longer) loses what it permitted here too.
@@ -1177,13 +1185,10 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
             emit('grant_narrowed', { grant_id: row.grant_id, scopes: kept });
           }
           scopes = scopes.filter((scope) => permitted.has(scope));
+          if (scopes.length === 0) {
+            return new OAuthError('invalid_scope', 'None of the requested scopes is permitted any more.');
+          }
         }
-        await db.query(
-          `UPDATE oauth_proxy_grants SET upstream_tokens = $2,
-             upstream_expires_at = to_timestamp($3::double precision / 1000) WHERE id = $1`,
-          [row.grant_id, encrypt(tokenKey, JSON.stringify(next), row.grant_id), next.expires_at ?? null],
-        );
-        emit('upstream_refreshed', { grant_id: row.grant_id });
       }
       await db.query('UPDATE oauth_proxy_refresh_tokens SET used_at = now() WHERE token_sha256 = $1', [
         sha256(presented),

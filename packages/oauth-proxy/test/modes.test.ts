@@ -247,6 +247,14 @@ describe('permittedScopes on upstream refresh', () => {
       assert.equal(first.body.scope, 'mcp:access expenses:write');
 
       admin = false; // the role is taken away upstream
+      // Asking for nothing but the scope that is gone: refused, not an empty token.
+      const onlyLost = await tokenRequest(narrowing.app, {
+        grant_type: 'refresh_token',
+        refresh_token: first.body.refresh_token as string,
+        client_id: client.client_id,
+        scope: 'expenses:write',
+      });
+      assert.deepEqual([onlyLost.status, onlyLost.body.error], [400, 'invalid_scope']);
       const narrowed = await tokenRequest(narrowing.app, {
         grant_type: 'refresh_token',
         refresh_token: first.body.refresh_token as string,
