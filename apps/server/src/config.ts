@@ -11,6 +11,7 @@ import {
   optional,
   text,
 } from '@mcp-auth-stack/config';
+import { isEntraTenant } from '@mcp-auth-stack/oauth-proxy';
 
 export { ConfigError, type LogLevel };
 
@@ -211,8 +212,7 @@ function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
 
 /** Entra's ID tokens name the tenant by its GUID in `iss`, so a domain name cannot be checked against them. */
 function tenantId(value: string): string {
-  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)) return value;
-  if (['common', 'organizations', 'consumers'].includes(value.toLowerCase())) return value;
+  if (isEntraTenant(value)) return value;
   throw new ConfigError(
     'AZURE_TENANT_ID',
     `must be the directory (tenant) id, a GUID (az account show --query tenantId), not "${value}"`,

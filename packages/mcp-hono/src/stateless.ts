@@ -108,7 +108,7 @@ export async function createStatelessMcpEndpoint(
     const lossy = options.exactNumbers ? lossyNumbers(body) : [];
     if (lossy.length > 0 && shape === 'request') {
       const rpc = message as JSONRPCRequest;
-      const text = `The number ${lossy[0]} has more digits than can be kept exactly; send at most 15 significant digits.`;
+      const text = `The number ${lossy[0]} cannot be kept exactly (more than 15 significant digits, or out of range); send it as it should be stored.`;
       const reply =
         rpc.method === 'tools/call'
           ? { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } }

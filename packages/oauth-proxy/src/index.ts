@@ -12,6 +12,7 @@ export {
   DEFAULT_UPSTREAM_SCOPES,
   type EntraUpstreamOptions,
   entraUpstream,
+  isEntraTenant,
   type OidcUpstreamOptions,
   oidcUpstream,
   type Upstream,

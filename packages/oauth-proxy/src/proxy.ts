@@ -291,8 +291,8 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
   let nextCleanup = Date.now() + Math.min(cleanupInterval, 60_000);
   async function cleanupExpired(): Promise<Record<string, number>> {
     const counts: Record<string, number> = {};
-    const run = async (name: string, sql: string) => {
-      counts[name] = (await pool.query(sql)).rowCount ?? 0;
+    const run = async (name: string, sql: string, values: unknown[] = []) => {
+      counts[name] = (await pool.query(sql, values)).rowCount ?? 0;
     };
     await run('consent_requests', 'DELETE FROM oauth_proxy_consent_requests WHERE expires_at < now()');
     await run('transactions', 'DELETE FROM oauth_proxy_transactions WHERE expires_at < now()');
@@ -310,10 +310,11 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       'clients',
       `DELETE FROM oauth_proxy_clients c
         WHERE CASE WHEN c.last_used_at IS NULL THEN c.created_at < now() - interval '1 day'
-                   ELSE c.last_used_at < now() - make_interval(secs => ${Math.max(refreshTtl, 86_400) * 2}) END
+                   ELSE c.last_used_at < now() - make_interval(secs => $1) END
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_grants g WHERE g.client_id = c.client_id)
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_consent_requests r WHERE r.client_id = c.client_id)
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_transactions t WHERE t.client_id = c.client_id)`,
+      [Math.max(refreshTtl, 86_400) * 2],
     );
     return counts;
   }

@@ -135,13 +135,18 @@ const MULTI_TENANT = new Set(['common', 'organizations', 'consumers']);
 // but its ID tokens always carry the GUID in `iss`, so every login would fail the issuer check.
 const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** A tenant Entra's tokens can be checked against: its GUID, or a multi-tenant authority name. */
+export function isEntraTenant(value: string): boolean {
+  return TENANT_ID.test(value) || MULTI_TENANT.has(value.toLowerCase());
+}
+
 /**
  * Microsoft Entra ID (v2.0 endpoints). Entra has no Dynamic Client Registration, which is why the
  * proxy exists. Endpoints are fixed by the tenant, so no discovery request is needed.
  */
 export function entraUpstream(options: EntraUpstreamOptions): Upstream {
   const tenant = options.tenantId.trim();
-  if (!TENANT_ID.test(tenant) && !MULTI_TENANT.has(tenant.toLowerCase())) {
+  if (!isEntraTenant(tenant)) {
     throw new Error(
       `Not an Entra tenant id: ${JSON.stringify(options.tenantId)}. Give the directory (tenant) id, a GUID, or common, organizations or consumers.`,
     );
