@@ -1,5 +1,6 @@
 import {
   type AuthProvider,
+  AuthUnavailableError,
   type AuthVariables,
   isToolAllowed,
   type McpScopeRequirements,
@@ -7,7 +8,7 @@ import {
   requireMcpScopes,
   toAuthInfo,
 } from '@mcp-auth-stack/auth';
-import type { Database } from '@mcp-auth-stack/database';
+import { type Database, isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import {
   createExpensesServer,
   EXPENSE_METHOD_SCOPES,
@@ -21,6 +22,7 @@ import { Hono } from 'hono';
 import { type RequestIdVariables, requestId } from 'hono/request-id';
 import type { ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
+import { DependencyState, within } from './outage.ts';
 
 export interface AppDependencies {
   config: ServerConfig;
@@ -29,6 +31,8 @@ export interface AppDependencies {
   logger: Logger;
   /** Spans for HTTP exchanges and MCP operations; on only when telemetry exports somewhere. */
   tracing?: boolean;
+  /** Set by the server when SIGTERM starts the drain: `/ready` answers 503 from then on. */
+  lifecycle?: { readonly draining: boolean };
 }
 
 type Env = { Variables: AuthVariables & RequestIdVariables };
@@ -37,10 +41,29 @@ type Env = { Variables: AuthVariables & RequestIdVariables };
 /** The scopes each MCP call needs, declared next to the tools in packages/expenses. */
 const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
 
-export async function createApp({ config, database, auth, logger, tracing = false }: AppDependencies) {
-  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
-    onStorageError: (error, operation) => logger.error('storage failed', { operation, ...errorFields(error) }),
+export async function createApp({
+  config,
+  database,
+  auth,
+  logger,
+  tracing = false,
+  lifecycle = { draining: false },
+}: AppDependencies) {
+  const databaseState = new DependencyState(logger, 'database');
+  const identityProviderState = new DependencyState(logger, 'identity provider');
+  // Any query that got its answer means the database is back.
+  database.pool.on('release', (error: Error | undefined) => {
+    if (!error) databaseState.succeeded();
   });
+  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
+    onStorageError: (error, operation) => {
+      // An outage is logged once, when it starts; anything else (a bug) every time.
+      if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
+      else logger.error('storage failed', { operation, ...errorFields(error) });
+    },
+  });
+  const readiness = readinessCheck({ config, database, auth, databaseState, identityProviderState, lifecycle });
+  const observedAuth = observeAuthentication(auth, config, databaseState, identityProviderState, readiness);
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
     maxBodyBytes: config.maxRequestBytes,
     authInfo: (c) => {
@@ -78,28 +101,13 @@ export async function createApp({ config, database, auth, logger, tracing = fals
 
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
-    const checks: Record<string, string> = {};
-    let ok = true;
-    try {
-      await database.pool.query('SELECT 1');
-      checks.database = 'ok';
-    } catch (error) {
-      ok = false;
-      checks.database = 'unreachable';
-      logger.warn('readiness check failed', { request_id: c.get('requestId'), ...errorFields(error) });
-    }
-    // The identity provider's metadata and keys; the provider caches the result.
-    const idp = await auth.ready?.();
-    if (idp) {
-      ok &&= idp.ok;
-      Object.assign(checks, idp.checks);
-    }
-    return c.json({ status: ok ? 'ready' : 'unavailable', checks }, ok ? 200 : 503);
+    const report = await readiness.check();
+    return c.json(report.body, report.ready ? 200 : 503, { 'Cache-Control': 'no-store' });
   });
 
   auth.mount?.(app);
   app.use('/mcp', originGuard({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }));
-  app.use('/mcp', requireAuth(auth));
+  app.use('/mcp', requireAuth(observedAuth));
   // Before the scope check, so a call refused with 403 has its span too.
   if (tracing) app.use('/mcp', mcpTracing({ maxBodyBytes: config.maxRequestBytes }));
   // HTTP-level step-up: 403 insufficient_scope with every scope the call needs.
@@ -122,4 +130,108 @@ export async function createApp({ config, database, auth, logger, tracing = fals
   });
 
   return { app, close: () => endpoint.close() };
+}
+
+interface ReadinessDependencies {
+  config: ServerConfig;
+  database: Database;
+  auth: AuthProvider;
+  databaseState: DependencyState;
+  identityProviderState: DependencyState;
+  lifecycle: { readonly draining: boolean };
+}
+
+/**
+ * Readiness means "this replica can serve authenticated requests now": not draining, the
+ * database answers (every tool and the key check need it), and credentials can be verified.
+ * An identity provider that is down does not make a replica unready when it can still verify
+ * tokens: Keycloak mode with its signing keys cached, the proxy modes with their own keys.
+ * Taking every replica out for that would turn a Keycloak restart into a full outage.
+ */
+function readinessCheck({
+  config,
+  database,
+  auth,
+  databaseState,
+  identityProviderState,
+  lifecycle,
+}: ReadinessDependencies) {
+  let keysCached = false;
+  return {
+    /** A token was verified: the signing keys are in memory. */
+    keysUsed() {
+      keysCached = true;
+    },
+    async check(): Promise<{ ready: boolean; body: Record<string, unknown> }> {
+      if (lifecycle.draining) return { ready: false, body: { status: 'draining' } };
+      const bound = config.readyTimeoutMs;
+      const [databaseCheck, provider] = await Promise.all([
+        within(database.pool.query('SELECT 1'), bound, 'the database').then(
+          () => 'ok',
+          (error: unknown) => {
+            databaseState.failed('readiness check', error);
+            return 'unreachable';
+          },
+        ),
+        auth.ready ? within(auth.ready(), bound, 'the identity provider').catch(() => undefined) : undefined,
+      ]);
+      const checks: Record<string, string> = { database: databaseCheck };
+      const degraded: string[] = [];
+      let ready = databaseCheck === 'ok';
+      if (auth.ready) {
+        const providerChecks = provider?.checks ?? { identity_provider: `no answer within ${bound} ms` };
+        // The proxy's own database check is this one.
+        const { database: _same, ...own } = providerChecks;
+        Object.assign(checks, own);
+        if (provider?.ok) identityProviderState.succeeded();
+        else identityProviderState.failed('readiness check', new Error(JSON.stringify(own)));
+        if (config.authMode === 'keycloak') {
+          if (own.jwks === 'ok') keysCached = true;
+          if (own.issuer_metadata === 'issuer mismatch')
+            ready = false; // a configuration error, not an outage
+          else if (!keysCached)
+            ready = false; // no key to verify any token with yet
+          else if (!provider?.ok) degraded.push('identity provider unreachable: verifying tokens with the cached keys');
+        } else if (!provider?.ok && own.upstream !== 'ok') {
+          degraded.push('upstream identity provider unreachable: tokens already issued work, new sign-ins fail');
+        }
+      }
+      return {
+        ready,
+        body: { status: ready ? 'ready' : 'unavailable', checks, ...(degraded.length > 0 ? { degraded } : {}) },
+      };
+    },
+  };
+}
+
+/**
+ * The provider as `requireAuth` uses it, with the outcome of each check recorded: a 503 from
+ * the credential check is logged (once per outage) with its cause, which `requireAuth` does not see.
+ */
+function observeAuthentication(
+  auth: AuthProvider,
+  config: ServerConfig,
+  databaseState: DependencyState,
+  identityProviderState: DependencyState,
+  readiness: { keysUsed(): void },
+): AuthProvider {
+  // The key check reads the database; the token modes verify locally with the provider's keys.
+  const dependency = config.authMode === 'key' ? databaseState : identityProviderState;
+  return {
+    ...auth,
+    challengeParameters: () => auth.challengeParameters(),
+    async authenticate(request) {
+      try {
+        const outcome = await auth.authenticate(request);
+        if (outcome.ok && config.authMode === 'keycloak') readiness.keysUsed();
+        return outcome;
+      } catch (error) {
+        if (error instanceof AuthUnavailableError) {
+          const cause = error.cause ?? error;
+          (isDatabaseUnavailable(cause) ? databaseState : dependency).failed('credential check', cause);
+        }
+        throw error;
+      }
+    },
+  };
 }

@@ -54,6 +54,14 @@ export interface ServerConfig {
   maxRequestBytes: number;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
+  /** Longest wait for a database connection (a new one, or a free one from the pool). */
+  databaseConnectTimeoutMs: number;
+  /** Longest statement (PostgreSQL's statement_timeout); the client gives up 1 s later if the server is silent. */
+  databaseQueryTimeoutMs: number;
+  /** Longest wait for the database to close its connections at shutdown. */
+  databaseCloseTimeoutMs: number;
+  /** Longest time `/ready` spends on its checks before answering. */
+  readyTimeoutMs: number;
   /** `oauth_proxy` and `entra_proxy` modes: this server is the OAuth authorization server. */
   oauthProxy: OAuthProxyConfig | undefined;
 }
@@ -111,6 +119,10 @@ export const CONFIG_VARIABLES = [
   'MAX_REQUEST_BYTES',
   'LOG_LEVEL',
   'SHUTDOWN_TIMEOUT_MS',
+  'DATABASE_CONNECT_TIMEOUT_MS',
+  'DATABASE_QUERY_TIMEOUT_MS',
+  'DATABASE_CLOSE_TIMEOUT_MS',
+  'READY_TIMEOUT_MS',
   'KEYCLOAK_REALM_URL',
   'KEYCLOAK_REALM_INTERNAL_URL',
   'KEYCLOAK_REGISTRATION',
@@ -193,6 +205,10 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    databaseConnectTimeoutMs: integer(env, 'DATABASE_CONNECT_TIMEOUT_MS', 5_000, 100, 600_000),
+    databaseQueryTimeoutMs: integer(env, 'DATABASE_QUERY_TIMEOUT_MS', 5_000, 100, 600_000),
+    databaseCloseTimeoutMs: integer(env, 'DATABASE_CLOSE_TIMEOUT_MS', 2_000, 0, 600_000),
+    readyTimeoutMs: integer(env, 'READY_TIMEOUT_MS', 2_000, 100, 60_000),
   };
 }
 

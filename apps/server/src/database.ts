@@ -10,7 +10,10 @@ import type { ServerConfig } from './config.ts';
  * a running server's.
  */
 export async function openAppDatabase(
-  config: Pick<ServerConfig, 'databaseUrl' | 'dataDir' | 'databasePoolSize'>,
+  config: Pick<
+    ServerConfig,
+    'databaseUrl' | 'dataDir' | 'databasePoolSize' | 'databaseConnectTimeoutMs' | 'databaseQueryTimeoutMs'
+  >,
   role: 'server' | 'tool',
 ): Promise<Database> {
   const database = await openDatabase({
@@ -19,11 +22,17 @@ export async function openAppDatabase(
     maxConnections: config.databaseUrl ? config.databasePoolSize : Math.min(config.databasePoolSize, 4),
     embedded: { mustOwn: role === 'server', waitForLockMs: role === 'server' ? 15_000 : 30_000 },
     applicationName: role === 'server' ? 'mcp-expenses-server' : 'mcp-expenses-keys',
+    connectTimeoutMs: config.databaseConnectTimeoutMs,
+    queryTimeoutMs: config.databaseQueryTimeoutMs,
   });
   try {
-    await migrate(database.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
-    await migrate(database.pool, EXPENSES_NAMESPACE, expensesMigrations);
-    await migrate(database.pool, OAUTH_PROXY_NAMESPACE, oauthProxyMigrations);
+    // Without the request timeouts: waiting for another replica's migration, or building an
+    // index on a large table, may rightly take longer than any request should.
+    await database.withoutTimeouts(async (pool) => {
+      await migrate(pool, API_KEYS_NAMESPACE, apiKeyMigrations);
+      await migrate(pool, EXPENSES_NAMESPACE, expensesMigrations);
+      await migrate(pool, OAUTH_PROXY_NAMESPACE, oauthProxyMigrations);
+    });
   } catch (error) {
     await database.close();
     throw error;

@@ -1,16 +1,20 @@
-import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
+import { getRequestListener } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { createAuthProvider } from './auth.ts';
 import type { ServerConfig } from './config.ts';
 import { openAppDatabase } from './database.ts';
+import { createDrainingServer } from './drain.ts';
 import { createLogger, errorFields, type Logger } from './logger.ts';
 
 export interface RunningServer {
   /** Where it listens, e.g. http://127.0.0.1:8000 (the port is real even when 0 was asked for). */
   url: string;
-  /** Stops taking connections, drains the requests in flight, then closes the database. */
+  /**
+   * Stops taking connections and new requests, waits for the requests in flight (at most
+   * SHUTDOWN_TIMEOUT_MS), then closes the database (at most DATABASE_CLOSE_TIMEOUT_MS more,
+   * whatever the database does).
+   */
   close(): Promise<void>;
 }
 
@@ -23,18 +27,23 @@ export async function startServer(
   const database = await openAppDatabase(config, 'server');
   try {
     const auth = await createAuthProvider(config, database, logger);
+    const lifecycle = { draining: false };
     const { app, close: closeApp } = await createApp({
       config,
       database,
       auth,
       logger,
       tracing: options.tracing ?? false,
+      lifecycle,
     });
-    const httpServer = await new Promise<Server>((resolve, reject) => {
-      const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
-        resolve(server as Server),
-      );
-      server.once('error', reject);
+    const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }));
+    const httpServer = http.server;
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.port, config.host, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
     });
     const { port } = httpServer.address() as AddressInfo;
     const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -49,14 +58,25 @@ export async function startServer(
     let closing: Promise<void> | undefined;
     const close = () => {
       closing ??= (async () => {
-        const drained = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-        // Idle keep-alive sockets would hold close() open forever.
-        httpServer.closeIdleConnections();
-        const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);
-        await drained;
-        clearTimeout(timer);
+        lifecycle.draining = true;
+        const started = performance.now();
+        const { cut, refused } = await http.drain(config.shutdownTimeoutMs);
+        const drainedMs = Math.round(performance.now() - started);
+        if (cut > 0) {
+          logger.warn('drain timed out: requests in flight were cut', {
+            cut,
+            refused,
+            shutdown_timeout_ms: config.shutdownTimeoutMs,
+          });
+        } else {
+          logger.info('drained', { drained_ms: drainedMs, refused });
+        }
         await closeApp();
-        await database.close();
+        if (!(await settlesWithin(database.close(), config.databaseCloseTimeoutMs))) {
+          logger.warn('the database did not close in time; leaving its connections to the exit', {
+            database_close_timeout_ms: config.databaseCloseTimeoutMs,
+          });
+        }
         logger.info('stopped');
       })();
       return closing;
@@ -64,7 +84,26 @@ export async function startServer(
     return { url, close };
   } catch (error) {
     logger.error('start-up failed', errorFields(error));
-    await database.close();
+    await settlesWithin(database.close(), config.databaseCloseTimeoutMs);
     throw error;
+  }
+}
+
+/** Whether the promise settles (either way) within `ms`; its failure is not this caller's concern. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timedOut,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }

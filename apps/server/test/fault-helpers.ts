@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -59,7 +58,7 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
   const port = await freePort();
   const password = randomBytes(8).toString('hex');
   const passwordFile = join(root, 'pw');
-  await import('node:fs/promises').then((fs) => fs.writeFile(passwordFile, `${password}\n`, { mode: 0o644 }));
+  await writeFile(passwordFile, `${password}\n`, { mode: 0o644 });
   const init = await as(`${bin}/initdb`, [
     '-D',
     dataDir,

@@ -17,7 +17,7 @@ describe('SIGTERM under keep-alive load', () => {
     await database?.drop();
   });
 
-  test('drains: nothing cut, every acknowledged write stored once, nothing stored unacknowledged, no new work, prompt exit', async () => {
+  test('drains: nothing cut, every acknowledged write stored once, nothing stored unacknowledged, no new work, prompt exit', async (t) => {
     const shutdownTimeoutMs = 20_000;
     const server = await spawnServer({
       DATABASE_URL: database.url,
@@ -34,16 +34,21 @@ describe('SIGTERM under keep-alive load', () => {
       const signalled = Date.now();
       const exitCode = server.stop();
       // Clients keep sending on their keep-alive sockets until the server stops answering.
+      let timer: NodeJS.Timeout | undefined;
       const code = await Promise.race([
         exitCode,
-        new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 60_000)),
+        new Promise<'still running'>((resolve) => {
+          timer = setTimeout(() => resolve('still running'), 60_000);
+        }),
       ]);
+      clearTimeout(timer);
       const exitedAfterMs = Date.now() - signalled;
       load.stop();
       const report = await load.done;
       const stored = await storedMarkers(database.url, 'drain');
 
-      const context = JSON.stringify({ byOutcome: report.byOutcome, exitedAfterMs, code });
+      const context = JSON.stringify({ byOutcome: report.byOutcome, stored: stored.size, exitedAfterMs, code });
+      t.diagnostic(context);
       assert.equal(code, 0, `the process exits cleanly: ${context}`);
       assert.equal(report.byOutcome.reset ?? 0, 0, `no request was cut: ${context}`);
       for (const marker of report.acknowledged) {

@@ -9,7 +9,22 @@ export interface Database {
   kind: 'postgres' | 'embedded';
   /** Where the data lives, safe to log (no password). */
   location: string;
+  /**
+   * Runs `work` on a pool of one connection without the statement and query timeouts, then
+   * closes it: for migrations, whose lock waits and index builds may rightly take long.
+   */
+  withoutTimeouts<T>(work: (pool: pg.Pool) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+async function onSeparatePool<T>(config: pg.PoolConfig, work: (pool: pg.Pool) => Promise<T>): Promise<T> {
+  const pool = new pg.Pool({ ...config, max: 1 });
+  pool.on('error', () => {});
+  try {
+    return await work(pool);
+  } finally {
+    await pool.end();
+  }
 }
 
 export interface OpenDatabaseOptions {
@@ -20,20 +35,55 @@ export interface OpenDatabaseOptions {
   maxConnections?: number;
   embedded?: Pick<EmbeddedServerOptions, 'mustOwn' | 'waitForLockMs'>;
   applicationName?: string;
+  /**
+   * Longest wait for a connection, new or from the pool (default 5000 ms). Without it a
+   * request waits as long as an unresponsive server (a frozen host, a partition) keeps it.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Longest statement (default 5000 ms): PostgreSQL cancels it (`statement_timeout`, servers
+   * by URL only: the embedded socket takes no session settings), and the client gives up
+   * `CLIENT_GRACE_MS` later if the server itself does not answer; that connection is then dropped.
+   */
+  queryTimeoutMs?: number;
 }
+
+/** How much longer than statement_timeout the client waits, so the server's cancel normally wins. */
+const CLIENT_GRACE_MS = 1_000;
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<Database> {
   const applicationName = options.applicationName ?? 'mcp-auth-stack';
+  const queryTimeoutMs = options.queryTimeoutMs ?? 5_000;
+  const bounds = {
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+    query_timeout: queryTimeoutMs + CLIENT_GRACE_MS,
+  };
   if (options.url) {
     const pool = new pg.Pool({
       connectionString: options.url,
       max: options.maxConnections ?? 10,
       application_name: applicationName,
+      statement_timeout: queryTimeoutMs,
+      ...bounds,
     });
     pool.on('error', () => {
       // An idle client lost its connection; the pool replaces it. Without a listener, Node exits.
     });
-    return { pool, kind: 'postgres', location: redactUrl(options.url), close: () => pool.end() };
+    return {
+      pool,
+      kind: 'postgres',
+      location: redactUrl(options.url),
+      withoutTimeouts: (work) =>
+        onSeparatePool(
+          {
+            connectionString: options.url,
+            application_name: applicationName,
+            connectionTimeoutMillis: bounds.connectionTimeoutMillis,
+          },
+          work,
+        ),
+      close: () => pool.end(),
+    };
   }
   if (!options.dataDir) throw new Error('openDatabase needs a url or a dataDir');
   const maxConnections = options.maxConnections ?? 4;
@@ -44,18 +94,19 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     ...options.embedded,
     maxConnections: maxConnections + 2,
   });
-  const pool = new pg.Pool({
+  const connection = {
     host: embedded.socketDir,
     user: 'postgres',
     database: 'postgres',
-    max: maxConnections,
     application_name: applicationName,
-  });
+  };
+  const pool = new pg.Pool({ ...connection, max: maxConnections, ...bounds });
   pool.on('error', () => {});
   return {
     pool,
     kind: 'embedded',
     location: `${options.dataDir} (embedded PGlite${embedded.owner ? '' : ', shared with a running process'})`,
+    withoutTimeouts: (work) => onSeparatePool(connection, work),
     async close() {
       await pool.end();
       await embedded.stop();
@@ -72,4 +123,32 @@ export function redactUrl(url: string): string {
   } catch {
     return '(unparseable database URL)';
   }
+}
+
+/** SQLSTATE classes and codes that mean "the database cannot serve now", not "this statement is wrong". */
+const UNAVAILABLE_SQLSTATES = /^(08|53|57P0[1-4]|57014|58)/;
+const UNAVAILABLE_NODE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ENOENT',
+]);
+const UNAVAILABLE_MESSAGES =
+  /timeout exceeded when trying to connect|Query read timeout|Connection terminated|connection error and is not queryable|Client was closed|Cannot use a pool after calling end/i;
+
+/**
+ * Whether an error from `pg` says the database is unreachable, overloaded, restarting or too
+ * slow (connection refused or reset, a connect or query timeout, the server shutting down, a
+ * statement cancelled by statement_timeout), as opposed to a problem with the statement itself.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && (UNAVAILABLE_SQLSTATES.test(code) || UNAVAILABLE_NODE_CODES.has(code))) return true;
+  if (UNAVAILABLE_MESSAGES.test(error.message)) return true;
+  return error.cause !== undefined && isDatabaseUnavailable(error.cause);
 }
