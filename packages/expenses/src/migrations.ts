@@ -1,5 +1,11 @@
 import type { Migration } from '@mcp-auth-stack/database';
-import { CATEGORIES, MAX_AMOUNT, MAX_DESCRIPTION_LENGTH, PAYMENT_METHODS } from './model.ts';
+import {
+  CATEGORIES,
+  MAX_AMOUNT,
+  MAX_DESCRIPTION_LENGTH,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  PAYMENT_METHODS,
+} from './model.ts';
 
 const list = (values: readonly string[]) => values.map((value) => `'${value}'`).join(', ');
 
@@ -24,6 +30,17 @@ export const expensesMigrations: Migration[] = [
       -- It holds the whole sort key, so "newest 10" stays an index range scan however many
       -- expenses share a date.
       CREATE INDEX expenses_user_date_idx ON expenses (user_id, date DESC, created_at DESC, id);
+    `,
+  },
+  {
+    version: 2,
+    name: 'idempotency keys of add_user_expense',
+    sql: `
+      -- Kept on the expense itself, so the key and the write it guards commit together.
+      ALTER TABLE expenses ADD COLUMN idempotency_key text
+        CHECK (char_length(idempotency_key) BETWEEN 1 AND ${MAX_IDEMPOTENCY_KEY_LENGTH});
+      CREATE UNIQUE INDEX expenses_user_idempotency_key_idx ON expenses (user_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
     `,
   },
 ];

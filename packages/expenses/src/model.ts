@@ -9,6 +9,7 @@ export type PaymentMethod = (typeof PAYMENT_METHODS)[number];
 export const MAX_AMOUNT = 1_000_000;
 export const MAX_DESCRIPTION_LENGTH = 500;
 export const MAX_LIST_LIMIT = 200;
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 const EARLIEST_DATE = '1970-01-01';
 const LATEST_DATE = '2100-12-31';
 
@@ -39,6 +40,16 @@ export const amount = z
   .positive('must be greater than 0')
   .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`)
   .refine((value) => /^\d+(\.\d{1,2})?$/.test(String(value)), 'must have at most 2 decimal places');
+
+/**
+ * A key the client chooses for one expense (a UUID, say): a retry with the same key returns
+ * the expense the first call added instead of adding it again.
+ */
+export const idempotencyKey = z
+  .string()
+  .min(1)
+  .max(MAX_IDEMPOTENCY_KEY_LENGTH)
+  .regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces (a UUID, for example)');
 
 /** Money as Postgres numeric text with two decimals ("20.00"): exact, never a binary float. */
 export const money = z.string().regex(/^-?\d+\.\d{2}$/);

@@ -33,6 +33,50 @@ export class ExpenseRepository {
     return rows[0] as Expense;
   }
 
+  /**
+   * Adds the expense unless this user already added one under `key`: then that one is
+   * returned (`replayed`), or, when its content differs, `conflict` names it and nothing is
+   * stored. Concurrent calls with one key store one row (the unique index decides).
+   */
+  async addOnce(
+    userId: string,
+    input: NewExpense,
+    key: string,
+  ): Promise<{ expense: Expense; replayed: boolean } | { conflict: Expense }> {
+    const values = [
+      userId,
+      input.date,
+      amountText(input.amount),
+      input.category,
+      input.description,
+      input.payment_method,
+      key,
+    ];
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const inserted = await this.#pool.query<Expense>({
+        text: `INSERT INTO expenses (user_id, date, amount, category, description, payment_method, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+               RETURNING ${COLUMNS}`,
+        values,
+      });
+      if (inserted.rows[0]) return { expense: inserted.rows[0], replayed: false };
+      const existing = await this.#pool.query<Expense & { same: boolean }>({
+        text: `SELECT ${COLUMNS},
+                 (date = $2::date AND amount = $3::numeric AND category = $4 AND description = $5
+                  AND payment_method = $6) AS same
+               FROM expenses WHERE user_id = $1 AND idempotency_key = $7`,
+        values,
+      });
+      const row = existing.rows[0];
+      // Deleted between the two statements: try the insert once more.
+      if (!row) continue;
+      const { same, ...expense } = row;
+      return same ? { expense, replayed: true } : { conflict: expense };
+    }
+    throw new Error('The expense under this idempotency key changed twice while it was being added.');
+  }
+
   async list(userId: string, filter: ExpenseFilter = {}): Promise<Expense[]> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
     const { rows } = await this.#pool.query<Expense>({

@@ -10,6 +10,7 @@ import {
   type Expense,
   expense,
   expenseDescription,
+  idempotencyKey,
   MAX_LIST_LIMIT,
   money,
   PAYMENT_METHODS,
@@ -29,6 +30,12 @@ export interface ExpensesServerOptions {
 
 /** What a caller reads when the database failed: nothing internal. */
 export const STORAGE_ERROR_MESSAGE = 'The expenses database did not answer. Try again in a moment.';
+
+/**
+ * A write that failed on the way back may have been stored: say how to retry without a double.
+ */
+const ADD_RETRY_HINT =
+  ' The expense may or may not have been added: retry with the same idempotency_key (it will not be added twice), or check get_user_expenses before retrying without one.';
 
 const RECENT_RESOURCE_LIMIT = 20;
 
@@ -81,12 +88,12 @@ const scopesMeta = (tool: string) => ({ 'mcp-auth-stack/required-scopes': EXPENS
  * argument, and every query is scoped to that caller.
  */
 export function createExpensesServer(repository: ExpenseRepository, options: ExpensesServerOptions = {}): McpServer {
-  const stored = async <T>(operation: string, work: () => Promise<T>): Promise<T> => {
+  const stored = async <T>(operation: string, work: () => Promise<T>, hint = ''): Promise<T> => {
     try {
       return await work();
     } catch (error) {
       options.onStorageError?.(error, operation);
-      throw new Error(STORAGE_ERROR_MESSAGE);
+      throw new Error(STORAGE_ERROR_MESSAGE + hint);
     }
   };
   const server = new McpServer(
@@ -101,22 +108,40 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     'add_user_expense',
     {
       title: 'Add expense',
-      description: 'Record one expense for the signed-in user.',
+      description:
+        'Record one expense for the signed-in user. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.',
       inputSchema: {
         date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),
         category: z.enum(CATEGORIES).describe('What kind of expense'),
         description: expenseDescription.describe('What was bought'),
         payment_method: z.enum(PAYMENT_METHODS).describe('How it was paid'),
+        idempotency_key: idempotencyKey
+          .optional()
+          .describe(
+            'Optional: a key of your choice (a UUID) for this one expense, unique per user; reuse it only to retry the same expense',
+          ),
       },
       outputSchema: { expense },
       _meta: scopesMeta('add_user_expense'),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     },
-    async (input, extra) => {
+    async ({ idempotency_key: key, ...input }, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
-      const added = await stored('add_user_expense', () => repository.add(userId, input));
-      return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
+      if (key === undefined) {
+        const added = await stored('add_user_expense', () => repository.add(userId, input), ADD_RETRY_HINT);
+        return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
+      }
+      const outcome = await stored('add_user_expense', () => repository.addOnce(userId, input, key), ADD_RETRY_HINT);
+      if ('conflict' in outcome) {
+        return toolError(
+          `The idempotency_key ${JSON.stringify(key)} was already used for a different expense (${outcome.conflict.id}: ${describeExpense(outcome.conflict)}); nothing was added. Use a new key for a new expense.`,
+        );
+      }
+      // A retry gets exactly what the first call got.
+      return result(`Added expense ${outcome.expense.id}: ${describeExpense(outcome.expense)}`, {
+        expense: outcome.expense,
+      });
     },
   );
 
