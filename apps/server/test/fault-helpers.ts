@@ -141,6 +141,10 @@ export type Outcome =
 
 export interface CallResult {
   outcome: Outcome;
+  /** How long the call took, from sending to its outcome. */
+  ms?: number;
+  /** When it ended (performance.now()). */
+  at?: number;
   status?: number;
   connectionClose?: boolean;
   body?: unknown;
@@ -231,8 +235,11 @@ export function keepAliveWriters(options: {
   clients: number;
   socketsPerClient: number;
   prefix: string;
-  /** Extra tool arguments for every call (e.g. an idempotency key maker). */
-  extraArguments?: (marker: string) => Record<string, unknown>;
+  /**
+   * Each write carries its marker as `idempotency_key`, and a write that was not acknowledged
+   * is retried (same marker, same key) until it is: what a careful client does.
+   */
+  retryWithKey?: boolean;
 }): { stop(): void; done: Promise<LoadReport>; count(outcome: Outcome): number } {
   let stopped = false;
   const results: CallResult[] = [];
@@ -247,6 +254,7 @@ export function keepAliveWriters(options: {
         (async () => {
           for (let seq = 0; !stopped; seq++) {
             const marker = `${options.prefix}-${client}-${lane}-${seq}`;
+            const started = performance.now();
             const result = await callTool(
               options.mcpUrl,
               agent,
@@ -258,13 +266,19 @@ export function keepAliveWriters(options: {
                 category: 'other',
                 description: marker,
                 payment_method: 'cash',
-                ...options.extraArguments?.(marker),
+                ...(options.retryWithKey ? { idempotency_key: marker } : {}),
               },
               marker,
             );
+            result.at = performance.now();
+            result.ms = result.at - started;
             results.push(result);
             // Nothing listens any more: this client is done.
             if (result.outcome === 'connection_refused') return;
+            if (options.retryWithKey && result.outcome !== 'acknowledged') {
+              seq -= 1; // the same marker again, after a pause
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
           }
         })(),
       );

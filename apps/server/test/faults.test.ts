@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { createKeys, keepAliveWriters, storedMarkers, until } from './fault-helpers.ts';
+import {
+  createKeys,
+  keepAliveWriters,
+  type OwnPostgres,
+  startOwnPostgres,
+  storedMarkers,
+  until,
+} from './fault-helpers.ts';
 import { spawnServer } from './helpers.ts';
 
 /**
@@ -74,6 +81,140 @@ describe('SIGTERM under keep-alive load', () => {
       assert.doesNotMatch(server.output(), /drain timed out/);
     } finally {
       load.stop();
+      await server.stop().catch(() => undefined);
+    }
+  });
+});
+
+/** GET /ready on a fresh connection; `undefined` when it does not answer within `ms`. */
+async function ready(url: string, ms: number): Promise<{ status: number; body: Record<string, unknown> } | undefined> {
+  try {
+    const response = await fetch(`${url}/ready`, { signal: AbortSignal.timeout(ms) });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  } catch {
+    return undefined;
+  }
+}
+
+describe('PostgreSQL frozen, killed and restarted under load', () => {
+  let postgres: OwnPostgres;
+  before(async () => {
+    postgres = await startOwnPostgres();
+  });
+  after(async () => {
+    await postgres?.thaw().catch(() => undefined);
+    await postgres?.destroy();
+  });
+
+  test('bounded errors, recovery after each fault, nothing lost or doubled with idempotency keys; shutdown bounded while frozen', async (t) => {
+    const shutdownTimeoutMs = 5_000;
+    const databaseCloseTimeoutMs = 1_000;
+    const server = await spawnServer({
+      DATABASE_URL: postgres.url,
+      MCP_AUTH_PROVIDER: 'key',
+      SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
+      DATABASE_CONNECT_TIMEOUT_MS: '1000',
+      DATABASE_QUERY_TIMEOUT_MS: '1000',
+      DATABASE_CLOSE_TIMEOUT_MS: String(databaseCloseTimeoutMs),
+      READY_TIMEOUT_MS: '1000',
+    });
+    const keys = [...(await createKeys(postgres.url, ['pg-a', 'pg-b'])).values()];
+    const load = keepAliveWriters({
+      mcpUrl: server.mcpUrl,
+      keys,
+      clients: 3,
+      socketsPerClient: 2,
+      prefix: 'pgfault',
+      retryWithKey: true,
+    });
+    const recovers = async (what: string) => {
+      const before = load.count('acknowledged');
+      await until(() => load.count('acknowledged') >= before + 30, 60_000, `writes acknowledged again after ${what}`);
+    };
+    try {
+      await until(() => load.count('acknowledged') >= 50, 60_000, '50 acknowledged writes');
+
+      // Frozen (a partition, a stuck failover): requests fail within their bounds, /ready answers.
+      await postgres.freeze();
+      const frozenAt = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const frozenReady = await ready(server.url, 5_000);
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      await postgres.thaw();
+      const thawedAt = performance.now();
+      assert.equal(
+        frozenReady?.status,
+        503,
+        `/ready answers 503 while the database is frozen: ${JSON.stringify(frozenReady)}`,
+      );
+      assert.deepEqual(frozenReady?.body.checks, { database: 'unreachable' });
+      await recovers('the freeze');
+      assert.equal((await ready(server.url, 5_000))?.status, 200, '/ready is 200 again');
+
+      // kill -9, down for 3 s, started again.
+      await postgres.kill();
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await postgres.start();
+      await recovers('kill -9');
+
+      // A clean restart (pg_ctl restart -m fast).
+      await postgres.stop();
+      await postgres.start();
+      await recovers('the restart');
+
+      load.stop();
+      const report = await load.done;
+      const stored = await storedMarkers(postgres.url, 'pgfault');
+      const failedDuringFreeze = report.results.filter(
+        (r) => r.outcome !== 'acknowledged' && (r.at ?? 0) > frozenAt && (r.at ?? 0) <= thawedAt,
+      );
+      const slowest = Math.max(...report.results.map((r) => r.ms ?? 0));
+      const retried = new Set(report.results.filter((r) => r.outcome !== 'acknowledged').map((r) => r.marker));
+      const context = JSON.stringify({
+        byOutcome: report.byOutcome,
+        stored: stored.size,
+        failedDuringFreeze: failedDuringFreeze.length,
+        retriedMarkers: retried.size,
+        slowestMs: Math.round(slowest),
+      });
+      t.diagnostic(context);
+
+      assert.equal(report.byOutcome.reset ?? 0, 0, `no connection was cut: ${context}`);
+      assert.ok(
+        failedDuringFreeze.length > 0,
+        `requests failed (cleanly) during the freeze instead of hanging: ${context}`,
+      );
+      // Generous: the bounds are 1 s to connect and 2 s per statement, two database steps per
+      // call; unbounded, a call waits out the whole 8 s freeze.
+      assert.ok(slowest < 7_500, `every call answered within its bounds: ${context}`);
+      for (const marker of report.acknowledged) {
+        assert.equal(stored.get(marker), 1, `acknowledged ${marker} stored exactly once: ${context}`);
+      }
+      for (const [marker, count] of stored) {
+        assert.equal(count, 1, `${marker} stored once, however often it was retried`);
+      }
+      // The outage was logged with its cause, once per outage rather than per request.
+      const output = server.output();
+      const outages = output.split('\n').filter((line) => line.includes('"msg":"database unavailable"'));
+      assert.ok(outages.length >= 1 && outages.length <= 10, `${outages.length} outage lines:\n${outages.join('\n')}`);
+      assert.ok(outages.length < failedDuringFreeze.length, 'fewer lines than failed requests');
+      assert.match(output, /"msg":"database available again"/);
+      assert.ok(!output.includes(new URL(postgres.url).password), 'the database password is never logged');
+
+      // SIGTERM while the database is frozen: the process still exits, within its bounds.
+      await postgres.freeze();
+      const signalled = performance.now();
+      const code = await server.stop();
+      const exitedAfterMs = performance.now() - signalled;
+      await postgres.thaw();
+      assert.equal(code, 0);
+      assert.ok(
+        exitedAfterMs < shutdownTimeoutMs + databaseCloseTimeoutMs + 3_000,
+        `exited ${Math.round(exitedAfterMs)} ms after SIGTERM with the database frozen`,
+      );
+    } finally {
+      load.stop();
+      await postgres.thaw().catch(() => undefined);
       await server.stop().catch(() => undefined);
     }
   });
