@@ -28,6 +28,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (++signals > 1) process.exit(130); // a second Ctrl-C does not wait
     logger.info('shutting down', { signal });
+    // The drain and the database close are bounded each; this is the backstop if anything
+    // else (telemetry's export, a bug) would hold the exit.
+    setTimeout(
+      () => {
+        logger.error('shutdown overran its bounds; exiting now');
+        process.exit(1);
+      },
+      config.shutdownTimeoutMs + config.databaseCloseTimeoutMs + 5_000,
+    ).unref();
     server
       .close()
       .then(() => telemetry.shutdown())
