@@ -335,10 +335,14 @@ module server 'modules/container-app.bicep' = {
     concurrentRequests: serverConcurrentRequests
     cpu: '0.5'
     memory: '1Gi'
+    // Liveness: the process answers (/health). Readiness: this replica can serve authenticated
+    // requests now (/ready: the database answers within READY_TIMEOUT_MS, 2 s, below the probe's
+    // 3 s; a Keycloak outage does not fail it while the signing keys are cached; 503 from SIGTERM
+    // on). The same split as compose's healthcheck and docs/decisions.md.
     probes: [
       { type: 'Startup', httpGet: { path: '/health', port: 8000 }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
-      { type: 'Liveness', httpGet: { path: '/health', port: 8000 }, periodSeconds: 15, failureThreshold: 3 }
-      { type: 'Readiness', httpGet: { path: '/ready', port: 8000 }, periodSeconds: 10, failureThreshold: 3 }
+      { type: 'Liveness', httpGet: { path: '/health', port: 8000 }, periodSeconds: 15, failureThreshold: 3, timeoutSeconds: 3 }
+      { type: 'Readiness', httpGet: { path: '/ready', port: 8000 }, periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 3 }
     ]
   }
 }
