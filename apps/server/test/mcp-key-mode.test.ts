@@ -235,7 +235,11 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
       await stack.sql.query('ALTER TABLE expenses_away RENAME TO expenses');
     }
     assert.equal(result.isError, true);
-    assert.equal(text(result), 'The expenses database did not answer. Try again in a moment.');
+    // A failed write also says how to retry it without storing it twice.
+    assert.equal(
+      text(result),
+      'The expenses database did not answer. Try again in a moment. The expense may or may not have been added: retry with the same idempotency_key (it will not be added twice), or check get_user_expenses before retrying without one.',
+    );
     const logged = stack.logs.find((line) => line.includes('"msg":"storage failed"')) ?? '';
     assert.match(logged, /"operation":"add_user_expense"/);
     assert.match(logged, /relation \\"expenses\\" does not exist/);
