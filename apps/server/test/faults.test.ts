@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Agent, request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import {
@@ -9,7 +10,7 @@ import {
   storedMarkers,
   until,
 } from './fault-helpers.ts';
-import { spawnServer } from './helpers.ts';
+import { spawnServer, startTestStack } from './helpers.ts';
 
 /**
  * Faults under load, against the server as its own process: every assertion is on what the
@@ -82,6 +83,78 @@ describe('SIGTERM under keep-alive load', () => {
     } finally {
       load.stop();
       await server.stop().catch(() => undefined);
+    }
+  });
+});
+
+describe('the drain, one connection at a time', () => {
+  test('in flight: the response carries Connection: close and its socket closes; an idle keep-alive socket gets 503 draining', async () => {
+    const stack = await startTestStack();
+    const key = (await stack.keys.create({ userId: 'drain-one' })).secret;
+    const busy = new Agent({ keepAlive: true, maxSockets: 1 });
+    const idle = new Agent({ keepAlive: true, maxSockets: 1 });
+    let closed: Promise<void> | undefined;
+    const get = (path: string) =>
+      new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+        httpRequest(`${stack.url}${path}`, { agent: idle }, (response) => {
+          let body = '';
+          response.on('data', (chunk) => (body += chunk));
+          response.on('end', () =>
+            resolve({ status: response.statusCode ?? 0, connection: response.headers.connection, body }),
+          );
+        })
+          .on('error', reject)
+          .end();
+      });
+    try {
+      // A keep-alive socket that has served one request and now waits.
+      assert.equal((await get('/health')).status, 200);
+      // A request whose body is still coming when the drain starts.
+      let socketClosed = false;
+      const inFlight = httpRequest(stack.mcpUrl, {
+        method: 'POST',
+        agent: busy,
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'transfer-encoding': 'chunked',
+        },
+      });
+      inFlight.on('socket', (socket) => socket.on('close', () => (socketClosed = true)));
+      const answered = new Promise<{ status: number; connection: string | undefined; body: string }>(
+        (resolve, reject) => {
+          inFlight.on('response', (response) => {
+            let body = '';
+            response.on('data', (chunk) => (body += chunk));
+            response.on('end', () =>
+              resolve({ status: response.statusCode ?? 0, connection: response.headers.connection, body }),
+            );
+          });
+          inFlight.on('error', reject);
+        },
+      );
+      inFlight.write('{"jsonrpc":"2.0","id":7,');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      closed = stack.close();
+      // New work on the old, idle socket: refused before it runs.
+      const ready = await get('/ready');
+      assert.deepEqual(
+        [ready.status, ready.connection, JSON.parse(ready.body)],
+        [503, 'close', { status: 'draining' }],
+      );
+      inFlight.end('"method":"ping"}');
+      const reply = await answered;
+      assert.deepEqual(
+        [reply.status, reply.connection, JSON.parse(reply.body)],
+        [200, 'close', { jsonrpc: '2.0', id: 7, result: {} }],
+      );
+      await closed;
+      await until(() => socketClosed, 5_000, 'the socket of the last response to close');
+    } finally {
+      busy.destroy();
+      idle.destroy();
+      await (closed ?? stack.close());
     }
   });
 });
