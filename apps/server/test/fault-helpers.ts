@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
@@ -74,9 +75,8 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
   const options = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${root} -c fsync=off -c max_connections=60`;
   const pgCtl = (args: string[]) => as(`${bin}/pg_ctl`, ['-D', dataDir, ...args]);
   const pids = async (): Promise<number[]> => {
-    const head = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
-    const children = await run('pgrep', ['-P', String(head)]);
-    return [head, ...children.stdout.split('\n').filter(Boolean).map(Number)];
+    const postmaster = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    return [postmaster, ...(await childrenOf(postmaster))];
   };
   const start = async () => {
     const started = await pgCtl(['-o', options, '-l', join(root, 'log'), '-w', '-t', '60', 'start']);
@@ -98,12 +98,10 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       for (const pid of await pids()) process.kill(pid, 'SIGCONT');
     },
     async kill() {
-      for (const pid of await pids()) process.kill(pid, 'SIGKILL');
-      // The backends notice the postmaster's death and go too; wait for the port to be free.
-      for (let i = 0; i < 100; i++) {
-        if ((await run('pgrep', ['-f', `-D ${dataDir}`])).stdout.trim() === '') break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      const all = await pids();
+      for (const pid of all) process.kill(pid, 'SIGKILL');
+      // Wait until every one of them is gone, so the port and the data directory are free.
+      for (let i = 0; i < 200 && all.some(alive); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     },
     async stop() {
       await pgCtl(['-m', 'fast', '-w', 'stop']);
@@ -114,6 +112,29 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/** The processes whose parent is `pid` (from /proc: no procps needed). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === pid) children.push(Number(entry));
+  }
+  return children;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    // A zombie (killed, not yet reaped by its parent) still answers signal 0.
+    return !/^\S+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** API keys with the ordinary user scopes, created straight in the server's database. */
