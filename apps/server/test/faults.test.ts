@@ -251,6 +251,13 @@ describe('PostgreSQL frozen, killed and restarted under load', () => {
         slowestMs: Math.round(slowest),
       });
       t.diagnostic(context);
+      t.diagnostic(
+        server
+          .output()
+          .split('\n')
+          .filter((line) => /database (unavailable|available again)/.test(line))
+          .join('\n'),
+      );
 
       assert.equal(report.byOutcome.reset ?? 0, 0, `no connection was cut: ${context}`);
       assert.ok(
@@ -271,6 +278,11 @@ describe('PostgreSQL frozen, killed and restarted under load', () => {
       const outages = output.split('\n').filter((line) => line.includes('"msg":"database unavailable"'));
       assert.ok(outages.length >= 1 && outages.length <= 10, `${outages.length} outage lines:\n${outages.join('\n')}`);
       assert.ok(outages.length < failedDuringFreeze.length, 'fewer lines than failed requests');
+      for (const line of outages) {
+        const logged = JSON.parse(line) as { level: string; where?: string; error?: string };
+        assert.equal(logged.level, 'error');
+        assert.ok(logged.where && logged.error, `says where and why: ${line}`);
+      }
       assert.match(output, /"msg":"database available again"/);
       assert.ok(!output.includes(new URL(postgres.url).password), 'the database password is never logged');
 
