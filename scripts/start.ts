@@ -9,10 +9,10 @@
  * shows it once.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { resolve } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { directory } from '@mcp-auth-stack/config';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
 
@@ -65,7 +65,7 @@ if (wholeStack) {
   keycloakStarting = startKeycloak({
     httpPort: keycloakPort,
     managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
-    instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
+    instanceDir: directory(process.env, 'KEYCLOAK_DATA_DIR', KEYCLOAK_DATA_DIR_DEFAULT),
     ifRunning: 'reuse',
     realmEnv: {
       MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp`,

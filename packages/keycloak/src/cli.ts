@@ -1,7 +1,8 @@
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEMO_USERS, KEYCLOAK_VERSION, REALM_CLIENTS, REALM_FILE } from './realm.ts';
+import { directory } from '@mcp-auth-stack/config';
+import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, KEYCLOAK_VERSION, REALM_CLIENTS, REALM_FILE } from './realm.ts';
 import { type RunningKeycloak, startKeycloak } from './server.ts';
 
 const USAGE = `Usage: pnpm keycloak [--port 8080] [--management-port 9000] [--data-dir DIR] [--fresh]
@@ -17,8 +18,6 @@ stops it on Ctrl-C or SIGTERM.
 
 The realm file's placeholders come from the environment, e.g. MCP_SERVER_RESOURCE_URL
 (default http://localhost:8000/mcp) and KEYCLOAK_AGENT_CLIENT_SECRET.`;
-
-const REPO_ROOT = resolve(import.meta.dirname, '../../..');
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -40,7 +39,12 @@ async function main(): Promise<void> {
     9000,
     '--management-port',
   );
-  const instanceDir = resolve(REPO_ROOT, values['data-dir'] ?? process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak');
+  // Relative to the working directory, as every path variable (the repository root under pnpm).
+  const instanceDir = directory(
+    { KEYCLOAK_DATA_DIR: values['data-dir'] ?? process.env.KEYCLOAK_DATA_DIR },
+    'KEYCLOAK_DATA_DIR',
+    KEYCLOAK_DATA_DIR_DEFAULT,
+  );
   if (values.fresh) await rm(resolve(instanceDir, 'data'), { recursive: true, force: true });
 
   const keycloak = await startKeycloak({

@@ -5,6 +5,9 @@ export const KEYCLOAK_VERSION = '26.7.3';
 
 export const REALM_NAME = 'mcp';
 
+/** Where `pnpm keycloak` and `pnpm start` keep Keycloak's home (KEYCLOAK_DATA_DIR), relative to the working directory. */
+export const KEYCLOAK_DATA_DIR_DEFAULT = '.data/keycloak';
+
 /** `keycloak/realm-mcp.json` at the root of the repository, the one realm every way of running Keycloak imports. */
 export const REALM_FILE = resolve(import.meta.dirname, '../../../keycloak/realm-mcp.json');
 

@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
@@ -103,6 +103,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const report = (phase: KeycloakPhase, message: string) =>
     options.onProgress?.({ phase, message, elapsedMs: Date.now() - startedAt });
   const env = options.env ?? process.env;
+  // Absolute from here on: the instance links to the distribution and runs kc.sh from its folder.
+  const keptDir = options.instanceDir === undefined ? undefined : resolve(options.instanceDir);
   const httpPort = options.httpPort ?? 8080;
   const managementPort = options.managementPort ?? 9000;
   const bindHost = options.bindHost ?? '127.0.0.1';
@@ -121,8 +123,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
     if (options.ifRunning === 'reuse') {
       // When the running one is this data folder's own (its pid file names a live process), it
       // may have been imported with other values; a Keycloak of another folder says nothing here.
-      if (options.instanceDir && (await runsFrom(options.instanceDir))) {
-        await refuseOtherRealmValues(options.instanceDir, await realmUrlValues(env, options), report);
+      if (keptDir && (await runsFrom(keptDir))) {
+        await refuseOtherRealmValues(keptDir, await realmUrlValues(env, options), report);
       }
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
@@ -145,7 +147,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const java = await findJava(env);
   report('java', `Java ${java.version} in ${java.javaHome}`);
   const distribution = await ensureDistribution({
-    ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+    ...(options.cacheDir ? { cacheDir: resolve(options.cacheDir) } : {}),
     env,
     javaHome: java.javaHome,
     onProgress: (message) => report('distribution', message),
@@ -153,8 +155,8 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   if (distribution.source !== 'cache')
     report('distribution', `Keycloak ${distribution.version} ready in ${distribution.home}`);
 
-  const temporary = !options.instanceDir;
-  const instanceDir = options.instanceDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
+  const temporary = !keptDir;
+  const instanceDir = keptDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
   const pidFile = join(instanceDir, 'keycloak.pid');
   await refuseSharedInstance(pidFile, instanceDir);
   const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
