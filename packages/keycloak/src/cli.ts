@@ -2,7 +2,14 @@ import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { directory } from '@mcp-auth-stack/config';
-import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, KEYCLOAK_VERSION, REALM_CLIENTS, REALM_FILE } from './realm.ts';
+import {
+  DEMO_USERS,
+  KEYCLOAK_DATA_DIR_DEFAULT,
+  KEYCLOAK_VERSION,
+  REALM_CLIENTS,
+  REALM_FILE,
+  servedUrls,
+} from './realm.ts';
 import { type RunningKeycloak, startKeycloak } from './server.ts';
 
 const USAGE = `Usage: pnpm keycloak [--port 8080] [--management-port 9000] [--data-dir DIR] [--fresh]
@@ -16,8 +23,11 @@ stops it on Ctrl-C or SIGTERM.
                      (env KEYCLOAK_DATA_DIR, default .data/keycloak)
   --fresh            delete the database first, so the realm file is imported again
 
-The realm file's placeholders come from the environment, e.g. MCP_SERVER_RESOURCE_URL
-(default http://localhost:8000/mcp) and KEYCLOAK_AGENT_CLIENT_SECRET.`;
+The realm is imported for the MCP server that the same environment starts: its URL is
+MCP_SERVER_BASE_URL, else http://localhost:$PORT (PORT default 8000); MCP_SERVER_RESOURCE_URL
+overrides the token audience. A kept realm whose URLs differ is updated through the admin API
+(users, their ids and registered clients stay). The other placeholders of the realm file come
+from the environment, e.g. KEYCLOAK_AGENT_CLIENT_SECRET.`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -51,6 +61,7 @@ async function main(): Promise<void> {
     httpPort,
     managementPort,
     instanceDir,
+    realmEnv: servedUrls(process.env),
     ifRunning: 'reuse',
     onProgress: ({ phase, message, elapsedMs }) =>
       console.log(`[keycloak ${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`),

@@ -11,6 +11,7 @@ export {
   REALM_FEATURES,
   REALM_FILE,
   REALM_NAME,
+  servedUrls,
 } from './realm.ts';
 export {
   type KeycloakPhase,
