@@ -61,6 +61,7 @@ async function main(): Promise<void> {
     httpPort,
     managementPort,
     instanceDir,
+    portVariables: { http: '--port (KEYCLOAK_PORT)', management: '--management-port (KEYCLOAK_MANAGEMENT_PORT)' },
     realmEnv: servedUrls(process.env),
     ifRunning: 'reuse',
     onProgress: ({ phase, message, elapsedMs }) =>

@@ -32,6 +32,11 @@ export interface StartKeycloakOptions {
   httpPort?: number;
   /** Port of `/health/ready` (Keycloak's management interface). Default 9000. */
   managementPort?: number;
+  /**
+   * How the caller's user sets the two ports (e.g. KEYCLOAK_PORT), named when a port is taken.
+   * Default: the option names.
+   */
+  portVariables?: { http: string; management: string };
   /** Address to bind. Default 127.0.0.1: the demo admin password must not face the network. */
   bindHost?: string;
   /**
@@ -121,6 +126,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
 
   report('checking', `looking for a Keycloak already on port ${httpPort}`);
   const existing = await probeExisting(probeHost, httpPort, managementPort);
+  const portVariables = options.portVariables ?? { http: 'httpPort', management: 'managementPort' };
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
       // When the running one is this data folder's own (its pid file names a live process), it
@@ -140,10 +146,13 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
       };
     }
     throw new Error(
-      `A Keycloak with realm ${REALM_NAME} already answers on port ${httpPort}. Stop it, use it, or choose other ports.`,
+      `A Keycloak with realm ${REALM_NAME} already answers on port ${httpPort}. Stop it, use it, or set ${portVariables.http} and ${portVariables.management} to other ports.`,
     );
   }
-  if (existing) throw new Error(`${existing}. Stop that program or choose other ports.`);
+  if (existing) {
+    const variable = existing.startsWith('Management') ? portVariables.management : portVariables.http;
+    throw new Error(`${existing}. Stop that program, or set ${variable} to another port.`);
+  }
 
   report('java', 'looking for Java 21+');
   const java = await findJava(env);
