@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -95,5 +95,51 @@ describe('root package.json scripts', () => {
     const meant = new Set(['install', 'add', 'exec', 'dlx']);
     const unknown = [...used].filter((word) => !(word in scripts) && !meant.has(word));
     assert.deepEqual(unknown, [], 'README commands that are neither a root script nor a pnpm command');
+  });
+});
+
+describe('the Node.js floor', () => {
+  const floorOf = (range: string) => /^>=(\d+\.\d+)\.0$/.exec(range)?.[1];
+
+  test('package.json engines, scripts/ci/node.sh and the README name one floor, which the MCP Inspector CLI accepts', async () => {
+    const engines = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } })
+      .engines.node;
+    const floor = floorOf(engines);
+    assert.ok(floor, `engines.node is ">=X.Y.0", got ${engines}`);
+    const [major, minor] = floor.split('.');
+    const nodeSh = await readFile(join(ROOT, 'scripts/ci/node.sh'), 'utf8');
+    assert.ok(nodeSh.includes(`a>${major}||(a===${major}&&b>=${minor})`), 'node.sh checks the same floor');
+    assert.ok(nodeSh.includes(`Node.js ${floor}+ is required`), 'and says so');
+    assert.match(readme, new RegExp(`Needs Node\\.js ${floor.replace('.', '\\.')} or newer`));
+    // The tests run the Inspector CLI, whose own floor must not be above the project's.
+    const inspector = JSON.parse(
+      await readFile(join(ROOT, 'apps/server/node_modules/@modelcontextprotocol/inspector/package.json'), 'utf8'),
+    ) as { engines: { node: string } };
+    const needed = floorOf(inspector.engines.node);
+    assert.ok(needed, `the Inspector's engines.node is ">=X.Y.0", got ${inspector.engines.node}`);
+    const [neededMajor, neededMinor] = needed.split('.').map(Number) as [number, number];
+    assert.ok(
+      Number(major) > neededMajor || (Number(major) === neededMajor && Number(minor) >= neededMinor),
+      `the floor ${floor} is below the Inspector's ${needed}`,
+    );
+  });
+
+  test('scripts/ci/node.sh sourced from outside the repository reads the pinned pnpm from its own package.json', async () => {
+    // A fake npm records what would have been installed globally (it used to be "pnpm@").
+    const bin = join(project, 'fake-bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'npm'), `#!/bin/sh\necho "$@" >> "${join(project, 'npm-calls')}"\n`);
+    await chmod(join(bin, 'npm'), 0o755);
+    const pinned = (
+      JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { packageManager: string }
+    ).packageManager.split('@')[1];
+    const { stdout } = await execFileAsync(
+      'bash',
+      ['-c', `source "${join(ROOT, 'scripts/ci/node.sh')}" && echo "pnpm $pnpm_version"`],
+      { cwd: project, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } },
+    ).catch((error: { stdout?: string; stderr?: string }) => ({ stdout: `${error.stdout}${error.stderr}` }));
+    assert.match(stdout, new RegExp(`pnpm ${pinned}`));
+    const calls = await readFile(join(project, 'npm-calls'), 'utf8').catch(() => '');
+    assert.doesNotMatch(calls, /pnpm@(\s|$)/, 'never "npm install --global pnpm@" with no version');
   });
 });
