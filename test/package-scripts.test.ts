@@ -143,3 +143,15 @@ describe('the Node.js floor', () => {
     assert.doesNotMatch(calls, /pnpm@(\s|$)/, 'never "npm install --global pnpm@" with no version');
   });
 });
+
+test("the variables scripts/start.ts reads besides the server's are in the README's Configuration tables", async () => {
+  const source = await readFile(join(ROOT, 'scripts/start.ts'), 'utf8');
+  const own = new Set(
+    [...source.matchAll(/(?:integer|directory|text|optional)\(process\.env, '([A-Z0-9_]+)'/g)].map(
+      (match) => match[1] as string,
+    ),
+  );
+  assert.ok(own.has('KEYCLOAK_PORT') && own.has('KEYCLOAK_DATA_DIR'), [...own].join(' '));
+  const configuration = readme.slice(readme.indexOf('\n## Configuration'), readme.indexOf('\n## Storage'));
+  for (const variable of own) assert.match(configuration, new RegExp(`\\| \`${variable}\` +\\|`), variable);
+});

@@ -118,10 +118,20 @@ async function untilSummary(running: Running, timeoutMs = 300_000): Promise<stri
 }
 
 /** Ctrl-C: SIGINT to the whole foreground process group (pnpm, node, its children). */
-async function ctrlC(running: Running): Promise<{ code: number | null; output: string }> {
-  process.kill(-(running.child.pid as number), 'SIGINT');
+async function ctrlC(running: Running): Promise<Stopped> {
+  if (running.child.exitCode === null && running.child.signalCode === null) {
+    process.kill(-(running.child.pid as number), 'SIGINT');
+  }
   const { code } = await running.exit;
   return { code, output: running.output() };
+}
+
+type Stopped = { code: number | null; output: string };
+
+/** Exit 0 after Ctrl-C, and pnpm quiet about it. */
+function stoppedCleanly({ code, output }: Stopped): void {
+  assert.equal(code, 0, output.slice(-2000));
+  assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
 }
 
 async function portFree(port: number): Promise<boolean> {
@@ -275,6 +285,7 @@ describe("the README's Quick start, in a fresh clone", () => {
       'starts the whole stack',
       (c) => isPnpm(c, 'start') && Object.keys(c.env).length === 0,
     );
+    let stopped: Stopped;
     const running = run(clone, command, portEnv);
     try {
       const summary = await untilSummary(running);
@@ -295,10 +306,9 @@ describe("the README's Quick start, in a fresh clone", () => {
         await client.close();
       }
     } finally {
-      const { code, output } = await ctrlC(running);
-      assert.equal(code, 0, output.slice(-2000));
-      assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+      stopped = await ctrlC(running);
     }
+    stoppedCleanly(stopped);
     assert.equal(await answers(firstMcpUrl.replace('/mcp', '/health')), false, 'the server stopped');
   });
 
@@ -312,6 +322,7 @@ describe("the README's Quick start, in a fresh clone", () => {
       // The README's ports, unless this machine has them taken.
       moved[name] = (await portFree(Number(value))) ? value : String(await freePort());
     }
+    let stopped: Stopped;
     const running = run(clone, { ...written, env: moved }, {});
     try {
       const summary = await untilSummary(running);
@@ -331,10 +342,9 @@ describe("the README's Quick start, in a fresh clone", () => {
         await client.close();
       }
     } finally {
-      const { code, output } = await ctrlC(running);
-      assert.equal(code, 0, output.slice(-2000));
-      assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+      stopped = await ctrlC(running);
     }
+    stoppedCleanly(stopped);
   });
 
   test('MCP_AUTH_PROVIDER=key pnpm start and the README key commands: create, list, revoke; data kept across a restart', {
@@ -353,6 +363,7 @@ describe("the README's Quick start, in a fresh clone", () => {
       'the README shows pnpm keys revoke',
     );
 
+    let stopped: Stopped;
     const first = run(clone, keyStart, portEnv);
     let demoKey = '';
     try {
@@ -408,10 +419,9 @@ describe("the README's Quick start, in a fresh clone", () => {
       });
       assert.equal(refused.status, 401, 'a revoked key is refused at once');
     } finally {
-      const { code, output } = await ctrlC(first);
-      assert.equal(code, 0, output.slice(-2000));
-      assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+      stopped = await ctrlC(first);
     }
+    stoppedCleanly(stopped);
 
     const second = run(clone, keyStart, portEnv);
     try {
@@ -424,9 +434,8 @@ describe("the README's Quick start, in a fresh clone", () => {
         await demo.close();
       }
     } finally {
-      const { code, output } = await ctrlC(second);
-      assert.equal(code, 0, output.slice(-2000));
-      assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+      stopped = await ctrlC(second);
     }
+    stoppedCleanly(stopped);
   });
 });
