@@ -74,12 +74,17 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  let firstSignalAt = 0;
   const shutdown = async (signal: string) => {
     if (stopping) {
+      // A terminal sends Ctrl-C to the whole process group and pnpm passes on the one it got:
+      // one key press arrives twice within moments. A later one means "now".
+      if (Date.now() - firstSignalAt < 1_000) return;
       console.log(`\n${signal} again: killing Keycloak.`);
       process.exit(130);
     }
     stopping = true;
+    firstSignalAt = Date.now();
     console.log(`\n${signal}: stopping Keycloak...`);
     await keycloak.stop();
     console.log('Keycloak stopped.');

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -85,5 +86,25 @@ test('a kept realm started for another server URL is updated in place: new audie
   } finally {
     await keycloak?.stop();
     await rm(instanceDir, { recursive: true, force: true });
+  }
+});
+
+test('a taken management port is refused before anything starts, naming the variable that moves it', async () => {
+  const holder = createServer().listen(0, '127.0.0.1');
+  await new Promise((resolve) => holder.once('listening', resolve));
+  const taken = (holder.address() as { port: number }).port;
+  try {
+    await assert.rejects(
+      startKeycloak({
+        httpPort: await freePort(),
+        managementPort: taken,
+        portVariables: { http: 'KEYCLOAK_PORT', management: 'KEYCLOAK_MANAGEMENT_PORT' },
+      }),
+      new RegExp(
+        `Management port ${taken} on 127\\.0\\.0\\.1 is in use\\. Stop that program, or set KEYCLOAK_MANAGEMENT_PORT to another port`,
+      ),
+    );
+  } finally {
+    holder.close();
   }
 });
