@@ -67,9 +67,17 @@ function parse(line: string): Command {
 
 // ---------------------------------------------------------------- a new user's shell
 
-/** What a new user's login shell has: no DATA_DIR, no TEST_*, no NODE_TEST_CONTEXT, no npm_*. */
+/**
+ * What a new user's login shell has: no DATA_DIR, no TEST_*, no NODE_TEST_CONTEXT, no npm_*.
+ * Kept: the machine's own settings a user has too (where Java is, where caches and the
+ * Keycloak download come from, proxies), so the clone does not fetch Keycloak a second time.
+ */
 function userEnvironment(): Record<string, string> {
-  const kept = ['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TMPDIR', 'JAVA_HOME', 'XDG_CACHE_HOME'];
+  const kept = [
+    ...['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TMPDIR', 'JAVA_HOME', 'XDG_CACHE_HOME'],
+    ...['KEYCLOAK_CACHE_DIR', 'KEYCLOAK_DIST_URL', 'KEYCLOAK_DIST_SHA1'],
+    ...['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'],
+  ];
   const env: Record<string, string> = {};
   for (const name of kept) if (process.env[name]) env[name] = process.env[name] as string;
   return env;
@@ -106,7 +114,7 @@ async function completes(clone: string, command: Command, extraEnv: Record<strin
   return running.output();
 }
 
-async function untilSummary(running: Running, timeoutMs = 300_000): Promise<string> {
+async function untilSummary(running: Running, timeoutMs = 540_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (!running.output().includes(SUMMARY_END)) {
     const ended = await Promise.race([running.exit, new Promise((resolve) => setTimeout(resolve, 250, 'waiting'))]);
@@ -279,7 +287,8 @@ describe("the README's Quick start, in a fresh clone", () => {
 
   let firstMcpUrl = '';
   test('pnpm start: Keycloak and the server; alice signs in with Chromium, adds and lists an expense; Ctrl-C exits 0', {
-    timeout: 400_000,
+    // The first Keycloak on a new machine downloads and builds it (a few minutes).
+    timeout: 600_000,
   }, async () => {
     const command = quickstartLine(
       'starts the whole stack',
