@@ -20,19 +20,12 @@ import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { directory, integer } from '@mcp-auth-stack/config';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import {
-  DEMO_USERS,
-  KEYCLOAK_DATA_DIR_DEFAULT,
-  REALM_CLIENTS,
-  type RunningKeycloak,
-  startKeycloak,
-} from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
+import { connectLines } from './start-summary.ts';
 
 const DEMO_USER = 'demo-user';
-/** The URL `.vscode/mcp.json` names. */
-const VSCODE_FILE_URL = 'http://localhost:8000';
 // Ends the server's process group once this process is gone, even by SIGKILL (see below).
 const WATCHDOG_SCRIPT = `parent=$1; shift
 ( while kill -0 "$parent" 2>/dev/null; do sleep 2; done; kill -TERM 0 ) </dev/null >/dev/null 2>&1 &
@@ -205,48 +198,8 @@ if (keycloak) {
     `  Demo users            ${DEMO_USERS.map((user) => `${user.username} / ${user.password}`).join(', ')}   (demo only)`,
   );
 }
-lines.push('', ...vscodeLines(), '  Ctrl-C stops everything.', '');
+lines.push('', ...connectLines({ ...config, demoKey, demoUser: DEMO_USER }), '  Ctrl-C stops everything.', '');
 process.stdout.write(`${lines.join('\n')}\n`);
-
-/** How to connect VS Code in this mode, at this URL (`.vscode/mcp.json` names port 8000 only). */
-function vscodeLines(): string[] {
-  const entry = config.authMode === 'key' ? 'expenses (API key)' : 'expenses';
-  const server: Record<string, unknown> = { type: 'http', url: mcpUrl };
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: VS Code's input variable, as in .vscode/mcp.json
-  if (config.authMode === 'key') server.headers = { Authorization: 'Bearer ${input:expenses-api-key}' };
-  const where =
-    config.baseUrl === VSCODE_FILE_URL
-      ? `.vscode/mcp.json has "${entry}": start it`
-      : `.vscode/mcp.json names port 8000; add to its "servers":\n              "${entry}": ${JSON.stringify(server)}\n            and start it`;
-  const lines: string[] = [];
-  if (config.authMode === 'key') {
-    if (demoKey)
-      lines.push(`  Demo key for "${DEMO_USER}" (shown once; only its hash is stored):`, `    ${demoKey}`, '');
-    lines.push(
-      '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
-      `  VS Code   ${where}; paste a key when it asks.`,
-    );
-  } else if (config.authMode === 'keycloak') {
-    const registers = {
-      direct: 'VS Code registers itself with Keycloak',
-      workaround: "VS Code registers through this server's /register (KEYCLOAK_REGISTRATION=workaround)",
-      off: `VS Code asks for a client id: give ${REALM_CLIENTS.editor} (KEYCLOAK_REGISTRATION=off)`,
-    }[config.keycloakRegistration];
-    lines.push(
-      `  VS Code   ${where}; ${registers},`,
-      '            then opens the login page (sign in as one of the demo users).',
-      '  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)',
-    );
-  } else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
-    lines.push(
-      `  VS Code   ${where}; VS Code registers itself with this server, which shows its`,
-      '            consent page, then sends you to sign in upstream (see docs/oauth-proxy.md).',
-    );
-  } else {
-    lines.push(`  VS Code   ${where} (no auth in this mode).`);
-  }
-  return lines;
-}
 
 /** What holds the port, or undefined when it is free to listen on. */
 async function portInUse(host: string, port: number): Promise<string | undefined> {
