@@ -184,6 +184,8 @@ if (!healthy) {
   await stopAll(1);
 }
 
+// Ctrl-C came while the server was starting: stopAll() owns the rest, no summary.
+if (stopping) await new Promise(() => {});
 const mcpUrl = `${config.baseUrl}/mcp`;
 const lines = [
   '',
