@@ -129,7 +129,12 @@ if (wholeStack) {
 
 let demoKey: string | undefined;
 if (config.authMode === 'key') {
-  const database = await openAppDatabase(config, 'tool');
+  const database = await openAppDatabase(config, 'tool').catch((error: unknown) => {
+    process.stderr.write(
+      `The database could not be opened (${config.databaseUrl ? 'DATABASE_URL' : `DATA_DIR ${config.dataDir}`}): ${(error as Error).message}\n`,
+    );
+    process.exit(1);
+  });
   try {
     const store = new ApiKeyStore(database.pool);
     if ((await store.countActive()) === 0) {

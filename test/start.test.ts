@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -101,6 +101,26 @@ describe('pnpm start', () => {
     const second = await start(env);
     assert.doesNotMatch(second.output(), /Demo key/, 'the key was shown once');
     assert.equal(await interrupt(second.child), 0);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a data folder that cannot be used ends with a message naming DATA_DIR, not a stack trace', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-bad-'));
+    const notAFolder = join(dir, 'file');
+    await writeFile(notAFolder, 'not a folder');
+    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+    const child = spawn(process.execPath, ['scripts/start.ts'], {
+      cwd: ROOT,
+      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(await freePort()), DATA_DIR: notAFolder },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (chunk) => (output += chunk));
+    child.stderr?.on('data', (chunk) => (output += chunk));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 1, output);
+    assert.match(output, new RegExp(`The database could not be opened \\(DATA_DIR ${notAFolder}\\)`));
+    assert.doesNotMatch(output, /\n\s+at /, 'no stack trace');
     await rm(dir, { recursive: true, force: true });
   });
 
