@@ -7,30 +7,50 @@
  * client), unless OAUTH_PROXY_UPSTREAM_DISCOVERY_URL names another. MCP_AUTH_PROVIDER=key or none
  * runs that mode alone, without Keycloak. In key mode the first run creates a demo key and
  * shows it once.
+ *
+ * Variables of its own (besides the server's): KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT,
+ * KEYCLOAK_DATA_DIR. On a terminal the server's JSON request logs go to $DATA_DIR/server.log,
+ * so they do not run through the summary; elsewhere (CI, a pipe) they stay on stdout.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { directory, integer } from '@mcp-auth-stack/config';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
+import { connectLines } from './start-summary.ts';
 
 const DEMO_USER = 'demo-user';
+// Ends the server's process group once this process is gone, even by SIGKILL (see below).
+const WATCHDOG_SCRIPT = `parent=$1; shift
+( while kill -0 "$parent" 2>/dev/null; do sleep 2; done; kill -TERM 0 ) </dev/null >/dev/null 2>&1 &
+exec "$@"`;
+
 const mode = process.env.MCP_AUTH_PROVIDER ?? 'keycloak';
 const wholeStack =
   mode === 'keycloak' || (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
-const keycloakPort = Number(process.env.KEYCLOAK_PORT ?? 8080);
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  MCP_AUTH_PROVIDER: mode,
-  ...(wholeStack && !process.env.KEYCLOAK_REALM_URL
-    ? { KEYCLOAK_REALM_URL: `http://localhost:${keycloakPort}/realms/mcp` }
-    : {}),
-};
 
 let config: ReturnType<typeof loadConfig>;
+let keycloakPort: number;
+let keycloakManagementPort: number;
+let keycloakDataDir: string;
+let env: NodeJS.ProcessEnv;
 try {
+  keycloakPort = integer(process.env, 'KEYCLOAK_PORT', 8080, 1, 65_535);
+  keycloakManagementPort = integer(process.env, 'KEYCLOAK_MANAGEMENT_PORT', 9000, 1, 65_535);
+  keycloakDataDir = directory(process.env, 'KEYCLOAK_DATA_DIR', KEYCLOAK_DATA_DIR_DEFAULT);
+  env = {
+    ...process.env,
+    MCP_AUTH_PROVIDER: mode,
+    ...(wholeStack && !process.env.KEYCLOAK_REALM_URL
+      ? { KEYCLOAK_REALM_URL: `http://localhost:${keycloakPort}/realms/mcp` }
+      : {}),
+  };
   config = loadConfig(env);
 } catch (error) {
   process.stderr.write(`${error instanceof ConfigError ? error.message : String(error)}\n`);
@@ -40,32 +60,54 @@ try {
 let keycloak: RunningKeycloak | undefined;
 let keycloakStarting: Promise<RunningKeycloak> | undefined;
 let server: ChildProcess | undefined;
+let serverExited: Promise<unknown> = Promise.resolve();
 let stopping = false;
+let firstSignalAt = 0;
 const stopAll = async (code: number) => {
   if (stopping) return;
   stopping = true;
-  server?.kill('SIGTERM');
+  if (server && server.exitCode === null && server.signalCode === null) {
+    // One SIGTERM, then the server closes its connections and the embedded database itself.
+    server.kill('SIGTERM');
+    await serverExited;
+  }
   if (!keycloak && keycloakStarting) {
     // Killing Keycloak mid-start could cut its one-off build step short: let it finish, then stop it.
     process.stderr.write('\nStopping Keycloak once it has started (Ctrl-C again to kill it now)...\n');
     keycloak = await keycloakStarting.catch(() => undefined);
   }
   await keycloak?.stop();
+  if (code === 0) process.stdout.write('Stopped.\n');
   process.exit(code);
 };
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) process.exit(130); // the second Ctrl-C does not wait
+    if (stopping) {
+      // A terminal sends Ctrl-C to the whole foreground process group, and pnpm passes on the
+      // one it got: one key press arrives twice within moments. A later one means "now".
+      if (Date.now() - firstSignalAt < 1_000) return;
+      process.exit(130);
+    }
+    firstSignalAt = Date.now();
     void stopAll(0);
   });
+}
+
+const inUse = await portInUse(config.host, config.port);
+if (inUse) {
+  process.stderr.write(
+    `Port ${config.port} on ${config.host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
+  );
+  process.exit(1);
 }
 
 if (wholeStack) {
   const interactive = process.stdout.isTTY;
   keycloakStarting = startKeycloak({
     httpPort: keycloakPort,
-    managementPort: Number(process.env.KEYCLOAK_MANAGEMENT_PORT ?? 9000),
-    instanceDir: resolve(process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak'),
+    managementPort: keycloakManagementPort,
+    portVariables: { http: 'KEYCLOAK_PORT', management: 'KEYCLOAK_MANAGEMENT_PORT' },
+    instanceDir: keycloakDataDir,
     ifRunning: 'reuse',
     realmEnv: {
       MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp`,
@@ -87,7 +129,12 @@ if (wholeStack) {
 
 let demoKey: string | undefined;
 if (config.authMode === 'key') {
-  const database = await openAppDatabase(config, 'tool');
+  const database = await openAppDatabase(config, 'tool').catch((error: unknown) => {
+    process.stderr.write(
+      `The database could not be opened (${config.databaseUrl ? 'DATABASE_URL' : `DATA_DIR ${config.dataDir}`}): ${(error as Error).message}\n`,
+    );
+    process.exit(1);
+  });
   try {
     const store = new ApiKeyStore(database.pool);
     if ((await store.countActive()) === 0) {
@@ -100,12 +147,36 @@ if (config.authMode === 'key') {
   }
 }
 
-server = spawn(process.execPath, ['apps/server/src/main.ts'], { stdio: 'inherit', env });
-server.once('exit', (code) => void stopAll(code ?? 1));
+// On a terminal, the request logs (one JSON line each) go to a file next to the data: the
+// summary below is what a person reads there. Elsewhere stdout is a log collector's.
+const logFile = process.stdout.isTTY ? join(config.dataDir, 'server.log') : undefined;
+if (logFile) await mkdir(config.dataDir, { recursive: true });
+// Its own process group: Ctrl-C reaches only this process, which stops the server once and
+// waits for it (a second signal would make the server exit at once, without closing the
+// embedded database). The watchdog stops it if this process dies without cleaning up.
+server = spawn(
+  '/bin/sh',
+  ['-c', WATCHDOG_SCRIPT, 'mcp-server', String(process.pid), process.execPath, 'apps/server/src/main.ts'],
+  { stdio: ['ignore', logFile ? 'pipe' : 'inherit', 'inherit'], env, detached: true },
+);
+if (logFile) server.stdout?.pipe(createWriteStream(logFile, { flags: 'a', mode: 0o600 }));
+serverExited = new Promise((resolve) => server?.once('exit', resolve));
+server.once('exit', (code) => {
+  if (stopping) return;
+  process.stderr.write(`\nThe MCP server stopped (exit ${code})${logFile ? `; see ${logFile}` : ''}.\n`);
+  void stopAll(code || 1);
+});
+process.on('exit', () => {
+  if (server?.pid && server.exitCode === null) {
+    try {
+      process.kill(-server.pid, 'SIGKILL');
+    } catch {}
+  }
+});
 
 const localUrl = `http://127.0.0.1:${config.port}`;
 let healthy = false;
-for (let attempt = 0; attempt < 600 && !healthy; attempt++) {
+for (let attempt = 0; attempt < 600 && !healthy && !stopping; attempt++) {
   healthy = await fetch(`${localUrl}/health`).then(
     (r) => r.ok,
     () => false,
@@ -113,15 +184,20 @@ for (let attempt = 0; attempt < 600 && !healthy; attempt++) {
   if (!healthy) await new Promise((done) => setTimeout(done, 100));
 }
 if (!healthy) {
+  if (stopping) await new Promise(() => {});
   process.stderr.write(`\nThe MCP server did not answer on ${localUrl}/health within 60 s; stopping.\n`);
   await stopAll(1);
 }
 
+// Ctrl-C came while the server was starting: stopAll() owns the rest, no summary.
+if (stopping) await new Promise(() => {});
+const mcpUrl = `${config.baseUrl}/mcp`;
 const lines = [
   '',
-  `  Expenses MCP server   ${config.baseUrl}/mcp   (auth: ${config.authMode})`,
+  `  Expenses MCP server   ${mcpUrl}   (auth: ${config.authMode})`,
   `  Database              ${config.databaseUrl ? 'PostgreSQL (DATABASE_URL)' : `embedded, in ${config.dataDir}`}`,
 ];
+if (logFile) lines.push(`  Request log           ${logFile}`);
 if (keycloak) {
   lines.push(
     `  Keycloak realm        ${keycloak.realmUrl}${keycloak.reused ? '   (already running; reused)' : ''}`,
@@ -129,28 +205,14 @@ if (keycloak) {
     `  Demo users            ${DEMO_USERS.map((user) => `${user.username} / ${user.password}`).join(', ')}   (demo only)`,
   );
 }
-if (config.authMode === 'key') {
-  if (demoKey) lines.push('', `  Demo key for "${DEMO_USER}" (shown once; only its hash is stored):`, `    ${demoKey}`);
-  lines.push(
-    '',
-    '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
-    '  VS Code   .vscode/mcp.json has "expenses (API key)"; paste the key when it asks.',
-  );
-} else if (config.authMode === 'keycloak') {
-  lines.push(
-    '',
-    `  VS Code   .vscode/mcp.json has "expenses": start it, and VS Code registers itself with Keycloak and`,
-    '            opens the login page (sign in as one of the demo users).',
-    `  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)`,
-  );
-} else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
-  lines.push(
-    '',
-    '  VS Code   .vscode/mcp.json has "expenses": start it, and VS Code registers itself with this server,',
-    '            which shows its consent page, then sends you to sign in upstream (see docs/oauth-proxy.md).',
-  );
-} else {
-  lines.push('', '  VS Code   .vscode/mcp.json has "expenses" (no auth in this mode).');
-}
-lines.push('  Ctrl-C stops everything.', '');
+lines.push('', ...connectLines({ ...config, demoKey, demoUser: DEMO_USER }), '  Ctrl-C stops everything.', '');
 process.stdout.write(`${lines.join('\n')}\n`);
+
+/** What holds the port, or undefined when it is free to listen on. */
+async function portInUse(host: string, port: number): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+    probe.listen(port, host, () => probe.close(() => resolve(undefined)));
+  });
+}

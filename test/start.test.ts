@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -101,6 +101,59 @@ describe('pnpm start', () => {
     const second = await start(env);
     assert.doesNotMatch(second.output(), /Demo key/, 'the key was shown once');
     assert.equal(await interrupt(second.child), 0);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a data folder that cannot be used ends with a message naming DATA_DIR, not a stack trace', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-bad-'));
+    const notAFolder = join(dir, 'file');
+    await writeFile(notAFolder, 'not a folder');
+    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+    const child = spawn(process.execPath, ['scripts/start.ts'], {
+      cwd: ROOT,
+      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(await freePort()), DATA_DIR: notAFolder },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (chunk) => (output += chunk));
+    child.stderr?.on('data', (chunk) => (output += chunk));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 1, output);
+    assert.match(output, new RegExp(`The database could not be opened \\(DATA_DIR ${notAFolder}\\)`));
+    assert.doesNotMatch(output, /\n\s+at /, 'no stack trace');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('on a terminal: request logs go to $DATA_DIR/server.log, not through the summary; a typed Ctrl-C exits 0 and pnpm stays quiet', async () => {
+    // `script` gives `pnpm start` a real pseudo-terminal; writing ^C to it is a typed Ctrl-C,
+    // which the terminal driver sends to the whole foreground process group (pnpm and node).
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-tty-'));
+    const port = await freePort();
+    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+    const child = spawn('script', ['-qfec', 'pnpm start', '/dev/null'], {
+      cwd: ROOT,
+      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (chunk) => (output += chunk));
+    child.stderr?.on('data', (chunk) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      for (let waited = 0; !output.includes('Ctrl-C stops everything.'); waited += 200) {
+        if (waited > 120_000 || child.exitCode !== null) throw new Error(`no summary:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.ok(await answers(`http://127.0.0.1:${port}/health`));
+      assert.match(output, new RegExp(`Request log +${join(dir, 'data', 'server.log')}`));
+    } finally {
+      child.stdin?.write('\x03');
+    }
+    assert.equal(await exited, 0, output);
+    assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+    assert.doesNotMatch(output, /"level":/, 'no JSON log line on the terminal');
+    const log = await readFile(join(dir, 'data', 'server.log'), 'utf8');
+    assert.match(log, /"msg":"request".*"path":"\/health"/, 'the request log is in the file');
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -23,7 +23,7 @@ export const MCP_SCOPE = 'mcp-access';
 /** The app role of expenses administrators (the same name as the Keycloak realm role). */
 export const ADMIN_ROLE = 'expenses-admin';
 export const CALLBACK_PATH = '/auth/callback';
-/** The local server's callback, so the same registration works for `pnpm server`. */
+/** The local server's callback, so the same registration works for `pnpm start:server`. */
 export const LOCAL_CALLBACK_URL = 'http://localhost:8000/auth/callback';
 const MICROSOFT_GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000';
 const USER_READ_SCOPE_ID = 'e1fe6dd8-ba31-4d61-89e7-88639da4683d';

@@ -1,6 +1,7 @@
 import {
   boolean,
   ConfigError,
+  directory,
   type Env,
   httpUrl,
   integer,
@@ -47,6 +48,7 @@ export interface ServerConfig {
   /** Trust X-Forwarded-For for per-client limits (behind a reverse proxy that sets it). */
   trustProxy: boolean;
   databaseUrl: string | undefined;
+  /** Absolute: DATA_DIR resolved against the working directory. */
   dataDir: string;
   databasePoolSize: number;
   allowedHosts: string[];
@@ -198,7 +200,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     localUserId: text(env, 'LOCAL_USER_ID', 'local-user'),
     allowUnauthenticatedRemote,
     databaseUrl,
-    dataDir: text(env, 'DATA_DIR', '.data'),
+    dataDir: directory(env, 'DATA_DIR', '.data'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
     allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_HOSTS])]),
     allowedOrigins: list(env, 'ALLOWED_ORIGINS', [base.origin]),

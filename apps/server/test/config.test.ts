@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.ts';
 
@@ -34,6 +35,12 @@ describe('configuration', () => {
       clientSecret: ENTRA.ENTRA_PROXY_AZURE_CLIENT_SECRET,
       tenantId: ENTRA.AZURE_TENANT_ID,
     });
+  });
+
+  test('DATA_DIR is an absolute path, resolved against the working directory when relative', () => {
+    assert.equal(loadConfig({}).dataDir, join(process.cwd(), '.data'));
+    assert.equal(loadConfig({ DATA_DIR: 'var/db' }).dataDir, join(process.cwd(), 'var/db'));
+    assert.equal(loadConfig({ DATA_DIR: '/srv/data' }).dataDir, '/srv/data');
   });
 
   test('CONFIG_VARIABLES is exactly what loadConfig reads, and the README documents each', async () => {

@@ -93,7 +93,7 @@ export interface ServerProcess {
 const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
-/** Runs `node apps/server/src/main.ts` as its own process, as `pnpm server` and the Dockerfile do. */
+/** Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` and the Dockerfile do. */
 export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
   const child = spawn(process.execPath, [SERVER_MAIN], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },

@@ -1,3 +1,5 @@
+import { resolve } from 'node:path';
+
 /**
  * Readers for one environment variable each. A missing or invalid value throws a ConfigError
  * whose message names the variable, so an app's config module stops start-up with it.
@@ -83,4 +85,17 @@ export function httpUrl(env: Env, name: string, fallback: string | undefined, wh
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
   if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
   return parsed.toString().replace(/\/+$/, '');
+}
+
+/**
+ * A directory, as an absolute path: a relative value (or fallback) is resolved against `cwd`
+ * (the working directory by default, which for `pnpm <script>` is the repository root). Done
+ * here, where the variable is read, so no later consumer sees a relative path: `pg` takes a
+ * relative socket directory for a host name, and symlinks resolve relative targets from
+ * their own folder.
+ */
+export function directory(env: Env, name: string, fallback: string, cwd: string = process.cwd()): string {
+  const value = optional(env, name) ?? fallback;
+  if (value.includes('\0')) throw new ConfigError(name, 'must be a path without NUL characters');
+  return resolve(cwd, value);
 }

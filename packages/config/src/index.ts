@@ -1,6 +1,7 @@
 export {
   boolean,
   ConfigError,
+  directory,
   type Env,
   httpUrl,
   integer,

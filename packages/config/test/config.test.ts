@@ -1,6 +1,18 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { boolean, ConfigError, createLogger, httpUrl, integer, list, oneOf, optional, required } from '../src/index.ts';
+import {
+  boolean,
+  ConfigError,
+  createLogger,
+  directory,
+  httpUrl,
+  integer,
+  list,
+  oneOf,
+  optional,
+  required,
+} from '../src/index.ts';
 
 const fails = (fn: () => unknown, message: RegExp) =>
   assert.throws(fn, (error: unknown) => error instanceof ConfigError && message.test(error.message));
@@ -34,4 +46,13 @@ test('the logger writes one JSON line per event at or above its level', () => {
   assert.deepEqual([entry.level, entry.msg, entry.user_id], ['warn', 'kept', 'u1']);
   assert.equal(logger.enabled('info'), false);
   assert.equal(logger.enabled('error'), true);
+});
+
+test('directory() resolves a relative path against the working directory, once, where the variable is read', () => {
+  assert.equal(directory({}, 'D', '.data', '/home/me/project'), '/home/me/project/.data');
+  assert.equal(directory({ D: ' data/here/ ' }, 'D', '.data', '/srv'), '/srv/data/here');
+  assert.equal(directory({ D: '/var/lib/x' }, 'D', '.data', '/srv'), '/var/lib/x');
+  assert.equal(directory({ D: '../up' }, 'D', '.data', '/srv/app'), '/srv/up');
+  assert.equal(directory({}, 'D', '.data'), join(process.cwd(), '.data'), 'the process working directory by default');
+  fails(() => directory({ D: 'a\0b' }, 'D', '.data'), /D must be a path without NUL characters/);
 });

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
 
@@ -86,11 +87,14 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     };
   }
   if (!options.dataDir) throw new Error('openDatabase needs a url or a dataDir');
+  // Absolute, whatever the caller passed: `pg` reads a host that does not start with "/" as a
+  // host name, so a relative socket directory (`.data`) would be looked up in DNS.
+  const dataDir = resolve(options.dataDir);
   const maxConnections = options.maxConnections ?? 4;
   // PGlite (a WebAssembly Postgres) is loaded only when it is used: a server on a real
   // PostgreSQL never pays for it.
   const { startEmbeddedServer } = await import('./embedded.ts');
-  const embedded = await startEmbeddedServer(options.dataDir, {
+  const embedded = await startEmbeddedServer(dataDir, {
     ...options.embedded,
     maxConnections: maxConnections + 2,
   });
@@ -105,7 +109,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return {
     pool,
     kind: 'embedded',
-    location: `${options.dataDir} (embedded PGlite${embedded.owner ? '' : ', shared with a running process'})`,
+    location: `${dataDir} (embedded PGlite${embedded.owner ? '' : ', shared with a running process'})`,
     withoutTimeouts: (work) => onSeparatePool(connection, work),
     async close() {
       await pool.end();

@@ -151,6 +151,24 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     await db.close();
   });
 
+  test('a relative data directory is found from the working directory, not looked up as a host name', async () => {
+    // `pg` takes a host that does not start with "/" for a host name: `.data` used to end in
+    // `getaddrinfo ENOTFOUND .data`, the README's default failing on its first command.
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const db = await openDatabase({ dataDir: 'relative/.data' });
+      try {
+        assert.equal((await db.pool.query('SELECT 1 AS one')).rows[0].one, 1);
+        assert.match(db.location, new RegExp(`^${join(dir, 'relative/.data')} `), 'reported as an absolute path');
+      } finally {
+        await db.close();
+      }
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   test('a socket path too long for Unix sockets is refused with a clear message', async () => {
     await assert.rejects(
       openDatabase({ dataDir: join(dir, 'x'.repeat(120)) }),

@@ -309,6 +309,14 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
   );
 
+  // The SDK announces `listChanged: true` as soon as a tool, resource or prompt is registered.
+  // This server is stateless (no session, no stream to notify on) and its lists never change at
+  // run time, so it promises no notifications.
+  server.server.registerCapabilities({
+    tools: { listChanged: false },
+    resources: { listChanged: false },
+    prompts: { listChanged: false },
+  });
   return server;
 }
 

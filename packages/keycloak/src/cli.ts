@@ -1,7 +1,15 @@
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEMO_USERS, KEYCLOAK_VERSION, REALM_CLIENTS, REALM_FILE } from './realm.ts';
+import { directory } from '@mcp-auth-stack/config';
+import {
+  DEMO_USERS,
+  KEYCLOAK_DATA_DIR_DEFAULT,
+  KEYCLOAK_VERSION,
+  REALM_CLIENTS,
+  REALM_FILE,
+  servedUrls,
+} from './realm.ts';
 import { type RunningKeycloak, startKeycloak } from './server.ts';
 
 const USAGE = `Usage: pnpm keycloak [--port 8080] [--management-port 9000] [--data-dir DIR] [--fresh]
@@ -15,10 +23,11 @@ stops it on Ctrl-C or SIGTERM.
                      (env KEYCLOAK_DATA_DIR, default .data/keycloak)
   --fresh            delete the database first, so the realm file is imported again
 
-The realm file's placeholders come from the environment, e.g. MCP_SERVER_RESOURCE_URL
-(default http://localhost:8000/mcp) and KEYCLOAK_AGENT_CLIENT_SECRET.`;
-
-const REPO_ROOT = resolve(import.meta.dirname, '../../..');
+The realm is imported for the MCP server that the same environment starts: its URL is
+MCP_SERVER_BASE_URL, else http://localhost:$PORT (PORT default 8000); MCP_SERVER_RESOURCE_URL
+overrides the token audience. A kept realm whose URLs differ is updated through the admin API
+(users, their ids and registered clients stay). The other placeholders of the realm file come
+from the environment, e.g. KEYCLOAK_AGENT_CLIENT_SECRET.`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -40,13 +49,20 @@ async function main(): Promise<void> {
     9000,
     '--management-port',
   );
-  const instanceDir = resolve(REPO_ROOT, values['data-dir'] ?? process.env.KEYCLOAK_DATA_DIR ?? '.data/keycloak');
+  // Relative to the working directory, as every path variable (the repository root under pnpm).
+  const instanceDir = directory(
+    { KEYCLOAK_DATA_DIR: values['data-dir'] ?? process.env.KEYCLOAK_DATA_DIR },
+    'KEYCLOAK_DATA_DIR',
+    KEYCLOAK_DATA_DIR_DEFAULT,
+  );
   if (values.fresh) await rm(resolve(instanceDir, 'data'), { recursive: true, force: true });
 
   const keycloak = await startKeycloak({
     httpPort,
     managementPort,
     instanceDir,
+    portVariables: { http: '--port (KEYCLOAK_PORT)', management: '--management-port (KEYCLOAK_MANAGEMENT_PORT)' },
+    realmEnv: servedUrls(process.env),
     ifRunning: 'reuse',
     onProgress: ({ phase, message, elapsedMs }) =>
       console.log(`[keycloak ${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`),
@@ -58,12 +74,17 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  let firstSignalAt = 0;
   const shutdown = async (signal: string) => {
     if (stopping) {
+      // A terminal sends Ctrl-C to the whole process group and pnpm passes on the one it got:
+      // one key press arrives twice within moments. A later one means "now".
+      if (Date.now() - firstSignalAt < 1_000) return;
       console.log(`\n${signal} again: killing Keycloak.`);
       process.exit(130);
     }
     stopping = true;
+    firstSignalAt = Date.now();
     console.log(`\n${signal}: stopping Keycloak...`);
     await keycloak.stop();
     console.log('Keycloak stopped.');

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import { directory } from '@mcp-auth-stack/config';
 import { acquireLock } from './lock.ts';
 import { KEYCLOAK_VERSION } from './realm.ts';
 
@@ -43,9 +44,10 @@ interface CompleteMarker {
 
 /** `$KEYCLOAK_CACHE_DIR`, else `$XDG_CACHE_HOME/mcp-auth-stack/keycloak/<version>` (`~/.cache` by default): outside git. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, version = KEYCLOAK_VERSION): string {
-  if (env.KEYCLOAK_CACHE_DIR) return env.KEYCLOAK_CACHE_DIR;
-  const cacheHome = env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(cacheHome, 'mcp-auth-stack', 'keycloak', version);
+  // Absolute (relative values against the working directory): the instance folders link to
+  // the distribution, and a relative symlink target would resolve from the link's own folder.
+  const cacheHome = directory(env, 'XDG_CACHE_HOME', join(homedir(), '.cache'));
+  return directory(env, 'KEYCLOAK_CACHE_DIR', join(cacheHome, 'mcp-auth-stack', 'keycloak', version));
 }
 
 export function defaultDistUrl(version = KEYCLOAK_VERSION): string {

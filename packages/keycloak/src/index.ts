@@ -4,12 +4,14 @@ export {
   DEFAULT_MCP_RESOURCE_URL,
   DEMO_USERS,
   type DemoUser,
+  KEYCLOAK_DATA_DIR_DEFAULT,
   KEYCLOAK_VERSION,
   MCP_SCOPES,
   REALM_CLIENTS,
   REALM_FEATURES,
   REALM_FILE,
   REALM_NAME,
+  servedUrls,
 } from './realm.ts';
 export {
   type KeycloakPhase,

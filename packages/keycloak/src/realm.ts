@@ -1,9 +1,13 @@
 import { resolve } from 'node:path';
+import { type Env, httpUrl, integer } from '@mcp-auth-stack/config';
 
 /** The Keycloak release the realm file and the runner are written and tested against. */
 export const KEYCLOAK_VERSION = '26.7.3';
 
 export const REALM_NAME = 'mcp';
+
+/** Where `pnpm keycloak` and `pnpm start` keep Keycloak's home (KEYCLOAK_DATA_DIR), relative to the working directory. */
+export const KEYCLOAK_DATA_DIR_DEFAULT = '.data/keycloak';
 
 /** `keycloak/realm-mcp.json` at the root of the repository, the one realm every way of running Keycloak imports. */
 export const REALM_FILE = resolve(import.meta.dirname, '../../../keycloak/realm-mcp.json');
@@ -20,6 +24,11 @@ export const REALM_FEATURES = ['cimd', 'resource-indicators'] as const;
 export const DEFAULT_MCP_RESOURCE_URL = 'http://localhost:8000/mcp';
 
 export interface DemoUser {
+  /**
+   * The user's id, pinned in the realm file: it is the `sub` of the user's tokens, which the
+   * server stores expenses under, so it must survive a re-import (`pnpm keycloak --fresh`).
+   */
+  id: string;
   username: string;
   password: string;
   /** Members of the `expenses-admin` group may be granted the `expenses:admin` scope. */
@@ -28,9 +37,9 @@ export interface DemoUser {
 
 /** Demo-only accounts seeded by the realm file. Never reuse these passwords anywhere real. */
 export const DEMO_USERS: readonly DemoUser[] = [
-  { username: 'alice', password: 'alice-password', admin: false },
-  { username: 'bob', password: 'bob-password', admin: false },
-  { username: 'carol', password: 'carol-password', admin: true },
+  { id: '080eb1fe-3cab-4cfb-9156-866c8c7706d6', username: 'alice', password: 'alice-password', admin: false },
+  { id: '37b2faed-3a4f-466f-a273-d644b5988674', username: 'bob', password: 'bob-password', admin: false },
+  { id: '7aa415c8-7cbb-4838-ad61-2b6be5432e20', username: 'carol', password: 'carol-password', admin: true },
 ];
 
 /** Clients the realm pre-registers, with the demo secrets their placeholders default to. */
@@ -47,3 +56,16 @@ export const MCP_SCOPES = {
   write: 'expenses:write',
   admin: 'expenses:admin',
 } as const;
+
+/**
+ * The server URLs the realm is imported (or updated) for: the ones the MCP server started
+ * with the same environment will serve, by the server's own rule (MCP_SERVER_BASE_URL, else
+ * http://localhost:$PORT, PORT 8000 by default). Explicit realm variables win.
+ */
+export function servedUrls(env: Env): Record<string, string> {
+  const base = httpUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${integer(env, 'PORT', 8000, 1, 65_535)}`);
+  return {
+    MCP_SERVER_RESOURCE_URL: httpUrl(env, 'MCP_SERVER_RESOURCE_URL', `${base}/mcp`),
+    MCP_OAUTH_PROXY_CALLBACK_URL: httpUrl(env, 'MCP_OAUTH_PROXY_CALLBACK_URL', `${base}/auth/callback`),
+  };
+}

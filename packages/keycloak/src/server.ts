@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
@@ -32,6 +32,11 @@ export interface StartKeycloakOptions {
   httpPort?: number;
   /** Port of `/health/ready` (Keycloak's management interface). Default 9000. */
   managementPort?: number;
+  /**
+   * How the caller's user sets the two ports (e.g. KEYCLOAK_PORT), named when a port is taken.
+   * Default: the option names.
+   */
+  portVariables?: { http: string; management: string };
   /** Address to bind. Default 127.0.0.1: the demo admin password must not face the network. */
   bindHost?: string;
   /**
@@ -103,11 +108,15 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const report = (phase: KeycloakPhase, message: string) =>
     options.onProgress?.({ phase, message, elapsedMs: Date.now() - startedAt });
   const env = options.env ?? process.env;
+  // Absolute from here on: the instance links to the distribution and runs kc.sh from its folder.
+  const keptDir = options.instanceDir === undefined ? undefined : resolve(options.instanceDir);
   const httpPort = options.httpPort ?? 8080;
   const managementPort = options.managementPort ?? 9000;
   const bindHost = options.bindHost ?? '127.0.0.1';
   const url = (options.publicUrl ?? `http://localhost:${httpPort}`).replace(/\/+$/, '');
   const probeHost = bindHost === '0.0.0.0' || bindHost === '::' ? '127.0.0.1' : bindHost;
+  // Where this process itself talks to it (the admin API), whatever the public URL is.
+  const localUrl = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${httpPort}`;
   const urls = {
     url,
     realmUrl: `${url}/realms/${REALM_NAME}`,
@@ -117,12 +126,13 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
 
   report('checking', `looking for a Keycloak already on port ${httpPort}`);
   const existing = await probeExisting(probeHost, httpPort, managementPort);
+  const portVariables = options.portVariables ?? { http: 'httpPort', management: 'managementPort' };
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
       // When the running one is this data folder's own (its pid file names a live process), it
       // may have been imported with other values; a Keycloak of another folder says nothing here.
-      if (options.instanceDir && (await runsFrom(options.instanceDir))) {
-        await refuseOtherRealmValues(options.instanceDir, await realmUrlValues(env, options), report);
+      if (keptDir && (await runsFrom(keptDir))) {
+        await bringRealmUrlsUpToDate(keptDir, localUrl, await realmUrlValues(env, options), options, report);
       }
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
@@ -136,16 +146,19 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
       };
     }
     throw new Error(
-      `A Keycloak with realm ${REALM_NAME} already answers on port ${httpPort}. Stop it, use it, or choose other ports.`,
+      `A Keycloak with realm ${REALM_NAME} already answers on port ${httpPort}. Stop it, use it, or set ${portVariables.http} and ${portVariables.management} to other ports.`,
     );
   }
-  if (existing) throw new Error(`${existing}. Stop that program or choose other ports.`);
+  if (existing) {
+    const variable = existing.startsWith('Management') ? portVariables.management : portVariables.http;
+    throw new Error(`${existing}. Stop that program, or set ${variable} to another port.`);
+  }
 
   report('java', 'looking for Java 21+');
   const java = await findJava(env);
   report('java', `Java ${java.version} in ${java.javaHome}`);
   const distribution = await ensureDistribution({
-    ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
+    ...(options.cacheDir ? { cacheDir: resolve(options.cacheDir) } : {}),
     env,
     javaHome: java.javaHome,
     onProgress: (message) => report('distribution', message),
@@ -153,13 +166,12 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   if (distribution.source !== 'cache')
     report('distribution', `Keycloak ${distribution.version} ready in ${distribution.home}`);
 
-  const temporary = !options.instanceDir;
-  const instanceDir = options.instanceDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
+  const temporary = !keptDir;
+  const instanceDir = keptDir ?? (await mkdtemp(join(tmpdir(), 'keycloak-')));
   const pidFile = join(instanceDir, 'keycloak.pid');
   await refuseSharedInstance(pidFile, instanceDir);
   const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
   const realmValues = await realmUrlValues(env, options);
-  if (!importsRealm) await refuseOtherRealmValues(instanceDir, realmValues, report);
   await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
@@ -218,6 +230,13 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   }
   if (importsRealm && !temporary) {
     await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(realmValues, null, 2)}\n`);
+  } else if (!temporary) {
+    try {
+      await bringRealmUrlsUpToDate(instanceDir, localUrl, realmValues, options, report);
+    } catch (error) {
+      await stop();
+      throw error;
+    }
   }
   report('ready', `Keycloak is ready at ${urls.realmUrl} after ${Math.round((Date.now() - startedAt) / 1000)} s`);
   return {
@@ -271,13 +290,17 @@ async function realmUrlValues(env: NodeJS.ProcessEnv, options: StartKeycloakOpti
 const REALM_ENV_FILE = 'realm-env.json';
 
 /**
- * A kept database holds the realm as imported the first time: the realm file is not read again.
- * Values that differ now (another server URL, so another token audience) would make every
- * login fail later in a way that is hard to trace; say so now.
+ * A kept database holds the realm as imported the first time: Keycloak does not read the realm
+ * file again. When the URLs differ now (the server moved to another PORT, so tokens need another
+ * audience), the places of the realm that hold them are updated through the admin API, so the
+ * users, their ids (the `sub` the server stores data under), registered clients and changes made
+ * in the admin console all stay. The record is rewritten only once the update is done.
  */
-async function refuseOtherRealmValues(
+async function bringRealmUrlsUpToDate(
   instanceDir: string,
-  realmEnv: Record<string, string>,
+  keycloakUrl: string,
+  wanted: Record<string, string>,
+  options: StartKeycloakOptions,
   report: (phase: KeycloakPhase, message: string) => void,
 ): Promise<void> {
   const file = join(instanceDir, 'data', REALM_ENV_FILE);
@@ -292,14 +315,137 @@ async function refuseOtherRealmValues(
     );
     return;
   }
-  const differing = Object.keys({ ...imported, ...realmEnv }).filter((name) => imported[name] !== realmEnv[name]);
+  const differing = Object.keys({ ...imported, ...wanted }).filter((name) => imported[name] !== wanted[name]);
   if (differing.length === 0) return;
-  const lines = differing.map(
-    (name) => `  ${name}: imported ${imported[name] ?? '(unset)'}, now ${realmEnv[name] ?? '(unset)'}`,
-  );
-  throw new Error(
-    `The realm in ${instanceDir} was imported with other values, and Keycloak does not import it again:\n${lines.join('\n')}\nTokens would carry the wrong audience. Remove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (changes made in the admin console and registered clients go with it), or set KEYCLOAK_DATA_DIR to another folder.`,
-  );
+  for (const name of differing) {
+    report(
+      'importing',
+      `${name}: ${imported[name] ?? '(unset)'} → ${wanted[name] ?? '(unset)'} (updating the kept realm)`,
+    );
+  }
+  try {
+    await updateRealmUrls(
+      keycloakUrl,
+      options.admin ?? DEMO_ADMIN,
+      options.realmFiles ?? [REALM_FILE],
+      wanted,
+      imported,
+    );
+  } catch (error) {
+    throw new Error(
+      `The realm in ${instanceDir} was imported for other URLs (${differing.map((name) => `${name}: ${imported[name] ?? '(unset)'}, now ${wanted[name] ?? '(unset)'}`).join('; ')}) and could not be updated through the admin API: ${(error as Error).message}\nRemove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (the demo users keep their ids; registered clients and admin console changes go), or set KEYCLOAK_DATA_DIR to another folder.`,
+    );
+  }
+  await writeFile(file, `${JSON.stringify(wanted, null, 2)}\n`);
+}
+
+const DEMO_ADMIN = { username: 'admin', password: 'admin' };
+
+/** Whether a string of the realm file holds a URL placeholder (`${..._URL:…}`). */
+const URL_PLACEHOLDER = /\$\{([A-Z0-9_]+_URL)(?::([^}]*))?\}/g;
+const holdsUrl = (value: unknown): value is string =>
+  typeof value === 'string' && new RegExp(URL_PLACEHOLDER.source).test(value);
+const withUrls = (value: string, wanted: Record<string, string>) =>
+  value.replace(URL_PLACEHOLDER, (_match, name: string, fallback?: string) => wanted[name] ?? fallback ?? '');
+
+interface RealmFile {
+  realm?: string;
+  clientScopes?: { name: string; protocolMappers?: { name: string; config?: Record<string, unknown> }[] }[];
+  clients?: { clientId: string; redirectUris?: unknown[]; attributes?: Record<string, unknown> }[];
+}
+
+/**
+ * Sets every realm value that the realm files fill from a URL placeholder: protocol mapper
+ * settings of client scopes (the audience), client attributes (`resource_url`) and redirect
+ * URIs. The realm files say where the URLs go, so a new placeholder needs no code here; one in
+ * a place this does not know is an error rather than a silently stale value.
+ */
+async function updateRealmUrls(
+  keycloakUrl: string,
+  admin: { username: string; password: string },
+  realmFiles: string[],
+  wanted: Record<string, string>,
+  imported: Record<string, string>,
+): Promise<void> {
+  const tokenResponse = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
+  });
+  if (!tokenResponse.ok) {
+    throw new Error(`the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`);
+  }
+  const { access_token: token } = (await tokenResponse.json()) as { access_token: string };
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${keycloakUrl}/admin/realms/${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!response.ok) throw new Error(`${method} /admin/realms/${path}: HTTP ${response.status}`);
+    return response.status === 204 ? undefined : ((await response.json()) as unknown);
+  };
+
+  for (const realmFile of realmFiles) {
+    const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
+    const name = encodeURIComponent(realm.realm ?? REALM_NAME);
+    const known = new Set<unknown>([realm.clientScopes, realm.clients]);
+    const elsewhere = Object.entries(realm).filter(
+      ([, value]) => !known.has(value) && JSON.stringify(value)?.match(new RegExp(URL_PLACEHOLDER.source)),
+    );
+    if (elsewhere.length > 0) {
+      throw new Error(
+        `${realmFile} has URL placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
+      );
+    }
+    for (const scope of realm.clientScopes ?? []) {
+      const mappers = (scope.protocolMappers ?? []).filter((mapper) =>
+        Object.values(mapper.config ?? {}).some(holdsUrl),
+      );
+      if (mappers.length === 0) continue;
+      const scopes = (await call('GET', `${name}/client-scopes`)) as { id: string; name: string }[];
+      const scopeId = scopes.find((candidate) => candidate.name === scope.name)?.id;
+      if (!scopeId) throw new Error(`client scope ${scope.name} is missing from realm ${realm.realm}`);
+      const current = (await call('GET', `${name}/client-scopes/${scopeId}/protocol-mappers/models`)) as {
+        id: string;
+        name: string;
+        config: Record<string, string>;
+      }[];
+      for (const mapper of mappers) {
+        const model = current.find((candidate) => candidate.name === mapper.name);
+        if (!model) throw new Error(`protocol mapper ${mapper.name} of client scope ${scope.name} is missing`);
+        for (const [key, value] of Object.entries(mapper.config ?? {})) {
+          if (holdsUrl(value)) model.config[key] = withUrls(value, wanted);
+        }
+        await call('PUT', `${name}/client-scopes/${scopeId}/protocol-mappers/models/${model.id}`, model);
+      }
+    }
+    for (const client of realm.clients ?? []) {
+      const attributes = Object.entries(client.attributes ?? {}).filter(([, value]) => holdsUrl(value));
+      const redirects = (client.redirectUris ?? []).some(holdsUrl);
+      if (attributes.length === 0 && !redirects) continue;
+      const found = (await call('GET', `${name}/clients?clientId=${encodeURIComponent(client.clientId)}`)) as {
+        id: string;
+        attributes?: Record<string, string>;
+        redirectUris?: string[];
+      }[];
+      const current = found[0];
+      if (!current) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
+      for (const [key, value] of attributes)
+        current.attributes = { ...current.attributes, [key]: withUrls(value as string, wanted) };
+      if (redirects) {
+        // The redirect URIs from placeholders are replaced; any added in the admin console stay.
+        const before = new Set((client.redirectUris ?? []).filter(holdsUrl).map((uri) => withUrls(uri, imported)));
+        const kept = (current.redirectUris ?? []).filter((uri) => !before.has(uri));
+        current.redirectUris = [
+          ...new Set([
+            ...kept,
+            ...(client.redirectUris ?? []).map((uri) => (holdsUrl(uri) ? withUrls(uri, wanted) : String(uri))),
+          ]),
+        ];
+      }
+      await call('PUT', `${name}/clients/${current.id}`, current);
+    }
+  }
 }
 
 /** Whether the pid file of this data folder names a live process: the Keycloak running from it. */

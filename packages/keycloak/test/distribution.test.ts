@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ensureDistribution } from '../src/distribution.ts';
+import { defaultCacheDir, ensureDistribution } from '../src/distribution.ts';
 import { findJava } from '../src/java.ts';
 
 /**
@@ -136,4 +136,14 @@ describe('ensureDistribution from a URL', () => {
     );
     await assert.rejects(access(join(work, 'cache-unchecked', 'dist', `keycloak-${VERSION}`)));
   });
+});
+
+test('cache folders given as relative paths are resolved against the working directory', () => {
+  // The instance folders symlink into the cache: a relative target would point nowhere.
+  assert.equal(defaultCacheDir({ KEYCLOAK_CACHE_DIR: 'kc-cache' }, VERSION), join(process.cwd(), 'kc-cache'));
+  assert.equal(
+    defaultCacheDir({ XDG_CACHE_HOME: 'xdg' }, VERSION),
+    join(process.cwd(), 'xdg', 'mcp-auth-stack', 'keycloak', VERSION),
+  );
+  assert.equal(defaultCacheDir({ KEYCLOAK_CACHE_DIR: '/abs/kc' }, VERSION), '/abs/kc');
 });

@@ -1,37 +1,110 @@
 import assert from 'node:assert/strict';
-import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startKeycloak } from '../src/index.ts';
-import { freePort } from './helpers.ts';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
+import { audienceOf, decodeJwtPayload, freePort, postToken } from './helpers.ts';
 
-test('a kept database imported for another server URL is refused before Keycloak starts, naming both', async () => {
-  // What `pnpm start` leaves in .data/keycloak after a run for http://localhost:8000.
+/**
+ * What `pnpm start` and then `PORT=8117 pnpm start` do to the kept Keycloak folder: the second
+ * start finds the realm imported for another server URL. It used to stop with "imported with
+ * other values", and `--fresh` gave the demo users new ids, so their data vanished from view.
+ */
+const realmEnvFor = (port: number) => ({
+  MCP_SERVER_RESOURCE_URL: `http://localhost:${port}/mcp`,
+  MCP_OAUTH_PROXY_CALLBACK_URL: `http://localhost:${port}/auth/callback`,
+});
+
+async function adminGet(keycloak: RunningKeycloak, path: string): Promise<unknown> {
+  const token = await postToken(`${keycloak.url}/realms/master`, {
+    grant_type: 'password',
+    client_id: 'admin-cli',
+    username: 'admin',
+    password: 'admin',
+  });
+  const response = await fetch(`${keycloak.url}/admin/realms/mcp/${path}`, {
+    headers: { authorization: `Bearer ${token.body.access_token as string}` },
+  });
+  assert.equal(response.status, 200, path);
+  return await response.json();
+}
+
+async function agentToken(keycloak: RunningKeycloak, resource: string) {
+  return await postToken(keycloak.realmUrl, {
+    grant_type: 'client_credentials',
+    client_id: REALM_CLIENTS.agent.clientId,
+    client_secret: REALM_CLIENTS.agent.demoSecret,
+    resource,
+  });
+}
+
+test('a kept realm started for another server URL is updated in place: new audience and redirect URI, same user ids', async () => {
   const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
+  const ports = { httpPort: await freePort(), managementPort: await freePort() };
+  const [alice] = DEMO_USERS;
+  assert.ok(alice);
+  let keycloak: RunningKeycloak | undefined;
   try {
-    await mkdir(join(instanceDir, 'data', 'h2'), { recursive: true });
-    await writeFile(
-      join(instanceDir, 'data', 'realm-env.json'),
-      JSON.stringify({
-        MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
-        MCP_SERVER_RESOURCE_URL: 'http://localhost:8000/mcp',
-      }),
+    keycloak = await startKeycloak({ instanceDir, ...ports, realmEnv: realmEnvFor(8000) });
+    const users = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
+    assert.equal(users[0]?.id, alice.id, "alice's id is the one pinned in the realm file");
+    await keycloak.stop();
+
+    const phases: string[] = [];
+    keycloak = await startKeycloak({
+      instanceDir,
+      ...ports,
+      realmEnv: realmEnvFor(8117),
+      onProgress: ({ message }) => phases.push(message),
+    });
+    assert.ok(
+      phases.some((message) =>
+        message.includes('MCP_SERVER_RESOURCE_URL: http://localhost:8000/mcp → http://localhost:8117/mcp'),
+      ),
+      phases.join('\n'),
     );
+    const moved = await agentToken(keycloak, 'http://localhost:8117/mcp');
+    assert.equal(moved.status, 200, JSON.stringify(moved.body));
+    assert.deepEqual(audienceOf(decodeJwtPayload(moved.body.access_token as string)), ['http://localhost:8117/mcp']);
+    const old = await agentToken(keycloak, 'http://localhost:8000/mcp');
+    assert.equal(old.status, 400, 'the old resource URL is no longer the server');
+    assert.equal(old.body.error, 'invalid_target');
+
+    const [proxy] = (await adminGet(keycloak, `clients?clientId=${REALM_CLIENTS.oauthProxy.clientId}`)) as {
+      redirectUris: string[];
+    }[];
+    assert.deepEqual(proxy?.redirectUris, ['http://localhost:8117/auth/callback']);
+    const after = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
+    assert.equal(after[0]?.id, alice.id, 'the users were kept');
+    assert.deepEqual(
+      JSON.parse(await readFile(join(instanceDir, 'data', 'realm-env.json'), 'utf8')),
+      realmEnvFor(8117),
+      'the new values are recorded',
+    );
+  } finally {
+    await keycloak?.stop();
+    await rm(instanceDir, { recursive: true, force: true });
+  }
+});
+
+test('a taken management port is refused before anything starts, naming the variable that moves it', async () => {
+  const holder = createServer().listen(0, '127.0.0.1');
+  await new Promise((resolve) => holder.once('listening', resolve));
+  const taken = (holder.address() as { port: number }).port;
+  try {
     await assert.rejects(
       startKeycloak({
-        instanceDir,
         httpPort: await freePort(),
-        managementPort: await freePort(),
-        realmEnv: {
-          MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
-          MCP_SERVER_RESOURCE_URL: 'http://localhost:8001/mcp',
-        },
+        managementPort: taken,
+        portVariables: { http: 'KEYCLOAK_PORT', management: 'KEYCLOAK_MANAGEMENT_PORT' },
       }),
-      /imported with other values[\s\S]*MCP_SERVER_RESOURCE_URL: imported http:\/\/localhost:8000\/mcp, now http:\/\/localhost:8001\/mcp[\s\S]*--fresh/,
+      new RegExp(
+        `Management port ${taken} on 127\\.0\\.0\\.1 is in use\\. Stop that program, or set KEYCLOAK_MANAGEMENT_PORT to another port`,
+      ),
     );
-    await assert.rejects(access(join(instanceDir, 'keycloak.pid')), 'no Keycloak was started');
   } finally {
-    await rm(instanceDir, { recursive: true, force: true });
+    holder.close();
   }
 });

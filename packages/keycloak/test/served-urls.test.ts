@@ -1,0 +1,21 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { servedUrls } from '../src/index.ts';
+
+test('the realm is imported for the URL the server will serve: MCP_SERVER_BASE_URL, else PORT, else 8000', () => {
+  assert.deepEqual(servedUrls({}), {
+    MCP_SERVER_RESOURCE_URL: 'http://localhost:8000/mcp',
+    MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
+  });
+  assert.equal(servedUrls({ PORT: '8117' }).MCP_SERVER_RESOURCE_URL, 'http://localhost:8117/mcp');
+  assert.deepEqual(servedUrls({ PORT: '8117', MCP_SERVER_BASE_URL: 'https://mcp.example.com/' }), {
+    MCP_SERVER_RESOURCE_URL: 'https://mcp.example.com/mcp',
+    MCP_OAUTH_PROXY_CALLBACK_URL: 'https://mcp.example.com/auth/callback',
+  });
+  assert.equal(
+    servedUrls({ PORT: '8117', MCP_SERVER_RESOURCE_URL: 'http://127.0.0.1:9999/mcp' }).MCP_SERVER_RESOURCE_URL,
+    'http://127.0.0.1:9999/mcp',
+    'an explicit realm variable wins',
+  );
+  assert.throws(() => servedUrls({ PORT: 'eighty' }), /PORT must be a whole number/);
+});

@@ -1,0 +1,62 @@
+/**
+ * The part of `pnpm start`'s summary that says how to connect, for the mode and URL it runs
+ * with: `.vscode/mcp.json` names port 8000 only, and how VS Code gets a client id depends on
+ * KEYCLOAK_REGISTRATION.
+ */
+import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
+import type { ServerConfig } from '../apps/server/src/config.ts';
+
+/** The URL `.vscode/mcp.json` names. */
+export const VSCODE_FILE_URL = 'http://localhost:8000';
+
+export interface SummaryInput extends Pick<ServerConfig, 'authMode' | 'baseUrl' | 'keycloakRegistration'> {
+  /** Shown once, when `pnpm start` created it. */
+  demoKey?: string | undefined;
+  demoUser?: string;
+}
+
+/** How to connect VS Code in this mode, at this URL (`.vscode/mcp.json` names port 8000 only). */
+export function connectLines(config: SummaryInput): string[] {
+  const entry = config.authMode === 'key' ? 'expenses (API key)' : 'expenses';
+  const mcpUrl = `${config.baseUrl}/mcp`;
+  const server: Record<string, unknown> = { type: 'http', url: mcpUrl };
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: VS Code's input variable, as in .vscode/mcp.json
+  if (config.authMode === 'key') server.headers = { Authorization: 'Bearer ${input:expenses-api-key}' };
+  const where =
+    config.baseUrl === VSCODE_FILE_URL
+      ? `.vscode/mcp.json has "${entry}": start it`
+      : `.vscode/mcp.json names port 8000; add to its "servers":\n              "${entry}": ${JSON.stringify(server)}\n            and start it`;
+  const lines: string[] = [];
+  if (config.authMode === 'key') {
+    if (config.demoKey) {
+      lines.push(
+        `  Demo key for "${config.demoUser}" (shown once; only its hash is stored):`,
+        `    ${config.demoKey}`,
+        '',
+      );
+    }
+    lines.push(
+      '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
+      `  VS Code   ${where}; paste a key when it asks.`,
+    );
+  } else if (config.authMode === 'keycloak') {
+    const registers = {
+      direct: 'VS Code registers itself with Keycloak',
+      workaround: "VS Code registers through this server's /register (KEYCLOAK_REGISTRATION=workaround)",
+      off: `VS Code asks for a client id: give ${REALM_CLIENTS.editor} (KEYCLOAK_REGISTRATION=off)`,
+    }[config.keycloakRegistration];
+    lines.push(
+      `  VS Code   ${where}; ${registers},`,
+      '            then opens the login page (sign in as one of the demo users).',
+      '  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)',
+    );
+  } else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
+    lines.push(
+      `  VS Code   ${where}; VS Code registers itself with this server, which shows its`,
+      '            consent page, then sends you to sign in upstream (see docs/oauth-proxy.md).',
+    );
+  } else {
+    lines.push(`  VS Code   ${where} (no auth in this mode).`);
+  }
+  return lines;
+}

@@ -1,0 +1,510 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { type CallbackServer, freePort, launchChromium, startCallbackServer } from '@mcp-auth-stack/keycloak/testing';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { BrowserOAuthProvider, connectWithOAuth } from '../apps/server/test/oauth-helpers.ts';
+
+/**
+ * The README's Quick start, run literally: the command lines come from README.md's code blocks
+ * (so the README cannot drift from what is tested) and run in a fresh clone of this working
+ * tree, in a temporary folder, with the environment a new user has: no DATA_DIR, no test
+ * variables, relative paths, the default ports. Only when 8000, 8080 or 9000 are taken (other
+ * test runs share the machine) does it set PORT, KEYCLOAK_PORT and KEYCLOAK_MANAGEMENT_PORT,
+ * as the README says to, and it reports that. Chromium signs in as alice; Ctrl-C is a SIGINT
+ * to the process group, as a terminal sends it.
+ */
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const execFileAsync = promisify(execFile);
+const DEFAULT_PORTS = { PORT: 8000, KEYCLOAK_PORT: 8080, KEYCLOAK_MANAGEMENT_PORT: 9000 };
+const SUMMARY_END = 'Ctrl-C stops everything.';
+const alice = { username: 'alice', password: 'alice-password' };
+
+// ---------------------------------------------------------------- the README's commands
+
+/** The command lines of the README's code blocks under `## <heading>`, comments dropped. */
+function commandsOf(readme: string, heading: string): string[][] {
+  const start = readme.indexOf(`\n## ${heading}\n`);
+  assert.ok(start >= 0, `README has a section "${heading}"`);
+  const end = readme.indexOf('\n## ', start + 1);
+  const section = readme.slice(start, end === -1 ? undefined : end);
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((block) =>
+    (block[1] as string)
+      .split('\n')
+      .map((line) => line.replace(/\s+#.*$/, '').trim())
+      .filter(Boolean),
+  );
+}
+
+interface Command {
+  line: string;
+  env: Record<string, string>;
+  argv: string[];
+}
+
+/**
+ * `NAME=value ... program args`, as a shell reads these simple lines. Anything a shell would
+ * treat specially makes the test fail, so a new README line gets looked at, not half-run.
+ */
+function parse(line: string): Command {
+  assert.doesNotMatch(line, /["'`$|&;<>()\\*?]/, `a README command this test can run literally: ${line}`);
+  const words = line.split(/\s+/);
+  const env: Record<string, string> = {};
+  while (words[0] && /^[A-Z_][A-Z0-9_]*=/.test(words[0])) {
+    const [name, ...value] = (words.shift() as string).split('=');
+    env[name as string] = value.join('=');
+  }
+  return { line, env, argv: words };
+}
+
+// ---------------------------------------------------------------- a new user's shell
+
+/**
+ * What a new user's login shell has: no DATA_DIR, no TEST_*, no NODE_TEST_CONTEXT, no npm_*.
+ * Kept: the machine's own settings a user has too (where Java is, where caches and the
+ * Keycloak download come from, proxies), so the clone does not fetch Keycloak a second time.
+ */
+function userEnvironment(): Record<string, string> {
+  const kept = [
+    ...['PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LC_ALL', 'TMPDIR', 'JAVA_HOME', 'XDG_CACHE_HOME'],
+    ...['KEYCLOAK_CACHE_DIR', 'KEYCLOAK_DIST_URL', 'KEYCLOAK_DIST_SHA1'],
+    ...['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'],
+  ];
+  const env: Record<string, string> = {};
+  for (const name of kept) if (process.env[name]) env[name] = process.env[name] as string;
+  return env;
+}
+
+interface Running {
+  child: ChildProcess;
+  output: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts a README line as a terminal would: its own process group, in the clone. */
+function run(clone: string, command: Command, extraEnv: Record<string, string>): Running {
+  const [program, ...args] = command.argv;
+  const child = spawn(program as string, args, {
+    cwd: clone,
+    env: { ...userEnvironment(), ...extraEnv, ...command.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return { child, output: () => output, exit };
+}
+
+async function completes(clone: string, command: Command, extraEnv: Record<string, string> = {}): Promise<string> {
+  const running = run(clone, command, extraEnv);
+  const { code } = await running.exit;
+  assert.equal(code, 0, `${command.line} exited with ${code}:\n${running.output()}`);
+  return running.output();
+}
+
+async function untilSummary(running: Running, timeoutMs = 540_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (!running.output().includes(SUMMARY_END)) {
+    const ended = await Promise.race([running.exit, new Promise((resolve) => setTimeout(resolve, 250, 'waiting'))]);
+    if (ended !== 'waiting')
+      throw new Error(`exited before its summary (${JSON.stringify(ended)}):\n${running.output()}`);
+    if (Date.now() > deadline) throw new Error(`no summary within ${timeoutMs / 1000} s:\n${running.output()}`);
+  }
+  return running.output();
+}
+
+/** Ctrl-C: SIGINT to the whole foreground process group (pnpm, node, its children). */
+async function ctrlC(running: Running): Promise<Stopped> {
+  if (running.child.exitCode === null && running.child.signalCode === null) {
+    process.kill(-(running.child.pid as number), 'SIGINT');
+  }
+  const { code } = await running.exit;
+  return { code, output: running.output() };
+}
+
+type Stopped = { code: number | null; output: string };
+
+/** Exit 0 after Ctrl-C, and pnpm quiet about it. */
+function stoppedCleanly({ code, output }: Stopped): void {
+  assert.equal(code, 0, output.slice(-2000));
+  assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+}
+
+async function portFree(port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
+const answers = (url: string) =>
+  fetch(url).then(
+    () => true,
+    () => false,
+  );
+
+// ---------------------------------------------------------------- MCP
+
+async function call(client: Client, name: string, args: Record<string, unknown> = {}) {
+  const result = (await client.callTool({ name, arguments: args })) as CallToolResult;
+  assert.notEqual(result.isError, true, JSON.stringify(result.content));
+  return result.structuredContent as Record<string, unknown>;
+}
+
+async function descriptions(client: Client): Promise<string[]> {
+  const { expenses } = (await call(client, 'get_user_expenses')) as { expenses: { description: string }[] };
+  return expenses.map((expense) => expense.description);
+}
+
+async function withKey(mcpUrl: string, key: string): Promise<Client> {
+  const client = new Client({ name: 'quickstart-key', version: '1' });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(mcpUrl), {
+      requestInit: { headers: { authorization: `Bearer ${key}` } },
+    }),
+  );
+  return client;
+}
+
+const expense = (description: string) => ({
+  date: '2026-11-30',
+  amount: 12.5,
+  category: 'food',
+  description,
+  payment_method: 'visa',
+});
+
+// ---------------------------------------------------------------- the test
+
+let readme: string;
+let clone: string;
+let quickstart: Command[];
+/** Ports for lines that do not set their own; empty when the defaults are free. */
+let portEnv: Record<string, string> = {};
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+let callback: CallbackServer;
+const startedAt = Date.now();
+
+before(
+  async () => {
+    readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    quickstart = commandsOf(readme, 'Quick start').flat().map(parse);
+    const free = await Promise.all(Object.values(DEFAULT_PORTS).map(portFree));
+    if (free.includes(false)) {
+      portEnv = {
+        PORT: String(await freePort()),
+        KEYCLOAK_PORT: String(await freePort()),
+        KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
+      };
+      console.log(`# 8000, 8080 or 9000 is taken on this machine: the test sets ${JSON.stringify(portEnv)}`);
+    }
+    clone = join(await mkdtemp(join(tmpdir(), 'quickstart-')), 'mcp-auth-stack');
+    await cloneWorkingTree(clone);
+    browser = await launchChromium();
+    callback = await startCallbackServer();
+  },
+  { timeout: 300_000 },
+);
+
+after(async () => {
+  await callback?.close();
+  await browser?.close();
+  if (clone) await rm(dirname(clone), { recursive: true, force: true });
+  console.log(`# quickstart: ${Math.round((Date.now() - startedAt) / 1000)} s in all`);
+});
+
+/**
+ * `git clone` of this repository, then the working tree's uncommitted changes on top (tracked
+ * changes, new files that are not ignored, deletions), so the test runs what is in front of
+ * the developer, not the last commit only.
+ */
+async function cloneWorkingTree(target: string): Promise<void> {
+  await execFileAsync('git', ['clone', '--quiet', '--no-hardlinks', ROOT, target]).catch((error: Error) => {
+    throw new Error(`this test clones the repository with git; ${ROOT} could not be cloned: ${error.message}`);
+  });
+  const git = async (...args: string[]) =>
+    (await execFileAsync('git', args, { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 })).stdout.split('\0').filter(Boolean);
+  for (const file of await git('ls-files', '-z', '--modified', '--others', '--exclude-standard')) {
+    const source = join(ROOT, file);
+    if (!(await stat(source).catch(() => undefined))?.isFile()) continue; // deleted: below
+    await mkdir(dirname(join(target, file)), { recursive: true });
+    await copyFile(source, join(target, file));
+  }
+  for (const file of await git('ls-files', '-z', '--deleted')) await rm(join(target, file), { force: true });
+}
+
+function quickstartLine(description: string, matches: (command: Command) => boolean): Command {
+  const found = quickstart.filter(matches);
+  assert.equal(
+    found.length,
+    1,
+    `the Quick start has one line that ${description}: ${quickstart.map((c) => c.line).join(' | ')}`,
+  );
+  return found[0] as Command;
+}
+
+const isPnpm = (command: Command, ...argv: string[]) =>
+  command.argv[0] === 'pnpm' && JSON.stringify(command.argv.slice(1)) === JSON.stringify(argv);
+
+describe("the README's Quick start, in a fresh clone", () => {
+  test('every line of it is one this test runs (pnpm test aside: it is the suite running this)', () => {
+    const known = quickstart.filter(
+      (command) =>
+        isPnpm(command, 'install') ||
+        isPnpm(command, 'test') ||
+        isPnpm(command, 'start') ||
+        (command.argv[0] === 'pnpm' && command.argv[1] === 'keys'),
+    );
+    assert.deepEqual(
+      quickstart.filter((command) => !known.includes(command)).map((command) => command.line),
+      [],
+    );
+  });
+
+  test('pnpm install', { timeout: 300_000 }, async () => {
+    // From the local store where it can: the same packages, without asking the registry again.
+    await completes(
+      clone,
+      quickstartLine('installs', (c) => isPnpm(c, 'install')),
+      {
+        npm_config_prefer_offline: 'true',
+      },
+    );
+  });
+
+  let firstMcpUrl = '';
+  test('pnpm start: Keycloak and the server; alice signs in with Chromium, adds and lists an expense; Ctrl-C exits 0', {
+    // The first Keycloak on a new machine downloads and builds it (a few minutes).
+    timeout: 600_000,
+  }, async () => {
+    const command = quickstartLine(
+      'starts the whole stack',
+      (c) => isPnpm(c, 'start') && Object.keys(c.env).length === 0,
+    );
+    let stopped: Stopped;
+    const running = run(clone, command, portEnv);
+    try {
+      const summary = await untilSummary(running);
+      const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
+      firstMcpUrl = `http://localhost:${port}/mcp`;
+      assert.match(summary, new RegExp(`Expenses MCP server +${firstMcpUrl} +\\(auth: keycloak\\)`));
+      assert.match(
+        summary,
+        new RegExp(`Database +embedded, in ${join(clone, '.data')}\\n`),
+        'relative DATA_DIR, absolute here',
+      );
+      assert.match(summary, /alice \/ alice-password/);
+      const client = await connectWithOAuth(firstMcpUrl, new BrowserOAuthProvider(browser, callback, alice));
+      try {
+        await call(client, 'add_user_expense', expense('quickstart lunch'));
+        assert.deepEqual(await descriptions(client), ['quickstart lunch']);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      stopped = await ctrlC(running);
+    }
+    stoppedCleanly(stopped);
+    assert.equal(await answers(firstMcpUrl.replace('/mcp', '/health')), false, 'the server stopped');
+  });
+
+  test('on other ports, as the README moves them: the kept realm follows, and alice finds her expense', {
+    timeout: 400_000,
+  }, async () => {
+    const written = quickstartLine('moves the ports', (c) => isPnpm(c, 'start') && 'PORT' in c.env);
+    assert.ok(firstMcpUrl, 'runs after the first start');
+    const moved: Record<string, string> = {};
+    for (const [name, value] of Object.entries(written.env)) {
+      // The README's ports, unless this machine has them taken.
+      moved[name] = (await portFree(Number(value))) ? value : String(await freePort());
+    }
+    let stopped: Stopped;
+    const running = run(clone, { ...written, env: moved }, {});
+    try {
+      const summary = await untilSummary(running);
+      const mcpUrl = `http://localhost:${moved.PORT}/mcp`;
+      assert.match(summary, new RegExp(`Expenses MCP server +${mcpUrl}`));
+      if (moved.KEYCLOAK_PORT)
+        assert.match(summary, new RegExp(`Keycloak realm +http://localhost:${moved.KEYCLOAK_PORT}/`));
+      assert.match(
+        summary,
+        new RegExp(`"expenses": \\{"type":"http","url":"${mcpUrl}"\\}`),
+        'VS Code gets the entry for this port',
+      );
+      const client = await connectWithOAuth(mcpUrl, new BrowserOAuthProvider(browser, callback, alice));
+      try {
+        assert.deepEqual(await descriptions(client), ['quickstart lunch'], 'the same alice (sub), the same data');
+      } finally {
+        await client.close();
+      }
+    } finally {
+      stopped = await ctrlC(running);
+    }
+    stoppedCleanly(stopped);
+  });
+
+  test('MCP_AUTH_PROVIDER=key pnpm start and the README key commands: create, list, revoke; data kept across a restart', {
+    timeout: 300_000,
+  }, async () => {
+    const keyStart = quickstartLine('starts key mode', (c) => isPnpm(c, 'start') && c.env.MCP_AUTH_PROVIDER === 'key');
+    const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
+    const mcpUrl = `http://localhost:${port}/mcp`;
+    // The Access modes section's key commands, after the Quick start's own.
+    const accessModes = commandsOf(readme, 'Access modes (`MCP_AUTH_PROVIDER`)').flat();
+    const keyLines = [...new Set([...quickstart.map((c) => c.line), ...accessModes])]
+      .filter((line) => line.startsWith('pnpm keys '))
+      .map(parse);
+    assert.ok(
+      keyLines.some((command) => command.argv[2] === 'revoke'),
+      'the README shows pnpm keys revoke',
+    );
+
+    let stopped: Stopped;
+    const first = run(clone, keyStart, portEnv);
+    let demoKey = '';
+    try {
+      const summary = await untilSummary(first);
+      assert.match(summary, new RegExp(`Expenses MCP server +${mcpUrl} +\\(auth: key\\)`));
+      demoKey = /Demo key for "demo-user".*\n\s+(mcpk_\S+)/.exec(summary)?.[1] ?? '';
+      assert.ok(demoKey, `a demo key is printed once:\n${summary}`);
+      const demo = await withKey(mcpUrl, demoKey);
+      try {
+        await call(demo, 'add_user_expense', expense('key-mode taxi'));
+        assert.deepEqual(await descriptions(demo), ['key-mode taxi']);
+      } finally {
+        await demo.close();
+      }
+
+      // Next to the running server, as the README says: each line as written.
+      let aliceKey = '';
+      let aliceKeyId = '';
+      for (const command of keyLines) {
+        if (command.argv[2] === 'revoke') continue;
+        if (command.argv[2] === 'list' && command.line.includes('[')) {
+          // `pnpm keys list [--user alice]`: the line without and with its optional part.
+          for (const variant of [command.line.replace(/\s*\[.*\]/, ''), command.line.replace(/[[\]]/g, '')]) {
+            const listed = await completes(clone, parse(variant));
+            assert.match(listed, /alice +laptop +expenses:read expenses:write/);
+            aliceKeyId = /(key_[0-9a-f]+) +alice +laptop/.exec(listed)?.[1] ?? aliceKeyId;
+          }
+          continue;
+        }
+        const output = await completes(clone, command);
+        if (command.argv[2] === 'create' && command.line.includes('--user alice')) {
+          aliceKey = output.trim().split('\n').at(-1) ?? '';
+        }
+      }
+      assert.match(aliceKey, /^mcpk_/, 'pnpm keys create prints the key on the last line');
+      assert.match(aliceKeyId, /^key_/, 'pnpm keys list shows its id');
+      const aliceClient = await withKey(mcpUrl, aliceKey);
+      assert.deepEqual(await descriptions(aliceClient), [], "alice (by key) sees none of demo-user's expenses");
+      await aliceClient.close();
+
+      const revoke = keyLines.find((command) => command.argv[2] === 'revoke') as Command;
+      // The README's placeholder id, replaced by the real one.
+      const revoked = await completes(clone, parse(revoke.line.replace(/key_[0-9a-f]+/, aliceKeyId)));
+      assert.match(revoked, new RegExp(`Revoked ${aliceKeyId}`));
+      const refused = await fetch(mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${aliceKey}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      });
+      assert.equal(refused.status, 401, 'a revoked key is refused at once');
+    } finally {
+      stopped = await ctrlC(first);
+    }
+    stoppedCleanly(stopped);
+
+    const second = run(clone, keyStart, portEnv);
+    try {
+      const summary = await untilSummary(second);
+      assert.doesNotMatch(summary, /Demo key/, 'the demo key was shown once');
+      const demo = await withKey(mcpUrl, demoKey);
+      try {
+        assert.deepEqual(await descriptions(demo), ['key-mode taxi'], 'the data and the key survived the restart');
+      } finally {
+        await demo.close();
+      }
+    } finally {
+      stopped = await ctrlC(second);
+    }
+    stoppedCleanly(stopped);
+  });
+
+  test('"Keycloak, locally": pnpm keycloak --fresh re-imports the realm, alice keeps her id; pnpm start:server runs the server by hand', {
+    timeout: 600_000,
+  }, async () => {
+    const blocks = commandsOf(readme, 'Keycloak, locally and without Docker').flat();
+    const fresh = parse(blocks.find((line) => line === 'pnpm keycloak --fresh') ?? 'missing: pnpm keycloak --fresh');
+    const byHand = blocks.find((line) => line.includes('pnpm start:server'));
+    assert.ok(byHand, 'the section runs the server by hand with pnpm start:server');
+    const keycloakEnv = portEnv.KEYCLOAK_PORT
+      ? { KEYCLOAK_PORT: portEnv.KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT: portEnv.KEYCLOAK_MANAGEMENT_PORT as string }
+      : {};
+    // With the same PORT as the server below: the realm is imported for the URL it will serve.
+    const keycloak = run(clone, fresh, { ...keycloakEnv, ...(portEnv.PORT ? { PORT: portEnv.PORT } : {}) });
+    let stopped: Stopped;
+    try {
+      while (!keycloak.output().includes('Press Ctrl-C to stop.')) {
+        const ended = await Promise.race([
+          keycloak.exit,
+          new Promise((resolve) => setTimeout(resolve, 250, 'waiting')),
+        ]);
+        if (ended !== 'waiting') throw new Error(`pnpm keycloak --fresh exited:\n${keycloak.output()}`);
+      }
+      assert.match(keycloak.output(), /realm mcp imported/, 'the realm file was imported again');
+      // The README's realm URL, on the port Keycloak really has.
+      const line = portEnv.KEYCLOAK_PORT ? byHand.replace(':8080/', `:${portEnv.KEYCLOAK_PORT}/`) : byHand;
+      const server = run(clone, parse(line), portEnv.PORT ? { PORT: portEnv.PORT } : {});
+      const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
+      try {
+        for (let waited = 0; !(await answers(`http://127.0.0.1:${port}/health`)); waited += 250) {
+          if (waited > 60_000 || server.child.exitCode !== null) throw new Error(`no server:\n${server.output()}`);
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        const client = await connectWithOAuth(
+          `http://localhost:${port}/mcp`,
+          new BrowserOAuthProvider(browser, callback, alice),
+        );
+        try {
+          assert.deepEqual(
+            await descriptions(client),
+            ['quickstart lunch'],
+            'alice is the same user after a re-import',
+          );
+        } finally {
+          await client.close();
+        }
+      } finally {
+        await ctrlC(server);
+        // pnpm returns at once; the server closes the embedded database after it.
+        for (let waited = 0; await answers(`http://127.0.0.1:${port}/health`); waited += 250) {
+          if (waited > 30_000) break;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      }
+    } finally {
+      stopped = await ctrlC(keycloak);
+    }
+    stoppedCleanly(stopped);
+    const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
+    assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped on Ctrl-C');
+  });
+});
