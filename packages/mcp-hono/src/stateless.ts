@@ -11,6 +11,7 @@ import {
 import type { Context } from 'hono';
 import { readBodyWithin } from './body.ts';
 import { lossyNumbers } from './exact-json.ts';
+import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 
 export interface StatelessMcpOptions {
@@ -34,6 +35,11 @@ export interface StatelessMcpOptions {
    * arrive as 12.34): a tool error for `tools/call`, "Invalid params" for anything else.
    */
   exactNumbers?: boolean;
+  /**
+   * Deepest nesting of arrays and objects accepted (default 64); deeper bodies get 400 before
+   * anything walks them (the exact-number check, the SDK's validation).
+   */
+  maxJsonDepth?: number;
 }
 
 // JSON-RPC 2.0 error codes.
@@ -56,6 +62,7 @@ export async function createStatelessMcpEndpoint(
   const transport = new MultiplexTransport();
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   let cachedToolList: JSONRPCResultResponse['result'] | undefined;
   const serializedListings = new Map<string, string>();
 
@@ -90,6 +97,9 @@ export async function createStatelessMcpEndpoint(
     const body = await readBodyWithin(request, maxBodyBytes);
     if (body === undefined) {
       return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    }
+    if (jsonTextTooDeep(body, maxJsonDepth)) {
+      return rpcError(400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
     }
     let message: unknown;
     try {
