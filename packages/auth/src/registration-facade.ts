@@ -51,6 +51,8 @@ const MAX_REGISTRATION_DEPTH = 8;
  * `backchannel_logout_uri`): from an anonymous caller, each is a request Keycloak would make on
  * its behalf (blind SSRF). MCP clients need none of them.
  */
+/** Bidirectional controls, zero-width and invisible characters, the BOM, unpaired surrogates. */
+const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
 const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
 
 export function registrationFacade(options: RegistrationFacadeOptions) {
@@ -205,6 +207,13 @@ export function checkRegistration(body: unknown): { error: string; description: 
   }
   if (members.subject_type !== undefined && members.subject_type !== 'public') {
     return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
+  }
+  if (typeof members.client_name === 'string' && DECEPTIVE_CHARACTERS.test(members.client_name)) {
+    // The name is shown on consent pages: it must read as what it is.
+    return {
+      error: 'invalid_client_metadata',
+      description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
+    };
   }
   const redirectUris = members.redirect_uris;
   if (!Array.isArray(redirectUris) || redirectUris.length === 0) {

@@ -141,7 +141,7 @@ export async function createStatelessMcpEndpoint(
           headers: JSON_HEADERS,
         });
       }
-      let reply = await transport.request(rpc, extra, request.signal);
+      let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
         const result = reply.result as { tools?: { name: string }[] };
@@ -189,6 +189,28 @@ function rpcError(status: number, code: number, message: string, headers: Record
     status,
     headers: { ...JSON_HEADERS, ...headers },
   });
+}
+
+/**
+ * The SDK answers a request whose params fail its schema (`tools/list` with `cursor: null`) with
+ * -32603 and zod's issue list as raw JSON for a message. That is the caller's mistake, not an
+ * internal error: -32602 with the issues in one readable line.
+ */
+function readableValidationError<T extends object>(reply: T): T {
+  const error = (reply as { error?: { code?: unknown; message?: unknown } }).error;
+  if (error?.code !== -32603 || typeof error.message !== 'string' || !error.message.startsWith('[')) return reply;
+  let issues: unknown;
+  try {
+    issues = JSON.parse(error.message);
+  } catch {
+    return reply;
+  }
+  if (!Array.isArray(issues) || issues.length === 0) return reply;
+  const described = issues.slice(0, 3).map((issue: { path?: unknown; message?: unknown }) => {
+    const path = Array.isArray(issue.path) ? issue.path.join('.') : '';
+    return `${path || '(message)'}: ${typeof issue.message === 'string' ? issue.message : 'invalid'}`;
+  });
+  return { ...reply, error: { code: INVALID_PARAMS, message: `Invalid params: ${described.join('; ')}` } };
 }
 
 function classify(message: unknown): 'request' | 'notification' | 'response' | 'invalid' {
