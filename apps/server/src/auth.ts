@@ -6,6 +6,7 @@ import {
   type AuthProvider,
   apiKeyProvider,
   jwtBearerProvider,
+  keycloakClientJanitor,
   noAuthProvider,
   registrationFacade,
 } from '@mcp-auth-stack/auth';
@@ -98,6 +99,7 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
     ...KEYCLOAK_TOKEN_RULES,
     onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
   });
+  if (config.keycloakJanitorSecret !== undefined) startJanitor(reachable, config.keycloakJanitorSecret, logger);
   if (!workaround) return jwt;
   const facade = registrationFacade({
     issuer: config.baseUrl,
@@ -115,6 +117,24 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
       facade.mount(app);
     },
   };
+}
+
+/**
+ * Removes anonymously registered clients nobody uses (a flood of them would fill the realm's
+ * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
+ * without a session. Checked every 5 minutes. See docs/security.md.
+ */
+function startJanitor(realmUrl: string, secret: string, logger: Logger) {
+  const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
+  if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
+  keycloakClientJanitor({
+    baseUrl: match[1] as string,
+    realm: decodeURIComponent(match[2] as string),
+    clientId: 'mcp-client-janitor',
+    clientSecret: secret,
+    keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
+    onEvent: (event, details) => logger.info(`keycloak client janitor: ${event}`, details),
+  }).start();
 }
 
 /** The scopes the proxy offers, with what its consent page says about each. */

@@ -427,3 +427,71 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
     assert.equal(hits, 1);
   });
 });
+
+describe('broken 3: a registration flood locks registration out for a bounded time only', () => {
+  test('flooded to Max Clients, registration answers 403; the janitor removes the unused clients, not used ones', async () => {
+    const { keycloakClientJanitor } = await import('@mcp-auth-stack/auth');
+    const components = (await adminApi(
+      '/components?type=org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy',
+    )) as { id: string; providerId: string; subType: string; config: Record<string, string[]> }[];
+    const maxClients = components.find((c) => c.providerId === 'max-clients' && c.subType === 'anonymous');
+    assert.ok(maxClients);
+    const count = ((await adminApi('/clients?max=1000')) as unknown[]).length;
+    const register = () =>
+      post(registrations('openid-connect'), {
+        client_name: 'Flood',
+        redirect_uris: ['http://127.0.0.1:9/callback'],
+        token_endpoint_auth_method: 'none',
+      });
+    // A realm with room for 4 more clients, as 200 is for a flood of 200.
+    await adminApi(`/components/${maxClients.id}`, {
+      method: 'PUT',
+      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 4)] } },
+    });
+    try {
+      // One real client, used: alice logs in through it.
+      const callback = await startCallbackServer();
+      callbacks.push(callback);
+      const real = await post(registrations('openid-connect'), {
+        client_name: 'Real client',
+        redirect_uris: [callback.redirectUri],
+        grant_types: ['authorization_code', 'refresh_token'],
+        token_endpoint_auth_method: 'none',
+      });
+      assert.equal(real.status, 201, real.text);
+      const used = await aliceThrough(real.json.client_id as string, callback);
+      assert.ok(used.token, String(used.error));
+      await used.client?.close();
+
+      const flood = [await register(), await register(), await register()];
+      assert.deepEqual(
+        flood.map((r) => r.status),
+        [201, 201, 201],
+      );
+      const locked = await register();
+      assert.equal(locked.status, 403, `the realm is full: ${locked.text}`);
+
+      const janitor = keycloakClientJanitor({
+        baseUrl: keycloak.url,
+        realm: 'mcp',
+        clientId: 'mcp-client-janitor',
+        clientSecret: 'mcp-client-janitor-demo-secret-not-for-production',
+        keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
+        abandonedAfterSeconds: 0,
+        intervalSeconds: 0,
+      });
+      await janitor.runOnce(); // first sight: marks them
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const { removed } = await janitor.runOnce();
+      for (const registered of flood) assert.ok(removed.includes(registered.json.client_id as string));
+      assert.ok(!removed.includes(real.json.client_id as string), 'the client alice uses stays');
+      const ids = ((await adminApi('/clients?max=1000')) as { clientId: string }[]).map((c) => c.clientId);
+      for (const kept of ['vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy', 'mcp-server', 'admin-cli']) {
+        assert.ok(ids.includes(kept), kept);
+      }
+      assert.equal((await register()).status, 201, 'registration works again');
+    } finally {
+      await adminApi(`/components/${maxClients.id}`, { method: 'PUT', body: maxClients });
+    }
+  });
+});
