@@ -68,4 +68,30 @@ describe('hostile bodies at /mcp', () => {
     });
     assert.equal(((await ok.json()) as { result?: { isError?: boolean } }).result?.isError, undefined);
   });
+
+  test("another user's expense: not listed, not deleted, whatever its id (ids appear in logs)", async () => {
+    const victim = (await stack.keys.create({ userId: 'victim' })).secret;
+    const added = await postMcp(
+      stack.mcpUrl,
+      {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: {
+          name: 'add_user_expense',
+          arguments: { date: '2025-12-02', amount: 9, category: 'food', description: 'Victim', payment_method: 'cash' },
+        },
+      },
+      { authorization: `Bearer ${victim}` },
+    );
+    const id = ((await added.json()) as { result: { structuredContent: { expense: { id: string } } } }).result
+      .structuredContent.expense.id;
+    const deleted = await callTool('delete_user_expense', { id });
+    const text = await deleted.text();
+    assert.doesNotMatch(text, /"isError":false/);
+    const listed = await callTool('get_user_expenses', {});
+    assert.doesNotMatch(await listed.text(), /Victim/);
+    const rows = (await stack.sql.query('SELECT user_id FROM expenses WHERE id = $1', [id])).rows;
+    assert.deepEqual(rows, [{ user_id: 'victim' }], "still there, still the victim's");
+  });
 });

@@ -364,9 +364,12 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
   before(async () => {
     // 127.0.0.2: a loopback address outside the realm's Trusted Hosts, standing for an internal host.
     await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));
+    listener.unref(); // never what keeps the test process alive
     sector = `http://127.0.0.2:${(listener.address() as AddressInfo).port}/sector`;
   });
   after(async () => {
+    // Keycloak's HTTP client keeps its connection open: close it too, or close() waits for it.
+    listener.closeAllConnections();
     await new Promise<void>((resolve) => listener.close(() => resolve()));
   });
   const pairwise = () => ({
@@ -493,5 +496,35 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
     } finally {
       await adminApi(`/components/${maxClients.id}`, { method: 'PUT', body: maxClients });
     }
+  });
+});
+
+describe('anonymous callers without a realm account', () => {
+  test('a client registered anonymously with client_credentials gets no token this server takes', async () => {
+    // Registration is open to anyone; a client_credentials client gets a service account, which
+    // is no person: it must not become a user of the server (the realm gives mcp:access, and so
+    // the server's audience, only to holders of the role mcp-user).
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Headless stranger',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      grant_types: ['client_credentials'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    });
+    assert.equal(registered.status, 201, registered.text);
+    const basic = Buffer.from(`${registered.json.client_id}:${registered.json.client_secret}`).toString('base64');
+    const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${basic}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'mcp:access expenses:read expenses:write' }),
+    });
+    const tokens = (await issued.json()) as { access_token?: string };
+    assert.ok(tokens.access_token, `Keycloak issues the stranger a token: ${JSON.stringify(tokens)}`);
+    assert.ok(![decodeJwtPayload(tokens.access_token).aud].flat().includes(`${baseUrl}/mcp`), 'not for this server');
+    const response = await postMcp(
+      `${baseUrl}/mcp`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${tokens.access_token}` },
+    );
+    assert.equal(response.status, 401, 'a stranger without an account is not a user of this server');
   });
 });

@@ -69,6 +69,8 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const idleAfterMs = (options.idleAfterSeconds ?? 7 * 24 * 3600) * 1000;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<JanitorRun> | undefined;
+  /** First sight of clients, when Keycloak refused to record it on the client. */
+  const seenHere = new Map<string, number>();
 
   async function token(): Promise<string> {
     const response = await doFetch(
@@ -122,6 +124,32 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     });
   }
 
+  /** Marks or removes one candidate; true when removed. */
+  async function tidy(bearer: string, client: ClientRepresentation): Promise<boolean> {
+    const at = now();
+    const lastUsed = Number(client.attributes?.[LAST_USED] ?? Number.NaN);
+    const firstSeen = Number(client.attributes?.[FIRST_SEEN] ?? seenHere.get(client.id) ?? Number.NaN);
+    if ((await sessions(bearer, client.id)) > 0) {
+      // Written at most once an hour per client, not on every run.
+      if (!(at - lastUsed < 3600_000)) await mark(bearer, client, LAST_USED, at);
+      return false;
+    }
+    const expired = Number.isFinite(lastUsed)
+      ? at - lastUsed > idleAfterMs
+      : Number.isFinite(firstSeen) && at - firstSeen > abandonedAfterMs;
+    if (expired) {
+      await api(bearer, `/clients/${client.id}`, { method: 'DELETE' });
+      seenHere.delete(client.id);
+      return true;
+    }
+    if (!Number.isFinite(lastUsed) && !Number.isFinite(firstSeen)) {
+      // Kept here too: a client Keycloak refuses to update is still removed in time.
+      seenHere.set(client.id, at);
+      await mark(bearer, client, FIRST_SEEN, at);
+    }
+    return false;
+  }
+
   async function run(): Promise<JanitorRun> {
     const bearer = await token();
     const removed: string[] = [];
@@ -130,22 +158,12 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       const page = (await api(bearer, `/clients?first=${first}&max=${PAGE}`)) as ClientRepresentation[];
       for (const client of page.filter(candidate)) {
         inspected++;
-        const at = now();
-        const lastUsed = Number(client.attributes?.[LAST_USED] ?? Number.NaN);
-        const firstSeen = Number(client.attributes?.[FIRST_SEEN] ?? Number.NaN);
-        if ((await sessions(bearer, client.id)) > 0) {
-          // Written at most once an hour per client, not on every run.
-          if (!(at - lastUsed < 3600_000)) await mark(bearer, client, LAST_USED, at);
-          continue;
-        }
-        const expired = Number.isFinite(lastUsed)
-          ? at - lastUsed > idleAfterMs
-          : Number.isFinite(firstSeen) && at - firstSeen > abandonedAfterMs;
-        if (expired) {
-          await api(bearer, `/clients/${client.id}`, { method: 'DELETE' });
-          removed.push(client.clientId);
-        } else if (!Number.isFinite(lastUsed) && !Number.isFinite(firstSeen)) {
-          await mark(bearer, client, FIRST_SEEN, at);
+        try {
+          if (await tidy(bearer, client)) removed.push(client.clientId);
+        } catch (error) {
+          // One client Keycloak will not update (e.g. its pairwise sector URI no longer answers)
+          // must not stop the others.
+          options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
         }
       }
       if (page.length < PAGE) break;
