@@ -6,6 +6,7 @@ import {
   type AuthProvider,
   apiKeyProvider,
   jwtBearerProvider,
+  keycloakClientJanitor,
   noAuthProvider,
   registrationFacade,
 } from '@mcp-auth-stack/auth';
@@ -51,6 +52,20 @@ export async function createAuthProvider(
   }
 }
 
+/**
+ * What a Keycloak access token must look like here: header `typ` `JWT` and payload `typ`
+ * `Bearer` (what 26.7.3 issues; ID and refresh tokens say `ID` and `Refresh`), a UUID `sub`,
+ * scopes from `scope` only, and a lifetime of at most an hour (the realm issues 5 minutes; a
+ * registered client that raised its own lifespan would be refused).
+ */
+export const KEYCLOAK_TOKEN_RULES = {
+  tokenType: 'JWT',
+  payloadType: 'Bearer',
+  userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+  scopeClaims: ['scope'],
+  maxLifetimeSeconds: 3600,
+} as const satisfies Partial<Parameters<typeof jwtBearerProvider>[0]>;
+
 /** The scope that carries this server's audience in the realm (an audience mapper). */
 export const MCP_ACCESS_SCOPE = 'mcp:access';
 
@@ -78,8 +93,13 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
     resourceName: 'Expenses Tracker',
     // Keycloak and this server keep NTP time; a few seconds of leeway is plenty.
     clockToleranceSeconds: 5,
+    // Only what the realm itself guarantees decides (docs/security.md): the user is `sub` in the
+    // form Keycloak gives it, scopes come from `scope` (written by Keycloak after every protocol
+    // mapper; `scp` could only come from a mapper), and only access tokens are taken.
+    ...KEYCLOAK_TOKEN_RULES,
     onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
   });
+  if (config.keycloakJanitorSecret !== undefined) startJanitor(reachable, config.keycloakJanitorSecret, logger);
   if (!workaround) return jwt;
   const facade = registrationFacade({
     issuer: config.baseUrl,
@@ -97,6 +117,24 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
       facade.mount(app);
     },
   };
+}
+
+/**
+ * Removes anonymously registered clients nobody uses (a flood of them would fill the realm's
+ * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
+ * without a session. Checked every 5 minutes. See docs/security.md.
+ */
+function startJanitor(realmUrl: string, secret: string, logger: Logger) {
+  const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
+  if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
+  keycloakClientJanitor({
+    baseUrl: match[1] as string,
+    realm: decodeURIComponent(match[2] as string),
+    clientId: 'mcp-client-janitor',
+    clientSecret: secret,
+    keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
+    onEvent: (event, details) => logger.info(`keycloak client janitor: ${event}`, details),
+  }).start();
 }
 
 /** The scopes the proxy offers, with what its consent page says about each. */

@@ -45,6 +45,8 @@ export interface ServerConfig {
   keycloakRegistration: KeycloakRegistration;
   /** Only tokens whose `azp` is listed are accepted (empty: any client of the realm). */
   allowedClientIds: string[];
+  /** `keycloak` mode: secret of the realm's `mcp-client-janitor`; set, unused registered clients are removed. */
+  keycloakJanitorSecret: string | undefined;
   /** Trust X-Forwarded-For for per-client limits (behind a reverse proxy that sets it). */
   trustProxy: boolean;
   databaseUrl: string | undefined;
@@ -129,6 +131,7 @@ export const CONFIG_VARIABLES = [
   'KEYCLOAK_REALM_INTERNAL_URL',
   'KEYCLOAK_REGISTRATION',
   'ALLOWED_CLIENT_IDS',
+  'KEYCLOAK_JANITOR_CLIENT_SECRET',
   'TRUST_PROXY',
   ...PROXY_VARIABLES,
 ] as const;
@@ -196,6 +199,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
         : httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', ''),
     keycloakRegistration,
     allowedClientIds,
+    keycloakJanitorSecret: optional(env, 'KEYCLOAK_JANITOR_CLIENT_SECRET'),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     localUserId: text(env, 'LOCAL_USER_ID', 'local-user'),
     allowUnauthenticatedRemote,

@@ -45,6 +45,10 @@ export async function startServer(
         resolve();
       });
     });
+    // Slow clients hold sockets: all headers within 10 s, the whole request body within 30 s
+    // (Node's defaults are 60 s and 300 s). Responses are not limited by these.
+    httpServer.headersTimeout = 10_000;
+    httpServer.requestTimeout = 30_000;
     const { port } = httpServer.address() as AddressInfo;
     const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${hostForUrl}:${port}`;

@@ -18,6 +18,12 @@ export {
   type ReadinessReport,
 } from './jwt.ts';
 export {
+  type JanitorRun,
+  KEYCLOAK_BUILT_IN_CLIENTS,
+  type KeycloakClientJanitorOptions,
+  keycloakClientJanitor,
+} from './keycloak-client-janitor.ts';
+export {
   mountProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
   parseResourceUrl,

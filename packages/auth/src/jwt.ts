@@ -47,6 +47,24 @@ export interface JwtBearerProviderOptions {
   clockToleranceSeconds?: number | undefined;
   /** Claim holding the user id (default `sub`; Entra ID uses `oid`). */
   userIdClaim?: string | undefined;
+  /**
+   * The form user ids must have, e.g. Keycloak's UUIDs: a token whose user id has another form
+   * (a username or an email a protocol mapper put there) is refused.
+   */
+  userIdPattern?: RegExp | undefined;
+  /**
+   * Claims scopes are read from (default both `scope` and `scp`). Keycloak writes `scope` itself,
+   * after every protocol mapper; `scp` is only ever written by a mapper, so the Keycloak mode reads
+   * `scope` alone.
+   */
+  scopeClaims?: readonly ('scope' | 'scp')[] | undefined;
+  /**
+   * Required `typ` claim of the payload (Keycloak access tokens: `Bearer`; its ID tokens say `ID`,
+   * refresh tokens `Refresh`). Unchecked by default.
+   */
+  payloadType?: string | undefined;
+  /** Refuse tokens meant to live longer than this (`exp - iat`, seconds; `iat` then required). */
+  maxLifetimeSeconds?: number | undefined;
   /** When set, only tokens whose `azp` (or `client_id`) is listed are accepted: pre-registered clients only. */
   allowedClientIds?: readonly string[] | undefined;
   /** Verified-token cache (default 10 000 entries, 5 min at most); `false` verifies every request. */
@@ -109,6 +127,8 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
   const audience = toList(options.audience ?? options.resource);
   if (audience.length === 0) throw new Error('jwtBearerProvider needs at least one accepted audience.');
   const userIdClaim = options.userIdClaim ?? 'sub';
+  const scopeClaims = options.scopeClaims ?? ['scope', 'scp'];
+  const maxLifetime = options.maxLifetimeSeconds;
   const allowedClientIds = options.allowedClientIds ? new Set(options.allowedClientIds) : undefined;
   const clockTolerance = options.clockToleranceSeconds ?? 30;
   const keySet = new RemoteKeySet(options.jwksUri, options.jwks);
@@ -127,7 +147,7 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
     audience,
     algorithms,
     clockTolerance,
-    requiredClaims: ['exp'],
+    requiredClaims: maxLifetime === undefined ? ['exp'] : ['exp', 'iat'],
     ...(options.tokenType === undefined ? {} : { typ: options.tokenType }),
   };
 
@@ -144,15 +164,24 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
       if (error instanceof AuthUnavailableError) throw error;
       return { outcome: reject(describeFailure(error), error) };
     }
+    if (options.payloadType !== undefined && payload.typ !== options.payloadType) {
+      return { outcome: reject('The token is not an access token (typ).') };
+    }
+    if (maxLifetime !== undefined && (payload.exp as number) - (payload.iat as number) > maxLifetime) {
+      return { outcome: reject(`The access token lives longer than this resource accepts (${maxLifetime} s).`) };
+    }
     const userId = payload[userIdClaim];
     if (typeof userId !== 'string' || userId.length === 0) {
       return { outcome: reject(`The access token does not name a user (claim ${userIdClaim}).`) };
+    }
+    if (options.userIdPattern && !options.userIdPattern.test(userId)) {
+      return { outcome: reject(`The access token names a user id of an unexpected form (claim ${userIdClaim}).`) };
     }
     const clientId = firstString(payload.azp, payload.client_id);
     if (allowedClientIds && (clientId === undefined || !allowedClientIds.has(clientId))) {
       return { outcome: reject('The access token was issued to a client this resource does not accept.') };
     }
-    const principal: Principal = { userId, scopes: Object.freeze(scopesOf(payload)), method: 'oauth' };
+    const principal: Principal = { userId, scopes: Object.freeze(scopesOf(payload, scopeClaims)), method: 'oauth' };
     if (clientId !== undefined) principal.clientId = clientId;
     const name = firstString(payload.name, payload.preferred_username);
     if (name !== undefined) principal.name = name;
@@ -299,8 +328,8 @@ function firstString(...values: unknown[]): string | undefined {
   return undefined;
 }
 
-/** `scope` (RFC 8693/9068: space-separated) and `scp` (Entra, Okta: array or string), merged. */
-function scopesOf(payload: JWTPayload): string[] {
+/** `scope` (RFC 8693/9068: space-separated) and `scp` (Entra, Okta: array or string), merged, as chosen. */
+function scopesOf(payload: JWTPayload, claims: readonly ('scope' | 'scp')[]): string[] {
   const scopes = new Set<string>();
   const add = (value: unknown) => {
     const list = typeof value === 'string' ? value.split(' ') : Array.isArray(value) ? value : [];
@@ -308,8 +337,7 @@ function scopesOf(payload: JWTPayload): string[] {
       if (typeof scope === 'string' && scope.length > 0) scopes.add(scope);
     }
   };
-  add(payload.scope);
-  add(payload.scp);
+  for (const claim of claims) add(payload[claim]);
   return [...scopes];
 }
 

@@ -1,4 +1,4 @@
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { jsonTextTooDeep, jsonValueTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
@@ -43,6 +43,17 @@ export interface RegistrationFacadeOptions {
 
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 const MAX_REDIRECT_URIS = 10;
+/** A registration is a flat object of strings and lists of strings; 8 levels leaves room for `jwks`. */
+const MAX_REGISTRATION_DEPTH = 8;
+/**
+ * Members naming a URL the identity provider itself would fetch or call (Keycloak fetches
+ * `sector_identifier_uri` during registration, `jwks_uri` and `request_uris` later, and POSTs to
+ * `backchannel_logout_uri`): from an anonymous caller, each is a request Keycloak would make on
+ * its behalf (blind SSRF). MCP clients need none of them.
+ */
+/** Bidirectional controls, zero-width and invisible characters, the BOM, unpaired surrogates. */
+const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
+const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
 
 export function registrationFacade(options: RegistrationFacadeOptions) {
   const issuer = options.issuer.replace(/\/+$/, '');
@@ -105,6 +116,9 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       const text = await readBodyWithin(c.req.raw, maxBodyBytes);
       if (text === undefined) {
         return registrationError(413, 'invalid_client_metadata', `Registration larger than ${maxBodyBytes} bytes.`);
+      }
+      if (jsonTextTooDeep(text, MAX_REGISTRATION_DEPTH)) {
+        return registrationError(400, 'invalid_client_metadata', 'The registration nests too deeply.');
       }
       let body: unknown;
       try {
@@ -179,7 +193,29 @@ export function checkRegistration(body: unknown): { error: string; description: 
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { error: 'invalid_client_metadata', description: 'The registration must be a JSON object.' };
   }
-  const redirectUris = (body as Record<string, unknown>).redirect_uris;
+  if (jsonValueTooDeep(body, MAX_REGISTRATION_DEPTH)) {
+    return { error: 'invalid_client_metadata', description: 'The registration nests too deeply.' };
+  }
+  const members = body as Record<string, unknown>;
+  for (const member of FETCHED_URI_MEMBERS) {
+    if (members[member] !== undefined) {
+      return {
+        error: 'invalid_client_metadata',
+        description: `${member} is not accepted: the authorization server would fetch it on the registrant's behalf.`,
+      };
+    }
+  }
+  if (members.subject_type !== undefined && members.subject_type !== 'public') {
+    return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
+  }
+  if (typeof members.client_name === 'string' && DECEPTIVE_CHARACTERS.test(members.client_name)) {
+    // The name is shown on consent pages: it must read as what it is.
+    return {
+      error: 'invalid_client_metadata',
+      description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
+    };
+  }
+  const redirectUris = members.redirect_uris;
   if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
     return { error: 'invalid_redirect_uri', description: 'redirect_uris must list at least one URI.' };
   }
@@ -187,10 +223,13 @@ export function checkRegistration(body: unknown): { error: string; description: 
     return { error: 'invalid_redirect_uri', description: `At most ${MAX_REDIRECT_URIS} redirect URIs.` };
   }
   for (const uri of redirectUris) {
-    if (typeof uri !== 'string' || !allowedRedirect(uri)) {
+    if (typeof uri !== 'string') {
+      return { error: 'invalid_redirect_uri', description: 'Each redirect URI must be a string.' };
+    }
+    if (!allowedRedirect(uri)) {
       return {
         error: 'invalid_redirect_uri',
-        description: `Redirect URI ${JSON.stringify(uri)} is neither loopback http nor https.`,
+        description: `Redirect URI ${JSON.stringify(uri.slice(0, 200))} is neither loopback http nor https.`,
       };
     }
   }

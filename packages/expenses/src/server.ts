@@ -73,11 +73,15 @@ function caller(extra: Pick<Extra, 'authInfo'>, needs: readonly string[]): Princ
   return principal;
 }
 
-/** A principal holds a scope when granted it; the admin role counts as the admin scope. */
+/**
+ * A principal holds a scope when its credential grants it, and only then: the admin right has
+ * one source, the `expenses:admin` scope, which the identity provider grants to administrators
+ * only (Keycloak through the role scope mapping, the proxy and `pnpm keys` themselves). Roles
+ * do not count: in Keycloak mode a role claim is what a protocol mapper could write.
+ */
 export function holds(principal: Principal, scope: string): boolean {
   if (principal.method === 'none') return true;
-  if (principal.scopes.includes(scope)) return true;
-  return scope === EXPENSE_SCOPES.admin && (principal.roles ?? []).includes(EXPENSE_ADMIN_ROLE);
+  return principal.scopes.includes(scope);
 }
 
 const scopesMeta = (tool: string) => ({ 'mcp-auth-stack/required-scopes': EXPENSE_TOOL_SCOPES[tool] });

@@ -1,5 +1,6 @@
 export { readBodyWithin } from './body.ts';
 export { lossyNumbers } from './exact-json.ts';
+export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';
 export { type OriginGuardOptions, originGuard } from './origin-guard.ts';
 export { createStatelessMcpEndpoint, type StatelessMcpOptions } from './stateless.ts';

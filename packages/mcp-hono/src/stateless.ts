@@ -11,6 +11,7 @@ import {
 import type { Context } from 'hono';
 import { readBodyWithin } from './body.ts';
 import { lossyNumbers } from './exact-json.ts';
+import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 
 export interface StatelessMcpOptions {
@@ -34,6 +35,11 @@ export interface StatelessMcpOptions {
    * arrive as 12.34): a tool error for `tools/call`, "Invalid params" for anything else.
    */
   exactNumbers?: boolean;
+  /**
+   * Deepest nesting of arrays and objects accepted (default 64); deeper bodies get 400 before
+   * anything walks them (the exact-number check, the SDK's validation).
+   */
+  maxJsonDepth?: number;
 }
 
 // JSON-RPC 2.0 error codes.
@@ -56,6 +62,7 @@ export async function createStatelessMcpEndpoint(
   const transport = new MultiplexTransport();
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   let cachedToolList: JSONRPCResultResponse['result'] | undefined;
   const serializedListings = new Map<string, string>();
 
@@ -90,6 +97,9 @@ export async function createStatelessMcpEndpoint(
     const body = await readBodyWithin(request, maxBodyBytes);
     if (body === undefined) {
       return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    }
+    if (jsonTextTooDeep(body, maxJsonDepth)) {
+      return rpcError(400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
     }
     let message: unknown;
     try {
@@ -131,7 +141,7 @@ export async function createStatelessMcpEndpoint(
           headers: JSON_HEADERS,
         });
       }
-      let reply = await transport.request(rpc, extra, request.signal);
+      let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
         const result = reply.result as { tools?: { name: string }[] };
@@ -179,6 +189,28 @@ function rpcError(status: number, code: number, message: string, headers: Record
     status,
     headers: { ...JSON_HEADERS, ...headers },
   });
+}
+
+/**
+ * The SDK answers a request whose params fail its schema (`tools/list` with `cursor: null`) with
+ * -32603 and zod's issue list as raw JSON for a message. That is the caller's mistake, not an
+ * internal error: -32602 with the issues in one readable line.
+ */
+function readableValidationError<T extends object>(reply: T): T {
+  const error = (reply as { error?: { code?: unknown; message?: unknown } }).error;
+  if (error?.code !== -32603 || typeof error.message !== 'string' || !error.message.startsWith('[')) return reply;
+  let issues: unknown;
+  try {
+    issues = JSON.parse(error.message);
+  } catch {
+    return reply;
+  }
+  if (!Array.isArray(issues) || issues.length === 0) return reply;
+  const described = issues.slice(0, 3).map((issue: { path?: unknown; message?: unknown }) => {
+    const path = Array.isArray(issue.path) ? issue.path.join('.') : '';
+    return `${path || '(message)'}: ${typeof issue.message === 'string' ? issue.message : 'invalid'}`;
+  });
+  return { ...reply, error: { code: INVALID_PARAMS, message: `Invalid params: ${described.join('; ')}` } };
 }
 
 function classify(message: unknown): 'request' | 'notification' | 'response' | 'invalid' {

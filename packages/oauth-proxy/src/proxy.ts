@@ -336,7 +336,9 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
         'Content-Security-Policy': `default-src 'none'; style-src 'nonce-${nonce}'; form-action 'self' ${extra.formAction ?? ''}; frame-ancestors 'none'; base-uri 'none'`,
         'X-Frame-Options': 'DENY',
         'X-Content-Type-Options': 'nosniff',
-        'Referrer-Policy': 'no-referrer',
+        // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the
+        // consent form's POST, which the CSRF check then could not tell from a sandboxed frame's.
+        'Referrer-Policy': 'same-origin',
         ...NO_STORE,
       },
     });
@@ -698,6 +700,12 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
   async function authorize(c: Context): Promise<Response> {
     maybeCleanup();
     const query = new URL(c.req.url).searchParams;
+    // RFC 6749 3.1: no parameter more than once. Before anything is read, so that no check and
+    // the later use can each see another copy.
+    const repeated = [...new Set(query.keys())].find((name) => query.getAll(name).length > 1);
+    if (repeated !== undefined) {
+      return failPage('Invalid request', `The parameter ${repeated} appears more than once.`);
+    }
     const clientId = query.get('client_id');
     if (!clientId) return failPage('Invalid request', 'The application did not say who it is (client_id).');
     let client: ProxyClient | undefined;
@@ -812,7 +820,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       return failPage('Invalid request', (error as Error).message);
     }
     const origin = c.req.header('origin');
-    if (origin !== undefined && origin !== 'null' && origin !== issuerUrl.origin) {
+    if (origin !== undefined && origin !== issuerUrl.origin) {
       emit('consent_csrf_refused', { reason: 'origin' });
       return failPage('Request refused', 'The consent form was posted from another site.', 403);
     }

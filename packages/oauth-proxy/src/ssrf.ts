@@ -26,8 +26,13 @@ for (const [network, prefix] of [
 for (const [network, prefix] of [
   ['::', 128],
   ['::1', 128],
+  // NAT64 (well-known and local-use prefixes), 6to4 and Teredo embed an IPv4 address that a
+  // relay would reach: any of them could carry a private one.
   ['64:ff9b::', 96],
+  ['64:ff9b:1::', 48],
   ['100::', 64],
+  ['2001::', 32],
+  ['2002::', 16],
   ['2001:db8::', 32],
   ['fc00::', 7],
   ['fe80::', 10],
@@ -114,7 +119,9 @@ export function safeFetchJson(
       settled = true;
       clearTimeout(timer);
       request.destroy();
-      reject(error instanceof SafeFetchError ? error : new SafeFetchError(error.message));
+      // A network error's own text names addresses, ports and DNS answers (`connect ECONNREFUSED
+      // ::1:8080`, `getaddrinfo ENOTFOUND`): told to the caller it would be a port and DNS oracle.
+      reject(error instanceof SafeFetchError ? error : new SafeFetchError('the host could not be reached'));
     };
     const request = send(
       url,

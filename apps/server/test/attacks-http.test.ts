@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { postMcp, startTestStack, type TestStack } from './helpers.ts';
+
+/**
+ * Hostile requests to the real server in `key` mode (issue 11, broken 5 and the weak list): each
+ * gets a clear refusal, nothing is stored, and the server stays up. No identity provider needed.
+ */
+let stack: TestStack;
+let key: string;
+
+before(async () => {
+  stack = await startTestStack();
+  key = (await stack.keys.create({ userId: 'mallory' })).secret;
+});
+
+after(async () => {
+  await stack?.close();
+});
+
+const send = (body: unknown) => postMcp(stack.mcpUrl, body, { authorization: `Bearer ${key}` });
+const callTool = (name: string, args: Record<string, unknown>) =>
+  send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } });
+const stored = async () => (await stack.sql.query('SELECT count(*)::int AS n FROM expenses')).rows[0].n as number;
+
+describe('hostile bodies at /mcp', () => {
+  test('an exponent next to an array nested 3,000 deep: 400 Invalid Request, not a 500, server still up', async () => {
+    const deep = `${'['.repeat(3000)}1${']'.repeat(3000)}`;
+    const response = await send(
+      `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_user_expense","arguments":{"amount":1e5,"x":${deep}}}}`,
+    );
+    assert.equal(response.status, 400);
+    const body = (await response.json()) as { error: { code: number; message: string } };
+    assert.equal(body.error.code, -32600);
+    assert.match(body.error.message, /nested deeper/);
+    assert.equal((await send({ jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 200, 'still serving');
+  });
+
+  test('tools/list with cursor null: -32602 in one readable line, not raw zod JSON', async () => {
+    const response = await send({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { cursor: null } });
+    const body = (await response.json()) as { error: { code: number; message: string } };
+    assert.equal(body.error.code, -32602);
+    assert.match(body.error.message, /^Invalid params: params\.cursor: /);
+    assert.doesNotMatch(body.error.message, /[[{\n]/);
+  });
+
+  test('descriptions with bidi controls, invisible characters or lone surrogates are refused, nothing stored', async () => {
+    const before = await stored();
+    for (const description of ['Lunch \u202Egnp.exe', 'Zero\u200Bwidth', 'Lone \ud800 surrogate', 'Mid\uFEFFBOM']) {
+      const response = await callTool('add_user_expense', {
+        date: '2025-12-01',
+        amount: 3,
+        category: 'food',
+        description,
+        payment_method: 'cash',
+      });
+      const result = (await response.json()) as { result?: { isError?: boolean; content: { text: string }[] } };
+      assert.equal(result.result?.isError, true, JSON.stringify(description));
+      assert.match(result.result?.content[0]?.text ?? '', /bidirectional controls|invisible/);
+    }
+    assert.equal(await stored(), before);
+    const ok = await callTool('add_user_expense', {
+      date: '2025-12-01',
+      amount: 3,
+      category: 'food',
+      description: 'Café with the family 👨‍👩‍👧',
+      payment_method: 'cash',
+    });
+    assert.equal(((await ok.json()) as { result?: { isError?: boolean } }).result?.isError, undefined);
+  });
+
+  test("another user's expense: not listed, not deleted, whatever its id (ids appear in logs)", async () => {
+    const victim = (await stack.keys.create({ userId: 'victim' })).secret;
+    const added = await postMcp(
+      stack.mcpUrl,
+      {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: {
+          name: 'add_user_expense',
+          arguments: { date: '2025-12-02', amount: 9, category: 'food', description: 'Victim', payment_method: 'cash' },
+        },
+      },
+      { authorization: `Bearer ${victim}` },
+    );
+    const id = ((await added.json()) as { result: { structuredContent: { expense: { id: string } } } }).result
+      .structuredContent.expense.id;
+    const deleted = await callTool('delete_user_expense', { id });
+    const text = await deleted.text();
+    assert.doesNotMatch(text, /"isError":false/);
+    const listed = await callTool('get_user_expenses', {});
+    assert.doesNotMatch(await listed.text(), /Victim/);
+    const rows = (await stack.sql.query('SELECT user_id FROM expenses WHERE id = $1', [id])).rows;
+    assert.deepEqual(rows, [{ user_id: 'victim' }], "still there, still the victim's");
+  });
+});

@@ -1,0 +1,530 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import {
+  type CallbackServer,
+  decodeJwtPayload,
+  freePort,
+  launchChromium,
+  startCallbackServer,
+} from '@mcp-auth-stack/keycloak/testing';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Browser } from 'playwright-core';
+import { postMcp, startTestStack, type TestStack } from './helpers.ts';
+import { BrowserOAuthProvider, connectWithOAuth, keycloakAdminToken, keycloakUserId } from './oauth-helpers.ts';
+
+/**
+ * Adversarial tests of the trust between the realm and the server (issue 11), against a real
+ * Keycloak 26.7.3 started from the repository's realm, the real server in `keycloak` mode
+ * (`direct` registration), PostgreSQL and Chromium through Keycloak's login pages. Every
+ * attacker request goes to loopback only. See docs/security.md for the whole attack table.
+ */
+const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];
+
+let keycloak: RunningKeycloak;
+let browser: Browser;
+let stack: TestStack;
+let baseUrl: string;
+let aliceId: string;
+let bobId: string;
+const callbacks: CallbackServer[] = [];
+
+before(
+  async () => {
+    const serverPort = await freePort();
+    baseUrl = `http://localhost:${serverPort}`;
+    keycloak = await startKeycloak({
+      httpPort: await freePort(),
+      managementPort: await freePort(),
+      realmEnv: { MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp` },
+    });
+    browser = await launchChromium();
+    stack = await startTestStack({
+      PORT: String(serverPort),
+      MCP_SERVER_BASE_URL: baseUrl,
+      MCP_AUTH_PROVIDER: 'keycloak',
+      KEYCLOAK_REALM_URL: keycloak.realmUrl,
+      KEYCLOAK_REGISTRATION: 'direct',
+    });
+    aliceId = await keycloakUserId(keycloak.url, 'alice');
+    bobId = await keycloakUserId(keycloak.url, 'bob');
+    await stack.sql.query(
+      `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+       VALUES ($1, '2025-11-30', 42, 'food', 'Bob secret dinner', 'visa')`,
+      [bobId],
+    );
+  },
+  { timeout: 600_000 },
+);
+
+after(async () => {
+  for (const callback of callbacks) await callback.close();
+  await stack?.close();
+  await browser?.close();
+  await keycloak?.stop();
+});
+
+const registrations = (provider: string) => `${keycloak.realmUrl}/clients-registrations/${provider}`;
+
+async function post(url: string, body: unknown, headers: Record<string, string> = {}, method = 'POST') {
+  const response = await fetch(url, {
+    method,
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {}
+  return { status: response.status, json, text };
+}
+
+/** Mappers that copy what alice may edit about herself into the claims the server reads. */
+function forgingMappers(type: string, claims: { sub?: string; scp?: string; scope?: string } = {}) {
+  const mapper = (attribute: string, claim: string) => ({
+    name: `${attribute} to ${claim}`,
+    protocol: 'openid-connect',
+    protocolMapper: type,
+    config: {
+      'user.attribute': attribute,
+      'claim.name': claim,
+      'jsonType.label': 'String',
+      'access.token.claim': 'true',
+      'id.token.claim': 'true',
+      'introspection.token.claim': 'true',
+    },
+  });
+  return [
+    mapper('lastName', claims.sub ?? 'sub'),
+    mapper('firstName', claims.scp ?? 'scp'),
+    ...(claims.scope ? [{ ...mapper('firstName', claims.scope), name: `firstName to ${claims.scope}` }] : []),
+  ];
+}
+
+async function adminApi(path: string, init: { method?: string; body?: unknown } = {}) {
+  const response = await fetch(`${keycloak.url}/admin/realms/mcp${path}`, {
+    method: init.method ?? 'GET',
+    headers: {
+      authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}`,
+      'content-type': 'application/json',
+    },
+    ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+  });
+  if (!response.ok) throw new Error(`admin API ${path}: ${response.status} ${await response.text()}`);
+  const text = await response.text();
+  return text ? (JSON.parse(text) as unknown) : undefined;
+}
+
+/** What alice could write about herself (her names), done here through the admin API. */
+async function setAliceNames(firstName: string, lastName: string) {
+  const user = (await adminApi(`/users/${aliceId}`)) as Record<string, unknown>;
+  await adminApi(`/users/${aliceId}`, { method: 'PUT', body: { ...user, firstName, lastName } });
+}
+
+/** alice logs in through Chromium with the given client and connects the SDK client to the server. */
+async function aliceThrough(
+  clientId: string,
+  callback: CallbackServer,
+): Promise<{ client?: Client; token?: string | undefined; error?: unknown }> {
+  const oauth = new BrowserOAuthProvider(browser, callback, alice);
+  oauth.saveClientInformation({ client_id: clientId });
+  try {
+    const client = await connectWithOAuth(`${baseUrl}/mcp`, oauth);
+    return { client, token: oauth.tokens()?.access_token };
+  } catch (error) {
+    return { error, token: oauth.tokens()?.access_token };
+  }
+}
+
+const bobsRows = async () =>
+  (await stack.sql.query('SELECT description FROM expenses WHERE user_id = $1 ORDER BY description', [bobId])).rows;
+
+/** Everything the attack is after, tried with alice's token; what came back. */
+async function tryEverything(token: string) {
+  const callTool = (name: string, args: Record<string, unknown> = {}) =>
+    postMcp(
+      `${baseUrl}/mcp`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } },
+      { authorization: `Bearer ${token}` },
+    );
+  const read = await callTool('get_user_expenses');
+  const stats = await callTool('get_expense_stats');
+  const write = await callTool('add_user_expense', {
+    date: '2025-12-01',
+    amount: 1,
+    category: 'food',
+    description: 'Planted by alice',
+    payment_method: 'cash',
+  });
+  return { read: { status: read.status, text: await read.text() }, stats, write };
+}
+
+describe('broken 1: no realm user becomes another user or an administrator', () => {
+  const clientBody = (redirect: string, extra: Record<string, unknown> = {}) => ({
+    clientId: `attacker-${Math.random().toString(36).slice(2, 10)}`,
+    name: 'Innocent looking client',
+    publicClient: true,
+    redirectUris: [redirect],
+    standardFlowEnabled: true,
+    ...extra,
+  });
+
+  for (const type of [
+    'oidc-usermodel-property-mapper',
+    'oidc-usermodel-attribute-mapper',
+    'oidc-full-name-mapper',
+    'oidc-address-mapper',
+    'oidc-hardcoded-claim-mapper',
+  ]) {
+    test(`anonymous registration on the default provider with a ${type} is refused`, async () => {
+      const registered = await post(
+        registrations('default'),
+        clientBody('http://127.0.0.1:9/callback', { protocolMappers: forgingMappers(type) }),
+      );
+      assert.ok(
+        registered.status === 403 || registered.status === 400,
+        `status ${registered.status}: ${registered.text}`,
+      );
+    });
+  }
+
+  test('a client registered without mappers cannot add them later with its registration access token', async () => {
+    const oidc = await post(registrations('openid-connect'), {
+      client_name: 'Plain client',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      grant_types: ['authorization_code', 'refresh_token'],
+      token_endpoint_auth_method: 'none',
+    });
+    assert.equal(oidc.status, 201, oidc.text);
+    const clientId = oidc.json.client_id as string;
+    const token = oidc.json.registration_access_token as string;
+    const current = (await (
+      await fetch(`${registrations('default')}/${clientId}`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as Record<string, unknown>;
+    const updated = await post(
+      `${registrations('default')}/${clientId}`,
+      { ...current, protocolMappers: forgingMappers('oidc-usermodel-property-mapper') },
+      { authorization: `Bearer ${token}` },
+      'PUT',
+    );
+    assert.ok(updated.status === 403 || updated.status === 400, `status ${updated.status}: ${updated.text}`);
+    const mappers = (await adminApi(
+      `/clients/${((await adminApi(`/clients?clientId=${clientId}`)) as { id: string }[])[0]?.id}/protocol-mappers/models`,
+    )) as { protocolMapper: string }[];
+    assert.deepEqual(
+      mappers.filter((m) => m.protocolMapper.startsWith('oidc-usermodel')),
+      [],
+      'no mapper was added',
+    );
+  });
+
+  test('end to end: alice registers a client with name mappers, renames herself bob/admin, and gets nothing of his', async () => {
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    const registered = await post(
+      registrations('default'),
+      clientBody(callback.redirectUri, { protocolMappers: forgingMappers('oidc-usermodel-property-mapper') }),
+    );
+    if (registered.status !== 201) {
+      assert.ok(registered.status === 403 || registered.status === 400, registered.text);
+      return; // refused by the realm: the attack ends here
+    }
+    await setAliceNames('expenses:admin', bobId);
+    try {
+      const outcome = await aliceThrough(registered.json.clientId as string, callback);
+      await outcome.client?.close();
+      assert.ok(
+        outcome.token,
+        `Keycloak issued alice a token through the registered client (${String(outcome.error)})`,
+      );
+      const { read, stats, write } = await tryEverything(outcome.token as string);
+      assert.doesNotMatch(read.text, /Bob secret dinner/, "alice never reads bob's expenses");
+      assert.ok(stats.status !== 200 || /"isError":true/.test(await stats.text()), 'no statistics for alice');
+      assert.ok(write.status !== 200 || /"isError":true/.test(await write.text()));
+      assert.deepEqual(await bobsRows(), [{ description: 'Bob secret dinner' }], 'nothing stored in his name');
+    } finally {
+      await setAliceNames('Alice', 'Demo');
+    }
+  });
+
+  // The server's own defence, for a realm whose registration policy is weaker than this one's
+  // (or a realm administrator's mistake): the malicious clients are created through the admin
+  // API, bypassing the registration policies. What the server cannot tell apart is a `sub` copied
+  // from a value that has the form of a Keycloak id (docs/security.md): the realm's policy is
+  // what excludes it, tested above.
+  async function adminCreatedClient(callback: CallbackServer, extra: Record<string, unknown>) {
+    const body = clientBody(callback.redirectUri, {
+      consentRequired: false,
+      attributes: { 'pkce.code.challenge.method': 'S256' },
+      ...extra,
+    });
+    await adminApi('/clients', { method: 'POST', body });
+    return body.clientId;
+  }
+
+  test('server layer: a sub a mapper copied from a name (not a Keycloak id) is refused', async () => {
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    const clientId = await adminCreatedClient(callback, {
+      protocolMappers: forgingMappers('oidc-usermodel-property-mapper'),
+    });
+    await setAliceNames('Alice', 'bob');
+    try {
+      const outcome = await aliceThrough(clientId, callback);
+      await outcome.client?.close();
+      assert.ok(outcome.token, `alice got a token from Keycloak (${String(outcome.error)})`);
+      assert.equal(decodeJwtPayload(outcome.token as string).sub, 'bob', 'Keycloak signed the mapped sub');
+      const { read, stats, write } = await tryEverything(outcome.token as string);
+      assert.equal(read.status, 401, read.text);
+      assert.equal(stats.status, 401);
+      assert.equal(write.status, 401);
+      assert.deepEqual(await bobsRows(), [{ description: 'Bob secret dinner' }]);
+    } finally {
+      await setAliceNames('Alice', 'Demo');
+    }
+  });
+
+  test('server layer: scp or scope written by a mapper does not make alice an administrator', async () => {
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    const clientId = await adminCreatedClient(callback, {
+      // lastName goes to a harmless claim; firstName to scp and to scope.
+      protocolMappers: forgingMappers('oidc-usermodel-property-mapper', { sub: 'nickname', scope: 'scope' }),
+    });
+    await setAliceNames('expenses:admin', 'Demo');
+    try {
+      const outcome = await aliceThrough(clientId, callback);
+      await outcome.client?.close();
+      assert.ok(outcome.token, String(outcome.error));
+      const claims = decodeJwtPayload(outcome.token as string);
+      assert.equal(claims.scp, 'expenses:admin', 'Keycloak signed the mapped scp');
+      assert.equal(claims.sub, aliceId);
+      assert.doesNotMatch(String(claims.scope), /expenses:admin/, 'Keycloak writes scope after the mappers');
+      const { read, stats } = await tryEverything(outcome.token as string);
+      assert.equal(read.status, 200, 'alice still reads her own');
+      assert.equal(stats.status, 403, 'insufficient_scope: scp is not where this server reads scopes');
+    } finally {
+      await setAliceNames('Alice', 'Demo');
+    }
+  });
+
+  test('server layer: a client that gave itself day-long access tokens gets them refused', async () => {
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    // Anonymous registration on the default provider takes client attributes as they come.
+    const registered = await post(
+      registrations('default'),
+      clientBody(callback.redirectUri, { attributes: { 'access.token.lifespan': '86400' } }),
+    );
+    const clientId =
+      registered.status === 201
+        ? (registered.json.clientId as string)
+        : await adminCreatedClient(callback, { attributes: { 'access.token.lifespan': '86400' } });
+    const outcome = await aliceThrough(clientId, callback);
+    await outcome.client?.close();
+    assert.ok(outcome.token, String(outcome.error));
+    const claims = decodeJwtPayload(outcome.token as string);
+    assert.ok((claims.exp as number) - (claims.iat as number) > 3600, 'Keycloak issued a token for hours');
+    const { read } = await tryEverything(outcome.token as string);
+    assert.equal(read.status, 401, read.text);
+  });
+
+  test('an ID token or a refresh token of the realm is not an access token here (typ)', async () => {
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_id: 'expenses-agent',
+      client_secret: 'expenses-agent-demo-secret-not-for-production',
+      scope: 'openid',
+    });
+    const tokens = (await (
+      await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, { method: 'POST', body: form })
+    ).json()) as { access_token: string; refresh_token?: string; id_token?: string };
+    assert.equal(decodeJwtPayload(tokens.access_token).typ, 'Bearer', 'what Keycloak 26.7.3 puts in typ');
+    const list = (token: string) =>
+      postMcp(`${baseUrl}/mcp`, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${token}` });
+    assert.equal((await list(tokens.access_token)).status, 200);
+    for (const other of [tokens.refresh_token, tokens.id_token]) {
+      if (other === undefined) continue;
+      assert.equal((await list(other)).status, 401, String(decodeJwtPayload(other).typ));
+    }
+  });
+});
+
+describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
+  let hits = 0;
+  let sector: string;
+  const listener = createServer((_request, response) => {
+    hits++;
+    response.setHeader('content-type', 'application/json');
+    response.end(JSON.stringify(['http://127.0.0.1:9/callback']));
+  });
+  before(async () => {
+    // 127.0.0.2: a loopback address outside the realm's Trusted Hosts, standing for an internal host.
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));
+    listener.unref(); // never what keeps the test process alive
+    sector = `http://127.0.0.2:${(listener.address() as AddressInfo).port}/sector`;
+  });
+  after(async () => {
+    // Keycloak's HTTP client keeps its connection open: close it too, or close() waits for it.
+    listener.closeAllConnections();
+    await new Promise<void>((resolve) => listener.close(() => resolve()));
+  });
+  const pairwise = () => ({
+    client_name: 'Pairwise client',
+    redirect_uris: ['http://127.0.0.1:9/callback'],
+    token_endpoint_auth_method: 'none',
+    subject_type: 'pairwise',
+    sector_identifier_uri: sector,
+  });
+
+  test('a pairwise mapper with a sector URI on the default provider is refused and nothing is fetched', async () => {
+    hits = 0;
+    const registered = await post(registrations('default'), {
+      clientId: `pairwise-${Date.now()}`,
+      publicClient: true,
+      redirectUris: ['http://127.0.0.1:9/callback'],
+      protocolMappers: [
+        {
+          name: 'pairwise',
+          protocol: 'openid-connect',
+          protocolMapper: 'oidc-sha256-pairwise-sub-mapper',
+          config: { sectorIdentifierUri: sector, pairwiseSubAlgorithmSalt: 'x' },
+        },
+      ],
+    });
+    assert.ok(registered.status === 403 || registered.status === 400, `${registered.status} ${registered.text}`);
+    assert.equal(hits, 0, 'Keycloak fetched nothing from the address the attacker named');
+  });
+
+  test('workaround mode: the registration facade refuses it before Keycloak sees it', async () => {
+    hits = 0;
+    const facadeStack = await startTestStack(
+      {
+        MCP_SERVER_BASE_URL: `http://localhost:${await freePort()}`,
+        MCP_AUTH_PROVIDER: 'keycloak',
+        KEYCLOAK_REALM_URL: keycloak.realmUrl,
+        KEYCLOAK_REGISTRATION: 'workaround',
+      },
+      { sharedDatabase: stack.database },
+    );
+    try {
+      const registered = await post(`${facadeStack.url}/register`, pairwise());
+      assert.equal(registered.status, 400, registered.text);
+      assert.equal(registered.json.error, 'invalid_client_metadata');
+      assert.equal(hits, 0);
+    } finally {
+      await facadeStack.close();
+    }
+  });
+
+  // Known gap, documented in docs/security.md: Keycloak 26.7.3 adds the pairwise mapper after
+  // its registration policies ran and then fetches the sector URI; no realm setting stops it.
+  // When this canary fails, Keycloak closed the gap: update docs/security.md and turn it around.
+  test('direct mode, known gap: Keycloak itself still fetches a sector_identifier_uri', async () => {
+    hits = 0;
+    const registered = await post(registrations('openid-connect'), pairwise());
+    assert.equal(registered.status, 201, registered.text);
+    assert.equal(hits, 1);
+  });
+});
+
+describe('broken 3: a registration flood locks registration out for a bounded time only', () => {
+  test('flooded to Max Clients, registration answers 403; the janitor removes the unused clients, not used ones', async () => {
+    const { keycloakClientJanitor } = await import('@mcp-auth-stack/auth');
+    const components = (await adminApi(
+      '/components?type=org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy',
+    )) as { id: string; providerId: string; subType: string; config: Record<string, string[]> }[];
+    const maxClients = components.find((c) => c.providerId === 'max-clients' && c.subType === 'anonymous');
+    assert.ok(maxClients);
+    const count = ((await adminApi('/clients?max=1000')) as unknown[]).length;
+    const register = () =>
+      post(registrations('openid-connect'), {
+        client_name: 'Flood',
+        redirect_uris: ['http://127.0.0.1:9/callback'],
+        token_endpoint_auth_method: 'none',
+      });
+    // A realm with room for 4 more clients, as 200 is for a flood of 200.
+    await adminApi(`/components/${maxClients.id}`, {
+      method: 'PUT',
+      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 4)] } },
+    });
+    try {
+      // One real client, used: alice logs in through it.
+      const callback = await startCallbackServer();
+      callbacks.push(callback);
+      const real = await post(registrations('openid-connect'), {
+        client_name: 'Real client',
+        redirect_uris: [callback.redirectUri],
+        grant_types: ['authorization_code', 'refresh_token'],
+        token_endpoint_auth_method: 'none',
+      });
+      assert.equal(real.status, 201, real.text);
+      const used = await aliceThrough(real.json.client_id as string, callback);
+      assert.ok(used.token, String(used.error));
+      await used.client?.close();
+
+      const flood = [await register(), await register(), await register()];
+      assert.deepEqual(
+        flood.map((r) => r.status),
+        [201, 201, 201],
+      );
+      const locked = await register();
+      assert.equal(locked.status, 403, `the realm is full: ${locked.text}`);
+
+      const janitor = keycloakClientJanitor({
+        baseUrl: keycloak.url,
+        realm: 'mcp',
+        clientId: 'mcp-client-janitor',
+        clientSecret: 'mcp-client-janitor-demo-secret-not-for-production',
+        keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
+        abandonedAfterSeconds: 0,
+        intervalSeconds: 0,
+      });
+      await janitor.runOnce(); // first sight: marks them
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const { removed } = await janitor.runOnce();
+      for (const registered of flood) assert.ok(removed.includes(registered.json.client_id as string));
+      assert.ok(!removed.includes(real.json.client_id as string), 'the client alice uses stays');
+      const ids = ((await adminApi('/clients?max=1000')) as { clientId: string }[]).map((c) => c.clientId);
+      for (const kept of ['vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy', 'mcp-server', 'admin-cli']) {
+        assert.ok(ids.includes(kept), kept);
+      }
+      assert.equal((await register()).status, 201, 'registration works again');
+    } finally {
+      await adminApi(`/components/${maxClients.id}`, { method: 'PUT', body: maxClients });
+    }
+  });
+});
+
+describe('anonymous callers without a realm account', () => {
+  test('a client registered anonymously with client_credentials gets no token this server takes', async () => {
+    // Registration is open to anyone; a client_credentials client gets a service account, which
+    // is no person: it must not become a user of the server (the realm gives mcp:access, and so
+    // the server's audience, only to holders of the role mcp-user).
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Headless stranger',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      grant_types: ['client_credentials'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    });
+    assert.equal(registered.status, 201, registered.text);
+    const basic = Buffer.from(`${registered.json.client_id}:${registered.json.client_secret}`).toString('base64');
+    const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${basic}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'mcp:access expenses:read expenses:write' }),
+    });
+    const tokens = (await issued.json()) as { access_token?: string };
+    assert.ok(tokens.access_token, `Keycloak issues the stranger a token: ${JSON.stringify(tokens)}`);
+    assert.ok(![decodeJwtPayload(tokens.access_token).aud].flat().includes(`${baseUrl}/mcp`), 'not for this server');
+    const response = await postMcp(
+      `${baseUrl}/mcp`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${tokens.access_token}` },
+    );
+    assert.equal(response.status, 401, 'a stranger without an account is not a user of this server');
+  });
+});

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { jwtBearerProvider } from '../src/index.ts';
+import { accessToken, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from './fake-idp.ts';
+
+/**
+ * The rules a deployment adds when it knows its issuer (Keycloak: apps/server's
+ * KEYCLOAK_TOKEN_RULES), each refusing what a protocol mapper or a client's own settings could
+ * shape (issue 11).
+ */
+let idp: FakeIdp;
+let key: SigningKey;
+const UUID = '0b8a8f4e-6c1d-4c3b-9d1e-2f3a4b5c6d7e';
+
+before(async () => {
+  key = await signingKey('rsa-1', 'RS256');
+  idp = await FakeIdp.start([key]);
+});
+after(() => idp.close());
+
+const strict = () =>
+  jwtBearerProvider({
+    issuer: idp.issuer,
+    jwksUri: idp.jwksUri,
+    resource: RESOURCE,
+    tokenType: 'JWT',
+    payloadType: 'Bearer',
+    userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+    scopeClaims: ['scope'],
+    maxLifetimeSeconds: 3600,
+    cache: false,
+  });
+
+const verify = async (claims: Record<string, unknown>, header: Record<string, unknown> = {}) =>
+  strict().verifyToken(await accessToken(idp, key, { sub: UUID, typ: 'Bearer', ...claims }, header));
+
+describe('jwtBearerProvider: issuer-specific rules', () => {
+  test('a Keycloak-shaped access token passes, with scopes from scope only', async () => {
+    const outcome = await verify({ scope: 'mcp:access expenses:read', scp: 'expenses:admin' });
+    assert.ok(outcome.ok);
+    assert.deepEqual([...outcome.principal.scopes], ['mcp:access', 'expenses:read'], 'scp ignored');
+  });
+
+  for (const [what, claims, header] of [
+    ['an ID token (typ ID)', { typ: 'ID' }, {}],
+    ['a refresh token (typ Refresh)', { typ: 'Refresh' }, {}],
+    ['no typ', { typ: undefined }, {}],
+    ['a sub that is not a Keycloak id (a username a mapper put there)', { sub: 'bob' }, {}],
+    ['a day-long token', { iat: now(), exp: now() + 86_400 }, {}],
+    ['no iat', { iat: undefined }, {}],
+    ['another header typ', {}, { typ: 'at+jwt' }],
+  ] as const) {
+    test(`refused: ${what}`, async () => {
+      const outcome = await verify(claims, header);
+      assert.equal(outcome.ok, false);
+      assert.equal(outcome.ok === false && outcome.error, 'invalid_token');
+    });
+  }
+});

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import type { Database } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import type { JWK } from 'jose';
+import { generateSigningKey } from '../src/index.ts';
+import { isPrivateAddress, SafeFetchError, safeFetchJson } from '../src/ssrf.ts';
+import { FakeUpstream } from './fake-upstream.ts';
+import {
+  authorizeUrl,
+  Browser,
+  consentFields,
+  type Instance,
+  ISSUER,
+  instance,
+  newEncryptionKey,
+  openMigrated,
+  pkce,
+  register,
+} from './harness.ts';
+
+/** The proxy's weak points from issue 11, each asserting the refusal. Loopback traffic only. */
+let testDb: TestDatabase;
+let db: Database;
+let idp: FakeUpstream;
+let keys: { signingKey: JWK; encryptionKey: string };
+let proxy: Instance;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  db = await openMigrated(testDb.url);
+  idp = await FakeUpstream.start();
+  keys = { signingKey: await generateSigningKey('ES256'), encryptionKey: newEncryptionKey() };
+  proxy = instance(db, idp, keys);
+});
+
+after(async () => {
+  await db?.close();
+  await idp?.close();
+  await testDb?.drop();
+});
+
+const registerRaw = (body: Record<string, unknown>) =>
+  proxy.app.request(`${ISSUER}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+
+describe('oauth proxy: weak points', () => {
+  test('a consent POST with Origin: null is refused; the consent page sends its origin (same-origin referrer policy)', async () => {
+    const client = await register(proxy.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      proxy.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    assert.equal(page.headers.get('referrer-policy'), 'same-origin');
+    const fields = consentFields(await page.text());
+    const nullOrigin = await proxy.app.request(`${ISSUER}/consent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'null', ...browser.header() },
+      body: new URLSearchParams({ ...fields, decision: 'approve' }).toString(),
+    });
+    assert.equal(nullOrigin.status, 403);
+    const sameOrigin = await proxy.app.request(`${ISSUER}/consent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: ISSUER, ...browser.header() },
+      body: new URLSearchParams({ ...fields, decision: 'approve' }).toString(),
+    });
+    assert.equal(sameOrigin.status, 302, 'the genuine form still goes through');
+  });
+
+  test('a parameter given twice at /authorize is refused before anything is used', async () => {
+    const client = await register(proxy.app);
+    for (const name of ['redirect_uri', 'code_challenge', 'scope', 'client_id', 'state']) {
+      const url = new URL(
+        authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge, scope: 'mcp:access' }),
+      );
+      url.searchParams.append(name, name === 'redirect_uri' ? 'https://evil.example.com/cb' : 'second');
+      const response = await new Browser().get(proxy.app, url.toString());
+      assert.equal(response.status, 400, name);
+      assert.match(await response.text(), new RegExp(`${name} appears more than once`));
+      assert.equal(response.headers.get('location'), null, 'no redirect anywhere');
+    }
+  });
+
+  test('client_name with bidi controls, invisible characters or lone surrogates is refused', async () => {
+    for (const name of ['Good\u202Eexe.txt', 'Zero\u200Bwidth', '\u2066Isolate\u2069', 'BOM\uFEFF', 'Lone \ud800']) {
+      const response = await registerRaw({ client_name: name, redirect_uris: ['http://127.0.0.1:3000/cb'] });
+      assert.equal(response.status, 400, JSON.stringify(name));
+      assert.equal(((await response.json()) as { error: string }).error, 'invalid_client_metadata');
+    }
+    const joined = await registerRaw({ client_name: 'Family 👨‍👩‍👧', redirect_uris: ['http://127.0.0.1:3000/cb'] });
+    assert.equal(joined.status, 201, 'joiners in emoji stay allowed');
+  });
+
+  test('a registration nested 5,000 deep is 400, not 500', async () => {
+    const response = await proxy.app.request(`${ISSUER}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: `{"redirect_uris":${'['.repeat(5000)}"http://127.0.0.1/cb"${']'.repeat(5000)}}`,
+    });
+    assert.equal(response.status, 400);
+  });
+
+  test('6to4 and Teredo addresses are private (they embed an IPv4 address a relay would reach)', () => {
+    for (const address of [
+      '2002:7f00:1::',
+      '2002:a9fe:a9fe::1',
+      '2001:0:4136:e378:8000:63bf:3fff:fdd2',
+      '64:ff9b:1::a',
+    ]) {
+      assert.equal(isPrivateAddress(address), true, address);
+    }
+    assert.equal(isPrivateAddress('2606:4700:4700::1111'), false, 'an ordinary public IPv6 address');
+  });
+
+  test("a metadata fetch's network error does not reach the caller (no port or DNS oracle)", async () => {
+    // A loopback port that is closed: taken, then released.
+    const port = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as { port: number };
+        server.close(() => resolve(port));
+      });
+    });
+    const refused = await safeFetchJson(`http://127.0.0.1:${port}/doc.json`, {
+      maxBytes: 5000,
+      timeoutMs: 5000,
+      allowInsecure: true,
+    }).catch((error: unknown) => error);
+    assert.ok(refused instanceof SafeFetchError);
+    assert.equal(refused.message, 'the host could not be reached');
+  });
+});
