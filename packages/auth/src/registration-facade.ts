@@ -1,12 +1,16 @@
 import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
+import type pg from 'pg';
+import { authorizationPassThrough } from './authorization-passthrough.ts';
 import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
 /**
  * The DCR workaround for identity providers whose registration endpoint MCP clients trip
  * over (Keycloak 26.7.3): this server presents itself as the authorization server, serving
  * the provider's metadata with its own `issuer` and `registration_endpoint`, and forwards
- * registrations after checking and repairing them. Authorization and token requests still go
+ * registrations after checking and repairing them. With a database (`pool`), authorization and
+ * token requests of the clients it registered go through the server too, so that the issuer a
+ * client sees stays the server's (see authorization-passthrough.ts); without one they go
  * straight to the provider (its endpoints stay in the metadata).
  *
  * Repairs, each needed by a client that otherwise fails against Keycloak 26.7.3:
@@ -38,6 +42,12 @@ export interface RegistrationFacadeOptions {
   trustForwardedFor?: boolean;
   /** How long the provider's metadata is kept before it is fetched again. */
   metadataTtlMs?: number;
+  /**
+   * Where the authorization pass-through keeps its clients, logins and codes (tables from
+   * `authorizationPassThroughMigrations`). Without it, no pass-through: clients log in at the
+   * provider directly, and one that checks RFC 9207 `iss` fails.
+   */
+  pool?: pg.Pool | undefined;
   fetch?: typeof fetch;
 }
 
@@ -66,14 +76,37 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
     return metadata;
   }
 
+  const passThrough = options.pool
+    ? authorizationPassThrough({
+        issuer,
+        upstreamIssuer,
+        pool: options.pool,
+        upstreamAuthorizationEndpoint: async () => String((await upstreamMetadata()).authorization_endpoint),
+        upstreamTokenEndpoint: async () =>
+          rebase(String((await upstreamMetadata()).token_endpoint), upstreamIssuer, upstreamBase),
+        fetch: doFetch,
+      })
+    : undefined;
+
   /** The provider's metadata as this server presents it. */
   async function presentedMetadata(): Promise<Record<string, unknown>> {
     const metadata = { ...(await upstreamMetadata()) };
     metadata.issuer = issuer;
     metadata.registration_endpoint = `${issuer}/register`;
-    // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
-    // support under this issuer would make clients that check it reject every login.
-    delete metadata.authorization_response_iss_parameter_supported;
+    if (passThrough) {
+      metadata.authorization_endpoint = passThrough.authorizationEndpoint;
+      metadata.token_endpoint = passThrough.tokenEndpoint;
+      metadata.authorization_response_iss_parameter_supported = true;
+      // Ways around the pass-through that would reach Keycloak with the client's own redirect
+      // URI, which Keycloak does not know: pushed requests and the mTLS aliases of the endpoints.
+      delete metadata.pushed_authorization_request_endpoint;
+      delete metadata.require_pushed_authorization_requests;
+      delete metadata.mtls_endpoint_aliases;
+    } else {
+      // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
+      // support under this issuer would make clients that check it reject every login.
+      delete metadata.authorization_response_iss_parameter_supported;
+    }
     return metadata;
   }
 
@@ -94,6 +127,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       app.get(path, serveMetadata);
       app.options(path, () => new Response(null, { status: 204, headers: CORS }));
     }
+    passThrough?.mount(app);
     app.options('/register', () => new Response(null, { status: 204, headers: CORS }));
     app.post('/register', async (c) => {
       const address = clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor);
@@ -115,6 +149,9 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       const problem = checkRegistration(body);
       if (problem) return registrationError(400, problem.error, problem.description);
       const repaired = repairRegistration(body as Record<string, unknown>);
+      const clientRedirectUris = repaired.redirect_uris as string[];
+      // Keycloak sends every code of this client to the server's callback, which passes it on.
+      if (passThrough) repaired.redirect_uris = [passThrough.callbackUrl];
 
       let endpoint: string;
       try {
@@ -136,11 +173,38 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
         // The metadata was cached but the provider is down (or too slow) now.
         return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
       }
+      if (passThrough && upstream.status === 201) {
+        const recorded = await recordPassThroughClient(answer, clientRedirectUris);
+        if (!recorded) {
+          return registrationError(503, 'temporarily_unavailable', 'The registration could not be stored.');
+        }
+        answer = recorded;
+      }
       return new Response(answer, {
         status: upstream.status,
         headers: { 'content-type': 'application/json', 'Cache-Control': 'no-store', ...CORS },
       });
     });
+  }
+
+  /**
+   * Remembers the client's own redirect URIs, and answers the client with them (Keycloak
+   * answered with the callback). The RFC 7592 management URL and token are left out: updating
+   * the client at Keycloak would bypass this record.
+   */
+  async function recordPassThroughClient(answer: string, redirectUris: string[]): Promise<string | undefined> {
+    if (!passThrough) return answer;
+    try {
+      const registered = JSON.parse(answer) as Record<string, unknown>;
+      if (typeof registered.client_id !== 'string') return undefined;
+      await passThrough.recordClient(registered.client_id, redirectUris);
+      registered.redirect_uris = redirectUris;
+      delete registered.registration_access_token;
+      delete registered.registration_client_uri;
+      return JSON.stringify(registered);
+    } catch {
+      return undefined;
+    }
   }
 
   return { mount, presentedMetadata };
