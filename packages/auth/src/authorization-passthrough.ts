@@ -14,7 +14,7 @@ import type pg from 'pg';
  *   remembers where the client wants the answer (single use, short-lived), and sends the
  *   browser to Keycloak with the server's callback as `redirect_uri` and a state of its own;
  *   PKCE, scope, resource and everything else go to Keycloak unchanged.
- * - `/oauth/callback` takes Keycloak's answer, remembers which client and redirect URI the code
+ * - `/auth/callback` takes Keycloak's answer, remembers which client and redirect URI the code
  *   belongs to, and sends the browser on to the client with the code, the client's `state` and
  *   `iss` = this server's issuer (errors likewise).
  * - `/token` checks an authorization code against that record (single use, same client, same
@@ -78,8 +78,12 @@ export interface AuthorizationPassThroughOptions {
   fetch?: typeof fetch;
 }
 
-/** The path of the server's callback, which Keycloak knows as the clients' only redirect URI. */
-export const PASSTHROUGH_CALLBACK_PATH = '/oauth/callback';
+/**
+ * The path of the server's callback, which Keycloak knows as the clients' only redirect URI. The
+ * proxy modes use the same path for theirs (never at the same time), so the realm's
+ * `MCP_OAUTH_PROXY_CALLBACK_URL` names it in every deployment.
+ */
+export const PASSTHROUGH_CALLBACK_PATH = '/auth/callback';
 
 const MAX_QUERY_LENGTH = 8 * 1024;
 

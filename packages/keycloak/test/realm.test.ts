@@ -214,7 +214,7 @@ test('DCR with a redirect URI on an untrusted host is refused', async () => {
   // The client policy anonymous-registration-safe-clients (registration-policies.test.ts has each rule).
   assert.equal(registered.status, 403);
   assert.equal(registered.body.error, 'insufficient_scope');
-  assert.equal(registered.body.error_description, 'invalid_client_metadata');
+  assert.equal(registered.body.error_description, 'invalid_request');
 });
 
 test('alice signs in to the pre-registered VS Code client with PKCE: aud is the MCP resource, scopes as requested, no admin scope', async () => {
