@@ -17,9 +17,10 @@ import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
  * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
  *   losing the realm's default scopes, the audience scope among them (issue 50807).
  * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
- * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: the realm's Trusted Hosts
- *   policy checks every URI of a registration, so a client naming its home page (the MCP
- *   Inspector names its GitHub page) is refused with 403; these URIs are display-only.
+ * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: a realm whose registration
+ *   policy checks every URI of a registration (Keycloak's Trusted Hosts) refuses a client naming
+ *   its home page (the MCP Inspector and mcp-remote name their GitHub pages) with 403; these
+ *   URIs are display-only.
  * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
  *   the `resource-indicators` feature, a token request with `resource` for a client that gets
  *   no refresh token fails with HTTP 500 (issue 50251).
