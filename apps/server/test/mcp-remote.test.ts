@@ -7,8 +7,16 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { freePort } from '@mcp-auth-stack/keycloak/testing';
-import { startTestStack } from './helpers.ts';
+import {
+  type CallbackServer,
+  createPkce,
+  freePort,
+  launchChromium,
+  startCallbackServer,
+} from '@mcp-auth-stack/keycloak/testing';
+import type { Browser } from 'playwright-core';
+import { startTestStack, type TestStack } from './helpers.ts';
+import { BrowserOAuthProvider } from './oauth-helpers.ts';
 
 /**
  * mcp-remote (pinned in package.json), the stdio bridge that Claude Desktop, Cursor and other
@@ -16,7 +24,8 @@ import { startTestStack } from './helpers.ts';
  * `resource`, the RFC 9207 `iss` check of the SDK client it is built on) against a real
  * Keycloak 26.7.3, with the login done by Chromium as its `$BROWSER`
  * (fixtures/chromium-login.ts), then MCP over its stdio. The same command line the README
- * gives, in each way the server can send a client to Keycloak.
+ * gives, in each way the server can send a client to Keycloak. Then the checks of the workaround
+ * way's pass-through that a client cannot get around (same Keycloak, Chromium in this process).
  */
 const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];
 const MCP_REMOTE = join(dirname(createRequire(import.meta.url).resolve('mcp-remote/package.json')), 'dist/proxy.js');
@@ -276,5 +285,163 @@ describe('mcp-remote, out of the box', () => {
       await stack.close();
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the workaround pass-through refuses what it must', () => {
+  let stack: TestStack;
+  let browser: Browser;
+  let callback: CallbackServer;
+  before(async () => {
+    stack = await keycloakStack('workaround');
+    browser = await launchChromium();
+    callback = await startCallbackServer();
+  });
+  after(async () => {
+    await callback?.close();
+    await browser?.close();
+    await stack?.close();
+  });
+
+  async function registerClient(name: string): Promise<string> {
+    const response = await fetch(`${baseUrl}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: name,
+        redirect_uris: [callback.redirectUri],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      }),
+    });
+    const body = (await response.json()) as Record<string, unknown>;
+    assert.equal(response.status, 201, JSON.stringify(body));
+    assert.deepEqual(body.redirect_uris, [callback.redirectUri], "the answer names the client's own redirect URI");
+    assert.equal(body.registration_access_token, undefined);
+    return body.client_id as string;
+  }
+
+  function authorizeUrl(clientId: string, state: string, challenge: string, redirectUri = callback.redirectUri): URL {
+    const url = new URL(`${baseUrl}/authorize`);
+    url.search = new URLSearchParams({
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: redirectUri,
+      scope: 'mcp:access expenses:read',
+      state,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      resource: `${baseUrl}/mcp`,
+    }).toString();
+    return url;
+  }
+
+  /** A login by alice in Chromium; returns what reached the client's callback and the verifier. */
+  async function login(clientId: string, name: string, state: string) {
+    const pkce = createPkce();
+    await new BrowserOAuthProvider(browser, callback, alice, { clientName: name }).redirectToAuthorization(
+      authorizeUrl(clientId, state, pkce.challenge),
+    );
+    return { params: await callback.next(), verifier: pkce.verifier };
+  }
+
+  async function exchange(form: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
+    const response = await fetch(`${baseUrl}/token`, { method: 'POST', body: new URLSearchParams(form) });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  test('a redirect_uri the client did not register gets a 400 page, never a redirect', async () => {
+    const clientId = await registerClient('redirect check');
+    const { challenge } = createPkce();
+    for (const other of [
+      'http://127.0.0.1:9/elsewhere',
+      `${callback.redirectUri}/more`,
+      'https://evil.example.com/cb',
+    ]) {
+      const response = await fetch(authorizeUrl(clientId, 's', challenge, other), { redirect: 'manual' });
+      assert.equal(response.status, 400, other);
+      assert.equal(response.headers.get('location'), null, other);
+    }
+    // RFC 8252: another port on a loopback IP literal is the same redirect URI.
+    const otherPort = new URL(callback.redirectUri);
+    otherPort.port = String(Number(otherPort.port) === 65535 ? 65534 : Number(otherPort.port) + 1);
+    const allowed = await fetch(authorizeUrl(clientId, 'client-state', challenge, otherPort.href), {
+      redirect: 'manual',
+    });
+    assert.equal(allowed.status, 302);
+    const upstream = new URL(allowed.headers.get('location') ?? '');
+    assert.equal(`${upstream.origin}${upstream.pathname}`, `${keycloak.realmUrl}/protocol/openid-connect/auth`);
+    assert.equal(upstream.searchParams.get('redirect_uri'), `${baseUrl}/auth/callback`);
+    assert.notEqual(upstream.searchParams.get('state'), 'client-state');
+    assert.equal(upstream.searchParams.get('code_challenge'), challenge);
+    assert.equal(upstream.searchParams.get('resource'), `${baseUrl}/mcp`);
+  });
+
+  test('a client it did not register goes to Keycloak unchanged; a forged state at the callback is refused', async () => {
+    const { challenge } = createPkce();
+    const direct = await fetch(authorizeUrl('vscode-mcp-client', 'x', challenge), { redirect: 'manual' });
+    assert.equal(direct.status, 302);
+    const location = new URL(direct.headers.get('location') ?? '');
+    assert.equal(`${location.origin}${location.pathname}`, `${keycloak.realmUrl}/protocol/openid-connect/auth`);
+    assert.equal(location.search, authorizeUrl('vscode-mcp-client', 'x', challenge).search);
+
+    const forged = await fetch(`${baseUrl}/auth/callback?state=forged&code=whatever`, { redirect: 'manual' });
+    assert.equal(forged.status, 400);
+    assert.equal(forged.headers.get('location'), null);
+  });
+
+  test('a code goes back with the client state and iss, and is exchanged once, by its client, for its redirect_uri', async () => {
+    const clientId = await registerClient('code check');
+    const otherClient = await registerClient('another client');
+    const base = (code: string, verifier: string) => ({
+      grant_type: 'authorization_code',
+      code,
+      client_id: clientId,
+      redirect_uri: callback.redirectUri,
+      code_verifier: verifier,
+      resource: `${baseUrl}/mcp`,
+    });
+
+    // A wrong redirect_uri: refused, and the code is gone.
+    const first = await login(clientId, 'code check', 'state-1');
+    assert.equal(first.params.get('state'), 'state-1');
+    assert.equal(first.params.get('iss'), baseUrl);
+    const code1 = first.params.get('code') as string;
+    assert.ok(code1);
+    const wrongRedirect = await exchange({
+      ...base(code1, first.verifier),
+      redirect_uri: 'http://127.0.0.1:9/callback',
+    });
+    assert.equal(wrongRedirect.status, 400);
+    assert.equal(wrongRedirect.body.error, 'invalid_grant');
+    assert.equal((await exchange(base(code1, first.verifier))).body.error, 'invalid_grant', 'single use');
+
+    // Another client presenting the code: refused.
+    const second = await login(clientId, 'code check', 'state-2');
+    const code2 = second.params.get('code') as string;
+    const stolen = await exchange({ ...base(code2, second.verifier), client_id: otherClient });
+    assert.equal(stolen.status, 400);
+    assert.equal(stolen.body.error, 'invalid_grant');
+
+    // The rightful exchange works once; a replay is refused.
+    const third = await login(clientId, 'code check', 'state-3');
+    const code3 = third.params.get('code') as string;
+    const tokens = await exchange(base(code3, third.verifier));
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+    assert.equal(typeof tokens.body.access_token, 'string');
+    assert.equal(typeof tokens.body.refresh_token, 'string');
+    const replay = await exchange(base(code3, third.verifier));
+    assert.equal(replay.status, 400);
+    assert.equal(replay.body.error, 'invalid_grant');
+
+    // Refresh goes through unchanged.
+    const refreshed = await exchange({
+      grant_type: 'refresh_token',
+      refresh_token: tokens.body.refresh_token as string,
+      client_id: clientId,
+    });
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    assert.notEqual(refreshed.body.access_token, tokens.body.access_token);
   });
 });
