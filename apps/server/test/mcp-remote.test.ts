@@ -338,11 +338,11 @@ describe('the workaround pass-through refuses what it must', () => {
   }
 
   /** A login by alice in Chromium; returns what reached the client's callback and the verifier. */
-  async function login(clientId: string, name: string, state: string) {
+  async function login(clientId: string, name: string, state: string, withRedirectUri = true) {
     const pkce = createPkce();
-    await new BrowserOAuthProvider(browser, callback, alice, { clientName: name }).redirectToAuthorization(
-      authorizeUrl(clientId, state, pkce.challenge),
-    );
+    const url = authorizeUrl(clientId, state, pkce.challenge);
+    if (!withRedirectUri) url.searchParams.delete('redirect_uri');
+    await new BrowserOAuthProvider(browser, callback, alice, { clientName: name }).redirectToAuthorization(url);
     return { params: await callback.next(), verifier: pkce.verifier };
   }
 
@@ -443,5 +443,19 @@ describe('the workaround pass-through refuses what it must', () => {
     });
     assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
     assert.notEqual(refreshed.body.access_token, tokens.body.access_token);
+  });
+
+  test('without redirect_uri (one registered), the login goes to it and the token request needs none', async () => {
+    const clientId = await registerClient('no redirect_uri');
+    const { params, verifier } = await login(clientId, 'no redirect_uri', 'state-4', false);
+    assert.equal(params.get('iss'), baseUrl);
+    const tokens = await exchange({
+      grant_type: 'authorization_code',
+      code: params.get('code') as string,
+      client_id: clientId,
+      code_verifier: verifier,
+      resource: `${baseUrl}/mcp`,
+    });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
   });
 });

@@ -44,6 +44,8 @@ export const authorizationPassThroughMigrations: Migration[] = [
         state_sha256 bytea PRIMARY KEY,
         client_id text NOT NULL,
         redirect_uri text NOT NULL,
+        -- Whether the client sent redirect_uri (RFC 6749 4.1.3: then its token request must too).
+        redirect_uri_sent boolean NOT NULL,
         client_state text,
         expires_at timestamptz NOT NULL
       );
@@ -52,7 +54,8 @@ export const authorizationPassThroughMigrations: Migration[] = [
       CREATE TABLE passthrough_codes (
         code_sha256 bytea PRIMARY KEY,
         client_id text NOT NULL,
-        redirect_uri text NOT NULL,
+        -- The redirect_uri the token request must name; NULL when the authorization request had none.
+        redirect_uri text,
         expires_at timestamptz NOT NULL
       );
       CREATE INDEX passthrough_codes_expiry ON passthrough_codes (expires_at);
@@ -136,7 +139,8 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
       upstream.search = url.search;
       return redirect(upstream.href);
     }
-    const requested = params.get('redirect_uri') ?? (registered.length === 1 ? registered[0] : undefined);
+    const sent = params.get('redirect_uri');
+    const requested = sent ?? (registered.length === 1 ? registered[0] : undefined);
     if (!requested || !isRegisteredRedirectUri(registered, requested)) {
       // Never redirect to a URI the client did not register: tell the person instead.
       return errorPage(400, 'redirect_uri is missing or not registered for this client.');
@@ -156,9 +160,10 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     try {
       await pool.query('DELETE FROM passthrough_authorizations WHERE expires_at < now()');
       await pool.query(
-        `INSERT INTO passthrough_authorizations (state_sha256, client_id, redirect_uri, client_state, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-        [sha256(state), clientId, requested, clientState, loginTtl],
+        `INSERT INTO passthrough_authorizations
+           (state_sha256, client_id, redirect_uri, redirect_uri_sent, client_state, expires_at)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
+        [sha256(state), clientId, requested, sent !== null, clientState, loginTtl],
       );
     } catch {
       return errorPage(503, 'The server cannot reach its database; try again shortly.');
@@ -177,11 +182,11 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     const params = url.searchParams;
     const state = params.get('state');
     if (!state) return errorPage(400, 'The answer carries no state.');
-    let login: { client_id: string; redirect_uri: string; client_state: string | null } | undefined;
+    let login: PendingLogin | undefined;
     try {
-      const { rows } = await pool.query<{ client_id: string; redirect_uri: string; client_state: string | null }>(
+      const { rows } = await pool.query<PendingLogin>(
         `DELETE FROM passthrough_authorizations WHERE state_sha256 = $1 AND expires_at > now()
-         RETURNING client_id, redirect_uri, client_state`,
+         RETURNING client_id, redirect_uri, redirect_uri_sent, client_state`,
         [sha256(state)],
       );
       login = rows[0];
@@ -218,7 +223,7 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
       await pool.query(
         `INSERT INTO passthrough_codes (code_sha256, client_id, redirect_uri, expires_at)
          VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT (code_sha256) DO NOTHING`,
-        [sha256(code), login.client_id, login.redirect_uri, codeTtl],
+        [sha256(code), login.client_id, login.redirect_uri_sent ? login.redirect_uri : null, codeTtl],
       );
     } catch {
       return redirect(
@@ -246,10 +251,10 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
       const code = form.get('code');
       if (!code) return tokenError(400, 'invalid_request', 'code is missing.');
       const clientId = form.get('client_id') ?? basicClientId(request.headers.get('authorization'));
-      let issued: { client_id: string; redirect_uri: string } | undefined;
+      let issued: { client_id: string; redirect_uri: string | null } | undefined;
       let known: boolean;
       try {
-        const { rows } = await pool.query<{ client_id: string; redirect_uri: string }>(
+        const { rows } = await pool.query<{ client_id: string; redirect_uri: string | null }>(
           `DELETE FROM passthrough_codes WHERE code_sha256 = $1 AND expires_at > now()
            RETURNING client_id, redirect_uri`,
           [sha256(code)],
@@ -324,6 +329,13 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
 }
 
 export type AuthorizationPassThrough = ReturnType<typeof authorizationPassThrough>;
+
+interface PendingLogin {
+  client_id: string;
+  redirect_uri: string;
+  redirect_uri_sent: boolean;
+  client_state: string | null;
+}
 
 const CORS = {
   'Access-Control-Allow-Origin': '*',
