@@ -376,6 +376,17 @@ describe('the workaround pass-through refuses what it must', () => {
     assert.notEqual(upstream.searchParams.get('state'), 'client-state');
     assert.equal(upstream.searchParams.get('code_challenge'), challenge);
     assert.equal(upstream.searchParams.get('resource'), `${baseUrl}/mcp`);
+
+    // A request object would carry its own redirect_uri and state to Keycloak: refused, with iss.
+    const withRequestUri = authorizeUrl(clientId, 'client-state', challenge);
+    withRequestUri.searchParams.set('request_uri', 'https://evil.example.com/request.jwt');
+    const refused = await fetch(withRequestUri, { redirect: 'manual' });
+    assert.equal(refused.status, 302);
+    const answer = new URL(refused.headers.get('location') ?? '');
+    assert.equal(`${answer.origin}${answer.pathname}`, callback.redirectUri);
+    assert.equal(answer.searchParams.get('error'), 'request_uri_not_supported');
+    assert.equal(answer.searchParams.get('state'), 'client-state');
+    assert.equal(answer.searchParams.get('iss'), baseUrl);
   });
 
   test('a client it did not register goes to Keycloak unchanged; a forged state at the callback is refused', async () => {

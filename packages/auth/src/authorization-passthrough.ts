@@ -156,6 +156,17 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
         }),
       );
     }
+    if (params.has('request') || params.has('request_uri')) {
+      // A request object would carry its own redirect_uri and state past the checks above.
+      return redirect(
+        clientRedirect(requested, {
+          error: params.has('request') ? 'request_not_supported' : 'request_uri_not_supported',
+          error_description: 'Request objects are not supported here.',
+          state: clientState,
+          iss: issuer,
+        }),
+      );
+    }
     const state = randomBytes(32).toString('base64url');
     try {
       await pool.query('DELETE FROM passthrough_authorizations WHERE expires_at < now()');
