@@ -389,6 +389,20 @@ describe('the workaround pass-through refuses what it must', () => {
     assert.equal(answer.searchParams.get('iss'), baseUrl);
   });
 
+  test('registration: redirect URIs only on loopback or the allowed hosts, as the realm has it', async () => {
+    const response = await fetch(`${baseUrl}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: 'outside redirect',
+        redirect_uris: ['https://evil.example.com/callback'],
+        token_endpoint_auth_method: 'none',
+      }),
+    });
+    assert.equal(response.status, 400);
+    assert.equal(((await response.json()) as { error: string }).error, 'invalid_redirect_uri');
+  });
+
   test('a client it did not register goes to Keycloak unchanged; a forged state at the callback is refused', async () => {
     const { challenge } = createPkce();
     const direct = await fetch(authorizeUrl('vscode-mcp-client', 'x', challenge), { redirect: 'manual' });

@@ -49,8 +49,17 @@ export interface RegistrationFacadeOptions {
    * provider directly, and one that checks RFC 9207 `iss` fails.
    */
   pool?: pg.Pool | undefined;
+  /**
+   * With the pass-through, Keycloak sees only this server's callback, so the realm's rule on
+   * redirect hosts no longer reaches the clients' own URIs: the same rule is kept here. Besides
+   * loopback, the hosts whose https redirect URIs are accepted (default: VS Code's web pages, as
+   * the realm's `anonymous-registration-safe-clients` policy).
+   */
+  redirectHosts?: readonly string[];
   fetch?: typeof fetch;
 }
+
+const DEFAULT_REDIRECT_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'];
 
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 const MAX_REDIRECT_URIS = 10;
@@ -77,6 +86,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
     return metadata;
   }
 
+  const redirectHosts = options.redirectHosts ?? DEFAULT_REDIRECT_HOSTS;
   const passThrough = options.pool
     ? authorizationPassThrough({
         issuer,
@@ -147,7 +157,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       } catch {
         return registrationError(400, 'invalid_client_metadata', 'The registration is not valid JSON.');
       }
-      const problem = checkRegistration(body);
+      const problem = checkRegistration(body) ?? (passThrough ? checkRedirectHosts(body, redirectHosts) : undefined);
       if (problem) return registrationError(400, problem.error, problem.description);
       const repaired = repairRegistration(body as Record<string, unknown>);
       const clientRedirectUris = repaired.redirect_uris as string[];
@@ -261,6 +271,25 @@ export function checkRegistration(body: unknown): { error: string; description: 
   }
   return undefined;
 }
+
+/** Redirect URIs on loopback, or https on one of `hosts` (the realm's rule, see redirectHosts). */
+function checkRedirectHosts(
+  body: unknown,
+  hosts: readonly string[],
+): { error: string; description: string } | undefined {
+  for (const uri of (body as { redirect_uris: string[] }).redirect_uris) {
+    const url = new URL(uri);
+    if (LOOPBACK_NAMES.includes(url.hostname)) continue;
+    if (url.protocol === 'https:' && hosts.includes(url.hostname)) continue;
+    return {
+      error: 'invalid_redirect_uri',
+      description: `Redirect URI ${JSON.stringify(uri)} is neither loopback nor on an allowed host.`,
+    };
+  }
+  return undefined;
+}
+
+const LOOPBACK_NAMES = ['127.0.0.1', 'localhost', '[::1]'];
 
 function allowedRedirect(uri: string): boolean {
   let url: URL;
