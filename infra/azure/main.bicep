@@ -363,7 +363,7 @@ var keycloakEnv = {
   // The realm file's placeholders (keycloak/README.md), read when the realm is first imported.
   MCP_SERVER_RESOURCE_URL: mcpUrl
   MCP_OAUTH_PROXY_CALLBACK_URL: '${serverUrl}/auth/callback'
-  KEYCLOAK_DCR_TRUSTED_SENDERS_ONLY: 'false'
+  MCP_SERVER_HOST: '${serverAppName}.${environment.outputs.defaultDomain}'
   KEYCLOAK_CIMD_ALLOW_HTTP: 'false'
 }
 

@@ -3,14 +3,16 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ApiKeyStore,
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthProvider,
   apiKeyProvider,
+  authorizationPassThroughMigrations,
   jwtBearerProvider,
   keycloakClientJanitor,
   noAuthProvider,
   registrationFacade,
 } from '@mcp-auth-stack/auth';
-import type { Database } from '@mcp-auth-stack/database';
+import { type Database, migrate } from '@mcp-auth-stack/database';
 import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   entraUpstream,
@@ -45,7 +47,7 @@ export async function createAuthProvider(
       return apiKeyProvider({ store });
     }
     case 'keycloak':
-      return keycloakProvider(config, logger);
+      return keycloakProvider(config, database, logger);
     case 'oauth_proxy':
     case 'entra_proxy':
       return oauthProxyProvider(config, database, logger);
@@ -74,8 +76,12 @@ export const MCP_ACCESS_SCOPE = 'mcp:access';
  * resource URL must be in `aud`. Clients are told to ask for `mcp:access` plus the user scopes:
  * a client that Keycloak registered with a `scope` member only gets `mcp:access` (and so the
  * audience) when it asks for it (issue 50807).
+ *
+ * In `workaround` registration mode this server presents itself as the authorization server;
+ * logins and code exchanges of the clients it registered pass through it (tables in the
+ * server's database), so the `iss` they see is this server's (RFC 9207).
  */
-function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
+async function keycloakProvider(config: ServerConfig, database: Database, logger: Logger): Promise<AuthProvider> {
   const realm = config.keycloakRealmUrl as string;
   const reachable = config.keycloakRealmInternalUrl ?? realm;
   const resource = `${config.baseUrl}/mcp`;
@@ -101,11 +107,13 @@ function keycloakProvider(config: ServerConfig, logger: Logger): AuthProvider {
   });
   if (config.keycloakJanitorSecret !== undefined) startJanitor(reachable, config.keycloakJanitorSecret, logger);
   if (!workaround) return jwt;
+  await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
   const facade = registrationFacade({
     issuer: config.baseUrl,
     upstreamIssuer: realm,
     upstreamBaseUrl: reachable,
     trustForwardedFor: config.trustProxy,
+    pool: database.pool,
   });
   return {
     ...jwt,

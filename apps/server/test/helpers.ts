@@ -44,6 +44,9 @@ export async function startTestStack(
     { tracing: options.tracing ?? false },
   );
   const sql = new pg.Pool({ connectionString: database.url, max: 2 });
+  // pool.end() resolves before its connections have closed; the database's DROP ... WITH (FORCE)
+  // right after can then terminate one, and an 'error' without a listener would crash the run.
+  sql.on('error', () => {});
   return {
     url: server.url,
     mcpUrl: `${server.url}/mcp`,

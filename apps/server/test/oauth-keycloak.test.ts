@@ -220,8 +220,8 @@ describe('direct: clients register at Keycloak itself', () => {
   });
 
   test('an independent client, the MCP Inspector CLI, logs in through the browser and calls a tool', async () => {
-    // Its own registration names its GitHub page as client_uri, which the realm's Trusted Hosts
-    // policy refuses; it uses the realm's pre-registered editor client instead.
+    // It logs in as the realm's pre-registered editor client (--client-id), the way a client
+    // without registration does.
     // Something of alice's to read back: her Keycloak user id is the `sub` of her tokens.
     const aliceId = await keycloakUserId(keycloak.url, 'alice');
     await stack.sql.query(
@@ -343,7 +343,11 @@ describe('workaround: registration goes through this server, which repairs it', 
     >;
     assert.equal(as.issuer, baseUrl);
     assert.equal(as.registration_endpoint, `${baseUrl}/register`);
-    assert.equal(as.authorization_endpoint, `${keycloak.realmUrl}/protocol/openid-connect/auth`);
+    // Logins and code exchanges pass through this server, which answers with its own `iss`.
+    assert.equal(as.authorization_endpoint, `${baseUrl}/authorize`);
+    assert.equal(as.token_endpoint, `${baseUrl}/token`);
+    assert.equal(as.authorization_response_iss_parameter_supported, true);
+    assert.equal(as.jwks_uri, `${keycloak.realmUrl}/protocol/openid-connect/certs`);
   });
 
   test('the SDK client registers through the server and works end to end', async () => {
@@ -370,15 +374,22 @@ describe('workaround: registration goes through this server, which repairs it', 
     assert.equal(outcome.added, true);
   });
 
-  test("a strict client, the MCP Inspector CLI, rejects this way: Keycloak's `iss` is not this issuer", async () => {
-    // RFC 9207: the authorization response names Keycloak's realm, the metadata named this server.
+  test('a strict client, the MCP Inspector CLI, checks RFC 9207 `iss` and succeeds: the answer names this server', async () => {
+    // The login passes through this server, whose callback answers the client with its own issuer.
     const run = await inspectorLogin(alice, { consent: true });
-    assert.notEqual(run.code, 0);
-    assert.match(run.stdout + run.stderr, /Issuer mismatch in authorization response \(RFC 9207\)/);
+    assert.doesNotMatch(run.stdout + run.stderr, /Issuer mismatch/);
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    assert.ok(run.loginUrl.startsWith(`${baseUrl}/authorize?`), run.loginUrl);
+    const result = JSON.parse(run.stdout) as { structuredContent: { expenses: { description: string }[] } };
+    assert.ok(
+      result.structuredContent.expenses.some((e) => e.description === 'Via workaround'),
+      run.stdout,
+    );
   });
 
-  test('repair: a home page on a host Keycloak does not trust no longer blocks the registration', async () => {
-    // What the MCP Inspector sends: its GitHub page as client_uri.
+  test('a home page on the client’s own site registers, at Keycloak and through the server', async () => {
+    // What the MCP Inspector sends: its GitHub page as client_uri. The realm used to refuse it
+    // (Trusted Hosts checked every URI); it now accepts https display URIs anywhere.
     const body = {
       client_name: 'client with a home page',
       redirect_uris: ['http://127.0.0.1:45679/callback'],
@@ -386,7 +397,7 @@ describe('workaround: registration goes through this server, which repairs it', 
       client_uri: 'https://github.com/modelcontextprotocol/inspector',
     };
     const direct = await registerAt(`${keycloak.realmUrl}/clients-registrations/openid-connect`, body);
-    assert.equal(direct.status, 403, "Keycloak's Trusted Hosts policy refuses it");
+    assert.equal(direct.status, 201, JSON.stringify(direct.body));
     const repaired = await registerAt(`${baseUrl}/register`, body);
     assert.equal(repaired.status, 201);
   });
@@ -421,7 +432,12 @@ describe('workaround: registration goes through this server, which repairs it', 
       const registered = await registerAt(where, body(oauth.callback.redirectUri));
       assert.equal(registered.status, 201);
       oauth.saveClientInformation(registered.body as { client_id: string });
-      const tokens = await loginWithoutResource(oauth, 'expenses:read');
+      // Each client logs in at the endpoints of the authorization server it registered at.
+      const tokens = await loginWithoutResource(
+        oauth,
+        'expenses:read',
+        where.startsWith(baseUrl) ? baseUrl : undefined,
+      );
       const audience = [decodeJwtPayload(tokens.access_token).aud].flat();
       assert.equal(audience.includes(`${baseUrl}/mcp`), expectAudience, `${where}: aud ${JSON.stringify(audience)}`);
       const response = await postMcp(
@@ -560,8 +576,12 @@ async function inspectorLogin(
     try {
       const page = await context.newPage();
       await page.goto(loginUrl);
+      // The client's loopback callback: neither Keycloak nor this server (whose own callback
+      // passes the answer on in the workaround way).
       const callback = (url: URL) =>
-        ['127.0.0.1', 'localhost'].includes(url.hostname) && url.port !== new URL(keycloak.url).port;
+        ['127.0.0.1', 'localhost'].includes(url.hostname) &&
+        url.port !== new URL(keycloak.url).port &&
+        url.port !== String(serverPort);
       const first = await Promise.race([
         page
           .locator('#kc-form-login')
@@ -579,9 +599,7 @@ async function inspectorLogin(
         await page.locator('#kc-cancel').waitFor();
         await page.click('#kc-login');
       }
-      await page.waitForURL(
-        (url) => ['127.0.0.1', 'localhost'].includes(url.hostname) && url.port !== new URL(keycloak.url).port,
-      );
+      await page.waitForURL(callback);
     } finally {
       await context.close();
     }
@@ -615,11 +633,15 @@ async function registerAt(url: string, body: unknown): Promise<{ status: number;
  * A plain authorization code + PKCE login for a registered client, asking for `scope` and no
  * `resource` (what a client that registered with a narrow scope does).
  */
-async function loginWithoutResource(oauth: BrowserOAuthProvider, scope: string): Promise<{ access_token: string }> {
+async function loginWithoutResource(
+  oauth: BrowserOAuthProvider,
+  scope: string,
+  passThrough?: string,
+): Promise<{ access_token: string }> {
   const { createPkce } = await import('@mcp-auth-stack/keycloak/testing');
   const pkce = createPkce();
   const clientId = (oauth.clientInformation() as { client_id: string }).client_id;
-  const url = new URL(`${keycloak.realmUrl}/protocol/openid-connect/auth`);
+  const url = new URL(passThrough ? `${passThrough}/authorize` : `${keycloak.realmUrl}/protocol/openid-connect/auth`);
   url.search = new URLSearchParams({
     response_type: 'code',
     client_id: clientId,
@@ -631,16 +653,19 @@ async function loginWithoutResource(oauth: BrowserOAuthProvider, scope: string):
   }).toString();
   await oauth.redirectToAuthorization(url);
   const code = (await oauth.callback.next()).get('code') as string;
-  const response = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
-    method: 'POST',
-    body: new URLSearchParams({
-      grant_type: 'authorization_code',
-      code,
-      client_id: clientId,
-      redirect_uri: oauth.callback.redirectUri,
-      code_verifier: pkce.verifier,
-    }),
-  });
+  const response = await fetch(
+    passThrough ? `${passThrough}/token` : `${keycloak.realmUrl}/protocol/openid-connect/token`,
+    {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code,
+        client_id: clientId,
+        redirect_uri: oauth.callback.redirectUri,
+        code_verifier: pkce.verifier,
+      }),
+    },
+  );
   assert.equal(response.status, 200);
   return (await response.json()) as { access_token: string };
 }

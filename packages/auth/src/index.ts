@@ -8,6 +8,14 @@ export {
   hashApiKey,
   looksLikeApiKey,
 } from './api-keys.ts';
+export {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  type AuthorizationPassThroughOptions,
+  authorizationPassThrough,
+  authorizationPassThroughMigrations,
+  isRegisteredRedirectUri,
+  PASSTHROUGH_CALLBACK_PATH,
+} from './authorization-passthrough.ts';
 export { bearerChallenge } from './challenge.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {

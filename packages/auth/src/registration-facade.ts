@@ -1,21 +1,26 @@
 import { jsonTextTooDeep, jsonValueTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
+import type pg from 'pg';
+import { authorizationPassThrough } from './authorization-passthrough.ts';
 import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
 /**
  * The DCR workaround for identity providers whose registration endpoint MCP clients trip
  * over (Keycloak 26.7.3): this server presents itself as the authorization server, serving
  * the provider's metadata with its own `issuer` and `registration_endpoint`, and forwards
- * registrations after checking and repairing them. Authorization and token requests still go
+ * registrations after checking and repairing them. With a database (`pool`), authorization and
+ * token requests of the clients it registered go through the server too, so that the issuer a
+ * client sees stays the server's (see authorization-passthrough.ts); without one they go
  * straight to the provider (its endpoints stay in the metadata).
  *
  * Repairs, each needed by a client that otherwise fails against Keycloak 26.7.3:
  * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
  *   losing the realm's default scopes, the audience scope among them (issue 50807).
  * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
- * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: the realm's Trusted Hosts
- *   policy checks every URI of a registration, so a client naming its home page (the MCP
- *   Inspector names its GitHub page) is refused with 403; these URIs are display-only.
+ * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: a realm whose registration
+ *   policy checks every URI of a registration (Keycloak's Trusted Hosts) refuses a client naming
+ *   its home page (the MCP Inspector and mcp-remote name their GitHub pages) with 403; these
+ *   URIs are display-only.
  * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
  *   the `resource-indicators` feature, a token request with `resource` for a client that gets
  *   no refresh token fails with HTTP 500 (issue 50251).
@@ -38,8 +43,23 @@ export interface RegistrationFacadeOptions {
   trustForwardedFor?: boolean;
   /** How long the provider's metadata is kept before it is fetched again. */
   metadataTtlMs?: number;
+  /**
+   * Where the authorization pass-through keeps its clients, logins and codes (tables from
+   * `authorizationPassThroughMigrations`). Without it, no pass-through: clients log in at the
+   * provider directly, and one that checks RFC 9207 `iss` fails.
+   */
+  pool?: pg.Pool | undefined;
+  /**
+   * With the pass-through, Keycloak sees only this server's callback, so the realm's rule on
+   * redirect hosts no longer reaches the clients' own URIs: the same rule is kept here. Besides
+   * loopback, the hosts whose https redirect URIs are accepted (default: VS Code's web pages, as
+   * the realm's `anonymous-registration-safe-clients` policy).
+   */
+  redirectHosts?: readonly string[];
   fetch?: typeof fetch;
 }
+
+const DEFAULT_REDIRECT_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'];
 
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 const MAX_REDIRECT_URIS = 10;
@@ -77,14 +97,38 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
     return metadata;
   }
 
+  const redirectHosts = options.redirectHosts ?? DEFAULT_REDIRECT_HOSTS;
+  const passThrough = options.pool
+    ? authorizationPassThrough({
+        issuer,
+        upstreamIssuer,
+        pool: options.pool,
+        upstreamAuthorizationEndpoint: async () => String((await upstreamMetadata()).authorization_endpoint),
+        upstreamTokenEndpoint: async () =>
+          rebase(String((await upstreamMetadata()).token_endpoint), upstreamIssuer, upstreamBase),
+        fetch: doFetch,
+      })
+    : undefined;
+
   /** The provider's metadata as this server presents it. */
   async function presentedMetadata(): Promise<Record<string, unknown>> {
     const metadata = { ...(await upstreamMetadata()) };
     metadata.issuer = issuer;
     metadata.registration_endpoint = `${issuer}/register`;
-    // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
-    // support under this issuer would make clients that check it reject every login.
-    delete metadata.authorization_response_iss_parameter_supported;
+    if (passThrough) {
+      metadata.authorization_endpoint = passThrough.authorizationEndpoint;
+      metadata.token_endpoint = passThrough.tokenEndpoint;
+      metadata.authorization_response_iss_parameter_supported = true;
+      // Ways around the pass-through that would reach Keycloak with the client's own redirect
+      // URI, which Keycloak does not know: pushed requests and the mTLS aliases of the endpoints.
+      delete metadata.pushed_authorization_request_endpoint;
+      delete metadata.require_pushed_authorization_requests;
+      delete metadata.mtls_endpoint_aliases;
+    } else {
+      // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
+      // support under this issuer would make clients that check it reject every login.
+      delete metadata.authorization_response_iss_parameter_supported;
+    }
     return metadata;
   }
 
@@ -105,6 +149,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       app.get(path, serveMetadata);
       app.options(path, () => new Response(null, { status: 204, headers: CORS }));
     }
+    passThrough?.mount(app);
     app.options('/register', () => new Response(null, { status: 204, headers: CORS }));
     app.post('/register', async (c) => {
       const address = clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor);
@@ -126,9 +171,12 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       } catch {
         return registrationError(400, 'invalid_client_metadata', 'The registration is not valid JSON.');
       }
-      const problem = checkRegistration(body);
+      const problem = checkRegistration(body) ?? (passThrough ? checkRedirectHosts(body, redirectHosts) : undefined);
       if (problem) return registrationError(400, problem.error, problem.description);
       const repaired = repairRegistration(body as Record<string, unknown>);
+      const clientRedirectUris = repaired.redirect_uris as string[];
+      // Keycloak sends every code of this client to the server's callback, which passes it on.
+      if (passThrough) repaired.redirect_uris = [passThrough.callbackUrl];
 
       let endpoint: string;
       try {
@@ -150,11 +198,38 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
         // The metadata was cached but the provider is down (or too slow) now.
         return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
       }
+      if (passThrough && upstream.status === 201) {
+        const recorded = await recordPassThroughClient(answer, clientRedirectUris);
+        if (!recorded) {
+          return registrationError(503, 'temporarily_unavailable', 'The registration could not be stored.');
+        }
+        answer = recorded;
+      }
       return new Response(answer, {
         status: upstream.status,
         headers: { 'content-type': 'application/json', 'Cache-Control': 'no-store', ...CORS },
       });
     });
+  }
+
+  /**
+   * Remembers the client's own redirect URIs, and answers the client with them (Keycloak
+   * answered with the callback). The RFC 7592 management URL and token are left out: updating
+   * the client at Keycloak would bypass this record.
+   */
+  async function recordPassThroughClient(answer: string, redirectUris: string[]): Promise<string | undefined> {
+    if (!passThrough) return answer;
+    try {
+      const registered = JSON.parse(answer) as Record<string, unknown>;
+      if (typeof registered.client_id !== 'string') return undefined;
+      await passThrough.recordClient(registered.client_id, redirectUris);
+      registered.redirect_uris = redirectUris;
+      delete registered.registration_access_token;
+      delete registered.registration_client_uri;
+      return JSON.stringify(registered);
+    } catch {
+      return undefined;
+    }
   }
 
   return { mount, presentedMetadata };
@@ -235,6 +310,25 @@ export function checkRegistration(body: unknown): { error: string; description: 
   }
   return undefined;
 }
+
+/** Redirect URIs on loopback, or https on one of `hosts` (the realm's rule, see redirectHosts). */
+function checkRedirectHosts(
+  body: unknown,
+  hosts: readonly string[],
+): { error: string; description: string } | undefined {
+  for (const uri of (body as { redirect_uris: string[] }).redirect_uris) {
+    const url = new URL(uri);
+    if (LOOPBACK_NAMES.includes(url.hostname)) continue;
+    if (url.protocol === 'https:' && hosts.includes(url.hostname)) continue;
+    return {
+      error: 'invalid_redirect_uri',
+      description: `Redirect URI ${JSON.stringify(uri)} is neither loopback nor on an allowed host.`,
+    };
+  }
+  return undefined;
+}
+
+const LOOPBACK_NAMES = ['127.0.0.1', 'localhost', '[::1]'];
 
 function allowedRedirect(uri: string): boolean {
   let url: URL;

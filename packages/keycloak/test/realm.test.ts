@@ -211,9 +211,10 @@ test('DCR with a redirect URI on an untrusted host is refused', async () => {
     redirect_uris: ['https://evil.example.com/callback'],
     token_endpoint_auth_method: 'none',
   });
+  // The client policy anonymous-registration-safe-clients (registration-policies.test.ts has each rule).
   assert.equal(registered.status, 403);
   assert.equal(registered.body.error, 'insufficient_scope');
-  assert.match(String(registered.body.error_description), /Trusted Hosts/);
+  assert.equal(registered.body.error_description, 'invalid_request');
 });
 
 test('alice signs in to the pre-registered VS Code client with PKCE: aud is the MCP resource, scopes as requested, no admin scope', async () => {

@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
+import { freePort } from './helpers.ts';
+
+/**
+ * The realm's rules for anonymous Dynamic Client Registration (keycloak/README.md, "Anonymous
+ * DCR"), against a real Keycloak 26.7.3 started from the repository's realm: what real MCP
+ * clients send is accepted (mcp-remote's registration, with its `client_uri` on GitHub), and
+ * each dangerous registration is refused. Each refused body differs from an accepted one
+ * (`client()`) in one member only, so that member is what was refused; Keycloak answers every
+ * client-policy refusal alike (403, `invalid_client_metadata`), and names the refused URI field
+ * only in its log, which the URI cases read.
+ */
+let keycloak: RunningKeycloak;
+const SERVER_HOST = 'mcp.example.com';
+const SERVER_CALLBACK = `https://${SERVER_HOST}/auth/callback`;
+
+before(
+  async () => {
+    keycloak = await startKeycloak({
+      httpPort: await freePort(),
+      managementPort: await freePort(),
+      // A deployed server's callback (workaround mode registers clients with it).
+      realmEnv: { MCP_SERVER_HOST: SERVER_HOST },
+    });
+  },
+  { timeout: 600_000 },
+);
+
+after(async () => {
+  await keycloak?.stop();
+});
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+async function register(body: Record<string, unknown>, token?: string, url?: string): Promise<Answer> {
+  const response = await fetch(url ?? `${keycloak.realmUrl}/clients-registrations/openid-connect`, {
+    method: url ? 'PUT' : 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, unknown> };
+}
+
+/** A public loopback client as MCP clients register it, with `changes` applied. */
+function client(changes: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    client_name: 'policy test client',
+    redirect_uris: ['http://127.0.0.1:33418/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+    ...changes,
+  };
+}
+
+/**
+ * Runs `attempt`, expecting a refusal with `description` (Keycloak answers a client-policy refusal
+ * with 403 `insufficient_scope` and the policy's error code as the description).
+ */
+async function assertRefused(
+  what: string,
+  attempt: () => Promise<Answer>,
+  description: string | RegExp,
+): Promise<void> {
+  const answer = await attempt();
+  assert.ok([400, 403].includes(answer.status), `${what}: HTTP ${answer.status} ${JSON.stringify(answer.body)}`);
+  assert.equal(answer.body.client_id, undefined, `${what}: no client`);
+  if (typeof description === 'string') {
+    assert.equal(answer.body.error_description, description, `${what}: ${JSON.stringify(answer.body)}`);
+  } else {
+    assert.match(String(answer.body.error_description), description, `${what}: ${JSON.stringify(answer.body)}`);
+  }
+}
+
+const REDIRECT_REFUSED = 'invalid_request';
+const METADATA_REFUSED = 'invalid_client_metadata';
+
+describe('accepted: what real clients register', () => {
+  test("mcp-remote's registration, client_uri on GitHub included", async () => {
+    // What mcp-remote 0.15.1 sends (NodeOAuthClientProvider.clientMetadata).
+    const answer = await register({
+      redirect_uris: ['http://localhost:33418/oauth/callback'],
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      client_name: 'MCP CLI Client',
+      client_uri: 'https://github.com/modelcontextprotocol/mcp-cli',
+      software_id: '2e6dc280-f3c3-4e01-99a7-8181dbd1d23d',
+      software_version: '0.15.1',
+    });
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.client_uri, 'https://github.com/modelcontextprotocol/mcp-cli');
+    assert.equal(answer.body.token_endpoint_auth_method, 'none');
+  });
+
+  test('home page, logo, terms and policy on the client’s own https site; VS Code’s web redirect', async () => {
+    const answer = await register(
+      client({
+        redirect_uris: ['http://localhost:33418/callback', 'https://vscode.dev/redirect'],
+        client_uri: 'https://client.example.com/',
+        logo_uri: 'https://cdn.client.example.com/logo.png',
+        tos_uri: 'https://client.example.com/terms',
+        policy_uri: 'https://client.example.com/privacy',
+      }),
+    );
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.client_uri, 'https://client.example.com/');
+  });
+
+  test("the MCP server's own callback (host MCP_SERVER_HOST), what the workaround way registers", async () => {
+    const answer = await register(client({ redirect_uris: [SERVER_CALLBACK] }));
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+  });
+
+  test('IPv6 loopback and a registration without grant_types (authorization code by default)', async () => {
+    const answer = await register(client({ redirect_uris: ['http://[::1]:33418/callback'], grant_types: undefined }));
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.deepEqual(answer.body.grant_types, ['authorization_code', 'refresh_token']);
+  });
+});
+
+describe('refused: redirect URIs a code must never go to', () => {
+  for (const [what, uri] of [
+    ['plain http to another host', 'http://evil.example.com/callback'],
+    ['https to a host that is not on the list', 'https://evil.example.com/callback'],
+    ['a host that starts like localhost', 'http://localhost.evil.example.com/callback'],
+    ['user info before an outside host', 'http://localhost@evil.example.com/callback'],
+    ['a custom scheme any app can claim', 'myapp://callback'],
+    ['a wildcard', 'http://127.0.0.1/*'],
+    ['a fragment', 'http://127.0.0.1:33418/callback#x'],
+    ["the MCP server's callback on another host", 'https://mcp.example.com.evil.example.com/auth/callback'],
+  ] as const) {
+    test(what, async () => {
+      await assertRefused(what, () => register(client({ redirect_uris: [uri] })), REDIRECT_REFUSED);
+    });
+  }
+  test('a post-logout redirect to an outside host', async () => {
+    await assertRefused(
+      'post_logout_redirect_uris',
+      () => register(client({ post_logout_redirect_uris: ['https://evil.example.com/bye'] })),
+      REDIRECT_REFUSED,
+    );
+  });
+});
+
+describe('refused: display URIs with a script or data scheme (Keycloak’s own validation)', () => {
+  // Display URIs are shown, never sent codes: any https (or http) site is accepted, what a
+  // browser would run is not.
+  for (const [member, uri, description] of [
+    ['client_uri', 'javascript:alert(1)', 'Base URL uses an illegal scheme'],
+    ['logo_uri', 'javascript:alert(1)', /illegal scheme/],
+    ['tos_uri', 'data:text/html,hello', 'Terms of service URL uses an illegal scheme'],
+    ['policy_uri', 'javascript:alert(1)', /illegal scheme/],
+  ] as const) {
+    test(`${member} ${uri}`, async () => {
+      await assertRefused(member, () => register(client({ [member]: uri })), description);
+    });
+  }
+});
+
+describe('refused: confidential clients and grants other than authorization code and refresh', () => {
+  for (const method of ['client_secret_basic', 'client_secret_post', 'private_key_jwt']) {
+    test(`token_endpoint_auth_method ${method}`, async () => {
+      const changes: Record<string, unknown> = { token_endpoint_auth_method: method };
+      if (method === 'private_key_jwt') changes.jwks_uri = 'https://client.example.com/jwks';
+      await assertRefused(method, () => register(client(changes)), METADATA_REFUSED);
+    });
+  }
+  test('no token_endpoint_auth_method (RFC 7591 default client_secret_basic)', async () => {
+    await assertRefused(
+      'default auth method',
+      () => register(client({ token_endpoint_auth_method: undefined })),
+      METADATA_REFUSED,
+    );
+  });
+  test('password (resource owner password credentials)', async () => {
+    await assertRefused(
+      'password',
+      () => register(client({ grant_types: ['authorization_code', 'password'] })),
+      METADATA_REFUSED,
+    );
+  });
+  test('implicit (response_type token)', async () => {
+    await assertRefused(
+      'implicit',
+      () => register(client({ grant_types: ['implicit'], response_types: ['token'] })),
+      METADATA_REFUSED,
+    );
+  });
+  test('client_credentials: the client is public, so it gets no token for itself', async () => {
+    // No client-policy executor of 26.7.3 refuses the grant at registration; a public client
+    // cannot authenticate, and Keycloak gives a service-account token only to one that does.
+    const answer = await register(client({ grant_types: ['authorization_code', 'client_credentials'] }));
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.token_endpoint_auth_method, 'none');
+    const token = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: answer.body.client_id as string }),
+    });
+    const body = (await token.json()) as Record<string, unknown>;
+    assert.equal(token.status, 401, JSON.stringify(body));
+    assert.equal(body.access_token, undefined);
+    assert.equal(body.error, 'unauthorized_client', JSON.stringify(body));
+  });
+});
+
+describe('the same rules for a client that updates itself (RFC 7592)', () => {
+  test('its registration access token cannot add an outside redirect URI or make it confidential', async () => {
+    const registered = await register(client());
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+    const token = registered.body.registration_access_token as string;
+    const url = registered.body.registration_client_uri as string;
+    const clientId = registered.body.client_id as string;
+    await assertRefused(
+      'update with an outside redirect',
+      () => register(client({ client_id: clientId, redirect_uris: ['https://evil.example.com/update'] }), token, url),
+      REDIRECT_REFUSED,
+    );
+    await assertRefused(
+      'update to confidential',
+      () => register(client({ client_id: clientId, token_endpoint_auth_method: 'client_secret_basic' }), token, url),
+      METADATA_REFUSED,
+    );
+    // The token still works for a harmless update: the refusals were about what was asked.
+    const renamed = await register(client({ client_id: clientId, client_name: 'renamed' }), token, url);
+    assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+  });
+});
