@@ -20,7 +20,13 @@ import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { directory, integer } from '@mcp-auth-stack/config';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import { DEMO_USERS, KEYCLOAK_DATA_DIR_DEFAULT, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import {
+  DEMO_USERS,
+  KEYCLOAK_DATA_DIR_DEFAULT,
+  REALM_CLIENTS,
+  type RunningKeycloak,
+  startKeycloak,
+} from '@mcp-auth-stack/keycloak';
 import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
 import { connectLines } from './start-summary.ts';
@@ -49,6 +55,14 @@ try {
     MCP_AUTH_PROVIDER: mode,
     ...(wholeStack && !process.env.KEYCLOAK_REALM_URL
       ? { KEYCLOAK_REALM_URL: `http://localhost:${keycloakPort}/realms/mcp` }
+      : {}),
+    // The local realm's janitor client has the realm file's demo secret (or the one set here,
+    // passed to Keycloak below): the server removes the registered clients nobody used.
+    ...(wholeStack && mode === 'keycloak'
+      ? {
+          KEYCLOAK_JANITOR_CLIENT_SECRET:
+            process.env.KEYCLOAK_JANITOR_CLIENT_SECRET || REALM_CLIENTS.janitor.demoSecret,
+        }
       : {}),
   };
   config = loadConfig(env);
@@ -112,6 +126,9 @@ if (wholeStack) {
     realmEnv: {
       MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp`,
       MCP_OAUTH_PROXY_CALLBACK_URL: `${config.baseUrl}/auth/callback`,
+      ...(process.env.KEYCLOAK_JANITOR_CLIENT_SECRET
+        ? { KEYCLOAK_JANITOR_CLIENT_SECRET: process.env.KEYCLOAK_JANITOR_CLIENT_SECRET }
+        : {}),
     },
     onProgress: ({ phase, message, elapsedMs }) => {
       const line = `keycloak [${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`;

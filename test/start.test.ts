@@ -57,6 +57,7 @@ describe('pnpm start', () => {
       KEYCLOAK_PORT: String(keycloakPort),
       KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
       KEYCLOAK_DATA_DIR: join(dir, 'keycloak'),
+      LOG_LEVEL: 'info', // the janitor's line below
     };
     const { child, output } = await start(env);
     try {
@@ -83,6 +84,12 @@ describe('pnpm start', () => {
       assert.deepEqual(metadata.authorization_servers, [`http://localhost:${keycloakPort}/realms/mcp`]);
       const ready = (await (await fetch(`http://localhost:${port}/ready`)).json()) as { status: string };
       assert.equal(ready.status, 'ready', "the realm's metadata and keys are reachable");
+      // The janitor of registered clients runs with the local realm's client (docs/security.md).
+      for (let waited = 0; !/keycloak client janitor: (on|failed)/.test(output()); waited += 200) {
+        if (waited > 30_000) break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.match(output(), /keycloak client janitor: on/);
     } finally {
       assert.equal(await interrupt(child), 0);
     }
@@ -127,10 +134,12 @@ describe('pnpm start', () => {
   test('on a terminal: request logs go to $DATA_DIR/server.log, not through the summary; a typed Ctrl-C exits 0 and pnpm stays quiet', async () => {
     // `script` gives `pnpm start` a real pseudo-terminal; writing ^C to it is a typed Ctrl-C,
     // which the terminal driver sends to the whole foreground process group (pnpm and node).
+    // `exec`: script runs its command through `sh -c`, and a non-interactive sh that receives the
+    // Ctrl-C may die of it (exit 130) whatever pnpm does; a user's interactive shell does not.
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-tty-'));
     const port = await freePort();
     const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
-    const child = spawn('script', ['-qfec', 'pnpm start', '/dev/null'], {
+    const child = spawn('script', ['-qfec', 'exec pnpm start', '/dev/null'], {
       cwd: ROOT,
       env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
       stdio: ['pipe', 'pipe', 'pipe'],

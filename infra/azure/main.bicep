@@ -101,6 +101,10 @@ param keycloakMcpServerClientSecret string
 
 @secure()
 @metadata({ azd: { type: 'generate', config: { length: 40, noSpecial: true } } })
+param keycloakJanitorClientSecret string
+
+@secure()
+@metadata({ azd: { type: 'generate', config: { length: 40, noSpecial: true } } })
 param agentChatToken string
 
 // ---------------------------------------------------------------- names
@@ -243,6 +247,7 @@ module keyVault 'modules/key-vault.bicep' = {
       'keycloak-agent-client-secret': keycloakAgentClientSecret
       'keycloak-proxy-client-secret': keycloakProxyClientSecret
       'keycloak-mcp-server-client-secret': keycloakMcpServerClientSecret
+      'keycloak-janitor-client-secret': keycloakJanitorClientSecret
       'entra-proxy-client-secret': entraProxyClientSecret
       'oauth-proxy-signing-key': oauthProxySigningKey
       'oauth-proxy-encryption-key': oauthProxyEncryptionKey
@@ -257,6 +262,8 @@ module keyVault 'modules/key-vault.bicep' = {
         'keycloak-agent-client-secret': [keycloakIdentity.outputs.principalId, agentIdentity.outputs.principalId]
         'keycloak-proxy-client-secret': [keycloakIdentity.outputs.principalId]
         'keycloak-mcp-server-client-secret': [keycloakIdentity.outputs.principalId]
+        // The server removes unused anonymously registered clients with it (docs/security.md).
+        'keycloak-janitor-client-secret': [keycloakIdentity.outputs.principalId, serverIdentity.outputs.principalId]
         'agent-chat-token': [agentIdentity.outputs.principalId]
       },
       empty(entraProxyClientSecret) ? {} : { 'entra-proxy-client-secret': [serverIdentity.outputs.principalId] },
@@ -311,7 +318,8 @@ var serverSecretEnv = union(
         OAUTH_PROXY_SIGNING_KEY: 'oauth-proxy-signing-key'
         OAUTH_PROXY_ENCRYPTION_KEY: 'oauth-proxy-encryption-key'
       }
-    : {}
+    : {},
+  mcpAuthProvider == 'keycloak' ? { KEYCLOAK_JANITOR_CLIENT_SECRET: 'keycloak-janitor-client-secret' } : {}
 )
 
 module server 'modules/container-app.bicep' = {
@@ -373,6 +381,7 @@ var keycloakSecretEnv = {
   KEYCLOAK_AGENT_CLIENT_SECRET: 'keycloak-agent-client-secret'
   KEYCLOAK_PROXY_CLIENT_SECRET: 'keycloak-proxy-client-secret'
   KEYCLOAK_MCP_SERVER_CLIENT_SECRET: 'keycloak-mcp-server-client-secret'
+  KEYCLOAK_JANITOR_CLIENT_SECRET: 'keycloak-janitor-client-secret'
 }
 
 module keycloak 'modules/container-app.bicep' = {

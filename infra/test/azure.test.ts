@@ -491,6 +491,9 @@ describe('Keycloak', () => {
       clients: { clientId: string; redirectUris?: string[]; attributes?: Record<string, string> }[];
       clientScopes: { name: string; protocolMappers?: { config: Record<string, string> }[] }[];
       components: Record<string, { providerId: string; config: Record<string, string[]> }[]>;
+      clientProfiles: {
+        profiles: { name: string; executors: { executor: string; configuration: Record<string, unknown> }[] }[];
+      };
     };
     const mcpUrl = `${server.MCP_SERVER_BASE_URL}/mcp`;
     // The audience Keycloak puts into tokens is the server's own MCP URL, which it checks.
@@ -503,13 +506,17 @@ describe('Keycloak', () => {
     assert.deepEqual(realm.clients.find((c) => c.clientId === 'mcp-oauth-proxy')?.redirectUris, [
       `${server.MCP_SERVER_BASE_URL}/auth/callback`,
     ]);
-    // Anonymous DCR: the deployed server (its /register facade) is not loopback, so the sender
-    // must not be checked; the registered redirect URIs stay loopback / VS Code only.
-    const trusted = realm.components['org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy']?.find(
-      (c) => c.providerId === 'trusted-hosts',
+    // Anonymous DCR: clients may redirect to loopback, the VS Code pages and the deployed
+    // server's own host (its callback, in workaround mode), which the Bicep names.
+    assert.equal(env.MCP_SERVER_HOST, new URL(server.MCP_SERVER_BASE_URL as string).host);
+    const safeClients = realm.clientProfiles.profiles.find((p) => p.name === 'anonymous-registration-safe-clients');
+    const redirects = safeClients?.executors.find((e) => e.executor === 'secure-redirect-uris-enforcer');
+    assert.ok(
+      ((redirects?.configuration['allow-permitted-domains'] ?? []) as string[]).includes(
+        `\\Q${env.MCP_SERVER_HOST}\\E`,
+      ),
+      JSON.stringify(redirects),
     );
-    assert.deepEqual(trusted?.config['host-sending-registration-request-must-match'], ['false']);
-    assert.deepEqual(trusted?.config['client-uris-must-match'], ['true']);
     // CIMD documents must be https in the cloud.
     assert.equal(env.KEYCLOAK_CIMD_ALLOW_HTTP, 'false');
   });

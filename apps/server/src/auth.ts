@@ -135,14 +135,21 @@ async function keycloakProvider(config: ServerConfig, database: Database, logger
 function startJanitor(realmUrl: string, secret: string, logger: Logger) {
   const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
   if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
-  keycloakClientJanitor({
+  const janitor = keycloakClientJanitor({
     baseUrl: match[1] as string,
     realm: decodeURIComponent(match[2] as string),
     clientId: 'mcp-client-janitor',
     clientSecret: secret,
     keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
     onEvent: (event, details) => logger.info(`keycloak client janitor: ${event}`, details),
-  }).start();
+  });
+  // One pass at start: a wrong secret shows in the log now, not in five minutes; clients left
+  // from a flood before a restart go as soon as they are due.
+  janitor.runOnce().then(
+    (run) => logger.info('keycloak client janitor: on', { inspected: run.inspected, removed: run.removed.length }),
+    (error: unknown) => logger.warn('keycloak client janitor: failed', { message: (error as Error).message }),
+  );
+  janitor.start();
 }
 
 /** The scopes the proxy offers, with what its consent page says about each. */

@@ -163,13 +163,27 @@ async function tryEverything(token: string) {
 }
 
 describe('broken 1: no realm user becomes another user or an administrator', () => {
+  // implicitFlowEnabled is set because Keycloak 26.7.3's reject-implicit-grant executor throws
+  // (HTTP 500) on a default-provider registration that omits it; an attacker sets it, and the
+  // registration then reaches the mapper policy, which is what these tests are about.
   const clientBody = (redirect: string, extra: Record<string, unknown> = {}) => ({
     clientId: `attacker-${Math.random().toString(36).slice(2, 10)}`,
     name: 'Innocent looking client',
     publicClient: true,
     redirectUris: [redirect],
     standardFlowEnabled: true,
+    implicitFlowEnabled: false,
     ...extra,
+  });
+
+  test('a default-provider registration without implicitFlowEnabled fails in Keycloak and creates nothing', async () => {
+    const body = clientBody('http://127.0.0.1:9/callback', {
+      implicitFlowEnabled: undefined,
+      protocolMappers: forgingMappers('oidc-usermodel-property-mapper'),
+    });
+    const registered = await post(registrations('default'), body);
+    assert.ok(registered.status >= 400, `status ${registered.status}: ${registered.text}`);
+    assert.deepEqual(await adminApi(`/clients?clientId=${body.clientId}`), [], 'no client was created');
   });
 
   for (const type of [
@@ -385,6 +399,7 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
     const registered = await post(registrations('default'), {
       clientId: `pairwise-${Date.now()}`,
       publicClient: true,
+      implicitFlowEnabled: false, // see clientBody above
       redirectUris: ['http://127.0.0.1:9/callback'],
       protocolMappers: [
         {
@@ -500,25 +515,61 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
 });
 
 describe('anonymous callers without a realm account', () => {
-  test('a client registered anonymously with client_credentials gets no token this server takes', async () => {
-    // Registration is open to anyone; a client_credentials client gets a service account, which
-    // is no person: it must not become a user of the server (the realm gives mcp:access, and so
-    // the server's audience, only to holders of the role mcp-user).
+  test('anonymous registration of a confidential client_credentials client is refused', async () => {
+    // Registration is open to anyone; a confidential client would get a service account, which is
+    // no person. The realm's anonymous-registration-safe-clients profile admits public clients only.
     const registered = await post(registrations('openid-connect'), {
       client_name: 'Headless stranger',
       redirect_uris: ['http://127.0.0.1:9/callback'],
       grant_types: ['client_credentials'],
       token_endpoint_auth_method: 'client_secret_basic',
     });
+    assert.equal(registered.status, 403, registered.text);
+    assert.equal(registered.json.client_id, undefined);
+  });
+
+  test('a public client registered with client_credentials gets no token at all', async () => {
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Headless stranger, public',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      grant_types: ['authorization_code', 'client_credentials'],
+      token_endpoint_auth_method: 'none',
+    });
     assert.equal(registered.status, 201, registered.text);
-    const basic = Buffer.from(`${registered.json.client_id}:${registered.json.client_secret}`).toString('base64');
+    const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: registered.json.client_id as string }),
+    });
+    const body = (await issued.json()) as { access_token?: string; error?: string };
+    assert.equal(issued.status, 401, JSON.stringify(body));
+    assert.equal(body.access_token, undefined);
+  });
+
+  test('defence in depth: a service account outside mcp-users gets no token this server takes', async () => {
+    // For a realm whose registration policy is weaker than this one's (or an administrator's
+    // client for something else): the realm gives mcp:access, and so the server's audience, only
+    // to holders of the role mcp-user.
+    const clientId = `headless-${Math.random().toString(36).slice(2, 10)}`;
+    await adminApi('/clients', {
+      method: 'POST',
+      body: {
+        clientId,
+        publicClient: false,
+        serviceAccountsEnabled: true,
+        standardFlowEnabled: false,
+        implicitFlowEnabled: false,
+        directAccessGrantsEnabled: false,
+        secret: 'headless-test-secret',
+      },
+    });
+    const basic = Buffer.from(`${clientId}:headless-test-secret`).toString('base64');
     const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
       method: 'POST',
       headers: { authorization: `Basic ${basic}` },
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'mcp:access expenses:read expenses:write' }),
     });
     const tokens = (await issued.json()) as { access_token?: string };
-    assert.ok(tokens.access_token, `Keycloak issues the stranger a token: ${JSON.stringify(tokens)}`);
+    assert.ok(tokens.access_token, `Keycloak issues the service account a token: ${JSON.stringify(tokens)}`);
     assert.ok(![decodeJwtPayload(tokens.access_token).aud].flat().includes(`${baseUrl}/mcp`), 'not for this server');
     const response = await postMcp(
       `${baseUrl}/mcp`,

@@ -47,6 +47,7 @@ export const REALM_CLIENTS = {
   editor: 'vscode-mcp-client',
   agent: { clientId: 'expenses-agent', demoSecret: 'expenses-agent-demo-secret-not-for-production' },
   oauthProxy: { clientId: 'mcp-oauth-proxy', demoSecret: 'mcp-oauth-proxy-demo-secret-not-for-production' },
+  janitor: { clientId: 'mcp-client-janitor', demoSecret: 'mcp-client-janitor-demo-secret-not-for-production' },
   resourceServer: 'mcp-server',
 } as const;
 
