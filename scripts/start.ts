@@ -126,6 +126,7 @@ if (wholeStack) {
     realmEnv: {
       MCP_SERVER_RESOURCE_URL: `${config.baseUrl}/mcp`,
       MCP_OAUTH_PROXY_CALLBACK_URL: `${config.baseUrl}/auth/callback`,
+      MCP_SERVER_HOST: process.env.MCP_SERVER_HOST?.trim() || new URL(config.baseUrl).hostname,
       ...(process.env.KEYCLOAK_JANITOR_CLIENT_SECRET
         ? { KEYCLOAK_JANITOR_CLIENT_SECRET: process.env.KEYCLOAK_JANITOR_CLIENT_SECRET }
         : {}),

@@ -166,6 +166,35 @@ describe('pnpm start', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  test('on a terminal: a typed Ctrl-C stops pnpm start:server with exit 0 and pnpm stays quiet', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-server-tty-'));
+    const port = await freePort();
+    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+    // `exec`: see the pnpm start test above.
+    const child = spawn('script', ['-qfec', 'exec pnpm start:server', '/dev/null'], {
+      cwd: ROOT,
+      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (chunk) => (output += chunk));
+    child.stderr?.on('data', (chunk) => (output += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      for (let waited = 0; !(await answers(`http://127.0.0.1:${port}/health`)); waited += 200) {
+        if (waited > 120_000 || child.exitCode !== null) throw new Error(`the server did not answer:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    } finally {
+      child.stdin?.write('\x03');
+    }
+    assert.equal(await exited, 0, output);
+    assert.match(output, /"msg":"shutting down"/);
+    assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
+    assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped');
+    await rm(dir, { recursive: true, force: true });
+  });
+
   test('MCP_AUTH_PROVIDER=oauth_proxy runs the proxy in front of the local Keycloak with no other setting', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-proxy-'));
     const port = await freePort();

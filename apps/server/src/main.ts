@@ -23,10 +23,17 @@ const server = await startServer(config, logger, { tracing: telemetry.destinatio
   },
 );
 
-let signals = 0;
+let firstSignalAt = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (++signals > 1) process.exit(130); // a second Ctrl-C does not wait
+    if (firstSignalAt > 0) {
+      // A typed Ctrl-C reaches this process twice within moments under `pnpm start:server`
+      // (the terminal sends it to the process group, and pnpm passes on its own): one key
+      // press. A later one means "now": a second Ctrl-C does not wait.
+      if (Date.now() - firstSignalAt < 1_000) return;
+      process.exit(130);
+    }
+    firstSignalAt = Date.now();
     logger.info('shutting down', { signal });
     // The drain and the database close are bounded each; this is the backstop if anything
     // else (telemetry's export, a bug) would hold the exit.

@@ -68,5 +68,7 @@ export function servedUrls(env: Env): Record<string, string> {
   return {
     MCP_SERVER_RESOURCE_URL: httpUrl(env, 'MCP_SERVER_RESOURCE_URL', `${base}/mcp`),
     MCP_OAUTH_PROXY_CALLBACK_URL: httpUrl(env, 'MCP_OAUTH_PROXY_CALLBACK_URL', `${base}/auth/callback`),
+    // Anonymously registered clients may redirect to this host (the workaround way's callback).
+    MCP_SERVER_HOST: env.MCP_SERVER_HOST?.trim() || new URL(base).hostname,
   };
 }

@@ -6,11 +6,13 @@ test('the realm is imported for the URL the server will serve: MCP_SERVER_BASE_U
   assert.deepEqual(servedUrls({}), {
     MCP_SERVER_RESOURCE_URL: 'http://localhost:8000/mcp',
     MCP_OAUTH_PROXY_CALLBACK_URL: 'http://localhost:8000/auth/callback',
+    MCP_SERVER_HOST: 'localhost',
   });
   assert.equal(servedUrls({ PORT: '8117' }).MCP_SERVER_RESOURCE_URL, 'http://localhost:8117/mcp');
   assert.deepEqual(servedUrls({ PORT: '8117', MCP_SERVER_BASE_URL: 'https://mcp.example.com/' }), {
     MCP_SERVER_RESOURCE_URL: 'https://mcp.example.com/mcp',
     MCP_OAUTH_PROXY_CALLBACK_URL: 'https://mcp.example.com/auth/callback',
+    MCP_SERVER_HOST: 'mcp.example.com',
   });
   assert.equal(
     servedUrls({ PORT: '8117', MCP_SERVER_RESOURCE_URL: 'http://127.0.0.1:9999/mcp' }).MCP_SERVER_RESOURCE_URL,
