@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
+import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts';
 import { CONFIG_VARIABLES } from '../apps/server/src/config.ts';
@@ -99,6 +99,11 @@ describe('docker-compose.yml', () => {
       ),
     );
     assert.equal(keycloak.environment?.KC_DB, 'postgres');
+    // Outgoing requests only to the realm's public CIMD hosts (compose writes $ as $$).
+    assert.equal(
+      keycloak.environment?.KC_SPI_CONNECTIONS_HTTP_CLIENT__DEFAULT__PROXY_MAPPINGS?.replaceAll('$$', '$'),
+      keycloakEgressProxyMappings({ loopback: false }),
+    );
   });
 
   test("the audience Keycloak puts in tokens is the server's own MCP URL", () => {

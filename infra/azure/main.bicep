@@ -373,6 +373,9 @@ var keycloakEnv = {
   MCP_OAUTH_PROXY_CALLBACK_URL: '${serverUrl}/auth/callback'
   MCP_SERVER_HOST: '${serverAppName}.${environment.outputs.defaultDomain}'
   KEYCLOAK_CIMD_ALLOW_HTTP: 'false'
+  // Outgoing requests only to the realm's CIMD hosts; any other host (a sector_identifier_uri an
+  // anonymous registration names) goes to a proxy that does not exist (docs/security.md).
+  KC_SPI_CONNECTIONS_HTTP_CLIENT__DEFAULT__PROXY_MAPPINGS: '^vscode\\.dev$;NO_PROXY,^insiders\\.vscode\\.dev$;NO_PROXY,^code\\.visualstudio\\.com$;NO_PROXY,.*;http://127.0.0.1:9'
 }
 
 var keycloakSecretEnv = {

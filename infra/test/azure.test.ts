@@ -9,7 +9,12 @@ import {
   loadConfig as loadAgentConfig,
 } from '../../apps/agent/src/config.ts';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../apps/server/src/config.ts';
-import { REALM_FEATURES, REALM_FILE, REALM_NAME } from '../../packages/keycloak/src/realm.ts';
+import {
+  keycloakEgressProxyMappings,
+  REALM_FEATURES,
+  REALM_FILE,
+  REALM_NAME,
+} from '../../packages/keycloak/src/realm.ts';
 import { TELEMETRY_VARIABLES } from '../../packages/telemetry/src/variables.ts';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
@@ -454,6 +459,11 @@ describe('Keycloak', () => {
     );
     assert.equal(env.KC_HOSTNAME, `https://ca-keycloak-abc123xyz.${SAMPLE_DOMAIN}`);
     assert.equal(env.KC_PROXY_HEADERS, 'xforwarded');
+    // Outgoing requests only to the realm's public CIMD hosts (docs/security.md).
+    assert.equal(
+      env.KC_SPI_CONNECTIONS_HTTP_CLIENT__DEFAULT__PROXY_MAPPINGS,
+      keycloakEgressProxyMappings({ loopback: false }),
+    );
     assert.equal(env.KC_HTTP_ENABLED, 'true');
     assert.equal(secretEnv.KC_DB_PASSWORD, 'postgres-admin-password');
     assert.equal(secretEnv.KC_BOOTSTRAP_ADMIN_PASSWORD, 'keycloak-admin-password');

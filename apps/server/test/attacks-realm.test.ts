@@ -435,14 +435,24 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
     }
   });
 
-  // Known gap, documented in docs/security.md: Keycloak 26.7.3 adds the pairwise mapper after
-  // its registration policies ran and then fetches the sector URI; no realm setting stops it.
-  // When this canary fails, Keycloak closed the gap: update docs/security.md and turn it around.
-  test('direct mode, known gap: Keycloak itself still fetches a sector_identifier_uri', async () => {
+  // Keycloak 26.7.3 fetches a registration's sector URI after its registration policies ran, and
+  // no realm setting stops it; its outgoing requests go only to the realm's CIMD hosts
+  // (keycloakEgressProxyMappings), so a sector URI anywhere else reaches nobody.
+  test('direct mode: Keycloak refuses a sector_identifier_uri outside its egress hosts and fetches nothing', async () => {
     hits = 0;
     const registered = await post(registrations('openid-connect'), pairwise());
+    assert.equal(registered.status, 400, registered.text);
+    assert.equal(registered.json.error, 'invalid_client_metadata');
+    assert.equal(hits, 0, 'Keycloak fetched nothing from the address the attacker named');
+  });
+
+  test('direct mode: a registration without subject_type pairwise still works (the allow-list blocks fetches, not registration)', async () => {
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Plain client',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      token_endpoint_auth_method: 'none',
+    });
     assert.equal(registered.status, 201, registered.text);
-    assert.equal(hits, 1);
   });
 });
 

@@ -20,6 +20,29 @@ export const REALM_FILE = resolve(import.meta.dirname, '../../../keycloak/realm-
  */
 export const REALM_FEATURES = ['cimd', 'resource-indicators'] as const;
 
+/**
+ * The hosts Keycloak may send requests to: the public ones the realm loads Client ID Metadata
+ * Documents from. Anonymous registration makes Keycloak fetch URLs a stranger names
+ * (`sector_identifier_uri`, which no realm setting refuses in 26.7.3); everything else is
+ * refused before it leaves (docs/security.md).
+ */
+export const KEYCLOAK_EGRESS_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'] as const;
+
+/** Added to the egress hosts for a Keycloak on this machine, where CIMD documents are served on loopback. */
+export const LOOPBACK_EGRESS_HOSTS = ['localhost', '127.0.0.1'] as const;
+
+/**
+ * The egress allow-list as the value of Keycloak's `spi-connections-http-client--default--proxy-mappings`
+ * (env `KC_SPI_CONNECTIONS_HTTP_CLIENT__DEFAULT__PROXY_MAPPINGS`): the allowed hosts go direct
+ * (`NO_PROXY`), every other host through a proxy at 127.0.0.1:9, where nothing listens, so the
+ * request fails at once and reaches nobody. Keycloak has no other outbound filter.
+ */
+export function keycloakEgressProxyMappings(options: { loopback: boolean }): string {
+  const hosts = [...(options.loopback ? LOOPBACK_EGRESS_HOSTS : []), ...KEYCLOAK_EGRESS_HOSTS];
+  const direct = hosts.map((host) => `^${host.replaceAll('.', '\\.')}$;NO_PROXY`);
+  return [...direct, '.*;http://127.0.0.1:9'].join(',');
+}
+
 /** What the realm file's `${MCP_SERVER_RESOURCE_URL:...}` placeholder falls back to. */
 export const DEFAULT_MCP_RESOURCE_URL = 'http://localhost:8000/mcp';
 

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
 import { acquireLock, processIsAlive } from './lock.ts';
-import { REALM_FEATURES, REALM_FILE, REALM_NAME } from './realm.ts';
+import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from './realm.ts';
 
 export type KeycloakPhase =
   | 'checking'
@@ -512,6 +512,9 @@ function keycloakEnv(env: NodeJS.ProcessEnv, javaHome: string, options: StartKey
     ...result,
     ...options.realmEnv,
     JAVA_HOME: javaHome,
+    // Outgoing requests only to the realm's CIMD hosts (loopback included here): no blind SSRF
+    // through what an anonymous registration names.
+    KC_SPI_CONNECTIONS_HTTP_CLIENT__DEFAULT__PROXY_MAPPINGS: keycloakEgressProxyMappings({ loopback: true }),
     KC_BOOTSTRAP_ADMIN_USERNAME: options.admin?.username ?? 'admin',
     KC_BOOTSTRAP_ADMIN_PASSWORD: options.admin?.password ?? 'admin',
   };
