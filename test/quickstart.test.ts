@@ -7,10 +7,12 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, freePort, launchChromium, startCallbackServer } from '@mcp-auth-stack/keycloak/testing';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { messageText, startScriptedLlm } from '../apps/agent/test/helpers/scripted-llm.ts';
 import { BrowserOAuthProvider, connectWithOAuth } from '../apps/server/test/oauth-helpers.ts';
 
 /**
@@ -55,8 +57,10 @@ interface Command {
  * treat specially makes the test fail, so a new README line gets looked at, not half-run.
  */
 function parse(line: string): Command {
-  assert.doesNotMatch(line, /["'`$|&;<>()\\*?]/, `a README command this test can run literally: ${line}`);
-  const words = line.split(/\s+/);
+  // A double-quoted word is one word, as a shell reads it, when nothing inside it expands.
+  const unquoted = line.replace(/"[^"$`\\]*"/g, 'quoted');
+  assert.doesNotMatch(unquoted, /["'`$|&;<>()\\*?]/, `a README command this test can run literally: ${line}`);
+  const words = (line.match(/"[^"]*"|\S+/g) ?? []).map((word) => (word.startsWith('"') ? word.slice(1, -1) : word));
   const env: Record<string, string> = {};
   while (words[0] && /^[A-Z_][A-Z0-9_]*=/.test(words[0])) {
     const [name, ...value] = (words.shift() as string).split('=');
@@ -492,6 +496,7 @@ describe("the README's Quick start, in a fresh clone", () => {
         } finally {
           await client.close();
         }
+        await agentLineRuns(port);
       } finally {
         await ctrlC(server);
         // pnpm returns at once; the server closes the embedded database after it.
@@ -508,3 +513,38 @@ describe("the README's Quick start, in a fresh clone", () => {
     assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped on Ctrl-C');
   });
 });
+
+/**
+ * The README's agent line with the OpenAI provider and the realm's service account, as written;
+ * its placeholders (…) filled with the scripted model's key and the realm's demo secret, and the
+ * model's URL pointed at the scripted OpenAI-compatible server (no model is reachable here).
+ */
+async function agentLineRuns(port: string) {
+  const line = commandsOf(readme, 'The agent')
+    .flat()
+    .find((candidate) => candidate.includes('API_HOST=openai') && candidate.includes('MCP_AUTH=client_credentials'));
+  assert.ok(line, 'the README shows the agent with OpenAI and client credentials');
+  const command = parse(line);
+  assert.deepEqual(Object.keys(command.env).sort(), ['API_HOST', 'MCP_AUTH', 'MCP_CLIENT_SECRET', 'OPENAI_API_KEY']);
+  command.env.OPENAI_API_KEY = 'scripted-model-key';
+  command.env.MCP_CLIENT_SECRET = REALM_CLIENTS.agent.demoSecret;
+  const question = command.argv.at(-1) as string;
+  const llm = await startScriptedLlm([
+    { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'food' } }] },
+    (request) => ({ content: `Scripted answer; the tool said: ${messageText(request.messages.at(-1))}` }),
+  ]);
+  try {
+    const output = await completes(clone, command, {
+      OPENAI_BASE_URL: llm.baseUrl,
+      ...(port === String(DEFAULT_PORTS.PORT) ? {} : { MCP_SERVER_URL: `http://localhost:${port}/mcp` }),
+    });
+    assert.match(output, /Scripted answer; the tool said:/);
+    assert.equal(llm.remaining(), 0, 'the model was asked twice: the question, then the tool result');
+    assert.match(messageText(llm.requests[0]?.body.messages.at(-1)), new RegExp(question.replace('?', '\\?')));
+    const toolResult = llm.requests[1]?.body.messages.find((message) => message.role === 'tool');
+    assert.ok(toolResult, 'the server answered the tool call');
+    assert.doesNotMatch(messageText(toolResult), /error|unauthori[sz]ed|forbidden/i, messageText(toolResult));
+  } finally {
+    await llm.close();
+  }
+}
