@@ -40,6 +40,38 @@ async function interrupt(child: ChildProcess): Promise<number | null> {
   return await exited;
 }
 
+/**
+ * `command` in key mode on a real pseudo-terminal (`script`); `typeCtrlC` writes ^C to it, a
+ * typed Ctrl-C, which the terminal driver sends to the whole foreground process group (pnpm
+ * and node). `exec`: script runs its command through `sh -c`, and a non-interactive sh that
+ * receives the Ctrl-C may die of it (exit 130) whatever pnpm does; a user's interactive shell
+ * does not.
+ */
+async function onTerminal(command: string, prefix: string) {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const port = await freePort();
+  const dataDir = join(dir, 'data');
+  const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+  const child = spawn('script', ['-qfec', `exec ${command}`, '/dev/null'], {
+    cwd: ROOT,
+    env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: dataDir },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    port,
+    dataDir,
+    exited,
+    output: () => output,
+    typeCtrlC: () => child.stdin?.write('\x03'),
+    remove: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
 const answers = (url: string) =>
   fetch(url).then(
     (response) => response.ok,
@@ -132,67 +164,42 @@ describe('pnpm start', () => {
   });
 
   test('on a terminal: request logs go to $DATA_DIR/server.log, not through the summary; a typed Ctrl-C exits 0 and pnpm stays quiet', async () => {
-    // `script` gives `pnpm start` a real pseudo-terminal; writing ^C to it is a typed Ctrl-C,
-    // which the terminal driver sends to the whole foreground process group (pnpm and node).
-    // `exec`: script runs its command through `sh -c`, and a non-interactive sh that receives the
-    // Ctrl-C may die of it (exit 130) whatever pnpm does; a user's interactive shell does not.
-    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-tty-'));
-    const port = await freePort();
-    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
-    const child = spawn('script', ['-qfec', 'exec pnpm start', '/dev/null'], {
-      cwd: ROOT,
-      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout?.on('data', (chunk) => (output += chunk));
-    child.stderr?.on('data', (chunk) => (output += chunk));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const terminal = await onTerminal('pnpm start', 'mcp-start-tty-');
     try {
-      for (let waited = 0; !output.includes('Ctrl-C stops everything.'); waited += 200) {
-        if (waited > 120_000 || child.exitCode !== null) throw new Error(`no summary:\n${output}`);
+      for (let waited = 0; !terminal.output().includes('Ctrl-C stops everything.'); waited += 200) {
+        if (waited > 120_000 || terminal.child.exitCode !== null) throw new Error(`no summary:\n${terminal.output()}`);
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
-      assert.ok(await answers(`http://127.0.0.1:${port}/health`));
-      assert.match(output, new RegExp(`Request log +${join(dir, 'data', 'server.log')}`));
+      assert.ok(await answers(`http://127.0.0.1:${terminal.port}/health`));
+      assert.match(terminal.output(), new RegExp(`Request log +${join(terminal.dataDir, 'server.log')}`));
     } finally {
-      child.stdin?.write('\x03');
+      terminal.typeCtrlC();
     }
-    assert.equal(await exited, 0, output);
-    assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
-    assert.doesNotMatch(output, /"level":/, 'no JSON log line on the terminal');
-    const log = await readFile(join(dir, 'data', 'server.log'), 'utf8');
+    assert.equal(await terminal.exited, 0, terminal.output());
+    assert.doesNotMatch(terminal.output(), /ELIFECYCLE|Command failed/);
+    assert.doesNotMatch(terminal.output(), /"level":/, 'no JSON log line on the terminal');
+    const log = await readFile(join(terminal.dataDir, 'server.log'), 'utf8');
     assert.match(log, /"msg":"request".*"path":"\/health"/, 'the request log is in the file');
-    await rm(dir, { recursive: true, force: true });
+    await terminal.remove();
   });
 
   test('on a terminal: a typed Ctrl-C stops pnpm start:server with exit 0 and pnpm stays quiet', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-server-tty-'));
-    const port = await freePort();
-    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
-    // `exec`: see the pnpm start test above.
-    const child = spawn('script', ['-qfec', 'exec pnpm start:server', '/dev/null'], {
-      cwd: ROOT,
-      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout?.on('data', (chunk) => (output += chunk));
-    child.stderr?.on('data', (chunk) => (output += chunk));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const terminal = await onTerminal('pnpm start:server', 'mcp-start-server-tty-');
     try {
-      for (let waited = 0; !(await answers(`http://127.0.0.1:${port}/health`)); waited += 200) {
-        if (waited > 120_000 || child.exitCode !== null) throw new Error(`the server did not answer:\n${output}`);
+      for (let waited = 0; !(await answers(`http://127.0.0.1:${terminal.port}/health`)); waited += 200) {
+        if (waited > 120_000 || terminal.child.exitCode !== null) {
+          throw new Error(`the server did not answer:\n${terminal.output()}`);
+        }
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     } finally {
-      child.stdin?.write('\x03');
+      terminal.typeCtrlC();
     }
-    assert.equal(await exited, 0, output);
-    assert.match(output, /"msg":"shutting down"/);
-    assert.doesNotMatch(output, /ELIFECYCLE|Command failed/);
-    assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped');
-    await rm(dir, { recursive: true, force: true });
+    assert.equal(await terminal.exited, 0, terminal.output());
+    assert.match(terminal.output(), /"msg":"shutting down"/);
+    assert.doesNotMatch(terminal.output(), /ELIFECYCLE|Command failed/);
+    assert.equal(await answers(`http://127.0.0.1:${terminal.port}/health`), false, 'the server stopped');
+    await terminal.remove();
   });
 
   test('MCP_AUTH_PROVIDER=oauth_proxy runs the proxy in front of the local Keycloak with no other setting', async () => {
