@@ -220,9 +220,9 @@ function observeAuthentication(
   return {
     ...auth,
     challengeParameters: () => auth.challengeParameters(),
-    async authenticate(request) {
+    async verify(credential) {
       try {
-        const outcome = await auth.authenticate(request);
+        const outcome = await auth.verify(credential);
         if (outcome.ok && config.authMode === 'keycloak') readiness.keysUsed();
         return outcome;
       } catch (error) {

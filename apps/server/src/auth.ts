@@ -11,6 +11,7 @@ import {
   keycloakClientJanitor,
   noAuthProvider,
   registrationFacade,
+  withRoutes,
 } from '@mcp-auth-stack/auth';
 import { type Database, migrate } from '@mcp-auth-stack/database';
 import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
@@ -115,16 +116,7 @@ async function keycloakProvider(config: ServerConfig, database: Database, logger
     trustForwardedFor: config.trustProxy,
     pool: database.pool,
   });
-  return {
-    ...jwt,
-    authenticate: (request) => jwt.authenticate(request),
-    challengeParameters: () => jwt.challengeParameters(),
-    ready: () => jwt.ready(),
-    mount(app) {
-      jwt.mount(app);
-      facade.mount(app);
-    },
-  };
+  return withRoutes(jwt, facade);
 }
 
 /**

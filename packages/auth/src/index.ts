@@ -38,10 +38,16 @@ export {
   protectedResourceMetadata,
   protectedResourceMetadataUrl,
 } from './metadata.ts';
-export { type AuthVariables, bearerCredential, requireAuth } from './middleware.ts';
+export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
-export { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
-export { type ApiKeyProviderOptions, apiKeyProvider, noAuthProvider } from './providers.ts';
+export { type AuthOutcome, type AuthProvider, AuthUnavailableError, type RouteSource, withRoutes } from './provider.ts';
+export {
+  type ApiKeyProviderOptions,
+  apiKeyProvider,
+  noAuthProvider,
+  type RequestAuthProvider,
+  requestAuthenticating,
+} from './providers.ts';
 export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {
   checkRegistration,

@@ -1,4 +1,4 @@
-import { type AuthOutcome, type AuthProvider, bearerCredential } from '@mcp-auth-stack/auth';
+import { type AuthOutcome, type AuthProvider, authenticateRequest } from '@mcp-auth-stack/auth';
 import type { Env, Hono } from 'hono';
 import type { JWK } from 'jose';
 import { type OAuthProxyOptions, resolveContext } from './context.ts';
@@ -9,6 +9,8 @@ export type { OAuthProxyOptions } from './context.ts';
 export { generateSigningKey } from './keys.ts';
 
 export interface OAuthProxy extends AuthProvider {
+  /** `authenticateRequest` with the proxy, for callers that hold a request. */
+  authenticate(request: Request): Promise<AuthOutcome>;
   readonly issuer: string;
   readonly resource: string;
   readonly resourceMetadataUrl: string;
@@ -38,7 +40,7 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       () => 'ok',
       () => 'unreachable',
     );
-  return {
+  const proxy: OAuthProxy = {
     name: options.name ?? 'oauth_proxy',
     issuer: ctx.issuer,
     resource: ctx.resource,
@@ -50,17 +52,11 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
       if (ctx.scopes.challenge.length > 0) parameters.scope = ctx.scopes.challenge.join(' ');
       return parameters;
     },
-    async authenticate(request) {
-      const credential = bearerCredential(request);
-      if (credential === undefined) {
-        if (request.headers.has('authorization')) {
-          return { ok: false, error: 'invalid_request', description: 'Send "Authorization: Bearer <token>".' };
-        }
-        return { ok: false };
-      }
+    async verify(credential) {
       const { grantId: _grant, ...outcome } = await verifyAccessToken(ctx, credential);
       return outcome as AuthOutcome;
     },
+    authenticate: (request) => authenticateRequest(proxy, request),
     jwks: () => publicJwks(ctx),
     async ready() {
       const [upstream, database] = await Promise.all([check(ctx.upstream.endpoints()), check(ctx.store.ping())]);
@@ -69,4 +65,5 @@ export function oauthProxy(options: OAuthProxyOptions): OAuthProxy {
     },
     mount: (app) => mountAuthorizationServer(app, ctx),
   };
+  return proxy;
 }
