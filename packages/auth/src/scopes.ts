@@ -1,4 +1,4 @@
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { parseBodyOnce, readBodyOnce, rememberBody } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
@@ -125,12 +125,10 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
 
     const text = await readBodyKeepingIt(c, maxBodyBytes);
     if (text === undefined) return rpcError(413, `Request body larger than ${maxBodyBytes} bytes.`);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      return next(); // the endpoint answers malformed JSON; there is no call to authorize
-    }
+    // Parsed once for this request: the MCP endpoint takes the same parse (`parseBodyOnce`).
+    const json = parseBodyOnce(c.req.raw);
+    if (!json.ok) return next(); // the endpoint answers malformed JSON; there is no call to authorize
+    const parsed = json.value;
     // Batches were removed from MCP; should one get this far, every call in it is authorized.
     const messages = Array.isArray(parsed) ? parsed : [parsed];
     for (const message of messages) {
@@ -161,16 +159,17 @@ function callOf(message: unknown): McpCall | undefined {
 }
 
 /**
- * Reads the body as text, at most `limit` bytes, and puts in `c.req.raw` a stand-in that
- * answers the body methods from that text, so handlers that read the raw request (as the MCP
- * endpoint does) and Hono's `c.req.text()`/`json()` still work. Undefined when the body is
- * larger than `limit`.
+ * Reads the body as text, at most `limit` bytes, once (`readBodyOnce`: the MCP endpoint gets
+ * the same text and parse without reading again), and puts in `c.req.raw` a stand-in that
+ * answers the body methods from that text, so other handlers (Hono's `c.req.text()`/`json()`)
+ * still work. Undefined when the body is larger than `limit`.
  */
 async function readBodyKeepingIt(c: Context, limit: number): Promise<string | undefined> {
   const raw = c.req.raw;
-  const text = await readBodyWithin(raw, limit);
+  const text = await readBodyOnce(raw, limit);
   if (text === undefined) return undefined;
   c.req.raw = requestWithBody(raw, text);
+  rememberBody(c.req.raw, raw);
   return text;
 }
 

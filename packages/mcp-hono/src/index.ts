@@ -1,4 +1,4 @@
-export { readBodyWithin } from './body.ts';
+export { parseBodyOnce, readBodyOnce, readBodyWithin, rememberBody } from './body.ts';
 export { lossyNumbers } from './exact-json.ts';
 export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';

@@ -9,7 +9,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
-import { readBodyWithin } from './body.ts';
+import { parseBodyOnce, readBodyOnce } from './body.ts';
 import { lossyNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
@@ -94,19 +94,16 @@ export async function createStatelessMcpEndpoint(
       );
     }
 
-    const body = await readBodyWithin(request, maxBodyBytes);
+    const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {
       return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     }
     if (jsonTextTooDeep(body, maxJsonDepth)) {
       return rpcError(400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
     }
-    let message: unknown;
-    try {
-      message = JSON.parse(body);
-    } catch {
-      return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
-    }
+    const parsed = parseBodyOnce(request);
+    if (!parsed.ok) return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
+    const message = parsed.value;
     if (Array.isArray(message)) {
       return rpcError(400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
     }
