@@ -1,4 +1,4 @@
-import { checkRegistration } from '@mcp-auth-stack/auth';
+import { checkRegistration, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type pg from 'pg';
 import { randomToken, sha256 } from './crypto.ts';
 import { OAuthError } from './errors.ts';
@@ -114,43 +114,6 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
 
 const REFUSED_DOCUMENT_SECONDS = 60;
 
-// Loopback IP literals only: OAuth 2.1 keeps the any-port rule for these, not for `localhost`.
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]']);
-
-/**
- * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
- * loopback URI, the same in all but the port. RFC 8252 7.3 (and OAuth 2.1): a native app
- * listens on whatever port is free when it starts, which a registration or a metadata
- * document written in advance cannot know.
- */
-export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
-  if (registered.includes(requested)) return true;
-  let wanted: URL;
-  try {
-    wanted = new URL(requested);
-  } catch {
-    return false;
-  }
-  if (wanted.protocol !== 'http:' || !LOOPBACK_HOSTS.has(wanted.hostname)) return false;
-  return registered.some((uri) => {
-    try {
-      const candidate = new URL(uri);
-      return (
-        candidate.protocol === 'http:' &&
-        candidate.hostname === wanted.hostname &&
-        candidate.pathname === wanted.pathname &&
-        candidate.search === wanted.search &&
-        candidate.hash === '' &&
-        wanted.hash === '' &&
-        !wanted.username &&
-        !wanted.password
-      );
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** Finds clients: registered ones in Postgres, CIMD ones by fetching their document (cached per replica). */
 export class ClientResolver {
   readonly #options: ClientResolverOptions;
@@ -258,3 +221,6 @@ export class ClientResolver {
     return client;
   }
 }
+
+/** The RFC 8252 7.3 redirect URI rule, shared with the Keycloak pass-through (one definition, in packages/auth). */
+export { isRegisteredRedirectUri };
