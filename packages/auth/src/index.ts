@@ -8,14 +8,7 @@ export {
   hashApiKey,
   looksLikeApiKey,
 } from './api-keys.ts';
-export {
-  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
-  type AuthorizationPassThroughOptions,
-  authorizationPassThrough,
-  authorizationPassThroughMigrations,
-  isRegisteredRedirectUri,
-  PASSTHROUGH_CALLBACK_PATH,
-} from './authorization-passthrough.ts';
+export { isRegisteredRedirectUri } from './authorization-passthrough.ts';
 export { bearerChallenge } from './challenge.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {
@@ -25,12 +18,8 @@ export {
   jwtBearerProvider,
   type ReadinessReport,
 } from './jwt.ts';
-export {
-  type JanitorRun,
-  KEYCLOAK_BUILT_IN_CLIENTS,
-  type KeycloakClientJanitorOptions,
-  keycloakClientJanitor,
-} from './keycloak-client-janitor.ts';
+// The Keycloak-only parts, also at `@mcp-auth-stack/auth/keycloak`.
+export * from './keycloak.ts';
 export {
   mountProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
@@ -49,12 +38,6 @@ export {
   requestAuthenticating,
 } from './providers.ts';
 export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
-export {
-  checkRegistration,
-  type RegistrationFacadeOptions,
-  registrationFacade,
-  repairRegistration,
-} from './registration-facade.ts';
 export {
   filterToolsListResult,
   holdsScope,
