@@ -76,7 +76,7 @@ export const MCP_ACCESS_SCOPE = 'mcp:access';
  * Keycloak mode: access tokens of the realm, verified locally against its keys; this server's
  * resource URL must be in `aud`. Clients are told to ask for `mcp:access` plus the user scopes:
  * a client that Keycloak registered with a `scope` member only gets `mcp:access` (and so the
- * audience) when it asks for it (issue 50807).
+ * audience) when it asks for it (https://github.com/keycloak/keycloak/issues/50807).
  *
  * In `workaround` registration mode this server presents itself as the authorization server;
  * logins and code exchanges of the clients it registered pass through it (tables in the
