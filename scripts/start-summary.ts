@@ -4,12 +4,16 @@
  * KEYCLOAK_REGISTRATION.
  */
 import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
-import type { ServerConfig } from '../apps/server/src/config.ts';
+import { type AuthMode, DEFAULT_KEYCLOAK_REGISTRATION, type KeycloakRegistration } from '../apps/server/src/config.ts';
 
 /** The URL `.vscode/mcp.json` names. */
 export const VSCODE_FILE_URL = 'http://localhost:8000';
 
-export interface SummaryInput extends Pick<ServerConfig, 'authMode' | 'baseUrl' | 'keycloakRegistration'> {
+export interface SummaryInput {
+  authMode: AuthMode;
+  baseUrl: string;
+  /** Set in `keycloak` mode (the server's config has it only there). */
+  keycloakRegistration?: KeycloakRegistration | undefined;
   /** Shown once, when `pnpm start` created it. */
   demoKey?: string | undefined;
   demoUser?: string;
@@ -44,7 +48,7 @@ export function connectLines(config: SummaryInput): string[] {
       direct: 'VS Code registers itself with Keycloak',
       workaround: "VS Code registers through this server's /register (KEYCLOAK_REGISTRATION=workaround)",
       off: `VS Code asks for a client id: give ${REALM_CLIENTS.editor} (KEYCLOAK_REGISTRATION=off)`,
-    }[config.keycloakRegistration];
+    }[config.keycloakRegistration ?? DEFAULT_KEYCLOAK_REGISTRATION];
     lines.push(
       `  VS Code   ${where}; ${registers},`,
       '            then opens the login page (sign in as one of the demo users).',

@@ -27,7 +27,7 @@ import {
   type RunningKeycloak,
   startKeycloak,
 } from '@mcp-auth-stack/keycloak';
-import { ConfigError, loadConfig } from '../apps/server/src/config.ts';
+import { ConfigError, loadConfig, STACK_AUTH_MODE } from '../apps/server/src/config.ts';
 import { openAppDatabase } from '../apps/server/src/database.ts';
 import { connectLines } from './start-summary.ts';
 
@@ -37,7 +37,7 @@ const WATCHDOG_SCRIPT = `parent=$1; shift
 ( while kill -0 "$parent" 2>/dev/null; do sleep 2; done; kill -TERM 0 ) </dev/null >/dev/null 2>&1 &
 exec "$@"`;
 
-const mode = process.env.MCP_AUTH_PROVIDER ?? 'keycloak';
+const mode = process.env.MCP_AUTH_PROVIDER ?? STACK_AUTH_MODE;
 const wholeStack =
   mode === 'keycloak' || (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
 

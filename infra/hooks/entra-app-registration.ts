@@ -15,6 +15,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { generateSigningKey } from '@mcp-auth-stack/oauth-proxy';
+import { STACK_AUTH_MODE } from '../../apps/server/src/config.ts';
 import { type AzdEnvironment, azdCli } from './azd.ts';
 
 export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';
@@ -232,14 +233,16 @@ async function context(options: HookOptions) {
 }
 
 function inEntraProxyMode(env: Record<string, string | undefined>): boolean {
-  return (env.MCP_AUTH_PROVIDER ?? 'keycloak').trim() === 'entra_proxy';
+  return (env.MCP_AUTH_PROVIDER ?? STACK_AUTH_MODE).trim() === 'entra_proxy';
 }
 
 /** preprovision: create or update the app registration and store its id and a secret in azd. */
 export async function preprovision(options: HookOptions = {}): Promise<RegistrationResult> {
   const { azd, env, log } = await context(options);
   if (!inEntraProxyMode(env)) {
-    log(`MCP_AUTH_PROVIDER is ${env.MCP_AUTH_PROVIDER ?? 'keycloak (default)'}: no Entra app registration needed.`);
+    log(
+      `MCP_AUTH_PROVIDER is ${env.MCP_AUTH_PROVIDER ?? `${STACK_AUTH_MODE} (default)`}: no Entra app registration needed.`,
+    );
     return { skipped: true };
   }
   const graph = new Graph(options.graphBaseUrl ?? GRAPH_BASE_URL, options.credential ?? (await defaultCredential(env)));

@@ -37,10 +37,10 @@ export interface AppDependencies {
 
 type Env = { Variables: AuthVariables & RequestIdVariables };
 
-/** The HTTP application: health, readiness and the authenticated MCP endpoint. */
 /** The scopes each MCP call needs, declared next to the tools in packages/expenses. */
 const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
 
+/** The HTTP application: health, readiness and the authenticated MCP endpoint. */
 export async function createApp({
   config,
   database,
@@ -220,9 +220,9 @@ function observeAuthentication(
   return {
     ...auth,
     challengeParameters: () => auth.challengeParameters(),
-    async authenticate(request) {
+    async verify(credential) {
       try {
-        const outcome = await auth.authenticate(request);
+        const outcome = await auth.verify(credential);
         if (outcome.ok && config.authMode === 'keycloak') readiness.keysUsed();
         return outcome;
       } catch (error) {

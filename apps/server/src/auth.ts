@@ -11,6 +11,7 @@ import {
   keycloakClientJanitor,
   noAuthProvider,
   registrationFacade,
+  withRoutes,
 } from '@mcp-auth-stack/auth';
 import { type Database, migrate } from '@mcp-auth-stack/database';
 import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
@@ -21,7 +22,7 @@ import {
   oauthProxy,
   oidcUpstream,
 } from '@mcp-auth-stack/oauth-proxy';
-import { isLoopback, type ServerConfig } from './config.ts';
+import { isLoopback, type KeycloakAuthConfig, type OAuthProxyAuthConfig, type ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
 /** Chooses the access mode named by MCP_AUTH_PROVIDER. */
@@ -75,14 +76,18 @@ export const MCP_ACCESS_SCOPE = 'mcp:access';
  * Keycloak mode: access tokens of the realm, verified locally against its keys; this server's
  * resource URL must be in `aud`. Clients are told to ask for `mcp:access` plus the user scopes:
  * a client that Keycloak registered with a `scope` member only gets `mcp:access` (and so the
- * audience) when it asks for it (issue 50807).
+ * audience) when it asks for it (https://github.com/keycloak/keycloak/issues/50807).
  *
  * In `workaround` registration mode this server presents itself as the authorization server;
  * logins and code exchanges of the clients it registered pass through it (tables in the
  * server's database), so the `iss` they see is this server's (RFC 9207).
  */
-async function keycloakProvider(config: ServerConfig, database: Database, logger: Logger): Promise<AuthProvider> {
-  const realm = config.keycloakRealmUrl as string;
+async function keycloakProvider(
+  config: ServerConfig & KeycloakAuthConfig,
+  database: Database,
+  logger: Logger,
+): Promise<AuthProvider> {
+  const realm = config.keycloakRealmUrl;
   const reachable = config.keycloakRealmInternalUrl ?? realm;
   const resource = `${config.baseUrl}/mcp`;
   const workaround = config.keycloakRegistration === 'workaround';
@@ -115,16 +120,7 @@ async function keycloakProvider(config: ServerConfig, database: Database, logger
     trustForwardedFor: config.trustProxy,
     pool: database.pool,
   });
-  return {
-    ...jwt,
-    authenticate: (request) => jwt.authenticate(request),
-    challengeParameters: () => jwt.challengeParameters(),
-    ready: () => jwt.ready(),
-    mount(app) {
-      jwt.mount(app);
-      facade.mount(app);
-    },
-  };
+  return withRoutes(jwt, facade);
 }
 
 /**
@@ -177,10 +173,12 @@ export function upstreamAdmin(claims: Readonly<Record<string, unknown>>, upstrea
  * clients (registration, consent, PKCE, its own short-lived tokens) in front of an OIDC provider
  * with one fixed confidential client. See docs/oauth-proxy.md.
  */
-async function oauthProxyProvider(config: ServerConfig, database: Database, logger: Logger): Promise<AuthProvider> {
-  const proxyConfig = config.oauthProxy;
-  if (!proxyConfig) throw new Error(`MCP_AUTH_PROVIDER=${config.authMode} without its configuration`);
-  const { upstream } = proxyConfig;
+async function oauthProxyProvider(
+  config: ServerConfig & OAuthProxyAuthConfig,
+  database: Database,
+  logger: Logger,
+): Promise<AuthProvider> {
+  const { upstream } = config.oauthProxy;
   const keys = await proxyKeys(config, logger);
   return oauthProxy({
     name: config.authMode,
@@ -217,7 +215,7 @@ async function oauthProxyProvider(config: ServerConfig, database: Database, logg
     // A developer's machine (a loopback base URL, listening on loopback only): http Client ID
     // Metadata Documents on loopback are accepted. Anywhere else, a container listening on
     // 0.0.0.0 included, CIMD is https-only with private and loopback addresses refused.
-    development: isLoopback(new URL(config.baseUrl).hostname.replace(/^\[|\]$/g, '')) && isLoopback(config.host),
+    development: config.oauthProxy.loopbackBaseUrl && isLoopback(config.host),
     trustForwardedFor: config.trustProxy,
     onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
   });
@@ -233,10 +231,10 @@ interface ProxyKeys {
  * (config refuses their absence elsewhere), generated once into the data directory, so
  * `MCP_AUTH_PROVIDER=oauth_proxy pnpm start` needs no other setting.
  */
-async function proxyKeys(config: ServerConfig, logger: Logger): Promise<ProxyKeys> {
-  const configured = config.oauthProxy as NonNullable<ServerConfig['oauthProxy']>;
+async function proxyKeys(config: ServerConfig & OAuthProxyAuthConfig, logger: Logger): Promise<ProxyKeys> {
+  const configured = config.oauthProxy;
   if (configured.signingKey !== undefined && configured.encryptionKey !== undefined) {
-    return { signingKey: JSON.parse(configured.signingKey), encryptionKey: configured.encryptionKey };
+    return { signingKey: configured.signingKey, encryptionKey: configured.encryptionKey };
   }
   const file = join(config.dataDir, 'oauth-proxy-keys.json');
   let stored: ProxyKeys | undefined;
@@ -259,7 +257,7 @@ async function proxyKeys(config: ServerConfig, logger: Logger): Promise<ProxyKey
     );
   }
   return {
-    signingKey: configured.signingKey !== undefined ? JSON.parse(configured.signingKey) : stored.signingKey,
+    signingKey: configured.signingKey ?? stored.signingKey,
     encryptionKey: configured.encryptionKey ?? stored.encryptionKey,
   };
 }

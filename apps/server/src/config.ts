@@ -12,41 +12,39 @@ import {
   optional,
   text,
 } from '@mcp-auth-stack/config';
-import { isEntraTenant } from '@mcp-auth-stack/oauth-proxy';
+import { isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
+
+/** A private JWK, as the proxy takes it. */
+type JWK = OAuthProxyOptions['signingKey'];
 
 export { ConfigError, type LogLevel };
 
-/**
- * The server's whole configuration, read from the environment once at start-up. A missing
- * or invalid variable stops the process with a message that names it.
- */
+/** How callers authenticate (MCP_AUTH_PROVIDER). */
 export type AuthMode = 'none' | 'key' | 'keycloak' | 'oauth_proxy' | 'entra_proxy';
+
+/**
+ * MCP_AUTH_PROVIDER's default when the server runs on its own: `key` needs nothing but the
+ * database. The launchers that bring Keycloak along (`pnpm start`, `azd up`) ask for
+ * `STACK_AUTH_MODE` themselves; see docs/decisions.md (37).
+ */
+export const DEFAULT_AUTH_MODE: AuthMode = 'key';
+/** What `pnpm start` and the azd hooks run when MCP_AUTH_PROVIDER is unset: the whole stack. */
+export const STACK_AUTH_MODE: AuthMode = 'keycloak';
+
 /**
  * How MCP clients get a client id in `keycloak` mode: `direct` registers at Keycloak itself;
  * `workaround` registers through this server, which repairs what Keycloak 26.7.3 gets wrong;
  * `off` accepts only tokens of the pre-registered clients in ALLOWED_CLIENT_IDS.
  */
 export type KeycloakRegistration = 'direct' | 'workaround' | 'off';
+export const DEFAULT_KEYCLOAK_REGISTRATION: KeycloakRegistration = 'direct';
 
-export interface ServerConfig {
+/** What every mode has. */
+export interface CommonConfig {
   host: string;
   port: number;
   /** Public URL of this server, without a trailing slash; the MCP endpoint is `${baseUrl}/mcp`. */
   baseUrl: string;
-  authMode: AuthMode;
-  /** `none` mode only: the single local user every request acts as. */
-  localUserId: string;
-  /** `none` mode only: permit listening on a non-loopback address. */
-  allowUnauthenticatedRemote: boolean;
-  /** `keycloak` mode: the realm's issuer URL, e.g. http://localhost:8080/realms/mcp. */
-  keycloakRealmUrl: string | undefined;
-  /** Where this server itself reaches the realm, when not at its public URL (compose, Azure). */
-  keycloakRealmInternalUrl: string | undefined;
-  keycloakRegistration: KeycloakRegistration;
-  /** Only tokens whose `azp` is listed are accepted (empty: any client of the realm). */
-  allowedClientIds: string[];
-  /** `keycloak` mode: secret of the realm's `mcp-client-janitor`; set, unused registered clients are removed. */
-  keycloakJanitorSecret: string | undefined;
   /** Trust X-Forwarded-For for per-client limits (behind a reverse proxy that sets it). */
   trustProxy: boolean;
   databaseUrl: string | undefined;
@@ -66,9 +64,57 @@ export interface ServerConfig {
   databaseCloseTimeoutMs: number;
   /** Longest time `/ready` spends on its checks before answering. */
   readyTimeoutMs: number;
-  /** `oauth_proxy` and `entra_proxy` modes: this server is the OAuth authorization server. */
-  oauthProxy: OAuthProxyConfig | undefined;
 }
+
+export interface NoAuthConfig {
+  authMode: 'none';
+  /** The single local user every request acts as. */
+  localUserId: string;
+  /** Permit listening on a non-loopback address. */
+  allowUnauthenticatedRemote: boolean;
+}
+
+export interface KeyAuthConfig {
+  authMode: 'key';
+}
+
+export interface KeycloakAuthConfig {
+  authMode: 'keycloak';
+  /** The realm's issuer URL, e.g. http://localhost:8080/realms/mcp. */
+  keycloakRealmUrl: string;
+  /** Where this server itself reaches the realm, when not at its public URL (compose, Azure). */
+  keycloakRealmInternalUrl: string | undefined;
+  keycloakRegistration: KeycloakRegistration;
+  /** With registration `off`: only tokens whose `azp` is listed are accepted. */
+  allowedClientIds: string[];
+  /** Secret of the realm's `mcp-client-janitor`; set, unused registered clients are removed. */
+  keycloakJanitorSecret: string | undefined;
+}
+
+export interface OAuthProxyAuthConfig {
+  authMode: 'oauth_proxy' | 'entra_proxy';
+  /** This server is the OAuth authorization server. */
+  oauthProxy: OAuthProxyConfig;
+  /** Set when the upstream is the local realm (named "Keycloak" on the consent page). */
+  keycloakRealmUrl: string | undefined;
+}
+
+type AuthFieldName = keyof NoAuthConfig | keyof KeycloakAuthConfig | keyof OAuthProxyAuthConfig;
+/** One mode's fields, the other modes' marked absent, so `config.x` reads on any mode and narrows on `authMode`. */
+type OnlyMode<T> = T & { [K in Exclude<AuthFieldName, keyof T>]?: undefined };
+
+/** The auth part: a union on `authMode`, each mode with exactly its settings, checked once in `loadConfig`. */
+export type AuthConfig =
+  | OnlyMode<NoAuthConfig>
+  | OnlyMode<KeyAuthConfig>
+  | OnlyMode<KeycloakAuthConfig>
+  | OnlyMode<OAuthProxyAuthConfig>;
+
+/**
+ * The server's whole configuration, read from the environment once at start-up. A missing
+ * or invalid variable stops the process with a message that names it.
+ */
+export type ServerConfig = CommonConfig & AuthConfig;
 
 export interface OAuthProxyConfig {
   upstream:
@@ -83,10 +129,12 @@ export interface OAuthProxyConfig {
         scopes: string[];
       }
     | { kind: 'entra'; tenantId: string; clientId: string; clientSecret: string };
-  /** Private JWK as JSON; unset only on a loopback base URL (generated into the data directory). */
-  signingKey: string | undefined;
+  /** The private JWK; unset only on a loopback base URL (generated into the data directory). */
+  signingKey: JWK | undefined;
   /** 32 bytes (base64, base64url or hex); unset only on a loopback base URL. */
   encryptionKey: string | undefined;
+  /** The base URL is loopback: the keys may be generated locally, the realm's demo secret is accepted. */
+  loopbackBaseUrl: boolean;
 }
 
 /** The realm's demo secret of `mcp-oauth-proxy` (keycloak/realm-mcp.json); accepted on loopback only. */
@@ -143,7 +191,7 @@ const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 export function loadConfig(env: Env = process.env): ServerConfig {
   const host = text(env, 'HOST', '127.0.0.1');
   const port = integer(env, 'PORT', 8000, 0, 65535);
-  const authMode = oneOf(env, 'MCP_AUTH_PROVIDER', AUTH_MODES, 'key');
+  const authMode = oneOf(env, 'MCP_AUTH_PROVIDER', AUTH_MODES, DEFAULT_AUTH_MODE);
   // The proxy modes' variables, read whatever the mode (so every variable is always seen).
   const proxyEnv: Env = Object.fromEntries(PROXY_VARIABLES.map((name) => [name, env[name]]));
   const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, port);
@@ -160,49 +208,26 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
   }
   const keycloakRealmUrl = optional(env, 'KEYCLOAK_REALM_URL');
-  if (authMode === 'keycloak' && keycloakRealmUrl === undefined) {
-    throw new ConfigError(
-      'KEYCLOAK_REALM_URL',
-      'is required when MCP_AUTH_PROVIDER=keycloak (the realm issuer, e.g. http://localhost:8080/realms/mcp)',
-    );
-  }
-  const keycloakRegistration = oneOf(env, 'KEYCLOAK_REGISTRATION', KEYCLOAK_REGISTRATIONS, 'direct');
+  const keycloakRegistration = oneOf(
+    env,
+    'KEYCLOAK_REGISTRATION',
+    KEYCLOAK_REGISTRATIONS,
+    DEFAULT_KEYCLOAK_REGISTRATION,
+  );
   const allowedClientIds = list(env, 'ALLOWED_CLIENT_IDS', []);
-  if (authMode === 'keycloak' && keycloakRegistration === 'off' && allowedClientIds.length === 0) {
-    throw new ConfigError(
-      'ALLOWED_CLIENT_IDS',
-      'must list the pre-registered client ids when KEYCLOAK_REGISTRATION=off (e.g. vscode-mcp-client)',
-    );
-  }
-  const oauthProxy =
-    authMode === 'oauth_proxy' || authMode === 'entra_proxy'
-      ? proxyConfig(
-          {
-            ...proxyEnv,
-            KEYCLOAK_REALM_URL: keycloakRealmUrl,
-            KEYCLOAK_REALM_INTERNAL_URL: env.KEYCLOAK_REALM_INTERNAL_URL,
-          },
-          authMode,
-          base,
-        )
-      : undefined;
-  return {
+  // Every variable is read and checked whatever the mode; each mode keeps only its own.
+  const keycloakRealmInternalUrl =
+    optional(env, 'KEYCLOAK_REALM_INTERNAL_URL') === undefined
+      ? undefined
+      : httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', '');
+  const realmUrl = keycloakRealmUrl === undefined ? undefined : httpUrl(env, 'KEYCLOAK_REALM_URL', '');
+  const keycloakJanitorSecret = optional(env, 'KEYCLOAK_JANITOR_CLIENT_SECRET');
+  const localUserId = text(env, 'LOCAL_USER_ID', 'local-user');
+  const common: CommonConfig = {
     host,
     port,
     baseUrl,
-    authMode,
-    oauthProxy,
-    keycloakRealmUrl: keycloakRealmUrl === undefined ? undefined : httpUrl(env, 'KEYCLOAK_REALM_URL', ''),
-    keycloakRealmInternalUrl:
-      optional(env, 'KEYCLOAK_REALM_INTERNAL_URL') === undefined
-        ? undefined
-        : httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', ''),
-    keycloakRegistration,
-    allowedClientIds,
-    keycloakJanitorSecret: optional(env, 'KEYCLOAK_JANITOR_CLIENT_SECRET'),
     trustProxy: boolean(env, 'TRUST_PROXY', false),
-    localUserId: text(env, 'LOCAL_USER_ID', 'local-user'),
-    allowUnauthenticatedRemote,
     databaseUrl,
     dataDir: directory(env, 'DATA_DIR', '.data'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
@@ -216,6 +241,50 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     databaseCloseTimeoutMs: integer(env, 'DATABASE_CLOSE_TIMEOUT_MS', 2_000, 0, 600_000),
     readyTimeoutMs: integer(env, 'READY_TIMEOUT_MS', 2_000, 100, 60_000),
   };
+  switch (authMode) {
+    case 'none':
+      return { ...common, authMode, localUserId, allowUnauthenticatedRemote };
+    case 'key':
+      return { ...common, authMode };
+    case 'keycloak':
+      if (realmUrl === undefined) {
+        throw new ConfigError(
+          'KEYCLOAK_REALM_URL',
+          'is required when MCP_AUTH_PROVIDER=keycloak (the realm issuer, e.g. http://localhost:8080/realms/mcp)',
+        );
+      }
+      if (keycloakRegistration === 'off' && allowedClientIds.length === 0) {
+        throw new ConfigError(
+          'ALLOWED_CLIENT_IDS',
+          'must list the pre-registered client ids when KEYCLOAK_REGISTRATION=off (e.g. vscode-mcp-client)',
+        );
+      }
+      return {
+        ...common,
+        authMode,
+        keycloakRealmUrl: realmUrl,
+        keycloakRealmInternalUrl,
+        keycloakRegistration,
+        allowedClientIds,
+        keycloakJanitorSecret,
+      };
+    case 'oauth_proxy':
+    case 'entra_proxy':
+      return {
+        ...common,
+        authMode,
+        oauthProxy: proxyConfig(
+          {
+            ...proxyEnv,
+            KEYCLOAK_REALM_URL: keycloakRealmUrl,
+            KEYCLOAK_REALM_INTERNAL_URL: env.KEYCLOAK_REALM_INTERNAL_URL,
+          },
+          authMode,
+          base,
+        ),
+        keycloakRealmUrl: realmUrl,
+      };
+  }
 }
 
 /** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
@@ -243,7 +312,7 @@ function tenantId(value: string): string {
 
 function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: URL): OAuthProxyConfig {
   const local = isLoopback(base.hostname.replace(/^\[|\]$/g, ''));
-  const keys = proxyKeys(env, local, authMode);
+  const keys = configuredProxyKeys(env, local, authMode);
   if (authMode === 'entra_proxy') {
     const need = (name: string, what: string) => {
       const value = optional(env, name);
@@ -301,15 +370,16 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
   };
 }
 
-function proxyKeys(
+/** The two keys, checked (and the JWK parsed) here once; required unless the base URL is loopback. */
+function configuredProxyKeys(
   env: Env,
   local: boolean,
   authMode: AuthMode,
-): Pick<OAuthProxyConfig, 'signingKey' | 'encryptionKey'> {
+): Pick<OAuthProxyConfig, 'signingKey' | 'encryptionKey' | 'loopbackBaseUrl'> {
   const signingKey = optional(env, 'OAUTH_PROXY_SIGNING_KEY');
+  let jwk: unknown;
   const encryptionKey = optional(env, 'OAUTH_PROXY_ENCRYPTION_KEY');
   if (signingKey !== undefined) {
-    let jwk: unknown;
     try {
       jwk = JSON.parse(signingKey);
     } catch {
@@ -335,7 +405,7 @@ function proxyKeys(
       }
     }
   }
-  return { signingKey, encryptionKey };
+  return { signingKey: jwk as JWK | undefined, encryptionKey, loopbackBaseUrl: local };
 }
 
 function decodedKeyLength(value: string): number {

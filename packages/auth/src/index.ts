@@ -8,14 +8,7 @@ export {
   hashApiKey,
   looksLikeApiKey,
 } from './api-keys.ts';
-export {
-  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
-  type AuthorizationPassThroughOptions,
-  authorizationPassThrough,
-  authorizationPassThroughMigrations,
-  isRegisteredRedirectUri,
-  PASSTHROUGH_CALLBACK_PATH,
-} from './authorization-passthrough.ts';
+export { isRegisteredRedirectUri } from './authorization-passthrough.ts';
 export { bearerChallenge } from './challenge.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {
@@ -25,12 +18,8 @@ export {
   jwtBearerProvider,
   type ReadinessReport,
 } from './jwt.ts';
-export {
-  type JanitorRun,
-  KEYCLOAK_BUILT_IN_CLIENTS,
-  type KeycloakClientJanitorOptions,
-  keycloakClientJanitor,
-} from './keycloak-client-janitor.ts';
+// The Keycloak-only parts, also at `@mcp-auth-stack/auth/keycloak`.
+export * from './keycloak.ts';
 export {
   mountProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
@@ -38,17 +27,17 @@ export {
   protectedResourceMetadata,
   protectedResourceMetadataUrl,
 } from './metadata.ts';
-export { type AuthVariables, bearerCredential, requireAuth } from './middleware.ts';
+export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
-export { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
-export { type ApiKeyProviderOptions, apiKeyProvider, noAuthProvider } from './providers.ts';
-export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
+export { type AuthOutcome, type AuthProvider, AuthUnavailableError, type RouteSource, withRoutes } from './provider.ts';
 export {
-  checkRegistration,
-  type RegistrationFacadeOptions,
-  registrationFacade,
-  repairRegistration,
-} from './registration-facade.ts';
+  type ApiKeyProviderOptions,
+  apiKeyProvider,
+  noAuthProvider,
+  type RequestAuthProvider,
+  requestAuthenticating,
+} from './providers.ts';
+export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {
   filterToolsListResult,
   holdsScope,

@@ -2,7 +2,7 @@ import type { Env, Hono } from 'hono';
 import { type JWTPayload, jwtVerify } from 'jose';
 import { fetchJson, RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 import { mountProtectedResourceMetadata, parseResourceUrl, protectedResourceMetadataUrl } from './metadata.ts';
-import { bearerCredential } from './middleware.ts';
+import { authenticateRequest } from './middleware.ts';
 import type { Principal } from './principal.ts';
 import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 import { VerifiedTokenCache } from './token-cache.ts';
@@ -94,6 +94,8 @@ export interface JwtBearerProvider extends AuthProvider {
   readonly resource: string;
   readonly resourceMetadataUrl: string;
   readonly keySet: RemoteKeySet;
+  /** `authenticateRequest` with this provider, for callers that hold a request. */
+  authenticate(request: Request): Promise<AuthOutcome>;
   /** Verifies one access token (no cache) and maps it to a principal. */
   verifyToken(token: string): Promise<AuthOutcome>;
   /** Whether the issuer's metadata and keys are reachable; cached, for a `/ready` route. */
@@ -213,25 +215,14 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
     };
   }
 
-  return {
+  const provider: JwtBearerProvider = {
     name: options.name ?? 'jwt',
     resource: options.resource,
     resourceMetadataUrl,
     keySet,
     challengeParameters: () => ({ ...challenge }),
 
-    async authenticate(request) {
-      const token = bearerCredential(request);
-      if (token === undefined) {
-        if (request.headers.has('authorization')) {
-          return {
-            ok: false,
-            error: 'invalid_request',
-            description: 'Send the access token as "Authorization: Bearer <token>".',
-          };
-        }
-        return { ok: false };
-      }
+    async verify(token) {
       const cached = cache?.get(token);
       if (cached !== undefined) return { ok: true, principal: cached };
       const { outcome, expiresAt } = await verify(token);
@@ -240,6 +231,8 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
       }
       return outcome;
     },
+
+    authenticate: (request) => authenticateRequest(provider, request),
 
     async verifyToken(token) {
       return (await verify(token)).outcome;
@@ -277,6 +270,7 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
       });
     },
   };
+  return provider;
 }
 
 /** What the client is told: enough to act on, nothing about the expected values. */

@@ -1,7 +1,7 @@
 import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
 import type { Principal } from './principal.ts';
-import { type AuthProvider, AuthUnavailableError } from './provider.ts';
+import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface AuthVariables {
   principal: Principal;
@@ -16,9 +16,9 @@ export interface AuthVariables {
  */
 export function requireAuth(provider: AuthProvider) {
   return createMiddleware<{ Variables: AuthVariables }>(async (c, next) => {
-    let outcome: Awaited<ReturnType<AuthProvider['authenticate']>>;
+    let outcome: AuthOutcome;
     try {
-      outcome = await provider.authenticate(c.req.raw);
+      outcome = await authenticateRequest(provider, c.req.raw);
     } catch (error) {
       if (!(error instanceof AuthUnavailableError)) throw error;
       return c.json(
@@ -46,6 +46,28 @@ export function requireAuth(provider: AuthProvider) {
       { 'WWW-Authenticate': challenge, 'Cache-Control': 'no-store' },
     );
   });
+}
+
+/**
+ * Takes the credential from the request once and lets the provider verify it. No credential:
+ * the provider's `withoutCredential`, else `invalid_request` when an `Authorization` header was
+ * sent in another form, else the bare 401 (RFC 6750 3.1).
+ */
+export async function authenticateRequest(provider: AuthProvider, request: Request): Promise<AuthOutcome> {
+  const fromHeader = provider.credentialHeader ? request.headers.get(provider.credentialHeader)?.trim() : undefined;
+  const credential = fromHeader || bearerCredential(request);
+  if (credential) return provider.verify(credential);
+  if (provider.withoutCredential) return provider.withoutCredential();
+  if (request.headers.has('authorization')) {
+    const name = provider.credentialName ?? 'access token';
+    const placeholder = name === 'access token' ? 'token' : name;
+    return {
+      ok: false,
+      error: 'invalid_request',
+      description: `Send the ${name} as "Authorization: Bearer <${placeholder}>".`,
+    };
+  }
+  return { ok: false };
 }
 
 /** Reads the credential of `Authorization: Bearer <credential>`; undefined when absent or not Bearer. */

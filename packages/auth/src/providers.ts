@@ -1,5 +1,5 @@
 import type { ApiKeyStore } from './api-keys.ts';
-import { bearerCredential } from './middleware.ts';
+import { authenticateRequest } from './middleware.ts';
 import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface ApiKeyProviderOptions {
@@ -22,15 +22,9 @@ export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
   return {
     name: 'key',
     challengeParameters: () => ({ realm }),
-    async authenticate(request) {
-      const fromHeader = request.headers.get(headerName)?.trim();
-      const credential = fromHeader || bearerCredential(request);
-      if (!credential) {
-        if (request.headers.has('authorization')) {
-          return { ok: false, error: 'invalid_request', description: 'Send the key as "Authorization: Bearer <key>".' };
-        }
-        return { ok: false };
-      }
+    credentialHeader: headerName,
+    credentialName: 'key',
+    async verify(credential) {
       let key: Awaited<ReturnType<ApiKeyStore['verify']>>;
       try {
         key = await options.store.verify(credential);
@@ -44,12 +38,24 @@ export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
   };
 }
 
-/** No authentication: every request acts as one local user. For development on loopback only. */
-export function noAuthProvider(options: { userId: string; scopes?: string[] }): AuthProvider {
+/** A provider that can also decide on a whole request (tests, callers outside `requireAuth`). */
+export type RequestAuthProvider<P extends AuthProvider = AuthProvider> = P & {
+  authenticate(request: Request): Promise<AuthOutcome>;
+};
+
+/** Adds `authenticate(request)`: `authenticateRequest` with this provider. */
+export function requestAuthenticating<P extends AuthProvider>(provider: P): RequestAuthProvider<P> {
+  return Object.assign(provider, { authenticate: (request: Request) => authenticateRequest(provider, request) });
+}
+
+/** No authentication: every request acts as one local user, credentials or not. For development on loopback only. */
+export function noAuthProvider(options: { userId: string; scopes?: string[] }): RequestAuthProvider {
   const principal = { userId: options.userId, scopes: options.scopes ?? [], method: 'none' as const };
-  return {
+  const outcome = async (): Promise<AuthOutcome> => ({ ok: true, principal });
+  return requestAuthenticating({
     name: 'none',
     challengeParameters: () => ({}),
-    authenticate: async () => ({ ok: true, principal }),
-  };
+    verify: outcome,
+    withoutCredential: outcome,
+  });
 }

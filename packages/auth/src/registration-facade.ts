@@ -4,27 +4,7 @@ import type pg from 'pg';
 import { authorizationPassThrough } from './authorization-passthrough.ts';
 import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
-/**
- * The DCR workaround for identity providers whose registration endpoint MCP clients trip
- * over (Keycloak 26.7.3): this server presents itself as the authorization server, serving
- * the provider's metadata with its own `issuer` and `registration_endpoint`, and forwards
- * registrations after checking and repairing them. With a database (`pool`), authorization and
- * token requests of the clients it registered go through the server too, so that the issuer a
- * client sees stays the server's (see authorization-passthrough.ts); without one they go
- * straight to the provider (its endpoints stay in the metadata).
- *
- * Repairs, each needed by a client that otherwise fails against Keycloak 26.7.3:
- * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
- *   losing the realm's default scopes, the audience scope among them (issue 50807).
- * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
- * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: a realm whose registration
- *   policy checks every URI of a registration (Keycloak's Trusted Hosts) refuses a client naming
- *   its home page (the MCP Inspector and mcp-remote name their GitHub pages) with 403; these
- *   URIs are display-only.
- * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
- *   the `resource-indicators` feature, a token request with `resource` for a client that gets
- *   no refresh token fails with HTTP 500 (issue 50251).
- */
+/** Options of `registrationFacade`. */
 export interface RegistrationFacadeOptions {
   /** Public base URL of this server, e.g. http://localhost:8000: the issuer it presents. */
   issuer: string;
@@ -75,6 +55,27 @@ const MAX_REGISTRATION_DEPTH = 8;
 const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
 const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
 
+/**
+ * The DCR workaround for identity providers whose registration endpoint MCP clients trip
+ * over (Keycloak 26.7.3): this server presents itself as the authorization server, serving
+ * the provider's metadata with its own `issuer` and `registration_endpoint`, and forwards
+ * registrations after checking and repairing them. With a database (`pool`), authorization and
+ * token requests of the clients it registered go through the server too, so that the issuer a
+ * client sees stays the server's (see authorization-passthrough.ts); without one they go
+ * straight to the provider (its endpoints stay in the metadata).
+ *
+ * Repairs, each needed by a client that otherwise fails against Keycloak 26.7.3:
+ * - `scope` is dropped: Keycloak then gives the new client only `basic` as default scope,
+ *   losing the realm's default scopes, the audience scope among them (https://github.com/keycloak/keycloak/issues/50807).
+ * - `resource` is dropped: Keycloak answers 400 "Unrecognized field" to this RFC 8707 member.
+ * - `client_uri`, `logo_uri`, `tos_uri` and `policy_uri` are dropped: a realm whose registration
+ *   policy checks every URI of a registration (Keycloak's Trusted Hosts) refuses a client naming
+ *   its home page (the MCP Inspector and mcp-remote name their GitHub pages) with 403; these
+ *   URIs are display-only.
+ * - `refresh_token` is added to `grant_types` that have `authorization_code` without it: with
+ *   the `resource-indicators` feature, a token request with `resource` for a client that gets
+ *   no refresh token fails with HTTP 500 (https://github.com/keycloak/keycloak/issues/50251).
+ */
 export function registrationFacade(options: RegistrationFacadeOptions) {
   const issuer = options.issuer.replace(/\/+$/, '');
   const upstreamIssuer = options.upstreamIssuer.replace(/\/+$/, '');

@@ -1,4 +1,4 @@
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { INVALID_REQUEST, parseBodyOnce, readBodyOnce, rememberBody, rpcError } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
@@ -83,8 +83,6 @@ export interface McpScopeGuardOptions {
   maxBodyBytes?: number | undefined;
 }
 
-const INVALID_REQUEST = -32600;
-
 /**
  * Per-tool authorization at the HTTP layer, so a client can step up (MCP authorization,
  * "insufficient scope"): a call whose principal lacks a scope it needs gets 403 with
@@ -124,23 +122,21 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
     }
 
     const text = await readBodyKeepingIt(c, maxBodyBytes);
-    if (text === undefined) return rpcError(413, `Request body larger than ${maxBodyBytes} bytes.`);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      return next(); // the endpoint answers malformed JSON; there is no call to authorize
-    }
+    if (text === undefined) return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    // Parsed once for this request: the MCP endpoint takes the same parse (`parseBodyOnce`).
+    const json = parseBodyOnce(c.req.raw);
+    if (!json.ok) return next(); // the endpoint answers malformed JSON; there is no call to authorize
+    const parsed = json.value;
     // Batches were removed from MCP; should one get this far, every call in it is authorized.
     const messages = Array.isArray(parsed) ? parsed : [parsed];
     for (const message of messages) {
       const call = callOf(message);
       if (call === undefined) continue;
       if (headerMethod !== undefined && (messages.length !== 1 || headerMethod !== call.method)) {
-        return rpcError(400, 'The Mcp-Method header does not match the method in the body.');
+        return rpcError(400, INVALID_REQUEST, 'The Mcp-Method header does not match the method in the body.');
       }
       if (headerName !== undefined && headerName !== call.name) {
-        return rpcError(400, 'The Mcp-Name header does not match the name in the body.');
+        return rpcError(400, INVALID_REQUEST, 'The Mcp-Name header does not match the name in the body.');
       }
       const missing = missingScopes(principal, call, requirements, hasScope);
       if (missing.length > 0) return insufficientScope(c, principal, call, missing, options.provider, requirements);
@@ -161,16 +157,17 @@ function callOf(message: unknown): McpCall | undefined {
 }
 
 /**
- * Reads the body as text, at most `limit` bytes, and puts in `c.req.raw` a stand-in that
- * answers the body methods from that text, so handlers that read the raw request (as the MCP
- * endpoint does) and Hono's `c.req.text()`/`json()` still work. Undefined when the body is
- * larger than `limit`.
+ * Reads the body as text, at most `limit` bytes, once (`readBodyOnce`: the MCP endpoint gets
+ * the same text and parse without reading again), and puts in `c.req.raw` a stand-in that
+ * answers the body methods from that text, so other handlers (Hono's `c.req.text()`/`json()`)
+ * still work. Undefined when the body is larger than `limit`.
  */
 async function readBodyKeepingIt(c: Context, limit: number): Promise<string | undefined> {
   const raw = c.req.raw;
-  const text = await readBodyWithin(raw, limit);
+  const text = await readBodyOnce(raw, limit);
   if (text === undefined) return undefined;
   c.req.raw = requestWithBody(raw, text);
+  rememberBody(c.req.raw, raw);
   return text;
 }
 
@@ -235,12 +232,5 @@ function insufficientScope(
   return c.json({ error: 'insufficient_scope', error_description: description }, 403, {
     'WWW-Authenticate': challenge,
     'Cache-Control': 'no-store',
-  });
-}
-
-function rpcError(status: number, message: string): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: INVALID_REQUEST, message } }), {
-    status,
-    headers: { 'content-type': 'application/json' },
   });
 }

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import {
+  type AuthOutcome,
   type AuthProvider,
   type AuthVariables,
   filterToolsListResult,
@@ -197,14 +198,19 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
   });
 
   test('API keys carry scopes like tokens: a key without scopes gets only what needs none', async () => {
-    const keyProvider = (scopes: string[]): AuthProvider => ({
-      name: 'key',
-      challengeParameters: () => ({ realm: 'mcp' }),
-      authenticate: async () => ({
+    const keyProvider = (scopes: string[]): AuthProvider => {
+      const accepted: AuthOutcome = {
         ok: true,
         principal: { userId: 'u', scopes, method: 'api_key', clientId: 'key_1' },
-      }),
-    });
+      };
+      // The requests below carry no credential: the stub accepts them as the key's caller.
+      return {
+        name: 'key',
+        challengeParameters: () => ({ realm: 'mcp' }),
+        verify: async () => accepted,
+        withoutCredential: async () => accepted,
+      };
+    };
     const unscoped = await post(appWith(keyProvider([])), toolCall('get_user_expenses'));
     assert.equal(unscoped.status, 403);
     assert.equal(

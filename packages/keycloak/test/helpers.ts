@@ -1,6 +1,7 @@
-import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
+import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Pkce } from '@mcp-auth-stack/testing';
 import { type Browser, chromium, type Page } from 'playwright-core';
 
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -47,15 +48,8 @@ export async function freePort(): Promise<number> {
   throw new Error('no free port found in 20000-32000');
 }
 
-export interface Pkce {
-  verifier: string;
-  challenge: string;
-}
-
-export function createPkce(): Pkce {
-  const verifier = randomBytes(32).toString('base64url');
-  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
-}
+// One PKCE helper for every test (packages/testing); re-exported for the callers of this module.
+export { createPkce, type Pkce } from '@mcp-auth-stack/testing';
 
 export interface AuthorizeRequest {
   clientId: string;

@@ -26,3 +26,55 @@ export async function readBodyWithin(request: Request, limit: number): Promise<s
   }
   return Buffer.concat(chunks, size).toString('utf8');
 }
+
+interface ReadBody {
+  text: string;
+  /** Bytes of `text`, computed when a second reader with a smaller limit asks. */
+  bytes?: number;
+  json?: { ok: true; value: unknown } | { ok: false };
+}
+
+/** Bodies already read, by request: the scope check and the MCP endpoint share one read and one parse. */
+const readBodies = new WeakMap<Request, ReadBody>();
+
+/**
+ * `readBodyWithin`, once per request: a later call for the same request (or for one that
+ * `rememberBody` tied to it) gets the text read the first time, still held to its own `limit`.
+ */
+export async function readBodyOnce(request: Request, limit: number): Promise<string | undefined> {
+  const known = readBodies.get(request);
+  if (known !== undefined) {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit: only a text that might exceed the limit is measured.
+    if (known.text.length * 3 > limit) {
+      known.bytes ??= Buffer.byteLength(known.text);
+      if (known.bytes > limit) return undefined;
+    }
+    return known.text;
+  }
+  const text = await readBodyWithin(request, limit);
+  if (text !== undefined) readBodies.set(request, { text });
+  return text;
+}
+
+/** Ties a body already read to another request object standing for the same request (a stand-in with the body). */
+export function rememberBody(request: Request, from: Request): void {
+  const known = readBodies.get(from);
+  if (known !== undefined) readBodies.set(request, known);
+}
+
+/**
+ * `JSON.parse` of the body `readBodyOnce` read, once per request; `{ ok: false }` when it is not
+ * JSON (or was not read).
+ */
+export function parseBodyOnce(request: Request): { ok: true; value: unknown } | { ok: false } {
+  const known = readBodies.get(request);
+  if (known === undefined) return { ok: false };
+  if (known.json === undefined) {
+    try {
+      known.json = { ok: true, value: JSON.parse(known.text) };
+    } catch {
+      known.json = { ok: false };
+    }
+  }
+  return known.json;
+}

@@ -1,6 +1,7 @@
-export { readBodyWithin } from './body.ts';
+export { parseBodyOnce, readBodyOnce, readBodyWithin, rememberBody } from './body.ts';
 export { lossyNumbers } from './exact-json.ts';
 export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';
 export { type OriginGuardOptions, originGuard } from './origin-guard.ts';
+export { INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, rpcError } from './rpc-error.ts';
 export { createStatelessMcpEndpoint, type StatelessMcpOptions } from './stateless.ts';

@@ -9,10 +9,11 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
-import { readBodyWithin } from './body.ts';
+import { parseBodyOnce, readBodyOnce } from './body.ts';
 import { lossyNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
+import { INVALID_PARAMS, INVALID_REQUEST, JSON_HEADERS, PARSE_ERROR, rpcError } from './rpc-error.ts';
 
 export interface StatelessMcpOptions {
   /** Largest request body accepted, in bytes; larger ones get 413. */
@@ -41,11 +42,6 @@ export interface StatelessMcpOptions {
    */
   maxJsonDepth?: number;
 }
-
-// JSON-RPC 2.0 error codes.
-const PARSE_ERROR = -32700;
-const INVALID_REQUEST = -32600;
-const INVALID_PARAMS = -32602;
 
 /**
  * A Streamable HTTP endpoint (MCP transport revision 2025-03-26 and later) without protocol
@@ -94,19 +90,16 @@ export async function createStatelessMcpEndpoint(
       );
     }
 
-    const body = await readBodyWithin(request, maxBodyBytes);
+    const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {
       return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     }
     if (jsonTextTooDeep(body, maxJsonDepth)) {
       return rpcError(400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
     }
-    let message: unknown;
-    try {
-      message = JSON.parse(body);
-    } catch {
-      return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
-    }
+    const parsed = parseBodyOnce(request);
+    if (!parsed.ok) return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
+    const message = parsed.value;
     if (Array.isArray(message)) {
       return rpcError(400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
     }
@@ -181,15 +174,6 @@ export async function createStatelessMcpEndpoint(
 }
 
 const MAX_SERIALIZED_LISTINGS = 256;
-
-const JSON_HEADERS = { 'content-type': 'application/json' };
-
-function rpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message } }), {
-    status,
-    headers: { ...JSON_HEADERS, ...headers },
-  });
-}
 
 /**
  * The SDK answers a request whose params fail its schema (`tools/list` with `cursor: null`) with

@@ -1,6 +1,7 @@
-import { checkRegistration } from '@mcp-auth-stack/auth';
+import { checkRegistration, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type pg from 'pg';
 import { randomToken, sha256 } from './crypto.ts';
+import { OAuthError } from './errors.ts';
 import { SafeFetchError, safeFetchJson } from './ssrf.ts';
 
 export type TokenEndpointAuthMethod = 'none' | 'client_secret_post' | 'client_secret_basic';
@@ -15,13 +16,8 @@ export interface ProxyClient {
   kind: 'registered' | 'metadata_document';
 }
 
-export class ClientError extends Error {
-  readonly error: string;
-  constructor(error: string, description: string) {
-    super(description);
-    this.error = error;
-  }
-}
+/** The proxy's one error type under the name the client checks have always exported. */
+export { OAuthError as ClientError };
 
 const AUTH_METHODS: readonly TokenEndpointAuthMethod[] = ['none', 'client_secret_post', 'client_secret_basic'];
 const GRANT_TYPES = ['authorization_code', 'refresh_token'];
@@ -34,29 +30,29 @@ export function validateClientMetadata(body: unknown): {
   grantTypes: string[];
 } {
   const problem = checkRegistration(body);
-  if (problem) throw new ClientError(problem.error, problem.description);
+  if (problem) throw new OAuthError(problem.error, problem.description);
   const metadata = body as Record<string, unknown>;
   const method = metadata.token_endpoint_auth_method ?? 'none';
   if (typeof method !== 'string' || !AUTH_METHODS.includes(method as TokenEndpointAuthMethod)) {
-    throw new ClientError(
+    throw new OAuthError(
       'invalid_client_metadata',
       `token_endpoint_auth_method must be one of ${AUTH_METHODS.join(', ')}.`,
     );
   }
   const grantTypes = metadata.grant_types ?? ['authorization_code', 'refresh_token'];
   if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => GRANT_TYPES.includes(grant as string))) {
-    throw new ClientError(
+    throw new OAuthError(
       'invalid_client_metadata',
       'grant_types may only contain authorization_code and refresh_token.',
     );
   }
   const responseTypes = metadata.response_types ?? ['code'];
   if (!Array.isArray(responseTypes) || !responseTypes.every((type) => type === 'code')) {
-    throw new ClientError('invalid_client_metadata', 'response_types may only contain code.');
+    throw new OAuthError('invalid_client_metadata', 'response_types may only contain code.');
   }
   const name = metadata.client_name;
   if (name !== undefined && (typeof name !== 'string' || name.length > 200)) {
-    throw new ClientError('invalid_client_metadata', 'client_name must be a string of at most 200 characters.');
+    throw new OAuthError('invalid_client_metadata', 'client_name must be a string of at most 200 characters.');
   }
   return {
     redirectUris: [...new Set(metadata.redirect_uris as string[])],
@@ -118,49 +114,12 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
 
 const REFUSED_DOCUMENT_SECONDS = 60;
 
-// Loopback IP literals only: OAuth 2.1 keeps the any-port rule for these, not for `localhost`.
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]']);
-
-/**
- * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
- * loopback URI, the same in all but the port. RFC 8252 7.3 (and OAuth 2.1): a native app
- * listens on whatever port is free when it starts, which a registration or a metadata
- * document written in advance cannot know.
- */
-export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
-  if (registered.includes(requested)) return true;
-  let wanted: URL;
-  try {
-    wanted = new URL(requested);
-  } catch {
-    return false;
-  }
-  if (wanted.protocol !== 'http:' || !LOOPBACK_HOSTS.has(wanted.hostname)) return false;
-  return registered.some((uri) => {
-    try {
-      const candidate = new URL(uri);
-      return (
-        candidate.protocol === 'http:' &&
-        candidate.hostname === wanted.hostname &&
-        candidate.pathname === wanted.pathname &&
-        candidate.search === wanted.search &&
-        candidate.hash === '' &&
-        wanted.hash === '' &&
-        !wanted.username &&
-        !wanted.password
-      );
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** Finds clients: registered ones in Postgres, CIMD ones by fetching their document (cached per replica). */
 export class ClientResolver {
   readonly #options: ClientResolverOptions;
   readonly #cache = new Map<string, { client: ProxyClient; until: number }>();
   /** Documents that were refused, kept a minute: a failing URL is not fetched on every request. */
-  readonly #refused = new Map<string, { error: ClientError; until: number }>();
+  readonly #refused = new Map<string, { error: OAuthError; until: number }>();
 
   constructor(options: ClientResolverOptions) {
     this.#options = options;
@@ -196,21 +155,21 @@ export class ClientResolver {
 
   async #fromDocument(clientId: string, mayFetch?: () => boolean): Promise<ProxyClient> {
     const { cimd } = this.#options;
-    if (!cimd.enabled) throw new ClientError('invalid_client', 'Client ID Metadata Documents are not accepted here.');
+    if (!cimd.enabled) throw new OAuthError('invalid_client', 'Client ID Metadata Documents are not accepted here.');
     if (!isMetadataDocumentUrl(clientId, cimd.allowInsecure)) {
-      throw new ClientError('invalid_client', 'A URL client id must be an https URL with a path and no fragment.');
+      throw new OAuthError('invalid_client', 'A URL client id must be an https URL with a path and no fragment.');
     }
     const cached = this.#cache.get(clientId);
     if (cached && cached.until > Date.now()) return cached.client;
     const refused = this.#refused.get(clientId);
     if (refused && refused.until > Date.now()) throw refused.error;
     if (mayFetch && !mayFetch()) {
-      throw new ClientError('invalid_client', 'Too many client metadata lookups from this address; try again later.');
+      throw new OAuthError('invalid_client', 'Too many client metadata lookups from this address; try again later.');
     }
     try {
       return await this.#fetchDocument(clientId);
     } catch (error) {
-      if (error instanceof ClientError) {
+      if (error instanceof OAuthError) {
         if (this.#refused.size >= cimd.maxCacheEntries) this.#refused.clear();
         this.#refused.set(clientId, { error, until: Date.now() + REFUSED_DOCUMENT_SECONDS * 1000 });
       }
@@ -225,24 +184,24 @@ export class ClientResolver {
       fetched = await safeFetchJson(clientId, cimd);
     } catch (error) {
       const reason = error instanceof SafeFetchError ? error.message : 'it could not be fetched';
-      throw new ClientError('invalid_client', `The client metadata document was refused: ${reason}.`);
+      throw new OAuthError('invalid_client', `The client metadata document was refused: ${reason}.`);
     }
     const document = fetched.body as Record<string, unknown> | null;
     if (typeof document !== 'object' || document === null || document.client_id !== clientId) {
-      throw new ClientError('invalid_client', 'The client metadata document must name its own URL as client_id.');
+      throw new OAuthError('invalid_client', 'The client metadata document must name its own URL as client_id.');
     }
     for (const member of ['client_secret', 'client_secret_expires_at']) {
       if (member in document)
-        throw new ClientError('invalid_client', `A client metadata document must not contain ${member}.`);
+        throw new OAuthError('invalid_client', `A client metadata document must not contain ${member}.`);
     }
     let metadata: ReturnType<typeof validateClientMetadata>;
     try {
       metadata = validateClientMetadata(document);
     } catch (error) {
-      throw new ClientError('invalid_client', (error as Error).message);
+      throw new OAuthError('invalid_client', (error as Error).message);
     }
     if (metadata.tokenEndpointAuthMethod !== 'none') {
-      throw new ClientError(
+      throw new OAuthError(
         'invalid_client',
         'A client metadata document client must use token_endpoint_auth_method none.',
       );
@@ -262,3 +221,6 @@ export class ClientResolver {
     return client;
   }
 }
+
+/** The RFC 8252 7.3 redirect URI rule, shared with the Keycloak pass-through (one definition, in packages/auth). */
+export { isRegisteredRedirectUri };

@@ -5,6 +5,7 @@ export {
   type ProxyClient,
   validateClientMetadata,
 } from './clients.ts';
+export { OAuthError } from './errors.ts';
 export { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from './migrations.ts';
 export { generateSigningKey, type OAuthProxy, type OAuthProxyOptions, oauthProxy } from './proxy.ts';
 export { isLoopbackAddress, isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';

@@ -2,6 +2,7 @@ import { lookup } from 'node:dns';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { OAuthError } from './errors.ts';
 
 /** Addresses a server-side fetch must never reach: private, loopback, link-local, CGNAT, multicast, reserved. */
 const BLOCKED = new BlockList();
@@ -58,8 +59,12 @@ export function isPrivateAddress(address: string): boolean {
   return true;
 }
 
-export class SafeFetchError extends Error {
+/** A document the SSRF-safe fetch refused: an `invalid_client` when it was a client's metadata document. */
+export class SafeFetchError extends OAuthError {
   override readonly name = 'SafeFetchError';
+  constructor(reason: string) {
+    super('invalid_client', reason);
+  }
 }
 
 export interface SafeFetchOptions {

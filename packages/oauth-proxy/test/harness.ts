@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { type AuthVariables, requireAuth } from '@mcp-auth-stack/auth';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { Hono } from 'hono';
@@ -61,10 +61,8 @@ export function newEncryptionKey(): string {
   return randomBytes(32).toString('base64');
 }
 
-export function pkce(): { verifier: string; challenge: string } {
-  const verifier = randomBytes(32).toString('base64url');
-  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
-}
+// The one PKCE helper of the tests, under the name these tests use.
+export { createPkce as pkce } from '@mcp-auth-stack/testing';
 
 /** A cookie jar that plays the user's browser (one per user agent). */
 export class Browser {

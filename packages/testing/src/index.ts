@@ -1,4 +1,5 @@
 export { type ReplayedImage, replayDockerfile } from './dockerfile.ts';
+export { createPkce, type Pkce } from './pkce.ts';
 
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';

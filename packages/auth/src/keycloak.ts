@@ -1,0 +1,25 @@
+/**
+ * What only a Keycloak deployment needs (`@mcp-auth-stack/auth/keycloak`): the registration
+ * facade that repairs what Keycloak 26.7.3's registration gets wrong, the login pass-through of
+ * the workaround way, and the janitor of anonymously registered clients. The main entry
+ * re-exports them for existing callers.
+ */
+export {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  type AuthorizationPassThroughOptions,
+  authorizationPassThrough,
+  authorizationPassThroughMigrations,
+  PASSTHROUGH_CALLBACK_PATH,
+} from './authorization-passthrough.ts';
+export {
+  type JanitorRun,
+  KEYCLOAK_BUILT_IN_CLIENTS,
+  type KeycloakClientJanitorOptions,
+  keycloakClientJanitor,
+} from './keycloak-client-janitor.ts';
+export {
+  checkRegistration,
+  type RegistrationFacadeOptions,
+  registrationFacade,
+  repairRegistration,
+} from './registration-facade.ts';

@@ -1,0 +1,68 @@
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import type { Context } from 'hono';
+import type { ProxyClient } from './clients.ts';
+import type { ProxyContext } from './context.ts';
+import { safeEqual, sha256 } from './crypto.ts';
+import { OAuthError } from './errors.ts';
+
+/** Largest form body at /consent, /token and /revoke. */
+const MAX_FORM_BYTES = 16 * 1024;
+
+/** A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2). */
+export async function readForm(c: Context): Promise<URLSearchParams> {
+  const type = c.req.header('content-type') ?? '';
+  if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+    throw new OAuthError('invalid_request', 'Send application/x-www-form-urlencoded.');
+  }
+  const text = await readBodyWithin(c.req.raw, MAX_FORM_BYTES);
+  if (text === undefined) throw new OAuthError('invalid_request', 'The request is too large.');
+  const form = new URLSearchParams(text);
+  for (const name of new Set(form.keys())) {
+    if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
+  }
+  return form;
+}
+
+/** Client authentication at /token and /revoke: `none` by client_id, secrets by Basic or form. */
+export async function authenticateClient(ctx: ProxyContext, c: Context, form: URLSearchParams): Promise<ProxyClient> {
+  let clientId = form.get('client_id') ?? undefined;
+  let secret = form.get('client_secret') ?? undefined;
+  const header = c.req.header('authorization');
+  if (header?.toLowerCase().startsWith('basic ')) {
+    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw new OAuthError('invalid_client', 'Malformed Basic credentials.', 401);
+    // RFC 6749 2.3.1: both halves are form-encoded; bad escapes are bad credentials, not a 500.
+    const formDecode = (part: string) => {
+      try {
+        return decodeURIComponent(part.replace(/\+/g, ' '));
+      } catch {
+        throw new OAuthError('invalid_client', 'Malformed Basic credentials.', 401);
+      }
+    };
+    const basicId = formDecode(decoded.slice(0, colon));
+    if (clientId !== undefined && clientId !== basicId) {
+      throw new OAuthError('invalid_request', 'Two different client ids.', 400);
+    }
+    clientId = basicId;
+    secret = formDecode(decoded.slice(colon + 1));
+  }
+  if (!clientId) throw new OAuthError('invalid_client', 'client_id is required.', 401);
+  // The same per-address limit as at /authorize: /token and /revoke take URL client ids too.
+  const client = await resolveClient(ctx, c, clientId).catch((error: unknown) => {
+    if (error instanceof OAuthError) throw new OAuthError('invalid_client', error.message, 401);
+    throw error;
+  });
+  if (!client) throw new OAuthError('invalid_client', 'Unknown client.', 401);
+  if (client.secretSha256) {
+    if (secret === undefined || !safeEqual(sha256(secret).toString('hex'), client.secretSha256.toString('hex'))) {
+      throw new OAuthError('invalid_client', 'Client authentication failed.', 401);
+    }
+  }
+  return client;
+}
+
+/** A registered client, or a metadata document fetched within the caller's per-address limit. */
+export function resolveClient(ctx: ProxyContext, c: Context, clientId: string): Promise<ProxyClient | undefined> {
+  return ctx.clients.resolve(clientId, { mayFetch: () => ctx.limits.documentFetches.allow(ctx.addressOf(c)) });
+}

@@ -1,0 +1,74 @@
+import type { Context } from 'hono';
+import { getCookie, setCookie } from 'hono/cookie';
+import type { CookieOptions } from 'hono/utils/cookie';
+import type { ProxyContext } from './context.ts';
+import { randomToken, sign, verifySigned } from './crypto.ts';
+
+// Cookies: `__Host-` (Secure, Path=/, no Domain) over https. Browsers refuse Secure cookies
+// (and so the prefix) on plain http, so a development issuer on http uses the bare names.
+const BROWSER_COOKIE = 'mcp_oauth_browser';
+const CONSENT_COOKIE = 'mcp_oauth_consent';
+/** At most this many remembered clients per browser (the oldest go first). */
+const MAX_REMEMBERED = 20;
+
+function prefixOf(ctx: ProxyContext): 'host' | undefined {
+  return ctx.secure ? 'host' : undefined;
+}
+function cookieOptions(ctx: ProxyContext, maxAge?: number): CookieOptions {
+  return {
+    path: '/',
+    httpOnly: true,
+    secure: ctx.secure,
+    sameSite: 'Lax',
+    ...(maxAge === undefined ? {} : { maxAge }),
+    ...(ctx.secure ? { prefix: 'host' as const } : {}),
+  };
+}
+
+/** The browser's id (binds a consent and a login to the browser that started them), or undefined. */
+export function browserCookie(c: Context, ctx: ProxyContext): string | undefined {
+  return getCookie(c, BROWSER_COOKIE, prefixOf(ctx));
+}
+
+/** The browser's id, set as a session cookie when it has none (or a malformed one). */
+export function ensureBrowserId(c: Context, ctx: ProxyContext): string {
+  const existing = browserCookie(c, ctx);
+  if (existing && /^[A-Za-z0-9_-]{43}$/.test(existing)) return existing;
+  const value = randomToken();
+  setCookie(c, BROWSER_COOKIE, value, cookieOptions(ctx));
+  return value;
+}
+
+interface RememberedConsent {
+  /** client id */
+  c: string;
+  /** scopes */
+  s: string[];
+  /** expiry, seconds since the epoch */
+  x: number;
+}
+
+function rememberedConsents(c: Context, ctx: ProxyContext): RememberedConsent[] {
+  const raw = getCookie(c, CONSENT_COOKIE, prefixOf(ctx));
+  if (!raw) return [];
+  const payload = verifySigned(ctx.keys.cookies, raw) as { v?: number; e?: RememberedConsent[] } | undefined;
+  if (payload?.v !== 1 || !Array.isArray(payload.e)) return [];
+  const now = Math.floor(Date.now() / 1000);
+  return payload.e.filter((entry) => typeof entry?.c === 'string' && Array.isArray(entry.s) && entry.x > now);
+}
+
+/** This browser approved this client for at least these scopes, and the approval is still current. */
+export function consentRemembered(c: Context, ctx: ProxyContext, clientId: string, scopes: readonly string[]): boolean {
+  return rememberedConsents(c, ctx).some(
+    (entry) => entry.c === clientId && scopes.every((scope) => entry.s.includes(scope)),
+  );
+}
+
+/** Remembers the approval in a signed cookie (replacing an older one of the same client). */
+export function rememberConsent(c: Context, ctx: ProxyContext, clientId: string, scopes: string[]): void {
+  const now = Math.floor(Date.now() / 1000);
+  const entries = rememberedConsents(c, ctx).filter((entry) => entry.c !== clientId);
+  entries.push({ c: clientId, s: scopes, x: now + ctx.ttl.rememberConsent });
+  const value = sign(ctx.keys.cookies, { v: 1, e: entries.slice(-MAX_REMEMBERED) });
+  setCookie(c, CONSENT_COOKIE, value, cookieOptions(ctx, ctx.ttl.rememberConsent));
+}

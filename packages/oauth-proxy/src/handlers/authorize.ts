@@ -1,0 +1,125 @@
+import type { Context, Handler } from 'hono';
+import { resolveClient } from '../client-auth.ts';
+import { isRegisteredRedirectUri, type ProxyClient } from '../clients.ts';
+import type { ProxyContext } from '../context.ts';
+import { consentRemembered, ensureBrowserId } from '../cookies.ts';
+import { PKCE_CHALLENGE, randomToken } from '../crypto.ts';
+import { OAuthError } from '../errors.ts';
+import { consentPage } from '../pages.ts';
+import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts';
+import { startUpstreamLogin } from '../upstream-login.ts';
+
+/** The requested scopes (all known, no duplicates), or the default scopes when none are asked for. */
+function parseScopes(ctx: ProxyContext, requested: string | undefined): string[] {
+  if (requested === undefined || requested.trim() === '') return ctx.scopes.defaults;
+  const scopes = [...new Set(requested.split(' ').filter(Boolean))];
+  const unknown = scopes.filter((scope) => !ctx.scopes.supported.includes(scope));
+  if (unknown.length > 0) throw new OAuthError('invalid_scope', `Unknown scope ${unknown[0]}.`);
+  return scopes;
+}
+
+/**
+ * GET /authorize: checks the client and its redirect URI first (errors before that are shown
+ * here, never redirected), then the request; answers with the consent page, or goes straight
+ * upstream when this browser remembers the consent.
+ */
+export function authorizeHandler(ctx: ProxyContext): Handler {
+  return async (c: Context) => {
+    ctx.store.maybeCleanup();
+    const query = new URL(c.req.url).searchParams;
+    // RFC 6749 3.1: no parameter more than once. Before anything is read, so that no check and
+    // the later use can each see another copy.
+    const repeated = [...new Set(query.keys())].find((name) => query.getAll(name).length > 1);
+    if (repeated !== undefined) {
+      return failPage(c, 'Invalid request', `The parameter ${repeated} appears more than once.`);
+    }
+    const clientId = query.get('client_id');
+    if (!clientId) return failPage(c, 'Invalid request', 'The application did not say who it is (client_id).');
+    let client: ProxyClient | undefined;
+    try {
+      client = await resolveClient(ctx, c, clientId);
+    } catch (error) {
+      if (!(error instanceof OAuthError)) throw error;
+      ctx.emit('client_refused', { client_id: clientId, reason: error.message });
+      return failPage(c, 'Unknown application', error.message);
+    }
+    if (!client) return failPage(c, 'Unknown application', 'This application is not registered here.');
+    let redirectUri = query.get('redirect_uri');
+    const redirectUriSent = redirectUri !== null;
+    if (redirectUri === null && client.redirectUris.length === 1) redirectUri = client.redirectUris[0] as string;
+    if (redirectUri === null || !isRegisteredRedirectUri(client.redirectUris, redirectUri)) {
+      ctx.emit('redirect_uri_refused', { client_id: clientId });
+      return failPage(
+        c,
+        'Invalid redirect',
+        'The redirect URI is not one this application registered, so the request was stopped here.',
+      );
+    }
+    // From here on, errors go back to the (verified) redirect URI.
+    const state = query.get('state');
+    const back = (error: string, description: string) =>
+      redirectToClient(c, ctx.issuer, redirectUri, { error, error_description: description, state });
+    if (query.get('response_type') !== 'code') return back('unsupported_response_type', 'Only response_type=code.');
+    const challenge = query.get('code_challenge');
+    if (!challenge || !PKCE_CHALLENGE.test(challenge)) return back('invalid_request', 'PKCE code_challenge required.');
+    if (query.get('code_challenge_method') !== 'S256') {
+      return back('invalid_request', 'code_challenge_method must be S256.');
+    }
+    const requestedResource = query.get('resource');
+    if (requestedResource !== null && requestedResource !== ctx.resource) {
+      return back('invalid_target', `resource must be ${ctx.resource}.`);
+    }
+    if (state !== null && state.length > 1024) return back('invalid_request', 'state is too long.');
+    let scopes: string[];
+    try {
+      scopes = parseScopes(ctx, query.get('scope') ?? undefined);
+    } catch (error) {
+      return back((error as OAuthError).error, (error as Error).message);
+    }
+    const browser = ensureBrowserId(c, ctx);
+    const pending = {
+      clientId: client.clientId,
+      redirectUri,
+      redirectUriSent,
+      scopes,
+      clientState: state,
+      codeChallenge: challenge,
+    };
+
+    if (consentRemembered(c, ctx, client.clientId, scopes)) {
+      const location = await startUpstreamLogin(ctx, pending, browser);
+      ctx.emit('consent_remembered', { client_id: client.clientId });
+      return redirect(c, location);
+    }
+
+    const requestId = randomToken();
+    const csrf = randomToken();
+    await ctx.store.createConsentRequest({
+      ...pending,
+      requestId,
+      csrf,
+      browser,
+      resource: ctx.resource,
+      ttlSeconds: ctx.ttl.login,
+    });
+    const upstreamEndpoints = await ctx.upstream.endpoints();
+    const nonce = randomToken().slice(0, 22);
+    const page = consentPage({
+      nonce,
+      action: ctx.endpoints.consent,
+      requestId,
+      csrf,
+      clientName: client.clientName,
+      clientId: client.clientId,
+      clientKind: client.kind,
+      redirectUri,
+      scopes: scopes.map((name) => ({ name, description: ctx.scopes.descriptions?.[name] })),
+      resourceName: ctx.resourceName,
+      resource: ctx.resource,
+      upstreamName: ctx.upstream.displayName,
+    });
+    // After the form is posted, the browser follows a redirect upstream (approve) or to the client (deny).
+    const formAction = `${new URL(upstreamEndpoints.authorizationEndpoint).origin} ${new URL(redirectUri).origin}`;
+    return htmlPage(c, page, nonce, 200, formAction);
+  };
+}

@@ -1,0 +1,68 @@
+import type { Context, Handler } from 'hono';
+import { readForm } from '../client-auth.ts';
+import type { ProxyContext } from '../context.ts';
+import { browserCookie, rememberConsent } from '../cookies.ts';
+import { sha256 } from '../crypto.ts';
+import { failPage, redirect, redirectToClient } from '../responses.ts';
+import { startUpstreamLogin } from '../upstream-login.ts';
+
+/**
+ * POST /consent: the consent form. Same-origin, the CSRF token of the page and the browser that
+ * loaded it; the request is single use. Approve goes upstream, deny back to the client.
+ */
+export function consentHandler(ctx: ProxyContext): Handler {
+  return async (c: Context) => {
+    let form: URLSearchParams;
+    try {
+      form = await readForm(c);
+    } catch (error) {
+      return failPage(c, 'Invalid request', (error as Error).message);
+    }
+    const origin = c.req.header('origin');
+    if (origin !== undefined && origin !== ctx.issuerOrigin) {
+      ctx.emit('consent_csrf_refused', { reason: 'origin' });
+      return failPage(c, 'Request refused', 'The consent form was posted from another site.', 403);
+    }
+    const requestId = form.get('request') ?? '';
+    const csrf = form.get('csrf') ?? '';
+    const browser = browserCookie(c, ctx) ?? '';
+    const pending = await ctx.store.findConsentRequest(requestId);
+    if (!pending) {
+      return failPage(c, 'This page has expired', 'The consent request is unknown, expired or already answered.');
+    }
+    if (
+      !csrf ||
+      !browser ||
+      !sha256(csrf).equals(pending.csrf_sha256) ||
+      !sha256(browser).equals(pending.browser_sha256)
+    ) {
+      ctx.emit('consent_csrf_refused', { reason: 'token' });
+      return failPage(c, 'Request refused', 'The consent form could not be verified (CSRF check failed).', 403);
+    }
+    const request = await ctx.store.takeConsentRequest(requestId);
+    if (!request) return failPage(c, 'This page has expired', 'The consent request was already answered.');
+    if (form.get('decision') !== 'approve') {
+      ctx.emit('consent_denied', { client_id: request.client_id });
+      return redirectToClient(c, ctx.issuer, request.redirect_uri, {
+        error: 'access_denied',
+        error_description: 'The user denied the request.',
+        state: request.client_state,
+      });
+    }
+    const location = await startUpstreamLogin(
+      ctx,
+      {
+        clientId: request.client_id,
+        redirectUri: request.redirect_uri,
+        redirectUriSent: request.redirect_uri_sent,
+        scopes: request.scopes,
+        clientState: request.client_state,
+        codeChallenge: request.code_challenge,
+      },
+      browser,
+    );
+    if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.scopes);
+    ctx.emit('consent_approved', { client_id: request.client_id });
+    return redirect(c, location);
+  };
+}

@@ -1,0 +1,144 @@
+import { decodeJwt } from 'jose';
+import type { ProxyContext } from './context.ts';
+import { randomToken, s256 } from './crypto.ts';
+import type { PendingLogin } from './store.ts';
+import type { UpstreamEndpoints } from './upstream.ts';
+
+// The leg between the proxy and the upstream identity provider, as the proxy's one fixed client.
+
+const ID_TOKEN_CLOCK_SKEW_MS = 60_000;
+
+/** The upstream tokens as sealed into a grant. */
+export interface UpstreamTokens {
+  access_token: string;
+  refresh_token?: string | undefined;
+  id_token?: string | undefined;
+  expires_at?: number | undefined;
+  scope?: string | undefined;
+}
+
+export type UpstreamTokenResult =
+  | { ok: true; tokens: Record<string, unknown> }
+  | { ok: false; error: string; status: number };
+
+/** Stores the login (state, PKCE verifier, nonce) and returns the upstream authorization URL. */
+export async function startUpstreamLogin(ctx: ProxyContext, pending: PendingLogin, browser: string): Promise<string> {
+  const { upstream } = ctx;
+  const upstreamEndpoints = await upstream.endpoints();
+  const state = randomToken();
+  const verifier = randomToken();
+  const nonce = randomToken();
+  await ctx.store.createTransaction({
+    ...pending,
+    state,
+    browser,
+    resource: ctx.resource,
+    verifier,
+    nonce,
+    ttlSeconds: ctx.ttl.login,
+  });
+  const target = new URL(upstreamEndpoints.authorizationEndpoint);
+  const params: Record<string, string> = {
+    ...upstream.authorizeParameters,
+    response_type: 'code',
+    client_id: upstream.clientId,
+    redirect_uri: ctx.endpoints.callback,
+    scope: upstream.scopes.join(' '),
+    state,
+    nonce,
+    code_challenge: s256(verifier),
+    code_challenge_method: 'S256',
+  };
+  for (const [name, value] of Object.entries(params)) target.searchParams.set(name, value);
+  return target.toString();
+}
+
+/** One call to the upstream token endpoint with the proxy's client credentials. */
+export async function callUpstreamToken(
+  ctx: ProxyContext,
+  upstreamEndpoints: UpstreamEndpoints,
+  grant: Record<string, string>,
+): Promise<UpstreamTokenResult> {
+  const { upstream } = ctx;
+  const body = new URLSearchParams(grant);
+  const headers: Record<string, string> = {
+    'content-type': 'application/x-www-form-urlencoded',
+    accept: 'application/json',
+  };
+  if (upstream.tokenEndpointAuthMethod === 'client_secret_basic') {
+    const encode = (value: string) => encodeURIComponent(value).replace(/%20/g, '+');
+    headers.authorization = `Basic ${Buffer.from(`${encode(upstream.clientId)}:${encode(upstream.clientSecret)}`).toString('base64')}`;
+  } else {
+    body.set('client_id', upstream.clientId);
+    body.set('client_secret', upstream.clientSecret);
+  }
+  const response = await ctx.fetch(upstreamEndpoints.tokenEndpoint, {
+    method: 'POST',
+    headers,
+    body,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const json = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!response.ok || typeof json.access_token !== 'string') {
+    return {
+      ok: false,
+      error: typeof json.error === 'string' ? json.error : 'server_error',
+      status: response.status,
+    };
+  }
+  return { ok: true, tokens: json };
+}
+
+/** A token response as stored; a refresh response without a new refresh or ID token keeps the previous one. */
+export function toStored(tokens: Record<string, unknown>, previous?: UpstreamTokens): UpstreamTokens {
+  const expiresIn = typeof tokens.expires_in === 'number' ? tokens.expires_in : Number(tokens.expires_in);
+  return {
+    access_token: tokens.access_token as string,
+    refresh_token: typeof tokens.refresh_token === 'string' ? tokens.refresh_token : previous?.refresh_token,
+    id_token: typeof tokens.id_token === 'string' ? tokens.id_token : previous?.id_token,
+    expires_at: Number.isFinite(expiresIn) ? Date.now() + expiresIn * 1000 : undefined,
+    scope: typeof tokens.scope === 'string' ? tokens.scope : previous?.scope,
+  };
+}
+
+/** The user behind an upstream login: the configured claim of the ID token, else of userinfo. */
+export async function upstreamUser(
+  ctx: ProxyContext,
+  upstreamEndpoints: UpstreamEndpoints,
+  tokens: UpstreamTokens,
+  nonce: string,
+): Promise<{ userId: string; name: string | undefined; claims: Record<string, unknown> }> {
+  const { upstream } = ctx;
+  let claims: Record<string, unknown> = {};
+  if (tokens.id_token) {
+    // Received straight from the token endpoint over TLS, with this client's credentials: OIDC
+    // Core 3.1.3.7 allows TLS server validation in place of the signature; the claims are checked.
+    claims = decodeJwt(tokens.id_token);
+    if (upstreamEndpoints.issuer !== undefined && claims.iss !== upstreamEndpoints.issuer) {
+      throw new Error('The upstream ID token has an unexpected issuer.');
+    }
+    const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    if (!audience.includes(upstream.clientId)) throw new Error('The upstream ID token is for another client.');
+    // OIDC Core 3.1.3.7: the nonce that was sent must come back, and the token must be current.
+    if (claims.nonce !== nonce) throw new Error('The upstream ID token does not carry the nonce of this login.');
+    if (typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now() - ID_TOKEN_CLOCK_SKEW_MS) {
+      throw new Error('The upstream ID token has expired.');
+    }
+  }
+  if (typeof claims[upstream.userIdClaim] !== 'string' && upstreamEndpoints.userinfoEndpoint) {
+    const response = await ctx.fetch(upstreamEndpoints.userinfoEndpoint, {
+      headers: { authorization: `Bearer ${tokens.access_token}`, accept: 'application/json' },
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (response.ok) {
+      const info = (await response.json()) as Record<string, unknown>;
+      if (claims.sub === undefined || info.sub === claims.sub) claims = { ...claims, ...info };
+    }
+  }
+  const userId = claims[upstream.userIdClaim];
+  if (typeof userId !== 'string' || userId.length === 0 || userId.length > 255) {
+    throw new Error(`The upstream login did not name the user (claim ${upstream.userIdClaim}).`);
+  }
+  const name = [claims.name, claims.preferred_username, claims.email].find((value) => typeof value === 'string');
+  return { userId, name: name as string | undefined, claims };
+}
