@@ -36,6 +36,9 @@ const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 5);
 const SOAK_WINDOWS = Number(process.env.BENCH_SOAK_WINDOWS ?? 3);
 const COLD_STARTS = Number(process.env.BENCH_COLD_STARTS ?? 3);
+// Paired rounds: this server and D alternately, PAIRED_S seconds each.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const PAIRED_S = Number(process.env.BENCH_PAIRED_DURATION ?? 5);
 const PORT_BASE = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : undefined;
 if (PORT_BASE !== undefined && !(Number.isInteger(PORT_BASE) && PORT_BASE > 0 && PORT_BASE < 65_000)) {
   throw new Error(`BENCH_PORT_BASE must be a port number, got ${process.env.BENCH_PORT_BASE}`);
@@ -120,6 +123,25 @@ async function main() {
     const READ = toolCall('get_user_expenses', READ_ARGS);
     const WRITE = toolCall('add_user_expense', WRITE_ARGS);
 
+    // D runs from here to the end: the paired rounds below alternate it with C and CK.
+    const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
+    const dRead = { url: `${d.url}/read` };
+    const paired: Record<string, number[]> = {};
+    /**
+     * Ratios that survive a noisy machine: ROUNDS × (this server 5 s, then D 5 s), both already
+     * warm, each round's ratio taken from two windows a few seconds apart.
+     */
+    const pairedRounds = async (label: string, server: Started, options: Parameters<typeof measure>[2]) => {
+      const ratios: number[] = [];
+      for (let round = 1; round <= ROUNDS; round++) {
+        const ours = await measure(`${label} round ${round}`, server, { ...options, warmup: false }, PAIRED_S);
+        const floor = await measure(`D  read, round ${round}`, d, { ...dRead, warmup: false }, PAIRED_S);
+        ratios.push(ours.rps / floor.rps);
+      }
+      paired[label] = ratios;
+    };
+    await autocannon({ ...dRead, connections: CONNECTIONS, duration: WARMUP_S });
+
     const a = await start([SERVERS], { BENCH_VARIANT: 'A' });
     rows.push(await measure('A  bare Hono JSON route', a, { url: `${a.url}/` }));
     await a.stop();
@@ -135,6 +157,7 @@ async function main() {
     for (let window = 1; window <= SOAK_WINDOWS; window++) {
       soak.push(await measure(`C  soak window ${window}: get_user_expenses`, c, mcpPost(c, secret, READ, false)));
     }
+    await pairedRounds('C  key mode read', c, mcpPost(c, secret, READ));
     await c.stop();
 
     // The same path without the key lookup: what the MCP layer costs on its own.
@@ -180,6 +203,7 @@ async function main() {
     rows.push(
       await measure('CK this server (keycloak mode, RS256): add_user_expense', ck, mcpPost(ck, writerToken, WRITE)),
     );
+    await pairedRounds('CK keycloak mode read', ck, mcpPost(ck, token, READ));
     await ck.stop();
 
     // The Python reference: FastMCP, the same JWKS, SQL and data (bench/reference/server.py).
@@ -263,12 +287,16 @@ async function main() {
     }
     await issuer.close();
 
-    const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
-    rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, { url: `${d.url}/read` }));
+    rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, dRead));
     rows.push(await measure('D  bare Hono + same SQL, same pool: write', d, { url: `${d.url}/write`, method: 'POST' }));
     await d.stop();
 
-    print(rows, soak, { ours: coldStarts, reference: referenceColdStarts, referenceVersions: reference?.versions });
+    print(
+      rows,
+      soak,
+      { ours: coldStarts, reference: referenceColdStarts, referenceVersions: reference?.versions },
+      paired,
+    );
   } finally {
     for (const child of children) child.kill('SIGKILL');
     await testDb.drop();
@@ -537,6 +565,7 @@ async function measure(
   name: string,
   server: Started,
   options: { url: string; method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; warmup?: boolean },
+  durationS = DURATION_S,
 ): Promise<Row> {
   const base = {
     url: options.url,
@@ -546,7 +575,7 @@ async function measure(
     connections: CONNECTIONS,
   };
   if (options.warmup !== false && WARMUP_S > 0) await autocannon({ ...base, duration: WARMUP_S });
-  const result = await autocannon({ ...base, duration: DURATION_S });
+  const result = await autocannon({ ...base, duration: durationS });
   const row: Row = {
     name,
     load: loadavg()[0] as number,
@@ -592,6 +621,7 @@ function print(
   rows: Row[],
   soak: Row[],
   cold: { ours: number[]; reference: number[]; referenceVersions: string | undefined },
+  paired: Record<string, number[]>,
 ) {
   const find = (prefix: string) => rows.find((row) => row.name.startsWith(prefix));
   const must = (prefix: string) => find(prefix) as Row;
@@ -626,6 +656,10 @@ function print(
     `C write / D write = ${ratio(cWrite.rps, dWrite.rps)}  (key mode; target ≥ 0.85: ${check(cWrite.rps >= 0.85 * dWrite.rps)})`,
     `CK read / D read  = ${ratio(ckRead.rps, dRead.rps)}  (keycloak mode; target ≥ 0.85: ${check(ckRead.rps >= 0.85 * dRead.rps)})`,
     `CK write / D write = ${ratio(ckWrite.rps, dWrite.rps)}  (keycloak mode)`,
+    ...Object.entries(paired).map(
+      ([label, ratios]) =>
+        `paired rounds, ${label} / D read = ${ratios.map((r) => r.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)} (target ≥ 0.85: ${check(median(ratios) >= 0.85)})`,
+    ),
     `C0 read / D read  = ${ratio(must('C0').rps, dRead.rps)}  (the MCP layer without the key lookup)`,
     `C read  / B       = ${ratio(cRead.rps, b.rps)}`,
     `CK tools/list / A = ${ratio(ckList.rps, a.rps)}`,
