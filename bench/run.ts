@@ -12,10 +12,10 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
-import { cpus, homedir, loadavg, totalmem } from 'node:os';
+import { cpus, homedir, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { API_KEYS_NAMESPACE, ApiKeyStore, apiKeyMigrations } from '@mcp-auth-stack/auth';
@@ -49,7 +49,14 @@ const USER_ID = '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11';
 // Writes go to another user, so the read rows measure the same query over the same data.
 const WRITER_ID = '8f2c1e90-3b4a-4d6e-8c7f-1a2b3c4d5e6f';
 const SERVERS = fileURLToPath(new URL('./servers.ts', import.meta.url));
-const MAIN = fileURLToPath(new URL('../apps/server/src/main.ts', import.meta.url));
+const SOURCES_MAIN = fileURLToPath(new URL('../apps/server/src/main.ts', import.meta.url));
+const BUILD = fileURLToPath(new URL('../apps/server/build.ts', import.meta.url));
+// BENCH_ENTRY=dist (default): this server as images run it, the bundle apps/server/build.ts
+// makes (built afresh by the bench); src: the TypeScript sources, as `pnpm start` runs them.
+const ENTRY = process.env.BENCH_ENTRY ?? 'dist';
+if (ENTRY !== 'dist' && ENTRY !== 'src') throw new Error(`BENCH_ENTRY must be dist or src, got ${ENTRY}`);
+const BUNDLE_DIR = join(tmpdir(), `mcp-bench-dist-${process.pid}`);
+const MAIN = ENTRY === 'dist' ? join(BUNDLE_DIR, 'main.mjs') : SOURCES_MAIN;
 
 interface Row {
   name: string;
@@ -81,6 +88,10 @@ const loadAverage = () =>
 
 async function main() {
   process.stderr.write(`load average at start (1 / 5 / 15 min): ${loadAverage()} on ${cpus().length} cores\n`);
+  if (ENTRY === 'dist') {
+    const built = spawnSync(process.execPath, [BUILD, '--out-dir', BUNDLE_DIR], { encoding: 'utf8' });
+    if (built.status !== 0) throw new Error(`apps/server/build.ts failed: ${built.stderr}`);
+  }
   const reference = await referenceEnvironment();
   const testDb = await createTestDatabase();
   const children: ChildProcess[] = [];
@@ -206,6 +217,22 @@ async function main() {
     await pairedRounds('CK keycloak mode read', ck, mcpPost(ck, token, READ));
     await ck.stop();
 
+    // Memory: the same server from the TypeScript sources, and the bundle with a smaller young
+    // generation (V8 semi-spaces of 2 MB instead of Node 22's 16 MB on 64-bit).
+    const memoryVariants: [string, string[]][] = [
+      ...(ENTRY === 'dist'
+        ? [['CK from the TypeScript sources: get_user_expenses', [SOURCES_MAIN]] as [string, string[]]]
+        : []),
+      ['CK with --max-semi-space-size=2: get_user_expenses', ['--max-semi-space-size=2', MAIN]],
+    ];
+    for (const [label, args] of memoryVariants) {
+      const port = await benchPort();
+      const base = `http://localhost:${port}`;
+      const variant = await start(args, { ...keycloakEnv, MCP_SERVER_BASE_URL: base, PORT: String(port) });
+      rows.push(await measure(label, variant, mcpPost(variant, await tokenFor(USER_ID, base), READ)));
+      await variant.stop();
+    }
+
     // The Python reference: FastMCP, the same JWKS, SQL and data (bench/reference/server.py).
     const referenceColdStarts: number[] = [];
     if (reference) {
@@ -298,6 +325,7 @@ async function main() {
       paired,
     );
   } finally {
+    rmSync(BUNDLE_DIR, { recursive: true, force: true });
     for (const child of children) child.kill('SIGKILL');
     await testDb.drop();
     for (const spare of spareDatabases) await spare.drop();
@@ -642,6 +670,7 @@ function print(
   const idle = Math.max(...ours.map((row) => row.idleRssMb));
   const lines = [
     '',
+    `Entry: ${ENTRY === 'dist' ? 'the bundle (apps/server/build.ts), as images run it' : 'the TypeScript sources'}.`,
     `Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${CONNECTIONS} connections, ${DURATION_S} s per row after ${WARMUP_S} s warm-up; load generator on the same machine.`,
     `Load average at the end (1 / 5 / 15 min): ${loadAverage()}`,
     '',
@@ -666,6 +695,13 @@ function print(
     `C p99 read / write = ${cRead.p99} / ${cWrite.p99} ms; CK p99 read = ${ckRead.p99} ms`,
     `errors in this server's rows = ${ours.reduce((sum, row) => sum + row.errors, 0)}`,
     `this server's RSS: idle ≤ ${idle} MB (target ≤ 80: ${check(idle <= 80)}), peak ${peak} MB (target ≤ 120: ${check(peak <= 120)})`,
+    ...['CK from the TypeScript sources', 'CK with --max-semi-space-size=2']
+      .map((prefix) => find(prefix))
+      .filter((row): row is Row => row !== undefined)
+      .map(
+        (row) =>
+          `${row.name.split(':')[0]}: idle ${row.idleRssMb} MB, peak ${row.peakRssMb} MB, ${row.rps} req/s (this entry, keycloak mode read: idle ${ckRead.idleRssMb} MB, peak ${ckRead.peakRssMb} MB, ${ckRead.rps} req/s)`,
+      ),
     `C soak req/s by window = ${soak.map((row) => row.rps).join(', ')}  (spread ${spread(soak.map((row) => row.rps))}%)`,
     `cold start (spawn → first authenticated tools/list, migrations on an empty database): ${cold.ours.join(', ')} ms, median ${median(cold.ours)} (target < 250: ${check(median(cold.ours) < 250)})`,
   ];
