@@ -29,7 +29,7 @@ export interface ExpensesServerOptions {
   /**
    * Whether the SDK checks every tool result's `structuredContent` against the tool's output
    * schema before sending it (default false). That check parses the whole result with zod again
-   * (about 40 µs for a page of ten expenses, a tenth of the request's CPU under load). This
+   * (42.6 µs for a page of ten expenses, measured alone on a loaded 2-core machine). This
    * server's results conform by construction: typed rows from fixed SQL over columns with CHECK
    * constraints; test/output-schemas.test.ts checks every tool's result against the published
    * JSON Schema, as clients do. Turn it on while changing a tool.
