@@ -405,7 +405,8 @@ async function coldStart(
   token: string,
   cwd?: string,
 ): Promise<number> {
-  const [command, ...rest] = args[0]?.endsWith('.ts') ? [process.execPath, ...args] : args;
+  // A Node entry (.ts, .mjs) runs under this Node; anything else (uvicorn) is a command.
+  const [command, ...rest] = /\.(ts|mjs)$/.test(args[0] ?? '') ? [process.execPath, ...args] : args;
   const began = performance.now();
   const child = spawn(command as string, rest, {
     env: { ...process.env, ...env },
