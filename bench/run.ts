@@ -340,6 +340,12 @@ interface Started {
   stop(): Promise<void>;
 }
 
+/** Every server the bench started: killed when the bench exits, even on a crash. */
+const spawned = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
+
 function startProcess(
   args: string[],
   env: Record<string, string>,
@@ -351,6 +357,8 @@ function startProcess(
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    spawned.add(child);
+    child.once('exit', () => spawned.delete(child));
     let resolved = false;
     const started = async (url: string) => {
       if (resolved) return;
@@ -413,9 +421,11 @@ async function coldStart(
     cwd,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  spawned.add(child);
   let exited = false;
   child.once('exit', () => {
     exited = true;
+    spawned.delete(child);
   });
   const request = {
     method: 'POST',
