@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  ApiKeyCache,
   ApiKeyStore,
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthProvider,
@@ -45,7 +46,22 @@ export async function createAuthProvider(
           'No active API keys yet: every request will get 401. Create one with: pnpm keys create --user <id>',
         );
       }
-      return apiKeyProvider({ store });
+      if (!config.apiKeyCache || !database.dedicatedClient) {
+        // The embedded database multiplexes every connection onto one session, so it has no
+        // connection of its own to LISTEN on; a lookup there costs no network round trip either.
+        return apiKeyProvider({ store });
+      }
+      const newClient = database.dedicatedClient.bind(database);
+      const cache = new ApiKeyCache({
+        store,
+        newClient,
+        onEvent: (event, details) =>
+          event === 'listening'
+            ? logger.info('api key cache: listening for revocations', details)
+            : logger.warn('api key cache: listener lost; keys are looked up in the database until it is back', details),
+      });
+      await cache.start();
+      return { ...apiKeyProvider({ store: cache }), close: () => cache.close() };
     }
     case 'keycloak':
       return keycloakProvider(config, database, logger);

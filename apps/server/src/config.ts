@@ -51,6 +51,8 @@ export interface CommonConfig {
   /** Absolute: DATA_DIR resolved against the working directory. */
   dataDir: string;
   databasePoolSize: number;
+  /** `key` mode on PostgreSQL: keep verified keys in memory, invalidated by LISTEN/NOTIFY. */
+  apiKeyCache: boolean;
   allowedHosts: string[];
   allowedOrigins: string[];
   maxRequestBytes: number;
@@ -166,6 +168,7 @@ export const CONFIG_VARIABLES = [
   'LOCAL_USER_ID',
   'DATA_DIR',
   'DATABASE_POOL_SIZE',
+  'API_KEY_CACHE',
   'ALLOWED_HOSTS',
   'ALLOWED_ORIGINS',
   'MAX_REQUEST_BYTES',
@@ -231,6 +234,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     databaseUrl,
     dataDir: directory(env, 'DATA_DIR', '.data'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
+    apiKeyCache: boolean(env, 'API_KEY_CACHE', true),
     allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_HOSTS])]),
     allowedOrigins: list(env, 'ALLOWED_ORIGINS', [base.origin]),
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),

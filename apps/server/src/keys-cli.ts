@@ -13,7 +13,8 @@ Usage:
   pnpm keys list [--user <id>]
       Lists keys (never the keys themselves): id, user, name, scopes, created, last used, status.
   pnpm keys revoke <key-id>
-      Revokes a key; its next request gets 401.
+      Revokes a key: refused by running servers within 1 s (their next request on the
+      embedded database).
 
 Uses DATABASE_URL when set, else the embedded database in DATA_DIR (default .data),
 whether or not the server is running.`;

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
+import type { AuthProvider } from '@mcp-auth-stack/auth';
 import { createApp } from './app.ts';
 import { createAuthProvider } from './auth.ts';
 import type { ServerConfig } from './config.ts';
@@ -25,8 +26,10 @@ export async function startServer(
   options: { tracing?: boolean } = {},
 ): Promise<RunningServer> {
   const database = await openAppDatabase(config, 'server');
+  let auth: AuthProvider | undefined;
   try {
-    const auth = await createAuthProvider(config, database, logger);
+    auth = await createAuthProvider(config, database, logger);
+    const provider = auth;
     const lifecycle = { draining: false };
     const { app, close: closeApp } = await createApp({
       config,
@@ -76,6 +79,7 @@ export async function startServer(
           logger.info('drained', { drained_ms: drainedMs, refused });
         }
         await closeApp();
+        await provider.close?.();
         if (!(await settlesWithin(database.close(), config.databaseCloseTimeoutMs))) {
           logger.warn('the database did not close in time; leaving its connections to the exit', {
             database_close_timeout_ms: config.databaseCloseTimeoutMs,
@@ -88,6 +92,7 @@ export async function startServer(
     return { url, close };
   } catch (error) {
     logger.error('start-up failed', errorFields(error));
+    await auth?.close?.();
     await settlesWithin(database.close(), config.databaseCloseTimeoutMs);
     throw error;
   }

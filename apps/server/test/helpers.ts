@@ -96,9 +96,12 @@ export interface ServerProcess {
 const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
-/** Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` and the Dockerfile do. */
-export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [SERVER_MAIN], {
+/**
+ * Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` does (or
+ * another entry, such as the built `dist/main.mjs`).
+ */
+export async function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [entry], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

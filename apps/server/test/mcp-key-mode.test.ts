@@ -419,11 +419,13 @@ describe('key-based access', () => {
     assert.deepEqual(await unknownWellFormed.json(), await garbage.json(), 'unknown and malformed keys look the same');
   });
 
-  test('a revoked key gets 401 on its very next request, and the response matches an unknown key', async () => {
+  test('a revoked key gets 401 within the revocation bound (1 s), and the response matches an unknown key', async () => {
     const { record, secret } = await stack.keys.create({ userId: 'carol' });
     const carol = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });
     await carol.listTools();
     assert.ok(await stack.keys.revoke(record.id));
+    // Verified keys are cached; the revocation reaches the server by NOTIFY (key-cache.test.ts).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
     await assert.rejects(carol.listTools(), /401|nauthorized|invalid/i);
     const raw = await postMcp(
       stack.mcpUrl,

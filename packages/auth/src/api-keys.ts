@@ -46,7 +46,29 @@ export const apiKeyMigrations: Migration[] = [
       CREATE INDEX api_keys_user_idx ON api_keys (user_id);
     `,
   },
+  {
+    // Every change that can withdraw a key (revocation, deletion, new scopes or owner) is
+    // announced on API_KEYS_CHANNEL with the key's id, in the same transaction: processes that
+    // cache verified keys (ApiKeyCache) drop it. A trigger, so a revocation by hand in psql is
+    // announced too; `last_used_at` bookkeeping is not a column it watches.
+    version: 2,
+    name: 'notify api_keys changes',
+    sql: `
+      CREATE FUNCTION api_keys_notify_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        PERFORM pg_notify('api_keys_changed', OLD.id);
+        RETURN NULL;
+      END
+      $fn$;
+      CREATE TRIGGER api_keys_changed
+        AFTER UPDATE OF revoked_at, scopes, user_id, secret_sha256 OR DELETE ON api_keys
+        FOR EACH ROW EXECUTE FUNCTION api_keys_notify_change();
+    `,
+  },
 ];
+
+/** The NOTIFY channel of key changes (see migration 2); the payload is the key's id. */
+export const API_KEYS_CHANNEL = 'api_keys_changed';
 
 export function hashApiKey(secret: string): Buffer {
   return createHash('sha256').update(secret).digest();
@@ -118,8 +140,8 @@ export class ApiKeyStore {
   }
 
   /**
-   * The active key with this secret, or undefined. Looked up on every request (no cache), so
-   * a revocation by another process applies to the very next request.
+   * The active key with this secret, or undefined, from the database: a revocation by another
+   * process applies to the very next call. ApiKeyCache keeps the results for a while.
    */
   async verify(secret: string): Promise<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> | undefined> {
     if (!looksLikeApiKey(secret)) return undefined;
@@ -128,11 +150,12 @@ export class ApiKeyStore {
       values: [hashApiKey(secret)],
     });
     const key = rows[0];
-    if (key) this.#touch(key.id);
+    if (key) this.recordUse(key.id);
     return key;
   }
 
-  #touch(id: string): void {
+  /** Notes that the key was used (`last_used_at`), at most once per interval per key, without waiting. */
+  recordUse(id: string): void {
     const now = Date.now();
     const last = this.#lastTouched.get(id);
     if (last !== undefined && now - last < this.#touchIntervalMs) return;

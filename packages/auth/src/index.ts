@@ -1,5 +1,7 @@
+export { ApiKeyCache, type ApiKeyCacheOptions, type ApiKeyVerifier, type VerifiedApiKey } from './api-key-cache.ts';
 export {
   API_KEY_PREFIX,
+  API_KEYS_CHANNEL,
   API_KEYS_NAMESPACE,
   type ApiKeyRecord,
   ApiKeyStore,

@@ -31,6 +31,8 @@ export interface AuthProvider {
   mount?<E extends Env>(app: Hono<E>): void;
   /** Whether what the provider depends on (identity provider metadata, keys) is reachable, for `/ready`. */
   ready?(): Promise<{ ok: boolean; checks: Record<string, string> }>;
+  /** Releases what the provider holds open (a listening connection), at shutdown. */
+  close?(): Promise<void>;
 }
 
 export type AuthOutcome =

@@ -1,9 +1,10 @@
-import type { ApiKeyStore } from './api-keys.ts';
+import type { ApiKeyVerifier } from './api-key-cache.ts';
 import { authenticateRequest } from './middleware.ts';
 import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface ApiKeyProviderOptions {
-  store: ApiKeyStore;
+  /** An ApiKeyStore, or an ApiKeyCache in front of one. */
+  store: Pick<ApiKeyVerifier, 'verify'>;
   /** The `realm` of the Bearer challenge. */
   realm?: string;
   /** Header that may carry the key instead of `Authorization: Bearer` (as in the talk). */
@@ -25,7 +26,7 @@ export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
     credentialHeader: headerName,
     credentialName: 'key',
     async verify(credential) {
-      let key: Awaited<ReturnType<ApiKeyStore['verify']>>;
+      let key: Awaited<ReturnType<ApiKeyVerifier['verify']>>;
       try {
         key = await options.store.verify(credential);
       } catch (error) {

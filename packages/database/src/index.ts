@@ -15,6 +15,12 @@ export interface Database {
    * closes it: for migrations, whose lock waits and index builds may rightly take long.
    */
   withoutTimeouts<T>(work: (pool: pg.Pool) => Promise<T>): Promise<T>;
+  /**
+   * A new connection outside the pool, for a session that must stay open (LISTEN); the caller
+   * connects and ends it. Only for servers named by a URL: the embedded database multiplexes
+   * every connection onto one session, where LISTEN would be shared by all of them.
+   */
+  dedicatedClient?(): pg.Client;
   close(): Promise<void>;
 }
 
@@ -83,6 +89,15 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
           },
           work,
         ),
+      dedicatedClient: () =>
+        new pg.Client({
+          connectionString: options.url,
+          application_name: applicationName,
+          connectionTimeoutMillis: bounds.connectionTimeoutMillis,
+          query_timeout: bounds.query_timeout,
+          // A listener sits idle for long stretches: keepalives find a dead peer the OS knows of.
+          keepAlive: true,
+        }),
       close: () => pool.end(),
     };
   }

@@ -26,7 +26,22 @@ export interface ExpensesServerOptions {
    * caller only gets a plain message: a driver's error names hosts, ports and SQL details.
    */
   onStorageError?: (error: unknown, operation: string) => void;
+  /**
+   * Whether the SDK checks every tool result's `structuredContent` against the tool's output
+   * schema before sending it (default false). That check parses the whole result with zod again
+   * (42.6 µs for a page of ten expenses, measured alone on a loaded 2-core machine). This
+   * server's results conform by construction: typed rows from fixed SQL over columns with CHECK
+   * constraints; test/output-schemas.test.ts checks every tool's result against the published
+   * JSON Schema, as clients do. Turn it on while changing a tool.
+   */
+  validateOutput?: boolean;
 }
+
+/**
+ * The SDK's per-call output check (McpServer#validateToolOutput, SDK 1.x): replaced by a no-op
+ * on this server when `validateOutput` is false. A test fails if the SDK renames it.
+ */
+export const SDK_OUTPUT_CHECK = 'validateToolOutput';
 
 /** What a caller reads when the database failed: nothing internal. */
 export const STORAGE_ERROR_MESSAGE = 'The expenses database did not answer. Try again in a moment.';
@@ -107,6 +122,9 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         "Tracks the signed-in user's expenses. Dates are YYYY-MM-DD; amounts are in the user's currency with at most two decimals.",
     },
   );
+  if (!options.validateOutput) {
+    Object.defineProperty(server, SDK_OUTPUT_CHECK, { value: async () => {}, writable: true, configurable: true });
+  }
 
   server.registerTool(
     'add_user_expense',

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import pg from 'pg';
+import { API_KEYS_NAMESPACE, ApiKeyCache, ApiKeyStore, apiKeyMigrations } from '../src/index.ts';
+
+// Real PostgreSQL (TEST_DATABASE_URL): LISTEN/NOTIFY and the trigger are what is tested.
+const MAX_STALENESS_MS = 400;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let testDb: TestDatabase;
+let database: Database;
+let store: ApiKeyStore;
+/** Another connection, standing for another process (`pnpm keys revoke`, psql). */
+let other: pg.Pool;
+let otherStore: ApiKeyStore;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  database = await openDatabase({ url: testDb.url });
+  await migrate(database.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
+  store = new ApiKeyStore(database.pool);
+  other = new pg.Pool({ connectionString: testDb.url, max: 2 });
+  other.on('error', () => {});
+  otherStore = new ApiKeyStore(other);
+});
+
+after(async () => {
+  await other?.end();
+  await database?.close();
+  await testDb?.drop();
+});
+
+function newCache(options: { newClient?: () => pg.Client; events?: string[] } = {}) {
+  return new ApiKeyCache({
+    store,
+    newClient: options.newClient ?? (() => database.dedicatedClient?.() as pg.Client),
+    maxStalenessMs: MAX_STALENESS_MS,
+    maxReconnectDelayMs: 250,
+    onEvent: (event) => options.events?.push(event),
+  });
+}
+
+async function until(condition: () => boolean, what: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('ApiKeyCache on PostgreSQL', () => {
+  test('serves a verified key from memory: a change the trigger does not announce goes unseen', async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      assert.equal(cache.serving, true);
+      const { record, secret } = await store.create({ userId: 'alice', scopes: ['expenses:read'] });
+      assert.deepEqual(await cache.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
+      assert.deepEqual(await cache.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
+      assert.deepEqual(cache.stats, { hits: 1, misses: 1, entries: 1 });
+      // Without the trigger's NOTIFY the revocation is invisible to the cache: proof that the
+      // hit came from memory, and that the notification is what withdraws a key.
+      await other.query('ALTER TABLE api_keys DISABLE TRIGGER api_keys_changed');
+      try {
+        assert.ok(await otherStore.revoke(record.id));
+        await sleep(MAX_STALENESS_MS * 2);
+        assert.equal((await cache.verify(secret))?.id, record.id);
+      } finally {
+        await other.query('ALTER TABLE api_keys ENABLE TRIGGER api_keys_changed');
+      }
+      await other.query(`SELECT pg_notify('api_keys_changed', $1)`, [record.id]);
+      await sleep(MAX_STALENESS_MS);
+      assert.equal(await cache.verify(secret), undefined);
+      assert.equal(await store.verify(secret), undefined);
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('a revocation committed by another connection applies within maxStalenessMs', async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'bob' });
+      await cache.verify(secret);
+      assert.equal((await cache.verify(secret))?.id, record.id);
+      assert.equal(cache.stats.hits, 1, 'the second call was a hit');
+      assert.ok(await otherStore.revoke(record.id));
+      const revokedAt = performance.now();
+      // Any call that starts maxStalenessMs after the commit must see it; poll up to then and past.
+      for (;;) {
+        const started = performance.now();
+        const key = await cache.verify(secret);
+        if (started - revokedAt >= MAX_STALENESS_MS) {
+          assert.equal(key, undefined, `still accepted ${Math.round(started - revokedAt)} ms after revocation`);
+          break;
+        }
+        await sleep(25);
+      }
+      // Changing a key's scopes is announced too: the cached scopes are not kept.
+      const second = await store.create({ userId: 'bob', scopes: ['expenses:read', 'expenses:write'] });
+      await cache.verify(second.secret);
+      await other.query(`UPDATE api_keys SET scopes = '{expenses:read}' WHERE id = $1`, [second.record.id]);
+      await sleep(MAX_STALENESS_MS);
+      assert.deepEqual((await cache.verify(second.secret))?.scopes, ['expenses:read']);
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('recording use (last_used_at) is not announced, so busy keys stay cached', async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'dora' });
+      await cache.verify(secret);
+      await other.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [record.id]);
+      await sleep(MAX_STALENESS_MS / 2);
+      await cache.verify(secret);
+      assert.equal(cache.stats.hits, 1);
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('without a listening connection nothing is served from memory (fail safe)', async () => {
+    const events: string[] = [];
+    // A port nothing listens on: the listener can never connect.
+    const cache = newCache({
+      events,
+      newClient: () => new pg.Client({ host: '127.0.0.1', port: 9, user: 'x', connectionTimeoutMillis: 500 }),
+    });
+    await cache.start();
+    try {
+      assert.equal(cache.serving, false);
+      assert.deepEqual(events, ['listener_lost']);
+      const { record, secret } = await store.create({ userId: 'erin' });
+      for (let i = 0; i < 3; i++) assert.equal((await cache.verify(secret))?.id, record.id);
+      assert.deepEqual(cache.stats, { hits: 0, misses: 3, entries: 0 });
+      assert.ok(await otherStore.revoke(record.id));
+      assert.equal(await cache.verify(secret), undefined, 'the very next call sees the revocation');
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('a lost listening connection empties the cache, which reconnects and serves again', async () => {
+    const events: string[] = [];
+    const cache = newCache({ events });
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'finn' });
+      await cache.verify(secret);
+      await cache.verify(secret);
+      assert.equal(cache.stats.entries, 1);
+      // What a database restart or a network cut does to the listening session.
+      const { rowCount } = await other.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query = 'SELECT 1' AND pid <> pg_backend_pid()`,
+      );
+      assert.equal(rowCount, 1, 'found the listening session');
+      await until(() => events.includes('listener_lost'), 'the loss to be noticed');
+      assert.equal(cache.serving, false);
+      assert.equal(cache.stats.entries, 0, 'emptied: notifications may have been missed');
+      // Revoked while no one listened: no notification will ever reach this cache.
+      assert.ok(await otherStore.revoke(record.id));
+      assert.equal(await cache.verify(secret), undefined);
+      await until(() => events.filter((e) => e === 'listening').length === 2 && cache.serving, 'the reconnection');
+      const again = await store.create({ userId: 'finn' });
+      await cache.verify(again.secret);
+      const hits = cache.stats.hits;
+      await cache.verify(again.secret);
+      assert.equal(cache.stats.hits, hits + 1, 'serving from memory again');
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('a lookup in flight when a notification arrives is not stored', async () => {
+    let release: (() => void) | undefined;
+    const slowStore = {
+      verify: async (secret: string) => {
+        const key = await store.verify(secret);
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        return key;
+      },
+      recordUse: () => {},
+    };
+    const cache = new ApiKeyCache({
+      store: slowStore,
+      newClient: () => database.dedicatedClient?.() as pg.Client,
+      maxStalenessMs: MAX_STALENESS_MS,
+    });
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'gus' });
+      const pending = cache.verify(secret);
+      await until(() => release !== undefined, 'the lookup to start');
+      // The key is revoked while its (earlier) lookup is still on its way back.
+      assert.ok(await otherStore.revoke(record.id));
+      await sleep(MAX_STALENESS_MS);
+      release?.();
+      assert.equal((await pending)?.id, record.id, 'the stale answer goes to the request that asked');
+      assert.equal(cache.stats.entries, 0, 'but it is not kept');
+    } finally {
+      await cache.close();
+    }
+  });
+});
