@@ -59,6 +59,28 @@ test('apps/agent/Dockerfile: its files, install step, ENV, CMD and HEALTHCHECK g
     /exited with 78[\s\S]*MCP_CLIENT_SECRET is required/,
   );
 
+  // Alive but unable to work (its MCP server does not answer): /health is 200, yet the image's
+  // HEALTHCHECK must not call it healthy, or `docker compose up --wait` passes a dead agent.
+  const [program, ...args] = healthcheck as [string, ...string[]];
+  const stranded = await spawnServe(
+    {
+      ...env,
+      ...model,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      MCP_AUTH: 'key',
+      MCP_API_KEY: 'mcpk_unused',
+      MCP_SERVER_URL: 'http://127.0.0.1:9/mcp',
+    },
+    { script, cwd: image, ready: false },
+  );
+  try {
+    assert.equal((await fetch(`${stranded.url}/health`)).status, 200);
+    assert.equal((await run(process.execPath, args, { PORT: new URL(stranded.url).port })).code, 1);
+  } finally {
+    await stranded.stop();
+  }
+
   // With a key for the real server (key mode: no Keycloak in this file), it serves and is healthy.
   const key = (await stack.keys.create({ userId: 'image-user', name: 'agent image' })).secret;
   const agent = await spawnServe(
@@ -71,13 +93,11 @@ test('apps/agent/Dockerfile: its files, install step, ENV, CMD and HEALTHCHECK g
     assert.deepEqual(await health.json(), { status: 'ok', ready: true, tools: 4 });
     // The image's own HEALTHCHECK command, with the port the agent took.
     const port = new URL(agent.url).port;
-    const [program, ...args] = healthcheck as [string, ...string[]];
     assert.equal((await run(program === 'node' ? process.execPath : program, args, { PORT: port })).code, 0);
   } finally {
     assert.equal(await agent.stop(), 0);
   }
   // … and it reports an agent that is gone.
-  const [program, ...args] = healthcheck as [string, ...string[]];
   assert.equal((await run(process.execPath, args, { PORT: new URL(agent.url).port })).code, 1);
   assert.equal(program, 'node');
 });
