@@ -159,7 +159,7 @@ function runHealthcheck(
   rewrite: (command: string) => string,
   env: Record<string, string> = {},
 ): Promise<number | null> {
-  const [form, command] = service.healthcheck?.test as string[];
+  const [form, command] = (service.healthcheck?.test ?? []) as string[];
   assert.equal(form, 'CMD-SHELL');
   const child = spawn(shell, ['-c', rewrite((command as string).replaceAll('$$', '$'))], {
     env: { ...process.env, ...env },
