@@ -60,7 +60,7 @@ phase "keycloak/Dockerfile built"
 phase "server and agent images built"
 engine images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'mcp-auth-stack' || true
 
-"${compose[@]}" up --detach --wait --wait-timeout 300
+"${compose[@]}" up --detach --wait --wait-timeout 600
 phase "compose up: every service healthy"
 
 node --test --test-timeout=180000 test/e2e/compose-stack.e2e.ts
