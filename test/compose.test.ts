@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -9,9 +12,10 @@ import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts
 import { CONFIG_VARIABLES } from '../apps/server/src/config.ts';
 
 /**
- * No Docker engine runs here, so docker-compose.yml is checked statically: it parses, and
- * everything it names (build paths, mounted files, variables, flags) exists in the repository
- * and agrees with what the tests run.
+ * docker-compose.yml checked without a container engine: it parses, everything it names (build
+ * paths, mounted files, variables, flags) exists in the repository and agrees with what the
+ * tests run, and its health checks, run here against stand-in endpoints, tell ready from not
+ * ready. scripts/ci/containers.sh brings the file up for real.
  */
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -132,5 +136,97 @@ describe('docker-compose.yml', () => {
         assert.match(readme, new RegExp(`localhost:${published}`), `README mentions port ${published}`);
       }
     }
+  });
+});
+
+/** A loopback HTTP server answering every request with `status` and `body`; closed after `use`. */
+async function answering<T>(status: number, body: string, use: (port: number) => Promise<T> | T): Promise<T> {
+  const server = createServer((_request, response) => {
+    response.writeHead(status, { 'content-type': 'application/json' });
+    response.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    return await use((server.address() as AddressInfo).port);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+/**
+ * A CMD-SHELL health check as the engine runs it (compose's `$$` is a literal `$`): its exit
+ * code. Asynchronous, so the stand-in endpoint in this process can answer it.
+ */
+function runHealthcheck(
+  service: Service,
+  shell: string,
+  rewrite: (command: string) => string,
+  env: Record<string, string> = {},
+): Promise<number | null> {
+  const [form, command] = (service.healthcheck?.test ?? []) as string[];
+  assert.equal(form, 'CMD-SHELL');
+  const child = spawn(shell, ['-c', rewrite((command as string).replaceAll('$$', '$'))], {
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+    timeout: 10_000,
+  });
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+describe('docker-compose.yml health checks', () => {
+  const keycloakCheck = (port: number) =>
+    runHealthcheck(keycloak, 'bash', (command) => {
+      assert.match(command, /\/dev\/tcp\/127\.0\.0\.1\/9000/);
+      return command.replace('/dev/tcp/127.0.0.1/9000', `/dev/tcp/127.0.0.1/${port}`);
+    });
+
+  test('Keycloak is healthy only when /health/ready answers 200, not while the realm import makes it 503', async () => {
+    // What Keycloak's management port answers during the import: 503, with one check still "UP".
+    const importing = JSON.stringify({
+      status: 'DOWN',
+      checks: [
+        { name: 'Keycloak database connections health check', status: 'UP' },
+        { name: 'Graceful Shutdown Health Check', status: 'UP' },
+        { name: 'Keycloak initialization', status: 'DOWN' },
+      ],
+    });
+    assert.equal(await answering(503, importing, keycloakCheck), 1);
+    const ready = JSON.stringify({ status: 'UP', checks: [{ name: 'Keycloak initialization', status: 'UP' }] });
+    assert.equal(await answering(200, ready, keycloakCheck), 0);
+  });
+
+  for (const [name, port] of [
+    ['agent', '8001'],
+    ['server', '8000'],
+  ] as const) {
+    test(`the ${name} is healthy only when /ready answers 200 (alive but not ready is not healthy)`, async () => {
+      const service = services[name] as Service;
+      assert.equal(service.environment?.PORT, port);
+      const check = (listening: number) =>
+        runHealthcheck(service, 'sh', (command) => command, { PORT: String(listening) });
+      // /health answers 200 and /ready 503, as an agent does while it cannot reach its MCP server.
+      const aliveNotReady = createServer((request, response) => {
+        response.writeHead(request.url === '/health' ? 200 : 503).end('{}');
+      });
+      await new Promise<void>((resolve) => aliveNotReady.listen(0, '127.0.0.1', resolve));
+      try {
+        assert.equal(await check((aliveNotReady.address() as AddressInfo).port), 1);
+      } finally {
+        await new Promise((resolve) => aliveNotReady.close(resolve));
+      }
+      assert.equal(await answering(200, '{"status":"ready"}', check), 0);
+    });
+  }
+});
+
+describe('docker-compose.yml and the Dockerfiles agree', () => {
+  test('Keycloak runs the version keycloak/Dockerfile builds on, bound to every interface explicitly', () => {
+    const dockerfile = readFileSync(join(ROOT, 'keycloak/Dockerfile'), 'utf8');
+    const bases = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((match) => match[1]);
+    assert.ok(bases.length > 0);
+    for (const base of bases) assert.equal(keycloak.image, base);
+    assert.match(keycloak.image ?? '', /:\d+\.\d+\.\d+$/, 'a full version, not a floating tag');
+    assert.ok((keycloak.command ?? []).includes('--http-host=0.0.0.0'));
   });
 });

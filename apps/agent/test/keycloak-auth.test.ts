@@ -198,8 +198,10 @@ describe('client credentials (the headless agent acts as its own service account
   });
 
   test('MCP_TOKEN_URL skips discovery; a wrong secret is a clear error', async () => {
+    // The scripted model's server publishes no protected resource metadata: the token would
+    // name that URL, which the realm does not know.
     const direct = source({
-      mcpUrl: 'http://127.0.0.1:9/unreachable',
+      mcpUrl: `${llm.baseUrl}/mcp`,
       tokenUrl: `${keycloak.realmUrl}/protocol/openid-connect/token`,
     });
     // Resource indicators: the token must be for an MCP URL the realm knows, so use the known one.
@@ -214,6 +216,26 @@ describe('client credentials (the headless agent acts as its own service account
       (error: Error) => error instanceof TokenRequestError && error.status === 401,
       'the realm took KEYCLOAK_AGENT_CLIENT_SECRET, not the demo secret',
     );
+  });
+
+  test('reached by an internal URL (compose: http://server:8000/mcp) with MCP_TOKEN_URL, the token names the public resource from the server’s metadata', async () => {
+    // Same server, another name for it, as the agent's container sees the server's.
+    const internalUrl = mcpUrl.replace('//localhost:', '//127.0.0.1:');
+    assert.notEqual(internalUrl, mcpUrl);
+    const tokenUrl = `${keycloak.realmUrl}/protocol/openid-connect/token`;
+    const tokens = source({ mcpUrl: internalUrl, tokenUrl });
+    assert.deepEqual(await tokens.endpoint(), { tokenEndpoint: tokenUrl, resource: mcpUrl });
+    assert.ok(audienceOf(decodeJwtPayload(await tokens.accessToken())).includes(mcpUrl));
+
+    const running = await startAgent(
+      loadConfig({ ...agentEnv(), MCP_SERVER_URL: internalUrl, MCP_TOKEN_URL: tokenUrl }),
+      { print: () => {} },
+    );
+    try {
+      assert.ok(running.agent.toolNames.includes('add_user_expense'), running.agent.toolNames.join(', '));
+    } finally {
+      await running.close();
+    }
   });
 
   test('as the MCP SDK’s auth provider it hands the cached token to every request', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,6 +9,11 @@ import { replayDockerfile } from '@mcp-auth-stack/testing';
 import { connectClient, run } from './helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 /**
  * No Docker engine runs here, so the image is replayed: every COPY from the build context and
@@ -18,17 +23,21 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 test('apps/server/Dockerfile: its files, install step and command give a working server', async () => {
   const app = await mkdtemp(join(tmpdir(), 'mcp-image-'));
   try {
-    const { env, command } = await replayDockerfile(ROOT, 'apps/server/Dockerfile', app);
+    const { root, env, command } = await replayDockerfile(ROOT, 'apps/server/Dockerfile', app);
     assert.deepEqual(command, ['node', 'apps/server/src/main.ts']);
     assert.equal(env.NODE_ENV, 'production');
-    // Only production dependencies were installed: no test tools in the image.
-    const installed = await run('sh', ['-c', `ls ${join(app, 'node_modules/.pnpm')}`]);
-    assert.doesNotMatch(installed.stdout, /biomejs|typescript@|autocannon|inspector/);
+    // A self-contained folder of the server: production dependencies only, no test tools, no
+    // other app of the workspace.
+    const installed = await run('sh', ['-c', `ls ${join(root, 'node_modules/.pnpm')}`]);
+    assert.doesNotMatch(installed.stdout, /biomejs|typescript@|autocannon|inspector|playwright-core|mcp-remote/);
+    assert.equal(await exists(join(root, 'apps/server/node_modules/@mcp-auth-stack/keycloak')), false);
+    assert.equal(await exists(join(root, 'apps/agent')), false, 'no other app of the workspace');
+    assert.equal(await exists(join(root, 'packages/keycloak')), false, 'only the workspace packages it imports');
 
     const dataDir = join(app, 'data');
     const keyResult = await run(
       process.execPath,
-      [join(app, 'apps/server/src/keys-cli.ts'), 'create', '--user', 'img'],
+      [join(root, 'apps/server/src/keys-cli.ts'), 'create', '--user', 'img'],
       {
         DATA_DIR: dataDir,
       },
@@ -36,8 +45,8 @@ test('apps/server/Dockerfile: its files, install step and command give a working
     assert.equal(keyResult.code, 0, keyResult.stderr);
     const key = keyResult.stdout.trim();
 
-    const child = spawn(process.execPath, [join(app, (command as string[])[1] as string)], {
-      cwd: app,
+    const child = spawn(process.execPath, [join(root, (command as string[])[1] as string)], {
+      cwd: root,
       env: { ...process.env, ...env, DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

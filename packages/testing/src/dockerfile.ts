@@ -2,8 +2,13 @@ import { spawn } from 'node:child_process';
 import { cp, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 
-/** What a replayed image would run: its ENV, CMD and HEALTHCHECK command. */
+/** What a replayed image would run: its ENV, CMD and HEALTHCHECK command, and from where. */
 export interface ReplayedImage {
+  /**
+   * The runtime stage's working directory: `target` itself, or the folder of it that
+   * `COPY --from=<build stage> <WORKDIR>/<folder> ./` takes (a `pnpm deploy` folder).
+   */
+  root: string;
   env: Record<string, string>;
   command: string[] | undefined;
   healthcheck: string[] | undefined;
@@ -16,9 +21,19 @@ export interface ReplayedImage {
  * Dockerfiles use are understood; anything else fails loudly.
  */
 export async function replayDockerfile(context: string, dockerfile: string, target: string): Promise<ReplayedImage> {
-  const image: ReplayedImage = { env: {}, command: undefined, healthcheck: undefined };
+  const image: ReplayedImage = { root: target, env: {}, command: undefined, healthcheck: undefined };
+  let buildWorkdir: string | undefined;
   for (const { instruction, args } of await readDockerfile(join(context, dockerfile))) {
-    if (instruction === 'COPY' && !args.startsWith('--from')) {
+    if (instruction === 'WORKDIR') {
+      buildWorkdir ??= args;
+    } else if (instruction === 'COPY' && args.startsWith('--from')) {
+      const [, source = '', destination] = args.split(/\s+/);
+      const folder = relative(buildWorkdir ?? '/', source);
+      if (destination !== './' || folder.startsWith('..')) {
+        throw new Error(`the replay handles only "COPY --from=<stage> <WORKDIR>[/folder] ./", not "COPY ${args}"`);
+      }
+      image.root = join(target, folder);
+    } else if (instruction === 'COPY') {
       if (args !== '. .') throw new Error(`the replay handles only "COPY . .", not "COPY ${args}"`);
       const ignored = await dockerignore(join(context, '.dockerignore'));
       await cp(context, target, {

@@ -5,14 +5,17 @@
  */
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
-import { discoverAuthorization } from './discovery.ts';
+import { discoverAuthorization, protectedResourceOf } from './discovery.ts';
 
 export interface ClientCredentialsOptions {
   mcpUrl: string;
   clientId: string;
   clientSecret: string;
   scope: string;
-  /** Token endpoint to use instead of discovering it from the MCP server's 401. */
+  /**
+   * Token endpoint to use instead of discovering it from the MCP server's 401. The resource the
+   * token names still comes from the server's protected resource metadata.
+   */
   tokenUrl?: string | undefined;
   fetchFn?: typeof fetch;
   now?: () => number;
@@ -74,11 +77,14 @@ export class ClientCredentialsTokenSource {
     this.#cached = this.#cache(tokens.access_token, tokens.expires_in, tokens.scope, this.#now());
   }
 
-  /** Where tokens come from and for which resource: configured, or discovered once from the MCP server. */
+  /**
+   * Where tokens come from and for which resource: the token endpoint configured or discovered,
+   * the resource from the server's metadata (else its URL), found once.
+   */
   endpoint(): Promise<{ tokenEndpoint: string; resource: string }> {
     const { tokenUrl, mcpUrl } = this.#options;
     this.#endpoint ??= tokenUrl
-      ? Promise.resolve({ tokenEndpoint: tokenUrl, resource: mcpUrl })
+      ? protectedResourceOf(mcpUrl, this.#fetch).then((resource) => ({ tokenEndpoint: tokenUrl, resource }))
       : discoverAuthorization(mcpUrl, this.#fetch).then(({ tokenEndpoint, resource }) => ({ tokenEndpoint, resource }));
     // A failed discovery is retried on the next call rather than remembered forever.
     this.#endpoint.catch(() => {

@@ -5,6 +5,7 @@
  * functions do the fetching, so the agent follows the same rules as every SDK client.
  */
 import {
+  discoverOAuthProtectedResourceMetadata,
   discoverOAuthServerInfo,
   extractWWWAuthenticateParams,
   type OAuthServerInfo,
@@ -60,4 +61,26 @@ export async function discoverAuthorization(
     throw new DiscoveryError(`the authorization server ${info.authorizationServerUrl} advertises no token_endpoint`);
   }
   return { ...info, resource: info.resourceMetadata.resource || mcpUrl, challengeScope: scope, tokenEndpoint };
+}
+
+/**
+ * The resource a token for `mcpUrl` must name when the token endpoint is configured rather than
+ * discovered (`MCP_TOKEN_URL`): what the server's protected resource metadata says. The URL the
+ * agent reaches the server by need not be the server's public one (in docker compose the agent
+ * uses http://server:8000/mcp while tokens name http://localhost:8000/mcp, the only resource
+ * the realm knows). A server without metadata is named by its URL; an unreachable one is an
+ * error, so the caller retries instead of settling on a guess.
+ */
+export async function protectedResourceOf(mcpUrl: string, fetchFn: typeof fetch = fetch): Promise<string> {
+  let resource: string | undefined;
+  try {
+    resource = (await discoverOAuthProtectedResourceMetadata(mcpUrl, {}, fetchFn)).resource;
+  } catch (error) {
+    // fetch() fails with a TypeError when nothing answers; the SDK throws plain Errors for a
+    // server that answered without (valid) metadata.
+    if (error instanceof TypeError) {
+      throw new Error(`could not reach ${mcpUrl}: ${error.message} (${String(error.cause ?? '')})`);
+    }
+  }
+  return resource || mcpUrl;
 }

@@ -1,5 +1,5 @@
 /**
- * A scripted OpenAI-compatible chat-completions server on 127.0.0.1: the real `ChatOpenAI`
+ * A scripted OpenAI-compatible chat-completions server (on 127.0.0.1 unless told otherwise): the real `ChatOpenAI`
  * client, the real agent loop and the real MCP adapters run against it, and no test ever needs a
  * language model or the network. Each request gets the next step of the script; every request
  * is recorded so tests can check what the agent sent (system prompt, tool schemas, tool results).
@@ -49,7 +49,14 @@ export interface ScriptedLlm {
   close(): Promise<void>;
 }
 
-export async function startScriptedLlm(entries: ScriptEntry[] = []): Promise<ScriptedLlm> {
+/**
+ * `listen`: where the server listens; loopback by default. The end-to-end test of the composed
+ * stack gives the host address the agent's container reaches the host by.
+ */
+export async function startScriptedLlm(
+  entries: ScriptEntry[] = [],
+  listen: { host: string; port: number } = { host: '127.0.0.1', port: 0 },
+): Promise<ScriptedLlm> {
   let queue = [...entries];
   const requests: RecordedRequest[] = [];
   let callCounter = 0;
@@ -132,10 +139,10 @@ export async function startScriptedLlm(entries: ScriptEntry[] = []): Promise<Scr
     response.write('data: [DONE]\n\n');
     response.end();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(listen.port, listen.host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    baseUrl: `http://127.0.0.1:${port}/v1`,
+    baseUrl: `http://${listen.host}:${port}/v1`,
     requests,
     script(next) {
       queue = [...next];
