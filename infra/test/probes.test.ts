@@ -34,6 +34,7 @@ test("the server's probes: liveness on /health, readiness on /ready, each waitin
     services: { server: { healthcheck: { test: string[]; timeout: string } } };
   };
   const { healthcheck } = compose.services.server;
-  assert.match(healthcheck.test.join(' '), /127\.0\.0\.1:8000\/ready/);
+  // The check asks /ready on the port the server listens on (PORT, 8000 by default).
+  assert.match(healthcheck.test.join(' '), /http:\/\/127\.0\.0\.1:' \+ \(process\.env\.PORT \|\| 8000\) \+ '\/ready/);
   assert.ok(Number.parseInt(healthcheck.timeout, 10) * 1000 > readyTimeoutMs, 'compose healthcheck timeout');
 });
