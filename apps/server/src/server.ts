@@ -79,8 +79,10 @@ export async function startServer(
           logger.info('drained', { drained_ms: drainedMs, refused });
         }
         await closeApp();
-        await provider.close?.();
-        if (!(await settlesWithin(database.close(), config.databaseCloseTimeoutMs))) {
+        // The key cache's listening connection waits on the database too: both closes share
+        // one bound, so a frozen database cannot hold the exit twice.
+        const closes = Promise.allSettled([provider.close?.(), database.close()]);
+        if (!(await settlesWithin(closes, config.databaseCloseTimeoutMs))) {
           logger.warn('the database did not close in time; leaving its connections to the exit', {
             database_close_timeout_ms: config.databaseCloseTimeoutMs,
           });
