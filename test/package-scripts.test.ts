@@ -91,7 +91,9 @@ describe('root package.json scripts', () => {
   });
 
   test('every `pnpm <word>` in the README is a root script or a pnpm command meant as one', () => {
-    const used = new Set([...readme.matchAll(/(?:^|[\s`(])pnpm ([a-z][a-z:-]*)/gm)].map((match) => match[1] as string));
+    const used = new Set(
+      [...readme.matchAll(/(?:^|[\s`(])pnpm ([a-z][a-z0-9:-]*)/gm)].map((match) => match[1] as string),
+    );
     const meant = new Set(['install', 'add', 'exec', 'dlx']);
     const unknown = [...used].filter((word) => !(word in scripts) && !meant.has(word));
     assert.deepEqual(unknown, [], 'README commands that are neither a root script nor a pnpm command');

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CI's container step: builds the three images from the repository's Dockerfiles, brings up
 # docker-compose.yml (the file users run) with the agent profile and waits until every health
-# check is green, runs test/e2e/compose-stack.e2e.ts against it, then removes it with its
-# volumes. Docker where an engine and its registries answer; otherwise podman with local
+# check is green, runs the Playwright project `compose` (e2e/compose-stack.spec.ts) against it,
+# then removes it with its volumes. Docker where an engine and its registries answer; otherwise podman with local
 # stand-ins for the base images (scripts/ci/podman-engine.sh). Prints the time of each phase
 # and the image sizes. Needs ports 8000, 8080 and 8001 free (compose publishes them).
 set -euo pipefail
@@ -31,7 +31,7 @@ fi
 engine() { if [ "$ENGINE" = docker ]; then docker "$@"; else podman "$@"; fi; }
 phase "$ENGINE ready"
 
-# The agent's model: the scripted OpenAI-compatible server the e2e test starts on this host, at
+# The agent's model: the scripted OpenAI-compatible server the compose spec starts on this host, at
 # the host's own address (a container reaches it through its network's gateway).
 E2E_LLM_HOST=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 E2E_LLM_PORT=$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')
@@ -63,5 +63,6 @@ engine images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'mcp-auth-
 "${compose[@]}" up --detach --wait --wait-timeout 600
 phase "compose up: every service healthy"
 
-node --test --test-timeout=180000 test/e2e/compose-stack.e2e.ts
+# Its HTML report goes to playwright-report/compose/, traces of failures to test-results/e2e/compose/.
+E2E_STACK=compose pnpm test:e2e --project compose
 phase "end-to-end test passed"

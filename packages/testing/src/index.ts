@@ -1,4 +1,14 @@
 export { type ReplayedImage, replayDockerfile } from './dockerfile.ts';
+export {
+  type AuthorizeRequest,
+  audienceOf,
+  authorizeUrl,
+  type CallbackServer,
+  decodeJwtPayload,
+  freePort,
+  scopesOf,
+  startCallbackServer,
+} from './oauth.ts';
 export { createPkce, type Pkce } from './pkce.ts';
 
 import { randomBytes } from 'node:crypto';

@@ -1,0 +1,102 @@
+/**
+ * Direct mode, a session over time: the access token expires and the client refreshes it; the
+ * user signs out (the client revokes its refresh token at Keycloak) and the refresh token is
+ * dead from then on.
+ */
+import { decodeJwtPayload } from '@mcp-auth-stack/testing';
+import { type BrowserOAuthProvider, keycloakAdminToken } from '@mcp-auth-stack/testing/mcp-oauth';
+import { alice, bob, callTool, expect, type Stack, test } from './fixtures/test.ts';
+
+test('an expired access token is refreshed by the client, which goes on', async ({ stack, oauthClient, connect }) => {
+  const oauth = await oauthClient(alice);
+  const client = await connect(oauth);
+  const first = oauth.tokens();
+  expect(first?.refresh_token).toBeTruthy();
+  // Make the stored access token one that has expired: Keycloak issued it, the signature is
+  // good, only time has passed. The server answers 401 and the SDK refreshes.
+  const expired = await test.step('let an access token of this client expire', () => expiredAccessToken(stack, oauth));
+  oauth.saveTokens({ ...(first as NonNullable<typeof first>), access_token: expired });
+  await test.step('the next call is refused, refreshed and repeated by the SDK', async () => {
+    const result = await callTool(client, 'get_user_expenses');
+    expect(result.isError).toBeUndefined();
+    expect(oauth.tokens()?.access_token, 'a new access token came from the refresh').not.toBe(expired);
+  });
+});
+
+test("signing out revokes the client's refresh token at Keycloak: refreshing with it is refused from then on", async ({
+  stack,
+  oauthClient,
+  connect,
+}) => {
+  const oauth = await oauthClient(bob);
+  await connect(oauth);
+  const clientId = oauth.clientInformation()?.client_id as string;
+  const refresh = (refreshToken: string) =>
+    fetch(`${stack.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: refreshToken,
+        client_id: clientId,
+        resource: stack.mcpUrl,
+      }),
+    });
+  const before = await refresh(oauth.tokens()?.refresh_token as string);
+  expect(before.status, 'the refresh token works before').toBe(200);
+  const { refresh_token: current } = (await before.json()) as { refresh_token: string };
+
+  await test.step('the client revokes its refresh token (RFC 7009) at sign-out', async () => {
+    const revoked = await fetch(`${stack.realmUrl}/protocol/openid-connect/revoke`, {
+      method: 'POST',
+      body: new URLSearchParams({ token: current, token_type_hint: 'refresh_token', client_id: clientId }),
+    });
+    expect(revoked.status).toBe(200);
+  });
+
+  await test.step('Keycloak refuses the revoked refresh token', async () => {
+    const after = await refresh(current);
+    expect(after.status).toBe(400);
+    expect(((await after.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+});
+
+/**
+ * An access token of this client that has already expired: Keycloak's admin API shortens the
+ * client's access-token lifespan to 1 s, a refresh yields a token, and the test waits it out.
+ */
+async function expiredAccessToken(stack: Stack, oauth: BrowserOAuthProvider): Promise<string> {
+  const admin = await keycloakAdminToken(stack.keycloakUrl);
+  const clientId = (oauth.clientInformation() as { client_id: string }).client_id;
+  const clients = (await (
+    await fetch(`${stack.keycloakUrl}/admin/realms/mcp/clients?clientId=${encodeURIComponent(clientId)}`, {
+      headers: { authorization: `Bearer ${admin}` },
+    })
+  ).json()) as { id: string; attributes?: Record<string, string> }[];
+  const client = clients[0] as { id: string; attributes?: Record<string, string> };
+  const setLifespan = (seconds: string) =>
+    fetch(`${stack.keycloakUrl}/admin/realms/mcp/clients/${client.id}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...client, attributes: { ...client.attributes, 'access.token.lifespan': seconds } }),
+    });
+  expect((await setLifespan('1')).status).toBe(204);
+  const refreshed = await fetch(`${stack.realmUrl}/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: oauth.tokens()?.refresh_token as string,
+      client_id: clientId,
+      resource: stack.mcpUrl,
+    }),
+  });
+  const body = (await refreshed.json()) as { access_token: string; refresh_token: string };
+  oauth.saveTokens({
+    ...(oauth.tokens() as NonNullable<ReturnType<typeof oauth.tokens>>),
+    refresh_token: body.refresh_token,
+  });
+  // The server allows 5 s of clock leeway.
+  const expiresAt = Number(decodeJwtPayload(body.access_token).exp) * 1000;
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt + 6_500 - Date.now())));
+  await setLifespan('300');
+  return body.access_token;
+}

@@ -1,0 +1,61 @@
+import { existsSync } from 'node:fs';
+import { type Browser, chromium, type LaunchOptions, type Page } from 'playwright-core';
+
+/** Debian's Chromium (`apt-get install chromium`); CHROMIUM_PATH names another. */
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Flags that keep the browser off the network except for the pages a test opens. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+] as const;
+
+/**
+ * Launch options for Debian's Chromium, for `chromium.launch()` and for Playwright Test's
+ * `use.launchOptions`: Playwright's own browser download cannot work on these machines. Throws
+ * when the browser is not there, so a run without it fails at once instead of skipping.
+ */
+export function chromiumLaunchOptions(): LaunchOptions {
+  if (!existsSync(CHROMIUM_PATH)) {
+    throw new Error(`No Chromium at ${CHROMIUM_PATH}. Install it (apt-get install -y chromium) or set CHROMIUM_PATH.`);
+  }
+  return { executablePath: CHROMIUM_PATH, args: [...CHROMIUM_ARGS] };
+}
+
+/** Debian's Chromium, launched for a node:test file (Playwright Test launches its own). */
+export async function launchChromium(): Promise<Browser> {
+  try {
+    return await chromium.launch(chromiumLaunchOptions());
+  } catch (error) {
+    throw new Error(
+      `Chromium could not start from ${CHROMIUM_PATH} (${(error as Error).message.split('\n')[0]}). Install it: apt-get install -y chromium, or set CHROMIUM_PATH.`,
+    );
+  }
+}
+
+/** Signs in on Keycloak's own login page (theme keycloak.v2) and, when asked, accepts the consent page. */
+export async function signIn(
+  page: Page,
+  url: string,
+  user: { username: string; password: string },
+  consent?: { expectClientName: string },
+): Promise<void> {
+  await page.goto(url);
+  await page.locator('#kc-form-login').waitFor();
+  await page.fill('#username', user.username);
+  await page.fill('#password', user.password);
+  await page.click('#kc-login');
+  if (consent) {
+    await page.locator('#kc-cancel').waitFor();
+    const text = (await page.locator('body').textContent()) ?? '';
+    if (!text.includes(consent.expectClientName)) {
+      throw new Error(`the consent page does not name the client ${consent.expectClientName}:\n${text}`);
+    }
+    await page.click('#kc-login');
+  }
+}
