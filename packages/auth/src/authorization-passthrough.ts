@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Migration } from '@mcp-auth-stack/database';
+import { redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
@@ -354,9 +355,6 @@ const CORS = {
   'Access-Control-Allow-Headers': 'content-type, authorization, dpop',
 };
 
-// Loopback IP literals only: OAuth 2.1 keeps the any-port rule for these, not for `localhost`.
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]']);
-
 /**
  * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
  * loopback IP literal, the same in all but the port (RFC 8252 7.3: a native app listens on
@@ -370,7 +368,7 @@ export function isRegisteredRedirectUri(registered: readonly string[], requested
   } catch {
     return false;
   }
-  if (wanted.protocol !== 'http:' || !LOOPBACK_HOSTS.has(wanted.hostname)) return false;
+  if (wanted.protocol !== 'http:' || !redirectPortMayVary(wanted.hostname)) return false;
   if (wanted.hash || wanted.username || wanted.password) return false;
   return registered.some((uri) => {
     try {

@@ -1,3 +1,4 @@
+import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 import { jsonTextTooDeep, jsonValueTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
@@ -319,7 +320,7 @@ function checkRedirectHosts(
 ): { error: string; description: string } | undefined {
   for (const uri of (body as { redirect_uris: string[] }).redirect_uris) {
     const url = new URL(uri);
-    if (LOOPBACK_NAMES.includes(url.hostname)) continue;
+    if (isLoopbackRedirectHost(url.hostname)) continue;
     if (url.protocol === 'https:' && hosts.includes(url.hostname)) continue;
     return {
       error: 'invalid_redirect_uri',
@@ -328,8 +329,6 @@ function checkRedirectHosts(
   }
   return undefined;
 }
-
-const LOOPBACK_NAMES = ['127.0.0.1', 'localhost', '[::1]'];
 
 function allowedRedirect(uri: string): boolean {
   let url: URL;
@@ -340,7 +339,7 @@ function allowedRedirect(uri: string): boolean {
   }
   if (url.hash || url.username || url.password) return false;
   if (url.protocol === 'https:') return true;
-  return url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+  return url.protocol === 'http:' && isLoopbackRedirectHost(url.hostname);
 }
 
 function rebase(url: string, from: string, to: string): string {
