@@ -4,7 +4,7 @@ import { createMiddleware } from 'hono/factory';
 import { bearerChallenge } from './challenge.ts';
 import type { AuthVariables } from './middleware.ts';
 import type { Principal } from './principal.ts';
-import type { AuthProvider } from './provider.ts';
+import type { AuthProvider } from './auth-provider.ts';
 
 /** The scopes each MCP operation needs, declared by the server next to its tools. */
 export interface McpScopeRequirements {
