@@ -11,4 +11,4 @@ export {
   type ExpensesServerOptions,
   holds,
   STORAGE_ERROR_MESSAGE,
-} from './server.ts';
+} from './mcp-server.ts';
