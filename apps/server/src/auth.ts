@@ -24,7 +24,7 @@ import {
   oauthProxy,
   oidcUpstream,
 } from '@mcp-auth-stack/oauth-proxy';
-import type { KeycloakAuthConfig, type OAuthProxyAuthConfig, type ServerConfig } from './config.ts';
+import type { KeycloakAuthConfig, OAuthProxyAuthConfig, ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
 /** Chooses the access mode named by MCP_AUTH_PROVIDER. */
