@@ -4,18 +4,20 @@ import { join } from 'node:path';
 import {
   ApiKeyCache,
   ApiKeyStore,
-  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthProvider,
   apiKeyProvider,
-  authorizationPassThroughMigrations,
   jwtBearerProvider,
-  keycloakClientJanitor,
   noAuthProvider,
-  registrationFacade,
   withRoutes,
 } from '@mcp-auth-stack/auth';
 import { type Database, migrate } from '@mcp-auth-stack/database';
 import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
+import {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  authorizationPassThroughMigrations,
+  keycloakClientJanitor,
+  registrationFacade,
+} from '@mcp-auth-stack/keycloak-registration';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import {
   entraUpstream,

@@ -18,8 +18,8 @@ export {
   type RouteSource,
   withRoutes,
 } from './auth-provider.ts';
-export { isRegisteredRedirectUri } from './authorization-passthrough.ts';
 export { bearerChallenge } from './challenge.ts';
+export { checkRegistration, isRegisteredRedirectUri, MAX_REGISTRATION_DEPTH } from './client-metadata.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {
   DEFAULT_JWT_ALGORITHMS,
@@ -28,8 +28,6 @@ export {
   jwtBearerProvider,
   type ReadinessReport,
 } from './jwt.ts';
-// The Keycloak-only parts, also at `@mcp-auth-stack/auth/keycloak`.
-export * from './keycloak.ts';
 export {
   mountProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
