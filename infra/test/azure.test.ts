@@ -8,7 +8,7 @@ import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
 } from '../../apps/agent/src/config.ts';
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../apps/server/src/config.ts';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '@mcp-auth-stack/server/config';
 import {
   keycloakEgressProxyMappings,
   REALM_FEATURES,

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { loadConfig } from '../../apps/server/src/config.ts';
+import { loadConfig } from '@mcp-auth-stack/server/config';
 import { evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
