@@ -113,10 +113,7 @@ export type AuthConfig =
   | OnlyMode<KeycloakAuthConfig>
   | OnlyMode<OAuthProxyAuthConfig>;
 
-/**
- * The server's whole configuration, read from the environment once at start-up. A missing
- * or invalid variable stops the process with a message that names it.
- */
+/** The server's whole configuration: what every mode has, and the settings of its auth mode. */
 export type ServerConfig = CommonConfig & AuthConfig;
 
 export interface OAuthProxyConfig {
@@ -191,6 +188,10 @@ export const CONFIG_VARIABLES = [
 const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak', 'oauth_proxy', 'entra_proxy'];
 const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
 
+/**
+ * Reads and checks every variable of CONFIG_VARIABLES once, at start-up. A missing or invalid
+ * one throws a ConfigError that names it (the process then stops with EX_CONFIG).
+ */
 export function loadConfig(env: Env = process.env): ServerConfig {
   const host = text(env, 'HOST', '127.0.0.1');
   const port = integer(env, 'PORT', 8000, 0, 65535);

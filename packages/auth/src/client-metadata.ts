@@ -1,7 +1,7 @@
 import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
 
-/**
+/*
  * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
  * every authorization server in front of MCP clients applies the same way: the Keycloak
  * registration facade (packages/keycloak-registration) and the OAuth proxy (packages/oauth-proxy).

@@ -19,7 +19,8 @@ export interface RegistrationFacadeOptions {
   registrationsPerMinute?: number;
   /**
    * Behind a reverse proxy (Azure Container Apps ingress) every caller has the proxy's address;
-   * then the first `X-Forwarded-For` entry, which that proxy sets, identifies the client.
+   * then the last `X-Forwarded-For` entry, the one that proxy appended, identifies the client
+   * (`clientAddress` of @mcp-auth-stack/auth).
    */
   trustForwardedFor?: boolean;
   /** How long the provider's metadata is kept before it is fetched again. */
