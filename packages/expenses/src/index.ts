@@ -1,6 +1,3 @@
-export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
-export * from './model.ts';
-export { DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';
 export {
   createExpensesServer,
   EXPENSE_ADMIN_ROLE,
@@ -12,3 +9,6 @@ export {
   holds,
   STORAGE_ERROR_MESSAGE,
 } from './mcp-server.ts';
+export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
+export * from './model.ts';
+export { DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Hono } from 'hono';
 import { checkRegistration } from '@mcp-auth-stack/auth';
+import { Hono } from 'hono';
 import { registrationFacade } from '../src/registration-facade.ts';
 
 /**

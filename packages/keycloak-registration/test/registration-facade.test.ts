@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Hono } from 'hono';
 import { checkRegistration, clientAddress } from '@mcp-auth-stack/auth';
+import { Hono } from 'hono';
 import { registrationFacade } from '../src/registration-facade.ts';
 
 /** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
