@@ -4,7 +4,7 @@
  * KEYCLOAK_REGISTRATION.
  */
 import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
-import { type AuthMode, DEFAULT_KEYCLOAK_REGISTRATION, type KeycloakRegistration } from '../apps/server/src/config.ts';
+import { type AuthMode, DEFAULT_KEYCLOAK_REGISTRATION, type KeycloakRegistration } from '@mcp-auth-stack/server/config';
 
 /** The URL `.vscode/mcp.json` names. */
 export const VSCODE_FILE_URL = 'http://localhost:8000';

@@ -27,8 +27,8 @@ import {
   type RunningKeycloak,
   startKeycloak,
 } from '@mcp-auth-stack/keycloak';
-import { ConfigError, loadConfig, STACK_AUTH_MODE } from '../apps/server/src/config.ts';
-import { openAppDatabase } from '../apps/server/src/database.ts';
+import { ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
+import { openAppDatabase } from '@mcp-auth-stack/server/database';
 import { connectLines } from './start-summary.ts';
 
 const DEMO_USER = 'demo-user';

@@ -7,9 +7,9 @@ import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
+import { CONFIG_VARIABLES } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts';
-import { CONFIG_VARIABLES } from '../apps/server/src/config.ts';
 
 /**
  * docker-compose.yml checked without a container engine: it parses, everything it names (build

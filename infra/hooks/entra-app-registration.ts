@@ -15,7 +15,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { generateSigningKey } from '@mcp-auth-stack/oauth-proxy';
-import { STACK_AUTH_MODE } from '../../apps/server/src/config.ts';
+import { STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { type AzdEnvironment, azdCli } from './azd.ts';
 
 export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';

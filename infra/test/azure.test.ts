@@ -3,12 +3,12 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
 import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
 } from '../../apps/agent/src/config.ts';
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../../apps/server/src/config.ts';
 import {
   keycloakEgressProxyMappings,
   REALM_FEATURES,

@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
-import { loadConfig } from '../../apps/server/src/config.ts';
 import { evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -4,6 +4,7 @@
  * they answer). SIGTERM stops it cleanly.
  */
 import { serve } from '@hono/node-server';
+import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
 import { createAgentApp } from './http.ts';
 import { createLogger } from './logger.ts';
@@ -28,7 +29,7 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-if (config.chatToken === undefined && config.host !== '127.0.0.1' && config.host !== 'localhost') {
+if (config.chatToken === undefined && !isLoopbackBindAddress(config.host)) {
   logger.warn('POST /chat is open to anyone who can reach this address; set AGENT_CHAT_TOKEN', { host: config.host });
 }
 

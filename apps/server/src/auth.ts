@@ -4,18 +4,21 @@ import { join } from 'node:path';
 import {
   ApiKeyCache,
   ApiKeyStore,
-  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthProvider,
   apiKeyProvider,
-  authorizationPassThroughMigrations,
   jwtBearerProvider,
-  keycloakClientJanitor,
   noAuthProvider,
-  registrationFacade,
   withRoutes,
 } from '@mcp-auth-stack/auth';
 import { type Database, migrate } from '@mcp-auth-stack/database';
 import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
+import {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  authorizationPassThroughMigrations,
+  keycloakClientJanitor,
+  registrationFacade,
+} from '@mcp-auth-stack/keycloak-registration';
+import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import {
   entraUpstream,
   generateSigningKey,
@@ -23,7 +26,7 @@ import {
   oauthProxy,
   oidcUpstream,
 } from '@mcp-auth-stack/oauth-proxy';
-import { isLoopback, type KeycloakAuthConfig, type OAuthProxyAuthConfig, type ServerConfig } from './config.ts';
+import type { KeycloakAuthConfig, OAuthProxyAuthConfig, ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
 /** Chooses the access mode named by MCP_AUTH_PROVIDER. */
@@ -231,7 +234,7 @@ async function oauthProxyProvider(
     // A developer's machine (a loopback base URL, listening on loopback only): http Client ID
     // Metadata Documents on loopback are accepted. Anywhere else, a container listening on
     // 0.0.0.0 included, CIMD is https-only with private and loopback addresses refused.
-    development: config.oauthProxy.loopbackBaseUrl && isLoopback(config.host),
+    development: config.oauthProxy.loopbackBaseUrl && isLoopbackBindAddress(config.host),
     trustForwardedFor: config.trustProxy,
     onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
   });

@@ -12,6 +12,7 @@ import {
   optional,
   text,
 } from '@mcp-auth-stack/config';
+import { isLoopbackBindAddress, isLoopbackUrlHost, LOOPBACK_URL_HOSTS } from '@mcp-auth-stack/loopback';
 import { isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
 
 /** A private JWK, as the proxy takes it. */
@@ -112,10 +113,7 @@ export type AuthConfig =
   | OnlyMode<KeycloakAuthConfig>
   | OnlyMode<OAuthProxyAuthConfig>;
 
-/**
- * The server's whole configuration, read from the environment once at start-up. A missing
- * or invalid variable stops the process with a message that names it.
- */
+/** The server's whole configuration: what every mode has, and the settings of its auth mode. */
 export type ServerConfig = CommonConfig & AuthConfig;
 
 export interface OAuthProxyConfig {
@@ -189,8 +187,11 @@ export const CONFIG_VARIABLES = [
 
 const AUTH_MODES: readonly AuthMode[] = ['none', 'key', 'keycloak', 'oauth_proxy', 'entra_proxy'];
 const KEYCLOAK_REGISTRATIONS: readonly KeycloakRegistration[] = ['direct', 'workaround', 'off'];
-const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '[::1]'];
 
+/**
+ * Reads and checks every variable of CONFIG_VARIABLES once, at start-up. A missing or invalid
+ * one throws a ConfigError that names it (the process then stops with EX_CONFIG).
+ */
 export function loadConfig(env: Env = process.env): ServerConfig {
   const host = text(env, 'HOST', '127.0.0.1');
   const port = integer(env, 'PORT', 8000, 0, 65535);
@@ -199,7 +200,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   const proxyEnv: Env = Object.fromEntries(PROXY_VARIABLES.map((name) => [name, env[name]]));
   const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, port);
   const allowUnauthenticatedRemote = boolean(env, 'ALLOW_UNAUTHENTICATED_REMOTE', false);
-  if (authMode === 'none' && !isLoopback(host) && !allowUnauthenticatedRemote) {
+  if (authMode === 'none' && !isLoopbackBindAddress(host) && !allowUnauthenticatedRemote) {
     throw new ConfigError(
       'HOST',
       `is ${host}, a non-loopback address, while MCP_AUTH_PROVIDER=none lets anyone act as the local user. Use HOST=127.0.0.1, another MCP_AUTH_PROVIDER, or set ALLOW_UNAUTHENTICATED_REMOTE=true if you really mean it.`,
@@ -235,7 +236,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     dataDir: directory(env, 'DATA_DIR', '.data'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
     apiKeyCache: boolean(env, 'API_KEY_CACHE', true),
-    allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_HOSTS])]),
+    allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_URL_HOSTS])]),
     allowedOrigins: list(env, 'ALLOWED_ORIGINS', [base.origin]),
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
@@ -315,7 +316,7 @@ function tenantId(value: string): string {
 }
 
 function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: URL): OAuthProxyConfig {
-  const local = isLoopback(base.hostname.replace(/^\[|\]$/g, ''));
+  const local = isLoopbackUrlHost(base.hostname);
   const keys = configuredProxyKeys(env, local, authMode);
   if (authMode === 'entra_proxy') {
     const need = (name: string, what: string) => {
@@ -416,8 +417,4 @@ function decodedKeyLength(value: string): number {
   if (/^[0-9a-fA-F]{64}$/.test(value)) return 32;
   if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return -1;
   return Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64').length;
-}
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

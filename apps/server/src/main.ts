@@ -2,7 +2,7 @@
 import { telemetry } from '@mcp-auth-stack/telemetry/register';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger, errorFields } from './logger.ts';
-import { startServer } from './server.ts';
+import { startServer } from './start-server.ts';
 
 let config: ReturnType<typeof loadConfig>;
 try {

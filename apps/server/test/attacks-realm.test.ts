@@ -458,7 +458,7 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
 
 describe('broken 3: a registration flood locks registration out for a bounded time only', () => {
   test('flooded to Max Clients, registration answers 403; the janitor removes the unused clients, not used ones', async () => {
-    const { keycloakClientJanitor } = await import('@mcp-auth-stack/auth');
+    const { keycloakClientJanitor } = await import('@mcp-auth-stack/keycloak-registration');
     const components = (await adminApi(
       '/components?type=org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy',
     )) as { id: string; providerId: string; subType: string; config: Record<string, string[]> }[];

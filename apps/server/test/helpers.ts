@@ -8,7 +8,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import pg from 'pg';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
-import { startServer } from '../src/server.ts';
+import { startServer } from '../src/start-server.ts';
 
 export interface TestStack {
   url: string;

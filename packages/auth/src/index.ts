@@ -1,4 +1,5 @@
 export { ApiKeyCache, type ApiKeyCacheOptions, type ApiKeyVerifier, type VerifiedApiKey } from './api-key-cache.ts';
+export { type ApiKeyProviderOptions, apiKeyProvider } from './api-key-provider.ts';
 export {
   API_KEY_PREFIX,
   API_KEYS_CHANNEL,
@@ -10,8 +11,15 @@ export {
   hashApiKey,
   looksLikeApiKey,
 } from './api-keys.ts';
-export { isRegisteredRedirectUri } from './authorization-passthrough.ts';
+export {
+  type AuthOutcome,
+  type AuthProvider,
+  AuthUnavailableError,
+  type RouteSource,
+  withRoutes,
+} from './auth-provider.ts';
 export { bearerChallenge } from './challenge.ts';
+export { checkRegistration, isRegisteredRedirectUri, MAX_REGISTRATION_DEPTH } from './client-metadata.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {
   DEFAULT_JWT_ALGORITHMS,
@@ -20,8 +28,6 @@ export {
   jwtBearerProvider,
   type ReadinessReport,
 } from './jwt.ts';
-// The Keycloak-only parts, also at `@mcp-auth-stack/auth/keycloak`.
-export * from './keycloak.ts';
 export {
   mountProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
@@ -30,15 +36,8 @@ export {
   protectedResourceMetadataUrl,
 } from './metadata.ts';
 export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
+export { noAuthProvider, type RequestAuthProvider, requestAuthenticating } from './no-auth-provider.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
-export { type AuthOutcome, type AuthProvider, AuthUnavailableError, type RouteSource, withRoutes } from './provider.ts';
-export {
-  type ApiKeyProviderOptions,
-  apiKeyProvider,
-  noAuthProvider,
-  type RequestAuthProvider,
-  requestAuthenticating,
-} from './providers.ts';
 export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {
   filterToolsListResult,

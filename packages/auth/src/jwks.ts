@@ -5,7 +5,7 @@ import {
   type JSONWebKeySet,
   type JWSHeaderParameters,
 } from 'jose';
-import { AuthUnavailableError } from './provider.ts';
+import { AuthUnavailableError } from './auth-provider.ts';
 
 export interface RemoteKeySetOptions {
   /** Least time between two fetches caused by unknown `kid`s or failures (default 30 s). */

@@ -1,10 +1,10 @@
 import type { Env, Hono } from 'hono';
 import { type JWTPayload, jwtVerify } from 'jose';
+import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './auth-provider.ts';
 import { fetchJson, RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 import { mountProtectedResourceMetadata, parseResourceUrl, protectedResourceMetadataUrl } from './metadata.ts';
 import { authenticateRequest } from './middleware.ts';
 import type { Principal } from './principal.ts';
-import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 import { VerifiedTokenCache } from './token-cache.ts';
 
 /** Asymmetric signature algorithms only: a verifier holding public keys must never accept HMAC or `none`. */

@@ -1,7 +1,7 @@
 import { createMiddleware } from 'hono/factory';
+import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './auth-provider.ts';
 import { bearerChallenge } from './challenge.ts';
 import type { Principal } from './principal.ts';
-import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
 
 export interface AuthVariables {
   principal: Principal;

@@ -1,10 +1,10 @@
 import { INVALID_REQUEST, parseBodyOnce, readBodyOnce, rememberBody, rpcError } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
+import type { AuthProvider } from './auth-provider.ts';
 import { bearerChallenge } from './challenge.ts';
 import type { AuthVariables } from './middleware.ts';
 import type { Principal } from './principal.ts';
-import type { AuthProvider } from './provider.ts';
 
 /** The scopes each MCP operation needs, declared by the server next to its tools. */
 export interface McpScopeRequirements {

@@ -1,8 +1,9 @@
-import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { tryPidLock } from '@mcp-auth-stack/pid-lock';
 
 /**
  * The embedded database: PGlite (Postgres compiled to WebAssembly) persisted under a data
@@ -57,7 +58,8 @@ export async function startEmbeddedServer(
 
   const deadline = Date.now() + (options.waitForLockMs ?? 15_000);
   for (;;) {
-    const releaseLock = await tryLock(lockPath);
+    // A lock left by a process that no longer runs is taken over.
+    const releaseLock = await tryPidLock(lockPath);
     if (releaseLock) {
       return await ownDataDir(dataDir, socketPath, releaseLock, options.maxConnections ?? 8);
     }
@@ -102,35 +104,6 @@ async function ownDataDir(
     await db?.close().catch(() => {});
     await releaseLock();
     throw error;
-  }
-}
-
-/** Takes the data directory's lock file, clearing one left by a process that no longer runs. */
-async function tryLock(lockPath: string): Promise<(() => Promise<void>) | undefined> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(lockPath, 'wx', 0o600);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return () => rm(lockPath, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const holder = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(holder) && holder > 0 && processIsAlive(holder)) return undefined;
-      // A lock without a living holder is stale (a crash or kill -9): take it over.
-      const info = await stat(lockPath).catch(() => undefined);
-      if (info) await rm(lockPath, { force: true });
-    }
-  }
-  return undefined;
-}
-
-function processIsAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

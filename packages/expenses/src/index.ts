@@ -1,6 +1,3 @@
-export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
-export * from './model.ts';
-export { DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';
 export {
   createExpensesServer,
   EXPENSE_ADMIN_ROLE,
@@ -11,4 +8,7 @@ export {
   type ExpensesServerOptions,
   holds,
   STORAGE_ERROR_MESSAGE,
-} from './server.ts';
+} from './mcp-server.ts';
+export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
+export * from './model.ts';
+export { DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';

@@ -15,7 +15,7 @@ import {
   ExpenseRepository,
   expensesMigrations,
 } from '../src/index.ts';
-import { SDK_OUTPUT_CHECK } from '../src/server.ts';
+import { SDK_OUTPUT_CHECK } from '../src/mcp-server.ts';
 
 /**
  * The server does not ask the SDK to check each result against its output schema on every

@@ -10,7 +10,7 @@ import {
   REALM_FILE,
   servedUrls,
 } from './realm.ts';
-import { type RunningKeycloak, startKeycloak } from './server.ts';
+import { type RunningKeycloak, startKeycloak } from './start-keycloak.ts';
 
 const USAGE = `Usage: pnpm keycloak [--port 8080] [--management-port 9000] [--data-dir DIR] [--fresh]
 

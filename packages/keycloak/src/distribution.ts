@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { directory } from '@mcp-auth-stack/config';
-import { acquireLock } from './lock.ts';
+import { acquirePidLock } from '@mcp-auth-stack/pid-lock';
 import { KEYCLOAK_VERSION } from './realm.ts';
 
 const execFileAsync = promisify(execFile);
@@ -73,7 +73,7 @@ export async function ensureDistribution(options: EnsureDistributionOptions = {}
   if (await isComplete(markerPath, home, version)) return { home, version, source: 'cache' };
 
   await mkdir(cacheDir, { recursive: true });
-  const release = await acquireLock(join(cacheDir, 'download.lock'), {
+  const release = await acquirePidLock(join(cacheDir, 'download.lock'), {
     timeoutMs: 15 * 60_000,
     onWait: (pid) => report(`waiting for process ${pid}, which is fetching Keycloak ${version} into ${cacheDir}`),
   });

@@ -22,4 +22,4 @@ export {
   type RunningKeycloak,
   type StartKeycloakOptions,
   startKeycloak,
-} from './server.ts';
+} from './start-keycloak.ts';

@@ -4,6 +4,7 @@ import {
   parseResourceUrl,
   protectedResourceMetadataUrl,
 } from '@mcp-auth-stack/auth';
+import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import type { Context } from 'hono';
 import type { JWK } from 'jose';
 import type pg from 'pg';
@@ -130,7 +131,7 @@ export function resolveContext(options: OAuthProxyOptions): ProxyContext {
   const resource = options.resource;
   const secure = issuerUrl.protocol === 'https:';
   const development = options.development ?? false;
-  if (!secure && !development && !['localhost', '127.0.0.1', '[::1]'].includes(issuerUrl.hostname)) {
+  if (!secure && !development && !isLoopbackUrlHost(issuerUrl.hostname)) {
     throw new Error('An http issuer is only allowed on loopback or with development: true.');
   }
   const masterKey = parseKey(options.encryptionKey, 'The encryption key');

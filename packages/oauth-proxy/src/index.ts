@@ -1,3 +1,5 @@
+/** Re-exported from @mcp-auth-stack/loopback: the SSRF guard's notion of a loopback address. */
+export { isLoopbackAddress } from '@mcp-auth-stack/loopback';
 export {
   ClientError,
   isMetadataDocumentUrl,
@@ -8,7 +10,7 @@ export {
 export { OAuthError } from './errors.ts';
 export { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from './migrations.ts';
 export { generateSigningKey, type OAuthProxy, type OAuthProxyOptions, oauthProxy } from './proxy.ts';
-export { isLoopbackAddress, isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';
+export { isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';
 export {
   DEFAULT_UPSTREAM_SCOPES,
   type EntraUpstreamOptions,

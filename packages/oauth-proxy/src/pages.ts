@@ -1,4 +1,4 @@
-/** The consent page and the error page: plain HTML, inline styles allowed by a per-response nonce, no script. */
+/* The consent page and the error page: plain HTML, inline styles allowed by a per-response nonce, no script. */
 
 export interface ConsentPageInput {
   nonce: string;

@@ -2,6 +2,7 @@ import { lookup } from 'node:dns';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { isLoopbackAddress } from '@mcp-auth-stack/loopback';
 import { OAuthError } from './errors.ts';
 
 /** Addresses a server-side fetch must never reach: private, loopback, link-local, CGNAT, multicast, reserved. */
@@ -43,13 +44,6 @@ for (const [network, prefix] of [
 }
 
 /** True for an address that is not on the public internet (IPv4-mapped IPv6 checked as IPv4). */
-/** 127.0.0.0/8 and ::1 (also as an IPv4-mapped IPv6 address). */
-export function isLoopbackAddress(address: string): boolean {
-  const ipv4 = /^(?:::ffff:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-  if (ipv4 !== undefined) return isIP(ipv4) === 4 && ipv4.startsWith('127.');
-  return address === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(address);
-}
-
 export function isPrivateAddress(address: string): boolean {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return BLOCKED.check(mapped[1], 'ipv4');

@@ -114,7 +114,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       client_name: CLIENT_NAME,
       redirect_uris: [this.redirectUrl],
       // refresh_token too: Keycloak issues none to clients that do not ask, and it then fails
-      // token requests with `resource` (keycloak/README.md, issue 50251).
+      // token requests with `resource` (keycloak/README.md, https://github.com/keycloak/keycloak/issues/50251).
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',

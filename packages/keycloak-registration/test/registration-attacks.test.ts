@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { checkRegistration } from '@mcp-auth-stack/auth';
 import { Hono } from 'hono';
-import { checkRegistration, registrationFacade } from '../src/registration-facade.ts';
+import { registrationFacade } from '../src/registration-facade.ts';
 
 /**
  * Hostile registrations at the facade (issue 11, broken 2 and 4): each is refused with 400 and

@@ -1,6 +1,5 @@
 import type { ApiKeyVerifier } from './api-key-cache.ts';
-import { authenticateRequest } from './middleware.ts';
-import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './provider.ts';
+import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './auth-provider.ts';
 
 export interface ApiKeyProviderOptions {
   /** An ApiKeyStore, or an ApiKeyCache in front of one. */
@@ -37,26 +36,4 @@ export function apiKeyProvider(options: ApiKeyProviderOptions): AuthProvider {
       return { ok: true, principal: { userId: key.userId, scopes: key.scopes, method: 'api_key', clientId: key.id } };
     },
   };
-}
-
-/** A provider that can also decide on a whole request (tests, callers outside `requireAuth`). */
-export type RequestAuthProvider<P extends AuthProvider = AuthProvider> = P & {
-  authenticate(request: Request): Promise<AuthOutcome>;
-};
-
-/** Adds `authenticate(request)`: `authenticateRequest` with this provider. */
-export function requestAuthenticating<P extends AuthProvider>(provider: P): RequestAuthProvider<P> {
-  return Object.assign(provider, { authenticate: (request: Request) => authenticateRequest(provider, request) });
-}
-
-/** No authentication: every request acts as one local user, credentials or not. For development on loopback only. */
-export function noAuthProvider(options: { userId: string; scopes?: string[] }): RequestAuthProvider {
-  const principal = { userId: options.userId, scopes: options.scopes ?? [], method: 'none' as const };
-  const outcome = async (): Promise<AuthOutcome> => ({ ok: true, principal });
-  return requestAuthenticating({
-    name: 'none',
-    challengeParameters: () => ({}),
-    verify: outcome,
-    withoutCredential: outcome,
-  });
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isRegisteredRedirectUri } from '../src/authorization-passthrough.ts';
+import { isRegisteredRedirectUri } from '../src/client-metadata.ts';
 
 // The pass-through itself runs against real Keycloak in apps/server/test/mcp-remote.test.ts;
 // this is the redirect URI rule alone.

@@ -5,9 +5,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { acquirePidLock, livePidIn } from '@mcp-auth-stack/pid-lock';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
-import { acquireLock, processIsAlive } from './lock.ts';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from './realm.ts';
 
 export type KeycloakPhase =
@@ -450,8 +450,7 @@ async function updateRealmUrls(
 
 /** Whether the pid file of this data folder names a live process: the Keycloak running from it. */
 async function runsFrom(instanceDir: string): Promise<boolean> {
-  const pid = Number.parseInt(await readFile(join(instanceDir, 'keycloak.pid'), 'utf8').catch(() => ''), 10);
-  return Number.isInteger(pid) && pid > 0 && processIsAlive(pid);
+  return (await livePidIn(join(instanceDir, 'keycloak.pid'))) !== undefined;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -464,8 +463,8 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function refuseSharedInstance(pidFile: string, instanceDir: string): Promise<void> {
-  const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-  if (Number.isInteger(pid) && pid > 0 && processIsAlive(pid)) {
+  const pid = await livePidIn(pidFile);
+  if (pid !== undefined) {
     throw new Error(
       `Keycloak process ${pid} already runs from ${instanceDir} (its H2 database allows one server). Stop it first.`,
     );
@@ -485,7 +484,7 @@ async function lockIfBuildNeeded(
   const wanted = JSON.stringify(buildOptions);
   const markerPath = join(cacheDistDir, 'build-options.json');
   if ((await readFile(markerPath, 'utf8').catch(() => '')).trim() === wanted) return undefined;
-  const release = await acquireLock(join(cacheDistDir, 'build.lock'), {
+  const release = await acquirePidLock(join(cacheDistDir, 'build.lock'), {
     timeoutMs: 10 * 60_000,
     onWait: (pid) => report('building', `waiting for process ${pid}, which is running Keycloak's one-off build step`),
   });

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type { Migration } from '@mcp-auth-stack/database';
 import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
@@ -353,40 +354,6 @@ const CORS = {
   'Access-Control-Allow-Methods': 'POST, OPTIONS',
   'Access-Control-Allow-Headers': 'content-type, authorization, dpop',
 };
-
-// Loopback IP literals only: OAuth 2.1 keeps the any-port rule for these, not for `localhost`.
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]']);
-
-/**
- * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
- * loopback IP literal, the same in all but the port (RFC 8252 7.3: a native app listens on
- * whatever port is free when it starts).
- */
-export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
-  if (registered.includes(requested)) return true;
-  let wanted: URL;
-  try {
-    wanted = new URL(requested);
-  } catch {
-    return false;
-  }
-  if (wanted.protocol !== 'http:' || !LOOPBACK_HOSTS.has(wanted.hostname)) return false;
-  if (wanted.hash || wanted.username || wanted.password) return false;
-  return registered.some((uri) => {
-    try {
-      const candidate = new URL(uri);
-      return (
-        candidate.protocol === 'http:' &&
-        candidate.hostname === wanted.hostname &&
-        candidate.pathname === wanted.pathname &&
-        candidate.search === wanted.search &&
-        candidate.hash === ''
-      );
-    } catch {
-      return false;
-    }
-  });
-}
 
 function sha256(value: string): Buffer {
   return createHash('sha256').update(value).digest();

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { checkRegistration, clientAddress } from '@mcp-auth-stack/auth';
 import { Hono } from 'hono';
-import { clientAddress } from '../src/rate-limit.ts';
-import { checkRegistration, registrationFacade } from '../src/registration-facade.ts';
+import { registrationFacade } from '../src/registration-facade.ts';
 
 /** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
 const received: Record<string, unknown>[] = [];

@@ -1,8 +1,9 @@
-import { jsonTextTooDeep, jsonValueTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { checkRegistration, clientAddress, FixedWindowLimiter, MAX_REGISTRATION_DEPTH } from '@mcp-auth-stack/auth';
+import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
+import { jsonTextTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
 import { authorizationPassThrough } from './authorization-passthrough.ts';
-import { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 
 /** Options of `registrationFacade`. */
 export interface RegistrationFacadeOptions {
@@ -18,7 +19,8 @@ export interface RegistrationFacadeOptions {
   registrationsPerMinute?: number;
   /**
    * Behind a reverse proxy (Azure Container Apps ingress) every caller has the proxy's address;
-   * then the first `X-Forwarded-For` entry, which that proxy sets, identifies the client.
+   * then the last `X-Forwarded-For` entry, the one that proxy appended, identifies the client
+   * (`clientAddress` of @mcp-auth-stack/auth).
    */
   trustForwardedFor?: boolean;
   /** How long the provider's metadata is kept before it is fetched again. */
@@ -42,18 +44,6 @@ export interface RegistrationFacadeOptions {
 const DEFAULT_REDIRECT_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'];
 
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
-const MAX_REDIRECT_URIS = 10;
-/** A registration is a flat object of strings and lists of strings; 8 levels leaves room for `jwks`. */
-const MAX_REGISTRATION_DEPTH = 8;
-/**
- * Members naming a URL the identity provider itself would fetch or call (Keycloak fetches
- * `sector_identifier_uri` during registration, `jwks_uri` and `request_uris` later, and POSTs to
- * `backchannel_logout_uri`): from an anonymous caller, each is a request Keycloak would make on
- * its behalf (blind SSRF). MCP clients need none of them.
- */
-/** Bidirectional controls, zero-width and invisible characters, the BOM, unpaired surrogates. */
-const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
-const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
 
 /**
  * The DCR workaround for identity providers whose registration endpoint MCP clients trip
@@ -261,57 +251,6 @@ function registrationError(status: number, error: string, description: string, h
   );
 }
 
-/**
- * Redirect URIs must be loopback `http` (RFC 8252 native clients) or `https`; anything else
- * (custom schemes, plain http to other hosts, fragments) is refused before the provider sees it.
- */
-export function checkRegistration(body: unknown): { error: string; description: string } | undefined {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    return { error: 'invalid_client_metadata', description: 'The registration must be a JSON object.' };
-  }
-  if (jsonValueTooDeep(body, MAX_REGISTRATION_DEPTH)) {
-    return { error: 'invalid_client_metadata', description: 'The registration nests too deeply.' };
-  }
-  const members = body as Record<string, unknown>;
-  for (const member of FETCHED_URI_MEMBERS) {
-    if (members[member] !== undefined) {
-      return {
-        error: 'invalid_client_metadata',
-        description: `${member} is not accepted: the authorization server would fetch it on the registrant's behalf.`,
-      };
-    }
-  }
-  if (members.subject_type !== undefined && members.subject_type !== 'public') {
-    return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
-  }
-  if (typeof members.client_name === 'string' && DECEPTIVE_CHARACTERS.test(members.client_name)) {
-    // The name is shown on consent pages: it must read as what it is.
-    return {
-      error: 'invalid_client_metadata',
-      description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
-    };
-  }
-  const redirectUris = members.redirect_uris;
-  if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
-    return { error: 'invalid_redirect_uri', description: 'redirect_uris must list at least one URI.' };
-  }
-  if (redirectUris.length > MAX_REDIRECT_URIS) {
-    return { error: 'invalid_redirect_uri', description: `At most ${MAX_REDIRECT_URIS} redirect URIs.` };
-  }
-  for (const uri of redirectUris) {
-    if (typeof uri !== 'string') {
-      return { error: 'invalid_redirect_uri', description: 'Each redirect URI must be a string.' };
-    }
-    if (!allowedRedirect(uri)) {
-      return {
-        error: 'invalid_redirect_uri',
-        description: `Redirect URI ${JSON.stringify(uri.slice(0, 200))} is neither loopback http nor https.`,
-      };
-    }
-  }
-  return undefined;
-}
-
 /** Redirect URIs on loopback, or https on one of `hosts` (the realm's rule, see redirectHosts). */
 function checkRedirectHosts(
   body: unknown,
@@ -319,7 +258,7 @@ function checkRedirectHosts(
 ): { error: string; description: string } | undefined {
   for (const uri of (body as { redirect_uris: string[] }).redirect_uris) {
     const url = new URL(uri);
-    if (LOOPBACK_NAMES.includes(url.hostname)) continue;
+    if (isLoopbackRedirectHost(url.hostname)) continue;
     if (url.protocol === 'https:' && hosts.includes(url.hostname)) continue;
     return {
       error: 'invalid_redirect_uri',
@@ -327,20 +266,6 @@ function checkRedirectHosts(
     };
   }
   return undefined;
-}
-
-const LOOPBACK_NAMES = ['127.0.0.1', 'localhost', '[::1]'];
-
-function allowedRedirect(uri: string): boolean {
-  let url: URL;
-  try {
-    url = new URL(uri);
-  } catch {
-    return false;
-  }
-  if (url.hash || url.username || url.password) return false;
-  if (url.protocol === 'https:') return true;
-  return url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
 }
 
 function rebase(url: string, from: string, to: string): string {

@@ -1,0 +1,119 @@
+import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
+import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
+
+/*
+ * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
+ * every authorization server in front of MCP clients applies the same way: the Keycloak
+ * registration facade (packages/keycloak-registration) and the OAuth proxy (packages/oauth-proxy).
+ */
+
+const MAX_REDIRECT_URIS = 10;
+/** A registration is a flat object of strings and lists of strings; 8 levels leaves room for `jwks`. */
+export const MAX_REGISTRATION_DEPTH = 8;
+/** Bidirectional controls, zero-width and invisible characters, the BOM, unpaired surrogates. */
+const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
+/**
+ * Members naming a URL the identity provider itself would fetch or call (Keycloak fetches
+ * `sector_identifier_uri` during registration, `jwks_uri` and `request_uris` later, and POSTs to
+ * `backchannel_logout_uri`): from an anonymous caller, each is a request Keycloak would make on
+ * its behalf (blind SSRF). MCP clients need none of them.
+ */
+const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
+
+/**
+ * What is wrong with a registration, as an RFC 7591 error, or undefined: it must be a JSON
+ * object of bounded depth, name no URL the provider would fetch, ask for `public` subjects only,
+ * carry a `client_name` that reads as what it is, and list 1 to 10 redirect URIs, each `https` or
+ * loopback `http` (RFC 8252 native clients). Custom schemes, plain http to other hosts and
+ * fragments are refused before the provider sees them.
+ */
+export function checkRegistration(body: unknown): { error: string; description: string } | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    return { error: 'invalid_client_metadata', description: 'The registration must be a JSON object.' };
+  }
+  if (jsonValueTooDeep(body, MAX_REGISTRATION_DEPTH)) {
+    return { error: 'invalid_client_metadata', description: 'The registration nests too deeply.' };
+  }
+  const members = body as Record<string, unknown>;
+  for (const member of FETCHED_URI_MEMBERS) {
+    if (members[member] !== undefined) {
+      return {
+        error: 'invalid_client_metadata',
+        description: `${member} is not accepted: the authorization server would fetch it on the registrant's behalf.`,
+      };
+    }
+  }
+  if (members.subject_type !== undefined && members.subject_type !== 'public') {
+    return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
+  }
+  if (typeof members.client_name === 'string' && DECEPTIVE_CHARACTERS.test(members.client_name)) {
+    // The name is shown on consent pages: it must read as what it is.
+    return {
+      error: 'invalid_client_metadata',
+      description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
+    };
+  }
+  const redirectUris = members.redirect_uris;
+  if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
+    return { error: 'invalid_redirect_uri', description: 'redirect_uris must list at least one URI.' };
+  }
+  if (redirectUris.length > MAX_REDIRECT_URIS) {
+    return { error: 'invalid_redirect_uri', description: `At most ${MAX_REDIRECT_URIS} redirect URIs.` };
+  }
+  for (const uri of redirectUris) {
+    if (typeof uri !== 'string') {
+      return { error: 'invalid_redirect_uri', description: 'Each redirect URI must be a string.' };
+    }
+    if (!allowedRedirect(uri)) {
+      return {
+        error: 'invalid_redirect_uri',
+        description: `Redirect URI ${JSON.stringify(uri.slice(0, 200))} is neither loopback http nor https.`,
+      };
+    }
+  }
+  return undefined;
+}
+
+/** An `https` URI, or an `http` one on a loopback host (RFC 8252 7.3); no fragment, no credentials. */
+function allowedRedirect(uri: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  if (url.hash || url.username || url.password) return false;
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && isLoopbackRedirectHost(url.hostname);
+}
+
+/**
+ * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
+ * loopback IP literal, the same in all but the port (RFC 8252 7.3: a native app listens on
+ * whatever port is free when it starts).
+ */
+export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
+  if (registered.includes(requested)) return true;
+  let wanted: URL;
+  try {
+    wanted = new URL(requested);
+  } catch {
+    return false;
+  }
+  if (wanted.protocol !== 'http:' || !redirectPortMayVary(wanted.hostname)) return false;
+  if (wanted.hash || wanted.username || wanted.password) return false;
+  return registered.some((uri) => {
+    try {
+      const candidate = new URL(uri);
+      return (
+        candidate.protocol === 'http:' &&
+        candidate.hostname === wanted.hostname &&
+        candidate.pathname === wanted.pathname &&
+        candidate.search === wanted.search &&
+        candidate.hash === ''
+      );
+    } catch {
+      return false;
+    }
+  });
+}

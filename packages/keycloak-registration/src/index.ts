@@ -1,0 +1,20 @@
+/*
+ * What only a server in front of Keycloak needs: the registration facade that repairs what
+ * Keycloak 26.7.3's registration gets wrong, the login pass-through of the workaround way, and
+ * the janitor of anonymously registered clients. The checks any authorization server applies to
+ * a registration (`checkRegistration`, `isRegisteredRedirectUri`) are @mcp-auth-stack/auth's.
+ */
+export {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  type AuthorizationPassThroughOptions,
+  authorizationPassThrough,
+  authorizationPassThroughMigrations,
+  PASSTHROUGH_CALLBACK_PATH,
+} from './authorization-passthrough.ts';
+export {
+  type JanitorRun,
+  KEYCLOAK_BUILT_IN_CLIENTS,
+  type KeycloakClientJanitorOptions,
+  keycloakClientJanitor,
+} from './keycloak-client-janitor.ts';
+export { type RegistrationFacadeOptions, registrationFacade, repairRegistration } from './registration-facade.ts';

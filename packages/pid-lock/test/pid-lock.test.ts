@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { acquirePidLock, livePidIn, processIsAlive, tryPidLock } from '../src/pid-lock.ts';
+
+/** Above Linux's pid_max (at most 2^22): no process ever has it. */
+const NEVER_A_PID = 2147483646;
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pid-lock-'));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+describe('processIsAlive', () => {
+  test('this process runs; a pid no process has does not', () => {
+    assert.equal(processIsAlive(process.pid), true);
+    assert.equal(processIsAlive(NEVER_A_PID), false);
+  });
+});
+
+describe('livePidIn', () => {
+  test('names the live process a file holds, nothing for a missing, garbled or dead one', async () => {
+    const file = join(dir, 'live.pid');
+    await writeFile(file, `${process.pid}\n`);
+    assert.equal(await livePidIn(file), process.pid);
+    assert.equal(await livePidIn(join(dir, 'missing.pid')), undefined);
+    await writeFile(file, 'not a pid');
+    assert.equal(await livePidIn(file), undefined);
+    await writeFile(file, '0');
+    assert.equal(await livePidIn(file), undefined);
+    await writeFile(file, String(NEVER_A_PID));
+    assert.equal(await livePidIn(file), undefined);
+  });
+});
+
+describe('tryPidLock', () => {
+  test('creates the lock with this pid (mode 600), refuses while held, is free after release', async () => {
+    const lock = join(dir, 'a.lock');
+    const release = await tryPidLock(lock);
+    assert.ok(release, 'a free lock is taken');
+    assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+    assert.equal((await stat(lock)).mode & 0o777, 0o600);
+    assert.equal(await tryPidLock(lock), undefined, 'a live holder keeps it');
+    await release();
+    await assert.rejects(stat(lock), { code: 'ENOENT' });
+    const again = await tryPidLock(lock);
+    assert.ok(again, 'taken again after release');
+    await again();
+  });
+
+  test('takes over a lock whose holder no longer runs, or that names no process', async () => {
+    for (const content of [String(NEVER_A_PID), '', 'garbage']) {
+      const lock = join(dir, 'stale.lock');
+      await writeFile(lock, content);
+      const release = await tryPidLock(lock);
+      assert.ok(release, `taken over from ${JSON.stringify(content)}`);
+      assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+      await release();
+    }
+  });
+});
+
+describe('acquirePidLock', () => {
+  test('fails after the timeout naming the live holder, and reports the wait once', async () => {
+    const lock = join(dir, 'held.lock');
+    await writeFile(lock, String(process.pid));
+    const waits: number[] = [];
+    await assert.rejects(
+      acquirePidLock(lock, { timeoutMs: 30, pollMs: 10, onWait: (pid) => waits.push(pid) }),
+      new RegExp(`held by process ${process.pid}`),
+    );
+    assert.deepEqual(waits, [process.pid]);
+    await rm(lock);
+  });
+
+  test('gets the lock once the holder lets go', async () => {
+    const lock = join(dir, 'handed.lock');
+    const first = await acquirePidLock(lock, { timeoutMs: 0 });
+    const waiting = acquirePidLock(lock, { timeoutMs: 60_000, pollMs: 10 });
+    await first();
+    const second = await waiting;
+    assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+    await second();
+  });
+});
