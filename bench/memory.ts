@@ -9,7 +9,9 @@
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
  * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
- * MEMORY_CONNECTIONS (32), MEMORY_COLD_STARTS (5), MEMORY_MAIN (a bundle built elsewhere).
+ * MEMORY_CONNECTIONS (32), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
+ * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
+ * elsewhere).
  *
  * A probe loaded with `--import` samples `process.memoryUsage()` every 20 ms in the server and
  * writes what it has (now, and the highest of each figure since the last report) when it gets
@@ -300,9 +302,12 @@ async function main() {
         rows[key] ??= [];
         rows[key].push(Math.round(value));
       };
+      // MEMORY_COLD_DATABASE=current: every start on the seeded database (a restart: the schema
+      // is current); otherwise each on an empty one (the first start: every migration runs).
+      const current = process.env.MEMORY_COLD_DATABASE === 'current';
       for (let i = 0; i < COLD_STARTS; i++) {
-        const fresh = await createTestDatabase();
-        databases.push(fresh);
+        const fresh = current ? database : await createTestDatabase();
+        if (!current) databases.push(fresh);
         const port = await freePort();
         const base = `http://localhost:${port}`;
         const token = await issuer.sign(`${base}/mcp`);
