@@ -57,6 +57,15 @@ const ENTRY = process.env.BENCH_ENTRY ?? 'dist';
 if (ENTRY !== 'dist' && ENTRY !== 'src') throw new Error(`BENCH_ENTRY must be dist or src, got ${ENTRY}`);
 const BUNDLE_DIR = join(tmpdir(), `mcp-bench-dist-${process.pid}`);
 const MAIN = ENTRY === 'dist' ? join(BUNDLE_DIR, 'main.mjs') : SOURCES_MAIN;
+/** The Node flags of the image's command (apps/server/Dockerfile's CMD): the bundle runs as images run it. */
+const IMAGE_FLAGS = (() => {
+  const dockerfile = readFileSync(fileURLToPath(new URL('../apps/server/Dockerfile', import.meta.url)), 'utf8');
+  const command = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
+  if (!command) throw new Error('apps/server/Dockerfile: no CMD ["node", …]');
+  return (JSON.parse(command) as string[]).filter((arg) => arg.startsWith('--'));
+})();
+/** This server's command line: the bundle with the image's flags, or the sources as `pnpm start` runs them. */
+const SERVER = ENTRY === 'dist' ? [...IMAGE_FLAGS, MAIN] : [MAIN];
 
 interface Row {
   name: string;
@@ -161,7 +170,7 @@ async function main() {
     rows.push(await measure('B  SDK stateless, server per request: get_user_expenses', b, mcpPost(b, secret, READ)));
     await b.stop();
 
-    const c = await start([MAIN], { MCP_AUTH_PROVIDER: 'key' });
+    const c = await start(SERVER, { MCP_AUTH_PROVIDER: 'key' });
     rows.push(await measure('C  this server (key mode): get_user_expenses', c, mcpPost(c, secret, READ)));
     rows.push(await measure('C  this server (key mode): add_user_expense', c, mcpPost(c, writerSecret, WRITE)));
     const soak: Row[] = [];
@@ -172,7 +181,7 @@ async function main() {
     await c.stop();
 
     // The same path without the key lookup: what the MCP layer costs on its own.
-    const cNone = await start([MAIN], { MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
+    const cNone = await start(SERVER, { MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
     rows.push(await measure('C0 this server (none mode): get_user_expenses', cNone, mcpPost(cNone, secret, READ)));
     await cNone.stop();
 
@@ -197,7 +206,7 @@ async function main() {
       const base = `http://localhost:${port}`;
       coldStarts.push(
         await coldStart(
-          [MAIN],
+          SERVER,
           { ...env, ...keycloakEnv, DATABASE_URL: fresh.url, MCP_SERVER_BASE_URL: base, PORT: String(port) },
           port,
           await tokenFor(USER_ID, base),
@@ -208,7 +217,7 @@ async function main() {
       `cold start, this server (keycloak mode, empty database): ${coldStarts.join(', ')} ms; load ${loadAverage()}\n`,
     );
 
-    const ck = await start([MAIN], { ...keycloakEnv, MCP_SERVER_BASE_URL: kcBase, PORT: String(kcPort) });
+    const ck = await start(SERVER, { ...keycloakEnv, MCP_SERVER_BASE_URL: kcBase, PORT: String(kcPort) });
     rows.push(await measure('CK this server (keycloak mode, RS256): tools/list', ck, mcpPost(ck, token, LIST)));
     rows.push(await measure('CK this server (keycloak mode, RS256): get_user_expenses', ck, mcpPost(ck, token, READ)));
     rows.push(
@@ -217,14 +226,15 @@ async function main() {
     await pairedRounds('CK keycloak mode read', ck, mcpPost(ck, token, READ));
     await ck.stop();
 
-    // Memory: the same server from the TypeScript sources, and the bundle with a smaller young
-    // generation (V8 semi-spaces of 2 MB instead of Node 22's 16 MB on 64-bit).
-    const memoryVariants: [string, string[]][] = [
-      ...(ENTRY === 'dist'
-        ? [['CK from the TypeScript sources: get_user_expenses', [SOURCES_MAIN]] as [string, string[]]]
-        : []),
-      ['CK with --max-semi-space-size=2: get_user_expenses', ['--max-semi-space-size=2', MAIN]],
-    ];
+    // Memory: the same server from the TypeScript sources, and the bundle with Node's default
+    // heap sizing (what the image's flags save).
+    const memoryVariants: [string, string[]][] =
+      ENTRY === 'dist'
+        ? [
+            ['CK from the TypeScript sources: get_user_expenses', [SOURCES_MAIN]],
+            ['CK bundle without the image flags: get_user_expenses', [MAIN]],
+          ]
+        : [];
     for (const [label, args] of memoryVariants) {
       const port = await benchPort();
       const base = `http://localhost:${port}`;
@@ -414,7 +424,7 @@ async function coldStart(
   cwd?: string,
 ): Promise<number> {
   // A Node entry (.ts, .mjs) runs under this Node; anything else (uvicorn) is a command.
-  const [command, ...rest] = /\.(ts|mjs)$/.test(args[0] ?? '') ? [process.execPath, ...args] : args;
+  const [command, ...rest] = /\.(ts|mjs)$/.test(args.at(-1) ?? '') ? [process.execPath, ...args] : args;
   const began = performance.now();
   const child = spawn(command as string, rest, {
     env: { ...process.env, ...env },
@@ -681,7 +691,7 @@ function print(
   const idle = Math.max(...ours.map((row) => row.idleRssMb));
   const lines = [
     '',
-    `Entry: ${ENTRY === 'dist' ? 'the bundle (apps/server/build.ts), as images run it' : 'the TypeScript sources'}.`,
+    `Entry: ${ENTRY === 'dist' ? `the bundle (apps/server/build.ts) with the image's flags (${IMAGE_FLAGS.join(' ')}), as images run it` : 'the TypeScript sources'}.`,
     `Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${CONNECTIONS} connections, ${DURATION_S} s per row after ${WARMUP_S} s warm-up; load generator on the same machine.`,
     `Load average at the end (1 / 5 / 15 min): ${loadAverage()}`,
     '',
@@ -706,7 +716,7 @@ function print(
     `C p99 read / write = ${cRead.p99} / ${cWrite.p99} ms; CK p99 read = ${ckRead.p99} ms`,
     `errors in this server's rows = ${ours.reduce((sum, row) => sum + row.errors, 0)}`,
     `this server's RSS: idle ≤ ${idle} MB (target ≤ 80: ${check(idle <= 80)}), peak ${peak} MB (target ≤ 120: ${check(peak <= 120)})`,
-    ...['CK from the TypeScript sources', 'CK with --max-semi-space-size=2']
+    ...['CK from the TypeScript sources', 'CK bundle without the image flags']
       .map((prefix) => find(prefix))
       .filter((row): row is Row => row !== undefined)
       .map(

@@ -29,10 +29,14 @@ import {
 import type { KeycloakAuthConfig, OAuthProxyAuthConfig, ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
-/** Chooses the access mode named by MCP_AUTH_PROVIDER. */
+/**
+ * Chooses the access mode named by MCP_AUTH_PROVIDER. The database may still be opening (its
+ * migrations running): a mode waits for it only where it needs it, so keycloak mode fetches
+ * the realm's signing keys meanwhile.
+ */
 export async function createAuthProvider(
   config: ServerConfig,
-  database: Database,
+  databaseReady: Database | Promise<Database>,
   logger: Logger,
 ): Promise<AuthProvider> {
   switch (config.authMode) {
@@ -43,6 +47,7 @@ export async function createAuthProvider(
       );
       return noAuthProvider({ userId: config.localUserId });
     case 'key': {
+      const database = await databaseReady;
       const store = new ApiKeyStore(database.pool);
       if ((await store.countActive()) === 0) {
         logger.warn(
@@ -67,10 +72,10 @@ export async function createAuthProvider(
       return { ...apiKeyProvider({ store: cache }), close: () => cache.close() };
     }
     case 'keycloak':
-      return keycloakProvider(config, database, logger);
+      return keycloakProvider(config, databaseReady, logger);
     case 'oauth_proxy':
     case 'entra_proxy':
-      return oauthProxyProvider(config, database, logger);
+      return oauthProxyProvider(config, await databaseReady, logger);
   }
 }
 
@@ -103,7 +108,7 @@ export const MCP_ACCESS_SCOPE = 'mcp:access';
  */
 async function keycloakProvider(
   config: ServerConfig & KeycloakAuthConfig,
-  database: Database,
+  databaseReady: Database | Promise<Database>,
   logger: Logger,
 ): Promise<AuthProvider> {
   const realm = config.keycloakRealmUrl;
@@ -129,8 +134,13 @@ async function keycloakProvider(
     ...KEYCLOAK_TOKEN_RULES,
     onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
   });
+  // The signing keys, fetched now while the database opens rather than by the first request
+  // (which would wait for them). A failure is not fatal here: the first request retries it,
+  // or answers 503 within the key set's 5 s retry bound, and /ready reports it.
+  jwt.keySet.reload().catch(() => {});
   if (config.keycloakJanitorSecret !== undefined) startJanitor(reachable, config.keycloakJanitorSecret, logger);
   if (!workaround) return jwt;
+  const database = await databaseReady;
   await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
   const facade = registrationFacade({
     issuer: config.baseUrl,

@@ -1,8 +1,15 @@
 import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
-import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { type Database, migrate, openDatabase, unappliedNamespaces } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, expensesMigrations } from '@mcp-auth-stack/expenses';
 import { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from '@mcp-auth-stack/oauth-proxy';
 import type { ServerConfig } from './config.ts';
+
+/** The server's schema, in the order it is applied. */
+const MIGRATIONS = [
+  { namespace: API_KEYS_NAMESPACE, migrations: apiKeyMigrations },
+  { namespace: EXPENSES_NAMESPACE, migrations: expensesMigrations },
+  { namespace: OAUTH_PROXY_NAMESPACE, migrations: oauthProxyMigrations },
+];
 
 /**
  * Opens the configured database (Postgres by URL, else the embedded one) and brings its
@@ -26,13 +33,16 @@ export async function openAppDatabase(
     queryTimeoutMs: config.databaseQueryTimeoutMs,
   });
   try {
-    // Without the request timeouts: waiting for another replica's migration, or building an
-    // index on a large table, may rightly take longer than any request should.
-    await database.withoutTimeouts(async (pool) => {
-      await migrate(pool, API_KEYS_NAMESPACE, apiKeyMigrations);
-      await migrate(pool, EXPENSES_NAMESPACE, expensesMigrations);
-      await migrate(pool, OAUTH_PROXY_NAMESPACE, oauthProxyMigrations);
-    });
+    // One query on the pool first: on an up-to-date schema (every start but the first) no
+    // migration lock, no second connection, and the pool's connection is warm for requests.
+    const pending = await unappliedNamespaces(database.pool, MIGRATIONS);
+    if (pending.length > 0) {
+      // Without the request timeouts: waiting for another replica's migration, or building an
+      // index on a large table, may rightly take longer than any request should.
+      await database.withoutTimeouts(async (pool) => {
+        for (const { namespace, migrations } of MIGRATIONS) await migrate(pool, namespace, migrations);
+      });
+    }
   } catch (error) {
     await database.close();
     throw error;

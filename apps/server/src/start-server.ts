@@ -19,16 +19,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** config → database → auth provider → app → listen. */
+/** config → database (opening) and auth provider side by side → app → listen. */
 export async function startServer(
   config: ServerConfig,
   logger: Logger = createLogger(config.logLevel),
   options: { tracing?: boolean } = {},
 ): Promise<RunningServer> {
-  const database = await openAppDatabase(config, 'server');
+  const opening = openAppDatabase(config, 'server');
+  // Awaited below; handled here so a failure is not unhandled while the auth provider is made.
+  opening.catch(() => {});
   let auth: AuthProvider | undefined;
   try {
-    auth = await createAuthProvider(config, database, logger);
+    auth = await createAuthProvider(config, opening, logger);
+    const database = await opening;
     const provider = auth;
     const lifecycle = { draining: false };
     const { app, close: closeApp } = await createApp({
@@ -93,9 +96,12 @@ export async function startServer(
     };
     return { url, close };
   } catch (error) {
-    logger.error('start-up failed', errorFields(error));
+    // A database that failed to open has closed itself (openAppDatabase), and its error is the
+    // caller's to report, as before the auth provider was made alongside it.
+    const database = await opening.catch(() => undefined);
+    if (database) logger.error('start-up failed', errorFields(error));
     await auth?.close?.();
-    await settlesWithin(database.close(), config.databaseCloseTimeoutMs);
+    if (database) await settlesWithin(database.close(), config.databaseCloseTimeoutMs);
     throw error;
   }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,6 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { createKeys } from './fault-helpers.ts';
 import { connectClient, postMcp, run, spawnServer } from './helpers.ts';
 
 /**
@@ -20,6 +19,11 @@ const BUILD = fileURLToPath(new URL('../build.ts', import.meta.url));
 let outDir: string;
 let entry: string;
 let database: TestDatabase;
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 before(async () => {
   outDir = await mkdtemp(join(tmpdir(), 'mcp-bundle-'));
@@ -37,16 +41,22 @@ after(async () => {
 describe('the bundled production entry', () => {
   test('is one JavaScript file that imports no TypeScript but the embedded database', async () => {
     const code = await readFile(entry, 'utf8');
+    assert.equal(await exists(join(outDir, 'keys-cli.mjs')), true, 'the keys CLI for the image');
     const tsImports = [...code.matchAll(/(?:from|import\()\s*["']([^"']+\.ts)["']/g)].map((m) => m[1]);
     assert.equal(tsImports.length, 1, JSON.stringify(tsImports));
     assert.match(tsImports[0] ?? '', /packages\/database\/src\/embedded\.ts$/);
   });
 
-  test('serves key mode on PostgreSQL: tools, a write and a read', async () => {
+  test('serves key mode on PostgreSQL (migrated by it): tools, a write and a read, with a key from the bundled CLI', async () => {
     const server = await spawnServer({ DATABASE_URL: database.url, MCP_AUTH_PROVIDER: 'key' }, entry);
     try {
-      const keys = await createKeys(database.url, ['bundle-user']);
-      const client = await connectClient(server.mcpUrl, { Authorization: `Bearer ${keys.get('bundle-user')}` });
+      const created = await run(process.execPath, [join(outDir, 'keys-cli.mjs'), 'create', '--user', 'bundle-user'], {
+        DATABASE_URL: database.url,
+      });
+      assert.equal(created.code, 0, created.stderr);
+      const key = created.stdout.trim().split('\n').at(-1) ?? '';
+      assert.match(key, /^mcpk_/);
+      const client = await connectClient(server.mcpUrl, { Authorization: `Bearer ${key}` });
       const { tools } = await client.listTools();
       assert.ok(tools.some((tool) => tool.name === 'get_user_expenses'));
       const args = { date: '2025-12-17', amount: 20, category: 'food', description: 'Pizza', payment_method: 'amex' };
@@ -83,12 +93,16 @@ describe('the bundled production entry', () => {
     }
   });
 
-  test('exports spans over OTLP (the SDK is required from the telemetry package)', async () => {
-    const received: string[] = [];
+  test('exports spans over OTLP, Postgres spans too (the SDK is required from the telemetry package, pg loaded by Node)', async () => {
+    const received: { url: string; body: string }[] = [];
     const collector = createServer((request: IncomingMessage, response) => {
-      received.push(request.url ?? '');
-      request.resume();
-      request.on('end', () => response.end('{}'));
+      let body = '';
+      request.setEncoding('utf8');
+      request.on('data', (chunk) => (body += chunk));
+      request.on('end', () => {
+        received.push({ url: request.url ?? '', body });
+        response.end('{}');
+      });
     });
     await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
     const port = (collector.address() as AddressInfo).port;
@@ -101,13 +115,21 @@ describe('the bundled production entry', () => {
       entry,
     );
     try {
-      const response = await postMcp(server.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+      const response = await postMcp(server.mcpUrl, {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'get_user_expenses', arguments: {} },
+      });
       assert.equal(response.status, 200);
     } finally {
       // SIGTERM flushes the spans before the exit.
       assert.equal(await server.stop(), 0);
       collector.close();
     }
-    assert.ok(received.includes('/v1/traces'), `the collector received ${JSON.stringify(received)}`);
+    const traces = received.filter((r) => r.url === '/v1/traces');
+    assert.ok(traces.length > 0, `the collector received ${JSON.stringify(received.map((r) => r.url))}`);
+    // The OTLP/HTTP JSON export: the query's span carries db.system.name "postgresql".
+    assert.match(traces.map((r) => r.body).join('\n'), /"postgresql"/, 'a Postgres span from the bundle');
   });
 });

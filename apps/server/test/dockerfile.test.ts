@@ -16,36 +16,50 @@ const exists = (path: string) =>
   );
 
 /**
- * No Docker engine runs here, so the image is replayed: every COPY from the build context and
- * every `pnpm` RUN step, in a fresh directory, then the image's own CMD with its own ENV. What
- * the image would hold is what this starts, and it must serve a health check and an MCP call.
+ * No Docker engine runs here, so the image is replayed: every stage's COPY and `pnpm`/`node`
+ * RUN steps, each stage in its own directory, then the image's own CMD with its own ENV. What
+ * the image would hold is what this starts: the bundle and the keys CLI beside it, with only the
+ * files they load from outside themselves. It must migrate a fresh (embedded) database, serve a
+ * health check and answer an authenticated MCP call.
  */
-test('apps/server/Dockerfile: its files, install step and command give a working server', async () => {
+test('apps/server/Dockerfile: its build, files and command give a working server', async () => {
   const app = await mkdtemp(join(tmpdir(), 'mcp-image-'));
   try {
     const { root, env, command } = await replayDockerfile(ROOT, 'apps/server/Dockerfile', app);
-    assert.deepEqual(command, ['node', 'apps/server/src/main.ts']);
+    const entry = command?.at(-1) ?? '';
+    assert.equal(command?.[0], 'node');
+    assert.equal(entry, 'apps/server/dist/main.mjs');
     assert.equal(env.NODE_ENV, 'production');
-    // A self-contained folder of the server: production dependencies only, no test tools, no
-    // other app of the workspace.
+    // The bundle, not the sources: no TypeScript of the server, no test or build tool, and not
+    // the SDK or zod, which the bundle holds (hono stays: the telemetry package depends on it).
+    assert.equal(await exists(join(root, entry)), true);
+    assert.equal(await exists(join(root, 'apps/server/src')), false, 'the server runs from the bundle');
     const installed = await run('sh', ['-c', `ls ${join(root, 'node_modules/.pnpm')}`]);
-    assert.doesNotMatch(installed.stdout, /biomejs|typescript@|autocannon|inspector|playwright-core|mcp-remote/);
-    assert.equal(await exists(join(root, 'apps/server/node_modules/@mcp-auth-stack/keycloak')), false);
+    assert.doesNotMatch(
+      installed.stdout,
+      /biomejs|typescript@|autocannon|inspector|playwright-core|mcp-remote|rolldown|@modelcontextprotocol\+sdk|^zod@/m,
+    );
+    // What the bundle still loads from the tree: PGlite beside the embedded database's module,
+    // the OpenTelemetry exporters beside the telemetry package's.
+    assert.match(installed.stdout, /@electric-sql\+pglite@/);
+    assert.match(installed.stdout, /@opentelemetry\+exporter-trace-otlp-http@/);
+    assert.equal(await exists(join(root, 'packages/database/src/embedded.ts')), true);
     assert.equal(await exists(join(root, 'apps/agent')), false, 'no other app of the workspace');
-    assert.equal(await exists(join(root, 'packages/keycloak')), false, 'only the workspace packages it imports');
+    assert.equal(await exists(join(root, 'packages/keycloak')), false, 'only what the bundle loads');
+    assert.equal(await exists(join(root, 'packages/expenses')), false, 'only what the bundle loads');
 
     const dataDir = join(app, 'data');
     const keyResult = await run(
       process.execPath,
-      [join(root, 'apps/server/src/keys-cli.ts'), 'create', '--user', 'img'],
+      [join(root, 'apps/server/dist/keys-cli.mjs'), 'create', '--user', 'img'],
       {
         DATA_DIR: dataDir,
       },
     );
     assert.equal(keyResult.code, 0, keyResult.stderr);
-    const key = keyResult.stdout.trim();
+    const key = keyResult.stdout.trim().split('\n').at(-1) ?? '';
 
-    const child = spawn(process.execPath, [join(root, (command as string[])[1] as string)], {
+    const child = spawn(process.execPath, (command as string[]).slice(1), {
       cwd: root,
       env: { ...process.env, ...env, DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
 
-export { type Migration, migrate } from './migrate.ts';
+export { type Migration, migrate, unappliedNamespaces } from './migrate.ts';
 
 export interface Database {
   pool: pg.Pool;

@@ -75,3 +75,29 @@ function assertOrdered(namespace: string, migrations: Migration[]): void {
     }
   }
 }
+
+/**
+ * The namespaces of `sets` with a migration not yet in `schema_migrations`, in one query that
+ * takes no lock and creates nothing: on an up-to-date database (every start but the first) a
+ * caller can skip `migrate` and its lock. Every namespace counts as pending on a database
+ * without the table. Recorded versions are committed ones, so "none pending" is final.
+ */
+export async function unappliedNamespaces(
+  pool: pg.Pool,
+  sets: { namespace: string; migrations: Migration[] }[],
+): Promise<string[]> {
+  let recorded: { namespace: string; version: number }[];
+  try {
+    ({ rows: recorded } = await pool.query<{ namespace: string; version: number }>(
+      'SELECT namespace, version FROM schema_migrations WHERE namespace = ANY($1)',
+      [sets.map((set) => set.namespace)],
+    ));
+  } catch (error) {
+    if ((error as { code?: string }).code === '42P01') return sets.map((set) => set.namespace); // undefined_table
+    throw error;
+  }
+  const done = new Set(recorded.map((row) => `${row.namespace}#${row.version}`));
+  return sets
+    .filter((set) => set.migrations.some((migration) => !done.has(`${set.namespace}#${migration.version}`)))
+    .map((set) => set.namespace);
+}

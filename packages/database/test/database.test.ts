@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { type Migration, migrate, openDatabase, redactUrl } from '../src/index.ts';
+import { type Migration, migrate, openDatabase, redactUrl, unappliedNamespaces } from '../src/index.ts';
 
 const migrations: Migration[] = [
   { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
@@ -37,6 +37,30 @@ describe('migrations on a real PostgreSQL server', () => {
       assert.equal((await db.pool.query('SELECT author FROM notes')).rows[0].author, 'nobody');
     } finally {
       await db.close();
+    }
+  });
+
+  test('unappliedNamespaces names what migrate would still apply, without creating anything', async () => {
+    const fresh = await createTestDatabase();
+    const db = await openDatabase({ url: fresh.url });
+    try {
+      const gauges: Migration[] = [{ version: 1, name: 'gauge', sql: 'CREATE TABLE gauge (n int)' }];
+      const sets = [
+        { namespace: 'notes', migrations },
+        { namespace: 'gauges', migrations: gauges },
+      ];
+      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['notes', 'gauges'], 'no schema_migrations yet');
+      const created = await db.pool.query("SELECT to_regclass('schema_migrations') AS t");
+      assert.equal(created.rows[0].t, null, 'the check created nothing');
+      await migrate(db.pool, 'notes', migrations.slice(0, 1));
+      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['notes', 'gauges'], 'notes#2 is still pending');
+      await migrate(db.pool, 'notes', migrations);
+      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['gauges']);
+      await migrate(db.pool, 'gauges', gauges);
+      assert.deepEqual(await unappliedNamespaces(db.pool, sets), []);
+    } finally {
+      await db.close();
+      await fresh.drop();
     }
   });
 

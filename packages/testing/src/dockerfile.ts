@@ -1,59 +1,96 @@
 import { spawn } from 'node:child_process';
-import { cp, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { cp, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 
 /** What a replayed image would run: its ENV, CMD and HEALTHCHECK command, and from where. */
 export interface ReplayedImage {
-  /**
-   * The runtime stage's working directory: `target` itself, or the folder of it that
-   * `COPY --from=<build stage> <WORKDIR>/<folder> ./` takes (a `pnpm deploy` folder).
-   */
+  /** The last stage's working directory: what the image holds there. */
   root: string;
   env: Record<string, string>;
   command: string[] | undefined;
   healthcheck: string[] | undefined;
 }
 
+interface Stage {
+  /** Where this stage's WORKDIR is replayed. */
+  dir: string;
+  workdir: string;
+  env: Record<string, string>;
+}
+
 /**
- * No Docker engine runs on these machines, so an image is replayed instead: every COPY of the
- * build context (less .dockerignore) into `target`, and every `pnpm` RUN step there. What the
- * image would hold is then what `target` holds. Only the instructions this repository's
- * Dockerfiles use are understood; anything else fails loudly.
+ * No Docker engine runs on these machines, so an image is replayed instead, each stage in its
+ * own folder of `target` standing for its WORKDIR: `COPY . .` of the build context (less
+ * .dockerignore), every `pnpm` and `node` RUN step, `COPY --from=<stage> <path> <dest>` from
+ * the earlier stage's folder; a stage `FROM` an earlier one starts from a copy of it. What the
+ * image would hold is then what the last stage's folder holds. Only the instructions this
+ * repository's Dockerfiles use are understood; anything else fails loudly.
  */
 export async function replayDockerfile(context: string, dockerfile: string, target: string): Promise<ReplayedImage> {
-  const image: ReplayedImage = { root: target, env: {}, command: undefined, healthcheck: undefined };
-  let buildWorkdir: string | undefined;
+  const stages = new Map<string, Stage>();
+  let stage: Stage | undefined;
+  let command: string[] | undefined;
+  let healthcheck: string[] | undefined;
+  const current = (): Stage => {
+    if (!stage) throw new Error(`${dockerfile}: an instruction before FROM`);
+    return stage;
+  };
   for (const { instruction, args } of await readDockerfile(join(context, dockerfile))) {
-    if (instruction === 'WORKDIR') {
-      buildWorkdir ??= args;
-    } else if (instruction === 'COPY' && args.startsWith('--from')) {
-      const [, source = '', destination] = args.split(/\s+/);
-      const folder = relative(buildWorkdir ?? '/', source);
-      if (destination !== './' || folder.startsWith('..')) {
-        throw new Error(`the replay handles only "COPY --from=<stage> <WORKDIR>[/folder] ./", not "COPY ${args}"`);
+    if (instruction === 'FROM') {
+      const [base = '', as, name] = args.split(/\s+/);
+      const dir = join(target, `stage-${stages.size}`);
+      const parent = stages.get(base);
+      if (parent) await cp(parent.dir, dir, { recursive: true, verbatimSymlinks: true });
+      else await mkdir(dir, { recursive: true });
+      stage = { dir, workdir: parent?.workdir ?? '/', env: { ...parent?.env } };
+      if (as?.toUpperCase() === 'AS' && name) stages.set(name, stage);
+      command = undefined;
+      healthcheck = undefined;
+    } else if (instruction === 'WORKDIR') {
+      if (current().workdir !== '/' && current().workdir !== args) {
+        throw new Error(`the replay handles one WORKDIR per stage, not "WORKDIR ${args}"`);
       }
-      image.root = join(target, folder);
+      current().workdir = args;
+    } else if (instruction === 'COPY' && args.startsWith('--from=')) {
+      const [from = '', source = '', destination = ''] = args.split(/\s+/);
+      const earlier = stages.get(from.slice('--from='.length));
+      const folder = earlier && relative(earlier.workdir, source);
+      if (!earlier || folder === undefined || folder.startsWith('..') || destination.startsWith('/')) {
+        throw new Error(
+          `the replay handles only "COPY --from=<stage> <its WORKDIR>[/folder] <relative dest>", not "COPY ${args}"`,
+        );
+      }
+      const into = join(current().dir, destination);
+      // A folder the later stages copy once: moved rather than copied (a store of node_modules).
+      if ((await readdir(into).catch(() => [])).length === 0) {
+        await rm(into, { recursive: true, force: true });
+        await mkdir(dirname(into), { recursive: true });
+        await rename(join(earlier.dir, folder), into);
+      } else {
+        await cp(join(earlier.dir, folder), into, { recursive: true, verbatimSymlinks: true });
+      }
     } else if (instruction === 'COPY') {
       if (args !== '. .') throw new Error(`the replay handles only "COPY . .", not "COPY ${args}"`);
       const ignored = await dockerignore(join(context, '.dockerignore'));
-      await cp(context, target, {
+      await cp(context, current().dir, {
         recursive: true,
         filter: (source) => {
           const path = relative(context, source);
           return path === '' || !ignored.some((pattern) => pattern.test(path));
         },
       });
-    } else if (instruction === 'RUN' && args.startsWith('pnpm ')) {
-      await shell(args, target);
+    } else if (instruction === 'RUN' && /^(pnpm|node) /.test(args)) {
+      await shell(args, current().dir);
     } else if (instruction === 'ENV') {
-      for (const match of args.matchAll(/(\w+)=(\S+)/g)) image.env[match[1] as string] = match[2] as string;
+      for (const match of args.matchAll(/(\w+)=(\S+)/g)) current().env[match[1] as string] = match[2] as string;
     } else if (instruction === 'CMD') {
-      image.command = JSON.parse(args) as string[];
+      command = JSON.parse(args) as string[];
     } else if (instruction === 'HEALTHCHECK') {
-      image.healthcheck = JSON.parse(args.slice(args.indexOf('CMD ') + 4)) as string[];
+      healthcheck = JSON.parse(args.slice(args.indexOf('CMD ') + 4)) as string[];
     }
   }
-  return image;
+  const last = current();
+  return { root: last.dir, env: last.env, command, healthcheck };
 }
 
 interface Step {

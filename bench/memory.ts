@@ -1,0 +1,417 @@
+/**
+ * `node bench/memory.ts`: where this server's memory and start-up time go, as the image runs it
+ * (the bundle, keycloak mode, PostgreSQL by URL). It prints figures and asserts nothing; record
+ * them in docs/performance.md. Needs PostgreSQL: TEST_DATABASE_URL.
+ *
+ *   node bench/memory.ts flags     paired rounds of V8/Node flag sets under the bench's load
+ *   node bench/memory.ts cold      cold start, phase by phase
+ *   node bench/memory.ts idle      idle memory, `process.memoryUsage()` and V8's heap spaces
+ *
+ * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
+ * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
+ * MEMORY_CONNECTIONS (32), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
+ * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
+ * elsewhere).
+ *
+ * A probe loaded with `--import` samples `process.memoryUsage()` every 20 ms in the server and
+ * writes what it has (now, and the highest of each figure since the last report) when it gets
+ * SIGUSR2; it also records when the process first opens a socket (the database connect), so a
+ * cold start splits into Node's start, module load, database and migrations, and the rest.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
+import { migrate, openDatabase } from '@mcp-auth-stack/database';
+import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-auth-stack/expenses';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import autocannon from 'autocannon';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+
+const mode = process.argv[2] ?? 'flags';
+const ROUNDS = Number(process.env.MEMORY_ROUNDS ?? 3);
+const DURATION_S = Number(process.env.MEMORY_DURATION ?? 8);
+const WARMUP_S = Number(process.env.MEMORY_WARMUP ?? 4);
+const CONNECTIONS = Number(process.env.MEMORY_CONNECTIONS ?? 32);
+const COLD_STARTS = Number(process.env.MEMORY_COLD_STARTS ?? 5);
+const USER_ID = '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11';
+const BUILD = fileURLToPath(new URL('../apps/server/build.ts', import.meta.url));
+const SOURCES_MAIN = fileURLToPath(new URL('../apps/server/src/main.ts', import.meta.url));
+const WORK = join(tmpdir(), `mcp-memory-${process.pid}`);
+// MEMORY_MAIN: another bundle to measure (another tree's build.ts --out-dir), e.g. before a change.
+const MAIN = process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs');
+const PROBE = join(WORK, 'probe.mjs');
+
+/** Flag sets: name → Node arguments before the entry, and extra environment. */
+const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; entry?: string }> = {
+  default: { args: [] },
+  semi2: { args: ['--max-semi-space-size=2'] },
+  semi1: { args: ['--max-semi-space-size=1'] },
+  'semi1-old64': { args: ['--max-semi-space-size=1', '--max-old-space-size=64'] },
+  'semi1-single-gc': { args: ['--max-semi-space-size=1', '--single-threaded-gc'] },
+  'semi1-pool1': { args: ['--max-semi-space-size=1', '--v8-pool-size=1'], env: { UV_THREADPOOL_SIZE: '1' } },
+  'semi1-dbpool4': { args: ['--max-semi-space-size=1'], env: { DATABASE_POOL_SIZE: '4' } },
+  'semi1-arena2': { args: ['--max-semi-space-size=1'], env: { MALLOC_ARENA_MAX: '2' } },
+  'semi2-arena2': { args: ['--max-semi-space-size=2'], env: { MALLOC_ARENA_MAX: '2' } },
+  'semi1-optsize': { args: ['--max-semi-space-size=1', '--optimize-for-size'] },
+  optsize: { args: ['--optimize-for-size'] },
+  'semi2-optsize': { args: ['--max-semi-space-size=2', '--optimize-for-size'] },
+  'semi2-old96': { args: ['--max-semi-space-size=2', '--max-old-space-size=96'] },
+  'semi2-old128': { args: ['--max-semi-space-size=2', '--max-old-space-size=128'] },
+  old256: { args: ['--max-old-space-size=256'] },
+  'semi4-old256': { args: ['--max-semi-space-size=4', '--max-old-space-size=256'] },
+  'semi8-old256': { args: ['--max-semi-space-size=8', '--max-old-space-size=256'] },
+  'semi2-old256': { args: ['--max-semi-space-size=2', '--max-old-space-size=256'] },
+  'semi2-init16': { args: ['--max-semi-space-size=2', '--initial-old-space-size=16'] },
+  'semi2-grow50': { args: ['--max-semi-space-size=2', '--heap-growing-percent=50'] },
+  'semi2-init16-grow50': {
+    args: ['--max-semi-space-size=2', '--initial-old-space-size=16', '--heap-growing-percent=50'],
+  },
+  'semi2-old64': { args: ['--max-semi-space-size=2', '--max-old-space-size=64'] },
+  sources: { args: [], entry: SOURCES_MAIN },
+};
+
+const PROBE_CODE = `
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import v8 from 'node:v8';
+const out = process.env.PROBE_OUT;
+const mb = (n) => Math.round((n / 1048576) * 10) / 10;
+let peak = {};
+const sample = () => {
+  const now = process.memoryUsage();
+  for (const [k, v] of Object.entries(now)) peak[k] = Math.max(peak[k] ?? 0, v);
+  return now;
+};
+setInterval(sample, 20).unref();
+const marks = { probe: performance.now() };
+const connect = net.Socket.prototype.connect;
+net.Socket.prototype.connect = function (...args) {
+  marks.firstSocket ??= performance.now();
+  return connect.apply(this, args);
+};
+process.on('SIGUSR2', () => {
+  const now = sample();
+  const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name, mb(s.space_used_size) + '/' + mb(s.space_size)]));
+  const timing = performance.nodeTiming;
+  writeFileSync(out, JSON.stringify({
+    now: Object.fromEntries(Object.entries(now).map(([k, v]) => [k, mb(v)])),
+    peak: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, mb(v)])),
+    spaces,
+    marks: { ...marks, bootstrapComplete: timing.bootstrapComplete, nodeStart: timing.nodeStart },
+  }));
+  peak = {};
+});
+`;
+
+const loadAverage = () =>
+  loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' / ');
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+const status = (pid: number, field: string) =>
+  Math.round(
+    Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024,
+  );
+
+interface Running {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+  probe(): Promise<{
+    now: Record<string, number>;
+    peak: Record<string, number>;
+    spaces: Record<string, string>;
+    marks: Record<string, number>;
+  }>;
+  stop(): Promise<void>;
+}
+
+function startServer(args: string[], env: Record<string, string>, probeOut: string): Promise<Running> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', PROBE, ...args], {
+      env: { ...process.env, ...env, PROBE_OUT: probeOut, LOG_LEVEL: 'info', HOST: '127.0.0.1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stderr.on('data', (chunk) => (output += chunk));
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+      if (match?.[1]) {
+        resolve({
+          child,
+          url: match[1],
+          output: () => output,
+          async probe() {
+            rmSync(probeOut, { force: true });
+            child.kill('SIGUSR2');
+            for (let i = 0; i < 200; i++) {
+              await new Promise((r) => setTimeout(r, 10));
+              try {
+                return JSON.parse(readFileSync(probeOut, 'utf8'));
+              } catch {
+                // not written yet
+              }
+            }
+            throw new Error('the probe did not answer');
+          },
+          stop: () =>
+            new Promise((done) => {
+              if (child.exitCode !== null) return done();
+              child.once('exit', () => done());
+              child.kill('SIGTERM');
+            }),
+        });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${output}`)));
+  });
+}
+
+async function startTokenIssuer() {
+  const { privateKey, publicKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'memory-key', alg: 'RS256', use: 'sig' };
+  const server = createHttpServer((request, response) => {
+    response.setHeader('content-type', 'application/json');
+    if (request.url?.endsWith('/protocol/openid-connect/certs')) response.end(JSON.stringify({ keys: [jwk] }));
+    else if (request.url?.endsWith('/.well-known/openid-configuration'))
+      response.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/protocol/openid-connect/certs` }));
+    else {
+      response.statusCode = 404;
+      response.end('{}');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/realms/memory`;
+  return {
+    url,
+    sign: (aud: string) =>
+      new SignJWT({ typ: 'Bearer', sub: USER_ID, aud, scope: 'mcp:access expenses:read expenses:write', azp: 'm' })
+        .setProtectedHeader({ alg: 'RS256', kid: 'memory-key', typ: 'JWT' })
+        .setIssuer(url)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(privateKey),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function seeded(): Promise<TestDatabase> {
+  const database = await createTestDatabase();
+  const db = await openDatabase({ url: database.url });
+  await migrate(db.pool, API_KEYS_NAMESPACE, apiKeyMigrations);
+  await migrate(db.pool, EXPENSES_NAMESPACE, expensesMigrations);
+  const repository = new ExpenseRepository(db.pool);
+  for (let day = 0; day < 365; day += 3) {
+    const date = new Date(Date.UTC(2025, 0, 1 + day)).toISOString().slice(0, 10);
+    await repository.add(USER_ID, {
+      date,
+      amount: 1 + (day % 50),
+      category: 'food',
+      description: 'Pizza',
+      payment_method: 'amex',
+    } as never);
+  }
+  await db.pool.query(`INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+    SELECT 'user-' || (i % 200), DATE '2025-01-01' + (i % 365), (i % 90) + 1, 'food', 'seed', 'visa'
+    FROM generate_series(1, 20000) AS i`);
+  await db.pool.query('ANALYZE');
+  await db.close();
+  return database;
+}
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createHttpServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+
+const READ = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'tools/call',
+  params: { name: 'get_user_expenses', arguments: { limit: 10 } },
+});
+const LIST = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+const headers = (token: string) => ({
+  'content-type': 'application/json',
+  accept: 'application/json, text/event-stream',
+  'mcp-protocol-version': '2025-11-25',
+  authorization: `Bearer ${token}`,
+});
+
+async function main() {
+  rmSync(WORK, { recursive: true, force: true });
+  const built = spawnSync(process.execPath, [BUILD, '--out-dir', WORK], { encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(built.stderr);
+  writeFileSync(PROBE, PROBE_CODE);
+  process.stderr.write(`load average at start: ${loadAverage()}\n`);
+  const issuer = await startTokenIssuer();
+  const databases: TestDatabase[] = [];
+  try {
+    const database = await seeded();
+    databases.push(database);
+    const serve = async (name: string, extra: Record<string, string> = {}, databaseUrl = database.url) => {
+      const variant = VARIANTS[name];
+      if (!variant) throw new Error(`no variant ${name}`);
+      const port = await freePort();
+      const base = `http://localhost:${port}`;
+      const server = await startServer(
+        [...variant.args, variant.entry ?? MAIN],
+        {
+          DATABASE_URL: databaseUrl,
+          MCP_AUTH_PROVIDER: 'keycloak',
+          KEYCLOAK_REALM_URL: issuer.url,
+          MCP_SERVER_BASE_URL: base,
+          PORT: String(port),
+          ...variant.env,
+          ...extra,
+        },
+        join(WORK, `probe-${name}.json`),
+      );
+      return { server, token: await issuer.sign(`${base}/mcp`) };
+    };
+
+    if (mode === 'idle') {
+      for (const name of ['default', 'sources']) {
+        const { server, token } = await serve(name);
+        await fetch(`${server.url}/mcp`, { method: 'POST', headers: headers(token), body: READ });
+        await new Promise((r) => setTimeout(r, 1_000));
+        const probe = await server.probe();
+        console.log(
+          `${name}: VmRSS ${status(server.child.pid as number, 'VmRSS')} MB after one read;`,
+          JSON.stringify(probe.now),
+          JSON.stringify(probe.spaces),
+        );
+        await server.stop();
+      }
+      const bare = spawnSync(process.execPath, ['-e', 'console.log(JSON.stringify(process.memoryUsage()))'], {
+        encoding: 'utf8',
+      });
+      console.log(`node -e: ${bare.stdout.trim()}`);
+      return;
+    }
+
+    if (mode === 'cold') {
+      const rows: Record<string, number[]> = {};
+      const add = (key: string, value: number) => {
+        rows[key] ??= [];
+        rows[key].push(Math.round(value));
+      };
+      // MEMORY_COLD_DATABASE=current: every start on the seeded database (a restart: the schema
+      // is current); otherwise each on an empty one (the first start: every migration runs).
+      const current = process.env.MEMORY_COLD_DATABASE === 'current';
+      for (let i = 0; i < COLD_STARTS; i++) {
+        const fresh = current ? database : await createTestDatabase();
+        if (!current) databases.push(fresh);
+        const port = await freePort();
+        const base = `http://localhost:${port}`;
+        const token = await issuer.sign(`${base}/mcp`);
+        const began = performance.now();
+        const child = spawn(process.execPath, ['--import', PROBE, MAIN], {
+          env: {
+            ...process.env,
+            DATABASE_URL: fresh.url,
+            MCP_AUTH_PROVIDER: 'keycloak',
+            KEYCLOAK_REALM_URL: issuer.url,
+            MCP_SERVER_BASE_URL: base,
+            PORT: String(port),
+            LOG_LEVEL: 'info',
+            HOST: '127.0.0.1',
+            PROBE_OUT: join(WORK, 'probe-cold.json'),
+          },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        let listenedAt = 0;
+        child.stdout.on('data', (chunk: Buffer) => {
+          if (!listenedAt && chunk.toString().includes('"msg":"listening"')) listenedAt = performance.now();
+        });
+        let answeredAt = 0;
+        for (;;) {
+          const ok = await fetch(`http://127.0.0.1:${port}/mcp`, {
+            method: 'POST',
+            headers: headers(token),
+            body: LIST,
+          }).then(
+            (r) => r.status === 200,
+            () => false,
+          );
+          if (ok) {
+            answeredAt = performance.now();
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        rmSync(join(WORK, 'probe-cold.json'), { force: true });
+        child.kill('SIGUSR2');
+        await new Promise((r) => setTimeout(r, 200));
+        const probe = JSON.parse(readFileSync(join(WORK, 'probe-cold.json'), 'utf8'));
+        // The probe's clock starts at the process's time origin; `began` is this process's.
+        const marks = probe.marks as Record<string, number>;
+        add('spawn → Node bootstrapped', marks.bootstrapComplete as number);
+        add('→ modules loaded, first socket (the database)', (marks.firstSocket as number) - (marks.probe as number));
+        add('→ listening (database connect + migrations + app)', listenedAt - began - (marks.firstSocket as number));
+        add('→ first authenticated tools/list answered', answeredAt - listenedAt);
+        add('total (spawn → answered)', answeredAt - began);
+        const gone = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await gone;
+      }
+      console.log(`cold start phases (ms, ${COLD_STARTS} starts, median last), load ${loadAverage()}`);
+      for (const [key, values] of Object.entries(rows)) console.log(`${key}: ${values.join(', ')} (${median(values)})`);
+      return;
+    }
+
+    // Paired rounds of flag sets under the bench's read load.
+    const names = (process.env.MEMORY_VARIANTS ?? Object.keys(VARIANTS).join(',')).split(',');
+    const results: Record<string, { rps: number[]; peak: number[]; idle: number[]; heapPeak: number[] }> = {};
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const name of round % 2 ? names : [...names].reverse()) {
+        const { server, token } = await serve(name);
+        await new Promise((r) => setTimeout(r, 1_000));
+        const idle = status(server.child.pid as number, 'VmRSS');
+        const base = {
+          url: `${server.url}/mcp`,
+          method: 'POST' as const,
+          headers: headers(token),
+          body: READ,
+          connections: CONNECTIONS,
+        };
+        await autocannon({ ...base, duration: WARMUP_S });
+        await server.probe(); // resets the probe's peaks: the measured window's own
+        const result = await autocannon({ ...base, duration: DURATION_S });
+        const probe = await server.probe();
+        const peak = status(server.child.pid as number, 'VmHWM');
+        const errors = result.errors + result.timeouts + result.non2xx;
+        results[name] ??= { rps: [], peak: [], idle: [], heapPeak: [] };
+        results[name].rps.push(Math.round(result.requests.average));
+        results[name].peak.push(peak);
+        results[name].idle.push(idle);
+        results[name].heapPeak.push(probe.peak.heapTotal as number);
+        console.log(
+          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
+        );
+        await server.stop();
+      }
+    }
+    console.log(`\nmedians over ${ROUNDS} rounds (${CONNECTIONS} connections), load ${loadAverage()}`);
+    for (const [name, r] of Object.entries(results)) {
+      console.log(
+        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
+      );
+    }
+  } finally {
+    await issuer.close();
+    for (const database of databases) await database.drop();
+    rmSync(WORK, { recursive: true, force: true });
+  }
+}
+
+await main();
