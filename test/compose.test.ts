@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
-import { CONFIG_VARIABLES } from '@mcp-auth-stack/server/config';
+import { CONFIG_VARIABLES, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts';
 
@@ -83,6 +83,10 @@ describe('docker-compose.yml', () => {
     assert.equal(agent.environment?.MCP_AUTH, 'client_credentials');
     const host = new URL(agent.environment?.MCP_SERVER_URL ?? '').hostname;
     assert.ok((server.environment?.ALLOWED_HOSTS ?? '').split(',').includes(host), `the server accepts Host ${host}`);
+  });
+
+  test('the server runs the mode pnpm start and azd run unless MCP_AUTH_PROVIDER says otherwise', () => {
+    assert.equal(server.environment?.MCP_AUTH_PROVIDER, `\${MCP_AUTH_PROVIDER:-${STACK_AUTH_MODE}}`);
   });
 
   test('in keycloak mode the server knows the issuer browsers see and where it reaches the realm itself', () => {
