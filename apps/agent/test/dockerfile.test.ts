@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { replayDockerfile } from '@mcp-auth-stack/testing';
-import { run, startTestStack, type TestStack } from '../../server/test/helpers.ts';
+import { replayDockerfile, run } from '@mcp-auth-stack/testing';
+import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
 import { scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { type ScriptedLlm, startScriptedLlm } from './helpers/scripted-llm.ts';
 

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
+import { run } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import { run } from './helpers.ts';
 
 /** A port nobody listens on right now. */
 export function freePort(): Promise<number> {

@@ -1,8 +1,13 @@
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import {
+  createTestDatabase,
+  run,
+  type ServerProcess,
+  spawnServerProcess,
+  type TestDatabase,
+} from '@mcp-auth-stack/testing';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import pg from 'pg';
@@ -85,14 +90,6 @@ export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, s
   });
 }
 
-export interface ServerProcess {
-  url: string;
-  mcpUrl: string;
-  output: () => string;
-  /** Sends SIGTERM and resolves with the exit code. */
-  stop(): Promise<number | null>;
-}
-
 const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
@@ -100,56 +97,8 @@ const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
  * Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` does (or
  * another entry, such as the built `dist/main.mjs`).
  */
-export async function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [entry], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk) => (output += chunk));
-  child.stderr.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${output}`)), 60_000);
-    const onData = () => {
-      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout.on('data', onData);
-    exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before listening:\n${output}`));
-    });
-  });
-  return {
-    url,
-    mcpUrl: `${url}/mcp`,
-    output: () => output,
-    async stop() {
-      child.kill('SIGTERM');
-      return await exited;
-    },
-  };
-}
-
-/** Runs a command to completion and returns its exit code and output. */
-export function run(
-  command: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+export function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
+  return spawnServerProcess(entry, env);
 }
 
 /** `pnpm keys …`, as a user types it. */

@@ -3,9 +3,9 @@ import { Agent } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
 import { callTool, freePort, storedMarkers } from './fault-helpers.ts';
-import { type ServerProcess, spawnServer } from './helpers.ts';
+import { spawnServer } from './helpers.ts';
 
 /**
  * The path between the server and Keycloak, which the test can cut: the server reaches the
