@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, run, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createKeys } from '@mcp-auth-stack/testing/faults';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { createKeys } from './fault-helpers.ts';
 import { connectClient, postMcp, spawnServer } from './helpers.ts';
 
 /**

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { type OwnPostgres, startOwnPostgres, until } from '@mcp-auth-stack/testing/faults';
 import pg from 'pg';
-import { type OwnPostgres, startOwnPostgres, until } from './fault-helpers.ts';
 import { keysCli, postMcp, spawnServer } from './helpers.ts';
 
 /**

@@ -3,8 +3,8 @@ import { Agent } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
-import { callTool, freePort, storedMarkers } from './fault-helpers.ts';
+import { createTestDatabase, freePort, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { callTool, storedMarkers } from '@mcp-auth-stack/testing/faults';
 import { spawnServer } from './helpers.ts';
 
 /**
