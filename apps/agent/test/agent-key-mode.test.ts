@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
 import { localDate } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { type RunningAgent, startAgent } from '../src/runtime.ts';
@@ -12,6 +11,7 @@ import {
   type ScriptedLlm,
   startScriptedLlm,
 } from './helpers/scripted-llm.ts';
+import { startTestStack, type TestStack } from './helpers/server.ts';
 
 let stack: TestStack;
 let llm: ScriptedLlm;

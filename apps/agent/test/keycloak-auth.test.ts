@@ -25,7 +25,6 @@ import {
   scopesOf,
   verifyRs256,
 } from '../../../packages/keycloak/test/helpers.ts';
-import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
   ClientCredentialsTokenSource,
@@ -45,6 +44,7 @@ import {
   type ScriptedLlm,
   startScriptedLlm,
 } from './helpers/scripted-llm.ts';
+import { startTestStack, type TestStack } from './helpers/server.ts';
 
 const AGENT_SECRET = 'agent-secret-for-this-test';
 const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];

@@ -1,76 +1,30 @@
 import { fileURLToPath } from 'node:url';
-import { ApiKeyStore } from '@mcp-auth-stack/auth';
-import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import {
-  createTestDatabase,
-  run,
-  type ServerProcess,
-  spawnServerProcess,
-  type TestDatabase,
-} from '@mcp-auth-stack/testing';
+import { run, type ServerProcess, spawnServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing/stack';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import pg from 'pg';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { startServer } from '../src/start-server.ts';
 
-export interface TestStack {
-  url: string;
-  mcpUrl: string;
-  database: TestDatabase;
-  /** A direct connection to the server's database, to check what was (not) stored. */
-  sql: pg.Pool;
-  /** Keys for the test's users; `create` grants the ordinary user scopes unless told otherwise. */
-  keys: ApiKeyStore;
-  logs: string[];
-  close(): Promise<void>;
-}
+export type { TestStack };
 
-/** The real server on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
-export async function startTestStack(
+/** The real server in this process on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
+export function startTestStack(
   env: Record<string, string> = {},
   options: { sharedDatabase?: TestDatabase; tracing?: boolean } = {},
 ): Promise<TestStack> {
-  // A second replica passes the first one's database, which the first one drops.
-  const database = options.sharedDatabase ?? (await createTestDatabase());
-  const logs: string[] = [];
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    MCP_AUTH_PROVIDER: 'key',
-    DATABASE_URL: database.url,
-    LOG_LEVEL: 'info',
-    ...env,
-  });
-  const server = await startServer(
-    config,
-    createLogger(config.logLevel, (line) => logs.push(line)),
-    { tracing: options.tracing ?? false },
-  );
-  const sql = new pg.Pool({ connectionString: database.url, max: 2 });
-  // pool.end() resolves before its connections have closed; the database's DROP ... WITH (FORCE)
-  // right after can then terminate one, and an 'error' without a listener would crash the run.
-  sql.on('error', () => {});
-  return {
-    url: server.url,
-    mcpUrl: `${server.url}/mcp`,
-    database,
-    sql,
-    keys: userScopedKeys(new ApiKeyStore(sql)),
-    logs,
-    async close() {
-      await server.close();
-      await sql.end();
-      if (!options.sharedDatabase) await database.drop();
-    },
-  };
-}
-
-function userScopedKeys(store: ApiKeyStore): ApiKeyStore {
-  const create = store.create.bind(store);
-  store.create = (input) => create({ ...input, scopes: input.scopes ?? [...EXPENSE_USER_SCOPES] });
-  return store;
+  return startStack(async (databaseUrl, log) => {
+    const config = loadConfig({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      MCP_AUTH_PROVIDER: 'key',
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'info',
+      ...env,
+    });
+    return await startServer(config, createLogger(config.logLevel, log), { tracing: options.tracing ?? false });
+  }, options);
 }
 
 /** The official SDK client, connected with the given headers (e.g. an API key). */
