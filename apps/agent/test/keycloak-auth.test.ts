@@ -10,21 +10,11 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import { audienceOf, decodeJwtPayload, freePort, scopesOf } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
 import type { Browser } from 'playwright-core';
-import {
-  DEMO_USERS,
-  REALM_CLIENTS,
-  type RunningKeycloak,
-  startKeycloak,
-} from '../../../packages/keycloak/src/index.ts';
-import {
-  audienceOf,
-  decodeJwtPayload,
-  freePort,
-  launchChromium,
-  scopesOf,
-  verifyRs256,
-} from '../../../packages/keycloak/test/helpers.ts';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
   ClientCredentialsTokenSource,

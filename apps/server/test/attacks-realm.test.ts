@@ -3,13 +3,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import {
-  type CallbackServer,
-  decodeJwtPayload,
-  freePort,
-  launchChromium,
-  startCallbackServer,
-} from '@mcp-auth-stack/keycloak/testing';
+import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';

@@ -7,13 +7,8 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import {
-  type CallbackServer,
-  createPkce,
-  freePort,
-  launchChromium,
-  startCallbackServer,
-} from '@mcp-auth-stack/keycloak/testing';
+import { type CallbackServer, createPkce, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
 import { BrowserOAuthProvider } from './oauth-helpers.ts';

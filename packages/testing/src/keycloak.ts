@@ -1,26 +1,12 @@
+/** A realm's OIDC endpoints as the tests use them (Keycloak's URL layout). */
 import { createPublicKey, verify } from 'node:crypto';
-
-export {
-  type AuthorizeRequest,
-  audienceOf,
-  authorizeUrl,
-  type CallbackServer,
-  createPkce,
-  decodeJwtPayload,
-  freePort,
-  type Pkce,
-  scopesOf,
-  startCallbackServer,
-} from '@mcp-auth-stack/testing';
-// The browser, port and callback helpers live in packages/testing (the Playwright specs in e2e/
-// use them too); re-exported here for the node:test files that import this module.
-export { CHROMIUM_PATH, launchChromium, signIn } from '@mcp-auth-stack/testing/browser';
 
 export interface TokenResponse {
   status: number;
   body: Record<string, unknown>;
 }
 
+/** A request to the realm's token endpoint, answered as it came: refusals are what some tests check. */
 export async function postToken(realmUrl: string, form: Record<string, string>): Promise<TokenResponse> {
   const response = await fetch(`${realmUrl}/protocol/openid-connect/token`, {
     method: 'POST',
