@@ -10,10 +10,10 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { audienceOf, decodeJwtPayload, freePort, scopesOf } from '@mcp-auth-stack/testing';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { audienceOf, decodeJwtPayload, scopesOf } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import { startKeycloakForServer, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
 import type { Browser } from 'playwright-core';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
@@ -50,17 +50,14 @@ let cacheRoot: string;
 before(
   async () => {
     // The server's canonical URL (and so the token audience) is http://localhost:<port>/mcp.
-    const serverPort = await freePort();
-    const baseUrl = `http://localhost:${serverPort}`;
-    mcpUrl = `${baseUrl}/mcp`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: { MCP_SERVER_RESOURCE_URL: mcpUrl, KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
+    let serverPort: number;
+    let baseUrl: string;
+    ({ keycloak, serverPort, baseUrl, mcpUrl } = await startKeycloakForServer({
+      realmEnv: { KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
       onProgress: ({ phase, message, elapsedMs }) => {
         if (phase !== 'waiting') console.log(`keycloak ${Math.round(elapsedMs / 1000)} s ${phase}: ${message}`);
       },
-    });
+    }));
     cacheRoot = await mkdtemp(join(tmpdir(), 'agent-oauth-'));
     [stack, browser, llm] = await Promise.all([
       startTestStack({
