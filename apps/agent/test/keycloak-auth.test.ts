@@ -14,6 +14,13 @@ import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak } from '@mcp-auth-stack
 import { audienceOf, decodeJwtPayload, scopesOf } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import { startKeycloakForServer, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import {
+  type ChatRequest,
+  messageText,
+  type ScriptEntry,
+  type ScriptedLlm,
+  startScriptedLlm,
+} from '@mcp-auth-stack/testing/scripted-llm';
 import type { Browser } from 'playwright-core';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
@@ -27,13 +34,6 @@ import { DEFAULT_MCP_SCOPE, loadConfig } from '../src/config.ts';
 import { startAgent } from '../src/runtime.ts';
 import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { type BrowserHook, type Login, startBrowserHook } from './helpers/browser-hook.ts';
-import {
-  type ChatRequest,
-  messageText,
-  type ScriptEntry,
-  type ScriptedLlm,
-  startScriptedLlm,
-} from './helpers/scripted-llm.ts';
 import { startTestStack, type TestStack } from './helpers/server.ts';
 
 const AGENT_SECRET = 'agent-secret-for-this-test';

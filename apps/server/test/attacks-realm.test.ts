@@ -6,10 +6,15 @@ import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import {
+  BrowserOAuthProvider,
+  connectWithOAuth,
+  keycloakAdminToken,
+  keycloakUserId,
+} from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, connectWithOAuth, keycloakAdminToken, keycloakUserId } from './oauth-helpers.ts';
 
 /**
  * Adversarial tests of the trust between the realm and the server (issue 11), against a real

@@ -10,9 +10,9 @@ import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, createPkce, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { BrowserOAuthProvider } from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider } from './oauth-helpers.ts';
 
 /**
  * mcp-remote (pinned in package.json), the stdio bridge that Claude Desktop, Cursor and other

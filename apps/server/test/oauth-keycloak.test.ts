@@ -10,9 +10,9 @@ import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, decodeJwtPayload, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from './oauth-helpers.ts';
 
 /**
  * The server in `keycloak` mode against a real Keycloak 26.7.3 started from the repository's
