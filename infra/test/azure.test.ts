@@ -3,19 +3,14 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_VARIABLES, ConfigError, loadConfig } from '@mcp-auth-stack/server/config';
-import { parse } from 'yaml';
 import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
-} from '../../apps/agent/src/config.ts';
-import {
-  keycloakEgressProxyMappings,
-  REALM_FEATURES,
-  REALM_FILE,
-  REALM_NAME,
-} from '../../packages/keycloak/src/realm.ts';
-import { TELEMETRY_VARIABLES } from '../../packages/telemetry/src/variables.ts';
+} from '@mcp-auth-stack/agent/config';
+import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from '@mcp-auth-stack/keycloak';
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '@mcp-auth-stack/server/config';
+import { TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
+import { parse } from 'yaml';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
