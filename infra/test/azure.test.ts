@@ -9,7 +9,7 @@ import {
 } from '@mcp-auth-stack/agent/config';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '@mcp-auth-stack/server/config';
-import { TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
+import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
@@ -635,7 +635,6 @@ describe('least privilege and the rest', () => {
   });
 
   test('the workbook charts tool calls from the span attributes the telemetry package sets', async () => {
-    const { MCP_ATTRIBUTES } = await import('../../packages/telemetry/src/mcp.ts');
     const monitoring = parsed.get(join(INFRA, 'modules/monitoring.bicep')) as BicepFile;
     assert.match(
       monitoring.text,
