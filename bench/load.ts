@@ -15,8 +15,9 @@
  */
 import { Agent } from 'node:http';
 import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createTestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, spawnServerProcess } from '@mcp-auth-stack/testing';
 import {
   type CallResult,
   callTool,
@@ -24,8 +25,10 @@ import {
   type OwnPostgres,
   startOwnPostgres,
   storedMarkers,
-} from '../apps/server/test/fault-helpers.ts';
-import { spawnServer } from '../apps/server/test/helpers.ts';
+} from '@mcp-auth-stack/testing/faults';
+
+/** `pnpm start:server`'s program, through apps/server's declared entry. */
+const SERVER_MAIN = fileURLToPath(import.meta.resolve('@mcp-auth-stack/server/main'));
 
 const FAULTS = ['none', 'sigterm', 'freeze', 'kill', 'restart'] as const;
 type Fault = (typeof FAULTS)[number];
@@ -56,7 +59,7 @@ const ownPostgres: OwnPostgres | undefined = ['freeze', 'kill', 'restart'].inclu
   : undefined;
 const testDatabase = ownPostgres ? undefined : await createTestDatabase();
 const databaseUrl = ownPostgres?.url ?? (testDatabase?.url as string);
-const server = await spawnServer({
+const server = await spawnServerProcess(SERVER_MAIN, {
   DATABASE_URL: databaseUrl,
   MCP_AUTH_PROVIDER: 'key',
   DATABASE_POOL_SIZE: '10',

@@ -6,10 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { CONFIG_VARIABLES as AGENT_VARIABLES } from '@mcp-auth-stack/agent/config';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
-import { CONFIG_VARIABLES as AGENT_VARIABLES } from '../apps/agent/src/config.ts';
 
 /**
  * docker-compose.yml checked without a container engine: it parses, everything it names (build

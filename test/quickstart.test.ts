@@ -8,12 +8,13 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
-import { type CallbackServer, freePort, launchChromium, startCallbackServer } from '@mcp-auth-stack/keycloak/testing';
+import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { BrowserOAuthProvider, connectWithOAuth } from '@mcp-auth-stack/testing/mcp-oauth';
+import { messageText, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { messageText, startScriptedLlm } from '../apps/agent/test/helpers/scripted-llm.ts';
-import { BrowserOAuthProvider, connectWithOAuth } from '../apps/server/test/oauth-helpers.ts';
 
 /**
  * The README's Quick start, run literally: the command lines come from README.md's code blocks

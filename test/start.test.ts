@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '@mcp-auth-stack/keycloak/testing';
+import { freePort } from '@mcp-auth-stack/testing';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 

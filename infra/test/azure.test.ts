@@ -3,19 +3,14 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
-import { parse } from 'yaml';
 import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
-} from '../../apps/agent/src/config.ts';
-import {
-  keycloakEgressProxyMappings,
-  REALM_FEATURES,
-  REALM_FILE,
-  REALM_NAME,
-} from '../../packages/keycloak/src/realm.ts';
-import { TELEMETRY_VARIABLES } from '../../packages/telemetry/src/variables.ts';
+} from '@mcp-auth-stack/agent/config';
+import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from '@mcp-auth-stack/keycloak';
+import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
+import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
+import { parse } from 'yaml';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
@@ -647,7 +642,6 @@ describe('least privilege and the rest', () => {
   });
 
   test('the workbook charts tool calls from the span attributes the telemetry package sets', async () => {
-    const { MCP_ATTRIBUTES } = await import('../../packages/telemetry/src/mcp.ts');
     const monitoring = parsed.get(join(INFRA, 'modules/monitoring.bicep')) as BicepFile;
     assert.match(
       monitoring.text,

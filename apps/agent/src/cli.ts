@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * `pnpm agent "yesterday I bought a laptop for $1200 using my visa"`: one request.
  * `pnpm agent`: a chat, with the answer streamed and every tool call shown.

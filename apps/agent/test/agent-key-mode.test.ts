@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
-import { localDate } from '../src/agent.ts';
-import { loadConfig } from '../src/config.ts';
-import { type RunningAgent, startAgent } from '../src/runtime.ts';
-import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import {
   type ChatRequest,
   messageText,
   type ScriptEntry,
   type ScriptedLlm,
   startScriptedLlm,
-} from './helpers/scripted-llm.ts';
+} from '@mcp-auth-stack/testing/scripted-llm';
+import { localDate } from '../src/agent.ts';
+import { loadConfig } from '../src/config.ts';
+import { type RunningAgent, startAgent } from '../src/runtime.ts';
+import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
+import { startTestStack, type TestStack } from './helpers/server.ts';
 
 let stack: TestStack;
 let llm: ScriptedLlm;

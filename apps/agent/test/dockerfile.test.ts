@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { replayDockerfile } from '@mcp-auth-stack/testing';
-import { run, startTestStack, type TestStack } from '../../server/test/helpers.ts';
+import { replayDockerfile, run } from '@mcp-auth-stack/testing';
+import { type ScriptedLlm, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
 import { scriptedModelEnv, spawnServe } from './helpers/agent.ts';
-import { type ScriptedLlm, startScriptedLlm } from './helpers/scripted-llm.ts';
+import { startTestStack, type TestStack } from './helpers/server.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 

@@ -10,22 +10,18 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { audienceOf, decodeJwtPayload, scopesOf } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { startKeycloakForServer, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import {
+  type ChatRequest,
+  messageText,
+  type ScriptEntry,
+  type ScriptedLlm,
+  startScriptedLlm,
+} from '@mcp-auth-stack/testing/scripted-llm';
 import type { Browser } from 'playwright-core';
-import {
-  DEMO_USERS,
-  REALM_CLIENTS,
-  type RunningKeycloak,
-  startKeycloak,
-} from '../../../packages/keycloak/src/index.ts';
-import {
-  audienceOf,
-  decodeJwtPayload,
-  freePort,
-  launchChromium,
-  scopesOf,
-  verifyRs256,
-} from '../../../packages/keycloak/test/helpers.ts';
-import { startTestStack, type TestStack } from '../../server/test/helpers.ts';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {
   ClientCredentialsTokenSource,
@@ -38,13 +34,7 @@ import { DEFAULT_MCP_SCOPE, loadConfig } from '../src/config.ts';
 import { startAgent } from '../src/runtime.ts';
 import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { type BrowserHook, type Login, startBrowserHook } from './helpers/browser-hook.ts';
-import {
-  type ChatRequest,
-  messageText,
-  type ScriptEntry,
-  type ScriptedLlm,
-  startScriptedLlm,
-} from './helpers/scripted-llm.ts';
+import { startTestStack, type TestStack } from './helpers/server.ts';
 
 const AGENT_SECRET = 'agent-secret-for-this-test';
 const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];
@@ -60,17 +50,14 @@ let cacheRoot: string;
 before(
   async () => {
     // The server's canonical URL (and so the token audience) is http://localhost:<port>/mcp.
-    const serverPort = await freePort();
-    const baseUrl = `http://localhost:${serverPort}`;
-    mcpUrl = `${baseUrl}/mcp`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: { MCP_SERVER_RESOURCE_URL: mcpUrl, KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
+    let serverPort: number;
+    let baseUrl: string;
+    ({ keycloak, serverPort, baseUrl, mcpUrl } = await startKeycloakForServer({
+      realmEnv: { KEYCLOAK_AGENT_CLIENT_SECRET: AGENT_SECRET },
       onProgress: ({ phase, message, elapsedMs }) => {
         if (phase !== 'waiting') console.log(`keycloak ${Math.round(elapsedMs / 1000)} s ${phase}: ${message}`);
       },
-    });
+    }));
     cacheRoot = await mkdtemp(join(tmpdir(), 'agent-oauth-'));
     [stack, browser, llm] = await Promise.all([
       startTestStack({

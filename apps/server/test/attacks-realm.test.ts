@@ -2,18 +2,19 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
 import {
-  type CallbackServer,
-  decodeJwtPayload,
-  freePort,
-  launchChromium,
-  startCallbackServer,
-} from '@mcp-auth-stack/keycloak/testing';
+  BrowserOAuthProvider,
+  connectWithOAuth,
+  keycloakAdminToken,
+  keycloakUserId,
+} from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, connectWithOAuth, keycloakAdminToken, keycloakUserId } from './oauth-helpers.ts';
 
 /**
  * Adversarial tests of the trust between the realm and the server (issue 11), against a real
@@ -33,13 +34,8 @@ const callbacks: CallbackServer[] = [];
 
 before(
   async () => {
-    const serverPort = await freePort();
-    baseUrl = `http://localhost:${serverPort}`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: { MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp` },
-    });
+    let serverPort: number;
+    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer());
     browser = await launchChromium();
     stack = await startTestStack({
       PORT: String(serverPort),

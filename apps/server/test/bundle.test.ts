@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, run, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { connectClient, postMcp, run, spawnServer } from './helpers.ts';
+import { connectClient, postMcp, spawnServer } from './helpers.ts';
 
 /**
  * The production entry (`node apps/server/build.ts` → `dist/main.mjs`) as its own process:

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { replayDockerfile } from '@mcp-auth-stack/testing';
-import { connectClient, run } from './helpers.ts';
+import { replayDockerfile, run } from '@mcp-auth-stack/testing';
+import { connectClient } from './helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const exists = (path: string) =>

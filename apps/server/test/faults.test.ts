@@ -9,7 +9,7 @@ import {
   startOwnPostgres,
   storedMarkers,
   until,
-} from './fault-helpers.ts';
+} from '@mcp-auth-stack/testing/faults';
 import { spawnServer, startTestStack } from './helpers.ts';
 
 /**

@@ -1,71 +1,30 @@
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ApiKeyStore } from '@mcp-auth-stack/auth';
-import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { run, type ServerProcess, spawnServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing/stack';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import pg from 'pg';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { startServer } from '../src/start-server.ts';
 
-export interface TestStack {
-  url: string;
-  mcpUrl: string;
-  database: TestDatabase;
-  /** A direct connection to the server's database, to check what was (not) stored. */
-  sql: pg.Pool;
-  /** Keys for the test's users; `create` grants the ordinary user scopes unless told otherwise. */
-  keys: ApiKeyStore;
-  logs: string[];
-  close(): Promise<void>;
-}
+export type { TestStack };
 
-/** The real server on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
-export async function startTestStack(
+/** The real server in this process on a free loopback port, in `key` mode, on its own database on real PostgreSQL. */
+export function startTestStack(
   env: Record<string, string> = {},
   options: { sharedDatabase?: TestDatabase; tracing?: boolean } = {},
 ): Promise<TestStack> {
-  // A second replica passes the first one's database, which the first one drops.
-  const database = options.sharedDatabase ?? (await createTestDatabase());
-  const logs: string[] = [];
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    MCP_AUTH_PROVIDER: 'key',
-    DATABASE_URL: database.url,
-    LOG_LEVEL: 'info',
-    ...env,
-  });
-  const server = await startServer(
-    config,
-    createLogger(config.logLevel, (line) => logs.push(line)),
-    { tracing: options.tracing ?? false },
-  );
-  const sql = new pg.Pool({ connectionString: database.url, max: 2 });
-  // pool.end() resolves before its connections have closed; the database's DROP ... WITH (FORCE)
-  // right after can then terminate one, and an 'error' without a listener would crash the run.
-  sql.on('error', () => {});
-  return {
-    url: server.url,
-    mcpUrl: `${server.url}/mcp`,
-    database,
-    sql,
-    keys: userScopedKeys(new ApiKeyStore(sql)),
-    logs,
-    async close() {
-      await server.close();
-      await sql.end();
-      if (!options.sharedDatabase) await database.drop();
-    },
-  };
-}
-
-function userScopedKeys(store: ApiKeyStore): ApiKeyStore {
-  const create = store.create.bind(store);
-  store.create = (input) => create({ ...input, scopes: input.scopes ?? [...EXPENSE_USER_SCOPES] });
-  return store;
+  return startStack(async (databaseUrl, log) => {
+    const config = loadConfig({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      MCP_AUTH_PROVIDER: 'key',
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'info',
+      ...env,
+    });
+    return await startServer(config, createLogger(config.logLevel, log), { tracing: options.tracing ?? false });
+  }, options);
 }
 
 /** The official SDK client, connected with the given headers (e.g. an API key). */
@@ -85,14 +44,6 @@ export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, s
   });
 }
 
-export interface ServerProcess {
-  url: string;
-  mcpUrl: string;
-  output: () => string;
-  /** Sends SIGTERM and resolves with the exit code. */
-  stop(): Promise<number | null>;
-}
-
 const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
@@ -100,56 +51,8 @@ const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
  * Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` does (or
  * another entry, such as the built `dist/main.mjs`).
  */
-export async function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [entry], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk) => (output += chunk));
-  child.stderr.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${output}`)), 60_000);
-    const onData = () => {
-      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout.on('data', onData);
-    exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before listening:\n${output}`));
-    });
-  });
-  return {
-    url,
-    mcpUrl: `${url}/mcp`,
-    output: () => output,
-    async stop() {
-      child.kill('SIGTERM');
-      return await exited;
-    },
-  };
-}
-
-/** Runs a command to completion and returns its exit code and output. */
-export function run(
-  command: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+export function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
+  return spawnServerProcess(entry, env);
 }
 
 /** `pnpm keys …`, as a user types it. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { type OwnPostgres, startOwnPostgres, until } from '@mcp-auth-stack/testing/faults';
 import pg from 'pg';
-import { type OwnPostgres, startOwnPostgres, until } from './fault-helpers.ts';
-import { keysCli, postMcp, type ServerProcess, spawnServer } from './helpers.ts';
+import { keysCli, postMcp, spawnServer } from './helpers.ts';
 
 /**
  * Key mode on PostgreSQL keeps verified keys in memory (ApiKeyCache). What must hold: a key

@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { callTool, freePort, storedMarkers } from './fault-helpers.ts';
-import { type ServerProcess, spawnServer } from './helpers.ts';
+import type { RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { createTestDatabase, freePort, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { callTool, storedMarkers } from '@mcp-auth-stack/testing/faults';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { spawnServer } from './helpers.ts';
 
 /**
  * The path between the server and Keycloak, which the test can cut: the server reaches the
@@ -56,13 +57,7 @@ describe('Keycloak unreachable from the server (keycloak mode)', () => {
 
   before(
     async () => {
-      port = await freePort();
-      baseUrl = `http://localhost:${port}`;
-      keycloak = await startKeycloak({
-        httpPort: await freePort(),
-        managementPort: await freePort(),
-        realmEnv: { MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp` },
-      });
+      ({ keycloak, serverPort: port, baseUrl } = await startKeycloakForServer());
       database = await createTestDatabase();
       path = await cuttablePath(Number(new URL(keycloak.url).port));
     },

@@ -6,17 +6,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import {
-  type CallbackServer,
-  createPkce,
-  freePort,
-  launchChromium,
-  startCallbackServer,
-} from '@mcp-auth-stack/keycloak/testing';
+import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { type CallbackServer, createPkce, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { BrowserOAuthProvider } from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider } from './oauth-helpers.ts';
 
 /**
  * mcp-remote (pinned in package.json), the stdio bridge that Claude Desktop, Cursor and other
@@ -37,16 +33,7 @@ let baseUrl: string;
 
 before(
   async () => {
-    serverPort = await freePort();
-    baseUrl = `http://localhost:${serverPort}`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: {
-        MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp`,
-        MCP_OAUTH_PROXY_CALLBACK_URL: `${baseUrl}/auth/callback`,
-      },
-    });
+    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer());
   },
   { timeout: 600_000 },
 );

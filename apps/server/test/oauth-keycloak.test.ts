@@ -6,12 +6,13 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
-import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { type CallbackServer, decodeJwtPayload, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
-import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from './oauth-helpers.ts';
 
 /**
  * The server in `keycloak` mode against a real Keycloak 26.7.3 started from the repository's
@@ -30,13 +31,7 @@ const callbacks: CallbackServer[] = [];
 
 before(
   async () => {
-    serverPort = await freePort();
-    baseUrl = `http://localhost:${serverPort}`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: { MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp` },
-    });
+    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer());
     browser = await launchChromium();
   },
   { timeout: 600_000 },

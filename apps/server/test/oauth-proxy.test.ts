@@ -4,9 +4,10 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEMO_USERS, type RunningKeycloak, startKeycloak } from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
 
@@ -30,16 +31,7 @@ const callbacks: CallbackServer[] = [];
 
 before(
   async () => {
-    serverPort = await freePort();
-    baseUrl = `http://localhost:${serverPort}`;
-    keycloak = await startKeycloak({
-      httpPort: await freePort(),
-      managementPort: await freePort(),
-      realmEnv: {
-        MCP_SERVER_RESOURCE_URL: `${baseUrl}/mcp`,
-        MCP_OAUTH_PROXY_CALLBACK_URL: `${baseUrl}/auth/callback`,
-      },
-    });
+    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer());
     browser = await launchChromium();
     dataDir = await mkdtemp(join(tmpdir(), 'oauth-proxy-data-'));
     // No keys configured: on a loopback base URL the server generates them into DATA_DIR.

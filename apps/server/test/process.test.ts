@@ -5,7 +5,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectClient, keysCli, postMcp, run, runServerToExit, type ServerProcess, spawnServer } from './helpers.ts';
+import { run, type ServerProcess } from '@mcp-auth-stack/testing';
+import { connectClient, keysCli, postMcp, runServerToExit, spawnServer } from './helpers.ts';
 
 /**
  * The server as its own process on the embedded database, with the keys CLI next to it:

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './helpers.ts';
+import { freePort } from '@mcp-auth-stack/testing';
 
 /**
  * `pnpm keycloak` as a user runs it: it starts Keycloak and says where; a second run finds it

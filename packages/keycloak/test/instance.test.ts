@@ -4,8 +4,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { audienceOf, decodeJwtPayload, freePort } from '@mcp-auth-stack/testing';
+import { postToken } from '@mcp-auth-stack/testing/keycloak';
 import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
-import { audienceOf, decodeJwtPayload, freePort, postToken } from './helpers.ts';
 
 /**
  * What `pnpm start` and then `PORT=8117 pnpm start` do to the kept Keycloak folder: the second

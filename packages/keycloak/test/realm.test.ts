@@ -3,8 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
 import {
   audienceOf,
   authorizeUrl,
@@ -12,13 +10,13 @@ import {
   createPkce,
   decodeJwtPayload,
   freePort,
-  launchChromium,
-  postToken,
   scopesOf,
-  signIn,
   startCallbackServer,
-  verifyRs256,
-} from './helpers.ts';
+} from '@mcp-auth-stack/testing';
+import { launchChromium, signIn } from '@mcp-auth-stack/testing/browser';
+import { postToken, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
 
 // A resource URL and agent secret unlike the realm file's defaults: the tests then also prove
 // that the `${VAR:default}` placeholders are filled from the environment.

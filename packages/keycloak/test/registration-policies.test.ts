@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { freePort } from '@mcp-auth-stack/testing';
 import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
-import { freePort } from './helpers.ts';
 
 /**
  * The realm's rules for anonymous Dynamic Client Registration (keycloak/README.md, "Anonymous

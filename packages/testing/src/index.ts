@@ -10,6 +10,7 @@ export {
   startCallbackServer,
 } from './oauth.ts';
 export { createPkce, type Pkce } from './pkce.ts';
+export { run, type ServerProcess, spawnServerProcess } from './process.ts';
 
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';

@@ -1,26 +1,20 @@
+/**
+ * Fixtures for fault and load runs against the server as its own process: a PostgreSQL cluster
+ * of the test's own to freeze and kill, raw `tools/call` requests whose every failure is
+ * visible, keep-alive writers with unique markers, and the count of what was stored. Used by
+ * apps/server's fault tests and `pnpm load` (bench/load.ts).
+ */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import pg from 'pg';
-import { run } from './helpers.ts';
-
-/** A port nobody listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from './oauth.ts';
+import { run } from './process.ts';
 
 /**
  * A PostgreSQL cluster of the test's own (Debian's binaries), on its own port, so the test can
