@@ -25,7 +25,7 @@ import {
   type OwnPostgres,
   startOwnPostgres,
   storedMarkers,
-} from '@mcp-auth-stack/testing/faults';
+} from '@mcp-auth-stack/testing-stack/faults';
 
 /** `pnpm start:server`'s program, through apps/server's declared entry. */
 const SERVER_MAIN = fileURLToPath(import.meta.resolve('@mcp-auth-stack/server/main'));

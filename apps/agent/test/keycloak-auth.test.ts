@@ -13,7 +13,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { audienceOf, decodeJwtPayload, scopesOf } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { startKeycloakForServer, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import { verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
 import {
   type ChatRequest,
   messageText,
@@ -21,6 +21,7 @@ import {
   type ScriptedLlm,
   startScriptedLlm,
 } from '@mcp-auth-stack/testing/scripted-llm';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
 import { systemBrowserOpener } from '../src/auth/browser.ts';
 import {

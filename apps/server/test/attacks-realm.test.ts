@@ -5,13 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
 import {
   BrowserOAuthProvider,
   connectWithOAuth,
   keycloakAdminToken,
   keycloakUserId,
 } from '@mcp-auth-stack/testing/mcp-oauth';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';

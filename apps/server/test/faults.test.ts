@@ -9,7 +9,7 @@ import {
   startOwnPostgres,
   storedMarkers,
   until,
-} from '@mcp-auth-stack/testing/faults';
+} from '@mcp-auth-stack/testing-stack/faults';
 import { spawnServer, startTestStack } from './helpers.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { run, type ServerProcess, spawnServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
-import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing/stack';
+import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing-stack/stack';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { loadConfig } from '../src/config.ts';

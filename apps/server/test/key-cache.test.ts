@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
-import { type OwnPostgres, startOwnPostgres, until } from '@mcp-auth-stack/testing/faults';
+import { type OwnPostgres, startOwnPostgres, until } from '@mcp-auth-stack/testing-stack/faults';
 import pg from 'pg';
 import { keysCli, postMcp, spawnServer } from './helpers.ts';
 

@@ -4,8 +4,8 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { after, before, describe, test } from 'node:test';
 import type { RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { createTestDatabase, freePort, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
-import { callTool, storedMarkers } from '@mcp-auth-stack/testing/faults';
-import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { callTool, storedMarkers } from '@mcp-auth-stack/testing-stack/faults';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import { spawnServer } from './helpers.ts';
 
 /**

@@ -9,8 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, decodeJwtPayload, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
 import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from '@mcp-auth-stack/testing/mcp-oauth';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { startKeycloakForServer } from '@mcp-auth-stack/testing/keycloak';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
 

@@ -12,9 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
+import { freePort, run } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import { freePort } from './oauth.ts';
-import { run } from './process.ts';
 
 /**
  * A PostgreSQL cluster of the test's own (Debian's binaries), on its own port, so the test can

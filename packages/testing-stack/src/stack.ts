@@ -1,7 +1,7 @@
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import { createTestDatabase, type TestDatabase } from './index.ts';
 
 /** The server under test, started by the caller's `StartServer`. */
 export interface RunningTestServer {

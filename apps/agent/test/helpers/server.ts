@@ -6,7 +6,7 @@
 import { createLogger } from '@mcp-auth-stack/config';
 import { loadConfig } from '@mcp-auth-stack/server/config';
 import { startServer } from '@mcp-auth-stack/server/start-server';
-import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing/stack';
+import { startTestStack as startStack, type TestStack } from '@mcp-auth-stack/testing-stack/stack';
 
 export type { TestStack };
 
