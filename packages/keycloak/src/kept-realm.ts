@@ -1,0 +1,177 @@
+/**
+ * A kept Keycloak database holds the realm as first imported; when the server's URLs change,
+ * the realm's URL values are brought up to date through the admin API (start-keycloak.ts calls
+ * this on every start that keeps its data).
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KeycloakPhase } from './keycloak-process.ts';
+import { REALM_FILE, REALM_NAME } from './realm.ts';
+
+/** What of startKeycloak's options the update needs. */
+export interface KeptRealmOptions {
+  admin?: { username: string; password: string };
+  realmFiles?: string[];
+}
+
+/** The realm values a kept database was imported with (`data/`, so `--fresh` removes it too). */
+export const REALM_ENV_FILE = 'realm-env.json';
+
+/**
+ * A kept database holds the realm as imported the first time: Keycloak does not read the realm
+ * file again. When the URLs differ now (the server moved to another PORT, so tokens need another
+ * audience), the places of the realm that hold them are updated through the admin API, so the
+ * users, their ids (the `sub` the server stores data under), registered clients and changes made
+ * in the admin console all stay. The record is rewritten only once the update is done.
+ */
+export async function bringRealmUrlsUpToDate(
+  instanceDir: string,
+  keycloakUrl: string,
+  wanted: Record<string, string>,
+  options: KeptRealmOptions,
+  report: (phase: KeycloakPhase, message: string) => void,
+): Promise<void> {
+  const file = join(instanceDir, 'data', REALM_ENV_FILE);
+  let imported: Record<string, string>;
+  try {
+    imported = JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
+  } catch {
+    // Imported before these values were recorded (or a first start that never got ready).
+    report(
+      'checking',
+      `${join(instanceDir, 'data')} does not record the URLs its realm was imported with; if the server URL changed since, start with --fresh`,
+    );
+    return;
+  }
+  const differing = Object.keys({ ...imported, ...wanted }).filter((name) => imported[name] !== wanted[name]);
+  if (differing.length === 0) return;
+  for (const name of differing) {
+    report(
+      'importing',
+      `${name}: ${imported[name] ?? '(unset)'} → ${wanted[name] ?? '(unset)'} (updating the kept realm)`,
+    );
+  }
+  try {
+    await updateRealmUrls(
+      keycloakUrl,
+      options.admin ?? DEMO_ADMIN,
+      options.realmFiles ?? [REALM_FILE],
+      wanted,
+      imported,
+    );
+  } catch (error) {
+    throw new Error(
+      `The realm in ${instanceDir} was imported for other URLs (${differing.map((name) => `${name}: ${imported[name] ?? '(unset)'}, now ${wanted[name] ?? '(unset)'}`).join('; ')}) and could not be updated through the admin API: ${(error as Error).message}\nRemove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (the demo users keep their ids; registered clients and admin console changes go), or set KEYCLOAK_DATA_DIR to another folder.`,
+    );
+  }
+  await writeFile(file, `${JSON.stringify(wanted, null, 2)}\n`);
+}
+
+const DEMO_ADMIN = { username: 'admin', password: 'admin' };
+
+/** Whether a string of the realm file holds a URL placeholder (`${..._URL:…}`). */
+const URL_PLACEHOLDER = /\$\{([A-Z0-9_]+_URL)(?::([^}]*))?\}/g;
+const holdsUrl = (value: unknown): value is string =>
+  typeof value === 'string' && new RegExp(URL_PLACEHOLDER.source).test(value);
+const withUrls = (value: string, wanted: Record<string, string>) =>
+  value.replace(URL_PLACEHOLDER, (_match, name: string, fallback?: string) => wanted[name] ?? fallback ?? '');
+
+interface RealmFile {
+  realm?: string;
+  clientScopes?: { name: string; protocolMappers?: { name: string; config?: Record<string, unknown> }[] }[];
+  clients?: { clientId: string; redirectUris?: unknown[]; attributes?: Record<string, unknown> }[];
+}
+
+/**
+ * Sets every realm value that the realm files fill from a URL placeholder: protocol mapper
+ * settings of client scopes (the audience), client attributes (`resource_url`) and redirect
+ * URIs. The realm files say where the URLs go, so a new placeholder needs no code here; one in
+ * a place this does not know is an error rather than a silently stale value.
+ */
+async function updateRealmUrls(
+  keycloakUrl: string,
+  admin: { username: string; password: string },
+  realmFiles: string[],
+  wanted: Record<string, string>,
+  imported: Record<string, string>,
+): Promise<void> {
+  const tokenResponse = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
+  });
+  if (!tokenResponse.ok) {
+    throw new Error(`the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`);
+  }
+  const { access_token: token } = (await tokenResponse.json()) as { access_token: string };
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${keycloakUrl}/admin/realms/${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!response.ok) throw new Error(`${method} /admin/realms/${path}: HTTP ${response.status}`);
+    return response.status === 204 ? undefined : ((await response.json()) as unknown);
+  };
+
+  for (const realmFile of realmFiles) {
+    const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
+    const name = encodeURIComponent(realm.realm ?? REALM_NAME);
+    const known = new Set<unknown>([realm.clientScopes, realm.clients]);
+    const elsewhere = Object.entries(realm).filter(
+      ([, value]) => !known.has(value) && JSON.stringify(value)?.match(new RegExp(URL_PLACEHOLDER.source)),
+    );
+    if (elsewhere.length > 0) {
+      throw new Error(
+        `${realmFile} has URL placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
+      );
+    }
+    for (const scope of realm.clientScopes ?? []) {
+      const mappers = (scope.protocolMappers ?? []).filter((mapper) =>
+        Object.values(mapper.config ?? {}).some(holdsUrl),
+      );
+      if (mappers.length === 0) continue;
+      const scopes = (await call('GET', `${name}/client-scopes`)) as { id: string; name: string }[];
+      const scopeId = scopes.find((candidate) => candidate.name === scope.name)?.id;
+      if (!scopeId) throw new Error(`client scope ${scope.name} is missing from realm ${realm.realm}`);
+      const current = (await call('GET', `${name}/client-scopes/${scopeId}/protocol-mappers/models`)) as {
+        id: string;
+        name: string;
+        config: Record<string, string>;
+      }[];
+      for (const mapper of mappers) {
+        const model = current.find((candidate) => candidate.name === mapper.name);
+        if (!model) throw new Error(`protocol mapper ${mapper.name} of client scope ${scope.name} is missing`);
+        for (const [key, value] of Object.entries(mapper.config ?? {})) {
+          if (holdsUrl(value)) model.config[key] = withUrls(value, wanted);
+        }
+        await call('PUT', `${name}/client-scopes/${scopeId}/protocol-mappers/models/${model.id}`, model);
+      }
+    }
+    for (const client of realm.clients ?? []) {
+      const attributes = Object.entries(client.attributes ?? {}).filter(([, value]) => holdsUrl(value));
+      const redirects = (client.redirectUris ?? []).some(holdsUrl);
+      if (attributes.length === 0 && !redirects) continue;
+      const found = (await call('GET', `${name}/clients?clientId=${encodeURIComponent(client.clientId)}`)) as {
+        id: string;
+        attributes?: Record<string, string>;
+        redirectUris?: string[];
+      }[];
+      const current = found[0];
+      if (!current) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
+      for (const [key, value] of attributes)
+        current.attributes = { ...current.attributes, [key]: withUrls(value as string, wanted) };
+      if (redirects) {
+        // The redirect URIs from placeholders are replaced; any added in the admin console stay.
+        const before = new Set((client.redirectUris ?? []).filter(holdsUrl).map((uri) => withUrls(uri, imported)));
+        const kept = (current.redirectUris ?? []).filter((uri) => !before.has(uri));
+        current.redirectUris = [
+          ...new Set([
+            ...kept,
+            ...(client.redirectUris ?? []).map((uri) => (holdsUrl(uri) ? withUrls(uri, wanted) : String(uri))),
+          ]),
+        ];
+      }
+      await call('PUT', `${name}/clients/${current.id}`, current);
+    }
+  }
+}
