@@ -10,12 +10,9 @@
  * picks), BENCH_DURATION, BENCH_WARMUP, BENCH_SOAK_WINDOWS, BENCH_COLD_STARTS. The machine's
  * load average is printed at the start and after every row: other work on the machine shows.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
-import { cpus, homedir, loadavg, tmpdir, totalmem } from 'node:os';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { API_KEYS_NAMESPACE, ApiKeyStore, apiKeyMigrations } from '@mcp-auth-stack/auth';
@@ -28,7 +25,16 @@ import {
 } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import {
+  benchPort,
+  coldStart,
+  mcpHeaders,
+  type Started,
+  startProcess,
+  startTokenIssuer,
+  treeMemoryMb,
+} from './processes.ts';
+import { REFERENCE_DIR, referenceEnvironment, startReference, uvicornArgs } from './reference.ts';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 // 5 s: after a 2 s warm-up the first window of the MCP server still ran at 1,660 req/s against
@@ -39,10 +45,6 @@ const COLD_STARTS = Number(process.env.BENCH_COLD_STARTS ?? 3);
 // Paired rounds: this server and D alternately, PAIRED_S seconds each.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PAIRED_S = Number(process.env.BENCH_PAIRED_DURATION ?? 5);
-const PORT_BASE = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : undefined;
-if (PORT_BASE !== undefined && !(Number.isInteger(PORT_BASE) && PORT_BASE > 0 && PORT_BASE < 65_000)) {
-  throw new Error(`BENCH_PORT_BASE must be a port number, got ${process.env.BENCH_PORT_BASE}`);
-}
 const CONNECTIONS = 32;
 // UUIDs: keycloak mode takes only a Keycloak-shaped `sub` (KEYCLOAK_TOKEN_RULES).
 const USER_ID = '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11';
@@ -79,12 +81,6 @@ interface Row {
   peakRssMb: number;
 }
 
-const mcpHeaders = (key: string) => ({
-  'content-type': 'application/json',
-  accept: 'application/json, text/event-stream',
-  'mcp-protocol-version': '2025-11-25',
-  authorization: `Bearer ${key}`,
-});
 const toolCall = (name: string, args: Record<string, unknown>) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } });
 const READ_ARGS = { limit: 10 };
@@ -342,274 +338,6 @@ async function main() {
   }
 }
 
-interface Started {
-  process: ChildProcess;
-  url: string;
-  /** Resident memory of the server (all its processes) one second after it answered. */
-  idleRssMb: number;
-  stop(): Promise<void>;
-}
-
-/** Every server the bench started: killed when the bench exits, even on a crash. */
-const spawned = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of spawned) child.kill('SIGKILL');
-});
-
-function startProcess(
-  args: string[],
-  env: Record<string, string>,
-  options: { command?: string; cwd?: string } = {},
-): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(options.command ?? process.execPath, args, {
-      env: { ...process.env, ...env },
-      cwd: options.cwd,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    spawned.add(child);
-    child.once('exit', () => spawned.delete(child));
-    let resolved = false;
-    const started = async (url: string) => {
-      if (resolved) return;
-      resolved = true;
-      await new Promise((r) => setTimeout(r, 1_000));
-      resolve({
-        process: child,
-        url,
-        idleRssMb: treeMemoryMb(child.pid as number, 'VmRSS'),
-        stop: () =>
-          new Promise((done) => {
-            if (child.exitCode !== null || child.signalCode !== null) return done();
-            child.once('exit', () => done());
-            child.kill('SIGTERM');
-          }),
-      });
-    };
-    let output = '';
-    child.stdout?.on('data', (chunk) => {
-      output += chunk;
-      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) void started(match[1]);
-    });
-    if (env.PORT && env.PORT !== '0') {
-      const url = `http://127.0.0.1:${env.PORT}`;
-      const poll = async () => {
-        for (let i = 0; i < 600 && !resolved; i++) {
-          if (
-            await fetch(`${url}/health`).then(
-              (r) => r.ok,
-              () => false,
-            )
-          )
-            return started(url);
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      };
-      void poll();
-    }
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${output}`)));
-  });
-}
-
-/**
- * Milliseconds from spawn to the first authenticated `tools/list` answered with 200, polling
- * every 5 ms; the process is then stopped.
- */
-async function coldStart(
-  args: string[],
-  env: Record<string, string>,
-  port: number,
-  token: string,
-  cwd?: string,
-): Promise<number> {
-  // A Node entry (.ts, .mjs) runs under this Node; anything else (uvicorn) is a command.
-  const [command, ...rest] = /\.(ts|mjs)$/.test(args.at(-1) ?? '') ? [process.execPath, ...args] : args;
-  const began = performance.now();
-  const child = spawn(command as string, rest, {
-    env: { ...process.env, ...env },
-    cwd,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  spawned.add(child);
-  let exited = false;
-  child.once('exit', () => {
-    exited = true;
-    spawned.delete(child);
-  });
-  const request = {
-    method: 'POST',
-    headers: { ...mcpHeaders(''), authorization: `Bearer ${token}` },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
-  };
-  let last = '';
-  try {
-    for (;;) {
-      if (exited) throw new Error(`${args.join(' ')} exited during its cold start`);
-      last = await fetch(`http://127.0.0.1:${port}/mcp`, request).then(
-        (response) => String(response.status),
-        (error: Error) => error.message,
-      );
-      if (last === '200') return Math.round(performance.now() - began);
-      if (performance.now() - began > 60_000) throw new Error(`${args.join(' ')}: no 200 within 60 s (last: ${last})`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  } finally {
-    if (!exited) {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await gone;
-    }
-  }
-}
-
-// The reference stack: FastMCP in a virtual environment the bench makes and fills from PyPI.
-const REFERENCE_DIR = fileURLToPath(new URL('./reference/', import.meta.url));
-const REFERENCE_REQUIREMENTS = `${REFERENCE_DIR}requirements.txt`;
-
-interface ReferenceEnvironment {
-  uvicorn: string;
-  /** `fastmcp==…, mcp==…, …` as installed, and the Python version. */
-  versions: string;
-}
-
-/**
- * Makes (once per requirements file) a virtual environment with the pinned reference stack.
- * Without Python or its venv module the reference rows are skipped, loudly; a failed install
- * (PyPI unreachable, a bad pin) fails the bench.
- */
-async function referenceEnvironment(): Promise<ReferenceEnvironment | undefined> {
-  const requirements = readFileSync(REFERENCE_REQUIREMENTS, 'utf8');
-  const digest = createHash('sha256').update(requirements).digest('hex').slice(0, 12);
-  const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
-  const venv = process.env.BENCH_REFERENCE_VENV ?? join(cache, 'mcp-auth-stack', `bench-reference-${digest}`);
-  const python = join(venv, 'bin', 'python');
-  const uvicorn = join(venv, 'bin', 'uvicorn');
-  const marker = join(venv, '.installed');
-  if (!existsSync(marker)) {
-    const python3 = process.env.BENCH_PYTHON ?? 'python3';
-    const made = spawnSync(python3, ['-m', 'venv', '--clear', venv], { encoding: 'utf8' });
-    if (made.error || made.status !== 0) {
-      const line = '!'.repeat(100);
-      process.stderr.write(
-        `\n${line}\n!! NO REFERENCE ROWS: could not make a Python virtual environment with ${python3} (${made.error?.message ?? made.stderr.trim()}).\n!! Install python3 and python3-venv (or set BENCH_PYTHON) for the FastMCP rows and ratios.\n${line}\n\n`,
-      );
-      return undefined;
-    }
-    process.stderr.write(`installing the reference stack from PyPI into ${venv}\n`);
-    const installed = spawnSync(
-      python,
-      ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '-r', REFERENCE_REQUIREMENTS],
-      {
-        encoding: 'utf8',
-        stdio: ['ignore', 'inherit', 'inherit'],
-      },
-    );
-    if (installed.status !== 0)
-      throw new Error(`pip install -r ${REFERENCE_REQUIREMENTS} failed (exit ${installed.status})`);
-    writeFileSync(marker, requirements);
-  }
-  const freeze = spawnSync(python, ['-m', 'pip', 'freeze', '--disable-pip-version-check'], { encoding: 'utf8' }).stdout;
-  const wanted = ['fastmcp', 'mcp', 'asyncpg', 'uvicorn', 'uvloop', 'starlette', 'pydantic', 'pyjwt', 'authlib'];
-  const pinned = freeze
-    .split('\n')
-    .filter((line) => wanted.includes(line.split('==')[0]?.toLowerCase() ?? ''))
-    .join(', ');
-  const pythonVersion = spawnSync(python, ['--version'], { encoding: 'utf8' }).stdout.trim();
-  return { uvicorn, versions: `${pythonVersion}; ${pinned}` };
-}
-
-const uvicornArgs = (workers: number, port: number) => [
-  'server:app',
-  '--host',
-  '127.0.0.1',
-  '--port',
-  String(port),
-  '--workers',
-  String(workers),
-  '--loop',
-  'uvloop',
-  '--http',
-  'httptools',
-  '--log-level',
-  'warning',
-  '--no-access-log',
-];
-
-function startReference(
-  reference: ReferenceEnvironment,
-  workers: number,
-  port: number,
-  env: Record<string, string>,
-): Promise<Started> {
-  return startProcess(
-    uvicornArgs(workers, port),
-    { ...env, PORT: String(port) },
-    {
-      command: reference.uvicorn,
-      cwd: REFERENCE_DIR,
-    },
-  );
-}
-
-/** A stand-in OIDC issuer on loopback: discovery document, JWKS, and RS256 tokens it signs. */
-async function startTokenIssuer(port: number) {
-  const { privateKey, publicKey } = await generateKeyPair('RS256');
-  const jwk = { ...(await exportJWK(publicKey)), kid: 'bench-key', alg: 'RS256', use: 'sig' };
-  const server = createHttpServer((request, response) => {
-    response.setHeader('content-type', 'application/json');
-    if (request.url?.endsWith('/protocol/openid-connect/certs')) {
-      response.end(JSON.stringify({ keys: [jwk] }));
-    } else if (request.url?.endsWith('/.well-known/openid-configuration')) {
-      response.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/protocol/openid-connect/certs` }));
-    } else {
-      response.statusCode = 404;
-      response.end('{}');
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/realms/bench`;
-  return {
-    url,
-    sign: (claims: Record<string, unknown>) =>
-      // As Keycloak 26 issues access tokens: payload typ Bearer, at most an hour's lifetime.
-      new SignJWT({ typ: 'Bearer', ...claims })
-        .setProtectedHeader({ alg: 'RS256', kid: 'bench-key', typ: 'JWT' })
-        .setIssuer(url)
-        .setIssuedAt()
-        .setExpirationTime('1h')
-        .sign(privateKey),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
-let nextPort = PORT_BASE;
-
-/** The next port: from BENCH_PORT_BASE up (skipping ports in use), else one the OS picks. */
-async function benchPort(): Promise<number> {
-  if (nextPort === undefined) return freePort(0);
-  for (;;) {
-    const port = nextPort++;
-    if (port > 65_535) throw new Error('BENCH_PORT_BASE: ran out of ports');
-    const free = await freePort(port).then(
-      () => true,
-      () => false,
-    );
-    if (free) return port;
-  }
-}
-
-function freePort(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 async function measure(
   name: string,
   server: Started,
@@ -637,27 +365,6 @@ async function measure(
   };
   process.stderr.write(`${formatRow(row)}   load ${loadAverage()}\n`);
   return row;
-}
-
-/**
- * A /proc/<pid>/status figure summed over the process and its descendants (uvicorn's workers):
- * VmHWM, the most resident memory each has had since it started, or VmRSS, what it has now.
- * Summed peaks overstate a tree a little (peaks need not coincide; shared pages count twice).
- */
-function treeMemoryMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  let kb = 0;
-  const visit = (id: number) => {
-    try {
-      const status = readFileSync(`/proc/${id}/status`, 'utf8');
-      kb += Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
-      const children = readFileSync(`/proc/${id}/task/${id}/children`, 'utf8').trim();
-      for (const child of children ? children.split(' ') : []) visit(Number(child));
-    } catch {
-      // The process ended in between.
-    }
-  };
-  visit(pid);
-  return Math.round(kb / 1024);
 }
 
 const NAME_WIDTH = 66;

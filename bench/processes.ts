@@ -1,0 +1,222 @@
+/**
+ * The processes `pnpm bench` runs and how it reads them: servers started and stopped (killed
+ * when the bench exits), their cold start, ports (BENCH_PORT_BASE), the memory of a process
+ * tree, and the stand-in OIDC issuer whose RS256 tokens keycloak mode and the reference verify.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+
+const PORT_BASE = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : undefined;
+if (PORT_BASE !== undefined && !(Number.isInteger(PORT_BASE) && PORT_BASE > 0 && PORT_BASE < 65_000)) {
+  throw new Error(`BENCH_PORT_BASE must be a port number, got ${process.env.BENCH_PORT_BASE}`);
+}
+
+export const mcpHeaders = (key: string) => ({
+  'content-type': 'application/json',
+  accept: 'application/json, text/event-stream',
+  'mcp-protocol-version': '2025-11-25',
+  authorization: `Bearer ${key}`,
+});
+
+export interface Started {
+  process: ChildProcess;
+  url: string;
+  /** Resident memory of the server (all its processes) one second after it answered. */
+  idleRssMb: number;
+  stop(): Promise<void>;
+}
+
+/** Every server the bench started: killed when the bench exits, even on a crash. */
+const spawned = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of spawned) child.kill('SIGKILL');
+});
+
+export function startProcess(
+  args: string[],
+  env: Record<string, string>,
+  options: { command?: string; cwd?: string } = {},
+): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(options.command ?? process.execPath, args, {
+      env: { ...process.env, ...env },
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    spawned.add(child);
+    child.once('exit', () => spawned.delete(child));
+    let resolved = false;
+    const started = async (url: string) => {
+      if (resolved) return;
+      resolved = true;
+      await new Promise((r) => setTimeout(r, 1_000));
+      resolve({
+        process: child,
+        url,
+        idleRssMb: treeMemoryMb(child.pid as number, 'VmRSS'),
+        stop: () =>
+          new Promise((done) => {
+            if (child.exitCode !== null || child.signalCode !== null) return done();
+            child.once('exit', () => done());
+            child.kill('SIGTERM');
+          }),
+      });
+    };
+    let output = '';
+    child.stdout?.on('data', (chunk) => {
+      output += chunk;
+      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+      if (match?.[1]) void started(match[1]);
+    });
+    if (env.PORT && env.PORT !== '0') {
+      const url = `http://127.0.0.1:${env.PORT}`;
+      const poll = async () => {
+        for (let i = 0; i < 600 && !resolved; i++) {
+          if (
+            await fetch(`${url}/health`).then(
+              (r) => r.ok,
+              () => false,
+            )
+          )
+            return started(url);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      void poll();
+    }
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${output}`)));
+  });
+}
+
+/**
+ * Milliseconds from spawn to the first authenticated `tools/list` answered with 200, polling
+ * every 5 ms; the process is then stopped.
+ */
+export async function coldStart(
+  args: string[],
+  env: Record<string, string>,
+  port: number,
+  token: string,
+  cwd?: string,
+): Promise<number> {
+  // A Node entry (.ts, .mjs) runs under this Node; anything else (uvicorn) is a command.
+  const [command, ...rest] = /\.(ts|mjs)$/.test(args.at(-1) ?? '') ? [process.execPath, ...args] : args;
+  const began = performance.now();
+  const child = spawn(command as string, rest, {
+    env: { ...process.env, ...env },
+    cwd,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  spawned.add(child);
+  let exited = false;
+  child.once('exit', () => {
+    exited = true;
+    spawned.delete(child);
+  });
+  const request = {
+    method: 'POST',
+    headers: { ...mcpHeaders(''), authorization: `Bearer ${token}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  };
+  let last = '';
+  try {
+    for (;;) {
+      if (exited) throw new Error(`${args.join(' ')} exited during its cold start`);
+      last = await fetch(`http://127.0.0.1:${port}/mcp`, request).then(
+        (response) => String(response.status),
+        (error: Error) => error.message,
+      );
+      if (last === '200') return Math.round(performance.now() - began);
+      if (performance.now() - began > 60_000) throw new Error(`${args.join(' ')}: no 200 within 60 s (last: ${last})`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } finally {
+    if (!exited) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await gone;
+    }
+  }
+}
+
+let nextPort = PORT_BASE;
+
+/** The next port: from BENCH_PORT_BASE up (skipping ports in use), else one the OS picks. */
+export async function benchPort(): Promise<number> {
+  if (nextPort === undefined) return freePort(0);
+  for (;;) {
+    const port = nextPort++;
+    if (port > 65_535) throw new Error('BENCH_PORT_BASE: ran out of ports');
+    const free = await freePort(port).then(
+      () => true,
+      () => false,
+    );
+    if (free) return port;
+  }
+}
+
+function freePort(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A /proc/<pid>/status figure summed over the process and its descendants (uvicorn's workers):
+ * VmHWM, the most resident memory each has had since it started, or VmRSS, what it has now.
+ * Summed peaks overstate a tree a little (peaks need not coincide; shared pages count twice).
+ */
+export function treeMemoryMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  let kb = 0;
+  const visit = (id: number) => {
+    try {
+      const status = readFileSync(`/proc/${id}/status`, 'utf8');
+      kb += Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+      const children = readFileSync(`/proc/${id}/task/${id}/children`, 'utf8').trim();
+      for (const child of children ? children.split(' ') : []) visit(Number(child));
+    } catch {
+      // The process ended in between.
+    }
+  };
+  visit(pid);
+  return Math.round(kb / 1024);
+}
+
+/** A stand-in OIDC issuer on loopback: discovery document, JWKS, and RS256 tokens it signs. */
+export async function startTokenIssuer(port: number) {
+  const { privateKey, publicKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'bench-key', alg: 'RS256', use: 'sig' };
+  const server = createHttpServer((request, response) => {
+    response.setHeader('content-type', 'application/json');
+    if (request.url?.endsWith('/protocol/openid-connect/certs')) {
+      response.end(JSON.stringify({ keys: [jwk] }));
+    } else if (request.url?.endsWith('/.well-known/openid-configuration')) {
+      response.end(JSON.stringify({ issuer: url, jwks_uri: `${url}/protocol/openid-connect/certs` }));
+    } else {
+      response.statusCode = 404;
+      response.end('{}');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/realms/bench`;
+  return {
+    url,
+    sign: (claims: Record<string, unknown>) =>
+      // As Keycloak 26 issues access tokens: payload typ Bearer, at most an hour's lifetime.
+      new SignJWT({ typ: 'Bearer', ...claims })
+        .setProtectedHeader({ alg: 'RS256', kid: 'bench-key', typ: 'JWT' })
+        .setIssuer(url)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(privateKey),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
