@@ -34,7 +34,7 @@ import {
   startTokenIssuer,
   treeMemoryMb,
 } from './processes.ts';
-import { REFERENCE_DIR, referenceEnvironment, startReference, uvicornArgs } from './reference.ts';
+import { REFERENCE_DIR, referenceEnvironment, startReference, uvicornArgs } from './reference-stack.ts';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 // 5 s: after a 2 s warm-up the first window of the MCP server still ran at 1,660 req/s against
