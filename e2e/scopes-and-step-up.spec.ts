@@ -57,7 +57,7 @@ test('step-up is refused in direct mode: Keycloak limits a client registered wit
   connect,
 }) => {
   // The SDK registers with the scope it is about to ask for (mcp:access expenses:read); Keycloak
-  // 26.7.3 then lets the client have only those (issue 50807), so asking for expenses:write later
+  // 26.7.3 then lets the client have only those (https://github.com/keycloak/keycloak/issues/50807), so asking for expenses:write later
   // is refused with invalid_scope. The workaround mode repairs the registration (workaround.spec.ts).
   const outcome = await stepUp(stack.mcpUrl, sql, await oauthClient(alice), connect);
   expect(outcome.error).toBe('invalid_scope');

@@ -233,7 +233,7 @@ describe('main.parameters.json', () => {
     }
   });
 
-  test('the auth modes Bicep allows are the four of the issue; defaults agree', () => {
+  test('the auth modes Bicep allows are none, key, keycloak and entra_proxy; defaults agree', () => {
     const param = main.params.find((p) => p.name === 'mcpAuthProvider');
     assert.match(param?.decorators ?? '', /@allowed\(\['none', 'key', 'keycloak', 'entra_proxy'\]\)/);
     assert.match(param?.node.text ?? '', /= 'keycloak'$/);

@@ -181,7 +181,7 @@ test('anonymous DCR registers a loopback public client that can sign in (with co
   });
 });
 
-test('DCR with a `scope` member drops the realm defaults (Keycloak issue 50807), but asking for mcp:access still yields the audience', async () => {
+test('DCR with a `scope` member drops the realm defaults (https://github.com/keycloak/keycloak/issues/50807), but asking for mcp:access still yields the audience', async () => {
   const registered = await registerClient({
     client_name: 'DCR client with scope',
     redirect_uris: ['http://127.0.0.1/callback'],
