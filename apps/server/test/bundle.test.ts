@@ -65,7 +65,7 @@ describe('the bundled production entry', () => {
       const listed = (await client.callTool({ name: 'get_user_expenses', arguments: {} })) as CallToolResult;
       assert.equal((listed.structuredContent as { count: number }).count, 1);
       await client.close();
-      assert.match(server.output(), /api key cache: listening for revocations/);
+      await server.waitForOutput(/api key cache: listening for revocations/);
       const refused = await postMcp(server.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
       assert.equal(refused.status, 401);
     } finally {
@@ -86,7 +86,7 @@ describe('the bundled production entry', () => {
       assert.equal(response.status, 200);
       const body = (await response.json()) as { result: CallToolResult };
       assert.equal((body.result.structuredContent as { count: number }).count, 0);
-      assert.match(server.output(), /embedded PGlite/);
+      await server.waitForOutput(/embedded PGlite/);
     } finally {
       await server.stop();
       await rm(dataDir, { recursive: true, force: true });

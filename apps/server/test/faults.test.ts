@@ -283,7 +283,7 @@ describe('PostgreSQL frozen, killed and restarted under load', () => {
         assert.equal(logged.level, 'error');
         assert.ok(logged.where && logged.error, `says where and why: ${line}`);
       }
-      assert.match(output, /"msg":"database available again"/);
+      await server.waitForOutput(/"msg":"database available again"/);
       assert.ok(!output.includes(new URL(postgres.url).password), 'the database password is never logged');
 
       // SIGTERM while the database is frozen: the process still exits, within its bounds.

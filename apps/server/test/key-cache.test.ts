@@ -55,8 +55,8 @@ describe('key mode with the key cache, two server processes on one PostgreSQL', 
     await database?.drop();
   });
 
-  test('each replica listens for revocations', () => {
-    for (const server of servers) assert.match(server.output(), /api key cache: listening for revocations/);
+  test('each replica listens for revocations', async () => {
+    for (const server of servers) await server.waitForOutput(/api key cache: listening for revocations/);
   });
 
   test('keys are served from memory: a revocation nobody announces goes unseen', async () => {

@@ -135,8 +135,8 @@ describe('Keycloak unreachable from the server (keycloak mode)', () => {
       jwks: 'unreachable',
     });
     assert.match(JSON.stringify(during.body.degraded), /identity provider unreachable/);
-    const unavailableLines = first
-      .output()
+    await readiness(first.url);
+    const unavailableLines = (await first.waitForOutput(/identity provider unavailable/))
       .split('\n')
       .filter((l) => l.includes('identity provider unavailable'));
     assert.equal(unavailableLines.length, 1, 'logged once, however often /ready asked');
@@ -153,7 +153,7 @@ describe('Keycloak unreachable from the server (keycloak mode)', () => {
     assert.equal((await readiness(second.url)).status, 200);
     assert.equal((await write(second, 'kc-after')).outcome, 'acknowledged');
     assert.equal((await readiness(first.url)).body.degraded, undefined);
-    assert.match(first.output(), /identity provider available again/);
+    await first.waitForOutput(/identity provider available again/);
     agent.destroy();
 
     const stored = await storedMarkers(database.url, 'kc');

@@ -199,10 +199,7 @@ describe('the server process on the embedded database, with the keys CLI beside 
     const stopped = server.stop();
     // The body ends only once the server has taken the signal, so the request is in flight
     // through the shutdown.
-    for (let i = 0; i < 100 && !server.output().includes('"msg":"shutting down"'); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    assert.match(server.output(), /"msg":"shutting down"/);
+    await server.waitForOutput(/"msg":"shutting down"/);
     inFlight.end('"method":"ping"}');
     const reply = await answered;
     assert.deepEqual([reply.status, JSON.parse(reply.body)], [200, { jsonrpc: '2.0', id: 42, result: {} }]);
@@ -242,7 +239,7 @@ describe('start-up configuration', () => {
       const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
       assert.equal((listed.structuredContent as { count: number }).count, 1);
       await client.close();
-      assert.match(server.output(), /"status":200,"duration_ms":[\d.]+,"user_id":"me"/);
+      await server.waitForOutput(/"status":200,"duration_ms":[\d.]+,"user_id":"me"/);
     } finally {
       await server.stop();
       await rm(dataDir, { recursive: true, force: true });

@@ -21,6 +21,12 @@ export interface ServerProcess {
   url: string;
   mcpUrl: string;
   output: () => string;
+  /**
+   * Resolves with the output once `pattern` matches it. A line the server wrote before it
+   * answered a request can still be in the pipe when the answer arrives here: the test's event
+   * loop may read the socket before the pipe, so a check right after a response must wait.
+   */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Sends SIGTERM and resolves with the exit code. */
   stop(): Promise<number | null>;
 }
@@ -60,6 +66,26 @@ export async function spawnServerProcess(entry: string, env: Record<string, stri
     url,
     mcpUrl: `${url}/mcp`,
     output: () => output,
+    waitForOutput(pattern, timeoutMs = 5_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (!pattern.test(output)) return false;
+          clearTimeout(timer);
+          child.stdout.off('data', check);
+          child.stderr.off('data', check);
+          resolve(output);
+          return true;
+        };
+        const timer = setTimeout(() => {
+          child.stdout.off('data', check);
+          child.stderr.off('data', check);
+          reject(new Error(`no output matching ${pattern} within ${timeoutMs} ms:\n${output}`));
+        }, timeoutMs);
+        if (check()) return;
+        child.stdout.on('data', check);
+        child.stderr.on('data', check);
+      });
+    },
     async stop() {
       child.kill('SIGTERM');
       return await exited;
