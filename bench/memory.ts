@@ -73,6 +73,17 @@ const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; e
   },
   'semi2-old64': { args: ['--max-semi-space-size=2', '--max-old-space-size=64'] },
   sources: { args: [], entry: SOURCES_MAIN },
+  // A CPU profile of the read under load, written when the server exits (open it in Chrome's
+  // DevTools, or summarise it with bench/profile-summary.ts).
+  'cpu-profile': { args: ['--cpu-prof', `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`] },
+  'cpu-profile-image': {
+    args: [
+      '--max-semi-space-size=2',
+      '--max-old-space-size=256',
+      '--cpu-prof',
+      `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`,
+    ],
+  },
 };
 
 const PROBE_CODE = `

@@ -68,6 +68,12 @@ const IMAGE_FLAGS = (() => {
 })();
 /** This server's command line: the bundle with the image's flags, or the sources as `pnpm start` runs them. */
 const SERVER = ENTRY === 'dist' ? [...IMAGE_FLAGS, MAIN] : [MAIN];
+/**
+ * The image starts from Node's compile cache, written at its build by `main.mjs --load-only`
+ * (decision 48); the bench primes one the same way for the bundle's rows.
+ */
+const COMPILE_CACHE = join(BUNDLE_DIR, 'compile-cache');
+const SERVER_ENV: Record<string, string> = ENTRY === 'dist' ? { NODE_COMPILE_CACHE: COMPILE_CACHE } : {};
 
 interface Row {
   name: string;
@@ -96,6 +102,11 @@ async function main() {
   if (ENTRY === 'dist') {
     const built = spawnSync(process.execPath, [BUILD, '--out-dir', BUNDLE_DIR], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`apps/server/build.ts failed: ${built.stderr}`);
+    const primed = spawnSync(process.execPath, [...SERVER, '--load-only'], {
+      env: { ...process.env, ...SERVER_ENV },
+      encoding: 'utf8',
+    });
+    if (primed.status !== 0) throw new Error(`main.mjs --load-only failed: ${primed.stderr}`);
   }
   const reference = await referenceEnvironment();
   const testDb = await createTestDatabase();
@@ -166,7 +177,7 @@ async function main() {
     rows.push(await measure('B  SDK stateless, server per request: get_user_expenses', b, mcpPost(b, secret, READ)));
     await b.stop();
 
-    const c = await start(SERVER, { MCP_AUTH_PROVIDER: 'key' });
+    const c = await start(SERVER, { ...SERVER_ENV, MCP_AUTH_PROVIDER: 'key' });
     rows.push(await measure('C  this server (key mode): get_user_expenses', c, mcpPost(c, secret, READ)));
     rows.push(await measure('C  this server (key mode): add_user_expense', c, mcpPost(c, writerSecret, WRITE)));
     const soak: Row[] = [];
@@ -177,7 +188,7 @@ async function main() {
     await c.stop();
 
     // The same path without the key lookup: what the MCP layer costs on its own.
-    const cNone = await start(SERVER, { MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
+    const cNone = await start(SERVER, { ...SERVER_ENV, MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
     rows.push(await measure('C0 this server (none mode): get_user_expenses', cNone, mcpPost(cNone, secret, READ)));
     await cNone.stop();
 
@@ -203,7 +214,14 @@ async function main() {
       coldStarts.push(
         await coldStart(
           SERVER,
-          { ...env, ...keycloakEnv, DATABASE_URL: fresh.url, MCP_SERVER_BASE_URL: base, PORT: String(port) },
+          {
+            ...env,
+            ...SERVER_ENV,
+            ...keycloakEnv,
+            DATABASE_URL: fresh.url,
+            MCP_SERVER_BASE_URL: base,
+            PORT: String(port),
+          },
           port,
           await tokenFor(USER_ID, base),
         ),
@@ -213,7 +231,12 @@ async function main() {
       `cold start, this server (keycloak mode, empty database): ${coldStarts.join(', ')} ms; load ${loadAverage()}\n`,
     );
 
-    const ck = await start(SERVER, { ...keycloakEnv, MCP_SERVER_BASE_URL: kcBase, PORT: String(kcPort) });
+    const ck = await start(SERVER, {
+      ...SERVER_ENV,
+      ...keycloakEnv,
+      MCP_SERVER_BASE_URL: kcBase,
+      PORT: String(kcPort),
+    });
     rows.push(await measure('CK this server (keycloak mode, RS256): tools/list', ck, mcpPost(ck, token, LIST)));
     rows.push(await measure('CK this server (keycloak mode, RS256): get_user_expenses', ck, mcpPost(ck, token, READ)));
     rows.push(
@@ -398,7 +421,7 @@ function print(
   const idle = Math.max(...ours.map((row) => row.idleRssMb));
   const lines = [
     '',
-    `Entry: ${ENTRY === 'dist' ? `the bundle (apps/server/build.ts) with the image's flags (${IMAGE_FLAGS.join(' ')}), as images run it` : 'the TypeScript sources'}.`,
+    `Entry: ${ENTRY === 'dist' ? `the bundle (apps/server/build.ts) with the image's flags (${IMAGE_FLAGS.join(' ')}) and a primed compile cache, as images run it` : 'the TypeScript sources'}.`,
     `Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${CONNECTIONS} connections, ${DURATION_S} s per row after ${WARMUP_S} s warm-up; load generator on the same machine.`,
     `Load average at the end (1 / 5 / 15 min): ${loadAverage()}`,
     '',

@@ -4,6 +4,11 @@ import { ConfigError, loadConfig } from './config.ts';
 import { createLogger, errorFields } from './logger.ts';
 import { startServer } from './start-server.ts';
 
+// `--load-only`: every module above is loaded, then the process exits 0 with nothing started.
+// With NODE_COMPILE_CACHE set, Node writes its compile cache on the way out: the image does this
+// at build time, so its containers start from cached bytecode (docs/decisions.md #48).
+if (process.argv.slice(2).includes('--load-only')) process.exit(0);
+
 let config: ReturnType<typeof loadConfig>;
 try {
   config = loadConfig();

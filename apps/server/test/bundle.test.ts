@@ -47,6 +47,20 @@ describe('the bundled production entry', () => {
     assert.match(tsImports[0] ?? '', /packages\/database\/src\/embedded\.ts$/);
   });
 
+  test('--load-only loads the modules and exits 0 with nothing started, writing the compile cache it is given', async () => {
+    const cache = join(outDir, 'compile-cache');
+    // No configuration at all: without --load-only this would start on the embedded database.
+    const loaded = await run(process.execPath, [entry, '--load-only'], { NODE_COMPILE_CACHE: cache });
+    assert.equal(loaded.code, 0, loaded.stderr);
+    assert.doesNotMatch(loaded.stdout + loaded.stderr, /listening|PGlite/);
+    const again = await run(process.execPath, [entry, '--load-only'], {
+      NODE_COMPILE_CACHE: cache,
+      NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
+    });
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout + again.stderr, /cache for file:\S+\/main\.mjs was accepted/);
+  });
+
   test('serves key mode on PostgreSQL (migrated by it): tools, a write and a read, with a key from the bundled CLI', async () => {
     const server = await spawnServer({ DATABASE_URL: database.url, MCP_AUTH_PROVIDER: 'key' }, entry);
     try {

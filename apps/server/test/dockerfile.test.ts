@@ -61,7 +61,16 @@ test('apps/server/Dockerfile: its build, files and command give a working server
 
     const child = spawn(process.execPath, (command as string[]).slice(1), {
       cwd: root,
-      env: { ...process.env, ...env, DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
+      env: {
+        ...process.env,
+        ...env,
+        DATA_DIR: dataDir,
+        HOST: '127.0.0.1',
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        // Node says whether it used the compile cache the image's build wrote (decision 48).
+        NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -79,6 +88,8 @@ test('apps/server/Dockerfile: its build, files and command give a working server
         });
       });
       assert.equal((await fetch(`${url}/health`)).status, 200);
+      // Written at build time with the CMD's own flags (V8 refuses a cache made with others).
+      assert.match(output, /\[compile cache\] cache for file:\S+\/apps\/server\/dist\/main\.mjs was accepted/);
       const client = await connectClient(`${url}/mcp`, { Authorization: `Bearer ${key}` });
       const { tools } = await client.listTools();
       assert.equal(tools.length, 4);

@@ -21,8 +21,9 @@ interface Stage {
 /**
  * No Docker engine runs on these machines, so an image is replayed instead, each stage in its
  * own folder of `target` standing for its WORKDIR: `COPY . .` of the build context (less
- * .dockerignore), every `pnpm` and `node` RUN step, `COPY --from=<stage> <path> <dest>` from
- * the earlier stage's folder; a stage `FROM` an earlier one starts from a copy of it. What the
+ * .dockerignore), every `pnpm` and `node` RUN step (with the stage's ENV, paths inside the
+ * WORKDIR pointing into its folder), `COPY --from=<stage> <path> <dest>` from the earlier
+ * stage's folder; a stage `FROM` an earlier one starts from a copy of it. What the
  * image would hold is then what the last stage's folder holds. Only the instructions this
  * repository's Dockerfiles use are understood; anything else fails loudly.
  */
@@ -80,7 +81,7 @@ export async function replayDockerfile(context: string, dockerfile: string, targ
         },
       });
     } else if (instruction === 'RUN' && /^(pnpm|node) /.test(args)) {
-      await shell(args, current().dir);
+      await shell(args, current().dir, replayedEnv(current()));
     } else if (instruction === 'ENV') {
       for (const match of args.matchAll(/(\w+)=(\S+)/g)) current().env[match[1] as string] = match[2] as string;
     } else if (instruction === 'CMD') {
@@ -90,7 +91,17 @@ export async function replayDockerfile(context: string, dockerfile: string, targ
     }
   }
   const last = current();
-  return { root: last.dir, env: last.env, command, healthcheck };
+  return { root: last.dir, env: replayedEnv(last), command, healthcheck };
+}
+
+/** The stage's ENV, with paths inside its WORKDIR pointing into the folder that stands for it. */
+function replayedEnv(stage: Stage): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(stage.env)) {
+    const inside = stage.workdir !== '/' && (value === stage.workdir || value.startsWith(`${stage.workdir}/`));
+    env[name] = inside ? join(stage.dir, relative(stage.workdir, value)) : value;
+  }
+  return env;
 }
 
 interface Step {
@@ -131,9 +142,13 @@ async function dockerignore(path: string): Promise<RegExp[]> {
     });
 }
 
-function shell(command: string, cwd: string): Promise<void> {
+function shell(command: string, cwd: string, env: Record<string, string>): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', command], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('sh', ['-c', command], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk) => (stderr += chunk));
     child.once('error', reject);
