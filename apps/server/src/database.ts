@@ -12,14 +12,28 @@ const MIGRATIONS = [
 ];
 
 /**
- * Opens the configured database (Postgres by URL, else the embedded one) and brings its
- * schema up to date. The server must own an embedded data directory; the keys CLI may join
- * a running server's.
+ * The part of the schema a process uses: the expenses always, the API keys in key mode and for
+ * the keys CLI, the proxy's tables in the proxy modes. Another mode's tables are made when a
+ * server of that mode first starts on the database (as the workaround's are, in auth.ts): a
+ * first start does not pay for DDL it has no use for (about 50 ms of a keycloak-mode cold
+ * start; docs/decisions.md #49).
+ */
+export function migrationsFor(authMode: ServerConfig['authMode'], role: 'server' | 'tool') {
+  const used = new Set<string>([EXPENSES_NAMESPACE]);
+  if (authMode === 'key' || role === 'tool') used.add(API_KEYS_NAMESPACE);
+  if (authMode === 'oauth_proxy' || authMode === 'entra_proxy') used.add(OAUTH_PROXY_NAMESPACE);
+  return MIGRATIONS.filter(({ namespace }) => used.has(namespace));
+}
+
+/**
+ * Opens the configured database (Postgres by URL, else the embedded one) and brings the part
+ * of its schema this process uses up to date. The server must own an embedded data directory;
+ * the keys CLI may join a running server's.
  */
 export async function openAppDatabase(
   config: Pick<
     ServerConfig,
-    'databaseUrl' | 'dataDir' | 'databasePoolSize' | 'databaseConnectTimeoutMs' | 'databaseQueryTimeoutMs'
+    'authMode' | 'databaseUrl' | 'dataDir' | 'databasePoolSize' | 'databaseConnectTimeoutMs' | 'databaseQueryTimeoutMs'
   >,
   role: 'server' | 'tool',
 ): Promise<Database> {
@@ -32,15 +46,16 @@ export async function openAppDatabase(
     connectTimeoutMs: config.databaseConnectTimeoutMs,
     queryTimeoutMs: config.databaseQueryTimeoutMs,
   });
+  const schema = migrationsFor(config.authMode, role);
   try {
     // One query on the pool first: on an up-to-date schema (every start but the first) no
     // migration lock, no second connection, and the pool's connection is warm for requests.
-    const pending = await unappliedNamespaces(database.pool, MIGRATIONS);
+    const pending = await unappliedNamespaces(database.pool, schema);
     if (pending.length > 0) {
       // Without the request timeouts: waiting for another replica's migration, or building an
       // index on a large table, may rightly take longer than any request should.
       await database.withoutTimeouts(async (pool) => {
-        for (const { namespace, migrations } of MIGRATIONS) await migrate(pool, namespace, migrations);
+        for (const { namespace, migrations } of schema) await migrate(pool, namespace, migrations);
       });
     }
   } catch (error) {
