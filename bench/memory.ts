@@ -11,7 +11,8 @@
  * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
  * MEMORY_CONNECTIONS (32), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
  * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
- * elsewhere).
+ * elsewhere), MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when
+ * named).
  *
  * A probe loaded with `--import` samples `process.memoryUsage()` every 20 ms in the server and
  * writes what it has (now, and the highest of each figure since the last report) when it gets
@@ -73,8 +74,8 @@ const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; e
   },
   'semi2-old64': { args: ['--max-semi-space-size=2', '--max-old-space-size=64'] },
   sources: { args: [], entry: SOURCES_MAIN },
-  // A CPU profile of the read under load, written when the server exits (open it in Chrome's
-  // DevTools, or summarise it with bench/profile-summary.ts).
+  // A CPU profile of the read under load, written to MEMORY_PROFILE_DIR (default
+  // ./cpu-profiles) when the server exits: open it in Chrome's DevTools.
   'cpu-profile': { args: ['--cpu-prof', `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`] },
   'cpu-profile-image': {
     args: [
@@ -381,7 +382,12 @@ async function main() {
     }
 
     // Paired rounds of flag sets under the bench's read load.
-    const names = (process.env.MEMORY_VARIANTS ?? Object.keys(VARIANTS).join(',')).split(',');
+    const names = (
+      process.env.MEMORY_VARIANTS ??
+      Object.keys(VARIANTS)
+        .filter((name) => !name.startsWith('cpu-profile'))
+        .join(',')
+    ).split(',');
     const results: Record<string, { rps: number[]; peak: number[]; idle: number[]; heapPeak: number[] }> = {};
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of round % 2 ? names : [...names].reverse()) {
