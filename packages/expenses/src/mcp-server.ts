@@ -18,6 +18,12 @@ import {
 } from './model.ts';
 import { DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
 
+/** The optional date range that the list, the summary and the statistics take. */
+const dateRangeInput = {
+  start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
+  end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+};
+
 export interface ExpensesServerOptions {
   name?: string;
   version?: string;
@@ -173,8 +179,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'List expenses',
       description: `The signed-in user's expenses, newest first, optionally filtered by date range and category (at most ${MAX_LIST_LIMIT}).`,
       inputSchema: {
-        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
-        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+        ...dateRangeInput,
         category: z.enum(CATEGORIES).optional(),
         limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
       },
@@ -223,8 +228,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       description:
         "Totals of the signed-in user's expenses per category and per month, optionally within a date range.",
       inputSchema: {
-        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
-        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+        ...dateRangeInput,
       },
       outputSchema: {
         total: money,
@@ -250,8 +254,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       description:
         'Per-category counts and totals across all users, optionally within a date range. Needs the expenses:admin scope.',
       inputSchema: {
-        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
-        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+        ...dateRangeInput,
       },
       outputSchema: {
         total: money,
