@@ -419,6 +419,48 @@ describe('key-based access', () => {
     assert.deepEqual(await unknownWellFormed.json(), await garbage.json(), 'unknown and malformed keys look the same');
   });
 
+  test('every reply on /mcp carries its request id, the one in its access log line', async () => {
+    const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
+    const replies = {
+      result: await postMcp(stack.mcpUrl, list, { authorization: `Bearer ${aliceKey}` }),
+      read: await postMcp(
+        stack.mcpUrl,
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'get_user_expenses', arguments: {} } },
+        { authorization: `Bearer ${aliceKey}` },
+      ),
+      unauthenticated: await postMcp(stack.mcpUrl, list),
+      insufficientScope: await postMcp(
+        stack.mcpUrl,
+        { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'get_expense_stats', arguments: {} } },
+        { authorization: `Bearer ${aliceKey}` },
+      ),
+      notAcceptable: await postMcp(stack.mcpUrl, list, { authorization: `Bearer ${aliceKey}`, accept: 'text/html' }),
+    };
+    const statuses = Object.fromEntries(Object.entries(replies).map(([name, r]) => [name, r.status]));
+    assert.deepEqual(statuses, {
+      result: 200,
+      read: 200,
+      unauthenticated: 401,
+      insufficientScope: 403,
+      notAcceptable: 406,
+    });
+    for (const [name, response] of Object.entries(replies)) {
+      const id = response.headers.get('x-request-id');
+      assert.match(id ?? '', /^[0-9a-f-]{36}$/, `${name} has a request id`);
+      assert.ok(
+        stack.logs.some(
+          (line) => line.includes(`"request_id":"${id}"`) && line.includes(`"status":${response.status}`),
+        ),
+        `${name}: the access log has the same id`,
+      );
+    }
+    const echoed = await postMcp(stack.mcpUrl, list, {
+      authorization: `Bearer ${aliceKey}`,
+      'x-request-id': 'trace-7',
+    });
+    assert.equal(echoed.headers.get('x-request-id'), 'trace-7', "a caller's own id is kept");
+  });
+
   test('a revoked key gets 401 within the revocation bound (1 s), and the response matches an unknown key', async () => {
     const { record, secret } = await stack.keys.create({ userId: 'carol' });
     const carol = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });

@@ -122,7 +122,7 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
     }
 
     const text = await readBodyKeepingIt(c, maxBodyBytes);
-    if (text === undefined) return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    if (text === undefined) return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     // Parsed once for this request: the MCP endpoint takes the same parse (`parseBodyOnce`).
     const json = parseBodyOnce(c.req.raw);
     if (!json.ok) return next(); // the endpoint answers malformed JSON; there is no call to authorize
@@ -133,10 +133,10 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
       const call = callOf(message);
       if (call === undefined) continue;
       if (headerMethod !== undefined && (messages.length !== 1 || headerMethod !== call.method)) {
-        return rpcError(400, INVALID_REQUEST, 'The Mcp-Method header does not match the method in the body.');
+        return rpcError(c, 400, INVALID_REQUEST, 'The Mcp-Method header does not match the method in the body.');
       }
       if (headerName !== undefined && headerName !== call.name) {
-        return rpcError(400, INVALID_REQUEST, 'The Mcp-Name header does not match the name in the body.');
+        return rpcError(c, 400, INVALID_REQUEST, 'The Mcp-Name header does not match the name in the body.');
       }
       const missing = missingScopes(principal, call, requirements, hasScope);
       if (missing.length > 0) return insufficientScope(c, principal, call, missing, options.provider, requirements);

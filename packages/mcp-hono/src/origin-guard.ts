@@ -1,3 +1,4 @@
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 
 export interface OriginGuardOptions {
@@ -18,11 +19,11 @@ export function originGuard(options: OriginGuardOptions) {
   return createMiddleware(async (c, next) => {
     const host = c.req.header('host')?.toLowerCase();
     if (!host || !(hosts.has(host) || hosts.has(hostname(host)))) {
-      return forbidden(`Host ${host ?? '(missing)'} is not allowed.`);
+      return forbidden(c, `Host ${host ?? '(missing)'} is not allowed.`);
     }
     const origin = c.req.header('origin');
     if (origin !== undefined && !origins.has(origin.toLowerCase())) {
-      return forbidden(`Origin ${origin} is not allowed.`);
+      return forbidden(c, `Origin ${origin} is not allowed.`);
     }
     await next();
   });
@@ -34,12 +35,6 @@ function hostname(host: string): string {
   return colon === -1 ? host : host.slice(0, colon);
 }
 
-function forbidden(message: string): Response {
-  return new Response(
-    JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message: `Forbidden: ${message}` } }),
-    {
-      status: 403,
-      headers: { 'content-type': 'application/json' },
-    },
-  );
+function forbidden(c: Context, message: string): Response {
+  return c.json({ jsonrpc: '2.0', id: null, error: { code: -32000, message: `Forbidden: ${message}` } }, 403);
 }

@@ -65,13 +65,14 @@ export async function createStatelessMcpEndpoint(
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
     if (request.method !== 'POST') {
-      return rpcError(405, INVALID_REQUEST, 'Method not allowed: this endpoint takes JSON-RPC messages by POST.', {
+      return rpcError(c, 405, INVALID_REQUEST, 'Method not allowed: this endpoint takes JSON-RPC messages by POST.', {
         Allow: 'POST',
       });
     }
     const accept = request.headers.get('accept') ?? '';
     if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
       return rpcError(
+        c,
         406,
         INVALID_REQUEST,
         'Not Acceptable: the client must accept application/json and text/event-stream.',
@@ -79,11 +80,12 @@ export async function createStatelessMcpEndpoint(
     }
     const contentType = request.headers.get('content-type') ?? '';
     if (!/^application\/json\s*(;|$)/i.test(contentType)) {
-      return rpcError(415, INVALID_REQUEST, 'Unsupported Media Type: send Content-Type: application/json.');
+      return rpcError(c, 415, INVALID_REQUEST, 'Unsupported Media Type: send Content-Type: application/json.');
     }
     const protocolVersion = request.headers.get('mcp-protocol-version');
     if (protocolVersion !== null && !SUPPORTED_PROTOCOL_VERSIONS.includes(protocolVersion)) {
       return rpcError(
+        c,
         400,
         INVALID_REQUEST,
         `Unsupported MCP-Protocol-Version ${protocolVersion}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}.`,
@@ -92,20 +94,20 @@ export async function createStatelessMcpEndpoint(
 
     const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {
-      return rpcError(413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+      return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     }
     if (jsonTextTooDeep(body, maxJsonDepth)) {
-      return rpcError(400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
+      return rpcError(c, 400, INVALID_REQUEST, `Invalid Request: JSON nested deeper than ${maxJsonDepth} levels.`);
     }
     const parsed = parseBodyOnce(request);
-    if (!parsed.ok) return rpcError(400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
+    if (!parsed.ok) return rpcError(c, 400, PARSE_ERROR, 'Parse error: the body is not valid JSON.');
     const message = parsed.value;
     if (Array.isArray(message)) {
-      return rpcError(400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
+      return rpcError(c, 400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
     }
     const shape = classify(message);
     if (shape === 'invalid') {
-      return rpcError(400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
+      return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
     }
 
     const lossy = options.exactNumbers ? lossyNumbers(body) : [];
@@ -116,7 +118,7 @@ export async function createStatelessMcpEndpoint(
         rpc.method === 'tools/call'
           ? { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } }
           : { jsonrpc: '2.0', id: rpc.id, error: { code: INVALID_PARAMS, message: text } };
-      return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });
+      return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
     }
 
     const authInfo = options.authInfo?.(c);
@@ -129,10 +131,7 @@ export async function createStatelessMcpEndpoint(
         // The listing is the largest reply and the same for every caller with the same
         // visible tools: its JSON is written once per such set, then spliced in.
         const result = serializedListing(cachedToolList, c);
-        return new Response(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":${result}}`, {
-          status: 200,
-          headers: JSON_HEADERS,
-        });
+        return c.body(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":${result}}`, 200, JSON_HEADERS);
       }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
@@ -146,11 +145,11 @@ export async function createStatelessMcpEndpoint(
           };
         }
       }
-      return new Response(JSON.stringify(reply), { status: 200, headers: JSON_HEADERS });
+      return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
     }
     if (shape === 'notification') transport.notify(message as JSONRPCNotification, extra);
     // Notifications and responses are accepted with no body.
-    return new Response(null, { status: 202 });
+    return c.body(null, 202);
   }
 
   /** The cached listing's JSON as this caller sees it, kept per set of visible tools. */

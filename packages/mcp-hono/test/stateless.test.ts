@@ -409,3 +409,44 @@ describe('exact numbers', () => {
     assert.equal(otherMethod.error?.code, -32602);
   });
 });
+
+describe('headers set by earlier middleware', () => {
+  // Hono applies `c.header()` of a middleware to responses the context builds, not to a
+  // `new Response()` a handler returns: the endpoint's replies must be built by the context.
+  test('are on every reply: a result, a cached listing, a 202, a protocol error, a refused origin', async () => {
+    const app = await makeApp();
+    const tagged = new Hono();
+    tagged.use(async (c, next) => {
+      c.header('x-request-id', 'req-42');
+      await next();
+    });
+    tagged.use('/mcp', originGuard({ allowedHosts: ['localhost'], allowedOrigins: [] }));
+    tagged.route('/', app);
+    const post = (body: string, headers: Record<string, string> = HEADERS) =>
+      tagged.request('http://localhost/mcp', { method: 'POST', headers: { host: 'localhost', ...headers }, body });
+    const listing = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    const replies = {
+      result: await post(JSON.stringify(call(1, 'a'))),
+      listing: await post(listing),
+      cachedListing: await post(listing),
+      notification: await post(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })),
+      parseError: await post('{not json'),
+      notAcceptable: await post('{}', { 'content-type': 'application/json', accept: 'application/json' }),
+      refusedOrigin: await post(JSON.stringify(call(1, 'a')), { ...HEADERS, origin: 'https://evil.example' }),
+    };
+    const statuses = Object.fromEntries(Object.entries(replies).map(([name, r]) => [name, r.status]));
+    assert.deepEqual(statuses, {
+      result: 200,
+      listing: 200,
+      cachedListing: 200,
+      notification: 202,
+      parseError: 400,
+      notAcceptable: 406,
+      refusedOrigin: 403,
+    });
+    for (const [name, response] of Object.entries(replies)) {
+      assert.equal(response.headers.get('x-request-id'), 'req-42', name);
+      if (response.status !== 202) assert.match(response.headers.get('content-type') ?? '', /^application\/json/, name);
+    }
+  });
+});
