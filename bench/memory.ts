@@ -18,6 +18,9 @@
  * writes what it has (now, and the highest of each figure since the last report) when it gets
  * SIGUSR2; it also records when the process first opens a socket (the database connect), so a
  * cold start splits into Node's start, module load, database and migrations, and the rest.
+ * Since the last report it also counts the CPU time of the process, the main thread's time in
+ * collections (V8's GCProfiler) and the bytes allocated on the V8 heap: `flags` prints them per
+ * request, figures that move far less with the machine's load than requests/s do.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -66,6 +69,8 @@ const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; e
   old256: { args: ['--max-old-space-size=256'] },
   'semi4-old256': { args: ['--max-semi-space-size=4', '--max-old-space-size=256'] },
   'semi8-old256': { args: ['--max-semi-space-size=8', '--max-old-space-size=256'] },
+  'semi4-old128': { args: ['--max-semi-space-size=4', '--max-old-space-size=128'] },
+  'semi8-old128': { args: ['--max-semi-space-size=8', '--max-old-space-size=128'] },
   'semi2-old256': { args: ['--max-semi-space-size=2', '--max-old-space-size=256'] },
   'semi2-init16': { args: ['--max-semi-space-size=2', '--initial-old-space-size=16'] },
   'semi2-grow50': { args: ['--max-semi-space-size=2', '--heap-growing-percent=50'] },
@@ -92,6 +97,13 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import v8 from 'node:v8';
 const out = process.env.PROBE_OUT;
+// Since the last report: the collections V8 ran (main-thread time by kind), the bytes allocated
+// on the V8 heap (used size before each collection minus after the one before), and the CPU
+// time of the process (every thread). Per request, these are steadier than requests/s.
+let gcProfiler = new v8.GCProfiler();
+gcProfiler.start();
+let usedSince = v8.getHeapStatistics().used_heap_size;
+let cpuSince = process.cpuUsage();
 const mb = (n) => Math.round((n / 1048576) * 10) / 10;
 let peak = {};
 const sample = () => {
@@ -106,6 +118,23 @@ net.Socket.prototype.connect = function (...args) {
   marks.firstSocket ??= performance.now();
   return connect.apply(this, args);
 };
+const collections = () => {
+  const { statistics } = gcProfiler.stop();
+  const gcMs = {};
+  let allocated = 0;
+  let used = usedSince;
+  for (const gc of statistics) {
+    gcMs[gc.gcType] = (gcMs[gc.gcType] ?? 0) + gc.cost / 1000;
+    allocated += gc.beforeGC.heapStatistics.usedHeapSize - used;
+    used = gc.afterGC.heapStatistics.usedHeapSize;
+  }
+  const now = v8.getHeapStatistics().used_heap_size;
+  allocated += now - used;
+  gcProfiler = new v8.GCProfiler();
+  gcProfiler.start();
+  usedSince = now;
+  return { gcMs, allocatedMb: allocated / 1048576 };
+};
 process.on('SIGUSR2', () => {
   const now = sample();
   const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name, mb(s.space_used_size) + '/' + mb(s.space_size)]));
@@ -115,8 +144,11 @@ process.on('SIGUSR2', () => {
     peak: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, mb(v)])),
     spaces,
     marks: { ...marks, bootstrapComplete: timing.bootstrapComplete, nodeStart: timing.nodeStart },
+    ...collections(),
+    cpuMs: (({ user, system }) => (user + system) / 1000)(process.cpuUsage(cpuSince)),
   }));
   peak = {};
+  cpuSince = process.cpuUsage();
 });
 `;
 
@@ -139,6 +171,10 @@ interface Running {
     peak: Record<string, number>;
     spaces: Record<string, string>;
     marks: Record<string, number>;
+    /** Since the last report: main-thread milliseconds of collection by kind (`Scavenge`, `MarkSweepCompact`, …), MB allocated on the V8 heap, CPU milliseconds. */
+    gcMs: Record<string, number>;
+    allocatedMb: number;
+    cpuMs: number;
   }>;
   stop(): Promise<void>;
 }
@@ -388,7 +424,18 @@ async function main() {
         .filter((name) => !name.startsWith('cpu-profile'))
         .join(',')
     ).split(',');
-    const results: Record<string, { rps: number[]; peak: number[]; idle: number[]; heapPeak: number[] }> = {};
+    const results: Record<
+      string,
+      {
+        rps: number[];
+        peak: number[];
+        idle: number[];
+        heapPeak: number[];
+        cpuUs: number[];
+        gcUs: number[];
+        kb: number[];
+      }
+    > = {};
     for (let round = 1; round <= ROUNDS; round++) {
       for (const name of round % 2 ? names : [...names].reverse()) {
         const { server, token } = await serve(name);
@@ -407,13 +454,21 @@ async function main() {
         const probe = await server.probe();
         const peak = status(server.child.pid as number, 'VmHWM');
         const errors = result.errors + result.timeouts + result.non2xx;
-        results[name] ??= { rps: [], peak: [], idle: [], heapPeak: [] };
+        // Per request answered in the window: the server's CPU (all its threads) and the main
+        // thread's time in collections, minor (scavenges) and the rest.
+        const perRequest = (ms: number) => Math.round((ms * 1000) / result.requests.total);
+        const gcMs = Object.values(probe.gcMs).reduce((sum, ms) => sum + ms, 0);
+        results[name] ??= { rps: [], peak: [], idle: [], heapPeak: [], cpuUs: [], gcUs: [], kb: [] };
+        const allocatedKb = Math.round((probe.allocatedMb * 1024) / result.requests.total);
+        results[name].kb.push(allocatedKb);
         results[name].rps.push(Math.round(result.requests.average));
         results[name].peak.push(peak);
         results[name].idle.push(idle);
         results[name].heapPeak.push(probe.peak.heapTotal as number);
+        results[name].cpuUs.push(perRequest(probe.cpuMs));
+        results[name].gcUs.push(perRequest(gcMs));
         console.log(
-          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
+          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; CPU ${perRequest(probe.cpuMs)} µs/request, GC ${perRequest(gcMs)} µs/request (scavenges ${perRequest(probe.gcMs.Scavenge ?? 0)}), ${allocatedKb} KB allocated/request; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
         );
         await server.stop();
       }
@@ -421,7 +476,7 @@ async function main() {
     console.log(`\nmedians over ${ROUNDS} rounds (${CONNECTIONS} connections), load ${loadAverage()}`);
     for (const [name, r] of Object.entries(results)) {
       console.log(
-        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
+        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  CPU ${median(r.cpuUs)} µs/request (${r.cpuUs.join(', ')})  GC ${median(r.gcUs)} µs/request (${r.gcUs.join(', ')})  ${median(r.kb)} KB allocated/request  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
       );
     }
   } finally {
