@@ -9,7 +9,8 @@
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
  * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
- * MEMORY_CONNECTIONS (32), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
+ * MEMORY_CONNECTIONS (32), MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
+ * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
  * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
  * elsewhere), MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when
  * named).
@@ -445,7 +446,7 @@ async function main() {
           url: `${server.url}/mcp`,
           method: 'POST' as const,
           headers: headers(token),
-          body: READ,
+          body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
           connections: CONNECTIONS,
         };
         await autocannon({ ...base, duration: WARMUP_S });
