@@ -153,21 +153,33 @@ async function main() {
     // D runs from here to the end: the paired rounds below alternate it with C and CK.
     const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
     const dRead = { url: `${d.url}/read` };
+    // D′: the same floor under the image's Node flags, so a ratio can set the MCP and auth
+    // layers' own cost apart from what the flags' small heap costs every Node server.
+    const dImage = ENTRY === 'dist' ? await start([...IMAGE_FLAGS, SERVERS], { BENCH_VARIANT: 'D' }) : undefined;
+    const dImageRead = dImage && { url: `${dImage.url}/read` };
     const paired: Record<string, number[]> = {};
+    const pairedWithImageFlags: Record<string, number[]> = {};
     /**
      * Ratios that survive a noisy machine: ROUNDS × (this server 5 s, then D 5 s), both already
      * warm, each round's ratio taken from two windows a few seconds apart.
      */
     const pairedRounds = async (label: string, server: Started, options: Parameters<typeof measure>[2]) => {
       const ratios: number[] = [];
+      const ratiosWithImageFlags: number[] = [];
       for (let round = 1; round <= ROUNDS; round++) {
         const ours = await measure(`${label} round ${round}`, server, { ...options, warmup: false }, PAIRED_S);
         const floor = await measure(`D  read, round ${round}`, d, { ...dRead, warmup: false }, PAIRED_S);
         ratios.push(ours.rps / floor.rps);
+        if (dImage && dImageRead) {
+          const flagged = await measure(`D′ read, round ${round}`, dImage, { ...dImageRead, warmup: false }, PAIRED_S);
+          ratiosWithImageFlags.push(ours.rps / flagged.rps);
+        }
       }
       paired[label] = ratios;
+      if (ratiosWithImageFlags.length > 0) pairedWithImageFlags[label] = ratiosWithImageFlags;
     };
     await autocannon({ ...dRead, connections: CONNECTIONS, duration: WARMUP_S });
+    if (dImageRead) await autocannon({ ...dImageRead, connections: CONNECTIONS, duration: WARMUP_S });
 
     const a = await start([SERVERS], { BENCH_VARIANT: 'A' });
     rows.push(await measure('A  bare Hono JSON route', a, { url: `${a.url}/` }));
@@ -346,12 +358,17 @@ async function main() {
     rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, dRead));
     rows.push(await measure('D  bare Hono + same SQL, same pool: write', d, { url: `${d.url}/write`, method: 'POST' }));
     await d.stop();
+    if (dImage && dImageRead) {
+      rows.push(await measure("D′ the same floor with the image's Node flags: read", dImage, dImageRead));
+      await dImage.stop();
+    }
 
     print(
       rows,
       soak,
       { ours: coldStarts, reference: referenceColdStarts, referenceVersions: reference?.versions },
       paired,
+      pairedWithImageFlags,
     );
   } finally {
     rmSync(BUNDLE_DIR, { recursive: true, force: true });
@@ -401,6 +418,7 @@ function print(
   soak: Row[],
   cold: { ours: number[]; reference: number[]; referenceVersions: string | undefined },
   paired: Record<string, number[]>,
+  pairedWithImageFlags: Record<string, number[]>,
 ) {
   const find = (prefix: string) => rows.find((row) => row.name.startsWith(prefix));
   const must = (prefix: string) => find(prefix) as Row;
@@ -439,6 +457,10 @@ function print(
     ...Object.entries(paired).map(
       ([label, ratios]) =>
         `paired rounds, ${label} / D read = ${ratios.map((r) => r.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)} (target ≥ 0.85: ${check(median(ratios) >= 0.85)})`,
+    ),
+    ...Object.entries(pairedWithImageFlags).map(
+      ([label, ratios]) =>
+        `paired rounds, ${label} / D′ read (the floor with the image's flags) = ${ratios.map((r) => r.toFixed(2)).join(', ')}; median ${median(ratios).toFixed(2)} (what the MCP and auth layers cost, the heap's cost set apart)`,
     ),
     `C0 read / D read  = ${ratio(must('C0').rps, dRead.rps)}  (the MCP layer without the key lookup)`,
     `C read  / B       = ${ratio(cRead.rps, b.rps)}`,
