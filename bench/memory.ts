@@ -9,7 +9,8 @@
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
  * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
- * MEMORY_CONNECTIONS (32), MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
+ * MEMORY_CONNECTIONS (32), MEMORY_LOG_LEVEL (`info`, the image's: an access line per request),
+ * MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
  * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
  * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
  * elsewhere), MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when
@@ -183,41 +184,66 @@ interface Running {
 function startServer(args: string[], env: Record<string, string>, probeOut: string): Promise<Running> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', PROBE, ...args], {
-      env: { ...process.env, ...env, PROBE_OUT: probeOut, LOG_LEVEL: 'info', HOST: '127.0.0.1' },
+      env: {
+        ...process.env,
+        ...env,
+        PROBE_OUT: probeOut,
+        LOG_LEVEL: process.env.MEMORY_LOG_LEVEL ?? 'info',
+        HOST: '127.0.0.1',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
-    child.stderr.on('data', (chunk) => (output += chunk));
-    child.stdout.on('data', (chunk) => {
-      output += chunk;
-      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) {
-        resolve({
-          child,
-          url: match[1],
-          output: () => output,
-          async probe() {
-            rmSync(probeOut, { force: true });
-            child.kill('SIGUSR2');
-            for (let i = 0; i < 200; i++) {
-              await new Promise((r) => setTimeout(r, 10));
-              try {
-                return JSON.parse(readFileSync(probeOut, 'utf8'));
-              } catch {
-                // not written yet
-              }
+    let listening = false;
+    // Only the last 64 KB kept: at LOG_LEVEL=info the server writes a line per request, and
+    // scanning all of it on every chunk (as this did) cost this process, on the same two cores
+    // as the server, time that grew with the run.
+    const keep = (chunk: Buffer) => {
+      output = (output + chunk).slice(-65_536);
+    };
+    child.stderr.on('data', keep);
+    child.stdout.on('data', keep);
+    const ready = (url: string) => {
+      if (listening) return;
+      listening = true;
+      resolve({
+        child,
+        url,
+        output: () => output,
+        async probe() {
+          rmSync(probeOut, { force: true });
+          child.kill('SIGUSR2');
+          for (let i = 0; i < 200; i++) {
+            await new Promise((r) => setTimeout(r, 10));
+            try {
+              return JSON.parse(readFileSync(probeOut, 'utf8'));
+            } catch {
+              // not written yet
             }
-            throw new Error('the probe did not answer');
-          },
-          stop: () =>
-            new Promise((done) => {
-              if (child.exitCode !== null) return done();
-              child.once('exit', () => done());
-              child.kill('SIGTERM');
-            }),
-        });
+          }
+          throw new Error('the probe did not answer');
+        },
+        stop: () =>
+          new Promise((done) => {
+            if (child.exitCode !== null) return done();
+            child.once('exit', () => done());
+            child.kill('SIGTERM');
+          }),
+      });
+    };
+    // Ready when /health answers: below LOG_LEVEL=info there is no "listening" line to wait for.
+    const url = `http://127.0.0.1:${env.PORT}`;
+    const poll = async () => {
+      while (!listening && child.exitCode === null) {
+        const up = await fetch(`${url}/health`).then(
+          (response) => response.ok,
+          () => false,
+        );
+        if (up) return ready(url);
+        await new Promise((r) => setTimeout(r, 20));
       }
-    });
+    };
+    void poll();
     child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${output}`)));
   });
 }
