@@ -19,10 +19,11 @@ import {
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
 import { httpTracing, mcpTracing } from '@mcp-auth-stack/telemetry';
 import { Hono } from 'hono';
-import { type RequestIdVariables, requestId } from 'hono/request-id';
+import type { RequestIdVariables } from 'hono/request-id';
 import type { ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 import { DependencyState, within } from './outage.ts';
+import { requestId } from './request-id.ts';
 
 export interface AppDependencies {
   config: ServerConfig;
@@ -83,7 +84,7 @@ export async function createApp({
 
   const app = new Hono<Env>();
   if (tracing) app.use(httpTracing());
-  app.use(requestId({ headerName: 'x-request-id' }));
+  app.use(requestId());
   if (logger.enabled('info')) {
     app.use(async (c, next) => {
       const started = performance.now();
