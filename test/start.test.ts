@@ -118,7 +118,7 @@ describe('pnpm start', () => {
       assert.equal(ready.status, 'ready', "the realm's metadata and keys are reachable");
       // The janitor of registered clients runs with the local realm's client (docs/security.md).
       for (let waited = 0; !/keycloak client janitor: (on|failed)/.test(output()); waited += 200) {
-        if (waited > 30_000) break;
+        if (waited > 60_000) break; // the start pass tries a slow Keycloak again (5 s, then 15 s)
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
       assert.match(output(), /keycloak client janitor: on/);

@@ -15,6 +15,7 @@ import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   authorizationPassThroughMigrations,
+  type JanitorRun,
   keycloakClientJanitor,
   registrationFacade,
 } from '@mcp-auth-stack/keycloak-registration';
@@ -170,11 +171,41 @@ function startJanitor(realmUrl: string, secret: string, logger: Logger) {
   });
   // One pass at start: a wrong secret shows in the log now, not in five minutes; clients left
   // from a flood before a restart go as soon as they are due.
-  janitor.runOnce().then(
-    (run) => logger.info('keycloak client janitor: on', { inspected: run.inspected, removed: run.removed.length }),
-    (error: unknown) => logger.warn('keycloak client janitor: failed', { message: (error as Error).message }),
-  );
+  void firstJanitorPass(() => janitor.runOnce(), logger);
   janitor.start();
+}
+
+/**
+ * The janitor's pass at start, reported once: "on" or "failed". A Keycloak that has just
+ * started can take longer than the janitor's 10 s to answer its first admin calls (seen in CI
+ * at a load of 5); a timeout or a connection that failed is tried again after each of
+ * `retryDelaysMs` before the pass is reported failed. A refusal (a wrong secret) is reported
+ * at once.
+ */
+export async function firstJanitorPass(
+  run: () => Promise<JanitorRun>,
+  logger: Pick<Logger, 'info' | 'warn'>,
+  retryDelaysMs: readonly number[] = [5_000, 15_000],
+): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const done = await run();
+      logger.info('keycloak client janitor: on', { inspected: done.inspected, removed: done.removed.length });
+      return;
+    } catch (error) {
+      const transient = (error as Error).name === 'TimeoutError' || error instanceof TypeError;
+      const delay = retryDelaysMs[attempt];
+      if (!transient || delay === undefined) {
+        logger.warn('keycloak client janitor: failed', { message: (error as Error).message });
+        return;
+      }
+      logger.info('keycloak client janitor: Keycloak did not answer, trying again', {
+        message: (error as Error).message,
+        retry_in_ms: delay,
+      });
+      await new Promise((resolve) => setTimeout(resolve, delay).unref());
+    }
+  }
 }
 
 /** The scopes the proxy offers, with what its consent page says about each. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { upstreamAdmin } from '../src/auth.ts';
+import { firstJanitorPass, upstreamAdmin } from '../src/auth.ts';
 
 test('upstreamAdmin: Keycloak granted expenses:admin, or Entra named the expenses-admin app role', () => {
   // Keycloak: the realm grants its expenses:admin scope only to the expenses-admin role.
@@ -12,4 +12,56 @@ test('upstreamAdmin: Keycloak granted expenses:admin, or Entra named the expense
   assert.equal(upstreamAdmin({ roles: ['reader'] }, undefined), false);
   assert.equal(upstreamAdmin({ roles: 'expenses-admin' }, undefined), false, 'roles is a list, never a string');
   assert.equal(upstreamAdmin({}, undefined), false);
+});
+
+test('firstJanitorPass: a slow Keycloak is tried again before the pass is reported; a refusal is reported at once', async (t) => {
+  const logged: string[] = [];
+  const logger = {
+    info: (message: string) => logged.push(message),
+    warn: (message: string) => logged.push(message),
+  };
+  const timeout = () => Object.assign(new Error('The operation was aborted due to timeout'), { name: 'TimeoutError' });
+  // The retry timers are unref'd (a server shutting down does not wait for them): keep the loop.
+  const keepAlive = setInterval(() => {}, 1_000);
+  t.after(() => clearInterval(keepAlive));
+
+  let calls = 0;
+  await firstJanitorPass(
+    async () => {
+      calls++;
+      if (calls < 3) throw calls === 1 ? timeout() : new TypeError('fetch failed');
+      return { inspected: 4, removed: ['a'] };
+    },
+    logger,
+    [0, 0],
+  );
+  assert.equal(calls, 3);
+  assert.deepEqual(logged.slice(-1), ['keycloak client janitor: on']);
+  assert.ok(!logged.includes('keycloak client janitor: failed'), 'no failure reported before the retries');
+
+  logged.length = 0;
+  calls = 0;
+  await firstJanitorPass(
+    async () => {
+      calls++;
+      throw timeout();
+    },
+    logger,
+    [0, 0],
+  );
+  assert.equal(calls, 3, 'the first try and one per delay');
+  assert.deepEqual(logged.slice(-1), ['keycloak client janitor: failed']);
+
+  logged.length = 0;
+  calls = 0;
+  await firstJanitorPass(
+    async () => {
+      calls++;
+      throw new Error('Keycloak refused the janitor client: 401 invalid_client');
+    },
+    logger,
+    [0, 0],
+  );
+  assert.equal(calls, 1, 'a wrong secret is not retried');
+  assert.deepEqual(logged, ['keycloak client janitor: failed']);
 });
