@@ -194,18 +194,18 @@ function startServer(args: string[], env: Record<string, string>, probeOut: stri
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
-    let listening = false;
-    // Only the last 64 KB kept: at LOG_LEVEL=info the server writes a line per request, and
-    // scanning all of it on every chunk (as this did) cost this process, on the same two cores
-    // as the server, time that grew with the run.
+    let resolved = false;
+    // The last 64 KB, kept for error messages and never scanned: at LOG_LEVEL=info the server
+    // writes a line per request, and rescanning it per chunk costs this process, on the same two
+    // cores as the server, time that grows with the run.
     const keep = (chunk: Buffer) => {
       output = (output + chunk).slice(-65_536);
     };
     child.stderr.on('data', keep);
     child.stdout.on('data', keep);
     const ready = (url: string) => {
-      if (listening) return;
-      listening = true;
+      if (resolved) return;
+      resolved = true;
       resolve({
         child,
         url,
@@ -234,7 +234,7 @@ function startServer(args: string[], env: Record<string, string>, probeOut: stri
     // Ready when /health answers: below LOG_LEVEL=info there is no "listening" line to wait for.
     const url = `http://127.0.0.1:${env.PORT}`;
     const poll = async () => {
-      while (!listening && child.exitCode === null) {
+      while (!resolved && child.exitCode === null) {
         const up = await fetch(`${url}/health`).then(
           (response) => response.ok,
           () => false,
