@@ -85,14 +85,14 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
     port,
     async freeze() {
       // The postmaster first, so it forks nothing new; then every backend.
-      for (const pid of await pids()) process.kill(pid, 'SIGSTOP');
+      for (const pid of await pids()) signal(pid, 'SIGSTOP');
     },
     async thaw() {
-      for (const pid of await pids()) process.kill(pid, 'SIGCONT');
+      for (const pid of await pids()) signal(pid, 'SIGCONT');
     },
     async kill() {
       const all = await pids();
-      for (const pid of all) process.kill(pid, 'SIGKILL');
+      for (const pid of all) signal(pid, 'SIGKILL');
       // Wait until every one of them is gone, so the port and the data directory are free.
       for (let i = 0; i < 200 && all.some(alive); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     },
@@ -105,6 +105,18 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Sends `name` to `pid`; a process that ended between listing and signalling (a backend whose
+ * client had just gone: seen once as ESRCH in `thaw`) has nothing left to stop or continue.
+ */
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
 }
 
 /** The processes whose parent is `pid` (from /proc: no procps needed). */
