@@ -12,9 +12,11 @@
  * MEMORY_CONNECTIONS (32), MEMORY_LOG_LEVEL (`info`, the image's: an access line per request),
  * MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
  * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
- * an up-to-date schema instead of first starts on empty databases), MEMORY_MAIN (a bundle built
- * elsewhere), MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when
- * named).
+ * an up-to-date schema instead of first starts on empty databases), MEMORY_COLD_ARGS (Node flags
+ * for those starts: the image's, `--cpu-prof`), MEMORY_MAIN (a bundle built elsewhere),
+ * MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when named).
+ * The `floor` variants run the bench's database floor D (bench/servers.ts) under the same load
+ * (its GET /read), so this server's per-request figures have the floor's beside them.
  *
  * A probe loaded with `--import` samples `process.memoryUsage()` every 20 ms in the server and
  * writes what it has (now, and the highest of each figure since the last report) when it gets
@@ -22,7 +24,9 @@
  * cold start splits into Node's start, module load, database and migrations, and the rest.
  * Since the last report it also counts the CPU time of the process, the main thread's time in
  * collections (V8's GCProfiler) and the bytes allocated on the V8 heap: `flags` prints them per
- * request, figures that move far less with the machine's load than requests/s do.
+ * request, figures that move far less with the machine's load than requests/s do. Beside them,
+ * the rest of a request's cost on the shared cores (PostgreSQL's processes, the load generator,
+ * the whole machine) and the window's idle and stolen shares (bench/machine.ts).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,6 +41,7 @@ import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { machineCpu, machineWindow } from './machine.ts';
 
 const mode = process.argv[2] ?? 'flags';
 const ROUNDS = Number(process.env.MEMORY_ROUNDS ?? 3);
@@ -44,16 +49,27 @@ const DURATION_S = Number(process.env.MEMORY_DURATION ?? 8);
 const WARMUP_S = Number(process.env.MEMORY_WARMUP ?? 4);
 const CONNECTIONS = Number(process.env.MEMORY_CONNECTIONS ?? 32);
 const COLD_STARTS = Number(process.env.MEMORY_COLD_STARTS ?? 5);
+// MEMORY_COLD_ARGS: Node flags for the cold starts, e.g. the image's, or `--cpu-prof`.
+const COLD_ARGS = process.env.MEMORY_COLD_ARGS?.split(' ').filter(Boolean) ?? [];
 const USER_ID = '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11';
 const BUILD = fileURLToPath(new URL('../apps/server/build.ts', import.meta.url));
 const SOURCES_MAIN = fileURLToPath(new URL('../apps/server/src/main.ts', import.meta.url));
+const SERVERS = fileURLToPath(new URL('./servers.ts', import.meta.url));
 const WORK = join(tmpdir(), `mcp-memory-${process.pid}`);
 // MEMORY_MAIN: another bundle to measure (another tree's build.ts --out-dir), e.g. before a change.
 const MAIN = process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs');
 const PROBE = join(WORK, 'probe.mjs');
 
 /** Flag sets: name → Node arguments before the entry, and extra environment. */
-const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; entry?: string }> = {
+const VARIANTS: Record<
+  string,
+  {
+    args: string[];
+    env?: Record<string, string>;
+    entry?: string /** Not this server: D, loaded with GET /read. */;
+    floor?: true;
+  }
+> = {
   default: { args: [] },
   semi2: { args: ['--max-semi-space-size=2'] },
   semi1: { args: ['--max-semi-space-size=1'] },
@@ -81,6 +97,15 @@ const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; e
   },
   'semi2-old64': { args: ['--max-semi-space-size=2', '--max-old-space-size=64'] },
   sources: { args: [], entry: SOURCES_MAIN },
+  // The bench's database floor D (bench/servers.ts: a bare Hono route, the read's SQL, the same
+  // pool), so its CPU, collections and allocation per request sit beside this server's.
+  floor: { args: [], entry: SERVERS, env: { BENCH_VARIANT: 'D', BENCH_USER_ID: USER_ID }, floor: true },
+  'floor-semi2-old256': {
+    args: ['--max-semi-space-size=2', '--max-old-space-size=256'],
+    entry: SERVERS,
+    env: { BENCH_VARIANT: 'D', BENCH_USER_ID: USER_ID },
+    floor: true,
+  },
   // A CPU profile of the read under load, written to MEMORY_PROFILE_DIR (default
   // ./cpu-profiles) when the server exits: open it in Chrome's DevTools.
   'cpu-profile': { args: ['--cpu-prof', `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`] },
@@ -91,6 +116,17 @@ const VARIANTS: Record<string, { args: string[]; env?: Record<string, string>; e
       '--cpu-prof',
       `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`,
     ],
+  },
+  'cpu-profile-floor': {
+    args: [
+      '--max-semi-space-size=2',
+      '--max-old-space-size=256',
+      '--cpu-prof',
+      `--cpu-prof-dir=${process.env.MEMORY_PROFILE_DIR ?? 'cpu-profiles'}`,
+    ],
+    entry: SERVERS,
+    env: { BENCH_VARIANT: 'D', BENCH_USER_ID: USER_ID },
+    floor: true,
   },
 };
 
@@ -181,7 +217,12 @@ interface Running {
   stop(): Promise<void>;
 }
 
-function startServer(args: string[], env: Record<string, string>, probeOut: string): Promise<Running> {
+function startServer(
+  args: string[],
+  env: Record<string, string>,
+  probeOut: string,
+  readyPath = '/health',
+): Promise<Running> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', PROBE, ...args], {
       env: {
@@ -231,11 +272,12 @@ function startServer(args: string[], env: Record<string, string>, probeOut: stri
           }),
       });
     };
-    // Ready when /health answers: below LOG_LEVEL=info there is no "listening" line to wait for.
+    // Ready when /health (the floor: its route) answers: below LOG_LEVEL=info there is no
+    // "listening" line to wait for.
     const url = `http://127.0.0.1:${env.PORT}`;
     const poll = async () => {
       while (!resolved && child.exitCode === null) {
-        const up = await fetch(`${url}/health`).then(
+        const up = await fetch(`${url}${readyPath}`).then(
           (response) => response.ok,
           () => false,
         );
@@ -350,6 +392,7 @@ async function main() {
           ...extra,
         },
         join(WORK, `probe-${name}.json`),
+        variant.floor ? '/read' : '/health',
       );
       return { server, token: await issuer.sign(`${base}/mcp`) };
     };
@@ -390,7 +433,7 @@ async function main() {
         const base = `http://localhost:${port}`;
         const token = await issuer.sign(`${base}/mcp`);
         const began = performance.now();
-        const child = spawn(process.execPath, ['--import', PROBE, MAIN], {
+        const child = spawn(process.execPath, ['--import', PROBE, ...COLD_ARGS, MAIN], {
           env: {
             ...process.env,
             DATABASE_URL: fresh.url,
@@ -461,6 +504,11 @@ async function main() {
         cpuUs: number[];
         gcUs: number[];
         kb: number[];
+        postgresUs: number[];
+        loadUs: number[];
+        machineUs: number[];
+        idleShare: number[];
+        stealShare: number[];
       }
     > = {};
     for (let round = 1; round <= ROUNDS; round++) {
@@ -468,16 +516,22 @@ async function main() {
         const { server, token } = await serve(name);
         await new Promise((r) => setTimeout(r, 1_000));
         const idle = status(server.child.pid as number, 'VmRSS');
-        const base = {
-          url: `${server.url}/mcp`,
-          method: 'POST' as const,
-          headers: headers(token),
-          body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
-          connections: CONNECTIONS,
-        };
+        const base = VARIANTS[name]?.floor
+          ? { url: `${server.url}/read`, connections: CONNECTIONS }
+          : {
+              url: `${server.url}/mcp`,
+              method: 'POST' as const,
+              headers: headers(token),
+              body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
+              connections: CONNECTIONS,
+            };
         await autocannon({ ...base, duration: WARMUP_S });
         await server.probe(); // resets the probe's peaks: the measured window's own
+        const machineBefore = machineCpu();
+        const benchBefore = process.cpuUsage();
         const result = await autocannon({ ...base, duration: DURATION_S });
+        const benchMs = (({ user, system }) => (user + system) / 1000)(process.cpuUsage(benchBefore));
+        const machineAfter = machineCpu();
         const probe = await server.probe();
         const peak = status(server.child.pid as number, 'VmHWM');
         const errors = result.errors + result.timeouts + result.non2xx;
@@ -485,7 +539,33 @@ async function main() {
         // thread's time in collections, minor (scavenges) and the rest.
         const perRequest = (ms: number) => Math.round((ms * 1000) / result.requests.total);
         const gcMs = Object.values(probe.gcMs).reduce((sum, ms) => sum + ms, 0);
-        results[name] ??= { rps: [], peak: [], idle: [], heapPeak: [], cpuUs: [], gcUs: [], kb: [] };
+        results[name] ??= {
+          rps: [],
+          peak: [],
+          idle: [],
+          heapPeak: [],
+          cpuUs: [],
+          gcUs: [],
+          kb: [],
+          postgresUs: [],
+          loadUs: [],
+          machineUs: [],
+          idleShare: [],
+          stealShare: [],
+        };
+        // The rest of a request's cost on the shared cores: PostgreSQL, the load generator (this
+        // process), and the machine's total; with the machine's idle share, whether it was
+        // CPU-bound (then requests/s ≈ cores ÷ machine µs per request).
+        const machine = machineWindow(machineBefore, machineAfter);
+        const postgresUs = perRequest(machine.postgresMs);
+        const machineUs = perRequest(machine.busyMs);
+        const idleShare = machine.idlePercent;
+        const stealShare = machine.stolenPercent;
+        results[name].postgresUs.push(postgresUs);
+        results[name].loadUs.push(perRequest(benchMs));
+        results[name].machineUs.push(machineUs);
+        results[name].idleShare.push(idleShare);
+        results[name].stealShare.push(stealShare);
         const allocatedKb = Math.round((probe.allocatedMb * 1024) / result.requests.total);
         results[name].kb.push(allocatedKb);
         results[name].rps.push(Math.round(result.requests.average));
@@ -495,7 +575,7 @@ async function main() {
         results[name].cpuUs.push(perRequest(probe.cpuMs));
         results[name].gcUs.push(perRequest(gcMs));
         console.log(
-          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; CPU ${perRequest(probe.cpuMs)} µs/request, GC ${perRequest(gcMs)} µs/request (scavenges ${perRequest(probe.gcMs.Scavenge ?? 0)}), ${allocatedKb} KB allocated/request; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
+          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; CPU ${perRequest(probe.cpuMs)} µs/request, GC ${perRequest(gcMs)} µs/request (scavenges ${perRequest(probe.gcMs.Scavenge ?? 0)}), ${allocatedKb} KB allocated/request; PostgreSQL ${postgresUs} µs, load generator ${perRequest(benchMs)} µs, machine ${machineUs} µs/request, ${idleShare} % idle, ${stealShare} % stolen; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
         );
         await server.stop();
       }
@@ -503,7 +583,7 @@ async function main() {
     console.log(`\nmedians over ${ROUNDS} rounds (${CONNECTIONS} connections), load ${loadAverage()}`);
     for (const [name, r] of Object.entries(results)) {
       console.log(
-        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  CPU ${median(r.cpuUs)} µs/request (${r.cpuUs.join(', ')})  GC ${median(r.gcUs)} µs/request (${r.gcUs.join(', ')})  ${median(r.kb)} KB allocated/request  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
+        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  CPU ${median(r.cpuUs)} µs/request (${r.cpuUs.join(', ')})  GC ${median(r.gcUs)} µs/request (${r.gcUs.join(', ')})  ${median(r.kb)} KB allocated/request  PostgreSQL ${median(r.postgresUs)} µs  load generator ${median(r.loadUs)} µs  machine ${median(r.machineUs)} µs/request (${median(r.idleShare)} % idle, ${median(r.stealShare)} % stolen)  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
       );
     }
   } finally {

@@ -25,6 +25,7 @@ import {
 } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
+import { machineCpu, machineWindow } from './machine.ts';
 import {
   benchPort,
   coldStart,
@@ -79,6 +80,8 @@ interface Row {
   name: string;
   /** The 1-minute load average when the row ended. */
   load: number;
+  /** The share of the machine's time the hypervisor gave other guests during the row, in %. */
+  stolen: number;
   idleRssMb: number;
   rps: number;
   p50: number;
@@ -99,6 +102,11 @@ const loadAverage = () =>
 
 async function main() {
   process.stderr.write(`load average at start (1 / 5 / 15 min): ${loadAverage()} on ${cpus().length} cores\n`);
+  const quiet = machineCpu();
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  process.stderr.write(
+    `stolen by the hypervisor over the last second: ${machineWindow(quiet, machineCpu()).stolenPercent} %\n`,
+  );
   if (ENTRY === 'dist') {
     const built = spawnSync(process.execPath, [BUILD, '--out-dir', BUNDLE_DIR], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`apps/server/build.ts failed: ${built.stderr}`);
@@ -392,10 +400,12 @@ async function measure(
     connections: CONNECTIONS,
   };
   if (options.warmup !== false && WARMUP_S > 0) await autocannon({ ...base, duration: WARMUP_S });
+  const before = machineCpu();
   const result = await autocannon({ ...base, duration: durationS });
   const row: Row = {
     name,
     load: loadavg()[0] as number,
+    stolen: machineWindow(before, machineCpu()).stolenPercent,
     rps: Math.round(result.requests.average),
     p50: result.latency.p50,
     p99: result.latency.p99,
@@ -410,7 +420,7 @@ async function measure(
 const NAME_WIDTH = 66;
 
 function formatRow(row: Row): string {
-  return `| ${row.name.padEnd(NAME_WIDTH)} | ${String(row.rps).padStart(7)} | ${String(row.p50).padStart(5)} | ${String(row.p99).padStart(5)} | ${String(row.errors).padStart(6)} | ${String(row.idleRssMb).padStart(7)} | ${String(row.peakRssMb).padStart(7)} | ${row.load.toFixed(2).padStart(5)} |`;
+  return `| ${row.name.padEnd(NAME_WIDTH)} | ${String(row.rps).padStart(7)} | ${String(row.p50).padStart(5)} | ${String(row.p99).padStart(5)} | ${String(row.errors).padStart(6)} | ${String(row.idleRssMb).padStart(7)} | ${String(row.peakRssMb).padStart(7)} | ${row.load.toFixed(2).padStart(5)} | ${String(row.stolen).padStart(8)} |`;
 }
 
 function print(
@@ -443,12 +453,12 @@ function print(
     `Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${CONNECTIONS} connections, ${DURATION_S} s per row after ${WARMUP_S} s warm-up; load generator on the same machine.`,
     `Load average at the end (1 / 5 / 15 min): ${loadAverage()}`,
     '',
-    `| ${'row'.padEnd(NAME_WIDTH)} | ${'req/s'.padStart(7)} | ${'p50'.padStart(5)} | ${'p99'.padStart(5)} | ${'errors'.padStart(6)} | ${'idle MB'.padStart(7)} | ${'peak MB'.padStart(7)} | ${'load'.padStart(5)} |`,
-    `|${'-'.repeat(NAME_WIDTH + 2)}|${'-'.repeat(9)}|${'-'.repeat(7)}|${'-'.repeat(7)}|${'-'.repeat(8)}|${'-'.repeat(9)}|${'-'.repeat(9)}|${'-'.repeat(7)}|`,
+    `| ${'row'.padEnd(NAME_WIDTH)} | ${'req/s'.padStart(7)} | ${'p50'.padStart(5)} | ${'p99'.padStart(5)} | ${'errors'.padStart(6)} | ${'idle MB'.padStart(7)} | ${'peak MB'.padStart(7)} | ${'load'.padStart(5)} | ${'stolen %'.padStart(8)} |`,
+    `|${'-'.repeat(NAME_WIDTH + 2)}|${'-'.repeat(9)}|${'-'.repeat(7)}|${'-'.repeat(7)}|${'-'.repeat(8)}|${'-'.repeat(9)}|${'-'.repeat(9)}|${'-'.repeat(7)}|${'-'.repeat(10)}|`,
     ...rows.map(formatRow),
     ...soak.map(formatRow),
     '',
-    "Latencies in ms. idle MB: resident memory 1 s after start; peak MB: the most resident memory (VmHWM) after the row; both summed over the server's processes. load: 1-minute load average when the row ended.",
+    "Latencies in ms. idle MB: resident memory 1 s after start; peak MB: the most resident memory (VmHWM) after the row; both summed over the server's processes. load: 1-minute load average when the row ended; stolen %: the share of the machine's time its hypervisor gave other guests during the row (/proc/stat), noise the load average does not show.",
     '',
     `C read  / D read  = ${ratio(cRead.rps, dRead.rps)}  (key mode; target ≥ 0.85: ${check(cRead.rps >= 0.85 * dRead.rps)})`,
     `C write / D write = ${ratio(cWrite.rps, dWrite.rps)}  (key mode; target ≥ 0.85: ${check(cWrite.rps >= 0.85 * dWrite.rps)})`,
