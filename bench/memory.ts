@@ -57,7 +57,10 @@ const SOURCES_MAIN = fileURLToPath(new URL('../apps/server/src/main.ts', import.
 const SERVERS = fileURLToPath(new URL('./servers.ts', import.meta.url));
 const WORK = join(tmpdir(), `mcp-memory-${process.pid}`);
 // MEMORY_MAIN: another bundle to measure (another tree's build.ts --out-dir), e.g. before a change.
-const MAIN = process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs');
+// Several, comma-separated: `cold` alternates between them start by start (a before/after pair
+// under the same moments of a noisy machine); the other modes take the first.
+const MAINS = (process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs')).split(',');
+const MAIN = MAINS[0] as string;
 const PROBE = join(WORK, 'probe.mjs');
 
 /** Flag sets: name → Node arguments before the entry, and extra environment. */
@@ -426,14 +429,16 @@ async function main() {
       // MEMORY_COLD_DATABASE=current: every start on the seeded database (a restart: the schema
       // is current); otherwise each on an empty one (the first start: every migration runs).
       const current = process.env.MEMORY_COLD_DATABASE === 'current';
-      for (let i = 0; i < COLD_STARTS; i++) {
+      const starts = Array.from({ length: COLD_STARTS }, (_, i) => (i % 2 ? [...MAINS].reverse() : MAINS)).flat();
+      for (const main of starts) {
+        const label = MAINS.length > 1 ? `[${main}] ` : '';
         const fresh = current ? database : await createTestDatabase();
         if (!current) databases.push(fresh);
         const port = await freePort();
         const base = `http://localhost:${port}`;
         const token = await issuer.sign(`${base}/mcp`);
         const began = performance.now();
-        const child = spawn(process.execPath, ['--import', PROBE, ...COLD_ARGS, MAIN], {
+        const child = spawn(process.execPath, ['--import', PROBE, ...COLD_ARGS, main], {
           env: {
             ...process.env,
             DATABASE_URL: fresh.url,
@@ -473,11 +478,17 @@ async function main() {
         const probe = JSON.parse(readFileSync(join(WORK, 'probe-cold.json'), 'utf8'));
         // The probe's clock starts at the process's time origin; `began` is this process's.
         const marks = probe.marks as Record<string, number>;
-        add('spawn → Node bootstrapped', marks.bootstrapComplete as number);
-        add('→ modules loaded, first socket (the database)', (marks.firstSocket as number) - (marks.probe as number));
-        add('→ listening (database connect + migrations + app)', listenedAt - began - (marks.firstSocket as number));
-        add('→ first authenticated tools/list answered', answeredAt - listenedAt);
-        add('total (spawn → answered)', answeredAt - began);
+        add(`${label}spawn → Node bootstrapped`, marks.bootstrapComplete as number);
+        add(
+          `${label}→ modules loaded, first socket (the database)`,
+          (marks.firstSocket as number) - (marks.probe as number),
+        );
+        add(
+          `${label}→ listening (database connect + migrations + app)`,
+          listenedAt - began - (marks.firstSocket as number),
+        );
+        add(`${label}→ first authenticated tools/list answered`, answeredAt - listenedAt);
+        add(`${label}total (spawn → answered)`, answeredAt - began);
         const gone = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
         await gone;
