@@ -464,7 +464,15 @@ function print(
    */
   const pairedSummary = (rounds: PairedRound[]) => {
     const clean = rounds.filter((round) => round.stolen < STOLEN_LIMIT).map((round) => round.ratio);
-    const value = median(clean.length > 0 ? clean : rounds.map((round) => round.ratio));
+    const counted = clean.length > 0 ? clean : rounds.map((round) => round.ratio);
+    // The middle value, or the mean of the two middle ones: once noisy rounds are set aside the
+    // count can be even.
+    const sorted = [...counted].sort((x, y) => x - y);
+    const middle = Math.floor(sorted.length / 2);
+    const value =
+      sorted.length % 2
+        ? (sorted[middle] as number)
+        : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
     const listed = rounds
       .map((round) => `${round.ratio.toFixed(2)}${round.stolen >= STOLEN_LIMIT ? ` [${round.stolen} % stolen]` : ''}`)
       .join(', ');
@@ -472,10 +480,11 @@ function print(
       clean.length === rounds.length
         ? ''
         : clean.length > 0
-          ? ' of the rounds with less stolen'
+          ? ` of the ${clean.length} round${clean.length > 1 ? 's' : ''} with less than ${STOLEN_LIMIT} % stolen`
           : ' of all: every round was stolen from';
     return { value, text: `${listed}; median ${value.toFixed(2)}${over}` };
   };
+
   const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? Number.NaN;
   const ours = [cRead, cWrite, ...soak, must('C0'), ckList, ckRead, ckWrite];
   const peak = Math.max(...ours.map((row) => row.peakRssMb));
