@@ -69,7 +69,8 @@ const VARIANTS: Record<
   {
     args: string[];
     env?: Record<string, string>;
-    entry?: string /** Not this server: D, loaded with GET /read. */;
+    entry?: string;
+    /** Not this server: the floor D, loaded with GET /read. */
     floor?: true;
   }
 > = {
