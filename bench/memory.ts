@@ -18,18 +18,16 @@
  * The `floor` variants run the bench's database floor D (bench/servers.ts) under the same load
  * (its GET /read), so this server's per-request figures have the floor's beside them.
  *
- * A probe loaded with `--import` samples `process.memoryUsage()` every 20 ms in the server and
- * writes what it has (now, and the highest of each figure since the last report) when it gets
- * SIGUSR2; it also records when the process first opens a socket (the database connect), so a
- * cold start splits into Node's start, module load, database and migrations, and the rest.
- * Since the last report it also counts the CPU time of the process, the main thread's time in
- * collections (V8's GCProfiler) and the bytes allocated on the V8 heap: `flags` prints them per
- * request, figures that move far less with the machine's load than requests/s do. Beside them,
+ * Each server runs with a probe (bench/memory-probe.mjs, `--import`) that reports its memory,
+ * when it first opened a socket (so a cold start splits into Node's start, module load, database
+ * and migrations, and the rest), and since the last report its CPU time, the main thread's time
+ * in collections and the bytes allocated on the V8 heap: `flags` prints them per request,
+ * figures that move far less with the machine's load than requests/s do. Beside them,
  * the rest of a request's cost on the shared cores (PostgreSQL's processes, the load generator,
  * the whole machine) and the window's idle and stolen shares (bench/machine.ts).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
@@ -61,7 +59,8 @@ const WORK = join(tmpdir(), `mcp-memory-${process.pid}`);
 // under the same moments of a noisy machine); the other modes take the first.
 const MAINS = (process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs')).split(',');
 const MAIN = MAINS[0] as string;
-const PROBE = join(WORK, 'probe.mjs');
+/** Loaded into every measured server with `--import`: see bench/memory-probe.mjs. */
+const PROBE = fileURLToPath(new URL('./memory-probe.mjs', import.meta.url));
 
 /** Flag sets: name → Node arguments before the entry, and extra environment. */
 const VARIANTS: Record<
@@ -142,76 +141,6 @@ const VARIANTS: Record<
     floor: true,
   },
 };
-
-const PROBE_CODE = `
-import { writeFileSync } from 'node:fs';
-import net from 'node:net';
-import v8 from 'node:v8';
-const out = process.env.PROBE_OUT;
-// Since the last report: the collections V8 ran (main-thread time by kind), the bytes allocated
-// on the V8 heap (used size before each collection minus after the one before), and the CPU
-// time of the process (every thread). Per request, these are steadier than requests/s.
-let gcProfiler = new v8.GCProfiler();
-gcProfiler.start();
-let usedSince = v8.getHeapStatistics().used_heap_size;
-let cpuSince = process.cpuUsage();
-const mb = (n) => Math.round((n / 1048576) * 10) / 10;
-let peak = {};
-const sample = () => {
-  const now = process.memoryUsage();
-  for (const [k, v] of Object.entries(now)) peak[k] = Math.max(peak[k] ?? 0, v);
-  return now;
-};
-setInterval(sample, 20).unref();
-const marks = { probe: performance.now() };
-const connect = net.Socket.prototype.connect;
-net.Socket.prototype.connect = function (...args) {
-  marks.firstSocket ??= performance.now();
-  return connect.apply(this, args);
-};
-// The profiler keeps a record of every collection in native memory until it is stopped: over a
-// long window at thousands of requests/s that is tens of MB, on the very RSS being measured. So
-// it is read and restarted every second, and the figures summed here.
-let gcMs = {};
-let allocated = 0;
-const rotate = () => {
-  const { statistics } = gcProfiler.stop();
-  gcProfiler = new v8.GCProfiler();
-  gcProfiler.start();
-  let used = usedSince;
-  for (const gc of statistics) {
-    gcMs[gc.gcType] = (gcMs[gc.gcType] ?? 0) + gc.cost / 1000;
-    allocated += gc.beforeGC.heapStatistics.usedHeapSize - used;
-    used = gc.afterGC.heapStatistics.usedHeapSize;
-  }
-  const now = v8.getHeapStatistics().used_heap_size;
-  allocated += now - used;
-  usedSince = now;
-};
-setInterval(rotate, 1000).unref();
-const collections = () => {
-  rotate();
-  const report = { gcMs, allocatedMb: allocated / 1048576 };
-  gcMs = {};
-  allocated = 0;
-  return report;
-};
-process.on('SIGUSR2', () => {
-  const now = sample();
-  const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name, mb(s.space_used_size) + '/' + mb(s.space_size)]));
-  const timing = performance.nodeTiming;
-  writeFileSync(out, JSON.stringify({
-    now: Object.fromEntries(Object.entries(now).map(([k, v]) => [k, mb(v)])),
-    peak: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, mb(v)])),
-    spaces,
-    marks: { ...marks, bootstrapComplete: timing.bootstrapComplete, nodeStart: timing.nodeStart },
-    ...collections(),
-    cpuMs: (({ user, system }) => (user + system) / 1000)(process.cpuUsage(cpuSince)),
-  }));
-  peak = {};
-  cpuSince = process.cpuUsage();
-});
-`;
 
 const loadAverage = () =>
   loadavg()
@@ -391,7 +320,6 @@ async function main() {
   rmSync(WORK, { recursive: true, force: true });
   const built = spawnSync(process.execPath, [BUILD, '--out-dir', WORK], { encoding: 'utf8' });
   if (built.status !== 0) throw new Error(built.stderr);
-  writeFileSync(PROBE, PROBE_CODE);
   process.stderr.write(`load average at start: ${loadAverage()}\n`);
   const issuer = await startTokenIssuer();
   const databases: TestDatabase[] = [];
