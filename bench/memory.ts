@@ -13,7 +13,8 @@
  * MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
  * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
  * an up-to-date schema instead of first starts on empty databases), MEMORY_COLD_ARGS (Node flags
- * for those starts: the image's, `--cpu-prof`), MEMORY_MAIN (a bundle built elsewhere),
+ * for those starts: the image's, `--cpu-prof`), MEMORY_MAIN (a bundle built elsewhere;
+ * several, comma-separated, for `cold` to alternate),
  * MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when named).
  * The `floor` variants run the bench's database floor D (bench/servers.ts) under the same load
  * (its GET /read), so this server's per-request figures have the floor's beside them.

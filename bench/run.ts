@@ -419,6 +419,16 @@ async function measure(
 
 const NAME_WIDTH = 66;
 
+/** The middle value, or the mean of the two middle ones (rounds set aside can leave an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const middle = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return Number.NaN;
+  return sorted.length % 2
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
 /** One paired round: this server's requests/s over the floor's, and the larger stolen share of the two windows. */
 interface PairedRound {
   ratio: number;
@@ -465,14 +475,7 @@ function print(
   const pairedSummary = (rounds: PairedRound[]) => {
     const clean = rounds.filter((round) => round.stolen < STOLEN_LIMIT).map((round) => round.ratio);
     const counted = clean.length > 0 ? clean : rounds.map((round) => round.ratio);
-    // The middle value, or the mean of the two middle ones: once noisy rounds are set aside the
-    // count can be even.
-    const sorted = [...counted].sort((x, y) => x - y);
-    const middle = Math.floor(sorted.length / 2);
-    const value =
-      sorted.length % 2
-        ? (sorted[middle] as number)
-        : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+    const value = median(counted);
     const listed = rounds
       .map((round) => `${round.ratio.toFixed(2)}${round.stolen >= STOLEN_LIMIT ? ` [${round.stolen} % stolen]` : ''}`)
       .join(', ');
@@ -485,7 +488,6 @@ function print(
     return { value, text: `${listed}; median ${value.toFixed(2)}${over}` };
   };
 
-  const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? Number.NaN;
   const ours = [cRead, cWrite, ...soak, must('C0'), ckList, ckRead, ckWrite];
   const peak = Math.max(...ours.map((row) => row.peakRssMb));
   const idle = Math.max(...ours.map((row) => row.idleRssMb));
