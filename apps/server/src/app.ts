@@ -18,6 +18,7 @@ import {
 } from '@mcp-auth-stack/expenses';
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
 import { httpTracing, mcpTracing } from '@mcp-auth-stack/telemetry';
+import type { RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { Hono } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
 import type { ServerConfig } from './config.ts';
@@ -56,7 +57,10 @@ export async function createApp({
   database.pool.on('release', (error: Error | undefined) => {
     if (!error) databaseState.succeeded();
   });
+  // The expenses tools' calls are run by the endpoint itself (docs/decisions.md #52).
+  const tools = new Map<string, RegisteredTool>();
   const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
+    registeredTools: tools,
     onStorageError: (error, operation) => {
       // An outage is logged once, when it starts; anything else (a bug) every time.
       if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
@@ -67,6 +71,7 @@ export async function createApp({
   const observedAuth = observeAuthentication(auth, config, databaseState, identityProviderState, readiness);
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
     maxBodyBytes: config.maxRequestBytes,
+    directToolCalls: tools,
     authInfo: (c) => {
       const principal = c.get('principal');
       return principal ? toAuthInfo(principal) : undefined;

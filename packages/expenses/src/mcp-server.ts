@@ -1,5 +1,5 @@
 import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
@@ -32,6 +32,11 @@ export interface ExpensesServerOptions {
    * caller only gets a plain message: a driver's error names hosts, ports and SQL details.
    */
   onStorageError?: (error: unknown, operation: string) => void;
+  /**
+   * Filled with each tool's handle as it is registered, by name: for an endpoint that runs
+   * the tools' calls itself (mcp-hono's `directToolCalls`).
+   */
+  registeredTools?: Map<string, RegisteredTool>;
   /**
    * Whether the SDK checks every tool result's `structuredContent` against the tool's output
    * schema before sending it (default false). That check parses the whole result with zod again
@@ -131,8 +136,13 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
   if (!options.validateOutput) {
     Object.defineProperty(server, SDK_OUTPUT_CHECK, { value: async () => {}, writable: true, configurable: true });
   }
+  const registerTool: McpServer['registerTool'] = (name, config, handler) => {
+    const tool = server.registerTool(name, config, handler);
+    options.registeredTools?.set(name, tool);
+    return tool;
+  };
 
-  server.registerTool(
+  registerTool(
     'add_user_expense',
     {
       title: 'Add expense',
@@ -173,7 +183,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
   );
 
-  server.registerTool(
+  registerTool(
     'get_user_expenses',
     {
       title: 'List expenses',
@@ -202,7 +212,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
   );
 
-  server.registerTool(
+  registerTool(
     'delete_user_expense',
     {
       title: 'Delete expense',
@@ -221,7 +231,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
   );
 
-  server.registerTool(
+  registerTool(
     'get_spending_summary',
     {
       title: 'Spending summary',
@@ -247,7 +257,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
   );
 
-  server.registerTool(
+  registerTool(
     'get_expense_stats',
     {
       title: 'Expense statistics (admin)',

@@ -1,4 +1,5 @@
 export { parseBodyOnce, readBodyOnce, readBodyWithin, rememberBody } from './body.ts';
+export { callToolDirectly, type DirectCallExchange, type DirectReply } from './direct-tool-call.ts';
 export { lossyNumbers } from './exact-json.ts';
 export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';

@@ -1,6 +1,6 @@
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { McpServer, RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import {
   type JSONRPCNotification,
   type JSONRPCRequest,
@@ -10,6 +10,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
 import { parseBodyOnce, readBodyOnce } from './body.ts';
+import { callToolDirectly } from './direct-tool-call.ts';
 import { lossyNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
@@ -41,6 +42,13 @@ export interface StatelessMcpOptions {
    * anything walks them (the exact-number check, the SDK's validation).
    */
   maxJsonDepth?: number;
+  /**
+   * Tools whose calls this endpoint runs itself (`callToolDirectly`: the SDK's schemas and
+   * error results, without the SDK's per-request dispatch), by name: the handles
+   * `McpServer#registerTool` returned. Calls of other tools, and any call out of the common case
+   * (invalid, task-augmented, arguments that fail the schema), go through the SDK as before.
+   */
+  directToolCalls?: ReadonlyMap<string, RegisteredTool>;
 }
 
 /**
@@ -133,6 +141,15 @@ export async function createStatelessMcpEndpoint(
         const result = serializedListing(cachedToolList, c);
         return c.body(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":${result}}`, 200, JSON_HEADERS);
       }
+      const direct = rpc.method === 'tools/call' ? options.directToolCalls?.get(toolName(rpc)) : undefined;
+      if (direct) {
+        const reply = await callToolDirectly(direct, rpc, {
+          authInfo,
+          requestInfo: extra.requestInfo,
+          signal: () => request.signal,
+        });
+        if (reply) return c.body(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, ...reply }), 200, JSON_HEADERS);
+      }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
@@ -205,6 +222,11 @@ function classify(message: unknown): 'request' | 'notification' | 'response' | '
   if (typeof m.method === 'string') return hasId ? 'request' : 'id' in m ? 'invalid' : 'notification';
   if (hasId && ('result' in m || 'error' in m)) return 'response';
   return 'invalid';
+}
+
+function toolName(request: JSONRPCRequest): string {
+  const name = (request.params as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' ? name : '';
 }
 
 /** Request headers for tools that ask for them, converted only if a tool does. */
