@@ -3,18 +3,21 @@
  * (`get_user_expenses`, ten expenses) in CPU time, in one process, with no socket and no
  * database (a repository that answers at once with ten fixed rows). Requests run one after
  * another, so the figures depend far less on the machine's load than requests/s do. It prints
- * figures and asserts nothing: the question it answers is what replacing the SDK's dispatch
- * with this project's own would save (docs/performance.md).
+ * figures and asserts nothing (docs/performance.md). In a loaded server the layers cost several
+ * times what they cost here, one request at a time: `bench/memory.ts flags` measures that.
  *
- *   tool  the registered tool's own function and the reply's JSON: what no MCP layer can avoid
- *   sdk   the same call through the SDK (`Protocol` dispatch, the request's zod parse, the
- *         arguments' validation) over this project's MultiplexTransport, as the server runs it
+ *   tool    the registered tool's own function and the reply's JSON: what no MCP layer can avoid
+ *   direct  the same call as the server makes it: mcp-hono's `callToolDirectly` (the SDK's
+ *           request and result schemas, the arguments' validation, no `Protocol` dispatch)
+ *   sdk     the same call through the SDK (`Protocol` dispatch, the request's zod parses, the
+ *           arguments' validation) over this project's MultiplexTransport
  *
  * Variables: LAYERS_ROUNDS (3), LAYERS_REQUESTS (20,000 per measurement, after 3,000 warm-up).
  */
 import { createExpensesServer, type ExpenseRepository } from '@mcp-auth-stack/expenses';
-import { MultiplexTransport } from '@mcp-auth-stack/mcp-hono';
+import { callToolDirectly, MultiplexTransport } from '@mcp-auth-stack/mcp-hono';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import type { RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 
 const ROUNDS = Number(process.env.LAYERS_ROUNDS ?? 3);
 const REQUESTS = Number(process.env.LAYERS_REQUESTS ?? 20_000);
@@ -38,22 +41,24 @@ const READ = {
   params: { name: 'get_user_expenses', arguments: { limit: 10 } },
 };
 
-// The tool as the SDK registered it. `_registeredTools` is the SDK's own (1.x) map: a bench may
-// reach in where a server must not; it fails loudly if the SDK renames it.
-const direct = createExpensesServer(repository);
-const registered = (
-  direct as unknown as {
-    _registeredTools?: Record<string, { handler: (args: unknown, extra: unknown) => Promise<unknown> }>;
-  }
-)._registeredTools?.get_user_expenses;
-if (!registered) throw new Error('the SDK no longer keeps McpServer#_registeredTools: update bench/layers.ts');
+// The tool's handle, as `registerTool` returned it.
+const tools = new Map<string, RegisteredTool>();
+createExpensesServer(repository, { registeredTools: tools });
+const registered = tools.get('get_user_expenses');
+if (!registered) throw new Error('createExpensesServer registered no get_user_expenses');
+const handler = registered.handler as (args: unknown, extra: unknown) => Promise<unknown>;
 const signal = new AbortController().signal;
 
 const transport = new MultiplexTransport();
 await createExpensesServer(repository).connect(transport);
 
 const layers: Record<string, () => Promise<string>> = {
-  tool: async () => JSON.stringify({ ...READ, result: await registered.handler({ limit: 10 }, { authInfo, signal }) }),
+  tool: async () => JSON.stringify({ ...READ, result: await handler({ limit: 10 }, { authInfo, signal }) }),
+  direct: async () =>
+    JSON.stringify({
+      ...READ,
+      ...(await callToolDirectly(registered, READ, { authInfo, requestInfo: undefined, signal: () => signal })),
+    }),
   sdk: async () => JSON.stringify(await transport.request(READ, { authInfo })),
 };
 
@@ -83,3 +88,4 @@ for (const [name, values] of Object.entries(results)) {
 }
 const m = (name: string) => median(results[name] ?? []);
 console.log(`the SDK's dispatch: ${(m('sdk') - m('tool')).toFixed(1)} µs per read`);
+console.log(`the direct path: ${(m('direct') - m('tool')).toFixed(1)} µs per read`);
