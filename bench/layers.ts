@@ -18,6 +18,7 @@ import { createExpensesServer, type ExpenseRepository } from '@mcp-auth-stack/ex
 import { callToolDirectly, MultiplexTransport } from '@mcp-auth-stack/mcp-hono';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { median } from './median.ts';
 
 const ROUNDS = Number(process.env.LAYERS_ROUNDS ?? 3);
 const REQUESTS = Number(process.env.LAYERS_REQUESTS ?? 20_000);
@@ -79,12 +80,11 @@ for (let round = 1; round <= ROUNDS; round++) {
     results[name].push(Math.round(((user + system) / REQUESTS) * 10) / 10);
   }
 }
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 console.log(
   `CPU µs per read (median of ${ROUNDS} rounds of ${REQUESTS}), Node ${process.version} ${process.execArgv.join(' ')}`,
 );
 for (const [name, values] of Object.entries(results)) {
-  console.log(`${name.padEnd(9)} ${String(median(values)).padStart(6)}  (${values.join(', ')})`);
+  console.log(`${name.padEnd(9)} ${median(values).toFixed(1).padStart(6)}  (${values.join(', ')})`);
 }
 const m = (name: string) => median(results[name] ?? []);
 console.log(`the SDK's dispatch: ${(m('sdk') - m('tool')).toFixed(1)} µs per read`);

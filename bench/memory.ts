@@ -41,6 +41,7 @@ import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { machineCpu, machineWindow } from './machine.ts';
+import { median } from './median.ts';
 
 const mode = process.argv[2] ?? 'flags';
 const ROUNDS = Number(process.env.MEMORY_ROUNDS ?? 3);
@@ -147,7 +148,6 @@ const loadAverage = () =>
   loadavg()
     .map((v) => v.toFixed(2))
     .join(' / ');
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 const status = (pid: number, field: string) =>
   Math.round(
     Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024,

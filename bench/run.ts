@@ -26,6 +26,7 @@ import {
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
 import { machineCpu, machineWindow } from './machine.ts';
+import { median } from './median.ts';
 import {
   benchPort,
   coldStart,
@@ -418,16 +419,6 @@ async function measure(
 }
 
 const NAME_WIDTH = 66;
-
-/** The middle value, or the mean of the two middle ones (rounds set aside can leave an even count). */
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const middle = Math.floor(sorted.length / 2);
-  if (sorted.length === 0) return Number.NaN;
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
 /** One paired round: this server's requests/s over the floor's, and the larger stolen share of the two windows. */
 interface PairedRound {
