@@ -10,6 +10,7 @@ import {
   McpError,
   type MessageExtraInfo,
 } from '@modelcontextprotocol/sdk/types.js';
+import { sessionRequired } from './multiplex-transport.ts';
 
 /** What the HTTP exchange gives the tool (`extra` of an SDK tool handler). */
 export interface DirectCallExchange {
@@ -69,7 +70,7 @@ export async function callToolDirectly(
     // transport drops them) and server-to-client requests fail at once.
     sendNotification: async () => {},
     sendRequest: async (sent: { method: string }) => {
-      throw new Error(`Server-to-client request ${sent.method} needs a session; this endpoint is stateless.`);
+      throw sessionRequired(sent.method);
     },
   };
   let result: unknown;

@@ -7,6 +7,11 @@ import type {
   MessageExtraInfo,
 } from '@modelcontextprotocol/sdk/types.js';
 
+/** What a server-to-client request (sampling, elicitation, roots) gets on a stateless endpoint. */
+export function sessionRequired(method: string): Error {
+  return new Error(`Server-to-client request ${method} needs a session; this endpoint is stateless.`);
+}
+
 type Reply = JSONRPCResponse | { jsonrpc: '2.0'; id: string | number; error: { code: number; message: string } };
 
 /**
@@ -50,7 +55,7 @@ export class MultiplexTransport implements Transport {
     if ('method' in message && 'id' in message) {
       // Sampling, elicitation and roots need a channel back to the client, which a stateless
       // JSON exchange does not have. Failing at once beats hanging until a timeout.
-      throw new Error(`Server-to-client request ${message.method} needs a session; this endpoint is stateless.`);
+      throw sessionRequired(message.method);
     }
     // Progress and log notifications have nowhere to go in a single JSON response: dropped.
   }
