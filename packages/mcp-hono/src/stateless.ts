@@ -27,9 +27,10 @@ export interface StatelessMcpOptions {
    */
   toolVisible?: (toolName: string, c: Context) => boolean;
   /**
-   * The server's tools never change at runtime: answer `tools/list` from the first result
-   * instead of asking the server again (the SDK converts every tool's schemas to JSON Schema on
-   * each `tools/list`, which costs more than the rest of the request).
+   * The server's tools never change at runtime: the listing is asked of the server once, when
+   * the endpoint is made (register every tool before), and `tools/list` is answered from it
+   * (the SDK converts every tool's schemas to JSON Schema on each `tools/list`, which costs
+   * more than the rest of the request, and the first time much more).
    */
   staticToolList?: boolean;
   /**
@@ -69,6 +70,12 @@ export async function createStatelessMcpEndpoint(
   const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   let cachedToolList: JSONRPCResultResponse['result'] | undefined;
   const serializedListings = new Map<string, string>();
+  if (options.staticToolList) {
+    // Made now, while the server starts, rather than by the first caller. A server without
+    // tools answers with an error, and every tools/list then goes to it as before.
+    const reply = await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {});
+    if ('result' in reply) cachedToolList = reply.result;
+  }
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;

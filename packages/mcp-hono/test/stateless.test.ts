@@ -172,13 +172,16 @@ test('tools/list is filtered per caller when a visibility rule is given', async 
   assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'wait_for_cancel']);
 });
 
-test('staticToolList answers tools/list from the first result, per caller filter included', async () => {
+test('staticToolList answers tools/list from the listing made with the endpoint, per caller filter included', async () => {
   const server = new McpServer({ name: 'static', version: '1.0.0' });
   server.registerTool('first', { inputSchema: {} }, async () => ({ content: [] }));
   const endpoint = await createStatelessMcpEndpoint(server, {
     staticToolList: true,
     toolVisible: (name, c) => name !== 'hidden' || c.req.header('x-user') === 'admin',
   });
+  // Registered after the endpoint was made, before anyone listed: a static list was made at
+  // start and does not see it (the documented contract).
+  server.registerTool('hidden', { inputSchema: {} }, async () => ({ content: [] }));
   const app = new Hono();
   app.all('/mcp', (c) => endpoint.handle(c));
   const list = async (user = 'someone') =>
@@ -192,10 +195,23 @@ test('staticToolList answers tools/list from the first result, per caller filter
       ).json()) as { id: number; result: { tools: { name: string }[] } }
     ).result.tools.map((tool) => tool.name);
   assert.deepEqual(await list(), ['first']);
-  // Registered after the first listing: a static list does not see it (the documented contract).
-  server.registerTool('hidden', { inputSchema: {} }, async () => ({ content: [] }));
-  assert.deepEqual(await list(), ['first']);
   assert.deepEqual(await list('admin'), ['first']);
+});
+
+test("staticToolList on a server without tools: tools/list gets the server's own error", async () => {
+  const server = new McpServer({ name: 'empty', version: '1.0.0' });
+  const endpoint = await createStatelessMcpEndpoint(server, { staticToolList: true });
+  const app = new Hono();
+  app.all('/mcp', (c) => endpoint.handle(c));
+  const response = await app.request('/mcp', {
+    method: 'POST',
+    headers: HEADERS,
+    body: JSON.stringify({ jsonrpc: '2.0', id: 'x', method: 'tools/list' }),
+  });
+  assert.equal(response.status, 200);
+  const reply = (await response.json()) as { id: unknown; error?: { code: number } };
+  assert.equal(reply.id, 'x');
+  assert.equal(reply.error?.code, -32601); // Method not found: no tool was ever registered
 });
 
 test('a cached listing keeps each caller to its own tools and echoes each request id', async () => {
