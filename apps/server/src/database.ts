@@ -25,19 +25,33 @@ export function migrationsFor(authMode: ServerConfig['authMode'], role: 'server'
   return MIGRATIONS.filter(({ namespace }) => used.has(namespace));
 }
 
+type DatabaseConfig = Pick<
+  ServerConfig,
+  'authMode' | 'databaseUrl' | 'dataDir' | 'databasePoolSize' | 'databaseConnectTimeoutMs' | 'databaseQueryTimeoutMs'
+>;
+
 /**
  * Opens the configured database (Postgres by URL, else the embedded one) and brings the part
- * of its schema this process uses up to date. The server must own an embedded data directory;
- * the keys CLI may join a running server's.
+ * of its schema this process uses up to date; closes it again if that fails. The server must
+ * own an embedded data directory; the keys CLI may join a running server's.
  */
-export async function openAppDatabase(
-  config: Pick<
-    ServerConfig,
-    'authMode' | 'databaseUrl' | 'dataDir' | 'databasePoolSize' | 'databaseConnectTimeoutMs' | 'databaseQueryTimeoutMs'
-  >,
-  role: 'server' | 'tool',
-): Promise<Database> {
-  const database = await openDatabase({
+export async function openAppDatabase(config: DatabaseConfig, role: 'server' | 'tool'): Promise<Database> {
+  const database = await openConfiguredDatabase(config, role);
+  try {
+    await migrateAppSchema(database, config.authMode, role);
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+  return database;
+}
+
+/**
+ * Opens the configured database without reading or changing its schema: the server builds
+ * its app on it while `migrateAppSchema` runs, and listens only after that.
+ */
+export async function openConfiguredDatabase(config: DatabaseConfig, role: 'server' | 'tool'): Promise<Database> {
+  return openDatabase({
     url: config.databaseUrl,
     dataDir: config.dataDir,
     maxConnections: config.databaseUrl ? config.databasePoolSize : Math.min(config.databasePoolSize, 4),
@@ -46,21 +60,22 @@ export async function openAppDatabase(
     connectTimeoutMs: config.databaseConnectTimeoutMs,
     queryTimeoutMs: config.databaseQueryTimeoutMs,
   });
-  const schema = migrationsFor(config.authMode, role);
-  try {
-    // One query on the pool first: on an up-to-date schema (every start but the first) no
-    // migration lock, no second connection, and the pool's connection is warm for requests.
-    const pending = await unappliedNamespaces(database.pool, schema);
-    if (pending.length > 0) {
-      // Without the request timeouts: waiting for another replica's migration, or building an
-      // index on a large table, may rightly take longer than any request should.
-      await database.withoutTimeouts(async (pool) => {
-        for (const { namespace, migrations } of schema) await migrate(pool, namespace, migrations);
-      });
-    }
-  } catch (error) {
-    await database.close();
-    throw error;
-  }
-  return database;
+}
+
+/** Brings the part of the schema a process of `authMode` uses up to date (`migrationsFor`). */
+export async function migrateAppSchema(
+  database: Database,
+  authMode: ServerConfig['authMode'],
+  role: 'server' | 'tool',
+): Promise<void> {
+  const schema = migrationsFor(authMode, role);
+  // One query on the pool first: on an up-to-date schema (every start but the first) no
+  // migration lock, no second connection, and the pool's connection is warm for requests.
+  const pending = await unappliedNamespaces(database.pool, schema);
+  if (pending.length === 0) return;
+  // Without the request timeouts: waiting for another replica's migration, or building an
+  // index on a large table, may rightly take longer than any request should.
+  await database.withoutTimeouts(async (pool) => {
+    for (const { namespace, migrations } of schema) await migrate(pool, namespace, migrations);
+  });
 }

@@ -4,7 +4,7 @@ import type { AuthProvider } from '@mcp-auth-stack/auth';
 import { createApp } from './app.ts';
 import { createAuthProvider } from './auth.ts';
 import type { ServerConfig } from './config.ts';
-import { openAppDatabase } from './database.ts';
+import { migrateAppSchema, openConfiguredDatabase } from './database.ts';
 import { createDrainingServer } from './drain.ts';
 import { createLogger, errorFields, type Logger } from './logger.ts';
 
@@ -19,21 +19,30 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** config → database (opening) and auth provider side by side → app → listen. */
+/**
+ * config → database (opening, then its schema migrating) and auth provider side by side → app,
+ * made while the schema migrates → listen, once it has.
+ */
 export async function startServer(
   config: ServerConfig,
   logger: Logger = createLogger(config.logLevel),
   options: { tracing?: boolean } = {},
 ): Promise<RunningServer> {
-  const opening = openAppDatabase(config, 'server');
-  // Awaited below; handled here so a failure is not unhandled while the auth provider is made.
-  opening.catch(() => {});
+  const opening = openConfiguredDatabase(config, 'server');
+  const migrated = opening.then(async (database) => {
+    await migrateAppSchema(database, config.authMode, 'server');
+    return database;
+  });
+  // Awaited below; handled here so a failure is not unhandled while the rest is made.
+  migrated.catch(() => {});
   let auth: AuthProvider | undefined;
   try {
-    auth = await createAuthProvider(config, opening, logger);
+    auth = await createAuthProvider(config, migrated, logger);
     const database = await opening;
     const provider = auth;
     const lifecycle = { draining: false };
+    // Nothing in the app queries the database until a request comes, and none comes before
+    // `listen`: building it during the migrations takes it off a first start (about 30 ms).
     const { app, close: closeApp } = await createApp({
       config,
       database,
@@ -42,6 +51,7 @@ export async function startServer(
       tracing: options.tracing ?? false,
       lifecycle,
     });
+    await migrated;
     const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }));
     const httpServer = http.server;
     await new Promise<void>((resolve, reject) => {
@@ -96,10 +106,13 @@ export async function startServer(
     };
     return { url, close };
   } catch (error) {
-    // A database that failed to open has closed itself (openAppDatabase), and its error is the
-    // caller's to report, as before the auth provider was made alongside it.
+    // A database that failed to open or to migrate: its error is the caller's to report.
     const database = await opening.catch(() => undefined);
-    if (database) logger.error('start-up failed', errorFields(error));
+    const databaseFailed = await migrated.then(
+      () => false,
+      () => true,
+    );
+    if (!databaseFailed) logger.error('start-up failed', errorFields(error));
     await auth?.close?.();
     if (database) await settlesWithin(database.close(), config.databaseCloseTimeoutMs);
     throw error;

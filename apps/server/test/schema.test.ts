@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import type { ServerConfig } from '../src/config.ts';
+import { loadConfig, type ServerConfig } from '../src/config.ts';
 import { openAppDatabase } from '../src/database.ts';
+import { createLogger } from '../src/logger.ts';
+import { startServer } from '../src/start-server.ts';
 
 const databases: TestDatabase[] = [];
 after(async () => {
@@ -77,4 +79,95 @@ test("a database first used by one mode gets another mode's tables when that mod
   assert.ok(keyMode.tables.includes('api_keys'));
   // And back: nothing is dropped or redone.
   assert.deepEqual((await open(url, 'keycloak')).namespaces, ['api_keys', 'expenses', 'oauth_proxy']);
+});
+
+/** The server in this process, `none` mode on loopback, on the database at `url`; its log lines in `lines`. */
+function startOn(url: string, lines: string[] = []) {
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    MCP_AUTH_PROVIDER: 'none',
+    DATABASE_URL: url,
+    LOG_LEVEL: 'warn',
+  });
+  return startServer(
+    config,
+    createLogger(config.logLevel, (line) => lines.push(line)),
+  );
+}
+
+/** How many connections the server's pool (application_name mcp-expenses-server) holds on `url`'s database. */
+async function serverConnections(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mcp-expenses-server'",
+    );
+    return rows[0]?.n ?? -1;
+  } finally {
+    await client.end();
+  }
+}
+
+test('the server is made while its schema migrates, and listens only once it has', async () => {
+  const url = await emptyDatabase();
+  // Another replica migrating: the migration lock held by another session.
+  const replica = new pg.Client({ connectionString: url });
+  await replica.connect();
+  await replica.query("SELECT pg_advisory_lock(hashtext('mcp-auth-stack:migrate'))");
+  let started = false;
+  const starting = startOn(url).then((server) => {
+    started = true;
+    return server;
+  });
+  let startedWhileLocked: boolean;
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    startedWhileLocked = started;
+  } finally {
+    await replica.query("SELECT pg_advisory_unlock(hashtext('mcp-auth-stack:migrate'))");
+    await replica.end();
+  }
+  const server = await starting;
+  try {
+    assert.equal(
+      startedWhileLocked,
+      false,
+      'startServer resolved (and listened) while the migration waited for its lock',
+    );
+    const response = await fetch(`${server.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'get_user_expenses', arguments: { limit: 1 } },
+      }),
+    });
+    const reply = (await response.json()) as { result?: { isError?: boolean; structuredContent?: unknown } };
+    assert.equal(response.status, 200);
+    assert.equal(reply.result?.isError, undefined, JSON.stringify(reply));
+    assert.deepEqual(reply.result?.structuredContent, { expenses: [], count: 0 });
+  } finally {
+    await server.close();
+  }
+});
+
+test('a migration that fails stops the start with its reason, and the database is closed', async () => {
+  const url = await emptyDatabase();
+  // A table of the same name that is not this server's: the first expenses migration fails.
+  const other = new pg.Client({ connectionString: url });
+  await other.connect();
+  await other.query('CREATE TABLE expenses (id integer)');
+  await other.end();
+  const lines: string[] = [];
+  await assert.rejects(startOn(url, lines), /Migration expenses#1 \(.*\) failed: relation "expenses" already exists/);
+  assert.equal(await serverConnections(url), 0);
+  // The caller reports it (main.ts: "The server could not start: …"); not logged twice.
+  assert.deepEqual(
+    lines.filter((line) => line.includes('start-up failed')),
+    [],
+  );
 });
