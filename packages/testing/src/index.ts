@@ -53,13 +53,27 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
       await client.connect();
       try {
-        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        // FORCE ends the database's sessions, but on PostgreSQL 15 not an autovacuum worker
+        // cleaning up after the test's writes: it refuses with 42501 (the worker has no role
+        // to be a member of). The worker finishes within moments; try again until it has.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+            return;
+          } catch (error) {
+            if ((error as { code?: string }).code !== '42501' || attempt >= DROP_ATTEMPTS) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          }
+        }
       } finally {
         await client.end();
       }
     },
   };
 }
+
+/** Attempts at dropping a test database that an autovacuum worker holds: 10 s in all. */
+const DROP_ATTEMPTS = 50;
 
 function redact(url: string): string {
   const parsed = new URL(url);
