@@ -42,7 +42,7 @@ export async function startServer(
     const provider = auth;
     const lifecycle = { draining: false };
     // Nothing in the app queries the database until a request comes, and none comes before
-    // `listen`: building it during the migrations takes it off a first start (about 30 ms).
+    // `listen`: building it during the migrations takes it off a first start (decision 53).
     const { app, close: closeApp } = await createApp({
       config,
       database,
