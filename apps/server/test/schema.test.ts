@@ -26,16 +26,23 @@ async function open(url: string, authMode: ServerConfig['authMode'], role: 'serv
     role,
   );
   await database.close();
+  const namespaces = await query<{ namespace: string }>(
+    url,
+    'SELECT DISTINCT namespace FROM schema_migrations ORDER BY namespace',
+  );
+  const tables = await query<{ name: string }>(
+    url,
+    "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations' ORDER BY 1",
+  );
+  return { namespaces: namespaces.map((row) => row.namespace), tables: tables.map((row) => row.name) };
+}
+
+/** One statement on its own connection to the database at `url`. */
+async function query<Row extends pg.QueryResultRow>(url: string, sql: string): Promise<Row[]> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const { rows } = await client.query<{ namespace: string }>(
-      'SELECT DISTINCT namespace FROM schema_migrations ORDER BY namespace',
-    );
-    const tables = await client.query<{ name: string }>(
-      "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations' ORDER BY 1",
-    );
-    return { namespaces: rows.map((row) => row.namespace), tables: tables.rows.map((row) => row.name) };
+    return (await client.query<Row>(sql)).rows;
   } finally {
     await client.end();
   }
@@ -98,16 +105,11 @@ function startOn(url: string, lines: string[] = []) {
 
 /** How many connections the server's pool (application_name mcp-expenses-server) holds on `url`'s database. */
 async function serverConnections(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ n: number }>(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mcp-expenses-server'",
-    );
-    return rows[0]?.n ?? -1;
-  } finally {
-    await client.end();
-  }
+  const [row] = await query<{ n: number }>(
+    url,
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mcp-expenses-server'",
+  );
+  return row?.n ?? -1;
 }
 
 test('the server is made while its schema migrates, and listens only once it has', async () => {
@@ -158,10 +160,7 @@ test('the server is made while its schema migrates, and listens only once it has
 test('a migration that fails stops the start with its reason, and the database is closed', async () => {
   const url = await emptyDatabase();
   // A table of the same name that is not this server's: the first expenses migration fails.
-  const other = new pg.Client({ connectionString: url });
-  await other.connect();
-  await other.query('CREATE TABLE expenses (id integer)');
-  await other.end();
+  await query(url, 'CREATE TABLE expenses (id integer)');
   const lines: string[] = [];
   await assert.rejects(startOn(url, lines), /Migration expenses#1 \(.*\) failed: relation "expenses" already exists/);
   assert.equal(await serverConnections(url), 0);

@@ -53,9 +53,9 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
       await client.connect();
       try {
-        // FORCE ends the database's sessions, but on PostgreSQL 15 not an autovacuum worker
-        // cleaning up after the test's writes: it refuses with 42501 (the worker has no role
-        // to be a member of). The worker finishes within moments; try again until it has.
+        // FORCE ends the database's sessions, but only those this role may signal: a session
+        // it may not (most likely an autovacuum worker after the test's writes, on PostgreSQL
+        // 15) makes it refuse with 42501. Such a session ends within moments; try again.
         for (let attempt = 1; ; attempt++) {
           try {
             await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
@@ -72,7 +72,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
-/** Attempts at dropping a test database that an autovacuum worker holds: 10 s in all. */
+/** Attempts at dropping a test database held by a session this role may not end: 10 s in all. */
 const DROP_ATTEMPTS = 50;
 
 function redact(url: string): string {
