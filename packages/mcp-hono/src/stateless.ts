@@ -68,14 +68,14 @@ export async function createStatelessMcpEndpoint(
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
-  let cachedToolList: JSONRPCResultResponse['result'] | undefined;
+  // Made now, while the server starts, rather than by the first caller. A server without
+  // tools answers with an error (the SDK lets no tool be added once connected), and every
+  // tools/list then goes to it as before.
+  const startListing = options.staticToolList
+    ? await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {})
+    : undefined;
+  const cachedToolList = startListing && 'result' in startListing ? startListing.result : undefined;
   const serializedListings = new Map<string, string>();
-  if (options.staticToolList) {
-    // Made now, while the server starts, rather than by the first caller. A server without
-    // tools answers with an error, and every tools/list then goes to it as before.
-    const reply = await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {});
-    if ('result' in reply) cachedToolList = reply.result;
-  }
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
@@ -158,7 +158,6 @@ export async function createStatelessMcpEndpoint(
         if (reply) return c.body(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, ...reply }), 200, JSON_HEADERS);
       }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
-      if (listing && options.staticToolList && 'result' in reply) cachedToolList = reply.result;
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
         const result = reply.result as { tools?: { name: string }[] };
         if (Array.isArray(result.tools)) {
