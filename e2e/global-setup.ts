@@ -6,30 +6,19 @@
  * The ports reach the workers as E2E_LOCAL_* variables. A Keycloak that cannot start fails the
  * run here, before any test.
  */
-import { startKeycloak } from '@mcp-auth-stack/keycloak';
-import { freePort } from '@mcp-auth-stack/testing';
+import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 
 export default async function globalSetup(): Promise<() => Promise<void>> {
-  const serverPort = await freePort();
-  const httpPort = await freePort();
-  const managementPort = await freePort();
-  const serverUrl = `http://localhost:${serverPort}`;
-  const keycloak = await startKeycloak({
-    httpPort,
-    managementPort,
+  const { keycloak, serverPort } = await startKeycloakForServer({
     // What `pnpm start` gives the realm for this server URL (scripts/start.ts), in every mode.
-    realmEnv: {
-      MCP_SERVER_RESOURCE_URL: `${serverUrl}/mcp`,
-      MCP_OAUTH_PROXY_CALLBACK_URL: `${serverUrl}/auth/callback`,
-      MCP_SERVER_HOST: 'localhost',
-    },
+    realmEnv: { MCP_SERVER_HOST: 'localhost' },
     onProgress: ({ phase, message }) => {
       if (phase === 'ready' || phase === 'distribution') process.stdout.write(`keycloak: ${message}\n`);
     },
   });
   process.env.E2E_LOCAL_SERVER_PORT = String(serverPort);
-  process.env.E2E_LOCAL_KEYCLOAK_PORT = String(httpPort);
-  process.env.E2E_LOCAL_KEYCLOAK_MANAGEMENT_PORT = String(managementPort);
+  process.env.E2E_LOCAL_KEYCLOAK_PORT = new URL(keycloak.url).port;
+  process.env.E2E_LOCAL_KEYCLOAK_MANAGEMENT_PORT = new URL(keycloak.managementUrl).port;
   return async () => {
     await keycloak.stop();
   };
