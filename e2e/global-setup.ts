@@ -10,7 +10,8 @@ import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 
 export default async function globalSetup(): Promise<() => Promise<void>> {
   const { keycloak, serverPort } = await startKeycloakForServer({
-    // What `pnpm start` gives the realm for this server URL (scripts/start.ts), in every mode.
+    // The realm as `pnpm start` imports it for this server URL (scripts/start.ts), in every mode:
+    // the helper sets the resource and callback URLs, and the host is `pnpm start`'s too.
     realmEnv: { MCP_SERVER_HOST: 'localhost' },
     onProgress: ({ phase, message }) => {
       if (phase === 'ready' || phase === 'distribution') process.stdout.write(`keycloak: ${message}\n`);
