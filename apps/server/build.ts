@@ -13,9 +13,11 @@
  *   and data files are found next to its own modules): only without DATABASE_URL;
  * - the OpenTelemetry SDK and exporters, which `packages/telemetry` loads with `require` from
  *   its own directory: only when an exporter is configured;
- * - `pg`, required from `packages/database` when the bundle's code gets there, after the
- *   telemetry set-up: the OpenTelemetry instrumentation patches pg's modules as Node's `require`
- *   loads them, which it cannot do to a copy inside the bundle (Postgres spans).
+ * - `pg`, but only when Postgres spans are recorded: the OpenTelemetry instrumentation patches
+ *   pg's modules as Node's `require` loads them, which it cannot do to a copy inside the bundle,
+ *   so the bundle then `require`s pg from `packages/database`, after the telemetry set-up.
+ *   Otherwise it runs its own copy, which saves resolving and reading pg's files at every start
+ *   (22-24 ms against 8-11, docs/performance.md).
  *
  *   node apps/server/build.ts [--out-dir <dir>]
  */
@@ -36,25 +38,37 @@ const fromBundle = (file: string) => {
   return path.startsWith('.') ? path : `./${path}`;
 };
 
-/** The module every `import pg from 'pg'` of the bundle gets: pg `require`d from the tree. */
-const PG_FROM_TREE = '\0pg-from-tree';
+/**
+ * The module every `import pg from 'pg'` of the bundle gets: pg `require`d from the tree when
+ * the telemetry set-up (which the entry runs first) instruments it, the bundle's copy otherwise.
+ */
+const PG_MODULE = '\0pg';
+const databaseSource = resolve(here, '../../packages/database/src/index.ts');
 
 const keepOutside: Plugin = {
   name: 'keep-outside',
-  resolveId(source, importer) {
+  async resolveId(source, importer) {
     if (importer && resolve(dirname(importer), source) === embeddedSource) {
       return { id: fromBundle(embeddedSource), external: true };
     }
-    if (importer && source === 'pg') return PG_FROM_TREE;
-    return null;
+    // pg's optional native binding, which pg requires only if `pg.native` is read.
+    if (source === 'pg-native') return { id: source, external: true };
+    if (source !== 'pg' || !importer) return null;
+    // The bundle's copy: pg itself, resolved from the database package.
+    if (importer === PG_MODULE) return this.resolve('pg', databaseSource, { skipSelf: true, kind: 'require-call' });
+    return PG_MODULE;
   },
   load(id) {
-    if (id !== PG_FROM_TREE) return null;
-    // `require`d from the database package, where the bundle's code runs (after the telemetry
-    // set-up, which must see pg load to instrument it). A static import of the external pg
-    // would be loaded before any code of the bundle runs, so before the instrumentation.
-    const from = JSON.stringify(fromBundle(resolve(here, '../../packages/database/src/index.ts')));
-    return `import { createRequire } from 'node:module';\nexport default createRequire(new URL(${from}, import.meta.url))('pg');\n`;
+    if (id !== PG_MODULE) return null;
+    // Chosen when the database package's code first runs, after the telemetry set-up. Both are
+    // `require`s, so the copy not taken is never evaluated.
+    const treeRequire = `createRequire(new URL(${JSON.stringify(fromBundle(databaseSource))}, import.meta.url))`;
+    return [
+      `import { createRequire } from 'node:module';`,
+      `import { activeTelemetry } from ${JSON.stringify(telemetrySetup)};`,
+      `export default activeTelemetry()?.instrumentsPg ? ${treeRequire}('pg') : require('pg');`,
+      '',
+    ].join('\n');
   },
   transform(code, id) {
     if (resolve(id) !== telemetrySetup) return null;

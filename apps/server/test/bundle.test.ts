@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createTestDatabase, run, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { connectClient, postMcp, spawnServer } from './helpers.ts';
@@ -59,6 +59,33 @@ describe('the bundled production entry', () => {
     });
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout + again.stderr, /cache for file:\S+\/main\.mjs was accepted/);
+  });
+
+  test('runs its own copy of pg, and pg from its package only when Postgres spans are recorded', async () => {
+    // Reports every `pg` that Node resolves: the instrumentation can patch only a pg loaded so.
+    const hook = join(outDir, 'report-pg.mjs');
+    await writeFile(
+      hook,
+      `import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, nextResolve) {
+    const resolved = nextResolve(specifier, context);
+    if (specifier === 'pg') process.stderr.write('pg resolved to ' + resolved.url + '\\n');
+    return resolved;
+  },
+});
+`,
+    );
+    const env = { NODE_OPTIONS: `--import ${pathToFileURL(hook).href}` };
+    const own = await run(process.execPath, [entry, '--load-only'], env);
+    assert.equal(own.code, 0, own.stderr);
+    assert.doesNotMatch(own.stderr, /pg resolved/);
+    const traced = await run(process.execPath, [entry, '--load-only'], {
+      ...env,
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9',
+    });
+    assert.equal(traced.code, 0, traced.stderr);
+    assert.match(traced.stderr, /pg resolved to file:\S+\/node_modules\/pg\/lib\/index\.js/);
   });
 
   test('serves key mode on PostgreSQL (migrated by it): tools, a write and a read, with a key from the bundled CLI', async () => {

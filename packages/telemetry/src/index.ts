@@ -12,6 +12,7 @@ export {
   traceMcpRequest,
 } from './mcp.ts';
 export {
+  activeTelemetry,
   setupTelemetry,
   spanExporterFor,
   type Telemetry,

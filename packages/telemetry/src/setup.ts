@@ -38,6 +38,12 @@ export interface TelemetryOptions {
 
 export interface Telemetry {
   destination: TelemetryDestination;
+  /**
+   * Whether Postgres spans are recorded. The instrumentation patches `pg` as Node's `require`
+   * loads it: a copy of pg inside a bundle is not patched, so a bundle must then take pg from
+   * its package (apps/server/build.ts).
+   */
+  instrumentsPg: boolean;
   /** Flushes pending spans and stops exporting; call on shutdown. */
   shutdown(): Promise<void>;
 }
@@ -68,6 +74,11 @@ export function spanExporterFor(
 
 let active: Telemetry | undefined;
 
+/** The telemetry `setupTelemetry` set up in this process, if it ran. */
+export function activeTelemetry(): Telemetry | undefined {
+  return active;
+}
+
 /**
  * Sets up tracing once per process. Without APPLICATIONINSIGHTS_CONNECTION_STRING or
  * OTEL_EXPORTER_OTLP_ENDPOINT (and without test processors) nothing is registered: the
@@ -86,7 +97,7 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
     ...(options.spanProcessors ?? []),
   ];
   if (processors.length === 0) {
-    active = { destination, shutdown: async () => {} };
+    active = { destination, instrumentsPg: false, shutdown: async () => {} };
     return active;
   }
   const { resourceFromAttributes } = load.resources();
@@ -115,6 +126,7 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
         });
   active = {
     destination,
+    instrumentsPg: options.instrumentPg !== false,
     async shutdown() {
       unregister();
       await provider.shutdown();
