@@ -145,13 +145,17 @@ describe('telemetry', () => {
       registerHooks({ resolve(specifier, context, next) { seen.push(specifier); return next(specifier, context); } });
       const { telemetry } = await import('@mcp-auth-stack/telemetry/register');
       const loaded = (name) => seen.some((specifier) => specifier.startsWith(name));
-      process.stdout.write(JSON.stringify({
+      const report = {
         destination: telemetry.destination,
+        instrumentsPg: telemetry.instrumentsPg,
         api: loaded('@opentelemetry/api'),
         sdk: loaded('@opentelemetry/sdk-trace'),
         exporters: loaded('@azure/monitor-opentelemetry-exporter') || loaded('@opentelemetry/exporter-trace-otlp-http'),
         pgInstrumentation: loaded('@opentelemetry/instrumentation'),
-      }));`;
+      };
+      // After the probe: the package's index loads the OpenTelemetry API for its middlewares.
+      const { activeTelemetry } = await import('@mcp-auth-stack/telemetry');
+      process.stdout.write(JSON.stringify({ ...report, same: activeTelemetry() === telemetry }));`;
     const run = (env: Record<string, string>) =>
       JSON.parse(
         execFileSync(process.execPath, ['--input-type=module', '-e', script], {
@@ -162,6 +166,8 @@ describe('telemetry', () => {
       );
     assert.deepEqual(run({}), {
       destination: 'none',
+      instrumentsPg: false,
+      same: true,
       api: false,
       sdk: false,
       exporters: false,
@@ -170,6 +176,8 @@ describe('telemetry', () => {
     // The same probe sees them when spans have somewhere to go.
     assert.deepEqual(run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }), {
       destination: 'otlp',
+      instrumentsPg: true,
+      same: true,
       api: true,
       sdk: true,
       exporters: true,
