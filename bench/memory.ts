@@ -59,7 +59,7 @@ const WORK = join(tmpdir(), `mcp-memory-${process.pid}`);
 // MEMORY_MAIN: another bundle to measure (another tree's build.ts --out-dir), e.g. before a change.
 // Several, comma-separated: `cold` alternates between them start by start (a before/after pair
 // under the same moments of a noisy machine); the other modes take the first.
-const MAINS = (process.env.MEMORY_MAIN ?? join(WORK, 'main.mjs')).split(',');
+const MAINS = (process.env.MEMORY_MAIN ?? join(WORK, 'main.cjs')).split(',');
 const MAIN = MAINS[0] as string;
 /** Loaded into every measured server with `--import`: see bench/memory-probe.mjs. */
 const PROBE = fileURLToPath(new URL('./memory-probe.mjs', import.meta.url));
@@ -350,7 +350,7 @@ async function main() {
     };
 
     if (mode === 'idle') {
-      for (const name of ['default', 'sources']) {
+      for (const name of (process.env.MEMORY_VARIANTS ?? 'default,sources').split(',')) {
         const { server, token } = await serve(name);
         await fetch(`${server.url}/mcp`, { method: 'POST', headers: headers(token), body: READ });
         await new Promise((r) => setTimeout(r, 1_000));
@@ -370,6 +370,11 @@ async function main() {
     }
 
     if (mode === 'cold') {
+      // Each bundle's code cache written as the image's build writes it, under the starts' flags.
+      for (const main of MAINS.filter((path) => path.endsWith('main.cjs'))) {
+        const warmed = spawnSync(process.execPath, [...COLD_ARGS, main, '--warm-up'], { encoding: 'utf8' });
+        if (warmed.status !== 0) throw new Error(`${main} --warm-up failed: ${warmed.stderr}`);
+      }
       const rows: Record<string, number[]> = {};
       const add = (key: string, value: number) => {
         rows[key] ??= [];

@@ -60,7 +60,7 @@ const BUILD = fileURLToPath(new URL('../apps/server/build.ts', import.meta.url))
 const ENTRY = process.env.BENCH_ENTRY ?? 'dist';
 if (ENTRY !== 'dist' && ENTRY !== 'src') throw new Error(`BENCH_ENTRY must be dist or src, got ${ENTRY}`);
 const BUNDLE_DIR = join(tmpdir(), `mcp-bench-dist-${process.pid}`);
-const MAIN = ENTRY === 'dist' ? join(BUNDLE_DIR, 'main.mjs') : SOURCES_MAIN;
+const MAIN = ENTRY === 'dist' ? join(BUNDLE_DIR, 'main.cjs') : SOURCES_MAIN;
 /** The Node flags of the image's command (apps/server/Dockerfile's CMD): the bundle runs as images run it. */
 const IMAGE_FLAGS = (() => {
   const dockerfile = readFileSync(fileURLToPath(new URL('../apps/server/Dockerfile', import.meta.url)), 'utf8');
@@ -70,12 +70,6 @@ const IMAGE_FLAGS = (() => {
 })();
 /** This server's command line: the bundle with the image's flags, or the sources as `pnpm start` runs them. */
 const SERVER = ENTRY === 'dist' ? [...IMAGE_FLAGS, MAIN] : [MAIN];
-/**
- * The image starts from Node's compile cache, written at its build by `main.mjs --load-only`
- * (decision 48); the bench primes one the same way for the bundle's rows.
- */
-const COMPILE_CACHE = join(BUNDLE_DIR, 'compile-cache');
-const SERVER_ENV: Record<string, string> = ENTRY === 'dist' ? { NODE_COMPILE_CACHE: COMPILE_CACHE } : {};
 
 interface Row {
   name: string;
@@ -111,11 +105,10 @@ async function main() {
   if (ENTRY === 'dist') {
     const built = spawnSync(process.execPath, [BUILD, '--out-dir', BUNDLE_DIR], { encoding: 'utf8' });
     if (built.status !== 0) throw new Error(`apps/server/build.ts failed: ${built.stderr}`);
-    const primed = spawnSync(process.execPath, [...SERVER, '--load-only'], {
-      env: { ...process.env, ...SERVER_ENV },
-      encoding: 'utf8',
-    });
-    if (primed.status !== 0) throw new Error(`main.mjs --load-only failed: ${primed.stderr}`);
+    // The image starts from a V8 code cache its build writes with `main.cjs --warm-up` under the
+    // CMD's flags (decision 48); the bench writes one the same way for the bundle's rows.
+    const primed = spawnSync(process.execPath, [...SERVER, '--warm-up'], { encoding: 'utf8' });
+    if (primed.status !== 0) throw new Error(`main.cjs --warm-up failed: ${primed.stderr}`);
   }
   const reference = await referenceEnvironment();
   const testDb = await createTestDatabase();
@@ -198,7 +191,7 @@ async function main() {
     rows.push(await measure('B  SDK stateless, server per request: get_user_expenses', b, mcpPost(b, secret, READ)));
     await b.stop();
 
-    const c = await start(SERVER, { ...SERVER_ENV, MCP_AUTH_PROVIDER: 'key' });
+    const c = await start(SERVER, { MCP_AUTH_PROVIDER: 'key' });
     rows.push(await measure('C  this server (key mode): get_user_expenses', c, mcpPost(c, secret, READ)));
     rows.push(await measure('C  this server (key mode): add_user_expense', c, mcpPost(c, writerSecret, WRITE)));
     const soak: Row[] = [];
@@ -209,7 +202,7 @@ async function main() {
     await c.stop();
 
     // The same path without the key lookup: what the MCP layer costs on its own.
-    const cNone = await start(SERVER, { ...SERVER_ENV, MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
+    const cNone = await start(SERVER, { MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: USER_ID });
     rows.push(await measure('C0 this server (none mode): get_user_expenses', cNone, mcpPost(cNone, secret, READ)));
     await cNone.stop();
 
@@ -237,7 +230,6 @@ async function main() {
           SERVER,
           {
             ...env,
-            ...SERVER_ENV,
             ...keycloakEnv,
             DATABASE_URL: fresh.url,
             MCP_SERVER_BASE_URL: base,
@@ -253,7 +245,6 @@ async function main() {
     );
 
     const ck = await start(SERVER, {
-      ...SERVER_ENV,
       ...keycloakEnv,
       MCP_SERVER_BASE_URL: kcBase,
       PORT: String(kcPort),

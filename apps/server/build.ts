@@ -1,7 +1,8 @@
 /**
- * `pnpm --filter @mcp-auth-stack/server build`: the production entries, `dist/main.mjs` (the
- * server) and `dist/keys-cli.mjs` (`pnpm keys`, for the image), each one JavaScript file with
- * this project's packages and their dependencies. Development runs the
+ * `pnpm --filter @mcp-auth-stack/server build`: the production entries, `dist/main.cjs` (the
+ * server: a small loader that runs the bundle `dist/server.cjs` from a V8 code cache,
+ * src/bundle-loader.ts) and `dist/keys-cli.mjs` (`pnpm keys`, for the image), each bundle one
+ * JavaScript file with this project's packages and their dependencies. Development runs the
  * TypeScript sources (`node src/main.ts`); images run the bundle, which saves what running the
  * sources costs at every start: Node's type stripping (its WebAssembly stripper and the stripped
  * copies) and the resolution of hundreds of modules. Measured: idle RSS 128-132 MB from the
@@ -10,7 +11,7 @@
  * Left out of the bundle, loaded only when used, from their places in the tree (so `dist/`
  * must stay inside the installed workspace, as it does in the image):
  * - the embedded database (`packages/database/src/embedded.ts` and PGlite, whose WebAssembly
- *   and data files are found next to its own modules): only without DATABASE_URL;
+ *   and data files are found next to its own modules): only without DATABASE_URL, `require`d;
  * - the OpenTelemetry SDK and exporters, which `packages/telemetry` loads with `require` from
  *   its own directory: only when an exporter is configured;
  * - `pg`, but only when Postgres spans are recorded: the OpenTelemetry instrumentation patches
@@ -21,6 +22,8 @@
  *
  *   node apps/server/build.ts [--out-dir <dir>]
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import Module from 'node:module';
 import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -43,14 +46,14 @@ const fromBundle = (file: string) => {
  * the telemetry set-up (which the entry runs first) instruments it, the bundle's copy otherwise.
  */
 const PG_MODULE = '\0pg';
+/** What `import('./embedded.ts')` gets: the embedded database, `require`d from the tree when used. */
+const EMBEDDED_MODULE = '\0embedded';
 const databaseSource = resolve(here, '../../packages/database/src/index.ts');
 
 const keepOutside: Plugin = {
   name: 'keep-outside',
   async resolveId(source, importer) {
-    if (importer && resolve(dirname(importer), source) === embeddedSource) {
-      return { id: fromBundle(embeddedSource), external: true };
-    }
+    if (importer && resolve(dirname(importer), source) === embeddedSource) return EMBEDDED_MODULE;
     // pg's optional native binding, which pg requires only if `pg.native` is read.
     if (source === 'pg-native') return { id: source, external: true };
     if (source !== 'pg' || !importer) return null;
@@ -59,6 +62,16 @@ const keepOutside: Plugin = {
     return PG_MODULE;
   },
   load(id) {
+    if (id === EMBEDDED_MODULE) {
+      // `require` (Node loads the TypeScript file and PGlite's modules), not `import()`: the
+      // server's bundle runs as a vm script, where `import()` would need an experimental loader.
+      return [
+        `import { createRequire } from 'node:module';`,
+        `export const startEmbeddedServer = (...options) =>`,
+        `  createRequire(import.meta.url)(${JSON.stringify(fromBundle(embeddedSource))}).startEmbeddedServer(...options);`,
+        '',
+      ].join('\n');
+    }
     if (id !== PG_MODULE) return null;
     // Chosen when the database package's code first runs, after the telemetry set-up. Both are
     // `require`s, so the copy not taken is never evaluated.
@@ -83,16 +96,28 @@ const keepOutside: Plugin = {
 };
 
 // One bundle per entry (no chunks shared between them): each stays one file, and the server
-// loads nothing the keys CLI needs alone.
-for (const entry of ['main', 'keys-cli']) {
+// loads nothing the keys CLI needs alone. The server's is a script (CommonJS) that
+// `dist/main.cjs` (src/bundle-loader.ts) runs from a V8 code cache; the keys CLI is a module.
+const entries = [
+  { input: 'main', output: 'server.cjs', format: 'cjs' },
+  { input: 'keys-cli', output: 'keys-cli.mjs', format: 'esm' },
+  { input: 'bundle-loader', output: 'main.cjs', format: 'cjs' },
+] as const;
+for (const { input, output, format } of entries) {
   const bundle = await rolldown({
-    input: resolve(here, `src/${entry}.ts`),
+    input: resolve(here, `src/${input}.ts`),
     platform: 'node',
     cwd: here,
     external: [/^node:/],
     plugins: [keepOutside],
   });
-  await bundle.write({ dir: outDir, format: 'esm', entryFileNames: `${entry}.mjs`, codeSplitting: false });
+  await bundle.write({ dir: outDir, format, entryFileNames: output, codeSplitting: false });
   await bundle.close();
-  process.stdout.write(`built ${relative(process.cwd(), resolve(outDir, `${entry}.mjs`))}\n`);
+  if (output === 'server.cjs') {
+    // Wrapped here as Node wraps a CommonJS module, so the loader compiles the file as it is.
+    const file = resolve(outDir, output);
+    const code = await readFile(file, 'utf8');
+    await writeFile(file, Module.wrap(code));
+  }
+  process.stdout.write(`built ${relative(process.cwd(), resolve(outDir, output))}\n`);
 }

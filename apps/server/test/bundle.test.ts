@@ -11,7 +11,8 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { connectClient, postMcp, spawnServer } from './helpers.ts';
 
 /**
- * The production entry (`node apps/server/build.ts` → `dist/main.mjs`) as its own process:
+ * The production entry (`node apps/server/build.ts` → `dist/main.cjs`, which runs the bundle
+ * `dist/server.cjs`) as its own process:
  * the same server as the sources, in the ways a deployment runs it (PostgreSQL by URL, the
  * embedded database, an OTLP exporter whose SDK is loaded from outside the bundle).
  */
@@ -29,7 +30,7 @@ before(async () => {
   outDir = await mkdtemp(join(tmpdir(), 'mcp-bundle-'));
   const built = await run(process.execPath, [BUILD, '--out-dir', outDir]);
   assert.equal(built.code, 0, built.stderr + built.stdout);
-  entry = join(outDir, 'main.mjs');
+  entry = join(outDir, 'main.cjs');
   database = await createTestDatabase();
 });
 
@@ -39,26 +40,40 @@ after(async () => {
 });
 
 describe('the bundled production entry', () => {
-  test('is one JavaScript file that imports no TypeScript but the embedded database', async () => {
-    const code = await readFile(entry, 'utf8');
+  test('is one JavaScript file that loads no TypeScript but the embedded database, and no module with import()', async () => {
+    const code = await readFile(join(outDir, 'server.cjs'), 'utf8');
     assert.equal(await exists(join(outDir, 'keys-cli.mjs')), true, 'the keys CLI for the image');
-    const tsImports = [...code.matchAll(/(?:from|import\()\s*["']([^"']+\.ts)["']/g)].map((m) => m[1]);
-    assert.equal(tsImports.length, 1, JSON.stringify(tsImports));
-    assert.match(tsImports[0] ?? '', /packages\/database\/src\/embedded\.ts$/);
+    // `from "x.ts"`, or a call with the file alone: import("x.ts"), require("x.ts").
+    const tsLoads = [...code.matchAll(/from\s*["']([^"']+\.ts)["']|\(\s*["']([^"']+\.ts)["']\s*\)/g)].map(
+      (m) => m[1] ?? m[2],
+    );
+    assert.equal(tsLoads.length, 1, JSON.stringify(tsLoads));
+    assert.match(tsLoads[0] ?? '', /packages\/database\/src\/embedded\.ts$/);
+    // A vm script's import() would need Node's experimental loader for scripts.
+    const imports = code.split('\n').filter((line) => /\bimport\(/.test(line) && !/^\s*(\*|\/\/|\/\*)/.test(line));
+    assert.deepEqual(imports, []);
   });
 
-  test('--load-only loads the modules and exits 0 with nothing started, writing the compile cache it is given', async () => {
-    const cache = join(outDir, 'compile-cache');
-    // No configuration at all: without --load-only this would start on the embedded database.
-    const loaded = await run(process.execPath, [entry, '--load-only'], { NODE_COMPILE_CACHE: cache });
-    assert.equal(loaded.code, 0, loaded.stderr);
-    assert.doesNotMatch(loaded.stdout + loaded.stderr, /listening|PGlite/);
-    const again = await run(process.execPath, [entry, '--load-only'], {
-      NODE_COMPILE_CACHE: cache,
-      NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
-    });
+  test('--warm-up makes the app and answers in-process with nothing started, then writes the code cache a start uses', async () => {
+    const cache = join(outDir, 'server.cjs.code-cache');
+    const flags = ['--max-semi-space-size=2', '--max-old-space-size=256'];
+    // No configuration at all: without --warm-up this would start on the embedded database.
+    const warmed = await run(process.execPath, [...flags, entry, '--warm-up'], { NODE_DEBUG: 'code-cache' });
+    assert.equal(warmed.code, 0, warmed.stderr);
+    assert.equal(warmed.stdout, '', 'no log line, no listening, no PGlite');
+    assert.match(warmed.stderr, /no code cache at \S+server\.cjs\.code-cache/);
+    assert.match(warmed.stderr, /code cache written to \S+server\.cjs\.code-cache/);
+    // Holds functions the warm-up ran, not only the top level: several times the source's eager part.
+    const withFunctions = (await readFile(cache)).length;
+    const again = await run(process.execPath, [...flags, entry, '--warm-up'], { NODE_DEBUG: 'code-cache' });
     assert.equal(again.code, 0, again.stderr);
-    assert.match(again.stdout + again.stderr, /cache for file:\S+\/main\.mjs was accepted/);
+    assert.match(again.stderr, /code cache \S+server\.cjs\.code-cache accepted/);
+    assert.doesNotMatch(again.stderr, /written/, 'a cache V8 took is kept as it is');
+    // Other V8 flags: V8 refuses the cache and the bundle is compiled as usual.
+    const otherFlags = await run(process.execPath, [entry, '--warm-up'], { NODE_DEBUG: 'code-cache' });
+    assert.equal(otherFlags.code, 0, otherFlags.stderr);
+    assert.match(otherFlags.stderr, /code cache \S+server\.cjs\.code-cache rejected/);
+    assert.ok(withFunctions > 600_000, `code cache of ${withFunctions} bytes`);
   });
 
   test('runs its own copy of pg, and pg from its package only when Postgres spans are recorded', async () => {
@@ -77,10 +92,10 @@ registerHooks({
 `,
     );
     const env = { NODE_OPTIONS: `--import ${pathToFileURL(hook).href}` };
-    const own = await run(process.execPath, [entry, '--load-only'], env);
+    const own = await run(process.execPath, [entry, '--warm-up'], env);
     assert.equal(own.code, 0, own.stderr);
     assert.doesNotMatch(own.stderr, /pg resolved/);
-    const traced = await run(process.execPath, [entry, '--load-only'], {
+    const traced = await run(process.execPath, [entry, '--warm-up'], {
       ...env,
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9',
     });

@@ -28,7 +28,7 @@ test('apps/server/Dockerfile: its build, files and command give a working server
     const { root, env, command } = await replayDockerfile(ROOT, 'apps/server/Dockerfile', app);
     const entry = command?.at(-1) ?? '';
     assert.equal(command?.[0], 'node');
-    assert.equal(entry, 'apps/server/dist/main.mjs');
+    assert.equal(entry, 'apps/server/dist/main.cjs');
     assert.equal(env.NODE_ENV, 'production');
     // The bundle, not the sources: no TypeScript of the server, no test or build tool, and not
     // the SDK or zod, which the bundle holds (hono stays: the telemetry package depends on it).
@@ -68,8 +68,8 @@ test('apps/server/Dockerfile: its build, files and command give a working server
         HOST: '127.0.0.1',
         PORT: '0',
         LOG_LEVEL: 'info',
-        // Node says whether it used the compile cache the image's build wrote (decision 48).
-        NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
+        // The entry says whether V8 took the code cache the image's build wrote (decision 48).
+        NODE_DEBUG: 'code-cache',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -89,7 +89,7 @@ test('apps/server/Dockerfile: its build, files and command give a working server
       });
       assert.equal((await fetch(`${url}/health`)).status, 200);
       // Written at build time with the CMD's own flags (V8 refuses a cache made with others).
-      assert.match(output, /\[compile cache\] cache for file:\S+\/apps\/server\/dist\/main\.mjs was accepted/);
+      assert.match(output, /code cache \S+\/apps\/server\/dist\/server\.cjs\.code-cache accepted/);
       const client = await connectClient(`${url}/mcp`, { Authorization: `Bearer ${key}` });
       const { tools } = await client.listTools();
       assert.equal(tools.length, 4);

@@ -49,7 +49,7 @@ const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
 /**
  * Runs `node apps/server/src/main.ts` as its own process, as `pnpm start:server` does (or
- * another entry, such as the built `dist/main.mjs`).
+ * another entry, such as the built `dist/main.cjs`).
  */
 export function spawnServer(env: Record<string, string>, entry = SERVER_MAIN): Promise<ServerProcess> {
   return spawnServerProcess(entry, env);
