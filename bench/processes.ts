@@ -102,8 +102,8 @@ export async function coldStart(
   token: string,
   cwd?: string,
 ): Promise<number> {
-  // A Node entry (.ts, .mjs) runs under this Node; anything else (uvicorn) is a command.
-  const [command, ...rest] = /\.(ts|mjs)$/.test(args.at(-1) ?? '') ? [process.execPath, ...args] : args;
+  // A Node entry (.ts, .mjs, .cjs) runs under this Node; anything else (uvicorn) is a command.
+  const [command, ...rest] = /\.(ts|mjs|cjs)$/.test(args.at(-1) ?? '') ? [process.execPath, ...args] : args;
   const began = performance.now();
   const child = spawn(command as string, rest, {
     env: { ...process.env, ...env },
