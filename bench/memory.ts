@@ -8,13 +8,15 @@
  *   node bench/memory.ts idle      idle memory, `process.memoryUsage()` and V8's heap spaces
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
- * MEMORY_VARIANTS (comma-separated names of the flag sets below, default all),
+ * MEMORY_VARIANTS (comma-separated names of the flag sets below; default all, and for `idle`
+ * `default,sources`),
  * MEMORY_CONNECTIONS (32), MEMORY_LOG_LEVEL (`info`, the image's: an access line per request),
  * MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
  * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
  * an up-to-date schema instead of first starts on empty databases), MEMORY_COLD_ARGS (Node flags
- * for those starts: the image's, `--cpu-prof`), MEMORY_MAIN (a bundle built elsewhere;
- * several, comma-separated, for `cold` to alternate),
+ * for those starts: the image's, `--cpu-prof`; a `main.cjs` is warmed under them first, as the
+ * image's build does), MEMORY_MAIN (a bundle built elsewhere; several, comma-separated, for
+ * `cold` to alternate),
  * MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when named).
  * The `floor` variants run the bench's database floor D (bench/servers.ts) under the same load
  * (its GET /read), so this server's per-request figures have the floor's beside them.
