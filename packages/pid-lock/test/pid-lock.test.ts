@@ -68,8 +68,10 @@ describe('acquirePidLock', () => {
     const lock = join(dir, 'held.lock');
     await writeFile(lock, String(process.pid));
     const waits: number[] = [];
+    // Several polls before the timeout (and room for a loaded machine's first look, which at
+    // 30 ms could already be past it): the wait is still reported once.
     await assert.rejects(
-      acquirePidLock(lock, { timeoutMs: 30, pollMs: 10, onWait: (pid) => waits.push(pid) }),
+      acquirePidLock(lock, { timeoutMs: 300, pollMs: 20, onWait: (pid) => waits.push(pid) }),
       new RegExp(`held by process ${process.pid}`),
     );
     assert.deepEqual(waits, [process.pid]);
