@@ -7,7 +7,7 @@
  * then compiled again at every start. A cache made with `Script.createCachedData()` after the
  * code has run holds those functions too. The image's build runs `main.cjs --warm-up` (a start's
  * work and three calls in-process, warm-up.ts) and this writes the cache when that is done;
- * measured, a start 24 ms shorter than from Node's compile cache (docs/performance.md).
+ * measured, a start 33-37 ms shorter than from Node's compile cache (docs/performance.md).
  *
  * V8 refuses a cache made by another V8 or under other flags (the image writes it with its
  * CMD's flags) and then compiles the source as usual. `NODE_DEBUG=code-cache` says which.
