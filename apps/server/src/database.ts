@@ -1,5 +1,5 @@
 import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
-import { type Database, migrate, openDatabase, unappliedNamespaces } from '@mcp-auth-stack/database';
+import { type Database, migrateToCurrent, openDatabase } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, expensesMigrations } from '@mcp-auth-stack/expenses';
 import { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from '@mcp-auth-stack/oauth-proxy';
 import type { ServerConfig } from './config.ts';
@@ -68,14 +68,7 @@ export async function migrateAppSchema(
   authMode: ServerConfig['authMode'],
   role: 'server' | 'tool',
 ): Promise<void> {
-  const schema = migrationsFor(authMode, role);
-  // One query on the pool first: on an up-to-date schema (every start but the first) no
-  // migration lock, no second connection, and the pool's connection is warm for requests.
-  const pending = await unappliedNamespaces(database.pool, schema);
-  if (pending.length === 0) return;
-  // Without the request timeouts: waiting for another replica's migration, or building an
-  // index on a large table, may rightly take longer than any request should.
-  await database.withoutTimeouts(async (pool) => {
-    for (const { namespace, migrations } of schema) await migrate(pool, namespace, migrations);
-  });
+  // On an up-to-date schema (every start but the first) one query, no lock, and the pool's
+  // connection is warm for requests; on a new database that same connection migrates.
+  await migrateToCurrent(database.pool, migrationsFor(authMode, role));
 }

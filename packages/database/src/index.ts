@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
 
-export { type Migration, migrate, unappliedNamespaces } from './migrate.ts';
+export { type Migration, type MigrationSet, migrate, migrateToCurrent } from './migrate.ts';
 
 export interface Database {
   pool: pg.Pool;
@@ -11,27 +11,12 @@ export interface Database {
   /** Where the data lives, safe to log (no password). */
   location: string;
   /**
-   * Runs `work` on a pool of one connection without the statement and query timeouts, then
-   * closes it: for migrations, whose lock waits and index builds may rightly take long.
-   */
-  withoutTimeouts<T>(work: (pool: pg.Pool) => Promise<T>): Promise<T>;
-  /**
    * A new connection outside the pool, for a session that must stay open (LISTEN); the caller
    * connects and ends it. Only for servers named by a URL: the embedded database multiplexes
    * every connection onto one session, where LISTEN would be shared by all of them.
    */
   dedicatedClient?(): pg.Client;
   close(): Promise<void>;
-}
-
-async function onSeparatePool<T>(config: pg.PoolConfig, work: (pool: pg.Pool) => Promise<T>): Promise<T> {
-  const pool = new pg.Pool({ ...config, max: 1 });
-  pool.on('error', () => {});
-  try {
-    return await work(pool);
-  } finally {
-    await pool.end();
-  }
 }
 
 export interface OpenDatabaseOptions {
@@ -80,15 +65,6 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
       pool,
       kind: 'postgres',
       location: redactUrl(options.url),
-      withoutTimeouts: (work) =>
-        onSeparatePool(
-          {
-            connectionString: options.url,
-            application_name: applicationName,
-            connectionTimeoutMillis: bounds.connectionTimeoutMillis,
-          },
-          work,
-        ),
       dedicatedClient: () =>
         new pg.Client({
           connectionString: options.url,
@@ -125,7 +101,6 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     pool,
     kind: 'embedded',
     location: `${dataDir} (embedded PGlite${embedded.owner ? '' : ', shared with a running process'})`,
-    withoutTimeouts: (work) => onSeparatePool(connection, work),
     async close() {
       await pool.end();
       await embedded.stop();

@@ -9,6 +9,12 @@ export interface Migration {
 
 const MIGRATION_LOCK = 'mcp-auth-stack:migrate';
 
+/** A namespace and its migrations, as a package exports them. */
+export interface MigrationSet {
+  namespace: string;
+  migrations: Migration[];
+}
+
 /**
  * Applies the migrations of one namespace (a package owns its namespace) that are not yet
  * recorded, each in its own transaction, under an advisory lock so that replicas starting
@@ -18,50 +24,113 @@ const MIGRATION_LOCK = 'mcp-auth-stack:migrate';
  * `CREATE TABLE IF NOT EXISTS` on the same new table at once make one of them fail on
  * Postgres's catalog (`pg_type_typname_nsp_index`), which a fresh database with several
  * replicas, or one server migrating several packages at once, would otherwise hit.
+ *
+ * Runs on one connection of `pool` without its timeouts (see `migrateToCurrent`).
  */
 export async function migrate(pool: pg.Pool, namespace: string, migrations: Migration[]): Promise<number[]> {
   assertOrdered(namespace, migrations);
+  return await onOneConnection(pool, (client) =>
+    underMigrationLock(client, () => apply(client, namespace, migrations)),
+  );
+}
+
+/**
+ * Brings every namespace of `sets` up to date, in order, on one connection of `pool`: one query
+ * first, without the lock, finds what is pending; on an up-to-date schema (every start but the
+ * first) that is all it does. Otherwise the pending migrations are applied as `migrate` does.
+ * Returns the namespaces that had migrations to apply.
+ *
+ * Migrations run without the pool's timeouts: waiting for another replica's migration, or
+ * building an index on a large table, may rightly take longer than any request should. The
+ * server-side `statement_timeout` is lifted per transaction (`SET LOCAL`), the client-side
+ * `query_timeout` per query, so the connection goes back to the pool as it came; a connection
+ * on which anything failed is closed instead (and with it any lock it held). One connection
+ * for all of it: on a new database the check's connection is the one that migrates and then
+ * serves requests, where a second connection cost a first start 20 ms (docs/performance.md).
+ */
+export async function migrateToCurrent(pool: pg.Pool, sets: MigrationSet[]): Promise<string[]> {
+  for (const { namespace, migrations } of sets) assertOrdered(namespace, migrations);
+  return await onOneConnection(pool, async (client) => {
+    const pending = await pendingNamespaces(client, sets);
+    if (pending.length === 0) return [];
+    await underMigrationLock(client, async () => {
+      for (const { namespace, migrations } of sets) await apply(client, namespace, migrations);
+    });
+    return pending;
+  });
+}
+
+/** pg reads a `query_timeout` of 0 as "the client's own": the longest timer Node sets stands for none. */
+const NO_READ_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** A statement of a migration run: no client-side read timeout (`query_timeout` per query is pg's). */
+function unbounded(client: pg.PoolClient, text: string, values?: unknown[]): Promise<pg.QueryResult> {
+  const query: pg.QueryConfig & { query_timeout: number } = { text, query_timeout: NO_READ_TIMEOUT_MS };
+  if (values) query.values = values;
+  return client.query(query);
+}
+
+/** `work` on a connection of `pool`; the connection is closed, not pooled, when `work` fails. */
+async function onOneConnection<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
-  const applied: number[] = [];
+  let failure: Error | undefined;
   try {
-    await client.query('SELECT pg_advisory_lock(hashtext($1))', [MIGRATION_LOCK]);
-    try {
-      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-        namespace text NOT NULL,
-        version integer NOT NULL,
-        name text NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (namespace, version)
-      )`);
-      const { rows } = await client.query<{ version: number }>(
-        'SELECT version FROM schema_migrations WHERE namespace = $1',
-        [namespace],
-      );
-      const done = new Set(rows.map((row) => row.version));
-      for (const migration of migrations) {
-        if (done.has(migration.version)) continue;
-        await client.query('BEGIN');
-        try {
-          await client.query(migration.sql);
-          await client.query('INSERT INTO schema_migrations (namespace, version, name) VALUES ($1, $2, $3)', [
-            namespace,
-            migration.version,
-            migration.name,
-          ]);
-          await client.query('COMMIT');
-        } catch (error) {
-          await client.query('ROLLBACK');
-          throw new Error(
-            `Migration ${namespace}#${migration.version} (${migration.name}) failed: ${(error as Error).message}`,
-          );
-        }
-        applied.push(migration.version);
-      }
-    } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [MIGRATION_LOCK]);
-    }
+    return await work(client);
+  } catch (error) {
+    failure = error instanceof Error ? error : new Error(String(error));
+    throw error;
   } finally {
-    client.release();
+    client.release(failure);
+  }
+}
+
+async function underMigrationLock<T>(client: pg.PoolClient, work: () => Promise<T>): Promise<T> {
+  // A session-level lock, taken in a transaction only so that SET LOCAL lifts the statement
+  // timeout for the wait; it is held until unlocked (or the connection closes).
+  await unbounded(
+    client,
+    `BEGIN; SET LOCAL statement_timeout = 0; SELECT pg_advisory_lock(hashtext('${MIGRATION_LOCK}')); COMMIT`,
+  );
+  const result = await work();
+  await unbounded(client, 'SELECT pg_advisory_unlock(hashtext($1))', [MIGRATION_LOCK]);
+  return result;
+}
+
+/** The migrations of `namespace` not yet recorded, applied in order; call under the lock. */
+async function apply(client: pg.PoolClient, namespace: string, migrations: Migration[]): Promise<number[]> {
+  await unbounded(
+    client,
+    `BEGIN; SET LOCAL statement_timeout = 0;
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+      namespace text NOT NULL,
+      version integer NOT NULL,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (namespace, version)
+    );
+    COMMIT`,
+  );
+  const { rows } = await unbounded(client, 'SELECT version FROM schema_migrations WHERE namespace = $1', [namespace]);
+  const done = new Set(rows.map((row: { version: number }) => row.version));
+  const applied: number[] = [];
+  for (const migration of migrations) {
+    if (done.has(migration.version)) continue;
+    await unbounded(client, 'BEGIN; SET LOCAL statement_timeout = 0');
+    try {
+      await unbounded(client, migration.sql);
+      await unbounded(client, 'INSERT INTO schema_migrations (namespace, version, name) VALUES ($1, $2, $3)', [
+        namespace,
+        migration.version,
+        migration.name,
+      ]);
+      await unbounded(client, 'COMMIT');
+    } catch (error) {
+      await unbounded(client, 'ROLLBACK').catch(() => {});
+      throw new Error(
+        `Migration ${namespace}#${migration.version} (${migration.name}) failed: ${(error as Error).message}`,
+      );
+    }
+    applied.push(migration.version);
   }
   return applied;
 }
@@ -78,17 +147,14 @@ function assertOrdered(namespace: string, migrations: Migration[]): void {
 
 /**
  * The namespaces of `sets` with a migration not yet in `schema_migrations`, in one query that
- * takes no lock and creates nothing: on an up-to-date database (every start but the first) a
- * caller can skip `migrate` and its lock. Every namespace counts as pending on a database
- * without the table. Recorded versions are committed ones, so "none pending" is final.
+ * takes no lock and creates nothing; every namespace counts as pending on a database without
+ * the table (the error leaves the connection usable: no transaction is open). Recorded versions
+ * are committed ones, so "none pending" is final.
  */
-export async function unappliedNamespaces(
-  pool: pg.Pool,
-  sets: { namespace: string; migrations: Migration[] }[],
-): Promise<string[]> {
+async function pendingNamespaces(client: pg.PoolClient, sets: MigrationSet[]): Promise<string[]> {
   let recorded: { namespace: string; version: number }[];
   try {
-    ({ rows: recorded } = await pool.query<{ namespace: string; version: number }>(
+    ({ rows: recorded } = await client.query<{ namespace: string; version: number }>(
       'SELECT namespace, version FROM schema_migrations WHERE namespace = ANY($1)',
       [sets.map((set) => set.namespace)],
     ));

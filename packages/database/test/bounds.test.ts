@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { type Database, isDatabaseUnavailable, openDatabase } from '../src/index.ts';
+import { type Database, isDatabaseUnavailable, type Migration, migrate, openDatabase } from '../src/index.ts';
 
 describe('bounded waits on a real PostgreSQL server', () => {
   let testDb: TestDatabase;
@@ -39,9 +39,16 @@ describe('bounded waits on a real PostgreSQL server', () => {
     }
   });
 
-  test('withoutTimeouts runs what may rightly take longer (migrations)', async () => {
-    const rows = await db.withoutTimeouts(async (pool) => (await pool.query('SELECT pg_sleep(0.5), 1 AS one')).rows);
-    assert.equal(rows[0]?.one, 1);
+  test('a migration runs past both timeouts, and its connection keeps them for requests after', async () => {
+    // 1.5 s: past statement_timeout (300 ms) and the client's own read timeout (300 + 1,000 ms).
+    const slow: Migration[] = [{ version: 1, name: 'slow', sql: 'SELECT pg_sleep(1.5); CREATE TABLE slow (n int)' }];
+    assert.deepEqual(await migrate(db.pool, 'slow', slow), [1]);
+    assert.equal(db.pool.totalCount, 1, 'the pool of one connection: the one that migrated');
+    const error = await db.pool.query('SELECT pg_sleep(5)').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.equal((error as { code?: string }).code, '57014', `the statement timeout applies again: ${error}`);
   });
 
   test('a wrong statement is not an outage', async () => {

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { type Migration, migrate, openDatabase, redactUrl, unappliedNamespaces } from '../src/index.ts';
+import pg from 'pg';
+import { type Migration, migrate, migrateToCurrent, openDatabase, redactUrl } from '../src/index.ts';
 
 const migrations: Migration[] = [
   { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
@@ -40,27 +41,67 @@ describe('migrations on a real PostgreSQL server', () => {
     }
   });
 
-  test('unappliedNamespaces names what migrate would still apply, without creating anything', async () => {
+  test('migrateToCurrent applies what is pending on the connection it checked with, then only checks', async () => {
     const fresh = await createTestDatabase();
     const db = await openDatabase({ url: fresh.url });
+    const holder = new pg.Client({ connectionString: fresh.url });
     try {
       const gauges: Migration[] = [{ version: 1, name: 'gauge', sql: 'CREATE TABLE gauge (n int)' }];
-      const sets = [
+      const first = [
+        { namespace: 'notes', migrations: migrations.slice(0, 1) },
+        { namespace: 'gauges', migrations: gauges },
+      ];
+      assert.deepEqual(await migrateToCurrent(db.pool, first), ['notes', 'gauges'], 'a new database: all pending');
+      assert.equal(db.pool.totalCount, 1, 'one connection checked and migrated (a new database has no table to check)');
+      assert.equal(db.pool.idleCount, 1, 'and it is back in the pool, for requests');
+      const later = [
         { namespace: 'notes', migrations },
         { namespace: 'gauges', migrations: gauges },
       ];
-      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['notes', 'gauges'], 'no schema_migrations yet');
-      const created = await db.pool.query("SELECT to_regclass('schema_migrations') AS t");
-      assert.equal(created.rows[0].t, null, 'the check created nothing');
-      await migrate(db.pool, 'notes', migrations.slice(0, 1));
-      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['notes', 'gauges'], 'notes#2 is still pending');
-      await migrate(db.pool, 'notes', migrations);
-      assert.deepEqual(await unappliedNamespaces(db.pool, sets), ['gauges']);
-      await migrate(db.pool, 'gauges', gauges);
-      assert.deepEqual(await unappliedNamespaces(db.pool, sets), []);
+      assert.deepEqual(await migrateToCurrent(db.pool, later), ['notes'], 'notes#2 was pending');
+      assert.equal(
+        (await db.pool.query("SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = 'author'"))
+          .rows[0].n,
+        1,
+      );
+
+      // Up to date: the check alone, so another replica holding the migration lock does not hold this start.
+      await holder.connect();
+      await holder.query("SELECT pg_advisory_lock(hashtext('mcp-auth-stack:migrate'))");
+      const outcome = await Promise.race([
+        migrateToCurrent(db.pool, later),
+        new Promise((resolve) => setTimeout(() => resolve('waited for the lock'), 3_000)),
+      ]);
+      assert.deepEqual(outcome, []);
     } finally {
+      await holder.end();
       await db.close();
       await fresh.drop();
+    }
+  });
+
+  test('a failed run closes its connection, and with it the migration lock', async () => {
+    const db = await openDatabase({ url: testDb.url });
+    const other = new pg.Client({ connectionString: testDb.url });
+    try {
+      const broken: Migration[] = [{ version: 1, name: 'bad', sql: 'SELECT no_such_function()' }];
+      await assert.rejects(
+        migrateToCurrent(db.pool, [{ namespace: 'broken-run', migrations: broken }]),
+        /Migration broken-run#1 \(bad\) failed/,
+      );
+      assert.equal(db.pool.totalCount, 0, 'not returned to the pool');
+      await other.connect();
+      // The server ends the closed session moments later; its session lock goes with it.
+      let free = false;
+      for (let attempt = 0; attempt < 100 && !free; attempt++) {
+        free = (await other.query("SELECT pg_try_advisory_lock(hashtext('mcp-auth-stack:migrate')) AS free")).rows[0]
+          .free;
+        if (!free) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(free, true, 'the lock was released');
+    } finally {
+      await other.end();
+      await db.close();
     }
   });
 
