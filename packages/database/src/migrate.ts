@@ -96,35 +96,43 @@ async function underMigrationLock<T>(client: pg.PoolClient, work: () => Promise<
   return result;
 }
 
-/** The migrations of `namespace` not yet recorded, applied in order; call under the lock. */
+/**
+ * The migrations of `namespace` not yet recorded, applied in order; call under the lock. Each
+ * migration is one query (its transaction, its SQL and its record), so a first start waits for
+ * one round trip per migration, not four.
+ */
 async function apply(client: pg.PoolClient, namespace: string, migrations: Migration[]): Promise<number[]> {
-  await unbounded(
-    client,
-    `BEGIN; SET LOCAL statement_timeout = 0;
-    CREATE TABLE IF NOT EXISTS schema_migrations (
-      namespace text NOT NULL,
-      version integer NOT NULL,
-      name text NOT NULL,
-      applied_at timestamptz NOT NULL DEFAULT now(),
-      PRIMARY KEY (namespace, version)
-    );
-    COMMIT`,
+  const { rows } = lastResult(
+    await unbounded(
+      client,
+      `BEGIN; SET LOCAL statement_timeout = 0;
+      CREATE TABLE IF NOT EXISTS schema_migrations (
+        namespace text NOT NULL,
+        version integer NOT NULL,
+        name text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace, version)
+      );
+      COMMIT;
+      SELECT version FROM schema_migrations WHERE namespace = ${client.escapeLiteral(namespace)}`,
+    ),
   );
-  const { rows } = await unbounded(client, 'SELECT version FROM schema_migrations WHERE namespace = $1', [namespace]);
   const done = new Set(rows.map((row: { version: number }) => row.version));
   const applied: number[] = [];
   for (const migration of migrations) {
     if (done.has(migration.version)) continue;
-    await unbounded(client, 'BEGIN; SET LOCAL statement_timeout = 0');
     try {
-      await unbounded(client, migration.sql);
-      await unbounded(client, 'INSERT INTO schema_migrations (namespace, version, name) VALUES ($1, $2, $3)', [
-        namespace,
-        migration.version,
-        migration.name,
-      ]);
-      await unbounded(client, 'COMMIT');
+      // The SQL ends on a line of its own: a closing `--` comment cannot swallow what follows.
+      await unbounded(
+        client,
+        `BEGIN; SET LOCAL statement_timeout = 0;
+${migration.sql}
+;
+INSERT INTO schema_migrations (namespace, version, name) VALUES (${client.escapeLiteral(namespace)}, ${Number(migration.version)}, ${client.escapeLiteral(migration.name)});
+COMMIT`,
+      );
     } catch (error) {
+      // A failed statement aborts the transaction and PostgreSQL skips the rest of the query.
       await unbounded(client, 'ROLLBACK').catch(() => {});
       throw new Error(
         `Migration ${namespace}#${migration.version} (${migration.name}) failed: ${(error as Error).message}`,
@@ -133,6 +141,11 @@ async function apply(client: pg.PoolClient, namespace: string, migrations: Migra
     applied.push(migration.version);
   }
   return applied;
+}
+
+/** A multi-statement query answers with one result per statement; the last is the one asked for. */
+function lastResult(result: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
+  return Array.isArray(result) ? (result.at(-1) as pg.QueryResult) : result;
 }
 
 function assertOrdered(namespace: string, migrations: Migration[]): void {

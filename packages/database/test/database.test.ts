@@ -41,6 +41,25 @@ describe('migrations on a real PostgreSQL server', () => {
     }
   });
 
+  test('a migration is one query: a closing comment, a quote in its name and a namespace with a quote are safe', async () => {
+    const db = await openDatabase({ url: testDb.url });
+    try {
+      const odd: Migration[] = [
+        {
+          version: 1,
+          name: "the user's table",
+          sql: 'CREATE TABLE quoted_notes (id int) -- no semicolon, then a comment',
+        },
+      ];
+      assert.deepEqual(await migrate(db.pool, "o'clock", odd), [1]);
+      const { rows } = await db.pool.query("SELECT name FROM schema_migrations WHERE namespace = 'o''clock'");
+      assert.deepEqual(rows, [{ name: "the user's table" }]);
+      assert.notEqual((await db.pool.query("SELECT to_regclass('quoted_notes') AS t")).rows[0].t, null);
+    } finally {
+      await db.close();
+    }
+  });
+
   test('migrateToCurrent applies what is pending on the connection it checked with, then only checks', async () => {
     const fresh = await createTestDatabase();
     const db = await openDatabase({ url: fresh.url });
