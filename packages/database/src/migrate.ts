@@ -63,11 +63,18 @@ export async function migrateToCurrent(pool: pg.Pool, sets: MigrationSet[]): Pro
 /** pg reads a `query_timeout` of 0 as "the client's own": the longest timer Node sets stands for none. */
 const NO_READ_TIMEOUT_MS = 2 ** 31 - 1;
 
-/** A statement of a migration run: no client-side read timeout (`query_timeout` per query is pg's). */
-function unbounded(client: pg.PoolClient, text: string, values?: unknown[]): Promise<pg.QueryResult> {
+/**
+ * A query of a migration run: no client-side read timeout (`query_timeout` per query is pg's).
+ * Several statements without values answer with one result each.
+ */
+function unbounded(
+  client: pg.PoolClient,
+  text: string,
+  values?: unknown[],
+): Promise<pg.QueryResult | pg.QueryResult[]> {
   const query: pg.QueryConfig & { query_timeout: number } = { text, query_timeout: NO_READ_TIMEOUT_MS };
   if (values) query.values = values;
-  return client.query(query);
+  return client.query(query) as Promise<pg.QueryResult | pg.QueryResult[]>;
 }
 
 /** `work` on a connection of `pool`; the connection is closed, not pooled, when `work` fails. */
@@ -89,7 +96,7 @@ async function underMigrationLock<T>(client: pg.PoolClient, work: () => Promise<
   // timeout for the wait; it is held until unlocked (or the connection closes).
   await unbounded(
     client,
-    `BEGIN; SET LOCAL statement_timeout = 0; SELECT pg_advisory_lock(hashtext('${MIGRATION_LOCK}')); COMMIT`,
+    `BEGIN; SET LOCAL statement_timeout = 0; SELECT pg_advisory_lock(hashtext(${client.escapeLiteral(MIGRATION_LOCK)})); COMMIT`,
   );
   const result = await work();
   await unbounded(client, 'SELECT pg_advisory_unlock(hashtext($1))', [MIGRATION_LOCK]);
@@ -122,7 +129,7 @@ async function apply(client: pg.PoolClient, namespace: string, migrations: Migra
   for (const migration of migrations) {
     if (done.has(migration.version)) continue;
     try {
-      // The SQL ends on a line of its own: a closing `--` comment cannot swallow what follows.
+      // The SQL on lines of its own: a closing `--` comment cannot swallow what follows.
       await unbounded(
         client,
         `BEGIN; SET LOCAL statement_timeout = 0;
