@@ -84,8 +84,18 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
     url,
     port,
     async freeze() {
-      // The postmaster first, so it forks nothing new; then every backend.
-      for (const pid of await pids()) signal(pid, 'SIGSTOP');
+      // The postmaster first, so it forks nothing new; then every backend, listed again until
+      // none is left running: one forked between the first listing and the postmaster's stop
+      // (a pool opening a connection under load) would otherwise go on serving.
+      const stopped = new Set<number>();
+      for (let round = 0; round < 10; round++) {
+        const running = (await pids()).filter((pid) => !stopped.has(pid));
+        if (running.length === 0) return;
+        for (const pid of running) {
+          signal(pid, 'SIGSTOP');
+          stopped.add(pid);
+        }
+      }
     },
     async thaw() {
       for (const pid of await pids()) signal(pid, 'SIGCONT');
