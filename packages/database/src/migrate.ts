@@ -38,7 +38,7 @@ export async function migrate(pool: pg.Pool, namespace: string, migrations: Migr
  * Brings every namespace of `sets` up to date, in order, on one connection of `pool`: one query
  * first, without the lock, finds what is pending; on an up-to-date schema (every start but the
  * first) that is all it does. Otherwise the pending migrations are applied as `migrate` does.
- * Returns the namespaces that had migrations to apply.
+ * Returns the namespaces in which this call applied a migration.
  *
  * Migrations run without the pool's timeouts: waiting for another replica's migration, or
  * building an index on a large table, may rightly take longer than any request should. The
@@ -53,10 +53,14 @@ export async function migrateToCurrent(pool: pg.Pool, sets: MigrationSet[]): Pro
   return await onOneConnection(pool, async (client) => {
     const pending = await pendingNamespaces(client, sets);
     if (pending.length === 0) return [];
+    // Another replica may have applied them while this one waited for the lock.
+    const applied: string[] = [];
     await underMigrationLock(client, async () => {
-      for (const { namespace, migrations } of sets) await apply(client, namespace, migrations);
+      for (const { namespace, migrations } of sets) {
+        if ((await apply(client, namespace, migrations)).length > 0) applied.push(namespace);
+      }
     });
-    return pending;
+    return applied;
   });
 }
 

@@ -99,6 +99,19 @@ describe('migrations on a real PostgreSQL server', () => {
     }
   });
 
+  test('replicas running migrateToCurrent together: one reports the namespace it migrated, the others nothing', async () => {
+    const fresh = await createTestDatabase();
+    const replicas = await Promise.all([1, 2, 3, 4].map(() => openDatabase({ url: fresh.url, maxConnections: 1 })));
+    try {
+      const sets = [{ namespace: 'together', migrations }];
+      const results = await Promise.all(replicas.map((db) => migrateToCurrent(db.pool, sets)));
+      assert.deepEqual(results.flat(), ['together'], JSON.stringify(results));
+    } finally {
+      await Promise.all(replicas.map((db) => db.close()));
+      await fresh.drop();
+    }
+  });
+
   test('a failed run closes its connection, and with it the migration lock', async () => {
     const db = await openDatabase({ url: testDb.url });
     const other = new pg.Client({ connectionString: testDb.url });
