@@ -19,7 +19,9 @@
  * `cold` to alternate),
  * MEMORY_PROFILE_DIR (where the `cpu-profile` variants write; they run only when named).
  * The `floor` variants run the bench's database floor D (bench/servers.ts) under the same load
- * (its GET /read), so this server's per-request figures have the floor's beside them.
+ * (its GET /read), so this server's per-request figures have the floor's beside them; the
+ * `floor-post` variants run DP, the same floor behind this server's own request (a POST of the
+ * JSON-RPC call with the client's headers) and a JSON-RPC reply.
  *
  * Each server runs with a probe (bench/memory-probe.mjs, `--import`) that reports its memory,
  * when it first opened a socket (so a cold start splits into Node's start, module load, database
@@ -112,6 +114,15 @@ const VARIANTS: Record<
     entry: SERVERS,
     env: { BENCH_VARIANT: 'D', BENCH_USER_ID: USER_ID },
     floor: true,
+  },
+  // The floor reached as an MCP client reaches this server (bench/servers.ts, DP): the same
+  // POST, headers and body as this server's variants, so the two sets of figures differ only
+  // by what this server does with the request (authentication, validation, the SDK's tool).
+  'floor-post': { args: [], entry: SERVERS, env: { BENCH_VARIANT: 'DP', BENCH_USER_ID: USER_ID } },
+  'floor-post-semi2-old256': {
+    args: ['--max-semi-space-size=2', '--max-old-space-size=256'],
+    entry: SERVERS,
+    env: { BENCH_VARIANT: 'DP', BENCH_USER_ID: USER_ID },
   },
   // A CPU profile of the read under load, written to MEMORY_PROFILE_DIR (default
   // ./cpu-profiles) when the server exits: open it in Chrome's DevTools.

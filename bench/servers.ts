@@ -5,6 +5,10 @@
  *   B  the SDK's documented stateless pattern: a new MCP server and transport per request,
  *      with the same key check and the same tools as the real server
  *   D  a bare Hono route running the tool's SQL through the same pool: the database floor
+ *   DP the same floor reached as an MCP client reaches this server: `POST /mcp` with the
+ *      client's headers and JSON-RPC body (read and parsed), the tool's SQL, and a JSON-RPC
+ *      result with `structuredContent`; no authentication, no validation. What the protocol's
+ *      HTTP shape costs on its own (`bench/memory.ts flags`, the `floor-post` variants).
  * C, the real server, is `apps/server/src/main.ts` itself.
  */
 import { serve } from '@hono/node-server';
@@ -49,8 +53,27 @@ if (variant === 'A') {
         }),
       }),
     );
+  } else if (variant === 'DP') {
+    const userId = process.env.BENCH_USER_ID as string;
+    app.get('/health', (c) => c.json({ status: 'ok' }));
+    app.post('/mcp', async (c) => {
+      const accept = c.req.header('accept') ?? '';
+      if (!accept.includes('application/json') || !c.req.header('content-type')?.startsWith('application/json')) {
+        return c.json({ error: 'not_acceptable' }, 406);
+      }
+      const message = JSON.parse(await c.req.text());
+      const expenses = await repository.list(userId, { limit: message.params.arguments.limit });
+      return c.json({
+        jsonrpc: '2.0',
+        id: message.id,
+        result: {
+          content: [{ type: 'text', text: `${expenses.length} expense(s)` }],
+          structuredContent: { expenses, count: expenses.length },
+        },
+      });
+    });
   } else {
-    throw new Error(`BENCH_VARIANT must be A, B or D, got ${variant}`);
+    throw new Error(`BENCH_VARIANT must be A, B, D or DP, got ${variant}`);
   }
 }
 
