@@ -6,8 +6,8 @@
  *      with the same key check and the same tools as the real server
  *   D  a bare Hono route running the tool's SQL through the same pool: the database floor
  *   DP the same floor reached as an MCP client reaches this server: `POST /mcp` with the
- *      client's headers and JSON-RPC body (read and parsed), the tool's SQL, and a JSON-RPC
- *      result with `structuredContent`; no authentication, no validation. What the protocol's
+ *      client's headers and JSON-RPC body (read and parsed), the tool's SQL, and the tool's
+ *      JSON-RPC result (its text and `structuredContent`); no authentication, no validation. What the protocol's
  *      HTTP shape costs on its own (`bench/memory.ts flags`, the `floor-post` variants).
  * C, the real server, is `apps/server/src/main.ts` itself.
  */
@@ -67,7 +67,18 @@ if (variant === 'A') {
         jsonrpc: '2.0',
         id: message.id,
         result: {
-          content: [{ type: 'text', text: `${expenses.length} expense(s)` }],
+          // The tool's own text (packages/expenses), so the reply carries what this server's does.
+          content: [
+            {
+              type: 'text',
+              text: [
+                `${expenses.length} expense(s), newest first:`,
+                ...expenses.map(
+                  (e) => `- ${e.date} ${e.category} ${e.amount} (${e.payment_method}) ${e.description} [${e.id}]`,
+                ),
+              ].join('\n'),
+            },
+          ],
           structuredContent: { expenses, count: expenses.length },
         },
       });
