@@ -75,7 +75,7 @@ export async function createStatelessMcpEndpoint(
     ? await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {})
     : undefined;
   const cachedToolList = startListing && 'result' in startListing ? startListing.result : undefined;
-  const serializedListings = new Map<string, string>();
+  const serializedListings = new Map<string, Buffer>();
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
@@ -144,9 +144,16 @@ export async function createStatelessMcpEndpoint(
       const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined;
       if (listing && cachedToolList) {
         // The listing is the largest reply and the same for every caller with the same
-        // visible tools: its JSON is written once per such set, then spliced in.
-        const result = serializedListing(cachedToolList, c);
-        return c.body(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":${result}}`, 200, JSON_HEADERS);
+        // visible tools: its JSON is encoded once per such set, then spliced in as bytes (a
+        // spliced string is flattened for the write, and Node joins it to the headers: 14 KB
+        // more garbage per listing; docs/performance.md, twelfth session).
+        const tail = serializedListing(cachedToolList, c);
+        const id = JSON.stringify(rpc.id);
+        const reply = Buffer.allocUnsafe(REPLY_HEAD.length + Buffer.byteLength(id) + tail.length);
+        REPLY_HEAD.copy(reply, 0);
+        const at = REPLY_HEAD.length + reply.write(id, REPLY_HEAD.length);
+        tail.copy(reply, at);
+        return c.body(reply, 200, JSON_HEADERS);
       }
       const direct = rpc.method === 'tools/call' ? options.directToolCalls?.get(toolName(rpc)) : undefined;
       if (direct) {
@@ -175,8 +182,8 @@ export async function createStatelessMcpEndpoint(
     return c.body(null, 202);
   }
 
-  /** The cached listing's JSON as this caller sees it, kept per set of visible tools. */
-  function serializedListing(listing: JSONRPCResultResponse['result'], c: Context): string {
+  /** `,"result":<the cached listing as this caller sees it>}` as UTF-8, kept per set of visible tools. */
+  function serializedListing(listing: JSONRPCResultResponse['result'], c: Context): Buffer {
     const tools = (listing as { tools?: { name: string }[] }).tools;
     const visible =
       options.toolVisible && Array.isArray(tools)
@@ -185,7 +192,7 @@ export async function createStatelessMcpEndpoint(
     const key = Array.isArray(visible) ? visible.map((tool) => tool.name).join('\n') : '';
     let json = serializedListings.get(key);
     if (json === undefined) {
-      json = JSON.stringify(visible === tools ? listing : { ...listing, tools: visible });
+      json = Buffer.from(`,"result":${JSON.stringify(visible === tools ? listing : { ...listing, tools: visible })}}`);
       // One entry per distinct subset of the tools; the bound only matters for huge tool sets.
       if (serializedListings.size < MAX_SERIALIZED_LISTINGS) serializedListings.set(key, json);
     }
@@ -196,6 +203,7 @@ export async function createStatelessMcpEndpoint(
 }
 
 const MAX_SERIALIZED_LISTINGS = 256;
+const REPLY_HEAD = Buffer.from('{"jsonrpc":"2.0","id":');
 
 /**
  * The SDK answers a request whose params fail its schema (`tools/list` with `cursor: null`) with

@@ -196,6 +196,19 @@ test('staticToolList answers tools/list from the listing made with the endpoint,
     ).result.tools.map((tool) => tool.name);
   assert.deepEqual(await list(), ['first']);
   assert.deepEqual(await list('admin'), ['first']);
+  // The reply is spliced from bytes: a string id with quotes and characters of several bytes
+  // comes back whole.
+  const id = 'ré"quête-✓';
+  const response = await app.request('/mcp', {
+    method: 'POST',
+    headers: HEADERS,
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/list' }),
+  });
+  assert.equal(response.headers.get('content-type'), 'application/json');
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const reply = JSON.parse(new TextDecoder().decode(bytes)) as { id: unknown; result: { tools: unknown[] } };
+  assert.equal(reply.id, id);
+  assert.equal(reply.result.tools.length, 1);
 });
 
 test("staticToolList on a server without tools: tools/list gets the server's own error", async () => {
