@@ -7,14 +7,14 @@
  *   D  a bare Hono route running the tool's SQL through the same pool: the database floor
  *   DP the same floor reached as an MCP client reaches this server: `POST /mcp` with the
  *      client's headers and JSON-RPC body (read and parsed), the tool's SQL, and the tool's
- *      JSON-RPC result (its text and `structuredContent`); no authentication, no validation. What the protocol's
- *      HTTP shape costs on its own (`bench/memory.ts flags`, the `floor-post` variants).
+ *      JSON-RPC result (its text and `structuredContent`); no authentication, no validation:
+ *      what the protocol's HTTP shape costs on its own (`bench/memory.ts flags`, `floor-post`).
  * C, the real server, is `apps/server/src/main.ts` itself.
  */
 import { serve } from '@hono/node-server';
 import { ApiKeyStore, type AuthVariables, apiKeyProvider, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
 import { openDatabase } from '@mcp-auth-stack/database';
-import { createExpensesServer, ExpenseRepository } from '@mcp-auth-stack/expenses';
+import { createExpensesServer, describeExpenseList, ExpenseRepository } from '@mcp-auth-stack/expenses';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { Hono } from 'hono';
 
@@ -67,18 +67,8 @@ if (variant === 'A') {
         jsonrpc: '2.0',
         id: message.id,
         result: {
-          // The tool's own text (packages/expenses), so the reply carries what this server's does.
-          content: [
-            {
-              type: 'text',
-              text: [
-                `${expenses.length} expense(s), newest first:`,
-                ...expenses.map(
-                  (e) => `- ${e.date} ${e.category} ${e.amount} (${e.payment_method}) ${e.description} [${e.id}]`,
-                ),
-              ].join('\n'),
-            },
-          ],
+          // The tool's own reply (packages/expenses), so DP sends what this server sends.
+          content: [{ type: 'text', text: describeExpenseList(expenses) }],
           structuredContent: { expenses, count: expenses.length },
         },
       });

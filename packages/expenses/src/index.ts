@@ -1,5 +1,6 @@
 export {
   createExpensesServer,
+  describeExpenseList,
   EXPENSE_ADMIN_ROLE,
   EXPENSE_METHOD_SCOPES,
   EXPENSE_SCOPES,

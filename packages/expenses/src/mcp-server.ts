@@ -201,14 +201,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_user_expenses ?? []);
       assertRange(filter.start_date, filter.end_date);
       const expenses = await stored('get_user_expenses', () => repository.list(userId, filter));
-      const text =
-        expenses.length === 0
-          ? 'No expenses found.'
-          : [
-              `${expenses.length} expense(s), newest first:`,
-              ...expenses.map((e) => `- ${describeExpense(e)} [${e.id}]`),
-            ].join('\n');
-      return result(text, { expenses, count: expenses.length });
+      return result(describeExpenseList(expenses), { expenses, count: expenses.length });
     },
   );
 
@@ -365,6 +358,15 @@ function toolError(text: string): CallToolResult {
 
 function assertRange(start: string | undefined, end: string | undefined): void {
   if (start && end && start > end) throw new Error(`start_date ${start} is after end_date ${end}.`);
+}
+
+/** The text `get_user_expenses` answers with beside its `structuredContent`: a line per expense. */
+export function describeExpenseList(expenses: readonly Expense[]): string {
+  if (expenses.length === 0) return 'No expenses found.';
+  return [
+    `${expenses.length} expense(s), newest first:`,
+    ...expenses.map((e) => `- ${describeExpense(e)} [${e.id}]`),
+  ].join('\n');
 }
 
 function describeExpense(e: Expense): string {

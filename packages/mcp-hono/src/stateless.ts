@@ -190,13 +190,13 @@ export async function createStatelessMcpEndpoint(
         ? tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true)
         : tools;
     const key = Array.isArray(visible) ? visible.map((tool) => tool.name).join('\n') : '';
-    let json = serializedListings.get(key);
-    if (json === undefined) {
-      json = Buffer.from(`,"result":${JSON.stringify(visible === tools ? listing : { ...listing, tools: visible })}}`);
+    let tail = serializedListings.get(key);
+    if (tail === undefined) {
+      tail = Buffer.from(`,"result":${JSON.stringify(visible === tools ? listing : { ...listing, tools: visible })}}`);
       // One entry per distinct subset of the tools; the bound only matters for huge tool sets.
-      if (serializedListings.size < MAX_SERIALIZED_LISTINGS) serializedListings.set(key, json);
+      if (serializedListings.size < MAX_SERIALIZED_LISTINGS) serializedListings.set(key, tail);
     }
-    return json;
+    return tail;
   }
 
   return { handle, close: () => server.close() };
