@@ -61,3 +61,24 @@ export function machineWindow(before: MachineCpu, after: MachineCpu) {
     stolenPercent: Math.round((stealMs / windowMs) * 100),
   };
 }
+
+/**
+ * Waits until the cores were at least `idlePercent` idle over one `windowMs` window (or
+ * `maxMs` passed): what the previous row left behind (processes exiting, PostgreSQL's
+ * autovacuum and checkpoints after a write load) then stays out of a measurement that lasts a
+ * fraction of a second, such as a cold start. Returns how long it waited and the last window's
+ * idle share, for the bench to print beside the figure.
+ */
+export async function settle({ idlePercent = 90, windowMs = 500, maxMs = 15_000 } = {}): Promise<{
+  waitedMs: number;
+  idlePercent: number;
+}> {
+  const began = performance.now();
+  for (;;) {
+    const before = machineCpu();
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const idle = machineWindow(before, machineCpu()).idlePercent;
+    const waitedMs = Math.round(performance.now() - began);
+    if (idle >= idlePercent || waitedMs >= maxMs) return { waitedMs, idlePercent: idle };
+  }
+}

@@ -4,12 +4,13 @@
  * them in docs/performance.md. Needs PostgreSQL: TEST_DATABASE_URL.
  *
  *   node bench/memory.ts flags     paired rounds of V8/Node flag sets under the bench's load
+ *   node bench/memory.ts soak      long-lived processes, window after window, alternating
  *   node bench/memory.ts cold      cold start, phase by phase
  *   node bench/memory.ts idle      idle memory, `process.memoryUsage()` and V8's heap spaces
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
- * MEMORY_VARIANTS (comma-separated names of the flag sets below; default all, and for `idle`
- * `default,sources`),
+ * MEMORY_VARIANTS (comma-separated names of the flag sets below; default all, for `idle`
+ * `default,sources`, for `soak` `semi2-old256,floor-semi2-old256`), MEMORY_WINDOWS (`soak`: 10),
  * MEMORY_CONNECTIONS (32), MEMORY_LOG_LEVEL (`info`, the image's: an access line per request),
  * MEMORY_REQUEST (`read`: get_user_expenses, the default; `list`:
  * tools/list), MEMORY_COLD_STARTS (5), MEMORY_COLD_DATABASE (`current`: restarts on
@@ -53,6 +54,7 @@ const DURATION_S = Number(process.env.MEMORY_DURATION ?? 8);
 const WARMUP_S = Number(process.env.MEMORY_WARMUP ?? 4);
 const CONNECTIONS = Number(process.env.MEMORY_CONNECTIONS ?? 32);
 const COLD_STARTS = Number(process.env.MEMORY_COLD_STARTS ?? 5);
+const WINDOWS = Number(process.env.MEMORY_WINDOWS ?? 10);
 // MEMORY_COLD_ARGS: Node flags for the cold starts, e.g. the image's, or `--cpu-prof`.
 const COLD_ARGS = process.env.MEMORY_COLD_ARGS?.split(' ').filter(Boolean) ?? [];
 const USER_ID = '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11';
@@ -330,6 +332,65 @@ const headers = (token: string) => ({
   authorization: `Bearer ${token}`,
 });
 
+/** One measured window's figures, per request answered where it says so. */
+interface WindowFigures {
+  rps: number;
+  p99: number;
+  errors: number;
+  idle: number;
+  peak: number;
+  heapPeak: number;
+  /** The server's CPU (all its threads), the main thread's time in collections (all, then scavenges). */
+  cpuUs: number;
+  gcUs: number;
+  scavengeUs: number;
+  kb: number;
+  /** The rest of a request's cost on the shared cores: PostgreSQL, the load generator (this process), the machine. */
+  postgresUs: number;
+  loadUs: number;
+  machineUs: number;
+  /** The window's idle and stolen shares of the machine: whether it was CPU-bound (then requests/s ≈ cores ÷ machine µs). */
+  idleShare: number;
+  stealShare: number;
+  oldSpace: string;
+}
+
+async function measureWindow(
+  server: Running,
+  load: Parameters<typeof autocannon>[0],
+  idle: number,
+): Promise<WindowFigures> {
+  await server.probe(); // resets the probe's peaks and counters: the measured window's own
+  const machineBefore = machineCpu();
+  const benchBefore = process.cpuUsage();
+  const result = await autocannon({ ...load, duration: DURATION_S });
+  const benchMs = (({ user, system }) => (user + system) / 1000)(process.cpuUsage(benchBefore));
+  const machine = machineWindow(machineBefore, machineCpu());
+  const probe = await server.probe();
+  const perRequest = (ms: number) => Math.round((ms * 1000) / result.requests.total);
+  return {
+    rps: Math.round(result.requests.average),
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx,
+    idle,
+    peak: status(server.child.pid as number, 'VmHWM'),
+    heapPeak: probe.peak.heapTotal as number,
+    cpuUs: perRequest(probe.cpuMs),
+    gcUs: perRequest(Object.values(probe.gcMs).reduce((sum, ms) => sum + ms, 0)),
+    scavengeUs: perRequest(probe.gcMs.Scavenge ?? 0),
+    kb: Math.round((probe.allocatedMb * 1024) / result.requests.total),
+    postgresUs: perRequest(machine.postgresMs),
+    loadUs: perRequest(benchMs),
+    machineUs: perRequest(machine.busyMs),
+    idleShare: machine.idlePercent,
+    stealShare: machine.stolenPercent,
+    oldSpace: probe.spaces.old_space ?? '',
+  };
+}
+
+const describeWindow = (f: WindowFigures) =>
+  `${String(f.rps).padStart(6)} req/s p99 ${f.p99} ms errors ${f.errors} idle ${f.idle} MB peak ${f.peak} MB; CPU ${f.cpuUs} µs/request, GC ${f.gcUs} µs/request (scavenges ${f.scavengeUs}), ${f.kb} KB allocated/request; PostgreSQL ${f.postgresUs} µs, load generator ${f.loadUs} µs, machine ${f.machineUs} µs/request, ${f.idleShare} % idle, ${f.stealShare} % stolen; old space ${f.oldSpace} MB; load ${loadAverage()}`;
+
 async function main() {
   rmSync(WORK, { recursive: true, force: true });
   const built = spawnSync(process.execPath, [BUILD, '--out-dir', WORK], { encoding: 'utf8' });
@@ -465,103 +526,75 @@ async function main() {
       return;
     }
 
-    // Paired rounds of flag sets under the bench's read load.
     const names = (
       process.env.MEMORY_VARIANTS ??
-      Object.keys(VARIANTS)
-        .filter((name) => !name.startsWith('cpu-profile'))
-        .join(',')
+      (mode === 'soak'
+        ? 'semi2-old256,floor-semi2-old256'
+        : Object.keys(VARIANTS)
+            .filter((name) => !name.startsWith('cpu-profile'))
+            .join(','))
     ).split(',');
-    const results: Record<
-      string,
-      {
-        rps: number[];
-        peak: number[];
-        idle: number[];
-        heapPeak: number[];
-        cpuUs: number[];
-        gcUs: number[];
-        kb: number[];
-        postgresUs: number[];
-        loadUs: number[];
-        machineUs: number[];
-        idleShare: number[];
-        stealShare: number[];
-      }
-    > = {};
-    for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of round % 2 ? names : [...names].reverse()) {
+    const results: Record<string, WindowFigures[]> = {};
+    const record = (name: string, figures: WindowFigures) => {
+      results[name] ??= [];
+      results[name].push(figures);
+    };
+    const loadOf = (name: string, server: Running, token: string) =>
+      VARIANTS[name]?.floor
+        ? { url: `${server.url}/read`, connections: CONNECTIONS }
+        : {
+            url: `${server.url}/mcp`,
+            method: 'POST' as const,
+            headers: headers(token),
+            body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
+            connections: CONNECTIONS,
+          };
+
+    if (mode === 'soak') {
+      // One process per variant for the whole run, as `pnpm bench` keeps its servers: windows
+      // back to back, alternating between the variants as the bench's paired rounds do, so a
+      // figure that drifts with a process's age shows against one that does not.
+      const running = [];
+      for (const name of names) {
         const { server, token } = await serve(name);
         await new Promise((r) => setTimeout(r, 1_000));
         const idle = status(server.child.pid as number, 'VmRSS');
-        const base = VARIANTS[name]?.floor
-          ? { url: `${server.url}/read`, connections: CONNECTIONS }
-          : {
-              url: `${server.url}/mcp`,
-              method: 'POST' as const,
-              headers: headers(token),
-              body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
-              connections: CONNECTIONS,
-            };
-        await autocannon({ ...base, duration: WARMUP_S });
-        await server.probe(); // resets the probe's peaks: the measured window's own
-        const machineBefore = machineCpu();
-        const benchBefore = process.cpuUsage();
-        const result = await autocannon({ ...base, duration: DURATION_S });
-        const benchMs = (({ user, system }) => (user + system) / 1000)(process.cpuUsage(benchBefore));
-        const machineAfter = machineCpu();
-        const probe = await server.probe();
-        const peak = status(server.child.pid as number, 'VmHWM');
-        const errors = result.errors + result.timeouts + result.non2xx;
-        // Per request answered in the window: the server's CPU (all its threads) and the main
-        // thread's time in collections, minor (scavenges) and the rest.
-        const perRequest = (ms: number) => Math.round((ms * 1000) / result.requests.total);
-        const gcMs = Object.values(probe.gcMs).reduce((sum, ms) => sum + ms, 0);
-        results[name] ??= {
-          rps: [],
-          peak: [],
-          idle: [],
-          heapPeak: [],
-          cpuUs: [],
-          gcUs: [],
-          kb: [],
-          postgresUs: [],
-          loadUs: [],
-          machineUs: [],
-          idleShare: [],
-          stealShare: [],
-        };
-        // The rest of a request's cost on the shared cores: PostgreSQL, the load generator (this
-        // process), and the machine's total; with the machine's idle share, whether it was
-        // CPU-bound (then requests/s ≈ cores ÷ machine µs per request).
-        const machine = machineWindow(machineBefore, machineAfter);
-        const postgresUs = perRequest(machine.postgresMs);
-        const machineUs = perRequest(machine.busyMs);
-        const idleShare = machine.idlePercent;
-        const stealShare = machine.stolenPercent;
-        results[name].postgresUs.push(postgresUs);
-        results[name].loadUs.push(perRequest(benchMs));
-        results[name].machineUs.push(machineUs);
-        results[name].idleShare.push(idleShare);
-        results[name].stealShare.push(stealShare);
-        const allocatedKb = Math.round((probe.allocatedMb * 1024) / result.requests.total);
-        results[name].kb.push(allocatedKb);
-        results[name].rps.push(Math.round(result.requests.average));
-        results[name].peak.push(peak);
-        results[name].idle.push(idle);
-        results[name].heapPeak.push(probe.peak.heapTotal as number);
-        results[name].cpuUs.push(perRequest(probe.cpuMs));
-        results[name].gcUs.push(perRequest(gcMs));
-        console.log(
-          `round ${round} ${name.padEnd(16)} ${String(Math.round(result.requests.average)).padStart(6)} req/s p99 ${result.latency.p99} ms errors ${errors} idle ${idle} MB peak ${peak} MB; CPU ${perRequest(probe.cpuMs)} µs/request, GC ${perRequest(gcMs)} µs/request (scavenges ${perRequest(probe.gcMs.Scavenge ?? 0)}), ${allocatedKb} KB allocated/request; PostgreSQL ${postgresUs} µs, load generator ${perRequest(benchMs)} µs, machine ${machineUs} µs/request, ${idleShare} % idle, ${stealShare} % stolen; window peak ${JSON.stringify(probe.peak)}; load ${loadAverage()}`,
-        );
-        await server.stop();
+        const load = loadOf(name, server, token);
+        await autocannon({ ...load, duration: WARMUP_S });
+        running.push({ name, server, load, idle });
+      }
+      for (let window = 1; window <= WINDOWS; window++) {
+        for (const { name, server, load, idle } of running) {
+          const figures = await measureWindow(server, load, idle);
+          record(name, figures);
+          console.log(`window ${window} ${name.padEnd(16)} ${describeWindow(figures)}`);
+        }
+      }
+      for (const { server } of running) await server.stop();
+    } else {
+      // Paired rounds of flag sets under the bench's read load, each window a fresh process.
+      for (let round = 1; round <= ROUNDS; round++) {
+        for (const name of round % 2 ? names : [...names].reverse()) {
+          const { server, token } = await serve(name);
+          await new Promise((r) => setTimeout(r, 1_000));
+          const idle = status(server.child.pid as number, 'VmRSS');
+          const load = loadOf(name, server, token);
+          await autocannon({ ...load, duration: WARMUP_S });
+          const figures = await measureWindow(server, load, idle);
+          record(name, figures);
+          console.log(`round ${round} ${name.padEnd(16)} ${describeWindow(figures)}`);
+          await server.stop();
+        }
       }
     }
-    console.log(`\nmedians over ${ROUNDS} rounds (${CONNECTIONS} connections), load ${loadAverage()}`);
-    for (const [name, r] of Object.entries(results)) {
+    const count = mode === 'soak' ? `${WINDOWS} windows` : `${ROUNDS} rounds`;
+    console.log(`\nmedians over ${count} (${CONNECTIONS} connections), load ${loadAverage()}`);
+    for (const [name, windows] of Object.entries(results)) {
+      type Figure = Exclude<keyof WindowFigures, 'oldSpace'>;
+      const all = (key: Figure) => windows.map((figures) => figures[key]);
+      const both = (key: Figure) => `${median(all(key))} (${all(key).join(', ')})`;
       console.log(
-        `${name.padEnd(16)} req/s ${median(r.rps)} (${r.rps.join(', ')})  CPU ${median(r.cpuUs)} µs/request (${r.cpuUs.join(', ')})  GC ${median(r.gcUs)} µs/request (${r.gcUs.join(', ')})  ${median(r.kb)} KB allocated/request  PostgreSQL ${median(r.postgresUs)} µs  load generator ${median(r.loadUs)} µs  machine ${median(r.machineUs)} µs/request (${median(r.idleShare)} % idle, ${median(r.stealShare)} % stolen)  idle ${median(r.idle)} MB  peak ${median(r.peak)} MB (${r.peak.join(', ')})  heapTotal peak ${median(r.heapPeak)} MB`,
+        `${name.padEnd(16)} req/s ${both('rps')}  CPU ${both('cpuUs')} µs/request  GC ${both('gcUs')} µs/request  ${median(all('kb'))} KB allocated/request  PostgreSQL ${median(all('postgresUs'))} µs  load generator ${median(all('loadUs'))} µs  machine ${median(all('machineUs'))} µs/request (${median(all('idleShare'))} % idle, ${median(all('stealShare'))} % stolen)  idle ${median(all('idle'))} MB  peak ${both('peak')} MB  heapTotal peak ${median(all('heapPeak'))} MB`,
       );
     }
   } finally {

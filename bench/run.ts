@@ -25,7 +25,7 @@ import {
 } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
-import { machineCpu, machineWindow } from './machine.ts';
+import { machineCpu, machineWindow, settle } from './machine.ts';
 import { median } from './median.ts';
 import {
   benchPort,
@@ -43,7 +43,7 @@ const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 // 2,300 in the windows after it (the JIT had not finished with zod, the SDK and pg).
 const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 5);
 const SOAK_WINDOWS = Number(process.env.BENCH_SOAK_WINDOWS ?? 3);
-const COLD_STARTS = Number(process.env.BENCH_COLD_STARTS ?? 3);
+const COLD_STARTS = Number(process.env.BENCH_COLD_STARTS ?? 5);
 // Paired rounds: this server and D alternately, PAIRED_S seconds each.
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PAIRED_S = Number(process.env.BENCH_PAIRED_DURATION ?? 5);
@@ -89,6 +89,10 @@ const toolCall = (name: string, args: Record<string, unknown>) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } });
 const READ_ARGS = { limit: 10 };
 const WRITE_ARGS = { date: '2025-12-17', amount: 20, category: 'food', description: 'Pizza', payment_method: 'amex' };
+
+/** "waited 0.5 s, 96 % idle": how long a cold start waited for a quiet machine, and how quiet it got. */
+const describeSettle = ({ waitedMs, idlePercent }: { waitedMs: number; idlePercent: number }) =>
+  `waited ${(waitedMs / 1000).toFixed(1)} s, ${idlePercent} % idle`;
 
 const loadAverage = () =>
   loadavg()
@@ -220,11 +224,14 @@ async function main() {
     // Cold start: spawn → first authenticated tools/list answered, on an empty database (so the
     // migrations run), as a fresh replica of a deployment starts.
     const coldStarts: number[] = [];
+    const coldSettles: string[] = [];
     for (let i = 0; i < COLD_STARTS; i++) {
       const fresh = await createTestDatabase();
       spareDatabases.push(fresh);
       const port = await benchPort();
       const base = `http://localhost:${port}`;
+      const token = await tokenFor(USER_ID, base);
+      coldSettles.push(describeSettle(await settle()));
       coldStarts.push(
         await coldStart(
           SERVER,
@@ -236,12 +243,12 @@ async function main() {
             PORT: String(port),
           },
           port,
-          await tokenFor(USER_ID, base),
+          token,
         ),
       );
     }
     process.stderr.write(
-      `cold start, this server (keycloak mode, empty database): ${coldStarts.join(', ')} ms; load ${loadAverage()}\n`,
+      `cold start, this server (keycloak mode, empty database): ${coldStarts.join(', ')} ms; load ${loadAverage()}; before each start ${coldSettles.join(', ')}\n`,
     );
 
     const ck = await start(SERVER, {
@@ -289,21 +296,24 @@ async function main() {
         children.push(server.process);
         return { server, token: await tokenFor(USER_ID, base), writerToken: await tokenFor(WRITER_ID, base) };
       };
+      const referenceSettles: string[] = [];
       for (let i = 0; i < COLD_STARTS; i++) {
         const port = await benchPort();
         const base = `http://localhost:${port}`;
+        const token = await tokenFor(USER_ID, base);
+        referenceSettles.push(describeSettle(await settle()));
         referenceColdStarts.push(
           await coldStart(
             [reference.uvicorn, ...uvicornArgs(1, port)],
             { DATABASE_URL: testDb.url, KEYCLOAK_REALM_URL: issuer.url, MCP_SERVER_BASE_URL: base },
             port,
-            await tokenFor(USER_ID, base),
+            token,
             REFERENCE_DIR,
           ),
         );
       }
       process.stderr.write(
-        `cold start, FastMCP reference (1 process): ${referenceColdStarts.join(', ')} ms; load ${loadAverage()}\n`,
+        `cold start, FastMCP reference (1 process): ${referenceColdStarts.join(', ')} ms; load ${loadAverage()}; before each start ${referenceSettles.join(', ')}\n`,
       );
       const r1 = await referenceRun(1);
       rows.push(
