@@ -172,6 +172,12 @@ async function main() {
     const pairedRounds = async (label: string, server: Started, options: Parameters<typeof measure>[2]) => {
       const ratios: PairedRound[] = [];
       const ratiosWithImageFlags: PairedRound[] = [];
+      // The floors idled through the rows since their last round (minutes): each is loaded for
+      // a paired window's length first, so its round 1 starts as warm as this server, which comes
+      // straight from its own rows. Without it D's round 1 ran slower than its rounds 2 and 3 in
+      // 10 of 12 sets, which inflated round 1's ratio (docs/performance.md, thirteenth session).
+      await autocannon({ ...dRead, connections: CONNECTIONS, duration: PAIRED_S });
+      if (dImageRead) await autocannon({ ...dImageRead, connections: CONNECTIONS, duration: PAIRED_S });
       for (let round = 1; round <= ROUNDS; round++) {
         const ours = await measure(`${label} round ${round}`, server, { ...options, warmup: false }, PAIRED_S);
         const floor = await measure(`D  read, round ${round}`, d, { ...dRead, warmup: false }, PAIRED_S);
