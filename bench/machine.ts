@@ -38,9 +38,12 @@ function postgresCpuMs(): number {
     if (!/^\d+$/.test(pid)) continue;
     try {
       if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'postgres') continue;
-      // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th,
+      // cutime and cstime (children that exited) the 14th and 15th. A backend that exits (a pool
+      // closing an idle connection) leaves its time to the postmaster's cutime and cstime, so the
+      // sum never drops when one goes.
       const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      total += (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+      total += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * TICK_MS;
     } catch {
       // ended meanwhile
     }
