@@ -173,9 +173,11 @@ async function main() {
       const ratios: PairedRound[] = [];
       const ratiosWithImageFlags: PairedRound[] = [];
       // The floors idled through the rows since their last round (minutes): each is loaded for
-      // a paired window's length first, so its round 1 starts as warm as this server, which comes
-      // straight from its own rows. Without it D's round 1 ran slower than its rounds 2 and 3 in
-      // 10 of 12 sets, which inflated round 1's ratio (docs/performance.md, thirteenth session).
+      // a paired window's length first, so every window of the set, this server's and the
+      // floors', follows the same 10 s of idling. Without it D's round 1 was the lowest of its
+      // three after every C row and this server's round 1, straight from its own rows, the
+      // highest of its three in 8 of 12 sets: round 1's ratio was flattered (docs/performance.md,
+      // thirteenth session).
       await autocannon({ ...dRead, connections: CONNECTIONS, duration: PAIRED_S });
       if (dImageRead) await autocannon({ ...dImageRead, connections: CONNECTIONS, duration: PAIRED_S });
       for (let round = 1; round <= ROUNDS; round++) {
