@@ -25,7 +25,7 @@ import {
 } from '@mcp-auth-stack/expenses';
 import { createTestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
-import { machineCpu, machineWindow, settle } from './machine.ts';
+import { machineCpu, machineWindow } from './machine.ts';
 import { median } from './median.ts';
 import {
   benchPort,
@@ -238,22 +238,20 @@ async function main() {
       spareDatabases.push(fresh);
       const port = await benchPort();
       const base = `http://localhost:${port}`;
-      const token = await tokenFor(USER_ID, base);
-      coldSettles.push(describeSettle(await settle()));
-      coldStarts.push(
-        await coldStart(
-          SERVER,
-          {
-            ...env,
-            ...keycloakEnv,
-            DATABASE_URL: fresh.url,
-            MCP_SERVER_BASE_URL: base,
-            PORT: String(port),
-          },
-          port,
-          token,
-        ),
+      const { ms, settled } = await coldStart(
+        SERVER,
+        {
+          ...env,
+          ...keycloakEnv,
+          DATABASE_URL: fresh.url,
+          MCP_SERVER_BASE_URL: base,
+          PORT: String(port),
+        },
+        port,
+        await tokenFor(USER_ID, base),
       );
+      coldStarts.push(ms);
+      coldSettles.push(describeSettle(settled));
     }
     process.stderr.write(
       `cold start, this server (keycloak mode, empty database): ${coldStarts.join(', ')} ms; load ${loadAverage()}; before each start ${coldSettles.join(', ')}\n`,
@@ -308,17 +306,15 @@ async function main() {
       for (let i = 0; i < COLD_STARTS; i++) {
         const port = await benchPort();
         const base = `http://localhost:${port}`;
-        const token = await tokenFor(USER_ID, base);
-        referenceSettles.push(describeSettle(await settle()));
-        referenceColdStarts.push(
-          await coldStart(
-            [reference.uvicorn, ...uvicornArgs(1, port)],
-            { DATABASE_URL: testDb.url, KEYCLOAK_REALM_URL: issuer.url, MCP_SERVER_BASE_URL: base },
-            port,
-            token,
-            REFERENCE_DIR,
-          ),
+        const { ms, settled } = await coldStart(
+          [reference.uvicorn, ...uvicornArgs(1, port)],
+          { DATABASE_URL: testDb.url, KEYCLOAK_REALM_URL: issuer.url, MCP_SERVER_BASE_URL: base },
+          port,
+          await tokenFor(USER_ID, base),
+          REFERENCE_DIR,
         );
+        referenceColdStarts.push(ms);
+        referenceSettles.push(describeSettle(settled));
       }
       process.stderr.write(
         `cold start, FastMCP reference (1 process): ${referenceColdStarts.join(', ')} ms; load ${loadAverage()}; before each start ${referenceSettles.join(', ')}\n`,
