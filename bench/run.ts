@@ -37,6 +37,17 @@ import {
   treeMemoryMb,
 } from './processes.ts';
 import { REFERENCE_DIR, referenceEnvironment, startReference, uvicornArgs } from './reference-stack.ts';
+import {
+  type Expected,
+  floorListReply,
+  floorWriteReply,
+  helloReply,
+  NEWEST_DATE,
+  toolListReply,
+  toolReadReply,
+  toolWriteReply,
+  WRITTEN_DESCRIPTION,
+} from './replies.ts';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 // 5 s: after a 2 s warm-up the first window of the MCP server still ran at 1,660 req/s against
@@ -88,7 +99,13 @@ interface Row {
 const toolCall = (name: string, args: Record<string, unknown>) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } });
 const READ_ARGS = { limit: 10 };
-const WRITE_ARGS = { date: '2025-12-17', amount: 20, category: 'food', description: 'Pizza', payment_method: 'amex' };
+const WRITE_ARGS = {
+  date: '2025-12-17',
+  amount: 20,
+  category: 'food',
+  description: WRITTEN_DESCRIPTION,
+  payment_method: 'amex',
+};
 
 /** "waited 0.5 s, 96 % idle": how long a cold start waited for a quiet machine, and how quiet it got. */
 const describeSettle = ({ waitedMs, idlePercent }: { waitedMs: number; idlePercent: number }) =>
@@ -128,10 +145,15 @@ async function main() {
     const { secret: writerSecret } = await keys.create({ userId: WRITER_ID, name: 'bench writer', scopes });
     const repository = new ExpenseRepository(db.pool);
     // Realistic data: this user has a year of expenses, and so do 200 others.
+    let newest = '';
     for (let day = 0; day < 365; day += 3) {
       const date = new Date(Date.UTC(2025, 0, 1 + day)).toISOString().slice(0, 10);
       await repository.add(USER_ID, { ...WRITE_ARGS, date, amount: 1 + (day % 50) } as never);
+      newest = date;
     }
+    // The read rows' check looks for this date at the top of the list.
+    if (newest !== NEWEST_DATE)
+      throw new Error(`bench/replies.ts: NEWEST_DATE is ${NEWEST_DATE}, the data's ${newest}`);
     await db.pool.query(`INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
       SELECT 'user-' || (i % 200), DATE '2025-01-01' + (i % 365), (i % 90) + 1, 'food', 'seed', 'visa'
       FROM generate_series(1, 20000) AS i`);
@@ -145,24 +167,33 @@ async function main() {
       children.push(child.process);
       return child;
     };
-    const mcpPost = (server: Started, auth: string, body: string, warmup = true) => ({
+    const mcpPost = (server: Started, auth: string, [body, expect]: [string, Expected], warmup = true): Load => ({
       url: `${server.url}/mcp`,
-      method: 'POST' as const,
+      method: 'POST',
       headers: { ...mcpHeaders(''), authorization: `Bearer ${auth}` },
       body,
+      expect,
       warmup,
     });
-    const LIST = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
-    const READ = toolCall('get_user_expenses', READ_ARGS);
-    const WRITE = toolCall('add_user_expense', WRITE_ARGS);
+    // Each request with what its reply must be (bench/replies.ts).
+    const LIST: [string, Expected] = [
+      JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      toolListReply(['get_user_expenses', 'add_user_expense']),
+    ];
+    const READ: [string, Expected] = [toolCall('get_user_expenses', READ_ARGS), toolReadReply(READ_ARGS.limit)];
+    const READ_TEXT: [string, Expected] = [READ[0], toolReadReply(READ_ARGS.limit, 'text')];
+    const WRITE: [string, Expected] = [toolCall('add_user_expense', WRITE_ARGS), toolWriteReply];
 
     // D runs from here to the end: the paired rounds below alternate it with C and CK.
     const d = await start([SERVERS], { BENCH_VARIANT: 'D' });
-    const dRead = { url: `${d.url}/read` };
+    const dRead: Load = { url: `${d.url}/read`, expect: floorListReply(READ_ARGS.limit) };
     // D′: the same floor under the image's Node flags, so a ratio can set the MCP and auth
     // layers' own cost apart from what the flags' small heap costs every Node server.
     const dImage = ENTRY === 'dist' ? await start([...IMAGE_FLAGS, SERVERS], { BENCH_VARIANT: 'D' }) : undefined;
-    const dImageRead = dImage && { url: `${dImage.url}/read` };
+    const dImageRead: Load | undefined = dImage && {
+      url: `${dImage.url}/read`,
+      expect: floorListReply(READ_ARGS.limit),
+    };
     const paired: Record<string, PairedRound[]> = {};
     const pairedWithImageFlags: Record<string, PairedRound[]> = {};
     /**
@@ -178,8 +209,8 @@ async function main() {
       // three after every C row and this server's round 1, straight from its own rows, the
       // highest of its three in 8 of 12 sets: round 1's ratio was flattered (docs/performance.md,
       // thirteenth session).
-      await autocannon({ ...dRead, connections: CONNECTIONS, duration: PAIRED_S });
-      if (dImageRead) await autocannon({ ...dImageRead, connections: CONNECTIONS, duration: PAIRED_S });
+      await autocannon({ url: dRead.url, connections: CONNECTIONS, duration: PAIRED_S });
+      if (dImageRead) await autocannon({ url: dImageRead.url, connections: CONNECTIONS, duration: PAIRED_S });
       for (let round = 1; round <= ROUNDS; round++) {
         const ours = await measure(`${label} round ${round}`, server, { ...options, warmup: false }, PAIRED_S);
         const floor = await measure(`D  read, round ${round}`, d, { ...dRead, warmup: false }, PAIRED_S);
@@ -192,11 +223,11 @@ async function main() {
       paired[label] = ratios;
       if (ratiosWithImageFlags.length > 0) pairedWithImageFlags[label] = ratiosWithImageFlags;
     };
-    await autocannon({ ...dRead, connections: CONNECTIONS, duration: WARMUP_S });
-    if (dImageRead) await autocannon({ ...dImageRead, connections: CONNECTIONS, duration: WARMUP_S });
+    await autocannon({ url: dRead.url, connections: CONNECTIONS, duration: WARMUP_S });
+    if (dImageRead) await autocannon({ url: dImageRead.url, connections: CONNECTIONS, duration: WARMUP_S });
 
     const a = await start([SERVERS], { BENCH_VARIANT: 'A' });
-    rows.push(await measure('A  bare Hono JSON route', a, { url: `${a.url}/` }));
+    rows.push(await measure('A  bare Hono JSON route', a, { url: `${a.url}/`, expect: helloReply }));
     await a.stop();
 
     const b = await start([SERVERS], { BENCH_VARIANT: 'B' });
@@ -362,7 +393,7 @@ async function main() {
         await measure(
           'RT FastMCP reference as shipped (text only): get_user_expenses',
           rText.server,
-          mcpPost(rText.server, rText.token, READ),
+          mcpPost(rText.server, rText.token, READ_TEXT),
         ),
       );
       await rText.server.stop();
@@ -370,7 +401,13 @@ async function main() {
     await issuer.close();
 
     rows.push(await measure('D  bare Hono + same SQL, same pool: read', d, dRead));
-    rows.push(await measure('D  bare Hono + same SQL, same pool: write', d, { url: `${d.url}/write`, method: 'POST' }));
+    rows.push(
+      await measure('D  bare Hono + same SQL, same pool: write', d, {
+        url: `${d.url}/write`,
+        method: 'POST',
+        expect: floorWriteReply,
+      }),
+    );
     await d.stop();
     if (dImage && dImageRead) {
       rows.push(await measure("D′ the same floor with the image's Node flags: read", dImage, dImageRead));
@@ -392,22 +429,62 @@ async function main() {
   }
 }
 
-async function measure(
-  name: string,
-  server: Started,
-  options: { url: string; method?: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; warmup?: boolean },
-  durationS = DURATION_S,
-): Promise<Row> {
+interface Load {
+  url: string;
+  method?: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  /** What every reply must be (bench/replies.ts). */
+  expect: Expected;
+  warmup?: boolean;
+}
+
+/**
+ * The row's request sent once, its reply checked for what the row measures (the bench stops
+ * when it is not), and the test autocannon applies to every reply of the row.
+ */
+async function checkedReplies(name: string, load: Load): Promise<(body: string) => boolean> {
+  const response = await fetch(load.url, {
+    method: load.method ?? 'GET',
+    ...(load.headers ? { headers: load.headers } : {}),
+    ...(load.body ? { body: load.body } : {}),
+  });
+  const first = await response.text();
+  const problem = load.expect.problem(response.status, first);
+  if (problem) {
+    throw new Error(
+      `${name}: the reply is not ${load.expect.what} (${problem}), so the row would measure something else: ${first.slice(0, 500)}`,
+    );
+  }
+  const every = load.expect.every;
+  return every === 'identical' ? (body) => body === first : every;
+}
+
+async function measure(name: string, server: Started, load: Load, durationS = DURATION_S): Promise<Row> {
+  const verify = await checkedReplies(name, load);
+  const mismatched: { first?: string | undefined } = {};
   const base = {
-    url: options.url,
-    method: options.method ?? 'GET',
-    headers: options.headers,
-    body: options.body,
+    url: load.url,
+    method: load.method ?? 'GET',
+    headers: load.headers,
+    body: load.body,
     connections: CONNECTIONS,
+    // autocannon gathers each reply's body as a string.
+    verifyBody: (body: string | Buffer | undefined) => {
+      const text = String(body ?? '');
+      if (verify(text)) return true;
+      mismatched.first ??= text;
+      return false;
+    },
   };
-  if (options.warmup !== false && WARMUP_S > 0) await autocannon({ ...base, duration: WARMUP_S });
+  if (load.warmup !== false && WARMUP_S > 0) await autocannon({ ...base, duration: WARMUP_S });
   const before = machineCpu();
   const result = await autocannon({ ...base, duration: durationS });
+  if (result.mismatches > 0) {
+    process.stderr.write(
+      `!! ${name}: ${result.mismatches} replies were not ${load.expect.what}; the first wrong one: ${mismatched.first?.slice(0, 500)}\n`,
+    );
+  }
   const row: Row = {
     name,
     load: loadavg()[0] as number,
@@ -415,7 +492,8 @@ async function measure(
     rps: Math.round(result.requests.average),
     p50: result.latency.p50,
     p99: result.latency.p99,
-    errors: result.errors + result.timeouts + result.non2xx,
+    // Replies that failed the row's check count as errors: they were not what the row measures.
+    errors: result.errors + result.timeouts + result.non2xx + result.mismatches,
     idleRssMb: server.idleRssMb,
     peakRssMb: treeMemoryMb(server.process.pid as number, 'VmHWM'),
   };
