@@ -47,6 +47,7 @@ import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { machineCpu, machineWindow } from './machine.ts';
 import { median } from './median.ts';
+import { checkedReplies, floorListReply, toolListReply, toolReadReply } from './replies.ts';
 
 const mode = process.argv[2] ?? 'flags';
 const ROUNDS = Number(process.env.MEMORY_ROUNDS ?? 3);
@@ -371,7 +372,8 @@ async function measureWindow(
   return {
     rps: Math.round(result.requests.average),
     p99: result.latency.p99,
-    errors: result.errors + result.timeouts + result.non2xx,
+    // Replies that were not the checked one (bench/replies.ts) count as errors.
+    errors: result.errors + result.timeouts + result.non2xx + result.mismatches,
     idle,
     peak: status(server.child.pid as number, 'VmHWM'),
     heapPeak: probe.peak.heapTotal as number,
@@ -539,16 +541,22 @@ async function main() {
       results[name] ??= [];
       results[name].push(figures);
     };
-    const loadOf = (name: string, server: Running, token: string) =>
-      VARIANTS[name]?.floor
-        ? { url: `${server.url}/read`, connections: CONNECTIONS }
-        : {
-            url: `${server.url}/mcp`,
-            method: 'POST' as const,
-            headers: headers(token),
-            body: process.env.MEMORY_REQUEST === 'list' ? LIST : READ,
-            connections: CONNECTIONS,
-          };
+    /** The variant's load, every reply held to what the first one was checked to be (bench/replies.ts). */
+    const loadOf = async (name: string, server: Running, token: string) => {
+      const list = process.env.MEMORY_REQUEST === 'list';
+      const [request, expected] = VARIANTS[name]?.floor
+        ? [{ url: `${server.url}/read` }, floorListReply(10)]
+        : [
+            { url: `${server.url}/mcp`, method: 'POST' as const, headers: headers(token), body: list ? LIST : READ },
+            list ? toolListReply(['get_user_expenses', 'add_user_expense']) : toolReadReply(10),
+          ];
+      const verify = await checkedReplies(name, request, expected);
+      return {
+        ...request,
+        connections: CONNECTIONS,
+        verifyBody: (body: string | Buffer | undefined) => verify(String(body ?? '')),
+      };
+    };
 
     if (mode === 'soak') {
       // One process per variant for the whole run, as `pnpm bench` keeps its servers: windows
@@ -559,7 +567,7 @@ async function main() {
         const { server, token } = await serve(name);
         await new Promise((r) => setTimeout(r, 1_000));
         const idle = status(server.child.pid as number, 'VmRSS');
-        const load = loadOf(name, server, token);
+        const load = await loadOf(name, server, token);
         await autocannon({ ...load, duration: WARMUP_S });
         running.push({ name, server, load, idle });
       }
@@ -578,7 +586,7 @@ async function main() {
           const { server, token } = await serve(name);
           await new Promise((r) => setTimeout(r, 1_000));
           const idle = status(server.child.pid as number, 'VmRSS');
-          const load = loadOf(name, server, token);
+          const load = await loadOf(name, server, token);
           await autocannon({ ...load, duration: WARMUP_S });
           const figures = await measureWindow(server, load, idle);
           record(name, figures);

@@ -150,3 +150,36 @@ export const toolWriteReply: Expected = {
   every: (body) =>
     body.includes('"result"') && body.includes(WRITTEN_DESCRIPTION) && !/"isError"\s*:\s*true/.test(body),
 };
+
+/** A request as the bench sends it. */
+export interface BenchRequest {
+  url: string;
+  method?: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+/**
+ * The request sent once and its reply checked (an error naming `name` when the reply is not
+ * what is expected), then the test for every later reply, as autocannon's `verifyBody` takes it.
+ */
+export async function checkedReplies(
+  name: string,
+  request: BenchRequest,
+  expected: Expected,
+): Promise<(body: string) => boolean> {
+  const response = await fetch(request.url, {
+    method: request.method ?? 'GET',
+    ...(request.headers ? { headers: request.headers } : {}),
+    ...(request.body ? { body: request.body } : {}),
+  });
+  const first = await response.text();
+  const problem = expected.problem(response.status, first);
+  if (problem) {
+    throw new Error(
+      `${name}: the reply is not ${expected.what} (${problem}), so the load would measure something else: ${first.slice(0, 500)}`,
+    );
+  }
+  const every = expected.every;
+  return every === 'identical' ? (body) => body === first : every;
+}

@@ -38,6 +38,8 @@ import {
 } from './processes.ts';
 import { REFERENCE_DIR, referenceEnvironment, startReference, uvicornArgs } from './reference-stack.ts';
 import {
+  type BenchRequest,
+  checkedReplies,
   type Expected,
   floorListReply,
   floorWriteReply,
@@ -429,39 +431,14 @@ async function main() {
   }
 }
 
-interface Load {
-  url: string;
-  method?: 'GET' | 'POST';
-  headers?: Record<string, string>;
-  body?: string;
+interface Load extends BenchRequest {
   /** What every reply must be (bench/replies.ts). */
   expect: Expected;
   warmup?: boolean;
 }
 
-/**
- * The row's request sent once, its reply checked for what the row measures (the bench stops
- * when it is not), and the test autocannon applies to every reply of the row.
- */
-async function checkedReplies(name: string, load: Load): Promise<(body: string) => boolean> {
-  const response = await fetch(load.url, {
-    method: load.method ?? 'GET',
-    ...(load.headers ? { headers: load.headers } : {}),
-    ...(load.body ? { body: load.body } : {}),
-  });
-  const first = await response.text();
-  const problem = load.expect.problem(response.status, first);
-  if (problem) {
-    throw new Error(
-      `${name}: the reply is not ${load.expect.what} (${problem}), so the row would measure something else: ${first.slice(0, 500)}`,
-    );
-  }
-  const every = load.expect.every;
-  return every === 'identical' ? (body) => body === first : every;
-}
-
 async function measure(name: string, server: Started, load: Load, durationS = DURATION_S): Promise<Row> {
-  const verify = await checkedReplies(name, load);
+  const verify = await checkedReplies(name, load, load.expect);
   const mismatched: { first?: string | undefined } = {};
   const base = {
     url: load.url,
