@@ -9,6 +9,9 @@ import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { settle } from './machine.ts';
+import { toolListReply } from './replies.ts';
+
+const COLD_START_REPLY = toolListReply(['get_user_expenses', 'add_user_expense']);
 
 const PORT_BASE = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : undefined;
 if (PORT_BASE !== undefined && !(Number.isInteger(PORT_BASE) && PORT_BASE > 0 && PORT_BASE < 65_000)) {
@@ -129,11 +132,17 @@ export async function coldStart(
   try {
     for (;;) {
       if (exited) throw new Error(`${args.join(' ')} exited during its cold start`);
-      last = await fetch(`http://127.0.0.1:${port}/mcp`, request).then(
-        (response) => String(response.status),
-        (error: Error) => error.message,
-      );
-      if (last === '200') return { ms: Math.round(performance.now() - began), settled };
+      const response = await fetch(`http://127.0.0.1:${port}/mcp`, request).catch((error: Error) => error);
+      last = response instanceof Error ? response.message : String(response.status);
+      if (!(response instanceof Error) && response.status === 200) {
+        const ms = Math.round(performance.now() - began);
+        // The figure is of a start that answers: the reply must be the tool list (bench/replies.ts).
+        const problem = COLD_START_REPLY.problem(200, await response.text());
+        if (problem)
+          throw new Error(`${args.join(' ')}: its first tools/list is not ${COLD_START_REPLY.what}: ${problem}`);
+        return { ms, settled };
+      }
+      if (!(response instanceof Error)) await response.body?.cancel();
       if (performance.now() - began > 60_000) throw new Error(`${args.join(' ')}: no 200 within 60 s (last: ${last})`);
       await new Promise((r) => setTimeout(r, 5));
     }
