@@ -1,7 +1,9 @@
 /**
  * `pnpm bench`: throughput and latency of the MCP request path against its references, in
- * one run, on this machine. It prints figures and ratios; it asserts nothing (timings are
- * not tests). Record what it prints, with the machine, in docs/performance.md.
+ * one run, on this machine. It prints figures and ratios; it asserts nothing about speed
+ * (timings are not tests), but every reply it counts is checked to be what its row measures
+ * (bench/replies.ts): a wrong first reply stops it, a wrong later one is an error in the row.
+ * Record what it prints, with the machine, in docs/performance.md.
  *
  * Each server runs in its own process; the load generator (autocannon, 32 connections)
  * runs here. Needs PostgreSQL: TEST_DATABASE_URL (see scripts/ci/postgres.sh).
