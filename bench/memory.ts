@@ -47,7 +47,7 @@ import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { machineCpu, machineWindow } from './machine.ts';
 import { median } from './median.ts';
-import { checkedReplies, floorListReply, toolListReply, toolReadReply } from './replies.ts';
+import { checkedReplies, expensesToolListReply, floorListReply, toolReadReply } from './replies.ts';
 
 const mode = process.argv[2] ?? 'flags';
 const ROUNDS = Number(process.env.MEMORY_ROUNDS ?? 3);
@@ -548,7 +548,7 @@ async function main() {
         ? [{ url: `${server.url}/read` }, floorListReply(10)]
         : [
             { url: `${server.url}/mcp`, method: 'POST' as const, headers: headers(token), body: list ? LIST : READ },
-            list ? toolListReply(['get_user_expenses', 'add_user_expense']) : toolReadReply(10),
+            list ? expensesToolListReply : toolReadReply(10),
           ];
       const verify = await checkedReplies(name, request, expected);
       return {

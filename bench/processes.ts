@@ -9,9 +9,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { settle } from './machine.ts';
-import { toolListReply } from './replies.ts';
-
-const COLD_START_REPLY = toolListReply(['get_user_expenses', 'add_user_expense']);
+import { expensesToolListReply } from './replies.ts';
 
 const PORT_BASE = process.env.BENCH_PORT_BASE ? Number(process.env.BENCH_PORT_BASE) : undefined;
 if (PORT_BASE !== undefined && !(Number.isInteger(PORT_BASE) && PORT_BASE > 0 && PORT_BASE < 65_000)) {
@@ -137,9 +135,9 @@ export async function coldStart(
       if (!(response instanceof Error) && response.status === 200) {
         const ms = Math.round(performance.now() - began);
         // The figure is of a start that answers: the reply must be the tool list (bench/replies.ts).
-        const problem = COLD_START_REPLY.problem(200, await response.text());
+        const problem = expensesToolListReply.problem(200, await response.text());
         if (problem)
-          throw new Error(`${args.join(' ')}: its first tools/list is not ${COLD_START_REPLY.what}: ${problem}`);
+          throw new Error(`${args.join(' ')}: its first tools/list is not ${expensesToolListReply.what}: ${problem}`);
         return { ms, settled };
       }
       if (!(response instanceof Error)) await response.body?.cancel();

@@ -104,7 +104,7 @@ export const floorWriteReply: Expected = {
 };
 
 /** `tools/list` listing at least these tools. */
-export const toolListReply = (names: string[]): Expected => ({
+const toolListReply = (names: string[]): Expected => ({
   what: `a tool list with ${names.join(', ')}`,
   problem(status, body) {
     const { result, problem } = rpcResult(status, body);
@@ -115,6 +115,9 @@ export const toolListReply = (names: string[]): Expected => ({
   },
   every: 'identical',
 });
+
+/** The bench's `tools/list` (this server's, the reference's, a cold start's first): the two tools it calls. */
+export const expensesToolListReply = toolListReply(['get_user_expenses', 'add_user_expense']);
 
 /**
  * `get_user_expenses`: the bench user's newest `count`, as `structuredContent` (and text), or,

@@ -43,11 +43,11 @@ import {
   type BenchRequest,
   checkedReplies,
   type Expected,
+  expensesToolListReply,
   floorListReply,
   floorWriteReply,
   helloReply,
   NEWEST_DATE,
-  toolListReply,
   toolReadReply,
   toolWriteReply,
   WRITTEN_DESCRIPTION,
@@ -182,7 +182,7 @@ async function main() {
     // Each request with what its reply must be (bench/replies.ts).
     const LIST: [string, Expected] = [
       JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
-      toolListReply(['get_user_expenses', 'add_user_expense']),
+      expensesToolListReply,
     ];
     const READ: [string, Expected] = [toolCall('get_user_expenses', READ_ARGS), toolReadReply(READ_ARGS.limit)];
     const READ_TEXT: [string, Expected] = [READ[0], toolReadReply(READ_ARGS.limit, 'text')];

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  expensesToolListReply,
   floorListReply,
   NEWEST_DATE,
-  toolListReply,
   toolReadReply,
   toolWriteReply,
   WRITTEN_DESCRIPTION,
@@ -55,7 +55,7 @@ describe("the bench's reply checks (bench/replies.ts)", () => {
     assert.equal(floorListReply(10).problem(200, JSON.stringify({ expenses: expenses(10) })), undefined);
     assert.match(floorListReply(10).problem(200, '{"expenses":[]}') ?? '', /0 expenses/);
     const list = (names: string[]) => rpc({ result: { tools: names.map((name) => ({ name })) } });
-    const tools = toolListReply(['get_user_expenses', 'add_user_expense']);
+    const tools = expensesToolListReply;
     assert.equal(tools.problem(200, list(['add_user_expense', 'get_user_expenses', 'delete_user_expense'])), undefined);
     assert.match(tools.problem(200, list(['get_user_expenses'])) ?? '', /no add_user_expense/);
   });
