@@ -5,7 +5,8 @@
  *
  *   node bench/memory.ts flags     paired rounds of V8/Node flag sets under the bench's load
  *   node bench/memory.ts soak      long-lived processes, window after window, alternating
- *   node bench/memory.ts cold      cold start, phase by phase
+ *   node bench/memory.ts cold      cold start, phase by phase (each on a quiet machine; the
+ *                                  first 200 must be the tool list, as in `pnpm bench`)
  *   node bench/memory.ts idle      idle memory, `process.memoryUsage()` and V8's heap spaces
  *
  * Variables: MEMORY_ROUNDS (3), MEMORY_DURATION (8 s per window), MEMORY_WARMUP (4 s),
@@ -45,8 +46,9 @@ import { EXPENSES_NAMESPACE, ExpenseRepository, expensesMigrations } from '@mcp-
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { machineCpu, machineWindow } from './machine.ts';
+import { machineCpu, machineWindow, settle } from './machine.ts';
 import { median } from './median.ts';
+import { firstToolList } from './processes.ts';
 import { checkedReplies, expensesToolListReply, floorListReply, toolReadReply } from './replies.ts';
 
 const mode = process.argv[2] ?? 'flags';
@@ -467,6 +469,8 @@ async function main() {
         const port = await freePort();
         const base = `http://localhost:${port}`;
         const token = await issuer.sign(`${base}/mcp`);
+        // As the bench's cold start: each spawn on a quiet machine, so starts compare.
+        await settle();
         const began = performance.now();
         const child = spawn(process.execPath, ['--import', PROBE, ...COLD_ARGS, main], {
           env: {
@@ -486,21 +490,12 @@ async function main() {
         child.stdout.on('data', (chunk: Buffer) => {
           if (!listenedAt && chunk.toString().includes('"msg":"listening"')) listenedAt = performance.now();
         });
-        let answeredAt = 0;
-        for (;;) {
-          const ok = await fetch(`http://127.0.0.1:${port}/mcp`, {
-            method: 'POST',
-            headers: headers(token),
-            body: LIST,
-          }).then(
-            (r) => r.status === 200,
-            () => false,
-          );
-          if (ok) {
-            answeredAt = performance.now();
-            break;
-          }
-          await new Promise((r) => setTimeout(r, 5));
+        let answeredAt: number;
+        try {
+          answeredAt = await firstToolList(child, port, token, began, main);
+        } catch (error) {
+          child.kill('SIGTERM');
+          throw error;
         }
         rmSync(join(WORK, 'probe-cold.json'), { force: true });
         child.kill('SIGUSR2');

@@ -116,40 +116,51 @@ export async function coldStart(
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   spawned.add(child);
-  let exited = false;
-  child.once('exit', () => {
-    exited = true;
-    spawned.delete(child);
-  });
-  const request = {
-    method: 'POST',
-    headers: { ...mcpHeaders(''), authorization: `Bearer ${token}` },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
-  };
-  let last = '';
+  child.once('exit', () => spawned.delete(child));
   try {
-    for (;;) {
-      if (exited) throw new Error(`${args.join(' ')} exited during its cold start`);
-      const response = await fetch(`http://127.0.0.1:${port}/mcp`, request).catch((error: Error) => error);
-      last = response instanceof Error ? response.message : String(response.status);
-      if (!(response instanceof Error) && response.status === 200) {
-        const ms = Math.round(performance.now() - began);
-        // The figure is of a start that answers: the reply must be the tool list (bench/replies.ts).
-        const problem = expensesToolListReply.problem(200, await response.text());
-        if (problem)
-          throw new Error(`${args.join(' ')}: its first tools/list is not ${expensesToolListReply.what}: ${problem}`);
-        return { ms, settled };
-      }
-      if (!(response instanceof Error)) await response.body?.cancel();
-      if (performance.now() - began > 60_000) throw new Error(`${args.join(' ')}: no 200 within 60 s (last: ${last})`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    const answeredAt = await firstToolList(child, port, token, began, args.join(' '));
+    return { ms: Math.round(answeredAt - began), settled };
   } finally {
-    if (!exited) {
+    if (child.exitCode === null && child.signalCode === null) {
       const gone = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       await gone;
     }
+  }
+}
+
+/**
+ * Polls a starting server every 5 ms with an authenticated `tools/list` until it answers 200,
+ * and returns when (`performance.now()`). The first 200 must be the tool list
+ * (bench/replies.ts): a start counts once it answers rightly. Throws if the process exits, or
+ * after 60 s from `began`.
+ */
+export async function firstToolList(
+  child: ChildProcess,
+  port: number,
+  token: string,
+  began: number,
+  name: string,
+): Promise<number> {
+  const request = {
+    method: 'POST',
+    headers: mcpHeaders(token),
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  };
+  let last = '';
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited during its cold start`);
+    const response = await fetch(`http://127.0.0.1:${port}/mcp`, request).catch((error: Error) => error);
+    last = response instanceof Error ? response.message : String(response.status);
+    if (!(response instanceof Error) && response.status === 200) {
+      const answeredAt = performance.now();
+      const problem = expensesToolListReply.problem(200, await response.text());
+      if (problem) throw new Error(`${name}: its first tools/list is not ${expensesToolListReply.what}: ${problem}`);
+      return answeredAt;
+    }
+    if (!(response instanceof Error)) await response.body?.cancel();
+    if (performance.now() - began > 60_000) throw new Error(`${name}: no 200 within 60 s (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
