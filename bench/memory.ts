@@ -494,7 +494,12 @@ async function main() {
         try {
           answeredAt = await firstToolList(child, port, token, began, main);
         } catch (error) {
-          child.kill('SIGTERM');
+          // Stopped first: main's `finally` then drops the database it was connected to.
+          if (child.exitCode === null && child.signalCode === null) {
+            const gone = new Promise((r) => child.once('exit', r));
+            child.kill('SIGTERM');
+            await gone;
+          }
           throw error;
         }
         rmSync(join(WORK, 'probe-cold.json'), { force: true });
