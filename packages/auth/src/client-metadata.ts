@@ -19,11 +19,19 @@ const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u206
  * its behalf (blind SSRF). MCP clients need none of them.
  */
 const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
+/**
+ * The grants an MCP client needs. Any other is refused: the device grant (RFC 8628) and CIBA hand
+ * a token to whoever holds the request, with no redirect at all, so a registrant could send a
+ * user a sign-in link and collect the user's token (RFC 8628 section 5.4, remote phishing);
+ * `client_credentials`, `password` and `implicit` have no place in an MCP client either.
+ */
+export const CLIENT_GRANT_TYPES: readonly string[] = ['authorization_code', 'refresh_token'];
 
 /**
  * What is wrong with a registration, as an RFC 7591 error, or undefined: it must be a JSON
  * object of bounded depth, name no URL the provider would fetch, ask for `public` subjects only,
- * carry a `client_name` that reads as what it is, and list 1 to 10 redirect URIs, each `https` or
+ * carry a `client_name` that reads as what it is, ask for the authorization code grant (and
+ * refresh tokens) with response type `code` only, and list 1 to 10 redirect URIs, each `https` or
  * loopback `http` (RFC 8252 native clients). Custom schemes, plain http to other hosts and
  * fragments are refused before the provider sees them.
  */
@@ -52,6 +60,17 @@ export function checkRegistration(body: unknown): { error: string; description: 
       error: 'invalid_client_metadata',
       description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
     };
+  }
+  const grantTypes = members.grant_types ?? CLIENT_GRANT_TYPES;
+  if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => CLIENT_GRANT_TYPES.includes(grant as string))) {
+    return {
+      error: 'invalid_client_metadata',
+      description: `grant_types may only contain ${CLIENT_GRANT_TYPES.join(' and ')}.`,
+    };
+  }
+  const responseTypes = members.response_types ?? ['code'];
+  if (!Array.isArray(responseTypes) || !responseTypes.every((type) => type === 'code')) {
+    return { error: 'invalid_client_metadata', description: 'response_types may only contain code.' };
   }
   const redirectUris = members.redirect_uris;
   if (!Array.isArray(redirectUris) || redirectUris.length === 0) {

@@ -19,7 +19,12 @@ export {
   withRoutes,
 } from './auth-provider.ts';
 export { bearerChallenge } from './challenge.ts';
-export { checkRegistration, isRegisteredRedirectUri, MAX_REGISTRATION_DEPTH } from './client-metadata.ts';
+export {
+  CLIENT_GRANT_TYPES,
+  checkRegistration,
+  isRegisteredRedirectUri,
+  MAX_REGISTRATION_DEPTH,
+} from './client-metadata.ts';
 export { RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
 export {
   DEFAULT_JWT_ALGORITHMS,

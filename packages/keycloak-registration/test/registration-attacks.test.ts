@@ -71,10 +71,41 @@ describe('registration attacks', () => {
     });
   }
 
+  // A grant without a redirect hands the token to whoever holds the request: the registrant
+  // sends a user the sign-in link and collects the user's token (RFC 8628 section 5.4).
+  for (const [what, extra] of [
+    ['the device grant', { grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'] }],
+    ['CIBA', { grant_types: ['authorization_code', 'urn:openid:params:grant-type:ciba'] }],
+    ['client_credentials', { grant_types: ['authorization_code', 'client_credentials'] }],
+    ['password', { grant_types: ['password'] }],
+    ['grant_types not a list', { grant_types: 'authorization_code' }],
+    ['the implicit response type', { response_types: ['code', 'token'] }],
+  ] as const) {
+    test(`${what}: refused before the identity provider sees it`, async () => {
+      const before = forwarded;
+      const response = await register(app(), JSON.stringify({ ...base, ...extra }));
+      assert.equal(response.status, 400);
+      const body = (await response.json()) as { error: string; error_description: string };
+      assert.equal(body.error, 'invalid_client_metadata');
+      assert.match(
+        body.error_description,
+        /^(grant_types may only contain authorization_code and refresh_token|response_types may only contain code)\.$/,
+      );
+      assert.equal(forwarded, before);
+    });
+  }
+
   test('an ordinary registration still goes through', async () => {
     const before = forwarded;
     const response = await register(app(), JSON.stringify({ ...base, subject_type: 'public' }));
     assert.equal(response.status, 201);
     assert.equal(forwarded, before + 1);
+    // What MCP clients send: the code grant, with refresh tokens.
+    const explicit = await register(
+      app(),
+      JSON.stringify({ ...base, grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] }),
+    );
+    assert.equal(explicit.status, 201);
+    assert.equal(forwarded, before + 2);
   });
 });

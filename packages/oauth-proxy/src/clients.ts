@@ -1,4 +1,4 @@
-import { checkRegistration, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
+import { CLIENT_GRANT_TYPES, checkRegistration, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type pg from 'pg';
 import { randomToken, sha256 } from './crypto.ts';
 import { OAuthError } from './errors.ts';
@@ -20,7 +20,6 @@ export interface ProxyClient {
 export { OAuthError as ClientError };
 
 const AUTH_METHODS: readonly TokenEndpointAuthMethod[] = ['none', 'client_secret_post', 'client_secret_basic'];
-const GRANT_TYPES = ['authorization_code', 'refresh_token'];
 
 /** RFC 7591 checks shared by DCR and CIMD: redirect URIs (loopback http or https), grants, auth method, name. */
 export function validateClientMetadata(body: unknown): {
@@ -39,17 +38,8 @@ export function validateClientMetadata(body: unknown): {
       `token_endpoint_auth_method must be one of ${AUTH_METHODS.join(', ')}.`,
     );
   }
-  const grantTypes = metadata.grant_types ?? ['authorization_code', 'refresh_token'];
-  if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => GRANT_TYPES.includes(grant as string))) {
-    throw new OAuthError(
-      'invalid_client_metadata',
-      'grant_types may only contain authorization_code and refresh_token.',
-    );
-  }
-  const responseTypes = metadata.response_types ?? ['code'];
-  if (!Array.isArray(responseTypes) || !responseTypes.every((type) => type === 'code')) {
-    throw new OAuthError('invalid_client_metadata', 'response_types may only contain code.');
-  }
+  // checkRegistration allowed only these grants and response type `code`.
+  const grantTypes = [...((metadata.grant_types ?? CLIENT_GRANT_TYPES) as string[])];
   const name = metadata.client_name;
   if (name !== undefined && (typeof name !== 'string' || name.length > 200)) {
     throw new OAuthError('invalid_client_metadata', 'client_name must be a string of at most 200 characters.');
@@ -58,7 +48,7 @@ export function validateClientMetadata(body: unknown): {
     redirectUris: [...new Set(metadata.redirect_uris as string[])],
     tokenEndpointAuthMethod: method as TokenEndpointAuthMethod,
     clientName: name as string | undefined,
-    grantTypes: grantTypes as string[],
+    grantTypes,
   };
 }
 

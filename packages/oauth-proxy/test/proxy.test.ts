@@ -140,6 +140,27 @@ describe('registration', () => {
     assert.equal(big.status, 413);
   });
 
+  test('grants without a redirect (device, CIBA, client credentials) are refused, nothing stored', async () => {
+    const clientsBefore = await count('oauth_proxy_clients');
+    for (const grant of [
+      'urn:ietf:params:oauth:grant-type:device_code',
+      'urn:openid:params:grant-type:ciba',
+      'client_credentials',
+    ]) {
+      const response = await a.app.request(`${ISSUER}/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ redirect_uris: [REDIRECT], grant_types: ['authorization_code', grant] }),
+      });
+      assert.equal(response.status, 400, grant);
+      assert.deepEqual(await response.json(), {
+        error: 'invalid_client_metadata',
+        error_description: 'grant_types may only contain authorization_code and refresh_token.',
+      });
+    }
+    assert.equal(await count('oauth_proxy_clients'), clientsBefore);
+  });
+
   test('registrations are limited per client address: 429 with Retry-After, nothing stored', async () => {
     const limited = instance(dbA, idp, keys, { registrationsPerMinute: 2 });
     await register(limited.app);
