@@ -3,8 +3,14 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
-import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
-import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import {
+  type CallbackServer,
+  createPkce,
+  decodeJwtPayload,
+  freePort,
+  startCallbackServer,
+} from '@mcp-auth-stack/testing';
+import { launchChromium, signIn } from '@mcp-auth-stack/testing/browser';
 import {
   BrowserOAuthProvider,
   connectWithOAuth,
@@ -549,6 +555,53 @@ describe('anonymous callers without a realm account', () => {
     const body = (await issued.json()) as { access_token?: string; error?: string };
     assert.equal(issued.status, 401, JSON.stringify(body));
     assert.equal(body.access_token, undefined);
+  });
+
+  test('the device grant: a stranger sends alice a sign-in link, alice approves, the stranger gets no token', async () => {
+    // RFC 8628 section 5.4 (remote phishing): the device grant has no redirect, so whoever holds
+    // the device code gets the token of whoever approves it. The realm's no-device-grant policy
+    // refuses every device-code token request; registration itself cannot refuse the grant.
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Totally VS Code',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+      token_endpoint_auth_method: 'none',
+    });
+    assert.equal(registered.status, 201, registered.text);
+    const clientId = registered.json.client_id as string;
+    const pkce = createPkce();
+    const started = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/auth/device`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        client_id: clientId,
+        scope: 'expenses:read expenses:write',
+        code_challenge: pkce.challenge,
+        code_challenge_method: 'S256',
+      }),
+    });
+    const device = (await started.json()) as { device_code?: string; verification_uri_complete?: string };
+    assert.equal(started.status, 200, JSON.stringify(device));
+    // alice opens the link she was sent, signs in and approves the consent page.
+    const page = await browser.newPage();
+    try {
+      await signIn(page, device.verification_uri_complete as string, alice, { expectClientName: 'Totally VS Code' });
+      await page.waitForLoadState();
+    } finally {
+      await page.close();
+    }
+    const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:device_code',
+        client_id: clientId,
+        device_code: device.device_code as string,
+        code_verifier: pkce.verifier,
+      }),
+    });
+    const tokens = (await issued.json()) as { access_token?: string; error?: string; error_description?: string };
+    assert.equal(tokens.access_token, undefined, 'no token for the holder of the device code');
+    assert.equal(issued.status, 400, JSON.stringify(tokens));
+    assert.deepEqual(tokens, { error: 'invalid_grant', error_description: 'Request not allowed' });
   });
 
   test('defence in depth: a service account outside mcp-users gets no token this server takes', async () => {

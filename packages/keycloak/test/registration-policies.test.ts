@@ -120,6 +120,20 @@ describe('accepted: what real clients register', () => {
     assert.equal(answer.status, 201, JSON.stringify(answer.body));
   });
 
+  test('http on each loopback name, with and without a port (RFC 8252 7.3)', async () => {
+    const answer = await register(
+      client({
+        redirect_uris: [
+          'http://127.0.0.1/callback',
+          'http://127.0.0.1:53682/callback',
+          'http://localhost:6274/oauth/callback/debug',
+          'http://[::1]:8080/',
+        ],
+      }),
+    );
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+  });
+
   test('IPv6 loopback and a registration without grant_types (authorization code by default)', async () => {
     const answer = await register(client({ redirect_uris: ['http://[::1]:33418/callback'], grant_types: undefined }));
     assert.equal(answer.status, 201, JSON.stringify(answer.body));
