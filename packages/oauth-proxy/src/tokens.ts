@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { AuthOutcome, Principal } from '@mcp-auth-stack/auth';
+import { type AuthOutcome, AuthUnavailableError, type Principal } from '@mcp-auth-stack/auth';
 import { type JWK, jwtVerify, SignJWT } from 'jose';
 import type pg from 'pg';
 import type { ProxyContext } from './context.ts';
@@ -70,8 +70,15 @@ export async function verifyAccessToken(ctx: ProxyContext, token: string): Promi
       description: code === 'ERR_JWT_EXPIRED' ? 'The access token has expired.' : 'The access token is not valid here.',
     };
   }
-  if (ctx.checkRevocation && !(await ctx.store.grantIsActive(payload.gid))) {
-    return { ok: false, error: 'invalid_token', description: 'The access token was revoked.' };
+  if (ctx.checkRevocation) {
+    let active: boolean;
+    try {
+      active = await ctx.store.grantIsActive(payload.gid);
+    } catch (error) {
+      // The database, not the token, failed: 503 and a retry, not a 401 or a 500 (as key mode).
+      throw new AuthUnavailableError('The grant store cannot be reached.', { cause: error });
+    }
+    if (!active) return { ok: false, error: 'invalid_token', description: 'The access token was revoked.' };
   }
   const principal: Principal = {
     userId: payload.sub as string,

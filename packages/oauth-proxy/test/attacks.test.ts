@@ -10,6 +10,8 @@ import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
   Browser,
+  browserLogin,
+  callMcp,
   consentFields,
   type Instance,
   ISSUER,
@@ -17,7 +19,10 @@ import {
   newEncryptionKey,
   openMigrated,
   pkce,
+  REDIRECT,
+  RESOURCE,
   register,
+  tokenRequest,
 } from './harness.ts';
 
 /** The proxy's weak points from issue 11, each asserting the refusal. Loopback traffic only. */
@@ -132,5 +137,38 @@ describe('oauth proxy: weak points', () => {
     }).catch((error: unknown) => error);
     assert.ok(refused instanceof SafeFetchError);
     assert.equal(refused.message, 'the host could not be reached');
+  });
+});
+
+describe('the grant store unreachable', () => {
+  test('a valid token meets a database outage: 503 with Retry-After (as key mode), not a 500', async () => {
+    // Its own database, closed mid-test; the other tests keep theirs.
+    const ownDb = await createTestDatabase();
+    const ownConnection = await openMigrated(ownDb.url);
+    try {
+      const own = instance(ownConnection, idp, keys);
+      const client = await register(own.app);
+      const { verifier, challenge } = pkce();
+      const { code } = await browserLogin({ authorize: own }, new Browser(), client.client_id, challenge);
+      const issued = await tokenRequest(own.app, {
+        grant_type: 'authorization_code',
+        code,
+        code_verifier: verifier,
+        client_id: client.client_id,
+        redirect_uri: REDIRECT,
+        resource: RESOURCE,
+      });
+      assert.equal(issued.status, 200, JSON.stringify(issued.body));
+      const token = issued.body.access_token as string;
+      assert.equal((await callMcp(own.app, token)).status, 200, 'served before the outage');
+      await ownConnection.close();
+      const during = await callMcp(own.app, token);
+      assert.equal(during.status, 503, await during.clone().text());
+      assert.ok(Number(during.headers.get('retry-after')) > 0, 'Retry-After');
+      assert.doesNotMatch(await during.text(), /ECONNREFUSED|Pool|pg|postgres/i, 'no database detail to the client');
+    } finally {
+      await ownConnection.close().catch(() => {});
+      await ownDb.drop();
+    }
   });
 });
