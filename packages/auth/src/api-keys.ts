@@ -65,9 +65,26 @@ export const apiKeyMigrations: Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION api_keys_notify_change();
     `,
   },
+  {
+    // TRUNCATE fires no row trigger: announced as one statement (payload '*'), so keys removed
+    // that way are withdrawn from every cache too.
+    version: 3,
+    name: 'notify api_keys truncation',
+    sql: `
+      CREATE FUNCTION api_keys_notify_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN
+        PERFORM pg_notify('api_keys_changed', '*');
+        RETURN NULL;
+      END
+      $fn$;
+      CREATE TRIGGER api_keys_truncated
+        AFTER TRUNCATE ON api_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION api_keys_notify_truncate();
+    `,
+  },
 ];
 
-/** The NOTIFY channel of key changes (see migration 2); the payload is the key's id. */
+/** The NOTIFY channel of key changes (migrations 2 and 3); the payload is the key's id, or `*` for all. */
 export const API_KEYS_CHANNEL = 'api_keys_changed';
 
 export function hashApiKey(secret: string): Buffer {

@@ -110,6 +110,21 @@ describe('ApiKeyCache on PostgreSQL', () => {
     }
   });
 
+  test('keys removed with TRUNCATE are withdrawn too (a statement trigger: no row trigger fires)', async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      const { secret } = await store.create({ userId: 'carol' });
+      await cache.verify(secret);
+      assert.ok(await cache.verify(secret), 'cached');
+      await other.query('TRUNCATE api_keys');
+      await sleep(MAX_STALENESS_MS);
+      assert.equal(await cache.verify(secret), undefined);
+    } finally {
+      await cache.close();
+    }
+  });
+
   test('recording use (last_used_at) is not announced, so busy keys stay cached', async () => {
     const cache = newCache();
     await cache.start();
