@@ -26,8 +26,11 @@ for (const [network, prefix] of [
   BLOCKED.addSubnet(network, prefix, 'ipv4');
 }
 for (const [network, prefix] of [
-  ['::', 128],
-  ['::1', 128],
+  // IPv4-compatible (deprecated, `::127.0.0.1`; takes in `::` and `::1`): it embeds an IPv4
+  // address. Site-local (deprecated, still routed inside some networks). IPv4-mapped addresses
+  // are checked as the IPv4 address they carry (isPrivateAddress).
+  ['::', 96],
+  ['fec0::', 10],
   // NAT64 (well-known and local-use prefixes), 6to4 and Teredo embed an IPv4 address that a
   // relay would reach: any of them could carry a private one.
   ['64:ff9b::', 96],
@@ -47,6 +50,13 @@ for (const [network, prefix] of [
 export function isPrivateAddress(address: string): boolean {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return BLOCKED.check(mapped[1], 'ipv4');
+  // The same in hex (`::ffff:7f00:1` is 127.0.0.1).
+  const mappedHex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
+  if (mappedHex?.[1] && mappedHex[2]) {
+    const high = Number.parseInt(mappedHex[1], 16);
+    const low = Number.parseInt(mappedHex[2], 16);
+    return BLOCKED.check(`${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`, 'ipv4');
+  }
   const family = isIP(address);
   if (family === 4) return BLOCKED.check(address, 'ipv4');
   if (family === 6) return BLOCKED.check(address, 'ipv6');

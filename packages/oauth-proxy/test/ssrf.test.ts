@@ -29,6 +29,10 @@ describe('isPrivateAddress', () => {
       'fd00::1',
       '::ffff:127.0.0.1',
       '::ffff:10.0.0.1',
+      '::ffff:7f00:1',
+      '::127.0.0.1',
+      '::a9fe:a9fe',
+      'fec0::1',
       'not-an-ip',
     ]) {
       assert.equal(isPrivateAddress(address), true, address);
@@ -36,7 +40,7 @@ describe('isPrivateAddress', () => {
   });
 
   test('public addresses are not', () => {
-    for (const address of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8']) {
+    for (const address of ['8.8.8.8', '1.1.1.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', '::ffff:808:808']) {
       assert.equal(isPrivateAddress(address), false, address);
     }
   });
