@@ -166,6 +166,11 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
       if (error instanceof AuthUnavailableError) throw error;
       return { outcome: reject(describeFailure(error), error) };
     }
+    if (payload.cnf !== undefined) {
+      // Bound to a key (DPoP, RFC 9449; mTLS, RFC 8705): only a proof of that key makes it usable,
+      // and this resource checks no proof. Taken as a bearer token, a stolen one would work.
+      return { outcome: reject('The access token is bound to a key (cnf); this resource accepts bearer tokens only.') };
+    }
     if (options.payloadType !== undefined && payload.typ !== options.payloadType) {
       return { outcome: reject('The token is not an access token (typ).') };
     }

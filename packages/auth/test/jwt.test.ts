@@ -208,6 +208,13 @@ describe('jwtBearerProvider: tokens that must fail get 401 with the challenge', 
   test('the wrong typ when one is required', () =>
     rejected(() => accessToken(idp, rsa), 'The access token has the wrong type (typ).', { tokenType: 'at+jwt' }));
   test('not a JWT at all', () => rejected('abc.def', 'The access token is malformed or not a signed JWT.'));
+  test('bound to a key: DPoP (Keycloak: typ DPoP, cnf.jkt) and mTLS (cnf x5t#S256)', async () => {
+    const bound = 'The access token is bound to a key (cnf); this resource accepts bearer tokens only.';
+    await rejected(() => accessToken(idp, rsa, { typ: 'DPoP', cnf: { jkt: 'x'.repeat(43) } }), bound);
+    await rejected(() => accessToken(idp, rsa, { cnf: { 'x5t#S256': 'y'.repeat(43) } }), bound, {
+      payloadType: 'Bearer',
+    });
+  });
 
   test('no credentials: a bare challenge; another scheme: invalid_request', async () => {
     const app = appWith(provider());
