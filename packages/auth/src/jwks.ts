@@ -1,3 +1,4 @@
+import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import {
   type CryptoKey,
   createLocalJWKSet,
@@ -128,12 +129,11 @@ export async function fetchJson(url: string, timeoutMs: number, maxBytes = 256 *
     await response.body?.cancel();
     throw new Error(`HTTP ${response.status} from ${url}`);
   }
-  const declared = Number(response.headers.get('content-length') ?? 0);
-  if (declared > maxBytes) {
-    await response.body?.cancel();
+  // Read as a stream up to the limit: a body without Content-Length is not held whole first.
+  const text = await readBodyWithin(response, maxBytes);
+  if (text === undefined) {
+    await response.body?.cancel().catch(() => {});
     throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
   }
-  const text = await response.text();
-  if (text.length > maxBytes) throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
   return JSON.parse(text);
 }

@@ -2,8 +2,13 @@
  * Reads a request body as text, refusing more than `limit` bytes whatever the client declares:
  * `undefined` when it is larger. A body without `Content-Length` (chunked) is read as a stream
  * and abandoned at the first chunk past the limit, so no caller can make the server hold more.
+ * A fetched `Response` reads the same way (undici, like Node's parser, holds a body to its
+ * declared length).
  */
-export async function readBodyWithin(request: Request, limit: number): Promise<string | undefined> {
+export async function readBodyWithin(
+  request: Pick<Request, 'headers' | 'body' | 'text'>,
+  limit: number,
+): Promise<string | undefined> {
   const declared = request.headers.get('content-length');
   if (declared !== null) {
     // Node's HTTP parser holds the body to its declared length, so this check is enough.
