@@ -50,7 +50,9 @@ describe('registration attacks', () => {
     assert.equal(checkRegistration({ redirect_uris: [['http://127.0.0.1/cb']] })?.error, 'invalid_redirect_uri');
   });
 
-  for (const [what, extra] of [
+  const GRANTS_REFUSED =
+    /^(grant_types may only contain authorization_code and refresh_token|response_types may only contain code)\.$/;
+  for (const [what, extra, description] of [
     [
       'pairwise with a sector_identifier_uri',
       { subject_type: 'pairwise', sector_identifier_uri: 'http://127.0.0.2:9/x' },
@@ -60,6 +62,18 @@ describe('registration attacks', () => {
     ['a jwks_uri', { jwks_uri: 'http://169.254.169.254/latest' }],
     ['request_uris', { request_uris: ['http://127.0.0.2/r'] }],
     ['a backchannel_logout_uri', { backchannel_logout_uri: 'http://127.0.0.2/logout' }],
+    // A grant without a redirect hands the token to whoever holds the request: the registrant
+    // sends a user the sign-in link and collects the user's token (RFC 8628 section 5.4).
+    [
+      'the device grant',
+      { grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'] },
+      GRANTS_REFUSED,
+    ],
+    ['CIBA', { grant_types: ['authorization_code', 'urn:openid:params:grant-type:ciba'] }, GRANTS_REFUSED],
+    ['client_credentials', { grant_types: ['authorization_code', 'client_credentials'] }, GRANTS_REFUSED],
+    ['password', { grant_types: ['password'] }, GRANTS_REFUSED],
+    ['grant_types not a list', { grant_types: 'authorization_code' }, GRANTS_REFUSED],
+    ['the implicit response type', { response_types: ['code', 'token'] }, GRANTS_REFUSED],
   ] as const) {
     test(`${what}: refused before the identity provider sees it`, async () => {
       const before = forwarded;
@@ -67,30 +81,7 @@ describe('registration attacks', () => {
       assert.equal(response.status, 400);
       const body = (await response.json()) as { error: string; error_description: string };
       assert.equal(body.error, 'invalid_client_metadata');
-      assert.equal(forwarded, before);
-    });
-  }
-
-  // A grant without a redirect hands the token to whoever holds the request: the registrant
-  // sends a user the sign-in link and collects the user's token (RFC 8628 section 5.4).
-  for (const [what, extra] of [
-    ['the device grant', { grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'] }],
-    ['CIBA', { grant_types: ['authorization_code', 'urn:openid:params:grant-type:ciba'] }],
-    ['client_credentials', { grant_types: ['authorization_code', 'client_credentials'] }],
-    ['password', { grant_types: ['password'] }],
-    ['grant_types not a list', { grant_types: 'authorization_code' }],
-    ['the implicit response type', { response_types: ['code', 'token'] }],
-  ] as const) {
-    test(`${what}: refused before the identity provider sees it`, async () => {
-      const before = forwarded;
-      const response = await register(app(), JSON.stringify({ ...base, ...extra }));
-      assert.equal(response.status, 400);
-      const body = (await response.json()) as { error: string; error_description: string };
-      assert.equal(body.error, 'invalid_client_metadata');
-      assert.match(
-        body.error_description,
-        /^(grant_types may only contain authorization_code and refresh_token|response_types may only contain code)\.$/,
-      );
+      if (description) assert.match(body.error_description, description);
       assert.equal(forwarded, before);
     });
   }
