@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
+import { clientAddress, FixedWindowLimiter, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type { Migration } from '@mcp-auth-stack/database';
 import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
@@ -76,6 +76,14 @@ export interface AuthorizationPassThroughOptions {
   upstreamTokenEndpoint: () => Promise<string>;
   /** How long a login may take from `/authorize` to the callback. */
   loginTtlSeconds?: number;
+  /**
+   * Logins a client address may start per minute (each stores a pending login of up to 8 KB
+   * until the callback or its expiry): without a bound, anyone holding one registered client
+   * id could fill the database. Default 30: a person signs in a few times an hour.
+   */
+  loginsPerMinute?: number;
+  /** As the facade's: the last `X-Forwarded-For` entry names the client behind a reverse proxy. */
+  trustForwardedFor?: boolean;
   /** How long a code waits for its token request (Keycloak's own codes live 60 s by default). */
   codeTtlSeconds?: number;
   maxBodyBytes?: number;
@@ -96,6 +104,7 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
   const callbackUrl = `${issuer}${PASSTHROUGH_CALLBACK_PATH}`;
   const { pool } = options;
   const loginTtl = options.loginTtlSeconds ?? 600;
+  const loginLimiter = new FixedWindowLimiter(options.loginsPerMinute ?? 30, 60_000);
   const codeTtl = options.codeTtlSeconds ?? 300;
   const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024;
   const doFetch = options.fetch ?? fetch;
@@ -117,7 +126,7 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     );
   }
 
-  async function authorize(request: Request): Promise<Response> {
+  async function authorize(request: Request, address: string): Promise<Response> {
     const url = new URL(request.url);
     if (url.search.length > MAX_QUERY_LENGTH) return errorPage(414, 'The authorization request is too long.');
     const params = url.searchParams;
@@ -167,6 +176,9 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
           iss: issuer,
         }),
       );
+    }
+    if (!loginLimiter.allow(address)) {
+      return errorPage(429, 'Too many sign-ins from this address; try again in a minute.', { 'Retry-After': '60' });
     }
     const state = randomBytes(32).toString('base64url');
     try {
@@ -325,7 +337,12 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
   }
 
   function mount<E extends Env>(app: Hono<E>): void {
-    app.get('/authorize', (c) => authorize(c.req.raw));
+    app.get('/authorize', (c) =>
+      authorize(
+        c.req.raw,
+        clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor),
+      ),
+    );
     app.get(PASSTHROUGH_CALLBACK_PATH, (c) => callback(c.req.raw));
     app.options('/token', () => new Response(null, { status: 204, headers: CORS }));
     app.post('/token', (c) => token(c.req.raw));
@@ -393,9 +410,9 @@ function tokenError(status: number, error: string, description: string): Respons
 }
 
 /** A plain page for errors that must not be redirected to an unverified client. */
-function errorPage(status: number, message: string): Response {
+function errorPage(status: number, message: string, headers: Record<string, string> = {}): Response {
   return new Response(`Authorization failed: ${message}\n`, {
     status,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' },
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store', ...headers },
   });
 }

@@ -98,6 +98,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
         upstreamTokenEndpoint: async () =>
           rebase(String((await upstreamMetadata()).token_endpoint), upstreamIssuer, upstreamBase),
         fetch: doFetch,
+        ...(options.trustForwardedFor === undefined ? {} : { trustForwardedFor: options.trustForwardedFor }),
       })
     : undefined;
 

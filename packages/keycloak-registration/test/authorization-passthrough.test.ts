@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { Hono } from 'hono';
+import {
+  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  authorizationPassThrough,
+  authorizationPassThroughMigrations,
+} from '../src/index.ts';
+
+/**
+ * The pass-through's `/authorize` stores a pending login (up to 8 KB of the client's state)
+ * until the callback or its expiry, for anyone who names a client registered through the
+ * facade: a per-address limit keeps one such client id from filling the database.
+ * Real PostgreSQL (TEST_DATABASE_URL).
+ */
+const upstream = 'http://idp.test/realms/mcp';
+const REDIRECT = 'http://127.0.0.1:33418/callback';
+let testDb: TestDatabase;
+let database: Database;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  database = await openDatabase({ url: testDb.url });
+  await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
+});
+
+after(async () => {
+  await database?.close();
+  await testDb?.drop();
+});
+
+const pending = async () =>
+  (await database.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM passthrough_authorizations')).rows[0]?.n;
+
+test('logins started per address are limited: 429 with Retry-After, nothing stored; other addresses go on', async () => {
+  const passThrough = authorizationPassThrough({
+    issuer: 'http://localhost:8000',
+    upstreamIssuer: upstream,
+    pool: database.pool,
+    upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
+    upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
+    loginsPerMinute: 3,
+    trustForwardedFor: true,
+  });
+  await passThrough.recordClient('facade-client', [REDIRECT]);
+  const app = new Hono();
+  passThrough.mount(app);
+  const authorize = (address: string) =>
+    app.request(
+      `/authorize?${new URLSearchParams({
+        client_id: 'facade-client',
+        redirect_uri: REDIRECT,
+        response_type: 'code',
+        state: 'x'.repeat(4000),
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+      })}`,
+      { headers: { 'x-forwarded-for': address } },
+    );
+
+  for (let i = 0; i < 3; i++) {
+    const started = await authorize('203.0.113.7');
+    assert.equal(started.status, 302);
+    assert.ok(started.headers.get('location')?.startsWith(`${upstream}/protocol/openid-connect/auth?`));
+  }
+  assert.equal(await pending(), 3);
+  const refused = await authorize('203.0.113.7');
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get('retry-after'), '60');
+  assert.match(await refused.text(), /Too many sign-ins from this address/);
+  assert.equal(await pending(), 3, 'nothing stored for the refused one');
+  assert.equal((await authorize('198.51.100.20')).status, 302, 'another address is not limited by the first');
+  assert.equal(await pending(), 4);
+});
