@@ -48,7 +48,7 @@ import autocannon from 'autocannon';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { machineCpu, machineWindow, settle } from './machine.ts';
 import { median } from './median.ts';
-import { firstToolList } from './processes.ts';
+import { firstToolList, stopChild } from './processes.ts';
 import { checkedReplies, expensesToolListReply, floorListReply, toolReadReply } from './replies.ts';
 
 const mode = process.argv[2] ?? 'flags';
@@ -235,12 +235,7 @@ function startServer(
           }
           throw new Error('the probe did not answer');
         },
-        stop: () =>
-          new Promise((done) => {
-            if (child.exitCode !== null) return done();
-            child.once('exit', () => done());
-            child.kill('SIGTERM');
-          }),
+        stop: () => stopChild(child),
       });
     };
     // Ready when /health (the floor: its route) answers: below LOG_LEVEL=info there is no
@@ -495,11 +490,7 @@ async function main() {
           answeredAt = await firstToolList(child, port, token, began, main);
         } catch (error) {
           // Stopped first: main's `finally` then drops the database it was connected to.
-          if (child.exitCode === null && child.signalCode === null) {
-            const gone = new Promise((r) => child.once('exit', r));
-            child.kill('SIGTERM');
-            await gone;
-          }
+          await stopChild(child);
           throw error;
         }
         rmSync(join(WORK, 'probe-cold.json'), { force: true });
@@ -519,9 +510,7 @@ async function main() {
         );
         add(`${label}→ first authenticated tools/list answered`, answeredAt - listenedAt);
         add(`${label}total (spawn → answered)`, answeredAt - began);
-        const gone = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await gone;
+        await stopChild(child);
       }
       console.log(`cold start phases (ms, ${COLD_STARTS} starts, median last), load ${loadAverage()}`);
       for (const [key, values] of Object.entries(rows)) console.log(`${key}: ${values.join(', ')} (${median(values)})`);

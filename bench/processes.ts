@@ -59,12 +59,7 @@ export function startProcess(
         process: child,
         url,
         idleRssMb: treeMemoryMb(child.pid as number, 'VmRSS'),
-        stop: () =>
-          new Promise((done) => {
-            if (child.exitCode !== null || child.signalCode !== null) return done();
-            child.once('exit', () => done());
-            child.kill('SIGTERM');
-          }),
+        stop: () => stopChild(child),
       });
     };
     let output = '';
@@ -121,12 +116,17 @@ export async function coldStart(
     const answeredAt = await firstToolList(child, port, token, began, args.join(' '));
     return { ms: Math.round(answeredAt - began), settled };
   } finally {
-    if (child.exitCode === null && child.signalCode === null) {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await gone;
-    }
+    await stopChild(child);
   }
+}
+
+/** SIGTERM to a child, settled once it has exited (at once when it already has). */
+export function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((done) => {
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    child.once('exit', () => done());
+    child.kill('SIGTERM');
+  });
 }
 
 /**

@@ -10,19 +10,16 @@ import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
   Browser,
-  browserLogin,
   callMcp,
   consentFields,
   type Instance,
   ISSUER,
   instance,
+  loginForTokens,
   newEncryptionKey,
   openMigrated,
   pkce,
-  REDIRECT,
-  RESOURCE,
   register,
-  tokenRequest,
 } from './harness.ts';
 
 /** The proxy's weak points from issue 11, each asserting the refusal. Loopback traffic only. */
@@ -147,19 +144,8 @@ describe('the grant store unreachable', () => {
     const ownConnection = await openMigrated(ownDb.url);
     try {
       const own = instance(ownConnection, idp, keys);
-      const client = await register(own.app);
-      const { verifier, challenge } = pkce();
-      const { code } = await browserLogin({ authorize: own }, new Browser(), client.client_id, challenge);
-      const issued = await tokenRequest(own.app, {
-        grant_type: 'authorization_code',
-        code,
-        code_verifier: verifier,
-        client_id: client.client_id,
-        redirect_uri: REDIRECT,
-        resource: RESOURCE,
-      });
-      assert.equal(issued.status, 200, JSON.stringify(issued.body));
-      const token = issued.body.access_token as string;
+      const { tokens } = await loginForTokens(own);
+      const token = tokens.access_token;
       assert.equal((await callMcp(own.app, token)).status, 200, 'served before the outage');
       await ownConnection.close();
       const during = await callMcp(own.app, token);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { type AuthVariables, requireAuth } from '@mcp-auth-stack/auth';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createPkce } from '@mcp-auth-stack/testing';
 import { Hono } from 'hono';
 import type { JWK } from 'jose';
 import {
@@ -183,6 +184,30 @@ export async function browserLogin(
   const code = redirect.searchParams.get('code');
   assert.ok(code, `a code in ${redirect}`);
   return { code, redirect };
+}
+
+/**
+ * A client's whole login at `proxy`: registration (unless `clientId` is given), the browser part
+ * and the code exchanged for tokens with its verifier (asserted to succeed).
+ */
+export async function loginForTokens(
+  proxy: Instance,
+  extra: { remember?: boolean; browser?: Browser; clientId?: string } = {},
+) {
+  const clientId = extra.clientId ?? (await register(proxy.app)).client_id;
+  const { verifier, challenge } = createPkce();
+  const browser = extra.browser ?? new Browser();
+  const { code } = await browserLogin({ authorize: proxy }, browser, clientId, challenge, extra);
+  const tokens = await tokenRequest(proxy.app, {
+    grant_type: 'authorization_code',
+    code,
+    code_verifier: verifier,
+    client_id: clientId,
+    redirect_uri: REDIRECT,
+    resource: RESOURCE,
+  });
+  assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+  return { clientId, code, verifier, browser, tokens: tokens.body as { access_token: string; refresh_token: string } };
 }
 
 export async function tokenRequest(

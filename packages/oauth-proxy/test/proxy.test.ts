@@ -18,6 +18,7 @@ import {
   type Instance,
   ISSUER,
   instance,
+  loginForTokens,
   newEncryptionKey,
   openMigrated,
   pkce,
@@ -71,25 +72,8 @@ async function untilCallback(): Promise<{ browser: Browser; callback: string }> 
   return { browser, callback: await upstreamLogin(approved.headers.get('location') as string) };
 }
 
-async function fullLogin(
-  instanceFor = () => a,
-  extra: { remember?: boolean; browser?: Browser; clientId?: string } = {},
-) {
-  const clientId = extra.clientId ?? (await register(a.app)).client_id;
-  const { verifier, challenge } = pkce();
-  const browser = extra.browser ?? new Browser();
-  const { code } = await browserLogin({ authorize: instanceFor() }, browser, clientId, challenge, extra);
-  const tokens = await tokenRequest(instanceFor().app, {
-    grant_type: 'authorization_code',
-    code,
-    code_verifier: verifier,
-    client_id: clientId,
-    redirect_uri: REDIRECT,
-    resource: RESOURCE,
-  });
-  assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
-  return { clientId, code, verifier, browser, tokens: tokens.body as { access_token: string; refresh_token: string } };
-}
+/** A new client's (or `clientId`'s) login at instance a, to its tokens. */
+const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
 
 describe('metadata', () => {
   test('RFC 8414 metadata names the proxy itself as issuer, with S256, RFC 9207 and CIMD', async () => {
@@ -659,7 +643,7 @@ describe('consent', () => {
 
   test('remembered consent skips the page for the same client only', async () => {
     const browser = new Browser();
-    const first = await fullLogin(() => a, { remember: true, browser });
+    const first = await fullLogin({ remember: true, browser });
     assert.ok(browser.cookies.has('mcp_oauth_consent'));
     const again = await browser.get(
       a.app,
@@ -679,7 +663,7 @@ describe('consent', () => {
     );
     assert.equal(otherPage.status, 200, 'another client: the consent page');
     // A remembered login still completes with tokens.
-    const second = await fullLogin(() => a, { browser, clientId: first.clientId });
+    const second = await fullLogin({ browser, clientId: first.clientId });
     assert.ok(second.tokens.access_token);
   });
 
