@@ -1,4 +1,4 @@
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
 import {
   type CryptoKey,
   createLocalJWKSet,
@@ -45,7 +45,7 @@ export class RemoteKeySet {
     this.#cooldownMs = options.cooldownMs ?? 30_000;
     this.#maxAgeMs = options.maxAgeMs ?? 600_000;
     this.#timeoutMs = options.timeoutMs ?? 5_000;
-    this.#maxBytes = options.maxBytes ?? 256 * 1024;
+    this.#maxBytes = options.maxBytes ?? MAX_UPSTREAM_ANSWER_BYTES;
   }
 
   /** How many times the JWKS was requested (for tests and metrics). */
@@ -116,10 +116,21 @@ function parseKeySet(value: unknown): JSONWebKeySet {
 }
 
 /**
+ * The most read of an answer from an identity provider (metadata, keys, registrations, tokens,
+ * user info): a few KB each, so a quarter MB leaves room for large tokens and key sets, and bounds
+ * what a misconfigured or hostile upstream can make a server hold.
+ */
+export const MAX_UPSTREAM_ANSWER_BYTES = 256 * 1024;
+
+/**
  * GETs a JSON document with a time limit and a size limit, without following redirects (an
  * identity provider serves its metadata and keys where it says it does).
  */
-export async function fetchJson(url: string, timeoutMs: number, maxBytes = 256 * 1024): Promise<unknown> {
+export async function fetchJson(
+  url: string,
+  timeoutMs: number,
+  maxBytes = MAX_UPSTREAM_ANSWER_BYTES,
+): Promise<unknown> {
   const response = await fetch(url, {
     headers: { accept: 'application/json' },
     redirect: 'error',
@@ -130,10 +141,7 @@ export async function fetchJson(url: string, timeoutMs: number, maxBytes = 256 *
     throw new Error(`HTTP ${response.status} from ${url}`);
   }
   // Read as a stream up to the limit: a body without Content-Length is not held whole first.
-  const text = await readBodyWithin(response, maxBytes);
-  if (text === undefined) {
-    await response.body?.cancel().catch(() => {});
-    throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
-  }
+  const text = await readResponseWithin(response, maxBytes);
+  if (text === undefined) throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
   return JSON.parse(text);
 }

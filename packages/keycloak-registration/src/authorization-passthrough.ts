@@ -1,7 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { clientAddress, FixedWindowLimiter, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
+import {
+  clientAddress,
+  FixedWindowLimiter,
+  isRegisteredRedirectUri,
+  MAX_UPSTREAM_ANSWER_BYTES,
+} from '@mcp-auth-stack/auth';
 import type { Migration } from '@mcp-auth-stack/database';
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { readBodyWithin, readResponseWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
 
@@ -313,7 +318,7 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     const dpop = request.headers.get('dpop');
     if (dpop) headers.dpop = dpop;
     let upstream: Response;
-    let answer: string;
+    let answer: string | undefined;
     try {
       upstream = await doFetch(endpoint, {
         method: 'POST',
@@ -321,9 +326,12 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
         body: form.toString(),
         signal: AbortSignal.timeout(10_000),
       });
-      answer = await upstream.text();
+      answer = await readResponseWithin(upstream, MAX_UPSTREAM_ANSWER_BYTES);
     } catch {
       return tokenError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
+    }
+    if (answer === undefined) {
+      return tokenError(502, 'server_error', "The identity provider's answer is larger than this server accepts.");
     }
     const answerHeaders: Record<string, string> = {
       'content-type': upstream.headers.get('content-type') ?? 'application/json',

@@ -1,6 +1,12 @@
-import { checkRegistration, clientAddress, FixedWindowLimiter, MAX_REGISTRATION_DEPTH } from '@mcp-auth-stack/auth';
+import {
+  checkRegistration,
+  clientAddress,
+  FixedWindowLimiter,
+  MAX_REGISTRATION_DEPTH,
+  MAX_UPSTREAM_ANSWER_BYTES,
+} from '@mcp-auth-stack/auth';
 import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
-import { jsonTextTooDeep, readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { jsonTextTooDeep, readBodyWithin, readResponseWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
 import { authorizationPassThrough } from './authorization-passthrough.ts';
@@ -83,7 +89,9 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       signal: AbortSignal.timeout(5_000),
     });
     if (!response.ok) throw new Error(`the identity provider's metadata answered ${response.status}`);
-    const metadata = (await response.json()) as Record<string, unknown>;
+    const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
+    if (text === undefined) throw new Error("the identity provider's metadata is larger than this server accepts");
+    const metadata = JSON.parse(text) as Record<string, unknown>;
     cached = { metadata, expires: Date.now() + ttl };
     return metadata;
   }
@@ -177,7 +185,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
         return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
       }
       let upstream: Response;
-      let answer: string;
+      let answer: string | undefined;
       try {
         upstream = await doFetch(rebase(endpoint, upstreamIssuer, upstreamBase), {
           method: 'POST',
@@ -185,10 +193,17 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
           body: JSON.stringify(repaired),
           signal: AbortSignal.timeout(10_000),
         });
-        answer = await upstream.text();
+        answer = await readResponseWithin(upstream, MAX_UPSTREAM_ANSWER_BYTES);
       } catch {
         // The metadata was cached but the provider is down (or too slow) now.
         return registrationError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
+      }
+      if (answer === undefined) {
+        return registrationError(
+          502,
+          'server_error',
+          "The identity provider's answer is larger than this server accepts.",
+        );
       }
       if (passThrough && upstream.status === 201) {
         const recorded = await recordPassThroughClient(answer, clientRedirectUris);

@@ -74,3 +74,31 @@ test('logins started per address are limited: 429 with Retry-After, nothing stor
   assert.equal((await authorize('198.51.100.20')).status, 302, 'another address is not limited by the first');
   assert.equal(await pending(), 4);
 });
+
+test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on to the client', async () => {
+  const passThrough = authorizationPassThrough({
+    issuer: 'http://localhost:8000',
+    upstreamIssuer: upstream,
+    pool: database.pool,
+    upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
+    upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
+    fetch: async () =>
+      Response.json({ access_token: 'a', token_type: 'Bearer', expires_in: 300, pad: 'x'.repeat(300 * 1024) }),
+  });
+  const app = new Hono();
+  passThrough.mount(app);
+  const response = await app.request('/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: 'r',
+      client_id: 'facade-client',
+    }).toString(),
+  });
+  assert.equal(response.status, 502);
+  assert.deepEqual(await response.json(), {
+    error: 'server_error',
+    error_description: "The identity provider's answer is larger than this server accepts.",
+  });
+});

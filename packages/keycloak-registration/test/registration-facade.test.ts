@@ -192,3 +192,41 @@ test('behind a trusted proxy the limit keys on the address the proxy appended, n
   const socket = { incoming: { socket: { remoteAddress: '10.0.0.5' } } };
   assert.equal(clientAddress(request('1.1.1.1'), socket, false), '10.0.0.5');
 });
+
+describe('a provider whose answers are too large (over 256 KB, chunked)', () => {
+  /** The same document with a pad member: valid JSON, just too large to be worth reading. */
+  const padded = (body: unknown, status = 200) =>
+    new Response(JSON.stringify({ ...(body as object), pad: 'x'.repeat(300 * 1024) }), {
+      status,
+      headers: { 'content-type': 'application/json' },
+    });
+
+  test('its metadata: 503, not served', async () => {
+    const app = new Hono();
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: upstream,
+      fetch: async (input, init) => padded(await (await fakeFetch(input, init)).json()),
+    }).mount(app);
+    const response = await app.request('/.well-known/oauth-authorization-server');
+    assert.equal(response.status, 503);
+  });
+
+  test('its registration answer: 502 server_error, not passed on', async () => {
+    const app = new Hono();
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: upstream,
+      fetch: async (input, init) => {
+        const answer = await fakeFetch(input, init);
+        return init?.method === 'POST' ? padded(await answer.json(), answer.status) : answer;
+      },
+    }).mount(app);
+    const response = await register(app, { redirect_uris: ['https://vscode.dev/redirect'] });
+    assert.equal(response.status, 502);
+    assert.deepEqual(await response.json(), {
+      error: 'server_error',
+      error_description: "The identity provider's answer is larger than this server accepts.",
+    });
+  });
+});

@@ -32,6 +32,18 @@ export async function readBodyWithin(
   return Buffer.concat(chunks, size).toString('utf8');
 }
 
+/**
+ * A fetched answer's text within `limit` bytes, as `readBodyWithin` reads it; `undefined` when it
+ * is larger, and then the rest is not downloaded (the body is cancelled and its connection freed).
+ * For answers from servers this one calls: a misconfigured or hostile upstream must not make it
+ * hold an unbounded body.
+ */
+export async function readResponseWithin(response: Response, limit: number): Promise<string | undefined> {
+  const text = await readBodyWithin(response, limit);
+  if (text === undefined) await response.body?.cancel().catch(() => {});
+  return text;
+}
+
 interface ReadBody {
   text: string;
   /** Bytes of `text`, computed when a second reader with a smaller limit asks. */

@@ -1,3 +1,5 @@
+import { MAX_UPSTREAM_ANSWER_BYTES } from '@mcp-auth-stack/auth';
+import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
 import { decodeJwt } from 'jose';
 import type { ProxyContext } from './context.ts';
 import { randomToken, s256 } from './crypto.ts';
@@ -78,7 +80,10 @@ export async function callUpstreamToken(
     body,
     signal: AbortSignal.timeout(10_000),
   });
-  const json = (await response.json().catch(() => ({}))) as Record<string, unknown>;
+  const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
+  // Thrown as an unreachable provider is: a refresh then keeps the grant (503), it is not revoked.
+  if (text === undefined) throw new Error('The upstream token answer is larger than the proxy accepts.');
+  const json = parseObject(text);
   if (!response.ok || typeof json.access_token !== 'string') {
     return {
       ok: false,
@@ -131,7 +136,9 @@ export async function upstreamUser(
       signal: AbortSignal.timeout(10_000),
     });
     if (response.ok) {
-      const info = (await response.json()) as Record<string, unknown>;
+      const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
+      if (text === undefined) throw new Error('The upstream user info is larger than the proxy accepts.');
+      const info = JSON.parse(text) as Record<string, unknown>;
       if (claims.sub === undefined || info.sub === claims.sub) claims = { ...claims, ...info };
     }
   }
@@ -141,4 +148,14 @@ export async function upstreamUser(
   }
   const name = [claims.name, claims.preferred_username, claims.email].find((value) => typeof value === 'string');
   return { userId, name: name as string | undefined, claims };
+}
+
+/** A JSON object from an upstream answer; `{}` when it is not one (the caller reports what is missing). */
+function parseObject(text: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }

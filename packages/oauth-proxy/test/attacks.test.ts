@@ -16,10 +16,12 @@ import {
   ISSUER,
   instance,
   loginForTokens,
+  loginUntilCallback,
   newEncryptionKey,
   openMigrated,
   pkce,
   register,
+  tokenRequest,
 } from './harness.ts';
 
 /** The proxy's weak points from issue 11, each asserting the refusal. Loopback traffic only. */
@@ -155,6 +157,42 @@ describe('the grant store unreachable', () => {
     } finally {
       await ownConnection.close().catch(() => {});
       await ownDb.drop();
+    }
+  });
+});
+
+describe('an upstream whose token answer is too large (a megabyte, chunked)', () => {
+  test('at sign-in: the client gets server_error, no code, and nothing is issued', async () => {
+    const { browser, callback } = await loginUntilCallback(proxy);
+    idp.oversizedAnswers = true;
+    try {
+      const done = await browser.get(proxy.app, callback);
+      assert.equal(done.status, 302, await done.clone().text());
+      const redirect = new URL(done.headers.get('location') as string);
+      assert.equal(redirect.searchParams.get('error'), 'server_error');
+      assert.equal(redirect.searchParams.get('code'), null);
+    } finally {
+      idp.oversizedAnswers = false;
+    }
+  });
+
+  test('at refresh: 503 temporarily_unavailable, and the grant is not revoked for it', async () => {
+    idp.accessTokenTtl = 1; // every refresh renews upstream
+    try {
+      const { clientId, tokens } = await loginForTokens(proxy);
+      idp.oversizedAnswers = true;
+      const refused = await tokenRequest(proxy.app, {
+        grant_type: 'refresh_token',
+        refresh_token: tokens.refresh_token,
+        client_id: clientId,
+      });
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      assert.equal(refused.body.error, 'temporarily_unavailable');
+      // As when the upstream is unreachable: whether the upstream session lives on is its call.
+      assert.equal((await callMcp(proxy.app, tokens.access_token)).status, 200, 'the grant is still active');
+    } finally {
+      idp.oversizedAnswers = false;
+      idp.accessTokenTtl = 300;
     }
   });
 });

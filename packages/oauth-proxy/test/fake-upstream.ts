@@ -29,6 +29,8 @@ export class FakeUpstream {
   /** The `nonce` to put in the next ID token instead of the one the login sent (`null`: none). */
   nonceOverride: string | null | undefined;
   accessTokenTtl = 300;
+  /** Token answers that succeed carry a megabyte of padding, sent chunked (an upstream gone wrong). */
+  oversizedAnswers = false;
   /** Every token it handed out, to check none is stored in plaintext. */
   issued: string[] = [];
   authorizeRequests: URLSearchParams[] = [];
@@ -69,6 +71,13 @@ export class FakeUpstream {
     const json = (status: number, body: unknown) => {
       response.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       response.end(JSON.stringify(body));
+    };
+    const tokenAnswer = (body: Record<string, unknown>) => {
+      if (!this.oversizedAnswers) return json(200, body);
+      response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      // Two writes: no Content-Length, so the reader only learns the size by reading.
+      response.write(`${JSON.stringify(body).slice(0, -1)},"pad":"`);
+      response.end(`${'x'.repeat(1024 * 1024)}"}`);
     };
     if (url.pathname === '/realms/upstream/.well-known/openid-configuration') {
       return json(200, {
@@ -122,13 +131,13 @@ export class FakeUpstream {
         if (!entry || entry.redirectUri !== form.get('redirect_uri') || entry.challenge !== challenge) {
           return json(400, { error: 'invalid_grant' });
         }
-        return json(200, await this.#tokens(entry.user, entry.scope, entry.nonce));
+        return tokenAnswer(await this.#tokens(entry.user, entry.scope, entry.nonce));
       }
       if (form.get('grant_type') === 'refresh_token') {
         const entry = this.#refresh.get(form.get('refresh_token') ?? '');
         if (!entry) return json(400, { error: 'invalid_grant' });
         this.#refresh.delete(form.get('refresh_token') ?? '');
-        return json(200, await this.#tokens(entry.user, entry.scope, undefined));
+        return tokenAnswer(await this.#tokens(entry.user, entry.scope, undefined));
       }
       return json(400, { error: 'unsupported_grant_type' });
     }

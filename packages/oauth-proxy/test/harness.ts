@@ -142,6 +142,21 @@ export async function upstreamLogin(location: string): Promise<string> {
   return back;
 }
 
+/** A new client's login at `proxy` up to the proxy's callback URL, which the upstream sent the browser to. */
+export async function loginUntilCallback(proxy: Instance): Promise<{ browser: Browser; callback: string }> {
+  const client = await register(proxy.app);
+  const browser = new Browser();
+  const page = await browser.get(
+    proxy.app,
+    authorizeUrl({ client_id: client.client_id, code_challenge: createPkce().challenge }),
+  );
+  const approved = await browser.post(proxy.app, `${ISSUER}/consent`, {
+    ...consentFields(await page.text()),
+    decision: 'approve',
+  });
+  return { browser, callback: await upstreamLogin(approved.headers.get('location') as string) };
+}
+
 export interface LoginResult {
   code: string;
   redirect: URL;

@@ -19,6 +19,7 @@ import {
   ISSUER,
   instance,
   loginForTokens,
+  loginUntilCallback,
   newEncryptionKey,
   openMigrated,
   pkce,
@@ -57,20 +58,7 @@ after(async () => {
 const count = async (table: string, where = 'true', values: unknown[] = []) =>
   (await dbA.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, values)).rows[0]?.n;
 
-/** A new client's login up to the proxy's callback URL, which the upstream sent the browser to. */
-async function untilCallback(): Promise<{ browser: Browser; callback: string }> {
-  const client = await register(a.app);
-  const browser = new Browser();
-  const page = await browser.get(
-    a.app,
-    authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
-  );
-  const approved = await browser.post(a.app, `${ISSUER}/consent`, {
-    ...consentFields(await page.text()),
-    decision: 'approve',
-  });
-  return { browser, callback: await upstreamLogin(approved.headers.get('location') as string) };
-}
+const untilCallback = () => loginUntilCallback(a);
 
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
