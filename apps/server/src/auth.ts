@@ -15,6 +15,7 @@ import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   authorizationPassThroughMigrations,
+  forgetPassThroughClients,
   type JanitorRun,
   keycloakClientJanitor,
   registrationFacade,
@@ -139,10 +140,17 @@ async function keycloakProvider(
   // (which would wait for them). A failure is not fatal here: the first request retries it,
   // or answers 503 within the key set's 5 s retry bound, and /ready reports it.
   jwt.keySet.reload().catch(() => {});
-  if (config.keycloakJanitorSecret !== undefined) startJanitor(reachable, config.keycloakJanitorSecret, logger);
-  if (!workaround) return jwt;
+  const janitorSecret = config.keycloakJanitorSecret;
+  if (!workaround) {
+    if (janitorSecret !== undefined) startJanitor(reachable, janitorSecret, logger);
+    return jwt;
+  }
   const database = await databaseReady;
   await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
+  if (janitorSecret !== undefined) {
+    // What the pass-through keeps about a client goes with the client.
+    startJanitor(reachable, janitorSecret, logger, (clientIds) => forgetPassThroughClients(database.pool, clientIds));
+  }
   const facade = registrationFacade({
     issuer: config.baseUrl,
     upstreamIssuer: realm,
@@ -158,7 +166,12 @@ async function keycloakProvider(
  * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
  * without a session. Checked every 5 minutes. See docs/security.md.
  */
-function startJanitor(realmUrl: string, secret: string, logger: Logger) {
+function startJanitor(
+  realmUrl: string,
+  secret: string,
+  logger: Logger,
+  onRemoved?: (clientIds: readonly string[]) => Promise<void>,
+) {
   const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
   if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
   const janitor = keycloakClientJanitor({
@@ -168,6 +181,7 @@ function startJanitor(realmUrl: string, secret: string, logger: Logger) {
     clientSecret: secret,
     keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
     onEvent: (event, details) => logger.info(`keycloak client janitor: ${event}`, details),
+    onRemoved,
   });
   // One pass at start: a wrong secret shows in the log now, not in five minutes; clients left
   // from a flood before a restart go as soon as they are due.

@@ -501,6 +501,8 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
       const locked = await register();
       assert.equal(locked.status, 403, `the realm is full: ${locked.text}`);
 
+      const events: Record<string, unknown>[] = [];
+      const told: string[] = [];
       const janitor = keycloakClientJanitor({
         baseUrl: keycloak.url,
         realm: 'mcp',
@@ -509,11 +511,23 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
         abandonedAfterSeconds: 0,
         intervalSeconds: 0,
+        onEvent: (event, details) => events.push({ event, ...details }),
+        // What the server wires to forgetting the pass-through's records; failing here shows
+        // that a failure to forget does not fail the pass.
+        onRemoved: async (clientIds) => {
+          told.push(...clientIds);
+          throw new Error('database down');
+        },
       });
       await janitor.runOnce(); // first sight: marks them
       await new Promise((resolve) => setTimeout(resolve, 20));
       const { removed } = await janitor.runOnce();
       for (const registered of flood) assert.ok(removed.includes(registered.json.client_id as string));
+      assert.deepEqual(told, removed, 'told which clients went');
+      assert.deepEqual(
+        events.filter((e) => e.event === 'forget_failed'),
+        [{ event: 'forget_failed', count: removed.length, message: 'database down' }],
+      );
       assert.ok(!removed.includes(real.json.client_id as string), 'the client alice uses stays');
       const ids = ((await adminApi('/clients?max=1000')) as { clientId: string }[]).map((c) => c.clientId);
       for (const kept of ['vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy', 'mcp-server', 'admin-cli']) {

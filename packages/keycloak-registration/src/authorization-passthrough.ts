@@ -69,6 +69,20 @@ export const authorizationPassThroughMigrations: Migration[] = [
   },
 ];
 
+/**
+ * Forgets clients that no longer exist at Keycloak (the janitor removed them): their record of
+ * redirect URIs, and logins and codes on their way.
+ */
+export async function forgetPassThroughClients(pool: pg.Pool, clientIds: readonly string[]): Promise<void> {
+  await pool.query(
+    `WITH ids AS (SELECT unnest($1::text[]) AS client_id),
+          logins AS (DELETE FROM passthrough_authorizations WHERE client_id IN (SELECT client_id FROM ids)),
+          codes AS (DELETE FROM passthrough_codes WHERE client_id IN (SELECT client_id FROM ids))
+     DELETE FROM passthrough_clients WHERE client_id IN (SELECT client_id FROM ids)`,
+    [clientIds],
+  );
+}
+
 export interface AuthorizationPassThroughOptions {
   /** This server's issuer (its public base URL). */
   issuer: string;

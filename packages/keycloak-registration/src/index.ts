@@ -9,6 +9,7 @@ export {
   type AuthorizationPassThroughOptions,
   authorizationPassThrough,
   authorizationPassThroughMigrations,
+  forgetPassThroughClients,
   PASSTHROUGH_CALLBACK_PATH,
 } from './authorization-passthrough.ts';
 export {

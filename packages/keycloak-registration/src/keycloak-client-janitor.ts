@@ -30,6 +30,12 @@ export interface KeycloakClientJanitorOptions {
   /** Time between runs (default 5 minutes); 0 runs only when `runOnce` is called. */
   intervalSeconds?: number | undefined;
   onEvent?: ((event: string, details: Record<string, unknown>) => void) | undefined;
+  /**
+   * Called after a pass that removed clients, with their client ids, so that what else is kept
+   * about them goes too (the `workaround` pass-through's record). A failure is reported as
+   * `forget_failed` and does not fail the pass: the clients are gone either way.
+   */
+  onRemoved?: ((clientIds: readonly string[]) => Promise<void>) | undefined;
   fetch?: typeof fetch | undefined;
   now?: () => number;
 }
@@ -168,7 +174,14 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       }
       if (page.length < PAGE) break;
     }
-    if (removed.length > 0) options.onEvent?.('clients_removed', { count: removed.length, inspected });
+    if (removed.length > 0) {
+      options.onEvent?.('clients_removed', { count: removed.length, inspected });
+      try {
+        await options.onRemoved?.(removed);
+      } catch (error) {
+        options.onEvent?.('forget_failed', { count: removed.length, message: (error as Error).message });
+      }
+    }
     return { inspected, removed };
   }
 

@@ -7,6 +7,7 @@ import {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   authorizationPassThrough,
   authorizationPassThroughMigrations,
+  forgetPassThroughClients,
 } from '../src/index.ts';
 
 /**
@@ -101,4 +102,38 @@ test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on 
     error: 'server_error',
     error_description: "The identity provider's answer is larger than this server accepts.",
   });
+});
+
+test('clients the janitor removed are forgotten: their record, pending logins and codes; other clients stay', async () => {
+  const passThrough = authorizationPassThrough({
+    issuer: 'http://localhost:8000',
+    upstreamIssuer: upstream,
+    pool: database.pool,
+    upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
+    upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
+  });
+  const rows = async (table: string, clientId: string) =>
+    (
+      await database.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE client_id = $1`, [
+        clientId,
+      ])
+    ).rows[0]?.n;
+  for (const clientId of ['removed-client', 'kept-client']) {
+    await passThrough.recordClient(clientId, [REDIRECT]);
+    await database.pool.query(
+      `INSERT INTO passthrough_authorizations (state_sha256, client_id, redirect_uri, redirect_uri_sent, expires_at)
+       VALUES (sha256(random()::text::bytea), $1, $2, true, now() + interval '10 minutes')`,
+      [clientId, REDIRECT],
+    );
+    await database.pool.query(
+      `INSERT INTO passthrough_codes (code_sha256, client_id, redirect_uri, expires_at)
+       VALUES (sha256(random()::text::bytea), $1, $2, now() + interval '5 minutes')`,
+      [clientId, REDIRECT],
+    );
+  }
+  await forgetPassThroughClients(database.pool, ['removed-client', 'never-recorded']);
+  for (const table of ['passthrough_clients', 'passthrough_authorizations', 'passthrough_codes']) {
+    assert.equal(await rows(table, 'removed-client'), 0, table);
+    assert.equal(await rows(table, 'kept-client'), 1, table);
+  }
 });
