@@ -39,11 +39,16 @@ function limitKey(address: string): string {
     .join(':')}::/64`;
 }
 
-/** At most `limit` events per key per window; old windows are forgotten. */
+/**
+ * At most `limit` events per key per window. A window opens with the first event after the last
+ * one closed, not on the clock's minute, so a refusal can say when the window ends
+ * (`retryAfterSeconds`). All keys share it and their counts are forgotten together: memory is
+ * bounded by the keys seen in one window.
+ */
 export class FixedWindowLimiter {
   readonly #limit: number;
   readonly #windowMs: number;
-  #window = 0;
+  #opened = Number.NEGATIVE_INFINITY;
   #counts = new Map<string, number>();
 
   constructor(limit: number, windowMs: number) {
@@ -53,13 +58,18 @@ export class FixedWindowLimiter {
 
   /** Counts one event for `key`; false once the key is over its limit in this window. */
   allow(key: string): boolean {
-    const window = Math.floor(Date.now() / this.#windowMs);
-    if (window !== this.#window) {
-      this.#window = window;
+    const now = Date.now();
+    if (now - this.#opened >= this.#windowMs) {
+      this.#opened = now;
       this.#counts = new Map();
     }
     const count = (this.#counts.get(key) ?? 0) + 1;
     this.#counts.set(key, count);
     return count <= this.#limit;
+  }
+
+  /** Whole seconds until the current window closes, at least 1: the `Retry-After` of a refusal. */
+  retryAfterSeconds(): number {
+    return Math.max(1, Math.ceil((this.#opened + this.#windowMs - Date.now()) / 1000));
   }
 }

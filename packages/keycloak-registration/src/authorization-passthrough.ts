@@ -197,7 +197,9 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
       );
     }
     if (!loginLimiter.allow(address)) {
-      return errorPage(429, 'Too many sign-ins from this address; try again in a minute.', { 'Retry-After': '60' });
+      return errorPage(429, 'Too many sign-ins from this address; try again in a minute.', {
+        'Retry-After': String(loginLimiter.retryAfterSeconds()),
+      });
     }
     const state = randomBytes(32).toString('base64url');
     try {

@@ -155,7 +155,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       const address = clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor);
       if (!limiter.allow(address)) {
         return registrationError(429, 'invalid_client_metadata', 'Too many registrations; try again in a minute.', {
-          'Retry-After': '60',
+          'Retry-After': String(limiter.retryAfterSeconds()),
         });
       }
       const text = await readBodyWithin(c.req.raw, maxBodyBytes);

@@ -69,7 +69,8 @@ test('logins started per address are limited: 429 with Retry-After, nothing stor
   assert.equal(await pending(), 3);
   const refused = await authorize('203.0.113.7');
   assert.equal(refused.status, 429);
-  assert.equal(refused.headers.get('retry-after'), '60');
+  const retryAfter = Number(refused.headers.get('retry-after'));
+  assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: the rest of the minute (${retryAfter})`);
   assert.match(await refused.text(), /Too many sign-ins from this address/);
   assert.equal(await pending(), 3, 'nothing stored for the refused one');
   assert.equal((await authorize('198.51.100.20')).status, 302, 'another address is not limited by the first');

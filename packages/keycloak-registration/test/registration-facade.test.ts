@@ -125,7 +125,8 @@ describe('registrationFacade', () => {
     assert.equal((await register(app, body)).status, 201);
     const third = await register(app, body);
     assert.equal(third.status, 429);
-    assert.equal(third.headers.get('retry-after'), '60');
+    const retryAfter = Number(third.headers.get('retry-after'));
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: the rest of the minute (${retryAfter})`);
   });
 
   test('loopback and https redirect URIs pass the check', () => {

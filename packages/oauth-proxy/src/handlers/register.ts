@@ -11,7 +11,7 @@ export function registerHandler(ctx: ProxyContext): Handler {
       if (!ctx.limits.registrations.allow(ctx.addressOf(c))) {
         ctx.emit('registration_limited', {});
         throw new OAuthError('invalid_client_metadata', 'Too many registrations; try again in a minute.', 429, {
-          'Retry-After': '60',
+          'Retry-After': String(ctx.limits.registrations.retryAfterSeconds()),
         });
       }
       const text = await readBodyWithin(c.req.raw, ctx.maxRegistrationBytes);
