@@ -2,13 +2,27 @@
  * The deployed agent as a small service: `GET /health` for the container's liveness probe,
  * `GET /ready` (200 once connected to its MCP servers) and `POST /chat {"message": …}` →
  * `{"reply": …, "tool_calls": [...]}`, one stateless request each.
+ *
+ * `/chat` acts with the agent's own credential, so who may call it matters:
+ * - with `chatToken`, only callers that send it (a web page cannot know it);
+ * - without, only callers on this machine that are not web pages: the `Host` must be a loopback
+ *   name (a page that rebinds its own domain to 127.0.0.1 still sends that domain) and there
+ *   must be no `Origin` (browsers send one with every POST).
+ * Always: `Content-Type: application/json` (a page cannot send it cross-site without a CORS
+ * preflight, which this service never grants), a body of at most `MAX_CHAT_BODY_BYTES`, and at
+ * most `maxConcurrentChats` turns at once (each may call the model many times).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Hono } from 'hono';
+import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
+import { type Context, Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { ExpensesAgent } from './agent.ts';
 import type { Logger } from './logger.ts';
 
 export const MAX_MESSAGE_LENGTH = 4000;
+/** Room for a message of `MAX_MESSAGE_LENGTH` characters even if every one is escaped (`\uXXXX`). */
+export const MAX_CHAT_BODY_BYTES = 32 * 1024;
+export const DEFAULT_MAX_CONCURRENT_CHATS = 4;
 
 export interface AgentAppOptions {
   /** The agent, once it is connected to its MCP servers; undefined until then. */
@@ -18,10 +32,19 @@ export interface AgentAppOptions {
   logger: Logger;
   /** When set, `POST /chat` needs `Authorization: Bearer <chatToken>`. */
   chatToken?: string | undefined;
+  /** Turns run at once; more get 429 (default `DEFAULT_MAX_CONCURRENT_CHATS`). */
+  maxConcurrentChats?: number;
 }
 
-export function createAgentApp({ agent: current, notReadyReason, logger, chatToken }: AgentAppOptions): Hono {
+export function createAgentApp({
+  agent: current,
+  notReadyReason,
+  logger,
+  chatToken,
+  maxConcurrentChats = DEFAULT_MAX_CONCURRENT_CHATS,
+}: AgentAppOptions): Hono {
   const app = new Hono();
+  let turnsRunning = 0;
 
   // Alive even while the MCP servers cannot be reached: restarting would not reach them sooner.
   app.get('/health', (c) => {
@@ -32,10 +55,32 @@ export function createAgentApp({ agent: current, notReadyReason, logger, chatTok
     current() ? c.json({ status: 'ready' }) : c.json({ status: 'connecting' }, 503, { 'Retry-After': '10' }),
   );
 
-  app.post('/chat', async (c) => {
-    if (chatToken !== undefined && !bearerMatches(c.req.header('authorization'), chatToken)) {
-      return c.json({ error: 'unauthorized' }, 401, { 'www-authenticate': 'Bearer realm="agent"' });
-    }
+  app.post(
+    '/chat',
+    async (c, next) => {
+      if (chatToken !== undefined) {
+        if (!bearerMatches(c.req.header('authorization'), chatToken)) {
+          return c.json({ error: 'unauthorized' }, 401, { 'www-authenticate': 'Bearer realm="agent"' });
+        }
+      } else if (!isLoopbackUrlHost(hostnameOf(c.req.header('host'))) || c.req.header('origin') !== undefined) {
+        return c.json(
+          { error: 'forbidden', error_description: 'Without AGENT_CHAT_TOKEN, /chat answers local callers only.' },
+          403,
+        );
+      }
+      if (!/^application\/json\s*(;|$)/i.test(c.req.header('content-type') ?? '')) {
+        return c.json({ error: 'the body must be JSON (Content-Type: application/json)' }, 415);
+      }
+      await next();
+    },
+    bodyLimit({
+      maxSize: MAX_CHAT_BODY_BYTES,
+      onError: (c) => c.json({ error: `the body may be at most ${MAX_CHAT_BODY_BYTES} bytes` }, 413),
+    }),
+    chat,
+  );
+
+  async function chat(c: Context) {
     let body: unknown;
     try {
       body = await c.req.json();
@@ -48,15 +93,20 @@ export function createAgentApp({ agent: current, notReadyReason, logger, chatTok
     }
     const agent = current();
     if (agent === undefined) {
+      // The reason names internal URLs and errors: for callers who proved who they are.
+      const reason = chatToken === undefined ? 'connecting (the log says why)' : (notReadyReason?.() ?? 'connecting');
       return c.json(
-        {
-          error: 'not_ready',
-          error_description: `The agent is not connected to its MCP servers yet: ${notReadyReason?.() ?? 'connecting'}`,
-        },
+        { error: 'not_ready', error_description: `The agent is not connected to its MCP servers yet: ${reason}` },
         503,
         { 'Retry-After': '10' },
       );
     }
+    if (turnsRunning >= maxConcurrentChats) {
+      return c.json({ error: 'busy', error_description: `${maxConcurrentChats} turns are running; try again.` }, 429, {
+        'Retry-After': '5',
+      });
+    }
+    turnsRunning++;
     const startedAt = Date.now();
     try {
       const turn = await agent.run(message.trim(), { signal: c.req.raw.signal });
@@ -78,10 +128,24 @@ export function createAgentApp({ agent: current, notReadyReason, logger, chatTok
       // The model or an MCP server failed; the details go to the log, not to the caller.
       logger.error('chat failed', { duration_ms: Date.now() - startedAt, error: (error as Error).message });
       return c.json({ error: 'the agent could not complete this request' }, 502);
+    } finally {
+      turnsRunning--;
     }
-  });
+  }
 
   return app;
+}
+
+/** `Host` without its port (`[::1]:8001` → `[::1]`); empty when there is none. */
+function hostnameOf(host: string | undefined): string {
+  // Only what a browser puts in Host (no user info, no path): URL parsing alone would read
+  // `evil.example@127.0.0.1` as 127.0.0.1.
+  if (!host || !/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(host)) return '';
+  try {
+    return new URL(`http://${host}`).hostname;
+  } catch {
+    return '';
+  }
 }
 
 function bearerMatches(header: string | undefined, expected: string): boolean {

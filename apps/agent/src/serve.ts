@@ -3,6 +3,7 @@
  * `GET /health`, `GET /ready` and `POST /chat`, and connects to the MCP servers (retrying until
  * they answer). SIGTERM stops it cleanly.
  */
+import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
@@ -76,6 +77,11 @@ const server = serve({ fetch: app.fetch, hostname: config.host, port: config.por
   });
   void connect(0);
 });
+// Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
+// defaults are 60 s and 300 s), as the MCP server. A turn's answer is not limited by these.
+// `serve` made a plain `http.Server` (no `createServer` option).
+(server as Server).headersTimeout = 10_000;
+(server as Server).requestTimeout = 30_000;
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import {
   type ChatRequest,
@@ -282,6 +283,55 @@ describe('HTTP mode (serve.ts as a process)', () => {
     }
   });
 
+  test('without AGENT_CHAT_TOKEN, /chat is for local callers that are not web pages; JSON only, bounded', async () => {
+    const agent = await spawnServe(env);
+    try {
+      const { port } = new URL(agent.url);
+      const json = { 'content-type': 'application/json' };
+      const message = JSON.stringify({ message: 'hi' });
+      // DNS rebinding: the page's own name resolved to 127.0.0.1 is still its name in Host.
+      assert.equal((await rawPost(agent.url, { ...json, host: `attacker.example:${port}` }, message)).status, 403);
+      // A page on any origin (browsers send Origin with every POST).
+      assert.equal((await rawPost(agent.url, { ...json, origin: 'https://attacker.example' }, message)).status, 403);
+      // The one body a page can send cross-site without a preflight.
+      assert.equal((await rawPost(agent.url, { 'content-type': 'text/plain' }, message)).status, 415);
+      // A megabyte, chunked: refused at the limit, not read whole and parsed.
+      const big = await rawPost(agent.url, json, JSON.stringify({ message: 'x'.repeat(1024 * 1024) }), {
+        chunked: true,
+      });
+      assert.equal(big.status, 413);
+      assert.equal(llm.requests.length, 0, 'the model was never called');
+
+      // At most 4 turns at once: the model holds four open, the fifth is refused.
+      let release: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const heldTurn = async () => {
+        await gate;
+        return { content: 'done' };
+      };
+      llm.script(Array.from({ length: 4 }, () => heldTurn));
+      const chat = () => rawPost(agent.url, json, message);
+      const running = [chat(), chat(), chat(), chat()];
+      for (let waited = 0; llm.requests.length < 4 && waited < 30_000; waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const fifth = await chat();
+      assert.equal(fifth.status, 429, fifth.body);
+      assert.equal(fifth.headers['retry-after'], '5');
+      release();
+      assert.deepEqual(
+        (await Promise.all(running)).map((answer) => answer.status),
+        [200, 200, 200, 200],
+      );
+      llm.script([{ content: 'again' }]);
+      assert.equal((await chat()).status, 200, 'the finished turns made room');
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  });
+
   test('refuses MCP_AUTH=oauth: nobody can sign in from a container', async () => {
     await assert.rejects(
       spawnServe({ ...env, MCP_AUTH: 'oauth' }),
@@ -319,4 +369,59 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal(await agent.stop(), 0, 'SIGTERM during the retries still exits cleanly');
     }
   });
+
+  test('not ready and without AGENT_CHAT_TOKEN: /chat says so without the internal reason', async () => {
+    const agent = await spawnServe({ ...env, MCP_AUTH: 'none' }, { ready: false });
+    try {
+      for (let i = 0; i < 100 && !agent.output().includes('could not connect to its MCP servers'); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const chat = await rawPost(agent.url, { 'content-type': 'application/json' }, JSON.stringify({ message: 'hi' }));
+      assert.equal(chat.status, 503);
+      const body = JSON.parse(chat.body) as { error: string; error_description: string };
+      assert.equal(body.error, 'not_ready');
+      assert.doesNotMatch(body.error_description, /401|Unauthorized|http:|127\.0\.0\.1/i);
+      assert.match(agent.output(), /could not connect to its MCP servers/, 'the log has the reason');
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  });
 });
+
+/** A POST with exactly these headers (fetch would set Host and Origin itself), optionally chunked. */
+function rawPost(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  options: { chunked?: boolean } = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  return new Promise((resolve, reject) => {
+    let answered = false;
+    const sent = httpRequest(`${url}/chat`, { method: 'POST', headers }, (response) => {
+      answered = true;
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text }));
+    });
+    // A refused upload is cut off mid-body once the answer is sent: only an error before it counts.
+    sent.on('error', (error) => {
+      if (!answered) reject(error);
+    });
+    if (options.chunked) {
+      // Piece by piece, as a client streams: stops once the answer has come.
+      void (async () => {
+        for (let at = 0; at < body.length && !answered; at += 16 * 1024) {
+          sent.write(body.slice(at, at + 16 * 1024));
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        if (!answered) sent.end();
+      })();
+    } else {
+      sent.setHeader('content-length', Buffer.byteLength(body));
+      sent.end(body);
+    }
+  });
+}

@@ -16,7 +16,7 @@ export interface ScriptedToolCall {
 export type ScriptStep = { toolCalls: ScriptedToolCall[] } | { content: string };
 
 /** A step, or a function of the request (e.g. to quote the tool result the agent just sent back). */
-export type ScriptEntry = ScriptStep | ((request: ChatRequest) => ScriptStep);
+export type ScriptEntry = ScriptStep | ((request: ChatRequest) => ScriptStep | Promise<ScriptStep>);
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool';
@@ -78,7 +78,8 @@ export async function startScriptedLlm(
       );
       return;
     }
-    const step = typeof entry === 'function' ? entry(body) : entry;
+    // A function may take its time: a test holds turns open with it.
+    const step = typeof entry === 'function' ? await entry(body) : entry;
     const toolCalls =
       'toolCalls' in step
         ? step.toolCalls.map((call) => ({
