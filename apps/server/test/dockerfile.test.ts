@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { replayDockerfile, run } from '@mcp-auth-stack/testing';
+import { dockerignore, replayDockerfile, run } from '@mcp-auth-stack/testing';
 import { connectClient } from './helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -14,6 +14,27 @@ const exists = (path: string) =>
     () => true,
     () => false,
   );
+
+test('the build context leaves out secrets at any depth and test output; the sources go in', async () => {
+  const ignored = await dockerignore(join(ROOT, '.dockerignore'));
+  const sent = (path: string) => !ignored.some((pattern) => pattern.test(path));
+  for (const secret of [
+    '.env',
+    '.env.local',
+    '.azure/prod/.env', // azd's store: client secrets, signing and encryption keys
+    '.azure/prod/config.json',
+    'apps/agent/.env',
+    'apps/server/.env.production',
+    'test-results/login/trace.zip',
+    'playwright-report/index.html',
+    '.data/pgdata/PG_VERSION',
+  ]) {
+    assert.equal(sent(secret), false, `${secret} stays out of the build context`);
+  }
+  for (const source of ['package.json', 'pnpm-lock.yaml', 'apps/server/src/main.ts', 'keycloak/realm-mcp.json']) {
+    assert.equal(sent(source), true, `${source} is in the build context`);
+  }
+});
 
 /**
  * No Docker engine runs here, so the image is replayed: every stage's COPY and `pnpm`/`node`

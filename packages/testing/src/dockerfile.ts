@@ -123,7 +123,8 @@ async function readDockerfile(path: string): Promise<Step[]> {
 }
 
 /** .dockerignore patterns as regular expressions over paths relative to the context. */
-async function dockerignore(path: string): Promise<RegExp[]> {
+/** The patterns of a `.dockerignore` as regular expressions over context-relative paths (no `!`). */
+export async function dockerignore(path: string): Promise<RegExp[]> {
   return (await readFile(path, 'utf8'))
     .split('\n')
     .map((line) => line.trim())

@@ -1,4 +1,4 @@
-export { type ReplayedImage, replayDockerfile } from './dockerfile.ts';
+export { dockerignore, type ReplayedImage, replayDockerfile } from './dockerfile.ts';
 export {
   type AuthorizeRequest,
   audienceOf,
