@@ -5,6 +5,7 @@ import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Hono } from 'hono';
 import {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
+  type AuthorizationPassThroughOptions,
   authorizationPassThrough,
   authorizationPassThroughMigrations,
   forgetPassThroughClients,
@@ -32,16 +33,22 @@ after(async () => {
   await testDb?.drop();
 });
 
-const pending = async () =>
-  (await database.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM passthrough_authorizations')).rows[0]?.n;
-
-test('logins started per address are limited: 429 with Retry-After, nothing stored; other addresses go on', async () => {
-  const passThrough = authorizationPassThrough({
+/** The pass-through on the test database, with the stand-in Keycloak at `upstream`. */
+const passThroughWith = (options: Partial<AuthorizationPassThroughOptions> = {}) =>
+  authorizationPassThrough({
     issuer: 'http://localhost:8000',
     upstreamIssuer: upstream,
     pool: database.pool,
     upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
     upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
+    ...options,
+  });
+
+const pending = async () =>
+  (await database.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM passthrough_authorizations')).rows[0]?.n;
+
+test('logins started per address are limited: 429 with Retry-After, nothing stored; other addresses go on', async () => {
+  const passThrough = passThroughWith({
     loginsPerMinute: 3,
     trustForwardedFor: true,
   });
@@ -78,12 +85,7 @@ test('logins started per address are limited: 429 with Retry-After, nothing stor
 });
 
 test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on to the client', async () => {
-  const passThrough = authorizationPassThrough({
-    issuer: 'http://localhost:8000',
-    upstreamIssuer: upstream,
-    pool: database.pool,
-    upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
-    upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
+  const passThrough = passThroughWith({
     fetch: async () =>
       Response.json({ access_token: 'a', token_type: 'Bearer', expires_in: 300, pad: 'x'.repeat(300 * 1024) }),
   });
@@ -106,13 +108,7 @@ test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on 
 });
 
 test('clients the janitor removed are forgotten: their record, pending logins and codes; other clients stay', async () => {
-  const passThrough = authorizationPassThrough({
-    issuer: 'http://localhost:8000',
-    upstreamIssuer: upstream,
-    pool: database.pool,
-    upstreamAuthorizationEndpoint: async () => `${upstream}/protocol/openid-connect/auth`,
-    upstreamTokenEndpoint: async () => `${upstream}/protocol/openid-connect/token`,
-  });
+  const passThrough = passThroughWith();
   const rows = async (table: string, clientId: string) =>
     (
       await database.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE client_id = $1`, [
