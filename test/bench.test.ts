@@ -67,7 +67,8 @@ test('pnpm bench runs every row with no error and prints the targets and the com
   for (const line of [
     /^this server's RSS: idle ≤ \d+ MB \(target ≤ 80: (met|NOT met)\), peak \d+ MB \(target ≤ 120: (met|NOT met)\)$/m,
     /^cold start \(spawn → first authenticated tools\/list, migrations on an empty database\): \d+ ms, median \d+/m,
-    /^paired rounds, CK keycloak mode read \/ D read = \d+\.\d\d; median \d+\.\d\d/m,
+    // Each round's ratio, marked when other guests took its time (a noisy machine), then the median.
+    /^paired rounds, CK keycloak mode read \/ D read = \d+\.\d\d(?: \[\d+ % stolen\])?(?:, \d+\.\d\d(?: \[\d+ % stolen\])?)*; median \d+\.\d\d/m,
     /^paired rounds, C {2}key mode read \/ D′ read/m,
     /^Reference: FastMCP \(bench\/reference\/server\.py\), Python 3\.\d+\.\d+; .*fastmcp==\d/m,
     /^this server \(keycloak mode\) ÷ reference, 1 process: {2}tools\/list \d+\.\d\d, get_user_expenses \d+\.\d\d/m,
