@@ -9,7 +9,7 @@ import type {
   OAuthClientMetadata,
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
-import type { Browser, BrowserContext } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { CallbackServer } from './oauth.ts';
 
 export interface LoginUser {
@@ -98,8 +98,10 @@ export class BrowserOAuthProvider implements OAuthClientProvider {
     const step = this.options.step ?? (<T>(_title: string, body: () => Promise<T>) => body());
     const context = await this.browser.newContext();
     context.setDefaultTimeout(15_000);
+    let opened: Page | undefined;
     try {
       const page = await context.newPage();
+      opened = page;
       const atCallback = (target: URL) => target.href.startsWith(this.callback.redirectUri);
       // Keycloak answers some requests (a scope the client may not have) straight to the callback.
       const first = await step(`open the authorization page of ${url.origin}`, async () => {
@@ -141,6 +143,10 @@ export class BrowserOAuthProvider implements OAuthClientProvider {
           await page.waitForURL(atCallback);
         });
       }
+    } catch (error) {
+      // A wait that timed out says only what it waited for: where the browser was says why.
+      if (error instanceof Error && opened) error.message += `\n${await whereThePageIs(opened)}`;
+      throw error;
     } finally {
       await context.close();
     }
@@ -150,6 +156,15 @@ export class BrowserOAuthProvider implements OAuthClientProvider {
   forgetTokens() {
     this.#tokens = undefined;
   }
+}
+
+/** The page's URL and the start of its text, for a failed login's message. */
+async function whereThePageIs(page: Page): Promise<string> {
+  const text = await page
+    .locator('body')
+    .textContent({ timeout: 2_000 })
+    .catch(() => null);
+  return `the browser was at ${page.url()}: ${(text ?? '(no page text)').replace(/\s+/g, ' ').trim().slice(0, 300)}`;
 }
 
 /**
@@ -260,8 +275,10 @@ export class ProxyOAuthProvider extends BrowserOAuthProvider {
     const step = this.proxy.step ?? (<T>(_title: string, body: () => Promise<T>) => body());
     const context = this.proxy.context ?? (await this.browser.newContext());
     context.setDefaultTimeout(15_000);
-    const page = await context.newPage();
+    let opened: Page | undefined;
     try {
+      const page = await context.newPage();
+      opened = page;
       const atCallback = (target: URL) => target.href.startsWith(this.callback.redirectUri);
       const next = () =>
         Promise.race([
@@ -301,8 +318,11 @@ export class ProxyOAuthProvider extends BrowserOAuthProvider {
           await page.waitForURL(atCallback);
         });
       }
+    } catch (error) {
+      if (error instanceof Error && opened) error.message += `\n${await whereThePageIs(opened)}`;
+      throw error;
     } finally {
-      await page.close();
+      await opened?.close();
       if (!this.proxy.context) await context.close();
     }
   }
