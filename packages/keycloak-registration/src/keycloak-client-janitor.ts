@@ -1,3 +1,6 @@
+import { MAX_UPSTREAM_ANSWER_BYTES } from '@mcp-auth-stack/auth';
+import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
+
 /**
  * Removes dynamically registered Keycloak clients nobody uses, so that a flood of anonymous
  * registrations (the realm's Max Clients policy then answers 403 to everyone, real MCP clients
@@ -49,6 +52,8 @@ export const KEYCLOAK_BUILT_IN_CLIENTS: readonly string[] = [
   'security-admin-console',
 ];
 
+/** A page of 100 client representations is a few hundred KB; this bounds one gone wrong. */
+const MAX_ADMIN_ANSWER_BYTES = 4 * 1024 * 1024;
 const FIRST_SEEN = 'mcp.janitor.first-seen';
 const LAST_USED = 'mcp.janitor.last-used';
 const PAGE = 100;
@@ -92,7 +97,16 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       },
     );
     if (!response.ok) throw new Error(`the janitor's token request answered ${response.status}`);
-    return ((await response.json()) as { access_token: string }).access_token;
+    return (
+      JSON.parse(await within(response, MAX_UPSTREAM_ANSWER_BYTES, 'its token answer')) as { access_token: string }
+    ).access_token;
+  }
+
+  /** An answer's text, refused past `limit` bytes: a Keycloak gone wrong must not fill the server's memory. */
+  async function within(response: Response, limit: number, what: string): Promise<string> {
+    const text = await readResponseWithin(response, limit);
+    if (text === undefined) throw new Error(`${what} is larger than ${limit} bytes`);
+    return text;
   }
 
   async function api(bearer: string, path: string, init: { method?: string; body?: unknown } = {}) {
@@ -105,7 +119,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     if (!response.ok && response.status !== 404) {
       throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
     }
-    const text = await response.text();
+    const text = await within(response, MAX_ADMIN_ANSWER_BYTES, `${init.method ?? 'GET'} ${path}`);
     return text ? (JSON.parse(text) as unknown) : undefined;
   }
 
