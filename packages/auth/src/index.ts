@@ -25,7 +25,7 @@ export {
   isRegisteredRedirectUri,
   MAX_REGISTRATION_DEPTH,
 } from './client-metadata.ts';
-export { MAX_UPSTREAM_ANSWER_BYTES, RemoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
+export { MAX_UPSTREAM_ANSWER_BYTES, RemoteKeySet, type RemoteKeySetOptions, readAnswer } from './jwks.ts';
 export {
   DEFAULT_JWT_ALGORITHMS,
   type JwtBearerProvider,

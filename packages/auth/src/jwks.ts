@@ -140,8 +140,19 @@ export async function fetchJson(
     await response.body?.cancel();
     throw new Error(`HTTP ${response.status} from ${url}`);
   }
-  // Read as a stream up to the limit: a body without Content-Length is not held whole first.
+  return JSON.parse(await readAnswer(response, `the response from ${url}`, maxBytes));
+}
+
+/**
+ * An answer's text, read as a stream up to `maxBytes` (a body without Content-Length is not held
+ * whole first); past it the rest is cancelled and this throws, naming `what`.
+ */
+export async function readAnswer(
+  response: Response,
+  what: string,
+  maxBytes = MAX_UPSTREAM_ANSWER_BYTES,
+): Promise<string> {
   const text = await readResponseWithin(response, maxBytes);
-  if (text === undefined) throw new Error(`response from ${url} larger than ${maxBytes} bytes`);
-  return JSON.parse(text);
+  if (text === undefined) throw new Error(`${what} is larger than ${maxBytes} bytes`);
+  return text;
 }

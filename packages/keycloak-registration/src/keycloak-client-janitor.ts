@@ -1,5 +1,4 @@
-import { MAX_UPSTREAM_ANSWER_BYTES } from '@mcp-auth-stack/auth';
-import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
+import { readAnswer } from '@mcp-auth-stack/auth';
 
 /**
  * Removes dynamically registered Keycloak clients nobody uses, so that a flood of anonymous
@@ -97,16 +96,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       },
     );
     if (!response.ok) throw new Error(`the janitor's token request answered ${response.status}`);
-    return (
-      JSON.parse(await within(response, MAX_UPSTREAM_ANSWER_BYTES, 'its token answer')) as { access_token: string }
-    ).access_token;
-  }
-
-  /** An answer's text, refused past `limit` bytes: a Keycloak gone wrong must not fill the server's memory. */
-  async function within(response: Response, limit: number, what: string): Promise<string> {
-    const text = await readResponseWithin(response, limit);
-    if (text === undefined) throw new Error(`${what} is larger than ${limit} bytes`);
-    return text;
+    return (JSON.parse(await readAnswer(response, 'its token answer')) as { access_token: string }).access_token;
   }
 
   async function api(bearer: string, path: string, init: { method?: string; body?: unknown } = {}) {
@@ -119,7 +109,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     if (!response.ok && response.status !== 404) {
       throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
     }
-    const text = await within(response, MAX_ADMIN_ANSWER_BYTES, `${init.method ?? 'GET'} ${path}`);
+    const text = await readAnswer(response, `${init.method ?? 'GET'} ${path}`, MAX_ADMIN_ANSWER_BYTES);
     return text ? (JSON.parse(text) as unknown) : undefined;
   }
 

@@ -4,6 +4,7 @@ import {
   FixedWindowLimiter,
   MAX_REGISTRATION_DEPTH,
   MAX_UPSTREAM_ANSWER_BYTES,
+  readAnswer,
 } from '@mcp-auth-stack/auth';
 import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 import { jsonTextTooDeep, readBodyWithin, readResponseWithin } from '@mcp-auth-stack/mcp-hono';
@@ -89,9 +90,10 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       signal: AbortSignal.timeout(5_000),
     });
     if (!response.ok) throw new Error(`the identity provider's metadata answered ${response.status}`);
-    const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
-    if (text === undefined) throw new Error("the identity provider's metadata is larger than this server accepts");
-    const metadata = JSON.parse(text) as Record<string, unknown>;
+    const metadata = JSON.parse(await readAnswer(response, "the identity provider's metadata")) as Record<
+      string,
+      unknown
+    >;
     cached = { metadata, expires: Date.now() + ttl };
     return metadata;
   }

@@ -1,5 +1,4 @@
-import { MAX_UPSTREAM_ANSWER_BYTES } from '@mcp-auth-stack/auth';
-import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
+import { readAnswer } from '@mcp-auth-stack/auth';
 import { decodeJwt } from 'jose';
 import type { ProxyContext } from './context.ts';
 import { randomToken, s256 } from './crypto.ts';
@@ -80,10 +79,8 @@ export async function callUpstreamToken(
     body,
     signal: AbortSignal.timeout(10_000),
   });
-  const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
-  // Thrown as an unreachable provider is: a refresh then keeps the grant (503), it is not revoked.
-  if (text === undefined) throw new Error('The upstream token answer is larger than the proxy accepts.');
-  const json = parseObject(text);
+  // Too large throws, as an unreachable provider does: a refresh then keeps the grant (503).
+  const json = parseObject(await readAnswer(response, 'the upstream token answer'));
   if (!response.ok || typeof json.access_token !== 'string') {
     return {
       ok: false,
@@ -136,9 +133,7 @@ export async function upstreamUser(
       signal: AbortSignal.timeout(10_000),
     });
     if (response.ok) {
-      const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
-      if (text === undefined) throw new Error('The upstream user info is larger than the proxy accepts.');
-      const info = JSON.parse(text) as Record<string, unknown>;
+      const info = JSON.parse(await readAnswer(response, 'the upstream user info')) as Record<string, unknown>;
       if (claims.sub === undefined || info.sub === claims.sub) claims = { ...claims, ...info };
     }
   }

@@ -1,5 +1,4 @@
-import { MAX_UPSTREAM_ANSWER_BYTES } from '@mcp-auth-stack/auth';
-import { readResponseWithin } from '@mcp-auth-stack/mcp-hono';
+import { readAnswer } from '@mcp-auth-stack/auth';
 
 /** The identity provider the proxy logs users in at, with one fixed, pre-registered confidential client. */
 export interface UpstreamEndpoints {
@@ -69,9 +68,10 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
       signal: AbortSignal.timeout(5_000),
     });
     if (!response.ok) throw new Error(`The upstream discovery document answered ${response.status}.`);
-    const text = await readResponseWithin(response, MAX_UPSTREAM_ANSWER_BYTES);
-    if (text === undefined) throw new Error('The upstream discovery document is larger than the proxy accepts.');
-    const document = JSON.parse(text) as Record<string, unknown>;
+    const document = JSON.parse(await readAnswer(response, 'the upstream discovery document')) as Record<
+      string,
+      unknown
+    >;
     const issuer = stringMember(document, 'issuer');
     const authorizationEndpoint = stringMember(document, 'authorization_endpoint');
     const tokenEndpoint = stringMember(document, 'token_endpoint');
