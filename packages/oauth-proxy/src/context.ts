@@ -55,6 +55,8 @@ export interface OAuthProxyOptions {
   registrationsPerMinute?: number | undefined;
   /** Client ID Metadata Document fetches an address may cause per minute (default 30). */
   metadataDocumentFetchesPerMinute?: number | undefined;
+  /** Sign-ins (`/authorize` requests that store a pending login) per client address per minute (default 30). */
+  authorizationsPerMinute?: number | undefined;
   /** Behind a reverse proxy: take the client address from `X-Forwarded-For` (default false). */
   trustForwardedFor?: boolean | undefined;
   /** Check on every request that the token's grant is not revoked (one primary-key lookup; default true). */
@@ -113,7 +115,11 @@ export interface ProxyContext {
   cimdEnabled: boolean;
   maxRegistrationBytes: number;
   /** Per client address: registration writes a row, a CIMD lookup makes this server fetch a URL. */
-  limits: { registrations: FixedWindowLimiter; documentFetches: FixedWindowLimiter };
+  limits: {
+    registrations: FixedWindowLimiter;
+    documentFetches: FixedWindowLimiter;
+    authorizations: FixedWindowLimiter;
+  };
   addressOf(c: Context): string;
   endpoints: Record<'authorize' | 'consent' | 'callback' | 'token' | 'register' | 'revoke' | 'jwks', string>;
   fetch: typeof fetch;
@@ -193,6 +199,7 @@ export function resolveContext(options: OAuthProxyOptions): ProxyContext {
     limits: {
       registrations: new FixedWindowLimiter(options.registrationsPerMinute ?? 20, 60_000),
       documentFetches: new FixedWindowLimiter(options.metadataDocumentFetchesPerMinute ?? 30, 60_000),
+      authorizations: new FixedWindowLimiter(options.authorizationsPerMinute ?? 30, 60_000),
     },
     addressOf: (c) => clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, trustForwardedFor),
     endpoints: {

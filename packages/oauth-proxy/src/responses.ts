@@ -28,9 +28,17 @@ export function htmlPage(
 }
 
 /** An error shown to the user, for when there is no verified redirect URI to send the error to. */
-export function failPage(c: Context, title: string, message: string, status: ContentfulStatusCode = 400): Response {
+export function failPage(
+  c: Context,
+  title: string,
+  message: string,
+  status: ContentfulStatusCode = 400,
+  headers: Record<string, string> = {},
+): Response {
   const nonce = randomToken().slice(0, 22);
-  return htmlPage(c, errorPage(nonce, title, message), nonce, status);
+  const page = htmlPage(c, errorPage(nonce, title, message), nonce, status);
+  for (const [name, value] of Object.entries(headers)) page.headers.set(name, value);
+  return page;
 }
 
 export function redirect(c: Context, location: string): Response {

@@ -149,6 +149,22 @@ describe('registration', () => {
     assert.equal(await count('oauth_proxy_clients'), clientsBefore);
   });
 
+  test('sign-ins are limited per client address: 429 with Retry-After, no pending login stored', async () => {
+    const limited = instance(dbA, idp, keys, { authorizationsPerMinute: 2 });
+    const client = await register(limited.app);
+    const signIn = () =>
+      limited.app.request(authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+    assert.equal((await signIn()).status, 200);
+    assert.equal((await signIn()).status, 200);
+    const pendingBefore = await count('oauth_proxy_consent_requests');
+    const third = await signIn();
+    assert.equal(third.status, 429);
+    assert.match(await third.text(), /Too many sign-ins/);
+    const retryAfter = Number(third.headers.get('retry-after'));
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: the rest of the minute (${retryAfter})`);
+    assert.equal(await count('oauth_proxy_consent_requests'), pendingBefore);
+  });
+
   test('a confidential client gets a secret that the token endpoint requires', async () => {
     const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_post' });
     assert.ok(client.client_secret);

@@ -76,6 +76,14 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     } catch (error) {
       return back((error as OAuthError).error, (error as Error).message);
     }
+    // Each request past this point stores a pending login (a consent request or an upstream
+    // transaction) for minutes: an address may not fill the table.
+    if (!ctx.limits.authorizations.allow(ctx.addressOf(c))) {
+      ctx.emit('authorization_limited', { client_id: client.clientId });
+      return failPage(c, 'Too many sign-ins', 'Too many sign-ins from this address; try again in a minute.', 429, {
+        'Retry-After': String(ctx.limits.authorizations.retryAfterSeconds()),
+      });
+    }
     const browser = ensureBrowserId(c, ctx);
     const pending = {
       clientId: client.clientId,
