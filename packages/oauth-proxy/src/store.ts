@@ -255,7 +255,7 @@ export class ProxyStore {
       `SELECT r.grant_id, r.client_id, r.used_at IS NOT NULL AS used,
          (r.expires_at < now() OR g.expires_at < now()) AS expired, g.revoked_at IS NOT NULL AS revoked,
          g.user_id, g.user_name, g.scopes, g.upstream_tokens,
-         coalesce(g.upstream_expires_at < now() + interval '60 seconds', false) AS upstream_stale
+         coalesce(g.upstream_expires_at < now() + interval '60 seconds', true) AS upstream_stale
        FROM oauth_proxy_refresh_tokens r JOIN oauth_proxy_grants g ON g.id = r.grant_id
        WHERE r.token_sha256 = $1 FOR UPDATE OF r, g`,
       [sha256(token)],

@@ -9,11 +9,19 @@ import type { UpstreamEndpoints } from './upstream.ts';
 
 const ID_TOKEN_CLOCK_SKEW_MS = 60_000;
 
+/**
+ * How long upstream tokens are taken to last when the token answer has no `expires_in` (RFC 6749
+ * 5.1 only recommends it). The grant's standing upstream (still signed in, still an
+ * administrator) is checked again when they run out, so without a lifetime it would never be.
+ */
+export const UPSTREAM_LIFETIME_WHEN_UNSTATED_SECONDS = 3600;
+
 /** The upstream tokens as sealed into a grant. */
 export interface UpstreamTokens {
   access_token: string;
   refresh_token?: string | undefined;
   id_token?: string | undefined;
+  /** Unset only in grants stored before UPSTREAM_LIFETIME_WHEN_UNSTATED_SECONDS (they count as run out). */
   expires_at?: number | undefined;
   scope?: string | undefined;
 }
@@ -98,7 +106,7 @@ export function toStored(tokens: Record<string, unknown>, previous?: UpstreamTok
     access_token: tokens.access_token as string,
     refresh_token: typeof tokens.refresh_token === 'string' ? tokens.refresh_token : previous?.refresh_token,
     id_token: typeof tokens.id_token === 'string' ? tokens.id_token : previous?.id_token,
-    expires_at: Number.isFinite(expiresIn) ? Date.now() + expiresIn * 1000 : undefined,
+    expires_at: Date.now() + (Number.isFinite(expiresIn) ? expiresIn : UPSTREAM_LIFETIME_WHEN_UNSTATED_SECONDS) * 1000,
     scope: typeof tokens.scope === 'string' ? tokens.scope : previous?.scope,
   };
 }

@@ -28,7 +28,8 @@ export class FakeUpstream {
   denyNext = false;
   /** The `nonce` to put in the next ID token instead of the one the login sent (`null`: none). */
   nonceOverride: string | null | undefined;
-  accessTokenTtl = 300;
+  /** `expires_in` of the token answers; undefined leaves it out (RFC 6749 5.1 only recommends it). */
+  accessTokenTtl: number | undefined = 300;
   /** Token answers that succeed carry a megabyte of padding, sent chunked (an upstream gone wrong). */
   oversizedAnswers = false;
   /** Every token it handed out, to check none is stored in plaintext. */

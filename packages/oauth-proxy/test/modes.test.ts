@@ -273,6 +273,44 @@ describe('permittedScopes on upstream refresh', () => {
   });
 });
 
+describe('an upstream token answer without expires_in', () => {
+  test('counts as lasting an hour; a grant without an upstream lifetime asks the upstream again at its next refresh', async () => {
+    let admin = true;
+    const narrowing = instance(db, idp, keys, {
+      permittedScopes: ({ requested }) => requested.filter((scope) => scope !== 'expenses:write' || admin),
+    });
+    idp.accessTokenTtl = undefined;
+    try {
+      const { client, tokens } = await registerAndLogin(narrowing, 'mcp:access expenses:write');
+      assert.equal(tokens.body.scope, 'mcp:access expenses:write');
+      const grants = await db.pool.query<{ id: string; upstream_expires_at: Date | null }>(
+        'SELECT g.id, g.upstream_expires_at FROM oauth_proxy_grants g JOIN oauth_proxy_refresh_tokens r ON r.grant_id = g.id WHERE r.token_sha256 = sha256(convert_to($1, $2))',
+        [tokens.body.refresh_token, 'UTF8'],
+      );
+      const grant = grants.rows[0];
+      assert.ok(grant?.upstream_expires_at, 'an upstream lifetime is stored');
+      const hours = (grant.upstream_expires_at.getTime() - Date.now()) / 3_600_000;
+      assert.ok(hours > 0.95 && hours <= 1, `the upstream tokens count as lasting an hour (${hours.toFixed(3)} h)`);
+
+      // A grant stored without any upstream lifetime (before one was assumed) is not trusted forever.
+      await db.pool.query('UPDATE oauth_proxy_grants SET upstream_expires_at = NULL WHERE id = $1', [grant.id]);
+      admin = false;
+      const upstreamRefreshes = () => idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token');
+      const before = upstreamRefreshes().length;
+      const refreshed = await tokenRequest(narrowing.app, {
+        grant_type: 'refresh_token',
+        refresh_token: tokens.body.refresh_token as string,
+        client_id: client.client_id,
+      });
+      assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+      assert.equal(upstreamRefreshes().length, before + 1, 'the upstream was asked again');
+      assert.equal(refreshed.body.scope, 'mcp:access', 'what the upstream no longer permits is dropped');
+    } finally {
+      idp.accessTokenTtl = 300;
+    }
+  });
+});
+
 describe('cookies over https', () => {
   test('__Host- prefix, Secure, HttpOnly, SameSite=Lax, Path=/ and no Domain', async () => {
     const https = instance(db, idp, keys, {
