@@ -264,6 +264,7 @@ async function oauthProxyProvider(
             tenantId: upstream.tenantId,
             clientId: upstream.clientId,
             clientSecret: upstream.clientSecret,
+            allowedTenantIds: upstream.allowedTenantIds,
           })
         : oidcUpstream({
             displayName: upstream.discoveryUrl === config.keycloakRealmUrl ? 'Keycloak' : undefined,

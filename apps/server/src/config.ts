@@ -13,7 +13,7 @@ import {
   text,
 } from '@mcp-auth-stack/config';
 import { isLoopbackBindAddress, isLoopbackUrlHost, LOOPBACK_URL_HOSTS } from '@mcp-auth-stack/loopback';
-import { isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
+import { isEntraMultiTenant, isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
 
 /** A private JWK, as the proxy takes it. */
 type JWK = OAuthProxyOptions['signingKey'];
@@ -128,7 +128,14 @@ export interface OAuthProxyConfig {
         clientSecret: string;
         scopes: string[];
       }
-    | { kind: 'entra'; tenantId: string; clientId: string; clientSecret: string };
+    | {
+        kind: 'entra';
+        tenantId: string;
+        clientId: string;
+        clientSecret: string;
+        /** With a multi-tenant `tenantId` only: the tenants whose users may sign in. */
+        allowedTenantIds: string[] | undefined;
+      };
   /** The private JWK; unset only on a loopback base URL (generated into the data directory). */
   signingKey: JWK | undefined;
   /** 32 bytes (base64, base64url or hex); unset only on a loopback base URL. */
@@ -152,6 +159,7 @@ const PROXY_VARIABLES = [
   'ENTRA_PROXY_AZURE_CLIENT_ID',
   'ENTRA_PROXY_AZURE_CLIENT_SECRET',
   'AZURE_TENANT_ID',
+  'ENTRA_PROXY_ALLOWED_TENANT_IDS',
   'ENTRA_PROXY_MCP_SERVER_BASE_URL',
 ] as const;
 
@@ -306,13 +314,41 @@ function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
   return entraBaseUrl;
 }
 
-/** Entra's ID tokens name the tenant by its GUID in `iss`, so a domain name cannot be checked against them. */
-function tenantId(value: string): string {
-  if (isEntraTenant(value)) return value;
-  throw new ConfigError(
-    'AZURE_TENANT_ID',
-    `must be the directory (tenant) id, a GUID (az account show --query tenantId), not "${value}"`,
-  );
+/**
+ * Entra's ID tokens name the tenant by its GUID in `iss`, so a domain name cannot be checked
+ * against them. A multi-tenant authority lets users of any tenant sign in, and any tenant's
+ * administrator assign the app's roles (`expenses-admin`) in their own tenant: it needs the
+ * list of tenants whose users may.
+ */
+function tenants(env: Env, tenantId: string): { tenantId: string; allowedTenantIds: string[] | undefined } {
+  if (!isEntraTenant(tenantId)) {
+    throw new ConfigError(
+      'AZURE_TENANT_ID',
+      `must be the directory (tenant) id, a GUID (az account show --query tenantId), not "${tenantId}"`,
+    );
+  }
+  const allowed = optional(env, 'ENTRA_PROXY_ALLOWED_TENANT_IDS');
+  if (!isEntraMultiTenant(tenantId)) {
+    if (allowed !== undefined) {
+      throw new ConfigError(
+        'ENTRA_PROXY_ALLOWED_TENANT_IDS',
+        `is for a multi-tenant AZURE_TENANT_ID (common, organizations or consumers); AZURE_TENANT_ID is the single tenant ${tenantId}`,
+      );
+    }
+    return { tenantId, allowedTenantIds: undefined };
+  }
+  const allowedTenantIds = list(env, 'ENTRA_PROXY_ALLOWED_TENANT_IDS', []);
+  if (allowedTenantIds.length === 0) {
+    throw new ConfigError(
+      'ENTRA_PROXY_ALLOWED_TENANT_IDS',
+      `is required when AZURE_TENANT_ID is ${tenantId}: the comma-separated tenant GUIDs whose users may sign in (without it any tenant's would)`,
+    );
+  }
+  const invalid = allowedTenantIds.find((id) => !isEntraTenant(id) || isEntraMultiTenant(id));
+  if (invalid !== undefined) {
+    throw new ConfigError('ENTRA_PROXY_ALLOWED_TENANT_IDS', `must list tenant GUIDs, not "${invalid}"`);
+  }
+  return { tenantId, allowedTenantIds };
 }
 
 function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: URL): OAuthProxyConfig {
@@ -329,7 +365,7 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
         kind: 'entra',
         clientId: need('ENTRA_PROXY_AZURE_CLIENT_ID', 'the application (client) id of the Entra app registration'),
         clientSecret: need('ENTRA_PROXY_AZURE_CLIENT_SECRET', 'a client secret of that app registration'),
-        tenantId: tenantId(need('AZURE_TENANT_ID', 'the directory (tenant) id')),
+        ...tenants(env, need('AZURE_TENANT_ID', 'the directory (tenant) id')),
       },
       ...keys,
     };

@@ -34,6 +34,23 @@ describe('configuration', () => {
       clientId: ENTRA.ENTRA_PROXY_AZURE_CLIENT_ID,
       clientSecret: ENTRA.ENTRA_PROXY_AZURE_CLIENT_SECRET,
       tenantId: ENTRA.AZURE_TENANT_ID,
+      allowedTenantIds: undefined,
+    });
+  });
+
+  test('entra_proxy with a multi-tenant authority: the tenants whose users may sign in', () => {
+    const allowed = ['72f988bf-86f1-41af-91ab-2d7cd011db47', '9188040d-6c67-4c5b-b112-36a304b66dad'];
+    const config = loadConfig({
+      ...ENTRA,
+      AZURE_TENANT_ID: 'organizations',
+      ENTRA_PROXY_ALLOWED_TENANT_IDS: ` ${allowed[0]}, ${allowed[1]} `,
+    });
+    assert.deepEqual(config.oauthProxy?.upstream, {
+      kind: 'entra',
+      clientId: ENTRA.ENTRA_PROXY_AZURE_CLIENT_ID,
+      clientSecret: ENTRA.ENTRA_PROXY_AZURE_CLIENT_SECRET,
+      tenantId: 'organizations',
+      allowedTenantIds: allowed,
     });
   });
 
@@ -75,6 +92,27 @@ describe('configuration', () => {
     [{ ...ENTRA, AZURE_TENANT_ID: '' }, /AZURE_TENANT_ID is required when/],
     // Entra's tokens name the tenant GUID in iss: a domain would fail every login later.
     [{ ...ENTRA, AZURE_TENANT_ID: 'contoso.onmicrosoft.com' }, /AZURE_TENANT_ID must be the directory \(tenant\) id/],
+    // Any tenant's users, and any tenant's administrator assigning the app's roles to themselves.
+    [
+      { ...ENTRA, AZURE_TENANT_ID: 'common' },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS is required when AZURE_TENANT_ID is common/,
+    ],
+    [
+      { ...ENTRA, AZURE_TENANT_ID: 'organizations', ENTRA_PROXY_ALLOWED_TENANT_IDS: ' , ' },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS is required when/,
+    ],
+    [
+      { ...ENTRA, AZURE_TENANT_ID: 'consumers', ENTRA_PROXY_ALLOWED_TENANT_IDS: 'contoso.com' },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS must list tenant GUIDs, not "contoso.com"/,
+    ],
+    [
+      { ...ENTRA, AZURE_TENANT_ID: 'common', ENTRA_PROXY_ALLOWED_TENANT_IDS: 'common' },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS must list tenant GUIDs, not "common"/,
+    ],
+    [
+      { ...ENTRA, ENTRA_PROXY_ALLOWED_TENANT_IDS: ENTRA.AZURE_TENANT_ID },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS is for a multi-tenant AZURE_TENANT_ID/,
+    ],
   ];
   for (const [env, message] of invalid) {
     test(`refuses ${JSON.stringify(env)} naming the variable`, () => {

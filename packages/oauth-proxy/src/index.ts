@@ -15,6 +15,7 @@ export {
   DEFAULT_UPSTREAM_SCOPES,
   type EntraUpstreamOptions,
   entraUpstream,
+  isEntraMultiTenant,
   isEntraTenant,
   type OidcUpstreamOptions,
   oidcUpstream,

@@ -2,6 +2,7 @@ import { readAnswer } from '@mcp-auth-stack/auth';
 import { decodeJwt } from 'jose';
 import type { ProxyContext } from './context.ts';
 import { randomToken, s256 } from './crypto.ts';
+import { OAuthError } from './errors.ts';
 import type { PendingLogin } from './store.ts';
 import type { UpstreamEndpoints } from './upstream.ts';
 
@@ -124,9 +125,12 @@ export async function upstreamUser(
     // Received straight from the token endpoint over TLS, with this client's credentials: OIDC
     // Core 3.1.3.7 allows TLS server validation in place of the signature; the claims are checked.
     claims = decodeJwt(tokens.id_token);
-    if (upstreamEndpoints.issuer !== undefined && claims.iss !== upstreamEndpoints.issuer) {
-      throw new Error('The upstream ID token has an unexpected issuer.');
+    const { issuer } = upstreamEndpoints;
+    const expectedIssuer = typeof issuer === 'function' ? issuer(claims) : issuer;
+    if (expectedIssuer === undefined) {
+      throw new OAuthError('access_denied', "Users of this account's organization may not sign in here.");
     }
+    if (claims.iss !== expectedIssuer) throw new Error('The upstream ID token has an unexpected issuer.');
     const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
     if (!audience.includes(upstream.clientId)) throw new Error('The upstream ID token is for another client.');
     // OIDC Core 3.1.3.7: the nonce that was sent must come back, and the token must be current.

@@ -2,8 +2,13 @@ import { readAnswer } from '@mcp-auth-stack/auth';
 
 /** The identity provider the proxy logs users in at, with one fixed, pre-registered confidential client. */
 export interface UpstreamEndpoints {
-  /** Expected `iss` of the upstream ID token; undefined skips the check (Entra `common`/`organizations`). */
-  issuer: string | undefined;
+  /**
+   * The `iss` the upstream ID token must carry. A multi-tenant authority (Entra `common`,
+   * `organizations`, `consumers`) names the user's own tenant there, so it gives a function of
+   * the token's claims instead: the issuer expected of them, or undefined to refuse the token
+   * (a tenant not allowed).
+   */
+  issuer: string | ((claims: Readonly<Record<string, unknown>>) => string | undefined);
   authorizationEndpoint: string;
   tokenEndpoint: string;
   userinfoEndpoint?: string | undefined;
@@ -132,6 +137,13 @@ export interface EntraUpstreamOptions {
   authority?: string | undefined;
   /** Default `oid`: stable per user and tenant, unlike `sub`, which is pairwise per application. */
   userIdClaim?: string | undefined;
+  /**
+   * With a multi-tenant `tenantId` (`common`, `organizations`, `consumers`), required: the tenant
+   * GUIDs whose users may sign in (personal Microsoft accounts are tenant
+   * `9188040d-6c67-4c5b-b112-36a304b66dad`). Without it any tenant's users would get in, and any
+   * tenant's administrator could give themselves the app's roles.
+   */
+  allowedTenantIds?: readonly string[] | undefined;
   authorizeParameters?: Record<string, string> | undefined;
 }
 
@@ -142,7 +154,12 @@ const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 /** A tenant Entra's tokens can be checked against: its GUID, or a multi-tenant authority name. */
 export function isEntraTenant(value: string): boolean {
-  return TENANT_ID.test(value) || MULTI_TENANT.has(value.toLowerCase());
+  return TENANT_ID.test(value) || isEntraMultiTenant(value);
+}
+
+/** `common`, `organizations` or `consumers`: users of many tenants sign in (see `allowedTenantIds`). */
+export function isEntraMultiTenant(value: string): boolean {
+  return MULTI_TENANT.has(value.toLowerCase());
 }
 
 /**
@@ -165,8 +182,9 @@ export function entraUpstream(options: EntraUpstreamOptions): Upstream {
     /^(api|https?):\/\//.test(scope) ? scope : `${applicationIdUri}/${scope}`,
   );
   const endpoints: UpstreamEndpoints = {
-    // A multi-tenant authority issues tokens with the user's own tenant in `iss`.
-    issuer: MULTI_TENANT.has(tenant.toLowerCase()) ? undefined : `${base}/v2.0`,
+    issuer: MULTI_TENANT.has(tenant.toLowerCase())
+      ? multiTenantIssuer(authority, tenant, options.allowedTenantIds)
+      : singleTenantIssuer(base, options.allowedTenantIds),
     authorizationEndpoint: `${base}/oauth2/v2.0/authorize`,
     tokenEndpoint: `${base}/oauth2/v2.0/token`,
     userinfoEndpoint: undefined,
@@ -181,6 +199,36 @@ export function entraUpstream(options: EntraUpstreamOptions): Upstream {
     authorizeParameters: { ...options.authorizeParameters },
     endpoints: async () => endpoints,
   };
+}
+
+function singleTenantIssuer(base: string, allowedTenantIds: readonly string[] | undefined): string {
+  if (allowedTenantIds !== undefined) {
+    throw new Error('allowedTenantIds is for a multi-tenant tenantId (common, organizations or consumers) only.');
+  }
+  return `${base}/v2.0`;
+}
+
+/**
+ * A multi-tenant authority issues tokens with the user's own tenant in `iss` and `tid`: the
+ * token must come from an allowed tenant and name that tenant's issuer.
+ */
+function multiTenantIssuer(
+  authority: string,
+  tenant: string,
+  allowedTenantIds: readonly string[] | undefined,
+): (claims: Readonly<Record<string, unknown>>) => string | undefined {
+  if (allowedTenantIds === undefined || allowedTenantIds.length === 0) {
+    throw new Error(
+      `A multi-tenant authority (${tenant}) lets users of any tenant sign in: give allowedTenantIds, the tenant GUIDs whose users may.`,
+    );
+  }
+  const invalid = allowedTenantIds.find((id) => !TENANT_ID.test(id));
+  if (invalid !== undefined) throw new Error(`Not a tenant GUID in allowedTenantIds: ${JSON.stringify(invalid)}.`);
+  const allowed = new Set(allowedTenantIds.map((id) => id.toLowerCase()));
+  return (claims) =>
+    typeof claims.tid === 'string' && allowed.has(claims.tid.toLowerCase())
+      ? `${authority}/${claims.tid}/v2.0`
+      : undefined;
 }
 
 function stringMember(document: Record<string, unknown>, name: string): string | undefined {

@@ -41,9 +41,35 @@ describe('entraUpstream (no network)', () => {
     ]);
   });
 
-  test('multi-tenant authorities skip the fixed issuer check; bad tenant ids are refused', async () => {
-    const multi = entraUpstream({ tenantId: 'organizations', clientId: CLIENT, clientSecret: 's' });
-    assert.equal((await multi.endpoints()).issuer, undefined);
+  test('a multi-tenant authority needs its allowed tenants and expects the issuer of the tenant the token names; bad tenant ids are refused', async () => {
+    for (const tenantId of ['common', 'organizations', 'consumers']) {
+      assert.throws(() => entraUpstream({ tenantId, clientId: CLIENT, clientSecret: 's' }), /allowedTenantIds/);
+      assert.throws(
+        () => entraUpstream({ tenantId, clientId: CLIENT, clientSecret: 's', allowedTenantIds: [] }),
+        /allowedTenantIds/,
+      );
+    }
+    assert.throws(
+      () =>
+        entraUpstream({ tenantId: 'common', clientId: CLIENT, clientSecret: 's', allowedTenantIds: ['contoso.com'] }),
+      /Not a tenant GUID/,
+    );
+    assert.throws(
+      () => entraUpstream({ tenantId: TENANT, clientId: CLIENT, clientSecret: 's', allowedTenantIds: [TENANT] }),
+      /multi-tenant tenantId .* only/,
+    );
+    const multi = entraUpstream({
+      tenantId: 'organizations',
+      clientId: CLIENT,
+      clientSecret: 's',
+      allowedTenantIds: [TENANT.toUpperCase()],
+    });
+    const { issuer } = await multi.endpoints();
+    assert.equal(typeof issuer, 'function');
+    const expected = issuer as (claims: Record<string, unknown>) => string | undefined;
+    assert.equal(expected({ tid: TENANT }), `https://login.microsoftonline.com/${TENANT}/v2.0`);
+    assert.equal(expected({ tid: 'ffffffff-2222-3333-4444-555555555555' }), undefined, 'another tenant');
+    assert.equal(expected({}), undefined, 'no tenant named');
     assert.throws(() => entraUpstream({ tenantId: 'a/b?c', clientId: CLIENT, clientSecret: 's' }), /tenant/);
     // A verified domain reaches Entra's endpoints, but its tokens name the GUID in iss: refused up front.
     assert.throws(

@@ -22,6 +22,8 @@ export class FakeUpstream {
   issuer = '';
   /** `iss` of issued ID tokens (default `issuer`). */
   idTokenIssuer: string | undefined;
+  /** More claims of issued ID tokens (e.g. Entra's `tid`). */
+  extraIdTokenClaims: Record<string, unknown> = {};
   readonly clientId = 'mcp-proxy';
   readonly clientSecret = 'proxy-secret-123';
   nextUser: FakeUser = ALICE;
@@ -151,7 +153,12 @@ export class FakeUpstream {
   async #tokens(user: FakeUser, scope: string, nonce: string | undefined) {
     const accessToken = `up_at_${randomBytes(24).toString('base64url')}`;
     const refreshToken = `up_rt_${randomBytes(24).toString('base64url')}`;
-    const claims: Record<string, unknown> = { sub: user.sub, oid: user.oid, name: user.name };
+    const claims: Record<string, unknown> = {
+      ...this.extraIdTokenClaims,
+      sub: user.sub,
+      oid: user.oid,
+      name: user.name,
+    };
     if (nonce) claims.nonce = nonce;
     const idToken = await new SignJWT(claims)
       .setProtectedHeader({ alg: 'ES256' })

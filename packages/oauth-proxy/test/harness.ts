@@ -48,6 +48,7 @@ export function instance(
     cleanupIntervalSeconds: 0,
     // Every request of a test comes from the same (unknown) address.
     registrationsPerMinute: 10_000,
+    authorizationsPerMinute: 10_000,
     ...keys,
     ...overrides,
   });

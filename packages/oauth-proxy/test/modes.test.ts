@@ -198,6 +198,46 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
   });
 });
 
+describe('a multi-tenant Entra authority (organizations)', () => {
+  test("users of an allowed tenant sign in; another tenant's get access_denied and nothing is stored; an issuer not of the token's tenant ends in server_error", async () => {
+    const allowed = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+    const foreign = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
+    const upstream = entraUpstream({
+      tenantId: 'organizations',
+      clientId: idp.clientId,
+      clientSecret: idp.clientSecret,
+      authority: idp.base,
+      allowedTenantIds: [allowed],
+    });
+    const entra = instance(db, idp, keys, { upstream });
+    const registered = await entra.app.request('http://localhost:8000/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
+    });
+    const client = (await registered.json()) as { client_id: string };
+    const signInAs = (tenant: string, issuerTenant = tenant) => {
+      idp.extraIdTokenClaims = { tid: tenant };
+      idp.idTokenIssuer = `${idp.base}/${issuerTenant}/v2.0`;
+      return browserLogin({ authorize: entra }, new Browser(), client.client_id, pkce().challenge);
+    };
+    const grants = async () => Number((await db.pool.query('SELECT count(*) FROM oauth_proxy_grants')).rows[0].count);
+    try {
+      const { code } = await signInAs(allowed);
+      assert.ok(code);
+      const before = await grants();
+      // Any tenant's administrator can assign the app's roles in their own tenant: their users stay out.
+      await assert.rejects(signInAs(foreign), /error=access_denied/);
+      assert.equal(await grants(), before, 'no grant for a user of another tenant');
+      await assert.rejects(signInAs(allowed, foreign), /error=server_error/);
+      assert.equal(await grants(), before);
+    } finally {
+      idp.extraIdTokenClaims = {};
+      idp.idTokenIssuer = undefined;
+    }
+  });
+});
+
 /** Registers a client at `proxy`, logs in through the fake upstream asking for `scope`, redeems the code. */
 async function registerAndLogin(proxy: ReturnType<typeof instance>, scope: string) {
   const registered = await proxy.app.request('http://localhost:8000/register', {

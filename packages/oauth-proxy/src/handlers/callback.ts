@@ -2,6 +2,7 @@ import type { Context, Handler } from 'hono';
 import type { ProxyContext } from '../context.ts';
 import { browserCookie } from '../cookies.ts';
 import { encrypt, randomToken, sha256 } from '../crypto.ts';
+import { OAuthError } from '../errors.ts';
 import { failPage, redirectToClient } from '../responses.ts';
 import { callUpstreamToken, toStored, type UpstreamTokens, upstreamUser } from '../upstream-login.ts';
 
@@ -62,6 +63,8 @@ export function callbackHandler(ctx: ProxyContext): Handler {
       }
     } catch (error) {
       ctx.emit('upstream_failed', { message: (error as Error).message });
+      // The provider signed the user in, but this server does not take them (another tenant).
+      if (error instanceof OAuthError) return back({ error: error.error, error_description: error.message });
       return back({
         error: 'server_error',
         error_description: 'The identity provider could not complete the sign-in.',
