@@ -33,9 +33,15 @@ export interface McpCall {
 
 /** Every scope a call needs (method-wide ones first), without duplicates. */
 export function scopesRequiredFor(requirements: McpScopeRequirements, call: McpCall): string[] {
-  const method = requirements.methods?.[call.method] ?? [];
-  const tool = call.method === 'tools/call' && call.name !== undefined ? (requirements.tools?.[call.name] ?? []) : [];
+  const method = declared(requirements.methods, call.method);
+  const tool = call.method === 'tools/call' && call.name !== undefined ? declared(requirements.tools, call.name) : [];
   return tool.length === 0 ? [...new Set(method)] : [...new Set([...method, ...tool])];
+}
+
+// Own properties only: the names come from the request, and `constructor` or `__proto__` would
+// otherwise find Object's.
+function declared(table: Readonly<Record<string, readonly string[]>> | undefined, name: string): readonly string[] {
+  return table !== undefined && Object.hasOwn(table, name) ? (table[name] ?? []) : [];
 }
 
 /** The scopes a call needs that the principal lacks; empty when it may go ahead. */

@@ -125,6 +125,22 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
     assert.deepEqual(await viaHono.json(), { body: JSON.parse(body) });
   });
 
+  test('a method or tool named after an Object property (constructor, __proto__) needs no declared scope and is passed on, not a 500', async () => {
+    const app = jwtApp();
+    for (const body of [
+      JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'constructor' }),
+      JSON.stringify({ jsonrpc: '2.0', id: 1, method: '__proto__' }),
+      toolCall('constructor'),
+      toolCall('__proto__'),
+      toolCall('hasOwnProperty'),
+    ]) {
+      const response = await post(app, body, await reader('mcp:access'));
+      assert.equal(response.status, 200, body);
+      assert.deepEqual(await response.json(), { body }, 'the endpoint answers it (an unknown method or tool)');
+    }
+    assert.deepEqual(scopesRequiredFor(requirements, { method: 'tools/call', name: 'toString' }), []);
+  });
+
   test('headers that disagree with the body: 400', async () => {
     const app = jwtApp();
     const headers = await reader();
