@@ -14,9 +14,10 @@ import { readAnswer } from '@mcp-auth-stack/auth';
  *   its MCP client then registers again (and the user consents again).
  *
  * Only clients the realm's anonymous registration creates are candidates: consent required (the
- * Consent Required policy sets it on every anonymous registration), a client id that is not a
- * URL (Client ID Metadata Documents), and not in `keep` (the realm's own clients, Keycloak's
- * built-in ones). It runs with a realm service account holding `view-clients` and
+ * Consent Required policy sets it on every anonymous registration) and not in `keep` (the realm's
+ * own clients, Keycloak's built-in ones). Client ID Metadata Document clients (a URL id) are
+ * candidates too: Keycloak persists one again at its next sign-in, and a registration may choose
+ * a URL-like id. It runs with a realm service account holding `view-clients` and
  * `manage-clients` of `realm-management`.
  */
 export interface KeycloakClientJanitorOptions {
@@ -113,10 +114,11 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     return text ? (JSON.parse(text) as unknown) : undefined;
   }
 
+  // A client id that looks like a URL is no exception: Keycloak's `default` registration provider
+  // takes whatever id the caller chooses. A metadata-document client removed while unused is
+  // persisted again at its next sign-in.
   function candidate(client: ClientRepresentation): boolean {
-    return (
-      client.consentRequired === true && !keep.has(client.clientId) && !/^[a-z][a-z0-9+.-]*:/i.test(client.clientId)
-    );
+    return client.consentRequired === true && !keep.has(client.clientId);
   }
 
   async function sessions(bearer: string, id: string): Promise<number> {
