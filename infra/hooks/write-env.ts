@@ -47,20 +47,32 @@ export function renderEnvFile(existing: string, values: Record<string, string>):
   return `${kept ? `${kept}\n\n` : ''}${lines.join('\n')}\n`;
 }
 
+/** What `azd up` ends by printing: where the deployment answers (the outputs that are set). */
+export function deploymentSummary(values: Record<string, string>): string[] {
+  const rows: [string, string | undefined][] = [
+    ['MCP server', values.MCP_SERVER_URL],
+    ['Keycloak realm', values.KEYCLOAK_REALM_URL],
+    ['Keycloak admin console', values.KEYCLOAK_ADMIN_CONSOLE_URL],
+    ['Agent', values.AGENT_URL],
+  ];
+  return rows.filter((row): row is [string, string] => Boolean(row[1])).map(([what, url]) => `${what}: ${url}`);
+}
+
 export async function writeEnvFile(
   path: string,
   azd: AzdEnvironment = azdCli(),
-): Promise<{ path: string; written: string[] }> {
+): Promise<{ path: string; written: string[]; summary: string[] }> {
   const values = await azd.values();
   const existing = await readFile(path, 'utf8').catch(() => '');
   await writeFile(path, renderEnvFile(existing, values), { mode: 0o600 });
-  return { path, written: ENV_FILE_OUTPUTS.filter((name) => values[name]) };
+  return { path, written: ENV_FILE_OUTPUTS.filter((name) => values[name]), summary: deploymentSummary(values) };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const path = process.argv[2] ?? fileURLToPath(new URL('../../.env', import.meta.url));
   writeEnvFile(path).then(
-    ({ written }) => process.stdout.write(`Wrote ${written.length} values to ${path}\n`),
+    ({ written, summary }) =>
+      process.stdout.write(`${summary.map((line) => `${line}\n`).join('')}Wrote ${written.length} values to ${path}\n`),
     (error: unknown) => {
       process.stderr.write(`${(error as Error).message}\n`);
       process.exit(1);

@@ -15,7 +15,7 @@ import {
   preprovision,
   type TokenCredentialLike,
 } from '../hooks/entra-app-registration.ts';
-import { BEGIN, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
+import { BEGIN, deploymentSummary, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
 
 /**
  * The Entra hook against a fake Microsoft Graph (node:http on loopback) that keeps app
@@ -308,8 +308,9 @@ describe('the azd CLI adapter and the .env writer', () => {
 
     const envFile = join(dir, '.env');
     await writeFile(envFile, 'MY_OWN=1\n');
-    const { written } = await writeEnvFile(envFile, azd);
+    const { written, summary } = await writeEnvFile(envFile, azd);
     assert.deepEqual(written, ['MCP_SERVER_URL', 'AZURE_KEY_VAULT_NAME']);
+    assert.deepEqual(summary, ['MCP server: https://s.example/mcp'], 'only the URLs that are set');
     const text = await readFile(envFile, 'utf8');
     assert.equal(
       text,
@@ -319,6 +320,24 @@ describe('the azd CLI adapter and the .env writer', () => {
     // Idempotent: a second run replaces its block.
     await writeEnvFile(envFile, azd);
     assert.equal(await readFile(envFile, 'utf8'), text);
+  });
+
+  test('azd up ends by printing where the deployment answers', () => {
+    assert.deepEqual(
+      deploymentSummary({
+        MCP_SERVER_URL: 'https://server.example/mcp',
+        KEYCLOAK_REALM_URL: 'https://kc.example/realms/mcp',
+        KEYCLOAK_ADMIN_CONSOLE_URL: 'https://kc.example/admin/mcp/console/',
+        AGENT_URL: 'https://agent.example',
+        AZURE_KEY_VAULT_NAME: 'kv-x',
+      }),
+      [
+        'MCP server: https://server.example/mcp',
+        'Keycloak realm: https://kc.example/realms/mcp',
+        'Keycloak admin console: https://kc.example/admin/mcp/console/',
+        'Agent: https://agent.example',
+      ],
+    );
   });
 
   test('values that need it are quoted', () => {
