@@ -165,6 +165,14 @@ describe('registration', () => {
     assert.equal(await count('oauth_proxy_consent_requests'), pendingBefore);
   });
 
+  test('a token request without grant_type is invalid_request; an unknown one unsupported_grant_type', async () => {
+    const client = await register(a.app);
+    const missing = await tokenRequest(a.app, { client_id: client.client_id, code: 'x' });
+    assert.deepEqual([missing.status, missing.body.error], [400, 'invalid_request']);
+    const unknown = await tokenRequest(a.app, { client_id: client.client_id, grant_type: 'password' });
+    assert.deepEqual([unknown.status, unknown.body.error], [400, 'unsupported_grant_type']);
+  });
+
   test('a confidential client gets a secret that the token endpoint requires', async () => {
     const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_post' });
     assert.ok(client.client_secret);

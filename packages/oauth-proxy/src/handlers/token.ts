@@ -27,6 +27,8 @@ export function tokenHandler(ctx: ProxyContext): Handler {
       let body: TokenResponse;
       if (grantType === 'authorization_code') body = await exchangeCode(ctx, client, form);
       else if (grantType === 'refresh_token') body = await refresh(ctx, client, form);
+      // RFC 6749 5.2: a missing parameter is invalid_request; an unknown grant type is unsupported.
+      else if (grantType === null) throw new OAuthError('invalid_request', 'grant_type is required.');
       else throw new OAuthError('unsupported_grant_type', 'Use authorization_code or refresh_token.');
       return Response.json(body, { headers: { ...NO_STORE, ...CORS } });
     } catch (error) {
