@@ -453,65 +453,78 @@ describe("the README's Quick start, in a fresh clone", () => {
     stoppedCleanly(stopped);
   });
 
-  test('"Keycloak, locally": pnpm keycloak --fresh re-imports the realm, alice keeps her id; pnpm start:server runs the server by hand', {
+  test('"Keycloak, locally": pnpm keycloak and pnpm start:server by hand on the kept realm; pnpm keycloak --fresh re-imports it, alice keeps her id', {
     timeout: 600_000,
   }, async () => {
-    const blocks = commandsOf(readme, 'Keycloak, locally and without Docker').flat();
-    const fresh = parse(blocks.find((line) => line === 'pnpm keycloak --fresh') ?? 'missing: pnpm keycloak --fresh');
-    const byHand = blocks.find((line) => line.includes('pnpm start:server'));
+    const blocks = commandsOf(readme, 'Keycloak, locally and without Docker');
+    const lines = blocks.flat();
+    assert.deepEqual(
+      lines.filter((line) => line.startsWith('pnpm keycloak')),
+      ['pnpm keycloak', 'pnpm keycloak --fresh', 'pnpm keycloak'],
+      'the section shows pnpm keycloak, --fresh, and pnpm keycloak again to run the two by hand',
+    );
+    const kept = parse('pnpm keycloak');
+    const fresh = parse('pnpm keycloak --fresh');
+    const byHand = lines.find((line) => line.includes('pnpm start:server'));
     assert.ok(byHand, 'the section runs the server by hand with pnpm start:server');
     const keycloakEnv = portEnv.KEYCLOAK_PORT
       ? { KEYCLOAK_PORT: portEnv.KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT: portEnv.KEYCLOAK_MANAGEMENT_PORT as string }
       : {};
-    // With the same PORT as the server below: the realm is imported for the URL it will serve.
-    const keycloak = run(clone, fresh, { ...keycloakEnv, ...(portEnv.PORT ? { PORT: portEnv.PORT } : {}) });
-    let stopped: Stopped;
-    try {
-      while (!keycloak.output().includes('Press Ctrl-C to stop.')) {
-        const ended = await Promise.race([
-          keycloak.exit,
-          new Promise((resolve) => setTimeout(resolve, 250, 'waiting')),
-        ]);
-        if (ended !== 'waiting') throw new Error(`pnpm keycloak --fresh exited:\n${keycloak.output()}`);
-      }
-      assert.match(keycloak.output(), /realm mcp imported/, 'the realm file was imported again');
-      // The README's realm URL, on the port Keycloak really has.
-      const line = portEnv.KEYCLOAK_PORT ? byHand.replace(':8080/', `:${portEnv.KEYCLOAK_PORT}/`) : byHand;
-      const server = run(clone, parse(line), portEnv.PORT ? { PORT: portEnv.PORT } : {});
-      const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
-      try {
-        for (let waited = 0; !(await answers(`http://127.0.0.1:${port}/health`)); waited += 250) {
-          if (waited > 60_000 || server.child.exitCode !== null) throw new Error(`no server:\n${server.output()}`);
-          await new Promise((resolve) => setTimeout(resolve, 250));
-        }
-        const client = await connectWithOAuth(
-          `http://localhost:${port}/mcp`,
-          new BrowserOAuthProvider(browser, callback, alice),
-        );
-        try {
-          assert.deepEqual(
-            await descriptions(client),
-            ['quickstart lunch'],
-            'alice is the same user after a re-import',
-          );
-        } finally {
-          await client.close();
-        }
-        await agentLineRuns(port);
-      } finally {
-        await ctrlC(server);
-        // pnpm returns at once; the server closes the embedded database after it.
-        for (let waited = 0; await answers(`http://127.0.0.1:${port}/health`); waited += 250) {
-          if (waited > 30_000) break;
-          await new Promise((resolve) => setTimeout(resolve, 250));
-        }
-      }
-    } finally {
-      stopped = await ctrlC(keycloak);
-    }
-    stoppedCleanly(stopped);
     const port = portEnv.PORT ?? String(DEFAULT_PORTS.PORT);
-    assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped on Ctrl-C');
+
+    /** Keycloak from `keycloakLine`, then the server by hand against it; alice finds her expense. */
+    const byHandWith = async (keycloakLine: Command, checks: (keycloakOutput: string) => Promise<void>) => {
+      // With the same PORT as the server below: the realm is imported for the URL it will serve.
+      const keycloak = run(clone, keycloakLine, { ...keycloakEnv, ...(portEnv.PORT ? { PORT: portEnv.PORT } : {}) });
+      let stopped: Stopped;
+      try {
+        while (!keycloak.output().includes('Press Ctrl-C to stop.')) {
+          const ended = await Promise.race([
+            keycloak.exit,
+            new Promise((resolve) => setTimeout(resolve, 250, 'waiting')),
+          ]);
+          if (ended !== 'waiting') throw new Error(`${keycloakLine.line} exited:\n${keycloak.output()}`);
+        }
+        // The README's realm URL, on the port Keycloak really has.
+        const line = portEnv.KEYCLOAK_PORT ? byHand.replace(':8080/', `:${portEnv.KEYCLOAK_PORT}/`) : byHand;
+        const server = run(clone, parse(line), portEnv.PORT ? { PORT: portEnv.PORT } : {});
+        try {
+          for (let waited = 0; !(await answers(`http://127.0.0.1:${port}/health`)); waited += 250) {
+            if (waited > 60_000 || server.child.exitCode !== null) throw new Error(`no server:\n${server.output()}`);
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+          const client = await connectWithOAuth(
+            `http://localhost:${port}/mcp`,
+            new BrowserOAuthProvider(browser, callback, alice),
+          );
+          try {
+            assert.deepEqual(await descriptions(client), ['quickstart lunch'], 'alice finds her expense');
+          } finally {
+            await client.close();
+          }
+          await checks(keycloak.output());
+        } finally {
+          await ctrlC(server);
+          // pnpm returns at once; the server closes the embedded database after it.
+          for (let waited = 0; await answers(`http://127.0.0.1:${port}/health`); waited += 250) {
+            if (waited > 30_000) break;
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+        }
+      } finally {
+        stopped = await ctrlC(keycloak);
+      }
+      stoppedCleanly(stopped);
+      assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server stopped on Ctrl-C');
+    };
+
+    await byHandWith(kept, async (output) => {
+      assert.doesNotMatch(output, /realm mcp imported/, 'the kept realm, not the file again');
+      await agentLineRuns(port);
+    });
+    await byHandWith(fresh, async (output) => {
+      assert.match(output, /realm mcp imported/, 'the realm file was imported again');
+    });
   });
 });
 
