@@ -83,6 +83,8 @@ describe('docker-compose.yml', () => {
     assert.equal(agent.environment?.MCP_AUTH, 'client_credentials');
     const host = new URL(agent.environment?.MCP_SERVER_URL ?? '').hostname;
     assert.ok((server.environment?.ALLOWED_HOSTS ?? '').split(',').includes(host), `the server accepts Host ${host}`);
+    // It calls the server by its compose name; tokens name the server's public resource.
+    assert.equal(agent.environment?.MCP_RESOURCE, `${server.environment?.MCP_SERVER_BASE_URL}/mcp`);
   });
 
   test('the server runs the mode pnpm start and azd run unless MCP_AUTH_PROVIDER says otherwise', () => {

@@ -43,6 +43,11 @@ export type McpAuthConfig =
       scope: string;
       /** Skips discovery from the server's 401 when set (a server without protected resource metadata). */
       tokenUrl: string | undefined;
+      /**
+       * The server's public resource, when the agent reaches it by another URL (compose:
+       * http://server:8000/mcp for http://localhost:8000/mcp); its metadata must name exactly it.
+       */
+      resource: string | undefined;
     }
   | {
       mode: 'oauth';
@@ -92,6 +97,7 @@ export const CONFIG_VARIABLES = [
   'MCP_CLIENT_METADATA_URL',
   'MCP_SCOPE',
   'MCP_TOKEN_URL',
+  'MCP_RESOURCE',
   'MCP_OAUTH_REDIRECT_PORT',
   'MCP_CACHE_DIR',
   'MCP_EXTRA_SERVERS',
@@ -211,6 +217,7 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
         ),
         scope,
         tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : httpUrl(env, 'MCP_TOKEN_URL', ''),
+        resource: optional(env, 'MCP_RESOURCE') === undefined ? undefined : httpUrl(env, 'MCP_RESOURCE', ''),
       };
     case 'oauth': {
       const clientMetadataUrl = optional(env, 'MCP_CLIENT_METADATA_URL');

@@ -54,6 +54,7 @@ export async function prepareConnections(
         clientSecret: auth.clientSecret,
         scope: auth.scope,
         tokenUrl: auth.tokenUrl,
+        resource: auth.resource,
         ...(deps.fetchFn ? { fetchFn: deps.fetchFn } : {}),
       });
       // A wrong secret or an unreachable Keycloak should stop start-up, not the first tool call.

@@ -203,7 +203,24 @@ describe('MCP settings', () => {
         clientSecret: 's',
         scope: 'mcp:access expenses:read expenses:write',
         tokenUrl: undefined,
+        resource: undefined,
       },
+    );
+    const behindAnotherName = loadConfig({
+      API_HOST: 'ollama',
+      MCP_AUTH: 'client_credentials',
+      MCP_CLIENT_SECRET: 's',
+      MCP_SERVER_URL: 'http://server:8000/mcp',
+      MCP_RESOURCE: 'http://localhost:8000/mcp',
+    }).mcpAuth;
+    assert.equal(
+      behindAnotherName.mode === 'client_credentials' && behindAnotherName.resource,
+      'http://localhost:8000/mcp',
+    );
+    assert.throws(
+      () =>
+        loadConfig({ API_HOST: 'ollama', MCP_AUTH: 'client_credentials', MCP_CLIENT_SECRET: 's', MCP_RESOURCE: 'mcp' }),
+      /MCP_RESOURCE must be an absolute URL/,
     );
   });
 

@@ -206,17 +206,19 @@ describe('client credentials (the headless agent acts as its own service account
     );
   });
 
-  test('reached by an internal URL (compose: http://server:8000/mcp) with MCP_TOKEN_URL, the token names the public resource from the server’s metadata', async () => {
+  test('reached by an internal URL (compose: http://server:8000/mcp) with MCP_TOKEN_URL and MCP_RESOURCE, the token names the public resource the server’s metadata names', async () => {
     // Same server, another name for it, as the agent's container sees the server's.
     const internalUrl = mcpUrl.replace('//localhost:', '//127.0.0.1:');
     assert.notEqual(internalUrl, mcpUrl);
     const tokenUrl = `${keycloak.realmUrl}/protocol/openid-connect/token`;
-    const tokens = source({ mcpUrl: internalUrl, tokenUrl });
+    // Without MCP_RESOURCE the metadata names another server than the one called (RFC 9728 3.3).
+    await assert.rejects(source({ mcpUrl: internalUrl, tokenUrl }).accessToken(), /set MCP_RESOURCE/);
+    const tokens = source({ mcpUrl: internalUrl, tokenUrl, resource: mcpUrl });
     assert.deepEqual(await tokens.endpoint(), { tokenEndpoint: tokenUrl, resource: mcpUrl });
     assert.ok(audienceOf(decodeJwtPayload(await tokens.accessToken())).includes(mcpUrl));
 
     const running = await startAgent(
-      loadConfig({ ...agentEnv(), MCP_SERVER_URL: internalUrl, MCP_TOKEN_URL: tokenUrl }),
+      loadConfig({ ...agentEnv(), MCP_SERVER_URL: internalUrl, MCP_TOKEN_URL: tokenUrl, MCP_RESOURCE: mcpUrl }),
       { print: () => {} },
     );
     try {
@@ -230,7 +232,6 @@ describe('client credentials (the headless agent acts as its own service account
     const tokens = source();
     const provider = clientCredentialsAuthProvider(tokens, {
       clientId: REALM_CLIENTS.agent.clientId,
-      clientSecret: AGENT_SECRET,
       scope: DEFAULT_MCP_SCOPE,
     });
     const a = await provider.tokens();

@@ -3,9 +3,9 @@
  * tokens with the client credentials grant. One token is shared by every request until shortly
  * before it expires; concurrent callers wait for the same token request.
  */
-import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
-import { discoverAuthorization, protectedResourceOf } from './discovery.ts';
+import { AUTH_REQUEST_TIMEOUT_MS, discoverAuthorization, protectedResourceOf } from './discovery.ts';
 
 export interface ClientCredentialsOptions {
   mcpUrl: string;
@@ -17,6 +17,14 @@ export interface ClientCredentialsOptions {
    * token names still comes from the server's protected resource metadata.
    */
   tokenUrl?: string | undefined;
+  /**
+   * The resource tokens must name when the agent reaches the server by another URL than its
+   * public one (`MCP_RESOURCE`); the server's metadata must name exactly it. Unset, the metadata
+   * must name the server the agent calls.
+   */
+  resource?: string | undefined;
+  /** How long a token request may take (default 10 s). */
+  requestTimeoutMs?: number | undefined;
   fetchFn?: typeof fetch;
   now?: () => number;
 }
@@ -45,7 +53,9 @@ export class ClientCredentialsTokenSource {
   readonly #options: ClientCredentialsOptions;
   readonly #fetch: typeof fetch;
   readonly #now: () => number;
-  #endpoint: Promise<{ tokenEndpoint: string; resource: string }> | undefined;
+  #endpoint:
+    | Promise<{ tokenEndpoint: string; resource: string; discovered: OAuthDiscoveryState | undefined }>
+    | undefined;
   #cached: CachedToken | undefined;
   #inFlight: Promise<CachedToken> | undefined;
   /** How many token requests were sent, for tests and logs. */
@@ -81,11 +91,26 @@ export class ClientCredentialsTokenSource {
    * Where tokens come from and for which resource: the token endpoint configured or discovered,
    * the resource from the server's metadata (else its URL), found once.
    */
-  endpoint(): Promise<{ tokenEndpoint: string; resource: string }> {
-    const { tokenUrl, mcpUrl } = this.#options;
+  async endpoint(): Promise<{ tokenEndpoint: string; resource: string }> {
+    const { tokenEndpoint, resource } = await this.#found();
+    return { tokenEndpoint, resource };
+  }
+
+  #found() {
+    const { tokenUrl, mcpUrl, resource: expected } = this.#options;
     this.#endpoint ??= tokenUrl
-      ? protectedResourceOf(mcpUrl, this.#fetch).then((resource) => ({ tokenEndpoint: tokenUrl, resource }))
-      : discoverAuthorization(mcpUrl, this.#fetch).then(({ tokenEndpoint, resource }) => ({ tokenEndpoint, resource }));
+      ? protectedResourceOf(mcpUrl, this.#fetch, expected).then((resource) => ({
+          tokenEndpoint: tokenUrl,
+          resource,
+          discovered: undefined,
+        }))
+      : discoverAuthorization(mcpUrl, this.#fetch, expected).then(
+          ({ tokenEndpoint, resource, challengeScope: _scope, ...discovered }) => ({
+            tokenEndpoint,
+            resource,
+            discovered,
+          }),
+        );
     // A failed discovery is retried on the next call rather than remembered forever.
     this.#endpoint.catch(() => {
       this.#endpoint = undefined;
@@ -93,22 +118,59 @@ export class ClientCredentialsTokenSource {
     return this.#endpoint;
   }
 
+  /**
+   * What this source found, as the MCP SDK's discovery state: when the server refuses a token
+   * (401), the SDK's own retry then asks this token endpoint for this resource, without a
+   * discovery of its own. That discovery would ignore `MCP_TOKEN_URL` and `MCP_RESOURCE`, and
+   * for a server without metadata it would post the client secret to the server's own `/token`.
+   */
+  async discoveryState(): Promise<OAuthDiscoveryState> {
+    const { tokenEndpoint, resource, discovered } = await this.#found();
+    if (discovered) return { ...discovered, resourceMetadata: { ...discovered.resourceMetadata, resource } };
+    // MCP_TOKEN_URL: no authorization server metadata was read; the SDK needs only its token endpoint.
+    return {
+      authorizationServerUrl: tokenEndpoint,
+      resourceMetadata: { resource },
+      authorizationServerMetadata: {
+        issuer: tokenEndpoint,
+        authorization_endpoint: tokenEndpoint,
+        token_endpoint: tokenEndpoint,
+        response_types_supported: [],
+        grant_types_supported: ['client_credentials'],
+        token_endpoint_auth_methods_supported: ['client_secret_basic'],
+      },
+    };
+  }
+
+  /** The `Authorization` header of a token request to `url`, which must be this source's token endpoint. */
+  async clientAuthentication(url: URL | string): Promise<string> {
+    const { tokenEndpoint } = await this.#found();
+    if (new URL(url).href !== new URL(tokenEndpoint).href) {
+      throw new Error(`the client secret goes to ${tokenEndpoint} only, not to ${new URL(url).href}`);
+    }
+    const { clientId, clientSecret } = this.#options;
+    // client_secret_basic (RFC 6749 §2.3.1): id and secret are form-encoded before base64.
+    return `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+  }
+
   async #requestToken(): Promise<CachedToken> {
     const { tokenEndpoint, resource } = await this.endpoint();
-    const { clientId, clientSecret, scope } = this.#options;
-    const form = new URLSearchParams({ grant_type: 'client_credentials', scope, resource });
-    // client_secret_basic (RFC 6749 §2.3.1): id and secret are form-encoded before base64.
-    const basic = Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64');
+    const form = new URLSearchParams({ grant_type: 'client_credentials', scope: this.#options.scope, resource });
     this.tokenRequests++;
     const requestedAt = this.#now();
+    const timeoutMs = this.#options.requestTimeoutMs ?? AUTH_REQUEST_TIMEOUT_MS;
     const response = await this.#fetch(tokenEndpoint, {
       method: 'POST',
       headers: {
-        authorization: `Basic ${basic}`,
+        authorization: await this.clientAuthentication(tokenEndpoint),
         'content-type': 'application/x-www-form-urlencoded',
         accept: 'application/json',
       },
       body: form,
+      signal: AbortSignal.timeout(timeoutMs),
+    }).catch((error: unknown) => {
+      if ((error as Error).name !== 'TimeoutError') throw error;
+      throw new Error(`the token endpoint ${tokenEndpoint} did not answer within ${timeoutMs / 1000} s`);
     });
     const text = await response.text();
     if (!response.ok) throw new TokenRequestError(response.status, text, tokenEndpoint);
@@ -135,11 +197,13 @@ export class ClientCredentialsTokenSource {
 /**
  * The token source as the MCP SDK's `OAuthClientProvider`, so the transport asks it for the
  * token before every request. Without a redirect URL the SDK treats it as non-interactive: on a
- * 401 it requests a token through `prepareTokenRequest` and hands it back through `saveTokens`.
+ * 401 it requests a token through `prepareTokenRequest` and hands it back through `saveTokens`,
+ * at the source's token endpoint (`discoveryState`) and nowhere else: the SDK never holds the
+ * secret, which `addClientAuthentication` adds only for that endpoint.
  */
 export function clientCredentialsAuthProvider(
   source: ClientCredentialsTokenSource,
-  options: Pick<ClientCredentialsOptions, 'clientId' | 'clientSecret' | 'scope'>,
+  options: Pick<ClientCredentialsOptions, 'clientId' | 'scope'>,
 ): OAuthClientProvider {
   const metadata: OAuthClientMetadata = {
     redirect_uris: [],
@@ -154,7 +218,14 @@ export function clientCredentialsAuthProvider(
     get clientMetadata() {
       return metadata;
     },
-    clientInformation: () => ({ client_id: options.clientId, client_secret: options.clientSecret }),
+    clientInformation: () => ({ client_id: options.clientId }),
+    discoveryState: () => source.discoveryState(),
+    // The resource the source checked (the SDK would hold the metadata's to the URL it calls,
+    // which is not the public one when MCP_RESOURCE is set).
+    validateResourceURL: async () => new URL((await source.endpoint()).resource),
+    addClientAuthentication: async (headers, _parameters, url) => {
+      headers.set('authorization', await source.clientAuthentication(url));
+    },
     tokens: async (): Promise<OAuthTokens> => ({ access_token: await source.accessToken(), token_type: 'Bearer' }),
     // The SDK fetched a new token after a 401 (the cached one was refused): cache that one.
     saveTokens: (tokens) => source.accept(tokens),

@@ -10,6 +10,40 @@ import {
   extractWWWAuthenticateParams,
   type OAuthServerInfo,
 } from '@modelcontextprotocol/sdk/client/auth.js';
+import { checkResourceAllowed, resourceUrlFromServerUrl } from '@modelcontextprotocol/sdk/shared/auth-utils.js';
+
+/** How long one request of discovery or of a token may take before it counts as failed. */
+export const AUTH_REQUEST_TIMEOUT_MS = 10_000;
+
+/** `fetchFn` with a deadline on every request that does not bring its own signal. */
+export function withDeadline(fetchFn: typeof fetch, timeoutMs = AUTH_REQUEST_TIMEOUT_MS): typeof fetch {
+  return (input, init) => fetchFn(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(timeoutMs) });
+}
+
+/**
+ * The resource a token for `mcpUrl` is asked for: the one the server's protected resource
+ * metadata names, which must be this server (RFC 9728 3.3: the URL the client called, or under
+ * it, as the MCP SDK checks), or exactly `expectedResource` when the agent reaches the server by
+ * another URL than its public one (`MCP_RESOURCE`; compose). A server that names another
+ * resource would get a token for that one, to replay there.
+ */
+export function checkedResource(mcpUrl: string, named: string | undefined, expectedResource?: string): string {
+  if (expectedResource !== undefined) {
+    if (named !== undefined && named !== expectedResource) {
+      throw new DiscoveryError(
+        `${mcpUrl} says it is the resource ${named}, not ${expectedResource} (MCP_RESOURCE): no token is asked for it`,
+      );
+    }
+    return expectedResource;
+  }
+  if (named === undefined) return mcpUrl;
+  if (!checkResourceAllowed({ requestedResource: resourceUrlFromServerUrl(mcpUrl), configuredResource: named })) {
+    throw new DiscoveryError(
+      `${mcpUrl} says it is the resource ${named}, another server: no token is asked for it (when the agent reaches the server by another URL than its public one, set MCP_RESOURCE to that public resource)`,
+    );
+  }
+  return named;
+}
 
 export interface DiscoveredAuthorization extends OAuthServerInfo {
   /** The resource indicator to send (`resource`): the metadata's `resource`, else the MCP URL. */
@@ -29,7 +63,9 @@ export class DiscoveryError extends Error {
 export async function discoverAuthorization(
   mcpUrl: string,
   fetchFn: typeof fetch = fetch,
+  expectedResource?: string,
 ): Promise<DiscoveredAuthorization> {
+  fetchFn = withDeadline(fetchFn);
   // An initialize request without credentials: the server must answer 401 and say where to look.
   const probe = await fetchFn(mcpUrl, {
     method: 'POST',
@@ -60,7 +96,8 @@ export async function discoverAuthorization(
   if (!tokenEndpoint) {
     throw new DiscoveryError(`the authorization server ${info.authorizationServerUrl} advertises no token_endpoint`);
   }
-  return { ...info, resource: info.resourceMetadata.resource || mcpUrl, challengeScope: scope, tokenEndpoint };
+  const resource = checkedResource(mcpUrl, info.resourceMetadata.resource || undefined, expectedResource);
+  return { ...info, resource, challengeScope: scope, tokenEndpoint };
 }
 
 /**
@@ -68,19 +105,27 @@ export async function discoverAuthorization(
  * discovered (`MCP_TOKEN_URL`): what the server's protected resource metadata says. The URL the
  * agent reaches the server by need not be the server's public one (in docker compose the agent
  * uses http://server:8000/mcp while tokens name http://localhost:8000/mcp, the only resource
- * the realm knows). A server without metadata is named by its URL; an unreachable one is an
- * error, so the caller retries instead of settling on a guess.
+ * the realm knows, so `MCP_RESOURCE` says so). A server without metadata is named by its URL (or
+ * `MCP_RESOURCE`); an unreachable one is an error, so the caller retries instead of settling on
+ * a guess.
  */
-export async function protectedResourceOf(mcpUrl: string, fetchFn: typeof fetch = fetch): Promise<string> {
+export async function protectedResourceOf(
+  mcpUrl: string,
+  fetchFn: typeof fetch = fetch,
+  expectedResource?: string,
+): Promise<string> {
   let resource: string | undefined;
   try {
-    resource = (await discoverOAuthProtectedResourceMetadata(mcpUrl, {}, fetchFn)).resource;
+    resource = (await discoverOAuthProtectedResourceMetadata(mcpUrl, {}, withDeadline(fetchFn))).resource;
   } catch (error) {
-    // fetch() fails with a TypeError when nothing answers; the SDK throws plain Errors for a
-    // server that answered without (valid) metadata.
+    // fetch() fails with a TypeError when nothing answers, and a TimeoutError past the deadline;
+    // the SDK throws plain Errors for a server that answered without (valid) metadata.
     if (error instanceof TypeError) {
       throw new Error(`could not reach ${mcpUrl}: ${error.message} (${String(error.cause ?? '')})`);
     }
+    if ((error as Error).name === 'TimeoutError') {
+      throw new Error(`${mcpUrl} did not answer within ${AUTH_REQUEST_TIMEOUT_MS / 1000} s`);
+    }
   }
-  return resource || mcpUrl;
+  return checkedResource(mcpUrl, resource || undefined, expectedResource);
 }

@@ -31,8 +31,22 @@ export class AuthorizationCallbackError extends Error {
   }
 }
 
+/**
+ * Who must have sent the answer (RFC 9207): its `iss` must be `issuer`; without one it is
+ * refused when the authorization server said it always sends one (`required`).
+ */
+export interface ExpectedIssuer {
+  issuer: string;
+  required: boolean;
+}
+
 /** Listens on `port` until one callback with `state` arrives; resolves with its code. */
-export async function waitForAuthorizationCode(port: number, state: string, timeoutMs: number): Promise<string> {
+export async function waitForAuthorizationCode(
+  port: number,
+  state: string,
+  timeoutMs: number,
+  expectedIssuer?: ExpectedIssuer,
+): Promise<string> {
   let settle: { resolve(code: string): void; reject(error: Error): void } | undefined;
   const result = new Promise<string>((resolve, reject) => {
     settle = { resolve, reject };
@@ -48,6 +62,19 @@ export async function waitForAuthorizationCode(port: number, state: string, time
     if (params.get('state') !== state) {
       // Not our request (or a replay): refuse without ending the wait.
       response.writeHead(400).end('<p>Unexpected sign-in response (state mismatch). You may close this window.</p>');
+      return;
+    }
+    const iss = params.get('iss');
+    if (expectedIssuer && (iss === null ? expectedIssuer.required : iss !== expectedIssuer.issuer)) {
+      // A mix-up: the answer of another authorization server (or of someone posing as one).
+      response.writeHead(400).end('<p>Sign-in refused: the answer did not come from the expected server.</p>');
+      settle?.reject(
+        new AuthorizationCallbackError(
+          iss === null
+            ? `the authorization answer names no issuer, though ${expectedIssuer.issuer} always sends it (RFC 9207)`
+            : `the authorization answer came from ${iss}, not ${expectedIssuer.issuer} (RFC 9207)`,
+        ),
+      );
       return;
     }
     const error = params.get('error');

@@ -31,6 +31,7 @@ import type {
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
+import { withDeadline } from './discovery.ts';
 import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -65,6 +66,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   readonly #session: StoredSession;
   readonly #port: number;
   readonly #now: () => number;
+  readonly #fetch: typeof fetch;
   #codeVerifier: string | undefined;
   #refreshing: Promise<void> | undefined;
   clientMetadataUrl?: string;
@@ -98,6 +100,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     this.#session = session;
     this.#port = port;
     this.#now = options.now ?? Date.now;
+    // Every discovery, registration and token request of a login has a deadline.
+    this.#fetch = withDeadline(options.fetchFn ?? fetch);
     if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
   }
 
@@ -190,12 +194,24 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
 
   /** Runs the login in the browser and exchanges the code, all before returning (see the module comment). */
   async redirectToAuthorization(authorizationUrl: URL): Promise<void> {
+    const metadata = this.#session.discoveryState?.authorizationServerMetadata;
+    // MCP authorization, "Authorization Code Protection": without S256 in the metadata there is
+    // no PKCE to rely on, and the client must not go on. (The SDK refuses only a list without it.)
+    if (!metadata?.code_challenge_methods_supported?.includes('S256')) {
+      throw new Error(
+        `the authorization server ${metadata?.issuer ?? '(no metadata)'} does not announce PKCE with S256 (code_challenge_methods_supported): no sign-in without it`,
+      );
+    }
     const url = new URL(authorizationUrl);
     url.searchParams.set('scope', this.#widenedScope(url.searchParams.get('scope')));
     const state = url.searchParams.get('state');
     if (!state) throw new Error('the authorization request carries no state');
     // Listening before the browser opens: a fast browser (or a test's) may call back at once.
-    const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000);
+    const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000, {
+      issuer: metadata.issuer,
+      // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
+      required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
+    });
     code.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
     const opened = await this.#options.openBrowser(url.href).catch(() => false);
     this.#options.print(
@@ -209,7 +225,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       serverUrl: this.#options.mcpUrl,
       authorizationCode,
       ...(discovery?.resourceMetadataUrl ? { resourceMetadataUrl: new URL(discovery.resourceMetadataUrl) } : {}),
-      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+      fetchFn: this.#fetch,
     });
     if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
     this.#codeVerifier = undefined;
@@ -223,8 +239,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
    */
   async ensureAuthorized(): Promise<void> {
     if (await this.tokens()) return;
-    const fetchFn = this.#options.fetchFn ?? fetch;
-    const probe = await fetchFn(this.#options.mcpUrl, {
+    const probe = await this.#fetch(this.#options.mcpUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'ping' }),
@@ -247,7 +262,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       // The configured scope, plus whatever the server says it needs (unless the scope was set
       // explicitly: then a tool that needs more gets it through step-up when it is called).
       scope: this.#widenedScope(this.#options.exactScope ? null : (scope ?? null)),
-      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+      fetchFn: this.#fetch,
     });
     if (!(await this.tokens())) throw new Error('sign-in did not complete');
   }
@@ -262,7 +277,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     if (this.clientInformation() || this.#options.clientId) return;
     const info = await discoverOAuthServerInfo(this.#options.mcpUrl, {
       ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
-      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+      fetchFn: this.#fetch,
     });
     const metadata = info.authorizationServerMetadata;
     // CIMD needs no registration; the SDK uses the metadata URL as the client id.
@@ -274,7 +289,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       ...(metadata ? { metadata } : {}),
       clientMetadata: this.clientMetadata,
       scope,
-      ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+      fetchFn: this.#fetch,
     });
     await this.saveClientInformation({
       ...registered,
@@ -311,7 +326,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         clientInformation,
         refreshToken: tokens.refresh_token,
         resource: new URL(discovery.resourceMetadata?.resource || this.#options.mcpUrl),
-        ...(this.#options.fetchFn ? { fetchFn: this.#options.fetchFn } : {}),
+        fetchFn: this.#fetch,
       });
       this.refreshes++;
       await this.saveTokens({ ...refreshed, ...(tokens.issuer ? { issuer: tokens.issuer } : {}) } as OAuthTokens);

@@ -1,0 +1,265 @@
+/**
+ * The agent as an OAuth client facing servers that do not behave: an MCP server without
+ * metadata, or naming another resource; an authorization server without PKCE, one whose answer
+ * names another issuer, one that never answers. Real Keycloak cannot be made to do any of this
+ * (keycloak-auth.test.ts has the agent against the real one), so the two servers here are small
+ * stand-ins on 127.0.0.1 that speak the protocol's HTTP and record every request.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createMcpClient } from '../src/agent.ts';
+import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
+import { InteractiveOAuthProvider } from '../src/auth/oauth-provider.ts';
+import { prepareConnections } from '../src/connections.ts';
+
+interface Seen {
+  path: string;
+  authorization: string | undefined;
+  body: string;
+}
+type Handler = (request: IncomingMessage, response: ServerResponse) => void;
+
+const servers: Server[] = [];
+const temporary: string[] = [];
+after(async () => {
+  for (const server of servers) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  for (const directory of temporary) await rm(directory, { recursive: true, force: true });
+});
+
+async function recording(handler: Handler): Promise<{ url: string; seen: Seen[] }> {
+  const seen: Seen[] = [];
+  const server = createServer(async (request, response) => {
+    let body = '';
+    for await (const chunk of request) body += chunk;
+    seen.push({
+      path: new URL(request.url ?? '/', 'http://x').pathname,
+      authorization: request.headers.authorization,
+      body,
+    });
+    handler(request, response);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+const json = (response: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}) =>
+  response.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(value));
+
+const basicOf = (seen: Seen) =>
+  seen.authorization?.startsWith('Basic ') ? Buffer.from(seen.authorization.slice(6), 'base64').toString() : undefined;
+
+/** An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint. */
+async function authorizationServer(
+  metadata: Record<string, unknown> = {},
+  tokenEndpoint: 'answers' | 'hangs' = 'answers',
+) {
+  let base = '';
+  let issued = 0;
+  const server = await recording((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://x').pathname;
+    if (path === '/.well-known/oauth-authorization-server') {
+      json(response, 200, {
+        issuer: base,
+        authorization_endpoint: `${base}/authorize`,
+        token_endpoint: `${base}/token`,
+        response_types_supported: ['code'],
+        grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
+        code_challenge_methods_supported: ['S256'],
+        ...metadata,
+      });
+    } else if (path === '/token') {
+      if (tokenEndpoint === 'hangs') return;
+      issued += 1;
+      json(response, 200, { access_token: `token-${issued}`, token_type: 'Bearer', expires_in: 300 });
+    } else json(response, 404, { error: 'not_found' });
+  });
+  base = server.url;
+  return server;
+}
+
+/** An MCP server that refuses every request (401), with protected resource metadata or none. */
+async function refusingMcpServer(metadata?: (base: string) => Record<string, unknown>) {
+  let base = '';
+  const server = await recording((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://x').pathname;
+    if (path === '/.well-known/oauth-protected-resource/mcp' && metadata) return json(response, 200, metadata(base));
+    if (path === '/mcp') {
+      const challenge = metadata
+        ? `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`
+        : 'Bearer';
+      return json(response, 401, { error: 'invalid_token' }, { 'www-authenticate': challenge });
+    }
+    json(response, 404, { error: 'not_found' });
+  });
+  base = server.url;
+  return server;
+}
+
+describe('client_credentials', () => {
+  test('after a 401 the SDK asks MCP_TOKEN_URL again, for the same resource; the secret never goes to the MCP server', async () => {
+    const as = await authorizationServer();
+    // No protected resource metadata: the SDK on its own would post the secret to the server's /token.
+    const mcp = await refusingMcpServer();
+    const prepared = await prepareConnections(
+      {
+        mcpServerUrl: `${mcp.url}/mcp`,
+        mcpAuth: {
+          mode: 'client_credentials',
+          clientId: 'expenses-agent',
+          clientSecret: 'the-secret',
+          scope: 'mcp:access',
+          tokenUrl: `${as.url}/token`,
+          resource: undefined,
+        },
+        extraServers: [],
+      },
+      { openBrowser: async () => false, print: () => {} },
+    );
+    const client = createMcpClient(prepared.connections);
+    await assert.rejects(client.getTools());
+    await client.close().catch(() => {});
+    assert.deepEqual(
+      mcp.seen
+        .filter((request) => request.path !== '/mcp' && !request.path.startsWith('/.well-known/'))
+        .map((request) => request.path),
+      [],
+      'the MCP server got MCP requests and metadata lookups, no token request',
+    );
+    assert.ok(
+      mcp.seen.every((request) => basicOf(request) === undefined),
+      'and never the client credentials',
+    );
+    const tokenRequests = as.seen.filter((request) => request.path === '/token');
+    assert.equal(tokenRequests.length, 2, 'the first token, then the SDK asked the same endpoint after the 401');
+    for (const request of tokenRequests) {
+      assert.equal(basicOf(request), 'expenses-agent:the-secret');
+      const form = new URLSearchParams(request.body);
+      assert.equal(form.get('grant_type'), 'client_credentials');
+      assert.equal(form.get('resource'), `${mcp.url}/mcp`);
+    }
+  });
+
+  test('a server whose metadata names another resource gets no token; MCP_RESOURCE admits exactly the one it names', async () => {
+    const as = await authorizationServer();
+    const payroll = 'https://payroll.example/mcp';
+    const mcp = await refusingMcpServer(() => ({ resource: payroll, authorization_servers: [as.url] }));
+    const source = (resource?: string) =>
+      new ClientCredentialsTokenSource({
+        mcpUrl: `${mcp.url}/mcp`,
+        clientId: 'expenses-agent',
+        clientSecret: 's',
+        scope: 'mcp:access',
+        resource,
+      });
+    await assert.rejects(
+      source().accessToken(),
+      /says it is the resource https:\/\/payroll\.example\/mcp, another server/,
+    );
+    await assert.rejects(
+      source('https://expenses.example/mcp').accessToken(),
+      /not https:\/\/expenses\.example\/mcp \(MCP_RESOURCE\)/,
+    );
+    assert.equal(as.seen.filter((request) => request.path === '/token').length, 0, 'no token was asked for');
+    // The operator says the server is known by that name (compose: its public URL).
+    await source(payroll).accessToken();
+    const asked = as.seen.filter((request) => request.path === '/token');
+    assert.equal(new URLSearchParams(asked.at(-1)?.body).get('resource'), payroll);
+  });
+
+  test('a token endpoint that never answers fails the token request', async () => {
+    const as = await authorizationServer({}, 'hangs');
+    const mcp = await refusingMcpServer();
+    const source = new ClientCredentialsTokenSource({
+      mcpUrl: `${mcp.url}/mcp`,
+      clientId: 'expenses-agent',
+      clientSecret: 's',
+      scope: 'mcp:access',
+      tokenUrl: `${as.url}/token`,
+      requestTimeoutMs: 200,
+    });
+    await assert.rejects(source.accessToken(), /did not answer within 0\.2 s/);
+  });
+});
+
+describe('interactive OAuth', () => {
+  /** A sign-in where the "browser" calls the loopback redirect back with `answer(authorize URL)`. */
+  async function signIn(metadata: Record<string, unknown>, answer: (authorize: URL) => Record<string, string>) {
+    const as = await authorizationServer(metadata);
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
+    temporary.push(cacheDir);
+    const opened: string[] = [];
+    const provider = await InteractiveOAuthProvider.create({
+      mcpUrl: `${mcp.url}/mcp`,
+      scope: 'mcp:access',
+      clientId: 'pre-registered',
+      redirectPort: 0,
+      cacheDir,
+      print: () => {},
+      loginTimeoutMs: 10_000,
+      openBrowser: async (href) => {
+        opened.push(href);
+        const authorize = new URL(href);
+        const redirect = new URL(authorize.searchParams.get('redirect_uri') ?? '');
+        redirect.search = new URLSearchParams(answer(authorize)).toString();
+        await fetch(redirect);
+        return true;
+      },
+    });
+    const outcome = await provider.ensureAuthorized().then(
+      () => 'signed in',
+      (error: Error) => `refused: ${error.message}`,
+    );
+    return {
+      opened,
+      outcome,
+      codeExchanges: as.seen.filter((request) => request.path === '/token').length,
+      issuer: as.url,
+    };
+  }
+  const stateOf = (authorize: URL) => authorize.searchParams.get('state') ?? '';
+
+  test('an authorization server that does not announce PKCE (S256) gets no sign-in', async () => {
+    const { opened, outcome } = await signIn({ code_challenge_methods_supported: undefined }, (authorize) => ({
+      code: 'c',
+      state: stateOf(authorize),
+    }));
+    assert.deepEqual(opened, [], 'the browser was not sent there');
+    assert.match(outcome, /^refused: .*does not announce PKCE with S256/);
+  });
+
+  test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {
+    const advertised = { authorization_response_iss_parameter_supported: true };
+    const mixedUp = await signIn(advertised, (authorize) => ({
+      code: 'c',
+      state: stateOf(authorize),
+      iss: 'https://attacker.example',
+    }));
+    assert.match(mixedUp.outcome, /^refused: the authorization answer came from https:\/\/attacker\.example/);
+    assert.equal(mixedUp.codeExchanges, 0, 'the code was not exchanged');
+
+    const unnamed = await signIn(advertised, (authorize) => ({ code: 'c', state: stateOf(authorize) }));
+    assert.match(unnamed.outcome, /^refused: the authorization answer names no issuer/);
+    assert.equal(unnamed.codeExchanges, 0);
+
+    // The same answers from the right issuer, or without iss from a server that never sends it, sign in.
+    let issuer = '';
+    const named = await signIn(advertised, (authorize) => {
+      issuer = new URL(authorize.href).origin;
+      return { code: 'c', state: stateOf(authorize), iss: issuer };
+    });
+    assert.equal(named.outcome, 'signed in');
+    assert.equal(named.codeExchanges, 1);
+    const silent = await signIn({}, (authorize) => ({ code: 'c', state: stateOf(authorize) }));
+    assert.equal(silent.outcome, 'signed in');
+  });
+});
