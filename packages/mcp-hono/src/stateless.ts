@@ -2,6 +2,7 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { McpServer, RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import {
+  isJSONRPCRequest,
   type JSONRPCNotification,
   type JSONRPCRequest,
   type JSONRPCResultResponse,
@@ -163,6 +164,12 @@ export async function createStatelessMcpEndpoint(
           signal: () => request.signal,
         });
         if (reply) return c.body(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, ...reply }), 200, JSON_HEADERS);
+      }
+      // The SDK drops a request its strict schema refuses (a member too many, params an array,
+      // `_meta` not an object) with no reply at all: the exchange would wait for the client to
+      // give up. Refused here, with the reply JSON-RPC asks for.
+      if (!isJSONRPCRequest(rpc)) {
+        return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request of this protocol.');
       }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {

@@ -254,7 +254,8 @@ test('a cached listing keeps each caller to its own tools and echoes each reques
 });
 
 describe('protocol errors', () => {
-  const cases: [string, RequestInit, number, number | undefined][] = [
+  type Case = [string, RequestInit, number, number | undefined];
+  const cases: Case[] = [
     ['GET has no server stream', { method: 'GET', headers: { accept: 'text/event-stream' } }, 405, -32600],
     ['DELETE has no session to end', { method: 'DELETE' }, 405, -32600],
     [
@@ -287,6 +288,25 @@ describe('protocol errors', () => {
       400,
       -32600,
     ],
+    // Requests the SDK's strict schema refuses: it would drop them without a reply.
+    ...(
+      [
+        ['params that are an array', { jsonrpc: '2.0', id: 7, method: 'tools/call', params: ['get_user_expenses'] }],
+        ['a member JSON-RPC does not have', { jsonrpc: '2.0', id: 7, method: 'ping', extra: 1 }],
+        ['_meta that is not an object', { jsonrpc: '2.0', id: 7, method: 'ping', params: { _meta: 5 } }],
+        [
+          'a progress token that is an object',
+          { jsonrpc: '2.0', id: 7, method: 'ping', params: { _meta: { progressToken: { a: 1 } } } },
+        ],
+      ] as const
+    ).map(
+      ([name, message]): Case => [
+        name,
+        { method: 'POST', headers: HEADERS, body: JSON.stringify(message) },
+        400,
+        -32600,
+      ],
+    ),
     [
       'a null id',
       { method: 'POST', headers: HEADERS, body: JSON.stringify({ jsonrpc: '2.0', id: null, method: 'tools/list' }) },
