@@ -130,6 +130,11 @@ export async function createApp({
 
   app.notFound((c) => c.json({ error: 'not_found' }, 404));
   app.onError((error, c) => {
+    if (c.req.raw.signal.aborted) {
+      // The client went away (its body cut short): no fault of the server, and nobody reads the answer.
+      logger.info('request aborted by the client', { request_id: c.get('requestId'), path: c.req.path });
+      return c.json({ error: 'client_closed_request', request_id: c.get('requestId') }, 400);
+    }
     // The details go to the log, never to the client.
     logger.error('unhandled error', { request_id: c.get('requestId'), path: c.req.path, ...errorFields(error) });
     return c.json({ error: 'internal_error', request_id: c.get('requestId') }, 500);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 
@@ -33,6 +34,31 @@ describe('hostile bodies at /mcp', () => {
     const body = (await response.json()) as { error: { code: number; message: string } };
     assert.equal(body.error.code, -32600);
     assert.match(body.error.message, /nested deeper/);
+    assert.equal((await send({ jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 200, 'still serving');
+  });
+
+  test('a client that goes away in the middle of its body is no server error: nothing logged as one, server still up', async () => {
+    const { hostname, port, pathname } = new URL(stack.mcpUrl);
+    const logsBefore = stack.logs.length;
+    const socket = connect(Number(port), hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      `POST ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nAuthorization: Bearer ${key}\r\n` +
+        'Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{"jsonrpc"',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.destroy();
+    // The request's own log line says it ended.
+    for (let waited = 0; !stack.logs.slice(logsBefore).some((line) => line.includes(pathname)); waited += 50) {
+      if (waited > 10_000) assert.fail(`no log line for the request:\n${stack.logs.slice(logsBefore).join('\n')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const lines = stack.logs.slice(logsBefore).map((line) => JSON.parse(line) as { level: string; msg: string });
+    assert.deepEqual(
+      lines.filter((line) => line.level === 'error'),
+      [],
+      'an aborted request is not an unhandled error',
+    );
     assert.equal((await send({ jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 200, 'still serving');
   });
 
