@@ -112,7 +112,14 @@ export async function createApp({
   });
 
   auth.mount?.(app);
-  app.use('/mcp', originGuard({ allowedHosts: config.allowedHosts, allowedOrigins: config.allowedOrigins }));
+  app.use(
+    '/mcp',
+    originGuard({
+      allowedHosts: config.allowedHosts,
+      allowedOrigins: config.allowedOrigins,
+      exposeHeaders: ['WWW-Authenticate', 'X-Request-Id'],
+    }),
+  );
   app.use('/mcp', requireAuth(observedAuth));
   // Before the scope check, so a call refused with 403 has its span too.
   if (tracing) app.use('/mcp', mcpTracing({ maxBodyBytes: config.maxRequestBytes }));

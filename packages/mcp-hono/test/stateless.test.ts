@@ -407,6 +407,56 @@ describe('originGuard', () => {
         assert.match(((await response.json()) as { error: { message: string } }).error.message, /^Forbidden/);
     });
   }
+
+  test('an allowed origin gets CORS: its preflight answered before any credential check, its answers readable', async () => {
+    const guarded = new Hono();
+    guarded.use(
+      '/mcp',
+      originGuard({
+        allowedHosts: ['localhost'],
+        allowedOrigins: ['http://localhost:6274'],
+        exposeHeaders: ['WWW-Authenticate', 'X-Request-Id'],
+      }),
+    );
+    // What a credential check answers a browser's request without a token.
+    guarded.all('/mcp', (c) => c.json({ error: 'invalid_token' }, 401, { 'WWW-Authenticate': 'Bearer realm="mcp"' }));
+    const preflight = await guarded.request('http://localhost:8000/mcp', {
+      method: 'OPTIONS',
+      headers: {
+        host: 'localhost:8000',
+        origin: 'http://localhost:6274',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization,content-type,mcp-protocol-version',
+      },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://localhost:6274');
+    assert.equal(preflight.headers.get('access-control-allow-methods'), 'POST');
+    for (const header of ['authorization', 'content-type', 'mcp-protocol-version']) {
+      assert.match(preflight.headers.get('access-control-allow-headers') ?? '', new RegExp(header, 'i'));
+    }
+    const refused = await guarded.request('http://localhost:8000/mcp', {
+      method: 'POST',
+      headers: { host: 'localhost:8000', origin: 'http://localhost:6274', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(refused.status, 401);
+    assert.equal(refused.headers.get('access-control-allow-origin'), 'http://localhost:6274');
+    assert.equal(refused.headers.get('access-control-expose-headers'), 'WWW-Authenticate, X-Request-Id');
+    assert.match(refused.headers.get('vary') ?? '', /Origin/);
+    // A foreign origin's preflight is refused; a request without Origin gets no CORS at all.
+    const foreign = await guarded.request('http://localhost:8000/mcp', {
+      method: 'OPTIONS',
+      headers: { host: 'localhost:8000', origin: 'http://evil.example', 'access-control-request-method': 'POST' },
+    });
+    assert.equal(foreign.status, 403);
+    assert.equal(foreign.headers.get('access-control-allow-origin'), null);
+    const server = await guarded.request('http://localhost:8000/mcp', {
+      method: 'POST',
+      headers: { host: 'localhost:8000' },
+    });
+    assert.equal(server.headers.get('access-control-allow-origin'), null);
+  });
 });
 
 describe('exact numbers', () => {
