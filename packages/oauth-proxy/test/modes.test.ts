@@ -17,6 +17,7 @@ import {
   openMigrated,
   pkce,
   REDIRECT,
+  register,
   tokenRequest,
 } from './harness.ts';
 
@@ -185,12 +186,7 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
       authority: idp.base,
     });
     const entra = instance(db, idp, keys, { upstream });
-    const registered = await entra.app.request('http://localhost:8000/register', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
-    });
-    const client = (await registered.json()) as { client_id: string };
+    const client = await register(entra.app);
     await assert.rejects(
       browserLogin({ authorize: entra }, new Browser(), client.client_id, pkce().challenge),
       /server_error/,
@@ -210,12 +206,7 @@ describe('a multi-tenant Entra authority (organizations)', () => {
       allowedTenantIds: [allowed],
     });
     const entra = instance(db, idp, keys, { upstream });
-    const registered = await entra.app.request('http://localhost:8000/register', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ redirect_uris: [REDIRECT] }),
-    });
-    const client = (await registered.json()) as { client_id: string };
+    const client = await register(entra.app);
     const signInAs = (tenant: string, issuerTenant = tenant) => {
       idp.extraIdTokenClaims = { tid: tenant };
       idp.idTokenIssuer = `${idp.base}/${issuerTenant}/v2.0`;
