@@ -1,4 +1,8 @@
 import { open, readFile, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+
+/** The locks this process holds: its own pid in any other lock file was left by an earlier process. */
+const held = new Set<string>();
 
 /**
  * Whether a process with this id runs on this machine. Signal 0 checks without signalling;
@@ -25,19 +29,27 @@ export async function livePidIn(path: string): Promise<number | undefined> {
 /**
  * Takes the lock file now if nobody alive holds it: creates it exclusively (O_EXCL, mode 600)
  * with this process's id. A lock whose holder no longer runs (a crash, kill -9) is stale and
- * taken over. Returns the release function, or undefined when a live process holds the lock.
+ * taken over, and so is one naming this very process that this process never took: a container
+ * runs its server as pid 1 every time, so a killed one leaves "1", which is alive again at once.
+ * Returns the release function, or undefined when a live process holds the lock.
  */
 export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>) | undefined> {
+  const key = resolve(lockPath);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const handle = await open(lockPath, 'wx', 0o600);
       await handle.writeFile(String(process.pid));
       await handle.close();
-      return () => rm(lockPath, { force: true });
+      held.add(key);
+      return async () => {
+        held.delete(key);
+        await rm(lockPath, { force: true });
+      };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    if ((await livePidIn(lockPath)) !== undefined) return undefined;
+    const holder = await livePidIn(lockPath);
+    if (holder !== undefined && (holder !== process.pid || held.has(key))) return undefined;
     await rm(lockPath, { force: true });
   }
   return undefined;

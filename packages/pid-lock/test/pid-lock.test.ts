@@ -52,7 +52,9 @@ describe('tryPidLock', () => {
   });
 
   test('takes over a lock whose holder no longer runs, or that names no process', async () => {
-    for (const content of [String(NEVER_A_PID), '', 'garbage']) {
+    // This process's own pid in a lock it never took: left by an earlier process with the same
+    // pid (a container's pid 1, killed and started again).
+    for (const content of [String(NEVER_A_PID), '', 'garbage', String(process.pid)]) {
       const lock = join(dir, 'stale.lock');
       await writeFile(lock, content);
       const release = await tryPidLock(lock);
@@ -66,15 +68,16 @@ describe('tryPidLock', () => {
 describe('acquirePidLock', () => {
   test('fails after the timeout naming the live holder, and reports the wait once', async () => {
     const lock = join(dir, 'held.lock');
-    await writeFile(lock, String(process.pid));
+    // A live holder other than this process: the test runner that started it.
+    await writeFile(lock, String(process.ppid));
     const waits: number[] = [];
     // Several polls before the timeout (and room for a loaded machine's first look, which at
     // 30 ms could already be past it): the wait is still reported once.
     await assert.rejects(
       acquirePidLock(lock, { timeoutMs: 300, pollMs: 20, onWait: (pid) => waits.push(pid) }),
-      new RegExp(`held by process ${process.pid}`),
+      new RegExp(`held by process ${process.ppid}`),
     );
-    assert.deepEqual(waits, [process.pid]);
+    assert.deepEqual(waits, [process.ppid]);
     await rm(lock);
   });
 
