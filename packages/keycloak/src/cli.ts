@@ -1,7 +1,8 @@
 import { rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { directory } from '@mcp-auth-stack/config';
+import { livePidIn } from '@mcp-auth-stack/pid-lock';
 import {
   DEMO_USERS,
   KEYCLOAK_DATA_DIR_DEFAULT,
@@ -55,7 +56,17 @@ async function main(): Promise<void> {
     'KEYCLOAK_DATA_DIR',
     KEYCLOAK_DATA_DIR_DEFAULT,
   );
-  if (values.fresh) await rm(resolve(instanceDir, 'data'), { recursive: true, force: true });
+  if (values.fresh) {
+    // Not from under a Keycloak that runs from this folder: its database would go while it runs.
+    const running = await livePidIn(join(instanceDir, 'keycloak.pid'));
+    if (running !== undefined) {
+      console.error(
+        `Keycloak runs from ${instanceDir} (process ${running}): stop it first (Ctrl-C where it runs), then pnpm keycloak --fresh.`,
+      );
+      process.exit(1);
+    }
+    await rm(resolve(instanceDir, 'data'), { recursive: true, force: true });
+  }
 
   const keycloak = await startKeycloak({
     httpPort,

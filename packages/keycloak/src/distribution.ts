@@ -81,6 +81,9 @@ export async function ensureDistribution(options: EnsureDistributionOptions = {}
     // Another process may have finished while this one waited for the lock.
     if (await isComplete(markerPath, home, version)) return { home, version, source: 'cache' };
     const downloadDir = join(cacheDir, 'download');
+    // Emptied first: a zip left by an interrupted fetch (Ctrl-C, a full disk) is neither checked
+    // nor kept, and Maven would not overwrite it.
+    await rm(downloadDir, { recursive: true, force: true });
     await mkdir(downloadDir, { recursive: true });
     let fetched: Fetched;
     if (!env.KEYCLOAK_DIST_URL && (await commandExists('mvn', env))) {

@@ -167,6 +167,11 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const importsRealm = temporary || !(await exists(join(instanceDir, 'data', 'h2')));
   const realmValues = await realmUrlValues(env, options);
   await prepareInstance(instanceDir, distribution.home, options.realmFiles ?? [REALM_FILE]);
+  if (importsRealm && !temporary) {
+    // Recorded before Keycloak imports: a first start cut short after the import (Ctrl-C, a
+    // timeout) still tells the next start what the realm holds, so it can update it.
+    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(realmValues, null, 2)}\n`);
+  }
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
   const buildOptions = { db: DB_KIND, features, health: true };
@@ -222,9 +227,7 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   } finally {
     await releaseBuildLock?.();
   }
-  if (importsRealm && !temporary) {
-    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), `${JSON.stringify(realmValues, null, 2)}\n`);
-  } else if (!temporary) {
+  if (!importsRealm && !temporary) {
     try {
       await bringRealmUrlsUpToDate(instanceDir, localUrl, realmValues, options, report);
     } catch (error) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -69,6 +69,15 @@ test('a second run finds it running, leaves it alone and exits 0', async () => {
   assert.equal(await second.exit, 0, second.output());
   assert.match(second.output(), /is already running/);
   assert.match(second.output(), /did not start it, so it leaves it running/);
+  const discovery = await fetch(`http://localhost:${httpPort}/realms/mcp/.well-known/openid-configuration`);
+  assert.equal(discovery.status, 200, 'still serving');
+});
+
+test('--fresh while it runs from that folder is refused: its database stays', async () => {
+  const fresh = run([...ports(), '--data-dir', dataDir, '--fresh']);
+  assert.equal(await fresh.exit, 1, fresh.output());
+  assert.match(fresh.output(), /Keycloak runs from .* \(process \d+\): stop it first/);
+  assert.ok((await stat(join(dataDir, 'data', 'h2'))).isDirectory(), 'the database is still there');
   const discovery = await fetch(`http://localhost:${httpPort}/realms/mcp/.well-known/openid-configuration`);
   assert.equal(discovery.status, 200, 'still serving');
 });

@@ -41,17 +41,29 @@ async function agentToken(keycloak: RunningKeycloak, resource: string) {
   });
 }
 
-test('a kept realm started for another server URL is updated in place: new audience and redirect URI, same user ids', async () => {
+test('a kept realm started for another server URL is updated in place, even after a first start cut short once the realm was imported: new audience and redirect URI, same user ids', async () => {
   const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
   const ports = { httpPort: await freePort(), managementPort: await freePort() };
   const [alice] = DEMO_USERS;
   assert.ok(alice);
   let keycloak: RunningKeycloak | undefined;
   try {
-    keycloak = await startKeycloak({ instanceDir, ...ports, realmEnv: realmEnvFor(8000) });
-    const users = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
-    assert.equal(users[0]?.id, alice.id, "alice's id is the one pinned in the realm file");
-    await keycloak.stop();
+    // The first start is stopped right after the import, before Keycloak is ready, as Ctrl-C
+    // during a first `pnpm keycloak` stops it.
+    let stopped = false;
+    await assert.rejects(
+      startKeycloak({
+        instanceDir,
+        ...ports,
+        realmEnv: realmEnvFor(8000),
+        onProgress: ({ message }) => {
+          if (stopped || !message.includes('realm mcp imported')) return;
+          stopped = true;
+          void readFile(join(instanceDir, 'keycloak.pid'), 'utf8').then((pid) => process.kill(-Number(pid), 'SIGTERM'));
+        },
+      }),
+    );
+    assert.ok(stopped, 'the realm was imported before the start was cut short');
 
     const phases: string[] = [];
     keycloak = await startKeycloak({
@@ -78,7 +90,7 @@ test('a kept realm started for another server URL is updated in place: new audie
     }[];
     assert.deepEqual(proxy?.redirectUris, ['http://localhost:8117/auth/callback']);
     const after = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
-    assert.equal(after[0]?.id, alice.id, 'the users were kept');
+    assert.equal(after[0]?.id, alice.id, 'the users were kept, with the id pinned in the realm file');
     assert.deepEqual(
       JSON.parse(await readFile(join(instanceDir, 'data', 'realm-env.json'), 'utf8')),
       realmEnvFor(8117),
