@@ -19,6 +19,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { directory, integer } from '@mcp-auth-stack/config';
+import { embeddedDatabaseOwner } from '@mcp-auth-stack/database';
 import { EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   DEMO_USERS,
@@ -111,6 +112,16 @@ const inUse = await portInUse(config.host, config.port);
 if (inUse) {
   process.stderr.write(
     `Port ${config.port} on ${config.host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
+  );
+  process.exit(1);
+}
+
+// Before Keycloak: a Keycloak another `pnpm start` runs would be reused, and its realm updated
+// for this PORT, under the stack that still serves the old one.
+const owner = config.databaseUrl ? undefined : await embeddedDatabaseOwner(config.dataDir);
+if (owner !== undefined) {
+  process.stderr.write(
+    `The embedded database in ${config.dataDir} is in use by process ${owner}: another pnpm start (or a server) runs on this DATA_DIR. Stop it, or give this one its own DATA_DIR.\n`,
   );
   process.exit(1);
 }

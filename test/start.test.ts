@@ -122,6 +122,21 @@ describe('pnpm start', () => {
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
       assert.match(output(), /keycloak client janitor: on/);
+
+      // A second pnpm start on the same DATA_DIR and another PORT stops before Keycloak: the
+      // running stack's realm keeps its audience.
+      const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+      const second = spawn(process.execPath, ['scripts/start.ts'], {
+        cwd: ROOT,
+        env: { ...inherited, ...env, PORT: String(await freePort()) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let secondOutput = '';
+      second.stdout?.on('data', (chunk) => (secondOutput += chunk));
+      second.stderr?.on('data', (chunk) => (secondOutput += chunk));
+      assert.equal(await new Promise((resolve) => second.once('exit', resolve)), 1, secondOutput);
+      assert.match(secondOutput, /in use by process \d+: another pnpm start/);
+      assert.doesNotMatch(secondOutput, /keycloak|updating the kept realm/i);
     } finally {
       assert.equal(await interrupt(child), 0);
     }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import { tryPidLock } from '@mcp-auth-stack/pid-lock';
+import { LOCK_NAME } from './embedded-lock.ts';
 
 /**
  * The embedded database: PGlite (Postgres compiled to WebAssembly) persisted under a data
@@ -28,7 +29,6 @@ export interface EmbeddedServer {
 }
 
 const SOCKET_NAME = '.s.PGSQL.5432';
-const LOCK_NAME = 'embedded.lock';
 // sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 
