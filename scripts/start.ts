@@ -108,10 +108,12 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-const inUse = await portInUse(config.host, config.port);
-if (inUse) {
+for (const host of probedHosts()) {
+  const inUse = await portInUse(host, config.port);
+  // No IPv6 on this machine: nothing can listen on ::1 either.
+  if (inUse === undefined || (host !== config.host && ['EADDRNOTAVAIL', 'EAFNOSUPPORT'].includes(inUse))) continue;
   process.stderr.write(
-    `Port ${config.port} on ${config.host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
+    `Port ${config.port} on ${host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
   );
   process.exit(1);
 }
@@ -238,6 +240,18 @@ lines.push('', ...connectLines({ ...config, demoKey, demoUser: DEMO_USER }), '  
 process.stdout.write(`${lines.join('\n')}\n`);
 
 /** What holds the port, or undefined when it is free to listen on. */
+/**
+ * Where the server's port must be free: its listening address, and ::1 too when the URL it
+ * prints says `localhost` on a loopback listener. Where `localhost` resolves to ::1 first
+ * (macOS, Fedora), a program on ::1 would get the requests, and the key, meant for this server.
+ */
+function probedHosts(): string[] {
+  const listensOnIpv4Loopback = config.host === '127.0.0.1' || config.host === 'localhost';
+  return new URL(config.baseUrl).hostname === 'localhost' && listensOnIpv4Loopback
+    ? [config.host, '::1']
+    : [config.host];
+}
+
 async function portInUse(host: string, port: number): Promise<string | undefined> {
   return await new Promise((resolve) => {
     const probe = createServer();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -156,6 +157,38 @@ describe('pnpm start', () => {
     assert.doesNotMatch(second.output(), /Demo key/, 'the key was shown once');
     assert.equal(await interrupt(second.child), 0);
     await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a program on [::1] at the port is found before anything starts: localhost may reach it first', async () => {
+    const port = await freePort();
+    const other = createServer();
+    // This machine has IPv6 loopback; without it there is nothing to find (and start.ts skips ::1).
+    await new Promise<void>((resolve, reject) => {
+      other.once('error', reject);
+      other.listen(port, '::1', resolve);
+    });
+    try {
+      const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+      const dir = await mkdtemp(join(tmpdir(), 'mcp-start-v6-'));
+      const child = spawn(process.execPath, ['scripts/start.ts'], {
+        cwd: ROOT,
+        env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout?.on('data', (chunk) => (output += chunk));
+      child.stderr?.on('data', (chunk) => (output += chunk));
+      // A start that misses it serves on 127.0.0.1 and never exits by itself.
+      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const code = await new Promise((resolve) => child.once('exit', resolve));
+      clearTimeout(killer);
+      assert.equal(code, 1, output);
+      assert.match(output, new RegExp(`Port ${port} on ::1 is in use \\(EADDRINUSE\\)`));
+      assert.doesNotMatch(output, /Expenses MCP server/, 'no summary sends anyone to it');
+      await rm(dir, { recursive: true, force: true });
+    } finally {
+      other.close();
+    }
   });
 
   test('a data folder that cannot be used ends with a message naming DATA_DIR, not a stack trace', async () => {
