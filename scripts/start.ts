@@ -239,7 +239,6 @@ if (keycloak) {
 lines.push('', ...connectLines({ ...config, demoKey, demoUser: DEMO_USER }), '  Ctrl-C stops everything.', '');
 process.stdout.write(`${lines.join('\n')}\n`);
 
-/** What holds the port, or undefined when it is free to listen on. */
 /**
  * Where the server's port must be free: its listening address, and ::1 too when the URL it
  * prints says `localhost` on a loopback listener. Where `localhost` resolves to ::1 first
@@ -252,6 +251,7 @@ function probedHosts(): string[] {
     : [config.host];
 }
 
+/** What holds the port, or undefined when it is free to listen on. */
 async function portInUse(host: string, port: number): Promise<string | undefined> {
   return await new Promise((resolve) => {
     const probe = createServer();
