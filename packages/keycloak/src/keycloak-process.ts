@@ -24,11 +24,17 @@ const LOG_LINES_KEPT = 80;
 const STOP_GRACE_MS = 20_000;
 const PROGRESS_INTERVAL_MS = 5_000;
 
-/** `realm` when a Keycloak serving the realm answers, a description when something else holds a port, else undefined. */
+/**
+ * `realm` when a Keycloak serving the realm answers, a description when something else holds a
+ * port, else undefined. With `alsoIpv6Loopback` (a public URL on `localhost` served on
+ * 127.0.0.1), a program on [::1] at the HTTP port counts too: where `localhost` resolves to ::1
+ * first, browsers and clients would reach it instead.
+ */
 export async function probeExisting(
   host: string,
   httpPort: number,
   managementPort: number,
+  alsoIpv6Loopback = false,
 ): Promise<string | undefined> {
   if (await portAnswers(host, httpPort)) {
     try {
@@ -41,6 +47,9 @@ export async function probeExisting(
     return `Port ${httpPort} on ${host} is in use by a program that does not serve the Keycloak realm ${REALM_NAME}`;
   }
   if (await portAnswers(host, managementPort)) return `Management port ${managementPort} on ${host} is in use`;
+  if (alsoIpv6Loopback && (await portAnswers('::1', httpPort))) {
+    return `Port ${httpPort} on ::1 is in use, and localhost may reach that program first`;
+  }
   return undefined;
 }
 

@@ -119,7 +119,12 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   };
 
   report('checking', `looking for a Keycloak already on port ${httpPort}`);
-  const existing = await probeExisting(probeHost, httpPort, managementPort);
+  const existing = await probeExisting(
+    probeHost,
+    httpPort,
+    managementPort,
+    new URL(url).hostname === 'localhost' && probeHost === '127.0.0.1',
+  );
   const portVariables = options.portVariables ?? { http: 'httpPort', management: 'managementPort' };
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {

@@ -121,3 +121,27 @@ test('a taken management port is refused before anything starts, naming the vari
     holder.close();
   }
 });
+
+test('a program on [::1] at the HTTP port is refused before anything starts: localhost may reach it first', async () => {
+  const httpPort = await freePort();
+  // This machine has IPv6 loopback: the program holds the port there only.
+  const holder = createServer().listen(httpPort, '::1');
+  await new Promise((resolve, reject) => {
+    holder.once('listening', resolve);
+    holder.once('error', reject);
+  });
+  try {
+    await assert.rejects(
+      startKeycloak({
+        httpPort,
+        managementPort: await freePort(),
+        portVariables: { http: 'KEYCLOAK_PORT', management: 'KEYCLOAK_MANAGEMENT_PORT' },
+      }),
+      new RegExp(
+        `Port ${httpPort} on ::1 is in use, and localhost may reach that program first\\. Stop that program, or set KEYCLOAK_PORT to another port`,
+      ),
+    );
+  } finally {
+    holder.close();
+  }
+});
