@@ -35,6 +35,26 @@ async function start(env: Record<string, string>): Promise<{ child: ChildProcess
   return { child, output: () => output };
 }
 
+/**
+ * `pnpm start` that is expected to stop by itself: its exit code and output. One that serves
+ * instead (and so never exits) is killed after a minute.
+ */
+async function startUntilExit(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
+  const child = spawn(process.execPath, ['scripts/start.ts'], {
+    cwd: ROOT,
+    env: { ...inherited, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  clearTimeout(killer);
+  return { code, output };
+}
+
 async function interrupt(child: ChildProcess): Promise<number | null> {
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.kill('SIGINT');
@@ -126,18 +146,10 @@ describe('pnpm start', () => {
 
       // A second pnpm start on the same DATA_DIR and another PORT stops before Keycloak: the
       // running stack's realm keeps its audience.
-      const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
-      const second = spawn(process.execPath, ['scripts/start.ts'], {
-        cwd: ROOT,
-        env: { ...inherited, ...env, PORT: String(await freePort()) },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let secondOutput = '';
-      second.stdout?.on('data', (chunk) => (secondOutput += chunk));
-      second.stderr?.on('data', (chunk) => (secondOutput += chunk));
-      assert.equal(await new Promise((resolve) => second.once('exit', resolve)), 1, secondOutput);
-      assert.match(secondOutput, /in use by process \d+: another pnpm start/);
-      assert.doesNotMatch(secondOutput, /keycloak|updating the kept realm/i);
+      const second = await startUntilExit({ ...env, PORT: String(await freePort()) });
+      assert.equal(second.code, 1, second.output);
+      assert.match(second.output, /in use by process \d+: another pnpm start/);
+      assert.doesNotMatch(second.output, /keycloak|updating the kept realm/i);
     } finally {
       assert.equal(await interrupt(child), 0);
     }
@@ -168,20 +180,13 @@ describe('pnpm start', () => {
       other.listen(port, '::1', resolve);
     });
     try {
-      const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
       const dir = await mkdtemp(join(tmpdir(), 'mcp-start-v6-'));
-      const child = spawn(process.execPath, ['scripts/start.ts'], {
-        cwd: ROOT,
-        env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(port), DATA_DIR: join(dir, 'data') },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let output = '';
-      child.stdout?.on('data', (chunk) => (output += chunk));
-      child.stderr?.on('data', (chunk) => (output += chunk));
       // A start that misses it serves on 127.0.0.1 and never exits by itself.
-      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      const code = await new Promise((resolve) => child.once('exit', resolve));
-      clearTimeout(killer);
+      const { code, output } = await startUntilExit({
+        MCP_AUTH_PROVIDER: 'key',
+        PORT: String(port),
+        DATA_DIR: join(dir, 'data'),
+      });
       assert.equal(code, 1, output);
       assert.match(output, new RegExp(`Port ${port} on ::1 is in use \\(EADDRINUSE\\)`));
       assert.doesNotMatch(output, /Expenses MCP server/, 'no summary sends anyone to it');
@@ -195,16 +200,11 @@ describe('pnpm start', () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-bad-'));
     const notAFolder = join(dir, 'file');
     await writeFile(notAFolder, 'not a folder');
-    const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
-    const child = spawn(process.execPath, ['scripts/start.ts'], {
-      cwd: ROOT,
-      env: { ...inherited, MCP_AUTH_PROVIDER: 'key', PORT: String(await freePort()), DATA_DIR: notAFolder },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, output } = await startUntilExit({
+      MCP_AUTH_PROVIDER: 'key',
+      PORT: String(await freePort()),
+      DATA_DIR: notAFolder,
     });
-    let output = '';
-    child.stdout?.on('data', (chunk) => (output += chunk));
-    child.stderr?.on('data', (chunk) => (output += chunk));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     assert.equal(code, 1, output);
     assert.match(output, new RegExp(`The database could not be opened \\(DATA_DIR ${notAFolder}\\)`));
     assert.doesNotMatch(output, /\n\s+at /, 'no stack trace');
