@@ -245,7 +245,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
     apiKeyCache: boolean(env, 'API_KEY_CACHE', true),
     allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_URL_HOSTS])]),
-    allowedOrigins: list(env, 'ALLOWED_ORIGINS', [base.origin]),
+    allowedOrigins: list(env, 'ALLOWED_ORIGINS', ownOrigins(base)),
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
@@ -453,4 +453,16 @@ function decodedKeyLength(value: string): number {
   if (/^[0-9a-fA-F]{64}$/.test(value)) return 32;
   if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return -1;
   return Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64').length;
+}
+
+/**
+ * The origins of the server's own pages: its base URL's, and for a loopback base URL the same
+ * port under every loopback name, which all reach this one server (a page at
+ * http://127.0.0.1:8000 calls the server at http://localhost:8000 same-site). Another port is
+ * another program and stays refused.
+ */
+export function ownOrigins(base: URL): string[] {
+  if (!isLoopbackUrlHost(base.hostname)) return [base.origin];
+  const port = base.port ? `:${base.port}` : '';
+  return [...new Set([base.origin, ...LOOPBACK_URL_HOSTS.map((name) => `${base.protocol}//${name}${port}`)])];
 }

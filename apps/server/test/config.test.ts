@@ -72,8 +72,19 @@ describe('configuration', () => {
     assert.equal(config.authMode, 'key');
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.baseUrl, 'http://localhost:8000');
-    assert.deepEqual(config.allowedOrigins, ['http://localhost:8000']);
+    assert.deepEqual(config.allowedOrigins, ['http://localhost:8000', 'http://127.0.0.1:8000', 'http://[::1]:8000']);
     assert.ok(config.allowedHosts.includes('localhost:8000') && config.allowedHosts.includes('127.0.0.1'));
+  });
+
+  test('the default origins are the base URL, under every loopback name only when it is a loopback one', () => {
+    const origins = (env: Record<string, string>) => loadConfig(env).allowedOrigins;
+    assert.deepEqual(origins({ MCP_SERVER_BASE_URL: 'http://127.0.0.1' }), [
+      'http://127.0.0.1',
+      'http://localhost',
+      'http://[::1]',
+    ]);
+    assert.deepEqual(origins({ MCP_SERVER_BASE_URL: 'https://mcp.example.com' }), ['https://mcp.example.com']);
+    assert.deepEqual(origins({ ALLOWED_ORIGINS: 'http://localhost:6274' }), ['http://localhost:6274']);
   });
 
   const invalid: [Record<string, string>, RegExp][] = [
