@@ -51,8 +51,10 @@ export type McpAuthConfig =
     }
   | {
       mode: 'oauth';
-      /** A pre-registered public client (e.g. `vscode-mcp-client`); unset means CIMD or Dynamic Client Registration. */
+      /** A pre-registered client (e.g. `vscode-mcp-client`); unset means CIMD or Dynamic Client Registration. */
       clientId: string | undefined;
+      /** A pre-registered confidential client's secret; only with `clientId`. */
+      clientSecret: string | undefined;
       /** HTTPS URL of a Client ID Metadata Document; used when the authorization server supports CIMD. */
       clientMetadataUrl: string | undefined;
       scope: string;
@@ -231,9 +233,18 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
           );
         }
       }
+      const clientId = optional(env, 'MCP_CLIENT_ID');
+      const clientSecret = optional(env, 'MCP_CLIENT_SECRET');
+      if (clientSecret !== undefined && clientId === undefined) {
+        throw new ConfigError(
+          'MCP_CLIENT_SECRET',
+          'with MCP_AUTH=oauth belongs to a pre-registered client: set MCP_CLIENT_ID too (or unset MCP_CLIENT_SECRET to register dynamically)',
+        );
+      }
       return {
         mode,
-        clientId: optional(env, 'MCP_CLIENT_ID'),
+        clientId,
+        clientSecret,
         clientMetadataUrl,
         scope,
         exactScope: optional(env, 'MCP_SCOPE') !== undefined,

@@ -74,6 +74,7 @@ export async function prepareConnections(
         scope: auth.scope,
         exactScope: auth.exactScope,
         clientId: auth.clientId,
+        clientSecret: auth.clientSecret,
         clientMetadataUrl: auth.clientMetadataUrl,
         redirectPort: auth.redirectPort,
         cacheDir: auth.cacheDir,

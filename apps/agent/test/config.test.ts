@@ -142,6 +142,11 @@ describe('missing or invalid settings name the variable', () => {
     ['key mode without key', { MCP_AUTH: 'key' }, /MCP_API_KEY is required with MCP_AUTH=key/],
     ['unknown mode', { MCP_AUTH: 'password' }, /MCP_AUTH must be one of oauth, client_credentials, key, none/],
     ['client credentials without secret', { MCP_AUTH: 'client_credentials' }, /MCP_CLIENT_SECRET is required/],
+    [
+      'an oauth client secret without its client id',
+      { MCP_CLIENT_SECRET: 's' },
+      /MCP_CLIENT_SECRET with MCP_AUTH=oauth belongs to a pre-registered client: set MCP_CLIENT_ID/,
+    ],
     ['bad MCP URL', { MCP_SERVER_URL: 'ftp://x/mcp' }, /MCP_SERVER_URL must be http or https/],
     [
       'CIMD over http',
@@ -179,6 +184,7 @@ describe('MCP settings', () => {
     assert.deepEqual(config.mcpAuth, {
       mode: 'oauth',
       clientId: undefined,
+      clientSecret: undefined,
       clientMetadataUrl: undefined,
       scope: 'mcp:access expenses:read expenses:write',
       exactScope: false,

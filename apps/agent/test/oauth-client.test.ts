@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
 import { InteractiveOAuthProvider } from '../src/auth/oauth-provider.ts';
@@ -74,12 +75,20 @@ async function authorizationServer(
         response_types_supported: ['code'],
         grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
         code_challenge_methods_supported: ['S256'],
+        registration_endpoint: `${base}/register`,
         ...metadata,
       });
     } else if (path === '/token') {
       if (tokenEndpoint === 'hangs') return;
       issued += 1;
-      json(response, 200, { access_token: `token-${issued}`, token_type: 'Bearer', expires_in: 300 });
+      json(response, 200, {
+        access_token: `token-${issued}`,
+        refresh_token: `refresh-${issued}-from-${base}`,
+        token_type: 'Bearer',
+        expires_in: 300,
+      });
+    } else if (path === '/register') {
+      json(response, 201, { client_id: `client-of-${base}`, redirect_uris: [], token_endpoint_auth_method: 'none' });
     } else json(response, 404, { error: 'not_found' });
   });
   base = server.url;
@@ -261,5 +270,79 @@ describe('interactive OAuth', () => {
     assert.equal(named.codeExchanges, 1);
     const silent = await signIn({}, (authorize) => ({ code: 'c', state: stateOf(authorize) }));
     assert.equal(silent.outcome, 'signed in');
+  });
+
+  test('RFC 8414 3.3: metadata that names another issuer is not used: no registration, no browser', async () => {
+    const as = await authorizationServer({ issuer: 'https://attacker.example' });
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
+    temporary.push(cacheDir);
+    const opened: string[] = [];
+    const provider = await InteractiveOAuthProvider.create({
+      mcpUrl: `${mcp.url}/mcp`,
+      scope: 'mcp:access',
+      redirectPort: 0,
+      cacheDir,
+      print: () => {},
+      openBrowser: async (href) => opened.push(href) > 0,
+    });
+    await assert.rejects(
+      provider.ensureAuthorized(),
+      /names the issuer https:\/\/attacker\.example: not used \(RFC 8414 3\.3\)/,
+    );
+    assert.deepEqual(opened, []);
+    assert.deepEqual(
+      as.seen.map((request) => request.path),
+      ['/.well-known/oauth-authorization-server'],
+      'only the metadata was read',
+    );
+  });
+
+  test('a server that moves to another authorization server: registered and signed in there, the old tokens never sent to it', async () => {
+    const first = await authorizationServer();
+    const second = await authorizationServer();
+    let current = first.url;
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
+    temporary.push(cacheDir);
+    const provider = await InteractiveOAuthProvider.create({
+      mcpUrl: `${mcp.url}/mcp`,
+      scope: 'mcp:access',
+      redirectPort: 0,
+      cacheDir,
+      print: () => {},
+      loginTimeoutMs: 10_000,
+      openBrowser: async (href) => {
+        const authorize = new URL(href);
+        const redirect = new URL(authorize.searchParams.get('redirect_uri') ?? '');
+        redirect.search = new URLSearchParams({
+          code: 'c',
+          state: authorize.searchParams.get('state') ?? '',
+        }).toString();
+        await fetch(redirect);
+        return true;
+      },
+    });
+    await provider.ensureAuthorized();
+    assert.equal((await provider.tokens())?.access_token, 'token-1');
+    assert.equal(provider.clientInformation()?.client_id, `client-of-${first.url}`);
+
+    // The server now names the second one; its next 401 sends the MCP SDK back to auth(), which
+    // answers REDIRECT though this provider has completed the sign-in by then.
+    current = second.url;
+    assert.equal(await auth(provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
+    assert.equal(provider.clientInformation()?.client_id, `client-of-${second.url}`, 'registered with the second');
+    assert.deepEqual(
+      second.seen.filter((request) => request.path !== '/.well-known/oauth-authorization-server').map((r) => r.path),
+      ['/register', '/token'],
+    );
+    const exchange = new URLSearchParams(second.seen.find((request) => request.path === '/token')?.body);
+    assert.equal(exchange.get('grant_type'), 'authorization_code');
+    assert.equal(exchange.get('client_id'), `client-of-${second.url}`);
+    assert.ok(
+      second.seen.every((request) => !request.body.includes(first.url.replace(/[:/]/g, (c) => encodeURIComponent(c)))),
+      'nothing of the first server (its refresh token, its client id) went to the second',
+    );
+    assert.equal(provider.authorizations, 2);
   });
 });

@@ -45,6 +45,26 @@ export function checkedResource(mcpUrl: string, named: string | undefined, expec
   return named;
 }
 
+/**
+ * RFC 8414 3.3 (and OpenID Connect Discovery 4.3): the metadata's `issuer` must be the very
+ * identifier it was looked up by, or nothing in it may be used. A resource that names one
+ * authorization server but is served another's metadata (a poisoned cache, a misconfigured
+ * proxy) would otherwise get the sign-in, the code and the client's secret sent to endpoints
+ * nobody named. Compared as strings; only a bare origin's empty path equals `/` (RFC 3986 6.2.3),
+ * since the SDK writes the legacy fallback's address with one.
+ */
+export function checkIssuer(authorizationServerUrl: string, metadata: { issuer: string } | undefined): void {
+  if (metadata === undefined) return;
+  const same =
+    metadata.issuer === authorizationServerUrl ||
+    (new URL(authorizationServerUrl).pathname === '/' && `${metadata.issuer}/` === authorizationServerUrl);
+  if (!same) {
+    throw new DiscoveryError(
+      `the metadata of the authorization server ${authorizationServerUrl} names the issuer ${metadata.issuer}: not used (RFC 8414 3.3)`,
+    );
+  }
+}
+
 export interface DiscoveredAuthorization extends OAuthServerInfo {
   /** The resource indicator to send (`resource`): the metadata's `resource`, else the MCP URL. */
   resource: string;
@@ -92,6 +112,7 @@ export async function discoverAuthorization(
       `${mcpUrl} publishes no protected resource metadata (RFC 9728); set MCP_TOKEN_URL to the token endpoint instead`,
     );
   }
+  checkIssuer(info.authorizationServerUrl, info.authorizationServerMetadata);
   const tokenEndpoint = info.authorizationServerMetadata?.token_endpoint;
   if (!tokenEndpoint) {
     throw new DiscoveryError(`the authorization server ${info.authorizationServerUrl} advertises no token_endpoint`);

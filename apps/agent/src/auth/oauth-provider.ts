@@ -31,7 +31,7 @@ import type {
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
-import { withDeadline } from './discovery.ts';
+import { checkIssuer, withDeadline } from './discovery.ts';
 import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -40,6 +40,8 @@ export interface InteractiveOAuthOptions {
   scope: string;
   clientId?: string | undefined;
   clientMetadataUrl?: string | undefined;
+  /** The secret of a pre-registered confidential client (`MCP_CLIENT_SECRET` with `MCP_CLIENT_ID`). */
+  clientSecret?: string | undefined;
   /** 0: the port of the previous login if any, else a free one. */
   redirectPort: number;
   cacheDir: string;
@@ -122,8 +124,11 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
+      // A program on the user's machine with a loopback redirect (OpenID DCR; the MCP
+      // specification asks registrants to say which kind they are).
+      application_type: 'native',
       scope: this.#options.scope,
-    };
+    } as OAuthClientMetadata;
   }
 
   state(): string {
@@ -133,8 +138,12 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   clientInformation(): OAuthClientInformationMixed | undefined {
     const stored = this.#session.clientInformation;
     const configured = this.#options.clientId;
-    if (configured) return stored?.client_id === configured ? stored : { client_id: configured };
-    return stored;
+    if (!configured) return stored;
+    const secret = this.#options.clientSecret;
+    // A pre-registered client: its id (and secret) come from the configuration, never the store.
+    return stored?.client_id === configured
+      ? { ...stored, ...(secret ? { client_secret: secret } : {}) }
+      : { client_id: configured, ...(secret ? { client_secret: secret } : {}) };
   }
 
   async saveClientInformation(clientInformation: OAuthClientInformationMixed): Promise<void> {
@@ -175,13 +184,27 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     return this.#codeVerifier;
   }
 
+  /**
+   * What a discovery found, checked before anything in it is used. Tokens are bound to the
+   * authorization server that issued them: when the resource now names another one, they are
+   * dropped, so a refresh token is never sent to the new server (the SDK likewise drops a
+   * registration made with the old one and registers again).
+   */
   async saveDiscoveryState(state: OAuthDiscoveryState): Promise<void> {
+    checkIssuer(state.authorizationServerUrl, state.authorizationServerMetadata);
+    const issuer = this.#session.tokens?.issuer;
+    if (issuer !== undefined && issuer !== state.authorizationServerUrl) delete this.#session.tokens;
     this.#session.discoveryState = state;
     await this.#persist();
   }
 
+  /**
+   * The stored discovery, only while a sign-in is under way (its code is exchanged where the
+   * authorization was asked). Every new authorization discovers afresh from the server's
+   * metadata, so a server that moved to another authorization server is followed there.
+   */
   discoveryState(): OAuthDiscoveryState | undefined {
-    return this.#session.discoveryState;
+    return this.#codeVerifier === undefined ? undefined : this.#session.discoveryState;
   }
 
   async invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery'): Promise<void> {
@@ -274,11 +297,16 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
    * later step-up to `expenses:write` fails with `invalid_scope`.
    */
   async #registerIfNeeded(resourceMetadataUrl: URL | undefined): Promise<void> {
-    if (this.clientInformation() || this.#options.clientId) return;
+    if (this.#options.clientId) return;
     const info = await discoverOAuthServerInfo(this.#options.mcpUrl, {
       ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
       fetchFn: this.#fetch,
     });
+    checkIssuer(info.authorizationServerUrl, info.authorizationServerMetadata);
+    // A registration is kept for the server it was made with (one saved unstamped, by an older
+    // version, is bound by the SDK to the first server that takes it).
+    const stored = this.#session.clientInformation as { issuer?: string } | undefined;
+    if (stored && (stored.issuer === undefined || stored.issuer === info.authorizationServerUrl)) return;
     const metadata = info.authorizationServerMetadata;
     // CIMD needs no registration; the SDK uses the metadata URL as the client id.
     if (this.clientMetadataUrl && metadata?.client_id_metadata_document_supported) return;
@@ -316,7 +344,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const tokens = this.#session.tokens;
     const discovery = this.#session.discoveryState;
     const clientInformation = this.clientInformation();
-    if (!tokens?.refresh_token || !discovery || !clientInformation) {
+    const elsewhere = tokens?.issuer !== undefined && tokens.issuer !== discovery?.authorizationServerUrl;
+    if (!tokens?.refresh_token || !discovery || !clientInformation || elsewhere) {
       await this.invalidateCredentials('tokens');
       return;
     }

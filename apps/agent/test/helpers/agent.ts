@@ -7,6 +7,10 @@ import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 export const SERVE = fileURLToPath(new URL('../../src/serve.ts', import.meta.url));
+/** The agent as the official conformance suite's client under test (`conformance-client.ts`). */
+export const CONFORMANCE_CLIENT = fileURLToPath(new URL('./conformance-client.ts', import.meta.url));
+/** What that client prints once the agent called the scenario's tool and got its answer. */
+export const CONFORMANCE_TOOL_CALLED = 'conformance-client: test-tool answered';
 
 /** Environment for the `openai` provider pointed at the scripted model. */
 export function scriptedModelEnv(baseUrl: string): Record<string, string> {
@@ -33,6 +37,7 @@ const CLEARED = [
   'MCP_CLIENT_METADATA_URL',
   'MCP_SCOPE',
   'MCP_TOKEN_URL',
+  'MCP_RESOURCE',
   'MCP_OAUTH_REDIRECT_PORT',
   'MCP_CACHE_DIR',
   'BROWSER',
