@@ -37,33 +37,57 @@ export type ConformanceTarget =
   /** A server scenario, against the MCP endpoint at `url`. */
   | { server: string }
   /** A client scenario: the suite appends its server's URL to `command` and runs it. */
-  | { client: string };
+  | { client: string }
+  /**
+   * An authorization server scenario, against the issuer `url`. The code grant prints the
+   * authorization URL for a person to open (`onOutput` sees it) and waits for the redirect to
+   * `http://127.0.0.1:<port>/callback`, which must be registered for `clientId`.
+   */
+  | { authorization: { url: string; clientId: string; port: number; resource?: string } };
 
-/** Runs one scenario and returns every check it recorded. */
+/**
+ * Runs one scenario (`undefined`: every scenario of an authorization server target) and
+ * returns every check it recorded.
+ */
 export async function runConformance(
-  scenario: string,
+  scenario: string | undefined,
   target: ConformanceTarget,
-  options: { timeoutMs?: number; env?: Record<string, string> } = {},
+  options: { timeoutMs?: number; env?: Record<string, string>; onOutput?: (output: string) => void } = {},
 ): Promise<ConformanceRun> {
   const outputDir = await mkdtemp(join(tmpdir(), 'conformance-'));
   try {
-    const args =
-      'server' in target
-        ? ['server', '--url', target.server]
-        : ['client', '--command', target.client, '--timeout', String(options.timeoutMs ?? 60_000)];
-    const output = await runCli([...args, '--scenario', scenario, '--output-dir', outputDir], options.env);
-    const directory = await resultDirectory(outputDir);
-    if (!directory) throw new Error(`conformance ${scenario} recorded no result:\n${output}`);
-    const read = (name: string) => readFile(join(directory, name), 'utf8').catch(() => '');
-    return {
-      checks: JSON.parse(await read('checks.json')) as ConformanceCheck[],
-      clientStdout: await read('stdout.txt'),
-      clientStderr: await read('stderr.txt'),
-      output,
-    };
+    const args = [...targetArguments(target, options.timeoutMs ?? 60_000), '--output-dir', outputDir];
+    if (scenario !== undefined) args.push('--scenario', scenario);
+    const output = await runCli(args, options.env, options.onOutput);
+    const directories = await resultDirectories(outputDir);
+    if (directories.length === 0) throw new Error(`conformance ${scenario} recorded no result:\n${output}`);
+    const run: ConformanceRun = { checks: [], clientStdout: '', clientStderr: '', output };
+    for (const directory of directories) {
+      const read = (name: string) => readFile(join(directory, name), 'utf8').catch(() => '');
+      run.checks.push(...(JSON.parse(await read('checks.json')) as ConformanceCheck[]));
+      run.clientStdout += await read('stdout.txt');
+      run.clientStderr += await read('stderr.txt');
+    }
+    return run;
   } finally {
     await rm(outputDir, { recursive: true, force: true });
   }
+}
+
+function targetArguments(target: ConformanceTarget, timeoutMs: number): string[] {
+  if ('server' in target) return ['server', '--url', target.server];
+  if ('client' in target) return ['client', '--command', target.client, '--timeout', String(timeoutMs)];
+  const { url, clientId, port, resource } = target.authorization;
+  return [
+    'authorization',
+    '--url',
+    url,
+    '--client-id',
+    clientId,
+    '--port',
+    String(port),
+    ...(resource ? ['--resource', resource] : []),
+  ];
 }
 
 /** `id STATUS` of every check that failed or warned (INFO and SKIPPED only inform). */
@@ -73,7 +97,11 @@ export function unsuccessful(run: ConformanceRun): string[] {
     .map((check) => `${check.id} ${check.status}`);
 }
 
-function runCli(args: string[], env: Record<string, string> = {}): Promise<string> {
+function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  onOutput?: (output: string) => void,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     // The suite exits 1 when a check fails; the checks say which, so the code is not the result.
     const child = spawn(process.execPath, [CLI, ...args], {
@@ -81,16 +109,19 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<strin
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
+    const collect = (chunk: Buffer) => {
+      output += chunk;
+      onOutput?.(output);
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
     child.on('error', reject);
     child.on('close', () => resolve(output));
   });
 }
 
-/** The scenario's result folder (`<scenario>-<time>`, nested for names like `auth/…`). */
-async function resultDirectory(root: string): Promise<string | undefined> {
+/** Each scenario's result folder (`<scenario>-<time>`, nested for names like `auth/…`). */
+async function resultDirectories(root: string): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  const checks = entries.find((entry) => entry.isFile() && entry.name === 'checks.json');
-  return checks ? checks.parentPath : undefined;
+  return entries.filter((entry) => entry.isFile() && entry.name === 'checks.json').map((entry) => entry.parentPath);
 }
