@@ -57,11 +57,13 @@ export type McpAuthConfig =
       clientSecret: string | undefined;
       /** HTTPS URL of a Client ID Metadata Document; used when the authorization server supports CIMD. */
       clientMetadataUrl: string | undefined;
-      scope: string;
       /**
-       * `MCP_SCOPE` was set: the first login asks for exactly that; unset, it also asks for what
-       * the server's 401 names.
+       * `MCP_SCOPE`, or empty: then the login asks for what the server names, as the MCP
+       * specification's scope selection has it (its 401's `scope`, else its metadata's
+       * `scopes_supported`, else no scope at all).
        */
+      scope: string;
+      /** `MCP_SCOPE` was set: the first login asks for exactly that (more only by step-up). */
       exactScope: boolean;
       /** Port of the loopback redirect listener on 127.0.0.1; 0 picks a free one. */
       redirectPort: number;
@@ -123,7 +125,10 @@ export const CONFIG_VARIABLES = [
 export const API_HOSTS: readonly ApiHost[] = ['azure', 'openai', 'github', 'ollama'];
 export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key', 'none'];
 
-/** What the agent asks for: access to the MCP server, then reading and writing expenses. */
+/**
+ * What the service account asks for (`client_credentials`): access to the MCP server, then
+ * reading and writing expenses. A person's login (`oauth`) asks for what the server names.
+ */
 export const DEFAULT_MCP_SCOPE = 'mcp:access expenses:read expenses:write';
 /** The realm's service-account client (keycloak/README.md). */
 export const DEFAULT_AGENT_CLIENT_ID = 'expenses-agent';
@@ -202,7 +207,6 @@ export function loadModelProvider(env: Env): ModelProviderConfig {
 
 export function loadMcpAuth(env: Env): McpAuthConfig {
   const mode = oneOf(env, 'MCP_AUTH', MCP_AUTH_MODES, 'oauth');
-  const scope = text(env, 'MCP_SCOPE', DEFAULT_MCP_SCOPE);
   switch (mode) {
     case 'none':
       return { mode };
@@ -217,7 +221,7 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
           'MCP_CLIENT_SECRET',
           'with MCP_AUTH=client_credentials (the service client secret)',
         ),
-        scope,
+        scope: text(env, 'MCP_SCOPE', DEFAULT_MCP_SCOPE),
         tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : httpUrl(env, 'MCP_TOKEN_URL', ''),
         resource: optional(env, 'MCP_RESOURCE') === undefined ? undefined : httpUrl(env, 'MCP_RESOURCE', ''),
       };
@@ -246,7 +250,7 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
         clientId,
         clientSecret,
         clientMetadataUrl,
-        scope,
+        scope: optional(env, 'MCP_SCOPE') ?? '',
         exactScope: optional(env, 'MCP_SCOPE') !== undefined,
         redirectPort: integer(env, 'MCP_OAUTH_REDIRECT_PORT', 0, 0, 65535),
         cacheDir: text(env, 'MCP_CACHE_DIR', defaultCacheDir(env)),

@@ -186,7 +186,7 @@ describe('MCP settings', () => {
       clientId: undefined,
       clientSecret: undefined,
       clientMetadataUrl: undefined,
-      scope: 'mcp:access expenses:read expenses:write',
+      scope: '',
       exactScope: false,
       redirectPort: 0,
       cacheDir: '/tmp/xdg/mcp-auth-stack/agent',

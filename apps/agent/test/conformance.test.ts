@@ -20,9 +20,6 @@ interface Expectation {
   kept?: Record<string, string>;
 }
 
-const SCOPE_KEPT =
-  'the agent asks for the scopes its tools need (MCP_SCOPE, by default the expenses scopes) with what the server names, not only what the server names (decision 61)';
-
 const SCENARIOS: Record<string, Expectation> = {
   'auth/metadata-default': { calls: true },
   'auth/metadata-var1': { calls: true },
@@ -30,8 +27,8 @@ const SCENARIOS: Record<string, Expectation> = {
   'auth/metadata-var3': { calls: true },
   'auth/basic-cimd': { calls: true },
   'auth/scope-from-www-authenticate': { calls: true },
-  'auth/scope-from-scopes-supported': { calls: true, kept: { 'scope-from-scopes-supported WARNING': SCOPE_KEPT } },
-  'auth/scope-omitted-when-undefined': { calls: true, kept: { 'scope-omitted-when-undefined WARNING': SCOPE_KEPT } },
+  'auth/scope-from-scopes-supported': { calls: true },
+  'auth/scope-omitted-when-undefined': { calls: true },
   'auth/scope-step-up': { calls: true },
   'auth/token-endpoint-auth-basic': { calls: true },
   'auth/token-endpoint-auth-post': { calls: true },

@@ -37,6 +37,7 @@ import { type StoredSession, type StoredTokens, TokenStore } from './token-store
 
 export interface InteractiveOAuthOptions {
   mcpUrl: string;
+  /** The scope to ask for besides what the server names; empty: only what the server names. */
   scope: string;
   clientId?: string | undefined;
   clientMetadataUrl?: string | undefined;
@@ -127,7 +128,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       // A program on the user's machine with a loopback redirect (OpenID DCR; the MCP
       // specification asks registrants to say which kind they are).
       application_type: 'native',
-      scope: this.#options.scope,
+      ...(this.#options.scope ? { scope: this.#options.scope } : {}),
     } as OAuthClientMetadata;
   }
 
@@ -226,7 +227,10 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       );
     }
     const url = new URL(authorizationUrl);
-    url.searchParams.set('scope', this.#widenedScope(url.searchParams.get('scope')));
+    const scope = this.#widenedScope(url.searchParams.get('scope'));
+    // No scope named anywhere: none is asked for (the authorization server's default applies).
+    if (scope) url.searchParams.set('scope', scope);
+    else url.searchParams.delete('scope');
     const state = url.searchParams.get('state');
     if (!state) throw new Error('the authorization request carries no state');
     // Listening before the browser opens: a fast browser (or a test's) may call back at once.
@@ -316,7 +320,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const registered = await registerClient(info.authorizationServerUrl, {
       ...(metadata ? { metadata } : {}),
       clientMetadata: this.clientMetadata,
-      scope,
+      ...(scope ? { scope } : {}),
       fetchFn: this.#fetch,
     });
     await this.saveClientInformation({
