@@ -200,17 +200,25 @@ describe('client_credentials', () => {
 });
 
 describe('interactive OAuth', () => {
-  /** A sign-in where the "browser" calls the loopback redirect back with `answer(authorize URL)`. */
-  async function signIn(metadata: Record<string, unknown>, answer: (authorize: URL) => Record<string, string>) {
-    const as = await authorizationServer(metadata);
-    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+  const stateOf = (authorize: URL) => authorize.searchParams.get('state') ?? '';
+  const approve = (authorize: URL) => ({ code: 'c', state: stateOf(authorize) });
+
+  /**
+   * The provider for `mcp`, with a "browser" that records each URL it is sent to and calls the
+   * loopback redirect back with `answer(authorize URL)`.
+   */
+  async function interactive(
+    mcp: { url: string },
+    answer: (authorize: URL) => Record<string, string> = approve,
+    clientId?: string,
+  ) {
     const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
     temporary.push(cacheDir);
     const opened: string[] = [];
     const provider = await InteractiveOAuthProvider.create({
       mcpUrl: `${mcp.url}/mcp`,
       scope: 'mcp:access',
-      clientId: 'pre-registered',
+      clientId,
       redirectPort: 0,
       cacheDir,
       print: () => {},
@@ -224,6 +232,14 @@ describe('interactive OAuth', () => {
         return true;
       },
     });
+    return { provider, opened };
+  }
+
+  /** A pre-registered client's sign-in at an authorization server with `metadata`. */
+  async function signIn(metadata: Record<string, unknown>, answer: (authorize: URL) => Record<string, string>) {
+    const as = await authorizationServer(metadata);
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const { provider, opened } = await interactive(mcp, answer, 'pre-registered');
     const outcome = await provider.ensureAuthorized().then(
       () => 'signed in',
       (error: Error) => `refused: ${error.message}`,
@@ -235,13 +251,8 @@ describe('interactive OAuth', () => {
       issuer: as.url,
     };
   }
-  const stateOf = (authorize: URL) => authorize.searchParams.get('state') ?? '';
-
   test('an authorization server that does not announce PKCE (S256) gets no sign-in', async () => {
-    const { opened, outcome } = await signIn({ code_challenge_methods_supported: undefined }, (authorize) => ({
-      code: 'c',
-      state: stateOf(authorize),
-    }));
+    const { opened, outcome } = await signIn({ code_challenge_methods_supported: undefined }, approve);
     assert.deepEqual(opened, [], 'the browser was not sent there');
     assert.match(outcome, /^refused: .*does not announce PKCE with S256/);
   });
@@ -256,7 +267,7 @@ describe('interactive OAuth', () => {
     assert.match(mixedUp.outcome, /^refused: the authorization answer came from https:\/\/attacker\.example/);
     assert.equal(mixedUp.codeExchanges, 0, 'the code was not exchanged');
 
-    const unnamed = await signIn(advertised, (authorize) => ({ code: 'c', state: stateOf(authorize) }));
+    const unnamed = await signIn(advertised, approve);
     assert.match(unnamed.outcome, /^refused: the authorization answer names no issuer/);
     assert.equal(unnamed.codeExchanges, 0);
 
@@ -268,24 +279,14 @@ describe('interactive OAuth', () => {
     });
     assert.equal(named.outcome, 'signed in');
     assert.equal(named.codeExchanges, 1);
-    const silent = await signIn({}, (authorize) => ({ code: 'c', state: stateOf(authorize) }));
+    const silent = await signIn({}, approve);
     assert.equal(silent.outcome, 'signed in');
   });
 
   test('RFC 8414 3.3: metadata that names another issuer is not used: no registration, no browser', async () => {
     const as = await authorizationServer({ issuer: 'https://attacker.example' });
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
-    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
-    temporary.push(cacheDir);
-    const opened: string[] = [];
-    const provider = await InteractiveOAuthProvider.create({
-      mcpUrl: `${mcp.url}/mcp`,
-      scope: 'mcp:access',
-      redirectPort: 0,
-      cacheDir,
-      print: () => {},
-      openBrowser: async (href) => opened.push(href) > 0,
-    });
+    const { provider, opened } = await interactive(mcp);
     await assert.rejects(
       provider.ensureAuthorized(),
       /names the issuer https:\/\/attacker\.example: not used \(RFC 8414 3\.3\)/,
@@ -303,26 +304,7 @@ describe('interactive OAuth', () => {
     const second = await authorizationServer();
     let current = first.url;
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
-    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
-    temporary.push(cacheDir);
-    const provider = await InteractiveOAuthProvider.create({
-      mcpUrl: `${mcp.url}/mcp`,
-      scope: 'mcp:access',
-      redirectPort: 0,
-      cacheDir,
-      print: () => {},
-      loginTimeoutMs: 10_000,
-      openBrowser: async (href) => {
-        const authorize = new URL(href);
-        const redirect = new URL(authorize.searchParams.get('redirect_uri') ?? '');
-        redirect.search = new URLSearchParams({
-          code: 'c',
-          state: authorize.searchParams.get('state') ?? '',
-        }).toString();
-        await fetch(redirect);
-        return true;
-      },
-    });
+    const { provider } = await interactive(mcp);
     await provider.ensureAuthorized();
     assert.equal((await provider.tokens())?.access_token, 'token-1');
     assert.equal(provider.clientInformation()?.client_id, `client-of-${first.url}`);

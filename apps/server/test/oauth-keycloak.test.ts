@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
-import { type CallbackServer, decodeJwtPayload, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { type CallbackServer, decodeJwtPayload, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium, signIn } from '@mcp-auth-stack/testing/browser';
-import { runConformance } from '@mcp-auth-stack/testing/conformance';
+import { AUTHORIZATION_SERVER_PASSES, checkAuthorizationServer, summary } from '@mcp-auth-stack/testing/conformance';
 import { BrowserOAuthProvider, keycloakAdminToken, keycloakUserId } from '@mcp-auth-stack/testing/mcp-oauth';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
@@ -207,48 +207,18 @@ describe('workaround: registration goes through this server, which repairs it', 
   });
 
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
-    const port = await freePort();
-    const registration = await fetch(`${baseUrl}/register`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        client_name: 'MCP conformance suite',
-        redirect_uris: [`http://127.0.0.1:${port}/callback`],
-        token_endpoint_auth_method: 'none',
-      }),
-    });
-    assert.equal(registration.status, 201, await registration.clone().text());
-    const { client_id } = (await registration.json()) as { client_id: string };
-    // The suite prints the authorization URL for a person; Chromium is that person here.
-    let login: Promise<void> | undefined;
     const context = await browser.newContext();
     context.setDefaultTimeout(15_000);
     try {
-      const run = await runConformance(
-        undefined,
-        { authorization: { url: baseUrl, clientId: client_id, port, resource: `${baseUrl}/mcp` } },
-        {
-          onOutput: (output) => {
-            const authorize = new RegExp(`^${baseUrl}/authorize\\?\\S+$`, 'm').exec(output)?.[0];
-            if (!authorize || login) return;
-            login = (async () => {
-              const page = await context.newPage();
-              await signIn(page, authorize, alice, { expectClientName: 'MCP conformance suite' });
-              await page.waitForURL((target) => target.href.startsWith(`http://127.0.0.1:${port}/callback`));
-            })();
-          },
+      const run = await checkAuthorizationServer(baseUrl, {
+        resource: `${baseUrl}/mcp`,
+        signIn: async (url, callbackPrefix) => {
+          const page = await context.newPage();
+          await signIn(page, url, alice, { expectClientName: 'MCP conformance suite' });
+          await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
         },
-      );
-      await login;
-      assert.deepEqual(
-        run.checks.map((check) => `${check.id} ${check.status}`).sort(),
-        [
-          'authorization-code-grant SUCCESS',
-          'authorization-server-metadata SUCCESS',
-          'authorization-server-metadata-cimd SUCCESS',
-        ],
-        run.output,
-      );
+      });
+      assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
     } finally {
       await context.close();
     }

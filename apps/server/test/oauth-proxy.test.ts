@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
-import { runConformance } from '@mcp-auth-stack/testing/conformance';
+import { AUTHORIZATION_SERVER_PASSES, checkAuthorizationServer, summary } from '@mcp-auth-stack/testing/conformance';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
 import { startTestStack, type TestStack } from './helpers.ts';
@@ -176,54 +176,24 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
   });
 
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
-    const port = await freePort();
-    const registered = (await (
-      await fetch(`${baseUrl}/register`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          client_name: 'MCP conformance suite',
-          redirect_uris: [`http://127.0.0.1:${port}/callback`],
-          token_endpoint_auth_method: 'none',
-        }),
-      })
-    ).json()) as { client_id: string };
-    // The suite prints the authorization URL for a person; Chromium is that person here.
-    let signIn: Promise<void> | undefined;
     const context = await browser.newContext();
     context.setDefaultTimeout(15_000);
     try {
-      const run = await runConformance(
-        undefined,
-        { authorization: { url: baseUrl, clientId: registered.client_id, port, resource: `${baseUrl}/mcp` } },
-        {
-          onOutput: (output) => {
-            const authorize = new RegExp(`^${baseUrl}/authorize\\?\\S+$`, 'm').exec(output)?.[0];
-            if (!authorize || signIn) return;
-            signIn = (async () => {
-              const page = await context.newPage();
-              await page.goto(authorize);
-              await page.locator('form[action$="/consent"]').waitFor();
-              await page.click('button[name="decision"][value="approve"]');
-              await page.locator('#kc-form-login').waitFor();
-              await page.fill('#username', alice.username);
-              await page.fill('#password', alice.password);
-              await page.click('#kc-login');
-              await page.waitForURL((target) => target.href.startsWith(`http://127.0.0.1:${port}/callback`));
-            })();
-          },
+      const run = await checkAuthorizationServer(baseUrl, {
+        resource: `${baseUrl}/mcp`,
+        signIn: async (url, callbackPrefix) => {
+          const page = await context.newPage();
+          await page.goto(url);
+          await page.locator('form[action$="/consent"]').waitFor();
+          await page.click('button[name="decision"][value="approve"]');
+          await page.locator('#kc-form-login').waitFor();
+          await page.fill('#username', alice.username);
+          await page.fill('#password', alice.password);
+          await page.click('#kc-login');
+          await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
         },
-      );
-      await signIn;
-      assert.deepEqual(
-        run.checks.map((check) => `${check.id} ${check.status}`).sort(),
-        [
-          'authorization-code-grant SUCCESS',
-          'authorization-server-metadata SUCCESS',
-          'authorization-server-metadata-cimd SUCCESS',
-        ],
-        run.output,
-      );
+      });
+      assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
     } finally {
       await context.close();
     }

@@ -9,6 +9,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { freePort } from './oauth.ts';
 
 const CLI = join(
   dirname(createRequire(import.meta.url).resolve('@modelcontextprotocol/conformance/package.json')),
@@ -74,6 +75,45 @@ export async function runConformance(
   }
 }
 
+/**
+ * The suite's authorization server scenarios (metadata, and the code grant) against `issuer`:
+ * a public client is registered there (RFC 7591) for the suite's loopback callback, and when the
+ * suite prints the authorization URL, `signIn(url, callbackPrefix)` plays the person (a browser
+ * that signs in and consents until it reaches the callback).
+ */
+export async function checkAuthorizationServer(
+  issuer: string,
+  options: { resource: string; signIn: (authorizationUrl: string, callbackPrefix: string) => Promise<void> },
+): Promise<ConformanceRun> {
+  const port = await freePort();
+  const callbackPrefix = `http://127.0.0.1:${port}/callback`;
+  const registration = await fetch(`${issuer}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      client_name: 'MCP conformance suite',
+      redirect_uris: [callbackPrefix],
+      token_endpoint_auth_method: 'none',
+    }),
+  });
+  if (registration.status !== 201) throw new Error(`registration: ${registration.status} ${await registration.text()}`);
+  const { client_id: clientId } = (await registration.json()) as { client_id: string };
+  const authorizationUrl = new RegExp(`^${issuer}/authorize\\?\\S+$`, 'm');
+  let signedIn: Promise<void> | undefined;
+  const run = await runConformance(
+    undefined,
+    { authorization: { url: issuer, clientId, port, resource: options.resource } },
+    {
+      onOutput: (output) => {
+        const url = authorizationUrl.exec(output)?.[0];
+        if (url && !signedIn) signedIn = options.signIn(url, callbackPrefix);
+      },
+    },
+  );
+  await signedIn;
+  return run;
+}
+
 function targetArguments(target: ConformanceTarget, timeoutMs: number): string[] {
   if ('server' in target) return ['server', '--url', target.server];
   if ('client' in target) return ['client', '--command', target.client, '--timeout', String(timeoutMs)];
@@ -89,6 +129,18 @@ function targetArguments(target: ConformanceTarget, timeoutMs: number): string[]
     ...(resource ? ['--resource', resource] : []),
   ];
 }
+
+/** `id STATUS` of every check, sorted. */
+export function summary(run: ConformanceRun): string[] {
+  return run.checks.map((check) => `${check.id} ${check.status}`).sort();
+}
+
+/** What an authorization server that passes both of the suite's scenarios, CIMD included, records. */
+export const AUTHORIZATION_SERVER_PASSES: readonly string[] = [
+  'authorization-code-grant SUCCESS',
+  'authorization-server-metadata SUCCESS',
+  'authorization-server-metadata-cimd SUCCESS',
+];
 
 /** `id STATUS` of every check that failed or warned (INFO and SKIPPED only inform). */
 export function unsuccessful(run: ConformanceRun): string[] {
