@@ -55,6 +55,25 @@ after(async () => {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
+/** Alice in a fresh browser: approves the proxy's consent, signs in at Keycloak, reaches the callback. */
+async function approveAndSignIn(authorizationUrl: string, callbackPrefix: string): Promise<void> {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15_000);
+  try {
+    const page = await context.newPage();
+    await page.goto(authorizationUrl);
+    await page.locator('form[action$="/consent"]').waitFor();
+    await page.click('button[name="decision"][value="approve"]');
+    await page.locator('#kc-form-login').waitFor();
+    await page.fill('#username', alice.username);
+    await page.fill('#password', alice.password);
+    await page.click('#kc-login');
+    await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
+  } finally {
+    await context.close();
+  }
+}
+
 describe('oauth_proxy: the server as authorization server in front of Keycloak', () => {
   test('generated the local keys into DATA_DIR, readable by the owner only', async () => {
     const info = await stat(join(dataDir, 'oauth-proxy-keys.json'));
@@ -117,21 +136,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
         code_challenge_method: 'S256',
         resource: `${baseUrl}/mcp`,
       }).toString();
-      const context = await browser.newContext();
-      context.setDefaultTimeout(15_000);
-      try {
-        const page = await context.newPage();
-        await page.goto(authorize.toString());
-        await page.locator('form[action$="/consent"]').waitFor();
-        await page.click('button[name="decision"][value="approve"]');
-        await page.locator('#kc-form-login').waitFor();
-        await page.fill('#username', alice.username);
-        await page.fill('#password', alice.password);
-        await page.click('#kc-login');
-        await page.waitForURL((target) => target.href.startsWith(callback.redirectUri));
-      } finally {
-        await context.close();
-      }
+      await approveAndSignIn(authorize.toString(), callback.redirectUri);
       const params = await callback.next();
       assert.equal(params.get('state'), 'replica-state');
       assert.equal(params.get('iss'), baseUrl);
@@ -176,26 +181,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
   });
 
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
-    const context = await browser.newContext();
-    context.setDefaultTimeout(15_000);
-    try {
-      const run = await checkAuthorizationServer(baseUrl, {
-        resource: `${baseUrl}/mcp`,
-        signIn: async (url, callbackPrefix) => {
-          const page = await context.newPage();
-          await page.goto(url);
-          await page.locator('form[action$="/consent"]').waitFor();
-          await page.click('button[name="decision"][value="approve"]');
-          await page.locator('#kc-form-login').waitFor();
-          await page.fill('#username', alice.username);
-          await page.fill('#password', alice.password);
-          await page.click('#kc-login');
-          await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
-        },
-      });
-      assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
-    } finally {
-      await context.close();
-    }
+    const run = await checkAuthorizationServer(baseUrl, { resource: `${baseUrl}/mcp`, signIn: approveAndSignIn });
+    assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
   });
 });
