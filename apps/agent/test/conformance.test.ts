@@ -48,6 +48,7 @@ const SCENARIOS: Record<string, Expectation> = {
   'auth/2025-03-26-oauth-endpoint-fallback': {
     calls: false,
     kept: {
+      'client-registration FAILURE': 'no registration where no metadata was read (decision 61)',
       'authorization-request FAILURE': 'no sign-in where PKCE is not announced (decision 59)',
       'token-request FAILURE': 'no sign-in where PKCE is not announced (decision 59)',
     },

@@ -6,7 +6,7 @@
  * stand-ins on 127.0.0.1 that speak the protocol's HTTP and record every request.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { after, describe, test } from 'node:test';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
+import { checkIssuer } from '../src/auth/discovery.ts';
 import { InteractiveOAuthProvider } from '../src/auth/oauth-provider.ts';
 import { prepareConnections } from '../src/connections.ts';
 
@@ -95,12 +96,18 @@ async function authorizationServer(
   return server;
 }
 
-/** An MCP server that refuses every request (401), with protected resource metadata or none. */
-async function refusingMcpServer(metadata?: (base: string) => Record<string, unknown>) {
+/**
+ * An MCP server that refuses every request (401), with protected resource metadata or none
+ * (`metadata` returning `undefined`: the metadata endpoint fails for now, 503).
+ */
+async function refusingMcpServer(metadata?: (base: string) => Record<string, unknown> | undefined) {
   let base = '';
   const server = await recording((request, response) => {
     const path = new URL(request.url ?? '/', 'http://x').pathname;
-    if (path === '/.well-known/oauth-protected-resource/mcp' && metadata) return json(response, 200, metadata(base));
+    if (path === '/.well-known/oauth-protected-resource/mcp' && metadata) {
+      const document = metadata(base);
+      return document ? json(response, 200, document) : json(response, 503, { error: 'unavailable' });
+    }
     if (path === '/mcp') {
       const challenge = metadata
         ? `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`
@@ -209,16 +216,22 @@ describe('interactive OAuth', () => {
    */
   async function interactive(
     mcp: { url: string },
-    answer: (authorize: URL) => Record<string, string> = approve,
-    clientId?: string,
+    options: {
+      answer?: (authorize: URL) => Record<string, string>;
+      clientId?: string;
+      clientSecret?: string;
+      cacheDir?: string;
+    } = {},
   ) {
-    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
+    const answer = options.answer ?? approve;
+    const cacheDir = options.cacheDir ?? (await mkdtemp(join(tmpdir(), 'agent-oauth-client-')));
     temporary.push(cacheDir);
     const opened: string[] = [];
     const provider = await InteractiveOAuthProvider.create({
       mcpUrl: `${mcp.url}/mcp`,
       scope: 'mcp:access',
-      clientId,
+      clientId: options.clientId,
+      clientSecret: options.clientSecret,
       redirectPort: 0,
       cacheDir,
       print: () => {},
@@ -232,14 +245,14 @@ describe('interactive OAuth', () => {
         return true;
       },
     });
-    return { provider, opened };
+    return { provider, opened, cacheDir };
   }
 
   /** A pre-registered client's sign-in at an authorization server with `metadata`. */
   async function signIn(metadata: Record<string, unknown>, answer: (authorize: URL) => Record<string, string>) {
     const as = await authorizationServer(metadata);
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
-    const { provider, opened } = await interactive(mcp, answer, 'pre-registered');
+    const { provider, opened } = await interactive(mcp, { answer, clientId: 'pre-registered' });
     const outcome = await provider.ensureAuthorized().then(
       () => 'signed in',
       (error: Error) => `refused: ${error.message}`,
@@ -326,5 +339,72 @@ describe('interactive OAuth', () => {
       'nothing of the first server (its refresh token, its client id) went to the second',
     );
     assert.equal(provider.authorizations, 2);
+  });
+
+  test('a pre-registered confidential client: its secret goes to the token endpoint, never to disk', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const first = await interactive(mcp, { clientId: 'pre-registered', clientSecret: 'the-client-secret' });
+    await first.provider.ensureAuthorized();
+    const exchange = as.seen.find((request) => request.path === '/token');
+    const sent = `${basicOf(exchange as Seen) ?? ''} ${exchange?.body ?? ''}`;
+    assert.match(sent, /the-client-secret/, 'the code exchange authenticated the client');
+    const cached = await readFile(first.provider.cacheFile, 'utf8');
+    assert.doesNotMatch(cached, /the-client-secret/);
+    // Without MCP_CLIENT_SECRET the next run has no secret to send.
+    const again = await interactive(mcp, { clientId: 'pre-registered', cacheDir: first.cacheDir });
+    assert.equal((again.provider.clientInformation() as { client_secret?: string }).client_secret, undefined);
+  });
+
+  test('a pre-registered client whose server moved to another authorization server stops; nothing goes to the new one', async () => {
+    const first = await authorizationServer();
+    const second = await authorizationServer();
+    let current = first.url;
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const { provider } = await interactive(mcp, { clientId: 'pre-registered', clientSecret: 'the-client-secret' });
+    await provider.ensureAuthorized();
+    current = second.url;
+    await assert.rejects(
+      auth(provider, { serverUrl: `${mcp.url}/mcp` }),
+      /the pre-registered client pre-registered \(MCP_CLIENT_ID\) signed in at http:\/\/127\.0\.0\.1:\d+/,
+    );
+    assert.deepEqual(
+      second.seen.map((request) => request.path),
+      ['/.well-known/oauth-authorization-server'],
+      'no registration, no token request: the secret stays with the first',
+    );
+  });
+
+  test('metadata that cannot be read for now: the sign-in is refused and the tokens in hand are kept', async () => {
+    const as = await authorizationServer();
+    let available = true;
+    const mcp = await refusingMcpServer((base) =>
+      available ? { resource: `${base}/mcp`, authorization_servers: [as.url] } : undefined,
+    );
+    const { provider, opened } = await interactive(mcp);
+    await provider.ensureAuthorized();
+    available = false;
+    // A step-up now: the SDK finds no metadata and falls back to the server's own origin.
+    await assert.rejects(
+      auth(provider, { serverUrl: `${mcp.url}/mcp`, scope: 'expenses:write' }),
+      /no authorization server metadata at/,
+    );
+    assert.equal(opened.length, 1, 'no second browser');
+    assert.equal((await provider.tokens())?.access_token, 'token-1', 'the token in hand is kept');
+  });
+});
+
+describe('checkIssuer (RFC 8414 3.3)', () => {
+  test('the issuer must be the identifier it was looked up by; a bare origin may end in / on either side', () => {
+    const at = (issuer: string) => ({ issuer });
+    assert.doesNotThrow(() => checkIssuer('https://kc.example/realms/mcp', at('https://kc.example/realms/mcp')));
+    assert.doesNotThrow(() => checkIssuer('https://as.example', at('https://as.example/')));
+    assert.doesNotThrow(() => checkIssuer('https://as.example/', at('https://as.example')));
+    assert.throws(() => checkIssuer('https://kc.example/realms/mcp', at('https://kc.example/realms/mcp/')), /RFC 8414/);
+    assert.throws(
+      () => checkIssuer('https://kc.example/realms/mcp', at('https://kc.example/realms/other')),
+      /RFC 8414/,
+    );
+    assert.throws(() => checkIssuer('https://as.example', at('https://as.example.evil')), /RFC 8414/);
   });
 });

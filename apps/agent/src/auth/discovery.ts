@@ -50,19 +50,21 @@ export function checkedResource(mcpUrl: string, named: string | undefined, expec
  * identifier it was looked up by, or nothing in it may be used. A resource that names one
  * authorization server but is served another's metadata (a poisoned cache, a misconfigured
  * proxy) would otherwise get the sign-in, the code and the client's secret sent to endpoints
- * nobody named. Compared as strings; only a bare origin's empty path equals `/` (RFC 3986 6.2.3),
- * since the SDK writes the legacy fallback's address with one.
+ * nobody named. Compared as strings, except that a bare origin may end in `/` on either side
+ * (RFC 3986 6.2.3; the SDK writes its fallback address with one, some servers their issuer).
  */
 export function checkIssuer(authorizationServerUrl: string, metadata: { issuer: string } | undefined): void {
   if (metadata === undefined) return;
-  const same =
-    metadata.issuer === authorizationServerUrl ||
-    (new URL(authorizationServerUrl).pathname === '/' && `${metadata.issuer}/` === authorizationServerUrl);
-  if (!same) {
+  if (withoutRootSlash(metadata.issuer) !== withoutRootSlash(authorizationServerUrl)) {
     throw new DiscoveryError(
       `the metadata of the authorization server ${authorizationServerUrl} names the issuer ${metadata.issuer}: not used (RFC 8414 3.3)`,
     );
   }
+}
+
+/** `https://as.example/` as `https://as.example`: an empty path and `/` are one (RFC 3986 6.2.3). */
+function withoutRootSlash(url: string): string {
+  return URL.canParse(url) && new URL(url).pathname === '/' && url.endsWith('/') ? url.slice(0, -1) : url;
 }
 
 export interface DiscoveredAuthorization extends OAuthServerInfo {

@@ -18,7 +18,6 @@
 import { randomBytes } from 'node:crypto';
 import {
   auth,
-  discoverOAuthServerInfo,
   extractWWWAuthenticateParams,
   type OAuthClientProvider,
   type OAuthDiscoveryState,
@@ -31,7 +30,7 @@ import type {
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
-import { checkIssuer, withDeadline } from './discovery.ts';
+import { checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
 import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -140,14 +139,25 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const stored = this.#session.clientInformation;
     const configured = this.#options.clientId;
     if (!configured) return stored;
+    // A pre-registered client: its id and secret come from the configuration; the store keeps
+    // only the authorization server it first signed in at (the SDK's `issuer` stamp).
+    const issuer = stored?.client_id === configured ? (stored as { issuer?: string }).issuer : undefined;
     const secret = this.#options.clientSecret;
-    // A pre-registered client: its id (and secret) come from the configuration, never the store.
-    return stored?.client_id === configured
-      ? { ...stored, ...(secret ? { client_secret: secret } : {}) }
-      : { client_id: configured, ...(secret ? { client_secret: secret } : {}) };
+    return {
+      client_id: configured,
+      ...(secret ? { client_secret: secret } : {}),
+      ...(issuer ? { issuer } : {}),
+    } as OAuthClientInformationMixed;
   }
 
   async saveClientInformation(clientInformation: OAuthClientInformationMixed): Promise<void> {
+    if (this.#options.clientId) {
+      // A configured secret is never written to disk.
+      const { client_secret: _configured, ...kept } = clientInformation as OAuthClientInformationMixed & {
+        client_secret?: string;
+      };
+      clientInformation = kept;
+    }
     this.#session.clientInformation = clientInformation;
     await this.#persist();
   }
@@ -186,16 +196,33 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   /**
-   * What a discovery found, checked before anything in it is used. Tokens are bound to the
-   * authorization server that issued them: when the resource now names another one, they are
-   * dropped, so a refresh token is never sent to the new server (the SDK likewise drops a
-   * registration made with the old one and registers again).
+   * What a discovery found (the SDK's `auth()` calls this before it uses any of it), checked:
+   * the authorization server's metadata must have been read, and name the issuer it was looked
+   * up by (RFC 8414 3.3). Then what belongs to another authorization server is let go of:
+   * tokens it issued are dropped (its refresh token is never sent to this one); a dynamic
+   * registration made there is replaced by one here; a pre-registered client that signed in
+   * there stops with an error, since its id and secret are for that server.
    */
   async saveDiscoveryState(state: OAuthDiscoveryState): Promise<void> {
-    checkIssuer(state.authorizationServerUrl, state.authorizationServerMetadata);
-    const issuer = this.#session.tokens?.issuer;
-    if (issuer !== undefined && issuer !== state.authorizationServerUrl) delete this.#session.tokens;
+    const server = state.authorizationServerUrl;
+    const metadata = state.authorizationServerMetadata;
+    if (!metadata) {
+      // What the SDK falls back to when nothing was found (the server's own origin): no PKCE
+      // announced, so no sign-in; refused before anything is dropped.
+      throw new DiscoveryError(`no authorization server metadata at ${server}: no sign-in without it`);
+    }
+    checkIssuer(server, metadata);
+    const clientId = this.#options.clientId;
+    const boundTo = (this.#session.clientInformation as { issuer?: string } | undefined)?.issuer;
+    if (clientId && boundTo !== undefined && boundTo !== server) {
+      throw new DiscoveryError(
+        `${this.#options.mcpUrl} now names the authorization server ${server}, but the pre-registered client ${clientId} (MCP_CLIENT_ID) signed in at ${boundTo}; register it there and delete ${this.cacheFile} to sign in anew`,
+      );
+    }
+    const tokensFrom = this.#session.tokens?.issuer;
+    if (tokensFrom !== undefined && tokensFrom !== server) delete this.#session.tokens;
     this.#session.discoveryState = state;
+    await this.#registerIfNeeded(state);
     await this.#persist();
   }
 
@@ -218,46 +245,50 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
 
   /** Runs the login in the browser and exchanges the code, all before returning (see the module comment). */
   async redirectToAuthorization(authorizationUrl: URL): Promise<void> {
-    const metadata = this.#session.discoveryState?.authorizationServerMetadata;
-    // MCP authorization, "Authorization Code Protection": without S256 in the metadata there is
-    // no PKCE to rely on, and the client must not go on. (The SDK refuses only a list without it.)
-    if (!metadata?.code_challenge_methods_supported?.includes('S256')) {
-      throw new Error(
-        `the authorization server ${metadata?.issuer ?? '(no metadata)'} does not announce PKCE with S256 (code_challenge_methods_supported): no sign-in without it`,
+    try {
+      const metadata = this.#session.discoveryState?.authorizationServerMetadata;
+      // MCP authorization, "Authorization Code Protection": without S256 in the metadata there is
+      // no PKCE to rely on, and the client must not go on. (The SDK refuses only a list without it.)
+      if (!metadata?.code_challenge_methods_supported?.includes('S256')) {
+        throw new Error(
+          `the authorization server ${metadata?.issuer ?? '(no metadata)'} does not announce PKCE with S256 (code_challenge_methods_supported): no sign-in without it`,
+        );
+      }
+      const url = new URL(authorizationUrl);
+      const scope = this.#widenedScope(url.searchParams.get('scope'));
+      // No scope named anywhere: none is asked for (the authorization server's default applies).
+      if (scope) url.searchParams.set('scope', scope);
+      else url.searchParams.delete('scope');
+      const state = url.searchParams.get('state');
+      if (!state) throw new Error('the authorization request carries no state');
+      // Listening before the browser opens: a fast browser (or a test's) may call back at once.
+      const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000, {
+        issuer: metadata.issuer,
+        // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
+        required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
+      });
+      code.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
+      const opened = await this.#options.openBrowser(url.href).catch(() => false);
+      this.#options.print(
+        opened
+          ? `Sign in to the expenses MCP server in your browser. If it did not open, visit:\n  ${url.href}`
+          : `Open this URL in a browser to sign in to the expenses MCP server:\n  ${url.href}`,
       );
+      const authorizationCode = await code;
+      const discovery = this.#session.discoveryState;
+      const result = await auth(this, {
+        serverUrl: this.#options.mcpUrl,
+        authorizationCode,
+        ...(discovery?.resourceMetadataUrl ? { resourceMetadataUrl: new URL(discovery.resourceMetadataUrl) } : {}),
+        fetchFn: this.#fetch,
+      });
+      if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
+      this.authorizations++;
+      this.#options.print('Signed in.');
+    } finally {
+      // Signed in or not, this authorization is over; the next one discovers afresh.
+      this.#codeVerifier = undefined;
     }
-    const url = new URL(authorizationUrl);
-    const scope = this.#widenedScope(url.searchParams.get('scope'));
-    // No scope named anywhere: none is asked for (the authorization server's default applies).
-    if (scope) url.searchParams.set('scope', scope);
-    else url.searchParams.delete('scope');
-    const state = url.searchParams.get('state');
-    if (!state) throw new Error('the authorization request carries no state');
-    // Listening before the browser opens: a fast browser (or a test's) may call back at once.
-    const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000, {
-      issuer: metadata.issuer,
-      // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
-      required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
-    });
-    code.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
-    const opened = await this.#options.openBrowser(url.href).catch(() => false);
-    this.#options.print(
-      opened
-        ? `Sign in to the expenses MCP server in your browser. If it did not open, visit:\n  ${url.href}`
-        : `Open this URL in a browser to sign in to the expenses MCP server:\n  ${url.href}`,
-    );
-    const authorizationCode = await code;
-    const discovery = this.#session.discoveryState;
-    const result = await auth(this, {
-      serverUrl: this.#options.mcpUrl,
-      authorizationCode,
-      ...(discovery?.resourceMetadataUrl ? { resourceMetadataUrl: new URL(discovery.resourceMetadataUrl) } : {}),
-      fetchFn: this.#fetch,
-    });
-    if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
-    this.#codeVerifier = undefined;
-    this.authorizations++;
-    this.#options.print('Signed in.');
   }
 
   /**
@@ -282,7 +313,6 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       );
     }
     const { resourceMetadataUrl, scope } = extractWWWAuthenticateParams(probe);
-    await this.#registerIfNeeded(resourceMetadataUrl);
     await auth(this, {
       serverUrl: this.#options.mcpUrl,
       ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
@@ -296,37 +326,30 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
 
   /**
    * Dynamic Client Registration with every scope the client may ever need (the configured ones
-   * and all the server lists), done here rather than inside the SDK's `auth()`, which registers
-   * with only the scope of the current request: Keycloak then limits the client to it, and a
-   * later step-up to `expenses:write` fails with `invalid_scope`.
+   * and all the server lists), done at discovery rather than by the SDK's `auth()`, which
+   * registers with only the scope of the current request: Keycloak then limits the client to
+   * it, and a later step-up to `expenses:write` fails with `invalid_scope`. A registration is
+   * kept for the server it was made with (one saved unstamped, by an older version, is bound by
+   * the SDK to the first server that takes it).
    */
-  async #registerIfNeeded(resourceMetadataUrl: URL | undefined): Promise<void> {
+  async #registerIfNeeded(state: OAuthDiscoveryState): Promise<void> {
     if (this.#options.clientId) return;
-    const info = await discoverOAuthServerInfo(this.#options.mcpUrl, {
-      ...(resourceMetadataUrl ? { resourceMetadataUrl } : {}),
-      fetchFn: this.#fetch,
-    });
-    checkIssuer(info.authorizationServerUrl, info.authorizationServerMetadata);
-    // A registration is kept for the server it was made with (one saved unstamped, by an older
-    // version, is bound by the SDK to the first server that takes it).
+    const server = state.authorizationServerUrl;
     const stored = this.#session.clientInformation as { issuer?: string } | undefined;
-    if (stored && (stored.issuer === undefined || stored.issuer === info.authorizationServerUrl)) return;
-    const metadata = info.authorizationServerMetadata;
+    if (stored && (stored.issuer === undefined || stored.issuer === server)) return;
+    const metadata = state.authorizationServerMetadata;
     // CIMD needs no registration; the SDK uses the metadata URL as the client id.
     if (this.clientMetadataUrl && metadata?.client_id_metadata_document_supported) return;
-    const scope = [...new Set([...this.#options.scope.split(' '), ...(info.resourceMetadata?.scopes_supported ?? [])])]
+    const scope = [...new Set([...this.#options.scope.split(' '), ...(state.resourceMetadata?.scopes_supported ?? [])])]
       .filter(Boolean)
       .join(' ');
-    const registered = await registerClient(info.authorizationServerUrl, {
+    const registered = await registerClient(server, {
       ...(metadata ? { metadata } : {}),
       clientMetadata: this.clientMetadata,
       ...(scope ? { scope } : {}),
       fetchFn: this.#fetch,
     });
-    await this.saveClientInformation({
-      ...registered,
-      issuer: info.authorizationServerUrl,
-    } as OAuthClientInformationMixed);
+    this.#session.clientInformation = { ...registered, issuer: server } as OAuthClientInformationMixed;
   }
 
   /** What was asked, plus the configured scope, plus what the current token already has. */
