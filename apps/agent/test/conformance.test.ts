@@ -5,8 +5,9 @@
  * client-credentials client, and the attacks: another resource, a wrong or missing `iss`,
  * metadata with another issuer, endless 403s), runs the agent against them
  * (`helpers/conformance-client.ts`) and records what the agent did. Every recorded check must
- * pass except the few listed with their reason, and the agent must reach the tool exactly when
- * the scenario is one a careful client completes.
+ * pass except the few listed with their reason; the agent must reach the scenario's tool where
+ * the expectation says so, and where it does not, it must have stopped for the reason given
+ * (a crash or a hang is not a refusal).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -16,9 +17,13 @@ import { CONFORMANCE_CLIENT, CONFORMANCE_TOOL_CALLED } from './helpers/agent.ts'
 interface Expectation {
   /** The agent signs in and calls the scenario's tool. */
   calls: boolean;
+  /** When it does not: why it stopped, as the agent said it (so a crash cannot pass for a refusal). */
+  refusal?: RegExp;
   /** Checks that do not succeed, each with the reason that is kept. */
   kept?: Record<string, string>;
 }
+
+const RFC_9207 = /AuthorizationCallbackError: the authorization answer .*\(RFC 9207\)/;
 
 const SCENARIOS: Record<string, Expectation> = {
   'auth/metadata-default': { calls: true },
@@ -37,16 +42,26 @@ const SCENARIOS: Record<string, Expectation> = {
   'auth/client-credentials-basic': { calls: true },
   'auth/2025-03-26-oauth-metadata-backcompat': { calls: true },
   // Refused, as a careful client must: the suite checks that nothing was asked of the wrong party.
-  'auth/scope-retry-limit': { calls: false },
-  'auth/resource-mismatch': { calls: false },
-  'auth/iss-supported-missing': { calls: false },
-  'auth/iss-wrong-issuer': { calls: false },
-  'auth/iss-unexpected': { calls: false },
-  'auth/iss-normalized': { calls: false },
-  'auth/metadata-issuer-mismatch': { calls: false },
+  'auth/scope-retry-limit': {
+    calls: false,
+    refusal: /Failed to load tools from server "expenses": Error: Unauthorized/,
+  },
+  'auth/resource-mismatch': {
+    calls: false,
+    refusal: /Protected resource https:\/\/evil\.example\.com\/mcp does not match expected/,
+  },
+  'auth/iss-supported-missing': { calls: false, refusal: RFC_9207 },
+  'auth/iss-wrong-issuer': { calls: false, refusal: RFC_9207 },
+  'auth/iss-unexpected': { calls: false, refusal: RFC_9207 },
+  'auth/iss-normalized': { calls: false, refusal: RFC_9207 },
+  'auth/metadata-issuer-mismatch': {
+    calls: false,
+    refusal: /names the issuer https:\/\/attacker\.example\.com: not used \(RFC 8414 3\.3\)/,
+  },
   // No metadata means no PKCE announced; the 2025-11-25 specification has the client stop there.
   'auth/2025-03-26-oauth-endpoint-fallback': {
     calls: false,
+    refusal: /DiscoveryError: no authorization server metadata at/,
     kept: {
       'client-registration FAILURE': 'no registration where no metadata was read (decision 61)',
       'authorization-request FAILURE': 'no sign-in where PKCE is not announced (decision 59)',
@@ -55,8 +70,8 @@ const SCENARIOS: Record<string, Expectation> = {
   },
   // The sign-in passes every check; then the scenario's server speaks only MCP 2026-07-28,
   // which the MCP SDK's client does not yet.
-  'auth/iss-supported': { calls: false },
-  'auth/iss-not-advertised': { calls: false },
+  'auth/iss-supported': { calls: false, refusal: /Missing MCP-Protocol-Version header/ },
+  'auth/iss-not-advertised': { calls: false, refusal: /Missing MCP-Protocol-Version header/ },
 };
 
 describe('the agent under the official MCP conformance suite (client scenarios)', () => {
@@ -64,9 +79,11 @@ describe('the agent under the official MCP conformance suite (client scenarios)'
     test(scenario, async () => {
       const run = await runConformance(scenario, { client: `"${process.execPath}" "${CONFORMANCE_CLIENT}"` });
       const context = `${run.output}\nthe agent said:\n${run.clientStderr}`;
-      assert.ok(run.checks.length > 0, context);
+      assert.equal(run.timedOut, false, context);
+      assert.doesNotMatch(run.output, /Client timed out/, context);
       assert.deepEqual(unsuccessful(run).sort(), Object.keys(expected.kept ?? {}).sort(), context);
       assert.equal(run.clientStdout.includes(CONFORMANCE_TOOL_CALLED), expected.calls, context);
+      if (expected.refusal) assert.match(run.clientStderr, expected.refusal, context);
     });
   }
 });

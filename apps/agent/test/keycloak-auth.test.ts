@@ -345,7 +345,7 @@ describe('interactive OAuth: pnpm agent signs in through the browser ($BROWSER)'
     // An hour later the access token has expired: the refresh token renews it, still without a browser.
     const later = await InteractiveOAuthProvider.create({
       mcpUrl,
-      scope: DEFAULT_MCP_SCOPE,
+      scope: '',
       redirectPort: 0,
       cacheDir,
       openBrowser: async () => assert.fail('a refresh must not open a browser'),

@@ -191,6 +191,26 @@ describe('client_credentials', () => {
     assert.equal(new URLSearchParams(asked.at(-1)?.body).get('resource'), payroll);
   });
 
+  test('RFC 8414 3.3: metadata that names another issuer is not used; the secret goes nowhere', async () => {
+    const as = await authorizationServer({ issuer: 'https://attacker.example' });
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const source = new ClientCredentialsTokenSource({
+      mcpUrl: `${mcp.url}/mcp`,
+      clientId: 'expenses-agent',
+      clientSecret: 'the-secret',
+      scope: 'mcp:access',
+    });
+    await assert.rejects(
+      source.accessToken(),
+      /names the issuer https:\/\/attacker\.example: not used \(RFC 8414 3\.3\)/,
+    );
+    assert.deepEqual(
+      as.seen.map((request) => request.path),
+      ['/.well-known/oauth-authorization-server'],
+      'only the metadata was read',
+    );
+  });
+
   test('a token endpoint that never answers fails the token request', async () => {
     const as = await authorizationServer({}, 'hangs');
     const mcp = await refusingMcpServer();
@@ -373,6 +393,21 @@ describe('interactive OAuth', () => {
       ['/.well-known/oauth-authorization-server'],
       'no registration, no token request: the secret stays with the first',
     );
+  });
+
+  test('a pre-registered client configured after a dynamic registration elsewhere signs in: that registration was not its own', async () => {
+    const first = await authorizationServer();
+    const second = await authorizationServer();
+    let current = first.url;
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const dynamic = await interactive(mcp);
+    await dynamic.provider.ensureAuthorized();
+    current = second.url;
+    const configured = await interactive(mcp, { clientId: 'pre-registered', cacheDir: dynamic.cacheDir });
+    // Its first request is refused (the cached token is the first server's): the SDK calls auth().
+    assert.equal(await auth(configured.provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
+    const exchange = new URLSearchParams(second.seen.find((request) => request.path === '/token')?.body);
+    assert.equal(exchange.get('client_id'), 'pre-registered');
   });
 
   test('metadata that cannot be read for now: the sign-in is refused and the tokens in hand are kept', async () => {

@@ -27,6 +27,10 @@ export interface ConformanceCheck {
 
 export interface ConformanceRun {
   checks: ConformanceCheck[];
+  /** The suite's exit code (1 when a check failed), `null` when it was stopped. */
+  exitCode: number | null;
+  /** It ran past its deadline and was stopped (the checks it wrote are still read). */
+  timedOut: boolean;
   /** What the client under test printed (client scenarios only). */
   clientStdout: string;
   clientStderr: string;
@@ -46,6 +50,19 @@ export type ConformanceTarget =
    */
   | { authorization: { url: string; clientId: string; port: number; resource?: string } };
 
+export interface ConformanceOptions {
+  /** How long a client under test may run (the suite's `--timeout`); default 60 s. */
+  timeoutMs?: number;
+  /** How long the whole run may take before it is stopped; default the client's time plus 60 s. */
+  deadlineMs?: number;
+  /** Added to the few variables the suite (and the client it starts) get from this process. */
+  env?: Record<string, string>;
+  /** Called with all the output so far, each time more arrives. */
+  onOutput?: (output: string) => void;
+  /** Stops the run. */
+  signal?: AbortSignal;
+}
+
 /**
  * Runs one scenario (`undefined`: every scenario of an authorization server target) and
  * returns every check it recorded.
@@ -53,19 +70,24 @@ export type ConformanceTarget =
 export async function runConformance(
   scenario: string | undefined,
   target: ConformanceTarget,
-  options: { timeoutMs?: number; env?: Record<string, string>; onOutput?: (output: string) => void } = {},
+  options: ConformanceOptions = {},
 ): Promise<ConformanceRun> {
   const outputDir = await mkdtemp(join(tmpdir(), 'conformance-'));
   try {
-    const args = [...targetArguments(target, options.timeoutMs ?? 60_000), '--output-dir', outputDir];
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const args = [...targetArguments(target, timeoutMs), '--output-dir', outputDir];
     if (scenario !== undefined) args.push('--scenario', scenario);
-    const output = await runCli(args, options.env, options.onOutput);
+    const ran = await runCli(args, { ...options, deadlineMs: options.deadlineMs ?? timeoutMs + 60_000 });
     const directories = await resultDirectories(outputDir);
-    if (directories.length === 0) throw new Error(`conformance ${scenario} recorded no result:\n${output}`);
-    const run: ConformanceRun = { checks: [], clientStdout: '', clientStderr: '', output };
+    if (directories.length === 0) throw new Error(`conformance ${scenario} recorded no result:\n${ran.output}`);
+    const run: ConformanceRun = { checks: [], clientStdout: '', clientStderr: '', ...ran };
     for (const directory of directories) {
       const read = (name: string) => readFile(join(directory, name), 'utf8').catch(() => '');
-      run.checks.push(...(JSON.parse(await read('checks.json')) as ConformanceCheck[]));
+      try {
+        run.checks.push(...(JSON.parse(await read('checks.json')) as ConformanceCheck[]));
+      } catch (error) {
+        throw new Error(`conformance ${scenario}: ${directory}/checks.json unreadable (${error}):\n${ran.output}`);
+      }
       run.clientStdout += await read('stdout.txt');
       run.clientStderr += await read('stderr.txt');
     }
@@ -87,7 +109,11 @@ export async function checkAuthorizationServer(
 ): Promise<ConformanceRun> {
   const port = await freePort();
   const callbackPrefix = `http://127.0.0.1:${port}/callback`;
-  const registration = await fetch(`${issuer}/register`, {
+  const metadata = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as {
+    authorization_endpoint: string;
+    registration_endpoint: string;
+  };
+  const registration = await fetch(metadata.registration_endpoint, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
@@ -98,20 +124,34 @@ export async function checkAuthorizationServer(
   });
   if (registration.status !== 201) throw new Error(`registration: ${registration.status} ${await registration.text()}`);
   const { client_id: clientId } = (await registration.json()) as { client_id: string };
-  const authorizationUrl = new RegExp(`^${issuer}/authorize\\?\\S+$`, 'm');
+  // A whole line of output: the URL the suite prints for the person to open.
+  const printed = new RegExp(`^(${escapeRegExp(metadata.authorization_endpoint)}\\?\\S+)\\n`, 'm');
+  const stop = new AbortController();
   let signedIn: Promise<void> | undefined;
   const run = await runConformance(
     undefined,
     { authorization: { url: issuer, clientId, port, resource: options.resource } },
     {
+      signal: stop.signal,
+      deadlineMs: 120_000,
       onOutput: (output) => {
-        const url = authorizationUrl.exec(output)?.[0];
-        if (url && !signedIn) signedIn = options.signIn(url, callbackPrefix);
+        const url = printed.exec(output)?.[1];
+        if (!url || signedIn) return;
+        // A sign-in that fails stops the suite at once, not after its 5-minute wait.
+        signedIn = options.signIn(url, callbackPrefix).catch((error: unknown) => {
+          stop.abort();
+          throw error;
+        });
       },
     },
   );
+  if (!signedIn) throw new Error(`the suite printed no URL of ${metadata.authorization_endpoint}:\n${run.output}`);
   await signedIn;
   return run;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function targetArguments(target: ConformanceTarget, timeoutMs: number): string[] {
@@ -149,26 +189,45 @@ export function unsuccessful(run: ConformanceRun): string[] {
     .map((check) => `${check.id} ${check.status}`);
 }
 
+/** What the suite, and the client it starts, see of this process's environment. */
+const PASSED_ON = ['PATH', 'HOME', 'TMPDIR', 'LANG'];
+
 function runCli(
   args: string[],
-  env: Record<string, string> = {},
-  onOutput?: (output: string) => void,
-): Promise<string> {
+  options: Pick<ConformanceOptions, 'env' | 'onOutput' | 'signal'> & { deadlineMs: number },
+): Promise<{ output: string; exitCode: number | null; timedOut: boolean }> {
   return new Promise((resolve, reject) => {
-    // The suite exits 1 when a check fails; the checks say which, so the code is not the result.
+    // Nothing else: no tracing, model or MCP settings of the developer's shell reach a client.
+    const env: Record<string, string> = { NO_COLOR: '1' };
+    for (const name of PASSED_ON) {
+      const value = process.env[name];
+      if (value !== undefined) env[name] = value;
+    }
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, ...env, NO_COLOR: '1' },
+      env: { ...env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
+    let timedOut = false;
     const collect = (chunk: Buffer) => {
       output += chunk;
-      onOutput?.(output);
+      options.onOutput?.(output);
     };
     child.stdout.on('data', collect);
     child.stderr.on('data', collect);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.deadlineMs);
+    const abort = () => child.kill('SIGKILL');
+    options.signal?.addEventListener('abort', abort, { once: true });
     child.on('error', reject);
-    child.on('close', () => resolve(output));
+    // The suite exits 1 when a check fails; the checks say which, so the code is not the verdict.
+    child.on('close', (exitCode) => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', abort);
+      resolve({ output, exitCode, timedOut });
+    });
   });
 }
 

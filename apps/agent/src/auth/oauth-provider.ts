@@ -213,7 +213,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     }
     checkIssuer(server, metadata);
     const clientId = this.#options.clientId;
-    const boundTo = (this.#session.clientInformation as { issuer?: string } | undefined)?.issuer;
+    // `clientInformation()` carries the stamp only when the stored client is the configured one.
+    const boundTo = clientId ? (this.clientInformation() as { issuer?: string }).issuer : undefined;
     if (clientId && boundTo !== undefined && boundTo !== server) {
       throw new DiscoveryError(
         `${this.#options.mcpUrl} now names the authorization server ${server}, but the pre-registered client ${clientId} (MCP_CLIENT_ID) signed in at ${boundTo}; register it there and delete ${this.cacheFile} to sign in anew`,

@@ -33,7 +33,9 @@ async function approvingBrowser(url: string): Promise<boolean> {
   const location = answer.headers.get('location');
   if (!location) throw new Error(`the authorization endpoint answered ${answer.status} without a redirect`);
   // Not awaited as a promise the agent waits on: a browser shows the page and moves on.
-  void fetch(new URL(location, url)).then((page) => page.text());
+  void fetch(new URL(location, url))
+    .then((page) => page.text())
+    .catch(() => {});
   return true;
 }
 
