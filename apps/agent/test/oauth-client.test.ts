@@ -268,6 +268,15 @@ describe('interactive OAuth', () => {
     return { provider, opened, cacheDir };
   }
 
+  /** An MCP server whose metadata names `first` until `move()`, then `second`. */
+  async function movingServer() {
+    const first = await authorizationServer();
+    const second = await authorizationServer();
+    let current = first.url;
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    return { first, second, mcp, move: () => (current = second.url) };
+  }
+
   /** A pre-registered client's sign-in at an authorization server with `metadata`. */
   async function signIn(metadata: Record<string, unknown>, answer: (authorize: URL) => Record<string, string>) {
     const as = await authorizationServer(metadata);
@@ -333,10 +342,7 @@ describe('interactive OAuth', () => {
   });
 
   test('a server that moves to another authorization server: registered and signed in there, the old tokens never sent to it', async () => {
-    const first = await authorizationServer();
-    const second = await authorizationServer();
-    let current = first.url;
-    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const { first, second, mcp, move } = await movingServer();
     const { provider } = await interactive(mcp);
     await provider.ensureAuthorized();
     assert.equal((await provider.tokens())?.access_token, 'token-1');
@@ -344,7 +350,7 @@ describe('interactive OAuth', () => {
 
     // The server now names the second one; its next 401 sends the MCP SDK back to auth(), which
     // answers REDIRECT though this provider has completed the sign-in by then.
-    current = second.url;
+    move();
     assert.equal(await auth(provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
     assert.equal(provider.clientInformation()?.client_id, `client-of-${second.url}`, 'registered with the second');
     assert.deepEqual(
@@ -377,13 +383,10 @@ describe('interactive OAuth', () => {
   });
 
   test('a pre-registered client whose server moved to another authorization server stops; nothing goes to the new one', async () => {
-    const first = await authorizationServer();
-    const second = await authorizationServer();
-    let current = first.url;
-    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const { second, mcp, move } = await movingServer();
     const { provider } = await interactive(mcp, { clientId: 'pre-registered', clientSecret: 'the-client-secret' });
     await provider.ensureAuthorized();
-    current = second.url;
+    move();
     await assert.rejects(
       auth(provider, { serverUrl: `${mcp.url}/mcp` }),
       /the pre-registered client pre-registered \(MCP_CLIENT_ID\) signed in at http:\/\/127\.0\.0\.1:\d+/,
@@ -396,13 +399,10 @@ describe('interactive OAuth', () => {
   });
 
   test('a pre-registered client configured after a dynamic registration elsewhere signs in: that registration was not its own', async () => {
-    const first = await authorizationServer();
-    const second = await authorizationServer();
-    let current = first.url;
-    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [current] }));
+    const { second, mcp, move } = await movingServer();
     const dynamic = await interactive(mcp);
     await dynamic.provider.ensureAuthorized();
-    current = second.url;
+    move();
     const configured = await interactive(mcp, { clientId: 'pre-registered', cacheDir: dynamic.cacheDir });
     // Its first request is refused (the cached token is the first server's): the SDK calls auth().
     assert.equal(await auth(configured.provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
