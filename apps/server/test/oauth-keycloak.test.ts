@@ -53,6 +53,19 @@ async function provider(
   return new BrowserOAuthProvider(browser, callback, user, options);
 }
 
+/** Alice in a fresh browser: signs in at Keycloak, consents for the conformance suite's client, reaches the callback. */
+async function signInUntil(authorizationUrl: string, callbackPrefix: string): Promise<void> {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15_000);
+  try {
+    const page = await context.newPage();
+    await signIn(page, authorizationUrl, alice, { expectClientName: 'MCP conformance suite' });
+    await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
+  } finally {
+    await context.close();
+  }
+}
+
 function keycloakStack(registration: 'direct' | 'workaround' | 'off', extra: Record<string, string> = {}) {
   return startTestStack({
     PORT: String(serverPort),
@@ -71,6 +84,14 @@ describe('direct: clients register at Keycloak itself', () => {
   });
   after(async () => {
     await stack?.close();
+  });
+
+  test('the official MCP conformance suite, as a client of the realm: metadata and the code grant pass', async () => {
+    const run = await checkAuthorizationServer(keycloak.realmUrl, {
+      resource: `${baseUrl}/mcp`,
+      signIn: signInUntil,
+    });
+    assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
   });
 
   test('a bare request gets 401 with the resource metadata and the scopes to ask for', async () => {
@@ -207,21 +228,8 @@ describe('workaround: registration goes through this server, which repairs it', 
   });
 
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
-    const context = await browser.newContext();
-    context.setDefaultTimeout(15_000);
-    try {
-      const run = await checkAuthorizationServer(baseUrl, {
-        resource: `${baseUrl}/mcp`,
-        signIn: async (url, callbackPrefix) => {
-          const page = await context.newPage();
-          await signIn(page, url, alice, { expectClientName: 'MCP conformance suite' });
-          await page.waitForURL((target) => target.href.startsWith(callbackPrefix));
-        },
-      });
-      assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
-    } finally {
-      await context.close();
-    }
+    const run = await checkAuthorizationServer(baseUrl, { resource: `${baseUrl}/mcp`, signIn: signInUntil });
+    assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
   });
 
   test('a home page on the client’s own site registers, at Keycloak and through the server', async () => {

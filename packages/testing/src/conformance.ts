@@ -109,10 +109,7 @@ export async function checkAuthorizationServer(
 ): Promise<ConformanceRun> {
   const port = await freePort();
   const callbackPrefix = `http://127.0.0.1:${port}/callback`;
-  const metadata = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as {
-    authorization_endpoint: string;
-    registration_endpoint: string;
-  };
+  const metadata = await metadataOf(issuer);
   const registration = await fetch(metadata.registration_endpoint, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -148,6 +145,20 @@ export async function checkAuthorizationServer(
   if (!signedIn) throw new Error(`the suite printed no URL of ${metadata.authorization_endpoint}:\n${run.output}`);
   await signedIn;
   return run;
+}
+
+/** The metadata as the suite finds it: RFC 8414 first, then OpenID Connect discovery. */
+async function metadataOf(issuer: string): Promise<{ authorization_endpoint: string; registration_endpoint: string }> {
+  const url = new URL(issuer);
+  const path = url.pathname.replace(/\/$/, '');
+  for (const candidate of [
+    `${url.origin}/.well-known/oauth-authorization-server${path}`,
+    `${url.origin}${path}/.well-known/openid-configuration`,
+  ]) {
+    const answer = await fetch(candidate);
+    if (answer.ok) return (await answer.json()) as { authorization_endpoint: string; registration_endpoint: string };
+  }
+  throw new Error(`no authorization server metadata for ${issuer}`);
 }
 
 function escapeRegExp(text: string): string {
