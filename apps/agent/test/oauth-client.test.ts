@@ -62,7 +62,7 @@ const basicOf = (seen: Seen) =>
 /** An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint. */
 async function authorizationServer(
   metadata: Record<string, unknown> = {},
-  tokenEndpoint: 'answers' | 'hangs' = 'answers',
+  tokenEndpoint: 'answers' | 'hangs' | 'refuses the client' = 'answers',
 ) {
   let base = '';
   let issued = 0;
@@ -81,6 +81,7 @@ async function authorizationServer(
       });
     } else if (path === '/token') {
       if (tokenEndpoint === 'hangs') return;
+      if (tokenEndpoint === 'refuses the client') return json(response, 401, { error: 'invalid_client' });
       issued += 1;
       json(response, 200, {
         access_token: `token-${issued}`,
@@ -238,8 +239,8 @@ describe('interactive OAuth', () => {
     mcp: { url: string },
     options: {
       answer?: (authorize: URL) => Record<string, string>;
-      clientId?: string;
-      clientSecret?: string;
+      clientId?: string | undefined;
+      clientSecret?: string | undefined;
       cacheDir?: string;
     } = {},
   ) {
@@ -408,6 +409,21 @@ describe('interactive OAuth', () => {
     assert.equal(await auth(configured.provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
     const exchange = new URLSearchParams(second.seen.find((request) => request.path === '/token')?.body);
     assert.equal(exchange.get('client_id'), 'pre-registered');
+  });
+
+  test('a client refused at the code exchange (a wrong secret): one exchange, no new registration, the reason said', async () => {
+    for (const clientId of ['pre-registered', undefined]) {
+      const as = await authorizationServer({}, 'refuses the client');
+      const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+      const { provider } = await interactive(mcp, { clientId, clientSecret: clientId && 'a-wrong-secret' });
+      await assert.rejects(
+        provider.ensureAuthorized(),
+        /refused this client when the code was exchanged \(invalid_client\)/,
+      );
+      const paths = as.seen.map((request) => request.path);
+      assert.equal(paths.filter((path) => path === '/token').length, 1, `${clientId}: ${paths}`);
+      assert.equal(paths.filter((path) => path === '/register').length, clientId ? 0 : 1, `${clientId}: ${paths}`);
+    }
   });
 
   test('metadata that cannot be read for now: the sign-in is refused and the tokens in hand are kept', async () => {

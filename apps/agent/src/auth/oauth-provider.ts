@@ -71,6 +71,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   readonly #fetch: typeof fetch;
   #codeVerifier: string | undefined;
   #refreshing: Promise<void> | undefined;
+  /** The authorization server refused this client at the code exchange of the sign-in under way. */
+  #clientRefused = false;
   clientMetadataUrl?: string;
   /** Completed browser logins in this process; moves when a retry can succeed. */
   authorizations = 0;
@@ -191,6 +193,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   codeVerifier(): string {
+    if (this.#clientRefused) throw clientRefused();
     if (!this.#codeVerifier) throw new Error('no PKCE code verifier: no authorization is in progress');
     return this.#codeVerifier;
   }
@@ -204,6 +207,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
    * there stops with an error, since its id and secret are for that server.
    */
   async saveDiscoveryState(state: OAuthDiscoveryState): Promise<void> {
+    if (this.#clientRefused) throw clientRefused();
     const server = state.authorizationServerUrl;
     const metadata = state.authorizationServerMetadata;
     if (!metadata) {
@@ -237,6 +241,10 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   async invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery'): Promise<void> {
+    // 'all' while a code is exchanged: the SDK saw invalid_client (or unauthorized_client) and
+    // retries the exchange. That retry must not register a new client for a code issued to
+    // the refused one; it stops with the reason instead (saveDiscoveryState, codeVerifier).
+    if (scope === 'all' && this.#codeVerifier !== undefined) this.#clientRefused = true;
     if (scope === 'all' || scope === 'client') delete this.#session.clientInformation;
     if (scope === 'all' || scope === 'tokens') delete this.#session.tokens;
     if (scope === 'all' || scope === 'discovery') delete this.#session.discoveryState;
@@ -282,6 +290,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         authorizationCode,
         ...(discovery?.resourceMetadataUrl ? { resourceMetadataUrl: new URL(discovery.resourceMetadataUrl) } : {}),
         fetchFn: this.#fetch,
+      }).catch((error: unknown) => {
+        throw this.#clientRefused ? clientRefused() : error;
       });
       if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
       this.authorizations++;
@@ -289,6 +299,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     } finally {
       // Signed in or not, this authorization is over; the next one discovers afresh.
       this.#codeVerifier = undefined;
+      this.#clientRefused = false;
     }
   }
 
@@ -396,4 +407,10 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   async #persist(): Promise<void> {
     await this.#store.save(this.#session);
   }
+}
+
+function clientRefused(): Error {
+  return new Error(
+    'the authorization server refused this client when the code was exchanged (invalid_client): check MCP_CLIENT_ID and MCP_CLIENT_SECRET; a dynamically registered client is registered anew at the next sign-in',
+  );
 }
