@@ -383,8 +383,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const tokens = this.#session.tokens;
     const discovery = this.#session.discoveryState;
     const clientInformation = this.clientInformation();
-    const elsewhere = tokens?.issuer !== undefined && tokens.issuer !== discovery?.authorizationServerUrl;
-    if (!tokens?.refresh_token || !discovery || !clientInformation || elsewhere) {
+    // Tokens and the stored discovery are of one server: saveDiscoveryState drops the tokens of
+    // another before it stores a new discovery.
+    if (!tokens?.refresh_token || !discovery || !clientInformation) {
       await this.invalidateCredentials('tokens');
       return;
     }
