@@ -62,8 +62,8 @@ param entraProxyClientId string = ''
 param entraProxyClientSecret string = ''
 
 @secure()
-@description('entra_proxy mode: the private JWK the proxy signs its own access tokens with (generated once by the preprovision hook).')
-param oauthProxySigningKey string = ''
+@description('entra_proxy mode: the private JWK the proxy signs its own access tokens with, base64-encoded (generated once by the preprovision hook; azd pastes values into main.parameters.json unescaped, and a JWK has quotes).')
+param oauthProxySigningKeyBase64 string = ''
 
 @secure()
 @description('entra_proxy mode: the 32-byte key that encrypts stored upstream tokens (generated once by the preprovision hook).')
@@ -249,7 +249,7 @@ module keyVault 'modules/key-vault.bicep' = {
       'keycloak-mcp-server-client-secret': keycloakMcpServerClientSecret
       'keycloak-janitor-client-secret': keycloakJanitorClientSecret
       'entra-proxy-client-secret': entraProxyClientSecret
-      'oauth-proxy-signing-key': oauthProxySigningKey
+      'oauth-proxy-signing-key': empty(oauthProxySigningKeyBase64) ? '' : base64ToString(oauthProxySigningKeyBase64)
       'oauth-proxy-encryption-key': oauthProxyEncryptionKey
       'agent-chat-token': agentChatToken
       'agent-mcp-api-key': agentMcpApiKey
@@ -267,7 +267,7 @@ module keyVault 'modules/key-vault.bicep' = {
         'agent-chat-token': [agentIdentity.outputs.principalId]
       },
       empty(entraProxyClientSecret) ? {} : { 'entra-proxy-client-secret': [serverIdentity.outputs.principalId] },
-      empty(oauthProxySigningKey) ? {} : { 'oauth-proxy-signing-key': [serverIdentity.outputs.principalId] },
+      empty(oauthProxySigningKeyBase64) ? {} : { 'oauth-proxy-signing-key': [serverIdentity.outputs.principalId] },
       empty(oauthProxyEncryptionKey) ? {} : { 'oauth-proxy-encryption-key': [serverIdentity.outputs.principalId] },
       empty(agentMcpApiKey) ? {} : { 'agent-mcp-api-key': [agentIdentity.outputs.principalId] }
     )

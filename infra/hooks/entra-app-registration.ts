@@ -297,10 +297,18 @@ export async function preprovision(options: HookOptions = {}): Promise<Registrat
   }
   if (env.ENTRA_PROXY_AZURE_CLIENT_ID !== app.appId) await azd.set('ENTRA_PROXY_AZURE_CLIENT_ID', app.appId);
   // The proxy's own keys, made once per environment: replicas share them through Key Vault, and
-  // changing them would invalidate every token and stored upstream grant.
-  if (!env.OAUTH_PROXY_SIGNING_KEY) {
-    await azd.set('OAUTH_PROXY_SIGNING_KEY', JSON.stringify(await generateSigningKey()));
-    log('Generated the OAuth proxy token-signing key and stored it in the azd environment.');
+  // changing them would invalidate every token and stored upstream grant. The signing key is a
+  // JWK, JSON with quotes, which azd would paste unescaped into main.parameters.json's JSON, so
+  // the azd environment holds it base64-encoded and the Bicep decodes it (base64ToString).
+  if (!env.OAUTH_PROXY_SIGNING_KEY_BASE64) {
+    // An environment from before the encoding keeps its key (it never reached a deployment).
+    const jwk = env.OAUTH_PROXY_SIGNING_KEY || JSON.stringify(await generateSigningKey());
+    await azd.set('OAUTH_PROXY_SIGNING_KEY_BASE64', Buffer.from(jwk, 'utf8').toString('base64'));
+    log(
+      env.OAUTH_PROXY_SIGNING_KEY
+        ? 'Stored the OAuth proxy token-signing key base64-encoded in the azd environment.'
+        : 'Generated the OAuth proxy token-signing key and stored it in the azd environment.',
+    );
   }
   if (!env.OAUTH_PROXY_ENCRYPTION_KEY) {
     await azd.set('OAUTH_PROXY_ENCRYPTION_KEY', randomBytes(32).toString('base64url'));

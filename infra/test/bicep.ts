@@ -235,6 +235,8 @@ export function evaluate(file: BicepFile, node: Node, scope: Record<string, unkn
           );
         case 'toLower':
           return String(args[0]).toLowerCase();
+        case 'base64ToString':
+          return Buffer.from(String(args[0]), 'base64').toString('utf8');
         case 'concat':
           return args.every(Array.isArray) ? args.flat() : args.join('');
         case 'loadJsonContent':

@@ -16,6 +16,22 @@ import {
   type TokenCredentialLike,
 } from '../hooks/entra-app-registration.ts';
 import { BEGIN, deploymentSummary, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
+import { evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
+
+const AZURE = new URL('../azure/', import.meta.url);
+
+/**
+ * What azd does with one entry of main.parameters.json (bicep_provider.go, loadParameters): the
+ * entry as JSON text, `${NAME}` and `${NAME=default}` replaced by the environment's values as
+ * they are, unescaped, and the text parsed again.
+ */
+function azdParameter(entry: unknown, env: Record<string, string | undefined>): { value?: unknown } {
+  const text = JSON.stringify(entry).replace(
+    /\$\{([A-Z][A-Z0-9_]*)(?:=([^}]*))?\}/g,
+    (_, name: string, fallback?: string) => env[name] ?? fallback ?? '',
+  );
+  return JSON.parse(text) as { value?: unknown };
+}
 
 /**
  * The Entra hook against a fake Microsoft Graph (node:http on loopback) that keeps app
@@ -228,21 +244,51 @@ describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph',
     assert.equal(app.passwordCredentials[0]?.endDateTime, '2027-05-25T00:00:00.000Z');
     assert.equal(servicePrincipals.length, 1);
     // The proxy's own keys: a private signing JWK and 32 random bytes, made once.
-    const jwk = JSON.parse(azd.store.OAUTH_PROXY_SIGNING_KEY ?? '{}') as { kty?: string; d?: string };
+    // base64, so that azd can paste it into main.parameters.json (azure.test.ts).
+    const encoded = azd.store.OAUTH_PROXY_SIGNING_KEY_BASE64 ?? '';
+    assert.match(encoded, /^[A-Za-z0-9+/]+=*$/);
+    const jwk = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8')) as { kty?: string; d?: string };
     assert.ok(jwk.kty && jwk.d, 'a private JWK');
+    assert.equal(azd.store.OAUTH_PROXY_SIGNING_KEY, undefined, 'never stored as raw JSON');
     assert.equal(Buffer.from(azd.store.OAUTH_PROXY_ENCRYPTION_KEY ?? '', 'base64url').length, 32);
   });
 
   test('re-run: found by client id, nothing created, patched or added', async () => {
     requests.length = 0;
-    const keys = [azd.store.OAUTH_PROXY_SIGNING_KEY, azd.store.OAUTH_PROXY_ENCRYPTION_KEY];
+    const keys = [azd.store.OAUTH_PROXY_SIGNING_KEY_BASE64, azd.store.OAUTH_PROXY_ENCRYPTION_KEY];
     const result = await preprovision(options());
-    assert.deepEqual([azd.store.OAUTH_PROXY_SIGNING_KEY, azd.store.OAUTH_PROXY_ENCRYPTION_KEY], keys, 'keys kept');
+    assert.deepEqual(
+      [azd.store.OAUTH_PROXY_SIGNING_KEY_BASE64, azd.store.OAUTH_PROXY_ENCRYPTION_KEY],
+      keys,
+      'keys kept',
+    );
     assert.deepEqual([result.created, result.secretAdded, result.patched], [false, false, false]);
     assert.deepEqual(calls(), ['GET /v1.0/applications', 'GET /v1.0/servicePrincipals']);
     assert.match(decodeURIComponent(requests[0]?.path ?? ''), /appId eq '/);
     assert.equal(apps.length, 1);
     assert.equal(apps[0]?.passwordCredentials.length, 1);
+  });
+
+  test("its values survive azd's substitution into main.parameters.json; Key Vault gets the JWK the server reads", async () => {
+    const file = JSON.parse(await readFile(new URL('main.parameters.json', AZURE), 'utf8')) as {
+      parameters: Record<string, unknown>;
+    };
+    const values = Object.fromEntries(
+      Object.entries(file.parameters).map(([name, entry]) => [name, azdParameter(entry, azd.store).value]),
+    );
+    const main = await parseBicep(new URL('main.bicep', AZURE).pathname);
+    const keyVault = main.modules.find((m) => m.name === 'keyVault');
+    assert.ok(keyVault);
+    const secrets = evaluate(main, objectProperty(moduleParams(keyVault), 'secrets') as never, values) as Record<
+      string,
+      string
+    >;
+    const jwk = JSON.parse(secrets['oauth-proxy-signing-key'] ?? '') as { kty?: string; d?: string };
+    assert.ok(jwk.kty && jwk.d, 'a private JWK, as OAUTH_PROXY_SIGNING_KEY takes it');
+    assert.equal(secrets['entra-proxy-client-secret'], azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET);
+    // The check can fail: the raw JWK, as the hook once stored it, breaks azd's parse.
+    const rawJwk = Buffer.from(azd.store.OAUTH_PROXY_SIGNING_KEY_BASE64 ?? '', 'base64').toString('utf8');
+    assert.throws(() => azdParameter({ value: `\${OAUTH_PROXY_SIGNING_KEY}` }, { OAUTH_PROXY_SIGNING_KEY: rawJwk }));
   });
 
   test('postprovision adds the deployed /auth/callback once', async () => {
@@ -270,6 +316,13 @@ describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph',
     assert.equal(apps.length, 1);
     assert.equal(fresh.store.ENTRA_PROXY_AZURE_CLIENT_ID, apps[0]?.appId);
     assert.ok(!calls().includes('POST /v1.0/applications'));
+  });
+
+  test('an environment holding the signing key as raw JSON (before the encoding) keeps that key, base64-encoded', async () => {
+    const jwk = JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'kept' });
+    const older = memoryAzd({ AZURE_ENV_NAME: 'dev', MCP_AUTH_PROVIDER: 'entra_proxy', OAUTH_PROXY_SIGNING_KEY: jwk });
+    await preprovision({ ...options(), azd: older, env: { ...older.store } });
+    assert.equal(Buffer.from(older.store.OAUTH_PROXY_SIGNING_KEY_BASE64 ?? '', 'base64').toString('utf8'), jwk);
   });
 
   test('Graph errors surface with status and code, never the token', async () => {
