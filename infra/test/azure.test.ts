@@ -11,6 +11,7 @@ import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } f
 import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
+import { realmForDeployment } from '../../keycloak/realm-for-deployment.ts';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
@@ -544,7 +545,19 @@ describe('Keycloak', () => {
         return { instruction: (instruction as string).toUpperCase(), args: rest.join(' ') };
       });
     const froms = steps.filter((s) => s.instruction === 'FROM').map((s) => s.args.split(' ')[0]);
-    assert.ok(froms.length >= 2 && froms.every((f) => f === 'quay.io/keycloak/keycloak:26.7.3'), `pinned: ${froms}`);
+    const keycloakFroms = froms.filter((f) => f?.startsWith('quay.io/keycloak/'));
+    assert.ok(keycloakFroms.length >= 2, `builder and runtime: ${froms}`);
+    assert.ok(
+      keycloakFroms.every((f) => f === 'quay.io/keycloak/keycloak:26.7.3'),
+      `pinned: ${froms}`,
+    );
+    assert.equal(froms[0], keycloakFroms[0], 'the first FROM is Keycloak (CI reads the version from it)');
+    // The stage that prepares the realm runs on the Node the app images build on.
+    const nodeBase = /^FROM\s+(\S+)/m.exec(readFileSync(join(ROOT, 'apps/server/Dockerfile'), 'utf8'))?.[1];
+    assert.deepEqual(
+      froms.filter((f) => !f?.startsWith('quay.io/keycloak/')),
+      [nodeBase],
+    );
     const build = steps.find((s) => s.instruction === 'RUN' && s.args.includes('kc.sh build'));
     assert.ok(build, 'kc.sh build at image build time');
     const flags = build.args.split(/\s+/).filter((a) => a.startsWith('--'));
@@ -561,20 +574,65 @@ describe('Keycloak', () => {
       '--import-realm',
     ]);
     assert.equal(steps.filter((s) => s.instruction === 'USER').at(-1)?.args, '1000');
-    // The realm file it copies exists in the build context and lands where --import-realm reads.
+    // The realm file goes through realm-for-deployment.ts, whose output lands where
+    // --import-realm reads.
     const service = azureYaml.services.keycloak as AzdService;
     const context = join(ROOT, service.project, service.docker?.context ?? '.');
     const copy = steps.find((s) => s.instruction === 'COPY' && !s.args.includes('--from'));
-    const [source, target] = (copy?.args ?? '').split(/\s+/).filter((a) => !a.startsWith('--'));
-    assert.equal(resolve(context, source as string), REALM_FILE);
-    assert.equal(target, `/opt/keycloak/data/import/${basename(REALM_FILE)}`);
-    // .dockerignore keeps it (and only it) in the context.
+    const sources = (copy?.args ?? '').split(/\s+/).filter((a) => !a.startsWith('--'));
+    assert.deepEqual(
+      sources.slice(0, -1).map((source) => resolve(context, source)),
+      [REALM_FILE, join(ROOT, 'keycloak/realm-for-deployment.ts')],
+    );
+    const prepare = steps.find((s) => s.instruction === 'RUN' && s.args.includes('realm-for-deployment.ts'));
+    const output = /> (\S+)$/.exec(prepare?.args ?? '')?.[1];
+    assert.equal(prepare?.args, `node realm-for-deployment.ts ${basename(REALM_FILE)} > ${output}`);
+    const realmCopy = steps.find((s) => s.instruction === 'COPY' && s.args.includes('--from=realm'));
+    assert.match(
+      realmCopy?.args ?? '',
+      new RegExp(` \\S*/${output} /opt/keycloak/data/import/${basename(REALM_FILE)}$`),
+    );
+    // .dockerignore keeps them (and only them) in the context.
     const ignore = readFileSync(join(context, '.dockerignore'), 'utf8');
     assert.match(ignore, /^\*$/m);
     assert.match(ignore, new RegExp(`^!${basename(REALM_FILE)}$`, 'm'));
+    assert.match(ignore, /^!realm-for-deployment\.ts$/m);
     // Runtime options only need what a build cannot bake: no build-time option is set at runtime.
     for (const name of ['KC_DB', 'KC_FEATURES', 'KC_HEALTH_ENABLED'])
       assert.equal(env[name], undefined, `${name} is baked in`);
+  });
+});
+
+describe("the realm Azure's Keycloak imports", () => {
+  const realm = JSON.parse(readFileSync(REALM_FILE, 'utf8')) as {
+    users: { username: string; serviceAccountClientId?: string; credentials?: unknown[] }[];
+    clients: { clientId: string; serviceAccountsEnabled?: boolean }[];
+  };
+  const deployed = realmForDeployment(realm);
+
+  test('has no demo users: alice, bob and carol (whose passwords are in the repository) are left out', () => {
+    assert.ok(
+      realm.users.some((u) => u.credentials?.length),
+      'the realm file does have them (the check can fail)',
+    );
+    assert.deepEqual(
+      deployed.users.filter((u) => u.credentials?.length || !u.serviceAccountClientId),
+      [],
+      'no user with a password, no user that is not a service account',
+    );
+  });
+
+  test("keeps every client's service account and everything else of the realm", () => {
+    assert.deepEqual(
+      deployed.users.map((u) => u.serviceAccountClientId).sort(),
+      realm.clients
+        .filter((c) => c.serviceAccountsEnabled)
+        .map((c) => c.clientId)
+        .sort(),
+    );
+    const { users: _deployedUsers, ...deployedRest } = deployed;
+    const { users: _users, ...rest } = realm;
+    assert.deepEqual(deployedRest, rest);
   });
 });
 

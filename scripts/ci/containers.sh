@@ -55,7 +55,19 @@ trap cleanup EXIT
 
 # The production Keycloak image (Azure's), which compose does not run: built to prove it builds.
 engine build -q -t mcp-auth-stack-keycloak keycloak >/dev/null
-phase "keycloak/Dockerfile built"
+# The realm it imports has the clients' service accounts and no one else: the demo users'
+# passwords are public (keycloak/realm-for-deployment.ts).
+engine run --rm --entrypoint cat mcp-auth-stack-keycloak /opt/keycloak/data/import/realm-mcp.json |
+  node -e 'let text = "";
+    process.stdin.on("data", (chunk) => (text += chunk)).on("end", () => {
+      const users = JSON.parse(text).users ?? [];
+      const people = users.filter((user) => !user.serviceAccountClientId).map((user) => user.username);
+      if (people.length > 0 || users.length === 0) {
+        console.error(`containers: the Keycloak image imports people: ${people.join(", ") || "no users at all"}`);
+        process.exit(1);
+      }
+    });'
+phase "keycloak/Dockerfile built; its realm has no demo users"
 "${compose[@]}" build -q
 phase "server and agent images built"
 engine images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'mcp-auth-stack' || true

@@ -130,6 +130,43 @@ describe('direct: clients register at Keycloak itself', () => {
     );
   });
 
+  test("a person added as the README's Azure section says (a password, the group mcp-users) logs in with the Inspector", async () => {
+    // The deployed realm has no demo users (keycloak/realm-for-deployment.ts): people are made in
+    // the admin console, and the group alone must let them in.
+    const dana = { id: '', username: 'dana', password: 'dana-password-for-this-test', admin: false };
+    const created = await fetch(`${keycloak.url}/admin/realms/mcp/users`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({
+        username: dana.username,
+        enabled: true,
+        email: 'dana@example.com',
+        emailVerified: true,
+        firstName: 'Dana',
+        lastName: 'Demo',
+        credentials: [{ type: 'password', value: dana.password, temporary: false }],
+        groups: ['/mcp-users'],
+      }),
+    });
+    assert.equal(created.status, 201, await created.text());
+    dana.id = await keycloakUserId(keycloak.url, dana.username);
+    await stack.sql.query(
+      `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+       VALUES ($1, '2025-12-01', 4.1, 'food', 'Dana tea', 'cash')`,
+      [dana.id],
+    );
+    const run = await inspectorLogin(dana, { consent: false, clientId: 'vscode-mcp-client' });
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    const result = JSON.parse(run.stdout) as { structuredContent: { expenses: { description: string }[] } };
+    assert.deepEqual(
+      result.structuredContent.expenses.map((e) => e.description),
+      ['Dana tea'],
+    );
+  });
+
   test('tokens that must fail, forged from a real one of this realm: each 401 invalid_token, the real one 200', async () => {
     const issued = await postTokenForm(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
       grant_type: 'client_credentials',
