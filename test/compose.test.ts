@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '@mcp-auth-stack/agent/config';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
-import { CONFIG_VARIABLES, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
+import { CONFIG_VARIABLES, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
 
 /**
@@ -28,6 +28,7 @@ interface Service {
   ports?: string[];
   healthcheck?: { test: string[] | string };
   depends_on?: Record<string, { condition: string }>;
+  stop_grace_period?: string;
 }
 const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as {
   services: Record<string, Service>;
@@ -224,6 +225,18 @@ describe('docker-compose.yml health checks', () => {
       assert.equal(await answering(200, '{"status":"ready"}', check), 0);
     });
   }
+});
+
+describe('stopping', () => {
+  test("the server's stop grace period outlasts its drain and the pool's close, at their defaults", () => {
+    const config = loadConfig({ MCP_AUTH_PROVIDER: 'none', HOST: '127.0.0.1' });
+    const grace = /^(\d+)s$/.exec(server.stop_grace_period ?? '')?.[1];
+    assert.ok(grace, `stop_grace_period in seconds: ${server.stop_grace_period}`);
+    assert.ok(
+      Number(grace) * 1000 > config.shutdownTimeoutMs + config.databaseCloseTimeoutMs,
+      `${grace} s against ${config.shutdownTimeoutMs} + ${config.databaseCloseTimeoutMs} ms`,
+    );
+  });
 });
 
 describe('docker-compose.yml and the Dockerfiles agree', () => {

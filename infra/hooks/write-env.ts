@@ -1,16 +1,21 @@
 /**
  * azd postprovision hook: writes the deployment's URLs and endpoints into the repository's
- * `.env`, inside a marked block it replaces on every run (lines outside it are kept), so a
- * local agent or a test can talk to what was just deployed. Secrets are never written: they
- * stay in Key Vault and the azd environment.
+ * `.env.azure`, inside a marked block it replaces on every run (lines outside it are kept), so a
+ * local agent or a test can talk to what was just deployed (`node --env-file=.env.azure …`).
+ * Not `.env`: docker compose reads that one on its own, and `API_HOST=azure` or the deployed
+ * `MCP_AUTH_PROVIDER` would change the local stack. Secrets are never written: they stay in Key
+ * Vault and the azd environment.
  *
- *   node infra/hooks/write-env.ts [path]   # default: .env at the repository root
+ *   node infra/hooks/write-env.ts [path]   # default: .env.azure at the repository root
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { type AzdEnvironment, azdCli } from './azd.ts';
 
-/** Outputs of infra/azure/main.bicep copied to `.env` (infra/test checks each is an output). */
+/** Where the hook writes by default. */
+export const DEFAULT_ENV_FILE = fileURLToPath(new URL('../../.env.azure', import.meta.url));
+
+/** Outputs of infra/azure/main.bicep copied to the file (infra/test checks each is an output). */
 export const ENV_FILE_OUTPUTS = [
   'MCP_SERVER_URL',
   'MCP_AUTH_PROVIDER',
@@ -69,7 +74,7 @@ export async function writeEnvFile(
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const path = process.argv[2] ?? fileURLToPath(new URL('../../.env', import.meta.url));
+  const path = process.argv[2] ?? DEFAULT_ENV_FILE;
   writeEnvFile(path).then(
     ({ written, summary }) =>
       process.stdout.write(`${summary.map((line) => `${line}\n`).join('')}Wrote ${written.length} values to ${path}\n`),

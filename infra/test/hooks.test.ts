@@ -3,8 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { type AzdEnvironment, azdCli } from '../hooks/azd.ts';
 import {
   ADMIN_ROLE,
@@ -15,7 +16,7 @@ import {
   preprovision,
   type TokenCredentialLike,
 } from '../hooks/entra-app-registration.ts';
-import { BEGIN, deploymentSummary, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
+import { BEGIN, DEFAULT_ENV_FILE, deploymentSummary, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
 import { evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
 const AZURE = new URL('../azure/', import.meta.url);
@@ -359,7 +360,12 @@ describe('the azd CLI adapter and the .env writer', () => {
       'env get-values --output json',
     ]);
 
-    const envFile = join(dir, '.env');
+    // Not the `.env` docker compose reads on its own: API_HOST=azure and the deployed
+    // MCP_AUTH_PROVIDER would change the local stack's agent and server.
+    assert.equal(DEFAULT_ENV_FILE, join(dirname(fileURLToPath(import.meta.url)), '../../.env.azure'));
+    const compose = await readFile(new URL('../../docker-compose.yml', import.meta.url), 'utf8');
+    assert.match(compose, /\$\{MCP_AUTH_PROVIDER:-/, 'compose does substitute what the file holds');
+    const envFile = join(dir, '.env.azure');
     await writeFile(envFile, 'MY_OWN=1\n');
     const { written, summary } = await writeEnvFile(envFile, azd);
     assert.deepEqual(written, ['MCP_SERVER_URL', 'AZURE_KEY_VAULT_NAME']);
