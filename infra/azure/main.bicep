@@ -408,8 +408,11 @@ module keycloak 'modules/container-app.bicep' = {
     maxReplicas: 1
     cpu: '1.0'
     memory: '2Gi'
+    // A first start creates Keycloak's schema and imports the realm on one vCPU and a burstable
+    // database; a startup probe that gives up midway leaves the migration lock held and the next
+    // start waiting on it. Container Apps caps failureThreshold at 10, so the period is long.
     probes: [
-      { type: 'Startup', httpGet: { path: '/health/started', port: 9000 }, initialDelaySeconds: 20, periodSeconds: 10, failureThreshold: 10, timeoutSeconds: 5 }
+      { type: 'Startup', httpGet: { path: '/health/started', port: 9000 }, initialDelaySeconds: 30, periodSeconds: 30, failureThreshold: 10, timeoutSeconds: 5 }
       { type: 'Liveness', httpGet: { path: '/health/live', port: 9000 }, periodSeconds: 20, failureThreshold: 3, timeoutSeconds: 5 }
       { type: 'Readiness', httpGet: { path: '/health/ready', port: 9000 }, periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 5 }
     ]
@@ -440,8 +443,6 @@ var agentEnv = union(
     AZURE_OPENAI_CHAT_DEPLOYMENT: openAi.outputs.chatDeploymentName
     AZURE_CLIENT_ID: agentIdentity.outputs.clientId
     MCP_SERVER_URL: mcpUrl
-    APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.applicationInsightsConnectionString
-    OTEL_SERVICE_NAME: 'mcp-expenses-agent'
   },
   agentMcpAuth[mcpAuthProvider]
 )
