@@ -110,11 +110,24 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   };
 }
 
-/** The URL without its password, for logs and error messages. */
+/**
+ * Query parameters whose value may be a secret. pg takes every query parameter as a connection
+ * setting, so `?password=` and `?sslpassword=` work as well as `user:pass@`; `sslkey` names the
+ * private key's file. Broad on purpose: masking a harmless value costs less than logging a secret.
+ */
+const SECRET_QUERY_PARAMETER = /pass|secret|key|token/i;
+
+/** The URL without its password or other secret query parameters, for logs and error messages. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    // Host, database, sslmode and the like stay readable: they are what an operator checks first.
+    const masked = new URLSearchParams();
+    for (const [name, value] of parsed.searchParams) {
+      masked.append(name, SECRET_QUERY_PARAMETER.test(name) ? '***' : value);
+    }
+    if (parsed.search) parsed.search = masked.toString();
     return parsed.toString();
   } catch {
     return '(unparseable database URL)';

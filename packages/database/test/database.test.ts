@@ -278,3 +278,22 @@ test('redactUrl hides the password', () => {
   assert.equal(redactUrl('postgres://u:secret@h:5432/db'), 'postgres://u:***@h:5432/db');
   assert.equal(redactUrl('not a url'), '(unparseable database URL)');
 });
+
+test('redactUrl hides secrets pg reads from the query string and keeps the rest readable', () => {
+  assert.equal(
+    redactUrl('postgres://app@db.example:5432/expenses?password=hunter2&sslmode=require'),
+    'postgres://app@db.example:5432/expenses?password=***&sslmode=require',
+  );
+  const shown = redactUrl(
+    'postgres://u:inline@h/db?sslmode=verify-full&sslpassword=keypass&sslkey=%2Fsecrets%2Fclient.key&PASSWORD=upper&application_name=api&password=one&password=two',
+  );
+  for (const secret of ['inline', 'keypass', 'client.key', 'upper', 'one', 'two']) {
+    assert.doesNotMatch(shown, new RegExp(secret), shown);
+  }
+  assert.equal(
+    shown,
+    'postgres://u:***@h/db?sslmode=verify-full&sslpassword=***&sslkey=***&PASSWORD=***&application_name=api&password=***&password=***',
+  );
+  // A name spelled with percent-escapes is still recognised once decoded, as pg decodes it.
+  assert.doesNotMatch(redactUrl('postgres://h/db?pass%77ord=escaped'), /escaped/);
+});
