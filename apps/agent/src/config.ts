@@ -276,7 +276,13 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
   try {
     parsed = JSON.parse(raw);
   } catch (error) {
-    throw new ConfigError('MCP_EXTRA_SERVERS', `is not valid JSON (${(error as Error).message})`);
+    // V8's message quotes the input around the error, which here may be part of a header secret:
+    // only the position (digits) goes into ours.
+    const position = /at position (\d+)/.exec((error as Error).message)?.[1];
+    throw new ConfigError(
+      'MCP_EXTRA_SERVERS',
+      `is not valid JSON${position === undefined ? '' : ` (error at character ${position})`}; the value is not shown since its headers may hold secrets`,
+    );
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError('MCP_EXTRA_SERVERS', 'must be a JSON object of name → {"url": …, "headers": {…}}');

@@ -166,6 +166,28 @@ describe('missing or invalid settings name the variable', () => {
       /MCP_EXTRA_SERVERS\.t\.headers/,
     ],
   ];
+  test('extra servers with a JSON typo: the error quotes no part of the value, which may hold a header secret', () => {
+    for (const [value, where] of [
+      ['{"tavily":{"url":"https://mcp.tavily.com/mcp/","headers":{"Authorization":Bearer tvly-dev-5eCr3t}}}', ''],
+      [
+        '{"tavily":{"url":"https://mcp.tavily.com/mcp/","headers":{"Authorization":"Bearer tvly-dev-5eCr3t"}}}}',
+        ' (error at character 101)', // the extra closing brace, the last character
+      ],
+      ['{"tavily":{"headers":{"Authorization":"Bearer tvly-dev-5eCr3t', ' (error at character 61)'], // the end
+    ]) {
+      assert.throws(
+        () => loadConfig({ ...ollama, MCP_EXTRA_SERVERS: value }),
+        (error: Error) => {
+          assert.equal(
+            error.message,
+            `Invalid configuration: MCP_EXTRA_SERVERS is not valid JSON${where}; the value is not shown since its headers may hold secrets`,
+          );
+          assert.doesNotMatch(`${error.stack}`, /tvly|5eCr3t|Bearer/);
+          return true;
+        },
+      );
+    }
+  });
   for (const [name, env, message] of mcpCases) {
     test(name, () => assert.throws(() => loadConfig({ ...ollama, ...env }), message));
   }
