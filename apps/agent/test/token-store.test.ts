@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -28,6 +28,35 @@ test('the token cache is written owner-only (0600 file, 0700 directory) whatever
   } finally {
     process.umask(previous);
   }
+});
+
+test('an existing, looser cache directory is tightened to 0700; its parent is left alone', async () => {
+  const parent = join(root, 'chosen');
+  const directory = join(parent, 'tokens');
+  await mkdir(directory, { recursive: true });
+  await chmod(parent, 0o755);
+  await chmod(directory, 0o755);
+  const store = new TokenStore(directory, 'http://localhost:8000/mcp');
+  await store.save({
+    mcpUrl: 'http://localhost:8000/mcp',
+    tokens: { access_token: 'a', token_type: 'Bearer', refresh_token: 'r' },
+  });
+  assert.equal((await stat(directory)).mode & 0o777, 0o700);
+  assert.equal((await stat(store.file)).mode & 0o777, 0o600);
+  assert.equal((await stat(parent)).mode & 0o777, 0o755, 'only the directory the tokens go in');
+});
+
+test('a shared directory (sticky bit, like /tmp) is refused as the cache, left as it was and not written to', async () => {
+  const shared = join(root, 'shared');
+  await mkdir(shared);
+  await chmod(shared, 0o1777);
+  const store = new TokenStore(shared, 'http://localhost:8000/mcp');
+  await assert.rejects(
+    store.save({ mcpUrl: 'http://localhost:8000/mcp', tokens: { access_token: 'a', token_type: 'Bearer' } }),
+    /token cache directory .*shared is shared \(sticky bit, like \/tmp\); set MCP_CACHE_DIR to a directory of its own/,
+  );
+  assert.equal((await stat(shared)).mode & 0o7777, 0o1777);
+  assert.deepEqual(await readdir(shared), []);
 });
 
 test('one file per MCP server; a damaged file reads as no session', async () => {

@@ -2,10 +2,11 @@
  * What an interactive login leaves behind, per MCP server: the client registration, the tokens
  * and the discovery results. A refresh token is a password-equivalent, so the directory is
  * owner-only (0700) and the file owner-only (0600), written whole through a temporary file so a
- * crash never leaves half a JSON document.
+ * crash never leaves half a JSON document. The directory is MCP_CACHE_DIR itself: one that
+ * already exists is tightened to 0700 too, and a shared one (sticky bit, like /tmp) is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
@@ -28,6 +29,7 @@ export interface StoredSession {
 
 export const FILE_MODE = 0o600;
 export const DIRECTORY_MODE = 0o700;
+const STICKY_BIT = 0o1000;
 
 export class TokenStore {
   readonly file: string;
@@ -58,11 +60,32 @@ export class TokenStore {
 
   async save(session: StoredSession): Promise<void> {
     await mkdir(this.#directory, { recursive: true, mode: DIRECTORY_MODE });
+    await this.#makeDirectoryOwnerOnly();
     const temporary = `${this.file}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(temporary, `${JSON.stringify(session, null, 2)}\n`, { mode: FILE_MODE });
     // The mode given to writeFile is filtered by the umask; make it exact.
     await chmod(temporary, FILE_MODE);
     await rename(temporary, this.file);
+  }
+
+  /** mkdir's mode applies only to directories it creates, and is filtered by the umask. */
+  async #makeDirectoryOwnerOnly(): Promise<void> {
+    const { mode } = await stat(this.#directory);
+    if (mode & STICKY_BIT) {
+      // Tightening /tmp (or any shared directory) to 0700 would lock everyone else out of it.
+      throw new Error(
+        `the token cache directory ${this.#directory} is shared (sticky bit, like /tmp); set MCP_CACHE_DIR to a directory of its own`,
+      );
+    }
+    if ((mode & 0o777) === DIRECTORY_MODE) return;
+    try {
+      await chmod(this.#directory, DIRECTORY_MODE);
+    } catch (error) {
+      throw new Error(
+        `cannot make the token cache directory ${this.#directory} owner-only (${(error as NodeJS.ErrnoException).code}); set MCP_CACHE_DIR to a directory of your own`,
+        { cause: error },
+      );
+    }
   }
 
   async clear(): Promise<void> {
