@@ -21,4 +21,5 @@ export {
   oidcUpstream,
   type Upstream,
   type UpstreamEndpoints,
+  UpstreamUnavailableError,
 } from './upstream.ts';

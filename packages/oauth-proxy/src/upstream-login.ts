@@ -1,10 +1,12 @@
 import { readAnswer } from '@mcp-auth-stack/auth';
+import type { Context } from 'hono';
 import { decodeJwt } from 'jose';
 import type { ProxyContext } from './context.ts';
 import { randomToken, s256 } from './crypto.ts';
 import { OAuthError } from './errors.ts';
+import { failPage } from './responses.ts';
 import type { PendingLogin } from './store.ts';
-import type { UpstreamEndpoints } from './upstream.ts';
+import { type UpstreamEndpoints, UpstreamUnavailableError } from './upstream.ts';
 
 // The leg between the proxy and the upstream identity provider, as the proxy's one fixed client.
 
@@ -31,7 +33,38 @@ export type UpstreamTokenResult =
   | { ok: true; tokens: Record<string, unknown> }
   | { ok: false; error: string; status: number };
 
-/** Stores the login (state, PKCE verifier, nonce) and returns the upstream authorization URL. */
+/**
+ * How long a browser is asked to wait when the upstream cannot be reached. The discovery document
+ * is fetched again on the next request (a failure is not cached), so this only paces retries.
+ */
+export const UPSTREAM_RETRY_AFTER_SECONDS = 10;
+
+/**
+ * The answer to a sign-in step (`/authorize`, the consent form) that needed the upstream while it
+ * cannot be reached: a 503 page with `Retry-After` and one event without a stack, as an outage is
+ * not this server's fault. Any other error is rethrown, to be the 500 it is.
+ */
+export function upstreamUnavailablePage(
+  c: Context,
+  ctx: ProxyContext,
+  error: unknown,
+  step: 'authorize' | 'consent',
+): Response {
+  if (!(error instanceof UpstreamUnavailableError)) throw error;
+  ctx.emit('upstream_unavailable', { step, message: error.message });
+  return failPage(
+    c,
+    'Sign-in unavailable',
+    `${ctx.upstream.displayName} cannot be reached right now. Try again in a minute.`,
+    503,
+    { 'Retry-After': String(UPSTREAM_RETRY_AFTER_SECONDS) },
+  );
+}
+
+/**
+ * Stores the login (state, PKCE verifier, nonce) and returns the upstream authorization URL.
+ * The upstream's endpoints come first: when it cannot be reached, nothing is stored.
+ */
 export async function startUpstreamLogin(ctx: ProxyContext, pending: PendingLogin, browser: string): Promise<string> {
   const { upstream } = ctx;
   const upstreamEndpoints = await upstream.endpoints();

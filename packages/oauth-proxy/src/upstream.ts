@@ -27,7 +27,22 @@ export interface Upstream {
   readonly tokenEndpointAuthMethod: 'client_secret_post' | 'client_secret_basic';
   /** Extra parameters of the upstream authorization request (e.g. `prompt`). */
   readonly authorizeParameters: Readonly<Record<string, string>>;
+  /**
+   * Rejects with `UpstreamUnavailableError` when the provider cannot be reached now (a sign-in
+   * then gets a 503 page); any other rejection is a fault of this server's (500).
+   */
   endpoints(): Promise<UpstreamEndpoints>;
+}
+
+/**
+ * The upstream provider cannot be reached, timed out or answered 5xx/429: its outage, which a
+ * retry later may get past, not a fault of this server or its configuration.
+ */
+export class UpstreamUnavailableError extends Error {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'UpstreamUnavailableError';
+  }
 }
 
 export interface OidcUpstreamOptions {
@@ -68,10 +83,23 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
   let cached: { value: Promise<UpstreamEndpoints>; until: number } | undefined;
 
   async function load(): Promise<UpstreamEndpoints> {
-    const response = await doFetch(rebase(discoveryUrl) as string, {
-      headers: { accept: 'application/json' },
-      signal: AbortSignal.timeout(5_000),
-    });
+    let response: Response;
+    try {
+      response = await doFetch(rebase(discoveryUrl) as string, {
+        headers: { accept: 'application/json' },
+        signal: AbortSignal.timeout(5_000),
+      });
+    } catch (error) {
+      // fetch rejects only for the network (refused, reset, DNS) or the timeout.
+      const reason = ((error as { cause?: { code?: unknown } }).cause?.code ?? (error as Error).name) as string;
+      throw new UpstreamUnavailableError(`The upstream discovery document could not be fetched (${reason}).`, {
+        cause: error,
+      });
+    }
+    if (response.status >= 500 || response.status === 429) {
+      await response.body?.cancel();
+      throw new UpstreamUnavailableError(`The upstream discovery document answered ${response.status}.`);
+    }
     if (!response.ok) throw new Error(`The upstream discovery document answered ${response.status}.`);
     const document = JSON.parse(await readAnswer(response, 'the upstream discovery document')) as Record<
       string,

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
@@ -7,7 +8,7 @@ import { jwtBearerProvider } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
-import { generateSigningKey, isRegisteredRedirectUri } from '../src/index.ts';
+import { generateSigningKey, isRegisteredRedirectUri, oidcUpstream } from '../src/index.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
@@ -694,6 +695,141 @@ describe('consent', () => {
       authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
     );
     assert.equal(page.status, 200);
+  });
+});
+
+describe('upstream outage', () => {
+  /** A port nothing listens on: connecting to it is refused, as to an identity provider that is down. */
+  async function closedPort(): Promise<number> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+  }
+
+  /**
+   * An instance on the fake upstream whose discovery request fails as `outage` says while it is
+   * set, with the events it emitted and the errors that reached the app's error handler.
+   */
+  function withOutage() {
+    const control: { outage: (() => Promise<Response>) | undefined } = { outage: undefined };
+    const events: { event: string; details: Record<string, unknown> }[] = [];
+    const unhandled: unknown[] = [];
+    const proxy = instance(dbA, idp, keys, {
+      upstream: oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+        cacheSeconds: 0, // discovery on every sign-in, so the outage shows at once
+        fetch: (url, init) => (control.outage ? control.outage() : fetch(url, init)),
+      }),
+      onEvent: (event, details) => events.push({ event, details }),
+    });
+    proxy.app.onError((error, c) => {
+      unhandled.push(error);
+      return c.text('Internal Server Error', 500);
+    });
+    return { proxy, control, events, unhandled };
+  }
+
+  async function assertUnavailablePage(response: Response): Promise<void> {
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get('retry-after'), '10');
+    assert.equal(response.headers.get('content-type'), 'text/html; charset=utf-8');
+    assert.equal(response.headers.get('cache-control'), 'no-store');
+    assert.match(response.headers.get('content-security-policy') as string, /default-src 'none'/);
+    assert.match(await response.text(), /Sign-in unavailable[\s\S]*127\.0\.0\.1:\d+ cannot be reached right now/);
+  }
+
+  test('/authorize while the upstream is refused, times out or answers 5xx: a 503 page, one event, nothing stored', async () => {
+    const down = `http://127.0.0.1:${await closedPort()}/realms/upstream/.well-known/openid-configuration`;
+    const outages: [string, () => Promise<Response>, RegExp][] = [
+      ['refused', () => fetch(down), /could not be fetched \(ECONNREFUSED\)/],
+      [
+        'timed out',
+        () => Promise.reject(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+        /could not be fetched \(TimeoutError\)/,
+      ],
+      ['502', async () => new Response('Bad Gateway', { status: 502 }), /answered 502/],
+    ];
+    for (const [name, outage, message] of outages) {
+      const { proxy, control, events, unhandled } = withOutage();
+      const client = await register(proxy.app);
+      events.length = 0; // the registration's
+      control.outage = outage;
+      const page = await new Browser().get(
+        proxy.app,
+        authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+      );
+      await assertUnavailablePage(page);
+      assert.equal(await count('oauth_proxy_consent_requests', 'client_id = $1', [client.client_id]), 0, name);
+      assert.deepEqual(unhandled, [], `${name}: no unhandled error (500, logged with a stack)`);
+      assert.equal(events.length, 1, name);
+      assert.equal(events[0]?.event, 'upstream_unavailable');
+      assert.equal(events[0]?.details.step, 'authorize');
+      assert.match(events[0]?.details.message as string, message);
+      assert.doesNotMatch(JSON.stringify(events), /\bat |proxy-secret/, 'no stack, no secret');
+    }
+  });
+
+  test('/authorize with remembered consent while the upstream is down: 503, no upstream transaction stored', async () => {
+    const browser = new Browser();
+    const { clientId } = await fullLogin({ remember: true, browser });
+    const { proxy, control, unhandled } = withOutage();
+    control.outage = () => Promise.reject(new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } }));
+    const transactions = await count('oauth_proxy_transactions', 'client_id = $1', [clientId]);
+    await assertUnavailablePage(
+      await browser.get(proxy.app, authorizeUrl({ client_id: clientId, code_challenge: pkce().challenge })),
+    );
+    assert.equal(await count('oauth_proxy_transactions', 'client_id = $1', [clientId]), transactions);
+    assert.deepEqual(unhandled, []);
+  });
+
+  test('consent approved while the upstream is down: 503, the request kept for a retry, which then goes upstream', async () => {
+    const { proxy, control, events, unhandled } = withOutage();
+    const client = await register(proxy.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      proxy.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    assert.equal(page.status, 200);
+    const fields = consentFields(await page.text());
+    events.length = 0; // the registration's
+    control.outage = async () => new Response('Service Unavailable', { status: 503 });
+    await assertUnavailablePage(await browser.post(proxy.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' }));
+    assert.equal(await count('oauth_proxy_transactions', 'client_id = $1', [client.client_id]), 0);
+    assert.equal(await count('oauth_proxy_consent_requests', 'client_id = $1', [client.client_id]), 1, 'not used up');
+    assert.deepEqual(
+      events.map(({ event, details }) => [event, details.step]),
+      [['upstream_unavailable', 'consent']],
+    );
+    control.outage = undefined;
+    const retried = await browser.post(proxy.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(retried.status, 302);
+    assert.ok((retried.headers.get('location') as string).startsWith(idp.issuer));
+    assert.equal(await count('oauth_proxy_transactions', 'client_id = $1', [client.client_id]), 1);
+    assert.deepEqual(unhandled, []);
+  });
+
+  test('an upstream that fails otherwise (a 404 discovery URL, a bug) is still a 500, not an outage', async () => {
+    for (const failure of [
+      async () => new Response('Not Found', { status: 404 }),
+      async () => new Response('{"issuer": 1}', { status: 200 }),
+    ]) {
+      const { proxy, control, events, unhandled } = withOutage();
+      const client = await register(proxy.app);
+      events.length = 0; // the registration's
+      control.outage = failure;
+      const page = await proxy.app.request(
+        authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+      );
+      assert.equal(page.status, 500);
+      assert.equal(unhandled.length, 1);
+      assert.deepEqual(events, []);
+      assert.equal(await count('oauth_proxy_consent_requests', 'client_id = $1', [client.client_id]), 0);
+    }
   });
 });
 

@@ -7,7 +7,8 @@ import { PKCE_CHALLENGE, randomToken } from '../crypto.ts';
 import { OAuthError } from '../errors.ts';
 import { consentPage } from '../pages.ts';
 import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts';
-import { startUpstreamLogin } from '../upstream-login.ts';
+import type { UpstreamEndpoints } from '../upstream.ts';
+import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
 /** The requested scopes (all known, no duplicates), or the default scopes when none are asked for. */
 function parseScopes(ctx: ProxyContext, requested: string | undefined): string[] {
@@ -95,11 +96,23 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     };
 
     if (consentRemembered(c, ctx, client.clientId, scopes)) {
-      const location = await startUpstreamLogin(ctx, pending, browser);
+      let location: string;
+      try {
+        location = await startUpstreamLogin(ctx, pending, browser);
+      } catch (error) {
+        return upstreamUnavailablePage(c, ctx, error, 'authorize');
+      }
       ctx.emit('consent_remembered', { client_id: client.clientId });
       return redirect(c, location);
     }
 
+    // Before the consent request is stored: an unreachable upstream leaves nothing behind.
+    let upstreamEndpoints: UpstreamEndpoints;
+    try {
+      upstreamEndpoints = await ctx.upstream.endpoints();
+    } catch (error) {
+      return upstreamUnavailablePage(c, ctx, error, 'authorize');
+    }
     const requestId = randomToken();
     const csrf = randomToken();
     await ctx.store.createConsentRequest({
@@ -110,7 +123,6 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       resource: ctx.resource,
       ttlSeconds: ctx.ttl.login,
     });
-    const upstreamEndpoints = await ctx.upstream.endpoints();
     const nonce = randomToken().slice(0, 22);
     const page = consentPage({
       nonce,

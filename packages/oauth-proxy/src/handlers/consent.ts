@@ -4,7 +4,7 @@ import type { ProxyContext } from '../context.ts';
 import { browserCookie, rememberConsent } from '../cookies.ts';
 import { sha256 } from '../crypto.ts';
 import { failPage, redirect, redirectToClient } from '../responses.ts';
-import { startUpstreamLogin } from '../upstream-login.ts';
+import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
 /**
  * POST /consent: the consent form. Same-origin, the CSRF token of the page and the browser that
@@ -39,6 +39,14 @@ export function consentHandler(ctx: ProxyContext): Handler {
       ctx.emit('consent_csrf_refused', { reason: 'token' });
       return failPage(c, 'Request refused', 'The consent form could not be verified (CSRF check failed).', 403);
     }
+    if (form.get('decision') === 'approve') {
+      // Before the request is used up, so that the same form can be sent again once the outage ends.
+      try {
+        await ctx.upstream.endpoints();
+      } catch (error) {
+        return upstreamUnavailablePage(c, ctx, error, 'consent');
+      }
+    }
     const request = await ctx.store.takeConsentRequest(requestId);
     if (!request) return failPage(c, 'This page has expired', 'The consent request was already answered.');
     if (form.get('decision') !== 'approve') {
@@ -49,18 +57,24 @@ export function consentHandler(ctx: ProxyContext): Handler {
         state: request.client_state,
       });
     }
-    const location = await startUpstreamLogin(
-      ctx,
-      {
-        clientId: request.client_id,
-        redirectUri: request.redirect_uri,
-        redirectUriSent: request.redirect_uri_sent,
-        scopes: request.scopes,
-        clientState: request.client_state,
-        codeChallenge: request.code_challenge,
-      },
-      browser,
-    );
+    let location: string;
+    try {
+      location = await startUpstreamLogin(
+        ctx,
+        {
+          clientId: request.client_id,
+          redirectUri: request.redirect_uri,
+          redirectUriSent: request.redirect_uri_sent,
+          scopes: request.scopes,
+          clientState: request.client_state,
+          codeChallenge: request.code_challenge,
+        },
+        browser,
+      );
+    } catch (error) {
+      // Reachable a moment ago (checked above), gone now: the request is used up, start again.
+      return upstreamUnavailablePage(c, ctx, error, 'consent');
+    }
     if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.scopes);
     ctx.emit('consent_approved', { client_id: request.client_id });
     return redirect(c, location);
