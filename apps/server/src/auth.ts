@@ -292,8 +292,21 @@ async function oauthProxyProvider(
     // 0.0.0.0 included, CIMD is https-only with private and loopback addresses refused.
     development: config.oauthProxy.loopbackBaseUrl && isLoopbackBindAddress(config.host),
     trustForwardedFor: config.trustProxy,
-    onEvent: (event, details) => logger.info(`oauth proxy: ${event}`, details),
+    onEvent: logProxyEvent(logger),
   });
+}
+
+/** Proxy events that need an operator (an outage of the identity provider), logged at `warn`. */
+const PROXY_WARNINGS = new Set(['upstream_unavailable']);
+
+/** The proxy's events as log lines: security events at `info`, outages at `warn`. */
+export function logProxyEvent(
+  logger: Pick<Logger, 'info' | 'warn'>,
+): (event: string, details: Record<string, unknown>) => void {
+  return (event, details) =>
+    PROXY_WARNINGS.has(event)
+      ? logger.warn(`oauth proxy: ${event}`, details)
+      : logger.info(`oauth proxy: ${event}`, details);
 }
 
 interface ProxyKeys {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { firstJanitorPass, upstreamAdmin } from '../src/auth.ts';
+import { firstJanitorPass, logProxyEvent, upstreamAdmin } from '../src/auth.ts';
 
 test('upstreamAdmin: Keycloak granted expenses:admin, or Entra named the expenses-admin app role', () => {
   // Keycloak: the realm grants its expenses:admin scope only to the expenses-admin role.
@@ -64,4 +64,22 @@ test('firstJanitorPass: a slow Keycloak is tried again before the pass is report
   );
   assert.equal(calls, 1, 'a wrong secret is not retried');
   assert.deepEqual(logged, ['keycloak client janitor: failed']);
+});
+
+test('logProxyEvent: an unreachable identity provider is a warning, security events are info', () => {
+  const logged: [string, string, Record<string, unknown>][] = [];
+  const log = logProxyEvent({
+    info: (message, fields = {}) => logged.push(['info', message, fields]),
+    warn: (message, fields = {}) => logged.push(['warn', message, fields]),
+  });
+  log('upstream_unavailable', { step: 'authorize', message: 'The upstream discovery document answered 502.' });
+  log('consent_denied', { client_id: 'c' });
+  assert.deepEqual(logged, [
+    [
+      'warn',
+      'oauth proxy: upstream_unavailable',
+      { step: 'authorize', message: 'The upstream discovery document answered 502.' },
+    ],
+    ['info', 'oauth proxy: consent_denied', { client_id: 'c' }],
+  ]);
 });
