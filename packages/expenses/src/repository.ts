@@ -109,8 +109,9 @@ export class ExpenseRepository {
       count: number;
     }>({
       // One pass: GROUPING SETS gives the grand total, per category and per month together.
+      // sum() of numeric(12, 2) keeps two decimals and has no upper bound: no cast that could overflow.
       text: `SELECT category, to_char(date, 'YYYY-MM') AS month,
-                    sum(amount)::numeric(14, 2)::text AS total, count(*)::int AS count
+                    sum(amount)::text AS total, count(*)::int AS count
              FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
@@ -136,7 +137,7 @@ export class ExpenseRepository {
   /** Across all users, for administrators: per-category counts, totals and distinct users. */
   async stats(range: Pick<ExpenseFilter, 'start_date' | 'end_date'> = {}): Promise<UsageStats> {
     const { rows } = await this.#pool.query<{ category: Category | null; total: string; count: number; users: number }>(
-      `SELECT category, sum(amount)::numeric(14, 2)::text AS total, count(*)::int AS count,
+      `SELECT category, sum(amount)::text AS total, count(*)::int AS count,
               count(DISTINCT user_id)::int AS users
        FROM expenses
        WHERE ($1::date IS NULL OR date >= $1::date) AND ($2::date IS NULL OR date <= $2::date)

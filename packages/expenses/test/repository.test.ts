@@ -66,6 +66,44 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     ]);
   });
 
+  test('totals past 999,999,999,999.99 stay exact: a million maximal expenses do not break the summary or the statistics', async () => {
+    // What one user can reach through add_user_expense: 1,000,000 calls of the largest amount,
+    // written here in one statement. Writing and summing a million rows can take longer than
+    // the default statement timeout on a busy machine, so this test has its own pool.
+    const big = await openDatabase({ url: testDb.url, queryTimeoutMs: 120_000 });
+    try {
+      await big.pool.query(
+        `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+         SELECT 'whale', '2099-01-01', 1000000, 'other', 'x', 'cash' FROM generate_series(1, 1000000)`,
+      );
+      const bigRepo = new ExpenseRepository(big.pool);
+      // The cent shows the total keeps its two decimals.
+      await bigRepo.add('whale', expense({ date: '2099-01-02', amount: 0.01, category: 'food' }));
+      const range = { start_date: '2099-01-01', end_date: '2099-12-31' };
+
+      assert.deepEqual(await bigRepo.summary('whale', range), {
+        total: '1000000000000.01',
+        count: 1_000_001,
+        by_category: [
+          { category: 'other', total: '1000000000000.00', count: 1_000_000 },
+          { category: 'food', total: '0.01', count: 1 },
+        ],
+        by_month: [{ month: '2099-01', total: '1000000000000.01', count: 1_000_001 }],
+      });
+      assert.deepEqual(await bigRepo.stats(range), {
+        total: '1000000000000.01',
+        count: 1_000_001,
+        users: 1,
+        by_category: [
+          { category: 'food', total: '0.01', count: 1, users: 1 },
+          { category: 'other', total: '1000000000000.00', count: 1_000_000, users: 1 },
+        ],
+      });
+    } finally {
+      await big.close();
+    }
+  });
+
   test('the list limit is capped', async () => {
     assert.equal((await repo.list('nobody', { limit: MAX_LIST_LIMIT * 10 })).length, 0);
     for (let i = 0; i < 3; i++) await repo.add('many', expense());
