@@ -225,24 +225,56 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     }
   });
 
-  test('a database failure is a plain tool error; the details go to the log only', async () => {
-    // A real error from Postgres: the table is gone for the length of one call.
+  test('a database error is a plain tool error that does not suggest retrying; the details go to the log only', async () => {
+    // A real error from Postgres that no retry can fix: the table is gone for the length of the calls.
     await stack.sql.query('ALTER TABLE expenses RENAME TO expenses_away');
-    let result: CallToolResult;
+    let added: CallToolResult;
+    let summary: CallToolResult;
     try {
-      result = await add(bob, valid);
+      added = await add(bob, valid);
+      summary = await call(bob, 'get_spending_summary');
     } finally {
       await stack.sql.query('ALTER TABLE expenses_away RENAME TO expenses');
     }
+    assert.equal(added.isError, true);
+    assert.equal(
+      text(added),
+      'The expenses database could not carry out this request because of an error on the server; trying again will not help. The error is logged for the server operator. Check get_user_expenses to see whether the expense was added.',
+    );
+    assert.equal(summary.isError, true);
+    assert.equal(
+      text(summary),
+      'The expenses database could not carry out this request because of an error on the server; trying again will not help. The error is logged for the server operator.',
+    );
+    for (const result of [added, summary]) assert.doesNotMatch(text(result), /try again in a moment|did not answer/i);
+    const logged = stack.logs.filter((line) => line.includes('"msg":"storage failed"'));
+    assert.match(
+      logged.find((line) => line.includes('"operation":"add_user_expense"')) ?? '',
+      /relation \\"expenses\\" does not exist/,
+    );
+    assert.match(
+      logged.find((line) => line.includes('"operation":"get_spending_summary"')) ?? '',
+      /relation \\"expenses\\" does not exist/,
+    );
+  });
+
+  test('a database too slow to answer is a tool error that says to retry, and how to retry a write safely', async () => {
+    // The table is locked until the server's statement timeout (5 s) cancels the insert: an outage for the caller.
+    const locker = await stack.sql.connect();
+    let result: CallToolResult;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE expenses IN ACCESS EXCLUSIVE MODE');
+      result = await add(bob, valid);
+    } finally {
+      await locker.query('ROLLBACK');
+      locker.release();
+    }
     assert.equal(result.isError, true);
-    // A failed write also says how to retry it without storing it twice.
     assert.equal(
       text(result),
       'The expenses database did not answer. Try again in a moment. The expense may or may not have been added: retry with the same idempotency_key (it will not be added twice), or check get_user_expenses before retrying without one.',
     );
-    const logged = stack.logs.find((line) => line.includes('"msg":"storage failed"')) ?? '';
-    assert.match(logged, /"operation":"add_user_expense"/);
-    assert.match(logged, /relation \\"expenses\\" does not exist/);
   });
 
   test('a start date after the end date', async () => {

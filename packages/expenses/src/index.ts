@@ -9,6 +9,7 @@ export {
   type ExpensesServerOptions,
   holds,
   STORAGE_ERROR_MESSAGE,
+  STORAGE_FAILURE_MESSAGE,
 } from './mcp-server.ts';
 export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
 export * from './model.ts';

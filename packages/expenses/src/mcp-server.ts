@@ -1,4 +1,5 @@
 import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
+import { isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -54,14 +55,31 @@ export interface ExpensesServerOptions {
  */
 export const SDK_OUTPUT_CHECK = 'validateToolOutput';
 
-/** What a caller reads when the database failed: nothing internal. */
+/** What a caller reads when the database was unreachable, overloaded or too slow: nothing internal. */
 export const STORAGE_ERROR_MESSAGE = 'The expenses database did not answer. Try again in a moment.';
 
 /**
- * A write that failed on the way back may have been stored: say how to retry without a double.
+ * What a caller reads when the database answered with an error (a bug or a broken schema, not an
+ * outage): a retry would fail the same way, so it does not suggest one. Nothing internal either.
  */
-const ADD_RETRY_HINT =
-  ' The expense may or may not have been added: retry with the same idempotency_key (it will not be added twice), or check get_user_expenses before retrying without one.';
+export const STORAGE_FAILURE_MESSAGE =
+  'The expenses database could not carry out this request because of an error on the server; trying again will not help. The error is logged for the server operator.';
+
+/** What a failed write adds to the message, for an outage and for any other error. */
+interface WriteHints {
+  unavailable: string;
+  failed: string;
+}
+
+/**
+ * A write that failed on the way back may have been stored: say how to retry without a double;
+ * after any other error, say how to find out instead of suggesting a retry.
+ */
+const ADD_HINTS: WriteHints = {
+  unavailable:
+    ' The expense may or may not have been added: retry with the same idempotency_key (it will not be added twice), or check get_user_expenses before retrying without one.',
+  failed: ' Check get_user_expenses to see whether the expense was added.',
+};
 
 const RECENT_RESOURCE_LIMIT = 20;
 
@@ -118,12 +136,19 @@ const scopesMeta = (tool: string) => ({ 'mcp-auth-stack/required-scopes': EXPENS
  * argument, and every query is scoped to that caller.
  */
 export function createExpensesServer(repository: ExpenseRepository, options: ExpensesServerOptions = {}): McpServer {
-  const stored = async <T>(operation: string, work: () => Promise<T>, hint = ''): Promise<T> => {
+  const stored = async <T>(
+    operation: string,
+    work: () => Promise<T>,
+    hints: WriteHints = { unavailable: '', failed: '' },
+  ): Promise<T> => {
     try {
       return await work();
     } catch (error) {
       options.onStorageError?.(error, operation);
-      throw new Error(STORAGE_ERROR_MESSAGE + hint);
+      // Only an outage is worth retrying; "did not answer" for a failing statement would send
+      // the caller into retries that can never succeed.
+      if (isDatabaseUnavailable(error)) throw new Error(STORAGE_ERROR_MESSAGE + hints.unavailable);
+      throw new Error(STORAGE_FAILURE_MESSAGE + hints.failed);
     }
   };
   const server = new McpServer(
@@ -167,10 +192,10 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     async ({ idempotency_key: key, ...input }, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
       if (key === undefined) {
-        const added = await stored('add_user_expense', () => repository.add(userId, input), ADD_RETRY_HINT);
+        const added = await stored('add_user_expense', () => repository.add(userId, input), ADD_HINTS);
         return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
       }
-      const outcome = await stored('add_user_expense', () => repository.addOnce(userId, input, key), ADD_RETRY_HINT);
+      const outcome = await stored('add_user_expense', () => repository.addOnce(userId, input, key), ADD_HINTS);
       if ('conflict' in outcome) {
         return toolError(
           `The idempotency_key ${JSON.stringify(key)} was already used for a different expense (${outcome.conflict.id}: ${describeExpense(outcome.conflict)}); nothing was added. Use a new key for a new expense.`,
