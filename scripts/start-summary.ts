@@ -16,6 +16,8 @@ export interface SummaryInput {
   keycloakRegistration?: KeycloakRegistration | undefined;
   /** Shown once, when `pnpm start` created it. */
   demoKey?: string | undefined;
+  /** Key mode without any key, and none created (stdout is not a terminal): say how to make one. */
+  noKeysYet?: boolean | undefined;
   demoUser?: string;
 }
 
@@ -36,6 +38,11 @@ export function connectLines(config: SummaryInput): string[] {
       lines.push(
         `  Demo key for "${config.demoUser}" (shown once; only its hash is stored):`,
         `    ${config.demoKey}`,
+        '',
+      );
+    } else if (config.noKeysYet) {
+      lines.push(
+        `  No API key yet (a key is printed only on a terminal). Create one: pnpm keys create --user ${config.demoUser}`,
         '',
       );
     }

@@ -5,8 +5,8 @@
  * the MCP server in `keycloak` mode on the embedded database. MCP_AUTH_PROVIDER=oauth_proxy
  * starts the same Keycloak as the upstream of the server's OAuth proxy (its `mcp-oauth-proxy`
  * client), unless OAUTH_PROXY_UPSTREAM_DISCOVERY_URL names another. MCP_AUTH_PROVIDER=key or none
- * runs that mode alone, without Keycloak. In key mode the first run creates a demo key and
- * shows it once.
+ * runs that mode alone, without Keycloak. In key mode the first run on a terminal creates a demo
+ * key and shows it once; without a terminal it says how to create one.
  *
  * Variables of its own (besides the server's): KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT,
  * KEYCLOAK_DATA_DIR. On a terminal the server's JSON request logs go to $DATA_DIR/server.log,
@@ -159,6 +159,7 @@ if (wholeStack) {
 }
 
 let demoKey: string | undefined;
+let noKeysYet = false;
 if (config.authMode === 'key') {
   const database = await openAppDatabase(config, 'tool').catch((error: unknown) => {
     process.stderr.write(
@@ -168,10 +169,17 @@ if (config.authMode === 'key') {
   });
   try {
     const store = new ApiKeyStore(database.pool);
-    if ((await store.countActive()) === 0) {
-      demoKey = (
-        await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes: [...EXPENSE_USER_SCOPES] })
-      ).secret;
+    // Only where no key ever existed: keys all revoked (after a leak, say) must stay that way.
+    // And only for a person at a terminal: a pipe or a log collector would keep the secret, and
+    // a key nobody saw would be of no use.
+    if (!(await store.hasAny())) {
+      if (process.stdout.isTTY) {
+        demoKey = (
+          await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes: [...EXPENSE_USER_SCOPES] })
+        ).secret;
+      } else {
+        noKeysYet = true;
+      }
     }
   } finally {
     await database.close();
@@ -236,7 +244,12 @@ if (keycloak) {
     `  Demo users            ${DEMO_USERS.map((user) => `${user.username} / ${user.password}`).join(', ')}   (demo only)`,
   );
 }
-lines.push('', ...connectLines({ ...config, demoKey, demoUser: DEMO_USER }), '  Ctrl-C stops everything.', '');
+lines.push(
+  '',
+  ...connectLines({ ...config, demoKey, noKeysYet, demoUser: DEMO_USER }),
+  '  Ctrl-C stops everything.',
+  '',
+);
 process.stdout.write(`${lines.join('\n')}\n`);
 
 /**

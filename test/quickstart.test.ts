@@ -92,24 +92,41 @@ interface Running {
   child: ChildProcess;
   output: () => string;
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Run on a pseudo-terminal: Ctrl-C is typed into it. */
+  terminal: boolean;
 }
 
-/** Starts a README line as a terminal would: its own process group, in the clone. */
-function run(clone: string, command: Command, extraEnv: Record<string, string>): Running {
+/**
+ * Starts a README line as a terminal would: its own process group, in the clone. With
+ * `terminal`, on a real pseudo-terminal (`script`), for what a person at a terminal sees: what
+ * `pnpm start` shows only there (a demo key). `exec`: script runs the line through `sh -c`.
+ */
+function run(
+  clone: string,
+  command: Command,
+  extraEnv: Record<string, string>,
+  { terminal = false }: { terminal?: boolean } = {},
+): Running {
   const [program, ...args] = command.argv;
-  const child = spawn(program as string, args, {
+  const options = {
     cwd: clone,
     env: { ...userEnvironment(), ...extraEnv, ...command.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
-  });
+  };
+  // The words hold no quote (parse refuses them): single quotes keep each one word.
+  const child = terminal
+    ? spawn('script', ['-qfec', `exec ${command.argv.map((word) => `'${word}'`).join(' ')}`, '/dev/null'], {
+        ...options,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      })
+    : spawn(program as string, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (chunk) => (output += chunk));
   child.stderr?.on('data', (chunk) => (output += chunk));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
-  return { child, output: () => output, exit };
+  return { child, output: () => output, exit, terminal };
 }
 
 async function completes(clone: string, command: Command, extraEnv: Record<string, string> = {}): Promise<string> {
@@ -130,10 +147,14 @@ async function untilSummary(running: Running, timeoutMs = 540_000): Promise<stri
   return running.output();
 }
 
-/** Ctrl-C: SIGINT to the whole foreground process group (pnpm, node, its children). */
+/**
+ * Ctrl-C: SIGINT to the whole foreground process group (pnpm, node, its children); on a
+ * pseudo-terminal, ^C typed into it, which its driver turns into that SIGINT.
+ */
 async function ctrlC(running: Running): Promise<Stopped> {
   if (running.child.exitCode === null && running.child.signalCode === null) {
-    process.kill(-(running.child.pid as number), 'SIGINT');
+    if (running.terminal) running.child.stdin?.write('\x03');
+    else process.kill(-(running.child.pid as number), 'SIGINT');
   }
   const { code } = await running.exit;
   return { code, output: running.output() };
@@ -378,12 +399,13 @@ describe("the README's Quick start, in a fresh clone", () => {
     );
 
     let stopped: Stopped;
-    const first = run(clone, keyStart, portEnv);
+    // In a terminal, as a person runs it: only there does pnpm start show a key.
+    const first = run(clone, keyStart, portEnv, { terminal: true });
     let demoKey = '';
     try {
       const summary = await untilSummary(first);
       assert.match(summary, new RegExp(`Expenses MCP server +${mcpUrl} +\\(auth: key\\)`));
-      demoKey = /Demo key for "demo-user".*\n\s+(mcpk_\S+)/.exec(summary)?.[1] ?? '';
+      demoKey = /Demo key for "demo-user".*\r?\n\s+(mcpk_\S+)/.exec(summary)?.[1] ?? '';
       assert.ok(demoKey, `a demo key is printed once:\n${summary}`);
       const demo = await withKey(mcpUrl, demoKey);
       try {
@@ -437,7 +459,7 @@ describe("the README's Quick start, in a fresh clone", () => {
     }
     stoppedCleanly(stopped);
 
-    const second = run(clone, keyStart, portEnv);
+    const second = run(clone, keyStart, portEnv, { terminal: true });
     try {
       const summary = await untilSummary(second);
       assert.doesNotMatch(summary, /Demo key/, 'the demo key was shown once');

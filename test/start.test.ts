@@ -68,10 +68,10 @@ async function interrupt(child: ChildProcess): Promise<number | null> {
  * receives the Ctrl-C may die of it (exit 130) whatever pnpm does; a user's interactive shell
  * does not.
  */
-async function onTerminal(command: string, prefix: string) {
+async function onTerminal(command: string, prefix: string, reuse?: { dataDir: string }) {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const port = await freePort();
-  const dataDir = join(dir, 'data');
+  const dataDir = reuse?.dataDir ?? join(dir, 'data');
   const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
   const child = spawn('script', ['-qfec', `exec ${command}`, '/dev/null'], {
     cwd: ROOT,
@@ -91,6 +91,29 @@ async function onTerminal(command: string, prefix: string) {
     typeCtrlC: () => child.stdin?.write('\x03'),
     remove: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/** Waits for `pnpm start`'s summary on the terminal, or fails with what it printed. */
+async function untilTerminalSummary(terminal: Awaited<ReturnType<typeof onTerminal>>): Promise<string> {
+  for (let waited = 0; !terminal.output().includes('Ctrl-C stops everything.'); waited += 200) {
+    if (waited > 120_000 || terminal.child.exitCode !== null) throw new Error(`no summary:\n${terminal.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return terminal.output();
+}
+
+/** `pnpm keys <args>` on this DATA_DIR: its exit code and output. */
+async function keys(dataDir: string, ...args: string[]): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ['apps/server/src/keys-cli.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, output };
 }
 
 const answers = (url: string) =>
@@ -158,17 +181,62 @@ describe('pnpm start', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('MCP_AUTH_PROVIDER=key runs the server alone, and a second run shows no new key', async () => {
+  test('MCP_AUTH_PROVIDER=key without a terminal: the server alone, no key created or printed, the summary says how to create one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-key-'));
-    const env = { PORT: String(await freePort()), DATA_DIR: join(dir, 'data'), MCP_AUTH_PROVIDER: 'key' };
+    const dataDir = join(dir, 'data');
+    const env = { PORT: String(await freePort()), DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' };
     const first = await start(env);
-    assert.doesNotMatch(first.output(), /Keycloak/);
-    assert.match(first.output(), /Demo key for "demo-user"/);
-    assert.equal(await interrupt(first.child), 0);
-    const second = await start(env);
-    assert.doesNotMatch(second.output(), /Demo key/, 'the key was shown once');
-    assert.equal(await interrupt(second.child), 0);
+    try {
+      assert.doesNotMatch(first.output(), /Keycloak/);
+      // stdout is a pipe here: whatever reads it (a log collector) must not get a secret.
+      assert.doesNotMatch(first.output(), /mcpk_|Demo key/);
+      assert.match(first.output(), /No API key yet .*Create one: pnpm keys create --user demo-user/);
+    } finally {
+      assert.equal(await interrupt(first.child), 0);
+    }
+    assert.deepEqual(await keys(dataDir, 'list'), { code: 0, output: 'No keys.\n' }, 'no key nobody saw');
     await rm(dir, { recursive: true, force: true });
+  });
+
+  test('MCP_AUTH_PROVIDER=key on a terminal: the first run shows a demo key once; no later run makes another, even with every key revoked', async () => {
+    const first = await onTerminal('pnpm start', 'mcp-start-key-tty-');
+    let demoKey = '';
+    try {
+      const summary = await untilTerminalSummary(first);
+      demoKey = /Demo key for "demo-user".*\r?\n\s+(mcpk_\S+)/.exec(summary)?.[1] ?? '';
+      assert.ok(demoKey, `a demo key is shown:\n${summary}`);
+      const listed = await fetch(`http://127.0.0.1:${first.port}/mcp`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${demoKey}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      });
+      assert.equal(listed.status, 200, 'the demo key works');
+    } finally {
+      first.typeCtrlC();
+    }
+    assert.equal(await first.exited, 0, first.output());
+    assert.doesNotMatch(await readFile(join(first.dataDir, 'server.log'), 'utf8'), /mcpk_/, 'not in the request log');
+
+    // What an operator does after a leak: revoke every key.
+    const id = /(key_[0-9a-f]+) +demo-user/.exec((await keys(first.dataDir, 'list')).output)?.[1] ?? '';
+    assert.equal((await keys(first.dataDir, 'revoke', id)).code, 0);
+
+    const second = await onTerminal('pnpm start', 'mcp-start-key-tty-', { dataDir: first.dataDir });
+    try {
+      assert.doesNotMatch(await untilTerminalSummary(second), /Demo key|mcpk_/, 'no new key after a revocation');
+    } finally {
+      second.typeCtrlC();
+    }
+    assert.equal(await second.exited, 0, second.output());
+    const listed = (await keys(first.dataDir, 'list')).output;
+    assert.equal(listed.match(/key_[0-9a-f]+/g)?.length, 1, `still the one revoked key:\n${listed}`);
+    assert.match(listed, /demo-user .* revoked /);
+    await first.remove();
+    await second.remove();
   });
 
   test('a program on [::1] at the port is found before anything starts: localhost may reach it first', async () => {
@@ -214,10 +282,7 @@ describe('pnpm start', () => {
   test('on a terminal: request logs go to $DATA_DIR/server.log, not through the summary; a typed Ctrl-C exits 0 and pnpm stays quiet', async () => {
     const terminal = await onTerminal('pnpm start', 'mcp-start-tty-');
     try {
-      for (let waited = 0; !terminal.output().includes('Ctrl-C stops everything.'); waited += 200) {
-        if (waited > 120_000 || terminal.child.exitCode !== null) throw new Error(`no summary:\n${terminal.output()}`);
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
+      await untilTerminalSummary(terminal);
       assert.ok(await answers(`http://127.0.0.1:${terminal.port}/health`));
       assert.match(terminal.output(), new RegExp(`Request log +${join(terminal.dataDir, 'server.log')}`));
     } finally {

@@ -149,6 +149,12 @@ export class ApiKeyStore {
     return rowCount === 1;
   }
 
+  /** Whether any key was ever created here, revoked ones included. */
+  async hasAny(): Promise<boolean> {
+    const { rows } = await this.#pool.query<{ any: boolean }>('SELECT EXISTS (SELECT 1 FROM api_keys) AS any');
+    return rows[0]?.any ?? false;
+  }
+
   async countActive(): Promise<number> {
     const { rows } = await this.#pool.query<{ count: number }>(
       'SELECT count(*)::int AS count FROM api_keys WHERE revoked_at IS NULL',
