@@ -4,12 +4,19 @@ import { EXPENSE_SCOPES, EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { ConfigError, loadConfig } from './config.ts';
 import { openAppDatabase } from './database.ts';
 
+/** What a key can meaningfully carry: the scopes the expenses tools check. */
+const KEY_SCOPES: readonly string[] = Object.values(EXPENSE_SCOPES);
+
 const USAGE = `Manage API keys for MCP_AUTH_PROVIDER=key.
 
 Usage:
   pnpm keys create --user <id> [--name <label>] [--scope <scope>]...
       Creates a key and prints it once, on the last line. Only its hash is stored.
-      Scopes default to ${EXPENSE_USER_SCOPES.join(' ')}; add --scope ${EXPENSE_SCOPES.admin} for statistics.
+      Scopes a key can carry: ${KEY_SCOPES.join(', ')}. Without --scope it gets
+      ${EXPENSE_USER_SCOPES.join(' and ')}; each --scope replaces that default, so name them all:
+      ${[...EXPENSE_USER_SCOPES, EXPENSE_SCOPES.admin].map((scope) => `--scope ${scope}`).join(' ')}
+      for a user who also sees the statistics. The user id and name are plain text: no
+      control, bidirectional or invisible characters.
   pnpm keys list [--user <id>]
       Lists keys (never the keys themselves): id, user, name, scopes, created, last used, status.
   pnpm keys revoke <key-id>
@@ -36,6 +43,18 @@ async function main(argv: string[]): Promise<number> {
   });
 
   if (command === 'create' && !values.user) return usage('create needs --user <id>');
+  if ((command === 'create' || command === 'list') && positionals.length > 0) {
+    // `create --user alice laptop` would otherwise drop "laptop" without a word.
+    return usage(
+      `${command} takes no arguments besides its options; got ${positionals.map((word) => JSON.stringify(word)).join(' ')}`,
+    );
+  }
+  const unknownScopes = (values.scope ?? []).filter((scope) => !KEY_SCOPES.includes(scope));
+  if (unknownScopes.length > 0) {
+    return usage(
+      `unknown scope ${unknownScopes.map((scope) => JSON.stringify(scope)).join(', ')}: a key can carry ${KEY_SCOPES.join(', ')}`,
+    );
+  }
   if (command === 'revoke' && positionals.length !== 1) return usage('revoke needs exactly one key id');
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
 

@@ -118,6 +118,53 @@ describe('the server process on the embedded database, with the keys CLI beside 
     assert.ok(!listed.stdout.includes(key.slice(5)));
   });
 
+  test('keys create refuses unknown scopes, stray arguments and user ids or names that misread; nothing is stored', async () => {
+    const listed = async () => (await keysCli(['list'], env())).stdout;
+    const before = await listed();
+    const refusals: [string, string[], RegExp][] = [
+      [
+        'a scope no tool checks',
+        ['--scope', 'expenses:delete'],
+        /unknown scope "expenses:delete": a key can carry expenses:read, expenses:write, expenses:admin/,
+      ],
+      [
+        "the realm's audience scope, which means nothing on a key",
+        ['--scope', 'mcp:access'],
+        /unknown scope "mcp:access"/,
+      ],
+      [
+        'a known scope beside an unknown one',
+        ['--scope', 'expenses:read', '--scope', 'admin'],
+        /unknown scope "admin"/,
+      ],
+      ['a name given without --name', ['laptop'], /create takes no arguments besides its options; got "laptop"/],
+      ['a control character in the name', ['--name', 'lap\ntop'], /name must not contain control characters/],
+      ['an escape sequence in the name', ['--name', 'x\u001b[2Jy'], /name must not contain control characters/],
+      [
+        'a right-to-left override in the name',
+        ['--name', 'Lunch \u202Egnp.exe'],
+        /name must not contain bidirectional controls/,
+      ],
+    ];
+    for (const [what, extra, message] of refusals) {
+      const result = await keysCli(['create', '--user', 'mallory', ...extra], env());
+      assert.notEqual(result.code, 0, what);
+      assert.match(result.stderr, message, what);
+      assert.equal(result.stdout, '', `${what}: no key printed`);
+    }
+    for (const [what, user] of [
+      ['a control character', 'eve\u0007'],
+      ['a zero-width space', 'ali\u200Bce'],
+    ]) {
+      const result = await keysCli(['create', '--user', user as string], env());
+      assert.notEqual(result.code, 0, what);
+      assert.match(result.stderr, /user id must not contain/, what as string);
+    }
+    assert.equal(await listed(), before, 'no key was stored');
+    // The usage says what --scope does to the default.
+    assert.match((await keysCli(['help'], env())).stdout, /each --scope replaces that default/);
+  });
+
   test('keys revoke takes effect on the next request', async () => {
     const revoked = await keysCli(['revoke', keyId], env());
     assert.equal(revoked.code, 0, revoked.stderr);

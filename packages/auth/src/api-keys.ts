@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Migration } from '@mcp-auth-stack/database';
 import type pg from 'pg';
+import { misleadingTextProblem } from './plain-text.ts';
 
 /**
  * API keys: 256 random bits behind a recognisable prefix (so secret scanners can find a
@@ -118,6 +119,11 @@ export class ApiKeyStore {
     const userId = input.userId.trim();
     if (userId.length === 0 || userId.length > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
     if (input.name !== undefined && input.name.length > 100) throw new Error('A key name is at most 100 characters.');
+    // Both are printed by `pnpm keys list` and logged with each request: they must read as what they are.
+    const userIdProblem = misleadingTextProblem(userId);
+    if (userIdProblem) throw new Error(`A key's user id ${userIdProblem}: ${JSON.stringify(userId)}`);
+    const nameProblem = input.name === undefined ? undefined : misleadingTextProblem(input.name);
+    if (nameProblem) throw new Error(`A key's name ${nameProblem}: ${JSON.stringify(input.name)}`);
     const scopes = [...new Set(input.scopes ?? [])];
     for (const scope of scopes) {
       if (!SCOPE_PATTERN.test(scope)) throw new Error(`Not a valid scope: ${JSON.stringify(scope)}`);

@@ -1,5 +1,6 @@
 import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
+import { DECEPTIVE_CHARACTERS } from './plain-text.ts';
 
 /*
  * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
@@ -10,8 +11,6 @@ import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
 const MAX_REDIRECT_URIS = 10;
 /** A registration is a flat object of strings and lists of strings; 8 levels leaves room for `jwks`. */
 export const MAX_REGISTRATION_DEPTH = 8;
-/** Bidirectional controls, zero-width and invisible characters, the BOM, unpaired surrogates. */
-const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
 /**
  * Members naming a URL the identity provider itself would fetch or call (Keycloak fetches
  * `sector_identifier_uri` during registration, `jwks_uri` and `request_uris` later, and POSTs to

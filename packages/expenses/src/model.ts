@@ -1,3 +1,4 @@
+import { misleadingTextProblem } from '@mcp-auth-stack/auth';
 import { z } from 'zod';
 
 export const CATEGORIES = ['food', 'transport', 'entertainment', 'shopping', 'gadget', 'other'] as const;
@@ -24,16 +25,8 @@ export const calendarDate = z
   );
 
 /**
- * Characters that make text read differently from what it holds: bidirectional overrides and
- * isolates (U+202E shows "txt.exe" as "exe.txt"), zero-width and invisible ones, the BOM, and
- * unpaired surrogates (which storage would silently turn into U+FFFD). Joiners (U+200C, U+200D)
- * stay allowed: emoji sequences and several scripts need them.
- */
-const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
-
-/**
  * What was bought: one line a person wrote, without control characters (Postgres text refuses
- * NUL) or characters that would make it read as something else.
+ * NUL) or characters that would make it read as something else (`misleadingTextProblem`).
  */
 export const expenseDescription = z
   .string()
@@ -41,8 +34,9 @@ export const expenseDescription = z
   .min(1)
   .max(MAX_DESCRIPTION_LENGTH)
   .regex(/^\P{Cc}*$/u, 'must not contain control characters')
-  .refine((text) => !DECEPTIVE_CHARACTERS.test(text), {
-    message: 'must not contain bidirectional controls, invisible characters or unpaired surrogates',
+  .superRefine((text, context) => {
+    const problem = misleadingTextProblem(text);
+    if (problem) context.addIssue({ code: 'custom', message: problem });
   });
 
 /**
