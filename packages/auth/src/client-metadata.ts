@@ -1,6 +1,6 @@
 import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
-import { DECEPTIVE_CHARACTERS } from './plain-text.ts';
+import { DECEPTIVE_KINDS, hasDeceptiveCharacters } from './plain-text.ts';
 
 /*
  * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
@@ -53,11 +53,11 @@ export function checkRegistration(body: unknown): { error: string; description: 
   if (members.subject_type !== undefined && members.subject_type !== 'public') {
     return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
   }
-  if (typeof members.client_name === 'string' && DECEPTIVE_CHARACTERS.test(members.client_name)) {
+  if (typeof members.client_name === 'string' && hasDeceptiveCharacters(members.client_name)) {
     // The name is shown on consent pages: it must read as what it is.
     return {
       error: 'invalid_client_metadata',
-      description: 'client_name must not contain bidirectional controls, invisible characters or unpaired surrogates.',
+      description: `client_name must not contain ${DECEPTIVE_KINDS}.`,
     };
   }
   const grantTypes = members.grant_types ?? CLIENT_GRANT_TYPES;

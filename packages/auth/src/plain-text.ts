@@ -1,10 +1,30 @@
 /**
- * Characters that make text read differently from what it holds: bidirectional overrides and
- * isolates (U+202E shows "txt.exe" as "exe.txt"), zero-width and invisible ones, the BOM, and
+ * Characters that make text read differently from what it holds: every format character
+ * (\p{Cf}: bidirectional overrides and isolates, U+202E shows "txt.exe" as "exe.txt"; zero-width
+ * ones; the BOM; the soft hyphen; TAG characters, which carry text no one sees), line and
+ * paragraph separators (a new line inside "one line"), the Hangul fillers (blank letters) and
  * unpaired surrogates (which storage would silently turn into U+FFFD). Joiners (U+200C, U+200D)
  * stay allowed: emoji sequences and several scripts need them.
  */
-export const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF\p{Cs}]/u;
+const DECEPTIVE_CHARACTERS = /(?![\u200C\u200D])[\p{Cf}\p{Zl}\p{Zp}\p{Cs}\u115F\u1160\u3164\uFFA0]/u;
+
+/**
+ * A subdivision flag (UTS #51 emoji tag sequence): the black flag, a subdivision id in TAG
+ * characters (a region, two letters or three digits, then one to four letters or digits: "gbsct"),
+ * CANCEL TAG. The flags of England, Scotland and Wales are written so; TAG characters anywhere
+ * else, or spelling anything longer, are hidden text.
+ */
+const FLAG_TAG_SEQUENCE =
+  /\u{1F3F4}(?:[\u{E0061}-\u{E007A}]{2}|[\u{E0030}-\u{E0039}]{3})[\u{E0030}-\u{E0039}\u{E0061}-\u{E007A}]{1,4}\u{E007F}/gu;
+
+/** What the refusals name. */
+export const DECEPTIVE_KINDS =
+  'bidirectional controls, invisible characters, line or paragraph separators or unpaired surrogates';
+
+/** Whether `text` holds a character that makes it read as something else (above). */
+export function hasDeceptiveCharacters(text: string): boolean {
+  return DECEPTIVE_CHARACTERS.test(text.replace(FLAG_TAG_SEQUENCE, '\u{1F3F4}'));
+}
 
 /**
  * Why `text` is not plain text a person wrote (control characters, or characters that make it
@@ -13,8 +33,6 @@ export const DECEPTIVE_CHARACTERS = /[\u061C\u200B\u200E\u200F\u202A-\u202E\u206
  */
 export function misleadingTextProblem(text: string): string | undefined {
   if (/\p{Cc}/u.test(text)) return 'must not contain control characters';
-  if (DECEPTIVE_CHARACTERS.test(text)) {
-    return 'must not contain bidirectional controls, invisible characters or unpaired surrogates';
-  }
+  if (hasDeceptiveCharacters(text)) return `must not contain ${DECEPTIVE_KINDS}`;
   return undefined;
 }
