@@ -38,10 +38,15 @@ function quote(value: string): string {
   return /^[\w./:@%+,-]*$/.test(value) ? value : JSON.stringify(value);
 }
 
+/** `text` without this hook's block; lines of one's own stay. */
+function withoutBlock(text: string): string {
+  const pattern = new RegExp(`${BEGIN.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\s\\S]*?${END}\\n?`, 'g');
+  return text.replace(pattern, '').replace(/\n*$/, '');
+}
+
 /** The file's new text: `existing` without its old block, plus the new block. */
 export function renderEnvFile(existing: string, values: Record<string, string>): string {
-  const pattern = new RegExp(`${BEGIN.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\s\\S]*?${END}\\n?`, 'g');
-  const kept = existing.replace(pattern, '').replace(/\n*$/, '');
+  const kept = withoutBlock(existing);
   const lines = [
     BEGIN,
     // A local agent then uses the deployed model without keys (your azd/az login).
@@ -73,11 +78,32 @@ export async function writeEnvFile(
   return { path, written: ENV_FILE_OUTPUTS.filter((name) => values[name]), summary: deploymentSummary(values) };
 }
 
+/**
+ * Takes this hook's block out of `path` (the `.env` it wrote before it wrote `.env.azure`, which
+ * docker compose would keep reading). Whether there was one.
+ */
+export async function removeBlock(path: string): Promise<boolean> {
+  const existing = await readFile(path, 'utf8').catch(() => undefined);
+  if (existing === undefined || !existing.includes(BEGIN)) return false;
+  const kept = withoutBlock(existing);
+  await writeFile(path, kept ? `${kept}\n` : '');
+  return true;
+}
+
+/** Where the hook wrote before `.env.azure`. */
+const FORMER_ENV_FILE = fileURLToPath(new URL('../../.env', import.meta.url));
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const path = process.argv[2] ?? DEFAULT_ENV_FILE;
-  writeEnvFile(path).then(
-    ({ written, summary }) =>
-      process.stdout.write(`${summary.map((line) => `${line}\n`).join('')}Wrote ${written.length} values to ${path}\n`),
+  Promise.all([writeEnvFile(path), process.argv[2] ? false : removeBlock(FORMER_ENV_FILE)]).then(
+    ([{ written, summary }, removed]) =>
+      process.stdout.write(
+        `${summary.map((line) => `${line}\n`).join('')}Wrote ${written.length} values to ${path}\n${
+          removed
+            ? `Removed the block an earlier azd provision wrote to ${FORMER_ENV_FILE} (docker compose reads that file).\n`
+            : ''
+        }`,
+      ),
     (error: unknown) => {
       process.stderr.write(`${(error as Error).message}\n`);
       process.exit(1);

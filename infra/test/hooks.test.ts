@@ -16,7 +16,15 @@ import {
   preprovision,
   type TokenCredentialLike,
 } from '../hooks/entra-app-registration.ts';
-import { BEGIN, DEFAULT_ENV_FILE, deploymentSummary, END, renderEnvFile, writeEnvFile } from '../hooks/write-env.ts';
+import {
+  BEGIN,
+  DEFAULT_ENV_FILE,
+  deploymentSummary,
+  END,
+  removeBlock,
+  renderEnvFile,
+  writeEnvFile,
+} from '../hooks/write-env.ts';
 import { evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
 
 const AZURE = new URL('../azure/', import.meta.url);
@@ -379,6 +387,13 @@ describe('the azd CLI adapter and the .env writer', () => {
     // Idempotent: a second run replaces its block.
     await writeEnvFile(envFile, azd);
     assert.equal(await readFile(envFile, 'utf8'), text);
+    // The block an earlier version wrote to `.env` comes out; one's own lines stay.
+    const former = join(dir, '.env');
+    await writeFile(former, text);
+    assert.equal(await removeBlock(former), true);
+    assert.equal(await readFile(former, 'utf8'), 'MY_OWN=1\n');
+    assert.equal(await removeBlock(former), false);
+    assert.equal(await removeBlock(join(dir, 'missing.env')), false);
   });
 
   test('azd up ends by printing where the deployment answers', () => {
