@@ -16,8 +16,11 @@ export interface SummaryInput {
   keycloakRegistration?: KeycloakRegistration | undefined;
   /** Shown once, when `pnpm start` created it. */
   demoKey?: string | undefined;
-  /** Key mode without any key, and none created (stdout is not a terminal): say how to make one. */
-  noKeysYet?: boolean | undefined;
+  /**
+   * Key mode without an active key: none ever made and none created (stdout is not a terminal),
+   * or every key revoked (pnpm start does not make another). Either way, say how to make one.
+   */
+  missingKey?: 'never-made' | 'all-revoked' | undefined;
   demoUser?: string;
 }
 
@@ -40,11 +43,12 @@ export function connectLines(config: SummaryInput): string[] {
         `    ${config.demoKey}`,
         '',
       );
-    } else if (config.noKeysYet) {
-      lines.push(
-        `  No API key yet (a key is printed only on a terminal). Create one: pnpm keys create --user ${config.demoUser}`,
-        '',
-      );
+    } else if (config.missingKey) {
+      const why =
+        config.missingKey === 'never-made'
+          ? 'No API key yet (a key is printed only on a terminal).'
+          : 'No active API key: every key is revoked.';
+      lines.push(`  ${why} Create one: pnpm keys create --user ${config.demoUser}`, '');
     }
     lines.push(
       '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',

@@ -159,7 +159,7 @@ if (wholeStack) {
 }
 
 let demoKey: string | undefined;
-let noKeysYet = false;
+let missingKey: 'never-made' | 'all-revoked' | undefined;
 if (config.authMode === 'key') {
   const database = await openAppDatabase(config, 'tool').catch((error: unknown) => {
     process.stderr.write(
@@ -178,8 +178,10 @@ if (config.authMode === 'key') {
           await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes: [...EXPENSE_USER_SCOPES] })
         ).secret;
       } else {
-        noKeysYet = true;
+        missingKey = 'never-made';
       }
+    } else if ((await store.countActive()) === 0) {
+      missingKey = 'all-revoked';
     }
   } finally {
     await database.close();
@@ -246,7 +248,7 @@ if (keycloak) {
 }
 lines.push(
   '',
-  ...connectLines({ ...config, demoKey, noKeysYet, demoUser: DEMO_USER }),
+  ...connectLines({ ...config, demoKey, missingKey, demoUser: DEMO_USER }),
   '  Ctrl-C stops everything.',
   '',
 );

@@ -227,7 +227,9 @@ describe('pnpm start', () => {
 
     const second = await onTerminal('pnpm start', 'mcp-start-key-tty-', { dataDir: first.dataDir });
     try {
-      assert.doesNotMatch(await untilTerminalSummary(second), /Demo key|mcpk_/, 'no new key after a revocation');
+      const summary = await untilTerminalSummary(second);
+      assert.doesNotMatch(summary, /Demo key|mcpk_/, 'no new key after a revocation');
+      assert.match(summary, /No active API key: every key is revoked\. Create one: pnpm keys create --user demo-user/);
     } finally {
       second.typeCtrlC();
     }
