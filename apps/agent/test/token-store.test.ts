@@ -46,6 +46,20 @@ test('an existing, looser cache directory is tightened to 0700; its parent is le
   assert.equal((await stat(parent)).mode & 0o777, 0o755, 'only the directory the tokens go in');
 });
 
+test('a looser directory holding other files (MCP_CACHE_DIR=~, say) is refused, not made owner-only', async () => {
+  const home = join(root, 'home');
+  await mkdir(home);
+  await writeFile(join(home, '.bashrc'), '# mine\n');
+  await chmod(home, 0o755);
+  const store = new TokenStore(home, 'http://localhost:8000/mcp');
+  await assert.rejects(
+    store.save({ mcpUrl: 'http://localhost:8000/mcp', tokens: { access_token: 'a', token_type: 'Bearer' } }),
+    /token cache directory .*home is not owner-only and holds other files \(\.bashrc\); set MCP_CACHE_DIR/,
+  );
+  assert.equal((await stat(home)).mode & 0o777, 0o755);
+  assert.deepEqual(await readdir(home), ['.bashrc']);
+});
+
 test('a shared directory (sticky bit, like /tmp) is refused as the cache, left as it was and not written to', async () => {
   const shared = join(root, 'shared');
   await mkdir(shared);

@@ -3,10 +3,11 @@
  * and the discovery results. A refresh token is a password-equivalent, so the directory is
  * owner-only (0700) and the file owner-only (0600), written whole through a temporary file so a
  * crash never leaves half a JSON document. The directory is MCP_CACHE_DIR itself: one that
- * already exists is tightened to 0700 too, and a shared one (sticky bit, like /tmp) is refused.
+ * already exists is tightened to 0700 too when it holds only the cache's files; a looser one
+ * holding anything else, or a shared one (sticky bit, like /tmp), is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
@@ -30,6 +31,8 @@ export interface StoredSession {
 export const FILE_MODE = 0o600;
 export const DIRECTORY_MODE = 0o700;
 const STICKY_BIT = 0o1000;
+/** What the store writes: one session file per MCP server, and its temporary while written. */
+const CACHE_FILE = /^session-[0-9a-f]{16}\.json(\.[0-9a-f]{8}\.tmp)?$/;
 
 export class TokenStore {
   readonly file: string;
@@ -78,6 +81,14 @@ export class TokenStore {
       );
     }
     if ((mode & 0o777) === DIRECTORY_MODE) return;
+    // Tighten only a directory that is the cache's alone: MCP_CACHE_DIR=~ (or `.`) must not
+    // quietly make a home or a checkout owner-only.
+    const others = (await readdir(this.#directory)).filter((name) => !CACHE_FILE.test(name));
+    if (others.length > 0) {
+      throw new Error(
+        `the token cache directory ${this.#directory} is not owner-only and holds other files (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''}); set MCP_CACHE_DIR to a directory of its own`,
+      );
+    }
     try {
       await chmod(this.#directory, DIRECTORY_MODE);
     } catch (error) {
