@@ -49,16 +49,15 @@ export function upstreamUnavailablePage(
   ctx: ProxyContext,
   error: unknown,
   step: 'authorize' | 'consent',
+  { requestUsedUp = false }: { requestUsedUp?: boolean } = {},
 ): Response {
   if (!(error instanceof UpstreamUnavailableError)) throw error;
   ctx.emit('upstream_unavailable', { step, message: error.message });
-  return failPage(
-    c,
-    'Sign-in unavailable',
-    `${ctx.upstream.displayName} cannot be reached right now. Try again in a minute.`,
-    503,
-    { 'Retry-After': String(UPSTREAM_RETRY_AFTER_SECONDS) },
-  );
+  // Once the consent request is used up, sending this page's form again would find it expired.
+  const next = requestUsedUp ? 'Start the sign-in again from your application in a minute.' : 'Try again in a minute.';
+  return failPage(c, 'Sign-in unavailable', `${ctx.upstream.displayName} cannot be reached right now. ${next}`, 503, {
+    'Retry-After': String(UPSTREAM_RETRY_AFTER_SECONDS),
+  });
 }
 
 /**

@@ -777,6 +777,13 @@ describe('upstream outage', () => {
     const browser = new Browser();
     const { clientId } = await fullLogin({ remember: true, browser });
     const { proxy, control, unhandled } = withOutage();
+    // The remembered consent is honoured by this instance: without the outage it goes upstream at once.
+    const before = await browser.get(
+      proxy.app,
+      authorizeUrl({ client_id: clientId, code_challenge: pkce().challenge }),
+    );
+    assert.equal(before.status, 302);
+    assert.ok((before.headers.get('location') as string).startsWith(idp.issuer));
     control.outage = () => Promise.reject(new TypeError('fetch failed', { cause: { code: 'ECONNREFUSED' } }));
     const transactions = await count('oauth_proxy_transactions', 'client_id = $1', [clientId]);
     await assertUnavailablePage(

@@ -73,7 +73,7 @@ export function consentHandler(ctx: ProxyContext): Handler {
       );
     } catch (error) {
       // Reachable a moment ago (checked above), gone now: the request is used up, start again.
-      return upstreamUnavailablePage(c, ctx, error, 'consent');
+      return upstreamUnavailablePage(c, ctx, error, 'consent', { requestUsedUp: true });
     }
     if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.scopes);
     ctx.emit('consent_approved', { client_id: request.client_id });
