@@ -1,21 +1,62 @@
-/**
- * Characters that make text read differently from what it holds: every format character
- * (\p{Cf}: bidirectional overrides and isolates, U+202E shows "txt.exe" as "exe.txt"; zero-width
- * ones; the BOM; the soft hyphen; TAG characters, which carry text no one sees), line and
- * paragraph separators (a new line inside "one line"), the Hangul fillers (blank letters) and
- * unpaired surrogates (which storage would silently turn into U+FFFD). Joiners (U+200C, U+200D)
- * stay allowed: emoji sequences and several scripts need them.
+/*
+ * One rule for text people read (expense descriptions, OAuth client names, API key labels): it
+ * must read as what it holds. Above all, no text a model reads but a person does not see.
+ *
+ * How: first the few invisible characters that real text needs are removed where they belong
+ * (ALLOWED_IN_CONTEXT below), then whatever invisible character is left refuses the text. Each
+ * step is one regular expression over the whole text: descriptions are checked on every write.
  */
-const DECEPTIVE_CHARACTERS = /(?![\u200C\u200D])[\p{Cf}\p{Zl}\p{Zp}\p{Cs}\u115F\u1160\u3164\uFFA0]/u;
 
 /**
- * A subdivision flag (UTS #51 emoji tag sequence): the black flag, a subdivision id in TAG
- * characters (a region, two letters or three digits, then one to four letters or digits: "gbsct"),
- * CANCEL TAG. The flags of England, Scotland and Wales are written so; TAG characters anywhere
- * else, or spelling anything longer, are hidden text.
+ * A character that shows something: not white space, not a control or format character, not
+ * default-ignorable (what a renderer draws as nothing: joiners, variation selectors, TAG
+ * characters, the Hangul fillers, unassigned code points reserved as ignorable) and not the blank
+ * Braille pattern U+2800. Combining marks count: they show on their base letter.
  */
-const FLAG_TAG_SEQUENCE =
-  /\u{1F3F4}(?:[\u{E0061}-\u{E007A}]{2}|[\u{E0030}-\u{E0039}]{3})[\u{E0030}-\u{E0039}\u{E0061}-\u{E007A}]{1,4}\u{E007F}/gu;
+const VISIBLE = String.raw`[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cc}\p{Cf}\p{Cs}\u2800]`;
+
+/**
+ * The three RGI subdivision flags (UTS #51), the only use of TAG characters anyone sees: the
+ * black flag, "gbeng", "gbsct" or "gbwls" in TAG letters, CANCEL TAG. Any other TAG run spells
+ * text no one sees (six hidden letters per flag, chained, spell an instruction to a model).
+ */
+const RGI_SUBDIVISION_FLAG =
+  /\u{1F3F4}\u{E0067}\u{E0062}(?:\u{E0065}\u{E006E}\u{E0067}|\u{E0073}\u{E0063}\u{E0074}|\u{E0077}\u{E006C}\u{E0073})\u{E007F}/gu;
+
+/**
+ * Invisible characters that real text needs, in the one place they do something; anywhere else
+ * each carries hidden bits (one variation selector is a byte, joiners spell binary):
+ * - one VS15/VS16 (U+FE0E text, U+FE0F emoji style) right after a visible character: the red
+ *   heart is 2764 FE0F, the keycap one 0031 FE0F 20E3;
+ * - one ideographic variation selector (U+E0100-E01EF) right after an ideograph: 845B E0100 is
+ *   a particular glyph of that ideograph (an Ideographic Variation Sequence);
+ * - ZWNJ or ZWJ (U+200C, U+200D) between two visible characters, a VS15/VS16 counting as part
+ *   of the character before it (the rainbow flag is 1F3F3 FE0F 200D 1F308): emoji sequences,
+ *   Persian, the Indic scripts. Never first, last or two in a row.
+ * The lookarounds see the text as it was, so removing one match never makes the next one fit.
+ * Each alternative matches its character first and then looks back over it (the `.`): the
+ * engine looks around only at those few characters, not at every position (ten times faster).
+ */
+const ALLOWED_IN_CONTEXT = new RegExp(
+  [
+    String.raw`[\uFE0E\uFE0F](?<=${VISIBLE}.)`,
+    String.raw`[\u{E0100}-\u{E01EF}](?<=\p{Ideographic}.)`,
+    String.raw`[\u200C\u200D](?<=${VISIBLE}[\uFE0E\uFE0F]?.)(?=${VISIBLE})`,
+  ].join('|'),
+  'gu',
+);
+
+/**
+ * What is left that makes text read differently from what it holds: every format character
+ * (\p{Cf}: bidirectional overrides and isolates, U+202E shows "txt.exe" as "exe.txt"; zero-width
+ * ones; the BOM; the soft hyphen; TAG characters), every default-ignorable code point (variation
+ * selectors, U+034F, the Mongolian free variation selectors, the Hangul fillers, the unassigned
+ * ones a future Unicode may use), line and paragraph separators (a new line inside "one line")
+ * and unpaired surrogates (which storage would silently turn into U+FFFD).
+ */
+const DECEPTIVE_CHARACTERS = /[\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\p{Cs}]/u;
+
+const HAS_VISIBLE = new RegExp(VISIBLE, 'u');
 
 /** What the refusals name. */
 export const DECEPTIVE_KINDS =
@@ -23,16 +64,20 @@ export const DECEPTIVE_KINDS =
 
 /** Whether `text` holds a character that makes it read as something else (above). */
 export function hasDeceptiveCharacters(text: string): boolean {
-  return DECEPTIVE_CHARACTERS.test(text.replace(FLAG_TAG_SEQUENCE, '\u{1F3F4}'));
+  // The flag becomes its black flag, so a joiner or selector after it still has a visible neighbour.
+  const allowedRemoved = text.replace(RGI_SUBDIVISION_FLAG, '\u{1F3F4}').replace(ALLOWED_IN_CONTEXT, '');
+  return DECEPTIVE_CHARACTERS.test(allowedRemoved);
 }
 
 /**
- * Why `text` is not plain text a person wrote (control characters, or characters that make it
- * read as something else), or undefined when it is. The rule of expense descriptions and of the
- * user ids and names of API keys.
+ * Why `text` is not plain text a person wrote (control characters, characters that make it read
+ * as something else, or nothing to see at all), or undefined when it is. The rule of expense
+ * descriptions, OAuth client names and the user ids and names of API keys.
  */
 export function misleadingTextProblem(text: string): string | undefined {
   if (/\p{Cc}/u.test(text)) return 'must not contain control characters';
   if (hasDeceptiveCharacters(text)) return `must not contain ${DECEPTIVE_KINDS}`;
+  // "\u2800" or spaces alone pass a length check but show nothing.
+  if (!HAS_VISIBLE.test(text)) return 'must contain at least one visible character';
   return undefined;
 }

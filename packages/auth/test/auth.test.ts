@@ -92,6 +92,10 @@ describe('API keys on a real PostgreSQL server', () => {
     await assert.rejects(store.create({ userId: 'u', scopes: ['has space'] }), /Not a valid scope/);
     await assert.rejects(store.create({ userId: 'u', scopes: ['quote"'] }), /Not a valid scope/);
     await assert.rejects(store.create({ userId: 'u', name: 'n'.repeat(101) }), /name/);
+    // The plain-text rule: nothing hidden, something visible.
+    await assert.rejects(store.create({ userId: 'al\u200D\u200Dice' }), /user id must not contain/);
+    await assert.rejects(store.create({ userId: '\u2800' }), /user id must contain at least one visible character/);
+    await assert.rejects(store.create({ userId: 'u', name: 'laptop\uFE00\uFE01' }), /name must not contain/);
     assert.equal((await store.list()).length, before);
   });
 

@@ -26,7 +26,8 @@ export const calendarDate = z
 
 /**
  * What was bought: one line a person wrote, without control characters (Postgres text refuses
- * NUL) or characters that would make it read as something else (`misleadingTextProblem`).
+ * NUL) or characters that would make it read as something else, and with something to see
+ * (`misleadingTextProblem`).
  */
 export const expenseDescription = z
   .string()

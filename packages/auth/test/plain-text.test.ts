@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DECEPTIVE_KINDS, misleadingTextProblem } from '../src/plain-text.ts';
+
+// The rule of text people read (descriptions, client names, key labels). Each list is checked
+// whole, so a failure names every case that went the wrong way.
+
+/** `text` spelled in TAG characters: invisible, but a model reads it. */
+const tags = (text: string) =>
+  [...text].map((c) => String.fromCodePoint(0xe0000 + (c.codePointAt(0) as number))).join('');
+const flag = (subdivision: string) => `\u{1F3F4}${tags(subdivision)}\u{E007F}`;
+/** Bytes hidden as variation selectors (U+FE00-FE0F for 0-15, U+E0100-E01EF for 16-255). */
+const selectors = (bytes: number[]) =>
+  bytes.map((b) => String.fromCodePoint(b < 16 ? 0xfe00 + b : 0xe0100 + b - 16)).join('');
+
+const invisible = `must not contain ${DECEPTIVE_KINDS}`;
+
+test('hidden text and invisible characters are refused', () => {
+  const refused: [string, string][] = [
+    ['TAG text after a black flag, six letters a flag, chained', `${flag('ignore')}${flag('allpre')}${flag('vious')}`],
+    ['a well-formed subdivision flag that is not England, Scotland or Wales', `Trip ${flag('usca')}`],
+    ['a subdivision flag of three digits', flag('fr123')],
+    ['an RGI flag with more TAG text after it', `${flag('gbeng')}${tags('run')}`],
+    ['TAG text without a flag', `Lunch${tags('IGNORE PREVIOUS')}`],
+    [
+      'bytes hidden in variation selectors after an emoji',
+      `Lunch 😀${selectors([0x69, 0x67, 0x6e, 0x6f, 0x72, 0x65])}`,
+    ],
+    ['a run of VS1-VS16 after a letter', `Lunch${selectors([1, 2, 3, 4])}`],
+    ['two emoji-style selectors in a row', 'Heart \u2764\uFE0F\uFE0F'],
+    ['VS16 after a space', 'Lunch \uFE0F'],
+    ['VS16 first', '\uFE0FLunch'],
+    ['an ideographic variation selector after a Latin letter', 'Lunch\u{E0100}'],
+    ['two ideographic variation selectors after an ideograph', '\u845B\u{E0100}\u{E0101}'],
+    ['a run of joiners between two letters (bits)', 'Lu\u200D\u200C\u200D\u200C\u200Cnch'],
+    ['a leading joiner', '\u200DLunch'],
+    ['a trailing joiner', 'Lunch\u200D'],
+    ['a trailing non-joiner', 'Lunch\u200C'],
+    ['a joiner next to a space', 'Lunch \u200D with'],
+    ['the combining grapheme joiner U+034F', 'Lu\u034Fnch'],
+    ['the Khmer inherent vowel U+17B4', 'Lunch\u17B4'],
+    ['a Mongolian free variation selector U+180B', 'Lunch\u180B'],
+    ['the unassigned default-ignorable U+2065', 'Lunch\u2065'],
+    ['the reserved U+FFF0', 'Lunch\uFFF0'],
+    ['the reserved U+E0000', 'Lunch\u{E0000}'],
+    ['a right-to-left override', 'Lunch \u202Egnp.exe'],
+    ['a zero-width space', 'Zero\u200Bwidth'],
+    ['a soft hyphen', 'Lu\u00ADnch'],
+    ['a line separator', 'Lunch\u2028more'],
+    ['the Hangul filler', 'Lunch\u3164'],
+    ['an unpaired surrogate', 'Lone \ud800'],
+  ];
+  const wrong = refused.filter(([, text]) => misleadingTextProblem(text) !== invisible).map(([what]) => what);
+  assert.deepEqual(wrong, []);
+});
+
+test('text that shows nothing is refused', () => {
+  const refused: [string, string][] = [
+    ['a joiner alone', '\u200D'],
+    ['VS16 alone', '\uFE0F'],
+    ['an ideographic variation selector alone', '\u{E0100}'],
+    ['the blank Braille pattern', '\u2800'],
+    ['blank Braille patterns and spaces', ' \u2800\u2800 '],
+    ['an ideographic space', '\u3000'],
+    ['the Hangul filler alone', '\u3164'],
+  ];
+  const wrong = refused.filter(([, text]) => misleadingTextProblem(text) === undefined).map(([what]) => what);
+  assert.deepEqual(wrong, []);
+  assert.equal(misleadingTextProblem('\u2800'), 'must contain at least one visible character');
+});
+
+test('control characters are refused as such', () => {
+  for (const text of ['x\u001b[2Jy', 'a\rb', 'a\u0000b', 'a\u0085b', 'a\nb']) {
+    assert.equal(misleadingTextProblem(text), 'must not contain control characters', JSON.stringify(text));
+  }
+});
+
+test('flags, emoji sequences, variation sequences and scripts that need joiners pass', () => {
+  const accepted: [string, string][] = [
+    ['England, Scotland and Wales', `${flag('gbeng')} ${flag('gbsct')} ${flag('gbwls')}`],
+    ['three flags in a row', `${flag('gbeng')}${flag('gbsct')}${flag('gbwls')}`],
+    ['the rainbow flag (VS16 then ZWJ)', '\u{1F3F3}\uFE0F\u200D\u{1F308}'],
+    ['the pirate flag', '\u{1F3F4}\u200D\u2620\uFE0F'],
+    ['a family', '\u{1F468}\u200D\u{1F469}\u200D\u{1F467}'],
+    ['a skin tone', '\u{1F44D}\u{1F3FD}'],
+    ['a keycap', '1\uFE0F\u20E3'],
+    ['a red heart (emoji style)', '\u2764\uFE0F'],
+    ['a heart in text style', '\u2764\uFE0E'],
+    ['an Ideographic Variation Sequence', '\u845B\u{E0100}'],
+    ['Persian with ZWNJ', 'می\u200Cخواهم'],
+    ['Devanagari with ZWJ', 'क्\u200Dष'],
+    ['Devanagari with ZWNJ', 'क्\u200Cष'],
+    ['accented Latin', 'Crème brûlée, Smørrebrød, Ärger'],
+    ['Hangul syllables', '한국어 식사'],
+    ['a description with emoji', 'Café with the family \u{1F468}\u200D\u{1F469}\u200D\u{1F467} \u2764\uFE0F'],
+  ];
+  const wrong = accepted
+    .filter(([, text]) => misleadingTextProblem(text) !== undefined)
+    .map(([what, text]) => `${what}: ${misleadingTextProblem(text)}`);
+  assert.deepEqual(wrong, []);
+});
