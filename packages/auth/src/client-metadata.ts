@@ -1,6 +1,6 @@
 import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
-import { DECEPTIVE_KINDS, hasDeceptiveCharacters } from './plain-text.ts';
+import { misleadingTextProblem } from './plain-text.ts';
 
 /*
  * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
@@ -53,13 +53,9 @@ export function checkRegistration(body: unknown): { error: string; description: 
   if (members.subject_type !== undefined && members.subject_type !== 'public') {
     return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
   }
-  if (typeof members.client_name === 'string' && hasDeceptiveCharacters(members.client_name)) {
-    // The name is shown on consent pages: it must read as what it is.
-    return {
-      error: 'invalid_client_metadata',
-      description: `client_name must not contain ${DECEPTIVE_KINDS}.`,
-    };
-  }
+  // The name is shown on consent pages: the one rule of text people read (plain-text.ts).
+  const nameProblem = typeof members.client_name === 'string' ? misleadingTextProblem(members.client_name) : undefined;
+  if (nameProblem) return { error: 'invalid_client_metadata', description: `client_name ${nameProblem}.` };
   const grantTypes = members.grant_types ?? CLIENT_GRANT_TYPES;
   if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => CLIENT_GRANT_TYPES.includes(grant as string))) {
     return {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isRegisteredRedirectUri } from '../src/client-metadata.ts';
+import { checkRegistration, isRegisteredRedirectUri } from '../src/client-metadata.ts';
 
 // The pass-through itself runs against real Keycloak in apps/server/test/mcp-remote.test.ts;
 // this is the redirect URI rule alone.
@@ -27,5 +27,32 @@ test('a redirect URI matches exactly, or on a loopback IP literal in all but the
     'not a url',
   ]) {
     assert.equal(isRegisteredRedirectUri(registered, uri), false, uri);
+  }
+});
+
+test('client_name follows the plain-text rule: controls, hidden text and blank names are refused, naming the problem', () => {
+  const register = (clientName: string) =>
+    checkRegistration({ client_name: clientName, redirect_uris: ['http://127.0.0.1:3000/cb'] });
+  for (const [name, problem] of [
+    ['Good\u001b[2JClient', /^client_name must not contain control characters\.$/],
+    ['Good\rClient', /^client_name must not contain control characters\.$/],
+    ['Good\u0000Client', /^client_name must not contain control characters\.$/],
+    ['Good\u0085Client', /^client_name must not contain control characters\.$/],
+    ['Good\u202Eexe.txt', /^client_name must not contain bidirectional controls, invisible characters/],
+    ['Good\uFE00\uFE01\uFE02', /invisible characters/],
+    ['Good\u200D', /invisible characters/],
+    ['\u2800', /^client_name must contain at least one visible character\.$/],
+  ] as const) {
+    const refused = register(name);
+    assert.equal(refused?.error, 'invalid_client_metadata', JSON.stringify(name));
+    assert.match(refused?.description ?? '', problem, JSON.stringify(name));
+  }
+  for (const name of [
+    'Visual Studio Code',
+    'Family \u{1F468}\u200D\u{1F469}\u200D\u{1F467}',
+    'می\u200Cخواهم',
+    '1\uFE0F\u20E3',
+  ]) {
+    assert.equal(register(name), undefined, JSON.stringify(name));
   }
 });

@@ -90,11 +90,29 @@ describe('oauth proxy: weak points', () => {
     }
   });
 
-  test('client_name with bidi controls, invisible characters or lone surrogates is refused', async () => {
-    for (const name of ['Good\u202Eexe.txt', 'Zero\u200Bwidth', '\u2066Isolate\u2069', 'BOM\uFEFF', 'Lone \ud800']) {
+  test('client_name with control or bidi characters, invisible characters, lone surrogates or nothing visible is refused', async () => {
+    for (const name of [
+      'Good\u202Eexe.txt',
+      'Zero\u200Bwidth',
+      '\u2066Isolate\u2069',
+      'BOM\uFEFF',
+      'Lone \ud800',
+      'Escape\u001b[2J',
+      'Carriage\rreturn',
+      'Nul\u0000byte',
+      'Next\u0085line',
+      'Hidden\uFE00\uFE01\uFE02',
+      '\u2800',
+    ]) {
       const response = await registerRaw({ client_name: name, redirect_uris: ['http://127.0.0.1:3000/cb'] });
       assert.equal(response.status, 400, JSON.stringify(name));
-      assert.equal(((await response.json()) as { error: string }).error, 'invalid_client_metadata');
+      const body = (await response.json()) as { error: string; error_description: string };
+      assert.equal(body.error, 'invalid_client_metadata');
+      assert.match(
+        body.error_description,
+        /^client_name must (not contain|contain at least one visible)/,
+        JSON.stringify(name),
+      );
     }
     const joined = await registerRaw({ client_name: 'Family 👨‍👩‍👧', redirect_uris: ['http://127.0.0.1:3000/cb'] });
     assert.equal(joined.status, 201, 'joiners in emoji stay allowed');
