@@ -773,6 +773,29 @@ describe('upstream outage', () => {
     }
   });
 
+  test("sign-ins refused by an outage do not count against the address's limit", async () => {
+    const control: { outage: boolean } = { outage: true };
+    const limited = instance(dbA, idp, keys, {
+      authorizationsPerMinute: 2,
+      upstream: oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+        cacheSeconds: 0,
+        fetch: (url, init) =>
+          control.outage ? Promise.resolve(new Response('down', { status: 503 })) : fetch(url, init),
+      }),
+    });
+    const client = await register(limited.app);
+    const attempt = () =>
+      new Browser().get(limited.app, authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+    for (let i = 0; i < 4; i++) assert.equal((await attempt()).status, 503, `attempt ${i + 1} during the outage`);
+    control.outage = false;
+    assert.equal((await attempt()).status, 200, 'the first sign-in after the outage gets its consent page');
+    assert.equal((await attempt()).status, 200);
+    assert.equal((await attempt()).status, 429, 'the limit still holds for sign-ins that store something');
+  });
+
   test('/authorize with remembered consent while the upstream is down: 503, no upstream transaction stored', async () => {
     const browser = new Browser();
     const { clientId } = await fullLogin({ remember: true, browser });

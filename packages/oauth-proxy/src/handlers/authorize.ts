@@ -77,6 +77,14 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     } catch (error) {
       return back((error as OAuthError).error, (error as Error).message);
     }
+    // Before the limit: a sign-in the upstream's outage refuses stores nothing, and people
+    // retrying through an outage must not use up their address's sign-ins for after it.
+    let upstreamEndpoints: UpstreamEndpoints;
+    try {
+      upstreamEndpoints = await ctx.upstream.endpoints();
+    } catch (error) {
+      return upstreamUnavailablePage(c, ctx, error, 'authorize');
+    }
     // Each request past this point stores a pending login (a consent request or an upstream
     // transaction) for minutes: an address may not fill the table.
     if (!ctx.limits.authorizations.allow(ctx.addressOf(c))) {
@@ -106,13 +114,6 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       return redirect(c, location);
     }
 
-    // Before the consent request is stored: an unreachable upstream leaves nothing behind.
-    let upstreamEndpoints: UpstreamEndpoints;
-    try {
-      upstreamEndpoints = await ctx.upstream.endpoints();
-    } catch (error) {
-      return upstreamUnavailablePage(c, ctx, error, 'authorize');
-    }
     const requestId = randomToken();
     const csrf = randomToken();
     await ctx.store.createConsentRequest({
