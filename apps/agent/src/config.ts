@@ -6,6 +6,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import {
+  boolean,
   ConfigError,
   type Env,
   httpUrl,
@@ -88,6 +89,12 @@ export interface AgentConfig {
   port: number;
   /** `serve` mode only: when set, `POST /chat` needs `Authorization: Bearer <token>`. */
   chatToken: string | undefined;
+  /**
+   * `serve` mode without a token: `AGENT_CHAT_UNAUTHENTICATED=true` lets `/chat` answer callers
+   * from any address (still no web pages), for a listener the network alone guards (compose
+   * publishes the port on 127.0.0.1). Without it, only connections from loopback.
+   */
+  chatUnauthenticated: boolean;
   logLevel: LogLevel;
 }
 
@@ -119,6 +126,7 @@ export const CONFIG_VARIABLES = [
   'HOST',
   'PORT',
   'AGENT_CHAT_TOKEN',
+  'AGENT_CHAT_UNAUTHENTICATED',
   'LOG_LEVEL',
 ] as const;
 
@@ -149,6 +157,7 @@ export function loadConfig(env: Env = process.env): AgentConfig {
     host: text(env, 'HOST', '127.0.0.1'),
     port: integer(env, 'PORT', 8001, 0, 65535),
     chatToken: optional(env, 'AGENT_CHAT_TOKEN'),
+    chatUnauthenticated: boolean(env, 'AGENT_CHAT_UNAUTHENTICATED', false),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
   };
 }

@@ -5,15 +5,19 @@
  *
  * `/chat` acts with the agent's own credential, so who may call it matters:
  * - with `chatToken`, only callers that send it (a web page cannot know it);
- * - without, only callers on this machine that are not web pages: the `Host` must be a loopback
- *   name (a page that rebinds its own domain to 127.0.0.1 still sends that domain) and there
- *   must be no `Origin` (browsers send one with every POST).
+ * - without, only callers on this machine that are not web pages: the connection must come from
+ *   a loopback address (the `Host` header alone is the caller's to write), carry no forwarding
+ *   header (a reverse proxy on this machine would make every caller local), have a loopback
+ *   `Host` (a page that rebinds its own domain to 127.0.0.1 still sends that domain) and no
+ *   `Origin` (browsers send one with every POST);
+ * - with `chatUnauthenticated`, the same but from any address: for a listener the network alone
+ *   guards (compose's port, published on 127.0.0.1).
  * Always: `Content-Type: application/json` (a page cannot send it cross-site without a CORS
  * preflight, which this service never grants), a body of at most `MAX_CHAT_BODY_BYTES`, and at
  * most `maxConcurrentChats` turns at once (each may call the model many times).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
+import { isLoopbackAddress, isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { ExpensesAgent } from './agent.ts';
@@ -32,6 +36,8 @@ export interface AgentAppOptions {
   logger: Logger;
   /** When set, `POST /chat` needs `Authorization: Bearer <chatToken>`. */
   chatToken?: string | undefined;
+  /** Without `chatToken`: answer callers from any address, not only loopback connections (above). */
+  chatUnauthenticated?: boolean;
   /** Turns run at once; more get 429 (default `DEFAULT_MAX_CONCURRENT_CHATS`). */
   maxConcurrentChats?: number;
 }
@@ -41,6 +47,7 @@ export function createAgentApp({
   notReadyReason,
   logger,
   chatToken,
+  chatUnauthenticated = false,
   maxConcurrentChats = DEFAULT_MAX_CONCURRENT_CHATS,
 }: AgentAppOptions): Hono {
   const app = new Hono();
@@ -62,7 +69,12 @@ export function createAgentApp({
         if (!bearerMatches(c.req.header('authorization'), chatToken)) {
           return c.json({ error: 'unauthorized' }, 401, { 'www-authenticate': 'Bearer realm="agent"' });
         }
-      } else if (!isLoopbackUrlHost(hostnameOf(c.req.header('host'))) || c.req.header('origin') !== undefined) {
+      } else if (
+        !isLoopbackUrlHost(hostnameOf(c.req.header('host'))) ||
+        c.req.header('origin') !== undefined ||
+        (!chatUnauthenticated &&
+          (!isLoopbackAddress(peerAddress(c)) || FORWARDING_HEADERS.some((h) => c.req.header(h))))
+      ) {
         return c.json(
           { error: 'forbidden', error_description: 'Without AGENT_CHAT_TOKEN, /chat answers local callers only.' },
           403,
@@ -134,6 +146,16 @@ export function createAgentApp({
   }
 
   return app;
+}
+
+/** What a reverse proxy adds; a request that went through one did not start on this machine. */
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'];
+
+/** The connection's remote address (@hono/node-server); empty when unknown, which is not loopback. */
+function peerAddress(c: Context): string {
+  return (
+    (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? ''
+  );
 }
 
 /** `Host` without its port (`[::1]:8001` → `[::1]`); empty when there is none. */

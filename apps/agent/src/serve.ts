@@ -21,6 +21,14 @@ try {
       'must be client_credentials, key or none in HTTP mode (oauth needs a person at a browser)',
     );
   }
+  if (config.chatToken === undefined && !config.chatUnauthenticated && !isLoopbackBindAddress(config.host)) {
+    // Without a token /chat answers loopback connections only, which a listener on another
+    // address would not get: say so now rather than refuse every caller later.
+    throw new ConfigError(
+      'AGENT_CHAT_TOKEN',
+      `is unset while HOST=${config.host} is not loopback: set it (callers send it as a Bearer token), or AGENT_CHAT_UNAUTHENTICATED=true where the network alone decides who reaches this port`,
+    );
+  }
 } catch (error) {
   if (error instanceof ConfigError) {
     process.stderr.write(`${error.message}\n`);
@@ -30,8 +38,10 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-if (config.chatToken === undefined && !isLoopbackBindAddress(config.host)) {
-  logger.warn('POST /chat is open to anyone who can reach this address; set AGENT_CHAT_TOKEN', { host: config.host });
+if (config.chatToken === undefined && config.chatUnauthenticated) {
+  logger.warn('POST /chat answers anyone who can reach this address (AGENT_CHAT_UNAUTHENTICATED=true)', {
+    host: config.host,
+  });
 }
 
 // Listening first, connecting after: a deployed agent whose MCP server (or Keycloak) is still
@@ -68,6 +78,7 @@ const app = createAgentApp({
   notReadyReason: () => notReadyReason,
   logger,
   chatToken: config.chatToken,
+  chatUnauthenticated: config.chatUnauthenticated,
 });
 const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
   logger.info('listening', {

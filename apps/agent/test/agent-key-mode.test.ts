@@ -293,6 +293,8 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal((await rawPost(agent.url, { ...json, host: `attacker.example:${port}` }, message)).status, 403);
       // A page on any origin (browsers send Origin with every POST).
       assert.equal((await rawPost(agent.url, { ...json, origin: 'https://attacker.example' }, message)).status, 403);
+      // Through a reverse proxy on this machine: every caller would look local.
+      assert.equal((await rawPost(agent.url, { ...json, 'x-forwarded-for': '198.51.100.7' }, message)).status, 403);
       // The one body a page can send cross-site without a preflight.
       assert.equal((await rawPost(agent.url, { 'content-type': 'text/plain' }, message)).status, 415);
       // A megabyte, chunked: refused at the limit, not read whole and parsed.
@@ -329,6 +331,19 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal((await chat()).status, 200, 'the finished turns made room');
     } finally {
       assert.equal(await agent.stop(), 0);
+    }
+  });
+
+  test('without AGENT_CHAT_TOKEN, a non-loopback HOST is refused at start unless AGENT_CHAT_UNAUTHENTICATED=true', async () => {
+    await assert.rejects(
+      spawnServe({ ...env, HOST: '0.0.0.0' }),
+      /exited with 78[\s\S]*AGENT_CHAT_TOKEN is unset while HOST=0\.0\.0\.0 is not loopback/,
+    );
+    const open = await spawnServe({ ...env, HOST: '0.0.0.0', AGENT_CHAT_UNAUTHENTICATED: 'true' });
+    try {
+      assert.match(open.output(), /POST \/chat answers anyone who can reach this address/);
+    } finally {
+      assert.equal(await open.stop(), 0);
     }
   });
 

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ExpensesAgent } from '../src/agent.ts';
+import { createAgentApp } from '../src/http.ts';
+import { createLogger } from '../src/logger.ts';
+
+/**
+ * Who `/chat` answers without AGENT_CHAT_TOKEN, decided on what the connection is (its remote
+ * address, as @hono/node-server hands it in) rather than on headers the caller writes. The
+ * process-level tests (agent-key-mode.test.ts) cover the headers over a real socket.
+ */
+const agent = {
+  toolNames: [],
+  run: async () => ({ reply: 'ok', toolCalls: [] }),
+} as unknown as ExpensesAgent;
+
+function chat(app: ReturnType<typeof createAgentApp>, remoteAddress: string, headers: Record<string, string> = {}) {
+  return app.request(
+    'http://localhost:8001/chat',
+    {
+      method: 'POST',
+      headers: { host: 'localhost:8001', 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ message: 'hi' }),
+    },
+    { incoming: { socket: { remoteAddress } } },
+  );
+}
+
+test('without a token: a loopback connection is answered; another address is refused whatever its Host says', async () => {
+  const app = createAgentApp({ agent: () => agent, logger: createLogger('error') });
+  for (const local of ['127.0.0.1', '::1', '::ffff:127.0.0.1'])
+    assert.equal((await chat(app, local)).status, 200, local);
+  for (const remote of ['192.0.2.2', '::ffff:192.0.2.2', '2001:db8::2', '']) {
+    const response = await chat(app, remote);
+    assert.equal(response.status, 403, remote);
+    assert.match(await response.text(), /answers local callers only/);
+  }
+});
+
+test('without a token: a request that came through a reverse proxy on this machine is refused', async () => {
+  const app = createAgentApp({ agent: () => agent, logger: createLogger('error') });
+  for (const header of [
+    { 'x-forwarded-for': '198.51.100.7' },
+    { forwarded: 'for=198.51.100.7' },
+    { 'x-real-ip': '198.51.100.7' },
+  ]) {
+    assert.equal((await chat(app, '127.0.0.1', header)).status, 403, JSON.stringify(header));
+  }
+});
+
+test('AGENT_CHAT_UNAUTHENTICATED: any address, still no web page and no foreign Host', async () => {
+  const app = createAgentApp({ agent: () => agent, logger: createLogger('error'), chatUnauthenticated: true });
+  assert.equal((await chat(app, '10.89.0.1')).status, 200, "compose's gateway");
+  assert.equal((await chat(app, '10.89.0.1', { origin: 'https://attacker.example' })).status, 403);
+  assert.equal((await chat(app, '10.89.0.1', { host: 'attacker.example:8001' })).status, 403);
+});
+
+test('with a token, the token decides, from any address', async () => {
+  const app = createAgentApp({ agent: () => agent, logger: createLogger('error'), chatToken: 'chat-secret' });
+  assert.equal((await chat(app, '192.0.2.2', { authorization: 'Bearer chat-secret' })).status, 200);
+  assert.equal((await chat(app, '127.0.0.1')).status, 401);
+});
