@@ -33,7 +33,12 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
   });
   const mcpClient = createMcpClient(connections.connections);
   try {
-    const tools = await mcpClient.getTools();
+    await mcpClient.getTools(); // connects to every server
+    const tools = uniquelyNamedTools(
+      await Promise.all(
+        connections.connections.map(async ({ name }) => ({ server: name, tools: await mcpClient.getTools(name) })),
+      ),
+    );
     const agent = new ExpensesAgent({
       model,
       tools,
@@ -45,4 +50,27 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     await mcpClient.close().catch(() => {});
     throw error;
   }
+}
+
+/**
+ * Every server's tools, refused when two servers offer one name: tools keep their own names (the
+ * model sees `get_user_expenses`, not a prefixed one), and a name twice would fail every turn
+ * later with an error about middleware. Named here, with both servers, it is found at once.
+ */
+export function uniquelyNamedTools<Tool extends { name: string }>(
+  perServer: { server: string; tools: Tool[] }[],
+): Tool[] {
+  const offeredBy = new Map<string, string>();
+  for (const { server, tools } of perServer) {
+    for (const tool of tools) {
+      const other = offeredBy.get(tool.name);
+      if (other !== undefined) {
+        throw new Error(
+          `the MCP servers "${other}" and "${server}" both offer a tool named "${tool.name}": the agent keeps tool names as they are, so leave one of the servers out of MCP_EXTRA_SERVERS`,
+        );
+      }
+      offeredBy.set(tool.name, server);
+    }
+  }
+  return perServer.flatMap(({ tools }) => tools);
 }

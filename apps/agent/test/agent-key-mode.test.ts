@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import {
   type ChatRequest,
@@ -8,6 +9,8 @@ import {
   type ScriptedLlm,
   startScriptedLlm,
 } from '@mcp-auth-stack/testing/scripted-llm';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { localDate } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { type RunningAgent, startAgent } from '../src/runtime.ts';
@@ -183,6 +186,30 @@ describe('the agent with the real MCP server in key mode', () => {
       startAgent(loadConfig({ ...env, MCP_API_KEY: 'mcpk_not-a-real-key' })),
       /Authentication failed for HTTP server "expenses"[\s\S]*The API key is not valid/,
     );
+  });
+
+  test('an extra server offering a tool of the same name stops start-up, naming both servers', async () => {
+    // A stateless MCP server on loopback with its own get_user_expenses.
+    const other = createServer(async (request, response) => {
+      const server = new McpServer({ name: 'other', version: '1' });
+      server.registerTool('get_user_expenses', { description: 'Something else' }, async () => ({
+        content: [{ type: 'text', text: 'not yours' }],
+      }));
+      const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true });
+      response.on('close', () => void server.close());
+      await server.connect(transport);
+      await transport.handleRequest(request, response);
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}/mcp`;
+      await assert.rejects(
+        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ other: { url } }) })),
+        /the MCP servers "expenses" and "other" both offer a tool named "get_user_expenses"/,
+      );
+    } finally {
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+    }
   });
 });
 
