@@ -8,6 +8,7 @@ import type { BaseMessage } from '@langchain/core/messages';
 import type { TurnEvents } from './agent.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { type RunningAgent, startAgent } from './runtime.ts';
+import { forTerminal } from './terminal.ts';
 
 export const HELP = `Usage: pnpm agent [message…]
 
@@ -63,14 +64,15 @@ function terminalEvents(): TurnEvents & { finish(): void } {
   };
   return {
     onText(text) {
-      process.stdout.write(text);
-      atLineStart = text.endsWith('\n');
+      const shown = forTerminal(text);
+      process.stdout.write(shown);
+      if (shown) atLineStart = shown.endsWith('\n');
     },
     onToolCall(call) {
-      line(`  → ${call.name} ${JSON.stringify(call.args)}`);
+      line(`  → ${forTerminal(call.name)} ${JSON.stringify(call.args)}`);
     },
     onToolResult(record) {
-      line(`  ${record.isError ? '✗' : '←'} ${record.name}: ${record.result}`);
+      line(`  ${record.isError ? '✗' : '←'} ${forTerminal(record.name)}: ${forTerminal(record.result)}`);
     },
     finish() {
       if (!atLineStart) process.stdout.write('\n');

@@ -236,6 +236,17 @@ describe('pnpm agent (the CLI as a process)', () => {
     assert.equal((await rowsOf('CLI laptop'))[0]?.user_id, 'agent-user');
   });
 
+  test('the CLI prints no control characters from the model: no escape sequence reaches the terminal', async () => {
+    // Sets the clipboard (OSC 52), hides text, retitles the window.
+    llm.script([
+      { content: 'Answer \u001b]52;c;Y3VybA==\u0007\u001b[8mhidden\u001b[0m \u001b]0;title\u0007end\u009b2J' },
+    ]);
+    const result = await runCli(['hello'], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /Answer \]52;c;Y3VybA==\[8mhidden\[0m \]0;titleend2J/);
+    assert.doesNotMatch(result.stdout, /(?![\n\t])\p{Cc}/u);
+  });
+
   test('chat: each line is a turn and the second turn carries the first as history', async () => {
     llm.script([{ content: 'First answer.' }, { content: 'Second answer.' }]);
     const result = await runCli([], env, 'first question\nsecond question\n');
