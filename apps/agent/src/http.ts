@@ -27,6 +27,8 @@ export const MAX_MESSAGE_LENGTH = 4000;
 /** Room for a message of `MAX_MESSAGE_LENGTH` characters even if every one is escaped (`\uXXXX`). */
 export const MAX_CHAT_BODY_BYTES = 32 * 1024;
 export const DEFAULT_MAX_CONCURRENT_CHATS = 4;
+/** A turn (up to a dozen model calls and their tools) ends with 504 after this long. */
+export const DEFAULT_TURN_TIMEOUT_MS = 120_000;
 
 export interface AgentAppOptions {
   /** The agent, once it is connected to its MCP servers; undefined until then. */
@@ -40,6 +42,8 @@ export interface AgentAppOptions {
   chatUnauthenticated?: boolean;
   /** Turns run at once; more get 429 (default `DEFAULT_MAX_CONCURRENT_CHATS`). */
   maxConcurrentChats?: number;
+  /** How long a turn may run before it is stopped and answered 504 (default `DEFAULT_TURN_TIMEOUT_MS`). */
+  turnTimeoutMs?: number;
 }
 
 export function createAgentApp({
@@ -49,6 +53,7 @@ export function createAgentApp({
   chatToken,
   chatUnauthenticated = false,
   maxConcurrentChats = DEFAULT_MAX_CONCURRENT_CHATS,
+  turnTimeoutMs = DEFAULT_TURN_TIMEOUT_MS,
 }: AgentAppOptions): Hono {
   const app = new Hono();
   let turnsRunning = 0;
@@ -120,8 +125,10 @@ export function createAgentApp({
     }
     turnsRunning++;
     const startedAt = Date.now();
+    // Stopped when the caller goes away or the turn runs out of time, whichever comes first.
+    const deadline = AbortSignal.timeout(turnTimeoutMs);
     try {
-      const turn = await agent.run(message.trim(), { signal: c.req.raw.signal });
+      const turn = await agent.run(message.trim(), { signal: AbortSignal.any([c.req.raw.signal, deadline]) });
       logger.info('chat', {
         duration_ms: Date.now() - startedAt,
         tools: turn.toolCalls.map((call) => call.name),
@@ -137,6 +144,13 @@ export function createAgentApp({
         })),
       });
     } catch (error) {
+      if (deadline.aborted) {
+        logger.warn('chat timed out', { duration_ms: Date.now() - startedAt });
+        return c.json(
+          { error: 'timeout', error_description: `The turn took longer than ${turnTimeoutMs / 1000} s.` },
+          504,
+        );
+      }
       // The model or an MCP server failed; the details go to the log, not to the caller.
       logger.error('chat failed', { duration_ms: Date.now() - startedAt, error: (error as Error).message });
       return c.json({ error: 'the agent could not complete this request' }, 502);

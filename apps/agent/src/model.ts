@@ -60,6 +60,9 @@ export function buildChatModelOptions(config: ModelProviderConfig, deps: ModelDe
   }
 }
 
+/** How long one model call may take, each attempt. */
+export const MODEL_CALL_TIMEOUT_MS = 60_000;
+
 export function createChatModel(options: ChatModelOptions): ChatOpenAI {
   return new ChatOpenAI({
     model: options.model,
@@ -67,5 +70,8 @@ export function createChatModel(options: ChatModelOptions): ChatOpenAI {
     useResponsesApi: false,
     configuration: { baseURL: options.baseURL, apiKey: options.apiKey },
     maxRetries: 2,
+    // The OpenAI client's own default is 10 minutes per attempt; a model that stalls should
+    // fail a turn, not hold it (and one of the HTTP mode's few turn slots) for half an hour.
+    timeout: MODEL_CALL_TIMEOUT_MS,
   });
 }

@@ -60,3 +60,37 @@ test('with a token, the token decides, from any address', async () => {
   assert.equal((await chat(app, '192.0.2.2', { authorization: 'Bearer chat-secret' })).status, 200);
   assert.equal((await chat(app, '127.0.0.1')).status, 401);
 });
+
+test('a turn that outlives its deadline is stopped and answered 504, freeing its slot', async () => {
+  let stopped = false;
+  const stalling = {
+    toolNames: [],
+    run: (_message: string, { signal }: { signal?: AbortSignal } = {}) =>
+      new Promise((_resolve, reject) =>
+        signal?.addEventListener('abort', () => {
+          stopped = true;
+          reject(signal.reason);
+        }),
+      ),
+  } as unknown as ExpensesAgent;
+  const app = createAgentApp({
+    agent: () => stalling,
+    logger: createLogger('error'),
+    maxConcurrentChats: 1,
+    turnTimeoutMs: 50,
+  });
+  // AbortSignal.timeout does not keep a process alive (a server's socket does, in real use).
+  const keepAlive = setInterval(() => {}, 1000);
+  try {
+    const response = await chat(app, '127.0.0.1');
+    assert.equal(response.status, 504);
+    assert.deepEqual(await response.json(), {
+      error: 'timeout',
+      error_description: 'The turn took longer than 0.05 s.',
+    });
+    assert.ok(stopped, 'the agent was told to stop');
+    assert.equal((await chat(app, '127.0.0.1')).status, 504, 'the slot was freed: the next turn ran (and stalled) too');
+  } finally {
+    clearInterval(keepAlive);
+  }
+});
