@@ -100,6 +100,16 @@ export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPC
     throwOnLoadError: true,
     prefixToolNameWithServerName: false,
     useStandardContentBlocks: false,
+    afterToolCall: ({ result: [content] }) => {
+      // A result with structuredContent arrives as one text block that also carries the
+      // structured copy; the model would read that as JSON, every value twice. It gets the text,
+      // which the specification's text block is for.
+      const [block] = Array.isArray(content) ? content : [];
+      if (Array.isArray(content) && content.length === 1 && block?.type === 'text' && typeof block.text === 'string') {
+        return { result: block.text };
+      }
+      return undefined;
+    },
   });
 }
 

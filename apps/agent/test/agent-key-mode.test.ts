@@ -120,6 +120,10 @@ describe('the agent with the real MCP server in key mode', () => {
     // The model saw the tool result the server returned, and the answer quotes the list it read back.
     const toolMessage = llm.requests[1]?.body.messages.find((message) => message.role === 'tool');
     assert.match(messageText(toolMessage), /Laptop/);
+    // As text, the tool's text block: not the block as JSON with its structured copy.
+    assert.match(messageText(toolMessage), /^Added expense /);
+    assert.doesNotMatch(messageText(toolMessage), /structuredContent|"type":"text"/);
+    assert.match(turn.toolCalls[0]?.result ?? '', /^Added expense /);
     assert.match(turn.reply, /^Done\. Your gadget expenses: .*Laptop/s);
 
     assert.deepEqual(await rowsOf('Laptop'), [
