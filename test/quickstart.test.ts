@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { REALM_CLIENTS } from '@mcp-auth-stack/keycloak';
-import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
+import { type CallbackServer, freePort, postMcp, startCallbackServer } from '@mcp-auth-stack/testing';
 import { launchChromium } from '@mcp-auth-stack/testing/browser';
 import { BrowserOAuthProvider, connectWithOAuth } from '@mcp-auth-stack/testing/mcp-oauth';
 import { messageText, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
@@ -444,15 +444,11 @@ describe("the README's Quick start, in a fresh clone", () => {
       // The README's placeholder id, replaced by the real one.
       const revoked = await completes(clone, parse(revoke.line.replace(/key_[0-9a-f]+/, aliceKeyId)));
       assert.match(revoked, new RegExp(`Revoked ${aliceKeyId}`));
-      const refused = await fetch(mcpUrl, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${aliceKey}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
-        },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
-      });
+      const refused = await postMcp(
+        mcpUrl,
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { authorization: `Bearer ${aliceKey}` },
+      );
       assert.equal(refused.status, 401, 'a revoked key is refused at once');
     } finally {
       stopped = await ctrlC(first);

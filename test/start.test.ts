@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '@mcp-auth-stack/testing';
+import { freePort, postMcp } from '@mcp-auth-stack/testing';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -205,15 +205,11 @@ describe('pnpm start', () => {
       const summary = await untilTerminalSummary(first);
       demoKey = /Demo key for "demo-user".*\r?\n\s+(mcpk_\S+)/.exec(summary)?.[1] ?? '';
       assert.ok(demoKey, `a demo key is shown:\n${summary}`);
-      const listed = await fetch(`http://127.0.0.1:${first.port}/mcp`, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${demoKey}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
-        },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
-      });
+      const listed = await postMcp(
+        `http://127.0.0.1:${first.port}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { authorization: `Bearer ${demoKey}` },
+      );
       assert.equal(listed.status, 200, 'the demo key works');
     } finally {
       first.typeCtrlC();

@@ -35,14 +35,7 @@ export async function connectClient(mcpUrl: string, headers: Record<string, stri
   return client;
 }
 
-/** POSTs one JSON-RPC message the way a client would, with overridable headers and body. */
-export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(mcpUrl, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-}
+export { postMcp } from '@mcp-auth-stack/testing';
 
 const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));

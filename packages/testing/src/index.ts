@@ -1,4 +1,5 @@
 export { dockerignore, type ReplayedImage, replayDockerfile } from './dockerfile.ts';
+export { postMcp } from './mcp-http.ts';
 export {
   type AuthorizeRequest,
   audienceOf,
