@@ -69,7 +69,7 @@ function terminalEvents(): TurnEvents & { finish(): void } {
       if (shown) atLineStart = shown.endsWith('\n');
     },
     onToolCall(call) {
-      line(`  → ${forTerminal(call.name)} ${JSON.stringify(call.args)}`);
+      line(`  → ${forTerminal(`${call.name} ${JSON.stringify(call.args)}`)}`);
     },
     onToolResult(record) {
       line(`  ${record.isError ? '✗' : '←'} ${forTerminal(record.name)}: ${forTerminal(record.result)}`);
@@ -95,7 +95,7 @@ try {
     events.finish();
   } else {
     process.stdout.write(
-      `Expenses assistant, with tools: ${running.agent.toolNames.join(', ')}. "exit" or Ctrl-D leaves.\n`,
+      `Expenses assistant, with tools: ${forTerminal(running.agent.toolNames.join(', '))}. "exit" or Ctrl-D leaves.\n`,
     );
     const readline = createInterface({ input: process.stdin, output: process.stdout });
     let history: BaseMessage[] = [];
@@ -112,7 +112,7 @@ try {
           events.finish();
         } catch (error) {
           events.finish();
-          process.stderr.write(`error: ${(error as Error).message}\n`);
+          process.stderr.write(`error: ${forTerminal((error as Error).message)}\n`);
         }
       }
       readline.prompt();
@@ -120,7 +120,7 @@ try {
     readline.close();
   }
 } catch (error) {
-  process.stderr.write(`error: ${(error as Error).message}\n`);
+  process.stderr.write(`error: ${forTerminal((error as Error).message)}\n`);
   exitCode = 1;
 } finally {
   await running.close();

@@ -95,6 +95,10 @@ export interface AgentConfig {
    * publishes the port on 127.0.0.1). Without it, only connections from loopback.
    */
   chatUnauthenticated: boolean;
+  /** `serve` mode: a `/chat` turn still running after this is stopped and answered 504. */
+  turnTimeoutSeconds: number;
+  /** How long the model may take to start its answer, each attempt (raise it for a slow local model). */
+  modelTimeoutSeconds: number;
   logLevel: LogLevel;
 }
 
@@ -127,6 +131,8 @@ export const CONFIG_VARIABLES = [
   'PORT',
   'AGENT_CHAT_TOKEN',
   'AGENT_CHAT_UNAUTHENTICATED',
+  'AGENT_TURN_TIMEOUT_SECONDS',
+  'MODEL_TIMEOUT_SECONDS',
   'LOG_LEVEL',
 ] as const;
 
@@ -158,6 +164,8 @@ export function loadConfig(env: Env = process.env): AgentConfig {
     port: integer(env, 'PORT', 8001, 0, 65535),
     chatToken: optional(env, 'AGENT_CHAT_TOKEN'),
     chatUnauthenticated: boolean(env, 'AGENT_CHAT_UNAUTHENTICATED', false),
+    turnTimeoutSeconds: integer(env, 'AGENT_TURN_TIMEOUT_SECONDS', 120, 1, 3600),
+    modelTimeoutSeconds: integer(env, 'MODEL_TIMEOUT_SECONDS', 60, 1, 3600),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
   };
 }

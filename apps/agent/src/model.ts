@@ -60,18 +60,19 @@ export function buildChatModelOptions(config: ModelProviderConfig, deps: ModelDe
   }
 }
 
-/** How long one model call may take, each attempt. */
-export const MODEL_CALL_TIMEOUT_MS = 60_000;
-
-export function createChatModel(options: ChatModelOptions): ChatOpenAI {
+export function createChatModel(
+  options: ChatModelOptions,
+  { timeoutMs = 60_000 }: { timeoutMs?: number } = {},
+): ChatOpenAI {
   return new ChatOpenAI({
     model: options.model,
     // Chat completions everywhere: Ollama, GitHub Models and compatible servers have no Responses API.
     useResponsesApi: false,
     configuration: { baseURL: options.baseURL, apiKey: options.apiKey },
     maxRetries: 2,
-    // The OpenAI client's own default is 10 minutes per attempt; a model that stalls should
-    // fail a turn, not hold it (and one of the HTTP mode's few turn slots) for half an hour.
-    timeout: MODEL_CALL_TIMEOUT_MS,
+    // Until the answer starts (the OpenAI client stops timing once headers arrive), each
+    // attempt. Its own default is 10 minutes: a model that stalls should fail a turn, not hold
+    // it (and one of the HTTP mode's few turn slots) for half an hour.
+    timeout: timeoutMs,
   });
 }

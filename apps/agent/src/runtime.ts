@@ -26,6 +26,7 @@ export interface RuntimeDependencies {
 export async function startAgent(config: AgentConfig, deps: RuntimeDependencies = {}): Promise<RunningAgent> {
   const model = createChatModel(
     buildChatModelOptions(config.model, deps.azureCredential ? { azureCredential: deps.azureCredential } : {}),
+    { timeoutMs: config.modelTimeoutSeconds * 1000 },
   );
   const connections = await prepareConnections(config, {
     openBrowser: deps.openBrowser ?? systemBrowserOpener(),
@@ -64,6 +65,7 @@ export function uniquelyNamedTools<Tool extends { name: string }>(
   for (const { server, tools } of perServer) {
     for (const tool of tools) {
       const other = offeredBy.get(tool.name);
+      if (other === server) throw new Error(`the MCP server "${server}" lists two tools named "${tool.name}"`);
       if (other !== undefined) {
         throw new Error(
           `the MCP servers "${other}" and "${server}" both offer a tool named "${tool.name}": the agent keeps tool names as they are, so leave one of the servers out of MCP_EXTRA_SERVERS`,

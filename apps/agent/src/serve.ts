@@ -79,6 +79,7 @@ const app = createAgentApp({
   logger,
   chatToken: config.chatToken,
   chatUnauthenticated: config.chatUnauthenticated,
+  turnTimeoutMs: config.turnTimeoutSeconds * 1000,
 });
 const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
   logger.info('listening', {

@@ -243,10 +243,13 @@ describe('pnpm agent (the CLI as a process)', () => {
   test('the CLI prints no control characters from the model: no escape sequence reaches the terminal', async () => {
     // Sets the clipboard (OSC 52), hides text, retitles the window.
     llm.script([
+      // In a tool call's arguments too: JSON escapes C0 controls but not C1 (U+009B is a one-byte CSI).
+      { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'food\u009b2J' } }] },
       { content: 'Answer \u001b]52;c;Y3VybA==\u0007\u001b[8mhidden\u001b[0m \u001b]0;title\u0007end\u009b2J' },
     ]);
     const result = await runCli(['hello'], env);
     assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /→ get_user_expenses \{"category":"food2J"\}/);
     assert.match(result.stdout, /Answer \]52;c;Y3VybA==\[8mhidden\[0m \]0;titleend2J/);
     assert.doesNotMatch(result.stdout, /(?![\n\t])\p{Cc}/u);
   });

@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { CONFIG_VARIABLES } from '../../src/config.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 export const SERVE = fileURLToPath(new URL('../../src/serve.ts', import.meta.url));
@@ -22,27 +23,11 @@ export function scriptedModelEnv(baseUrl: string): Record<string, string> {
   };
 }
 
-/** Variables that could leak from the developer's shell into a spawned agent and change its behaviour. */
-const CLEARED = [
-  'API_HOST',
-  'OPENAI_API_KEY',
-  'OPENAI_BASE_URL',
-  'OPENAI_MODEL',
-  'MCP_AUTH',
-  'MCP_API_KEY',
-  'MCP_SERVER_URL',
-  'MCP_EXTRA_SERVERS',
-  'MCP_CLIENT_ID',
-  'MCP_CLIENT_SECRET',
-  'MCP_CLIENT_METADATA_URL',
-  'MCP_SCOPE',
-  'MCP_TOKEN_URL',
-  'MCP_RESOURCE',
-  'MCP_OAUTH_REDIRECT_PORT',
-  'MCP_CACHE_DIR',
-  'BROWSER',
-  'AGENT_CHAT_TOKEN',
-];
+/**
+ * Variables that could leak from the developer's shell into a spawned agent and change its
+ * behaviour: every one its configuration reads, and the browser it would open.
+ */
+const CLEARED = [...CONFIG_VARIABLES, 'BROWSER'];
 
 function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
   const base = { ...process.env };
