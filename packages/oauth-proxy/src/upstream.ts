@@ -38,6 +38,9 @@ export interface Upstream {
  * The upstream provider cannot be reached, timed out or answered 5xx/429: its outage, which a
  * retry later may get past, not a fault of this server or its configuration.
  */
+/** How long an upstream outage is remembered before the discovery document is asked for again. */
+export const UPSTREAM_OUTAGE_CACHE_MS = 5_000;
+
 export class UpstreamUnavailableError extends Error {
   constructor(message: string, options: { cause?: unknown } = {}) {
     super(message, options);
@@ -75,6 +78,9 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
     : `${options.discoveryUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   const doFetch = options.fetch ?? fetch;
   const ttl = (options.cacheSeconds ?? 3600) * 1000;
+  // An outage is remembered this long, so that sign-ins during it do not each ask the upstream
+  // again (the proxy checks it before its per-address limit); never longer than a success.
+  const outageTtl = Math.min(ttl, UPSTREAM_OUTAGE_CACHE_MS);
   const rebase = (url: string | undefined) => {
     const internal = options.internalBaseUrl;
     if (url === undefined || !internal || !url.startsWith(internal.from)) return url;
@@ -139,8 +145,11 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
         () => {
           entry.until = Date.now() + ttl;
         },
-        () => {
-          if (cached === entry) cached = undefined;
+        (error: unknown) => {
+          if (cached !== entry) return;
+          // A misconfiguration (a 404, a malformed document) is asked again at once.
+          if (error instanceof UpstreamUnavailableError && outageTtl > 0) entry.until = Date.now() + outageTtl;
+          else cached = undefined;
         },
       );
       return entry.value;

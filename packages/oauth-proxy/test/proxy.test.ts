@@ -796,6 +796,30 @@ describe('upstream outage', () => {
     assert.equal((await attempt()).status, 429, 'the limit still holds for sign-ins that store something');
   });
 
+  test('an outage is remembered for a few seconds: sign-ins during it do not each ask the upstream', async () => {
+    let fetches = 0;
+    const cached = instance(dbA, idp, keys, {
+      upstream: oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+        fetch: async () => {
+          fetches++;
+          return new Response('down', { status: 503 });
+        },
+      }),
+    });
+    const client = await register(cached.app);
+    for (let i = 0; i < 5; i++) {
+      const response = await new Browser().get(
+        cached.app,
+        authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+      );
+      assert.equal(response.status, 503);
+    }
+    assert.equal(fetches, 1, 'one discovery attempt for five sign-ins within the outage window');
+  });
+
   test('/authorize with remembered consent while the upstream is down: 503, no upstream transaction stored', async () => {
     const browser = new Browser();
     const { clientId } = await fullLogin({ remember: true, browser });
