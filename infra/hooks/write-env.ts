@@ -84,8 +84,10 @@ export async function writeEnvFile(
  */
 export async function removeBlock(path: string): Promise<boolean> {
   const existing = await readFile(path, 'utf8').catch(() => undefined);
-  if (existing === undefined || !existing.includes(BEGIN)) return false;
+  if (existing === undefined) return false;
   const kept = withoutBlock(existing);
+  // A BEGIN without its END is not a block this hook wrote whole: left as it is.
+  if (kept === existing.replace(/\n*$/, '')) return false;
   await writeFile(path, kept ? `${kept}\n` : '');
   return true;
 }

@@ -394,6 +394,9 @@ describe('the azd CLI adapter and the .env writer', () => {
     assert.equal(await readFile(former, 'utf8'), 'MY_OWN=1\n');
     assert.equal(await removeBlock(former), false);
     assert.equal(await removeBlock(join(dir, 'missing.env')), false);
+    await writeFile(former, `MY_OWN=1\n${BEGIN}\nAPI_HOST=azure\n`);
+    assert.equal(await removeBlock(former), false, 'a block without its end is not touched');
+    assert.equal(await readFile(former, 'utf8'), `MY_OWN=1\n${BEGIN}\nAPI_HOST=azure\n`);
   });
 
   test('azd up ends by printing where the deployment answers', () => {
