@@ -317,7 +317,7 @@ describe('interactive OAuth: pnpm agent signs in through the browser ($BROWSER)'
     assert.match(login.consent ?? '', /Expenses agent \(mcp-auth-stack\)/, 'the consent page names the agent');
     assert.ok(first.stderr.includes(authorize.href), 'the URL is printed too');
     assert.match(first.stdout, /← add_user_expense: .*OAuth laptop/);
-    assert.match(first.stdout, /Done\. Your gadget expenses: .*OAuth laptop/);
+    assert.match(first.stdout, /Done\. Your gadget expenses: .*OAuth laptop/s);
 
     const aliceId = await userId(alice.username);
     assert.deepEqual(await ownersOf('OAuth laptop'), [aliceId], 'stored as alice');
