@@ -42,7 +42,7 @@ export {
 } from './metadata.ts';
 export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
 export { noAuthProvider, type RequestAuthProvider, requestAuthenticating } from './no-auth-provider.ts';
-export { DECEPTIVE_KINDS, hasDeceptiveCharacters, misleadingTextProblem } from './plain-text.ts';
+export { misleadingTextProblem } from './plain-text.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
 export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {

@@ -63,7 +63,7 @@ export const DECEPTIVE_KINDS =
   'bidirectional controls, invisible characters, line or paragraph separators or unpaired surrogates';
 
 /** Whether `text` holds a character that makes it read as something else (above). */
-export function hasDeceptiveCharacters(text: string): boolean {
+function hasDeceptiveCharacters(text: string): boolean {
   // The flag becomes its black flag, so a joiner or selector after it still has a visible neighbour.
   const allowedRemoved = text.replace(RGI_SUBDIVISION_FLAG, '\u{1F3F4}').replace(ALLOWED_IN_CONTEXT, '');
   return DECEPTIVE_CHARACTERS.test(allowedRemoved);
