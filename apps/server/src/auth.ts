@@ -296,6 +296,30 @@ async function oauthProxyProvider(
   });
 }
 
+/**
+ * The generated keys file, checked: a file cut short or edited by hand stops the start with
+ * its name and what to do, never with JSON.parse's message, which quotes the file's text (the
+ * private key).
+ */
+function storedProxyKeys(text: string, file: string): ProxyKeys {
+  const unusable = new Error(
+    `${file} does not hold the OAuth proxy's generated keys (a private JWK "signingKey" and a 32-byte "encryptionKey"). Delete it to generate new ones (tokens and registrations made with the old ones stop working), or set OAUTH_PROXY_SIGNING_KEY and OAUTH_PROXY_ENCRYPTION_KEY.`,
+  );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw unusable;
+  }
+  const { signingKey, encryptionKey } = (parsed ?? {}) as Partial<Record<keyof ProxyKeys, unknown>>;
+  const privateJwk =
+    typeof signingKey === 'object' && signingKey !== null && typeof (signingKey as { d?: unknown }).d === 'string';
+  if (!privateJwk || typeof encryptionKey !== 'string' || Buffer.from(encryptionKey, 'base64url').length !== 32) {
+    throw unusable;
+  }
+  return { signingKey: signingKey as ProxyKeys['signingKey'], encryptionKey };
+}
+
 /** Proxy events that need an operator (an outage of the identity provider), logged at `warn`. */
 const PROXY_WARNINGS = new Set(['upstream_unavailable']);
 
@@ -325,12 +349,13 @@ async function proxyKeys(config: ServerConfig & OAuthProxyAuthConfig, logger: Lo
     return { signingKey: configured.signingKey, encryptionKey: configured.encryptionKey };
   }
   const file = join(config.dataDir, 'oauth-proxy-keys.json');
-  let stored: ProxyKeys | undefined;
+  let text: string | undefined;
   try {
-    stored = JSON.parse(await readFile(file, 'utf8')) as ProxyKeys;
+    text = await readFile(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
+  let stored = text === undefined ? undefined : storedProxyKeys(text, file);
   if (!stored) {
     stored = {
       signingKey: await generateSigningKey(),

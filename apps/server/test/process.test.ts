@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -289,6 +289,30 @@ describe('start-up configuration', () => {
       await server.waitForOutput(/"status":200,"duration_ms":[\d.]+,"user_id":"me"/);
     } finally {
       await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test('oauth_proxy: a damaged generated keys file stops the start with its name, never with its text', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-proxy-keys-'));
+    const file = join(dataDir, 'oauth-proxy-keys.json');
+    try {
+      // Hand-edited (a quote lost: JSON.parse would quote the text around it, the private key)
+      // and cut down to an object without keys.
+      for (const text of ['{"signingKey": {"kty": "EC", "crv": "P-256", "d": PRIVATEPART}}', '{}']) {
+        await writeFile(file, text, { mode: 0o600 });
+        const result = await runServerToExit({
+          DATA_DIR: dataDir,
+          MCP_AUTH_PROVIDER: 'oauth_proxy',
+          KEYCLOAK_REALM_URL: 'http://127.0.0.1:9/realms/unreachable',
+        });
+        assert.equal(result.code, 1, result.stderr);
+        assert.ok(result.stderr.includes(`${file} does not hold the OAuth proxy's generated keys`), result.stderr);
+        assert.match(result.stderr, /Delete it to generate new ones/);
+        assert.doesNotMatch(result.stderr, /PRIVATEPART/);
+      }
+      assert.equal(await readFile(file, 'utf8'), '{}', 'the file is left for its owner to look at');
+    } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
   });
