@@ -22,6 +22,8 @@ export class FakeUpstream {
   issuer = '';
   /** `iss` of issued ID tokens (default `issuer`). */
   idTokenIssuer: string | undefined;
+  /** `aud` of issued ID tokens (default `clientId`). */
+  idTokenAudience: string | undefined;
   /** More claims of issued ID tokens (e.g. Entra's `tid`). */
   extraIdTokenClaims: Record<string, unknown> = {};
   readonly clientId = 'mcp-proxy';
@@ -163,7 +165,7 @@ export class FakeUpstream {
     const idToken = await new SignJWT(claims)
       .setProtectedHeader({ alg: 'ES256' })
       .setIssuer(this.idTokenIssuer ?? this.issuer)
-      .setAudience(this.clientId)
+      .setAudience(this.idTokenAudience ?? this.clientId)
       .setIssuedAt()
       .setExpirationTime('5m')
       .sign(this.#key);

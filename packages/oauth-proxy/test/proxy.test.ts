@@ -185,6 +185,19 @@ describe('registration', () => {
     });
     assert.equal(response.status, 401);
     assert.equal(response.body.error, 'invalid_client');
+    const withoutSecret = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code: 'nope',
+      client_id: client.client_id,
+    });
+    assert.deepEqual([withoutSecret.status, withoutSecret.body.error], [401, 'invalid_client'], 'no secret at all');
+    const right = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code: 'nope',
+      client_id: client.client_id,
+      client_secret: client.client_secret,
+    });
+    assert.deepEqual([right.status, right.body.error], [400, 'invalid_grant'], 'authenticated; only the code is bad');
   });
   test('Basic credentials with a bad escape are invalid_client (401), not a server error', async () => {
     const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_basic' });
@@ -404,6 +417,11 @@ describe('abuse: each refused, nothing issued', () => {
       authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge, code_challenge_method: 'plain' }),
     );
     assert.equal(new URL(plain.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
+    // No method is `plain` by RFC 7636's default: refused too, not taken for S256.
+    const noMethod = await a.app.request(
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge, code_challenge_method: undefined }),
+    );
+    assert.equal(new URL(noMethod.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
   });
 
   test('a resource other than the MCP server → invalid_target', async () => {
@@ -416,6 +434,31 @@ describe('abuse: each refused, nothing issued', () => {
       }),
     );
     assert.equal(new URL(response.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
+  });
+
+  test('a resource other than the MCP server at /token → invalid_target, and the code still unused', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    const base = {
+      grant_type: 'authorization_code',
+      code,
+      client_id: client.client_id,
+      redirect_uri: REDIRECT,
+      code_verifier: verifier,
+    };
+    const other = await tokenRequest(a.app, { ...base, resource: 'https://other.example.com/mcp' });
+    assert.deepEqual([other.status, other.body.error], [400, 'invalid_target']);
+    assert.equal(other.body.access_token, undefined);
+    const right = await tokenRequest(a.app, { ...base, resource: RESOURCE });
+    assert.equal(right.status, 200, JSON.stringify(right.body));
+    const refreshed = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: right.body.refresh_token as string,
+      client_id: client.client_id,
+      resource: 'https://other.example.com/mcp',
+    });
+    assert.deepEqual([refreshed.status, refreshed.body.error], [400, 'invalid_target'], 'at refresh too');
   });
 
   test('a redirect_uri named at /authorize must be named again at /token (RFC 6749 4.1.3), and be the same', async () => {
@@ -465,6 +508,26 @@ describe('abuse: each refused, nothing issued', () => {
       code_verifier: verifier,
     });
     assert.equal(right.status, 200);
+  });
+
+  test('an expired code is refused and issues nothing', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_codes SET expires_at = now() - interval '1 second' WHERE code_sha256 = sha256(convert_to($1, 'UTF8'))",
+      [code],
+    );
+    const response = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
+      code,
+      client_id: client.client_id,
+      code_verifier: verifier,
+    });
+    assert.deepEqual([response.status, response.body.error], [400, 'invalid_grant']);
+    assert.equal(response.body.access_token, undefined);
+    assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [client.client_id]), 0);
   });
 
   test('a code used twice: refused, and the tokens from its first use are revoked', async () => {
@@ -540,6 +603,30 @@ describe('abuse: each refused, nothing issued', () => {
     const codes = await count('oauth_proxy_codes');
     const victim = await new Browser().get(a.app, callback);
     assert.equal(victim.status, 403);
+    // A victim who has been here before has a browser id of their own: not the one of the login.
+    const returning = new Browser();
+    await returning.get(
+      a.app,
+      authorizeUrl({ client_id: (await register(a.app)).client_id, code_challenge: pkce().challenge }),
+    );
+    assert.ok(returning.cookies.has('mcp_oauth_browser'));
+    const { callback: another } = await untilCallback();
+    const refused = await returning.get(a.app, another);
+    assert.equal(refused.status, 403);
+    assert.equal(refused.headers.get('location'), null);
+    assert.equal(await count('oauth_proxy_codes'), codes);
+  });
+
+  test('an upstream callback after the login expired is refused and issues no code', async () => {
+    const { browser, callback } = await untilCallback();
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_transactions SET expires_at = now() - interval '1 second' WHERE state_sha256 = sha256(convert_to($1, 'UTF8'))",
+      [new URL(callback).searchParams.get('state')],
+    );
+    const codes = await count('oauth_proxy_codes');
+    const late = await browser.get(a.app, callback);
+    assert.equal(late.status, 400);
+    assert.equal(late.headers.get('location'), null);
     assert.equal(await count('oauth_proxy_codes'), codes);
   });
 
@@ -562,6 +649,12 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(wrong.status, 403);
     const otherBrowser = await new Browser().post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
     assert.equal(otherBrowser.status, 403);
+    // Another browser with a browser id of its own (it loaded a consent page too): still not this page's.
+    const stranger = new Browser();
+    await stranger.get(a.app, authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+    assert.ok(stranger.cookies.has('mcp_oauth_browser'));
+    const strangerPost = await stranger.post(a.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(strangerPost.status, 403);
     const crossSite = await a.app.request(`${ISSUER}/consent`, {
       method: 'POST',
       headers: {
@@ -603,6 +696,100 @@ describe('abuse: each refused, nothing issued', () => {
     });
     assert.equal(rotated.body.error, 'invalid_grant', 'the rotated token dies with the grant');
     assert.equal((await callMcp(a.app, first.body.access_token as string)).status, 401);
+  });
+
+  test("a refresh token presented by another client is refused and stays its own client's", async () => {
+    const { clientId, tokens } = await fullLogin();
+    const other = await register(a.app);
+    const stolen = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: other.client_id,
+    });
+    assert.deepEqual([stolen.status, stolen.body.error], [400, 'invalid_grant']);
+    assert.equal(stolen.body.access_token, undefined);
+    const own = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.equal(own.status, 200, JSON.stringify(own.body));
+  });
+
+  test('an expired refresh token is refused', async () => {
+    const { clientId, tokens } = await fullLogin();
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_sha256 = sha256(convert_to($1, 'UTF8'))",
+      [tokens.refresh_token],
+    );
+    const response = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.deepEqual([response.status, response.body.error], [400, 'invalid_grant']);
+    assert.equal(response.body.access_token, undefined);
+  });
+
+  test('a refresh cannot add a scope the grant does not have; it may narrow', async () => {
+    const { clientId, tokens } = await fullLogin();
+    const refresh = (scope: string) =>
+      tokenRequest(a.app, {
+        grant_type: 'refresh_token',
+        refresh_token: tokens.refresh_token,
+        client_id: clientId,
+        scope,
+      });
+    const wider = await refresh('mcp:access expenses:write');
+    assert.deepEqual([wider.status, wider.body.error], [400, 'invalid_scope']);
+    assert.equal(wider.body.access_token, undefined);
+    const same = await refresh('mcp:access');
+    assert.equal(same.status, 200, JSON.stringify(same.body));
+    assert.equal(same.body.scope, 'mcp:access');
+  });
+
+  test("revoking another client's refresh token revokes nothing", async () => {
+    const { clientId, tokens } = await fullLogin();
+    const other = await register(a.app);
+    const response = await a.app.request(`${ISSUER}/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: tokens.refresh_token, client_id: other.client_id }).toString(),
+    });
+    assert.equal(response.status, 200, 'RFC 7009: the same answer as for an unknown token');
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 200, 'the grant is alive');
+    const refreshed = await tokenRequest(a.app, {
+      grant_type: 'refresh_token',
+      refresh_token: tokens.refresh_token,
+      client_id: clientId,
+    });
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+  });
+
+  test('an upstream ID token issued to another client: no code', async () => {
+    idp.idTokenAudience = 'some-other-client';
+    try {
+      const { browser, callback } = await untilCallback();
+      const codes = await count('oauth_proxy_codes');
+      const back = await browser.get(a.app, callback);
+      const location = new URL(back.headers.get('location') as string);
+      assert.equal(location.searchParams.get('error'), 'server_error');
+      assert.equal(location.searchParams.get('code'), null);
+      assert.equal(await count('oauth_proxy_codes'), codes);
+    } finally {
+      idp.idTokenAudience = undefined;
+    }
+  });
+
+  test('an access token of this issuer for another resource is not valid here', async () => {
+    const { tokens } = await fullLogin();
+    // Same issuer and signing key, another MCP resource: the audience alone tells them apart.
+    const neighbour = instance(dbA, idp, keys, { resource: `${ISSUER}/other-mcp` });
+    const outcome = await neighbour.proxy.authenticate(
+      new Request(`${ISSUER}/other-mcp`, { headers: { authorization: `Bearer ${tokens.access_token}` } }),
+    );
+    assert.equal(outcome.ok, false);
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 200, 'still valid for its own resource');
   });
 
   test('a CIMD client id at a private or loopback address is refused', async () => {
