@@ -43,6 +43,15 @@ before(async () => {
       response.end(JSON.stringify({ client_id: clientId, redirect_uris: [REDIRECT], pad: 'x'.repeat(6000) }));
       return;
     }
+    if (request.url === '/confidential.json' || request.url === '/with-secret.json') {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      const claimed =
+        request.url === '/confidential.json'
+          ? { token_endpoint_auth_method: 'client_secret_basic' }
+          : { client_secret: 'chosen-by-the-document' };
+      response.end(JSON.stringify({ client_id: clientId, redirect_uris: [REDIRECT], ...claimed }));
+      return;
+    }
     if (request.url === '/liar.json') {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ client_id: 'https://someone-else.example.com/c.json', redirect_uris: [REDIRECT] }));
@@ -98,6 +107,17 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
         authorizeUrl({ client_id: `${documentBase}${path}`, code_challenge: pkce().challenge }),
       );
       assert.equal(response.status, 400, path);
+    }
+  });
+
+  test('a document that claims a confidential client or carries a secret is refused (no secret to check)', async () => {
+    const dev = instance(db, idp, keys, { development: true });
+    for (const path of ['/confidential.json', '/with-secret.json']) {
+      const response = await dev.app.request(
+        authorizeUrl({ client_id: `${documentBase}${path}`, code_challenge: pkce().challenge }),
+      );
+      assert.equal(response.status, 400, path);
+      assert.equal(response.headers.get('location'), null, path);
     }
   });
 
