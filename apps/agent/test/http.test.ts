@@ -59,6 +59,9 @@ test('with a token, the token decides, from any address', async () => {
   const app = createAgentApp({ agent: () => agent, logger: createLogger('error'), chatToken: 'chat-secret' });
   assert.equal((await chat(app, '192.0.2.2', { authorization: 'Bearer chat-secret' })).status, 200);
   assert.equal((await chat(app, '127.0.0.1')).status, 401);
+  for (const guess of ['chat', 'chat-secre', 'chat-secret-and-more', 'CHAT-SECRET']) {
+    assert.equal((await chat(app, '127.0.0.1', { authorization: `Bearer ${guess}` })).status, 401, guess);
+  }
 });
 
 test('a turn that outlives its deadline is stopped and answered 504, freeing its slot', async () => {
