@@ -242,6 +242,7 @@ describe('interactive OAuth', () => {
       clientId?: string | undefined;
       clientSecret?: string | undefined;
       cacheDir?: string;
+      now?: () => number;
     } = {},
   ) {
     const answer = options.answer ?? approve;
@@ -257,6 +258,7 @@ describe('interactive OAuth', () => {
       cacheDir,
       print: () => {},
       loginTimeoutMs: 10_000,
+      ...(options.now ? { now: options.now } : {}),
       openBrowser: async (href) => {
         opened.push(href);
         const authorize = new URL(href);
@@ -366,6 +368,29 @@ describe('interactive OAuth', () => {
       'nothing of the first server (its refresh token, its client id) went to the second',
     );
     assert.equal(provider.authorizations, 2);
+  });
+
+  test('a server that moves while its token is about to expire: the old refresh token is not sent to the new authorization server', async () => {
+    const { first, second, mcp, move } = await movingServer();
+    let clock = Date.now();
+    const { provider } = await interactive(mcp, { now: () => clock });
+    await provider.ensureAuthorized();
+    assert.equal((await provider.tokens())?.access_token, 'token-1');
+    // Past the refresh margin of the 300 s token: the next tokens() would refresh it.
+    clock += 290_000;
+    move();
+    assert.equal(await auth(provider, { serverUrl: `${mcp.url}/mcp` }), 'REDIRECT');
+    const toSecond = second.seen.filter((request) => request.path === '/token');
+    assert.deepEqual(
+      toSecond.map((request) => new URLSearchParams(request.body).get('grant_type')),
+      ['authorization_code'],
+      'only the new sign-in; no refresh at the second server',
+    );
+    assert.ok(
+      second.seen.every((request) => !request.body.includes('refresh-1-from-')),
+      "the first server's refresh token went nowhere else",
+    );
+    assert.equal(first.seen.filter((request) => request.path === '/token').length, 1, 'one exchange at the first');
   });
 
   test('a pre-registered confidential client: its secret goes to the token endpoint, never to disk', async () => {
