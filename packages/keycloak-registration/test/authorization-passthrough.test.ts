@@ -134,3 +134,79 @@ test('clients the janitor removed are forgotten: their record, pending logins an
     assert.equal(await rows(table, 'kept-client'), 1, table);
   }
 });
+
+/** The pass-through with a stand-in Keycloak token endpoint that records each request and answers tokens. */
+function withRecordingUpstream() {
+  const forwarded: URLSearchParams[] = [];
+  const passThrough = passThroughWith({
+    fetch: async (_url, init) => {
+      forwarded.push(new URLSearchParams(String(init?.body)));
+      return Response.json({ access_token: 'a', token_type: 'Bearer', expires_in: 300 });
+    },
+  });
+  const app = new Hono();
+  passThrough.mount(app);
+  /** A login of `clientId` up to the callback; the URL Keycloak would send the browser back to. */
+  const startLogin = async (clientId: string) => {
+    const started = await app.request(
+      `/authorize?${new URLSearchParams({
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+        response_type: 'code',
+        state: 'client-state',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+      })}`,
+    );
+    assert.equal(started.status, 302);
+    const state = new URL(started.headers.get('location') ?? '').searchParams.get('state') ?? '';
+    return (params: Record<string, string>) =>
+      app.request(`/auth/callback?${new URLSearchParams({ state, ...params })}`);
+  };
+  const exchange = (form: Record<string, string>) =>
+    app.request('/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', redirect_uri: REDIRECT, ...form }).toString(),
+    });
+  return { passThrough, forwarded, startLogin, exchange };
+}
+
+test('a code presented by another registered client is refused here, and never reaches Keycloak', async () => {
+  const { passThrough, forwarded, startLogin, exchange } = withRecordingUpstream();
+  await passThrough.recordClient('code-owner', [REDIRECT]);
+  await passThrough.recordClient('code-thief', [REDIRECT]);
+  const back = await (await startLogin('code-owner'))({ code: 'kc-code-1', iss: upstream });
+  assert.equal(new URL(back.headers.get('location') ?? '').searchParams.get('code'), 'kc-code-1');
+  const stolen = await exchange({ code: 'kc-code-1', client_id: 'code-thief' });
+  assert.equal(stolen.status, 400);
+  assert.equal(((await stolen.json()) as { error: string }).error, 'invalid_grant');
+  assert.equal(forwarded.length, 0, 'nothing forwarded to Keycloak');
+});
+
+test("an answer naming another issuer than Keycloak's (a mix-up) gives the client no code", async () => {
+  const { passThrough, forwarded, startLogin, exchange } = withRecordingUpstream();
+  await passThrough.recordClient('mixed-up', [REDIRECT]);
+  const back = await (await startLogin('mixed-up'))({ code: 'kc-code-2', iss: 'https://attacker.example/realms/mcp' });
+  assert.equal(back.status, 302);
+  const location = new URL(back.headers.get('location') ?? '');
+  assert.equal(location.searchParams.get('error'), 'server_error');
+  assert.equal(location.searchParams.get('code'), null);
+  assert.equal(location.searchParams.get('state'), 'client-state');
+  assert.equal((await exchange({ code: 'kc-code-2', client_id: 'mixed-up' })).status, 400, 'nor is the code kept');
+  assert.equal(forwarded.length, 0);
+});
+
+test('an answer after the login expired is refused: no redirect, no code kept', async () => {
+  const { passThrough, forwarded, startLogin, exchange } = withRecordingUpstream();
+  await passThrough.recordClient('slow-client', [REDIRECT]);
+  const callback = await startLogin('slow-client');
+  await database.pool.query(
+    "UPDATE passthrough_authorizations SET expires_at = now() - interval '1 second' WHERE client_id = 'slow-client'",
+  );
+  const late = await callback({ code: 'kc-code-3', iss: upstream });
+  assert.equal(late.status, 400);
+  assert.equal(late.headers.get('location'), null);
+  assert.equal((await exchange({ code: 'kc-code-3', client_id: 'slow-client' })).status, 400);
+  assert.equal(forwarded.length, 0);
+});
