@@ -75,6 +75,32 @@ describe('idempotent add_user_expense', () => {
     assert.equal(await rows('bob', key), 1);
   });
 
+  test("a retry under a key another user also used answers with the caller's own expense, never the other's", async () => {
+    const key = randomUUID();
+    const hers = await alice.callTool({
+      name: 'add_user_expense',
+      arguments: { ...lunch, description: 'Alice private lunch', idempotency_key: key },
+    });
+    const his = await bob.callTool({ name: 'add_user_expense', arguments: { ...lunch, idempotency_key: key } });
+    assert.equal(his.isError, undefined, text(his));
+    // Bob's retry is answered from the stored row under his key: his own.
+    const retry = await bob.callTool({ name: 'add_user_expense', arguments: { ...lunch, idempotency_key: key } });
+    assert.deepEqual(retry, his);
+    // So is the conflict a different expense under the same key reports.
+    const other = await bob.callTool({
+      name: 'add_user_expense',
+      arguments: { ...lunch, amount: 1, idempotency_key: key },
+    });
+    assert.equal(other.isError, true);
+    assert.ok(text(other).includes(expenseId(his)), text(other));
+    for (const result of [retry, other]) {
+      assert.ok(!JSON.stringify(result).includes(expenseId(hers)), "nothing of Alice's expense reaches Bob");
+      assert.doesNotMatch(JSON.stringify(result), /Alice private lunch/);
+    }
+    assert.equal(await rows('alice', key), 1);
+    assert.equal(await rows('bob', key), 1);
+  });
+
   test('concurrent calls with one key store one expense and all get it', async () => {
     const key = randomUUID();
     const results = await Promise.all(
