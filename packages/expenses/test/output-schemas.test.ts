@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { toAuthInfo } from '@mcp-auth-stack/auth';
+import { type Principal, toAuthInfo } from '@mcp-auth-stack/auth';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -10,7 +10,9 @@ import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import {
   createExpensesServer,
+  EXPENSE_ADMIN_ROLE,
   EXPENSE_SCOPES,
+  EXPENSE_TOOL_SCOPES,
   EXPENSES_NAMESPACE,
   ExpenseRepository,
   expensesMigrations,
@@ -36,15 +38,14 @@ after(async () => {
   await testDb?.drop();
 });
 
-async function connect(server: McpServer): Promise<Client> {
+async function connect(
+  server: McpServer,
+  principal: Principal = { userId: 'schema-user', scopes: Object.values(EXPENSE_SCOPES), method: 'api_key' },
+): Promise<Client> {
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
   // What the HTTP layer does: every request carries the authenticated caller.
-  const authInfo = toAuthInfo({
-    userId: 'schema-user',
-    scopes: Object.values(EXPENSE_SCOPES),
-    method: 'api_key',
-  });
+  const authInfo = toAuthInfo(principal);
   const send = clientSide.send.bind(clientSide);
   clientSide.send = (message: JSONRPCMessage, options) => send(message, { ...options, authInfo });
   const client = new Client({ name: 'output-schemas', version: '1' });
@@ -97,6 +98,64 @@ describe('tool results against their published output schemas', () => {
       await call('delete_user_expense', { id: added.id });
     } finally {
       await client.close();
+      await server.close();
+    }
+  });
+});
+
+/**
+ * The HTTP layer refuses a call that lacks a scope (403 step-up); each tool checks again, so the
+ * server refuses it wherever it is mounted. Here without any HTTP layer in front.
+ */
+describe('every tool checks its own scopes', () => {
+  const validArguments: Record<string, Record<string, unknown>> = {
+    add_user_expense: { date: '2025-12-17', amount: 5, category: 'food', description: 'Tea', payment_method: 'cash' },
+    get_user_expenses: {},
+    delete_user_expense: { id: '00000000-0000-4000-8000-000000000000' },
+    get_spending_summary: {},
+    get_expense_stats: {},
+  };
+  const textOf = (result: Awaited<ReturnType<Client['callTool']>>) =>
+    (result.content as { type: string; text?: string }[]).map((c) => c.text ?? '').join('\n');
+
+  test('a caller holding every scope but the one a tool needs gets a tool error, and nothing is stored', async () => {
+    const server = createExpensesServer(new ExpenseRepository(database.pool));
+    try {
+      assert.deepEqual(Object.keys(validArguments).sort(), Object.keys(EXPENSE_TOOL_SCOPES).sort());
+      for (const [tool, needs] of Object.entries(EXPENSE_TOOL_SCOPES)) {
+        const others = Object.values(EXPENSE_SCOPES).filter((scope) => !needs.includes(scope));
+        const client = await connect(server, { userId: 'scope-user', scopes: others, method: 'api_key' });
+        try {
+          const result = await client.callTool({ name: tool, arguments: validArguments[tool] });
+          assert.equal(result.isError, true, `${tool}: ${textOf(result)}`);
+          assert.match(textOf(result), new RegExp(`needs the scope ${needs.join(' ')}`), tool);
+          if (!needs.includes(EXPENSE_SCOPES.read)) continue;
+          await assert.rejects(client.readResource({ uri: 'expenses://recent' }), /needs the scope expenses:read/);
+        } finally {
+          await client.close();
+        }
+      }
+      const stored = await database.pool.query("SELECT count(*)::int AS n FROM expenses WHERE user_id = 'scope-user'");
+      assert.equal(stored.rows[0].n, 0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('the expenses-admin role does not stand for the expenses:admin scope: statistics need the scope', async () => {
+    const server = createExpensesServer(new ExpenseRepository(database.pool));
+    const user = { userId: 'role-user', method: 'oauth', roles: [EXPENSE_ADMIN_ROLE] } as const;
+    try {
+      const withRole = await connect(server, { ...user, scopes: [EXPENSE_SCOPES.read, EXPENSE_SCOPES.write] });
+      const refused = await withRole.callTool({ name: 'get_expense_stats', arguments: {} });
+      await withRole.close();
+      assert.equal(refused.isError, true, textOf(refused));
+      assert.match(textOf(refused), /needs the scope expenses:admin/);
+      const withScope = await connect(server, { ...user, scopes: [EXPENSE_SCOPES.admin] });
+      const allowed = await withScope.callTool({ name: 'get_expense_stats', arguments: {} });
+      await withScope.close();
+      assert.notEqual(allowed.isError, true, textOf(allowed));
+    } finally {
       await server.close();
     }
   });
