@@ -339,6 +339,50 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
     assert.equal((await fetch(`${stack.url}/health`)).status, 200);
   });
 
+  test('a body whose Content-Length is over the limit gets 413 at once, before the body is sent', async () => {
+    // bob's key lacks a scope, so the scope check reads the body; an admin key holds every
+    // declared scope, so the scope check leaves the body to the MCP endpoint.
+    const { secret: adminKey } = await stack.keys.create({
+      userId: 'declared-length',
+      scopes: ['expenses:read', 'expenses:write', 'expenses:admin'],
+    });
+    for (const [who, key] of [
+      ['the scope check', bobKey],
+      ['the MCP endpoint', adminKey],
+    ] as const) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(stack.mcpUrl, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${key}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            // Just over the 1 MiB default: a server that waited for it would wait for ever here.
+            'content-length': String(1024 * 1024 + 1),
+          },
+        });
+        const timer = setTimeout(() => {
+          req.destroy();
+          reject(new Error(`${who} waited for a body larger than the limit instead of refusing it`));
+        }, 10_000);
+        req.on('response', (response) => {
+          clearTimeout(timer);
+          response.resume();
+          resolve(response.statusCode ?? 0);
+          req.destroy();
+        });
+        req.on('error', (error) => {
+          clearTimeout(timer);
+          reject(error);
+        });
+        // The start of the body, then nothing more: the limit is decided on the declared length.
+        req.write('{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"');
+      });
+      assert.equal(status, 413, who);
+    }
+    assert.equal((await fetch(`${stack.url}/health`)).status, 200);
+  });
+
   test('a raised limit is the limit of every layer, the scope check included', async () => {
     const roomy = await startTestStack({ MAX_REQUEST_BYTES: String(4 * 1024 * 1024) });
     try {
