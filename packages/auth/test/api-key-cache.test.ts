@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
@@ -190,6 +191,57 @@ describe('ApiKeyCache on PostgreSQL', () => {
       assert.equal(cache.stats.hits, hits + 1, 'serving from memory again');
     } finally {
       await cache.close();
+    }
+  });
+
+  test('a listener that stalls without closing stops serving from memory within maxStalenessMs', async () => {
+    // The listening session goes through a relay that can stop passing bytes, as a network
+    // partition does: no error, no close, no notification, no heartbeat answer.
+    let stalled = false;
+    const sockets = new Set<Socket>();
+    const target = new URL(testDb.url);
+    const relay = createServer((client) => {
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.on('data', (bytes) => stalled || upstream.write(bytes));
+      upstream.on('data', (bytes) => stalled || client.write(bytes));
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const relayed = new URL(testDb.url);
+    relayed.hostname = '127.0.0.1';
+    relayed.port = String((relay.address() as AddressInfo).port);
+    // A larger bound than the other tests: the stalled heartbeat times out only after twice
+    // this, and the check below must come well before that.
+    const maxStalenessMs = 1_000;
+    const cache = new ApiKeyCache({
+      store,
+      newClient: () => new pg.Client({ connectionString: relayed.toString() }),
+      maxStalenessMs,
+    });
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'hal' });
+      await cache.verify(secret);
+      await cache.verify(secret);
+      assert.equal(cache.stats.hits, 1, 'served from memory while the listener answers');
+      stalled = true;
+      assert.ok(await otherStore.revoke(record.id));
+      const revokedAt = performance.now();
+      await sleep(maxStalenessMs + 50);
+      assert.ok(performance.now() - revokedAt < 2 * maxStalenessMs, 'checked before the heartbeat timed out');
+      assert.equal(await cache.verify(secret), undefined, 'the revocation applies although no notification came');
+      assert.equal(cache.serving, false);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await cache.close();
+      await new Promise((resolve) => relay.close(resolve));
     }
   });
 
