@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import {
+  accessToken,
+  FakeIdp,
+  now,
+  RESOURCE,
+  type SigningKey,
+  signingKey,
+} from '../../../packages/auth/test/fake-idp.ts';
 import { firstJanitorPass, logProxyEvent, upstreamAdmin } from '../src/auth.ts';
+import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 
 test('upstreamAdmin: Keycloak granted expenses:admin, or Entra named the expenses-admin app role', () => {
   // Keycloak: the realm grants its expenses:admin scope only to the expenses-admin role.
@@ -82,4 +91,68 @@ test('logProxyEvent: an unreachable identity provider is a warning, security eve
     ],
     ['info', 'oauth proxy: consent_denied', { client_id: 'c' }],
   ]);
+});
+
+/**
+ * Keycloak mode as the server wires it (createAuthProvider, KEYCLOAK_TOKEN_RULES, the resource as
+ * audience), against a stand-in realm whose tokens the test signs: what a protocol mapper or a
+ * client's own settings could shape is refused, without starting Keycloak.
+ */
+describe('keycloak mode against a stand-in realm', () => {
+  const UUID = '0b8a8f4e-6c1d-4c3b-9d1e-2f3a4b5c6d7e';
+  let idp: FakeIdp;
+  let key: SigningKey;
+  let stack: TestStack;
+  before(async () => {
+    key = await signingKey('realm-key', 'RS256');
+    idp = await FakeIdp.start([key]);
+    stack = await startTestStack({
+      MCP_AUTH_PROVIDER: 'keycloak',
+      KEYCLOAK_REALM_URL: idp.issuer,
+      // The resource, and so the audience, the stand-in realm's tokens carry.
+      MCP_SERVER_BASE_URL: new URL(RESOURCE).origin,
+    });
+  });
+  after(async () => {
+    await stack?.close();
+    await idp?.close();
+  });
+
+  const token = (claims: Record<string, unknown>, header: Record<string, unknown> = {}) =>
+    accessToken(idp, key, { sub: UUID, typ: 'Bearer', scope: 'mcp:access expenses:read', ...claims }, header);
+  const send = async (bearer: string, method = 'tools/list', params?: Record<string, unknown>) =>
+    postMcp(stack.mcpUrl, { jsonrpc: '2.0', id: 1, method, params }, { authorization: `Bearer ${bearer}` });
+
+  test('an access token shaped as Keycloak issues it is taken; anything else of the realm gets 401', async () => {
+    assert.equal((await send(await token({}))).status, 200);
+    for (const [what, claims, header] of [
+      ['an ID token (typ ID)', { typ: 'ID' }, {}],
+      ['a refresh token (typ Refresh)', { typ: 'Refresh' }, {}],
+      ['a sub that is not a Keycloak id', { sub: 'alice' }, {}],
+      ['a day-long token', { iat: now(), exp: now() + 86_400 }, {}],
+      ['another header typ', {}, { typ: 'at+jwt' }],
+      ['a token for another resource', { aud: 'http://localhost:9000/mcp' }, {}],
+      ['a token of another realm', { iss: `${idp.issuer}-other` }, {}],
+    ] as const) {
+      const response = await send(await token(claims, header));
+      assert.equal(response.status, 401, what);
+      assert.match(response.headers.get('www-authenticate') ?? '', /error="invalid_token"/, what);
+    }
+  });
+
+  test('only the expenses:admin scope opens the statistics: not scp, not the expenses-admin role', async () => {
+    const stats = { name: 'get_expense_stats', arguments: {} };
+    for (const [what, claims] of [
+      ['scp written by a mapper', { scp: 'expenses:admin' }],
+      ['the realm role', { realm_access: { roles: ['expenses-admin'] } }],
+      ['a roles claim', { roles: ['expenses-admin'] }],
+    ] as const) {
+      const response = await send(await token(claims), 'tools/call', stats);
+      assert.equal(response.status, 403, what);
+      assert.match(response.headers.get('www-authenticate') ?? '', /error="insufficient_scope"/, what);
+    }
+    const admin = await send(await token({ scope: 'mcp:access expenses:admin' }), 'tools/call', stats);
+    assert.equal(admin.status, 200);
+    assert.equal(((await admin.json()) as { result?: { isError?: boolean } }).result?.isError, undefined);
+  });
 });
