@@ -1,13 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import {
-  accessToken,
-  FakeIdp,
-  now,
-  RESOURCE,
-  type SigningKey,
-  signingKey,
-} from '../../../packages/auth/test/fake-idp.ts';
+import { accessToken, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from '@mcp-auth-stack/testing/fake-idp';
 import { firstJanitorPass, logProxyEvent, upstreamAdmin } from '../src/auth.ts';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 

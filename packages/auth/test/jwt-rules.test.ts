@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { accessToken, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from '@mcp-auth-stack/testing/fake-idp';
 import { jwtBearerProvider } from '../src/index.ts';
-import { accessToken, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from './fake-idp.ts';
 
 /**
  * The rules a deployment adds when it knows its issuer (Keycloak: apps/server's

@@ -1,5 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import {
+  accessToken,
+  base64url,
+  FakeIdp,
+  now,
+  RESOURCE,
+  type SigningKey,
+  signingKey,
+} from '@mcp-auth-stack/testing/fake-idp';
 import { Hono } from 'hono';
 import { exportSPKI, SignJWT } from 'jose';
 import {
@@ -10,7 +19,6 @@ import {
   requireAuth,
   VerifiedTokenCache,
 } from '../src/index.ts';
-import { accessToken, base64url, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from './fake-idp.ts';
 
 const METADATA_URL = 'http://localhost:8000/.well-known/oauth-protected-resource/mcp';
 const CHALLENGE_BASE = `Bearer resource_metadata="${METADATA_URL}", scope="mcp:access expenses:read"`;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
+import { accessToken, FakeIdp, RESOURCE, type SigningKey, signingKey } from '@mcp-auth-stack/testing/fake-idp';
 import { Hono } from 'hono';
 import {
   type AuthOutcome,
@@ -18,7 +19,6 @@ import {
   requireMcpScopes,
   scopesRequiredFor,
 } from '../src/index.ts';
-import { accessToken, FakeIdp, RESOURCE, type SigningKey, signingKey } from './fake-idp.ts';
 
 const METADATA_URL = 'http://localhost:8000/.well-known/oauth-protected-resource/mcp';
 
