@@ -495,6 +495,34 @@ describe('key-based access', () => {
     assert.deepEqual(await unknownWellFormed.json(), await garbage.json(), 'unknown and malformed keys look the same');
   });
 
+  test("a real key with one letter's case changed, cut short or lengthened is not that key", async () => {
+    const at = [...aliceKey].findLastIndex((character) => /[a-zA-Z]/.test(character));
+    const flipped =
+      aliceKey[at] === aliceKey[at]?.toLowerCase() ? aliceKey[at]?.toUpperCase() : aliceKey[at]?.toLowerCase();
+    const near = [
+      `${aliceKey.slice(0, at)}${flipped}${aliceKey.slice(at + 1)}`,
+      aliceKey.toUpperCase(),
+      aliceKey.slice(0, -1),
+      `${aliceKey}A`,
+      ` ${aliceKey}x`,
+    ];
+    for (const candidate of near) {
+      assert.notEqual(candidate, aliceKey);
+      const response = await postMcp(
+        stack.mcpUrl,
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { authorization: `Bearer ${candidate}` },
+      );
+      assert.equal(response.status, 401, candidate.replace(aliceKey.slice(8, -4), '…'));
+    }
+    const own = await postMcp(
+      stack.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${aliceKey}` },
+    );
+    assert.equal(own.status, 200);
+  });
+
   test('every reply on /mcp carries its request id, the one in its access log line', async () => {
     const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
     const replies = {

@@ -113,7 +113,9 @@ describe('the server process on the embedded database, with the keys CLI beside 
   test('keys list shows the key, its last use and never the key itself', async () => {
     const listed = await keysCli(['list', '--user', 'alice'], env());
     assert.equal(listed.code, 0, listed.stderr);
-    assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read expenses:write\\s`));
+    // The default scopes, exactly: the admin scope is never a default.
+    assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read expenses:write\\s+\\d{4}-`));
+    assert.doesNotMatch(listed.stdout, /expenses:admin/);
     assert.doesNotMatch(listed.stdout, /never/, 'last use was recorded');
     assert.ok(!listed.stdout.includes(key.slice(5)));
   });
