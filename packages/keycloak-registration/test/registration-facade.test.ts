@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { checkRegistration, clientAddress } from '@mcp-auth-stack/auth';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Hono } from 'hono';
+import { AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations } from '../src/index.ts';
 import { registrationFacade } from '../src/registration-facade.ts';
 
 /** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
@@ -138,6 +141,61 @@ describe('registrationFacade', () => {
     ]) {
       assert.equal(checkRegistration({ redirect_uris: [uri] }), undefined, uri);
     }
+  });
+});
+
+/**
+ * With the pass-through, Keycloak only ever sees this server's callback, so its own trusted-hosts
+ * policy no longer judges the clients' redirect URIs: the facade must. Real PostgreSQL.
+ */
+describe('registrationFacade with the pass-through: the redirect hosts are checked here', () => {
+  let testDb: TestDatabase;
+  let database: Database;
+  before(async () => {
+    testDb = await createTestDatabase();
+    database = await openDatabase({ url: testDb.url });
+    await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
+  });
+  after(async () => {
+    await database?.close();
+    await testDb?.drop();
+  });
+  const appWith = (redirectHosts?: readonly string[]) => {
+    const app = new Hono();
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: upstream,
+      registrationsPerMinute: 100,
+      pool: database.pool,
+      fetch: fakeFetch,
+      ...(redirectHosts ? { redirectHosts } : {}),
+    }).mount(app);
+    return app;
+  };
+
+  test('https on a host outside the list is refused and nothing is forwarded; loopback and the listed hosts pass', async () => {
+    const app = appWith();
+    for (const uri of [
+      'https://evil.example/cb',
+      'https://vscode.dev.evil.example/redirect',
+      'https://evil.example/vscode.dev',
+    ]) {
+      const before = received.length;
+      const response = await register(app, { redirect_uris: ['http://127.0.0.1:5000/cb', uri] });
+      assert.equal(response.status, 400, uri);
+      assert.equal(((await response.json()) as { error: string }).error, 'invalid_redirect_uri', uri);
+      assert.equal(received.length, before, `nothing was forwarded: ${uri}`);
+    }
+    for (const uri of ['http://127.0.0.1:5000/cb', 'https://vscode.dev/redirect']) {
+      assert.equal((await register(app, { redirect_uris: [uri] })).status, 201, uri);
+    }
+    const own = appWith(['app.example']);
+    assert.equal((await register(own, { redirect_uris: ['https://app.example/cb'] })).status, 201);
+    assert.equal(
+      (await register(own, { redirect_uris: ['https://vscode.dev/redirect'] })).status,
+      400,
+      'the list replaces the default',
+    );
   });
 });
 
