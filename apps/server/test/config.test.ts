@@ -25,6 +25,20 @@ const ENTRA = {
   AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47',
 };
 
+const KEYCLOAK = { MCP_AUTH_PROVIDER: 'keycloak', KEYCLOAK_REALM_URL: 'http://localhost:8080/realms/mcp' };
+
+/** oauth_proxy on a developer's machine: the local realm's demo client, generated keys. */
+const LOCAL_PROXY = { MCP_AUTH_PROVIDER: 'oauth_proxy', KEYCLOAK_REALM_URL: 'http://localhost:8080/realms/mcp' };
+
+/** oauth_proxy on a public URL, every variable it needs (the keys are throwaway test values). */
+const PUBLIC_PROXY = {
+  ...LOCAL_PROXY,
+  MCP_SERVER_BASE_URL: 'https://mcp.example.com',
+  OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: 'test-secret',
+  OAUTH_PROXY_SIGNING_KEY: JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'test', d: 'test' }),
+  OAUTH_PROXY_ENCRYPTION_KEY: 'ab'.repeat(32),
+};
+
 describe('configuration', () => {
   test('entra_proxy: the Entra preset from its three variables', () => {
     const config = loadConfig(ENTRA);
@@ -124,6 +138,48 @@ describe('configuration', () => {
       { ...ENTRA, ENTRA_PROXY_ALLOWED_TENANT_IDS: ENTRA.AZURE_TENANT_ID },
       /ENTRA_PROXY_ALLOWED_TENANT_IDS is for a multi-tenant AZURE_TENANT_ID/,
     ],
+    [{ MCP_AUTH_PROVIDER: 'keycloak' }, /KEYCLOAK_REALM_URL is required when MCP_AUTH_PROVIDER=keycloak/],
+    // Without registration only the listed clients' tokens are taken: an empty list would take any.
+    [{ ...KEYCLOAK, KEYCLOAK_REGISTRATION: 'off' }, /ALLOWED_CLIENT_IDS must list the pre-registered client ids/],
+    [
+      {
+        ...ENTRA,
+        MCP_SERVER_BASE_URL: 'https://a.example.com',
+        ENTRA_PROXY_MCP_SERVER_BASE_URL: 'https://b.example.com',
+      },
+      /ENTRA_PROXY_MCP_SERVER_BASE_URL is https:\/\/b\.example\.com but MCP_SERVER_BASE_URL is https:\/\/a\.example\.com/,
+    ],
+    [
+      { MCP_AUTH_PROVIDER: 'oauth_proxy' },
+      /OAUTH_PROXY_UPSTREAM_DISCOVERY_URL is required when MCP_AUTH_PROVIDER=oauth_proxy/,
+    ],
+    // The realm's demo secret is a default on a developer's machine only, and for its own client only.
+    [
+      { ...PUBLIC_PROXY, OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: '' },
+      /OAUTH_PROXY_UPSTREAM_CLIENT_SECRET is required when/,
+    ],
+    [
+      { ...LOCAL_PROXY, OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'my-app' },
+      /OAUTH_PROXY_UPSTREAM_CLIENT_SECRET is required when/,
+    ],
+    [
+      { ...LOCAL_PROXY, OAUTH_PROXY_SIGNING_KEY: '{"kty": "EC", "d": ' },
+      /OAUTH_PROXY_SIGNING_KEY must be a private JWK as JSON/,
+    ],
+    [
+      { ...LOCAL_PROXY, OAUTH_PROXY_SIGNING_KEY: '{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}' },
+      /OAUTH_PROXY_SIGNING_KEY must be a private JWK \(with "kty" and "d"\)/,
+    ],
+    [{ ...LOCAL_PROXY, OAUTH_PROXY_ENCRYPTION_KEY: 'c2hvcnQ' }, /OAUTH_PROXY_ENCRYPTION_KEY must be 32 bytes/],
+    // Off loopback, generated keys would differ per replica and live in a container's disk.
+    [
+      { ...PUBLIC_PROXY, OAUTH_PROXY_SIGNING_KEY: '' },
+      /OAUTH_PROXY_SIGNING_KEY is required when MCP_AUTH_PROVIDER=oauth_proxy and the base URL is not loopback/,
+    ],
+    [
+      { ...PUBLIC_PROXY, OAUTH_PROXY_ENCRYPTION_KEY: '' },
+      /OAUTH_PROXY_ENCRYPTION_KEY is required when MCP_AUTH_PROVIDER=oauth_proxy and the base URL is not loopback/,
+    ],
   ];
   for (const [env, message] of invalid) {
     test(`refuses ${JSON.stringify(env)} naming the variable`, () => {
@@ -133,6 +189,15 @@ describe('configuration', () => {
       );
     });
   }
+
+  test('the proxy variables above are complete: each refused environment differs by one variable', () => {
+    assert.equal(loadConfig(LOCAL_PROXY).authMode, 'oauth_proxy');
+    assert.equal(loadConfig(PUBLIC_PROXY).oauthProxy?.loopbackBaseUrl, false);
+    assert.deepEqual(
+      loadConfig({ ...KEYCLOAK, KEYCLOAK_REGISTRATION: 'off', ALLOWED_CLIENT_IDS: 'vscode-mcp-client' }).authMode,
+      'keycloak',
+    );
+  });
 
   test('none mode on a public address is allowed only when asked for', () => {
     const config = loadConfig({ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED_REMOTE: 'true' });
