@@ -161,6 +161,41 @@ describe('missing or invalid settings name the variable', () => {
       /MCP_EXTRA_SERVERS\.tavily\.url must be a string/,
     ],
     [
+      'extra servers as a list',
+      { MCP_EXTRA_SERVERS: '[{"url": "https://t.example/mcp"}]' },
+      /MCP_EXTRA_SERVERS must be a JSON object of name/,
+    ],
+    // The expenses server's tools are its own: another server named "expenses" would stand in for it.
+    [
+      'an extra server named expenses',
+      { MCP_EXTRA_SERVERS: '{"expenses": {"url": "https://t.example/mcp"}}' },
+      /MCP_EXTRA_SERVERS\.expenses must be named with letters, digits, - or _ and not "expenses"/,
+    ],
+    [
+      'an extra server name with a dot',
+      { MCP_EXTRA_SERVERS: '{"t.x": {"url": "https://t.example/mcp"}}' },
+      /MCP_EXTRA_SERVERS\.t\.x must be named/,
+    ],
+    [
+      'an extra server that is a string',
+      { MCP_EXTRA_SERVERS: '{"t": "https://t.example/mcp"}' },
+      /MCP_EXTRA_SERVERS\.t must be an object with "url"/,
+    ],
+    [
+      'an extra server over ws',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "ws://t.example/mcp"}}' },
+      /MCP_EXTRA_SERVERS\.t\.url must be http or https/,
+    ],
+    // The expenses server is connected once, with the agent's own credential, not again with other headers.
+    [
+      'the expenses server again as an extra server',
+      {
+        MCP_SERVER_URL: 'http://localhost:8000/mcp',
+        MCP_EXTRA_SERVERS: '{"again": {"url": "http://localhost:8000/mcp"}}',
+      },
+      /MCP_EXTRA_SERVERS\.again\.url is MCP_SERVER_URL again/,
+    ],
+    [
       'extra server header not a string',
       { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "headers": {"a": 1}}}' },
       /MCP_EXTRA_SERVERS\.t\.headers/,
