@@ -20,6 +20,7 @@ import {
   newEncryptionKey,
   openMigrated,
   pkce,
+  REDIRECT,
   register,
   tokenRequest,
 } from './harness.ts';
@@ -74,6 +75,27 @@ describe('oauth proxy: weak points', () => {
       body: new URLSearchParams({ ...fields, decision: 'approve' }).toString(),
     });
     assert.equal(sameOrigin.status, 302, 'the genuine form still goes through');
+  });
+
+  test('markup in client_name is text on the consent page, under a policy that runs no script and styles by nonce only', async () => {
+    const markup = `<img src=x onerror="alert(1)">'&</dd><script>alert(2)</script>`;
+    const registered = await registerRaw({ client_name: markup, redirect_uris: [REDIRECT] });
+    assert.equal(registered.status, 201, 'visible text, so a valid name');
+    const { client_id } = (await registered.json()) as { client_id: string };
+    const page = await new Browser().get(proxy.app, authorizeUrl({ client_id, code_challenge: pkce().challenge }));
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    assert.ok(
+      html.includes('&#60;img src=x onerror=&#34;alert(1)&#34;&#62;&#39;&#38;&#60;/dd&#62;&#60;script&#62;'),
+      html,
+    );
+    for (const raw of ['<img', '<script', 'onerror="', '</dd><script']) assert.ok(!html.includes(raw), raw);
+    const nonce = /<style nonce="([A-Za-z0-9_-]{16,})">/.exec(html)?.[1];
+    assert.ok(nonce, 'the style element carries a nonce');
+    const policy = page.headers.get('content-security-policy') ?? '';
+    assert.match(policy, /^default-src 'none'; /);
+    assert.ok(policy.includes(`style-src 'nonce-${nonce}';`), policy);
+    assert.doesNotMatch(policy, /unsafe-inline|script-src/);
   });
 
   test('a parameter given twice at /authorize is refused before anything is used', async () => {
