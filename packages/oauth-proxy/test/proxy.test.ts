@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
 import { jwtBearerProvider } from '@mcp-auth-stack/auth';
 import type { Database } from '@mcp-auth-stack/database';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, decodeJwtPayload, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
 import { generateSigningKey, isRegisteredRedirectUri, oidcUpstream } from '../src/index.ts';
 import { FakeUpstream } from './fake-upstream.ts';
@@ -63,6 +63,44 @@ const untilCallback = () => loginUntilCallback(a);
 
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
+
+/** Seconds from now until the `expires_at` of the newest row of `table`. */
+const secondsLeftOfNewest = async (table: string) =>
+  (
+    await dbA.pool.query<{ left: number }>(
+      `SELECT extract(epoch FROM max(expires_at) - now())::float AS left FROM ${table}`,
+    )
+  ).rows[0]?.left as number;
+
+describe('lifetimes: short by default', () => {
+  test('a consent request and an upstream login live 10 minutes, a code 1 minute, an access token 5', async () => {
+    const client = await register(a.app);
+    const browser = new Browser();
+    await browser.get(a.app, authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+    const consent = await secondsLeftOfNewest('oauth_proxy_consent_requests');
+    assert.ok(consent > 590 && consent <= 600, `consent request: ${consent} s`);
+    await untilCallback();
+    const login = await secondsLeftOfNewest('oauth_proxy_transactions');
+    assert.ok(login > 590 && login <= 600, `upstream login: ${login} s`);
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    const codeLeft = await secondsLeftOfNewest('oauth_proxy_codes');
+    assert.ok(codeLeft > 50 && codeLeft <= 60, `code: ${codeLeft} s`);
+    const tokens = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
+      code,
+      client_id: client.client_id,
+      code_verifier: verifier,
+    });
+    assert.equal(tokens.status, 200);
+    assert.equal(tokens.body.expires_in, 300);
+    const claims = decodeJwtPayload(tokens.body.access_token as string) as { iat: number; exp: number };
+    assert.equal(claims.exp - claims.iat, 300);
+    const refresh = await secondsLeftOfNewest('oauth_proxy_refresh_tokens');
+    assert.ok(refresh > 30 * 86_400 - 10 && refresh <= 30 * 86_400, `refresh token: ${refresh} s`);
+  });
+});
 
 describe('metadata', () => {
   test('RFC 8414 metadata names the proxy itself as issuer, with S256, RFC 9207 and CIMD', async () => {
