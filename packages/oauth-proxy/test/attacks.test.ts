@@ -21,8 +21,8 @@ import {
   openMigrated,
   pkce,
   REDIRECT,
+  refreshRequest,
   register,
-  tokenRequest,
 } from './harness.ts';
 
 /** The proxy's weak points from issue 11, each asserting the refusal. Loopback traffic only. */
@@ -221,11 +221,7 @@ describe('an upstream whose token answer is too large (a megabyte, chunked)', ()
     try {
       const { clientId, tokens } = await loginForTokens(proxy);
       idp.oversizedAnswers = true;
-      const refused = await tokenRequest(proxy.app, {
-        grant_type: 'refresh_token',
-        refresh_token: tokens.refresh_token,
-        client_id: clientId,
-      });
+      const refused = await refreshRequest(proxy.app, tokens.refresh_token, clientId);
       assert.equal(refused.status, 503, JSON.stringify(refused.body));
       assert.equal(refused.body.error, 'temporarily_unavailable');
       // As when the upstream is unreachable: whether the upstream session lives on is its call.

@@ -240,6 +240,16 @@ export async function tokenRequest(
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 
+/** A refresh at /token: `refresh_token` as `clientId`, with any other parameters (`scope`, `resource`). */
+export function refreshRequest(
+  app: Hono<{ Variables: AuthVariables }>,
+  refreshToken: string,
+  clientId: string,
+  extra: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  return tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId, ...extra });
+}
+
 export async function callMcp(app: Hono<{ Variables: AuthVariables }>, accessToken: string): Promise<Response> {
   return app.request(`${ISSUER}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${accessToken}` } });
 }

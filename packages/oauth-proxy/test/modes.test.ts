@@ -17,6 +17,7 @@ import {
   openMigrated,
   pkce,
   REDIRECT,
+  refreshRequest,
   register,
   tokenRequest,
 } from './harness.ts';
@@ -299,18 +300,11 @@ describe('permittedScopes on upstream refresh', () => {
 
       admin = false; // the role is taken away upstream
       // Asking for nothing but the scope that is gone: refused, not an empty token.
-      const onlyLost = await tokenRequest(narrowing.app, {
-        grant_type: 'refresh_token',
-        refresh_token: first.body.refresh_token as string,
-        client_id: client.client_id,
+      const onlyLost = await refreshRequest(narrowing.app, first.body.refresh_token as string, client.client_id, {
         scope: 'expenses:write',
       });
       assert.deepEqual([onlyLost.status, onlyLost.body.error], [400, 'invalid_scope']);
-      const narrowed = await tokenRequest(narrowing.app, {
-        grant_type: 'refresh_token',
-        refresh_token: first.body.refresh_token as string,
-        client_id: client.client_id,
-      });
+      const narrowed = await refreshRequest(narrowing.app, first.body.refresh_token as string, client.client_id);
       assert.equal(narrowed.status, 200, JSON.stringify(narrowed.body));
       assert.equal(narrowed.body.scope, 'mcp:access');
       const grants = await db.pool.query<{ scopes: string[] }>(
@@ -348,11 +342,7 @@ describe('an upstream token answer without expires_in', () => {
       admin = false;
       const upstreamRefreshes = () => idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token');
       const before = upstreamRefreshes().length;
-      const refreshed = await tokenRequest(narrowing.app, {
-        grant_type: 'refresh_token',
-        refresh_token: tokens.body.refresh_token as string,
-        client_id: client.client_id,
-      });
+      const refreshed = await refreshRequest(narrowing.app, tokens.body.refresh_token as string, client.client_id);
       assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
       assert.equal(upstreamRefreshes().length, before + 1, 'the upstream was asked again');
       assert.equal(refreshed.body.scope, 'mcp:access', 'what the upstream no longer permits is dropped');

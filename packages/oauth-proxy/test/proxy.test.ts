@@ -26,6 +26,7 @@ import {
   pkce,
   REDIRECT,
   RESOURCE,
+  refreshRequest,
   register,
   tokenRequest,
   upstreamLogin,
@@ -313,11 +314,7 @@ describe('the full flow', () => {
     assert.equal(outcome.principal.name, 'Alice');
     assert.equal((await callMcp(a.app, accessToken)).status, 200);
 
-    const refreshed = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.body.refresh_token as string,
-      client_id: client.client_id,
-    });
+    const refreshed = await refreshRequest(a.app, tokens.body.refresh_token as string, client.client_id);
     assert.equal(refreshed.status, 200);
     assert.notEqual(refreshed.body.refresh_token, tokens.body.refresh_token, 'rotated');
     assert.equal((await callMcp(a.app, refreshed.body.access_token as string)).status, 200);
@@ -366,11 +363,7 @@ describe('the full flow', () => {
     try {
       const { clientId, tokens } = await fullLogin();
       const before = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
-      const refreshed = await tokenRequest(a.app, {
-        grant_type: 'refresh_token',
-        refresh_token: tokens.refresh_token,
-        client_id: clientId,
-      });
+      const refreshed = await refreshRequest(a.app, tokens.refresh_token, clientId);
       assert.equal(refreshed.status, 200);
       const afterCount = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
       assert.equal(afterCount, before + 1, 'one upstream refresh');
@@ -490,10 +483,7 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(other.body.access_token, undefined);
     const right = await tokenRequest(a.app, { ...base, resource: RESOURCE });
     assert.equal(right.status, 200, JSON.stringify(right.body));
-    const refreshed = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: right.body.refresh_token as string,
-      client_id: client.client_id,
+    const refreshed = await refreshRequest(a.app, right.body.refresh_token as string, client.client_id, {
       resource: 'https://other.example.com/mcp',
     });
     assert.deepEqual([refreshed.status, refreshed.body.error], [400, 'invalid_target'], 'at refresh too');
@@ -582,11 +572,7 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(again.body.error, 'invalid_grant');
     assert.equal(again.body.access_token, undefined);
     assert.equal((await callMcp(a.app, tokens.access_token)).status, 401, 'first access token revoked');
-    const refresh = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const refresh = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.equal(refresh.body.error, 'invalid_grant', 'first refresh token revoked');
   });
 
@@ -713,25 +699,13 @@ describe('abuse: each refused, nothing issued', () => {
 
   test('a refresh token used twice revokes the whole grant', async () => {
     const { clientId, tokens } = await fullLogin();
-    const first = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const first = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.equal(first.status, 200);
-    const reuse = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const reuse = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.equal(reuse.status, 400);
     assert.equal(reuse.body.error, 'invalid_grant');
     assert.equal(reuse.body.access_token, undefined);
-    const rotated = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: first.body.refresh_token as string,
-      client_id: clientId,
-    });
+    const rotated = await refreshRequest(a.app, first.body.refresh_token as string, clientId);
     assert.equal(rotated.body.error, 'invalid_grant', 'the rotated token dies with the grant');
     assert.equal((await callMcp(a.app, first.body.access_token as string)).status, 401);
   });
@@ -739,18 +713,10 @@ describe('abuse: each refused, nothing issued', () => {
   test("a refresh token presented by another client is refused and stays its own client's", async () => {
     const { clientId, tokens } = await fullLogin();
     const other = await register(a.app);
-    const stolen = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: other.client_id,
-    });
+    const stolen = await refreshRequest(a.app, tokens.refresh_token, other.client_id);
     assert.deepEqual([stolen.status, stolen.body.error], [400, 'invalid_grant']);
     assert.equal(stolen.body.access_token, undefined);
-    const own = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const own = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.equal(own.status, 200, JSON.stringify(own.body));
   });
 
@@ -760,24 +726,14 @@ describe('abuse: each refused, nothing issued', () => {
       "UPDATE oauth_proxy_refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_sha256 = sha256(convert_to($1, 'UTF8'))",
       [tokens.refresh_token],
     );
-    const response = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const response = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.deepEqual([response.status, response.body.error], [400, 'invalid_grant']);
     assert.equal(response.body.access_token, undefined);
   });
 
   test('a refresh cannot add a scope the grant does not have; it may narrow', async () => {
     const { clientId, tokens } = await fullLogin();
-    const refresh = (scope: string) =>
-      tokenRequest(a.app, {
-        grant_type: 'refresh_token',
-        refresh_token: tokens.refresh_token,
-        client_id: clientId,
-        scope,
-      });
+    const refresh = (scope: string) => refreshRequest(a.app, tokens.refresh_token, clientId, { scope });
     const wider = await refresh('mcp:access expenses:write');
     assert.deepEqual([wider.status, wider.body.error], [400, 'invalid_scope']);
     assert.equal(wider.body.access_token, undefined);
@@ -796,11 +752,7 @@ describe('abuse: each refused, nothing issued', () => {
     });
     assert.equal(response.status, 200, 'RFC 7009: the same answer as for an unknown token');
     assert.equal((await callMcp(a.app, tokens.access_token)).status, 200, 'the grant is alive');
-    const refreshed = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.refresh_token,
-      client_id: clientId,
-    });
+    const refreshed = await refreshRequest(a.app, tokens.refresh_token, clientId);
     assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
   });
 
@@ -1132,17 +1084,9 @@ describe('replicas', () => {
     assert.equal(tokens.status, 200);
     assert.equal((await callMcp(a.app, tokens.body.access_token as string)).status, 200);
     assert.equal((await callMcp(b.app, tokens.body.access_token as string)).status, 200);
-    const refreshed = await tokenRequest(a.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.body.refresh_token as string,
-      client_id: client.client_id,
-    });
+    const refreshed = await refreshRequest(a.app, tokens.body.refresh_token as string, client.client_id);
     assert.equal(refreshed.status, 200);
-    const reuse = await tokenRequest(b.app, {
-      grant_type: 'refresh_token',
-      refresh_token: tokens.body.refresh_token as string,
-      client_id: client.client_id,
-    });
+    const reuse = await refreshRequest(b.app, tokens.body.refresh_token as string, client.client_id);
     assert.equal(reuse.body.error, 'invalid_grant', 'reuse detected across replicas');
   });
 });
