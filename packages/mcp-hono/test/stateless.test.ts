@@ -265,6 +265,12 @@ describe('protocol errors', () => {
       -32600,
     ],
     [
+      'Accept without application/json',
+      { method: 'POST', headers: { ...HEADERS, accept: 'text/event-stream' }, body: JSON.stringify(call(1, 'a')) },
+      406,
+      -32600,
+    ],
+    [
       'a form body',
       { method: 'POST', headers: { ...HEADERS, 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' },
       415,
