@@ -188,6 +188,9 @@ describe('migrations on a real PostgreSQL server', () => {
     const db = await openDatabase({ url: testDb.url });
     try {
       await assert.rejects(migrate(db.pool, 'x', [migrations[1], migrations[0]] as Migration[]), /increasing version/);
+      // Two with one version: on a database that recorded the first, the second would be skipped for good.
+      const twice = [migrations[0], { ...migrations[1], version: migrations[0]?.version }] as Migration[];
+      await assert.rejects(migrate(db.pool, 'x', twice), /increasing version order at 1/);
     } finally {
       await db.close();
     }
