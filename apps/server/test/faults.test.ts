@@ -88,6 +88,50 @@ describe('SIGTERM under keep-alive load', () => {
 });
 
 describe('the drain, one connection at a time', () => {
+  test('a request still unanswered at SHUTDOWN_TIMEOUT_MS is cut there: the process exits 0 and the warning counts it', async () => {
+    const database = await createTestDatabase();
+    const shutdownTimeoutMs = 1_000;
+    const server = await spawnServer({
+      DATABASE_URL: database.url,
+      MCP_AUTH_PROVIDER: 'key',
+      SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
+    });
+    try {
+      const [key] = (await createKeys(database.url, ['cut'])).values();
+      // A request whose body never ends: nothing but the drain's timeout ends it.
+      const stalled = httpRequest(server.mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'transfer-encoding': 'chunked',
+        },
+      });
+      const outcome = new Promise<string>((resolve) => {
+        stalled.on('response', (response) => resolve(`answered ${response.statusCode}`));
+        stalled.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      });
+      stalled.write('{"jsonrpc":"2.0","id":1,');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Past the drain's bound, the backstop in main.ts would end the process with exit 1.
+      assert.equal(await server.stop(), 0, server.output());
+      assert.equal(await outcome, 'ECONNRESET', 'the request was cut, not answered');
+      const warning = server
+        .output()
+        .split('\n')
+        .find((line) => line.includes('"msg":"drain timed out'));
+      assert.ok(warning, server.output());
+      assert.deepEqual(
+        (({ cut, refused, shutdown_timeout_ms }) => ({ cut, refused, shutdown_timeout_ms }))(JSON.parse(warning)),
+        { cut: 1, refused: 0, shutdown_timeout_ms: shutdownTimeoutMs },
+      );
+    } finally {
+      await server.stop().catch(() => undefined);
+      await database.drop();
+    }
+  });
+
   test('in flight: the response carries Connection: close and its socket closes; an idle keep-alive socket gets 503 draining', async () => {
     const stack = await startTestStack();
     const key = (await stack.keys.create({ userId: 'drain-one' })).secret;
@@ -300,6 +344,30 @@ describe('PostgreSQL frozen, killed and restarted under load', () => {
     } finally {
       load.stop();
       await postgres.thaw().catch(() => undefined);
+      await server.stop().catch(() => undefined);
+    }
+  });
+  test('/ready answers 503 within READY_TIMEOUT_MS while the database is frozen, however long its own bounds', async () => {
+    const server = await spawnServer({
+      DATABASE_URL: postgres.url,
+      MCP_AUTH_PROVIDER: 'key',
+      // A query may wait 10 s for its connection and 11 s for its answer; readiness 0.5 s.
+      DATABASE_CONNECT_TIMEOUT_MS: '10000',
+      DATABASE_QUERY_TIMEOUT_MS: '10000',
+      READY_TIMEOUT_MS: '500',
+      DATABASE_CLOSE_TIMEOUT_MS: '500',
+    });
+    try {
+      assert.equal((await ready(server.url, 5_000))?.status, 200);
+      await postgres.freeze();
+      try {
+        const frozen = await ready(server.url, 5_000);
+        assert.equal(frozen?.status, 503, `/ready answered within its bound: ${JSON.stringify(frozen)}`);
+        assert.deepEqual(frozen?.body.checks, { database: 'unreachable' });
+      } finally {
+        await postgres.thaw();
+      }
+    } finally {
       await server.stop().catch(() => undefined);
     }
   });
