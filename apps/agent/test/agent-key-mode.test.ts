@@ -192,6 +192,29 @@ describe('the agent with the real MCP server in key mode', () => {
     );
   });
 
+  test('a model that does not start its answer within MODEL_TIMEOUT_SECONDS fails the turn, after its two retries', async () => {
+    const impatient = await startAgent(loadConfig({ ...env, MODEL_TIMEOUT_SECONDS: '1' }), { now: () => TODAY });
+    // The model answers only when released: well after three attempts of 1 s, well before 60 s.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const timer = setTimeout(release, 20_000);
+    const stalled: ScriptEntry = async () => {
+      await released;
+      return { content: 'too late' };
+    };
+    llm.script([stalled, stalled, stalled, stalled]);
+    try {
+      await assert.rejects(impatient.agent.run('hi'), /timed out/i);
+      assert.equal(llm.requests.length, 3, 'the first attempt and two retries');
+    } finally {
+      clearTimeout(timer);
+      release();
+      await impatient.close();
+    }
+  });
+
   test('an extra server offering a tool of the same name stops start-up, naming both servers', async () => {
     // A stateless MCP server on loopback with its own get_user_expenses.
     const other = createServer(async (request, response) => {
@@ -324,6 +347,37 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal((await rowsOf('HTTP laptop'))[0]?.user_id, 'agent-user');
       assert.doesNotMatch(agent.output(), /chat-secret|mcpk_/, 'no credential in the logs');
     } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  });
+
+  test('a turn still running after AGENT_TURN_TIMEOUT_SECONDS is answered 504', async () => {
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret', AGENT_TURN_TIMEOUT_SECONDS: '1' });
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    llm.script([
+      async () => {
+        await released;
+        return { content: 'too late' };
+      },
+    ]);
+    try {
+      // Bounded here too: without the deadline the turn would wait for the model's own timeout (60 s).
+      const response = await fetch(`${agent.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer chat-secret' },
+        body: JSON.stringify({ message: 'hi' }),
+        signal: AbortSignal.timeout(15_000),
+      });
+      assert.equal(response.status, 504);
+      assert.deepEqual(await response.json(), {
+        error: 'timeout',
+        error_description: 'The turn took longer than 1 s.',
+      });
+    } finally {
+      release();
       assert.equal(await agent.stop(), 0);
     }
   });
