@@ -123,6 +123,38 @@ describe('one MCP server shared by concurrent stateless requests', () => {
     assert.ok(events.includes('handler saw the abort'));
   });
 
+  test("a client's notifications/cancelled cannot cancel another client's request", async () => {
+    const app = await makeApp();
+    // Another caller's request runs under an internal id (small, sequential), which a
+    // cancellation naming "its own" request id would hit if it reached the server.
+    const pending = app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'x-user': 'alice' },
+      body: JSON.stringify(call(1, 'kept', 200)),
+    });
+    await sleep(50);
+    for (let requestId = 0; requestId <= 20; requestId++) {
+      const note = await app.request('/mcp', {
+        method: 'POST',
+        headers: { ...HEADERS, 'x-user': 'mallory' },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId } }),
+      });
+      assert.equal(note.status, 202);
+    }
+    const giveUp = new AbortController();
+    const response = await Promise.race([
+      pending,
+      sleep(5_000, undefined, { signal: giveUp.signal }).catch(() => undefined),
+    ]);
+    giveUp.abort();
+    assert.ok(response, 'the request was answered');
+    assert.deepEqual(await response.json(), {
+      jsonrpc: '2.0',
+      id: 1,
+      result: { content: [{ type: 'text', text: 'alice:kept' }] },
+    });
+  });
+
   test('a server-to-client request fails at once instead of hanging', async () => {
     const app = await makeApp();
     // A client that declares elicitation, so the SDK does try to send the request.
