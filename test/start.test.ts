@@ -191,6 +191,11 @@ describe('pnpm start', () => {
       // stdout is a pipe here: whatever reads it (a log collector) must not get a secret.
       assert.doesNotMatch(first.output(), /mcpk_|Demo key/);
       assert.match(first.output(), /No API key yet .*Create one: pnpm keys create --user demo-user/);
+      // A second pnpm start on the same DATA_DIR and another PORT stops at once, naming the first.
+      const second = await startUntilExit({ ...env, PORT: String(await freePort()) });
+      assert.equal(second.code, 1, second.output);
+      assert.match(second.output, /in use by process \d+: another pnpm start/);
+      assert.doesNotMatch(second.output, /The MCP server stopped/, 'no second server was started');
     } finally {
       assert.equal(await interrupt(first.child), 0);
     }
