@@ -60,6 +60,25 @@ describe('bounded waits on a real PostgreSQL server', () => {
     assert.equal(isDatabaseUnavailable(error), false);
   });
 
+  test('a statement cut by the server shutting down or terminating its session (restart, failover) is an outage', async () => {
+    const victim = await openDatabase({ url: testDb.url, maxConnections: 1 });
+    try {
+      const { rows } = await victim.pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      const running = victim.pool.query('SELECT pg_sleep(5)').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      // What `pg_ctl stop -m fast` sends each session: 57P01, admin_shutdown.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await db.pool.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+      const error = await running;
+      assert.equal((error as { code?: string }).code, '57P01', String(error));
+      assert.equal(isDatabaseUnavailable(error), true);
+    } finally {
+      await victim.close();
+    }
+  });
+
   test('a refused connection is an outage', async () => {
     const nowhere = await openDatabase({ url: 'postgres://x:y@127.0.0.1:1/none', connectTimeoutMs: 500 });
     try {
