@@ -3,7 +3,6 @@
  * `GET /health`, `GET /ready` and `POST /chat`, and connects to the MCP servers (retrying until
  * they answer). SIGTERM stops it cleanly.
  */
-import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
@@ -81,7 +80,11 @@ const app = createAgentApp({
   chatUnauthenticated: config.chatUnauthenticated,
   turnTimeoutMs: config.turnTimeoutSeconds * 1000,
 });
-const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
+// Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
+// defaults are 60 s and 300 s), checked every second (Node's default, 30 s, let a client keep
+// its socket for up to 40 s), as the MCP server. A turn's answer is not limited by these.
+const serverOptions = { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 };
+const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port, serverOptions }, (info) => {
   logger.info('listening', {
     url: `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`,
     mcp_auth: config.mcpAuth.mode,
@@ -89,11 +92,6 @@ const server = serve({ fetch: app.fetch, hostname: config.host, port: config.por
   });
   void connect(0);
 });
-// Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
-// defaults are 60 s and 300 s), as the MCP server. A turn's answer is not limited by these.
-// `serve` made a plain `http.Server` (no `createServer` option).
-(server as Server).headersTimeout = 10_000;
-(server as Server).requestTimeout = 30_000;
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { neverEndingHeaders } from '@mcp-auth-stack/testing';
 import {
   type ChatRequest,
   messageText,
@@ -430,6 +431,19 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal((await chat()).status, 200, 'the finished turns made room');
     } finally {
       assert.equal(await agent.stop(), 0);
+    }
+  });
+
+  test('a client whose headers never end gets 408 and loses its socket at the 10 s bound', async () => {
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret' });
+    try {
+      const { answer, closedAfterMs } = await neverEndingHeaders(`${agent.url}/chat`);
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      // headersTimeout (10 s), checked every second (Node's own check runs every 30 s).
+      assert.ok(closedAfterMs >= 9_500 && closedAfterMs < 13_000, `closed after ${Math.round(closedAfterMs)} ms`);
+      assert.equal((await fetch(`${agent.url}/health`)).status, 200, 'still serving');
+    } finally {
+      await agent.stop();
     }
   });
 

@@ -1,4 +1,11 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
 
 /**
@@ -41,7 +48,7 @@ interface ConnectionState {
  * connections open (clients keep sending on them, so the work never ends) and closes idle ones
  * at once (cutting requests already on the wire).
  */
-export function createDrainingServer(listener: RequestListener): DrainingServer {
+export function createDrainingServer(listener: RequestListener, options: ServerOptions = {}): DrainingServer {
   const connections = new Map<Socket, ConnectionState>();
   let draining = false;
   let refused = 0;
@@ -58,7 +65,7 @@ export function createDrainingServer(listener: RequestListener): DrainingServer 
     state.timer.unref();
   };
 
-  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+  const server = createServer(options, (request: IncomingMessage, response: ServerResponse) => {
     const socket = request.socket;
     const state = connections.get(socket);
     if (draining || !state) {

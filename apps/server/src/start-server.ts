@@ -1,3 +1,4 @@
+import type { ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { AuthProvider } from '@mcp-auth-stack/auth';
@@ -7,6 +8,18 @@ import type { ServerConfig } from './config.ts';
 import { migrateAppSchema, openConfiguredDatabase } from './database.ts';
 import { createDrainingServer } from './drain.ts';
 import { createLogger, errorFields, type Logger } from './logger.ts';
+
+/**
+ * Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
+ * defaults are 60 s and 300 s), checked every second. Node checks these bounds every 30 s by
+ * default, so a client sending one header line at a time kept its socket for up to 40 s.
+ * Responses are not limited by these.
+ */
+export const SLOW_CLIENT_BOUNDS = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  connectionsCheckingInterval: 1_000,
+} as const satisfies ServerOptions;
 
 export interface RunningServer {
   /** Where it listens, e.g. http://127.0.0.1:8000 (the port is real even when 0 was asked for). */
@@ -52,7 +65,7 @@ export async function startServer(
       lifecycle,
     });
     await migrated;
-    const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }));
+    const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }), SLOW_CLIENT_BOUNDS);
     const httpServer = http.server;
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
@@ -61,10 +74,6 @@ export async function startServer(
         resolve();
       });
     });
-    // Slow clients hold sockets: all headers within 10 s, the whole request body within 30 s
-    // (Node's defaults are 60 s and 300 s). Responses are not limited by these.
-    httpServer.headersTimeout = 10_000;
-    httpServer.requestTimeout = 30_000;
     const { port } = httpServer.address() as AddressInfo;
     const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${hostForUrl}:${port}`;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { neverEndingHeaders } from '@mcp-auth-stack/testing';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 
 /**
@@ -59,6 +60,14 @@ describe('hostile bodies at /mcp', () => {
       [],
       'an aborted request is not an unhandled error',
     );
+    assert.equal((await send({ jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 200, 'still serving');
+  });
+
+  test('a client whose headers never end gets 408 and loses its socket at the 10 s bound, not up to 30 s later', async () => {
+    const { answer, closedAfterMs } = await neverEndingHeaders(stack.mcpUrl);
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    // headersTimeout (10 s), checked every second (Node's own check runs every 30 s).
+    assert.ok(closedAfterMs >= 9_500 && closedAfterMs < 13_000, `closed after ${Math.round(closedAfterMs)} ms`);
     assert.equal((await send({ jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 200, 'still serving');
   });
 

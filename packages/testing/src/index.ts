@@ -1,5 +1,5 @@
 export { dockerignore, type ReplayedImage, replayDockerfile } from './dockerfile.ts';
-export { postMcp } from './mcp-http.ts';
+export { neverEndingHeaders, postMcp } from './mcp-http.ts';
 export {
   type AuthorizeRequest,
   audienceOf,

@@ -1,3 +1,5 @@
+import { connect } from 'node:net';
+
 /**
  * POSTs one JSON-RPC message to an MCP endpoint the way a client would (the content types the
  * Streamable HTTP transport asks for), with overridable headers: for the statuses and headers an
@@ -9,4 +11,26 @@ export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, s
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
+}
+
+/**
+ * A slowloris client: opens a request to `url`, then sends a header line every 2 s and never the
+ * blank line that ends them, until the server closes the socket. Resolves with what the server
+ * answered and how long after the request line it closed.
+ */
+export async function neverEndingHeaders(url: string): Promise<{ answer: string; closedAfterMs: number }> {
+  const { hostname, port, pathname } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  const started = performance.now();
+  socket.write(`POST ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n`);
+  const dribble = setInterval(() => socket.write('X-Slow: 1\r\n'), 2_000);
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => {
+    answer += chunk.toString('latin1');
+  });
+  socket.on('error', () => {});
+  await new Promise((resolve) => socket.once('close', resolve));
+  clearInterval(dribble);
+  return { answer, closedAfterMs: performance.now() - started };
 }
