@@ -151,6 +151,13 @@ describe('refused: redirect URIs a code must never go to', () => {
     ['a wildcard', 'http://127.0.0.1/*'],
     ['a fragment', 'http://127.0.0.1:33418/callback#x'],
     ["the MCP server's callback on another host", 'https://mcp.example.com.evil.example.com/auth/callback'],
+    // The allowed hosts are regular expressions: a dot left unescaped, or a missing anchor, admits
+    // a domain anyone can buy that differs from an allowed host in one character or a prefix.
+    ['a look-alike of code.visualstudio.com (a dash for a dot)', 'https://code-visualstudio.com/callback'],
+    ['a look-alike of insiders.vscode.dev (a dash for a dot)', 'https://insiders-vscode.dev/redirect'],
+    ['a domain that ends like vscode.dev', 'https://evilvscode.dev/redirect'],
+    ["a look-alike of the MCP server's host (a dash for a dot)", 'https://mcp-example.com/auth/callback'],
+    ["a domain that ends like the MCP server's host", 'https://evilmcp.example.com/auth/callback'],
   ] as const) {
     test(what, async () => {
       await assertRefused(what, () => register(client({ redirect_uris: [uri] })), REDIRECT_REFUSED);
