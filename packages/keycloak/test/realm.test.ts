@@ -275,6 +275,49 @@ test('an authorization request without PKCE (or with plain) is refused for pre-r
   }
 });
 
+test('no pre-registered client takes a password (ROPC) or sends tokens through the address bar (implicit)', async () => {
+  // Whoever collected alice's password (a look-alike of VS Code, a phishing page) would otherwise
+  // trade it for her token without Keycloak's login page, its consent and its brute-force waits
+  // (OAuth 2.1 drops both grants). The public client needs no secret at all for that.
+  const secrets: Record<string, string | undefined> = {
+    [REALM_CLIENTS.editor]: undefined,
+    [REALM_CLIENTS.oauthProxy.clientId]: REALM_CLIENTS.oauthProxy.demoSecret,
+    [REALM_CLIENTS.agent.clientId]: AGENT_SECRET,
+  };
+  for (const [clientId, secret] of Object.entries(secrets)) {
+    const answer = await postToken(keycloak.realmUrl, {
+      grant_type: 'password',
+      client_id: clientId,
+      ...(secret ? { client_secret: secret } : {}),
+      username: alice.username,
+      password: alice.password,
+      scope: 'openid expenses:read expenses:write',
+    });
+    assert.equal(answer.body.access_token, undefined, `${clientId} issued a token for a password`);
+    assert.ok([400, 401].includes(answer.status), `${clientId}: HTTP ${answer.status}`);
+    assert.equal(answer.body.error, 'unauthorized_client', `${clientId}: ${JSON.stringify(answer.body)}`);
+  }
+  for (const responseType of ['token', 'id_token token', 'code token']) {
+    const url = new URL(
+      authorizeUrl(keycloak.realmUrl, {
+        clientId: REALM_CLIENTS.editor,
+        redirectUri: 'http://127.0.0.1:9/callback',
+        scope: 'openid',
+        pkce: createPkce(),
+        state: 's3',
+      }),
+    );
+    url.searchParams.set('response_type', responseType);
+    url.searchParams.set('nonce', 'n1');
+    const response = await fetch(url, { redirect: 'manual' });
+    assert.equal(response.status, 302, `${responseType}: the login page was offered`);
+    const location = new URL(response.headers.get('location') ?? '');
+    const answer = new URLSearchParams(location.hash.slice(1) || location.search);
+    assert.equal(answer.get('error'), 'unauthorized_client', `${responseType}: ${location}`);
+    assert.equal(answer.get('access_token'), null);
+  }
+});
+
 test('the agent client gets a token by client credentials; resource narrows aud, an unknown resource is refused', async () => {
   const plain = await postToken(keycloak.realmUrl, {
     grant_type: 'client_credentials',
