@@ -567,6 +567,45 @@ describe('anonymous callers without a realm account', () => {
     assert.equal(registered.json.client_id, undefined);
   });
 
+  test('a stranger cannot give himself an account: the realm offers no self-registration', async () => {
+    // With registrationAllowed on, anyone could become a realm user, the attacker the rest of this
+    // file has to stop at every other layer; accounts are made by an administrator only.
+    const query = new URLSearchParams({
+      client_id: 'vscode-mcp-client',
+      response_type: 'code',
+      redirect_uri: 'http://127.0.0.1:9/callback',
+      scope: 'openid',
+      code_challenge: createPkce().challenge,
+      code_challenge_method: 'S256',
+      state: 's1',
+    });
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${keycloak.realmUrl}/protocol/openid-connect/auth?${query}`);
+      await page.locator('#kc-form-login').waitFor();
+      assert.equal(await page.locator('#kc-registration').count(), 0, 'the login page offers no "Register" link');
+      await page.goto(`${keycloak.realmUrl}/protocol/openid-connect/registrations?${query}`);
+      const form = page.locator('#kc-register-form');
+      if ((await form.count()) > 0) {
+        for (const [field, value] of [
+          ['#username', 'mallory'],
+          ['#email', 'mallory@example.com'],
+          ['#firstName', 'Mallory'],
+          ['#lastName', 'Stranger'],
+          ['#password', 'mallory-password-1'],
+          ['#password-confirm', 'mallory-password-1'],
+        ] as const) {
+          await page.fill(field, value);
+        }
+        await page.click('#kc-form-buttons [type=submit]');
+        await page.waitForLoadState();
+      }
+    } finally {
+      await page.close();
+    }
+    assert.deepEqual(await adminApi('/users?username=mallory&exact=true'), [], 'no account was created');
+  });
+
   test('a public client registered with client_credentials gets no token at all', async () => {
     const registered = await post(registrations('openid-connect'), {
       client_name: 'Headless stranger, public',
