@@ -616,9 +616,30 @@ describe('Keycloak', () => {
 describe("the realm Azure's Keycloak imports", () => {
   const realm = JSON.parse(readFileSync(REALM_FILE, 'utf8')) as {
     users: { username: string; serviceAccountClientId?: string; credentials?: unknown[] }[];
-    clients: { clientId: string; serviceAccountsEnabled?: boolean }[];
+    clients: { clientId: string; serviceAccountsEnabled?: boolean; publicClient?: boolean; secret?: string }[];
   };
   const deployed = realmForDeployment(realm);
+
+  test("every confidential client's secret comes from Key Vault: none printed in this repository is deployed", () => {
+    // A literal secret here would be public: the janitor's (manage-clients) would let anyone
+    // create a client with a mapper writing any sub, the agent's would give anyone its token.
+    const { secretEnv } = appEnvironment('keycloak', 'keycloak');
+    const confidential = deployed.clients.filter((c) => !c.publicClient);
+    assert.deepEqual(confidential.map((c) => c.clientId).sort(), [
+      'expenses-agent',
+      'mcp-client-janitor',
+      'mcp-oauth-proxy',
+      'mcp-server',
+    ]);
+    for (const client of confidential) {
+      const placeholder = /^\$\{([A-Z0-9_]+):[^}]*\}$/.exec(client.secret ?? '');
+      assert.ok(placeholder, `${client.clientId}: secret ${client.secret} is a placeholder`);
+      assert.ok(
+        placeholder[1] && placeholder[1] in secretEnv,
+        `${client.clientId}: ${placeholder[1]} is a Key Vault secret`,
+      );
+    }
+  });
 
   test('has no demo users: alice, bob and carol (whose passwords are in the repository) are left out', () => {
     assert.ok(
