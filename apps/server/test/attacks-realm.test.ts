@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import {
+  authorizeUrl,
   type CallbackServer,
   createPkce,
   decodeJwtPayload,
@@ -604,6 +605,48 @@ describe('anonymous callers without a realm account', () => {
       await page.close();
     }
     assert.deepEqual(await adminApi('/users?username=mallory&exact=true'), [], 'no account was created');
+  });
+
+  test("a stranger guessing bob's password is stopped after five wrong ones: then even the right one gets no code", async () => {
+    // Brute-force protection (failureFactor 5, then waits): without it the login page is an
+    // endless password oracle for anyone who knows a username.
+    const bob = DEMO_USERS.find((user) => user.username === 'bob') as (typeof DEMO_USERS)[0];
+    /** One login on the page of the VS Code client: the callback's answer, or undefined when refused. */
+    const attempt = async (password: string) => {
+      const callback = await startCallbackServer();
+      const page = await browser.newPage();
+      try {
+        await page.goto(
+          authorizeUrl(keycloak.realmUrl, {
+            clientId: 'vscode-mcp-client',
+            redirectUri: callback.redirectUri,
+            scope: 'openid',
+            pkce: createPkce(),
+          }),
+        );
+        await page.locator('#kc-form-login').waitFor();
+        await page.fill('#username', bob.username);
+        await page.fill('#password', password);
+        await page.click('#kc-login');
+        // Keycloak answers with its error message, or sends the browser on with a code.
+        const refused = page.locator('#input-error-username, #input-error').first();
+        return await Promise.race([callback.next(15_000), refused.waitFor({ timeout: 15_000 }).then(() => undefined)]);
+      } finally {
+        await page.close();
+        await callback.close();
+      }
+    };
+    try {
+      for (let guess = 1; guess <= 5; guess++) {
+        assert.equal(await attempt(`guess-${guess}`), undefined, `wrong password ${guess} issued no code`);
+      }
+      const answer = await attempt(bob.password);
+      assert.equal(answer?.get('code') ?? null, null, 'the right password, after five wrong ones, gets no code');
+      const status = (await adminApi(`/attack-detection/brute-force/users/${bobId}`)) as { disabled: boolean };
+      assert.equal(status.disabled, true, JSON.stringify(status));
+    } finally {
+      await adminApi(`/attack-detection/brute-force/users/${bobId}`, { method: 'DELETE' });
+    }
   });
 
   test('a public client registered with client_credentials gets no token at all', async () => {
