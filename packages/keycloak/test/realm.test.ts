@@ -228,7 +228,8 @@ test('alice signs in to the pre-registered VS Code client with PKCE: aud is the 
   assert.equal(claims.azp, REALM_CLIENTS.editor);
   assert.equal(claims.preferred_username, 'alice');
   assert.equal(claims.email, 'alice@example.com');
-  assert.ok(typeof claims.sub === 'string' && claims.sub.length > 0);
+  // Her Keycloak id (pinned in the realm file), not anything she can edit about herself.
+  assert.equal(claims.sub, alice.id, 'sub is the user id');
   const scopes = scopesOf(claims);
   for (const scope of ['mcp:access', 'expenses:read', 'expenses:write']) assert.ok(scopes.includes(scope), scope);
   assert.ok(!scopes.includes('expenses:admin'), 'alice is not in expenses-admin, so the scope is withheld');
