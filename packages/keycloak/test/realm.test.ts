@@ -237,6 +237,39 @@ test('alice signs in to the pre-registered VS Code client with PKCE: aud is the 
   assert.equal(typeof token.refresh_token, 'string', 'refresh tokens are on');
 });
 
+test('the pre-registered VS Code client sends codes only to loopback and its two exact web redirects', async () => {
+  // It asks no consent: a signed-in user's browser follows any authorization request for it at
+  // once, so every URL it admits receives a code the requester (who chose the PKCE challenge)
+  // can redeem. Another page on vscode.dev, or any other host, must be refused before a redirect.
+  const status = async (redirectUri: string) => {
+    const url = authorizeUrl(keycloak.realmUrl, {
+      clientId: REALM_CLIENTS.editor,
+      redirectUri,
+      scope: 'openid',
+      pkce: createPkce(),
+    });
+    const response = await fetch(url, { redirect: 'manual' });
+    return `${response.status}${response.headers.get('location') ? ` to ${response.headers.get('location')}` : ''}`;
+  };
+  for (const allowed of [
+    'https://vscode.dev/redirect',
+    'https://insiders.vscode.dev/redirect',
+    'http://127.0.0.1:33418/callback',
+  ]) {
+    assert.equal(await status(allowed), '200', `${allowed}: the login page`);
+  }
+  for (const refused of [
+    'https://vscode.dev/other',
+    'https://vscode.dev/redirect/more',
+    'https://insiders.vscode.dev/other',
+    'http://vscode.dev/redirect',
+    'https://vscode.dev.evil.example.com/redirect',
+    'https://evil.example.com/redirect',
+  ]) {
+    assert.equal(await status(refused), '400', `${refused}: refused without a redirect`);
+  }
+});
+
 test('carol (expenses-admin group) is granted expenses:admin', async () => {
   const { claims } = await loginAndExchange({
     clientId: REALM_CLIENTS.editor,
