@@ -235,6 +235,9 @@ test('alice signs in to the pre-registered VS Code client with PKCE: aud is the 
   assert.ok(!scopes.includes('expenses:admin'), 'alice is not in expenses-admin, so the scope is withheld');
   assert.ok((claims.exp as number) - (claims.iat as number) <= 300, 'access tokens live at most 5 minutes');
   assert.equal(typeof token.refresh_token, 'string', 'refresh tokens are on');
+  // A refresh token someone took lives as long as the session's idle timeout (30 minutes).
+  const refreshExpiresIn = token.refresh_expires_in as number;
+  assert.ok(refreshExpiresIn > 0 && refreshExpiresIn <= 1800, `refresh_expires_in ${refreshExpiresIn}`);
 });
 
 test('the pre-registered VS Code client sends codes only to loopback and its two exact web redirects', async () => {
