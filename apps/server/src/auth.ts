@@ -24,11 +24,18 @@ import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import {
   entraUpstream,
   generateSigningKey,
+  loadSigningKey,
   type OAuthProxyOptions,
   oauthProxy,
   oidcUpstream,
 } from '@mcp-auth-stack/oauth-proxy';
-import type { KeycloakAuthConfig, OAuthProxyAuthConfig, ServerConfig } from './config.ts';
+import {
+  ConfigError,
+  decodedKeyLength,
+  type KeycloakAuthConfig,
+  type OAuthProxyAuthConfig,
+  type ServerConfig,
+} from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
 
 /**
@@ -301,7 +308,7 @@ async function oauthProxyProvider(
  * its name and what to do, never with JSON.parse's message, which quotes the file's text (the
  * private key).
  */
-function storedProxyKeys(text: string, file: string): ProxyKeys {
+async function storedProxyKeys(text: string, file: string): Promise<ProxyKeys> {
   const unusable = new Error(
     `${file} does not hold the OAuth proxy's generated keys (a private JWK "signingKey" and a 32-byte "encryptionKey"). Delete it to generate new ones (tokens and registrations made with the old ones stop working), or set OAUTH_PROXY_SIGNING_KEY and OAUTH_PROXY_ENCRYPTION_KEY.`,
   );
@@ -312,9 +319,11 @@ function storedProxyKeys(text: string, file: string): ProxyKeys {
     throw unusable;
   }
   const { signingKey, encryptionKey } = (parsed ?? {}) as Partial<Record<keyof ProxyKeys, unknown>>;
-  const privateJwk =
-    typeof signingKey === 'object' && signingKey !== null && typeof (signingKey as { d?: unknown }).d === 'string';
-  if (!privateJwk || typeof encryptionKey !== 'string' || Buffer.from(encryptionKey, 'base64url').length !== 32) {
+  if (typeof signingKey !== 'object' || signingKey === null) throw unusable;
+  if (typeof encryptionKey !== 'string' || decodedKeyLength(encryptionKey) !== 32) throw unusable;
+  try {
+    await loadSigningKey(signingKey as ProxyKeys['signingKey']);
+  } catch {
     throw unusable;
   }
   return { signingKey: signingKey as ProxyKeys['signingKey'], encryptionKey };
@@ -345,6 +354,18 @@ interface ProxyKeys {
  */
 async function proxyKeys(config: ServerConfig & OAuthProxyAuthConfig, logger: Logger): Promise<ProxyKeys> {
   const configured = config.oauthProxy;
+  if (configured.signingKey !== undefined) {
+    // Imported once here: a key config's shape check lets through but the proxy cannot sign with
+    // (a point off the curve, a wrong "d") stops the start, not every sign-in later.
+    try {
+      await loadSigningKey(configured.signingKey);
+    } catch (error) {
+      throw new ConfigError(
+        'OAUTH_PROXY_SIGNING_KEY',
+        `is not a key the proxy can sign with (${(error as Error).message})`,
+      );
+    }
+  }
   if (configured.signingKey !== undefined && configured.encryptionKey !== undefined) {
     return { signingKey: configured.signingKey, encryptionKey: configured.encryptionKey };
   }
@@ -355,7 +376,7 @@ async function proxyKeys(config: ServerConfig & OAuthProxyAuthConfig, logger: Lo
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  let stored = text === undefined ? undefined : storedProxyKeys(text, file);
+  let stored = text === undefined ? undefined : await storedProxyKeys(text, file);
   if (!stored) {
     stored = {
       signingKey: await generateSigningKey(),

@@ -429,6 +429,10 @@ function configuredProxyKeys(
     if (typeof jwk !== 'object' || jwk === null || !('d' in jwk) || !('kty' in jwk)) {
       throw new ConfigError('OAUTH_PROXY_SIGNING_KEY', 'must be a private JWK (with "kty" and "d")');
     }
+    const { kty, crv } = jwk as { kty?: unknown; crv?: unknown };
+    if (!((kty === 'EC' && crv === 'P-256') || (kty === 'OKP' && crv === 'Ed25519'))) {
+      throw new ConfigError('OAUTH_PROXY_SIGNING_KEY', 'must be an EC P-256 (ES256) or OKP Ed25519 (EdDSA) key');
+    }
   }
   if (encryptionKey !== undefined && decodedKeyLength(encryptionKey) !== 32) {
     throw new ConfigError('OAUTH_PROXY_ENCRYPTION_KEY', 'must be 32 bytes as base64, base64url or hex');
@@ -449,7 +453,8 @@ function configuredProxyKeys(
   return { signingKey: jwk as JWK | undefined, encryptionKey, loopbackBaseUrl: local };
 }
 
-function decodedKeyLength(value: string): number {
+/** The bytes an encryption key holds, as the proxy reads it (hex, base64 or base64url); -1 for neither. */
+export function decodedKeyLength(value: string): number {
   if (/^[0-9a-fA-F]{64}$/.test(value)) return 32;
   if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(value)) return -1;
   return Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64').length;

@@ -20,7 +20,8 @@ if (process.argv.slice(2).includes('--warm-up')) {
     (server) => stopOnSignals(server, config, logger),
     (error: unknown) => {
       process.stderr.write(`The server could not start: ${(error as Error).message}\n`);
-      process.exit(1);
+      // A setting found wrong only once used (a signing key that does not import) is still one.
+      process.exit(error instanceof ConfigError ? 78 : 1);
     },
   );
 }

@@ -171,6 +171,10 @@ describe('configuration', () => {
       /OAUTH_PROXY_SIGNING_KEY must be a private JWK \(with "kty" and "d"\)/,
     ],
     [{ ...LOCAL_PROXY, OAUTH_PROXY_ENCRYPTION_KEY: 'c2hvcnQ' }, /OAUTH_PROXY_ENCRYPTION_KEY must be 32 bytes/],
+    [
+      { ...LOCAL_PROXY, OAUTH_PROXY_SIGNING_KEY: '{"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "AQAB"}' },
+      /OAUTH_PROXY_SIGNING_KEY must be an EC P-256 \(ES256\) or OKP Ed25519 \(EdDSA\) key/,
+    ],
     // Off loopback, generated keys would differ per replica and live in a container's disk.
     [
       { ...PUBLIC_PROXY, OAUTH_PROXY_SIGNING_KEY: '' },

@@ -269,6 +269,17 @@ describe('start-up configuration', () => {
     assert.match(result.stderr, /MCP_AUTH_PROVIDER must be one of none, key/);
   });
 
+  test('oauth_proxy: a signing key of the right shape that does not import stops the start, naming the variable', async () => {
+    const result = await runServerToExit({
+      MCP_AUTH_PROVIDER: 'oauth_proxy',
+      KEYCLOAK_REALM_URL: 'http://127.0.0.1:9/realms/unreachable',
+      OAUTH_PROXY_SIGNING_KEY: JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'AQAB', y: 'AQAB', d: 'AQAB' }),
+      OAUTH_PROXY_ENCRYPTION_KEY: 'ab'.repeat(32),
+    });
+    assert.equal(result.code, 78, result.stderr);
+    assert.match(result.stderr, /OAUTH_PROXY_SIGNING_KEY is not a key the proxy can sign with/);
+  });
+
   test('none mode refuses a non-loopback address unless told explicitly', async () => {
     const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' });
     assert.equal(result.code, 78);
@@ -301,7 +312,13 @@ describe('start-up configuration', () => {
     try {
       // Hand-edited (a quote lost: JSON.parse would quote the text around it, the private key)
       // and cut down to an object without keys.
-      for (const text of ['{"signingKey": {"kty": "EC", "crv": "P-256", "d": PRIVATEPART}}', '{}']) {
+      for (const text of [
+        '{"signingKey": {"kty": "EC", "crv": "P-256", "d": PRIVATEPART}}',
+        '{}',
+        // Well-formed, but not a key the proxy can sign with (an RSA key; a point off the curve).
+        '{"signingKey": {"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "AQAB"}, "encryptionKey": "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28"}',
+        '{"signingKey": {"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB", "d": "AQAB"}, "encryptionKey": "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28"}',
+      ]) {
         await writeFile(file, text, { mode: 0o600 });
         const result = await runServerToExit({
           DATA_DIR: dataDir,
@@ -311,9 +328,10 @@ describe('start-up configuration', () => {
         assert.equal(result.code, 1, result.stderr);
         assert.ok(result.stderr.includes(`${file} does not hold the OAuth proxy's generated keys`), result.stderr);
         assert.match(result.stderr, /Delete it to generate new ones/);
-        assert.doesNotMatch(result.stderr, /PRIVATEPART/);
+        // JSON.parse's message quotes ten characters either side of the error: PRIVATEPAR.
+        assert.doesNotMatch(result.stderr, /PRIV/);
       }
-      assert.equal(await readFile(file, 'utf8'), '{}', 'the file is left for its owner to look at');
+      assert.match(await readFile(file, 'utf8'), /"kty": "EC"/, 'the file is left for its owner to look at');
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }

@@ -9,7 +9,13 @@ export {
 } from './clients.ts';
 export { OAuthError } from './errors.ts';
 export { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from './migrations.ts';
-export { generateSigningKey, type OAuthProxy, type OAuthProxyOptions, oauthProxy } from './proxy.ts';
+export {
+  generateSigningKey,
+  loadSigningKey,
+  type OAuthProxy,
+  type OAuthProxyOptions,
+  oauthProxy,
+} from './proxy.ts';
 export { isPrivateAddress, SafeFetchError, safeFetchJson } from './ssrf.ts';
 export {
   DEFAULT_UPSTREAM_SCOPES,

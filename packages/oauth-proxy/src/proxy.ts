@@ -6,7 +6,7 @@ import { authorizationServerMetadata, mountAuthorizationServer } from './router.
 import { publicJwks, verifyAccessToken } from './tokens.ts';
 
 export type { OAuthProxyOptions } from './context.ts';
-export { generateSigningKey } from './keys.ts';
+export { generateSigningKey, loadSigningKey } from './keys.ts';
 
 export interface OAuthProxy extends AuthProvider {
   /** `authenticateRequest` with the proxy, for callers that hold a request. */
