@@ -8,6 +8,10 @@ import { createStatelessMcpEndpoint, lossyNumbers, originGuard } from '../src/in
 
 const events: string[] = [];
 
+/** What the `hold` tool waits for: released by the test that started it (`releaseHold`). */
+let releaseHold = () => {};
+let held = Promise.resolve();
+
 async function makeApp(maxBodyBytes = 4096, toolVisible?: (name: string, user: string | undefined) => boolean) {
   const server = new McpServer({ name: 'test', version: '1.0.0' });
   server.registerTool(
@@ -19,6 +23,12 @@ async function makeApp(maxBodyBytes = 4096, toolVisible?: (name: string, user: s
       return { content: [{ type: 'text', text: `${who}:${value}` }] };
     },
   );
+  server.registerTool('hold', { inputSchema: {} }, async (_args, extra) => {
+    events.push('holding');
+    await held;
+    const who = (extra.authInfo?.extra as { user?: string } | undefined)?.user ?? 'nobody';
+    return { content: [{ type: 'text', text: `${who}:held` }] };
+  });
   server.registerTool('wait_for_cancel', { inputSchema: {} }, async (_args, extra) => {
     await new Promise<void>((resolve) => extra.signal.addEventListener('abort', () => resolve(), { once: true }));
     events.push('handler saw the abort');
@@ -125,14 +135,18 @@ describe('one MCP server shared by concurrent stateless requests', () => {
 
   test("a client's notifications/cancelled cannot cancel another client's request", async () => {
     const app = await makeApp();
+    held = new Promise((resolve) => {
+      releaseHold = resolve;
+    });
     // Another caller's request runs under an internal id (small, sequential), which a
-    // cancellation naming "its own" request id would hit if it reached the server.
+    // cancellation naming "its own" request id would hit if it reached the server. It is held
+    // running until every cancellation has been answered.
     const pending = app.request('/mcp', {
       method: 'POST',
       headers: { ...HEADERS, 'x-user': 'alice' },
-      body: JSON.stringify(call(1, 'kept', 200)),
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'hold', arguments: {} } }),
     });
-    await sleep(50);
+    while (!events.includes('holding')) await sleep(5);
     for (let requestId = 0; requestId <= 20; requestId++) {
       const note = await app.request('/mcp', {
         method: 'POST',
@@ -141,6 +155,7 @@ describe('one MCP server shared by concurrent stateless requests', () => {
       });
       assert.equal(note.status, 202);
     }
+    releaseHold();
     const giveUp = new AbortController();
     const response = await Promise.race([
       pending,
@@ -151,7 +166,7 @@ describe('one MCP server shared by concurrent stateless requests', () => {
     assert.deepEqual(await response.json(), {
       jsonrpc: '2.0',
       id: 1,
-      result: { content: [{ type: 'text', text: 'alice:kept' }] },
+      result: { content: [{ type: 'text', text: 'alice:held' }] },
     });
   });
 
@@ -201,7 +216,7 @@ test('tools/list is filtered per caller when a visibility rule is given', async 
       .sort();
   };
   assert.deepEqual(await list('someone'), ['echo']);
-  assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'wait_for_cancel']);
+  assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'hold', 'wait_for_cancel']);
 });
 
 test('staticToolList answers tools/list from the listing made with the endpoint, per caller filter included', async () => {

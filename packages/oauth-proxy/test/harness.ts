@@ -144,7 +144,9 @@ export async function upstreamLogin(location: string): Promise<string> {
 }
 
 /** A new client's login at `proxy` up to the proxy's callback URL, which the upstream sent the browser to. */
-export async function loginUntilCallback(proxy: Instance): Promise<{ browser: Browser; callback: string }> {
+export async function loginUntilCallback(
+  proxy: Instance,
+): Promise<{ browser: Browser; callback: string; clientId: string }> {
   const client = await register(proxy.app);
   const browser = new Browser();
   const page = await browser.get(
@@ -155,7 +157,11 @@ export async function loginUntilCallback(proxy: Instance): Promise<{ browser: Br
     ...consentFields(await page.text()),
     decision: 'approve',
   });
-  return { browser, callback: await upstreamLogin(approved.headers.get('location') as string) };
+  return {
+    browser,
+    callback: await upstreamLogin(approved.headers.get('location') as string),
+    clientId: client.client_id,
+  };
 }
 
 export interface LoginResult {
@@ -208,7 +214,7 @@ export async function browserLogin(
  */
 export async function loginForTokens(
   proxy: Instance,
-  extra: { remember?: boolean; browser?: Browser; clientId?: string } = {},
+  extra: { remember?: boolean; browser?: Browser; clientId?: string; scope?: string } = {},
 ) {
   const clientId = extra.clientId ?? (await register(proxy.app)).client_id;
   const { verifier, challenge } = createPkce();

@@ -113,12 +113,16 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
 
   test('a document that claims a confidential client or carries a secret is refused (no secret to check)', async () => {
     const dev = instance(db, idp, keys, { development: true });
-    for (const path of ['/confidential.json', '/with-secret.json']) {
+    for (const [path, reason] of [
+      ['/confidential.json', /must use token_endpoint_auth_method none/],
+      ['/with-secret.json', /must not contain client_secret/],
+    ] as const) {
       const response = await dev.app.request(
         authorizeUrl({ client_id: `${documentBase}${path}`, code_challenge: pkce().challenge }),
       );
       assert.equal(response.status, 400, path);
       assert.equal(response.headers.get('location'), null, path);
+      assert.match(await response.text(), reason, path);
     }
   });
 
