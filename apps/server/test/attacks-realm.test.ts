@@ -600,8 +600,11 @@ describe('anonymous callers without a realm account', () => {
         ] as const) {
           await page.fill(field, value);
         }
-        await page.click('#kc-form-buttons [type=submit]');
-        await page.waitForLoadState();
+        // The form's POST answered before the account is looked for.
+        await Promise.all([
+          page.waitForResponse((response) => response.request().method() === 'POST'),
+          page.click('#kc-form-buttons [type=submit]'),
+        ]);
       }
     } finally {
       await page.close();
@@ -638,14 +641,25 @@ describe('anonymous callers without a realm account', () => {
         await callback.close();
       }
     };
+    const status = async () =>
+      (await adminApi(`/attack-detection/brute-force/users/${bobId}`)) as { disabled: boolean; numFailures: number };
     try {
+      let lastGuessAt = 0;
       for (let guess = 1; guess <= 5; guess++) {
+        // More than quickLoginCheckMilliSeconds (1 s) apart: the lockout must come from the count
+        // of failures (failureFactor 5), not from the quick-login rule.
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, lastGuessAt + 1_500 - Date.now())));
         assert.equal(await attempt(`guess-${guess}`), undefined, `wrong password ${guess} issued no code`);
+        lastGuessAt = Date.now();
+        if (guess === 4) {
+          const afterFour = await status();
+          assert.deepEqual([afterFour.numFailures, afterFour.disabled], [4, false], JSON.stringify(afterFour));
+        }
       }
       const answer = await attempt(bob.password);
       assert.equal(answer?.get('code') ?? null, null, 'the right password, after five wrong ones, gets no code');
-      const status = (await adminApi(`/attack-detection/brute-force/users/${bobId}`)) as { disabled: boolean };
-      assert.equal(status.disabled, true, JSON.stringify(status));
+      const afterFive = await status();
+      assert.equal(afterFive.disabled, true, JSON.stringify(afterFive));
     } finally {
       await adminApi(`/attack-detection/brute-force/users/${bobId}`, { method: 'DELETE' });
     }

@@ -113,7 +113,9 @@ describe('the drain, one connection at a time', () => {
         stalled.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
       });
       stalled.write('{"jsonrpc":"2.0","id":1,');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Time for the server to take the request in (a connection without one would be idle, and
+      // the drain would answer a late request 503 instead of cutting it).
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
       // Past the drain's bound, the backstop in main.ts would end the process with exit 1.
       assert.equal(await server.stop(), 0, server.output());
       assert.equal(await outcome, 'ECONNRESET', 'the request was cut, not answered');

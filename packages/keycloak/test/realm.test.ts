@@ -320,6 +320,8 @@ test('no pre-registered client takes a password (ROPC) or sends tokens through t
     [REALM_CLIENTS.editor]: undefined,
     [REALM_CLIENTS.oauthProxy.clientId]: REALM_CLIENTS.oauthProxy.demoSecret,
     [REALM_CLIENTS.agent.clientId]: AGENT_SECRET,
+    [REALM_CLIENTS.janitor.clientId]: REALM_CLIENTS.janitor.demoSecret,
+    [REALM_CLIENTS.resourceServer]: 'mcp-server-demo-secret-not-for-production',
   };
   for (const [clientId, secret] of Object.entries(secrets)) {
     const answer = await postToken(keycloak.realmUrl, {

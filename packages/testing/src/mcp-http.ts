@@ -15,16 +15,21 @@ export function postMcp(mcpUrl: string, body: unknown, headers: Record<string, s
 
 /**
  * A slowloris client: opens a request to `url`, then sends a header line every 2 s and never the
- * blank line that ends them, until the server closes the socket. Resolves with what the server
- * answered and how long after the request line it closed.
+ * blank line that ends them, until the server closes the socket (or `giveUpMs` passes: then the
+ * socket is dropped and `closedAfterMs` is that long). Resolves with what the server answered and
+ * how long after the request line it closed.
  */
-export async function neverEndingHeaders(url: string): Promise<{ answer: string; closedAfterMs: number }> {
-  const { hostname, port, pathname } = new URL(url);
-  const socket = connect(Number(port), hostname);
+export async function neverEndingHeaders(
+  url: string,
+  giveUpMs = 45_000,
+): Promise<{ answer: string; closedAfterMs: number }> {
+  const { hostname, port, protocol, pathname, host } = new URL(url);
+  const socket = connect(Number(port || (protocol === 'https:' ? 443 : 80)), hostname.replace(/^\[|\]$/g, ''));
   await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   const started = performance.now();
-  socket.write(`POST ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n`);
+  socket.write(`POST ${pathname} HTTP/1.1\r\nHost: ${host}\r\n`);
   const dribble = setInterval(() => socket.write('X-Slow: 1\r\n'), 2_000);
+  const giveUp = setTimeout(() => socket.destroy(), giveUpMs);
   let answer = '';
   socket.on('data', (chunk: Buffer) => {
     answer += chunk.toString('latin1');
@@ -32,5 +37,6 @@ export async function neverEndingHeaders(url: string): Promise<{ answer: string;
   socket.on('error', () => {});
   await new Promise((resolve) => socket.once('close', resolve));
   clearInterval(dribble);
+  clearTimeout(giveUp);
   return { answer, closedAfterMs: performance.now() - started };
 }
