@@ -53,7 +53,7 @@ export function keysCli(args: string[], env: Record<string, string>) {
   return run(process.execPath, [KEYS_CLI, ...args], env);
 }
 
-/** Runs `node apps/server/src/main.ts` until it exits (for start-up failures). */
+/** Runs `node apps/server/src/main.ts` until it exits (for start-up failures), at most a minute. */
 export function runServerToExit(env: Record<string, string>) {
-  return run(process.execPath, [SERVER_MAIN], { PORT: '0', ...env });
+  return run(process.execPath, [SERVER_MAIN], { PORT: '0', ...env }, { timeoutMs: 60_000 });
 }

@@ -5,6 +5,7 @@ export function run(
   command: string,
   args: string[],
   env: Record<string, string> = {},
+  options: { timeoutMs?: number } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -12,8 +13,20 @@ export function run(
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
     child.stderr.on('data', (chunk) => (stderr += chunk));
+    // A command expected to exit that keeps running (a server that started after all) is killed
+    // at the deadline: the test fails on its exit code, not on the runner's timeout minutes later.
+    const deadline =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            stderr += `\n(still running after ${options.timeoutMs} ms: killed)\n`;
+            child.kill('SIGKILL');
+          }, options.timeoutMs);
     child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    child.once('exit', (code) => {
+      clearTimeout(deadline);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
