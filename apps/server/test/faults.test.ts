@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Agent, request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, openMcpPost, type TestDatabase } from '@mcp-auth-stack/testing';
 import {
   createKeys,
   keepAliveWriters,
@@ -97,14 +97,10 @@ describe('the drain, one connection at a time', () => {
       SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
     });
     try {
-      const [key] = (await createKeys(database.url, ['cut'])).values();
+      const [key = ''] = (await createKeys(database.url, ['cut'])).values();
       // A request whose body never ends: nothing but the drain's timeout ends it.
-      const stalled = httpRequest(server.mcpUrl, {
-        method: 'POST',
+      const stalled = openMcpPost(server.mcpUrl, key, {
         headers: {
-          authorization: `Bearer ${key}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
           'transfer-encoding': 'chunked',
         },
       });
@@ -157,13 +153,9 @@ describe('the drain, one connection at a time', () => {
       assert.equal((await get('/health')).status, 200);
       // A request whose body is still coming when the drain starts.
       let socketClosed = false;
-      const inFlight = httpRequest(stack.mcpUrl, {
-        method: 'POST',
+      const inFlight = openMcpPost(stack.mcpUrl, key, {
         agent: busy,
         headers: {
-          authorization: `Bearer ${key}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
           'transfer-encoding': 'chunked',
         },
       });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { openMcpPost } from '@mcp-auth-stack/testing';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { connectClient, postMcp, startTestStack, type TestStack } from './helpers.ts';
@@ -302,12 +302,8 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
     new Promise<{ status: number; sent: number }>((resolve, reject) => {
       let sent = 0;
       let answered = false;
-      const req = httpRequest(url, {
-        method: 'POST',
+      const req = openMcpPost(url, key, {
         headers: {
-          authorization: `Bearer ${key}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
           'transfer-encoding': 'chunked',
         },
       });
@@ -351,12 +347,8 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
       ['the MCP endpoint', adminKey],
     ] as const) {
       const status = await new Promise<number>((resolve, reject) => {
-        const req = httpRequest(stack.mcpUrl, {
-          method: 'POST',
+        const req = openMcpPost(stack.mcpUrl, key, {
           headers: {
-            authorization: `Bearer ${key}`,
-            'content-type': 'application/json',
-            accept: 'application/json, text/event-stream',
             // Just over the 1 MiB default: a server that waited for it would wait for ever here.
             'content-length': String(1024 * 1024 + 1),
           },

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { run, type ServerProcess } from '@mcp-auth-stack/testing';
+import { openMcpPost, run, type ServerProcess } from '@mcp-auth-stack/testing';
 import { connectClient, keysCli, postMcp, runServerToExit, spawnServer } from './helpers.ts';
 
 /**
@@ -226,12 +225,8 @@ describe('the server process on the embedded database, with the keys CLI beside 
   test('SIGTERM drains and exits cleanly; then the CLI opens the database alone', async () => {
     // A request in flight when SIGTERM arrives: its body is still coming.
     const fresh = (await keysCli(['create', '--user', 'drain'], env())).stdout.trim();
-    const inFlight = httpRequest(server.mcpUrl, {
-      method: 'POST',
+    const inFlight = openMcpPost(server.mcpUrl, fresh, {
       headers: {
-        authorization: `Bearer ${fresh}`,
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
         'transfer-encoding': 'chunked',
       },
     });

@@ -62,6 +62,17 @@ const count = async (table: string, where = 'true', values: unknown[] = []) =>
 
 const untilCallback = () => loginUntilCallback(a);
 
+/** A login to the upstream's callback, whose answer must send the client server_error and no code, storing none. */
+async function assertCallbackIssuesNoCode(what: string): Promise<void> {
+  const { browser, callback } = await untilCallback();
+  const codes = await count('oauth_proxy_codes');
+  const back = await browser.get(a.app, callback);
+  const location = new URL(back.headers.get('location') as string);
+  assert.equal(location.searchParams.get('error'), 'server_error', what);
+  assert.equal(location.searchParams.get('code'), null, what);
+  assert.equal(await count('oauth_proxy_codes'), codes, what);
+}
+
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
 
@@ -610,13 +621,7 @@ describe('abuse: each refused, nothing issued', () => {
     for (const nonce of [null, 'a-nonce-from-another-login']) {
       idp.nonceOverride = nonce;
       try {
-        const { browser, callback } = await untilCallback();
-        const codes = await count('oauth_proxy_codes');
-        const back = await browser.get(a.app, callback);
-        const location = new URL(back.headers.get('location') as string);
-        assert.equal(location.searchParams.get('error'), 'server_error', `nonce ${nonce}`);
-        assert.equal(location.searchParams.get('code'), null);
-        assert.equal(await count('oauth_proxy_codes'), codes);
+        await assertCallbackIssuesNoCode(`nonce ${nonce}`);
       } finally {
         idp.nonceOverride = undefined;
       }
@@ -761,13 +766,7 @@ describe('abuse: each refused, nothing issued', () => {
   test('an upstream ID token issued to another client: no code', async () => {
     idp.idTokenAudience = 'some-other-client';
     try {
-      const { browser, callback } = await untilCallback();
-      const codes = await count('oauth_proxy_codes');
-      const back = await browser.get(a.app, callback);
-      const location = new URL(back.headers.get('location') as string);
-      assert.equal(location.searchParams.get('error'), 'server_error');
-      assert.equal(location.searchParams.get('code'), null);
-      assert.equal(await count('oauth_proxy_codes'), codes);
+      await assertCallbackIssuesNoCode('an ID token for another client');
     } finally {
       idp.idTokenAudience = undefined;
     }

@@ -1,5 +1,5 @@
 export { dockerignore, type ReplayedImage, replayDockerfile } from './dockerfile.ts';
-export { neverEndingHeaders, postMcp } from './mcp-http.ts';
+export { neverEndingHeaders, openMcpPost, postMcp } from './mcp-http.ts';
 export {
   type AuthorizeRequest,
   audienceOf,

@@ -1,3 +1,4 @@
+import { type Agent, type ClientRequest, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 
 /**
@@ -39,4 +40,26 @@ export async function neverEndingHeaders(
   clearInterval(dribble);
   clearTimeout(giveUp);
   return { answer, closedAfterMs: performance.now() - started };
+}
+
+/**
+ * A `POST` to an MCP endpoint with a client's content types and `Authorization: Bearer <key>`,
+ * left open for the test to write its body into, slowly, never, or too large (`headers` adds
+ * `transfer-encoding: chunked` or a `content-length`).
+ */
+export function openMcpPost(
+  mcpUrl: string,
+  key: string,
+  options: { headers?: Record<string, string>; agent?: Agent } = {},
+): ClientRequest {
+  return httpRequest(mcpUrl, {
+    method: 'POST',
+    ...(options.agent ? { agent: options.agent } : {}),
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      ...options.headers,
+    },
+  });
 }
