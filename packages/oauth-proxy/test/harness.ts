@@ -246,6 +246,22 @@ export async function tokenRequest(
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 
+/** A code exchange at /token with the test's redirect URI: `code` with `verifier`, as `clientId`. */
+export function codeRequest(
+  app: Hono<{ Variables: AuthVariables }>,
+  code: string,
+  clientId: string,
+  verifier: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  return tokenRequest(app, {
+    grant_type: 'authorization_code',
+    redirect_uri: REDIRECT,
+    code,
+    client_id: clientId,
+    code_verifier: verifier,
+  });
+}
+
 /** A refresh at /token: `refresh_token` as `clientId`, with any other parameters (`scope`, `resource`). */
 export function refreshRequest(
   app: Hono<{ Variables: AuthVariables }>,

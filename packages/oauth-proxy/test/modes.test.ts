@@ -11,6 +11,7 @@ import {
   authorizeUrl,
   Browser,
   browserLogin,
+  codeRequest,
   consentFields,
   instance,
   newEncryptionKey,
@@ -19,7 +20,6 @@ import {
   REDIRECT,
   refreshRequest,
   register,
-  tokenRequest,
 } from './harness.ts';
 
 let testDb: TestDatabase;
@@ -86,13 +86,7 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
     assert.match(html, /metadata document/);
     const { code } = await browserLogin({ authorize: dev }, browser, clientId, challenge);
     void consentFields;
-    const tokens = await tokenRequest(dev.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: clientId,
-      code_verifier: verifier,
-    });
+    const tokens = await codeRequest(dev.app, code, clientId, verifier);
     assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
     const outcome = await dev.proxy.authenticate(
       new Request('http://localhost:8000/mcp', { headers: { authorization: `Bearer ${tokens.body.access_token}` } }),
@@ -186,13 +180,7 @@ describe('the Entra preset against the fake IdP playing Entra', () => {
       const { code } = await browserLogin({ authorize: entra }, new Browser(), client.client_id, challenge);
       const upstreamRequest = idp.authorizeRequests.at(-1);
       assert.equal(upstreamRequest?.get('scope'), `api://${idp.clientId}/mcp-access openid profile offline_access`);
-      const tokens = await tokenRequest(entra.app, {
-        grant_type: 'authorization_code',
-        redirect_uri: REDIRECT,
-        code,
-        client_id: client.client_id,
-        code_verifier: verifier,
-      });
+      const tokens = await codeRequest(entra.app, code, client.client_id, verifier);
       const outcome = await entra.proxy.authenticate(
         new Request('http://localhost:8000/mcp', { headers: { authorization: `Bearer ${tokens.body.access_token}` } }),
       );
@@ -264,13 +252,7 @@ async function registerAndLogin(proxy: ReturnType<typeof instance>, scope: strin
   const client = (await registered.json()) as { client_id: string };
   const { verifier, challenge } = pkce();
   const { code } = await browserLogin({ authorize: proxy }, new Browser(), client.client_id, challenge, { scope });
-  const tokens = await tokenRequest(proxy.app, {
-    grant_type: 'authorization_code',
-    redirect_uri: REDIRECT,
-    code,
-    client_id: client.client_id,
-    code_verifier: verifier,
-  });
+  const tokens = await codeRequest(proxy.app, code, client.client_id, verifier);
   return { client, tokens };
 }
 

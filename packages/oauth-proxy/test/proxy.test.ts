@@ -15,6 +15,7 @@ import {
   Browser,
   browserLogin,
   callMcp,
+  codeRequest,
   consentFields,
   type Instance,
   ISSUER,
@@ -99,13 +100,7 @@ describe('lifetimes: short by default', () => {
     const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
     const codeLeft = await secondsLeftOfNewest('oauth_proxy_codes', client.client_id);
     assert.ok(codeLeft > 50 && codeLeft <= 60, `code: ${codeLeft} s`);
-    const tokens = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: verifier,
-    });
+    const tokens = await codeRequest(a.app, code, client.client_id, verifier);
     assert.equal(tokens.status, 200);
     assert.equal(tokens.body.expires_in, 300);
     const claims = decodeJwtPayload(tokens.body.access_token as string) as { iat: number; exp: number };
@@ -529,24 +524,12 @@ describe('abuse: each refused, nothing issued', () => {
     });
     assert.equal(missing.status, 400);
     assert.equal(missing.body.error, 'invalid_request');
-    const wrong = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: pkce().verifier,
-    });
+    const wrong = await codeRequest(a.app, code, client.client_id, pkce().verifier);
     assert.equal(wrong.status, 400);
     assert.equal(wrong.body.error, 'invalid_grant');
     assert.equal(wrong.body.access_token, undefined);
     assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [client.client_id]), 0);
-    const right = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: verifier,
-    });
+    const right = await codeRequest(a.app, code, client.client_id, verifier);
     assert.equal(right.status, 200);
   });
 
@@ -558,13 +541,7 @@ describe('abuse: each refused, nothing issued', () => {
       "UPDATE oauth_proxy_codes SET expires_at = now() - interval '1 second' WHERE code_sha256 = sha256(convert_to($1, 'UTF8'))",
       [code],
     );
-    const response = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: verifier,
-    });
+    const response = await codeRequest(a.app, code, client.client_id, verifier);
     assert.deepEqual([response.status, response.body.error], [400, 'invalid_grant']);
     assert.equal(response.body.access_token, undefined);
     assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [client.client_id]), 0);
@@ -573,13 +550,7 @@ describe('abuse: each refused, nothing issued', () => {
   test('a code used twice: refused, and the tokens from its first use are revoked', async () => {
     const { clientId, code, verifier, tokens } = await fullLogin();
     assert.equal((await callMcp(a.app, tokens.access_token)).status, 200);
-    const again = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: clientId,
-      code_verifier: verifier,
-    });
+    const again = await codeRequest(a.app, code, clientId, verifier);
     assert.equal(again.status, 400);
     assert.equal(again.body.error, 'invalid_grant');
     assert.equal(again.body.access_token, undefined);
@@ -596,13 +567,7 @@ describe('abuse: each refused, nothing issued', () => {
       return { code: login.code, verifier: p.verifier };
     })();
     const other = await register(a.app);
-    const response = await tokenRequest(a.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: other.client_id,
-      code_verifier: verifier,
-    });
+    const response = await codeRequest(a.app, code, other.client_id, verifier);
     assert.equal(response.body.error, 'invalid_grant');
   });
 
@@ -793,13 +758,7 @@ describe('abuse: each refused, nothing issued', () => {
       const response = await a.app.request(authorizeUrl({ client_id: clientId, code_challenge: pkce().challenge }));
       assert.equal(response.status, 400, clientId);
       assert.equal(response.headers.get('location'), null);
-      const token = await tokenRequest(a.app, {
-        grant_type: 'authorization_code',
-        redirect_uri: REDIRECT,
-        code: 'x',
-        client_id: clientId,
-        code_verifier: pkce().verifier,
-      });
+      const token = await codeRequest(a.app, 'x', clientId, pkce().verifier);
       assert.equal(token.body.error, 'invalid_client', clientId);
     }
   });
@@ -1075,13 +1034,7 @@ describe('replicas', () => {
       client.client_id,
       challenge,
     );
-    const tokens = await tokenRequest(b.app, {
-      grant_type: 'authorization_code',
-      redirect_uri: REDIRECT,
-      code,
-      client_id: client.client_id,
-      code_verifier: verifier,
-    });
+    const tokens = await codeRequest(b.app, code, client.client_id, verifier);
     assert.equal(tokens.status, 200);
     assert.equal((await callMcp(a.app, tokens.body.access_token as string)).status, 200);
     assert.equal((await callMcp(b.app, tokens.body.access_token as string)).status, 200);
