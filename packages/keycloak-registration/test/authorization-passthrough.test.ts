@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import type { Database } from '@mcp-auth-stack/database';
 import { Hono } from 'hono';
 import {
-  AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthorizationPassThroughOptions,
   authorizationPassThrough,
-  authorizationPassThroughMigrations,
   forgetPassThroughClients,
 } from '../src/index.ts';
+import { openPassThroughDatabase } from './passthrough-database.ts';
 
 /**
  * The pass-through's `/authorize` stores a pending login (up to 8 KB of the client's state)
@@ -19,18 +17,15 @@ import {
  */
 const upstream = 'http://idp.test/realms/mcp';
 const REDIRECT = 'http://127.0.0.1:33418/callback';
-let testDb: TestDatabase;
 let database: Database;
+let close: () => Promise<void> = async () => {};
 
 before(async () => {
-  testDb = await createTestDatabase();
-  database = await openDatabase({ url: testDb.url });
-  await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
+  ({ database, close } = await openPassThroughDatabase());
 });
 
 after(async () => {
-  await database?.close();
-  await testDb?.drop();
+  await close();
 });
 
 /** The pass-through on the test database, with the stand-in Keycloak at `upstream`. */

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { checkRegistration, clientAddress } from '@mcp-auth-stack/auth';
-import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import { Hono } from 'hono';
-import { AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations } from '../src/index.ts';
 import { registrationFacade } from '../src/registration-facade.ts';
+import { openPassThroughDatabase } from './passthrough-database.ts';
 
 /** A stand-in for the identity provider's metadata and registration endpoint, recording what it receives. */
 const received: Record<string, unknown>[] = [];
@@ -149,16 +147,12 @@ describe('registrationFacade', () => {
  * policy no longer judges the clients' redirect URIs: the facade must. Real PostgreSQL.
  */
 describe('registrationFacade with the pass-through: the redirect hosts are checked here', () => {
-  let testDb: TestDatabase;
-  let database: Database;
+  let opened: Awaited<ReturnType<typeof openPassThroughDatabase>>;
   before(async () => {
-    testDb = await createTestDatabase();
-    database = await openDatabase({ url: testDb.url });
-    await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
+    opened = await openPassThroughDatabase();
   });
   after(async () => {
-    await database?.close();
-    await testDb?.drop();
+    await opened?.close();
   });
   const appWith = (redirectHosts?: readonly string[]) => {
     const app = new Hono();
@@ -166,7 +160,7 @@ describe('registrationFacade with the pass-through: the redirect hosts are check
       issuer: 'http://localhost:8000',
       upstreamIssuer: upstream,
       registrationsPerMinute: 100,
-      pool: database.pool,
+      pool: opened.database.pool,
       fetch: fakeFetch,
       ...(redirectHosts ? { redirectHosts } : {}),
     }).mount(app);
