@@ -1,5 +1,16 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -575,9 +586,14 @@ describe('Keycloak', () => {
       flags.sort(),
       ['--db=postgres', `--features=${[...REALM_FEATURES].sort().join(',')}`, '--health-enabled=true'].sort(),
     );
+    // The entrypoint that refuses an unset placeholder sits beside kc.sh, which it runs.
     assert.deepEqual(JSON.parse(steps.find((s) => s.instruction === 'ENTRYPOINT')?.args ?? '[]'), [
-      '/opt/keycloak/bin/kc.sh',
+      '/opt/keycloak/bin/start-deployed.sh',
     ]);
+    assert.ok(
+      steps.some((s) => s.instruction === 'COPY' && s.args === 'start-deployed.sh /opt/keycloak/bin/start-deployed.sh'),
+      'start-deployed.sh is copied next to kc.sh',
+    );
     assert.deepEqual(JSON.parse(steps.find((s) => s.instruction === 'CMD')?.args ?? '[]'), [
       'start',
       '--optimized',
@@ -607,6 +623,7 @@ describe('Keycloak', () => {
     assert.match(ignore, /^\*$/m);
     assert.match(ignore, new RegExp(`^!${basename(REALM_FILE)}$`, 'm'));
     assert.match(ignore, /^!realm-for-deployment\.ts$/m);
+    assert.match(ignore, /^!start-deployed\.sh$/m);
     // Runtime options only need what a build cannot bake: no build-time option is set at runtime.
     for (const name of ['KC_DB', 'KC_FEATURES', 'KC_HEALTH_ENABLED'])
       assert.equal(env[name], undefined, `${name} is baked in`);
@@ -632,8 +649,9 @@ describe("the realm Azure's Keycloak imports", () => {
       'mcp-server',
     ]);
     for (const client of confidential) {
-      const placeholder = /^\$\{([A-Z0-9_]+):[^}]*\}$/.exec(client.secret ?? '');
-      assert.ok(placeholder, `${client.clientId}: secret ${client.secret} is a placeholder`);
+      // Bare: with a default, a Keycloak started without the variable would take the demo secret.
+      const placeholder = /^\$\{([A-Z0-9_]+)\}$/.exec(client.secret ?? '');
+      assert.ok(placeholder, `${client.clientId}: secret ${client.secret} is a placeholder without a default`);
       assert.ok(
         placeholder[1] && placeholder[1] in secretEnv,
         `${client.clientId}: ${placeholder[1]} is a Key Vault secret`,
@@ -663,7 +681,104 @@ describe("the realm Azure's Keycloak imports", () => {
     );
     const { users: _deployedUsers, ...deployedRest } = deployed;
     const { users: _users, ...rest } = realm;
-    assert.deepEqual(deployedRest, rest);
+    // The same realm, each `${NAME:default}` made `${NAME}`.
+    const placeholders = [...JSON.stringify(rest).matchAll(/\$\{([A-Z][A-Z0-9_]*):[^}]*\}/g)];
+    assert.ok(placeholders.length >= 8, `the realm file has its placeholders: ${placeholders.length}`);
+    assert.deepEqual(
+      deployedRest,
+      JSON.parse(JSON.stringify(rest).replace(/\$\{([A-Z][A-Z0-9_]*):[^}]*\}/g, (_, name: string) => `\${${name}}`)),
+    );
+    assert.doesNotMatch(JSON.stringify(deployed), /\$\{[A-Z][A-Z0-9_]*:/, 'no placeholder keeps a default');
+  });
+});
+
+describe("the deployed Keycloak's entrypoint (keycloak/start-deployed.sh)", () => {
+  /**
+   * The image's layout in a temporary folder: the real script in bin/ beside a kc.sh that prints
+   * what it was given, and the realm the image's build writes (the same command) in data/import.
+   */
+  function imageLayout(): string {
+    const home = mkdtempSync(join(tmpdir(), 'kc-entrypoint-'));
+    mkdirSync(join(home, 'bin'));
+    mkdirSync(join(home, 'data/import'), { recursive: true });
+    copyFileSync(join(ROOT, 'keycloak/start-deployed.sh'), join(home, 'bin/start-deployed.sh'));
+    writeFileSync(
+      join(home, 'bin/kc.sh'),
+      '#!/bin/bash\necho "kc.sh $* agent secret=$KEYCLOAK_AGENT_CLIENT_SECRET"\n',
+      {
+        mode: 0o755,
+      },
+    );
+    const realm = execFileSync(process.execPath, [join(ROOT, 'keycloak/realm-for-deployment.ts'), REALM_FILE], {
+      encoding: 'utf8',
+    });
+    writeFileSync(join(home, 'data/import', basename(REALM_FILE)), realm);
+    return home;
+  }
+
+  function start(home: string, env: Record<string, string>) {
+    // Only PATH from this process: an unrelated KEYCLOAK_* of the test's shell must not count.
+    const run = spawnSync(join(home, 'bin/start-deployed.sh'), ['start', '--optimized', '--import-realm'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+      encoding: 'utf8',
+    });
+    return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+  }
+
+  const deployedPlaceholders = [
+    ...new Set(
+      [
+        ...JSON.stringify(realmForDeployment(JSON.parse(readFileSync(REALM_FILE, 'utf8')))).matchAll(
+          /\$\{([A-Z][A-Z0-9_]*)\}/g,
+        ),
+      ].map((m) => m[1] as string),
+    ),
+  ].sort();
+  const { env, secretEnv } = appEnvironment('keycloak', 'keycloak');
+  const deployedEnv: Record<string, string> = {
+    ...env,
+    ...Object.fromEntries(Object.keys(secretEnv).map((name) => [name, sampleSecret(name)])),
+  };
+
+  test("refuses to start while any of the realm's placeholders is unset, naming each; kc.sh never runs", () => {
+    const home = imageLayout();
+    try {
+      assert.ok(deployedPlaceholders.length >= 8, deployedPlaceholders.join(' '));
+      const run = start(home, {});
+      assert.equal(run.status, 78, run.stderr);
+      assert.equal(run.stdout, '', 'kc.sh did not run');
+      const named = /needs ([A-Z0-9_ ]+) \(/.exec(run.stderr)?.[1]?.split(' ').sort();
+      assert.deepEqual(named, deployedPlaceholders, run.stderr);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  test('an empty value is unset: one empty secret stops the start, named alone', () => {
+    const home = imageLayout();
+    try {
+      const run = start(home, { ...deployedEnv, KEYCLOAK_JANITOR_CLIENT_SECRET: '' });
+      assert.equal(run.status, 78, run.stderr);
+      assert.equal(run.stdout, '');
+      assert.match(run.stderr, /needs KEYCLOAK_JANITOR_CLIENT_SECRET \(/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  test("with the Bicep's environment it runs kc.sh with the image's command and that environment", () => {
+    const home = imageLayout();
+    try {
+      const run = start(home, deployedEnv);
+      assert.equal(run.stderr, '');
+      assert.equal(run.status, 0);
+      assert.equal(
+        run.stdout.trim(),
+        `kc.sh start --optimized --import-realm agent secret=${sampleSecret('KEYCLOAK_AGENT_CLIENT_SECRET')}`,
+      );
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 

@@ -67,7 +67,29 @@ engine run --rm --entrypoint cat mcp-auth-stack-keycloak /opt/keycloak/data/impo
         process.exit(1);
       }
     });'
-phase "keycloak/Dockerfile built; its realm has no demo users"
+# Its entrypoint refuses to start while a placeholder of that realm is unset (the deployed
+# realm has no demo defaults), and with each one set runs kc.sh with the arguments given.
+placeholders=$(node keycloak/realm-for-deployment.ts keycloak/realm-mcp.json |
+  node -e 'let text = "";
+    process.stdin.on("data", (chunk) => (text += chunk)).on("end", () => {
+      console.log([...new Set([...text.matchAll(/\$\{([A-Z][A-Z0-9_]*)\}/g)].map((m) => m[1]))].join(" "));
+    });')
+set +e
+refusal=$(engine run --rm mcp-auth-stack-keycloak 2>&1)
+refused=$?
+set -e
+if [ "$refused" -ne 78 ] || [[ $refusal != *"needs "*KEYCLOAK_AGENT_CLIENT_SECRET* ]]; then
+  echo "containers: the Keycloak image started without its realm's placeholders (exit $refused): $refusal" >&2
+  exit 1
+fi
+placeholder_env=()
+for name in $placeholders; do placeholder_env+=(-e "$name=container-step-$name"); done
+version=$(engine run --rm "${placeholder_env[@]}" mcp-auth-stack-keycloak --version 2>&1)
+if [[ $version != *"Keycloak $(awk -F: '/^FROM /{print $2; exit}' keycloak/Dockerfile | cut -d' ' -f1)"* ]]; then
+  echo "containers: the Keycloak image with every placeholder set did not run kc.sh --version: $version" >&2
+  exit 1
+fi
+phase "keycloak/Dockerfile built; its realm has no demo users; its entrypoint refuses unset placeholders"
 "${compose[@]}" build -q
 phase "server and agent images built"
 engine images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'mcp-auth-stack' || true
