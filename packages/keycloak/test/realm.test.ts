@@ -452,6 +452,48 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
   });
 });
 
+test('CIMD: a metadata document on an allowed host that names a redirect elsewhere gets no redirect and no code', async () => {
+  // The document's own URL is allowed (loopback); its redirect_uris are an attacker's page, which
+  // neither the realm's CIMD domains nor its redirect rules admit.
+  const attackerRedirect = 'https://attacker.example/callback';
+  const documentServer: Server = createServer((_request, response) => {
+    const { port } = documentServer.address() as AddressInfo;
+    response.setHeader('content-type', 'application/json');
+    response.end(
+      JSON.stringify({
+        client_id: `http://127.0.0.1:${port}/client.json`,
+        client_name: 'CIMD elsewhere',
+        redirect_uris: [attackerRedirect],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = documentServer.address() as AddressInfo;
+    const refused = await fetch(
+      authorizeUrl(keycloak.realmUrl, {
+        clientId: `http://127.0.0.1:${port}/client.json`,
+        redirectUri: attackerRedirect,
+        scope: 'openid',
+        state: 'elsewhere',
+        pkce: createPkce(),
+      }),
+      { redirect: 'manual' },
+    );
+    assert.equal(refused.status, 400, `no redirect: ${refused.status} ${refused.headers.get('location')}`);
+    assert.equal(refused.headers.get('location'), null);
+    // Refused for the client, not for some other fault of the request: Keycloak 26.7.3 says
+    // "domain not allowed" (the CIMD executor), and with that host allowed there, "Invalid
+    // Redirect Uri" (checked by adding attacker.example to cimd-allow-permitted-domains).
+    assert.match(await refused.text(), /Invalid Client ID: domain not allowed/);
+  } finally {
+    await new Promise((resolve) => documentServer.close(resolve));
+  }
+});
+
 test('a wrong password shows an error on the login page and issues no code', async () => {
   await withCallback((callback) =>
     withPage(async (page) => {
