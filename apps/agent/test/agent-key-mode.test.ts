@@ -205,10 +205,11 @@ describe('the agent with the real MCP server in key mode', () => {
       await released;
       return { content: 'too late' };
     };
-    llm.script([stalled, stalled, stalled, stalled]);
+    llm.script([stalled, stalled, stalled]);
     try {
       await assert.rejects(impatient.agent.run('hi'), /timed out/i);
       assert.equal(llm.requests.length, 3, 'the first attempt and two retries');
+      assert.equal(llm.remaining(), 0, 'each scripted answer was asked for');
     } finally {
       clearTimeout(timer);
       release();
@@ -231,8 +232,11 @@ describe('the agent with the real MCP server in key mode', () => {
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     try {
       const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}/mcp`;
+      // An agent that starts anyway is closed, so the test fails instead of hanging on it.
       await assert.rejects(
-        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ other: { url } }) })),
+        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ other: { url } }) })).then((started) =>
+          started.close(),
+        ),
         /the MCP servers "expenses" and "other" both offer a tool named "get_user_expenses"/,
       );
     } finally {
