@@ -207,6 +207,17 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   // The proxy modes' variables, read whatever the mode (so every variable is always seen).
   const proxyEnv: Env = Object.fromEntries(PROXY_VARIABLES.map((name) => [name, env[name]]));
   const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, port);
+  const baseUrlGiven =
+    optional(env, 'MCP_SERVER_BASE_URL') !== undefined ||
+    (authMode === 'entra_proxy' && optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') !== undefined);
+  if (port === 0 && !baseUrlGiven && OAUTH_MODES.has(authMode)) {
+    // The URL derived from PORT=0 (http://localhost:0) would be the resource clients are told to
+    // get tokens for, and the audience checked: no client could ever be let in.
+    throw new ConfigError(
+      'PORT',
+      `is 0 (a free port, chosen at start), so with MCP_AUTH_PROVIDER=${authMode} the server cannot name its own URL in its OAuth metadata and token audience. Set a fixed PORT, or MCP_SERVER_BASE_URL to the URL clients use`,
+    );
+  }
   const allowUnauthenticatedRemote = boolean(env, 'ALLOW_UNAUTHENTICATED_REMOTE', false);
   if (authMode === 'none' && !isLoopbackBindAddress(host) && !allowUnauthenticatedRemote) {
     throw new ConfigError(
@@ -299,6 +310,9 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       };
   }
 }
+
+/** The modes whose OAuth metadata and token audience carry the server's own URL. */
+const OAUTH_MODES: ReadonlySet<AuthMode> = new Set(['keycloak', 'oauth_proxy', 'entra_proxy']);
 
 /** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
 function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {

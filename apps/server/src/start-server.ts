@@ -79,7 +79,8 @@ export async function startServer(
     const url = `http://${hostForUrl}:${port}`;
     logger.info('listening', {
       url,
-      mcp_url: `${config.baseUrl}/mcp`,
+      // PORT=0 without MCP_SERVER_BASE_URL (key and none modes only): the port is known now.
+      mcp_url: new URL(config.baseUrl).port === '0' ? `http://localhost:${port}/mcp` : `${config.baseUrl}/mcp`,
       auth: auth.name,
       database: database.location,
     });

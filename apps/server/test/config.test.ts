@@ -171,6 +171,10 @@ describe('configuration', () => {
       /OAUTH_PROXY_SIGNING_KEY must be a private JWK \(with "kty" and "d"\)/,
     ],
     [{ ...LOCAL_PROXY, OAUTH_PROXY_ENCRYPTION_KEY: 'c2hvcnQ' }, /OAUTH_PROXY_ENCRYPTION_KEY must be 32 bytes/],
+    // A free port leaves the OAuth modes no URL to name as the resource and audience.
+    [{ ...KEYCLOAK, PORT: '0' }, /PORT is 0 .*MCP_AUTH_PROVIDER=keycloak .*MCP_SERVER_BASE_URL/],
+    [{ ...LOCAL_PROXY, PORT: '0' }, /PORT is 0 .*MCP_AUTH_PROVIDER=oauth_proxy/],
+    [{ ...ENTRA, PORT: '0' }, /PORT is 0 .*MCP_AUTH_PROVIDER=entra_proxy/],
     [
       { ...LOCAL_PROXY, OAUTH_PROXY_SIGNING_KEY: '{"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "AQAB"}' },
       /OAUTH_PROXY_SIGNING_KEY must be an EC P-256 \(ES256\) or OKP Ed25519 \(EdDSA\) key/,
@@ -201,6 +205,19 @@ describe('configuration', () => {
       loadConfig({ ...KEYCLOAK, KEYCLOAK_REGISTRATION: 'off', ALLOWED_CLIENT_IDS: 'vscode-mcp-client' }).authMode,
       'keycloak',
     );
+  });
+
+  test('PORT=0 takes a base URL in the OAuth modes, and needs none in key and none modes', () => {
+    assert.equal(
+      loadConfig({ ...KEYCLOAK, PORT: '0', MCP_SERVER_BASE_URL: 'http://localhost:8117' }).baseUrl,
+      'http://localhost:8117',
+    );
+    assert.equal(
+      loadConfig({ ...ENTRA, PORT: '0', ENTRA_PROXY_MCP_SERVER_BASE_URL: 'http://localhost:8117' }).baseUrl,
+      'http://localhost:8117',
+    );
+    assert.equal(loadConfig({ PORT: '0' }).port, 0);
+    assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', PORT: '0' }).port, 0);
   });
 
   test('none mode on a public address is allowed only when asked for', () => {

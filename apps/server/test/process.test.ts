@@ -268,6 +268,7 @@ describe('start-up configuration', () => {
     const result = await runServerToExit({
       MCP_AUTH_PROVIDER: 'oauth_proxy',
       KEYCLOAK_REALM_URL: 'http://127.0.0.1:9/realms/unreachable',
+      MCP_SERVER_BASE_URL: 'http://localhost:8000',
       OAUTH_PROXY_SIGNING_KEY: JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'AQAB', y: 'AQAB', d: 'AQAB' }),
       OAUTH_PROXY_ENCRYPTION_KEY: 'ab'.repeat(32),
     });
@@ -286,6 +287,11 @@ describe('start-up configuration', () => {
     const server = await spawnServer({ MCP_AUTH_PROVIDER: 'none', DATA_DIR: dataDir, LOCAL_USER_ID: 'me' });
     try {
       assert.match(server.output(), /"level":"warn","msg":"MCP_AUTH_PROVIDER=none: authentication is OFF/);
+      // PORT=0 (a free port): the MCP URL it prints is the port it got, not localhost:0.
+      assert.ok(
+        server.output().includes(`"mcp_url":"http://localhost:${new URL(server.url).port}/mcp"`),
+        server.output(),
+      );
       const client = await connectClient(server.mcpUrl, {});
       await client.callTool({
         name: 'add_user_expense',
@@ -319,6 +325,7 @@ describe('start-up configuration', () => {
           DATA_DIR: dataDir,
           MCP_AUTH_PROVIDER: 'oauth_proxy',
           KEYCLOAK_REALM_URL: 'http://127.0.0.1:9/realms/unreachable',
+          MCP_SERVER_BASE_URL: 'http://localhost:8000',
         });
         assert.equal(result.code, 1, result.stderr);
         assert.ok(result.stderr.includes(`${file} does not hold the OAuth proxy's generated keys`), result.stderr);
