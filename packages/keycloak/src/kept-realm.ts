@@ -69,23 +69,33 @@ export async function bringRealmUrlsUpToDate(
 
 const DEMO_ADMIN = { username: 'admin', password: 'admin' };
 
-/** Whether a string of the realm file holds a URL placeholder (`${..._URL:…}`). */
-const URL_PLACEHOLDER = /\$\{([A-Z0-9_]+_URL)(?::([^}]*))?\}/g;
-const holdsUrl = (value: unknown): value is string =>
-  typeof value === 'string' && new RegExp(URL_PLACEHOLDER.source).test(value);
-const withUrls = (value: string, wanted: Record<string, string>) =>
-  value.replace(URL_PLACEHOLDER, (_match, name: string, fallback?: string) => wanted[name] ?? fallback ?? '');
+/**
+ * A placeholder of the realm file that holds one of the server's addresses: a URL
+ * (`${..._URL:…}`) or a host (`${..._HOST:…}`, the host anonymous registrations may redirect to).
+ */
+export const ADDRESS_PLACEHOLDER = /\$\{([A-Z0-9_]+_(?:URL|HOST))(?::([^}]*))?\}/g;
+const holdsAddress = (value: unknown): value is string =>
+  typeof value === 'string' && new RegExp(ADDRESS_PLACEHOLDER.source).test(value);
+const withAddresses = (value: string, wanted: Record<string, string>) =>
+  value.replace(ADDRESS_PLACEHOLDER, (_match, name: string, fallback?: string) => wanted[name] ?? fallback ?? '');
+
+interface ExecutorFile {
+  executor: string;
+  configuration?: Record<string, unknown>;
+}
 
 interface RealmFile {
   realm?: string;
+  clientProfiles?: { profiles?: { name: string; executors?: ExecutorFile[] }[] };
   clientScopes?: { name: string; protocolMappers?: { name: string; config?: Record<string, unknown> }[] }[];
   clients?: { clientId: string; redirectUris?: unknown[]; attributes?: Record<string, unknown> }[];
 }
 
 /**
- * Sets every realm value that the realm files fill from a URL placeholder: protocol mapper
- * settings of client scopes (the audience), client attributes (`resource_url`) and redirect
- * URIs. The realm files say where the URLs go, so a new placeholder needs no code here; one in
+ * Sets every realm value that the realm files fill from a URL or host placeholder: protocol
+ * mapper settings of client scopes (the audience), client attributes (`resource_url`), redirect
+ * URIs and client profiles' executor settings (the hosts anonymous registrations may redirect
+ * to). The realm files say where the values go, so a new placeholder needs no code here; one in
  * a place this does not know is an error rather than a silently stale value.
  */
 async function updateRealmUrls(
@@ -116,18 +126,18 @@ async function updateRealmUrls(
   for (const realmFile of realmFiles) {
     const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
     const name = encodeURIComponent(realm.realm ?? REALM_NAME);
-    const known = new Set<unknown>([realm.clientScopes, realm.clients]);
+    const known = new Set<unknown>([realm.clientScopes, realm.clients, realm.clientProfiles]);
     const elsewhere = Object.entries(realm).filter(
-      ([, value]) => !known.has(value) && JSON.stringify(value)?.match(new RegExp(URL_PLACEHOLDER.source)),
+      ([, value]) => !known.has(value) && JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source)),
     );
     if (elsewhere.length > 0) {
       throw new Error(
-        `${realmFile} has URL placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
+        `${realmFile} has URL or host placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
       );
     }
     for (const scope of realm.clientScopes ?? []) {
       const mappers = (scope.protocolMappers ?? []).filter((mapper) =>
-        Object.values(mapper.config ?? {}).some(holdsUrl),
+        Object.values(mapper.config ?? {}).some(holdsAddress),
       );
       if (mappers.length === 0) continue;
       const scopes = (await call('GET', `${name}/client-scopes`)) as { id: string; name: string }[];
@@ -142,14 +152,14 @@ async function updateRealmUrls(
         const model = current.find((candidate) => candidate.name === mapper.name);
         if (!model) throw new Error(`protocol mapper ${mapper.name} of client scope ${scope.name} is missing`);
         for (const [key, value] of Object.entries(mapper.config ?? {})) {
-          if (holdsUrl(value)) model.config[key] = withUrls(value, wanted);
+          if (holdsAddress(value)) model.config[key] = withAddresses(value, wanted);
         }
         await call('PUT', `${name}/client-scopes/${scopeId}/protocol-mappers/models/${model.id}`, model);
       }
     }
     for (const client of realm.clients ?? []) {
-      const attributes = Object.entries(client.attributes ?? {}).filter(([, value]) => holdsUrl(value));
-      const redirects = (client.redirectUris ?? []).some(holdsUrl);
+      const attributes = Object.entries(client.attributes ?? {}).filter(([, value]) => holdsAddress(value));
+      const redirects = (client.redirectUris ?? []).some(holdsAddress);
       if (attributes.length === 0 && !redirects) continue;
       const found = (await call('GET', `${name}/clients?clientId=${encodeURIComponent(client.clientId)}`)) as {
         id: string;
@@ -159,19 +169,67 @@ async function updateRealmUrls(
       const current = found[0];
       if (!current) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
       for (const [key, value] of attributes)
-        current.attributes = { ...current.attributes, [key]: withUrls(value as string, wanted) };
-      if (redirects) {
-        // The redirect URIs from placeholders are replaced; any added in the admin console stay.
-        const before = new Set((client.redirectUris ?? []).filter(holdsUrl).map((uri) => withUrls(uri, imported)));
-        const kept = (current.redirectUris ?? []).filter((uri) => !before.has(uri));
-        current.redirectUris = [
-          ...new Set([
-            ...kept,
-            ...(client.redirectUris ?? []).map((uri) => (holdsUrl(uri) ? withUrls(uri, wanted) : String(uri))),
-          ]),
-        ];
-      }
+        current.attributes = { ...current.attributes, [key]: withAddresses(value as string, wanted) };
+      // The redirect URIs from placeholders are replaced; any added in the admin console stay.
+      if (redirects)
+        current.redirectUris = updatedList(client.redirectUris ?? [], current.redirectUris, wanted, imported);
       await call('PUT', `${name}/clients/${current.id}`, current);
     }
+    const profiles = (realm.clientProfiles?.profiles ?? []).filter((profile) =>
+      (profile.executors ?? []).some((executor) =>
+        Object.values(executor.configuration ?? {}).some(holdsAddressInSetting),
+      ),
+    );
+    if (profiles.length > 0) {
+      // The realm's own profiles (not Keycloak's global ones), all put back in one PUT.
+      const current = (await call('GET', `${name}/client-policies/profiles`)) as {
+        profiles: { name: string; executors: { executor: string; configuration?: Record<string, unknown> }[] }[];
+      };
+      for (const profile of profiles) {
+        const model = current.profiles.find((candidate) => candidate.name === profile.name);
+        if (!model) throw new Error(`client profile ${profile.name} is missing from realm ${realm.realm}`);
+        for (const [index, executor] of (profile.executors ?? []).entries()) {
+          // The executors in the order of the file; the same kind twice is matched by position.
+          const sameKind = (profile.executors ?? []).slice(0, index).filter((e) => e.executor === executor.executor);
+          const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
+          if (!target) throw new Error(`executor ${executor.executor} of client profile ${profile.name} is missing`);
+          for (const [key, value] of Object.entries(executor.configuration ?? {})) {
+            if (!holdsAddressInSetting(value)) continue;
+            target.configuration = {
+              ...target.configuration,
+              [key]: Array.isArray(value)
+                ? updatedList(value, target.configuration?.[key], wanted, imported)
+                : withAddresses(value as string, wanted),
+            };
+          }
+        }
+      }
+      await call('PUT', `${name}/client-policies/profiles`, { profiles: current.profiles });
+    }
   }
+}
+
+/** Whether a setting (a string, or a list of them) holds a URL or host placeholder. */
+function holdsAddressInSetting(value: unknown): boolean {
+  return Array.isArray(value) ? value.some(holdsAddress) : holdsAddress(value);
+}
+
+/**
+ * A list setting with its placeholder entries set to the wanted values: the entries they gave at
+ * the last import are replaced; any added in the admin console stay.
+ */
+function updatedList(
+  fromFile: unknown[],
+  current: unknown,
+  wanted: Record<string, string>,
+  imported: Record<string, string>,
+): string[] {
+  const before = new Set(fromFile.filter(holdsAddress).map((entry) => withAddresses(entry, imported)));
+  const kept = (Array.isArray(current) ? current.map(String) : []).filter((entry) => !before.has(entry));
+  return [
+    ...new Set([
+      ...kept,
+      ...fromFile.map((entry) => (holdsAddress(entry) ? withAddresses(entry, wanted) : String(entry))),
+    ]),
+  ];
 }

@@ -5,7 +5,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { acquirePidLock, livePidIn } from '@mcp-auth-stack/pid-lock';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
-import { bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
+import { ADDRESS_PLACEHOLDER, bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
 import {
   type KeycloakPhase,
   killGroup,
@@ -272,16 +272,17 @@ async function prepareInstance(instanceDir: string, distributionHome: string, re
 }
 
 /**
- * The URL placeholders of the realm files (`${MCP_SERVER_RESOURCE_URL:http://…}`) as this start
- * resolves them: `realmEnv`, else the environment, else the file's default. URLs only: they are
- * what ties a realm to one deployment, and unlike the secrets they may be written down.
+ * The URL and host placeholders of the realm files (`${MCP_SERVER_RESOURCE_URL:http://…}`,
+ * `${MCP_SERVER_HOST:localhost}`) as this start resolves them: `realmEnv`, else the environment,
+ * else the file's default. Those only: they are what ties a realm to one deployment, and unlike
+ * the secrets they may be written down.
  */
 async function realmUrlValues(env: NodeJS.ProcessEnv, options: StartKeycloakOptions): Promise<Record<string, string>> {
   const given: Record<string, string | undefined> = { ...env, ...options.realmEnv };
   const values: Record<string, string> = {};
   for (const file of options.realmFiles ?? [REALM_FILE]) {
     const text = await readFile(file, 'utf8');
-    for (const [, name, fallback] of text.matchAll(/\$\{([A-Z0-9_]+_URL)(?::([^}]*))?\}/g)) {
+    for (const [, name, fallback] of text.matchAll(new RegExp(ADDRESS_PLACEHOLDER.source, 'g'))) {
       if (name) values[name] = given[name] ?? fallback ?? '';
     }
   }

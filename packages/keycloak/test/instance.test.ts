@@ -13,9 +13,10 @@ import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '
  * start finds the realm imported for another server URL. It used to stop with "imported with
  * other values", and `--fresh` gave the demo users new ids, so their data vanished from view.
  */
-const realmEnvFor = (port: number) => ({
-  MCP_SERVER_RESOURCE_URL: `http://localhost:${port}/mcp`,
-  MCP_OAUTH_PROXY_CALLBACK_URL: `http://localhost:${port}/auth/callback`,
+const realmEnvFor = (port: number, host = 'localhost') => ({
+  MCP_SERVER_RESOURCE_URL: `http://${host}:${port}/mcp`,
+  MCP_OAUTH_PROXY_CALLBACK_URL: `http://${host}:${port}/auth/callback`,
+  MCP_SERVER_HOST: host,
 });
 
 async function adminGet(keycloak: RunningKeycloak, path: string): Promise<unknown> {
@@ -69,18 +70,21 @@ test('a kept realm started for another server URL is updated in place, even afte
     keycloak = await startKeycloak({
       instanceDir,
       ...ports,
-      realmEnv: realmEnvFor(8117),
+      // Another port and another host (a tunnel's, say), as MCP_SERVER_BASE_URL would give.
+      realmEnv: realmEnvFor(8117, 'tunnel.example'),
       onProgress: ({ message }) => phases.push(message),
     });
     assert.ok(
       phases.some((message) =>
-        message.includes('MCP_SERVER_RESOURCE_URL: http://localhost:8000/mcp → http://localhost:8117/mcp'),
+        message.includes('MCP_SERVER_RESOURCE_URL: http://localhost:8000/mcp → http://tunnel.example:8117/mcp'),
       ),
       phases.join('\n'),
     );
-    const moved = await agentToken(keycloak, 'http://localhost:8117/mcp');
+    const moved = await agentToken(keycloak, 'http://tunnel.example:8117/mcp');
     assert.equal(moved.status, 200, JSON.stringify(moved.body));
-    assert.deepEqual(audienceOf(decodeJwtPayload(moved.body.access_token as string)), ['http://localhost:8117/mcp']);
+    assert.deepEqual(audienceOf(decodeJwtPayload(moved.body.access_token as string)), [
+      'http://tunnel.example:8117/mcp',
+    ]);
     const old = await agentToken(keycloak, 'http://localhost:8000/mcp');
     assert.equal(old.status, 400, 'the old resource URL is no longer the server');
     assert.equal(old.body.error, 'invalid_target');
@@ -88,12 +92,40 @@ test('a kept realm started for another server URL is updated in place, even afte
     const [proxy] = (await adminGet(keycloak, `clients?clientId=${REALM_CLIENTS.oauthProxy.clientId}`)) as {
       redirectUris: string[];
     }[];
-    assert.deepEqual(proxy?.redirectUris, ['http://localhost:8117/auth/callback']);
+    assert.deepEqual(proxy?.redirectUris, ['http://tunnel.example:8117/auth/callback']);
+    // Anonymous registrations may now redirect to the new host (the workaround way's callback)
+    // and no longer to the old one; the profile's other hosts stay.
+    const { profiles } = (await adminGet(keycloak, 'client-policies/profiles')) as {
+      profiles: { name: string; executors: { executor: string; configuration: Record<string, unknown> }[] }[];
+    };
+    const permitted = profiles
+      .find((profile) => profile.name === 'anonymous-registration-safe-clients')
+      ?.executors.find((executor) => executor.executor === 'secure-redirect-uris-enforcer')?.configuration[
+      'allow-permitted-domains'
+    ] as string[];
+    assert.ok(permitted.includes('\\Qtunnel.example\\E'), JSON.stringify(permitted));
+    assert.ok(!permitted.includes('\\Qlocalhost\\E'), JSON.stringify(permitted));
+    assert.ok(permitted.includes('vscode\\.dev'), JSON.stringify(permitted));
+    // What the workaround way does: an anonymous registration redirecting to the server's callback.
+    const registerFor = async (host: string) =>
+      await fetch(`${(keycloak as RunningKeycloak).realmUrl}/clients-registrations/openid-connect`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          client_name: 'kept realm test client',
+          redirect_uris: [`https://${host}/auth/callback`],
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          token_endpoint_auth_method: 'none',
+        }),
+      });
+    assert.equal((await registerFor('tunnel.example')).status, 201, 'the new host is allowed');
+    assert.equal((await registerFor('elsewhere.example')).status, 403, 'another host is not');
     const after = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
     assert.equal(after[0]?.id, alice.id, 'the users were kept, with the id pinned in the realm file');
     assert.deepEqual(
       JSON.parse(await readFile(join(instanceDir, 'data', 'realm-env.json'), 'utf8')),
-      realmEnvFor(8117),
+      realmEnvFor(8117, 'tunnel.example'),
       'the new values are recorded',
     );
   } finally {
