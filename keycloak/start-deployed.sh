@@ -9,6 +9,9 @@
 set -euo pipefail
 
 home=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The environment's names only: bash's own variables (HOSTNAME, RANDOM) are not Keycloak's.
+declare -A exported=()
+for name in $(compgen -e); do exported[$name]=1; done
 missing=()
 for realm in "$home"/data/import/*.json; do
   [ -e "$realm" ] || continue
@@ -17,7 +20,9 @@ for realm in "$home"/data/import/*.json; do
   while [[ $rest =~ \$\{([A-Z][A-Z0-9_]*)\}(.*) ]]; do
     name=${BASH_REMATCH[1]}
     rest=${BASH_REMATCH[2]}
-    if [ -z "${!name:-}" ] && [[ " ${missing[*]} " != *" $name "* ]]; then missing+=("$name"); fi
+    if [ -z "${exported[$name]:-}" ] || [ -z "${!name}" ]; then
+      [[ " ${missing[*]} " == *" $name "* ]] || missing+=("$name")
+    fi
   done
 done
 

@@ -588,6 +588,7 @@ describe('Keycloak', () => {
     );
     // The entrypoint that refuses an unset placeholder sits beside kc.sh, which it runs.
     assert.deepEqual(JSON.parse(steps.find((s) => s.instruction === 'ENTRYPOINT')?.args ?? '[]'), [
+      '/bin/bash',
       '/opt/keycloak/bin/start-deployed.sh',
     ]);
     assert.ok(
@@ -688,7 +689,14 @@ describe("the realm Azure's Keycloak imports", () => {
       deployedRest,
       JSON.parse(JSON.stringify(rest).replace(/\$\{([A-Z][A-Z0-9_]*):[^}]*\}/g, (_, name: string) => `\${${name}}`)),
     );
-    assert.doesNotMatch(JSON.stringify(deployed), /\$\{[A-Z][A-Z0-9_]*:/, 'no placeholder keeps a default');
+    // Every `${…}` is a bare upper-case name, the one form the entrypoint checks: no default in
+    // any form Keycloak reads (`${env.NAME:x}`, `${A,B:x}`, `${name:x}`) reaches the image.
+    assert.deepEqual(
+      [...JSON.stringify(deployed).matchAll(/\$\{[^}]*\}/g)]
+        .map((m) => m[0])
+        .filter((placeholder) => !/^\$\{[A-Z][A-Z0-9_]*\}$/.test(placeholder)),
+      [],
+    );
   });
 });
 
@@ -718,10 +726,15 @@ describe("the deployed Keycloak's entrypoint (keycloak/start-deployed.sh)", () =
 
   function start(home: string, env: Record<string, string>) {
     // Only PATH from this process: an unrelated KEYCLOAK_* of the test's shell must not count.
-    const run = spawnSync(join(home, 'bin/start-deployed.sh'), ['start', '--optimized', '--import-realm'], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-      encoding: 'utf8',
-    });
+    // As the image's ENTRYPOINT runs it: by bash, whatever the file's mode.
+    const run = spawnSync(
+      '/bin/bash',
+      [join(home, 'bin/start-deployed.sh'), 'start', '--optimized', '--import-realm'],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+        encoding: 'utf8',
+      },
+    );
     return { status: run.status, stdout: run.stdout, stderr: run.stderr };
   }
 
@@ -761,6 +774,22 @@ describe("the deployed Keycloak's entrypoint (keycloak/start-deployed.sh)", () =
       assert.equal(run.status, 78, run.stderr);
       assert.equal(run.stdout, '');
       assert.match(run.stderr, /needs KEYCLOAK_JANITOR_CLIENT_SECRET \(/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  test('names bash sets for itself (HOSTNAME, RANDOM) are not values from the environment', () => {
+    const home = imageLayout();
+    try {
+      writeFileSync(
+        join(home, 'data/import/other-realm.json'),
+        JSON.stringify({ realm: 'other', attributes: { a: binding('HOSTNAME'), b: binding('RANDOM') } }),
+      );
+      const run = start(home, deployedEnv);
+      assert.equal(run.status, 78, run.stderr);
+      assert.equal(run.stdout, '');
+      assert.match(run.stderr, /needs HOSTNAME RANDOM \(/);
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
