@@ -34,7 +34,7 @@ export async function bringRealmUrlsUpToDate(
   const file = join(instanceDir, 'data', REALM_ENV_FILE);
   let imported: Record<string, string>;
   try {
-    imported = JSON.parse(await readFile(file, 'utf8')) as Record<string, string>;
+    imported = withHostOfOlderRecords(JSON.parse(await readFile(file, 'utf8')) as Record<string, string>);
   } catch {
     // Imported before these values were recorded (or a first start that never got ready).
     report(
@@ -68,6 +68,16 @@ export async function bringRealmUrlsUpToDate(
 }
 
 const DEMO_ADMIN = { username: 'admin', password: 'admin' };
+
+/**
+ * Records written before host placeholders were kept hold the URLs only. Their realm was
+ * imported with MCP_SERVER_HOST as `servedUrls()` gives it, the host of the server's URL: that,
+ * not the file's default, is what an update must replace.
+ */
+function withHostOfOlderRecords(record: Record<string, string>): Record<string, string> {
+  if (record.MCP_SERVER_HOST !== undefined || record.MCP_SERVER_RESOURCE_URL === undefined) return record;
+  return { ...record, MCP_SERVER_HOST: new URL(record.MCP_SERVER_RESOURCE_URL).hostname };
+}
 
 /**
  * A placeholder of the realm file that holds one of the server's addresses: a URL
@@ -127,9 +137,15 @@ async function updateRealmUrls(
     const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
     const name = encodeURIComponent(realm.realm ?? REALM_NAME);
     const known = new Set<unknown>([realm.clientScopes, realm.clients, realm.clientProfiles]);
-    const elsewhere = Object.entries(realm).filter(
-      ([, value]) => !known.has(value) && JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source)),
-    );
+    // In client profiles, only executor settings are updated.
+    const profilesOutsideSettings = (realm.clientProfiles?.profiles ?? []).map((profile) => ({
+      ...profile,
+      executors: (profile.executors ?? []).map(({ executor }) => executor),
+    }));
+    const elsewhere = [
+      ...Object.entries(realm).filter(([, value]) => !known.has(value)),
+      ['clientProfiles (outside executor settings)', profilesOutsideSettings] as const,
+    ].filter(([, value]) => JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source)));
     if (elsewhere.length > 0) {
       throw new Error(
         `${realmFile} has URL or host placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,

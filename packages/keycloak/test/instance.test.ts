@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,7 +56,7 @@ test('a kept realm started for another server URL is updated in place, even afte
       startKeycloak({
         instanceDir,
         ...ports,
-        realmEnv: realmEnvFor(8000),
+        realmEnv: realmEnvFor(8000, 'first.example'),
         onProgress: ({ message }) => {
           if (stopped || !message.includes('realm mcp imported')) return;
           stopped = true;
@@ -65,6 +65,15 @@ test('a kept realm started for another server URL is updated in place, even afte
       }),
     );
     assert.ok(stopped, 'the realm was imported before the start was cut short');
+    // The record as starts before host placeholders were kept wrote it: URLs only. The host it
+    // was imported with is the one of its URLs.
+    const recordFile = join(instanceDir, 'data', 'realm-env.json');
+    const { MCP_SERVER_HOST: _host, ...urlsOnly } = JSON.parse(await readFile(recordFile, 'utf8')) as Record<
+      string,
+      string
+    >;
+    assert.equal(_host, 'first.example');
+    await writeFile(recordFile, JSON.stringify(urlsOnly));
 
     const phases: string[] = [];
     keycloak = await startKeycloak({
@@ -76,7 +85,7 @@ test('a kept realm started for another server URL is updated in place, even afte
     });
     assert.ok(
       phases.some((message) =>
-        message.includes('MCP_SERVER_RESOURCE_URL: http://localhost:8000/mcp → http://tunnel.example:8117/mcp'),
+        message.includes('MCP_SERVER_RESOURCE_URL: http://first.example:8000/mcp → http://tunnel.example:8117/mcp'),
       ),
       phases.join('\n'),
     );
@@ -104,7 +113,7 @@ test('a kept realm started for another server URL is updated in place, even afte
       'allow-permitted-domains'
     ] as string[];
     assert.ok(permitted.includes('\\Qtunnel.example\\E'), JSON.stringify(permitted));
-    assert.ok(!permitted.includes('\\Qlocalhost\\E'), JSON.stringify(permitted));
+    assert.ok(!permitted.includes('\\Qfirst.example\\E'), JSON.stringify(permitted));
     assert.ok(permitted.includes('vscode\\.dev'), JSON.stringify(permitted));
     // What the workaround way does: an anonymous registration redirecting to the server's callback.
     const registerFor = async (host: string) =>

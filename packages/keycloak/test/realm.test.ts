@@ -452,18 +452,21 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
   });
 });
 
-test('CIMD: a metadata document on an allowed host that names a redirect elsewhere gets no redirect and no code', async () => {
-  // The document's own URL is allowed (loopback); its redirect_uris are an attacker's page, which
-  // neither the realm's CIMD domains nor its redirect rules admit.
+test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a client, or in a document on loopback", async () => {
+  const ownRedirect = 'http://127.0.0.1:33418/callback';
   const attackerRedirect = 'https://attacker.example/callback';
-  const documentServer: Server = createServer((_request, response) => {
+  const fetchedBy: string[] = [];
+  // Two documents on loopback: a client listing its own redirect, and one listing the attacker's
+  // (what any program on the user's machine could serve).
+  const documentServer: Server = createServer((request, response) => {
+    fetchedBy.push(`${request.method} ${request.url}`);
     const { port } = documentServer.address() as AddressInfo;
     response.setHeader('content-type', 'application/json');
     response.end(
       JSON.stringify({
-        client_id: `http://127.0.0.1:${port}/client.json`,
-        client_name: 'CIMD elsewhere',
-        redirect_uris: [attackerRedirect],
+        client_id: `http://127.0.0.1:${port}${request.url}`,
+        client_name: 'CIMD redirect test',
+        redirect_uris: [request.url === '/elsewhere.json' ? attackerRedirect : ownRedirect],
         grant_types: ['authorization_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'none',
@@ -473,22 +476,32 @@ test('CIMD: a metadata document on an allowed host that names a redirect elsewhe
   await new Promise<void>((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
   try {
     const { port } = documentServer.address() as AddressInfo;
-    const refused = await fetch(
-      authorizeUrl(keycloak.realmUrl, {
-        clientId: `http://127.0.0.1:${port}/client.json`,
-        redirectUri: attackerRedirect,
-        scope: 'openid',
-        state: 'elsewhere',
-        pkce: createPkce(),
-      }),
-      { redirect: 'manual' },
-    );
-    assert.equal(refused.status, 400, `no redirect: ${refused.status} ${refused.headers.get('location')}`);
-    assert.equal(refused.headers.get('location'), null);
-    // Refused for the client, not for some other fault of the request: Keycloak 26.7.3 says
-    // "domain not allowed" (the CIMD executor), and with that host allowed there, "Invalid
-    // Redirect Uri" (checked by adding attacker.example to cimd-allow-permitted-domains).
-    assert.match(await refused.text(), /Invalid Client ID: domain not allowed/);
+    const authorize = (document: string, redirectUri: string) =>
+      fetch(
+        authorizeUrl(keycloak.realmUrl, {
+          clientId: `http://127.0.0.1:${port}/${document}`,
+          redirectUri,
+          scope: 'openid',
+          state: 'cimd-redirect',
+          pkce: createPkce(),
+        }),
+        { redirect: 'manual' },
+      );
+    const assertRefused = async (response: Response, reason: RegExp) => {
+      assert.equal(response.status, 400, `no redirect: ${response.status} ${response.headers.get('location')}`);
+      assert.equal(response.headers.get('location'), null);
+      assert.match(await response.text(), reason);
+    };
+
+    const own = await authorize('client.json', ownRedirect);
+    assert.equal(own.status, 200, 'the client and its own redirect are accepted: the login page');
+    assert.match(await own.text(), /kc-form-login/);
+    assert.ok(fetchedBy.includes('GET /client.json'), `Keycloak fetched the document: ${fetchedBy}`);
+    // A link for that client with the attacker's redirect, to catch the victim's code: the
+    // redirect is not in the client's document.
+    await assertRefused(await authorize('client.json', attackerRedirect), /Invalid parameter: redirect_uri/);
+    // A document listing the attacker's redirect: its host is not one of the realm's CIMD domains.
+    await assertRefused(await authorize('elsewhere.json', attackerRedirect), /Invalid Client ID: domain not allowed/);
   } finally {
     await new Promise((resolve) => documentServer.close(resolve));
   }
