@@ -79,6 +79,34 @@ test('logins started per address are limited: 429 with Retry-After, nothing stor
   assert.equal(await pending(), 4);
 });
 
+test('a redirect_uri the client did not register: an error page, no redirect, nothing stored', async () => {
+  const passThrough = passThroughWith();
+  await passThrough.recordClient('facade-redirect-client', [REDIRECT]);
+  const app = new Hono();
+  passThrough.mount(app);
+  const before = await pending();
+  for (const redirectUri of [
+    'https://attacker.example/callback',
+    'http://127.0.0.1:33418/callback/../elsewhere',
+    'http://127.0.0.1:33418/callbackx',
+  ]) {
+    const response = await app.request(
+      `/authorize?${new URLSearchParams({
+        client_id: 'facade-redirect-client',
+        redirect_uri: redirectUri,
+        response_type: 'code',
+        state: 's',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+      })}`,
+    );
+    assert.equal(response.status, 400, redirectUri);
+    assert.equal(response.headers.get('location'), null, redirectUri);
+    assert.match(await response.text(), /redirect_uri is missing or not registered for this client/);
+  }
+  assert.equal(await pending(), before, 'no pending login stored');
+});
+
 test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on to the client', async () => {
   const passThrough = passThroughWith({
     fetch: async () =>

@@ -74,6 +74,13 @@ describe('registration attacks', () => {
     ['password', { grant_types: ['password'] }, GRANTS_REFUSED],
     ['grant_types not a list', { grant_types: 'authorization_code' }, GRANTS_REFUSED],
     ['the implicit response type', { response_types: ['code', 'token'] }, GRANTS_REFUSED],
+    // The name Keycloak's consent page shows: what it reads must be what it is.
+    [
+      'a client_name with a right-to-left override',
+      { client_name: 'Editor\u202Etxt.exe' },
+      /^client_name must not contain/,
+    ],
+    ['a client_name with nothing visible', { client_name: '\u2800' }, /^client_name must contain at least one visible/],
   ] as const) {
     test(`${what}: refused before the identity provider sees it`, async () => {
       const before = forwarded;

@@ -140,6 +140,24 @@ describe('oauth proxy: weak points', () => {
     assert.equal(joined.status, 201, 'joiners in emoji stay allowed');
   });
 
+  test('members naming a URL the proxy would fetch, and pairwise subjects, are refused at registration', async () => {
+    const refused: [Record<string, unknown>, RegExp][] = [
+      [{ sector_identifier_uri: 'https://169.254.169.254/latest' }, /^sector_identifier_uri is not accepted/],
+      [{ jwks_uri: 'http://127.0.0.1:9/jwks' }, /^jwks_uri is not accepted/],
+      [{ request_uris: ['http://127.0.0.1:9/request'] }, /^request_uris is not accepted/],
+      [{ backchannel_logout_uri: 'http://127.0.0.1:9/logout' }, /^backchannel_logout_uri is not accepted/],
+      [{ subject_type: 'pairwise' }, /^Only subject_type "public" is supported/],
+    ];
+    for (const [members, reason] of refused) {
+      const response = await registerRaw({ redirect_uris: ['http://127.0.0.1:3000/cb'], ...members });
+      assert.equal(response.status, 400, JSON.stringify(members));
+      const body = (await response.json()) as Record<string, string>;
+      assert.equal(body.error, 'invalid_client_metadata', JSON.stringify(members));
+      assert.match(body.error_description ?? '', reason);
+      assert.equal(body.client_id, undefined, 'no client');
+    }
+  });
+
   test('a registration nested 5,000 deep is 400, not 500', async () => {
     const response = await proxy.app.request(`${ISSUER}/register`, {
       method: 'POST',
@@ -169,13 +187,16 @@ describe('oauth proxy: weak points', () => {
         server.close(() => resolve(port));
       });
     });
-    const refused = await safeFetchJson(`http://127.0.0.1:${port}/doc.json`, {
-      maxBytes: 5000,
-      timeoutMs: 5000,
-      allowInsecure: true,
-    }).catch((error: unknown) => error);
-    assert.ok(refused instanceof SafeFetchError);
-    assert.equal(refused.message, 'the host could not be reached');
+    // A closed port, and a name no resolver knows (.invalid, RFC 6761): the same words for both.
+    for (const url of [`http://127.0.0.1:${port}/doc.json`, 'https://no-such-host.invalid/doc.json']) {
+      const refused = await safeFetchJson(url, {
+        maxBytes: 5000,
+        timeoutMs: 5000,
+        allowInsecure: true,
+      }).catch((error: unknown) => error);
+      assert.ok(refused instanceof SafeFetchError, `${url}: ${String(refused)}`);
+      assert.equal(refused.message, 'the host could not be reached', url);
+    }
   });
 });
 

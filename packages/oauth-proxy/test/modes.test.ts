@@ -53,6 +53,14 @@ before(async () => {
       response.end(JSON.stringify({ client_id: clientId, redirect_uris: [REDIRECT], ...claimed }));
       return;
     }
+    if (request.url === '/hidden-name.json') {
+      // A right-to-left override: "Document Client\\u202Etxt.exe" shows as "Document Clientexe.txt".
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(
+        JSON.stringify({ client_id: clientId, client_name: 'Document Client\u202Etxt.exe', redirect_uris: [REDIRECT] }),
+      );
+      return;
+    }
     if (request.url === '/liar.json') {
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ client_id: 'https://someone-else.example.com/c.json', redirect_uris: [REDIRECT] }));
@@ -118,6 +126,16 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
       assert.equal(response.headers.get('location'), null, path);
       assert.match(await response.text(), reason, path);
     }
+  });
+
+  test('a document whose client_name hides characters is refused, as a registration would be', async () => {
+    const dev = instance(db, idp, keys, { development: true });
+    const response = await dev.app.request(
+      authorizeUrl({ client_id: `${documentBase}/hidden-name.json`, code_challenge: pkce().challenge }),
+    );
+    assert.equal(response.status, 400);
+    assert.equal(response.headers.get('location'), null);
+    assert.match(await response.text(), /client_name must not contain/);
   });
 
   test('a refused document is not fetched again on the next authorization request', async () => {

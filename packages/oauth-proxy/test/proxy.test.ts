@@ -77,6 +77,20 @@ async function assertCallbackIssuesNoCode(what: string): Promise<void> {
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
 
+/** Every row of every table of the proxy, each as JSON text. */
+async function everyProxyRow(): Promise<string[]> {
+  const tables = await dbA.pool.query<{ name: string }>(
+    "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name LIKE 'oauth_proxy_%'",
+  );
+  assert.ok(tables.rows.length >= 6, tables.rows.map((t) => t.name).join(' '));
+  const rows: string[] = [];
+  for (const { name: table } of tables.rows) {
+    const result = await dbA.pool.query<{ row: string }>(`SELECT row_to_json(t)::text AS row FROM ${table} t`);
+    rows.push(...result.rows.map((r) => r.row));
+  }
+  return rows;
+}
+
 /** Seconds from now until the `expires_at` of the newest row of `table`. */
 const secondsLeftOfNewest = async (table: string, clientId: string) =>
   (
@@ -362,6 +376,36 @@ describe('the full flow', () => {
         assert.ok(!sealed.includes(Buffer.from(secret)), 'plaintext token in the ciphertext column');
         assert.ok(!row.includes(secret.slice(6, 30)), 'no fragment either');
       }
+    }
+  });
+
+  test('client secrets, codes and refresh tokens are stored only as hashes: none in clear in any table', async () => {
+    const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_post' });
+    assert.ok(client.client_secret?.startsWith('mcps_'), 'a confidential client got a secret');
+    const { verifier, challenge } = pkce();
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    // The code is looked at while it is stored (before the exchange uses it up).
+    const storedBefore = await everyProxyRow();
+    const tokens = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      redirect_uri: REDIRECT,
+      code,
+      client_id: client.client_id,
+      client_secret: client.client_secret as string,
+      code_verifier: verifier,
+    });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+    const refreshToken = tokens.body.refresh_token as string;
+    assert.ok(refreshToken);
+    const storedAfter = await everyProxyRow();
+    for (const [what, secret, stored] of [
+      ['client secret', client.client_secret as string, storedAfter],
+      ['code', code, storedBefore],
+      ['refresh token', refreshToken, storedAfter],
+    ] as const) {
+      assert.ok(stored.length > 0);
+      assert.ok(!stored.some((row) => row.includes(secret)), `${what} in clear`);
+      assert.ok(!stored.some((row) => row.includes(secret.slice(-20))), `${what}: no fragment either`);
     }
   });
 
