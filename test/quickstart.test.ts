@@ -286,6 +286,17 @@ const isPnpm = (command: Command, ...argv: string[]) =>
   command.argv[0] === 'pnpm' && JSON.stringify(command.argv.slice(1)) === JSON.stringify(argv);
 
 describe("the README's Quick start, in a fresh clone", () => {
+  test("Configuration's commands are the Quick start's, which this test runs", () => {
+    // Configuration repeats the moved-ports line for its table of variables.
+    const configuration = commandsOf(readme, 'Configuration').flat();
+    assert.ok(configuration.length > 0, 'Configuration shows a command');
+    const runHere = new Set(quickstart.map((command) => command.line));
+    assert.deepEqual(
+      configuration.filter((line) => !runHere.has(line)),
+      [],
+    );
+  });
+
   test('every line of it is one this test runs (pnpm test aside: it is the suite running this)', () => {
     const known = quickstart.filter(
       (command) =>
