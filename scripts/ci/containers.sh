@@ -47,6 +47,7 @@ cleanup() {
     echo "containers: failed; the services' last log lines:" >&2
     "${compose[@]}" logs --no-color --tail=60 >&2 || true
   fi
+  if [ -n "${standalone:-}" ]; then engine rm --force "$standalone" >/dev/null 2>&1 || true; fi
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   if [ "$ENGINE" = podman ]; then podman_engine_stop; fi
   phase "done (exit $status)"
@@ -112,3 +113,49 @@ phase "server image: code cache accepted"
 # Its HTML report goes to playwright-report/compose/, traces of failures to test-results/e2e/compose/.
 E2E_STACK=compose pnpm test:e2e --project compose
 phase "end-to-end test passed"
+
+# The README's two lines for the server image alone ("The server image alone"), read from the
+# README and run as written but for three things: this engine for `docker`, compose's
+# PostgreSQL for the reader's `postgres://…`, and compose's network to reach it. Compose's server
+# and agent give port 8000 up for it.
+mapfile -t image_lines < <(node -e '
+  const text = require("fs").readFileSync("README.md", "utf8");
+  const block = text.split("```sh\n").map((b) => b.split("```")[0]).find((b) => b.includes("docker build -f apps/server/Dockerfile"));
+  if (!block) { console.error("README: no block with docker build -f apps/server/Dockerfile"); process.exit(1); }
+  for (const line of block.trim().split("\n")) console.log(line);')
+if [ "${#image_lines[@]}" -ne 2 ] || [[ ${image_lines[0]} != "docker build "* ]] || [[ ${image_lines[1]} != "docker run "* ]]; then
+  echo "containers: the README's server image block is not a docker build and a docker run line: ${image_lines[*]}" >&2
+  exit 1
+fi
+"${compose[@]}" stop agent server >/dev/null 2>&1
+network=$(engine inspect mcp-auth-stack-postgres-1 --format '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}')
+read -r -a build_args <<<"${image_lines[0]#docker }"
+# Docker's image format, as compose's builds get it: its HEALTHCHECK kept, its layers cached.
+BUILDAH_FORMAT=docker engine "${build_args[@]}" >/dev/null
+run_line=${image_lines[1]#docker run }
+run_line=${run_line//postgres:\/\/…/postgres://mcp:mcp-demo-password@postgres:5432/expenses}
+read -r -a run_args <<<"$run_line"
+standalone=$(engine run --detach --network "$network" "${run_args[@]}")
+standalone_answered=$(node -e '
+  const deadline = Date.now() + 60_000;
+  (async () => {
+    for (;;) {
+      try {
+        const health = await fetch("http://127.0.0.1:8000/health");
+        const mcp = await fetch("http://127.0.0.1:8000/mcp", { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }) });
+        console.log(`${health.status} ${mcp.status} ${mcp.headers.get("www-authenticate")}`);
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) { console.log(`no answer: ${error.message}`); return; }
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+  })();')
+engine rm --force "$standalone" >/dev/null
+standalone=
+# Key mode by default: up, and a call without a key is told how to send one.
+if [[ $standalone_answered != '200 401 Bearer realm="mcp"'* ]]; then
+  echo "containers: the server image alone, as the README runs it, answered: $standalone_answered" >&2
+  exit 1
+fi
+phase "the README's server image lines: built, run on compose's PostgreSQL, /health 200, /mcp 401 without a key"
