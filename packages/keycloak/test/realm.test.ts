@@ -401,26 +401,13 @@ test('the agent client gets a token by client credentials; resource narrows aud,
 
 test('CIMD: a client whose id is the URL of a metadata document on localhost completes a login', async () => {
   await withCallback(async (callback) => {
-    const fetchedBy: string[] = [];
-    const documentServer: Server = createServer((request, response) => {
-      fetchedBy.push(`${request.method} ${request.url}`);
-      const { port } = documentServer.address() as AddressInfo;
-      response.setHeader('content-type', 'application/json');
-      response.end(
-        JSON.stringify({
-          client_id: `http://127.0.0.1:${port}/client.json`,
-          client_name: 'CIMD test client',
-          redirect_uris: [callback.redirectUri],
-          grant_types: ['authorization_code', 'refresh_token'],
-          response_types: ['code'],
-          token_endpoint_auth_method: 'none',
-        }),
-      );
-    });
-    await new Promise<void>((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
+    const documents = await serveMetadataDocuments(() => ({
+      client_name: 'CIMD test client',
+      redirect_uris: [callback.redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+    }));
     try {
-      const { port } = documentServer.address() as AddressInfo;
-      const clientId = `http://127.0.0.1:${port}/client.json`;
+      const clientId = `${documents.base}/client.json`;
       const { claims } = await loginAndExchange({
         clientId,
         user: bob,
@@ -429,7 +416,7 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
         consentClientName: 'CIMD test client',
         callback,
       });
-      assert.ok(fetchedBy.includes('GET /client.json'), `Keycloak fetched the document: ${fetchedBy}`);
+      assert.ok(documents.fetchedBy.includes('GET /client.json'), `Keycloak fetched it: ${documents.fetchedBy}`);
       assert.equal(claims.azp, clientId);
       assert.equal(claims.preferred_username, 'bob');
       assert.deepEqual(audienceOf(claims), [MCP_RESOURCE_URL]);
@@ -447,7 +434,7 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
       assert.match(location.searchParams.get('error_description') ?? '', /code_challenge|code challenge/);
       assert.equal(location.searchParams.get('code'), null);
     } finally {
-      await new Promise((resolve) => documentServer.close(resolve));
+      await documents.close();
     }
   });
 });
@@ -455,31 +442,17 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
 test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a client, or in a document on loopback", async () => {
   const ownRedirect = 'http://127.0.0.1:33418/callback';
   const attackerRedirect = 'https://attacker.example/callback';
-  const fetchedBy: string[] = [];
   // Two documents on loopback: a client listing its own redirect, and one listing the attacker's
   // (what any program on the user's machine could serve).
-  const documentServer: Server = createServer((request, response) => {
-    fetchedBy.push(`${request.method} ${request.url}`);
-    const { port } = documentServer.address() as AddressInfo;
-    response.setHeader('content-type', 'application/json');
-    response.end(
-      JSON.stringify({
-        client_id: `http://127.0.0.1:${port}${request.url}`,
-        client_name: 'CIMD redirect test',
-        redirect_uris: [request.url === '/elsewhere.json' ? attackerRedirect : ownRedirect],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      }),
-    );
-  });
-  await new Promise<void>((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
+  const documents = await serveMetadataDocuments((path) => ({
+    client_name: 'CIMD redirect test',
+    redirect_uris: [path === '/elsewhere.json' ? attackerRedirect : ownRedirect],
+  }));
   try {
-    const { port } = documentServer.address() as AddressInfo;
     const authorize = (document: string, redirectUri: string) =>
       fetch(
         authorizeUrl(keycloak.realmUrl, {
-          clientId: `http://127.0.0.1:${port}/${document}`,
+          clientId: `${documents.base}/${document}`,
           redirectUri,
           scope: 'openid',
           state: 'cimd-redirect',
@@ -496,16 +469,40 @@ test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a c
     const own = await authorize('client.json', ownRedirect);
     assert.equal(own.status, 200, 'the client and its own redirect are accepted: the login page');
     assert.match(await own.text(), /kc-form-login/);
-    assert.ok(fetchedBy.includes('GET /client.json'), `Keycloak fetched the document: ${fetchedBy}`);
+    assert.ok(documents.fetchedBy.includes('GET /client.json'), `Keycloak fetched it: ${documents.fetchedBy}`);
     // A link for that client with the attacker's redirect, to catch the victim's code: the
     // redirect is not in the client's document.
     await assertRefused(await authorize('client.json', attackerRedirect), /Invalid parameter: redirect_uri/);
     // A document listing the attacker's redirect: its host is not one of the realm's CIMD domains.
     await assertRefused(await authorize('elsewhere.json', attackerRedirect), /Invalid Client ID: domain not allowed/);
   } finally {
-    await new Promise((resolve) => documentServer.close(resolve));
+    await documents.close();
   }
 });
+
+/**
+ * Client ID Metadata Documents served on loopback: the document at each path is
+ * `documentFor(path)`, a public code-grant client whose `client_id` is its own URL.
+ */
+async function serveMetadataDocuments(documentFor: (path: string) => Record<string, unknown>) {
+  const fetchedBy: string[] = [];
+  const server: Server = createServer((request, response) => {
+    fetchedBy.push(`${request.method} ${request.url}`);
+    response.setHeader('content-type', 'application/json');
+    response.end(
+      JSON.stringify({
+        client_id: `${base}${request.url}`,
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+        ...documentFor(request.url ?? ''),
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { base, fetchedBy, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
 
 test('a wrong password shows an error on the login page and issues no code', async () => {
   await withCallback((callback) =>
