@@ -16,12 +16,20 @@ const INSTALLED_BY = { 'mcp-remote': 'apps/server', '@modelcontextprotocol/inspe
 
 test('every npx line of the README names a version, the one the workspace installs and tests', async () => {
   const readme = await readFile(`${ROOT}README.md`, 'utf8');
+  // A package name (scoped or not), then any tag: a range or `latest` is caught, not skipped.
+  const spec = String.raw`(@?[a-z0-9][\w.-]*(?:\/[\w.-]+)?)(?:@([^\s"'\x60]+))?`;
   const runs = [
-    // On a command line: npx [-y] <package>[@<version>]
-    ...readme.matchAll(/npx\s+(?:-y\s+)?(@?[a-z0-9][\w./-]*?)(?:@(\d[\w.-]*))?(?=[\s`])/g),
-    // In an editor's server entry: "command": "npx", "args": ["-y", "<package>[@<version>]", ...]
-    ...readme.matchAll(/"command":\s*"npx",\s*"args":\s*\[\s*(?:"-y",\s*)?"(@?[a-z0-9][\w./-]*?)(?:@(\d[\w.-]*))?"/g),
+    // On a command line: npx [-y|--yes] <package>[@<tag>]
+    ...readme.matchAll(new RegExp(String.raw`\bnpx\s+(?:(?:-y|--yes)\s+)?${spec}`, 'g')),
+    // In an editor's server entry: "command": "npx", "args": ["-y", "<package>[@<tag>]", ...]
+    ...readme.matchAll(
+      new RegExp(String.raw`"command":\s*"npx",\s*"args":\s*\[\s*(?:"(?:-y|--yes)",\s*)?"${spec}"`, 'g'),
+    ),
   ];
+  // Every npx the README runs is one of those: `npx` followed by a space or a quote (not the
+  // word in prose).
+  const invocations = [...readme.matchAll(/\bnpx(?=\s|")/g)].length;
+  assert.equal(runs.length, invocations, `each npx is read: ${runs.map((m) => m[0]).join(' | ')}`);
   assert.ok(runs.length >= 3, `the README's npx lines: ${runs.map((m) => m[0]).join(' | ')}`);
   for (const [line, name, version] of runs) {
     assert.ok(name && name in INSTALLED_BY, `${line}: a package the tests run from the workspace`);

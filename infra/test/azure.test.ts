@@ -795,6 +795,15 @@ describe("the deployed Keycloak's entrypoint (keycloak/start-deployed.sh)", () =
     }
   });
 
+  test('is checked out with LF line endings everywhere (a CR would end up in its bash commands)', () => {
+    const attributes = execFileSync('git', ['check-attr', 'eol', 'keycloak/start-deployed.sh'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    assert.equal(attributes.trim(), 'keycloak/start-deployed.sh: eol: lf');
+    assert.doesNotMatch(readFileSync(join(ROOT, 'keycloak/start-deployed.sh'), 'utf8'), /\r/);
+  });
+
   test("with the Bicep's environment it runs kc.sh with the image's command and that environment", () => {
     const home = imageLayout();
     try {

@@ -222,10 +222,13 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     // As sent first, and as the first refusal ("Missing id for mapper") tells an attacker to
     // send them: each mapper with an id of its own ("No existing mapper model found": an update
     // may keep the client's mappers, never add one).
-    for (const protocolMappers of [
-      forgingMappers('oidc-usermodel-property-mapper'),
-      forgingMappers('oidc-usermodel-property-mapper').map((mapper) => ({ ...mapper, id: randomUUID() })),
-    ]) {
+    for (const [protocolMappers, reason] of [
+      [forgingMappers('oidc-usermodel-property-mapper'), /Missing id for mapper/],
+      [
+        forgingMappers('oidc-usermodel-property-mapper').map((mapper) => ({ ...mapper, id: randomUUID() })),
+        /No existing mapper model found/,
+      ],
+    ] as const) {
       const updated = await post(
         `${registrations('default')}/${clientId}`,
         { ...current, protocolMappers },
@@ -234,6 +237,7 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
       );
       assert.equal(updated.status, 403, updated.text);
       assert.match(updated.text, /Policy 'Allowed Protocol Mapper Types' rejected/);
+      assert.match(updated.text, reason);
     }
     const mappers = (await adminApi(
       `/clients/${((await adminApi(`/clients?clientId=${clientId}`)) as { id: string }[])[0]?.id}/protocol-mappers/models`,

@@ -34,7 +34,7 @@ export async function bringRealmUrlsUpToDate(
   const file = join(instanceDir, 'data', REALM_ENV_FILE);
   let imported: Record<string, string>;
   try {
-    imported = withHostOfOlderRecords(JSON.parse(await readFile(file, 'utf8')) as Record<string, string>);
+    imported = withHostOfOlderRecords(JSON.parse(await readFile(file, 'utf8')) as Record<string, string>, wanted);
   } catch {
     // Imported before these values were recorded (or a first start that never got ready).
     report(
@@ -70,12 +70,18 @@ export async function bringRealmUrlsUpToDate(
 const DEMO_ADMIN = { username: 'admin', password: 'admin' };
 
 /**
- * Records written before host placeholders were kept hold the URLs only. Their realm was
- * imported with MCP_SERVER_HOST as `servedUrls()` gives it, the host of the server's URL: that,
- * not the file's default, is what an update must replace.
+ * Records written before host placeholders were kept hold the URLs only. `pnpm start` and
+ * `pnpm keycloak` imported such a realm with MCP_SERVER_HOST as `servedUrls()` gives it, the
+ * host of the server's URL: that, not the file's default, is what an update must replace. (A
+ * realm imported before they passed the host has the default, `localhost`, which then stays
+ * beside the new host: one more loopback name.) Only for realm files that have the placeholder.
  */
-function withHostOfOlderRecords(record: Record<string, string>): Record<string, string> {
-  if (record.MCP_SERVER_HOST !== undefined || record.MCP_SERVER_RESOURCE_URL === undefined) return record;
+function withHostOfOlderRecords(
+  record: Record<string, string>,
+  wanted: Record<string, string>,
+): Record<string, string> {
+  if (!('MCP_SERVER_HOST' in wanted) || 'MCP_SERVER_HOST' in record) return record;
+  if (record.MCP_SERVER_RESOURCE_URL === undefined) return record;
   return { ...record, MCP_SERVER_HOST: new URL(record.MCP_SERVER_RESOURCE_URL).hostname };
 }
 
@@ -210,7 +216,14 @@ async function updateRealmUrls(
           const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
           if (!target) throw new Error(`executor ${executor.executor} of client profile ${profile.name} is missing`);
           for (const [key, value] of Object.entries(executor.configuration ?? {})) {
-            if (!holdsAddressInSetting(value)) continue;
+            if (!holdsAddressInSetting(value)) {
+              if (JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source))) {
+                throw new Error(
+                  `${realmFile}: client profile ${profile.name}, executor ${executor.executor}: ${key} nests a URL or host placeholder, which cannot be updated`,
+                );
+              }
+              continue;
+            }
             target.configuration = {
               ...target.configuration,
               [key]: Array.isArray(value)

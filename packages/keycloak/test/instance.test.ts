@@ -68,11 +68,11 @@ test('a kept realm started for another server URL is updated in place, even afte
     // The record as starts before host placeholders were kept wrote it: URLs only. The host it
     // was imported with is the one of its URLs.
     const recordFile = join(instanceDir, 'data', 'realm-env.json');
-    const { MCP_SERVER_HOST: _host, ...urlsOnly } = JSON.parse(await readFile(recordFile, 'utf8')) as Record<
+    const { MCP_SERVER_HOST: recordedHost, ...urlsOnly } = JSON.parse(await readFile(recordFile, 'utf8')) as Record<
       string,
       string
     >;
-    assert.equal(_host, 'first.example');
+    assert.equal(recordedHost, 'first.example');
     await writeFile(recordFile, JSON.stringify(urlsOnly));
 
     const phases: string[] = [];

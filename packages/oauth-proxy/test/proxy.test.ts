@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -404,8 +405,15 @@ describe('the full flow', () => {
       ['refresh token', refreshToken, storedAfter],
     ] as const) {
       assert.ok(stored.length > 0);
-      assert.ok(!stored.some((row) => row.includes(secret)), `${what} in clear`);
+      // Text columns as they are; bytea ones as row_to_json prints them, `\x` and hex.
+      const hex = Buffer.from(secret).toString('hex');
+      assert.ok(!stored.some((row) => row.includes(secret) || row.includes(hex)), `${what} in clear`);
       assert.ok(!stored.some((row) => row.includes(secret.slice(-20))), `${what}: no fragment either`);
+      const hash = createHash('sha256').update(secret).digest('hex');
+      assert.ok(
+        stored.some((row) => row.includes(`\\\\x${hash}`)),
+        `${what}: its SHA-256 is what is stored`,
+      );
     }
   });
 

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { bringRealmUrlsUpToDate, REALM_ENV_FILE } from '../src/kept-realm.ts';
+
+/**
+ * What a kept realm's record decides before any admin call: whether there is anything to update.
+ * A Keycloak that does not answer (port 9) makes any update fail, so a start that should leave
+ * the realm alone shows it by not failing. instance.test.ts runs the updates on a real Keycloak.
+ */
+const NO_KEYCLOAK = 'http://127.0.0.1:9';
+
+async function withRecord(record: Record<string, string>, run: (instanceDir: string) => Promise<void>) {
+  const instanceDir = await mkdtemp(join(tmpdir(), 'kept-realm-'));
+  try {
+    await mkdir(join(instanceDir, 'data'));
+    await writeFile(join(instanceDir, 'data', REALM_ENV_FILE), JSON.stringify(record));
+    await run(instanceDir);
+  } finally {
+    await rm(instanceDir, { recursive: true, force: true });
+  }
+}
+
+const urls = {
+  MCP_SERVER_RESOURCE_URL: 'http://tunnel.example:8000/mcp',
+  MCP_OAUTH_PROXY_CALLBACK_URL: 'http://tunnel.example:8000/auth/callback',
+};
+
+test("a record from before hosts were kept, for the same server: its host is its URL's, nothing to update", async () => {
+  await withRecord(urls, async (instanceDir) => {
+    await bringRealmUrlsUpToDate(
+      instanceDir,
+      NO_KEYCLOAK,
+      { ...urls, MCP_SERVER_HOST: 'tunnel.example' },
+      {},
+      () => {},
+    );
+  });
+});
+
+test('a realm file without the host placeholder: no host is made up for its record', async () => {
+  await withRecord(urls, async (instanceDir) => {
+    await bringRealmUrlsUpToDate(instanceDir, NO_KEYCLOAK, urls, {}, () => {});
+  });
+});
+
+test('another host than the one recorded: the update is attempted (and fails here, naming the change)', async () => {
+  await withRecord({ ...urls, MCP_SERVER_HOST: 'tunnel.example' }, async (instanceDir) => {
+    await assert.rejects(
+      bringRealmUrlsUpToDate(instanceDir, NO_KEYCLOAK, { ...urls, MCP_SERVER_HOST: 'other.example' }, {}, () => {}),
+      /MCP_SERVER_HOST: tunnel\.example, now other\.example/,
+    );
+  });
+});
