@@ -127,14 +127,26 @@ if [ "${#image_lines[@]}" -ne 2 ] || [[ ${image_lines[0]} != "docker build "* ]]
   echo "containers: the README's server image block is not a docker build and a docker run line: ${image_lines[*]}" >&2
   exit 1
 fi
+# Words split on spaces only: a line with quotes, expansions or escapes would run as something
+# else here than in a shell, so it stops the step instead.
+if [[ ${image_lines[*]} == *[\"\'\$\\\`]* ]]; then
+  echo "containers: the README's server image lines need a shell to read them: ${image_lines[*]}" >&2
+  exit 1
+fi
 "${compose[@]}" stop agent server >/dev/null 2>&1
-network=$(engine inspect mcp-auth-stack-postgres-1 --format '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}')
+network=$(engine inspect "$("${compose[@]}" ps -q postgres)" \
+  --format '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}')
 read -r -a build_args <<<"${image_lines[0]#docker }"
-# Docker's image format, as compose's builds get it: its HEALTHCHECK kept, its layers cached.
+# Docker's image format, as compose's builds get it: its HEALTHCHECK kept.
 BUILDAH_FORMAT=docker engine "${build_args[@]}" >/dev/null
 run_line=${image_lines[1]#docker run }
-run_line=${run_line//postgres:\/\/…/postgres://mcp:mcp-demo-password@postgres:5432/expenses}
-read -r -a run_args <<<"$run_line"
+database_url="postgres://mcp:${POSTGRES_PASSWORD:-mcp-demo-password}@postgres:5432/expenses"
+with_database=${run_line//postgres:\/\/…/"$database_url"}
+if [ "$with_database" = "$run_line" ]; then
+  echo "containers: the README's docker run line no longer has DATABASE_URL=postgres://…: $run_line" >&2
+  exit 1
+fi
+read -r -a run_args <<<"$with_database"
 standalone=$(engine run --detach --network "$network" "${run_args[@]}")
 standalone_answered=$(node -e '
   const deadline = Date.now() + 60_000;
@@ -151,11 +163,12 @@ standalone_answered=$(node -e '
       }
     }
   })();')
-engine rm --force "$standalone" >/dev/null
-standalone=
 # Key mode by default: up, and a call without a key is told how to send one.
 if [[ $standalone_answered != '200 401 Bearer realm="mcp"'* ]]; then
-  echo "containers: the server image alone, as the README runs it, answered: $standalone_answered" >&2
+  echo "containers: the server image alone, as the README runs it, answered: $standalone_answered; its log:" >&2
+  engine logs --tail 40 "$standalone" >&2 || true
   exit 1
 fi
+engine rm --force "$standalone" >/dev/null
+standalone=
 phase "the README's server image lines: built, run on compose's PostgreSQL, /health 200, /mcp 401 without a key"
