@@ -108,6 +108,32 @@ interface RealmFile {
 }
 
 /**
+ * Refuses a realm file with a URL or host placeholder where this cannot update it, before any
+ * change is made: a stale value there would go unnoticed.
+ */
+function refuseUnknownPlaces(realmFile: string, realm: RealmFile & Record<string, unknown>): void {
+  const known = new Set<unknown>([realm.clientScopes, realm.clients, realm.clientProfiles]);
+  // In client profiles, only executor settings that are a string or a list of strings are
+  // updated; everything else of a profile counts as elsewhere.
+  const profilesOutsideSettings = (realm.clientProfiles?.profiles ?? []).map((profile) => ({
+    ...profile,
+    executors: (profile.executors ?? []).map(({ executor, configuration }) => ({
+      executor,
+      nested: Object.values(configuration ?? {}).filter((value) => !isStringSetting(value)),
+    })),
+  }));
+  const elsewhere = [
+    ...Object.entries(realm).filter(([, value]) => !known.has(value)),
+    ['clientProfiles (outside executor settings)', profilesOutsideSettings] as const,
+  ].filter(([, value]) => JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source)));
+  if (elsewhere.length > 0) {
+    throw new Error(
+      `${realmFile} has URL or host placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
+    );
+  }
+}
+
+/**
  * Sets every realm value that the realm files fill from a URL or host placeholder: protocol
  * mapper settings of client scopes (the audience), client attributes (`resource_url`), redirect
  * URIs and client profiles' executor settings (the hosts anonymous registrations may redirect
@@ -121,6 +147,13 @@ async function updateRealmUrls(
   wanted: Record<string, string>,
   imported: Record<string, string>,
 ): Promise<void> {
+  const realms = await Promise.all(
+    realmFiles.map(async (realmFile) => {
+      const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
+      refuseUnknownPlaces(realmFile, realm);
+      return realm;
+    }),
+  );
   const tokenResponse = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
     method: 'POST',
     body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
@@ -139,24 +172,8 @@ async function updateRealmUrls(
     return response.status === 204 ? undefined : ((await response.json()) as unknown);
   };
 
-  for (const realmFile of realmFiles) {
-    const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
+  for (const realm of realms) {
     const name = encodeURIComponent(realm.realm ?? REALM_NAME);
-    const known = new Set<unknown>([realm.clientScopes, realm.clients, realm.clientProfiles]);
-    // In client profiles, only executor settings are updated.
-    const profilesOutsideSettings = (realm.clientProfiles?.profiles ?? []).map((profile) => ({
-      ...profile,
-      executors: (profile.executors ?? []).map(({ executor }) => executor),
-    }));
-    const elsewhere = [
-      ...Object.entries(realm).filter(([, value]) => !known.has(value)),
-      ['clientProfiles (outside executor settings)', profilesOutsideSettings] as const,
-    ].filter(([, value]) => JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source)));
-    if (elsewhere.length > 0) {
-      throw new Error(
-        `${realmFile} has URL or host placeholders under ${elsewhere.map(([key]) => key).join(', ')}, which cannot be updated`,
-      );
-    }
     for (const scope of realm.clientScopes ?? []) {
       const mappers = (scope.protocolMappers ?? []).filter((mapper) =>
         Object.values(mapper.config ?? {}).some(holdsAddress),
@@ -216,14 +233,7 @@ async function updateRealmUrls(
           const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
           if (!target) throw new Error(`executor ${executor.executor} of client profile ${profile.name} is missing`);
           for (const [key, value] of Object.entries(executor.configuration ?? {})) {
-            if (!holdsAddressInSetting(value)) {
-              if (JSON.stringify(value)?.match(new RegExp(ADDRESS_PLACEHOLDER.source))) {
-                throw new Error(
-                  `${realmFile}: client profile ${profile.name}, executor ${executor.executor}: ${key} nests a URL or host placeholder, which cannot be updated`,
-                );
-              }
-              continue;
-            }
+            if (!holdsAddressInSetting(value)) continue;
             target.configuration = {
               ...target.configuration,
               [key]: Array.isArray(value)
@@ -238,9 +248,14 @@ async function updateRealmUrls(
   }
 }
 
+/** A setting this updates: a string, or a list of strings. */
+function isStringSetting(value: unknown): value is string | string[] {
+  return typeof value === 'string' || (Array.isArray(value) && value.every((entry) => typeof entry === 'string'));
+}
+
 /** Whether a setting (a string, or a list of them) holds a URL or host placeholder. */
 function holdsAddressInSetting(value: unknown): boolean {
-  return Array.isArray(value) ? value.some(holdsAddress) : holdsAddress(value);
+  return isStringSetting(value) && (Array.isArray(value) ? value.some(holdsAddress) : holdsAddress(value));
 }
 
 /**

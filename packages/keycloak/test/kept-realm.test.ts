@@ -54,3 +54,43 @@ test('another host than the one recorded: the update is attempted (and fails her
     );
   });
 });
+
+test('a host placeholder nested where an update cannot reach it is refused before anything is changed', async () => {
+  const realmDir = await mkdtemp(join(tmpdir(), 'kept-realm-file-'));
+  const realmFile = join(realmDir, 'realm.json');
+  await writeFile(
+    realmFile,
+    JSON.stringify({
+      realm: 'mcp',
+      clientProfiles: {
+        profiles: [
+          {
+            name: 'nested',
+            executors: [
+              {
+                executor: 'some-executor',
+                configuration: { hosts: [{ host: ['$', '{MCP_SERVER_HOST:localhost}'].join('') }] },
+              },
+            ],
+          },
+        ],
+      },
+    }),
+  );
+  try {
+    await withRecord({ MCP_SERVER_HOST: 'tunnel.example' }, async (instanceDir) => {
+      await assert.rejects(
+        bringRealmUrlsUpToDate(
+          instanceDir,
+          NO_KEYCLOAK,
+          { MCP_SERVER_HOST: 'other.example' },
+          { realmFiles: [realmFile] },
+          () => {},
+        ),
+        /has URL or host placeholders under clientProfiles \(outside executor settings\), which cannot be updated/,
+      );
+    });
+  } finally {
+    await rm(realmDir, { recursive: true, force: true });
+  }
+});
