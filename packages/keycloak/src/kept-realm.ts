@@ -209,7 +209,7 @@ async function updateRealmUrls(
       if (!current) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
       for (const [key, value] of attributes)
         current.attributes = { ...current.attributes, [key]: withAddresses(value as string, wanted) };
-      // The redirect URIs from placeholders are replaced; any added in the admin console stay.
+      // The redirect URIs from placeholders are replaced; the others stay as the admin console has them.
       if (redirects)
         current.redirectUris = updatedList(client.redirectUris ?? [], current.redirectUris, wanted, imported);
       await call('PUT', `${name}/clients/${current.id}`, current);
@@ -259,21 +259,22 @@ function holdsAddressInSetting(value: unknown): boolean {
 }
 
 /**
- * A list setting with its placeholder entries set to the wanted values: the entries they gave at
- * the last import are replaced; any added in the admin console stay.
+ * A list setting after an address change: each entry a placeholder gave at the last import is
+ * replaced where it stands by the value it gives now, and everything else is left as the admin
+ * console has it. An entry of the file without a placeholder is not put back when it was removed
+ * there (removing `vscode\\.dev` from the hosts registrations may redirect to is a hardening the
+ * move must not undo). A placeholder's entry whose old value is not in the list (removed, or
+ * recorded with another value by an older start) is added: the file puts the server's address
+ * there.
  */
-function updatedList(
+export function updatedList(
   fromFile: unknown[],
   current: unknown,
   wanted: Record<string, string>,
   imported: Record<string, string>,
 ): string[] {
-  const before = new Set(fromFile.filter(holdsAddress).map((entry) => withAddresses(entry, imported)));
-  const kept = (Array.isArray(current) ? current.map(String) : []).filter((entry) => !before.has(entry));
-  return [
-    ...new Set([
-      ...kept,
-      ...fromFile.map((entry) => (holdsAddress(entry) ? withAddresses(entry, wanted) : String(entry))),
-    ]),
-  ];
+  const placeholders = fromFile.filter(holdsAddress);
+  const moved = new Map(placeholders.map((entry) => [withAddresses(entry, imported), withAddresses(entry, wanted)]));
+  const kept = (Array.isArray(current) ? current.map(String) : []).map((entry) => moved.get(entry) ?? entry);
+  return [...new Set([...kept, ...placeholders.map((entry) => withAddresses(entry, wanted))])];
 }

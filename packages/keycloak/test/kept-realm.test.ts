@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { bringRealmUrlsUpToDate, REALM_ENV_FILE } from '../src/kept-realm.ts';
+import { bringRealmUrlsUpToDate, REALM_ENV_FILE, updatedList } from '../src/kept-realm.ts';
 
 /**
  * What a kept realm's record decides before any admin call: whether there is anything to update.
@@ -93,4 +93,22 @@ test('a host placeholder nested where an update cannot reach it is refused befor
   } finally {
     await rm(realmDir, { recursive: true, force: true });
   }
+});
+
+test('a list after an address change: the placeholder entry moves in place; admin console removals and additions stay', () => {
+  // The anonymous-registration profile's permitted hosts, as the realm file has them.
+  const hostPlaceholder = ['$', '{MCP_SERVER_HOST:localhost}'].join('');
+  const fromFile = [`\\Q${hostPlaceholder}\\E`, 'vscode\\.dev', 'localhost'];
+  const imported = { MCP_SERVER_HOST: 'first.example' };
+  const wanted = { MCP_SERVER_HOST: 'tunnel.example' };
+  // In the admin console: vscode.dev removed (no registrations redirecting there), a host added.
+  const current = ['localhost', '\\Qfirst.example\\E', 'intranet\\.example'];
+  assert.deepEqual(updatedList(fromFile, current, wanted, imported), [
+    'localhost',
+    '\\Qtunnel.example\\E',
+    'intranet\\.example',
+  ]);
+  // The placeholder's old value is gone (removed, or an older record): the new one is added, once.
+  assert.deepEqual(updatedList(fromFile, ['localhost'], wanted, imported), ['localhost', '\\Qtunnel.example\\E']);
+  assert.deepEqual(updatedList(fromFile, ['\\Qtunnel.example\\E'], wanted, imported), ['\\Qtunnel.example\\E']);
 });
