@@ -84,8 +84,33 @@ export function checkRegistration(body: unknown): { error: string; description: 
         description: `Redirect URI ${JSON.stringify(uri.slice(0, 200))} is neither loopback http nor https.`,
       };
     }
+    if (!showsWhereItLeads(uri)) {
+      return {
+        error: 'invalid_redirect_uri',
+        description: `Redirect URI ${JSON.stringify(uri.slice(0, 200))} must be printable ASCII, without a backslash, with its host written as it is reached (an international host in its xn-- form).`,
+      };
+    }
   }
   return undefined;
+}
+
+/**
+ * Whether a URL reads as where it leads: printable ASCII only (an international host written in
+ * its `xn--` form), no backslash, and its host written as the host a browser goes to. A consent
+ * page shows redirect URIs and URL client ids as written; a look-alike letter (`vscоde.dev` with
+ * a Cyrillic о), an encoded dot (`vscode.dev%2eevil.com`) or a number spelled otherwise
+ * (`127.1`) would show one host and lead to another.
+ */
+export function showsWhereItLeads(uri: string): boolean {
+  if (!/^[\x21-\x7e]+$/.test(uri) || uri.includes('\\')) return false;
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(uri)?.[1];
+  return authority !== undefined && authority.replace(/:\d*$/, '').toLowerCase() === url.hostname;
 }
 
 /** An `https` URI, or an `http` one on a loopback host (RFC 8252 7.3); no fragment, no credentials. */

@@ -24,6 +24,7 @@ export {
   checkRegistration,
   isRegisteredRedirectUri,
   MAX_REGISTRATION_DEPTH,
+  showsWhereItLeads,
 } from './client-metadata.ts';
 export { MAX_UPSTREAM_ANSWER_BYTES, RemoteKeySet, type RemoteKeySetOptions, readAnswer } from './jwks.ts';
 export {

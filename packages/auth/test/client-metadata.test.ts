@@ -56,3 +56,35 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     assert.equal(register(name), undefined, JSON.stringify(name));
   }
 });
+
+test('a redirect URI must show where it leads: look-alike letters, encoded dots and other spellings of a host are refused', () => {
+  const register = (uri: string) => checkRegistration({ client_name: 'Client', redirect_uris: [uri] });
+  for (const uri of [
+    'https://vsc\u043Ede.dev/redirect', // a Cyrillic о: the browser goes to xn--vscde-lye.dev
+    'https://vscode.dev%2eevil.example/cb', // the browser goes to vscode.dev.evil.example
+    'https://vscode.dev\n.evil.example/cb', // the parser drops the newline
+    'https://vscode.dev\t.evil.example/cb',
+    'https://evil.example\\@vscode.dev/cb', // the backslash is a slash: evil.example
+    'https://vscode.dev/re direct',
+    'http://127.1:3000/cb', // 127.0.0.1, written otherwise
+    'http://0x7f.0.0.1:3000/cb',
+    'https://vscode.dev/caf\u00e9',
+  ]) {
+    const refused = register(uri);
+    assert.equal(refused?.error, 'invalid_redirect_uri', JSON.stringify(uri));
+    assert.match(refused?.description ?? '', /printable ASCII/, JSON.stringify(uri));
+  }
+  for (const uri of [
+    'https://vscode.dev/redirect',
+    'https://xn--vscde-lye.dev/redirect', // the same host in the form that shows it is not vscode.dev
+    'HTTPS://VSCode.dev:443/redirect',
+    'http://127.0.0.1:33418/callback',
+    'http://[::1]:40000/cb',
+    'http://[::1]/cb',
+    'http://localhost:6274/oauth/callback',
+    'http://127.0.0.1:33418',
+    'https://claude.ai/api/mcp/auth_callback?x=%20y',
+  ]) {
+    assert.equal(register(uri), undefined, uri);
+  }
+});

@@ -1,4 +1,9 @@
-import { CLIENT_GRANT_TYPES, checkRegistration, isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
+import {
+  CLIENT_GRANT_TYPES,
+  checkRegistration,
+  isRegisteredRedirectUri,
+  showsWhereItLeads,
+} from '@mcp-auth-stack/auth';
 import type pg from 'pg';
 import { randomToken, sha256 } from './crypto.ts';
 import { OAuthError } from './errors.ts';
@@ -96,7 +101,15 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
   try {
     const url = new URL(clientId);
     if (url.protocol !== 'https:' && !(allowInsecure && url.protocol === 'http:')) return false;
-    return url.pathname !== '/' && url.hash === '' && !clientId.includes('#') && !url.username && !url.password;
+    return (
+      url.pathname !== '/' &&
+      url.hash === '' &&
+      !clientId.includes('#') &&
+      !url.username &&
+      !url.password &&
+      // The consent page shows the id as its identity: it must name the host it is fetched from.
+      showsWhereItLeads(clientId)
+    );
   } catch {
     return false;
   }

@@ -1,3 +1,4 @@
+import { isRegisteredRedirectUri } from '@mcp-auth-stack/auth';
 import type { Context } from 'hono';
 import { getCookie, setCookie } from 'hono/cookie';
 import type { CookieOptions } from 'hono/utils/cookie';
@@ -42,33 +43,61 @@ export function ensureBrowserId(c: Context, ctx: ProxyContext): string {
 interface RememberedConsent {
   /** client id */
   c: string;
+  /**
+   * The redirect URI the consent page showed: a client may register several, and an approval
+   * seen for a loopback one must not send codes to another.
+   */
+  r: string;
   /** scopes */
   s: string[];
   /** expiry, seconds since the epoch */
   x: number;
 }
 
+/** Version 1 entries had no redirect URI; they are read as none (ask again). */
+const CONSENT_COOKIE_VERSION = 2;
+
 function rememberedConsents(c: Context, ctx: ProxyContext): RememberedConsent[] {
   const raw = getCookie(c, CONSENT_COOKIE, prefixOf(ctx));
   if (!raw) return [];
   const payload = verifySigned(ctx.keys.cookies, raw) as { v?: number; e?: RememberedConsent[] } | undefined;
-  if (payload?.v !== 1 || !Array.isArray(payload.e)) return [];
+  if (payload?.v !== CONSENT_COOKIE_VERSION || !Array.isArray(payload.e)) return [];
   const now = Math.floor(Date.now() / 1000);
-  return payload.e.filter((entry) => typeof entry?.c === 'string' && Array.isArray(entry.s) && entry.x > now);
-}
-
-/** This browser approved this client for at least these scopes, and the approval is still current. */
-export function consentRemembered(c: Context, ctx: ProxyContext, clientId: string, scopes: readonly string[]): boolean {
-  return rememberedConsents(c, ctx).some(
-    (entry) => entry.c === clientId && scopes.every((scope) => entry.s.includes(scope)),
+  return payload.e.filter(
+    (entry) => typeof entry?.c === 'string' && typeof entry.r === 'string' && Array.isArray(entry.s) && entry.x > now,
   );
 }
 
-/** Remembers the approval in a signed cookie (replacing an older one of the same client). */
-export function rememberConsent(c: Context, ctx: ProxyContext, clientId: string, scopes: string[]): void {
+/**
+ * This browser approved this client, sending to this redirect URI (a loopback one on any port,
+ * as at `/authorize`), for at least these scopes, and the approval is still current.
+ */
+export function consentRemembered(
+  c: Context,
+  ctx: ProxyContext,
+  clientId: string,
+  redirectUri: string,
+  scopes: readonly string[],
+): boolean {
+  return rememberedConsents(c, ctx).some(
+    (entry) =>
+      entry.c === clientId &&
+      isRegisteredRedirectUri([entry.r], redirectUri) &&
+      scopes.every((scope) => entry.s.includes(scope)),
+  );
+}
+
+/** Remembers the approval in a signed cookie (replacing an older one for the same client and redirect URI). */
+export function rememberConsent(
+  c: Context,
+  ctx: ProxyContext,
+  clientId: string,
+  redirectUri: string,
+  scopes: string[],
+): void {
   const now = Math.floor(Date.now() / 1000);
-  const entries = rememberedConsents(c, ctx).filter((entry) => entry.c !== clientId);
-  entries.push({ c: clientId, s: scopes, x: now + ctx.ttl.rememberConsent });
-  const value = sign(ctx.keys.cookies, { v: 1, e: entries.slice(-MAX_REMEMBERED) });
+  const entries = rememberedConsents(c, ctx).filter((entry) => entry.c !== clientId || entry.r !== redirectUri);
+  entries.push({ c: clientId, r: redirectUri, s: scopes, x: now + ctx.ttl.rememberConsent });
+  const value = sign(ctx.keys.cookies, { v: CONSENT_COOKIE_VERSION, e: entries.slice(-MAX_REMEMBERED) });
   setCookie(c, CONSENT_COOKIE, value, cookieOptions(ctx, ctx.ttl.rememberConsent));
 }

@@ -140,6 +140,29 @@ describe('oauth proxy: weak points', () => {
     assert.equal(joined.status, 201, 'joiners in emoji stay allowed');
   });
 
+  test('a redirect URI or URL client id that shows one host and leads to another is refused, nothing stored or fetched', async () => {
+    const clientsBefore = await db.pool.query('SELECT count(*)::int AS n FROM oauth_proxy_clients');
+    for (const uri of [
+      'https://vsc\u043Ede.dev/redirect',
+      'https://vscode.dev%2eevil.example/cb',
+      'https://vscode.dev\n.evil.example/cb',
+    ]) {
+      const response = await registerRaw({ client_name: 'Visual Studio Code', redirect_uris: [uri] });
+      assert.equal(response.status, 400, JSON.stringify(uri));
+      assert.equal(((await response.json()) as { error: string }).error, 'invalid_redirect_uri');
+    }
+    const clientsAfter = await db.pool.query('SELECT count(*)::int AS n FROM oauth_proxy_clients');
+    assert.deepEqual(clientsAfter.rows, clientsBefore.rows, 'no client stored');
+    // A look-alike CIMD client id: refused before its document is fetched.
+    const lookAlike = await new Browser().get(
+      proxy.app,
+      authorizeUrl({ client_id: 'https://vsc\u043Ede.dev/oauth/client.json', code_challenge: pkce().challenge }),
+    );
+    assert.equal(lookAlike.status, 400);
+    assert.equal(lookAlike.headers.get('location'), null, 'no redirect anywhere');
+    assert.match(await lookAlike.text(), /URL client id must be/);
+  });
+
   test('members naming a URL the proxy would fetch, and pairwise subjects, are refused at registration', async () => {
     const refused: [Record<string, unknown>, RegExp][] = [
       [{ sector_identifier_uri: 'https://169.254.169.254/latest' }, /^sector_identifier_uri is not accepted/],

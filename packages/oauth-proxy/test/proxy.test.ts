@@ -870,14 +870,33 @@ describe('consent', () => {
     assert.ok(second.tokens.access_token);
   });
 
+  test('remembered consent is for the redirect URI the page showed: another registered one asks again', async () => {
+    // The page shows the one redirect URI of the request; the client registered a second one.
+    const elsewhere = 'https://elsewhere.example/cb';
+    const client = await register(a.app, { redirect_uris: [REDIRECT, elsewhere] });
+    const browser = new Browser();
+    await loginForTokens(a, { remember: true, browser, clientId: client.client_id });
+    const askFor = async (redirectUri: string) =>
+      await browser.get(
+        a.app,
+        authorizeUrl({ client_id: client.client_id, redirect_uri: redirectUri, code_challenge: pkce().challenge }),
+      );
+    const otherUri = await askFor(elsewhere);
+    assert.equal(otherUri.status, 200, 'the redirect URI the user did not see: the consent page');
+    assert.match(await otherUri.text(), /elsewhere\.example/);
+    // The same loopback redirect on another port (RFC 8252: the app's new listener) is the same one.
+    const otherPort = await askFor('http://127.0.0.1:40411/callback');
+    assert.equal(otherPort.status, 302, 'the loopback redirect on another port: straight upstream');
+  });
+
   test('a tampered consent cookie is ignored', async () => {
     const client = await register(a.app);
     const browser = new Browser();
     browser.cookies.set(
       'mcp_oauth_consent',
-      `${Buffer.from(JSON.stringify({ v: 1, e: [{ c: client.client_id, s: ['mcp:access'], x: 9e9 }] })).toString(
-        'base64url',
-      )}.forged`,
+      `${Buffer.from(
+        JSON.stringify({ v: 2, e: [{ c: client.client_id, r: REDIRECT, s: ['mcp:access'], x: 9e9 }] }),
+      ).toString('base64url')}.forged`,
     );
     const page = await browser.get(
       a.app,

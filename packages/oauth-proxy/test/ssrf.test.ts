@@ -55,6 +55,12 @@ describe('isMetadataDocumentUrl', () => {
     assert.equal(isMetadataDocumentUrl('https://app.example.com/c.json#x', false), false);
     assert.equal(isMetadataDocumentUrl('https://u:p@app.example.com/c.json', false), false);
   });
+  test('the id names the host it is fetched from: a look-alike letter or an encoded dot is refused', () => {
+    // The consent page shows the id as the client's identity.
+    assert.equal(isMetadataDocumentUrl('https://vsc\u043Ede.dev/oauth/client.json', false), false);
+    assert.equal(isMetadataDocumentUrl('https://vscode.dev%2eevil.example/client.json', false), false);
+    assert.equal(isMetadataDocumentUrl('https://xn--vscde-lye.dev/oauth/client.json', false), true);
+  });
 });
 
 describe('safeFetchJson', () => {

@@ -103,7 +103,7 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       codeChallenge: challenge,
     };
 
-    if (consentRemembered(c, ctx, client.clientId, scopes)) {
+    if (consentRemembered(c, ctx, client.clientId, redirectUri, scopes)) {
       let location: string;
       try {
         location = await startUpstreamLogin(ctx, pending, browser);

@@ -75,7 +75,7 @@ export function consentHandler(ctx: ProxyContext): Handler {
       // Reachable a moment ago (checked above), gone now: the request is used up, start again.
       return upstreamUnavailablePage(c, ctx, error, 'consent', { requestUsedUp: true });
     }
-    if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.scopes);
+    if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.redirect_uri, request.scopes);
     ctx.emit('consent_approved', { client_id: request.client_id });
     return redirect(c, location);
   };
