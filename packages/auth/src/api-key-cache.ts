@@ -101,7 +101,10 @@ export class ApiKeyCache {
     const generation = this.#generation;
     const key = await this.#store.verify(secret);
     if (key && generation === this.#generation && this.serving) {
-      this.#entries.set(id, key, Date.now() + this.#ttlMs);
+      // One record serves every request with this key until it expires: its principal's scopes
+      // are this very array, handed to tools, so nobody may change it.
+      Object.freeze(key.scopes);
+      this.#entries.set(id, Object.freeze(key), Date.now() + this.#ttlMs);
     }
     return key;
   }

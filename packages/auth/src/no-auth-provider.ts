@@ -13,7 +13,12 @@ export function requestAuthenticating<P extends AuthProvider>(provider: P): Requ
 
 /** No authentication: every request acts as one local user, credentials or not. For development on loopback only. */
 export function noAuthProvider(options: { userId: string; scopes?: string[] }): RequestAuthProvider {
-  const principal = { userId: options.userId, scopes: options.scopes ?? [], method: 'none' as const };
+  // One principal serves every request (and is handed to tools): frozen, as a cached one is.
+  const principal = Object.freeze({
+    userId: options.userId,
+    scopes: Object.freeze([...(options.scopes ?? [])]),
+    method: 'none' as const,
+  });
   const outcome = async (): Promise<AuthOutcome> => ({ ok: true, principal });
   return requestAuthenticating({
     name: 'none',

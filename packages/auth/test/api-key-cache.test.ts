@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import { API_KEYS_NAMESPACE, ApiKeyCache, ApiKeyStore, apiKeyMigrations } from '../src/index.ts';
+import { API_KEYS_NAMESPACE, ApiKeyCache, ApiKeyStore, apiKeyMigrations, apiKeyProvider } from '../src/index.ts';
 
 // Real PostgreSQL (TEST_DATABASE_URL): LISTEN/NOTIFY and the trigger are what is tested.
 const MAX_STALENESS_MS = 400;
@@ -75,6 +75,24 @@ describe('ApiKeyCache on PostgreSQL', () => {
       await sleep(MAX_STALENESS_MS);
       assert.equal(await cache.verify(secret), undefined);
       assert.equal(await store.verify(secret), undefined);
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test("a cached key's principal cannot be changed by a tool for the requests after it", async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      const { secret } = await store.create({ userId: 'alice', scopes: ['expenses:read'] });
+      const provider = apiKeyProvider({ store: cache });
+      const first = await provider.verify(secret);
+      assert.ok(first.ok);
+      assert.throws(() => (first.principal.scopes as string[]).push('expenses:admin'), TypeError);
+      const second = await provider.verify(secret);
+      assert.ok(second.ok);
+      assert.deepEqual(second.principal.scopes, ['expenses:read']);
+      assert.equal(cache.stats.hits, 1, 'the second came from memory');
     } finally {
       await cache.close();
     }

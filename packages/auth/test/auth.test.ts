@@ -178,5 +178,11 @@ describe('API keys on a real PostgreSQL server', () => {
   test('noAuthProvider acts as its one user', async () => {
     const outcome = await noAuthProvider({ userId: 'local' }).authenticate(new Request('http://x/'));
     assert.deepEqual(outcome, { ok: true, principal: { userId: 'local', scopes: [], method: 'none' } });
+    // The one principal serves every request: a tool cannot change it for the next.
+    assert.ok(outcome.ok);
+    assert.throws(() => (outcome.principal.scopes as string[]).push('expenses:admin'), TypeError);
+    assert.throws(() => {
+      (outcome.principal as { userId: string }).userId = 'mallory';
+    }, TypeError);
   });
 });

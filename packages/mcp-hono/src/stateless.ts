@@ -142,7 +142,13 @@ export async function createStatelessMcpEndpoint(
     if (authInfo) extra.authInfo = authInfo;
     if (shape === 'request') {
       const rpc = message as JSONRPCRequest;
-      const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined;
+      // The fast paths below answer without the SDK's strict request schema: a member JSON-RPC
+      // does not have is refused here, as that schema refuses it (the direct call checks its
+      // params with the tool call's own schema; the listing with the request schema).
+      if (hasForeignMember(rpc)) {
+        return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request of this protocol.');
+      }
+      const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined && isJSONRPCRequest(rpc);
       if (listing && cachedToolList) {
         // The listing is the largest reply and the same for every caller with the same
         // visible tools: its JSON is encoded once per such set, then spliced in as bytes (a
@@ -210,6 +216,13 @@ export async function createStatelessMcpEndpoint(
 }
 
 const MAX_SERIALIZED_LISTINGS = 256;
+const REQUEST_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params']);
+
+/** Whether a parsed request has a member besides JSON-RPC's four (a parsed body has no inherited ones). */
+function hasForeignMember(rpc: object): boolean {
+  for (const member in rpc) if (!REQUEST_MEMBERS.has(member)) return true;
+  return false;
+}
 const REPLY_HEAD = Buffer.from('{"jsonrpc":"2.0","id":');
 
 /**

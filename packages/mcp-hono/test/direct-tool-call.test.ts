@@ -77,7 +77,7 @@ async function makeApp(direct: boolean, seen: { requestIds: unknown[]; aborted: 
   );
   const endpoint = await createStatelessMcpEndpoint(server, {
     authInfo: (c) => ({ token: 'x', clientId: 'c', scopes: [], extra: { user: c.req.header('x-user') } }),
-    ...(direct ? { directToolCalls: tools } : {}),
+    ...(direct ? { directToolCalls: tools, staticToolList: true } : {}),
   });
   const app = new Hono();
   app.all('/mcp', (c) => endpoint.handle(c));
@@ -126,6 +126,35 @@ describe('directToolCalls answers exactly as the SDK does', () => {
       assert.equal(directResponse.status, sdkResponse.status);
       assert.equal(directResponse.headers.get('content-type'), sdkResponse.headers.get('content-type'));
       assert.deepEqual(await directResponse.json(), await sdkResponse.json());
+    });
+  }
+});
+
+// Whole messages: the fast paths (direct calls, the listing made with the endpoint) run before
+// the SDK's strict request schema, so they must refuse what it refuses.
+const MESSAGES: [string, Record<string, unknown>][] = [
+  [
+    'a call with a member JSON-RPC does not have',
+    { ...callOf('req-1', { name: 'echo', arguments: { value: 'hi' } }), extra: 1 },
+  ],
+  ['a call whose _meta is not an object', callOf('req-1', { name: 'echo', arguments: { value: 'hi' }, _meta: 5 })],
+  ['a listing', { jsonrpc: '2.0', id: 'req-1', method: 'tools/list' }],
+  ['a listing with a member JSON-RPC does not have', { jsonrpc: '2.0', id: 'req-1', method: 'tools/list', extra: 1 }],
+  [
+    'a listing whose _meta is not an object',
+    { jsonrpc: '2.0', id: 'req-1', method: 'tools/list', params: { _meta: 5 } },
+  ],
+];
+
+describe('the fast paths answer whole messages exactly as the SDK path does', () => {
+  for (const [what, message] of MESSAGES) {
+    test(what, async () => {
+      const seen = { requestIds: [], aborted: [] };
+      const [viaSdk, fast] = await Promise.all([makeApp(false, seen), makeApp(true, seen)]);
+      const [sdkResponse, fastResponse] = await Promise.all([post(viaSdk, message), post(fast, message)]);
+      assert.equal(fastResponse.status, sdkResponse.status);
+      assert.deepEqual(await fastResponse.json(), await sdkResponse.json());
+      if (what !== 'a listing') assert.equal(sdkResponse.status, 400, 'refused');
     });
   }
 });
