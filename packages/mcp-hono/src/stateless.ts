@@ -12,7 +12,7 @@ import {
 import type { Context } from 'hono';
 import { parseBodyOnce, readBodyOnce } from './body.ts';
 import { callToolDirectly } from './direct-tool-call.ts';
-import { lossyNumbers } from './exact-json.ts';
+import { containersIn, findLossyNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 import { INVALID_PARAMS, INVALID_REQUEST, JSON_HEADERS, PARSE_ERROR, rpcError } from './rpc-error.ts';
@@ -126,10 +126,18 @@ export async function createStatelessMcpEndpoint(
       return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
     }
 
-    const lossy = options.exactNumbers ? lossyNumbers(body) : [];
-    if (lossy.length > 0 && shape === 'request') {
+    const lossy = options.exactNumbers && shape === 'request' ? lossyParams(body) : undefined;
+    if (lossy?.id !== undefined) {
+      return rpcError(
+        c,
+        400,
+        INVALID_REQUEST,
+        `Invalid Request: the id ${lossy.id} cannot be kept exactly, so the reply could not name it.`,
+      );
+    }
+    if (lossy?.param !== undefined) {
       const rpc = message as JSONRPCRequest;
-      const text = `The number ${lossy[0]} cannot be kept exactly (more than 15 significant digits, or out of range); send it as it should be stored.`;
+      const text = `The number ${lossy.param} cannot be kept exactly (more than 15 significant digits, or out of range); send it as it should be stored.`;
       const reply =
         rpc.method === 'tools/call'
           ? { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } }
@@ -213,6 +221,23 @@ export async function createStatelessMcpEndpoint(
   }
 
   return { handle, close: () => server.close() };
+}
+
+/**
+ * The first lossy number of a request where it matters: its `id` (the reply could not name the
+ * request), or its params (a tool's arguments: money), outside `_meta` (a progress token this
+ * stateless endpoint never uses).
+ */
+function lossyParams(body: string): { id?: string; param?: string } | undefined {
+  const found = findLossyNumbers(body);
+  if (!found || found.lossy.length === 0) return undefined;
+  const { document, lossy } = found;
+  const id = lossy.find((number) => number.holder === document && number.key === 'id')?.literal;
+  const params = (document as { params?: { _meta?: unknown } }).params;
+  const inParams = containersIn(params);
+  for (const meta of containersIn(params?._meta)) inParams.delete(meta);
+  const param = lossy.find((number) => inParams.has(number.holder))?.literal;
+  return { ...(id !== undefined && { id }), ...(param !== undefined && { param }) };
 }
 
 const MAX_SERIALIZED_LISTINGS = 256;

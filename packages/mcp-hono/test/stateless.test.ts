@@ -4,7 +4,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { createStatelessMcpEndpoint, lossyNumbers, originGuard } from '../src/index.ts';
+import {
+  createStatelessMcpEndpoint,
+  findLossyNumbers,
+  type LossyNumber,
+  lossyNumbers,
+  originGuard,
+} from '../src/index.ts';
 
 const events: string[] = [];
 
@@ -559,6 +565,40 @@ describe('exact numbers', () => {
     assert.deepEqual(seen, [12.34], 'only the exact call reached the tool');
     const otherMethod = await post('{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":12.340000000000000001}}');
     assert.equal(otherMethod.error?.code, -32602);
+    // A number in `_meta`, which no tool reads, does not refuse the call.
+    const withMeta = await post(
+      '{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"pay","arguments":{"amount":2.5},"_meta":{"sentAt":1.00000000000000001}}}',
+    );
+    assert.equal(withMeta.result?.isError, undefined, JSON.stringify(withMeta));
+    assert.equal(withMeta.result?.content[0]?.text, '2.5');
+    // An id the reply could not name as sent: a protocol error without an id, the tool not run.
+    const lossyId = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: '{"jsonrpc":"2.0","id":12345678901234567890,"method":"tools/call","params":{"name":"pay","arguments":{"amount":3}}}',
+    });
+    assert.equal(lossyId.status, 400);
+    const refused = (await lossyId.json()) as { id: unknown; error: { code: number; message: string } };
+    assert.equal(refused.id, null);
+    assert.equal(refused.error.code, -32600);
+    assert.match(refused.error.message, /12345678901234567890/);
+    assert.deepEqual(seen, [12.34, 2.5], 'the call with the lossy id never ran');
+  });
+
+  test('findLossyNumbers says where each lossy literal sits', () => {
+    const found = findLossyNumbers('{"id":9007199254740993,"params":{"a":[1e400],"b":{"c":0.1}}}');
+    assert.ok(found);
+    const { document, lossy } = found as { document: { params: { a: unknown[] } }; lossy: LossyNumber[] };
+    assert.deepEqual(
+      lossy.map(({ literal, key }) => [literal, key]),
+      [
+        ['9007199254740993', 'id'],
+        ['1e400', '0'],
+      ],
+    );
+    assert.equal(lossy[0]?.holder, document);
+    assert.equal(lossy[1]?.holder, document.params.a);
+    assert.equal(findLossyNumbers('{"a":1.5}'), undefined, 'nothing that could be lossy: not parsed');
   });
 });
 
