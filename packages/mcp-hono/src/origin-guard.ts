@@ -10,8 +10,12 @@ export interface OriginGuardOptions {
   exposeHeaders?: string[] | undefined;
 }
 
-/** What an MCP client in a browser sends: the credential, the JSON-RPC body and the protocol's headers. */
-const CORS_REQUEST_HEADERS = 'Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name';
+/**
+ * What an MCP client in a browser sends: the credential (a Bearer token, or a key in `X-API-Key`),
+ * the JSON-RPC body and the protocol's headers.
+ */
+const CORS_REQUEST_HEADERS =
+  'Authorization, X-API-Key, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name';
 
 /**
  * Protection against DNS rebinding (required by the MCP transport specification): a page on

@@ -288,12 +288,19 @@ function toolName(request: JSONRPCRequest): string {
   return typeof name === 'string' ? name : '';
 }
 
-/** Request headers for tools that ask for them, converted only if a tool does. */
+/**
+ * Headers that carry the caller's credentials. A tool reads who is calling from `authInfo`; the
+ * credential itself stays out of its reach (no token passthrough: a tool that held it could send
+ * it on to another service).
+ */
+const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'x-api-key']);
+
+/** Request headers for tools that ask for them, without credentials, converted only if a tool does. */
 function lazyRequestInfo(request: Request): NonNullable<MessageExtraInfo['requestInfo']> {
   let headers: Record<string, string> | undefined;
   return {
     get headers() {
-      headers ??= Object.fromEntries(request.headers);
+      headers ??= Object.fromEntries([...request.headers].filter(([name]) => !CREDENTIAL_HEADERS.has(name)));
       return headers;
     },
   };

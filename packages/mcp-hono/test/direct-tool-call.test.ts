@@ -33,6 +33,19 @@ async function makeApp(direct: boolean, seen: { requestIds: unknown[]; aborted: 
     ),
   );
   register(
+    'headers',
+    server.registerTool('headers', { inputSchema: {} }, async (_args, extra) => ({
+      content: [
+        {
+          type: 'text',
+          text: Object.keys(extra.requestInfo?.headers ?? {})
+            .sort()
+            .join(' '),
+        },
+      ],
+    })),
+  );
+  register(
     'fails',
     server.registerTool('fails', { inputSchema: {} }, async () => {
       throw new Error('the database did not answer');
@@ -156,6 +169,20 @@ describe('the fast paths answer whole messages exactly as the SDK path does', ()
       assert.deepEqual(await fastResponse.json(), await sdkResponse.json());
       if (what !== 'a listing') assert.equal(sdkResponse.status, 400, 'refused');
     });
+  }
+});
+
+test("a tool sees the request's headers but not the caller's credentials, on both paths", async () => {
+  const seen = { requestIds: [], aborted: [] };
+  const credentials = { authorization: 'Bearer secret-token', 'x-api-key': 'mcp_secret', cookie: 'session=secret' };
+  for (const app of await Promise.all([makeApp(false, seen), makeApp(true, seen)])) {
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, ...credentials },
+      body: JSON.stringify(callOf(1, { name: 'headers', arguments: {} })),
+    });
+    const names = ((await response.json()) as { result: { content: { text: string }[] } }).result.content[0]?.text;
+    assert.equal(names, 'accept content-type x-user');
   }
 });
 

@@ -491,7 +491,7 @@ describe('originGuard', () => {
     assert.equal(preflight.status, 204);
     assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://localhost:6274');
     assert.equal(preflight.headers.get('access-control-allow-methods'), 'POST');
-    for (const header of ['authorization', 'content-type', 'mcp-protocol-version']) {
+    for (const header of ['authorization', 'x-api-key', 'content-type', 'mcp-protocol-version']) {
       assert.match(preflight.headers.get('access-control-allow-headers') ?? '', new RegExp(header, 'i'));
     }
     const refused = await guarded.request('http://localhost:8000/mcp', {
