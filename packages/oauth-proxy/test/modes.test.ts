@@ -322,6 +322,34 @@ describe('permittedScopes on upstream refresh', () => {
   });
 });
 
+describe('an upstream refresh whose answer cannot be decided on', () => {
+  test('503 and nothing issued, but the rotated upstream refresh token is kept: the next refresh works', async () => {
+    let failing = false;
+    const deciding = instance(db, idp, keys, {
+      permittedScopes: ({ requested }) => {
+        // What a malformed ID token or a failing hook does to the decision.
+        if (failing) throw new Error('the decision failed');
+        return requested;
+      },
+    });
+    idp.accessTokenTtl = 1; // every refresh of ours goes upstream
+    try {
+      const { client, tokens } = await registerAndLogin(deciding, 'mcp:access');
+      const refreshToken = tokens.body.refresh_token as string;
+      failing = true;
+      const refused = await refreshRequest(deciding.app, refreshToken, client.client_id);
+      assert.deepEqual([refused.status, refused.body.error], [503, 'temporarily_unavailable']);
+      assert.equal(refused.body.access_token, undefined);
+      failing = false;
+      // The upstream rotated its refresh token and refuses the old one: only the stored new one works.
+      const retried = await refreshRequest(deciding.app, refreshToken, client.client_id);
+      assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    } finally {
+      idp.accessTokenTtl = 300;
+    }
+  });
+});
+
 describe('an upstream token answer without expires_in', () => {
   test('counts as lasting an hour; a grant without an upstream lifetime asks the upstream again at its next refresh', async () => {
     let admin = true;

@@ -180,14 +180,22 @@ async function renewUpstream(
   // Decided again on every upstream refresh: a user who lost a role upstream (an
   // administrator no longer) loses what it permitted here too.
   const freshIdToken = typeof renewed.tokens.id_token === 'string' ? renewed.tokens.id_token : undefined;
-  const permitted = new Set(
-    await ctx.permittedScopes({
-      requested: row.scopes,
-      userId: row.user_id,
-      claims: freshIdToken ? decodeJwt(freshIdToken) : {},
-      upstreamScope: next.scope,
-    }),
-  );
+  let permitted: Set<string>;
+  try {
+    permitted = new Set(
+      await ctx.permittedScopes({
+        requested: row.scopes,
+        userId: row.user_id,
+        claims: freshIdToken ? decodeJwt(freshIdToken) : {},
+        upstreamScope: next.scope,
+      }),
+    );
+  } catch {
+    // An ID token that cannot be read, or a hook that failed: nothing is decided or issued, but
+    // the tokens stored above are kept (an error thrown here would roll them back, and with an
+    // upstream that rotates refresh tokens the grant would be dead). The client may retry.
+    return new OAuthError('temporarily_unavailable', "The identity provider's answer could not be read.", 503);
+  }
   const kept = row.scopes.filter((scope) => permitted.has(scope));
   if (kept.length === 0) {
     await ctx.store.revokeGrant(db, row.grant_id, 'nothing permitted after the upstream refresh');
