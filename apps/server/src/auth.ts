@@ -17,7 +17,9 @@ import {
   authorizationPassThroughMigrations,
   forgetPassThroughClients,
   type JanitorRun,
+  KEYCLOAK_JANITOR_NAMESPACE,
   keycloakClientJanitor,
+  keycloakJanitorMigrations,
   registrationFacade,
 } from '@mcp-auth-stack/keycloak-registration';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
@@ -149,14 +151,16 @@ async function keycloakProvider(
   jwt.keySet.reload().catch(() => {});
   const janitorSecret = config.keycloakJanitorSecret;
   if (!workaround) {
-    if (janitorSecret !== undefined) startJanitor(reachable, janitorSecret, logger);
+    if (janitorSecret !== undefined) startJanitor(reachable, janitorSecret, databaseReady, logger);
     return jwt;
   }
   const database = await databaseReady;
   await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
   if (janitorSecret !== undefined) {
     // What the pass-through keeps about a client goes with the client.
-    startJanitor(reachable, janitorSecret, logger, (clientIds) => forgetPassThroughClients(database.pool, clientIds));
+    startJanitor(reachable, janitorSecret, database, logger, (clientIds) =>
+      forgetPassThroughClients(database.pool, clientIds),
+    );
   }
   const facade = registrationFacade({
     issuer: config.baseUrl,
@@ -176,14 +180,33 @@ async function keycloakProvider(
 function startJanitor(
   realmUrl: string,
   secret: string,
+  databaseReady: Database | Promise<Database>,
   logger: Logger,
   onRemoved?: (clientIds: readonly string[]) => Promise<void>,
 ) {
   const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
   if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
+  // Once the database is open (the janitor keeps what it saw there); the server does not wait.
+  void Promise.resolve(databaseReady)
+    .then(async (database) => {
+      await migrate(database.pool, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations);
+      runJanitor(match[1] as string, decodeURIComponent(match[2] as string), secret, database, logger, onRemoved);
+    })
+    .catch((error: unknown) => logger.warn('keycloak client janitor: failed', { message: (error as Error).message }));
+}
+
+function runJanitor(
+  baseUrl: string,
+  realm: string,
+  secret: string,
+  database: Database,
+  logger: Logger,
+  onRemoved?: (clientIds: readonly string[]) => Promise<void>,
+) {
   const janitor = keycloakClientJanitor({
-    baseUrl: match[1] as string,
-    realm: decodeURIComponent(match[2] as string),
+    baseUrl,
+    pool: database.pool,
+    realm,
     clientId: 'mcp-client-janitor',
     clientSecret: secret,
     keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],

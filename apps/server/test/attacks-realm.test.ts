@@ -472,7 +472,11 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
 
 describe('broken 3: a registration flood locks registration out for a bounded time only', () => {
   test('flooded to Max Clients, registration answers 403; the janitor removes the unused clients, not used ones', async () => {
-    const { keycloakClientJanitor } = await import('@mcp-auth-stack/keycloak-registration');
+    const { keycloakClientJanitor, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations } = await import(
+      '@mcp-auth-stack/keycloak-registration'
+    );
+    const { migrate } = await import('@mcp-auth-stack/database');
+    await migrate(stack.sql, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations);
     const components = (await adminApi(
       '/components?type=org.keycloak.services.clientregistration.policy.ClientRegistrationPolicy',
     )) as { id: string; providerId: string; subType: string; config: Record<string, string[]> }[];
@@ -487,10 +491,10 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         redirect_uris: ['http://127.0.0.1:9/callback'],
         token_endpoint_auth_method: 'none',
       });
-    // A realm with room for 4 more clients, as 200 is for a flood of 200.
+    // A realm with room for 5 more clients, as 200 is for a flood of 200.
     await adminApi(`/components/${maxClients.id}`, {
       method: 'PUT',
-      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 4)] } },
+      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 5)] } },
     });
     try {
       // One real client, used: alice logs in through it.
@@ -517,11 +521,22 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         standardFlowEnabled: true,
         implicitFlowEnabled: false,
       });
-      const flood = [await register(), await register(), urlLike];
+      // The `default` provider also takes the client's attributes: one that claims a last use in
+      // the year 5000 must not escape the janitor either (it keeps its own record).
+      const claimsUse = await post(registrations('default'), {
+        clientId: `flood-${Math.random().toString(36).slice(2, 10)}`,
+        name: 'Flood',
+        publicClient: true,
+        redirectUris: ['http://127.0.0.1:9/callback'],
+        standardFlowEnabled: true,
+        implicitFlowEnabled: false,
+        attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' },
+      });
+      const flood = [await register(), await register(), urlLike, claimsUse];
       assert.deepEqual(
         flood.map((r) => r.status),
-        [201, 201, 201],
-        urlLike.text,
+        [201, 201, 201, 201],
+        `${urlLike.text} ${claimsUse.text}`,
       );
       const clientIdOf = (registered: (typeof flood)[number]) =>
         (registered.json.client_id ?? registered.json.clientId) as string;
@@ -535,6 +550,7 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         realm: 'mcp',
         clientId: 'mcp-client-janitor',
         clientSecret: 'mcp-client-janitor-demo-secret-not-for-production',
+        pool: stack.sql,
         keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
         abandonedAfterSeconds: 0,
         intervalSeconds: 0,

@@ -15,7 +15,9 @@ export {
 export {
   type JanitorRun,
   KEYCLOAK_BUILT_IN_CLIENTS,
+  KEYCLOAK_JANITOR_NAMESPACE,
   type KeycloakClientJanitorOptions,
   keycloakClientJanitor,
+  keycloakJanitorMigrations,
 } from './keycloak-client-janitor.ts';
 export { type RegistrationFacadeOptions, registrationFacade, repairRegistration } from './registration-facade.ts';

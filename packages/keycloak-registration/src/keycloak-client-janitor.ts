@@ -1,17 +1,24 @@
 import { readAnswer } from '@mcp-auth-stack/auth';
+import type { Migration } from '@mcp-auth-stack/database';
+import type pg from 'pg';
 
 /**
  * Removes dynamically registered Keycloak clients nobody uses, so that a flood of anonymous
  * registrations (the realm's Max Clients policy then answers 403 to everyone, real MCP clients
  * included) locks registration out for a bounded time only. Keycloak 26.7.3 never removes a
  * registered client by itself and records neither when it was created nor when it was last used,
- * so the janitor keeps both on the client, as attributes, and decides from them:
+ * so the janitor keeps both in PostgreSQL (`keycloak_janitor_clients`, by Keycloak's internal
+ * client id), shared by restarts and replicas, and decides from them:
  *
- * - a client with active sessions (online or offline) is in use: `mcp.janitor.last-used` = now;
- * - a client never seen in use is removed `abandonedAfterSeconds` after it was first seen
- *   (`mcp.janitor.first-seen`): registered, then no login (default 15 minutes);
+ * - a client with active sessions (online or offline) is in use: its last use is now;
+ * - a client never seen in use is removed `abandonedAfterSeconds` after it was first seen:
+ *   registered, then no login (default 15 minutes);
  * - a client once in use is removed after `idleAfterSeconds` without a session (default 7 days);
  *   its MCP client then registers again (and the user consents again).
+ *
+ * Not on the client itself: a registrant writes its own client's attributes (at registration
+ * through the `default` provider, later with its registration access token), so a flood whose
+ * clients claimed a last use in the year 5000 would have stayed for good.
  *
  * Only clients the realm's anonymous registration creates are candidates: consent required (the
  * Consent Required policy sets it on every anonymous registration) and not in `keep` (the realm's
@@ -20,9 +27,28 @@ import { readAnswer } from '@mcp-auth-stack/auth';
  * a URL-like id. It runs with a realm service account holding `view-clients` and
  * `manage-clients` of `realm-management`.
  */
+export const KEYCLOAK_JANITOR_NAMESPACE = 'keycloak_janitor';
+
+export const keycloakJanitorMigrations: Migration[] = [
+  {
+    version: 1,
+    name: 'create the janitor record of registered clients',
+    sql: `
+      -- What the janitor saw of each anonymously registered client, by Keycloak's internal id.
+      CREATE TABLE keycloak_janitor_clients (
+        id text PRIMARY KEY,
+        first_seen timestamptz NOT NULL,
+        last_used timestamptz
+      );
+    `,
+  },
+];
+
 export interface KeycloakClientJanitorOptions {
   /** Where Keycloak answers, e.g. http://localhost:8080 (no realm path). */
   baseUrl: string;
+  /** Where the janitor keeps what it saw (`keycloakJanitorMigrations` applied). */
+  pool: pg.Pool;
   realm: string;
   clientId: string;
   clientSecret: string;
@@ -54,15 +80,19 @@ export const KEYCLOAK_BUILT_IN_CLIENTS: readonly string[] = [
 
 /** A page of 100 client representations is a few hundred KB; this bounds one gone wrong. */
 const MAX_ADMIN_ANSWER_BYTES = 4 * 1024 * 1024;
-const FIRST_SEEN = 'mcp.janitor.first-seen';
-const LAST_USED = 'mcp.janitor.last-used';
 const PAGE = 100;
+/** A client in use has its last use written at most this often, not on every pass. */
+const LAST_USED_RESOLUTION_MS = 3600_000;
 
 interface ClientRepresentation {
   id: string;
   clientId: string;
   consentRequired?: boolean;
-  attributes?: Record<string, string>;
+}
+
+interface ClientRecord {
+  firstSeen: number;
+  lastUsed: number | undefined;
 }
 
 export interface JanitorRun {
@@ -78,10 +108,9 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const keep = new Set([...KEYCLOAK_BUILT_IN_CLIENTS, options.clientId, ...(options.keep ?? [])]);
   const abandonedAfterMs = (options.abandonedAfterSeconds ?? 15 * 60) * 1000;
   const idleAfterMs = (options.idleAfterSeconds ?? 7 * 24 * 3600) * 1000;
+  const { pool } = options;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<JanitorRun> | undefined;
-  /** First sight of clients, when Keycloak refused to record it on the client. */
-  const seenHere = new Map<string, number>();
 
   async function token(): Promise<string> {
     const response = await doFetch(
@@ -129,66 +158,85 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     return ((online as { count?: number })?.count ?? 0) + ((offline as { count?: number })?.count ?? 0);
   }
 
-  async function mark(bearer: string, client: ClientRepresentation, attribute: string, value: number) {
-    await api(bearer, `/clients/${client.id}`, {
-      method: 'PUT',
-      body: { ...client, attributes: { ...client.attributes, [attribute]: String(value) } },
-    });
+  async function records(ids: readonly string[]): Promise<Map<string, ClientRecord>> {
+    const { rows } = await pool.query<{ id: string; first_seen: Date; last_used: Date | null }>(
+      'SELECT id, first_seen, last_used FROM keycloak_janitor_clients WHERE id = ANY($1::text[])',
+      [ids],
+    );
+    return new Map(
+      rows.map((row) => [row.id, { firstSeen: row.first_seen.getTime(), lastUsed: row.last_used?.getTime() }]),
+    );
   }
 
   /** Marks or removes one candidate; true when removed. */
-  async function tidy(bearer: string, client: ClientRepresentation): Promise<boolean> {
+  async function tidy(
+    bearer: string,
+    client: ClientRepresentation,
+    record: ClientRecord | undefined,
+  ): Promise<boolean> {
     const at = now();
-    const lastUsed = Number(client.attributes?.[LAST_USED] ?? Number.NaN);
-    const firstSeen = Number(client.attributes?.[FIRST_SEEN] ?? seenHere.get(client.id) ?? Number.NaN);
     if ((await sessions(bearer, client.id)) > 0) {
-      // Written at most once an hour per client, not on every run.
-      if (!(at - lastUsed < 3600_000)) await mark(bearer, client, LAST_USED, at);
+      if (!(record?.lastUsed !== undefined && at - record.lastUsed < LAST_USED_RESOLUTION_MS)) {
+        await pool.query(
+          `INSERT INTO keycloak_janitor_clients (id, first_seen, last_used) VALUES ($1, $2, $2)
+           ON CONFLICT (id) DO UPDATE SET last_used = GREATEST(keycloak_janitor_clients.last_used, $2)`,
+          [client.id, new Date(at)],
+        );
+      }
       return false;
     }
-    const expired = Number.isFinite(lastUsed)
-      ? at - lastUsed > idleAfterMs
-      : Number.isFinite(firstSeen) && at - firstSeen > abandonedAfterMs;
-    if (expired) {
-      await api(bearer, `/clients/${client.id}`, { method: 'DELETE' });
-      seenHere.delete(client.id);
-      return true;
+    if (!record) {
+      // Another replica may have seen it first: its sight stands.
+      await pool.query(
+        'INSERT INTO keycloak_janitor_clients (id, first_seen) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
+        [client.id, new Date(at)],
+      );
+      return false;
     }
-    if (!Number.isFinite(lastUsed) && !Number.isFinite(firstSeen)) {
-      // Kept here too: a client Keycloak refuses to update is still removed in time.
-      seenHere.set(client.id, at);
-      await mark(bearer, client, FIRST_SEEN, at);
-    }
-    return false;
+    const expired =
+      record.lastUsed !== undefined ? at - record.lastUsed > idleAfterMs : at - record.firstSeen > abandonedAfterMs;
+    if (!expired) return false;
+    await api(bearer, `/clients/${client.id}`, { method: 'DELETE' });
+    await pool.query('DELETE FROM keycloak_janitor_clients WHERE id = $1', [client.id]);
+    return true;
   }
 
   async function run(): Promise<JanitorRun> {
+    const started = now();
     const bearer = await token();
-    const removed: string[] = [];
-    let inspected = 0;
+    // Every page first, then the changes: deleting while paging would shift the pages under the
+    // listing, and each deletion would hide a client of the next page from this pass.
+    const candidates: ClientRepresentation[] = [];
     for (let first = 0; ; first += PAGE) {
       const page = (await api(bearer, `/clients?first=${first}&max=${PAGE}`)) as ClientRepresentation[];
-      for (const client of page.filter(candidate)) {
-        inspected++;
-        try {
-          if (await tidy(bearer, client)) removed.push(client.clientId);
-        } catch (error) {
-          // One client Keycloak will not update (e.g. its pairwise sector URI no longer answers)
-          // must not stop the others.
-          options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
-        }
-      }
+      candidates.push(...page.filter(candidate));
       if (page.length < PAGE) break;
     }
+    const seen = await records(candidates.map((client) => client.id));
+    const removed: string[] = [];
+    for (const client of candidates) {
+      try {
+        if (await tidy(bearer, client, seen.get(client.id))) removed.push(client.clientId);
+      } catch (error) {
+        // One client that fails (Keycloak refuses its deletion) must not stop the others.
+        options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
+      }
+    }
+    // Records of clients gone by other hands (an administrator); not those first seen during
+    // this pass, by another replica, after this listing.
+    await pool.query('DELETE FROM keycloak_janitor_clients WHERE NOT (id = ANY($1::text[])) AND first_seen < $2', [
+      candidates.map((client) => client.id),
+      new Date(started),
+    ]);
     if (removed.length > 0) {
-      options.onEvent?.('clients_removed', { count: removed.length, inspected });
+      options.onEvent?.('clients_removed', { count: removed.length, inspected: candidates.length });
       try {
         await options.onRemoved?.(removed);
       } catch (error) {
         options.onEvent?.('forget_failed', { count: removed.length, message: (error as Error).message });
       }
     }
-    return { inspected, removed };
+    return { inspected: candidates.length, removed };
   }
 
   return {

@@ -1,12 +1,140 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { keycloakClientJanitor } from '../src/index.ts';
+import { after, before, test } from 'node:test';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
+import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { KEYCLOAK_JANITOR_NAMESPACE, keycloakClientJanitor, keycloakJanitorMigrations } from '../src/index.ts';
 
 /**
- * The janitor against a Keycloak gone wrong: a 16 MB admin answer is refused at 4 MB, not read
- * to its end. (A Keycloak that answers as it should is the attacks-realm test's: a real
- * one, flooded.)
+ * The janitor's own bookkeeping, on a real PostgreSQL (TEST_DATABASE_URL), against a stand-in
+ * for Keycloak's admin API: the paging and the clock are what is tested here. A real Keycloak,
+ * flooded, is the attacks-realm test's.
  */
+let testDb: TestDatabase;
+let database: Database;
+
+before(async () => {
+  testDb = await createTestDatabase();
+  database = await openDatabase({ url: testDb.url });
+  await migrate(database.pool, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations);
+});
+
+after(async () => {
+  await database?.close();
+  await testDb?.drop();
+});
+
+interface StandInClient {
+  id: string;
+  clientId: string;
+  consentRequired: boolean;
+  attributes?: Record<string, string>;
+  sessions?: number;
+}
+
+/** Keycloak's admin API as the janitor uses it: the token, pages of clients, session counts, DELETE. */
+function standInKeycloak(clients: StandInClient[]) {
+  const requests: string[] = [];
+  const fetch = async (input: string | URL | Request, init?: RequestInit) => {
+    const url = new URL(String(input));
+    const method = init?.method ?? 'GET';
+    requests.push(`${method} ${url.pathname}${url.search}`);
+    if (url.pathname.endsWith('/protocol/openid-connect/token')) return Response.json({ access_token: 'admin-token' });
+    const listing = /\/admin\/realms\/mcp\/clients$/.exec(url.pathname);
+    if (listing && method === 'GET') {
+      const first = Number(url.searchParams.get('first'));
+      const max = Number(url.searchParams.get('max'));
+      return Response.json(clients.slice(first, first + max));
+    }
+    const one = /\/admin\/realms\/mcp\/clients\/([^/]+)(\/(offline-)?session-count)?$/.exec(url.pathname);
+    const client = clients.find((candidate) => candidate.id === one?.[1]);
+    if (!client) return new Response(null, { status: 404 });
+    if (one?.[2]) return Response.json({ count: one[3] ? 0 : (client.sessions ?? 0) });
+    if (method === 'DELETE') {
+      clients.splice(clients.indexOf(client), 1);
+      return new Response(null, { status: 204 });
+    }
+    return new Response(null, { status: 405 });
+  };
+  return { fetch, requests };
+}
+
+const MINUTE = 60_000;
+const DAY = 24 * 60 * MINUTE;
+
+function janitorFor(clients: StandInClient[], clock: { now: number }) {
+  const keycloak = standInKeycloak(clients);
+  const janitor = keycloakClientJanitor({
+    baseUrl: 'http://keycloak.test',
+    realm: 'mcp',
+    pool: database.pool,
+    clientId: 'mcp-client-janitor',
+    clientSecret: 'secret',
+    intervalSeconds: 0,
+    fetch: keycloak.fetch,
+    now: () => clock.now,
+  });
+  return { janitor, requests: keycloak.requests };
+}
+
+test('a registrant cannot keep its clients from the janitor with attributes of its own', async () => {
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const clients: StandInClient[] = [
+    // What the `default` registration provider lets anyone write on the client it registers.
+    { id: 'a', clientId: 'squatter', consentRequired: true, attributes: { 'mcp.janitor.last-used': '99999999999999' } },
+    { id: 'b', clientId: 'squatter-2', consentRequired: true, attributes: { 'mcp.janitor.first-seen': '1e300' } },
+    { id: 'c', clientId: 'honest', consentRequired: true },
+    { id: 'd', clientId: 'in-use', consentRequired: true, sessions: 1 },
+    { id: 'e', clientId: 'vscode-mcp-client', consentRequired: false },
+  ];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const { janitor, requests } = janitorFor(clients, clock);
+  assert.deepEqual(await janitor.runOnce(), { inspected: 4, removed: [] }, 'first sight: nothing removed yet');
+  clock.now += 16 * MINUTE;
+  const second = await janitor.runOnce();
+  assert.deepEqual(second.removed.sort(), ['honest', 'squatter', 'squatter-2']);
+  assert.deepEqual(
+    clients.map((client) => client.clientId),
+    ['in-use', 'vscode-mcp-client'],
+  );
+  assert.ok(!requests.some((request) => request.startsWith('PUT')), 'nothing is written on the clients');
+  const { rows } = await database.pool.query<{ id: string }>('SELECT id FROM keycloak_janitor_clients');
+  assert.deepEqual(
+    rows.map((row) => row.id),
+    ['d'],
+    'the records of removed clients go with them',
+  );
+});
+
+test('a client once in use is removed after a week without a session, and not before', async () => {
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const used: StandInClient = { id: 'u', clientId: 'used', consentRequired: true, sessions: 1 };
+  const clients = [used];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const { janitor } = janitorFor(clients, clock);
+  await janitor.runOnce();
+  used.sessions = 0;
+  clock.now += 6 * DAY;
+  assert.deepEqual((await janitor.runOnce()).removed, [], 'idle for six days: kept');
+  clock.now += 2 * DAY;
+  assert.deepEqual((await janitor.runOnce()).removed, ['used']);
+});
+
+test('one pass removes every due client, however many pages they fill', async () => {
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const clients: StandInClient[] = Array.from({ length: 250 }, (_, index) => ({
+    id: `flood-${index}`,
+    clientId: `flood-${index}`,
+    consentRequired: true,
+  }));
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const { janitor } = janitorFor(clients, clock);
+  assert.equal((await janitor.runOnce()).inspected, 250);
+  clock.now += 16 * MINUTE;
+  const { removed } = await janitor.runOnce();
+  assert.equal(removed.length, 250, 'deleting while paging would skip as many as it deleted');
+  assert.equal(clients.length, 0);
+});
+
 test('an admin answer past 4 MB fails the pass, read no further than the limit', async () => {
   let pulled = 0;
   const huge = () =>
@@ -20,6 +148,7 @@ test('an admin answer past 4 MB fails the pass, read no further than the limit',
   const janitor = keycloakClientJanitor({
     baseUrl: 'http://keycloak.test',
     realm: 'mcp',
+    pool: database.pool,
     clientId: 'mcp-client-janitor',
     clientSecret: 'secret',
     intervalSeconds: 0,
