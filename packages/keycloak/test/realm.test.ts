@@ -238,6 +238,21 @@ test('alice signs in to the pre-registered VS Code client with PKCE: aud is the 
   // A refresh token someone took lives as long as the session's idle timeout (30 minutes).
   const refreshExpiresIn = token.refresh_expires_in as number;
   assert.ok(refreshExpiresIn > 0 && refreshExpiresIn <= 1800, `refresh_expires_in ${refreshExpiresIn}`);
+  // Public clients' refresh tokens are rotated (OAuth 2.1 4.3.1): one used is spent, so a copy
+  // someone took stops working at the client's next refresh.
+  const refresh = (refreshToken: string) =>
+    postToken(keycloak.realmUrl, {
+      grant_type: 'refresh_token',
+      client_id: REALM_CLIENTS.editor,
+      refresh_token: refreshToken,
+      resource: MCP_RESOURCE_URL,
+    });
+  const rotated = await refresh(token.refresh_token as string);
+  assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+  assert.notEqual(rotated.body.refresh_token, token.refresh_token, 'a new refresh token');
+  const replayed = await refresh(token.refresh_token as string);
+  assert.equal(replayed.status, 400, 'the spent refresh token is refused');
+  assert.equal(replayed.body.error, 'invalid_grant');
 });
 
 test('the pre-registered VS Code client sends codes only to loopback and its two exact web redirects', async () => {
