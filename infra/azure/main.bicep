@@ -25,6 +25,9 @@ param mcpAuthProvider string = 'keycloak'
 @description('keycloak mode: how MCP clients get a client id (KEYCLOAK_REGISTRATION, see apps/server/src/config.ts).')
 param keycloakRegistration string = 'direct'
 
+@description('keycloak mode with KEYCLOAK_REGISTRATION=off: the pre-registered clients whose tokens the server accepts (ALLOWED_CLIENT_IDS); the agent is expenses-agent.')
+param allowedClientIds string = 'vscode-mcp-client,expenses-agent'
+
 @description('Private network (the talk\'s first approach): the Container Apps environment goes into a VNet with an internal load balancer; the apps are reachable only from that network.')
 param privateNetwork bool = false
 
@@ -32,9 +35,10 @@ param privateNetwork bool = false
 @maxValue(30)
 param serverMinReplicas int = 1
 
+// The database's connections bound it (see serverDatabasePoolSize).
 @minValue(1)
 @maxValue(30)
-param serverMaxReplicas int = 10
+param serverMaxReplicas int = 4
 
 @description('Concurrent requests per server replica before another one is added.')
 param serverConcurrentRequests int = 50
@@ -281,6 +285,13 @@ var keycloakUrl = 'https://${keycloakAppName}.${environment.outputs.defaultDomai
 var realmUrl = '${keycloakUrl}/realms/${realmName}'
 var mcpUrl = '${serverUrl}/mcp'
 
+// ---------------------------------------------------------------- database connections
+// The Burstable B1ms server admits 50 connections, 15 of them kept for Azure: 35 for the apps.
+// At most serverMaxReplicas x (the pool + the key cache's listening connection) for the server,
+// plus Keycloak's pool: 4 x 6 + 8 = 32 (infra/test checks the sum). A larger SKU admits more.
+var serverDatabasePoolSize = 5
+var keycloakDatabasePoolSize = 8
+
 // ---------------------------------------------------------------- the MCP server
 // Every name set here must be one apps/server/src/config.ts reads (CONFIG_VARIABLES) or the
 // telemetry package reads; infra/test checks both, and that each mode starts with them.
@@ -292,7 +303,7 @@ var serverEnv = union(
     MCP_SERVER_BASE_URL: serverUrl
     MCP_AUTH_PROVIDER: mcpAuthProvider
     LOG_LEVEL: logLevel
-    DATABASE_POOL_SIZE: '10'
+    DATABASE_POOL_SIZE: string(serverDatabasePoolSize)
     // Behind the Container Apps ingress, which sets X-Forwarded-For.
     TRUST_PROXY: 'true'
     APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.applicationInsightsConnectionString
@@ -306,7 +317,10 @@ var serverEnvByMode = {
   // the server refuses to start in this mode (its config check), which is the point.
   none: { ALLOW_UNAUTHENTICATED_REMOTE: string(privateNetwork) }
   key: {}
-  keycloak: { KEYCLOAK_REALM_URL: realmUrl, KEYCLOAK_REGISTRATION: keycloakRegistration }
+  keycloak: union(
+    { KEYCLOAK_REALM_URL: realmUrl, KEYCLOAK_REGISTRATION: keycloakRegistration },
+    keycloakRegistration == 'off' ? { ALLOWED_CLIENT_IDS: allowedClientIds } : {}
+  )
   entra_proxy: { ENTRA_PROXY_AZURE_CLIENT_ID: entraProxyClientId, AZURE_TENANT_ID: tenant().tenantId }
 }
 
@@ -362,6 +376,7 @@ module server 'modules/container-app.bicep' = {
 var keycloakEnv = {
   KC_DB_URL: 'jdbc:postgresql://${postgres.outputs.host}:5432/keycloak?sslmode=require'
   KC_DB_USERNAME: postgresAdminLogin
+  KC_DB_POOL_MAX_SIZE: string(keycloakDatabasePoolSize)
   KC_HOSTNAME: keycloakUrl
   KC_PROXY_HEADERS: 'xforwarded'
   KC_HTTP_ENABLED: 'true'

@@ -66,13 +66,14 @@ type Mode = (typeof MODES)[number];
 const SAMPLE_DOMAIN = 'happy-river-0a1b2c3d.swedencentral.azurecontainerapps.io';
 
 /** What the Bicep's expressions evaluate to, for one mode, with sample deployment outputs. */
-function scope(mode: Mode, privateNetwork = false): Record<string, unknown> {
+function scope(mode: Mode, privateNetwork = false, keycloakRegistration = 'workaround'): Record<string, unknown> {
   return {
     mcpAuthProvider: mode,
     privateNetwork,
     resourceToken: 'abc123xyz',
     logLevel: 'info',
-    keycloakRegistration: 'workaround',
+    keycloakRegistration,
+    allowedClientIds: 'vscode-mcp-client,expenses-agent',
     entraProxyClientId: '11111111-2222-3333-4444-555555555555',
     entraProxyClientSecret: 'sample-secret',
     agentMcpApiKey: mode === 'key' ? 'mcp_sample_key' : '',
@@ -83,11 +84,11 @@ function scope(mode: Mode, privateNetwork = false): Record<string, unknown> {
 }
 
 /** A container app module's plain and secret environment, evaluated. */
-function appEnvironment(moduleName: string, mode: Mode, privateNetwork = false) {
+function appEnvironment(moduleName: string, mode: Mode, privateNetwork = false, keycloakRegistration?: string) {
   const module = main.modules.find((m) => m.name === moduleName);
   assert.ok(module, `main.bicep declares module ${moduleName}`);
   const params = moduleParams(module);
-  const values = scope(mode, privateNetwork);
+  const values = scope(mode, privateNetwork, keycloakRegistration);
   const env = evaluate(main, objectProperty(params, 'env') as never, values) as Record<string, string>;
   const secretEnv = evaluate(main, objectProperty(params, 'secretEnv') as never, values) as Record<string, string>;
   return { env, secretEnv, params, values };
@@ -360,6 +361,42 @@ describe('the MCP server container app', () => {
       },
     );
   }
+
+  test('keycloak mode starts with every KEYCLOAK_REGISTRATION the Bicep allows; off names the pre-registered clients', () => {
+    const param = main.params.find((p) => p.name === 'keycloakRegistration');
+    assert.match(param?.decorators ?? '', /@allowed\(\['direct', 'workaround', 'off'\]\)/);
+    for (const registration of ['direct', 'workaround', 'off']) {
+      const { env, secretEnv } = appEnvironment('server', 'keycloak', false, registration);
+      const config = loadConfig({
+        ...env,
+        ...Object.fromEntries(Object.keys(secretEnv).map((k) => [k, sampleSecret(k)])),
+      });
+      assert.equal(config.authMode, 'keycloak');
+      if (config.authMode !== 'keycloak') continue;
+      assert.equal(config.keycloakRegistration, registration);
+      // The agent signs in as expenses-agent: with registration off it must be on the list.
+      if (registration === 'off') assert.deepEqual(config.allowedClientIds, ['vscode-mcp-client', 'expenses-agent']);
+    }
+    assert.equal(
+      parameters.parameters.allowedClientIds?.value,
+      binding('ALLOWED_CLIENT_IDS=vscode-mcp-client,expenses-agent'),
+    );
+  });
+
+  test("the database's connections: every server replica's pool and listener, and Keycloak's pool, fit the default SKU", () => {
+    // Burstable B1ms: max_connections 50, of which Azure keeps 15.
+    assert.match(main.params.find((p) => p.name === 'postgresSkuName')?.node.text ?? '', /= 'Standard_B1ms'$/);
+    const maxReplicas = Number(
+      /= (\d+)$/.exec(main.params.find((p) => p.name === 'serverMaxReplicas')?.node.text ?? '')?.[1],
+    );
+    assert.equal(parameters.parameters.serverMaxReplicas?.value, binding(`SERVER_MAX_REPLICAS=${maxReplicas}`));
+    const serverPool = Number(appEnvironment('server', 'key').env.DATABASE_POOL_SIZE);
+    const keycloakPool = Number(appEnvironment('keycloak', 'keycloak').env.KC_DB_POOL_MAX_SIZE);
+    assert.ok(serverPool > 0 && keycloakPool > 0, `pools ${serverPool}, ${keycloakPool}`);
+    // One more per replica: the key cache's LISTEN connection (key mode).
+    const total = maxReplicas * (serverPool + 1) + keycloakPool;
+    assert.ok(total <= 35, `${maxReplicas} x (${serverPool} + 1) + ${keycloakPool} = ${total} connections, over 35`);
+  });
 
   test('none mode starts only in private-network mode (public ingress: the server refuses)', () => {
     const publicEnv = appEnvironment('server', 'none', false);
