@@ -15,6 +15,8 @@ export interface McpServerConnection {
   url: string;
   headers?: Record<string, string>;
   authProvider?: OAuthClientProvider;
+  /** How long a tool call may take; unset: the MCP SDK's request timeout (60 s). */
+  toolTimeoutMs?: number;
 }
 
 /** One tool call of a turn, as the CLI prints it and `POST /chat` returns it. */
@@ -88,6 +90,7 @@ export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPC
         url: server.url,
         ...(server.headers ? { headers: server.headers } : {}),
         ...(server.authProvider ? { authProvider: server.authProvider } : {}),
+        ...(server.toolTimeoutMs ? { defaultToolTimeout: server.toolTimeoutMs } : {}),
         // Stateless HTTP servers need no reconnecting SSE stream; failures surface at once.
         reconnect: { enabled: false },
         // Streamable HTTP only: a refused credential should not be retried on the legacy SSE endpoints.

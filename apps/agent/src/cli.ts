@@ -50,7 +50,8 @@ try {
   running = await startAgent(loadConfig());
 } catch (error) {
   process.stderr.write(
-    `${error instanceof ConfigError ? error.message : `The agent could not start: ${(error as Error).message}`}\n`,
+    // A start error may carry what a server answered (its error body): filtered like model text.
+    `${error instanceof ConfigError ? error.message : `The agent could not start: ${forTerminal((error as Error).message)}`}\n`,
   );
   process.exit(error instanceof ConfigError ? 78 : 1); // 78: EX_CONFIG
 }

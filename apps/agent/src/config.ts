@@ -312,7 +312,15 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
     if (typeof value !== 'object' || value === null) throw new ConfigError(where, 'must be an object with "url"');
     const { url: serverUrl, headers = {} } = value as { url?: unknown; headers?: unknown };
     if (typeof serverUrl !== 'string') throw new ConfigError(`${where}.url`, 'must be a string');
-    const parsedUrl = parseUrl(`${where}.url`, serverUrl);
+    // Not parseUrl: its message quotes the value, and such URLs may carry a key in their query
+    // (`?tavilyApiKey=…`).
+    if (!URL.canParse(serverUrl)) {
+      throw new ConfigError(
+        `${where}.url`,
+        'must be an absolute URL (http:// or https://); the value is not shown since it may hold a secret',
+      );
+    }
+    const parsedUrl = new URL(serverUrl);
     if (parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') {
       throw new ConfigError(`${where}.url`, 'must be http or https');
     }

@@ -5,7 +5,7 @@
 import type { McpServerConnection } from './agent.ts';
 import type { BrowserOpener } from './auth/browser.ts';
 import { ClientCredentialsTokenSource, clientCredentialsAuthProvider } from './auth/client-credentials.ts';
-import { InteractiveOAuthProvider } from './auth/oauth-provider.ts';
+import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from './auth/oauth-provider.ts';
 import type { AgentConfig } from './config.ts';
 
 export const EXPENSES_SERVER_NAME = 'expenses';
@@ -18,6 +18,12 @@ export interface PreparedConnections {
   tokenSource?: ClientCredentialsTokenSource;
   oauthProvider?: InteractiveOAuthProvider;
 }
+
+/**
+ * `oauth`: a step-up sign-in happens inside the tool call that needs it and may take the whole
+ * login timeout; the call must outlast it, or it fails while the person is still signing in.
+ */
+export const OAUTH_TOOL_TIMEOUT_MS = LOGIN_TIMEOUT_MS + 60_000;
 
 export interface ConnectionDependencies {
   openBrowser: BrowserOpener;
@@ -84,7 +90,10 @@ export async function prepareConnections(
       });
       await oauthProvider.ensureAuthorized();
       return {
-        connections: [{ name: EXPENSES_SERVER_NAME, url, authProvider: oauthProvider }, ...extra],
+        connections: [
+          { name: EXPENSES_SERVER_NAME, url, authProvider: oauthProvider, toolTimeoutMs: OAUTH_TOOL_TIMEOUT_MS },
+          ...extra,
+        ],
         authorizationEpoch: () => oauthProvider.authorizations,
         oauthProvider,
       };

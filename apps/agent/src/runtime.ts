@@ -8,6 +8,7 @@ import { systemBrowserOpener } from './auth/browser.ts';
 import type { AgentConfig } from './config.ts';
 import { type PreparedConnections, prepareConnections } from './connections.ts';
 import { buildChatModelOptions, createChatModel } from './model.ts';
+import { forTerminal } from './terminal.ts';
 
 export interface RunningAgent {
   agent: ExpensesAgent;
@@ -30,7 +31,8 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
   );
   const connections = await prepareConnections(config, {
     openBrowser: deps.openBrowser ?? systemBrowserOpener(),
-    print: deps.print ?? ((line) => process.stderr.write(`${line}\n`)),
+    // Lines that carry what servers sent (a sign-in URL, an error) reach the terminal filtered.
+    print: deps.print ?? ((line) => process.stderr.write(`${forTerminal(line)}\n`)),
   });
   const mcpClient = createMcpClient(connections.connections);
   try {

@@ -282,6 +282,26 @@ describe('pnpm agent (the CLI as a process)', () => {
     assert.doesNotMatch(result.stdout, /(?![\n\t])\p{Cc}/u);
   });
 
+  test('a start error carrying a server’s answer reaches the terminal without its control characters', async () => {
+    // An MCP server that refuses with an error body that would set the clipboard, clear the screen, retitle the window.
+    const hostile = createServer((_request, response) => {
+      response
+        .writeHead(500, { 'content-type': 'text/plain' })
+        .end('refused \u001b]52;c;Y3VybA==\u0007\u001b[2J\u001b]0;title\u0007end\u009b2J');
+    });
+    await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/mcp`;
+      const result = await runCli(['hi'], { ...env, MCP_SERVER_URL: url });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /The agent could not start: .*refused \]52;c;Y3VybA==\[2J\]0;titleend2J/);
+      assert.doesNotMatch(result.stderr, /(?![\n\t])\p{Cc}/u);
+    } finally {
+      hostile.closeAllConnections();
+      await new Promise<void>((resolve) => hostile.close(() => resolve()));
+    }
+  });
+
   test('chat: each line is a turn and the second turn carries the first as history', async () => {
     llm.script([{ content: 'First answer.' }, { content: 'Second answer.' }]);
     const result = await runCli([], env, 'first question\nsecond question\n');

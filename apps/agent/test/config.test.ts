@@ -201,6 +201,21 @@ describe('missing or invalid settings name the variable', () => {
       /MCP_EXTRA_SERVERS\.t\.headers/,
     ],
   ];
+  test('an extra server URL without a scheme: the error names the entry, not the URL, whose query may hold a key', () => {
+    assert.throws(
+      () =>
+        loadConfig({
+          ...ollama,
+          MCP_EXTRA_SERVERS: JSON.stringify({ tavily: { url: 'mcp.tavily.com/mcp/?tavilyApiKey=tvly-SECRET' } }),
+        }),
+      (error: Error) => {
+        assert.match(error.message, /^Invalid configuration: MCP_EXTRA_SERVERS\.tavily\.url must be an absolute URL/);
+        assert.doesNotMatch(error.message, /tvly-SECRET|tavily\.com/);
+        return true;
+      },
+    );
+  });
+
   test('extra servers with a JSON typo: the error quotes no part of the value, which may hold a header secret', () => {
     for (const [value, where] of [
       ['{"tavily":{"url":"https://mcp.tavily.com/mcp/","headers":{"Authorization":Bearer tvly-dev-5eCr3t}}}', ''],
@@ -310,13 +325,23 @@ function ollama() {
 }
 
 describe('opening the browser', () => {
+  const url = 'https://as.example/authorize?response_type=code&client_id=c&state=s';
+
   test('$BROWSER wins; without a display on Linux there is nothing to open (the URL is printed instead)', () => {
-    assert.deepEqual(browserCommand({ BROWSER: '/usr/bin/firefox:chromium' }, 'linux'), {
+    assert.deepEqual(browserCommand(url, { BROWSER: '/usr/bin/firefox:chromium' }, 'linux'), {
       program: '/usr/bin/firefox',
-      args: [],
+      args: [url],
     });
-    assert.deepEqual(browserCommand({ DISPLAY: ':0' }, 'linux'), { program: 'xdg-open', args: [] });
-    assert.equal(browserCommand({}, 'linux'), undefined);
-    assert.deepEqual(browserCommand({}, 'darwin'), { program: 'open', args: [] });
+    assert.deepEqual(browserCommand(url, { DISPLAY: ':0' }, 'linux'), { program: 'xdg-open', args: [url] });
+    assert.equal(browserCommand(url, {}, 'linux'), undefined);
+    assert.deepEqual(browserCommand(url, {}, 'darwin'), { program: 'open', args: [url] });
+  });
+
+  test('Windows: no cmd, which would run what follows an & in the URL; the URL is one argument, untouched', () => {
+    // An authorization_endpoint with a query of its own chooses what follows the &.
+    const hostile = 'https://as.example/authorize?tenant=x&calc.exe&response_type=code&state=s';
+    const command = browserCommand(hostile, {}, 'win32');
+    assert.deepEqual(command, { program: 'rundll32', args: ['url.dll,FileProtocolHandler', hostile] });
+    assert.ok(![command?.program, ...(command?.args ?? [])].some((word) => /^cmd(\.exe)?$/i.test(word ?? '')));
   });
 });

@@ -48,7 +48,7 @@ const SCENARIOS: Record<string, Expectation> = {
   },
   'auth/resource-mismatch': {
     calls: false,
-    refusal: /Protected resource https:\/\/evil\.example\.com\/mcp does not match expected/,
+    refusal: /says it is the resource https:\/\/evil\.example\.com\/mcp, another server/,
   },
   'auth/iss-supported-missing': { calls: false, refusal: RFC_9207 },
   'auth/iss-wrong-issuer': { calls: false, refusal: RFC_9207 },

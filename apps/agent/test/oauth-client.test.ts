@@ -6,7 +6,7 @@
  * stand-ins on 127.0.0.1 that speak the protocol's HTTP and record every request.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
 import { checkIssuer } from '../src/auth/discovery.ts';
-import { InteractiveOAuthProvider } from '../src/auth/oauth-provider.ts';
+import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from '../src/auth/oauth-provider.ts';
 import { prepareConnections } from '../src/connections.ts';
 
 interface Seen {
@@ -59,10 +59,15 @@ const json = (response: ServerResponse, status: number, value: unknown, headers:
 const basicOf = (seen: Seen) =>
   seen.authorization?.startsWith('Basic ') ? Buffer.from(seen.authorization.slice(6), 'base64').toString() : undefined;
 
-/** An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint. */
+type TokenEndpoint = 'answers' | 'hangs' | 'fails (503)' | 'refuses the client' | 'refuses the grant';
+
+/**
+ * An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint
+ * that behaves as `tokenEndpoint` says (asked at each request when it is a function).
+ */
 async function authorizationServer(
   metadata: Record<string, unknown> = {},
-  tokenEndpoint: 'answers' | 'hangs' | 'refuses the client' = 'answers',
+  tokenEndpoint: TokenEndpoint | (() => TokenEndpoint) = 'answers',
 ) {
   let base = '';
   let issued = 0;
@@ -80,8 +85,13 @@ async function authorizationServer(
         ...metadata,
       });
     } else if (path === '/token') {
-      if (tokenEndpoint === 'hangs') return;
-      if (tokenEndpoint === 'refuses the client') return json(response, 401, { error: 'invalid_client' });
+      const behaviour = typeof tokenEndpoint === 'function' ? tokenEndpoint() : tokenEndpoint;
+      if (behaviour === 'hangs') return;
+      if (behaviour === 'fails (503)') {
+        return response.writeHead(503, { 'content-type': 'text/html' }).end('<h1>Service Unavailable</h1>');
+      }
+      if (behaviour === 'refuses the client') return json(response, 401, { error: 'invalid_client' });
+      if (behaviour === 'refuses the grant') return json(response, 400, { error: 'invalid_grant' });
       issued += 1;
       json(response, 200, {
         access_token: `token-${issued}`,
@@ -231,6 +241,18 @@ describe('interactive OAuth', () => {
   const stateOf = (authorize: URL) => authorize.searchParams.get('state') ?? '';
   const approve = (authorize: URL) => ({ code: 'c', state: stateOf(authorize) });
 
+  /** A "browser" that records each URL it is sent to and calls the loopback redirect back with `answer(authorize URL)`. */
+  const answeringBrowser =
+    (opened: string[], answer: (authorize: URL) => Record<string, string> = approve) =>
+    async (href: string) => {
+      opened.push(href);
+      const authorize = new URL(href);
+      const redirect = new URL(authorize.searchParams.get('redirect_uri') ?? '');
+      redirect.search = new URLSearchParams(answer(authorize)).toString();
+      await fetch(redirect);
+      return true;
+    };
+
   /**
    * The provider for `mcp`, with a "browser" that records each URL it is sent to and calls the
    * loopback redirect back with `answer(authorize URL)`.
@@ -243,9 +265,9 @@ describe('interactive OAuth', () => {
       clientSecret?: string | undefined;
       cacheDir?: string;
       now?: () => number;
+      requestTimeoutMs?: number;
     } = {},
   ) {
-    const answer = options.answer ?? approve;
     const cacheDir = options.cacheDir ?? (await mkdtemp(join(tmpdir(), 'agent-oauth-client-')));
     temporary.push(cacheDir);
     const opened: string[] = [];
@@ -259,14 +281,8 @@ describe('interactive OAuth', () => {
       print: () => {},
       loginTimeoutMs: 10_000,
       ...(options.now ? { now: options.now } : {}),
-      openBrowser: async (href) => {
-        opened.push(href);
-        const authorize = new URL(href);
-        const redirect = new URL(authorize.searchParams.get('redirect_uri') ?? '');
-        redirect.search = new URLSearchParams(answer(authorize)).toString();
-        await fetch(redirect);
-        return true;
-      },
+      ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+      openBrowser: answeringBrowser(opened, options.answer),
     });
     return { provider, opened, cacheDir };
   }
@@ -449,6 +465,116 @@ describe('interactive OAuth', () => {
       assert.equal(paths.filter((path) => path === '/token').length, 1, `${clientId}: ${paths}`);
       assert.equal(paths.filter((path) => path === '/register').length, clientId ? 0 : 1, `${clientId}: ${paths}`);
     }
+  });
+
+  test('RFC 9728 3.3: metadata that comes to name another resource is not stored; the next refresh asks for this server', async () => {
+    const as = await authorizationServer();
+    let resource: string | undefined;
+    const mcp = await refusingMcpServer((base) => ({
+      resource: resource ?? `${base}/mcp`,
+      authorization_servers: [as.url],
+    }));
+    let clock = Date.now();
+    const { provider, opened } = await interactive(mcp, { now: () => clock });
+    await provider.ensureAuthorized();
+    resource = 'https://other.example/mcp';
+    // A step-up now: the SDK discovers afresh and is told of the other resource.
+    await assert.rejects(
+      auth(provider, { serverUrl: `${mcp.url}/mcp`, scope: 'expenses:write' }),
+      /https:\/\/other\.example\/mcp/,
+    );
+    assert.equal(opened.length, 1, 'no sign-in for it');
+    assert.doesNotMatch(await readFile(provider.cacheFile, 'utf8'), /other\.example/, 'nor is it cached');
+    // Past the refresh margin of the 300 s token: tokens() refreshes it.
+    clock += 290_000;
+    assert.equal((await provider.tokens())?.access_token, 'token-2');
+    const refresh = new URLSearchParams(as.seen.filter((request) => request.path === '/token').at(-1)?.body);
+    assert.equal(refresh.get('grant_type'), 'refresh_token');
+    assert.equal(refresh.get('resource'), `${mcp.url}/mcp`, 'a token for this server, not the other');
+  });
+
+  test('a cached discovery naming another resource (an older version wrote it) is not refreshed with', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    let clock = Date.now();
+    const first = await interactive(mcp, { now: () => clock });
+    await first.provider.ensureAuthorized();
+    const cached = JSON.parse(await readFile(first.provider.cacheFile, 'utf8'));
+    cached.discoveryState.resourceMetadata.resource = 'https://other.example/mcp';
+    await writeFile(first.provider.cacheFile, JSON.stringify(cached));
+    clock += 290_000;
+    const again = await interactive(mcp, { now: () => clock, cacheDir: first.cacheDir });
+    assert.equal(await again.provider.tokens(), undefined, 'no token: the next request signs in anew');
+    assert.deepEqual(
+      as.seen
+        .filter((request) => request.path === '/token')
+        .map((request) => new URLSearchParams(request.body).get('grant_type')),
+      ['authorization_code'],
+      'no refresh was sent',
+    );
+  });
+
+  test('a refresh without an answer (503, past its deadline) keeps the refresh token and fails; invalid_grant drops it', async () => {
+    let tokenEndpoint: TokenEndpoint = 'answers';
+    const as = await authorizationServer({}, () => tokenEndpoint);
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    let clock = Date.now();
+    const { provider } = await interactive(mcp, { now: () => clock, requestTimeoutMs: 200 });
+    await provider.ensureAuthorized();
+    clock += 290_000;
+    for (const trouble of ['fails (503)', 'hangs'] as const) {
+      tokenEndpoint = trouble;
+      await assert.rejects(
+        provider.tokens(),
+        /could not refresh the access token .*\(the refresh token is kept/,
+        trouble,
+      );
+    }
+    tokenEndpoint = 'answers';
+    assert.equal((await provider.tokens())?.access_token, 'token-2', 'the kept refresh token, once it is answered');
+    assert.deepEqual(
+      as.seen
+        .filter((request) => new URLSearchParams(request.body).get('grant_type') === 'refresh_token')
+        .map((request) => new URLSearchParams(request.body).get('refresh_token')),
+      Array(3).fill(`refresh-1-from-${as.url}`),
+    );
+
+    clock += 290_000;
+    tokenEndpoint = 'refuses the grant';
+    assert.equal(await provider.tokens(), undefined, 'refused: the next request signs in anew');
+    assert.doesNotMatch(await readFile(provider.cacheFile, 'utf8'), /refresh-2-from/, 'the refused token is gone');
+  });
+
+  test('oauth: a tool call outlasts a sign-in in the browser, which a step-up does inside it', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
+    temporary.push(cacheDir);
+    const prepared = await prepareConnections(
+      {
+        mcpServerUrl: `${mcp.url}/mcp`,
+        mcpAuth: {
+          mode: 'oauth',
+          clientId: undefined,
+          clientSecret: undefined,
+          clientMetadataUrl: undefined,
+          scope: '',
+          exactScope: false,
+          redirectPort: 0,
+          cacheDir,
+        },
+        extraServers: [{ name: 'tavily', url: 'https://mcp.tavily.example/mcp', headers: {} }],
+      },
+      { openBrowser: answeringBrowser([]), print: () => {} },
+    );
+    const client = createMcpClient(prepared.connections);
+    const { expenses, tavily } = client.config.mcpServers;
+    assert.ok(
+      (expenses?.defaultToolTimeout ?? 0) > LOGIN_TIMEOUT_MS,
+      `tool timeout ${expenses?.defaultToolTimeout} ms, sign-in ${LOGIN_TIMEOUT_MS} ms`,
+    );
+    assert.equal(tavily?.defaultToolTimeout, undefined, 'other servers keep the SDK default');
+    await client.close();
   });
 
   test('metadata that cannot be read for now: the sign-in is refused and the tokens in hand are kept', async () => {

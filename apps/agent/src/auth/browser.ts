@@ -10,10 +10,10 @@ export type BrowserOpener = (url: string) => Promise<boolean>;
 
 export function systemBrowserOpener(env: Record<string, string | undefined> = process.env): BrowserOpener {
   return async (url) => {
-    const command = browserCommand(env);
+    const command = browserCommand(url, env);
     if (!command) return false;
     return await new Promise<boolean>((resolve) => {
-      const child = spawn(command.program, [...command.args, url], { stdio: 'ignore', detached: true });
+      const child = spawn(command.program, command.args, { stdio: 'ignore', detached: true });
       child.once('error', () => resolve(false));
       child.once('spawn', () => {
         child.unref();
@@ -23,15 +23,19 @@ export function systemBrowserOpener(env: Record<string, string | undefined> = pr
   };
 }
 
+/** The program that opens `url`, with its arguments: the URL always last, as one argument, and no shell. */
 export function browserCommand(
+  url: string,
   env: Record<string, string | undefined>,
   platform: NodeJS.Platform = process.platform,
 ): { program: string; args: string[] } | undefined {
   // $BROWSER may list several programs separated by ':'; the first is tried.
   const fromEnv = env.BROWSER?.split(':')[0]?.trim();
-  if (fromEnv) return { program: fromEnv, args: [] };
-  if (platform === 'darwin') return { program: 'open', args: [] };
-  if (platform === 'win32') return { program: 'cmd', args: ['/c', 'start', '""'] };
-  if (env.DISPLAY || env.WAYLAND_DISPLAY) return { program: 'xdg-open', args: [] };
+  if (fromEnv) return { program: fromEnv, args: [url] };
+  if (platform === 'darwin') return { program: 'open', args: [url] };
+  // Not `cmd /c start`: cmd reads `&` in the URL's query as the end of a command and runs what
+  // follows. rundll32 hands the URL to the default browser without a shell (as Go's pkg/browser).
+  if (platform === 'win32') return { program: 'rundll32', args: ['url.dll,FileProtocolHandler', url] };
+  if (env.DISPLAY || env.WAYLAND_DISPLAY) return { program: 'xdg-open', args: [url] };
   return undefined;
 }

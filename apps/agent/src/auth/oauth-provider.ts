@@ -24,13 +24,19 @@ import {
   refreshAuthorization,
   registerClient,
 } from '@modelcontextprotocol/sdk/client/auth.js';
+import {
+  OAuthError,
+  ServerError,
+  TemporarilyUnavailableError,
+  TooManyRequestsError,
+} from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import type {
   OAuthClientInformationMixed,
   OAuthClientMetadata,
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
-import { checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
+import { checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
 import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -49,6 +55,8 @@ export interface InteractiveOAuthOptions {
   /** Where messages for the person go (stderr in the CLI). */
   print: (line: string) => void;
   loginTimeoutMs?: number;
+  /** How long one discovery, registration or token request may take (default 10 s). */
+  requestTimeoutMs?: number | undefined;
   /**
    * The first login asks for `scope` alone (`MCP_SCOPE` was set: least privilege, more only by
    * step-up), instead of adding the scope the server's 401 names.
@@ -59,6 +67,8 @@ export interface InteractiveOAuthOptions {
 }
 
 const CLIENT_NAME = 'Expenses agent (mcp-auth-stack)';
+/** How long a sign-in in the browser may take (a step-up happens inside a tool call). */
+export const LOGIN_TIMEOUT_MS = 300_000;
 /** Refresh this long before the access token expires. */
 const REFRESH_MARGIN_MS = 30_000;
 
@@ -104,8 +114,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     this.#session = session;
     this.#port = port;
     this.#now = options.now ?? Date.now;
-    // Every discovery, registration and token request of a login has a deadline.
-    this.#fetch = withDeadline(options.fetchFn ?? fetch);
+    // Every request this provider makes has a deadline (the SDK's own retry after a 401 or 403
+    // discovers with the MCP transport's fetch, which the adapters do not let the agent set).
+    this.#fetch = withDeadline(options.fetchFn ?? fetch, options.requestTimeoutMs);
     if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
   }
 
@@ -201,7 +212,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   /**
    * What a discovery found (the SDK's `auth()` calls this before it uses any of it), checked:
    * the authorization server's metadata must have been read, and name the issuer it was looked
-   * up by (RFC 8414 3.3). Then what belongs to another authorization server is let go of:
+   * up by (RFC 8414 3.3); the protected resource must be this server (RFC 9728 3.3: the SDK
+   * checks that only after this call, and a stored discovery is what a later refresh asks a
+   * token for). Then what belongs to another authorization server is let go of:
    * tokens it issued are dropped (its refresh token is never sent to this one); a dynamic
    * registration made there is replaced by one here; a pre-registered client that signed in
    * there stops with an error, since its id and secret are for that server.
@@ -216,6 +229,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       throw new DiscoveryError(`no authorization server metadata at ${server}: no sign-in without it`);
     }
     checkIssuer(server, metadata);
+    thisServersResource(this.#options.mcpUrl, state.resourceMetadata?.resource || undefined);
     const clientId = this.#options.clientId;
     // `clientInformation()` carries the stamp only when the stored client is the configured one.
     const boundTo = clientId ? (this.clientInformation() as { issuer?: string }).issuer : undefined;
@@ -271,7 +285,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       const state = url.searchParams.get('state');
       if (!state) throw new Error('the authorization request carries no state');
       // Listening before the browser opens: a fast browser (or a test's) may call back at once.
-      const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? 300_000, {
+      const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS, {
         issuer: metadata.issuer,
         // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
         required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
@@ -389,25 +403,76 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       await this.invalidateCredentials('tokens');
       return;
     }
+    let resource: string;
+    try {
+      // Checked again before it is sent: a discovery cached by an older version may name another
+      // server, and no token is asked for that one. Nothing to refresh with then: the next
+      // request gets a 401 and a new login, whose discovery is checked when it is saved.
+      resource = thisServersResource(this.#options.mcpUrl, discovery.resourceMetadata?.resource || undefined);
+    } catch {
+      await this.invalidateCredentials('tokens');
+      return;
+    }
     try {
       const refreshed = await refreshAuthorization(discovery.authorizationServerUrl, {
         ...(discovery.authorizationServerMetadata ? { metadata: discovery.authorizationServerMetadata } : {}),
         clientInformation,
         refreshToken: tokens.refresh_token,
-        resource: new URL(discovery.resourceMetadata?.resource || this.#options.mcpUrl),
+        resource: new URL(resource),
         fetchFn: this.#fetch,
       });
       this.refreshes++;
       await this.saveTokens({ ...refreshed, ...(tokens.issuer ? { issuer: tokens.issuer } : {}) } as OAuthTokens);
-    } catch {
-      // Expired or revoked refresh token: the next request gets a 401 and a new login.
-      await this.invalidateCredentials('tokens');
+    } catch (error) {
+      // Expired or revoked refresh token (invalid_grant), or this client refused: the next
+      // request gets a 401 and a new login.
+      if (refreshRefused(error)) {
+        await this.invalidateCredentials('tokens');
+        return;
+      }
+      // No answer, a timeout, the server's own trouble: nothing is known against the refresh
+      // token, which is kept for the next request to try again.
+      throw new Error(
+        `could not refresh the access token at ${discovery.authorizationServerUrl} (the refresh token is kept; the next request tries again): ${(error as Error).message}`,
+        { cause: error },
+      );
     }
   }
 
   async #persist(): Promise<void> {
     await this.#store.save(this.#session);
   }
+}
+
+/**
+ * `checkedResource` for a person's sign-in, whose message leaves out `MCP_RESOURCE`: that admits
+ * another name in client_credentials mode only.
+ */
+function thisServersResource(mcpUrl: string, named: string | undefined): string {
+  try {
+    return checkedResource(mcpUrl, named);
+  } catch {
+    throw new DiscoveryError(
+      `${mcpUrl} says it is the resource ${named}, another server: no token is asked for it (RFC 9728 3.3)`,
+    );
+  }
+}
+
+/**
+ * The authorization server answered the refresh with an OAuth error that refuses the grant or the
+ * client (`invalid_grant`, `invalid_client`, `unauthorized_client`, …), not one saying it is in
+ * trouble itself (`server_error`, which the SDK also makes of a 5xx without an OAuth body,
+ * `temporarily_unavailable`, 429).
+ */
+function refreshRefused(error: unknown): boolean {
+  return (
+    error instanceof OAuthError &&
+    !(
+      error instanceof ServerError ||
+      error instanceof TemporarilyUnavailableError ||
+      error instanceof TooManyRequestsError
+    )
+  );
 }
 
 function clientRefused(): Error {
