@@ -16,8 +16,22 @@ if (process.argv.slice(2).includes('--warm-up')) {
 } else {
   const config = configOrExit();
   const logger = createLogger(config.logLevel);
+  // Until it serves, a signal ends the start at once, as it would without a handler; but in a
+  // container node is PID 1, which ignores a signal it has no handler for: `docker compose down`
+  // or a scale-in during a start (a migration waiting on another replica's lock) would wait for
+  // the kill after the grace period.
+  const stopStarting = (signal: NodeJS.Signals) => {
+    process.stderr.write(`The server was stopped (${signal}) while starting.\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGINT', stopStarting);
+  process.on('SIGTERM', stopStarting);
   startServer(config, logger, { tracing: telemetry.destination !== 'none' }).then(
-    (server) => stopOnSignals(server, config, logger),
+    (server) => {
+      process.off('SIGINT', stopStarting);
+      process.off('SIGTERM', stopStarting);
+      stopOnSignals(server, config, logger);
+    },
     (error: unknown) => {
       process.stderr.write(`The server could not start: ${(error as Error).message}\n`);
       // A setting found wrong only once used (a signing key that does not import) is still one.

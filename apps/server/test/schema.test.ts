@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { loadConfig, type ServerConfig } from '../src/config.ts';
@@ -169,4 +171,39 @@ test('a migration that fails stops the start with its reason, and the database i
     lines.filter((line) => line.includes('start-up failed')),
     [],
   );
+});
+
+test('a SIGTERM while the start waits for the migration lock ends the process at once (as PID 1 too)', async () => {
+  const url = await emptyDatabase();
+  const replica = new pg.Client({ connectionString: url });
+  await replica.connect();
+  await replica.query("SELECT pg_advisory_lock(hashtext('mcp-auth-stack:migrate'))");
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.ts', import.meta.url))], {
+    env: { ...process.env, MCP_AUTH_PROVIDER: 'key', DATABASE_URL: url, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.once('exit', (code, signal) => resolve([code, signal])),
+  );
+  try {
+    // Until its migration waits for the lock the replica holds.
+    for (let waited = 0; ; waited += 50) {
+      const { rows } = await replica.query(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+      );
+      if (rows.length > 0) break;
+      assert.ok(waited < 30_000, `the start never waited for the lock: ${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    child.kill('SIGTERM');
+    // A handler's exit, not the signal's default action: in a container, node is PID 1, where a
+    // signal without a handler does nothing and the start would wait for the lock regardless.
+    assert.deepEqual(await exited, [143, null], stderr);
+    assert.match(stderr, /stopped \(SIGTERM\) while starting/);
+  } finally {
+    child.kill('SIGKILL');
+    await replica.end();
+  }
 });
