@@ -1,4 +1,5 @@
-import { open, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
 /** The locks this process holds: its own pid in any other lock file was left by an earlier process. */
@@ -27,30 +28,75 @@ export async function livePidIn(path: string): Promise<number | undefined> {
 }
 
 /**
- * Takes the lock file now if nobody alive holds it: creates it exclusively (O_EXCL, mode 600)
- * with this process's id. A lock whose holder no longer runs (a crash, kill -9) is stale and
- * taken over, and so is one naming this very process that this process never took: a container
- * runs its server as pid 1 every time, so a killed one leaves "1", which is alive again at once.
- * Returns the release function, or undefined when a live process holds the lock.
+ * Creates `path` holding this process's id, atomically: the id is written to a file of its own
+ * first, which is then hard-linked to `path` (fails with EEXIST when `path` exists). A lock file
+ * is never seen empty, half written, or by two creators. Returns the file's inode, or undefined
+ * when `path` exists.
+ */
+async function linkPidFile(path: string): Promise<number | undefined> {
+  const draft = `${path}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  await writeFile(draft, String(process.pid), { mode: 0o600, flag: 'wx' });
+  try {
+    await link(draft, path);
+    return (await stat(draft)).ino;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw error;
+  } finally {
+    await rm(draft, { force: true });
+  }
+}
+
+/** Whether the lock at `path` is held by a live process other than an earlier one of this pid. */
+async function heldByTheLiving(path: string, key: string): Promise<boolean> {
+  const holder = await livePidIn(path);
+  return holder !== undefined && (holder !== process.pid || held.has(key));
+}
+
+/**
+ * Takes the lock file now if nobody alive holds it: creates it atomically (mode 600) with this
+ * process's id. A lock whose holder no longer runs (a crash, kill -9) is stale and taken over,
+ * and so is one naming this very process that this process never took: a container runs its
+ * server as pid 1 every time, so a killed one leaves "1", which is alive again at once.
+ * Two processes finding the same stale lock take turns through `<lock>.takeover` (itself taken
+ * atomically), so that neither removes the lock the other has just taken. Returns the release
+ * function (which removes the lock only while it is still this one), or undefined when a live
+ * process holds the lock.
  */
 export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>) | undefined> {
   const key = resolve(lockPath);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(lockPath, 'wx', 0o600);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      held.add(key);
-      return async () => {
-        held.delete(key);
-        await rm(lockPath, { force: true });
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  const takeoverPath = `${lockPath}.takeover`;
+  const taken = (inode: number) => {
+    held.add(key);
+    return async () => {
+      held.delete(key);
+      // Still ours: not taken over meanwhile by someone who found this process gone.
+      const current = await stat(lockPath).catch(() => undefined);
+      if (current?.ino === inode) await rm(lockPath, { force: true });
+    };
+  };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const inode = await linkPidFile(lockPath);
+    if (inode !== undefined) return taken(inode);
+    if (await heldByTheLiving(lockPath, key)) return undefined;
+    // Stale: taken over by one process at a time.
+    if ((await linkPidFile(takeoverPath)) === undefined) {
+      // Another process is taking it over now (or died doing so, a moment's work: then its
+      // takeover file is stale too).
+      if ((await livePidIn(takeoverPath)) !== undefined) return undefined;
+      await rm(takeoverPath, { force: true });
+      continue;
     }
-    const holder = await livePidIn(lockPath);
-    if (holder !== undefined && (holder !== process.pid || held.has(key))) return undefined;
-    await rm(lockPath, { force: true });
+    try {
+      // Looked at again: only a takeover removes a lock, and this one is the only takeover now.
+      if (await heldByTheLiving(lockPath, key)) return undefined;
+      await rm(lockPath, { force: true });
+      const ours = await linkPidFile(lockPath);
+      // Undefined: a process that found no lock at all took it meanwhile, which is its right.
+      return ours === undefined ? undefined : taken(ours);
+    } finally {
+      await rm(takeoverPath, { force: true });
+    }
   }
   return undefined;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +62,81 @@ describe('tryPidLock', () => {
       assert.ok(release, `taken over from ${JSON.stringify(content)}`);
       assert.equal(await readFile(lock, 'utf8'), String(process.pid));
       await release();
+    }
+  });
+});
+
+describe('tryPidLock, processes racing', () => {
+  const MODULE = new URL('../src/pid-lock.ts', import.meta.url).href;
+  // Each contender loads the module, says so, then on "go" tries the lock, reports, and holds
+  // what it won until told to let go: the winner is alive while the others look.
+  const CONTENDER = `
+    import { tryPidLock } from ${JSON.stringify(MODULE)};
+    process.stdin.setEncoding('utf8');
+    let release;
+    process.stdin.on('data', async (chunk) => {
+      for (const line of chunk.split('\\n').filter(Boolean)) {
+        if (line === 'go') {
+          release = await tryPidLock(process.argv[1]);
+          process.stdout.write(release ? 'won\\n' : 'lost\\n');
+        } else if (line === 'done') {
+          await release?.();
+          process.exit(0);
+        }
+      }
+    });
+    process.stdout.write('ready\\n');
+  `;
+
+  async function race(lock: string, contenders: number): Promise<{ won: number[]; holder: string }> {
+    const children = Array.from({ length: contenders }, () =>
+      spawn(process.execPath, ['--input-type=module', '-e', CONTENDER, lock], { stdio: ['pipe', 'pipe', 'inherit'] }),
+    );
+    const said = children.map((child) => {
+      let out = '';
+      child.stdout.setEncoding('utf8');
+      return (word: string) =>
+        new Promise<string>((resolve) => {
+          const look = () => {
+            const lines = out.split('\n');
+            const found = lines.find((line) => line === word || (word === 'result' && /^(won|lost)$/.test(line)));
+            if (found) {
+              out = lines.slice(lines.indexOf(found) + 1).join('\n');
+              child.stdout.off('data', onData);
+              resolve(found);
+            }
+          };
+          const onData = (chunk: string) => {
+            out += chunk;
+            look();
+          };
+          child.stdout.on('data', onData);
+          look();
+        });
+    });
+    await Promise.all(said.map((wait) => wait('ready')));
+    for (const child of children) child.stdin.write('go\n');
+    const results = await Promise.all(said.map((wait) => wait('result')));
+    const holder = await readFile(lock, 'utf8').catch(() => '(none)');
+    const exits = children.map((child) => new Promise((resolve) => child.once('exit', resolve)));
+    for (const child of children) child.stdin.write('done\n');
+    await Promise.all(exits);
+    return {
+      won: results.flatMap((result, index) => (result === 'won' ? [children[index]?.pid as number] : [])),
+      holder,
+    };
+  }
+
+  test('exactly one of several processes gets a free lock, or a stale one, every time', async () => {
+    for (let round = 0; round < 6; round++) {
+      for (const stale of [false, true]) {
+        const lock = join(dir, `race-${round}-${stale}.lock`);
+        if (stale) await writeFile(lock, String(NEVER_A_PID));
+        const { won, holder } = await race(lock, 4);
+        assert.equal(won.length, 1, `round ${round}, ${stale ? 'stale' : 'free'} lock: winners ${won.join(', ')}`);
+        assert.equal(holder, String(won[0]), 'the lock names the winner');
+        await assert.rejects(stat(lock), { code: 'ENOENT' }, 'released by its winner');
+      }
     }
   });
 });
