@@ -51,7 +51,7 @@ async def lifespan(_server):
 
 mcp = FastMCP("Expenses Tracker", auth=auth, lifespan=lifespan)
 
-COLUMNS = """id::text AS id, date::text AS date, amount::text AS amount, category, description, payment_method,
+COLUMNS = """id::text AS id, to_char(date, 'YYYY-MM-DD') AS date, amount::text AS amount, category, description, payment_method,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at"""
 
 Category = Literal["food", "transport", "entertainment", "shopping", "gadget", "other"]

@@ -103,7 +103,13 @@ async function ownDataDir(
   } catch (error) {
     await db?.close().catch(() => {});
     await releaseLock();
-    throw error;
+    // PGlite's file system errors are not Errors (`{ name: 'ErrnoError', errno }`): a message
+    // of `undefined` would reach the person.
+    if (error instanceof Error) throw error;
+    throw new Error(
+      `PGlite could not open ${join(dataDir, 'pgdata')} (${JSON.stringify(error)}): it must be a database directory PGlite made, or not exist yet.`,
+      { cause: error },
+    );
   }
 }
 

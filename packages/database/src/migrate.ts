@@ -133,18 +133,23 @@ async function apply(client: pg.PoolClient, namespace: string, migrations: Migra
   for (const migration of migrations) {
     if (done.has(migration.version)) continue;
     try {
-      // The SQL on lines of its own: a closing `--` comment cannot swallow what follows.
+      // The record first: the embedded database's connections share one PostgreSQL session,
+      // where the advisory lock stops nobody, so a process that joined it (`pnpm keys` during a
+      // first start) may apply the same migration at once. Whoever records it first applies
+      // it; the other's record then fails on the key before its SQL runs. The SQL on lines of
+      // its own: a closing `--` comment cannot swallow what follows.
       await unbounded(
         client,
         `BEGIN; SET LOCAL statement_timeout = 0;
+INSERT INTO schema_migrations (namespace, version, name) VALUES (${client.escapeLiteral(namespace)}, ${Number(migration.version)}, ${client.escapeLiteral(migration.name)});
 ${migration.sql}
 ;
-INSERT INTO schema_migrations (namespace, version, name) VALUES (${client.escapeLiteral(namespace)}, ${Number(migration.version)}, ${client.escapeLiteral(migration.name)});
 COMMIT`,
       );
     } catch (error) {
       // A failed statement aborts the transaction and PostgreSQL skips the rest of the query.
       await unbounded(client, 'ROLLBACK').catch(() => {});
+      if (recordedMeanwhile(error)) continue;
       throw new Error(
         `Migration ${namespace}#${migration.version} (${migration.name}) failed: ${(error as Error).message}`,
       );
@@ -152,6 +157,12 @@ COMMIT`,
     applied.push(migration.version);
   }
   return applied;
+}
+
+/** The migration's record already exists: another connection applied it since the versions were read. */
+function recordedMeanwhile(error: unknown): boolean {
+  const { code, constraint } = error as { code?: string; constraint?: string };
+  return code === '23505' && constraint === 'schema_migrations_pkey';
 }
 
 /** A multi-statement query answers with one result per statement; the last is the one asked for. */

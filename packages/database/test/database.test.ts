@@ -245,6 +245,51 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
+  test('the owner and a tool that joined it migrate a new namespace at once: each migration runs once', async () => {
+    // Their connections share PGlite's one session, where the advisory lock stops nobody.
+    const owner = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
+    try {
+      const tool = await openDatabase({ dataDir: dir });
+      try {
+        const shared: Migration[] = [
+          { version: 1, name: 'tags', sql: 'CREATE TABLE tags (name text PRIMARY KEY)' },
+          { version: 2, name: 'tags.color', sql: 'ALTER TABLE tags ADD COLUMN color text' },
+          { version: 3, name: 'tags.seed', sql: "INSERT INTO tags (name) VALUES ('first')" },
+        ];
+        const [byOwner, byTool] = await Promise.all([
+          migrate(owner.pool, 'tags', shared),
+          migrate(tool.pool, 'tags', shared),
+        ]);
+        assert.deepEqual([...byOwner, ...byTool].sort(), [1, 2, 3], 'each applied by one of them');
+        const { rows } = await owner.pool.query("SELECT version FROM schema_migrations WHERE namespace = 'tags'");
+        assert.deepEqual(rows.map((row) => row.version).sort(), [1, 2, 3]);
+        const seeded = await owner.pool.query('SELECT count(*)::int AS n FROM tags');
+        assert.equal(seeded.rows[0].n, 1, 'the seed ran once');
+      } finally {
+        await tool.close();
+      }
+    } finally {
+      await owner.close();
+    }
+  });
+
+  test('a data directory PGlite cannot open is named in an error that says what it needs', async () => {
+    const broken = await mkdtemp(join(tmpdir(), 'mcp-db-broken-'));
+    try {
+      await writeFile(join(broken, 'pgdata'), 'not a database');
+      // PGlite throws `{ name: 'ErrnoError', errno }`, not an Error: its message was `undefined`.
+      await assert.rejects(openDatabase({ dataDir: broken, embedded: { mustOwn: true } }), (error: Error) => {
+        assert.match(
+          error.message,
+          /^PGlite could not open .*pgdata \(\{"name":"ErrnoError","errno":\d+\}\): it must be/,
+        );
+        return true;
+      });
+    } finally {
+      await rm(broken, { recursive: true, force: true });
+    }
+  });
+
   test('a lock left by a dead process is taken over', async () => {
     await writeFile(join(dir, 'embedded.lock'), '2147483646');
     const db = await openDatabase({ dataDir: dir, embedded: { mustOwn: true, waitForLockMs: 0 } });

@@ -11,7 +11,8 @@ import {
 } from './model.ts';
 
 // Dates and timestamps leave Postgres as text so no time zone ever shifts them.
-const COLUMNS = `id, date::text AS date, amount::text AS amount, category, description, payment_method,
+// The date spelled out: `date::text` follows the session's DateStyle (`SQL, DMY` gives 01/03/2025).
+const COLUMNS = `id, to_char(date, 'YYYY-MM-DD') AS date, amount::text AS amount, category, description, payment_method,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS created_at`;
 
 export const DEFAULT_LIST_LIMIT = 50;

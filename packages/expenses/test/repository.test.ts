@@ -44,6 +44,32 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     assert.equal(0.1 + 0.2 === 0.3, false, 'binary floating point would have got this wrong');
   });
 
+  test("dates come back as YYYY-MM-DD whatever the database's DateStyle", async () => {
+    // A database an administrator set up for another locale.
+    const other = await createTestDatabase();
+    const admin = await openDatabase({ url: other.url });
+    try {
+      await admin.pool.query(`ALTER DATABASE "${new URL(other.url).pathname.slice(1)}" SET datestyle = 'SQL, DMY'`);
+      await admin.close();
+      const db = await openDatabase({ url: other.url });
+      try {
+        await migrate(db.pool, EXPENSES_NAMESPACE, expensesMigrations);
+        const local = new ExpenseRepository(db.pool);
+        const added = await local.add('dmy', expense({ date: '2025-03-01' }));
+        assert.equal(added.date, '2025-03-01');
+        const [listed] = await local.list('dmy', { limit: 1 });
+        assert.equal(listed?.date, '2025-03-01');
+        const { rows } = await db.pool.query("SELECT '2025-03-01'::date::text AS spelled");
+        assert.equal(rows[0].spelled, '01/03/2025', 'the setting applies: date::text would have said this');
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await admin.close().catch(() => {});
+      await other.drop();
+    }
+  });
+
   test('an empty summary has a zero total and no groups', async () => {
     assert.deepEqual(await repo.summary('nobody'), { total: '0.00', count: 0, by_category: [], by_month: [] });
   });
