@@ -15,7 +15,10 @@ test('an expired access token is refreshed by the client, which goes on', async 
   // Make the stored access token one that has expired: Keycloak issued it, the signature is
   // good, only time has passed. The server answers 401 and the SDK refreshes.
   const expired = await test.step('let an access token of this client expire', () => expiredAccessToken(stack, oauth));
-  oauth.saveTokens({ ...(first as NonNullable<typeof first>), access_token: expired });
+  // With the refresh token that refresh returned: the realm rotates them, and the first one is spent.
+  const current = oauth.tokens() as NonNullable<typeof first>;
+  expect(current.refresh_token, 'rotated').not.toBe(first?.refresh_token);
+  oauth.saveTokens({ ...current, access_token: expired });
   await test.step('the next call is refused, refreshed and repeated by the SDK', async () => {
     const result = await callTool(client, 'get_user_expenses');
     expect(result.isError).toBeUndefined();
