@@ -36,13 +36,20 @@ async function main(argv: string[]): Promise<number> {
     args: rest,
     allowPositionals: true,
     options: {
-      user: { type: 'string' },
-      name: { type: 'string' },
+      // Collected, to refuse a second one: parseArgs would keep the last without a word.
+      user: { type: 'string', multiple: true },
+      name: { type: 'string', multiple: true },
       scope: { type: 'string', multiple: true },
     },
   });
+  for (const option of ['user', 'name'] as const) {
+    if ((values[option]?.length ?? 0) > 1) return usage(`--${option} given more than once`);
+  }
+  // As create stores it: `list --user ' alice '` finds alice's keys.
+  const user = values.user?.[0]?.trim();
+  const name = values.name?.[0];
 
-  if (command === 'create' && !values.user) return usage('create needs --user <id>');
+  if (command === 'create' && !user) return usage('create needs --user <id>');
   if ((command === 'create' || command === 'list') && positionals.length > 0) {
     // `create --user alice laptop` would otherwise drop "laptop" without a word.
     return usage(
@@ -65,8 +72,8 @@ async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'create': {
         const { record, secret } = await store.create({
-          userId: values.user as string,
-          name: values.name,
+          userId: user as string,
+          name,
           scopes: values.scope ?? [...EXPENSE_USER_SCOPES],
         });
         process.stderr.write(
@@ -77,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'list': {
-        const keys = await store.list({ userId: values.user });
+        const keys = await store.list({ userId: user });
         if (keys.length === 0) {
           process.stdout.write('No keys.\n');
           return 0;

@@ -117,6 +117,9 @@ describe('the server process on the embedded database, with the keys CLI beside 
     assert.doesNotMatch(listed.stdout, /expenses:admin/);
     assert.doesNotMatch(listed.stdout, /never/, 'last use was recorded');
     assert.ok(!listed.stdout.includes(key.slice(5)));
+    // The user as create reads it: spaces around it do not hide alice's keys.
+    const spaced = await keysCli(['list', '--user', ' alice '], env());
+    assert.match(spaced.stdout, new RegExp(keyId));
   });
 
   test('keys create refuses unknown scopes, stray arguments and user ids or names that misread; nothing is stored', async () => {
@@ -139,6 +142,9 @@ describe('the server process on the embedded database, with the keys CLI beside 
         /unknown scope "admin"/,
       ],
       ['a name given without --name', ['laptop'], /create takes no arguments besides its options; got "laptop"/],
+      // Not the last one kept without a word: whose key would it be?
+      ['a second user', ['--user', 'bob'], /--user given more than once/],
+      ['a second name', ['--name', 'a', '--name', 'b'], /--name given more than once/],
       ['a control character in the name', ['--name', 'lap\ntop'], /name must not contain control characters/],
       ['an escape sequence in the name', ['--name', 'x\u001b[2Jy'], /name must not contain control characters/],
       [
