@@ -21,10 +21,39 @@ export function processIsAlive(pid: number): boolean {
 /**
  * The process id a pid file or lock file names, when that process still runs; undefined for
  * a missing or unreadable file, a file without a positive integer, or a process that is gone.
+ * On Linux, also undefined for a process that started after the file was last written: the
+ * pid is another process's now (after a reboot, pids are handed out again from the start),
+ * and a lock naming it would otherwise be held forever.
  */
 export async function livePidIn(path: string): Promise<number | undefined> {
   const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-  return Number.isInteger(pid) && pid > 0 && processIsAlive(pid) ? pid : undefined;
+  if (!(Number.isInteger(pid) && pid > 0 && processIsAlive(pid))) return undefined;
+  const [startedAt, written] = await Promise.all([processStartedAt(pid), stat(path).catch(() => undefined)]);
+  if (startedAt !== undefined && written !== undefined && startedAt > written.mtimeMs + START_TIME_SLACK_MS) {
+    return undefined;
+  }
+  return pid;
+}
+
+/** Boot time is whole seconds and drifts with the clock's corrections. */
+const START_TIME_SLACK_MS = 5_000;
+
+/** When a process started (ms since the epoch), from /proc; undefined where there is none. */
+async function processStartedAt(pid: number): Promise<number | undefined> {
+  try {
+    const [processStat, systemStat] = await Promise.all([
+      readFile(`/proc/${pid}/stat`, 'utf8'),
+      readFile('/proc/stat', 'utf8'),
+    ]);
+    // Field 22, starttime, in clock ticks since boot; counted after the command name, which is
+    // in parentheses and may hold spaces (the first field after it is field 3).
+    const ticks = Number(processStat.slice(processStat.lastIndexOf(')') + 2).split(' ')[19]);
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(systemStat)?.[1]);
+    // USER_HZ is 100 on every Linux Node runs on.
+    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 10 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -34,6 +34,27 @@ describe('livePidIn', () => {
     assert.equal(await livePidIn(file), undefined);
     await writeFile(file, String(NEVER_A_PID));
     assert.equal(await livePidIn(file), undefined);
+  });
+});
+
+describe('livePidIn, a pid handed out again', () => {
+  test('a process that started after the file was written is not the one it names (Linux)', async () => {
+    const file = join(dir, 'reused.pid');
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => other.once('spawn', resolve));
+      await writeFile(file, String(other.pid));
+      assert.equal(await livePidIn(file), other.pid, 'written after it started: its holder');
+      // The same file as a boot ago left it: written an hour before this process existed.
+      const anHourAgo = new Date(Date.now() - 3_600_000);
+      await utimes(file, anHourAgo, anHourAgo);
+      assert.equal(await livePidIn(file), undefined, 'the pid is another process now');
+      const release = await tryPidLock(file);
+      assert.ok(release, 'a lock naming it is stale: taken over');
+      await release();
+    } finally {
+      other.kill();
+    }
   });
 });
 
