@@ -61,19 +61,23 @@ function standInKeycloak(clients: StandInClient[]) {
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
 
-function janitorFor(clients: StandInClient[], clock: { now: number }) {
-  const keycloak = standInKeycloak(clients);
-  const janitor = keycloakClientJanitor({
+/** The janitor on the test's database, calling `fetch` for Keycloak. */
+function janitorWith(fetch: typeof globalThis.fetch, clock: { now: number } = { now: Date.now() }) {
+  return keycloakClientJanitor({
     baseUrl: 'http://keycloak.test',
     realm: 'mcp',
     pool: database.pool,
     clientId: 'mcp-client-janitor',
     clientSecret: 'secret',
     intervalSeconds: 0,
-    fetch: keycloak.fetch,
+    fetch,
     now: () => clock.now,
   });
-  return { janitor, requests: keycloak.requests };
+}
+
+function janitorFor(clients: StandInClient[], clock: { now: number }) {
+  const keycloak = standInKeycloak(clients);
+  return { janitor: janitorWith(keycloak.fetch as typeof fetch, clock), requests: keycloak.requests };
 }
 
 test('a registrant cannot keep its clients from the janitor with attributes of its own', async () => {
@@ -145,18 +149,11 @@ test('an admin answer past 4 MB fails the pass, read no further than the limit',
         controller.enqueue(new Uint8Array(64 * 1024).fill(0x20)); // JSON whitespace
       },
     });
-  const janitor = keycloakClientJanitor({
-    baseUrl: 'http://keycloak.test',
-    realm: 'mcp',
-    pool: database.pool,
-    clientId: 'mcp-client-janitor',
-    clientSecret: 'secret',
-    intervalSeconds: 0,
-    fetch: async (input) =>
-      String(input).endsWith('/protocol/openid-connect/token')
-        ? Response.json({ access_token: 'admin-token' })
-        : new Response(huge(), { headers: { 'content-type': 'application/json' } }),
-  });
+  const janitor = janitorWith(async (input) =>
+    String(input).endsWith('/protocol/openid-connect/token')
+      ? Response.json({ access_token: 'admin-token' })
+      : new Response(huge(), { headers: { 'content-type': 'application/json' } }),
+  );
   await assert.rejects(janitor.runOnce(), /GET \/clients\?first=0&max=100 is larger than 4194304 bytes/);
   assert.ok(pulled < 5 * 1024 * 1024, `read ${pulled} bytes`);
 });
