@@ -168,6 +168,17 @@ describe('input schemas', () => {
       '',
     ])
       assert.equal(calendarDate.safeParse(bad).success, false, bad);
+    // A real date out of range says so (Date.UTC reads year 99 as 1999), and a year that is no
+    // leap year has no February 29 even before 100.
+    const early = calendarDate.safeParse('0099-01-01');
+    assert.deepEqual(
+      early.error?.issues.map((issue) => issue.message),
+      ['must be between 1970-01-01 and 2100-12-31'],
+    );
+    assert.deepEqual(
+      calendarDate.safeParse('0097-02-29').error?.issues.map((issue) => issue.message),
+      ['must be a real calendar date', 'must be between 1970-01-01 and 2100-12-31'],
+    );
   });
   test('amounts', () => {
     for (const good of [0.01, 1, 19.9, 0.29, 1_000_000]) assert.ok(amount.safeParse(good).success, String(good));
