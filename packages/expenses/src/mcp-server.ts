@@ -182,7 +182,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         idempotency_key: idempotencyKey
           .optional()
           .describe(
-            'Optional: a key of your choice (a UUID) for this one expense, unique per user; reuse it only to retry the same expense',
+            'Optional: a key of your choice (a UUID) for this one expense, unique per user; reuse it only to retry the same expense (once that expense is deleted, the key adds it again)',
           ),
       },
       outputSchema: { expense },
