@@ -9,8 +9,9 @@ export interface AuthVariables {
 
 /**
  * Lets a request through only with credentials the provider accepts, and puts the principal
- * on the context (`c.get('principal')`). Every failure is a 401 with a Bearer challenge; the
- * body says what failed in general terms, never whether a particular credential exists.
+ * on the context (`c.get('principal')`). Every failure is a 401 with a Bearer challenge (a 400
+ * for a malformed Bearer header); the body says what failed in general terms, never whether a
+ * particular credential exists.
  * When the provider cannot decide (`AuthUnavailableError`) the answer is 503 with
  * `Retry-After`: a 401 would send the client through a pointless new authorization.
  */
@@ -32,17 +33,18 @@ export function requireAuth(provider: AuthProvider) {
       await next();
       return;
     }
+    // RFC 6750 3.1: no error code in the challenge for a request without a usable credential
+    // (none, or another scheme), and a malformed Bearer header is a 400.
     const challenge = bearerChallenge({
       ...provider.challengeParameters(),
-      error: outcome.error,
-      error_description: outcome.description,
+      ...(outcome.error ? { error: outcome.error, error_description: outcome.description } : {}),
     });
     return c.json(
       {
         error: outcome.error ?? 'unauthorized',
         error_description: outcome.description ?? 'This endpoint needs credentials.',
       },
-      401,
+      outcome.error === 'invalid_request' ? 400 : 401,
       { 'WWW-Authenticate': challenge, 'Cache-Control': 'no-store' },
     );
   });
@@ -50,22 +52,24 @@ export function requireAuth(provider: AuthProvider) {
 
 /**
  * Takes the credential from the request once and lets the provider verify it. No credential:
- * the provider's `withoutCredential`, else `invalid_request` when an `Authorization` header was
- * sent in another form, else the bare 401 (RFC 6750 3.1).
+ * the provider's `withoutCredential`, else `invalid_request` when the `Authorization` header
+ * says Bearer but is malformed, else the bare 401 (RFC 6750 3.1, which also covers another
+ * scheme: no error code for an unsupported authentication method), with what to send in the body.
  */
 export async function authenticateRequest(provider: AuthProvider, request: Request): Promise<AuthOutcome> {
   const fromHeader = provider.credentialHeader ? request.headers.get(provider.credentialHeader)?.trim() : undefined;
   const credential = fromHeader || bearerCredential(request);
   if (credential) return provider.verify(credential);
   if (provider.withoutCredential) return provider.withoutCredential();
-  if (request.headers.has('authorization')) {
+  const header = request.headers.get('authorization');
+  if (header !== null) {
     const name = provider.credentialName ?? 'access token';
     const placeholder = name === 'access token' ? 'token' : name;
-    return {
-      ok: false,
-      error: 'invalid_request',
-      description: `Send the ${name} as "Authorization: Bearer <${placeholder}>".`,
-    };
+    // Within RFC 6750's characters for error_description: no quotes, no backslash.
+    const description = `Send the ${name} as Authorization: Bearer <${placeholder}>.`;
+    return /^Bearer(\s|$)/i.test(header)
+      ? { ok: false, error: 'invalid_request', description }
+      : { ok: false, description };
   }
   return { ok: false };
 }

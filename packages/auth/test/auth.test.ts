@@ -151,7 +151,10 @@ describe('API keys on a real PostgreSQL server', () => {
 
     const basic = await app.request('/p', { headers: { authorization: 'Basic dXNlcjpwYXNz' } });
     assert.equal(basic.status, 401);
-    assert.match(basic.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
+    assert.equal(basic.headers.get('www-authenticate'), 'Bearer realm="expenses"', 'another scheme: no error code');
+    const malformed = await app.request('/p', { headers: { authorization: 'Bearer two words' } });
+    assert.equal(malformed.status, 400);
+    assert.match(malformed.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
 
     const wrong = await app.request('/p', { headers: { authorization: `Bearer ${secret.slice(0, -1)}x` } });
     assert.equal(wrong.status, 401);

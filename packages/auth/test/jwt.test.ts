@@ -224,14 +224,24 @@ describe('jwtBearerProvider: tokens that must fail get 401 with the challenge', 
     });
   });
 
-  test('no credentials: a bare challenge; another scheme: invalid_request', async () => {
+  test('no credentials or another scheme: a bare challenge (RFC 6750 3.1); a malformed Bearer header: 400 invalid_request', async () => {
     const app = appWith(provider());
     const bare = await app.request('/mcp', { method: 'POST' });
     assert.equal(bare.status, 401);
     assert.equal(bare.headers.get('www-authenticate'), CHALLENGE_BASE);
     const basic = await app.request('/mcp', { method: 'POST', headers: { authorization: 'Basic dXNlcjpwYXNz' } });
     assert.equal(basic.status, 401);
-    assert.match(basic.headers.get('www-authenticate') ?? '', /, error="invalid_request", /);
+    assert.equal(basic.headers.get('www-authenticate'), CHALLENGE_BASE, 'no error code for another scheme');
+    assert.match(((await basic.json()) as { error_description: string }).error_description, /Authorization: Bearer/);
+    for (const malformed of ['Bearer ', 'Bearer a b', 'bearer "quoted"']) {
+      const response = await app.request('/mcp', { method: 'POST', headers: { authorization: malformed } });
+      assert.equal(response.status, 400, malformed);
+      const challenge = response.headers.get('www-authenticate') ?? '';
+      assert.match(challenge, /, error="invalid_request", error_description="([^"]*)"/, malformed);
+      // RFC 6750 3: error_description holds %x20-21 / %x23-5B / %x5D-7E only (no quote, no backslash).
+      const description = /error_description="([^"]*)"/.exec(challenge)?.[1] ?? '';
+      assert.match(description, /^[\x20\x21\x23-\x5B\x5D-\x7E]+$/, description);
+    }
   });
 });
 
