@@ -314,11 +314,28 @@ export function loadConfig(env: Env = process.env): ServerConfig {
 /** The modes whose OAuth metadata and token audience carry the server's own URL. */
 const OAUTH_MODES: ReadonlySet<AuthMode> = new Set(['keycloak', 'oauth_proxy', 'entra_proxy']);
 
+/**
+ * The server's public URL: an origin without a path. The server answers at `/mcp` and serves its
+ * metadata and OAuth endpoints from the root, so a URL with a path would advertise a resource
+ * and endpoints it does not answer at (a reverse proxy that strips the prefix makes that no
+ * better: the metadata still names the prefixed paths).
+ */
+function originUrl(env: Env, name: string, fallback: string): string {
+  const url = httpUrl(env, name, fallback);
+  if (new URL(url).pathname !== '/') {
+    throw new ConfigError(
+      name,
+      `is ${url}, which has a path; give the URL without it (e.g. ${new URL(url).origin}): the server answers at /mcp and its OAuth endpoints at the root, so serve it on a host name or port of its own`,
+    );
+  }
+  return url;
+}
+
 /** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
 function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
-  const baseUrl = httpUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
+  const baseUrl = originUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
   if (authMode !== 'entra_proxy' || optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') === undefined) return baseUrl;
-  const entraBaseUrl = httpUrl(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
+  const entraBaseUrl = originUrl(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
   if (optional(env, 'MCP_SERVER_BASE_URL') !== undefined && entraBaseUrl !== baseUrl) {
     throw new ConfigError(
       'ENTRA_PROXY_MCP_SERVER_BASE_URL',

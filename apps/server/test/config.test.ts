@@ -225,10 +225,16 @@ describe('configuration', () => {
     assert.equal(config.allowUnauthenticatedRemote, true);
   });
 
-  test('the base URL loses its trailing slash and keeps its path', () => {
-    assert.equal(
-      loadConfig({ MCP_SERVER_BASE_URL: 'https://mcp.example.com/expenses/' }).baseUrl,
-      'https://mcp.example.com/expenses',
+  test('the base URL loses its trailing slash; a path is refused, naming the variable', () => {
+    assert.equal(loadConfig({ MCP_SERVER_BASE_URL: 'https://mcp.example.com/' }).baseUrl, 'https://mcp.example.com');
+    // The resource would be …/expenses/mcp, while the server answers at /mcp only.
+    assert.throws(
+      () => loadConfig({ MCP_SERVER_BASE_URL: 'https://mcp.example.com/expenses/' }),
+      (error: Error) =>
+        error instanceof ConfigError &&
+        /MCP_SERVER_BASE_URL is https:\/\/mcp\.example\.com\/expenses, which has a path; give the URL without it \(e\.g\. https:\/\/mcp\.example\.com\)/.test(
+          error.message,
+        ),
     );
   });
 });

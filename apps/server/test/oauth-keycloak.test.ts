@@ -244,6 +244,13 @@ describe('workaround: registration goes through this server, which repairs it', 
     assert.equal(as.token_endpoint, `${baseUrl}/token`);
     assert.equal(as.authorization_response_iss_parameter_supported, true);
     assert.equal(as.jwks_uri, `${keycloak.realmUrl}/protocol/openid-connect/certs`);
+    // Keycloak announces metadata documents (the cimd feature); their logins would skip the
+    // pass-through and come back with the realm's iss, so the presented metadata does not.
+    const realmMetadata = (await (await fetch(`${keycloak.realmUrl}/.well-known/openid-configuration`)).json()) as {
+      client_id_metadata_document_supported?: boolean;
+    };
+    assert.equal(realmMetadata.client_id_metadata_document_supported, true, 'the realm announces it');
+    assert.equal((as as Record<string, unknown>).client_id_metadata_document_supported, undefined);
   });
 
   test('a strict client, the MCP Inspector CLI, checks RFC 9207 `iss` and succeeds: the answer names this server', async () => {

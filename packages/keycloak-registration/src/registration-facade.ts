@@ -126,6 +126,17 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       delete metadata.pushed_authorization_request_endpoint;
       delete metadata.require_pushed_authorization_requests;
       delete metadata.mtls_endpoint_aliases;
+      // A client ID Metadata Document client is not the facade's: its login goes to Keycloak as
+      // it is and comes back with Keycloak's `iss`, which a client checking RFC 9207 against
+      // this issuer refuses. Without the announcement such clients register here instead.
+      delete metadata.client_id_metadata_document_supported;
+      // What a client can prove to this token endpoint, which forwards the request: not a TLS
+      // client certificate, nor an assertion made out to this endpoint (Keycloak checks its
+      // own as the audience).
+      const methods = metadata.token_endpoint_auth_methods_supported;
+      metadata.token_endpoint_auth_methods_supported = Array.isArray(methods)
+        ? methods.filter((method) => FORWARDABLE_AUTH_METHODS.includes(method as string))
+        : ['none'];
     } else {
       // Keycloak puts its own issuer in `iss` of the authorization response; announcing RFC 9207
       // support under this issuer would make clients that check it reject every login.
@@ -143,7 +154,8 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       } catch {
         return Response.json(
           { error: 'temporarily_unavailable', error_description: 'The identity provider is not reachable.' },
-          { status: 503 },
+          // Readable by a browser client too, which can then say why.
+          { status: 503, headers: { 'Retry-After': '5', 'Access-Control-Allow-Origin': '*' } },
         );
       }
     };
@@ -247,8 +259,12 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
 const CORS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Allow-Methods': 'GET, POST, OPTIONS',
-  'Access-Control-Allow-Headers': 'content-type, authorization',
+  // The MCP SDK sends its protocol version with the metadata request.
+  'Access-Control-Allow-Headers': 'content-type, authorization, mcp-protocol-version',
 };
+
+/** Client authentication that survives the pass-through's forwarding of a token request. */
+const FORWARDABLE_AUTH_METHODS: readonly string[] = ['none', 'client_secret_basic', 'client_secret_post'];
 
 /** The registration as Keycloak 26.7.3 handles it correctly (see the repairs listed above). */
 export function repairRegistration(body: Record<string, unknown>): Record<string, unknown> {

@@ -18,6 +18,14 @@ const fakeFetch: typeof fetch = async (input, init) => {
       registration_endpoint: `${upstream}/clients-registrations/openid-connect`,
       authorization_response_iss_parameter_supported: true,
       code_challenge_methods_supported: ['S256'],
+      client_id_metadata_document_supported: true,
+      token_endpoint_auth_methods_supported: [
+        'private_key_jwt',
+        'client_secret_basic',
+        'client_secret_post',
+        'tls_client_auth',
+        'client_secret_jwt',
+      ],
     });
   }
   if (url === `${upstream}/clients-registrations/openid-connect` && init?.method === 'POST') {
@@ -166,6 +174,20 @@ describe('registrationFacade with the pass-through: the redirect hosts are check
     }).mount(app);
     return app;
   };
+
+  test('presents only what the pass-through honours: no metadata-document clients, no certificate or assertion auth', async () => {
+    const response = await appWith().request('/.well-known/oauth-authorization-server');
+    const metadata = (await response.json()) as Record<string, unknown>;
+    assert.equal(metadata.authorization_response_iss_parameter_supported, true);
+    // Their logins would come back with Keycloak's iss, not this issuer's.
+    assert.equal(metadata.client_id_metadata_document_supported, undefined);
+    assert.deepEqual(metadata.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post']);
+    const preflight = await appWith().request('/.well-known/oauth-authorization-server', {
+      method: 'OPTIONS',
+      headers: { origin: 'http://localhost:6274', 'access-control-request-headers': 'mcp-protocol-version' },
+    });
+    assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /mcp-protocol-version/);
+  });
 
   test('https on a host outside the list is refused and nothing is forwarded; loopback and the listed hosts pass', async () => {
     const app = appWith();
