@@ -22,6 +22,19 @@ export interface SummaryInput {
    */
   missingKey?: 'never-made' | 'all-revoked' | undefined;
   demoUser?: string;
+  /**
+   * Where the keys CLI finds this database, as it must be told: the embedded one outside the
+   * default `.data` (`DATA_DIR`), or PostgreSQL (`DATABASE_URL`, not printed: it holds a password).
+   */
+  keysDatabase?: { dataDir: string } | 'database-url' | undefined;
+}
+
+/** The MCP URL the agent calls unless MCP_SERVER_URL says otherwise (apps/agent/src/config.ts). */
+const AGENT_DEFAULT_MCP_URL = 'http://localhost:8000/mcp';
+
+/** A word for a POSIX shell, quoted only when it needs to be. */
+function shellWord(value: string): string {
+  return /^[\w./:@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
 /** How to connect VS Code in this mode, at this URL (`.vscode/mcp.json` names port 8000 only). */
@@ -31,10 +44,15 @@ export function connectLines(config: SummaryInput): string[] {
   const server: Record<string, unknown> = { type: 'http', url: mcpUrl };
   // biome-ignore lint/suspicious/noTemplateCurlyInString: VS Code's input variable, as in .vscode/mcp.json
   if (config.authMode === 'key') server.headers = { Authorization: 'Bearer ${input:expenses-api-key}' };
+  // The file's entry already exists: its url changes (adding another "expenses" would repeat the key).
   const where =
     config.baseUrl === VSCODE_FILE_URL
       ? `.vscode/mcp.json has "${entry}": start it`
-      : `.vscode/mcp.json names port 8000; add to its "servers":\n              "${entry}": ${JSON.stringify(server)}\n            and start it`;
+      : `.vscode/mcp.json names port 8000; in its "servers", make "${entry}"\n              ${JSON.stringify(server)}\n            and start it`;
+  const keys =
+    typeof config.keysDatabase === 'object'
+      ? `DATA_DIR=${shellWord(config.keysDatabase.dataDir)} pnpm keys`
+      : 'pnpm keys';
   const lines: string[] = [];
   if (config.authMode === 'key') {
     if (config.demoKey) {
@@ -48,12 +66,11 @@ export function connectLines(config: SummaryInput): string[] {
         config.missingKey === 'never-made'
           ? 'No API key yet (a key is printed only on a terminal).'
           : 'No active API key: every key is revoked.';
-      lines.push(`  ${why} Create one: pnpm keys create --user ${config.demoUser}`, '');
+      lines.push(`  ${why} Create one: ${keys} create --user ${config.demoUser}`, '');
     }
-    lines.push(
-      '  Keys      pnpm keys create --user <id>  |  pnpm keys list  |  pnpm keys revoke <key-id>',
-      `  VS Code   ${where}; paste a key when it asks.`,
-    );
+    lines.push(`  Keys      ${keys} create --user <id>  |  ${keys} list  |  ${keys} revoke <key-id>`);
+    if (config.keysDatabase === 'database-url') lines.push('            (with the same DATABASE_URL set)');
+    lines.push(`  VS Code   ${where}; paste a key when it asks.`);
   } else if (config.authMode === 'keycloak') {
     const registers = {
       direct: 'VS Code registers itself with Keycloak',
@@ -63,7 +80,7 @@ export function connectLines(config: SummaryInput): string[] {
     lines.push(
       `  VS Code   ${where}; ${registers},`,
       '            then opens the login page (sign in as one of the demo users).',
-      '  Agent     MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)',
+      `  Agent     ${mcpUrl === AGENT_DEFAULT_MCP_URL ? '' : `MCP_SERVER_URL=${mcpUrl} `}MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)`,
     );
   } else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
     lines.push(

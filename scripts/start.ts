@@ -16,7 +16,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { ApiKeyStore } from '@mcp-auth-stack/auth';
 import { directory, integer } from '@mcp-auth-stack/config';
 import { embeddedDatabaseOwner } from '@mcp-auth-stack/database';
@@ -38,9 +38,12 @@ const WATCHDOG_SCRIPT = `parent=$1; shift
 ( while kill -0 "$parent" 2>/dev/null; do sleep 2; done; kill -TERM 0 ) </dev/null >/dev/null 2>&1 &
 exec "$@"`;
 
-const mode = process.env.MCP_AUTH_PROVIDER ?? STACK_AUTH_MODE;
+// Blank counts as unset, as the server's config reads it.
+const mode = process.env.MCP_AUTH_PROVIDER?.trim() || STACK_AUTH_MODE;
+// A realm or an upstream of the user's own: no local Keycloak, whose realm the server would not use.
 const wholeStack =
-  mode === 'keycloak' || (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
+  (mode === 'keycloak' && !process.env.KEYCLOAK_REALM_URL?.trim()) ||
+  (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
 
 let config: ReturnType<typeof loadConfig>;
 let keycloakPort: number;
@@ -54,6 +57,10 @@ try {
   env = {
     ...process.env,
     MCP_AUTH_PROVIDER: mode,
+    // PORT=0 (a free port): chosen here, so that this script, the realm and the summary know it.
+    ...(process.env.PORT?.trim() === '0'
+      ? { PORT: String(await freePortOn(process.env.HOST?.trim() || '127.0.0.1')) }
+      : {}),
     ...(wholeStack && !process.env.KEYCLOAK_REALM_URL
       ? { KEYCLOAK_REALM_URL: `http://localhost:${keycloakPort}/realms/mcp` }
       : {}),
@@ -215,7 +222,14 @@ process.on('exit', () => {
   }
 });
 
-const localUrl = `http://127.0.0.1:${config.port}`;
+// Where the server listens, reached from here: any address on a wildcard listener, an IPv6
+// literal in brackets.
+const probeHost = ['0.0.0.0', '::'].includes(config.host)
+  ? '127.0.0.1'
+  : config.host.includes(':')
+    ? `[${config.host}]`
+    : config.host;
+const localUrl = `http://${probeHost}:${config.port}`;
 let healthy = false;
 for (let attempt = 0; attempt < 600 && !healthy && !stopping; attempt++) {
   healthy = await fetch(`${localUrl}/health`).then(
@@ -248,7 +262,17 @@ if (keycloak) {
 }
 lines.push(
   '',
-  ...connectLines({ ...config, demoKey, missingKey, demoUser: DEMO_USER }),
+  ...connectLines({
+    ...config,
+    demoKey,
+    missingKey,
+    demoUser: DEMO_USER,
+    keysDatabase: config.databaseUrl
+      ? 'database-url'
+      : config.dataDir === resolvePath('.data')
+        ? undefined
+        : { dataDir: config.dataDir },
+  }),
   '  Ctrl-C stops everything.',
   '',
 );
@@ -272,5 +296,17 @@ async function portInUse(host: string, port: number): Promise<string | undefined
     const probe = createServer();
     probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
     probe.listen(port, host, () => probe.close(() => resolve(undefined)));
+  });
+}
+
+/** A port free on `host` now (the OS picks it), for PORT=0. */
+function freePortOn(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, host, () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
   });
 }

@@ -17,9 +17,25 @@ test('.vscode/mcp.json is what VS Code is pointed at only when it names the URL 
 
   const moved = connectLines({ ...keycloak, baseUrl: 'http://localhost:8117' }).join('\n');
   assert.doesNotMatch(moved, /mcp\.json has/);
-  assert.match(moved, /"expenses": \{"type":"http","url":"http:\/\/localhost:8117\/mcp"\}/);
+  // The file's own entry changes: another "expenses" beside it would repeat the key.
+  assert.match(moved, /make "expenses"\n +\{"type":"http","url":"http:\/\/localhost:8117\/mcp"\}/);
+  assert.ok(Object.keys(file.servers).includes('expenses') && Object.keys(file.servers).includes('expenses (API key)'));
   const key = connectLines({ ...keycloak, authMode: 'key', baseUrl: 'http://localhost:8117' }).join('\n');
-  assert.match(key, /"expenses \(API key\)": \{"type":"http","url":"http:\/\/localhost:8117\/mcp","headers":/);
+  assert.match(key, /make "expenses \(API key\)"\n +\{"type":"http","url":"http:\/\/localhost:8117\/mcp","headers":/);
+  // The agent calls localhost:8000 unless told: on another port the line says where.
+  assert.match(moved, /Agent +MCP_SERVER_URL=http:\/\/localhost:8117\/mcp MCP_AUTH=oauth pnpm agent/);
+  assert.match(connectLines({ ...keycloak, baseUrl: VSCODE_FILE_URL }).join('\n'), /Agent +MCP_AUTH=oauth pnpm agent/);
+});
+
+test('the key commands reach the database being served: DATA_DIR outside .data, a note for DATABASE_URL', () => {
+  const base = { authMode: 'key', baseUrl: VSCODE_FILE_URL, missingKey: 'never-made', demoUser: 'demo-user' } as const;
+  assert.match(connectLines(base).join('\n'), /Create one: pnpm keys create --user demo-user/);
+  const elsewhere = connectLines({ ...base, keysDatabase: { dataDir: "/tmp/it's here" } }).join('\n');
+  assert.match(elsewhere, /Create one: DATA_DIR='\/tmp\/it'\\''s here' pnpm keys create --user demo-user/);
+  assert.match(elsewhere, /Keys +DATA_DIR='\/tmp\/it'\\''s here' pnpm keys create --user <id>/);
+  const postgres = connectLines({ ...base, keysDatabase: 'database-url' }).join('\n');
+  assert.match(postgres, /\(with the same DATABASE_URL set\)/);
+  assert.doesNotMatch(postgres, /postgres:\/\//, 'the URL, with its password, is not printed');
 });
 
 test('how VS Code gets a client id follows KEYCLOAK_REGISTRATION', () => {

@@ -185,12 +185,20 @@ describe('pnpm start', () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-key-'));
     const dataDir = join(dir, 'data');
     const env = { PORT: String(await freePort()), DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' };
-    const first = await start(env);
+    // PORT=0, as the README allows: pnpm start picks the port and says which.
+    const first = await start({ ...env, PORT: '0' });
     try {
       assert.doesNotMatch(first.output(), /Keycloak/);
       // stdout is a pipe here: whatever reads it (a log collector) must not get a secret.
       assert.doesNotMatch(first.output(), /mcpk_|Demo key/);
-      assert.match(first.output(), /No API key yet .*Create one: pnpm keys create --user demo-user/);
+      const port = /Expenses MCP server +http:\/\/localhost:(\d+)\/mcp/.exec(first.output())?.[1];
+      assert.ok(port && port !== '0', first.output());
+      // The commands printed are the ones that reach this DATA_DIR, not the default .data.
+      const created = /No API key yet .*Create one: (DATA_DIR=\S+ pnpm keys create --user demo-user)/.exec(
+        first.output(),
+      );
+      assert.ok(created, first.output());
+      assert.equal(created[1], `DATA_DIR=${dataDir} pnpm keys create --user demo-user`);
       // A second pnpm start on the same DATA_DIR and another PORT stops at once, naming the first.
       const second = await startUntilExit({ ...env, PORT: String(await freePort()) });
       assert.equal(second.code, 1, second.output);
@@ -201,6 +209,33 @@ describe('pnpm start', () => {
     }
     assert.deepEqual(await keys(dataDir, 'list'), { code: 0, output: 'No keys.\n' }, 'no key nobody saw');
     await rm(dir, { recursive: true, force: true });
+  });
+
+  test('keycloak mode with a realm of your own (KEYCLOAK_REALM_URL): no local Keycloak, the summary names none', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-own-realm-'));
+    // A realm nobody answers for: the server starts (its keys are fetched later), Keycloak does not.
+    const env = {
+      DATA_DIR: join(dir, 'data'),
+      KEYCLOAK_DATA_DIR: join(dir, 'keycloak'),
+      KEYCLOAK_REALM_URL: 'http://127.0.0.1:9/realms/own',
+    };
+    try {
+      for (const [mode, why] of [
+        ['keycloak', 'named'],
+        // Blank is unset, as the server reads it: the stack's mode, keycloak (not the server's key).
+        ['  ', 'blank'],
+      ] as const) {
+        const own = await start({ ...env, PORT: String(await freePort()), MCP_AUTH_PROVIDER: mode });
+        try {
+          assert.match(own.output(), /\(auth: keycloak\)/, why);
+          assert.doesNotMatch(own.output(), /Keycloak realm|Keycloak is ready/, why);
+        } finally {
+          assert.equal(await interrupt(own.child), 0);
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('MCP_AUTH_PROVIDER=key on a terminal: the first run shows a demo key once; no later run makes another, even with every key revoked', async () => {

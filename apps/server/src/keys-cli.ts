@@ -65,7 +65,9 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'revoke' && positionals.length !== 1) return usage('revoke needs exactly one key id');
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
 
-  const config = loadConfig();
+  // Only the database settings matter to keys: a shell that exported the server's mode
+  // (MCP_AUTH_PROVIDER=keycloak) without that mode's own variables must still reach it.
+  const config = loadConfig({ ...process.env, MCP_AUTH_PROVIDER: 'key' });
   const database = await openAppDatabase(config, 'tool');
   const store = new ApiKeyStore(database.pool);
   try {

@@ -120,6 +120,10 @@ describe('the server process on the embedded database, with the keys CLI beside 
     // The user as create reads it: spaces around it do not hide alice's keys.
     const spaced = await keysCli(['list', '--user', ' alice '], env());
     assert.match(spaced.stdout, new RegExp(keyId));
+    // A shell that exported the server's mode without that mode's variables: keys needs neither.
+    const inKeycloakShell = await keysCli(['list', '--user', 'alice'], { ...env(), MCP_AUTH_PROVIDER: 'keycloak' });
+    assert.equal(inKeycloakShell.code, 0, inKeycloakShell.stderr);
+    assert.match(inKeycloakShell.stdout, new RegExp(keyId));
   });
 
   test('keys create refuses unknown scopes, stray arguments and user ids or names that misread; nothing is stored', async () => {
