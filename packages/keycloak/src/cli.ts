@@ -44,11 +44,16 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const httpPort = port(values.port ?? process.env.KEYCLOAK_PORT, 8080, '--port');
+  // The error names what was set: the flag, or the variable.
+  const httpPort = port(
+    values.port ?? process.env.KEYCLOAK_PORT,
+    8080,
+    values.port === undefined ? 'KEYCLOAK_PORT' : '--port',
+  );
   const managementPort = port(
     values['management-port'] ?? process.env.KEYCLOAK_MANAGEMENT_PORT,
     9000,
-    '--management-port',
+    values['management-port'] === undefined ? 'KEYCLOAK_MANAGEMENT_PORT' : '--management-port',
   );
   // Relative to the working directory, as every path variable (the repository root under pnpm).
   const instanceDir = directory(

@@ -187,7 +187,8 @@ async function fetchFromUrl(
   report: (message: string) => void,
 ): Promise<Fetched> {
   const url = env.KEYCLOAK_DIST_URL || defaultDistUrl(version);
-  report(`downloading ${url} (set KEYCLOAK_DIST_URL to use a mirror)`);
+  const shown = withoutSecrets(url);
+  report(`downloading ${shown} (set KEYCLOAK_DIST_URL to use a mirror)`);
   // A checksum given by hand that is not one is a mistake to say, not a check to skip.
   if (env.KEYCLOAK_DIST_SHA1 && !parseSha1(env.KEYCLOAK_DIST_SHA1)) {
     throw new Error(`KEYCLOAK_DIST_SHA1 must be the zip's SHA-1 as 40 hex digits, got "${env.KEYCLOAK_DIST_SHA1}".`);
@@ -198,18 +199,36 @@ async function fetchFromUrl(
     response = await fetch(url);
   } catch (error) {
     throw new Error(
-      `Could not download Keycloak from ${url}: ${(error as Error).message}. Install Maven (it fetches org.keycloak:keycloak-quarkus-dist from Maven Central) or set KEYCLOAK_DIST_URL.`,
+      `Could not download Keycloak from ${shown}: ${(error as Error).message}. Install Maven (it fetches org.keycloak:keycloak-quarkus-dist from Maven Central) or set KEYCLOAK_DIST_URL.`,
     );
   }
-  if (!response.ok || !response.body) throw new Error(`Downloading ${url} failed: HTTP ${response.status}`);
+  if (!response.ok || !response.body) throw new Error(`Downloading ${shown} failed: HTTP ${response.status}`);
   await pipeline(
     Readable.fromWeb(response.body as import('node:stream/web').ReadableStream),
     createWriteStream(`${zip}.part`),
   );
   await rename(`${zip}.part`, zip);
-  const sha1Origin = env.KEYCLOAK_DIST_SHA1 ? 'KEYCLOAK_DIST_SHA1' : `${url}.sha1`;
+  const sha1Origin = env.KEYCLOAK_DIST_SHA1 ? 'KEYCLOAK_DIST_SHA1' : `${shown}.sha1`;
   const expectedSha1 = env.KEYCLOAK_DIST_SHA1 ? parseSha1(env.KEYCLOAK_DIST_SHA1) : await fetchSha1(`${url}.sha1`);
-  return { zip, source: 'url', origin: url, expectedSha1, sha1Origin };
+  return { zip, source: 'url', origin: shown, expectedSha1, sha1Origin };
+}
+
+/**
+ * A mirror's URL as it is printed and recorded: a query parameter that looks like a credential
+ * (an access token some artifact stores take in the URL) shown as `***`.
+ */
+export function withoutSecrets(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  if (parsed.password) parsed.password = '***';
+  for (const name of [...parsed.searchParams.keys()]) {
+    if (/token|key|secret|pass|sig|auth|credential/i.test(name)) parsed.searchParams.set(name, '***');
+  }
+  return parsed.href;
 }
 
 async function fetchSha1(url: string): Promise<string | undefined> {

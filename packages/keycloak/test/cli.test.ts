@@ -20,8 +20,11 @@ let first: ChildProcess;
 let firstOutput = '';
 let firstExit: Promise<number | null>;
 
-function run(args: string[]) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let output = '';
   child.stdout?.on('data', (chunk) => (output += chunk));
   child.stderr?.on('data', (chunk) => (output += chunk));
@@ -55,6 +58,15 @@ before(
 after(async () => {
   if (first.exitCode === null) first.kill('SIGKILL');
   await rm(dataDir, { recursive: true, force: true });
+});
+
+test('a port that is not one is named as it was given: the variable, or the flag', async () => {
+  const fromEnv = run(['--data-dir', dataDir], { KEYCLOAK_PORT: 'abc' });
+  assert.equal(await fromEnv.exit, 1);
+  assert.match(fromEnv.output(), /KEYCLOAK_PORT must be a port number, got abc/);
+  const fromFlag = run(['--port', 'abc', '--data-dir', dataDir]);
+  assert.equal(await fromFlag.exit, 1);
+  assert.match(fromFlag.output(), /--port must be a port number, got abc/);
 });
 
 test('the summary names the realm, the admin console and the demo users', () => {

@@ -92,6 +92,25 @@ describe('ensureDistribution from a URL', () => {
     assert.equal(requests.length, before, 'nothing downloaded the second time');
   });
 
+  test("a mirror's access token in KEYCLOAK_DIST_URL is not printed, in the progress or the error", async () => {
+    const progress: string[] = [];
+    const error = await ensureDistribution({
+      version: VERSION,
+      cacheDir: join(work, 'cache-token'),
+      env: envFor('/missing.zip?access_token=SECRET-TOKEN&v=1'),
+      javaHome,
+      onProgress: (message) => progress.push(message),
+    }).catch((caught: Error) => caught);
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /missing\.zip\?access_token=\*\*\*&v=1 failed: HTTP 404/);
+    assert.ok(
+      progress.some((line) => line.includes('access_token=***')),
+      progress.join('\n'),
+    );
+    assert.doesNotMatch([error.message, ...progress].join('\n'), /SECRET-TOKEN/);
+    assert.ok(requests.includes('/missing.zip?access_token=SECRET-TOKEN&v=1'), 'the request itself carried it');
+  });
+
   test('a SHA-1 that does not match: refused, the download deleted, nothing unpacked', async () => {
     const cacheDir = join(work, 'cache-bad');
     await assert.rejects(
