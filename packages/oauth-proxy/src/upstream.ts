@@ -204,7 +204,8 @@ export function isEntraMultiTenant(value: string): boolean {
  * proxy exists. Endpoints are fixed by the tenant, so no discovery request is needed.
  */
 export function entraUpstream(options: EntraUpstreamOptions): Upstream {
-  const tenant = options.tenantId.trim();
+  // Entra writes the tenant GUID in lower case in `iss`, which is compared exactly.
+  const tenant = options.tenantId.trim().toLowerCase();
   if (!isEntraTenant(tenant)) {
     throw new Error(
       `Not an Entra tenant id: ${JSON.stringify(options.tenantId)}. Give the directory (tenant) id, a GUID, or common, organizations or consumers.`,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { entraUpstream, oidcUpstream } from '../src/index.ts';
 
-const TENANT = '11111111-2222-3333-4444-555555555555';
+const TENANT = '11111111-2222-3333-4444-55555555abcd';
 const CLIENT = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
 
 describe('entraUpstream (no network)', () => {
@@ -13,6 +13,11 @@ describe('entraUpstream (no network)', () => {
     assert.equal(endpoints.authorizationEndpoint, `https://login.microsoftonline.com/${TENANT}/oauth2/v2.0/authorize`);
     assert.equal(endpoints.tokenEndpoint, `https://login.microsoftonline.com/${TENANT}/oauth2/v2.0/token`);
     assert.equal(endpoints.issuer, `https://login.microsoftonline.com/${TENANT}/v2.0`);
+  });
+
+  test('a tenant id given in upper case expects the issuer Entra writes, in lower case', async () => {
+    const shouted = entraUpstream({ tenantId: TENANT.toUpperCase(), clientId: CLIENT, clientSecret: 's' });
+    assert.equal((await shouted.endpoints()).issuer, `https://login.microsoftonline.com/${TENANT}/v2.0`);
   });
 
   test('scopes: the app API scope in api://<client-id>/ form plus openid profile offline_access', () => {

@@ -36,6 +36,8 @@ export class FakeUpstream {
   accessTokenTtl: number | undefined = 300;
   /** Token answers that succeed carry a megabyte of padding, sent chunked (an upstream gone wrong). */
   oversizedAnswers = false;
+  /** What the next refresh gets instead of tokens (a 429, Entra's 401 invalid_client); then cleared. */
+  nextRefreshRefusal: { status: number; error: string } | undefined;
   /** Every token it handed out, to check none is stored in plaintext. */
   issued: string[] = [];
   authorizeRequests: URLSearchParams[] = [];
@@ -139,6 +141,11 @@ export class FakeUpstream {
         return tokenAnswer(await this.#tokens(entry.user, entry.scope, entry.nonce));
       }
       if (form.get('grant_type') === 'refresh_token') {
+        const refusal = this.nextRefreshRefusal;
+        if (refusal) {
+          this.nextRefreshRefusal = undefined;
+          return json(refusal.status, { error: refusal.error });
+        }
         const entry = this.#refresh.get(form.get('refresh_token') ?? '');
         if (!entry) return json(400, { error: 'invalid_grant' });
         this.#refresh.delete(form.get('refresh_token') ?? '');

@@ -350,6 +350,40 @@ describe('an upstream refresh whose answer cannot be decided on', () => {
   });
 });
 
+describe('an upstream refresh refused for a reason that is not the sign-in', () => {
+  test("429 or the proxy's own credential refused: 503, the grant kept; invalid_grant ends it", async () => {
+    const plain = instance(db, idp, keys);
+    idp.accessTokenTtl = 1; // every refresh of ours goes upstream
+    try {
+      const { client, tokens } = await registerAndLogin(plain, 'mcp:access');
+      let refreshToken = tokens.body.refresh_token as string;
+      for (const refusal of [
+        { status: 429, error: 'temporarily_unavailable' },
+        // What Entra answers once the app's client secret has expired.
+        { status: 401, error: 'invalid_client' },
+      ]) {
+        idp.nextRefreshRefusal = refusal;
+        const refused = await refreshRequest(plain.app, refreshToken, client.client_id);
+        assert.deepEqual(
+          [refused.status, refused.body.error],
+          [503, 'temporarily_unavailable'],
+          JSON.stringify(refusal),
+        );
+      }
+      // Fixed upstream: the same refresh token goes on.
+      const again = await refreshRequest(plain.app, refreshToken, client.client_id);
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      refreshToken = again.body.refresh_token as string;
+      idp.nextRefreshRefusal = { status: 400, error: 'invalid_grant' };
+      const ended = await refreshRequest(plain.app, refreshToken, client.client_id);
+      assert.deepEqual([ended.status, ended.body.error], [400, 'invalid_grant']);
+    } finally {
+      idp.accessTokenTtl = 300;
+      idp.nextRefreshRefusal = undefined;
+    }
+  });
+});
+
 describe('an upstream token answer without expires_in', () => {
   test('counts as lasting an hour; a grant without an upstream lifetime asks the upstream again at its next refresh', async () => {
     let admin = true;

@@ -160,7 +160,12 @@ async function renewUpstream(
     return new OAuthError('temporarily_unavailable', 'The identity provider is not reachable.', 503);
   }
   if (!renewed.ok) {
-    if (renewed.status >= 500) {
+    // Only `invalid_grant` says the sign-in is over (revoked, expired, the user disabled, or
+    // Entra's interaction_required). Throttling (429), the proxy's own credential refused
+    // (`invalid_client`: an expired client secret) or the provider's trouble are the operator's
+    // to fix: revoking would make every user sign in again once it is fixed.
+    if (renewed.error !== 'invalid_grant') {
+      ctx.emit('upstream_refresh_failed', { grant_id: row.grant_id, status: renewed.status, error: renewed.error });
       return new OAuthError('temporarily_unavailable', 'The identity provider is not available.', 503);
     }
     await ctx.store.revokeGrant(db, row.grant_id, `upstream refresh refused: ${renewed.error}`);
