@@ -323,27 +323,35 @@ describe('permittedScopes on upstream refresh', () => {
 });
 
 describe('an upstream refresh whose answer cannot be decided on', () => {
-  test('503 and nothing issued, but the rotated upstream refresh token is kept: the next refresh works', async () => {
+  test('503 and nothing issued; the rotated upstream refresh token is kept, and the retry decides again', async () => {
     let failing = false;
+    let admin = true;
     const deciding = instance(db, idp, keys, {
       permittedScopes: ({ requested }) => {
         // What a malformed ID token or a failing hook does to the decision.
         if (failing) throw new Error('the decision failed');
-        return requested;
+        return requested.filter((scope) => scope !== 'expenses:write' || admin);
       },
     });
-    idp.accessTokenTtl = 1; // every refresh of ours goes upstream
+    idp.accessTokenTtl = 1; // the login's upstream tokens are due at the first refresh
     try {
-      const { client, tokens } = await registerAndLogin(deciding, 'mcp:access');
+      const { client, tokens } = await registerAndLogin(deciding, 'mcp:access expenses:write');
       const refreshToken = tokens.body.refresh_token as string;
+      // The refresh's upstream tokens last: only a grant marked for it goes upstream again.
+      idp.accessTokenTtl = 300;
       failing = true;
       const refused = await refreshRequest(deciding.app, refreshToken, client.client_id);
       assert.deepEqual([refused.status, refused.body.error], [503, 'temporarily_unavailable']);
       assert.equal(refused.body.access_token, undefined);
       failing = false;
+      admin = false; // taken away meanwhile
+      const upstreamRefreshes = () => idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token');
+      const before = upstreamRefreshes().length;
       // The upstream rotated its refresh token and refuses the old one: only the stored new one works.
       const retried = await refreshRequest(deciding.app, refreshToken, client.client_id);
       assert.equal(retried.status, 200, JSON.stringify(retried.body));
+      assert.equal(upstreamRefreshes().length, before + 1, 'the retry went upstream again');
+      assert.equal(retried.body.scope, 'mcp:access', 'and decided: not every scope of the grant');
     } finally {
       idp.accessTokenTtl = 300;
     }

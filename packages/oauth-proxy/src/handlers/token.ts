@@ -174,12 +174,8 @@ async function renewUpstream(
   const next = toStored(renewed.tokens, stored);
   // Stored first: the upstream may have rotated its refresh token, which must not be lost
   // whatever is decided below.
-  await ctx.store.updateUpstreamTokens(
-    db,
-    row.grant_id,
-    encrypt(ctx.keys.upstreamTokens, JSON.stringify(next), row.grant_id),
-    next.expires_at ?? null,
-  );
+  const sealed = encrypt(ctx.keys.upstreamTokens, JSON.stringify(next), row.grant_id);
+  await ctx.store.updateUpstreamTokens(db, row.grant_id, sealed, next.expires_at ?? null);
   ctx.emit('upstream_refreshed', { grant_id: row.grant_id });
   if (!ctx.permittedScopes) return undefined;
   // Decided again on every upstream refresh: a user who lost a role upstream (an
@@ -198,7 +194,10 @@ async function renewUpstream(
   } catch {
     // An ID token that cannot be read, or a hook that failed: nothing is decided or issued, but
     // the tokens stored above are kept (an error thrown here would roll them back, and with an
-    // upstream that rotates refresh tokens the grant would be dead). The client may retry.
+    // upstream that rotates refresh tokens the grant would be dead). Kept without a lifetime,
+    // so that the retry goes upstream and decides again: with fresh tokens it would skip the
+    // decision and issue every scope of the grant.
+    await ctx.store.updateUpstreamTokens(db, row.grant_id, sealed, null);
     return new OAuthError('temporarily_unavailable', "The identity provider's answer could not be read.", 503);
   }
   const kept = row.scopes.filter((scope) => permitted.has(scope));
