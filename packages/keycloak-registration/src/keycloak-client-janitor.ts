@@ -222,12 +222,14 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
         options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
       }
     }
-    // Records of clients gone by other hands (an administrator); not those first seen during
-    // this pass, by another replica, after this listing.
-    await pool.query('DELETE FROM keycloak_janitor_clients WHERE NOT (id = ANY($1::text[])) AND first_seen < $2', [
-      candidates.map((client) => client.id),
-      new Date(started),
-    ]);
+    // Records of clients gone by other hands (an administrator), once they would be due anyway:
+    // a listing shifted by a deletion elsewhere meanwhile (another replica's janitor, the
+    // client's owner) can miss a client that still exists, whose last use must not be lost.
+    await pool.query(
+      `DELETE FROM keycloak_janitor_clients
+        WHERE NOT (id = ANY($1::text[])) AND COALESCE(last_used, first_seen) < $2`,
+      [candidates.map((client) => client.id), new Date(started - idleAfterMs)],
+    );
     if (removed.length > 0) {
       options.onEvent?.('clients_removed', { count: removed.length, inspected: candidates.length });
       try {

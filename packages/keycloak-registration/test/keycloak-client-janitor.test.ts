@@ -109,6 +109,30 @@ test('a registrant cannot keep its clients from the janitor with attributes of i
   );
 });
 
+test('a client a pass did not see (a listing shifted by a deletion elsewhere) keeps its record; one gone for good loses it once due', async () => {
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const used: StandInClient = { id: 'm', clientId: 'missed', consentRequired: true, sessions: 1 };
+  const clients = [used];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const { janitor } = janitorFor(clients, clock);
+  await janitor.runOnce(); // in use: its last use recorded
+  clients.splice(0, 1); // not in this pass's listing
+  clock.now += DAY;
+  await janitor.runOnce();
+  clients.push(used);
+  used.sessions = 0;
+  clock.now += 16 * MINUTE;
+  await janitor.runOnce();
+  clock.now += 16 * MINUTE;
+  assert.deepEqual((await janitor.runOnce()).removed, [], 'used a day ago: kept, not taken for a new client');
+  // Gone for good: its record goes once it would have been due.
+  clients.splice(0, 1);
+  clock.now += 8 * DAY;
+  await janitor.runOnce();
+  const { rows } = await database.pool.query('SELECT id FROM keycloak_janitor_clients');
+  assert.deepEqual(rows, []);
+});
+
 test('a client once in use is removed after a week without a session, and not before', async () => {
   await database.pool.query('TRUNCATE keycloak_janitor_clients');
   const used: StandInClient = { id: 'u', clientId: 'used', consentRequired: true, sessions: 1 };
