@@ -1,9 +1,9 @@
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
-import { tryPidLock } from '@mcp-auth-stack/pid-lock';
+import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
 import { LOCK_NAME } from './embedded-lock.ts';
 
 /**
@@ -67,7 +67,7 @@ export async function startEmbeddedServer(
       return { socketDir: dataDir, owner: false, stop: async () => {} };
     }
     if (Date.now() >= deadline) {
-      const holder = (await readFile(lockPath, 'utf8').catch(() => '?')).trim();
+      const holder = (await livePidIn(lockPath)) ?? '?';
       throw new Error(
         `The embedded database in ${dataDir} is in use by process ${holder}. Stop it, or give this process its own DATA_DIR, or use DATABASE_URL.`,
       );

@@ -21,59 +21,82 @@ export function processIsAlive(pid: number): boolean {
 /**
  * The process id a pid file or lock file names, when that process still runs; undefined for
  * a missing or unreadable file, a file without a positive integer, or a process that is gone.
- * On Linux, also undefined for a process that started after the file was last written: the
- * pid is another process's now (after a reboot, pids are handed out again from the start),
- * and a lock naming it would otherwise be held forever.
+ * A lock file also names when its process started (`<pid> <start>`, in clock ticks since boot,
+ * from /proc on Linux): a process with that pid that started at another time is another
+ * process (a pid handed out again, after a reboot or in a new container), so the lock is stale.
+ * Ticks since boot, not a wall-clock time, so that no clock step makes a live holder look new.
  */
 export async function livePidIn(path: string): Promise<number | undefined> {
-  const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-  if (!(Number.isInteger(pid) && pid > 0 && processIsAlive(pid))) return undefined;
-  const [startedAt, written] = await Promise.all([processStartedAt(pid), stat(path).catch(() => undefined)]);
-  if (startedAt !== undefined && written !== undefined && startedAt > written.mtimeMs + START_TIME_SLACK_MS) {
-    return undefined;
+  const content = await readFile(path, 'utf8').catch(() => '');
+  const match = /^\s*(\d+)(?:\s+(\d+))?/.exec(content);
+  const pid = Number(match?.[1]);
+  if (!(Number.isSafeInteger(pid) && pid > 0 && processIsAlive(pid))) return undefined;
+  const recordedStart = match?.[2];
+  if (recordedStart !== undefined) {
+    const start = await processStartTicks(pid);
+    if (start !== undefined && start !== recordedStart) return undefined;
   }
   return pid;
 }
 
-/** Boot time is whole seconds and drifts with the clock's corrections. */
-const START_TIME_SLACK_MS = 5_000;
-
-/** When a process started (ms since the epoch), from /proc; undefined where there is none. */
-async function processStartedAt(pid: number): Promise<number | undefined> {
+/**
+ * When a process started, in clock ticks since boot (field 22 of /proc/<pid>/stat), as text;
+ * undefined where there is no /proc. Counted after the command name, which is in parentheses
+ * and may hold spaces (the first field after it is field 3).
+ */
+export async function processStartTicks(pid: number): Promise<string | undefined> {
   try {
-    const [processStat, systemStat] = await Promise.all([
-      readFile(`/proc/${pid}/stat`, 'utf8'),
-      readFile('/proc/stat', 'utf8'),
-    ]);
-    // Field 22, starttime, in clock ticks since boot; counted after the command name, which is
-    // in parentheses and may hold spaces (the first field after it is field 3).
-    const ticks = Number(processStat.slice(processStat.lastIndexOf(')') + 2).split(' ')[19]);
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(systemStat)?.[1]);
-    // USER_HZ is 100 on every Linux Node runs on.
-    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 10 : undefined;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const ticks = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return ticks && /^\d+$/.test(ticks) ? ticks : undefined;
   } catch {
     return undefined;
   }
 }
 
+/** What a lock file of this process holds: its pid, and when it started where that is known. */
+async function ownLockContent(): Promise<string> {
+  const start = await processStartTicks(process.pid);
+  return start === undefined ? String(process.pid) : `${process.pid} ${start}`;
+}
+
 /**
  * Creates `path` holding this process's id, atomically: the id is written to a file of its own
  * first, which is then hard-linked to `path` (fails with EEXIST when `path` exists). A lock file
- * is never seen empty, half written, or by two creators. Returns the file's inode, or undefined
- * when `path` exists.
+ * is never seen empty, half written, or by two creators. On a file system without hard links
+ * (FAT, some shared folders) it is created exclusively and written at once instead. Returns the
+ * file's inode, or undefined when `path` exists.
  */
 async function linkPidFile(path: string): Promise<number | undefined> {
+  const content = await ownLockContent();
   const draft = `${path}.${process.pid}.${randomBytes(6).toString('hex')}`;
-  await writeFile(draft, String(process.pid), { mode: 0o600, flag: 'wx' });
+  await writeFile(draft, content, { mode: 0o600, flag: 'wx' });
   try {
     await link(draft, path);
     return (await stat(draft)).ino;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
-    throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return undefined;
+    if (!NO_HARD_LINKS.has(code ?? '')) throw error;
   } finally {
     await rm(draft, { force: true });
   }
+  try {
+    await writeFile(path, content, { mode: 0o600, flag: 'wx' });
+    return (await stat(path)).ino;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+    throw error;
+  }
+}
+
+/** What link() answers where a file system has no hard links. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/** Removes `path` if it is still the file with this inode (not one another process put there since). */
+async function removeIfStill(path: string, inode: number): Promise<void> {
+  const current = await stat(path).catch(() => undefined);
+  if (current?.ino === inode) await rm(path, { force: true });
 }
 
 /** Whether the lock at `path` is held by a live process other than an earlier one of this pid. */
@@ -100,8 +123,7 @@ export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>
     return async () => {
       held.delete(key);
       // Still ours: not taken over meanwhile by someone who found this process gone.
-      const current = await stat(lockPath).catch(() => undefined);
-      if (current?.ino === inode) await rm(lockPath, { force: true });
+      await removeIfStill(lockPath, inode);
     };
   };
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -109,11 +131,13 @@ export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>
     if (inode !== undefined) return taken(inode);
     if (await heldByTheLiving(lockPath, key)) return undefined;
     // Stale: taken over by one process at a time.
-    if ((await linkPidFile(takeoverPath)) === undefined) {
+    const turn = await linkPidFile(takeoverPath);
+    if (turn === undefined) {
       // Another process is taking it over now (or died doing so, a moment's work: then its
-      // takeover file is stale too).
-      if ((await livePidIn(takeoverPath)) !== undefined) return undefined;
-      await rm(takeoverPath, { force: true });
+      // takeover file is stale too, and removed only if no new taker replaced it meanwhile).
+      const other = await stat(takeoverPath).catch(() => undefined);
+      if (!other || (await livePidIn(takeoverPath)) !== undefined) return undefined;
+      await removeIfStill(takeoverPath, other.ino);
       continue;
     }
     try {
@@ -124,7 +148,7 @@ export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>
       // Undefined: a process that found no lock at all took it meanwhile, which is its right.
       return ours === undefined ? undefined : taken(ours);
     } finally {
-      await rm(takeoverPath, { force: true });
+      await removeIfStill(takeoverPath, turn);
     }
   }
   return undefined;
@@ -150,8 +174,11 @@ export async function acquirePidLock(lockPath: string, options: AcquirePidLockOp
     const release = await tryPidLock(lockPath);
     if (release) return release;
     const holder = await livePidIn(lockPath);
-    // Let go between the two looks: try again at once.
-    if (holder === undefined) continue;
+    // Let go between the two looks, or being taken over by another process: look again shortly.
+    if (holder === undefined) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      continue;
+    }
     if (Date.now() >= deadline) {
       throw new Error(`Timed out waiting for ${lockPath}, held by process ${holder}.`);
     }

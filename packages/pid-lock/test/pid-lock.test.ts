@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { acquirePidLock, livePidIn, processIsAlive, tryPidLock } from '../src/pid-lock.ts';
+import { acquirePidLock, livePidIn, processIsAlive, processStartTicks, tryPidLock } from '../src/pid-lock.ts';
 
 /** Above Linux's pid_max (at most 2^22): no process ever has it. */
 const NEVER_A_PID = 2147483646;
@@ -38,20 +38,24 @@ describe('livePidIn', () => {
 });
 
 describe('livePidIn, a pid handed out again', () => {
-  test('a process that started after the file was written is not the one it names (Linux)', async () => {
+  test('a lock naming a live pid that started at another time names another process (Linux)', async () => {
     const file = join(dir, 'reused.pid');
     const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
     try {
       await new Promise((resolve) => other.once('spawn', resolve));
-      await writeFile(file, String(other.pid));
-      assert.equal(await livePidIn(file), other.pid, 'written after it started: its holder');
-      // The same file as a boot ago left it: written an hour before this process existed.
-      const anHourAgo = new Date(Date.now() - 3_600_000);
-      await utimes(file, anHourAgo, anHourAgo);
+      const started = await processStartTicks(other.pid as number);
+      assert.ok(started, 'the start time from /proc');
+      await writeFile(file, `${other.pid} ${started}`);
+      assert.equal(await livePidIn(file), other.pid, 'its holder');
+      // The same pid as a boot ago (or the last container) left it: started at another time.
+      await writeFile(file, `${other.pid} ${Number(started) - 1}`);
       assert.equal(await livePidIn(file), undefined, 'the pid is another process now');
       const release = await tryPidLock(file);
       assert.ok(release, 'a lock naming it is stale: taken over');
       await release();
+      // A pid file without a start time (Keycloak's) is taken at its word.
+      await writeFile(file, String(other.pid));
+      assert.equal(await livePidIn(file), other.pid);
     } finally {
       other.kill();
     }
@@ -63,7 +67,7 @@ describe('tryPidLock', () => {
     const lock = join(dir, 'a.lock');
     const release = await tryPidLock(lock);
     assert.ok(release, 'a free lock is taken');
-    assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+    assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
     assert.equal((await stat(lock)).mode & 0o777, 0o600);
     assert.equal(await tryPidLock(lock), undefined, 'a live holder keeps it');
     await release();
@@ -81,7 +85,7 @@ describe('tryPidLock', () => {
       await writeFile(lock, content);
       const release = await tryPidLock(lock);
       assert.ok(release, `taken over from ${JSON.stringify(content)}`);
-      assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+      assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
       await release();
     }
   });
@@ -155,7 +159,7 @@ describe('tryPidLock, processes racing', () => {
         if (stale) await writeFile(lock, String(NEVER_A_PID));
         const { won, holder } = await race(lock, 4);
         assert.equal(won.length, 1, `round ${round}, ${stale ? 'stale' : 'free'} lock: winners ${won.join(', ')}`);
-        assert.equal(holder, String(won[0]), 'the lock names the winner');
+        assert.equal(holder.split(' ')[0], String(won[0]), 'the lock names the winner');
         await assert.rejects(stat(lock), { code: 'ENOENT' }, 'released by its winner');
       }
     }
@@ -184,7 +188,7 @@ describe('acquirePidLock', () => {
     const waiting = acquirePidLock(lock, { timeoutMs: 60_000, pollMs: 10 });
     await first();
     const second = await waiting;
-    assert.equal(await readFile(lock, 'utf8'), String(process.pid));
+    assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
     await second();
   });
 });
