@@ -43,7 +43,9 @@ const mode = process.env.MCP_AUTH_PROVIDER?.trim() || STACK_AUTH_MODE;
 // A realm or an upstream of the user's own: no local Keycloak, whose realm the server would not use.
 const wholeStack =
   (mode === 'keycloak' && !process.env.KEYCLOAK_REALM_URL?.trim()) ||
-  (mode === 'oauth_proxy' && !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim());
+  (mode === 'oauth_proxy' &&
+    !process.env.OAUTH_PROXY_UPSTREAM_DISCOVERY_URL?.trim() &&
+    !process.env.KEYCLOAK_REALM_URL?.trim());
 
 let config: ReturnType<typeof loadConfig>;
 let keycloakPort: number;

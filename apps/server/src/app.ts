@@ -72,6 +72,8 @@ export async function createApp({
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {
     maxBodyBytes: config.maxRequestBytes,
     directToolCalls: tools,
+    // The key mode's header, whatever its name: tools never hold the credential.
+    credentialHeaders: auth.credentialHeader ? [auth.credentialHeader] : [],
     authInfo: (c) => {
       const principal = c.get('principal');
       return principal ? toAuthInfo(principal) : undefined;

@@ -67,7 +67,9 @@ export async function authenticateRequest(provider: AuthProvider, request: Reque
     const placeholder = name === 'access token' ? 'token' : name;
     // Within RFC 6750's characters for error_description: no quotes, no backslash.
     const description = `Send the ${name} as Authorization: Bearer <${placeholder}>.`;
-    return /^Bearer(\s|$)/i.test(header)
+    // `Bearer` with nothing after it (an empty token; fetch trims the trailing space) carries no
+    // credential: the bare 401, whose challenge starts an MCP client's sign-in.
+    return /^Bearer\s+\S/i.test(header)
       ? { ok: false, error: 'invalid_request', description }
       : { ok: false, description };
   }

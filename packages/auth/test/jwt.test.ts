@@ -233,7 +233,11 @@ describe('jwtBearerProvider: tokens that must fail get 401 with the challenge', 
     assert.equal(basic.status, 401);
     assert.equal(basic.headers.get('www-authenticate'), CHALLENGE_BASE, 'no error code for another scheme');
     assert.match(((await basic.json()) as { error_description: string }).error_description, /Authorization: Bearer/);
-    for (const malformed of ['Bearer ', 'Bearer a b', 'bearer "quoted"']) {
+    // An empty token carries nothing: the bare 401, which starts an MCP client's sign-in.
+    const empty = await app.request('/mcp', { method: 'POST', headers: { authorization: 'Bearer ' } });
+    assert.equal(empty.status, 401);
+    assert.equal(empty.headers.get('www-authenticate'), CHALLENGE_BASE);
+    for (const malformed of ['Bearer a b', 'bearer "quoted"']) {
       const response = await app.request('/mcp', { method: 'POST', headers: { authorization: malformed } });
       assert.equal(response.status, 400, malformed);
       const challenge = response.headers.get('www-authenticate') ?? '';

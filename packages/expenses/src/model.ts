@@ -109,7 +109,7 @@ function isCalendarDate(value: string): boolean {
   const date = new Date(Date.UTC(year, month - 1, day));
   // Date.UTC reads years 0-99 as 1900-1999: set the year itself, so that 0099-01-01 is a real
   // date (refused by the range, with the range's message).
-  date.setUTCFullYear(year);
+  date.setUTCFullYear(year, month - 1, day);
   return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 

@@ -175,6 +175,11 @@ describe('input schemas', () => {
       early.error?.issues.map((issue) => issue.message),
       ['must be between 1970-01-01 and 2100-12-31'],
     );
+    // Year 0 is a leap year in the proleptic Gregorian calendar.
+    assert.deepEqual(
+      calendarDate.safeParse('0000-02-29').error?.issues.map((issue) => issue.message),
+      ['must be between 1970-01-01 and 2100-12-31'],
+    );
     assert.deepEqual(
       calendarDate.safeParse('0097-02-29').error?.issues.map((issue) => issue.message),
       ['must be a real calendar date', 'must be between 1970-01-01 and 2100-12-31'],

@@ -51,6 +51,12 @@ export interface StatelessMcpOptions {
    * (invalid, task-augmented, arguments that fail the schema), go through the SDK as before.
    */
   directToolCalls?: ReadonlyMap<string, RegisteredTool>;
+  /**
+   * Request headers that carry a credential besides `Authorization`, `Proxy-Authorization`,
+   * `Cookie` and `X-API-Key` (an API key header of another name): kept from what tools see in
+   * `extra.requestInfo`.
+   */
+  credentialHeaders?: readonly string[];
 }
 
 /**
@@ -77,6 +83,10 @@ export async function createStatelessMcpEndpoint(
     : undefined;
   const cachedToolList = startListing && 'result' in startListing ? startListing.result : undefined;
   const serializedListings = new Map<string, Buffer>();
+  const hiddenHeaders = new Set([
+    ...CREDENTIAL_HEADERS,
+    ...(options.credentialHeaders ?? []).map((name) => name.toLowerCase()),
+  ]);
 
   async function handle(c: Context): Promise<Response> {
     const request = c.req.raw;
@@ -146,7 +156,7 @@ export async function createStatelessMcpEndpoint(
     }
 
     const authInfo = options.authInfo?.(c);
-    const extra: MessageExtraInfo = { requestInfo: lazyRequestInfo(request) };
+    const extra: MessageExtraInfo = { requestInfo: lazyRequestInfo(request, hiddenHeaders) };
     if (authInfo) extra.authInfo = authInfo;
     if (shape === 'request') {
       const rpc = message as JSONRPCRequest;
@@ -296,11 +306,11 @@ function toolName(request: JSONRPCRequest): string {
 const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'x-api-key']);
 
 /** Request headers for tools that ask for them, without credentials, converted only if a tool does. */
-function lazyRequestInfo(request: Request): NonNullable<MessageExtraInfo['requestInfo']> {
+function lazyRequestInfo(request: Request, hidden: ReadonlySet<string>): NonNullable<MessageExtraInfo['requestInfo']> {
   let headers: Record<string, string> | undefined;
   return {
     get headers() {
-      headers ??= Object.fromEntries([...request.headers].filter(([name]) => !CREDENTIAL_HEADERS.has(name)));
+      headers ??= Object.fromEntries([...request.headers].filter(([name]) => !hidden.has(name)));
       return headers;
     },
   };

@@ -90,6 +90,7 @@ async function makeApp(direct: boolean, seen: { requestIds: unknown[]; aborted: 
   );
   const endpoint = await createStatelessMcpEndpoint(server, {
     authInfo: (c) => ({ token: 'x', clientId: 'c', scopes: [], extra: { user: c.req.header('x-user') } }),
+    credentialHeaders: ['X-Expenses-Key'],
     ...(direct ? { directToolCalls: tools, staticToolList: true } : {}),
   });
   const app = new Hono();
@@ -174,7 +175,13 @@ describe('the fast paths answer whole messages exactly as the SDK path does', ()
 
 test("a tool sees the request's headers but not the caller's credentials, on both paths", async () => {
   const seen = { requestIds: [], aborted: [] };
-  const credentials = { authorization: 'Bearer secret-token', 'x-api-key': 'mcp_secret', cookie: 'session=secret' };
+  const credentials = {
+    authorization: 'Bearer secret-token',
+    'x-api-key': 'mcp_secret',
+    cookie: 'session=secret',
+    // A key header of another name, given in `credentialHeaders`.
+    'x-expenses-key': 'mcpk_secret',
+  };
   for (const app of await Promise.all([makeApp(false, seen), makeApp(true, seen)])) {
     const response = await app.request('/mcp', {
       method: 'POST',
