@@ -378,7 +378,7 @@ describe("the README's Quick start, in a fresh clone", () => {
         assert.match(summary, new RegExp(`Keycloak realm +http://localhost:${moved.KEYCLOAK_PORT}/`));
       assert.match(
         summary,
-        new RegExp(`"expenses": \\{"type":"http","url":"${mcpUrl}"\\}`),
+        new RegExp(`make "expenses"\\n +\\{"type":"http","url":"${mcpUrl}"\\}`),
         'VS Code gets the entry for this port',
       );
       const client = await connectWithOAuth(mcpUrl, new BrowserOAuthProvider(browser, callback, alice));

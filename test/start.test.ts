@@ -265,7 +265,13 @@ describe('pnpm start', () => {
     try {
       const summary = await untilTerminalSummary(second);
       assert.doesNotMatch(summary, /Demo key|mcpk_/, 'no new key after a revocation');
-      assert.match(summary, /No active API key: every key is revoked\. Create one: pnpm keys create --user demo-user/);
+      // The command reaches this DATA_DIR, not the default .data.
+      assert.ok(
+        summary.includes(
+          `No active API key: every key is revoked. Create one: DATA_DIR=${first.dataDir} pnpm keys create --user demo-user`,
+        ),
+        summary,
+      );
     } finally {
       second.typeCtrlC();
     }

@@ -273,7 +273,15 @@ describe('workaround: registration goes through this server, which repairs it', 
 
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
     const run = await checkAuthorizationServer(baseUrl, { resource: `${baseUrl}/mcp`, signIn: signInUntil });
-    assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);
+    // Metadata documents are not announced here on purpose (their logins would come back with
+    // Keycloak's iss, docs/keycloak.md): the suite's CIMD check warns, and only it.
+    assert.deepEqual(
+      summary(run),
+      AUTHORIZATION_SERVER_PASSES.map((check) =>
+        check === 'authorization-server-metadata-cimd SUCCESS' ? 'authorization-server-metadata-cimd WARNING' : check,
+      ),
+      run.output,
+    );
   });
 
   test('a home page on the client’s own site registers, at Keycloak and through the server', async () => {
