@@ -208,9 +208,20 @@ async function fetchFromUrl(
     createWriteStream(`${zip}.part`),
   );
   await rename(`${zip}.part`, zip);
-  const sha1Origin = env.KEYCLOAK_DIST_SHA1 ? 'KEYCLOAK_DIST_SHA1' : `${shown}.sha1`;
-  const expectedSha1 = env.KEYCLOAK_DIST_SHA1 ? parseSha1(env.KEYCLOAK_DIST_SHA1) : await fetchSha1(`${url}.sha1`);
+  const sha1Origin = env.KEYCLOAK_DIST_SHA1 ? 'KEYCLOAK_DIST_SHA1' : withoutSecrets(sha1UrlOf(url));
+  const expectedSha1 = env.KEYCLOAK_DIST_SHA1 ? parseSha1(env.KEYCLOAK_DIST_SHA1) : await fetchSha1(sha1UrlOf(url));
   return { zip, source: 'url', origin: shown, expectedSha1, sha1Origin };
+}
+
+/** Where a repository publishes a file's SHA-1: beside it, `.sha1` on the path (a query stays a query). */
+function sha1UrlOf(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.pathname = `${parsed.pathname}.sha1`;
+    return parsed.href;
+  } catch {
+    return `${url}.sha1`;
+  }
 }
 
 /**

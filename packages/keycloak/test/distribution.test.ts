@@ -48,11 +48,13 @@ before(async () => {
   sha1 = createHash('sha1').update(zip).digest('hex');
   server = createServer((request, response) => {
     requests.push(request.url ?? '');
-    if (request.url === '/good.zip' || request.url === '/bad.zip' || request.url === '/nosum.zip') {
+    // A mirror that takes its access token in the query, for the zip and its .sha1 alike.
+    const path = (request.url ?? '').replace(/\?token=mirror-token$/, '');
+    if (path === '/good.zip' || path === '/bad.zip' || path === '/nosum.zip') {
       response.end(zip);
-    } else if (request.url === '/good.zip.sha1') {
+    } else if (path === '/good.zip.sha1') {
       response.end(`${sha1}  keycloak-${VERSION}.zip\n`);
-    } else if (request.url === '/bad.zip.sha1') {
+    } else if (path === '/bad.zip.sha1') {
       response.end(`${'0'.repeat(40)}\n`);
     } else {
       response.writeHead(404).end();
@@ -109,6 +111,23 @@ describe('ensureDistribution from a URL', () => {
     );
     assert.doesNotMatch([error.message, ...progress].join('\n'), /SECRET-TOKEN/);
     assert.ok(requests.includes('/missing.zip?access_token=SECRET-TOKEN&v=1'), 'the request itself carried it');
+  });
+
+  test('a mirror URL with a query: the published SHA-1 is looked up beside the zip, the query kept', async () => {
+    const cacheDir = join(work, 'cache-query');
+    const fetched = await ensureDistribution({
+      version: VERSION,
+      cacheDir,
+      env: envFor('/good.zip?token=mirror-token'),
+      javaHome,
+    });
+    assert.equal(fetched.source, 'url');
+    assert.ok(requests.includes('/good.zip.sha1?token=mirror-token'), requests.join(' '));
+    const marker = JSON.parse(await readFile(join(cacheDir, 'dist', 'complete.json'), 'utf8')) as Record<
+      string,
+      string
+    >;
+    assert.deepEqual([marker.sha1, marker.verifiedBy], [sha1, `${base}/good.zip.sha1?token=***`]);
   });
 
   test('a SHA-1 that does not match: refused, the download deleted, nothing unpacked', async () => {
