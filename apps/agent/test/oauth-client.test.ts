@@ -17,6 +17,7 @@ import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
 import { checkIssuer } from '../src/auth/discovery.ts';
 import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from '../src/auth/oauth-provider.ts';
+import { loadConfig } from '../src/config.ts';
 import { prepareConnections } from '../src/connections.ts';
 
 interface Seen {
@@ -550,23 +551,15 @@ describe('interactive OAuth', () => {
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
     const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-client-'));
     temporary.push(cacheDir);
-    const prepared = await prepareConnections(
-      {
-        mcpServerUrl: `${mcp.url}/mcp`,
-        mcpAuth: {
-          mode: 'oauth',
-          clientId: undefined,
-          clientSecret: undefined,
-          clientMetadataUrl: undefined,
-          scope: '',
-          exactScope: false,
-          redirectPort: 0,
-          cacheDir,
-        },
-        extraServers: [{ name: 'tavily', url: 'https://mcp.tavily.example/mcp', headers: {} }],
-      },
-      { openBrowser: answeringBrowser([]), print: () => {} },
-    );
+    // The configuration as a user's environment gives it: oauth is the default mode.
+    const config = loadConfig({
+      API_HOST: 'ollama',
+      MCP_SERVER_URL: `${mcp.url}/mcp`,
+      MCP_CACHE_DIR: cacheDir,
+      MCP_EXTRA_SERVERS: JSON.stringify({ tavily: { url: 'https://mcp.tavily.example/mcp' } }),
+    });
+    assert.equal(config.mcpAuth.mode, 'oauth');
+    const prepared = await prepareConnections(config, { openBrowser: answeringBrowser([]), print: () => {} });
     const client = createMcpClient(prepared.connections);
     const { expenses, tavily } = client.config.mcpServers;
     assert.ok(
