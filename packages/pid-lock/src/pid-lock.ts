@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { link, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /** The locks this process holds: its own pid in any other lock file was left by an earlier process. */
 const held = new Set<string>();
@@ -90,6 +90,29 @@ async function linkPidFile(path: string): Promise<number | undefined> {
   }
 }
 
+/** A draft's name after `<lock>.`: `<pid>.<12 hex>`, or `takeover.<pid>.<12 hex>` for the takeover lock's. */
+const DRAFT_NAME = /^(?:takeover\.)?(\d+)\.[0-9a-f]{12}$/;
+
+/**
+ * Removes the drafts of this lock that a process left when it died between writing one and
+ * removing it (a kill -9 or a power cut in that moment): a draft whose named process no longer
+ * runs, or one that names a live pid which started at another time (a container's pid 1 again).
+ * A draft of a live process is kept, even while still empty: it is being written now.
+ */
+async function removeDraftsOfTheGone(lockPath: string): Promise<void> {
+  const directory = dirname(lockPath);
+  const prefix = `${basename(lockPath)}.`;
+  const names = await readdir(directory).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = name.startsWith(prefix) ? DRAFT_NAME.exec(name.slice(prefix.length))?.[1] : undefined;
+    if (pid === undefined) continue;
+    const draft = join(directory, name);
+    const content = await readFile(draft, 'utf8').catch(() => '');
+    const stale = !processIsAlive(Number(pid)) || (content !== '' && (await livePidIn(draft)) === undefined);
+    if (stale) await rm(draft, { force: true });
+  }
+}
+
 /** What link() answers where a file system has no hard links. */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 
@@ -118,8 +141,9 @@ async function heldByTheLiving(path: string, key: string): Promise<boolean> {
 export async function tryPidLock(lockPath: string): Promise<(() => Promise<void>) | undefined> {
   const key = resolve(lockPath);
   const takeoverPath = `${lockPath}.takeover`;
-  const taken = (inode: number) => {
+  const taken = async (inode: number) => {
     held.add(key);
+    await removeDraftsOfTheGone(lockPath);
     return async () => {
       held.delete(key);
       // Still ours: not taken over meanwhile by someone who found this process gone.

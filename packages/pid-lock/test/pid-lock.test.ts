@@ -89,6 +89,41 @@ describe('tryPidLock', () => {
       await release();
     }
   });
+
+  test("removes the drafts a process left when it died in the middle of taking it, not a live one's", async () => {
+    const drafts = await mkdtemp(join(dir, 'drafts-'));
+    const lock = join(drafts, 'd.lock');
+    const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => other.once('spawn', resolve));
+      const otherStart = await processStartTicks(other.pid as number);
+      const ownStart = Number(await processStartTicks(process.pid));
+      const files: Record<string, [content: string, kept: boolean]> = {
+        [`d.lock.${NEVER_A_PID}.0123456789ab`]: [`${NEVER_A_PID} 5`, false],
+        [`d.lock.takeover.${NEVER_A_PID}.0123456789ab`]: [`${NEVER_A_PID} 5`, false],
+        // This pid, in an earlier life (a container's pid 1 before a restart).
+        [`d.lock.${process.pid}.aaaaaaaaaaaa`]: [`${process.pid} ${ownStart - 1}`, false],
+        [`d.lock.${other.pid}.bbbbbbbbbbbb`]: [`${other.pid} ${otherStart}`, true],
+        // Created and not written yet by a live process: it is being written now.
+        [`d.lock.${other.pid}.cccccccccccc`]: ['', true],
+        'd.lock.backup': ['kept', true],
+        [`e.lock.${NEVER_A_PID}.0123456789ab`]: [`${NEVER_A_PID} 5`, true],
+      };
+      for (const [name, [content]] of Object.entries(files)) await writeFile(join(drafts, name), content);
+      const release = await tryPidLock(lock);
+      assert.ok(release);
+      for (const [name, [, kept]] of Object.entries(files)) {
+        const present = await stat(join(drafts, name)).then(
+          () => true,
+          () => false,
+        );
+        assert.equal(present, kept, `${name} ${kept ? 'kept' : 'removed'}`);
+      }
+      await release();
+    } finally {
+      other.kill();
+    }
+  });
 });
 
 describe('tryPidLock, processes racing', () => {
