@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import { type CallbackServer, freePort, startCallbackServer } from '@mcp-auth-stack/testing';
-import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { approveProxyConsent, launchChromium } from '@mcp-auth-stack/testing/browser';
 import { AUTHORIZATION_SERVER_PASSES, checkAuthorizationServer, summary } from '@mcp-auth-stack/testing/conformance';
 import { startKeycloakForServer } from '@mcp-auth-stack/testing-stack/keycloak';
 import type { Browser } from 'playwright-core';
@@ -63,7 +63,7 @@ async function approveAndSignIn(authorizationUrl: string, callbackPrefix: string
     const page = await context.newPage();
     await page.goto(authorizationUrl);
     await page.locator('form[action$="/consent"]').waitFor();
-    await page.click('button[name="decision"][value="approve"]');
+    await approveProxyConsent(page);
     await page.locator('#kc-form-login').waitFor();
     await page.fill('#username', alice.username);
     await page.fill('#password', alice.password);

@@ -11,6 +11,7 @@ import type pg from 'pg';
 import { ClientResolver } from './clients.ts';
 import { deriveKey, parseKey } from './crypto.ts';
 import { loadSigningKey, type SigningMaterial } from './keys.ts';
+import { OneAtATime } from './one-at-a-time.ts';
 import { ProxyStore } from './store.ts';
 import type { Upstream } from './upstream.ts';
 
@@ -42,6 +43,13 @@ export interface OAuthProxyOptions {
   loginTtlSeconds?: number | undefined;
   /** How long remembered consent lasts (default 30 days). */
   consentRememberDays?: number | undefined;
+  /**
+   * An approval sent sooner than this after its consent page was made is refused (default 1000
+   * ms): a click or a key press meant for another page (an attacker's popup that puts the
+   * consent page under the user's second click) arrives within a few hundred milliseconds, a
+   * reader's does not. 0 turns the check off (tests that post the form at once).
+   */
+  consentMinimumViewMs?: number | undefined;
   /**
    * Development: CIMD documents over http and at private/loopback addresses. Cookies drop the
    * `__Host-` prefix and `Secure` whenever the issuer is http (browsers refuse them there).
@@ -110,6 +118,9 @@ export interface ProxyContext {
     descriptions: Readonly<Record<string, string>> | undefined;
   };
   ttl: { access: number; refresh: number; code: number; login: number; rememberConsent: number };
+  consentMinimumViewMs: number;
+  /** Refreshes of one grant, one at a time in this process (waiting without a pool connection). */
+  refreshesByGrant: OneAtATime;
   checkRevocation: boolean;
   clockTolerance: number;
   cimdEnabled: boolean;
@@ -192,6 +203,8 @@ export function resolveContext(options: OAuthProxyOptions): ProxyContext {
       descriptions: options.scopeDescriptions,
     },
     ttl,
+    consentMinimumViewMs: options.consentMinimumViewMs ?? 1_000,
+    refreshesByGrant: new OneAtATime(),
     checkRevocation: options.checkRevocation ?? true,
     clockTolerance: options.clockToleranceSeconds ?? 5,
     cimdEnabled: options.cimd?.enabled ?? true,

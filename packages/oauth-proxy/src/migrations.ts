@@ -104,4 +104,9 @@ export const oauthProxyMigrations: Migration[] = [
     name: 'when a registered client last got tokens (for cleanup)',
     sql: `ALTER TABLE oauth_proxy_clients ADD COLUMN last_used_at timestamptz;`,
   },
+  {
+    version: 4,
+    name: 'when a consent page was shown (an approval sooner than a reader could give is refused)',
+    sql: `ALTER TABLE oauth_proxy_consent_requests ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();`,
+  },
 ];

@@ -99,7 +99,7 @@ export function consentPage(input: ConsentPageInput): string {
   <label class="remember"><input type="checkbox" name="remember" value="1"> Remember my decision for this application</label>
   <div class="actions">
     <button type="submit" name="decision" value="deny">Deny</button>
-    <button type="submit" name="decision" value="approve" class="primary" autofocus>Approve</button>
+    <button type="submit" name="decision" value="approve" class="primary">Approve</button>
   </div>
 </form>
 <footer>You can revoke access later by signing out of the application.</footer>`,

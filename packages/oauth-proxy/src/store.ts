@@ -70,6 +70,9 @@ export interface ProxyStoreOptions {
  * All of the proxy's SQL. Secrets (request ids, CSRF tokens, states, codes, refresh tokens,
  * browser ids) come in as they were issued and are stored and looked up only as SHA-256.
  */
+/** Rotated-out refresh tokens a grant keeps, newest first, so that a copy's return revokes it. */
+export const USED_REFRESH_TOKENS_KEPT = 10;
+
 export class ProxyStore {
   readonly pool: pg.Pool;
   readonly #options: ProxyStoreOptions;
@@ -121,9 +124,13 @@ export class ProxyStore {
   }
 
   /** The CSRF and browser hashes of a live consent request. */
-  async findConsentRequest(requestId: string): Promise<{ csrf_sha256: Buffer; browser_sha256: Buffer } | undefined> {
-    const { rows } = await this.pool.query<{ csrf_sha256: Buffer; browser_sha256: Buffer }>(
-      'SELECT csrf_sha256, browser_sha256 FROM oauth_proxy_consent_requests WHERE id_sha256 = $1 AND expires_at > now()',
+  /** A live consent request's checks, and how long ago its page was made (`shown_ms`, by the database's clock). */
+  async findConsentRequest(
+    requestId: string,
+  ): Promise<{ csrf_sha256: Buffer; browser_sha256: Buffer; shown_ms: number } | undefined> {
+    const { rows } = await this.pool.query<{ csrf_sha256: Buffer; browser_sha256: Buffer; shown_ms: number }>(
+      `SELECT csrf_sha256, browser_sha256, extract(epoch FROM clock_timestamp() - created_at)::float8 * 1000 AS shown_ms
+         FROM oauth_proxy_consent_requests WHERE id_sha256 = $1 AND expires_at > now()`,
       [sha256(requestId)],
     );
     return rows[0];
@@ -263,8 +270,20 @@ export class ProxyStore {
     return rows[0];
   }
 
-  async markRefreshTokenUsed(db: pg.PoolClient, token: string): Promise<void> {
+  /**
+   * Rotated out: kept so that its return revokes the grant, as the grant's newest
+   * `USED_REFRESH_TOKENS_KEPT` are. Older ones go now: a grant refreshed every few minutes
+   * would otherwise keep thousands for the refresh lifetime, and a client refreshing in a loop
+   * as many as it liked. An older one presented again is unknown (refused, nothing revoked).
+   */
+  async markRefreshTokenUsed(db: pg.PoolClient, token: string, grantId: string): Promise<void> {
     await db.query('UPDATE oauth_proxy_refresh_tokens SET used_at = now() WHERE token_sha256 = $1', [sha256(token)]);
+    await db.query(
+      `DELETE FROM oauth_proxy_refresh_tokens WHERE grant_id = $1 AND used_at IS NOT NULL AND token_sha256 NOT IN (
+         SELECT token_sha256 FROM oauth_proxy_refresh_tokens WHERE grant_id = $1 AND used_at IS NOT NULL
+          ORDER BY used_at DESC, token_sha256 LIMIT $2)`,
+      [grantId, USED_REFRESH_TOKENS_KEPT],
+    );
   }
 
   /** Who a refresh token belongs to (for revocation: any state). */

@@ -77,6 +77,38 @@ describe('oauth proxy: weak points', () => {
     assert.equal(sameOrigin.status, 302, 'the genuine form still goes through');
   });
 
+  test('an approval a moment after the consent page was made is refused (a click meant for another page), the request kept', async () => {
+    const gated = instance(db, idp, keys, { consentMinimumViewMs: 300 });
+    const client = await register(gated.app);
+    const browser = new Browser();
+    const page = await browser.get(
+      gated.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const html = await page.text();
+    assert.doesNotMatch(html, /autofocus/, 'no button takes the next key press');
+    const fields = consentFields(html);
+    const tooSoon = await browser.post(gated.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(tooSoon.status, 400);
+    assert.equal(tooSoon.headers.get('location'), null, 'nothing goes upstream');
+    assert.match(await tooSoon.text(), /Approved too soon/);
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    const read = await browser.post(gated.app, `${ISSUER}/consent`, { ...fields, decision: 'approve' });
+    assert.equal(read.status, 302, 'the same request, approved once read');
+    assert.ok(read.headers.get('location')?.startsWith(idp.base), read.headers.get('location') ?? '');
+    // A denial needs no reading time.
+    const other = await browser.get(
+      gated.app,
+      authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }),
+    );
+    const denied = await browser.post(gated.app, `${ISSUER}/consent`, {
+      ...consentFields(await other.text()),
+      decision: 'deny',
+    });
+    assert.equal(denied.status, 302);
+    assert.equal(new URL(denied.headers.get('location') as string).searchParams.get('error'), 'access_denied');
+  });
+
   test('markup in client_name is text on the consent page, under a policy that runs no script and styles by nonce only', async () => {
     const markup = `<img src=x onerror="alert(1)">'&</dd><script>alert(2)</script>`;
     const registered = await registerRaw({ client_name: markup, redirect_uris: [REDIRECT] });

@@ -38,6 +38,8 @@ export class FakeUpstream {
   oversizedAnswers = false;
   /** What the next refresh gets instead of tokens (a 429, Entra's 401 invalid_client); then cleared. */
   nextRefreshRefusal: { status: number; error: string } | undefined;
+  /** When set, refresh answers wait for it (the upstream slow to answer). */
+  refreshesHeldUntil: Promise<void> | undefined;
   /** Every token it handed out, to check none is stored in plaintext. */
   issued: string[] = [];
   authorizeRequests: URLSearchParams[] = [];
@@ -146,6 +148,7 @@ export class FakeUpstream {
           this.nextRefreshRefusal = undefined;
           return json(refusal.status, { error: refusal.error });
         }
+        await this.refreshesHeldUntil;
         const entry = this.#refresh.get(form.get('refresh_token') ?? '');
         if (!entry) return json(400, { error: 'invalid_grant' });
         this.#refresh.delete(form.get('refresh_token') ?? '');

@@ -10,6 +10,7 @@ import type { Database } from '@mcp-auth-stack/database';
 import { createTestDatabase, decodeJwtPayload, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
 import { generateSigningKey, isRegisteredRedirectUri, oidcUpstream } from '../src/index.ts';
+import { USED_REFRESH_TOKENS_KEPT } from '../src/store.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
@@ -431,6 +432,38 @@ describe('the full flow', () => {
     }
   });
 
+  test('a burst of refreshes of one grant waits in line, not in the pool, while the upstream is slow', async () => {
+    idp.accessTokenTtl = 1;
+    const { clientId, tokens } = await fullLogin();
+    idp.accessTokenTtl = 300;
+    let release = () => {};
+    idp.refreshesHeldUntil = new Promise((resolve) => {
+      release = resolve;
+    });
+    const upstreamRefreshes = () =>
+      idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
+    const before = upstreamRefreshes();
+    try {
+      const burst = Array.from({ length: 4 }, () => refreshRequest(a.app, tokens.refresh_token, clientId));
+      while (upstreamRefreshes() === before) await new Promise((resolve) => setTimeout(resolve, 10));
+      // Time for the others to reach the database, as they did before they waited in line.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const pool = dbA.pool;
+      assert.equal(pool.totalCount - pool.idleCount, 1, 'one connection: the refresh at the upstream');
+      release();
+      const answers = await Promise.all(burst);
+      // The first rotates the token; the next one presents it again: a copy, so the grant ends.
+      assert.deepEqual(
+        answers.map((answer) => answer.status),
+        [200, 400, 400, 400],
+      );
+      assert.equal(upstreamRefreshes(), before + 1, 'one upstream refresh');
+    } finally {
+      release();
+      idp.refreshesHeldUntil = undefined;
+    }
+  });
+
   test('revocation of a refresh token ends the grant', async () => {
     const { clientId, tokens } = await fullLogin();
     const response = await a.app.request(`${ISSUER}/revoke`, {
@@ -731,6 +764,26 @@ describe('abuse: each refused, nothing issued', () => {
     const rotated = await refreshRequest(a.app, first.body.refresh_token as string, clientId);
     assert.equal(rotated.body.error, 'invalid_grant', 'the rotated token dies with the grant');
     assert.equal((await callMcp(a.app, first.body.access_token as string)).status, 401);
+  });
+
+  test('a grant keeps its newest rotated-out refresh tokens only: the table does not grow with refreshes', async () => {
+    const { clientId, tokens } = await fullLogin();
+    const issued = [tokens.refresh_token];
+    for (let i = 0; i < USED_REFRESH_TOKENS_KEPT + 3; i++) {
+      const next = await refreshRequest(a.app, issued.at(-1) as string, clientId);
+      assert.equal(next.status, 200, JSON.stringify(next.body));
+      issued.push(next.body.refresh_token as string);
+    }
+    // The live one and the newest rotated-out ones.
+    assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [clientId]), USED_REFRESH_TOKENS_KEPT + 1);
+    const oldest = await refreshRequest(a.app, issued[0] as string, clientId);
+    assert.deepEqual([oldest.status, oldest.body.error], [400, 'invalid_grant']);
+    assert.match(String(oldest.body.error_description), /unknown/);
+    // The newest rotated-out one is still known: its return ends the grant.
+    const copy = await refreshRequest(a.app, issued.at(-2) as string, clientId);
+    assert.match(String(copy.body.error_description), /already used; the grant is revoked/);
+    const live = await refreshRequest(a.app, issued.at(-1) as string, clientId);
+    assert.deepEqual([live.status, live.body.error], [400, 'invalid_grant'], 'the live one died with the grant');
   });
 
   test("a refresh token presented by another client is refused and stays its own client's", async () => {

@@ -59,3 +59,16 @@ export async function signIn(
     await page.click('#kc-login');
   }
 }
+
+/**
+ * The OAuth proxy refuses an approval sent sooner than a second after its consent page was made
+ * (`consentMinimumViewMs`: a click meant for another page arrives sooner); a test reads the page
+ * that long, as a person would, before clicking Approve.
+ */
+export const CONSENT_READING_MS = 1_100;
+
+/** Clicks the proxy consent page's Approve once a reader's time has passed. */
+export async function approveProxyConsent(page: Page): Promise<void> {
+  await page.waitForTimeout(CONSENT_READING_MS);
+  await page.click('button[name="decision"][value="approve"]');
+}

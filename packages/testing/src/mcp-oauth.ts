@@ -10,6 +10,7 @@ import type {
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { approveProxyConsent } from './browser.ts';
 import type { CallbackServer } from './oauth.ts';
 
 export interface LoginUser {
@@ -304,7 +305,7 @@ export class ProxyOAuthProvider extends BrowserOAuthProvider {
           // Wait until the form's page is gone, or the race below would find the form again.
           await Promise.all([
             page.waitForURL((target) => !target.href.startsWith(`${url.origin}${url.pathname}`)),
-            page.click(`button[name="decision"][value="${decision}"]`),
+            decision === 'approve' ? approveProxyConsent(page) : page.click('button[name="decision"][value="deny"]'),
           ]);
           return await next();
         });

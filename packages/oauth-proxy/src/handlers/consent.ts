@@ -39,6 +39,16 @@ export function consentHandler(ctx: ProxyContext): Handler {
       ctx.emit('consent_csrf_refused', { reason: 'token' });
       return failPage(c, 'Request refused', 'The consent form could not be verified (CSRF check failed).', 403);
     }
+    if (form.get('decision') === 'approve' && pending.shown_ms < ctx.consentMinimumViewMs) {
+      // Not used up: the user goes back and approves again, having read it.
+      ctx.emit('consent_too_soon', { shown_ms: Math.round(pending.shown_ms) });
+      return failPage(
+        c,
+        'Approved too soon',
+        'The approval came a moment after the page was shown, sooner than anyone reads it: a click or key press meant for another page can do that. Go back, read the request, and approve it again if you started it.',
+        400,
+      );
+    }
     if (form.get('decision') === 'approve') {
       // Before the request is used up, so that the same form can be sent again once the outage ends.
       try {

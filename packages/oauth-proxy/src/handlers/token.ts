@@ -93,6 +93,18 @@ async function exchangeCode(ctx: ProxyContext, client: ProxyClient, form: URLSea
 async function refresh(ctx: ProxyContext, client: ProxyClient, form: URLSearchParams): Promise<TokenResponse> {
   const presented = form.get('refresh_token');
   if (!presented) throw new OAuthError('invalid_request', 'refresh_token is required.');
+  // Read without a lock, to wait for the grant's other refreshes here rather than at its row lock.
+  const owner = await ctx.store.refreshTokenOwner(presented);
+  if (!owner) throw new OAuthError('invalid_grant', 'The refresh token is unknown.');
+  return ctx.refreshesByGrant.run(owner.grant_id, () => refreshInTransaction(ctx, client, form, presented));
+}
+
+async function refreshInTransaction(
+  ctx: ProxyContext,
+  client: ProxyClient,
+  form: URLSearchParams,
+  presented: string,
+): Promise<TokenResponse> {
   return settle(ctx, async (db) => {
     const row = await ctx.store.lockRefreshToken(db, presented);
     if (!row) return new OAuthError('invalid_grant', 'The refresh token is unknown.');
@@ -124,7 +136,7 @@ async function refresh(ctx: ProxyContext, client: ProxyClient, form: URLSearchPa
         }
       }
     }
-    await ctx.store.markRefreshTokenUsed(db, presented);
+    await ctx.store.markRefreshTokenUsed(db, presented, row.grant_id);
     return await issueTokens(ctx, db, {
       id: row.grant_id,
       clientId: row.client_id,
