@@ -14,7 +14,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { localDate } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
-import { type RunningAgent, startAgent } from '../src/runtime.ts';
+import { type RunningAgent, startAgent, withoutUrlSecrets } from '../src/runtime.ts';
 import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { startTestStack, type TestStack } from './helpers/server.ts';
 
@@ -242,6 +242,71 @@ describe('the agent with the real MCP server in key mode', () => {
     } finally {
       await new Promise<void>((resolve) => other.close(() => resolve()));
     }
+  });
+
+  test('an extra server that cannot be reached or refuses: the start error names it, never the key in its URL', async () => {
+    // Answers 500 on /broken/mcp, 404 everywhere else.
+    const refusing = createServer((request, response) => {
+      response.writeHead(request.url?.startsWith('/broken/') ? 500 : 404, { 'content-type': 'text/plain' }).end('no');
+    });
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    // A port nobody listens on: the connection is refused.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    try {
+      const base = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`;
+      const cases = {
+        'refuses connections': `http://127.0.0.1:${closedPort}/mcp?apiKey=SECRET-1`,
+        'answers 500': `${base}/broken/mcp?apiKey=SECRET-2`,
+        'answers 404': `${base}/mcp?apiKey=SECRET-3#SECRET-4`,
+        'userinfo too': `http://user:SECRET-5@127.0.0.1:${closedPort}/mcp`,
+      };
+      for (const [behaviour, url] of Object.entries(cases)) {
+        await assert.rejects(
+          startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ leaky: { url } }) })).then((started) =>
+            started.close(),
+          ),
+          (error: Error) => {
+            assert.match(error.message, /server "leaky/, behaviour);
+            assert.doesNotMatch(error.message, /SECRET/, `${behaviour}: ${error.message}`);
+            assert.doesNotMatch(error.stack ?? '', /SECRET/, `${behaviour}: ${error.stack}`);
+            assert.equal(error.name, 'MCPClientError', behaviour);
+            return true;
+          },
+        );
+      }
+    } finally {
+      refusing.closeAllConnections();
+      await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    }
+  });
+});
+
+describe('withoutUrlSecrets', () => {
+  test('cuts a URL with a query, a fragment or userinfo to its origin and path; others stay as they are', () => {
+    assert.equal(
+      withoutUrlSecrets(
+        'Failed to connect to streamable HTTP server "tavily, url: https://mcp.tavily.com/mcp/?tavilyApiKey=tvly-SECRET": TypeError: fetch failed',
+      ),
+      'Failed to connect to streamable HTTP server "tavily, url: https://mcp.tavily.com/mcp/?…": TypeError: fetch failed',
+    );
+    assert.equal(
+      withoutUrlSecrets(
+        'at https://u:p@mcp.example/x#key=s and https://mcp.example/sse?k=s, then http://127.0.0.1:8000/mcp.',
+      ),
+      'at https://…@mcp.example/x#… and https://mcp.example/sse?…, then http://127.0.0.1:8000/mcp.',
+    );
+    // The adapters' message after an SSE fallback names the URL twice, the second as `/sse`.
+    assert.equal(
+      withoutUrlSecrets(
+        'tried falling back to SSE at https://mcp.example/mcp?key=s and https://mcp.example/sse?key=s, but this also failed',
+      ),
+      'tried falling back to SSE at https://mcp.example/mcp?… and https://mcp.example/sse?…, but this also failed',
+    );
+    // A port out of range: it does not parse, so all after the scheme goes.
+    assert.equal(withoutUrlSecrets('at http://mcp.example:99999/mcp?k=s now'), 'at http://… now');
   });
 });
 

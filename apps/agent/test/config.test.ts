@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
-import { browserCommand } from '../src/auth/browser.ts';
+import { browserCommand, systemBrowserOpener } from '../src/auth/browser.ts';
 import { CONFIG_VARIABLES, loadConfig } from '../src/config.ts';
 import { AZURE_COGNITIVE_SERVICES_SCOPE, buildChatModelOptions, createChatModel } from '../src/model.ts';
 
@@ -335,6 +337,41 @@ describe('opening the browser', () => {
     assert.deepEqual(browserCommand(url, { DISPLAY: ':0' }, 'linux'), { program: 'xdg-open', args: [url] });
     assert.equal(browserCommand(url, {}, 'linux'), undefined);
     assert.deepEqual(browserCommand(url, {}, 'darwin'), { program: 'open', args: [url] });
+  });
+
+  test('only http(s) URLs: file:, smb:, a custom protocol are refused, and no program starts for them', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'agent-browser-'));
+    try {
+      // A $BROWSER that leaves a mark when it is started.
+      const marker = join(directory, 'started');
+      const program = join(directory, 'browser');
+      await writeFile(program, `#!/bin/sh\necho "$1" >> '${marker}'\n`);
+      await chmod(program, 0o755);
+      for (const refused of [
+        'file://attacker.example/share/x',
+        'smb://attacker.example/share',
+        'x-custom-handler://run/payload',
+        'javascript:alert(1)',
+        'not a URL',
+      ]) {
+        for (const platform of ['linux', 'darwin', 'win32'] as const) {
+          assert.throws(
+            () => browserCommand(refused, { DISPLAY: ':0' }, platform),
+            /only http and https URLs are opened in a browser/,
+            `${refused} on ${platform}`,
+          );
+        }
+        await assert.rejects(
+          systemBrowserOpener({ BROWSER: program })(refused),
+          /only http and https URLs are opened in a browser/,
+          refused,
+        );
+      }
+      await assert.rejects(access(marker), 'the program was never started');
+      assert.equal(await systemBrowserOpener({ BROWSER: program })(url), true, 'an https URL is opened');
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 
   test('Windows: no cmd, which would run what follows an & in the URL; the URL is one argument, untouched', () => {

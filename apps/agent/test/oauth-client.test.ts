@@ -223,6 +223,48 @@ describe('client_credentials', () => {
     );
   });
 
+  test('MCP_TOKEN_URL: metadata that fails for now (503, unreachable) is asked again, not replaced by the MCP URL for good', async () => {
+    const as = await authorizationServer();
+    let available = false;
+    // Its metadata names the path-less resource, which the fallback (the MCP URL) is not.
+    const mcp = await refusingMcpServer((base) =>
+      available ? { resource: base, authorization_servers: [as.url] } : undefined,
+    );
+    const source = new ClientCredentialsTokenSource({
+      mcpUrl: `${mcp.url}/mcp`,
+      clientId: 'expenses-agent',
+      clientSecret: 's',
+      scope: 'mcp:access',
+      tokenUrl: `${as.url}/token`,
+    });
+    const first = await source.accessToken().then(
+      () => 'a token',
+      (error: Error) => `refused: ${error.message}`,
+    );
+    available = true;
+    source.invalidate(); // as after a 401: the next call asks for a token again
+    await source.accessToken();
+    const asked = as.seen.filter((request) => request.path === '/token');
+    assert.equal(new URLSearchParams(asked.at(-1)?.body).get('resource'), mcp.url, "the document's resource");
+    assert.match(first, /^refused: could not read the protected resource metadata of .*HTTP 503/);
+    assert.equal(asked.length, 1, 'no token was asked for while the metadata could not be read');
+
+    // A server that does not answer at all: an error too, not the MCP URL.
+    const nobody = createServer();
+    await new Promise<void>((resolve) => nobody.listen(0, '127.0.0.1', resolve));
+    const port = (nobody.address() as AddressInfo).port;
+    await new Promise((resolve) => nobody.close(resolve));
+    const unreachable = new ClientCredentialsTokenSource({
+      mcpUrl: `http://127.0.0.1:${port}/mcp`,
+      clientId: 'expenses-agent',
+      clientSecret: 's',
+      scope: 'mcp:access',
+      tokenUrl: `${as.url}/token`,
+    });
+    await assert.rejects(unreachable.accessToken(), new RegExp(`could not reach http://127\\.0\\.0\\.1:${port}/mcp`));
+    assert.equal(as.seen.filter((request) => request.path === '/token').length, 1, 'no token for a guessed resource');
+  });
+
   test('a token endpoint that never answers fails the token request', async () => {
     const as = await authorizationServer({}, 'hangs');
     const mcp = await refusingMcpServer();
@@ -267,6 +309,7 @@ describe('interactive OAuth', () => {
       cacheDir?: string;
       now?: () => number;
       requestTimeoutMs?: number;
+      redirectPort?: number;
     } = {},
   ) {
     const cacheDir = options.cacheDir ?? (await mkdtemp(join(tmpdir(), 'agent-oauth-client-')));
@@ -277,7 +320,7 @@ describe('interactive OAuth', () => {
       scope: 'mcp:access',
       clientId: options.clientId,
       clientSecret: options.clientSecret,
-      redirectPort: 0,
+      redirectPort: options.redirectPort ?? 0,
       cacheDir,
       print: () => {},
       loginTimeoutMs: 10_000,
@@ -317,6 +360,57 @@ describe('interactive OAuth', () => {
     const { opened, outcome } = await signIn({ code_challenge_methods_supported: undefined }, approve);
     assert.deepEqual(opened, [], 'the browser was not sent there');
     assert.match(outcome, /^refused: .*does not announce PKCE with S256/);
+  });
+
+  test('a sign-in page (authorization_endpoint) that is not https, nor http on loopback, is never opened', async () => {
+    for (const endpoint of [
+      'file://attacker.example/share/x',
+      'smb://attacker.example/share',
+      'x-custom-handler://run/payload',
+      'http://attacker.example/authorize',
+    ]) {
+      const { opened, outcome, codeExchanges } = await signIn({ authorization_endpoint: endpoint }, approve);
+      const { protocol, host } = new URL(endpoint);
+      assert.deepEqual(opened, [], `${endpoint}: the browser was not sent there`);
+      assert.ok(
+        outcome.startsWith('refused: ') && outcome.includes(`with the scheme ${protocol} on ${host}: not opened`),
+        `${endpoint}: ${outcome}`,
+      );
+      assert.equal(codeExchanges, 0, endpoint);
+    }
+  });
+
+  test('the redirect port taken by another program: the sign-in stops, naming the port, before any browser opens', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    // It holds the port a previous login used (or MCP_OAUTH_REDIRECT_PORT names), and would get the code.
+    const squatter = await recording((_request, response) => response.writeHead(200).end('thanks'));
+    const port = Number(new URL(squatter.url).port);
+    const { provider, opened } = await interactive(mcp, { redirectPort: port });
+    await assert.rejects(provider.ensureAuthorized(), new RegExp(`port ${port} on 127\\.0\\.0\\.1 is in use`));
+    assert.deepEqual(opened, [], 'the browser was not sent to the sign-in page');
+    assert.deepEqual(squatter.seen, [], 'the program on the port got nothing');
+    assert.equal(as.seen.filter((request) => request.path === '/token').length, 0);
+  });
+
+  test('a path-less resource (https://mcp.example): the refresh names it as the sign-in did, without a trailing /', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: base, authorization_servers: [as.url] }));
+    let clock = Date.now();
+    const { provider, opened } = await interactive(mcp, { now: () => clock });
+    await provider.ensureAuthorized();
+    // Past the refresh margin of the 300 s token: tokens() refreshes it.
+    clock += 290_000;
+    assert.equal((await provider.tokens())?.access_token, 'token-2');
+    const asked = new URL(opened[0] ?? '').searchParams.get('resource');
+    assert.equal(asked, mcp.url, "the authorization request: the metadata's string as written");
+    const [exchange, refresh] = as.seen
+      .filter((request) => request.path === '/token')
+      .map((request) => new URLSearchParams(request.body));
+    assert.equal(exchange?.get('grant_type'), 'authorization_code');
+    assert.equal(exchange?.get('resource'), asked);
+    assert.equal(refresh?.get('grant_type'), 'refresh_token');
+    assert.equal(refresh?.get('resource'), asked);
   });
 
   test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 
 export type BrowserOpener = (url: string) => Promise<boolean>;
 
+/** Rejects a URL that is not http(s) (`browserCommand`), and starts nothing for it. */
 export function systemBrowserOpener(env: Record<string, string | undefined> = process.env): BrowserOpener {
   return async (url) => {
     const command = browserCommand(url, env);
@@ -23,12 +24,20 @@ export function systemBrowserOpener(env: Record<string, string | undefined> = pr
   };
 }
 
-/** The program that opens `url`, with its arguments: the URL always last, as one argument, and no shell. */
+/**
+ * The program that opens `url`, with its arguments: the URL always last, as one argument, and no
+ * shell. Only an http(s) URL: the openers hand any other scheme to its handler (`file:` or
+ * `smb:` reach a share, a custom protocol starts its program), so anything else is refused.
+ */
 export function browserCommand(
   url: string,
   env: Record<string, string | undefined>,
   platform: NodeJS.Platform = process.platform,
 ): { program: string; args: string[] } | undefined {
+  const scheme = URL.canParse(url) ? new URL(url).protocol : undefined;
+  if (scheme !== 'https:' && scheme !== 'http:') {
+    throw new Error(`only http and https URLs are opened in a browser, not ${scheme ?? 'this value (not a URL)'}`);
+  }
   // $BROWSER may list several programs separated by ':'; the first is tried.
   const fromEnv = env.BROWSER?.split(':')[0]?.trim();
   if (fromEnv) return { program: fromEnv, args: [url] };

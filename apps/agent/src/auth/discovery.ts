@@ -128,26 +128,50 @@ export async function discoverAuthorization(
  * discovered (`MCP_TOKEN_URL`): what the server's protected resource metadata says. The URL the
  * agent reaches the server by need not be the server's public one (in docker compose the agent
  * uses http://server:8000/mcp while tokens name http://localhost:8000/mcp, the only resource
- * the realm knows, so `MCP_RESOURCE` says so). A server without metadata is named by its URL (or
- * `MCP_RESOURCE`); an unreachable one is an error, so the caller retries instead of settling on
- * a guess.
+ * the realm knows, so `MCP_RESOURCE` says so). A server that says it has no metadata (404, or another 4xx) is
+ * named by its URL (or `MCP_RESOURCE`); one that cannot answer for now (unreachable, a 5xx, 408 or 429, a
+ * document that is not metadata) is an error, so the caller retries instead of settling on a
+ * guess that would be kept for the life of the process.
  */
 export async function protectedResourceOf(
   mcpUrl: string,
   fetchFn: typeof fetch = fetch,
   expectedResource?: string,
 ): Promise<string> {
+  // How the last metadata request ended: the SDK throws one error for a 404 and for no answer
+  // at all (it swallows fetch's TypeError), so its message cannot tell them apart.
+  let lastOutcome: { status: number } | { failure: unknown } | undefined;
+  const deadlineFetch = withDeadline(fetchFn);
+  const observedFetch: typeof fetch = async (input, init) => {
+    try {
+      const response = await deadlineFetch(input, init);
+      lastOutcome = { status: response.status };
+      return response;
+    } catch (failure) {
+      lastOutcome = { failure };
+      throw failure;
+    }
+  };
   let resource: string | undefined;
   try {
-    resource = (await discoverOAuthProtectedResourceMetadata(mcpUrl, {}, withDeadline(fetchFn))).resource;
+    resource = (await discoverOAuthProtectedResourceMetadata(mcpUrl, {}, observedFetch)).resource;
   } catch (error) {
-    // fetch() fails with a TypeError when nothing answers, and a TimeoutError past the deadline;
-    // the SDK throws plain Errors for a server that answered without (valid) metadata.
-    if (error instanceof TypeError) {
-      throw new Error(`could not reach ${mcpUrl}: ${error.message} (${String(error.cause ?? '')})`);
+    const failure = lastOutcome && 'failure' in lastOutcome ? lastOutcome.failure : error;
+    // fetch() fails with a TypeError when nothing answers, and a TimeoutError past the deadline.
+    if (failure instanceof TypeError) {
+      throw new Error(`could not reach ${mcpUrl}: ${failure.message} (${String(failure.cause ?? '')})`);
     }
-    if ((error as Error).name === 'TimeoutError') {
+    if ((failure as Error).name === 'TimeoutError') {
       throw new Error(`${mcpUrl} did not answer within ${AUTH_REQUEST_TIMEOUT_MS / 1000} s`);
+    }
+    // A refusal (404, or another 4xx: a gateway that guards every path) says there is no
+    // metadata; an outage (5xx, 408, 429) or a broken document is asked again at the next attempt.
+    const status = lastOutcome && 'status' in lastOutcome ? lastOutcome.status : undefined;
+    const saysNone = status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
+    if (!saysNone) {
+      throw new Error(
+        `could not read the protected resource metadata of ${mcpUrl} (RFC 9728): ${(error as Error).message}`,
+      );
     }
   }
   return checkedResource(mcpUrl, resource || undefined, expectedResource);

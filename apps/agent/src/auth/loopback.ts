@@ -40,13 +40,23 @@ export interface ExpectedIssuer {
   required: boolean;
 }
 
-/** Listens on `port` until one callback with `state` arrives; resolves with its code. */
-export async function waitForAuthorizationCode(
+/** A redirect listener that is bound: `code` settles with the one callback it waits for. */
+export interface PendingAuthorizationCode {
+  /** The code of the callback with the expected `state` (rejected on a refusal, a mix-up, the timeout). */
+  code: Promise<string>;
+}
+
+/**
+ * Listens on `port` for one callback with `state`. Resolves once the port is bound, and rejects
+ * when it cannot be (EADDRINUSE): the browser is sent to the sign-in page only after that, or
+ * the code would go to whoever holds the port. The listener closes when `code` settles.
+ */
+export async function listenForAuthorizationCode(
   port: number,
   state: string,
   timeoutMs: number,
   expectedIssuer?: ExpectedIssuer,
-): Promise<string> {
+): Promise<PendingAuthorizationCode> {
   let settle: { resolve(code: string): void; reject(error: Error): void } | undefined;
   const result = new Promise<string>((resolve, reject) => {
     settle = { resolve, reject };
@@ -107,11 +117,14 @@ export async function waitForAuthorizationCode(
     () => settle?.reject(new AuthorizationCallbackError(`no sign-in within ${Math.round(timeoutMs / 1000)} s`)),
     timeoutMs,
   );
-  try {
-    return await result;
-  } finally {
-    clearTimeout(timer);
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  const code = (async () => {
+    try {
+      return await result;
+    } finally {
+      clearTimeout(timer);
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  })();
+  return { code };
 }

@@ -16,6 +16,7 @@
  *   with the scope the server asked for (widened here to keep what was already granted).
  */
 import { randomBytes } from 'node:crypto';
+import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import {
   auth,
   extractWWWAuthenticateParams,
@@ -37,7 +38,7 @@ import type {
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
 import { checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
-import { findFreePort, redirectUrlFor, waitForAuthorizationCode } from './loopback.ts';
+import { findFreePort, listenForAuthorizationCode, redirectUrlFor } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
 export interface InteractiveOAuthOptions {
@@ -278,18 +279,26 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         );
       }
       const url = new URL(authorizationUrl);
+      checkSignInPage(url, metadata.issuer);
       const scope = this.#widenedScope(url.searchParams.get('scope'));
       // No scope named anywhere: none is asked for (the authorization server's default applies).
       if (scope) url.searchParams.set('scope', scope);
       else url.searchParams.delete('scope');
       const state = url.searchParams.get('state');
       if (!state) throw new Error('the authorization request carries no state');
-      // Listening before the browser opens: a fast browser (or a test's) may call back at once.
-      const code = waitForAuthorizationCode(this.#port, state, this.#options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS, {
-        issuer: metadata.issuer,
-        // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
-        required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
-      });
+      // Bound before the browser opens: with the port taken (EADDRINUSE; it is predictable, the
+      // last login's or MCP_OAUTH_REDIRECT_PORT) the code would go to whoever holds it, so the
+      // sign-in stops here instead. A fast browser (or a test's) may also call back at once.
+      const { code } = await listenForAuthorizationCode(
+        this.#port,
+        state,
+        this.#options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS,
+        {
+          issuer: metadata.issuer,
+          // RFC 9207's metadata member, kept by the SDK's loose schema though not in its type.
+          required: (metadata as Record<string, unknown>).authorization_response_iss_parameter_supported === true,
+        },
+      );
       code.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
       const opened = await this.#options.openBrowser(url.href).catch(() => false);
       this.#options.print(
@@ -418,7 +427,10 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         ...(discovery.authorizationServerMetadata ? { metadata: discovery.authorizationServerMetadata } : {}),
         clientInformation,
         refreshToken: tokens.refresh_token,
-        resource: new URL(resource),
+        // The string as the authorization request and the code exchange sent it (the SDK's auth()
+        // sends the metadata's as written): `new URL(…).href` adds a `/` to a path-less resource,
+        // and a server that compares exactly would refuse every refresh (invalid_target).
+        resource,
         fetchFn: this.#fetch,
       });
       this.refreshes++;
@@ -442,6 +454,22 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   async #persist(): Promise<void> {
     await this.#store.save(this.#session);
   }
+}
+
+/**
+ * The sign-in page the authorization server's metadata names (`authorization_endpoint`) must be
+ * a web page: `https:`, or `http:` on this machine (a developer's server). The SDK refuses only
+ * javascript:, data: and vbscript:, and the system opener hands any scheme to its handler:
+ * `file:` and `smb:` reach out to a share (Windows signs in to it as the user), a custom
+ * protocol starts its program, and plain http to another host can be read and changed on the way.
+ */
+function checkSignInPage(url: URL, issuer: string): void {
+  if (url.protocol === 'https:') return;
+  if (url.protocol === 'http:' && isLoopbackUrlHost(url.hostname)) return;
+  const where = url.host ? ` on ${url.host}` : '';
+  throw new Error(
+    `the authorization server ${issuer} names a sign-in page (authorization_endpoint) with the scheme ${url.protocol}${where}: not opened, no sign-in (only https, or http on localhost, 127.0.0.0/8 or [::1])`,
+  );
 }
 
 /**
