@@ -74,10 +74,17 @@ export async function createAuthProvider(
       const cache = new ApiKeyCache({
         store,
         newClient,
-        onEvent: (event, details) =>
-          event === 'listening'
-            ? logger.info('api key cache: listening for revocations', details)
-            : logger.warn('api key cache: listener lost; keys are looked up in the database until it is back', details),
+        onEvent: (event, details) => {
+          if (event === 'listening') logger.info('api key cache: listening for revocations', details);
+          else if (event === 'listener_lost') {
+            logger.warn('api key cache: listener lost; keys are looked up in the database until it is back', details);
+          } else {
+            logger.warn(
+              'api key cache: off, DATABASE_URL reaches PostgreSQL through a connection pooler; every key is looked up in the database (use a direct URL, or API_KEY_CACHE=false to say so)',
+              details,
+            );
+          }
+        },
       });
       await cache.start();
       return { ...apiKeyProvider({ store: cache }), close: () => cache.close() };

@@ -24,7 +24,11 @@ export interface ApiKeyCacheOptions {
   maxEntries?: number;
   /** Longest pause between attempts to reconnect the listener (default 5000 ms). */
   maxReconnectDelayMs?: number;
-  onEvent?: (event: 'listening' | 'listener_lost', details: Record<string, unknown>) => void;
+  /**
+   * `listening`; `listener_lost` (retried with backoff); `listener_refused`, once: the connection
+   * goes through a pooler, and the cache stays off for the life of the process.
+   */
+  onEvent?: (event: 'listening' | 'listener_lost' | 'listener_refused', details: Record<string, unknown>) => void;
 }
 
 /**
@@ -35,14 +39,27 @@ export interface ApiKeyCacheOptions {
  * How the bound holds: the api_keys trigger NOTIFYs every change that can withdraw a key; this
  * cache LISTENs on a connection of its own and empties itself on each notification. PostgreSQL
  * delivers the notifications of transactions committed before a command on that connection
- * ahead of the command's reply, so a heartbeat (`SELECT 1`) sent at time H and answered proves
- * that every revocation committed before H has been applied here. Entries are served only while
- * the last answered heartbeat was sent less than `maxStalenessMs` ago (heartbeats go every
- * quarter of it); otherwise — listener down, reconnecting, slow or stalled — every request goes
- * to the database, as without a cache. A lookup that was in flight when a notification came is
- * not stored (generation count), so it cannot bring back a key that was just revoked.
+ * ahead of the command's reply, so a heartbeat sent at time H and answered proves that every
+ * revocation committed before H has been applied here — provided the connection is a server
+ * session of its own that still listens. So the listener refuses a connection through a pooler
+ * (its cancel key's process id is not `pg_backend_pid()`: see #checkDirect), and a heartbeat
+ * counts only if the session still listens on the channel (`pg_listening_channels()`); either
+ * failure counts as a lost listener. Entries are served only while the last answered heartbeat
+ * was sent less than `maxStalenessMs` ago (heartbeats go every quarter of it); otherwise —
+ * listener down, reconnecting, slow, stalled, not listening or behind a pooler — every request
+ * goes to the database, as without a cache. A lookup that was in flight when a notification
+ * came is not stored (generation count), so it cannot bring back a key that was just revoked.
  * Unknown keys are never cached. Entries are keyed by the key's SHA-256, not the key itself.
  */
+/** The listening connection reaches PostgreSQL through a pooler (see `ApiKeyCache#checkDirect`). */
+class NotADirectConnectionError extends Error {
+  constructor() {
+    super(
+      'the listening connection does not lead straight to PostgreSQL (a connection pooler?): LISTEN needs a direct connection, so keys are looked up in the database on every request',
+    );
+  }
+}
+
 export class ApiKeyCache {
   readonly #store: ApiKeyVerifier;
   readonly #newClient: () => pg.Client;
@@ -157,28 +174,70 @@ export class ApiKeyCache {
     try {
       await client.connect();
       await client.query(`LISTEN ${API_KEYS_CHANNEL}`);
+      await this.#checkDirect(client);
     } catch (error) {
+      if (error instanceof NotADirectConnectionError) {
+        // Not a moment's trouble: the database is reached through a pooler, and will be at the
+        // next try too. Said once; the cache stays off (every key looked up in the database).
+        lost = true;
+        this.#client = undefined;
+        client.end().catch(() => {});
+        this.#onEvent('listener_refused', { message: error.message });
+        return;
+      }
       onLost(error as Error);
       return;
     }
     if (lost || this.#closed) return;
     // Whatever was announced while no one listened is unknown: start empty.
     this.#forget();
-    this.#reconnectDelayMs = 0;
     this.#onEvent('listening', { max_staleness_ms: this.#maxStalenessMs });
     await this.#beat(client, onLost);
   }
 
+  /**
+   * Throws unless the connection leads straight to the server process that answers it. A
+   * connection pooler (PgBouncer, Azure's built-in one on port 6432, RDS Proxy) answers the
+   * startup with a cancel key of its own, whose process id is not the server's. Behind one in
+   * transaction mode, LISTEN holds on one server session that the pooler hands to other clients
+   * between transactions, and notifications that session receives while it is not lent to this
+   * connection are dropped (PgBouncer: "got packet 'A' from server when not linked"), while
+   * heartbeats are still answered, even by that very session: only this check sees it.
+   */
+  async #checkDirect(client: pg.Client): Promise<void> {
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    // node-pg keeps the BackendKeyData's process id as `processID` (it cancels queries with it).
+    const announced = (client as unknown as { processID?: unknown }).processID;
+    if (rows[0]?.pid !== announced) throw new NotADirectConnectionError();
+  }
+
+  /**
+   * Sends one heartbeat and, once answered, schedules the next. It counts only if the session
+   * still listens on the channel (an UNLISTEN, a `DISCARD ALL` would end that silently).
+   */
   async #beat(client: pg.Client, onLost: (error?: Error) => void): Promise<void> {
     const sent = performance.now();
+    let listening: boolean | undefined;
     try {
-      await client.query({ text: 'SELECT 1', query_timeout: this.#maxStalenessMs * 2 } as pg.QueryConfig);
+      const { rows } = await client.query<{ listening: boolean }>({
+        // pg_listening_channels() is a set, not an array: IN, not = ANY.
+        text: 'SELECT $1 IN (SELECT pg_listening_channels()) AS listening',
+        values: [API_KEYS_CHANNEL],
+        query_timeout: this.#maxStalenessMs * 2,
+      } as pg.QueryConfig);
+      listening = rows[0]?.listening;
     } catch (error) {
       onLost(error as Error);
       return;
     }
+    if (listening !== true) {
+      onLost(new Error(`the listening session no longer listens on ${API_KEYS_CHANNEL}`));
+      return;
+    }
     if (this.#client !== client || this.#closed) return;
     this.#confirmedAt = sent;
+    // Reset only now: a listener that connects but never proves itself backs off.
+    this.#reconnectDelayMs = 0;
     this.#heartbeat = setTimeout(() => void this.#beat(client, onLost), this.#maxStalenessMs / 4);
     this.#heartbeat.unref();
   }

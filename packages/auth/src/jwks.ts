@@ -9,7 +9,10 @@ import {
 import { AuthUnavailableError } from './auth-provider.ts';
 
 export interface RemoteKeySetOptions {
-  /** Least time between two fetches caused by unknown `kid`s or failures (default 30 s). */
+  /**
+   * Least time between two refetches caused by unknown `kid`s (default 30 s). Other fetches
+   * (readiness checks, background refreshes) do not count: they must not keep a rotated key out.
+   */
   cooldownMs?: number;
   /** Age after which the keys are refreshed in the background while still in use (default 10 min). */
   maxAgeMs?: number;
@@ -25,8 +28,10 @@ export interface RemoteKeySetOptions {
  * Unlike jose's `createRemoteJWKSet`, which blocks a request on a refetch once its cache is
  * old and fails every request while the JWKS endpoint is down, this one refreshes old keys in
  * the background and keeps verifying with the keys it has when a refresh fails. A token with
- * an unknown `kid` (key rotation) triggers one refetch; further ones wait for the cool-down,
- * so random `kid`s cannot make the server hammer the identity provider.
+ * an unknown `kid` (key rotation) triggers one refetch, unless keys fetched since the token
+ * arrived already lack it; further refetches for unknown `kid`s wait for the cool-down, so
+ * random `kid`s cannot make the server hammer the identity provider. A refetch that fails is
+ * `AuthUnavailableError` (503), not a verdict on the token.
  */
 export class RemoteKeySet {
   readonly url: string;
@@ -35,8 +40,14 @@ export class RemoteKeySet {
   readonly #timeoutMs: number;
   readonly #maxBytes: number;
   #keys: ReturnType<typeof createLocalJWKSet> | undefined;
+  /** performance.now() when the fetch that brought the current keys began. */
   #fetchedAt = Number.NEGATIVE_INFINITY;
+  /** performance.now() when the last fetch, whatever its cause and outcome, began. */
   #attemptedAt = Number.NEGATIVE_INFINITY;
+  /** performance.now() when the last failed fetch began (fetches never overlap). */
+  #failedAt = Number.NEGATIVE_INFINITY;
+  /** performance.now() when the last refetch for an unknown `kid` began: the cool-down counts only these. */
+  #unknownKidFetchAt = Number.NEGATIVE_INFINITY;
   #inFlight: Promise<void> | undefined;
   #fetches = 0;
 
@@ -55,35 +66,65 @@ export class RemoteKeySet {
 
   /** A jose key resolver: pass it to `jwtVerify`. */
   readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
-    const now = performance.now();
+    const arrived = performance.now();
     if (this.#keys === undefined) {
       // No keys yet: retry failures sooner than the cool-down, nothing works until this succeeds.
-      if (now - this.#attemptedAt < Math.min(this.#cooldownMs, 5_000) && this.#inFlight === undefined) {
+      if (arrived - this.#attemptedAt < Math.min(this.#cooldownMs, 5_000) && this.#inFlight === undefined) {
         throw new AuthUnavailableError('The signing keys are not available yet.');
       }
       await this.reload();
-    } else if (now - this.#fetchedAt > this.#maxAgeMs && now - this.#attemptedAt > this.#cooldownMs) {
+    } else if (arrived - this.#fetchedAt > this.#maxAgeMs && arrived - this.#attemptedAt > this.#cooldownMs) {
       this.reload().catch(() => {}); // background refresh; a failure keeps the current keys
     }
-    const keys = this.#keys;
-    if (keys === undefined) throw new AuthUnavailableError('The signing keys are not available.');
     try {
-      return await keys(header, token);
+      return await this.#lookUp(header, token);
     } catch (error) {
-      const unknownKey = (error as { code?: string }).code === 'ERR_JWKS_NO_MATCHING_KEY';
-      if (!unknownKey) throw error;
-      const coolingDown = performance.now() - this.#attemptedAt < this.#cooldownMs;
-      if (coolingDown && this.#inFlight === undefined) throw error;
-      // Perhaps the keys were rotated: fetch once more, then decide with what came back.
-      try {
-        await this.reload();
-      } catch {
-        throw error;
-      }
-      const reloaded = this.#keys as ReturnType<typeof createLocalJWKSet>;
-      return await reloaded(header, token);
+      if (!isUnknownKey(error)) throw error;
+      return await this.#unknownKid(header, token, error, arrived);
     }
   };
+
+  /**
+   * A token whose `kid` the keys lack: perhaps the keys were rotated after they were fetched.
+   * Refetches once, unless keys fetched since the token arrived lack it too (then it stays
+   * unknown: 401) or a refetch for an unknown `kid` began less than the cool-down ago. A failed
+   * refetch leaves the token undecided: `AuthUnavailableError` (503 with Retry-After), not 401.
+   */
+  async #unknownKid(
+    header: JWSHeaderParameters,
+    token: FlattenedJWSInput,
+    unknown: unknown,
+    arrived: number,
+  ): Promise<CryptoKey> {
+    if (this.#inFlight !== undefined) {
+      // A fetch under way (another token's refetch, a readiness check, a background refresh)
+      // may bring the key: wait for it rather than refuse or fetch a second time.
+      await this.#inFlight.catch(() => {});
+      try {
+        return await this.#lookUp(header, token);
+      } catch (error) {
+        if (!isUnknownKey(error)) throw error;
+      }
+    }
+    if (this.#fetchedAt >= arrived) throw unknown; // keys fetched after the token arrived lack it
+    if (performance.now() - this.#unknownKidFetchAt < this.#cooldownMs) {
+      // No refetch now. If the last fetch failed, a refetch would fail too as far as is known:
+      // whether the key exists cannot be told, so the token is undecided, not refused.
+      if (this.#failedAt > this.#fetchedAt) {
+        throw new AuthUnavailableError(`The signing keys at ${this.url} could not be refreshed.`);
+      }
+      throw unknown;
+    }
+    this.#unknownKidFetchAt = performance.now();
+    await this.reload(); // rejects with AuthUnavailableError
+    return await this.#lookUp(header, token);
+  }
+
+  async #lookUp(header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> {
+    const keys = this.#keys;
+    if (keys === undefined) throw new AuthUnavailableError('The signing keys are not available.');
+    return keys(header, token);
+  }
 
   /** Fetches the keys now (concurrent callers share one fetch); rejects with `AuthUnavailableError`. */
   reload(): Promise<void> {
@@ -94,17 +135,23 @@ export class RemoteKeySet {
   }
 
   async #fetch(): Promise<void> {
-    this.#attemptedAt = performance.now();
+    const started = performance.now();
+    this.#attemptedAt = started;
     this.#fetches += 1;
     let jwks: JSONWebKeySet;
     try {
       jwks = parseKeySet(await fetchJson(this.url, this.#timeoutMs, this.#maxBytes));
     } catch (error) {
+      this.#failedAt = started;
       throw new AuthUnavailableError(`The signing keys at ${this.url} could not be fetched.`, { cause: error });
     }
     this.#keys = createLocalJWKSet(jwks);
-    this.#fetchedAt = performance.now();
+    this.#fetchedAt = started;
   }
+}
+
+function isUnknownKey(error: unknown): boolean {
+  return (error as { code?: string } | null)?.code === 'ERR_JWKS_NO_MATCHING_KEY';
 }
 
 function parseKeySet(value: unknown): JSONWebKeySet {

@@ -33,14 +33,67 @@ after(async () => {
   await testDb?.drop();
 });
 
-function newCache(options: { newClient?: () => pg.Client; events?: string[] } = {}) {
+function newCache(
+  options: { newClient?: () => pg.Client; events?: string[]; details?: Record<string, unknown>[] } = {},
+) {
   return new ApiKeyCache({
     store,
     newClient: options.newClient ?? (() => database.dedicatedClient?.() as pg.Client),
     maxStalenessMs: MAX_STALENESS_MS,
     maxReconnectDelayMs: 250,
-    onEvent: (event) => options.events?.push(event),
+    onEvent: (event, details) => {
+      options.events?.push(event);
+      options.details?.push(details);
+    },
   });
+}
+
+/**
+ * A TCP relay to the test database that, as a connection pooler does, gives its clients a
+ * cancel key of its own: the process id in the server's BackendKeyData is replaced.
+ */
+async function poolerLikeRelay(): Promise<{ url: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const target = new URL(testDb.url);
+  const relay = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('data', (bytes) => upstream.write(bytes));
+    // Up to the first ReadyForQuery ('Z'), server messages are read whole: a type byte, a
+    // length that counts itself, the body. BackendKeyData ('K') is the process id, the secret.
+    let starting = true;
+    let pending = Buffer.alloc(0);
+    upstream.on('data', (bytes) => {
+      if (!starting) return void client.write(bytes);
+      pending = Buffer.concat([pending, bytes]);
+      while (starting && pending.length >= 5 && pending.length >= 1 + pending.readInt32BE(1)) {
+        const message = pending.subarray(0, 1 + pending.readInt32BE(1));
+        pending = pending.subarray(message.length);
+        if (message.readUInt8(0) === 0x4b) message.writeInt32BE(1, 5); // pid 1: never a backend
+        if (message.readUInt8(0) === 0x5a) starting = false;
+        client.write(message);
+      }
+      if (!starting && pending.length > 0) client.write(pending);
+    });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  const relayed = new URL(testDb.url);
+  relayed.hostname = '127.0.0.1';
+  relayed.port = String((relay.address() as AddressInfo).port);
+  return {
+    url: relayed.toString(),
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
 }
 
 async function until(condition: () => boolean, what: string, ms = 10_000) {
@@ -192,7 +245,7 @@ describe('ApiKeyCache on PostgreSQL', () => {
       // What a database restart or a network cut does to the listening session.
       const { rowCount } = await other.query(
         `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE datname = current_database() AND query = 'SELECT 1' AND pid <> pg_backend_pid()`,
+          WHERE datname = current_database() AND query LIKE '%pg_listening_channels()%' AND pid <> pg_backend_pid()`,
       );
       assert.equal(rowCount, 1, 'found the listening session');
       await until(() => events.includes('listener_lost'), 'the loss to be noticed');
@@ -209,6 +262,90 @@ describe('ApiKeyCache on PostgreSQL', () => {
       assert.equal(cache.stats.hits, hits + 1, 'serving from memory again');
     } finally {
       await cache.close();
+    }
+  });
+
+  test('a listening session that stops listening stops serving from memory within maxStalenessMs', async () => {
+    // Behind a transaction-pooling pooler (PgBouncer, Azure's built-in one on 6432) the LISTEN
+    // stays on one server session while the heartbeats may be answered by others: they answer,
+    // but no notification ever comes. The same on a direct connection: the listening session
+    // stops listening (UNLISTEN) and goes on answering.
+    const events: string[] = [];
+    const listeners: pg.Client[] = [];
+    const cache = newCache({
+      events,
+      newClient: () => {
+        const client = database.dedicatedClient?.() as pg.Client;
+        listeners.push(client);
+        return client;
+      },
+    });
+    await cache.start();
+    try {
+      const { record, secret } = await store.create({ userId: 'ivy' });
+      await cache.verify(secret);
+      await cache.verify(secret);
+      assert.equal(cache.stats.hits, 1, 'served from memory while the session listens');
+      await listeners[0]?.query('UNLISTEN *');
+      assert.ok(await otherStore.revoke(record.id));
+      const revokedAt = performance.now();
+      // Any call that starts maxStalenessMs after the commit must see it; poll up to then and past.
+      for (;;) {
+        const started = performance.now();
+        const key = await cache.verify(secret);
+        if (started - revokedAt >= MAX_STALENESS_MS) {
+          assert.equal(key, undefined, `still accepted ${Math.round(started - revokedAt)} ms after revocation`);
+          break;
+        }
+        await sleep(25);
+      }
+      assert.ok(events.includes('listener_lost'), 'a session that does not listen counts as a lost listener');
+      // It listens again on a new session, and serves from memory again.
+      await until(() => events.filter((e) => e === 'listening').length === 2 && cache.serving, 'the reconnection');
+      assert.equal(listeners.length, 2);
+      const again = await store.create({ userId: 'ivy' });
+      await cache.verify(again.secret);
+      const hits = cache.stats.hits;
+      await cache.verify(again.secret);
+      assert.equal(cache.stats.hits, hits + 1, 'serving from memory again');
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('a listening connection through a connection pooler is refused: nothing is served from memory', async () => {
+    // PgBouncer in transaction mode (Azure's built-in one on 6432) runs the LISTEN on one server
+    // session, lends that session to other clients between transactions and drops what it
+    // receives while not lent ("got packet 'A' from server when not linked"), yet every
+    // heartbeat is answered, even by that very session, which still listens. What gives such a
+    // pooler away is the cancel key it hands its clients: its process id is not the server's.
+    const relay = await poolerLikeRelay();
+    const events: string[] = [];
+    const details: Record<string, unknown>[] = [];
+    let connects = 0;
+    const cache = newCache({
+      events,
+      details,
+      newClient: () => {
+        connects++;
+        return new pg.Client({ connectionString: relay.url });
+      },
+    });
+    await cache.start();
+    try {
+      assert.equal(cache.serving, false, 'a listener behind a pooler is not trusted');
+      assert.deepEqual(events, ['listener_refused'], 'said once, not retried (it would be refused again)');
+      assert.match(String(details[0]?.message), /connection pooler/);
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      assert.equal(connects, 1, 'no reconnection');
+      const { record, secret } = await store.create({ userId: 'jo' });
+      for (let i = 0; i < 3; i++) assert.equal((await cache.verify(secret))?.id, record.id);
+      assert.deepEqual(cache.stats, { hits: 0, misses: 3, entries: 0 });
+      assert.ok(await otherStore.revoke(record.id));
+      assert.equal(await cache.verify(secret), undefined, 'the very next call sees the revocation');
+    } finally {
+      await cache.close();
+      await relay.close();
     }
   });
 

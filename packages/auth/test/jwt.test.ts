@@ -12,6 +12,7 @@ import {
 import { Hono } from 'hono';
 import { exportSPKI, SignJWT } from 'jose';
 import {
+  AuthUnavailableError,
   type AuthVariables,
   type JwtBearerProviderOptions,
   jwtBearerProvider,
@@ -286,18 +287,78 @@ describe('jwtBearerProvider: keys and caching', () => {
     assert.deepEqual(outcome, { ok: false, error: 'invalid_token', description: 'The access token has expired.' });
   });
 
-  test('unknown kids within the cool-down of the last fetch cause no fetch at all', async () => {
+  test('random kids within the cool-down cause one refetch in all', async () => {
     const auth = provider({ jwks: { cooldownMs: 60_000 } });
+    const unknownToken = async (kid: string) => accessToken(idp, await signingKey(kid));
+    const [first, second, burst] = await Promise.all([
+      unknownToken('unknown-1'),
+      unknownToken('unknown-2'),
+      Promise.all([3, 4, 5].map((i) => unknownToken(`unknown-${i}`))),
+    ]);
     await authenticated(auth, await accessToken(idp, rsa));
     assert.equal(auth.keySet.fetchCount, 1);
-    const unknown1 = await signingKey('unknown-1');
-    const unknown2 = await signingKey('unknown-2');
-    const first = await auth.verifyToken(await accessToken(idp, unknown1));
-    assert.equal(first.ok, false);
-    assert.equal(auth.keySet.fetchCount, 1, 'within the cool-down after the initial fetch: no refetch');
-    const second = await auth.verifyToken(await accessToken(idp, unknown2));
-    assert.equal(second.ok, false);
+    const refused = {
+      ok: false,
+      error: 'invalid_token',
+      description: 'The access token is signed with an unknown key.',
+    };
+    assert.deepEqual(await auth.verifyToken(first), refused);
+    assert.equal(auth.keySet.fetchCount, 2, 'one refetch: the keys may have been rotated since the first fetch');
+    assert.deepEqual(await auth.verifyToken(second), refused);
+    for (const outcome of await Promise.all(burst.map((token) => auth.verifyToken(token)))) {
+      assert.deepEqual(outcome, refused);
+    }
+    assert.equal(auth.keySet.fetchCount, 2, 'within the cool-down: no further fetch');
+  });
+
+  test('an unknown kid is not fetched again when the keys were fetched for that very token', async () => {
+    const auth = provider({ jwks: { cooldownMs: 60_000 } });
+    const outcome = await auth.verifyToken(await accessToken(idp, await signingKey('unknown-first')));
+    assert.equal(outcome.ok, false);
     assert.equal(auth.keySet.fetchCount, 1);
+  });
+
+  test('key rotation right after a readiness check: the new kid is fetched at once', async () => {
+    // A readiness probe (or a background refresh) fetches the keys just before the realm
+    // rotates them; the first token signed with the new key must not wait out a cool-down.
+    const auth = provider({ jwks: { cooldownMs: 60_000 } });
+    const rotated = await signingKey('rsa-rotated');
+    const rotatedToken = await accessToken(idp, rotated);
+    await authenticated(auth, await accessToken(idp, rsa));
+    assert.equal((await auth.ready()).checks.jwks, 'ok');
+    assert.equal(auth.keySet.fetchCount, 2);
+    idp.published = [rsa, ec, rotated];
+    try {
+      assert.equal((await authenticated(auth, rotatedToken)).userId, 'alice-sub');
+      assert.equal(auth.keySet.fetchCount, 3, 'one refetch for the new kid');
+    } finally {
+      idp.published = [rsa, ec];
+    }
+  });
+
+  test('a refetch for an unknown kid that fails: 503 with Retry-After, not 401', async () => {
+    const failing = await FakeIdp.start([rsa]);
+    const auth = provider({
+      issuer: failing.issuer,
+      jwksUri: failing.jwksUri,
+      jwks: { cooldownMs: 60_000, timeoutMs: 1000 },
+    });
+    const rotatedToken = await accessToken(failing, await signingKey('rsa-rotated'));
+    const otherToken = await accessToken(failing, await signingKey('rsa-other'));
+    const knownToken = await accessToken(failing, rsa, { jti: 'known' });
+    await authenticated(auth, await accessToken(failing, rsa));
+    assert.equal(auth.keySet.fetchCount, 1);
+    await failing.close(); // the JWKS endpoint goes down
+    const response = await call(appWith(auth), rotatedToken);
+    assert.equal(response.status, 503, 'the key may exist: the client must retry, not sign in again');
+    assert.equal(response.headers.get('retry-after'), '5');
+    assert.equal(((await response.json()) as { error: string }).error, 'temporarily_unavailable');
+    assert.equal(auth.keySet.fetchCount, 2);
+    // Within the cool-down: no refetch, and still undecided while the last fetch failed.
+    await assert.rejects(auth.verifyToken(otherToken), AuthUnavailableError);
+    assert.equal(auth.keySet.fetchCount, 2);
+    // The keys already held keep working.
+    assert.equal((await authenticated(auth, knownToken)).userId, 'alice-sub');
   });
 
   test('key rotation: a new kid is fetched once the cool-down has passed, and then works', async () => {
