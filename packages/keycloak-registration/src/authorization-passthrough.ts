@@ -185,6 +185,19 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
         }),
       );
     }
+    const responseMode = params.get('response_mode');
+    if (responseMode !== null && responseMode !== 'query') {
+      // The callback reads the answer from its query: a form_post would arrive as a POST it does
+      // not take, a fragment never reaches it.
+      return redirect(
+        clientRedirect(requested, {
+          error: 'invalid_request',
+          error_description: 'Only response_mode=query is supported.',
+          state: clientState,
+          iss: issuer,
+        }),
+      );
+    }
     if (params.has('request') || params.has('request_uri')) {
       // A request object would carry its own redirect_uri and state past the checks above.
       return redirect(
@@ -331,8 +344,8 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     };
     const authorization = request.headers.get('authorization');
     if (authorization) headers.authorization = authorization;
-    const dpop = request.headers.get('dpop');
-    if (dpop) headers.dpop = dpop;
+    // No DPoP header: a proof names the URL it was made for (`htu`), this endpoint, and Keycloak
+    // refuses it at its own; the metadata does not announce DPoP here.
     let upstream: Response;
     let answer: string | undefined;
     try {

@@ -133,6 +133,13 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
       // What a client can prove to this token endpoint, which forwards the request: not a TLS
       // client certificate, nor an assertion made out to this endpoint (Keycloak checks its
       // own as the audience).
+      // What the pass-through cannot carry: a DPoP proof names this token endpoint (Keycloak
+      // checks its own), the callback reads the answer from its query only, and request objects
+      // would bring their own redirect URI and state past its checks (it refuses them).
+      delete metadata.dpop_signing_alg_values_supported;
+      metadata.response_modes_supported = ['query'];
+      metadata.request_parameter_supported = false;
+      metadata.request_uri_parameter_supported = false;
       const methods = metadata.token_endpoint_auth_methods_supported;
       metadata.token_endpoint_auth_methods_supported = Array.isArray(methods)
         ? methods.filter((method) => FORWARDABLE_AUTH_METHODS.includes(method as string))

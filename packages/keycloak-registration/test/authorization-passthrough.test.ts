@@ -233,3 +233,59 @@ test('an answer after the login expired is refused: no redirect, no code kept', 
   assert.equal((await exchange({ code: 'kc-code-3', client_id: 'slow-client' })).status, 400);
   assert.equal(forwarded.length, 0);
 });
+
+test('an answer asked for in another response_mode than query goes back to the client as an error, nothing stored', async () => {
+  const passThrough = passThroughWith();
+  await passThrough.recordClient('mode-client', [REDIRECT]);
+  const app = new Hono();
+  passThrough.mount(app);
+  const authorize = (responseMode: string) =>
+    app.request(
+      `/authorize?${new URLSearchParams({
+        client_id: 'mode-client',
+        redirect_uri: REDIRECT,
+        response_type: 'code',
+        response_mode: responseMode,
+        state: 'client-state',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+      })}`,
+    );
+  const before = await pending();
+  // The callback reads its query: a form_post would come as a POST, a fragment never reaches it.
+  for (const mode of ['form_post', 'fragment', 'query.jwt', 'jwt']) {
+    const refused = await authorize(mode);
+    assert.equal(refused.status, 302, mode);
+    const location = new URL(refused.headers.get('location') ?? '');
+    assert.equal(`${location.origin}${location.pathname}`, REDIRECT, mode);
+    assert.equal(location.searchParams.get('error'), 'invalid_request', mode);
+    assert.equal(location.searchParams.get('state'), 'client-state', mode);
+  }
+  assert.equal(await pending(), before, 'no pending login stored');
+  const query = await authorize('query');
+  assert.ok(query.headers.get('location')?.startsWith(`${upstream}/protocol/openid-connect/auth?`));
+});
+
+test('a DPoP proof is not forwarded to Keycloak (it names this token endpoint, which Keycloak would refuse)', async () => {
+  const headers: Headers[] = [];
+  const passThrough = passThroughWith({
+    fetch: async (_url, init) => {
+      headers.push(new Headers(init?.headers));
+      return Response.json({ access_token: 'a', token_type: 'Bearer', expires_in: 300 });
+    },
+  });
+  const app = new Hono();
+  passThrough.mount(app);
+  const response = await app.request('/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: 'eyJhbGciOiJFUzI1NiJ9.proof.sig' },
+    body: new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: 'r',
+      client_id: 'facade-client',
+    }).toString(),
+  });
+  assert.equal(response.status, 200);
+  assert.equal(headers.length, 1);
+  assert.equal(headers[0]?.get('dpop'), null);
+});

@@ -19,6 +19,11 @@ const fakeFetch: typeof fetch = async (input, init) => {
       authorization_response_iss_parameter_supported: true,
       code_challenge_methods_supported: ['S256'],
       client_id_metadata_document_supported: true,
+      // As Keycloak 26.7 announces them.
+      dpop_signing_alg_values_supported: ['ES256', 'RS256'],
+      response_modes_supported: ['query', 'fragment', 'form_post', 'query.jwt', 'fragment.jwt', 'form_post.jwt', 'jwt'],
+      request_parameter_supported: true,
+      request_uri_parameter_supported: true,
       token_endpoint_auth_methods_supported: [
         'private_key_jwt',
         'client_secret_basic',
@@ -175,13 +180,19 @@ describe('registrationFacade with the pass-through: the redirect hosts are check
     return app;
   };
 
-  test('presents only what the pass-through honours: no metadata-document clients, no certificate or assertion auth', async () => {
+  test('presents only what the pass-through honours: no metadata-document clients, no certificate or assertion auth, no DPoP, answers in the query, no request objects', async () => {
     const response = await appWith().request('/.well-known/oauth-authorization-server');
     const metadata = (await response.json()) as Record<string, unknown>;
     assert.equal(metadata.authorization_response_iss_parameter_supported, true);
     // Their logins would come back with Keycloak's iss, not this issuer's.
     assert.equal(metadata.client_id_metadata_document_supported, undefined);
     assert.deepEqual(metadata.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post']);
+    // A DPoP proof names this token endpoint, which Keycloak refuses at its own.
+    assert.equal(metadata.dpop_signing_alg_values_supported, undefined);
+    // The callback reads its query only; request objects are refused at /authorize.
+    assert.deepEqual(metadata.response_modes_supported, ['query']);
+    assert.equal(metadata.request_parameter_supported, false);
+    assert.equal(metadata.request_uri_parameter_supported, false);
     const preflight = await appWith().request('/.well-known/oauth-authorization-server', {
       method: 'OPTIONS',
       headers: { origin: 'http://localhost:6274', 'access-control-request-headers': 'mcp-protocol-version' },
