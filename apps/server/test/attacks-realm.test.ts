@@ -491,10 +491,10 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         redirect_uris: ['http://127.0.0.1:9/callback'],
         token_endpoint_auth_method: 'none',
       });
-    // A realm with room for 5 more clients, as 200 is for a flood of 200.
+    // A realm with room for 7 more clients, as 200 is for a flood of 200.
     await adminApi(`/components/${maxClients.id}`, {
       method: 'PUT',
-      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 5)] } },
+      body: { ...maxClients, config: { ...maxClients.config, 'max-clients': [String(count + 7)] } },
     });
     try {
       // One real client, used: alice logs in through it.
@@ -532,11 +532,30 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         implicitFlowEnabled: false,
         attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' },
       });
-      const flood = [await register(), await register(), urlLike, claimsUse];
+      // It keeps the internal `id` the caller sends too, which the admin API's URLs carry: one with
+      // a `/` or a `?` named another URL, whose 404 read as "no sessions" and "removed".
+      const ownIds = [];
+      for (const id of [
+        `f/${Math.random().toString(36).slice(2, 10)}`,
+        `x?${Math.random().toString(36).slice(2, 10)}`,
+      ]) {
+        ownIds.push(
+          await post(registrations('default'), {
+            id,
+            clientId: `flood-id-${Math.random().toString(36).slice(2, 10)}`,
+            name: 'Flood',
+            publicClient: true,
+            redirectUris: ['http://127.0.0.1:9/callback'],
+            standardFlowEnabled: true,
+            implicitFlowEnabled: false,
+          }),
+        );
+      }
+      const flood = [await register(), await register(), urlLike, claimsUse, ...ownIds];
       assert.deepEqual(
         flood.map((r) => r.status),
-        [201, 201, 201, 201],
-        `${urlLike.text} ${claimsUse.text}`,
+        [201, 201, 201, 201, 201, 201],
+        `${urlLike.text} ${claimsUse.text} ${ownIds.map((r) => r.text).join(' ')}`,
       );
       const clientIdOf = (registered: (typeof flood)[number]) =>
         (registered.json.client_id ?? registered.json.clientId) as string;
@@ -573,6 +592,8 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
       );
       assert.ok(!removed.includes(real.json.client_id as string), 'the client alice uses stays');
       const ids = ((await adminApi('/clients?max=1000')) as { clientId: string }[]).map((c) => c.clientId);
+      for (const registered of flood)
+        assert.ok(!ids.includes(clientIdOf(registered)), `${clientIdOf(registered)} is gone`);
       for (const kept of ['vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy', 'mcp-server', 'admin-cli']) {
         assert.ok(ids.includes(kept), kept);
       }

@@ -100,6 +100,22 @@ export interface JanitorRun {
   removed: string[];
 }
 
+/**
+ * A client's internal id as one segment of an admin URL. Keycloak's `default` registration
+ * provider keeps the `id` an anonymous caller sends (`f/1`, `x?y`): written into the path as it
+ * is, such an id named another URL, whose 404 read as "no sessions" and, for the DELETE, as
+ * "removed", and the flood of such clients stayed for good.
+ */
+function clientPath(id: string): string {
+  return encodeURIComponent(id);
+}
+
+/**
+ * `.` and `..`: no encoding keeps a URL parser from resolving them (`%2e` counts as a dot too),
+ * so no admin URL reaches such a client; the janitor leaves them (an id is unique: two at most).
+ */
+const DOT_SEGMENT = /^\.{1,2}$/;
+
 export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const base = options.baseUrl.replace(/\/+$/, '');
   const admin = `${base}/admin/realms/${encodeURIComponent(options.realm)}`;
@@ -147,13 +163,13 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   // takes whatever id the caller chooses. A metadata-document client removed while unused is
   // persisted again at its next sign-in.
   function candidate(client: ClientRepresentation): boolean {
-    return client.consentRequired === true && !keep.has(client.clientId);
+    return client.consentRequired === true && !keep.has(client.clientId) && !DOT_SEGMENT.test(client.id);
   }
 
   async function sessions(bearer: string, id: string): Promise<number> {
     const [online, offline] = await Promise.all([
-      api(bearer, `/clients/${id}/session-count`),
-      api(bearer, `/clients/${id}/offline-session-count`),
+      api(bearer, `/clients/${clientPath(id)}/session-count`),
+      api(bearer, `/clients/${clientPath(id)}/offline-session-count`),
     ]);
     return ((online as { count?: number })?.count ?? 0) + ((offline as { count?: number })?.count ?? 0);
   }
@@ -196,7 +212,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     const expired =
       record.lastUsed !== undefined ? at - record.lastUsed > idleAfterMs : at - record.firstSeen > abandonedAfterMs;
     if (!expired) return false;
-    await api(bearer, `/clients/${client.id}`, { method: 'DELETE' });
+    await api(bearer, `/clients/${clientPath(client.id)}`, { method: 'DELETE' });
     await pool.query('DELETE FROM keycloak_janitor_clients WHERE id = $1', [client.id]);
     return true;
   }
