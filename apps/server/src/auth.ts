@@ -158,14 +158,16 @@ async function keycloakProvider(
   jwt.keySet.reload().catch(() => {});
   const janitorSecret = config.keycloakJanitorSecret;
   if (!workaround) {
-    if (janitorSecret !== undefined) startJanitor(reachable, janitorSecret, databaseReady, logger);
+    if (janitorSecret !== undefined) {
+      startJanitor(reachable, janitorSecret, janitorKeep(config), databaseReady, logger);
+    }
     return jwt;
   }
   const database = await databaseReady;
   await migrate(database.pool, AUTHORIZATION_PASSTHROUGH_NAMESPACE, authorizationPassThroughMigrations);
   if (janitorSecret !== undefined) {
     // What the pass-through keeps about a client goes with the client.
-    startJanitor(reachable, janitorSecret, database, logger, (clientIds) =>
+    startJanitor(reachable, janitorSecret, janitorKeep(config), database, logger, (clientIds) =>
       forgetPassThroughClients(database.pool, clientIds),
     );
   }
@@ -179,6 +181,23 @@ async function keycloakProvider(
   return withRoutes(jwt, facade);
 }
 
+/** This project's realm clients that ask for consent: anonymous registrations look the same to the janitor. */
+export const REALM_CLIENTS_KEPT: readonly string[] = [
+  'mcp-server',
+  'vscode-mcp-client',
+  'expenses-agent',
+  'mcp-oauth-proxy',
+];
+
+/**
+ * What the janitor leaves alone among the consent-required clients: the realm's, and those the
+ * operator names in `KEYCLOAK_JANITOR_KEEP` (a partner's client added in the admin console with
+ * "Consent required" on would otherwise be removed after 15 minutes without a session).
+ */
+export function janitorKeep(config: Pick<KeycloakAuthConfig, 'keycloakJanitorKeep'>): string[] {
+  return [...new Set([...REALM_CLIENTS_KEPT, ...config.keycloakJanitorKeep])];
+}
+
 /**
  * Removes anonymously registered clients nobody uses (a flood of them would fill the realm's
  * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
@@ -187,6 +206,7 @@ async function keycloakProvider(
 function startJanitor(
   realmUrl: string,
   secret: string,
+  keep: readonly string[],
   databaseReady: Database | Promise<Database>,
   logger: Logger,
   onRemoved?: (clientIds: readonly string[]) => Promise<void>,
@@ -197,7 +217,7 @@ function startJanitor(
   void Promise.resolve(databaseReady)
     .then(async (database) => {
       await migrate(database.pool, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations);
-      runJanitor(match[1] as string, decodeURIComponent(match[2] as string), secret, database, logger, onRemoved);
+      runJanitor(match[1] as string, decodeURIComponent(match[2] as string), secret, keep, database, logger, onRemoved);
     })
     .catch((error: unknown) => logger.warn('keycloak client janitor: failed', { message: (error as Error).message }));
 }
@@ -206,6 +226,7 @@ function runJanitor(
   baseUrl: string,
   realm: string,
   secret: string,
+  keep: readonly string[],
   database: Database,
   logger: Logger,
   onRemoved?: (clientIds: readonly string[]) => Promise<void>,
@@ -216,7 +237,7 @@ function runJanitor(
     realm,
     clientId: 'mcp-client-janitor',
     clientSecret: secret,
-    keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
+    keep,
     onEvent: (event, details) => logger.info(`keycloak client janitor: ${event}`, details),
     onRemoved,
   });

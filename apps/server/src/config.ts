@@ -92,6 +92,8 @@ export interface KeycloakAuthConfig {
   allowedClientIds: string[];
   /** Secret of the realm's `mcp-client-janitor`; set, unused registered clients are removed. */
   keycloakJanitorSecret: string | undefined;
+  /** Client ids of the operator's own consent-required clients the janitor must leave alone. */
+  keycloakJanitorKeep: string[];
 }
 
 export interface OAuthProxyAuthConfig {
@@ -189,6 +191,7 @@ export const CONFIG_VARIABLES = [
   'KEYCLOAK_REGISTRATION',
   'ALLOWED_CLIENT_IDS',
   'KEYCLOAK_JANITOR_CLIENT_SECRET',
+  'KEYCLOAK_JANITOR_KEEP',
   'TRUST_PROXY',
   ...PROXY_VARIABLES,
 ] as const;
@@ -245,6 +248,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       : httpUrl(env, 'KEYCLOAK_REALM_INTERNAL_URL', '');
   const realmUrl = keycloakRealmUrl === undefined ? undefined : httpUrl(env, 'KEYCLOAK_REALM_URL', '');
   const keycloakJanitorSecret = optional(env, 'KEYCLOAK_JANITOR_CLIENT_SECRET');
+  const keycloakJanitorKeep = list(env, 'KEYCLOAK_JANITOR_KEEP', []);
   const localUserId = text(env, 'LOCAL_USER_ID', 'local-user');
   const common: CommonConfig = {
     host,
@@ -291,6 +295,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
         keycloakRegistration,
         allowedClientIds,
         keycloakJanitorSecret,
+        keycloakJanitorKeep,
       };
     case 'oauth_proxy':
     case 'entra_proxy':

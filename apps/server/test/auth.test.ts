@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { accessToken, FakeIdp, now, RESOURCE, type SigningKey, signingKey } from '@mcp-auth-stack/testing/fake-idp';
-import { firstJanitorPass, logProxyEvent, upstreamAdmin } from '../src/auth.ts';
+import { firstJanitorPass, janitorKeep, logProxyEvent, REALM_CLIENTS_KEPT, upstreamAdmin } from '../src/auth.ts';
+import { loadConfig } from '../src/config.ts';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 
 test('upstreamAdmin: Keycloak granted expenses:admin, or Entra named the expenses-admin app role', () => {
@@ -66,6 +67,16 @@ test('firstJanitorPass: a slow Keycloak is tried again before the pass is report
   );
   assert.equal(calls, 1, 'a wrong secret is not retried');
   assert.deepEqual(logged, ['keycloak client janitor: failed']);
+});
+
+test("janitorKeep: the realm's clients and the operator's KEYCLOAK_JANITOR_KEEP are never removed", () => {
+  const keycloak = { MCP_AUTH_PROVIDER: 'keycloak', KEYCLOAK_REALM_URL: 'http://localhost:8080/realms/mcp' };
+  const config = loadConfig({ ...keycloak, KEYCLOAK_JANITOR_KEEP: ' partner-app , reports,mcp-server' });
+  assert.ok(config.authMode === 'keycloak');
+  assert.deepEqual(janitorKeep(config), [...REALM_CLIENTS_KEPT, 'partner-app', 'reports']);
+  const unset = loadConfig(keycloak);
+  assert.ok(unset.authMode === 'keycloak');
+  assert.deepEqual(janitorKeep(unset), [...REALM_CLIENTS_KEPT]);
 });
 
 test('logProxyEvent: an unreachable identity provider is a warning, security events are info', () => {
