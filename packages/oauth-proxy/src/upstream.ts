@@ -12,6 +12,8 @@ export interface UpstreamEndpoints {
   authorizationEndpoint: string;
   tokenEndpoint: string;
   userinfoEndpoint?: string | undefined;
+  /** RFC 9207: the provider puts `iss` on its authorization answers, so one without it is refused. */
+  authorizationResponseIss?: boolean | undefined;
 }
 
 export interface Upstream {
@@ -126,6 +128,7 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
       authorizationEndpoint,
       tokenEndpoint: rebase(tokenEndpoint) as string,
       userinfoEndpoint: rebase(stringMember(document, 'userinfo_endpoint')),
+      authorizationResponseIss: document.authorization_response_iss_parameter_supported === true,
     };
   }
 

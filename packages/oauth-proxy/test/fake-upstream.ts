@@ -38,6 +38,10 @@ export class FakeUpstream {
   oversizedAnswers = false;
   /** What the next refresh gets instead of tokens (a 429, Entra's 401 invalid_client); then cleared. */
   nextRefreshRefusal: { status: number; error: string } | undefined;
+  /** RFC 9207: its metadata announces `iss` on authorization answers (as Keycloak's does). */
+  announcesIss = false;
+  /** The `iss` its authorization answers carry (Keycloak: its issuer); undefined sends none. */
+  sendsIss: string | undefined;
   /** When set, refresh answers wait for it (the upstream slow to answer). */
   refreshesHeldUntil: Promise<void> | undefined;
   /** Every token it handed out, to check none is stored in plaintext. */
@@ -95,6 +99,7 @@ export class FakeUpstream {
         token_endpoint: `${this.issuer}/protocol/openid-connect/token`,
         userinfo_endpoint: `${this.issuer}/protocol/openid-connect/userinfo`,
         code_challenge_methods_supported: ['S256'],
+        ...(this.announcesIss ? { authorization_response_iss_parameter_supported: true } : {}),
       });
     }
     if (method === 'GET' && url.pathname.endsWith('/authorize')) {
@@ -121,6 +126,7 @@ export class FakeUpstream {
         target.searchParams.set('code', code);
       }
       target.searchParams.set('state', query.get('state') ?? '');
+      if (this.sendsIss !== undefined) target.searchParams.set('iss', this.sendsIss);
       response.writeHead(302, { location: target.toString() }).end();
       return;
     }

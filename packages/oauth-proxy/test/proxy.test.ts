@@ -432,6 +432,36 @@ describe('the full flow', () => {
     }
   });
 
+  test('an upstream answer naming another issuer (RFC 9207), or none from a provider announcing it, gives the client no code', async () => {
+    // A provider like Keycloak: it announces `iss` on its answers and sends its own.
+    const announcing = await FakeUpstream.start();
+    try {
+      announcing.announcesIss = true;
+      announcing.sendsIss = announcing.issuer;
+      const proxy = instance(dbA, announcing, keys);
+      const { tokens } = await loginForTokens(proxy);
+      assert.ok(tokens.access_token, 'its own issuer: signed in');
+      const codes = await count('oauth_proxy_codes');
+      for (const [what, sent] of [
+        ['another issuer (a mix-up)', 'https://attacker.example/realms/upstream'],
+        ['no iss', undefined],
+      ] as const) {
+        announcing.sendsIss = sent;
+        const { browser, callback } = await loginUntilCallback(proxy);
+        const back = await browser.get(proxy.app, callback);
+        const location = new URL(back.headers.get('location') as string);
+        assert.equal(location.searchParams.get('error'), 'server_error', what);
+        assert.equal(location.searchParams.get('code'), null, what);
+        assert.equal(location.searchParams.get('state'), 'client-state-1', what);
+      }
+      assert.equal(await count('oauth_proxy_codes'), codes, 'no code stored');
+      const exchanges = announcing.tokenRequests.filter((form) => form.get('grant_type') === 'authorization_code');
+      assert.equal(exchanges.length, 1, "only the first sign-in's upstream code was exchanged");
+    } finally {
+      await announcing.close();
+    }
+  });
+
   test('a burst of refreshes of one grant waits in line, not in the pool, while the upstream is slow', async () => {
     idp.accessTokenTtl = 1;
     const { clientId, tokens } = await fullLogin();

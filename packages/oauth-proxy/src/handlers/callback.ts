@@ -4,6 +4,7 @@ import { browserCookie } from '../cookies.ts';
 import { encrypt, randomToken, sha256 } from '../crypto.ts';
 import { OAuthError } from '../errors.ts';
 import { failPage, redirectToClient } from '../responses.ts';
+import type { UpstreamEndpoints } from '../upstream.ts';
 import { callUpstreamToken, toStored, type UpstreamTokens, upstreamUser } from '../upstream-login.ts';
 
 /**
@@ -28,6 +29,32 @@ export function callbackHandler(ctx: ProxyContext): Handler {
     }
     const back = (params: Record<string, string>) =>
       redirectToClient(c, ctx.issuer, login.redirect_uri, { ...params, state: login.client_state });
+    const couldNotComplete = {
+      error: 'server_error',
+      error_description: 'The identity provider could not complete the sign-in.',
+    };
+    let upstreamEndpoints: UpstreamEndpoints;
+    try {
+      upstreamEndpoints = await ctx.upstream.endpoints();
+    } catch (error) {
+      ctx.emit('upstream_failed', { message: (error as Error).message });
+      return back(couldNotComplete);
+    }
+    // RFC 9207 2.4, for answers with a code or an error alike: an answer naming another issuer
+    // (a mix-up), or none from a provider that says it always names itself, is not its answer.
+    const answeredBy = query.get('iss');
+    const expected = upstreamEndpoints.issuer;
+    if (
+      answeredBy === null
+        ? upstreamEndpoints.authorizationResponseIss === true
+        : typeof expected === 'string' && answeredBy !== expected
+    ) {
+      ctx.emit('upstream_iss_refused', { iss: answeredBy });
+      return back({
+        error: 'server_error',
+        error_description: 'The sign-in answer did not come from the identity provider.',
+      });
+    }
     const upstreamError = query.get('error');
     if (upstreamError) {
       return back({
@@ -40,7 +67,6 @@ export function callbackHandler(ctx: ProxyContext): Handler {
     let tokens: UpstreamTokens;
     let user: { userId: string; name: string | undefined; claims: Record<string, unknown> };
     try {
-      const upstreamEndpoints = await ctx.upstream.endpoints();
       const exchanged = await callUpstreamToken(ctx, upstreamEndpoints, {
         grant_type: 'authorization_code',
         code,
@@ -65,10 +91,7 @@ export function callbackHandler(ctx: ProxyContext): Handler {
       ctx.emit('upstream_failed', { message: (error as Error).message });
       // The provider signed the user in, but this server does not take them (another tenant).
       if (error instanceof OAuthError) return back({ error: error.error, error_description: error.message });
-      return back({
-        error: 'server_error',
-        error_description: 'The identity provider could not complete the sign-in.',
-      });
+      return back(couldNotComplete);
     }
     if (login.scopes.length === 0) {
       ctx.emit('scopes_refused', { client_id: login.client_id, user_id: user.userId });
