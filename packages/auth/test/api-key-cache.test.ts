@@ -49,10 +49,14 @@ function newCache(
 }
 
 /**
- * A TCP relay to the test database that, as a connection pooler does, gives its clients a
- * cancel key of its own: the process id in the server's BackendKeyData is replaced.
+ * A TCP relay to the test database: `fromServer` passes on (or rewrites) what the server sends
+ * to `toClient`; while `passes()` is false nothing goes either way (a network partition).
  */
-async function poolerLikeRelay(): Promise<{ url: string; close: () => Promise<void> }> {
+async function relayToDatabase(
+  options: { passes?: () => boolean; fromServer?: (bytes: Buffer, toClient: (bytes: Buffer) => void) => void } = {},
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const passes = options.passes ?? (() => true);
+  const fromServer = options.fromServer ?? ((bytes, toClient) => toClient(bytes));
   const sockets = new Set<Socket>();
   const target = new URL(testDb.url);
   const relay = createServer((client) => {
@@ -65,23 +69,8 @@ async function poolerLikeRelay(): Promise<{ url: string; close: () => Promise<vo
         upstream.destroy();
       });
     }
-    client.on('data', (bytes) => upstream.write(bytes));
-    // Up to the first ReadyForQuery ('Z'), server messages are read whole: a type byte, a
-    // length that counts itself, the body. BackendKeyData ('K') is the process id, the secret.
-    let starting = true;
-    let pending = Buffer.alloc(0);
-    upstream.on('data', (bytes) => {
-      if (!starting) return void client.write(bytes);
-      pending = Buffer.concat([pending, bytes]);
-      while (starting && pending.length >= 5 && pending.length >= 1 + pending.readInt32BE(1)) {
-        const message = pending.subarray(0, 1 + pending.readInt32BE(1));
-        pending = pending.subarray(message.length);
-        if (message.readUInt8(0) === 0x4b) message.writeInt32BE(1, 5); // pid 1: never a backend
-        if (message.readUInt8(0) === 0x5a) starting = false;
-        client.write(message);
-      }
-      if (!starting && pending.length > 0) client.write(pending);
-    });
+    client.on('data', (bytes) => passes() && upstream.write(bytes));
+    upstream.on('data', (bytes) => passes() && fromServer(bytes, (out) => client.write(out)));
   });
   await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
   const relayed = new URL(testDb.url);
@@ -94,6 +83,32 @@ async function poolerLikeRelay(): Promise<{ url: string; close: () => Promise<vo
       await new Promise((resolve) => relay.close(resolve));
     },
   };
+}
+
+/**
+ * A relay that, as a connection pooler does, gives its clients a cancel key of its own: the
+ * process id in the server's BackendKeyData is replaced.
+ */
+function poolerLikeRelay(): Promise<{ url: string; close: () => Promise<void> }> {
+  // Up to the first ReadyForQuery ('Z'), server messages are read whole: a type byte, a length
+  // that counts itself, the body. BackendKeyData ('K') is the process id, the secret. One
+  // connection at a time is enough here (the listener's).
+  let starting = true;
+  let pending = Buffer.alloc(0);
+  return relayToDatabase({
+    fromServer: (bytes, toClient) => {
+      if (!starting) return toClient(bytes);
+      pending = Buffer.concat([pending, bytes]);
+      while (starting && pending.length >= 5 && pending.length >= 1 + pending.readInt32BE(1)) {
+        const message = pending.subarray(0, 1 + pending.readInt32BE(1));
+        pending = pending.subarray(message.length);
+        if (message.readUInt8(0) === 0x4b) message.writeInt32BE(1, 5); // pid 1: never a backend
+        if (message.readUInt8(0) === 0x5a) starting = false;
+        toClient(message);
+      }
+      if (!starting && pending.length > 0) toClient(pending);
+    },
+  });
 }
 
 async function until(condition: () => boolean, what: string, ms = 10_000) {
@@ -349,31 +364,13 @@ describe('ApiKeyCache on PostgreSQL', () => {
     // The listening session goes through a relay that can stop passing bytes, as a network
     // partition does: no error, no close, no notification, no heartbeat answer.
     let stalled = false;
-    const sockets = new Set<Socket>();
-    const target = new URL(testDb.url);
-    const relay = createServer((client) => {
-      const upstream = connect(Number(target.port || 5432), target.hostname);
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.on('data', (bytes) => stalled || upstream.write(bytes));
-      upstream.on('data', (bytes) => stalled || client.write(bytes));
-    });
-    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-    const relayed = new URL(testDb.url);
-    relayed.hostname = '127.0.0.1';
-    relayed.port = String((relay.address() as AddressInfo).port);
+    const relay = await relayToDatabase({ passes: () => !stalled });
     // A larger bound than the other tests: the stalled heartbeat times out only after about
     // twice this, and the check below must come well before that.
     const maxStalenessMs = 2_000;
     const cache = new ApiKeyCache({
       store,
-      newClient: () => new pg.Client({ connectionString: relayed.toString() }),
+      newClient: () => new pg.Client({ connectionString: relay.url }),
       maxStalenessMs,
     });
     await cache.start();
@@ -393,9 +390,8 @@ describe('ApiKeyCache on PostgreSQL', () => {
       assert.equal(await cache.verify(secret), undefined, 'the revocation applies although no notification came');
       assert.equal(cache.serving, false);
     } finally {
-      for (const socket of sockets) socket.destroy();
+      await relay.close();
       await cache.close();
-      await new Promise((resolve) => relay.close(resolve));
     }
   });
 
