@@ -132,6 +132,20 @@ async function refusingMcpServer(metadata?: (base: string) => Record<string, unk
   return server;
 }
 
+/** The realm's `expenses-agent` in client_credentials mode, for the server at `mcpUrl`. */
+function agentTokenSource(
+  mcpUrl: string,
+  options: Partial<ConstructorParameters<typeof ClientCredentialsTokenSource>[0]> = {},
+): ClientCredentialsTokenSource {
+  return new ClientCredentialsTokenSource({
+    mcpUrl,
+    clientId: 'expenses-agent',
+    clientSecret: 's',
+    scope: 'mcp:access',
+    ...options,
+  });
+}
+
 describe('client_credentials', () => {
   test('after a 401 the SDK asks MCP_TOKEN_URL again, for the same resource; the secret never goes to the MCP server', async () => {
     const as = await authorizationServer();
@@ -180,14 +194,7 @@ describe('client_credentials', () => {
     const as = await authorizationServer();
     const payroll = 'https://payroll.example/mcp';
     const mcp = await refusingMcpServer(() => ({ resource: payroll, authorization_servers: [as.url] }));
-    const source = (resource?: string) =>
-      new ClientCredentialsTokenSource({
-        mcpUrl: `${mcp.url}/mcp`,
-        clientId: 'expenses-agent',
-        clientSecret: 's',
-        scope: 'mcp:access',
-        resource,
-      });
+    const source = (resource?: string) => agentTokenSource(`${mcp.url}/mcp`, { resource });
     await assert.rejects(
       source().accessToken(),
       /says it is the resource https:\/\/payroll\.example\/mcp, another server/,
@@ -206,12 +213,7 @@ describe('client_credentials', () => {
   test('RFC 8414 3.3: metadata that names another issuer is not used; the secret goes nowhere', async () => {
     const as = await authorizationServer({ issuer: 'https://attacker.example' });
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
-    const source = new ClientCredentialsTokenSource({
-      mcpUrl: `${mcp.url}/mcp`,
-      clientId: 'expenses-agent',
-      clientSecret: 'the-secret',
-      scope: 'mcp:access',
-    });
+    const source = agentTokenSource(`${mcp.url}/mcp`, { clientSecret: 'the-secret' });
     await assert.rejects(
       source.accessToken(),
       /names the issuer https:\/\/attacker\.example: not used \(RFC 8414 3\.3\)/,
@@ -230,13 +232,7 @@ describe('client_credentials', () => {
     const mcp = await refusingMcpServer((base) =>
       available ? { resource: base, authorization_servers: [as.url] } : undefined,
     );
-    const source = new ClientCredentialsTokenSource({
-      mcpUrl: `${mcp.url}/mcp`,
-      clientId: 'expenses-agent',
-      clientSecret: 's',
-      scope: 'mcp:access',
-      tokenUrl: `${as.url}/token`,
-    });
+    const source = agentTokenSource(`${mcp.url}/mcp`, { tokenUrl: `${as.url}/token` });
     const first = await source.accessToken().then(
       () => 'a token',
       (error: Error) => `refused: ${error.message}`,
@@ -254,13 +250,7 @@ describe('client_credentials', () => {
     await new Promise<void>((resolve) => nobody.listen(0, '127.0.0.1', resolve));
     const port = (nobody.address() as AddressInfo).port;
     await new Promise((resolve) => nobody.close(resolve));
-    const unreachable = new ClientCredentialsTokenSource({
-      mcpUrl: `http://127.0.0.1:${port}/mcp`,
-      clientId: 'expenses-agent',
-      clientSecret: 's',
-      scope: 'mcp:access',
-      tokenUrl: `${as.url}/token`,
-    });
+    const unreachable = agentTokenSource(`http://127.0.0.1:${port}/mcp`, { tokenUrl: `${as.url}/token` });
     await assert.rejects(unreachable.accessToken(), new RegExp(`could not reach http://127\\.0\\.0\\.1:${port}/mcp`));
     assert.equal(as.seen.filter((request) => request.path === '/token').length, 1, 'no token for a guessed resource');
   });
@@ -268,14 +258,7 @@ describe('client_credentials', () => {
   test('a token endpoint that never answers fails the token request', async () => {
     const as = await authorizationServer({}, 'hangs');
     const mcp = await refusingMcpServer();
-    const source = new ClientCredentialsTokenSource({
-      mcpUrl: `${mcp.url}/mcp`,
-      clientId: 'expenses-agent',
-      clientSecret: 's',
-      scope: 'mcp:access',
-      tokenUrl: `${as.url}/token`,
-      requestTimeoutMs: 200,
-    });
+    const source = agentTokenSource(`${mcp.url}/mcp`, { tokenUrl: `${as.url}/token`, requestTimeoutMs: 200 });
     await assert.rejects(source.accessToken(), /did not answer within 0\.2 s/);
   });
 });
