@@ -415,6 +415,10 @@ module keycloak 'modules/container-app.bicep' = {
     registryLoginServer: registry.outputs.loginServer
     exists: keycloakExists
     targetPort: 8080
+    // Only keycloak mode sends browsers and clients to it. In the other modes it still deploys (one
+    // azure.yaml for every mode) but stays inside the environment: no public admin console,
+    // anonymous registration or master-realm login for a Keycloak that nothing uses.
+    external: mcpAuthProvider == 'keycloak'
     env: keycloakEnv
     secretEnv: keycloakSecretEnv
     secretUris: keyVault.outputs.secretUris

@@ -505,6 +505,15 @@ describe('Keycloak', () => {
   const { env, secretEnv, params } = appEnvironment('keycloak', 'keycloak');
   const server = appEnvironment('server', 'keycloak').env;
 
+  test('reachable from outside the environment only in keycloak mode, the one that sends anyone to it', () => {
+    for (const mode of MODES) {
+      const { params: modeParams, values } = appEnvironment('keycloak', mode);
+      const external = objectProperty(modeParams, 'external');
+      assert.ok(external, 'main.bicep says whether Keycloak is external');
+      assert.equal(evaluate(main, external as never, values), mode === 'keycloak', mode);
+    }
+  });
+
   test('production mode behind the ingress: Postgres, hostname, proxy headers, 1 replica, probes on 9000', () => {
     assert.match(
       env.KC_DB_URL ?? '',
