@@ -29,6 +29,11 @@ export const LOCAL_CALLBACK_URL = 'http://localhost:8000/auth/callback';
 const MICROSOFT_GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000';
 const USER_READ_SCOPE_ID = 'e1fe6dd8-ba31-4d61-89e7-88639da4683d';
 const SECRET_LIFETIME_DAYS = 180;
+/**
+ * A stored secret this close to its end is replaced at the next run: Entra keeps listing an
+ * expired secret, so its mere presence does not say it still works.
+ */
+const SECRET_RENEWAL_DAYS = 30;
 
 /** What @azure/identity's credentials offer (typed here so tests need not load it). */
 export interface TokenCredentialLike {
@@ -278,12 +283,17 @@ export async function preprovision(options: HookOptions = {}): Promise<Registrat
   if (principals.value.length === 0) await graph.request('POST', '/servicePrincipals', { appId: app.appId });
 
   const storedKeyId = env.ENTRA_PROXY_AZURE_CLIENT_SECRET_ID;
+  const now = options.now?.() ?? new Date();
+  const renewFrom = now.getTime() + SECRET_RENEWAL_DAYS * 86_400_000;
   const secretKnown =
     Boolean(env.ENTRA_PROXY_AZURE_CLIENT_SECRET) &&
-    (app.passwordCredentials ?? []).some((credential) => credential.keyId === storedKeyId);
+    (app.passwordCredentials ?? []).some(
+      (credential) =>
+        credential.keyId === storedKeyId &&
+        (credential.endDateTime == null || Date.parse(credential.endDateTime) > renewFrom),
+    );
   let secretAdded = false;
   if (!secretKnown) {
-    const now = options.now?.() ?? new Date();
     const end = new Date(now.getTime() + SECRET_LIFETIME_DAYS * 86_400_000);
     const secret = await graph.request<{ keyId: string; secretText: string }>(
       'POST',

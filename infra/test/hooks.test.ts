@@ -327,6 +327,18 @@ describe('infra/hooks/entra-app-registration.ts against a fake Microsoft Graph',
     assert.ok(!calls().includes('POST /v1.0/applications'));
   });
 
+  test('a secret within 30 days of its end (Entra still lists an expired one) is replaced, once', async () => {
+    const before = azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET_ID;
+    const ends = apps[0]?.passwordCredentials.find((credential) => credential.keyId === before)?.endDateTime;
+    assert.equal(ends, '2027-05-25T00:00:00.000Z');
+    const at = (date: string) => ({ ...options(), env: { ...azd.store }, now: () => new Date(date) });
+    assert.equal((await preprovision(at('2027-04-24T00:00:00Z'))).secretAdded, false, '31 days before: kept');
+    const renewed = await preprovision(at('2027-04-26T00:00:00Z'));
+    assert.equal(renewed.secretAdded, true, '29 days before: replaced');
+    assert.notEqual(azd.store.ENTRA_PROXY_AZURE_CLIENT_SECRET_ID, before);
+    assert.equal((await preprovision(at('2027-04-26T00:00:00Z'))).secretAdded, false, 'the new one is kept');
+  });
+
   test('an environment holding the signing key as raw JSON (before the encoding) keeps that key, base64-encoded', async () => {
     const jwk = JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'kept' });
     const older = memoryAzd({ AZURE_ENV_NAME: 'dev', MCP_AUTH_PROVIDER: 'entra_proxy', OAUTH_PROXY_SIGNING_KEY: jwk });
