@@ -132,6 +132,17 @@ export async function createStatelessMcpEndpoint(
       return rpcError(c, 400, INVALID_REQUEST, 'JSON-RPC batches are not supported (removed in MCP 2025-06-18).');
     }
     const shape = classify(message);
+    const id = typeof message === 'object' && message !== null ? (message as { id?: unknown }).id : undefined;
+    if (shape === 'invalid' && typeof id === 'number' && Number.isInteger(id)) {
+      // An integer id beyond 2^53 - 1: not one the reply could be sure to name as sent.
+      const literal = lossyParams(body)?.id ?? String(id);
+      return rpcError(
+        c,
+        400,
+        INVALID_REQUEST,
+        `Invalid Request: the id ${literal} is beyond 2^53 - 1, so the reply could not name it; use a smaller number or a string.`,
+      );
+    }
     if (shape === 'invalid') {
       return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
     }
@@ -286,7 +297,8 @@ function classify(message: unknown): 'request' | 'notification' | 'response' | '
   if (typeof message !== 'object' || message === null) return 'invalid';
   const m = message as Record<string, unknown>;
   if (m.jsonrpc !== '2.0') return 'invalid';
-  const hasId = typeof m.id === 'string' || (typeof m.id === 'number' && Number.isInteger(m.id));
+  // Safe integers only, as the SDK's schema takes them: the direct path runs before that schema.
+  const hasId = typeof m.id === 'string' || (typeof m.id === 'number' && Number.isSafeInteger(m.id));
   if (m.params !== undefined && (typeof m.params !== 'object' || m.params === null)) return 'invalid';
   if (typeof m.method === 'string') return hasId ? 'request' : 'id' in m ? 'invalid' : 'notification';
   if (hasId && ('result' in m || 'error' in m)) return 'response';

@@ -152,6 +152,9 @@ const MESSAGES: [string, Record<string, unknown>][] = [
     { ...callOf('req-1', { name: 'echo', arguments: { value: 'hi' } }), extra: 1 },
   ],
   ['a call whose _meta is not an object', callOf('req-1', { name: 'echo', arguments: { value: 'hi' }, _meta: 5 })],
+  // Exact as a double, so no lossy number; but the SDK takes safe integers only as ids.
+  ['a call whose id is an integer above 2^53', callOf(2 ** 54, { name: 'echo', arguments: { value: 'hi' } })],
+  ['a listing whose id is an integer above 2^53', { jsonrpc: '2.0', id: 2 ** 54, method: 'tools/list' }],
   ['a listing', { jsonrpc: '2.0', id: 'req-1', method: 'tools/list' }],
   ['a listing with a member JSON-RPC does not have', { jsonrpc: '2.0', id: 'req-1', method: 'tools/list', extra: 1 }],
   [

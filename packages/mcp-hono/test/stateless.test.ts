@@ -366,6 +366,14 @@ describe('protocol errors', () => {
         -32600,
       ],
     ),
+    ['a body that is JSON null', { method: 'POST', headers: HEADERS, body: 'null' }, 400, -32600],
+    ['a body that is a number', { method: 'POST', headers: HEADERS, body: '5' }, 400, -32600],
+    [
+      'an integer id beyond 2^53 - 1 (the SDK takes safe integers only)',
+      { method: 'POST', headers: HEADERS, body: JSON.stringify({ jsonrpc: '2.0', id: 2 ** 54, method: 'tools/list' }) },
+      400,
+      -32600,
+    ],
     [
       'a null id',
       { method: 'POST', headers: HEADERS, body: JSON.stringify({ jsonrpc: '2.0', id: null, method: 'tools/list' }) },
