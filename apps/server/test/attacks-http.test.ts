@@ -171,6 +171,22 @@ describe('hostile bodies at /mcp', () => {
         what,
       );
     }
+    // Latin-1 bytes where UTF-8 belongs: "Café" would be stored as "Caf\uFFFD", and "Cafè" too.
+    const latin1 = await fetch(stack.mcpUrl, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${key}`,
+      },
+      body: Buffer.from(
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_user_expense","arguments":{"date":"2025-12-02","amount":4,"category":"food","description":"Caf\xE9","payment_method":"cash"}}}',
+        'latin1',
+      ),
+    });
+    const notUtf8 = ((await latin1.json()) as { result: { isError?: boolean; content: { text: string }[] } }).result;
+    assert.equal(notUtf8.isError, true, 'a Latin-1 description');
+    assert.match(notUtf8.content[0]?.text ?? '', /must not contain U\+FFFD .* at description/);
     const blank = await add('\u2800');
     assert.equal(blank.isError, true, 'the blank Braille pattern');
     assert.match(blank.content[0]?.text ?? '', /must contain at least one visible character at description/);

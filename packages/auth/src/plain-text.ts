@@ -76,6 +76,9 @@ function hasDeceptiveCharacters(text: string): boolean {
  */
 export function misleadingTextProblem(text: string): string | undefined {
   if (/\p{Cc}/u.test(text)) return 'must not contain control characters';
+  // What a decoder writes for bytes that were not UTF-8 (Latin-1 "Café" arrives as "Caf\uFFFD"):
+  // stored, it would stand for whatever was sent, and two different texts would read the same.
+  if (text.includes('\uFFFD')) return 'must not contain U+FFFD (bytes that were not UTF-8 read as it): send UTF-8';
   if (hasDeceptiveCharacters(text)) return `must not contain ${DECEPTIVE_KINDS}`;
   // "\u2800" or spaces alone pass a length check but show nothing.
   if (!HAS_VISIBLE.test(text)) return 'must contain at least one visible character';

@@ -69,6 +69,14 @@ test('text that shows nothing is refused', () => {
   assert.equal(misleadingTextProblem('\u2800'), 'must contain at least one visible character');
 });
 
+test('the replacement character, what a decoder makes of bytes that were not UTF-8, is refused', () => {
+  // Latin-1 "Café" and "Cafè" would both arrive as "Caf\uFFFD": stored, they read the same.
+  for (const text of ['Caf\uFFFD', '\uFFFD', 'Lunch \uFFFD\uFFFD']) {
+    assert.match(misleadingTextProblem(text) ?? '', /U\+FFFD/, JSON.stringify(text));
+  }
+  assert.equal(misleadingTextProblem('Café'), undefined);
+});
+
 test('control characters are refused as such', () => {
   for (const text of ['x\u001b[2Jy', 'a\rb', 'a\u0000b', 'a\u0085b', 'a\nb']) {
     assert.equal(misleadingTextProblem(text), 'must not contain control characters', JSON.stringify(text));

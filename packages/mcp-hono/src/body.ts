@@ -29,8 +29,13 @@ export async function readBodyWithin(
     }
     chunks.push(value);
   }
-  return Buffer.concat(chunks, size).toString('utf8');
+  // As `text()` decodes the declared-length path: a leading BOM dropped (Buffer's toString keeps
+  // it, and JSON.parse then refuses a body the other path takes).
+  return UTF8.decode(Buffer.concat(chunks, size));
 }
+
+/** WHATWG's UTF-8 decoding, as `Request.text()` does it: a BOM is dropped, bad bytes become U+FFFD. */
+const UTF8 = new TextDecoder();
 
 /**
  * A fetched answer's text within `limit` bytes, as `readBodyWithin` reads it; `undefined` when it

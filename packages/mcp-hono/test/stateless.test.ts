@@ -431,6 +431,35 @@ describe('protocol errors', () => {
     assert.ok(sent < 64 * 1024, `stopped reading early (read ${sent} bytes)`);
   });
 
+  test('a body with a leading BOM reads the same declared or chunked', async () => {
+    const app = await makeApp();
+    const bytes = new Uint8Array([
+      0xef,
+      0xbb,
+      0xbf,
+      ...new TextEncoder().encode(JSON.stringify({ jsonrpc: '2.0', id: 'bom', method: 'tools/list' })),
+    ]);
+    const declared = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'content-length': String(bytes.byteLength) },
+      body: bytes,
+    });
+    const chunked = await app.request('/mcp', {
+      method: 'POST',
+      headers: HEADERS,
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(bytes.subarray(0, 2));
+          controller.enqueue(bytes.subarray(2));
+          controller.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    assert.deepEqual([declared.status, chunked.status], [200, 200]);
+    assert.deepEqual(await chunked.json(), await declared.json());
+  });
+
   test("an unknown method is a JSON-RPC error with the caller's id", async () => {
     const app = await makeApp();
     const response = await app.request('/mcp', {
