@@ -4,6 +4,15 @@ import { type Env, httpUrl, integer } from '@mcp-auth-stack/config';
 /** The Keycloak release the realm file and the runner are written and tested against. */
 export const KEYCLOAK_VERSION = '26.7.3';
 
+/**
+ * SHA-1 of `keycloak-quarkus-dist-<version>.zip` (the same bytes as the release zip), as Maven
+ * Central published it when the version was pinned here. Checked before any published `.sha1`:
+ * that one comes from where the zip comes from, and whoever can change the one can change both.
+ */
+export const KEYCLOAK_DISTRIBUTION_SHA1: Readonly<Record<string, string>> = {
+  '26.7.3': '1e21a7f572581692aacb379dbba8413f99b67208',
+};
+
 export const REALM_NAME = 'mcp';
 
 /** Where `pnpm keycloak` and `pnpm start` keep Keycloak's home (KEYCLOAK_DATA_DIR), relative to the working directory. */

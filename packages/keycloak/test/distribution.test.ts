@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { defaultCacheDir, ensureDistribution } from '../src/distribution.ts';
 import { findJava } from '../src/java.ts';
+import { KEYCLOAK_DISTRIBUTION_SHA1, KEYCLOAK_VERSION } from '../src/realm.ts';
 
 /**
  * The download path of `pnpm keycloak` without Maven: a small stand-in distribution zip (made
@@ -138,6 +139,25 @@ describe('ensureDistribution from a URL', () => {
     );
     await assert.rejects(access(join(cacheDir, 'dist', `keycloak-${VERSION}`)));
     await assert.rejects(access(join(cacheDir, 'download', `keycloak-${VERSION}.zip`)));
+  });
+
+  test("the pinned version is checked against its pinned SHA-1, not the mirror's .sha1 that matches another zip", async () => {
+    // A mirror serving another zip with a .sha1 to match: the published check alone would pass.
+    await assert.rejects(
+      ensureDistribution({
+        version: KEYCLOAK_VERSION,
+        cacheDir: join(work, 'cache-pinned'),
+        env: envFor('/good.zip'),
+        javaHome,
+      }),
+      new RegExp(
+        `has SHA-1 ${sha1}, but the SHA-1 pinned for Keycloak ${KEYCLOAK_VERSION}.* says ${KEYCLOAK_DISTRIBUTION_SHA1[KEYCLOAK_VERSION]}`,
+      ),
+    );
+    await assert.rejects(
+      access(join(work, 'cache-pinned', 'dist', `keycloak-${KEYCLOAK_VERSION}`)),
+      'nothing unpacked',
+    );
   });
 
   test('KEYCLOAK_DIST_SHA1 that is not a SHA-1 is an error naming it, not a skipped check', async () => {
