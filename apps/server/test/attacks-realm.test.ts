@@ -379,6 +379,36 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
       assert.equal((await list(other)).status, 401, String(decodeJwtPayload(other).typ));
     }
   });
+
+  test("alice's password at the realm's own admin-cli (password grant on, as Keycloak makes it): no token the server takes", async () => {
+    const token = (extra: Record<string, string>) =>
+      fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+        method: 'POST',
+        body: new URLSearchParams({
+          grant_type: 'password',
+          client_id: 'admin-cli',
+          username: alice.username,
+          password: alice.password,
+          ...extra,
+        }),
+      });
+    // Keycloak gives every realm an admin-cli that takes passwords: alice gets a token there.
+    const plain = (await (await token({})).json()) as { access_token?: string };
+    assert.ok(plain.access_token, 'Keycloak issues it');
+    const claims = decodeJwtPayload(plain.access_token);
+    assert.deepEqual([claims.aud, claims.scope], [undefined, ''], 'no audience, no scope');
+    const listed = await postMcp(
+      `${baseUrl}/mcp`,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${plain.access_token}` },
+    );
+    assert.equal(listed.status, 401, 'not a token for this server');
+    // Nor can she ask admin-cli for this server's scopes or name it as the resource.
+    for (const extra of [{ scope: 'mcp:access expenses:read' }, { resource: `${baseUrl}/mcp` }]) {
+      const asked = (await (await token(extra)).json()) as { access_token?: string; error?: string };
+      assert.equal(asked.access_token, undefined, `${JSON.stringify(extra)}: ${asked.error}`);
+    }
+  });
 });
 
 describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
