@@ -48,6 +48,11 @@ export class FakeUpstream {
   issued: string[] = [];
   authorizeRequests: URLSearchParams[] = [];
   tokenRequests: URLSearchParams[] = [];
+
+  /** How many token requests of this grant type it has answered (refreshes: its `refresh_token`). */
+  tokenRequestCount(grantType: 'authorization_code' | 'refresh_token'): number {
+    return this.tokenRequests.filter((form) => form.get('grant_type') === grantType).length;
+  }
   #codes = new Map<string, { redirectUri: string; challenge: string; nonce: string; user: FakeUser; scope: string }>();
   #refresh = new Map<string, { user: FakeUser; scope: string }>();
   #key!: CryptoKey;

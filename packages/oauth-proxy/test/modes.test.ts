@@ -345,12 +345,11 @@ describe('an upstream refresh whose answer cannot be decided on', () => {
       assert.equal(refused.body.access_token, undefined);
       failing = false;
       admin = false; // taken away meanwhile
-      const upstreamRefreshes = () => idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token');
-      const before = upstreamRefreshes().length;
+      const before = idp.tokenRequestCount('refresh_token');
       // The upstream rotated its refresh token and refuses the old one: only the stored new one works.
       const retried = await refreshRequest(deciding.app, refreshToken, client.client_id);
       assert.equal(retried.status, 200, JSON.stringify(retried.body));
-      assert.equal(upstreamRefreshes().length, before + 1, 'the retry went upstream again');
+      assert.equal(idp.tokenRequestCount('refresh_token'), before + 1, 'the retry went upstream again');
       assert.equal(retried.body.scope, 'mcp:access', 'and decided: not every scope of the grant');
     } finally {
       idp.accessTokenTtl = 300;
@@ -414,11 +413,10 @@ describe('an upstream token answer without expires_in', () => {
       // A grant stored without any upstream lifetime (before one was assumed) is not trusted forever.
       await db.pool.query('UPDATE oauth_proxy_grants SET upstream_expires_at = NULL WHERE id = $1', [grant.id]);
       admin = false;
-      const upstreamRefreshes = () => idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token');
-      const before = upstreamRefreshes().length;
+      const before = idp.tokenRequestCount('refresh_token');
       const refreshed = await refreshRequest(narrowing.app, tokens.body.refresh_token as string, client.client_id);
       assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
-      assert.equal(upstreamRefreshes().length, before + 1, 'the upstream was asked again');
+      assert.equal(idp.tokenRequestCount('refresh_token'), before + 1, 'the upstream was asked again');
       assert.equal(refreshed.body.scope, 'mcp:access', 'what the upstream no longer permits is dropped');
     } finally {
       idp.accessTokenTtl = 300;

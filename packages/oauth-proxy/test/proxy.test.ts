@@ -422,10 +422,10 @@ describe('the full flow', () => {
     idp.accessTokenTtl = 1;
     try {
       const { clientId, tokens } = await fullLogin();
-      const before = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
+      const before = idp.tokenRequestCount('refresh_token');
       const refreshed = await refreshRequest(a.app, tokens.refresh_token, clientId);
       assert.equal(refreshed.status, 200);
-      const afterCount = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
+      const afterCount = idp.tokenRequestCount('refresh_token');
       assert.equal(afterCount, before + 1, 'one upstream refresh');
     } finally {
       idp.accessTokenTtl = 300;
@@ -455,8 +455,11 @@ describe('the full flow', () => {
         assert.equal(location.searchParams.get('state'), 'client-state-1', what);
       }
       assert.equal(await count('oauth_proxy_codes'), codes, 'no code stored');
-      const exchanges = announcing.tokenRequests.filter((form) => form.get('grant_type') === 'authorization_code');
-      assert.equal(exchanges.length, 1, "only the first sign-in's upstream code was exchanged");
+      assert.equal(
+        announcing.tokenRequestCount('authorization_code'),
+        1,
+        "only the first sign-in's upstream code was exchanged",
+      );
     } finally {
       await announcing.close();
     }
@@ -470,12 +473,10 @@ describe('the full flow', () => {
     idp.refreshesHeldUntil = new Promise((resolve) => {
       release = resolve;
     });
-    const upstreamRefreshes = () =>
-      idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').length;
-    const before = upstreamRefreshes();
+    const before = idp.tokenRequestCount('refresh_token');
     try {
       const burst = Array.from({ length: 4 }, () => refreshRequest(a.app, tokens.refresh_token, clientId));
-      while (upstreamRefreshes() === before) await new Promise((resolve) => setTimeout(resolve, 10));
+      while (idp.tokenRequestCount('refresh_token') === before) await new Promise((resolve) => setTimeout(resolve, 10));
       // Time for the others to reach the database, as they did before they waited in line.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const pool = dbA.pool;
@@ -487,7 +488,7 @@ describe('the full flow', () => {
         answers.map((answer) => answer.status),
         [200, 400, 400, 400],
       );
-      assert.equal(upstreamRefreshes(), before + 1, 'one upstream refresh');
+      assert.equal(idp.tokenRequestCount('refresh_token'), before + 1, 'one upstream refresh');
     } finally {
       release();
       idp.refreshesHeldUntil = undefined;
