@@ -30,7 +30,7 @@ export const CLIENT_GRANT_TYPES: readonly string[] = ['authorization_code', 'ref
  * What is wrong with a registration, as an RFC 7591 error, or undefined: it must be a JSON
  * object of bounded depth, name no URL the provider would fetch, ask for `public` subjects only,
  * carry a `client_name` that reads as what it is, ask for the authorization code grant (and
- * refresh tokens) with response type `code` only, and list 1 to 10 redirect URIs, each `https` or
+ * perhaps refresh tokens) with response type `code` only, and list 1 to 10 redirect URIs, each `https` or
  * loopback `http` (RFC 8252 native clients). Custom schemes, plain http to other hosts and
  * fragments are refused before the provider sees them.
  */
@@ -62,6 +62,10 @@ export function checkRegistration(body: unknown): { error: string; description: 
       error: 'invalid_client_metadata',
       description: `grant_types may only contain ${CLIENT_GRANT_TYPES.join(' and ')}.`,
     };
+  }
+  // A client without the code grant could never use what it registers for (refresh tokens come from a code).
+  if (!grantTypes.includes('authorization_code')) {
+    return { error: 'invalid_client_metadata', description: 'grant_types must include authorization_code.' };
   }
   const responseTypes = members.response_types ?? ['code'];
   if (!Array.isArray(responseTypes) || !responseTypes.every((type) => type === 'code')) {

@@ -73,6 +73,13 @@ describe('registration attacks', () => {
     ['client_credentials', { grant_types: ['authorization_code', 'client_credentials'] }, GRANTS_REFUSED],
     ['password', { grant_types: ['password'] }, GRANTS_REFUSED],
     ['grant_types not a list', { grant_types: 'authorization_code' }, GRANTS_REFUSED],
+    // Nothing to use at the token endpoint (a refresh token comes from a code).
+    [
+      'refresh tokens without the code grant',
+      { grant_types: ['refresh_token'] },
+      /^grant_types must include authorization_code\.$/,
+    ],
+    ['no grant at all', { grant_types: [] }, /^grant_types must include authorization_code\.$/],
     ['the implicit response type', { response_types: ['code', 'token'] }, GRANTS_REFUSED],
     // The name Keycloak's consent page shows: what it reads must be what it is.
     [

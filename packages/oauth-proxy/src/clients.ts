@@ -18,6 +18,8 @@ export interface ProxyClient {
   tokenEndpointAuthMethod: TokenEndpointAuthMethod;
   /** SHA-256 of the client secret, for confidential registered clients. */
   secretSha256: Buffer | undefined;
+  /** The grants it registered (RFC 7591 `grant_types`): without `refresh_token` it gets no refresh token. */
+  grantTypes: readonly string[];
   kind: 'registered' | 'metadata_document';
 }
 
@@ -140,7 +142,7 @@ export class ClientResolver {
       client_name: string | null;
       redirect_uris: string[];
       secret_sha256: Buffer | null;
-      metadata: { token_endpoint_auth_method?: TokenEndpointAuthMethod };
+      metadata: { token_endpoint_auth_method?: TokenEndpointAuthMethod; grant_types?: string[] };
     }>('SELECT client_name, redirect_uris, secret_sha256, metadata FROM oauth_proxy_clients WHERE client_id = $1', [
       clientId,
     ]);
@@ -152,6 +154,7 @@ export class ClientResolver {
       redirectUris: row.redirect_uris,
       tokenEndpointAuthMethod: row.metadata.token_endpoint_auth_method ?? 'none',
       secretSha256: row.secret_sha256 ?? undefined,
+      grantTypes: row.metadata.grant_types ?? CLIENT_GRANT_TYPES,
       kind: 'registered',
     };
   }
@@ -215,6 +218,7 @@ export class ClientResolver {
       redirectUris: metadata.redirectUris,
       tokenEndpointAuthMethod: 'none',
       secretSha256: undefined,
+      grantTypes: metadata.grantTypes,
       kind: 'metadata_document',
     };
     const maxAge = /max-age=(\d+)/.exec(fetched.cacheControl ?? '')?.[1];

@@ -296,17 +296,30 @@ export class ProxyStore {
   }
 
   /** A new refresh token for the grant; the grant and its client count as used and live another refresh lifetime. */
-  async recordIssue(db: pg.PoolClient, grant: { id: string; clientId: string }, refreshToken: string): Promise<void> {
-    const refreshTtl = this.#options.refreshTtlSeconds;
-    await db.query(
-      `INSERT INTO oauth_proxy_refresh_tokens (token_sha256, grant_id, client_id, expires_at)
-       VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
-      [sha256(refreshToken), grant.id, grant.clientId, refreshTtl],
-    );
+  /**
+   * Records tokens issued for a grant: its refresh token, which the grant then lives as long as,
+   * or, for a client without the refresh grant, none, and the grant ends with its access token
+   * (`accessSeconds`), which is checked against it.
+   */
+  async recordIssue(
+    db: pg.PoolClient,
+    grant: { id: string; clientId: string },
+    issued: { refreshToken: string } | { refreshToken: undefined; accessSeconds: number },
+  ): Promise<void> {
+    let grantSeconds: number;
+    if (issued.refreshToken === undefined) grantSeconds = issued.accessSeconds;
+    else {
+      grantSeconds = this.#options.refreshTtlSeconds;
+      await db.query(
+        `INSERT INTO oauth_proxy_refresh_tokens (token_sha256, grant_id, client_id, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
+        [sha256(issued.refreshToken), grant.id, grant.clientId, grantSeconds],
+      );
+    }
     await db.query('UPDATE oauth_proxy_clients SET last_used_at = now() WHERE client_id = $1', [grant.clientId]);
     await db.query('UPDATE oauth_proxy_grants SET expires_at = now() + make_interval(secs => $2) WHERE id = $1', [
       grant.id,
-      refreshTtl,
+      grantSeconds,
     ]);
   }
 

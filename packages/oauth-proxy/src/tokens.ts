@@ -11,11 +11,14 @@ export interface GrantForTokens {
   userId: string;
   userName: string | null;
   scopes: string[];
+  /** Whether the client registered the `refresh_token` grant (RFC 7591 `grant_types`). */
+  refreshable: boolean;
 }
 
 /**
- * The token response for a grant: a fresh refresh token (stored in the caller's transaction) and
- * an `at+jwt` access token (RFC 9068) for the MCP resource.
+ * The token response for a grant: an `at+jwt` access token (RFC 9068) for the MCP resource and,
+ * for a client that registered the refresh grant, a fresh refresh token (stored in the caller's
+ * transaction).
  */
 export async function issueTokens(
   ctx: ProxyContext,
@@ -23,8 +26,15 @@ export async function issueTokens(
   grant: GrantForTokens,
 ): Promise<Record<string, unknown>> {
   const key = await ctx.keys.signing;
-  const refreshToken = randomToken('mcpr_');
-  await ctx.store.recordIssue(db, grant, refreshToken);
+  const refreshToken = grant.refreshable ? randomToken('mcpr_') : undefined;
+  await ctx.store.recordIssue(
+    db,
+    grant,
+    // Without a refresh token the grant ends when its access token does, as a verifier with the clock tolerance sees it.
+    refreshToken === undefined
+      ? { refreshToken, accessSeconds: ctx.ttl.access + ctx.clockTolerance }
+      : { refreshToken },
+  );
   const claims: Record<string, unknown> = {
     client_id: grant.clientId,
     scope: grant.scopes.join(' '),
@@ -44,7 +54,7 @@ export async function issueTokens(
     access_token: accessToken,
     token_type: 'Bearer',
     expires_in: ctx.ttl.access,
-    refresh_token: refreshToken,
+    ...(refreshToken === undefined ? {} : { refresh_token: refreshToken }),
     scope: grant.scopes.join(' '),
   };
 }

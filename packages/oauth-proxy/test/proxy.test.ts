@@ -784,6 +784,23 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(twice.status, 400);
   });
 
+  test('a client registered without the refresh_token grant gets no refresh token and may not refresh', async () => {
+    const registered = await register(a.app, { grant_types: ['authorization_code'] });
+    const { clientId, tokens } = await fullLogin({ clientId: registered.client_id });
+    assert.equal(tokens.refresh_token, undefined, 'no refresh token in the response');
+    assert.equal(await count('oauth_proxy_refresh_tokens', 'client_id = $1', [clientId]), 0, 'none stored');
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 200, 'the access token works');
+    // The grant ends with its access token (5 minutes and the 5 s clock tolerance), not a refresh lifetime later.
+    const grantSeconds = await secondsLeftOfNewest('oauth_proxy_grants', clientId);
+    assert.ok(grantSeconds > 290 && grantSeconds <= 305, String(grantSeconds));
+    // A refresh token of another client is not a way in either: the grant type itself is refused.
+    const other = await fullLogin();
+    const refresh = await refreshRequest(a.app, other.tokens.refresh_token, clientId);
+    assert.deepEqual([refresh.status, refresh.body.error], [400, 'unauthorized_client']);
+    assert.equal(refresh.body.access_token, undefined);
+    assert.equal((await refreshRequest(a.app, other.tokens.refresh_token, other.clientId)).status, 200, 'not spent');
+  });
+
   test('a refresh token used twice revokes the whole grant', async () => {
     const { clientId, tokens } = await fullLogin();
     const first = await refreshRequest(a.app, tokens.refresh_token, clientId);

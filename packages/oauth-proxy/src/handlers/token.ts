@@ -86,11 +86,16 @@ async function exchangeCode(ctx: ProxyContext, client: ProxyClient, form: URLSea
       userId: row.user_id,
       userName: row.user_name,
       scopes: row.scopes,
+      refreshable: client.grantTypes.includes('refresh_token'),
     });
   });
 }
 
 async function refresh(ctx: ProxyContext, client: ProxyClient, form: URLSearchParams): Promise<TokenResponse> {
+  // RFC 6749 5.2: a client that did not register the grant may not use it.
+  if (!client.grantTypes.includes('refresh_token')) {
+    throw new OAuthError('unauthorized_client', 'This client did not register the refresh_token grant.');
+  }
   const presented = form.get('refresh_token');
   if (!presented) throw new OAuthError('invalid_request', 'refresh_token is required.');
   // Read without a lock, to wait for the grant's other refreshes here rather than at its row lock.
@@ -143,6 +148,7 @@ async function refreshInTransaction(
       userId: row.user_id,
       userName: row.user_name,
       scopes,
+      refreshable: true,
     });
   });
 }
