@@ -162,12 +162,26 @@ export function loadConfig(env: Env = process.env): AgentConfig {
     model: loadModelProvider(env),
     host: text(env, 'HOST', '127.0.0.1'),
     port: integer(env, 'PORT', 8001, 0, 65535),
-    chatToken: optional(env, 'AGENT_CHAT_TOKEN'),
+    chatToken: loadChatToken(env),
     chatUnauthenticated: boolean(env, 'AGENT_CHAT_UNAUTHENTICATED', false),
     turnTimeoutSeconds: integer(env, 'AGENT_TURN_TIMEOUT_SECONDS', 120, 1, 3600),
     modelTimeoutSeconds: integer(env, 'MODEL_TIMEOUT_SECONDS', 60, 1, 3600),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
   };
+}
+
+/** `/chat`'s bearer secret must not be guessable: azd generates 40 characters, the compose test 32. */
+export const CHAT_TOKEN_MIN_LENGTH = 32;
+
+function loadChatToken(env: Env): string | undefined {
+  const token = optional(env, 'AGENT_CHAT_TOKEN');
+  if (token !== undefined && token.length < CHAT_TOKEN_MIN_LENGTH) {
+    throw new ConfigError(
+      'AGENT_CHAT_TOKEN',
+      `must be at least ${CHAT_TOKEN_MIN_LENGTH} characters, got ${token.length}: it is the password of /chat (e.g. openssl rand -base64 32)`,
+    );
+  }
+  return token;
 }
 
 export function loadModelProvider(env: Env): ModelProviderConfig {

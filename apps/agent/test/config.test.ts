@@ -125,6 +125,12 @@ describe('missing or invalid settings name the variable', () => {
     ],
     ['github without token', { API_HOST: 'github' }, /GITHUB_TOKEN is required/],
     ['bad ollama URL', { API_HOST: 'ollama', OLLAMA_BASE_URL: 'localhost:11434' }, /OLLAMA_BASE_URL must be/],
+    // A guessable password for /chat; the message gives its length, never the value.
+    [
+      'a short AGENT_CHAT_TOKEN',
+      { API_HOST: 'ollama', AGENT_CHAT_TOKEN: 'chat-secret' },
+      /^Invalid configuration: AGENT_CHAT_TOKEN must be at least 32 characters, got 11: (?!.*chat-secret)/,
+    ],
   ];
   for (const [name, env, message] of cases) {
     test(name, () => {
