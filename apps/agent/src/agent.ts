@@ -9,6 +9,7 @@ import type { StructuredToolInterface } from '@langchain/core/tools';
 import { MultiServerMCPClient } from '@langchain/mcp-adapters';
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createAgent, createMiddleware, dynamicSystemPromptMiddleware } from 'langchain';
+import { withoutUrlSecrets } from './url-secrets.ts';
 
 export interface McpServerConnection {
   name: string;
@@ -123,7 +124,7 @@ export class ExpensesAgent {
   constructor(options: AgentOptions) {
     const now = options.now ?? (() => new Date());
     const epoch = options.authorizationEpoch;
-    const middleware = [dynamicSystemPromptMiddleware(() => systemPrompt(now()))];
+    const middleware = [dynamicSystemPromptMiddleware(() => systemPrompt(now())), toolErrorsWithoutUrlSecrets()];
     if (epoch) middleware.push(retryAfterAuthorization(epoch) as never);
     this.#agent = createAgent({ model: options.model, tools: options.tools, middleware });
     this.#toolNames = options.tools.map((tool) => tool.name);
@@ -193,6 +194,32 @@ export class ExpensesAgent {
     }
     return { reply, toolCalls, history };
   }
+}
+
+/**
+ * A failed tool call's text with every URL cut to its origin and path (`withoutUrlSecrets`): it
+ * goes to the model's provider, into /chat's reply and the log, and a server's error may repeat
+ * the URL it was called with, an extra server's key in its query. Results that succeed are the
+ * tool's content and stay as they are.
+ */
+function toolErrorsWithoutUrlSecrets() {
+  return createMiddleware({
+    name: 'ToolErrorsWithoutUrlSecrets',
+    wrapToolCall: async (request, handler) => {
+      // What a handler throws (an abort, an interrupt) ends the turn and is not the model's to read.
+      const result = await handler(request);
+      if (!ToolMessage.isInstance(result) || result.status !== 'error') return result;
+      const text = textOf(result);
+      const hidden = withoutUrlSecrets(text);
+      if (hidden === text) return result;
+      return new ToolMessage({
+        content: hidden,
+        tool_call_id: result.tool_call_id,
+        ...(result.name === undefined ? {} : { name: result.name }),
+        status: 'error',
+      });
+    },
+  });
 }
 
 /**

@@ -14,7 +14,8 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { localDate } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
-import { type RunningAgent, startAgent, withoutUrlSecrets } from '../src/runtime.ts';
+import { type RunningAgent, startAgent } from '../src/runtime.ts';
+import { withoutUrlSecrets } from '../src/url-secrets.ts';
 import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { startTestStack, type TestStack } from './helpers/server.ts';
 
@@ -25,6 +26,8 @@ let env: Record<string, string>;
 
 // A fixed "today" for the in-process agent: Thursday 18 December 2025, noon local time.
 const TODAY = new Date(2025, 11, 18, 12, 0, 0);
+/** `/chat`'s bearer secret in these tests: as long as the agent requires (32 characters). */
+const CHAT_TOKEN = 'chat-secret-for-tests-32-chars-x';
 
 before(async () => {
   stack = await startTestStack();
@@ -284,6 +287,45 @@ describe('the agent with the real MCP server in key mode', () => {
   });
 });
 
+describe('a failed tool call of an extra server', () => {
+  test('its error text reaches the model and the turn’s record (what /chat and the CLI show) without the key in its URL', async () => {
+    // An extra server whose tool fails with an error repeating the URL it was called with.
+    const echoing = createServer(async (request, response) => {
+      const server = new McpServer({ name: 'echoing', version: '1' });
+      server.registerTool('search_web', { description: 'Searches the web' }, async () => ({
+        content: [
+          { type: 'text', text: `quota exceeded for http://${request.headers.host}${request.url}, retry later` },
+        ],
+        isError: true,
+      }));
+      const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true });
+      response.on('close', () => void server.close());
+      await server.connect(transport);
+      await transport.handleRequest(request, response);
+    });
+    await new Promise<void>((resolve) => echoing.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(echoing.address() as AddressInfo).port}/mcp?apiKey=SECRET-7`;
+    const running = await startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ search: { url } }) }));
+    try {
+      llm.script([{ toolCalls: [{ name: 'search_web', arguments: {} }] }, { content: 'The search is out of quota.' }]);
+      const turn = await running.agent.run('search the web for laptops');
+      const [call] = turn.toolCalls;
+      assert.equal(call?.isError, true);
+      // Which server failed, and why, is still there for the model and the user.
+      assert.match(call?.result ?? '', /quota exceeded for http:\/\/127\.0\.0\.1:\d+\/mcp\?…, retry later/);
+      const toolMessage = llm.requests[1]?.body.messages.find((message) => message.role === 'tool');
+      assert.match(messageText(toolMessage), /quota exceeded for http:\/\/127\.0\.0\.1:\d+\/mcp\?…/);
+      assert.doesNotMatch(JSON.stringify(llm.requests.map((r) => r.body)), /SECRET/, 'nothing to the model');
+      assert.doesNotMatch(JSON.stringify(turn), /SECRET/, 'nothing in the turn /chat reports');
+      assert.equal(turn.reply, 'The search is out of quota.');
+    } finally {
+      await running.close();
+      echoing.closeAllConnections();
+      await new Promise<void>((resolve) => echoing.close(() => resolve()));
+    }
+  });
+});
+
 describe('withoutUrlSecrets', () => {
   test('cuts a URL with a query, a fragment or userinfo to its origin and path; others stay as they are', () => {
     assert.equal(
@@ -402,7 +444,7 @@ describe('pnpm agent (the CLI as a process)', () => {
 
 describe('HTTP mode (serve.ts as a process)', () => {
   test('GET /health, POST /chat with a token, and the expense is stored for the key owner', async () => {
-    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret' });
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
     try {
       const health = await fetch(`${agent.url}/health`);
       assert.equal(health.status, 200);
@@ -417,12 +459,12 @@ describe('HTTP mode (serve.ts as a process)', () => {
         });
       assert.equal((await chat({ message: 'hi' })).status, 401);
       assert.equal((await chat({ message: 'hi' }, 'wrong')).status, 401);
-      assert.equal((await chat({ nothing: true }, 'chat-secret')).status, 400);
+      assert.equal((await chat({ nothing: true }, CHAT_TOKEN)).status, 400);
 
       llm.script(
         laptopScript('2025-12-17').map((entry, index) => (index === 0 ? withDescription(entry, 'HTTP laptop') : entry)),
       );
-      const response = await chat({ message: 'yesterday I bought a laptop for $1200 using my visa' }, 'chat-secret');
+      const response = await chat({ message: 'yesterday I bought a laptop for $1200 using my visa' }, CHAT_TOKEN);
       assert.equal(response.status, 200);
       const body = (await response.json()) as {
         reply: string;
@@ -435,14 +477,14 @@ describe('HTTP mode (serve.ts as a process)', () => {
       );
       assert.equal(body.tool_calls[0]?.args.description, 'HTTP laptop');
       assert.equal((await rowsOf('HTTP laptop'))[0]?.user_id, 'agent-user');
-      assert.doesNotMatch(agent.output(), /chat-secret|mcpk_/, 'no credential in the logs');
+      assert.doesNotMatch(agent.output(), new RegExp(`${CHAT_TOKEN}|mcpk_`), 'no credential in the logs');
     } finally {
       assert.equal(await agent.stop(), 0);
     }
   });
 
   test('a turn still running after AGENT_TURN_TIMEOUT_SECONDS is answered 504', async () => {
-    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret', AGENT_TURN_TIMEOUT_SECONDS: '1' });
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN, AGENT_TURN_TIMEOUT_SECONDS: '1' });
     let release = () => {};
     const released = new Promise<void>((resolve) => {
       release = resolve;
@@ -457,7 +499,7 @@ describe('HTTP mode (serve.ts as a process)', () => {
       // Bounded here too: without the deadline the turn would wait for the model's own timeout (60 s).
       const response = await fetch(`${agent.url}/chat`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer chat-secret' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
         body: JSON.stringify({ message: 'hi' }),
         signal: AbortSignal.timeout(15_000),
       });
@@ -524,7 +566,7 @@ describe('HTTP mode (serve.ts as a process)', () => {
   });
 
   test('a client whose headers never end gets 408 and loses its socket at the 10 s bound', async () => {
-    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: 'chat-secret' });
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
     try {
       const { answer, closedAfterMs } = await neverEndingHeaders(`${agent.url}/chat`);
       assert.match(answer, /^HTTP\/1\.1 408 /);
@@ -559,7 +601,7 @@ describe('HTTP mode (serve.ts as a process)', () => {
 
   test('a credential the server refuses: the service stays up, not ready, says why, and keeps trying', async () => {
     // MCP_AUTH=none against a key-mode server: every connection attempt gets 401.
-    const agent = await spawnServe({ ...env, MCP_AUTH: 'none', AGENT_CHAT_TOKEN: 'chat-secret' }, { ready: false });
+    const agent = await spawnServe({ ...env, MCP_AUTH: 'none', AGENT_CHAT_TOKEN: CHAT_TOKEN }, { ready: false });
     try {
       let attempts = 0;
       for (let i = 0; i < 100 && attempts < 2; i++) {
@@ -572,7 +614,7 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.equal(ready.status, 503);
       const chat = await fetch(`${agent.url}/chat`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer chat-secret' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
         body: JSON.stringify({ message: 'hi' }),
       });
       assert.equal(chat.status, 503);
