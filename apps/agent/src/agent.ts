@@ -54,6 +54,11 @@ export interface AgentOptions {
    * this number moved is retried once, now with the token that has the new scope.
    */
   authorizationEpoch?: () => number;
+  /**
+   * How a failed tool call's text is written before the model and the turn's record see it:
+   * `withoutUrlSecrets` unless given (the runtime adds the configuration's own secrets).
+   */
+  hideSecrets?: (text: string) => string;
 }
 
 const RESULT_SUMMARY_LENGTH = 240;
@@ -124,7 +129,10 @@ export class ExpensesAgent {
   constructor(options: AgentOptions) {
     const now = options.now ?? (() => new Date());
     const epoch = options.authorizationEpoch;
-    const middleware = [dynamicSystemPromptMiddleware(() => systemPrompt(now())), toolErrorsWithoutUrlSecrets()];
+    const middleware = [
+      dynamicSystemPromptMiddleware(() => systemPrompt(now())),
+      toolErrorsWithoutSecrets(options.hideSecrets ?? withoutUrlSecrets),
+    ];
     if (epoch) middleware.push(retryAfterAuthorization(epoch) as never);
     this.#agent = createAgent({ model: options.model, tools: options.tools, middleware });
     this.#toolNames = options.tools.map((tool) => tool.name);
@@ -197,20 +205,20 @@ export class ExpensesAgent {
 }
 
 /**
- * A failed tool call's text with every URL cut to its origin and path (`withoutUrlSecrets`): it
- * goes to the model's provider, into /chat's reply and the log, and a server's error may repeat
- * the URL it was called with, an extra server's key in its query. Results that succeed are the
- * tool's content and stay as they are.
+ * A failed tool call's text as `hide` writes it (every URL cut to its origin and path, the
+ * configuration's secrets left out): it goes to the model's provider and into the turn's record,
+ * and a server's error may repeat the URL it was called with, an extra server's key in its
+ * query. Results that succeed are the tool's content and stay as they are.
  */
-function toolErrorsWithoutUrlSecrets() {
+function toolErrorsWithoutSecrets(hide: (text: string) => string) {
   return createMiddleware({
-    name: 'ToolErrorsWithoutUrlSecrets',
+    name: 'ToolErrorsWithoutSecrets',
     wrapToolCall: async (request, handler) => {
       // What a handler throws (an abort, an interrupt) ends the turn and is not the model's to read.
       const result = await handler(request);
       if (!ToolMessage.isInstance(result) || result.status !== 'error') return result;
       const text = textOf(result);
-      const hidden = withoutUrlSecrets(text);
+      const hidden = hide(text);
       if (hidden === text) return result;
       return new ToolMessage({
         content: hidden,

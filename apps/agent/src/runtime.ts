@@ -9,7 +9,7 @@ import type { AgentConfig } from './config.ts';
 import { type PreparedConnections, prepareConnections } from './connections.ts';
 import { buildChatModelOptions, createChatModel } from './model.ts';
 import { forTerminal } from './terminal.ts';
-import { withUrlSecretsHidden } from './url-secrets.ts';
+import { configuredSecrets, secretsHider, withUrlSecretsHidden } from './url-secrets.ts';
 
 export interface RunningAgent {
   agent: ExpensesAgent;
@@ -30,11 +30,17 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     buildChatModelOptions(config.model, deps.azureCredential ? { azureCredential: deps.azureCredential } : {}),
     { timeoutMs: config.modelTimeoutSeconds * 1000 },
   );
-  const connections = await prepareConnections(config, {
-    openBrowser: deps.openBrowser ?? systemBrowserOpener(),
-    // Lines that carry what servers sent (a sign-in URL, an error) reach the terminal filtered.
-    print: deps.print ?? ((line) => process.stderr.write(`${forTerminal(line)}\n`)),
-  });
+  const hideSecrets = secretsHider(configuredSecrets(config));
+  let connections: PreparedConnections;
+  try {
+    connections = await prepareConnections(config, {
+      openBrowser: deps.openBrowser ?? systemBrowserOpener(),
+      // Lines that carry what servers sent (a sign-in URL, an error) reach the terminal filtered.
+      print: deps.print ?? ((line) => process.stderr.write(`${forTerminal(line)}\n`)),
+    });
+  } catch (error) {
+    throw withUrlSecretsHidden(error, hideSecrets);
+  }
   const mcpClient = createMcpClient(connections.connections);
   try {
     await mcpClient.getTools(); // connects to every server
@@ -47,6 +53,7 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
       model,
       tools,
       authorizationEpoch: connections.authorizationEpoch,
+      hideSecrets,
       ...(deps.now ? { now: deps.now } : {}),
     });
     return { agent, mcpClient, connections, close: () => mcpClient.close() };
@@ -55,7 +62,7 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     // @langchain/mcp-adapters writes each server's URL as configured into its connect errors, and
     // an extra server's URL may carry its key (`?tavilyApiKey=…`); this message is printed by the
     // CLI, logged by the service and shown on /ready and /chat.
-    throw withUrlSecretsHidden(error);
+    throw withUrlSecretsHidden(error, hideSecrets);
   }
 }
 

@@ -2,15 +2,16 @@
  * URLs written into error texts, without what they may carry: an MCP server's URL may hold its key
  * (`?tavilyApiKey=…`), and errors reach the terminal, the log, /ready, /chat and the model.
  */
+import type { AgentConfig } from './config.ts';
 
 /**
  * `error` as a new Error (its `stack` and `cause` would still carry what the message had) of the
  * same name, whose message has every URL that carries a query, a fragment or userinfo cut to
- * its origin and path (`withoutUrlSecrets`).
+ * its origin and path (`withoutUrlSecrets`), or as `hide` writes it.
  */
-export function withUrlSecretsHidden(error: unknown): Error {
+export function withUrlSecretsHidden(error: unknown, hide: (text: string) => string = withoutUrlSecrets): Error {
   const original = error instanceof Error ? error : new Error(String(error));
-  const hidden = new Error(withoutUrlSecrets(original.message));
+  const hidden = new Error(hide(original.message));
   hidden.name = original.name;
   return hidden;
 }
@@ -35,4 +36,62 @@ export function withoutUrlSecrets(text: string): string {
     const userinfo = url.username || url.password ? '…@' : '';
     return `${url.protocol}//${userinfo}${url.host}${url.pathname}${url.search ? '?…' : ''}${url.hash ? '#…' : ''}`;
   });
+}
+
+/** Shorter values are not taken for secrets: replacing them everywhere would garble the text. */
+const SHORTEST_SECRET = 6;
+
+/**
+ * What the configuration holds that a server could repeat without its URL around it (a
+ * framework's "Route POST:/mcp?apiKey=… not found"): of every MCP server URL its query (whole and
+ * each value), fragment, user name and password; each extra server's header values (whole and
+ * after an auth scheme such as `Bearer`); the MCP key or client secret. Each as written and
+ * percent-decoded.
+ */
+export function configuredSecrets(config: Pick<AgentConfig, 'mcpServerUrl' | 'extraServers' | 'mcpAuth'>): string[] {
+  const found = new Set<string>();
+  const add = (value: string) => {
+    for (const form of [value, safelyDecoded(value)]) if (form.length >= SHORTEST_SECRET) found.add(form);
+  };
+  for (const raw of [config.mcpServerUrl, ...config.extraServers.map((server) => server.url)]) {
+    if (!URL.canParse(raw)) continue;
+    const url = new URL(raw);
+    add(url.search.slice(1));
+    for (const pair of url.search.slice(1).split('&')) add(pair.slice(pair.indexOf('=') + 1));
+    add(url.hash.slice(1));
+    add(url.username);
+    add(url.password);
+  }
+  for (const server of config.extraServers) {
+    for (const value of Object.values(server.headers)) {
+      add(value);
+      add(value.slice(value.indexOf(' ') + 1));
+    }
+  }
+  if (config.mcpAuth.mode === 'key') add(config.mcpAuth.apiKey);
+  if (config.mcpAuth.mode === 'client_credentials' || config.mcpAuth.mode === 'oauth') {
+    if (config.mcpAuth.clientSecret) add(config.mcpAuth.clientSecret);
+  }
+  // Longest first: a value inside a longer one (a query value in the whole query) goes with it.
+  return [...found].sort((a, b) => b.length - a.length);
+}
+
+function safelyDecoded(value: string): string {
+  try {
+    return decodeURIComponent(value.replaceAll('+', ' '));
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * `withoutUrlSecrets`, then every one of `secrets` (longest first, `configuredSecrets`) left in
+ * the text replaced by `…`.
+ */
+export function secretsHider(secrets: readonly string[]): (text: string) => string {
+  return (text) => {
+    let hidden = withoutUrlSecrets(text);
+    for (const secret of secrets) if (hidden.includes(secret)) hidden = hidden.replaceAll(secret, '…');
+    return hidden;
+  };
 }

@@ -15,7 +15,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { localDate } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { type RunningAgent, startAgent } from '../src/runtime.ts';
-import { withoutUrlSecrets } from '../src/url-secrets.ts';
+import { configuredSecrets, secretsHider, withoutUrlSecrets } from '../src/url-secrets.ts';
 import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { startTestStack, type TestStack } from './helpers/server.ts';
 
@@ -248,8 +248,13 @@ describe('the agent with the real MCP server in key mode', () => {
   });
 
   test('an extra server that cannot be reached or refuses: the start error names it, never the key in its URL', async () => {
-    // Answers 500 on /broken/mcp, 404 everywhere else.
+    // Answers 500 on /broken/mcp, on /echo/mcp a 404 repeating its target as Fastify's does, 404 everywhere else.
     const refusing = createServer((request, response) => {
+      if (request.url?.startsWith('/echo/')) {
+        response.writeHead(404, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ message: `Route ${request.method}:${request.url} not found`, statusCode: 404 }));
+        return;
+      }
       response.writeHead(request.url?.startsWith('/broken/') ? 500 : 404, { 'content-type': 'text/plain' }).end('no');
     });
     await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
@@ -265,6 +270,7 @@ describe('the agent with the real MCP server in key mode', () => {
         'answers 500': `${base}/broken/mcp?apiKey=SECRET-2`,
         'answers 404': `${base}/mcp?apiKey=SECRET-3#SECRET-4`,
         'userinfo too': `http://user:SECRET-5@127.0.0.1:${closedPort}/mcp`,
+        'repeats its target without the URL around it': `${base}/echo/mcp?apiKey=SECRET-6-abc%2Bdef`,
       };
       for (const [behaviour, url] of Object.entries(cases)) {
         await assert.rejects(
@@ -294,7 +300,10 @@ describe('a failed tool call of an extra server', () => {
       const server = new McpServer({ name: 'echoing', version: '1' });
       server.registerTool('search_web', { description: 'Searches the web' }, async () => ({
         content: [
-          { type: 'text', text: `quota exceeded for http://${request.headers.host}${request.url}, retry later` },
+          {
+            type: 'text',
+            text: `quota exceeded for http://${request.headers.host}${request.url}, retry later (POST ${request.url})`,
+          },
         ],
         isError: true,
       }));
@@ -312,7 +321,10 @@ describe('a failed tool call of an extra server', () => {
       const [call] = turn.toolCalls;
       assert.equal(call?.isError, true);
       // Which server failed, and why, is still there for the model and the user.
-      assert.match(call?.result ?? '', /quota exceeded for http:\/\/127\.0\.0\.1:\d+\/mcp\?…, retry later/);
+      assert.match(
+        call?.result ?? '',
+        /quota exceeded for http:\/\/127\.0\.0\.1:\d+\/mcp\?…, retry later \(POST \/mcp\?…\)/,
+      );
       const toolMessage = llm.requests[1]?.body.messages.find((message) => message.role === 'tool');
       assert.match(messageText(toolMessage), /quota exceeded for http:\/\/127\.0\.0\.1:\d+\/mcp\?…/);
       assert.doesNotMatch(JSON.stringify(llm.requests.map((r) => r.body)), /SECRET/, 'nothing to the model');
@@ -323,6 +335,44 @@ describe('a failed tool call of an extra server', () => {
       echoing.closeAllConnections();
       await new Promise<void>((resolve) => echoing.close(() => resolve()));
     }
+  });
+});
+
+describe('configuredSecrets', () => {
+  test('what URLs carry beyond origin and path, header values, the MCP credential; as written and decoded', () => {
+    const secrets = configuredSecrets({
+      mcpServerUrl: 'http://localhost:8000/mcp',
+      mcpAuth: { mode: 'key', apiKey: 'mcpk_live_key_123' },
+      extraServers: [
+        { name: 'a', url: 'https://mcp.example/mcp?v=1&apiKey=tvly%2BSECRET#frag-SECRET', headers: {} },
+        { name: 'b', url: 'https://svc:pass%40word@b.example/mcp', headers: { Authorization: 'Bearer hdr-SECRET-1' } },
+      ],
+    });
+    for (const expected of [
+      'mcpk_live_key_123',
+      'v=1&apiKey=tvly%2BSECRET',
+      'tvly%2BSECRET',
+      'tvly+SECRET',
+      'frag-SECRET',
+      'pass%40word',
+      'pass@word',
+      'Bearer hdr-SECRET-1',
+      'hdr-SECRET-1',
+    ]) {
+      assert.ok(secrets.includes(expected), expected);
+    }
+    // Too short to be a key, and would garble every text: `1`, `v=1`, `svc`.
+    for (const kept of ['1', 'v=1', 'svc']) assert.ok(!secrets.includes(kept), kept);
+    assert.deepEqual(
+      secrets,
+      [...secrets].sort((a, b) => b.length - a.length),
+      'longest first',
+    );
+    const hide = secretsHider(secrets);
+    assert.equal(
+      hide('Route POST:/mcp?v=1&apiKey=tvly%2BSECRET not found; key tvly+SECRET; Bearer hdr-SECRET-1; pass@word'),
+      'Route POST:/mcp?… not found; key …; …; …',
+    );
   });
 });
 

@@ -70,13 +70,17 @@ export function parseUrl(name: string, raw: string): URL {
   try {
     return new URL(raw);
   } catch {
-    throw new ConfigError(name, `must be an absolute URL, got "${raw}"`);
+    // Quoted unless it may hold credentials (`user:secret@`): the value is for spotting a typo.
+    throw new ConfigError(
+      name,
+      raw.includes('@') ? 'must be an absolute URL' : `must be an absolute URL, got "${raw}"`,
+    );
   }
 }
 
 /**
- * An http(s) URL without query, fragment or trailing slash. An undefined `fallback` makes the
- * variable required (`why` says when).
+ * An http(s) URL without query, fragment, user name, password or trailing slash. An undefined
+ * `fallback` makes the variable required (`why` says when).
  */
 export function httpUrl(env: Env, name: string, fallback: string | undefined, why = ''): string {
   const raw = optional(env, name) ?? fallback;
@@ -84,6 +88,8 @@ export function httpUrl(env: Env, name: string, fallback: string | undefined, wh
   const parsed = parseUrl(name, raw);
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(name, 'must be http or https');
   if (parsed.search || parsed.hash) throw new ConfigError(name, 'must not have a query or fragment');
+  // fetch refuses such a URL, and every error that names it would carry the password.
+  if (parsed.username || parsed.password) throw new ConfigError(name, 'must not carry a user name or password');
   return parsed.toString().replace(/\/+$/, '');
 }
 

@@ -33,7 +33,21 @@ test('readers return values and defaults, and name the variable when a value is 
   fails(() => httpUrl({}, 'U', undefined, 'in mode x'), /U is required in mode x/);
   fails(() => httpUrl({ U: 'ftp://x' }, 'U', undefined), /U must be http or https/);
   fails(() => httpUrl({ U: 'http://x/?q' }, 'U', undefined), /U must not have a query/);
-  fails(() => httpUrl({ U: 'not a url' }, 'U', undefined), /U must be an absolute URL/);
+  fails(() => httpUrl({ U: 'not a url' }, 'U', undefined), /U must be an absolute URL, got "not a url"/);
+  // Credentials in a URL: refused, and never quoted back.
+  for (const value of [
+    'http://svc:P4ss-SECRET@127.0.0.1:1/mcp',
+    'https://SECRET@x.example/',
+    'http://svc:SECRET@[x/mcp',
+  ]) {
+    assert.throws(
+      () => httpUrl({ U: value }, 'U', undefined),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        /^Invalid configuration: U must (not carry a user name or password|be an absolute URL)$/.test(error.message),
+      value,
+    );
+  }
 });
 
 test('the logger writes one JSON line per event at or above its level', () => {
