@@ -137,6 +137,9 @@ function allowedRedirect(uri: string): boolean {
  */
 export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
   if (registered.includes(requested)) return true;
+  // The URL parser drops tabs, newlines and outer controls: `/call\nback` would match `/callback`
+  // while the consent page and the token request see another string.
+  if (!/^[\x21-\x7e]+$/.test(requested)) return false;
   let wanted: URL;
   try {
     wanted = new URL(requested);

@@ -8,7 +8,10 @@ import { OAuthError } from './errors.ts';
 /** Largest form body at /consent, /token and /revoke. */
 const MAX_FORM_BYTES = 16 * 1024;
 
-/** A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2). */
+/**
+ * A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2), and without the
+ * parameters sent with no value, which count as omitted (3.1).
+ */
 export async function readForm(c: Context): Promise<URLSearchParams> {
   const type = c.req.header('content-type') ?? '';
   if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
@@ -20,6 +23,7 @@ export async function readForm(c: Context): Promise<URLSearchParams> {
   for (const name of new Set(form.keys())) {
     if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
   }
+  for (const [name, value] of [...form]) if (value === '') form.delete(name);
   return form;
 }
 

@@ -137,7 +137,8 @@ export class ClientResolver {
    */
   async resolve(clientId: string, options: { mayFetch?: () => boolean } = {}): Promise<ProxyClient | undefined> {
     if (/^https?:\/\//i.test(clientId)) return this.#fromDocument(clientId, options.mayFetch);
-    if (clientId.length > 100) return undefined;
+    // Registered ids are printable ASCII (and PostgreSQL text cannot hold a NUL).
+    if (clientId.length > 100 || !/^[\x21-\x7e]+$/.test(clientId)) return undefined;
     const { rows } = await this.#options.pool.query<{
       client_name: string | null;
       redirect_uris: string[];

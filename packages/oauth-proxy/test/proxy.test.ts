@@ -559,6 +559,106 @@ describe('abuse: each refused, nothing issued', () => {
     assert.match(await other.text(), /127\.0\.0\.1:50123\/callback/);
   });
 
+  test('a NUL or a control character in client_id, state or redirect_uri: the right refusal, never a 500, nothing stored', async () => {
+    const client = await register(a.app);
+    const challenge = pkce().challenge;
+    const pending = async () =>
+      ((await count('oauth_proxy_consent_requests')) ?? 0) + ((await count('oauth_proxy_transactions')) ?? 0);
+    const before = await pending();
+    // An unknown client, whatever its id holds: the page, not a database error.
+    for (const clientId of ['abc\0', `${client.client_id}\0`, 'a\u0007b']) {
+      const response = await a.app.request(authorizeUrl({ client_id: clientId, code_challenge: challenge }));
+      assert.equal(response.status, 400, JSON.stringify(clientId));
+      assert.match(await response.text(), /not registered here/);
+    }
+    // A redirect URI that only matches once the URL parser has dropped its newline or NUL.
+    for (const redirectUri of ['http://127.0.0.1:5555/call\nback', 'http://127.0.0.1:5555/callback\0']) {
+      const response = await a.app.request(
+        authorizeUrl({ client_id: client.client_id, code_challenge: challenge, redirect_uri: redirectUri }),
+      );
+      assert.equal(response.status, 400, JSON.stringify(redirectUri));
+      assert.equal(response.headers.get('location'), null);
+    }
+    // A state that is not printable ASCII: invalid_request at the redirect URI, without it.
+    for (const state of ['a\0b', 'caf\u00e9', 'x'.repeat(1025)]) {
+      const response = await a.app.request(
+        authorizeUrl({ client_id: client.client_id, code_challenge: challenge, state }),
+      );
+      assert.equal(response.status, 302, JSON.stringify(state).slice(0, 20));
+      const location = new URL(response.headers.get('location') as string);
+      assert.equal(location.searchParams.get('error'), 'invalid_request');
+      assert.equal(location.searchParams.get('state'), null);
+    }
+    // At /token and /revoke: invalid_client (401), as for any unknown client.
+    for (const form of [{ client_id: 'a\0' }, { client_id: `${client.client_id}\0` }]) {
+      const token = await tokenRequest(a.app, {
+        grant_type: 'authorization_code',
+        code: 'x',
+        code_verifier: 'y',
+        ...form,
+      });
+      assert.deepEqual([token.status, token.body.error], [401, 'invalid_client']);
+    }
+    const basic = await a.app.request(`${ISSUER}/token`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from('a%00:b').toString('base64')}`,
+      },
+      body: 'grant_type=refresh_token&refresh_token=x',
+    });
+    assert.equal(basic.status, 401);
+    const revoke = await a.app.request(`${ISSUER}/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'token=x&client_id=a%00',
+    });
+    assert.equal(revoke.status, 401);
+    assert.equal(await pending(), before, 'no pending login stored');
+  });
+
+  test('a parameter sent without a value counts as omitted (RFC 6749 3.1); a missing response_type is invalid_request', async () => {
+    const client = await register(a.app);
+    const { verifier, challenge } = pkce();
+    // resource= and redirect_uri= (the client's only one is used) and state= at /authorize: the consent page.
+    const page = await new Browser().get(
+      a.app,
+      authorizeUrl({
+        client_id: client.client_id,
+        code_challenge: challenge,
+        resource: '',
+        redirect_uri: '',
+        state: '',
+      }),
+    );
+    assert.equal(page.status, 200);
+    const noType = await a.app.request(
+      authorizeUrl({ client_id: client.client_id, code_challenge: challenge, response_type: undefined }),
+    );
+    assert.equal(new URL(noType.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
+    const emptyType = await a.app.request(
+      authorizeUrl({ client_id: client.client_id, code_challenge: challenge, response_type: '' }),
+    );
+    assert.equal(new URL(emptyType.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
+    const token = await a.app.request(
+      authorizeUrl({ client_id: client.client_id, code_challenge: challenge, response_type: 'token' }),
+    );
+    assert.equal(
+      new URL(token.headers.get('location') as string).searchParams.get('error'),
+      'unsupported_response_type',
+    );
+    // At /token: redirect_uri= is omitted (and this code's request named one), resource= and scope= are omitted.
+    const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+    const base = { grant_type: 'authorization_code', code, code_verifier: verifier, client_id: client.client_id };
+    const emptyRedirect = await tokenRequest(a.app, { ...base, redirect_uri: '' });
+    assert.deepEqual(
+      [emptyRedirect.body.error, emptyRedirect.body.error_description],
+      ['invalid_request', 'redirect_uri is required: the authorization request named one.'],
+    );
+    const tokens = await tokenRequest(a.app, { ...base, redirect_uri: REDIRECT, resource: '', scope: '' });
+    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+  });
+
   test('PKCE missing at /authorize → invalid_request at the redirect URI', async () => {
     const client = await register(a.app);
     const response = await a.app.request(authorizeUrl({ client_id: client.client_id, code_challenge: undefined }));

@@ -10,6 +10,9 @@ import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts'
 import type { UpstreamEndpoints } from '../upstream.ts';
 import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
+/** RFC 6749 A.5's VSCHAR: the characters of `state`. */
+const VSCHAR = /^[\x20-\x7e]+$/;
+
 /** The requested scopes (all known, no duplicates), or the default scopes when none are asked for. */
 function parseScopes(ctx: ProxyContext, requested: string | undefined): string[] {
   if (requested === undefined || requested.trim() === '') return ctx.scopes.defaults;
@@ -34,7 +37,9 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     if (repeated !== undefined) {
       return failPage(c, 'Invalid request', `The parameter ${repeated} appears more than once.`);
     }
-    const clientId = query.get('client_id');
+    // RFC 6749 3.1: a parameter sent without a value is treated as omitted.
+    const param = (name: string) => query.get(name) || null;
+    const clientId = param('client_id');
     if (!clientId) return failPage(c, 'Invalid request', 'The application did not say who it is (client_id).');
     let client: ProxyClient | undefined;
     try {
@@ -45,7 +50,7 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       return failPage(c, 'Unknown application', error.message);
     }
     if (!client) return failPage(c, 'Unknown application', 'This application is not registered here.');
-    let redirectUri = query.get('redirect_uri');
+    let redirectUri = param('redirect_uri');
     const redirectUriSent = redirectUri !== null;
     if (redirectUri === null && client.redirectUris.length === 1) redirectUri = client.redirectUris[0] as string;
     if (redirectUri === null || !isRegisteredRedirectUri(client.redirectUris, redirectUri)) {
@@ -57,23 +62,30 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       );
     }
     // From here on, errors go back to the (verified) redirect URI.
-    const state = query.get('state');
+    // RFC 6749 A.5: state is printable ASCII (VSCHAR), stored until the callback; one that is
+    // not is refused, and not sent back.
+    const sentState = param('state');
+    const stateValid = sentState === null || (sentState.length <= 1024 && VSCHAR.test(sentState));
+    const state = stateValid ? sentState : null;
     const back = (error: string, description: string) =>
       redirectToClient(c, ctx.issuer, redirectUri, { error, error_description: description, state });
-    if (query.get('response_type') !== 'code') return back('unsupported_response_type', 'Only response_type=code.');
-    const challenge = query.get('code_challenge');
+    const responseType = param('response_type');
+    // RFC 6749 4.1.2.1: a missing parameter is invalid_request; another value is unsupported.
+    if (responseType === null) return back('invalid_request', 'response_type is required.');
+    if (responseType !== 'code') return back('unsupported_response_type', 'Only response_type=code.');
+    const challenge = param('code_challenge');
     if (!challenge || !PKCE_CHALLENGE.test(challenge)) return back('invalid_request', 'PKCE code_challenge required.');
-    if (query.get('code_challenge_method') !== 'S256') {
+    if (param('code_challenge_method') !== 'S256') {
       return back('invalid_request', 'code_challenge_method must be S256.');
     }
-    const requestedResource = query.get('resource');
+    const requestedResource = param('resource');
     if (requestedResource !== null && requestedResource !== ctx.resource) {
       return back('invalid_target', `resource must be ${ctx.resource}.`);
     }
-    if (state !== null && state.length > 1024) return back('invalid_request', 'state is too long.');
+    if (!stateValid) return back('invalid_request', 'state must be at most 1024 printable ASCII characters.');
     let scopes: string[];
     try {
-      scopes = parseScopes(ctx, query.get('scope') ?? undefined);
+      scopes = parseScopes(ctx, param('scope') ?? undefined);
     } catch (error) {
       return back((error as OAuthError).error, (error as Error).message);
     }
