@@ -174,8 +174,15 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
     if (options.payloadType !== undefined && payload.typ !== options.payloadType) {
       return { outcome: reject('The token is not an access token (typ).') };
     }
-    if (maxLifetime !== undefined && (payload.exp as number) - (payload.iat as number) > maxLifetime) {
-      return { outcome: reject(`The access token lives longer than this resource accepts (${maxLifetime} s).`) };
+    if (maxLifetime !== undefined) {
+      if ((payload.exp as number) - (payload.iat as number) > maxLifetime) {
+        return { outcome: reject(`The access token lives longer than this resource accepts (${maxLifetime} s).`) };
+      }
+      // Without this, an iat in the future would make any lifetime look short (jose checks iat
+      // only with maxTokenAge).
+      if ((payload.iat as number) > Date.now() / 1000 + clockTolerance) {
+        return { outcome: reject('The access token says it was issued in the future (iat).') };
+      }
     }
     const userId = payload[userIdClaim];
     if (typeof userId !== 'string' || userId.length === 0) {

@@ -35,6 +35,10 @@ const verify = async (claims: Record<string, unknown>, header: Record<string, un
   strict().verifyToken(await accessToken(idp, key, { sub: UUID, typ: 'Bearer', ...claims }, header));
 
 describe('jwtBearerProvider: issuer-specific rules', () => {
+  test('an iat within the clock tolerance ahead passes (a server clock a little behind the issuer)', async () => {
+    assert.ok((await verify({ iat: now() + 20, exp: now() + 320 })).ok);
+  });
+
   test('a Keycloak-shaped access token passes, with scopes from scope only', async () => {
     const outcome = await verify({ scope: 'mcp:access expenses:read', scp: 'expenses:admin' });
     assert.ok(outcome.ok);
@@ -47,6 +51,9 @@ describe('jwtBearerProvider: issuer-specific rules', () => {
     ['no typ', { typ: undefined }, {}],
     ['a sub that is not a Keycloak id (a username a mapper put there)', { sub: 'bob' }, {}],
     ['a day-long token', { iat: now(), exp: now() + 86_400 }, {}],
+    // Its exp - iat is 5 minutes, but it is good for a day: the cap is on what is left of it too.
+    ['a day-long token that says it was issued tomorrow', { iat: now() + 86_400, exp: now() + 86_400 + 300 }, {}],
+    ['issued a minute from now', { iat: now() + 60, exp: now() + 360 }, {}],
     ['no iat', { iat: undefined }, {}],
     ['another header typ', {}, { typ: 'at+jwt' }],
   ] as const) {
