@@ -133,7 +133,7 @@ export async function createStatelessMcpEndpoint(
     }
     const shape = classify(message);
     const id = typeof message === 'object' && message !== null ? (message as { id?: unknown }).id : undefined;
-    if (shape === 'invalid' && typeof id === 'number' && Number.isInteger(id)) {
+    if (shape === 'invalid' && typeof id === 'number' && Number.isInteger(id) && !Number.isSafeInteger(id)) {
       // An integer id beyond 2^53 - 1: not one the reply could be sure to name as sent.
       const literal = lossyParams(body)?.id ?? String(id);
       return rpcError(
@@ -205,6 +205,13 @@ export async function createStatelessMcpEndpoint(
       // give up. Refused here, with the reply JSON-RPC asks for.
       if (!isJSONRPCRequest(rpc)) {
         return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request of this protocol.');
+      }
+      // The SDK reads a resource's uri with `new URL` and calls one that is not a URL an internal
+      // error (-32603): it is the caller's, -32602.
+      const uri = rpc.method === 'resources/read' ? (rpc.params as { uri?: unknown } | undefined)?.uri : undefined;
+      if (typeof uri === 'string' && !URL.canParse(uri)) {
+        const error = { code: INVALID_PARAMS, message: 'Invalid params: uri is not a URL.' };
+        return c.body(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, error }), 200, JSON_HEADERS);
       }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
       if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {

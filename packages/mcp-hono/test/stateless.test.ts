@@ -44,6 +44,9 @@ async function makeApp(maxBodyBytes = 4096, toolVisible?: (name: string, user: s
     await server.server.elicitInput({ message: 'name?', requestedSchema: { type: 'object', properties: {} } });
     return { content: [] };
   });
+  server.registerResource('greeting', 'test://greeting', {}, async (uri) => ({
+    contents: [{ uri: uri.href, text: 'hello' }],
+  }));
   const endpoint = await createStatelessMcpEndpoint(server, {
     maxBodyBytes,
     authInfo: (c) => ({ token: 'x', clientId: 'c', scopes: [], extra: { user: c.req.header('x-user') } }),
@@ -410,6 +413,42 @@ describe('protocol errors', () => {
       if (status === 405) assert.equal(response.headers.get('allow'), 'POST');
     });
   }
+
+  test('an invalid message with an ordinary id is told so, not that its id is too large', async () => {
+    const app = await makeApp();
+    for (const message of [
+      { jsonrpc: '2.0', id: 1, method: 'ping', params: 5 },
+      { jsonrpc: '2.0', id: 1 },
+      { jsonrpc: '1.0', id: 7, method: 'ping' },
+    ]) {
+      const response = await app.request('/mcp', { method: 'POST', headers: HEADERS, body: JSON.stringify(message) });
+      assert.equal(response.status, 400);
+      const body = (await response.json()) as { error: { code: number; message: string } };
+      assert.deepEqual(body.error, { code: -32600, message: 'Invalid Request: not a JSON-RPC 2.0 message.' });
+    }
+  });
+
+  test('resources/read with a uri that is not a URL: -32602, the caller’s mistake, not an internal error', async () => {
+    const app = await makeApp();
+    const read = async (uri: unknown) => {
+      const response = await app.request('/mcp', {
+        method: 'POST',
+        headers: HEADERS,
+        body: JSON.stringify({ jsonrpc: '2.0', id: 16, method: 'resources/read', params: { uri } }),
+      });
+      assert.equal(response.status, 200);
+      return (await response.json()) as {
+        id: number;
+        result?: { contents: { text: string }[] };
+        error?: { code: number; message: string };
+      };
+    };
+    for (const uri of ['::::', 'not a uri', '']) {
+      assert.deepEqual((await read(uri)).error, { code: -32602, message: 'Invalid params: uri is not a URL.' }, uri);
+    }
+    assert.equal((await read('test://greeting')).result?.contents[0]?.text, 'hello');
+    assert.equal((await read('test://other')).error?.code, -32602, 'an unknown resource, as the SDK answers it');
+  });
 
   test('a chunked body over the limit is cut off at the limit', async () => {
     const app = await makeApp(1024);
