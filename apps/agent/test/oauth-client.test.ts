@@ -6,6 +6,7 @@
  * stand-ins on 127.0.0.1 that speak the protocol's HTTP and record every request.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -60,7 +61,14 @@ const json = (response: ServerResponse, status: number, value: unknown, headers:
 const basicOf = (seen: Seen) =>
   seen.authorization?.startsWith('Basic ') ? Buffer.from(seen.authorization.slice(6), 'base64').toString() : undefined;
 
-type TokenEndpoint = 'answers' | 'hangs' | 'fails (503)' | 'refuses the client' | 'refuses the grant';
+type TokenEndpoint =
+  | 'answers'
+  | 'hangs'
+  | 'fails (503)'
+  | 'refuses the client'
+  | 'refuses the grant'
+  | 'is gone (an HTML 404)'
+  | 'answers 400 with an error of its own';
 
 /**
  * An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint
@@ -93,6 +101,12 @@ async function authorizationServer(
       }
       if (behaviour === 'refuses the client') return json(response, 401, { error: 'invalid_client' });
       if (behaviour === 'refuses the grant') return json(response, 400, { error: 'invalid_grant' });
+      if (behaviour === 'is gone (an HTML 404)') {
+        return response.writeHead(404, { 'content-type': 'text/html' }).end('<h1>Not Found</h1>');
+      }
+      if (behaviour === 'answers 400 with an error of its own') {
+        return json(response, 400, { error: 'Realm does not exist' });
+      }
       issued += 1;
       json(response, 200, {
         access_token: `token-${issued}`,
@@ -645,6 +659,48 @@ describe('interactive OAuth', () => {
     );
     assert.equal(tavily?.defaultToolTimeout, undefined, 'other servers keep the SDK default');
     await client.close();
+  });
+
+  test('a refresh refused with another 4xx (the realm is gone: a 404 page, an error of its own): dropped, the next request signs in', async () => {
+    for (const refusal of ['is gone (an HTML 404)', 'answers 400 with an error of its own'] as const) {
+      let tokenEndpoint: TokenEndpoint = 'answers';
+      const as = await authorizationServer({}, () => tokenEndpoint);
+      const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+      let clock = Date.now();
+      const { provider } = await interactive(mcp, { now: () => clock });
+      await provider.ensureAuthorized();
+      clock += 290_000;
+      tokenEndpoint = refusal;
+      assert.equal(await provider.tokens(), undefined, refusal);
+      assert.doesNotMatch(
+        await readFile(provider.cacheFile, 'utf8'),
+        /refresh-1-from/,
+        `${refusal}: gone from the cache`,
+      );
+    }
+  });
+
+  test('two authorizations at once (parallel tool calls meeting a 401): one browser, one exchange, with that page’s verifier', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const { provider, opened } = await interactive(mcp);
+    const outcomes = await Promise.allSettled([1, 2].map(() => auth(provider, { serverUrl: `${mcp.url}/mcp` })));
+    assert.deepEqual(
+      outcomes.map((outcome) => outcome.status),
+      ['fulfilled', 'fulfilled'],
+      JSON.stringify(outcomes.map((outcome) => (outcome.status === 'rejected' ? `${outcome.reason}` : 'ok'))),
+    );
+    assert.equal(opened.length, 1, 'one browser');
+    const exchanges = as.seen.filter(
+      (request) => new URLSearchParams(request.body).get('grant_type') === 'authorization_code',
+    );
+    assert.equal(exchanges.length, 1, 'one code exchange');
+    // PKCE holds: the verifier sent is the one whose challenge the page opened carried.
+    const challenge = new URL(opened[0] as string).searchParams.get('code_challenge');
+    const verifier = new URLSearchParams(exchanges[0]?.body).get('code_verifier') ?? '';
+    assert.equal(createHash('sha256').update(verifier).digest('base64url'), challenge);
+    assert.equal(provider.authorizations, 1);
+    assert.equal((await provider.tokens())?.access_token, 'token-1');
   });
 
   test('metadata that cannot be read for now: the sign-in is refused and the tokens in hand are kept', async () => {

@@ -15,7 +15,7 @@
  *   refresh cannot add scope, so step-up would loop; without one it starts a new authorization
  *   with the scope the server asked for (widened here to keep what was already granted).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import {
   auth,
@@ -80,7 +80,16 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   readonly #port: number;
   readonly #now: () => number;
   readonly #fetch: typeof fetch;
+  /** The PKCE verifier of the sign-in under way, while its code is exchanged. */
   #codeVerifier: string | undefined;
+  /**
+   * Verifiers the SDK's `auth()` calls saved, by their S256 challenge: two calls at once (parallel
+   * tool calls meeting a 401 together) save theirs before either reaches the browser, and the
+   * sign-in that goes ahead must exchange its code with its own.
+   */
+  readonly #verifiers = new Map<string, string>();
+  /** The sign-in under way: another authorization asked for meanwhile waits for it. */
+  #signIn: Promise<void> | undefined;
   #refreshing: Promise<void> | undefined;
   /** The authorization server refused this client at the code exchange of the sign-in under way. */
   #clientRefused = false;
@@ -201,7 +210,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   saveCodeVerifier(codeVerifier: string): void {
-    this.#codeVerifier = codeVerifier;
+    this.#verifiers.set(s256(codeVerifier), codeVerifier);
   }
 
   codeVerifier(): string {
@@ -267,9 +276,26 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     await this.#persist();
   }
 
-  /** Runs the login in the browser and exchanges the code, all before returning (see the module comment). */
+  /**
+   * Runs the login in the browser and exchanges the code, all before returning (see the module
+   * comment). One at a time: an authorization asked for while one is under way (a parallel tool
+   * call's 401) opens no second browser and binds no second listener; it waits for that one and
+   * shares its outcome (its request is then retried with the new token).
+   */
   async redirectToAuthorization(authorizationUrl: URL): Promise<void> {
+    if (this.#signIn) return await this.#signIn;
+    this.#signIn = this.#signInAt(authorizationUrl);
     try {
+      await this.#signIn;
+    } finally {
+      this.#signIn = undefined;
+    }
+  }
+
+  async #signInAt(authorizationUrl: URL): Promise<void> {
+    try {
+      this.#codeVerifier = this.#verifiers.get(authorizationUrl.searchParams.get('code_challenge') ?? '');
+      if (this.#codeVerifier === undefined) throw new Error('no PKCE code verifier for this authorization request');
       const metadata = this.#session.discoveryState?.authorizationServerMetadata;
       // MCP authorization, "Authorization Code Protection": without S256 in the metadata there is
       // no PKCE to rely on, and the client must not go on. (The SDK refuses only a list without it.)
@@ -322,6 +348,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     } finally {
       // Signed in or not, this authorization is over; the next one discovers afresh.
       this.#codeVerifier = undefined;
+      this.#verifiers.clear();
       this.#clientRefused = false;
     }
   }
@@ -422,6 +449,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       await this.invalidateCredentials('tokens');
       return;
     }
+    let status: number | undefined;
     try {
       const refreshed = await refreshAuthorization(discovery.authorizationServerUrl, {
         ...(discovery.authorizationServerMetadata ? { metadata: discovery.authorizationServerMetadata } : {}),
@@ -431,14 +459,18 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         // sends the metadata's as written): `new URL(…).href` adds a `/` to a path-less resource,
         // and a server that compares exactly would refuse every refresh (invalid_target).
         resource,
-        fetchFn: this.#fetch,
+        fetchFn: async (input, init) => {
+          const response = await this.#fetch(input, init);
+          status = response.status;
+          return response;
+        },
       });
       this.refreshes++;
       await this.saveTokens({ ...refreshed, ...(tokens.issuer ? { issuer: tokens.issuer } : {}) } as OAuthTokens);
     } catch (error) {
       // Expired or revoked refresh token (invalid_grant), or this client refused: the next
       // request gets a 401 and a new login.
-      if (refreshRefused(error)) {
+      if (refreshRefused(error, status)) {
         await this.invalidateCredentials('tokens');
         return;
       }
@@ -487,20 +519,22 @@ function thisServersResource(mcpUrl: string, named: string | undefined): string 
 }
 
 /**
- * The authorization server answered the refresh with an OAuth error that refuses the grant or the
- * client (`invalid_grant`, `invalid_client`, `unauthorized_client`, …), not one saying it is in
- * trouble itself (`server_error`, which the SDK also makes of a 5xx without an OAuth body,
- * `temporarily_unavailable`, 429).
+ * The authorization server answered the refresh with a refusal of the grant or the client: an
+ * OAuth error such as `invalid_grant`, `invalid_client` or `unauthorized_client`, or any other
+ * 4xx but 408 and 429 (the SDK makes `server_error` of a body without a known OAuth error, such
+ * as a 404 page for a realm that is gone: kept, it would fail every run). Not an answer saying
+ * the server is in trouble (a 5xx, `temporarily_unavailable`, 408, 429) or none at all.
  */
-function refreshRefused(error: unknown): boolean {
-  return (
-    error instanceof OAuthError &&
-    !(
-      error instanceof ServerError ||
-      error instanceof TemporarilyUnavailableError ||
-      error instanceof TooManyRequestsError
-    )
-  );
+function refreshRefused(error: unknown, status: number | undefined): boolean {
+  if (!(error instanceof OAuthError)) return false;
+  if (error instanceof TemporarilyUnavailableError || error instanceof TooManyRequestsError) return false;
+  if (status !== undefined && status >= 400 && status < 500) return status !== 408 && status !== 429;
+  return !(error instanceof ServerError);
+}
+
+/** RFC 7636's S256 challenge of a verifier. */
+function s256(verifier: string): string {
+  return createHash('sha256').update(verifier).digest('base64url');
 }
 
 function clientRefused(): Error {
