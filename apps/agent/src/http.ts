@@ -44,6 +44,11 @@ export interface AgentAppOptions {
   maxConcurrentChats?: number;
   /** How long a turn may run before it is stopped and answered 504 (default `DEFAULT_TURN_TIMEOUT_MS`). */
   turnTimeoutMs?: number;
+  /**
+   * Aborted when the process stops: running turns end at once and are answered 503, as is any
+   * turn asked for after it (a container's stop gives a few seconds, a turn may take minutes).
+   */
+  shutdown?: AbortSignal;
 }
 
 export function createAgentApp({
@@ -54,6 +59,7 @@ export function createAgentApp({
   chatUnauthenticated = false,
   maxConcurrentChats = DEFAULT_MAX_CONCURRENT_CHATS,
   turnTimeoutMs = DEFAULT_TURN_TIMEOUT_MS,
+  shutdown,
 }: AgentAppOptions): Hono {
   const app = new Hono();
   let turnsRunning = 0;
@@ -108,6 +114,11 @@ export function createAgentApp({
     if (typeof message !== 'string' || !message.trim() || message.length > MAX_MESSAGE_LENGTH) {
       return c.json({ error: `"message" must be a non-empty string of at most ${MAX_MESSAGE_LENGTH} characters` }, 400);
     }
+    const stopping = () =>
+      c.json({ error: 'shutting_down', error_description: 'The agent is stopping; try again.' }, 503, {
+        'Retry-After': '10',
+      });
+    if (shutdown?.aborted) return stopping();
     const agent = current();
     if (agent === undefined) {
       // The reason names internal URLs and errors: for callers who proved who they are.
@@ -125,10 +136,11 @@ export function createAgentApp({
     }
     turnsRunning++;
     const startedAt = Date.now();
-    // Stopped when the caller goes away or the turn runs out of time, whichever comes first.
+    // Stopped when the caller goes away, the turn runs out of time or the process stops.
     const deadline = AbortSignal.timeout(turnTimeoutMs);
+    const signals = [c.req.raw.signal, deadline, ...(shutdown ? [shutdown] : [])];
     try {
-      const turn = await agent.run(message.trim(), { signal: AbortSignal.any([c.req.raw.signal, deadline]) });
+      const turn = await agent.run(message.trim(), { signal: AbortSignal.any(signals) });
       logger.info('chat', {
         duration_ms: Date.now() - startedAt,
         tools: turn.toolCalls.map((call) => call.name),
@@ -144,6 +156,10 @@ export function createAgentApp({
         })),
       });
     } catch (error) {
+      if (shutdown?.aborted) {
+        logger.warn('chat stopped by the shutdown', { duration_ms: Date.now() - startedAt });
+        return stopping();
+      }
       if (deadline.aborted) {
         logger.warn('chat timed out', { duration_ms: Date.now() - startedAt });
         return c.json(

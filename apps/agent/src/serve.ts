@@ -72,6 +72,8 @@ async function connect(attempt: number): Promise<void> {
   }
 }
 
+/** Aborted at SIGINT/SIGTERM: the turns running end, so the server closes within the stop's grace. */
+const shutdown = new AbortController();
 const app = createAgentApp({
   agent: () => running?.agent,
   notReadyReason: () => notReadyReason,
@@ -79,6 +81,7 @@ const app = createAgentApp({
   chatToken: config.chatToken,
   chatUnauthenticated: config.chatUnauthenticated,
   turnTimeoutMs: config.turnTimeoutSeconds * 1000,
+  shutdown: shutdown.signal,
 });
 // Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
 // defaults are 60 s and 300 s), checked every second (Node's default, 30 s, let a client keep
@@ -99,6 +102,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     stopping = true;
     clearTimeout(retry);
     logger.info('shutting down', { signal });
+    shutdown.abort();
     server.close(() => {
       (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     });

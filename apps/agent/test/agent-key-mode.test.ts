@@ -564,6 +564,38 @@ describe('HTTP mode (serve.ts as a process)', () => {
     }
   });
 
+  test('SIGTERM during a turn: the turn ends at once with 503, and the process exits 0 (not after the turn’s 120 s)', async () => {
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    llm.script([
+      async () => {
+        await released;
+        return { content: 'too late' };
+      },
+    ]);
+    try {
+      const answer = fetch(`${agent.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
+        body: JSON.stringify({ message: 'hi' }),
+      });
+      while (llm.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      const exited = agent.stop();
+      const response = await answer;
+      assert.equal(response.status, 503);
+      assert.deepEqual(await response.json(), {
+        error: 'shutting_down',
+        error_description: 'The agent is stopping; try again.',
+      });
+      assert.equal(await exited, 0);
+    } finally {
+      release();
+    }
+  });
+
   test('without AGENT_CHAT_TOKEN, /chat is for local callers that are not web pages; JSON only, bounded', async () => {
     const agent = await spawnServe(env);
     try {
