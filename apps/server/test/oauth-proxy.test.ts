@@ -180,6 +180,59 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
     }
   });
 
+  test('Chromium follows the consent on to an IPv6 loopback client ([::1]) and through a single sign-on that redirects straight back', async () => {
+    // A form-action policy cannot name [::1], and Chromium checks every redirect after the form's
+    // POST against it: denied and approved alike, the consent must lead there through a page.
+    const callback = await startCallbackServer('::1');
+    callbacks.push(callback);
+    const registered = (await (
+      await fetch(`${baseUrl}/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'IPv6 client', redirect_uris: [callback.redirectUri] }),
+      })
+    ).json()) as { client_id: string };
+    const authorizationUrl = (state: string) => {
+      const authorize = new URL(`${baseUrl}/authorize`);
+      authorize.search = new URLSearchParams({
+        response_type: 'code',
+        client_id: registered.client_id,
+        redirect_uri: callback.redirectUri,
+        state,
+        code_challenge: createHash('sha256').update(randomBytes(32).toString('base64url')).digest('base64url'),
+        code_challenge_method: 'S256',
+        resource: `${baseUrl}/mcp`,
+      }).toString();
+      return authorize.toString();
+    };
+    const context = await browser.newContext();
+    context.setDefaultTimeout(15_000);
+    try {
+      const page = await context.newPage();
+      await page.goto(authorizationUrl('denied'));
+      await page.click('button[name="decision"][value="deny"]');
+      const denied = await callback.next();
+      assert.deepEqual([denied.get('error'), denied.get('state')], ['access_denied', 'denied']);
+
+      await page.goto(authorizationUrl('first'));
+      await approveProxyConsent(page);
+      await page.locator('#kc-form-login').waitFor();
+      await page.fill('#username', alice.username);
+      await page.fill('#password', alice.password);
+      await page.click('#kc-login');
+      const first = await callback.next();
+      assert.deepEqual([first.get('state'), typeof first.get('code')], ['first', 'string']);
+
+      // Keycloak's session is alive: it redirects straight back to the proxy, which redirects on to [::1].
+      await page.goto(authorizationUrl('again'));
+      await approveProxyConsent(page);
+      const again = await callback.next();
+      assert.deepEqual([again.get('state'), typeof again.get('code')], ['again', 'string']);
+    } finally {
+      await context.close();
+    }
+  });
+
   test('the official MCP conformance suite, as a client of this authorization server: metadata and the code grant pass', async () => {
     const run = await checkAuthorizationServer(baseUrl, { resource: `${baseUrl}/mcp`, signIn: approveAndSignIn });
     assert.deepEqual(summary(run), AUTHORIZATION_SERVER_PASSES, run.output);

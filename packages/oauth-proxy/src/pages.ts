@@ -1,4 +1,4 @@
-/* The consent page and the error page: plain HTML, inline styles allowed by a per-response nonce, no script. */
+/* The consent, continue and error pages: plain HTML, inline styles allowed by a per-response nonce, no script. */
 
 export interface ConsentPageInput {
   nonce: string;
@@ -46,11 +46,11 @@ const STYLE = `
   footer { margin-top: 20px; font-size: .85rem; color: var(--muted); }
 `;
 
-function layout(nonce: string, title: string, body: string): string {
+function layout(nonce: string, title: string, body: string, head = ''): string {
   return `<!doctype html>
 <html lang="en">
 <head>
-<meta charset="utf-8">
+<meta charset="utf-8">${head}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="same-origin">
 <title>${escapeHtml(title)}</title>
@@ -103,6 +103,21 @@ export function consentPage(input: ConsentPageInput): string {
   </div>
 </form>
 <footer>You can revoke access later by signing out of the application.</footer>`,
+  );
+}
+
+/**
+ * Goes on to `location` at once: a refresh (no script), and a link for a browser that does not
+ * follow it. A `'` ends the refresh's URL early: written %27, as a URL may write it.
+ */
+export function continuePage(nonce: string, location: string, where: string): string {
+  const refresh = `0; url='${location.replaceAll("'", '%27')}'`;
+  return layout(
+    nonce,
+    `Continuing to ${where}`,
+    `<h1>Continuing to ${escapeHtml(where)}…</h1>
+<p class="sub"><a href="${escapeHtml(location)}">Continue</a> if nothing happens.</p>`,
+    `\n<meta http-equiv="refresh" content="${escapeHtml(refresh)}">`,
   );
 }
 

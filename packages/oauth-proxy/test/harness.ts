@@ -161,9 +161,29 @@ export async function loginUntilCallback(
   });
   return {
     browser,
-    callback: await upstreamLogin(approved.headers.get('location') as string),
+    callback: await upstreamLogin(await continuedTo(approved)),
     clientId: client.client_id,
   };
+}
+
+/**
+ * Where the consent form's answer goes on to: it must be a page of the proxy (not a redirect,
+ * which the browser would check against the form-action of the consent page) that refreshes to
+ * one URL and links to the same, under a policy whose form-action is the proxy alone.
+ */
+export async function continuedTo(response: Response): Promise<string> {
+  const html = await response.text();
+  assert.equal(response.status, 200, html);
+  assert.equal(response.headers.get('location'), null);
+  assert.match(response.headers.get('content-security-policy') ?? '', /form-action 'self';/);
+  const unescapeHtml = (text: string) =>
+    text.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)));
+  const refresh = /<meta http-equiv="refresh" content="([^"]*)">/.exec(html)?.[1];
+  const target = /^0; url='([^']*)'$/.exec(unescapeHtml(refresh ?? ''))?.[1];
+  assert.ok(target, `a refresh to one URL: ${refresh}`);
+  const link = /<a href="([^"]*)">Continue<\/a>/.exec(html)?.[1];
+  assert.equal(unescapeHtml(link ?? '').replaceAll("'", '%27'), target, 'the link goes where the refresh does');
+  return target;
 }
 
 export interface LoginResult {
@@ -197,8 +217,7 @@ export async function browserLogin(
       decision: 'approve',
       ...(extra.remember ? { remember: '1' } : {}),
     });
-    assert.equal(approved.status, 302, await approved.clone().text());
-    upstream = approved.headers.get('location') as string;
+    upstream = await continuedTo(approved);
   }
   const callbackUrl = await upstreamLogin(upstream);
   const done = await browser.get((steps.callback ?? steps.authorize).app, callbackUrl);

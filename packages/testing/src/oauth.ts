@@ -59,7 +59,8 @@ export interface CallbackServer {
   close(): Promise<void>;
 }
 
-export async function startCallbackServer(): Promise<CallbackServer> {
+/** A client's redirect listener on `host` (127.0.0.1 by default; `::1` for an IPv6 loopback client). */
+export async function startCallbackServer(host: '127.0.0.1' | '::1' = '127.0.0.1'): Promise<CallbackServer> {
   const received: URLSearchParams[] = [];
   const waiters: ((params: URLSearchParams) => void)[] = [];
   const server: Server = createServer((request, response) => {
@@ -76,10 +77,10 @@ export async function startCallbackServer(): Promise<CallbackServer> {
     response.setHeader('content-type', 'text/plain');
     response.end('Signed in; you may close this window.');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    redirectUri: `http://127.0.0.1:${port}/callback`,
+    redirectUri: `http://${host === '::1' ? '[::1]' : host}:${port}/callback`,
     received,
     next(timeoutMs = 20_000) {
       const already = received.shift();

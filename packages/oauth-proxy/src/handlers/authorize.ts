@@ -7,7 +7,6 @@ import { PKCE_CHALLENGE, randomToken } from '../crypto.ts';
 import { OAuthError } from '../errors.ts';
 import { consentPage } from '../pages.ts';
 import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts';
-import type { UpstreamEndpoints } from '../upstream.ts';
 import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
 /** RFC 6749 A.5's VSCHAR: the characters of `state`. */
@@ -91,9 +90,8 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     }
     // Before the limit: a sign-in the upstream's outage refuses stores nothing, and people
     // retrying through an outage must not use up their address's sign-ins for after it.
-    let upstreamEndpoints: UpstreamEndpoints;
     try {
-      upstreamEndpoints = await ctx.upstream.endpoints();
+      await ctx.upstream.endpoints();
     } catch (error) {
       return upstreamUnavailablePage(c, ctx, error, 'authorize');
     }
@@ -151,8 +149,6 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       resource: ctx.resource,
       upstreamName: ctx.upstream.displayName,
     });
-    // After the form is posted, the browser follows a redirect upstream (approve) or to the client (deny).
-    const formAction = `${new URL(upstreamEndpoints.authorizationEndpoint).origin} ${new URL(redirectUri).origin}`;
-    return htmlPage(c, page, nonce, 200, formAction);
+    return htmlPage(c, page, nonce);
   };
 }

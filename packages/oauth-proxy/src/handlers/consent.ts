@@ -3,12 +3,13 @@ import { readForm } from '../client-auth.ts';
 import type { ProxyContext } from '../context.ts';
 import { browserCookie, rememberConsent } from '../cookies.ts';
 import { sha256 } from '../crypto.ts';
-import { failPage, redirect, redirectToClient } from '../responses.ts';
+import { clientRedirect, continueTo, failPage } from '../responses.ts';
 import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
 /**
  * POST /consent: the consent form. Same-origin, the CSRF token of the page and the browser that
- * loaded it; the request is single use. Approve goes upstream, deny back to the client.
+ * loaded it; the request is single use. Approve goes upstream, deny back to the client, each
+ * through a page of this origin (`continueTo`), not a redirect.
  */
 export function consentHandler(ctx: ProxyContext): Handler {
   return async (c: Context) => {
@@ -61,11 +62,12 @@ export function consentHandler(ctx: ProxyContext): Handler {
     if (!request) return failPage(c, 'This page has expired', 'The consent request was already answered.');
     if (form.get('decision') !== 'approve') {
       ctx.emit('consent_denied', { client_id: request.client_id });
-      return redirectToClient(c, ctx.issuer, request.redirect_uri, {
+      const back = clientRedirect(ctx.issuer, request.redirect_uri, {
         error: 'access_denied',
         error_description: 'The user denied the request.',
         state: request.client_state,
       });
+      return continueTo(c, back, 'the application');
     }
     let location: string;
     try {
@@ -87,6 +89,6 @@ export function consentHandler(ctx: ProxyContext): Handler {
     }
     if (form.get('remember') === '1') rememberConsent(c, ctx, request.client_id, request.redirect_uri, request.scopes);
     ctx.emit('consent_approved', { client_id: request.client_id });
-    return redirect(c, location);
+    return continueTo(c, location, ctx.upstream.displayName);
   };
 }
