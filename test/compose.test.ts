@@ -86,6 +86,14 @@ describe('docker-compose.yml', () => {
     assert.ok((server.environment?.ALLOWED_HOSTS ?? '').split(',').includes(host), `the server accepts Host ${host}`);
     // It calls the server by its compose name; tokens name the server's public resource.
     assert.equal(agent.environment?.MCP_RESOURCE, `${server.environment?.MCP_SERVER_BASE_URL}/mcp`);
+    // Whichever API_HOST a user sets, its settings reach the container (the README says: set API_HOST and its key).
+    const modelVariables = AGENT_VARIABLES.filter((name) =>
+      /^(API_HOST|OPENAI_|AZURE_OPENAI_|GITHUB_|OLLAMA_)/.test(name),
+    );
+    assert.ok(modelVariables.length >= 11, modelVariables.join(' '));
+    for (const variable of modelVariables) {
+      assert.match(agent.environment?.[variable] ?? '', new RegExp(`^\\$\\{${variable}:-`), variable);
+    }
   });
 
   test('the server runs the mode pnpm start and azd run unless MCP_AUTH_PROVIDER says otherwise', () => {

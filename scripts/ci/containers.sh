@@ -33,7 +33,11 @@ phase "$ENGINE ready"
 
 # The agent's model: the scripted OpenAI-compatible server the compose spec starts on this host, at
 # the host's own address (a container reaches it through its network's gateway).
-E2E_LLM_HOST=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+E2E_LLM_HOST=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' || true)
+if [ -z "$E2E_LLM_HOST" ]; then
+  echo "containers.sh: no address of this host for the containers to reach (ip -4 route get 1.1.1.1 gave none; is iproute2 installed, is there a default route?)" >&2
+  exit 1
+fi
 E2E_LLM_PORT=$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')
 E2E_AGENT_CHAT_TOKEN=$(node -e 'console.log(require("crypto").randomBytes(24).toString("base64url"))')
 export E2E_LLM_HOST E2E_LLM_PORT E2E_AGENT_CHAT_TOKEN
