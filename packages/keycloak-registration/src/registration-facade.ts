@@ -115,6 +115,12 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
   /** The provider's metadata as this server presents it. */
   async function presentedMetadata(): Promise<Record<string, unknown>> {
     const metadata = { ...(await upstreamMetadata()) };
+    // Asked at the provider's internal address (compose: http://keycloak:8080), Keycloak writes its
+    // back-channel endpoints (token, JWKS, introspection, revocation, userinfo) with that address:
+    // clients get the public one, which they can reach and which names no internal host.
+    for (const [name, value] of Object.entries(metadata)) {
+      if (typeof value === 'string') metadata[name] = rebase(value, upstreamBase, upstreamIssuer);
+    }
     metadata.issuer = issuer;
     metadata.registration_endpoint = `${issuer}/register`;
     if (passThrough) {

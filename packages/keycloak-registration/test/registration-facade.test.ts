@@ -78,6 +78,41 @@ describe('registrationFacade', () => {
     }
   });
 
+  test('endpoints the provider wrote with its internal address (a back channel) are presented with its public one', async () => {
+    const internal = 'http://keycloak:8080/realms/mcp';
+    const published = 'http://localhost:8080/realms/mcp';
+    const app = new Hono();
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: published,
+      upstreamBaseUrl: internal,
+      fetch: async (input) => {
+        assert.equal(String(input), `${internal}/.well-known/openid-configuration`);
+        // As Keycloak 26.7.3 with --hostname-backchannel-dynamic answers a request at its internal address.
+        return Response.json({
+          issuer: published,
+          authorization_endpoint: `${published}/protocol/openid-connect/auth`,
+          end_session_endpoint: `${published}/protocol/openid-connect/logout`,
+          token_endpoint: `${internal}/protocol/openid-connect/token`,
+          jwks_uri: `${internal}/protocol/openid-connect/certs`,
+          introspection_endpoint: `${internal}/protocol/openid-connect/token/introspect`,
+          revocation_endpoint: `${internal}/protocol/openid-connect/revoke`,
+          userinfo_endpoint: `${internal}/protocol/openid-connect/userinfo`,
+          code_challenge_methods_supported: ['S256'],
+        });
+      },
+    }).mount(app);
+    const metadata = (await (await app.request('/.well-known/oauth-authorization-server')).json()) as Record<
+      string,
+      unknown
+    >;
+    assert.doesNotMatch(JSON.stringify(metadata), /keycloak:8080/);
+    assert.equal(metadata.jwks_uri, `${published}/protocol/openid-connect/certs`);
+    assert.equal(metadata.revocation_endpoint, `${published}/protocol/openid-connect/revoke`);
+    assert.equal(metadata.token_endpoint, `${published}/protocol/openid-connect/token`);
+    assert.equal(metadata.authorization_endpoint, `${published}/protocol/openid-connect/auth`);
+  });
+
   test('forwards a registration without the members Keycloak mishandles', async () => {
     const app = makeApp();
     const response = await register(app, {
