@@ -101,6 +101,8 @@ function sampleSecret(name: string): string {
   // Shaped like what the preprovision hook generates (a private JWK; 32 random bytes).
   if (name === 'OAUTH_PROXY_SIGNING_KEY') return JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' });
   if (name === 'OAUTH_PROXY_ENCRYPTION_KEY') return Buffer.alloc(32, 7).toString('base64url');
+  // As azd generates it (main.bicep: agentChatToken, 40 characters).
+  if (name === 'AGENT_CHAT_TOKEN') return 'a'.repeat(40);
   return `sample-${name.toLowerCase()}`;
 }
 

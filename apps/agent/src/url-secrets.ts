@@ -5,13 +5,17 @@
 import type { AgentConfig } from './config.ts';
 
 /**
- * `error` as a new Error (its `stack` and `cause` would still carry what the message had) of the
- * same name, whose message has every URL that carries a query, a fragment or userinfo cut to
- * its origin and path (`withoutUrlSecrets`), or as `hide` writes it.
+ * `error` itself when its message holds nothing to hide; else a new Error (its `stack` and `cause`
+ * would still carry what the message had) of the same class and name, whose message has every
+ * URL that carries a query, a fragment or userinfo cut to its origin and path
+ * (`withoutUrlSecrets`), or as `hide` writes it.
  */
 export function withUrlSecretsHidden(error: unknown, hide: (text: string) => string = withoutUrlSecrets): Error {
   const original = error instanceof Error ? error : new Error(String(error));
-  const hidden = new Error(hide(original.message));
+  const message = hide(original.message);
+  if (message === original.message) return original;
+  const hidden = new Error(message);
+  Object.setPrototypeOf(hidden, Object.getPrototypeOf(original));
   hidden.name = original.name;
   return hidden;
 }
