@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { API_KEYS_NAMESPACE, ApiKeyCache, ApiKeyStore, apiKeyMigrations, apiKeyProvider } from '../src/index.ts';
 
@@ -48,42 +47,8 @@ function newCache(
   });
 }
 
-/**
- * A TCP relay to the test database: `fromServer` passes on (or rewrites) what the server sends
- * to `toClient`; while `passes()` is false nothing goes either way (a network partition).
- */
-async function relayToDatabase(
-  options: { passes?: () => boolean; fromServer?: (bytes: Buffer, toClient: (bytes: Buffer) => void) => void } = {},
-): Promise<{ url: string; close: () => Promise<void> }> {
-  const passes = options.passes ?? (() => true);
-  const fromServer = options.fromServer ?? ((bytes, toClient) => toClient(bytes));
-  const sockets = new Set<Socket>();
-  const target = new URL(testDb.url);
-  const relay = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.on('data', (bytes) => passes() && upstream.write(bytes));
-    upstream.on('data', (bytes) => passes() && fromServer(bytes, (out) => client.write(out)));
-  });
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-  const relayed = new URL(testDb.url);
-  relayed.hostname = '127.0.0.1';
-  relayed.port = String((relay.address() as AddressInfo).port);
-  return {
-    url: relayed.toString(),
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => relay.close(resolve));
-    },
-  };
-}
+/** A TCP relay to the test database (`tcpRelayTo`). */
+const relayToDatabase = (options: Parameters<typeof tcpRelayTo>[1] = {}) => tcpRelayTo(testDb.url, options);
 
 /**
  * A relay that, as a connection pooler does, gives its clients a cancel key of its own: the

@@ -2,8 +2,8 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
 
+export { type OneConnectionOptions, onOneConnection } from './connection.ts';
 export { embeddedDatabaseOwner } from './embedded-lock.ts';
-
 export { type Migration, type MigrationSet, migrate, migrateToCurrent } from './migrate.ts';
 
 export interface Database {

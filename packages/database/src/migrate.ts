@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { onOneConnection } from './connection.ts';
 
 export interface Migration {
   /** Strictly increasing within a namespace; never renumber one that has shipped. */
@@ -79,20 +80,6 @@ function unbounded(
   const query: pg.QueryConfig & { query_timeout: number } = { text, query_timeout: NO_READ_TIMEOUT_MS };
   if (values) query.values = values;
   return client.query(query) as Promise<pg.QueryResult | pg.QueryResult[]>;
-}
-
-/** `work` on a connection of `pool`; the connection is closed, not pooled, when `work` fails. */
-async function onOneConnection<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let failure: Error | undefined;
-  try {
-    return await work(client);
-  } catch (error) {
-    failure = error instanceof Error ? error : new Error(String(error));
-    throw error;
-  } finally {
-    client.release(failure);
-  }
 }
 
 async function underMigrationLock<T>(client: pg.PoolClient, work: () => Promise<T>): Promise<T> {

@@ -3,9 +3,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
-import { type Migration, migrate, migrateToCurrent, openDatabase, redactUrl } from '../src/index.ts';
+import { type Migration, migrate, migrateToCurrent, onOneConnection, openDatabase, redactUrl } from '../src/index.ts';
 
 const migrations: Migration[] = [
   { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
@@ -109,6 +109,27 @@ describe('migrations on a real PostgreSQL server', () => {
     } finally {
       await Promise.all(replicas.map((db) => db.close()));
       await fresh.drop();
+    }
+  });
+
+  test('a connection cut while checked out (no word from the server) fails its work; the process lives on', async () => {
+    // Unheard, the connection's `error` event would end this test process: pg-pool listens for
+    // none while a connection is checked out (a killed backend, a reset, a failover).
+    const relay = await tcpRelayTo(testDb.url);
+    const pool = new pg.Pool({ connectionString: relay.url, max: 1 });
+    try {
+      await assert.rejects(
+        onOneConnection(pool, async (client) => {
+          await client.query('SELECT 1');
+          const sleeping = client.query('SELECT pg_sleep(30)');
+          await relay.close();
+          await sleeping;
+        }),
+        /Connection terminated unexpectedly|ECONNRESET/,
+      );
+      assert.equal(pool.totalCount, 0, 'the lost connection is not pooled');
+    } finally {
+      await pool.end();
     }
   });
 

@@ -1,3 +1,4 @@
+import { onOneConnection } from '@mcp-auth-stack/database';
 import type pg from 'pg';
 import { sha256 } from './crypto.ts';
 
@@ -85,18 +86,22 @@ export class ProxyStore {
   }
 
   async inTransaction<T>(work: (db: pg.PoolClient) => Promise<T>): Promise<T> {
-    const db = await this.pool.connect();
-    try {
-      await db.query('BEGIN');
-      const result = await work(db);
-      await db.query('COMMIT');
-      return result;
-    } catch (error) {
-      await db.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      db.release();
-    }
+    return onOneConnection(
+      this.pool,
+      async (db) => {
+        await db.query('BEGIN');
+        try {
+          const result = await work(db);
+          await db.query('COMMIT');
+          return result;
+        } catch (error) {
+          await db.query('ROLLBACK').catch(() => {});
+          throw error;
+        }
+      },
+      // Rolled back, the connection is fit for the pool again (one that was lost is closed).
+      { closeOnFailure: false },
+    );
   }
 
   // ---- consent requests and upstream logins (short-lived, single use) -----------------------

@@ -12,6 +12,7 @@ export {
 } from './oauth.ts';
 export { createPkce, type Pkce } from './pkce.ts';
 export { run, type ServerProcess, spawnServerProcess } from './process.ts';
+export { type TcpRelay, tcpRelayTo } from './tcp-relay.ts';
 
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
