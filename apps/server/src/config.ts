@@ -1,3 +1,4 @@
+import { misleadingTextProblem } from '@mcp-auth-stack/auth';
 import {
   boolean,
   ConfigError,
@@ -249,7 +250,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   const realmUrl = keycloakRealmUrl === undefined ? undefined : httpUrl(env, 'KEYCLOAK_REALM_URL', '');
   const keycloakJanitorSecret = optional(env, 'KEYCLOAK_JANITOR_CLIENT_SECRET');
   const keycloakJanitorKeep = list(env, 'KEYCLOAK_JANITOR_KEEP', []);
-  const localUserId = text(env, 'LOCAL_USER_ID', 'local-user');
+  const localUserId = loadLocalUserId(env);
   const common: CommonConfig = {
     host,
     port,
@@ -506,4 +507,17 @@ export function ownOrigins(base: URL): string[] {
   if (!isLoopbackUrlHost(base.hostname)) return [base.origin];
   const port = base.port ? `:${base.port}` : '';
   return [...new Set([base.origin, ...LOOPBACK_URL_HOSTS.map((name) => `${base.protocol}//${name}${port}`)])];
+}
+
+/**
+ * The user every request acts as in `none` mode: as an API key's user id, 1 to 255 characters
+ * (the expenses table holds no other) that read as what they are (it is logged with each request).
+ */
+function loadLocalUserId(env: Env): string {
+  const userId = text(env, 'LOCAL_USER_ID', 'local-user');
+  if (userId.length > 255)
+    throw new ConfigError('LOCAL_USER_ID', `must be at most 255 characters, got ${userId.length}`);
+  const problem = misleadingTextProblem(userId);
+  if (problem) throw new ConfigError('LOCAL_USER_ID', problem);
+  return userId;
 }

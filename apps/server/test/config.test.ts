@@ -171,6 +171,12 @@ describe('configuration', () => {
       /OAUTH_PROXY_SIGNING_KEY must be a private JWK \(with "kty" and "d"\)/,
     ],
     [{ ...LOCAL_PROXY, OAUTH_PROXY_ENCRYPTION_KEY: 'c2hvcnQ' }, /OAUTH_PROXY_ENCRYPTION_KEY must be 32 bytes/],
+    // The user of none mode: as an API key's (the expenses table takes 1 to 255 characters, and it is logged).
+    [
+      { MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: 'u'.repeat(256) },
+      /LOCAL_USER_ID must be at most 255 characters, got 256/,
+    ],
+    [{ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: 'admin\u202Eresu' }, /LOCAL_USER_ID must not contain/],
     // A free port leaves the OAuth modes no URL to name as the resource and audience.
     [{ ...KEYCLOAK, PORT: '0' }, /PORT is 0 .*MCP_AUTH_PROVIDER=keycloak .*MCP_SERVER_BASE_URL/],
     [{ ...LOCAL_PROXY, PORT: '0' }, /PORT is 0 .*MCP_AUTH_PROVIDER=oauth_proxy/],
