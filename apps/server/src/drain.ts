@@ -51,12 +51,14 @@ interface ConnectionState {
 export function createDrainingServer(listener: RequestListener, options: ServerOptions = {}): DrainingServer {
   const connections = new Map<Socket, ConnectionState>();
   let draining = false;
+  let drainStartedAt = 0;
   let refused = 0;
 
   const closeWhenIdle = (socket: Socket, state: ConnectionState) => {
     if (state.inFlight.size > 0 || socket.destroyed) return;
     clearTimeout(state.timer);
-    const waited = performance.now() - state.idleSince;
+    // The grace runs from the drain's start for a connection idle since before it.
+    const waited = performance.now() - Math.max(state.idleSince, drainStartedAt);
     if (waited >= IDLE_GRACE_MS) {
       socket.destroy();
       return;
@@ -118,6 +120,7 @@ export function createDrainingServer(listener: RequestListener, options: ServerO
     },
     drain(timeoutMs) {
       draining = true;
+      drainStartedAt = performance.now();
       return new Promise<DrainOutcome>((resolve) => {
         let timer: NodeJS.Timeout | undefined;
         // net.Server's close: stop listening and call back when the last connection is gone.
