@@ -32,7 +32,7 @@ const rows = Array.from({ length: 10 }, (_, i) => ({
   payment_method: 'amex' as const,
   created_at: '2025-01-01T00:00:00.000Z',
 }));
-const repository = { list: async () => rows } as unknown as ExpenseRepository;
+const repository = { list: async () => ({ expenses: rows, nextCursor: undefined }) } as unknown as ExpenseRepository;
 const principal = { userId: '0b7d5a34-6c3e-4f51-9a0e-5d0c2f9e7b11', scopes: ['expenses:read'], method: 'oauth' };
 const authInfo: AuthInfo = { token: 'bench', clientId: 'bench', scopes: principal.scopes, extra: { principal } };
 const READ = {

@@ -41,7 +41,7 @@ if (variant === 'A') {
     });
   } else if (variant === 'D') {
     const userId = process.env.BENCH_USER_ID as string;
-    app.get('/read', async (c) => c.json({ expenses: await repository.list(userId, { limit: 10 }) }));
+    app.get('/read', async (c) => c.json({ expenses: (await repository.list(userId, { limit: 10 })).expenses }));
     app.post('/write', async (c) =>
       c.json({
         expense: await repository.add(process.env.BENCH_WRITER_ID as string, {
@@ -62,14 +62,19 @@ if (variant === 'A') {
         return c.json({ error: 'not_acceptable' }, 406);
       }
       const message = JSON.parse(await c.req.text());
-      const expenses = await repository.list(userId, { limit: message.params.arguments.limit });
+      const { expenses, nextCursor } = await repository.list(userId, { limit: message.params.arguments.limit });
       return c.json({
         jsonrpc: '2.0',
         id: message.id,
         result: {
           // The tool's own reply (packages/expenses), so DP sends what this server sends.
-          content: [{ type: 'text', text: describeExpenseList(expenses) }],
-          structuredContent: { expenses, count: expenses.length },
+          content: [{ type: 'text', text: describeExpenseList(expenses, nextCursor) }],
+          structuredContent: {
+            expenses,
+            count: expenses.length,
+            has_more: nextCursor !== undefined,
+            ...(nextCursor === undefined ? {} : { next_cursor: nextCursor }),
+          },
         },
       });
     });

@@ -109,8 +109,21 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
       filtered.expenses.map((e) => [e.date, e.category]),
       [['2025-02-10', 'transport']],
     );
-    const limited = (await call(alice, 'get_user_expenses', { limit: 2 })).structuredContent as { count: number };
-    assert.equal(limited.count, 2);
+    // A page says when more match, and its cursor continues the listing to the end.
+    const first = await call(alice, 'get_user_expenses', { limit: 2 });
+    const page = first.structuredContent as { count: number; has_more: boolean; next_cursor?: string };
+    assert.deepEqual([page.count, page.has_more, typeof page.next_cursor], [2, true, 'string']);
+    assert.match(
+      text(first),
+      new RegExp(`More expenses match than these: call again with cursor "${page.next_cursor}"`),
+    );
+    const rest = (await call(alice, 'get_user_expenses', { limit: 200, cursor: page.next_cursor }))
+      .structuredContent as { expenses: { date: string }[]; count: number; has_more: boolean; next_cursor?: string };
+    assert.deepEqual([rest.count, rest.has_more, rest.next_cursor], [all.expenses.length - 2, false, undefined]);
+    assert.deepEqual(
+      rest.expenses.map((e) => e.date),
+      dates.slice(2),
+    );
   });
 
   test('summarises per category and per month with exact totals', async () => {
@@ -147,6 +160,10 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
     assert.deepEqual([bobSummary.total, bobSummary.count], ['0.00', 0]);
 
     const aliceExpense = (await stack.sql.query("SELECT id FROM expenses WHERE user_id = 'alice' LIMIT 1")).rows[0].id;
+    // Her expense's id is no cursor for him: a tool error, nothing listed.
+    const foreign = await call(bob, 'get_user_expenses', { cursor: aliceExpense });
+    assert.equal(foreign.isError, true);
+    assert.match(text(foreign), /names none of your expenses/);
     const deleted = await call(bob, 'delete_user_expense', { id: aliceExpense });
     assert.equal(deleted.isError, true);
     assert.equal(text(deleted), `No expense with id ${aliceExpense}.`, 'same answer as for an id that does not exist');

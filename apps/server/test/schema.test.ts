@@ -153,7 +153,7 @@ test('the server is made while its schema migrates, and listens only once it has
     const reply = (await response.json()) as { result?: { isError?: boolean; structuredContent?: unknown } };
     assert.equal(response.status, 200);
     assert.equal(reply.result?.isError, undefined, JSON.stringify(reply));
-    assert.deepEqual(reply.result?.structuredContent, { expenses: [], count: 0 });
+    assert.deepEqual(reply.result?.structuredContent, { expenses: [], count: 0, has_more: false });
   } finally {
     await server.close();
   }

@@ -17,7 +17,7 @@ import {
   PAYMENT_METHODS,
   type SpendingSummary,
 } from './model.ts';
-import { DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
+import { CursorNotFoundError, DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
 
 /** The optional date range that the list, the summary and the statistics take. */
 const dateRangeInput = {
@@ -212,21 +212,43 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     'get_user_expenses',
     {
       title: 'List expenses',
-      description: `The signed-in user's expenses, newest first, optionally filtered by date range and category (at most ${MAX_LIST_LIMIT}).`,
+      description: `The signed-in user's expenses, newest first, optionally filtered by date range and category, a page at a time (at most ${MAX_LIST_LIMIT}); when more match, has_more is true and next_cursor continues the listing.`,
       inputSchema: {
         ...dateRangeInput,
         category: z.enum(CATEGORIES).optional(),
         limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
+        cursor: z
+          .string()
+          .uuid('must be the next_cursor of a page')
+          .optional()
+          .describe('next_cursor of the page before, with the same filters: the page after it'),
       },
-      outputSchema: { expenses: z.array(expense), count: z.number().int() },
+      outputSchema: {
+        expenses: z.array(expense),
+        count: z.number().int().describe('Expenses on this page'),
+        has_more: z.boolean().describe('More expenses match than this page holds'),
+        next_cursor: z.string().optional().describe('When has_more: the cursor of the next page'),
+      },
       _meta: scopesMeta('get_user_expenses'),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     async (filter, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.get_user_expenses ?? []);
       assertRange(filter.start_date, filter.end_date);
-      const expenses = await stored('get_user_expenses', () => repository.list(userId, filter));
-      return result(describeExpenseList(expenses), { expenses, count: expenses.length });
+      const page = await stored('get_user_expenses', () =>
+        repository.list(userId, filter).catch((error: unknown) => {
+          if (error instanceof CursorNotFoundError) return error;
+          throw error;
+        }),
+      );
+      if (page instanceof CursorNotFoundError) return toolError(page.message);
+      const { expenses, nextCursor } = page;
+      return result(describeExpenseList(expenses, nextCursor), {
+        expenses,
+        count: expenses.length,
+        has_more: nextCursor !== undefined,
+        ...(nextCursor === undefined ? {} : { next_cursor: nextCursor }),
+      });
     },
   );
 
@@ -322,7 +344,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     },
     async (uri, extra) => {
       const { userId } = caller(extra, EXPENSE_METHOD_SCOPES['resources/read'] ?? []);
-      const expenses = await stored('expenses://recent', () =>
+      const { expenses } = await stored('expenses://recent', () =>
         repository.list(userId, { limit: RECENT_RESOURCE_LIMIT }),
       );
       return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify({ expenses }) }] };
@@ -386,11 +408,15 @@ function assertRange(start: string | undefined, end: string | undefined): void {
 }
 
 /** The text `get_user_expenses` answers with beside its `structuredContent`: a line per expense. */
-export function describeExpenseList(expenses: readonly Expense[]): string {
+/** A page as text; with `nextCursor`, a last line saying that more match, and how to get them. */
+export function describeExpenseList(expenses: readonly Expense[], nextCursor?: string): string {
   if (expenses.length === 0) return 'No expenses found.';
   return [
     `${expenses.length} expense(s), newest first:`,
     ...expenses.map((e) => `- ${describeExpense(e)} [${e.id}]`),
+    ...(nextCursor === undefined
+      ? []
+      : [`More expenses match than these: call again with cursor "${nextCursor}" for the next page.`]),
   ].join('\n');
 }
 

@@ -87,6 +87,14 @@ export interface ExpenseFilter {
   end_date?: string | undefined;
   category?: Category | undefined;
   limit?: number | undefined;
+  /** The `nextCursor` of the page before: the expenses after that one. */
+  cursor?: string | undefined;
+}
+
+/** One page of a listing, newest first: `nextCursor` when more expenses match. */
+export interface ExpensePage {
+  expenses: Expense[];
+  nextCursor: string | undefined;
 }
 
 export interface SpendingSummary {

@@ -4,6 +4,7 @@ import {
   type Category,
   type Expense,
   type ExpenseFilter,
+  type ExpensePage,
   MAX_LIST_LIMIT,
   type NewExpense,
   type SpendingSummary,
@@ -78,19 +79,48 @@ export class ExpenseRepository {
     throw new Error('The expense under this idempotency key changed twice while it was being added.');
   }
 
-  async list(userId: string, filter: ExpenseFilter = {}): Promise<Expense[]> {
+  /**
+   * The user's expenses, newest first, a page of at most `limit`; `nextCursor` (the last one's id)
+   * when more match, which `cursor` continues from (keyset: what is added or deleted meanwhile
+   * moves no other row between pages). A cursor that names none of the user's expenses (deleted
+   * since, or another user's) is a `CursorNotFoundError`.
+   */
+  async list(userId: string, filter: ExpenseFilter = {}): Promise<ExpensePage> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
+    const cursor = filter.cursor ?? null;
+    // One row more than the page tells whether more match. The cursor's row is read once (each
+    // subquery is an InitPlan), and the index from its date on (`date <=` is an index condition).
     const { rows } = await this.#pool.query<Expense>({
       text: `SELECT ${COLUMNS} FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
                AND ($3::date IS NULL OR date <= $3::date)
                AND ($4::text IS NULL OR category = $4::text)
+               AND ($6::uuid IS NULL OR date <= (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid))
+               AND ($6::uuid IS NULL
+                 OR date < (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                 OR (date = (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                   AND (created_at < (SELECT created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                     OR (created_at = (SELECT created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                       AND id > $6::uuid))))
              ORDER BY date DESC, created_at DESC, id
              LIMIT $5`,
-      values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit],
+      values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit + 1, cursor],
     });
-    return rows;
+    if (rows.length === 0 && cursor !== null && !(await this.#owns(userId, cursor))) {
+      throw new CursorNotFoundError(cursor);
+    }
+    const more = rows.length > limit;
+    const expenses = more ? rows.slice(0, limit) : rows;
+    return { expenses, nextCursor: more ? expenses.at(-1)?.id : undefined };
+  }
+
+  async #owns(userId: string, id: string): Promise<boolean> {
+    const { rowCount } = await this.#pool.query('SELECT 1 FROM expenses WHERE user_id = $1 AND id = $2::uuid', [
+      userId,
+      id,
+    ]);
+    return (rowCount ?? 0) > 0;
   }
 
   /** Deletes one of the user's own expenses; another user's id behaves exactly like an unknown one. */
@@ -157,5 +187,13 @@ export class ExpenseRepository {
       }
     }
     return stats;
+  }
+}
+
+/** A listing's cursor that names none of the user's expenses: deleted since, or never theirs. */
+export class CursorNotFoundError extends Error {
+  constructor(cursor: string) {
+    super(`The cursor ${cursor} names none of your expenses (deleted since?): list again without it.`);
+    this.name = 'CursorNotFoundError';
   }
 }

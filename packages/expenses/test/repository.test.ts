@@ -57,7 +57,7 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
         const local = new ExpenseRepository(db.pool);
         const added = await local.add('dmy', expense({ date: '2025-03-01' }));
         assert.equal(added.date, '2025-03-01');
-        const [listed] = await local.list('dmy', { limit: 1 });
+        const [listed] = (await local.list('dmy', { limit: 1 })).expenses;
         assert.equal(listed?.date, '2025-03-01');
         const { rows } = await db.pool.query("SELECT '2025-03-01'::date::text AS spelled");
         assert.equal(rows[0].spelled, '01/03/2025', 'the setting applies: date::text would have said this');
@@ -131,16 +131,61 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
   });
 
   test('the list limit is capped', async () => {
-    assert.equal((await repo.list('nobody', { limit: MAX_LIST_LIMIT * 10 })).length, 0);
+    assert.equal((await repo.list('nobody', { limit: MAX_LIST_LIMIT * 10 })).expenses.length, 0);
     for (let i = 0; i < 3; i++) await repo.add('many', expense());
-    assert.equal((await repo.list('many', { limit: 2 })).length, 2);
+    assert.equal((await repo.list('many', { limit: 2 })).expenses.length, 2);
+  });
+
+  test('pages: a cursor continues where a page ended, each expense once, in order, whatever is added meanwhile', async () => {
+    // Seven on two dates, three of them at one instant (the order's last key, the id, decides).
+    for (const date of ['2025-05-02', '2025-05-02', '2025-05-01', '2025-05-01']) {
+      await repo.add('pager', expense({ date }));
+    }
+    await db.pool.query(
+      `INSERT INTO expenses (user_id, date, amount, category, description, payment_method, created_at)
+       SELECT 'pager', '2025-05-01', 2, 'food', 'same instant', 'cash', '2025-05-01T12:00:00Z' FROM generate_series(1, 3)`,
+    );
+    const everything = (await repo.list('pager', { limit: MAX_LIST_LIMIT })).expenses.map((e) => e.id);
+    assert.equal(everything.length, 7);
+    const paged: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await repo.list('pager', { limit: 2, ...(cursor ? { cursor } : {}) });
+      paged.push(...page.expenses.map((e) => e.id));
+      cursor = page.nextCursor;
+      pages++;
+      // Added after the listing started, newer than every page: no page shifts.
+      if (pages === 1) await repo.add('pager', expense({ date: '2025-06-01' }));
+    } while (cursor);
+    assert.deepEqual(paged, everything);
+    assert.equal(pages, 4);
+    const last = await repo.list('pager', { limit: 1, cursor: everything.at(-2) as string });
+    assert.deepEqual([last.expenses.map((e) => e.id), last.nextCursor], [[everything.at(-1)], undefined], 'no more');
+    // Filters apply on every page.
+    const secondOfMay = await repo.list('pager', { limit: 2, start_date: '2025-05-02', end_date: '2025-05-02' });
+    assert.equal(secondOfMay.expenses.length, 2);
+    assert.equal(secondOfMay.nextCursor, undefined, 'the two of 2 May, and nothing more within the filter');
+    const mayOnwards = await repo.list('pager', { limit: 2, start_date: '2025-05-02' });
+    assert.equal(mayOnwards.nextCursor, mayOnwards.expenses[1]?.id, 'the one of June first, then more');
+  });
+
+  test('a cursor that is no expense of the user (another user’s, deleted, unknown) is refused, nothing listed', async () => {
+    const mine = await repo.add('cursor-owner', expense());
+    await repo.add('cursor-owner', expense());
+    const theirs = await repo.add('cursor-other', expense());
+    for (const cursor of [theirs.id, '00000000-0000-4000-8000-000000000000']) {
+      await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'CursorNotFoundError' });
+    }
+    await repo.delete('cursor-owner', mine.id);
+    await assert.rejects(repo.list('cursor-owner', { cursor: mine.id }), { name: 'CursorNotFoundError' });
   });
 
   test('the database refuses what validation should already have stopped', async () => {
     await assert.rejects(repo.add('u', expense({ amount: -1 })), /check constraint/);
     await assert.rejects(repo.add('u', expense({ category: 'rent' as never })), /check constraint/);
     await assert.rejects(repo.add('u', expense({ description: '' })), /check constraint/);
-    assert.equal((await repo.list('u')).length, 0);
+    assert.equal((await repo.list('u')).expenses.length, 0);
   });
 
   test('the index serves the per-user, by-date query', async () => {
