@@ -61,6 +61,30 @@ function laptopScript(date: string): ScriptEntry[] {
   ];
 }
 
+/** The model's next answer waits until the function returned is called: a turn that stays running. */
+function stallTheModel(): () => void {
+  let release = () => {};
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  llm.script([
+    async () => {
+      await released;
+      return { content: 'too late' };
+    },
+  ]);
+  return release;
+}
+
+/** `POST /chat` "hi" with the chat token. */
+const chatWithToken = (agentUrl: string, signal?: AbortSignal) =>
+  fetch(`${agentUrl}/chat`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
+    body: JSON.stringify({ message: 'hi' }),
+    ...(signal ? { signal } : {}),
+  });
+
 const rowsOf = async (description: string) =>
   (
     await stack.sql.query(
@@ -535,24 +559,10 @@ describe('HTTP mode (serve.ts as a process)', () => {
 
   test('a turn still running after AGENT_TURN_TIMEOUT_SECONDS is answered 504', async () => {
     const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN, AGENT_TURN_TIMEOUT_SECONDS: '1' });
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    llm.script([
-      async () => {
-        await released;
-        return { content: 'too late' };
-      },
-    ]);
+    const release = stallTheModel();
     try {
       // Bounded here too: without the deadline the turn would wait for the model's own timeout (60 s).
-      const response = await fetch(`${agent.url}/chat`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
-        body: JSON.stringify({ message: 'hi' }),
-        signal: AbortSignal.timeout(15_000),
-      });
+      const response = await chatWithToken(agent.url, AbortSignal.timeout(15_000));
       assert.equal(response.status, 504);
       assert.deepEqual(await response.json(), {
         error: 'timeout',
@@ -566,22 +576,9 @@ describe('HTTP mode (serve.ts as a process)', () => {
 
   test('SIGTERM during a turn: the turn ends at once with 503, and the process exits 0 (not after the turn’s 120 s)', async () => {
     const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
-    let release = () => {};
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    llm.script([
-      async () => {
-        await released;
-        return { content: 'too late' };
-      },
-    ]);
+    const release = stallTheModel();
     try {
-      const answer = fetch(`${agent.url}/chat`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
-        body: JSON.stringify({ message: 'hi' }),
-      });
+      const answer = chatWithToken(agent.url);
       while (llm.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
       const exited = agent.stop();
       const response = await answer;
@@ -694,11 +691,7 @@ describe('HTTP mode (serve.ts as a process)', () => {
       assert.deepEqual(await (await fetch(`${agent.url}/health`)).json(), { status: 'ok', ready: false, tools: 0 });
       const ready = await fetch(`${agent.url}/ready`);
       assert.equal(ready.status, 503);
-      const chat = await fetch(`${agent.url}/chat`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
-        body: JSON.stringify({ message: 'hi' }),
-      });
+      const chat = await chatWithToken(agent.url);
       assert.equal(chat.status, 503);
       assert.equal(chat.headers.get('retry-after'), '10');
       const body = (await chat.json()) as { error: string; error_description: string };

@@ -213,6 +213,8 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
       await page.click('button[name="decision"][value="deny"]');
       const denied = await callback.next();
       assert.deepEqual([denied.get('error'), denied.get('state')], ['access_denied', 'denied']);
+      // The callback got the request; the page commits to it next: a goto before that is cut short.
+      await page.waitForURL((target) => target.href.startsWith(callback.redirectUri));
 
       await page.goto(authorizationUrl('first'));
       await approveProxyConsent(page);
@@ -222,6 +224,7 @@ describe('oauth_proxy: the server as authorization server in front of Keycloak',
       await page.click('#kc-login');
       const first = await callback.next();
       assert.deepEqual([first.get('state'), typeof first.get('code')], ['first', 'string']);
+      await page.waitForURL((target) => target.href.startsWith(callback.redirectUri));
 
       // Keycloak's session is alive: it redirects straight back to the proxy, which redirects on to [::1].
       await page.goto(authorizationUrl('again'));
