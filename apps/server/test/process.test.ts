@@ -362,3 +362,18 @@ describe('start-up configuration', () => {
     }
   });
 });
+
+test('four `pnpm keys create` at once with no server running: each exits 0 with its key stored', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mcp-keys-together-'));
+  const env = { DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' };
+  try {
+    // One owns the files; the others wait for it (they do not join a session that ends with it).
+    const runs = await Promise.all([1, 2, 3, 4].map((n) => keysCli(['create', '--user', `together-${n}`], env)));
+    for (const [index, created] of runs.entries()) assert.equal(created.code, 0, `run ${index + 1}: ${created.stderr}`);
+    const listed = await keysCli(['list'], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    for (const n of [1, 2, 3, 4]) assert.match(listed.stdout, new RegExp(`together-${n}`));
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});

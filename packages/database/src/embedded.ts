@@ -18,17 +18,23 @@ import { LOCK_NAME } from './embedded-lock.ts';
  *
  * One process owns the data directory (PGlite cannot share files between processes); any
  * other process on the machine (the keys CLI next to a running server) connects to the
- * owner's socket instead of opening the files.
+ * owner's socket instead of opening the files. Only a server's socket is joined: a tool that
+ * owns the files (the keys CLI with no server running) serves them on a socket of its own,
+ * so another tool waits for the lock instead of joining a session that ends with that tool.
  */
 export interface EmbeddedServer {
   /** Directory that holds the socket; pass it to `pg` as `host`. */
   socketDir: string;
+  /** The socket's "port" (its name is `.s.PGSQL.<port>`); pass it to `pg` as `port`. */
+  port: number;
   /** True when this process opened the files; false when it joined another process's socket. */
   owner: boolean;
   stop(): Promise<void>;
 }
 
-const SOCKET_NAME = '.s.PGSQL.5432';
+/** The socket a server serves, which tools join. */
+const SHARED_PORT = 5432;
+const socketName = (port: number) => `.s.PGSQL.${port}`;
 // sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 
@@ -37,7 +43,8 @@ export interface EmbeddedServerOptions {
   maxConnections?: number;
   /**
    * A server must own the files: it waits up to `waitForLockMs` for a short-lived owner (the
-   * keys CLI) to finish, then fails. A tool that only needs a connection joins a running owner.
+   * keys CLI) to finish, then fails, and serves them on the shared socket. A tool that only
+   * needs a connection joins a running server, or owns the files on a socket of its own.
    */
   mustOwn?: boolean;
   waitForLockMs?: number;
@@ -48,11 +55,14 @@ export async function startEmbeddedServer(
   options: EmbeddedServerOptions = {},
 ): Promise<EmbeddedServer> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const socketPath = join(dataDir, SOCKET_NAME);
+  const socketPath = join(dataDir, socketName(SHARED_PORT));
+  // A tool's own socket: a name no other owner of this directory has at the same time (one at a time holds the lock).
+  const ownPort = options.mustOwn ? SHARED_PORT : 10_000 + (process.pid % 50_000);
   const lockPath = join(dataDir, LOCK_NAME);
-  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+  const longestPath = join(dataDir, socketName(Math.max(ownPort, SHARED_PORT)));
+  if (Buffer.byteLength(longestPath) > MAX_SOCKET_PATH) {
     throw new Error(
-      `The embedded database socket path ${socketPath} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter DATA_DIR.`,
+      `The embedded database socket path ${longestPath} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter DATA_DIR.`,
     );
   }
 
@@ -61,10 +71,10 @@ export async function startEmbeddedServer(
     // A lock left by a process that no longer runs is taken over.
     const releaseLock = await tryPidLock(lockPath);
     if (releaseLock) {
-      return await ownDataDir(dataDir, socketPath, releaseLock, options.maxConnections ?? 8);
+      return await ownDataDir(dataDir, ownPort, releaseLock, options.maxConnections ?? 8);
     }
     if (!options.mustOwn && (await socketAnswers(socketPath))) {
-      return { socketDir: dataDir, owner: false, stop: async () => {} };
+      return { socketDir: dataDir, port: SHARED_PORT, owner: false, stop: async () => {} };
     }
     if (Date.now() >= deadline) {
       const holder = (await livePidIn(lockPath)) ?? '?';
@@ -79,10 +89,11 @@ export async function startEmbeddedServer(
 
 async function ownDataDir(
   dataDir: string,
-  socketPath: string,
+  port: number,
   releaseLock: () => Promise<void>,
   maxConnections: number,
 ): Promise<EmbeddedServer> {
+  const socketPath = join(dataDir, socketName(port));
   let db: PGlite | undefined;
   try {
     await rm(socketPath, { force: true });
@@ -92,6 +103,7 @@ async function ownDataDir(
     const opened = db;
     return {
       socketDir: dataDir,
+      port,
       owner: true,
       async stop() {
         await server.stop();

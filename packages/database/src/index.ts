@@ -93,6 +93,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   });
   const connection = {
     host: embedded.socketDir,
+    port: embedded.port,
     user: 'postgres',
     database: 'postgres',
     application_name: applicationName,

@@ -266,6 +266,34 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
+  test('a tool that owns the files serves nobody: another tool waits for it, not cut off when it ends', async () => {
+    // Two `pnpm keys` at once with no server running: the first owns the files.
+    const first = await openDatabase({ dataDir: dir });
+    assert.doesNotMatch(first.location, /shared/);
+    let secondOpened = false;
+    const second = openDatabase({ dataDir: dir, embedded: { waitForLockMs: 20_000 } }).then((db) => {
+      secondOpened = true;
+      return db;
+    });
+    try {
+      await first.pool.query('CREATE TABLE IF NOT EXISTS tool_notes (body text)');
+      await first.pool.query("INSERT INTO tool_notes (body) VALUES ('first tool')");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(secondOpened, false, 'the second waits for the lock instead of joining the first');
+    } finally {
+      await first.close();
+    }
+    const db = await second;
+    try {
+      assert.doesNotMatch(db.location, /shared/, 'it owns the files now');
+      await db.pool.query("INSERT INTO tool_notes (body) VALUES ('second tool')");
+      const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM tool_notes');
+      assert.equal(rows[0].n, 2);
+    } finally {
+      await db.close();
+    }
+  });
+
   test('the owner and a tool that joined it migrate a new namespace at once: each migration runs once', async () => {
     // Their connections share PGlite's one session, where the advisory lock stops nobody.
     const owner = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
