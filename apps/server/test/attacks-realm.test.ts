@@ -603,6 +603,7 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
         abandonedAfterSeconds: 0,
         intervalSeconds: 0,
+        maxClientsPerUser: 1,
         onEvent: (event, details) => events.push({ event, ...details }),
         // What the server wires to forgetting the pass-through's records; failing here shows
         // that a failure to forget does not fail the pass.
@@ -612,6 +613,24 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         },
       });
       await janitor.runOnce(); // first sight: marks them
+      // Alice signs in through a second client of hers: beyond her share (1 here), it counts as unused.
+      const secondCallback = await startCallbackServer();
+      callbacks.push(secondCallback);
+      const room = await adminApi(`/components/${maxClients.id}`);
+      await adminApi(`/components/${maxClients.id}`, {
+        method: 'PUT',
+        body: { ...(room as object), config: { ...maxClients.config, 'max-clients': [String(count + 8)] } },
+      });
+      const second = await post(registrations('openid-connect'), {
+        client_name: 'Second client',
+        redirect_uris: [secondCallback.redirectUri],
+        grant_types: ['authorization_code', 'refresh_token'],
+        token_endpoint_auth_method: 'none',
+      });
+      assert.equal(second.status, 201, second.text);
+      const secondUse = await aliceThrough(second.json.client_id as string, secondCallback);
+      assert.ok(secondUse.token, String(secondUse.error));
+      await secondUse.client?.close();
       await new Promise((resolve) => setTimeout(resolve, 20));
       const { removed } = await janitor.runOnce();
       for (const registered of flood) assert.ok(removed.includes(clientIdOf(registered)), clientIdOf(registered));
@@ -621,6 +640,14 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         [{ event: 'forget_failed', count: removed.length, message: 'database down' }],
       );
       assert.ok(!removed.includes(real.json.client_id as string), 'the client alice uses stays');
+      // Her second client, seen in use by her for the first time in that pass, goes at the next.
+      assert.ok(
+        events.some((e) => e.event === 'clients_beyond_user_share'),
+        JSON.stringify(events),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const next = await janitor.runOnce();
+      assert.deepEqual(next.removed, [second.json.client_id], 'beyond her share of one');
       const ids = ((await adminApi('/clients?max=1000')) as { clientId: string }[]).map((c) => c.clientId);
       for (const registered of flood)
         assert.ok(!ids.includes(clientIdOf(registered)), `${clientIdOf(registered)} is gone`);

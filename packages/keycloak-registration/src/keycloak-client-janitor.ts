@@ -14,7 +14,11 @@ import type pg from 'pg';
  * - a client never seen in use is removed `abandonedAfterSeconds` after it was first seen:
  *   registered, then no login (default 15 minutes);
  * - a client once in use is removed after `idleAfterSeconds` without a session (default 7 days);
- *   its MCP client then registers again (and the user consents again).
+ *   its MCP client then registers again (and the user consents again);
+ * - a user keeps at most `maxClientsPerUser` clients in use (default 10; the ones first seen
+ *   earliest): a realm user who signs in to a flood of clients (one browser session takes a code
+ *   of each) would otherwise keep them all, and registration locked, for as long as she likes.
+ *   A client beyond every one of its users' share counts as unused.
  *
  * Not on the client itself: a registrant writes its own client's attributes (at registration
  * through the `default` provider, later with its registration access token), so a flood whose
@@ -56,6 +60,8 @@ export interface KeycloakClientJanitorOptions {
   keep?: readonly string[] | undefined;
   abandonedAfterSeconds?: number | undefined;
   idleAfterSeconds?: number | undefined;
+  /** Clients one user keeps in use (default 10); the rest count as unused. */
+  maxClientsPerUser?: number | undefined;
   /** Time between runs (default 5 minutes); 0 runs only when `runOnce` is called. */
   intervalSeconds?: number | undefined;
   onEvent?: ((event: string, details: Record<string, unknown>) => void) | undefined;
@@ -124,6 +130,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const keep = new Set([...KEYCLOAK_BUILT_IN_CLIENTS, options.clientId, ...(options.keep ?? [])]);
   const abandonedAfterMs = (options.abandonedAfterSeconds ?? 15 * 60) * 1000;
   const idleAfterMs = (options.idleAfterSeconds ?? 7 * 24 * 3600) * 1000;
+  const maxClientsPerUser = options.maxClientsPerUser ?? 10;
   const { pool } = options;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<JanitorRun> | undefined;
@@ -166,12 +173,24 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     return client.consentRequired === true && !keep.has(client.clientId) && !DOT_SEGMENT.test(client.id);
   }
 
-  async function sessions(bearer: string, id: string): Promise<number> {
+  /** The users with a session (online or offline) of the client; empty when it has none. */
+  async function usersOf(bearer: string, id: string): Promise<Set<string>> {
     const [online, offline] = await Promise.all([
       api(bearer, `/clients/${clientPath(id)}/session-count`),
       api(bearer, `/clients/${clientPath(id)}/offline-session-count`),
     ]);
-    return ((online as { count?: number })?.count ?? 0) + ((offline as { count?: number })?.count ?? 0);
+    const users = new Set<string>();
+    const count = ((online as { count?: number })?.count ?? 0) + ((offline as { count?: number })?.count ?? 0);
+    if (count === 0) return users;
+    for (const kind of ['user-sessions', 'offline-sessions']) {
+      const listed = (await api(bearer, `/clients/${clientPath(id)}/${kind}?first=0&max=${PAGE}`)) as
+        | { userId?: string }[]
+        | undefined;
+      for (const session of listed ?? []) if (session.userId) users.add(session.userId);
+    }
+    // Sessions counted but none listed (ended in between): in use, by nobody in particular.
+    if (users.size === 0) users.add('');
+    return users;
   }
 
   async function records(ids: readonly string[]): Promise<Map<string, ClientRecord>> {
@@ -184,14 +203,19 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     );
   }
 
-  /** Marks or removes one candidate; true when removed. */
+  /**
+   * Marks or removes one candidate; true when removed. In use within a user's share: its last
+   * use is now. Beyond every share: removed once past the grace since first seen, whatever use
+   * it had. Unused: removed once idle (used before) or abandoned (never used).
+   */
   async function tidy(
-    bearer: string,
     client: ClientRepresentation,
     record: ClientRecord | undefined,
+    use: 'in use' | 'beyond share' | 'unused',
+    bearer: string,
   ): Promise<boolean> {
     const at = now();
-    if ((await sessions(bearer, client.id)) > 0) {
+    if (use === 'in use') {
       if (!(record?.lastUsed !== undefined && at - record.lastUsed < LAST_USED_RESOLUTION_MS)) {
         await pool.query(
           `INSERT INTO keycloak_janitor_clients (id, first_seen, last_used) VALUES ($1, $2, $2)
@@ -210,7 +234,9 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       return false;
     }
     const expired =
-      record.lastUsed !== undefined ? at - record.lastUsed > idleAfterMs : at - record.firstSeen > abandonedAfterMs;
+      use === 'unused' && record.lastUsed !== undefined
+        ? at - record.lastUsed > idleAfterMs
+        : at - record.firstSeen > abandonedAfterMs;
     if (!expired) return false;
     await api(bearer, `/clients/${clientPath(client.id)}`, { method: 'DELETE' });
     await pool.query('DELETE FROM keycloak_janitor_clients WHERE id = $1', [client.id]);
@@ -229,10 +255,26 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       if (page.length < PAGE) break;
     }
     const seen = await records(candidates.map((client) => client.id));
-    const removed: string[] = [];
+    const users = new Map<string, Set<string>>();
     for (const client of candidates) {
       try {
-        if (await tidy(bearer, client, seen.get(client.id))) removed.push(client.clientId);
+        users.set(client.id, await usersOf(bearer, client.id));
+      } catch (error) {
+        options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
+      }
+    }
+    const inUse = withinUserShares(candidates, users, seen);
+    const useOf = (client: ClientRepresentation) =>
+      inUse.has(client.id) ? 'in use' : (users.get(client.id)?.size ?? 0) > 0 ? 'beyond share' : 'unused';
+    const beyondShares = candidates.filter((client) => useOf(client) === 'beyond share').length;
+    if (beyondShares > 0) {
+      options.onEvent?.('clients_beyond_user_share', { count: beyondShares, max_per_user: maxClientsPerUser });
+    }
+    const removed: string[] = [];
+    for (const client of candidates) {
+      if (!users.has(client.id)) continue; // its sessions could not be read: left for the next pass
+      try {
+        if (await tidy(client, seen.get(client.id), useOf(client), bearer)) removed.push(client.clientId);
       } catch (error) {
         // One client that fails (Keycloak refuses its deletion) must not stop the others.
         options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });
@@ -255,6 +297,31 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       }
     }
     return { inspected: candidates.length, removed };
+  }
+
+  /**
+   * The candidates in use: each user's `maxClientsPerUser` first seen earliest (never seen yet:
+   * last), and every client with a session nobody in particular holds.
+   */
+  function withinUserShares(
+    candidates: readonly ClientRepresentation[],
+    users: ReadonlyMap<string, ReadonlySet<string>>,
+    seen: ReadonlyMap<string, ClientRecord>,
+  ): Set<string> {
+    const byUser = new Map<string, ClientRepresentation[]>();
+    const kept = new Set<string>();
+    for (const client of candidates) {
+      for (const user of users.get(client.id) ?? []) {
+        if (user === '') kept.add(client.id);
+        else byUser.set(user, [...(byUser.get(user) ?? []), client]);
+      }
+    }
+    const firstSeen = (client: ClientRepresentation) => seen.get(client.id)?.firstSeen ?? Number.POSITIVE_INFINITY;
+    for (const clients of byUser.values()) {
+      clients.sort((a, b) => firstSeen(a) - firstSeen(b) || a.id.localeCompare(b.id));
+      for (const client of clients.slice(0, maxClientsPerUser)) kept.add(client.id);
+    }
+    return kept;
   }
 
   return {

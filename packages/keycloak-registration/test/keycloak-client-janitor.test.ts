@@ -29,9 +29,11 @@ interface StandInClient {
   consentRequired: boolean;
   attributes?: Record<string, string>;
   sessions?: number;
+  /** Users with a session of the client (as many sessions as users, when `sessions` is not set). */
+  users?: string[];
 }
 
-/** Keycloak's admin API as the janitor uses it: the token, pages of clients, session counts, DELETE. */
+/** Keycloak's admin API as the janitor uses it: the token, pages of clients, sessions and their users, DELETE. */
 function standInKeycloak(clients: StandInClient[]) {
   const requests: string[] = [];
   const fetch = async (input: string | URL | Request, init?: RequestInit) => {
@@ -45,10 +47,15 @@ function standInKeycloak(clients: StandInClient[]) {
       const max = Number(url.searchParams.get('max'));
       return Response.json(clients.slice(first, first + max));
     }
-    const one = /\/admin\/realms\/mcp\/clients\/([^/]+)(\/(offline-)?session-count)?$/.exec(url.pathname);
+    const one = /\/admin\/realms\/mcp\/clients\/([^/]+)(\/(offline-)?(session-count|user-sessions|sessions))?$/.exec(
+      url.pathname,
+    );
     const client = clients.find((candidate) => candidate.id === one?.[1]);
     if (!client) return new Response(null, { status: 404 });
-    if (one?.[2]) return Response.json({ count: one[3] ? 0 : (client.sessions ?? 0) });
+    if (one?.[4] === 'session-count') {
+      return Response.json({ count: one[3] ? 0 : (client.sessions ?? client.users?.length ?? 0) });
+    }
+    if (one?.[4]) return Response.json(one[3] ? [] : (client.users ?? []).map((userId) => ({ userId })));
     if (method === 'DELETE') {
       clients.splice(clients.indexOf(client), 1);
       return new Response(null, { status: 204 });
@@ -145,6 +152,47 @@ test('a client once in use is removed after a week without a session, and not be
   assert.deepEqual((await janitor.runOnce()).removed, [], 'idle for six days: kept');
   clock.now += 2 * DAY;
   assert.deepEqual((await janitor.runOnce()).removed, ['used']);
+});
+
+test('a user keeps at most her share of clients in use: the ones first seen earliest; the rest go after the grace', async () => {
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const clients: StandInClient[] = [
+    { id: 'a1', clientId: 'alice-real', consentRequired: true, users: ['alice'] },
+    { id: 'a2', clientId: 'alice-second', consentRequired: true, users: ['alice'] },
+  ];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const events: string[] = [];
+  const keycloak = standInKeycloak(clients);
+  const janitor = keycloakClientJanitor({
+    baseUrl: 'http://keycloak.test',
+    realm: 'mcp',
+    pool: database.pool,
+    clientId: 'mcp-client-janitor',
+    clientSecret: 'secret',
+    intervalSeconds: 0,
+    maxClientsPerUser: 2,
+    fetch: keycloak.fetch as typeof fetch,
+    now: () => clock.now,
+    onEvent: (event) => events.push(event),
+  });
+  await janitor.runOnce();
+  clock.now += MINUTE;
+  // Later: she signs in to a flood of her own clients, and bob shares one of them.
+  clients.push(
+    { id: 'f1', clientId: 'flood-1', consentRequired: true, users: ['alice'] },
+    { id: 'f2', clientId: 'flood-2', consentRequired: true, users: ['alice', 'bob'] },
+    { id: 'f3', clientId: 'flood-3', consentRequired: true, users: ['alice'] },
+  );
+  assert.deepEqual((await janitor.runOnce()).removed, [], 'within the grace');
+  assert.ok(events.includes('clients_beyond_user_share'));
+  clock.now += 16 * MINUTE;
+  const { removed } = await janitor.runOnce();
+  assert.deepEqual(removed.sort(), ['flood-1', 'flood-3']);
+  assert.deepEqual(
+    clients.map((client) => client.clientId),
+    ['alice-real', 'alice-second', 'flood-2'],
+    "her two first clients, and the one within bob's share",
+  );
 });
 
 test('one pass removes every due client, however many pages they fill', async () => {
