@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { KEYCLOAK_JANITOR_NAMESPACE, keycloakClientJanitor, keycloakJanitorMigrations } from '../src/index.ts';
+import {
+  KEYCLOAK_JANITOR_NAMESPACE,
+  type KeycloakClientJanitorOptions,
+  keycloakClientJanitor,
+  keycloakJanitorMigrations,
+} from '../src/index.ts';
 
 /**
  * The janitor's own bookkeeping, on a real PostgreSQL (TEST_DATABASE_URL), against a stand-in
@@ -69,7 +74,11 @@ const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
 
 /** The janitor on the test's database, calling `fetch` for Keycloak. */
-function janitorWith(fetch: typeof globalThis.fetch, clock: { now: number } = { now: Date.now() }) {
+function janitorWith(
+  fetch: typeof globalThis.fetch,
+  clock: { now: number } = { now: Date.now() },
+  extra: Partial<KeycloakClientJanitorOptions> = {},
+) {
   return keycloakClientJanitor({
     baseUrl: 'http://keycloak.test',
     realm: 'mcp',
@@ -79,6 +88,7 @@ function janitorWith(fetch: typeof globalThis.fetch, clock: { now: number } = { 
     intervalSeconds: 0,
     fetch,
     now: () => clock.now,
+    ...extra,
   });
 }
 
@@ -162,17 +172,8 @@ test('a user keeps at most her share of clients in use: the ones first seen earl
   ];
   const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
   const events: string[] = [];
-  const keycloak = standInKeycloak(clients);
-  const janitor = keycloakClientJanitor({
-    baseUrl: 'http://keycloak.test',
-    realm: 'mcp',
-    pool: database.pool,
-    clientId: 'mcp-client-janitor',
-    clientSecret: 'secret',
-    intervalSeconds: 0,
+  const janitor = janitorWith(standInKeycloak(clients).fetch as typeof fetch, clock, {
     maxClientsPerUser: 2,
-    fetch: keycloak.fetch as typeof fetch,
-    now: () => clock.now,
     onEvent: (event) => events.push(event),
   });
   await janitor.runOnce();
