@@ -88,8 +88,10 @@ export class ExpenseRepository {
   async list(userId: string, filter: ExpenseFilter = {}): Promise<ExpensePage> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
     const cursor = filter.cursor ?? null;
-    // One row more than the page tells whether more match. The cursor's row is read once (each
-    // subquery is an InitPlan), and the index from its date on (`date <=` is an index condition).
+    // One row more than the page tells whether more match. After the cursor in this order: an
+    // earlier (date, created_at), both descending, or the same and a greater id. Each subquery is
+    // read once (an InitPlan), and the index from the cursor's date on (`date <=` is an index
+    // condition).
     const { rows } = await this.#pool.query<Expense>({
       text: `SELECT ${COLUMNS} FROM expenses
              WHERE user_id = $1
@@ -98,11 +100,9 @@ export class ExpenseRepository {
                AND ($4::text IS NULL OR category = $4::text)
                AND ($6::uuid IS NULL OR date <= (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid))
                AND ($6::uuid IS NULL
-                 OR date < (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                 OR (date = (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                   AND (created_at < (SELECT created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                     OR (created_at = (SELECT created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                       AND id > $6::uuid))))
+                 OR (date, created_at) < (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                 OR ((date, created_at) = (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
+                   AND id > $6::uuid))
              ORDER BY date DESC, created_at DESC, id
              LIMIT $5`,
       values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit + 1, cursor],
