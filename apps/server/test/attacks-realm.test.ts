@@ -819,6 +819,79 @@ describe('anonymous callers without a realm account', () => {
     assert.deepEqual(tokens, { error: 'invalid_grant', error_description: 'Request not allowed' });
   });
 
+  test("a stranger's SAML client, whose sign-in link would post alice's assertion to his host, is refused: registered or turned into one", async () => {
+    // Keycloak's `default` provider registers SAML clients too. A SAML client names its own
+    // assertion consumer URL, which no redirect rule of the realm checks; its IdP-initiated link
+    // signs the user in and posts a signed assertion naming her there, with no consent page.
+    // Before the realm's anonymous-registration-openid-connect-only policy this registered (201),
+    // and alice's browser posted her assertion to the stranger's host.
+    const urlName = `reports-${randomUUID().slice(0, 8)}`;
+    const registered = await post(registrations('default'), {
+      clientId: urlName,
+      name: 'Expense reports',
+      protocol: 'saml',
+      publicClient: true,
+      clientAuthenticatorType: 'none',
+      standardFlowEnabled: false,
+      implicitFlowEnabled: false,
+      redirectUris: ['http://127.0.0.1:9/acs'],
+      attributes: {
+        saml_assertion_consumer_url_post: 'https://stranger.example.net/acs',
+        saml_idp_initiated_sso_url_name: urlName,
+        'saml.client.signature': 'false',
+      },
+    });
+    assert.equal(registered.status, 403, registered.text);
+    assert.deepEqual(registered.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
+    // Nor can a client registered as OpenID Connect turn itself into one.
+    const oidc = await post(registrations('openid-connect'), {
+      client_name: 'Plain client',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      token_endpoint_auth_method: 'none',
+    });
+    assert.equal(oidc.status, 201, oidc.text);
+    const token = oidc.json.registration_access_token as string;
+    const own = `${registrations('default')}/${oidc.json.client_id as string}`;
+    const current = (await (await fetch(own, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      attributes?: Record<string, string>;
+    };
+    const updated = await post(
+      own,
+      {
+        ...current,
+        protocol: 'saml',
+        attributes: {
+          ...current.attributes,
+          saml_assertion_consumer_url_post: 'https://stranger.example.net/acs',
+          saml_idp_initiated_sso_url_name: `${urlName}-updated`,
+        },
+      },
+      { authorization: `Bearer ${token}` },
+      'PUT',
+    );
+    assert.equal(updated.status, 400, updated.text);
+    assert.deepEqual(updated.json, { error: 'invalid_request', error_description: 'Request not allowed' });
+    // alice follows each sign-in link the stranger sent her: no page signs her in for either, and
+    // her browser posts nothing to the stranger's host.
+    const context = await browser.newContext();
+    const posted: string[] = [];
+    await context.route('https://stranger.example.net/**', async (route) => {
+      posted.push(`${route.request().method()} ${route.request().url()}`);
+      await route.fulfill({ status: 200, body: 'received' });
+    });
+    try {
+      const page = await context.newPage();
+      for (const name of [urlName, `${urlName}-updated`]) {
+        const answer = await page.goto(`${keycloak.realmUrl}/protocol/saml/clients/${name}`);
+        assert.equal(answer?.status(), 400, name);
+        assert.match((await page.locator('body').textContent()) ?? '', /Client not found/);
+      }
+    } finally {
+      await context.close();
+    }
+    assert.deepEqual(posted, []);
+  });
+
   test('defence in depth: a service account outside mcp-users gets no token this server takes', async () => {
     // For a realm whose registration policy is weaker than this one's (or an administrator's
     // client for something else): the realm gives mcp:access, and so the server's audience, only
