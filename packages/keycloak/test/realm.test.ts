@@ -203,6 +203,27 @@ test('DCR with a `scope` member drops the realm defaults (https://github.com/key
   assert.deepEqual(scopesOf(claims).sort(), ['expenses:read', 'mcp:access']);
 });
 
+test('a DCR client whose only default scope is `basic` still shows the consent page before the first code', async () => {
+  // With a `scope` member the realm defaults are dropped (above); a sign-in asking for `openid`
+  // alone then covers `basic` only. Keycloak skips consent when no scope of the request is shown
+  // on the consent screen, so with `basic` hidden a stranger's client got alice's code, and her
+  // sub in the ID token, without her seeing its name.
+  const registered = await registerClient({
+    client_name: 'Client with basic only',
+    redirect_uris: ['http://127.0.0.1/callback'],
+    token_endpoint_auth_method: 'none',
+    scope: 'expenses:read',
+  });
+  assert.equal(registered.status, 201, JSON.stringify(registered.body));
+  const { token } = await loginAndExchange({
+    clientId: registered.body.client_id as string,
+    user: alice,
+    scope: 'openid',
+    consentClientName: 'Client with basic only',
+  });
+  assert.equal(typeof token.id_token, 'string', 'the code was given after the consent page');
+});
+
 test('DCR with a redirect URI on an untrusted host is refused', async () => {
   const registered = await registerClient({
     client_name: 'evil',
