@@ -15,11 +15,13 @@ import { EXPENSE_ADMIN_ROLE, EXPENSE_SCOPES } from '@mcp-auth-stack/expenses';
 import {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   authorizationPassThroughMigrations,
+  DEFAULT_REDIRECT_HOSTS,
   forgetPassThroughClients,
   type JanitorRun,
   KEYCLOAK_JANITOR_NAMESPACE,
   keycloakClientJanitor,
   keycloakJanitorMigrations,
+  keycloakRegisteredClientCheck,
   registrationFacade,
 } from '@mcp-auth-stack/keycloak-registration';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
@@ -133,6 +135,7 @@ async function keycloakProvider(
   const reachable = config.keycloakRealmInternalUrl ?? realm;
   const resource = `${config.baseUrl}/mcp`;
   const workaround = config.keycloakRegistration === 'workaround';
+  const janitorSecret = config.keycloakJanitorSecret;
   const jwt = jwtBearerProvider({
     name: 'keycloak',
     issuer: realm,
@@ -150,13 +153,24 @@ async function keycloakProvider(
     // form Keycloak gives it, scopes come from `scope` (written by Keycloak after every protocol
     // mapper; `scp` could only come from a mapper), and only access tokens are taken.
     ...KEYCLOAK_TOKEN_RULES,
+    // With the janitor's credential, the redirect hosts of a token's registered client are read
+    // as text: Keycloak let through any host that resolved to loopback at registration
+    // (decision 74).
+    ...(janitorSecret === undefined
+      ? {}
+      : {
+          checkClient: keycloakRegisteredClientCheck({
+            ...adminAccessOf(reachable, janitorSecret),
+            keep: janitorKeep(config),
+            redirectHosts: [...DEFAULT_REDIRECT_HOSTS, new URL(config.baseUrl).hostname],
+          }),
+        }),
     onRejected: (description, error) => logger.debug('token rejected', { description, ...errorFields(error) }),
   });
   // The signing keys, fetched now while the database opens rather than by the first request
   // (which would wait for them). A failure is not fatal here: the first request retries it,
   // or answers 503 within the key set's 5 s retry bound, and /ready reports it.
   jwt.keySet.reload().catch(() => {});
-  const janitorSecret = config.keycloakJanitorSecret;
   if (!workaround) {
     if (janitorSecret !== undefined) {
       startJanitor(reachable, janitorSecret, janitorKeep(config), databaseReady, logger);
@@ -198,6 +212,18 @@ export function janitorKeep(config: Pick<KeycloakAuthConfig, 'keycloakJanitorKee
   return [...new Set([...REALM_CLIENTS_KEPT, ...config.keycloakJanitorKeep])];
 }
 
+/** The realm's admin API as the service account `mcp-client-janitor` reaches it. */
+function adminAccessOf(realmUrl: string, secret: string) {
+  const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
+  if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
+  return {
+    baseUrl: match[1] as string,
+    realm: decodeURIComponent(match[2] as string),
+    clientId: 'mcp-client-janitor',
+    clientSecret: secret,
+  };
+}
+
 /**
  * Removes anonymously registered clients nobody uses (a flood of them would fill the realm's
  * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
@@ -211,13 +237,12 @@ function startJanitor(
   logger: Logger,
   onRemoved?: (clientIds: readonly string[]) => Promise<void>,
 ) {
-  const match = /^(.*)\/realms\/([^/]+)\/?$/.exec(realmUrl);
-  if (!match) throw new Error(`KEYCLOAK_REALM_URL is not a Keycloak realm URL: ${realmUrl}`);
+  const { baseUrl, realm } = adminAccessOf(realmUrl, secret);
   // Once the database is open (the janitor keeps what it saw there); the server does not wait.
   void Promise.resolve(databaseReady)
     .then(async (database) => {
       await migrate(database.pool, KEYCLOAK_JANITOR_NAMESPACE, keycloakJanitorMigrations);
-      runJanitor(match[1] as string, decodeURIComponent(match[2] as string), secret, keep, database, logger, onRemoved);
+      runJanitor(baseUrl, realm, secret, keep, database, logger, onRemoved);
     })
     .catch((error: unknown) => logger.warn('keycloak client janitor: failed', { message: (error as Error).message }));
 }

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEMO_USERS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
+import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak } from '@mcp-auth-stack/keycloak';
 import {
   authorizeUrl,
   type CallbackServer,
@@ -31,6 +34,8 @@ import { postMcp, startTestStack, type TestStack } from './helpers.ts';
  * attacker request goes to loopback only. See docs/security.md for the whole attack table.
  */
 const [alice] = DEMO_USERS as [(typeof DEMO_USERS)[0]];
+/** A host of the stranger's that Keycloak's resolver maps to 127.0.0.1 (see before()). */
+const STRANGERS_HOST = 'cb.stranger.test';
 
 let keycloak: RunningKeycloak;
 let browser: Browser;
@@ -43,7 +48,13 @@ const callbacks: CallbackServer[] = [];
 before(
   async () => {
     let serverPort: number;
-    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer());
+    // Keycloak's resolver: a stranger's host that his DNS record points at 127.0.0.1 while he
+    // registers (decision 74), here from a hosts file of its own.
+    const hosts = join(await mkdtemp(join(tmpdir(), 'attacks-realm-')), 'hosts');
+    await writeFile(hosts, `127.0.0.1 localhost ${STRANGERS_HOST}\n::1 localhost\n`);
+    ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer({
+      env: { ...process.env, JAVA_OPTS_APPEND: `${process.env.JAVA_OPTS_APPEND ?? ''} -Djdk.net.hosts.file=${hosts}` },
+    }));
     browser = await launchChromium();
     stack = await startTestStack({
       PORT: String(serverPort),
@@ -890,6 +901,105 @@ describe('anonymous callers without a realm account', () => {
       await context.close();
     }
     assert.deepEqual(posted, []);
+  });
+
+  test("a stranger's host that resolves to loopback while he registers: alice's code reaches it, and the server refuses the token it buys", async () => {
+    // Keycloak 26.7.3 asks DNS whether a redirect URI is loopback (decision 74): this registers,
+    // and once the stranger points his DNS record at his own server, the code of whoever
+    // approves the consent page goes there. Nothing in the realm can refuse it; the server,
+    // holding the janitor's credential, reads the client's redirect URIs as text.
+    const redirectUri = `https://${STRANGERS_HOST}/cb`;
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Visual Studio Code',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    });
+    assert.equal(registered.status, 201, `Keycloak refuses it now: decision 74 can go. ${registered.text}`);
+    const clientId = registered.json.client_id as string;
+    const pkce = createPkce();
+    const context = await browser.newContext();
+    let code: string | null = null;
+    await context.route(`https://${STRANGERS_HOST}/**`, async (route) => {
+      code = new URL(route.request().url()).searchParams.get('code');
+      await route.fulfill({ status: 200, body: 'received' });
+    });
+    try {
+      const page = await context.newPage();
+      const url = authorizeUrl(keycloak.realmUrl, {
+        clientId,
+        redirectUri,
+        scope: 'openid mcp:access expenses:read expenses:write',
+        pkce,
+        state: 'x',
+      });
+      await signIn(page, url, alice, { expectClientName: 'Visual Studio Code' });
+      await page.waitForURL(`https://${STRANGERS_HOST}/**`);
+    } finally {
+      await context.close();
+    }
+    assert.ok(code, "alice's code reached the stranger's host");
+    const issued = await fetch(`${keycloak.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        client_id: clientId,
+        code: code as string,
+        redirect_uri: redirectUri,
+        code_verifier: pkce.verifier,
+      }),
+    });
+    const token = ((await issued.json()) as { access_token?: string }).access_token as string;
+    assert.equal(issued.status, 200);
+    assert.equal(decodeJwtPayload(token).sub, aliceId);
+    const readWith = (url: string) =>
+      postMcp(
+        `${url}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get_user_expenses', arguments: {} } },
+        { authorization: `Bearer ${token}` },
+      );
+    // A server without the janitor's credential cannot tell: the token is the realm's, for it.
+    assert.equal((await readWith(baseUrl)).status, 200);
+    const checking = await startTestStack(
+      {
+        PORT: String(await freePort()),
+        MCP_SERVER_BASE_URL: baseUrl,
+        MCP_AUTH_PROVIDER: 'keycloak',
+        KEYCLOAK_REALM_URL: keycloak.realmUrl,
+        KEYCLOAK_REGISTRATION: 'direct',
+        KEYCLOAK_JANITOR_CLIENT_SECRET: REALM_CLIENTS.janitor.demoSecret,
+      },
+      { sharedDatabase: stack.database },
+    );
+    try {
+      const refused = await readWith(checking.url);
+      assert.equal(refused.status, 401, await refused.text());
+      assert.match(
+        refused.headers.get('www-authenticate') ?? '',
+        /error="invalid_token", error_description="The access token was issued to a client whose redirect URIs name a host this resource does not trust\."/,
+      );
+      // alice's own client, on loopback as written, is taken by the same server.
+      const callback = await startCallbackServer();
+      callbacks.push(callback);
+      const own = await post(registrations('openid-connect'), {
+        client_name: 'Plain client',
+        redirect_uris: [callback.redirectUri],
+        token_endpoint_auth_method: 'none',
+      });
+      assert.equal(own.status, 201, own.text);
+      const outcome = await aliceThrough(own.json.client_id as string, callback);
+      await outcome.client?.close();
+      assert.ok(outcome.token, String(outcome.error));
+      const taken = await postMcp(
+        `${checking.url}/mcp`,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get_user_expenses', arguments: {} } },
+        { authorization: `Bearer ${outcome.token}` },
+      );
+      assert.equal(taken.status, 200, await taken.text());
+    } finally {
+      await checking.close();
+    }
   });
 
   test('defence in depth: a service account outside mcp-users gets no token this server takes', async () => {

@@ -67,6 +67,13 @@ export interface JwtBearerProviderOptions {
   maxLifetimeSeconds?: number | undefined;
   /** When set, only tokens whose `azp` (or `client_id`) is listed are accepted: pre-registered clients only. */
   allowedClientIds?: readonly string[] | undefined;
+  /**
+   * Asked once for each token verified (the verified-token cache keeps the answer with the
+   * token) whether the client it was issued to (`azp`, or `client_id`) may use this resource:
+   * a description refuses the token (`invalid_token`), undefined takes it. An
+   * `AuthUnavailableError` it throws answers 503.
+   */
+  checkClient?: ((clientId: string | undefined) => Promise<string | undefined>) | undefined;
   /** Verified-token cache (default 10 000 entries, 5 min at most); `false` verifies every request. */
   cache?: false | { maxEntries?: number | undefined; maxAgeSeconds?: number | undefined } | undefined;
   /** JWKS fetching: cool-down for unknown `kid`s, background refresh age, fetch timeout. */
@@ -195,6 +202,8 @@ export function jwtBearerProvider(options: JwtBearerProviderOptions): JwtBearerP
     if (allowedClientIds && (clientId === undefined || !allowedClientIds.has(clientId))) {
       return { outcome: reject('The access token was issued to a client this resource does not accept.') };
     }
+    const clientRefusal = await options.checkClient?.(clientId);
+    if (clientRefusal !== undefined) return { outcome: reject(clientRefusal) };
     const principal: Principal = { userId, scopes: Object.freeze(scopesOf(payload, scopeClaims)), method: 'oauth' };
     if (clientId !== undefined) principal.clientId = clientId;
     const name = firstString(payload.name, payload.preferred_username);

@@ -1,6 +1,6 @@
-import { readAnswer } from '@mcp-auth-stack/auth';
 import type { Migration } from '@mcp-auth-stack/database';
 import type pg from 'pg';
+import { keycloakAdminApi } from './admin-api.ts';
 
 /**
  * Removes dynamically registered Keycloak clients nobody uses, so that a flood of anonymous
@@ -84,8 +84,6 @@ export const KEYCLOAK_BUILT_IN_CLIENTS: readonly string[] = [
   'security-admin-console',
 ];
 
-/** A page of 100 client representations is a few hundred KB; this bounds one gone wrong. */
-const MAX_ADMIN_ANSWER_BYTES = 4 * 1024 * 1024;
 const PAGE = 100;
 /** A client in use has its last use written at most this often, not on every pass. */
 const LAST_USED_RESOLUTION_MS = 3600_000;
@@ -123,9 +121,6 @@ function clientPath(id: string): string {
 const DOT_SEGMENT = /^\.{1,2}$/;
 
 export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
-  const base = options.baseUrl.replace(/\/+$/, '');
-  const admin = `${base}/admin/realms/${encodeURIComponent(options.realm)}`;
-  const doFetch = options.fetch ?? fetch;
   const now = options.now ?? Date.now;
   const keep = new Set([...KEYCLOAK_BUILT_IN_CLIENTS, options.clientId, ...(options.keep ?? [])]);
   const abandonedAfterMs = (options.abandonedAfterSeconds ?? 15 * 60) * 1000;
@@ -135,36 +130,10 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<JanitorRun> | undefined;
 
-  async function token(): Promise<string> {
-    const response = await doFetch(
-      `${base}/realms/${encodeURIComponent(options.realm)}/protocol/openid-connect/token`,
-      {
-        method: 'POST',
-        body: new URLSearchParams({
-          grant_type: 'client_credentials',
-          client_id: options.clientId,
-          client_secret: options.clientSecret,
-        }),
-        signal: AbortSignal.timeout(10_000),
-      },
-    );
-    if (!response.ok) throw new Error(`the janitor's token request answered ${response.status}`);
-    return (JSON.parse(await readAnswer(response, 'its token answer')) as { access_token: string }).access_token;
-  }
-
-  async function api(bearer: string, path: string, init: { method?: string; body?: unknown } = {}) {
-    const response = await doFetch(`${admin}${path}`, {
-      method: init.method ?? 'GET',
-      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-      ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    if (!response.ok && response.status !== 404) {
-      throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
-    }
-    const text = await readAnswer(response, `${init.method ?? 'GET'} ${path}`, MAX_ADMIN_ANSWER_BYTES);
-    return text ? (JSON.parse(text) as unknown) : undefined;
-  }
+  const adminApi = keycloakAdminApi(options);
+  const token = () => adminApi.token();
+  const api = (bearer: string, path: string, init?: { method?: string; body?: unknown }) =>
+    adminApi.call(bearer, path, init);
 
   // A client id that looks like a URL is no exception: Keycloak's `default` registration provider
   // takes whatever id the caller chooses. A metadata-document client removed while unused is

@@ -6,11 +6,11 @@ import {
   MAX_UPSTREAM_ANSWER_BYTES,
   readAnswer,
 } from '@mcp-auth-stack/auth';
-import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 import { jsonTextTooDeep, readBodyWithin, readResponseWithin } from '@mcp-auth-stack/mcp-hono';
 import type { Env, Hono } from 'hono';
 import type pg from 'pg';
 import { authorizationPassThrough } from './authorization-passthrough.ts';
+import { DEFAULT_REDIRECT_HOSTS, isAllowedRedirectUri } from './redirect-hosts.ts';
 
 /** Options of `registrationFacade`. */
 export interface RegistrationFacadeOptions {
@@ -47,8 +47,6 @@ export interface RegistrationFacadeOptions {
   redirectHosts?: readonly string[];
   fetch?: typeof fetch;
 }
-
-const DEFAULT_REDIRECT_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'];
 
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 
@@ -304,9 +302,7 @@ function checkRedirectHosts(
   hosts: readonly string[],
 ): { error: string; description: string } | undefined {
   for (const uri of (body as { redirect_uris: string[] }).redirect_uris) {
-    const url = new URL(uri);
-    if (isLoopbackRedirectHost(url.hostname)) continue;
-    if (url.protocol === 'https:' && hosts.includes(url.hostname)) continue;
+    if (isAllowedRedirectUri(uri, hosts)) continue;
     return {
       error: 'invalid_redirect_uri',
       description: `Redirect URI ${JSON.stringify(uri)} is neither loopback nor on an allowed host.`,

@@ -20,7 +20,12 @@ export interface KeycloakForServer {
  * the caller starts the server on `serverPort` and stops Keycloak with `keycloak.stop()`.
  */
 export async function startKeycloakForServer(
-  options: { realmEnv?: Record<string, string>; onProgress?: (progress: KeycloakProgress) => void } = {},
+  options: {
+    realmEnv?: Record<string, string>;
+    onProgress?: (progress: KeycloakProgress) => void;
+    /** Keycloak's environment (default this process's), e.g. JAVA_OPTS_APPEND for its JVM. */
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<KeycloakForServer> {
   const serverPort = await freePort();
   const baseUrl = `http://localhost:${serverPort}`;
@@ -34,6 +39,7 @@ export async function startKeycloakForServer(
       ...options.realmEnv,
     },
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.env ? { env: options.env } : {}),
   });
   return { keycloak, serverPort, baseUrl, mcpUrl };
 }

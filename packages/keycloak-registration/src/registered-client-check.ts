@@ -1,0 +1,109 @@
+import { AuthUnavailableError } from '@mcp-auth-stack/auth';
+import { type KeycloakAdminApiOptions, keycloakAdminApi } from './admin-api.ts';
+import { KEYCLOAK_BUILT_IN_CLIENTS } from './keycloak-client-janitor.ts';
+import { DEFAULT_REDIRECT_HOSTS, isAllowedRedirectUri } from './redirect-hosts.ts';
+
+/** Options of `keycloakRegisteredClientCheck`: the janitor's service account (`view-clients` suffices). */
+export interface KeycloakRegisteredClientCheckOptions extends KeycloakAdminApiOptions {
+  /** Client ids trusted without a look (the realm's own clients); Keycloak's built-in ones always are. */
+  keep?: readonly string[] | undefined;
+  /** Besides loopback, the hosts https redirect URIs may name (default: VS Code's web pages). */
+  redirectHosts?: readonly string[] | undefined;
+  /** How long a client's verdict is used before its redirect URIs are read again (default 60 s). */
+  ttlSeconds?: number | undefined;
+  /** How long a verdict stands in for one that cannot be read now, Keycloak down (default 1 h). */
+  staleSeconds?: number | undefined;
+  /** Verdicts kept at most (default 10 000; the oldest go first). */
+  maxEntries?: number | undefined;
+}
+
+interface Verdict {
+  /** Why the client's tokens are refused; undefined when they are taken. */
+  refusal: string | undefined;
+  readAt: number;
+}
+
+interface RegisteredClient {
+  clientId: string;
+  consentRequired?: boolean;
+  redirectUris?: string[];
+  rootUrl?: string;
+}
+
+/**
+ * Keycloak 26.7.3 asks DNS whether a registered redirect URI is loopback (decision 74): a
+ * stranger registers `https://his.host/cb` while his DNS record says 127.0.0.1, points it at his
+ * server afterwards, and receives the code of everyone who approves his client's consent page.
+ * This refuses the tokens of such a client here: for a client the realm's anonymous registration
+ * made (consent required, not in `keep`), every redirect URI must name, as written, a loopback
+ * host or an allowed https host. The answer for each client is kept `ttlSeconds`, so a client
+ * that changes its redirect URIs later (its registration access token) is read again within
+ * that time. Returns the refusal's description, or undefined for a client whose tokens are taken.
+ */
+export function keycloakRegisteredClientCheck(
+  options: KeycloakRegisteredClientCheckOptions,
+): (clientId: string | undefined) => Promise<string | undefined> {
+  const adminApi = keycloakAdminApi(options);
+  const now = options.now ?? Date.now;
+  const keep = new Set([...KEYCLOAK_BUILT_IN_CLIENTS, options.clientId, ...(options.keep ?? [])]);
+  const redirectHosts = options.redirectHosts ?? DEFAULT_REDIRECT_HOSTS;
+  const ttlMs = (options.ttlSeconds ?? 60) * 1000;
+  const staleMs = (options.staleSeconds ?? 3600) * 1000;
+  const maxEntries = options.maxEntries ?? 10_000;
+  const verdicts = new Map<string, Verdict>();
+  const reading = new Map<string, Promise<Verdict>>();
+
+  async function read(clientId: string): Promise<Verdict> {
+    const bearer = await adminApi.token();
+    const found = (await adminApi.call(bearer, `/clients?clientId=${encodeURIComponent(clientId)}&exact=true`)) as
+      | RegisteredClient[]
+      | undefined;
+    const client = found?.find((candidate) => candidate.clientId === clientId);
+    return {
+      refusal: client ? refusalOf(client) : 'The access token was issued to a client the realm does not have.',
+      readAt: now(),
+    };
+  }
+
+  function refusalOf(client: RegisteredClient): string | undefined {
+    if (client.consentRequired !== true) return undefined; // made by an administrator, not registered anonymously
+    for (const uri of client.redirectUris ?? []) {
+      if (!isAllowedRedirectUri(uri, redirectHosts)) {
+        return 'The access token was issued to a client whose redirect URIs name a host this resource does not trust.';
+      }
+    }
+    // A relative redirect URI is resolved against the root URL: that must be allowed too.
+    if (client.rootUrl && !isAllowedRedirectUri(client.rootUrl, redirectHosts)) {
+      return 'The access token was issued to a client whose redirect URIs name a host this resource does not trust.';
+    }
+    return undefined;
+  }
+
+  function remember(clientId: string, verdict: Verdict): void {
+    verdicts.delete(clientId);
+    verdicts.set(clientId, verdict);
+    if (verdicts.size > maxEntries) verdicts.delete(verdicts.keys().next().value as string);
+  }
+
+  return async (clientId) => {
+    if (clientId === undefined) return 'The access token names no client (azp).';
+    if (keep.has(clientId)) return undefined;
+    const known = verdicts.get(clientId);
+    if (known && now() - known.readAt < ttlMs) return known.refusal;
+    let pending = reading.get(clientId);
+    if (!pending) {
+      pending = read(clientId).finally(() => reading.delete(clientId));
+      reading.set(clientId, pending);
+    }
+    try {
+      const verdict = await pending;
+      remember(clientId, verdict);
+      return verdict.refusal;
+    } catch (error) {
+      if (known && now() - known.readAt < staleMs) return known.refusal;
+      throw new AuthUnavailableError(`The realm's client ${clientId} could not be read: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  };
+}

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { AuthUnavailableError } from '@mcp-auth-stack/auth';
+import { keycloakRegisteredClientCheck } from '../src/index.ts';
+
+/**
+ * The check of a token's registered client against a stand-in for Keycloak's admin API (the
+ * lookup by client id and the service account's token). The attack it answers, with a real
+ * Keycloak whose resolver maps a stranger's host to 127.0.0.1, is attacks-realm's.
+ */
+interface StandInClient {
+  clientId: string;
+  consentRequired?: boolean;
+  redirectUris?: string[];
+  rootUrl?: string;
+}
+
+function standInKeycloak(clients: StandInClient[]) {
+  const lookups: string[] = [];
+  let down = false;
+  const fetch = async (input: string | URL | Request) => {
+    const url = new URL(String(input));
+    if (down) throw new TypeError('fetch failed');
+    if (url.pathname.endsWith('/protocol/openid-connect/token')) {
+      return Response.json({ access_token: 'admin-token', expires_in: 300 });
+    }
+    assert.equal(url.pathname, '/admin/realms/mcp/clients');
+    assert.equal(url.searchParams.get('exact'), 'true');
+    const clientId = url.searchParams.get('clientId') ?? '';
+    lookups.push(clientId);
+    return Response.json(clients.filter((client) => client.clientId === clientId));
+  };
+  return {
+    fetch: fetch as typeof globalThis.fetch,
+    lookups,
+    setDown(value: boolean) {
+      down = value;
+    },
+  };
+}
+
+function checkWith(keycloak: ReturnType<typeof standInKeycloak>, clock = { now: 0 }) {
+  return keycloakRegisteredClientCheck({
+    baseUrl: 'http://keycloak.test',
+    realm: 'mcp',
+    clientId: 'mcp-client-janitor',
+    clientSecret: 'secret',
+    keep: ['vscode-mcp-client'],
+    redirectHosts: ['vscode.dev', 'mcp.example.com'],
+    fetch: keycloak.fetch,
+    now: () => clock.now,
+  });
+}
+
+const REFUSED = 'The access token was issued to a client whose redirect URIs name a host this resource does not trust.';
+
+test('registered clients whose redirect URIs name loopback or an allowed https host, as written, are taken', async () => {
+  const keycloak = standInKeycloak([
+    {
+      clientId: 'mcp-remote',
+      consentRequired: true,
+      redirectUris: ['http://localhost:33418/oauth/callback', 'http://127.0.0.1/cb', 'http://[::1]:8080/'],
+    },
+    { clientId: 'vscode-web', consentRequired: true, redirectUris: ['https://vscode.dev/redirect'] },
+    { clientId: 'workaround', consentRequired: true, redirectUris: ['https://mcp.example.com/auth/callback'] },
+  ]);
+  const check = checkWith(keycloak);
+  for (const clientId of ['mcp-remote', 'vscode-web', 'workaround']) assert.equal(await check(clientId), undefined);
+});
+
+test("a host that is only a name (Keycloak asked DNS), plain http off loopback, user info or a root URL outside: the client's tokens are refused", async () => {
+  const keycloak = standInKeycloak([
+    { clientId: 'dns', consentRequired: true, redirectUris: ['http://127.0.0.1/cb', 'https://cb.attacker.test/cb'] },
+    { clientId: 'http', consentRequired: true, redirectUris: ['http://vscode.dev/redirect'] },
+    { clientId: 'userinfo', consentRequired: true, redirectUris: ['http://localhost@cb.attacker.test/cb'] },
+    { clientId: 'lookalike', consentRequired: true, redirectUris: ['https://vscode.dev.attacker.test/redirect'] },
+    { clientId: 'root', consentRequired: true, rootUrl: 'https://cb.attacker.test', redirectUris: ['/cb'] },
+    { clientId: 'scheme', consentRequired: true, redirectUris: ['myapp://127.0.0.1/cb'] },
+  ]);
+  const check = checkWith(keycloak);
+  for (const clientId of ['dns', 'http', 'userinfo', 'lookalike', 'root', 'scheme']) {
+    assert.equal(await check(clientId), REFUSED, clientId);
+  }
+});
+
+test('a client an administrator made (no consent required), a kept one and a built-in one are taken; an unknown one or none is refused', async () => {
+  const keycloak = standInKeycloak([
+    { clientId: 'partner', consentRequired: false, redirectUris: ['https://partner.example/cb'] },
+  ]);
+  const check = checkWith(keycloak);
+  assert.equal(await check('partner'), undefined);
+  assert.equal(await check('vscode-mcp-client'), undefined);
+  assert.equal(await check('account-console'), undefined);
+  assert.deepEqual(keycloak.lookups, ['partner'], 'kept and built-in clients are not looked up');
+  assert.equal(await check('gone'), 'The access token was issued to a client the realm does not have.');
+  assert.equal(await check(undefined), 'The access token names no client (azp).');
+});
+
+test('a verdict is used for a minute: a client that moves its redirect URI outside is refused once it is read again', async () => {
+  const client: StandInClient = { clientId: 'mover', consentRequired: true, redirectUris: ['http://127.0.0.1/cb'] };
+  const keycloak = standInKeycloak([client]);
+  const clock = { now: 0 };
+  const check = checkWith(keycloak, clock);
+  const [first, second] = await Promise.all([check('mover'), check('mover')]);
+  assert.equal(first, undefined);
+  assert.equal(second, undefined);
+  assert.deepEqual(keycloak.lookups, ['mover'], 'concurrent checks share one lookup');
+  client.redirectUris = ['https://cb.attacker.test/cb']; // its registration access token's update
+  clock.now += 59_000;
+  assert.equal(await check('mover'), undefined, 'within the minute');
+  clock.now += 2_000;
+  assert.equal(await check('mover'), REFUSED);
+  assert.deepEqual(keycloak.lookups, ['mover', 'mover']);
+});
+
+test('Keycloak unreachable: a verdict up to an hour old stands; without one the answer is 503, not a refusal', async () => {
+  const keycloak = standInKeycloak([
+    { clientId: 'known', consentRequired: true, redirectUris: ['http://127.0.0.1/cb'] },
+  ]);
+  const clock = { now: 0 };
+  const check = checkWith(keycloak, clock);
+  assert.equal(await check('known'), undefined);
+  keycloak.setDown(true);
+  clock.now += 30 * 60_000;
+  assert.equal(await check('known'), undefined, 'the last verdict, half an hour old');
+  await assert.rejects(check('new'), AuthUnavailableError);
+  clock.now += 31 * 60_000;
+  await assert.rejects(check('known'), AuthUnavailableError);
+});
