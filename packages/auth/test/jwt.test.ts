@@ -140,6 +140,45 @@ describe('jwtBearerProvider: good tokens', () => {
   });
 });
 
+describe('jwtBearerProvider: checkClient', () => {
+  test("is asked once per token with the token's client; its description refuses, undefined takes", async () => {
+    const asked: (string | undefined)[] = [];
+    const auth = provider({
+      checkClient: async (clientId) => {
+        asked.push(clientId);
+        return clientId === 'vscode' ? undefined : 'The client redirects to a host this resource does not trust.';
+      },
+    });
+    const app = appWith(auth);
+    const good = await accessToken(idp, rsa);
+    assert.equal((await call(app, good)).status, 200);
+    assert.equal((await call(app, good)).status, 200, 'the second request is the cache');
+    const refused = await call(app, await accessToken(idp, rsa, { azp: 'stranger' }));
+    assert.equal(refused.status, 401);
+    assert.equal(
+      refused.headers.get('www-authenticate'),
+      `${CHALLENGE_BASE}, error="invalid_token", error_description="The client redirects to a host this resource does not trust."`,
+    );
+    assert.deepEqual(asked, ['vscode', 'stranger']);
+  });
+
+  test('an AuthUnavailableError it throws answers 503, and the token is asked about again next time', async () => {
+    let down = true;
+    const app = appWith(
+      provider({
+        checkClient: async () => {
+          if (down) throw new AuthUnavailableError('the realm cannot be read');
+          return undefined;
+        },
+      }),
+    );
+    const token = await accessToken(idp, rsa);
+    assert.equal((await call(app, token)).status, 503);
+    down = false;
+    assert.equal((await call(app, token)).status, 200);
+  });
+});
+
 describe('jwtBearerProvider: tokens that must fail get 401 with the challenge', () => {
   const rejected = async (
     token: string | (() => Promise<string>),
