@@ -55,7 +55,7 @@ export function keycloakRegisteredClientCheck(
 
   async function read(clientId: string): Promise<Verdict> {
     const bearer = await adminApi.token();
-    const found = (await adminApi.call(bearer, `/clients?clientId=${encodeURIComponent(clientId)}&exact=true`)) as
+    const found = (await adminApi.call(bearer, `/clients?clientId=${encodeURIComponent(clientId)}&search=false`)) as
       | RegisteredClient[]
       | undefined;
     const client = found?.find((candidate) => candidate.clientId === clientId);

@@ -25,7 +25,7 @@ function standInKeycloak(clients: StandInClient[]) {
       return Response.json({ access_token: 'admin-token', expires_in: 300 });
     }
     assert.equal(url.pathname, '/admin/realms/mcp/clients');
-    assert.equal(url.searchParams.get('exact'), 'true');
+    assert.equal(url.searchParams.get('search'), 'false', 'an exact match, not a search');
     const clientId = url.searchParams.get('clientId') ?? '';
     lookups.push(clientId);
     return Response.json(clients.filter((client) => client.clientId === clientId));
