@@ -230,16 +230,14 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     const current = (await (
       await fetch(`${registrations('default')}/${clientId}`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as Record<string, unknown>;
-    // As sent first, and as the first refusal ("Missing id for mapper") tells an attacker to
-    // send them: each mapper with an id of its own ("No existing mapper model found": an update
-    // may keep the client's mappers, never add one).
-    for (const [protocolMappers, reason] of [
-      [forgingMappers('oidc-usermodel-property-mapper'), /Missing id for mapper/],
-      [
-        forgingMappers('oidc-usermodel-property-mapper').map((mapper) => ({ ...mapper, id: randomUUID() })),
-        /No existing mapper model found/,
-      ],
-    ] as const) {
+    // As sent first, and each mapper with an id of its own (what the Allowed Protocol Mapper
+    // Types policy's refusals told an attacker to try). Since 2026-12-06 the realm refuses every
+    // change a registration access token asks for (registered-clients-stay-as-registered), before
+    // the mapper policy, which refuses these too.
+    for (const protocolMappers of [
+      forgingMappers('oidc-usermodel-property-mapper'),
+      forgingMappers('oidc-usermodel-property-mapper').map((mapper) => ({ ...mapper, id: randomUUID() })),
+    ]) {
       const updated = await post(
         `${registrations('default')}/${clientId}`,
         { ...current, protocolMappers },
@@ -247,8 +245,7 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
         'PUT',
       );
       assert.equal(updated.status, 403, updated.text);
-      assert.match(updated.text, /Policy 'Allowed Protocol Mapper Types' rejected/);
-      assert.match(updated.text, reason);
+      assert.deepEqual(updated.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
     }
     const mappers = (await adminApi(
       `/clients/${((await adminApi(`/clients?clientId=${clientId}`)) as { id: string }[])[0]?.id}/protocol-mappers/models`,
@@ -880,8 +877,8 @@ describe('anonymous callers without a realm account', () => {
       { authorization: `Bearer ${token}` },
       'PUT',
     );
-    assert.equal(updated.status, 400, updated.text);
-    assert.deepEqual(updated.json, { error: 'invalid_request', error_description: 'Request not allowed' });
+    assert.equal(updated.status, 403, updated.text);
+    assert.deepEqual(updated.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
     // alice follows each sign-in link the stranger sent her: no page signs her in for either, and
     // her browser posts nothing to the stranger's host.
     const context = await browser.newContext();
@@ -953,6 +950,23 @@ describe('anonymous callers without a realm account', () => {
     const token = ((await issued.json()) as { access_token?: string }).access_token as string;
     assert.equal(issued.status, 200);
     assert.equal(decodeJwtPayload(token).sub, aliceId);
+    // Nor can he make his client look clean before the server reads it: its registration access
+    // token changes nothing (the realm's registered-clients-stay-as-registered policy).
+    const cleaned = await post(
+      registered.json.registration_client_uri as string,
+      {
+        client_id: clientId,
+        client_name: 'Visual Studio Code',
+        redirect_uris: ['http://127.0.0.1/cb'],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      },
+      { authorization: `Bearer ${registered.json.registration_access_token as string}` },
+      'PUT',
+    );
+    assert.equal(cleaned.status, 403, cleaned.text);
+    assert.deepEqual(cleaned.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
     const readWith = (url: string) =>
       postMcp(
         `${url}/mcp`,

@@ -11,6 +11,26 @@ export interface KeycloakAdminApiOptions {
   now?: (() => number) | undefined;
 }
 
+/** Keycloak did not answer, or answered 5xx: what it would say is not known (unlike a refusal). */
+export class KeycloakUnreachableError extends Error {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'KeycloakUnreachableError';
+  }
+}
+
+/** fetch, with network failures and timeouts as KeycloakUnreachableError. */
+async function reach(doFetch: typeof fetch, url: string, init: RequestInit, what: string): Promise<Response> {
+  let response: Response;
+  try {
+    response = await doFetch(url, init);
+  } catch (error) {
+    throw new KeycloakUnreachableError(`${what}: ${(error as Error).message}`, { cause: error });
+  }
+  if (response.status >= 500) throw new KeycloakUnreachableError(`${what} answered ${response.status}`);
+  return response;
+}
+
 /** A page of 100 client representations is a few hundred KB; this bounds one gone wrong. */
 const MAX_ADMIN_ANSWER_BYTES = 4 * 1024 * 1024;
 /** A token is taken again this long before Keycloak says it expires. */
@@ -19,7 +39,10 @@ const TOKEN_RENEWAL_MARGIN_MS = 30_000;
 export interface KeycloakAdminApi {
   /** A token of the service account: the last one while it has more than 30 s to live. */
   token(): Promise<string>;
-  /** One admin call under `/admin/realms/{realm}`; a 404 answers `undefined`, other failures throw. */
+  /**
+   * One admin call under `/admin/realms/{realm}`; a 404 answers `undefined`, other failures throw
+   * (`KeycloakUnreachableError` when Keycloak did not answer or answered 5xx).
+   */
   call(bearer: string, path: string, init?: { method?: string; body?: unknown }): Promise<unknown>;
 }
 
@@ -33,7 +56,8 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
   return {
     async token() {
       if (current && now() < current.renewAt) return current.token;
-      const response = await doFetch(
+      const response = await reach(
+        doFetch,
         `${base}/realms/${encodeURIComponent(options.realm)}/protocol/openid-connect/token`,
         {
           method: 'POST',
@@ -44,6 +68,7 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
           }),
           signal: AbortSignal.timeout(10_000),
         },
+        `the ${options.clientId} token request`,
       );
       if (!response.ok) throw new Error(`the ${options.clientId} token request answered ${response.status}`);
       const answer = JSON.parse(await readAnswer(response, 'its token answer')) as {
@@ -59,12 +84,17 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
     },
 
     async call(bearer, path, init = {}) {
-      const response = await doFetch(`${admin}${path}`, {
-        method: init.method ?? 'GET',
-        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-        signal: AbortSignal.timeout(10_000),
-      });
+      const response = await reach(
+        doFetch,
+        `${admin}${path}`,
+        {
+          method: init.method ?? 'GET',
+          headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+          ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+          signal: AbortSignal.timeout(10_000),
+        },
+        `${init.method ?? 'GET'} ${path}`,
+      );
       if (!response.ok && response.status !== 404) {
         throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
       }

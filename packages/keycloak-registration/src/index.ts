@@ -5,7 +5,12 @@
  * a registration (`checkRegistration`, `isRegisteredRedirectUri`) are @mcp-auth-stack/auth's.
  */
 
-export { type KeycloakAdminApi, type KeycloakAdminApiOptions, keycloakAdminApi } from './admin-api.ts';
+export {
+  type KeycloakAdminApi,
+  type KeycloakAdminApiOptions,
+  KeycloakUnreachableError,
+  keycloakAdminApi,
+} from './admin-api.ts';
 export {
   AUTHORIZATION_PASSTHROUGH_NAMESPACE,
   type AuthorizationPassThroughOptions,

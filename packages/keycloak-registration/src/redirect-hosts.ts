@@ -9,11 +9,14 @@ export const DEFAULT_REDIRECT_HOSTS: readonly string[] = ['vscode.dev', 'insider
 
 /**
  * Whether `uri` sends codes to a loopback host as written (`http` or `https`), or over `https`
- * to one of `hosts`. Host names are compared as text and never resolved: Keycloak 26.7.3 asks
+ * to one of `hosts`. Host names are compared as text (after URL parsing) and never resolved: Keycloak 26.7.3 asks
  * DNS whether a host is loopback, so a stranger's name that resolves to 127.0.0.1 while he
  * registers passes there (decision 74).
  */
 export function isAllowedRedirectUri(uri: string, hosts: readonly string[]): boolean {
+  // A backslash is a slash to a URL parser and not to Keycloak's (`http://localhost\@evil/`
+  // names host evil there); whitespace is no part of a redirect URI.
+  if (/[\\\s]/.test(uri)) return false;
   let url: URL;
   try {
     url = new URL(uri);

@@ -1,5 +1,5 @@
 import { AuthUnavailableError } from '@mcp-auth-stack/auth';
-import { type KeycloakAdminApiOptions, keycloakAdminApi } from './admin-api.ts';
+import { type KeycloakAdminApiOptions, KeycloakUnreachableError, keycloakAdminApi } from './admin-api.ts';
 import { KEYCLOAK_BUILT_IN_CLIENTS } from './keycloak-client-janitor.ts';
 import { DEFAULT_REDIRECT_HOSTS, isAllowedRedirectUri } from './redirect-hosts.ts';
 
@@ -11,7 +11,7 @@ export interface KeycloakRegisteredClientCheckOptions extends KeycloakAdminApiOp
   redirectHosts?: readonly string[] | undefined;
   /** How long a client's verdict is used before its redirect URIs are read again (default 60 s). */
   ttlSeconds?: number | undefined;
-  /** How long a verdict stands in for one that cannot be read now, Keycloak down (default 1 h). */
+  /** How long a verdict stands in while Keycloak does not answer (default 1 h); a refusal is kept. */
   staleSeconds?: number | undefined;
   /** Verdicts kept at most (default 10 000; the oldest go first). */
   maxEntries?: number | undefined;
@@ -27,7 +27,6 @@ interface RegisteredClient {
   clientId: string;
   consentRequired?: boolean;
   redirectUris?: string[];
-  rootUrl?: string;
 }
 
 /**
@@ -35,10 +34,12 @@ interface RegisteredClient {
  * stranger registers `https://his.host/cb` while his DNS record says 127.0.0.1, points it at his
  * server afterwards, and receives the code of everyone who approves his client's consent page.
  * This refuses the tokens of such a client here: for a client the realm's anonymous registration
- * made (consent required, not in `keep`), every redirect URI must name, as written, a loopback
- * host or an allowed https host. The answer for each client is kept `ttlSeconds`, so a client
- * that changes its redirect URIs later (its registration access token) is read again within
- * that time. Returns the refusal's description, or undefined for a client whose tokens are taken.
+ * made (consent required, not in `keep`), every redirect URI must name a loopback host or an
+ * allowed https host, compared as text. This is sound because the realm refuses every change a
+ * client makes to itself (its registration access token): the redirect URIs read here are the
+ * ones it had when its code was sent. A verdict is used `ttlSeconds` (an administrator may fix
+ * a client meanwhile); a refusal is kept. Returns the refusal's description, or undefined for a
+ * client whose tokens are taken.
  */
 export function keycloakRegisteredClientCheck(
   options: KeycloakRegisteredClientCheckOptions,
@@ -67,14 +68,12 @@ export function keycloakRegisteredClientCheck(
 
   function refusalOf(client: RegisteredClient): string | undefined {
     if (client.consentRequired !== true) return undefined; // made by an administrator, not registered anonymously
+    // A relative redirect URI (resolved by Keycloak against the client's root URL) is no URL
+    // here, so it is refused as well.
     for (const uri of client.redirectUris ?? []) {
       if (!isAllowedRedirectUri(uri, redirectHosts)) {
         return 'The access token was issued to a client whose redirect URIs name a host this resource does not trust.';
       }
-    }
-    // A relative redirect URI is resolved against the root URL: that must be allowed too.
-    if (client.rootUrl && !isAllowedRedirectUri(client.rootUrl, redirectHosts)) {
-      return 'The access token was issued to a client whose redirect URIs name a host this resource does not trust.';
     }
     return undefined;
   }
@@ -89,7 +88,9 @@ export function keycloakRegisteredClientCheck(
     if (clientId === undefined) return 'The access token names no client (azp).';
     if (keep.has(clientId)) return undefined;
     const known = verdicts.get(clientId);
-    if (known && now() - known.readAt < ttlMs) return known.refusal;
+    // A refusal is kept: the realm lets no client change its redirect URIs itself
+    // (registered-clients-stay-as-registered), so one seen outside shows what it was made for.
+    if (known && (known.refusal !== undefined || now() - known.readAt < ttlMs)) return known.refusal;
     let pending = reading.get(clientId);
     if (!pending) {
       pending = read(clientId).finally(() => reading.delete(clientId));
@@ -100,7 +101,9 @@ export function keycloakRegisteredClientCheck(
       remember(clientId, verdict);
       return verdict.refusal;
     } catch (error) {
-      if (known && now() - known.readAt < staleMs) return known.refusal;
+      // Only while Keycloak does not answer: an answer about this client that cannot be read
+      // (its own representation past the size limit) must not keep an old verdict standing.
+      if (known && error instanceof KeycloakUnreachableError && now() - known.readAt < staleMs) return known.refusal;
       throw new AuthUnavailableError(`The realm's client ${clientId} could not be read: ${(error as Error).message}`, {
         cause: error,
       });

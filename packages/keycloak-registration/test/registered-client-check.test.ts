@@ -76,9 +76,10 @@ test("a host that is only a name (Keycloak asked DNS), plain http off loopback, 
     { clientId: 'lookalike', consentRequired: true, redirectUris: ['https://vscode.dev.attacker.test/redirect'] },
     { clientId: 'root', consentRequired: true, rootUrl: 'https://cb.attacker.test', redirectUris: ['/cb'] },
     { clientId: 'scheme', consentRequired: true, redirectUris: ['myapp://127.0.0.1/cb'] },
+    { clientId: 'backslash', consentRequired: true, redirectUris: ['http://localhost\\@cb.attacker.test/cb'] },
   ]);
   const check = checkWith(keycloak);
-  for (const clientId of ['dns', 'http', 'userinfo', 'lookalike', 'root', 'scheme']) {
+  for (const clientId of ['dns', 'http', 'userinfo', 'lookalike', 'root', 'scheme', 'backslash']) {
     assert.equal(await check(clientId), REFUSED, clientId);
   }
 });
@@ -111,6 +112,23 @@ test('a verdict is used for a minute: a client that moves its redirect URI outsi
   clock.now += 2_000;
   assert.equal(await check('mover'), REFUSED);
   assert.deepEqual(keycloak.lookups, ['mover', 'mover']);
+  // A refusal is kept: a client cannot change itself in this realm, so one seen outside once
+  // shows what it was made for.
+  client.redirectUris = ['http://127.0.0.1/cb'];
+  clock.now += 10 * 60_000;
+  assert.equal(await check('mover'), REFUSED);
+  assert.deepEqual(keycloak.lookups, ['mover', 'mover']);
+});
+
+test('an answer about the client that cannot be read (past 4 MB) keeps no old verdict standing: 503', async () => {
+  const client: StandInClient = { clientId: 'bloated', consentRequired: true, redirectUris: ['http://127.0.0.1/cb'] };
+  const keycloak = standInKeycloak([client]);
+  const clock = { now: 0 };
+  const check = checkWith(keycloak, clock);
+  assert.equal(await check('bloated'), undefined);
+  client.redirectUris = ['http://127.0.0.1/cb', `http://127.0.0.1/${'x'.repeat(5 * 1024 * 1024)}`];
+  clock.now += 61_000;
+  await assert.rejects(check('bloated'), AuthUnavailableError);
 });
 
 test('Keycloak unreachable: a verdict up to an hour old stands; without one the answer is 503, not a refusal', async () => {

@@ -233,25 +233,26 @@ describe('refused: confidential clients and grants other than authorization code
   });
 });
 
-describe('the same rules for a client that updates itself (RFC 7592)', () => {
-  test('its registration access token cannot add an outside redirect URI or make it confidential', async () => {
+describe('a client cannot change itself (RFC 7592)', () => {
+  // The MCP server reads a client's redirect URIs when its token arrives (decision 74): a client
+  // that could change them would show clean ones by then. Its registration access token reads
+  // its registration and changes nothing, harmless or not.
+  test('its registration access token reads it, and is refused an outside redirect URI, a confidential client and a new name alike', async () => {
     const registered = await register(client());
     assert.equal(registered.status, 201, JSON.stringify(registered.body));
     const token = registered.body.registration_access_token as string;
     const url = registered.body.registration_client_uri as string;
     const clientId = registered.body.client_id as string;
-    await assertRefused(
-      'update with an outside redirect',
-      () => register(client({ client_id: clientId, redirect_uris: ['https://evil.example.com/update'] }), token, url),
-      REDIRECT_REFUSED,
-    );
-    await assertRefused(
-      'update to confidential',
-      () => register(client({ client_id: clientId, token_endpoint_auth_method: 'client_secret_basic' }), token, url),
-      METADATA_REFUSED,
-    );
-    // The token still works for a harmless update: the refusals were about what was asked.
-    const renamed = await register(client({ client_id: clientId, client_name: 'renamed' }), token, url);
-    assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+    const read = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(read.status, 200);
+    // Each refused by the first policy that sees it: the redirect rule, the client authenticator
+    // rule, or, for a change no other rule minds, registered-clients-stay-as-registered.
+    for (const [what, changes, refusal] of [
+      ['an outside redirect', { redirect_uris: ['https://evil.example.com/update'] }, REDIRECT_REFUSED],
+      ['confidential', { token_endpoint_auth_method: 'client_secret_basic' }, METADATA_REFUSED],
+      ['a new name', { client_name: 'renamed' }, 'invalid_request'],
+    ] as const) {
+      await assertRefused(what, () => register(client({ client_id: clientId, ...changes }), token, url), refusal);
+    }
   });
 });
