@@ -8,7 +8,7 @@ import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 export const DEFAULT_REDIRECT_HOSTS: readonly string[] = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'];
 
 /**
- * Whether `uri` sends codes to a loopback host as written (`http` or `https`), or over `https`
+ * Whether `uri` sends codes to a loopback host (`http` or `https`), or over `https`
  * to one of `hosts`. Host names are compared as text (after URL parsing) and never resolved: Keycloak 26.7.3 asks
  * DNS whether a host is loopback, so a stranger's name that resolves to 127.0.0.1 while he
  * registers passes there (decision 74).
