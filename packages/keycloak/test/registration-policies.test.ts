@@ -8,9 +8,9 @@ import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
  * DCR"), against a real Keycloak 26.7.3 started from the repository's realm: what real MCP
  * clients send is accepted (mcp-remote's registration, with its `client_uri` on GitHub), and
  * each dangerous registration is refused. Each refused body differs from an accepted one
- * (`client()`) in one member only, so that member is what was refused; Keycloak answers every
- * client-policy refusal alike (403, `invalid_client_metadata`), and names the refused URI field
- * only in its log, which the URI cases read.
+ * (`client()`) in one member only, so that member is what was refused; Keycloak answers a
+ * client-policy refusal with 403 and the executor's error code only (`invalid_request` for a
+ * redirect URI, `invalid_client_metadata` for the rest), naming the refused field in its log.
  */
 let keycloak: RunningKeycloak;
 const SERVER_HOST = 'mcp.example.com';
