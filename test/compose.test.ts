@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { basename, join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '@mcp-auth-stack/agent/config';
-import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
+import { keycloakEgressProxyMappings, POLICY_PROVIDER_JAR, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
 
@@ -116,6 +116,13 @@ describe('docker-compose.yml', () => {
       keycloak.volumes?.includes(
         `./keycloak/${basename(REALM_FILE)}:/opt/keycloak/data/import/${basename(REALM_FILE)}:ro`,
       ),
+    );
+    // The realm's own executor, which the realm file names.
+    assert.ok(
+      keycloak.volumes?.includes(
+        `./${relative(ROOT, POLICY_PROVIDER_JAR)}:/opt/keycloak/providers/${basename(POLICY_PROVIDER_JAR)}:ro`,
+      ),
+      JSON.stringify(keycloak.volumes),
     );
     assert.equal(keycloak.environment?.KC_DB, 'postgres');
     // Outgoing requests only to the realm's public CIMD hosts (compose writes $ as $$).

@@ -18,7 +18,13 @@ import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
 } from '@mcp-auth-stack/agent/config';
-import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from '@mcp-auth-stack/keycloak';
+import {
+  keycloakEgressProxyMappings,
+  POLICY_PROVIDER_JAR,
+  REALM_FEATURES,
+  REALM_FILE,
+  REALM_NAME,
+} from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
@@ -629,6 +635,12 @@ describe('Keycloak', () => {
     );
     const build = steps.find((s) => s.instruction === 'RUN' && s.args.includes('kc.sh build'));
     assert.ok(build, 'kc.sh build at image build time');
+    // The realm's own executor goes into providers/ before the build step, which takes it in.
+    const provider = steps.findIndex(
+      (s) =>
+        s.instruction === 'COPY' && s.args === `providers/${basename(POLICY_PROVIDER_JAR)} /opt/keycloak/providers/`,
+    );
+    assert.ok(provider >= 0 && provider < steps.indexOf(build), 'the provider jar is copied before kc.sh build');
     const flags = build.args.split(/\s+/).filter((a) => a.startsWith('--'));
     assert.deepEqual(
       flags.sort(),
@@ -653,7 +665,9 @@ describe('Keycloak', () => {
     // --import-realm reads.
     const service = azureYaml.services.keycloak as AzdService;
     const context = join(ROOT, service.project, service.docker?.context ?? '.');
-    const copy = steps.find((s) => s.instruction === 'COPY' && !s.args.includes('--from'));
+    const copy = steps.find(
+      (s) => s.instruction === 'COPY' && !s.args.includes('--from') && s.args.includes('realm-for-deployment.ts'),
+    );
     const sources = (copy?.args ?? '').split(/\s+/).filter((a) => !a.startsWith('--'));
     assert.deepEqual(
       sources.slice(0, -1).map((source) => resolve(context, source)),
@@ -673,6 +687,7 @@ describe('Keycloak', () => {
     assert.match(ignore, new RegExp(`^!${basename(REALM_FILE)}$`, 'm'));
     assert.match(ignore, /^!realm-for-deployment\.ts$/m);
     assert.match(ignore, /^!start-deployed\.sh$/m);
+    assert.match(ignore, new RegExp(`^!providers/${basename(POLICY_PROVIDER_JAR)}$`, 'm'));
     // Runtime options only need what a build cannot bake: no build-time option is set at runtime.
     for (const name of ['KC_DB', 'KC_FEATURES', 'KC_HEALTH_ENABLED'])
       assert.equal(env[name], undefined, `${name} is baked in`);

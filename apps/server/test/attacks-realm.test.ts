@@ -133,6 +133,11 @@ async function adminApi(path: string, init: { method?: string; body?: unknown } 
   return text ? (JSON.parse(text) as unknown) : undefined;
 }
 
+/** The realm's clients named `name` (a registration through `default` may not choose its client id). */
+async function clientsNamed(name: string) {
+  return ((await adminApi('/clients?max=2000')) as { name?: string }[]).filter((client) => client.name === name);
+}
+
 /** What alice could write about herself (her names), done here through the admin API. */
 async function setAliceNames(firstName: string, lastName: string) {
   const user = (await adminApi(`/users/${aliceId}`)) as Record<string, unknown>;
@@ -181,9 +186,10 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
   // implicitFlowEnabled is set because Keycloak 26.7.3's reject-implicit-grant executor throws
   // (HTTP 500) on a default-provider registration that omits it; an attacker sets it, and the
   // registration then reaches the mapper policy, which is what these tests are about.
+  // No clientId: the realm refuses a registration that chooses one (mcp-client-uri-hosts); the
+  // name, unique per body, finds what was created.
   const clientBody = (redirect: string, extra: Record<string, unknown> = {}) => ({
-    clientId: `attacker-${Math.random().toString(36).slice(2, 10)}`,
-    name: 'Innocent looking client',
+    name: `Innocent looking client ${Math.random().toString(36).slice(2, 10)}`,
     publicClient: true,
     redirectUris: [redirect],
     standardFlowEnabled: true,
@@ -198,7 +204,7 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     });
     const registered = await post(registrations('default'), body);
     assert.ok(registered.status >= 400, `status ${registered.status}: ${registered.text}`);
-    assert.deepEqual(await adminApi(`/clients?clientId=${body.clientId}`), [], 'no client was created');
+    assert.deepEqual(await clientsNamed(body.name), [], 'no client was created');
   });
 
   for (const type of [
@@ -213,7 +219,7 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
       const registered = await post(registrations('default'), body);
       assert.equal(registered.status, 403, registered.text);
       assert.match(registered.text, /ProtocolMapper type not allowed/);
-      assert.deepEqual(await adminApi(`/clients?clientId=${body.clientId}`), [], 'no client was created');
+      assert.deepEqual(await clientsNamed(body.name), [], 'no client was created');
     });
   }
 
@@ -290,13 +296,15 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
   // from a value that has the form of a Keycloak id (docs/security.md): the realm's policy is
   // what excludes it, tested above.
   async function adminCreatedClient(callback: CallbackServer, extra: Record<string, unknown>) {
+    const clientId = `attacker-${Math.random().toString(36).slice(2, 10)}`;
     const body = clientBody(callback.redirectUri, {
+      clientId,
       consentRequired: false,
       attributes: { 'pkce.code.challenge.method': 'S256' },
       ...extra,
     });
     await adminApi('/clients', { method: 'POST', body });
-    return body.clientId;
+    return clientId;
   }
 
   test('server layer: a sub a mapper copied from a name (not a Keycloak id) is refused', async () => {
@@ -449,7 +457,6 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
   test('a pairwise mapper with a sector URI on the default provider is refused and nothing is fetched', async () => {
     hits = 0;
     const registered = await post(registrations('default'), {
-      clientId: `pairwise-${Date.now()}`,
       publicClient: true,
       implicitFlowEnabled: false, // see clientBody above
       redirectUris: ['http://127.0.0.1:9/callback'],
@@ -558,46 +565,47 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         JSON.stringify(sessions),
       );
 
-      // Keycloak's `default` provider takes the client id the caller chooses: one that looks like
-      // a metadata document's URL must not escape the janitor.
-      const urlLike = await post(registrations('default'), {
-        clientId: `urn:flood:${Math.random().toString(36).slice(2, 10)}`,
+      // Keycloak's `default` provider takes the client id and the internal id the caller chooses;
+      // the realm refuses both (mcp-client-uri-hosts).
+      const flooder = (extra: Record<string, unknown> = {}) => ({
         name: 'Flood',
         publicClient: true,
+        consentRequired: true,
         redirectUris: ['http://127.0.0.1:9/callback'],
         standardFlowEnabled: true,
         implicitFlowEnabled: false,
+        ...extra,
       });
-      // The `default` provider also takes the client's attributes: one that claims a last use in
-      // the year 5000 must not escape the janitor either (it keeps its own record).
-      const claimsUse = await post(registrations('default'), {
-        clientId: `flood-${Math.random().toString(36).slice(2, 10)}`,
-        name: 'Flood',
-        publicClient: true,
-        redirectUris: ['http://127.0.0.1:9/callback'],
-        standardFlowEnabled: true,
-        implicitFlowEnabled: false,
-        attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' },
-      });
-      // It keeps the internal `id` the caller sends too, which the admin API's URLs carry: one with
-      // a `/` or a `?` named another URL, whose 404 read as "no sessions" and "removed".
-      const ownIds = [];
-      for (const id of [
-        `f/${Math.random().toString(36).slice(2, 10)}`,
-        `x?${Math.random().toString(36).slice(2, 10)}`,
-      ]) {
-        ownIds.push(
-          await post(registrations('default'), {
-            id,
-            clientId: `flood-id-${Math.random().toString(36).slice(2, 10)}`,
-            name: 'Flood',
-            publicClient: true,
-            redirectUris: ['http://127.0.0.1:9/callback'],
-            standardFlowEnabled: true,
-            implicitFlowEnabled: false,
-          }),
-        );
+      const chosenIds = [
+        { clientId: `urn:flood:${Math.random().toString(36).slice(2, 10)}` },
+        { id: `f/${Math.random().toString(36).slice(2, 10)}` },
+      ];
+      for (const chosen of chosenIds) {
+        const refused = await post(registrations('default'), flooder(chosen));
+        assert.equal(refused.status, 403, refused.text);
+        assert.deepEqual(refused.json, { error: 'insufficient_scope', error_description: 'invalid_client_metadata' });
       }
+      // The janitor still copes with such ids, which an administrator (or a realm without this
+      // project's executor) can make: here through the admin API. One that looks like a metadata
+      // document's URL must not escape it, nor an internal id with a `/` or a `?`, which the admin
+      // API's URLs carry (its 404 read as "no sessions" and "removed").
+      const adminMade = async (extra: Record<string, unknown>) => {
+        const clientId =
+          (extra.clientId as string | undefined) ?? `flood-admin-${Math.random().toString(36).slice(2, 10)}`;
+        await adminApi('/clients', { method: 'POST', body: flooder({ ...extra, clientId }) });
+        return { status: 201, json: { clientId } as Record<string, unknown>, text: '' };
+      };
+      const urlLike = await adminMade({ clientId: `urn:flood:${Math.random().toString(36).slice(2, 10)}` });
+      const ownIds = [
+        await adminMade({ id: `f/${Math.random().toString(36).slice(2, 10)}` }),
+        await adminMade({ id: `x?${Math.random().toString(36).slice(2, 10)}` }),
+      ];
+      // The `default` provider takes the client's attributes: one that claims a last use in the
+      // year 5000 must not escape the janitor either (it keeps its own record).
+      const claimsUse = await post(
+        registrations('default'),
+        flooder({ attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' } }),
+      );
       const flood = [await register(), await register(), urlLike, claimsUse, ...ownIds];
       assert.deepEqual(
         flood.map((r) => r.status),
@@ -835,7 +843,6 @@ describe('anonymous callers without a realm account', () => {
     // and alice's browser posted her assertion to the stranger's host.
     const urlName = `reports-${randomUUID().slice(0, 8)}`;
     const registered = await post(registrations('default'), {
-      clientId: urlName,
       name: 'Expense reports',
       protocol: 'saml',
       publicClient: true,
@@ -900,11 +907,11 @@ describe('anonymous callers without a realm account', () => {
     assert.deepEqual(posted, []);
   });
 
-  test("a stranger's host that resolves to loopback while he registers: alice's code reaches it, and the server refuses the token it buys", async () => {
-    // Keycloak 26.7.3 asks DNS whether a redirect URI is loopback (decision 74): this registers,
-    // and once the stranger points his DNS record at his own server, the code of whoever
-    // approves the consent page goes there. Nothing in the realm can refuse it; the server,
-    // holding the janitor's credential, reads the client's redirect URIs as text.
+  test("a stranger's host that resolves to loopback while he registers: the realm refuses it; a client made otherwise gets alice's code, and the server refuses the token it buys", async () => {
+    // Keycloak 26.7.3's own enforcer asks DNS whether a redirect URI is loopback (decision 74):
+    // with the stranger's DNS record at 127.0.0.1 while he registers, it let this through (201),
+    // and once the record pointed at his own server the code of whoever approved the consent page
+    // went there. The realm's own executor (mcp-client-uri-hosts) reads the host as text.
     const redirectUri = `https://${STRANGERS_HOST}/cb`;
     const registered = await post(registrations('openid-connect'), {
       client_name: 'Visual Studio Code',
@@ -913,8 +920,24 @@ describe('anonymous callers without a realm account', () => {
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
     });
-    assert.equal(registered.status, 201, `Keycloak refuses it now: decision 74 can go. ${registered.text}`);
-    const clientId = registered.json.client_id as string;
+    assert.equal(registered.status, 403, registered.text);
+    assert.deepEqual(registered.json, { error: 'insufficient_scope', error_description: 'invalid_redirect_uri' });
+    // The server's own check, for a realm without that executor (or an administrator's mistake):
+    // the client as an anonymous registration would have made it, through the admin API.
+    const clientId = `stranger-${randomUUID().slice(0, 8)}`;
+    await adminApi('/clients', {
+      method: 'POST',
+      body: {
+        clientId,
+        name: 'Visual Studio Code',
+        publicClient: true,
+        consentRequired: true,
+        standardFlowEnabled: true,
+        implicitFlowEnabled: false,
+        redirectUris: [redirectUri],
+        attributes: { 'pkce.code.challenge.method': 'S256' },
+      },
+    });
     const pkce = createPkce();
     const context = await browser.newContext();
     let code: string | null = null;
@@ -950,23 +973,6 @@ describe('anonymous callers without a realm account', () => {
     const token = ((await issued.json()) as { access_token?: string }).access_token as string;
     assert.equal(issued.status, 200);
     assert.equal(decodeJwtPayload(token).sub, aliceId);
-    // Nor can he make his client look clean before the server reads it: its registration access
-    // token changes nothing (the realm's registered-clients-stay-as-registered policy).
-    const cleaned = await post(
-      registered.json.registration_client_uri as string,
-      {
-        client_id: clientId,
-        client_name: 'Visual Studio Code',
-        redirect_uris: ['http://127.0.0.1/cb'],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      },
-      { authorization: `Bearer ${registered.json.registration_access_token as string}` },
-      'PUT',
-    );
-    assert.equal(cleaned.status, 403, cleaned.text);
-    assert.deepEqual(cleaned.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
     const readWith = (url: string) =>
       postMcp(
         `${url}/mcp`,

@@ -1,6 +1,13 @@
 export { type Distribution, defaultCacheDir, defaultDistUrl, ensureDistribution } from './distribution.ts';
 export { findJava, type JavaRuntime, MINIMUM_JAVA_MAJOR } from './java.ts';
 export {
+  type BuildPolicyProviderOptions,
+  buildPolicyProvider,
+  installPolicyProvider,
+  POLICY_PROVIDER_JAR,
+  policyProviderDigest,
+} from './provider.ts';
+export {
   DEFAULT_MCP_RESOURCE_URL,
   DEMO_USERS,
   type DemoUser,

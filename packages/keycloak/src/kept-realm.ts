@@ -231,7 +231,11 @@ async function updateRealmUrls(
           // The executors in the order of the file; the same kind twice is matched by position.
           const sameKind = (profile.executors ?? []).slice(0, index).filter((e) => e.executor === executor.executor);
           const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
-          if (!target) throw new Error(`executor ${executor.executor} of client profile ${profile.name} is missing`);
+          if (!target) {
+            throw new Error(
+              `executor ${executor.executor} of client profile ${profile.name} is missing from realm ${realm.realm}: a realm kept from before the realm file added it (pnpm keycloak --fresh imports the file again; users and registered clients go)`,
+            );
+          }
           for (const [key, value] of Object.entries(executor.configuration ?? {})) {
             if (!holdsAddressInSetting(value)) continue;
             target.configuration = {

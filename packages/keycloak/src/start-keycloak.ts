@@ -14,6 +14,7 @@ import {
   stopChild,
   waitUntilReady,
 } from './keycloak-process.ts';
+import { installPolicyProvider, policyProviderDigest } from './provider.ts';
 import { keycloakEgressProxyMappings, REALM_FEATURES, REALM_FILE, REALM_NAME } from './realm.ts';
 
 export type { KeycloakPhase } from './keycloak-process.ts';
@@ -179,8 +180,11 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   }
 
   const features = [...(options.features ?? REALM_FEATURES)].sort();
-  const buildOptions = { db: DB_KIND, features, health: true };
+  // The realm's own executor (keycloak/providers) is part of what Keycloak's build step reads:
+  // a new jar builds again, like new options.
+  const buildOptions = { db: DB_KIND, features, health: true, provider: await policyProviderDigest() };
   const releaseBuildLock = await lockIfBuildNeeded(dirname(distribution.home), buildOptions, report);
+  if (releaseBuildLock) await installPolicyProvider(distribution.home);
 
   const logFile = join(instanceDir, 'keycloak.log');
   const log = new LogCapture(logFile, (phase, message) => report(phase, message));

@@ -233,7 +233,7 @@ test('DCR with a redirect URI on an untrusted host is refused', async () => {
   // The client policy anonymous-registration-safe-clients (registration-policies.test.ts has each rule).
   assert.equal(registered.status, 403);
   assert.equal(registered.body.error, 'insufficient_scope');
-  assert.equal(registered.body.error_description, 'invalid_request');
+  assert.equal(registered.body.error_description, 'invalid_redirect_uri');
 });
 
 test('alice signs in to the pre-registered VS Code client with PKCE: aud is the MCP resource, scopes as requested, no admin scope', async () => {
@@ -475,7 +475,7 @@ test('CIMD: a client whose id is the URL of a metadata document on localhost com
   });
 });
 
-test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a client, or in a document on loopback", async () => {
+test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a client, in a document on loopback, or as a document's post-logout URI", async () => {
   const ownRedirect = 'http://127.0.0.1:33418/callback';
   const attackerRedirect = 'https://attacker.example/callback';
   // Two documents on loopback: a client listing its own redirect, and one listing the attacker's
@@ -483,6 +483,9 @@ test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a c
   const documents = await serveMetadataDocuments((path) => ({
     client_name: 'CIMD redirect test',
     redirect_uris: [path === '/elsewhere.json' ? attackerRedirect : ownRedirect],
+    // Its own redirect, and the attacker's page after logout: Keycloak's logout follows a
+    // client's post-logout URI given only its id (decision 72).
+    ...(path === '/logout.json' ? { post_logout_redirect_uris: ['https://attacker.example/bye'] } : {}),
   }));
   try {
     const authorize = (document: string, redirectUri: string) =>
@@ -511,6 +514,18 @@ test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a c
     await assertRefused(await authorize('client.json', attackerRedirect), /Invalid parameter: redirect_uri/);
     // A document listing the attacker's redirect: its host is not one of the realm's CIMD domains.
     await assertRefused(await authorize('elsewhere.json', attackerRedirect), /Invalid Client ID: domain not allowed/);
+    // A document whose post-logout URI is the attacker's: the realm's own executor
+    // (mcp-client-uri-hosts) refuses to make the client, so no logout link sends anyone there.
+    await assertRefused(
+      await authorize('logout.json', ownRedirect),
+      /The post-logout redirect URI names a host this realm does not send users to\./,
+    );
+    const logout = await fetch(
+      `${keycloak.realmUrl}/protocol/openid-connect/logout?client_id=${encodeURIComponent(`${documents.base}/logout.json`)}&post_logout_redirect_uri=${encodeURIComponent('https://attacker.example/bye')}`,
+      { redirect: 'manual' },
+    );
+    assert.equal(logout.status, 400, `no redirect: ${logout.headers.get('location')}`);
+    assert.equal(logout.headers.get('location'), null);
   } finally {
     await documents.close();
   }

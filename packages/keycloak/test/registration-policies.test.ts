@@ -9,8 +9,9 @@ import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
  * clients send is accepted (mcp-remote's registration, with its `client_uri` on GitHub), and
  * each dangerous registration is refused. Each refused body differs from an accepted one
  * (`client()`) in one member only, so that member is what was refused; Keycloak answers a
- * client-policy refusal with 403 and the executor's error code only (`invalid_request` for a
- * redirect URI, `invalid_client_metadata` for the rest), naming the refused field in its log.
+ * client-policy refusal with 403 and the executor's error code only (`invalid_redirect_uri` from
+ * the realm's own `mcp-client-uri-hosts` for a URL, `invalid_client_metadata` for the rest),
+ * naming the refused field in its log.
  */
 let keycloak: RunningKeycloak;
 const SERVER_HOST = 'mcp.example.com';
@@ -37,8 +38,13 @@ interface Answer {
   body: Record<string, unknown>;
 }
 
-async function register(body: Record<string, unknown>, token?: string, url?: string): Promise<Answer> {
-  const response = await fetch(url ?? `${keycloak.realmUrl}/clients-registrations/openid-connect`, {
+async function register(
+  body: Record<string, unknown>,
+  token?: string,
+  url?: string,
+  createAt = `${keycloak.realmUrl}/clients-registrations/openid-connect`,
+): Promise<Answer> {
+  const response = await fetch(url ?? createAt, {
     method: url ? 'PUT' : 'POST',
     headers: {
       'content-type': 'application/json',
@@ -80,7 +86,8 @@ async function assertRefused(
   }
 }
 
-const REDIRECT_REFUSED = 'invalid_request';
+/** What the realm's own executor (keycloak/provider) answers for a URL on a host it does not allow. */
+const REDIRECT_REFUSED = 'invalid_redirect_uri';
 const METADATA_REFUSED = 'invalid_client_metadata';
 
 describe('accepted: what real clients register', () => {
@@ -170,6 +177,103 @@ describe('refused: redirect URIs a code must never go to', () => {
       REDIRECT_REFUSED,
     );
   });
+});
+
+describe('refused: hosts compared as text, whatever the flows (mcp-client-uri-hosts)', () => {
+  // Keycloak's own enforcer asks DNS and checks only clients with a redirect flow (decisions 72
+  // and 74); the realm's executor reads each URL's host as written.
+  for (const [what, uri] of [
+    ['loopback written short (127.1, which resolves to 127.0.0.1)', 'http://127.1:33418/callback'],
+    ['a backslash, which a browser reads as a slash', 'http://localhost\\@evil.example.com/callback'],
+    ['localhost with a trailing dot', 'http://localhost.:33418/callback'],
+    ['a relative redirect URI', '/callback'],
+  ] as const) {
+    test(what, async () => {
+      await assertRefused(what, () => register(client({ redirect_uris: [uri] })), REDIRECT_REFUSED);
+    });
+  }
+  test('a client without a redirect flow and an outside post-logout redirect (the open redirect of decision 72)', async () => {
+    await assertRefused(
+      'refresh_token only',
+      () =>
+        register({
+          client_name: 'no flow',
+          grant_types: ['refresh_token'],
+          token_endpoint_auth_method: 'none',
+          post_logout_redirect_uris: ['https://evil.example.com/bye'],
+        }),
+      REDIRECT_REFUSED,
+    );
+  });
+  test('a front-channel logout URL on an outside host', async () => {
+    await assertRefused(
+      'frontchannel_logout_uri',
+      () => register(client({ frontchannel_logout_uri: 'https://evil.example.com/logout' })),
+      REDIRECT_REFUSED,
+    );
+  });
+  test('accepted: post-logout and front-channel logout URLs on loopback', async () => {
+    const answer = await register(
+      client({
+        post_logout_redirect_uris: ['http://127.0.0.1:33418/bye'],
+        frontchannel_logout_uri: 'http://localhost:33418/logout',
+      }),
+    );
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+  });
+});
+
+describe("Keycloak's default provider: Keycloak's own representation, the same rules", () => {
+  const registerDefault = (body: Record<string, unknown>) =>
+    register(body, undefined, undefined, `${keycloak.realmUrl}/clients-registrations/default`);
+  // implicitFlowEnabled is set: Keycloak 26.7.3's reject-implicit-grant executor answers 500 to a
+  // default-provider registration without it.
+  const plain = (changes: Record<string, unknown> = {}) => ({
+    name: 'default provider client',
+    publicClient: true,
+    standardFlowEnabled: true,
+    implicitFlowEnabled: false,
+    redirectUris: ['http://127.0.0.1:33418/callback'],
+    ...changes,
+  });
+  test('a loopback client registers, under a client id Keycloak chooses', async () => {
+    const answer = await registerDefault(plain());
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.match(String(answer.body.clientId), /^[0-9a-f-]{36}$/);
+  });
+  // Choosing it would let a registrant take a metadata document's URL as his id, or delete his
+  // client with its registration access token and register its id again with other URIs.
+  for (const [what, changes] of [
+    ['a client id of its choosing', { clientId: 'https://vscode.dev/oauth/client-metadata.json' }],
+    ['an internal id of its choosing', { id: 'chosen-internal-id' }],
+  ] as const) {
+    test(`refused: ${what}`, async () => {
+      const answer = await registerDefault(plain(changes));
+      assert.equal(answer.status, 403, JSON.stringify(answer.body));
+      assert.equal(answer.body.error_description, METADATA_REFUSED);
+    });
+  }
+  for (const [what, changes] of [
+    [
+      'a root URL outside, under which a relative redirect URI resolves',
+      { rootUrl: 'https://evil.example.com', redirectUris: ['/cb'] },
+    ],
+    [
+      'no redirect flow and an outside post-logout URI',
+      {
+        standardFlowEnabled: false,
+        redirectUris: [],
+        attributes: { 'post.logout.redirect.uris': 'https://evil.example.com/bye' },
+      },
+    ],
+    ['an admin URL outside', { adminUrl: 'https://evil.example.com/admin' }],
+  ] as const) {
+    test(`refused: ${what}`, async () => {
+      const answer = await registerDefault(plain(changes));
+      assert.equal(answer.status, 403, JSON.stringify(answer.body));
+      assert.equal(answer.body.error_description, REDIRECT_REFUSED);
+    });
+  }
 });
 
 describe('refused: display URIs with a script or data scheme (Keycloak’s own validation)', () => {
