@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '@mcp-auth-stack/testing';
+import { keycloakAdminToken } from '@mcp-auth-stack/testing/mcp-oauth';
 import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
 
 /**
@@ -246,6 +247,9 @@ describe("Keycloak's default provider: Keycloak's own representation, the same r
   for (const [what, changes] of [
     ['a client id of its choosing', { clientId: 'https://vscode.dev/oauth/client-metadata.json' }],
     ['an internal id of its choosing', { id: 'chosen-internal-id' }],
+    // Each name would become a role of the new client added to the realm's default role, which
+    // every user holds: any number of them, from anyone.
+    ['default roles for every user of the realm', { defaultRoles: ['chosen-default-role'] }],
   ] as const) {
     test(`refused: ${what}`, async () => {
       const answer = await registerDefault(plain(changes));
@@ -253,6 +257,18 @@ describe("Keycloak's default provider: Keycloak's own representation, the same r
       assert.equal(answer.body.error_description, METADATA_REFUSED);
     });
   }
+  test('the refused default role is not among those every user holds', async () => {
+    const composites = (await (
+      await fetch(`${keycloak.url}/admin/realms/mcp/roles/default-roles-mcp/composites`, {
+        headers: { authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}` },
+      })
+    ).json()) as { name: string }[];
+    assert.ok(composites.length > 0, JSON.stringify(composites));
+    assert.deepEqual(
+      composites.filter((role) => role.name === 'chosen-default-role'),
+      [],
+    );
+  });
   for (const [what, changes] of [
     [
       'a root URL outside, under which a relative redirect URI resolves',

@@ -28,7 +28,8 @@ import org.keycloak.services.clientpolicy.executor.ClientPolicyExecutorProvider;
  *
  * <p>A dynamic registration may not choose its client id or internal id either: Keycloak's
  * {@code default} provider takes both from the caller, which lets a registrant take a metadata
- * document's URL as his id, or delete his client and register its id again.
+ * document's URL as his id, or delete his client and register its id again. Nor may it name
+ * default roles, which that provider adds to the realm's default role, held by every user.
  */
 public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvider<ClientUriHostsExecutor.Configuration> {
 
@@ -82,11 +83,22 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
                         && (client.getClientId() != null || client.getId() != null)) {
                     throw new ClientPolicyException("invalid_client_metadata", "A registration does not choose its client id.");
                 }
+                // Keycloak's default provider makes each name a role of the new client and adds it
+                // to the realm's default role, which every user holds: any number, from anyone.
+                if (namesDefaultRoles(client)) {
+                    throw new ClientPolicyException("invalid_client_metadata", "A registration does not add default roles to the realm.");
+                }
                 checkClientUris(client);
             }
             default -> {
             }
         }
+    }
+
+    // Deprecated in the representation, and still read by Keycloak 26.7.3's default provider.
+    @SuppressWarnings("deprecation")
+    private static boolean namesDefaultRoles(ClientRepresentation client) {
+        return client.getDefaultRoles() != null && client.getDefaultRoles().length > 0;
     }
 
     private void checkClientUris(ClientRepresentation client) throws ClientPolicyException {
