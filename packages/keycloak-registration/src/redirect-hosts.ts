@@ -15,8 +15,9 @@ export const DEFAULT_REDIRECT_HOSTS: readonly string[] = ['vscode.dev', 'insider
  */
 export function isAllowedRedirectUri(uri: string, hosts: readonly string[]): boolean {
   // A backslash is a slash to a URL parser and not to Keycloak's (`http://localhost\@evil/`
-  // names host evil there); whitespace is no part of a redirect URI.
-  if (/[\\\s]/.test(uri)) return false;
+  // names host evil there); whitespace is no part of a redirect URI; `*` is a wildcard to
+  // Keycloak (`https://vscode.dev/*` matches every page there), as to the realm's executor.
+  if (/[\\\s*]/.test(uri)) return false;
   let url: URL;
   try {
     url = new URL(uri);

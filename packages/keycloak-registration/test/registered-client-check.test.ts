@@ -68,7 +68,7 @@ test('registered clients whose redirect URIs name loopback or an allowed https h
   for (const clientId of ['mcp-remote', 'vscode-web', 'workaround']) assert.equal(await check(clientId), undefined);
 });
 
-test("a host that is only a name (Keycloak asked DNS), plain http off loopback, user info or a root URL outside: the client's tokens are refused", async () => {
+test("a host that is only a name (Keycloak asked DNS), plain http off loopback, user info, a root URL outside or a wildcard: the client's tokens are refused", async () => {
   const keycloak = standInKeycloak([
     { clientId: 'dns', consentRequired: true, redirectUris: ['http://127.0.0.1/cb', 'https://cb.attacker.test/cb'] },
     { clientId: 'http', consentRequired: true, redirectUris: ['http://vscode.dev/redirect'] },
@@ -77,9 +77,11 @@ test("a host that is only a name (Keycloak asked DNS), plain http off loopback, 
     { clientId: 'root', consentRequired: true, rootUrl: 'https://cb.attacker.test', redirectUris: ['/cb'] },
     { clientId: 'scheme', consentRequired: true, redirectUris: ['myapp://127.0.0.1/cb'] },
     { clientId: 'backslash', consentRequired: true, redirectUris: ['http://localhost\\@cb.attacker.test/cb'] },
+    // Keycloak matches every page of vscode.dev against it.
+    { clientId: 'wildcard', consentRequired: true, redirectUris: ['https://vscode.dev/*'] },
   ]);
   const check = checkWith(keycloak);
-  for (const clientId of ['dns', 'http', 'userinfo', 'lookalike', 'root', 'scheme', 'backslash']) {
+  for (const clientId of ['dns', 'http', 'userinfo', 'lookalike', 'root', 'scheme', 'backslash', 'wildcard']) {
     assert.equal(await check(clientId), REFUSED, clientId);
   }
 });
