@@ -183,11 +183,9 @@ async function tryEverything(token: string) {
 }
 
 describe('broken 1: no realm user becomes another user or an administrator', () => {
-  // implicitFlowEnabled is set because Keycloak 26.7.3's reject-implicit-grant executor throws
-  // (HTTP 500) on a default-provider registration that omits it; an attacker sets it, and the
-  // registration then reaches the mapper policy, which is what these tests are about.
-  // No clientId: the realm refuses a registration that chooses one (mcp-client-uri-hosts); the
-  // name, unique per body, finds what was created.
+  // A client as Keycloak's default provider takes it (the realm keeps that provider closed to
+  // anonymous callers; the admin API makes the clients the server-layer tests need). The name,
+  // unique per body, finds what was created.
   const clientBody = (redirect: string, extra: Record<string, unknown> = {}) => ({
     name: `Innocent looking client ${Math.random().toString(36).slice(2, 10)}`,
     publicClient: true,
@@ -197,16 +195,6 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     ...extra,
   });
 
-  test('a default-provider registration without implicitFlowEnabled fails in Keycloak and creates nothing', async () => {
-    const body = clientBody('http://127.0.0.1:9/callback', {
-      implicitFlowEnabled: undefined,
-      protocolMappers: forgingMappers('oidc-usermodel-property-mapper'),
-    });
-    const registered = await post(registrations('default'), body);
-    assert.ok(registered.status >= 400, `status ${registered.status}: ${registered.text}`);
-    assert.deepEqual(await clientsNamed(body.name), [], 'no client was created');
-  });
-
   for (const type of [
     'oidc-usermodel-property-mapper',
     'oidc-usermodel-attribute-mapper',
@@ -214,11 +202,17 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     'oidc-address-mapper',
     'oidc-hardcoded-claim-mapper',
   ]) {
+    // Keycloak's default provider takes mappers as they come; the realm keeps it closed to
+    // anonymous callers (mcp-client-uri-hosts), and its Allowed Protocol Mapper Types policy (no
+    // type at all) stands behind that.
     test(`anonymous registration on the default provider with a ${type} is refused`, async () => {
       const body = clientBody('http://127.0.0.1:9/callback', { protocolMappers: forgingMappers(type) });
       const registered = await post(registrations('default'), body);
       assert.equal(registered.status, 403, registered.text);
-      assert.match(registered.text, /ProtocolMapper type not allowed/);
+      assert.deepEqual(registered.json, {
+        error: 'insufficient_scope',
+        error_description: 'unsupported_registration_endpoint',
+      });
       assert.deepEqual(await clientsNamed(body.name), [], 'no client was created');
     });
   }
@@ -271,7 +265,7 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
       clientBody(callback.redirectUri, { protocolMappers: forgingMappers('oidc-usermodel-property-mapper') }),
     );
     assert.equal(registered.status, 403, registered.text);
-    assert.match(registered.text, /ProtocolMapper type not allowed/);
+    assert.match(registered.text, /unsupported_registration_endpoint/);
     // She renames herself anyway and signs in through the pre-registered editor client.
     await setAliceNames('expenses:admin', bobId);
     try {
@@ -357,15 +351,9 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
   test('server layer: a client that gave itself day-long access tokens gets them refused', async () => {
     const callback = await startCallbackServer();
     callbacks.push(callback);
-    // Anonymous registration on the default provider takes client attributes as they come.
-    const registered = await post(
-      registrations('default'),
-      clientBody(callback.redirectUri, { attributes: { 'access.token.lifespan': '86400' } }),
-    );
-    const clientId =
-      registered.status === 201
-        ? (registered.json.clientId as string)
-        : await adminCreatedClient(callback, { attributes: { 'access.token.lifespan': '86400' } });
+    // Keycloak's default provider took client attributes as they came from anyone; the realm
+    // keeps it closed to anonymous callers now, so the client is made through the admin API.
+    const clientId = await adminCreatedClient(callback, { attributes: { 'access.token.lifespan': '86400' } });
     const outcome = await aliceThrough(clientId, callback);
     await outcome.client?.close();
     assert.ok(outcome.token, String(outcome.error));
@@ -458,7 +446,7 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
     hits = 0;
     const registered = await post(registrations('default'), {
       publicClient: true,
-      implicitFlowEnabled: false, // see clientBody above
+      implicitFlowEnabled: false,
       redirectUris: ['http://127.0.0.1:9/callback'],
       protocolMappers: [
         {
@@ -566,7 +554,7 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
       );
 
       // Keycloak's `default` provider takes the client id and the internal id the caller chooses;
-      // the realm refuses both (mcp-client-uri-hosts).
+      // the realm keeps it closed to anonymous callers (mcp-client-uri-hosts).
       const flooder = (extra: Record<string, unknown> = {}) => ({
         name: 'Flood',
         publicClient: true,
@@ -583,7 +571,10 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
       for (const chosen of chosenIds) {
         const refused = await post(registrations('default'), flooder(chosen));
         assert.equal(refused.status, 403, refused.text);
-        assert.deepEqual(refused.json, { error: 'insufficient_scope', error_description: 'invalid_client_metadata' });
+        assert.deepEqual(refused.json, {
+          error: 'insufficient_scope',
+          error_description: 'unsupported_registration_endpoint',
+        });
       }
       // The janitor still copes with such ids, which an administrator (or a realm without this
       // project's executor) can make: here through the admin API. One that looks like a metadata
@@ -600,12 +591,12 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         await adminMade({ id: `f/${Math.random().toString(36).slice(2, 10)}` }),
         await adminMade({ id: `x?${Math.random().toString(36).slice(2, 10)}` }),
       ];
-      // The `default` provider takes the client's attributes: one that claims a last use in the
-      // year 5000 must not escape the janitor either (it keeps its own record).
-      const claimsUse = await post(
-        registrations('default'),
-        flooder({ attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' } }),
-      );
+      // Nor a client whose attributes claim a last use in the year 5000 (the janitor keeps its own
+      // record; Keycloak's `default` provider took such attributes from anyone until the realm
+      // closed it to anonymous callers).
+      const claimsUse = await adminMade({
+        attributes: { 'mcp.janitor.last-used': '99999999999999', 'mcp.janitor.first-seen': '1e300' },
+      });
       const flood = [await register(), await register(), urlLike, claimsUse, ...ownIds];
       assert.deepEqual(
         flood.map((r) => r.status),
@@ -840,7 +831,8 @@ describe('anonymous callers without a realm account', () => {
     // assertion consumer URL, which no redirect rule of the realm checks; its IdP-initiated link
     // signs the user in and posts a signed assertion naming her there, with no consent page.
     // Before the realm's anonymous-registration-openid-connect-only policy this registered (201),
-    // and alice's browser posted her assertion to the stranger's host.
+    // and alice's browser posted her assertion to the stranger's host; since decision 75 the
+    // default provider is closed to anonymous callers before that policy is asked.
     const urlName = `reports-${randomUUID().slice(0, 8)}`;
     const registered = await post(registrations('default'), {
       name: 'Expense reports',
@@ -857,7 +849,10 @@ describe('anonymous callers without a realm account', () => {
       },
     });
     assert.equal(registered.status, 403, registered.text);
-    assert.deepEqual(registered.json, { error: 'insufficient_scope', error_description: 'invalid_request' });
+    assert.deepEqual(registered.json, {
+      error: 'insufficient_scope',
+      error_description: 'unsupported_registration_endpoint',
+    });
     // Nor can a client registered as OpenID Connect turn itself into one.
     const oidc = await post(registrations('openid-connect'), {
       client_name: 'Plain client',

@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import org.keycloak.models.KeycloakSession;
 import org.keycloak.representations.idm.ClientPolicyExecutorConfigurationRepresentation;
 import org.keycloak.representations.idm.ClientRepresentation;
 import org.keycloak.services.clientpolicy.ClientPolicyContext;
@@ -16,20 +17,19 @@ import org.keycloak.services.clientpolicy.context.DynamicClientRegisterContext;
 import org.keycloak.services.clientpolicy.executor.ClientPolicyExecutorProvider;
 
 /**
- * Refuses a client whose redirect, post-logout, root, admin or front-channel logout URL names a
- * host other than loopback or the configured https hosts, comparing host names as text.
+ * Keeps anonymous registrations to RFC 7591's endpoint, and refuses a client whose redirect,
+ * post-logout redirect or front-channel logout URL names a host other than loopback or the
+ * configured https hosts, comparing host names as text; a {@code client_uri} outside them is
+ * dropped.
  *
  * <p>Why: Keycloak 26.7.3's secure-redirect-uris-enforcer asks DNS whether a host is loopback (a
  * stranger's name resolving to 127.0.0.1 while he registers passes), and checks nothing for a
  * client without a redirect flow, whose post-logout URI then makes the realm's logout an open
  * redirect. Its secure-client-uris-pattern executor compares text but refuses every client made
  * from a Client ID Metadata Document. This one runs for registrations, metadata documents and
- * updates alike (docs/decisions.md, 75).
- *
- * <p>A dynamic registration may not choose its client id or internal id either: Keycloak's
- * {@code default} provider takes both from the caller, which lets a registrant take a metadata
- * document's URL as his id, or delete his client and register its id again. Nor may it name
- * default roles, which that provider adds to the realm's default role, held by every user.
+ * updates alike. Keycloak's {@code default} provider takes a whole client representation (its
+ * client id, root URL, default roles, any attribute) from anyone; no MCP client uses it
+ * (docs/decisions.md, 75).
  */
 public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvider<ClientUriHostsExecutor.Configuration> {
 
@@ -49,7 +49,15 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
         }
     }
 
+    /** The one registration provider open to anonymous callers: RFC 7591's. */
+    static final String OPENID_CONNECT_REGISTRATION = "openid-connect";
+
+    private final KeycloakSession session;
     private List<String> httpsHosts = List.of();
+
+    public ClientUriHostsExecutor(KeycloakSession session) {
+        this.session = session;
+    }
 
     @Override
     public void setupConfiguration(Configuration configuration) {
@@ -76,17 +84,16 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
     public void executeOnEvent(ClientPolicyContext context) throws ClientPolicyException {
         switch (context.getEvent()) {
             case REGISTER, UPDATE -> {
-                if (!(context instanceof ClientCRUDContext crud)) return;
-                ClientRepresentation client = crud.getProposedClientRepresentation();
-                if (client == null) return;
-                if (context instanceof DynamicClientRegisterContext
-                        && (client.getClientId() != null || client.getId() != null)) {
-                    throw new ClientPolicyException("invalid_client_metadata", "A registration does not choose its client id.");
+                // Every registering or updating context of 26.7.3 carries the client; one that does
+                // not is refused rather than let through unread.
+                ClientRepresentation client = context instanceof ClientCRUDContext crud ? crud.getProposedClientRepresentation() : null;
+                if (client == null) {
+                    throw new ClientPolicyException("invalid_request", "The client to register could not be read.");
                 }
-                // Keycloak's default provider makes each name a role of the new client and adds it
-                // to the realm's default role, which every user holds: any number, from anyone.
-                if (namesDefaultRoles(client)) {
-                    throw new ClientPolicyException("invalid_client_metadata", "A registration does not add default roles to the realm.");
+                if (context instanceof DynamicClientRegisterContext && !OPENID_CONNECT_REGISTRATION.equals(registrationEndpoint())) {
+                    throw new ClientPolicyException(
+                            "unsupported_registration_endpoint",
+                            "Anonymous registration is open at clients-registrations/openid-connect (RFC 7591) only.");
                 }
                 checkClientUris(client);
             }
@@ -95,10 +102,9 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
         }
     }
 
-    // Deprecated in the representation, and still read by Keycloak 26.7.3's default provider.
-    @SuppressWarnings("deprecation")
-    private static boolean namesDefaultRoles(ClientRepresentation client) {
-        return client.getDefaultRoles() != null && client.getDefaultRoles().length > 0;
+    /** The registration provider the request names: {@code clients-registrations/{provider}}. */
+    private String registrationEndpoint() {
+        return session.getContext().getUri().getPathParameters().getFirst("provider");
     }
 
     private void checkClientUris(ClientRepresentation client) throws ClientPolicyException {
@@ -113,9 +119,10 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
                 if (!uri.equals("+")) requireAllowed(uri, "post-logout redirect URI");
             }
         }
-        requireAllowedIfSet(client.getRootUrl(), "root URL");
-        requireAllowedIfSet(client.getAdminUrl(), "admin URL");
         requireAllowedIfSet(attributes.get("frontchannel.logout.url"), "front-channel logout URL");
+        // client_uri: real clients name their own site (mcp-remote: GitHub), so it is dropped, not
+        // refused; kept, it would make realms/{realm}/clients/{id}/redirect a redirect there.
+        if (client.getBaseUrl() != null && !isAllowed(client.getBaseUrl(), httpsHosts)) client.setBaseUrl(null);
     }
 
     private void requireAllowedIfSet(String uri, String what) throws ClientPolicyException {

@@ -22,7 +22,7 @@ public final class ClientUriHostsExecutorFactory implements ClientPolicyExecutor
 
     @Override
     public ClientUriHostsExecutor create(KeycloakSession session) {
-        return new ClientUriHostsExecutor();
+        return new ClientUriHostsExecutor(session);
     }
 
     @Override
@@ -44,7 +44,7 @@ public final class ClientUriHostsExecutorFactory implements ClientPolicyExecutor
 
     @Override
     public String getHelpText() {
-        return "Refuses a client whose redirect, post-logout, root, admin or front-channel logout URL names a host other than loopback or the listed https hosts, compared as text (never resolved); a dynamic registration may not choose its client id.";
+        return "Keeps anonymous registrations to the OpenID Connect endpoint (RFC 7591); refuses a client whose redirect, post-logout or front-channel logout URL names a host other than loopback or the listed https hosts, compared as text (never resolved), and drops a client_uri outside them.";
     }
 
     @Override
