@@ -1,7 +1,8 @@
 /**
  * A kept Keycloak database holds the realm as first imported; when the server's URLs change,
- * the realm's URL values are brought up to date through the admin API (start-keycloak.ts calls
- * this on every start that keeps its data).
+ * the realm's URL values are brought up to date through the admin API, and client policies the
+ * realm file gained since are added (start-keycloak.ts calls both on every start that keeps its
+ * data).
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -154,24 +155,7 @@ async function updateRealmUrls(
       return realm;
     }),
   );
-  const tokenResponse = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
-    method: 'POST',
-    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
-  });
-  if (!tokenResponse.ok) {
-    throw new Error(`the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`);
-  }
-  const { access_token: token } = (await tokenResponse.json()) as { access_token: string };
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${keycloakUrl}/admin/realms/${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    if (!response.ok) throw new Error(`${method} /admin/realms/${path}: HTTP ${response.status}`);
-    return response.status === 204 ? undefined : ((await response.json()) as unknown);
-  };
-
+  const call = await adminCaller(keycloakUrl, admin);
   for (const realm of realms) {
     const name = encodeURIComponent(realm.realm ?? REALM_NAME);
     for (const scope of realm.clientScopes ?? []) {
@@ -250,6 +234,119 @@ async function updateRealmUrls(
       await call('PUT', `${name}/client-policies/profiles`, { profiles: current.profiles });
     }
   }
+}
+
+type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
+
+/** Calls of the admin API (`/admin/realms/…`) as the bootstrap admin. */
+async function adminCaller(keycloakUrl: string, admin: { username: string; password: string }): Promise<AdminCall> {
+  const tokenResponse = await fetch(`${keycloakUrl}/realms/master/protocol/openid-connect/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
+  });
+  if (!tokenResponse.ok) {
+    throw new Error(`the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`);
+  }
+  const { access_token: token } = (await tokenResponse.json()) as { access_token: string };
+  return async (method, path, body) => {
+    const response = await fetch(`${keycloakUrl}/admin/realms/${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!response.ok) throw new Error(`${method} /admin/realms/${path}: HTTP ${response.status}`);
+    return response.status === 204 ? undefined : ((await response.json()) as unknown);
+  };
+}
+
+interface PolicyFile {
+  name: string;
+}
+
+interface ProfileFile {
+  name: string;
+  executors?: ExecutorFile[];
+}
+
+/**
+ * Client profiles, executors of a profile and client policies that the realm file has and a kept
+ * realm lacks (a rule the file gained after the realm was imported) are added where the file
+ * has them, their address placeholders filled with `wanted`. What the realm has is left as it is:
+ * the admin console may have changed it. A missing piece with any other placeholder (a secret, a
+ * switch) cannot be filled here and is an error naming it. Returns what was added.
+ */
+export async function addMissingClientPolicies(
+  keycloakUrl: string,
+  options: KeptRealmOptions,
+  wanted: Record<string, string>,
+): Promise<string[]> {
+  const added: string[] = [];
+  let call: AdminCall | undefined;
+  for (const realmFile of options.realmFiles ?? [REALM_FILE]) {
+    const realm = JSON.parse(await readFile(realmFile, 'utf8')) as {
+      realm?: string;
+      clientProfiles?: { profiles?: ProfileFile[] };
+      clientPolicies?: { policies?: PolicyFile[] };
+    };
+    const fileProfiles = realm.clientProfiles?.profiles ?? [];
+    const filePolicies = realm.clientPolicies?.policies ?? [];
+    if (fileProfiles.length === 0 && filePolicies.length === 0) continue;
+    call ??= await adminCaller(keycloakUrl, options.admin ?? DEMO_ADMIN);
+    const name = encodeURIComponent(realm.realm ?? REALM_NAME);
+    const filled = (value: unknown, what: string): unknown => {
+      const text = JSON.stringify(value).replace(ADDRESS_PLACEHOLDER, (match, placeholder: string) =>
+        placeholder in wanted ? JSON.stringify(wanted[placeholder]).slice(1, -1) : match,
+      );
+      const other = /\$\{([^}:]+)/.exec(text);
+      if (other)
+        throw new Error(
+          `${what} of ${realmFile} is missing from realm ${realm.realm}, and holds \${${other[1]}}, which only an import fills`,
+        );
+      return JSON.parse(text) as unknown;
+    };
+
+    const current = (await call('GET', `${name}/client-policies/profiles`)) as { profiles?: ProfileFile[] };
+    const profiles = current.profiles ?? [];
+    let profilesChanged = false;
+    for (const [index, profile] of fileProfiles.entries()) {
+      const model = profiles.find((candidate) => candidate.name === profile.name);
+      if (!model) {
+        profiles.splice(
+          Math.min(index, profiles.length),
+          0,
+          filled(profile, `client profile ${profile.name}`) as ProfileFile,
+        );
+        added.push(`client profile ${profile.name}`);
+        profilesChanged = true;
+        continue;
+      }
+      model.executors ??= [];
+      for (const [position, executor] of (profile.executors ?? []).entries()) {
+        if (model.executors.some((candidate) => candidate.executor === executor.executor)) continue;
+        const what = `executor ${executor.executor} of client profile ${profile.name}`;
+        model.executors.splice(Math.min(position, model.executors.length), 0, filled(executor, what) as ExecutorFile);
+        added.push(what);
+        profilesChanged = true;
+      }
+    }
+    const currentPolicies = (await call('GET', `${name}/client-policies/policies`)) as { policies?: PolicyFile[] };
+    const policies = currentPolicies.policies ?? [];
+    let policiesChanged = false;
+    for (const [index, policy] of filePolicies.entries()) {
+      if (policies.some((candidate) => candidate.name === policy.name)) continue;
+      policies.splice(
+        Math.min(index, policies.length),
+        0,
+        filled(policy, `client policy ${policy.name}`) as PolicyFile,
+      );
+      added.push(`client policy ${policy.name}`);
+      policiesChanged = true;
+    }
+    // Profiles first: a policy names its profiles.
+    if (profilesChanged) await call('PUT', `${name}/client-policies/profiles`, { profiles });
+    if (policiesChanged) await call('PUT', `${name}/client-policies/policies`, { policies });
+  }
+  return added;
 }
 
 /** A setting this updates: a string, or a list of strings. */

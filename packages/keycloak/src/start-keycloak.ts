@@ -5,7 +5,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { acquirePidLock, livePidIn } from '@mcp-auth-stack/pid-lock';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
-import { ADDRESS_PLACEHOLDER, bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
+import { ADDRESS_PLACEHOLDER, addMissingClientPolicies, bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
 import {
   type KeycloakPhase,
   killGroup,
@@ -238,6 +238,11 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   }
   if (!importsRealm && !temporary) {
     try {
+      // A rule the realm file gained since the import (a new client policy, an executor) first:
+      // the URL update then finds every executor the file names.
+      for (const piece of await addMissingClientPolicies(localUrl, options, realmValues)) {
+        report('importing', `${piece}: added to the kept realm from the realm file`);
+      }
       await bringRealmUrlsUpToDate(instanceDir, localUrl, realmValues, options, report);
     } catch (error) {
       await stop();

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { audienceOf, decodeJwtPayload, freePort } from '@mcp-auth-stack/testing';
 import { postToken } from '@mcp-auth-stack/testing/keycloak';
-import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
+import { DEMO_USERS, REALM_CLIENTS, REALM_FILE, type RunningKeycloak, startKeycloak } from '../src/index.ts';
+import { addMissingClientPolicies } from '../src/kept-realm.ts';
 
 /**
  * What `pnpm start` and then `PORT=8117 pnpm start` do to the kept Keycloak folder: the second
@@ -137,6 +138,70 @@ test('a kept realm started for another server URL is updated in place, even afte
       realmEnvFor(8117, 'tunnel.example'),
       'the new values are recorded',
     );
+  } finally {
+    await keycloak?.stop();
+    await rm(instanceDir, { recursive: true, force: true });
+  }
+});
+
+test('a kept realm imported before a client policy and an executor existed gets both at its next start, filled for this server', async () => {
+  const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
+  const ports = { httpPort: await freePort(), managementPort: await freePort() };
+  // The realm file as it was before those two rules (decision 75's executor, the device grant's policy).
+  const older = JSON.parse(await readFile(REALM_FILE, 'utf8')) as {
+    clientPolicies: { policies: { name: string }[] };
+    clientProfiles: { profiles: { name: string; executors: { executor: string }[] }[] };
+  };
+  older.clientPolicies.policies = older.clientPolicies.policies.filter((policy) => policy.name !== 'no-device-grant');
+  const profileOf = (profiles: { name: string; executors: { executor: string; configuration?: unknown }[] }[]) =>
+    profiles.find((profile) => profile.name === 'anonymous-registration-safe-clients');
+  const anonymous = profileOf(older.clientProfiles.profiles);
+  assert.ok(anonymous);
+  anonymous.executors = anonymous.executors.filter((executor) => executor.executor !== 'mcp-client-uri-hosts');
+  const olderFile = join(instanceDir, 'realm-mcp.json');
+  let keycloak: RunningKeycloak | undefined;
+  try {
+    await writeFile(olderFile, JSON.stringify(older));
+    keycloak = await startKeycloak({ instanceDir, ...ports, realmFiles: [olderFile], realmEnv: realmEnvFor(8000) });
+    await keycloak.stop();
+    const phases: string[] = [];
+    keycloak = await startKeycloak({
+      instanceDir,
+      ...ports,
+      realmEnv: realmEnvFor(8000, 'tunnel.example'),
+      onProgress: ({ message }) => phases.push(message),
+    });
+    for (const piece of [
+      'executor mcp-client-uri-hosts of client profile anonymous-registration-safe-clients',
+      'client policy no-device-grant',
+    ]) {
+      assert.ok(phases.includes(`${piece}: added to the kept realm from the realm file`), phases.join('\n'));
+    }
+    const { profiles } = (await adminGet(keycloak, 'client-policies/profiles')) as {
+      profiles: { name: string; executors: { executor: string; configuration?: Record<string, unknown> }[] }[];
+    };
+    const [first] = profileOf(profiles)?.executors ?? [];
+    // Where the file has it (first), its host placeholder filled for this server (moved since).
+    assert.deepEqual(first, {
+      executor: 'mcp-client-uri-hosts',
+      configuration: {
+        'https-hosts': ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com', 'tunnel.example'],
+      },
+    });
+    const { policies } = (await adminGet(keycloak, 'client-policies/policies')) as { policies: { name: string }[] };
+    assert.ok(policies.some((policy) => policy.name === 'no-device-grant'));
+    // And it refuses what it is for: a loopback address that is only a name to DNS.
+    const registered = await fetch(`${keycloak.realmUrl}/clients-registrations/openid-connect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://127.1:9/cb'], token_endpoint_auth_method: 'none' }),
+    });
+    assert.deepEqual(
+      [registered.status, ((await registered.json()) as { error_description?: string }).error_description],
+      [403, 'invalid_redirect_uri'],
+    );
+    // Nothing is missing any more.
+    assert.deepEqual(await addMissingClientPolicies(keycloak.url, {}, realmEnvFor(8000, 'tunnel.example')), []);
   } finally {
     await keycloak?.stop();
     await rm(instanceDir, { recursive: true, force: true });
