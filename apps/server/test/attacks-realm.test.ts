@@ -917,7 +917,8 @@ describe('anonymous callers without a realm account', () => {
     });
     assert.equal(registered.status, 403, registered.text);
     assert.deepEqual(registered.json, { error: 'insufficient_scope', error_description: 'invalid_redirect_uri' });
-    // The server's own check, for a realm without that executor (or an administrator's mistake):
+    // The server's own check, for a realm without that executor (or a client made otherwise with
+    // consent required):
     // the client as an anonymous registration would have made it, through the admin API.
     const clientId = `stranger-${randomUUID().slice(0, 8)}`;
     await adminApi('/clients', {

@@ -34,7 +34,7 @@ interface RegisteredClient {
  * stranger registers `https://his.host/cb` while his DNS record says 127.0.0.1, points it at his
  * server afterwards, and receives the code of everyone who approves his client's consent page.
  * This repository's realm refuses such a registration with an executor of its own (decision 75);
- * a realm without it, or a client an administrator made, is what this check is for.
+ * a realm without it, or a client made otherwise with consent required, is what this check is for.
  * It refuses the tokens of such a client here: for a client the realm's anonymous registration
  * made (consent required, not in `keep`), every redirect URI must name a loopback host or an
  * allowed https host, compared as text. This is sound because the realm refuses every change a

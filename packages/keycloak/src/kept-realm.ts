@@ -217,7 +217,7 @@ async function updateRealmUrls(
           const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
           if (!target) {
             throw new Error(
-              `executor ${executor.executor} of client profile ${profile.name} is missing from realm ${realm.realm}: a realm kept from before the realm file added it (pnpm keycloak --fresh imports the file again; users and registered clients go)`,
+              `executor ${executor.executor} of client profile ${profile.name} is missing from realm ${realm.realm}: a Keycloak started before the realm file added it; stop it and start again (pnpm keycloak and pnpm start add it), or --fresh`,
             );
           }
           for (const [key, value] of Object.entries(executor.configuration ?? {})) {

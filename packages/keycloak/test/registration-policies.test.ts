@@ -7,12 +7,13 @@ import { type RunningKeycloak, startKeycloak } from '../src/index.ts';
 /**
  * The realm's rules for anonymous Dynamic Client Registration (keycloak/README.md, "Anonymous
  * DCR"), against a real Keycloak 26.7.3 started from the repository's realm: what real MCP
- * clients send is accepted (mcp-remote's registration, with its `client_uri` on GitHub), and
+ * clients send is accepted (mcp-remote's registration, its `client_uri` on GitHub dropped), and
  * each dangerous registration is refused. Each refused body differs from an accepted one
  * (`client()`) in one member only, so that member is what was refused; Keycloak answers a
- * client-policy refusal with 403 and the executor's error code only (`invalid_redirect_uri` from
- * the realm's own `mcp-client-uri-hosts` for a URL, `invalid_client_metadata` for the rest),
- * naming the refused field in its log.
+ * client-policy refusal with 403 and the executor's error code only (from the realm's own
+ * `mcp-client-uri-hosts`: `invalid_redirect_uri` for a URL, `unsupported_registration_endpoint`
+ * at the `default` provider; `invalid_client_metadata` for client types and grants;
+ * `invalid_request` from the `refuse` profile), naming the refused field in its log.
  */
 let keycloak: RunningKeycloak;
 const SERVER_HOST = 'mcp.example.com';
@@ -179,8 +180,9 @@ describe('refused: redirect URIs a code must never go to', () => {
     ['a wildcard', 'http://127.0.0.1/*'],
     ['a fragment', 'http://127.0.0.1:33418/callback#x'],
     ["the MCP server's callback on another host", 'https://mcp.example.com.evil.example.com/auth/callback'],
-    // The allowed hosts are regular expressions: a dot left unescaped, or a missing anchor, admits
-    // a domain anyone can buy that differs from an allowed host in one character or a prefix.
+    // Look-alikes: the realm's executor compares hosts as text; Keycloak's enforcer behind it reads
+    // its allowed hosts as regular expressions, where a dot left unescaped, or a missing anchor,
+    // would admit a domain anyone can buy.
     ['a look-alike of code.visualstudio.com (a dash for a dot)', 'https://code-visualstudio.com/callback'],
     ['a look-alike of insiders.vscode.dev (a dash for a dot)', 'https://insiders-vscode.dev/redirect'],
     ['a domain that ends like vscode.dev', 'https://evilvscode.dev/redirect'],
@@ -207,6 +209,8 @@ describe('refused: hosts compared as text, whatever the flows (mcp-client-uri-ho
     ['loopback written short (127.1, which resolves to 127.0.0.1)', 'http://127.1:33418/callback'],
     ['a backslash, which a browser reads as a slash', 'http://localhost\\@evil.example.com/callback'],
     ['localhost with a trailing dot', 'http://localhost.:33418/callback'],
+    // Keycloak's enforcer has one http switch, for loopback and the allowed hosts alike.
+    ['plain http to an allowed https host', 'http://vscode.dev/redirect'],
     ['a relative redirect URI', '/callback'],
   ] as const) {
     test(what, async () => {
