@@ -237,12 +237,20 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
     await releaseBuildLock?.();
   }
   if (!importsRealm && !temporary) {
+    // A rule the realm file gained since the import (a new client policy, an executor) first:
+    // the URL update then finds every executor the file names. It runs on every kept start, so a
+    // failure (an admin password changed in the console) is told, not fatal: starts did without it.
     try {
-      // A rule the realm file gained since the import (a new client policy, an executor) first:
-      // the URL update then finds every executor the file names.
       for (const piece of await addMissingClientPolicies(localUrl, options, realmValues)) {
         report('importing', `${piece}: added to the kept realm from the realm file`);
       }
+    } catch (error) {
+      report(
+        'checking',
+        `the kept realm's client policies could not be compared with the realm file (${(error as Error).message}); rules added to the file since the import may be missing: pnpm keycloak --fresh imports it again`,
+      );
+    }
+    try {
       await bringRealmUrlsUpToDate(instanceDir, localUrl, realmValues, options, report);
     } catch (error) {
       await stop();

@@ -202,6 +202,20 @@ test('a kept realm imported before a client policy and an executor existed gets 
     );
     // Nothing is missing any more.
     assert.deepEqual(await addMissingClientPolicies(keycloak.url, {}, realmEnvFor(8000, 'tunnel.example')), []);
+    // A start whose admin cannot sign in (its password changed in the console) still starts, and says so.
+    await keycloak.stop();
+    const told: string[] = [];
+    keycloak = await startKeycloak({
+      instanceDir,
+      ...ports,
+      realmEnv: realmEnvFor(8000, 'tunnel.example'),
+      admin: { username: 'admin', password: 'changed-in-the-console' },
+      onProgress: ({ message }) => told.push(message),
+    });
+    assert.ok(
+      told.some((message) => message.startsWith("the kept realm's client policies could not be compared")),
+      told.join('\n'),
+    );
   } finally {
     await keycloak?.stop();
     await rm(instanceDir, { recursive: true, force: true });
