@@ -375,6 +375,14 @@ describe('opening the browser', () => {
       }
       await assert.rejects(access(marker), 'the program was never started');
       assert.equal(await systemBrowserOpener({ BROWSER: program })(url), true, 'an https URL is opened');
+      // The program runs on its own: wait for its mark (the URL, as one argument) before the folder
+      // goes, or the removal races its write (ENOTEMPTY).
+      let marked = '';
+      for (let waited = 0; marked === '' && waited < 5000; waited += 20) {
+        marked = await readFile(marker, 'utf8').catch(() => '');
+        if (marked === '') await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(marked, `${url}\n`);
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
