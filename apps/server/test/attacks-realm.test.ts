@@ -416,53 +416,61 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
 });
 
 describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
-  let hits = 0;
-  let sector: string;
-  const listener = createServer((_request, response) => {
-    hits++;
-    response.setHeader('content-type', 'application/json');
-    response.end(JSON.stringify(['http://127.0.0.1:9/callback']));
-  });
-  before(async () => {
-    // 127.0.0.2: a loopback address outside the realm's Trusted Hosts, standing for an internal host.
-    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.2', resolve));
-    listener.unref(); // never what keeps the test process alive
-    sector = `http://127.0.0.2:${(listener.address() as AddressInfo).port}/sector`;
-  });
-  after(async () => {
-    // Keycloak's HTTP client keeps its connection open: close it too, or close() waits for it.
-    listener.closeAllConnections();
-    await new Promise<void>((resolve) => listener.close(() => resolve()));
-  });
-  const pairwise = () => ({
+  const REDIRECT = 'http://127.0.0.1:9/callback';
+  /** A sector document listing `REDIRECT`, served on `host`, counting the requests it gets. */
+  function sectorDocument(host: string) {
+    const served = { hits: 0, url: '' };
+    const listener = createServer((_request, response) => {
+      served.hits++;
+      response.setHeader('content-type', 'application/json');
+      response.end(JSON.stringify([REDIRECT]));
+    });
+    before(async () => {
+      await new Promise<void>((resolve) => listener.listen(0, host, resolve));
+      listener.unref(); // never what keeps the test process alive
+      served.url = `http://${host}:${(listener.address() as AddressInfo).port}/sector`;
+    });
+    after(async () => {
+      // Keycloak's HTTP client keeps its connection open: close it too, or close() waits for it.
+      listener.closeAllConnections();
+      await new Promise<void>((resolve) => listener.close(() => resolve()));
+    });
+    return served;
+  }
+  // 127.0.0.2: a loopback address outside the realm's Trusted Hosts and Keycloak's egress
+  // allow-list, standing for an internal host. 127.0.0.1: a host the allow-list lets through on
+  // a developer's machine (as it lets the CIMD hosts through everywhere).
+  const internal = sectorDocument('127.0.0.2');
+  const reachable = sectorDocument('127.0.0.1');
+  const pairwise = (sector: string) => ({
     client_name: 'Pairwise client',
-    redirect_uris: ['http://127.0.0.1:9/callback'],
+    redirect_uris: [REDIRECT],
     token_endpoint_auth_method: 'none',
     subject_type: 'pairwise',
     sector_identifier_uri: sector,
   });
 
   test('a pairwise mapper with a sector URI on the default provider is refused and nothing is fetched', async () => {
-    hits = 0;
+    internal.hits = 0;
     const registered = await post(registrations('default'), {
       publicClient: true,
       implicitFlowEnabled: false,
-      redirectUris: ['http://127.0.0.1:9/callback'],
+      redirectUris: [REDIRECT],
       protocolMappers: [
         {
           name: 'pairwise',
           protocol: 'openid-connect',
           protocolMapper: 'oidc-sha256-pairwise-sub-mapper',
-          config: { sectorIdentifierUri: sector, pairwiseSubAlgorithmSalt: 'x' },
+          config: { sectorIdentifierUri: internal.url, pairwiseSubAlgorithmSalt: 'x' },
         },
       ],
     });
     assert.ok(registered.status === 403 || registered.status === 400, `${registered.status} ${registered.text}`);
-    assert.equal(hits, 0, 'Keycloak fetched nothing from the address the attacker named');
+    assert.equal(internal.hits, 0, 'Keycloak fetched nothing from the address the attacker named');
   });
 
   test('workaround mode: the registration facade refuses it before Keycloak sees it', async () => {
-    hits = 0;
+    internal.hits = 0;
     const facadeStack = await startTestStack(
       {
         MCP_SERVER_BASE_URL: `http://localhost:${await freePort()}`,
@@ -473,30 +481,80 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
       { sharedDatabase: stack.database },
     );
     try {
-      const registered = await post(`${facadeStack.url}/register`, pairwise());
+      const registered = await post(`${facadeStack.url}/register`, pairwise(internal.url));
       assert.equal(registered.status, 400, registered.text);
       assert.equal(registered.json.error, 'invalid_client_metadata');
-      assert.equal(hits, 0);
+      assert.equal(internal.hits, 0);
     } finally {
       await facadeStack.close();
     }
   });
 
-  // Keycloak 26.7.3 fetches a registration's sector URI after its registration policies ran, and
-  // no realm setting stops it; its outgoing requests go only to the realm's CIMD hosts
-  // (keycloakEgressProxyMappings), so a sector URI anywhere else reaches nobody.
-  test('direct mode: Keycloak refuses a sector_identifier_uri outside its egress hosts and fetches nothing', async () => {
-    hits = 0;
-    const registered = await post(registrations('openid-connect'), pairwise());
-    assert.equal(registered.status, 400, registered.text);
-    assert.equal(registered.json.error, 'invalid_client_metadata');
-    assert.equal(hits, 0, 'Keycloak fetched nothing from the address the attacker named');
+  // Keycloak 26.7.3 fetches a registration's sector URI after it created the client, and none of
+  // its own policies looks at it: the realm's executor refuses the member (decision 75), on any
+  // host, before the client exists.
+  for (const [where, served] of [
+    ['outside the egress allow-list', internal],
+    ['on a host Keycloak reaches (loopback)', reachable],
+  ] as const) {
+    test(`direct mode: the realm refuses a sector_identifier_uri ${where} and nothing is fetched`, async () => {
+      served.hits = 0;
+      const registered = await post(registrations('openid-connect'), pairwise(served.url));
+      assert.equal(registered.status, 403, registered.text);
+      assert.equal(registered.json.error_description, 'invalid_client_metadata');
+      assert.equal(served.hits, 0, 'Keycloak fetched nothing from the address the attacker named');
+    });
+  }
+
+  // Behind the executor stands Keycloak's egress allow-list (decisions 31, 75), for a realm
+  // imported without it. An administrator's client is not under the anonymous rules, so a
+  // pairwise mapper added through the admin API shows where Keycloak's own requests go.
+  test("the egress allow-list behind it: Keycloak's sector fetch reaches loopback, which the allow-list lets through, and nothing outside it", async () => {
+    const clientId = `egress-${randomUUID()}`;
+    await adminApi('/clients', {
+      method: 'POST',
+      body: {
+        clientId,
+        publicClient: true,
+        redirectUris: [REDIRECT],
+        attributes: { 'pkce.code.challenge.method': 'S256' },
+      },
+    });
+    const [created] = (await adminApi(`/clients?clientId=${clientId}`)) as { id: string }[];
+    assert.ok(created);
+    const addMapper = async (sector: string) =>
+      fetch(`${keycloak.url}/admin/realms/mcp/clients/${created.id}/protocol-mappers/models`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({
+          name: `pairwise ${sector}`,
+          protocol: 'openid-connect',
+          protocolMapper: 'oidc-sha256-pairwise-sub-mapper',
+          config: { sectorIdentifierUri: sector, pairwiseSubAlgorithmSalt: 'x' },
+        }),
+      });
+    try {
+      internal.hits = 0;
+      reachable.hits = 0;
+      const outside = await addMapper(internal.url);
+      assert.equal(outside.status, 400, await outside.text());
+      assert.equal(internal.hits, 0, 'nothing left Keycloak for a host outside the allow-list');
+      // The same request to a host the allow-list lets through is fetched: what the test can see.
+      const inside = await addMapper(reachable.url);
+      assert.equal(inside.status, 201, await inside.text());
+      assert.equal(reachable.hits, 1);
+    } finally {
+      await adminApi(`/clients/${created.id}`, { method: 'DELETE' });
+    }
   });
 
-  test('direct mode: a registration without subject_type pairwise still works (the allow-list blocks fetches, not registration)', async () => {
+  test('direct mode: a registration without subject_type pairwise still works', async () => {
     const registered = await post(registrations('openid-connect'), {
       client_name: 'Plain client',
-      redirect_uris: ['http://127.0.0.1:9/callback'],
+      redirect_uris: [REDIRECT],
       token_endpoint_auth_method: 'none',
     });
     assert.equal(registered.status, 201, registered.text);

@@ -248,6 +248,33 @@ describe('refused: hosts compared as text, whatever the flows (mcp-client-uri-ho
   });
 });
 
+describe('refused: URLs Keycloak itself would request, whatever the host (mcp-client-uri-hosts)', () => {
+  // Keycloak fetches a sector URI at registration, a JWKS to check a request object or encrypt a
+  // token, request objects at sign-in, and posts logout tokens and CIBA notifications: a stranger
+  // naming them aims Keycloak's own requests (decision 75). Loopback and vscode.dev are hosts its
+  // egress allow-list lets through, so only the realm stands in the way there.
+  for (const [member, value] of [
+    ['sector_identifier_uri', 'http://127.0.0.1:33418/sector'],
+    ['jwks_uri', 'http://localhost:33418/jwks'],
+    ['jwks_uri', 'https://vscode.dev/jwks'],
+    ['request_uris', ['http://127.0.0.1:33418/request']],
+    ['backchannel_logout_uri', 'http://127.0.0.1:33418/logout'],
+    ['backchannel_client_notification_endpoint', 'https://vscode.dev/ciba'],
+  ] as const) {
+    test(`${member} ${JSON.stringify(value)}`, async () => {
+      const answer = await register(client({ [member]: value }));
+      // 403 is the executor's (Keycloak's own checks of these answer 400 or accept them).
+      assert.equal(answer.status, 403, JSON.stringify(answer.body));
+      assert.equal(answer.body.error_description, METADATA_REFUSED);
+      assert.equal(answer.body.client_id, undefined);
+    });
+  }
+  test('accepted: the same client without them, its keys given by value (jwks)', async () => {
+    const answer = await register(client({ jwks: { keys: [] } }));
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.jwks_uri, undefined);
+  });
+});
 describe("Keycloak's default provider is closed to anonymous callers", () => {
   // It takes a whole client representation: a client id of the caller's choosing (a metadata
   // document's URL, or the id of a client he just deleted), a root URL under which Keycloak adds

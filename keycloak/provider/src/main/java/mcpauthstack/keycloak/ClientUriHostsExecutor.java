@@ -20,7 +20,8 @@ import org.keycloak.services.clientpolicy.executor.ClientPolicyExecutorProvider;
  * Keeps anonymous registrations to RFC 7591's endpoint, and refuses a client whose redirect,
  * post-logout redirect or front-channel logout URL names a host other than loopback or the
  * configured https hosts, comparing host names as text; a {@code client_uri} outside them is
- * dropped.
+ * dropped, and a URL Keycloak itself would call (sector identifier, JWKS, request object,
+ * back-channel logout, CIBA notification) is refused whatever its host.
  *
  * <p>Why: Keycloak 26.7.3's secure-redirect-uris-enforcer asks DNS whether a host is loopback (a
  * stranger's name resolving to 127.0.0.1 while he registers passes), and checks nothing for a
@@ -48,6 +49,20 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
             this.httpsHosts = httpsHosts;
         }
     }
+
+    /**
+     * The client attributes holding URLs Keycloak requests itself, each with the RFC 7591 / OpenID
+     * Connect member that sets it: the sector identifier at registration, the JWKS when it checks a
+     * request object or encrypts a token, request objects at sign-in, logout tokens at logout, CIBA
+     * notifications. A stranger naming them makes Keycloak send requests where it reaches (blind
+     * SSRF); a public native client needs none of them.
+     */
+    static final List<Map.Entry<String, String>> URLS_KEYCLOAK_REQUESTS = List.of(
+            Map.entry("sectorIdentifierUri", "sector_identifier_uri"),
+            Map.entry("jwks.url", "jwks_uri"),
+            Map.entry("request.uris", "request_uris"),
+            Map.entry("backchannel.logout.url", "backchannel_logout_uri"),
+            Map.entry("ciba.backchannel.client.notification.endpoint", "backchannel_client_notification_endpoint"));
 
     /** The one registration provider open to anonymous callers: RFC 7591's. */
     static final String OPENID_CONNECT_REGISTRATION = "openid-connect";
@@ -112,6 +127,13 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
             for (String uri : client.getRedirectUris()) requireAllowed(uri, "redirect URI");
         }
         Map<String, String> attributes = client.getAttributes() == null ? Map.of() : client.getAttributes();
+        for (Map.Entry<String, String> url : URLS_KEYCLOAK_REQUESTS) {
+            String value = attributes.get(url.getKey());
+            if (value != null && !value.isEmpty()) {
+                throw new ClientPolicyException(
+                        "invalid_client_metadata", url.getValue() + " is not accepted: this realm sends no requests to a client's URLs.");
+            }
+        }
         String postLogout = attributes.get("post.logout.redirect.uris");
         if (postLogout != null && !postLogout.isEmpty()) {
             for (String uri : postLogout.split("##")) {

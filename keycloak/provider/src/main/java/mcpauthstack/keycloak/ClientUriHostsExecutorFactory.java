@@ -44,7 +44,7 @@ public final class ClientUriHostsExecutorFactory implements ClientPolicyExecutor
 
     @Override
     public String getHelpText() {
-        return "Keeps anonymous registrations to the OpenID Connect endpoint (RFC 7591); refuses a client whose redirect, post-logout or front-channel logout URL names a host other than loopback or the listed https hosts, compared as text (never resolved), and drops a client_uri outside them.";
+        return "Keeps anonymous registrations to the OpenID Connect endpoint (RFC 7591); refuses a client whose redirect, post-logout or front-channel logout URL names a host other than loopback or the listed https hosts, compared as text (never resolved), and drops a client_uri outside them; refuses the URLs Keycloak itself would request (sector identifier, JWKS, request objects, back-channel logout, CIBA notification).";
     }
 
     @Override
