@@ -91,7 +91,10 @@ export class ExpenseRepository {
     // One row more than the page tells whether more match. After the cursor in this order: an
     // earlier (date, created_at), both descending, or the same and a greater id. Each subquery is
     // read once (an InitPlan), and the index from the cursor's date on (`date <=` is an index
-    // condition).
+    // condition). ORDER BY names the table's columns: bare `date` and `created_at` would be the
+    // select list's text (to the millisecond), an order neither the index nor the cursor's
+    // comparison follows (two expenses within one millisecond came back in id order, and a page
+    // repeated one), and which made PostgreSQL read and sort all the user's rows.
     const { rows } = await this.#pool.query<Expense>({
       text: `SELECT ${COLUMNS} FROM expenses
              WHERE user_id = $1
@@ -103,7 +106,7 @@ export class ExpenseRepository {
                  OR (date, created_at) < (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
                  OR ((date, created_at) = (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
                    AND id > $6::uuid))
-             ORDER BY date DESC, created_at DESC, id
+             ORDER BY expenses.date DESC, expenses.created_at DESC, expenses.id
              LIMIT $5`,
       values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit + 1, cursor],
     });

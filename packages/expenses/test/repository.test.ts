@@ -170,6 +170,32 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     assert.equal(mayOnwards.nextCursor, mayOnwards.expenses[1]?.id, 'the one of June first, then more');
   });
 
+  test('pages: two expenses added within one millisecond keep the order of their stored instants', async () => {
+    // `created_at` leaves the query as text to the millisecond; the order and the cursor must both
+    // use the stored microseconds, or a page repeats one and loses the other. The ids are ordered
+    // against the instants, so a tie broken by id shows.
+    const later = 'ffffffff-ffff-4fff-bfff-ffffffffffff';
+    const earlier = '00000000-0000-4000-8000-000000000001';
+    await db.pool.query(
+      `INSERT INTO expenses (id, user_id, date, amount, category, description, payment_method, created_at)
+       VALUES ($1, 'same-ms', '2025-05-03', 1, 'food', 'later', 'cash', '2025-05-03T10:00:00.000200Z'),
+              ($2, 'same-ms', '2025-05-03', 1, 'food', 'earlier', 'cash', '2025-05-03T10:00:00.000100Z')`,
+      [later, earlier],
+    );
+    const all = await repo.list('same-ms');
+    assert.deepEqual(
+      all.expenses.map((e) => [e.id, e.created_at]),
+      [
+        [later, '2025-05-03T10:00:00.000Z'],
+        [earlier, '2025-05-03T10:00:00.000Z'],
+      ],
+    );
+    const first = await repo.list('same-ms', { limit: 1 });
+    assert.deepEqual([first.expenses.map((e) => e.id), first.nextCursor], [[later], later]);
+    const second = await repo.list('same-ms', { limit: 1, cursor: later });
+    assert.deepEqual([second.expenses.map((e) => e.id), second.nextCursor], [[earlier], undefined]);
+  });
+
   test('a cursor that is no expense of the user (another user’s, deleted, unknown) is refused, nothing listed', async () => {
     const mine = await repo.add('cursor-owner', expense());
     await repo.add('cursor-owner', expense());
