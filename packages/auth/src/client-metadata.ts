@@ -14,10 +14,16 @@ export const MAX_REGISTRATION_DEPTH = 8;
 /**
  * Members naming a URL the identity provider itself would fetch or call (Keycloak fetches
  * `sector_identifier_uri` during registration, `jwks_uri` and `request_uris` later, and POSTs to
- * `backchannel_logout_uri`): from an anonymous caller, each is a request Keycloak would make on
- * its behalf (blind SSRF). MCP clients need none of them.
+ * `backchannel_logout_uri` and a CIBA client's notification endpoint): from an anonymous caller,
+ * each is a request Keycloak would make on its behalf (blind SSRF). MCP clients need none of them.
  */
-const FETCHED_URI_MEMBERS = ['sector_identifier_uri', 'jwks_uri', 'request_uris', 'backchannel_logout_uri'] as const;
+const FETCHED_URI_MEMBERS = [
+  'sector_identifier_uri',
+  'jwks_uri',
+  'request_uris',
+  'backchannel_logout_uri',
+  'backchannel_client_notification_endpoint',
+] as const;
 /**
  * The grants an MCP client needs. Any other is refused: the device grant (RFC 8628) and CIBA hand
  * a token to whoever holds the request, with no redirect at all, so a registrant could send a

@@ -62,6 +62,7 @@ describe('registration attacks', () => {
     ['a jwks_uri', { jwks_uri: 'http://169.254.169.254/latest' }],
     ['request_uris', { request_uris: ['http://127.0.0.2/r'] }],
     ['a backchannel_logout_uri', { backchannel_logout_uri: 'http://127.0.0.2/logout' }],
+    ['a CIBA notification endpoint', { backchannel_client_notification_endpoint: 'http://127.0.0.2/ciba' }],
     // A grant without a redirect hands the token to whoever holds the request: the registrant
     // sends a user the sign-in link and collects the user's token (RFC 8628 section 5.4).
     [

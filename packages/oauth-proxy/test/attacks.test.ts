@@ -200,6 +200,10 @@ describe('oauth proxy: weak points', () => {
       [{ jwks_uri: 'http://127.0.0.1:9/jwks' }, /^jwks_uri is not accepted/],
       [{ request_uris: ['http://127.0.0.1:9/request'] }, /^request_uris is not accepted/],
       [{ backchannel_logout_uri: 'http://127.0.0.1:9/logout' }, /^backchannel_logout_uri is not accepted/],
+      [
+        { backchannel_client_notification_endpoint: 'http://127.0.0.1:9/ciba' },
+        /^backchannel_client_notification_endpoint is not accepted/,
+      ],
       [{ subject_type: 'pairwise' }, /^Only subject_type "public" is supported/],
     ];
     for (const [members, reason] of refused) {
