@@ -91,7 +91,7 @@ async def list_expenses(limit: int) -> list[Expense]:
               AND ($2::date IS NULL OR date >= $2::date)
               AND ($3::date IS NULL OR date <= $3::date)
               AND ($4::text IS NULL OR category = $4::text)
-            ORDER BY date DESC, created_at DESC, id
+            ORDER BY expenses.date DESC, expenses.created_at DESC, expenses.id
             LIMIT $5""",
         user_id(), None, None, None, limit,
     )
