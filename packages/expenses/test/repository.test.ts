@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
+import type pg from 'pg';
 import {
   amount,
   calendarDate,
@@ -214,13 +215,37 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     assert.equal((await repo.list('u')).expenses.length, 0);
   });
 
-  test('the index serves the per-user, by-date query', async () => {
-    await db.pool.query('SET enable_seqscan = off');
-    const { rows } = await db.pool.query(
-      "EXPLAIN SELECT * FROM expenses WHERE user_id = 'sum' AND date >= '2025-01-01' ORDER BY date DESC LIMIT 10",
-    );
-    await db.pool.query('RESET enable_seqscan');
-    assert.match(rows.map((row) => row['QUERY PLAN']).join('\n'), /expenses_user_date_idx/);
+  test("the listing's own query reads the index in its order and sorts nothing, with a cursor or without", async () => {
+    // list()'s SQL as it is sent, caught by a pool that answers no rows, then EXPLAINed as sent.
+    const sent: { text: string; values: unknown[] }[] = [];
+    const catching = {
+      query: async (config: { text: string; values: unknown[] }) => {
+        sent.push(config);
+        return { rows: [] };
+      },
+    };
+    const probe = new ExpenseRepository(catching as unknown as pg.Pool);
+    await probe.list('sum', { limit: 10 });
+    await probe.list('sum', { limit: 10, cursor: '00000000-0000-4000-8000-000000000001' }).catch(() => {});
+    const client = await db.pool.connect();
+    try {
+      // The test's table is small: PostgreSQL would rather read it whole and sort. Ask for the
+      // index's order where it can be had; the old order (the select list's text) could not.
+      for (const setting of ['enable_seqscan', 'enable_bitmapscan', 'enable_sort']) {
+        await client.query(`SET ${setting} = off`);
+      }
+      for (const query of [sent[0], sent[1]]) {
+        assert.ok(query);
+        const { rows } = await client.query({ text: `EXPLAIN ${query.text}`, values: query.values });
+        const plan = rows.map((row) => row['QUERY PLAN']).join('\n');
+        assert.match(plan, /Index Scan using expenses_user_date_idx/, plan);
+        // An order the index does not give (the select list's text, before) makes a Sort node.
+        assert.doesNotMatch(plan, /Sort/, plan);
+      }
+    } finally {
+      await client.query('RESET ALL');
+      client.release();
+    }
   });
 });
 
