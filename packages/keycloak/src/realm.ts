@@ -32,8 +32,8 @@ export const REALM_FEATURES = ['cimd', 'resource-indicators'] as const;
 /**
  * The hosts Keycloak may send requests to: the public ones the realm loads Client ID Metadata
  * Documents from. A stranger's registration could make Keycloak fetch URLs he names
- * (`sector_identifier_uri`, which none of Keycloak 26.7.3's own policies refuses; the realm's
- * executor does): this stands behind the realm, for one imported without it. Everything else is
+ * (`sector_identifier_uri`, which none of Keycloak 26.7.3's own executors refuses without also
+ * refusing metadata-document clients; the realm's executor does): this stands behind the realm, for one imported without it. Everything else is
  * refused before it leaves (docs/security.md).
  */
 export const KEYCLOAK_EGRESS_HOSTS = ['vscode.dev', 'insiders.vscode.dev', 'code.visualstudio.com'] as const;
