@@ -531,6 +531,42 @@ test("CIMD: an attacker's redirect gets a 400 and no redirect, in a link for a c
   }
 });
 
+test('CIMD: a document naming a URL Keycloak would fetch (request_uris) is refused, and a link with that request_uri fetches nothing', async () => {
+  const ownRedirect = 'http://127.0.0.1:33418/callback';
+  // The document lists a request object on a host Keycloak reaches; a sign-in link naming it as
+  // `request_uri` would make Keycloak GET it, for anyone who opens the link (no session needed).
+  const documents = await serveMetadataDocuments((path) => ({
+    client_name: 'CIMD request_uris test',
+    redirect_uris: [ownRedirect],
+    ...(path === '/requests.json' ? { request_uris: [`${documents.base}/request-object`] } : {}),
+  }));
+  try {
+    const url = new URL(
+      authorizeUrl(keycloak.realmUrl, {
+        clientId: `${documents.base}/requests.json`,
+        redirectUri: ownRedirect,
+        scope: 'openid',
+        state: 'cimd-request-uri',
+        pkce: createPkce(),
+      }),
+    );
+    url.searchParams.set('request_uri', `${documents.base}/request-object`);
+    const response = await fetch(url, { redirect: 'manual' });
+    // Before the realm refused the document, Keycloak made the client and fetched this URL.
+    assert.ok(!documents.fetchedBy.includes('GET /request-object'), `nothing fetched from it: ${documents.fetchedBy}`);
+    assert.equal(response.status, 400, `no redirect: ${response.status} ${response.headers.get('location')}`);
+    assert.equal(response.headers.get('location'), null);
+    assert.match(
+      await response.text(),
+      // The executor's reason, on Keycloak's error page (its apostrophe HTML-escaped).
+      /request_uris is not accepted: this realm sends no requests to a client(&#39;|')s URLs\./,
+    );
+    assert.ok(documents.fetchedBy.includes('GET /requests.json'), `the document was read: ${documents.fetchedBy}`);
+  } finally {
+    await documents.close();
+  }
+});
+
 /**
  * Client ID Metadata Documents served on loopback: the document at each path is
  * `documentFor(path)`, a public code-grant client whose `client_id` is its own URL.
