@@ -119,8 +119,9 @@ function forgingMappers(type: string, claims: { sub?: string; scp?: string; scop
   ];
 }
 
-async function adminApi(path: string, init: { method?: string; body?: unknown } = {}) {
-  const response = await fetch(`${keycloak.url}/admin/realms/mcp${path}`, {
+/** The realm's admin API as its administrator, the answer as it comes (a refusal included). */
+async function adminFetch(path: string, init: { method?: string; body?: unknown } = {}) {
+  return fetch(`${keycloak.url}/admin/realms/mcp${path}`, {
     method: init.method ?? 'GET',
     headers: {
       authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}`,
@@ -128,6 +129,10 @@ async function adminApi(path: string, init: { method?: string; body?: unknown } 
     },
     ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
   });
+}
+
+async function adminApi(path: string, init: { method?: string; body?: unknown } = {}) {
+  const response = await adminFetch(path, init);
   if (!response.ok) throw new Error(`admin API ${path}: ${response.status} ${await response.text()}`);
   const text = await response.text();
   return text ? (JSON.parse(text) as unknown) : undefined;
@@ -522,19 +527,15 @@ describe('broken 2: no blind SSRF through sector_identifier_uri', () => {
     });
     const [created] = (await adminApi(`/clients?clientId=${clientId}`)) as { id: string }[];
     assert.ok(created);
-    const addMapper = async (sector: string) =>
-      fetch(`${keycloak.url}/admin/realms/mcp/clients/${created.id}/protocol-mappers/models`, {
+    const addMapper = (sector: string) =>
+      adminFetch(`/clients/${created.id}/protocol-mappers/models`, {
         method: 'POST',
-        headers: {
-          authorization: `Bearer ${await keycloakAdminToken(keycloak.url)}`,
-          'content-type': 'application/json',
-        },
-        body: JSON.stringify({
+        body: {
           name: `pairwise ${sector}`,
           protocol: 'openid-connect',
           protocolMapper: 'oidc-sha256-pairwise-sub-mapper',
           config: { sectorIdentifierUri: sector, pairwiseSubAlgorithmSalt: 'x' },
-        }),
+        },
       });
     try {
       internal.hits = 0;
