@@ -777,6 +777,32 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(refresh.body.error, 'invalid_grant', 'first refresh token revoked');
   });
 
+  test('a used code sent again without its verifier, or by another client: refused, and the grant lives on', async () => {
+    const { clientId, code, verifier, tokens } = await fullLogin();
+    const stranger = await register(a.app);
+    const attempts = [
+      await codeRequest(a.app, code, clientId, pkce().verifier),
+      await codeRequest(a.app, code, stranger.client_id, verifier),
+      await tokenRequest(a.app, {
+        grant_type: 'authorization_code',
+        code,
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+      }),
+    ];
+    assert.deepEqual(
+      attempts.map((attempt) => [attempt.status, attempt.body.error, attempt.body.access_token]),
+      [
+        [400, 'invalid_grant', undefined],
+        [400, 'invalid_grant', undefined],
+        [400, 'invalid_request', undefined],
+      ],
+    );
+    assert.equal((await callMcp(a.app, tokens.access_token)).status, 200, 'the access token still works');
+    const refreshed = await refreshRequest(a.app, tokens.refresh_token, clientId);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+  });
+
   test('a code of another client is refused', async () => {
     const { code, verifier } = await (async () => {
       const client = await register(a.app);

@@ -58,12 +58,9 @@ async function exchangeCode(ctx: ProxyContext, client: ProxyClient, form: URLSea
   return settle(ctx, async (db) => {
     const row = await ctx.store.lockCode(db, code);
     if (!row) return new OAuthError('invalid_grant', 'The authorization code is unknown.');
-    if (row.used) {
-      // RFC 9700 4.4.3 / OAuth 2.1: a replayed code revokes what its first use obtained.
-      await ctx.store.revokeGrant(db, row.grant_id, 'authorization code reused');
-      return new OAuthError('invalid_grant', 'The authorization code was already used; its tokens are revoked.');
-    }
-    if (row.expired || row.revoked) return new OAuthError('invalid_grant', 'The authorization code has expired.');
+    // The request is checked whole before a replay revokes anything: a code seen in a log or a
+    // browser history, without its client's PKCE verifier, must not let anyone end the grant
+    // it obtained (as a refresh token of another client ends nothing, below).
     if (row.client_id !== client.clientId) {
       return new OAuthError('invalid_grant', 'The code was issued to another client.');
     }
@@ -79,6 +76,12 @@ async function exchangeCode(ctx: ProxyContext, client: ProxyClient, form: URLSea
     if (!PKCE_VERIFIER.test(verifier) || !safeEqual(s256(verifier), row.code_challenge)) {
       return new OAuthError('invalid_grant', 'The PKCE code_verifier does not match.');
     }
+    if (row.used) {
+      // RFC 9700 4.4.3 / OAuth 2.1: a replayed code revokes what its first use obtained.
+      await ctx.store.revokeGrant(db, row.grant_id, 'authorization code reused');
+      return new OAuthError('invalid_grant', 'The authorization code was already used; its tokens are revoked.');
+    }
+    if (row.expired || row.revoked) return new OAuthError('invalid_grant', 'The authorization code has expired.');
     await ctx.store.markCodeUsed(db, code);
     return await issueTokens(ctx, db, {
       id: row.grant_id,
