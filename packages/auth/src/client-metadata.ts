@@ -139,33 +139,23 @@ function allowedRedirect(uri: string): boolean {
 /**
  * Whether `requested` is one of the client's redirect URIs: the same string, or, for an http
  * loopback IP literal, the same in all but the port (RFC 8252 7.3: a native app listens on
- * whatever port is free when it starts).
+ * whatever port is free when it starts). Compared as text with the port taken out, not after
+ * URL parsing: a parser reads `127.1`, `0x7f.0.0.1`, `/x/../callback` and a bare `?` as the
+ * registered URI too, and the consent page would show those spellings as where the code goes.
  */
 export function isRegisteredRedirectUri(registered: readonly string[], requested: string): boolean {
   if (registered.includes(requested)) return true;
-  // The URL parser drops tabs, newlines and outer controls: `/call\nback` would match `/callback`
-  // while the consent page and the token request see another string.
-  if (!/^[\x21-\x7e]+$/.test(requested)) return false;
-  let wanted: URL;
-  try {
-    wanted = new URL(requested);
-  } catch {
-    return false;
-  }
+  // showsWhereItLeads also refuses what a URL parser drops (`/call\nback` would match `/callback`
+  // while the consent page and the token request see another string).
+  if (!showsWhereItLeads(requested)) return false;
+  const wanted = new URL(requested);
   if (wanted.protocol !== 'http:' || !redirectPortMayVary(wanted.hostname)) return false;
   if (wanted.hash || wanted.username || wanted.password) return false;
-  return registered.some((uri) => {
-    try {
-      const candidate = new URL(uri);
-      return (
-        candidate.protocol === 'http:' &&
-        candidate.hostname === wanted.hostname &&
-        candidate.pathname === wanted.pathname &&
-        candidate.search === wanted.search &&
-        candidate.hash === ''
-      );
-    } catch {
-      return false;
-    }
-  });
+  const unported = withoutPort(requested);
+  return registered.some((uri) => uri.startsWith('http://') && withoutPort(uri) === unported);
+}
+
+/** `http://host:port/rest` as `http://host/rest`: the authority's port, and only that, taken out. */
+function withoutPort(uri: string): string {
+  return uri.replace(/^(http:\/\/(?:\[[^\]/]*\]|[^/?#:]*))(?::\d*)?/i, '$1');
 }

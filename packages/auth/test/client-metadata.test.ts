@@ -24,6 +24,15 @@ test('a redirect URI matches exactly, or on a loopback IP literal in all but the
     'https://127.0.0.1:33418/callback',
     'http://127.0.0.2:33418/callback',
     'http://[::1]:1234/callback',
+    // The same place to a URL parser, another string on the consent page: exact text but the port.
+    'http://127.1:51000/callback',
+    'http://0x7f.0.0.1:51000/callback',
+    'http://[0:0:0:0:0:0:0:1]:1234/cb',
+    'http://127.0.0.1:51000/x/../callback',
+    'http://127.0.0.1:51000/./callback',
+    'http://127.0.0.1:51000/callback?',
+    'http://127.0.0.1:51000/%63allback',
+    'HTTP://127.0.0.1:51000/callback',
     'not a url',
   ]) {
     assert.equal(isRegisteredRedirectUri(registered, uri), false, uri);

@@ -559,6 +559,21 @@ describe('abuse: each refused, nothing issued', () => {
     );
     assert.equal(other.status, 200);
     assert.match(await other.text(), /127\.0\.0\.1:50123\/callback/);
+    // Spellings a URL parser reads as the registered URI: refused, not shown on a consent page.
+    for (const spelling of [
+      'http://127.1:9/callback',
+      'http://0x7f.0.0.1:9/callback',
+      'http://127.0.0.1:9/x/../callback',
+      'http://127.0.0.1:9/callback?',
+    ]) {
+      const response = await new Browser().get(
+        a.app,
+        authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge, redirect_uri: spelling }),
+      );
+      assert.equal(response.status, 400, spelling);
+      assert.equal(response.headers.get('location'), null, spelling);
+      assert.match(await response.text(), /not one this application registered/, spelling);
+    }
   });
 
   test('a NUL or a control character in client_id, state or redirect_uri: the right refusal, never a 500, nothing stored', async () => {
