@@ -129,6 +129,50 @@ describe('oauth proxy: weak points', () => {
     assert.doesNotMatch(policy, /unsafe-inline|script-src/);
   });
 
+  test('an https redirect URI anyone could register: errors before consent are a page here, never a redirect there', async () => {
+    // RFC 9700 4.11.2: otherwise a link to this origin's /authorize is a link to any site.
+    const phish = 'https://evil.example/phish';
+    const client = await register(proxy.app, { redirect_uris: [phish] });
+    const pendingBefore = await db.pool.query('SELECT count(*)::int AS n FROM oauth_proxy_consent_requests');
+    for (const [params, error] of [
+      [{ response_type: undefined }, 'invalid_request'],
+      [{ response_type: 'token' }, 'unsupported_response_type'],
+      [{ code_challenge: undefined }, 'invalid_request'],
+      [{ resource: 'https://elsewhere.example/mcp' }, 'invalid_target'],
+      [{ scope: 'admin' }, 'invalid_scope'],
+    ] as const) {
+      const response = await new Browser().get(
+        proxy.app,
+        authorizeUrl({ client_id: client.client_id, redirect_uri: phish, code_challenge: pkce().challenge, ...params }),
+      );
+      assert.equal(response.status, 400, error);
+      assert.equal(response.headers.get('location'), null, error);
+      const page = await response.text();
+      assert.match(page, new RegExp(`refused \\(${error}\\)`), error);
+      assert.doesNotMatch(page, /evil\.example/, `${error}: the page does not link there`);
+    }
+    const pendingAfter = await db.pool.query('SELECT count(*)::int AS n FROM oauth_proxy_consent_requests');
+    assert.equal(pendingAfter.rows[0].n, pendingBefore.rows[0].n, 'nothing stored');
+    // A loopback redirect URI still gets its errors, as RFC 6749 4.1.2.1 has it: a native
+    // client waits there, and no one else's site is.
+    const native = await register(proxy.app);
+    const loopback = await new Browser().get(
+      proxy.app,
+      authorizeUrl({ client_id: native.client_id, code_challenge: pkce().challenge, response_type: 'token' }),
+    );
+    assert.equal(loopback.status, 302);
+    const location = new URL(loopback.headers.get('location') as string);
+    assert.equal(`${location.origin}${location.pathname}`, REDIRECT);
+    assert.equal(location.searchParams.get('error'), 'unsupported_response_type');
+    // And once the request is valid, the consent page names where the code would go.
+    const valid = await new Browser().get(
+      proxy.app,
+      authorizeUrl({ client_id: client.client_id, redirect_uri: phish, code_challenge: pkce().challenge }),
+    );
+    assert.equal(valid.status, 200);
+    assert.match(await valid.text(), /evil\.example\/phish/);
+  });
+
   test('a parameter given twice at /authorize is refused before anything is used', async () => {
     const client = await register(proxy.app);
     for (const name of ['redirect_uri', 'code_challenge', 'scope', 'client_id', 'state']) {

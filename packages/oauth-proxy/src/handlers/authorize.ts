@@ -1,3 +1,4 @@
+import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 import type { Context, Handler } from 'hono';
 import { resolveClient } from '../client-auth.ts';
 import { isRegisteredRedirectUri, type ProxyClient } from '../clients.ts';
@@ -60,14 +61,21 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
         'The redirect URI is not one this application registered, so the request was stopped here.',
       );
     }
-    // From here on, errors go back to the (verified) redirect URI.
+    // From here on, errors go back to the (verified) redirect URI when it is on loopback, where a
+    // native client waits for them. Anyone may register any https redirect URI (DCR, or a
+    // metadata document), so sending a browser there before the user has said yes to the
+    // application would make this origin an open redirector (RFC 9700 4.11.2): those errors
+    // are shown here.
     // RFC 6749 A.5: state is printable ASCII (VSCHAR), stored until the callback; one that is
     // not is refused, and not sent back.
     const sentState = param('state');
     const stateValid = sentState === null || (sentState.length <= 1024 && VSCHAR.test(sentState));
     const state = stateValid ? sentState : null;
+    const errorsRedirected = isLoopbackRedirectHost(new URL(redirectUri).hostname);
     const back = (error: string, description: string) =>
-      redirectToClient(c, ctx.issuer, redirectUri, { error, error_description: description, state });
+      errorsRedirected
+        ? redirectToClient(c, ctx.issuer, redirectUri, { error, error_description: description, state })
+        : failPage(c, 'Invalid request', `The application's sign-in request was refused (${error}): ${description}`);
     const responseType = param('response_type');
     // RFC 6749 4.1.2.1: a missing parameter is invalid_request; another value is unsupported.
     if (responseType === null) return back('invalid_request', 'response_type is required.');
