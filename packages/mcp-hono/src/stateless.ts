@@ -108,15 +108,6 @@ export async function createStatelessMcpEndpoint(
     if (!/^application\/json\s*(;|$)/i.test(contentType)) {
       return rpcError(c, 415, INVALID_REQUEST, 'Unsupported Media Type: send Content-Type: application/json.');
     }
-    const protocolVersion = request.headers.get('mcp-protocol-version');
-    if (protocolVersion !== null && !SUPPORTED_PROTOCOL_VERSIONS.includes(protocolVersion)) {
-      return rpcError(
-        c,
-        400,
-        INVALID_REQUEST,
-        `Unsupported MCP-Protocol-Version ${protocolVersion}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}.`,
-      );
-    }
 
     const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {
@@ -145,6 +136,21 @@ export async function createStatelessMcpEndpoint(
     }
     if (shape === 'invalid') {
       return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 message.');
+    }
+    // Not on `initialize`, as the SDK's transport: its version is negotiated in the body, where
+    // a client that sends its newest in the header too is offered one this server supports.
+    const protocolVersion = request.headers.get('mcp-protocol-version');
+    if (
+      protocolVersion !== null &&
+      !SUPPORTED_PROTOCOL_VERSIONS.includes(protocolVersion) &&
+      !(shape === 'request' && (message as JSONRPCRequest).method === 'initialize')
+    ) {
+      return rpcError(
+        c,
+        400,
+        INVALID_REQUEST,
+        `Unsupported MCP-Protocol-Version ${protocolVersion}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}.`,
+      );
     }
 
     const lossy = options.exactNumbers && shape === 'request' ? lossyParams(body) : undefined;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import {
@@ -117,6 +118,31 @@ describe('one MCP server shared by concurrent stateless requests', () => {
     });
     assert.equal(note.status, 202);
     assert.equal(await note.text(), '');
+  });
+
+  test('initialize negotiates whatever version its header names; other messages need a supported one', async () => {
+    const app = await makeApp();
+    const newer = '2099-01-01';
+    const init = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'mcp-protocol-version': newer },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: newer, capabilities: {}, clientInfo: { name: 'next', version: '1' } },
+      }),
+    });
+    assert.equal(init.status, 200);
+    const body = (await init.json()) as { result: { protocolVersion: string } };
+    assert.equal(body.result.protocolVersion, LATEST_PROTOCOL_VERSION, 'offered the newest it supports');
+    const listing = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'mcp-protocol-version': newer },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+    });
+    assert.equal(listing.status, 400);
+    assert.match(((await listing.json()) as { error: { message: string } }).error.message, /Unsupported MCP-Protocol/);
   });
 
   test('a client that disconnects cancels its handler', async () => {
