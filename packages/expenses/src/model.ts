@@ -34,7 +34,10 @@ export const expenseDescription = z
   .trim()
   .min(1)
   .max(MAX_DESCRIPTION_LENGTH)
-  .regex(/^\P{Cc}*$/u, 'must not contain control characters')
+  // The C0 and C1 controls (\p{Cc}) spelled as a range: the pattern is published in the tool's
+  // input schema, and `\P{Cc}` means something only to a regex engine in Unicode mode.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what it refuses.
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'must not contain control characters')
   .superRefine((text, context) => {
     const problem = misleadingTextProblem(text);
     if (problem) context.addIssue({ code: 'custom', message: problem });

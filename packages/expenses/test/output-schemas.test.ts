@@ -118,6 +118,35 @@ describe('every tool checks its own scopes', () => {
   const textOf = (result: Awaited<ReturnType<Client['callTool']>>) =>
     (result.content as { type: string; text?: string }[]).map((c) => c.text ?? '').join('\n');
 
+  test('every pattern in the published schemas means the same to a regex engine without Unicode mode', async () => {
+    // JSON Schema's patterns are ECMA-262 regexes without flags; Python's `re` and many model
+    // providers compile them too. `\P{Cc}` is a property only in Unicode mode: elsewhere it is
+    // refused (Python) or the letters `P{Cc}` (a JavaScript engine without the `u` flag).
+    const client = await connect(createExpensesServer(new ExpenseRepository(database.pool)));
+    const { tools } = await client.listTools();
+    const patterns: string[] = [];
+    const collect = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(collect);
+      else if (node && typeof node === 'object') {
+        for (const [name, value] of Object.entries(node)) {
+          if (name === 'pattern' && typeof value === 'string') patterns.push(value);
+          else collect(value);
+        }
+      }
+    };
+    for (const tool of tools) collect([tool.inputSchema, tool.outputSchema]);
+    assert.ok(patterns.length > 0, 'the schemas have patterns');
+    const samples = ['lunch', 'Café ☕ au lait', '2026-12-06', 'a\u0007b', 'a\u0085b', 'tab\there', 'P{Cc}', ''];
+    for (const pattern of patterns) {
+      const unicode = new RegExp(pattern, 'u');
+      const plain = new RegExp(pattern);
+      for (const sample of samples) {
+        assert.equal(plain.test(sample), unicode.test(sample), `${pattern} on ${JSON.stringify(sample)}`);
+      }
+    }
+    await client.close();
+  });
+
   test('a caller holding every scope but the one a tool needs gets a tool error, and nothing is stored', async () => {
     const server = createExpensesServer(new ExpenseRepository(database.pool));
     try {
