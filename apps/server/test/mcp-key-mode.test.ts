@@ -160,10 +160,10 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
     assert.deepEqual([bobSummary.total, bobSummary.count], ['0.00', 0]);
 
     const aliceExpense = (await stack.sql.query("SELECT id FROM expenses WHERE user_id = 'alice' LIMIT 1")).rows[0].id;
-    // Her expense's id is no cursor for him: a tool error, nothing listed.
+    // Her expense's id is no cursor: a tool error, nothing listed.
     const foreign = await call(bob, 'get_user_expenses', { cursor: aliceExpense });
     assert.equal(foreign.isError, true);
-    assert.match(text(foreign), /names none of your expenses/);
+    assert.match(text(foreign), /not one a listing gave/);
     const deleted = await call(bob, 'delete_user_expense', { id: aliceExpense });
     assert.equal(deleted.isError, true);
     assert.equal(text(deleted), `No expense with id ${aliceExpense}.`, 'same answer as for an id that does not exist');

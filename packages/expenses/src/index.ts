@@ -13,4 +13,4 @@ export {
 } from './mcp-server.ts';
 export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
 export * from './model.ts';
-export { CursorNotFoundError, DEFAULT_LIST_LIMIT, ExpenseRepository } from './repository.ts';
+export { DEFAULT_LIST_LIMIT, ExpenseRepository, InvalidCursorError } from './repository.ts';

@@ -17,7 +17,7 @@ import {
   PAYMENT_METHODS,
   type SpendingSummary,
 } from './model.ts';
-import { CursorNotFoundError, DEFAULT_LIST_LIMIT, type ExpenseRepository } from './repository.ts';
+import { DEFAULT_LIST_LIMIT, type ExpenseRepository, InvalidCursorError } from './repository.ts';
 
 /** The optional date range that the list, the summary and the statistics take. */
 const dateRangeInput = {
@@ -219,7 +219,8 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
         cursor: z
           .string()
-          .uuid('must be the next_cursor of a page')
+          .max(200)
+          .regex(/^[A-Za-z0-9_-]+$/, 'must be the next_cursor of a page')
           .optional()
           .describe('next_cursor of the page before, with the same filters: the page after it'),
       },
@@ -237,11 +238,11 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       assertRange(filter.start_date, filter.end_date);
       const page = await stored('get_user_expenses', () =>
         repository.list(userId, filter).catch((error: unknown) => {
-          if (error instanceof CursorNotFoundError) return error;
+          if (error instanceof InvalidCursorError) return error;
           throw error;
         }),
       );
-      if (page instanceof CursorNotFoundError) return toolError(page.message);
+      if (page instanceof InvalidCursorError) return toolError(page.message);
       const { expenses, nextCursor } = page;
       return result(describeExpenseList(expenses, nextCursor), {
         expenses,

@@ -80,50 +80,53 @@ export class ExpenseRepository {
   }
 
   /**
-   * The user's expenses, newest first, a page of at most `limit`; `nextCursor` (the last one's id)
-   * when more match, which `cursor` continues from (keyset: what is added or deleted meanwhile
-   * moves no other row between pages). A cursor that names none of the user's expenses (deleted
-   * since, or another user's) is a `CursorNotFoundError`.
+   * The user's expenses, newest first, a page of at most `limit`; `nextCursor` when more match,
+   * which `cursor` continues from (keyset: what is added or deleted meanwhile moves no other row
+   * between pages). The cursor is the last expense's place in the order (its date, stored instant
+   * and id), not its id alone, so the page after it still comes when that expense was deleted
+   * meanwhile. A cursor this method did not make is an `InvalidCursorError`; one made for another
+   * user pages through the caller's own expenses only, as every query here.
    */
   async list(userId: string, filter: ExpenseFilter = {}): Promise<ExpensePage> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
-    const cursor = filter.cursor ?? null;
+    const after = filter.cursor === undefined ? undefined : decodeCursor(filter.cursor);
+    if (after === null) throw new InvalidCursorError();
     // One row more than the page tells whether more match. After the cursor in this order: an
-    // earlier (date, created_at), both descending, or the same and a greater id. Each subquery is
-    // read once (an InitPlan), and the index from the cursor's date on (`date <=` is an index
-    // condition). ORDER BY names the table's columns: bare `date` and `created_at` would be the
-    // select list's text (to the millisecond), an order neither the index nor the cursor's
-    // comparison follows (two expenses within one millisecond came back in id order, and a page
-    // repeated one), and which made PostgreSQL read and sort all the user's rows.
-    const { rows } = await this.#pool.query<Expense>({
-      text: `SELECT ${COLUMNS} FROM expenses
+    // earlier (date, created_at), both descending, or the same and a greater id (`date <=` makes
+    // the index's range start at the cursor's date). ORDER BY names the table's columns: bare
+    // `date` and `created_at` would be the select list's text (to the millisecond), an order
+    // neither the index nor the cursor's comparison follows (two expenses within one
+    // millisecond came back in id order, and a page repeated one), and which made PostgreSQL
+    // read and sort all the user's rows. `place` is the stored instant to the microsecond, for
+    // the cursor.
+    const { rows } = await this.#pool.query<Expense & { place: string }>({
+      text: `SELECT ${COLUMNS}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS place
+             FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
                AND ($3::date IS NULL OR date <= $3::date)
                AND ($4::text IS NULL OR category = $4::text)
-               AND ($6::uuid IS NULL OR date <= (SELECT date FROM expenses WHERE user_id = $1 AND id = $6::uuid))
-               AND ($6::uuid IS NULL
-                 OR (date, created_at) < (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                 OR ((date, created_at) = (SELECT date, created_at FROM expenses WHERE user_id = $1 AND id = $6::uuid)
-                   AND id > $6::uuid))
+               AND ($6::date IS NULL OR date <= $6::date)
+               AND ($6::date IS NULL
+                 OR (date, created_at) < ($6::date, $7::timestamptz)
+                 OR ((date, created_at) = ($6::date, $7::timestamptz) AND id > $8::uuid))
              ORDER BY expenses.date DESC, expenses.created_at DESC, expenses.id
              LIMIT $5`,
-      values: [userId, filter.start_date ?? null, filter.end_date ?? null, filter.category ?? null, limit + 1, cursor],
+      values: [
+        userId,
+        filter.start_date ?? null,
+        filter.end_date ?? null,
+        filter.category ?? null,
+        limit + 1,
+        after?.date ?? null,
+        after?.place ?? null,
+        after?.id ?? null,
+      ],
     });
-    if (rows.length === 0 && cursor !== null && !(await this.#owns(userId, cursor))) {
-      throw new CursorNotFoundError(cursor);
-    }
-    const more = rows.length > limit;
-    const expenses = more ? rows.slice(0, limit) : rows;
-    return { expenses, nextCursor: more ? expenses.at(-1)?.id : undefined };
-  }
-
-  async #owns(userId: string, id: string): Promise<boolean> {
-    const { rowCount } = await this.#pool.query('SELECT 1 FROM expenses WHERE user_id = $1 AND id = $2::uuid', [
-      userId,
-      id,
-    ]);
-    return (rowCount ?? 0) > 0;
+    const expenses: Expense[] = [];
+    for (const { place: _, ...expense } of rows.slice(0, limit)) expenses.push(expense);
+    const last = rows.length > limit ? rows[limit - 1] : undefined;
+    return { expenses, nextCursor: last && encodeCursor({ date: last.date, place: last.place, id: last.id }) };
   }
 
   /** Deletes one of the user's own expenses; another user's id behaves exactly like an unknown one. */
@@ -193,10 +196,39 @@ export class ExpenseRepository {
   }
 }
 
-/** A listing's cursor that names none of the user's expenses: deleted since, or never theirs. */
-export class CursorNotFoundError extends Error {
-  constructor(cursor: string) {
-    super(`The cursor ${cursor} names none of your expenses (deleted since?): list again without it.`);
-    this.name = 'CursorNotFoundError';
+/** A listing's cursor that `list` did not make (altered, cut short, or something else). */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('The cursor is not one a listing gave (the next_cursor of a page): list again without it.');
+    this.name = 'InvalidCursorError';
   }
+}
+
+interface CursorPlace {
+  date: string;
+  /** `created_at` to the microsecond, in UTC. */
+  place: string;
+  id: string;
+}
+
+const CURSOR_TEXT =
+  /^(\d{4}-\d{2}-\d{2})\|(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+function encodeCursor(cursor: CursorPlace): string {
+  return Buffer.from(`${cursor.date}|${cursor.place}|${cursor.id}`).toString('base64url');
+}
+
+/** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
+function decodeCursor(cursor: string): CursorPlace | null {
+  const match = CURSOR_TEXT.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
+  if (!match) return null;
+  const [, date, place, id] = match as unknown as [string, string, string, string];
+  // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
+  if (encodeCursor({ date, place, id }) !== cursor) return null;
+  // A date or instant that does not exist would be PostgreSQL's error, not the caller's.
+  const day = new Date(`${date}T00:00:00Z`);
+  const instant = new Date(`${place.slice(0, 23)}Z`);
+  if (Number.isNaN(day.getTime()) || day.toISOString().slice(0, 10) !== date) return null;
+  if (Number.isNaN(instant.getTime()) || instant.toISOString().slice(0, 23) !== place.slice(0, 23)) return null;
+  return { date, place, id };
 }

@@ -161,14 +161,22 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     } while (cursor);
     assert.deepEqual(paged, everything);
     assert.equal(pages, 4);
-    const last = await repo.list('pager', { limit: 1, cursor: everything.at(-2) as string });
+    // The one added meanwhile and six more: the cursor after the sixth of those listed first.
+    const allButOne = await repo.list('pager', { limit: everything.length });
+    assert.equal(allButOne.expenses.at(-1)?.id, everything.at(-2));
+    const last = await repo.list('pager', { limit: 1, cursor: allButOne.nextCursor as string });
     assert.deepEqual([last.expenses.map((e) => e.id), last.nextCursor], [[everything.at(-1)], undefined], 'no more');
     // Filters apply on every page.
     const secondOfMay = await repo.list('pager', { limit: 2, start_date: '2025-05-02', end_date: '2025-05-02' });
     assert.equal(secondOfMay.expenses.length, 2);
     assert.equal(secondOfMay.nextCursor, undefined, 'the two of 2 May, and nothing more within the filter');
     const mayOnwards = await repo.list('pager', { limit: 2, start_date: '2025-05-02' });
-    assert.equal(mayOnwards.nextCursor, mayOnwards.expenses[1]?.id, 'the one of June first, then more');
+    const rest = await repo.list('pager', { start_date: '2025-05-02', cursor: mayOnwards.nextCursor as string });
+    assert.deepEqual(
+      [...mayOnwards.expenses, ...rest.expenses].map((e) => e.date),
+      ['2025-06-01', '2025-05-02', '2025-05-02'],
+      'the one of June first, then the rest within the filter',
+    );
   });
 
   test('pages: two expenses added within one millisecond keep the order of their stored instants', async () => {
@@ -192,20 +200,58 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       ],
     );
     const first = await repo.list('same-ms', { limit: 1 });
-    assert.deepEqual([first.expenses.map((e) => e.id), first.nextCursor], [[later], later]);
-    const second = await repo.list('same-ms', { limit: 1, cursor: later });
+    assert.deepEqual(
+      first.expenses.map((e) => e.id),
+      [later],
+    );
+    const second = await repo.list('same-ms', { limit: 1, cursor: first.nextCursor as string });
     assert.deepEqual([second.expenses.map((e) => e.id), second.nextCursor], [[earlier], undefined]);
   });
 
-  test('a cursor that is no expense of the user (another user’s, deleted, unknown) is refused, nothing listed', async () => {
-    const mine = await repo.add('cursor-owner', expense());
-    await repo.add('cursor-owner', expense());
-    const theirs = await repo.add('cursor-other', expense());
-    for (const cursor of [theirs.id, '00000000-0000-4000-8000-000000000000']) {
-      await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'CursorNotFoundError' });
+  test('the page after a cursor comes even when the expense it ended on was deleted meanwhile', async () => {
+    // Page through and delete as you go (duplicates, say): the cursor is a place, not a row.
+    for (const date of ['2025-07-04', '2025-07-03', '2025-07-02', '2025-07-01']) {
+      await repo.add('tidier', expense({ date }));
     }
-    await repo.delete('cursor-owner', mine.id);
-    await assert.rejects(repo.list('cursor-owner', { cursor: mine.id }), { name: 'CursorNotFoundError' });
+    const first = await repo.list('tidier', { limit: 2 });
+    assert.deepEqual(
+      first.expenses.map((e) => e.date),
+      ['2025-07-04', '2025-07-03'],
+    );
+    await repo.delete('tidier', first.expenses[1]?.id as string);
+    const second = await repo.list('tidier', { limit: 2, cursor: first.nextCursor as string });
+    assert.deepEqual(
+      [second.expenses.map((e) => e.date), second.nextCursor],
+      [['2025-07-02', '2025-07-01'], undefined],
+    );
+  });
+
+  test("a cursor list() did not make is refused, nothing listed; another user's pages the caller's own only", async () => {
+    const mine = await repo.add('cursor-owner', expense({ date: '2025-03-02' }));
+    await repo.add('cursor-owner', expense({ date: '2025-03-01' }));
+    const made = (await repo.list('cursor-owner', { limit: 1 })).nextCursor as string;
+    const text = Buffer.from(made, 'base64url').toString();
+    const spell = (value: string) => Buffer.from(value).toString('base64url');
+    for (const cursor of [
+      mine.id, // an id, as cursors were before
+      '',
+      `${made}x`,
+      `${made.slice(0, 20)}*${made.slice(21)}`, // a character base64 decoding would skip
+      spell(text.replace(/^\d{4}-\d{2}-\d{2}/, '2025-02-30')), // no such date
+      spell(text.replace(/T\d{2}/, 'T25')), // no such hour
+      spell(text.replace(/\|[0-9a-f-]{36}$/, '|not-a-uuid')),
+      spell(`${text}|more`),
+    ]) {
+      await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'InvalidCursorError' }, cursor);
+    }
+    // Her cursor is a place in his own list: he gets his own expenses older than it, nothing of hers.
+    await repo.add('cursor-other', expense({ date: '2025-03-05' }));
+    await repo.add('cursor-other', expense({ date: '2025-02-01' }));
+    const theirs = await repo.list('cursor-other', { cursor: made });
+    assert.deepEqual(
+      theirs.expenses.map((e) => e.date),
+      ['2025-02-01'],
+    );
   });
 
   test('the database refuses what validation should already have stopped', async () => {
@@ -226,7 +272,8 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     };
     const probe = new ExpenseRepository(catching as unknown as pg.Pool);
     await probe.list('sum', { limit: 10 });
-    await probe.list('sum', { limit: 10, cursor: '00000000-0000-4000-8000-000000000001' }).catch(() => {});
+    const cursor = Buffer.from('2025-05-01|2025-05-01T12:00:00.000001Z|00000000-0000-4000-8000-000000000001');
+    await probe.list('sum', { limit: 10, cursor: cursor.toString('base64url') });
     const client = await db.pool.connect();
     try {
       // The test's table is small: PostgreSQL would rather read it whole and sort. Ask for the
