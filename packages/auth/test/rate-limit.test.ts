@@ -63,3 +63,18 @@ test('clientAddress: an IPv6 caller counts by its /64, an IPv4-mapped one as its
   const forwarded = from('10.0.0.2', '2001:db8:1:2::77');
   assert.equal(clientAddress(forwarded.request, forwarded.env, true), '2001:db8:1:2::/64');
 });
+
+test('clientAddress: a forwarded entry with its port counts as its address, whatever the port', () => {
+  // Some proxies (Azure Application Gateway) write the caller's source port too: each new
+  // connection would otherwise be a new caller, and the limits would limit nothing.
+  const keys = ['198.51.100.9:50001', '198.51.100.9:50002', '198.51.100.9'].map((entry) => {
+    const { request, env } = from('10.0.0.2', `203.0.113.1, ${entry}`);
+    return clientAddress(request, env, true);
+  });
+  assert.deepEqual(new Set(keys), new Set(['198.51.100.9']));
+  const v6 = ['[2001:db8:1:2::1]:443', '[2001:db8:1:2::2]:444', '[2001:db8:1:2::3]'].map((entry) => {
+    const { request, env } = from('10.0.0.2', entry);
+    return clientAddress(request, env, true);
+  });
+  assert.deepEqual(new Set(v6), new Set(['2001:db8:1:2::/64']));
+});
