@@ -119,7 +119,8 @@ export async function createApp({
     originGuard({
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
-      exposeHeaders: ['WWW-Authenticate', 'X-Request-Id'],
+      // Retry-After: a browser client waits as told when the database or the identity provider is away (503).
+      exposeHeaders: ['WWW-Authenticate', 'X-Request-Id', 'Retry-After'],
     }),
   );
   app.use('/mcp', requireAuth(observedAuth));

@@ -90,6 +90,17 @@ test('a page of an allowed origin calls /mcp with its key, and reads the 401 cha
   );
 });
 
+test("an allowed page may read Retry-After, which the server's 503 answers carry", async () => {
+  const response = await fetch(stack.mcpUrl, {
+    method: 'POST',
+    headers: { origin: allowed, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  });
+  assert.equal(response.headers.get('access-control-allow-origin'), allowed);
+  const exposed = (response.headers.get('access-control-expose-headers') ?? '').split(/,\s*/);
+  assert.deepEqual(exposed.sort(), ['Retry-After', 'WWW-Authenticate', 'X-Request-Id']);
+});
+
 test('a page of another origin gets nothing: the browser refuses the preflight', async () => {
   const refused = await fetchFrom(foreign, true);
   assert.ok('failed' in refused, JSON.stringify(refused));
