@@ -281,7 +281,10 @@ module keyVault 'modules/key-vault.bicep' = {
 // ---------------------------------------------------------------- URLs
 
 var serverUrl = 'https://${serverAppName}.${environment.outputs.defaultDomain}'
-var keycloakUrl = 'https://${keycloakAppName}.${environment.outputs.defaultDomain}'
+// Outside keycloak mode its ingress is internal, which Container Apps names `<app>.internal.<domain>`.
+var keycloakUrl = mcpAuthProvider == 'keycloak'
+  ? 'https://${keycloakAppName}.${environment.outputs.defaultDomain}'
+  : 'https://${keycloakAppName}.internal.${environment.outputs.defaultDomain}'
 var realmUrl = '${keycloakUrl}/realms/${realmName}'
 var mcpUrl = '${serverUrl}/mcp'
 
@@ -490,7 +493,9 @@ module agent 'modules/container-app.bicep' = {
     secretUris: keyVault.outputs.secretUris
     minReplicas: 0
     maxReplicas: 2
-    concurrentRequests: 10
+    // Below the turns one agent runs at once (DEFAULT_MAX_CONCURRENT_CHATS, 4; more get 429):
+    // a target above it would never be reached, and a second replica never start.
+    concurrentRequests: 3
     cpu: '0.5'
     memory: '1Gi'
     probes: [

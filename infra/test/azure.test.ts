@@ -28,6 +28,7 @@ import {
 import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
+import { DEFAULT_MAX_CONCURRENT_CHATS } from '../../apps/agent/src/http.ts';
 import { realmForDeployment } from '../../keycloak/realm-for-deployment.ts';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';
@@ -471,6 +472,16 @@ describe('the agent container app', () => {
     assert.equal(keycloak.secretEnv.MCP_CLIENT_SECRET, 'keycloak-agent-client-secret');
   });
 
+  test('the HTTP scale rule asks for a second replica before one refuses turns (429 past its limit)', () => {
+    const module = main.modules.find((m) => m.name === 'agent');
+    assert.ok(module);
+    const target = Number(objectProperty(moduleParams(module), 'concurrentRequests')?.text);
+    assert.ok(
+      target >= 1 && target < DEFAULT_MAX_CONCURRENT_CHATS,
+      `concurrentRequests ${target} must be below the ${DEFAULT_MAX_CONCURRENT_CHATS} turns one agent runs`,
+    );
+  });
+
   test("in every mode the agent's configuration loads, with a credential its HTTP mode can use", () => {
     const cases: [Mode, string, string][] = [
       ['none', '', 'none'],
@@ -519,6 +530,23 @@ describe('Keycloak', () => {
       const external = objectProperty(modeParams, 'external');
       assert.ok(external, 'main.bicep says whether Keycloak is external');
       assert.equal(evaluate(main, external as never, values), mode === 'keycloak', mode);
+    }
+  });
+
+  test('its hostname and printed URLs are the name its ingress answers to: `.internal.` where it is internal', () => {
+    for (const mode of MODES) {
+      const { env: modeEnv, values } = appEnvironment('keycloak', mode);
+      const expected =
+        mode === 'keycloak'
+          ? `https://ca-keycloak-abc123xyz.${SAMPLE_DOMAIN}`
+          : `https://ca-keycloak-abc123xyz.internal.${SAMPLE_DOMAIN}`;
+      assert.equal(modeEnv.KC_HOSTNAME, expected, mode);
+      const outputs = Object.fromEntries(main.outputs.map((o) => [o.name, o.node]));
+      for (const name of ['KEYCLOAK_URL', 'KEYCLOAK_REALM_URL', 'KEYCLOAK_ADMIN_CONSOLE_URL']) {
+        // `output NAME type = value`: the value is the declaration's last child.
+        const value = evaluate(main, outputs[name]?.namedChildren.at(-1) as never, values);
+        assert.ok(String(value).startsWith(expected), `${mode}: ${name} = ${String(value)}`);
+      }
     }
   });
 
