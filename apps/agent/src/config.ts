@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import {
   boolean,
   ConfigError,
+  directory,
   type Env,
   httpUrl,
   integer,
@@ -154,7 +155,7 @@ export const DEFAULT_GITHUB_MODEL = 'openai/gpt-4.1-mini';
 export const DEFAULT_OLLAMA_MODEL = 'llama3.1';
 
 export function loadConfig(env: Env = process.env): AgentConfig {
-  const mcpServerUrl = httpUrl(env, 'MCP_SERVER_URL', DEFAULT_MCP_SERVER_URL);
+  const mcpServerUrl = endpointUrl(env, 'MCP_SERVER_URL', DEFAULT_MCP_SERVER_URL);
   return {
     mcpServerUrl,
     mcpAuth: loadMcpAuth(env),
@@ -253,8 +254,8 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
           'with MCP_AUTH=client_credentials (the service client secret)',
         ),
         scope: text(env, 'MCP_SCOPE', DEFAULT_MCP_SCOPE),
-        tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : httpUrl(env, 'MCP_TOKEN_URL', ''),
-        resource: optional(env, 'MCP_RESOURCE') === undefined ? undefined : httpUrl(env, 'MCP_RESOURCE', ''),
+        tokenUrl: optional(env, 'MCP_TOKEN_URL') === undefined ? undefined : endpointUrl(env, 'MCP_TOKEN_URL', ''),
+        resource: optional(env, 'MCP_RESOURCE') === undefined ? undefined : endpointUrl(env, 'MCP_RESOURCE', ''),
       };
     case 'oauth': {
       const clientMetadataUrl = optional(env, 'MCP_CLIENT_METADATA_URL');
@@ -284,16 +285,31 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
         scope: optional(env, 'MCP_SCOPE') ?? '',
         exactScope: optional(env, 'MCP_SCOPE') !== undefined,
         redirectPort: integer(env, 'MCP_OAUTH_REDIRECT_PORT', 0, 0, 65535),
-        cacheDir: text(env, 'MCP_CACHE_DIR', defaultCacheDir(env)),
+        cacheDir: directory(env, 'MCP_CACHE_DIR', defaultCacheDir(env)),
       };
     }
   }
 }
 
-/** `$XDG_CACHE_HOME/mcp-auth-stack/agent`, else `~/.cache/mcp-auth-stack/agent`. */
+/**
+ * `$XDG_CACHE_HOME/mcp-auth-stack/agent`, else `~/.cache/mcp-auth-stack/agent`; absolute, a
+ * relative value resolved against the working directory (as every path variable, decision 24).
+ */
 export function defaultCacheDir(env: Env): string {
-  const xdg = optional(env, 'XDG_CACHE_HOME');
-  return join(xdg ?? join(optional(env, 'HOME') ?? homedir(), '.cache'), 'mcp-auth-stack', 'agent');
+  const cacheHome = directory(env, 'XDG_CACHE_HOME', join(optional(env, 'HOME') ?? homedir(), '.cache'));
+  return join(cacheHome, 'mcp-auth-stack', 'agent');
+}
+
+/**
+ * An http(s) URL that names one thing (an MCP endpoint, a token endpoint, a resource), kept as
+ * written: `httpUrl` drops a trailing `/`, which is part of such a URL (`https://h/mcp/` is not
+ * `https://h/mcp`, and a resource is compared as a string). Base URLs, which paths are appended
+ * to, go through `httpUrl`.
+ */
+function endpointUrl(env: Env, name: string, fallback: string): string {
+  // httpUrl's checks (scheme, no query, fragment or credentials); only its value is not used.
+  httpUrl(env, name, fallback);
+  return optional(env, name) ?? fallback;
 }
 
 /**

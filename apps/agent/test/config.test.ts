@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { access, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import type { AccessToken, GetTokenOptions, TokenCredential } from '@azure/identity';
 import { browserCommand, systemBrowserOpener } from '../src/auth/browser.ts';
+import { checkedResource } from '../src/auth/discovery.ts';
 import { CONFIG_VARIABLES, loadConfig } from '../src/config.ts';
 import { AZURE_COGNITIVE_SERVICES_SCOPE, buildChatModelOptions, createChatModel } from '../src/model.ts';
 
@@ -307,6 +308,43 @@ describe('MCP settings', () => {
       () =>
         loadConfig({ API_HOST: 'ollama', MCP_AUTH: 'client_credentials', MCP_CLIENT_SECRET: 's', MCP_RESOURCE: 'mcp' }),
       /MCP_RESOURCE must be an absolute URL/,
+    );
+  });
+
+  test('MCP_SERVER_URL, MCP_RESOURCE and MCP_TOKEN_URL are kept as written: a trailing / is part of the URL', () => {
+    const env = {
+      API_HOST: 'ollama',
+      MCP_AUTH: 'client_credentials',
+      MCP_CLIENT_SECRET: 's',
+      MCP_SERVER_URL: 'https://mcp.example.com/mcp/',
+      MCP_RESOURCE: 'https://mcp.example.com/mcp/',
+      MCP_TOKEN_URL: 'https://as.example.com/token/',
+    };
+    const config = loadConfig(env);
+    assert.equal(config.mcpServerUrl, 'https://mcp.example.com/mcp/');
+    assert.deepEqual(
+      config.mcpAuth.mode === 'client_credentials' ? [config.mcpAuth.resource, config.mcpAuth.tokenUrl] : [],
+      ['https://mcp.example.com/mcp/', 'https://as.example.com/token/'],
+    );
+    // The server's metadata names what it serves, slash and all: the agent asks for that resource.
+    assert.equal(checkedResource(config.mcpServerUrl, 'https://mcp.example.com/mcp/'), 'https://mcp.example.com/mcp/');
+    // A path-less resource gains no `/` either (a server comparing exactly would refuse it).
+    const pathless = loadConfig({ ...env, MCP_RESOURCE: 'https://mcp.example.com' }).mcpAuth;
+    assert.equal(pathless.mode === 'client_credentials' && pathless.resource, 'https://mcp.example.com');
+    // Still checked as URLs.
+    assert.throws(() => loadConfig({ ...env, MCP_SERVER_URL: 'https://mcp.example.com/mcp?x=1' }), /query/);
+    assert.throws(() => loadConfig({ ...env, MCP_RESOURCE: 'https://u:p@mcp.example.com/mcp' }), /user name/);
+  });
+
+  test('MCP_CACHE_DIR and XDG_CACHE_HOME are made absolute against the working directory', () => {
+    const cacheDirOf = (env: Record<string, string>) => {
+      const auth = loadConfig({ API_HOST: 'ollama', ...env }).mcpAuth;
+      return auth.mode === 'oauth' ? auth.cacheDir : undefined;
+    };
+    assert.equal(cacheDirOf({ MCP_CACHE_DIR: './tokens' }), resolve('tokens'));
+    assert.equal(
+      cacheDirOf({ XDG_CACHE_HOME: 'relative-cache' }),
+      resolve('relative-cache', 'mcp-auth-stack', 'agent'),
     );
   });
 
