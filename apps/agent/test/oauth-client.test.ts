@@ -72,11 +72,14 @@ type TokenEndpoint =
 
 /**
  * An authorization server: RFC 8414 metadata (`metadata` merged over it) and a token endpoint
- * that behaves as `tokenEndpoint` says (asked at each request when it is a function).
+ * that behaves as `tokenEndpoint` says (asked at each request when it is a function), issuing
+ * tokens of `expiresIn` seconds. With `servesMcp`, also an MCP server at `/mcp` without protected
+ * resource metadata (2025-03-26), whose authorization server is at its own origin.
  */
 async function authorizationServer(
   metadata: Record<string, unknown> = {},
   tokenEndpoint: TokenEndpoint | (() => TokenEndpoint) = 'answers',
+  { expiresIn = 300, servesMcp = false }: { expiresIn?: number; servesMcp?: boolean } = {},
 ) {
   let base = '';
   let issued = 0;
@@ -112,10 +115,12 @@ async function authorizationServer(
         access_token: `token-${issued}`,
         refresh_token: `refresh-${issued}-from-${base}`,
         token_type: 'Bearer',
-        expires_in: 300,
+        expires_in: expiresIn,
       });
     } else if (path === '/register') {
       json(response, 201, { client_id: `client-of-${base}`, redirect_uris: [], token_endpoint_auth_method: 'none' });
+    } else if (path === '/mcp' && servesMcp) {
+      json(response, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer' });
     } else json(response, 404, { error: 'not_found' });
   });
   base = server.url;
@@ -408,6 +413,38 @@ describe('interactive OAuth', () => {
     assert.equal(exchange?.get('resource'), asked);
     assert.equal(refresh?.get('grant_type'), 'refresh_token');
     assert.equal(refresh?.get('resource'), asked);
+  });
+
+  test('a server without protected resource metadata (2025-03-26): the refresh sends no resource, as the sign-in did not', async () => {
+    const server = await authorizationServer({}, 'answers', { servesMcp: true });
+    let clock = Date.now();
+    const { provider, opened } = await interactive(server, { now: () => clock });
+    await provider.ensureAuthorized();
+    clock += 290_000;
+    assert.equal((await provider.tokens())?.access_token, 'token-2');
+    assert.equal(new URL(opened[0] ?? '').searchParams.has('resource'), false, 'the authorization request');
+    const [exchange, refresh] = server.seen
+      .filter((request) => request.path === '/token')
+      .map((request) => new URLSearchParams(request.body));
+    assert.equal(exchange?.get('grant_type'), 'authorization_code');
+    assert.equal(exchange?.has('resource'), false);
+    assert.equal(refresh?.get('grant_type'), 'refresh_token');
+    assert.equal(refresh?.has('resource'), false);
+  });
+
+  test('a token shorter-lived than the 30 s margin is refreshed at half its life, not at every request', async () => {
+    const as = await authorizationServer({}, 'answers', { expiresIn: 20 });
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    let clock = Date.now();
+    const { provider } = await interactive(mcp, { now: () => clock });
+    await provider.ensureAuthorized();
+    for (let request = 0; request < 5; request++) assert.equal((await provider.tokens())?.access_token, 'token-1');
+    clock += 9_000;
+    assert.equal((await provider.tokens())?.access_token, 'token-1', 'before half its life');
+    assert.equal(provider.refreshes, 0);
+    clock += 1_000;
+    assert.equal((await provider.tokens())?.access_token, 'token-2', 'at half its life');
+    assert.equal(provider.refreshes, 1);
   });
 
   test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {

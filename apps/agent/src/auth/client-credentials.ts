@@ -39,6 +39,15 @@ interface CachedToken {
 /** Renew this long before expiry, so a request never leaves with a token about to lapse. */
 const RENEW_MARGIN_MS = 30_000;
 
+/**
+ * How long before its expiry a token of `lifetimeMs` is renewed: `RENEW_MARGIN_MS`, or half its
+ * life for a short-lived token, which the margin would otherwise eat all of (renewed at every
+ * request).
+ */
+export function renewMarginMs(lifetimeMs: number): number {
+  return Math.min(RENEW_MARGIN_MS, lifetimeMs / 2);
+}
+
 export class TokenRequestError extends Error {
   readonly status: number;
 
@@ -188,9 +197,7 @@ export class ClientCredentialsTokenSource {
   #cache(accessToken: string, expiresIn: number | undefined, scope: string | undefined, since: number): CachedToken {
     // No expires_in: assume a minute rather than forever.
     const lifetimeMs = (expiresIn ?? 60) * 1000;
-    // Short-lived tokens renew at half their life; the margin would otherwise eat all of it.
-    const margin = Math.min(RENEW_MARGIN_MS, lifetimeMs / 2);
-    return { accessToken, renewAt: since + lifetimeMs - margin, scope };
+    return { accessToken, renewAt: since + lifetimeMs - renewMarginMs(lifetimeMs), scope };
   }
 }
 

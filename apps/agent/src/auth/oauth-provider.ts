@@ -37,6 +37,7 @@ import type {
   OAuthTokens,
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
+import { renewMarginMs } from './client-credentials.ts';
 import { checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
 import { findFreePort, listenForAuthorizationCode, redirectUrlFor } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
@@ -70,8 +71,6 @@ export interface InteractiveOAuthOptions {
 const CLIENT_NAME = 'Expenses agent (mcp-auth-stack)';
 /** How long a sign-in in the browser may take (a step-up happens inside a tool call). */
 export const LOGIN_TIMEOUT_MS = 300_000;
-/** Refresh this long before the access token expires. */
-const REFRESH_MARGIN_MS = 30_000;
 
 export class InteractiveOAuthProvider implements OAuthClientProvider {
   readonly #options: InteractiveOAuthOptions;
@@ -424,9 +423,12 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     return [...new Set(words.filter(Boolean))].join(' ');
   }
 
+  /** Refreshed 30 s before it expires, or at half its life when shorter (as client credentials renew). */
   #expiring(): boolean {
-    const expiresAt = this.#session.tokens?.expires_at;
-    return expiresAt !== undefined && this.#now() >= expiresAt - REFRESH_MARGIN_MS;
+    const { expires_at: expiresAt, expires_in: expiresIn } = this.#session.tokens ?? {};
+    if (expiresAt === undefined) return false;
+    const lifetimeMs = expiresIn === undefined ? Number.POSITIVE_INFINITY : expiresIn * 1000;
+    return this.#now() >= expiresAt - renewMarginMs(lifetimeMs);
   }
 
   async #refresh(): Promise<void> {
@@ -439,15 +441,20 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       await this.invalidateCredentials('tokens');
       return;
     }
-    let resource: string;
-    try {
-      // Checked again before it is sent: a discovery cached by an older version may name another
-      // server, and no token is asked for that one. Nothing to refresh with then: the next
-      // request gets a 401 and a new login, whose discovery is checked when it is saved.
-      resource = thisServersResource(this.#options.mcpUrl, discovery.resourceMetadata?.resource || undefined);
-    } catch {
-      await this.invalidateCredentials('tokens');
-      return;
+    // As the authorization request and the code exchange: the SDK sends `resource` only when the
+    // server has protected resource metadata (a 2025-03-26 server has none, and its authorization
+    // server may not know resource indicators).
+    let resource: string | undefined;
+    if (discovery.resourceMetadata) {
+      try {
+        // Checked again before it is sent: a discovery cached by an older version may name another
+        // server, and no token is asked for that one. Nothing to refresh with then: the next
+        // request gets a 401 and a new login, whose discovery is checked when it is saved.
+        resource = thisServersResource(this.#options.mcpUrl, discovery.resourceMetadata.resource || undefined);
+      } catch {
+        await this.invalidateCredentials('tokens');
+        return;
+      }
     }
     let status: number | undefined;
     try {
@@ -458,7 +465,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         // The string as the authorization request and the code exchange sent it (the SDK's auth()
         // sends the metadata's as written): `new URL(…).href` adds a `/` to a path-less resource,
         // and a server that compares exactly would refuse every refresh (invalid_target).
-        resource,
+        ...(resource === undefined ? {} : { resource }),
         fetchFn: async (input, init) => {
           const response = await this.#fetch(input, init);
           status = response.status;
