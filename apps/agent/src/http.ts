@@ -20,6 +20,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { isLoopbackAddress, isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import type { UnofficialStatusCode } from 'hono/utils/http-status';
 import type { ExpensesAgent } from './agent.ts';
 import type { Logger } from './logger.ts';
 
@@ -166,6 +167,13 @@ export function createAgentApp({
           { error: 'timeout', error_description: `The turn took longer than ${turnTimeoutMs / 1000} s.` },
           504,
         );
+      }
+      if (c.req.raw.signal.aborted) {
+        // The caller went away (a client's Ctrl-C, a proxy's timeout): nothing failed here, and
+        // nobody is left to answer.
+        logger.info('chat abandoned: the caller disconnected', { duration_ms: Date.now() - startedAt });
+        // nginx's "client closed request", for the record only: no one receives it.
+        return c.body(null, 499 as UnofficialStatusCode);
       }
       // The model or an MCP server failed; the details go to the log, not to the caller.
       logger.error('chat failed', { duration_ms: Date.now() - startedAt, error: (error as Error).message });

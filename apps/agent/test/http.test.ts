@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { type AddressInfo, connect } from 'node:net';
 import { test } from 'node:test';
+import { serve } from '@hono/node-server';
 import type { ExpensesAgent } from '../src/agent.ts';
 import { createAgentApp } from '../src/http.ts';
 import { createLogger } from '../src/logger.ts';
@@ -95,5 +97,52 @@ test('a turn that outlives its deadline is stopped and answered 504, freeing its
     assert.equal((await chat(app, '127.0.0.1')).status, 504, 'the slot was freed: the next turn ran (and stalled) too');
   } finally {
     clearInterval(keepAlive);
+  }
+});
+
+test('a caller who disconnects mid-turn stops the turn, and is logged as a disconnect, not as a failure', async () => {
+  let turnStarted = () => {};
+  const started = new Promise<void>((resolve) => {
+    turnStarted = resolve;
+  });
+  let stopped = false;
+  const stalling = {
+    toolNames: [],
+    run: (_message: string, { signal }: { signal?: AbortSignal } = {}) => {
+      turnStarted();
+      return new Promise((_resolve, reject) =>
+        signal?.addEventListener('abort', () => {
+          stopped = true;
+          reject(signal.reason);
+        }),
+      );
+    },
+  } as unknown as ExpensesAgent;
+  const lines: string[] = [];
+  const app = createAgentApp({ agent: () => stalling, logger: createLogger('info', (line) => lines.push(line)) });
+  // A real socket: the request's signal is aborted when its connection closes.
+  const server = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 });
+  try {
+    await new Promise((resolve) => server.once('listening', resolve));
+    const body = JSON.stringify({ message: 'hi' });
+    const caller = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    caller.write(
+      `POST /chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    await started;
+    caller.destroy(); // curl's Ctrl-C, a proxy's timeout
+    for (let waited = 0; lines.length === 0 && waited < 10_000; waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.ok(stopped, 'the agent was told to stop');
+    assert.deepEqual(
+      lines.map((line) => {
+        const { level, msg } = JSON.parse(line) as { level: string; msg: string };
+        return `${level} ${msg}`;
+      }),
+      ['info chat abandoned: the caller disconnected'],
+    );
+  } finally {
+    server.close();
   }
 });
