@@ -1,8 +1,9 @@
 /**
  * The agent as a service (the container's command): loads the configuration, serves
  * `GET /health`, `GET /ready` and `POST /chat`, and connects to the MCP servers (retrying until
- * they answer). SIGTERM stops it cleanly.
+ * they answer). SIGTERM stops it cleanly, within `SHUTDOWN_TIMEOUT_MS`.
  */
+import type { Server, ServerResponse } from 'node:http';
 import { serve } from '@hono/node-server';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
@@ -96,14 +97,59 @@ const server = serve({ fetch: app.fetch, hostname: config.host, port: config.por
   void connect(0);
 });
 
+/**
+ * How long a stop waits for connections still busy (a client still sending its request, or
+ * reading its answer) before closing them under it: the MCP server's bound (its
+ * SHUTDOWN_TIMEOUT_MS default). Turns end at once; idle connections are closed at once.
+ */
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+const httpServer = server as Server;
+/** Responses under way: told to close their connection when the stop begins. */
+const responses = new Set<ServerResponse>();
+// Before the app's listener, which may answer at once.
+httpServer.prependListener('request', (_request, response: ServerResponse) => {
+  // During the stop every answer closes its connection: a client keeping it alive would hold the exit.
+  if (stopping) response.setHeader('connection', 'close');
+  responses.add(response);
+  response.once('close', () => responses.delete(response));
+});
+
+let firstSignalAt = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (stopping) process.exit(130);
+    if (stopping) {
+      // Under `pnpm agent:serve` a typed Ctrl-C arrives twice within moments (the terminal sends
+      // it to the process group, and pnpm passes on its own): one key press. A later one means "now".
+      if (Date.now() - firstSignalAt < 1_000) return;
+      process.exit(130);
+    }
+    firstSignalAt = Date.now();
     stopping = true;
     clearTimeout(retry);
     logger.info('shutting down', { signal });
     shutdown.abort();
-    server.close(() => {
+    for (const response of responses) {
+      if (!response.headersSent) response.setHeader('connection', 'close');
+    }
+    // The connections are bounded below; this is the backstop if anything else (the MCP
+    // clients' close, a bug) would hold the exit.
+    setTimeout(() => {
+      logger.error('shutdown overran its bounds; exiting now');
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS + 5_000).unref();
+    const cut = setTimeout(() => {
+      logger.warn('the stop timed out: connections still busy were closed', {
+        responses_cut: responses.size,
+        shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS,
+      });
+      httpServer.closeAllConnections();
+    }, SHUTDOWN_TIMEOUT_MS);
+    // Stops listening and closes idle connections at once; it also stops the checks of
+    // headersTimeout and requestTimeout, so a client that sent part of a request would hold the
+    // exit forever without the bound above.
+    httpServer.close(() => {
+      clearTimeout(cut);
       (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     });
   });

@@ -61,7 +61,10 @@ export function runCli(
 export interface ServeProcess {
   url: string;
   output: () => string;
+  /** SIGTERM, then its exit code. */
   stop(): Promise<number | null>;
+  /** SIGKILL: for a test's cleanup when the process would not stop. */
+  kill(): void;
 }
 
 /**
@@ -101,6 +104,9 @@ export async function spawnServe(
     async stop() {
       child.kill('SIGTERM');
       return await exited;
+    },
+    kill() {
+      child.kill('SIGKILL');
     },
   };
 }
