@@ -20,6 +20,8 @@ export interface KeycloakRegisteredClientCheckOptions extends KeycloakAdminApiOp
 interface Verdict {
   /** Why the client's tokens are refused; undefined when they are taken. */
   refusal: string | undefined;
+  /** A refusal for what the client was made with, which it cannot change: kept for good. */
+  lasting: boolean;
   readAt: number;
 }
 
@@ -40,7 +42,8 @@ interface RegisteredClient {
  * allowed https host, compared as text. This is sound because the realm refuses every change a
  * client makes to itself (its registration access token): the redirect URIs read here are the
  * ones it had when its code was sent. A verdict is used `ttlSeconds` (an administrator may fix
- * a client meanwhile); a refusal is kept. Returns the refusal's description, or undefined for a
+ * a client meanwhile, and a client that was gone may be made again); a refusal of its redirect
+ * URIs is kept. Returns the refusal's description, or undefined for a
  * client whose tokens are taken.
  */
 export function keycloakRegisteredClientCheck(
@@ -62,10 +65,20 @@ export function keycloakRegisteredClientCheck(
       | RegisteredClient[]
       | undefined;
     const client = found?.find((candidate) => candidate.clientId === clientId);
-    return {
-      refusal: client ? refusalOf(client) : 'The access token was issued to a client the realm does not have.',
-      readAt: now(),
-    };
+    // A client that is gone may come back under the same id: a metadata document's URL is the
+    // id of every user's client made from it, which Keycloak makes again at the next sign-in
+    // after the janitor deleted it. Its absence is a verdict for `ttlSeconds` only, as a
+    // taken client's: kept for good, one token of the moment it was gone would refuse
+    // everyone's tokens of that id until the server restarts.
+    if (!client) {
+      return {
+        refusal: 'The access token was issued to a client the realm does not have.',
+        lasting: false,
+        readAt: now(),
+      };
+    }
+    const refusal = refusalOf(client);
+    return { refusal, lasting: refusal !== undefined, readAt: now() };
   }
 
   function refusalOf(client: RegisteredClient): string | undefined {
@@ -90,9 +103,9 @@ export function keycloakRegisteredClientCheck(
     if (clientId === undefined) return 'The access token names no client (azp).';
     if (keep.has(clientId)) return undefined;
     const known = verdicts.get(clientId);
-    // A refusal is kept: the realm lets no client change its redirect URIs itself
+    // A refusal of its redirect URIs is kept: the realm lets no client change them itself
     // (registered-clients-stay-as-registered), so one seen outside shows what it was made for.
-    if (known && (known.refusal !== undefined || now() - known.readAt < ttlMs)) return known.refusal;
+    if (known && (known.lasting || now() - known.readAt < ttlMs)) return known.refusal;
     let pending = reading.get(clientId);
     if (!pending) {
       pending = read(clientId).finally(() => reading.delete(clientId));

@@ -122,6 +122,27 @@ test('a verdict is used for a minute: a client that moves its redirect URI outsi
   assert.deepEqual(keycloak.lookups, ['mover', 'mover']);
 });
 
+test('a client that was gone and is made again under its id (a metadata document URL) is taken once read again', async () => {
+  // The janitor deletes a metadata document's client; a token of it is refused meanwhile; the
+  // next sign-in makes the client again under the same id (the document's URL), for everyone.
+  const id = 'https://vscode.dev/oauth/client-metadata.json';
+  const clients: StandInClient[] = [];
+  const keycloak = standInKeycloak(clients);
+  const clock = { now: 0 };
+  const check = checkWith(keycloak, clock);
+  assert.equal(await check(id), 'The access token was issued to a client the realm does not have.');
+  clients.push({ clientId: id, consentRequired: true, redirectUris: ['http://127.0.0.1:33418/'] });
+  clock.now += 30_000;
+  assert.equal(
+    await check(id),
+    'The access token was issued to a client the realm does not have.',
+    'within the minute',
+  );
+  clock.now += 31_000;
+  assert.equal(await check(id), undefined, 'read again: there, and taken');
+  assert.deepEqual(keycloak.lookups, [id, id]);
+});
+
 test('an answer about the client that cannot be read (past 4 MB) keeps no old verdict standing: 503', async () => {
   const client: StandInClient = { clientId: 'bloated', consentRequired: true, redirectUris: ['http://127.0.0.1/cb'] };
   const keycloak = standInKeycloak([client]);
