@@ -225,7 +225,9 @@ function decodeCursor(cursor: string): CursorPlace | null {
   const [, date, place, id] = match as unknown as [string, string, string, string];
   // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
   if (encodeCursor({ date, place, id }) !== cursor) return null;
-  // A date or instant that does not exist would be PostgreSQL's error, not the caller's.
+  // A date or instant that does not exist would be PostgreSQL's error, not the caller's (and
+  // PostgreSQL has no year 0, which JavaScript's dates do).
+  if (date.startsWith('0000') || place.startsWith('0000')) return null;
   const day = new Date(`${date}T00:00:00Z`);
   const instant = new Date(`${place.slice(0, 23)}Z`);
   if (Number.isNaN(day.getTime()) || day.toISOString().slice(0, 10) !== date) return null;
