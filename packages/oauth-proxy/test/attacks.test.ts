@@ -139,7 +139,8 @@ describe('oauth proxy: weak points', () => {
       [{ response_type: 'token' }, 'unsupported_response_type'],
       [{ code_challenge: undefined }, 'invalid_request'],
       [{ resource: 'https://elsewhere.example/mcp' }, 'invalid_target'],
-      [{ scope: 'admin' }, 'invalid_scope'],
+      // Nor words of the link's own: the unknown scope is not repeated on this origin's page.
+      [{ scope: 'https://evil.example/recover-your-account' }, 'invalid_scope'],
     ] as const) {
       const response = await new Browser().get(
         proxy.app,

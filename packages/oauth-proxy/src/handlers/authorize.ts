@@ -18,7 +18,11 @@ function parseScopes(ctx: ProxyContext, requested: string | undefined): string[]
   if (requested === undefined || requested.trim() === '') return ctx.scopes.defaults;
   const scopes = [...new Set(requested.split(' ').filter(Boolean))];
   const unknown = scopes.filter((scope) => !ctx.scopes.supported.includes(scope));
-  if (unknown.length > 0) throw new OAuthError('invalid_scope', `Unknown scope ${unknown[0]}.`);
+  // The scopes there are, not the one asked for: the answer may be this origin's own page, which
+  // must not show a link's words as its own.
+  if (unknown.length > 0) {
+    throw new OAuthError('invalid_scope', `Unknown scope; the scopes here are ${ctx.scopes.supported.join(', ')}.`);
+  }
   return scopes;
 }
 
