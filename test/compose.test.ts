@@ -10,6 +10,7 @@ import { CONFIG_VARIABLES as AGENT_VARIABLES } from '@mcp-auth-stack/agent/confi
 import { keycloakEgressProxyMappings, POLICY_PROVIDER_JAR, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
+import { SHUTDOWN_TIMEOUT_MS as AGENT_SHUTDOWN_TIMEOUT_MS } from '../apps/agent/src/http.ts';
 
 /**
  * docker-compose.yml checked without a container engine: it parses, everything it names (build
@@ -251,6 +252,13 @@ describe('stopping', () => {
       Number(grace) * 1000 > config.shutdownTimeoutMs + config.databaseCloseTimeoutMs,
       `${grace} s against ${config.shutdownTimeoutMs} + ${config.databaseCloseTimeoutMs} ms`,
     );
+  });
+
+  test("the agent's stop grace period outlasts the time it gives busy connections", () => {
+    const agent = services.agent as Service;
+    const grace = /^(\d+)s$/.exec(agent.stop_grace_period ?? '')?.[1];
+    assert.ok(grace, `stop_grace_period in seconds: ${agent.stop_grace_period}`);
+    assert.ok(Number(grace) * 1000 > AGENT_SHUTDOWN_TIMEOUT_MS, `${grace} s against ${AGENT_SHUTDOWN_TIMEOUT_MS} ms`);
   });
 });
 

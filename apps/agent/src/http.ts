@@ -28,6 +28,12 @@ export const MAX_MESSAGE_LENGTH = 4000;
 /** Room for a message of `MAX_MESSAGE_LENGTH` characters even if every one is escaped (`\uXXXX`). */
 export const MAX_CHAT_BODY_BYTES = 32 * 1024;
 export const DEFAULT_MAX_CONCURRENT_CHATS = 4;
+/**
+ * How long a stop (serve.ts) waits for connections still busy (a client still sending its
+ * request, or reading its answer) before closing them under it: the MCP server's bound (its
+ * SHUTDOWN_TIMEOUT_MS default). A container's stop grace must outlast it.
+ */
+export const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** A turn (up to a dozen model calls and their tools) ends with 504 after this long. */
 export const DEFAULT_TURN_TIMEOUT_MS = 120_000;
 

@@ -4,10 +4,11 @@
  * they answer). SIGTERM stops it cleanly, within `SHUTDOWN_TIMEOUT_MS`.
  */
 import type { Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { serve } from '@hono/node-server';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
-import { createAgentApp } from './http.ts';
+import { createAgentApp, SHUTDOWN_TIMEOUT_MS } from './http.ts';
 import { createLogger } from './logger.ts';
 import { type RunningAgent, startAgent } from './runtime.ts';
 
@@ -97,16 +98,15 @@ const server = serve({ fetch: app.fetch, hostname: config.host, port: config.por
   void connect(0);
 });
 
-/**
- * How long a stop waits for connections still busy (a client still sending its request, or
- * reading its answer) before closing them under it: the MCP server's bound (its
- * SHUTDOWN_TIMEOUT_MS default). Turns end at once; idle connections are closed at once.
- */
-const SHUTDOWN_TIMEOUT_MS = 10_000;
-
 const httpServer = server as Server;
 /** Responses under way: told to close their connection when the stop begins. */
 const responses = new Set<ServerResponse>();
+/** Open connections, one that never finished its request's headers included (it has no response). */
+const connections = new Set<Socket>();
+httpServer.on('connection', (socket: Socket) => {
+  connections.add(socket);
+  socket.once('close', () => connections.delete(socket));
+});
 // Before the app's listener, which may answer at once.
 httpServer.prependListener('request', (_request, response: ServerResponse) => {
   // During the stop every answer closes its connection: a client keeping it alive would hold the exit.
@@ -140,7 +140,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     }, SHUTDOWN_TIMEOUT_MS + 5_000).unref();
     const cut = setTimeout(() => {
       logger.warn('the stop timed out: connections still busy were closed', {
-        responses_cut: responses.size,
+        connections_cut: connections.size,
         shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS,
       });
       httpServer.closeAllConnections();

@@ -41,6 +41,8 @@ test('SIGTERM: clients that sent half a request do not hold the exit; an answer 
     late.write(body.slice(5));
     const outcome = await Promise.race([exited, sleep(30_000, 'still running 30 s after SIGTERM', { ref: false })]);
     assert.equal(outcome, 0, agent.output());
+    // The two that never finished their requests, one of them without even its headers.
+    assert.match(agent.output(), /"connections_cut":2/);
     assert.match(answer, /^HTTP\/1\.1 503 /);
     assert.match(answer, /\r\nconnection: close\r\n/i, 'no keep-alive: the client does not hold the connection');
     assert.match(answer, /"error":"shutting_down"/);
