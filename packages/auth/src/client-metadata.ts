@@ -151,11 +151,11 @@ export function isRegisteredRedirectUri(registered: readonly string[], requested
   const wanted = new URL(requested);
   if (wanted.protocol !== 'http:' || !redirectPortMayVary(wanted.hostname)) return false;
   if (wanted.hash || wanted.username || wanted.password) return false;
-  const unported = withoutPort(requested);
-  return registered.some((uri) => uri.startsWith('http://') && withoutPort(uri) === unported);
+  const unported = withoutAuthorityPort(requested);
+  return registered.some((uri) => uri.startsWith('http://') && withoutAuthorityPort(uri) === unported);
 }
 
 /** `http://host:port/rest` as `http://host/rest`: the authority's port, and only that, taken out. */
-function withoutPort(uri: string): string {
+function withoutAuthorityPort(uri: string): string {
   return uri.replace(/^(http:\/\/(?:\[[^\]/]*\]|[^/?#:]*))(?::\d*)?/i, '$1');
 }

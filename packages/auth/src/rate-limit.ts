@@ -13,7 +13,7 @@ export function clientAddress(
 ): string {
   if (trustForwardedFor) {
     const forwarded = request.headers.get('x-forwarded-for')?.split(',').at(-1)?.trim();
-    if (forwarded) return limitKey(withoutPort(forwarded));
+    if (forwarded) return limitKey(forwardedAddress(forwarded));
   }
   const incoming = env?.incoming as { socket?: { remoteAddress?: string } } | undefined;
   return limitKey(incoming?.socket?.remoteAddress ?? 'unknown');
@@ -24,7 +24,7 @@ export function clientAddress(
  * (Azure Application Gateway: `203.0.113.7:51234`, `[2001:db8::1]:51234`): otherwise every
  * connection of one caller would count under a key of its own.
  */
-function withoutPort(entry: string): string {
+function forwardedAddress(entry: string): string {
   const ipv4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(entry)?.[1];
   if (ipv4) return ipv4;
   return /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/i.exec(entry)?.[1] ?? entry;

@@ -11,7 +11,7 @@ export interface KeycloakRegisteredClientCheckOptions extends KeycloakAdminApiOp
   redirectHosts?: readonly string[] | undefined;
   /** How long a client's verdict is used before its redirect URIs are read again (default 60 s). */
   ttlSeconds?: number | undefined;
-  /** How long a verdict stands in while Keycloak does not answer (default 1 h); a refusal is kept. */
+  /** How long a verdict stands in while Keycloak does not answer (default 1 h); a refusal of redirect URIs is kept. */
   staleSeconds?: number | undefined;
   /** Verdicts kept at most (default 10 000; the oldest go first). */
   maxEntries?: number | undefined;
