@@ -1,4 +1,7 @@
-/* The consent, continue and error pages: plain HTML, inline styles allowed by a per-response nonce, no script. */
+/*
+ * The consent, continue and error pages: plain HTML, inline styles allowed by a per-response
+ * nonce; one script, the consent page's guard against a click it did not see coming.
+ */
 
 export interface ConsentPageInput {
   nonce: string;
@@ -44,6 +47,7 @@ const STYLE = `
   button.primary { background: var(--accent); border-color: var(--accent); color: var(--accent-fg); font-weight: 600; }
   button:focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
   footer { margin-top: 20px; font-size: .85rem; color: var(--muted); }
+  [hidden] { display: none; }
 `;
 
 function layout(nonce: string, title: string, body: string, head = ''): string {
@@ -101,10 +105,38 @@ export function consentPage(input: ConsentPageInput): string {
     <button type="submit" name="decision" value="deny">Deny</button>
     <button type="submit" name="decision" value="approve" class="primary">Approve</button>
   </div>
+  <p class="note" id="unseen-click" hidden>That click came before the pointer had moved on this page: move it here, then approve.</p>
 </form>
-<footer>You can revoke access later by signing out of the application.</footer>`,
+<footer>You can revoke access later by signing out of the application.</footer>
+<script nonce="${input.nonce}">${CONSENT_GUARD}</script>`,
   );
 }
+
+/**
+ * Double-clickjacking: a page that put this one behind a popup of its own can close the popup on
+ * the first click of a double-click and land the second on Approve, long after this page was
+ * made (so past the server's `consentMinimumViewMs`), with the pointer never moved over it.
+ * Approve by mouse is taken once the pointer has moved on this page (a trusted move with
+ * movement: a browser's synthetic move where a window was lifted has none) or a key was
+ * pressed here; a touch or pen needs no move. Without script the server's check alone stands.
+ */
+const CONSENT_GUARD = `(() => {
+  const form = document.querySelector('form');
+  const approve = form.querySelector('button[value="approve"]');
+  let seen = false;
+  let pointer = 'mouse';
+  addEventListener('pointermove', (event) => {
+    if (event.isTrusted && (event.movementX !== 0 || event.movementY !== 0)) seen = true;
+  }, true);
+  addEventListener('keydown', (event) => { if (event.isTrusted) seen = true; }, true);
+  addEventListener('pointerdown', (event) => { pointer = event.pointerType; }, true);
+  form.addEventListener('submit', (event) => {
+    if (event.submitter === approve && !seen && pointer === 'mouse') {
+      event.preventDefault();
+      document.getElementById('unseen-click').hidden = false;
+    }
+  });
+})();`;
 
 /**
  * Goes on to `location` at once: a refresh (no script), and a link for a browser that does not

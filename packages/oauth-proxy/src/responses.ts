@@ -13,7 +13,8 @@ export function htmlPage(c: Context, body: string, nonce: string, status: Conten
     'Content-Type': 'text/html; charset=utf-8',
     // The consent form posts to this origin, which answers with a page (`continueTo`), never a
     // redirect: a browser checks every redirect after a form's POST against form-action.
-    'Content-Security-Policy': `default-src 'none'; style-src 'nonce-${nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+    // The nonce admits this response's own style and script elements, nothing else.
+    'Content-Security-Policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
     'X-Frame-Options': 'DENY',
     'X-Content-Type-Options': 'nosniff',
     // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the
