@@ -105,7 +105,7 @@ export function consentPage(input: ConsentPageInput): string {
     <button type="submit" name="decision" value="deny">Deny</button>
     <button type="submit" name="decision" value="approve" class="primary">Approve</button>
   </div>
-  <p class="note" id="unseen-click" hidden>That click came before the pointer had moved on this page: move it here, then approve.</p>
+  <p class="note" id="unseen-click" role="alert" hidden>That click came before the pointer had moved over this page. Look the request over, then click Approve again.</p>
 </form>
 <footer>You can revoke access later by signing out of the application.</footer>
 <script nonce="${input.nonce}">${CONSENT_GUARD}</script>`,
@@ -115,26 +115,35 @@ export function consentPage(input: ConsentPageInput): string {
 /**
  * Double-clickjacking: a page that put this one behind a popup of its own can close the popup on
  * the first click of a double-click and land the second on Approve, long after this page was
- * made (so past the server's `consentMinimumViewMs`), with the pointer never moved over it.
- * Approve by mouse is taken once the pointer has moved on this page (a trusted move with
- * movement: a browser's synthetic move where a window was lifted has none) or a key was
- * pressed here; a touch or pen needs no move. Without script the server's check alone stands.
+ * made (so past the server's `consentMinimumViewMs`). Such a click comes with no pointer moving
+ * over this page before it, or one that began moving a moment before (a hand's jitter between
+ * the two clicks). So a mouse click on Approve is taken once the pointer has been moving over
+ * the page for half a second before the press (positions on the screen, not `movementX`, which
+ * some Safari versions report as 0). Only mouse presses: a keyboard, a screen reader or voice
+ * control (whose clicks come without a press), a touch or a pen are not held back, nor is Deny;
+ * without script the server's check stands alone.
  */
 const CONSENT_GUARD = `(() => {
   const form = document.querySelector('form');
   const approve = form.querySelector('button[value="approve"]');
-  let seen = false;
-  let pointer = 'mouse';
+  let position;
+  let movingSince;
+  let press;
   addEventListener('pointermove', (event) => {
-    if (event.isTrusted && (event.movementX !== 0 || event.movementY !== 0)) seen = true;
+    if (!event.isTrusted || event.pointerType !== 'mouse') return;
+    const at = event.screenX + ',' + event.screenY;
+    if (position !== undefined && position !== at && movingSince === undefined) movingSince = event.timeStamp;
+    position = at;
   }, true);
-  addEventListener('keydown', (event) => { if (event.isTrusted) seen = true; }, true);
-  addEventListener('pointerdown', (event) => { pointer = event.pointerType; }, true);
+  addEventListener('pointerdown', (event) => {
+    if (event.isTrusted) press = { type: event.pointerType, at: event.timeStamp };
+  }, true);
   form.addEventListener('submit', (event) => {
-    if (event.submitter === approve && !seen && pointer === 'mouse') {
-      event.preventDefault();
-      document.getElementById('unseen-click').hidden = false;
-    }
+    if (event.submitter !== approve || press === undefined || press.type !== 'mouse') return;
+    if (event.timeStamp - press.at > 1000) return;
+    if (movingSince !== undefined && press.at - movingSince >= 500) return;
+    event.preventDefault();
+    document.getElementById('unseen-click').hidden = false;
   });
 })();`;
 

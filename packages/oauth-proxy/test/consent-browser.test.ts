@@ -67,25 +67,37 @@ async function consentPage(): Promise<Page> {
   return page;
 }
 
-/** A mouse press and release where Approve is, with no move on the page before them. */
-async function clickWithoutMoving(page: Page): Promise<void> {
+/**
+ * A mouse press and release where Approve is, as Chromium gets them from the system; `jitter`
+ * first moves the pointer by a pixel or two, as a hand does between the clicks of a double-click.
+ */
+async function clickOnApprove(page: Page, jitter = false): Promise<void> {
   const box = await page.locator('button[value="approve"]').boundingBox();
   assert.ok(box);
   const cdp = await page.context().newCDPSession(page);
   const at = { x: box.x + box.width / 2, y: box.y + box.height / 2, button: 'left' as const, clickCount: 1 };
+  if (jitter) {
+    for (const dx of [-2, -1, 0]) {
+      await cdp.send('Input.dispatchMouseEvent', { type: 'mouseMoved', x: at.x + dx, y: at.y, button: 'none' });
+    }
+  }
   await cdp.send('Input.dispatchMouseEvent', { type: 'mousePressed', ...at });
   await cdp.send('Input.dispatchMouseEvent', { type: 'mouseReleased', ...at });
 }
 
 describe('the consent page in Chromium', () => {
-  test('a click on Approve with no pointer move on the page before it is not sent; after a move it is', async () => {
+  test('a click on Approve with the pointer still, or moving only a moment before, is not sent; after moving over the page it is', async () => {
     const page = await consentPage();
     const upstreamLogins = idp.authorizeRequests.length;
-    // The second click of a double-click, landing where a popup closed under it.
-    await clickWithoutMoving(page);
-    await page.locator('#unseen-click').waitFor({ state: 'visible' });
-    assert.equal(new URL(page.url()).pathname, '/authorize', 'still on the consent page');
-    assert.equal(idp.authorizeRequests.length, upstreamLogins, 'no sign-in upstream');
+    // The second click of a double-click, landing where a popup closed under it: with the
+    // pointer still, and with the jitter of a hand between the two clicks.
+    for (const jitter of [false, true]) {
+      await clickOnApprove(page, jitter);
+      await page.locator('#unseen-click').waitFor({ state: 'visible' });
+      assert.equal(new URL(page.url()).pathname, '/authorize', 'still on the consent page');
+      assert.equal(idp.authorizeRequests.length, upstreamLogins, `no sign-in upstream (jitter: ${jitter})`);
+      await page.locator('#unseen-click').evaluate((note) => note.setAttribute('hidden', ''));
+    }
     // A person moves the pointer, then clicks: the approval goes on to the upstream's sign-in.
     const upstream = page.waitForResponse((response) => response.url().startsWith(idp.base));
     await approveProxyConsent(page);

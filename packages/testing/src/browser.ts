@@ -69,9 +69,11 @@ export const CONSENT_READING_MS = 1_100;
 
 /** Clicks the proxy consent page's Approve once a reader's time has passed. */
 export async function approveProxyConsent(page: Page): Promise<void> {
-  await page.waitForTimeout(CONSENT_READING_MS);
-  // As a person does: the pointer moves on the page before it clicks (the page takes no
-  // approval from a pointer that never moved there).
+  // As a person does: the pointer moves over the page while it is read, then clicks (the page
+  // takes no mouse approval from a pointer that was not moving over it half a second before).
+  const approve = 'button[name="decision"][value="approve"]';
   await page.hover('h1');
-  await page.click('button[name="decision"][value="approve"]');
+  await page.hover(approve);
+  await page.waitForTimeout(CONSENT_READING_MS);
+  await page.click(approve);
 }
