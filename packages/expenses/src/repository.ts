@@ -2,6 +2,7 @@ import type pg from 'pg';
 import {
   amountText,
   type Category,
+  calendarDate,
   type Expense,
   type ExpenseFilter,
   type ExpensePage,
@@ -225,12 +226,12 @@ function decodeCursor(cursor: string): CursorPlace | null {
   const [, date, place, id] = match as unknown as [string, string, string, string];
   // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
   if (encodeCursor({ date, place, id }) !== cursor) return null;
-  // A date or instant that does not exist would be PostgreSQL's error, not the caller's (and
-  // PostgreSQL has no year 0, which JavaScript's dates do).
-  if (date.startsWith('0000') || place.startsWith('0000')) return null;
-  const day = new Date(`${date}T00:00:00Z`);
+  // A date or instant that does not exist would be PostgreSQL's error, not the caller's: the
+  // date is an expense's, under the rule of every date argument (a real calendar date within
+  // the years expenses have, so no year 0, which JavaScript's dates take and PostgreSQL does
+  // not), and so is the instant's day; its time must exist too.
+  if (!calendarDate.safeParse(date).success || !calendarDate.safeParse(place.slice(0, 10)).success) return null;
   const instant = new Date(`${place.slice(0, 23)}Z`);
-  if (Number.isNaN(day.getTime()) || day.toISOString().slice(0, 10) !== date) return null;
   if (Number.isNaN(instant.getTime()) || instant.toISOString().slice(0, 23) !== place.slice(0, 23)) return null;
   return { date, place, id };
 }
