@@ -2,8 +2,9 @@ import {
   type AuthProvider,
   AuthUnavailableError,
   type AuthVariables,
-  isToolAllowed,
+  type McpCall,
   type McpScopeRequirements,
+  missingScopes,
   requireAuth,
   requireMcpScopes,
   toAuthInfo,
@@ -19,7 +20,7 @@ import {
 import { createStatelessMcpEndpoint, originGuard } from '@mcp-auth-stack/mcp-hono';
 import { httpTracing, mcpTracing } from '@mcp-auth-stack/telemetry';
 import type { RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
 import type { ServerConfig } from './config.ts';
 import { errorFields, type Logger } from './logger.ts';
@@ -41,6 +42,12 @@ type Env = { Variables: AuthVariables & RequestIdVariables };
 
 /** The scopes each MCP call needs, declared next to the tools in packages/expenses. */
 const SCOPE_REQUIREMENTS: McpScopeRequirements = { tools: EXPENSE_TOOL_SCOPES, methods: EXPENSE_METHOD_SCOPES };
+
+/** Whether this exchange's caller holds every scope the call needs (no caller: the check is elsewhere). */
+function mayCall(c: Context<Env>, call: McpCall): boolean {
+  const principal = c.get('principal');
+  return !principal || missingScopes(principal, call, SCOPE_REQUIREMENTS, holds).length === 0;
+}
 
 /** The HTTP application: health, readiness and the authenticated MCP endpoint. */
 export async function createApp({
@@ -82,11 +89,10 @@ export async function createApp({
     staticToolList: true,
     // Money is exact: 12.340000000000000001 is refused, not quietly stored as 12.34.
     exactNumbers: true,
-    // tools/list shows what the caller may call.
-    toolVisible: (tool, c) => {
-      const principal = c.get('principal');
-      return !principal || isToolAllowed(principal, tool, SCOPE_REQUIREMENTS, holds);
-    },
+    // The listings show what the caller may call, read or get.
+    toolVisible: (tool, c) => mayCall(c, { method: 'tools/call', name: tool }),
+    resourceVisible: (uri, c) => mayCall(c, { method: 'resources/read', name: uri }),
+    promptVisible: (prompt, c) => mayCall(c, { method: 'prompts/get', name: prompt }),
   });
 
   const app = new Hono<Env>();

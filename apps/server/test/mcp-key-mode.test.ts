@@ -166,7 +166,11 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
     assert.match(text(foreign), /not one a listing gave/);
     const deleted = await call(bob, 'delete_user_expense', { id: aliceExpense });
     assert.equal(deleted.isError, true);
-    assert.equal(text(deleted), `No expense with id ${aliceExpense}.`, 'same answer as for an id that does not exist');
+    assert.equal(
+      text(deleted),
+      `No expense with id ${aliceExpense}: it does not exist, or it was already deleted.`,
+      'same answer as for an id that does not exist',
+    );
     assert.equal((await stack.sql.query('SELECT 1 FROM expenses WHERE id = $1', [aliceExpense])).rowCount, 1);
   });
 
@@ -179,8 +183,10 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
     assert.equal(deleted.isError, undefined, text(deleted));
     assert.equal((deleted.structuredContent as { deleted: { id: string } }).deleted.id, expense.id);
     assert.equal(await countRows('alice'), before);
+    // A retry (the tool is idempotent) says the expense may already be gone, not only "no such expense".
     const again = await call(alice, 'delete_user_expense', { id: expense.id });
     assert.equal(again.isError, true);
+    assert.match(text(again), /already deleted/);
   });
 
   test('the recent-expenses resource and the analyze_spending prompt belong to the caller', async () => {
@@ -443,6 +449,45 @@ describe('scopes decide which tools a key may see and call', () => {
     } finally {
       await reader.close();
     }
+  });
+
+  test('a write-only key is offered no resource and no prompt it could not use; getting the prompt is 403', async () => {
+    const { secret } = await stack.keys.create({ userId: 'writer', scopes: ['expenses:write'] });
+    const writer = await connectClient(stack.mcpUrl, { Authorization: `Bearer ${secret}` });
+    try {
+      assert.deepEqual((await writer.listResources()).resources, []);
+      assert.deepEqual((await writer.listPrompts()).prompts, []);
+      // A key that may read sees both.
+      assert.deepEqual(
+        (await bob.listResources()).resources.map((resource) => resource.uri),
+        ['expenses://recent'],
+      );
+      assert.deepEqual(
+        (await bob.listPrompts()).prompts.map((prompt) => prompt.name),
+        ['analyze_spending'],
+      );
+      const raw = await postMcp(
+        stack.mcpUrl,
+        { jsonrpc: '2.0', id: 1, method: 'prompts/get', params: { name: 'analyze_spending' } },
+        { authorization: `Bearer ${secret}` },
+      );
+      assert.equal(raw.status, 403);
+      assert.match(raw.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="[^"]*expenses:read/);
+    } finally {
+      await writer.close();
+    }
+  });
+
+  test('the prompt refuses a date range its tools would refuse', async () => {
+    await assert.rejects(
+      bob.getPrompt({ name: 'analyze_spending', arguments: { start_date: '2025-02-01', end_date: '2025-01-01' } }),
+      (error: Error & { code?: number }) => error.code === -32602 && /after end_date/.test(error.message),
+    );
+    const fine = await bob.getPrompt({
+      name: 'analyze_spending',
+      arguments: { start_date: '2025-01-01', end_date: '2025-02-01' },
+    });
+    assert.match(JSON.stringify(fine.messages), /from 2025-01-01 until 2025-02-01/);
   });
 
   test('get_expense_stats counts across users for an admin key, and is refused to others', async () => {

@@ -2,7 +2,7 @@ import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
 import { isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import {
   amount,
@@ -18,6 +18,10 @@ import {
   type SpendingSummary,
 } from './model.ts';
 import { DEFAULT_LIST_LIMIT, type ExpenseRepository, InvalidCursorError } from './repository.ts';
+
+// Every tool's input is a strict object (`additionalProperties: false` in its JSON Schema): an
+// argument the tool does not take (a `category` for the summary, a `user_id`) is a tool error
+// naming it, not dropped, so a guessed filter never returns the answer to another question.
 
 /** The optional date range that the list, the summary and the statistics take. */
 const dateRangeInput = {
@@ -102,9 +106,13 @@ export const EXPENSE_TOOL_SCOPES: Readonly<Record<string, readonly string[]>> = 
   get_spending_summary: [EXPENSE_SCOPES.read],
   get_expense_stats: [EXPENSE_SCOPES.admin],
 };
-/** What other MCP methods need (`resources/read` of the caller's expenses). */
+/**
+ * What other MCP methods need: `resources/read` of the caller's expenses, and `prompts/get` of
+ * the one prompt, which sends the model to the reading tools.
+ */
 export const EXPENSE_METHOD_SCOPES: Readonly<Record<string, readonly string[]>> = {
   'resources/read': [EXPENSE_SCOPES.read],
+  'prompts/get': [EXPENSE_SCOPES.read],
 };
 
 type Extra = RequestHandlerExtra<never, never>;
@@ -173,7 +181,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'Add expense',
       description:
         'Record one expense for the signed-in user. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.',
-      inputSchema: {
+      inputSchema: z.strictObject({
         date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),
         category: z.enum(CATEGORIES).describe('What kind of expense'),
@@ -184,7 +192,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
           .describe(
             'Optional: a key of your choice (a UUID) for this one expense, unique per user; reuse it only to retry the same expense (once that expense is deleted, the key adds it again)',
           ),
-      },
+      }),
       outputSchema: { expense },
       _meta: scopesMeta('add_user_expense'),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
@@ -213,7 +221,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     {
       title: 'List expenses',
       description: `The signed-in user's expenses, newest first, optionally filtered by date range and category, a page at a time (at most ${MAX_LIST_LIMIT}); when more match, has_more is true and next_cursor continues the listing.`,
-      inputSchema: {
+      inputSchema: z.strictObject({
         ...dateRangeInput,
         category: z.enum(CATEGORIES).optional(),
         limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional().describe(`Default ${DEFAULT_LIST_LIMIT}`),
@@ -223,7 +231,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
           .regex(/^[A-Za-z0-9_-]+$/, 'must be the next_cursor of a page')
           .optional()
           .describe('next_cursor of the page before, with the same filters: the page after it'),
-      },
+      }),
       outputSchema: {
         expenses: z.array(expense),
         count: z.number().int().describe('Expenses on this page'),
@@ -258,7 +266,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     {
       title: 'Delete expense',
       description: "Delete one of the signed-in user's expenses by its id.",
-      inputSchema: { id: z.string().uuid('must be an expense id (a UUID)') },
+      inputSchema: z.strictObject({ id: z.string().uuid('must be an expense id (a UUID)') }),
       outputSchema: { deleted: expense },
       _meta: scopesMeta('delete_user_expense'),
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
@@ -266,8 +274,9 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     async ({ id }, extra) => {
       const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.delete_user_expense ?? []);
       const deleted = await stored('delete_user_expense', () => repository.delete(userId, id));
-      // Another user's expense looks exactly like one that does not exist.
-      if (!deleted) return toolError(`No expense with id ${id}.`);
+      // Another user's expense looks exactly like one that does not exist. A retried delete
+      // (the annotations call it idempotent) must not read as a failure.
+      if (!deleted) return toolError(`No expense with id ${id}: it does not exist, or it was already deleted.`);
       return result(`Deleted expense ${deleted.id}: ${describeExpense(deleted)}`, { deleted });
     },
   );
@@ -278,9 +287,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'Spending summary',
       description:
         "Totals of the signed-in user's expenses per category and per month, optionally within a date range.",
-      inputSchema: {
-        ...dateRangeInput,
-      },
+      inputSchema: z.strictObject(dateRangeInput),
       outputSchema: {
         total: money,
         count: z.number().int(),
@@ -304,9 +311,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'Expense statistics (admin)',
       description:
         'Per-category counts and totals across all users, optionally within a date range. Needs the expenses:admin scope.',
-      inputSchema: {
-        ...dateRangeInput,
-      },
+      inputSchema: z.strictObject(dateRangeInput),
       outputSchema: {
         total: money,
         count: z.number().int(),
@@ -363,7 +368,12 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
         end_date: calendarDate.optional(),
       },
     },
-    ({ category, start_date, end_date }) => {
+    ({ category, start_date, end_date }, extra) => {
+      caller(extra, EXPENSE_METHOD_SCOPES['prompts/get'] ?? []);
+      // The tools it leads to would each refuse this range.
+      if (start_date && end_date && start_date > end_date) {
+        throw new McpError(ErrorCode.InvalidParams, `start_date ${start_date} is after end_date ${end_date}.`);
+      }
       const scope = [
         category ? `in the category "${category}"` : 'across all categories',
         start_date ? `from ${start_date}` : undefined,

@@ -147,6 +147,33 @@ describe('every tool checks its own scopes', () => {
     await client.close();
   });
 
+  test('an argument a tool does not take is a tool error naming it, never dropped, and nothing is stored', async () => {
+    // A model that guesses a filter (`category` for the summary) or a `user_id` would otherwise
+    // get the answer to another question, or add an expense it believes is someone else's.
+    const server = createExpensesServer(new ExpenseRepository(database.pool));
+    const client = await connect(server, {
+      userId: 'strict-user',
+      scopes: Object.values(EXPENSE_SCOPES),
+      method: 'api_key',
+    });
+    try {
+      const { tools } = await client.listTools();
+      for (const tool of tools) assert.equal(tool.inputSchema.additionalProperties, false, tool.name);
+      for (const [tool, args] of Object.entries(validArguments)) {
+        const result = await client.callTool({ name: tool, arguments: { ...args, user_id: 'someone-else' } });
+        assert.equal(result.isError, true, `${tool}: ${textOf(result)}`);
+        assert.match(textOf(result), /user_id/, tool);
+      }
+      const stored = await database.pool.query(
+        "SELECT count(*)::int AS n FROM expenses WHERE user_id IN ('strict-user', 'someone-else')",
+      );
+      assert.equal(stored.rows[0].n, 0);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
   test('a caller holding every scope but the one a tool needs gets a tool error, and nothing is stored', async () => {
     const server = createExpensesServer(new ExpenseRepository(database.pool));
     try {

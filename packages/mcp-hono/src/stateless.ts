@@ -27,6 +27,10 @@ export interface StatelessMcpOptions {
    * The server is shared by every caller, so the list is filtered per exchange here.
    */
   toolVisible?: (toolName: string, c: Context) => boolean;
+  /** Which resources (by URI) and resource templates (by URI template) this caller sees in their listings. */
+  resourceVisible?: (uri: string, c: Context) => boolean;
+  /** Which prompts this caller sees in `prompts/list`. */
+  promptVisible?: (promptName: string, c: Context) => boolean;
   /**
    * The server's tools never change at runtime: the listing is asked of the server once, when
    * the endpoint is made (register every tool before), and `tools/list` is answered from it
@@ -58,6 +62,16 @@ export interface StatelessMcpOptions {
    */
   credentialHeaders?: readonly string[];
 }
+
+/** The listings filtered per caller: the option that decides, the result's array, and what names an item. */
+const LISTINGS: Readonly<
+  Record<string, { option: 'toolVisible' | 'resourceVisible' | 'promptVisible'; member: string; key: string }>
+> = {
+  'tools/list': { option: 'toolVisible', member: 'tools', key: 'name' },
+  'resources/list': { option: 'resourceVisible', member: 'resources', key: 'uri' },
+  'resources/templates/list': { option: 'resourceVisible', member: 'resourceTemplates', key: 'uriTemplate' },
+  'prompts/list': { option: 'promptVisible', member: 'prompts', key: 'name' },
+};
 
 /**
  * A Streamable HTTP endpoint (MCP transport revision 2025-03-26 and later) without protocol
@@ -220,14 +234,15 @@ export async function createStatelessMcpEndpoint(
         return c.body(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, error }), 200, JSON_HEADERS);
       }
       let reply = readableValidationError(await transport.request(rpc, extra, request.signal));
-      if (options.toolVisible && rpc.method === 'tools/list' && 'result' in reply) {
-        const result = reply.result as { tools?: { name: string }[] };
-        if (Array.isArray(result.tools)) {
-          // A copy: the cached result is shared by every caller.
-          reply = {
-            ...reply,
-            result: { ...result, tools: result.tools.filter((tool) => options.toolVisible?.(tool.name, c) ?? true) },
-          };
+      const listed = Object.hasOwn(LISTINGS, rpc.method) ? LISTINGS[rpc.method] : undefined;
+      const visible = listed && options[listed.option];
+      if (listed && visible && 'result' in reply) {
+        const result = reply.result as Record<string, unknown>;
+        const items = result[listed.member];
+        if (Array.isArray(items)) {
+          // A copy: the SDK's result may be shared by every caller.
+          const shown = items.filter((item: Record<string, unknown>) => visible(String(item[listed.key]), c));
+          reply = { ...reply, result: { ...result, [listed.member]: shown } };
         }
       }
       return c.body(JSON.stringify(reply), 200, JSON_HEADERS);

@@ -33,6 +33,12 @@ async function makeApp(direct: boolean, seen: { requestIds: unknown[]; aborted: 
     ),
   );
   register(
+    'strict',
+    server.registerTool('strict', { inputSchema: z.strictObject({ value: z.string() }) }, async ({ value }) => ({
+      content: [{ type: 'text', text: value }],
+    })),
+  );
+  register(
     'headers',
     server.registerTool('headers', { inputSchema: {} }, async (_args, extra) => ({
       content: [
@@ -118,6 +124,8 @@ const CASES: [string, Record<string, unknown>][] = [
   ['no arguments for a tool that needs some', { name: 'echo' }],
   ['arguments that are not an object', { name: 'echo', arguments: 'hi' }],
   ['a tool that throws', { name: 'fails', arguments: {} }],
+  ['a strict input schema, valid', { name: 'strict', arguments: { value: 'hi' } }],
+  ['a strict input schema, an argument it does not take', { name: 'strict', arguments: { value: 'hi', extra: 1 } }],
   ['a tool without an input schema, with _meta', { name: 'no_input', _meta: { progressToken: 5 } }],
   ['a disabled tool', { name: 'disabled', arguments: {} }],
   ['an unknown tool', { name: 'nope', arguments: {} }],

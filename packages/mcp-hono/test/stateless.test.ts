@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import {
   createStatelessMcpEndpoint,
@@ -252,6 +252,40 @@ test('tools/list is filtered per caller when a visibility rule is given', async 
   };
   assert.deepEqual(await list('someone'), ['echo']);
   assert.deepEqual(await list('admin'), ['ask_user', 'echo', 'hold', 'wait_for_cancel']);
+});
+
+test('resources, resource templates and prompts are filtered per caller like tools', async () => {
+  const server = new McpServer({ name: 'listings', version: '1.0.0' });
+  const read = async (uri: URL) => ({ contents: [{ uri: uri.href, text: 'x' }] });
+  server.registerResource('open', 'test://open', {}, read);
+  server.registerResource('secret', 'test://secret', {}, read);
+  server.registerResource('by-id', new ResourceTemplate('test://secret/{id}', { list: undefined }), {}, read);
+  server.registerPrompt('open_prompt', {}, () => ({ messages: [] }));
+  server.registerPrompt('secret_prompt', {}, () => ({ messages: [] }));
+  const admin = (c: Context) => c.req.header('x-user') === 'admin';
+  const endpoint = await createStatelessMcpEndpoint(server, {
+    resourceVisible: (uri, c) => !uri.startsWith('test://secret') || admin(c),
+    promptVisible: (name, c) => name !== 'secret_prompt' || admin(c),
+  });
+  const app = new Hono();
+  app.all('/mcp', (c) => endpoint.handle(c));
+  const list = async (method: string, member: string, key: string, user: string) => {
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, 'x-user': user },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method }),
+    });
+    const body = (await response.json()) as { result: Record<string, Record<string, string>[]> };
+    return (body.result[member] ?? []).map((item) => item[key]).sort();
+  };
+  assert.deepEqual(await list('resources/list', 'resources', 'uri', 'someone'), ['test://open']);
+  assert.deepEqual(await list('resources/list', 'resources', 'uri', 'admin'), ['test://open', 'test://secret']);
+  assert.deepEqual(await list('resources/templates/list', 'resourceTemplates', 'uriTemplate', 'someone'), []);
+  assert.deepEqual(await list('resources/templates/list', 'resourceTemplates', 'uriTemplate', 'admin'), [
+    'test://secret/{id}',
+  ]);
+  assert.deepEqual(await list('prompts/list', 'prompts', 'name', 'someone'), ['open_prompt']);
+  assert.deepEqual(await list('prompts/list', 'prompts', 'name', 'admin'), ['open_prompt', 'secret_prompt']);
 });
 
 test('staticToolList answers tools/list from the listing made with the endpoint, per caller filter included', async () => {
