@@ -26,14 +26,16 @@ Usage:
 Uses DATABASE_URL when set, else the embedded database in DATA_DIR (default .data),
 whether or not the server is running.`;
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (!command || command === 'help' || command === '--help' || command === '-h') {
-    process.stdout.write(`${USAGE}\n`);
-    return command ? 0 : 64;
-  }
-  const { values, positionals } = parseArgs({
-    args: rest,
+/** The options each command reads. */
+const OPTIONS_OF: Readonly<Record<string, readonly string[]>> = {
+  create: ['user', 'name', 'scope'],
+  list: ['user'],
+  revoke: [],
+};
+
+function parseOptions(args: string[]) {
+  return parseArgs({
+    args,
     allowPositionals: true,
     options: {
       // Collected, to refuse a second one: parseArgs would keep the last without a word.
@@ -42,6 +44,28 @@ async function main(argv: string[]): Promise<number> {
       scope: { type: 'string', multiple: true },
     },
   });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(`${USAGE}\n`);
+    return command ? 0 : 64;
+  }
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions(rest);
+  } catch (error) {
+    // An unknown option, or one without its value: a usage error like the others (64), not a failure.
+    if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS_')) return usage((error as Error).message);
+    throw error;
+  }
+  const { values, positionals } = parsed;
+  // An option a command does not read is refused, not ignored: `revoke --user alice <id>` would
+  // otherwise revoke the key whoever it belongs to.
+  const allowed = Object.hasOwn(OPTIONS_OF, command) ? OPTIONS_OF[command] : undefined;
+  const unread = Object.keys(values).filter((option) => allowed && !allowed.includes(option));
+  if (unread.length > 0) return usage(`${command} takes no ${unread.map((option) => `--${option}`).join(' or ')}`);
   for (const option of ['user', 'name'] as const) {
     if ((values[option]?.length ?? 0) > 1) return usage(`--${option} given more than once`);
   }

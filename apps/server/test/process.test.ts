@@ -176,6 +176,39 @@ describe('the server process on the embedded database, with the keys CLI beside 
     assert.match((await keysCli(['help'], env())).stdout, /each --scope replaces that default/);
   });
 
+  test('keys: an option its command does not read, an unknown option or a missing value is a usage error (64); nothing changes', async () => {
+    const listed = async () => (await keysCli(['list'], env())).stdout;
+    const before = await listed();
+    assert.match(before, new RegExp(`${keyId} .* active`));
+    const refusals: [string[], RegExp][] = [
+      // Not a guard: the key would be revoked whoever it belongs to.
+      [['revoke', '--user', 'someone-else', keyId], /revoke takes no --user/],
+      [['list', '--scope', 'expenses:admin'], /list takes no --scope/],
+      [['list', '--user', 'alice', '--name', 'laptop'], /list takes no --name/],
+      [['create', '--user', 'zoe', '--force'], /Unknown option '--force'/],
+      [['create', '--user'], /argument missing/],
+      [['list', '-u', 'alice'], /Unknown option '-u'/],
+    ];
+    for (const [args, message] of refusals) {
+      const result = await keysCli(args, env());
+      assert.equal(result.code, 64, `${args.join(' ')}: ${result.stderr}`);
+      assert.match(result.stderr, message, args.join(' '));
+      assert.match(result.stderr, /Usage:/, args.join(' '));
+    }
+    assert.equal(await listed(), before, 'no key created or revoked');
+  });
+
+  test('keys: a user id is the same user whichever way its accents are typed', async () => {
+    const composed = await keysCli(['create', '--user', 'jos\u00e9', '--name', 'caf\u00e9'], env());
+    const decomposed = await keysCli(['create', '--user', 'jose\u0301'], env());
+    assert.equal(composed.code, 0, composed.stderr);
+    assert.equal(decomposed.code, 0, decomposed.stderr);
+    for (const spelling of ['jose\u0301', 'jos\u00e9']) {
+      const listed = await keysCli(['list', '--user', spelling], env());
+      assert.equal(listed.stdout.trim().split('\n').length, 3, `a header and both keys:\n${listed.stdout}`);
+    }
+  });
+
   test('keys revoke takes effect on the next request', async () => {
     const revoked = await keysCli(['revoke', keyId], env());
     assert.equal(revoked.code, 0, revoked.stderr);

@@ -104,6 +104,11 @@ const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
 
 const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
 
+/** A user id as keys store it: trimmed, in Unicode normal form C. */
+function normalizedUserId(userId: string): string {
+  return userId.trim().normalize('NFC');
+}
+
 export class ApiKeyStore {
   readonly #pool: pg.Pool;
   /** When each key's `last_used_at` was last written, so a busy key is written at most once a minute. */
@@ -116,14 +121,19 @@ export class ApiKeyStore {
   }
 
   async create(input: { userId: string; name?: string | undefined; scopes?: string[] }): Promise<CreatedApiKey> {
-    const userId = input.userId.trim();
-    if (userId.length === 0 || userId.length > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
-    if (input.name !== undefined && input.name.length > 100) throw new Error('A key name is at most 100 characters.');
+    // NFC: `josé` typed with a combining accent is the same user as with the composed letter,
+    // not a second one that `pnpm keys list` shows identically. Lengths count characters, as
+    // the table's CHECKs (char_length) do, not UTF-16 units.
+    const userId = normalizedUserId(input.userId);
+    const name = input.name?.normalize('NFC');
+    const userIdLength = [...userId].length;
+    if (userIdLength === 0 || userIdLength > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
+    if (name !== undefined && [...name].length > 100) throw new Error('A key name is at most 100 characters.');
     // Both are printed by `pnpm keys list` and logged with each request: they must read as what they are.
     const userIdProblem = misleadingTextProblem(userId);
     if (userIdProblem) throw new Error(`A key's user id ${userIdProblem}: ${JSON.stringify(userId)}`);
-    const nameProblem = input.name === undefined ? undefined : misleadingTextProblem(input.name);
-    if (nameProblem) throw new Error(`A key's name ${nameProblem}: ${JSON.stringify(input.name)}`);
+    const nameProblem = name === undefined ? undefined : misleadingTextProblem(name);
+    if (nameProblem) throw new Error(`A key's name ${nameProblem}: ${JSON.stringify(name)}`);
     const scopes = [...new Set(input.scopes ?? [])];
     for (const scope of scopes) {
       if (!SCOPE_PATTERN.test(scope)) throw new Error(`Not a valid scope: ${JSON.stringify(scope)}`);
@@ -133,7 +143,7 @@ export class ApiKeyStore {
     const { rows } = await this.#pool.query<ApiKeyRecord>(
       `INSERT INTO api_keys (id, user_id, name, scopes, secret_sha256) VALUES ($1, $2, $3, $4, $5)
        RETURNING ${RECORD_COLUMNS}`,
-      [id, userId, input.name ?? null, scopes, hashApiKey(secret)],
+      [id, userId, name ?? null, scopes, hashApiKey(secret)],
     );
     return { record: rows[0] as ApiKeyRecord, secret };
   }
@@ -141,7 +151,7 @@ export class ApiKeyStore {
   async list(filter: { userId?: string | undefined } = {}): Promise<ApiKeyRecord[]> {
     const { rows } = await this.#pool.query<ApiKeyRecord>(
       `SELECT ${RECORD_COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at, id`,
-      [filter.userId ?? null],
+      [filter.userId === undefined ? null : normalizedUserId(filter.userId)],
     );
     return rows;
   }

@@ -58,7 +58,18 @@ export function requireAuth(provider: AuthProvider) {
  */
 export async function authenticateRequest(provider: AuthProvider, request: Request): Promise<AuthOutcome> {
   const fromHeader = provider.credentialHeader ? request.headers.get(provider.credentialHeader)?.trim() : undefined;
-  const credential = fromHeader || bearerCredential(request);
+  const fromBearer = bearerCredential(request);
+  // RFC 6750 2: one way per request. Two different credentials would leave the caller's identity
+  // to whichever header this server reads first (a gateway adds one, the client sends the other).
+  if (fromHeader && fromBearer && fromHeader !== fromBearer) {
+    const name = provider.credentialName ?? 'access token';
+    return {
+      ok: false,
+      error: 'invalid_request',
+      description: `Two different credentials: send the ${name} either as Authorization: Bearer or as ${provider.credentialHeader}, not both.`,
+    };
+  }
+  const credential = fromHeader || fromBearer;
   if (credential) return provider.verify(credential);
   if (provider.withoutCredential) return provider.withoutCredential();
   const header = request.headers.get('authorization');

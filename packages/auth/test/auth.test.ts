@@ -143,6 +143,14 @@ describe('API keys on a real PostgreSQL server', () => {
 
     const viaHeader = await app.request('/p', { headers: { 'x-api-key': secret } });
     assert.equal(viaHeader.status, 200);
+    const bothSame = await app.request('/p', { headers: { 'x-api-key': secret, authorization: `Bearer ${secret}` } });
+    assert.equal(bothSame.status, 200, 'the same key both ways is one credential');
+    // Two keys, two users: neither header is taken (RFC 6750 2: one method per request).
+    const other = await store.create({ userId: 'mallory', scopes: ['s1', 's2'] });
+    const both = await app.request('/p', { headers: { 'x-api-key': other.secret, authorization: `Bearer ${secret}` } });
+    assert.equal(both.status, 400);
+    assert.match(both.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
+    assert.match(((await both.json()) as { error_description: string }).error_description, /not both/);
 
     const none = await app.request('/p');
     assert.equal(none.status, 401);
