@@ -168,6 +168,7 @@ if (wholeStack) {
 }
 
 let demoKey: string | undefined;
+let makeDemoKey = false;
 let missingKey: 'never-made' | 'all-revoked' | undefined;
 if (config.authMode === 'key') {
   const database = await openAppDatabase(config, 'tool').catch((error: unknown) => {
@@ -181,14 +182,12 @@ if (config.authMode === 'key') {
     // Only where no key ever existed: keys all revoked (after a leak, say) must stay that way.
     // And only for a person at a terminal: a pipe or a log collector would keep the secret, and
     // a key nobody saw would be of no use.
+    // Made once the server answers, just before the summary shows it: a key made before a
+    // Ctrl-C or a failed start would be one nobody saw, and would stop every later start
+    // from making one.
     if (!(await store.hasAny())) {
-      if (process.stdout.isTTY) {
-        demoKey = (
-          await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes: [...EXPENSE_USER_SCOPES] })
-        ).secret;
-      } else {
-        missingKey = 'never-made';
-      }
+      if (process.stdout.isTTY) makeDemoKey = true;
+      else missingKey = 'never-made';
     } else if ((await store.countActive()) === 0) {
       missingKey = 'all-revoked';
     }
@@ -248,6 +247,14 @@ if (!healthy) {
 
 // Ctrl-C came while the server was starting: stopAll() owns the rest, no summary.
 if (stopping) await new Promise(() => {});
+if (makeDemoKey) {
+  try {
+    demoKey = await createDemoKey();
+  } catch (error) {
+    process.stderr.write(`The demo key could not be made: ${(error as Error).message}\n`);
+    missingKey = 'never-made';
+  }
+}
 const mcpUrl = `${config.baseUrl}/mcp`;
 const lines = [
   '',
@@ -279,6 +286,18 @@ lines.push(
   '',
 );
 process.stdout.write(`${lines.join('\n')}\n`);
+
+/** The demo user's key, in the database the running server uses (the keys CLI's way in). */
+async function createDemoKey(): Promise<string> {
+  const database = await openAppDatabase(config, 'tool');
+  try {
+    const store = new ApiKeyStore(database.pool);
+    const scopes = [...EXPENSE_USER_SCOPES];
+    return (await store.create({ userId: DEMO_USER, name: 'created by pnpm start', scopes })).secret;
+  } finally {
+    await database.close();
+  }
+}
 
 /**
  * Where the server's port must be free: its listening address, and ::1 too when the URL it

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -279,6 +280,31 @@ describe('pnpm start', () => {
     const listed = (await keys(first.dataDir, 'list')).output;
     assert.equal(listed.match(/key_[0-9a-f]+/g)?.length, 1, `still the one revoked key:\n${listed}`);
     assert.match(listed, /demo-user .* revoked /);
+    await first.remove();
+    await second.remove();
+  });
+
+  test('MCP_AUTH_PROVIDER=key on a terminal: a first run stopped before its summary makes no key nobody saw; the next run shows one', async () => {
+    const first = await onTerminal('node scripts/start.ts', 'mcp-start-key-early-');
+    // The log file is made just before the server is spawned; the server then takes a second
+    // or more to open the embedded database, so this Ctrl-C comes before the summary.
+    for (let waited = 0; !existsSync(join(first.dataDir, 'server.log')); waited += 10) {
+      if (waited > 120_000 || first.child.exitCode !== null) throw new Error(`no server started:\n${first.output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    first.typeCtrlC();
+    assert.equal(await first.exited, 0, first.output());
+    assert.doesNotMatch(first.output(), /Ctrl-C stops everything|mcpk_/, 'stopped before the summary');
+    assert.match((await keys(first.dataDir, 'list')).output, /^No keys\./, 'no key was made');
+
+    const second = await onTerminal('node scripts/start.ts', 'mcp-start-key-early-', { dataDir: first.dataDir });
+    try {
+      const summary = await untilTerminalSummary(second);
+      assert.match(summary, /Demo key for "demo-user".*\r?\n\s+mcpk_\S+/, summary);
+    } finally {
+      second.typeCtrlC();
+    }
+    assert.equal(await second.exited, 0, second.output());
     await first.remove();
     await second.remove();
   });
