@@ -115,7 +115,10 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
     const principal = c.get('principal');
     if (principal === undefined) throw new Error('requireMcpScopes must run after requireAuth.');
     const headerMethod = c.req.header('mcp-method');
-    const headerName = c.req.header('mcp-name');
+    const headerName = mcpHeaderValue(c.req.header('mcp-name'));
+    if (headerName === null) {
+      return rpcError(c, 400, INVALID_REQUEST, 'The Mcp-Name header is not valid =?base64?…?= UTF-8.');
+    }
     // A caller holding every declared scope cannot be refused, so the body need not be read,
     // unless there are headers to check against it.
     if (headerMethod === undefined && headerName === undefined && everyScope.every((s) => hasScope(principal, s))) {
@@ -149,6 +152,26 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
     }
     await next();
   });
+}
+
+const BASE64_VALUE = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A mirrored header's value as the body has it. A name that is not plain header-safe ASCII (a
+ * non-ASCII tool name, one with edge spaces) is sent as `=?base64?<UTF-8 in base64>?=`, as the
+ * MCP clients that send these headers do (mcp-remote, the SDK's client). Null for that form
+ * with bytes that are not base64 of UTF-8.
+ */
+function mcpHeaderValue(value: string | undefined): string | undefined | null {
+  if (value === undefined || !value.startsWith('=?base64?') || !value.endsWith('?=')) return value;
+  const encoded = BASE64_VALUE.exec(value)?.[1];
+  if (encoded === undefined || encoded.length % 4 !== 0) return null;
+  try {
+    return strictUtf8.decode(Buffer.from(encoded, 'base64'));
+  } catch {
+    return null;
+  }
 }
 
 /** The call a JSON-RPC request or notification makes; undefined for anything else. */

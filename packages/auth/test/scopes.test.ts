@@ -165,6 +165,33 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
     );
   });
 
+  test('an Mcp-Name sent as =?base64?…?= (a name that is not header-safe ASCII) is read decoded', async () => {
+    const app = jwtApp();
+    const headers = { ...(await reader()), 'mcp-method': 'tools/call' };
+    const encoded = (name: string) => `=?base64?${Buffer.from(name, 'utf8').toString('base64')}?=`;
+    // As mcp-remote and the SDK's client send them: a non-ASCII name, a name with an edge space.
+    for (const name of ['dépense', ' padded']) {
+      const body = toolCall(name);
+      const response = await post(app, body, { ...headers, 'mcp-name': encoded(name) });
+      assert.equal(response.status, 200, name);
+      assert.deepEqual(await response.json(), { body }, name);
+    }
+    // Decoded, it still has to be the body's name, and the scope rule still applies to it.
+    const other = await post(app, toolCall('get_user_expenses'), { ...headers, 'mcp-name': encoded('dépense') });
+    assert.equal(other.status, 400);
+    const forbidden = await post(app, 'not json', { ...headers, 'mcp-name': encoded('get_expense_stats') });
+    assert.equal(forbidden.status, 403);
+    for (const broken of ['=?base64?not*base64?=', `=?base64?${Buffer.from([0xff, 0xfe]).toString('base64')}?=`]) {
+      const response = await post(app, toolCall('x'), { ...headers, 'mcp-name': broken });
+      assert.equal(response.status, 400, broken);
+      assert.match(((await response.json()) as { error: { message: string } }).error.message, /not valid/);
+    }
+    // Only the whole form is an encoding: a name that merely starts like it is itself.
+    const literal = '=?base64?x';
+    const plain = await post(app, toolCall(literal), { ...headers, 'mcp-name': literal });
+    assert.equal(plain.status, 200);
+  });
+
   test('a caller holding every scope: body unread without headers, yet mismatching headers still get 400', async () => {
     const app = jwtApp();
     const all = await reader('mcp:access expenses:read expenses:write expenses:admin');
