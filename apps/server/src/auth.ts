@@ -206,7 +206,7 @@ export const REALM_CLIENTS_KEPT: readonly string[] = [
 /**
  * What the janitor leaves alone among the consent-required clients: the realm's, and those the
  * operator names in `KEYCLOAK_JANITOR_KEEP` (a partner's client added in the admin console with
- * "Consent required" on would otherwise be removed after 15 minutes without a session).
+ * "Consent required" on would otherwise be removed after a day without a session).
  */
 export function janitorKeep(config: Pick<KeycloakAuthConfig, 'keycloakJanitorKeep'>): string[] {
   return [...new Set([...REALM_CLIENTS_KEPT, ...config.keycloakJanitorKeep])];
@@ -226,8 +226,8 @@ function adminAccessOf(realmUrl: string, secret: string) {
 
 /**
  * Removes anonymously registered clients nobody uses (a flood of them would fill the realm's
- * Max Clients): never used, 15 minutes after the janitor first saw them; once used, after 7 days
- * without a session. Checked every 5 minutes. See docs/security.md.
+ * Max Clients): never used, a day after the janitor first saw them (15 minutes under a flood);
+ * once used, after 7 days without a session. Checked every 5 minutes. See docs/security.md.
  */
 function startJanitor(
   realmUrl: string,

@@ -677,6 +677,8 @@ describe('broken 3: a registration flood locks registration out for a bounded ti
         pool: stack.sql,
         keep: ['mcp-server', 'vscode-mcp-client', 'expenses-agent', 'mcp-oauth-proxy'],
         abandonedAfterSeconds: 0,
+        // A flood, though a small one: Max Clients was lowered to it above.
+        pressureAt: 0,
         intervalSeconds: 0,
         // Alice holds clients of this file's earlier tests in use too: no share here cuts them
         // (the share itself is the janitor's unit test; what it reads of Keycloak is pinned above).

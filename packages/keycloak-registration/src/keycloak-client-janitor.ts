@@ -11,8 +11,13 @@ import { keycloakAdminApi } from './admin-api.ts';
  * client id), shared by restarts and replicas, and decides from them:
  *
  * - a client with active sessions (online or offline) is in use: its last use is now;
- * - a client never seen in use is removed `abandonedAfterSeconds` after it was first seen:
- *   registered, then no login (default 15 minutes);
+ * - a client never seen in use is removed after a grace since it was first seen (registered,
+ *   then no login): `calmAbandonedAfterSeconds` (default a day) while fewer than `pressureAt`
+ *   candidates (default 50) are out of use, `abandonedAfterSeconds` (default 15 minutes) under a
+ *   flood. A removed client's MCP client keeps its client id and, with no token to refresh, goes
+ *   to the login with it, where the realm answers "Client not found" and nothing makes it
+ *   register again (VS Code, mcp-remote): so a person who left a first sign-in half done gets a
+ *   day, not 15 minutes, unless registration is being flooded;
  * - a client once in use is removed after `idleAfterSeconds` without a session (default 7 days);
  *   its MCP client then registers again (and the user consents again);
  * - a user keeps at most `maxClientsPerUser` clients in use (default 10; the ones first seen
@@ -58,7 +63,12 @@ export interface KeycloakClientJanitorOptions {
   clientSecret: string;
   /** Client ids never removed, in addition to Keycloak's built-in clients. */
   keep?: readonly string[] | undefined;
+  /** Grace of a never-used client under a flood (default 15 minutes). */
   abandonedAfterSeconds?: number | undefined;
+  /** Grace of a never-used client otherwise (default a day). */
+  calmAbandonedAfterSeconds?: number | undefined;
+  /** Candidates out of use from which a pass counts as a flood (default 50: a quarter of the realm's Max Clients). */
+  pressureAt?: number | undefined;
   idleAfterSeconds?: number | undefined;
   /** Clients one user keeps in use (default 10); the rest count as unused. */
   maxClientsPerUser?: number | undefined;
@@ -124,6 +134,8 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const now = options.now ?? Date.now;
   const keep = new Set([...KEYCLOAK_BUILT_IN_CLIENTS, options.clientId, ...(options.keep ?? [])]);
   const abandonedAfterMs = (options.abandonedAfterSeconds ?? 15 * 60) * 1000;
+  const calmAbandonedAfterMs = (options.calmAbandonedAfterSeconds ?? 24 * 3600) * 1000;
+  const pressureAt = options.pressureAt ?? 50;
   const idleAfterMs = (options.idleAfterSeconds ?? 7 * 24 * 3600) * 1000;
   const maxClientsPerUser = options.maxClientsPerUser ?? 10;
   const { pool } = options;
@@ -181,6 +193,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     client: ClientRepresentation,
     record: ClientRecord | undefined,
     use: 'in use' | 'beyond share' | 'unused',
+    graceMs: number,
     bearer: string,
   ): Promise<boolean> {
     const at = now();
@@ -205,7 +218,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     const expired =
       use === 'unused' && record.lastUsed !== undefined
         ? at - record.lastUsed > idleAfterMs
-        : at - record.firstSeen > abandonedAfterMs;
+        : at - record.firstSeen > graceMs;
     if (!expired) return false;
     await api(bearer, `/clients/${clientPath(client.id)}`, { method: 'DELETE' });
     await pool.query('DELETE FROM keycloak_janitor_clients WHERE id = $1', [client.id]);
@@ -239,11 +252,15 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     if (beyondShares > 0) {
       options.onEvent?.('clients_beyond_user_share', { count: beyondShares, max_per_user: maxClientsPerUser });
     }
+    const outOfUse = candidates.filter((client) => users.has(client.id) && useOf(client) !== 'in use').length;
+    const underPressure = outOfUse >= pressureAt;
+    if (underPressure) options.onEvent?.('registration_pressure', { out_of_use: outOfUse, pressure_at: pressureAt });
+    const graceMs = underPressure ? abandonedAfterMs : calmAbandonedAfterMs;
     const removed: string[] = [];
     for (const client of candidates) {
       if (!users.has(client.id)) continue; // its sessions could not be read: left for the next pass
       try {
-        if (await tidy(client, seen.get(client.id), useOf(client), bearer)) removed.push(client.clientId);
+        if (await tidy(client, seen.get(client.id), useOf(client), graceMs, bearer)) removed.push(client.clientId);
       } catch (error) {
         // One client that fails (Keycloak refuses its deletion) must not stop the others.
         options.onEvent?.('client_failed', { client_id: client.clientId, message: (error as Error).message });

@@ -86,6 +86,8 @@ function janitorWith(
     clientId: 'mcp-client-janitor',
     clientSecret: 'secret',
     intervalSeconds: 0,
+    // Every pass as under a flood: the 15-minute grace these tests time (the calm one has its own test).
+    pressureAt: 0,
     fetch,
     now: () => clock.now,
     ...extra,
@@ -123,6 +125,45 @@ test('a registrant cannot keep its clients from the janitor with attributes of i
     rows.map((row) => row.id),
     ['d'],
     'the records of removed clients go with them',
+  );
+});
+
+test('a client never used gets a day while registration is calm, 15 minutes under a flood', async () => {
+  // Its MCP client keeps the client id and goes to the login with it once removed, where the
+  // realm says "Client not found": a sign-in left half done must not cost that within minutes.
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const clients: StandInClient[] = [
+    { id: 'a', clientId: 'left-half-done', consentRequired: true },
+    { id: 'b', clientId: 'in-use', consentRequired: true, sessions: 1 },
+  ];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const events: string[] = [];
+  const keycloak = standInKeycloak(clients);
+  const calm = janitorWith(keycloak.fetch as typeof fetch, clock, {
+    pressureAt: 3,
+    onEvent: (event) => events.push(event),
+  });
+  await calm.runOnce();
+  clock.now += 16 * MINUTE;
+  assert.deepEqual((await calm.runOnce()).removed, [], 'calm: kept past 15 minutes');
+  clock.now += DAY;
+  assert.deepEqual((await calm.runOnce()).removed, ['left-half-done'], 'removed a day after');
+  assert.ok(!events.includes('registration_pressure'));
+
+  // A flood: three clients out of use (two new, and one more once the first is seen).
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  clients.push(
+    { id: 'c', clientId: 'flood-1', consentRequired: true },
+    { id: 'd', clientId: 'flood-2', consentRequired: true },
+    { id: 'e', clientId: 'flood-3', consentRequired: true },
+  );
+  await calm.runOnce();
+  clock.now += 16 * MINUTE;
+  assert.deepEqual((await calm.runOnce()).removed.sort(), ['flood-1', 'flood-2', 'flood-3']);
+  assert.ok(events.includes('registration_pressure'));
+  assert.deepEqual(
+    clients.map((client) => client.clientId),
+    ['in-use'],
   );
 });
 

@@ -1395,5 +1395,14 @@ describe('cleanup', () => {
     assert.equal(await left(idle), 0, 'unused for 100 days, nothing left');
     assert.equal(await left(used), 1, 'has a grant');
     assert.equal(await left(recentWithoutGrant), 1, 'got tokens recently: its stored client id must keep working');
+    // The removed client comes back with its saved id and no token to refresh: the page says how
+    // to make it register again, since nothing else will.
+    const back = await a.app.request(
+      authorizeUrl({ client_id: neverUsed.client_id, code_challenge: pkce().challenge }),
+    );
+    assert.equal(back.status, 400);
+    const page = await back.text();
+    assert.match(page, /registration was removed after going unused/);
+    assert.match(page, /Remove Dynamic Authentication Providers/);
   });
 });

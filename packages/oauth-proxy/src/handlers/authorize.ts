@@ -10,6 +10,9 @@ import { consentPage } from '../pages.ts';
 import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts';
 import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
+const UNKNOWN_CLIENT =
+  'This application is not registered here. If it was before, its registration was removed after going unused: remove the sign-in it saved for this server, and it registers again (VS Code: the command "Authentication: Remove Dynamic Authentication Providers"; mcp-remote: its ~/.mcp-auth folder).';
+
 /** RFC 6749 A.5's VSCHAR: the characters of `state`. */
 const VSCHAR = /^[\x20-\x7e]+$/;
 
@@ -53,7 +56,9 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
       ctx.emit('client_refused', { client_id: clientId, reason: error.message });
       return failPage(c, 'Unknown application', error.message);
     }
-    if (!client) return failPage(c, 'Unknown application', 'This application is not registered here.');
+    // Most often a registration removed unused (store.cleanup) whose client kept its id: no
+    // client we know registers again by itself, so the page says how to make it.
+    if (!client) return failPage(c, 'Unknown application', UNKNOWN_CLIENT);
     let redirectUri = param('redirect_uri');
     const redirectUriSent = redirectUri !== null;
     if (redirectUri === null && client.redirectUris.length === 1) redirectUri = client.redirectUris[0] as string;
