@@ -462,10 +462,16 @@ describe('scopes decide which tools a key may see and call', () => {
         (await bob.listResources()).resources.map((resource) => resource.uri),
         ['expenses://recent'],
       );
+      const { prompts } = await bob.listPrompts();
       assert.deepEqual(
-        (await bob.listPrompts()).prompts.map((prompt) => prompt.name),
+        prompts.map((prompt) => prompt.name),
         ['analyze_spending'],
       );
+      // Every argument says what it takes, as the tools' arguments do.
+      for (const argument of prompts[0]?.arguments ?? []) {
+        assert.ok(argument.description, `${argument.name} is described`);
+      }
+      assert.match(prompts[0]?.arguments?.find((argument) => argument.name === 'category')?.description ?? '', /food/);
       const raw = await postMcp(
         stack.mcpUrl,
         { jsonrpc: '2.0', id: 1, method: 'prompts/get', params: { name: 'analyze_spending' } },

@@ -363,9 +363,12 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'Analyze spending',
       description: "Ask the assistant to analyze the user's spending, optionally for one category or period.",
       argsSchema: {
-        category: z.enum(CATEGORIES).optional(),
-        start_date: calendarDate.optional(),
-        end_date: calendarDate.optional(),
+        category: z
+          .enum(CATEGORIES)
+          .optional()
+          .describe(`One category to look at: ${CATEGORIES.join(', ')}`),
+        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
+        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
       },
     },
     ({ category, start_date, end_date }, extra) => {
