@@ -31,6 +31,7 @@ export async function bringRealmUrlsUpToDate(
   wanted: Record<string, string>,
   options: KeptRealmOptions,
   report: (phase: KeycloakPhase, message: string) => void,
+  serving?: { httpPort: number },
 ): Promise<void> {
   const file = join(instanceDir, 'data', REALM_ENV_FILE);
   let imported: Record<string, string>;
@@ -46,6 +47,15 @@ export async function bringRealmUrlsUpToDate(
   }
   const differing = Object.keys({ ...imported, ...wanted }).filter((name) => imported[name] !== wanted[name]);
   if (differing.length === 0) return;
+  const changes = differing.map((name) => `${name}: ${imported[name] ?? '(unset)'}, now ${wanted[name] ?? '(unset)'}`);
+  if (serving) {
+    // A Keycloak already running from this folder was started for those values, by a process
+    // still alive (its watchdog ends it with that process): most often another `pnpm start`,
+    // whose server would get tokens for another audience from this update on.
+    throw new Error(
+      `The Keycloak running from ${instanceDir} on port ${serving.httpPort} has its realm set up for other URLs (${changes.join('; ')}), which whoever started it still serves. Stop that Keycloak first (this start then updates its realm), or give this one a Keycloak of its own: KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR.`,
+    );
+  }
   for (const name of differing) {
     report(
       'importing',
@@ -62,7 +72,7 @@ export async function bringRealmUrlsUpToDate(
     );
   } catch (error) {
     throw new Error(
-      `The realm in ${instanceDir} was imported for other URLs (${differing.map((name) => `${name}: ${imported[name] ?? '(unset)'}, now ${wanted[name] ?? '(unset)'}`).join('; ')}) and could not be updated through the admin API: ${(error as Error).message}\nRemove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (the demo users keep their ids; registered clients and admin console changes go), or set KEYCLOAK_DATA_DIR to another folder.`,
+      `The realm in ${instanceDir} was imported for other URLs (${changes.join('; ')}) and could not be updated through the admin API: ${(error as Error).message}\nRemove ${join(instanceDir, 'data')} (pnpm keycloak --fresh) to import it again (the demo users keep their ids; registered clients and admin console changes go), or set KEYCLOAK_DATA_DIR to another folder.`,
     );
   }
   await writeFile(file, `${JSON.stringify(wanted, null, 2)}\n`);

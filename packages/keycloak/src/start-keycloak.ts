@@ -130,9 +130,11 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   if (existing === 'realm') {
     if (options.ifRunning === 'reuse') {
       // When the running one is this data folder's own (its pid file names a live process), it
-      // may have been imported with other values; a Keycloak of another folder says nothing here.
+      // may have been imported with other values, which its starter still serves: refused then,
+      // never updated under it. A Keycloak of another folder says nothing here.
       if (keptDir && (await runsFrom(keptDir))) {
-        await bringRealmUrlsUpToDate(keptDir, localUrl, await realmUrlValues(env, options), options, report);
+        const wanted = await realmUrlValues(env, options);
+        await bringRealmUrlsUpToDate(keptDir, localUrl, wanted, options, report, { httpPort });
       }
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {

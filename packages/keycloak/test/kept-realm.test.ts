@@ -55,6 +55,35 @@ test('another host than the one recorded: the update is attempted (and fails her
   });
 });
 
+test('a Keycloak already running for other URLs is not updated under whoever started it: refused, naming the way out', async () => {
+  await withRecord({ ...urls, MCP_SERVER_HOST: 'tunnel.example' }, async (instanceDir) => {
+    const wanted = {
+      MCP_SERVER_RESOURCE_URL: 'http://tunnel.example:8117/mcp',
+      MCP_OAUTH_PROXY_CALLBACK_URL: 'http://tunnel.example:8117/auth/callback',
+      MCP_SERVER_HOST: 'tunnel.example',
+    };
+    // The refusal comes before any admin call: against no Keycloak it is this message, not a failed update.
+    await assert.rejects(
+      bringRealmUrlsUpToDate(instanceDir, NO_KEYCLOAK, wanted, {}, () => {}, { httpPort: 8080 }),
+      (error: Error) =>
+        /running from .* on port 8080 has its realm set up for other URLs/.test(error.message) &&
+        error.message.includes(
+          'MCP_SERVER_RESOURCE_URL: http://tunnel.example:8000/mcp, now http://tunnel.example:8117/mcp',
+        ) &&
+        /KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR/.test(error.message),
+    );
+    // The same values: nothing to update, nothing refused.
+    await bringRealmUrlsUpToDate(
+      instanceDir,
+      NO_KEYCLOAK,
+      { ...urls, MCP_SERVER_HOST: 'tunnel.example' },
+      {},
+      () => {},
+      { httpPort: 8080 },
+    );
+  });
+});
+
 test('a host placeholder nested where an update cannot reach it is refused before anything is changed', async () => {
   const realmDir = await mkdtemp(join(tmpdir(), 'kept-realm-file-'));
   const realmFile = join(realmDir, 'realm.json');
