@@ -104,7 +104,14 @@ const stopAll = async (code: number) => {
   if (code === 0) process.stdout.write('Stopped.\n');
   process.exit(code);
 };
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+// A closed terminal (SIGHUP) stops everything as Ctrl-C does; what is then written to it
+// (EIO, EPIPE) is lost, and must not end this process before the server has closed its database.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'EIO') throw error;
+  });
+}
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(signal, () => {
     if (stopping) {
       // A terminal sends Ctrl-C to the whole foreground process group, and pnpm passes on the
@@ -121,9 +128,16 @@ for (const host of probedHosts()) {
   const inUse = await portInUse(host, config.port);
   // No IPv6 on this machine: nothing can listen on ::1 either.
   if (inUse === undefined || (host !== config.host && ['EADDRNOTAVAIL', 'EAFNOSUPPORT'].includes(inUse))) continue;
-  process.stderr.write(
-    `Port ${config.port} on ${host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
-  );
+  if (inUse === 'EADDRINUSE' || inUse === 'EACCES') {
+    process.stderr.write(
+      `Port ${config.port} on ${host} is in use (${inUse}). Stop that program, or set PORT to another port (e.g. PORT=8117 pnpm start).\n`,
+    );
+  } else {
+    // Not the port: the address (one this machine does not have, a name that does not resolve).
+    process.stderr.write(
+      `HOST ${config.host} cannot be listened on (${inUse}): it is not an address of this machine. Set HOST to one that is (127.0.0.1, the default, or 0.0.0.0 for every address).\n`,
+    );
+  }
   process.exit(1);
 }
 
@@ -208,11 +222,26 @@ server = spawn(
   ['-c', WATCHDOG_SCRIPT, 'mcp-server', String(process.pid), process.execPath, 'apps/server/src/main.ts'],
   { stdio: ['ignore', logFile ? 'pipe' : 'inherit', 'inherit'], env, detached: true },
 );
-if (logFile) server.stdout?.pipe(createWriteStream(logFile, { flags: 'a', mode: 0o600 }));
+if (logFile && server.stdout) {
+  const serverOutput = server.stdout;
+  const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
+  // A full disk, or a log that cannot be written, costs the log, not the service: the server
+  // goes on (and answers a full disk itself), its output read and dropped so it never blocks.
+  log.once('error', (error: NodeJS.ErrnoException) => {
+    process.stderr.write(
+      `\nThe request log ${logFile} cannot be written (${error.code ?? error.message}); the server goes on without it.\n`,
+    );
+    serverOutput.unpipe(log);
+    serverOutput.resume();
+  });
+  serverOutput.pipe(log);
+}
 serverExited = new Promise((resolve) => server?.once('exit', resolve));
-server.once('exit', (code) => {
+server.once('exit', (code, signal) => {
   if (stopping) return;
-  process.stderr.write(`\nThe MCP server stopped (exit ${code})${logFile ? `; see ${logFile}` : ''}.\n`);
+  process.stderr.write(
+    `\nThe MCP server stopped (${code === null ? `by ${signal}` : `exit ${code}`})${logFile ? `; see ${logFile}` : ''}.\n`,
+  );
   void stopAll(code || 1);
 });
 process.on('exit', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -309,6 +309,52 @@ describe('pnpm start', () => {
     await second.remove();
   });
 
+  test('a closed terminal (SIGHUP) stops pnpm start as Ctrl-C does: the server drains, the database is closed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-hup-'));
+    const dataDir = join(dir, 'data');
+    try {
+      const { child } = await start({ MCP_AUTH_PROVIDER: 'key', PORT: String(await freePort()), DATA_DIR: dataDir });
+      let output = '';
+      child.stdout?.on('data', (chunk) => (output += chunk));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGHUP');
+      assert.equal(await exited, 0, output);
+      assert.match(output, /Stopped\./);
+      assert.ok(!existsSync(join(dataDir, 'embedded.lock')), 'the embedded database was closed, its lock released');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a request log that cannot be written costs the log, not the service', async () => {
+    // What a full disk does to the log (ENOSPC) is what any failed write does: here the log's
+    // path is a folder (EISDIR). The server answers a full disk itself; pnpm start must not die of it.
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-log-'));
+    const dataDir = join(dir, 'data');
+    await mkdir(join(dataDir, 'server.log'), { recursive: true });
+    const terminal = await onTerminal('node scripts/start.ts', 'mcp-start-log-', { dataDir });
+    try {
+      await untilTerminalSummary(terminal);
+      for (let waited = 0; !terminal.output().includes('cannot be written'); waited += 100) {
+        if (waited > 10_000) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.match(
+        terminal.output(),
+        /The request log .*server\.log cannot be written \(EISDIR\); the server goes on without it/,
+      );
+      for (let request = 0; request < 3; request++) {
+        assert.ok(await answers(`http://127.0.0.1:${terminal.port}/health`), 'the server still answers');
+      }
+      assert.equal(terminal.child.exitCode, null, 'pnpm start still runs');
+    } finally {
+      terminal.typeCtrlC();
+    }
+    assert.equal(await terminal.exited, 0, terminal.output());
+    await terminal.remove();
+    await rm(dir, { recursive: true, force: true });
+  });
+
   test('a program on [::1] at the port is found before anything starts: localhost may reach it first', async () => {
     const port = await freePort();
     const other = createServer();
@@ -331,6 +377,27 @@ describe('pnpm start', () => {
       await rm(dir, { recursive: true, force: true });
     } finally {
       other.close();
+    }
+  });
+
+  test('a HOST this machine does not have is named as the problem, not the port', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-host-'));
+    try {
+      // TEST-NET-2 (RFC 5737): no machine has it.
+      const { code, output } = await startUntilExit({
+        MCP_AUTH_PROVIDER: 'key',
+        HOST: '198.51.100.77',
+        PORT: String(await freePort()),
+        DATA_DIR: join(dir, 'data'),
+      });
+      assert.equal(code, 1, output);
+      assert.match(
+        output,
+        /HOST 198\.51\.100\.77 cannot be listened on \(EADDRNOTAVAIL\): it is not an address of this machine/,
+      );
+      assert.doesNotMatch(output, /is in use|set PORT/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

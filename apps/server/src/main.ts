@@ -5,6 +5,10 @@ import { createLogger, errorFields, type Logger } from './logger.ts';
 import { type RunningServer, startServer } from './start-server.ts';
 import { warmUp } from './warm-up.ts';
 
+/** What stops the server: Ctrl-C, a stop (container, service manager), a closed terminal. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+const EXIT_SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
 // No top-level await: the image runs this module bundled as a script (dist/server.cjs), so that
 // V8 can cache what a start compiles (docs/decisions.md #48).
 if (process.argv.slice(2).includes('--warm-up')) {
@@ -15,6 +19,13 @@ if (process.argv.slice(2).includes('--warm-up')) {
   });
 } else {
   const config = configOrExit();
+  // Whoever read the output may be gone (`pnpm start` killed, its watchdog about to stop this
+  // process): a log line written then must not crash the server before it closes its database.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE' && error.code !== 'EIO') throw error;
+    });
+  }
   const logger = createLogger(config.logLevel);
   // Until it serves, a signal ends the start at once, as it would without a handler; but in a
   // container node is PID 1, which ignores a signal it has no handler for: `docker compose down`
@@ -22,14 +33,12 @@ if (process.argv.slice(2).includes('--warm-up')) {
   // the kill after the grace period.
   const stopStarting = (signal: NodeJS.Signals) => {
     process.stderr.write(`The server was stopped (${signal}) while starting.\n`);
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    process.exit(128 + EXIT_SIGNAL_NUMBERS[signal as (typeof STOP_SIGNALS)[number]]);
   };
-  process.on('SIGINT', stopStarting);
-  process.on('SIGTERM', stopStarting);
+  for (const signal of STOP_SIGNALS) process.on(signal, stopStarting);
   startServer(config, logger, { tracing: telemetry.destination !== 'none' }).then(
     (server) => {
-      process.off('SIGINT', stopStarting);
-      process.off('SIGTERM', stopStarting);
+      for (const signal of STOP_SIGNALS) process.off(signal, stopStarting);
       stopOnSignals(server, config, logger);
     },
     (error: unknown) => {
@@ -52,7 +61,7 @@ function configOrExit(): ServerConfig {
 
 function stopOnSignals(server: RunningServer, config: ServerConfig, logger: Logger): void {
   let firstSignalAt = 0;
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  for (const signal of STOP_SIGNALS) {
     process.on(signal, () => {
       if (firstSignalAt > 0) {
         // A typed Ctrl-C reaches this process twice within moments under `pnpm start:server`

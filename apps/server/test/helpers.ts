@@ -37,7 +37,7 @@ export async function connectClient(mcpUrl: string, headers: Record<string, stri
 
 export { postMcp } from '@mcp-auth-stack/testing';
 
-const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+export const SERVER_MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KEYS_CLI = fileURLToPath(new URL('../src/keys-cli.ts', import.meta.url));
 
 /**

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { SERVER_MAIN } from './helpers.ts';
+
+/**
+ * The ways a server on the embedded database is stopped besides SIGTERM and Ctrl-C: a closed
+ * terminal (SIGHUP), and a SIGTERM after whoever read its output has gone (`pnpm start` killed;
+ * its watchdog then stops the server). Either way the database must be closed, its lock released.
+ */
+async function startServer() {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mcp-signals-'));
+  const child = spawn(process.execPath, [SERVER_MAIN], {
+    env: {
+      ...process.env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      DATA_DIR: dataDir,
+      MCP_AUTH_PROVIDER: 'key',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+      if (match?.[1]) resolve(match[1]);
+    });
+    void exited.then((code) => reject(new Error(`exited with ${code}:\n${output}`)));
+  });
+  return { child, dataDir, url, exited, output: () => output };
+}
+
+async function lockFiles(dataDir: string): Promise<string[]> {
+  return (await readdir(dataDir, { recursive: true })).filter((name) => name.endsWith('embedded.lock'));
+}
+
+test('SIGHUP, a closed terminal: the server drains and closes its database as for SIGTERM', async () => {
+  const server = await startServer();
+  try {
+    assert.ok((await lockFiles(server.dataDir)).length > 0, 'the database is locked while it runs');
+    server.child.kill('SIGHUP');
+    assert.equal(await server.exited, 0, server.output());
+    assert.match(server.output(), /"msg":"shutting down","signal":"SIGHUP"/);
+    assert.deepEqual(await lockFiles(server.dataDir), [], 'the lock is released');
+  } finally {
+    server.child.kill('SIGKILL');
+    await rm(server.dataDir, { recursive: true, force: true });
+  }
+});
+
+test('its output read by nobody any more (pnpm start killed): a log line does not crash it, and SIGTERM still closes the database', async () => {
+  const server = await startServer();
+  try {
+    server.child.stdout.destroy();
+    // Each request writes a log line to the closed pipe (EPIPE).
+    for (let request = 0; request < 3; request++) {
+      assert.equal((await fetch(`${server.url}/health`)).status, 200);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(server.child.exitCode, null, `still running:\n${server.output()}`);
+    server.child.kill('SIGTERM');
+    assert.equal(await server.exited, 0, server.output());
+    assert.deepEqual(await lockFiles(server.dataDir), [], 'the lock is released');
+  } finally {
+    server.child.kill('SIGKILL');
+    await rm(server.dataDir, { recursive: true, force: true });
+  }
+});
