@@ -118,11 +118,27 @@ async function ownDataDir(
     // PGlite's file system errors are not Errors (`{ name: 'ErrnoError', errno }`): a message
     // of `undefined` would reach the person.
     if (error instanceof Error) throw error;
-    throw new Error(
-      `PGlite could not open ${join(dataDir, 'pgdata')} (${JSON.stringify(error)}): it must be a database directory PGlite made, or not exist yet.`,
-      { cause: error },
-    );
+    throw pgliteOpenError(join(dataDir, 'pgdata'), error);
   }
+}
+
+/** PGlite's file system errors carry WASI's errno numbers, not Node's codes: the ones a person can act on. */
+const WASI_ERRNO: Readonly<Record<number, string>> = {
+  2: 'permission denied (EACCES)',
+  19: 'the disk quota is used up (EDQUOT)',
+  51: 'no space left on the device (ENOSPC)',
+  63: 'operation not permitted (EPERM)',
+  69: 'the file system is read-only (EROFS)',
+};
+
+/** What a person reads when PGlite could not open its directory. */
+export function pgliteOpenError(directory: string, error: unknown): Error {
+  const errno = (error as { errno?: unknown } | null)?.errno;
+  const known = typeof errno === 'number' ? WASI_ERRNO[errno] : undefined;
+  const message = known
+    ? `PGlite could not open ${directory}: ${known}.`
+    : `PGlite could not open ${directory} (${JSON.stringify(error)}): it must be a database directory PGlite made, or not exist yet.`;
+  return new Error(message, { cause: error });
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {

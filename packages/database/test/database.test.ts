@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
+import { pgliteOpenError } from '../src/embedded.ts';
 import { type Migration, migrate, migrateToCurrent, onOneConnection, openDatabase, redactUrl } from '../src/index.ts';
 
 const migrations: Migration[] = [
@@ -337,6 +338,15 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     } finally {
       await rm(broken, { recursive: true, force: true });
     }
+  });
+
+  test("PGlite's errno numbers a person can act on are said in words (a full disk was 'must be a database directory')", () => {
+    // The shape PGlite throws (above), with WASI's numbers: 51 is what a full tmpfs gave.
+    const full = pgliteOpenError('/data/pgdata', { name: 'ErrnoError', errno: 51 });
+    assert.equal(full.message, 'PGlite could not open /data/pgdata: no space left on the device (ENOSPC).');
+    assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 69 }).message, /read-only \(EROFS\)/);
+    assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 2 }).message, /permission denied/);
+    assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 44 }).message, /it must be a database directory/);
   });
 
   test('a lock left by a dead process is taken over', async () => {
