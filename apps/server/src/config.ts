@@ -2,6 +2,7 @@ import { misleadingTextProblem } from '@mcp-auth-stack/auth';
 import {
   boolean,
   ConfigError,
+  defaultServerBaseUrl,
   directory,
   type Env,
   httpUrl,
@@ -210,7 +211,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   const authMode = oneOf(env, 'MCP_AUTH_PROVIDER', AUTH_MODES, DEFAULT_AUTH_MODE);
   // The proxy modes' variables, read whatever the mode (so every variable is always seen).
   const proxyEnv: Env = Object.fromEntries(PROXY_VARIABLES.map((name) => [name, env[name]]));
-  const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, port);
+  const baseUrl = serverBaseUrl({ ...proxyEnv, MCP_SERVER_BASE_URL: env.MCP_SERVER_BASE_URL }, authMode, host, port);
   const baseUrlGiven =
     optional(env, 'MCP_SERVER_BASE_URL') !== undefined ||
     (authMode === 'entra_proxy' && optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') !== undefined);
@@ -338,8 +339,8 @@ function originUrl(env: Env, name: string, fallback: string): string {
 }
 
 /** In `entra_proxy` mode ENTRA_PROXY_MCP_SERVER_BASE_URL names the public URL too; both set must agree. */
-function serverBaseUrl(env: Env, authMode: AuthMode, port: number): string {
-  const baseUrl = originUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${port}`);
+function serverBaseUrl(env: Env, authMode: AuthMode, host: string, port: number): string {
+  const baseUrl = originUrl(env, 'MCP_SERVER_BASE_URL', defaultServerBaseUrl(host, port));
   if (authMode !== 'entra_proxy' || optional(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL') === undefined) return baseUrl;
   const entraBaseUrl = originUrl(env, 'ENTRA_PROXY_MCP_SERVER_BASE_URL', '');
   if (optional(env, 'MCP_SERVER_BASE_URL') !== undefined && entraBaseUrl !== baseUrl) {

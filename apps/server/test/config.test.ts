@@ -231,6 +231,19 @@ describe('configuration', () => {
     assert.equal(config.allowUnauthenticatedRemote, true);
   });
 
+  test('without MCP_SERVER_BASE_URL, a HOST of one address is the URL: localhost would not reach it', () => {
+    assert.equal(loadConfig({ HOST: '192.0.2.2', PORT: '8117' }).baseUrl, 'http://192.0.2.2:8117');
+    assert.equal(loadConfig({ HOST: '127.0.0.2' }).baseUrl, 'http://127.0.0.2:8000');
+    assert.equal(loadConfig({ HOST: 'fd00::5' }).baseUrl, 'http://[fd00::5]:8000');
+    for (const host of ['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost']) {
+      assert.equal(loadConfig({ HOST: host }).baseUrl, 'http://localhost:8000', host);
+    }
+    assert.equal(
+      loadConfig({ HOST: '192.0.2.2', MCP_SERVER_BASE_URL: 'https://mcp.example.com' }).baseUrl,
+      'https://mcp.example.com',
+    );
+  });
+
   test('the base URL loses its trailing slash; a path is refused, naming the variable', () => {
     assert.equal(loadConfig({ MCP_SERVER_BASE_URL: 'https://mcp.example.com/' }).baseUrl, 'https://mcp.example.com');
     // The resource would be …/expenses/mcp, while the server answers at /mcp only.

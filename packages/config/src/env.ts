@@ -105,3 +105,15 @@ export function directory(env: Env, name: string, fallback: string, cwd: string 
   if (value.includes('\0')) throw new ConfigError(name, 'must be a path without NUL characters');
   return resolve(cwd, value);
 }
+
+/**
+ * The MCP server's URL when MCP_SERVER_BASE_URL is not set: `localhost` where it reaches the
+ * listener (every address, or the usual loopback ones); on one address of its own
+ * (`HOST=192.0.2.2`, `127.0.0.2`) that address, since `localhost` would reach nothing there and
+ * requests naming the address would be refused as a foreign Host. The server and the realm it
+ * is imported for both read it.
+ */
+export function defaultServerBaseUrl(host: string, port: number): string {
+  if (['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost'].includes(host)) return `http://localhost:${port}`;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

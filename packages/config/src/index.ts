@@ -1,6 +1,7 @@
 export {
   boolean,
   ConfigError,
+  defaultServerBaseUrl,
   directory,
   type Env,
   httpUrl,

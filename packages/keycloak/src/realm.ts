@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { type Env, httpUrl, integer } from '@mcp-auth-stack/config';
+import { defaultServerBaseUrl, type Env, httpUrl, integer, text } from '@mcp-auth-stack/config';
 
 /** The Keycloak release the realm file and the runner are written and tested against. */
 export const KEYCLOAK_VERSION = '26.7.3';
@@ -94,10 +94,12 @@ export const MCP_SCOPES = {
 /**
  * The server URLs the realm is imported (or updated) for: the ones the MCP server started
  * with the same environment will serve, by the server's own rule (MCP_SERVER_BASE_URL, else
- * http://localhost:$PORT, PORT 8000 by default). Explicit realm variables win.
+ * `defaultServerBaseUrl` of HOST and PORT: http://localhost:8000 by default). Explicit realm
+ * variables win.
  */
 export function servedUrls(env: Env): Record<string, string> {
-  const base = httpUrl(env, 'MCP_SERVER_BASE_URL', `http://localhost:${integer(env, 'PORT', 8000, 1, 65_535)}`);
+  const port = integer(env, 'PORT', 8000, 1, 65_535);
+  const base = httpUrl(env, 'MCP_SERVER_BASE_URL', defaultServerBaseUrl(text(env, 'HOST', '127.0.0.1'), port));
   return {
     MCP_SERVER_RESOURCE_URL: httpUrl(env, 'MCP_SERVER_RESOURCE_URL', `${base}/mcp`),
     MCP_OAUTH_PROXY_CALLBACK_URL: httpUrl(env, 'MCP_OAUTH_PROXY_CALLBACK_URL', `${base}/auth/callback`),
