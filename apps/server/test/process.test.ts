@@ -319,6 +319,16 @@ describe('start-up configuration', () => {
     assert.match(result.stderr, /OAUTH_PROXY_SIGNING_KEY is not a key the proxy can sign with/);
   });
 
+  test('an Application Insights connection string without its key stops the start, naming the variable, with no stack trace', async () => {
+    const result = await runServerToExit({
+      MCP_AUTH_PROVIDER: 'none',
+      APPLICATIONINSIGHTS_CONNECTION_STRING: 'garbage',
+    });
+    assert.equal(result.code, 78, result.stderr);
+    assert.match(result.stderr, /^APPLICATIONINSIGHTS_CONNECTION_STRING has no InstrumentationKey=/);
+    assert.doesNotMatch(result.stderr, /\bat /, 'no stack trace');
+  });
+
   test('none mode refuses a non-loopback address unless told explicitly', async () => {
     const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' });
     assert.equal(result.code, 78);

@@ -4,9 +4,20 @@
  * `node --import @mcp-auth-stack/telemetry/register`, so the Postgres instrumentation sees
  * `pg` being loaded.
  */
-import { setupTelemetry } from './setup.ts';
+import { setupTelemetry, type Telemetry, TelemetryConfigError } from './setup.ts';
 
-export const telemetry = setupTelemetry({
-  serviceName: 'mcp-expenses-server',
-  ...(process.env.npm_package_version ? { serviceVersion: process.env.npm_package_version } : {}),
-});
+export const telemetry = telemetryOrExit();
+
+function telemetryOrExit(): Telemetry {
+  try {
+    return setupTelemetry({
+      serviceName: 'mcp-expenses-server',
+      ...(process.env.npm_package_version ? { serviceVersion: process.env.npm_package_version } : {}),
+    });
+  } catch (error) {
+    if (!(error instanceof TelemetryConfigError)) throw error;
+    // As the server's own configuration errors: the message, EX_CONFIG.
+    process.stderr.write(`${error.message}\n`);
+    process.exit(78);
+  }
+}

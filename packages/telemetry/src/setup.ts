@@ -48,6 +48,11 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
+/** A telemetry variable that cannot be used; its message names it. */
+export class TelemetryConfigError extends Error {
+  override name = 'TelemetryConfigError';
+}
+
 /** The destination the environment selects; Azure Monitor wins when both are set. */
 export function telemetryDestination(env: Record<string, string | undefined> = process.env): TelemetryDestination {
   if (env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim()) return 'azure-monitor';
@@ -60,10 +65,16 @@ export function spanExporterFor(
   env: Record<string, string | undefined>,
 ): SpanExporter | null {
   switch (destination) {
-    case 'azure-monitor':
-      return new (load.azureMonitor().AzureMonitorTraceExporter)({
-        connectionString: env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim() ?? '',
-      });
+    case 'azure-monitor': {
+      const connectionString = env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim() ?? '';
+      // The exporter's own refusal says no connection string was given, with a stack trace.
+      if (!/(^|;)\s*InstrumentationKey\s*=\s*[^;\s]/i.test(connectionString)) {
+        throw new TelemetryConfigError(
+          'APPLICATIONINSIGHTS_CONNECTION_STRING has no InstrumentationKey=…: copy the whole connection string from the Application Insights resource (InstrumentationKey=…;IngestionEndpoint=…), or unset it.',
+        );
+      }
+      return new (load.azureMonitor().AzureMonitorTraceExporter)({ connectionString });
+    }
     case 'otlp':
       // The exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT and _HEADERS itself.
       return new (load.otlp().OTLPTraceExporter)();
