@@ -213,7 +213,7 @@ if (config.authMode === 'key') {
 // On a terminal, the request logs (one JSON line each) go to a file next to the data: the
 // summary below is what a person reads there. Elsewhere stdout is a log collector's.
 const logFile = process.stdout.isTTY ? join(config.dataDir, 'server.log') : undefined;
-if (logFile) await mkdir(config.dataDir, { recursive: true });
+if (logFile) await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
 // Its own process group: Ctrl-C reaches only this process, which stops the server once and
 // waits for it (a second signal would make the server exit at once, without closing the
 // embedded database). The watchdog stops it if this process dies without cleaning up.

@@ -458,7 +458,7 @@ async function proxyKeys(config: ServerConfig & OAuthProxyAuthConfig, logger: Lo
       signingKey: await generateSigningKey(),
       encryptionKey: randomBytes(32).toString('base64url'),
     };
-    await mkdir(config.dataDir, { recursive: true });
+    await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
     await writeFile(file, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
     await chmod(file, 0o600);
     logger.warn(

@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -97,7 +97,12 @@ async function ownDataDir(
   let db: PGlite | undefined;
   try {
     await rm(socketPath, { force: true });
-    db = await PGlite.create({ dataDir: join(dataDir, 'pgdata') });
+    const pgdata = join(dataDir, 'pgdata');
+    db = await PGlite.create({ dataDir: pgdata });
+    // PGlite writes its files 0666 whatever the umask (the WAL holds every row written), and
+    // DATA_DIR may have existed already with 0755: its own folder, PostgreSQL's rule, is what
+    // keeps other local users out. Only that folder: DATA_DIR may hold other things, or be shared.
+    await chmod(pgdata, 0o700);
     const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections });
     await server.start();
     const opened = db;

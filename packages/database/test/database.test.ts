@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -347,6 +347,25 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 69 }).message, /read-only \(EROFS\)/);
     assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 2 }).message, /permission denied/);
     assert.match(pgliteOpenError('/d', { name: 'ErrnoError', errno: 44 }).message, /it must be a database directory/);
+  });
+
+  test('the database files are kept from other local users, even in a DATA_DIR made 0755 before', async () => {
+    // PGlite writes its files 0666 whatever the umask; the WAL holds every row written.
+    const shared = await mkdtemp(join(tmpdir(), 'mcp-db-mode-'));
+    try {
+      await chmod(shared, 0o755);
+      const db = await openDatabase({ dataDir: shared, embedded: { mustOwn: true } });
+      await db.close();
+      const pgdata = await stat(join(shared, 'pgdata'));
+      assert.equal(pgdata.mode & 0o777, 0o700, "pgdata is its owner's alone");
+      assert.equal(
+        (await stat(shared)).mode & 0o777,
+        0o755,
+        'DATA_DIR itself, which may hold other things, is left as it was',
+      );
+    } finally {
+      await rm(shared, { recursive: true, force: true });
+    }
   });
 
   test('a lock left by a dead process is taken over', async () => {

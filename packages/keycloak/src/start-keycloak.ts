@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { acquirePidLock, livePidIn } from '@mcp-auth-stack/pid-lock';
@@ -286,6 +286,9 @@ async function prepareInstance(instanceDir: string, distributionHome: string, re
   }
   const importDir = join(instanceDir, 'data', 'import');
   await mkdir(importDir, { recursive: true });
+  // Keycloak's database (password hashes, client secrets, sessions) and the realm's copy: its
+  // owner's alone, whatever the umask or an older start left.
+  await chmod(join(instanceDir, 'data'), 0o700);
   for (const stale of await readdir(importDir)) await rm(join(importDir, stale), { force: true });
   for (const realmFile of realmFiles) await copyFile(realmFile, join(importDir, basename(realmFile)));
 }

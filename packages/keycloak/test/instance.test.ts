@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,8 @@ test('a kept realm started for another server URL is updated in place, even afte
       }),
     );
     assert.ok(stopped, 'the realm was imported before the start was cut short');
+    // Keycloak's database (password hashes, client secrets) is its owner's alone.
+    assert.equal((await stat(join(instanceDir, 'data'))).mode & 0o777, 0o700);
     // The record as starts before host placeholders were kept wrote it: URLs only. The host it
     // was imported with is the one of its URLs.
     const recordFile = join(instanceDir, 'data', 'realm-env.json');
