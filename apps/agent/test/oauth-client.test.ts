@@ -166,6 +166,24 @@ function agentTokenSource(
 }
 
 describe('client_credentials', () => {
+  test('a token answer that is not JSON fails without quoting it: a token in it would reach the log', async () => {
+    const leaked = 'eyJhbGciOi.secret-token-part';
+    const source = agentTokenSource('http://mcp.test/mcp', {
+      tokenUrl: 'http://as.test/token',
+      fetchFn: async (url) =>
+        String(url).startsWith('http://as.test/token')
+          ? new Response(`{"access_token":"${leaked}", "expires_in": 300`, {
+              headers: { 'content-type': 'application/json' },
+            })
+          : new Response('not found', { status: 404 }),
+    });
+    await assert.rejects(source.accessToken(), (error: Error) => {
+      assert.match(error.message, /not JSON/);
+      assert.doesNotMatch(`${error.message} ${error.stack}`, /secret-token/);
+      return true;
+    });
+  });
+
   test('after a 401 the SDK asks MCP_TOKEN_URL again, for the same resource; the secret never goes to the MCP server', async () => {
     const as = await authorizationServer();
     // No protected resource metadata: the SDK on its own would post the secret to the server's /token.

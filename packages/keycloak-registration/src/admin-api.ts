@@ -71,7 +71,10 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
         `the ${options.clientId} token request`,
       );
       if (!response.ok) throw new Error(`the ${options.clientId} token request answered ${response.status}`);
-      const answer = JSON.parse(await readAnswer(response, 'its token answer')) as {
+      const answer = parseAnswer(
+        await readAnswer(response, 'its token answer'),
+        `the ${options.clientId} token answer`,
+      ) as {
         access_token: string;
         expires_in?: number;
       };
@@ -99,7 +102,19 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
         throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
       }
       const text = await readAnswer(response, `${init.method ?? 'GET'} ${path}`, MAX_ADMIN_ANSWER_BYTES);
-      return text ? (JSON.parse(text) as unknown) : undefined;
+      return text ? parseAnswer(text, `${init.method ?? 'GET'} ${path}`) : undefined;
     },
   };
+}
+
+/**
+ * JSON from Keycloak, or an error naming only what was asked: JSON.parse's own message quotes
+ * the text, and these answers hold access tokens and client secrets.
+ */
+function parseAnswer(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${what}: the answer is not JSON`);
+  }
 }

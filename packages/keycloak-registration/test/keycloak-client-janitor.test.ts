@@ -167,6 +167,31 @@ test('a client never used gets a day while registration is calm, 15 minutes unde
   );
 });
 
+test('an admin answer that is not JSON fails the pass without quoting it: the answers hold tokens and client secrets', async () => {
+  const truncated: typeof fetch = async (url) =>
+    String(url).includes('/protocol/openid-connect/token')
+      ? new Response('{"access_token":"admin-token-secret-part", "expires_in": 60', {
+          headers: { 'content-type': 'application/json' },
+        })
+      : new Response('[]', { headers: { 'content-type': 'application/json' } });
+  await assert.rejects(janitorWith(truncated).runOnce(), (error: Error) => {
+    assert.match(error.message, /token answer: the answer is not JSON/);
+    assert.doesNotMatch(`${error.message} ${error.stack}`, /admin-token-secret/);
+    return true;
+  });
+  const listing: typeof fetch = async (url) =>
+    String(url).includes('/protocol/openid-connect/token')
+      ? Response.json({ access_token: 't', expires_in: 60 })
+      : new Response('[{"clientId":"x","secret":"client-secret-part"', {
+          headers: { 'content-type': 'application/json' },
+        });
+  await assert.rejects(janitorWith(listing).runOnce(), (error: Error) => {
+    assert.match(error.message, /GET \/clients.*the answer is not JSON/);
+    assert.doesNotMatch(`${error.message} ${error.stack}`, /client-secret-part/);
+    return true;
+  });
+});
+
 test('a client a pass did not see (a listing shifted by a deletion elsewhere) keeps its record; one gone for good loses it once due', async () => {
   await database.pool.query('TRUNCATE keycloak_janitor_clients');
   const used: StandInClient = { id: 'm', clientId: 'missed', consentRequired: true, sessions: 1 };

@@ -177,7 +177,9 @@ export async function upstreamUser(
       signal: AbortSignal.timeout(10_000),
     });
     if (response.ok) {
-      const info = JSON.parse(await readAnswer(response, 'the upstream user info')) as Record<string, unknown>;
+      // Not JSON: nothing learned (the claim check below says what is missing). JSON.parse's own
+      // message would quote the answer, the user's name and address, into the log.
+      const info = parseObject(await readAnswer(response, 'the upstream user info'));
       if (claims.sub === undefined || info.sub === claims.sub) claims = { ...claims, ...info };
     }
   }

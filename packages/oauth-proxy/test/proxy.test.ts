@@ -1193,6 +1193,32 @@ describe('upstream outage', () => {
     assert.match(await response.text(), /Sign-in unavailable[\s\S]*127\.0\.0\.1:\d+ cannot be reached right now/);
   }
 
+  test('a user info answer that is not JSON: the sign-in fails naming the missing claim, and nothing of the answer reaches the log', async () => {
+    const events: { event: string; details: Record<string, unknown> }[] = [];
+    const personal = '{"sub":"alice-sub","email":"alice.private@example.com", broken';
+    const proxy = instance(dbA, idp, keys, {
+      upstream: oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+        // Not in the ID token: read from the user info endpoint.
+        userIdClaim: 'email',
+      }),
+      fetch: (url, init) =>
+        String(url).endsWith('/userinfo')
+          ? Promise.resolve(new Response(personal, { headers: { 'content-type': 'application/json' } }))
+          : fetch(url, init),
+      onEvent: (event, details) => events.push({ event, details }),
+    });
+    const { browser, callback } = await loginUntilCallback(proxy);
+    const done = await browser.get(proxy.app, callback);
+    assert.notEqual(done.status, 500);
+    const failed = events.filter((entry) => entry.event === 'upstream_failed');
+    assert.equal(failed.length, 1, JSON.stringify(events));
+    assert.match(String(failed[0]?.details.message), /did not name the user \(claim email\)/);
+    assert.doesNotMatch(JSON.stringify(events), /alice\.private|broken/);
+  });
+
   test('/authorize while the upstream is refused, times out or answers 5xx: a 503 page, one event, nothing stored', async () => {
     const down = `http://127.0.0.1:${await closedPort()}/realms/upstream/.well-known/openid-configuration`;
     const outages: [string, () => Promise<Response>, RegExp][] = [

@@ -183,7 +183,13 @@ export class ClientCredentialsTokenSource {
     });
     const text = await response.text();
     if (!response.ok) throw new TokenRequestError(response.status, text, tokenEndpoint);
-    const body = JSON.parse(text) as { access_token?: unknown; expires_in?: unknown; scope?: unknown };
+    let body: { access_token?: unknown; expires_in?: unknown; scope?: unknown };
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // JSON.parse's own message would quote the answer, a token in it, into the log.
+      throw new TokenRequestError(response.status, 'an answer that is not JSON', tokenEndpoint);
+    }
     if (typeof body.access_token !== 'string')
       throw new TokenRequestError(response.status, 'no access_token', tokenEndpoint);
     return this.#cache(
