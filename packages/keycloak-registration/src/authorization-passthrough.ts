@@ -305,28 +305,60 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     if (text === undefined)
       return tokenError(413, 'invalid_request', `Token request larger than ${maxBodyBytes} bytes.`);
     const form = new URLSearchParams(text);
+    // The code this request took, given back when Keycloak could not be asked: its code is then
+    // still unused there, and the client's retry must reach it.
+    let codeTaken: { hash: Buffer; client_id: string; redirect_uri: string | null; expires_at: Date } | undefined;
+    const giveCodeBack = async () => {
+      if (!codeTaken) return;
+      const { hash, client_id, redirect_uri, expires_at } = codeTaken;
+      await pool
+        .query(
+          `INSERT INTO passthrough_codes (code_sha256, client_id, redirect_uri, expires_at)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+          [hash, client_id, redirect_uri, expires_at],
+        )
+        .catch(() => {});
+    };
     if (form.get('grant_type') === 'authorization_code') {
       const code = form.get('code');
       if (!code) return tokenError(400, 'invalid_request', 'code is missing.');
       const clientId = form.get('client_id') ?? basicClientId(request.headers.get('authorization'));
-      let issued: { client_id: string; redirect_uri: string | null } | undefined;
+      const sentRedirectUri = form.get('redirect_uri');
+      let issued: { client_id: string; redirect_uri: string | null; expires_at: Date } | undefined;
       let known: boolean;
+      let claimed = false;
       try {
-        const { rows } = await pool.query<{ client_id: string; redirect_uri: string | null }>(
-          `DELETE FROM passthrough_codes WHERE code_sha256 = $1 AND expires_at > now()
-           RETURNING client_id, redirect_uri`,
+        const { rows } = await pool.query<{ client_id: string; redirect_uri: string | null; expires_at: Date }>(
+          'SELECT client_id, redirect_uri, expires_at FROM passthrough_codes WHERE code_sha256 = $1 AND expires_at > now()',
           [sha256(code)],
         );
         issued = rows[0];
-        known = issued !== undefined || (clientId !== null && (await registeredRedirectUris(clientId)) !== undefined);
+        const registered = clientId === null ? undefined : await registeredRedirectUris(clientId);
+        known = issued !== undefined || registered !== undefined;
+        // Checked before the code is used up: anyone who saw a code (a log, a browser's
+        // history) could otherwise end that login by sending it under another client.
+        // RFC 6749 4.1.3: the same redirect_uri when the authorization request named one;
+        // when it named none, none or one the client registered.
+        const matches =
+          issued !== undefined &&
+          issued.client_id === clientId &&
+          (issued.redirect_uri === null
+            ? sentRedirectUri === null || (registered ?? []).includes(sentRedirectUri)
+            : issued.redirect_uri === sentRedirectUri);
+        if (matches) {
+          // One request takes it, however many arrive at once.
+          const taken = await pool.query('DELETE FROM passthrough_codes WHERE code_sha256 = $1', [sha256(code)]);
+          claimed = taken.rowCount === 1;
+        }
       } catch {
         return tokenError(503, 'temporarily_unavailable', 'The server cannot reach its database; try again shortly.');
       }
+      if (issued && !claimed) {
+        return tokenError(400, 'invalid_grant', 'The code was not issued to this client and redirect_uri, or is used.');
+      }
       if (issued) {
-        if (issued.client_id !== clientId || issued.redirect_uri !== form.get('redirect_uri')) {
-          return tokenError(400, 'invalid_grant', 'The code was not issued to this client and redirect_uri.');
-        }
         form.set('redirect_uri', callbackUrl);
+        codeTaken = { hash: sha256(code), ...issued };
       } else if (known) {
         return tokenError(400, 'invalid_grant', 'The code is unknown, already used or expired.');
       }
@@ -336,6 +368,7 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
     try {
       endpoint = await options.upstreamTokenEndpoint();
     } catch {
+      await giveCodeBack();
       return tokenError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
     }
     const headers: Record<string, string> = {
@@ -357,6 +390,8 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
       });
       answer = await readResponseWithin(upstream, MAX_UPSTREAM_ANSWER_BYTES);
     } catch {
+      // Keycloak may have taken the code before the answer was lost; then it refuses the retry itself.
+      await giveCodeBack();
       return tokenError(503, 'temporarily_unavailable', 'The identity provider is not reachable.');
     }
     if (answer === undefined) {

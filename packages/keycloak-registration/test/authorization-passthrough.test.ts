@@ -161,8 +161,10 @@ test('clients the janitor removed are forgotten: their record, pending logins an
 /** The pass-through with a stand-in Keycloak token endpoint that records each request and answers tokens. */
 function withRecordingUpstream() {
   const forwarded: URLSearchParams[] = [];
+  let down = false;
   const passThrough = passThroughWith({
     fetch: async (_url, init) => {
+      if (down) throw new TypeError('fetch failed', { cause: new Error('ECONNRESET') });
       forwarded.push(new URLSearchParams(String(init?.body)));
       return Response.json({ access_token: 'a', token_type: 'Bearer', expires_in: 300 });
     },
@@ -192,7 +194,10 @@ function withRecordingUpstream() {
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'authorization_code', redirect_uri: REDIRECT, ...form }).toString(),
     });
-  return { passThrough, forwarded, startLogin, exchange };
+  const upstreamDown = (value: boolean) => {
+    down = value;
+  };
+  return { passThrough, forwarded, startLogin, exchange, app, upstreamDown };
 }
 
 test('a code presented by another registered client is refused here, and never reaches Keycloak', async () => {
@@ -205,6 +210,53 @@ test('a code presented by another registered client is refused here, and never r
   assert.equal(stolen.status, 400);
   assert.equal(((await stolen.json()) as { error: string }).error, 'invalid_grant');
   assert.equal(forwarded.length, 0, 'nothing forwarded to Keycloak');
+  // Nor does the refusal use the code up: anyone who saw it could otherwise end the owner's login.
+  const wrongRedirect = await exchange({ code: 'kc-code-1', client_id: 'code-owner', redirect_uri: `${REDIRECT}x` });
+  assert.equal(wrongRedirect.status, 400);
+  const owner = await exchange({ code: 'kc-code-1', client_id: 'code-owner' });
+  assert.equal(owner.status, 200, await owner.clone().text());
+  assert.equal(forwarded.length, 1);
+  const again = await exchange({ code: 'kc-code-1', client_id: 'code-owner' });
+  assert.equal(again.status, 400, 'used once');
+  assert.equal(forwarded.length, 1);
+});
+
+test('an authorization request without redirect_uri: the token request may name the registered one (RFC 6749 4.1.3)', async () => {
+  const { passThrough, forwarded, app } = withRecordingUpstream();
+  await passThrough.recordClient('one-uri', [REDIRECT]);
+  const started = await app.request(
+    `/authorize?${new URLSearchParams({
+      client_id: 'one-uri',
+      response_type: 'code',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+    })}`,
+  );
+  assert.equal(started.status, 302, await started.clone().text());
+  const state = new URL(started.headers.get('location') ?? '').searchParams.get('state') ?? '';
+  await app.request(`/auth/callback?${new URLSearchParams({ state, code: 'kc-code-2', iss: upstream })}`);
+  const post = (form: Record<string, string>) =>
+    app.request('/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', client_id: 'one-uri', ...form }).toString(),
+    });
+  assert.equal((await post({ code: 'kc-code-2', redirect_uri: 'http://127.0.0.1:33418/other' })).status, 400);
+  const answered = await post({ code: 'kc-code-2', redirect_uri: REDIRECT });
+  assert.equal(answered.status, 200, await answered.clone().text());
+  assert.equal(forwarded.length, 1);
+});
+
+test('Keycloak not reached for a code: the code is given back, and the retry reaches Keycloak', async () => {
+  const { passThrough, forwarded, startLogin, exchange, upstreamDown } = withRecordingUpstream();
+  await passThrough.recordClient('retrier', [REDIRECT]);
+  await (await startLogin('retrier'))({ code: 'kc-code-3', iss: upstream });
+  upstreamDown(true);
+  assert.equal((await exchange({ code: 'kc-code-3', client_id: 'retrier' })).status, 503);
+  upstreamDown(false);
+  const retried = await exchange({ code: 'kc-code-3', client_id: 'retrier' });
+  assert.equal(retried.status, 200, await retried.clone().text());
+  assert.equal(forwarded.length, 1);
 });
 
 test("an answer naming another issuer than Keycloak's (a mix-up) gives the client no code", async () => {
