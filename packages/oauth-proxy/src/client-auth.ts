@@ -9,10 +9,11 @@ import { OAuthError } from './errors.ts';
 const MAX_FORM_BYTES = 16 * 1024;
 
 /**
- * A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2), and without the
- * parameters sent with no value, which count as omitted (3.1).
+ * A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2) but those named
+ * `repeatable` (RFC 8707's `resource`), and without the parameters sent with no value, which
+ * count as omitted (3.1).
  */
-export async function readForm(c: Context): Promise<URLSearchParams> {
+export async function readForm(c: Context, repeatable: readonly string[] = []): Promise<URLSearchParams> {
   const type = c.req.header('content-type') ?? '';
   if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
     throw new OAuthError('invalid_request', 'Send application/x-www-form-urlencoded.');
@@ -21,7 +22,9 @@ export async function readForm(c: Context): Promise<URLSearchParams> {
   if (text === undefined) throw new OAuthError('invalid_request', 'The request is too large.');
   const form = new URLSearchParams(text);
   for (const name of new Set(form.keys())) {
-    if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
+    if (form.getAll(name).length > 1 && !repeatable.includes(name)) {
+      throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
+    }
   }
   for (const [name, value] of [...form]) if (value === '') form.delete(name);
   return form;
@@ -33,6 +36,10 @@ export async function authenticateClient(ctx: ProxyContext, c: Context, form: UR
   let secret = form.get('client_secret') ?? undefined;
   const header = c.req.header('authorization');
   if (header?.toLowerCase().startsWith('basic ')) {
+    // RFC 6749 2.3: one authentication method per request; the form's secret was ignored.
+    if (secret !== undefined) {
+      throw new OAuthError('invalid_request', 'Use one client authentication method: Basic or client_secret.', 400);
+    }
     const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 0) throw new OAuthError('invalid_client', 'Malformed Basic credentials.', 401);

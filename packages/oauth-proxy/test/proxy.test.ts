@@ -277,6 +277,23 @@ describe('registration', () => {
       assert.equal(((await response.json()) as { error: string }).error, 'invalid_client');
     }
   });
+  test('Basic and a client_secret in the form at once: invalid_request (RFC 6749 2.3), whatever the form secret', async () => {
+    const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_basic' });
+    const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
+    for (const formSecret of [client.client_secret as string, 'wrong']) {
+      const response = await a.app.request(`${ISSUER}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
+        body: new URLSearchParams({
+          grant_type: 'refresh_token',
+          refresh_token: 'x',
+          client_secret: formSecret,
+        }).toString(),
+      });
+      assert.equal(response.status, 400, formSecret);
+      assert.equal(((await response.json()) as { error: string }).error, 'invalid_request');
+    }
+  });
 });
 
 describe('the full flow', () => {
@@ -727,6 +744,41 @@ describe('abuse: each refused, nothing issued', () => {
       resource: 'https://other.example.com/mcp',
     });
     assert.deepEqual([refreshed.status, refreshed.body.error], [400, 'invalid_target'], 'at refresh too');
+  });
+
+  test("resource given twice (RFC 8707 2): both this server's → tokens; one another → invalid_target", async () => {
+    const client = await register(a.app);
+    const exchange = async (resources: string[]) => {
+      const { verifier, challenge } = pkce();
+      const { code } = await browserLogin({ authorize: a }, new Browser(), client.client_id, challenge);
+      const form = new URLSearchParams({
+        grant_type: 'authorization_code',
+        code,
+        client_id: client.client_id,
+        redirect_uri: REDIRECT,
+        code_verifier: verifier,
+      });
+      for (const resource of resources) form.append('resource', resource);
+      const response = await a.app.request(`${ISSUER}/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: form.toString(),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    const twice = await exchange([RESOURCE, RESOURCE]);
+    assert.equal(twice.status, 200, JSON.stringify(twice.body));
+    const mixed = await exchange([RESOURCE, 'https://other.example.com/mcp']);
+    assert.deepEqual([mixed.status, mixed.body.error], [400, 'invalid_target']);
+    // At /authorize too: repeated, it is not a malformed request; another one is invalid_target.
+    const authorize = (resources: string[]) => {
+      const url = new URL(authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge }));
+      for (const resource of resources) url.searchParams.append('resource', resource);
+      return a.app.request(url.toString());
+    };
+    assert.equal((await authorize([RESOURCE, RESOURCE])).status, 200);
+    const other = await authorize([RESOURCE, 'https://other.example.com/mcp']);
+    assert.equal(new URL(other.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
   });
 
   test('a redirect_uri named at /authorize must be named again at /token (RFC 6749 4.1.3), and be the same', async () => {

@@ -40,7 +40,8 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     const query = new URL(c.req.url).searchParams;
     // RFC 6749 3.1: no parameter more than once. Before anything is read, so that no check and
     // the later use can each see another copy.
-    const repeated = [...new Set(query.keys())].find((name) => query.getAll(name).length > 1);
+    // RFC 8707 2 lets `resource` repeat; each must be this server's (below).
+    const repeated = [...new Set(query.keys())].find((name) => name !== 'resource' && query.getAll(name).length > 1);
     if (repeated !== undefined) {
       return failPage(c, 'Invalid request', `The parameter ${repeated} appears more than once.`);
     }
@@ -94,8 +95,7 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     if (param('code_challenge_method') !== 'S256') {
       return back('invalid_request', 'code_challenge_method must be S256.');
     }
-    const requestedResource = param('resource');
-    if (requestedResource !== null && requestedResource !== ctx.resource) {
+    if (query.getAll('resource').some((requested) => requested !== '' && requested !== ctx.resource)) {
       return back('invalid_target', `resource must be ${ctx.resource}.`);
     }
     if (!stateValid) return back('invalid_request', 'state must be at most 1024 printable ASCII characters.');

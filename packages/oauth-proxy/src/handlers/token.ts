@@ -17,10 +17,10 @@ export function tokenHandler(ctx: ProxyContext): Handler {
   return async (c: Context) => {
     ctx.store.maybeCleanup();
     try {
-      const form = await readForm(c);
+      // RFC 8707 2: `resource` may be given more than once; this server issues for one only.
+      const form = await readForm(c, ['resource']);
       const client = await authenticateClient(ctx, c, form);
-      const requestedResource = form.get('resource');
-      if (requestedResource !== null && requestedResource !== ctx.resource) {
+      if (form.getAll('resource').some((requested) => requested !== ctx.resource)) {
         throw new OAuthError('invalid_target', `resource must be ${ctx.resource}.`);
       }
       const grantType = form.get('grant_type');
