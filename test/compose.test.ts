@@ -7,10 +7,10 @@ import { basename, join, relative } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VARIABLES as AGENT_VARIABLES } from '@mcp-auth-stack/agent/config';
+import { SHUTDOWN_TIMEOUT_MS as AGENT_SHUTDOWN_TIMEOUT_MS } from '@mcp-auth-stack/agent/http';
 import { keycloakEgressProxyMappings, POLICY_PROVIDER_JAR, REALM_FEATURES, REALM_FILE } from '@mcp-auth-stack/keycloak';
 import { CONFIG_VARIABLES, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { parse } from 'yaml';
-import { SHUTDOWN_TIMEOUT_MS as AGENT_SHUTDOWN_TIMEOUT_MS } from '../apps/agent/src/http.ts';
 
 /**
  * docker-compose.yml checked without a container engine: it parses, everything it names (build

@@ -18,6 +18,7 @@ import {
   CONFIG_VARIABLES as AGENT_CONFIG_VARIABLES,
   loadConfig as loadAgentConfig,
 } from '@mcp-auth-stack/agent/config';
+import { DEFAULT_MAX_CONCURRENT_CHATS } from '@mcp-auth-stack/agent/http';
 import {
   keycloakEgressProxyMappings,
   POLICY_PROVIDER_JAR,
@@ -28,7 +29,6 @@ import {
 import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
-import { DEFAULT_MAX_CONCURRENT_CHATS } from '../../apps/agent/src/http.ts';
 import { realmForDeployment } from '../../keycloak/realm-for-deployment.ts';
 import { ENV_FILE_OUTPUTS } from '../hooks/write-env.ts';
 import { type BicepFile, evaluate, moduleParams, objectProperty, parseBicep } from './bicep.ts';

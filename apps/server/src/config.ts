@@ -1,4 +1,4 @@
-import { misleadingTextProblem } from '@mcp-auth-stack/auth';
+import { misleadingTextProblem, normalizedUserId } from '@mcp-auth-stack/auth';
 import {
   boolean,
   ConfigError,
@@ -515,9 +515,10 @@ export function ownOrigins(base: URL): string[] {
  * (the expenses table holds no other) that read as what they are (it is logged with each request).
  */
 function loadLocalUserId(env: Env): string {
-  const userId = text(env, 'LOCAL_USER_ID', 'local-user');
-  if (userId.length > 255)
-    throw new ConfigError('LOCAL_USER_ID', `must be at most 255 characters, got ${userId.length}`);
+  // As a key's user id: NFC, and counted in characters as the table's CHECK counts them.
+  const userId = normalizedUserId(text(env, 'LOCAL_USER_ID', 'local-user'));
+  const length = [...userId].length;
+  if (length > 255) throw new ConfigError('LOCAL_USER_ID', `must be at most 255 characters, got ${length}`);
   const problem = misleadingTextProblem(userId);
   if (problem) throw new ConfigError('LOCAL_USER_ID', problem);
   return userId;

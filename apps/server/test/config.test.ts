@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config.ts';
 
 /** Runs loadConfig on an environment that records which variables it reads. */
@@ -77,7 +78,11 @@ describe('configuration', () => {
   test('CONFIG_VARIABLES is exactly what loadConfig reads, and the README documents each', async () => {
     assert.deepEqual([...variablesRead()].sort(), [...CONFIG_VARIABLES].sort());
     const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+    // The telemetry package's too: the server reads them at start (a bad one stops it).
     for (const variable of CONFIG_VARIABLES) assert.match(readme, new RegExp(`\\| \`${variable}\` +\\|`), variable);
+    // The telemetry package's too, in the same table: the server reads them at start.
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('Logs are JSON lines'));
+    for (const variable of TELEMETRY_VARIABLES) assert.ok(table.includes(`\`${variable}\``), variable);
   });
 
   test("defaults: loopback, key mode, embedded database, the base URL's host allowed", () => {
@@ -241,6 +246,16 @@ describe('configuration', () => {
     assert.equal(
       loadConfig({ HOST: '192.0.2.2', MCP_SERVER_BASE_URL: 'https://mcp.example.com' }).baseUrl,
       'https://mcp.example.com',
+    );
+  });
+
+  test('LOCAL_USER_ID is read as a key user id: NFC, its length in characters', () => {
+    const emoji = '\u{1F600}'.repeat(200); // 400 UTF-16 units, 200 characters
+    assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: emoji }).localUserId, emoji);
+    assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: 'jose\u0301' }).localUserId, 'jos\u00e9');
+    assert.throws(
+      () => loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: '\u{1F600}'.repeat(256) }),
+      /LOCAL_USER_ID must be at most 255 characters, got 256/,
     );
   });
 

@@ -104,8 +104,8 @@ const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
 
 const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
 
-/** A user id as keys store it: trimmed, in Unicode normal form C. */
-function normalizedUserId(userId: string): string {
+/** A user id as keys (and `none` mode's LOCAL_USER_ID) store it: trimmed, in Unicode normal form C. */
+export function normalizedUserId(userId: string): string {
   return userId.trim().normalize('NFC');
 }
 

@@ -10,6 +10,7 @@ export {
   type CreatedApiKey,
   hashApiKey,
   looksLikeApiKey,
+  normalizedUserId,
 } from './api-keys.ts';
 export {
   type AuthOutcome,

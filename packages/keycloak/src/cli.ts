@@ -25,7 +25,8 @@ stops it on Ctrl-C or SIGTERM.
   --fresh            delete the database first, so the realm file is imported again
 
 The realm is imported for the MCP server that the same environment starts: its URL is
-MCP_SERVER_BASE_URL, else http://localhost:$PORT (PORT default 8000); MCP_SERVER_RESOURCE_URL
+MCP_SERVER_BASE_URL, else http://localhost:$PORT (PORT default 8000; http://$HOST:$PORT for a
+HOST of one address that localhost does not reach); MCP_SERVER_RESOURCE_URL
 overrides the token audience. A kept realm whose URLs differ is updated through the admin API
 (users, their ids and registered clients stay). The other placeholders of the realm file come
 from the environment, e.g. KEYCLOAK_AGENT_CLIENT_SECRET.`;
