@@ -97,12 +97,12 @@ async function ownDataDir(
   let db: PGlite | undefined;
   try {
     await rm(socketPath, { force: true });
-    const pgdata = join(dataDir, 'pgdata');
-    db = await PGlite.create({ dataDir: pgdata });
     // PGlite writes its files 0666 whatever the umask (the WAL holds every row written), and
-    // DATA_DIR may have existed already with 0755: its own folder, PostgreSQL's rule, is what
-    // keeps other local users out. Only that folder: DATA_DIR may hold other things, or be shared.
-    await chmod(pgdata, 0o700);
+    // DATA_DIR may exist already with 0755: its own folder, 0700 before PGlite writes a file
+    // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
+    // was open stays open. Only that folder: DATA_DIR may hold other things, or be shared.
+    const pgdata = await ownerOnlyFolder(join(dataDir, 'pgdata'));
+    db = await PGlite.create({ dataDir: pgdata });
     const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections });
     await server.start();
     const opened = db;
@@ -144,6 +144,20 @@ export function pgliteOpenError(directory: string, error: unknown): Error {
     ? `PGlite could not open ${directory}: ${known}.`
     : `PGlite could not open ${directory} (${JSON.stringify(error)}): it must be a database directory PGlite made, or not exist yet.`;
   return new Error(message, { cause: error });
+}
+
+/** `folder`, made if missing, readable by its owner only; an error naming it when it is another user's. */
+async function ownerOnlyFolder(folder: string): Promise<string> {
+  await mkdir(folder, { recursive: true, mode: 0o700 });
+  try {
+    await chmod(folder, 0o700);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
+    throw new Error(
+      `${folder} belongs to another user, and its database must be readable by its owner only: run as that user, or give this one a DATA_DIR of its own.`,
+    );
+  }
+  return folder;
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {

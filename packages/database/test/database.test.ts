@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,14 @@ const migrations: Migration[] = [
   { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
   { version: 2, name: 'notes.author', sql: "ALTER TABLE notes ADD COLUMN author text NOT NULL DEFAULT 'nobody'" },
 ];
+
+/** A program that records every mode the path in its argument has, until SIGTERM; it prints "ready", then them as JSON. */
+const WATCH_MODE = `const fs = require('node:fs');
+const seen = new Set();
+const look = () => { try { seen.add((fs.statSync(process.argv[1]).mode & 0o777).toString(8)); } catch {} };
+const timer = setInterval(look, 1);
+process.on('SIGTERM', () => { clearInterval(timer); look(); process.stdout.write(JSON.stringify([...seen])); process.exit(0); });
+process.stdout.write('ready\\n');`;
 
 describe('migrations on a real PostgreSQL server', () => {
   let testDb: TestDatabase;
@@ -354,10 +363,21 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     const shared = await mkdtemp(join(tmpdir(), 'mcp-db-mode-'));
     try {
       await chmod(shared, 0o755);
+      // Another process watches pgdata's mode while it is made (this one is busy making it):
+      // a file opened while its folder was open stays open after a later chmod.
+      const watcher = spawn(process.execPath, ['-e', WATCH_MODE, join(shared, 'pgdata')], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let watched = '';
+      watcher.stdout.on('data', (chunk) => (watched += chunk));
+      await new Promise<void>((resolve) => watcher.stdout.once('data', () => resolve()));
       const db = await openDatabase({ dataDir: shared, embedded: { mustOwn: true } });
       await db.close();
-      const pgdata = await stat(join(shared, 'pgdata'));
-      assert.equal(pgdata.mode & 0o777, 0o700, "pgdata is its owner's alone");
+      const exited = new Promise((resolve) => watcher.once('exit', resolve));
+      watcher.kill('SIGTERM');
+      await exited;
+      const modesSeen = JSON.parse(watched.slice(watched.indexOf('\n') + 1)) as string[];
+      assert.deepEqual(modesSeen, ['700'], "every mode pgdata had: its owner's alone from the first moment");
       assert.equal(
         (await stat(shared)).mode & 0o777,
         0o755,

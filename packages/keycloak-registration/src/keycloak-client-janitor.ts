@@ -12,9 +12,10 @@ import { keycloakAdminApi } from './admin-api.ts';
  *
  * - a client with active sessions (online or offline) is in use: its last use is now;
  * - a client never seen in use is removed after a grace since it was first seen (registered,
- *   then no login): `calmAbandonedAfterSeconds` (default a day) while fewer than `pressureAt`
- *   candidates (default 50) are out of use, `abandonedAfterSeconds` (default 15 minutes) under a
- *   flood. A removed client's MCP client keeps its client id and, with no token to refresh, goes
+ *   then no login): `calmAbandonedAfterSeconds` (default a day) while registration is calm,
+ *   `abandonedAfterSeconds` (default 15 minutes) under a flood: `pressureAt` candidates
+ *   (default 50) out of use, or the realm within `pressureAt` clients of its `maxClients`
+ *   (default 200, the realm file's Max Clients, which counts every client). A removed client's MCP client keeps its client id and, with no token to refresh, goes
  *   to the login with it, where the realm answers "Client not found" and nothing makes it
  *   register again (VS Code, mcp-remote): so a person who left a first sign-in half done gets a
  *   day, not 15 minutes, unless registration is being flooded;
@@ -67,8 +68,13 @@ export interface KeycloakClientJanitorOptions {
   abandonedAfterSeconds?: number | undefined;
   /** Grace of a never-used client otherwise (default a day). */
   calmAbandonedAfterSeconds?: number | undefined;
-  /** Candidates out of use from which a pass counts as a flood (default 50: a quarter of the realm's Max Clients). */
+  /**
+   * Candidates out of use from which a pass counts as a flood (default 50: a quarter of the
+   * realm's Max Clients); also how near `maxClients` the realm may come before it does.
+   */
   pressureAt?: number | undefined;
+  /** The realm's Max Clients policy (default 200), which counts every client of the realm. */
+  maxClients?: number | undefined;
   idleAfterSeconds?: number | undefined;
   /** Clients one user keeps in use (default 10); the rest count as unused. */
   maxClientsPerUser?: number | undefined;
@@ -136,6 +142,7 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
   const abandonedAfterMs = (options.abandonedAfterSeconds ?? 15 * 60) * 1000;
   const calmAbandonedAfterMs = (options.calmAbandonedAfterSeconds ?? 24 * 3600) * 1000;
   const pressureAt = options.pressureAt ?? 50;
+  const maxClients = options.maxClients ?? 200;
   const idleAfterMs = (options.idleAfterSeconds ?? 7 * 24 * 3600) * 1000;
   const maxClientsPerUser = options.maxClientsPerUser ?? 10;
   const { pool } = options;
@@ -231,8 +238,10 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
     // Every page first, then the changes: deleting while paging would shift the pages under the
     // listing, and each deletion would hide a client of the next page from this pass.
     const candidates: ClientRepresentation[] = [];
+    let clientsInRealm = 0;
     for (let first = 0; ; first += PAGE) {
       const page = (await api(bearer, `/clients?first=${first}&max=${PAGE}`)) as ClientRepresentation[];
+      clientsInRealm += page.length;
       candidates.push(...page.filter(candidate));
       if (page.length < PAGE) break;
     }
@@ -253,8 +262,17 @@ export function keycloakClientJanitor(options: KeycloakClientJanitorOptions) {
       options.onEvent?.('clients_beyond_user_share', { count: beyondShares, max_per_user: maxClientsPerUser });
     }
     const outOfUse = candidates.filter((client) => users.has(client.id) && useOf(client) !== 'in use').length;
-    const underPressure = outOfUse >= pressureAt;
-    if (underPressure) options.onEvent?.('registration_pressure', { out_of_use: outOfUse, pressure_at: pressureAt });
+    // A few clients out of use fill a realm whose other places are taken (clients in use,
+    // offline sessions keep for weeks): near the limit, any flood is one.
+    const underPressure = outOfUse >= pressureAt || clientsInRealm >= maxClients - pressureAt;
+    if (underPressure) {
+      options.onEvent?.('registration_pressure', {
+        out_of_use: outOfUse,
+        clients: clientsInRealm,
+        pressure_at: pressureAt,
+        max_clients: maxClients,
+      });
+    }
     const graceMs = underPressure ? abandonedAfterMs : calmAbandonedAfterMs;
     const removed: string[] = [];
     for (const client of candidates) {

@@ -167,6 +167,41 @@ test('a client never used gets a day while registration is calm, 15 minutes unde
   );
 });
 
+test('a realm near its Max Clients counts as flooded, however few clients are out of use', async () => {
+  // 150 clients in use (offline sessions keep them for weeks) and a flood of 35: out of use
+  // stays under 50, but the realm is full at 200.
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const clients: StandInClient[] = [
+    ...Array.from({ length: 150 }, (_, i) => ({
+      id: `u${i}`,
+      clientId: `used-${i}`,
+      consentRequired: true,
+      sessions: 1,
+    })),
+    ...Array.from({ length: 35 }, (_, i) => ({ id: `f${i}`, clientId: `flood-${i}`, consentRequired: true })),
+  ];
+  const clock = { now: Date.parse('2026-12-05T12:00:00Z') };
+  const keycloak = standInKeycloak(clients);
+  // Shares are the unit test above's: here every client is some user's one.
+  const janitor = janitorWith(keycloak.fetch as typeof fetch, clock, { pressureAt: 50, maxClientsPerUser: 1000 });
+  await janitor.runOnce();
+  clock.now += 16 * MINUTE;
+  const { removed } = await janitor.runOnce();
+  assert.equal(removed.length, 35, 'the flood goes after the 15 minutes');
+  assert.ok(removed.every((clientId) => clientId.startsWith('flood-')));
+  // Far from the limit, the same few clients out of use wait a day.
+  await database.pool.query('TRUNCATE keycloak_janitor_clients');
+  const few: StandInClient[] = Array.from({ length: 35 }, (_, i) => ({
+    id: `g${i}`,
+    clientId: `half-${i}`,
+    consentRequired: true,
+  }));
+  const calm = janitorWith(standInKeycloak(few).fetch as typeof fetch, clock, { pressureAt: 50 });
+  await calm.runOnce();
+  clock.now += 16 * MINUTE;
+  assert.deepEqual((await calm.runOnce()).removed, []);
+});
+
 test('an admin answer that is not JSON fails the pass without quoting it: the answers hold tokens and client secrets', async () => {
   const truncated: typeof fetch = async (url) =>
     String(url).includes('/protocol/openid-connect/token')

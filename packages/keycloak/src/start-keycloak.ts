@@ -278,14 +278,16 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
  * logs) is then private to the run and parallel runs cannot disturb each other.
  */
 async function prepareInstance(instanceDir: string, distributionHome: string, realmFiles: string[]): Promise<void> {
-  await mkdir(join(instanceDir, 'bin'), { recursive: true });
+  // Every folder made here (the instance's, and DATA_DIR above it on a first `pnpm start`) is
+  // its owner's alone.
+  await mkdir(join(instanceDir, 'bin'), { recursive: true, mode: 0o700 });
   await copyFile(join(distributionHome, 'bin', 'kc.sh'), join(instanceDir, 'bin', 'kc.sh'));
   for (const shared of ['lib', 'conf', 'providers', 'themes', 'version.txt']) {
     await rm(join(instanceDir, shared), { recursive: true, force: true });
     await symlink(join(distributionHome, shared), join(instanceDir, shared));
   }
   const importDir = join(instanceDir, 'data', 'import');
-  await mkdir(importDir, { recursive: true });
+  await mkdir(importDir, { recursive: true, mode: 0o700 });
   // Keycloak's database (password hashes, client secrets, sessions) and the realm's copy: its
   // owner's alone, whatever the umask or an older start left.
   await chmod(join(instanceDir, 'data'), 0o700);
