@@ -27,7 +27,13 @@ export {
   MAX_REGISTRATION_DEPTH,
   showsWhereItLeads,
 } from './client-metadata.ts';
-export { MAX_UPSTREAM_ANSWER_BYTES, RemoteKeySet, type RemoteKeySetOptions, readAnswer } from './jwks.ts';
+export {
+  MAX_UPSTREAM_ANSWER_BYTES,
+  parseJsonAnswer,
+  RemoteKeySet,
+  type RemoteKeySetOptions,
+  readAnswer,
+} from './jwks.ts';
 export {
   DEFAULT_JWT_ALGORITHMS,
   type JwtBearerProvider,

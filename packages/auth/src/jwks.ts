@@ -187,7 +187,19 @@ export async function fetchJson(
     await response.body?.cancel();
     throw new Error(`HTTP ${response.status} from ${url}`);
   }
-  return JSON.parse(await readAnswer(response, `the response from ${url}`, maxBytes));
+  return parseJsonAnswer(await readAnswer(response, `the response from ${url}`, maxBytes), `the response from ${url}`);
+}
+
+/**
+ * An answer's JSON, or an error naming only `what`: JSON.parse's own message quotes the text,
+ * and answers hold access tokens, client secrets and people's names.
+ */
+export function parseJsonAnswer(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${what}: the answer is not JSON`);
+  }
 }
 
 /**

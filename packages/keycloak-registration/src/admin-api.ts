@@ -1,4 +1,4 @@
-import { readAnswer } from '@mcp-auth-stack/auth';
+import { parseJsonAnswer, readAnswer } from '@mcp-auth-stack/auth';
 
 /** A realm service account's access to Keycloak's admin API (the janitor's `mcp-client-janitor`). */
 export interface KeycloakAdminApiOptions {
@@ -71,7 +71,7 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
         `the ${options.clientId} token request`,
       );
       if (!response.ok) throw new Error(`the ${options.clientId} token request answered ${response.status}`);
-      const answer = parseAnswer(
+      const answer = parseJsonAnswer(
         await readAnswer(response, 'its token answer'),
         `the ${options.clientId} token answer`,
       ) as {
@@ -102,19 +102,7 @@ export function keycloakAdminApi(options: KeycloakAdminApiOptions): KeycloakAdmi
         throw new Error(`${init.method ?? 'GET'} ${path} answered ${response.status}`);
       }
       const text = await readAnswer(response, `${init.method ?? 'GET'} ${path}`, MAX_ADMIN_ANSWER_BYTES);
-      return text ? parseAnswer(text, `${init.method ?? 'GET'} ${path}`) : undefined;
+      return text ? parseJsonAnswer(text, `${init.method ?? 'GET'} ${path}`) : undefined;
     },
   };
-}
-
-/**
- * JSON from Keycloak, or an error naming only what was asked: JSON.parse's own message quotes
- * the text, and these answers hold access tokens and client secrets.
- */
-function parseAnswer(text: string, what: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new Error(`${what}: the answer is not JSON`);
-  }
 }

@@ -205,24 +205,25 @@ test('a realm near its Max Clients counts as flooded, however few clients are ou
 test('an admin answer that is not JSON fails the pass without quoting it: the answers hold tokens and client secrets', async () => {
   const truncated: typeof fetch = async (url) =>
     String(url).includes('/protocol/openid-connect/token')
-      ? new Response('{"access_token":"admin-token-secret-part", "expires_in": 60', {
+      ? // Not JSON from its first character: V8's message would quote its start.
+        new Response('admin-token-secret-part; expires_in=60', {
           headers: { 'content-type': 'application/json' },
         })
       : new Response('[]', { headers: { 'content-type': 'application/json' } });
   await assert.rejects(janitorWith(truncated).runOnce(), (error: Error) => {
     assert.match(error.message, /token answer: the answer is not JSON/);
-    assert.doesNotMatch(`${error.message} ${error.stack}`, /admin-token-secret/);
+    assert.doesNotMatch(`${error.message} ${error.stack}`, /admin-toke/);
     return true;
   });
   const listing: typeof fetch = async (url) =>
     String(url).includes('/protocol/openid-connect/token')
       ? Response.json({ access_token: 't', expires_in: 60 })
-      : new Response('[{"clientId":"x","secret":"client-secret-part"', {
+      : new Response('client-secret-part,x', {
           headers: { 'content-type': 'application/json' },
         });
   await assert.rejects(janitorWith(listing).runOnce(), (error: Error) => {
     assert.match(error.message, /GET \/clients.*the answer is not JSON/);
-    assert.doesNotMatch(`${error.message} ${error.stack}`, /client-secret-part/);
+    assert.doesNotMatch(`${error.message} ${error.stack}`, /client-sec/);
     return true;
   });
 });
