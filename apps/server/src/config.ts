@@ -1,4 +1,4 @@
-import { misleadingTextProblem, normalizedUserId } from '@mcp-auth-stack/auth';
+import { misleadingTextProblem } from '@mcp-auth-stack/auth';
 import {
   boolean,
   ConfigError,
@@ -515,8 +515,9 @@ export function ownOrigins(base: URL): string[] {
  * (the expenses table holds no other) that read as what they are (it is logged with each request).
  */
 function loadLocalUserId(env: Env): string {
-  // As a key's user id: NFC, and counted in characters as the table's CHECK counts them.
-  const userId = normalizedUserId(text(env, 'LOCAL_USER_ID', 'local-user'));
+  // Counted in characters, as the table's CHECK (char_length) counts them. Taken as written:
+  // expenses already stored under it must stay its.
+  const userId = text(env, 'LOCAL_USER_ID', 'local-user');
   const length = [...userId].length;
   if (length > 255) throw new ConfigError('LOCAL_USER_ID', `must be at most 255 characters, got ${length}`);
   const problem = misleadingTextProblem(userId);

@@ -249,10 +249,10 @@ describe('configuration', () => {
     );
   });
 
-  test('LOCAL_USER_ID is read as a key user id: NFC, its length in characters', () => {
+  test('LOCAL_USER_ID is taken as written, its length counted in characters', () => {
     const emoji = '\u{1F600}'.repeat(200); // 400 UTF-16 units, 200 characters
     assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: emoji }).localUserId, emoji);
-    assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: 'jose\u0301' }).localUserId, 'jos\u00e9');
+    assert.equal(loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: 'jose\u0301' }).localUserId, 'jose\u0301');
     assert.throws(
       () => loadConfig({ MCP_AUTH_PROVIDER: 'none', LOCAL_USER_ID: '\u{1F600}'.repeat(256) }),
       /LOCAL_USER_ID must be at most 255 characters, got 256/,

@@ -104,11 +104,6 @@ const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
 
 const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
 
-/** A user id as keys (and `none` mode's LOCAL_USER_ID) store it: trimmed, in Unicode normal form C. */
-export function normalizedUserId(userId: string): string {
-  return userId.trim().normalize('NFC');
-}
-
 export class ApiKeyStore {
   readonly #pool: pg.Pool;
   /** When each key's `last_used_at` was last written, so a busy key is written at most once a minute. */
@@ -121,10 +116,17 @@ export class ApiKeyStore {
   }
 
   async create(input: { userId: string; name?: string | undefined; scopes?: string[] }): Promise<CreatedApiKey> {
-    // NFC: `josé` typed with a combining accent is the same user as with the composed letter,
-    // not a second one that `pnpm keys list` shows identically. Lengths count characters, as
-    // the table's CHECKs (char_length) do, not UTF-16 units.
-    const userId = normalizedUserId(input.userId);
+    // `josé` typed with a combining accent would be a second user that `pnpm keys list` shows
+    // as the first: refused, naming the composed spelling. Not turned into it: the keys and
+    // expenses already stored under a decomposed id would then belong to nobody. The name is
+    // only a label, so it is composed. Lengths count characters, as the table's CHECKs
+    // (char_length) do, not UTF-16 units.
+    const userId = input.userId.trim();
+    if (userId !== userId.normalize('NFC')) {
+      throw new Error(
+        `A key's user id must be written with composed characters (Unicode NFC): ${JSON.stringify(userId.normalize('NFC'))} is the same letters, and a different user id.`,
+      );
+    }
     const name = input.name?.normalize('NFC');
     const userIdLength = [...userId].length;
     if (userIdLength === 0 || userIdLength > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
@@ -151,7 +153,7 @@ export class ApiKeyStore {
   async list(filter: { userId?: string | undefined } = {}): Promise<ApiKeyRecord[]> {
     const { rows } = await this.#pool.query<ApiKeyRecord>(
       `SELECT ${RECORD_COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at, id`,
-      [filter.userId === undefined ? null : normalizedUserId(filter.userId)],
+      [filter.userId === undefined ? null : filter.userId.trim()],
     );
     return rows;
   }

@@ -10,7 +10,6 @@ export {
   type CreatedApiKey,
   hashApiKey,
   looksLikeApiKey,
-  normalizedUserId,
 } from './api-keys.ts';
 export {
   type AuthOutcome,
