@@ -78,9 +78,8 @@ describe('configuration', () => {
   test('CONFIG_VARIABLES is exactly what loadConfig reads, and the README documents each', async () => {
     assert.deepEqual([...variablesRead()].sort(), [...CONFIG_VARIABLES].sort());
     const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
-    // The telemetry package's too: the server reads them at start (a bad one stops it).
     for (const variable of CONFIG_VARIABLES) assert.match(readme, new RegExp(`\\| \`${variable}\` +\\|`), variable);
-    // The telemetry package's too, in the same table: the server reads them at start.
+    // The telemetry package's too, in the same table: the server reads them at start (a bad one stops it).
     const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('Logs are JSON lines'));
     for (const variable of TELEMETRY_VARIABLES) assert.ok(table.includes(`\`${variable}\``), variable);
   });
@@ -240,7 +239,9 @@ describe('configuration', () => {
     assert.equal(loadConfig({ HOST: '192.0.2.2', PORT: '8117' }).baseUrl, 'http://192.0.2.2:8117');
     assert.equal(loadConfig({ HOST: '127.0.0.2' }).baseUrl, 'http://127.0.0.2:8000');
     assert.equal(loadConfig({ HOST: 'fd00::5' }).baseUrl, 'http://[fd00::5]:8000');
-    for (const host of ['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost']) {
+    // An IPv6 zone cannot be written in a URL: localhost, as before, not an error about a URL nobody set.
+    assert.equal(loadConfig({ HOST: 'fe80::1%eth0' }).baseUrl, 'http://localhost:8000');
+    for (const host of ['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost', '0', '0:0:0:0:0:0:0:0', '::ffff:127.0.0.1']) {
       assert.equal(loadConfig({ HOST: host }).baseUrl, 'http://localhost:8000', host);
     }
     assert.equal(

@@ -114,6 +114,15 @@ export function directory(env: Env, name: string, fallback: string, cwd: string 
  * is imported for both read it.
  */
 export function defaultServerBaseUrl(host: string, port: number): string {
-  if (['0.0.0.0', '::', '127.0.0.1', '::1', 'localhost'].includes(host)) return `http://localhost:${port}`;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const localhost = `http://localhost:${port}`;
+  // The URL parser's spelling: `0`, `0:0:0:0:0:0:0:0` and `::ffff:127.0.0.1` are the usual
+  // addresses too. One it cannot put in a URL (an IPv6 zone, `fe80::1%eth0`) keeps localhost.
+  let hostname: string;
+  try {
+    hostname = new URL(`http://${host.includes(':') ? `[${host}]` : host}`).hostname;
+  } catch {
+    return localhost;
+  }
+  const usual = ['localhost', '0.0.0.0', '127.0.0.1', '[::]', '[::1]', '[::ffff:7f00:1]', '[::ffff:0:0]'];
+  return usual.includes(hostname) ? localhost : `http://${hostname}:${port}`;
 }
