@@ -415,7 +415,8 @@ describe('the workaround pass-through refuses what it must', () => {
       resource: `${baseUrl}/mcp`,
     });
 
-    // A wrong redirect_uri: refused, and the code is gone.
+    // A wrong redirect_uri: refused, and the code stays its owner's (anyone who saw it could
+    // otherwise end the login); the right request then gets tokens from real Keycloak, once.
     const first = await login(clientId, 'code check', 'state-1');
     assert.equal(first.params.get('state'), 'state-1');
     assert.equal(first.params.get('iss'), baseUrl);
@@ -427,14 +428,17 @@ describe('the workaround pass-through refuses what it must', () => {
     });
     assert.equal(wrongRedirect.status, 400);
     assert.equal(wrongRedirect.body.error, 'invalid_grant');
+    const rightful = await exchange(base(code1, first.verifier));
+    assert.equal(rightful.status, 200, JSON.stringify(rightful.body));
     assert.equal((await exchange(base(code1, first.verifier))).body.error, 'invalid_grant', 'single use');
 
-    // Another client presenting the code: refused.
+    // Another client presenting the code: refused; its owner still redeems it.
     const second = await login(clientId, 'code check', 'state-2');
     const code2 = second.params.get('code') as string;
     const stolen = await exchange({ ...base(code2, second.verifier), client_id: otherClient });
     assert.equal(stolen.status, 400);
     assert.equal(stolen.body.error, 'invalid_grant');
+    assert.equal((await exchange(base(code2, second.verifier))).status, 200, 'the owner redeems it');
 
     // The rightful exchange works once; a replay is refused.
     const third = await login(clientId, 'code check', 'state-3');
