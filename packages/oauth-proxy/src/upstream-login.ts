@@ -144,6 +144,40 @@ export function toStored(tokens: Record<string, unknown>, previous?: UpstreamTok
   };
 }
 
+/**
+ * The checks of an upstream ID token's claims, at a login and at every upstream refresh: its
+ * issuer (for a multi-tenant Entra authority, one of the allowed tenants: `access_denied`
+ * otherwise), this client as audience, and, as asked, the login's nonce, a current `exp`, and
+ * the grant's user. Received straight from the token endpoint over TLS with this client's
+ * credentials: OIDC Core 3.1.3.7 allows TLS server validation in place of the signature.
+ */
+export function checkUpstreamIdClaims(
+  ctx: ProxyContext,
+  upstreamEndpoints: UpstreamEndpoints,
+  claims: Record<string, unknown>,
+  expect: { nonce?: string; current: boolean; userId?: string },
+): void {
+  const { issuer } = upstreamEndpoints;
+  const expectedIssuer = typeof issuer === 'function' ? issuer(claims) : issuer;
+  if (expectedIssuer === undefined) {
+    throw new OAuthError('access_denied', "Users of this account's organization may not sign in here.");
+  }
+  if (claims.iss !== expectedIssuer) throw new Error('The upstream ID token has an unexpected issuer.');
+  const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (!audience.includes(ctx.upstream.clientId)) throw new Error('The upstream ID token is for another client.');
+  // OIDC Core 3.1.3.7: the nonce that was sent must come back, and the token must be current.
+  if (expect.nonce !== undefined && claims.nonce !== expect.nonce) {
+    throw new Error('The upstream ID token does not carry the nonce of this login.');
+  }
+  if (expect.current && (typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now() - ID_TOKEN_CLOCK_SKEW_MS)) {
+    throw new Error('The upstream ID token has expired.');
+  }
+  const userId = claims[ctx.upstream.userIdClaim];
+  if (expect.userId !== undefined && typeof userId === 'string' && userId !== expect.userId) {
+    throw new Error('The upstream ID token names another user than the grant.');
+  }
+}
+
 /** The user behind an upstream login: the configured claim of the ID token, else of userinfo. */
 export async function upstreamUser(
   ctx: ProxyContext,
@@ -154,22 +188,8 @@ export async function upstreamUser(
   const { upstream } = ctx;
   let claims: Record<string, unknown> = {};
   if (tokens.id_token) {
-    // Received straight from the token endpoint over TLS, with this client's credentials: OIDC
-    // Core 3.1.3.7 allows TLS server validation in place of the signature; the claims are checked.
     claims = decodeJwt(tokens.id_token);
-    const { issuer } = upstreamEndpoints;
-    const expectedIssuer = typeof issuer === 'function' ? issuer(claims) : issuer;
-    if (expectedIssuer === undefined) {
-      throw new OAuthError('access_denied', "Users of this account's organization may not sign in here.");
-    }
-    if (claims.iss !== expectedIssuer) throw new Error('The upstream ID token has an unexpected issuer.');
-    const audience = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-    if (!audience.includes(upstream.clientId)) throw new Error('The upstream ID token is for another client.');
-    // OIDC Core 3.1.3.7: the nonce that was sent must come back, and the token must be current.
-    if (claims.nonce !== nonce) throw new Error('The upstream ID token does not carry the nonce of this login.');
-    if (typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now() - ID_TOKEN_CLOCK_SKEW_MS) {
-      throw new Error('The upstream ID token has expired.');
-    }
+    checkUpstreamIdClaims(ctx, upstreamEndpoints, claims, { nonce, current: true });
   }
   if (typeof claims[upstream.userIdClaim] !== 'string' && upstreamEndpoints.userinfoEndpoint) {
     const response = await ctx.fetch(upstreamEndpoints.userinfoEndpoint, {

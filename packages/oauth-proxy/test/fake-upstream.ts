@@ -42,6 +42,8 @@ export class FakeUpstream {
   announcesIss = false;
   /** The `iss` its authorization answers carry (Keycloak: its issuer); undefined sends none. */
   sendsIss: string | undefined;
+  /** When set, refresh answers name this user instead of the one signed in (an upstream gone wrong). */
+  refreshUserOverride: FakeUser | undefined;
   /** When set, refresh answers wait for it (the upstream slow to answer). */
   refreshesHeldUntil: Promise<void> | undefined;
   /** Every token it handed out, to check none is stored in plaintext. */
@@ -163,7 +165,7 @@ export class FakeUpstream {
         const entry = this.#refresh.get(form.get('refresh_token') ?? '');
         if (!entry) return json(400, { error: 'invalid_grant' });
         this.#refresh.delete(form.get('refresh_token') ?? '');
-        return tokenAnswer(await this.#tokens(entry.user, entry.scope, undefined));
+        return tokenAnswer(await this.#tokens(this.refreshUserOverride ?? entry.user, entry.scope, undefined));
       }
       return json(400, { error: 'unsupported_grant_type' });
     }

@@ -391,6 +391,71 @@ describe('an upstream refresh refused for a reason that is not the sign-in', () 
   });
 });
 
+describe('an upstream refresh that asks for the user (Entra: Conditional Access, MFA, consent)', () => {
+  test('interaction_required, consent_required, login_required: invalid_grant and the grant ended, so the client signs in again', async () => {
+    const plain = instance(db, idp, keys);
+    idp.accessTokenTtl = 1; // every refresh of ours goes upstream
+    try {
+      for (const error of ['interaction_required', 'consent_required', 'login_required']) {
+        const { client, tokens } = await registerAndLogin(plain, 'mcp:access');
+        idp.nextRefreshRefusal = { status: 400, error };
+        const refused = await refreshRequest(plain.app, tokens.body.refresh_token as string, client.client_id);
+        // 503 told the MCP SDK to wait and retry, which Entra answers the same way until the user signs in.
+        assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant'], error);
+        const revoked = await db.pool.query(
+          'SELECT revoked_at FROM oauth_proxy_grants g JOIN oauth_proxy_clients c USING (client_id) WHERE c.client_id = $1',
+          [client.client_id],
+        );
+        assert.ok(revoked.rows[0]?.revoked_at, `${error}: the grant is ended`);
+      }
+    } finally {
+      idp.accessTokenTtl = 300;
+      idp.nextRefreshRefusal = undefined;
+    }
+  });
+});
+
+describe('an upstream refresh checked as a sign-in is', () => {
+  test("a tenant taken off the allowed list: its users' grants end at their next refresh, as a new sign-in would be refused", async () => {
+    const t1 = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+    const t2 = '11111111-86f1-41af-91ab-2d7cd011db47';
+    const entraFor = (allowedTenantIds: string[]) =>
+      instance(db, idp, keys, {
+        upstream: entraUpstream({
+          tenantId: 'organizations',
+          clientId: idp.clientId,
+          clientSecret: idp.clientSecret,
+          authority: idp.base,
+          allowedTenantIds,
+        }),
+      });
+    idp.extraIdTokenClaims = { tid: t1 };
+    idp.idTokenIssuer = `${idp.base}/${t1}/v2.0`;
+    idp.accessTokenTtl = 1;
+    try {
+      const both = entraFor([t1, t2]);
+      const { client, tokens } = await registerAndLogin(both, 'mcp:access');
+      const kept = await refreshRequest(both.app, tokens.body.refresh_token as string, client.client_id);
+      assert.equal(kept.status, 200, JSON.stringify(kept.body));
+      // The operator offboards t1: the same database and keys, t2 only.
+      const offboarded = entraFor([t2]);
+      const refused = await refreshRequest(offboarded.app, kept.body.refresh_token as string, client.client_id);
+      assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant']);
+      assert.equal(refused.body.access_token, undefined);
+      // An ID token of the allowed tenant naming another user than the grant's ends it too.
+      const again = await registerAndLogin(both, 'mcp:access');
+      idp.refreshUserOverride = { sub: 'mallory-sub', oid: 'mallory-oid', name: 'Mallory' };
+      const other = await refreshRequest(both.app, again.tokens.body.refresh_token as string, again.client.client_id);
+      assert.deepEqual([other.status, other.body.error], [400, 'invalid_grant']);
+    } finally {
+      idp.extraIdTokenClaims = {};
+      idp.idTokenIssuer = undefined;
+      idp.accessTokenTtl = 300;
+      idp.refreshUserOverride = undefined;
+    }
+  });
+});
+
 describe('an upstream token answer without expires_in', () => {
   test('counts as lasting an hour; a grant without an upstream lifetime asks the upstream again at its next refresh', async () => {
     let admin = true;

@@ -8,9 +8,13 @@ import { decrypt, encrypt, PKCE_VERIFIER, s256, safeEqual } from '../crypto.ts';
 import { CORS, NO_STORE, OAuthError, oauthErrorResponse } from '../errors.ts';
 import type { RefreshRow } from '../store.ts';
 import { issueTokens } from '../tokens.ts';
-import { callUpstreamToken, toStored, type UpstreamTokens } from '../upstream-login.ts';
+import type { UpstreamEndpoints } from '../upstream.ts';
+import { callUpstreamToken, checkUpstreamIdClaims, toStored, type UpstreamTokens } from '../upstream-login.ts';
 
 type TokenResponse = Record<string, unknown>;
+
+/** Upstream refresh errors that end the sign-in: only the user, signing in again, gets past them. */
+const SIGN_IN_OVER = new Set(['invalid_grant', 'interaction_required', 'consent_required', 'login_required']);
 
 /** POST /token: `authorization_code` and `refresh_token`, for an authenticated client. */
 export function tokenHandler(ctx: ProxyContext): Handler {
@@ -171,8 +175,10 @@ async function renewUpstream(
     return new OAuthError('invalid_grant', 'The sign-in at the identity provider has ended.');
   }
   let renewed: Awaited<ReturnType<typeof callUpstreamToken>>;
+  let endpoints: UpstreamEndpoints;
   try {
-    renewed = await callUpstreamToken(ctx, await ctx.upstream.endpoints(), {
+    endpoints = await ctx.upstream.endpoints();
+    renewed = await callUpstreamToken(ctx, endpoints, {
       grant_type: 'refresh_token',
       refresh_token: stored.refresh_token,
       scope: ctx.upstream.scopes.join(' '),
@@ -181,11 +187,13 @@ async function renewUpstream(
     return new OAuthError('temporarily_unavailable', 'The identity provider is not reachable.', 503);
   }
   if (!renewed.ok) {
-    // Only `invalid_grant` says the sign-in is over (revoked, expired, the user disabled, or
-    // Entra's interaction_required). Throttling (429), the proxy's own credential refused
-    // (`invalid_client`: an expired client secret) or the provider's trouble are the operator's
-    // to fix: revoking would make every user sign in again once it is fixed.
-    if (renewed.error !== 'invalid_grant') {
+    // `invalid_grant` says the sign-in is over (revoked, expired, the user disabled), and so do
+    // the OIDC errors asking for the user (Entra's `interaction_required` for a Conditional
+    // Access or MFA prompt, `consent_required`, `login_required`): only a new sign-in gets past
+    // them, which the client starts on `invalid_grant`. Throttling (429), the proxy's own
+    // credential refused (`invalid_client`: an expired client secret) or the provider's trouble
+    // are the operator's to fix: revoking would make every user sign in again once it is fixed.
+    if (!SIGN_IN_OVER.has(renewed.error ?? '')) {
       ctx.emit('upstream_refresh_failed', { grant_id: row.grant_id, status: renewed.status, error: renewed.error });
       return new OAuthError('temporarily_unavailable', 'The identity provider is not available.', 503);
     }
@@ -197,11 +205,27 @@ async function renewUpstream(
   // whatever is decided below.
   const sealed = encrypt(ctx.keys.upstreamTokens, JSON.stringify(next), row.grant_id);
   await ctx.store.updateUpstreamTokens(db, row.grant_id, sealed, next.expires_at ?? null);
+  // The login's checks again, on the refresh's ID token (or the login's, when the answer has
+  // none): a tenant taken off the allowed list, or a token for another client or user, ends
+  // the grant, as it would refuse a new sign-in.
+  const freshIdToken = typeof renewed.tokens.id_token === 'string' ? renewed.tokens.id_token : undefined;
+  const idToken = freshIdToken ?? next.id_token;
+  if (idToken) {
+    try {
+      checkUpstreamIdClaims(ctx, endpoints, decodeJwt(idToken), {
+        current: freshIdToken !== undefined,
+        userId: row.user_id,
+      });
+    } catch (error) {
+      await ctx.store.revokeGrant(db, row.grant_id, 'upstream ID token refused at refresh');
+      ctx.emit('upstream_refresh_refused', { grant_id: row.grant_id, reason: (error as Error).message });
+      return new OAuthError('invalid_grant', 'The identity provider no longer lets this user in here.');
+    }
+  }
   ctx.emit('upstream_refreshed', { grant_id: row.grant_id });
   if (!ctx.permittedScopes) return undefined;
   // Decided again on every upstream refresh: a user who lost a role upstream (an
   // administrator no longer) loses what it permitted here too.
-  const freshIdToken = typeof renewed.tokens.id_token === 'string' ? renewed.tokens.id_token : undefined;
   let permitted: Set<string>;
   try {
     permitted = new Set(
