@@ -352,6 +352,9 @@ function serverBaseUrl(env: Env, authMode: AuthMode, host: string, port: number)
   return entraBaseUrl;
 }
 
+/** The tenant of every personal Microsoft account's token (`tid`). */
+const PERSONAL_ACCOUNTS_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad';
+
 /**
  * Entra's ID tokens name the tenant by its GUID in `iss`, so a domain name cannot be checked
  * against them. A multi-tenant authority lets users of any tenant sign in, and any tenant's
@@ -385,6 +388,22 @@ function tenants(env: Env, tenantId: string): { tenantId: string; allowedTenantI
   const invalid = allowedTenantIds.find((id) => !isEntraTenant(id) || isEntraMultiTenant(id));
   if (invalid !== undefined) {
     throw new ConfigError('ENTRA_PROXY_ALLOWED_TENANT_IDS', `must list tenant GUIDs, not "${invalid}"`);
+  }
+  // Lists under which nobody could ever sign in: personal accounts all carry one tenant, and
+  // `organizations` has none of them.
+  const personal = allowedTenantIds.some((id) => id.toLowerCase() === PERSONAL_ACCOUNTS_TENANT);
+  const authority = tenantId.toLowerCase();
+  if (authority === 'consumers' && allowedTenantIds.some((id) => id.toLowerCase() !== PERSONAL_ACCOUNTS_TENANT)) {
+    throw new ConfigError(
+      'ENTRA_PROXY_ALLOWED_TENANT_IDS',
+      `lists an organization's tenant, but AZURE_TENANT_ID=consumers signs in personal Microsoft accounts only, whose tenant is ${PERSONAL_ACCOUNTS_TENANT}; use organizations or common for an organization's users`,
+    );
+  }
+  if (authority === 'organizations' && personal) {
+    throw new ConfigError(
+      'ENTRA_PROXY_ALLOWED_TENANT_IDS',
+      `lists the personal accounts' tenant ${PERSONAL_ACCOUNTS_TENANT}, which AZURE_TENANT_ID=organizations never signs in; use common (or consumers) for personal Microsoft accounts`,
+    );
   }
   return { tenantId, allowedTenantIds };
 }

@@ -55,18 +55,37 @@ describe('configuration', () => {
 
   test('entra_proxy with a multi-tenant authority: the tenants whose users may sign in', () => {
     const allowed = ['72f988bf-86f1-41af-91ab-2d7cd011db47', '9188040d-6c67-4c5b-b112-36a304b66dad'];
+    // `common`: an organization's users and personal Microsoft accounts (their own tenant).
     const config = loadConfig({
       ...ENTRA,
-      AZURE_TENANT_ID: 'organizations',
+      AZURE_TENANT_ID: 'common',
       ENTRA_PROXY_ALLOWED_TENANT_IDS: ` ${allowed[0]}, ${allowed[1]} `,
     });
     assert.deepEqual(config.oauthProxy?.upstream, {
       kind: 'entra',
       clientId: ENTRA.ENTRA_PROXY_AZURE_CLIENT_ID,
       clientSecret: ENTRA.ENTRA_PROXY_AZURE_CLIENT_SECRET,
-      tenantId: 'organizations',
+      tenantId: 'common',
       allowedTenantIds: allowed,
     });
+    const organizations = loadConfig({
+      ...ENTRA,
+      AZURE_TENANT_ID: 'organizations',
+      ENTRA_PROXY_ALLOWED_TENANT_IDS: allowed[0],
+    });
+    assert.equal(
+      organizations.oauthProxy?.upstream.kind === 'entra' && organizations.oauthProxy.upstream.tenantId,
+      'organizations',
+    );
+    const consumers = loadConfig({
+      ...ENTRA,
+      AZURE_TENANT_ID: 'consumers',
+      ENTRA_PROXY_ALLOWED_TENANT_IDS: allowed[1],
+    });
+    assert.equal(
+      consumers.oauthProxy?.upstream.kind === 'entra' && consumers.oauthProxy.upstream.tenantId,
+      'consumers',
+    );
   });
 
   test('DATA_DIR is an absolute path, resolved against the working directory when relative', () => {
@@ -133,6 +152,23 @@ describe('configuration', () => {
     [
       { ...ENTRA, AZURE_TENANT_ID: 'consumers', ENTRA_PROXY_ALLOWED_TENANT_IDS: 'contoso.com' },
       /ENTRA_PROXY_ALLOWED_TENANT_IDS must list tenant GUIDs, not "contoso.com"/,
+    ],
+    // Lists under which nobody could ever sign in.
+    [
+      {
+        ...ENTRA,
+        AZURE_TENANT_ID: 'consumers',
+        ENTRA_PROXY_ALLOWED_TENANT_IDS: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+      },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS lists an organization's tenant, but AZURE_TENANT_ID=consumers/,
+    ],
+    [
+      {
+        ...ENTRA,
+        AZURE_TENANT_ID: 'organizations',
+        ENTRA_PROXY_ALLOWED_TENANT_IDS: '9188040d-6c67-4c5b-b112-36a304b66dad',
+      },
+      /ENTRA_PROXY_ALLOWED_TENANT_IDS lists the personal accounts' tenant .* AZURE_TENANT_ID=organizations never signs in/,
     ],
     [
       { ...ENTRA, AZURE_TENANT_ID: 'common', ENTRA_PROXY_ALLOWED_TENANT_IDS: 'common' },
