@@ -148,7 +148,14 @@ export function pgliteOpenError(directory: string, error: unknown): Error {
 
 /** `folder`, made if missing, readable by its owner only; an error naming it when it is another user's. */
 async function ownerOnlyFolder(folder: string): Promise<string> {
-  await mkdir(folder, { recursive: true, mode: 0o700 });
+  try {
+    await mkdir(folder, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    throw new Error(
+      `PGlite could not open ${folder}: it is a file, not a folder; it must be a database directory PGlite made, or not exist yet.`,
+    );
+  }
   try {
     await chmod(folder, 0o700);
   } catch (error) {

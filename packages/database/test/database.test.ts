@@ -336,11 +336,12 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     const broken = await mkdtemp(join(tmpdir(), 'mcp-db-broken-'));
     try {
       await writeFile(join(broken, 'pgdata'), 'not a database');
-      // PGlite throws `{ name: 'ErrnoError', errno }`, not an Error: its message was `undefined`.
+      // Not a folder: said so, not Node's EEXIST from the folder made before PGlite starts (nor,
+      // as once, PGlite's `{ name: 'ErrnoError', errno }` with a message of `undefined`).
       await assert.rejects(openDatabase({ dataDir: broken, embedded: { mustOwn: true } }), (error: Error) => {
         assert.match(
           error.message,
-          /^PGlite could not open .*pgdata \(\{"name":"ErrnoError","errno":\d+\}\): it must be/,
+          /^PGlite could not open .*pgdata: it is a file, not a folder; it must be a database directory/,
         );
         return true;
       });
