@@ -68,24 +68,18 @@ describe('configuration', () => {
       tenantId: 'common',
       allowedTenantIds: allowed,
     });
-    const organizations = loadConfig({
-      ...ENTRA,
-      AZURE_TENANT_ID: 'organizations',
-      ENTRA_PROXY_ALLOWED_TENANT_IDS: allowed[0],
-    });
-    assert.equal(
-      organizations.oauthProxy?.upstream.kind === 'entra' && organizations.oauthProxy.upstream.tenantId,
-      'organizations',
-    );
-    const consumers = loadConfig({
-      ...ENTRA,
-      AZURE_TENANT_ID: 'consumers',
-      ENTRA_PROXY_ALLOWED_TENANT_IDS: allowed[1],
-    });
-    assert.equal(
-      consumers.oauthProxy?.upstream.kind === 'entra' && consumers.oauthProxy.upstream.tenantId,
-      'consumers',
-    );
+    // One tenant under each narrower authority: an organization's, and the personal accounts'.
+    for (const [authority, tenant] of [
+      ['organizations', allowed[0]],
+      ['consumers', allowed[1]],
+    ] as const) {
+      const upstream = loadConfig({ ...ENTRA, AZURE_TENANT_ID: authority, ENTRA_PROXY_ALLOWED_TENANT_IDS: tenant })
+        .oauthProxy?.upstream;
+      assert.deepEqual(upstream?.kind === 'entra' && [upstream.tenantId, upstream.allowedTenantIds], [
+        authority,
+        [tenant],
+      ]);
+    }
   });
 
   test('DATA_DIR is an absolute path, resolved against the working directory when relative', () => {
