@@ -68,7 +68,12 @@ export async function listenForAuthorizationCode(
       return;
     }
     const params = url.searchParams;
+    // The page's own URL holds the code and state: kept out of caches and of any Referer, and
+    // the page may load nothing.
     response.setHeader('content-type', 'text/html; charset=utf-8');
+    response.setHeader('cache-control', 'no-store');
+    response.setHeader('referrer-policy', 'no-referrer');
+    response.setHeader('content-security-policy', "default-src 'none'");
     if (params.get('state') !== state) {
       // Not our request (or a replay): refuse without ending the wait.
       response.writeHead(400).end('<p>Unexpected sign-in response (state mismatch). You may close this window.</p>');
