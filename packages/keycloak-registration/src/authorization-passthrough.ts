@@ -409,13 +409,18 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
   }
 
   function mount<E extends Env>(app: Hono<E>): void {
+    // Hono runs these for HEAD too: a link checker or an unfurler asking only for the headers
+    // would store a pending login, or use one up, for nothing.
+    const headWithoutEffect = () => new Response(null, { status: 200, headers: { 'Cache-Control': 'no-store' } });
     app.get('/authorize', (c) =>
-      authorize(
-        c.req.raw,
-        clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor),
-      ),
+      c.req.method === 'HEAD'
+        ? headWithoutEffect()
+        : authorize(
+            c.req.raw,
+            clientAddress(c.req.raw, c.env as Record<string, unknown> | undefined, options.trustForwardedFor),
+          ),
     );
-    app.get(PASSTHROUGH_CALLBACK_PATH, (c) => callback(c.req.raw));
+    app.get(PASSTHROUGH_CALLBACK_PATH, (c) => (c.req.method === 'HEAD' ? headWithoutEffect() : callback(c.req.raw)));
     app.options('/token', () => new Response(null, { status: 204, headers: CORS }));
     app.post('/token', (c) => token(c.req.raw));
   }

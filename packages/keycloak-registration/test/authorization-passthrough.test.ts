@@ -79,6 +79,31 @@ test('logins started per address are limited: 429 with Retry-After, nothing stor
   assert.equal(await pending(), 4);
 });
 
+test('HEAD on /authorize or the callback (a link checker, an unfurler) stores nothing and uses no login up', async () => {
+  const { passThrough, forwarded, app, exchange } = withRecordingUpstream();
+  await passThrough.recordClient('head-client', [REDIRECT]);
+  const authorizeUrl = `/authorize?${new URLSearchParams({
+    client_id: 'head-client',
+    redirect_uri: REDIRECT,
+    response_type: 'code',
+    state: 'client-state',
+    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    code_challenge_method: 'S256',
+  })}`;
+  const before = await pending();
+  assert.equal((await app.request(authorizeUrl, { method: 'HEAD' })).status, 200);
+  assert.equal(await pending(), before, 'no pending login stored');
+  const started = await app.request(authorizeUrl);
+  assert.equal(started.status, 302);
+  const state = new URL(started.headers.get('location') ?? '').searchParams.get('state') ?? '';
+  const callbackUrl = `/auth/callback?${new URLSearchParams({ state, code: 'kc-code-head', iss: upstream })}`;
+  assert.equal((await app.request(callbackUrl, { method: 'HEAD' })).status, 200);
+  const back = await app.request(callbackUrl);
+  assert.equal(back.status, 302, 'the login is still there for the browser');
+  assert.equal((await exchange({ code: 'kc-code-head', client_id: 'head-client' })).status, 200);
+  assert.equal(forwarded.length, 1);
+});
+
 test('a redirect_uri the client did not register: an error page, no redirect, nothing stored', async () => {
   const passThrough = passThroughWith();
   await passThrough.recordClient('facade-redirect-client', [REDIRECT]);

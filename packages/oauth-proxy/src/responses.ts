@@ -75,3 +75,12 @@ export function clientRedirect(
   target.searchParams.set('iss', issuer);
   return target.toString();
 }
+
+/**
+ * The answer to HEAD on a page whose GET does something (stores a consent request, takes a
+ * sign-in): Hono runs the GET handler for HEAD, and a link checker or an unfurler asking only
+ * for the headers would store one, or use up a sign-in, for nothing.
+ */
+export function headWithoutEffect(c: Context): Response | undefined {
+  return c.req.method === 'HEAD' ? new Response(null, { status: 200, headers: NO_STORE }) : undefined;
+}

@@ -712,6 +712,25 @@ describe('abuse: each refused, nothing issued', () => {
     assert.equal(new URL(noMethod.headers.get('location') as string).searchParams.get('error'), 'invalid_request');
   });
 
+  test('HEAD /authorize (a link checker, an unfurler) stores nothing and starts no sign-in', async () => {
+    const client = await register(a.app);
+    const before = await count('oauth_proxy_consent_requests');
+    const url = authorizeUrl({ client_id: client.client_id, code_challenge: pkce().challenge });
+    const head = await a.app.request(url, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('cache-control'), 'no-store');
+    assert.equal(await count('oauth_proxy_consent_requests'), before, 'no consent request stored');
+    // GET still stores one: the count above can move.
+    assert.equal((await a.app.request(url)).status, 200);
+    assert.equal(await count('oauth_proxy_consent_requests'), (before ?? 0) + 1);
+    // Nor does HEAD on the callback use the sign-in up: the browser's GET still completes it.
+    const { browser, callback } = await untilCallback();
+    assert.equal((await a.app.request(callback, { method: 'HEAD' })).status, 200);
+    const done = await browser.get(a.app, callback);
+    assert.equal(done.status, 302, await done.clone().text());
+    assert.ok(new URL(done.headers.get('location') as string).searchParams.get('code'));
+  });
+
   test('a resource other than the MCP server → invalid_target', async () => {
     const client = await register(a.app);
     const response = await a.app.request(

@@ -7,7 +7,7 @@ import { consentRemembered, ensureBrowserId } from '../cookies.ts';
 import { PKCE_CHALLENGE, randomToken } from '../crypto.ts';
 import { OAuthError } from '../errors.ts';
 import { consentPage } from '../pages.ts';
-import { failPage, htmlPage, redirect, redirectToClient } from '../responses.ts';
+import { failPage, headWithoutEffect, htmlPage, redirect, redirectToClient } from '../responses.ts';
 import { startUpstreamLogin, upstreamUnavailablePage } from '../upstream-login.ts';
 
 const UNKNOWN_CLIENT =
@@ -36,6 +36,8 @@ function parseScopes(ctx: ProxyContext, requested: string | undefined): string[]
  */
 export function authorizeHandler(ctx: ProxyContext): Handler {
   return async (c: Context) => {
+    const head = headWithoutEffect(c);
+    if (head) return head;
     ctx.store.maybeCleanup();
     const query = new URL(c.req.url).searchParams;
     // RFC 6749 3.1: no parameter more than once. Before anything is read, so that no check and

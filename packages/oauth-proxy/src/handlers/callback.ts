@@ -3,7 +3,7 @@ import type { ProxyContext } from '../context.ts';
 import { browserCookie } from '../cookies.ts';
 import { encrypt, randomToken, sha256 } from '../crypto.ts';
 import { OAuthError } from '../errors.ts';
-import { failPage, redirectToClient } from '../responses.ts';
+import { failPage, headWithoutEffect, redirectToClient } from '../responses.ts';
 import type { UpstreamEndpoints } from '../upstream.ts';
 import { callUpstreamToken, toStored, type UpstreamTokens, upstreamUser } from '../upstream-login.ts';
 
@@ -14,6 +14,8 @@ import { callUpstreamToken, toStored, type UpstreamTokens, upstreamUser } from '
  */
 export function callbackHandler(ctx: ProxyContext): Handler {
   return async (c: Context) => {
+    const head = headWithoutEffect(c);
+    if (head) return head;
     const query = new URL(c.req.url).searchParams;
     const state = query.get('state');
     if (!state) return failPage(c, 'Sign-in failed', 'The identity provider answered without state.');
