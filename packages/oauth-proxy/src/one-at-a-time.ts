@@ -1,8 +1,8 @@
 /**
  * Runs work one call at a time per key, in arrival order; a waiting call holds nothing but its
- * place. For the refreshes of one grant: the database serializes them anyway (the grant's row
- * lock), but a call waiting there holds a pool connection, and one refresh may wait seconds for
- * the upstream, so a burst of refreshes of one grant would take every connection of the pool.
+ * place. For the refreshes of one grant: the grant's row lock decides between replicas, but a
+ * call waiting there holds a pool connection, and a refresh may wait seconds for the upstream
+ * between its transactions; in line here, one client's parallel refreshes call the upstream once.
  */
 export class OneAtATime {
   readonly #tails = new Map<string, Promise<void>>();

@@ -1,13 +1,15 @@
 import { mountProtectedResourceMetadata } from '@mcp-auth-stack/auth';
-import { type Env, Hono } from 'hono';
+import { isDatabaseUnavailable } from '@mcp-auth-stack/database';
+import { type Context, type Env, Hono } from 'hono';
 import type { ProxyContext } from './context.ts';
-import { CORS } from './errors.ts';
+import { CORS, OAuthError, oauthErrorResponse } from './errors.ts';
 import { authorizeHandler } from './handlers/authorize.ts';
 import { callbackHandler } from './handlers/callback.ts';
 import { consentHandler } from './handlers/consent.ts';
 import { registerHandler } from './handlers/register.ts';
 import { revokeHandler } from './handlers/revoke.ts';
 import { tokenHandler } from './handlers/token.ts';
+import { failPage } from './responses.ts';
 import { publicJwks } from './tokens.ts';
 
 const PUBLIC_CACHE = { 'Cache-Control': 'public, max-age=300', ...CORS };
@@ -35,6 +37,30 @@ export function authorizationServerMetadata(ctx: ProxyContext): Record<string, u
   };
 }
 
+const JSON_ENDPOINTS = ['/register', '/token', '/revoke'];
+const RETRY_AFTER = { 'Retry-After': '5' };
+
+/**
+ * A database that cannot be reached, or a statement it cancelled (its timeout), is an outage to
+ * wait out: 503 with the OAuth error a client retries on (the browser endpoints: a page saying
+ * so), not a 500. Anything else goes to the app's own error handler.
+ */
+function storageOutageAnswer(error: Error, c: Context): Response {
+  if (!isDatabaseUnavailable(error)) throw error;
+  if (c.req.method === 'POST' && JSON_ENDPOINTS.some((path) => c.req.path.endsWith(path))) {
+    return oauthErrorResponse(
+      new OAuthError('temporarily_unavailable', 'The authorization server cannot reach its storage.', 503, RETRY_AFTER),
+    );
+  }
+  return failPage(
+    c,
+    'Try again shortly',
+    'Sign-in is not available for a moment. Try again shortly.',
+    503,
+    RETRY_AFTER,
+  );
+}
+
 /** The authorization server's endpoints, relative to the issuer's path. */
 export function authorizationServerRoutes(ctx: ProxyContext): Hono {
   const routes = new Hono();
@@ -45,7 +71,8 @@ export function authorizationServerRoutes(ctx: ProxyContext): Hono {
   routes.post('/register', registerHandler(ctx));
   routes.post('/token', tokenHandler(ctx));
   routes.post('/revoke', revokeHandler(ctx));
-  for (const path of ['/register', '/token', '/revoke']) routes.options(path, preflight);
+  for (const path of JSON_ENDPOINTS) routes.options(path, preflight);
+  routes.onError(storageOutageAnswer);
   return routes;
 }
 

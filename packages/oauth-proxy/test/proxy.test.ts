@@ -1,15 +1,24 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
 import { jwtBearerProvider } from '@mcp-auth-stack/auth';
-import type { Database } from '@mcp-auth-stack/database';
+import { type Database, migrate, openDatabase } from '@mcp-auth-stack/database';
 import { createTestDatabase, decodeJwtPayload, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
-import { generateSigningKey, isRegisteredRedirectUri, oidcUpstream } from '../src/index.ts';
+import {
+  generateSigningKey,
+  isRegisteredRedirectUri,
+  OAUTH_PROXY_NAMESPACE,
+  oauthProxyMigrations,
+  oidcUpstream,
+} from '../src/index.ts';
 import { USED_REFRESH_TOKENS_KEPT } from '../src/store.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
@@ -79,6 +88,29 @@ async function assertCallbackIssuesNoCode(what: string): Promise<void> {
 
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
+
+/**
+ * Holds the upstream's answers to refreshes until `release`; `reached(n)` waits for the n-th
+ * refresh since the hold to arrive there (or for `orElse` to become true).
+ */
+function holdUpstreamRefreshes() {
+  const before = idp.tokenRequestCount('refresh_token');
+  let release = () => {};
+  idp.refreshesHeldUntil = new Promise((resolve) => {
+    release = resolve;
+  });
+  return {
+    async reached(n: number, orElse: () => boolean = () => false) {
+      while (idp.tokenRequestCount('refresh_token') < before + n && !orElse()) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+    release() {
+      release();
+      idp.refreshesHeldUntil = undefined;
+    },
+  };
+}
 
 /** Every row of every table of the proxy, each as JSON text. */
 async function everyProxyRow(): Promise<string[]> {
@@ -499,7 +531,7 @@ describe('the full flow', () => {
       // Time for the others to reach the database, as they did before they waited in line.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const pool = dbA.pool;
-      assert.equal(pool.totalCount - pool.idleCount, 1, 'one connection: the refresh at the upstream');
+      assert.equal(pool.totalCount - pool.idleCount, 0, 'no connection held while the upstream answers');
       release();
       const answers = await Promise.all(burst);
       // The first rotates the token; the next one presents it again: a copy, so the grant ends.
@@ -514,6 +546,64 @@ describe('the full flow', () => {
     }
   });
 
+  test('a revocation while a refresh waits for the upstream is answered at once, and the refresh issues nothing', async () => {
+    idp.accessTokenTtl = 1;
+    const { clientId, tokens } = await fullLogin();
+    idp.accessTokenTtl = 300;
+    const held = holdUpstreamRefreshes();
+    try {
+      const refreshing = refreshRequest(a.app, tokens.refresh_token, clientId);
+      await held.reached(1);
+      // Answered while the refresh still waits (it used to wait behind the grant's row lock
+      // until the statement timeout, a 500 that revoked nothing).
+      const revoked = await a.app.request(`${ISSUER}/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: tokens.access_token, client_id: clientId }).toString(),
+      });
+      assert.equal(revoked.status, 200);
+      held.release();
+      const refreshed = await refreshing;
+      assert.equal(refreshed.status, 400, JSON.stringify(refreshed.body));
+      assert.equal(refreshed.body.error, 'invalid_grant');
+      assert.equal(await count('oauth_proxy_grants', 'client_id = $1 AND revoked_at IS NULL', [clientId]), 0);
+    } finally {
+      held.release();
+    }
+  });
+
+  test('a copy of a refresh token sent to another replica while the first waits for the upstream ends the grant', async () => {
+    idp.accessTokenTtl = 1;
+    const { clientId, tokens } = await fullLogin();
+    idp.accessTokenTtl = 300;
+    const held = holdUpstreamRefreshes();
+    try {
+      const first = refreshRequest(a.app, tokens.refresh_token, clientId);
+      await held.reached(1);
+      let copySettled = false;
+      const copy = refreshRequest(b.app, tokens.refresh_token, clientId).finally(() => {
+        copySettled = true;
+      });
+      // The copy goes upstream too (nothing is locked meanwhile), or is answered first.
+      await held.reached(2, () => copySettled);
+      held.release();
+      const answers = await Promise.all([first, copy]);
+      // One may have been issued before the other came back as a copy; the upstream, which
+      // rotates its refresh token too, may also have refused the second: never a 500.
+      const refused = answers.filter((answer) => answer.status === 400 && answer.body.error === 'invalid_grant');
+      assert.ok(refused.length >= 1, JSON.stringify(answers));
+      assert.equal(await count('oauth_proxy_grants', 'client_id = $1 AND revoked_at IS NULL', [clientId]), 0);
+      for (const answer of answers.filter((answer) => !refused.includes(answer))) {
+        assert.equal(answer.status, 200, JSON.stringify(answers));
+        const issued = answer.body as { access_token: string; refresh_token: string };
+        assert.equal((await callMcp(a.app, issued.access_token)).status, 401, 'what was issued is revoked too');
+        assert.equal((await refreshRequest(a.app, issued.refresh_token, clientId)).status, 400);
+      }
+    } finally {
+      held.release();
+    }
+  });
+
   test('revocation of a refresh token ends the grant', async () => {
     const { clientId, tokens } = await fullLogin();
     const response = await a.app.request(`${ISSUER}/revoke`, {
@@ -524,6 +614,76 @@ describe('the full flow', () => {
     assert.equal(response.status, 200);
     assert.equal((await callMcp(a.app, tokens.access_token)).status, 401);
   });
+});
+
+describe('on the embedded database (one session for the whole process)', () => {
+  let folder: string;
+  let embedded: Database;
+  let e: Instance;
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'oauth-proxy-embedded-'));
+    embedded = await openDatabase({ dataDir: join(folder, 'data') });
+    await migrate(embedded.pool, OAUTH_PROXY_NAMESPACE, oauthProxyMigrations);
+    e = instance(embedded, idp, keys);
+  });
+  after(async () => {
+    await embedded?.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("a refresh waiting for the upstream does not hold up another user's requests", async () => {
+    const bob = await loginForTokens(e);
+    idp.accessTokenTtl = 1;
+    const alice = await loginForTokens(e);
+    idp.accessTokenTtl = 300;
+    const held = holdUpstreamRefreshes();
+    try {
+      const refreshing = refreshRequest(e.app, alice.tokens.refresh_token, alice.clientId);
+      await held.reached(1);
+      // It used to wait for the end of Alice's refresh transaction, and be refused after 5 s.
+      const call = await callMcp(e.app, bob.tokens.access_token);
+      assert.equal(call.status, 200, await call.clone().text());
+      held.release();
+      assert.equal((await refreshing).status, 200);
+    } finally {
+      held.release();
+    }
+  });
+});
+
+test('with its database out of reach, each endpoint answers 503 to retry on, never a 500', async () => {
+  const lost = await openMigrated(testDb.url);
+  const p = instance(lost, idp, keys);
+  const client = await register(p.app);
+  await lost.close();
+  const form = { 'content-type': 'application/x-www-form-urlencoded' };
+  const answers = {
+    token: await p.app.request(`${ISSUER}/token`, {
+      method: 'POST',
+      headers: form,
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'mcpr_x', client_id: client.client_id }),
+    }),
+    revoke: await p.app.request(`${ISSUER}/revoke`, {
+      method: 'POST',
+      headers: form,
+      body: new URLSearchParams({ token: 'mcpr_x', client_id: client.client_id }),
+    }),
+    register: await p.app.request(`${ISSUER}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none' }),
+    }),
+  };
+  for (const [endpoint, answer] of Object.entries(answers)) {
+    assert.equal(answer.status, 503, endpoint);
+    assert.equal(answer.headers.get('retry-after'), '5', endpoint);
+    assert.equal(((await answer.json()) as { error: string }).error, 'temporarily_unavailable', endpoint);
+  }
+  const { challenge } = pkce();
+  const page = await p.app.request(authorizeUrl({ client_id: client.client_id, code_challenge: challenge }));
+  assert.equal(page.status, 503);
+  assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+  assert.match(await page.text(), /Try again shortly/);
 });
 
 describe('abuse: each refused, nothing issued', () => {

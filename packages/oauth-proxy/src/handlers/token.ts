@@ -49,7 +49,7 @@ export function tokenHandler(ctx: ProxyContext): Handler {
  * Runs `work` in a transaction; a refusal it returns (rather than throws) commits what was
  * done before it, such as revoking a grant whose code or refresh token was replayed.
  */
-async function settle(ctx: ProxyContext, work: (db: pg.PoolClient) => Promise<TokenResponse | OAuthError>) {
+async function settle<T>(ctx: ProxyContext, work: (db: pg.PoolClient) => Promise<T | OAuthError>): Promise<T> {
   const outcome = await ctx.store.inTransaction(work);
   if (outcome instanceof OAuthError) throw outcome;
   return outcome;
@@ -111,68 +111,133 @@ async function refresh(ctx: ProxyContext, client: ProxyClient, form: URLSearchPa
   return ctx.refreshesByGrant.run(owner.grant_id, () => refreshInTransaction(ctx, client, form, presented));
 }
 
+/**
+ * The refresh in two short transactions when the upstream tokens must be renewed first: the
+ * upstream call (up to its timeouts, seconds) runs with no row lock and no transaction open, so
+ * that a revocation of the grant, a copy of the token sent to another replica, or (on the
+ * embedded database, one session for the whole process) every other request does not wait
+ * behind it. The second transaction checks the presented token again before it is rotated.
+ */
 async function refreshInTransaction(
   ctx: ProxyContext,
   client: ProxyClient,
   form: URLSearchParams,
   presented: string,
 ): Promise<TokenResponse> {
-  return settle(ctx, async (db) => {
+  const first = await settle(ctx, async (db) => {
     const row = await ctx.store.lockRefreshToken(db, presented);
-    if (!row) return new OAuthError('invalid_grant', 'The refresh token is unknown.');
-    if (row.client_id !== client.clientId) {
-      return new OAuthError('invalid_grant', 'The refresh token belongs to another client.');
-    }
-    if (row.revoked) return new OAuthError('invalid_grant', 'The grant was revoked.');
-    if (row.used) {
-      // A rotated-out refresh token came back: someone holds a copy. End the whole grant.
-      await ctx.store.revokeGrant(db, row.grant_id, 'refresh token reused');
-      return new OAuthError('invalid_grant', 'The refresh token was already used; the grant is revoked.');
-    }
-    if (row.expired) return new OAuthError('invalid_grant', 'The refresh token has expired.');
-    let scopes = row.scopes;
-    const requested = form.get('scope');
-    if (requested !== null && requested.trim() !== '') {
-      scopes = [...new Set(requested.split(' ').filter(Boolean))];
-      if (!scopes.every((scope) => row.scopes.includes(scope))) {
-        return new OAuthError('invalid_scope', 'A refresh cannot add scopes.');
+    const scopes = await checkPresented(ctx, db, row, client, form);
+    if (scopes instanceof OAuthError) return scopes;
+    if (row?.upstream_stale) return { stale: row };
+    return { tokens: await rotate(ctx, db, row as RefreshRow, presented, scopes) };
+  });
+  if ('tokens' in first) return first.tokens;
+  const grantId = first.stale.grant_id;
+  const renewal = await renewUpstream(ctx, first.stale);
+  return settle(ctx, async (db) => {
+    // Locked first, as every refresh locks (the token's row, then its grant's): another order
+    // deadlocks with a copy of the token refreshing on another replica.
+    const row = await ctx.store.lockRefreshToken(db, presented);
+    // Kept whatever is decided below: the upstream may have rotated its refresh token.
+    if (renewal.store) await ctx.store.updateUpstreamTokens(db, grantId, renewal.store.sealed, renewal.store.expiresAt);
+    // Revoked, rotated by another replica or expired while the upstream answered: refused as then.
+    let scopes = await checkPresented(ctx, db, row, client, form);
+    if (scopes instanceof OAuthError) return scopes;
+    const current = row as RefreshRow;
+    if (renewal.endGrant) await ctx.store.revokeGrant(db, grantId, renewal.endGrant);
+    if (renewal.refusal) return renewal.refusal;
+    if (renewal.permitted) {
+      const permitted = renewal.permitted;
+      const kept = current.scopes.filter((scope) => permitted.has(scope));
+      if (kept.length === 0) {
+        await ctx.store.revokeGrant(db, grantId, 'nothing permitted after the upstream refresh');
+        return new OAuthError('invalid_grant', 'The identity provider no longer permits this access.');
+      }
+      if (kept.length !== current.scopes.length) {
+        await ctx.store.narrowGrant(db, grantId, kept);
+        ctx.emit('grant_narrowed', { grant_id: grantId, scopes: kept });
+      }
+      scopes = scopes.filter((scope) => permitted.has(scope));
+      if (scopes.length === 0) {
+        return new OAuthError('invalid_scope', 'None of the requested scopes is permitted any more.');
       }
     }
-    if (row.upstream_stale) {
-      const permitted = await renewUpstream(ctx, db, row);
-      if (permitted instanceof OAuthError) return permitted;
-      if (permitted !== undefined) {
-        scopes = scopes.filter((scope) => permitted.has(scope));
-        if (scopes.length === 0) {
-          return new OAuthError('invalid_scope', 'None of the requested scopes is permitted any more.');
-        }
-      }
-    }
-    await ctx.store.markRefreshTokenUsed(db, presented, row.grant_id);
-    return await issueTokens(ctx, db, {
-      id: row.grant_id,
-      clientId: row.client_id,
-      userId: row.user_id,
-      userName: row.user_name,
-      scopes,
-      refreshable: true,
-    });
+    return rotate(ctx, db, current, presented, scopes);
   });
 }
 
 /**
- * Transparent upstream refresh: the upstream session must still be alive for ours to go on.
- * Returns the scopes `permittedScopes` allows now (undefined without that option), or the refusal.
+ * Whether the presented refresh token may be used by this client now; the scopes to issue, or
+ * the refusal. A rotated-out token coming back revokes its grant.
  */
-async function renewUpstream(
+async function checkPresented(
+  ctx: ProxyContext,
+  db: pg.PoolClient,
+  row: RefreshRow | undefined,
+  client: ProxyClient,
+  form: URLSearchParams,
+): Promise<string[] | OAuthError> {
+  if (!row) return new OAuthError('invalid_grant', 'The refresh token is unknown.');
+  if (row.client_id !== client.clientId) {
+    return new OAuthError('invalid_grant', 'The refresh token belongs to another client.');
+  }
+  if (row.revoked) return new OAuthError('invalid_grant', 'The grant was revoked.');
+  if (row.used) {
+    // A rotated-out refresh token came back: someone holds a copy. End the whole grant.
+    await ctx.store.revokeGrant(db, row.grant_id, 'refresh token reused');
+    return new OAuthError('invalid_grant', 'The refresh token was already used; the grant is revoked.');
+  }
+  if (row.expired) return new OAuthError('invalid_grant', 'The refresh token has expired.');
+  const requested = form.get('scope');
+  if (requested === null || requested.trim() === '') return row.scopes;
+  const scopes = [...new Set(requested.split(' ').filter(Boolean))];
+  if (!scopes.every((scope) => row.scopes.includes(scope))) {
+    return new OAuthError('invalid_scope', 'A refresh cannot add scopes.');
+  }
+  return scopes;
+}
+
+/** The presented refresh token is used up and the grant's next tokens issued. */
+async function rotate(
   ctx: ProxyContext,
   db: pg.PoolClient,
   row: RefreshRow,
-): Promise<Set<string> | undefined | OAuthError> {
+  presented: string,
+  scopes: string[],
+): Promise<TokenResponse> {
+  await ctx.store.markRefreshTokenUsed(db, presented, row.grant_id);
+  return await issueTokens(ctx, db, {
+    id: row.grant_id,
+    clientId: row.client_id,
+    userId: row.user_id,
+    userName: row.user_name,
+    scopes,
+    refreshable: true,
+  });
+}
+
+/** What the upstream refresh decided, applied to the grant once it is locked again. */
+interface UpstreamRenewal {
+  /** The upstream tokens to store whatever is decided. */
+  store?: { sealed: Buffer; expiresAt: number | null };
+  /** The grant ends, for this reason (with `refusal`). */
+  endGrant?: string;
+  refusal?: OAuthError;
+  /** The scopes `permittedScopes` allows now (absent without that option). */
+  permitted?: Set<string>;
+}
+
+/**
+ * Transparent upstream refresh: the upstream session must still be alive for ours to go on.
+ * Touches no table: its outcome is applied under the grant's lock by the caller.
+ */
+async function renewUpstream(ctx: ProxyContext, row: RefreshRow): Promise<UpstreamRenewal> {
   const stored = JSON.parse(decrypt(ctx.keys.upstreamTokens, row.upstream_tokens, row.grant_id)) as UpstreamTokens;
   if (!stored.refresh_token) {
-    await ctx.store.revokeGrant(db, row.grant_id, 'upstream session ended');
-    return new OAuthError('invalid_grant', 'The sign-in at the identity provider has ended.');
+    return {
+      endGrant: 'upstream session ended',
+      refusal: new OAuthError('invalid_grant', 'The sign-in at the identity provider has ended.'),
+    };
   }
   let renewed: Awaited<ReturnType<typeof callUpstreamToken>>;
   let endpoints: UpstreamEndpoints;
@@ -184,7 +249,7 @@ async function renewUpstream(
       scope: ctx.upstream.scopes.join(' '),
     });
   } catch {
-    return new OAuthError('temporarily_unavailable', 'The identity provider is not reachable.', 503);
+    return { refusal: new OAuthError('temporarily_unavailable', 'The identity provider is not reachable.', 503) };
   }
   if (!renewed.ok) {
     // `invalid_grant` says the sign-in is over (revoked, expired, the user disabled), and so do
@@ -195,16 +260,16 @@ async function renewUpstream(
     // are the operator's to fix: revoking would make every user sign in again once it is fixed.
     if (!SIGN_IN_OVER.has(renewed.error ?? '')) {
       ctx.emit('upstream_refresh_failed', { grant_id: row.grant_id, status: renewed.status, error: renewed.error });
-      return new OAuthError('temporarily_unavailable', 'The identity provider is not available.', 503);
+      return { refusal: new OAuthError('temporarily_unavailable', 'The identity provider is not available.', 503) };
     }
-    await ctx.store.revokeGrant(db, row.grant_id, `upstream refresh refused: ${renewed.error}`);
-    return new OAuthError('invalid_grant', 'The identity provider ended the sign-in.');
+    return {
+      endGrant: `upstream refresh refused: ${renewed.error}`,
+      refusal: new OAuthError('invalid_grant', 'The identity provider ended the sign-in.'),
+    };
   }
   const next = toStored(renewed.tokens, stored);
-  // Stored first: the upstream may have rotated its refresh token, which must not be lost
-  // whatever is decided below.
   const sealed = encrypt(ctx.keys.upstreamTokens, JSON.stringify(next), row.grant_id);
-  await ctx.store.updateUpstreamTokens(db, row.grant_id, sealed, next.expires_at ?? null);
+  const store = { sealed, expiresAt: next.expires_at ?? null };
   // The login's checks again, on the refresh's ID token (or the login's, when the answer has
   // none): a tenant taken off the allowed list, or a token for another client or user, ends
   // the grant, as it would refuse a new sign-in.
@@ -217,18 +282,20 @@ async function renewUpstream(
         userId: row.user_id,
       });
     } catch (error) {
-      await ctx.store.revokeGrant(db, row.grant_id, 'upstream ID token refused at refresh');
       ctx.emit('upstream_refresh_refused', { grant_id: row.grant_id, reason: (error as Error).message });
-      return new OAuthError('invalid_grant', 'The identity provider no longer lets this user in here.');
+      return {
+        store,
+        endGrant: 'upstream ID token refused at refresh',
+        refusal: new OAuthError('invalid_grant', 'The identity provider no longer lets this user in here.'),
+      };
     }
   }
   ctx.emit('upstream_refreshed', { grant_id: row.grant_id });
-  if (!ctx.permittedScopes) return undefined;
+  if (!ctx.permittedScopes) return { store };
   // Decided again on every upstream refresh: a user who lost a role upstream (an
   // administrator no longer) loses what it permitted here too.
-  let permitted: Set<string>;
   try {
-    permitted = new Set(
+    const permitted = new Set(
       await ctx.permittedScopes({
         requested: row.scopes,
         userId: row.user_id,
@@ -236,23 +303,14 @@ async function renewUpstream(
         upstreamScope: next.scope,
       }),
     );
+    return { store, permitted };
   } catch {
     // An ID token that cannot be read, or a hook that failed: nothing is decided or issued, but
-    // the tokens stored above are kept (an error thrown here would roll them back, and with an
-    // upstream that rotates refresh tokens the grant would be dead). Kept without a lifetime,
-    // so that the retry goes upstream and decides again: with fresh tokens it would skip the
-    // decision and issue every scope of the grant.
-    await ctx.store.updateUpstreamTokens(db, row.grant_id, sealed, null);
-    return new OAuthError('temporarily_unavailable', "The identity provider's answer could not be read.", 503);
+    // the tokens are kept. Kept without a lifetime, so that the retry goes upstream and decides
+    // again: with fresh tokens it would skip the decision and issue every scope of the grant.
+    return {
+      store: { sealed, expiresAt: null },
+      refusal: new OAuthError('temporarily_unavailable', "The identity provider's answer could not be read.", 503),
+    };
   }
-  const kept = row.scopes.filter((scope) => permitted.has(scope));
-  if (kept.length === 0) {
-    await ctx.store.revokeGrant(db, row.grant_id, 'nothing permitted after the upstream refresh');
-    return new OAuthError('invalid_grant', 'The identity provider no longer permits this access.');
-  }
-  if (kept.length !== row.scopes.length) {
-    await ctx.store.narrowGrant(db, row.grant_id, kept);
-    ctx.emit('grant_narrowed', { grant_id: row.grant_id, scopes: kept });
-  }
-  return permitted;
 }
