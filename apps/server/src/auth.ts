@@ -101,14 +101,17 @@ export async function createAuthProvider(
 
 /**
  * What a Keycloak access token must look like here: header `typ` `JWT` and payload `typ`
- * `Bearer` (what 26.7.3 issues; ID and refresh tokens say `ID` and `Refresh`), a UUID `sub`,
+ * `Bearer` (what 26.7.3 issues; ID and refresh tokens say `ID` and `Refresh`), a `sub` in the
+ * form of Keycloak's user ids (random, version 4 UUIDs: a pairwise `sub`, which Keycloak gives
+ * a client registered with `subject_type: pairwise`, is a version 3 UUID made per client, and
+ * would make one person a different user of this server through each client),
  * scopes from `scope` only, and a lifetime of at most an hour (the realm issues 5 minutes; a
  * registered client that raised its own lifespan would be refused).
  */
 export const KEYCLOAK_TOKEN_RULES = {
   tokenType: 'JWT',
   payloadType: 'Bearer',
-  userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+  userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
   scopeClaims: ['scope'],
   maxLifetimeSeconds: 3600,
 } as const satisfies Partial<Parameters<typeof jwtBearerProvider>[0]>;

@@ -289,6 +289,32 @@ describe('broken 1: no realm user becomes another user or an administrator', () 
     }
   });
 
+  test('anonymous registration with subject_type pairwise: Keycloak gives the client a sub of its own per user, and the server takes none of its tokens', async () => {
+    const callback = await startCallbackServer();
+    callbacks.push(callback);
+    const registered = await post(registrations('openid-connect'), {
+      client_name: 'Pairwise client',
+      redirect_uris: [callback.redirectUri],
+      token_endpoint_auth_method: 'none',
+      subject_type: 'pairwise',
+    });
+    // Keycloak 26.7.3 adds its pairwise sub mapper after the realm's registration policies ran
+    // (none of them sees it): the realm cannot refuse this; the server refuses the tokens.
+    assert.equal(registered.status, 201, registered.text);
+    const before = (await stack.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM expenses')).rows[0]?.n;
+    const outcome = await aliceThrough(registered.json.client_id as string, callback);
+    await outcome.client?.close();
+    assert.ok(outcome.token, `Keycloak issued alice a token (${String(outcome.error)})`);
+    const sub = decodeJwtPayload(outcome.token as string).sub as string;
+    assert.notEqual(sub, aliceId, 'a pairwise sub, not her id');
+    const { read, stats, write } = await tryEverything(outcome.token as string);
+    assert.equal(read.status, 401, read.text);
+    assert.equal(stats.status, 401);
+    assert.equal(write.status, 401);
+    const after = (await stack.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM expenses')).rows[0]?.n;
+    assert.equal(after, before, 'nothing stored under the pairwise id');
+  });
+
   // The server's own defence, for a realm whose registration policy is weaker than this one's
   // (or a realm administrator's mistake): the malicious clients are created through the admin
   // API, bypassing the registration policies. What the server cannot tell apart is a `sub` copied

@@ -133,6 +133,8 @@ describe('keycloak mode against a stand-in realm', () => {
       ['an ID token (typ ID)', { typ: 'ID' }, {}],
       ['a refresh token (typ Refresh)', { typ: 'Refresh' }, {}],
       ['a sub that is not a Keycloak id', { sub: 'alice' }, {}],
+      // Keycloak's pairwise sub mapper: UUID.nameUUIDFromBytes of the sector, the user id and a salt.
+      ['a pairwise sub (a version 3 UUID)', { sub: '7a4248fd-f51d-3987-881a-54ef5a091daf' }, {}],
       ['a day-long token', { iat: now(), exp: now() + 86_400 }, {}],
       ['another header typ', {}, { typ: 'at+jwt' }],
       ['a token for another resource', { aud: 'http://localhost:9000/mcp' }, {}],

@@ -25,7 +25,7 @@ const strict = () =>
     resource: RESOURCE,
     tokenType: 'JWT',
     payloadType: 'Bearer',
-    userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+    userIdPattern: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
     scopeClaims: ['scope'],
     maxLifetimeSeconds: 3600,
     cache: false,

@@ -29,6 +29,7 @@ interface RegisteredClient {
   clientId: string;
   consentRequired?: boolean;
   redirectUris?: string[];
+  protocolMappers?: { protocolMapper?: string }[];
 }
 
 /**
@@ -82,6 +83,12 @@ export function keycloakRegisteredClientCheck(
   }
 
   function refusalOf(client: RegisteredClient): string | undefined {
+    // Keycloak adds a pairwise sub mapper to a client registered with `subject_type: pairwise`,
+    // after the realm's registration policies ran: its `sub` is then a value of its own per
+    // client, not the user's id, whoever made the client.
+    if (client.protocolMappers?.some((mapper) => mapper.protocolMapper?.endsWith('-pairwise-sub-mapper'))) {
+      return 'The access token was issued to a client whose sub is pairwise, not the user id.';
+    }
     if (client.consentRequired !== true) return undefined; // made by an administrator, not registered anonymously
     // A relative redirect URI (resolved by Keycloak against the client's root URL) is no URL
     // here, so it is refused as well.

@@ -13,6 +13,7 @@ interface StandInClient {
   consentRequired?: boolean;
   redirectUris?: string[];
   rootUrl?: string;
+  protocolMappers?: { protocolMapper: string }[];
 }
 
 function standInKeycloak(clients: StandInClient[]) {
@@ -97,6 +98,34 @@ test('a client an administrator made (no consent required), a kept one and a bui
   assert.deepEqual(keycloak.lookups, ['partner'], 'kept and built-in clients are not looked up');
   assert.equal(await check('gone'), 'The access token was issued to a client the realm does not have.');
   assert.equal(await check(undefined), 'The access token names no client (azp).');
+});
+
+test('a client with a pairwise sub mapper (registered with subject_type pairwise, or made so), however made: its tokens are refused, for good', async () => {
+  const pairwise = [{ protocolMapper: 'oidc-sha256-pairwise-sub-mapper' }];
+  const keycloak = standInKeycloak([
+    { clientId: 'registered', consentRequired: true, redirectUris: ['http://127.0.0.1/cb'], protocolMappers: pairwise },
+    {
+      clientId: 'made',
+      consentRequired: false,
+      redirectUris: ['https://partner.example/cb'],
+      protocolMappers: pairwise,
+    },
+    {
+      clientId: 'audience',
+      consentRequired: false,
+      redirectUris: ['https://partner.example/cb'],
+      protocolMappers: [{ protocolMapper: 'oidc-audience-mapper' }],
+    },
+  ]);
+  const clock = { now: 0 };
+  const check = checkWith(keycloak, clock);
+  const refusal = 'The access token was issued to a client whose sub is pairwise, not the user id.';
+  assert.equal(await check('registered'), refusal);
+  assert.equal(await check('made'), refusal);
+  assert.equal(await check('audience'), undefined, "another mapper of an administrator's client is its own business");
+  clock.now = 3_600_000;
+  keycloak.setDown(true);
+  assert.equal(await check('registered'), refusal, 'kept without asking again');
 });
 
 test('a verdict is used for a minute: a client that moves its redirect URI outside is refused once it is read again', async () => {

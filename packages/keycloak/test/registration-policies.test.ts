@@ -374,6 +374,19 @@ describe('refused: confidential clients and grants other than authorization code
       METADATA_REFUSED,
     );
   });
+  test('CIBA (its authentication endpoint would tell a login hint naming a user from one naming nobody)', async () => {
+    await assertRefused(
+      'ciba',
+      () =>
+        register(
+          client({
+            grant_types: ['authorization_code', 'urn:openid:params:grant-type:ciba'],
+            backchannel_token_delivery_mode: 'poll',
+          }),
+        ),
+      METADATA_REFUSED,
+    );
+  });
   test('client_credentials: the client is public, so it gets no token for itself', async () => {
     // No client-policy executor of 26.7.3 refuses the grant at registration; a public client
     // cannot authenticate, and Keycloak gives a service-account token only to one that does.

@@ -64,6 +64,14 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
             Map.entry("backchannel.logout.url", "backchannel_logout_uri"),
             Map.entry("ciba.backchannel.client.notification.endpoint", "backchannel_client_notification_endpoint"));
 
+    /**
+     * Grants an anonymous registrant may not turn on, each client attribute with its grant type:
+     * CIBA's authentication endpoint answers a login hint naming a user of the realm otherwise
+     * than one naming nobody, which lets anyone list the realm's usernames and addresses.
+     */
+    static final List<Map.Entry<String, String>> GRANTS_REFUSED = List.of(
+            Map.entry("oidc.ciba.grant.enabled", "urn:openid:params:grant-type:ciba"));
+
     /** The one registration provider open to anonymous callers: RFC 7591's. */
     static final String OPENID_CONNECT_REGISTRATION = "openid-connect";
 
@@ -132,6 +140,12 @@ public final class ClientUriHostsExecutor implements ClientPolicyExecutorProvide
             if (value != null && !value.isEmpty()) {
                 throw new ClientPolicyException(
                         "invalid_client_metadata", url.getValue() + " is not accepted: this realm sends no requests to a client's URLs.");
+            }
+        }
+        for (Map.Entry<String, String> grant : GRANTS_REFUSED) {
+            if ("true".equals(attributes.get(grant.getKey()))) {
+                throw new ClientPolicyException(
+                        "invalid_client_metadata", "The grant type " + grant.getValue() + " is not accepted: users sign in here with the authorization code grant.");
             }
         }
         String postLogout = attributes.get("post.logout.redirect.uris");
