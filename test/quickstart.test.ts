@@ -429,6 +429,7 @@ describe("the README's Quick start, in a fresh clone", () => {
       // Next to the running server, as the README says: each line as written.
       let aliceKey = '';
       let aliceKeyId = '';
+      let carolKey = '';
       for (const command of keyLines) {
         if (command.argv[2] === 'revoke') continue;
         if (command.argv[2] === 'list' && command.line.includes('[')) {
@@ -436,6 +437,8 @@ describe("the README's Quick start, in a fresh clone", () => {
           for (const variant of [command.line.replace(/\s*\[.*\]/, ''), command.line.replace(/[[\]]/g, '')]) {
             const listed = await completes(clone, parse(variant));
             assert.match(listed, /alice +laptop +expenses:read expenses:write/);
+            // `--scope` replaces the default: carol's key holds what was named, and nothing else.
+            if (!variant.includes('--user')) assert.match(listed, /carol +\S* *expenses:read expenses:admin +\d/);
             aliceKeyId = /(key_[0-9a-f]+) +alice +laptop/.exec(listed)?.[1] ?? aliceKeyId;
           }
           continue;
@@ -444,9 +447,19 @@ describe("the README's Quick start, in a fresh clone", () => {
         if (command.argv[2] === 'create' && command.line.includes('--user alice')) {
           aliceKey = output.trim().split('\n').at(-1) ?? '';
         }
+        if (command.argv[2] === 'create' && command.line.includes('--user carol')) {
+          carolKey = output.trim().split('\n').at(-1) ?? '';
+        }
       }
       assert.match(aliceKey, /^mcpk_/, 'pnpm keys create prints the key on the last line');
       assert.match(aliceKeyId, /^key_/, 'pnpm keys list shows its id');
+      // "carol above can read and see statistics, not write".
+      const carolClient = await withKey(mcpUrl, carolKey);
+      const carolTools = (await carolClient.listTools()).tools.map((tool) => tool.name);
+      await carolClient.close();
+      assert.ok(carolTools.includes('get_expense_stats'), carolTools.join(' '));
+      assert.ok(carolTools.includes('get_user_expenses'), carolTools.join(' '));
+      assert.ok(!carolTools.includes('add_user_expense'), carolTools.join(' '));
       const aliceClient = await withKey(mcpUrl, aliceKey);
       assert.deepEqual(await descriptions(aliceClient), [], "alice (by key) sees none of demo-user's expenses");
       await aliceClient.close();

@@ -26,7 +26,7 @@ import {
   REALM_FILE,
   REALM_NAME,
 } from '@mcp-auth-stack/keycloak';
-import { CONFIG_VARIABLES, ConfigError, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
+import { CONFIG_VARIABLES, loadConfig, STACK_AUTH_MODE } from '@mcp-auth-stack/server/config';
 import { MCP_ATTRIBUTES, TELEMETRY_VARIABLES } from '@mcp-auth-stack/telemetry';
 import { parse } from 'yaml';
 import { realmForDeployment } from '../../keycloak/realm-for-deployment.ts';
@@ -111,18 +111,6 @@ function sampleSecret(name: string): string {
   // As azd generates it (main.bicep: agentChatToken, 40 characters).
   if (name === 'AGENT_CHAT_TOKEN') return 'a'.repeat(40);
   return `sample-${name.toLowerCase()}`;
-}
-
-/** Whether the server's config module accepts MCP_AUTH_PROVIDER=mode at all (today: none, key). */
-function serverSupports(mode: Mode): boolean {
-  try {
-    loadConfig({ MCP_AUTH_PROVIDER: mode, HOST: '127.0.0.1' });
-    return true;
-  } catch (error) {
-    if (error instanceof ConfigError && error.message.startsWith('Invalid configuration: MCP_AUTH_PROVIDER '))
-      return false;
-    return true;
-  }
 }
 
 describe('Bicep files', () => {
@@ -342,33 +330,26 @@ describe('the MCP server container app', () => {
   const known = new Set<string>([...CONFIG_VARIABLES, ...TELEMETRY_VARIABLES]);
 
   for (const mode of MODES) {
-    const supported = serverSupports(mode);
-    test(
-      `MCP_AUTH_PROVIDER=${mode}: every variable set is one the server reads, and the server's config accepts them`,
-      supported
-        ? {}
-        : { todo: `apps/server does not accept MCP_AUTH_PROVIDER=${mode} yet; this runs fully once it does` },
-      () => {
-        const { env, secretEnv } = appEnvironment('server', mode, mode === 'none');
-        assert.equal(env.MCP_AUTH_PROVIDER, mode);
-        const all = { ...env, ...Object.fromEntries(Object.keys(secretEnv).map((k) => [k, sampleSecret(k)])) };
-        for (const name of Object.keys(all))
-          assert.ok(
-            known.has(name),
-            `${name} is read by apps/server/src/config.ts (CONFIG_VARIABLES) or the telemetry package`,
-          );
-        const config = loadConfig(all);
-        assert.equal(config.authMode, mode);
-        assert.equal(config.baseUrl, `https://ca-server-abc123xyz.${SAMPLE_DOMAIN}`);
-        assert.equal(config.host, '0.0.0.0');
-        assert.equal(config.port, 8000);
-        assert.match(config.databaseUrl ?? '', /\/expenses\?sslmode=verify-full$/);
-        if (mode === 'keycloak') {
-          assert.equal(config.keycloakRealmUrl, `https://ca-keycloak-abc123xyz.${SAMPLE_DOMAIN}/realms/${REALM_NAME}`);
-          assert.equal(config.keycloakRegistration, 'workaround');
-        }
-      },
-    );
+    test(`MCP_AUTH_PROVIDER=${mode}: every variable set is one the server reads, and the server's config accepts them`, () => {
+      const { env, secretEnv } = appEnvironment('server', mode, mode === 'none');
+      assert.equal(env.MCP_AUTH_PROVIDER, mode);
+      const all = { ...env, ...Object.fromEntries(Object.keys(secretEnv).map((k) => [k, sampleSecret(k)])) };
+      for (const name of Object.keys(all))
+        assert.ok(
+          known.has(name),
+          `${name} is read by apps/server/src/config.ts (CONFIG_VARIABLES) or the telemetry package`,
+        );
+      const config = loadConfig(all);
+      assert.equal(config.authMode, mode);
+      assert.equal(config.baseUrl, `https://ca-server-abc123xyz.${SAMPLE_DOMAIN}`);
+      assert.equal(config.host, '0.0.0.0');
+      assert.equal(config.port, 8000);
+      assert.match(config.databaseUrl ?? '', /\/expenses\?sslmode=verify-full$/);
+      if (mode === 'keycloak') {
+        assert.equal(config.keycloakRealmUrl, `https://ca-keycloak-abc123xyz.${SAMPLE_DOMAIN}/realms/${REALM_NAME}`);
+        assert.equal(config.keycloakRegistration, 'workaround');
+      }
+    });
   }
 
   test('keycloak mode starts with every KEYCLOAK_REGISTRATION the Bicep allows; off names the pre-registered clients', () => {
