@@ -8,6 +8,24 @@ import { OAuthError } from './errors.ts';
 /** Largest form body at /consent, /token and /revoke. */
 const MAX_FORM_BYTES = 16 * 1024;
 
+/** Most parameters in a request to the authorization server: its requests carry about ten. */
+export const MAX_PARAMETERS = 100;
+
+/**
+ * Why the parameters cannot be read: too many of them, or one given twice other than
+ * `repeatable` ones (RFC 6749 3.1, 3.2). In one pass: a check per name over the whole list
+ * took a second of CPU for every ten requests of 3,000 names, before any rate limit.
+ */
+export function parameterProblem(params: URLSearchParams, repeatable: readonly string[]): string | undefined {
+  if (params.size > MAX_PARAMETERS) return `More than ${MAX_PARAMETERS} parameters.`;
+  const seen = new Set<string>();
+  for (const [name] of params) {
+    if (seen.has(name) && !repeatable.includes(name)) return `Parameter ${name} is repeated.`;
+    seen.add(name);
+  }
+  return undefined;
+}
+
 /**
  * A form-encoded body, at most 16 KB, no parameter twice (RFC 6749 3.1, 3.2) but those named
  * `repeatable` (RFC 8707's `resource`), and without the parameters sent with no value, which
@@ -20,13 +38,11 @@ export async function readForm(c: Context, repeatable: readonly string[] = []): 
   }
   const text = await readBodyWithin(c.req.raw, MAX_FORM_BYTES);
   if (text === undefined) throw new OAuthError('invalid_request', 'The request is too large.');
-  const form = new URLSearchParams(text);
-  for (const name of new Set(form.keys())) {
-    if (form.getAll(name).length > 1 && !repeatable.includes(name)) {
-      throw new OAuthError('invalid_request', `Parameter ${name} is repeated.`);
-    }
-  }
-  for (const [name, value] of [...form]) if (value === '') form.delete(name);
+  const sent = new URLSearchParams(text);
+  const problem = parameterProblem(sent, repeatable);
+  if (problem) throw new OAuthError('invalid_request', problem);
+  const form = new URLSearchParams();
+  for (const [name, value] of sent) if (value !== '') form.append(name, value);
   return form;
 }
 

@@ -1,6 +1,6 @@
 import { isLoopbackRedirectHost } from '@mcp-auth-stack/loopback';
 import type { Context, Handler } from 'hono';
-import { resolveClient } from '../client-auth.ts';
+import { parameterProblem, resolveClient } from '../client-auth.ts';
 import { isRegisteredRedirectUri, type ProxyClient } from '../clients.ts';
 import type { ProxyContext } from '../context.ts';
 import { consentRemembered, ensureBrowserId } from '../cookies.ts';
@@ -43,10 +43,8 @@ export function authorizeHandler(ctx: ProxyContext): Handler {
     // RFC 6749 3.1: no parameter more than once. Before anything is read, so that no check and
     // the later use can each see another copy.
     // RFC 8707 2 lets `resource` repeat; each must be this server's (below).
-    const repeated = [...new Set(query.keys())].find((name) => name !== 'resource' && query.getAll(name).length > 1);
-    if (repeated !== undefined) {
-      return failPage(c, 'Invalid request', `The parameter ${repeated} appears more than once.`);
-    }
+    const problem = parameterProblem(query, ['resource']);
+    if (problem !== undefined) return failPage(c, 'Invalid request', problem);
     // RFC 6749 3.1: a parameter sent without a value is treated as omitted.
     const param = (name: string) => query.get(name) || null;
     const clientId = param('client_id');
