@@ -65,7 +65,7 @@ export function connectLines(config: SummaryInput): string[] {
       const why =
         config.missingKey === 'never-made'
           ? 'No API key yet (a key is printed only on a terminal).'
-          : 'No active API key: every key is revoked.';
+          : 'No active API key: every key is revoked or expired.';
       lines.push(`  ${why} Create one: ${keys} create --user ${config.demoUser}`, '');
     }
     lines.push(`  Keys      ${keys} create --user <id>  |  ${keys} list  |  ${keys} revoke <key-id>`);

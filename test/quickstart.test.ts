@@ -438,7 +438,11 @@ describe("the README's Quick start, in a fresh clone", () => {
             const listed = await completes(clone, parse(variant));
             assert.match(listed, /alice +laptop +expenses:read expenses:write/);
             // `--scope` replaces the default: carol's key holds what was named, and nothing else.
-            if (!variant.includes('--user')) assert.match(listed, /carol +\S* *expenses:read expenses:admin +\d/);
+            if (!variant.includes('--user')) {
+              assert.match(listed, /carol +\S* *expenses:read expenses:admin +\d/);
+              // `--expires-in 90d`: its expiry is shown, and the key is active until then.
+              assert.match(listed, /ci-bot +expenses:read expenses:write +\S+ +never +\d{4}-\S+ +active/);
+            }
             aliceKeyId = /(key_[0-9a-f]+) +alice +laptop/.exec(listed)?.[1] ?? aliceKeyId;
           }
           continue;

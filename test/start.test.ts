@@ -269,7 +269,7 @@ describe('pnpm start', () => {
       // The command reaches this DATA_DIR, not the default .data.
       assert.ok(
         summary.includes(
-          `No active API key: every key is revoked. Create one: DATA_DIR=${first.dataDir} pnpm keys create --user demo-user`,
+          `No active API key: every key is revoked or expired. Create one: DATA_DIR=${first.dataDir} pnpm keys create --user demo-user`,
         ),
         summary,
       );

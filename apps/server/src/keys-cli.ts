@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ApiKeyStore } from '@mcp-auth-stack/auth';
+import { type ApiKeyRecord, ApiKeyStore, MAX_API_KEY_LIFETIME_SECONDS } from '@mcp-auth-stack/auth';
 import { EXPENSE_SCOPES, EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { ConfigError, loadConfig } from './config.ts';
 import { openAppDatabase } from './database.ts';
@@ -10,15 +10,18 @@ const KEY_SCOPES: readonly string[] = Object.values(EXPENSE_SCOPES);
 const USAGE = `Manage API keys for MCP_AUTH_PROVIDER=key.
 
 Usage:
-  pnpm keys create --user <id> [--name <label>] [--scope <scope>]...
+  pnpm keys create --user <id> [--name <label>] [--scope <scope>]... [--expires-in <n>d|<n>h]
       Creates a key and prints it once, on the last line. Only its hash is stored.
+      --expires-in: it stops working after that many days (90d) or hours (12h); without it,
+      it works until revoked.
       Scopes a key can carry: ${KEY_SCOPES.join(', ')}. Without --scope it gets
       ${EXPENSE_USER_SCOPES.join(' and ')}; each --scope replaces that default, so name them all:
       ${[...EXPENSE_USER_SCOPES, EXPENSE_SCOPES.admin].map((scope) => `--scope ${scope}`).join(' ')}
       for a user who also sees the statistics. The user id and name are plain text: no
       control, bidirectional or invisible characters.
   pnpm keys list [--user <id>]
-      Lists keys (never the keys themselves): id, user, name, scopes, created, last used, status.
+      Lists keys (never the keys themselves): id, user, name, scopes, created, last used,
+      expires, status.
   pnpm keys revoke <key-id>
       Revokes a key: refused by running servers within 1 s (their next request on the
       embedded database).
@@ -28,7 +31,7 @@ whether or not the server is running.`;
 
 /** The options each command reads. */
 const OPTIONS_OF: Readonly<Record<string, readonly string[]>> = {
-  create: ['user', 'name', 'scope'],
+  create: ['user', 'name', 'scope', 'expires-in'],
   list: ['user'],
   revoke: [],
 };
@@ -42,6 +45,7 @@ function parseOptions(args: string[]) {
       user: { type: 'string', multiple: true },
       name: { type: 'string', multiple: true },
       scope: { type: 'string', multiple: true },
+      'expires-in': { type: 'string', multiple: true },
     },
   });
 }
@@ -66,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
   const allowed = Object.hasOwn(OPTIONS_OF, command) ? OPTIONS_OF[command] : undefined;
   const unread = Object.keys(values).filter((option) => allowed && !allowed.includes(option));
   if (unread.length > 0) return usage(`${command} takes no ${unread.map((option) => `--${option}`).join(' or ')}`);
-  for (const option of ['user', 'name'] as const) {
+  for (const option of ['user', 'name', 'expires-in'] as const) {
     if ((values[option]?.length ?? 0) > 1) return usage(`--${option} given more than once`);
   }
   // As create stores it: `list --user ' alice '` finds alice's keys.
@@ -86,6 +90,13 @@ async function main(argv: string[]): Promise<number> {
       `unknown scope ${unknownScopes.map((scope) => JSON.stringify(scope)).join(', ')}: a key can carry ${KEY_SCOPES.join(', ')}`,
     );
   }
+  const expiresIn = values['expires-in']?.[0];
+  const lifetime = expiresIn === undefined ? undefined : lifetimeSeconds(expiresIn);
+  if (lifetime === null) {
+    return usage(
+      `--expires-in takes a number of days or hours from 1 to ten years (90d, 12h); got ${JSON.stringify(expiresIn)}`,
+    );
+  }
   if (command === 'revoke' && positionals.length !== 1) return usage('revoke needs exactly one key id');
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
 
@@ -101,9 +112,10 @@ async function main(argv: string[]): Promise<number> {
           userId: user as string,
           name,
           scopes: values.scope ?? [...EXPENSE_USER_SCOPES],
+          expiresInSeconds: lifetime,
         });
         process.stderr.write(
-          `Created ${record.id} for user ${record.userId}${record.scopes.length ? ` with scopes ${record.scopes.join(' ')}` : ''}.\n` +
+          `Created ${record.id} for user ${record.userId}${record.scopes.length ? ` with scopes ${record.scopes.join(' ')}` : ''}${record.expiresAt ? `, expiring ${record.expiresAt}` : ''}.\n` +
             'This is the only time the key is shown; store it now:\n',
         );
         process.stdout.write(`${secret}\n`);
@@ -122,9 +134,12 @@ async function main(argv: string[]): Promise<number> {
           key.scopes.join(' '),
           key.createdAt,
           key.lastUsedAt ?? 'never',
-          key.revokedAt ? `revoked ${key.revokedAt}` : 'active',
+          key.expiresAt ?? 'never',
+          statusOf(key),
         ]);
-        process.stdout.write(table(['ID', 'USER', 'NAME', 'SCOPES', 'CREATED', 'LAST USED', 'STATUS'], rows));
+        process.stdout.write(
+          table(['ID', 'USER', 'NAME', 'SCOPES', 'CREATED', 'LAST USED', 'EXPIRES', 'STATUS'], rows),
+        );
         return 0;
       }
       case 'revoke': {
@@ -141,6 +156,20 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await database.close();
   }
+}
+
+/** `90d` or `12h` in seconds; null for anything else, or beyond ten years. */
+function lifetimeSeconds(text: string): number | null {
+  const match = /^([1-9][0-9]{0,5})([dh])$/.exec(text);
+  if (!match) return null;
+  const seconds = Number(match[1]) * (match[2] === 'd' ? 86_400 : 3_600);
+  return seconds <= MAX_API_KEY_LIFETIME_SECONDS ? seconds : null;
+}
+
+function statusOf(key: ApiKeyRecord): string {
+  if (key.revokedAt) return `revoked ${key.revokedAt}`;
+  if (key.expiresAt && Date.parse(key.expiresAt) <= Date.now()) return 'expired';
+  return 'active';
 }
 
 function usage(problem: string): number {

@@ -4,7 +4,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openMcpPost, run, type ServerProcess } from '@mcp-auth-stack/testing';
+import { createTestDatabase, openMcpPost, run, type ServerProcess } from '@mcp-auth-stack/testing';
+import pg from 'pg';
 import { connectClient, keysCli, postMcp, runServerToExit, spawnServer } from './helpers.ts';
 
 /**
@@ -115,7 +116,11 @@ describe('the server process on the embedded database, with the keys CLI beside 
     // The default scopes, exactly: the admin scope is never a default.
     assert.match(listed.stdout, new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read expenses:write\\s+\\d{4}-`));
     assert.doesNotMatch(listed.stdout, /expenses:admin/);
-    assert.doesNotMatch(listed.stdout, /never/, 'last use was recorded');
+    assert.match(
+      listed.stdout,
+      new RegExp(`${keyId}\\s+alice\\s+demo\\s+expenses:read expenses:write\\s+\\S+\\s+\\d{4}-`),
+      'last use was recorded',
+    );
     assert.ok(!listed.stdout.includes(key.slice(5)));
     // The user as create reads it: spaces around it do not hide alice's keys.
     const spaced = await keysCli(['list', '--user', ' alice '], env());
@@ -209,6 +214,34 @@ describe('the server process on the embedded database, with the keys CLI beside 
     const listed = await keysCli(['list', '--user', 'jos\u00e9'], env());
     assert.equal(listed.stdout.trim().split('\n').length, 2, `a header and one key:\n${listed.stdout}`);
     assert.match(listed.stdout, /caf\u00e9/, 'the name, a label, is composed');
+  });
+
+  test('keys create --expires-in: the key works until then and list says when; a lifetime it cannot read is a usage error', async () => {
+    const created = await keysCli(['create', '--user', 'ivy', '--name', 'ci', '--expires-in', '12h'], env());
+    assert.equal(created.code, 0, created.stderr);
+    const ivyKey = created.stdout.trim().split('\n').at(-1) as string;
+    const expires = /expiring (\S+)\./.exec(created.stderr)?.[1] ?? '';
+    const hoursAway = (Date.parse(expires) - Date.now()) / 3_600_000;
+    assert.ok(hoursAway > 11.9 && hoursAway <= 12, `expires in 12 hours: ${created.stderr}`);
+    const listed = (await keysCli(['list', '--user', 'ivy'], env())).stdout;
+    assert.match(listed, /EXPIRES +STATUS/);
+    assert.match(listed, new RegExp(`ivy +ci +expenses:read expenses:write +\\S+ +never +${expires} +active`));
+    const call = await postMcp(
+      server.mcpUrl,
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { authorization: `Bearer ${ivyKey}` },
+    );
+    assert.equal(call.status, 200);
+    const before = (await keysCli(['list'], env())).stdout;
+    for (const lifetime of ['0d', '90', '1w', '3661d', '1.5d', '', '12 h']) {
+      const refused = await keysCli(['create', '--user', 'ivy', '--expires-in', lifetime], env());
+      assert.equal(refused.code, 64, `${lifetime}: ${refused.stderr}`);
+      assert.match(refused.stderr, /--expires-in takes a number of days or hours/, lifetime);
+    }
+    const twice = await keysCli(['create', '--user', 'ivy', '--expires-in', '1d', '--expires-in', '2d'], env());
+    assert.equal(twice.code, 64);
+    assert.match(twice.stderr, /--expires-in given more than once/);
+    assert.equal((await keysCli(['list'], env())).stdout, before, 'nothing stored');
   });
 
   test('keys revoke takes effect on the next request', async () => {
@@ -406,6 +439,35 @@ describe('start-up configuration', () => {
       await rm(dataDir, { recursive: true, force: true });
     }
   });
+});
+
+test('keys list says "expired" for a key past its expiry, which no request is served with', async () => {
+  const database = await createTestDatabase();
+  const env = { DATABASE_URL: database.url, MCP_AUTH_PROVIDER: 'key' };
+  const server = await spawnServer(env);
+  try {
+    const created = await keysCli(['create', '--user', 'ivy', '--expires-in', '1d'], env);
+    assert.equal(created.code, 0, created.stderr);
+    const secret = created.stdout.trim().split('\n').at(-1) as string;
+    const call = () =>
+      postMcp(server.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${secret}` });
+    assert.equal((await call()).status, 200);
+    // Its day has passed (set by hand, as an administrator might): announced, so the server's cache drops it.
+    const sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    await sql.query("UPDATE api_keys SET expires_at = now() - interval '1 minute'");
+    await sql.end();
+    assert.match((await keysCli(['list'], env)).stdout, /ivy .* expired\n/);
+    let status = 200;
+    for (let tries = 0; tries < 50 && status === 200; tries++) {
+      status = (await call()).status;
+      if (status === 200) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(status, 401, 'refused once the change is announced (within the cache bound)');
+  } finally {
+    await server.stop();
+    await database.drop();
+  }
 });
 
 test('four `pnpm keys create` at once with no server running: each exits 0 with its key stored', async () => {

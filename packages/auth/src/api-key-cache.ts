@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { API_KEYS_CHANNEL, type ApiKeyRecord, hashApiKey } from './api-keys.ts';
+import { API_KEYS_CHANNEL, hashApiKey, type VerifiedKey } from './api-keys.ts';
 import { VerifiedTokenCache } from './token-cache.ts';
 
-export type VerifiedApiKey = Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'>;
+export type VerifiedApiKey = VerifiedKey;
 
 /** What the cache needs of the key store (ApiKeyStore). */
 export interface ApiKeyVerifier {
@@ -121,7 +121,8 @@ export class ApiKeyCache {
       // One record serves every request with this key until it expires: its principal's scopes
       // are this very array, handed to tools, so nobody may change it.
       Object.freeze(key.scopes);
-      this.#entries.set(id, Object.freeze(key), Date.now() + this.#ttlMs);
+      // Not served past the key's own expiry.
+      this.#entries.set(id, Object.freeze(key), Math.min(Date.now() + this.#ttlMs, key.expiresAtMs ?? Infinity));
     }
     return key;
   }

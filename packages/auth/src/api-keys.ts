@@ -19,6 +19,8 @@ export interface ApiKeyRecord {
   createdAt: string;
   lastUsedAt: string | null;
   revokedAt: string | null;
+  /** When the key stops working by itself; null: when it is revoked. */
+  expiresAt: string | null;
 }
 
 export interface CreatedApiKey {
@@ -28,6 +30,11 @@ export interface CreatedApiKey {
 }
 
 export const API_KEYS_NAMESPACE = 'api_keys';
+
+/** A key that works now: whose it is, what it may do, and until when (ms since the epoch; null: until revoked). */
+export interface VerifiedKey extends Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> {
+  expiresAtMs: number | null;
+}
 
 export const apiKeyMigrations: Migration[] = [
   {
@@ -83,7 +90,23 @@ export const apiKeyMigrations: Migration[] = [
         FOR EACH STATEMENT EXECUTE FUNCTION api_keys_notify_truncate();
     `,
   },
+  {
+    // A key may be made to expire (`pnpm keys create --expires-in`). A change of it by hand
+    // (psql) is announced like a revocation, so that caches drop the key.
+    version: 4,
+    name: 'api_keys expiry',
+    sql: `
+      ALTER TABLE api_keys ADD COLUMN expires_at timestamptz;
+      DROP TRIGGER api_keys_changed ON api_keys;
+      CREATE TRIGGER api_keys_changed
+        AFTER UPDATE OF revoked_at, scopes, user_id, secret_sha256, expires_at OR DELETE ON api_keys
+        FOR EACH ROW EXECUTE FUNCTION api_keys_notify_change();
+    `,
+  },
 ];
+
+/** Longest lifetime a key can be given: ten years. */
+export const MAX_API_KEY_LIFETIME_SECONDS = 10 * 366 * 86_400;
 
 /** The NOTIFY channel of key changes (migrations 2 and 3); the payload is the key's id, or `*` for all. */
 export const API_KEYS_CHANNEL = 'api_keys_changed';
@@ -100,7 +123,11 @@ export function looksLikeApiKey(value: string): boolean {
 const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "createdAt",
   to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "lastUsedAt",
-  to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "revokedAt"`;
+  to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "revokedAt",
+  to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "expiresAt"`;
+
+/** A key that works: not revoked, not expired. */
+const USABLE = 'revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())';
 
 const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
 
@@ -115,7 +142,16 @@ export class ApiKeyStore {
     this.#touchIntervalMs = options.touchIntervalMs ?? 60_000;
   }
 
-  async create(input: { userId: string; name?: string | undefined; scopes?: string[] }): Promise<CreatedApiKey> {
+  /**
+   * A new key for `userId`. `expiresInSeconds`: it stops working that long from now (whole
+   * seconds, up to ten years); without it, it works until revoked.
+   */
+  async create(input: {
+    userId: string;
+    name?: string | undefined;
+    scopes?: string[];
+    expiresInSeconds?: number | undefined;
+  }): Promise<CreatedApiKey> {
     // `josé` typed with a combining accent would be a second user that `pnpm keys list` shows
     // as the first: refused, naming the composed spelling. Not turned into it: the keys and
     // expenses already stored under a decomposed id would then belong to nobody. The name is
@@ -140,12 +176,20 @@ export class ApiKeyStore {
     for (const scope of scopes) {
       if (!SCOPE_PATTERN.test(scope)) throw new Error(`Not a valid scope: ${JSON.stringify(scope)}`);
     }
+    const lifetime = input.expiresInSeconds;
+    if (
+      lifetime !== undefined &&
+      (!Number.isSafeInteger(lifetime) || lifetime < 1 || lifetime > MAX_API_KEY_LIFETIME_SECONDS)
+    ) {
+      throw new Error('A key expires after a whole number of seconds, from 1 second to ten years.');
+    }
     const secret = API_KEY_PREFIX + randomBytes(32).toString('base64url');
     const id = `key_${randomBytes(8).toString('hex')}`;
     const { rows } = await this.#pool.query<ApiKeyRecord>(
-      `INSERT INTO api_keys (id, user_id, name, scopes, secret_sha256) VALUES ($1, $2, $3, $4, $5)
+      `INSERT INTO api_keys (id, user_id, name, scopes, secret_sha256, expires_at)
+       VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
        RETURNING ${RECORD_COLUMNS}`,
-      [id, userId, name ?? null, scopes, hashApiKey(secret)],
+      [id, userId, name ?? null, scopes, hashApiKey(secret), lifetime ?? null],
     );
     return { record: rows[0] as ApiKeyRecord, secret };
   }
@@ -175,7 +219,7 @@ export class ApiKeyStore {
 
   async countActive(): Promise<number> {
     const { rows } = await this.#pool.query<{ count: number }>(
-      'SELECT count(*)::int AS count FROM api_keys WHERE revoked_at IS NULL',
+      `SELECT count(*)::int AS count FROM api_keys WHERE ${USABLE}`,
     );
     return rows[0]?.count ?? 0;
   }
@@ -184,10 +228,11 @@ export class ApiKeyStore {
    * The active key with this secret, or undefined, from the database: a revocation by another
    * process applies to the very next call. ApiKeyCache keeps the results for a while.
    */
-  async verify(secret: string): Promise<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> | undefined> {
+  async verify(secret: string): Promise<VerifiedKey | undefined> {
     if (!looksLikeApiKey(secret)) return undefined;
-    const { rows } = await this.#pool.query<Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'>>({
-      text: 'SELECT id, user_id AS "userId", scopes FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL',
+    const { rows } = await this.#pool.query<VerifiedKey>({
+      text: `SELECT id, user_id AS "userId", scopes, (extract(epoch FROM expires_at) * 1000)::float8 AS "expiresAtMs"
+        FROM api_keys WHERE secret_sha256 = $1 AND ${USABLE}`,
       values: [hashApiKey(secret)],
     });
     const key = rows[0];

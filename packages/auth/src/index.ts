@@ -10,6 +10,8 @@ export {
   type CreatedApiKey,
   hashApiKey,
   looksLikeApiKey,
+  MAX_API_KEY_LIFETIME_SECONDS,
+  type VerifiedKey,
 } from './api-keys.ts';
 export {
   type AuthOutcome,

@@ -128,8 +128,18 @@ describe('ApiKeyCache on PostgreSQL', () => {
     try {
       assert.equal(cache.serving, true);
       const { record, secret } = await store.create({ userId: 'alice', scopes: ['expenses:read'] });
-      assert.deepEqual(await cache.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
-      assert.deepEqual(await cache.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
+      assert.deepEqual(await cache.verify(secret), {
+        id: record.id,
+        userId: 'alice',
+        scopes: ['expenses:read'],
+        expiresAtMs: null,
+      });
+      assert.deepEqual(await cache.verify(secret), {
+        id: record.id,
+        userId: 'alice',
+        scopes: ['expenses:read'],
+        expiresAtMs: null,
+      });
       assert.deepEqual(cache.stats, { hits: 1, misses: 1, entries: 1 });
       // Without the trigger's NOTIFY the revocation is invisible to the cache: proof that the
       // hit came from memory, and that the notification is what withdraws a key.
@@ -187,6 +197,45 @@ describe('ApiKeyCache on PostgreSQL', () => {
     } finally {
       await cache.close();
     }
+  });
+
+  test('a key made to expire stops working then, from memory too, and a shorter expiry set by hand is announced', async () => {
+    const cache = newCache();
+    await cache.start();
+    try {
+      const brief = await store.create({ userId: 'ida', expiresInSeconds: 2 });
+      assert.match(brief.record.expiresAt ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+      assert.equal((await cache.verify(brief.secret))?.id, brief.record.id);
+      assert.equal((await cache.verify(brief.secret))?.id, brief.record.id);
+      assert.equal(cache.stats.hits, 1, 'served from memory until then');
+      await until(() => Date.now() > Date.parse(brief.record.expiresAt as string) + 1000, 'the expiry');
+      assert.equal(await cache.verify(brief.secret), undefined, 'not served from memory past its expiry');
+      assert.equal(await store.verify(brief.secret), undefined);
+
+      // Cached for minutes; an administrator ends it now in psql: announced like a revocation.
+      const long = await store.create({ userId: 'ida', expiresInSeconds: 86_400 });
+      await cache.verify(long.secret);
+      await other.query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", [long.record.id]);
+      await assertRefusedWithinBound(cache, long.secret);
+      assert.equal(
+        await store.countActive(),
+        (await store.list()).filter((key) => !key.revokedAt && !key.expiresAt).length,
+      );
+    } finally {
+      await cache.close();
+    }
+  });
+
+  test('a lifetime that is not a whole number of seconds from 1 to ten years is refused, nothing stored', async () => {
+    const before = (await store.list()).length;
+    for (const expiresInSeconds of [0, -1, 1.5, Number.NaN, 10 * 366 * 86_400 + 1]) {
+      await assert.rejects(
+        store.create({ userId: 'ida', expiresInSeconds }),
+        /whole number of seconds/,
+        String(expiresInSeconds),
+      );
+    }
+    assert.equal((await store.list()).length, before);
   });
 
   test('keys removed with TRUNCATE are withdrawn too (a statement trigger: no row trigger fires)', async () => {

@@ -78,7 +78,12 @@ describe('API keys on a real PostgreSQL server', () => {
     assert.ok(looksLikeApiKey(secret));
     assert.equal(Buffer.from(secret.slice(5), 'base64url').length, 32);
     assert.deepEqual(record.scopes, ['expenses:read']);
-    assert.deepEqual(await store.verify(secret), { id: record.id, userId: 'alice', scopes: ['expenses:read'] });
+    assert.deepEqual(await store.verify(secret), {
+      id: record.id,
+      userId: 'alice',
+      scopes: ['expenses:read'],
+      expiresAtMs: null,
+    });
     const row = (await db.pool.query('SELECT * FROM api_keys WHERE id = $1', [record.id])).rows[0];
     assert.ok(!JSON.stringify(row).includes(secret.slice(5, 20)));
     const second = await store.create({ userId: 'alice' });
