@@ -244,8 +244,23 @@ export class ProxyStore {
     });
   }
 
+  /**
+   * Locks the grant of a code or refresh token first, as every writer of a grant's rows does
+   * (revokeGrant: the grant, then its refresh tokens): locking the token's row first deadlocked
+   * a replayed spent token, whose revocation updates every token of the grant, with the grant's
+   * current token being refreshed at the same moment (one of them got a 500).
+   */
+  async #lockGrantOf(db: pg.PoolClient, table: 'oauth_proxy_codes' | 'oauth_proxy_refresh_tokens', hash: Buffer) {
+    const column = table === 'oauth_proxy_codes' ? 'code_sha256' : 'token_sha256';
+    await db.query(
+      `SELECT 1 FROM oauth_proxy_grants WHERE id = (SELECT grant_id FROM ${table} WHERE ${column} = $1) FOR UPDATE`,
+      [hash],
+    );
+  }
+
   /** The code with its grant, both locked until the transaction ends. */
   async lockCode(db: pg.PoolClient, code: string): Promise<CodeRow | undefined> {
+    await this.#lockGrantOf(db, 'oauth_proxy_codes', sha256(code));
     const { rows } = await db.query<CodeRow>(
       `SELECT c.grant_id, c.client_id, c.redirect_uri, c.redirect_uri_sent, c.code_challenge,
          c.expires_at < now() AS expired,
@@ -263,6 +278,7 @@ export class ProxyStore {
 
   /** The refresh token with its grant, both locked until the transaction ends. */
   async lockRefreshToken(db: pg.PoolClient, token: string): Promise<RefreshRow | undefined> {
+    await this.#lockGrantOf(db, 'oauth_proxy_refresh_tokens', sha256(token));
     const { rows } = await db.query<RefreshRow>(
       `SELECT r.grant_id, r.client_id, r.used_at IS NOT NULL AS used,
          (r.expires_at < now() OR g.expires_at < now()) AS expired, g.revoked_at IS NOT NULL AS revoked,

@@ -19,7 +19,7 @@ import {
   oauthProxyMigrations,
   oidcUpstream,
 } from '../src/index.ts';
-import { USED_REFRESH_TOKENS_KEPT } from '../src/store.ts';
+import { ProxyStore, USED_REFRESH_TOKENS_KEPT } from '../src/store.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
@@ -601,6 +601,49 @@ describe('the full flow', () => {
       }
     } finally {
       held.release();
+    }
+  });
+
+  test("a spent refresh token replayed while the grant's current one is refreshed: the grant ends, no deadlock", async () => {
+    const { clientId, tokens } = await fullLogin();
+    const rotated = await refreshRequest(a.app, tokens.refresh_token, clientId);
+    assert.equal(rotated.status, 200);
+    const current = (rotated.body as { refresh_token: string }).refresh_token;
+    const store = new ProxyStore(dbA.pool, { refreshTtlSeconds: 3600, cleanupIntervalMs: 0, emit: () => {} });
+    const replay = await dbA.pool.connect();
+    const refresh = await dbA.pool.connect();
+    try {
+      await replay.query('BEGIN');
+      await refresh.query('BEGIN');
+      // The replay locks first and finds its token spent; the refresh of the current token waits.
+      const spent = await store.lockRefreshToken(replay, tokens.refresh_token);
+      assert.equal(spent?.used, true);
+      const waiting = store.lockRefreshToken(refresh, current).then(
+        (row) => row,
+        (error: { code?: string }) => error,
+      );
+      const lockWaits = async () =>
+        (
+          await dbA.pool.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+          )
+        ).rows[0]?.n ?? 0;
+      while ((await lockWaits()) === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      // Revoking updates every token of the grant, the current one included.
+      await store.revokeGrant(replay, spent?.grant_id as string, 'refresh token reused');
+      await replay.query('COMMIT');
+      const row = await waiting;
+      assert.ok(
+        !(row instanceof Error) && row !== undefined && 'revoked' in row,
+        `no deadlock: ${JSON.stringify(row)}`,
+      );
+      assert.equal(row.revoked, true, 'the refresh sees the grant revoked');
+      await refresh.query('COMMIT');
+    } finally {
+      await replay.query('ROLLBACK').catch(() => {});
+      await refresh.query('ROLLBACK').catch(() => {});
+      replay.release();
+      refresh.release();
     }
   });
 

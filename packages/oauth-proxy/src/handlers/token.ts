@@ -135,7 +135,7 @@ async function refreshInTransaction(
   const grantId = first.stale.grant_id;
   const renewal = await renewUpstream(ctx, first.stale);
   return settle(ctx, async (db) => {
-    // Locked first, as every refresh locks (the token's row, then its grant's): another order
+    // Locked first, as every refresh locks (the grant, then the token's row): another order
     // deadlocks with a copy of the token refreshing on another replica.
     const row = await ctx.store.lockRefreshToken(db, presented);
     // Kept whatever is decided below: the upstream may have rotated its refresh token.
