@@ -168,7 +168,7 @@ function lifetimeSeconds(text: string): number | null {
 
 function statusOf(key: ApiKeyRecord): string {
   if (key.revokedAt) return `revoked ${key.revokedAt}`;
-  if (key.expiresAt && Date.parse(key.expiresAt) <= Date.now()) return 'expired';
+  if (key.expired) return 'expired';
   return 'active';
 }
 

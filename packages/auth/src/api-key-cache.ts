@@ -121,8 +121,8 @@ export class ApiKeyCache {
       // One record serves every request with this key until it expires: its principal's scopes
       // are this very array, handed to tools, so nobody may change it.
       Object.freeze(key.scopes);
-      // Not served past the key's own expiry.
-      this.#entries.set(id, Object.freeze(key), Math.min(Date.now() + this.#ttlMs, key.expiresAtMs ?? Infinity));
+      // Not served past the key's own expiry (measured by the database: the clocks may differ).
+      this.#entries.set(id, Object.freeze(key), Date.now() + Math.min(this.#ttlMs, key.expiresInMs ?? Infinity));
     }
     return key;
   }

@@ -21,6 +21,8 @@ export interface ApiKeyRecord {
   revokedAt: string | null;
   /** When the key stops working by itself; null: when it is revoked. */
   expiresAt: string | null;
+  /** Whether that time has passed, by the database's clock. */
+  expired: boolean;
 }
 
 export interface CreatedApiKey {
@@ -31,9 +33,12 @@ export interface CreatedApiKey {
 
 export const API_KEYS_NAMESPACE = 'api_keys';
 
-/** A key that works now: whose it is, what it may do, and until when (ms since the epoch; null: until revoked). */
+/**
+ * A key that works now: whose it is, what it may do, and for how long still (milliseconds, by
+ * the database's clock, which decides; null: until revoked).
+ */
 export interface VerifiedKey extends Pick<ApiKeyRecord, 'id' | 'userId' | 'scopes'> {
-  expiresAtMs: number | null;
+  expiresInMs: number | null;
 }
 
 export const apiKeyMigrations: Migration[] = [
@@ -124,7 +129,8 @@ const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "createdAt",
   to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "lastUsedAt",
   to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "revokedAt",
-  to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "expiresAt"`;
+  to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "expiresAt",
+  coalesce(expires_at <= now(), false) AS expired`;
 
 /** A key that works: not revoked, not expired. */
 const USABLE = 'revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())';
@@ -231,7 +237,7 @@ export class ApiKeyStore {
   async verify(secret: string): Promise<VerifiedKey | undefined> {
     if (!looksLikeApiKey(secret)) return undefined;
     const { rows } = await this.#pool.query<VerifiedKey>({
-      text: `SELECT id, user_id AS "userId", scopes, (extract(epoch FROM expires_at) * 1000)::float8 AS "expiresAtMs"
+      text: `SELECT id, user_id AS "userId", scopes, (extract(epoch FROM expires_at - now()) * 1000)::float8 AS "expiresInMs"
         FROM api_keys WHERE secret_sha256 = $1 AND ${USABLE}`,
       values: [hashApiKey(secret)],
     });

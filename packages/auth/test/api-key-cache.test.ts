@@ -132,13 +132,13 @@ describe('ApiKeyCache on PostgreSQL', () => {
         id: record.id,
         userId: 'alice',
         scopes: ['expenses:read'],
-        expiresAtMs: null,
+        expiresInMs: null,
       });
       assert.deepEqual(await cache.verify(secret), {
         id: record.id,
         userId: 'alice',
         scopes: ['expenses:read'],
-        expiresAtMs: null,
+        expiresInMs: null,
       });
       assert.deepEqual(cache.stats, { hits: 1, misses: 1, entries: 1 });
       // Without the trigger's NOTIFY the revocation is invisible to the cache: proof that the
@@ -222,6 +222,24 @@ describe('ApiKeyCache on PostgreSQL', () => {
         (await store.list()).filter((key) => !key.revokedAt && !key.expiresAt).length,
       );
     } finally {
+      await cache.close();
+    }
+  });
+
+  test("with this process's clock 10 s behind the database's, a key is still not served from memory past its expiry", async () => {
+    const realNow = Date.now;
+    Date.now = () => realNow() - 10_000;
+    const cache = newCache();
+    try {
+      await cache.start();
+      const brief = await store.create({ userId: 'ida', expiresInSeconds: 2 });
+      await cache.verify(brief.secret);
+      assert.equal((await cache.verify(brief.secret))?.id, brief.record.id);
+      assert.equal(cache.stats.hits, 1);
+      await until(() => realNow() > Date.parse(brief.record.expiresAt as string) + 1000, 'the expiry');
+      assert.equal(await cache.verify(brief.secret), undefined);
+    } finally {
+      Date.now = realNow;
       await cache.close();
     }
   });

@@ -82,7 +82,7 @@ describe('API keys on a real PostgreSQL server', () => {
       id: record.id,
       userId: 'alice',
       scopes: ['expenses:read'],
-      expiresAtMs: null,
+      expiresInMs: null,
     });
     const row = (await db.pool.query('SELECT * FROM api_keys WHERE id = $1', [record.id])).rows[0];
     assert.ok(!JSON.stringify(row).includes(secret.slice(5, 20)));
