@@ -1,4 +1,4 @@
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -102,7 +102,10 @@ async function ownDataDir(
     // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
     // was open stays open. Only that folder: DATA_DIR may hold other things, or be shared.
     const pgdata = await ownerOnlyFolder(join(dataDir, 'pgdata'));
-    db = await PGlite.create({ dataDir: pgdata });
+    await createIfNew(pgdata);
+    db = await PGlite.create({ dataDir: pgdata }).catch((error: unknown) => {
+      throw error instanceof Error ? incompleteFolderHint(pgdata, error) : error;
+    });
     const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections });
     await server.start();
     const opened = db;
@@ -125,6 +128,40 @@ async function ownDataDir(
     if (error instanceof Error) throw error;
     throw pgliteOpenError(join(dataDir, 'pgdata'), error);
   }
+}
+
+/**
+ * PGlite takes a folder holding `PG_VERSION` for a database it made, and writes that file
+ * before the rest of a new database is unpacked: a first start killed in between (a laptop lid
+ * closed, kill -9) left a folder no later start could open. So a new database is made in a
+ * folder beside it, closed, and renamed into place (rename is atomic); what a start that died
+ * there left is removed first. Run under the data folder's lock.
+ */
+async function createIfNew(pgdata: string): Promise<void> {
+  if (await exists(join(pgdata, 'PG_VERSION'))) return;
+  // A folder without PG_VERSION that is not empty is not one this made: left to PGlite, as before.
+  if ((await readdir(pgdata)).length > 0) return;
+  const partial = `${pgdata}.partial`;
+  await rm(partial, { recursive: true, force: true });
+  const fresh = await PGlite.create({ dataDir: await ownerOnlyFolder(partial) });
+  await fresh.close();
+  // Over the empty pgdata (rename replaces an empty folder).
+  await rename(partial, pgdata);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** PGlite's own words when a folder it takes for a database is not one, with what to do. */
+function incompleteFolderHint(pgdata: string, error: Error): Error {
+  return new Error(
+    `PGlite could not open ${pgdata}: ${error.message}. If a first start was stopped while it made the database (releases before this check made it in place), the folder is incomplete: move it away (any data in it stays there) and start again with an empty one.`,
+    { cause: error },
+  );
 }
 
 /** PGlite's file system errors carry WASI's errno numbers, not Node's codes: the ones a person can act on. */

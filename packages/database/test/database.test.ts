@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -386,6 +387,37 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
       );
     } finally {
       await rm(shared, { recursive: true, force: true });
+    }
+  });
+
+  test('a first start killed while PGlite makes the database (kill -9, a closed lid): the next start opens it', async () => {
+    // PGlite writes PG_VERSION before it has unpacked the rest of a new database, and took such
+    // a folder for a finished one: every later start failed until it was removed by hand.
+    const index = join(import.meta.dirname, '../src/index.ts');
+    for (let round = 0; round < 4; round++) {
+      const folder = await mkdtemp(join(tmpdir(), 'mcp-db-first-kill-'));
+      try {
+        const opening = spawn(
+          process.execPath,
+          ['-e', `import(${JSON.stringify(index)}).then((m) => m.openDatabase({ dataDir: process.argv[1] }))`, folder],
+          { stdio: 'ignore' },
+        );
+        const exited = new Promise((resolve) => opening.once('exit', resolve));
+        const made = [join(folder, 'pgdata', 'PG_VERSION'), join(folder, 'pgdata.partial', 'PG_VERSION')];
+        while (!made.some((file) => existsSync(file)) && opening.exitCode === null) {
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        opening.kill('SIGKILL');
+        await exited;
+        const db = await openDatabase({ dataDir: folder, embedded: { mustOwn: true } });
+        try {
+          assert.deepEqual((await db.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }], `round ${round}`);
+        } finally {
+          await db.close();
+        }
+      } finally {
+        await rm(folder, { recursive: true, force: true });
+      }
     }
   });
 
