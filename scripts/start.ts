@@ -179,6 +179,16 @@ if (wholeStack) {
   // A signal arrived while Keycloak was starting: stopAll() owns the rest.
   if (stopping) await new Promise(() => {});
   if (interactive) process.stdout.write('\n');
+  // Keycloak going away by itself (the OOM killer picks the largest process, a crash): nobody
+  // can sign in any more, so the stack stops and says so, as when the server stops.
+  const started = keycloak;
+  void started.exited.then(({ code, signal }) => {
+    if (stopping) return;
+    process.stderr.write(
+      `\nKeycloak stopped (${code === null ? `by ${signal}` : `exit ${code}`}); its last output:\n${started.recentLog()}\n`,
+    );
+    void stopAll(code || 1);
+  });
 }
 
 let demoKey: string | undefined;

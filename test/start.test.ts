@@ -182,6 +182,33 @@ describe('pnpm start', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  test('Keycloak killed under a running stack (the OOM killer, a crash): pnpm start says so and stops the server, exit 1', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-kc-killed-'));
+    const port = await freePort();
+    const keycloakPort = await freePort();
+    const keycloakDataDir = join(dir, 'keycloak');
+    const { child, output } = await start({
+      PORT: String(port),
+      DATA_DIR: join(dir, 'data'),
+      KEYCLOAK_PORT: String(keycloakPort),
+      KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
+      KEYCLOAK_DATA_DIR: keycloakDataDir,
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const pid = Number((await readFile(join(keycloakDataDir, 'keycloak.pid'), 'utf8')).split(' ')[0]);
+      process.kill(-pid, 'SIGKILL');
+      // Bounded, so that a stack that does not notice fails here rather than hanging the suite.
+      const stillRunning = new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 60_000).unref());
+      assert.equal(await Promise.race([exited, stillRunning]), 1, output());
+      assert.match(output(), /Keycloak stopped \(by SIGKILL\)/);
+      assert.equal(await answers(`http://127.0.0.1:${port}/health`), false, 'the server was stopped with it');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('MCP_AUTH_PROVIDER=key without a terminal: the server alone, no key created or printed, the summary says how to create one', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-key-'));
     const dataDir = join(dir, 'data');

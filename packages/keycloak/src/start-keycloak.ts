@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { acquirePidLock, livePidIn } from '@mcp-auth-stack/pid-lock';
+import { acquirePidLock, livePidIn, processStartTicks } from '@mcp-auth-stack/pid-lock';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
 import { ADDRESS_PLACEHOLDER, addMissingClientPolicies, bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
@@ -219,7 +219,9 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
   const exitHook = () => killGroup(child, 'SIGKILL');
   process.on('exit', exitHook);
   log.attach(child);
-  await writeFile(pidFile, String(child.pid));
+  // With when it started: after a crash, a pid handed out again (a reboot) is not this Keycloak.
+  const started = child.pid === undefined ? undefined : await processStartTicks(child.pid);
+  await writeFile(pidFile, started === undefined ? String(child.pid) : `${child.pid} ${started}`);
 
   const stop = async () => {
     await stopChild(child);

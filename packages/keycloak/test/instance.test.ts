@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { processStartTicks } from '@mcp-auth-stack/pid-lock';
 import { audienceOf, decodeJwtPayload, freePort } from '@mcp-auth-stack/testing';
 import { postToken } from '@mcp-auth-stack/testing/keycloak';
 import { DEMO_USERS, REALM_CLIENTS, REALM_FILE, type RunningKeycloak, startKeycloak } from '../src/index.ts';
@@ -61,7 +62,9 @@ test('a kept realm started for another server URL is updated in place, even afte
         onProgress: ({ message }) => {
           if (stopped || !message.includes('realm mcp imported')) return;
           stopped = true;
-          void readFile(join(instanceDir, 'keycloak.pid'), 'utf8').then((pid) => process.kill(-Number(pid), 'SIGTERM'));
+          void readFile(join(instanceDir, 'keycloak.pid'), 'utf8').then((content) =>
+            process.kill(-Number(content.split(' ')[0]), 'SIGTERM'),
+          );
         },
       }),
     );
@@ -86,6 +89,10 @@ test('a kept realm started for another server URL is updated in place, even afte
       realmEnv: realmEnvFor(8117, 'tunnel.example'),
       onProgress: ({ message }) => phases.push(message),
     });
+    // The pid file says when its process started: after a crash, a live process that was given
+    // the same pid (a reboot) is not taken for this Keycloak, and nothing is refused for it.
+    const [pid, started] = (await readFile(join(instanceDir, 'keycloak.pid'), 'utf8')).split(' ');
+    assert.equal(started, await processStartTicks(Number(pid)));
     assert.ok(
       phases.some((message) =>
         message.includes('MCP_SERVER_RESOURCE_URL: http://first.example:8000/mcp → http://tunnel.example:8117/mcp'),
