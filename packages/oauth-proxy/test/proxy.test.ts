@@ -89,6 +89,16 @@ async function assertCallbackIssuesNoCode(what: string): Promise<void> {
 /** A new client's (or `clientId`'s) login at instance a, to its tokens. */
 const fullLogin = (extra: Parameters<typeof loginForTokens>[1] = {}) => loginForTokens(a, extra);
 
+/** A login whose upstream tokens are stale at once: its first refresh goes upstream. */
+async function loginDueUpstream(proxy: Instance = a) {
+  idp.accessTokenTtl = 1;
+  try {
+    return await loginForTokens(proxy);
+  } finally {
+    idp.accessTokenTtl = 300;
+  }
+}
+
 /**
  * Holds the upstream's answers to refreshes until `release`; `reached(n)` waits for the n-th
  * refresh since the hold to arrive there (or for `orElse` to become true).
@@ -547,9 +557,7 @@ describe('the full flow', () => {
   });
 
   test('a revocation while a refresh waits for the upstream is answered at once, and the refresh issues nothing', async () => {
-    idp.accessTokenTtl = 1;
-    const { clientId, tokens } = await fullLogin();
-    idp.accessTokenTtl = 300;
+    const { clientId, tokens } = await loginDueUpstream();
     const held = holdUpstreamRefreshes();
     try {
       const refreshing = refreshRequest(a.app, tokens.refresh_token, clientId);
@@ -573,9 +581,7 @@ describe('the full flow', () => {
   });
 
   test('a copy of a refresh token sent to another replica while the first waits for the upstream ends the grant', async () => {
-    idp.accessTokenTtl = 1;
-    const { clientId, tokens } = await fullLogin();
-    idp.accessTokenTtl = 300;
+    const { clientId, tokens } = await loginDueUpstream();
     const held = holdUpstreamRefreshes();
     try {
       const first = refreshRequest(a.app, tokens.refresh_token, clientId);
@@ -676,9 +682,7 @@ describe('on the embedded database (one session for the whole process)', () => {
 
   test("a refresh waiting for the upstream does not hold up another user's requests", async () => {
     const bob = await loginForTokens(e);
-    idp.accessTokenTtl = 1;
-    const alice = await loginForTokens(e);
-    idp.accessTokenTtl = 300;
+    const alice = await loginDueUpstream(e);
     const held = holdUpstreamRefreshes();
     try {
       const refreshing = refreshRequest(e.app, alice.tokens.refresh_token, alice.clientId);
