@@ -159,7 +159,7 @@ async function exists(path: string): Promise<boolean> {
 /** PGlite's own words when a folder it takes for a database is not one, with what to do. */
 function incompleteFolderHint(pgdata: string, error: Error): Error {
   return new Error(
-    `PGlite could not open ${pgdata}: ${error.message}. If a first start was stopped while it made the database (releases before this check made it in place), the folder is incomplete: move it away (any data in it stays there) and start again with an empty one.`,
+    `PGlite could not open ${pgdata}: ${error.message}. If an earlier first start was stopped while it made the database, the folder is incomplete: move it away (any data in it stays there) and start again.`,
     { cause: error },
   );
 }
