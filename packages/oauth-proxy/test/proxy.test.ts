@@ -527,22 +527,17 @@ describe('the full flow', () => {
   });
 
   test('a burst of refreshes of one grant waits in line, not in the pool, while the upstream is slow', async () => {
-    idp.accessTokenTtl = 1;
-    const { clientId, tokens } = await fullLogin();
-    idp.accessTokenTtl = 300;
-    let release = () => {};
-    idp.refreshesHeldUntil = new Promise((resolve) => {
-      release = resolve;
-    });
+    const { clientId, tokens } = await loginDueUpstream();
     const before = idp.tokenRequestCount('refresh_token');
+    const held = holdUpstreamRefreshes();
     try {
       const burst = Array.from({ length: 4 }, () => refreshRequest(a.app, tokens.refresh_token, clientId));
-      while (idp.tokenRequestCount('refresh_token') === before) await new Promise((resolve) => setTimeout(resolve, 10));
+      await held.reached(1);
       // Time for the others to reach the database, as they did before they waited in line.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const pool = dbA.pool;
       assert.equal(pool.totalCount - pool.idleCount, 0, 'no connection held while the upstream answers');
-      release();
+      held.release();
       const answers = await Promise.all(burst);
       // The first rotates the token; the next one presents it again: a copy, so the grant ends.
       assert.deepEqual(
@@ -551,8 +546,7 @@ describe('the full flow', () => {
       );
       assert.equal(idp.tokenRequestCount('refresh_token'), before + 1, 'one upstream refresh');
     } finally {
-      release();
-      idp.refreshesHeldUntil = undefined;
+      held.release();
     }
   });
 
