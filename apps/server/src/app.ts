@@ -9,7 +9,7 @@ import {
   requireMcpScopes,
   toAuthInfo,
 } from '@mcp-auth-stack/auth';
-import { type Database, isDatabaseUnavailable } from '@mcp-auth-stack/database';
+import { type Database, isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import {
   createExpensesServer,
   EXPENSE_METHOD_SCOPES,
@@ -60,6 +60,7 @@ export async function createApp({
 }: AppDependencies) {
   const databaseState = new DependencyState(logger, 'database');
   const identityProviderState = new DependencyState(logger, 'identity provider');
+  const diskState = new DependencyState(logger, 'database disk space');
   // Any query that got its answer means the database is back.
   database.pool.on('release', (error: Error | undefined) => {
     if (!error) databaseState.succeeded();
@@ -69,9 +70,15 @@ export async function createApp({
   const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
     registeredTools: tools,
     onStorageError: (error, operation) => {
-      // An outage is logged once, when it starts; anything else (a bug) every time.
-      if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
+      // An outage is logged once, when it starts; anything else (a bug) every time. A full disk
+      // is its own state: reads keep succeeding, which would end a database outage each time.
+      if (isDatabaseFull(error)) diskState.failed(operation, error);
+      else if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
       else logger.error('storage failed', { operation, ...errorFields(error) });
+    },
+    // Only an added expense shows there is room again (a delete writes into space it has).
+    onStorageSuccess: (operation) => {
+      if (operation === 'add_user_expense') diskState.succeeded();
     },
   });
   const readiness = readinessCheck({ config, database, auth, databaseState, identityProviderState, lifecycle });

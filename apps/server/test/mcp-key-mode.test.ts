@@ -300,6 +300,53 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     );
   });
 
+  test('a full disk: writes say so and change nothing, reads go on, and the log has one line when it starts and one when it ends', async () => {
+    // PostgreSQL's own disk_full (SQLSTATE 53100), raised where an insert extends the table.
+    await stack.sql.query(`CREATE FUNCTION no_space() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$`);
+    await stack.sql.query('CREATE TRIGGER no_space BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION no_space()');
+    const logsBefore = stack.logs.length;
+    const before = await countRows('bob');
+    const results: CallToolResult[] = [];
+    try {
+      results.push(await add(bob, valid));
+      results.push(await call(bob, 'get_user_expenses'));
+      results.push(await add(bob, { ...valid, idempotency_key: '9a1f5c1e-4b7d-4d43-9a39-0c2a4fb1f0d1' }));
+      results.push(await call(bob, 'get_spending_summary'));
+      results.push(await add(bob, valid));
+    } finally {
+      await stack.sql.query('DROP TRIGGER no_space ON expenses; DROP FUNCTION no_space()');
+    }
+    const [first, read, keyed, summary, third] = results as [
+      CallToolResult,
+      CallToolResult,
+      CallToolResult,
+      CallToolResult,
+      CallToolResult,
+    ];
+    for (const refused of [first, keyed, third]) {
+      assert.equal(refused.isError, true);
+      assert.equal(
+        text(refused),
+        'The expenses database is out of disk space: this request was not carried out and nothing was changed. Try again later; the server logs it for its operator.',
+      );
+    }
+    assert.equal(read.isError, undefined, text(read));
+    assert.equal(summary.isError, undefined, text(summary));
+    assert.equal(await countRows('bob'), before, 'nothing was stored');
+    const stored = await add(bob, valid);
+    assert.equal(stored.isError, undefined, text(stored));
+
+    const outageLines = stack.logs.slice(logsBefore).filter((line) => /"msg":"database /.test(line));
+    assert.equal(outageLines.length, 2, outageLines.join('\n'));
+    const [started, ended] = outageLines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.equal(started?.msg, 'database disk space unavailable');
+    assert.equal(started?.code, '53100');
+    assert.equal(started?.where, 'add_user_expense');
+    assert.equal(ended?.msg, 'database disk space available again');
+    assert.equal(ended?.failed_requests, 3);
+  });
+
   test('a start date after the end date', async () => {
     const result = await call(bob, 'get_user_expenses', { start_date: '2025-05-01', end_date: '2025-04-01' });
     assert.equal(result.isError, true);

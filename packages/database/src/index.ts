@@ -135,6 +135,21 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** SQLSTATE 53100 `disk_full`: the server has no room for what a statement writes. */
+const DISK_FULL_SQLSTATE = '53100';
+
+/**
+ * Whether an error says the database is out of disk space: a statement that must write was
+ * refused (and rolled back); reads and writes into space already allocated still work. Also an
+ * outage to `isDatabaseUnavailable` (a retry once space is freed succeeds), but one the operator
+ * must act on, and one that does not make the database unreachable.
+ */
+export function isDatabaseFull(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if ((error as { code?: unknown }).code === DISK_FULL_SQLSTATE) return true;
+  return error.cause !== undefined && isDatabaseFull(error.cause);
+}
+
 /** SQLSTATE classes and codes that mean "the database cannot serve now", not "this statement is wrong". */
 const UNAVAILABLE_SQLSTATES = /^(08|53|57P0[1-4]|57014|58)/;
 const UNAVAILABLE_NODE_CODES = new Set([

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
-import { type Database, isDatabaseUnavailable, type Migration, migrate, openDatabase } from '../src/index.ts';
+import {
+  type Database,
+  isDatabaseFull,
+  isDatabaseUnavailable,
+  type Migration,
+  migrate,
+  openDatabase,
+} from '../src/index.ts';
 
 describe('bounded waits on a real PostgreSQL server', () => {
   let testDb: TestDatabase;
@@ -22,7 +29,22 @@ describe('bounded waits on a real PostgreSQL server', () => {
     );
     assert.equal((error as { code?: string }).code, '57014', String(error));
     assert.equal(isDatabaseUnavailable(error), true);
+    assert.equal(isDatabaseFull(error), false);
     assert.deepEqual((await db.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+  });
+
+  test("PostgreSQL's disk_full is an outage and a full disk; a wrapped one too", async () => {
+    const error = await db.pool
+      .query(`DO $$ BEGIN RAISE EXCEPTION 'No space left on device' USING ERRCODE = 'disk_full'; END $$`)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    assert.equal((error as { code?: string }).code, '53100', String(error));
+    assert.equal(isDatabaseFull(error), true);
+    assert.equal(isDatabaseUnavailable(error), true);
+    assert.equal(isDatabaseFull(new Error('while adding', { cause: error })), true);
+    assert.equal(isDatabaseFull(Object.assign(new Error('too many connections'), { code: '53300' })), false);
   });
 
   test('waiting for a free connection is bounded by connectTimeoutMs', async () => {

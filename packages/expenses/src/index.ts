@@ -10,6 +10,7 @@ export {
   holds,
   STORAGE_ERROR_MESSAGE,
   STORAGE_FAILURE_MESSAGE,
+  STORAGE_FULL_MESSAGE,
 } from './mcp-server.ts';
 export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
 export * from './model.ts';

@@ -1,5 +1,5 @@
 import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
-import { isDatabaseUnavailable } from '@mcp-auth-stack/database';
+import { isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import { type CallToolResult, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
@@ -37,6 +37,8 @@ export interface ExpensesServerOptions {
    * caller only gets a plain message: a driver's error names hosts, ports and SQL details.
    */
   onStorageError?: (error: unknown, operation: string) => void;
+  /** Called when a tool or resource got its answer from the database (an outage's end, for a log). */
+  onStorageSuccess?: (operation: string) => void;
   /**
    * Filled with each tool's handle as it is registered, by name: for an endpoint that runs
    * the tools' calls itself (mcp-hono's `directToolCalls`).
@@ -61,6 +63,13 @@ export const SDK_OUTPUT_CHECK = 'validateToolOutput';
 
 /** What a caller reads when the database was unreachable, overloaded or too slow: nothing internal. */
 export const STORAGE_ERROR_MESSAGE = 'The expenses database did not answer. Try again in a moment.';
+
+/**
+ * What a caller reads when the database's disk is full: PostgreSQL refused the statement and
+ * rolled it back (SQLSTATE 53100), so nothing changed, and a retry works once space is freed.
+ */
+export const STORAGE_FULL_MESSAGE =
+  'The expenses database is out of disk space: this request was not carried out and nothing was changed. Try again later; the server logs it for its operator.';
 
 /**
  * What a caller reads when the database answered with an error (a bug or a broken schema, not an
@@ -149,15 +158,20 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     work: () => Promise<T>,
     hints: WriteHints = { unavailable: '', failed: '' },
   ): Promise<T> => {
+    let outcome: T;
     try {
-      return await work();
+      outcome = await work();
     } catch (error) {
       options.onStorageError?.(error, operation);
+      // The database answered, and refused: the write is known not to have happened.
+      if (isDatabaseFull(error)) throw new Error(STORAGE_FULL_MESSAGE);
       // Only an outage is worth retrying; "did not answer" for a failing statement would send
       // the caller into retries that can never succeed.
       if (isDatabaseUnavailable(error)) throw new Error(STORAGE_ERROR_MESSAGE + hints.unavailable);
       throw new Error(STORAGE_FAILURE_MESSAGE + hints.failed);
     }
+    options.onStorageSuccess?.(operation);
+    return outcome;
   };
   const server = new McpServer(
     { name: options.name ?? 'expenses-tracker', version: options.version ?? '0.1.0', title: 'Expenses Tracker' },
