@@ -96,7 +96,9 @@ async function ownDataDir(
   const socketPath = join(dataDir, socketName(port));
   let db: PGlite | undefined;
   try {
-    await rm(socketPath, { force: true });
+    // Holding the lock, every socket here is a dead owner's (a keys CLI killed while it owned
+    // the files leaves one named after its pid): nobody answers on them.
+    await removeDeadSockets(dataDir);
     // PGlite writes its files 0666 whatever the umask (the WAL holds every row written), and
     // DATA_DIR may exist already with 0755: its own folder, 0700 before PGlite writes a file
     // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
@@ -128,6 +130,12 @@ async function ownDataDir(
     if (error instanceof Error) throw error;
     throw pgliteOpenError(join(dataDir, 'pgdata'), error);
   }
+}
+
+async function removeDeadSockets(dataDir: string): Promise<void> {
+  const names = await readdir(dataDir);
+  const sockets = names.filter((name) => /^\.s\.PGSQL\.\d+$/.test(name));
+  await Promise.all(sockets.map((name) => rm(join(dataDir, name), { force: true })));
 }
 
 /**

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -418,6 +418,43 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
       } finally {
         await rm(folder, { recursive: true, force: true });
       }
+    }
+  });
+
+  test("a tool killed while it owned the files: the next owner removes its socket, and a tool joins the server's", async () => {
+    const index = join(import.meta.dirname, '../src/index.ts');
+    const tool = spawn(
+      process.execPath,
+      [
+        '-e',
+        `import(${JSON.stringify(index)}).then(async (m) => { await m.openDatabase({ dataDir: process.argv[1] }); console.log('open'); })`,
+        dir,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise((resolve) => tool.once('exit', resolve));
+    await new Promise<void>((resolve, reject) => {
+      tool.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('open') && resolve());
+      tool.once('exit', (code) => reject(new Error(`the tool exited (${code}) before it opened the database`)));
+    });
+    const toolSocket = `.s.PGSQL.${10_000 + ((tool.pid ?? 0) % 50_000)}`;
+    assert.ok((await readdir(dir)).includes(toolSocket), 'the tool serves its own socket');
+    tool.kill('SIGKILL');
+    await exited;
+    assert.ok((await readdir(dir)).includes(toolSocket), 'a killed tool leaves its socket');
+
+    const server = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
+    try {
+      const sockets = (await readdir(dir)).filter((name) => name.startsWith('.s.PGSQL.'));
+      assert.deepEqual(sockets, ['.s.PGSQL.5432'], 'only the server socket is left');
+      const joined = await openDatabase({ dataDir: dir });
+      try {
+        assert.deepEqual((await joined.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+      } finally {
+        await joined.close();
+      }
+    } finally {
+      await server.close();
     }
   });
 
