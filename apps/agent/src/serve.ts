@@ -6,6 +6,7 @@
 import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { serve } from '@hono/node-server';
+import { listenConfigError } from '@mcp-auth-stack/config';
 import { isLoopbackBindAddress } from '@mcp-auth-stack/loopback';
 import { ConfigError, loadConfig } from './config.ts';
 import { createAgentApp, SHUTDOWN_TIMEOUT_MS } from './http.ts';
@@ -99,6 +100,14 @@ const server = serve({ fetch: app.fetch, hostname: config.host, port: config.por
 });
 
 const httpServer = server as Server;
+// A HOST that is not this machine's, or a PORT taken: Node's error names neither variable.
+httpServer.once('error', (error) => {
+  if (httpServer.listening) throw error;
+  const problem = listenConfigError(error, config.host, config.port);
+  if (!problem) throw error;
+  process.stderr.write(`${problem.message}\n`);
+  process.exit(78); // EX_CONFIG
+});
 /** Responses under way: told to close their connection when the stop begins. */
 const responses = new Set<ServerResponse>();
 /** Open connections, one that never finished its request's headers included (it has no response). */

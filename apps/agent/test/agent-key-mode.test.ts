@@ -671,6 +671,28 @@ describe('HTTP mode (serve.ts as a process)', () => {
     }
   });
 
+  test('a PORT taken, or a HOST that is not this machine, stops it with exit code 78 naming the variable, no stack', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const taken = (holder.address() as AddressInfo).port;
+    try {
+      await assert.rejects(
+        spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN, PORT: String(taken) }, { ready: false }),
+        (error: Error) => {
+          assert.match(error.message, new RegExp(`exited with 78[\\s\\S]*PORT ${taken} is in use on 127\\.0\\.0\\.1`));
+          assert.doesNotMatch(error.message, /\bat /, 'no stack trace');
+          return true;
+        },
+      );
+    } finally {
+      holder.close();
+    }
+    await assert.rejects(
+      spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN, HOST: 'not-a-host.invalid' }, { ready: false }),
+      /exited with 78[\s\S]*HOST not-a-host\.invalid is not a host name this machine can resolve/,
+    );
+  });
+
   test('refuses MCP_AUTH=oauth: nobody can sign in from a container', async () => {
     await assert.rejects(
       spawnServe({ ...env, MCP_AUTH: 'oauth' }),

@@ -2,6 +2,7 @@ import type { ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { AuthProvider } from '@mcp-auth-stack/auth';
+import { listenConfigError } from '@mcp-auth-stack/config';
 import { createApp } from './app.ts';
 import { createAuthProvider } from './auth.ts';
 import type { ServerConfig } from './config.ts';
@@ -68,7 +69,7 @@ export async function startServer(
     const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }), SLOW_CLIENT_BOUNDS);
     const httpServer = http.server;
     await new Promise<void>((resolve, reject) => {
-      httpServer.once('error', reject);
+      httpServer.once('error', (error) => reject(listenConfigError(error, config.host, config.port) ?? error));
       httpServer.listen(config.port, config.host, () => {
         httpServer.off('error', reject);
         resolve();

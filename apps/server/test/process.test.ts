@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -362,6 +364,33 @@ describe('start-up configuration', () => {
     assert.equal(result.code, 78, result.stderr);
     assert.match(result.stderr, /^APPLICATIONINSIGHTS_CONNECTION_STRING has no InstrumentationKey=/);
     assert.doesNotMatch(result.stderr, /\bat /, 'no stack trace');
+  });
+
+  test('a PORT taken, or a HOST that is not this machine, stops the start with exit code 78 naming the variable', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const taken = (holder.address() as AddressInfo).port;
+    try {
+      const result = await runServerToExit({
+        MCP_AUTH_PROVIDER: 'key',
+        PORT: String(taken),
+        DATA_DIR: await mkdtemp(join(tmpdir(), 'mcp-port-')),
+      });
+      assert.equal(result.code, 78, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`PORT ${taken} is in use on 127\\.0\\.0\\.1: stop what holds it, or choose another PORT`),
+      );
+    } finally {
+      holder.close();
+    }
+    const elsewhere = await runServerToExit({
+      MCP_AUTH_PROVIDER: 'key',
+      HOST: '192.0.2.1',
+      DATA_DIR: await mkdtemp(join(tmpdir(), 'mcp-host-')),
+    });
+    assert.equal(elsewhere.code, 78, elsewhere.stderr);
+    assert.match(elsewhere.stderr, /HOST 192\.0\.2\.1 is not an address of this machine/);
   });
 
   test('none mode refuses a non-loopback address unless told explicitly', async () => {

@@ -126,3 +126,25 @@ export function defaultServerBaseUrl(host: string, port: number): string {
   const usual = ['localhost', '0.0.0.0', '127.0.0.1', '[::]', '[::1]', '[::ffff:7f00:1]', '[::ffff:0:0]'];
   return usual.includes(hostname) ? localhost : `http://${hostname}:${port}`;
 }
+
+/**
+ * Why `listen` on HOST and PORT failed, as the variable to change, or undefined when the error
+ * is not one a setting explains. Node's own (`listen EADDRINUSE: address already in use`, or a
+ * DNS error for a HOST that is not this machine's) names neither variable.
+ */
+export function listenConfigError(error: unknown, host: string, port: number): ConfigError | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'EADDRINUSE':
+      return new ConfigError('PORT', `${port} is in use on ${host}: stop what holds it, or choose another PORT`);
+    case 'EACCES':
+      return new ConfigError('PORT', `${port} needs privileges this process does not have: choose a port above 1023`);
+    case 'EADDRNOTAVAIL':
+      return new ConfigError('HOST', `${host} is not an address of this machine`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ConfigError('HOST', `${host} is not a host name this machine can resolve`);
+    default:
+      return undefined;
+  }
+}

@@ -7,6 +7,7 @@ export {
   httpUrl,
   integer,
   list,
+  listenConfigError,
   oneOf,
   optional,
   parseUrl,

@@ -9,6 +9,7 @@ import {
   httpUrl,
   integer,
   list,
+  listenConfigError,
   oneOf,
   optional,
   required,
@@ -69,4 +70,20 @@ test('directory() resolves a relative path against the working directory, once, 
   assert.equal(directory({ D: '../up' }, 'D', '.data', '/srv/app'), '/srv/up');
   assert.equal(directory({}, 'D', '.data'), join(process.cwd(), '.data'), 'the process working directory by default');
   fails(() => directory({ D: 'a\0b' }, 'D', '.data'), /D must be a path without NUL characters/);
+});
+
+test('listenConfigError names the variable behind each listen failure, and nothing else', () => {
+  const failure = (code: string) => Object.assign(new Error(`listen ${code}`), { code });
+  assert.match(
+    String(listenConfigError(failure('EADDRINUSE'), '127.0.0.1', 8000)),
+    /PORT 8000 is in use on 127\.0\.0\.1/,
+  );
+  assert.match(String(listenConfigError(failure('EACCES'), '0.0.0.0', 80)), /PORT 80 needs privileges/);
+  assert.match(
+    String(listenConfigError(failure('EADDRNOTAVAIL'), '10.9.9.9', 8000)),
+    /HOST 10\.9\.9\.9 is not an address/,
+  );
+  assert.match(String(listenConfigError(failure('ENOTFOUND'), 'nowhere', 8000)), /HOST nowhere is not a host name/);
+  assert.equal(listenConfigError(failure('EMFILE'), '127.0.0.1', 8000), undefined);
+  assert.equal(listenConfigError(undefined, '127.0.0.1', 8000), undefined);
 });
