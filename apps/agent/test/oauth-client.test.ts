@@ -263,6 +263,21 @@ describe('client_credentials', () => {
     );
   });
 
+  test('a discovered token endpoint on plain http to another host gets no secret (MCP: every endpoint over HTTPS)', async () => {
+    const as = await authorizationServer({ token_endpoint: 'http://attacker.example/token' });
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const source = agentTokenSource(`${mcp.url}/mcp`, { clientSecret: 'the-secret' });
+    await assert.rejects(
+      source.accessToken(),
+      /names token_endpoint http:\/\/attacker\.example\/token: not used, no secret or code goes there .*set MCP_TOKEN_URL/,
+    );
+    assert.deepEqual(
+      as.seen.map((request) => request.path),
+      ['/.well-known/oauth-authorization-server'],
+      'only the metadata was read',
+    );
+  });
+
   test('MCP_TOKEN_URL: metadata that fails for now (503, unreachable) is asked again, not replaced by the MCP URL for good', async () => {
     const as = await authorizationServer();
     let available = false;
@@ -398,6 +413,28 @@ describe('interactive OAuth', () => {
         `${endpoint}: ${outcome}`,
       );
       assert.equal(codeExchanges, 0, endpoint);
+    }
+  });
+
+  test('a token or registration endpoint on plain http to another host: no registration, no browser, no code sent', async () => {
+    for (const [name, endpoint] of [
+      ['token_endpoint', 'http://attacker.example/token'],
+      ['registration_endpoint', 'http://attacker.example/register'],
+    ] as const) {
+      const as = await authorizationServer({ [name]: endpoint });
+      const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+      // Dynamic registration: the client's first request would go to registration_endpoint.
+      const { provider, opened } = await interactive(mcp);
+      await assert.rejects(provider.ensureAuthorized(), (error: Error) => {
+        assert.ok(error.message.includes(`names ${name} ${endpoint}: not used`), error.message);
+        return true;
+      });
+      assert.deepEqual(opened, [], `${name}: the browser was not sent anywhere`);
+      assert.deepEqual(
+        as.seen.map((request) => request.path),
+        ['/.well-known/oauth-authorization-server'],
+        `${name}: only the metadata was read`,
+      );
     }
   });
 

@@ -4,6 +4,8 @@
  * metadata (RFC 8414 or OpenID discovery) names the token endpoint. The MCP SDK's own discovery
  * functions do the fetching, so the agent follows the same rules as every SDK client.
  */
+
+import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import {
   discoverOAuthProtectedResourceMetadata,
   discoverOAuthServerInfo,
@@ -62,6 +64,27 @@ export function checkIssuer(authorizationServerUrl: string, metadata: { issuer: 
   }
 }
 
+/**
+ * MCP authorization, "Communication Security": every authorization server endpoint is served
+ * over HTTPS. The endpoints the agent sends secrets to (the code and its verifier, refresh
+ * tokens, a client secret: `token_endpoint`; its registration: `registration_endpoint`) must
+ * be `https:`, or `http:` on this machine (a developer's server): plain http to another host
+ * can be read and changed on the way. A token endpoint set by hand (`MCP_TOKEN_URL`, compose's
+ * `http://keycloak:8080`) is the operator's choice and not checked here.
+ */
+export function checkEndpointTransport(metadata: Record<string, unknown> | undefined): void {
+  for (const name of ['token_endpoint', 'registration_endpoint'] as const) {
+    const value = metadata?.[name];
+    if (typeof value !== 'string') continue;
+    const url = URL.canParse(value) ? new URL(value) : undefined;
+    if (url?.protocol === 'https:') continue;
+    if (url?.protocol === 'http:' && isLoopbackUrlHost(url.hostname)) continue;
+    throw new DiscoveryError(
+      `the authorization server ${String(metadata?.issuer)} names ${name} ${value}: not used, no secret or code goes there (only https, or http on localhost, 127.0.0.0/8 or [::1]${name === 'token_endpoint' ? '; set MCP_TOKEN_URL to name a token endpoint yourself' : ''})`,
+    );
+  }
+}
+
 /** `https://as.example/` as `https://as.example`: an empty path and `/` are one (RFC 3986 6.2.3). */
 function withoutRootSlash(url: string): string {
   return URL.canParse(url) && new URL(url).pathname === '/' && url.endsWith('/') ? url.slice(0, -1) : url;
@@ -115,6 +138,7 @@ export async function discoverAuthorization(
     );
   }
   checkIssuer(info.authorizationServerUrl, info.authorizationServerMetadata);
+  checkEndpointTransport(info.authorizationServerMetadata);
   const tokenEndpoint = info.authorizationServerMetadata?.token_endpoint;
   if (!tokenEndpoint) {
     throw new DiscoveryError(`the authorization server ${info.authorizationServerUrl} advertises no token_endpoint`);

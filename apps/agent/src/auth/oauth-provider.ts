@@ -38,7 +38,7 @@ import type {
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
 import { renewMarginMs } from './client-credentials.ts';
-import { checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
+import { checkEndpointTransport, checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
 import { findFreePort, listenForAuthorizationCode, redirectUrlFor } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -238,6 +238,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       throw new DiscoveryError(`no authorization server metadata at ${server}: no sign-in without it`);
     }
     checkIssuer(server, metadata);
+    checkEndpointTransport(metadata);
     thisServersResource(this.#options.mcpUrl, state.resourceMetadata?.resource || undefined);
     const clientId = this.#options.clientId;
     // `clientInformation()` carries the stamp only when the stored client is the configured one.
