@@ -305,6 +305,8 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     await stack.sql.query(`CREATE FUNCTION no_space() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$`);
     await stack.sql.query('CREATE TRIGGER no_space BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION no_space()');
+    // An earlier test's outage ends at the first query that gets its answer: before this window.
+    await call(bob, 'get_user_expenses');
     const logsBefore = stack.logs.length;
     const before = await countRows('bob');
     const results: CallToolResult[] = [];

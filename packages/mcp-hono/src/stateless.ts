@@ -6,6 +6,7 @@ import {
   type JSONRPCNotification,
   type JSONRPCRequest,
   type JSONRPCResultResponse,
+  LATEST_PROTOCOL_VERSION,
   type MessageExtraInfo,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
@@ -92,6 +93,25 @@ export async function createStatelessMcpEndpoint(
   // Made now, while the server starts, rather than by the first caller. A server without
   // tools answers with an error (the SDK lets no tool be added once connected), and every
   // tools/list then goes to it as before.
+  // MCP 2025-11-25, Tasks: a receiver that does not declare tasks MUST process a task-augmented
+  // request normally, ignoring `task`; the SDK answers it with an internal error (-32603). What
+  // the server declares is what its own `initialize` says.
+  const introduction = await transport.request(
+    {
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: {
+        protocolVersion: LATEST_PROTOCOL_VERSION,
+        capabilities: {},
+        clientInfo: { name: 'mcp-hono', version: '0' },
+      },
+    },
+    {},
+  );
+  const declaresTasks =
+    'result' in introduction &&
+    (introduction.result as { capabilities?: { tasks?: unknown } }).capabilities?.tasks !== undefined;
   const startListing = options.staticToolList
     ? await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {})
     : undefined;
@@ -109,7 +129,8 @@ export async function createStatelessMcpEndpoint(
         Allow: 'POST',
       });
     }
-    const accept = request.headers.get('accept') ?? '';
+    // Media types are case-insensitive (RFC 9110 8.3.1).
+    const accept = (request.headers.get('accept') ?? '').toLowerCase();
     if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
       return rpcError(
         c,
@@ -190,7 +211,16 @@ export async function createStatelessMcpEndpoint(
     const extra: MessageExtraInfo = { requestInfo: lazyRequestInfo(request, hiddenHeaders) };
     if (authInfo) extra.authInfo = authInfo;
     if (shape === 'request') {
-      const rpc = message as JSONRPCRequest;
+      let rpc = message as JSONRPCRequest;
+      if (
+        !declaresTasks &&
+        typeof rpc.params === 'object' &&
+        rpc.params !== null &&
+        Object.hasOwn(rpc.params, 'task')
+      ) {
+        const { task: _ignored, ...params } = rpc.params;
+        rpc = { ...rpc, params };
+      }
       // The fast paths below answer without the SDK's strict request schema: a member JSON-RPC
       // does not have is refused here, as that schema refuses it (the direct call checks its
       // params with the tool call's own schema; the listing with the request schema).

@@ -559,6 +559,43 @@ describe('protocol errors', () => {
     assert.deepEqual(await chunked.json(), await declared.json());
   });
 
+  test('a task-augmented request to a server that declares no tasks is answered as if plain (MCP 2025-11-25, Tasks)', async () => {
+    const app = await makeApp();
+    const post = async (body: unknown) =>
+      (await app.request('/mcp', { method: 'POST', headers: HEADERS, body: JSON.stringify(body) })).json();
+    const task = { ttl: 60_000 };
+    assert.deepEqual(await post({ jsonrpc: '2.0', id: 1, method: 'ping', params: { task } }), {
+      jsonrpc: '2.0',
+      id: 1,
+      result: {},
+    });
+    const called = (await post({
+      jsonrpc: '2.0',
+      id: 2,
+      method: 'tools/call',
+      params: { name: 'echo', arguments: { value: 'v' }, task },
+    })) as { result?: { content: { text: string }[] } };
+    assert.equal(called.result?.content[0]?.text, 'nobody:v', JSON.stringify(called));
+    const read = (await post({
+      jsonrpc: '2.0',
+      id: 3,
+      method: 'resources/read',
+      params: { uri: 'test://greeting', task },
+    })) as { result?: { contents: { text: string }[] } };
+    assert.equal(read.result?.contents[0]?.text, 'hello', JSON.stringify(read));
+  });
+
+  test('Accept is read without regard to case (RFC 9110 8.3.1)', async () => {
+    const app = await makeApp();
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: { ...HEADERS, accept: 'Application/JSON, Text/Event-Stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), { jsonrpc: '2.0', id: 1, result: {} });
+  });
+
   test("an unknown method is a JSON-RPC error with the caller's id", async () => {
     const app = await makeApp();
     const response = await app.request('/mcp', {
