@@ -503,6 +503,39 @@ describe('interactive OAuth', () => {
     assert.equal(provider.refreshes, 1);
   });
 
+  test('a token refused before its expiry (401) is refreshed, not signed in again; a step-up, or its refused refresh, gets the browser', async () => {
+    const as = await authorizationServer({}, 'answers', { expiresIn: 3600 });
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const { provider, opened } = await interactive(mcp);
+    await provider.ensureAuthorized();
+    assert.equal(opened.length, 1);
+    const grants = () =>
+      as.seen
+        .filter((request) => request.path === '/token')
+        .map((request) => new URLSearchParams(request.body).get('grant_type'));
+    // What the SDK's transport does with a 401 (here: the server's signing key rotated).
+    const refused = (scope?: string) =>
+      auth(provider, {
+        serverUrl: `${mcp.url}/mcp`,
+        resourceMetadataUrl: new URL(`${mcp.url}/.well-known/oauth-protected-resource/mcp`),
+        ...(scope ? { scope } : {}),
+      });
+    await refused();
+    assert.equal(opened.length, 1, 'no browser for a token the refresh token can replace');
+    assert.deepEqual(grants(), ['authorization_code', 'refresh_token']);
+    assert.equal((await provider.tokens())?.access_token, 'token-2');
+    assert.equal(provider.authorizations, 2, 'the tool call that met the 401 is retried');
+
+    await refused();
+    assert.equal(opened.length, 2, 'the refreshed token refused too: a sign-in');
+    assert.deepEqual(grants(), ['authorization_code', 'refresh_token', 'authorization_code']);
+
+    await refused('mcp:access expenses:write');
+    assert.equal(opened.length, 3, 'a step-up is a sign-in: a refresh cannot add scope');
+    assert.equal(grants().length, 4);
+    assert.match(new URL(opened[2] ?? '').searchParams.get('scope') ?? '', /expenses:write/);
+  });
+
   test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {
     const advertised = { authorization_response_iss_parameter_supported: true };
     const mixedUp = await signIn(advertised, (authorize) => ({

@@ -13,7 +13,10 @@
  * - The refresh token is never shown to the SDK; this provider refreshes before expiry itself.
  *   The SDK answers a 403 `insufficient_scope` by refreshing when it sees a refresh token, and a
  *   refresh cannot add scope, so step-up would loop; without one it starts a new authorization
- *   with the scope the server asked for (widened here to keep what was already granted).
+ *   with the scope the server asked for (widened here to keep what was already granted). An
+ *   authorization that asks for no more than the token holds (a 401 for a token refused before
+ *   its expiry: the server's signing key rotated, its clock ahead) refreshes instead, once per
+ *   token, and opens the browser only when that does not give a new one.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
@@ -93,7 +96,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   /** The authorization server refused this client at the code exchange of the sign-in under way. */
   #clientRefused = false;
   clientMetadataUrl?: string;
-  /** Completed browser logins in this process; moves when a retry can succeed. */
+  /** The access token a refresh instead of a sign-in gave: refused too, it gets a sign-in. */
+  #refreshedForRefusal: string | undefined;
+  /** Completed browser logins, and refreshes instead of one, in this process; moves when a retry can succeed. */
   authorizations = 0;
   /** Refresh-token grants performed by this provider. */
   refreshes = 0;
@@ -284,12 +289,42 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
    */
   async redirectToAuthorization(authorizationUrl: URL): Promise<void> {
     if (this.#signIn) return await this.#signIn;
-    this.#signIn = this.#signInAt(authorizationUrl);
+    this.#signIn = this.#refreshInstead(authorizationUrl).then((refreshed) =>
+      refreshed ? undefined : this.#signInAt(authorizationUrl),
+    );
     try {
       await this.#signIn;
     } finally {
       this.#signIn = undefined;
     }
+  }
+
+  /**
+   * A token refused before its expiry, where no more scope is asked than it holds: a refresh
+   * gives a new one without a person (RFC 6749 1.5: for when the access token "becomes invalid
+   * or expires"). Not for a step-up (a refresh cannot add scope), and once per token: a token a
+   * refresh gave that is refused too gets a sign-in.
+   */
+  async #refreshInstead(authorizationUrl: URL): Promise<boolean> {
+    const tokens = this.#session.tokens;
+    if (!tokens?.refresh_token || tokens.access_token === this.#refreshedForRefusal) return false;
+    const held = new Set((tokens.scope ?? '').split(' ').filter(Boolean));
+    const asked = (authorizationUrl.searchParams.get('scope') ?? '').split(' ').filter(Boolean);
+    if (held.size === 0 || !asked.every((word) => held.has(word))) return false;
+    try {
+      this.#refreshing ??= this.#refresh().finally(() => {
+        this.#refreshing = undefined;
+      });
+      await this.#refreshing;
+    } finally {
+      // The SDK made this authorization's verifier; no sign-in follows for it.
+      this.#verifiers.clear();
+    }
+    const renewed = this.#session.tokens?.access_token;
+    if (renewed === undefined || renewed === tokens.access_token) return false;
+    this.#refreshedForRefusal = renewed;
+    this.authorizations++;
+    return true;
   }
 
   async #signInAt(authorizationUrl: URL): Promise<void> {
@@ -343,6 +378,12 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         throw this.#clientRefused ? clientRefused() : error;
       });
       if (result !== 'AUTHORIZED') throw new Error('the authorization code could not be exchanged for a token');
+      const granted = this.#session.tokens;
+      if (granted && granted.scope === undefined && scope) {
+        // RFC 6749 5.1: a token answer without `scope` was granted the scope asked for.
+        granted.scope = scope;
+        await this.#persist();
+      }
       this.authorizations++;
       this.#options.print('Signed in.');
     } finally {
@@ -474,7 +515,12 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
         },
       });
       this.refreshes++;
-      await this.saveTokens({ ...refreshed, ...(tokens.issuer ? { issuer: tokens.issuer } : {}) } as OAuthTokens);
+      await this.saveTokens({
+        ...refreshed,
+        // RFC 6749 6: a refresh answer without `scope` keeps the scope the grant had.
+        ...(refreshed.scope === undefined && tokens.scope !== undefined ? { scope: tokens.scope } : {}),
+        ...(tokens.issuer ? { issuer: tokens.issuer } : {}),
+      } as OAuthTokens);
     } catch (error) {
       // Expired or revoked refresh token (invalid_grant), or this client refused: the next
       // request gets a 401 and a new login.
