@@ -1,6 +1,6 @@
 import { isLoopbackRedirectHost, redirectPortMayVary } from '@mcp-auth-stack/loopback';
 import { jsonValueTooDeep } from '@mcp-auth-stack/mcp-hono';
-import { misleadingTextProblem } from './plain-text.ts';
+import { displayNameProblem } from './plain-text.ts';
 
 /*
  * The rules on an OAuth client's registration (RFC 7591) and redirect URIs (RFC 8252) that
@@ -59,8 +59,8 @@ export function checkRegistration(body: unknown): { error: string; description: 
   if (members.subject_type !== undefined && members.subject_type !== 'public') {
     return { error: 'invalid_client_metadata', description: 'Only subject_type "public" is supported.' };
   }
-  // The name is shown on consent pages: the one rule of text people read (plain-text.ts).
-  const nameProblem = typeof members.client_name === 'string' ? misleadingTextProblem(members.client_name) : undefined;
+  // The name is shown on consent pages, on one line: the rule of names people read (plain-text.ts).
+  const nameProblem = typeof members.client_name === 'string' ? displayNameProblem(members.client_name) : undefined;
   if (nameProblem) return { error: 'invalid_client_metadata', description: `client_name ${nameProblem}.` };
   const grantTypes = members.grant_types ?? CLIENT_GRANT_TYPES;
   if (!Array.isArray(grantTypes) || !grantTypes.every((grant) => CLIENT_GRANT_TYPES.includes(grant as string))) {

@@ -51,7 +51,7 @@ export {
 } from './metadata.ts';
 export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
 export { noAuthProvider, type RequestAuthProvider, requestAuthenticating } from './no-auth-provider.ts';
-export { misleadingTextProblem } from './plain-text.ts';
+export { displayNameProblem, misleadingTextProblem } from './plain-text.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';
 export { clientAddress, FixedWindowLimiter } from './rate-limit.ts';
 export {

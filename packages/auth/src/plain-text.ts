@@ -84,3 +84,22 @@ export function misleadingTextProblem(text: string): string | undefined {
   if (!HAS_VISIBLE.test(text)) return 'must contain at least one visible character';
   return undefined;
 }
+
+/** White space a browser neither collapses nor keeps from breaking a line: U+3000, U+2000-200A. */
+const SPACE_OTHER_THAN_PLAIN = /(?! )\p{White_Space}/u;
+/** More combining marks on one letter than any script writes: they stack over what is below. */
+const STACKED_MARKS = /\p{M}{5}/u;
+
+/**
+ * `misleadingTextProblem`, and what makes a one-line name shown on a page read as more than it
+ * is: a run of wide spaces breaks it into a second line of the attacker's text ("Verified
+ * publisher: …"), and a stack of combining marks is drawn through the lines and buttons below.
+ * The rule of OAuth client names.
+ */
+export function displayNameProblem(text: string): string | undefined {
+  const problem = misleadingTextProblem(text);
+  if (problem) return problem;
+  if (SPACE_OTHER_THAN_PLAIN.test(text)) return 'must use only the plain space (U+0020) between words';
+  if (STACKED_MARKS.test(text)) return 'must not stack more than four combining marks on one character';
+  return undefined;
+}

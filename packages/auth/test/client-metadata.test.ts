@@ -51,6 +51,12 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     ['Good\uFE00\uFE01\uFE02', /invisible characters/],
     ['Good\u200D', /invisible characters/],
     ['\u2800', /^client_name must contain at least one visible character\.$/],
+    // A run of wide spaces breaks the name into a line of its own ("Verified publisher: …").
+    [`Visual Studio Code${'\u3000'.repeat(40)}Verified publisher: Microsoft`, /only the plain space \(U\+0020\)/],
+    ['A\u2003B', /only the plain space/],
+    ['A\u00A0B', /only the plain space/],
+    // Stacked marks are drawn over the page below the name.
+    [`Visual Studio Code${'\u0323'.repeat(170)}`, /more than four combining marks/],
   ] as const) {
     const refused = register(name);
     assert.equal(refused?.error, 'invalid_client_metadata', JSON.stringify(name));
@@ -61,6 +67,9 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     'Family \u{1F468}\u200D\u{1F469}\u200D\u{1F467}',
     'می\u200Cخواهم',
     '1\uFE0F\u20E3',
+    'Tiếng Việt',
+    'Tie\u0302\u0301ng Vie\u0323\u0302t',
+    'काम करो',
   ]) {
     assert.equal(register(name), undefined, JSON.stringify(name));
   }

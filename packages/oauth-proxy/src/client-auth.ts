@@ -85,6 +85,10 @@ export async function authenticateClient(ctx: ProxyContext, c: Context, form: UR
     if (secret === undefined || !safeEqual(sha256(secret).toString('hex'), client.secretSha256.toString('hex'))) {
       throw new OAuthError('invalid_client', 'Client authentication failed.', 401);
     }
+  } else if (secret) {
+    // RFC 6749 3.2.1: authentication that is included is checked; a public client has no secret
+    // it could pass with (an empty Basic password, which some libraries send, is none).
+    throw new OAuthError('invalid_client', 'This client has no secret: authenticate with client_id alone.', 401);
   }
   return client;
 }

@@ -109,12 +109,20 @@ export function isMetadataDocumentUrl(clientId: string, allowInsecure: boolean):
       !clientId.includes('#') &&
       !url.username &&
       !url.password &&
-      // The consent page shows the id as its identity: it must name the host it is fetched from.
-      showsWhereItLeads(clientId)
+      // The consent page shows the id as its identity: it must name the host it is fetched from,
+      // and the path (CIMD draft 3: no `.` or `..` segment; `/app/../evil.json` is `/evil.json`).
+      showsWhereItLeads(clientId) &&
+      !hasDotSegment(clientId)
     );
   } catch {
     return false;
   }
+}
+
+/** A `.` or `..` path segment, written so or with `%2e`, in the URL as written. */
+function hasDotSegment(url: string): boolean {
+  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^?#]*)/i.exec(url)?.[1] ?? '';
+  return path.split('/').some((segment) => /^(\.|%2e){1,2}$/i.test(segment));
 }
 
 const REFUSED_DOCUMENT_SECONDS = 60;

@@ -11,6 +11,11 @@ const BROWSER_COOKIE = 'mcp_oauth_browser';
 const CONSENT_COOKIE = 'mcp_oauth_consent';
 /** At most this many remembered clients per browser (the oldest go first). */
 const MAX_REMEMBERED = 20;
+/**
+ * And at most this long, signed: browsers drop a cookie whose name and value pass 4096 bytes
+ * (RFC 6265bis 5.6), and the approval it would have remembered with it, every time after.
+ */
+const MAX_CONSENT_COOKIE_BYTES = 3800;
 
 function prefixOf(ctx: ProxyContext): 'host' | undefined {
   return ctx.secure ? 'host' : undefined;
@@ -98,6 +103,14 @@ export function rememberConsent(
   const now = Math.floor(Date.now() / 1000);
   const entries = rememberedConsents(c, ctx).filter((entry) => entry.c !== clientId || entry.r !== redirectUri);
   entries.push({ c: clientId, r: redirectUri, s: scopes, x: now + ctx.ttl.rememberConsent });
-  const value = sign(ctx.keys.cookies, { v: CONSENT_COOKIE_VERSION, e: entries.slice(-MAX_REMEMBERED) });
+  let kept = entries.slice(-MAX_REMEMBERED);
+  let value = sign(ctx.keys.cookies, { v: CONSENT_COOKIE_VERSION, e: kept });
+  while (value.length > MAX_CONSENT_COOKIE_BYTES && kept.length > 1) {
+    kept = kept.slice(1);
+    value = sign(ctx.keys.cookies, { v: CONSENT_COOKIE_VERSION, e: kept });
+  }
+  // One approval too large alone (a redirect URI of kilobytes) is not remembered: the browser
+  // would drop the cookie, and the cookie it has keeps what it remembered.
+  if (value.length > MAX_CONSENT_COOKIE_BYTES) return;
   setCookie(c, CONSENT_COOKIE, value, cookieOptions(ctx, ctx.ttl.rememberConsent));
 }

@@ -32,11 +32,11 @@ const STYLE = `
     font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; padding: 24px; }
   main { width: 100%; max-width: 480px; background: var(--card); border: 1px solid var(--line); border-radius: 12px;
     padding: 28px; box-shadow: 0 1px 3px rgb(0 0 0 / 8%); }
-  h1 { font-size: 1.3rem; margin: 0 0 4px; line-height: 1.3; }
+  h1 { font-size: 1.3rem; margin: 0 0 4px; line-height: 1.3; overflow: hidden; overflow-wrap: anywhere; }
   .sub { color: var(--muted); margin: 0 0 20px; }
   dl { margin: 0 0 20px; display: grid; gap: 12px; }
   dt { font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
-  dd { margin: 2px 0 0; overflow-wrap: anywhere; }
+  dd { margin: 2px 0 0; overflow-wrap: anywhere; overflow: hidden; }
   code { font: .9rem ui-monospace, SFMono-Regular, Menlo, monospace; }
   ul { margin: 4px 0 0; padding-left: 1.2rem; }
   .note { font-size: .9rem; color: var(--warn); margin: 0 0 20px; }

@@ -142,6 +142,12 @@ export function safeFetchJson(
             new SafeFetchError(`the document answered HTTP ${response.statusCode} (redirects are not followed)`),
           );
         }
+        // CIMD draft: a document served as anything but JSON is an error (a paste site's text/plain is no client's identity).
+        const mediaType = (response.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+        if (mediaType !== 'application/json' && !/^application\/[^/]+\+json$/.test(mediaType)) {
+          response.resume();
+          return fail(new SafeFetchError('the document is not served as application/json'));
+        }
         const declared = Number(response.headers['content-length'] ?? '0');
         if (declared > options.maxBytes)
           return fail(new SafeFetchError(`the document exceeds ${options.maxBytes} bytes`));

@@ -304,6 +304,41 @@ describe('registration', () => {
     });
     assert.deepEqual([right.status, right.body.error], [400, 'invalid_grant'], 'authenticated; only the code is bad');
   });
+  test('a public client that sends a secret is refused (RFC 6749 3.2.1); an empty Basic password is none', async () => {
+    const client = await register(a.app);
+    assert.equal(client.client_secret, undefined);
+    const inForm = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code: 'nope',
+      client_id: client.client_id,
+      client_secret: 'bogus',
+    });
+    assert.deepEqual([inForm.status, inForm.body.error], [401, 'invalid_client']);
+    const basic = (credentials: string) =>
+      a.app.request(`${ISSUER}/token`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: `Basic ${Buffer.from(credentials).toString('base64')}`,
+        },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code: 'nope' }).toString(),
+      });
+    const withPassword = await basic(`${client.client_id}:bogus`);
+    assert.equal(withPassword.status, 401);
+    assert.equal(((await withPassword.json()) as { error: string }).error, 'invalid_client');
+    const emptyPassword = await basic(`${client.client_id}:`);
+    assert.equal(
+      ((await emptyPassword.json()) as { error: string }).error,
+      'invalid_grant',
+      'authenticated; only the code is bad',
+    );
+    const alone = await tokenRequest(a.app, {
+      grant_type: 'authorization_code',
+      code: 'nope',
+      client_id: client.client_id,
+    });
+    assert.deepEqual([alone.status, alone.body.error], [400, 'invalid_grant']);
+  });
   test('Basic credentials with a bad escape are invalid_client (401), not a server error', async () => {
     const client = await register(a.app, { token_endpoint_auth_method: 'client_secret_basic' });
     for (const credentials of [`%zz:${client.client_secret}`, `${client.client_id}:%E0%A4%A`]) {
@@ -1402,6 +1437,45 @@ describe('consent', () => {
     // The same loopback redirect on another port (RFC 8252: the app's new listener) is the same one.
     const otherPort = await askFor('http://127.0.0.1:40411/callback');
     assert.equal(otherPort.status, 302, 'the loopback redirect on another port: straight upstream');
+  });
+
+  test('twenty remembered approvals with long redirect URIs: the cookie stays under the browser limit, newest kept', async () => {
+    const browser = new Browser();
+    const clients: string[] = [];
+    for (let index = 0; index < 20; index++) {
+      // A web client's callback, about the length of the ones in use (claude.ai's is 43 characters).
+      const redirect = `https://client-${index}.example/api/mcp/auth_callback/${'x'.repeat(60)}`;
+      const client = await register(a.app, { redirect_uris: [redirect] });
+      clients.push(client.client_id);
+      const page = await browser.get(
+        a.app,
+        authorizeUrl({ client_id: client.client_id, redirect_uri: redirect, code_challenge: pkce().challenge }),
+      );
+      assert.equal(page.status, 200, `approval ${index}: the consent page`);
+      const approved = await browser.post(a.app, `${ISSUER}/consent`, {
+        ...consentFields(await page.text()),
+        decision: 'approve',
+        remember: '1',
+      });
+      await continuedTo(approved);
+      const cookie = browser.cookies.get('mcp_oauth_consent') ?? '';
+      assert.ok(`mcp_oauth_consent=${cookie}`.length <= 4096, `approval ${index}: ${cookie.length} bytes`);
+    }
+    const lastRedirect = `https://client-19.example/api/mcp/auth_callback/${'x'.repeat(60)}`;
+    const newest = await browser.get(
+      a.app,
+      authorizeUrl({ client_id: clients[19], redirect_uri: lastRedirect, code_challenge: pkce().challenge }),
+    );
+    assert.equal(newest.status, 302, 'the newest approval is remembered');
+    const oldest = await browser.get(
+      a.app,
+      authorizeUrl({
+        client_id: clients[0],
+        redirect_uri: `https://client-0.example/api/mcp/auth_callback/${'x'.repeat(60)}`,
+        code_challenge: pkce().challenge,
+      }),
+    );
+    assert.equal(oldest.status, 200, 'the oldest made room: asked again');
   });
 
   test('a tampered consent cookie is ignored', async () => {

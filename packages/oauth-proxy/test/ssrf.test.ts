@@ -61,6 +61,18 @@ describe('isMetadataDocumentUrl', () => {
     assert.equal(isMetadataDocumentUrl('https://vscode.dev%2eevil.example/client.json', false), false);
     assert.equal(isMetadataDocumentUrl('https://xn--vscde-lye.dev/oauth/client.json', false), true);
   });
+  test('no . or .. path segment (CIMD draft 3), however written; a dot inside a name is fine', () => {
+    for (const id of [
+      'https://app.example.com/trusted-app/../evil.json',
+      'https://app.example.com/a/%2E%2E/c.json',
+      'https://app.example.com/a/%2e./c.json',
+      'https://app.example.com/./c.json',
+      'https://app.example.com/a/..',
+    ]) {
+      assert.equal(isMetadataDocumentUrl(id, false), false, id);
+    }
+    assert.equal(isMetadataDocumentUrl('https://app.example.com/a/.well-known/c..json', false), true);
+  });
 });
 
 describe('safeFetchJson', () => {
@@ -74,6 +86,12 @@ describe('safeFetchJson', () => {
       } else if (request.url === '/slow') {
         response.writeHead(200, { 'content-type': 'application/json' });
         response.write('{');
+      } else if (request.url === '/as-html' || request.url === '/as-text') {
+        response.writeHead(200, { 'content-type': request.url === '/as-html' ? 'text/html' : 'text/plain' });
+        response.end('{"client_id":"x"}');
+      } else if (request.url === '/as-json-suffix') {
+        response.writeHead(200, { 'content-type': 'Application/Vnd.Example+JSON; charset=utf-8' });
+        response.end('{"ok":true}');
       } else if (request.url === '/redirect') {
         response.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
       } else {
@@ -125,4 +143,9 @@ describe('safeFetchJson', () => {
   test('a document that does not arrive in time is refused', () =>
     refused(`${base}/slow`, { ...dev, timeoutMs: 200 }, /within 200 ms/));
   test('redirects are not followed', () => refused(`${base}/redirect`, dev, /redirects are not followed/));
+  test('a document served as anything but JSON is refused (CIMD: an error response)', async () => {
+    await refused(`${base}/as-html`, dev, /not served as application\/json/);
+    await refused(`${base}/as-text`, dev, /not served as application\/json/);
+    assert.deepEqual((await safeFetchJson(`${base}/as-json-suffix`, dev)).body, { ok: true });
+  });
 });
