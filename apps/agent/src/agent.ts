@@ -59,6 +59,23 @@ export interface AgentOptions {
    * `withoutUrlSecrets` unless given (the runtime adds the configuration's own secrets).
    */
   hideSecrets?: (text: string) => string;
+  /**
+   * Asked before each call of a tool that may delete or overwrite data (`isDestructive`): the
+   * call runs only when it resolves true. Unset: such calls run unasked.
+   */
+  confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+}
+
+/**
+ * A call that may delete or overwrite data, by its MCP annotations as the specification reads
+ * them: `destructiveHint` defaults to true for a tool that is not `readOnlyHint` (an extra
+ * server's tool without annotations counts). Annotations are the server's word, trusted here
+ * only to ask less: a server that marks its delete read-only is one to leave out.
+ */
+export function isDestructive(tool: { metadata?: Record<string, unknown> } | undefined): boolean {
+  const annotations = tool?.metadata?.annotations as { readOnlyHint?: boolean; destructiveHint?: boolean } | undefined;
+  if (annotations?.readOnlyHint === true) return false;
+  return annotations?.destructiveHint !== false;
 }
 
 const RESULT_SUMMARY_LENGTH = 240;
@@ -130,6 +147,8 @@ export class ExpensesAgent {
     const now = options.now ?? (() => new Date());
     const epoch = options.authorizationEpoch;
     const middleware = [
+      // Outermost: a call retried after a sign-in is not asked about twice.
+      ...(options.confirmDestructive ? [confirmDestructiveCalls(options.confirmDestructive)] : []),
       dynamicSystemPromptMiddleware(() => systemPrompt(now())),
       toolErrorsWithoutSecrets(options.hideSecrets ?? withoutUrlSecrets),
     ];
@@ -202,6 +221,29 @@ export class ExpensesAgent {
     }
     return { reply, toolCalls, history };
   }
+}
+
+/**
+ * Calls that may delete or overwrite data run only when confirmed: text in a tool result (an
+ * expense description someone wrote, a web page an extra server fetched) can ask the model for a
+ * delete the person never asked for (MCP, Tools: a human in the loop for such calls). A call not
+ * confirmed is a tool error the model reads and tells the person about.
+ */
+function confirmDestructiveCalls(confirm: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>) {
+  return createMiddleware({
+    name: 'ConfirmDestructiveCalls',
+    wrapToolCall: async (request, handler) => {
+      if (!isDestructive(request.tool as { metadata?: Record<string, unknown> } | undefined)) return handler(request);
+      const { name, args, id } = request.toolCall;
+      if (await confirm({ name, args: args as Record<string, unknown> })) return handler(request);
+      return new ToolMessage({
+        content: `Not done: ${name} may delete or overwrite data, and this call was not confirmed by the user. Nothing was changed. Tell the user what you meant to do; they can ask again and confirm it.`,
+        tool_call_id: id ?? name,
+        name,
+        status: 'error',
+      });
+    },
+  });
 }
 
 /**

@@ -45,9 +45,19 @@ if (unknownFlag) {
   process.exit(64); // EX_USAGE
 }
 
+/** How the person is asked to confirm a call that may delete or overwrite data (set below). */
+let askPerson: ((question: string) => Promise<string | undefined>) | undefined;
+async function confirmDestructive(call: { name: string; args: Record<string, unknown> }): Promise<boolean> {
+  if (!askPerson) return false;
+  const answer = await askPerson(
+    `  ? ${forTerminal(`${call.name} ${JSON.stringify(call.args)}`)} may delete or overwrite data. Run it? [y/N] `,
+  );
+  return /^\s*y(es)?\s*$/i.test(answer ?? '');
+}
+
 let running: RunningAgent;
 try {
-  running = await startAgent(loadConfig());
+  running = await startAgent(loadConfig(), { confirmDestructive });
 } catch (error) {
   process.stderr.write(
     // A start error may carry what a server answered (its error body): filtered like model text.
@@ -91,8 +101,17 @@ process.once('SIGINT', () => {
 let exitCode = 0;
 try {
   if (args.length > 0) {
+    // A one-shot run asks on its terminal; piped or in a script there is nobody to ask.
+    const terminal = process.stdin.isTTY
+      ? createInterface({ input: process.stdin, output: process.stdout })
+      : undefined;
+    if (terminal) askPerson = (question) => terminal.question(question);
     const events = terminalEvents();
-    await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
+    try {
+      await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
+    } finally {
+      terminal?.close();
+    }
     events.finish();
   } else {
     process.stdout.write(
@@ -102,9 +121,16 @@ try {
     let history: BaseMessage[] = [];
     readline.setPrompt('you> ');
     readline.prompt();
+    // One reader of the input: a confirmation takes the next line, typed or piped.
+    const lines = readline[Symbol.asyncIterator]();
+    askPerson = async (question) => {
+      process.stdout.write(question);
+      const next = await lines.next();
+      return next.done ? undefined : next.value;
+    };
     // Ends at Ctrl-D (or the end of piped input).
-    for await (const line of readline) {
-      const message = line.trim();
+    for (let next = await lines.next(); !next.done; next = await lines.next()) {
+      const message = next.value.trim();
       if (message === 'exit' || message === 'quit') break;
       if (message) {
         const events = terminalEvents();

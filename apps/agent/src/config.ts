@@ -98,6 +98,12 @@ export interface AgentConfig {
   chatUnauthenticated: boolean;
   /** `serve` mode: a `/chat` turn still running after this is stopped and answered 504. */
   turnTimeoutSeconds: number;
+  /**
+   * Tool calls that may delete or overwrite data (MCP annotations: not read-only, not marked
+   * non-destructive): `ask` the person at the terminal first (refused where nobody can be asked:
+   * HTTP mode, a one-shot run without a terminal), `refuse` them, or `allow` them unasked.
+   */
+  destructiveTools: DestructiveToolsPolicy;
   /** How long the model may take to start its answer, each attempt (raise it for a slow local model). */
   modelTimeoutSeconds: number;
   logLevel: LogLevel;
@@ -133,11 +139,14 @@ export const CONFIG_VARIABLES = [
   'AGENT_CHAT_TOKEN',
   'AGENT_CHAT_UNAUTHENTICATED',
   'AGENT_TURN_TIMEOUT_SECONDS',
+  'AGENT_DESTRUCTIVE_TOOLS',
   'MODEL_TIMEOUT_SECONDS',
   'LOG_LEVEL',
 ] as const;
 
 export const API_HOSTS: readonly ApiHost[] = ['azure', 'openai', 'github', 'ollama'];
+export type DestructiveToolsPolicy = 'ask' | 'allow' | 'refuse';
+export const DESTRUCTIVE_TOOLS_POLICIES: readonly DestructiveToolsPolicy[] = ['ask', 'allow', 'refuse'];
 export const MCP_AUTH_MODES: readonly McpAuthMode[] = ['oauth', 'client_credentials', 'key', 'none'];
 
 /**
@@ -166,6 +175,7 @@ export function loadConfig(env: Env = process.env): AgentConfig {
     chatToken: loadChatToken(env),
     chatUnauthenticated: boolean(env, 'AGENT_CHAT_UNAUTHENTICATED', false),
     turnTimeoutSeconds: integer(env, 'AGENT_TURN_TIMEOUT_SECONDS', 120, 1, 3600),
+    destructiveTools: oneOf(env, 'AGENT_DESTRUCTIVE_TOOLS', DESTRUCTIVE_TOOLS_POLICIES, 'ask'),
     modelTimeoutSeconds: integer(env, 'MODEL_TIMEOUT_SECONDS', 60, 1, 3600),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
   };

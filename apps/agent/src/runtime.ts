@@ -23,6 +23,21 @@ export interface RuntimeDependencies {
   openBrowser?: (url: string) => Promise<boolean>;
   now?: () => Date;
   azureCredential?: () => TokenCredential;
+  /**
+   * How the person is asked before a call that may delete or overwrite data
+   * (`AGENT_DESTRUCTIVE_TOOLS=ask`); without it nobody can be asked, and such calls are refused.
+   */
+  confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+}
+
+/** The confirmation the agent asks for, by `AGENT_DESTRUCTIVE_TOOLS`: none when `allow`. */
+function destructiveCallConfirmation(
+  policy: AgentConfig['destructiveTools'],
+  ask: RuntimeDependencies['confirmDestructive'],
+): RuntimeDependencies['confirmDestructive'] {
+  if (policy === 'allow') return undefined;
+  if (policy === 'ask' && ask) return ask;
+  return async () => false;
 }
 
 export async function startAgent(config: AgentConfig, deps: RuntimeDependencies = {}): Promise<RunningAgent> {
@@ -31,6 +46,7 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     { timeoutMs: config.modelTimeoutSeconds * 1000 },
   );
   const hideSecrets = secretsHider(configuredSecrets(config));
+  const confirmDestructive = destructiveCallConfirmation(config.destructiveTools, deps.confirmDestructive);
   let connections: PreparedConnections;
   try {
     connections = await prepareConnections(config, {
@@ -55,6 +71,7 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
       authorizationEpoch: connections.authorizationEpoch,
       hideSecrets,
       ...(deps.now ? { now: deps.now } : {}),
+      ...(confirmDestructive ? { confirmDestructive } : {}),
     });
     return { agent, mcpClient, connections, close: () => mcpClient.close() };
   } catch (error) {
