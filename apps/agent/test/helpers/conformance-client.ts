@@ -76,6 +76,8 @@ try {
   const running = await startAgent(config, {
     openBrowser: approvingBrowser,
     print: (line) => process.stderr.write(`${line}\n`),
+    // The suite's test-tool has no annotations, so it may be destructive (MCP): the person confirms.
+    confirmDestructive: async () => true,
   });
   try {
     const turn = await running.agent.run('Call test-tool.');
