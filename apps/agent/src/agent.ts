@@ -72,8 +72,8 @@ export interface AgentOptions {
  * server's tool without annotations counts). Annotations are the server's word, trusted here
  * only to ask less: a server that marks its delete read-only is one to leave out.
  */
-export function isDestructive(tool: { metadata?: Record<string, unknown> } | undefined): boolean {
-  const annotations = tool?.metadata?.annotations as { readOnlyHint?: boolean; destructiveHint?: boolean } | undefined;
+export function isDestructive(tool: { metadata?: Record<string, unknown> }): boolean {
+  const annotations = tool.metadata?.annotations as { readOnlyHint?: boolean; destructiveHint?: boolean } | undefined;
   if (annotations?.readOnlyHint === true) return false;
   return annotations?.destructiveHint !== false;
 }
@@ -230,12 +230,22 @@ export class ExpensesAgent {
  * confirmed is a tool error the model reads and tells the person about.
  */
 function confirmDestructiveCalls(confirm: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>) {
+  // One question at a time: the model's calls of one message run in parallel, and a person
+  // answers them in turn (a second question while one waits would go unanswered).
+  let questions: Promise<unknown> = Promise.resolve();
+  const askInTurn = (call: { name: string; args: Record<string, unknown> }) => {
+    const answer = questions.then(() => confirm(call));
+    questions = answer.catch(() => {});
+    return answer;
+  };
   return createMiddleware({
     name: 'ConfirmDestructiveCalls',
     wrapToolCall: async (request, handler) => {
-      if (!isDestructive(request.tool as { metadata?: Record<string, unknown> } | undefined)) return handler(request);
+      // A tool the agent does not have is the tool node's error ("not found"), not a question.
+      const tool = request.tool as { metadata?: Record<string, unknown> } | undefined;
+      if (tool === undefined || !isDestructive(tool)) return handler(request);
       const { name, args, id } = request.toolCall;
-      if (await confirm({ name, args: args as Record<string, unknown> })) return handler(request);
+      if (await askInTurn({ name, args: args as Record<string, unknown> })) return handler(request);
       return new ToolMessage({
         content: `Not done: ${name} may delete or overwrite data, and this call was not confirmed by the user. Nothing was changed. Tell the user what you meant to do; they can ask again and confirm it.`,
         tool_call_id: id ?? name,
@@ -272,31 +282,46 @@ function toolErrorsWithoutSecrets(hide: (text: string) => string) {
   });
 }
 
+/** How many times a call is sent again while new tokens keep coming (a refresh, then a sign-in). */
+const RETRIES_AFTER_AUTHORIZATION = 2;
+/** A tool's own error result (`@langchain/mcp-adapters`): the server ran the call, and answered. */
+const SERVER_ANSWERED = /MCP tool '[^']*' on server '[^']*' returned an error:/;
+
 /**
- * When a tool call fails because the MCP client had to send the user to the browser (first
- * login, or step-up to a scope the token lacks), the SDK transport gives up on that request
- * even though the new token is in hand by the time it returns. One retry then succeeds.
+ * When a tool call fails because the MCP client had to get a new token (a refresh for a token
+ * refused before its expiry, a first login, or step-up to a scope the token lacks), the SDK
+ * transport gives up on that request even though the new token is in hand by the time it
+ * returns. The call is sent again then, as long as new tokens keep coming (a refreshed token
+ * refused too gets a sign-in), at most twice; never after the server answered it itself (an add
+ * that failed after it was stored must not be sent again).
  */
 function retryAfterAuthorization(authorizationEpoch: () => number) {
   return createMiddleware({
     name: 'RetryAfterAuthorization',
     wrapToolCall: async (request, handler) => {
-      const before = authorizationEpoch();
-      try {
-        const result = await handler(request);
+      const attempt = async () => {
+        try {
+          return await handler(request);
+        } catch (error) {
+          // Errors thrown from middleware would end the whole run; the model should see them
+          // instead, as it does without this middleware.
+          return new ToolMessage({
+            content: `${error}`,
+            tool_call_id: request.toolCall.id ?? '',
+            name: request.toolCall.name,
+            status: 'error',
+          });
+        }
+      };
+      let epoch = authorizationEpoch();
+      let result = await attempt();
+      for (let retry = 0; retry < RETRIES_AFTER_AUTHORIZATION; retry++) {
         const failed = ToolMessage.isInstance(result) && result.status === 'error';
-        return failed && authorizationEpoch() !== before ? await handler(request) : result;
-      } catch (error) {
-        if (authorizationEpoch() !== before) return await handler(request);
-        // Errors thrown from middleware would end the whole run; the model should see them
-        // instead, as it does without this middleware.
-        return new ToolMessage({
-          content: `${error}`,
-          tool_call_id: request.toolCall.id ?? '',
-          name: request.toolCall.name,
-          status: 'error',
-        });
+        if (!failed || authorizationEpoch() === epoch || SERVER_ANSWERED.test(textOf(result as BaseMessage))) break;
+        epoch = authorizationEpoch();
+        result = await attempt();
       }
+      return result;
     },
   });
 }

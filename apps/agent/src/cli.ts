@@ -49,9 +49,9 @@ if (unknownFlag) {
 let askPerson: ((question: string) => Promise<string | undefined>) | undefined;
 async function confirmDestructive(call: { name: string; args: Record<string, unknown> }): Promise<boolean> {
   if (!askPerson) return false;
-  const answer = await askPerson(
-    `  ? ${forTerminal(`${call.name} ${JSON.stringify(call.args)}`)} may delete or overwrite data. Run it? [y/N] `,
-  );
+  const question = `  ? ${forTerminal(`${call.name} ${JSON.stringify(call.args)}`)} may delete or overwrite data. Run it? [y/N] `;
+  // No answer (the input ended, Ctrl-D at the question) is no.
+  const answer = await askPerson(question).catch(() => undefined);
   return /^\s*y(es)?\s*$/i.test(answer ?? '');
 }
 
@@ -101,17 +101,22 @@ process.once('SIGINT', () => {
 let exitCode = 0;
 try {
   if (args.length > 0) {
-    // A one-shot run asks on its terminal; piped or in a script there is nobody to ask.
-    const terminal = process.stdin.isTTY
-      ? createInterface({ input: process.stdin, output: process.stdout })
-      : undefined;
-    if (terminal) askPerson = (question) => terminal.question(question);
-    const events = terminalEvents();
-    try {
-      await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
-    } finally {
-      terminal?.close();
+    // A one-shot run asks on its terminal; piped or in a script there is nobody to ask. The
+    // terminal is read only while a question waits: open, it would take Ctrl-C for itself.
+    if (process.stdin.isTTY) {
+      askPerson = async (question) => {
+        const terminal = createInterface({ input: process.stdin, output: process.stdout });
+        // Ctrl-C at the question stops the run, as it does anywhere else.
+        terminal.once('SIGINT', () => process.emit('SIGINT', 'SIGINT'));
+        try {
+          return await terminal.question(question);
+        } finally {
+          terminal.close();
+        }
+      };
     }
+    const events = terminalEvents();
+    await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
     events.finish();
   } else {
     process.stdout.write(

@@ -574,9 +574,33 @@ describe('calls that may delete data run only when the person confirms them', ()
       },
     });
     try {
-      llm.script(obeyingModel(phone));
-      await confirming.agent.run('delete the phone expense');
-      assert.deepEqual(asked, [{ name: 'delete_user_expense', args: { id: phone } }]);
+      llm.script([
+        {
+          toolCalls: [
+            {
+              name: 'add_user_expense',
+              arguments: {
+                date: '2025-12-11',
+                amount: 3,
+                category: 'food',
+                description: 'Tea (confirm test)',
+                payment_method: 'cash',
+              },
+            },
+          ],
+        },
+        ...obeyingModel(phone),
+      ]);
+      const turn = await confirming.agent.run('add a tea, then delete the phone expense');
+      assert.deepEqual(
+        turn.toolCalls.map((call) => [call.name, call.isError]),
+        [
+          ['add_user_expense', false],
+          ['get_user_expenses', false],
+          ['delete_user_expense', false],
+        ],
+      );
+      assert.deepEqual(asked, [{ name: 'delete_user_expense', args: { id: phone } }], 'only the delete is asked about');
       assert.equal(await phoneKept(phone), false);
     } finally {
       await confirming.close();
@@ -592,6 +616,42 @@ describe('calls that may delete data run only when the person confirms them', ()
       assert.equal(await phoneKept(other), false);
     } finally {
       await allowing.close();
+    }
+  });
+
+  test('two deletes in one message are asked about one at a time, and each answer applies to its own call', async () => {
+    const first = await plantedInjection();
+    const second = await plantedInjection();
+    let waiting = 0;
+    const asked: string[] = [];
+    const agent = await startAgent(loadConfig(env), {
+      now: () => TODAY,
+      confirmDestructive: async (call) => {
+        assert.equal(waiting, 0, 'a second question while one waits for its answer');
+        waiting += 1;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        waiting -= 1;
+        asked.push(String(call.args.id));
+        return call.args.id === second;
+      },
+    });
+    try {
+      llm.script([
+        {
+          toolCalls: [
+            { name: 'delete_user_expense', arguments: { id: first } },
+            { name: 'delete_user_expense', arguments: { id: second } },
+          ],
+        },
+        { content: 'Done.' },
+      ]);
+      const turn = await agent.agent.run('delete both phone expenses');
+      assert.deepEqual(asked.sort(), [first, second].sort());
+      assert.equal(turn.toolCalls.filter((call) => call.isError).length, 1);
+      assert.equal(await phoneKept(first), true, 'answered no');
+      assert.equal(await phoneKept(second), false, 'answered yes');
+    } finally {
+      await agent.close();
     }
   });
 

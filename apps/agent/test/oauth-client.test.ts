@@ -536,6 +536,39 @@ describe('interactive OAuth', () => {
     assert.match(new URL(opened[2] ?? '').searchParams.get('scope') ?? '', /expenses:write/);
   });
 
+  test('a token refused before its expiry whose refresh is refused too (invalid_grant): the same authorization signs in', async () => {
+    // Keycloak restarted with new keys refuses the access token and the refresh token alike: the
+    // next token request (the refresh) is refused, the one after (the code exchange) answered.
+    let refuseNext = false;
+    const as = await authorizationServer(
+      {},
+      (): TokenEndpoint => {
+        if (!refuseNext) return 'answers';
+        refuseNext = false;
+        return 'refuses the grant';
+      },
+      { expiresIn: 3600 },
+    );
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const { provider, opened } = await interactive(mcp);
+    await provider.ensureAuthorized();
+    refuseNext = true;
+    const afterRefusal = as.seen.length;
+    await auth(provider, {
+      serverUrl: `${mcp.url}/mcp`,
+      resourceMetadataUrl: new URL(`${mcp.url}/.well-known/oauth-protected-resource/mcp`),
+    });
+    assert.equal(opened.length, 2, 'the browser, for this very authorization');
+    assert.deepEqual(
+      as.seen
+        .slice(afterRefusal)
+        .filter((request) => request.path === '/token')
+        .map((request) => new URLSearchParams(request.body).get('grant_type')),
+      ['refresh_token', 'authorization_code'],
+    );
+    assert.equal(provider.authorizations, 2);
+  });
+
   test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {
     const advertised = { authorization_response_iss_parameter_supported: true };
     const mixedUp = await signIn(advertised, (authorize) => ({
@@ -730,6 +763,21 @@ describe('interactive OAuth', () => {
       ['authorization_code'],
       'no refresh was sent',
     );
+  });
+
+  test('a cached discovery whose token endpoint is plain http to another host (an older version wrote it) gets no refresh token', async () => {
+    const as = await authorizationServer();
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    let clock = Date.now();
+    const first = await interactive(mcp, { now: () => clock });
+    await first.provider.ensureAuthorized();
+    const cached = JSON.parse(await readFile(first.provider.cacheFile, 'utf8'));
+    cached.discoveryState.authorizationServerMetadata.token_endpoint = 'http://attacker.example/token';
+    await writeFile(first.provider.cacheFile, JSON.stringify(cached));
+    clock += 290_000;
+    const again = await interactive(mcp, { now: () => clock, cacheDir: first.cacheDir });
+    assert.equal(await again.provider.tokens(), undefined, 'no token: the next request signs in anew');
+    assert.doesNotMatch(await readFile(first.provider.cacheFile, 'utf8'), /refresh-1/, 'the refresh token is dropped');
   });
 
   test('a refresh without an answer (503, past its deadline) keeps the refresh token and fails; invalid_grant drops it', async () => {

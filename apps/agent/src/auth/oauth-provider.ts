@@ -311,17 +311,15 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const held = new Set((tokens.scope ?? '').split(' ').filter(Boolean));
     const asked = (authorizationUrl.searchParams.get('scope') ?? '').split(' ').filter(Boolean);
     if (held.size === 0 || !asked.every((word) => held.has(word))) return false;
-    try {
-      this.#refreshing ??= this.#refresh().finally(() => {
-        this.#refreshing = undefined;
-      });
-      await this.#refreshing;
-    } finally {
-      // The SDK made this authorization's verifier; no sign-in follows for it.
-      this.#verifiers.clear();
-    }
+    this.#refreshing ??= this.#refresh().finally(() => {
+      this.#refreshing = undefined;
+    });
+    await this.#refreshing;
     const renewed = this.#session.tokens?.access_token;
+    // Refused (or no new token): the sign-in goes ahead, with the verifier the SDK saved for it.
     if (renewed === undefined || renewed === tokens.access_token) return false;
+    // No sign-in follows for the verifier the SDK made for this authorization.
+    this.#verifiers.clear();
     this.#refreshedForRefusal = renewed;
     this.authorizations++;
     return true;
@@ -480,6 +478,14 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     // Tokens and the stored discovery are of one server: saveDiscoveryState drops the tokens of
     // another before it stores a new discovery.
     if (!tokens?.refresh_token || !discovery || !clientInformation) {
+      await this.invalidateCredentials('tokens');
+      return;
+    }
+    try {
+      // A discovery an older version stored may name a token endpoint on plain http to another
+      // host: its refresh token is not sent there (the next request signs in, checked anew).
+      checkEndpointTransport(discovery.authorizationServerMetadata);
+    } catch {
       await this.invalidateCredentials('tokens');
       return;
     }
