@@ -69,9 +69,10 @@ export async function startServer(
     const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }), SLOW_CLIENT_BOUNDS);
     const httpServer = http.server;
     await new Promise<void>((resolve, reject) => {
-      httpServer.once('error', (error) => reject(listenConfigError(error, config.host, config.port) ?? error));
+      const failed = (error: Error) => reject(listenConfigError(error, config.host, config.port) ?? error);
+      httpServer.once('error', failed);
       httpServer.listen(config.port, config.host, () => {
-        httpServer.off('error', reject);
+        httpServer.off('error', failed);
         resolve();
       });
     });

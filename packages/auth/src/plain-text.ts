@@ -85,10 +85,14 @@ export function misleadingTextProblem(text: string): string | undefined {
   return undefined;
 }
 
-/** White space a browser neither collapses nor keeps from breaking a line: U+3000, U+2000-200A. */
-const SPACE_OTHER_THAN_PLAIN = /(?! )\p{White_Space}/u;
-/** More combining marks on one letter than any script writes: they stack over what is below. */
-const STACKED_MARKS = /\p{M}{5}/u;
+/**
+ * Blanks a browser does not collapse as it does a run of spaces: U+3000 (what a Japanese input
+ * method types for a space), U+2000-200A, the no-break spaces, U+2800. One between words is
+ * writing; a run of them is layout: it pushes what follows onto a line of its own.
+ */
+const BLANK_RUN = /[\p{White_Space}\u2800]{2,}/gu;
+/** More combining marks on one letter than any script writes (Burmese stacks five): they are drawn over what is below. */
+const STACKED_MARKS = /\p{M}{9}/u;
 
 /**
  * `misleadingTextProblem`, and what makes a one-line name shown on a page read as more than it
@@ -99,7 +103,10 @@ const STACKED_MARKS = /\p{M}{5}/u;
 export function displayNameProblem(text: string): string | undefined {
   const problem = misleadingTextProblem(text);
   if (problem) return problem;
-  if (SPACE_OTHER_THAN_PLAIN.test(text)) return 'must use only the plain space (U+0020) between words';
-  if (STACKED_MARKS.test(text)) return 'must not stack more than four combining marks on one character';
+  for (const [run] of text.matchAll(BLANK_RUN)) {
+    if (run.replaceAll(' ', '').length >= 2)
+      return 'must not hold a run of wide or no-break spaces (one between words is fine)';
+  }
+  if (STACKED_MARKS.test(text)) return 'must not stack more than eight combining marks on one character';
   return undefined;
 }

@@ -98,7 +98,7 @@ async function ownDataDir(
   try {
     // Holding the lock, every socket here is a dead owner's (a keys CLI killed while it owned
     // the files leaves one named after its pid): nobody answers on them.
-    await removeDeadSockets(dataDir);
+    await removeDeadSockets(dataDir, socketPath);
     // PGlite writes its files 0666 whatever the umask (the WAL holds every row written), and
     // DATA_DIR may exist already with 0755: its own folder, 0700 before PGlite writes a file
     // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
@@ -132,10 +132,16 @@ async function ownDataDir(
   }
 }
 
-async function removeDeadSockets(dataDir: string): Promise<void> {
+async function removeDeadSockets(dataDir: string, own: string): Promise<void> {
+  await rm(own, { force: true });
   const names = await readdir(dataDir);
-  const sockets = names.filter((name) => /^\.s\.PGSQL\.\d+$/.test(name));
-  await Promise.all(sockets.map((name) => rm(join(dataDir, name), { force: true })));
+  const sockets = names.filter((name) => /^\.s\.PGSQL\.\d+$/.test(name)).map((name) => join(dataDir, name));
+  // Only those nobody answers on: a DATA_DIR shared with a PostgreSQL server keeps its socket.
+  await Promise.all(
+    sockets.map(async (path) => {
+      if (path !== own && !(await socketAnswers(path))) await rm(path, { force: true });
+    }),
+  );
 }
 
 /**

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -442,11 +443,18 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     tool.kill('SIGKILL');
     await exited;
     assert.ok((await readdir(dir)).includes(toolSocket), 'a killed tool leaves its socket');
+    // A socket something answers on (a PostgreSQL server sharing the folder) is not the tool's.
+    const live = createNetServer();
+    await new Promise<void>((resolve) => live.listen(join(dir, '.s.PGSQL.6543'), resolve));
 
     const server = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
     try {
-      const sockets = (await readdir(dir)).filter((name) => name.startsWith('.s.PGSQL.'));
-      assert.deepEqual(sockets, ['.s.PGSQL.5432'], 'only the server socket is left');
+      const sockets = (await readdir(dir)).filter((name) => name.startsWith('.s.PGSQL.')).sort();
+      assert.deepEqual(
+        sockets,
+        ['.s.PGSQL.5432', '.s.PGSQL.6543'],
+        "the dead tool's socket is gone, the live one kept",
+      );
       const joined = await openDatabase({ dataDir: dir });
       try {
         assert.deepEqual((await joined.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
@@ -455,6 +463,7 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
       }
     } finally {
       await server.close();
+      await new Promise((resolve) => live.close(resolve));
     }
   });
 
