@@ -286,13 +286,19 @@ function toolErrorsWithoutSecrets(hide: (text: string) => string) {
 const RETRIES_AFTER_AUTHORIZATION = 2;
 /** A tool's own error result (`@langchain/mcp-adapters`): the server ran the call, and answered. */
 const SERVER_ANSWERED = /MCP tool '[^']*' on server '[^']*' returned an error:/;
+/**
+ * What the SDK transport throws when it got a new token for a 401 or 403 but gave up on that
+ * request (`UnauthorizedError`): the request was refused, so it never ran.
+ */
+const REFUSED_FOR_AUTHORIZATION = /\bUnauthorized\b/;
 
 /**
  * When a tool call fails because the MCP client had to get a new token (a refresh for a token
  * refused before its expiry, a first login, or step-up to a scope the token lacks), the SDK
  * transport gives up on that request even though the new token is in hand by the time it
  * returns. The call is sent again then, as long as new tokens keep coming (a refreshed token
- * refused too gets a sign-in), at most twice; never after the server answered it itself (an add
+ * refused too gets a sign-in), at most twice, and only when it failed for authorization: a call
+ * that timed out, lost its connection or was answered by the server itself may have run (an add
  * that failed after it was stored must not be sent again).
  */
 function retryAfterAuthorization(authorizationEpoch: () => number) {
@@ -317,7 +323,9 @@ function retryAfterAuthorization(authorizationEpoch: () => number) {
       let result = await attempt();
       for (let retry = 0; retry < RETRIES_AFTER_AUTHORIZATION; retry++) {
         const failed = ToolMessage.isInstance(result) && result.status === 'error';
-        if (!failed || authorizationEpoch() === epoch || SERVER_ANSWERED.test(textOf(result as BaseMessage))) break;
+        if (!failed || authorizationEpoch() === epoch) break;
+        const text = textOf(result as BaseMessage);
+        if (SERVER_ANSWERED.test(text) || !REFUSED_FOR_AUTHORIZATION.test(text)) break;
         epoch = authorizationEpoch();
         result = await attempt();
       }

@@ -16,7 +16,7 @@ import { after, describe, test } from 'node:test';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
-import { checkIssuer } from '../src/auth/discovery.ts';
+import { checkEndpointTransport, checkIssuer } from '../src/auth/discovery.ts';
 import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from '../src/auth/oauth-provider.ts';
 import { loadConfig } from '../src/config.ts';
 import { prepareConnections } from '../src/connections.ts';
@@ -552,13 +552,19 @@ describe('interactive OAuth', () => {
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
     const { provider, opened } = await interactive(mcp);
     await provider.ensureAuthorized();
+    const resourceMetadataUrl = new URL(`${mcp.url}/.well-known/oauth-protected-resource/mcp`);
+    // A step-up first: the token holds expenses:write from then on.
+    await auth(provider, { serverUrl: `${mcp.url}/mcp`, resourceMetadataUrl, scope: 'mcp:access expenses:write' });
+    assert.equal(opened.length, 2);
     refuseNext = true;
     const afterRefusal = as.seen.length;
-    await auth(provider, {
-      serverUrl: `${mcp.url}/mcp`,
-      resourceMetadataUrl: new URL(`${mcp.url}/.well-known/oauth-protected-resource/mcp`),
-    });
-    assert.equal(opened.length, 2, 'the browser, for this very authorization');
+    await auth(provider, { serverUrl: `${mcp.url}/mcp`, resourceMetadataUrl });
+    assert.equal(opened.length, 3, 'the browser, for this very authorization');
+    assert.match(
+      new URL(opened[2] ?? '').searchParams.get('scope') ?? '',
+      /expenses:write/,
+      'the sign-in asks again for the scope the dropped token held',
+    );
     assert.deepEqual(
       as.seen
         .slice(afterRefusal)
@@ -566,7 +572,7 @@ describe('interactive OAuth', () => {
         .map((request) => new URLSearchParams(request.body).get('grant_type')),
       ['refresh_token', 'authorization_code'],
     );
-    assert.equal(provider.authorizations, 2);
+    assert.equal(provider.authorizations, 3);
   });
 
   test('RFC 9207: the answer must name the authorization server as its iss, and must name one when the server says it does', async () => {
@@ -893,6 +899,18 @@ describe('interactive OAuth', () => {
     );
     assert.equal(opened.length, 1, 'no second browser');
     assert.equal((await provider.tokens())?.access_token, 'token-1', 'the token in hand is kept');
+  });
+});
+
+describe('checkEndpointTransport', () => {
+  test('without a token_endpoint, the /token the SDK falls back to at the issuer is checked', () => {
+    assert.throws(
+      () =>
+        checkEndpointTransport({ issuer: 'http://as.example', authorization_endpoint: 'https://as.example/authorize' }),
+      /names token_endpoint http:\/\/as\.example\/token: not used/,
+    );
+    checkEndpointTransport({ issuer: 'http://127.0.0.1:8080/realms/mcp' });
+    checkEndpointTransport({ issuer: 'https://as.example' });
   });
 });
 

@@ -74,7 +74,12 @@ export function checkIssuer(authorizationServerUrl: string, metadata: { issuer: 
  */
 export function checkEndpointTransport(metadata: Record<string, unknown> | undefined): void {
   for (const name of ['token_endpoint', 'registration_endpoint'] as const) {
-    const value = metadata?.[name];
+    // Without a token endpoint the SDK posts to `/token` at the issuer.
+    const issuer = typeof metadata?.issuer === 'string' && URL.canParse(metadata.issuer) ? metadata.issuer : undefined;
+    const value =
+      name === 'token_endpoint' && metadata?.[name] === undefined && issuer
+        ? new URL('/token', issuer).href
+        : metadata?.[name];
     if (typeof value !== 'string') continue;
     const url = URL.canParse(value) ? new URL(value) : undefined;
     if (url?.protocol === 'https:') continue;

@@ -98,6 +98,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   clientMetadataUrl?: string;
   /** The access token a refresh instead of a sign-in gave: refused too, it gets a sign-in. */
   #refreshedForRefusal: string | undefined;
+  /** The scope of tokens a refused refresh dropped: the sign-in that follows asks for it again. */
+  #scopeOfDropped: string | undefined;
   /** Completed browser logins, and refreshes instead of one, in this process; moves when a retry can succeed. */
   authorizations = 0;
   /** Refresh-token grants performed by this provider. */
@@ -315,6 +317,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       this.#refreshing = undefined;
     });
     await this.#refreshing;
+    if (this.#session.tokens === undefined) this.#scopeOfDropped = tokens.scope;
     const renewed = this.#session.tokens?.access_token;
     // Refused (or no new token): the sign-in goes ahead, with the verifier the SDK saved for it.
     if (renewed === undefined || renewed === tokens.access_token) return false;
@@ -389,6 +392,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       this.#codeVerifier = undefined;
       this.#verifiers.clear();
       this.#clientRefused = false;
+      this.#scopeOfDropped = undefined;
     }
   }
 
@@ -458,7 +462,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const words = [
       ...(requested ?? '').split(' '),
       ...this.#options.scope.split(' '),
-      ...(this.#session.tokens?.scope ?? '').split(' '),
+      ...(this.#session.tokens?.scope ?? this.#scopeOfDropped ?? '').split(' '),
     ];
     return [...new Set(words.filter(Boolean))].join(' ');
   }

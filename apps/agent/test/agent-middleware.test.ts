@@ -1,0 +1,116 @@
+/**
+ * The agent's tool-call middleware with tools of the test's own (what each call did is
+ * counted) and the scripted model: when a failed call is sent again after a new token, and
+ * when the person is asked before a call runs.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { tool } from '@langchain/core/tools';
+import { type ScriptedLlm, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
+import { ExpensesAgent } from '../src/agent.ts';
+import { loadConfig } from '../src/config.ts';
+import { buildChatModelOptions, createChatModel } from '../src/model.ts';
+import { scriptedModelEnv } from './helpers/agent.ts';
+
+let llm: ScriptedLlm;
+before(async () => {
+  llm = await startScriptedLlm();
+});
+after(async () => {
+  await llm?.close();
+});
+
+const model = () => createChatModel(buildChatModelOptions(loadConfig(scriptedModelEnv(llm.baseUrl)).model));
+
+/** A read-only tool that fails as `failure(call)` says (a thrown error), or answers. */
+function countedTool(failure: (call: number) => string | undefined) {
+  let calls = 0;
+  const counted = tool(
+    async () => {
+      calls += 1;
+      const message = failure(calls);
+      if (message !== undefined) throw new Error(message);
+      return 'answered';
+    },
+    {
+      name: 'look_up',
+      description: 'Looks something up',
+      schema: { type: 'object', properties: {} },
+      metadata: { annotations: { readOnlyHint: true } },
+    },
+  );
+  return { counted, calls: () => calls };
+}
+
+/** One turn that calls `look_up` once, then answers. */
+async function oneCall(agent: ExpensesAgent) {
+  llm.script([{ toolCalls: [{ name: 'look_up', arguments: {} }] }, { content: 'Done.' }]);
+  return await agent.run('look it up');
+}
+
+describe('a call that failed while a new token came is sent again', () => {
+  test('refused for authorization (the SDK gave up on it): sent again, and answered', async () => {
+    let epoch = 0;
+    const { counted, calls } = countedTool((call) => {
+      if (call > 1) return undefined;
+      epoch += 1; // the provider got a new token meanwhile
+      return 'Error calling tool look_up: Error: Unauthorized';
+    });
+    const agent = new ExpensesAgent({ model: model(), tools: [counted], authorizationEpoch: () => epoch });
+    const turn = await oneCall(agent);
+    assert.equal(calls(), 2);
+    assert.equal(turn.toolCalls[0]?.isError, false);
+  });
+
+  test('at most twice, however many new tokens come', async () => {
+    let epoch = 0;
+    const { counted, calls } = countedTool(() => {
+      epoch += 1;
+      return 'Error calling tool look_up: Error: Unauthorized';
+    });
+    const agent = new ExpensesAgent({ model: model(), tools: [counted], authorizationEpoch: () => epoch });
+    const turn = await oneCall(agent);
+    assert.equal(calls(), 3, 'the call and two more');
+    assert.equal(turn.toolCalls[0]?.isError, true);
+  });
+
+  test('never when it may have run: a timeout, or an error the server answered with', async () => {
+    for (const failure of [
+      'Error calling tool look_up: McpError: MCP error -32001: Request timed out',
+      "MCP tool 'look_up' on server 'expenses' returned an error: Unauthorized to read this",
+    ]) {
+      let epoch = 0;
+      const { counted, calls } = countedTool(() => {
+        epoch += 1;
+        return failure;
+      });
+      const agent = new ExpensesAgent({ model: model(), tools: [counted], authorizationEpoch: () => epoch });
+      const turn = await oneCall(agent);
+      assert.equal(calls(), 1, failure);
+      assert.equal(turn.toolCalls[0]?.isError, true, failure);
+    }
+  });
+
+  test('never without a new token', async () => {
+    const { counted, calls } = countedTool(() => 'Error calling tool look_up: Error: Unauthorized');
+    const agent = new ExpensesAgent({ model: model(), tools: [counted], authorizationEpoch: () => 0 });
+    await oneCall(agent);
+    assert.equal(calls(), 1);
+  });
+});
+
+describe('confirmation', () => {
+  test('a tool the agent does not have is not asked about: the model reads that it does not exist', async () => {
+    const { counted } = countedTool(() => undefined);
+    const agent = new ExpensesAgent({
+      model: model(),
+      tools: [counted],
+      confirmDestructive: async () => assert.fail('nobody is asked about a tool that does not exist'),
+    });
+    llm.script([{ toolCalls: [{ name: 'drop_everything', arguments: {} }] }, { content: 'Done.' }]);
+    const turn = await agent.run('drop everything');
+    assert.equal(turn.toolCalls[0]?.isError, true);
+    assert.match(turn.toolCalls[0]?.result ?? '', /drop_everything/);
+    assert.doesNotMatch(turn.toolCalls[0]?.result ?? '', /not confirmed/);
+  });
+});
