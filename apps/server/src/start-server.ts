@@ -76,6 +76,9 @@ export async function startServer(
         resolve();
       });
     });
+    // Listening, the server can still fail to accept a connection (EMFILE: out of file
+    // descriptors); without a listener that error would end the process.
+    httpServer.on('error', (error) => logger.error('http server error', errorFields(error)));
     const { port } = httpServer.address() as AddressInfo;
     const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${hostForUrl}:${port}`;

@@ -90,7 +90,10 @@ export function misleadingTextProblem(text: string): string | undefined {
  * method types for a space), U+2000-200A, the no-break spaces, U+2800. One between words is
  * writing; a run of them is layout: it pushes what follows onto a line of its own.
  */
-const BLANK_RUN = /[\p{White_Space}\u2800]{2,}/gu;
+const BLANK_RUN = /(?:[\p{White_Space}\u2800]\p{M}*){2,}/gu;
+const WIDE_BLANK = /(?! )[\p{White_Space}\u2800]/gu;
+/** More than this many in a name is layout too, whatever stands between them. */
+const MAX_WIDE_BLANKS = 8;
 /** More combining marks on one letter than any script writes (Burmese stacks five): they are drawn over what is below. */
 const STACKED_MARKS = /\p{M}{9}/u;
 
@@ -104,9 +107,15 @@ export function displayNameProblem(text: string): string | undefined {
   const problem = misleadingTextProblem(text);
   if (problem) return problem;
   for (const [run] of text.matchAll(BLANK_RUN)) {
-    if (run.replaceAll(' ', '').length >= 2)
+    if ((run.match(WIDE_BLANK)?.length ?? 0) >= 2) {
       return 'must not hold a run of wide or no-break spaces (one between words is fine)';
+    }
   }
-  if (STACKED_MARKS.test(text)) return 'must not stack more than eight combining marks on one character';
+  if ((text.match(WIDE_BLANK)?.length ?? 0) > MAX_WIDE_BLANKS) {
+    return `must not hold more than ${MAX_WIDE_BLANKS} wide or no-break spaces`;
+  }
+  if (STACKED_MARKS.test(text)) {
+    return 'must not stack more than eight combining marks on one character';
+  }
   return undefined;
 }

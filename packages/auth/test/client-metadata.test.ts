@@ -56,6 +56,8 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     [`Visual Studio Code${'\u2800'.repeat(40)}Verified publisher: Microsoft`, /a run of wide or no-break spaces/],
     ['A\u2003 \u2003B', /a run of wide or no-break spaces/],
     ['A\u00A0\u00A0B', /a run of wide or no-break spaces/],
+    [`Visual Studio Code${'\u3000\u0323'.repeat(40)}Verified`, /a run of wide or no-break spaces/],
+    [`Visual Studio Code${'\u3000.'.repeat(40)}Verified`, /more than 8 wide or no-break spaces/],
     // Stacked marks are drawn over the page below the name.
     [`Visual Studio Code${'\u0323'.repeat(170)}`, /more than eight combining marks/],
   ] as const) {

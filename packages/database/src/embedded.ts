@@ -133,6 +133,13 @@ async function ownDataDir(
 }
 
 async function removeDeadSockets(dataDir: string, own: string): Promise<void> {
+  // Holding the lock, no embedded database serves here: whatever answers on this name is
+  // another program's (a PostgreSQL server whose socket folder is DATA_DIR, /tmp say).
+  if (await socketAnswers(own)) {
+    throw new Error(
+      `Another program answers on ${own}: the embedded database cannot use this folder for its socket. Give DATA_DIR a folder of its own.`,
+    );
+  }
   await rm(own, { force: true });
   const names = await readdir(dataDir);
   const sockets = names.filter((name) => /^\.s\.PGSQL\.\d+$/.test(name)).map((name) => join(dataDir, name));

@@ -447,7 +447,10 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     const live = createNetServer();
     await new Promise<void>((resolve) => live.listen(join(dir, '.s.PGSQL.6543'), resolve));
 
-    const server = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } });
+    const server = await openDatabase({ dataDir: dir, embedded: { mustOwn: true } }).catch(async (error: unknown) => {
+      await new Promise((resolve) => live.close(resolve));
+      throw error;
+    });
     try {
       const sockets = (await readdir(dir)).filter((name) => name.startsWith('.s.PGSQL.')).sort();
       assert.deepEqual(
@@ -464,6 +467,24 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     } finally {
       await server.close();
       await new Promise((resolve) => live.close(resolve));
+    }
+  });
+
+  test('another program answering on the server socket (DATA_DIR shared with PostgreSQL): refused, its socket kept', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-shared-'));
+    const other = createNetServer();
+    await new Promise<void>((resolve) => other.listen(join(folder, '.s.PGSQL.5432'), resolve));
+    try {
+      const outcome = await openDatabase({ dataDir: folder, embedded: { mustOwn: true } }).catch(
+        (error: Error) => error,
+      );
+      // Opened after all: closed, so that the failure below ends the test instead of holding it.
+      if (!(outcome instanceof Error)) await outcome.close();
+      assert.match(String(outcome), /Another program answers on .*\.s\.PGSQL\.5432.*Give DATA_DIR a folder of its own/);
+      assert.ok((await readdir(folder)).includes('.s.PGSQL.5432'), 'the other program keeps its socket');
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+      await rm(folder, { recursive: true, force: true });
     }
   });
 
