@@ -750,40 +750,44 @@ describe('interactive OAuth', () => {
     assert.equal(refresh.get('resource'), `${mcp.url}/mcp`, 'a token for this server, not the other');
   });
 
-  test('a cached discovery naming another resource (an older version wrote it) is not refreshed with', async () => {
+  /**
+   * A sign-in, the stored discovery edited as an older version could have written it, and a
+   * new provider on that cache once the token is due for a refresh.
+   */
+  async function dueWithEditedDiscovery(edit: (discovery: Record<string, Record<string, unknown>>) => void) {
     const as = await authorizationServer();
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
     let clock = Date.now();
     const first = await interactive(mcp, { now: () => clock });
     await first.provider.ensureAuthorized();
     const cached = JSON.parse(await readFile(first.provider.cacheFile, 'utf8'));
-    cached.discoveryState.resourceMetadata.resource = 'https://other.example/mcp';
+    edit(cached.discoveryState);
     await writeFile(first.provider.cacheFile, JSON.stringify(cached));
     clock += 290_000;
     const again = await interactive(mcp, { now: () => clock, cacheDir: first.cacheDir });
-    assert.equal(await again.provider.tokens(), undefined, 'no token: the next request signs in anew');
-    assert.deepEqual(
+    const tokenGrants = () =>
       as.seen
         .filter((request) => request.path === '/token')
-        .map((request) => new URLSearchParams(request.body).get('grant_type')),
-      ['authorization_code'],
-      'no refresh was sent',
-    );
+        .map((request) => new URLSearchParams(request.body).get('grant_type'));
+    return { tokenGrants, cacheFile: first.provider.cacheFile, again };
+  }
+
+  test('a cached discovery naming another resource (an older version wrote it) is not refreshed with', async () => {
+    const { tokenGrants, again } = await dueWithEditedDiscovery((discovery) => {
+      (discovery.resourceMetadata as Record<string, unknown>).resource = 'https://other.example/mcp';
+    });
+    assert.equal(await again.provider.tokens(), undefined, 'no token: the next request signs in anew');
+    assert.deepEqual(tokenGrants(), ['authorization_code'], 'no refresh was sent');
   });
 
   test('a cached discovery whose token endpoint is plain http to another host (an older version wrote it) gets no refresh token', async () => {
-    const as = await authorizationServer();
-    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
-    let clock = Date.now();
-    const first = await interactive(mcp, { now: () => clock });
-    await first.provider.ensureAuthorized();
-    const cached = JSON.parse(await readFile(first.provider.cacheFile, 'utf8'));
-    cached.discoveryState.authorizationServerMetadata.token_endpoint = 'http://attacker.example/token';
-    await writeFile(first.provider.cacheFile, JSON.stringify(cached));
-    clock += 290_000;
-    const again = await interactive(mcp, { now: () => clock, cacheDir: first.cacheDir });
+    const { tokenGrants, cacheFile, again } = await dueWithEditedDiscovery((discovery) => {
+      (discovery.authorizationServerMetadata as Record<string, unknown>).token_endpoint =
+        'http://attacker.example/token';
+    });
     assert.equal(await again.provider.tokens(), undefined, 'no token: the next request signs in anew');
-    assert.doesNotMatch(await readFile(first.provider.cacheFile, 'utf8'), /refresh-1/, 'the refresh token is dropped');
+    assert.doesNotMatch(await readFile(cacheFile, 'utf8'), /refresh-1/, 'the refresh token is dropped');
+    assert.deepEqual(tokenGrants(), ['authorization_code'], 'no refresh was sent');
   });
 
   test('a refresh without an answer (503, past its deadline) keeps the refresh token and fails; invalid_grant drops it', async () => {
