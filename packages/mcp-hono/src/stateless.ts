@@ -90,9 +90,6 @@ export async function createStatelessMcpEndpoint(
   await server.connect(transport);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
-  // Made now, while the server starts, rather than by the first caller. A server without
-  // tools answers with an error (the SDK lets no tool be added once connected), and every
-  // tools/list then goes to it as before.
   // MCP 2025-11-25, Tasks: a receiver that does not declare tasks MUST process a task-augmented
   // request normally, ignoring `task`; the SDK answers it with an internal error (-32603). What
   // the server declares is what its own `initialize` says.
@@ -112,6 +109,9 @@ export async function createStatelessMcpEndpoint(
   const declaresTasks =
     'result' in introduction &&
     (introduction.result as { capabilities?: { tasks?: unknown } }).capabilities?.tasks !== undefined;
+  // Made now, while the server starts, rather than by the first caller. A server without
+  // tools answers with an error (the SDK lets no tool be added once connected), and every
+  // tools/list then goes to it as before.
   const startListing = options.staticToolList
     ? await transport.request({ jsonrpc: '2.0', id: 0, method: 'tools/list' }, {})
     : undefined;
