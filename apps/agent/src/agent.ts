@@ -61,9 +61,18 @@ export interface AgentOptions {
   hideSecrets?: (text: string) => string;
   /**
    * Asked before each call of a tool that may delete or overwrite data (`isDestructive`): the
-   * call runs only when it resolves true. Unset: such calls run unasked.
+   * call runs only when it resolves true. Unset: such calls run unasked (a turn's own
+   * `confirmDestructive` is not asked either).
    */
-  confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+  confirmDestructive?: ConfirmDestructive;
+}
+
+/** Resolves true when the person confirms this call of a tool that may delete or overwrite data. */
+export type ConfirmDestructive = (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+
+/** What a turn hands its tool-call middleware (LangGraph's run context: one per `run`). */
+interface TurnContext {
+  confirmDestructive?: ConfirmDestructive;
 }
 
 /**
@@ -142,13 +151,15 @@ export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPC
 export class ExpensesAgent {
   readonly #agent;
   readonly #toolNames: string[];
+  readonly #confirmDestructive: ConfirmDestructive | undefined;
 
   constructor(options: AgentOptions) {
     const now = options.now ?? (() => new Date());
     const epoch = options.authorizationEpoch;
+    this.#confirmDestructive = options.confirmDestructive;
     const middleware = [
       // Outermost: a call retried after a sign-in is not asked about twice.
-      ...(options.confirmDestructive ? [confirmDestructiveCalls(options.confirmDestructive)] : []),
+      ...(options.confirmDestructive ? [confirmDestructiveCalls()] : []),
       dynamicSystemPromptMiddleware(() => systemPrompt(now())),
       toolErrorsWithoutSecrets(options.hideSecrets ?? withoutUrlSecrets),
     ];
@@ -164,11 +175,18 @@ export class ExpensesAgent {
   /**
    * Runs one user message through the agent loop. With `stream`, the model is called in
    * streaming mode and text arrives through `onText` as it is generated; tool calls and results
-   * are reported either way.
+   * are reported either way. `confirmDestructive` asks this turn's person instead of the
+   * agent's (HTTP mode: the caller of this turn), when the agent asks at all.
    */
   async run(
     message: string,
-    options: { history?: BaseMessage[]; stream?: boolean; events?: TurnEvents; signal?: AbortSignal } = {},
+    options: {
+      history?: BaseMessage[];
+      stream?: boolean;
+      events?: TurnEvents;
+      signal?: AbortSignal;
+      confirmDestructive?: ConfirmDestructive;
+    } = {},
   ): Promise<TurnResult> {
     const history = [...(options.history ?? []), new HumanMessage(message)];
     const events = options.events ?? {};
@@ -176,9 +194,12 @@ export class ExpensesAgent {
     const toolCalls: ToolCallRecord[] = [];
     let reply = '';
 
+    const confirm = options.confirmDestructive ?? this.#confirmDestructive;
+    const context: TurnContext = confirm ? { confirmDestructive: oneAtATime(confirm) } : {};
     const stream = await this.#agent.stream(
       { messages: history },
       {
+        context,
         streamMode: options.stream ? ['updates', 'messages'] : ['updates'],
         recursionLimit: 25,
         ...(options.signal ? { signal: options.signal } : {}),
@@ -229,15 +250,7 @@ export class ExpensesAgent {
  * delete the person never asked for (MCP, Tools: a human in the loop for such calls). A call not
  * confirmed is a tool error the model reads and tells the person about.
  */
-function confirmDestructiveCalls(confirm: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>) {
-  // One question at a time: the model's calls of one message run in parallel, and a person
-  // answers them in turn (a second question while one waits would go unanswered).
-  let questions: Promise<unknown> = Promise.resolve();
-  const askInTurn = (call: { name: string; args: Record<string, unknown> }) => {
-    const answer = questions.then(() => confirm(call));
-    questions = answer.catch(() => {});
-    return answer;
-  };
+function confirmDestructiveCalls() {
   return createMiddleware({
     name: 'ConfirmDestructiveCalls',
     wrapToolCall: async (request, handler) => {
@@ -245,7 +258,8 @@ function confirmDestructiveCalls(confirm: (call: { name: string; args: Record<st
       const tool = request.tool as { metadata?: Record<string, unknown> } | undefined;
       if (tool === undefined || !isDestructive(tool)) return handler(request);
       const { name, args, id } = request.toolCall;
-      if (await askInTurn({ name, args: args as Record<string, unknown> })) return handler(request);
+      const confirm = (request.runtime.context as TurnContext | undefined)?.confirmDestructive;
+      if (confirm && (await confirm({ name, args: args as Record<string, unknown> }))) return handler(request);
       return new ToolMessage({
         content: `Not done: ${name} may delete or overwrite data, and this call was not confirmed by the user. Nothing was changed. Tell the user what you meant to do; they can ask again and confirm it.`,
         tool_call_id: id ?? name,
@@ -254,6 +268,20 @@ function confirmDestructiveCalls(confirm: (call: { name: string; args: Record<st
       });
     },
   });
+}
+
+/**
+ * One question at a time: the model's calls of one message run in parallel, and a person
+ * answers them in turn (a second question while one waits would go unanswered). Per turn: the
+ * turns of HTTP mode run at once, each asking its own caller.
+ */
+function oneAtATime(confirm: ConfirmDestructive): ConfirmDestructive {
+  let questions: Promise<unknown> = Promise.resolve();
+  return (call) => {
+    const answer = questions.then(() => confirm(call));
+    questions = answer.catch(() => {});
+    return answer;
+  };
 }
 
 /**

@@ -85,6 +85,7 @@ const app = createAgentApp({
   chatUnauthenticated: config.chatUnauthenticated,
   turnTimeoutMs: config.turnTimeoutSeconds * 1000,
   shutdown: shutdown.signal,
+  askForConfirmation: config.destructiveTools === 'ask',
 });
 // Slow clients hold sockets: all headers within 10 s, the whole request within 30 s (Node's
 // defaults are 60 s and 300 s), checked every second (Node's default, 30 s, let a client keep

@@ -543,7 +543,7 @@ describe('calls that may delete data run only when the person confirms them', ()
     { content: 'Done.' },
   ];
 
-  test('with nobody to ask (HTTP mode, no terminal), the delete is refused and nothing is deleted', async () => {
+  test('with nobody to ask (a run without a terminal), the delete is refused and nothing is deleted', async () => {
     const phone = await plantedInjection();
     const agent = await startAgent(loadConfig(env), { now: () => TODAY });
     try {
@@ -675,6 +675,60 @@ describe('calls that may delete data run only when the person confirms them', ()
     const oneShot = await runCli(['what did I spend?'], env);
     assert.equal(oneShot.code, 0, oneShot.stderr);
     assert.equal(await phoneKept(other), true);
+  });
+
+  test('HTTP mode puts the delete to the /chat caller: 202 names it, "approve": false keeps it, true deletes it', async () => {
+    const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
+    const post = async (body: unknown) => {
+      const response = await fetch(`${agent.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    type Asked = { confirmation: { id: string; name: string; args: Record<string, unknown> } };
+    try {
+      for (const approve of [false, true]) {
+        const phone = await plantedInjection();
+        llm.script(obeyingModel(phone));
+        const asked = await post({ message: 'what did I spend this month?' });
+        assert.equal(asked.status, 202, JSON.stringify(asked.body));
+        const { confirmation } = asked.body as unknown as Asked;
+        assert.deepEqual([confirmation.name, confirmation.args], ['delete_user_expense', { id: phone }]);
+        assert.equal(await phoneKept(phone), true, 'nothing is deleted before the answer');
+
+        const answered = await post({ confirmation: confirmation.id, approve });
+        assert.equal(answered.status, 200, JSON.stringify(answered.body));
+        assert.equal(answered.body.reply, 'Done.');
+        assert.deepEqual(
+          (answered.body.tool_calls as { name: string; is_error: boolean }[]).map((call) => [call.name, call.is_error]),
+          [
+            ['get_user_expenses', false],
+            ['delete_user_expense', !approve],
+          ],
+        );
+        assert.equal(await phoneKept(phone), !approve, `approve: ${approve}`);
+        assert.equal((await post({ confirmation: confirmation.id, approve: true })).status, 404, 'answered once');
+      }
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+    // AGENT_DESTRUCTIVE_TOOLS=refuse: nobody is asked, and the delete is refused in the same answer.
+    const refusing = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN, AGENT_DESTRUCTIVE_TOOLS: 'refuse' });
+    try {
+      const phone = await plantedInjection();
+      llm.script(obeyingModel(phone));
+      const response = await fetch(`${refusing.url}/chat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${CHAT_TOKEN}` },
+        body: JSON.stringify({ message: 'what did I spend this month?' }),
+      });
+      assert.equal(response.status, 200);
+      assert.equal(await phoneKept(phone), true);
+    } finally {
+      assert.equal(await refusing.stop(), 0);
+    }
   });
 });
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { type AddressInfo, connect } from 'node:net';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
-import type { ExpensesAgent } from '../src/agent.ts';
+import type { ExpensesAgent, TurnEvents } from '../src/agent.ts';
 import { createAgentApp } from '../src/http.ts';
 import { createLogger } from '../src/logger.ts';
 
@@ -145,4 +145,175 @@ test('a caller who disconnects mid-turn stops the turn, and is logged as a disco
   } finally {
     server.close();
   }
+});
+
+describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the caller', () => {
+  /**
+   * An agent whose turn asks about one delete per id in `deletes`, runs each confirmed one
+   * (`deleted`), and replies with what it did; it stops when told to.
+   */
+  function deletingAgent(deletes: string[]) {
+    const deleted: string[] = [];
+    let stoppedWith: unknown;
+    const fake = {
+      toolNames: ['delete_user_expense'],
+      run: async (
+        _message: string,
+        options: {
+          signal?: AbortSignal;
+          events?: TurnEvents;
+          confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+        } = {},
+      ) => {
+        for (const id of deletes) {
+          const confirmed =
+            (await options.confirmDestructive?.({ name: 'delete_user_expense', args: { id } })) ?? false;
+          if (options.signal?.aborted) {
+            stoppedWith = options.signal.reason;
+            throw options.signal.reason;
+          }
+          if (confirmed) deleted.push(id);
+          options.events?.onToolResult?.({
+            id: `call-${id}`,
+            name: 'delete_user_expense',
+            args: { id },
+            result: confirmed ? `Deleted ${id}` : 'Not done: not confirmed by the user',
+            isError: !confirmed,
+          });
+        }
+        return { reply: `Deleted: ${deleted.join(', ') || 'nothing'}`, toolCalls: [], history: [] };
+      },
+    } as unknown as ExpensesAgent;
+    return { fake, deleted, stopped: () => stoppedWith !== undefined };
+  }
+
+  const post = (app: ReturnType<typeof createAgentApp>, body: unknown) =>
+    app.request(
+      'http://localhost:8001/chat',
+      {
+        method: 'POST',
+        headers: { host: 'localhost:8001', 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      },
+      { incoming: { socket: { remoteAddress: '127.0.0.1' } } },
+    );
+  type Question = { confirmation: { id: string; name: string; args: Record<string, unknown>; expires_in: number } };
+
+  test('202 names the call; approved, it runs and the reply comes; refused, nothing is done', async () => {
+    const { fake, deleted } = deletingAgent(['e1', 'e2']);
+    const app = createAgentApp({ agent: () => fake, logger: createLogger('error'), askForConfirmation: true });
+    const first = await post(app, { message: 'delete my phone and my lunch' });
+    assert.equal(first.status, 202);
+    const asked = (await first.json()) as Question & { tool_calls: unknown[] };
+    assert.deepEqual(
+      { ...asked.confirmation, id: typeof asked.confirmation.id },
+      { id: 'string', name: 'delete_user_expense', args: { id: 'e1' }, expires_in: 300 },
+    );
+    assert.ok(asked.confirmation.id.length >= 20, 'an id nobody guesses');
+    assert.deepEqual(asked.tool_calls, []);
+    assert.deepEqual(deleted, [], 'nothing runs before the answer');
+
+    const second = await post(app, { confirmation: asked.confirmation.id, approve: true });
+    assert.equal(second.status, 202, 'the next delete is its own question');
+    const askedAgain = (await second.json()) as Question & { tool_calls: { name: string; is_error: boolean }[] };
+    assert.deepEqual(askedAgain.confirmation.args, { id: 'e2' });
+    assert.deepEqual(deleted, ['e1']);
+    assert.deepEqual(
+      askedAgain.tool_calls.map((call) => call.is_error),
+      [false],
+    );
+
+    const last = await post(app, { confirmation: askedAgain.confirmation.id, approve: false });
+    assert.equal(last.status, 200);
+    const done = (await last.json()) as { reply: string; tool_calls: { args: unknown; is_error: boolean }[] };
+    assert.equal(done.reply, 'Deleted: e1');
+    assert.deepEqual(
+      done.tool_calls.map((call) => [call.args, call.is_error]),
+      [
+        [{ id: 'e1' }, false],
+        [{ id: 'e2' }, true],
+      ],
+    );
+    assert.deepEqual(deleted, ['e1'], 'the refused delete did not run');
+  });
+
+  test('an answer is taken once; an unknown id is 404; a body mixing message and answer is 400', async () => {
+    const { fake, deleted } = deletingAgent(['e1']);
+    const app = createAgentApp({ agent: () => fake, logger: createLogger('error'), askForConfirmation: true });
+    const { confirmation } = (await (await post(app, { message: 'delete it' })).json()) as Question;
+    for (const bad of [
+      { confirmation: confirmation.id, approve: 'yes' },
+      { confirmation: confirmation.id },
+      { confirmation: confirmation.id, approve: true, message: 'and more' },
+      { confirmation: 42, approve: true },
+    ]) {
+      assert.equal((await post(app, bad)).status, 400, JSON.stringify(bad));
+    }
+    assert.deepEqual(deleted, [], 'a bad answer is no answer');
+    const [once, twice] = await Promise.all([
+      post(app, { confirmation: confirmation.id, approve: true }),
+      post(app, { confirmation: confirmation.id, approve: true }),
+    ]);
+    assert.deepEqual([once.status, twice.status].sort(), [200, 404]);
+    assert.deepEqual(deleted, ['e1'], 'run once');
+    const unknown = await post(app, { confirmation: 'not-an-id', approve: true });
+    assert.equal(unknown.status, 404);
+    assert.equal(((await unknown.json()) as { error: string }).error, 'unknown_confirmation');
+  });
+
+  test('a question nobody answers expires: the turn is stopped, nothing is done, and the id is gone', async () => {
+    const { fake, deleted, stopped } = deletingAgent(['e1']);
+    const lines: string[] = [];
+    const app = createAgentApp({
+      agent: () => fake,
+      logger: createLogger('info', (line) => lines.push(line)),
+      askForConfirmation: true,
+      confirmationTimeoutMs: 50,
+    });
+    const { confirmation } = (await (await post(app, { message: 'delete it' })).json()) as Question;
+    assert.equal(confirmation.expires_in, 0.05);
+    while (!stopped()) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(deleted, []);
+    assert.equal((await post(app, { confirmation: confirmation.id, approve: true })).status, 404);
+    assert.ok(lines.some((line) => line.includes('chat confirmation expired')));
+  });
+
+  test('the process stopping refuses the questions waiting, and answers their callers 503 after', async () => {
+    const { fake, deleted, stopped } = deletingAgent(['e1']);
+    const shutdown = new AbortController();
+    const app = createAgentApp({
+      agent: () => fake,
+      logger: createLogger('error'),
+      askForConfirmation: true,
+      shutdown: shutdown.signal,
+    });
+    const { confirmation } = (await (await post(app, { message: 'delete it' })).json()) as Question;
+    shutdown.abort();
+    while (!stopped()) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal((await post(app, { confirmation: confirmation.id, approve: true })).status, 503);
+    assert.deepEqual(deleted, []);
+  });
+
+  test('at most maxWaitingConfirmations questions wait; another is refused at once, as with nobody to ask', async () => {
+    const { fake, deleted } = deletingAgent(['e1']);
+    const app = createAgentApp({
+      agent: () => fake,
+      logger: createLogger('error'),
+      askForConfirmation: true,
+      maxWaitingConfirmations: 1,
+    });
+    assert.equal((await post(app, { message: 'delete it' })).status, 202);
+    const refused = await post(app, { message: 'delete it' });
+    assert.equal(refused.status, 200);
+    assert.equal(((await refused.json()) as { reply: string }).reply, 'Deleted: nothing');
+    assert.deepEqual(deleted, []);
+  });
+
+  test('without askForConfirmation (refuse, allow) the caller is never asked', async () => {
+    const { fake } = deletingAgent(['e1']);
+    const app = createAgentApp({ agent: () => fake, logger: createLogger('error') });
+    const response = await post(app, { message: 'delete it' });
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { reply: string }).reply, 'Deleted: nothing');
+  });
 });
