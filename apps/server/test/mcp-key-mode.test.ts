@@ -233,6 +233,19 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     });
   }
 
+  test('each problem is named once, and only the problems there are', async () => {
+    for (const [override, named, notNamed] of [
+      [{ amount: -5 }, /greater than 0/, /decimal/],
+      [{ amount: 1e21 }, /at most 1000000/, /decimal/],
+      [{ description: 'Pizza\nand wine' }, /control characters/, /control characters[\s\S]*control characters/],
+    ] as const) {
+      const result = await add(bob, { ...valid, ...override });
+      assert.equal(result.isError, true);
+      assert.match(text(result), named, JSON.stringify(override));
+      assert.doesNotMatch(text(result), notNamed, JSON.stringify(override));
+    }
+  });
+
   test('an amount with more digits than a double holds is refused, not rounded and stored', async () => {
     for (const literal of ['12.340000000000000001', '999999.9999999999999']) {
       const before = await countRows('bob');
@@ -707,8 +720,8 @@ describe('key-based access', () => {
   test('no key or token ever reaches the logs', () => {
     const all = stack.logs.join('');
     assert.ok(
-      stack.logs.some((line) => line.includes('"user_id":"alice"')),
-      'requests are logged with the user',
+      stack.logs.some((line) => /"user_id":"alice","client_id":"key_[0-9a-f]{16}"/.test(line)),
+      'requests are logged with the user and the key’s id (never the key)',
     );
     assert.ok(!all.includes(aliceKey) && !all.includes(bobKey));
   });

@@ -24,6 +24,11 @@ export const calendarDate = z
     `must be between ${EARLIEST_DATE} and ${LATEST_DATE}`,
   );
 
+// The C0 and C1 controls (\p{Cc}) spelled as a range: the pattern is published in the tool's
+// input schema, and `\P{Cc}` means something only to a regex engine in Unicode mode.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what it refuses.
+const CONTROLS_ONLY_ABSENT = /^[^\u0000-\u001f\u007f-\u009f]*$/;
+
 /**
  * What was bought: one line a person wrote, without control characters (Postgres text refuses
  * NUL) or characters that would make it read as something else, and with something to see
@@ -34,11 +39,10 @@ export const expenseDescription = z
   .trim()
   .min(1)
   .max(MAX_DESCRIPTION_LENGTH)
-  // The C0 and C1 controls (\p{Cc}) spelled as a range: the pattern is published in the tool's
-  // input schema, and `\P{Cc}` means something only to a regex engine in Unicode mode.
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what it refuses.
-  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'must not contain control characters')
+  .regex(CONTROLS_ONLY_ABSENT, 'must not contain control characters')
   .superRefine((text, context) => {
+    // Controls are the pattern's to name; told twice, the caller would count two problems.
+    if (!CONTROLS_ONLY_ABSENT.test(text)) return;
     const problem = misleadingTextProblem(text);
     if (problem) context.addIssue({ code: 'custom', message: problem });
   });
@@ -51,7 +55,11 @@ export const amount = z
   .number()
   .positive('must be greater than 0')
   .max(MAX_AMOUNT, `must be at most ${MAX_AMOUNT}`)
-  .refine((value) => /^\d+(\.\d{1,2})?$/.test(String(value)), 'must have at most 2 decimal places');
+  // Only for an amount in range: -5 or 1e21 (`1e+21`) are not a matter of decimals.
+  .refine(
+    (value) => !(value > 0 && value <= MAX_AMOUNT) || /^\d+(\.\d{1,2})?$/.test(String(value)),
+    'must have at most 2 decimal places',
+  );
 
 /**
  * A key the client chooses for one expense (a UUID, say): a retry with the same key returns
