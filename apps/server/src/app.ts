@@ -116,6 +116,8 @@ export async function createApp({
         status: c.res.status,
         duration_ms: Math.round((performance.now() - started) * 100) / 100,
         user_id: c.get('principal')?.userId,
+        // The API key's id, or the OAuth client: which credential to revoke when one misbehaves.
+        client_id: c.get('principal')?.clientId,
       });
     });
   }

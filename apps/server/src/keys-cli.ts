@@ -1,5 +1,12 @@
 import { parseArgs } from 'node:util';
-import { type ApiKeyRecord, ApiKeyStore, MAX_API_KEY_LIFETIME_SECONDS } from '@mcp-auth-stack/auth';
+import {
+  API_KEY_PREFIX,
+  ApiKeyInputError,
+  type ApiKeyRecord,
+  ApiKeyStore,
+  looksLikeApiKey,
+  MAX_API_KEY_LIFETIME_SECONDS,
+} from '@mcp-auth-stack/auth';
 import { EXPENSE_SCOPES, EXPENSE_USER_SCOPES } from '@mcp-auth-stack/expenses';
 import { ConfigError, loadConfig } from './config.ts';
 import { openAppDatabase } from './database.ts';
@@ -23,11 +30,13 @@ Usage:
       Lists keys (never the keys themselves): id, user, name, scopes, created, last used,
       expires, status.
   pnpm keys revoke <key-id>
-      Revokes a key: refused by running servers within 1 s (their next request on the
-      embedded database).
+  pnpm keys revoke <key>
+      Revokes a key, by its id or by the key itself (mcpk_…, as a secret scanner reports
+      a leaked one; it is never printed back): refused by running servers within 1 s
+      (their next request on the embedded database).
 
 Uses DATABASE_URL when set, else the embedded database in DATA_DIR (default .data),
-whether or not the server is running.`;
+whether or not the server is running; each command names the database it used.`;
 
 /** The options each command reads. */
 const OPTIONS_OF: Readonly<Record<string, readonly string[]>> = {
@@ -97,7 +106,14 @@ async function main(argv: string[]): Promise<number> {
       `--expires-in takes a number of days or hours from 1 to ten years (90d, 12h); got ${JSON.stringify(expiresIn)}`,
     );
   }
-  if (command === 'revoke' && positionals.length !== 1) return usage('revoke needs exactly one key id');
+  if (command === 'revoke' && (positionals.length !== 1 || !positionals[0]?.trim())) {
+    return usage('revoke needs exactly one key id, or the key');
+  }
+  const revoking = command === 'revoke' ? (positionals[0] as string).trim() : '';
+  // A key, even a mistyped one, is a secret: never printed back (a terminal's or CI's log keeps it).
+  if (revoking.startsWith(API_KEY_PREFIX) && !looksLikeApiKey(revoking)) {
+    return usage(`that is not a whole key: ${API_KEY_PREFIX} and 43 more characters (the key is not shown here)`);
+  }
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
 
   // Only the database settings matter to keys: a shell that exported the server's mode
@@ -105,15 +121,25 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig({ ...process.env, MCP_AUTH_PROVIDER: 'key' });
   const database = await openAppDatabase(config, 'tool');
   const store = new ApiKeyStore(database.pool);
+  // A key made in the wrong database (a forgotten DATABASE_URL, another DATA_DIR) is refused by
+  // the server for no reason anyone can see: every command says which one it used.
+  process.stderr.write(`Database: ${database.location}\n`);
   try {
     switch (command) {
       case 'create': {
-        const { record, secret } = await store.create({
-          userId: user as string,
-          name,
-          scopes: values.scope ?? [...EXPENSE_USER_SCOPES],
-          expiresInSeconds: lifetime,
-        });
+        let created: Awaited<ReturnType<ApiKeyStore['create']>>;
+        try {
+          created = await store.create({
+            userId: user as string,
+            name,
+            scopes: values.scope ?? [...EXPENSE_USER_SCOPES],
+            expiresInSeconds: lifetime,
+          });
+        } catch (error) {
+          if (error instanceof ApiKeyInputError) return usage(error.message);
+          throw error;
+        }
+        const { record, secret } = created;
         process.stderr.write(
           `Created ${record.id} for user ${record.userId}${record.scopes.length ? ` with scopes ${record.scopes.join(' ')}` : ''}${record.expiresAt ? `, expiring ${record.expiresAt}` : ''}.\n` +
             'This is the only time the key is shown; store it now:\n',
@@ -143,12 +169,20 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'revoke': {
-        const id = positionals[0] as string;
-        if (await store.revoke(id)) {
-          process.stdout.write(`Revoked ${id}.\n`);
+        if (looksLikeApiKey(revoking)) {
+          const id = await store.revokeBySecret(revoking);
+          if (id !== undefined) {
+            process.stdout.write(`Revoked ${id} (the key given).\n`);
+            return 0;
+          }
+          process.stderr.write('No active key is the key given (unknown here, or already revoked).\n');
+          return 1;
+        }
+        if (await store.revoke(revoking)) {
+          process.stdout.write(`Revoked ${revoking}.\n`);
           return 0;
         }
-        process.stderr.write(`No active key with id ${id}.\n`);
+        process.stderr.write(`No active key with id ${JSON.stringify(revoking)}.\n`);
         return 1;
       }
     }

@@ -260,6 +260,46 @@ describe('the server process on the embedded database, with the keys CLI beside 
     assert.match(again.stderr, /No active key/);
   });
 
+  test('keys revoke takes the key itself (a leaked one) and never prints it back; each command names its database', async () => {
+    const created = await keysCli(['create', '--user', 'leaky'], env());
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stderr, new RegExp(`Database: ${dataDir} \\(embedded PGlite`));
+    const leaked = created.stdout.trim().split('\n').at(-1) as string;
+    const leakedId = /Created (key_[0-9a-f]+)/.exec(created.stderr)?.[1] as string;
+    const outputs: string[] = [];
+    const revokeLeaked = async () => {
+      const result = await keysCli(['revoke', leaked], env());
+      outputs.push(result.stdout, result.stderr);
+      return result;
+    };
+    const revoked = await revokeLeaked();
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.equal(revoked.stdout, `Revoked ${leakedId} (the key given).\n`);
+    assert.match((await keysCli(['list', '--user', 'leaky'], env())).stdout, new RegExp(`${leakedId} .*revoked`));
+    const again = await revokeLeaked();
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /No active key is the key given/);
+    // Cut short when pasted: a usage error that does not print it either.
+    const partial = await keysCli(['revoke', leaked.slice(0, 30)], env());
+    outputs.push(partial.stdout, partial.stderr);
+    assert.equal(partial.code, 64);
+    assert.match(partial.stderr, /not a whole key/);
+    for (const output of outputs) assert.ok(!output.includes(leaked.slice(5, 30)), 'the key is never printed');
+    assert.equal((await keysCli(['revoke', ' '], env())).code, 64, 'an empty id is a usage error');
+  });
+
+  test('keys create: a user id or name the store refuses is a usage error (64), like the other refusals', async () => {
+    for (const extra of [
+      ['--user', 'x'.repeat(256)],
+      ['--user', 'sam', '--name', 'n'.repeat(101)],
+      ['--user', 'sam', '--name', 'lap\ntop'],
+    ]) {
+      const result = await keysCli(['create', ...extra], env());
+      assert.equal(result.code, 64, result.stderr);
+      assert.equal(result.stdout, '');
+    }
+  });
+
   test('DNS rebinding: a foreign Host or Origin gets 403 over real HTTP', async () => {
     const port = new URL(server.url).port;
     const foreignHost = await run('curl', [

@@ -137,6 +137,11 @@ const USABLE = 'revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()
 
 const SCOPE_PATTERN = /^[\x21\x23-\x5B\x5D-\x7E]{1,100}$/; // RFC 6749 scope-token
 
+/** A key that cannot be made as asked (its user id, name, scopes or lifetime): the caller's to fix. */
+export class ApiKeyInputError extends Error {
+  override name = 'ApiKeyInputError';
+}
+
 export class ApiKeyStore {
   readonly #pool: pg.Pool;
   /** When each key's `last_used_at` was last written, so a busy key is written at most once a minute. */
@@ -165,29 +170,31 @@ export class ApiKeyStore {
     // (char_length) do, not UTF-16 units.
     const userId = input.userId.trim();
     if (userId !== userId.normalize('NFC')) {
-      throw new Error(
+      throw new ApiKeyInputError(
         `A key's user id must be written with composed characters (Unicode NFC): ${JSON.stringify(userId.normalize('NFC'))} is the same letters, and a different user id.`,
       );
     }
     const name = input.name?.normalize('NFC');
     const userIdLength = [...userId].length;
-    if (userIdLength === 0 || userIdLength > 255) throw new Error('A key needs a user id of 1 to 255 characters.');
-    if (name !== undefined && [...name].length > 100) throw new Error('A key name is at most 100 characters.');
+    if (userIdLength === 0 || userIdLength > 255)
+      throw new ApiKeyInputError('A key needs a user id of 1 to 255 characters.');
+    if (name !== undefined && [...name].length > 100)
+      throw new ApiKeyInputError('A key name is at most 100 characters.');
     // Both are printed by `pnpm keys list` and logged with each request: they must read as what they are.
     const userIdProblem = misleadingTextProblem(userId);
-    if (userIdProblem) throw new Error(`A key's user id ${userIdProblem}: ${JSON.stringify(userId)}`);
+    if (userIdProblem) throw new ApiKeyInputError(`A key's user id ${userIdProblem}: ${JSON.stringify(userId)}`);
     const nameProblem = name === undefined ? undefined : misleadingTextProblem(name);
-    if (nameProblem) throw new Error(`A key's name ${nameProblem}: ${JSON.stringify(name)}`);
+    if (nameProblem) throw new ApiKeyInputError(`A key's name ${nameProblem}: ${JSON.stringify(name)}`);
     const scopes = [...new Set(input.scopes ?? [])];
     for (const scope of scopes) {
-      if (!SCOPE_PATTERN.test(scope)) throw new Error(`Not a valid scope: ${JSON.stringify(scope)}`);
+      if (!SCOPE_PATTERN.test(scope)) throw new ApiKeyInputError(`Not a valid scope: ${JSON.stringify(scope)}`);
     }
     const lifetime = input.expiresInSeconds;
     if (
       lifetime !== undefined &&
       (!Number.isSafeInteger(lifetime) || lifetime < 1 || lifetime > MAX_API_KEY_LIFETIME_SECONDS)
     ) {
-      throw new Error('A key expires after a whole number of seconds, from 1 second to ten years.');
+      throw new ApiKeyInputError('A key expires after a whole number of seconds, from 1 second to ten years.');
     }
     const secret = API_KEY_PREFIX + randomBytes(32).toString('base64url');
     const id = `key_${randomBytes(8).toString('hex')}`;
@@ -215,6 +222,19 @@ export class ApiKeyStore {
       [id],
     );
     return rowCount === 1;
+  }
+
+  /**
+   * Revokes the key with this secret (a leaked key, as a secret scanner reports it: its id is
+   * not in it); the revoked key's id, or undefined when no active key has this secret.
+   */
+  async revokeBySecret(secret: string): Promise<string | undefined> {
+    if (!looksLikeApiKey(secret)) return undefined;
+    const { rows } = await this.#pool.query<{ id: string }>(
+      'UPDATE api_keys SET revoked_at = now() WHERE secret_sha256 = $1 AND revoked_at IS NULL RETURNING id',
+      [hashApiKey(secret)],
+    );
+    return rows[0]?.id;
   }
 
   /** Whether any key was ever created here, revoked ones included. */

@@ -4,6 +4,7 @@ export {
   API_KEY_PREFIX,
   API_KEYS_CHANNEL,
   API_KEYS_NAMESPACE,
+  ApiKeyInputError,
   type ApiKeyRecord,
   ApiKeyStore,
   apiKeyMigrations,
