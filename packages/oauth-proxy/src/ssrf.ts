@@ -35,10 +35,17 @@ for (const [network, prefix] of [
   // relay would reach: any of them could carry a private one.
   ['64:ff9b::', 96],
   ['64:ff9b:1::', 48],
+  // IPv4-translated (SIIT, `::ffff:0:a.b.c.d`): a translator maps it to the IPv4 address.
+  ['::ffff:0:0:0', 96],
   ['100::', 64],
   ['2001::', 32],
   ['2002::', 16],
+  // Documentation (two prefixes), and SRv6 segment identifiers (routing, not hosts).
   ['2001:db8::', 32],
+  ['3fff::', 20],
+  ['5f00::', 16],
+  // Benchmarking (RFC 5180): never a real host.
+  ['2001:2::', 48],
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],

@@ -33,6 +33,13 @@ describe('isPrivateAddress', () => {
       '::127.0.0.1',
       '::a9fe:a9fe',
       'fec0::1',
+      '::ffff:0:7f00:1',
+      '::ffff:0:10.0.0.1',
+      '3fff:0fff::1',
+      '5f00::1',
+      '2001:2::1',
+      '64:ff9b::a00:1',
+      '2002:a00:1::',
       'not-an-ip',
     ]) {
       assert.equal(isPrivateAddress(address), true, address);
