@@ -492,9 +492,12 @@ module agent 'modules/container-app.bicep' = {
     secretEnv: agentSecretEnv
     secretUris: keyVault.outputs.secretUris
     minReplicas: 0
-    maxReplicas: 2
-    // Below the turns one agent runs at once (DEFAULT_MAX_CONCURRENT_CHATS, 4; more get 429):
-    // a target above it would never be reached, and a second replica never start.
+    // One: a turn waiting for its caller's confirmation lives in the replica that asked, and an
+    // answer that reached another one would find nothing (404, nothing done); Container Apps'
+    // sticky sessions follow a cookie, which API callers do not keep. At most 4 turns run at
+    // once (DEFAULT_MAX_CONCURRENT_CHATS; more get 429).
+    maxReplicas: 1
+    // The HTTP rule wakes it from zero.
     concurrentRequests: 3
     cpu: '0.5'
     memory: '1Gi'

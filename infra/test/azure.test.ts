@@ -453,9 +453,10 @@ describe('the agent container app', () => {
     assert.equal(keycloak.secretEnv.MCP_CLIENT_SECRET, 'keycloak-agent-client-secret');
   });
 
-  test('the HTTP scale rule asks for a second replica before one refuses turns (429 past its limit)', () => {
+  test('one agent replica (a turn waiting for its confirmation lives in it), woken from zero by the HTTP rule', () => {
     const module = main.modules.find((m) => m.name === 'agent');
     assert.ok(module);
+    assert.equal(objectProperty(moduleParams(module), 'maxReplicas')?.text, '1');
     const target = Number(objectProperty(moduleParams(module), 'concurrentRequests')?.text);
     assert.ok(
       target >= 1 && target < DEFAULT_MAX_CONCURRENT_CHATS,
@@ -763,10 +764,12 @@ describe("the realm Azure's Keycloak imports", () => {
     );
     // Every `${…}` is a bare upper-case name, the one form the entrypoint checks: no default in
     // any form Keycloak reads (`${env.NAME:x}`, `${A,B:x}`, `${name:x}`) reaches the image.
+    // Besides them, only Keycloak's own `${authBaseUrl}` (the account clients' root URL, which
+    // Keycloak fills in when it serves them, not at import).
     assert.deepEqual(
       [...JSON.stringify(deployed).matchAll(/\$\{[^}]*\}/g)]
         .map((m) => m[0])
-        .filter((placeholder) => !/^\$\{[A-Z][A-Z0-9_]*\}$/.test(placeholder)),
+        .filter((placeholder) => !/^\$\{([A-Z][A-Z0-9_]*|authBaseUrl)\}$/.test(placeholder)),
       [],
     );
   });

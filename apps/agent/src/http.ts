@@ -310,6 +310,8 @@ export function createAgentApp({
     const deadline = AbortSignal.timeout(turnTimeoutMs);
     const bounds = AbortSignal.any([c.req.raw.signal, deadline]);
     bounds.addEventListener('abort', turn.stop, { once: true });
+    // A caller gone before the turn got here: an aborted signal never fires its listeners.
+    if (bounds.aborted) turn.stop();
     try {
       const result = await outcome;
       const tool_calls = turn.toolCalls.map((call) => ({

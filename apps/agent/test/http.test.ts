@@ -309,6 +309,74 @@ describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the
     assert.deepEqual(deleted, []);
   });
 
+  test('a question asked once its turn was stopped is refused at once: it never waits, nor takes a place', async () => {
+    // Two deletes asked at the same moment (the model's calls of one message): the first
+    // question expires and stops the turn; the second comes after, and must not wait for 300 s.
+    const asked: string[] = [];
+    const fake = {
+      toolNames: ['delete_user_expense'],
+      run: async (
+        _message: string,
+        options: {
+          signal?: AbortSignal;
+          confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+        } = {},
+      ) => {
+        const ask = options.confirmDestructive as NonNullable<typeof options.confirmDestructive>;
+        asked.push(String(await ask({ name: 'delete_user_expense', args: { id: 'e1' } })));
+        asked.push(String(await ask({ name: 'delete_user_expense', args: { id: 'e2' } })));
+        throw options.signal?.reason;
+      },
+    } as unknown as ExpensesAgent;
+    const lines: string[] = [];
+    const app = createAgentApp({
+      agent: () => fake,
+      logger: createLogger('info', (line) => lines.push(line)),
+      askForConfirmation: true,
+      confirmationTimeoutMs: 30,
+      maxWaitingConfirmations: 1,
+    });
+    assert.equal((await post(app, { message: 'delete both' })).status, 202);
+    while (asked.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(asked, ['false', 'false']);
+    assert.equal(
+      lines.filter((line) => line.includes('chat confirmation expired')).length,
+      1,
+      'the first question expired; the second was never put (it would have waited, and expired too)',
+    );
+    assert.equal((await post(app, { message: 'delete both' })).status, 202, 'the one place is free for the next turn');
+  });
+
+  test('a caller gone before its turn begins stops the turn at once and frees its place', async () => {
+    let stopped = false;
+    const slow = {
+      toolNames: [],
+      run: (_message: string, { signal }: { signal?: AbortSignal } = {}) =>
+        new Promise((resolve, reject) => {
+          const done = setTimeout(() => resolve({ reply: 'ran to the end', toolCalls: [], history: [] }), 2_000);
+          signal?.addEventListener('abort', () => {
+            clearTimeout(done);
+            stopped = true;
+            reject(signal.reason);
+          });
+        }),
+    } as unknown as ExpensesAgent;
+    const app = createAgentApp({ agent: () => slow, logger: createLogger('error'), maxConcurrentChats: 1 });
+    const gone = AbortSignal.abort();
+    const response = await app.request(
+      new Request('http://localhost:8001/chat', {
+        method: 'POST',
+        headers: { host: 'localhost:8001', 'content-type': 'application/json' },
+        body: JSON.stringify({ message: 'hi' }),
+        signal: gone,
+      }),
+      undefined,
+      { incoming: { socket: { remoteAddress: '127.0.0.1' } } },
+    );
+    assert.equal(response.status, 499);
+    assert.ok(stopped, 'the turn was told to stop');
+  });
+
   test('without askForConfirmation (refuse, allow) the caller is never asked', async () => {
     const { fake } = deletingAgent(['e1']);
     const app = createAgentApp({ agent: () => fake, logger: createLogger('error') });

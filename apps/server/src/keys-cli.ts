@@ -110,8 +110,9 @@ async function main(argv: string[]): Promise<number> {
     return usage('revoke needs exactly one key id, or the key');
   }
   const revoking = command === 'revoke' ? (positionals[0] as string).trim() : '';
-  // A key, even a mistyped one, is a secret: never printed back (a terminal's or CI's log keeps it).
-  if (revoking.startsWith(API_KEY_PREFIX) && !looksLikeApiKey(revoking)) {
+  // A key, even a mistyped one or one pasted with more around it (`Bearer mcpk_…`), is a secret:
+  // never printed back (a terminal's or CI's log keeps it).
+  if (revoking.includes(API_KEY_PREFIX) && !looksLikeApiKey(revoking)) {
     return usage(`that is not a whole key: ${API_KEY_PREFIX} and 43 more characters (the key is not shown here)`);
   }
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);

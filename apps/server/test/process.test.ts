@@ -279,11 +279,13 @@ describe('the server process on the embedded database, with the keys CLI beside 
     const again = await revokeLeaked();
     assert.equal(again.code, 1);
     assert.match(again.stderr, /No active key is the key given/);
-    // Cut short when pasted: a usage error that does not print it either.
-    const partial = await keysCli(['revoke', leaked.slice(0, 30)], env());
-    outputs.push(partial.stdout, partial.stderr);
-    assert.equal(partial.code, 64);
-    assert.match(partial.stderr, /not a whole key/);
+    // Cut short, or pasted with more around it: a usage error that does not print it either.
+    for (const pasted of [leaked.slice(0, 30), `Bearer ${leaked}`, `x${leaked}`]) {
+      const result = await keysCli(['revoke', pasted], env());
+      outputs.push(result.stdout, result.stderr);
+      assert.equal(result.code, 64, pasted.slice(0, 10));
+      assert.match(result.stderr, /not a whole key/);
+    }
     for (const output of outputs) assert.ok(!output.includes(leaked.slice(5, 30)), 'the key is never printed');
     assert.equal((await keysCli(['revoke', ' '], env())).code, 64, 'an empty id is a usage error');
   });
