@@ -1,11 +1,12 @@
 /**
  * Direct mode, a session over time: the access token expires and the client refreshes it; the
  * user signs out (the client revokes its refresh token at Keycloak) and the refresh token is
- * dead from then on.
+ * dead from then on; the user removes a client's access in Keycloak's account console, and its
+ * refresh token is dead too.
  */
 import { decodeJwtPayload } from '@mcp-auth-stack/testing';
 import { type BrowserOAuthProvider, keycloakAdminToken } from '@mcp-auth-stack/testing/mcp-oauth';
-import { alice, bob, callTool, expect, type Stack, test } from './fixtures/test.ts';
+import { alice, bob, callTool, carol, expect, type Stack, test } from './fixtures/test.ts';
 
 test('an expired access token is refreshed by the client, which goes on', async ({ stack, oauthClient, connect }) => {
   const oauth = await oauthClient(alice);
@@ -60,6 +61,75 @@ test("signing out revokes the client's refresh token at Keycloak: refreshing wit
     const after = await refresh(current);
     expect(after.status).toBe(400);
     expect(((await after.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+});
+
+test("a user removes a client's access in Keycloak's account console: its refresh token is refused from then on", async ({
+  stack,
+  browser,
+  oauthClient,
+  connect,
+}) => {
+  const oauth = await oauthClient(carol);
+  await connect(oauth);
+  const clientId = oauth.clientInformation()?.client_id as string;
+  const refresh = (refreshToken: string) =>
+    fetch(`${stack.realmUrl}/protocol/openid-connect/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId }),
+    });
+  const before = await refresh(oauth.tokens()?.refresh_token as string);
+  expect(before.status, 'the refresh token works before').toBe(200);
+  const { refresh_token: current } = (await before.json()) as { refresh_token: string };
+
+  const context = await browser.newContext();
+  let consoleToken = '';
+  try {
+    const page = await context.newPage();
+    page.on('response', async (response) => {
+      if (!response.url().endsWith('/protocol/openid-connect/token') || response.status() !== 200) return;
+      consoleToken = ((await response.json()) as { access_token: string }).access_token;
+    });
+    await test.step('carol signs in to the account console and finds the client under Applications', async () => {
+      await page.goto(`${stack.realmUrl}/account/applications`);
+      await page.locator('#username').fill(carol.username);
+      await page.locator('#password').fill(carol.password);
+      await page.locator('#kc-login').click();
+      await expect(page.getByTestId('page-heading')).toHaveText('Application');
+      await page.locator(`#toggle-${clientId}`).click();
+      await expect(page.locator(`#content-${clientId}`)).toContainText('Use the expenses MCP server');
+    });
+    await test.step('and removes its access', async () => {
+      await page.locator(`#content-${clientId}`).getByRole('button', { name: 'Remove access' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Confirm' }).click();
+      await expect(page.locator(`#toggle-${clientId}`)).toHaveCount(0);
+    });
+  } finally {
+    await context.close();
+  }
+
+  await test.step('Keycloak refuses the refresh token from then on', async () => {
+    const after = await refresh(current);
+    expect(after.status).toBe(400);
+    expect(((await after.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
+  await test.step("the account console's own token is not one for the MCP server", async () => {
+    expect(consoleToken, 'the console got a token').toBeTruthy();
+    const claims = decodeJwtPayload(consoleToken) as { aud?: string | string[]; azp?: string; sub?: string };
+    expect(claims.azp).toBe('account-console');
+    expect([claims.aud].flat()).toEqual(['account']);
+    expect(claims.sub, 'carol, by her id').toBeTruthy();
+    const refused = await fetch(stack.mcpUrl, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${consoleToken}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    expect(refused.status).toBe(401);
   });
 });
 
