@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { type AddressInfo, connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { serve } from '@hono/node-server';
-import type { ExpensesAgent, TurnEvents } from '../src/agent.ts';
+import type { ConfirmDestructive, ExpensesAgent, TurnEvents } from '../src/agent.ts';
 import { createAgentApp } from '../src/http.ts';
 import { createLogger } from '../src/logger.ts';
 
@@ -147,6 +147,9 @@ test('a caller who disconnects mid-turn stops the turn, and is logged as a disco
   }
 });
 
+/** What `createAgentApp` hands a turn: the fakes below read these. */
+type FakeRunOptions = { signal?: AbortSignal; events?: TurnEvents; confirmDestructive?: ConfirmDestructive };
+
 describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the caller', () => {
   /**
    * An agent whose turn asks about one delete per id in `deletes`, runs each confirmed one
@@ -157,14 +160,7 @@ describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the
     let stoppedWith: unknown;
     const fake = {
       toolNames: ['delete_user_expense'],
-      run: async (
-        _message: string,
-        options: {
-          signal?: AbortSignal;
-          events?: TurnEvents;
-          confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
-        } = {},
-      ) => {
+      run: async (_message: string, options: FakeRunOptions = {}) => {
         for (const id of deletes) {
           const confirmed =
             (await options.confirmDestructive?.({ name: 'delete_user_expense', args: { id } })) ?? false;
@@ -315,13 +311,7 @@ describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the
     const asked: string[] = [];
     const fake = {
       toolNames: ['delete_user_expense'],
-      run: async (
-        _message: string,
-        options: {
-          signal?: AbortSignal;
-          confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
-        } = {},
-      ) => {
+      run: async (_message: string, options: FakeRunOptions = {}) => {
         const ask = options.confirmDestructive as NonNullable<typeof options.confirmDestructive>;
         asked.push(String(await ask({ name: 'delete_user_expense', args: { id: 'e1' } })));
         asked.push(String(await ask({ name: 'delete_user_expense', args: { id: 'e2' } })));
