@@ -15,6 +15,7 @@ import {
 } from '@mcp-auth-stack/testing';
 import { launchChromium, signIn } from '@mcp-auth-stack/testing/browser';
 import { postToken, verifyRs256 } from '@mcp-auth-stack/testing/keycloak';
+import { keycloakAdminToken } from '@mcp-auth-stack/testing/mcp-oauth';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { DEMO_USERS, REALM_CLIENTS, type RunningKeycloak, startKeycloak } from '../src/index.ts';
 
@@ -613,5 +614,47 @@ test('a wrong password shows an error on the login page and issues no code', asy
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(callback.received.length, 0, 'the redirect URI was never called');
     }),
+  );
+});
+
+test("Keycloak's account clients as the realm declares them: only basic, profile and email, and users' default roles", async () => {
+  const token = await keycloakAdminToken(keycloak.url);
+  const admin = async <T>(path: string) =>
+    (await (
+      await fetch(`${keycloak.url}/admin/realms/mcp${path}`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as T;
+  type Client = {
+    id: string;
+    fullScopeAllowed: boolean;
+    publicClient: boolean;
+    rootUrl?: string;
+    defaultClientScopes: string[];
+    optionalClientScopes: string[];
+  };
+  for (const clientId of ['account', 'account-console']) {
+    const [client] = await admin<Client[]>(`/clients?clientId=${clientId}`);
+    assert.ok(client, clientId);
+    // No mcp:access (nor expenses:*), default or optional: no token of theirs is one for the MCP server.
+    assert.deepEqual(client.defaultClientScopes.sort(), ['basic', 'email', 'profile'], clientId);
+    assert.deepEqual(client.optionalClientScopes, [], clientId);
+    assert.equal(client.fullScopeAllowed, false, clientId);
+    // Keycloak's own placeholder, filled in when it serves them (not the deployment's).
+    assert.match(client.rootUrl ?? '', /^\$\{authBaseUrl\}$/, clientId);
+  }
+  const realm = await admin<{ defaultRole: { name: string } }>('');
+  assert.equal(realm.defaultRole.name, 'default-roles-mcp');
+  // Keycloak adds uma_authorization itself (authorization services), which no client here uses.
+  const composites = await admin<{ name: string }[]>('/roles/default-roles-mcp/composites');
+  assert.deepEqual(composites.map((role) => role.name).sort(), [
+    'manage-account',
+    'offline_access',
+    'uma_authorization',
+    'view-profile',
+  ]);
+  const [user] = await admin<{ id: string }[]>(`/users?username=${alice.username}&exact=true`);
+  const roles = await admin<{ name: string }[]>(`/users/${user?.id}/role-mappings/realm`);
+  assert.deepEqual(
+    roles.map((role) => role.name),
+    ['default-roles-mcp'],
   );
 });
