@@ -103,7 +103,10 @@ async function untilTerminalSummary(terminal: Awaited<ReturnType<typeof onTermin
   return terminal.output();
 }
 
-/** `pnpm keys <args>` on this DATA_DIR: its exit code and output. */
+/**
+ * `pnpm keys <args>` on this DATA_DIR: its exit code and output (what it prints on stdout; its
+ * stderr, which names the database first, only when it failed).
+ */
 async function keys(dataDir: string, ...args: string[]): Promise<{ code: number | null; output: string }> {
   const child = spawn(process.execPath, ['apps/server/src/keys-cli.ts', ...args], {
     cwd: ROOT,
@@ -111,10 +114,11 @@ async function keys(dataDir: string, ...args: string[]): Promise<{ code: number 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  let errors = '';
   child.stdout?.on('data', (chunk) => (output += chunk));
-  child.stderr?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (errors += chunk));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  return { code, output };
+  return { code, output: code === 0 ? output : `${output}${errors}` };
 }
 
 const answers = (url: string) =>
