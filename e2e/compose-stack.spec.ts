@@ -13,7 +13,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { audienceOf, decodeJwtPayload } from '@mcp-auth-stack/testing';
-import { messageText, type ScriptedLlm, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
+import {
+  type ChatRequest,
+  messageText,
+  type ScriptedLlm,
+  startScriptedLlm,
+} from '@mcp-auth-stack/testing/scripted-llm';
 import { alice, callTool, expect, ownExpenses, test } from './fixtures/test.ts';
 
 const AGENT_URL = process.env.E2E_AGENT_URL ?? 'http://127.0.0.1:8001';
@@ -112,4 +117,61 @@ test('the agent container is ready and answers a chat turn with a real tool call
   expect(llm.remaining(), 'the whole script was used').toBe(0);
   const tools = (llm.requests[0]?.body.tools ?? []).map((tool) => tool.function.name);
   expect(tools, "the model was offered the server's tools").toContain('add_user_expense');
+});
+
+test('the agent container asks its caller before a delete (202), and deletes only once the caller approves', async () => {
+  const description = `agent delete e2e ${randomUUID()}`;
+  let added = '';
+  const echo = (request: ChatRequest) => ({
+    content: `Tool said: ${messageText(request.messages.at(-1))}`,
+  });
+  llm.script([
+    // The first turn: an add, then a delete of what it added, which waits for its caller.
+    {
+      toolCalls: [
+        {
+          name: 'add_user_expense',
+          arguments: { date: '2025-12-19', amount: 4, category: 'food', description, payment_method: 'cash' },
+        },
+      ],
+    },
+    (request) => {
+      added = /Added expense ([0-9a-f-]{36})/.exec(messageText(request.messages.at(-1)))?.[1] ?? '';
+      return { toolCalls: [{ name: 'delete_user_expense', arguments: { id: added } }] };
+    },
+    // A second turn while the first waits: the expense is still there.
+    { toolCalls: [{ name: 'get_user_expenses', arguments: {} }] },
+    echo,
+    // The first turn, once approved: the delete ran, and a read no longer finds it.
+    { toolCalls: [{ name: 'get_user_expenses', arguments: {} }] },
+    echo,
+  ]);
+  const chat = async (body: unknown) => {
+    const response = await fetch(`${AGENT_URL}/chat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${required('E2E_AGENT_CHAT_TOKEN')}` },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  };
+  const asked = await chat({ message: 'add a 4 euro coffee in cash, then delete it' });
+  expect(asked.status, JSON.stringify(asked.body)).toBe(202);
+  const { confirmation } = asked.body as { confirmation: { id: string; name: string; args: { id: string } } };
+  expect([confirmation.name, confirmation.args.id]).toEqual(['delete_user_expense', added]);
+
+  const meanwhile = await chat({ message: 'what did I spend?' });
+  expect(meanwhile.status, JSON.stringify(meanwhile.body)).toBe(200);
+  expect(meanwhile.body.reply, 'nothing is deleted before the answer').toContain(description);
+
+  const answered = await chat({ confirmation: confirmation.id, approve: true });
+  expect(answered.status, JSON.stringify(answered.body)).toBe(200);
+  expect(
+    (answered.body.tool_calls as { name: string; is_error: boolean }[]).map((call) => [call.name, call.is_error]),
+  ).toEqual([
+    ['add_user_expense', false],
+    ['delete_user_expense', false],
+    ['get_user_expenses', false],
+  ]);
+  expect(answered.body.reply, 'deleted once approved').not.toContain(description);
+  expect(llm.remaining(), 'the whole script was used').toBe(0);
 });
