@@ -265,7 +265,9 @@ async function adminCaller(keycloakUrl: string, admin: { username: string; passw
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
     if (!response.ok) throw new Error(`${method} /admin/realms/${path}: HTTP ${response.status}`);
-    return response.status === 204 ? undefined : ((await response.json()) as unknown);
+    // 201 Created and 204 No Content have no body.
+    const text = await response.text();
+    return text ? (JSON.parse(text) as unknown) : undefined;
   };
 }
 
@@ -355,6 +357,73 @@ export async function addMissingClientPolicies(
     // Profiles first: a policy names its profiles.
     if (profilesChanged) await call('PUT', `${name}/client-policies/profiles`, { profiles });
     if (policiesChanged) await call('PUT', `${name}/client-policies/policies`, { policies });
+  }
+  return added;
+}
+
+interface AccountConsoleFile {
+  clientId: string;
+  defaultClientScopes?: string[];
+  protocolMappers?: { name: string }[];
+}
+
+/**
+ * What makes the account console work (decision 84) and a realm imported before the file
+ * declared Keycloak's account clients lacks: `account-console`'s default scopes and mappers as
+ * the file has them, and the realm's default role for the file's users that hold it there.
+ * Only added, never removed: the admin console may have added more. Returns what was added.
+ */
+export async function addMissingAccountConsoleParts(keycloakUrl: string, options: KeptRealmOptions): Promise<string[]> {
+  const added: string[] = [];
+  for (const realmFile of options.realmFiles ?? [REALM_FILE]) {
+    const realm = JSON.parse(await readFile(realmFile, 'utf8')) as {
+      realm?: string;
+      clients?: AccountConsoleFile[];
+      defaultRole?: { name?: string };
+      users?: { username: string; realmRoles?: string[] }[];
+    };
+    const fileConsole = realm.clients?.find((client) => client.clientId === 'account-console');
+    if (!fileConsole) continue;
+    const call = await adminCaller(keycloakUrl, options.admin ?? DEMO_ADMIN);
+    const name = encodeURIComponent(realm.realm ?? REALM_NAME);
+    const [current] = (await call('GET', `${name}/clients?clientId=account-console`)) as {
+      id: string;
+      defaultClientScopes?: string[];
+      protocolMappers?: { name: string }[];
+    }[];
+    if (!current) continue;
+    const missingScopes = (fileConsole.defaultClientScopes ?? []).filter(
+      (scope) => !(current.defaultClientScopes ?? []).includes(scope),
+    );
+    if (missingScopes.length > 0) {
+      const scopes = (await call('GET', `${name}/client-scopes`)) as { id: string; name: string }[];
+      for (const scope of missingScopes) {
+        const id = scopes.find((candidate) => candidate.name === scope)?.id;
+        if (!id) continue;
+        await call('PUT', `${name}/clients/${current.id}/default-client-scopes/${id}`);
+        added.push(`default scope ${scope} of account-console`);
+      }
+    }
+    for (const mapper of fileConsole.protocolMappers ?? []) {
+      if ((current.protocolMappers ?? []).some((candidate) => candidate.name === mapper.name)) continue;
+      await call('POST', `${name}/clients/${current.id}/protocol-mappers/models`, mapper);
+      added.push(`mapper "${mapper.name}" of account-console`);
+    }
+    const defaultRole = realm.defaultRole?.name;
+    if (!defaultRole) continue;
+    let role: { id: string; name: string } | undefined;
+    for (const user of realm.users ?? []) {
+      if (!user.realmRoles?.includes(defaultRole)) continue;
+      const [found] = (await call('GET', `${name}/users?username=${encodeURIComponent(user.username)}&exact=true`)) as {
+        id: string;
+      }[];
+      if (!found) continue;
+      const held = (await call('GET', `${name}/users/${found.id}/role-mappings/realm`)) as { name: string }[];
+      if (held.some((candidate) => candidate.name === defaultRole)) continue;
+      role ??= (await call('GET', `${name}/roles/${encodeURIComponent(defaultRole)}`)) as { id: string; name: string };
+      await call('POST', `${name}/users/${found.id}/role-mappings/realm`, [{ id: role.id, name: role.name }]);
+      added.push(`role ${defaultRole} of user ${user.username}`);
+    }
   }
   return added;
 }

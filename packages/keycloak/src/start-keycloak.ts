@@ -5,7 +5,13 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { acquirePidLock, livePidIn, processStartTicks } from '@mcp-auth-stack/pid-lock';
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
-import { ADDRESS_PLACEHOLDER, addMissingClientPolicies, bringRealmUrlsUpToDate, REALM_ENV_FILE } from './kept-realm.ts';
+import {
+  ADDRESS_PLACEHOLDER,
+  addMissingAccountConsoleParts,
+  addMissingClientPolicies,
+  bringRealmUrlsUpToDate,
+  REALM_ENV_FILE,
+} from './kept-realm.ts';
 import {
   type KeycloakPhase,
   killGroup,
@@ -252,6 +258,17 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
       report(
         'checking',
         `the kept realm's client policies could not be compared with the realm file (${(error as Error).message}); rules added to the file since the import may be missing: pnpm keycloak --fresh imports it again`,
+      );
+    }
+    // The same for what the account console needs (a realm imported before the file declared it).
+    try {
+      for (const piece of await addMissingAccountConsoleParts(localUrl, options)) {
+        report('importing', `${piece}: added to the kept realm from the realm file`);
+      }
+    } catch (error) {
+      report(
+        'checking',
+        `the kept realm's account console could not be compared with the realm file (${(error as Error).message}); it may not work: pnpm keycloak --fresh imports the realm again`,
       );
     }
     try {

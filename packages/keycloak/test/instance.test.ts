@@ -8,7 +8,7 @@ import { processStartTicks } from '@mcp-auth-stack/pid-lock';
 import { audienceOf, decodeJwtPayload, freePort } from '@mcp-auth-stack/testing';
 import { postToken } from '@mcp-auth-stack/testing/keycloak';
 import { DEMO_USERS, REALM_CLIENTS, REALM_FILE, type RunningKeycloak, startKeycloak } from '../src/index.ts';
-import { addMissingClientPolicies } from '../src/kept-realm.ts';
+import { addMissingAccountConsoleParts, addMissingClientPolicies } from '../src/kept-realm.ts';
 
 /**
  * What `pnpm start` and then `PORT=8117 pnpm start` do to the kept Keycloak folder: the second
@@ -272,5 +272,71 @@ test('a program on [::1] at the HTTP port is refused before anything starts: loc
     );
   } finally {
     holder.close();
+  }
+});
+
+test("a kept realm imported before the file declared Keycloak's account clients gets the console's scopes, mapper and users' default role", async () => {
+  const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
+  const ports = { httpPort: await freePort(), managementPort: await freePort() };
+  // The realm file as it was before decision 84: Keycloak made the account clients itself.
+  const older = JSON.parse(await readFile(REALM_FILE, 'utf8')) as {
+    clients: { clientId: string }[];
+    roles: { realm: { name: string }[]; client?: unknown };
+    defaultRole?: unknown;
+    clientScopeMappings?: unknown;
+    users: { realmRoles?: string[] }[];
+  };
+  older.clients = older.clients.filter((client) => !client.clientId.startsWith('account'));
+  older.roles.realm = older.roles.realm.filter((role) => role.name !== 'default-roles-mcp');
+  delete older.roles.client;
+  delete older.defaultRole;
+  delete older.clientScopeMappings;
+  for (const user of older.users) {
+    if (user.realmRoles?.includes('default-roles-mcp')) user.realmRoles = ['offline_access'];
+  }
+  const olderFile = join(instanceDir, 'realm-mcp.json');
+  const consoleOf = async (keycloak: RunningKeycloak) =>
+    (
+      (await adminGet(keycloak, 'clients?clientId=account-console')) as {
+        defaultClientScopes: string[];
+        protocolMappers?: { name: string }[];
+      }[]
+    )[0];
+  const aliceRoles = async (keycloak: RunningKeycloak) => {
+    const [alice] = (await adminGet(keycloak, 'users?username=alice&exact=true')) as { id: string }[];
+    return ((await adminGet(keycloak, `users/${alice?.id}/role-mappings/realm`)) as { name: string }[]).map(
+      (role) => role.name,
+    );
+  };
+  let keycloak: RunningKeycloak | undefined;
+  try {
+    await writeFile(olderFile, JSON.stringify(older));
+    keycloak = await startKeycloak({ instanceDir, ...ports, realmFiles: [olderFile], realmEnv: realmEnvFor(8000) });
+    assert.deepEqual((await consoleOf(keycloak))?.defaultClientScopes, [], 'the console as Keycloak made it');
+    assert.ok(!(await aliceRoles(keycloak)).includes('default-roles-mcp'));
+    await keycloak.stop();
+    const phases: string[] = [];
+    keycloak = await startKeycloak({
+      instanceDir,
+      ...ports,
+      realmEnv: realmEnvFor(8000),
+      onProgress: ({ message }) => phases.push(message),
+    });
+    for (const piece of [
+      'default scope basic of account-console',
+      'mapper "account roles" of account-console',
+      'role default-roles-mcp of user alice',
+    ]) {
+      assert.ok(phases.includes(`${piece}: added to the kept realm from the realm file`), phases.join('\n'));
+    }
+    const fixed = await consoleOf(keycloak);
+    assert.deepEqual(fixed?.defaultClientScopes.sort(), ['basic', 'email', 'profile']);
+    assert.ok(fixed?.protocolMappers?.some((mapper) => mapper.name === 'account roles'));
+    assert.ok((await aliceRoles(keycloak)).includes('default-roles-mcp'));
+    // Nothing is missing any more.
+    assert.deepEqual(await addMissingAccountConsoleParts(keycloak.url, {}), []);
+  } finally {
+    await keycloak?.stop();
+    await rm(instanceDir, { recursive: true, force: true });
   }
 });
