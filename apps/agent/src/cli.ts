@@ -30,7 +30,11 @@ MCP server: MCP_SERVER_URL (default http://localhost:8000/mcp), and MCP_AUTH:
   key                 MCP_API_KEY (from \`pnpm keys create\`)
   More servers: MCP_EXTRA_SERVERS='{"name": {"url": "…", "headers": {"Authorization": "Bearer …"}}}'
 
-HTTP mode for a container: node apps/agent/src/serve.ts (GET /health, POST /chat {"message": …}).
+A call that may delete data (AGENT_DESTRUCTIVE_TOOLS=ask, the default) runs only once you
+confirm it: the chat asks on its next line, a one-shot run on its terminal.
+
+HTTP mode for a container: node apps/agent/src/serve.ts (GET /health, POST /chat {"message": …};
+a delete is put to the caller: 202, then POST /chat {"confirmation": id, "approve": true}).
 See apps/agent/README.md for every variable.
 `;
 

@@ -497,7 +497,7 @@ describe('pnpm agent (the CLI as a process)', () => {
     assert.deepEqual(second?.slice(1), ['user:first question', 'assistant:First answer.', 'user:second question']);
   });
 
-  test('--help explains usage, providers and authentication modes', async () => {
+  test('--help explains usage, providers, authentication modes and the confirmation of deletes', async () => {
     const result = await runCli(['--help'], {});
     assert.equal(result.code, 0);
     for (const word of [
@@ -509,6 +509,8 @@ describe('pnpm agent (the CLI as a process)', () => {
       'MCP_AUTH',
       'client_credentials',
       'MCP_API_KEY',
+      'AGENT_DESTRUCTIVE_TOOLS',
+      '{"confirmation": id, "approve": true}',
     ]) {
       assert.ok(result.stdout.includes(word), `--help mentions ${word}`);
     }
