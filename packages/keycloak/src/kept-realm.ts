@@ -361,17 +361,31 @@ export async function addMissingClientPolicies(
   return added;
 }
 
+interface MapperFile {
+  name: string;
+  protocolMapper?: string;
+  config?: Record<string, string>;
+}
+
 interface AccountConsoleFile {
   clientId: string;
   defaultClientScopes?: string[];
-  protocolMappers?: { name: string }[];
+  protocolMappers?: MapperFile[];
 }
+
+/**
+ * Written to `data/` once the account console's parts were brought into a kept realm: the update
+ * runs once, so what an administrator removes afterwards (a scope, a user's role) stays removed.
+ * `--fresh` removes it with the database.
+ */
+export const ACCOUNT_CONSOLE_MARKER = 'account-console-updated';
 
 /**
  * What makes the account console work (decision 84) and a realm imported before the file
  * declared Keycloak's account clients lacks: `account-console`'s default scopes and mappers as
  * the file has them, and the realm's default role for the file's users that hold it there.
- * Only added, never removed: the admin console may have added more. Returns what was added.
+ * Only added, never removed: the admin console may have added more. The caller runs it once
+ * per kept realm (`ACCOUNT_CONSOLE_MARKER`). Returns what was added.
  */
 export async function addMissingAccountConsoleParts(keycloakUrl: string, options: KeptRealmOptions): Promise<string[]> {
   const added: string[] = [];
@@ -389,12 +403,13 @@ export async function addMissingAccountConsoleParts(keycloakUrl: string, options
     const [current] = (await call('GET', `${name}/clients?clientId=account-console`)) as {
       id: string;
       defaultClientScopes?: string[];
-      protocolMappers?: { name: string }[];
+      optionalClientScopes?: string[];
+      protocolMappers?: MapperFile[];
     }[];
     if (!current) continue;
-    const missingScopes = (fileConsole.defaultClientScopes ?? []).filter(
-      (scope) => !(current.defaultClientScopes ?? []).includes(scope),
-    );
+    // A scope the client has as optional is Keycloak's to keep (adding it as default does nothing).
+    const held = [...(current.defaultClientScopes ?? []), ...(current.optionalClientScopes ?? [])];
+    const missingScopes = (fileConsole.defaultClientScopes ?? []).filter((scope) => !held.includes(scope));
     if (missingScopes.length > 0) {
       const scopes = (await call('GET', `${name}/client-scopes`)) as { id: string; name: string }[];
       for (const scope of missingScopes) {
@@ -405,7 +420,12 @@ export async function addMissingAccountConsoleParts(keycloakUrl: string, options
       }
     }
     for (const mapper of fileConsole.protocolMappers ?? []) {
-      if ((current.protocolMappers ?? []).some((candidate) => candidate.name === mapper.name)) continue;
+      // The same mapper under another name (made by hand, as keycloak/README.md tells) counts.
+      const same = (candidate: MapperFile) =>
+        candidate.name === mapper.name ||
+        (candidate.protocolMapper === mapper.protocolMapper &&
+          candidate.config?.['claim.name'] === mapper.config?.['claim.name']);
+      if ((current.protocolMappers ?? []).some(same)) continue;
       await call('POST', `${name}/clients/${current.id}/protocol-mappers/models`, mapper);
       added.push(`mapper "${mapper.name}" of account-console`);
     }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -6,6 +7,7 @@ import { acquirePidLock, livePidIn, processStartTicks } from '@mcp-auth-stack/pi
 import { ensureDistribution } from './distribution.ts';
 import { findJava } from './java.ts';
 import {
+  ACCOUNT_CONSOLE_MARKER,
   ADDRESS_PLACEHOLDER,
   addMissingAccountConsoleParts,
   addMissingClientPolicies,
@@ -260,10 +262,14 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
         `the kept realm's client policies could not be compared with the realm file (${(error as Error).message}); rules added to the file since the import may be missing: pnpm keycloak --fresh imports it again`,
       );
     }
-    // The same for what the account console needs (a realm imported before the file declared it).
+    // What the account console needs, for a realm imported before the file declared it: once.
+    const consoleMarker = join(instanceDir, 'data', ACCOUNT_CONSOLE_MARKER);
     try {
-      for (const piece of await addMissingAccountConsoleParts(localUrl, options)) {
-        report('importing', `${piece}: added to the kept realm from the realm file`);
+      if (!existsSync(consoleMarker)) {
+        for (const piece of await addMissingAccountConsoleParts(localUrl, options)) {
+          report('importing', `${piece}: added to the kept realm from the realm file`);
+        }
+        await writeFile(consoleMarker, `${new Date().toISOString()}\n`);
       }
     } catch (error) {
       report(

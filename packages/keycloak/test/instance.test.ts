@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { processStartTicks } from '@mcp-auth-stack/pid-lock';
 import { audienceOf, decodeJwtPayload, freePort } from '@mcp-auth-stack/testing';
 import { postToken } from '@mcp-auth-stack/testing/keycloak';
+import { keycloakAdminToken } from '@mcp-auth-stack/testing/mcp-oauth';
 import { DEMO_USERS, REALM_CLIENTS, REALM_FILE, type RunningKeycloak, startKeycloak } from '../src/index.ts';
 import { addMissingAccountConsoleParts, addMissingClientPolicies } from '../src/kept-realm.ts';
 
@@ -275,7 +276,7 @@ test('a program on [::1] at the HTTP port is refused before anything starts: loc
   }
 });
 
-test("a kept realm imported before the file declared Keycloak's account clients gets the console's scopes, mapper and users' default role", async () => {
+test("a kept realm imported before the file declared Keycloak's account clients gets the console's scopes, mapper and users' default role, once", async () => {
   const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
   const ports = { httpPort: await freePort(), managementPort: await freePort() };
   // The realm file as it was before decision 84: Keycloak made the account clients itself.
@@ -329,12 +330,37 @@ test("a kept realm imported before the file declared Keycloak's account clients 
     ]) {
       assert.ok(phases.includes(`${piece}: added to the kept realm from the realm file`), phases.join('\n'));
     }
+    assert.ok(phases.includes('role default-roles-mcp of user bob: added to the kept realm from the realm file'));
     const fixed = await consoleOf(keycloak);
     assert.deepEqual(fixed?.defaultClientScopes.sort(), ['basic', 'email', 'profile']);
     assert.ok(fixed?.protocolMappers?.some((mapper) => mapper.name === 'account roles'));
     assert.ok((await aliceRoles(keycloak)).includes('default-roles-mcp'));
     // Nothing is missing any more.
     assert.deepEqual(await addMissingAccountConsoleParts(keycloak.url, {}), []);
+    // Once: what an administrator removes afterwards stays removed (bob's role, here).
+    const [bob] = (await adminGet(keycloak, 'users?username=bob&exact=true')) as { id: string }[];
+    const role = (await adminGet(keycloak, 'roles/default-roles-mcp')) as { id: string; name: string };
+    const token = await keycloakAdminToken(keycloak.url);
+    const removed = await fetch(`${keycloak.url}/admin/realms/mcp/users/${bob?.id}/role-mappings/realm`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify([role]),
+    });
+    assert.equal(removed.status, 204);
+    await keycloak.stop();
+    phases.length = 0;
+    keycloak = await startKeycloak({
+      instanceDir,
+      ...ports,
+      realmEnv: realmEnvFor(8000),
+      onProgress: ({ message }) => phases.push(message),
+    });
+    assert.deepEqual(
+      phases.filter((message) => message.includes('added to the kept realm')),
+      [],
+    );
+    const bobRoles = (await adminGet(keycloak, `users/${bob?.id}/role-mappings/realm`)) as { name: string }[];
+    assert.ok(!bobRoles.some((held) => held.name === 'default-roles-mcp'), 'not given back');
   } finally {
     await keycloak?.stop();
     await rm(instanceDir, { recursive: true, force: true });
