@@ -185,7 +185,16 @@ export function createAgentApp({
           400,
         );
       }
-      if (shutdown?.aborted) return stopping();
+      if (shutdown?.aborted) {
+        // Its turn ended with the stop: no retry can answer it (no Retry-After).
+        return c.json(
+          {
+            error: 'shutting_down',
+            error_description: 'The agent is stopping; the turn that asked was stopped with it.',
+          },
+          503,
+        );
+      }
       const question = waiting.get(confirmation);
       if (question === undefined) {
         return c.json(

@@ -286,7 +286,9 @@ describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the
     const { confirmation } = (await (await post(app, { message: 'delete it' })).json()) as Question;
     shutdown.abort();
     while (!stopped()) await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.equal((await post(app, { confirmation: confirmation.id, approve: true })).status, 503);
+    const late = await post(app, { confirmation: confirmation.id, approve: true });
+    assert.equal(late.status, 503);
+    assert.equal(late.headers.get('retry-after'), null, 'its turn is gone: a retry cannot answer it');
     assert.deepEqual(deleted, []);
   });
 
