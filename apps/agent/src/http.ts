@@ -172,10 +172,6 @@ export function createAgentApp({
       confirmation?: unknown;
       approve?: unknown;
     };
-    const stopping = () =>
-      c.json({ error: 'shutting_down', error_description: 'The agent is stopping; try again.' }, 503, {
-        'Retry-After': '10',
-      });
     if (confirmation !== undefined) {
       if (message !== undefined || typeof confirmation !== 'string' || typeof approve !== 'boolean') {
         return c.json(
@@ -215,7 +211,7 @@ export function createAgentApp({
     if (typeof message !== 'string' || !message.trim() || message.length > MAX_MESSAGE_LENGTH) {
       return c.json({ error: `"message" must be a non-empty string of at most ${MAX_MESSAGE_LENGTH} characters` }, 400);
     }
-    if (shutdown?.aborted) return stopping();
+    if (shutdown?.aborted) return stopping(c);
     const agent = current();
     if (agent === undefined) {
       // The reason names internal URLs and errors: for callers who proved who they are.
@@ -229,6 +225,12 @@ export function createAgentApp({
     if (turnsRunning >= maxConcurrentChats) return busy(c);
     const turn = startTurn(agent, message.trim());
     return await answerWith(c, turn, turn.nextOutcome());
+  }
+
+  function stopping(c: Context) {
+    return c.json({ error: 'shutting_down', error_description: 'The agent is stopping; try again.' }, 503, {
+      'Retry-After': '10',
+    });
   }
 
   function busy(c: Context) {
@@ -357,9 +359,7 @@ export function createAgentApp({
       }
       if (shutdown?.aborted) {
         logger.warn('chat stopped by the shutdown', { duration_ms: Date.now() - legStartedAt });
-        return c.json({ error: 'shutting_down', error_description: 'The agent is stopping; try again.' }, 503, {
-          'Retry-After': '10',
-        });
+        return stopping(c);
       }
       if (deadline.aborted) {
         logger.warn('chat timed out', { duration_ms: Date.now() - legStartedAt });
