@@ -14,7 +14,12 @@
 import { serve } from '@hono/node-server';
 import { ApiKeyStore, type AuthVariables, apiKeyProvider, requireAuth, toAuthInfo } from '@mcp-auth-stack/auth';
 import { openDatabase } from '@mcp-auth-stack/database';
-import { createExpensesServer, describeExpenseList, ExpenseRepository } from '@mcp-auth-stack/expenses';
+import {
+  createExpensesServer,
+  DEFAULT_MAX_EXPENSES_PER_USER,
+  describeExpenseList,
+  ExpenseRepository,
+} from '@mcp-auth-stack/expenses';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { Hono } from 'hono';
 
@@ -26,7 +31,10 @@ if (variant === 'A') {
   app.get('/', (c) => c.json({ ok: true }));
 } else {
   const database = await openDatabase({ url: process.env.DATABASE_URL, maxConnections: 10 });
-  const repository = new ExpenseRepository(database.pool);
+  // The server's limit, as this server's own rows run it (bench/run.ts sets it).
+  const repository = new ExpenseRepository(database.pool, {
+    maxExpensesPerUser: Number(process.env.MAX_EXPENSES_PER_USER ?? DEFAULT_MAX_EXPENSES_PER_USER),
+  });
   if (variant === 'B') {
     const auth = apiKeyProvider({ store: new ApiKeyStore(database.pool) });
     app.use('/mcp', requireAuth(auth));

@@ -67,20 +67,23 @@ export async function createApp({
   });
   // The expenses tools' calls are run by the endpoint itself (docs/decisions.md #52).
   const tools = new Map<string, RegisteredTool>();
-  const mcpServer = createExpensesServer(new ExpenseRepository(database.pool), {
-    registeredTools: tools,
-    onStorageError: (error, operation) => {
-      // An outage is logged once, when it starts; anything else (a bug) every time. A full disk
-      // is its own state: reads keep succeeding, which would end a database outage each time.
-      if (isDatabaseFull(error)) diskState.failed(operation, error);
-      else if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
-      else logger.error('storage failed', { operation, ...errorFields(error) });
+  const mcpServer = createExpensesServer(
+    new ExpenseRepository(database.pool, { maxExpensesPerUser: config.maxExpensesPerUser }),
+    {
+      registeredTools: tools,
+      onStorageError: (error, operation) => {
+        // An outage is logged once, when it starts; anything else (a bug) every time. A full disk
+        // is its own state: reads keep succeeding, which would end a database outage each time.
+        if (isDatabaseFull(error)) diskState.failed(operation, error);
+        else if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
+        else logger.error('storage failed', { operation, ...errorFields(error) });
+      },
+      // Only an added expense shows there is room again (a delete writes into space it has).
+      onStorageSuccess: (operation) => {
+        if (operation === 'add_user_expense') diskState.succeeded();
+      },
     },
-    // Only an added expense shows there is room again (a delete writes into space it has).
-    onStorageSuccess: (operation) => {
-      if (operation === 'add_user_expense') diskState.succeeded();
-    },
-  });
+  );
   const readiness = readinessCheck({ config, database, auth, databaseState, identityProviderState, lifecycle });
   const observedAuth = observeAuthentication(auth, config, databaseState, identityProviderState, readiness);
   const endpoint = await createStatelessMcpEndpoint(mcpServer, {

@@ -14,6 +14,7 @@ import {
   optional,
   text,
 } from '@mcp-auth-stack/config';
+import { DEFAULT_MAX_EXPENSES_PER_USER } from '@mcp-auth-stack/expenses';
 import { isLoopbackBindAddress, isLoopbackUrlHost, LOOPBACK_URL_HOSTS } from '@mcp-auth-stack/loopback';
 import { isEntraMultiTenant, isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
 
@@ -59,6 +60,8 @@ export interface CommonConfig {
   allowedHosts: string[];
   allowedOrigins: string[];
   maxRequestBytes: number;
+  /** How many expenses one user may hold; an add past it is a tool error that stores nothing. */
+  maxExpensesPerUser: number;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
   /** Longest wait for a database connection (a new one, or a free one from the pool). */
@@ -182,6 +185,7 @@ export const CONFIG_VARIABLES = [
   'ALLOWED_HOSTS',
   'ALLOWED_ORIGINS',
   'MAX_REQUEST_BYTES',
+  'MAX_EXPENSES_PER_USER',
   'LOG_LEVEL',
   'SHUTDOWN_TIMEOUT_MS',
   'DATABASE_CONNECT_TIMEOUT_MS',
@@ -264,6 +268,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_URL_HOSTS])]),
     allowedOrigins: list(env, 'ALLOWED_ORIGINS', ownOrigins(base)),
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxExpensesPerUser: integer(env, 'MAX_EXPENSES_PER_USER', DEFAULT_MAX_EXPENSES_PER_USER, 1, 100_000_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     databaseConnectTimeoutMs: integer(env, 'DATABASE_CONNECT_TIMEOUT_MS', 5_000, 100, 600_000),

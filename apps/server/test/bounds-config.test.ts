@@ -39,3 +39,18 @@ test('the database and readiness bounds have defaults and fail fast with the var
     );
   }
 });
+
+test('MAX_EXPENSES_PER_USER: 10,000 unless set, a whole number of at least 1, named when wrong', () => {
+  assert.equal(loadConfig({}).maxExpensesPerUser, 10_000);
+  assert.equal(loadConfig({ MAX_EXPENSES_PER_USER: '250000' }).maxExpensesPerUser, 250_000);
+  for (const [value, message] of [
+    ['0', /MAX_EXPENSES_PER_USER must be between 1 and 100000000/],
+    ['10k', /MAX_EXPENSES_PER_USER must be a whole number/],
+    ['1.5', /MAX_EXPENSES_PER_USER must be a whole number/],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ MAX_EXPENSES_PER_USER: value }),
+      (error: unknown) => error instanceof ConfigError && message.test(error.message),
+    );
+  }
+});

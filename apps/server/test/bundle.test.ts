@@ -129,20 +129,32 @@ registerHooks({
     }
   });
 
-  test('runs on the embedded database (PGlite loaded from outside the bundle)', async () => {
+  test('runs on the embedded database (PGlite loaded from outside the bundle), which keeps the per-user limit', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'mcp-bundle-data-'));
-    const server = await spawnServer({ DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'none' }, entry);
-    try {
+    const server = await spawnServer(
+      { DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'none', MAX_EXPENSES_PER_USER: '1' },
+      entry,
+    );
+    const callTool = async (name: string, args: Record<string, unknown>) => {
       const response = await postMcp(server.mcpUrl, {
         jsonrpc: '2.0',
         id: 1,
         method: 'tools/call',
-        params: { name: 'get_user_expenses', arguments: {} },
+        params: { name, arguments: args },
       });
       assert.equal(response.status, 200);
-      const body = (await response.json()) as { result: CallToolResult };
-      assert.equal((body.result.structuredContent as { count: number }).count, 0);
+      return ((await response.json()) as { result: CallToolResult }).result;
+    };
+    try {
+      assert.equal(((await callTool('get_user_expenses', {})).structuredContent as { count: number }).count, 0);
       await server.waitForOutput(/embedded PGlite/);
+      // PGlite runs the counting trigger and takes the statement's limit as PostgreSQL does.
+      const expense = { date: '2025-01-01', amount: 3, category: 'food', description: 'Tea', payment_method: 'cash' };
+      assert.equal((await callTool('add_user_expense', expense)).isError, undefined);
+      const refused = await callTool('add_user_expense', expense);
+      assert.equal(refused.isError, true);
+      assert.match(JSON.stringify(refused.content), /You already have 1 expenses, the most this server keeps/);
+      assert.equal(((await callTool('get_user_expenses', {})).structuredContent as { count: number }).count, 1);
     } finally {
       await server.stop();
       await rm(dataDir, { recursive: true, force: true });

@@ -479,6 +479,56 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
   });
 });
 
+describe('MAX_EXPENSES_PER_USER bounds what one credential can store', () => {
+  test('the add past the limit is a tool error that names it and stores nothing; a delete makes room; others are not held back', async () => {
+    const small = await startTestStack({ MAX_EXPENSES_PER_USER: '2' });
+    try {
+      const [dave, erin] = await Promise.all(
+        ['dave', 'erin'].map(async (userId) =>
+          connectClient(small.mcpUrl, { Authorization: `Bearer ${(await small.keys.create({ userId })).secret}` }),
+        ),
+      );
+      const expense = {
+        date: '2025-02-01',
+        amount: 4.5,
+        category: 'food',
+        description: 'Lunch',
+        payment_method: 'visa',
+      };
+      const description = (await (dave as Client).listTools()).tools.find(
+        (tool) => tool.name === 'add_user_expense',
+      )?.description;
+      assert.match(description ?? '', /who may keep up to 2 expenses/);
+      // Four adds at once: two are stored, two refused, whichever way they race.
+      const results = await Promise.all(Array.from({ length: 4 }, () => add(dave as Client, expense)));
+      const refused = results.filter((result) => result.isError);
+      assert.equal(refused.length, 2);
+      for (const result of refused) {
+        assert.equal(
+          text(result),
+          'You already have 2 expenses, the most this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.',
+        );
+      }
+      const listed = await call(dave as Client, 'get_user_expenses');
+      const ids = (listed.structuredContent as { expenses: { id: string }[] }).expenses.map((row) => row.id);
+      assert.equal(ids.length, 2);
+      assert.equal(
+        (await small.sql.query(`SELECT count(*)::int AS n FROM expenses WHERE user_id = 'dave'`)).rows[0].n,
+        2,
+      );
+      assert.equal((await add(erin as Client, expense)).isError, undefined);
+      assert.equal((await call(dave as Client, 'delete_user_expense', { id: ids[0] })).isError, undefined);
+      assert.equal((await add(dave as Client, expense)).isError, undefined);
+      assert.equal((await add(dave as Client, expense)).isError, true);
+      // Not a storage fault: the refusals are not logged as one.
+      assert.equal(small.logs.filter((line) => line.includes('storage failed')).length, 0);
+      await Promise.all([dave?.close(), erin?.close()]);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe('scopes decide which tools a key may see and call', () => {
   test('a read-only key sees only the read tools and cannot write', async () => {
     const { secret } = await stack.keys.create({ userId: 'reader', scopes: ['expenses:read'] });

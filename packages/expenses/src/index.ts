@@ -14,4 +14,10 @@ export {
 } from './mcp-server.ts';
 export { EXPENSES_NAMESPACE, expensesMigrations } from './migrations.ts';
 export * from './model.ts';
-export { DEFAULT_LIST_LIMIT, ExpenseRepository, InvalidCursorError } from './repository.ts';
+export {
+  DEFAULT_LIST_LIMIT,
+  ExpenseLimitError,
+  ExpenseRepository,
+  type ExpenseRepositoryOptions,
+  InvalidCursorError,
+} from './repository.ts';

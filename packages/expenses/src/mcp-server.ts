@@ -17,7 +17,7 @@ import {
   PAYMENT_METHODS,
   type SpendingSummary,
 } from './model.ts';
-import { DEFAULT_LIST_LIMIT, type ExpenseRepository, InvalidCursorError } from './repository.ts';
+import { DEFAULT_LIST_LIMIT, ExpenseLimitError, type ExpenseRepository, InvalidCursorError } from './repository.ts';
 
 // Every tool's input is a strict object (`additionalProperties: false` in its JSON Schema): an
 // argument the tool does not take (a `category` for the summary, a `user_id`) is a tool error
@@ -162,6 +162,8 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     try {
       outcome = await work();
     } catch (error) {
+      // The database answered and refused for the user's own reason: theirs to read, not a fault.
+      if (error instanceof ExpenseLimitError) throw error;
       options.onStorageError?.(error, operation);
       // The database answered, and refused: the write is known not to have happened.
       if (isDatabaseFull(error)) throw new Error(STORAGE_FULL_MESSAGE);
@@ -193,8 +195,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     'add_user_expense',
     {
       title: 'Add expense',
-      description:
-        'Record one expense for the signed-in user. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.',
+      description: `Record one expense for the signed-in user, who may keep up to ${repository.maxExpensesPerUser.toLocaleString('en-US')} expenses. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.`,
       inputSchema: z.strictObject({
         date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),

@@ -3,9 +3,12 @@ import {
   amountText,
   type Category,
   calendarDate,
+  DEFAULT_MAX_EXPENSES_PER_USER,
+  EXPENSE_LIMIT_SQLSTATE,
   type Expense,
   type ExpenseFilter,
   type ExpensePage,
+  MAX_EXPENSES_SETTING,
   MAX_LIST_LIMIT,
   type NewExpense,
   type SpendingSummary,
@@ -19,57 +22,79 @@ const COLUMNS = `id, to_char(date, 'YYYY-MM-DD') AS date, amount::text AS amount
 
 export const DEFAULT_LIST_LIMIT = 50;
 
+export interface ExpenseRepositoryOptions {
+  /**
+   * How many expenses one user may hold (default `DEFAULT_MAX_EXPENSES_PER_USER`): an add past
+   * it is an `ExpenseLimitError` and stores nothing. Enforced by the database (migration 3's
+   * trigger), exactly, however many adds run at once in however many processes.
+   */
+  maxExpensesPerUser?: number;
+}
+
+/**
+ * The columns of an insert, and the limit for the counting trigger set for this statement
+ * only (`set_config(…, true)`: the statement is its own transaction): one round trip, and no
+ * setting left on a pooled connection. The values are cast: in `INSERT … SELECT` PostgreSQL
+ * does not take their types from the columns.
+ */
+const INSERT_WITH_LIMIT = `WITH expense_limit AS (SELECT set_config('${MAX_EXPENSES_SETTING}', $1::text, true))
+  INSERT INTO expenses (user_id, date, amount, category, description, payment_method, idempotency_key)
+  SELECT $2::text, $3::date, $4::numeric, $5::text, $6::text, $7::text, $8::text FROM expense_limit`;
+
 /** Every method takes the user id first: no query here can reach another user's rows. */
 export class ExpenseRepository {
   readonly #pool: pg.Pool;
+  readonly maxExpensesPerUser: number;
 
-  constructor(pool: pg.Pool) {
+  constructor(pool: pg.Pool, options: ExpenseRepositoryOptions = {}) {
     this.#pool = pool;
+    this.maxExpensesPerUser = options.maxExpensesPerUser ?? DEFAULT_MAX_EXPENSES_PER_USER;
+    if (!Number.isSafeInteger(this.maxExpensesPerUser) || this.maxExpensesPerUser < 1) {
+      throw new RangeError(`maxExpensesPerUser must be a whole number of at least 1, got ${this.maxExpensesPerUser}`);
+    }
   }
 
+  /** Adds the expense; an `ExpenseLimitError` when the user already holds the most they may. */
   async add(userId: string, input: NewExpense): Promise<Expense> {
-    const { rows } = await this.#pool.query<Expense>({
-      text: `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
-      values: [userId, input.date, amountText(input.amount), input.category, input.description, input.payment_method],
-    });
+    const { rows } = await this.#insert<Expense>(`${INSERT_WITH_LIMIT} RETURNING ${COLUMNS}`, userId, input, null);
     return rows[0] as Expense;
   }
 
   /**
    * Adds the expense unless this user already added one under `key`: then that one is
    * returned (`replayed`), or, when its content differs, `conflict` names it and nothing is
-   * stored. Concurrent calls with one key store one row (the unique index decides).
+   * stored. Concurrent calls with one key store one row (the unique index decides). A retry of
+   * an expense that was stored is replayed even when the user is at the limit.
    */
   async addOnce(
     userId: string,
     input: NewExpense,
     key: string,
   ): Promise<{ expense: Expense; replayed: boolean } | { conflict: Expense }> {
-    const values = [
-      userId,
-      input.date,
-      amountText(input.amount),
-      input.category,
-      input.description,
-      input.payment_method,
-      key,
-    ];
     for (let attempt = 0; attempt < 2; attempt++) {
-      const inserted = await this.#pool.query<Expense>({
-        text: `INSERT INTO expenses (user_id, date, amount, category, description, payment_method, idempotency_key)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-               RETURNING ${COLUMNS}`,
-        values,
-      });
+      const inserted = await this.#insert<Expense>(
+        `${INSERT_WITH_LIMIT}
+         ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING ${COLUMNS}`,
+        userId,
+        input,
+        key,
+      );
       if (inserted.rows[0]) return { expense: inserted.rows[0], replayed: false };
       const existing = await this.#pool.query<Expense & { same: boolean }>({
         text: `SELECT ${COLUMNS},
                  (date = $2::date AND amount = $3::numeric AND category = $4 AND description = $5
                   AND payment_method = $6) AS same
                FROM expenses WHERE user_id = $1 AND idempotency_key = $7`,
-        values,
+        values: [
+          userId,
+          input.date,
+          amountText(input.amount),
+          input.category,
+          input.description,
+          input.payment_method,
+          key,
+        ],
       });
       const row = existing.rows[0];
       // Deleted between the two statements: try the insert once more.
@@ -78,6 +103,34 @@ export class ExpenseRepository {
       return same ? { expense, replayed: true } : { conflict: expense };
     }
     throw new Error('The expense under this idempotency key changed twice while it was being added.');
+  }
+
+  async #insert<Row extends pg.QueryResultRow>(
+    text: string,
+    userId: string,
+    input: NewExpense,
+    key: string | null,
+  ): Promise<pg.QueryResult<Row>> {
+    try {
+      return await this.#pool.query<Row>({
+        text,
+        values: [
+          String(this.maxExpensesPerUser),
+          userId,
+          input.date,
+          amountText(input.amount),
+          input.category,
+          input.description,
+          input.payment_method,
+          key,
+        ],
+      });
+    } catch (error) {
+      if ((error as { code?: unknown }).code === EXPENSE_LIMIT_SQLSTATE) {
+        throw new ExpenseLimitError(this.maxExpensesPerUser);
+      }
+      throw error;
+    }
   }
 
   /**
@@ -194,6 +247,19 @@ export class ExpenseRepository {
       }
     }
     return stats;
+  }
+}
+
+/** An add refused because the user already holds `maxExpensesPerUser` expenses: nothing was stored. */
+export class ExpenseLimitError extends Error {
+  readonly maxExpensesPerUser: number;
+
+  constructor(maxExpensesPerUser: number) {
+    super(
+      `You already have ${maxExpensesPerUser.toLocaleString('en-US')} expenses, the most this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.`,
+    );
+    this.name = 'ExpenseLimitError';
+    this.maxExpensesPerUser = maxExpensesPerUser;
   }
 }
 

@@ -6,7 +6,9 @@ import type pg from 'pg';
 import {
   amount,
   calendarDate,
+  DEFAULT_MAX_EXPENSES_PER_USER,
   EXPENSES_NAMESPACE,
+  ExpenseLimitError,
   ExpenseRepository,
   expensesMigrations,
   MAX_LIST_LIMIT,
@@ -94,8 +96,8 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
   });
 
   test('totals past 999,999,999,999.99 stay exact: a million maximal expenses do not break the summary or the statistics', async () => {
-    // What one user can reach through add_user_expense: 1,000,000 calls of the largest amount,
-    // written here in one statement. Writing and summing a million rows can take longer than
+    // What one user could reach through add_user_expense with the limit raised
+    // (MAX_EXPENSES_PER_USER): 1,000,000 calls of the largest amount, written here in one statement. Writing and summing a million rows can take longer than
     // the default statement timeout on a busy machine, so this test has its own pool.
     const big = await openDatabase({ url: testDb.url, queryTimeoutMs: 120_000 });
     try {
@@ -103,7 +105,7 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
         `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
          SELECT 'whale', '2099-01-01', 1000000, 'other', 'x', 'cash' FROM generate_series(1, 1000000)`,
       );
-      const bigRepo = new ExpenseRepository(big.pool);
+      const bigRepo = new ExpenseRepository(big.pool, { maxExpensesPerUser: 1_000_001 });
       // The cent shows the total keeps its two decimals.
       await bigRepo.add('whale', expense({ date: '2099-01-02', amount: 0.01, category: 'food' }));
       const range = { start_date: '2099-01-01', end_date: '2099-12-31' };
@@ -260,6 +262,121 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     await assert.rejects(repo.add('u', expense({ category: 'rent' as never })), /check constraint/);
     await assert.rejects(repo.add('u', expense({ description: '' })), /check constraint/);
     assert.equal((await repo.list('u')).expenses.length, 0);
+  });
+
+  test('a user holds at most maxExpensesPerUser: the add past it stores nothing, a delete makes room, other users are not held back', async () => {
+    assert.equal(repo.maxExpensesPerUser, DEFAULT_MAX_EXPENSES_PER_USER);
+    const small = new ExpenseRepository(db.pool, { maxExpensesPerUser: 3 });
+    const kept = [];
+    for (let i = 1; i <= 3; i++) kept.push(await small.add('capped', expense({ description: `kept ${i}` })));
+    await assert.rejects(small.add('capped', expense({ description: 'one too many' })), (error: unknown) => {
+      assert.ok(error instanceof ExpenseLimitError);
+      assert.equal(error.maxExpensesPerUser, 3);
+      assert.match(
+        error.message,
+        /^You already have 3 expenses, the most this server keeps for one user: nothing was added\./,
+      );
+      return true;
+    });
+    await assert.rejects(small.addOnce('capped', expense({ description: 'keyed' }), 'new-key'), ExpenseLimitError);
+    const listed = await small.list('capped');
+    assert.deepEqual(listed.expenses.map((row) => row.description).sort(), ['kept 1', 'kept 2', 'kept 3']);
+    // Another user, through the same repository, is not held back by the first one's count.
+    await small.add('capped-neighbour', expense());
+    // A delete makes room for exactly one more.
+    assert.ok(await small.delete('capped', kept[0]?.id as string));
+    await small.add('capped', expense({ description: 'after the delete' }));
+    await assert.rejects(small.add('capped', expense()), ExpenseLimitError);
+    // A repository with a higher limit (another server's setting) adds past this one's.
+    await new ExpenseRepository(db.pool, { maxExpensesPerUser: 4 }).add('capped', expense({ description: 'fourth' }));
+    assert.equal((await small.summary('capped')).count, 4);
+    for (const limit of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(() => new ExpenseRepository(db.pool, { maxExpensesPerUser: limit }), RangeError);
+    }
+  });
+
+  test('the limit holds exactly when adds race, from two pools at once (two processes)', async () => {
+    const second = await openDatabase({ url: testDb.url });
+    try {
+      const repositories = [db.pool, second.pool].map((pool) => new ExpenseRepository(pool, { maxExpensesPerUser: 5 }));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 24 }, (_, i) => repositories[i % 2]?.add('racing', expense({ description: `race ${i}` }))),
+      );
+      const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+      assert.equal(outcomes.length - refused.length, 5);
+      for (const outcome of refused) assert.ok(outcome.reason instanceof ExpenseLimitError, String(outcome.reason));
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS stored FROM expenses WHERE user_id = 'racing'`);
+      assert.equal(rows[0].stored, 5);
+    } finally {
+      await second.close();
+    }
+  });
+
+  test('at the limit, a retry of an expense that was stored is replayed; a conflict is still named', async () => {
+    const small = new ExpenseRepository(db.pool, { maxExpensesPerUser: 1 });
+    const first = await small.addOnce('replayed', expense({ description: 'once' }), 'key-1');
+    assert.ok('expense' in first && !first.replayed);
+    const retry = await small.addOnce('replayed', expense({ description: 'once' }), 'key-1');
+    assert.ok('expense' in retry && retry.replayed);
+    assert.equal(retry.expense.id, first.expense.id);
+    const conflict = await small.addOnce('replayed', expense({ description: 'other' }), 'key-1');
+    assert.ok('conflict' in conflict);
+    await assert.rejects(small.addOnce('replayed', expense(), 'key-2'), ExpenseLimitError);
+  });
+
+  test("the counts follow every writer (bulk inserts, deletes, updates that move rows, TRUNCATE); an operator's SQL is counted, not limited", async () => {
+    const other = await createTestDatabase();
+    const local = await openDatabase({ url: other.url });
+    const count = async (user: string) =>
+      (await local.pool.query('SELECT expenses FROM expense_counts WHERE user_id = $1', [user])).rows[0]?.expenses;
+    const insert = (user: string, rows: number) =>
+      local.pool.query(
+        `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+         SELECT $1, '2025-01-01', 1, 'food', 'x', 'cash' FROM generate_series(1, $2::int)`,
+        [user, rows],
+      );
+    try {
+      // Rows stored before the counts existed are counted when they are made.
+      await migrate(local.pool, EXPENSES_NAMESPACE, expensesMigrations.slice(0, 2));
+      await insert('before', 7);
+      await migrate(local.pool, EXPENSES_NAMESPACE, expensesMigrations);
+      assert.equal(await count('before'), '7');
+      const small = new ExpenseRepository(local.pool, { maxExpensesPerUser: 8 });
+      await small.add('before', expense());
+      await assert.rejects(small.add('before', expense()), ExpenseLimitError);
+
+      // SQL that does not set the limit (an operator's, a bulk import) is counted, not limited.
+      await insert('bulk', 20);
+      assert.equal(await count('bulk'), '20');
+      await assert.rejects(small.add('bulk', expense()), ExpenseLimitError);
+      await local.pool.query(
+        `DELETE FROM expenses WHERE id IN (SELECT id FROM expenses WHERE user_id = 'bulk' LIMIT 13)`,
+      );
+      assert.equal(await count('bulk'), '7');
+      await small.add('bulk', expense({ description: 'stays' }));
+      // Rows moved to another user move their count; an update that moves nothing changes none.
+      await local.pool.query(`UPDATE expenses SET user_id = 'moved' WHERE user_id = 'bulk' AND description = 'x'`);
+      assert.deepEqual([await count('bulk'), await count('moved')], ['1', '7']);
+      await local.pool.query(`UPDATE expenses SET description = 'renamed' WHERE user_id = 'moved'`);
+      assert.deepEqual([await count('bulk'), await count('moved')], ['1', '7']);
+      // The stored counts are what counting the rows gives.
+      const { rows: drift } = await local.pool.query(
+        `SELECT user_id FROM (SELECT user_id, count(*) AS stored FROM expenses GROUP BY user_id) AS actual
+         FULL JOIN expense_counts USING (user_id)
+         WHERE coalesce(stored, 0) <> coalesce(expenses, 0)`,
+      );
+      assert.deepEqual(drift, []);
+      // A counted row lost by hand never makes a delete fail.
+      await local.pool.query(`DELETE FROM expense_counts WHERE user_id = 'moved'`);
+      await local.pool.query(`DELETE FROM expenses WHERE user_id = 'moved'`);
+      await local.pool.query('TRUNCATE expenses');
+      assert.equal((await local.pool.query('SELECT count(*)::int AS n FROM expense_counts')).rows[0].n, 0);
+      await small.add('before', expense());
+      assert.equal(await count('before'), '1');
+    } finally {
+      await local.close();
+      await other.drop();
+    }
   });
 
   test("the listing's own query reads the index in its order and sorts nothing, with a cursor or without", async () => {
