@@ -70,9 +70,15 @@ export interface AgentOptions {
 /** Resolves true when the person confirms this call of a tool that may delete or overwrite data. */
 export type ConfirmDestructive = (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
 
+/**
+ * How a turn's question about one call ended: `refused-before` when the person already said no
+ * to this very call (same tool, same arguments) in this turn, and was not asked again.
+ */
+type Answer = 'yes' | 'no' | 'refused-before';
+
 /** What a turn hands its tool-call middleware (LangGraph's run context: one per `run`). */
 interface TurnContext {
-  confirmDestructive?: ConfirmDestructive;
+  ask?: (call: { name: string; args: Record<string, unknown> }) => Promise<Answer>;
 }
 
 /**
@@ -195,7 +201,7 @@ export class ExpensesAgent {
     let reply = '';
 
     const confirm = options.confirmDestructive ?? this.#confirmDestructive;
-    const context: TurnContext = confirm ? { confirmDestructive: oneAtATime(confirm) } : {};
+    const context: TurnContext = confirm ? { ask: turnQuestions(confirm) } : {};
     const stream = await this.#agent.stream(
       { messages: history },
       {
@@ -258,10 +264,14 @@ function confirmDestructiveCalls() {
       const tool = request.tool as { metadata?: Record<string, unknown> } | undefined;
       if (tool === undefined || !isDestructive(tool)) return handler(request);
       const { name, args, id } = request.toolCall;
-      const confirm = (request.runtime.context as TurnContext | undefined)?.confirmDestructive;
-      if (confirm && (await confirm({ name, args: args as Record<string, unknown> }))) return handler(request);
+      const ask = (request.runtime.context as TurnContext | undefined)?.ask;
+      const answer = ask ? await ask({ name, args: args as Record<string, unknown> }) : 'no';
+      if (answer === 'yes') return handler(request);
       return new ToolMessage({
-        content: `Not done: ${name} may delete or overwrite data, and this call was not confirmed by the user. Nothing was changed. Tell the user what you meant to do; they can ask again and confirm it.`,
+        content:
+          answer === 'refused-before'
+            ? `Not done: this same ${name} call was already refused in this turn and is not asked about again. Nothing was changed. Do not request it again; tell the user what you meant to do.`
+            : `Not done: ${name} may delete or overwrite data, and this call was not confirmed by the user. Nothing was changed. Tell the user what you meant to do; they can ask again and confirm it.`,
         tool_call_id: id ?? name,
         name,
         status: 'error',
@@ -271,17 +281,37 @@ function confirmDestructiveCalls() {
 }
 
 /**
- * One question at a time: the model's calls of one message run in parallel, and a person
- * answers them in turn (a second question while one waits would go unanswered). Per turn: the
- * turns of HTTP mode run at once, each asking its own caller.
+ * A turn's questions. One at a time: the model's calls of one message run in parallel, and a
+ * person answers them in turn (a second question while one waits would go unanswered). Per
+ * turn: the turns of HTTP mode run at once, each asking its own caller. A call the person
+ * refused is not put to them again in the same turn: a model that retries it would otherwise
+ * ask until its step limit (each question a 202 round trip for an HTTP caller).
  */
-function oneAtATime(confirm: ConfirmDestructive): ConfirmDestructive {
+function turnQuestions(confirm: ConfirmDestructive): NonNullable<TurnContext['ask']> {
+  const refused = new Set<string>();
   let questions: Promise<unknown> = Promise.resolve();
   return (call) => {
-    const answer = questions.then(() => confirm(call));
+    const key = `${call.name}\u0000${canonicalJson(call.args)}`;
+    const answer = questions.then(async (): Promise<Answer> => {
+      if (refused.has(key)) return 'refused-before';
+      if (await confirm(call)) return 'yes';
+      refused.add(key);
+      return 'no';
+    });
     questions = answer.catch(() => {});
     return answer;
   };
+}
+
+/** JSON with every object's keys sorted: the same arguments in another order are the same call. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    inner && typeof inner === 'object' && !Array.isArray(inner)
+      ? Object.fromEntries(
+          Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : inner,
+  );
 }
 
 /**

@@ -113,4 +113,57 @@ describe('confirmation', () => {
     assert.match(turn.toolCalls[0]?.result ?? '', /drop_everything/);
     assert.doesNotMatch(turn.toolCalls[0]?.result ?? '', /not confirmed/);
   });
+
+  test('a call the person refused is not put to them again in the same turn; another call, or the next turn, is', async () => {
+    let deleted = 0;
+    const remove = tool(
+      async () => {
+        deleted += 1;
+        return 'deleted';
+      },
+      {
+        name: 'remove_item',
+        description: 'Removes an item',
+        schema: { type: 'object', properties: { id: { type: 'string' }, hard: { type: 'boolean' } } },
+        metadata: { annotations: { destructiveHint: true } },
+      },
+    );
+    const asked: Record<string, unknown>[] = [];
+    const agent = new ExpensesAgent({
+      model: model(),
+      tools: [remove],
+      confirmDestructive: async (call) => {
+        asked.push(call.args);
+        return false;
+      },
+    });
+    // The model asks again after the no, the same arguments in another order, then another item.
+    llm.script([
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a', hard: true } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { hard: true, id: 'a' } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'b', hard: true } }] },
+      { content: 'I could not remove them.' },
+    ]);
+    const turn = await agent.run('remove a');
+    assert.deepEqual(asked, [
+      { id: 'a', hard: true },
+      { id: 'b', hard: true },
+    ]);
+    assert.equal(deleted, 0);
+    assert.deepEqual(
+      turn.toolCalls.map((call) => [call.isError, /already refused in this turn/.test(call.result)]),
+      [
+        [true, false],
+        [true, true],
+        [true, false],
+      ],
+    );
+    // A new turn is a new request from the person: asked again.
+    llm.script([
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a', hard: true } }] },
+      { content: 'Not done.' },
+    ]);
+    await agent.run('remove a, really');
+    assert.equal(asked.length, 3);
+  });
 });
