@@ -1,6 +1,7 @@
 import type { Migration } from '@mcp-auth-stack/database';
 import {
   CATEGORIES,
+  EXPENSE_COUNT_SLOTS,
   EXPENSE_LIMIT_SQLSTATE,
   MAX_AMOUNT,
   MAX_DESCRIPTION_LENGTH,
@@ -52,61 +53,65 @@ export const expensesMigrations: Migration[] = [
       -- No expense may be added or removed while the existing ones are counted.
       LOCK TABLE expenses IN SHARE ROW EXCLUSIVE MODE;
       -- How many expenses each user holds, kept by the triggers below for every writer (the
-      -- tools, an operator's SQL): the limit reads one row instead of counting the user's.
+      -- tools, an operator's SQL), so the limit reads a few rows instead of counting the user's.
+      -- A user's count is the sum of ${EXPENSE_COUNT_SLOTS} rows, one per slot, and each database
+      -- connection writes its own slot: with one row per user, the row's lock, held until the
+      -- commit, made one user's adds commit one after another (2,000 a second at most here).
+      -- A slot's count may go below 0 (a delete from another connection than the add's).
       CREATE TABLE expense_counts (
-        user_id text PRIMARY KEY,
-        expenses bigint NOT NULL CHECK (expenses >= 0)
+        user_id text NOT NULL,
+        slot smallint NOT NULL,
+        expenses bigint NOT NULL,
+        PRIMARY KEY (user_id, slot)
       );
-      INSERT INTO expense_counts (user_id, expenses) SELECT user_id, count(*) FROM expenses GROUP BY user_id;
+      INSERT INTO expense_counts (user_id, slot, expenses)
+        SELECT user_id, 0, count(*) FROM expenses GROUP BY user_id;
 
       -- One statement trigger per change (a million rows inserted at once update each user's
       -- count once). The limit is the statement's own setting (${MAX_EXPENSES_SETTING}, which
       -- the repository sets for its inserts): SQL without it, an operator's, is counted and
-      -- not limited. Raised after the count is updated, so two adds at once are counted one
-      -- after the other (the count's row lock) and the limit holds exactly.
+      -- not limited, and so are deletes and updates. Checked after the count is updated: an add
+      -- sees every add committed before its check and its own; adds in flight on the other
+      -- slots (${EXPENSE_COUNT_SLOTS - 1} at most, one per slot) are the most by which racing
+      -- adds can pass the limit. Each change names only its own transition tables (an INSERT
+      -- has no removed rows), so each has its own statement.
       CREATE FUNCTION expenses_counted() RETURNS trigger LANGUAGE plpgsql AS $fn$
       DECLARE
         max_per_user bigint := nullif(current_setting('${MAX_EXPENSES_SETTING}', true), '')::bigint;
+        own_slot smallint := pg_backend_pid() % ${EXPENSE_COUNT_SLOTS};
         users text[];
-        changes bigint[];
         over_limit text;
       BEGIN
-        IF TG_OP = 'TRUNCATE' THEN
-          TRUNCATE expense_counts;
-          RETURN NULL;
-        END IF;
-        -- Each change names only its own transition tables: an INSERT has no removed rows.
         IF TG_OP = 'INSERT' THEN
-          SELECT array_agg(user_id), array_agg(change) INTO users, changes
-            FROM (SELECT user_id, count(*) AS change FROM added_rows GROUP BY user_id) AS per_user;
+          WITH counted AS (
+            INSERT INTO expense_counts AS counts (user_id, slot, expenses)
+              SELECT user_id, own_slot, count(*) FROM added_rows GROUP BY user_id
+            ON CONFLICT (user_id, slot) DO UPDATE SET expenses = counts.expenses + excluded.expenses
+            RETURNING counts.user_id
+          )
+          SELECT array_agg(user_id) INTO users FROM counted;
+          IF max_per_user IS NULL OR users IS NULL THEN
+            RETURN NULL;
+          END IF;
+          SELECT user_id INTO over_limit FROM expense_counts WHERE user_id = ANY (users)
+            GROUP BY user_id HAVING sum(expenses) > max_per_user LIMIT 1;
+          IF over_limit IS NOT NULL THEN
+            RAISE EXCEPTION 'a user would hold more than % expenses', max_per_user
+              USING ERRCODE = '${EXPENSE_LIMIT_SQLSTATE}';
+          END IF;
         ELSIF TG_OP = 'DELETE' THEN
-          SELECT array_agg(user_id), array_agg(change) INTO users, changes
-            FROM (SELECT user_id, -count(*) AS change FROM removed_rows GROUP BY user_id) AS per_user;
+          INSERT INTO expense_counts AS counts (user_id, slot, expenses)
+            SELECT user_id, own_slot, -count(*) FROM removed_rows GROUP BY user_id
+          ON CONFLICT (user_id, slot) DO UPDATE SET expenses = counts.expenses + excluded.expenses;
+        ELSIF TG_OP = 'UPDATE' THEN
+          INSERT INTO expense_counts AS counts (user_id, slot, expenses)
+            SELECT user_id, own_slot, sum(change)
+            FROM (SELECT user_id, 1 AS change FROM added_rows
+                  UNION ALL SELECT user_id, -1 FROM removed_rows) AS moved
+            GROUP BY user_id HAVING sum(change) <> 0
+          ON CONFLICT (user_id, slot) DO UPDATE SET expenses = counts.expenses + excluded.expenses;
         ELSE
-          SELECT array_agg(user_id), array_agg(change) INTO users, changes
-            FROM (SELECT user_id, sum(change)::bigint AS change
-                  FROM (SELECT user_id, 1 AS change FROM added_rows
-                        UNION ALL SELECT user_id, -1 FROM removed_rows) AS moved
-                  GROUP BY user_id HAVING sum(change) <> 0) AS per_user;
-        END IF;
-        IF users IS NULL THEN
-          RETURN NULL;
-        END IF;
-        -- A count never goes below 0, even when its row was lost (an operator's TRUNCATE of
-        -- the counts alone): a delete must never fail for the count's sake.
-        UPDATE expense_counts AS counts SET expenses = greatest(counts.expenses + per_user.change, 0)
-          FROM unnest(users, changes) AS per_user (user_id, change)
-          WHERE per_user.change < 0 AND counts.user_id = per_user.user_id;
-        WITH counted AS (
-          INSERT INTO expense_counts AS counts (user_id, expenses)
-            SELECT user_id, change FROM unnest(users, changes) AS per_user (user_id, change) WHERE change > 0
-          ON CONFLICT (user_id) DO UPDATE SET expenses = counts.expenses + excluded.expenses
-          RETURNING counts.user_id, counts.expenses
-        )
-        SELECT user_id INTO over_limit FROM counted WHERE expenses > max_per_user LIMIT 1;
-        IF over_limit IS NOT NULL THEN
-          RAISE EXCEPTION 'a user would hold more than % expenses', max_per_user
-            USING ERRCODE = '${EXPENSE_LIMIT_SQLSTATE}';
+          TRUNCATE expense_counts;
         END IF;
         RETURN NULL;
       END

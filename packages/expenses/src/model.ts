@@ -19,6 +19,12 @@ export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 export const DEFAULT_MAX_EXPENSES_PER_USER = 10_000;
 /** The setting through which an insert tells the counting trigger its limit (migration 3). */
 export const MAX_EXPENSES_SETTING = 'expenses.max_per_user';
+/**
+ * How many rows a user's count is kept in (migration 3): adds from that many database
+ * connections at once do not wait for each other, and racing adds can pass the limit by one
+ * less than this at most.
+ */
+export const EXPENSE_COUNT_SLOTS = 16;
 /** What the counting trigger raises when an insert would pass the limit (a class of its own). */
 export const EXPENSE_LIMIT_SQLSTATE = 'EX001';
 const EARLIEST_DATE = '1970-01-01';

@@ -26,7 +26,8 @@ export interface ExpenseRepositoryOptions {
   /**
    * How many expenses one user may hold (default `DEFAULT_MAX_EXPENSES_PER_USER`): an add past
    * it is an `ExpenseLimitError` and stores nothing. Enforced by the database (migration 3's
-   * trigger), exactly, however many adds run at once in however many processes.
+   * trigger) for every process: exactly for adds one after another; adds that race at the limit
+   * can pass it by `EXPENSE_COUNT_SLOTS` - 1 at most.
    */
   maxExpensesPerUser?: number;
 }
