@@ -11,6 +11,7 @@ import {
   type Expense,
   expense,
   expenseDescription,
+  groupThousands,
   idempotencyKey,
   MAX_LIST_LIMIT,
   money,
@@ -195,7 +196,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
     'add_user_expense',
     {
       title: 'Add expense',
-      description: `Record one expense for the signed-in user, who may keep up to ${repository.maxExpensesPerUser.toLocaleString('en-US')} expenses. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.`,
+      description: `Record one expense for the signed-in user, who may keep up to ${groupThousands(repository.maxExpensesPerUser)} expenses. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.`,
       inputSchema: z.strictObject({
         date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),

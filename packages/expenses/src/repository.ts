@@ -8,6 +8,7 @@ import {
   type Expense,
   type ExpenseFilter,
   type ExpensePage,
+  groupThousands,
   MAX_EXPENSES_SETTING,
   MAX_LIST_LIMIT,
   type NewExpense,
@@ -257,7 +258,7 @@ export class ExpenseLimitError extends Error {
 
   constructor(maxExpensesPerUser: number) {
     super(
-      `You already have ${maxExpensesPerUser.toLocaleString('en-US')} expenses, the most this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.`,
+      `You already have ${groupThousands(maxExpensesPerUser)} expenses, the most this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.`,
     );
     this.name = 'ExpenseLimitError';
     this.maxExpensesPerUser = maxExpensesPerUser;
