@@ -88,15 +88,7 @@ export class ExpenseRepository {
                  (date = $2::date AND amount = $3::numeric AND category = $4 AND description = $5
                   AND payment_method = $6) AS same
                FROM expenses WHERE user_id = $1 AND idempotency_key = $7`,
-        values: [
-          userId,
-          input.date,
-          amountText(input.amount),
-          input.category,
-          input.description,
-          input.payment_method,
-          key,
-        ],
+        values: [...expenseValues(userId, input), key],
       });
       const row = existing.rows[0];
       // Deleted between the two statements: try the insert once more.
@@ -116,16 +108,7 @@ export class ExpenseRepository {
     try {
       return await this.#pool.query<Row>({
         text,
-        values: [
-          String(this.maxExpensesPerUser),
-          userId,
-          input.date,
-          amountText(input.amount),
-          input.category,
-          input.description,
-          input.payment_method,
-          key,
-        ],
+        values: [String(this.maxExpensesPerUser), ...expenseValues(userId, input), key],
       });
     } catch (error) {
       if ((error as { code?: unknown }).code === EXPENSE_LIMIT_SQLSTATE) {
@@ -250,6 +233,11 @@ export class ExpenseRepository {
     }
     return stats;
   }
+}
+
+/** An expense's columns as statement values, in the order of the table's columns. */
+function expenseValues(userId: string, input: NewExpense): string[] {
+  return [userId, input.date, amountText(input.amount), input.category, input.description, input.payment_method];
 }
 
 /** An add refused because the user already holds `maxExpensesPerUser` expenses: nothing was stored. */
