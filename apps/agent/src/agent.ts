@@ -67,8 +67,21 @@ export interface AgentOptions {
   confirmDestructive?: ConfirmDestructive;
 }
 
-/** Resolves true when the person confirms this call of a tool that may delete or overwrite data. */
-export type ConfirmDestructive = (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+/**
+ * What a confirmation resolves to when nobody could be asked: the call does not run either.
+ * Falsy, so that `if (await confirm(call))` can only ever run a confirmed call.
+ */
+export const NOT_ASKED = null;
+
+/**
+ * Asks about a call of a tool that may delete or overwrite data: true when the person confirms
+ * it, false when they refuse it, `NOT_ASKED` when nobody could be asked (no terminal, too many
+ * questions waiting). Only a refusal is remembered for the rest of the turn.
+ */
+export type ConfirmDestructive = (call: {
+  name: string;
+  args: Record<string, unknown>;
+}) => Promise<boolean | typeof NOT_ASKED>;
 
 /**
  * How a turn's question about one call ended: `refused-before` when the person already said no
@@ -294,8 +307,9 @@ function turnQuestions(confirm: ConfirmDestructive): NonNullable<TurnContext['as
     const key = `${call.name}\u0000${canonicalJson(call.args)}`;
     const answer = questions.then(async (): Promise<Answer> => {
       if (refused.has(key)) return 'refused-before';
-      if (await confirm(call)) return 'yes';
-      refused.add(key);
+      const answer = await confirm(call);
+      if (answer === true) return 'yes';
+      if (answer === false) refused.add(key);
       return 'no';
     });
     questions = answer.catch(() => {});

@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { BaseMessage } from '@langchain/core/messages';
-import type { TurnEvents } from './agent.ts';
+import { type ConfirmDestructive, NOT_ASKED, type TurnEvents } from './agent.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { type RunningAgent, startAgent } from './runtime.ts';
 import { forTerminal } from './terminal.ts';
@@ -51,13 +51,13 @@ if (unknownFlag) {
 
 /** How the person is asked to confirm a call that may delete or overwrite data (set below). */
 let askPerson: ((question: string) => Promise<string | undefined>) | undefined;
-async function confirmDestructive(call: { name: string; args: Record<string, unknown> }): Promise<boolean> {
-  if (!askPerson) return false;
+const confirmDestructive: ConfirmDestructive = async (call) => {
+  if (!askPerson) return NOT_ASKED;
   const question = `  ? ${forTerminal(`${call.name} ${JSON.stringify(call.args)}`)} may delete or overwrite data. Run it? [y/N] `;
   // No answer (the input ended, Ctrl-D at the question) is no.
   const answer = await askPerson(question).catch(() => undefined);
   return /^\s*y(es)?\s*$/i.test(answer ?? '');
-}
+};
 
 let running: RunningAgent;
 try {

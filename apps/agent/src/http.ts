@@ -27,7 +27,7 @@ import { isLoopbackAddress, isLoopbackUrlHost } from '@mcp-auth-stack/loopback';
 import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { UnofficialStatusCode } from 'hono/utils/http-status';
-import type { ExpensesAgent, ToolCallRecord } from './agent.ts';
+import { type ExpensesAgent, NOT_ASKED, type ToolCallRecord } from './agent.ts';
 import type { Logger } from './logger.ts';
 
 export const MAX_MESSAGE_LENGTH = 4000;
@@ -268,25 +268,26 @@ export function createAgentApp({
     };
     const confirmDestructive = askForConfirmation
       ? (call: PendingCall) =>
-          new Promise<boolean>((resolve) => {
-            if (signal.aborted || waiting.size >= maxWaitingConfirmations) return resolve(false);
+          new Promise<boolean | typeof NOT_ASKED>((resolve) => {
+            // Nobody to ask: the turn is stopping, or too many questions wait already.
+            if (signal.aborted || waiting.size >= maxWaitingConfirmations) return resolve(NOT_ASKED);
             const id = randomBytes(16).toString('base64url');
             const forget = () => {
               clearTimeout(expiry);
-              signal.removeEventListener('abort', refuse);
+              signal.removeEventListener('abort', withdraw);
               waiting.delete(id);
             };
-            const refuse = () => {
+            const withdraw = () => {
               forget();
-              resolve(false);
+              resolve(NOT_ASKED);
             };
             const expiry = setTimeout(() => {
               logger.warn('chat confirmation expired; the turn was stopped', { tool: call.name });
-              refuse();
+              withdraw();
               stop.abort();
             }, confirmationTimeoutMs);
             expiry.unref(); // a question left waiting does not keep a stopping process alive
-            signal.addEventListener('abort', refuse, { once: true });
+            signal.addEventListener('abort', withdraw, { once: true });
             waiting.set(id, {
               turn,
               call,

@@ -3,7 +3,7 @@
  */
 import type { TokenCredential } from '@azure/identity';
 import type { MultiServerMCPClient } from '@langchain/mcp-adapters';
-import { createMcpClient, ExpensesAgent } from './agent.ts';
+import { type ConfirmDestructive, createMcpClient, ExpensesAgent, NOT_ASKED } from './agent.ts';
 import { systemBrowserOpener } from './auth/browser.ts';
 import type { AgentConfig } from './config.ts';
 import { type PreparedConnections, prepareConnections } from './connections.ts';
@@ -27,7 +27,7 @@ export interface RuntimeDependencies {
    * How the person is asked before a call that may delete or overwrite data
    * (`AGENT_DESTRUCTIVE_TOOLS=ask`); without it nobody can be asked, and such calls are refused.
    */
-  confirmDestructive?: (call: { name: string; args: Record<string, unknown> }) => Promise<boolean>;
+  confirmDestructive?: ConfirmDestructive;
 }
 
 /** The confirmation the agent asks for, by `AGENT_DESTRUCTIVE_TOOLS`: none when `allow`. */
@@ -37,7 +37,7 @@ function destructiveCallConfirmation(
 ): RuntimeDependencies['confirmDestructive'] {
   if (policy === 'allow') return undefined;
   if (policy === 'ask' && ask) return ask;
-  return async () => false;
+  return async () => NOT_ASKED;
 }
 
 export async function startAgent(config: AgentConfig, deps: RuntimeDependencies = {}): Promise<RunningAgent> {

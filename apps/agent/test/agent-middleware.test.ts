@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { tool } from '@langchain/core/tools';
 import { type ScriptedLlm, startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
-import { ExpensesAgent } from '../src/agent.ts';
+import { ExpensesAgent, NOT_ASKED } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { buildChatModelOptions, createChatModel } from '../src/model.ts';
 import { scriptedModelEnv } from './helpers/agent.ts';
@@ -165,5 +165,38 @@ describe('confirmation', () => {
     ]);
     await agent.run('remove a, really');
     assert.equal(asked.length, 3);
+  });
+
+  test('a call nobody could be asked about is not remembered as refused: the next request of it is put to the person', async () => {
+    const remove = tool(async () => 'deleted', {
+      name: 'remove_item',
+      description: 'Removes an item',
+      schema: { type: 'object', properties: { id: { type: 'string' } } },
+      metadata: { annotations: { destructiveHint: true } },
+    });
+    // First nobody can be asked (too many questions waiting, in HTTP mode), then the person says no.
+    const answers: (boolean | typeof NOT_ASKED)[] = [NOT_ASKED, false];
+    let asked = 0;
+    const agent = new ExpensesAgent({
+      model: model(),
+      tools: [remove],
+      confirmDestructive: async () => {
+        asked += 1;
+        if (answers.length === 0) assert.fail('asked a third time');
+        return answers.shift() as boolean | typeof NOT_ASKED;
+      },
+    });
+    llm.script([
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a' } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a' } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a' } }] },
+      { content: 'Not removed.' },
+    ]);
+    const turn = await agent.run('remove a');
+    assert.equal(asked, 2);
+    assert.deepEqual(
+      turn.toolCalls.map((call) => /already refused in this turn/.test(call.result)),
+      [false, false, true],
+    );
   });
 });

@@ -330,7 +330,7 @@ describe('AGENT_DESTRUCTIVE_TOOLS=ask: a call that may delete data is put to the
     });
     assert.equal((await post(app, { message: 'delete both' })).status, 202);
     while (asked.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.deepEqual(asked, ['false', 'false']);
+    assert.deepEqual(asked, ['null', 'null'], 'withdrawn, then never asked: neither is a refusal by the caller');
     assert.equal(
       lines.filter((line) => line.includes('chat confirmation expired')).length,
       1,

@@ -153,7 +153,7 @@ registerHooks({
       assert.equal((await callTool('add_user_expense', expense)).isError, undefined);
       const refused = await callTool('add_user_expense', expense);
       assert.equal(refused.isError, true);
-      assert.match(JSON.stringify(refused.content), /You already have 1 expenses, the most this server keeps/);
+      assert.match(JSON.stringify(refused.content), /You have reached the limit of 1 expense this server keeps/);
       assert.equal(((await callTool('get_user_expenses', {})).structuredContent as { count: number }).count, 1);
     } finally {
       await server.stop();

@@ -130,7 +130,7 @@ describe('idempotent add_user_expense', () => {
 
   test('the key is recorded by a versioned migration', async () => {
     const { rows: applied } = await stack.sql.query(
-      "SELECT version, name FROM schema_migrations WHERE namespace = 'expenses' ORDER BY version",
+      "SELECT version, name FROM schema_migrations WHERE namespace = 'expenses' AND version <= 2 ORDER BY version",
     );
     assert.deepEqual(applied, [
       { version: 1, name: 'create expenses' },

@@ -509,7 +509,7 @@ describe('MAX_EXPENSES_PER_USER bounds what one credential can store', () => {
       for (const result of results.slice(2)) {
         assert.equal(
           text(result),
-          'You already have 2 expenses, the most this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.',
+          'You have reached the limit of 2 expenses this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.',
         );
       }
       const listed = await call(dave as Client, 'get_user_expenses');

@@ -275,7 +275,7 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       assert.equal(error.maxExpensesPerUser, 3);
       assert.match(
         error.message,
-        /^You already have 3 expenses, the most this server keeps for one user: nothing was added\./,
+        /^You have reached the limit of 3 expenses this server keeps for one user: nothing was added\./,
       );
       return true;
     });
@@ -316,6 +316,39 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       await assert.rejects(repositories[0]?.add('racing', expense()) as Promise<unknown>, ExpenseLimitError);
     } finally {
       await second.close();
+    }
+  });
+
+  test("one user's adds and deletes at once all succeed when the database's default isolation is REPEATABLE READ or SERIALIZABLE", async () => {
+    // SERIALIZABLE refuses more (every add reads the counts the others write): a user's adds
+    // at once are a handful there, as a person's or an agent's are.
+    for (const [isolation, connections, adds] of [
+      ['repeatable read', 20, 60],
+      ['serializable', 5, 20],
+    ] as const) {
+      const other = await createTestDatabase();
+      const admin = await openDatabase({ url: other.url });
+      await admin.pool.query(
+        `ALTER DATABASE "${new URL(other.url).pathname.slice(1)}" SET default_transaction_isolation = '${isolation}'`,
+      );
+      await admin.close();
+      const local = await openDatabase({ url: other.url, maxConnections: connections });
+      try {
+        await migrate(local.pool, EXPENSES_NAMESPACE, expensesMigrations);
+        const strict = new ExpenseRepository(local.pool);
+        const added = await Promise.all(
+          Array.from({ length: adds }, (_, i) => strict.add('busy', expense({ description: `busy ${i}` }))),
+        );
+        const deleted = await Promise.all(added.slice(0, adds / 2).map((row) => strict.delete('busy', row.id)));
+        assert.equal(deleted.filter(Boolean).length, adds / 2, isolation);
+        const { rows } = await local.pool.query(
+          `SELECT (SELECT count(*) FROM expenses)::int AS stored, (SELECT sum(expenses) FROM expense_counts)::int AS counted`,
+        );
+        assert.deepEqual(rows[0], { stored: adds / 2, counted: adds / 2 }, isolation);
+      } finally {
+        await local.close();
+        await other.drop();
+      }
     }
   });
 
