@@ -78,6 +78,8 @@ export async function createApp({
         else if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
         else logger.error('storage failed', { operation, ...errorFields(error) });
       },
+      onLimitReached: (error) =>
+        logger.warn('expense limit reached', { user_id: error.userId, limit: error.maxExpensesPerUser }),
       // Only an added expense shows there is room again (a delete writes into space it has).
       onStorageSuccess: (operation) => {
         if (operation === 'add_user_expense') diskState.succeeded();

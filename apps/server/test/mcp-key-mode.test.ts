@@ -523,8 +523,19 @@ describe('MAX_EXPENSES_PER_USER bounds what one credential can store', () => {
       assert.equal((await call(dave as Client, 'delete_user_expense', { id: ids[0] })).isError, undefined);
       assert.equal((await add(dave as Client, expense)).isError, undefined);
       assert.equal((await add(dave as Client, expense)).isError, true);
-      // Not a storage fault: the refusals are not logged as one.
+      // Not a storage fault: the refusals are not logged as one, but as the limit, with the user.
       assert.equal(small.logs.filter((line) => line.includes('storage failed')).length, 0);
+      const limitLines = small.logs
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line.msg === 'expense limit reached');
+      assert.deepEqual(
+        limitLines.map((line) => [line.level, line.user_id, line.limit]),
+        [
+          ['warn', 'dave', 2],
+          ['warn', 'dave', 2],
+          ['warn', 'dave', 2],
+        ],
+      );
       await Promise.all([dave?.close(), erin?.close()]);
     } finally {
       await small.close();

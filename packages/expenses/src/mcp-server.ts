@@ -38,6 +38,11 @@ export interface ExpensesServerOptions {
    * caller only gets a plain message: a driver's error names hosts, ports and SQL details.
    */
   onStorageError?: (error: unknown, operation: string) => void;
+  /**
+   * Called when an add was refused because its user holds `maxExpensesPerUser` expenses (for a
+   * log: a credential that keeps hitting the limit may be filling the database on purpose).
+   */
+  onLimitReached?: (error: ExpenseLimitError) => void;
   /** Called when a tool or resource got its answer from the database (an outage's end, for a log). */
   onStorageSuccess?: (operation: string) => void;
   /**
@@ -164,7 +169,10 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       outcome = await work();
     } catch (error) {
       // The database answered and refused for the user's own reason: theirs to read, not a fault.
-      if (error instanceof ExpenseLimitError) throw error;
+      if (error instanceof ExpenseLimitError) {
+        options.onLimitReached?.(error);
+        throw error;
+      }
       options.onStorageError?.(error, operation);
       // The database answered, and refused: the write is known not to have happened.
       if (isDatabaseFull(error)) throw new Error(STORAGE_FULL_MESSAGE);

@@ -143,7 +143,7 @@ export class ExpenseRepository {
       });
     } catch (error) {
       if ((error as { code?: unknown }).code === EXPENSE_LIMIT_SQLSTATE) {
-        throw new ExpenseLimitError(this.maxExpensesPerUser);
+        throw new ExpenseLimitError(this.maxExpensesPerUser, userId);
       }
       throw error;
     }
@@ -274,13 +274,16 @@ function expenseValues(userId: string, input: NewExpense): string[] {
 /** An add refused because the user already holds `maxExpensesPerUser` expenses: nothing was stored. */
 export class ExpenseLimitError extends Error {
   readonly maxExpensesPerUser: number;
+  /** Whose add it was (for the operator's log; the message does not name it). */
+  readonly userId: string;
 
-  constructor(maxExpensesPerUser: number) {
+  constructor(maxExpensesPerUser: number, userId: string) {
     super(
       `You have reached the limit of ${groupThousands(maxExpensesPerUser)} ${maxExpensesPerUser === 1 ? 'expense' : 'expenses'} this server keeps for one user: nothing was added. Delete expenses you no longer need (delete_user_expense) to add new ones.`,
     );
     this.name = 'ExpenseLimitError';
     this.maxExpensesPerUser = maxExpensesPerUser;
+    this.userId = userId;
   }
 }
 
