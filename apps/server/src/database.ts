@@ -1,8 +1,9 @@
 import { API_KEYS_NAMESPACE, apiKeyMigrations } from '@mcp-auth-stack/auth';
-import { type Database, migrateToCurrent, openDatabase } from '@mcp-auth-stack/database';
+import { type Database, migrateToCurrent, openDatabase, type RestartEvent } from '@mcp-auth-stack/database';
 import { EXPENSES_NAMESPACE, expensesMigrations } from '@mcp-auth-stack/expenses';
 import { OAUTH_PROXY_NAMESPACE, oauthProxyMigrations } from '@mcp-auth-stack/oauth-proxy';
 import type { ServerConfig } from './config.ts';
+import type { Logger } from './logger.ts';
 
 /** The server's schema, in the order it is applied. */
 const MIGRATIONS = [
@@ -50,12 +51,20 @@ export async function openAppDatabase(config: DatabaseConfig, role: 'server' | '
  * Opens the configured database without reading or changing its schema: the server builds
  * its app on it while `migrateAppSchema` runs, and listens only after that.
  */
-export async function openConfiguredDatabase(config: DatabaseConfig, role: 'server' | 'tool'): Promise<Database> {
+export async function openConfiguredDatabase(
+  config: DatabaseConfig,
+  role: 'server' | 'tool',
+  logger?: Logger,
+): Promise<Database> {
   return openDatabase({
     url: config.databaseUrl,
     dataDir: config.dataDir,
     maxConnections: config.databaseUrl ? config.databasePoolSize : Math.min(config.databasePoolSize, 4),
-    embedded: { mustOwn: role === 'server', waitForLockMs: role === 'server' ? 15_000 : 30_000 },
+    embedded: {
+      mustOwn: role === 'server',
+      waitForLockMs: role === 'server' ? 15_000 : 30_000,
+      ...(logger && { onRestart: (event: RestartEvent) => logRestart(logger, event) }),
+    },
     applicationName: role === 'server' ? 'mcp-expenses-server' : 'mcp-expenses-keys',
     connectTimeoutMs: config.databaseConnectTimeoutMs,
     queryTimeoutMs: config.databaseQueryTimeoutMs,
@@ -71,4 +80,18 @@ export async function migrateAppSchema(
   // On an up-to-date schema (every start but the first) one query, no lock, and the pool's
   // connection is warm for requests; on a new database that same connection migrates.
   await migrateToCurrent(database.pool, migrationsFor(authMode, role));
+}
+
+/** The embedded database's restarts, as PostgreSQL's log would say them. */
+function logRestart(logger: Logger, event: RestartEvent): void {
+  if (event.type === 'restarting') {
+    logger.error('embedded database restarting: its connections are closed', { reason: event.reason });
+  } else if (event.type === 'restarted') {
+    logger.warn('embedded database restarted', { after_ms: event.afterMs });
+  } else {
+    logger.error('embedded database did not open; trying again', {
+      error: event.message,
+      retry_in_ms: event.retryInMs,
+    });
+  }
 }

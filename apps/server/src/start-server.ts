@@ -42,7 +42,7 @@ export async function startServer(
   logger: Logger = createLogger(config.logLevel),
   options: { tracing?: boolean } = {},
 ): Promise<RunningServer> {
-  const opening = openConfiguredDatabase(config, 'server');
+  const opening = openConfiguredDatabase(config, 'server', logger);
   const migrated = opening.then(async (database) => {
     await migrateAppSchema(database, config.authMode, 'server');
     return database;

@@ -1,15 +1,23 @@
-import { access, chmod, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { Worker } from 'node:worker_threads';
 import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
+import { ownerOnlyFolder } from './embedded-files.ts';
+import type { HostData, HostMessage } from './embedded-host.ts';
 import { LOCK_NAME } from './embedded-lock.ts';
+
+export { pgliteOpenError } from './embedded-files.ts';
 
 /**
  * The embedded database: PGlite (Postgres compiled to WebAssembly) persisted under a data
  * directory and served on a Unix socket inside that directory. Callers reach it with `pg`
  * exactly as they reach a real server, so there is one query implementation, not two.
+ *
+ * PGlite runs in a worker thread (embedded-host.ts), so a long statement, or PGlite stuck on a
+ * full disk, holds up that thread and not the server's. Like PostgreSQL's postmaster, this
+ * module opens the database again when PGlite reports a PANIC or its thread dies: every
+ * connection is closed, and the next ones find a database recovered from its WAL.
  *
  * The socket server multiplexes every connection onto PGlite's one session, so callers must
  * not rely on per-connection state: no named prepared statements (two connections preparing
@@ -48,6 +56,8 @@ export interface EmbeddedServerOptions {
    */
   mustOwn?: boolean;
   waitForLockMs?: number;
+  /** Told when the database is opened again after a PANIC or its thread's end (for the log). */
+  onRestart?: (event: RestartEvent) => void;
 }
 
 export async function startEmbeddedServer(
@@ -71,7 +81,7 @@ export async function startEmbeddedServer(
     // A lock left by a process that no longer runs is taken over.
     const releaseLock = await tryPidLock(lockPath);
     if (releaseLock) {
-      return await ownDataDir(dataDir, ownPort, releaseLock, options.maxConnections ?? 8);
+      return await ownDataDir(dataDir, ownPort, releaseLock, options);
     }
     if (!options.mustOwn && (await socketAnswers(socketPath))) {
       return { socketDir: dataDir, port: SHARED_PORT, owner: false, stop: async () => {} };
@@ -91,10 +101,9 @@ async function ownDataDir(
   dataDir: string,
   port: number,
   releaseLock: () => Promise<void>,
-  maxConnections: number,
+  options: EmbeddedServerOptions,
 ): Promise<EmbeddedServer> {
   const socketPath = join(dataDir, socketName(port));
-  let db: PGlite | undefined;
   try {
     // Holding the lock, every socket here is a dead owner's (a keys CLI killed while it owned
     // the files leaves one named after its pid): nobody answers on them.
@@ -104,32 +113,150 @@ async function ownDataDir(
     // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
     // was open stays open. Only that folder: DATA_DIR may hold other things, or be shared.
     const pgdata = await ownerOnlyFolder(join(dataDir, 'pgdata'));
-    await createIfNew(pgdata);
-    db = await PGlite.create({ dataDir: pgdata }).catch((error: unknown) => {
-      throw error instanceof Error ? incompleteFolderHint(pgdata, error) : error;
-    });
-    const server = new PGLiteSocketServer({ db, path: socketPath, maxConnections });
-    await server.start();
-    const opened = db;
+    const host = new SupervisedHost(
+      { pgdata, socketPath, maxConnections: options.maxConnections ?? 8, reopening: false },
+      options.onRestart ?? (() => {}),
+    );
+    await host.start();
     return {
       socketDir: dataDir,
       port,
       owner: true,
       async stop() {
-        await server.stop();
-        await opened.close();
+        await host.stop();
         await rm(socketPath, { force: true });
         await releaseLock();
       },
     };
   } catch (error) {
-    await db?.close().catch(() => {});
     await releaseLock();
-    // PGlite's file system errors are not Errors (`{ name: 'ErrnoError', errno }`): a message
-    // of `undefined` would reach the person.
-    if (error instanceof Error) throw error;
-    throw pgliteOpenError(join(dataDir, 'pgdata'), error);
+    throw error;
   }
+}
+
+/** What the embedded database went through, for the owner's log. */
+export type RestartEvent =
+  | { type: 'restarting'; reason: string }
+  | { type: 'restarted'; afterMs: number }
+  | { type: 'restart-failed'; message: string; retryInMs: number };
+
+/** How long a stop waits for PGlite to close its files before its thread is ended. */
+const STOP_GRACE_MS = 3_000;
+/** Waits between attempts to open the database again, doubling up to the last. */
+const RESTART_BACKOFF_MS = [250, 1_000, 5_000, 30_000];
+
+/**
+ * The worker thread that serves the database, started again when PGlite reports a PANIC, or
+ * the thread fails or exits, until `stop`.
+ */
+class SupervisedHost {
+  #worker: Worker | undefined;
+  #restarting: Promise<void> | undefined;
+  #stopping = false;
+  #wakeUp: (() => void) | undefined;
+
+  readonly data: HostData;
+  readonly onRestart: (event: RestartEvent) => void;
+
+  constructor(data: HostData, onRestart: (event: RestartEvent) => void) {
+    this.data = data;
+    this.onRestart = onRestart;
+  }
+
+  async start(): Promise<void> {
+    this.#worker = await startHost(this.data);
+    this.#watch(this.#worker);
+  }
+
+  #watch(worker: Worker): void {
+    worker.on('message', (message: HostMessage) => {
+      if (message.type === 'panic') this.#restart(worker, `PGlite reported a PANIC: ${message.message}`);
+    });
+    worker.on('error', (error) => this.#restart(worker, `its thread failed: ${error.message}`));
+    worker.on('exit', (code) => this.#restart(worker, `its thread exited (code ${code})`));
+  }
+
+  #restart(worker: Worker, reason: string): void {
+    if (this.#stopping || this.#restarting || worker !== this.#worker) return;
+    this.onRestart({ type: 'restarting', reason });
+    const began = Date.now();
+    this.#restarting = (async () => {
+      // Ending the thread closes every connection, as PostgreSQL's restart does; a stuck
+      // PGlite is stopped in its WebAssembly too.
+      await worker.terminate();
+      for (let attempt = 0; !this.#stopping; attempt++) {
+        try {
+          await rm(this.data.socketPath, { force: true });
+          const next = await startHost({ ...this.data, reopening: true });
+          if (this.#stopping) {
+            await next.terminate();
+            return;
+          }
+          this.#worker = next;
+          this.#watch(next);
+          this.onRestart({ type: 'restarted', afterMs: Date.now() - began });
+          return;
+        } catch (error) {
+          const retryInMs = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)] as number;
+          this.onRestart({ type: 'restart-failed', message: (error as Error).message, retryInMs });
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, retryInMs);
+            this.#wakeUp = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+        }
+      }
+    })().finally(() => {
+      this.#restarting = undefined;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wakeUp?.();
+    await this.#restarting;
+    const worker = this.#worker;
+    if (!worker) return;
+    const stopped = new Promise<void>((resolve) => {
+      worker.on('message', (message: HostMessage) => {
+        if (message.type === 'stopped') resolve();
+      });
+      worker.once('exit', () => resolve());
+    });
+    worker.postMessage('stop');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([stopped, new Promise((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))]);
+    clearTimeout(timer);
+    await worker.terminate();
+  }
+}
+
+/** A worker thread serving the database, once it answers on its socket. */
+function startHost(data: HostData): Promise<Worker> {
+  const worker = new Worker(new URL('./embedded-host.ts', import.meta.url), { workerData: data });
+  return new Promise((resolve, reject) => {
+    const settle = (outcome: () => void) => {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+      outcome();
+    };
+    const onMessage = (message: HostMessage) => {
+      if (message.type === 'ready') settle(() => resolve(worker));
+      if (message.type === 'failed') {
+        settle(() => reject(new Error(message.message)));
+        void worker.terminate();
+      }
+    };
+    const onError = (error: Error) => settle(() => reject(error));
+    const onExit = (code: number) =>
+      settle(() => reject(new Error(`The embedded database's thread exited (code ${code}) while it started.`)));
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+  });
 }
 
 async function removeDeadSockets(dataDir: string, own: string): Promise<void> {
@@ -149,80 +276,6 @@ async function removeDeadSockets(dataDir: string, own: string): Promise<void> {
       if (path !== own && !(await socketAnswers(path))) await rm(path, { force: true });
     }),
   );
-}
-
-/**
- * PGlite takes a folder holding `PG_VERSION` for a database it made, and writes that file
- * before the rest of a new database is unpacked: a first start killed in between (a laptop lid
- * closed, kill -9) left a folder no later start could open. So a new database is made in a
- * folder beside it, closed, and renamed into place (rename is atomic); what a start that died
- * there left is removed first. Run under the data folder's lock.
- */
-async function createIfNew(pgdata: string): Promise<void> {
-  if (await exists(join(pgdata, 'PG_VERSION'))) return;
-  // A folder without PG_VERSION that is not empty is not one this made: left to PGlite, as before.
-  if ((await readdir(pgdata)).length > 0) return;
-  const partial = `${pgdata}.partial`;
-  await rm(partial, { recursive: true, force: true });
-  const fresh = await PGlite.create({ dataDir: await ownerOnlyFolder(partial) });
-  await fresh.close();
-  // Over the empty pgdata (rename replaces an empty folder).
-  await rename(partial, pgdata);
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-/** PGlite's own words when a folder it takes for a database is not one, with what to do. */
-function incompleteFolderHint(pgdata: string, error: Error): Error {
-  return new Error(
-    `PGlite could not open ${pgdata}: ${error.message}. If an earlier first start was stopped while it made the database, the folder is incomplete: move it away (any data in it stays there) and start again.`,
-    { cause: error },
-  );
-}
-
-/** PGlite's file system errors carry WASI's errno numbers, not Node's codes: the ones a person can act on. */
-const WASI_ERRNO: Readonly<Record<number, string>> = {
-  2: 'permission denied (EACCES)',
-  19: 'the disk quota is used up (EDQUOT)',
-  51: 'no space left on the device (ENOSPC)',
-  63: 'operation not permitted (EPERM)',
-  69: 'the file system is read-only (EROFS)',
-};
-
-/** What a person reads when PGlite could not open its directory. */
-export function pgliteOpenError(directory: string, error: unknown): Error {
-  const errno = (error as { errno?: unknown } | null)?.errno;
-  const known = typeof errno === 'number' ? WASI_ERRNO[errno] : undefined;
-  const message = known
-    ? `PGlite could not open ${directory}: ${known}.`
-    : `PGlite could not open ${directory} (${JSON.stringify(error)}): it must be a database directory PGlite made, or not exist yet.`;
-  return new Error(message, { cause: error });
-}
-
-/** `folder`, made if missing, readable by its owner only; an error naming it when it is another user's. */
-async function ownerOnlyFolder(folder: string): Promise<string> {
-  try {
-    await mkdir(folder, { recursive: true, mode: 0o700 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    throw new Error(
-      `PGlite could not open ${folder}: it is a file, not a folder; it must be a database directory PGlite made, or not exist yet.`,
-    );
-  }
-  try {
-    await chmod(folder, 0o700);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
-    throw new Error(
-      `${folder} belongs to another user, and its database must be readable by its owner only: run as that user, or give this one a DATA_DIR of its own.`,
-    );
-  }
-  return folder;
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
 
 export { type OneConnectionOptions, onOneConnection } from './connection.ts';
+export type { RestartEvent } from './embedded.ts';
 export { embeddedDatabaseOwner } from './embedded-lock.ts';
 export { type Migration, type MigrationSet, migrate, migrateToCurrent } from './migrate.ts';
 
@@ -27,7 +28,7 @@ export interface OpenDatabaseOptions {
   dataDir?: string | undefined;
   /** Pool size; the embedded database multiplexes onto one session, so it needs few. */
   maxConnections?: number;
-  embedded?: Pick<EmbeddedServerOptions, 'mustOwn' | 'waitForLockMs'>;
+  embedded?: Pick<EmbeddedServerOptions, 'mustOwn' | 'waitForLockMs' | 'onRestart'>;
   applicationName?: string;
   /**
    * Longest wait for a connection, new or from the pool (default 5000 ms). Without it a

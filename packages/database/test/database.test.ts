@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { pgliteOpenError } from '../src/embedded.ts';
+import { PanicScanner } from '../src/embedded-host.ts';
 import { type Migration, migrate, migrateToCurrent, onOneConnection, openDatabase, redactUrl } from '../src/index.ts';
 
 const migrations: Migration[] = [
@@ -230,6 +231,63 @@ describe('migrations on a real PostgreSQL server', () => {
   });
 });
 
+/** A backend message: its type, then its length (which counts itself), then its body. */
+const backendMessage = (type: string, body: Buffer) => {
+  const header = Buffer.alloc(5);
+  header.write(type, 0, 'latin1');
+  header.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([header, body]);
+};
+const errorResponse = (fields: Record<string, string>) =>
+  backendMessage(
+    'E',
+    Buffer.concat([
+      ...Object.entries(fields).map(([code, value]) => Buffer.from(`${code}${value}\0`)),
+      Buffer.from([0]),
+    ]),
+  );
+const dataRow = (value: string) => {
+  const bytes = Buffer.from(value);
+  const count = Buffer.alloc(6);
+  count.writeInt16BE(1, 0);
+  count.writeInt32BE(bytes.length, 2);
+  return backendMessage('D', Buffer.concat([count, bytes]));
+};
+
+describe("the PANIC scanner of PGlite's replies", () => {
+  const panic = errorResponse({
+    S: 'PANIC',
+    V: 'PANIC',
+    C: '53100',
+    M: 'could not write to file "pg_wal/xlogtemp.42"',
+  });
+  const error = errorResponse({ S: 'ERROR', V: 'ERROR', C: '23505', M: 'duplicate key' });
+
+  test("finds a PANIC's message in an error response, whole or in chunks of any size", () => {
+    const reply = Buffer.concat([dataRow('a row'), panic, backendMessage('Z', Buffer.from('I'))]);
+    assert.equal(new PanicScanner().scan(reply), 'could not write to file "pg_wal/xlogtemp.42"');
+    for (const size of [1, 2, 5, 7, 64]) {
+      const scanner = new PanicScanner();
+      const found: string[] = [];
+      for (let offset = 0; offset < reply.length; offset += size) {
+        const message = scanner.scan(reply.subarray(offset, offset + size));
+        if (message) found.push(message);
+      }
+      assert.deepEqual(found, ['could not write to file "pg_wal/xlogtemp.42"'], `chunks of ${size}`);
+    }
+  });
+
+  test('an error that is not a PANIC, and rows that hold its bytes, are not one', () => {
+    const scanner = new PanicScanner();
+    assert.equal(scanner.scan(error), undefined);
+    // A stored value that spells the severity field, with the NUL that ends it.
+    assert.equal(scanner.scan(dataRow('VPANIC\0MPANIC\0\0')), undefined);
+    assert.equal(scanner.scan(errorResponse({ S: 'FATAL', V: 'FATAL', M: 'VPANIC' })), undefined);
+    // A localised severity alone (S) is not read: V is PostgreSQL's own word.
+    assert.equal(scanner.scan(errorResponse({ S: 'PANIK', V: 'PANIC', M: 'm' })), 'm');
+  });
+});
+
 describe('the embedded database (PGlite behind a Unix socket)', () => {
   let dir: string;
   before(async () => {
@@ -253,6 +311,21 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
       assert.deepEqual(rows, [{ body: 'kept', author: 'me' }]);
     } finally {
       await second.close();
+    }
+  });
+
+  test("a row that holds an error response's PANIC bytes does not restart the database", async () => {
+    const restarts: unknown[] = [];
+    const db = await openDatabase({ dataDir: dir, embedded: { onRestart: (event) => restarts.push(event) } });
+    try {
+      // In a row, a value is followed by the next one's length, whose first byte is 0: the
+      // reply holds `VPANIC`, NUL, `M…`, the very bytes of an error response's fields.
+      const { rows } = await db.pool.query("SELECT 'VPANIC' AS severity, 'MPANIC' AS message, $1::text AS end", ['']);
+      assert.deepEqual(rows, [{ severity: 'VPANIC', message: 'MPANIC', end: '' }]);
+      assert.deepEqual((await db.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+      assert.deepEqual(restarts, []);
+    } finally {
+      await db.close();
     }
   });
 

@@ -31,6 +31,8 @@ export function run(
 }
 
 export interface ServerProcess {
+  /** The process's id, for what a test does to it from outside (its resource limits, say). */
+  pid: number;
   url: string;
   mcpUrl: string;
   output: () => string;
@@ -76,6 +78,7 @@ export async function spawnServerProcess(entry: string, env: Record<string, stri
     });
   });
   return {
+    pid: child.pid as number,
     url,
     mcpUrl: `${url}/mcp`,
     output: () => output,

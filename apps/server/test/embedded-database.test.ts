@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { ServerProcess } from '@mcp-auth-stack/testing';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import pg from 'pg';
+import { connectClient, spawnServer } from './helpers.ts';
+
+// The default mode (`pnpm start`, no DATABASE_URL): PGlite in the server's process, which runs
+// it in a worker thread and opens it again after a PANIC, as PostgreSQL's postmaster would.
+describe('the embedded database, as a `pnpm start` user runs it', () => {
+  let dataDir: string;
+  let server: ServerProcess;
+  let client: Client;
+
+  const expense = (description: string) => ({
+    name: 'add_user_expense',
+    arguments: { date: '2026-12-01', amount: 12.5, category: 'food', description, payment_method: 'visa' },
+  });
+  const descriptions = async () => {
+    const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
+    assert.equal(listed.isError, undefined, JSON.stringify(listed.content));
+    const { expenses } = listed.structuredContent as { expenses: { description: string }[] };
+    return expenses.map((row) => row.description).sort();
+  };
+  /** The server's limit on the size a file may grow to (RLIMIT_FSIZE), set from outside. */
+  const limitFileSize = (limit: string) => execFileSync('prlimit', ['--pid', String(server.pid), `--fsize=${limit}:`]);
+
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'mcp-embedded-'));
+    server = await spawnServer({ MCP_AUTH_PROVIDER: 'none', DATA_DIR: dataDir, LOCAL_USER_ID: 'me' });
+    client = await connectClient(server.mcpUrl, {});
+  });
+  after(async () => {
+    await client?.close();
+    await server?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('the server answers while the embedded database runs a long statement', async () => {
+    // Another process on the machine (the keys CLI, psql) joins the server's socket.
+    const other = new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
+    await other.connect();
+    try {
+      let finished = false;
+      const long = other.query('SELECT count(*) FROM generate_series(1, 15000000)').then((result) => {
+        finished = true;
+        return result;
+      });
+      // Sent once the statement is on its way; on PGlite's thread, not the server's.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const health = await fetch(`${server.url}/health`);
+      assert.equal(health.status, 200);
+      assert.equal(finished, false, 'the health check waited for the statement: PGlite ran on the server thread');
+      assert.deepEqual((await long).rows, [{ count: '15000000' }]);
+    } finally {
+      await other.end();
+    }
+  });
+
+  test('a PANIC (its WAL could not be written) closes the connections, and the database opens again, with what was committed', async () => {
+    const kept = await client.callTool(expense('before the PANIC'));
+    assert.equal(kept.isError, undefined, JSON.stringify(kept.content));
+
+    // A WAL file may not grow past 1 KB: the next write fails as a full disk does, PostgreSQL
+    // PANICs, and PGlite, which has no postmaster, answered every statement after it with
+    // "cannot drop active portal" until the server was restarted.
+    limitFileSize('1024');
+    const refused = await client.callTool(expense('during the PANIC'));
+    assert.equal(refused.isError, true, JSON.stringify(refused.content));
+    await server.waitForOutput(
+      /"msg":"embedded database restarting: its connections are closed","reason":"PGlite reported a PANIC: .*File too large/,
+    );
+    // The server itself goes on answering while its database is away.
+    assert.equal((await fetch(`${server.url}/health`)).status, 200);
+
+    limitFileSize('unlimited');
+    await server.waitForOutput(/"msg":"embedded database restarted","after_ms":\d+/, 45_000);
+    assert.deepEqual(await descriptions(), ['before the PANIC']);
+    const added = await client.callTool(expense('after the restart'));
+    assert.equal(added.isError, undefined, JSON.stringify(added.content));
+    assert.deepEqual(await descriptions(), ['after the restart', 'before the PANIC']);
+    const ready = await fetch(`${server.url}/ready`);
+    assert.equal(ready.status, 200);
+  });
+
+  test('a stop closes the restarted database and exits 0', async () => {
+    const code = await server.stop();
+    assert.equal(code, 0, server.output());
+    assert.match(server.output(), /"msg":"stopped"/);
+  });
+});

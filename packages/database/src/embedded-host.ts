@@ -1,0 +1,187 @@
+/**
+ * The embedded database's worker thread (embedded.ts starts it): PGlite and the socket server
+ * that multiplexes `pg` connections onto it, off the process's main thread. PGlite runs each
+ * statement synchronously in WebAssembly; here that blocks this thread only, so the server
+ * goes on answering HTTP (health checks, signals) while a statement runs or PGlite is stuck.
+ *
+ * It says what happens to the main thread in `HostMessage`s and stops when asked (`'stop'`).
+ */
+import { readdir, rename, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parentPort, workerData } from 'node:worker_threads';
+import { PGlite } from '@electric-sql/pglite';
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { exists, incompleteFolderHint, ownerOnlyFolder, pgliteOpenError } from './embedded-files.ts';
+
+export interface HostData {
+  pgdata: string;
+  socketPath: string;
+  maxConnections: number;
+  /** Opened before in this process: a failure is not a first start's incomplete folder. */
+  reopening: boolean;
+}
+
+export type HostMessage =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'panic'; message: string }
+  | { type: 'stopped' };
+
+/**
+ * Finds PANIC error responses in the bytes PGlite sends back. PostgreSQL answers a PANIC (a WAL
+ * write refused for lack of disk space, say) by restarting every backend; PGlite has no
+ * postmaster, and its one session then answers every statement with an error ("cannot drop
+ * active portal"), even once the cause is gone, until it is opened again. The scan reads whole
+ * backend messages (type, length, body), across the chunks they arrive in: matching the bytes
+ * `VPANIC` anywhere would let a stored value restart the database.
+ */
+export class PanicScanner {
+  #header = Buffer.alloc(0);
+  #remaining = 0;
+  #type = 0;
+  #body: Buffer[] = [];
+
+  /** Feeds the next chunk; returns the PANIC's message if a whole error response in it is one. */
+  scan(chunk: Uint8Array): string | undefined {
+    let found: string | undefined;
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.#remaining === 0) {
+        // The 5-byte header (type, then the length that counts itself), perhaps split.
+        const needed = 5 - this.#header.length;
+        this.#header = Buffer.concat([this.#header, chunk.subarray(offset, offset + needed)]);
+        offset += Math.min(needed, chunk.length - offset);
+        if (this.#header.length < 5) break;
+        this.#type = this.#header[0] as number;
+        this.#remaining = this.#header.readInt32BE(1) - 4;
+        this.#header = Buffer.alloc(0);
+        this.#body = [];
+        if (this.#remaining <= 0) continue;
+      }
+      const take = Math.min(this.#remaining, chunk.length - offset);
+      // Only error responses ('E') are kept; the rows and the rest are skipped over.
+      if (this.#type === 0x45) this.#body.push(Buffer.from(chunk.subarray(offset, offset + take)));
+      offset += take;
+      this.#remaining -= take;
+      if (this.#remaining === 0 && this.#type === 0x45) found = panicMessage(Buffer.concat(this.#body)) ?? found;
+    }
+    return found;
+  }
+}
+
+/** The message of an ErrorResponse body whose non-localised severity (`V`) is PANIC. */
+function panicMessage(body: Buffer): string | undefined {
+  const fields = new Map<string, string>();
+  let offset = 0;
+  while (offset < body.length && body[offset] !== 0) {
+    const end = body.indexOf(0, offset + 1);
+    if (end === -1) break;
+    fields.set(String.fromCharCode(body[offset] as number), body.toString('utf8', offset + 1, end));
+    offset = end + 1;
+  }
+  return fields.get('V') === 'PANIC' ? (fields.get('M') ?? 'PANIC') : undefined;
+}
+
+/**
+ * PGlite as the socket server sees it, but a PANIC in a reply marks it broken: the main thread
+ * is told, and later statements fail, which closes their connections, as PostgreSQL's restart
+ * does, instead of each getting the broken session's error.
+ */
+function watchForPanic(db: PGlite, onPanic: (message: string) => void): PGlite {
+  let broken = false;
+  return new Proxy(db, {
+    get(target, property) {
+      if (property === 'execProtocolRawStream') {
+        return async (message: Uint8Array, options: { onRawData: (data: Uint8Array) => void }) => {
+          if (broken) throw new Error('the embedded database is restarting after a PANIC');
+          const scanner = new PanicScanner();
+          const result = await target.execProtocolRawStream(message, {
+            ...options,
+            onRawData(data: Uint8Array) {
+              const panic = scanner.scan(data);
+              options.onRawData(data);
+              if (panic !== undefined && !broken) {
+                broken = true;
+                onPanic(panic);
+              }
+            },
+          });
+          return result;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/**
+ * PGlite takes a folder holding `PG_VERSION` for a database it made, and writes that file
+ * before the rest of a new database is unpacked: a first start killed in between (a laptop lid
+ * closed, kill -9) left a folder no later start could open. So a new database is made in a
+ * folder beside it, closed, and renamed into place (rename is atomic); what a start that died
+ * there left is removed first. Run under the data folder's lock.
+ */
+async function createIfNew(pgdata: string): Promise<void> {
+  if (await exists(join(pgdata, 'PG_VERSION'))) return;
+  // A folder without PG_VERSION that is not empty is not one this made: left to PGlite, as before.
+  if ((await readdir(pgdata)).length > 0) return;
+  const partial = `${pgdata}.partial`;
+  await rm(partial, { recursive: true, force: true });
+  const fresh = await PGlite.create({ dataDir: await ownerOnlyFolder(partial) });
+  await fresh.close();
+  // Over the empty pgdata (rename replaces an empty folder).
+  await rename(partial, pgdata);
+}
+
+/** The space left on the disk that holds `folder`, in words. */
+async function freeSpace(folder: string): Promise<string> {
+  try {
+    const disk = await statfs(folder);
+    return `${Math.floor((disk.bavail * disk.bsize) / 1_048_576)} MB free on its disk`;
+  } catch {
+    return 'its disk could not be read';
+  }
+}
+
+async function host(data: HostData, port: NonNullable<typeof parentPort>): Promise<void> {
+  const post = (message: HostMessage) => port.postMessage(message);
+  let db: PGlite | undefined;
+  let server: PGLiteSocketServer | undefined;
+  try {
+    await createIfNew(data.pgdata);
+    db = await PGlite.create({ dataDir: data.pgdata }).catch(async (error: unknown) => {
+      if (!(error instanceof Error)) throw error;
+      if (!data.reopening) throw incompleteFolderHint(data.pgdata, error);
+      // It opened before: what changed is most likely its disk (a PANIC is mostly a full one).
+      throw new Error(
+        `PGlite could not open ${data.pgdata} again: ${error.message} (${await freeSpace(data.pgdata)}).`,
+      );
+    });
+    server = new PGLiteSocketServer({
+      db: watchForPanic(db, (message) => post({ type: 'panic', message })),
+      path: data.socketPath,
+      maxConnections: data.maxConnections,
+    });
+    await server.start();
+  } catch (error) {
+    await db?.close().catch(() => {});
+    // PGlite's file system errors are not Errors (`{ name: 'ErrnoError', errno }`).
+    post({
+      type: 'failed',
+      message: (error instanceof Error ? error : pgliteOpenError(data.pgdata, error)).message,
+    });
+    return;
+  }
+  const opened = { db, server };
+  port.on('message', async (message: unknown) => {
+    if (message !== 'stop') return;
+    await opened.server.stop();
+    await opened.db.close().catch(() => {});
+    post({ type: 'stopped' });
+    port.close();
+  });
+  post({ type: 'ready' });
+}
+
+if (parentPort) await host(workerData as HostData, parentPort);
