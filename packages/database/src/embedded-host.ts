@@ -6,12 +6,14 @@
  *
  * It says what happens to the main thread in `HostMessage`s and stops when asked (`'stop'`).
  */
-import { readdir, rename, rm, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { statfs } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
-import { exists, incompleteFolderHint, ownerOnlyFolder, pgliteOpenError } from './embedded-files.ts';
+import { incompleteFolderHint, pgliteOpenError } from './embedded-files.ts';
+
+/** What the worker does: make a new database in `create` and end, or serve `pgdata`. */
+export type WorkerTask = { create: string } | HostData;
 
 export interface HostData {
   pgdata: string;
@@ -115,25 +117,6 @@ function watchForPanic(db: PGlite, onPanic: (message: string) => void): PGlite {
   });
 }
 
-/**
- * PGlite takes a folder holding `PG_VERSION` for a database it made, and writes that file
- * before the rest of a new database is unpacked: a first start killed in between (a laptop lid
- * closed, kill -9) left a folder no later start could open. So a new database is made in a
- * folder beside it, closed, and renamed into place (rename is atomic); what a start that died
- * there left is removed first. Run under the data folder's lock.
- */
-async function createIfNew(pgdata: string): Promise<void> {
-  if (await exists(join(pgdata, 'PG_VERSION'))) return;
-  // A folder without PG_VERSION that is not empty is not one this made: left to PGlite, as before.
-  if ((await readdir(pgdata)).length > 0) return;
-  const partial = `${pgdata}.partial`;
-  await rm(partial, { recursive: true, force: true });
-  const fresh = await PGlite.create({ dataDir: await ownerOnlyFolder(partial) });
-  await fresh.close();
-  // Over the empty pgdata (rename replaces an empty folder).
-  await rename(partial, pgdata);
-}
-
 /** The space left on the disk that holds `folder`, in words. */
 async function freeSpace(folder: string): Promise<string> {
   try {
@@ -149,7 +132,6 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
   let db: PGlite | undefined;
   let server: PGLiteSocketServer | undefined;
   try {
-    await createIfNew(data.pgdata);
     db = await PGlite.create({ dataDir: data.pgdata }).catch(async (error: unknown) => {
       if (!(error instanceof Error)) throw error;
       if (!data.reopening) throw incompleteFolderHint(data.pgdata, error);
@@ -184,4 +166,20 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
   post({ type: 'ready' });
 }
 
-if (parentPort) await host(workerData as HostData, parentPort);
+/** Makes a new database in `folder` and closes it; the worker then ends, and with it PGlite's memory. */
+async function create(folder: string, port: NonNullable<typeof parentPort>): Promise<void> {
+  try {
+    const fresh = await PGlite.create({ dataDir: folder });
+    await fresh.close();
+    port.postMessage({ type: 'ready' } satisfies HostMessage);
+  } catch (error) {
+    const message = (error instanceof Error ? error : pgliteOpenError(folder, error)).message;
+    port.postMessage({ type: 'failed', message } satisfies HostMessage);
+  }
+  port.close();
+}
+
+if (parentPort) {
+  const task = workerData as WorkerTask;
+  await ('create' in task ? create(task.create, parentPort) : host(task, parentPort));
+}

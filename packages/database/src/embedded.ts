@@ -1,10 +1,10 @@
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
-import { ownerOnlyFolder } from './embedded-files.ts';
-import type { HostData, HostMessage } from './embedded-host.ts';
+import { exists, ownerOnlyFolder } from './embedded-files.ts';
+import type { HostData, HostMessage, WorkerTask } from './embedded-host.ts';
 import { LOCK_NAME } from './embedded-lock.ts';
 
 export { pgliteOpenError } from './embedded-files.ts';
@@ -113,6 +113,7 @@ async function ownDataDir(
     // in it (PostgreSQL's rule), is what keeps other local users out; a file opened while it
     // was open stays open. Only that folder: DATA_DIR may hold other things, or be shared.
     const pgdata = await ownerOnlyFolder(join(dataDir, 'pgdata'));
+    await createIfNew(pgdata);
     const host = new SupervisedHost(
       { pgdata, socketPath, maxConnections: options.maxConnections ?? 8, reopening: false },
       options.onRestart ?? (() => {}),
@@ -132,6 +133,26 @@ async function ownDataDir(
     await releaseLock();
     throw error;
   }
+}
+
+/**
+ * PGlite takes a folder holding `PG_VERSION` for a database it made, and writes that file
+ * before the rest of a new database is unpacked: a first start killed in between (a laptop lid
+ * closed, kill -9) left a folder no later start could open. So a new database is made in a
+ * folder beside it, closed, and renamed into place (rename is atomic); what a start that died
+ * there left is removed first. Run under the data folder's lock.
+ */
+async function createIfNew(pgdata: string): Promise<void> {
+  if (await exists(join(pgdata, 'PG_VERSION'))) return;
+  // A folder without PG_VERSION that is not empty is not one this made: left to PGlite, as before.
+  if ((await readdir(pgdata)).length > 0) return;
+  const partial = `${pgdata}.partial`;
+  await rm(partial, { recursive: true, force: true });
+  // In a worker of its own, which ends after: making a cluster takes PGlite about 400 MB
+  // more than serving one, which a thread that went on serving would keep.
+  await (await startWorker({ create: await ownerOnlyFolder(partial) })).terminate();
+  // Over the empty pgdata (rename replaces an empty folder).
+  await rename(partial, pgdata);
 }
 
 /** What the embedded database went through, for the owner's log. */
@@ -164,7 +185,7 @@ class SupervisedHost {
   }
 
   async start(): Promise<void> {
-    this.#worker = await startHost(this.data);
+    this.#worker = await startWorker(this.data);
     this.#watch(this.#worker);
   }
 
@@ -187,7 +208,7 @@ class SupervisedHost {
       for (let attempt = 0; !this.#stopping; attempt++) {
         try {
           await rm(this.data.socketPath, { force: true });
-          const next = await startHost({ ...this.data, reopening: true });
+          const next = await startWorker({ ...this.data, reopening: true });
           if (this.#stopping) {
             await next.terminate();
             return;
@@ -233,9 +254,9 @@ class SupervisedHost {
   }
 }
 
-/** A worker thread serving the database, once it answers on its socket. */
-function startHost(data: HostData): Promise<Worker> {
-  const worker = new Worker(new URL('./embedded-host.ts', import.meta.url), { workerData: data });
+/** A worker thread that has done its task: made a database, or serves one on its socket. */
+function startWorker(task: WorkerTask): Promise<Worker> {
+  const worker = new Worker(new URL('./embedded-host.ts', import.meta.url), { workerData: task });
   return new Promise((resolve, reject) => {
     const settle = (outcome: () => void) => {
       worker.off('message', onMessage);
