@@ -93,3 +93,37 @@ describe('the embedded database, as a `pnpm start` user runs it', () => {
     assert.match(server.output(), /"msg":"stopped"/);
   });
 });
+
+describe('the embedded database, with a statement that does not end', () => {
+  test('PGlite has no statement_timeout: a statement three times past DATABASE_QUERY_TIMEOUT_MS is ended by a restart', {
+    timeout: 90_000,
+  }, async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-embedded-stuck-'));
+    const server = await spawnServer({
+      MCP_AUTH_PROVIDER: 'none',
+      DATA_DIR: dataDir,
+      LOCAL_USER_ID: 'me',
+      DATABASE_QUERY_TIMEOUT_MS: '500',
+    });
+    const other = new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
+    try {
+      await other.connect();
+      other.on('error', () => {});
+      // Minutes of work, on the thread every connection's statements run on.
+      const endless = other.query('SELECT count(*) FROM generate_series(1, 2000000000)');
+      await assert.rejects(endless, /Connection terminated/);
+      await server.waitForOutput(
+        /"msg":"embedded database restarting: its connections are closed","reason":"a statement ran for more than 1500 ms"/,
+      );
+      await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);
+      const client = await connectClient(server.mcpUrl, {});
+      const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
+      assert.equal(listed.isError, undefined, JSON.stringify(listed.content));
+      await client.close();
+    } finally {
+      await other.end().catch(() => {});
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});

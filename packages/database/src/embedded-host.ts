@@ -21,6 +21,11 @@ export interface HostData {
   maxConnections: number;
   /** Opened before in this process: a failure is not a first start's incomplete folder. */
   reopening: boolean;
+  /**
+   * One BigInt64 slot: when (`Date.now()`) PGlite began the statement it runs, 0 between
+   * statements. The main thread reads it to find a statement that does not end.
+   */
+  busySince: SharedArrayBuffer;
 }
 
 export type HostMessage =
@@ -87,9 +92,10 @@ function panicMessage(body: Buffer): string | undefined {
 /**
  * PGlite as the socket server sees it, but a PANIC in a reply marks it broken: the main thread
  * is told, and later statements fail, which closes their connections, as PostgreSQL's restart
- * does, instead of each getting the broken session's error.
+ * does, instead of each getting the broken session's error. Each statement's start is noted in
+ * `busySince`, for the main thread's watch on statements that do not end.
  */
-function watchForPanic(db: PGlite, onPanic: (message: string) => void): PGlite {
+function watchForPanic(db: PGlite, busySince: BigInt64Array, onPanic: (message: string) => void): PGlite {
   let broken = false;
   return new Proxy(db, {
     get(target, property) {
@@ -97,17 +103,20 @@ function watchForPanic(db: PGlite, onPanic: (message: string) => void): PGlite {
         return async (message: Uint8Array, options: { onRawData: (data: Uint8Array) => void }) => {
           if (broken) throw new Error('the embedded database is restarting after a PANIC');
           const scanner = new PanicScanner();
-          const result = await target.execProtocolRawStream(message, {
-            ...options,
-            onRawData(data: Uint8Array) {
-              const panic = scanner.scan(data);
-              options.onRawData(data);
-              if (panic !== undefined && !broken) {
-                broken = true;
-                onPanic(panic);
-              }
-            },
-          });
+          Atomics.store(busySince, 0, BigInt(Date.now()));
+          const result = await target
+            .execProtocolRawStream(message, {
+              ...options,
+              onRawData(data: Uint8Array) {
+                const panic = scanner.scan(data);
+                options.onRawData(data);
+                if (panic !== undefined && !broken) {
+                  broken = true;
+                  onPanic(panic);
+                }
+              },
+            })
+            .finally(() => Atomics.store(busySince, 0, 0n));
           return result;
         };
       }
@@ -141,7 +150,7 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
       );
     });
     server = new PGLiteSocketServer({
-      db: watchForPanic(db, (message) => post({ type: 'panic', message })),
+      db: watchForPanic(db, new BigInt64Array(data.busySince), (message) => post({ type: 'panic', message })),
       path: data.socketPath,
       maxConnections: data.maxConnections,
     });

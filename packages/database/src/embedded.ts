@@ -58,6 +58,12 @@ export interface EmbeddedServerOptions {
   waitForLockMs?: number;
   /** Told when the database is opened again after a PANIC or its thread's end (for the log). */
   onRestart?: (event: RestartEvent) => void;
+  /**
+   * A statement PGlite runs for longer (default 30 s) is ended by opening the database again:
+   * PGlite takes no `statement_timeout` nor a cancel request, and runs one statement at a time,
+   * so one that does not end would hold every connection up.
+   */
+  statementLimitMs?: number;
 }
 
 export async function startEmbeddedServer(
@@ -117,6 +123,7 @@ async function ownDataDir(
     const host = new SupervisedHost(
       { pgdata, socketPath, maxConnections: options.maxConnections ?? 8, reopening: false },
       options.onRestart ?? (() => {}),
+      options.statementLimitMs ?? 30_000,
     );
     await host.start();
     return {
@@ -176,17 +183,38 @@ class SupervisedHost {
   #stopping = false;
   #wakeUp: (() => void) | undefined;
 
-  readonly data: HostData;
+  #busySince = new BigInt64Array(new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT));
+  #watchdog: NodeJS.Timeout | undefined;
+  readonly data: Omit<HostData, 'busySince'>;
   readonly onRestart: (event: RestartEvent) => void;
+  readonly statementLimitMs: number;
 
-  constructor(data: HostData, onRestart: (event: RestartEvent) => void) {
+  constructor(data: Omit<HostData, 'busySince'>, onRestart: (event: RestartEvent) => void, statementLimitMs: number) {
     this.data = data;
     this.onRestart = onRestart;
+    this.statementLimitMs = statementLimitMs;
   }
 
   async start(): Promise<void> {
-    this.#worker = await startWorker(this.data);
+    this.#worker = await this.#startHost(false);
     this.#watch(this.#worker);
+    this.#watchdog = setInterval(() => this.#checkStatement(), Math.min(1_000, this.statementLimitMs / 4));
+    // Not what keeps a process alive: its server, or its work, does.
+    this.#watchdog.unref();
+  }
+
+  /** A worker serving the database, with a fresh note of its statements. */
+  #startHost(reopening: boolean): Promise<Worker> {
+    const busySince = new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
+    this.#busySince = new BigInt64Array(busySince);
+    return startWorker({ ...this.data, reopening, busySince });
+  }
+
+  #checkStatement(): void {
+    const since = Number(Atomics.load(this.#busySince, 0));
+    const worker = this.#worker;
+    if (since === 0 || !worker || Date.now() - since <= this.statementLimitMs) return;
+    this.#restart(worker, `a statement ran for more than ${this.statementLimitMs} ms`);
   }
 
   #watch(worker: Worker): void {
@@ -208,7 +236,7 @@ class SupervisedHost {
       for (let attempt = 0; !this.#stopping; attempt++) {
         try {
           await rm(this.data.socketPath, { force: true });
-          const next = await startWorker({ ...this.data, reopening: true });
+          const next = await this.#startHost(true);
           if (this.#stopping) {
             await next.terminate();
             return;
@@ -236,6 +264,7 @@ class SupervisedHost {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    clearInterval(this.#watchdog);
     this.#wakeUp?.();
     await this.#restarting;
     const worker = this.#worker;

@@ -36,9 +36,10 @@ export interface OpenDatabaseOptions {
    */
   connectTimeoutMs?: number;
   /**
-   * Longest statement (default 5000 ms): PostgreSQL cancels it (`statement_timeout`, servers
-   * by URL only: the embedded socket takes no session settings), and the client gives up
-   * `CLIENT_GRACE_MS` later if the server itself does not answer; that connection is then dropped.
+   * Longest statement (default 5000 ms): PostgreSQL cancels it (`statement_timeout`), and the
+   * client gives up `CLIENT_GRACE_MS` later if the server itself does not answer; that
+   * connection is then dropped. The embedded database takes no session settings: a statement
+   * it runs for three times as long is ended by opening it again (every connection closed).
    */
   queryTimeoutMs?: number;
 }
@@ -91,6 +92,9 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   const embedded = await startEmbeddedServer(dataDir, {
     ...options.embedded,
     maxConnections: maxConnections + 2,
+    // PGlite has no statement_timeout: a statement that runs well past it (the client gave up
+    // long before) is ended by opening the database again.
+    statementLimitMs: Math.max(3 * queryTimeoutMs, 1_000),
   });
   const connection = {
     host: embedded.socketDir,
