@@ -31,22 +31,30 @@ export interface HostData {
 export type HostMessage =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'panic'; message: string }
+  | { type: 'broken'; reason: string }
   | { type: 'stopped' };
 
 /**
- * Finds PANIC error responses in the bytes PGlite sends back. PostgreSQL answers a PANIC (a WAL
- * write refused for lack of disk space, say) by restarting every backend; PGlite has no
- * postmaster, and its one session then answers every statement with an error ("cannot drop
- * active portal"), even once the cause is gone, until it is opened again. The scan reads whole
- * backend messages (type, length, body), across the chunks they arrive in: matching the bytes
- * `VPANIC` anywhere would let a stored value restart the database.
+ * Reads the bytes PGlite sends back as PostgreSQL backend messages (type, length, body), across
+ * the chunks they arrive in, for two signs that its one session is broken:
+ * - a PANIC (a WAL write refused for lack of disk space, say). PostgreSQL answers one by
+ *   restarting every backend; PGlite has no postmaster, and its session then answers every
+ *   statement with an error ("cannot drop active portal"), even once the cause is gone, until
+ *   it is opened again. Only an error response whose severity `V` is PANIC counts: matching the
+ *   bytes `VPANIC` anywhere would let a stored value restart the database;
+ * - a reply to a query or a Sync that does not end with ReadyForQuery (`Z`), unless it opened a
+ *   COPY FROM (`G`, `W`), which ends later. PGlite left so by a stack overflow in SQL answers
+ *   nothing to every later statement.
  */
-export class PanicScanner {
+export class ReplyScanner {
   #header = Buffer.alloc(0);
   #remaining = 0;
   #type = 0;
   #body: Buffer[] = [];
+  /** The type of the last whole message, 0 before the first. */
+  lastType = 0;
+  /** Whether the reply opened a COPY FROM, after which ReadyForQuery comes only at its end. */
+  awaitsCopyData = false;
 
   /** Feeds the next chunk; returns the PANIC's message if a whole error response in it is one. */
   scan(chunk: Uint8Array): string | undefined {
@@ -63,18 +71,43 @@ export class PanicScanner {
         this.#remaining = this.#header.readInt32BE(1) - 4;
         this.#header = Buffer.alloc(0);
         this.#body = [];
-        if (this.#remaining <= 0) continue;
+        if (this.#remaining <= 0) {
+          this.#ended();
+          continue;
+        }
       }
       const take = Math.min(this.#remaining, chunk.length - offset);
       // Only error responses ('E') are kept; the rows and the rest are skipped over.
-      if (this.#type === 0x45) this.#body.push(Buffer.from(chunk.subarray(offset, offset + take)));
+      if (this.#type === ERROR_RESPONSE) this.#body.push(Buffer.from(chunk.subarray(offset, offset + take)));
       offset += take;
       this.#remaining -= take;
-      if (this.#remaining === 0 && this.#type === 0x45) found = panicMessage(Buffer.concat(this.#body)) ?? found;
+      if (this.#remaining === 0) {
+        if (this.#type === ERROR_RESPONSE) found = panicMessage(Buffer.concat(this.#body)) ?? found;
+        this.#ended();
+      }
     }
     return found;
   }
+
+  /** Whether a reply to `request` (one frontend message) ended as a healthy session's does. */
+  completes(request: Uint8Array): boolean {
+    const type = request[0];
+    if (type !== SIMPLE_QUERY && type !== SYNC) return true;
+    return this.awaitsCopyData || (this.lastType === READY_FOR_QUERY && this.#remaining === 0);
+  }
+
+  #ended(): void {
+    this.lastType = this.#type;
+    if (this.#type === COPY_IN_RESPONSE || this.#type === COPY_BOTH_RESPONSE) this.awaitsCopyData = true;
+  }
 }
+
+const ERROR_RESPONSE = 0x45; // 'E'
+const READY_FOR_QUERY = 0x5a; // 'Z'
+const COPY_IN_RESPONSE = 0x47; // 'G'
+const COPY_BOTH_RESPONSE = 0x57; // 'W'
+const SIMPLE_QUERY = 0x51; // 'Q', from the client
+const SYNC = 0x53; // 'S', from the client
 
 /** The message of an ErrorResponse body whose non-localised severity (`V`) is PANIC. */
 function panicMessage(body: Buffer): string | undefined {
@@ -90,19 +123,26 @@ function panicMessage(body: Buffer): string | undefined {
 }
 
 /**
- * PGlite as the socket server sees it, but a PANIC in a reply marks it broken: the main thread
- * is told, and later statements fail, which closes their connections, as PostgreSQL's restart
- * does, instead of each getting the broken session's error. Each statement's start is noted in
- * `busySince`, for the main thread's watch on statements that do not end.
+ * PGlite as the socket server sees it, but a reply that shows its session broken (a PANIC, or
+ * no ReadyForQuery: `ReplyScanner`) tells the main thread, which ends this thread and opens the
+ * database again, closing every connection as PostgreSQL's restart does. Until then the next
+ * statement fails, which closes its connection (pglite-socket then holds the rest of its queue
+ * until the thread ends). Each statement's start is noted in `busySince`, for the main
+ * thread's watch on statements that do not end.
  */
-function watchForPanic(db: PGlite, busySince: BigInt64Array, onPanic: (message: string) => void): PGlite {
+function watchForBreakage(db: PGlite, busySince: BigInt64Array, onBroken: (reason: string) => void): PGlite {
   let broken = false;
+  const brokenBy = (reason: string) => {
+    if (broken) return;
+    broken = true;
+    onBroken(reason);
+  };
   return new Proxy(db, {
     get(target, property) {
       if (property === 'execProtocolRawStream') {
         return async (message: Uint8Array, options: { onRawData: (data: Uint8Array) => void }) => {
-          if (broken) throw new Error('the embedded database is restarting after a PANIC');
-          const scanner = new PanicScanner();
+          if (broken) throw new Error('the embedded database is being opened again');
+          const scanner = new ReplyScanner();
           Atomics.store(busySince, 0, BigInt(Date.now()));
           const result = await target
             .execProtocolRawStream(message, {
@@ -110,13 +150,15 @@ function watchForPanic(db: PGlite, busySince: BigInt64Array, onPanic: (message: 
               onRawData(data: Uint8Array) {
                 const panic = scanner.scan(data);
                 options.onRawData(data);
-                if (panic !== undefined && !broken) {
-                  broken = true;
-                  onPanic(panic);
-                }
+                if (panic !== undefined) brokenBy(`PGlite reported a PANIC: ${panic}`);
               },
             })
             .finally(() => Atomics.store(busySince, 0, 0n));
+          if (!scanner.completes(message)) {
+            brokenBy(
+              `PGlite's reply to a ${String.fromCharCode(message[0] as number)} message did not end with ReadyForQuery`,
+            );
+          }
           return result;
         };
       }
@@ -150,7 +192,7 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
       );
     });
     server = new PGLiteSocketServer({
-      db: watchForPanic(db, new BigInt64Array(data.busySince), (message) => post({ type: 'panic', message })),
+      db: watchForBreakage(db, new BigInt64Array(data.busySince), (reason) => post({ type: 'broken', reason })),
       path: data.socketPath,
       maxConnections: data.maxConnections,
     });

@@ -6,6 +6,7 @@ import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
 import { exists, ownerOnlyFolder } from './embedded-files.ts';
 import type { HostData, HostMessage, WorkerTask } from './embedded-host.ts';
 import { LOCK_NAME } from './embedded-lock.ts';
+import type { StatementLimitExemption } from './statement-limit.ts';
 
 export { pgliteOpenError } from './embedded-files.ts';
 
@@ -37,6 +38,12 @@ export interface EmbeddedServer {
   port: number;
   /** True when this process opened the files; false when it joined another process's socket. */
   owner: boolean;
+  /**
+   * Runs `work` with the limit on one statement's length lifted (migrations). Only this
+   * process's work should be, but the limit is the owner's: lifted for every connection
+   * meanwhile. A process that joined another's socket cannot lift it.
+   */
+  withoutStatementLimit: StatementLimitExemption;
   stop(): Promise<void>;
 }
 
@@ -56,10 +63,14 @@ export interface EmbeddedServerOptions {
    */
   mustOwn?: boolean;
   waitForLockMs?: number;
-  /** Told when the database is opened again after a PANIC or its thread's end (for the log). */
+  /**
+   * Told when the database is opened again (for the log): after a PANIC or another sign of a
+   * broken session, its thread's end, or a statement past `statementLimitMs`.
+   */
   onRestart?: (event: RestartEvent) => void;
   /**
-   * A statement PGlite runs for longer (default 30 s) is ended by opening the database again:
+   * A statement PGlite runs for longer (default 30 s) is ended by opening the database again
+   * (outside `withoutStatementLimit`, which migrations use):
    * PGlite takes no `statement_timeout` nor a cancel request, and runs one statement at a time,
    * so one that does not end would hold every connection up.
    */
@@ -90,7 +101,13 @@ export async function startEmbeddedServer(
       return await ownDataDir(dataDir, ownPort, releaseLock, options);
     }
     if (!options.mustOwn && (await socketAnswers(socketPath))) {
-      return { socketDir: dataDir, port: SHARED_PORT, owner: false, stop: async () => {} };
+      return {
+        socketDir: dataDir,
+        port: SHARED_PORT,
+        owner: false,
+        withoutStatementLimit: (work) => work(),
+        stop: async () => {},
+      };
     }
     if (Date.now() >= deadline) {
       const holder = (await livePidIn(lockPath)) ?? '?';
@@ -130,6 +147,7 @@ async function ownDataDir(
       socketDir: dataDir,
       port,
       owner: true,
+      withoutStatementLimit: (work) => host.withoutStatementLimit(work),
       async stop() {
         await host.stop();
         await rm(socketPath, { force: true });
@@ -168,14 +186,19 @@ export type RestartEvent =
   | { type: 'restarted'; afterMs: number }
   | { type: 'restart-failed'; message: string; retryInMs: number };
 
-/** How long a stop waits for PGlite to close its files before its thread is ended. */
-const STOP_GRACE_MS = 3_000;
-/** Waits between attempts to open the database again, doubling up to the last. */
+/**
+ * How long a stop waits for PGlite to close its files (about 0.2 s) before its thread is ended:
+ * less than the server's bound on closing its database (DATABASE_CLOSE_TIMEOUT_MS, 2 s by
+ * default), so the thread is ended before the process gives up on it.
+ */
+const STOP_GRACE_MS = 1_000;
+/** Waits between attempts to open the database again; the last repeats. */
 const RESTART_BACKOFF_MS = [250, 1_000, 5_000, 30_000];
 
 /**
- * The worker thread that serves the database, started again when PGlite reports a PANIC, or
- * the thread fails or exits, until `stop`.
+ * The worker thread that serves the database, started again, until `stop`, when its session
+ * shows itself broken (a PANIC, a reply without ReadyForQuery), when the thread fails or exits,
+ * and when a statement runs past the limit outside `withoutStatementLimit`.
  */
 class SupervisedHost {
   #worker: Worker | undefined;
@@ -185,6 +208,7 @@ class SupervisedHost {
 
   #busySince = new BigInt64Array(new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT));
   #watchdog: NodeJS.Timeout | undefined;
+  #exempt = 0;
   readonly data: Omit<HostData, 'busySince'>;
   readonly onRestart: (event: RestartEvent) => void;
   readonly statementLimitMs: number;
@@ -210,7 +234,18 @@ class SupervisedHost {
     return startWorker({ ...this.data, reopening, busySince });
   }
 
+  /** Work during which no statement is ended for its length: migrations, which may rightly take long. */
+  async withoutStatementLimit<T>(work: () => Promise<T>): Promise<T> {
+    this.#exempt++;
+    try {
+      return await work();
+    } finally {
+      this.#exempt--;
+    }
+  }
+
   #checkStatement(): void {
+    if (this.#exempt > 0) return;
     const since = Number(Atomics.load(this.#busySince, 0));
     const worker = this.#worker;
     if (since === 0 || !worker || Date.now() - since <= this.statementLimitMs) return;
@@ -219,7 +254,7 @@ class SupervisedHost {
 
   #watch(worker: Worker): void {
     worker.on('message', (message: HostMessage) => {
-      if (message.type === 'panic') this.#restart(worker, `PGlite reported a PANIC: ${message.message}`);
+      if (message.type === 'broken') this.#restart(worker, message.reason);
     });
     worker.on('error', (error) => this.#restart(worker, `its thread failed: ${error.message}`));
     worker.on('exit', (code) => this.#restart(worker, `its thread exited (code ${code})`));
@@ -233,6 +268,8 @@ class SupervisedHost {
       // Ending the thread closes every connection, as PostgreSQL's restart does; a stuck
       // PGlite is stopped in its WebAssembly too.
       await worker.terminate();
+      // A stop from now on has no thread to wait for, unless a new one starts.
+      this.#worker = undefined;
       for (let attempt = 0; !this.#stopping; attempt++) {
         try {
           await rm(this.data.socketPath, { force: true });

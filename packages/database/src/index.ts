@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import pg from 'pg';
 import type { EmbeddedServerOptions } from './embedded.ts';
+import { registerStatementLimitExemption } from './statement-limit.ts';
 
 export { type OneConnectionOptions, onOneConnection } from './connection.ts';
 export type { RestartEvent } from './embedded.ts';
@@ -105,6 +106,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   };
   const pool = new pg.Pool({ ...connection, max: maxConnections, ...bounds });
   pool.on('error', () => {});
+  registerStatementLimitExemption(pool, embedded.withoutStatementLimit);
   return {
     pool,
     kind: 'embedded',

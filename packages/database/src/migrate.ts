@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { onOneConnection } from './connection.ts';
+import { withoutStatementLimit } from './statement-limit.ts';
 
 export interface Migration {
   /** Strictly increasing within a namespace; never renumber one that has shipped. */
@@ -30,8 +31,8 @@ export interface MigrationSet {
  */
 export async function migrate(pool: pg.Pool, namespace: string, migrations: Migration[]): Promise<number[]> {
   assertOrdered(namespace, migrations);
-  return await onOneConnection(pool, (client) =>
-    underMigrationLock(client, () => apply(client, namespace, migrations)),
+  return await withoutStatementLimit(pool, () =>
+    onOneConnection(pool, (client) => underMigrationLock(client, () => apply(client, namespace, migrations))),
   );
 }
 
@@ -44,13 +45,18 @@ export async function migrate(pool: pg.Pool, namespace: string, migrations: Migr
  * Migrations run without the pool's timeouts: waiting for another replica's migration, or
  * building an index on a large table, may rightly take longer than any request should. The
  * server-side `statement_timeout` is lifted per transaction (`SET LOCAL`), the client-side
- * `query_timeout` per query, so the connection goes back to the pool as it came; a connection
+ * `query_timeout` per query, so the connection goes back to the pool as it came (and the
+ * embedded database's own limit is lifted, `withoutStatementLimit`); a connection
  * on which anything failed is closed instead (and with it any lock it held). One connection
  * for all of it: on a new database the check's connection is the one that migrates and then
  * serves requests, where a second connection cost a first start 20 ms (docs/performance.md).
  */
 export async function migrateToCurrent(pool: pg.Pool, sets: MigrationSet[]): Promise<string[]> {
   for (const { namespace, migrations } of sets) assertOrdered(namespace, migrations);
+  return await withoutStatementLimit(pool, () => migrateOnOneConnection(pool, sets));
+}
+
+async function migrateOnOneConnection(pool: pg.Pool, sets: MigrationSet[]): Promise<string[]> {
   return await onOneConnection(pool, async (client) => {
     const pending = await pendingNamespaces(client, sets);
     if (pending.length === 0) return [];

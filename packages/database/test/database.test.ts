@@ -9,8 +9,21 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { pgliteOpenError } from '../src/embedded.ts';
-import { PanicScanner } from '../src/embedded-host.ts';
-import { type Migration, migrate, migrateToCurrent, onOneConnection, openDatabase, redactUrl } from '../src/index.ts';
+import { ReplyScanner } from '../src/embedded-host.ts';
+import {
+  type Migration,
+  migrate,
+  migrateToCurrent,
+  onOneConnection,
+  openDatabase,
+  type RestartEvent,
+  redactUrl,
+} from '../src/index.ts';
+
+/** Resolves once `condition` holds, looking every 50 ms. */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 50));
+}
 
 const migrations: Migration[] = [
   { version: 1, name: 'notes', sql: 'CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)' },
@@ -265,9 +278,9 @@ describe("the PANIC scanner of PGlite's replies", () => {
 
   test("finds a PANIC's message in an error response, whole or in chunks of any size", () => {
     const reply = Buffer.concat([dataRow('a row'), panic, backendMessage('Z', Buffer.from('I'))]);
-    assert.equal(new PanicScanner().scan(reply), 'could not write to file "pg_wal/xlogtemp.42"');
+    assert.equal(new ReplyScanner().scan(reply), 'could not write to file "pg_wal/xlogtemp.42"');
     for (const size of [1, 2, 5, 7, 64]) {
-      const scanner = new PanicScanner();
+      const scanner = new ReplyScanner();
       const found: string[] = [];
       for (let offset = 0; offset < reply.length; offset += size) {
         const message = scanner.scan(reply.subarray(offset, offset + size));
@@ -278,7 +291,7 @@ describe("the PANIC scanner of PGlite's replies", () => {
   });
 
   test('an error that is not a PANIC, and rows that hold its bytes, are not one', () => {
-    const scanner = new PanicScanner();
+    const scanner = new ReplyScanner();
     assert.equal(scanner.scan(error), undefined);
     // A stored value that spells the severity field, with the NUL that ends it.
     assert.equal(scanner.scan(dataRow('VPANIC\0MPANIC\0\0')), undefined);
@@ -326,6 +339,55 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
       assert.deepEqual(restarts, []);
     } finally {
       await db.close();
+    }
+  });
+
+  test('a statement past the limit ends by a restart, but not a migration, which may rightly take long', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-limit-'));
+    const restarts: RestartEvent[] = [];
+    // The limit is three times the query timeout: 1 s.
+    const db = await openDatabase({
+      dataDir: folder,
+      queryTimeoutMs: 300,
+      embedded: { onRestart: (event) => restarts.push(event) },
+    });
+    try {
+      const slow = [
+        { version: 1, name: 'big', sql: 'CREATE TABLE big AS SELECT g FROM generate_series(1, 4000000) g' },
+      ];
+      assert.deepEqual(await migrate(db.pool, 'slow', slow), [1]);
+      assert.equal(restarts.length, 0, JSON.stringify(restarts));
+      assert.deepEqual((await db.pool.query('SELECT count(*)::int AS n FROM big')).rows, [{ n: 4_000_000 }]);
+
+      await assert.rejects(db.pool.query('SELECT count(*) FROM generate_series(1, 2000000000)'));
+      assert.deepEqual(restarts[0], { type: 'restarting', reason: 'a statement ran for more than 1000 ms' });
+      await until(() => restarts.some((event) => event.type === 'restarted'));
+      assert.deepEqual((await db.pool.query('SELECT count(*)::int AS n FROM big')).rows, [{ n: 4_000_000 }]);
+    } finally {
+      await db.close();
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('a session broken without a PANIC (no ReadyForQuery after a stack overflow in SQL) is opened again', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-broken-'));
+    const restarts: RestartEvent[] = [];
+    const db = await openDatabase({ dataDir: folder, embedded: { onRestart: (event) => restarts.push(event) } });
+    try {
+      await db.pool.query(
+        'CREATE FUNCTION deep(n int) RETURNS int AS $$ SELECT CASE WHEN n = 0 THEN 0 ELSE deep(n - 1) + 1 END $$ LANGUAGE sql',
+      );
+      // PGlite sends a row description and then nothing, to this and every later statement.
+      await assert.rejects(db.pool.query('SELECT deep(10000)'));
+      assert.deepEqual(restarts[0], {
+        type: 'restarting',
+        reason: "PGlite's reply to a Q message did not end with ReadyForQuery",
+      });
+      await until(() => restarts.some((event) => event.type === 'restarted'));
+      assert.deepEqual((await db.pool.query('SELECT deep(3) AS n')).rows, [{ n: 3 }]);
+    } finally {
+      await db.close();
+      await rm(folder, { recursive: true, force: true });
     }
   });
 
