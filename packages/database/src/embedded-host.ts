@@ -4,7 +4,8 @@
  * statement synchronously in WebAssembly; here that blocks this thread only, so the server
  * goes on answering HTTP (health checks, signals) while a statement runs or PGlite is stuck.
  *
- * It says what happens to the main thread in `HostMessage`s and stops when asked (`'stop'`).
+ * A worker either makes a new database and ends (`{ create }`), or serves one until asked to
+ * stop (`'stop'`); it tells the main thread what happens in `HostMessage`s.
  */
 import { statfs } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';

@@ -17,8 +17,9 @@ export { pgliteOpenError } from './embedded-files.ts';
  *
  * PGlite runs in a worker thread (embedded-host.ts), so a long statement, or PGlite stuck on a
  * full disk, holds up that thread and not the server's. Like PostgreSQL's postmaster, this
- * module opens the database again when PGlite reports a PANIC or its thread dies: every
- * connection is closed, and the next ones find a database recovered from its WAL.
+ * module opens the database again when PGlite's session shows itself broken (a PANIC), its
+ * thread dies, or a statement does not end (`SupervisedHost`): every connection is closed, and
+ * the next ones find a database recovered from its WAL (docs/decisions.md #86).
  *
  * The socket server multiplexes every connection onto PGlite's one session, so callers must
  * not rely on per-connection state: no named prepared statements (two connections preparing
@@ -173,8 +174,8 @@ async function createIfNew(pgdata: string): Promise<void> {
   if ((await readdir(pgdata)).length > 0) return;
   const partial = `${pgdata}.partial`;
   await rm(partial, { recursive: true, force: true });
-  // In a worker of its own, which ends after: making a cluster takes PGlite about 400 MB
-  // more than serving one, which a thread that went on serving would keep.
+  // In a worker of its own, which ends after: making a cluster peaks some 350 MB above
+  // serving one (docs/performance.md), memory a thread that went on serving would keep.
   await (await startWorker({ create: await ownerOnlyFolder(partial) })).terminate();
   // Over the empty pgdata (rename replaces an empty folder).
   await rename(partial, pgdata);
