@@ -317,15 +317,22 @@ function turnQuestions(confirm: ConfirmDestructive): NonNullable<TurnContext['as
   };
 }
 
-/** JSON with every object's keys sorted: the same arguments in another order are the same call. */
+/** A UUID in any case: PostgreSQL's `uuid`, which the expense ids are, reads every case as one. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * JSON with every object's keys sorted and every UUID in lower case: the same arguments in
+ * another order, or the same expense id in capitals, are the same call.
+ */
 function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, inner: unknown) =>
-    inner && typeof inner === 'object' && !Array.isArray(inner)
+  return JSON.stringify(value, (_key, inner: unknown) => {
+    if (typeof inner === 'string' && UUID.test(inner)) return inner.toLowerCase();
+    return inner && typeof inner === 'object' && !Array.isArray(inner)
       ? Object.fromEntries(
           Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
         )
-      : inner,
-  );
+      : inner;
+  });
 }
 
 /**

@@ -137,17 +137,22 @@ describe('confirmation', () => {
         return false;
       },
     });
-    // The model asks again after the no, the same arguments in another order, then another item.
+    // The model asks again after the no: the same arguments in another order, the same id in
+    // capitals (PostgreSQL reads a uuid in any case), then another item, then text in capitals.
+    const id = '3f2b8c1e-9d4a-4e6b-8a7c-1d2e3f4a5b6c';
     llm.script([
-      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a', hard: true } }] },
-      { toolCalls: [{ name: 'remove_item', arguments: { hard: true, id: 'a' } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id, hard: true } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { hard: true, id } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id: id.toUpperCase(), hard: true } }] },
       { toolCalls: [{ name: 'remove_item', arguments: { id: 'b', hard: true } }] },
+      { toolCalls: [{ name: 'remove_item', arguments: { id: 'B', hard: true } }] },
       { content: 'I could not remove them.' },
     ]);
     const turn = await agent.run('remove a');
     assert.deepEqual(asked, [
-      { id: 'a', hard: true },
+      { id, hard: true },
       { id: 'b', hard: true },
+      { id: 'B', hard: true },
     ]);
     assert.equal(deleted, 0);
     assert.deepEqual(
@@ -155,16 +160,15 @@ describe('confirmation', () => {
       [
         [true, false],
         [true, true],
+        [true, true],
+        [true, false],
         [true, false],
       ],
     );
     // A new turn is a new request from the person: asked again.
-    llm.script([
-      { toolCalls: [{ name: 'remove_item', arguments: { id: 'a', hard: true } }] },
-      { content: 'Not done.' },
-    ]);
+    llm.script([{ toolCalls: [{ name: 'remove_item', arguments: { id, hard: true } }] }, { content: 'Not done.' }]);
     await agent.run('remove a, really');
-    assert.equal(asked.length, 3);
+    assert.equal(asked.length, 4);
   });
 
   test('a call nobody could be asked about is not remembered as refused: the next request of it is put to the person', async () => {
