@@ -1,9 +1,12 @@
 /**
  * The embedded database's folder, made owner-only, and PGlite's errors about it in words a
  * person can act on: shared by the main thread (embedded.ts) and the worker that opens PGlite
- * (embedded-host.ts). No PGlite here: the main thread never loads it.
+ * (embedded-host.ts), and the slots they share. No PGlite here: the main thread never loads it.
  */
 import { access, chmod, mkdir } from 'node:fs/promises';
+
+/** The slots of a serving worker's `activity` (embedded-host.ts's `HostData`). */
+export const ACTIVITY = { statementSince: 0, idleInTransactionSince: 1, slots: 2 } as const;
 
 export async function exists(path: string): Promise<boolean> {
   return access(path).then(

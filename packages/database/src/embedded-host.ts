@@ -11,7 +11,7 @@ import { statfs } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
-import { incompleteFolderHint, pgliteOpenError } from './embedded-files.ts';
+import { ACTIVITY, incompleteFolderHint, pgliteOpenError } from './embedded-files.ts';
 
 /** What the worker does: make a new database in `create` and end, or serve `pgdata`. */
 export type WorkerTask = { create: string } | HostData;
@@ -23,10 +23,11 @@ export interface HostData {
   /** Opened before in this process: a failure is not a first start's incomplete folder. */
   reopening: boolean;
   /**
-   * One BigInt64 slot: when (`Date.now()`) PGlite began the statement it runs, 0 between
-   * statements. The main thread reads it to find a statement that does not end.
+   * Two BigInt64 slots (`ACTIVITY`), times from `Date.now()` or 0: since when PGlite runs the
+   * statement it runs, and since when a transaction has stayed open with none running. The
+   * main thread reads them to find a statement, or an open transaction, that does not end.
    */
-  busySince: SharedArrayBuffer;
+  activity: SharedArrayBuffer;
 }
 
 export type HostMessage =
@@ -128,10 +129,10 @@ function panicMessage(body: Buffer): string | undefined {
  * no ReadyForQuery: `ReplyScanner`) tells the main thread, which ends this thread and opens the
  * database again, closing every connection as PostgreSQL's restart does. Until then the next
  * statement fails, which closes its connection (pglite-socket then holds the rest of its queue
- * until the thread ends). Each statement's start is noted in `busySince`, for the main
- * thread's watch on statements that do not end.
+ * until the thread ends). Each statement's start, and an open transaction's idle time after
+ * it, are noted in `activity`, for the main thread's watch on what does not end.
  */
-function watchForBreakage(db: PGlite, busySince: BigInt64Array, onBroken: (reason: string) => void): PGlite {
+function watchForBreakage(db: PGlite, activity: BigInt64Array, onBroken: (reason: string) => void): PGlite {
   let broken = false;
   const brokenBy = (reason: string) => {
     if (broken) return;
@@ -144,7 +145,8 @@ function watchForBreakage(db: PGlite, busySince: BigInt64Array, onBroken: (reaso
         return async (message: Uint8Array, options: { onRawData: (data: Uint8Array) => void }) => {
           if (broken) throw new Error('the embedded database is being opened again');
           const scanner = new ReplyScanner();
-          Atomics.store(busySince, 0, BigInt(Date.now()));
+          Atomics.store(activity, ACTIVITY.idleInTransactionSince, 0n);
+          Atomics.store(activity, ACTIVITY.statementSince, BigInt(Date.now()));
           const result = await target
             .execProtocolRawStream(message, {
               ...options,
@@ -154,7 +156,14 @@ function watchForBreakage(db: PGlite, busySince: BigInt64Array, onBroken: (reaso
                 if (panic !== undefined) brokenBy(`PGlite reported a PANIC: ${panic}`);
               },
             })
-            .finally(() => Atomics.store(busySince, 0, 0n));
+            .finally(() => {
+              Atomics.store(activity, ACTIVITY.statementSince, 0n);
+              // One connection's open transaction holds every other's statements: pglite-socket
+              // runs only that connection's until it ends.
+              if (target.isInTransaction()) {
+                Atomics.store(activity, ACTIVITY.idleInTransactionSince, BigInt(Date.now()));
+              }
+            });
           if (!scanner.completes(message)) {
             brokenBy(
               `PGlite's reply to a ${String.fromCharCode(message[0] as number)} message did not end with ReadyForQuery`,
@@ -193,7 +202,7 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
       );
     });
     server = new PGLiteSocketServer({
-      db: watchForBreakage(db, new BigInt64Array(data.busySince), (reason) => post({ type: 'broken', reason })),
+      db: watchForBreakage(db, new BigInt64Array(data.activity), (reason) => post({ type: 'broken', reason })),
       path: data.socketPath,
       maxConnections: data.maxConnections,
     });
@@ -208,8 +217,15 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
     return;
   }
   const opened = { db, server };
+  // pglite-socket ends a departed connection's transaction itself (ROLLBACK through PGlite's
+  // exec, not a statement noted above): the note of an open transaction goes with it.
+  const activity = new BigInt64Array(data.activity);
+  const transactionCheck = setInterval(() => {
+    if (!opened.db.isInTransaction()) Atomics.store(activity, ACTIVITY.idleInTransactionSince, 0n);
+  }, 250);
   port.on('message', async (message: unknown) => {
     if (message !== 'stop') return;
+    clearInterval(transactionCheck);
     await opened.server.stop();
     await opened.db.close().catch(() => {});
     post({ type: 'stopped' });

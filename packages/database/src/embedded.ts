@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
-import { exists, ownerOnlyFolder } from './embedded-files.ts';
+import { ACTIVITY, exists, ownerOnlyFolder } from './embedded-files.ts';
 import type { HostData, HostMessage, WorkerTask } from './embedded-host.ts';
 import { LOCK_NAME } from './embedded-lock.ts';
 import type { StatementLimitExemption } from './statement-limit.ts';
@@ -70,10 +70,11 @@ export interface EmbeddedServerOptions {
    */
   onRestart?: (event: RestartEvent) => void;
   /**
-   * A statement PGlite runs for longer (default 30 s) is ended by opening the database again
-   * (outside `withoutStatementLimit`, which migrations use):
-   * PGlite takes no `statement_timeout` nor a cancel request, and runs one statement at a time,
-   * so one that does not end would hold every connection up.
+   * A statement PGlite runs for longer (default 30 s), or a transaction left open that long
+   * with no statement, is ended by opening the database again (outside
+   * `withoutStatementLimit`, which migrations use): PGlite takes no `statement_timeout` nor a
+   * cancel request, and runs one statement at a time, only the open transaction's connection's
+   * while one is open, so either would hold every connection up.
    */
   statementLimitMs?: number;
 }
@@ -199,7 +200,8 @@ const RESTART_BACKOFF_MS = [250, 1_000, 5_000, 30_000];
 /**
  * The worker thread that serves the database, started again, until `stop`, when its session
  * shows itself broken (a PANIC, a reply without ReadyForQuery), when the thread fails or exits,
- * and when a statement runs past the limit outside `withoutStatementLimit`.
+ * and when a statement, or a transaction idle, lasts past the limit outside
+ * `withoutStatementLimit`.
  */
 class SupervisedHost {
   #worker: Worker | undefined;
@@ -207,14 +209,14 @@ class SupervisedHost {
   #stopping = false;
   #wakeUp: (() => void) | undefined;
 
-  #busySince = new BigInt64Array(new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT));
+  #activity = newActivity();
   #watchdog: NodeJS.Timeout | undefined;
   #exempt = 0;
-  readonly data: Omit<HostData, 'busySince'>;
+  readonly data: Omit<HostData, 'activity'>;
   readonly onRestart: (event: RestartEvent) => void;
   readonly statementLimitMs: number;
 
-  constructor(data: Omit<HostData, 'busySince'>, onRestart: (event: RestartEvent) => void, statementLimitMs: number) {
+  constructor(data: Omit<HostData, 'activity'>, onRestart: (event: RestartEvent) => void, statementLimitMs: number) {
     this.data = data;
     this.onRestart = onRestart;
     this.statementLimitMs = statementLimitMs;
@@ -230,9 +232,8 @@ class SupervisedHost {
 
   /** A worker serving the database, with a fresh note of its statements. */
   #startHost(reopening: boolean): Promise<Worker> {
-    const busySince = new SharedArrayBuffer(BigInt64Array.BYTES_PER_ELEMENT);
-    this.#busySince = new BigInt64Array(busySince);
-    return startWorker({ ...this.data, reopening, busySince });
+    this.#activity = newActivity();
+    return startWorker({ ...this.data, reopening, activity: this.#activity.buffer });
   }
 
   /** Work during which no statement is ended for its length: migrations, which may rightly take long. */
@@ -247,10 +248,18 @@ class SupervisedHost {
 
   #checkStatement(): void {
     if (this.#exempt > 0) return;
-    const since = Number(Atomics.load(this.#busySince, 0));
     const worker = this.#worker;
-    if (since === 0 || !worker || Date.now() - since <= this.statementLimitMs) return;
-    this.#restart(worker, `a statement ran for more than ${this.statementLimitMs} ms`);
+    if (!worker) return;
+    const past = (slot: number) => {
+      const since = Number(Atomics.load(this.#activity, slot));
+      return since !== 0 && Date.now() - since > this.statementLimitMs;
+    };
+    if (past(ACTIVITY.statementSince)) {
+      this.#restart(worker, `a statement ran for more than ${this.statementLimitMs} ms`);
+    } else if (past(ACTIVITY.idleInTransactionSince)) {
+      // PostgreSQL's idle_in_transaction_session_timeout, at the same length.
+      this.#restart(worker, `a transaction stayed open, with no statement, for more than ${this.statementLimitMs} ms`);
+    }
   }
 
   #watch(worker: Worker): void {
@@ -319,6 +328,11 @@ class SupervisedHost {
     clearTimeout(timer);
     await worker.terminate();
   }
+}
+
+/** The shared slots a serving worker notes its statements in (`ACTIVITY`), all 0. */
+function newActivity(): BigInt64Array<SharedArrayBuffer> {
+  return new BigInt64Array(new SharedArrayBuffer(ACTIVITY.slots * BigInt64Array.BYTES_PER_ELEMENT));
 }
 
 /** A worker thread that has done its task: made a database, or serves one on its socket. */
