@@ -94,84 +94,78 @@ describe('the embedded database, as a `pnpm start` user runs it', () => {
   });
 });
 
+/**
+ * A server on the embedded database with DATABASE_QUERY_TIMEOUT_MS=500 (so the limit on a
+ * statement, or an idle open transaction, is 1.5 s), and what `psql` on its socket would be.
+ */
+async function serverWithSocketClient(t: { after(fn: () => Promise<void>): void }) {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mcp-embedded-limit-'));
+  const server = await spawnServer({
+    MCP_AUTH_PROVIDER: 'none',
+    DATA_DIR: dataDir,
+    LOCAL_USER_ID: 'me',
+    DATABASE_QUERY_TIMEOUT_MS: '500',
+  });
+  const socketClient = () => new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
+  const other = socketClient();
+  t.after(async () => {
+    await other.end().catch(() => {});
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  await other.connect();
+  other.on('error', () => {});
+  return { server, other, socketClient };
+}
+
 describe('the embedded database, with a statement that does not end', () => {
   test('PGlite has no statement_timeout: a statement three times past DATABASE_QUERY_TIMEOUT_MS is ended by a restart', {
     timeout: 90_000,
-  }, async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-embedded-stuck-'));
-    const server = await spawnServer({
-      MCP_AUTH_PROVIDER: 'none',
-      DATA_DIR: dataDir,
-      LOCAL_USER_ID: 'me',
-      DATABASE_QUERY_TIMEOUT_MS: '500',
-    });
-    const other = new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
-    try {
-      await other.connect();
-      other.on('error', () => {});
-      // Minutes of work, on the thread every connection's statements run on.
-      const endless = other.query('SELECT count(*) FROM generate_series(1, 2000000000)');
-      await assert.rejects(endless, /Connection terminated/);
-      await server.waitForOutput(
-        /"msg":"embedded database restarting: its connections are closed","reason":"a statement ran for more than 1500 ms"/,
-      );
-      await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);
-      const client = await connectClient(server.mcpUrl, {});
-      const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
-      assert.equal(listed.isError, undefined, JSON.stringify(listed.content));
-      await client.close();
-    } finally {
-      await other.end().catch(() => {});
-      await server.stop();
-      await rm(dataDir, { recursive: true, force: true });
-    }
+  }, async (t) => {
+    const { server, other } = await serverWithSocketClient(t);
+    // Minutes of work, on the thread every connection's statements run on.
+    const endless = other.query('SELECT count(*) FROM generate_series(1, 2000000000)');
+    await assert.rejects(endless, /Connection terminated/);
+    await server.waitForOutput(
+      /"msg":"embedded database restarting: its connections are closed","reason":"a statement ran for more than 1500 ms"/,
+    );
+    await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);
+    const client = await connectClient(server.mcpUrl, {});
+    const listed = await client.callTool({ name: 'get_user_expenses', arguments: {} });
+    assert.equal(listed.isError, undefined, JSON.stringify(listed.content));
+    await client.close();
   });
 });
 
 describe('the embedded database, with a transaction left open', () => {
   test('one connection idle in a transaction held every other: it is ended after three times DATABASE_QUERY_TIMEOUT_MS', {
     timeout: 90_000,
-  }, async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-embedded-idle-'));
-    const server = await spawnServer({
-      MCP_AUTH_PROVIDER: 'none',
-      DATA_DIR: dataDir,
-      LOCAL_USER_ID: 'me',
-      DATABASE_QUERY_TIMEOUT_MS: '500',
+  }, async (t) => {
+    const { server, other, socketClient } = await serverWithSocketClient(t);
+    // Its BEGIN left open: PGlite's one session runs only this connection's statements.
+    await other.query('BEGIN');
+    await other.query('SELECT 1');
+    await server.waitForOutput(
+      /"msg":"embedded database restarting: its connections are closed","reason":"a transaction stayed open, with no statement, for more than 1500 ms"/,
+      30_000,
+    );
+    await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);
+    await assert.rejects(other.query('SELECT 1'));
+    const client = await connectClient(server.mcpUrl, {});
+    const added = await client.callTool({
+      name: 'add_user_expense',
+      arguments: { date: '2026-12-01', amount: 3, category: 'food', description: 'after', payment_method: 'cash' },
     });
-    // A `psql` on the socket, its BEGIN left open: PGlite's one session runs only its statements.
-    const other = new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
-    try {
-      await other.connect();
-      other.on('error', () => {});
-      await other.query('BEGIN');
-      await other.query('SELECT 1');
-      await server.waitForOutput(
-        /"msg":"embedded database restarting: its connections are closed","reason":"a transaction stayed open, with no statement, for more than 1500 ms"/,
-        30_000,
-      );
-      await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);
-      await assert.rejects(other.query('SELECT 1'));
-      const client = await connectClient(server.mcpUrl, {});
-      const added = await client.callTool({
-        name: 'add_user_expense',
-        arguments: { date: '2026-12-01', amount: 3, category: 'food', description: 'after', payment_method: 'cash' },
-      });
-      assert.equal(added.isError, undefined, JSON.stringify(added.content));
-      await client.close();
+    assert.equal(added.isError, undefined, JSON.stringify(added.content));
+    await client.close();
 
-      // A connection that leaves with its transaction open has it rolled back: nothing to end.
-      const leaving = new pg.Client({ host: dataDir, port: 5432, user: 'postgres', database: 'postgres' });
-      await leaving.connect();
-      await leaving.query('BEGIN');
-      await leaving.query('SELECT 1');
-      await leaving.end();
-      await new Promise((resolve) => setTimeout(resolve, 3_000));
-      assert.equal(server.output().match(/embedded database restarting/g)?.length, 1, server.output());
-    } finally {
-      await other.end().catch(() => {});
-      await server.stop();
-      await rm(dataDir, { recursive: true, force: true });
-    }
+    // A connection that leaves with its transaction open has it rolled back: nothing to end.
+    const leaving = socketClient();
+    await leaving.connect();
+    await leaving.query('BEGIN');
+    await leaving.query('SELECT 1');
+    await leaving.end();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(server.output().match(/embedded database restarting/g)?.length, 1, server.output());
   });
 });
