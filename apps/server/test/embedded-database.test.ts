@@ -147,7 +147,7 @@ describe('the embedded database, with a transaction left open', () => {
     await other.query('BEGIN');
     await other.query('SELECT 1');
     await server.waitForOutput(
-      /"msg":"embedded database restarting: its connections are closed","reason":"a transaction stayed open, with no statement, for more than 1500 ms"/,
+      /"msg":"embedded database restarting: its connections are closed","reason":"a connection held the session \(a transaction open, or a query not finished\), with no statement running, for more than 1500 ms"/,
       30_000,
     );
     await server.waitForOutput(/"msg":"embedded database restarted"/, 30_000);

@@ -6,7 +6,7 @@
 import { access, chmod, mkdir } from 'node:fs/promises';
 
 /** The slots of a serving worker's `activity` (embedded-host.ts's `HostData`). */
-export const ACTIVITY = { statementSince: 0, idleInTransactionSince: 1, slots: 2 } as const;
+export const ACTIVITY = { statementSince: 0, heldIdleSince: 1, slots: 2 } as const;
 
 export async function exists(path: string): Promise<boolean> {
   return access(path).then(

@@ -21,10 +21,10 @@ export { pgliteOpenError } from './embedded-files.ts';
  * thread dies, or a statement does not end (`SupervisedHost`): every connection is closed, and
  * the next ones find a database recovered from its WAL (docs/decisions.md #86).
  *
- * The socket server multiplexes every connection onto PGlite's one session, so callers must
- * not rely on per-connection state: no named prepared statements (two connections preparing
- * the same name collide), no SET, no transactions spanning several queries from several
- * connections at once.
+ * The socket server gives the connections turns on PGlite's one session (embedded-session.ts):
+ * a whole query, a whole transaction, then the next connection's. What outlives a turn is
+ * every connection's, so callers must not rely on per-connection state: no named prepared
+ * statements (two connections preparing the same name collide), no SET.
  *
  * One process owns the data directory (PGlite cannot share files between processes); any
  * other process on the machine (the keys CLI next to a running server) connects to the
@@ -70,11 +70,11 @@ export interface EmbeddedServerOptions {
    */
   onRestart?: (event: RestartEvent) => void;
   /**
-   * A statement PGlite runs for longer (default 30 s), or a transaction left open that long
-   * with no statement, is ended by opening the database again (outside
-   * `withoutStatementLimit`, which migrations use): PGlite takes no `statement_timeout` nor a
-   * cancel request, and runs one statement at a time, only the open transaction's connection's
-   * while one is open, so either would hold every connection up.
+   * A statement PGlite runs for longer (default 30 s), or a connection's turn on the session
+   * left that long with no statement (a transaction open, a query not finished), is ended by
+   * opening the database again (outside `withoutStatementLimit`, which migrations use): PGlite
+   * takes no `statement_timeout` nor a cancel request, and serves one connection's turn at a
+   * time, so either would hold every connection up.
    */
   statementLimitMs?: number;
 }
@@ -200,7 +200,7 @@ const RESTART_BACKOFF_MS = [250, 1_000, 5_000, 30_000];
 /**
  * The worker thread that serves the database, started again, until `stop`, when its session
  * shows itself broken (a PANIC, a reply without ReadyForQuery), when the thread fails or exits,
- * and when a statement, or a transaction idle, lasts past the limit outside
+ * and when a statement, or a turn with none running, lasts past the limit outside
  * `withoutStatementLimit`.
  */
 class SupervisedHost {
@@ -256,9 +256,13 @@ class SupervisedHost {
     };
     if (past(ACTIVITY.statementSince)) {
       this.#restart(worker, `a statement ran for more than ${this.statementLimitMs} ms`);
-    } else if (past(ACTIVITY.idleInTransactionSince)) {
-      // PostgreSQL's idle_in_transaction_session_timeout, at the same length.
-      this.#restart(worker, `a transaction stayed open, with no statement, for more than ${this.statementLimitMs} ms`);
+    } else if (past(ACTIVITY.heldIdleSince)) {
+      // PostgreSQL's idle_in_transaction_session_timeout, at the same length: on PGlite's one
+      // session, a turn that does not end holds every other connection.
+      this.#restart(
+        worker,
+        `a connection held the session (a transaction open, or a query not finished), with no statement running, for more than ${this.statementLimitMs} ms`,
+      );
     }
   }
 

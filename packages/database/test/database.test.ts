@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { pgliteOpenError } from '../src/embedded.ts';
-import { ReplyScanner } from '../src/embedded-host.ts';
+import { ReplyScanner } from '../src/embedded-session.ts';
 import {
   type Migration,
   migrate,

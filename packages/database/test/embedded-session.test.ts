@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { type Database, openDatabase, type RestartEvent } from '../src/index.ts';
+import { frontend, WireConnection } from './wire.ts';
+
+/** Resolves once `condition` holds, looking every 50 ms; fails after `limitMs`. */
+async function until(condition: () => boolean, what: string, limitMs = 20_000): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not after ${limitMs} ms`);
+    await delay(50);
+  }
+}
+
+describe("the embedded database's one session, taken in turns by its connections", () => {
+  let folder: string;
+  let db: Database;
+  const restarts: RestartEvent[] = [];
+  const opened: WireConnection[] = [];
+  const connect = async () => {
+    const connection = await WireConnection.open(db.pool);
+    opened.push(connection);
+    return connection;
+  };
+
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'mcp-db-turns-'));
+    // Room on the socket for the pool and each test's own connections.
+    db = await openDatabase({
+      dataDir: folder,
+      maxConnections: 8,
+      embedded: { onRestart: (event) => restarts.push(event) },
+    });
+    await db.pool.query('CREATE TABLE turns (note text)');
+  });
+  afterEach(() => {
+    for (const connection of opened.splice(0)) connection.socket.destroy();
+  });
+  after(async () => {
+    await db.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("another connection's exchange waits for a Parse's Bind, and cannot take its unnamed statement", async () => {
+    const a = await connect();
+    const b = await connect();
+    a.send(frontend.parse("SELECT 'a ran with ' || $1::text"));
+    await delay(100);
+    // The same shape: on a session taken message by message, a's Bind would run b's SQL.
+    b.send(
+      frontend.parse("SELECT 'b ran with ' || $1::text"),
+      frontend.bind('b'),
+      frontend.describePortal(),
+      frontend.execute(),
+      frontend.sync(),
+    );
+    await delay(100);
+    assert.equal(b.unread, 0, "b's exchange waits for the end of a's");
+    a.send(frontend.bind('a'), frontend.describePortal(), frontend.execute(), frontend.sync());
+    assert.deepEqual(await a.reply('Z'), { values: ['a ran with a'], errors: [], types: '12TDCZ' });
+    assert.deepEqual((await b.reply('Z')).values, ['b ran with b']);
+  });
+
+  test("a cursor keeps its portal between fetches, while another connection's query waits", async () => {
+    const a = await connect();
+    const b = await connect();
+    a.send(
+      frontend.parse('SELECT g::text FROM generate_series(1, 3) g'),
+      frontend.bind(),
+      frontend.describePortal(),
+      frontend.execute(1),
+      frontend.flush(),
+    );
+    assert.deepEqual((await a.reply('s')).values, ['1']);
+    b.send(frontend.query('SELECT 42'));
+    await delay(100);
+    assert.equal(b.unread, 0, "b's query waits for the end of a's exchange");
+    a.send(frontend.execute(1), frontend.flush());
+    assert.deepEqual((await a.reply('s')).values, ['2']);
+    a.send(frontend.execute(), frontend.sync());
+    assert.deepEqual(await a.reply('Z'), { values: ['3'], errors: [], types: 'DCZ' });
+    assert.deepEqual(await b.reply('Z'), { values: ['42'], errors: [], types: 'TDCZ' });
+  });
+
+  test('a connection that leaves in its turn has its transaction rolled back and its exchange ended', async () => {
+    const a = await connect();
+    const b = await connect();
+    a.send(frontend.query("BEGIN; INSERT INTO turns VALUES ('left behind')"));
+    await a.reply('Z');
+    a.send(frontend.parse('SELECT 1'));
+    b.send(frontend.query('SELECT count(*) FROM turns'));
+    await delay(100);
+    assert.equal(b.unread, 0, "b's query waits for the end of a's transaction");
+    a.socket.destroy();
+    // The unfinished exchange got its Sync, and the transaction its ROLLBACK: b's query runs
+    // outside it, and a new transaction can begin.
+    assert.deepEqual(await b.reply('Z'), { values: ['0'], errors: [], types: 'TDCZ' });
+    b.send(frontend.query("BEGIN; INSERT INTO turns VALUES ('kept'); COMMIT"));
+    assert.deepEqual((await b.reply('Z')).errors, []);
+    assert.deepEqual((await db.pool.query('SELECT note FROM turns')).rows, [{ note: 'kept' }]);
+    assert.deepEqual(restarts, []);
+  });
+
+  test('transactions of several pool connections at once each see only their own rows until they commit', async () => {
+    await db.pool.query('CREATE TABLE tallies (owner text, n int)');
+    const owners = ['one', 'two', 'three', 'four'];
+    await Promise.all(
+      owners.map(async (owner) => {
+        for (let n = 1; n <= 25; n++) {
+          const client = await db.pool.connect();
+          try {
+            await client.query('BEGIN');
+            await client.query('INSERT INTO tallies VALUES ($1, $2)', [owner, n]);
+            const { rows } = await client.query('SELECT count(*)::int AS rows FROM tallies WHERE owner = $1', [owner]);
+            assert.equal(rows[0].rows, n);
+            await client.query('COMMIT');
+          } finally {
+            client.release();
+          }
+        }
+      }),
+    );
+    const { rows } = await db.pool.query('SELECT owner, count(*)::int AS n FROM tallies GROUP BY owner ORDER BY owner');
+    assert.deepEqual(rows, [
+      { owner: 'four', n: 25 },
+      { owner: 'one', n: 25 },
+      { owner: 'three', n: 25 },
+      { owner: 'two', n: 25 },
+    ]);
+  });
+});
+
+describe("the embedded database's limits on a turn and on connections", () => {
+  test('a turn left with nothing running past the limit ends by a restart, and the database serves again', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-held-'));
+    const restarts: RestartEvent[] = [];
+    // The limit is three times the query timeout: 1 s.
+    const db = await openDatabase({
+      dataDir: folder,
+      queryTimeoutMs: 300,
+      embedded: { onRestart: (event) => restarts.push(event) },
+    });
+    const stuck = await WireConnection.open(db.pool);
+    try {
+      // A Parse with no Sync: no transaction, but the exchange holds the session.
+      stuck.send(frontend.parse('SELECT 1'));
+      await until(() => restarts.some((event) => event.type === 'restarted'), 'a restart');
+      assert.deepEqual(restarts[0], {
+        type: 'restarting',
+        reason:
+          'a connection held the session (a transaction open, or a query not finished), with no statement running, for more than 1000 ms',
+      });
+      assert.deepEqual((await db.pool.query('SELECT 2 AS two')).rows, [{ two: 2 }]);
+    } finally {
+      stuck.socket.destroy();
+      await db.close();
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test("a connection past the socket's limit gets PostgreSQL's FATAL 53300, and a freed place is taken", async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-full-'));
+    // A pool of one: the socket takes three connections (two more for the keys CLI and the like).
+    const db = await openDatabase({ dataDir: folder, maxConnections: 1 });
+    const { host, port } = db.pool.options as { host: string; port: number };
+    const client = () =>
+      new pg.Client({ host, port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 5_000 });
+    const held = [
+      await WireConnection.open(db.pool),
+      await WireConnection.open(db.pool),
+      await WireConnection.open(db.pool),
+    ];
+    try {
+      const refused = client();
+      await assert.rejects(refused.connect(), (error: Error & { code?: string }) => {
+        assert.equal(error.message, 'sorry, too many clients already');
+        assert.equal(error.code, '53300');
+        return true;
+      });
+      held.pop()?.socket.destroy();
+      const admitted = client();
+      await delay(100);
+      await admitted.connect();
+      assert.deepEqual((await admitted.query('SELECT 3 AS three')).rows, [{ three: 3 }]);
+      await admitted.end();
+    } finally {
+      for (const connection of held) connection.socket.destroy();
+      await db.close();
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+});
