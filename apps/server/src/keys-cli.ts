@@ -25,7 +25,8 @@ Usage:
       ${EXPENSE_USER_SCOPES.join(' and ')}; each --scope replaces that default, so name them all:
       ${[...EXPENSE_USER_SCOPES, EXPENSE_SCOPES.admin].map((scope) => `--scope ${scope}`).join(' ')}
       for a user who also sees the statistics. The user id and name are plain text: no
-      control, bidirectional or invisible characters.
+      control, bidirectional or invisible characters; and the user id must not pass for
+      another (no fullwidth or styled letters, no Latin mixed with Cyrillic or Greek).
   pnpm keys list [--user <id>]
       Lists keys (never the keys themselves): id, user, name, scopes, created, last used,
       expires, status.

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Migration } from '@mcp-auth-stack/database';
 import type pg from 'pg';
-import { misleadingTextProblem } from './plain-text.ts';
+import { lookAlikeIdProblem, misleadingTextProblem } from './plain-text.ts';
 
 /**
  * API keys: 256 random bits behind a recognisable prefix (so secret scanners can find a
@@ -181,7 +181,8 @@ export class ApiKeyStore {
     if (name !== undefined && [...name].length > 100)
       throw new ApiKeyInputError('A key name is at most 100 characters.');
     // Both are printed by `pnpm keys list` and logged with each request: they must read as what they are.
-    const userIdProblem = misleadingTextProblem(userId);
+    // And it names whose data a key reaches: it must not pass for another user's id either.
+    const userIdProblem = misleadingTextProblem(userId) ?? lookAlikeIdProblem(userId);
     if (userIdProblem) throw new ApiKeyInputError(`A key's user id ${userIdProblem}: ${JSON.stringify(userId)}`);
     const nameProblem = name === undefined ? undefined : misleadingTextProblem(name);
     if (nameProblem) throw new ApiKeyInputError(`A key's name ${nameProblem}: ${JSON.stringify(name)}`);

@@ -119,3 +119,33 @@ export function displayNameProblem(text: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Scripts whose letters pass for each other's (Latin "a", Cyrillic "а", Greek "ο" and Latin
+ * "o"): an id that mixes two of them is how a look-alike of another id is written. Scripts
+ * that are written together (Japanese's Han, Hiragana and Katakana, and Latin beside any of
+ * them) are not among them.
+ */
+const LOOK_ALIKE_SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Cherokee', 'Coptic'].map(
+  (script) => [script, new RegExp(String.raw`\p{Script=${script}}`, 'u')] as const,
+);
+
+/**
+ * Why `id`, an identifier a person types and reads (an API key's user id), could read as
+ * another id, or undefined when it cannot in these two ways: a compatibility character
+ * (fullwidth "ａｌｉｃｅ", styled "𝐚𝐥𝐢𝐜𝐞", the ligature "ﬁ") that Unicode itself reads as a
+ * plain one (NFKC), or letters of two scripts that pass for each other ("аlice" with a
+ * Cyrillic "а"). An id wholly in another script that happens to look like a Latin one is not
+ * caught: that takes Unicode's table of confusables.
+ */
+export function lookAlikeIdProblem(id: string): string | undefined {
+  const plain = id.normalize('NFKC');
+  if (plain !== id) {
+    return `must not use compatibility characters (fullwidth or styled letters, ligatures, superscripts): it reads as ${JSON.stringify(plain)}, a different id`;
+  }
+  const scripts = LOOK_ALIKE_SCRIPTS.filter(([, letter]) => letter.test(id)).map(([script]) => script);
+  if (scripts.length > 1) {
+    return `must not mix ${scripts.join(' and ')} letters, which pass for each other: write it in one script`;
+  }
+  return undefined;
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DECEPTIVE_KINDS, misleadingTextProblem } from '../src/plain-text.ts';
+import { DECEPTIVE_KINDS, lookAlikeIdProblem, misleadingTextProblem } from '../src/plain-text.ts';
 
 // The rule of text people read (descriptions, client names, key labels). Each list is checked
 // whole, so a failure names every case that went the wrong way.
@@ -106,4 +106,34 @@ test('flags, emoji sequences, variation sequences and scripts that need joiners 
     .filter(([, text]) => misleadingTextProblem(text) !== undefined)
     .map(([what, text]) => `${what}: ${misleadingTextProblem(text)}`);
   assert.deepEqual(wrong, []);
+});
+
+test('an id that passes for another is refused: compatibility characters, and letters of scripts that look alike', () => {
+  const refused: [string, RegExp][] = [
+    ['\uFF41\uFF4C\uFF49\uFF43\uFF45', /compatibility characters .*: it reads as "alice", a different id/], // fullwidth
+    ['\u{1D41A}\u{1D425}\u{1D422}\u{1D41C}\u{1D41E}', /reads as "alice"/], // mathematical bold
+    ['\uFB01na', /reads as "fina"/], // the ligature fi
+    ['bob\u00B2', /reads as "bob2"/],
+    ['\u0430lice', /must not mix Latin and Cyrillic letters/], // a Cyrillic a
+    ['b\u03BFb', /must not mix Latin and Greek letters/], // a Greek omicron
+    ['\u0440\u0430y\u0440\u0430l', /must not mix Latin and Cyrillic letters/],
+  ];
+  const wrong = refused.filter(([id, message]) => !message.test(lookAlikeIdProblem(id) ?? ''));
+  assert.deepEqual(wrong, []);
+  // One script, or scripts written together, and digits and punctuation with any of them.
+  const accepted = [
+    'alice',
+    'alice@example.com',
+    'jos\u00E9',
+    '\u0438\u0432\u0430\u043D-42', // иван-42
+    '\u03B1\u03BB\u03AD\u03BE\u03B7\u03C2', // αλέξης
+    '\u5C71\u7530\u305F\u308D\u3046', // 山田たろう: Han and Hiragana
+    '\u30BF\u30ED\u30A6_tanaka', // Katakana and Latin
+    '\uAE40\uBBFC\uC900-kim', // Hangul and Latin
+    'f81d4fae-7dec-11d0-a765-00a0c91e6bf6',
+  ];
+  assert.deepEqual(
+    accepted.filter((id) => lookAlikeIdProblem(id) !== undefined),
+    [],
+  );
 });
