@@ -68,7 +68,7 @@ export async function createAuthProvider(
         );
       }
       if (!config.apiKeyCache || !database.dedicatedClient) {
-        // The embedded database multiplexes every connection onto one session, so it has no
+        // The embedded database gives every connection turns on one session, so it has no
         // connection of its own to LISTEN on; a lookup there costs no network round trip either.
         return apiKeyProvider({ store });
       }

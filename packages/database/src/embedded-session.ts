@@ -20,14 +20,16 @@ import { ACTIVITY } from './embedded-files.ts';
 /**
  * Reads the bytes PGlite sends back as PostgreSQL backend messages (type, length, body), across
  * the chunks they arrive in. It finds two signs that its one session is broken:
- * - a PANIC (a WAL write refused for lack of disk space, say). PostgreSQL answers one by
- *   restarting every backend; PGlite has no postmaster, and its session then answers every
- *   statement with an error ("cannot drop active portal"), even once the cause is gone, until
- *   it is opened again. Only an error response whose severity `V` is PANIC counts: matching the
- *   bytes `VPANIC` anywhere would let a stored value restart the database;
- * - a reply to a query or a Sync that does not end with ReadyForQuery (`Z`), unless it opened a
- *   COPY FROM (`G`, `W`), which ends later. PGlite left so by a stack overflow in SQL answers
- *   nothing to every later statement.
+ * - an error response whose severity `V` is PANIC or FATAL. A PANIC (a WAL write refused for
+ *   lack of disk space, say) leaves PGlite answering every statement with an error ("cannot
+ *   drop active portal"), even once the cause is gone, until it is opened again: PostgreSQL
+ *   restarts every backend after one, and PGlite has no postmaster. A FATAL ends a
+ *   PostgreSQL backend, and PGlite's is every connection's (a COPY FROM STDIN sent alone makes
+ *   it lose the protocol's thread: `unexpected EOF`, then FATAL, then nothing). Only the `V`
+ *   field counts: matching the bytes `VPANIC` anywhere would let a stored value restart the
+ *   database;
+ * - a reply to a query or a Sync that does not end with ReadyForQuery (`Z`). PGlite left so by
+ *   a stack overflow in SQL answers nothing to every later statement.
  * It also keeps the transaction status of a reply's closing ReadyForQuery, which ends a turn.
  */
 export class ReplyScanner {
@@ -37,14 +39,12 @@ export class ReplyScanner {
   #body: Buffer[] = [];
   /** The type of the last whole message, 0 before the first. */
   lastType = 0;
-  /** Whether the reply opened a COPY FROM, after which ReadyForQuery comes only at its end. */
-  awaitsCopyData = false;
   /** The status byte of the last ReadyForQuery (`I` idle, `T` in a transaction, `E` in a failed one). */
   #readyStatus = 0;
 
-  /** Feeds the next chunk; returns the PANIC's message if a whole error response in it is one. */
-  scan(chunk: Uint8Array): string | undefined {
-    let found: string | undefined;
+  /** Feeds the next chunk; returns a whole error response in it that is a PANIC or a FATAL. */
+  scan(chunk: Uint8Array): SevereError | undefined {
+    let found: SevereError | undefined;
     let offset = 0;
     while (offset < chunk.length) {
       if (this.#remaining === 0) {
@@ -70,7 +70,7 @@ export class ReplyScanner {
       offset += take;
       this.#remaining -= take;
       if (this.#remaining === 0) {
-        if (this.#type === ERROR_RESPONSE) found = panicMessage(Buffer.concat(this.#body)) ?? found;
+        if (this.#type === ERROR_RESPONSE) found = severeError(Buffer.concat(this.#body)) ?? found;
         if (this.#type === READY_FOR_QUERY) this.#readyStatus = this.#body[0]?.[0] ?? 0;
         this.#ended();
       }
@@ -82,7 +82,7 @@ export class ReplyScanner {
   completes(request: Uint8Array): boolean {
     const type = request[0];
     if (type !== SIMPLE_QUERY && type !== SYNC) return true;
-    return this.awaitsCopyData || this.#endsReady();
+    return this.#endsReady();
   }
 
   /** Whether the reply ended with ReadyForQuery saying no transaction is open: the turn is over. */
@@ -96,16 +96,14 @@ export class ReplyScanner {
 
   #ended(): void {
     this.lastType = this.#type;
-    if (this.#type === COPY_IN_RESPONSE || this.#type === COPY_BOTH_RESPONSE) this.awaitsCopyData = true;
   }
 }
 
 const ERROR_RESPONSE = 0x45; // 'E'
 const READY_FOR_QUERY = 0x5a; // 'Z'
 const IDLE = 0x49; // 'I', ReadyForQuery's status outside a transaction
-const COPY_IN_RESPONSE = 0x47; // 'G'
-const COPY_BOTH_RESPONSE = 0x57; // 'W'
 const SIMPLE_QUERY = 0x51; // 'Q', from the client
+const PARSE = 0x50; // 'P', from the client
 const SYNC = 0x53; // 'S', from the client
 const TERMINATE = 0x58; // 'X', from the client
 // The untyped first messages' codes (PostgreSQL's protocol, "Message Formats").
@@ -113,8 +111,14 @@ const SSL_REQUEST = 80_877_103;
 const GSSENC_REQUEST = 80_877_104;
 const CANCEL_REQUEST = 80_877_102;
 
-/** The message of an ErrorResponse body whose non-localised severity (`V`) is PANIC. */
-function panicMessage(body: Buffer): string | undefined {
+/** An error response that ends a PostgreSQL backend or all of them. */
+export interface SevereError {
+  severity: 'PANIC' | 'FATAL';
+  message: string;
+}
+
+/** The severity and message of an ErrorResponse body whose non-localised severity (`V`) is PANIC or FATAL. */
+function severeError(body: Buffer): SevereError | undefined {
   const fields = new Map<string, string>();
   let offset = 0;
   while (offset < body.length && body[offset] !== 0) {
@@ -123,24 +127,117 @@ function panicMessage(body: Buffer): string | undefined {
     fields.set(String.fromCharCode(body[offset] as number), body.toString('utf8', offset + 1, end));
     offset = end + 1;
   }
-  return fields.get('V') === 'PANIC' ? (fields.get('M') ?? 'PANIC') : undefined;
+  const severity = fields.get('V');
+  if (severity !== 'PANIC' && severity !== 'FATAL') return undefined;
+  return { severity, message: fields.get('M') ?? severity };
 }
 
-/** A frontend message built here: what a departed connection left is ended with these. */
-function frontendMessage(type: string, body: Buffer): Uint8Array {
+/** A typed protocol message built here: type, length (counting itself), body. */
+function protocolMessage(type: string, body: Buffer): Uint8Array {
   const header = Buffer.alloc(5);
   header.write(type, 0, 'latin1');
   header.writeInt32BE(body.length + 4, 1);
   return Buffer.concat([header, body]);
 }
-const SYNC_MESSAGE = frontendMessage('S', Buffer.alloc(0));
-const ROLLBACK_MESSAGE = frontendMessage('Q', Buffer.from('ROLLBACK\0'));
-const COPY_FAIL_MESSAGE = frontendMessage('f', Buffer.from('the connection closed\0'));
+const SYNC_MESSAGE = protocolMessage('S', Buffer.alloc(0));
+const ROLLBACK_MESSAGE = protocolMessage('Q', Buffer.from('ROLLBACK\0'));
 
-/** One frontend message waiting for its connection's turn. */
+/**
+ * What runs instead of a COPY FROM STDIN: PGlite takes a COPY's data only in the same call as
+ * its query, and a query sent alone makes it lose the protocol's thread for good (FATAL). So
+ * PGlite itself answers it with an error (a transaction open around it fails, as on
+ * PostgreSQL), and the session goes on.
+ */
+const COPY_FROM_CLIENT_REFUSAL = `DO $refusal$ BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = 'COPY FROM STDIN is not supported by the embedded database (PGlite)', HINT = 'Insert the rows with INSERT, or set DATABASE_URL to use a PostgreSQL server.'; END $refusal$`;
+
+/**
+ * Whether `sql` holds a COPY … FROM STDIN statement, outside string literals, quoted
+ * identifiers and comments (which are blanked first: `INSERT … VALUES ('copy a from stdin')`
+ * is not one).
+ */
+export function copiesFromClient(sql: string): boolean {
+  if (!/copy/i.test(sql)) return false;
+  return /\bcopy\b[^;]*\bfrom\s+stdin\b/i.test(withoutQuotedText(sql));
+}
+
+/** `sql` with its string literals, quoted identifiers, dollar-quoted strings and comments made spaces. */
+function withoutQuotedText(sql: string): string {
+  let plain = '';
+  let offset = 0;
+  while (offset < sql.length) {
+    const rest = sql.slice(offset);
+    let skipped: number | undefined;
+    if (rest.startsWith('--')) {
+      const end = rest.indexOf('\n');
+      skipped = end === -1 ? rest.length : end;
+    } else if (rest.startsWith('/*')) {
+      // Block comments nest in PostgreSQL.
+      let depth = 0;
+      let at = 0;
+      do {
+        if (rest.startsWith('/*', at)) {
+          depth++;
+          at += 2;
+        } else if (rest.startsWith('*/', at)) {
+          depth--;
+          at += 2;
+        } else at++;
+      } while (depth > 0 && at < rest.length);
+      skipped = at;
+    } else if (rest[0] === "'" || rest[0] === '"') {
+      // A doubled quote stays inside; after E (E'…') a backslash escapes the next character.
+      const quote = rest[0];
+      const escapes = quote === "'" && /[eE]$/.test(plain) && !/\w[eE]$/.test(plain);
+      let at = 1;
+      while (at < rest.length) {
+        if (escapes && rest[at] === '\\') at += 2;
+        else if (rest[at] === quote && rest[at + 1] === quote) at += 2;
+        else if (rest[at] === quote) break;
+        else at++;
+      }
+      skipped = at + 1;
+    } else {
+      const tag = /^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/.exec(rest)?.[0];
+      if (tag && !/\w$/.test(plain)) {
+        const end = rest.indexOf(tag, tag.length);
+        skipped = end === -1 ? rest.length : end + tag.length;
+      }
+    }
+    if (skipped === undefined) {
+      plain += sql[offset];
+      offset++;
+    } else {
+      plain += ' ';
+      offset += skipped;
+    }
+  }
+  return plain;
+}
+
+/** `message`, or what runs in its place when it is a query or a Parse of a COPY FROM STDIN. */
+function refusingCopyFromClient(message: Uint8Array): Uint8Array {
+  const type = message[0];
+  if (type !== SIMPLE_QUERY && type !== PARSE) return message;
+  const body = Buffer.from(message.buffer, message.byteOffset + 5, message.length - 5);
+  if (type === SIMPLE_QUERY) {
+    const sql = body.toString('utf8', 0, Math.max(body.indexOf(0), 0));
+    return copiesFromClient(sql) ? protocolMessage('Q', Buffer.from(`${COPY_FROM_CLIENT_REFUSAL}\0`)) : message;
+  }
+  // Parse: the statement's name, its SQL, then the parameters' types.
+  const nameEnd = body.indexOf(0);
+  const sqlEnd = body.indexOf(0, nameEnd + 1);
+  if (nameEnd === -1 || sqlEnd === -1 || !copiesFromClient(body.toString('utf8', nameEnd + 1, sqlEnd))) return message;
+  return protocolMessage(
+    'P',
+    Buffer.concat([body.subarray(0, nameEnd + 1), Buffer.from(`${COPY_FROM_CLIENT_REFUSAL}\0`), Buffer.alloc(2)]),
+  );
+}
+
+/** One frontend message, or a connection's goodbye, waiting for its connection's turn. */
 interface Pending {
   connection: number;
-  message: Uint8Array;
+  /** Undefined for a goodbye: the connection's earlier messages have run, and it may close. */
+  message: Uint8Array | undefined;
   reply: (data: Uint8Array) => void;
   done: (error?: Error) => void;
 }
@@ -156,8 +253,8 @@ export interface SessionWatch {
  * The turns on PGlite's session: one connection's messages at a time, from its first to the
  * ReadyForQuery that says the session is idle; meanwhile the others' wait, in the order they
  * came. A connection that leaves during its turn has what it left ended, as a PostgreSQL
- * backend ends it when its client goes: an unfinished COPY fails, an unfinished exchange gets
- * its Sync, an open transaction is rolled back.
+ * backend ends it when its client goes: an unfinished exchange gets its Sync, an open
+ * transaction is rolled back.
  */
 export class SharedSession {
   readonly #db: PGlite;
@@ -168,8 +265,6 @@ export class SharedSession {
   #holder: number | undefined;
   /** The connection whose message PGlite runs now. */
   #running: number | undefined;
-  /** The holder's COPY FROM waits for its data. */
-  #copying = false;
   /** Why no message runs any more: the session broke, or the server closes. */
   #refusal: string | undefined;
 
@@ -180,6 +275,18 @@ export class SharedSession {
 
   /** Runs `message` of `connection` in its turn, PGlite's reply going to `reply` as it comes. */
   send(connection: number, message: Uint8Array, reply: (data: Uint8Array) => void): Promise<void> {
+    return this.#enqueue(connection, message, reply);
+  }
+
+  /**
+   * Resolves once every message `connection` sent before has run (a Terminate, or the end of
+   * its input, behind a query it sent in the same breath: the query still runs).
+   */
+  goodbye(connection: number): Promise<void> {
+    return this.#enqueue(connection, undefined, () => {});
+  }
+
+  #enqueue(connection: number, message: Uint8Array | undefined, reply: (data: Uint8Array) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ connection, message, reply, done: (error) => (error ? reject(error) : resolve()) });
       void this.#drain();
@@ -191,22 +298,24 @@ export class SharedSession {
     this.#queue = this.#queue.filter((pending) => pending.connection !== connection);
     // Its message running now may leave the turn with it: what it left is ended after it.
     if (this.#holder !== connection && this.#running !== connection) return;
-    const ending = this.#copying ? [COPY_FAIL_MESSAGE, SYNC_MESSAGE] : [SYNC_MESSAGE];
     // At the front: it is still this connection's turn, and nobody else's message may run first.
-    this.#queue.unshift(...ending.map((message) => ({ connection, message, reply: () => {}, done: () => {} })), {
-      connection,
-      message: ROLLBACK_MESSAGE,
-      reply: () => {},
-      // Whatever PGlite said, the turn is over: the connection is gone.
-      done: () => this.#release(connection),
-    });
+    this.#queue.unshift(
+      { connection, message: SYNC_MESSAGE, reply: () => {}, done: () => {} },
+      {
+        connection,
+        message: ROLLBACK_MESSAGE,
+        reply: () => {},
+        // Whatever PGlite said, the turn is over: the connection is gone.
+        done: () => this.#release(connection),
+      },
+    );
     void this.#drain();
   }
 
   /** Every waiting message fails; none runs after. */
   close(): void {
     this.#refusal = 'the embedded database is closing';
-    for (const pending of this.#queue.splice(0)) pending.done(new Error('the embedded database is closing'));
+    for (const pending of this.#queue.splice(0)) pending.done(new Error(this.#refusal));
   }
 
   async #drain(): Promise<void> {
@@ -231,8 +340,7 @@ export class SharedSession {
       pending.done(new Error(this.#refusal));
       return;
     }
-    // A ROLLBACK that ends a departed connection's turn is sent only if a transaction is open.
-    if (pending.message === ROLLBACK_MESSAGE && !this.#db.isInTransaction()) {
+    if (pending.message === undefined) {
       pending.done();
       return;
     }
@@ -241,18 +349,26 @@ export class SharedSession {
     Atomics.store(activity, ACTIVITY.statementSince, BigInt(Date.now()));
     this.#running = pending.connection;
     try {
+      // A ROLLBACK that ends a departed connection's turn is sent only if a transaction is open.
+      if (pending.message === ROLLBACK_MESSAGE && !this.#db.isInTransaction()) {
+        pending.done();
+        return;
+      }
       await this.#db.runExclusive(() =>
-        this.#db.execProtocolRawStream(pending.message, {
+        this.#db.execProtocolRawStream(refusingCopyFromClient(pending.message as Uint8Array), {
           onRawData: (data: Uint8Array) => {
-            const panic = scanner.scan(data);
+            const severe = scanner.scan(data);
             // A copy: `data` is PGlite's memory, which its next reply writes over.
             pending.reply(Buffer.from(data));
-            if (panic !== undefined) this.#brokenBy(`PGlite reported a PANIC: ${panic}`);
+            if (severe) this.#brokenBy(`PGlite reported a ${severe.severity}: ${severe.message}`);
           },
         }),
       );
     } catch (error) {
-      pending.done(error instanceof Error ? error : new Error(String(error)));
+      // PGlite's program ended (`exit(1)`) or it failed otherwise: nothing it runs can be trusted.
+      const failure = error instanceof Error ? error : new Error(String(error));
+      this.#brokenBy(`PGlite failed: ${failure.message}`);
+      pending.done(failure);
       return;
     } finally {
       this.#running = undefined;
@@ -262,8 +378,6 @@ export class SharedSession {
       const type = String.fromCharCode(pending.message[0] as number);
       this.#brokenBy(`PGlite's reply to a ${type} message did not end with ReadyForQuery`);
     }
-    if (scanner.awaitsCopyData) this.#copying = true;
-    if (scanner.lastType === READY_FOR_QUERY) this.#copying = false;
     if (scanner.endsIdle()) {
       this.#holder = undefined;
     } else {
@@ -277,7 +391,6 @@ export class SharedSession {
   #release(connection: number): void {
     if (this.#holder !== connection) return;
     this.#holder = undefined;
-    this.#copying = false;
     Atomics.store(this.#watch.activity, ACTIVITY.heldIdleSince, 0n);
   }
 
@@ -289,15 +402,10 @@ export class SharedSession {
 }
 
 /** PostgreSQL's answer to a connection past `max_connections`. */
-const TOO_MANY_CLIENTS = Buffer.concat([
-  Buffer.from('E'),
-  (() => {
-    const fields = Buffer.from('SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0');
-    const length = Buffer.alloc(4);
-    length.writeInt32BE(fields.length + 4);
-    return Buffer.concat([length, fields]);
-  })(),
-]);
+const TOO_MANY_CLIENTS = protocolMessage(
+  'E',
+  Buffer.from('SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0'),
+);
 
 export interface SessionServer {
   close(): Promise<void>;
@@ -313,7 +421,8 @@ export async function serveSession(
 ): Promise<SessionServer> {
   const sockets = new Set<Socket>();
   let nextConnection = 1;
-  const server = createServer((socket) => {
+  // Half-open: a client that ends its side after its last query still gets the answer.
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     if (sockets.size >= options.maxConnections) {
       socket.end(TOO_MANY_CLIENTS);
       return;
@@ -323,15 +432,20 @@ export async function serveSession(
     const reply = (data: Uint8Array) => {
       if (!socket.destroyed) socket.write(data);
     };
-    const read = messageReader(
-      (message) => {
-        // A failed message (PGlite threw, or the database is being opened again) ends the connection.
-        session.send(connection, message, reply).catch(() => socket.destroy());
-      },
-      (answer) => socket.write(answer),
-      () => socket.destroy(),
-    );
-    socket.on('data', read);
+    const read = messageReader({
+      // A failed message (PGlite failed, or the database is being opened again) ends the connection.
+      message: (message) => session.send(connection, message, reply).catch(() => socket.destroy()),
+      answer: (bytes) => socket.write(bytes),
+      // After what it sent before has run.
+      end: () =>
+        session.goodbye(connection).then(
+          () => socket.end(),
+          () => socket.destroy(),
+        ),
+      refuse: () => socket.destroy(),
+    });
+    socket.on('data', read.chunk);
+    socket.on('end', read.end);
     socket.on('error', () => {});
     socket.on('close', () => {
       sockets.delete(socket);
@@ -359,28 +473,34 @@ export async function serveSession(
  * Cuts a connection's bytes into frontend messages: first the untyped start-up (after any
  * SSL or GSSAPI encryption request, refused with `N` as a server without them does), then
  * typed messages. A cancel request is not one PGlite can act on (it takes none): it is closed,
- * as PostgreSQL closes one. A Terminate is not passed on: PGlite's session is not the
- * connection's, and what the connection left is ended when it closes.
+ * as PostgreSQL closes one. A Terminate, or the end of the input, is not passed on (PGlite's
+ * session is not the connection's): the connection ends once what it sent before has run.
  */
-function messageReader(
-  onMessage: (message: Uint8Array) => void,
-  answer: (bytes: Uint8Array) => void,
-  close: () => void,
-): (chunk: Buffer) => void {
+function messageReader(to: {
+  message: (message: Uint8Array) => void;
+  answer: (bytes: Uint8Array) => void;
+  end: () => void;
+  refuse: () => void;
+}): { chunk: (chunk: Buffer) => void; end: () => void } {
   let buffered: Buffer = Buffer.alloc(0);
   let started = false;
-  let closed = false;
-  return (chunk) => {
-    if (closed) return;
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    to.end();
+  };
+  const chunk = (bytes: Buffer) => {
+    if (ended) return;
+    buffered = buffered.length === 0 ? bytes : Buffer.concat([buffered, bytes]);
     for (;;) {
       const headerLength = started ? 5 : 8;
       if (buffered.length < headerLength) return;
       const length = started ? 1 + buffered.readInt32BE(1) : buffered.readInt32BE(0);
       if (length < headerLength) {
         // Not PostgreSQL's protocol: nothing more of it can be read.
-        closed = true;
-        close();
+        ended = true;
+        to.refuse();
         return;
       }
       if (buffered.length < length) return;
@@ -389,21 +509,21 @@ function messageReader(
       if (!started) {
         const code = message.readInt32BE(4);
         if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
-          answer(Buffer.from('N'));
+          to.answer(Buffer.from('N'));
           continue;
         }
         if (code === CANCEL_REQUEST) {
-          closed = true;
-          close();
+          ended = true;
+          to.refuse();
           return;
         }
         started = true;
       } else if (message[0] === TERMINATE) {
-        closed = true;
-        close();
+        end();
         return;
       }
-      onMessage(message);
+      to.message(message);
     }
   };
+  return { chunk, end };
 }

@@ -55,7 +55,7 @@ const socketName = (port: number) => `.s.PGSQL.${port}`;
 const MAX_SOCKET_PATH = 107;
 
 export interface EmbeddedServerOptions {
-  /** Connections the socket server multiplexes onto PGlite's single session. */
+  /** Connections the socket server admits, which take turns on PGlite's single session. */
   maxConnections?: number;
   /**
    * A server must own the files: it waits up to `waitForLockMs` for a short-lived owner (the

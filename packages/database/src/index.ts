@@ -16,8 +16,8 @@ export interface Database {
   location: string;
   /**
    * A new connection outside the pool, for a session that must stay open (LISTEN); the caller
-   * connects and ends it. Only for servers named by a URL: the embedded database multiplexes
-   * every connection onto one session, where LISTEN would be shared by all of them.
+   * connects and ends it. Only for servers named by a URL: the embedded database gives every
+   * connection turns on one session, where LISTEN would be shared by all of them.
    */
   dedicatedClient?(): pg.Client;
   close(): Promise<void>;
@@ -27,7 +27,7 @@ export interface OpenDatabaseOptions {
   /** A `postgres://` URL. When absent, the embedded database under `dataDir` is used. */
   url?: string | undefined;
   dataDir?: string | undefined;
-  /** Pool size; the embedded database multiplexes onto one session, so it needs few. */
+  /** Pool size; the embedded database runs one connection's turn at a time, so it needs few. */
   maxConnections?: number;
   embedded?: Pick<EmbeddedServerOptions, 'mustOwn' | 'waitForLockMs' | 'onRestart'>;
   applicationName?: string;

@@ -267,7 +267,7 @@ const dataRow = (value: string) => {
   return backendMessage('D', Buffer.concat([count, bytes]));
 };
 
-describe("the PANIC scanner of PGlite's replies", () => {
+describe("the scanner of PGlite's replies for a PANIC or a FATAL", () => {
   const panic = errorResponse({
     S: 'PANIC',
     V: 'PANIC',
@@ -275,29 +275,38 @@ describe("the PANIC scanner of PGlite's replies", () => {
     M: 'could not write to file "pg_wal/xlogtemp.42"',
   });
   const error = errorResponse({ S: 'ERROR', V: 'ERROR', C: '23505', M: 'duplicate key' });
+  const found = { severity: 'PANIC', message: 'could not write to file "pg_wal/xlogtemp.42"' };
 
   test("finds a PANIC's message in an error response, whole or in chunks of any size", () => {
     const reply = Buffer.concat([dataRow('a row'), panic, backendMessage('Z', Buffer.from('I'))]);
-    assert.equal(new ReplyScanner().scan(reply), 'could not write to file "pg_wal/xlogtemp.42"');
+    assert.deepEqual(new ReplyScanner().scan(reply), found);
     for (const size of [1, 2, 5, 7, 64]) {
       const scanner = new ReplyScanner();
-      const found: string[] = [];
+      const seen: unknown[] = [];
       for (let offset = 0; offset < reply.length; offset += size) {
-        const message = scanner.scan(reply.subarray(offset, offset + size));
-        if (message) found.push(message);
+        const severe = scanner.scan(reply.subarray(offset, offset + size));
+        if (severe) seen.push(severe);
       }
-      assert.deepEqual(found, ['could not write to file "pg_wal/xlogtemp.42"'], `chunks of ${size}`);
+      assert.deepEqual(seen, [found], `chunks of ${size}`);
     }
   });
 
-  test('an error that is not a PANIC, and rows that hold its bytes, are not one', () => {
+  test('a FATAL is found too; an error that is neither, and rows that hold their bytes, are not', () => {
     const scanner = new ReplyScanner();
     assert.equal(scanner.scan(error), undefined);
     // A stored value that spells the severity field, with the NUL that ends it.
     assert.equal(scanner.scan(dataRow('VPANIC\0MPANIC\0\0')), undefined);
-    assert.equal(scanner.scan(errorResponse({ S: 'FATAL', V: 'FATAL', M: 'VPANIC' })), undefined);
+    assert.equal(scanner.scan(dataRow('VFATAL\0MFATAL\0\0')), undefined);
+    assert.deepEqual(scanner.scan(errorResponse({ S: 'FATAL', V: 'FATAL', M: 'VPANIC' })), {
+      severity: 'FATAL',
+      message: 'VPANIC',
+    });
     // A localised severity alone (S) is not read: V is PostgreSQL's own word.
-    assert.equal(scanner.scan(errorResponse({ S: 'PANIK', V: 'PANIC', M: 'm' })), 'm');
+    assert.deepEqual(scanner.scan(errorResponse({ S: 'PANIK', V: 'PANIC', M: 'm' })), {
+      severity: 'PANIC',
+      message: 'm',
+    });
+    assert.equal(scanner.scan(errorResponse({ S: 'FATAL', V: 'ERROR', M: 'm' })), undefined);
   });
 });
 

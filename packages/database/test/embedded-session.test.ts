@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
+import { copiesFromClient } from '../src/embedded-session.ts';
 import { type Database, openDatabase, type RestartEvent } from '../src/index.ts';
 import { frontend, WireConnection } from './wire.ts';
 
@@ -133,6 +135,115 @@ describe("the embedded database's one session, taken in turns by its connections
       { owner: 'two', n: 25 },
     ]);
   });
+});
+
+/** Debian's psql, a client this project did not write, on `pool`'s socket; its stdin is `input`. */
+function psql(
+  pool: pg.Pool,
+  args: string[],
+  input = '',
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { host, port } = pool.options as { host: string; port: number };
+  const child = spawn('psql', ['-X', '-h', host, '-p', String(port), '-U', 'postgres', '-d', 'postgres', ...args]);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  child.stdin.end(input);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe("what PGlite's one session cannot do, refused or recovered from", () => {
+  let folder: string;
+  let db: Database;
+  const restarts: RestartEvent[] = [];
+  before(async () => {
+    folder = await mkdtemp(join(tmpdir(), 'mcp-db-psql-'));
+    db = await openDatabase({ dataDir: folder, embedded: { onRestart: (event) => restarts.push(event) } });
+    await db.pool.query("CREATE TABLE lines (line text); INSERT INTO lines VALUES ('kept')");
+  });
+  after(async () => {
+    await db.close();
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  test("psql's \\copy from stdin gets PostgreSQL's feature_not_supported, and the session goes on; \\copy to stdout works", async () => {
+    // PGlite takes a COPY's rows only in the same call as its query: sent alone, it lost the
+    // protocol's thread (FATAL) and answered nobody again.
+    const copyIn = await psql(db.pool, ['-c', '\\copy lines from stdin'], 'from psql\n\\.\n');
+    assert.equal(copyIn.code, 1, copyIn.stderr);
+    assert.match(copyIn.stderr, /ERROR: {2}COPY FROM STDIN is not supported by the embedded database \(PGlite\)/);
+    assert.match(copyIn.stderr, /HINT: {2}Insert the rows with INSERT, or set DATABASE_URL/);
+    const copyOut = await psql(db.pool, ['-c', '\\copy lines to stdout']);
+    assert.equal(copyOut.code, 0, copyOut.stderr);
+    assert.equal(copyOut.stdout, 'kept\n');
+    assert.deepEqual((await db.pool.query('SELECT count(*)::int AS n FROM lines')).rows, [{ n: 1 }]);
+    assert.deepEqual(restarts, []);
+  });
+
+  test('a query sent with its Terminate right behind it runs, even while another connection holds the turn', async () => {
+    const holder = await WireConnection.open(db.pool);
+    const leaver = await WireConnection.open(db.pool);
+    try {
+      holder.send(frontend.query('BEGIN'));
+      await holder.reply('Z');
+      leaver.send(frontend.query("INSERT INTO lines VALUES ('said before goodbye')"), frontend.terminate());
+      await delay(100);
+      holder.send(frontend.query('COMMIT'));
+      await holder.reply('Z');
+      await until(() => leaver.socket.destroyed, 'the leaver closed');
+      const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM lines WHERE line = 'said before goodbye'");
+      assert.deepEqual(rows, [{ n: 1 }]);
+    } finally {
+      holder.socket.destroy();
+      leaver.socket.destroy();
+    }
+  });
+
+  test("a message that ends PGlite's backend (FATAL: an unknown message type) opens the database again", async () => {
+    const garbler = await WireConnection.open(db.pool);
+    try {
+      garbler.send(Buffer.from([0x7a, 0, 0, 0, 4]));
+      await until(() => restarts.some((event) => event.type === 'restarted'), 'a restart');
+      assert.deepEqual(restarts[0], {
+        type: 'restarting',
+        reason: 'PGlite reported a FATAL: invalid frontend message type 122',
+      });
+      assert.deepEqual((await db.pool.query("SELECT line FROM lines WHERE line = 'kept'")).rows, [{ line: 'kept' }]);
+    } finally {
+      garbler.socket.destroy();
+    }
+  });
+});
+
+test('COPY FROM STDIN is found outside literals, quoted names and comments only', () => {
+  const copies = [
+    'COPY lines FROM STDIN',
+    "copy lines (line) from stdin with (format csv, delimiter ';')",
+    'BEGIN; COPY lines FROM\n  stdin;',
+    '/* a comment */ COPY lines FROM STDIN',
+  ];
+  const others = [
+    "INSERT INTO lines VALUES ('copy lines from stdin')",
+    '-- copy lines from stdin\nSELECT 1',
+    '/* copy /* nested */ lines from stdin */ SELECT 1',
+    'SELECT $$copy lines from stdin$$, $tag$ copy x from stdin $tag$',
+    "SELECT E'it\\' copy lines from stdin'",
+    'SELECT "copy lines from stdin" FROM t',
+    'COPY lines TO STDOUT',
+    "COPY lines FROM '/tmp/stdin'",
+  ];
+  assert.deepEqual(
+    copies.filter((sql) => !copiesFromClient(sql)),
+    [],
+  );
+  assert.deepEqual(
+    others.filter((sql) => copiesFromClient(sql)),
+    [],
+  );
 });
 
 describe("the embedded database's limits on a turn and on connections", () => {

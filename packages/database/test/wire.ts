@@ -50,6 +50,7 @@ export const frontend = {
   execute: (maxRows = 0) => typed('E', Buffer.concat([cString(''), int32(maxRows)])),
   flush: () => typed('H', Buffer.alloc(0)),
   sync: () => typed('S', Buffer.alloc(0)),
+  terminate: () => typed('X', Buffer.alloc(0)),
 };
 
 /** What a reply said: its rows' first values, its errors' messages, and the types of its messages. */
