@@ -157,61 +157,68 @@ const COPY_FROM_CLIENT_REFUSAL = `DO $refusal$ BEGIN RAISE EXCEPTION USING ERRCO
  */
 export function copiesFromClient(sql: string): boolean {
   if (!/copy/i.test(sql)) return false;
-  return /\bcopy\b[^;]*\bfrom\s+stdin\b/i.test(withoutQuotedText(sql));
+  // COPY is a statement's first word; statements end at semicolons once quoted text is gone.
+  return withoutQuotedText(sql)
+    .split(';')
+    .some((statement) => /^\s*copy\b/i.test(statement) && /\bfrom\s+stdin\b/i.test(statement));
 }
 
-/** `sql` with its string literals, quoted identifiers, dollar-quoted strings and comments made spaces. */
+/**
+ * `sql` with its string literals, quoted identifiers, dollar-quoted strings and comments made
+ * spaces. One pass over the text, by index: a script of any size costs its length.
+ */
 function withoutQuotedText(sql: string): string {
-  let plain = '';
+  const kept: string[] = [];
+  let from = 0;
   let offset = 0;
+  const isWord = (at: number) => at >= 0 && /\w/.test(sql[at] as string);
   while (offset < sql.length) {
-    const rest = sql.slice(offset);
-    let skipped: number | undefined;
-    if (rest.startsWith('--')) {
-      const end = rest.indexOf('\n');
-      skipped = end === -1 ? rest.length : end;
-    } else if (rest.startsWith('/*')) {
+    let end: number | undefined;
+    if (sql.startsWith('--', offset)) {
+      const newline = sql.indexOf('\n', offset);
+      end = newline === -1 ? sql.length : newline;
+    } else if (sql.startsWith('/*', offset)) {
       // Block comments nest in PostgreSQL.
       let depth = 0;
-      let at = 0;
+      end = offset;
       do {
-        if (rest.startsWith('/*', at)) {
+        if (sql.startsWith('/*', end)) {
           depth++;
-          at += 2;
-        } else if (rest.startsWith('*/', at)) {
+          end += 2;
+        } else if (sql.startsWith('*/', end)) {
           depth--;
-          at += 2;
-        } else at++;
-      } while (depth > 0 && at < rest.length);
-      skipped = at;
-    } else if (rest[0] === "'" || rest[0] === '"') {
-      // A doubled quote stays inside; after E (E'…') a backslash escapes the next character.
-      const quote = rest[0];
-      const escapes = quote === "'" && /[eE]$/.test(plain) && !/\w[eE]$/.test(plain);
-      let at = 1;
-      while (at < rest.length) {
-        if (escapes && rest[at] === '\\') at += 2;
-        else if (rest[at] === quote && rest[at + 1] === quote) at += 2;
-        else if (rest[at] === quote) break;
-        else at++;
+          end += 2;
+        } else end++;
+      } while (depth > 0 && end < sql.length);
+    } else if (sql[offset] === "'" || sql[offset] === '"') {
+      // A doubled quote stays inside; in E'…' a backslash escapes the next character.
+      const quote = sql[offset];
+      const escapes = quote === "'" && (sql[offset - 1] === 'E' || sql[offset - 1] === 'e') && !isWord(offset - 2);
+      end = offset + 1;
+      while (end < sql.length) {
+        if (escapes && sql[end] === '\\') end += 2;
+        else if (sql[end] === quote && sql[end + 1] === quote) end += 2;
+        else if (sql[end] === quote) break;
+        else end++;
       }
-      skipped = at + 1;
-    } else {
-      const tag = /^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/.exec(rest)?.[0];
-      if (tag && !/\w$/.test(plain)) {
-        const end = rest.indexOf(tag, tag.length);
-        skipped = end === -1 ? rest.length : end + tag.length;
+      end++;
+    } else if (sql[offset] === '$' && !isWord(offset - 1)) {
+      const tag = /^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/.exec(sql.slice(offset, offset + 64))?.[0];
+      if (tag) {
+        const close = sql.indexOf(tag, offset + tag.length);
+        end = close === -1 ? sql.length : close + tag.length;
       }
     }
-    if (skipped === undefined) {
-      plain += sql[offset];
+    if (end === undefined) {
       offset++;
     } else {
-      plain += ' ';
-      offset += skipped;
+      kept.push(sql.slice(from, offset), ' ');
+      offset = Math.min(end, sql.length);
+      from = offset;
     }
   }
-  return plain;
+  kept.push(sql.slice(from));
+  return kept.join('');
 }
 
 /** `message`, or what runs in its place when it is a query or a Parse of a COPY FROM STDIN. */

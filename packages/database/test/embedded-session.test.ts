@@ -225,6 +225,7 @@ test('COPY FROM STDIN is found outside literals, quoted names and comments only'
     "copy lines (line) from stdin with (format csv, delimiter ';')",
     'BEGIN; COPY lines FROM\n  stdin;',
     '/* a comment */ COPY lines FROM STDIN',
+    "SELECT ';'; copy lines from stdin",
   ];
   const others = [
     "INSERT INTO lines VALUES ('copy lines from stdin')",
@@ -235,6 +236,8 @@ test('COPY FROM STDIN is found outside literals, quoted names and comments only'
     'SELECT "copy lines from stdin" FROM t',
     'COPY lines TO STDOUT',
     "COPY lines FROM '/tmp/stdin'",
+    // A column named copy, read from a table named stdin.
+    'SELECT copy FROM stdin',
   ];
   assert.deepEqual(
     copies.filter((sql) => !copiesFromClient(sql)),
