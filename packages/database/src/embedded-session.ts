@@ -431,7 +431,8 @@ export async function serveSession(
   // Half-open: a client that ends its side after its last query still gets the answer.
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     if (sockets.size >= options.maxConnections) {
-      socket.end(TOO_MANY_CLIENTS);
+      // Half-open: a client that never closes its side is closed after a while.
+      socket.end(TOO_MANY_CLIENTS).setTimeout(5_000, () => socket.destroy());
       return;
     }
     sockets.add(socket);
