@@ -13,7 +13,9 @@
  * shared slots (`ACTIVITY`) since when a statement runs and since when a connection has held
  * the session with none running, so that the main thread can end what does not end.
  */
-import { createServer, type Socket } from 'node:net';
+import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { ACTIVITY } from './embedded-files.ts';
 
@@ -158,10 +160,14 @@ const COPY_FROM_CLIENT_REFUSAL = `DO $refusal$ BEGIN RAISE EXCEPTION USING ERRCO
 export function copiesFromClient(sql: string): boolean {
   if (!/copy/i.test(sql)) return false;
   // COPY is a statement's first word; statements end at semicolons once quoted text is gone.
+  // FROM STDIN is outside parentheses: `COPY (SELECT … FROM stdin) TO STDOUT` reads a table.
   return withoutQuotedText(sql)
     .split(';')
-    .some((statement) => /^\s*copy\b/i.test(statement) && /\bfrom\s+stdin\b/i.test(statement));
+    .some((statement) => /^\s*copy\b/i.test(statement) && /\bfrom\s+stdin\b/i.test(outsideParentheses(statement)));
 }
+
+/** A dollar quote's delimiter, as PostgreSQL's lexer reads one: `$$` or `$tag$`, non-ASCII letters allowed. */
+const DOLLAR_QUOTE_TAG = /\$(?:[A-Za-z_\u0080-\uFFFF][A-Za-z_0-9\u0080-\uFFFF]*)?\$/y;
 
 /**
  * `sql` with its string literals, quoted identifiers, dollar-quoted strings and comments made
@@ -171,7 +177,9 @@ function withoutQuotedText(sql: string): string {
   const kept: string[] = [];
   let from = 0;
   let offset = 0;
-  const isWord = (at: number) => at >= 0 && /\w/.test(sql[at] as string);
+  // As PostgreSQL's lexer reads an identifier's characters: ASCII letters, digits, `_`, `$`
+  // and every non-ASCII character (a `$` after one is part of the name, not a dollar quote).
+  const inIdentifier = (at: number) => at >= 0 && /[A-Za-z0-9_$\u0080-\uFFFF]/.test(sql[at] as string);
   while (offset < sql.length) {
     let end: number | undefined;
     if (sql.startsWith('--', offset)) {
@@ -193,7 +201,8 @@ function withoutQuotedText(sql: string): string {
     } else if (sql[offset] === "'" || sql[offset] === '"') {
       // A doubled quote stays inside; in E'…' a backslash escapes the next character.
       const quote = sql[offset];
-      const escapes = quote === "'" && (sql[offset - 1] === 'E' || sql[offset - 1] === 'e') && !isWord(offset - 2);
+      const escapes =
+        quote === "'" && (sql[offset - 1] === 'E' || sql[offset - 1] === 'e') && !inIdentifier(offset - 2);
       end = offset + 1;
       while (end < sql.length) {
         if (escapes && sql[end] === '\\') end += 2;
@@ -202,8 +211,9 @@ function withoutQuotedText(sql: string): string {
         else end++;
       }
       end++;
-    } else if (sql[offset] === '$' && !isWord(offset - 1)) {
-      const tag = /^\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$/.exec(sql.slice(offset, offset + 64))?.[0];
+    } else if (sql[offset] === '$' && !inIdentifier(offset - 1)) {
+      DOLLAR_QUOTE_TAG.lastIndex = offset;
+      const tag = DOLLAR_QUOTE_TAG.exec(sql)?.[0];
       if (tag) {
         const close = sql.indexOf(tag, offset + tag.length);
         end = close === -1 ? sql.length : close + tag.length;
@@ -219,6 +229,18 @@ function withoutQuotedText(sql: string): string {
   }
   kept.push(sql.slice(from));
   return kept.join('');
+}
+
+/** `statement` without what stands inside parentheses. */
+function outsideParentheses(statement: string): string {
+  let depth = 0;
+  let outside = '';
+  for (const character of statement) {
+    if (character === '(') depth++;
+    else if (character === ')') depth = Math.max(depth - 1, 0);
+    else if (depth === 0) outside += character;
+  }
+  return outside;
 }
 
 /** `message`, or what runs in its place when it is a query or a Parse of a COPY FROM STDIN. */
@@ -240,11 +262,10 @@ function refusingCopyFromClient(message: Uint8Array): Uint8Array {
   );
 }
 
-/** One frontend message, or a connection's goodbye, waiting for its connection's turn. */
+/** One frontend message waiting for its connection's turn. */
 interface Pending {
   connection: number;
-  /** Undefined for a goodbye: the connection's earlier messages have run, and it may close. */
-  message: Uint8Array | undefined;
+  message: Uint8Array;
   reply: (data: Uint8Array) => void;
   done: (error?: Error) => void;
 }
@@ -282,18 +303,6 @@ export class SharedSession {
 
   /** Runs `message` of `connection` in its turn, PGlite's reply going to `reply` as it comes. */
   send(connection: number, message: Uint8Array, reply: (data: Uint8Array) => void): Promise<void> {
-    return this.#enqueue(connection, message, reply);
-  }
-
-  /**
-   * Resolves once every message `connection` sent before has run (a Terminate, or the end of
-   * its input, behind a query it sent in the same breath: the query still runs).
-   */
-  goodbye(connection: number): Promise<void> {
-    return this.#enqueue(connection, undefined, () => {});
-  }
-
-  #enqueue(connection: number, message: Uint8Array | undefined, reply: (data: Uint8Array) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ connection, message, reply, done: (error) => (error ? reject(error) : resolve()) });
       void this.#drain();
@@ -347,10 +356,6 @@ export class SharedSession {
       pending.done(new Error(this.#refusal));
       return;
     }
-    if (pending.message === undefined) {
-      pending.done();
-      return;
-    }
     const scanner = new ReplyScanner();
     Atomics.store(activity, ACTIVITY.heldIdleSince, 0n);
     Atomics.store(activity, ACTIVITY.statementSince, BigInt(Date.now()));
@@ -362,7 +367,7 @@ export class SharedSession {
         return;
       }
       await this.#db.runExclusive(() =>
-        this.#db.execProtocolRawStream(refusingCopyFromClient(pending.message as Uint8Array), {
+        this.#db.execProtocolRawStream(refusingCopyFromClient(pending.message), {
           onRawData: (data: Uint8Array) => {
             const severe = scanner.scan(data);
             // A copy: `data` is PGlite's memory, which its next reply writes over.
@@ -437,19 +442,30 @@ export async function serveSession(
     }
     sockets.add(socket);
     const connection = nextConnection++;
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      session.leave(connection);
+    };
     const reply = (data: Uint8Array) => {
       if (!socket.destroyed) socket.write(data);
     };
+    // The connection's last message: its messages run in order, so once it has, all have.
+    let last: Promise<unknown> = Promise.resolve();
     const read = messageReader({
-      // A failed message (PGlite failed, or the database is being opened again) ends the connection.
-      message: (message) => session.send(connection, message, reply).catch(() => socket.destroy()),
+      message: (message) => {
+        // A failed message (PGlite failed, or the database is being opened again) ends the connection.
+        last = session.send(connection, message, reply).catch(() => socket.destroy());
+      },
       answer: (bytes) => socket.write(bytes),
-      // After what it sent before has run.
+      // A Terminate or the end of its input: once what it sent before has run, its turn is
+      // ended as PostgreSQL ends a session, and the socket closed when its replies are out.
       end: () =>
-        session.goodbye(connection).then(
-          () => socket.end(),
-          () => socket.destroy(),
-        ),
+        void last.then(() => {
+          leave();
+          socket.end(() => socket.destroy());
+        }),
       refuse: () => socket.destroy(),
     });
     socket.on('data', read.chunk);
@@ -457,16 +473,10 @@ export async function serveSession(
     socket.on('error', () => {});
     socket.on('close', () => {
       sockets.delete(socket);
-      session.leave(connection);
+      leave();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listenOwnerOnly(server, options.path);
   return {
     close: () =>
       new Promise<void>((resolve) => {
@@ -475,6 +485,33 @@ export async function serveSession(
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Listens on the Unix socket `path`, which only this user can connect to (0600), whatever the
+ * umask and the mode of its folder (`DATA_DIR` may be 0755 and shared): the socket asks no
+ * password, as PGlite has none. It is bound in a folder of its own made 0700, made 0600 there,
+ * and only then moved to `path`, so no one else can connect in between.
+ */
+async function listenOwnerOnly(server: Server, path: string): Promise<void> {
+  const folder = await mkdtemp(join(dirname(path), '.s-'));
+  const bound = join(folder, 's');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(bound, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(bound, 0o600);
+    await rename(bound, path);
+  } catch (error) {
+    server.close();
+    throw error;
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
 }
 
 /**

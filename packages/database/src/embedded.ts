@@ -17,7 +17,8 @@ export { pgliteOpenError } from './embedded-files.ts';
  *
  * PGlite runs in a worker thread (embedded-host.ts), so a long statement, or PGlite stuck on a
  * full disk, holds up that thread and not the server's. Like PostgreSQL's postmaster, this
- * module opens the database again when PGlite's session shows itself broken (a PANIC), its
+ * module opens the database again when PGlite's session shows itself broken (a PANIC, a FATAL,
+ * PGlite failing), its
  * thread dies, or a statement does not end (`SupervisedHost`): every connection is closed, and
  * the next ones find a database recovered from its WAL (docs/decisions.md #86).
  *
@@ -199,7 +200,8 @@ const RESTART_BACKOFF_MS = [250, 1_000, 5_000, 30_000];
 
 /**
  * The worker thread that serves the database, started again, until `stop`, when its session
- * shows itself broken (a PANIC, a reply without ReadyForQuery), when the thread fails or exits,
+ * shows itself broken (a PANIC, a FATAL, PGlite failing, a reply without ReadyForQuery), when
+ * the thread fails or exits,
  * and when a statement, or a turn with none running, lasts past the limit outside
  * `withoutStatementLimit`.
  */

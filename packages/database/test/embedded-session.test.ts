@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -203,6 +204,41 @@ describe("what PGlite's one session cannot do, refused or recovered from", () =>
     }
   });
 
+  test('a Terminate ends the connection and its turn, even when the client keeps its side of the socket open', async () => {
+    const other = await WireConnection.open(db.pool);
+    const leaver = await WireConnection.open(db.pool, { allowHalfOpen: true });
+    try {
+      const ended = once(leaver.socket, 'end');
+      leaver.send(frontend.query("BEGIN; INSERT INTO lines VALUES ('never committed')"), frontend.terminate());
+      await ended;
+      // The transaction was rolled back and the turn freed: the other connection's query runs
+      // now, not when the limit on a held turn restarts the database.
+      other.send(frontend.query("SELECT count(*) FROM lines WHERE line = 'never committed'"));
+      assert.deepEqual((await other.reply('Z')).values, ['0']);
+      assert.deepEqual(restarts, []);
+    } finally {
+      other.socket.destroy();
+      leaver.socket.destroy();
+    }
+  });
+
+  test("a connection's Terminate does not wait for another connection's turn", async () => {
+    const holder = await WireConnection.open(db.pool);
+    const leaver = await WireConnection.open(db.pool);
+    try {
+      holder.send(frontend.query('BEGIN'));
+      await holder.reply('Z');
+      // The holder never ends its turn during this wait: the leaver must close regardless.
+      leaver.send(frontend.terminate());
+      await until(() => leaver.socket.destroyed, 'the leaver closed while the holder held its turn');
+      holder.send(frontend.query('COMMIT'));
+      assert.deepEqual((await holder.reply('Z')).errors, []);
+    } finally {
+      holder.socket.destroy();
+      leaver.socket.destroy();
+    }
+  });
+
   test("a message that ends PGlite's backend (FATAL: an unknown message type) opens the database again", async () => {
     const garbler = await WireConnection.open(db.pool);
     try {
@@ -226,6 +262,13 @@ test('COPY FROM STDIN is found outside literals, quoted names and comments only'
     'BEGIN; COPY lines FROM\n  stdin;',
     '/* a comment */ COPY lines FROM STDIN',
     "SELECT ';'; copy lines from stdin",
+    // Where PostgreSQL's lexer starts no dollar quote (a `$` inside a name), or starts one this
+    // scanner once did not (a non-ASCII or long tag): the review's ways around it.
+    'SELECT 1 AS a$$$; COPY lines FROM STDIN; -- $$',
+    'SELECT 1 AS \u00e9$$; COPY lines FROM STDIN; -- $$',
+    "SELECT $\u00e9$ ' $\u00e9$; COPY lines FROM STDIN; -- '",
+    `SELECT $${'t'.repeat(80)}$ ' $${'t'.repeat(80)}$; COPY lines FROM STDIN; -- '`,
+    'COPY lines (a$$$) FROM STDIN -- $$',
   ];
   const others = [
     "INSERT INTO lines VALUES ('copy lines from stdin')",
@@ -236,8 +279,9 @@ test('COPY FROM STDIN is found outside literals, quoted names and comments only'
     'SELECT "copy lines from stdin" FROM t',
     'COPY lines TO STDOUT',
     "COPY lines FROM '/tmp/stdin'",
-    // A column named copy, read from a table named stdin.
+    // A column named copy, read from a table named stdin; and that table copied out.
     'SELECT copy FROM stdin',
+    'COPY (SELECT * FROM stdin) TO STDOUT',
   ];
   assert.deepEqual(
     copies.filter((sql) => !copiesFromClient(sql)),
@@ -273,6 +317,27 @@ describe("the embedded database's limits on a turn and on connections", () => {
     } finally {
       stuck.socket.destroy();
       await db.close();
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('the socket is for its owner alone (0600), whatever the umask and the mode of DATA_DIR', async () => {
+    // The socket asks no password: in a DATA_DIR of 0755 under umask 0, anyone on the machine
+    // could have read and changed every expense through it.
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-mode-'));
+    await chmod(folder, 0o755);
+    const umask = process.umask(0);
+    try {
+      const db = await openDatabase({ dataDir: folder, embedded: { mustOwn: true } });
+      try {
+        const { host, port } = db.pool.options as { host: string; port: number };
+        assert.equal((await stat(join(host, `.s.PGSQL.${port}`))).mode & 0o777, 0o600);
+        assert.deepEqual((await db.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      process.umask(umask);
       await rm(folder, { recursive: true, force: true });
     }
   });

@@ -77,10 +77,13 @@ export class WireConnection {
     });
   }
 
-  /** Connects to the socket `pool` uses and starts a session. */
-  static async open(pool: pg.Pool): Promise<WireConnection> {
+  /**
+   * Connects to the socket `pool` uses and starts a session. `allowHalfOpen`: the socket stays
+   * open on this side when the server ends its side, as a client that never closes.
+   */
+  static async open(pool: pg.Pool, options: { allowHalfOpen?: boolean } = {}): Promise<WireConnection> {
     const { host, port } = pool.options as { host: string; port: number };
-    const socket = connect(join(host, `.s.PGSQL.${port}`));
+    const socket = connect({ path: join(host, `.s.PGSQL.${port}`), allowHalfOpen: options.allowHalfOpen ?? false });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const connection = new WireConnection(socket);
     connection.send(frontend.startup());
