@@ -144,28 +144,53 @@ function refuseUnknownPlaces(realmFile: string, realm: RealmFile & Record<string
   }
 }
 
-/**
- * Sets every realm value that the realm files fill from a URL or host placeholder: protocol
- * mapper settings of client scopes (the audience), client attributes (`resource_url`), redirect
- * URIs and client profiles' executor settings (the hosts anonymous registrations may redirect
- * to). The realm files say where the values go, so a new placeholder needs no code here; one in
- * a place this does not know is an error rather than a silently stale value.
- */
-async function updateRealmUrls(
-  keycloakUrl: string,
-  admin: { username: string; password: string },
-  realmFiles: string[],
-  wanted: Record<string, string>,
-  imported: Record<string, string>,
-): Promise<void> {
-  const realms = await Promise.all(
+/** One object of the realm that holds values from address placeholders, as the admin API has it. */
+interface AddressHolder {
+  /** What a person would call it, for messages. */
+  label: string;
+  /** Where the admin API reads and writes it (under `/admin/realms/`). */
+  path: string;
+  model: Record<string, unknown>;
+  /** The settings of `model` to fill: the realm file's value of each (a string or a list). */
+  settings: AddressSetting[];
+}
+
+interface AddressSetting {
+  label: string;
+  fromFile: string | unknown[];
+  read(): unknown;
+  write(value: string | string[]): void;
+}
+
+const settingOf = (label: string, fromFile: string | unknown[], holder: Record<string, unknown>, key: string) => ({
+  label,
+  fromFile,
+  read: () => holder[key],
+  write: (value: string | string[]) => {
+    holder[key] = value;
+  },
+});
+
+/** The realm files, each refused (before any admin call) when it has an address placeholder where this cannot reach it. */
+async function readRealmFiles(realmFiles: string[]): Promise<RealmFile[]> {
+  return await Promise.all(
     realmFiles.map(async (realmFile) => {
       const realm = JSON.parse(await readFile(realmFile, 'utf8')) as RealmFile & Record<string, unknown>;
       refuseUnknownPlaces(realmFile, realm);
       return realm;
     }),
   );
-  const call = await adminCaller(keycloakUrl, admin);
+}
+
+/**
+ * Every object of the realm that the realm files fill from a URL or host placeholder: protocol
+ * mappers of client scopes (the audience), clients (`resource_url`, redirect URIs) and the
+ * realm's client profiles (the hosts anonymous registrations may redirect to). The realm files
+ * say where the values go, so a new placeholder needs no code here; one in a place this does not
+ * know is an error rather than a silently stale value.
+ */
+async function readAddressHolders(call: AdminCall, realms: RealmFile[]): Promise<AddressHolder[]> {
+  const holders: AddressHolder[] = [];
   for (const realm of realms) {
     const name = encodeURIComponent(realm.realm ?? REALM_NAME);
     for (const scope of realm.clientScopes ?? []) {
@@ -179,15 +204,20 @@ async function updateRealmUrls(
       const current = (await call('GET', `${name}/client-scopes/${scopeId}/protocol-mappers/models`)) as {
         id: string;
         name: string;
-        config: Record<string, string>;
+        config: Record<string, unknown>;
       }[];
       for (const mapper of mappers) {
         const model = current.find((candidate) => candidate.name === mapper.name);
         if (!model) throw new Error(`protocol mapper ${mapper.name} of client scope ${scope.name} is missing`);
-        for (const [key, value] of Object.entries(mapper.config ?? {})) {
-          if (holdsAddress(value)) model.config[key] = withAddresses(value, wanted);
-        }
-        await call('PUT', `${name}/client-scopes/${scopeId}/protocol-mappers/models/${model.id}`, model);
+        const label = `protocol mapper ${mapper.name} of client scope ${scope.name}`;
+        holders.push({
+          label,
+          path: `${name}/client-scopes/${scopeId}/protocol-mappers/models/${model.id}`,
+          model,
+          settings: Object.entries(mapper.config ?? {})
+            .filter(([, value]) => holdsAddress(value))
+            .map(([key, value]) => settingOf(`${label}: ${key}`, value as string, model.config, key)),
+        });
       }
     }
     for (const client of realm.clients ?? []) {
@@ -196,54 +226,130 @@ async function updateRealmUrls(
       if (attributes.length === 0 && !redirects) continue;
       const found = (await call('GET', `${name}/clients?clientId=${encodeURIComponent(client.clientId)}`)) as {
         id: string;
-        attributes?: Record<string, string>;
+        attributes?: Record<string, unknown>;
         redirectUris?: string[];
       }[];
-      const current = found[0];
-      if (!current) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
-      for (const [key, value] of attributes)
-        current.attributes = { ...current.attributes, [key]: withAddresses(value as string, wanted) };
-      // The redirect URIs from placeholders are replaced; the others stay as the admin console has them.
-      if (redirects)
-        current.redirectUris = updatedList(client.redirectUris ?? [], current.redirectUris, wanted, imported);
-      await call('PUT', `${name}/clients/${current.id}`, current);
+      const model = found[0];
+      if (!model) throw new Error(`client ${client.clientId} is missing from realm ${realm.realm}`);
+      model.attributes ??= {};
+      const label = `client ${client.clientId}`;
+      holders.push({
+        label,
+        path: `${name}/clients/${model.id}`,
+        model,
+        settings: [
+          ...attributes.map(([key, value]) =>
+            settingOf(`${label}: ${key}`, value as string, model.attributes as Record<string, unknown>, key),
+          ),
+          ...(redirects
+            ? [settingOf(`${label}: redirect URIs`, client.redirectUris ?? [], model, 'redirectUris')]
+            : []),
+        ],
+      });
     }
     const profiles = (realm.clientProfiles?.profiles ?? []).filter((profile) =>
       (profile.executors ?? []).some((executor) =>
         Object.values(executor.configuration ?? {}).some(holdsAddressInSetting),
       ),
     );
-    if (profiles.length > 0) {
-      // The realm's own profiles (not Keycloak's global ones), all put back in one PUT.
-      const current = (await call('GET', `${name}/client-policies/profiles`)) as {
-        profiles: { name: string; executors: { executor: string; configuration?: Record<string, unknown> }[] }[];
-      };
-      for (const profile of profiles) {
-        const model = current.profiles.find((candidate) => candidate.name === profile.name);
-        if (!model) throw new Error(`client profile ${profile.name} is missing from realm ${realm.realm}`);
-        for (const [index, executor] of (profile.executors ?? []).entries()) {
-          // The executors in the order of the file; the same kind twice is matched by position.
-          const sameKind = (profile.executors ?? []).slice(0, index).filter((e) => e.executor === executor.executor);
-          const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
-          if (!target) {
-            throw new Error(
-              `executor ${executor.executor} of client profile ${profile.name} is missing from realm ${realm.realm}: a Keycloak started before the realm file added it; stop it and start again (pnpm keycloak and pnpm start add it), or --fresh`,
-            );
-          }
-          for (const [key, value] of Object.entries(executor.configuration ?? {})) {
-            if (!holdsAddressInSetting(value)) continue;
-            target.configuration = {
-              ...target.configuration,
-              [key]: Array.isArray(value)
-                ? updatedList(value, target.configuration?.[key], wanted, imported)
-                : withAddresses(value as string, wanted),
-            };
-          }
+    if (profiles.length === 0) continue;
+    // The realm's own profiles (not Keycloak's global ones), all put back in one PUT.
+    const current = (await call('GET', `${name}/client-policies/profiles`)) as {
+      profiles: { name: string; executors: { executor: string; configuration?: Record<string, unknown> }[] }[];
+    };
+    const settings: AddressSetting[] = [];
+    for (const profile of profiles) {
+      const model = current.profiles.find((candidate) => candidate.name === profile.name);
+      if (!model) throw new Error(`client profile ${profile.name} is missing from realm ${realm.realm}`);
+      for (const [index, executor] of (profile.executors ?? []).entries()) {
+        // The executors in the order of the file; the same kind twice is matched by position.
+        const sameKind = (profile.executors ?? []).slice(0, index).filter((e) => e.executor === executor.executor);
+        const target = model.executors.filter((e) => e.executor === executor.executor)[sameKind.length];
+        if (!target) {
+          throw new Error(
+            `executor ${executor.executor} of client profile ${profile.name} is missing from realm ${realm.realm}: a Keycloak started before the realm file added it; stop it and start again (pnpm keycloak and pnpm start add it), or --fresh`,
+          );
+        }
+        target.configuration ??= {};
+        for (const [key, value] of Object.entries(executor.configuration ?? {})) {
+          if (!holdsAddressInSetting(value)) continue;
+          settings.push(
+            settingOf(
+              `executor ${executor.executor} of client profile ${profile.name}: ${key}`,
+              value as string | string[],
+              target.configuration,
+              key,
+            ),
+          );
         }
       }
-      await call('PUT', `${name}/client-policies/profiles`, { profiles: current.profiles });
+    }
+    holders.push({
+      label: `client profiles of realm ${realm.realm}`,
+      path: `${name}/client-policies/profiles`,
+      model: { profiles: current.profiles },
+      settings,
+    });
+  }
+  return holders;
+}
+
+/**
+ * Sets every realm value that the realm files fill from a URL or host placeholder to what
+ * `wanted` gives. A list keeps the entries the admin console added or removed (`updatedList`).
+ */
+async function updateRealmUrls(
+  keycloakUrl: string,
+  admin: { username: string; password: string },
+  realmFiles: string[],
+  wanted: Record<string, string>,
+  imported: Record<string, string>,
+): Promise<void> {
+  const realms = await readRealmFiles(realmFiles);
+  const call = await adminCaller(keycloakUrl, admin);
+  for (const holder of await readAddressHolders(call, realms)) {
+    for (const setting of holder.settings) {
+      setting.write(
+        Array.isArray(setting.fromFile)
+          ? updatedList(setting.fromFile, setting.read(), wanted, imported)
+          : withAddresses(setting.fromFile, wanted),
+      );
+    }
+    await call('PUT', holder.path, holder.model);
+  }
+}
+
+/**
+ * How a running realm differs from what `wanted` would make of the realm files' address
+ * placeholders, one line per place: a value that is another (the audience of another server), an
+ * entry missing from a list (a redirect URI, a host). Entries the admin console added to a list
+ * are not differences. Empty when the realm serves these addresses.
+ */
+export async function realmAddressDifferences(
+  keycloakUrl: string,
+  wanted: Record<string, string>,
+  options: KeptRealmOptions,
+): Promise<string[]> {
+  const realms = await readRealmFiles(options.realmFiles ?? [REALM_FILE]);
+  const call = await adminCaller(keycloakUrl, options.admin ?? DEMO_ADMIN);
+  const differences: string[] = [];
+  for (const holder of await readAddressHolders(call, realms)) {
+    for (const setting of holder.settings) {
+      const current = setting.read();
+      if (Array.isArray(setting.fromFile)) {
+        const has = Array.isArray(current) ? current.map(String) : [];
+        const missing = setting.fromFile
+          .filter(holdsAddress)
+          .map((entry) => withAddresses(entry, wanted))
+          .filter((entry) => !has.includes(entry));
+        if (missing.length > 0) differences.push(`${setting.label}: ${missing.join(', ')} missing`);
+      } else {
+        const expected = withAddresses(setting.fromFile, wanted);
+        if (current !== expected) differences.push(`${setting.label}: ${String(current)}, not ${expected}`);
+      }
     }
   }
+  return differences;
 }
 
 type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;

@@ -13,6 +13,7 @@ import {
   addMissingClientPolicies,
   bringRealmUrlsUpToDate,
   REALM_ENV_FILE,
+  realmAddressDifferences,
 } from './kept-realm.ts';
 import {
   type KeycloakPhase,
@@ -140,9 +141,13 @@ export async function startKeycloak(options: StartKeycloakOptions = {}): Promise
       // When the running one is this data folder's own (its pid file names a live process), it
       // may have been imported with other values, which its starter still serves: refused then,
       // never updated under it. A Keycloak of another folder says nothing here.
+      const wanted = await realmUrlValues(env, options);
       if (keptDir && (await runsFrom(keptDir))) {
-        const wanted = await realmUrlValues(env, options);
         await bringRealmUrlsUpToDate(keptDir, localUrl, wanted, options, report, { httpPort });
+      } else {
+        // Another folder's (another checkout's `pnpm start`), or one started some other way:
+        // its realm is used as it is, so it must already serve this start's addresses.
+        await refuseRealmOfOtherAddresses(localUrl, wanted, options, report, httpPort, keptDir);
       }
       report('reused', `Keycloak is already running on port ${httpPort} with realm ${REALM_NAME}; using it`);
       return {
@@ -336,6 +341,37 @@ async function realmUrlValues(env: NodeJS.ProcessEnv, options: StartKeycloakOpti
     }
   }
   return values;
+}
+
+/**
+ * A running Keycloak that is not this data folder's is reused only when its realm serves this
+ * start's addresses: otherwise every token would name another server's audience, and sign-ins
+ * would fail later, at the MCP server, with nothing pointing here. One whose admin API refuses
+ * the bootstrap admin (started some other way) cannot be compared: said, and used.
+ */
+async function refuseRealmOfOtherAddresses(
+  keycloakUrl: string,
+  wanted: Record<string, string>,
+  options: StartKeycloakOptions,
+  report: (phase: KeycloakPhase, message: string) => void,
+  httpPort: number,
+  keptDir: string | undefined,
+): Promise<void> {
+  let differences: string[];
+  try {
+    differences = await realmAddressDifferences(keycloakUrl, wanted, options);
+  } catch (error) {
+    report(
+      'checking',
+      `the realm of the Keycloak on port ${httpPort} could not be compared with this start's addresses (${(error as Error).message}); if its tokens are refused, give this start a Keycloak of its own`,
+    );
+    return;
+  }
+  if (differences.length === 0) return;
+  const whose = keptDir ? `runs from another folder than ${keptDir}` : 'was not started by this run';
+  throw new Error(
+    `The Keycloak on port ${httpPort} ${whose}, and its realm is set up for other addresses: ${differences.join('; ')}. Its tokens would be for another server. Stop it, or give this start a Keycloak of its own: KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR.`,
+  );
 }
 
 /** Whether the pid file of this data folder names a live process: the Keycloak running from it. */

@@ -45,7 +45,7 @@ async function agentToken(keycloak: RunningKeycloak, resource: string) {
   });
 }
 
-test('a kept realm started for another server URL is updated in place, even after a first start cut short once the realm was imported: new audience and redirect URI, same user ids', async () => {
+test("a kept realm started for another server URL is updated in place, even after a first start cut short once the realm was imported: new audience and redirect URI, same user ids; another folder's start reuses it only for the addresses it serves", async () => {
   const instanceDir = await mkdtemp(join(tmpdir(), 'kc-instance-'));
   const ports = { httpPort: await freePort(), managementPort: await freePort() };
   const [alice] = DEMO_USERS;
@@ -148,6 +148,49 @@ test('a kept realm started for another server URL is updated in place, even afte
       realmEnvFor(8117, 'tunnel.example'),
       'the new values are recorded',
     );
+
+    // Another checkout's start on these ports (its own KEYCLOAK_DATA_DIR, so not this Keycloak's
+    // folder) uses this Keycloak only while its realm serves that start's addresses.
+    const otherCheckout = join(instanceDir, 'another-checkout');
+    const reused = await startKeycloak({
+      instanceDir: otherCheckout,
+      ...ports,
+      ifRunning: 'reuse',
+      realmEnv: realmEnvFor(8117, 'tunnel.example'),
+    });
+    assert.equal(reused.reused, true);
+    await assert.rejects(
+      startKeycloak({
+        instanceDir: otherCheckout,
+        ...ports,
+        ifRunning: 'reuse',
+        realmEnv: realmEnvFor(8118, 'other.example'),
+      }),
+      (error: Error) => {
+        assert.match(
+          error.message,
+          /runs from another folder than .*another-checkout, and its realm is set up for other addresses/,
+        );
+        assert.match(
+          error.message,
+          /included\.custom\.audience: http:\/\/tunnel\.example:8117\/mcp, not http:\/\/other\.example:8118\/mcp/,
+        );
+        assert.match(
+          error.message,
+          /resource_url: http:\/\/tunnel\.example:8117\/mcp, not http:\/\/other\.example:8118\/mcp/,
+        );
+        assert.match(
+          error.message,
+          /client mcp-oauth-proxy: redirect URIs: http:\/\/other\.example:8118\/auth\/callback missing/,
+        );
+        assert.match(error.message, /allow-permitted-domains: \\Qother\.example\\E missing/);
+        assert.match(error.message, /KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR/);
+        return true;
+      },
+    );
+    // Refused, not updated: the realm still serves the start that owns it.
+    assert.equal((await agentToken(keycloak, 'http://tunnel.example:8117/mcp')).status, 200);
+    assert.equal((await agentToken(keycloak, 'http://other.example:8118/mcp')).body.error, 'invalid_target');
   } finally {
     await keycloak?.stop();
     await rm(instanceDir, { recursive: true, force: true });
