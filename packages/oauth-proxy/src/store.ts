@@ -183,14 +183,23 @@ export class ProxyStore {
   }
 
   /** Single use, like the consent request; an expired row is removed too and reported as such. */
-  async takeTransaction(state: string): Promise<TransactionRow | undefined> {
+  async takeTransaction(
+    state: string,
+    browserSha256: Buffer | undefined,
+  ): Promise<TransactionRow | 'other browser' | undefined> {
+    // Taken only by the browser that started it: a request from any other (a link sent to a
+    // victim, a page that loads the callback URL) is refused without using the login up.
     const { rows } = await this.pool.query<TransactionRow>(
-      `DELETE FROM oauth_proxy_transactions WHERE state_sha256 = $1
+      `DELETE FROM oauth_proxy_transactions WHERE state_sha256 = $1 AND browser_sha256 = $2
        RETURNING browser_sha256, client_id, redirect_uri, redirect_uri_sent, scopes, client_state, code_challenge,
          resource, upstream_verifier, nonce, expires_at < now() AS expired`,
-      [sha256(state)],
+      [sha256(state), browserSha256 ?? Buffer.alloc(0)],
     );
-    return rows[0];
+    if (rows[0]) return rows[0];
+    const other = await this.pool.query('SELECT 1 FROM oauth_proxy_transactions WHERE state_sha256 = $1', [
+      sha256(state),
+    ]);
+    return other.rowCount ? 'other browser' : undefined;
   }
 
   // ---- grants, codes, refresh tokens -------------------------------------------------------

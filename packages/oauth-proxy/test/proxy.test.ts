@@ -1157,11 +1157,17 @@ describe('abuse: each refused, nothing issued', () => {
     }
   });
 
-  test('a callback completed in another browser (login CSRF) is refused', async () => {
-    const { callback } = await untilCallback();
+  test("a callback completed in another browser (login CSRF) is refused, and the login stays its own browser's", async () => {
+    const { browser, callback } = await untilCallback();
     const codes = await count('oauth_proxy_codes');
     const victim = await new Browser().get(a.app, callback);
     assert.equal(victim.status, 403);
+    assert.equal(await count('oauth_proxy_codes'), codes);
+    // Whoever saw the callback URL cannot use the login up: the browser that started it finishes it.
+    const own = await browser.get(a.app, callback);
+    assert.equal(own.status, 302, await own.clone().text());
+    assert.ok(new URL(own.headers.get('location') as string).searchParams.get('code'));
+    assert.equal((await browser.get(a.app, callback)).status, 400, 'then single use, as before');
     // A victim who has been here before has a browser id of their own: not the one of the login.
     const returning = new Browser();
     await returning.get(
@@ -1173,7 +1179,7 @@ describe('abuse: each refused, nothing issued', () => {
     const refused = await returning.get(a.app, another);
     assert.equal(refused.status, 403);
     assert.equal(refused.headers.get('location'), null);
-    assert.equal(await count('oauth_proxy_codes'), codes);
+    assert.equal(await count('oauth_proxy_codes'), (codes ?? 0) + 1);
   });
 
   test('an upstream callback after the login expired is refused and issues no code', async () => {

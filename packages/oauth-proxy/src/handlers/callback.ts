@@ -19,15 +19,15 @@ export function callbackHandler(ctx: ProxyContext): Handler {
     const query = new URL(c.req.url).searchParams;
     const state = query.get('state');
     if (!state) return failPage(c, 'Sign-in failed', 'The identity provider answered without state.');
-    const login = await ctx.store.takeTransaction(state);
+    const browser = browserCookie(c, ctx);
+    const login = await ctx.store.takeTransaction(state, browser === undefined ? undefined : sha256(browser));
+    if (login === 'other browser') {
+      ctx.emit('state_refused', { reason: 'other browser' });
+      return failPage(c, 'Sign-in refused', 'This sign-in was started in another browser.', 403);
+    }
     if (!login || login.expired) {
       ctx.emit('state_refused', { reason: login ? 'expired' : 'unknown or replayed' });
       return failPage(c, 'Sign-in link expired', 'This sign-in was already completed or has expired.');
-    }
-    const browser = browserCookie(c, ctx);
-    if (!browser || !sha256(browser).equals(login.browser_sha256)) {
-      ctx.emit('state_refused', { reason: 'other browser' });
-      return failPage(c, 'Sign-in refused', 'This sign-in was started in another browser.', 403);
     }
     const back = (params: Record<string, string>) =>
       redirectToClient(c, ctx.issuer, login.redirect_uri, { ...params, state: login.client_state });
