@@ -187,6 +187,11 @@ export async function upstreamUser(
 ): Promise<{ userId: string; name: string | undefined; claims: Record<string, unknown> }> {
   const { upstream } = ctx;
   let claims: Record<string, unknown> = {};
+  // OIDC Core 3.1.3.3: a login that asked for `openid` gets an ID token. Without one, nothing
+  // would check the nonce, issuer or audience, and the user would come from userinfo alone.
+  if (!tokens.id_token && upstream.scopes.includes('openid')) {
+    throw new Error('The upstream answered an OpenID Connect login without an ID token.');
+  }
   if (tokens.id_token) {
     claims = decodeJwt(tokens.id_token);
     checkUpstreamIdClaims(ctx, upstreamEndpoints, claims, { nonce, current: true });

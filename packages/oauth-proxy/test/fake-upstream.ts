@@ -32,6 +32,8 @@ export class FakeUpstream {
   denyNext = false;
   /** The `nonce` to put in the next ID token instead of the one the login sent (`null`: none). */
   nonceOverride: string | null | undefined;
+  /** Its answers to a code leave the ID token out (an OpenID Connect provider gone wrong, or an attacker's). */
+  omitsLoginIdToken = false;
   /** `expires_in` of the token answers; undefined leaves it out (RFC 6749 5.1 only recommends it). */
   accessTokenTtl: number | undefined = 300;
   /** Token answers that succeed carry a megabyte of padding, sent chunked (an upstream gone wrong). */
@@ -153,7 +155,8 @@ export class FakeUpstream {
         if (!entry || entry.redirectUri !== form.get('redirect_uri') || entry.challenge !== challenge) {
           return json(400, { error: 'invalid_grant' });
         }
-        return tokenAnswer(await this.#tokens(entry.user, entry.scope, entry.nonce));
+        const { id_token: _idToken, ...withoutIdToken } = await this.#tokens(entry.user, entry.scope, entry.nonce);
+        return tokenAnswer(this.omitsLoginIdToken ? withoutIdToken : { ...withoutIdToken, id_token: _idToken });
       }
       if (form.get('grant_type') === 'refresh_token') {
         const refusal = this.nextRefreshRefusal;

@@ -1157,6 +1157,15 @@ describe('abuse: each refused, nothing issued', () => {
     }
   });
 
+  test('an upstream answer to an OpenID Connect login without an ID token: no code, though userinfo names the user', async () => {
+    idp.omitsLoginIdToken = true;
+    try {
+      await assertCallbackIssuesNoCode('no ID token');
+    } finally {
+      idp.omitsLoginIdToken = false;
+    }
+  });
+
   test("a callback completed in another browser (login CSRF) is refused, and the login stays its own browser's", async () => {
     const { browser, callback } = await untilCallback();
     const codes = await count('oauth_proxy_codes');
