@@ -74,16 +74,12 @@ export async function registerClient(pool: pg.Pool, body: unknown): Promise<Reco
     response_types: ['code'],
   };
   if (metadata.clientName !== undefined) document.client_name = metadata.clientName;
+  // The name and redirect URIs have columns of their own: stored once, not again in the document.
+  const { redirect_uris: _redirectUris, client_name: _clientName, ...rest } = document;
   await pool.query(
     `INSERT INTO oauth_proxy_clients (client_id, secret_sha256, client_name, redirect_uris, metadata)
      VALUES ($1, $2, $3, $4, $5)`,
-    [
-      clientId,
-      secret === undefined ? null : sha256(secret),
-      metadata.clientName ?? null,
-      metadata.redirectUris,
-      document,
-    ],
+    [clientId, secret === undefined ? null : sha256(secret), metadata.clientName ?? null, metadata.redirectUris, rest],
   );
   if (secret !== undefined) {
     document.client_secret = secret;

@@ -408,13 +408,15 @@ export class ProxyStore {
       'grants',
       "DELETE FROM oauth_proxy_grants WHERE expires_at < now() OR revoked_at < now() - interval '1 day'",
     );
-    // Anonymous DCR would otherwise grow the table forever: clients that never got a token a day
-    // after registering, and clients unused for longer than a refresh token lives, with nothing
-    // left to them. A client that comes back after that registers again.
+    // Anonymous DCR would otherwise grow the table forever: clients that never got a token an
+    // hour after registering (a client registers when its user is about to sign in; a sign-in's
+    // own requests live 10 minutes), and clients unused for longer than a refresh token lives,
+    // with nothing left to them. A client that comes back after that registers again. The hour
+    // bounds what one address's registrations hold at a time (20 a minute, decision 88).
     await run(
       'clients',
       `DELETE FROM oauth_proxy_clients c
-        WHERE CASE WHEN c.last_used_at IS NULL THEN c.created_at < now() - interval '1 day'
+        WHERE CASE WHEN c.last_used_at IS NULL THEN c.created_at < now() - interval '1 hour'
                    ELSE c.last_used_at < now() - make_interval(secs => $1) END
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_grants g WHERE g.client_id = c.client_id)
          AND NOT EXISTS (SELECT 1 FROM oauth_proxy_consent_requests r WHERE r.client_id = c.client_id)

@@ -1759,8 +1759,44 @@ describe('cleanup', () => {
     assert.equal(await count('oauth_proxy_grants', 'expires_at < now()'), 0);
   });
 
-  test('clients that never got a token go after a day, idle ones after two refresh lifetimes; used ones stay', async () => {
+  test('a registration is stored once: its redirect URIs and name in their columns, not again in its document', async () => {
+    const redirectUris = Array.from(
+      { length: 10 },
+      (_, index) => `https://client.example/${'p'.repeat(1000)}/${index}`,
+    );
+    const response = await a.app.request('/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: 'Stored once',
+        redirect_uris: redirectUris,
+        token_endpoint_auth_method: 'none',
+      }),
+    });
+    assert.equal(response.status, 201);
+    const { client_id: clientId, redirect_uris: answered } = (await response.json()) as Record<string, unknown>;
+    assert.deepEqual(answered, redirectUris, "the answer is RFC 7591's whole document");
+    const { rows } = await dbA.pool.query(
+      'SELECT redirect_uris, client_name, metadata, pg_column_size(metadata) AS document_bytes FROM oauth_proxy_clients WHERE client_id = $1',
+      [clientId],
+    );
+    assert.deepEqual(rows[0]?.redirect_uris, redirectUris);
+    assert.equal(rows[0]?.client_name, 'Stored once');
+    assert.equal(rows[0]?.metadata.redirect_uris, undefined);
+    assert.ok(rows[0]?.document_bytes < 1_000, `document of ${rows[0]?.document_bytes} bytes`);
+  });
+
+  test('clients that never got a token go after an hour, idle ones after two refresh lifetimes; used ones stay', async () => {
+    const justRegistered = await register(a.app);
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_clients SET created_at = now() - interval '50 minutes' WHERE client_id = $1",
+      [justRegistered.client_id],
+    );
     const neverUsed = await register(a.app);
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_clients SET created_at = now() - interval '61 minutes' WHERE client_id = $1",
+      [neverUsed.client_id],
+    );
     const { clientId: used } = await fullLogin();
     const { clientId: idle } = await fullLogin();
     const { clientId: recentWithoutGrant } = await fullLogin();
@@ -1777,7 +1813,8 @@ describe('cleanup', () => {
     const counts = await a.proxy.cleanupExpired();
     assert.ok((counts.clients ?? 0) >= 2);
     const left = async (clientId: string) => count('oauth_proxy_clients', 'client_id = $1', [clientId]);
-    assert.equal(await left(neverUsed.client_id), 0, 'never got a token');
+    assert.equal(await left(neverUsed.client_id), 0, 'never got a token within an hour');
+    assert.equal(await left(justRegistered.client_id), 1, 'its user may still be signing in');
     assert.equal(await left(idle), 0, 'unused for 100 days, nothing left');
     assert.equal(await left(used), 1, 'has a grant');
     assert.equal(await left(recentWithoutGrant), 1, 'got tokens recently: its stored client id must keep working');
