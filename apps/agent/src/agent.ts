@@ -25,7 +25,7 @@ export interface ToolCallRecord {
   id: string;
   name: string;
   args: Record<string, unknown>;
-  /** The tool's text result, shortened (the model got all of it). */
+  /** The tool's text result, shortened (the model got it whole, up to MAX_TOOL_RESULT_CHARACTERS). */
   result: string;
   isError: boolean;
 }
@@ -154,17 +154,58 @@ export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPC
     throwOnLoadError: true,
     prefixToolNameWithServerName: false,
     useStandardContentBlocks: false,
-    afterToolCall: ({ result: [content] }) => {
-      // A result with structuredContent arrives as one text block that also carries the
-      // structured copy; the model would read that as JSON, every value twice. It gets the text,
-      // which the specification's text block is for.
-      const [block] = Array.isArray(content) ? content : [];
-      if (Array.isArray(content) && content.length === 1 && block?.type === 'text' && typeof block.text === 'string') {
-        return { result: block.text };
-      }
-      return undefined;
-    },
+    afterToolCall: ({ result: [content, artifacts] }) => boundedToolResult(content, artifacts),
   });
+}
+
+/**
+ * How much of a tool's result the model reads, in characters. This server's largest answer, a
+ * page of 200 expenses with 500-character descriptions, is about 118,000; any server's answer
+ * goes to the model whole up to this, and is kept in the conversation for the turns after it.
+ */
+export const MAX_TOOL_RESULT_CHARACTERS = 131_072;
+
+/**
+ * What the model gets of a tool's result. A result with structuredContent arrives as one text
+ * block that also carries the structured copy; the model would read that as JSON, every value
+ * twice, so it gets the text, which the specification's text block is for. A result larger than
+ * MAX_TOOL_RESULT_CHARACTERS (a server gone wrong, or text planted to run up the model's bill
+ * and the agent's memory) is cut, and says so; past the limit, content that is not text
+ * (images, resources) is left out. `undefined`: the result as it came.
+ */
+export function boundedToolResult(content: unknown, artifacts: unknown): { result: string } | undefined {
+  const blocks: unknown[] = Array.isArray(content) ? content : [];
+  const [block] = blocks;
+  const onlyText =
+    typeof content === 'string' ? content : blocks.length === 1 && isTextBlock(block) ? block.text : undefined;
+  if (onlyText !== undefined) {
+    return typeof content === 'string' && onlyText.length <= MAX_TOOL_RESULT_CHARACTERS
+      ? undefined
+      : { result: cutToLimit(onlyText, '') };
+  }
+  if (JSON.stringify([content, artifacts ?? []]).length <= MAX_TOOL_RESULT_CHARACTERS) return undefined;
+  const texts = blocks.filter(isTextBlock).map((text) => text.text);
+  const left = blocks.length - texts.length + (Array.isArray(artifacts) ? artifacts.length : 0);
+  return { result: cutToLimit(texts.join('\n'), left > 0 ? ` ${left} part(s) that are not text were left out.` : '') };
+}
+
+function isTextBlock(block: unknown): block is { type: 'text'; text: string } {
+  return (
+    typeof block === 'object' &&
+    block !== null &&
+    (block as { type?: unknown }).type === 'text' &&
+    typeof (block as { text?: unknown }).text === 'string'
+  );
+}
+
+function cutToLimit(text: string, more: string): string {
+  if (text.length <= MAX_TOOL_RESULT_CHARACTERS && more === '') return text;
+  let shown = text.slice(0, MAX_TOOL_RESULT_CHARACTERS);
+  // Not half of a character written as two UTF-16 units.
+  if (/[\ud800-\udbff]$/.test(shown)) shown = shown.slice(0, -1);
+  const cut =
+    shown.length < text.length ? ` The text was cut after ${shown.length} of its ${text.length} characters.` : '';
+  return `${shown}\n[This tool result was too large to show whole.${cut}${more} Ask the tool for less, if it can: a smaller page, a narrower range.]`;
 }
 
 export class ExpensesAgent {

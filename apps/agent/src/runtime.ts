@@ -28,7 +28,16 @@ export interface RuntimeDependencies {
    * (`AGENT_DESTRUCTIVE_TOOLS=ask`); without it nobody can be asked, and such calls are refused.
    */
   confirmDestructive?: ConfirmDestructive;
+  /** How long connecting to the MCP servers and listing their tools may take. Default 60 s. */
+  connectTimeoutMs?: number;
 }
+
+/**
+ * Long enough for a server that scales from zero (a container app's cold start) and answers in
+ * pages; a server that never finishes its tool listing (a next page forever) would otherwise hold
+ * the start for good, its tools piling up in memory, with nothing logged.
+ */
+const DEFAULT_CONNECT_TIMEOUT_MS = 60_000;
 
 /** The confirmation the agent asks for, by `AGENT_DESTRUCTIVE_TOOLS`: none when `allow`. */
 function destructiveCallConfirmation(
@@ -58,12 +67,38 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     throw withUrlSecretsHidden(error, hideSecrets);
   }
   const mcpClient = createMcpClient(connections.connections);
+  const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  let deadline: NodeJS.Timeout | undefined;
   try {
-    await mcpClient.getTools(); // connects to every server
-    const tools = uniquelyNamedTools(
-      await Promise.all(
+    const listed = (async () => {
+      await mcpClient.getTools(); // connects to every server
+      return await Promise.all(
         connections.connections.map(async ({ name }) => ({ server: name, tools: await mcpClient.getTools(name) })),
-      ),
+      );
+    })();
+    // Past the deadline, the close below makes it fail with nobody waiting for it.
+    listed.catch(() => {});
+    const tools = uniquelyNamedTools(
+      await Promise.race([
+        listed,
+        new Promise<never>((_, reject) => {
+          const expire = () => {
+            // A sign-in the listing met (a token refused) has its own limit, and a person at the
+            // browser: the deadline waits for it.
+            if (connections.oauthProvider?.signingIn) {
+              deadline = setTimeout(expire, 1_000);
+              return;
+            }
+            const names = connections.connections.map(({ name }) => `"${name}"`).join(', ');
+            reject(
+              new Error(
+                `the MCP servers (${names}) did not all connect and list their tools within ${connectTimeoutMs / 1000} s`,
+              ),
+            );
+          };
+          deadline = setTimeout(expire, connectTimeoutMs);
+        }),
+      ]),
     );
     const agent = new ExpensesAgent({
       model,
@@ -75,11 +110,14 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     });
     return { agent, mcpClient, connections, close: () => mcpClient.close() };
   } catch (error) {
+    // Closing ends the listing still under way: its next request fails.
     await mcpClient.close().catch(() => {});
     // @langchain/mcp-adapters writes each server's URL as configured into its connect errors, and
     // an extra server's URL may carry its key (`?tavilyApiKey=…`); this message is printed by the
     // CLI, logged by the service and shown on /ready and /chat.
     throw withUrlSecretsHidden(error, hideSecrets);
+  } finally {
+    clearTimeout(deadline);
   }
 }
 

@@ -10,9 +10,11 @@ import {
   type ScriptedLlm,
   startScriptedLlm,
 } from '@mcp-auth-stack/testing/scripted-llm';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { localDate } from '../src/agent.ts';
+import { ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { localDate, MAX_TOOL_RESULT_CHARACTERS } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { type RunningAgent, startAgent } from '../src/runtime.ts';
 import { configuredSecrets, secretsHider, withoutUrlSecrets } from '../src/url-secrets.ts';
@@ -363,6 +365,107 @@ describe('a failed tool call of an extra server', () => {
       await running.close();
       echoing.closeAllConnections();
       await new Promise<void>((resolve) => echoing.close(() => resolve()));
+    }
+  });
+});
+
+/** An extra MCP server on a free loopback port, made anew for each request (stateless, JSON answers). */
+async function extraServer(make: () => McpServer | Server): Promise<{ url: string; close(): Promise<void> }> {
+  const http = createServer(async (request, response) => {
+    const server = make();
+    const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true });
+    response.on('close', () => void server.close());
+    await server.connect(transport);
+    await transport.handleRequest(request, response);
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`,
+    close: async () => {
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    },
+  };
+}
+
+describe('what an extra server answers is bounded', () => {
+  test('a tool result past MAX_TOOL_RESULT_CHARACTERS reaches the model cut, and saying so; one below it whole', async () => {
+    const sizes = { huge: 2_000_000, large: 100_000 };
+    const server = await extraServer(() => {
+      const mcp = new McpServer({ name: 'notes', version: '1' });
+      for (const [name, size] of Object.entries(sizes)) {
+        mcp.registerTool(
+          `read_${name}_note`,
+          { description: `Reads the ${name} note`, annotations: { readOnlyHint: true } },
+          async () => ({ content: [{ type: 'text', text: `${name}:${'n'.repeat(size)}` }] }),
+        );
+      }
+      mcp.registerTool(
+        'read_note_with_picture',
+        { description: 'Reads a note and its picture', annotations: { readOnlyHint: true } },
+        async () => ({
+          content: [
+            { type: 'text', text: 'the note' },
+            { type: 'image', data: Buffer.alloc(300_000, 7).toString('base64'), mimeType: 'image/png' },
+          ],
+        }),
+      );
+      return mcp;
+    });
+    const running = await startAgent(
+      loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ notes: { url: server.url } }) }),
+    );
+    const toolMessageOf = async (tool: string) => {
+      llm.requests.length = 0;
+      llm.script([{ toolCalls: [{ name: tool, arguments: {} }] }, { content: 'Read.' }]);
+      await running.agent.run(`read it (${tool})`);
+      return messageText(llm.requests[1]?.body.messages.find((message) => message.role === 'tool'));
+    };
+    try {
+      const huge = await toolMessageOf('read_huge_note');
+      assert.ok(huge.startsWith(`huge:${'n'.repeat(1000)}`));
+      assert.ok(huge.length < MAX_TOOL_RESULT_CHARACTERS + 400, `${huge.length} characters to the model`);
+      assert.match(huge, /too large to show whole\. The text was cut after 131072 of its 2000005 characters\./);
+      const large = await toolMessageOf('read_large_note');
+      assert.equal(large, `large:${'n'.repeat(sizes.large)}`, 'whole, and as it came');
+      const pictured = await toolMessageOf('read_note_with_picture');
+      assert.match(
+        pictured,
+        /^the note\n\[This tool result was too large to show whole\. 1 part\(s\) that are not text were left out\./,
+      );
+      assert.ok(pictured.length < 400);
+    } finally {
+      await running.close();
+      await server.close();
+    }
+  });
+
+  test('a server whose tool listing never ends (a next page forever) stops the start at the deadline, naming the servers', async () => {
+    let pages = 0;
+    const server = await extraServer(() => {
+      const endless = new Server({ name: 'endless', version: '1' }, { capabilities: { tools: {} } });
+      endless.setRequestHandler(ListToolsRequestSchema, async () => {
+        pages += 1;
+        return {
+          tools: [{ name: `tool_${pages}`, inputSchema: { type: 'object' }, annotations: { readOnlyHint: true } }],
+          nextCursor: `page-${pages}`,
+        };
+      });
+      return endless;
+    });
+    try {
+      await assert.rejects(
+        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ endless: { url: server.url } }) }), {
+          connectTimeoutMs: 2_000,
+        }),
+        /the MCP servers \("expenses", "endless"\) did not all connect and list their tools within 2 s/,
+      );
+      assert.ok(pages > 1, 'it was paging');
+      const afterClose = pages;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.ok(pages - afterClose <= 1, `the listing stopped with the start (${pages - afterClose} pages after)`);
+    } finally {
+      await server.close();
     }
   });
 });

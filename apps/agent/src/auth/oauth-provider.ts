@@ -102,6 +102,11 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   #scopeOfDropped: string | undefined;
   /** Completed browser logins, and refreshes instead of one, in this process; moves when a retry can succeed. */
   authorizations = 0;
+
+  /** Whether a sign-in (or the refresh tried in its place) is under way: the person may be at the browser. */
+  get signingIn(): boolean {
+    return this.#signIn !== undefined;
+  }
   /** Refresh-token grants performed by this provider. */
   refreshes = 0;
 
