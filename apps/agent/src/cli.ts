@@ -130,16 +130,45 @@ try {
     let history: BaseMessage[] = [];
     readline.setPrompt('you> ');
     readline.prompt();
-    // One reader of the input: a confirmation takes the next line, typed or piped.
-    const lines = readline[Symbol.asyncIterator]();
+    // One reader of the input, the lines not yet taken in order: a confirmation takes the next
+    // line, typed or piped.
+    const queued: string[] = [];
+    let waiting: ((line: string | undefined) => void) | undefined;
+    let ended = false;
+    readline.on('line', (line) => {
+      const taker = waiting;
+      waiting = undefined;
+      if (taker) taker(line);
+      else queued.push(line);
+    });
+    readline.once('close', () => {
+      ended = true;
+      waiting?.(undefined);
+      waiting = undefined;
+    });
+    const nextLine = (): Promise<string | undefined> => {
+      const line = queued.shift();
+      if (line !== undefined || ended) return Promise.resolve(line);
+      return new Promise((resolve) => {
+        waiting = resolve;
+      });
+    };
     askPerson = async (question) => {
+      // On a terminal, the answer is a line entered once the question is there: lines typed
+      // ahead or pasted during the turn were never an answer to it (a pasted "y" would run a
+      // delete nobody saw). Piped input is a script's, read in order.
+      if (process.stdin.isTTY && queued.length > 0) {
+        process.stdout.write(
+          `  (${queued.length} line(s) entered before this question are dropped, not taken as its answer)\n`,
+        );
+        queued.length = 0;
+      }
       process.stdout.write(question);
-      const next = await lines.next();
-      return next.done ? undefined : next.value;
+      return await nextLine();
     };
     // Ends at Ctrl-D (or the end of piped input).
-    for (let next = await lines.next(); !next.done; next = await lines.next()) {
-      const message = next.value.trim();
+    for (let line = await nextLine(); line !== undefined; line = await nextLine()) {
+      const message = line.trim();
       if (message === 'exit' || message === 'quit') break;
       if (message) {
         const events = terminalEvents();

@@ -18,7 +18,7 @@ import { localDate, MAX_TOOL_RESULT_CHARACTERS } from '../src/agent.ts';
 import { loadConfig } from '../src/config.ts';
 import { type RunningAgent, startAgent } from '../src/runtime.ts';
 import { configuredSecrets, secretsHider, withoutUrlSecrets } from '../src/url-secrets.ts';
-import { runCli, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
+import { runCli, runCliOnTerminal, scriptedModelEnv, spawnServe } from './helpers/agent.ts';
 import { startTestStack, type TestStack } from './helpers/server.ts';
 
 let stack: TestStack;
@@ -557,18 +557,23 @@ describe('pnpm agent (the CLI as a process)', () => {
     assert.equal((await rowsOf('CLI laptop'))[0]?.user_id, 'agent-user');
   });
 
-  test('the CLI prints no control characters from the model: no escape sequence reaches the terminal', async () => {
+  test('the CLI prints no control characters from the model: no escape sequence reaches the terminal, no direction control reorders it', async () => {
     // Sets the clipboard (OSC 52), hides text, retitles the window.
     llm.script([
       // In a tool call's arguments too: JSON escapes C0 controls but not C1 (U+009B is a one-byte CSI).
-      { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'food\u009b2J' } }] },
-      { content: 'Answer \u001b]52;c;Y3VybA==\u0007\u001b[8mhidden\u001b[0m \u001b]0;title\u0007end\u009b2J' },
+      { toolCalls: [{ name: 'get_user_expenses', arguments: { category: 'food\u009b2J\u202eLLA' } }] },
+      {
+        content:
+          'Answer \u001b]52;c;Y3VybA==\u0007\u001b[8mhidden\u001b[0m \u001b]0;title\u0007end\u009b2J \u2067isolated\u2069',
+      },
     ]);
     const result = await runCli(['hello'], env);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /→ get_user_expenses \{"category":"food2J"\}/);
-    assert.match(result.stdout, /Answer \]52;c;Y3VybA==\[8mhidden\[0m \]0;titleend2J/);
+    // A right-to-left override would show the arguments reversed from where it stands.
+    assert.match(result.stdout, /→ get_user_expenses \{"category":"food2J<U\+202E>LLA"\}/);
+    assert.match(result.stdout, /Answer \]52;c;Y3VybA==\[8mhidden\[0m \]0;titleend2J <U\+2067>isolated<U\+2069>/);
     assert.doesNotMatch(result.stdout, /(?![\n\t])\p{Cc}/u);
+    assert.doesNotMatch(result.stdout, /[\u202a-\u202e\u2066-\u2069]/);
   });
 
   test('a start error carrying a server’s answer reaches the terminal without its control characters', async () => {
@@ -780,6 +785,26 @@ describe('calls that may delete data run only when the person confirms them', ()
     const oneShot = await runCli(['what did I spend?'], env);
     assert.equal(oneShot.code, 0, oneShot.stderr);
     assert.equal(await phoneKept(other), true);
+  });
+
+  test('on a terminal, a line entered before the question (typed ahead, pasted with the message) is not its answer', async () => {
+    const phone = await plantedInjection();
+    llm.script(obeyingModel(phone));
+    const terminal = runCliOnTerminal(env);
+    try {
+      await terminal.until('you> ');
+      // One paste: the message, and a "y" that would have confirmed a delete nobody saw.
+      terminal.type('what did I spend?\ry\r');
+      await terminal.until('Run it? [y/N]');
+      assert.match(terminal.output(), /1 line\(s\) entered before this question are dropped, not taken as its answer/);
+      terminal.type('n\r');
+      await terminal.until('not confirmed by the user');
+      terminal.type('exit\r');
+      assert.equal(await terminal.exited, 0, terminal.output());
+      assert.equal(await phoneKept(phone), true, terminal.output());
+    } finally {
+      terminal.kill();
+    }
   });
 
   test('HTTP mode puts the delete to the /chat caller: 202 names it, "approve": false keeps it, true deletes it', async () => {

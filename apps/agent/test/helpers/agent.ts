@@ -58,6 +58,34 @@ export function runCli(
   });
 }
 
+/**
+ * `pnpm agent` (chat) on a real pseudo-terminal (`script`): what a person types is written to
+ * it, and its output (the terminal's echo included) read back.
+ */
+export function runCliOnTerminal(env: Record<string, string>) {
+  const child = spawn('script', ['-qfec', `exec ${process.execPath} ${CLI}`, '/dev/null'], {
+    env: childEnv(env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    type: (text: string) => child.stdin.write(text),
+    output: () => output,
+    /** Until the output holds `text`; fails with the output after `timeoutMs`. */
+    until: async (text: string, timeoutMs = 60_000) => {
+      for (let waited = 0; !output.includes(text); waited += 100) {
+        if (waited > timeoutMs || child.exitCode !== null) throw new Error(`no ${JSON.stringify(text)} in:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    },
+    exited,
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
 export interface ServeProcess {
   url: string;
   output: () => string;
