@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -71,6 +71,36 @@ test('a shared directory (sticky bit, like /tmp) is refused as the cache, left a
   );
   assert.equal((await stat(shared)).mode & 0o7777, 0o1777);
   assert.deepEqual(await readdir(shared), []);
+});
+
+test("a session file others may write, or a link, is refused before it is read (another's tokens); one others may read is made owner-only", async () => {
+  const directory = join(root, 'planted');
+  await mkdir(directory, { recursive: true });
+  const store = new TokenStore(directory, 'http://localhost:8000/mcp');
+  const planted = { mcpUrl: 'http://localhost:8000/mcp', tokens: { access_token: 'theirs', token_type: 'Bearer' } };
+  await writeFile(store.file, JSON.stringify(planted));
+  await chmod(directory, 0o777);
+  await chmod(store.file, 0o666);
+  await assert.rejects(
+    store.load(),
+    /may be written by other users, so its tokens may not be yours; remove it, or set MCP_CACHE_DIR/,
+  );
+  await chmod(store.file, 0o620);
+  await assert.rejects(store.load(), /may be written by other users/);
+
+  // Readable by others only (restored from a backup): this user's own, used, and made owner-only.
+  await chmod(store.file, 0o644);
+  assert.equal((await store.load())?.tokens?.access_token, 'theirs');
+  assert.equal((await stat(store.file)).mode & 0o777, 0o600);
+
+  // A link put in its place, to a file of the linker's choosing.
+  const elsewhere = join(root, 'elsewhere.json');
+  await writeFile(elsewhere, JSON.stringify(planted), { mode: 0o600 });
+  await rm(store.file);
+  await symlink(elsewhere, store.file);
+  await assert.rejects(store.load(), /is not a plain file \(a link\?\)/);
+  await rm(store.file);
+  assert.equal(await store.load(), undefined, 'no file: no session');
 });
 
 test('one file per MCP server; a damaged file reads as no session', async () => {

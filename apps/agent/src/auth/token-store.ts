@@ -7,7 +7,7 @@
  * holding anything else, or a shared one (sticky bit, like /tmp), is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
@@ -48,6 +48,7 @@ export class TokenStore {
   async load(): Promise<StoredSession | undefined> {
     let text: string;
     try {
+      await this.#refuseFileNotOwnOnly();
       text = await readFile(this.file, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -59,6 +60,32 @@ export class TokenStore {
       // A damaged cache costs one login, not a crash.
       return undefined;
     }
+  }
+
+  /**
+   * A session file is used only when it is this user's own and nobody else may write it: one
+   * planted in a directory others can write to (another person's tokens, session fixation: what
+   * the agent adds would land in their account) is refused before it is read. One of this user's
+   * that others may read (restored from a backup, copied) is made owner-only: it holds a refresh
+   * token. Where processes have no user ids (Windows), only its kind is checked.
+   */
+  async #refuseFileNotOwnOnly(): Promise<void> {
+    const info = await lstat(this.file);
+    const way = `remove it, or set MCP_CACHE_DIR to a directory of your own`;
+    if (!info.isFile()) throw new Error(`the token cache file ${this.file} is not a plain file (a link?); ${way}`);
+    const uid = process.getuid?.();
+    if (uid === undefined) return;
+    if (info.uid !== uid) {
+      throw new Error(
+        `the token cache file ${this.file} belongs to another user, so its tokens may not be yours; ${way}`,
+      );
+    }
+    if (info.mode & 0o022) {
+      throw new Error(
+        `the token cache file ${this.file} may be written by other users, so its tokens may not be yours; ${way}`,
+      );
+    }
+    if (info.mode & 0o044) await chmod(this.file, FILE_MODE);
   }
 
   async save(session: StoredSession): Promise<void> {
