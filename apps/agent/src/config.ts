@@ -374,6 +374,22 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
     ) {
       throw new ConfigError(`${where}.headers`, 'must be an object of string values');
     }
+    // What HTTP can carry (RFC 9110 5.1, 5.5), checked here: fetch refuses the rest only at
+    // connect, where the service would retry a header that can never be sent.
+    for (const [header, value] of Object.entries(headers as Record<string, string>)) {
+      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) {
+        throw new ConfigError(
+          `${where}.headers`,
+          `has a header name HTTP cannot carry: ${JSON.stringify(header.slice(0, 40))}`,
+        );
+      }
+      if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+        throw new ConfigError(
+          `${where}.headers.${header}`,
+          'holds a character HTTP cannot carry (a line break, a control character, or one past U+00FF); the value is not shown since it may be a secret',
+        );
+      }
+    }
     return { name, url: serverUrl, headers: headers as Record<string, string> };
   });
 }

@@ -209,6 +209,20 @@ describe('missing or invalid settings name the variable', () => {
       { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "headers": {"a": 1}}}' },
       /MCP_EXTRA_SERVERS\.t\.headers/,
     ],
+    // Fetch would refuse these only at connect: the service would retry a header that can never go.
+    [
+      'extra server header value with a line break',
+      {
+        MCP_EXTRA_SERVERS:
+          '{"t": {"url": "https://t.example/mcp", "headers": {"Authorization": "Bearer k\\nX-Evil: 1"}}}',
+      },
+      /MCP_EXTRA_SERVERS\.t\.headers\.Authorization holds a character HTTP cannot carry .* the value is not shown/,
+    ],
+    [
+      'extra server header name with a space',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "headers": {"X Key": "k"}}}' },
+      /MCP_EXTRA_SERVERS\.t\.headers has a header name HTTP cannot carry: "X Key"/,
+    ],
   ];
   test('an extra server URL without a scheme: the error names the entry, not the URL, whose query may hold a key', () => {
     assert.throws(
