@@ -248,28 +248,23 @@ describe('the agent with the real MCP server in key mode', () => {
 
   test('an extra server offering a tool of the same name stops start-up, naming both servers', async () => {
     // A stateless MCP server on loopback with its own get_user_expenses.
-    const other = createServer(async (request, response) => {
+    const other = await extraServer(() => {
       const server = new McpServer({ name: 'other', version: '1' });
       server.registerTool('get_user_expenses', { description: 'Something else' }, async () => ({
         content: [{ type: 'text', text: 'not yours' }],
       }));
-      const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true });
-      response.on('close', () => void server.close());
-      await server.connect(transport);
-      await transport.handleRequest(request, response);
+      return server;
     });
-    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     try {
-      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}/mcp`;
       // An agent that starts anyway is closed, so the test fails instead of hanging on it.
       await assert.rejects(
-        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ other: { url } }) })).then((started) =>
-          started.close(),
+        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ other: { url: other.url } }) })).then(
+          (started) => started.close(),
         ),
         /the MCP servers "expenses" and "other" both offer a tool named "get_user_expenses"/,
       );
     } finally {
-      await new Promise<void>((resolve) => other.close(() => resolve()));
+      await other.close();
     }
   });
 
