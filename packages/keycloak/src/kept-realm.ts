@@ -352,6 +352,11 @@ export async function realmAddressDifferences(
   return differences;
 }
 
+/** The admin API refused the bootstrap admin: a Keycloak whose admin is someone else's. */
+export class AdminSignInRefusedError extends Error {
+  override name = 'AdminSignInRefusedError';
+}
+
 type AdminCall = (method: string, path: string, body?: unknown) => Promise<unknown>;
 
 /** Calls of the admin API (`/admin/realms/…`) as the bootstrap admin. */
@@ -361,7 +366,9 @@ async function adminCaller(keycloakUrl: string, admin: { username: string; passw
     body: new URLSearchParams({ grant_type: 'password', client_id: 'admin-cli', ...admin }),
   });
   if (!tokenResponse.ok) {
-    throw new Error(`the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`);
+    throw new AdminSignInRefusedError(
+      `the bootstrap admin ${admin.username} could not sign in (HTTP ${tokenResponse.status})`,
+    );
   }
   const { access_token: token } = (await tokenResponse.json()) as { access_token: string };
   return async (method, path, body) => {

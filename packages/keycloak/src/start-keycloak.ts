@@ -9,6 +9,7 @@ import { findJava } from './java.ts';
 import {
   ACCOUNT_CONSOLE_MARKER,
   ADDRESS_PLACEHOLDER,
+  AdminSignInRefusedError,
   addMissingAccountConsoleParts,
   addMissingClientPolicies,
   bringRealmUrlsUpToDate,
@@ -347,7 +348,9 @@ async function realmUrlValues(env: NodeJS.ProcessEnv, options: StartKeycloakOpti
  * A running Keycloak that is not this data folder's is reused only when its realm serves this
  * start's addresses: otherwise every token would name another server's audience, and sign-ins
  * would fail later, at the MCP server, with nothing pointing here. One whose admin API refuses
- * the bootstrap admin (started some other way) cannot be compared: said, and used.
+ * the bootstrap admin (started some other way, its admin someone else's) cannot be compared:
+ * said, and used. Any other failure to compare (a client or scope of the realm file missing
+ * there, an error answer) refuses it.
  */
 async function refuseRealmOfOtherAddresses(
   keycloakUrl: string,
@@ -361,16 +364,20 @@ async function refuseRealmOfOtherAddresses(
   try {
     differences = await realmAddressDifferences(keycloakUrl, wanted, options);
   } catch (error) {
-    report(
-      'checking',
-      `the realm of the Keycloak on port ${httpPort} could not be compared with this start's addresses (${(error as Error).message}); if its tokens are refused, give this start a Keycloak of its own`,
-    );
-    return;
+    if (!(error instanceof AdminSignInRefusedError)) {
+      differences = [`it could not be compared with the realm file (${(error as Error).message})`];
+    } else {
+      report(
+        'checking',
+        `the realm of the Keycloak on port ${httpPort} could not be compared with this start's addresses (${error.message}); if its tokens are refused, give this start a Keycloak of its own`,
+      );
+      return;
+    }
   }
   if (differences.length === 0) return;
   const whose = keptDir ? `runs from another folder than ${keptDir}` : 'was not started by this run';
   throw new Error(
-    `The Keycloak on port ${httpPort} ${whose}, and its realm is set up for other addresses: ${differences.join('; ')}. Its tokens would be for another server. Stop it, or give this start a Keycloak of its own: KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR.`,
+    `The Keycloak on port ${httpPort} ${whose}, and its realm is not set up for this start's addresses: ${differences.join('; ')}. Its tokens would not be for this server. Stop it, or give this start a Keycloak of its own: KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR.`,
   );
 }
 

@@ -169,7 +169,7 @@ test("a kept realm started for another server URL is updated in place, even afte
       (error: Error) => {
         assert.match(
           error.message,
-          /runs from another folder than .*another-checkout, and its realm is set up for other addresses/,
+          /runs from another folder than .*another-checkout, and its realm is not set up for this start's addresses/,
         );
         assert.match(
           error.message,
@@ -187,6 +187,40 @@ test("a kept realm started for another server URL is updated in place, even afte
         assert.match(error.message, /KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT and KEYCLOAK_DATA_DIR/);
         return true;
       },
+    );
+    // A realm that lacks what the realm file fills with addresses (here a client of another
+    // name) cannot serve them: refused too, not used as it is.
+    const renamedClients = join(instanceDir, 'realm-renamed-client.json');
+    await writeFile(
+      renamedClients,
+      (await readFile(REALM_FILE, 'utf8')).replace('"clientId": "mcp-server"', '"clientId": "mcp-server-elsewhere"'),
+    );
+    await assert.rejects(
+      startKeycloak({
+        instanceDir: otherCheckout,
+        ...ports,
+        ifRunning: 'reuse',
+        realmFiles: [renamedClients],
+        realmEnv: realmEnvFor(8117, 'tunnel.example'),
+      }),
+      /it could not be compared with the realm file \(client mcp-server-elsewhere is missing from realm mcp\)/,
+    );
+    // Its admin someone else's (the password changed in the console, say): not comparable, said, and used.
+    const said: string[] = [];
+    const notCompared = await startKeycloak({
+      instanceDir: otherCheckout,
+      ...ports,
+      ifRunning: 'reuse',
+      admin: { username: 'admin', password: 'not-this-one' },
+      realmEnv: realmEnvFor(8118, 'other.example'),
+      onProgress: ({ message }) => said.push(message),
+    });
+    assert.equal(notCompared.reused, true);
+    assert.ok(
+      said.some((message) =>
+        /could not be compared .*bootstrap admin admin could not sign in \(HTTP 400\)/.test(message),
+      ),
+      said.join('\n'),
     );
     // Refused, not updated: the realm still serves the start that owns it.
     assert.equal((await agentToken(keycloak, 'http://tunnel.example:8117/mcp')).status, 200);
