@@ -1759,6 +1759,31 @@ describe('cleanup', () => {
     assert.equal(await count('oauth_proxy_grants', 'expires_at < now()'), 0);
   });
 
+  test('registrations alone run the cleanup too: a replica taking only a flood of them removes the unused ones', async () => {
+    const events: string[] = [];
+    const registering = instance(dbA, idp, keys, {
+      cleanupIntervalSeconds: 0.001,
+      onEvent: (event) => events.push(event),
+    });
+    const stale = await register(registering.app);
+    await dbA.pool.query(
+      "UPDATE oauth_proxy_clients SET created_at = now() - interval '2 hours' WHERE client_id = $1",
+      [stale.client_id],
+    );
+    // The first registration may have run one already, before this one was stale: the next
+    // registrations run it again, and it goes.
+    for (
+      let waited = 0;
+      (await count('oauth_proxy_clients', 'client_id = $1', [stale.client_id])) !== 0;
+      waited += 20
+    ) {
+      assert.ok(waited < 10_000, `the unused registration stayed; events: ${events.join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await register(registering.app);
+    }
+    assert.ok(events.includes('cleanup'));
+  });
+
   test('a registration is stored once: its redirect URIs and name in their columns, not again in its document', async () => {
     const redirectUris = Array.from(
       { length: 10 },
@@ -1802,7 +1827,7 @@ describe('cleanup', () => {
     const { clientId: recentWithoutGrant } = await fullLogin();
     await dbA.pool.query(
       "UPDATE oauth_proxy_clients SET created_at = now() - interval '200 days' WHERE client_id = ANY($1)",
-      [[neverUsed.client_id, used, idle, recentWithoutGrant]],
+      [[used, idle, recentWithoutGrant]],
     );
     // The grants of two of them are gone (expired and cleaned up); one of those was used long ago.
     await dbA.pool.query('DELETE FROM oauth_proxy_grants WHERE client_id = ANY($1)', [[idle, recentWithoutGrant]]);

@@ -7,6 +7,8 @@ import { CORS, NO_STORE, OAuthError, oauthErrorResponse } from '../errors.ts';
 /** POST /register (RFC 7591): anonymous registration, limited per client address and in size. */
 export function registerHandler(ctx: ProxyContext): Handler {
   return async (c: Context) => {
+    // Here too: a replica that only takes registrations (a flood) removes the unused ones.
+    ctx.store.maybeCleanup();
     try {
       if (!ctx.limits.registrations.allow(ctx.addressOf(c))) {
         ctx.emit('registration_limited', {});
