@@ -390,7 +390,9 @@ function toolErrorsWithoutSecrets(hide: (text: string) => string) {
       const result = await handler(request);
       if (!ToolMessage.isInstance(result) || result.status !== 'error') return result;
       const text = textOf(result);
-      const hidden = hide(text);
+      // A tool's error result (`isError`) reaches here as the adapters' exception text, never
+      // through afterToolCall: bounded here, as results are there.
+      const hidden = cutToLimit(hide(text), '');
       if (hidden === text) return result;
       return new ToolMessage({
         content: hidden,

@@ -396,6 +396,11 @@ describe('what an extra server answers is bounded', () => {
         );
       }
       mcp.registerTool(
+        'read_broken_note',
+        { description: 'Reads a note that fails', annotations: { readOnlyHint: true } },
+        async () => ({ content: [{ type: 'text', text: `broken:${'e'.repeat(sizes.huge)}` }], isError: true }),
+      );
+      mcp.registerTool(
         'read_note_with_picture',
         { description: 'Reads a note and its picture', annotations: { readOnlyHint: true } },
         async () => ({
@@ -421,6 +426,11 @@ describe('what an extra server answers is bounded', () => {
       assert.ok(huge.startsWith(`huge:${'n'.repeat(1000)}`));
       assert.ok(huge.length < MAX_TOOL_RESULT_CHARACTERS + 400, `${huge.length} characters to the model`);
       assert.match(huge, /too large to show whole\. The text was cut after 131072 of its 2000005 characters\./);
+      // A tool's error result comes through the adapters' exception, not afterToolCall: cut too.
+      const broken = await toolMessageOf('read_broken_note');
+      assert.match(broken, /broken:e{1000}/);
+      assert.ok(broken.length < MAX_TOOL_RESULT_CHARACTERS + 400, `${broken.length} characters to the model`);
+      assert.match(broken, /too large to show whole\. The text was cut after 131072 of its \d+ characters\./);
       const large = await toolMessageOf('read_large_note');
       assert.equal(large, `large:${'n'.repeat(sizes.large)}`, 'whole, and as it came');
       const pictured = await toolMessageOf('read_note_with_picture');
