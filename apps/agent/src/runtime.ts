@@ -67,8 +67,11 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     throw withUrlSecretsHidden(error, hideSecrets);
   }
   const mcpClient = createMcpClient(connections.connections);
-  const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  let deadline: NodeJS.Timeout | undefined;
+  const names = connections.connections.map(({ name }) => `"${name}"`).join(', ');
+  const deadline = deadlineBesideSignIns(
+    deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    connections.oauthProvider,
+  );
   try {
     const listed = (async () => {
       await mcpClient.getTools(); // connects to every server
@@ -81,22 +84,10 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     const tools = uniquelyNamedTools(
       await Promise.race([
         listed,
-        new Promise<never>((_, reject) => {
-          const expire = () => {
-            // A sign-in the listing met (a token refused) has its own limit, and a person at the
-            // browser: the deadline waits for it.
-            if (connections.oauthProvider?.signingIn) {
-              deadline = setTimeout(expire, 1_000);
-              return;
-            }
-            const names = connections.connections.map(({ name }) => `"${name}"`).join(', ');
-            reject(
-              new Error(
-                `the MCP servers (${names}) did not all connect and list their tools within ${connectTimeoutMs / 1000} s`,
-              ),
-            );
-          };
-          deadline = setTimeout(expire, connectTimeoutMs);
+        deadline.passed.then(() => {
+          throw new Error(
+            `the MCP servers (${names}) did not all connect and list their tools within ${deadline.timeoutMs / 1000} s`,
+          );
         }),
       ]),
     );
@@ -117,8 +108,36 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     // CLI, logged by the service and shown on /ready and /chat.
     throw withUrlSecretsHidden(error, hideSecrets);
   } finally {
-    clearTimeout(deadline);
+    deadline.clear();
   }
+}
+
+/**
+ * Settles `timeoutMs` after it is made, but never while a sign-in is under way, nor within
+ * `timeoutMs` after one ended: a sign-in the work met (a token refused) has its own limit and a
+ * person at the browser, and the work then gets a whole window again.
+ */
+export function deadlineBesideSignIns(
+  timeoutMs: number,
+  signIns: { readonly signingIn: boolean; readonly signInEndedAt: number | undefined } | undefined,
+): { passed: Promise<void>; timeoutMs: number; clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const passed = new Promise<void>((resolve) => {
+    const check = () => {
+      if (signIns?.signingIn) {
+        timer = setTimeout(check, 1_000);
+        return;
+      }
+      const windowAfterSignIn = (signIns?.signInEndedAt ?? 0) + timeoutMs - Date.now();
+      if (windowAfterSignIn > 0) {
+        timer = setTimeout(check, windowAfterSignIn);
+        return;
+      }
+      resolve();
+    };
+    timer = setTimeout(check, timeoutMs);
+  });
+  return { passed, timeoutMs, clear: () => clearTimeout(timer) };
 }
 
 /**

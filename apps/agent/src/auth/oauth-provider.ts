@@ -107,6 +107,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   get signingIn(): boolean {
     return this.#signIn !== undefined;
   }
+
+  /** When the last sign-in (or the refresh tried in its place) ended, in ms since the epoch. */
+  signInEndedAt: number | undefined;
   /** Refresh-token grants performed by this provider. */
   refreshes = 0;
 
@@ -303,6 +306,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       await this.#signIn;
     } finally {
       this.#signIn = undefined;
+      this.signInEndedAt = Date.now();
     }
   }
 
