@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +100,10 @@ test("a session file others may write, or a link, is refused before it is read (
   await rm(store.file);
   await symlink(elsewhere, store.file);
   await assert.rejects(store.load(), /is not a plain file \(a link\?\)/);
+  await rm(store.file);
+  // A pipe put in its place: refused at once, not waited on.
+  execFileSync('mkfifo', [store.file]);
+  await assert.rejects(store.load(), /is not a plain file; remove it/);
   await rm(store.file);
   assert.equal(await store.load(), undefined, 'no file: no session');
 });

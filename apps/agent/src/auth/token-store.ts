@@ -7,7 +7,8 @@
  * holding anything else, or a shared one (sticky bit, like /tmp), is refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, type FileHandle, mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientInformationMixed, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
@@ -33,6 +34,7 @@ export const DIRECTORY_MODE = 0o700;
 const STICKY_BIT = 0o1000;
 /** What the store writes: one session file per MCP server, and its temporary while written. */
 const CACHE_FILE = /^session-[0-9a-f]{16}\.json(\.[0-9a-f]{8}\.tmp)?$/;
+const WAY_OUT = 'remove it, or set MCP_CACHE_DIR to a directory of your own';
 
 export class TokenStore {
   readonly file: string;
@@ -46,13 +48,24 @@ export class TokenStore {
   }
 
   async load(): Promise<StoredSession | undefined> {
+    let file: FileHandle;
+    try {
+      // The file checked is the file read: opened once, without following a link, and without
+      // waiting on a pipe put in its place.
+      file = await open(this.file, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      if (code === 'ELOOP')
+        throw new Error(`the token cache file ${this.file} is not a plain file (a link?); ${WAY_OUT}`);
+      throw error;
+    }
     let text: string;
     try {
-      await this.#refuseFileNotOwnOnly();
-      text = await readFile(this.file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
+      await this.#refuseFileNotOwnOnly(file);
+      text = await file.readFile('utf8');
+    } finally {
+      await file.close();
     }
     try {
       return JSON.parse(text) as StoredSession;
@@ -69,23 +82,22 @@ export class TokenStore {
    * that others may read (restored from a backup, copied) is made owner-only: it holds a refresh
    * token. Where processes have no user ids (Windows), only its kind is checked.
    */
-  async #refuseFileNotOwnOnly(): Promise<void> {
-    const info = await lstat(this.file);
-    const way = `remove it, or set MCP_CACHE_DIR to a directory of your own`;
-    if (!info.isFile()) throw new Error(`the token cache file ${this.file} is not a plain file (a link?); ${way}`);
+  async #refuseFileNotOwnOnly(file: FileHandle): Promise<void> {
+    const info = await file.stat();
+    if (!info.isFile()) throw new Error(`the token cache file ${this.file} is not a plain file; ${WAY_OUT}`);
     const uid = process.getuid?.();
     if (uid === undefined) return;
     if (info.uid !== uid) {
       throw new Error(
-        `the token cache file ${this.file} belongs to another user, so its tokens may not be yours; ${way}`,
+        `the token cache file ${this.file} belongs to another user, so its tokens may not be yours; ${WAY_OUT}`,
       );
     }
     if (info.mode & 0o022) {
       throw new Error(
-        `the token cache file ${this.file} may be written by other users, so its tokens may not be yours; ${way}`,
+        `the token cache file ${this.file} may be written by other users, so its tokens may not be yours; ${WAY_OUT}`,
       );
     }
-    if (info.mode & 0o044) await chmod(this.file, FILE_MODE);
+    if (info.mode & 0o044) await file.chmod(FILE_MODE);
   }
 
   async save(session: StoredSession): Promise<void> {
