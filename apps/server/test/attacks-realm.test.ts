@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,13 +44,15 @@ let baseUrl: string;
 let aliceId: string;
 let bobId: string;
 const callbacks: CallbackServer[] = [];
+let hostsDir: string | undefined;
 
 before(
   async () => {
     let serverPort: number;
     // Keycloak's resolver: a stranger's host that his DNS record points at 127.0.0.1 while he
     // registers (decision 74), here from a hosts file of its own.
-    const hosts = join(await mkdtemp(join(tmpdir(), 'attacks-realm-')), 'hosts');
+    hostsDir = await mkdtemp(join(tmpdir(), 'attacks-realm-'));
+    const hosts = join(hostsDir, 'hosts');
     await writeFile(hosts, `127.0.0.1 localhost ${STRANGERS_HOST}\n::1 localhost\n`);
     ({ keycloak, serverPort, baseUrl } = await startKeycloakForServer({
       env: { ...process.env, JAVA_OPTS_APPEND: `${process.env.JAVA_OPTS_APPEND ?? ''} -Djdk.net.hosts.file=${hosts}` },
@@ -79,6 +81,7 @@ after(async () => {
   await stack?.close();
   await browser?.close();
   await keycloak?.stop();
+  if (hostsDir) await rm(hostsDir, { recursive: true, force: true });
 });
 
 const registrations = (provider: string) => `${keycloak.realmUrl}/clients-registrations/${provider}`;

@@ -416,12 +416,9 @@ describe('start-up configuration', () => {
     const holder = createServer();
     await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
     const taken = (holder.address() as AddressInfo).port;
+    const portDataDir = await mkdtemp(join(tmpdir(), 'mcp-port-'));
     try {
-      const result = await runServerToExit({
-        MCP_AUTH_PROVIDER: 'key',
-        PORT: String(taken),
-        DATA_DIR: await mkdtemp(join(tmpdir(), 'mcp-port-')),
-      });
+      const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'key', PORT: String(taken), DATA_DIR: portDataDir });
       assert.equal(result.code, 78, result.stderr);
       assert.match(
         result.stderr,
@@ -429,14 +426,17 @@ describe('start-up configuration', () => {
       );
     } finally {
       holder.close();
+      await rm(portDataDir, { recursive: true, force: true });
     }
-    const elsewhere = await runServerToExit({
-      MCP_AUTH_PROVIDER: 'key',
-      HOST: '192.0.2.1',
-      DATA_DIR: await mkdtemp(join(tmpdir(), 'mcp-host-')),
-    });
-    assert.equal(elsewhere.code, 78, elsewhere.stderr);
-    assert.match(elsewhere.stderr, /HOST 192\.0\.2\.1 is not an address of this machine/);
+    // Its own DATA_DIR (the database is opened before the listen fails), removed after: 39 MB each run.
+    const dataDir = await mkdtemp(join(tmpdir(), 'mcp-host-'));
+    try {
+      const elsewhere = await runServerToExit({ MCP_AUTH_PROVIDER: 'key', HOST: '192.0.2.1', DATA_DIR: dataDir });
+      assert.equal(elsewhere.code, 78, elsewhere.stderr);
+      assert.match(elsewhere.stderr, /HOST 192\.0\.2\.1 is not an address of this machine/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   test('none mode refuses a non-loopback address unless told explicitly', async () => {
