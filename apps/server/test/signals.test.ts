@@ -27,15 +27,45 @@ async function startServer() {
   let output = '';
   child.stderr.on('data', (chunk) => (output += chunk));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk) => {
-      output += chunk;
-      const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
-      if (match?.[1]) resolve(match[1]);
-    });
-    void exited.then((code) => reject(new Error(`exited with ${code}:\n${output}`)));
+  const url = await within(
+    'listening',
+    60_000,
+    new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (chunk) => {
+        output += chunk;
+        const match = /"msg":"listening","url":"([^"]+)"/.exec(output);
+        if (match?.[1]) resolve(match[1]);
+      });
+      void exited.then((code) => reject(new Error(`exited with ${code}:\n${output}`)));
+    }),
+    () => output,
+  ).catch((error: unknown) => {
+    child.kill('SIGKILL');
+    throw error;
   });
-  return { child, dataDir, url, exited, output: () => output };
+  return {
+    child,
+    dataDir,
+    url,
+    // Bounded: a server that does not stop fails the test with what it printed, not the file's timeout.
+    exited: () => within('exit', 60_000, exited, () => output),
+    output: () => output,
+  };
+}
+
+/** `promise`, or an error naming what was awaited and the server's output after `ms`. */
+async function within<T>(what: string, ms: number, promise: Promise<T>, output: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; the server printed:\n${output()}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function lockFiles(dataDir: string): Promise<string[]> {
@@ -47,7 +77,7 @@ test('SIGHUP, a closed terminal: the server drains and closes its database as fo
   try {
     assert.ok((await lockFiles(server.dataDir)).length > 0, 'the database is locked while it runs');
     server.child.kill('SIGHUP');
-    assert.equal(await server.exited, 0, server.output());
+    assert.equal(await server.exited(), 0, server.output());
     assert.match(server.output(), /"msg":"shutting down","signal":"SIGHUP"/);
     assert.deepEqual(await lockFiles(server.dataDir), [], 'the lock is released');
   } finally {
@@ -67,7 +97,7 @@ test('its output read by nobody any more (pnpm start killed): a log line does no
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.equal(server.child.exitCode, null, `still running:\n${server.output()}`);
     server.child.kill('SIGTERM');
-    assert.equal(await server.exited, 0, server.output());
+    assert.equal(await server.exited(), 0, server.output());
     assert.deepEqual(await lockFiles(server.dataDir), [], 'the lock is released');
   } finally {
     server.child.kill('SIGKILL');
