@@ -69,9 +69,10 @@ async function within<T>(what: string, ms: number, promise: Promise<T>, output: 
 }
 
 /**
- * The embedded database's lock in DATA_DIR, where it is made. Not a recursive walk: that read
- * PGlite's live data folder, whose files come and go as it runs, and is the one step of a hung
- * run (the server listening, healthy, never signalled) that these tests did not bound.
+ * The embedded database's lock in DATA_DIR, where it is made. Not a recursive walk of PGlite's
+ * live data folder, whose files come and go as it runs: a hung run left its server listening,
+ * healthy and never signalled, and that walk was one of the two steps before the signal these
+ * tests did not bound (the other, the /health requests, now has a deadline).
  */
 async function lockFiles(dataDir: string): Promise<string[]> {
   return (await readdir(dataDir)).filter((name) => name === 'embedded.lock');
@@ -97,7 +98,7 @@ test('its output read by nobody any more (pnpm start killed): a log line does no
     server.child.stdout.destroy();
     // Each request writes a log line to the closed pipe (EPIPE).
     for (let request = 0; request < 3; request++) {
-      assert.equal((await fetch(`${server.url}/health`)).status, 200);
+      assert.equal((await fetch(`${server.url}/health`, { signal: AbortSignal.timeout(30_000) })).status, 200);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.equal(server.child.exitCode, null, `still running:\n${server.output()}`);
