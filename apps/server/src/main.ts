@@ -35,11 +35,15 @@ if (process.argv.slice(2).includes('--warm-up')) {
     process.stderr.write(`The server was stopped (${signal}) while starting.\n`);
     process.exit(128 + EXIT_SIGNAL_NUMBERS[signal as (typeof STOP_SIGNALS)[number]]);
   };
-  for (const signal of STOP_SIGNALS) process.on(signal, stopStarting);
+  // One listener per signal for the whole life of the process, which changes what it does once
+  // the server runs. Node delivers a signal to the listener that was there when it arrived:
+  // removing one and adding another (as this did) dropped a signal that came in between, right
+  // after "listening" (a stop at the moment of readiness; a test saw it once in about 30 runs).
+  let onStop: (signal: NodeJS.Signals) => void = stopStarting;
+  for (const signal of STOP_SIGNALS) process.on(signal, (received) => onStop(received));
   startServer(config, logger, { tracing: telemetry.destination !== 'none' }).then(
     (server) => {
-      for (const signal of STOP_SIGNALS) process.off(signal, stopStarting);
-      stopOnSignals(server, config, logger);
+      onStop = stopOnSignals(server, config, logger);
     },
     (error: unknown) => {
       process.stderr.write(`The server could not start: ${(error as Error).message}\n`);
@@ -59,38 +63,37 @@ function configOrExit(): ServerConfig {
   }
 }
 
-function stopOnSignals(server: RunningServer, config: ServerConfig, logger: Logger): void {
+/** What a stop signal does once the server runs. */
+function stopOnSignals(server: RunningServer, config: ServerConfig, logger: Logger): (signal: NodeJS.Signals) => void {
   let firstSignalAt = 0;
-  for (const signal of STOP_SIGNALS) {
-    process.on(signal, () => {
-      if (firstSignalAt > 0) {
-        // A typed Ctrl-C reaches this process twice within moments under `pnpm start:server`
-        // (the terminal sends it to the process group, and pnpm passes on its own): one key
-        // press. A later one means "now": a second Ctrl-C does not wait.
-        if (Date.now() - firstSignalAt < 1_000) return;
-        process.exit(130);
-      }
-      firstSignalAt = Date.now();
-      logger.info('shutting down', { signal });
-      // The drain and the database close are bounded each; this is the backstop if anything
-      // else (telemetry's export, a bug) would hold the exit.
-      setTimeout(
-        () => {
-          logger.error('shutdown overran its bounds; exiting now');
+  return (signal) => {
+    if (firstSignalAt > 0) {
+      // A typed Ctrl-C reaches this process twice within moments under `pnpm start:server`
+      // (the terminal sends it to the process group, and pnpm passes on its own): one key
+      // press. A later one means "now": a second Ctrl-C does not wait.
+      if (Date.now() - firstSignalAt < 1_000) return;
+      process.exit(130);
+    }
+    firstSignalAt = Date.now();
+    logger.info('shutting down', { signal });
+    // The drain and the database close are bounded each; this is the backstop if anything
+    // else (telemetry's export, a bug) would hold the exit.
+    setTimeout(
+      () => {
+        logger.error('shutdown overran its bounds; exiting now');
+        process.exit(1);
+      },
+      config.shutdownTimeoutMs + config.databaseCloseTimeoutMs + 5_000,
+    ).unref();
+    server
+      .close()
+      .then(() => telemetry.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error('shutdown failed', errorFields(error));
           process.exit(1);
         },
-        config.shutdownTimeoutMs + config.databaseCloseTimeoutMs + 5_000,
-      ).unref();
-      server
-        .close()
-        .then(() => telemetry.shutdown())
-        .then(
-          () => process.exit(0),
-          (error: unknown) => {
-            logger.error('shutdown failed', errorFields(error));
-            process.exit(1);
-          },
-        );
-    });
-  }
+      );
+  };
 }
