@@ -406,8 +406,12 @@ function toolErrorsWithoutSecrets(hide: (text: string) => string) {
 
 /** How many times a call is sent again while new tokens keep coming (a refresh, then a sign-in). */
 const RETRIES_AFTER_AUTHORIZATION = 2;
-/** A tool's own error result (`@langchain/mcp-adapters`): the server ran the call, and answered. */
-const SERVER_ANSWERED = /MCP tool '[^']*' on server '[^']*' returned an error:/;
+/**
+ * A tool's own error result (`@langchain/mcp-adapters`): the server ran the call, and answered.
+ * Any text between the quotes: a name holding a quote must not make a call the server ran look
+ * refused, and sent again. (A refused call taken for answered is only not sent again.)
+ */
+const SERVER_ANSWERED = /MCP tool '.*' on server '.*' returned an error:/s;
 /**
  * What the SDK transport throws when it got a new token for a 401 or 403 but gave up on that
  * request (`UnauthorizedError`): the request was refused, so it never ran.

@@ -56,13 +56,11 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
   );
   const hideSecrets = secretsHider(configuredSecrets(config));
   const confirmDestructive = destructiveCallConfirmation(config.destructiveTools, deps.confirmDestructive);
+  // Lines that carry what servers sent (a sign-in URL, an error, a tool's name) reach the terminal filtered.
+  const print = deps.print ?? ((line: string) => process.stderr.write(`${forTerminal(line)}\n`));
   let connections: PreparedConnections;
   try {
-    connections = await prepareConnections(config, {
-      openBrowser: deps.openBrowser ?? systemBrowserOpener(),
-      // Lines that carry what servers sent (a sign-in URL, an error) reach the terminal filtered.
-      print: deps.print ?? ((line) => process.stderr.write(`${forTerminal(line)}\n`)),
-    });
+    connections = await prepareConnections(config, { openBrowser: deps.openBrowser ?? systemBrowserOpener(), print });
   } catch (error) {
     throw withUrlSecretsHidden(error, hideSecrets);
   }
@@ -81,16 +79,15 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     })();
     // Past the deadline, the close below makes it fail with nobody waiting for it.
     listed.catch(() => {});
-    const tools = uniquelyNamedTools(
-      await Promise.race([
-        listed,
-        deadline.passed.then(() => {
-          throw new Error(
-            `the MCP servers (${names}) did not all connect and list their tools within ${deadline.timeoutMs / 1000} s`,
-          );
-        }),
-      ]),
-    );
+    const perServer = await Promise.race([
+      listed,
+      deadline.passed.then(() => {
+        throw new Error(
+          `the MCP servers (${names}) did not all connect and list their tools within ${deadline.timeoutMs / 1000} s`,
+        );
+      }),
+    ]);
+    const tools = uniquelyNamedTools(toolsTheModelCanName(perServer, print));
     const agent = new ExpensesAgent({
       model,
       tools,
@@ -138,6 +135,33 @@ export function deadlineBesideSignIns(
     timer = setTimeout(check, timeoutMs);
   });
   return { passed, timeoutMs, clear: () => clearTimeout(timer) };
+}
+
+/**
+ * What the OpenAI API (and Azure OpenAI, GitHub Models) takes as a function's name. MCP allows
+ * more (a `.`, up to 128 characters): one such tool in the request fails every turn with a 400.
+ */
+const MODEL_TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Each server's tools less those the model's API cannot name, each left out with a line saying
+ * so: a server's odd name costs that tool, not the agent. It also keeps every name out of the
+ * quotes of the adapters' error texts, which the retry after a sign-in reads.
+ */
+export function toolsTheModelCanName<Tool extends { name: string }>(
+  perServer: { server: string; tools: Tool[] }[],
+  print: (line: string) => void,
+): { server: string; tools: Tool[] }[] {
+  return perServer.map(({ server, tools }) => ({
+    server,
+    tools: tools.filter((tool) => {
+      if (MODEL_TOOL_NAME.test(tool.name)) return true;
+      print(
+        `warning: the MCP server "${server}" offers a tool named ${JSON.stringify(tool.name)}, which the model's API cannot name (letters, digits, _ and -, at most 64); the agent leaves it out`,
+      );
+      return false;
+    }),
+  }));
 }
 
 /**

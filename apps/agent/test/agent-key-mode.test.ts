@@ -268,6 +268,41 @@ describe('the agent with the real MCP server in key mode', () => {
     }
   });
 
+  test('tools whose names the model API cannot take are left out, each named in a warning; the rest are offered', async () => {
+    const odd = ['notes.read', "it's_mine", 'x'.repeat(65), 'read notes'];
+    const other = await extraServer(() => {
+      const server = new McpServer({ name: 'notes', version: '1' });
+      for (const name of [...odd, 'read_notes']) {
+        server.registerTool(name, { description: `The tool ${name}` }, async () => ({
+          content: [{ type: 'text', text: 'notes' }],
+        }));
+      }
+      return server;
+    });
+    const printed: string[] = [];
+    const withOdd = await startAgent(
+      loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ notes: { url: other.url } }) }),
+      { now: () => TODAY, print: (line) => printed.push(line) },
+    );
+    try {
+      llm.script([{ content: 'Hello.' }]);
+      assert.equal((await withOdd.agent.run('hi')).reply, 'Hello.');
+      const offered = llm.requests[0]?.body.tools?.map((tool) => tool.function.name);
+      assert.ok(offered?.includes('read_notes'), `offered: ${offered}`);
+      assert.ok(offered?.includes('get_user_expenses'), `offered: ${offered}`);
+      for (const name of odd) {
+        assert.ok(!offered?.includes(name), `${name} is not offered`);
+        assert.ok(
+          printed.some((line) => line.includes(`"notes" offers a tool named ${JSON.stringify(name)}`)),
+          `a warning names ${name}: ${printed.join('\n')}`,
+        );
+      }
+    } finally {
+      await withOdd.close();
+      await other.close();
+    }
+  });
+
   test('an extra server that cannot be reached or refuses: the start error names it, never the key in its URL', async () => {
     // Answers 500 on /broken/mcp, on /echo/mcp a 404 repeating its target as Fastify's does, 404 everywhere else.
     const refusing = createServer((request, response) => {

@@ -78,6 +78,8 @@ describe('a call that failed while a new token came is sent again', () => {
     for (const failure of [
       'Error calling tool look_up: McpError: MCP error -32001: Request timed out',
       "MCP tool 'look_up' on server 'expenses' returned an error: Unauthorized to read this",
+      // A tool or server name with a quote in it (MCP does not forbid one) is still an answer.
+      "MCP tool 'it's_mine' on server 'expenses' returned an error: Unauthorized to read this",
     ]) {
       let epoch = 0;
       const { counted, calls } = countedTool(() => {
