@@ -6,16 +6,25 @@
  * declared length).
  */
 export async function readBodyWithin(
-  request: Pick<Request, 'headers' | 'body' | 'text'>,
+  request: Pick<Request, 'headers' | 'body' | 'arrayBuffer'>,
   limit: number,
 ): Promise<string | undefined> {
+  return (await readBytesWithin(request, limit))?.text;
+}
+
+/** `readBodyWithin`, with how many bytes the text was sent as (decoding changes the count). */
+async function readBytesWithin(
+  request: Pick<Request, 'headers' | 'body' | 'arrayBuffer'>,
+  limit: number,
+): Promise<{ text: string; bytes: number } | undefined> {
   const declared = request.headers.get('content-length');
   if (declared !== null) {
     // Node's HTTP parser holds the body to its declared length, so this check is enough.
     if (!(Number(declared) <= limit)) return undefined;
-    return await request.text();
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    return { text: UTF8.decode(bytes), bytes: bytes.byteLength };
   }
-  if (!request.body) return '';
+  if (!request.body) return { text: '', bytes: 0 };
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -29,9 +38,7 @@ export async function readBodyWithin(
     }
     chunks.push(value);
   }
-  // As `text()` decodes the declared-length path: a leading BOM dropped (Buffer's toString keeps
-  // it, and JSON.parse then refuses a body the other path takes).
-  return UTF8.decode(Buffer.concat(chunks, size));
+  return { text: UTF8.decode(Buffer.concat(chunks, size)), bytes: size };
 }
 
 /** WHATWG's UTF-8 decoding, as `Request.text()` does it: a BOM is dropped, bad bytes become U+FFFD. */
@@ -51,8 +58,12 @@ export async function readResponseWithin(response: Response, limit: number): Pro
 
 interface ReadBody {
   text: string;
-  /** Bytes of `text`, computed when a second reader with a smaller limit asks. */
-  bytes?: number;
+  /**
+   * Bytes the client sent: a second reader with a smaller limit compares these, not the text
+   * encoded again (each invalid byte decodes to U+FFFD, three bytes: the same body was refused
+   * after a scope check had read it, and taken without one).
+   */
+  bytes: number;
   json?: { ok: true; value: unknown } | { ok: false };
 }
 
@@ -65,17 +76,10 @@ const readBodies = new WeakMap<Request, ReadBody>();
  */
 export async function readBodyOnce(request: Request, limit: number): Promise<string | undefined> {
   const known = readBodies.get(request);
-  if (known !== undefined) {
-    // UTF-8 takes at most 3 bytes per UTF-16 code unit: only a text that might exceed the limit is measured.
-    if (known.text.length * 3 > limit) {
-      known.bytes ??= Buffer.byteLength(known.text);
-      if (known.bytes > limit) return undefined;
-    }
-    return known.text;
-  }
-  const text = await readBodyWithin(request, limit);
-  if (text !== undefined) readBodies.set(request, { text });
-  return text;
+  if (known !== undefined) return known.bytes > limit ? undefined : known.text;
+  const read = await readBytesWithin(request, limit);
+  if (read !== undefined) readBodies.set(request, read);
+  return read?.text;
 }
 
 /** Ties a body already read to another request object standing for the same request (a stand-in with the body). */

@@ -1,6 +1,6 @@
 export { parseBodyOnce, readBodyOnce, readBodyWithin, readResponseWithin, rememberBody } from './body.ts';
 export { callToolDirectly, type DirectCallExchange, type DirectReply } from './direct-tool-call.ts';
-export { findLossyNumbers, type LossyNumber, lossyNumbers } from './exact-json.ts';
+export { lossyNumbers, lossyRequestNumbers } from './exact-json.ts';
 export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';
 export { MultiplexTransport } from './multiplex-transport.ts';
 export { type OriginGuardOptions, originGuard } from './origin-guard.ts';

@@ -13,7 +13,7 @@ import {
 import type { Context } from 'hono';
 import { parseBodyOnce, readBodyOnce } from './body.ts';
 import { callToolDirectly } from './direct-tool-call.ts';
-import { containersIn, findLossyNumbers } from './exact-json.ts';
+import { lossyRequestNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
 import { MultiplexTransport } from './multiplex-transport.ts';
 import { INVALID_PARAMS, INVALID_REQUEST, JSON_HEADERS, PARSE_ERROR, rpcError } from './rpc-error.ts';
@@ -161,7 +161,7 @@ export async function createStatelessMcpEndpoint(
     const id = typeof message === 'object' && message !== null ? (message as { id?: unknown }).id : undefined;
     if (shape === 'invalid' && typeof id === 'number' && Number.isInteger(id) && !Number.isSafeInteger(id)) {
       // An integer id beyond 2^53 - 1: not one the reply could be sure to name as sent.
-      const literal = lossyParams(body)?.id ?? String(id);
+      const literal = lossyRequestNumbers(body).id ?? String(id);
       return rpcError(
         c,
         400,
@@ -188,7 +188,7 @@ export async function createStatelessMcpEndpoint(
       );
     }
 
-    const lossy = options.exactNumbers && shape === 'request' ? lossyParams(body) : undefined;
+    const lossy = options.exactNumbers && shape === 'request' ? lossyRequestNumbers(body) : undefined;
     if (lossy?.id !== undefined) {
       return rpcError(
         c,
@@ -300,23 +300,6 @@ export async function createStatelessMcpEndpoint(
   }
 
   return { handle, close: () => server.close() };
-}
-
-/**
- * The first lossy number of a request where it matters: its `id` (the reply could not name the
- * request), or its params (a tool's arguments: money), outside `_meta` (a progress token this
- * stateless endpoint never uses).
- */
-function lossyParams(body: string): { id?: string; param?: string } | undefined {
-  const found = findLossyNumbers(body);
-  if (!found || found.lossy.length === 0) return undefined;
-  const { document, lossy } = found;
-  const id = lossy.find((number) => number.holder === document && number.key === 'id')?.literal;
-  const params = (document as { params?: { _meta?: unknown } }).params;
-  const inParams = containersIn(params);
-  for (const meta of containersIn(params?._meta)) inParams.delete(meta);
-  const param = lossy.find((number) => inParams.has(number.holder))?.literal;
-  return { ...(id !== undefined && { id }), ...(param !== undefined && { param }) };
 }
 
 const MAX_SERIALIZED_LISTINGS = 256;

@@ -7,10 +7,10 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import {
   createStatelessMcpEndpoint,
-  findLossyNumbers,
-  type LossyNumber,
   lossyNumbers,
+  lossyRequestNumbers,
   originGuard,
+  readBodyOnce,
 } from '../src/index.ts';
 
 const events: string[] = [];
@@ -559,6 +559,58 @@ describe('protocol errors', () => {
     assert.deepEqual(await chunked.json(), await declared.json());
   });
 
+  test('a body read before the endpoint (a scope check) is held to the limit by the bytes sent, not the text decoded', async () => {
+    // Each invalid UTF-8 byte decodes to U+FFFD, three bytes: 2,000 bytes sent, 6,000 decoded.
+    const body = (fill: number) =>
+      new Uint8Array([
+        ...new TextEncoder().encode('{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"s":"'),
+        ...new Uint8Array(fill).fill(0xff),
+        ...new TextEncoder().encode('"}}}'),
+      ]);
+    const statuses: Record<string, number> = {};
+    for (const readFirst of [false, true]) {
+      const app = new Hono();
+      if (readFirst) {
+        app.use('/mcp', async (c, next) => {
+          await readBodyOnce(c.req.raw, 1 << 20);
+          await next();
+        });
+      }
+      app.route('/', await makeApp(4096));
+      for (const [name, fill] of Object.entries({ within: 2000, over: 4100 })) {
+        const bytes = body(fill);
+        const declared = await app.request('/mcp', {
+          method: 'POST',
+          headers: { ...HEADERS, 'content-length': String(bytes.byteLength) },
+          body: bytes,
+        });
+        const chunked = await app.request('/mcp', {
+          method: 'POST',
+          headers: HEADERS,
+          body: new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(bytes);
+              controller.close();
+            },
+          }),
+          duplex: 'half',
+        } as RequestInit);
+        statuses[`${name}, declared${readFirst ? ', read first' : ''}`] = declared.status;
+        statuses[`${name}, chunked${readFirst ? ', read first' : ''}`] = chunked.status;
+      }
+    }
+    assert.deepEqual(statuses, {
+      'within, declared': 200,
+      'within, chunked': 200,
+      'over, declared': 413,
+      'over, chunked': 413,
+      'within, declared, read first': 200,
+      'within, chunked, read first': 200,
+      'over, declared, read first': 413,
+      'over, chunked, read first': 413,
+    });
+  });
+
   test('a task-augmented request to a server that declares no tasks is answered as if plain (MCP 2025-11-25, Tasks)', async () => {
     const app = await makeApp();
     const post = async (body: unknown) =>
@@ -758,22 +810,91 @@ describe('exact numbers', () => {
     assert.deepEqual(seen, [12.34, 2.5], 'the call with the lossy id never ran');
   });
 
-  test('findLossyNumbers says where each lossy literal sits', () => {
-    const found = findLossyNumbers('{"id":9007199254740993,"params":{"a":[1e400],"b":{"c":0.1}}}');
-    assert.ok(found);
-    const { document, lossy } = found as { document: { params: { a: unknown[] } }; lossy: LossyNumber[] };
+  test('lossyRequestNumbers finds the id and the params, not _meta, however the names are spelled', () => {
+    assert.deepEqual(lossyRequestNumbers('{"id":9007199254740993,"params":{"a":[1e400],"b":{"c":0.1}}}'), {
+      id: '9007199254740993',
+      param: '1e400',
+    });
+    assert.deepEqual(lossyRequestNumbers('{"id":1,"params":{"a":{"b":[2,{"c":1e-400}]}}}'), { param: '1e-400' });
+    // In `_meta`, directly or nested, at the top level or as a string: not looked at.
     assert.deepEqual(
-      lossy.map(({ literal, key }) => [literal, key]),
-      [
-        ['9007199254740993', 'id'],
-        ['1e400', '0'],
-      ],
+      lossyRequestNumbers('{"id":1,"params":{"_meta":{"a":1e400,"b":[1e401]},"n":"1e402"},"other":{"x":1e403}}'),
+      {},
     );
-    assert.equal(lossy[0]?.holder, document);
-    assert.equal(lossy[1]?.holder, document.params.a);
-    assert.equal(findLossyNumbers('{"a":1.5}'), undefined, 'nothing that could be lossy: not parsed');
+    assert.deepEqual(lossyRequestNumbers('{"params":{"_meta":1e400,"n":1e401}}'), { param: '1e401' });
+    // Escaped member names are the names JSON.parse reads.
+    assert.deepEqual(lossyRequestNumbers('{"\\u0069d":1e400,"\\u0070arams":{"\\u005fmeta":{"a":1e401},"b":1e402}}'), {
+      id: '1e400',
+      param: '1e402',
+    });
+    // Quotes, backslashes, brackets and digits inside strings do not move the walk.
+    assert.deepEqual(
+      lossyRequestNumbers('{"params":{"s":"a\\"]}1e400{[\\\\","_meta":{"t":"}"},"n":[12.340000000000000001]}}'),
+      { param: '12.340000000000000001' },
+    );
+    // Params given as an array: every number in it counts.
+    assert.deepEqual(lossyRequestNumbers('{"id":"x","params":[1,1e400]}'), { param: '1e400' });
+  });
+
+  test('lossyNumbers agrees with a reviver that compares each value with its source text', () => {
+    // The walk decides most literals by counting; this compares it with the slow, sure way on
+    // literals around every bound it counts against (15 and 16 digits, 10^-307 and 10^308).
+    const mantissas = ['0', '1', '9', '12.5', '0.1', '0.30000000000000004', '123456789012345', '1234567890123456'];
+    mantissas.push('9007199254740993', '999999999999999.9', '0.000000000000001', '12.340000000000000001', '1.5', '100');
+    const exponents = ['', 'e0', 'e-1', 'E+2', 'e290', 'e292', 'e293', 'e294', 'e306', 'e307', 'e308', 'e309'];
+    exponents.push('e-290', 'e-305', 'e-306', 'e-307', 'e-308', 'e-309', 'e-322', 'e-324', 'e-400', 'e400');
+    const literals = mantissas.flatMap((m) => exponents.flatMap((e) => [`${m}${e}`, `-${m}${e}`]));
+    const text = `{"a":[${literals.join(',')}]}`;
+    const expected: string[] = [];
+    JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
+      if (typeof value === 'number' && context?.source !== undefined) {
+        const exact = Number.isFinite(value) && BigDecimal.of(context.source) === BigDecimal.of(String(value));
+        if (!exact) expected.push(context.source);
+      }
+      return value;
+    });
+    assert.ok(expected.length > 50 && expected.length < literals.length - 50, `${expected.length} lossy`);
+    assert.deepEqual(lossyNumbers(text), expected);
+  });
+
+  test('a body that only looks lossy is walked, never parsed again with a reviver', async () => {
+    // One 16-digit run anywhere (here in a string) used to send the whole body through a
+    // reviver: a function call for each of its values, any caller's to trigger.
+    const server = new McpServer({ name: 'exact', version: '1.0.0' });
+    const endpoint = await createStatelessMcpEndpoint(server, { exactNumbers: true, maxBodyBytes: 1 << 20 });
+    const app = new Hono();
+    app.all('/mcp', (c) => endpoint.handle(c));
+    const values = Array(10_000).fill(1).join(',');
+    const body = `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"values":[${values}],"note":"card 1234567890123456","sentAt":1e400}}}`;
+    const parse = JSON.parse;
+    let withReviver = 0;
+    JSON.parse = ((text: string, reviver?: (this: unknown, key: string, value: unknown) => unknown) => {
+      if (reviver) withReviver += 1;
+      return parse(text, reviver);
+    }) as typeof JSON.parse;
+    try {
+      const response = await app.request('/mcp', { method: 'POST', headers: HEADERS, body });
+      assert.equal(response.status, 200);
+      assert.deepEqual(((await response.json()) as { result: unknown }).result, {});
+    } finally {
+      JSON.parse = parse;
+    }
+    assert.equal(withReviver, 0);
   });
 });
+
+/** Decimal literals compared by value, exactly: sign, significant digits, exponent. */
+const BigDecimal = {
+  of(literal: string): string {
+    const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
+    assert.ok(match, literal);
+    const [, sign = '', whole = '', fraction = '', exponent = '0'] = match;
+    const digits = (whole + fraction).replace(/^0+/, '');
+    if (digits === '') return '0';
+    const significant = digits.replace(/0+$/, '');
+    return `${sign}${significant}e${BigInt(exponent) - BigInt(fraction.length) + BigInt(digits.length - significant.length)}`;
+  },
+};
 
 describe('headers set by earlier middleware', () => {
   // Hono applies `c.header()` of a middleware to responses the context builds, not to a
