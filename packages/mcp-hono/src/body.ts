@@ -6,7 +6,7 @@
  * declared length).
  */
 export async function readBodyWithin(
-  request: Pick<Request, 'headers' | 'body' | 'arrayBuffer'>,
+  request: Pick<Request, 'headers' | 'body' | 'text'>,
   limit: number,
 ): Promise<string | undefined> {
   return (await readBytesWithin(request, limit))?.text;
@@ -14,15 +14,16 @@ export async function readBodyWithin(
 
 /** `readBodyWithin`, with how many bytes the text was sent as (decoding changes the count). */
 async function readBytesWithin(
-  request: Pick<Request, 'headers' | 'body' | 'arrayBuffer'>,
+  request: Pick<Request, 'headers' | 'body' | 'text'>,
   limit: number,
 ): Promise<{ text: string; bytes: number } | undefined> {
   const declared = request.headers.get('content-length');
   if (declared !== null) {
-    // Node's HTTP parser holds the body to its declared length, so this check is enough.
-    if (!(Number(declared) <= limit)) return undefined;
-    const bytes = new Uint8Array(await request.arrayBuffer());
-    return { text: UTF8.decode(bytes), bytes: bytes.byteLength };
+    // Node's HTTP parser holds the body to its declared length, so this check is enough, and
+    // the length is the bytes sent.
+    const bytes = Number(declared);
+    if (!(bytes <= limit)) return undefined;
+    return { text: await request.text(), bytes };
   }
   if (!request.body) return { text: '', bytes: 0 };
   const reader = request.body.getReader();
