@@ -124,6 +124,17 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
+// Before Keycloak: a Keycloak another `pnpm start` runs would be reused, and its realm updated
+// for this PORT, under the stack that still serves the old one. Before the port too: a second
+// `pnpm start` in one folder is told which process runs there, not only that a port is taken.
+const owner = config.databaseUrl ? undefined : await embeddedDatabaseOwner(config.dataDir);
+if (owner !== undefined) {
+  process.stderr.write(
+    `The embedded database in ${config.dataDir} is in use by process ${owner}: another pnpm start (or a server) runs on this DATA_DIR. Stop it, or give this one its own DATA_DIR.\n`,
+  );
+  process.exit(1);
+}
+
 for (const host of probedHosts()) {
   const inUse = await portInUse(host, config.port);
   // No IPv6 on this machine: nothing can listen on ::1 either.
@@ -138,16 +149,6 @@ for (const host of probedHosts()) {
       `HOST ${config.host} cannot be listened on (${inUse}): it is not an address of this machine. Set HOST to one that is (127.0.0.1, the default, or 0.0.0.0 for every address).\n`,
     );
   }
-  process.exit(1);
-}
-
-// Before Keycloak: a Keycloak another `pnpm start` runs would be reused, and its realm updated
-// for this PORT, under the stack that still serves the old one.
-const owner = config.databaseUrl ? undefined : await embeddedDatabaseOwner(config.dataDir);
-if (owner !== undefined) {
-  process.stderr.write(
-    `The embedded database in ${config.dataDir} is in use by process ${owner}: another pnpm start (or a server) runs on this DATA_DIR. Stop it, or give this one its own DATA_DIR.\n`,
-  );
   process.exit(1);
 }
 

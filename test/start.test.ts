@@ -236,6 +236,10 @@ describe('pnpm start', () => {
       assert.equal(second.code, 1, second.output);
       assert.match(second.output, /in use by process \d+: another pnpm start/);
       assert.doesNotMatch(second.output, /The MCP server stopped/, 'no second server was started');
+      // On the same PORT too (`pnpm start` run twice): the process is named, not only the port.
+      const again = await startUntilExit({ ...env, PORT: port });
+      assert.equal(again.code, 1, again.output);
+      assert.match(again.output, /in use by process \d+: another pnpm start/);
     } finally {
       assert.equal(await interrupt(first.child), 0);
     }
