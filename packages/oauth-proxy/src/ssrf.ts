@@ -1,4 +1,4 @@
-import { lookup } from 'node:dns';
+import { Resolver } from 'node:dns/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
@@ -87,6 +87,33 @@ export interface SafeFetchOptions {
    * metadata service or a neighbour on the network is never a client's document.
    */
   allowInsecure: boolean;
+  /** The DNS servers to ask (`host:port`), instead of the system's (`/etc/resolv.conf`): for tests. */
+  dnsServers?: string[];
+}
+
+/**
+ * The addresses of `hostname`, asked of the DNS servers themselves (c-ares, on the event loop),
+ * not through the system's `getaddrinfo`: Node runs that on its thread pool, at most two at a
+ * time beside everything else that waits there (every other lookup of the process: the upstream
+ * identity provider's, the database's). A client id naming a host whose name server never
+ * answers held one of the two for the resolver's whole timeout; 30 such ids from one address
+ * (its limit a minute) stopped every sign-in. A query here costs a socket and a timer until the
+ * fetch's deadline cancels it. `localhost` names are loopback without asking (RFC 6761).
+ */
+async function resolveAddresses(resolver: Resolver, hostname: string): Promise<{ address: string; family: number }[]> {
+  const name = hostname.replace(/\.$/, '');
+  if (name === 'localhost' || name.endsWith('.localhost')) {
+    return [
+      { address: '127.0.0.1', family: 4 },
+      { address: '::1', family: 6 },
+    ];
+  }
+  const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
+  if (v4.status === 'rejected' && v6.status === 'rejected') throw v4.reason;
+  return [
+    ...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 })) : []),
+    ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 })) : []),
+  ];
 }
 
 /**
@@ -115,18 +142,25 @@ export function safeFetchJson(
     if (isIP(host) && refused(host)) {
       return reject(new SafeFetchError('the address is private, loopback or reserved'));
     }
+    // A retry for a lost packet: half the deadline, then (c-ares doubles it) the whole. The
+    // fetch's deadline comes first, cancels the query and says what happened.
+    const resolver = new Resolver({ timeout: Math.max(1, Math.ceil(options.timeoutMs / 2)), tries: 2 });
+    if (options.dnsServers) resolver.setServers(options.dnsServers);
     const checkedLookup: LookupFunction = (hostname, lookupOptions, callback) => {
-      lookup(hostname, { ...lookupOptions, all: true }, (error, addresses) => {
-        if (error) return callback(error, '', 0);
-        const list = addresses as unknown as { address: string; family: number }[];
-        const bad = list.find((entry) => refused(entry.address));
-        if (list.length === 0 || bad) {
-          return callback(new SafeFetchError('the host resolves to a private, loopback or reserved address'), '', 0);
-        }
-        if (lookupOptions.all) return callback(null, list as never);
-        const first = list[0] as { address: string; family: number };
-        callback(null, first.address, first.family);
-      });
+      resolveAddresses(resolver, hostname).then(
+        (list) => {
+          // Every address is checked, whichever family the connection asks for.
+          const bad = list.find((entry) => refused(entry.address));
+          const wanted = list.filter((entry) => !lookupOptions.family || entry.family === lookupOptions.family);
+          if (wanted.length === 0 || bad) {
+            return callback(new SafeFetchError('the host resolves to a private, loopback or reserved address'), '', 0);
+          }
+          if (lookupOptions.all) return callback(null, wanted as never);
+          const first = wanted[0] as { address: string; family: number };
+          callback(null, first.address, first.family);
+        },
+        (error: NodeJS.ErrnoException) => callback(error, '', 0),
+      );
     };
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     let settled = false;
@@ -134,6 +168,7 @@ export function safeFetchJson(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      resolver.cancel();
       request.destroy();
       // A network error's own text names addresses, ports and DNS answers (`connect ECONNREFUSED
       // ::1:8080`, `getaddrinfo ENOTFOUND`): told to the caller it would be a port and DNS oracle.

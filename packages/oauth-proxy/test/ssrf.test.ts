@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { lookup } from 'node:dns/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -9,6 +10,7 @@ import {
   SafeFetchError,
   safeFetchJson,
 } from '../src/index.ts';
+import { type FakeDns, startFakeDns } from './fake-dns.ts';
 
 const strict = { maxBytes: 5120, timeoutMs: 3000, allowInsecure: false };
 
@@ -150,6 +152,54 @@ describe('safeFetchJson', () => {
   test('a document that does not arrive in time is refused', () =>
     refused(`${base}/slow`, { ...dev, timeoutMs: 200 }, /within 200 ms/));
   test('redirects are not followed', () => refused(`${base}/redirect`, dev, /redirects are not followed/));
+  describe('names are resolved by asking DNS servers, not through the thread pool', () => {
+    let dns: FakeDns;
+    before(async () => {
+      dns = await startFakeDns({
+        'docs.example': { a: ['127.0.0.1'] },
+        'internal.example': { a: ['10.0.0.5'] },
+        'mixed.example': { a: ['93.184.216.34'], aaaa: ['fd00::1'] },
+        ...Object.fromEntries(Array.from({ length: 8 }, (_, index) => [`h${index}.hang.example`, 'silent' as const])),
+      });
+    });
+    after(() => dns.close());
+    const through = (options: typeof strict) => ({ ...options, dnsServers: [dns.server] });
+
+    test('the addresses the name server gives are the ones checked and connected to', async () => {
+      const port = new URL(base).port;
+      assert.deepEqual((await safeFetchJson(`http://docs.example:${port}/doc`, through(dev))).body, { ok: true });
+      assert.ok(dns.questions('docs.example') > 0);
+      await refused('https://internal.example/client.json', through(strict), /resolves to a private/);
+      // One private address among public ones is enough to refuse.
+      await refused('https://mixed.example/client.json', through(strict), /resolves to a private/);
+      await refused('https://unknown.example/client.json', through(strict), /could not be reached/);
+    });
+
+    test("a name server that never answers holds no thread: the process's other lookups go on meanwhile", async () => {
+      // getaddrinfo runs on Node's thread pool, at most two slow jobs at once for the whole
+      // process: eight names that never resolve used to hold both for the resolver's timeout,
+      // and every lookup behind them (the identity provider's, the database's) waited.
+      const pending = Array.from({ length: 8 }, (_, index) => {
+        const fetched = safeFetchJson(`https://h${index}.hang.example/client.json`, {
+          ...through(strict),
+          timeoutMs: 2000,
+        });
+        const state = { settled: false, fetched };
+        fetched.then(
+          () => (state.settled = true),
+          () => (state.settled = true),
+        );
+        return state;
+      });
+      await lookup('localhost');
+      assert.equal(pending.filter((fetch) => fetch.settled).length, 0, 'looked up while all eight still wait');
+      for (const { fetched } of pending) {
+        await assert.rejects(fetched, /no complete answer within 2000 ms/);
+      }
+      assert.ok(dns.questions('h0.hang.example') > 0, 'the name server was asked');
+    });
+  });
+
   test('a document served as anything but JSON is refused (CIMD: an error response)', async () => {
     await refused(`${base}/as-html`, dev, /not served as application\/json/);
     await refused(`${base}/as-text`, dev, /not served as application\/json/);
