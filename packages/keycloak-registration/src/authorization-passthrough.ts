@@ -386,7 +386,8 @@ export function authorizationPassThrough(options: AuthorizationPassThroughOption
         method: 'POST',
         headers,
         body: form.toString(),
-        signal: AbortSignal.timeout(10_000),
+        // Ended with the caller's request too: a client gone need not hold a request to Keycloak.
+        signal: AbortSignal.any([request.signal, AbortSignal.timeout(10_000)]),
       });
       answer = await readResponseWithin(upstream, MAX_UPSTREAM_ANSWER_BYTES);
     } catch {

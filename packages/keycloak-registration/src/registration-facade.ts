@@ -48,6 +48,9 @@ export interface RegistrationFacadeOptions {
   fetch?: typeof fetch;
 }
 
+/** How long a failed fetch of the identity provider's metadata is remembered. */
+const METADATA_OUTAGE_CACHE_MS = 5_000;
+
 const REPAIRED_MEMBERS = ['scope', 'resource', 'client_uri', 'logo_uri', 'tos_uri', 'policy_uri'] as const;
 
 /**
@@ -81,19 +84,41 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
   const doFetch = options.fetch ?? fetch;
   const limiter = new FixedWindowLimiter(perMinute, 60_000);
 
-  let cached: { metadata: Record<string, unknown>; expires: number } | undefined;
-  async function upstreamMetadata(): Promise<Record<string, unknown>> {
-    if (cached && cached.expires > Date.now()) return cached.metadata;
+  async function fetchUpstreamMetadata(): Promise<Record<string, unknown>> {
     const response = await doFetch(`${upstreamBase}/.well-known/openid-configuration`, {
       signal: AbortSignal.timeout(5_000),
     });
-    if (!response.ok) throw new Error(`the identity provider's metadata answered ${response.status}`);
-    const metadata = JSON.parse(await readAnswer(response, "the identity provider's metadata")) as Record<
-      string,
-      unknown
-    >;
-    cached = { metadata, expires: Date.now() + ttl };
-    return metadata;
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new Error(`the identity provider's metadata answered ${response.status}`);
+    }
+    return JSON.parse(await readAnswer(response, "the identity provider's metadata")) as Record<string, unknown>;
+  }
+
+  // Anyone's request reads it (the metadata routes, /authorize, /token): one fetch at a time,
+  // shared by every request waiting on it, and a failure remembered for a few seconds, with the
+  // last good document served meanwhile. Before, each request during an outage, and each one
+  // waiting when the document expired, asked the identity provider again (a review counted 200
+  // upstream requests for 200 anonymous reads while it answered 503).
+  let cached: { metadata: Promise<Record<string, unknown>>; until: number } | undefined;
+  let lastGood: Record<string, unknown> | undefined;
+  function upstreamMetadata(): Promise<Record<string, unknown>> {
+    if (cached && Date.now() < cached.until) return cached.metadata;
+    const entry = { metadata: fetchUpstreamMetadata(), until: Number.POSITIVE_INFINITY };
+    entry.metadata = entry.metadata.then(
+      (metadata) => {
+        lastGood = metadata;
+        entry.until = Date.now() + ttl;
+        return metadata;
+      },
+      (error: unknown) => {
+        entry.until = Date.now() + Math.min(ttl, METADATA_OUTAGE_CACHE_MS);
+        if (lastGood) return lastGood;
+        throw error;
+      },
+    );
+    cached = entry;
+    return entry.metadata;
   }
 
   const redirectHosts = options.redirectHosts ?? DEFAULT_REDIRECT_HOSTS;

@@ -155,6 +155,45 @@ test('a token answer from Keycloak over 256 KB: 502 server_error, not passed on 
   });
 });
 
+test('a token request whose caller has gone is ended at Keycloak too, not held for its 10 s', async () => {
+  let upstreamSignal: AbortSignal | undefined;
+  let asked = () => {};
+  const upstreamAsked = new Promise<void>((resolve) => {
+    asked = resolve;
+  });
+  const passThrough = passThroughWith({
+    // A Keycloak that does not answer: the request ends only when its signal does.
+    fetch: (_url, init) =>
+      new Promise<Response>((_resolve, reject) => {
+        upstreamSignal = init?.signal ?? undefined;
+        upstreamSignal?.addEventListener('abort', () => reject(upstreamSignal?.reason));
+        asked();
+      }),
+  });
+  const app = new Hono();
+  passThrough.mount(app);
+  const caller = new AbortController();
+  const answered = app.request('/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: 'r',
+      client_id: 'facade-client',
+    }).toString(),
+    signal: caller.signal,
+  });
+  await upstreamAsked;
+  caller.abort(new Error('the caller went away'));
+  assert.equal((await answered).status, 503);
+  assert.equal(upstreamSignal?.aborted, true);
+  assert.equal(
+    (upstreamSignal?.reason as Error | undefined)?.message,
+    'the caller went away',
+    'ended by the caller, not the timeout',
+  );
+});
+
 test('clients the janitor removed are forgotten: their record, pending logins and codes; other clients stay', async () => {
   const passThrough = passThroughWith();
   const rows = async (table: string, clientId: string) =>

@@ -113,6 +113,50 @@ describe('registrationFacade', () => {
     assert.equal(metadata.authorization_endpoint, `${published}/protocol/openid-connect/auth`);
   });
 
+  test("the provider's metadata is fetched once for every request waiting on it; a failure is remembered, the last good document served meanwhile", async () => {
+    let fetches = 0;
+    let answer: 'ok' | 'down' = 'down';
+    const waiting: (() => void)[] = [];
+    const app = new Hono();
+    registrationFacade({
+      issuer: 'http://localhost:8000',
+      upstreamIssuer: upstream,
+      metadataTtlMs: 200,
+      fetch: async (input, init) => {
+        if (!String(input).endsWith('/.well-known/openid-configuration')) return fakeFetch(input, init);
+        fetches += 1;
+        // Held until every request of the burst has asked.
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        return answer === 'ok' ? fakeFetch(input, init) : new Response('down', { status: 503 });
+      },
+    }).mount(app);
+    const burst = async () => {
+      const answers = Array.from({ length: 20 }, () => app.request('/.well-known/oauth-authorization-server'));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const release of waiting.splice(0)) release();
+      return (await Promise.all(answers)).map((response) => response.status);
+    };
+
+    // Down: the burst asks once, and is answered 503 by that one answer; asked again at once, nothing is fetched.
+    assert.deepEqual(new Set(await burst()), new Set([503]));
+    assert.equal(fetches, 1);
+    const again = await app.request('/.well-known/oauth-authorization-server');
+    assert.equal(again.status, 503);
+    assert.equal(fetches, 1, 'the failure is remembered');
+
+    // Up again once the failure is forgotten (min(ttl, 5 s)): one fetch for the burst.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    answer = 'ok';
+    assert.deepEqual(new Set(await burst()), new Set([200]));
+    assert.equal(fetches, 2);
+
+    // Down after the document expired: the burst asks once and gets the last good document.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    answer = 'down';
+    assert.deepEqual(new Set(await burst()), new Set([200]));
+    assert.equal(fetches, 3);
+  });
+
   test('forwards a registration without the members Keycloak mishandles', async () => {
     const app = makeApp();
     const response = await register(app, {
