@@ -407,11 +407,15 @@ function toolErrorsWithoutSecrets(hide: (text: string) => string) {
 /** How many times a call is sent again while new tokens keep coming (a refresh, then a sign-in). */
 const RETRIES_AFTER_AUTHORIZATION = 2;
 /**
- * A tool's own error result (`@langchain/mcp-adapters`): the server ran the call, and answered.
- * Any text between the quotes: a name holding a quote must not make a call the server ran look
- * refused, and sent again. (A refused call taken for answered is only not sent again.)
+ * A tool's own error result (`@langchain/mcp-adapters`: "MCP tool '…' on server '…' returned an
+ * error: …"): the server ran the call, and answered. Looked for as two fixed strings: a name with
+ * a quote in it must not make a call the server ran look refused (and sent again), and a pattern
+ * with two wildcards backtracked quadratically over an error text the server writes. Taking a
+ * refused call for answered only means it is not sent again.
  */
-const SERVER_ANSWERED = /MCP tool '.*' on server '.*' returned an error:/s;
+function serverAnswered(text: string): boolean {
+  return text.includes("MCP tool '") && text.includes("' returned an error:");
+}
 /**
  * What the SDK transport throws when it got a new token for a 401 or 403 but gave up on that
  * request (`UnauthorizedError`): the request was refused, so it never ran.
@@ -451,7 +455,7 @@ function retryAfterAuthorization(authorizationEpoch: () => number) {
         const failed = ToolMessage.isInstance(result) && result.status === 'error';
         if (!failed || authorizationEpoch() === epoch) break;
         const text = textOf(result as BaseMessage);
-        if (SERVER_ANSWERED.test(text) || !REFUSED_FOR_AUTHORIZATION.test(text)) break;
+        if (serverAnswered(text) || !REFUSED_FOR_AUTHORIZATION.test(text)) break;
         epoch = authorizationEpoch();
         result = await attempt();
       }

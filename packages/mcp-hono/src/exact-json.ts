@@ -156,13 +156,21 @@ function isExactLiteral(text: string, start: number, end: number): boolean {
   return Number.isFinite(value) && canonicalDecimal(literal) === canonicalDecimal(String(value));
 }
 
-/** A decimal literal as sign, significant digits and exponent: "1.50" and "15e-1" agree. */
+/**
+ * A decimal literal as sign, significant digits and exponent: "1.50" and "15e-1" agree. Zeros are
+ * trimmed by index, not by a regular expression: `/0+$/` backtracks quadratically over a run of
+ * zeros that does not end the text, and a literal is as long as the caller makes it.
+ */
 function canonicalDecimal(literal: string): string {
   const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
   if (!match) return literal;
   const [, sign = '', whole = '', fraction = '', exponent = '0'] = match;
-  const digits = (whole + fraction).replace(/^0+/, '');
-  if (digits === '') return '0';
-  const significant = digits.replace(/0+$/, '');
-  return `${sign}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
+  const digits = whole + fraction;
+  let first = 0;
+  while (first < digits.length && digits.charCodeAt(first) === 0x30) first++;
+  if (first === digits.length) return '0';
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 0x30) end--;
+  const trailingZeros = digits.length - end;
+  return `${sign}${digits.slice(first, end)}e${Number(exponent) - fraction.length + trailingZeros}`;
 }

@@ -857,6 +857,13 @@ describe('exact numbers', () => {
     assert.deepEqual(lossyNumbers(text), expected);
   });
 
+  test('a literal as long as the body allows is judged like a short one', () => {
+    const zeros = '0'.repeat(200_000);
+    assert.deepEqual(lossyRequestNumbers(`{"id":1,"params":{"x":1.${zeros}1}}`), { param: `1.${zeros}1` });
+    assert.deepEqual(lossyRequestNumbers(`{"id":1,"params":{"x":1.${zeros},"y":-0.${zeros}e9}}`), {});
+    assert.deepEqual(lossyNumbers(`[${'9'.repeat(400)}, 1${zeros}e-200000, 0.${zeros}1e200001]`), ['9'.repeat(400)]);
+  });
+
   test('a body that only looks lossy is walked, never parsed again with a reviver', async () => {
     // One 16-digit run anywhere (here in a string) used to send the whole body through a
     // reviver: a function call for each of its values, any caller's to trigger.
