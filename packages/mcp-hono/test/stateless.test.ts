@@ -538,23 +538,7 @@ describe('protocol errors', () => {
       0xbf,
       ...new TextEncoder().encode(JSON.stringify({ jsonrpc: '2.0', id: 'bom', method: 'tools/list' })),
     ]);
-    const declared = await app.request('/mcp', {
-      method: 'POST',
-      headers: { ...HEADERS, 'content-length': String(bytes.byteLength) },
-      body: bytes,
-    });
-    const chunked = await app.request('/mcp', {
-      method: 'POST',
-      headers: HEADERS,
-      body: new ReadableStream<Uint8Array>({
-        start(controller) {
-          controller.enqueue(bytes.subarray(0, 2));
-          controller.enqueue(bytes.subarray(2));
-          controller.close();
-        },
-      }),
-      duplex: 'half',
-    } as RequestInit);
+    const { declared, chunked } = await postDeclaredAndChunked(app, bytes, 2);
     assert.deepEqual([declared.status, chunked.status], [200, 200]);
     assert.deepEqual(await chunked.json(), await declared.json());
   });
@@ -578,23 +562,7 @@ describe('protocol errors', () => {
       }
       app.route('/', await makeApp(4096));
       for (const [name, fill] of Object.entries({ within: 2000, over: 4100 })) {
-        const bytes = body(fill);
-        const declared = await app.request('/mcp', {
-          method: 'POST',
-          headers: { ...HEADERS, 'content-length': String(bytes.byteLength) },
-          body: bytes,
-        });
-        const chunked = await app.request('/mcp', {
-          method: 'POST',
-          headers: HEADERS,
-          body: new ReadableStream<Uint8Array>({
-            start(controller) {
-              controller.enqueue(bytes);
-              controller.close();
-            },
-          }),
-          duplex: 'half',
-        } as RequestInit);
+        const { declared, chunked } = await postDeclaredAndChunked(app, body(fill));
         statuses[`${name}, declared${readFirst ? ', read first' : ''}`] = declared.status;
         statuses[`${name}, chunked${readFirst ? ', read first' : ''}`] = chunked.status;
       }
@@ -742,6 +710,28 @@ describe('originGuard', () => {
     assert.equal(server.headers.get('access-control-allow-origin'), null);
   });
 });
+
+/** The same bytes POSTed to /mcp twice: with Content-Length, and chunked (cut after `cutAt` bytes, if given). */
+async function postDeclaredAndChunked(app: Hono, bytes: Uint8Array, cutAt = bytes.byteLength) {
+  const declared = await app.request('/mcp', {
+    method: 'POST',
+    headers: { ...HEADERS, 'content-length': String(bytes.byteLength) },
+    body: bytes,
+  });
+  const chunked = await app.request('/mcp', {
+    method: 'POST',
+    headers: HEADERS,
+    body: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.subarray(0, cutAt));
+        if (cutAt < bytes.byteLength) controller.enqueue(bytes.subarray(cutAt));
+        controller.close();
+      },
+    }),
+    duplex: 'half',
+  } as RequestInit);
+  return { declared, chunked };
+}
 
 describe('exact numbers', () => {
   test('lossyNumbers names the literals a double cannot hold, and only those', () => {
