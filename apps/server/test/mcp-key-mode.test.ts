@@ -115,7 +115,7 @@ describe('the expenses tools over Streamable HTTP with the SDK client', () => {
     assert.deepEqual([page.count, page.has_more, typeof page.next_cursor], [2, true, 'string']);
     assert.match(
       text(first),
-      new RegExp(`More expenses match than these: call again with cursor "${page.next_cursor}"`),
+      new RegExp(`More expenses match than these: call again with the same filters and cursor "${page.next_cursor}"`),
     );
     const rest = (await call(alice, 'get_user_expenses', { limit: 200, cursor: page.next_cursor }))
       .structuredContent as { expenses: { date: string }[]; count: number; has_more: boolean; next_cursor?: string };

@@ -454,7 +454,9 @@ export function describeExpenseList(expenses: readonly Expense[], nextCursor?: s
     ...expenses.map((e) => `- ${describeExpense(e)} [${e.id}]`),
     ...(nextCursor === undefined
       ? []
-      : [`More expenses match than these: call again with cursor "${nextCursor}" for the next page.`]),
+      : [
+          `More expenses match than these: call again with the same filters and cursor "${nextCursor}" for the next page.`,
+        ]),
   ].join('\n');
 }
 

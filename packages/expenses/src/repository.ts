@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import {
@@ -154,13 +155,16 @@ export class ExpenseRepository {
    * which `cursor` continues from (keyset: what is added or deleted meanwhile moves no other row
    * between pages). The cursor is the last expense's place in the order (its date, stored instant
    * and id), not its id alone, so the page after it still comes when that expense was deleted
-   * meanwhile. A cursor this method did not make is an `InvalidCursorError`; one made for another
-   * user pages through the caller's own expenses only, as every query here.
+   * meanwhile. A cursor this method did not make is an `InvalidCursorError`, and so is one made
+   * under other filters (its place would skip, unsaid, what those filters left out); one made for
+   * another user pages through the caller's own expenses only, as every query here.
    */
   async list(userId: string, filter: ExpenseFilter = {}): Promise<ExpensePage> {
     const limit = Math.min(filter.limit ?? DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT);
+    const filters = filtersOf(filter);
     const after = filter.cursor === undefined ? undefined : decodeCursor(filter.cursor);
     if (after === null) throw new InvalidCursorError();
+    if (after !== undefined && after.filters !== filters) throw new InvalidCursorError(OTHER_FILTERS);
     // One row more than the page tells whether more match. After the cursor in this order: an
     // earlier (date, created_at), both descending, or the same and a greater id (`date <=` makes
     // the index's range start at the cursor's date). ORDER BY names the table's columns: bare
@@ -196,7 +200,10 @@ export class ExpenseRepository {
     const expenses: Expense[] = [];
     for (const { place: _, ...expense } of rows.slice(0, limit)) expenses.push(expense);
     const last = rows.length > limit ? rows[limit - 1] : undefined;
-    return { expenses, nextCursor: last && encodeCursor({ date: last.date, place: last.place, id: last.id }) };
+    return {
+      expenses,
+      nextCursor: last && encodeCursor({ date: last.date, place: last.place, id: last.id, filters }),
+    };
   }
 
   /** Deletes one of the user's own expenses; another user's id behaves exactly like an unknown one. */
@@ -289,33 +296,47 @@ export class ExpenseLimitError extends Error {
 
 /** A listing's cursor that `list` did not make (altered, cut short, or something else). */
 export class InvalidCursorError extends Error {
-  constructor() {
-    super('The cursor is not one a listing gave (the next_cursor of a page): list again without it.');
+  constructor(message = 'The cursor is not one a listing gave (the next_cursor of a page): list again without it.') {
+    super(message);
     this.name = 'InvalidCursorError';
   }
 }
+
+const OTHER_FILTERS =
+  'The cursor is from a listing with other filters (start_date, end_date, category): continue with the filters of that listing, or list again without the cursor.';
 
 interface CursorPlace {
   date: string;
   /** `created_at` to the microsecond, in UTC. */
   place: string;
   id: string;
+  /** The listing's filters (`filtersOf`): a page after this place is the same listing's only. */
+  filters: string;
+}
+
+/**
+ * The filters a listing ran with, in a few characters: a cursor names them, so that it continues
+ * only the listing that made it (not `limit`, which may change from page to page).
+ */
+function filtersOf(filter: ExpenseFilter): string {
+  const text = `${filter.start_date ?? ''}|${filter.end_date ?? ''}|${filter.category ?? ''}`;
+  return createHash('sha256').update(text).digest('base64url').slice(0, 8);
 }
 
 const CURSOR_TEXT =
-  /^(\d{4}-\d{2}-\d{2})\|(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+  /^(\d{4}-\d{2}-\d{2})\|(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\|([A-Za-z0-9_-]{8})$/;
 
 function encodeCursor(cursor: CursorPlace): string {
-  return Buffer.from(`${cursor.date}|${cursor.place}|${cursor.id}`).toString('base64url');
+  return Buffer.from(`${cursor.date}|${cursor.place}|${cursor.id}|${cursor.filters}`).toString('base64url');
 }
 
 /** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
 function decodeCursor(cursor: string): CursorPlace | null {
   const match = CURSOR_TEXT.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
   if (!match) return null;
-  const [, date, place, id] = match as unknown as [string, string, string, string];
+  const [, date, place, id, filters] = match as unknown as [string, string, string, string, string];
   // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
-  if (encodeCursor({ date, place, id }) !== cursor) return null;
+  if (encodeCursor({ date, place, id, filters }) !== cursor) return null;
   // A date or instant that does not exist would be PostgreSQL's error, not the caller's: the
   // date is an expense's, under the rule of every date argument (a real calendar date within
   // the years expenses have, so no year 0, which JavaScript's dates take and PostgreSQL does
@@ -323,5 +344,5 @@ function decodeCursor(cursor: string): CursorPlace | null {
   if (!calendarDate.safeParse(date).success || !calendarDate.safeParse(place.slice(0, 10)).success) return null;
   const instant = new Date(`${place.slice(0, 23)}Z`);
   if (Number.isNaN(instant.getTime()) || instant.toISOString().slice(0, 23) !== place.slice(0, 23)) return null;
-  return { date, place, id };
+  return { date, place, id, filters };
 }

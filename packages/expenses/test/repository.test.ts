@@ -180,6 +180,21 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       ['2025-06-01', '2025-05-02', '2025-05-02'],
       'the one of June first, then the rest within the filter',
     );
+    // A cursor continues only the listing that made it: under other filters its place would skip,
+    // unsaid, every row those filters add before it.
+    for (const other of [{}, { start_date: '2025-05-01' }, { start_date: '2025-05-02', category: 'food' as const }]) {
+      await assert.rejects(
+        repo.list('pager', { ...other, cursor: mayOnwards.nextCursor as string }),
+        { name: 'InvalidCursorError', message: /other filters/ },
+        JSON.stringify(other),
+      );
+    }
+    const otherLimit = await repo.list('pager', {
+      limit: 1,
+      start_date: '2025-05-02',
+      cursor: mayOnwards.nextCursor as string,
+    });
+    assert.equal(otherLimit.expenses.length, 1, 'the limit may change from page to page');
   });
 
   test('pages: two expenses added within one millisecond keep the order of their stored instants', async () => {
@@ -243,8 +258,9 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       spell(text.replace(/^\d{4}-\d{2}-\d{2}/, '2025-02-30')), // no such date
       spell(text.replace(/T\d{2}/, 'T25')), // no such hour
       spell(text.replace(/^\d{4}/, '0000')), // no year 0 in PostgreSQL
-      spell(text.replace(/\|[0-9a-f-]{36}$/, '|not-a-uuid')),
+      spell(text.replace(/\|[0-9a-f-]{36}\|/, '|not-a-uuid|')),
       spell(`${text}|more`),
+      spell(text.replace(/\|[A-Za-z0-9_-]{8}$/, '')), // without its listing's filters, as cursors were before
     ]) {
       await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'InvalidCursorError' }, cursor);
     }
@@ -432,8 +448,11 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     };
     const probe = new ExpenseRepository(catching as unknown as pg.Pool);
     await probe.list('sum', { limit: 10 });
-    const cursor = Buffer.from('2025-05-01|2025-05-01T12:00:00.000001Z|00000000-0000-4000-8000-000000000001');
-    await probe.list('sum', { limit: 10, cursor: cursor.toString('base64url') });
+    // A cursor list() made: one of a listing with no filters, as the probe's.
+    await repo.add('explained', expense({ date: '2025-05-02' }));
+    await repo.add('explained', expense({ date: '2025-05-01' }));
+    const cursor = (await repo.list('explained', { limit: 1 })).nextCursor as string;
+    await probe.list('sum', { limit: 10, cursor });
     const client = await db.pool.connect();
     try {
       // The test's table is small: PostgreSQL would rather read it whole and sort. Ask for the
