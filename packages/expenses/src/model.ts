@@ -37,11 +37,14 @@ export const EXPENSE_LIMIT_SQLSTATE = 'EX001';
 const EARLIEST_DATE = '1970-01-01';
 const LATEST_DATE = '2100-12-31';
 
-/** A real calendar date written YYYY-MM-DD (2025-02-29 is not one). */
+/**
+ * A real calendar date written YYYY-MM-DD (2025-02-29 is not one). Each check stops the ones
+ * after it: a timestamp is told its form is wrong, not also that it is no calendar date.
+ */
 export const calendarDate = z
   .string()
-  .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date written YYYY-MM-DD')
-  .refine(isCalendarDate, 'must be a real calendar date')
+  .regex(/^\d{4}-\d{2}-\d{2}$/, { message: 'must be a date written YYYY-MM-DD', abort: true })
+  .refine(isCalendarDate, { message: 'must be a real calendar date', abort: true })
   .refine(
     (value) => value >= EARLIEST_DATE && value <= LATEST_DATE,
     `must be between ${EARLIEST_DATE} and ${LATEST_DATE}`,
