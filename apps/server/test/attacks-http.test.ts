@@ -89,9 +89,15 @@ describe('hostile bodies at /mcp', () => {
     assert.doesNotMatch(body.error.message, /[[{\n]/);
   });
 
-  test('descriptions with bidi controls, invisible characters or lone surrogates are refused, nothing stored', async () => {
+  test('descriptions with bidi controls, invisible characters, lone surrogates or stacked marks are refused, nothing stored', async () => {
     const before = await stored();
-    for (const description of ['Lunch \u202Egnp.exe', 'Zero\u200Bwidth', 'Lone \ud800 surrogate', 'Mid\uFEFFBOM']) {
+    for (const description of [
+      'Lunch \u202Egnp.exe',
+      'Zero\u200Bwidth',
+      'Lone \ud800 surrogate',
+      'Mid\uFEFFBOM',
+      `Z${'\u0336\u0335\u0334'.repeat(150)}`,
+    ]) {
       const response = await callTool('add_user_expense', {
         date: '2025-12-01',
         amount: 3,
@@ -101,7 +107,7 @@ describe('hostile bodies at /mcp', () => {
       });
       const result = (await response.json()) as { result?: { isError?: boolean; content: { text: string }[] } };
       assert.equal(result.result?.isError, true, JSON.stringify(description));
-      assert.match(result.result?.content[0]?.text ?? '', /bidirectional controls|invisible/);
+      assert.match(result.result?.content[0]?.text ?? '', /bidirectional controls|invisible|combining marks/);
     }
     assert.equal(await stored(), before);
     const ok = await callTool('add_user_expense', {

@@ -58,6 +58,12 @@ const DECEPTIVE_CHARACTERS = /[\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp
 
 const HAS_VISIBLE = new RegExp(VISIBLE, 'u');
 
+/**
+ * More combining marks on one character than any script writes (Burmese stacks five): drawn
+ * above and below their line, over the lines, rows and buttons around the text.
+ */
+const STACKED_MARKS = /\p{M}{9}/u;
+
 /** What the refusals name. */
 export const DECEPTIVE_KINDS =
   'bidirectional controls, invisible characters, line or paragraph separators or unpaired surrogates';
@@ -71,7 +77,8 @@ function hasDeceptiveCharacters(text: string): boolean {
 
 /**
  * Why `text` is not plain text a person wrote (control characters, characters that make it read
- * as something else, or nothing to see at all), or undefined when it is. The rule of expense
+ * as something else, nothing to see at all, or marks stacked to be drawn over what is around
+ * it), or undefined when it is. The rule of expense
  * descriptions, OAuth client names and the user ids and names of API keys.
  */
 export function misleadingTextProblem(text: string): string | undefined {
@@ -82,6 +89,7 @@ export function misleadingTextProblem(text: string): string | undefined {
   if (hasDeceptiveCharacters(text)) return `must not contain ${DECEPTIVE_KINDS}`;
   // "\u2800" or spaces alone pass a length check but show nothing.
   if (!HAS_VISIBLE.test(text)) return 'must contain at least one visible character';
+  if (STACKED_MARKS.test(text)) return 'must not stack more than eight combining marks on one character';
   return undefined;
 }
 
@@ -94,14 +102,11 @@ const BLANK_RUN = /(?:[\p{White_Space}\u2800]\p{M}*){2,}/gu;
 const WIDE_BLANK = /(?! )[\p{White_Space}\u2800]/gu;
 /** More than this many in a name is layout too, whatever stands between them. */
 const MAX_WIDE_BLANKS = 8;
-/** More combining marks on one letter than any script writes (Burmese stacks five): they are drawn over what is below. */
-const STACKED_MARKS = /\p{M}{9}/u;
 
 /**
  * `misleadingTextProblem`, and what makes a one-line name shown on a page read as more than it
  * is: a run of wide spaces breaks it into a second line of the attacker's text ("Verified
- * publisher: …"), and a stack of combining marks is drawn through the lines and buttons below.
- * The rule of OAuth client names.
+ * publisher: …"). The rule of OAuth client names.
  */
 export function displayNameProblem(text: string): string | undefined {
   const problem = misleadingTextProblem(text);
@@ -113,9 +118,6 @@ export function displayNameProblem(text: string): string | undefined {
   }
   if ((text.match(WIDE_BLANK)?.length ?? 0) > MAX_WIDE_BLANKS) {
     return `must not hold more than ${MAX_WIDE_BLANKS} wide or no-break spaces`;
-  }
-  if (STACKED_MARKS.test(text)) {
-    return 'must not stack more than eight combining marks on one character';
   }
   return undefined;
 }

@@ -83,6 +83,20 @@ test('control characters are refused as such', () => {
   }
 });
 
+test('combining marks stacked past what any script writes are refused; as scripts stack them, they pass', () => {
+  for (const text of [`Z${'\u0336\u0335\u0334'.repeat(150)}`, `e${'\u0301'.repeat(9)}`]) {
+    assert.equal(
+      misleadingTextProblem(text),
+      'must not stack more than eight combining marks on one character',
+      JSON.stringify(text),
+    );
+  }
+  // Vietnamese (two marks), decomposed; Burmese (five on one letter); Hebrew with points; eight marks.
+  for (const text of ['Vie\u0302\u0323t', 'က\u103B\u103D\u102D\u102F\u1036', 'שָׁלוֹם', `e${'\u0301'.repeat(8)}`]) {
+    assert.equal(misleadingTextProblem(text), undefined, JSON.stringify(text));
+  }
+});
+
 test('flags, emoji sequences, variation sequences and scripts that need joiners pass', () => {
   const accepted: [string, string][] = [
     ['England, Scotland and Wales', `${flag('gbeng')} ${flag('gbsct')} ${flag('gbwls')}`],
