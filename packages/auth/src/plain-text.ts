@@ -59,10 +59,12 @@ const DECEPTIVE_CHARACTERS = /[\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp
 const HAS_VISIBLE = new RegExp(VISIBLE, 'u');
 
 /**
- * More combining marks on one character than any script writes (Burmese stacks five): drawn
- * above and below their line, over the lines, rows and buttons around the text.
+ * More than eight combining marks on one character, more than real text puts there (Burmese,
+ * Hebrew with cantillation and Vedic Devanagari stack four or five): drawn above and below
+ * their line, over the lines, rows and buttons around the text. A joiner or an emoji-style
+ * selector between two marks leaves them on the same character: they do not end the count.
  */
-const STACKED_MARKS = /\p{M}{9}/u;
+const STACKED_MARKS = /\p{M}(?:(?:\u200C|\u200D|\uFE0E|\uFE0F)*\p{M}){8}/u;
 
 /** What the refusals name. */
 export const DECEPTIVE_KINDS =

@@ -84,7 +84,14 @@ test('control characters are refused as such', () => {
 });
 
 test('combining marks stacked past what any script writes are refused; as scripts stack them, they pass', () => {
-  for (const text of [`Z${'\u0336\u0335\u0334'.repeat(150)}`, `e${'\u0301'.repeat(9)}`]) {
+  for (const text of [
+    `Z${'\u0336\u0335\u0334'.repeat(150)}`,
+    `e${'\u0301'.repeat(9)}`,
+    // Joiners and emoji-style selectors, allowed after a visible character, split the run but not the stack.
+    `Z${Array(49).fill('\u0336'.repeat(8)).join('\u200D')}`,
+    `Z${Array(49).fill('\u0336'.repeat(8)).join('\u200C')}`,
+    `Z${'\u0336\uFE0F'.repeat(20)}`,
+  ]) {
     assert.equal(
       misleadingTextProblem(text),
       'must not stack more than eight combining marks on one character',
