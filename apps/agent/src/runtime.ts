@@ -138,15 +138,15 @@ export function deadlineBesideSignIns(
 }
 
 /**
- * What the OpenAI API (and Azure OpenAI, GitHub Models) takes as a function's name. MCP allows
- * more (a `.`, up to 128 characters): one such tool in the request fails every turn with a 400.
+ * What the OpenAI API (and Azure OpenAI, GitHub Models) documents as a function's name. MCP
+ * allows more (a `.`, up to 128 characters), and the API refuses a request offering such a tool:
+ * one would fail every turn.
  */
 const MODEL_TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * Each server's tools less those the model's API cannot name, each left out with a line saying
- * so: a server's odd name costs that tool, not the agent. It also keeps every name out of the
- * quotes of the adapters' error texts, which the retry after a sign-in reads.
+ * so: a server's odd name costs that tool, not the agent.
  */
 export function toolsTheModelCanName<Tool extends { name: string }>(
   perServer: { server: string; tools: Tool[] }[],

@@ -69,10 +69,8 @@ async function within<T>(what: string, ms: number, promise: Promise<T>, output: 
 }
 
 /**
- * The embedded database's lock in DATA_DIR, where it is made. Not a recursive walk of PGlite's
- * live data folder, whose files come and go as it runs: a hung run left its server listening,
- * healthy and never signalled, and that walk was one of the two steps before the signal these
- * tests did not bound (the other, the /health requests, now has a deadline).
+ * The embedded database's lock, looked for in DATA_DIR, where it is made: not by a walk of
+ * PGlite's data folder, whose files come and go while it runs.
  */
 async function lockFiles(dataDir: string): Promise<string[]> {
   return (await readdir(dataDir)).filter((name) => name === 'embedded.lock');

@@ -838,7 +838,7 @@ describe('exact numbers', () => {
     const expected: string[] = [];
     JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
       if (typeof value === 'number' && context?.source !== undefined) {
-        const exact = Number.isFinite(value) && BigDecimal.of(context.source) === BigDecimal.of(String(value));
+        const exact = Number.isFinite(value) && exactDecimal(context.source) === exactDecimal(String(value));
         if (!exact) expected.push(context.source);
       }
       return value;
@@ -880,18 +880,19 @@ describe('exact numbers', () => {
   });
 });
 
-/** Decimal literals compared by value, exactly: sign, significant digits, exponent. */
-const BigDecimal = {
-  of(literal: string): string {
-    const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
-    assert.ok(match, literal);
-    const [, sign = '', whole = '', fraction = '', exponent = '0'] = match;
-    const digits = (whole + fraction).replace(/^0+/, '');
-    if (digits === '') return '0';
-    const significant = digits.replace(/0+$/, '');
-    return `${sign}${significant}e${BigInt(exponent) - BigInt(fraction.length) + BigInt(digits.length - significant.length)}`;
-  },
-};
+/**
+ * A decimal literal's value written exactly (sign, significant digits, exponent as a BigInt):
+ * the test's own reference, kept simple rather than fast.
+ */
+function exactDecimal(literal: string): string {
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal);
+  assert.ok(match, literal);
+  const [, sign = '', whole = '', fraction = '', exponent = '0'] = match;
+  const digits = (whole + fraction).replace(/^0+/, '');
+  if (digits === '') return '0';
+  const significant = digits.replace(/0+$/, '');
+  return `${sign}${significant}e${BigInt(exponent) - BigInt(fraction.length) + BigInt(digits.length - significant.length)}`;
+}
 
 describe('headers set by earlier middleware', () => {
   // Hono applies `c.header()` of a middleware to responses the context builds, not to a
