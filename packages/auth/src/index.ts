@@ -63,7 +63,6 @@ export {
   type McpScopeGuardOptions,
   type McpScopeRequirements,
   missingScopes,
-  requestWithBody,
   requireMcpScopes,
   type ScopeCheck,
   scopesRequiredFor,

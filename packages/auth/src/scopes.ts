@@ -1,4 +1,4 @@
-import { INVALID_REQUEST, parseBodyOnce, readBodyOnce, rememberBody, rpcError } from '@mcp-auth-stack/mcp-hono';
+import { INVALID_REQUEST, parseBodyOnce, readBodyKeepingIt, rpcError } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { AuthProvider } from './auth-provider.ts';
@@ -130,7 +130,7 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
       if (missing.length > 0) return insufficientScope(c, principal, call, missing, options.provider, requirements);
     }
 
-    const text = await readBodyKeepingIt(c, maxBodyBytes);
+    const text = await readBodyKeepingIt(c.req, maxBodyBytes);
     if (text === undefined) return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     // Parsed once for this request: the MCP endpoint takes the same parse (`parseBodyOnce`).
     const json = parseBodyOnce(c.req.raw);
@@ -183,59 +183,6 @@ function callOf(message: unknown): McpCall | undefined {
   const name =
     method === 'resources/read' ? p.uri : method === 'tools/call' || method === 'prompts/get' ? p.name : undefined;
   return { method, name: typeof name === 'string' ? name : undefined };
-}
-
-/**
- * Reads the body as text, at most `limit` bytes, once (`readBodyOnce`: the MCP endpoint gets
- * the same text and parse without reading again), and puts in `c.req.raw` a stand-in that
- * answers the body methods from that text, so other handlers (Hono's `c.req.text()`/`json()`)
- * still work. Undefined when the body is larger than `limit`.
- */
-async function readBodyKeepingIt(c: Context, limit: number): Promise<string | undefined> {
-  const raw = c.req.raw;
-  const text = await readBodyOnce(raw, limit);
-  if (text === undefined) return undefined;
-  c.req.raw = requestWithBody(raw, text);
-  rememberBody(c.req.raw, raw);
-  return text;
-}
-
-/**
- * The request with its consumed body replaced by `text`. A Proxy rather than a new Request:
- * constructing a native Request (headers copied, body stream) halved the throughput of the
- * whole route in measurements, while the Proxy costs nothing measurable. Everything but the
- * body is the original request's (headers, url, signal).
- */
-export function requestWithBody(request: Request, text: string): Request {
-  let stream: ReadableStream<Uint8Array> | null = null;
-  const copy = () =>
-    new Request(request.url, { method: request.method, headers: request.headers, body: text, signal: request.signal });
-  return new Proxy(request, {
-    get(target, property) {
-      switch (property) {
-        case 'text':
-          return async () => text;
-        case 'json':
-          return async () => JSON.parse(text);
-        case 'arrayBuffer':
-          return async () => new TextEncoder().encode(text).buffer;
-        case 'bytes':
-          return async () => new TextEncoder().encode(text);
-        case 'blob':
-        case 'formData':
-          return () => copy()[property]();
-        case 'clone':
-          return copy;
-        case 'body':
-          stream ??= new Response(text).body;
-          return stream;
-        case 'bodyUsed':
-          return false;
-      }
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
 }
 
 function insufficientScope(

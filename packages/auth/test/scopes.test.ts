@@ -14,7 +14,6 @@ import {
   type McpScopeRequirements,
   noAuthProvider,
   type Principal,
-  requestWithBody,
   requireAuth,
   requireMcpScopes,
   scopesRequiredFor,
@@ -280,30 +279,6 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
-});
-
-test('requestWithBody answers every body method from the text and keeps the rest', async () => {
-  const controller = new AbortController();
-  const original = new Request('http://x/mcp?q=1', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'mcp-method': 'tools/list' },
-    body: '{"a":1}',
-    signal: controller.signal,
-  });
-  await original.text(); // consumed, as the guard leaves it
-  const request = requestWithBody(original, '{"a":1}');
-  assert.equal(request.url, 'http://x/mcp?q=1');
-  assert.equal(request.method, 'POST');
-  assert.equal(request.headers.get('mcp-method'), 'tools/list');
-  assert.equal(request.bodyUsed, false);
-  assert.equal(await request.text(), '{"a":1}');
-  assert.deepEqual(await request.json(), { a: 1 });
-  assert.equal(new TextDecoder().decode(await request.arrayBuffer()), '{"a":1}');
-  assert.equal(await new Response(request.body).text(), '{"a":1}');
-  assert.equal(await request.clone().text(), '{"a":1}');
-  assert.equal(request.signal.aborted, false);
-  controller.abort();
-  assert.equal(request.signal.aborted, true, 'the original signal, not a copy');
 });
 
 describe('tools/list filtering helpers', () => {

@@ -1,4 +1,12 @@
-export { parseBodyOnce, readBodyOnce, readBodyWithin, readResponseWithin, rememberBody } from './body.ts';
+export {
+  parseBodyOnce,
+  readBodyKeepingIt,
+  readBodyOnce,
+  readBodyWithin,
+  readResponseWithin,
+  rememberBody,
+  requestWithBody,
+} from './body.ts';
 export { callToolDirectly, type DirectCallExchange, type DirectReply } from './direct-tool-call.ts';
 export { lossyNumbers, lossyRequestNumbers } from './exact-json.ts';
 export { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep, jsonValueTooDeep } from './json-depth.ts';

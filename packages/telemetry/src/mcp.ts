@@ -1,4 +1,4 @@
-import { readBodyWithin } from '@mcp-auth-stack/mcp-hono';
+import { parseBodyOnce, readBodyKeepingIt } from '@mcp-auth-stack/mcp-hono';
 import { type Attributes, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { MiddlewareHandler } from 'hono';
 
@@ -124,15 +124,17 @@ export async function traceMcpRequest<T>(
   );
 }
 
-/** Reads a JSON body of at most `maxBytes` from a copy of the request; `undefined` otherwise. */
-async function peekJson(request: Request, maxBytes: number): Promise<unknown> {
-  if (request.body === null) return undefined;
-  try {
-    const text = await readBodyWithin(request.clone(), maxBytes);
-    return text === undefined ? undefined : JSON.parse(text);
-  } catch {
-    return undefined;
-  }
+/**
+ * The request's JSON body, at most `maxBytes`; `undefined` otherwise. Read and parsed once for
+ * the whole request (`readBodyKeepingIt`, `parseBodyOnce`): the scope check and the MCP endpoint
+ * after this middleware take the same text and parse instead of reading a copy again.
+ */
+async function readJson(req: { raw: Request }, maxBytes: number): Promise<unknown> {
+  if (req.raw.body === null) return undefined;
+  const text = await readBodyKeepingIt(req, maxBytes);
+  if (text === undefined) return undefined;
+  const parsed = parseBodyOnce(req.raw);
+  return parsed.ok ? parsed.value : undefined;
 }
 
 /** The outcome of an HTTP response from the MCP endpoint (a JSON-RPC response, or an HTTP error). */
@@ -172,7 +174,7 @@ export function mcpTracing(options: McpTracingOptions = {}): MiddlewareHandler {
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   return async (c, next) => {
     if (c.req.method !== 'POST') return next();
-    const message = await peekJson(c.req.raw, maxBodyBytes);
+    const message = await readJson(c.req, maxBodyBytes);
     if (!isRequest(message)) return next();
     await traceMcpRequest(
       message,

@@ -284,3 +284,90 @@ describe('telemetry', () => {
     assert.deepEqual(error.ok ? null : [error.errorType, error.rpcCode], ['-32602', -32602]);
   });
 });
+
+describe('mcpTracing reads the body the endpoint reads', () => {
+  /** A traced app: a tool, a handler that reads the body as Hono's handlers do, and the endpoint. */
+  async function tracedApp(maxBodyBytes: number) {
+    const server = new McpServer({ name: 'telemetry-body', version: '1.0.0' });
+    server.registerTool('echo', { inputSchema: { text: z.string() } }, async ({ text }) => ({
+      content: [{ type: 'text', text }],
+    }));
+    const endpoint = await createStatelessMcpEndpoint(server, { maxBodyBytes });
+    const app = new Hono<{ Variables: { seen: unknown } }>();
+    app.use('/mcp', mcpTracing({ maxBodyBytes }));
+    app.use('/mcp', async (c, next) => {
+      // What a middleware after the span does with Hono's own reader (the scope check, a logger).
+      if (c.req.header('x-read-with-hono')) c.set('seen', await c.req.json());
+      await next();
+      if (c.req.header('x-read-with-hono')) c.header('x-seen', JSON.stringify(c.get('seen')));
+    });
+    app.all('/mcp', (c) => endpoint.handle(c));
+    return { app, close: () => endpoint.close() };
+  }
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const call = (id: number, text: string) =>
+    JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text } } });
+
+  test('one JSON.parse of the body for the span and the endpoint together, not one each', async () => {
+    const { app, close } = await tracedApp(1 << 20);
+    const body = call(31, 'parsed once');
+    const parse = JSON.parse;
+    let parsesOfBody = 0;
+    JSON.parse = function countingParse(this: unknown, text: string, reviver?: Parameters<typeof parse>[1]) {
+      if (text === body) parsesOfBody++;
+      return parse.call(this, text, reviver);
+    } as typeof JSON.parse;
+    try {
+      const response = await app.request('/mcp', { method: 'POST', headers, body });
+      assert.equal(response.status, 200);
+      assert.match(await response.text(), /parsed once/);
+    } finally {
+      JSON.parse = parse;
+      await close();
+    }
+    assert.equal(parsesOfBody, 1);
+    assert.equal(named('tools/call echo').length, 1);
+  });
+
+  test('a handler after the span still reads the body with Hono', async () => {
+    const { app, close } = await tracedApp(1 << 20);
+    try {
+      const body = call(32, 'read twice');
+      const response = await app.request('/mcp', {
+        method: 'POST',
+        headers: { ...headers, 'x-read-with-hono': '1' },
+        body,
+      });
+      assert.equal(response.status, 200);
+      assert.deepEqual(JSON.parse(response.headers.get('x-seen') ?? 'null'), JSON.parse(body));
+      assert.match(await response.text(), /read twice/);
+    } finally {
+      await close();
+    }
+  });
+
+  test('a chunked body past the limit: no span, and the endpoint answers 413, not a used-body error', async () => {
+    const { app, close } = await tracedApp(256);
+    const before = named('tools/call echo').length;
+    try {
+      const bytes = new TextEncoder().encode(call(33, 'x'.repeat(1000)));
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let at = 0; at < bytes.length; at += 100) controller.enqueue(bytes.slice(at, at + 100));
+          controller.close();
+        },
+      });
+      const response = await app.request('/mcp', {
+        method: 'POST',
+        headers,
+        body: stream,
+        duplex: 'half',
+      } as RequestInit);
+      assert.equal(response.status, 413);
+      assert.equal(((await response.json()) as { error?: { code?: number } }).error?.code, -32600);
+    } finally {
+      await close();
+    }
+    assert.equal(named('tools/call echo').length, before);
+  });
+});
