@@ -116,13 +116,16 @@ export class ApiKeyCache {
     }
     this.#misses++;
     const generation = this.#generation;
+    // Before the lookup: the database measures the time left while it answers, so the answer's
+    // travel time must not be added to it.
+    const askedAt = Date.now();
     const key = await this.#store.verify(secret);
     if (key && generation === this.#generation && this.serving) {
       // One record serves every request with this key until it expires: its principal's scopes
       // are this very array, handed to tools, so nobody may change it.
       Object.freeze(key.scopes);
       // Not served past the key's own expiry (measured by the database: the clocks may differ).
-      this.#entries.set(id, Object.freeze(key), Date.now() + Math.min(this.#ttlMs, key.expiresInMs ?? Infinity));
+      this.#entries.set(id, Object.freeze(key), askedAt + Math.min(this.#ttlMs, key.expiresInMs ?? Infinity));
     }
     return key;
   }

@@ -226,6 +226,37 @@ describe('ApiKeyCache on PostgreSQL', () => {
     }
   });
 
+  test('a slow lookup does not lengthen a key past its expiry in memory', async () => {
+    // The database measures the time left while it answers; the answer takes 300 ms to arrive.
+    class SlowStore extends ApiKeyStore {
+      override async verify(secret: string) {
+        const key = await super.verify(secret);
+        await sleep(300);
+        return key;
+      }
+    }
+    const cache = new ApiKeyCache({
+      store: new SlowStore(database.pool),
+      newClient: () => database.dedicatedClient?.() as pg.Client,
+      maxStalenessMs: MAX_STALENESS_MS,
+    });
+    try {
+      await cache.start();
+      const brief = await store.create({ userId: 'ida', expiresInSeconds: 1 });
+      const { rows } = await other.query(
+        'SELECT extract(epoch FROM expires_at) * 1000 AS at FROM api_keys WHERE id = $1',
+        [brief.record.id],
+      );
+      const expiresAt = Number(rows[0].at);
+      assert.equal((await cache.verify(brief.secret))?.id, brief.record.id);
+      await until(() => Date.now() > expiresAt + 100, 'just past the expiry');
+      assert.equal(await cache.verify(brief.secret), undefined, 'served from memory after its expiry');
+      assert.equal(cache.stats.hits, 0);
+    } finally {
+      await cache.close();
+    }
+  });
+
   test("with this process's clock 10 s behind the database's, a key is still not served from memory past its expiry", async () => {
     const realNow = Date.now;
     Date.now = () => realNow() - 10_000;
