@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
   const revoking = command === 'revoke' ? (positionals[0] as string).trim() : '';
   // A key, even a mistyped one or one pasted with more around it (`Bearer mcpk_…`), is a secret:
   // never printed back (a terminal's or CI's log keeps it).
-  if (revoking.includes(API_KEY_PREFIX) && !looksLikeApiKey(revoking)) {
+  if (/mcpk/i.test(revoking) && !looksLikeApiKey(revoking)) {
     return usage(`that is not a whole key: ${API_KEY_PREFIX} and 43 more characters (the key is not shown here)`);
   }
   if (!['create', 'list', 'revoke'].includes(command)) return usage(`unknown command "${command}"`);
@@ -184,7 +184,7 @@ async function main(argv: string[]): Promise<number> {
           process.stdout.write(`Revoked ${revoking}.\n`);
           return 0;
         }
-        process.stderr.write(`No active key with id ${JSON.stringify(revoking)}.\n`);
+        process.stderr.write(withoutKeys(`No active key with id ${JSON.stringify(revoking)}.\n`));
         return 1;
       }
     }
@@ -209,8 +209,17 @@ function statusOf(key: ApiKeyRecord): string {
 }
 
 function usage(problem: string): number {
-  process.stderr.write(`${problem}\n\n${USAGE}\n`);
+  process.stderr.write(`${withoutKeys(problem)}\n\n${USAGE}\n`);
   return 64; // EX_USAGE
+}
+
+/**
+ * A message with every word that could be a key, whole, cut short, mistyped or in another case
+ * (anything with `mcpk` in it, or a run of 32 key characters), replaced: whatever was typed
+ * where a key might go is a secret a terminal's or CI's log would keep.
+ */
+function withoutKeys(message: string): string {
+  return message.replace(/[^\s"]*(?:mcpk|[A-Za-z0-9_-]{32})[^\s"]*/gi, '(a key, not shown)');
 }
 
 function table(header: string[], rows: string[][]): string {

@@ -290,7 +290,23 @@ describe('the server process on the embedded database, with the keys CLI beside 
       assert.equal(result.code, 64, pasted.slice(0, 10));
       assert.match(result.stderr, /not a whole key/);
     }
-    for (const output of outputs) assert.ok(!output.includes(leaked.slice(5, 30)), 'the key is never printed');
+    // In another case, with a hyphen, or where the command wants no argument at all.
+    for (const args of [
+      ['revoke', leaked.toUpperCase()],
+      ['revoke', leaked.replace('mcpk_', 'mcpk-')],
+      ['revoke', leaked.slice(5)],
+      ['create', '--user', 'leaky', leaked],
+      ['list', leaked],
+      [leaked],
+    ]) {
+      const result = await keysCli(args, env());
+      outputs.push(result.stdout, result.stderr);
+      assert.ok(result.code === 64 || result.code === 1, `${args[0]}: ${result.code}`);
+      assert.match(result.stderr, /not a whole key|a key, not shown/, args.length > 1 ? args[0] : 'as the command');
+    }
+    for (const output of outputs) {
+      assert.ok(!output.toLowerCase().includes(leaked.slice(5, 30).toLowerCase()), 'the key is never printed');
+    }
     assert.equal((await keysCli(['revoke', ' '], env())).code, 64, 'an empty id is a usage error');
   });
 
