@@ -7,6 +7,7 @@ import {
   missingScopes,
   requireAuth,
   requireMcpScopes,
+  reverifyAfterSlowBody,
   toAuthInfo,
 } from '@mcp-auth-stack/auth';
 import { type Database, isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
@@ -156,6 +157,8 @@ export async function createApp({
       maxBodyBytes: config.maxRequestBytes,
     }),
   );
+  // The body is in: a credential revoked or expired while a slow client sent it does not run the call.
+  app.use('/mcp', reverifyAfterSlowBody(observedAuth, { maxBodyBytes: config.maxRequestBytes }));
   app.all('/mcp', (c) => endpoint.handle(c));
 
   app.notFound((c) => c.json({ error: 'not_found' }, 404));

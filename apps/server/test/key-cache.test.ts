@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createTestDatabase, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
+import { createTestDatabase, openMcpPost, type ServerProcess, type TestDatabase } from '@mcp-auth-stack/testing';
 import { type OwnPostgres, startOwnPostgres, until } from '@mcp-auth-stack/testing-stack/faults';
 import pg from 'pg';
 import { keysCli, postMcp, spawnServer } from './helpers.ts';
@@ -91,6 +91,56 @@ describe('key mode with the key cache, two server processes on one PostgreSQL', 
     assert.equal(revoked.code, 0, revoked.stderr);
     await assertRefusedWithinBound(servers, secret, committedAt);
     for (const server of servers) assert.equal(await status(server, other.secret), 200, 'other keys still work');
+  });
+  test('a key revoked while its request body is still on the way: the call does not run', async () => {
+    const { id, secret } = await createKey(env, 'dave');
+    const server = servers[0] as ServerProcess;
+    const call = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 7,
+      method: 'tools/call',
+      params: {
+        name: 'add_user_expense',
+        arguments: {
+          date: '2026-12-01',
+          amount: 9.5,
+          category: 'food',
+          description: 'sent after the revocation',
+          payment_method: 'cash',
+        },
+      },
+    });
+    // The headers and the first bytes now, as a slow (or deliberately slow) client sends them.
+    const request = openMcpPost(server.mcpUrl, secret, { headers: { 'content-length': String(call.length) } });
+    const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      request.on('response', (response) => {
+        let body = '';
+        response.on('data', (chunk: Buffer) => {
+          body += chunk;
+        });
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      request.on('error', reject);
+    });
+    request.write(call.slice(0, 10));
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the headers are in and verified
+    const revoked = await keysCli(['revoke', id], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await new Promise((resolve) => setTimeout(resolve, REVOCATION_BOUND_MS));
+    request.end(call.slice(10));
+    const { status, body } = await answered;
+    assert.equal(status, 401, body);
+    assert.match(body, /invalid_token/);
+    const sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    try {
+      const stored = await sql.query(
+        `SELECT count(*)::int AS n FROM expenses WHERE description = 'sent after the revocation'`,
+      );
+      assert.equal(stored.rows[0].n, 0, 'the expense was written');
+    } finally {
+      await sql.end();
+    }
   });
 });
 

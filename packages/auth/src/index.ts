@@ -50,7 +50,14 @@ export {
   protectedResourceMetadata,
   protectedResourceMetadataUrl,
 } from './metadata.ts';
-export { type AuthVariables, authenticateRequest, bearerCredential, requireAuth } from './middleware.ts';
+export {
+  type AuthVariables,
+  authenticateRequest,
+  bearerCredential,
+  requireAuth,
+  reverifyAfterSlowBody,
+  type SlowBodyOptions,
+} from './middleware.ts';
 export { noAuthProvider, type RequestAuthProvider, requestAuthenticating } from './no-auth-provider.ts';
 export { displayNameProblem, misleadingTextProblem } from './plain-text.ts';
 export { type Principal, principalFromAuthInfo, requirePrincipal, toAuthInfo } from './principal.ts';

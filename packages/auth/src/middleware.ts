@@ -1,3 +1,5 @@
+import { readBodyKeepingIt } from '@mcp-auth-stack/mcp-hono';
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { type AuthOutcome, type AuthProvider, AuthUnavailableError } from './auth-provider.ts';
 import { bearerChallenge } from './challenge.ts';
@@ -5,6 +7,8 @@ import type { Principal } from './principal.ts';
 
 export interface AuthVariables {
   principal: Principal;
+  /** When `requireAuth` verified the credential (`performance.now()`), for `reverifyAfterSlowBody`. */
+  credentialVerifiedAt: number;
 }
 
 /**
@@ -17,37 +21,83 @@ export interface AuthVariables {
  */
 export function requireAuth(provider: AuthProvider) {
   return createMiddleware<{ Variables: AuthVariables }>(async (c, next) => {
-    let outcome: AuthOutcome;
-    try {
-      outcome = await authenticateRequest(provider, c.req.raw);
-    } catch (error) {
-      if (!(error instanceof AuthUnavailableError)) throw error;
-      return c.json(
-        { error: 'temporarily_unavailable', error_description: 'Credentials cannot be verified right now.' },
-        503,
-        { 'Retry-After': String(error.retryAfterSeconds), 'Cache-Control': 'no-store' },
-      );
-    }
-    if (outcome.ok) {
-      c.set('principal', outcome.principal);
-      await next();
-      return;
-    }
-    // RFC 6750 3.1: no error code in the challenge for a request without a usable credential
-    // (none, or another scheme), and a malformed Bearer header is a 400.
-    const challenge = bearerChallenge({
-      ...provider.challengeParameters(),
-      ...(outcome.error ? { error: outcome.error, error_description: outcome.description } : {}),
-    });
-    return c.json(
-      {
-        error: outcome.error ?? 'unauthorized',
-        error_description: outcome.description ?? 'This endpoint needs credentials.',
-      },
-      outcome.error === 'invalid_request' ? 400 : 401,
-      { 'WWW-Authenticate': challenge, 'Cache-Control': 'no-store' },
-    );
+    const outcome = await authenticateOrUnavailable(provider, c.req.raw);
+    if (outcome instanceof AuthUnavailableError) return unavailable(c, outcome);
+    if (!outcome.ok) return refusal(c, provider, outcome);
+    c.set('principal', outcome.principal);
+    c.set('credentialVerifiedAt', performance.now());
+    await next();
   });
+}
+
+export interface SlowBodyOptions {
+  /** Largest body read here; a larger one is left to the handler, which refuses it. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** How old the verification may be once the body is in; default 250 ms. */
+  maxVerificationAgeMs?: number;
+}
+
+/**
+ * `requireAuth` verifies the credential when the headers arrive, and a client may then take the
+ * server's body timeout (30 s here) to send the body. Mounted after `requireAuth`, right before
+ * the handler: reads the body (once: the MCP endpoint gets the same read, `readBodyKeepingIt`)
+ * and, when it came in more than `maxVerificationAgeMs` after the verification, verifies the
+ * credential again. So a key revoked, or a token expired, while its request was still being sent
+ * does not run the call: a review wrote an expense 27 s after revoking the key that sent it.
+ * A body that arrives at once (every client's) costs no second verification.
+ */
+export function reverifyAfterSlowBody(provider: AuthProvider, options: SlowBodyOptions = {}) {
+  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const maxAgeMs = options.maxVerificationAgeMs ?? 250;
+  return createMiddleware<{ Variables: AuthVariables }>(async (c, next) => {
+    const verifiedAt = c.get('credentialVerifiedAt');
+    if (verifiedAt === undefined) throw new Error('reverifyAfterSlowBody must run after requireAuth.');
+    if (c.req.raw.body !== null) await readBodyKeepingIt(c.req, maxBodyBytes);
+    if (performance.now() - verifiedAt > maxAgeMs) {
+      const outcome = await authenticateOrUnavailable(provider, c.req.raw);
+      if (outcome instanceof AuthUnavailableError) return unavailable(c, outcome);
+      if (!outcome.ok) return refusal(c, provider, outcome);
+      c.set('credentialVerifiedAt', performance.now());
+    }
+    await next();
+  });
+}
+
+async function authenticateOrUnavailable(
+  provider: AuthProvider,
+  request: Request,
+): Promise<AuthOutcome | AuthUnavailableError> {
+  try {
+    return await authenticateRequest(provider, request);
+  } catch (error) {
+    if (error instanceof AuthUnavailableError) return error;
+    throw error;
+  }
+}
+
+function unavailable(c: Context, error: AuthUnavailableError): Response {
+  return c.json(
+    { error: 'temporarily_unavailable', error_description: 'Credentials cannot be verified right now.' },
+    503,
+    { 'Retry-After': String(error.retryAfterSeconds), 'Cache-Control': 'no-store' },
+  );
+}
+
+function refusal(c: Context, provider: AuthProvider, outcome: Extract<AuthOutcome, { ok: false }>): Response {
+  // RFC 6750 3.1: no error code in the challenge for a request without a usable credential
+  // (none, or another scheme), and a malformed Bearer header is a 400.
+  const challenge = bearerChallenge({
+    ...provider.challengeParameters(),
+    ...(outcome.error ? { error: outcome.error, error_description: outcome.description } : {}),
+  });
+  return c.json(
+    {
+      error: outcome.error ?? 'unauthorized',
+      error_description: outcome.description ?? 'This endpoint needs credentials.',
+    },
+    outcome.error === 'invalid_request' ? 400 : 401,
+    { 'WWW-Authenticate': challenge, 'Cache-Control': 'no-store' },
+  );
 }
 
 /**
@@ -61,7 +111,10 @@ export async function authenticateRequest(provider: AuthProvider, request: Reque
   const fromBearer = bearerCredential(request);
   // RFC 6750 2: one way per request. Two different credentials would leave the caller's identity
   // to whichever header this server reads first (a gateway adds one, the client sends the other).
-  if (fromHeader && fromBearer && fromHeader !== fromBearer) {
+  // A malformed Bearer header beside the other header counts as a second credential too.
+  const secondBearer =
+    fromBearer ?? (MALFORMED_BEARER.test(request.headers.get('authorization') ?? '') ? '' : undefined);
+  if (fromHeader && secondBearer !== undefined && fromHeader !== secondBearer) {
     const name = provider.credentialName ?? 'access token';
     return {
       ok: false,
@@ -80,12 +133,15 @@ export async function authenticateRequest(provider: AuthProvider, request: Reque
     const description = `Send the ${name} as Authorization: Bearer <${placeholder}>.`;
     // `Bearer` with nothing after it (an empty token; fetch trims the trailing space) carries no
     // credential: the bare 401, whose challenge starts an MCP client's sign-in.
-    return /^Bearer\s+\S/i.test(header)
+    return MALFORMED_BEARER.test(header)
       ? { ok: false, error: 'invalid_request', description }
       : { ok: false, description };
   }
   return { ok: false };
 }
+
+/** `Bearer` and something after it: a credential, or a malformed one when `bearerCredential` finds none. */
+const MALFORMED_BEARER = /^Bearer\s+\S/i;
 
 /** Reads the credential of `Authorization: Bearer <credential>`; undefined when absent or not Bearer. */
 export function bearerCredential(request: Request): string | undefined {

@@ -17,6 +17,7 @@ import {
   principalFromAuthInfo,
   requireAuth,
   requirePrincipal,
+  reverifyAfterSlowBody,
   toAuthInfo,
 } from '../src/index.ts';
 
@@ -156,6 +157,12 @@ describe('API keys on a real PostgreSQL server', () => {
     assert.equal(both.status, 400);
     assert.match(both.headers.get('www-authenticate') ?? '', /error="invalid_request"/);
     assert.match(((await both.json()) as { error_description: string }).error_description, /not both/);
+    // A malformed Bearer header beside the key is a second credential too, not a header to ignore.
+    for (const authorization of [`Bearer ${other.secret} junk`, `Bearer ${other.secret}, Bearer ${other.secret}`]) {
+      const beside = await app.request('/p', { headers: { 'x-api-key': secret, authorization } });
+      assert.equal(beside.status, 400, authorization);
+      assert.match(((await beside.json()) as { error_description: string }).error_description, /not both/);
+    }
 
     const none = await app.request('/p');
     assert.equal(none.status, 401);
@@ -172,6 +179,59 @@ describe('API keys on a real PostgreSQL server', () => {
     const wrong = await app.request('/p', { headers: { authorization: `Bearer ${secret.slice(0, -1)}x` } });
     assert.equal(wrong.status, 401);
     assert.match(wrong.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  test('reverifyAfterSlowBody: a key revoked while its body was on the way is refused; a prompt body is verified once', async () => {
+    const { record, secret } = await store.create({ userId: 'gail', scopes: ['s1'] });
+    const provider = apiKeyProvider({ store, realm: 'expenses' });
+    let verifications = 0;
+    const counted = {
+      ...provider,
+      verify(credential: string) {
+        verifications++;
+        return provider.verify(credential);
+      },
+    };
+    const app = new Hono<{ Variables: AuthVariables }>();
+    app.use('/p', requireAuth(counted));
+    app.use('/p', reverifyAfterSlowBody(counted, { maxVerificationAgeMs: 50 }));
+    app.post('/p', async (c) => c.json({ user: c.get('principal').userId, body: await c.req.text() }));
+    const headers = { authorization: `Bearer ${secret}` };
+
+    const prompt = await app.request('/p', { method: 'POST', headers, body: 'at once' });
+    assert.deepEqual(await prompt.json(), { user: 'gail', body: 'at once' });
+    assert.equal(verifications, 1, 'a body that arrives at once costs no second verification');
+
+    /** A body whose last bytes come `delayMs` after the first, with `meanwhile` run in between. */
+    const slowBody = (delayMs: number, meanwhile: () => Promise<unknown> = async () => {}) =>
+      new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(new TextEncoder().encode('slow '));
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+          await meanwhile();
+          controller.enqueue(new TextEncoder().encode('body'));
+          controller.close();
+        },
+      });
+    verifications = 0;
+    const slow = await app.request('/p', {
+      method: 'POST',
+      headers,
+      body: slowBody(80),
+      duplex: 'half',
+    } as RequestInit);
+    assert.deepEqual(await slow.json(), { user: 'gail', body: 'slow body' });
+    assert.equal(verifications, 2, 'verified again once the slow body was in');
+
+    const revokedMeanwhile = slowBody(80, () => store.revoke(record.id));
+    const refused = await app.request('/p', {
+      method: 'POST',
+      headers,
+      body: revokedMeanwhile,
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
   });
 
   test('a key store that cannot be reached gives 503 with Retry-After, not 401 or 500', async () => {
