@@ -297,6 +297,13 @@ describe('azure.yaml', () => {
     }
   });
 
+  test("git ignores azd's environment folder: .azure/<env> holds the generated passwords and secrets", () => {
+    for (const file of ['.azure/dev/.env', '.azure/dev/config.json', '.azure/config.json']) {
+      const checked = spawnSync('git', ['check-ignore', '--no-index', '-q', file], { cwd: ROOT });
+      assert.equal(checked.status, 0, `${file} is not ignored`);
+    }
+  });
+
   test("hooks run the repository's TypeScript with node, and those files exist", () => {
     for (const [event, shells] of Object.entries(azureYaml.hooks)) {
       for (const [shell, hook] of Object.entries(shells)) {
