@@ -97,6 +97,22 @@ describe('docker-compose.yml', () => {
     }
   });
 
+  test('each client secret Keycloak is given reaches the container that uses it, from the same variable', () => {
+    // A user who sets KEYCLOAK_PROXY_CLIENT_SECRET (the README says to change the demo secrets)
+    // must not leave the server on the demo one: every sign-in would get invalid_client.
+    const agent = services.agent as Service;
+    const pairs: [string, Service, string][] = [
+      ['KEYCLOAK_PROXY_CLIENT_SECRET', server, 'OAUTH_PROXY_UPSTREAM_CLIENT_SECRET'],
+      ['KEYCLOAK_JANITOR_CLIENT_SECRET', server, 'KEYCLOAK_JANITOR_CLIENT_SECRET'],
+      ['KEYCLOAK_AGENT_CLIENT_SECRET', agent, 'MCP_CLIENT_SECRET'],
+    ];
+    for (const [realmVariable, user, userVariable] of pairs) {
+      const given = keycloak.environment?.[realmVariable];
+      assert.match(given ?? '', new RegExp(`^\\$\\{${realmVariable}:-[^}]+\\}$`), realmVariable);
+      assert.equal(user.environment?.[userVariable], given, `${userVariable} follows ${realmVariable}`);
+    }
+  });
+
   test('the server runs the mode pnpm start and azd run unless MCP_AUTH_PROVIDER says otherwise', () => {
     assert.equal(server.environment?.MCP_AUTH_PROVIDER, `\${MCP_AUTH_PROVIDER:-${STACK_AUTH_MODE}}`);
   });
