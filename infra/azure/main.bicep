@@ -291,8 +291,10 @@ var mcpUrl = '${serverUrl}/mcp'
 // ---------------------------------------------------------------- database connections
 // The Burstable B1ms server admits 50 connections, 15 of them kept for Azure: 35 for the apps.
 // At most serverMaxReplicas x (the pool + the key cache's listening connection) for the server,
-// plus Keycloak's pool: 4 x 6 + 8 = 32 (infra/test checks the sum). A larger SKU admits more.
-var serverDatabasePoolSize = 5
+// one more replica's while a deploy starts the new revision beside the old (single revision
+// mode), Keycloak's pool, and two operator sessions (psql, `pnpm keys`): 4 x 5 + 5 + 8 + 2 = 35
+// (infra/test checks the sum). A larger SKU admits more.
+var serverDatabasePoolSize = 4
 var keycloakDatabasePoolSize = 8
 
 // ---------------------------------------------------------------- the MCP server
@@ -365,7 +367,9 @@ module server 'modules/container-app.bicep' = {
     // 3 s; a Keycloak outage does not fail it while the signing keys are cached; 503 from SIGTERM
     // on). The same split as compose's healthcheck and docs/decisions.md.
     probes: [
-      { type: 'Startup', httpGet: { path: '/health', port: 8000 }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
+      // The server listens once its database answers and the schema is migrated: a minute for a
+      // cold database and a migration over a large table, not 30 s (a restart would roll it back).
+      { type: 'Startup', httpGet: { path: '/health', port: 8000 }, initialDelaySeconds: 2, periodSeconds: 6, failureThreshold: 10 }
       { type: 'Liveness', httpGet: { path: '/health', port: 8000 }, periodSeconds: 15, failureThreshold: 3, timeoutSeconds: 3 }
       { type: 'Readiness', httpGet: { path: '/ready', port: 8000 }, periodSeconds: 10, failureThreshold: 3, timeoutSeconds: 3 }
     ]
@@ -425,7 +429,7 @@ module keycloak 'modules/container-app.bicep' = {
     env: keycloakEnv
     secretEnv: keycloakSecretEnv
     secretUris: keyVault.outputs.secretUris
-    // Sessions and caches are per node; one replica keeps it simple and cheap.
+    // Sessions and caches are per node (the image is built with --cache=local); one replica keeps it simple and cheap.
     minReplicas: 1
     maxReplicas: 1
     cpu: '1.0'

@@ -25,6 +25,13 @@ test("the server's probes: liveness on /health, readiness on /ready, each waitin
     timeoutSeconds?: number;
   }[];
   const byType = Object.fromEntries(probes.map((p) => [p.type, p]));
+  // The server listens only after its database answers and the migrations ran: a minute at least
+  // (Container Apps' defaults: 10 s between checks, 3 failures).
+  const startup = byType.Startup as { initialDelaySeconds?: number; periodSeconds?: number; failureThreshold?: number };
+  assert.equal(byType.Startup?.httpGet.path, '/health');
+  const startupSeconds =
+    (startup.initialDelaySeconds ?? 0) + (startup.periodSeconds ?? 10) * (startup.failureThreshold ?? 3);
+  assert.ok(startupSeconds >= 60, `the startup probe gives up after ${startupSeconds} s`);
   assert.equal(byType.Liveness?.httpGet.path, '/health');
   assert.equal(byType.Readiness?.httpGet.path, '/ready');
   // Container Apps' default probe timeout is 1 s.
