@@ -1,7 +1,8 @@
 // Azure Database for PostgreSQL Flexible Server with the `expenses` and `keycloak`
-// databases. Entra authentication is enabled next to passwords so people and, later, the
-// apps' managed identities can sign in with tokens; the apps use the generated password
-// (kept in Key Vault) until the server reads tokens (see the README's Azure section).
+// databases. Entra authentication is enabled next to passwords, for people and, later, the
+// apps' managed identities to sign in with tokens once an Entra administrator is added (none is
+// set here: it needs a user name azd does not give). The apps use the generated password (kept
+// in Key Vault) until the server reads tokens (see the README's Azure section).
 param name string
 param location string
 param tags object
