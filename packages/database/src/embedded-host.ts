@@ -11,7 +11,7 @@
 import { statfs } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
-import { incompleteFolderHint, pgliteOpenError } from './embedded-files.ts';
+import { firstOpenError, pgliteOpenError } from './embedded-files.ts';
 import { type SessionServer, SharedSession, serveSession } from './embedded-session.ts';
 
 /** What the worker does: make a new database in `create` and end, or serve `pgdata`. */
@@ -55,7 +55,7 @@ async function host(data: HostData, port: NonNullable<typeof parentPort>): Promi
   try {
     db = await PGlite.create({ dataDir: data.pgdata }).catch(async (error: unknown) => {
       if (!(error instanceof Error)) throw error;
-      if (!data.reopening) throw incompleteFolderHint(data.pgdata, error);
+      if (!data.reopening) throw await firstOpenError(data.pgdata, error);
       // It opened before: what changed is most likely its disk (a PANIC is mostly a full one).
       throw new Error(
         `PGlite could not open ${data.pgdata} again: ${error.message} (${await freeSpace(data.pgdata)}).`,

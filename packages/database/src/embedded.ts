@@ -1,4 +1,5 @@
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -84,23 +85,29 @@ export async function startEmbeddedServer(
   dataDir: string,
   options: EmbeddedServerOptions = {},
 ): Promise<EmbeddedServer> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const socketPath = join(dataDir, socketName(SHARED_PORT));
   // A tool's own socket: a name no other owner of this directory has at the same time (one at a time holds the lock).
   const ownPort = options.mustOwn ? SHARED_PORT : 10_000 + (process.pid % 50_000);
   const lockPath = join(dataDir, LOCK_NAME);
-  const longestPath = join(dataDir, socketName(Math.max(ownPort, SHARED_PORT)));
-  if (Buffer.byteLength(longestPath) > MAX_SOCKET_PATH) {
-    throw new Error(
-      `The embedded database socket path ${longestPath} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter DATA_DIR.`,
+  // Checked before anything is made. A tool whose own socket's name would be too long can still
+  // join a server's (a 93-byte DATA_DIR left the server running and `pnpm keys` refused).
+  const tooLong = (path: string) =>
+    new Error(
+      `The embedded database socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes; choose a shorter DATA_DIR.`,
     );
-  }
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) throw tooLong(socketPath);
+  const ownSocketPath = join(dataDir, socketName(ownPort));
+  await usableDataDir(dataDir);
 
   const deadline = Date.now() + (options.waitForLockMs ?? 15_000);
   for (;;) {
     // A lock left by a process that no longer runs is taken over.
     const releaseLock = await tryPidLock(lockPath);
     if (releaseLock) {
+      if (Buffer.byteLength(ownSocketPath) > MAX_SOCKET_PATH) {
+        await releaseLock();
+        throw tooLong(ownSocketPath);
+      }
       return await ownDataDir(dataDir, ownPort, releaseLock, options);
     }
     if (!options.mustOwn && (await socketAnswers(socketPath))) {
@@ -120,6 +127,30 @@ export async function startEmbeddedServer(
     }
     // The owner is starting up or shutting down; look again shortly.
     await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * DATA_DIR, made if missing (owner-only), and a message a person can act on when it is a file or
+ * cannot be written (Node's EEXIST and EACCES named neither the variable nor the fix).
+ */
+async function usableDataDir(dataDir: string): Promise<void> {
+  try {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') {
+      throw new Error(`DATA_DIR ${dataDir} is a file, not a folder: give the embedded database a folder.`);
+    }
+    throw error;
+  }
+  try {
+    await access(dataDir, constants.W_OK | constants.X_OK);
+  } catch {
+    const owner = (await stat(dataDir)).uid;
+    throw new Error(
+      `DATA_DIR ${dataDir} cannot be written by this user (uid ${process.getuid?.()}; the folder belongs to uid ${owner}): run as its owner, or give this one a DATA_DIR of its own.`,
+    );
   }
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase, tcpRelayTo } from '@mcp-auth-stack/testing';
 import pg from 'pg';
 import { pgliteOpenError } from '../src/embedded.ts';
+import { filesOfAnotherUser, firstOpenError, ownerOnlyFolder } from '../src/embedded-files.ts';
 import { ReplyScanner } from '../src/embedded-session.ts';
 import {
   type Migration,
@@ -504,6 +505,64 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
+  test("another user's folder is refused before anything is written in it, even to root", async () => {
+    // Root's chmod succeeds on anyone's folder: one `sudo pnpm keys create` on a user's DATA_DIR
+    // wrote files that user's server could then not open.
+    const me = process.getuid?.() as number;
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-foreign-'));
+    try {
+      // Root makes a folder of nobody's; anyone else meets one of root's.
+      const foreign = me === 0 ? join(folder, 'pgdata') : '/usr/share';
+      if (me === 0) {
+        await mkdir(foreign, { mode: 0o755 });
+        await chown(foreign, 65534, 65534);
+      }
+      const modeBefore = (await stat(foreign)).mode;
+      await assert.rejects(ownerOnlyFolder(foreign), (error: Error) => {
+        assert.match(
+          error.message,
+          new RegExp(`belongs to another user \\(uid \\d+; this process runs as uid ${me}\\)`),
+        );
+        return true;
+      });
+      assert.equal((await stat(foreign)).mode, modeBefore, 'its mode was not changed');
+      if (me === 0) {
+        await assert.rejects(openDatabase({ dataDir: folder, embedded: { mustOwn: true } }), /belongs to another user/);
+        assert.deepEqual(await readdir(foreign), [], 'nothing written in it');
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test('a first open that fails says what to do: chown for files of another user, never "move it away" for a database', async () => {
+    const me = process.getuid?.() as number;
+    const folder = await mkdtemp(join(tmpdir(), 'mcp-db-first-open-'));
+    try {
+      const db = await openDatabase({ dataDir: folder, embedded: { mustOwn: true } });
+      await db.close();
+      const pgdata = join(folder, 'pgdata');
+      const aborted = new Error('Aborted()');
+      assert.equal(await filesOfAnotherUser(pgdata), undefined, 'all mine');
+      // As its owner would see the files root left (the uid stands for the other user's).
+      const foreign = await filesOfAnotherUser(pgdata, me + 1);
+      assert.ok(foreign && foreign.count > 100 && foreign.owner === me, JSON.stringify(foreign));
+      const asOwner = (await firstOpenError(pgdata, aborted, me + 1)).message;
+      assert.match(asOwner, new RegExp(`files belong to another user \\(uid ${me}; `));
+      assert.match(asOwner, /The data is there: give the files back with `chown -R \S+ \S+pgdata`/);
+      assert.doesNotMatch(asOwner, /move it away/);
+      // A database of this user's that PGlite cannot open: its words, no advice that loses data.
+      assert.equal((await firstOpenError(pgdata, aborted)).message, `PGlite could not open ${pgdata}: Aborted().`);
+      // A folder that is no database: move it away.
+      const stray = join(folder, 'stray');
+      await mkdir(stray);
+      await writeFile(join(stray, 'notes.txt'), 'mine');
+      assert.match((await firstOpenError(stray, aborted)).message, /no PG_VERSION\): move it away/);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
   test("PGlite's errno numbers a person can act on are said in words (a full disk was 'must be a database directory')", () => {
     // The shape PGlite throws (above), with WASI's numbers: 51 is what a full tmpfs gave.
     const full = pgliteOpenError('/data/pgdata', { name: 'ErrnoError', errno: 51 });
@@ -664,11 +723,40 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
-  test('a socket path too long for Unix sockets is refused with a clear message', async () => {
-    await assert.rejects(
-      openDatabase({ dataDir: join(dir, 'x'.repeat(120)) }),
-      /longer than 107 bytes; choose a shorter DATA_DIR/,
-    );
+  test('a socket path too long for Unix sockets is refused with a clear message, before the folder is made', async () => {
+    const tooLong = join(dir, 'x'.repeat(120));
+    await assert.rejects(openDatabase({ dataDir: tooLong }), /longer than 107 bytes; choose a shorter DATA_DIR/);
+    assert.equal(existsSync(tooLong), false, 'the refused folder was made');
+  });
+
+  test("a DATA_DIR where only the server's socket name fits: a tool joins the server, and without one says why not", async () => {
+    // `.s.PGSQL.5432` fits, a tool's own `.s.PGSQL.<5 digits>` is one byte too long.
+    const base = await mkdtemp(join(tmpdir(), 'mcp-db-'));
+    const folder = join(base, 'd'.repeat(107 - Buffer.byteLength(join(base, 'd/.s.PGSQL.5432')) + 1));
+    assert.equal(Buffer.byteLength(join(folder, '.s.PGSQL.5432')), 107);
+    try {
+      const server = await openDatabase({ dataDir: folder, embedded: { mustOwn: true } });
+      try {
+        const tool = await openDatabase({ dataDir: folder });
+        try {
+          assert.equal((await tool.pool.query('SELECT 1 AS one')).rows[0].one, 1, 'the tool joined');
+        } finally {
+          await tool.close();
+        }
+      } finally {
+        await server.close();
+      }
+      await assert.rejects(openDatabase({ dataDir: folder }), /\.s\.PGSQL\.\d{5} is longer than 107 bytes/);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test('a DATA_DIR that is a file is named as one', async () => {
+    const file = join(dir, 'a-file');
+    await writeFile(file, '');
+    await assert.rejects(openDatabase({ dataDir: file }), /^Error: DATA_DIR .*a-file is a file, not a folder/);
+    await assert.rejects(openDatabase({ dataDir: join(file, 'below') }), /is a file, not a folder/);
   });
 });
 
