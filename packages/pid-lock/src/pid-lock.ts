@@ -28,15 +28,25 @@ export function processIsAlive(pid: number): boolean {
  */
 export async function livePidIn(path: string): Promise<number | undefined> {
   const content = await readFile(path, 'utf8').catch(() => '');
-  const match = /^\s*(\d+)(?:\s+(\d+))?/.exec(content);
+  const match = /^\s*(\d+)(?:\s+(\d+|-))?(?:\s+(\d+:\d+))?/.exec(content);
   const pid = Number(match?.[1]);
   if (!(Number.isSafeInteger(pid) && pid > 0 && processIsAlive(pid))) return undefined;
   const recordedStart = match?.[2];
-  if (recordedStart !== undefined) {
+  if (recordedStart !== undefined && recordedStart !== '-') {
     const start = await processStartTicks(pid);
     if (start !== undefined && start !== recordedStart) return undefined;
   }
+  // A lock file copied with its folder (`cp -a` of a data directory while its owner ran) names
+  // the original folder: the copy's holder is nobody.
+  const recordedFolder = match?.[3];
+  if (recordedFolder !== undefined && recordedFolder !== (await folderIdentity(dirname(path)))) return undefined;
   return pid;
+}
+
+/** A folder's device and inode: the same folder under any name (a symlink, a move), another for a copy. */
+async function folderIdentity(folder: string): Promise<string | undefined> {
+  const found = await stat(folder, { bigint: true }).catch(() => undefined);
+  return found && `${found.dev}:${found.ino}`;
 }
 
 /**
@@ -54,10 +64,14 @@ export async function processStartTicks(pid: number): Promise<string | undefined
   }
 }
 
-/** What a lock file of this process holds: its pid, and when it started where that is known. */
-async function ownLockContent(): Promise<string> {
+/**
+ * What a lock file of this process holds: its pid, when it started (`-` where that is not known)
+ * and the identity of the folder the lock is in (`<device>:<inode>`).
+ */
+async function ownLockContent(path: string): Promise<string> {
   const start = await processStartTicks(process.pid);
-  return start === undefined ? String(process.pid) : `${process.pid} ${start}`;
+  const folder = await folderIdentity(dirname(path));
+  return [process.pid, start ?? '-', ...(folder ? [folder] : [])].join(' ');
 }
 
 /**
@@ -68,7 +82,7 @@ async function ownLockContent(): Promise<string> {
  * file's inode, or undefined when `path` exists.
  */
 async function linkPidFile(path: string): Promise<number | undefined> {
-  const content = await ownLockContent();
+  const content = await ownLockContent(path);
   const draft = `${path}.${process.pid}.${randomBytes(6).toString('hex')}`;
   await writeFile(draft, content, { mode: 0o600, flag: 'wx' });
   try {

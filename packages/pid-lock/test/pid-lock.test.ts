@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -62,12 +62,46 @@ describe('livePidIn, a pid handed out again', () => {
   });
 });
 
+describe('livePidIn, a lock copied with its folder', () => {
+  test("a copy's lock names nobody; the same folder by another name or moved still names its holder", async () => {
+    const original = join(dir, 'data');
+    await mkdir(original);
+    const lock = join(original, 'x.lock');
+    const release = await tryPidLock(lock);
+    assert.ok(release);
+    try {
+      // `cp -a data copy` while the owner runs: the lock file comes along, naming a live process.
+      const copy = join(dir, 'copy');
+      await cp(original, copy, { recursive: true, preserveTimestamps: true });
+      assert.equal(await livePidIn(join(copy, 'x.lock')), undefined, "the copy is nobody's");
+      const taken = await tryPidLock(join(copy, 'x.lock'));
+      assert.ok(taken, "the copy's lock is taken over");
+      await taken();
+      assert.equal(await livePidIn(lock), process.pid, 'the original is still held');
+      await symlink(original, join(dir, 'link'));
+      assert.equal(await livePidIn(join(dir, 'link', 'x.lock')), process.pid, 'through a symlink');
+      await rename(original, join(dir, 'moved'));
+      assert.equal(await livePidIn(join(dir, 'moved', 'x.lock')), process.pid, 'moved: the same folder');
+      await rename(join(dir, 'moved'), original);
+      // A lock written before locks named their folder (`<pid> <start>`) is taken at its word.
+      await writeFile(join(copy, 'old.lock'), `${process.pid} ${await processStartTicks(process.pid)}`);
+      assert.equal(await livePidIn(join(copy, 'old.lock')), process.pid);
+    } finally {
+      await release();
+    }
+  });
+});
+
 describe('tryPidLock', () => {
   test('creates the lock with this pid (mode 600), refuses while held, is free after release', async () => {
     const lock = join(dir, 'a.lock');
     const release = await tryPidLock(lock);
     assert.ok(release, 'a free lock is taken');
-    assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
+    const folder = await stat(dir, { bigint: true });
+    assert.equal(
+      await readFile(lock, 'utf8'),
+      `${process.pid} ${await processStartTicks(process.pid)} ${folder.dev}:${folder.ino}`,
+    );
     assert.equal((await stat(lock)).mode & 0o777, 0o600);
     assert.equal(await tryPidLock(lock), undefined, 'a live holder keeps it');
     await release();
@@ -85,7 +119,11 @@ describe('tryPidLock', () => {
       await writeFile(lock, content);
       const release = await tryPidLock(lock);
       assert.ok(release, `taken over from ${JSON.stringify(content)}`);
-      assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
+      const folder = await stat(dir, { bigint: true });
+      assert.equal(
+        await readFile(lock, 'utf8'),
+        `${process.pid} ${await processStartTicks(process.pid)} ${folder.dev}:${folder.ino}`,
+      );
       await release();
     }
   });
@@ -223,7 +261,11 @@ describe('acquirePidLock', () => {
     const waiting = acquirePidLock(lock, { timeoutMs: 60_000, pollMs: 10 });
     await first();
     const second = await waiting;
-    assert.equal(await readFile(lock, 'utf8'), `${process.pid} ${await processStartTicks(process.pid)}`);
+    const folder = await stat(dir, { bigint: true });
+    assert.equal(
+      await readFile(lock, 'utf8'),
+      `${process.pid} ${await processStartTicks(process.pid)} ${folder.dev}:${folder.ino}`,
+    );
     await second();
   });
 });
