@@ -127,10 +127,22 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 // Before Keycloak: a Keycloak another `pnpm start` runs would be reused, and its realm updated
 // for this PORT, under the stack that still serves the old one. Before the port too: a second
 // `pnpm start` in one folder is told which process runs there, not only that a port is taken.
-const owner = config.databaseUrl ? undefined : await embeddedDatabaseOwner(config.dataDir);
+let owner = config.databaseUrl ? undefined : await embeddedDatabaseOwner(config.dataDir);
+if (owner !== undefined && !owner.serving) {
+  // A keys command holds the files for a moment (or a server is starting): waited for, as the
+  // server itself waits for the lock, instead of refused at once.
+  process.stderr.write(
+    `Waiting for process ${owner.pid}, which has the embedded database in ${config.dataDir} open (a pnpm keys command, or a server starting)…\n`,
+  );
+  const deadline = Date.now() + 15_000;
+  while (owner !== undefined && !owner.serving && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    owner = await embeddedDatabaseOwner(config.dataDir);
+  }
+}
 if (owner !== undefined) {
   process.stderr.write(
-    `The embedded database in ${config.dataDir} is in use by process ${owner}: another pnpm start (or a server) runs on this DATA_DIR. Stop it, or give this one its own DATA_DIR.\n`,
+    `The embedded database in ${config.dataDir} is in use by process ${owner.pid}: ${owner.serving ? 'another pnpm start (or a server) runs on this DATA_DIR' : 'it has held it for 15 s'}. Stop it, or give this one its own DATA_DIR.\n`,
   );
   process.exit(1);
 }

@@ -247,6 +247,40 @@ describe('pnpm start', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  test('MCP_AUTH_PROVIDER=key while a keys command has the embedded database open: pnpm start waits for it, then starts', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mcp-start-wait-'));
+    const dataDir = join(dir, 'data');
+    // A tool that owns the files for 3 s, as `pnpm keys create` does while no server runs.
+    const database = join(ROOT, 'packages/database/src/index.ts');
+    const tool = spawn(
+      process.execPath,
+      [
+        '-e',
+        `import(${JSON.stringify(database)}).then(async (m) => { const db = await m.openDatabase({ dataDir: process.argv[1] }); console.log('open'); await new Promise((r) => setTimeout(r, 3000)); await db.close(); })`,
+        dataDir,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const toolExited = new Promise((resolve) => tool.once('exit', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tool.stdout?.on('data', (chunk: Buffer) => chunk.toString().includes('open') && resolve());
+        tool.once('exit', (code) => reject(new Error(`the tool exited (${code}) before it opened the database`)));
+      });
+      const started = await start({ PORT: String(await freePort()), DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' });
+      try {
+        assert.match(started.output(), new RegExp(`Waiting for process ${tool.pid}, which has the embedded database`));
+        assert.doesNotMatch(started.output(), /in use by process/);
+      } finally {
+        assert.equal(await interrupt(started.child), 0);
+      }
+    } finally {
+      tool.kill();
+      await toolExited;
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('keycloak mode with a realm of your own (KEYCLOAK_REALM_URL): no local Keycloak, the summary names none', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-own-realm-'));
     // A realm nobody answers for: the server starts (its keys are fetched later), Keycloak does not.

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { livePidIn, tryPidLock } from '@mcp-auth-stack/pid-lock';
 import { ACTIVITY, exists, ownerOnlyFolder } from './embedded-files.ts';
 import type { HostData, HostMessage, WorkerTask } from './embedded-host.ts';
-import { LOCK_NAME } from './embedded-lock.ts';
+import { LOCK_NAME, SERVER_PORT } from './embedded-lock.ts';
 import type { StatementLimitExemption } from './statement-limit.ts';
 
 export { pgliteOpenError } from './embedded-files.ts';
@@ -51,7 +51,7 @@ export interface EmbeddedServer {
 }
 
 /** The socket a server serves, which tools join. */
-const SHARED_PORT = 5432;
+const SHARED_PORT = SERVER_PORT;
 const socketName = (port: number) => `.s.PGSQL.${port}`;
 // sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH = 107;

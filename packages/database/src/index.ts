@@ -5,7 +5,7 @@ import { registerStatementLimitExemption } from './statement-limit.ts';
 
 export { type OneConnectionOptions, onOneConnection } from './connection.ts';
 export type { RestartEvent } from './embedded.ts';
-export { embeddedDatabaseOwner } from './embedded-lock.ts';
+export { type EmbeddedDatabaseOwner, embeddedDatabaseOwner } from './embedded-lock.ts';
 export { type Migration, type MigrationSet, migrate, migrateToCurrent } from './migrate.ts';
 
 export interface Database {
