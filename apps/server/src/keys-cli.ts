@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   API_KEY_PREFIX,
@@ -121,6 +123,13 @@ async function main(argv: string[]): Promise<number> {
   // Only the database settings matter to keys: a shell that exported the server's mode
   // (MCP_AUTH_PROVIDER=keycloak) without that mode's own variables must still reach it.
   const config = loadConfig({ ...process.env, MCP_AUTH_PROVIDER: 'key' });
+  // Listing or revoking makes no database: a mistyped DATA_DIR would get a new, empty one.
+  if (command !== 'create' && !config.databaseUrl && !existsSync(join(config.dataDir, 'pgdata'))) {
+    process.stderr.write(
+      `No embedded database in ${config.dataDir} (DATA_DIR): nothing to ${command}. Check DATA_DIR (relative to the repository root under pnpm); the server's first start makes the database, and so does pnpm keys create.\n`,
+    );
+    return 1;
+  }
   const database = await openAppDatabase(config, 'tool');
   const store = new ApiKeyStore(database.pool);
   // A key made in the wrong database (a forgotten DATABASE_URL, another DATA_DIR) is refused by

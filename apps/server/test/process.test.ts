@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
@@ -308,6 +309,19 @@ describe('the server process on the embedded database, with the keys CLI beside 
       assert.ok(!output.toLowerCase().includes(leaked.slice(5, 30).toLowerCase()), 'the key is never printed');
     }
     assert.equal((await keysCli(['revoke', ' '], env())).code, 64, 'an empty id is a usage error');
+  });
+
+  test('keys list and revoke on a DATA_DIR without a database make none: they say so, exit 1', async () => {
+    const mistyped = `${dataDir}-mistyped`;
+    for (const args of [['list'], ['revoke', 'key_0123456789abcdef']]) {
+      const result = await keysCli(args, { ...env(), DATA_DIR: mistyped });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`No embedded database in ${mistyped} \\(DATA_DIR\\): nothing to ${args[0]}`),
+      );
+      assert.equal(existsSync(mistyped), false, 'a database was made');
+    }
   });
 
   test('keys create: a user id or name the store refuses is a usage error (64), like the other refusals', async () => {
