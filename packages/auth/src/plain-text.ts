@@ -135,17 +135,40 @@ const LOOK_ALIKE_SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Cherokee'
 );
 
 /**
+ * Latin letters made for phonetics that read as the plain letters of another id: the small
+ * capitals (ᴀ, ʙ, ɪ, ʀ, …), the alpha and script g (ɑ, ɡ), the iota (ɩ) and the dental click
+ * (ǀ, a bar like l). Not the IPA letters that languages write names with (Hausa's ɓ and ɗ, the
+ * open ɛ and ɔ of Ewe and Akan, Turkish's dotless ı): they are letters of their own.
+ */
+const PHONETIC_LOOK_ALIKES: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(
+    [...'ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ'].map((capital, i) => [capital, 'abcdefghijklmnoprstuvwyz'[i] as string]),
+  ),
+  ɑ: 'a',
+  ɡ: 'g',
+  ɩ: 'i',
+  ǀ: 'l',
+};
+const PHONETIC_LOOK_ALIKE = new RegExp(`[${Object.keys(PHONETIC_LOOK_ALIKES).join('')}]`, 'u');
+const EVERY_PHONETIC_LOOK_ALIKE = new RegExp(PHONETIC_LOOK_ALIKE.source, 'gu');
+
+/**
  * Why `id`, an identifier a person types and reads (an API key's user id), could read as
- * another id, or undefined when it cannot in these two ways: a compatibility character
+ * another id, or undefined when it cannot in these three ways: a compatibility character
  * (fullwidth "ａｌｉｃｅ", styled "𝐚𝐥𝐢𝐜𝐞", the ligature "ﬁ") that Unicode itself reads as a
- * plain one (NFKC), or letters of two scripts that pass for each other ("аlice" with a
- * Cyrillic "а"). An id wholly in another script that happens to look like a Latin one is not
- * caught: that takes Unicode's table of confusables.
+ * plain one (NFKC), a phonetic letter that reads as a plain one ("ɑlice", "ᴀlice"), or letters
+ * of two scripts that pass for each other ("аlice" with a Cyrillic "а"). An id wholly in
+ * another script that happens to look like a Latin one is not caught: that takes Unicode's
+ * table of confusables.
  */
 export function lookAlikeIdProblem(id: string): string | undefined {
   const plain = id.normalize('NFKC');
   if (plain !== id) {
     return `must not use compatibility characters (fullwidth or styled letters, ligatures, superscripts): it reads as ${JSON.stringify(plain)}, a different id`;
+  }
+  if (PHONETIC_LOOK_ALIKE.test(id)) {
+    const reads = id.replace(EVERY_PHONETIC_LOOK_ALIKE, (letter) => PHONETIC_LOOK_ALIKES[letter] ?? letter);
+    return `must not use phonetic letters that pass for plain ones (small capitals, ɑ for a): it reads as ${JSON.stringify(reads)}, a different id`;
   }
   const scripts = LOOK_ALIKE_SCRIPTS.filter(([, letter]) => letter.test(id)).map(([script]) => script);
   if (scripts.length > 1) {

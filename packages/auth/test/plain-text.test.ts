@@ -138,6 +138,11 @@ test('an id that passes for another is refused: compatibility characters, and le
     ['\u0430lice', /must not mix Latin and Cyrillic letters/], // a Cyrillic a
     ['b\u03BFb', /must not mix Latin and Greek letters/], // a Greek omicron
     ['\u0440\u0430y\u0440\u0430l', /must not mix Latin and Cyrillic letters/],
+    // Latin phonetic letters, all one script (a review stored both as keys' user ids).
+    ['\u0251lice', /phonetic letters that pass for plain ones .*: it reads as "alice", a different id/],
+    ['\u1D00lice', /reads as "alice"/], // small capital A
+    ['\u0299\u1D0F\u0299', /reads as "bob"/], // small capitals
+    ['\u01C0\u1D07e', /reads as "lee"/],
   ];
   const wrong = refused.filter(([id, message]) => !message.test(lookAlikeIdProblem(id) ?? ''));
   assert.deepEqual(wrong, []);
@@ -152,6 +157,10 @@ test('an id that passes for another is refused: compatibility characters, and le
     '\u30BF\u30ED\u30A6_tanaka', // Katakana and Latin
     '\uAE40\uBBFC\uC900-kim', // Hangul and Latin
     'f81d4fae-7dec-11d0-a765-00a0c91e6bf6',
+    // IPA letters languages write names with: Hausa, Ewe and Akan, Turkish.
+    '\u0253ello-\u0257an',
+    'k\u0254fi-\u025Bsi',
+    'ayd\u0131n',
   ];
   assert.deepEqual(
     accepted.filter((id) => lookAlikeIdProblem(id) !== undefined),
