@@ -64,7 +64,7 @@ export async function createAuthProvider(
       const store = new ApiKeyStore(database.pool);
       if ((await store.countActive()) === 0) {
         logger.warn(
-          'No active API keys yet: every request will get 401. Create one with: pnpm keys create --user <id>',
+          'No active API keys yet: requests get 401 until one is made (pnpm keys create --user <id>; on a terminal, pnpm start makes a demo key).',
         );
       }
       if (!config.apiKeyCache || !database.dedicatedClient) {
