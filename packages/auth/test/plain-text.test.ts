@@ -143,6 +143,8 @@ test('an id that passes for another is refused: compatibility characters, and le
     ['\u1D00lice', /reads as "alice"/], // small capital A
     ['\u0299\u1D0F\u0299', /reads as "bob"/], // small capitals
     ['\u01C0\u1D07e', /reads as "lee"/],
+    ['\uA7AFueen', /reads as "queen"/], // small capital Q
+    ['\u0237ohn', /reads as "john"/], // dotless j
   ];
   const wrong = refused.filter(([id, message]) => !message.test(lookAlikeIdProblem(id) ?? ''));
   assert.deepEqual(wrong, []);
