@@ -291,11 +291,12 @@ var mcpUrl = '${serverUrl}/mcp'
 // ---------------------------------------------------------------- database connections
 // The Burstable B1ms server admits 50 connections, 15 of them kept for Azure: 35 for the apps.
 // At most serverMaxReplicas x (the pool + the key cache's listening connection) for the server,
-// one more replica's while a deploy starts the new revision beside the old (single revision
-// mode), Keycloak's pool, and two operator sessions (psql, `pnpm keys`): 4 x 5 + 5 + 8 + 2 = 35
-// (infra/test checks the sum). A larger SKU admits more.
+// Keycloak's pool, one app's more while a deploy starts its new revision beside the old (single
+// revision mode; azd deploys one service at a time: a server replica's 5 or Keycloak's 6), and
+// two operator sessions (psql, `pnpm keys`): 4 x 5 + 6 + 6 + 2 = 34 (infra/test checks the sum).
+// A larger SKU admits more.
 var serverDatabasePoolSize = 4
-var keycloakDatabasePoolSize = 8
+var keycloakDatabasePoolSize = 6
 
 // ---------------------------------------------------------------- the MCP server
 // Every name set here must be one apps/server/src/config.ts reads (CONFIG_VARIABLES) or the
