@@ -6,6 +6,7 @@ import {
   ApiKeyInputError,
   type ApiKeyRecord,
   ApiKeyStore,
+  couldBeAKey,
   looksLikeApiKey,
   MAX_API_KEY_LIFETIME_SECONDS,
 } from '@mcp-auth-stack/auth';
@@ -223,12 +224,12 @@ function usage(problem: string): number {
 }
 
 /**
- * A message with every word that could be a key, whole, cut short, mistyped or in another case
- * (anything with `mcpk` in it, or a run of 32 key characters), replaced: whatever was typed
- * where a key might go is a secret a terminal's or CI's log would keep.
+ * A message with every word that could be a key (`couldBeAKey`) replaced: whatever was typed
+ * where a key might go is a secret a terminal's or CI's log would keep. Words are split at
+ * white space and quotes, so the time is linear in the message.
  */
 function withoutKeys(message: string): string {
-  return message.replace(/[^\s"]*(?:mcpk|[A-Za-z0-9_-]{32})[^\s"]*/gi, '(a key, not shown)');
+  return message.replace(/[^\s"]+/g, (word) => (couldBeAKey(word) ? '(a key, not shown)' : word));
 }
 
 function table(header: string[], rows: string[][]): string {

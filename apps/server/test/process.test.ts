@@ -296,18 +296,30 @@ describe('the server process on the embedded database, with the keys CLI beside 
       ['revoke', leaked.toUpperCase()],
       ['revoke', leaked.replace('mcpk_', 'mcpk-')],
       ['revoke', leaked.slice(5)],
+      // Without its prefix and one character mistyped.
+      ['revoke', `${leaked.slice(5, 25)}.${leaked.slice(26)}`],
       ['create', '--user', 'leaky', leaked],
       ['list', leaked],
       [leaked],
+      // Pasted into the wrong option: refused, not stored (the user id is logged with each request).
+      ['create', '--user', leaked],
+      ['create', '--user', 'leaky', '--name', `laptop ${leaked.slice(5)}`],
     ]) {
       const result = await keysCli(args, env());
       outputs.push(result.stdout, result.stderr);
-      assert.ok(result.code === 64 || result.code === 1, `${args[0]}: ${result.code}`);
-      assert.match(result.stderr, /not a whole key|a key, not shown/, args.length > 1 ? args[0] : 'as the command');
+      assert.ok(result.code === 64 || result.code === 1, `${args.join(' ').slice(0, 20)}: ${result.code}`);
+      assert.match(result.stderr, /not a whole key|a key, not shown|must not be an API key/, args[0]);
     }
+    // Any 12 characters of the key, in any case.
+    const pieces = Array.from({ length: leaked.length - 16 }, (_, i) => leaked.slice(5 + i, 17 + i).toLowerCase());
     for (const output of outputs) {
-      assert.ok(!output.toLowerCase().includes(leaked.slice(5, 30).toLowerCase()), 'the key is never printed');
+      const shown = pieces.find((piece) => output.toLowerCase().includes(piece));
+      assert.equal(shown, undefined, 'part of the key was printed');
     }
+    assert.doesNotMatch((await keysCli(['list', '--user', 'leaky'], env())).stdout, /laptop/, 'nothing was stored');
+    // What is no key is shown as typed: a UUID, a key id.
+    const uuid = 'f81d4fae-7dec-11d0-a765-00a0c91e6bf6';
+    assert.match((await keysCli(['revoke', uuid], env())).stderr, new RegExp(`No active key with id "${uuid}"`));
     assert.equal((await keysCli(['revoke', ' '], env())).code, 64, 'an empty id is a usage error');
   });
 

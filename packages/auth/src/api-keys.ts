@@ -125,6 +125,24 @@ export function looksLikeApiKey(value: string): boolean {
   return KEY_PATTERN.test(value);
 }
 
+/**
+ * Whether a word (no white space) could be a key or most of one, for text that is printed,
+ * logged or stored where a key must never be: the prefix in any case (`mcpk`), or 32 of a key's
+ * characters, one mistyped character allowed among them, with upper and lower case letters (a
+ * key's random part is 43 such; 32 random ones without both cases: about 1 in 16 million). A
+ * UUID, a key's id, an e-mail address or a hex digest is not. Linear in the word's length.
+ */
+export function couldBeAKey(word: string): boolean {
+  if (/mcpk/i.test(word)) return true;
+  // Runs of a key's characters; two runs one character apart may be one key with a typo.
+  const runs = word.split(/[^A-Za-z0-9_-]/);
+  for (let i = 0; i < runs.length; i++) {
+    const joined = (runs[i] as string) + (runs[i + 1] ?? '');
+    if (joined.length >= 32 && /[A-Z]/.test(joined) && /[a-z]/.test(joined)) return true;
+  }
+  return false;
+}
+
 const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,
   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "createdAt",
   to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "lastUsedAt",
@@ -169,6 +187,16 @@ export class ApiKeyStore {
     // only a label, so it is composed. Lengths count characters, as the table's CHECKs
     // (char_length) do, not UTF-16 units.
     const userId = input.userId.trim();
+    // Both are printed by `pnpm keys list` and the user id is logged with every request: a key
+    // pasted into the wrong option would be kept in plain text (and not shown back here).
+    for (const [what, text] of [
+      ['user id', userId],
+      ['name', input.name ?? ''],
+    ] as const) {
+      if (text.split(/\s+/).some(couldBeAKey)) {
+        throw new ApiKeyInputError(`A key's ${what} must not be an API key or look like one (not shown here).`);
+      }
+    }
     if (userId !== userId.normalize('NFC')) {
       throw new ApiKeyInputError(
         `A key's user id must be written with composed characters (Unicode NFC): ${JSON.stringify(userId.normalize('NFC'))} is the same letters, and a different user id.`,

@@ -9,6 +9,7 @@ export {
   ApiKeyStore,
   apiKeyMigrations,
   type CreatedApiKey,
+  couldBeAKey,
   hashApiKey,
   looksLikeApiKey,
   MAX_API_KEY_LIFETIME_SECONDS,

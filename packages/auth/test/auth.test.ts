@@ -12,6 +12,7 @@ import {
   apiKeyProvider,
   bearerChallenge,
   bearerCredential,
+  couldBeAKey,
   looksLikeApiKey,
   noAuthProvider,
   principalFromAuthInfo,
@@ -46,6 +47,32 @@ test('bearerCredential reads only well-formed Bearer credentials', () => {
   assert.equal(read('Basic dXNlcjpwYXNz'), undefined);
   assert.equal(read('Bearer two words'), undefined);
   assert.equal(read('Bearer '), undefined);
+});
+
+test('couldBeAKey: a key whole, cut, mistyped or without its prefix; not a UUID, a key id, an address or a digest', () => {
+  const key = `mcpk_${'Zq3vT8kPwX1mN0bR7yLcJ4hG2sD9fA6eU5iO_-tYxWe'}`;
+  const body = key.slice(5);
+  for (const word of [
+    key,
+    key.toUpperCase(),
+    body,
+    body.slice(0, 32),
+    `${body.slice(0, 20)}.${body.slice(21)}`,
+    `"${key}",`,
+  ]) {
+    assert.equal(couldBeAKey(word), true, word);
+  }
+  for (const word of [
+    'f81d4fae-7dec-11d0-a765-00a0c91e6bf6',
+    'F81D4FAE-7DEC-11D0-A765-00A0C91E6BF6',
+    'key_0123456789abcdef',
+    'Firstname.Lastname@Example-Company2024.example',
+    'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+    body.slice(0, 31),
+    `${body.slice(0, 16)}..${body.slice(18)}`, // two characters apart: two words, neither a key
+  ]) {
+    assert.equal(couldBeAKey(word), false, word);
+  }
 });
 
 test('the principal travels in AuthInfo without the raw credential', () => {
