@@ -17,6 +17,28 @@ async function readBytesWithin(
   request: Pick<Request, 'headers' | 'body' | 'text'>,
   limit: number,
 ): Promise<{ text: string; bytes: number } | undefined> {
+  const read = await readBytesOrStop(request, limit);
+  if (read === undefined || 'text' in read) return read;
+  await read.reader.cancel();
+  return undefined;
+}
+
+/** A chunked body read up to a limit and stopped there: what was read, and the rest to read. */
+interface StoppedBody {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  chunks: Uint8Array[];
+  size: number;
+}
+
+/**
+ * The body within `limit`; `undefined` for a declared length over it (nothing read); for a
+ * chunked body that passed it, the read stopped at the first chunk past the limit, to be
+ * cancelled or read on by a reader with a larger limit.
+ */
+async function readBytesOrStop(
+  request: Pick<Request, 'headers' | 'body' | 'text'>,
+  limit: number,
+): Promise<{ text: string; bytes: number } | StoppedBody | undefined> {
   const declared = request.headers.get('content-length');
   if (declared !== null) {
     // Node's HTTP parser holds the body to its declared length, so this check is enough, and
@@ -26,18 +48,20 @@ async function readBytesWithin(
     return { text: await request.text(), bytes };
   }
   if (!request.body) return { text: '', bytes: 0 };
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
+  return readOn({ reader: request.body.getReader(), chunks: [], size: 0 }, limit);
+}
+
+/** Reads a chunked body on to its end, or stops at the first chunk past `limit`. */
+async function readOn(body: StoppedBody, limit: number): Promise<{ text: string; bytes: number } | StoppedBody> {
+  const { reader, chunks } = body;
+  let { size } = body;
+  if (size > limit) return body;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      return undefined;
-    }
     chunks.push(value);
+    if (size > limit) return { reader, chunks, size };
   }
   return { text: UTF8.decode(Buffer.concat(chunks, size)), bytes: size };
 }
@@ -60,6 +84,11 @@ export async function readResponseWithin(response: Response, limit: number): Pro
 interface ReadBody {
   text: string;
   /**
+   * A chunked body an earlier reader stopped at its limit, kept for a reader with a larger one:
+   * a middleware with a smaller limit (tracing) must not decide the endpoint's answer.
+   */
+  stopped?: StoppedBody;
+  /**
    * Bytes the client sent: a second reader with a smaller limit compares these, not the text
    * encoded again (each invalid byte decodes to U+FFFD, three bytes: the same body was refused
    * after a scope check had read it, and taken without one).
@@ -74,16 +103,29 @@ const readBodies = new WeakMap<Request, ReadBody>();
 /**
  * `readBodyWithin`, once per request: a later call for the same request (or for one that
  * `rememberBody` tied to it) gets the text read the first time, still held to its own `limit`.
+ * A chunked body past this call's limit is not abandoned at once: a later call with a larger
+ * limit reads on (a middleware with a smaller limit must not decide the endpoint's answer); a
+ * later call it is too large for too cancels it.
  */
 export async function readBodyOnce(request: Request, limit: number): Promise<string | undefined> {
   const known = readBodies.get(request);
-  if (known !== undefined) return known.bytes > limit ? undefined : known.text;
-  const read = await readBytesWithin(request, limit);
-  if (read !== undefined) readBodies.set(request, read);
-  // A chunked body abandoned past the limit is gone: every later reader is refused it too,
-  // rather than thrown at by a used stream. (A declared length over the limit was not read.)
-  else if (request.bodyUsed) readBodies.set(request, { text: '', bytes: Number.POSITIVE_INFINITY });
-  return read?.text;
+  if (known !== undefined && known.stopped === undefined) return known.bytes > limit ? undefined : known.text;
+  if (known?.stopped !== undefined && known.stopped.size > limit) {
+    // A second reader refuses it too: the rest is not read, the stream is cancelled (which
+    // frees its connection), and no later reader can have it.
+    await known.stopped.reader.cancel();
+    Object.assign(known, { stopped: undefined, bytes: Number.POSITIVE_INFINITY });
+    return undefined;
+  }
+  const read = known?.stopped ? await readOn(known.stopped, limit) : await readBytesOrStop(request, limit);
+  // A declared length over the limit: nothing read, a reader with a larger limit reads it.
+  if (read === undefined) return undefined;
+  // Read to its end, or stopped past this limit: every reader of this request sees the same
+  // state, the whole text or where the read stopped (the body's bytes read so far).
+  const state: ReadBody = 'text' in read ? read : { text: '', bytes: read.size, stopped: read };
+  if (known === undefined) readBodies.set(request, state);
+  else Object.assign(known, state, 'text' in read ? { stopped: undefined } : {});
+  return 'text' in read ? read.text : undefined;
 }
 
 /**
@@ -155,7 +197,7 @@ export function rememberBody(request: Request, from: Request): void {
  */
 export function parseBodyOnce(request: Request): { ok: true; value: unknown } | { ok: false } {
   const known = readBodies.get(request);
-  if (known === undefined) return { ok: false };
+  if (known === undefined || known.stopped !== undefined) return { ok: false };
   if (known.json === undefined) {
     try {
       known.json = { ok: true, value: JSON.parse(known.text) };

@@ -41,9 +41,9 @@ test('readBodyKeepingIt: one read, a stand-in in its place, kept by a second rea
   assert.equal(parseBodyOnce(standIn), parseBodyOnce(original), 'one parse for both');
 });
 
-test('a chunked body abandoned past the limit is refused to every later reader, not thrown at', async () => {
-  const chunks = ['{"a":', '"', 'x'.repeat(50), '"}'];
-  const request = new Request('http://x/mcp', {
+/** A chunked request whose body arrives in these pieces. */
+function chunked(chunks: string[]): Request {
+  return new Request('http://x/mcp', {
     method: 'POST',
     body: new ReadableStream({
       start(controller) {
@@ -53,11 +53,25 @@ test('a chunked body abandoned past the limit is refused to every later reader, 
     }),
     duplex: 'half',
   } as RequestInit);
+}
+
+test("a chunked body past a reader's limit: a later reader with a larger limit reads it whole", async () => {
+  const body = `{"a":"${'x'.repeat(50)}"}`;
+  const request = chunked(['{"a":', '"', 'x'.repeat(50), '"}']);
   const req = { raw: request };
-  assert.equal(await readBodyKeepingIt(req, 20), undefined);
-  assert.equal(req.raw, request);
+  assert.equal(await readBodyKeepingIt(req, 20), undefined, 'too large for the first (tracing, say)');
+  assert.equal(req.raw, request, 'no stand-in for a body not read whole');
+  assert.deepEqual(parseBodyOnce(request), { ok: false });
+  assert.equal(await readBodyOnce(request, 1000), body, 'the endpoint, with its larger limit');
+  assert.deepEqual(parseBodyOnce(request), { ok: true, value: { a: 'x'.repeat(50) } });
+  assert.equal(await readBodyOnce(request, 20), undefined, 'still held to each limit');
+});
+
+test('a chunked body a second reader refuses too is cancelled: no reader can have it after', async () => {
+  const request = chunked(['{"a":', '"', 'x'.repeat(50), '"}', 'y'.repeat(100)]);
   assert.equal(await readBodyOnce(request, 20), undefined);
-  assert.equal(await readBodyOnce(request, 1000), undefined, 'the rest was never read');
+  assert.equal(await readBodyOnce(request, 30), undefined, 'already past this limit too');
+  assert.equal(await readBodyOnce(request, 1000), undefined, 'cancelled: the rest was never read');
   assert.deepEqual(parseBodyOnce(request), { ok: false });
 });
 

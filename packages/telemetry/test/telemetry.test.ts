@@ -287,14 +287,14 @@ describe('telemetry', () => {
 
 describe('mcpTracing reads the body the endpoint reads', () => {
   /** A traced app: a tool, a handler that reads the body as Hono's handlers do, and the endpoint. */
-  async function tracedApp(maxBodyBytes: number) {
+  async function tracedApp(maxBodyBytes: number, tracingMaxBodyBytes = maxBodyBytes) {
     const server = new McpServer({ name: 'telemetry-body', version: '1.0.0' });
     server.registerTool('echo', { inputSchema: { text: z.string() } }, async ({ text }) => ({
       content: [{ type: 'text', text }],
     }));
     const endpoint = await createStatelessMcpEndpoint(server, { maxBodyBytes });
     const app = new Hono<{ Variables: { seen: unknown } }>();
-    app.use('/mcp', mcpTracing({ maxBodyBytes }));
+    app.use('/mcp', mcpTracing({ maxBodyBytes: tracingMaxBodyBytes }));
     app.use('/mcp', async (c, next) => {
       // What a middleware after the span does with Hono's own reader (the scope check, a logger).
       if (c.req.header('x-read-with-hono')) c.set('seen', await c.req.json());
@@ -344,6 +344,31 @@ describe('mcpTracing reads the body the endpoint reads', () => {
     } finally {
       await close();
     }
+  });
+
+  test("a chunked body past the span's limit but within the endpoint's: no span, and the call runs", async () => {
+    const { app, close } = await tracedApp(4096, 256);
+    const before = named('tools/call echo').length;
+    try {
+      const bytes = new TextEncoder().encode(call(34, 'y'.repeat(1000)));
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let at = 0; at < bytes.length; at += 100) controller.enqueue(bytes.slice(at, at + 100));
+          controller.close();
+        },
+      });
+      const response = await app.request('/mcp', {
+        method: 'POST',
+        headers,
+        body: stream,
+        duplex: 'half',
+      } as RequestInit);
+      assert.equal(response.status, 200);
+      assert.match(await response.text(), /y{1000}/);
+    } finally {
+      await close();
+    }
+    assert.equal(named('tools/call echo').length, before, 'a body the span does not read gets no span');
   });
 
   test('a chunked body past the limit: no span, and the endpoint answers 413, not a used-body error', async () => {
