@@ -305,6 +305,17 @@ describe('mcpTracing reads the body the endpoint reads', () => {
     return { app, close: () => endpoint.close() };
   }
   const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  /** POSTs `body` in chunks of 100 bytes, without a Content-Length. */
+  const postChunked = (app: Hono<{ Variables: { seen: unknown } }>, body: string) => {
+    const bytes = new TextEncoder().encode(body);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let at = 0; at < bytes.length; at += 100) controller.enqueue(bytes.slice(at, at + 100));
+        controller.close();
+      },
+    });
+    return app.request('/mcp', { method: 'POST', headers, body: stream, duplex: 'half' } as RequestInit);
+  };
   const call = (id: number, text: string) =>
     JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text } } });
 
@@ -350,19 +361,7 @@ describe('mcpTracing reads the body the endpoint reads', () => {
     const { app, close } = await tracedApp(4096, 256);
     const before = named('tools/call echo').length;
     try {
-      const bytes = new TextEncoder().encode(call(34, 'y'.repeat(1000)));
-      const stream = new ReadableStream<Uint8Array>({
-        start(controller) {
-          for (let at = 0; at < bytes.length; at += 100) controller.enqueue(bytes.slice(at, at + 100));
-          controller.close();
-        },
-      });
-      const response = await app.request('/mcp', {
-        method: 'POST',
-        headers,
-        body: stream,
-        duplex: 'half',
-      } as RequestInit);
+      const response = await postChunked(app, call(34, 'y'.repeat(1000)));
       assert.equal(response.status, 200);
       assert.match(await response.text(), /y{1000}/);
     } finally {
@@ -375,19 +374,7 @@ describe('mcpTracing reads the body the endpoint reads', () => {
     const { app, close } = await tracedApp(256);
     const before = named('tools/call echo').length;
     try {
-      const bytes = new TextEncoder().encode(call(33, 'x'.repeat(1000)));
-      const stream = new ReadableStream<Uint8Array>({
-        start(controller) {
-          for (let at = 0; at < bytes.length; at += 100) controller.enqueue(bytes.slice(at, at + 100));
-          controller.close();
-        },
-      });
-      const response = await app.request('/mcp', {
-        method: 'POST',
-        headers,
-        body: stream,
-        duplex: 'half',
-      } as RequestInit);
+      const response = await postChunked(app, call(33, 'x'.repeat(1000)));
       assert.equal(response.status, 413);
       assert.equal(((await response.json()) as { error?: { code?: number } }).error?.code, -32600);
     } finally {
