@@ -1,4 +1,4 @@
-import { INVALID_REQUEST, parseBodyOnce, readBodyKeepingIt, rpcError } from '@mcp-auth-stack/mcp-hono';
+import { discardBody, INVALID_REQUEST, parseBodyOnce, readBodyKeepingIt, rpcError } from '@mcp-auth-stack/mcp-hono';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { AuthProvider } from './auth-provider.ts';
@@ -131,7 +131,10 @@ export function requireMcpScopes(options: McpScopeGuardOptions) {
     }
 
     const text = await readBodyKeepingIt(c.req, maxBodyBytes);
-    if (text === undefined) return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    if (text === undefined) {
+      await discardBody(c.req.raw);
+      return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
+    }
     // Parsed once for this request: the MCP endpoint takes the same parse (`parseBodyOnce`).
     const json = parseBodyOnce(c.req.raw);
     if (!json.ok) return next(); // the endpoint answers malformed JSON; there is no call to authorize

@@ -103,20 +103,14 @@ const readBodies = new WeakMap<Request, ReadBody>();
 /**
  * `readBodyWithin`, once per request: a later call for the same request (or for one that
  * `rememberBody` tied to it) gets the text read the first time, still held to its own `limit`.
- * A chunked body past this call's limit is not abandoned at once: a later call with a larger
- * limit reads on (a middleware with a smaller limit must not decide the endpoint's answer); a
- * later call it is too large for too cancels it.
+ * A chunked body past this call's limit is not abandoned: a later call with a larger limit
+ * reads on (a middleware with a smaller limit must not decide the endpoint's answer), so each
+ * call's answer depends on the body's size alone, never on how it was cut into chunks. Whoever
+ * answers 413 calls `discardBody`.
  */
 export async function readBodyOnce(request: Request, limit: number): Promise<string | undefined> {
   const known = readBodies.get(request);
   if (known !== undefined && known.stopped === undefined) return known.bytes > limit ? undefined : known.text;
-  if (known?.stopped !== undefined && known.stopped.size > limit) {
-    // A second reader refuses it too: the rest is not read, the stream is cancelled (which
-    // frees its connection), and no later reader can have it.
-    await known.stopped.reader.cancel();
-    Object.assign(known, { stopped: undefined, bytes: Number.POSITIVE_INFINITY });
-    return undefined;
-  }
   const read = known?.stopped ? await readOn(known.stopped, limit) : await readBytesOrStop(request, limit);
   // A declared length over the limit: nothing read, a reader with a larger limit reads it.
   if (read === undefined) return undefined;
@@ -126,6 +120,19 @@ export async function readBodyOnce(request: Request, limit: number): Promise<str
   if (known === undefined) readBodies.set(request, state);
   else Object.assign(known, state, 'text' in read ? { stopped: undefined } : {});
   return 'text' in read ? read.text : undefined;
+}
+
+/**
+ * Gives up a body read only partly (past every limit so far): the rest is not read, the stream
+ * is cancelled, which frees its connection at once, and no later reader can have it. For the
+ * handler that answers 413; without it the server would read and drop the rest after the answer.
+ */
+export async function discardBody(request: Request): Promise<void> {
+  const known = readBodies.get(request);
+  if (known?.stopped === undefined) return;
+  const { reader } = known.stopped;
+  Object.assign(known, { stopped: undefined, bytes: Number.POSITIVE_INFINITY });
+  await reader.cancel().catch(() => {});
 }
 
 /**

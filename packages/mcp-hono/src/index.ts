@@ -1,4 +1,5 @@
 export {
+  discardBody,
   parseBodyOnce,
   readBodyKeepingIt,
   readBodyOnce,

@@ -11,7 +11,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Context } from 'hono';
-import { parseBodyOnce, readBodyOnce } from './body.ts';
+import { discardBody, parseBodyOnce, readBodyOnce } from './body.ts';
 import { callToolDirectly } from './direct-tool-call.ts';
 import { lossyRequestNumbers } from './exact-json.ts';
 import { DEFAULT_MAX_JSON_DEPTH, jsonTextTooDeep } from './json-depth.ts';
@@ -146,6 +146,7 @@ export async function createStatelessMcpEndpoint(
 
     const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {
+      await discardBody(request);
       return rpcError(c, 413, INVALID_REQUEST, `Request body larger than ${maxBodyBytes} bytes.`);
     }
     if (jsonTextTooDeep(body, maxJsonDepth)) {
