@@ -297,13 +297,13 @@ describe('the server process on the embedded database, with the keys CLI beside 
       ['revoke', leaked.replace('mcpk_', 'mcpk-')],
       ['revoke', leaked.slice(5)],
       // Without its prefix and one character mistyped.
-      ['revoke', `${leaked.slice(5, 25)}.${leaked.slice(26)}`],
+      ['revoke', `${leaked.slice(5, 25)}${leaked[25] === 'Q' ? 'R' : 'Q'}${leaked.slice(26)}`],
       ['create', '--user', 'leaky', leaked],
       ['list', leaked],
       [leaked],
       // Pasted into the wrong option: refused, not stored (the user id is logged with each request).
       ['create', '--user', leaked],
-      ['create', '--user', 'leaky', '--name', `laptop ${leaked.slice(5)}`],
+      ['create', '--user', 'leaky', '--name', `laptop ${leaked}`],
     ]) {
       const result = await keysCli(args, env());
       outputs.push(result.stdout, result.stderr);

@@ -11,6 +11,7 @@ export {
   type CreatedApiKey,
   couldBeAKey,
   hashApiKey,
+  holdsAKey,
   looksLikeApiKey,
   MAX_API_KEY_LIFETIME_SECONDS,
   type VerifiedKey,

@@ -13,6 +13,7 @@ import {
   bearerChallenge,
   bearerCredential,
   couldBeAKey,
+  holdsAKey,
   looksLikeApiKey,
   noAuthProvider,
   principalFromAuthInfo,
@@ -49,16 +50,18 @@ test('bearerCredential reads only well-formed Bearer credentials', () => {
   assert.equal(read('Bearer '), undefined);
 });
 
-test('couldBeAKey: a key whole, cut, mistyped or without its prefix; not a UUID, a key id, an address or a digest', () => {
+test('couldBeAKey: a key whole, in part, mistyped or without its prefix; not a UUID, a key id, an address or a digest', () => {
   const key = `mcpk_${'Zq3vT8kPwX1mN0bR7yLcJ4hG2sD9fA6eU5iO_-tYxWe'}`;
   const body = key.slice(5);
   for (const word of [
     key,
     key.toUpperCase(),
     body,
-    body.slice(0, 32),
+    body.slice(0, 22),
+    body.slice(21),
     `${body.slice(0, 20)}.${body.slice(21)}`,
     `"${key}",`,
+    'mcpj_Zq3vT8kPwX1mN0bR7yLcJ4hG2sD9fA6eU5iO_-tYxWe', // the prefix mistyped
   ]) {
     assert.equal(couldBeAKey(word), true, word);
   }
@@ -67,11 +70,19 @@ test('couldBeAKey: a key whole, cut, mistyped or without its prefix; not a UUID,
     'F81D4FAE-7DEC-11D0-A765-00A0C91E6BF6',
     'key_0123456789abcdef',
     'Firstname.Lastname@Example-Company2024.example',
+    'Maximilian.Hohenzollern-Sigmaringen@example.com',
+    'AdeleV@ContosoPharmaceuticals.onmicrosoft.com',
     'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
-    body.slice(0, 31),
-    `${body.slice(0, 16)}..${body.slice(18)}`, // two characters apart: two words, neither a key
+    body.slice(0, 19),
   ]) {
     assert.equal(couldBeAKey(word), false, word);
+  }
+});
+
+test('holdsAKey: a key as printed and pasted, with its prefix in any case; names and ids are not', () => {
+  for (const text of ['mcpk_abc', 'laptop MCPK-abc', 'x-mcpk_']) assert.equal(holdsAKey(text), true, text);
+  for (const text of ['GitHubActionsProductionDeployKey', 'Christopher-Montgomery-Richardson-Dev', 'mcpkiller']) {
+    assert.equal(holdsAKey(text), false, text);
   }
 });
 
