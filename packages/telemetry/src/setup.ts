@@ -44,8 +44,12 @@ export interface Telemetry {
    * its package (apps/server/build.ts).
    */
   instrumentsPg: boolean;
-  /** Flushes pending spans and stops exporting; call on shutdown. */
-  shutdown(): Promise<void>;
+  /**
+   * Flushes pending spans and stops exporting; call on shutdown. Waits at most `timeoutMs`
+   * (2 s) and never rejects: a collector that is away must neither hold a stop (the exporter
+   * waits 10 s for it) nor fail one. Resolves with why spans may not have gone out, if so.
+   */
+  shutdown(timeoutMs?: number): Promise<string | undefined>;
 }
 
 /** A telemetry variable that cannot be used; its message names it. */
@@ -108,7 +112,7 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
     ...(options.spanProcessors ?? []),
   ];
   if (processors.length === 0) {
-    active = { destination, instrumentsPg: false, shutdown: async () => {} };
+    active = { destination, instrumentsPg: false, shutdown: async () => undefined };
     return active;
   }
   const { resourceFromAttributes } = load.resources();
@@ -138,9 +142,23 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
   active = {
     destination,
     instrumentsPg: options.instrumentPg !== false,
-    async shutdown() {
+    async shutdown(timeoutMs = 2_000) {
       unregister();
-      await provider.shutdown();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve(`the exporter did not finish within ${timeoutMs} ms`), timeoutMs);
+      });
+      try {
+        return await Promise.race([
+          provider.shutdown().then(
+            () => undefined,
+            (error: unknown) => (error instanceof Error ? error.message : String(error)),
+          ),
+          late,
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
   };
   return active;
