@@ -303,6 +303,7 @@ describe('the server process on the embedded database, with the keys CLI beside 
       [leaked],
       // Pasted into the wrong option: refused, not stored (the user id is logged with each request).
       ['create', '--user', leaked],
+      ['create', '--user', leaked.slice(5)],
       ['create', '--user', 'leaky', '--name', `laptop ${leaked}`],
     ]) {
       const result = await keysCli(args, env());

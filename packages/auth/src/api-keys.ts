@@ -141,9 +141,17 @@ export function couldBeAKey(word: string): boolean {
   return false;
 }
 
-/** Whether text holds a key as keys are printed and pasted: with its prefix (in any case). */
+/**
+ * Whether text holds a key as keys are printed and pasted: with its prefix (in any case), or
+ * a word that is a key's random part (43 key characters, with upper and lower case letters and
+ * a digit). Narrower than `couldBeAKey`: for text that is stored, where a refusal must not meet
+ * a real name.
+ */
 export function holdsAKey(text: string): boolean {
-  return /mcpk[_-]/i.test(text);
+  if (/mcpk[_-]/i.test(text)) return true;
+  return text
+    .split(/\s+/)
+    .some((word) => /^[A-Za-z0-9_-]{43}$/.test(word) && /[A-Z]/.test(word) && /[a-z]/.test(word) && /[0-9]/.test(word));
 }
 
 const RECORD_COLUMNS = `id, user_id AS "userId", name, scopes,

@@ -80,7 +80,10 @@ test('couldBeAKey: a key whole, in part, mistyped or without its prefix; not a U
 });
 
 test('holdsAKey: a key as printed and pasted, with its prefix in any case; names and ids are not', () => {
-  for (const text of ['mcpk_abc', 'laptop MCPK-abc', 'x-mcpk_']) assert.equal(holdsAKey(text), true, text);
+  const body = 'Zq3vT8kPwX1mN0bR7yLcJ4hG2sD9fA6eU5iO_-tYxWe';
+  for (const text of ['mcpk_abc', 'laptop MCPK-abc', 'x-mcpk_', body, `laptop ${body}`]) {
+    assert.equal(holdsAKey(text), true, text);
+  }
   for (const text of ['GitHubActionsProductionDeployKey', 'Christopher-Montgomery-Richardson-Dev', 'mcpkiller']) {
     assert.equal(holdsAKey(text), false, text);
   }
