@@ -144,6 +144,16 @@ async function usableDataDir(dataDir: string): Promise<void> {
     }
     throw error;
   }
+  // Another user's DATA_DIR is refused before anything is written in it (the lock, `pgdata`):
+  // run as root, a first start would leave the owner a database of root's. A folder everyone
+  // may write (a shared one, /tmp-like) is allowed: `pgdata` inside it is checked instead.
+  const folder = await stat(dataDir);
+  const me = process.getuid?.();
+  if (me !== undefined && folder.uid !== me && (folder.mode & 0o002) === 0) {
+    throw new Error(
+      `DATA_DIR ${dataDir} belongs to another user (uid ${folder.uid}; this process runs as uid ${me}): run as that user, or give this one a DATA_DIR of its own.`,
+    );
+  }
   try {
     await access(dataDir, constants.W_OK | constants.X_OK);
   } catch {

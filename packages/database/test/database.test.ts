@@ -505,7 +505,7 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
-  test("another user's folder is refused before anything is written in it, even to root", async () => {
+  test("another user's database folder is refused, its mode untouched", async () => {
     // Root's chmod succeeds on anyone's folder: one `sudo pnpm keys create` on a user's DATA_DIR
     // wrote files that user's server could then not open.
     const me = process.getuid?.() as number;
@@ -526,12 +526,35 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
         return true;
       });
       assert.equal((await stat(foreign)).mode, modeBefore, 'its mode was not changed');
-      if (me === 0) {
-        await assert.rejects(openDatabase({ dataDir: folder, embedded: { mustOwn: true } }), /belongs to another user/);
-        assert.deepEqual(await readdir(foreign), [], 'nothing written in it');
-      }
     } finally {
       await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  test("root on another user's DATA_DIR writes nothing there: not the lock, not pgdata", {
+    skip: process.getuid?.() !== 0 && 'only root can give a folder to another user',
+  }, async () => {
+    const base = await mkdtemp(join(tmpdir(), 'mcp-db-foreign-dir-'));
+    try {
+      // A user's fresh DATA_DIR (no database yet), and one whose pgdata is that user's.
+      const fresh = join(base, 'fresh');
+      const made = join(base, 'made');
+      for (const folder of [fresh, made, join(made, 'pgdata')]) {
+        await mkdir(folder, { mode: 0o700 });
+        await chown(folder, 65534, 65534);
+      }
+      for (const dataDir of [fresh, made]) {
+        const before = await readdir(dataDir);
+        await assert.rejects(
+          openDatabase({ dataDir, embedded: { mustOwn: true } }),
+          /belongs to another user \(uid 65534; this process runs as uid 0\)/,
+        );
+        await assert.rejects(openDatabase({ dataDir }), /belongs to another user/, 'a tool (pnpm keys) too');
+        assert.deepEqual(await readdir(dataDir), before, `nothing written in ${dataDir}`);
+      }
+      assert.deepEqual(await readdir(join(made, 'pgdata')), []);
+    } finally {
+      await rm(base, { recursive: true, force: true });
     }
   });
 
