@@ -12,7 +12,10 @@ import { freePort, postMcp } from '@mcp-auth-stack/testing';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
 /** `pnpm start` as a user runs it, until its summary is printed. */
-async function start(env: Record<string, string>): Promise<{ child: ChildProcess; output: () => string }> {
+async function start(
+  env: Record<string, string>,
+  whileStarting: (output: string) => void = () => {},
+): Promise<{ child: ChildProcess; output: () => string }> {
   // Only what the test names picks the mode, not whatever the caller's shell has set.
   const { MCP_AUTH_PROVIDER: _ignored, ...inherited } = process.env;
   const child = spawn(process.execPath, ['scripts/start.ts'], {
@@ -25,7 +28,9 @@ async function start(env: Record<string, string>): Promise<{ child: ChildProcess
   child.stderr?.on('data', (chunk) => (output += chunk));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no summary within 5 min:\n${output}`)), 300_000);
+    child.stderr?.on('data', () => whileStarting(output));
     child.stdout?.on('data', () => {
+      whileStarting(output);
       if (output.includes('Ctrl-C stops everything.')) {
         clearTimeout(timer);
         resolve();
@@ -250,16 +255,16 @@ describe('pnpm start', () => {
   test('MCP_AUTH_PROVIDER=key while a keys command has the embedded database open: pnpm start waits for it, then starts', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mcp-start-wait-'));
     const dataDir = join(dir, 'data');
-    // A tool that owns the files for 3 s, as `pnpm keys create` does while no server runs.
+    // A tool that owns the files, as `pnpm keys create` does while no server runs, until told.
     const database = join(ROOT, 'packages/database/src/index.ts');
     const tool = spawn(
       process.execPath,
       [
         '-e',
-        `import(${JSON.stringify(database)}).then(async (m) => { const db = await m.openDatabase({ dataDir: process.argv[1] }); console.log('open'); await new Promise((r) => setTimeout(r, 3000)); await db.close(); })`,
+        `import(${JSON.stringify(database)}).then(async (m) => { const db = await m.openDatabase({ dataDir: process.argv[1] }); console.log('open'); await new Promise((r) => process.stdin.once('data', r)); await db.close(); process.exit(0); })`,
         dataDir,
       ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     const toolExited = new Promise((resolve) => tool.once('exit', resolve));
     try {
@@ -267,7 +272,17 @@ describe('pnpm start', () => {
         tool.stdout?.on('data', (chunk: Buffer) => chunk.toString().includes('open') && resolve());
         tool.once('exit', (code) => reject(new Error(`the tool exited (${code}) before it opened the database`)));
       });
-      const started = await start({ PORT: String(await freePort()), DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' });
+      let toldToFinish = false;
+      const started = await start(
+        { PORT: String(await freePort()), DATA_DIR: dataDir, MCP_AUTH_PROVIDER: 'key' },
+        (output) => {
+          // The tool finishes once pnpm start says it waits for it.
+          if (!toldToFinish && output.includes('Waiting for process')) {
+            toldToFinish = true;
+            tool.stdin?.end('done\n');
+          }
+        },
+      );
       try {
         assert.match(started.output(), new RegExp(`Waiting for process ${tool.pid}, which has the embedded database`));
         assert.doesNotMatch(started.output(), /in use by process/);

@@ -123,17 +123,24 @@ describe('key mode with the key cache, two server processes on one PostgreSQL', 
       request.on('error', reject);
     });
     request.write(call.slice(0, 10));
-    await new Promise((resolve) => setTimeout(resolve, 200)); // the headers are in and verified
-    const revoked = await keysCli(['revoke', id], env);
-    assert.equal(revoked.code, 0, revoked.stderr);
-    await new Promise((resolve) => setTimeout(resolve, REVOCATION_BOUND_MS));
-    request.end(call.slice(10));
-    const { status, body } = await answered;
-    assert.equal(status, 401, body);
-    assert.match(body, /invalid_token/);
     const sql = new pg.Client({ connectionString: database.url });
     await sql.connect();
     try {
+      // The headers are in and the key verified: its first use is recorded (last_used_at).
+      const deadline = Date.now() + 10_000;
+      const used = async () =>
+        (await sql.query('SELECT last_used_at IS NOT NULL AS used FROM api_keys WHERE id = $1', [id])).rows[0].used;
+      while (!(await used())) {
+        assert.ok(Date.now() < deadline, 'the key was not verified within 10 s of the headers');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const revoked = await keysCli(['revoke', id], env);
+      assert.equal(revoked.code, 0, revoked.stderr);
+      await new Promise((resolve) => setTimeout(resolve, REVOCATION_BOUND_MS));
+      request.end(call.slice(10));
+      const { status, body } = await answered;
+      assert.equal(status, 401, body);
+      assert.match(body, /invalid_token/);
       const stored = await sql.query(
         `SELECT count(*)::int AS n FROM expenses WHERE description = 'sent after the revocation'`,
       );

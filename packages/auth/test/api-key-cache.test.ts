@@ -227,11 +227,12 @@ describe('ApiKeyCache on PostgreSQL', () => {
   });
 
   test('a slow lookup does not lengthen a key past its expiry in memory', async () => {
-    // The database measures the time left while it answers; the answer takes 300 ms to arrive.
+    // The database measures the time left while it answers; the answer takes 2 s to arrive, so
+    // the check just past the expiry comes well before the end the old code gave the entry.
     class SlowStore extends ApiKeyStore {
       override async verify(secret: string) {
         const key = await super.verify(secret);
-        await sleep(300);
+        await sleep(2_000);
         return key;
       }
     }
@@ -242,14 +243,16 @@ describe('ApiKeyCache on PostgreSQL', () => {
     });
     try {
       await cache.start();
-      const brief = await store.create({ userId: 'ida', expiresInSeconds: 1 });
+      const brief = await store.create({ userId: 'ida', expiresInSeconds: 3 });
       const { rows } = await other.query(
         'SELECT extract(epoch FROM expires_at) * 1000 AS at FROM api_keys WHERE id = $1',
         [brief.record.id],
       );
       const expiresAt = Number(rows[0].at);
       assert.equal((await cache.verify(brief.secret))?.id, brief.record.id);
+      assert.equal(cache.stats.entries, 1, 'the key is in memory');
       await until(() => Date.now() > expiresAt + 100, 'just past the expiry');
+      assert.equal(cache.serving, true, 'entries are served now');
       assert.equal(await cache.verify(brief.secret), undefined, 'served from memory after its expiry');
       assert.equal(cache.stats.hits, 0);
     } finally {

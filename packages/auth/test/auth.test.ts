@@ -226,11 +226,15 @@ describe('API keys on a real PostgreSQL server', () => {
     const { record, secret } = await store.create({ userId: 'gail', scopes: ['s1'] });
     const provider = apiKeyProvider({ store, realm: 'expenses' });
     let verifications = 0;
+    // Settled by each verification: a slow body sends its last bytes only after the first one.
+    let verified: () => void = () => {};
     const counted = {
       ...provider,
-      verify(credential: string) {
+      async verify(credential: string) {
         verifications++;
-        return provider.verify(credential);
+        const outcome = await provider.verify(credential);
+        verified();
+        return outcome;
       },
     };
     const app = new Hono<{ Variables: AuthVariables }>();
@@ -243,34 +247,43 @@ describe('API keys on a real PostgreSQL server', () => {
     assert.deepEqual(await prompt.json(), { user: 'gail', body: 'at once' });
     assert.equal(verifications, 1, 'a body that arrives at once costs no second verification');
 
-    /** A body whose last bytes come `delayMs` after the first, with `meanwhile` run in between. */
-    const slowBody = (delayMs: number, meanwhile: () => Promise<unknown> = async () => {}) =>
-      new ReadableStream<Uint8Array>({
+    /**
+     * A body whose last bytes come 200 ms after the headers were verified (4 times the age
+     * allowed), with `meanwhile` run in between.
+     */
+    const slowBody = (meanwhile: () => Promise<unknown> = async () => {}) => {
+      const headersVerified = new Promise<void>((resolve) => {
+        verified = resolve;
+      });
+      return new ReadableStream<Uint8Array>({
         async start(controller) {
           controller.enqueue(new TextEncoder().encode('slow '));
-          await new Promise((resolve) => setTimeout(resolve, delayMs));
+          await headersVerified;
           await meanwhile();
+          await new Promise((resolve) => setTimeout(resolve, 200));
           controller.enqueue(new TextEncoder().encode('body'));
           controller.close();
         },
       });
+    };
     verifications = 0;
     const slow = await app.request('/p', {
       method: 'POST',
       headers,
-      body: slowBody(80),
+      body: slowBody(),
       duplex: 'half',
     } as RequestInit);
     assert.deepEqual(await slow.json(), { user: 'gail', body: 'slow body' });
     assert.equal(verifications, 2, 'verified again once the slow body was in');
 
-    const revokedMeanwhile = slowBody(80, () => store.revoke(record.id));
+    verifications = 0;
     const refused = await app.request('/p', {
       method: 'POST',
       headers,
-      body: revokedMeanwhile,
+      body: slowBody(() => store.revoke(record.id)),
       duplex: 'half',
     } as RequestInit);
+    assert.equal(verifications, 2, 'accepted when the headers came, refused once the body was in');
     assert.equal(refused.status, 401);
     assert.match(refused.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
   });
