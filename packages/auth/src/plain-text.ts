@@ -137,8 +137,9 @@ const LOOK_ALIKE_SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Cherokee'
 /**
  * Latin letters made for phonetics that read as the plain letters of another id: the small
  * capitals (ᴀ, ʙ, ɪ, ʀ, ꞯ, …; Unicode has none for x), the alpha and script g (ɑ, ɡ), the iota
- * (ɩ), the dotless j (ȷ) and the dental click (ǀ, a bar like l). Not the IPA letters that languages write names with (Hausa's ɓ and ɗ, the
- * open ɛ and ɔ of Ewe and Akan, Turkish's dotless ı): they are letters of their own.
+ * (ɩ), the dotless j (ȷ) and the dental click (ǀ, a bar like l). Not the IPA letters that
+ * languages write names with (Hausa's ɓ and ɗ, the open ɛ and ɔ of Ewe and Akan, Turkish's
+ * dotless ı): they are letters of their own.
  */
 const PHONETIC_LOOK_ALIKES: Readonly<Record<string, string>> = {
   ...Object.fromEntries(

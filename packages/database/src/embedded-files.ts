@@ -82,14 +82,7 @@ export async function ownerOnlyFolder(folder: string): Promise<string> {
       `${folder} belongs to another user (uid ${owner}; this process runs as uid ${me}): run as that user, or give this one a DATA_DIR of its own.`,
     );
   }
-  try {
-    await chmod(folder, 0o700);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
-    throw new Error(
-      `${folder} belongs to another user, and its database must be readable by its owner only: run as that user, or give this one a DATA_DIR of its own.`,
-    );
-  }
+  await chmod(folder, 0o700);
   return folder;
 }
 

@@ -51,7 +51,6 @@ export interface EmbeddedServer {
 }
 
 /** The socket a server serves, which tools join. */
-const SHARED_PORT = SERVER_PORT;
 const socketName = (port: number) => `.s.PGSQL.${port}`;
 // sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
@@ -85,9 +84,9 @@ export async function startEmbeddedServer(
   dataDir: string,
   options: EmbeddedServerOptions = {},
 ): Promise<EmbeddedServer> {
-  const socketPath = join(dataDir, socketName(SHARED_PORT));
+  const socketPath = join(dataDir, socketName(SERVER_PORT));
   // A tool's own socket: a name no other owner of this directory has at the same time (one at a time holds the lock).
-  const ownPort = options.mustOwn ? SHARED_PORT : 10_000 + (process.pid % 50_000);
+  const ownPort = options.mustOwn ? SERVER_PORT : 10_000 + (process.pid % 50_000);
   const lockPath = join(dataDir, LOCK_NAME);
   // Checked before anything is made. A tool whose own socket's name would be too long can still
   // join a server's (a 93-byte DATA_DIR left the server running and `pnpm keys` refused).
@@ -113,7 +112,7 @@ export async function startEmbeddedServer(
     if (!options.mustOwn && (await socketAnswers(socketPath))) {
       return {
         socketDir: dataDir,
-        port: SHARED_PORT,
+        port: SERVER_PORT,
         owner: false,
         withoutStatementLimit: (work) => work(),
         stop: async () => {},
@@ -157,9 +156,8 @@ async function usableDataDir(dataDir: string): Promise<void> {
   try {
     await access(dataDir, constants.W_OK | constants.X_OK);
   } catch {
-    const owner = (await stat(dataDir)).uid;
     throw new Error(
-      `DATA_DIR ${dataDir} cannot be written by this user (uid ${process.getuid?.()}; the folder belongs to uid ${owner}): run as its owner, or give this one a DATA_DIR of its own.`,
+      `DATA_DIR ${dataDir} cannot be written by this user (uid ${me}; the folder belongs to uid ${folder.uid}): make it writable, or give this one a DATA_DIR of its own.`,
     );
   }
 }
