@@ -455,6 +455,13 @@ describe('start-up configuration', () => {
     assert.doesNotMatch(result.stderr, /\bat /, 'no stack trace');
   });
 
+  test('an OTLP endpoint that is not a URL stops the start, naming the variable, with no stack trace', async () => {
+    const result = await runServerToExit({ MCP_AUTH_PROVIDER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' });
+    assert.equal(result.code, 78, result.stderr);
+    assert.match(result.stderr, /^OTEL_EXPORTER_OTLP_ENDPOINT must be an http\(s\) URL/);
+    assert.doesNotMatch(result.stderr, /\bat /, 'no stack trace');
+  });
+
   test('a PORT taken, or a HOST that is not this machine, stops the start with exit code 78 naming the variable', async () => {
     const holder = createServer();
     await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));

@@ -16,6 +16,7 @@ export {
   setupTelemetry,
   spanExporterFor,
   type Telemetry,
+  TelemetryConfigError,
   type TelemetryDestination,
   type TelemetryOptions,
   telemetryDestination,

@@ -80,10 +80,28 @@ export function spanExporterFor(
       return new (load.azureMonitor().AzureMonitorTraceExporter)({ connectionString });
     }
     case 'otlp':
+      // The exporter takes any text and then exports nothing, saying nothing.
+      for (const name of ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+        const value = env[name]?.trim();
+        if (value && !isHttpUrl(value)) {
+          throw new TelemetryConfigError(
+            `${name} must be an http(s) URL of an OTLP/HTTP collector (e.g. http://localhost:4318), or unset.`,
+          );
+        }
+      }
       // The exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT and _HEADERS itself.
       return new (load.otlp().OTLPTraceExporter)();
     case 'none':
       return null;
+  }
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const { protocol } = new URL(value);
+    return protocol === 'http:' || protocol === 'https:';
+  } catch {
+    return false;
   }
 }
 

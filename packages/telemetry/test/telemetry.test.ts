@@ -19,6 +19,7 @@ import {
   mcpTracing,
   setupTelemetry,
   spanExporterFor,
+  TelemetryConfigError,
   telemetryDestination,
   traceMcpRequest,
 } from '../src/index.ts';
@@ -135,6 +136,26 @@ describe('telemetry', () => {
       'AzureMonitorTraceExporter',
     );
     assert.equal(spanExporterFor('otlp', {})?.constructor.name, 'OTLPTraceExporter');
+  });
+
+  test('an OTLP endpoint that is not an http(s) URL is refused, naming the variable', () => {
+    for (const [name, value] of [
+      ['OTEL_EXPORTER_OTLP_ENDPOINT', 'not a url'],
+      ['OTEL_EXPORTER_OTLP_ENDPOINT', 'localhost:4318'],
+      ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'grpc://collector:4317'],
+    ] as const) {
+      assert.throws(
+        () => spanExporterFor('otlp', { [name]: value }),
+        (error: unknown) =>
+          error instanceof TelemetryConfigError && error.message.startsWith(`${name} must be an http(s) URL`),
+        `${name}=${value}`,
+      );
+    }
+    assert.equal(
+      spanExporterFor('otlp', { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://collector.example.com/v1/traces' })
+        ?.constructor.name,
+      'OTLPTraceExporter',
+    );
   });
 
   test('with no destination, the SDK and the exporters are never loaded', async () => {
