@@ -109,7 +109,10 @@ export interface AgentConfig {
   logLevel: LogLevel;
 }
 
-/** Every variable `loadConfig` reads; the README documents each (a test keeps the two in step). */
+/**
+ * Every variable `loadConfig` reads for the agent; the README documents each (a test keeps the
+ * two in step). Not listed: `XDG_CACHE_HOME` and `HOME`, the usual places of the token cache.
+ */
 export const CONFIG_VARIABLES = [
   'MCP_SERVER_URL',
   'MCP_AUTH',

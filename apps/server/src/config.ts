@@ -5,6 +5,7 @@ import {
   defaultServerBaseUrl,
   directory,
   type Env,
+  hostList,
   httpUrl,
   integer,
   LOG_LEVELS,
@@ -12,11 +13,18 @@ import {
   list,
   oneOf,
   optional,
+  originList,
   text,
 } from '@mcp-auth-stack/config';
 import { DEFAULT_MAX_EXPENSES_PER_USER } from '@mcp-auth-stack/expenses';
 import { isLoopbackBindAddress, isLoopbackUrlHost, LOOPBACK_URL_HOSTS } from '@mcp-auth-stack/loopback';
-import { isEntraMultiTenant, isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
+import {
+  DEFAULT_UPSTREAM_SCOPES,
+  isEntraMultiTenant,
+  isEntraTenant,
+  type OAuthProxyOptions,
+} from '@mcp-auth-stack/oauth-proxy';
+import { parse as parseConnectionString } from 'pg-connection-string';
 
 /** A private JWK, as the proxy takes it. */
 type JWK = OAuthProxyOptions['signingKey'];
@@ -239,6 +247,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError('DATABASE_URL', 'must be a postgres:// or postgresql:// URL');
   }
+  if (databaseUrl !== undefined) checkConnectionString(databaseUrl);
   const keycloakRealmUrl = optional(env, 'KEYCLOAK_REALM_URL');
   const keycloakRegistration = oneOf(
     env,
@@ -265,8 +274,8 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     dataDir: directory(env, 'DATA_DIR', '.data'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 10, 1, 100),
     apiKeyCache: boolean(env, 'API_KEY_CACHE', true),
-    allowedHosts: list(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_URL_HOSTS])]),
-    allowedOrigins: list(env, 'ALLOWED_ORIGINS', ownOrigins(base)),
+    allowedHosts: hostList(env, 'ALLOWED_HOSTS', [...new Set([base.host, base.hostname, ...LOOPBACK_URL_HOSTS])]),
+    allowedOrigins: originList(env, 'ALLOWED_ORIGINS', ownOrigins(base)),
     maxRequestBytes: integer(env, 'MAX_REQUEST_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxExpensesPerUser: integer(env, 'MAX_EXPENSES_PER_USER', DEFAULT_MAX_EXPENSES_PER_USER, 1, 100_000_000),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
@@ -463,10 +472,13 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
       clientSecret: clientSecret ?? KEYCLOAK_PROXY_DEMO_SECRET,
       // The realm grants its expenses:admin scope only to holders of the expenses-admin role:
       // asking for it upstream is how the proxy learns who may see cross-user statistics.
+      // Keycloak gives a refresh token without offline_access (which would make it an offline
+      // token, outliving the sign-in); most other providers give one only with it, and without
+      // one the proxy's grant ends when the upstream access token does.
       scopes: list(
         env,
         'OAUTH_PROXY_UPSTREAM_SCOPES',
-        discoveryName === 'KEYCLOAK_REALM_URL' ? ['openid', 'profile', 'expenses:admin'] : ['openid', 'profile'],
+        discoveryName === 'KEYCLOAK_REALM_URL' ? ['openid', 'profile', 'expenses:admin'] : [...DEFAULT_UPSTREAM_SCOPES],
       ),
     },
     ...keys,
@@ -547,4 +559,20 @@ function loadLocalUserId(env: Env): string {
   const problem = misleadingTextProblem(userId);
   if (problem) throw new ConfigError('LOCAL_USER_ID', problem);
   return userId;
+}
+
+/**
+ * Reads DATABASE_URL as pg will (its own parser), so a port out of range or a broken host
+ * stops the start here, naming the variable, rather than as pg's bare `Invalid URL` at the
+ * first connection. The value is not quoted: it may hold a password.
+ */
+function checkConnectionString(databaseUrl: string): void {
+  try {
+    parseConnectionString(databaseUrl);
+  } catch {
+    throw new ConfigError(
+      'DATABASE_URL',
+      'is not a URL pg can read: check its host, its port (1-65535), and that special characters of the user name and password are percent-encoded',
+    );
+  }
 }

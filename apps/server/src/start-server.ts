@@ -3,11 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import type { AuthProvider } from '@mcp-auth-stack/auth';
 import { listenConfigError } from '@mcp-auth-stack/config';
+import { createDrainingServer } from '@mcp-auth-stack/http-drain';
 import { createApp } from './app.ts';
 import { createAuthProvider } from './auth.ts';
 import type { ServerConfig } from './config.ts';
 import { migrateAppSchema, openConfiguredDatabase } from './database.ts';
-import { createDrainingServer } from './drain.ts';
 import { createLogger, errorFields, type Logger } from './logger.ts';
 
 /**

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { createDrainingServer } from '@mcp-auth-stack/http-drain';
 import { neverEndingHeaders } from '@mcp-auth-stack/testing';
-import { createDrainingServer } from '../src/drain.ts';
 import { SLOW_CLIENT_BOUNDS } from '../src/start-server.ts';
 import { postMcp, startTestStack, type TestStack } from './helpers.ts';
 

@@ -118,6 +118,18 @@ describe('configuration', () => {
     assert.deepEqual(origins({ ALLOWED_ORIGINS: 'http://localhost:6274' }), ['http://localhost:6274']);
   });
 
+  test('a DATABASE_URL pg cannot read is refused without quoting it (it may hold a password)', () => {
+    assert.throws(
+      () => loadConfig({ DATABASE_URL: 'postgres://app:S3cret-Pw@db.example.com:70000/app' }),
+      (error: unknown) => error instanceof ConfigError && !error.message.includes('S3cret-Pw'),
+    );
+    // What pg reads but a URL parser alone would not: a socket folder, an empty host.
+    assert.equal(
+      loadConfig({ DATABASE_URL: 'postgres://u:p@/db?host=/var/run/postgresql' }).databaseUrl,
+      'postgres://u:p@/db?host=/var/run/postgresql',
+    );
+  });
+
   const invalid: [Record<string, string>, RegExp][] = [
     [{ PORT: 'eighty' }, /PORT must be a whole number/],
     [{ PORT: '70000' }, /PORT must be between 0 and 65535/],
@@ -126,6 +138,25 @@ describe('configuration', () => {
     [{ MCP_SERVER_BASE_URL: 'ftp://x' }, /MCP_SERVER_BASE_URL must be http or https/],
     [{ MCP_SERVER_BASE_URL: 'http://x/?a=1' }, /MCP_SERVER_BASE_URL must not have a query/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must be a postgres/],
+    // Read as pg reads it: pg's own parser would say only "Invalid URL" at the first connection.
+    [
+      { DATABASE_URL: 'postgres://u:p@127.0.0.1:99999/db' },
+      /DATABASE_URL is not a URL pg can read: check its host, its port/,
+    ],
+    [{ DATABASE_URL: 'postgres://u:p@[bad/db' }, /DATABASE_URL is not a URL pg can read/],
+    // Compared as text with what browsers and clients send: these would match no request.
+    [
+      { ALLOWED_ORIGINS: 'http://localhost:6274/' },
+      /ALLOWED_ORIGINS lists "http:\/\/localhost:6274\/", .* write http:\/\/localhost:6274$/,
+    ],
+    [{ ALLOWED_ORIGINS: '*' }, /ALLOWED_ORIGINS lists "\*": name each origin/],
+    [{ ALLOWED_ORIGINS: ' , ,' }, /ALLOWED_ORIGINS lists no origin/],
+    [
+      { ALLOWED_HOSTS: 'http://localhost:18302' },
+      /ALLOWED_HOSTS lists "http:\/\/localhost:18302", a URL: write its host, localhost:18302$/,
+    ],
+    [{ ALLOWED_HOSTS: 'mcp.example.com/mcp' }, /ALLOWED_HOSTS lists "mcp.example.com\/mcp", which is not a host name/],
+    [{ ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS lists "\*", which is not a host name/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of debug, info, warn, error/],
     [{ ALLOW_UNAUTHENTICATED_REMOTE: 'yes' }, /ALLOW_UNAUTHENTICATED_REMOTE must be true or false/],
     [{ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' }, /HOST is 0\.0\.0\.0/],
@@ -244,6 +275,29 @@ describe('configuration', () => {
     assert.deepEqual(
       loadConfig({ ...KEYCLOAK, KEYCLOAK_REGISTRATION: 'off', ALLOWED_CLIENT_IDS: 'vscode-mcp-client' }).authMode,
       'keycloak',
+    );
+  });
+
+  test('oauth_proxy asks the upstream for a refresh token: offline_access, except of the Keycloak realm', () => {
+    const scopes = (env: Record<string, string>) => {
+      const upstream = loadConfig(env).oauthProxy?.upstream;
+      return upstream?.kind === 'oidc' ? upstream.scopes : undefined;
+    };
+    const { KEYCLOAK_REALM_URL: _realm, ...generic } = PUBLIC_PROXY;
+    assert.deepEqual(scopes({ ...generic, OAUTH_PROXY_UPSTREAM_DISCOVERY_URL: 'https://id.example.com' }), [
+      'openid',
+      'profile',
+      'offline_access',
+    ]);
+    // Keycloak gives refresh tokens without it; with it they would be offline tokens.
+    assert.deepEqual(scopes(PUBLIC_PROXY), ['openid', 'profile', 'expenses:admin']);
+    assert.deepEqual(
+      scopes({
+        ...generic,
+        OAUTH_PROXY_UPSTREAM_DISCOVERY_URL: 'https://id.example.com',
+        OAUTH_PROXY_UPSTREAM_SCOPES: 'openid,email',
+      }),
+      ['openid', 'email'],
     );
   });
 

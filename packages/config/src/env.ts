@@ -65,6 +65,82 @@ export function list(env: Env, name: string, fallback: string[]): string[] {
     .filter(Boolean);
 }
 
+/**
+ * A comma-separated list of web origins, as browsers send them in `Origin`: `scheme://host[:port]`,
+ * lower case, no default port, no path. Compared as text, so `http://localhost:6274/` or `*`
+ * would match no request: each is refused here, with the form to write. A value that lists
+ * nothing is refused too (unset, the fallback applies). Returns the origins in their browser form.
+ */
+export function originList(env: Env, name: string, fallback: string[]): string[] {
+  const items = nonEmptyList(env, name, fallback, 'origin');
+  return items.map((item) => {
+    const example = 'scheme://host[:port], e.g. http://localhost:6274';
+    if (item === '*' || item.toLowerCase() === 'null') {
+      throw new ConfigError(name, `lists "${item}": name each origin a browser may call from (${example})`);
+    }
+    let url: URL;
+    try {
+      url = new URL(item);
+    } catch {
+      throw new ConfigError(name, `lists "${item}", which is not an origin (${example})`);
+    }
+    if (url.protocol === 'http:' || url.protocol === 'https:') {
+      if (url.origin !== item.toLowerCase()) {
+        throw new ConfigError(name, `lists "${item}", which is not an origin as browsers send it: write ${url.origin}`);
+      }
+      return url.origin;
+    }
+    // Another scheme (a browser extension's, an editor's web view): its origin is the text itself.
+    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]+$/i.test(item)) {
+      throw new ConfigError(name, `lists "${item}", which is not an origin (${example})`);
+    }
+    return item.toLowerCase();
+  });
+}
+
+/**
+ * A comma-separated list of host names, each optionally with a port, as clients send them in
+ * `Host`: `mcp.example.com`, `localhost:8000`, `[::1]`. A URL, a path, `*` or a host the URL
+ * parser would write otherwise is refused with the form to write (they would match no request).
+ * A value that lists nothing is refused (unset, the fallback applies).
+ */
+export function hostList(env: Env, name: string, fallback: string[]): string[] {
+  const items = nonEmptyList(env, name, fallback, 'host');
+  return items.map((item) => {
+    const example = 'a host name with an optional port, e.g. mcp.example.com or localhost:8000';
+    if (item.includes('://')) {
+      let host: string | undefined;
+      try {
+        host = new URL(item).host;
+      } catch {}
+      throw new ConfigError(name, `lists "${item}", a URL: ${host ? `write its host, ${host}` : example}`);
+    }
+    let url: URL;
+    try {
+      url = new URL(`http://${item}`);
+    } catch {
+      throw new ConfigError(name, `lists "${item}", which is not ${example}`);
+    }
+    if (item === '*' || url.username || url.password || url.pathname !== '/' || url.search || url.hash) {
+      throw new ConfigError(name, `lists "${item}", which is not ${example}`);
+    }
+    const lower = item.toLowerCase();
+    // `host:80` is how the parser's `http:` drops its default port; clients send it either way.
+    if (url.host !== lower && `${url.host}:80` !== lower) {
+      throw new ConfigError(name, `lists "${item}", which clients send as ${url.host}: write that`);
+    }
+    return lower;
+  });
+}
+
+function nonEmptyList(env: Env, name: string, fallback: string[], what: string): string[] {
+  const items = list(env, name, fallback);
+  if (items.length === 0 && optional(env, name) !== undefined) {
+    throw new ConfigError(name, `lists no ${what}: name at least one, or leave it unset for the default`);
+  }
+  return items;
+}
+
 /** Parses an absolute URL, naming the variable when it is not one. */
 export function parseUrl(name: string, raw: string): URL {
   try {

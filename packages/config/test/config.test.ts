@@ -6,12 +6,14 @@ import {
   ConfigError,
   createLogger,
   directory,
+  hostList,
   httpUrl,
   integer,
   list,
   listenConfigError,
   oneOf,
   optional,
+  originList,
   required,
 } from '../src/index.ts';
 
@@ -86,4 +88,41 @@ test('listenConfigError names the variable behind each listen failure, and nothi
   assert.match(String(listenConfigError(failure('ENOTFOUND'), 'nowhere', 8000)), /HOST nowhere is not a host name/);
   assert.equal(listenConfigError(failure('EMFILE'), '127.0.0.1', 8000), undefined);
   assert.equal(listenConfigError(undefined, '127.0.0.1', 8000), undefined);
+});
+
+test('originList takes origins as browsers send them and says how to write the rest', () => {
+  assert.deepEqual(originList({}, 'O', ['http://localhost:8000']), ['http://localhost:8000']);
+  assert.deepEqual(
+    originList({ O: 'HTTP://LocalHost:6274, https://app.example.com, chrome-extension://abcdef' }, 'O', []),
+    ['http://localhost:6274', 'https://app.example.com', 'chrome-extension://abcdef'],
+  );
+  fails(() => originList({ O: 'https://app.example.com/' }, 'O', []), /write https:\/\/app\.example\.com$/);
+  fails(() => originList({ O: 'https://app.example.com/mcp' }, 'O', []), /write https:\/\/app\.example\.com$/);
+  fails(() => originList({ O: 'https://app.example.com:443' }, 'O', []), /write https:\/\/app\.example\.com$/);
+  fails(() => originList({ O: 'localhost:6274' }, 'O', []), /O lists "localhost:6274", which is not an origin/);
+  fails(() => originList({ O: 'app.example.com' }, 'O', []), /which is not an origin/);
+  fails(() => originList({ O: 'null' }, 'O', []), /O lists "null": name each origin/);
+  fails(() => originList({ O: '*' }, 'O', []), /O lists "\*": name each origin/);
+  fails(() => originList({ O: ',' }, 'O', ['http://x']), /O lists no origin/);
+});
+
+test('hostList takes hosts as clients send them in Host and says how to write the rest', () => {
+  assert.deepEqual(hostList({}, 'H', ['localhost']), ['localhost']);
+  assert.deepEqual(hostList({ H: 'MCP.example.com, localhost:8000, [::1], mcp_server, example.org:80' }, 'H', []), [
+    'mcp.example.com',
+    'localhost:8000',
+    '[::1]',
+    'mcp_server',
+    'example.org:80',
+  ]);
+  fails(() => hostList({ H: 'https://mcp.example.com/mcp' }, 'H', []), /a URL: write its host, mcp\.example\.com$/);
+  fails(
+    () => hostList({ H: 'mcp.example.com/mcp' }, 'H', []),
+    /H lists "mcp\.example\.com\/mcp", which is not a host name/,
+  );
+  fails(() => hostList({ H: 'user@mcp.example.com' }, 'H', []), /which is not a host name/);
+  fails(() => hostList({ H: '::1' }, 'H', []), /which is not a host name/);
+  fails(() => hostList({ H: '127.1' }, 'H', []), /which clients send as 127\.0\.0\.1: write that/);
+  fails(() => hostList({ H: '*' }, 'H', []), /H lists "\*", which is not a host name/);
+  fails(() => hostList({ H: ' , ' }, 'H', ['x']), /H lists no host/);
 });
