@@ -74,6 +74,14 @@ try {
             process.env.KEYCLOAK_JANITOR_CLIENT_SECRET || REALM_CLIENTS.janitor.demoSecret,
         }
       : {}),
+    // The proxy signs in upstream as the realm's mcp-oauth-proxy client, whose secret the realm
+    // takes from KEYCLOAK_PROXY_CLIENT_SECRET (Keycloak below inherits it), as compose does.
+    ...(wholeStack && mode === 'oauth_proxy' && process.env.KEYCLOAK_PROXY_CLIENT_SECRET?.trim()
+      ? {
+          OAUTH_PROXY_UPSTREAM_CLIENT_SECRET:
+            process.env.OAUTH_PROXY_UPSTREAM_CLIENT_SECRET?.trim() || process.env.KEYCLOAK_PROXY_CLIENT_SECRET.trim(),
+        }
+      : {}),
   };
   config = loadConfig(env);
 } catch (error) {

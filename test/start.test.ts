@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { freePort, postMcp } from '@mcp-auth-stack/testing';
+import { freePort, postMcp, startCallbackServer } from '@mcp-auth-stack/testing';
+import { launchChromium } from '@mcp-auth-stack/testing/browser';
+import { connectWithOAuth, ProxyOAuthProvider } from '@mcp-auth-stack/testing/mcp-oauth';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -547,7 +549,12 @@ describe('pnpm start', () => {
       KEYCLOAK_PORT: String(keycloakPort),
       KEYCLOAK_MANAGEMENT_PORT: String(await freePort()),
       KEYCLOAK_DATA_DIR: join(dir, 'keycloak'),
+      // The README's advice for anything beyond a demo: the realm's proxy client gets this
+      // secret, and the proxy must sign in upstream with it, not with the demo one.
+      KEYCLOAK_PROXY_CLIENT_SECRET: 'start-test-proxy-secret',
     });
+    const browser = await launchChromium();
+    const callback = await startCallbackServer();
     try {
       assert.match(output(), /auth: oauth_proxy/);
       assert.match(output(), new RegExp(`Keycloak realm +http://localhost:${keycloakPort}/realms/mcp`));
@@ -558,7 +565,17 @@ describe('pnpm start', () => {
       assert.equal(metadata.registration_endpoint, `http://localhost:${port}/register`);
       const ready = await fetch(`http://localhost:${port}/ready`);
       assert.equal(ready.status, 200, 'the upstream realm is reachable');
+      // The whole sign-in: consent here, Keycloak's login, the proxy's code exchange upstream.
+      const client = await connectWithOAuth(
+        `http://localhost:${port}/mcp`,
+        new ProxyOAuthProvider(browser, callback, { username: 'alice', password: 'alice-password' }),
+      );
+      const { tools } = await client.listTools();
+      assert.ok(tools.some((tool) => tool.name === 'get_user_expenses'));
+      await client.close();
     } finally {
+      await callback.close();
+      await browser.close();
       assert.equal(await interrupt(child), 0);
     }
     await rm(dir, { recursive: true, force: true });
