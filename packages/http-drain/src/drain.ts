@@ -38,9 +38,25 @@ export interface DrainingServer {
 }
 
 interface ConnectionState {
+  /** Responses of the connection's requests not yet sent, oldest first (pipelined requests queue). */
   inFlight: Set<ServerResponse>;
   idleSince: number;
   timer?: NodeJS.Timeout;
+  /** The response the drain marked `Connection: close`: the connection's last, so none is cut. */
+  closing?: ServerResponse;
+}
+
+/**
+ * Marks the connection's newest response `Connection: close`, and unmarks the one marked before
+ * it: Node ends a connection after the first response that says close, and the responses of
+ * requests pipelined behind it, which ran, would never be sent.
+ */
+function closeAfterLast(state: ConnectionState, newest: ServerResponse | undefined): void {
+  if (state.closing && state.closing !== newest && !state.closing.headersSent) {
+    state.closing.removeHeader('connection');
+  }
+  state.closing = newest;
+  if (newest && !newest.headersSent) newest.setHeader('connection', 'close');
 }
 
 /**
@@ -73,6 +89,8 @@ export function createDrainingServer(listener: RequestListener, options: ServerO
     if (draining || !state) {
       // New work on an old connection: refused before anything runs, so a retry is always safe.
       refused += 1;
+      // Answered after the connection's responses under way: they must not close it first.
+      if (state) closeAfterLast(state, response);
       response.writeHead(503, {
         'content-type': 'application/json',
         connection: 'close',
@@ -130,9 +148,7 @@ export function createDrainingServer(listener: RequestListener, options: ServerO
           resolve({ cut: 0, refused });
         });
         for (const [socket, state] of connections) {
-          for (const response of state.inFlight) {
-            if (!response.headersSent) response.setHeader('connection', 'close');
-          }
+          closeAfterLast(state, [...state.inFlight].at(-1));
           closeWhenIdle(socket, state);
         }
         timer = setTimeout(() => {
