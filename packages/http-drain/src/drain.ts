@@ -43,7 +43,7 @@ interface ConnectionState {
   idleSince: number;
   timer?: NodeJS.Timeout;
   /** The response the drain marked `Connection: close`: the connection's last, so none is cut. */
-  closing?: ServerResponse;
+  closing?: ServerResponse | undefined;
 }
 
 /**
