@@ -251,6 +251,21 @@ describe('workaround: registration goes through this server, which repairs it', 
     };
     assert.equal(realmMetadata.client_id_metadata_document_supported, true, 'the realm announces it');
     assert.equal((as as Record<string, unknown>).client_id_metadata_document_supported, undefined);
+    // No OpenID provider under this issuer: the realm's ID tokens name the realm in `iss`, so a
+    // client checking one against this document would refuse it (a review's finding).
+    assert.equal((await fetch(`${baseUrl}/.well-known/openid-configuration`)).status, 404);
+    const presented = as as Record<string, unknown>;
+    assert.equal(presented.userinfo_endpoint, undefined);
+    assert.equal(presented.id_token_signing_alg_values_supported, undefined);
+    assert.ok(!(presented.scopes_supported as string[]).includes('openid'));
+    assert.ok((presented.scopes_supported as string[]).includes('mcp:access'));
+    assert.deepEqual(presented.code_challenge_methods_supported, ['S256']);
+    assert.deepEqual(presented.response_types_supported, ['code']);
+    assert.deepEqual((presented.grant_types_supported as string[]).toSorted(), [
+      'authorization_code',
+      'client_credentials',
+      'refresh_token',
+    ]);
   });
 
   test('a strict client, the MCP Inspector CLI, checks RFC 9207 `iss` and succeeds: the answer names this server', async () => {

@@ -146,6 +146,20 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
     }
     metadata.issuer = issuer;
     metadata.registration_endpoint = `${issuer}/register`;
+    // This issuer is no OpenID provider: an ID token Keycloak issues names Keycloak in `iss`,
+    // which a client checking it against this document refuses (OpenID Connect Discovery 4.3).
+    // So the document is RFC 8414's, and it lists only what this server and the realm take.
+    for (const member of OPENID_PROVIDER_MEMBERS) delete metadata[member];
+    if (Array.isArray(metadata.scopes_supported)) {
+      metadata.scopes_supported = metadata.scopes_supported.filter((scope) => scope !== 'openid');
+    }
+    metadata.response_types_supported = ['code'];
+    metadata.code_challenge_methods_supported = ['S256'];
+    // Registration here admits the code grant only; pre-registered confidential clients (the
+    // agent's service account) also use client credentials through the same token endpoint.
+    metadata.grant_types_supported = Array.isArray(metadata.grant_types_supported)
+      ? metadata.grant_types_supported.filter((grant) => OFFERED_GRANT_TYPES.includes(grant as string))
+      : ['authorization_code', 'refresh_token'];
     if (passThrough) {
       metadata.authorization_endpoint = passThrough.authorizationEndpoint;
       metadata.token_endpoint = passThrough.tokenEndpoint;
@@ -195,10 +209,10 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
         );
       }
     };
-    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
-      app.get(path, serveMetadata);
-      app.options(path, () => new Response(null, { status: 204, headers: CORS }));
-    }
+    // RFC 8414's document only: under OpenID Connect's name it would promise ID tokens whose
+    // issuer it is, which it is not. MCP clients look for RFC 8414's first.
+    app.get('/.well-known/oauth-authorization-server', serveMetadata);
+    app.options('/.well-known/oauth-authorization-server', () => new Response(null, { status: 204, headers: CORS }));
     passThrough?.mount(app);
     app.options('/register', () => new Response(null, { status: 204, headers: CORS }));
     app.post('/register', async (c) => {
@@ -300,6 +314,30 @@ const CORS = {
 };
 
 /** Client authentication that survives the pass-through's forwarding of a token request. */
+/** Members of OpenID Connect discovery about ID tokens, userinfo and sessions, which this issuer does not offer. */
+const OPENID_PROVIDER_MEMBERS = [
+  'userinfo_endpoint',
+  'end_session_endpoint',
+  'check_session_iframe',
+  'frontchannel_logout_supported',
+  'frontchannel_logout_session_supported',
+  'backchannel_logout_supported',
+  'backchannel_logout_session_supported',
+  'id_token_signing_alg_values_supported',
+  'id_token_encryption_alg_values_supported',
+  'id_token_encryption_enc_values_supported',
+  'userinfo_signing_alg_values_supported',
+  'userinfo_encryption_alg_values_supported',
+  'userinfo_encryption_enc_values_supported',
+  'claims_supported',
+  'claim_types_supported',
+  'claims_parameter_supported',
+  'subject_types_supported',
+  'acr_values_supported',
+  'require_request_uri_registration',
+];
+/** Grants a client of this issuer can use: the code grant and its refresh; client credentials for confidential clients. */
+const OFFERED_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'];
 const FORWARDABLE_AUTH_METHODS: readonly string[] = ['none', 'client_secret_basic', 'client_secret_post'];
 
 /** The registration as Keycloak 26.7.3 handles it correctly (see the repairs listed above). */

@@ -17,8 +17,25 @@ const fakeFetch: typeof fetch = async (input, init) => {
       token_endpoint: `${upstream}/protocol/openid-connect/token`,
       registration_endpoint: `${upstream}/clients-registrations/openid-connect`,
       authorization_response_iss_parameter_supported: true,
-      code_challenge_methods_supported: ['S256'],
+      code_challenge_methods_supported: ['plain', 'S256'],
       client_id_metadata_document_supported: true,
+      userinfo_endpoint: `${upstream}/protocol/openid-connect/userinfo`,
+      end_session_endpoint: `${upstream}/protocol/openid-connect/logout`,
+      id_token_signing_alg_values_supported: ['RS256'],
+      claims_supported: ['sub', 'name'],
+      subject_types_supported: ['public', 'pairwise'],
+      scopes_supported: ['openid', 'mcp:access', 'expenses:read'],
+      response_types_supported: ['code', 'none', 'id_token', 'token', 'id_token token', 'code id_token'],
+      grant_types_supported: [
+        'authorization_code',
+        'implicit',
+        'refresh_token',
+        'password',
+        'client_credentials',
+        'urn:ietf:params:oauth:grant-type:device_code',
+        'urn:openid:params:grant-type:ciba',
+        'urn:ietf:params:oauth:grant-type:token-exchange',
+      ],
       // As Keycloak 26.7 announces them.
       dpop_signing_alg_values_supported: ['ES256', 'RS256'],
       response_modes_supported: ['query', 'fragment', 'form_post', 'query.jwt', 'fragment.jwt', 'form_post.jwt', 'jwt'],
@@ -62,20 +79,42 @@ const register = (app: Hono, body: unknown) =>
 describe('registrationFacade', () => {
   test("presents the provider's metadata under this server's issuer and registration endpoint", async () => {
     const app = makeApp();
-    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
-      const response = await app.request(path);
-      assert.equal(response.status, 200);
-      const metadata = (await response.json()) as Record<string, unknown>;
-      assert.equal(metadata.issuer, 'http://localhost:8000');
-      assert.equal(metadata.registration_endpoint, 'http://localhost:8000/register');
-      assert.equal(
-        metadata.authorization_endpoint,
-        `${upstream}/protocol/openid-connect/auth`,
-        'logins still go upstream',
-      );
-      assert.equal(metadata.authorization_response_iss_parameter_supported, undefined);
-      assert.equal(response.headers.get('access-control-allow-origin'), '*');
+    const response = await app.request('/.well-known/oauth-authorization-server');
+    assert.equal(response.status, 200);
+    const metadata = (await response.json()) as Record<string, unknown>;
+    assert.equal(metadata.issuer, 'http://localhost:8000');
+    assert.equal(metadata.registration_endpoint, 'http://localhost:8000/register');
+    assert.equal(
+      metadata.authorization_endpoint,
+      `${upstream}/protocol/openid-connect/auth`,
+      'logins still go upstream',
+    );
+    assert.equal(metadata.authorization_response_iss_parameter_supported, undefined);
+    assert.equal(response.headers.get('access-control-allow-origin'), '*');
+  });
+
+  test('presents no OpenID provider: ID tokens name Keycloak as issuer, not this server', async () => {
+    const app = makeApp();
+    // A client that finds OpenID Connect discovery here checks ID tokens against this issuer.
+    assert.equal((await app.request('/.well-known/openid-configuration')).status, 404);
+    const metadata = (await (await app.request('/.well-known/oauth-authorization-server')).json()) as Record<
+      string,
+      unknown
+    >;
+    for (const member of [
+      'userinfo_endpoint',
+      'end_session_endpoint',
+      'id_token_signing_alg_values_supported',
+      'claims_supported',
+      'subject_types_supported',
+    ]) {
+      assert.equal(metadata[member], undefined, member);
     }
+    assert.deepEqual(metadata.scopes_supported, ['mcp:access', 'expenses:read']);
+    // Only what a client can use here: PKCE with S256, the code flow, no password or device grant.
+    assert.deepEqual(metadata.code_challenge_methods_supported, ['S256']);
+    assert.deepEqual(metadata.response_types_supported, ['code']);
+    assert.deepEqual(metadata.grant_types_supported, ['authorization_code', 'refresh_token', 'client_credentials']);
   });
 
   test('endpoints the provider wrote with its internal address (a back channel) are presented with its public one', async () => {
