@@ -135,6 +135,10 @@ export async function createApp({
   });
 
   auth.mount?.(app);
+  // A URL pasted with a trailing slash is the endpoint's: sent there with its method and body
+  // (308), so the client gets the endpoint's own answers and challenge, not a bare 404. Relative,
+  // so it holds behind a proxy that serves the server under a path of its own.
+  app.all('/mcp/', (c) => c.redirect(`../mcp${new URL(c.req.url).search}`, 308));
   app.use(
     '/mcp',
     originGuard({

@@ -659,6 +659,18 @@ describe('scopes decide which tools a key may see and call', () => {
 });
 
 describe('key-based access', () => {
+  test('the endpoint pasted with a trailing slash: 308 to /mcp, and the SDK client works through it', async () => {
+    const answer = await fetch(`${stack.mcpUrl}/?a=1`, { method: 'POST', redirect: 'manual' });
+    assert.equal(answer.status, 308);
+    assert.equal(new URL(answer.headers.get('location') ?? '', answer.url).href, `${stack.mcpUrl}?a=1`);
+    const client = await connectClient(`${stack.mcpUrl}/`, { 'x-api-key': aliceKey });
+    try {
+      assert.ok((await client.listTools()).tools.some((tool) => tool.name === 'get_user_expenses'));
+    } finally {
+      await client.close();
+    }
+  });
+
   test('a missing or unknown key gets 401 with a Bearer challenge and no hint of existence', async () => {
     const missing = await postMcp(stack.mcpUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
     assert.equal(missing.status, 401);
