@@ -143,6 +143,18 @@ export async function createStatelessMcpEndpoint(
     if (!/^application\/json\s*(;|$)/i.test(contentType)) {
       return rpcError(c, 415, INVALID_REQUEST, 'Unsupported Media Type: send Content-Type: application/json.');
     }
+    // Bodies are read as sent: a compressed one would fail as JSON, and a plain one labelled as
+    // compressed would run though its label says otherwise (RFC 9110 8.4.1, 12.5.3).
+    const coding = request.headers.get('content-encoding');
+    if (coding !== null && !/^\s*identity\s*$/i.test(coding)) {
+      return rpcError(
+        c,
+        415,
+        INVALID_REQUEST,
+        'Unsupported Media Type: send the body without a Content-Encoding; it is not decompressed here.',
+        { 'Accept-Encoding': 'identity' },
+      );
+    }
 
     const body = await readBodyOnce(request, maxBodyBytes);
     if (body === undefined) {

@@ -392,6 +392,19 @@ describe('protocol errors', () => {
       415,
       -32600,
     ],
+    // Plain JSON labelled as compressed: it must not run as if the label were not there.
+    [
+      'a body labelled gzip',
+      { method: 'POST', headers: { ...HEADERS, 'content-encoding': 'gzip' }, body: JSON.stringify(call(1, 'a')) },
+      415,
+      -32600,
+    ],
+    [
+      'a body labelled br',
+      { method: 'POST', headers: { ...HEADERS, 'content-encoding': 'BR' }, body: JSON.stringify(call(1, 'a')) },
+      415,
+      -32600,
+    ],
     ['malformed JSON', { method: 'POST', headers: HEADERS, body: '{"jsonrpc": "2.0", "id": 1,' }, 400, -32700],
     ['a batch', { method: 'POST', headers: HEADERS, body: JSON.stringify([call(1, 'a'), call(2, 'b')]) }, 400, -32600],
     [
