@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { openMcpPost } from '@mcp-auth-stack/testing';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -458,6 +459,53 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
       assert.equal(status, 413, who);
     }
     assert.equal((await fetch(`${stack.url}/health`)).status, 200);
+  });
+
+  test('Expect: 100-continue: a body declared over the limit gets 413 instead of 100; one within it gets 100, then its answer', async () => {
+    const exchange = (length: number, body: string) =>
+      new Promise<string>((resolve, reject) => {
+        const { hostname, port } = new URL(stack.mcpUrl);
+        const socket = connect(Number(port), hostname);
+        let received = '';
+        socket.on('data', (chunk) => {
+          received += chunk;
+          // The body goes out only once the server says to send it, as curl and browsers do.
+          if (received.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && body) {
+            socket.write(body);
+            body = '';
+          }
+        });
+        const timer = setTimeout(() => {
+          socket.destroy();
+          reject(new Error(`no answer: ${received}`));
+        }, 10_000);
+        // Connection: close below: the answer is whole when the server closes.
+        socket.on('end', () => {
+          clearTimeout(timer);
+          resolve(received);
+        });
+        socket.on('error', reject);
+        socket.write(
+          [
+            'POST /mcp HTTP/1.1',
+            `Host: ${hostname}:${port}`,
+            `x-api-key: ${aliceKey}`,
+            'content-type: application/json',
+            'accept: application/json, text/event-stream',
+            `content-length: ${length}`,
+            'expect: 100-continue',
+            'connection: close',
+            '',
+            '',
+          ].join('\r\n'),
+        );
+      });
+    const tooLarge = await exchange(1024 * 1024 + 1, 'x'.repeat(10));
+    assert.match(tooLarge, /^HTTP\/1\.1 413 /, 'no 100 Continue first');
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
+    const fits = await exchange(Buffer.byteLength(ping), ping);
+    assert.match(fits, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+    assert.match(fits, /"result":\{\}/);
   });
 
   test('a raised limit is the limit of every layer, the scope check included', async () => {
