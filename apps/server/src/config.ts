@@ -18,12 +18,7 @@ import {
 } from '@mcp-auth-stack/config';
 import { DEFAULT_MAX_EXPENSES_PER_USER } from '@mcp-auth-stack/expenses';
 import { isLoopbackBindAddress, isLoopbackUrlHost, LOOPBACK_URL_HOSTS } from '@mcp-auth-stack/loopback';
-import {
-  DEFAULT_UPSTREAM_SCOPES,
-  isEntraMultiTenant,
-  isEntraTenant,
-  type OAuthProxyOptions,
-} from '@mcp-auth-stack/oauth-proxy';
+import { isEntraMultiTenant, isEntraTenant, type OAuthProxyOptions } from '@mcp-auth-stack/oauth-proxy';
 import { parse as parseConnectionString } from 'pg-connection-string';
 
 /** A private JWK, as the proxy takes it. */
@@ -141,7 +136,8 @@ export interface OAuthProxyConfig {
         internalUrl: string | undefined;
         clientId: string;
         clientSecret: string;
-        scopes: string[];
+        /** Unset: the package's default, decided by the provider's discovery document. */
+        scopes: string[] | undefined;
       }
     | {
         kind: 'entra';
@@ -473,13 +469,13 @@ function proxyConfig(env: Env, authMode: 'oauth_proxy' | 'entra_proxy', base: UR
       // The realm grants its expenses:admin scope only to holders of the expenses-admin role:
       // asking for it upstream is how the proxy learns who may see cross-user statistics.
       // Keycloak gives a refresh token without offline_access (which would make it an offline
-      // token, outliving the sign-in); most other providers give one only with it, and without
-      // one the proxy's grant ends when the upstream access token does.
-      scopes: list(
-        env,
-        'OAUTH_PROXY_UPSTREAM_SCOPES',
-        discoveryName === 'KEYCLOAK_REALM_URL' ? ['openid', 'profile', 'expenses:admin'] : [...DEFAULT_UPSTREAM_SCOPES],
-      ),
+      // token, outliving the sign-in). Another provider gets the package's default, which asks
+      // for offline_access where the provider lists it: most give a refresh token only with it,
+      // and without one the proxy's grant ends when the upstream access token does.
+      scopes:
+        optional(env, 'OAUTH_PROXY_UPSTREAM_SCOPES') === undefined && discoveryName !== 'KEYCLOAK_REALM_URL'
+          ? undefined
+          : list(env, 'OAUTH_PROXY_UPSTREAM_SCOPES', ['openid', 'profile', 'expenses:admin']),
     },
     ...keys,
   };

@@ -278,18 +278,15 @@ describe('configuration', () => {
     );
   });
 
-  test('oauth_proxy asks the upstream for a refresh token: offline_access, except of the Keycloak realm', () => {
+  test("oauth_proxy's upstream scopes: the realm's three; another provider's left to the package, which reads its discovery", () => {
     const scopes = (env: Record<string, string>) => {
       const upstream = loadConfig(env).oauthProxy?.upstream;
-      return upstream?.kind === 'oidc' ? upstream.scopes : undefined;
+      return upstream?.kind === 'oidc' ? upstream.scopes : 'not oidc';
     };
     const { KEYCLOAK_REALM_URL: _realm, ...generic } = PUBLIC_PROXY;
-    assert.deepEqual(scopes({ ...generic, OAUTH_PROXY_UPSTREAM_DISCOVERY_URL: 'https://id.example.com' }), [
-      'openid',
-      'profile',
-      'offline_access',
-    ]);
-    // Keycloak gives refresh tokens without it; with it they would be offline tokens.
+    // undefined: oidcUpstream's default, with offline_access where the provider lists it.
+    assert.equal(scopes({ ...generic, OAUTH_PROXY_UPSTREAM_DISCOVERY_URL: 'https://id.example.com' }), undefined);
+    // Keycloak gives refresh tokens without offline_access; with it they would be offline tokens.
     assert.deepEqual(scopes(PUBLIC_PROXY), ['openid', 'profile', 'expenses:admin']);
     assert.deepEqual(
       scopes({

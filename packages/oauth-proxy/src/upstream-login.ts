@@ -85,7 +85,7 @@ export async function startUpstreamLogin(ctx: ProxyContext, pending: PendingLogi
     response_type: 'code',
     client_id: upstream.clientId,
     redirect_uri: ctx.endpoints.callback,
-    scope: upstream.scopes.join(' '),
+    scope: (upstreamEndpoints.scopes ?? upstream.scopes).join(' '),
     state,
     nonce,
     code_challenge: s256(verifier),

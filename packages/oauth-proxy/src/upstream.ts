@@ -14,6 +14,11 @@ export interface UpstreamEndpoints {
   userinfoEndpoint?: string | undefined;
   /** RFC 9207: the provider puts `iss` on its authorization answers, so one without it is refused. */
   authorizationResponseIss?: boolean | undefined;
+  /**
+   * The scopes to ask for, when the discovery document decides them (`oidcUpstream` without
+   * `scopes`: `offline_access` only where the provider lists it); else `Upstream.scopes`.
+   */
+  scopes?: readonly string[] | undefined;
 }
 
 export interface Upstream {
@@ -55,7 +60,11 @@ export interface OidcUpstreamOptions {
   discoveryUrl: string;
   clientId: string;
   clientSecret: string;
-  /** Default `openid profile offline_access`. */
+  /**
+   * Default `openid profile offline_access`, without `offline_access` when the discovery
+   * document's `scopes_supported` leaves it out (Google refuses the scope with `invalid_scope`;
+   * most providers give a refresh token only with it).
+   */
   scopes?: readonly string[] | undefined;
   userIdClaim?: string | undefined;
   displayName?: string | undefined;
@@ -72,6 +81,13 @@ export interface OidcUpstreamOptions {
 }
 
 export const DEFAULT_UPSTREAM_SCOPES: readonly string[] = ['openid', 'profile', 'offline_access'];
+
+/** The default scopes, less `offline_access` when the provider lists its scopes without it. */
+function defaultScopesFor(document: Record<string, unknown>): readonly string[] {
+  const listed = document.scopes_supported;
+  if (!Array.isArray(listed) || listed.includes('offline_access')) return DEFAULT_UPSTREAM_SCOPES;
+  return DEFAULT_UPSTREAM_SCOPES.filter((scope) => scope !== 'offline_access');
+}
 
 /** Any OpenID Connect provider, from its discovery document (fetched lazily, cached, retried after a failure). */
 export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
@@ -129,6 +145,7 @@ export function oidcUpstream(options: OidcUpstreamOptions): Upstream {
       tokenEndpoint: rebase(tokenEndpoint) as string,
       userinfoEndpoint: rebase(stringMember(document, 'userinfo_endpoint')),
       authorizationResponseIss: document.authorization_response_iss_parameter_supported === true,
+      ...(options.scopes === undefined ? { scopes: defaultScopesFor(document) } : {}),
     };
   }
 

@@ -40,6 +40,8 @@ export class FakeUpstream {
   oversizedAnswers = false;
   /** What the next refresh gets instead of tokens (a 429, Entra's 401 invalid_client); then cleared. */
   nextRefreshRefusal: { status: number; error: string } | undefined;
+  /** `scopes_supported` of its discovery document; undefined leaves the member out. */
+  scopesSupported: string[] | undefined;
   /** RFC 9207: its metadata announces `iss` on authorization answers (as Keycloak's does). */
   announcesIss = false;
   /** The `iss` its authorization answers carry (Keycloak: its issuer); undefined sends none. */
@@ -109,6 +111,7 @@ export class FakeUpstream {
         userinfo_endpoint: `${this.issuer}/protocol/openid-connect/userinfo`,
         code_challenge_methods_supported: ['S256'],
         ...(this.announcesIss ? { authorization_response_iss_parameter_supported: true } : {}),
+        ...(this.scopesSupported ? { scopes_supported: this.scopesSupported } : {}),
       });
     }
     if (method === 'GET' && url.pathname.endsWith('/authorize')) {

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Database } from '@mcp-auth-stack/database';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import type { JWK } from 'jose';
-import { entraUpstream, generateSigningKey } from '../src/index.ts';
+import { entraUpstream, generateSigningKey, oidcUpstream } from '../src/index.ts';
 import { FakeUpstream } from './fake-upstream.ts';
 import {
   authorizeUrl,
@@ -173,6 +173,59 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
       authorizeUrl({ client_id: `${documentBase}/client.json`, code_challenge: pkce().challenge }),
     );
     assert.equal(response.status, 400);
+  });
+});
+
+describe('a provider of its own: the default scopes follow its discovery document', () => {
+  for (const [listed, asked] of [
+    [undefined, 'openid profile offline_access'],
+    [['openid', 'profile', 'email', 'offline_access'], 'openid profile offline_access'],
+    // As Google lists them: it refuses offline_access with invalid_scope.
+    [['openid', 'email', 'profile'], 'openid profile'],
+  ] as const) {
+    test(`scopes_supported ${listed ? listed.join(' ') : 'absent'}: the login asks for ${asked}`, async () => {
+      idp.scopesSupported = listed ? [...listed] : undefined;
+      try {
+        const upstream = oidcUpstream({
+          discoveryUrl: idp.discoveryUrl,
+          clientId: idp.clientId,
+          clientSecret: idp.clientSecret,
+        });
+        const proxy = instance(db, idp, keys, { upstream });
+        const registered = await proxy.app.request('http://localhost:8000/register', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ client_name: 'VS Code', redirect_uris: [REDIRECT] }),
+        });
+        const client = (await registered.json()) as { client_id: string };
+        await browserLogin({ authorize: proxy }, new Browser(), client.client_id, pkce().challenge);
+        assert.equal(idp.authorizeRequests.at(-1)?.get('scope'), asked);
+      } finally {
+        idp.scopesSupported = undefined;
+      }
+    });
+  }
+  test('scopes given by the caller are asked as given, whatever the document lists', async () => {
+    idp.scopesSupported = ['openid', 'profile'];
+    try {
+      const upstream = oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+        scopes: ['openid', 'offline_access'],
+      });
+      const proxy = instance(db, idp, keys, { upstream });
+      const registered = await proxy.app.request('http://localhost:8000/register', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ client_name: 'VS Code', redirect_uris: [REDIRECT] }),
+      });
+      const client = (await registered.json()) as { client_id: string };
+      await browserLogin({ authorize: proxy }, new Browser(), client.client_id, pkce().challenge);
+      assert.equal(idp.authorizeRequests.at(-1)?.get('scope'), 'openid offline_access');
+    } finally {
+      idp.scopesSupported = undefined;
+    }
   });
 });
 

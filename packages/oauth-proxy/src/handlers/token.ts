@@ -246,7 +246,7 @@ async function renewUpstream(ctx: ProxyContext, row: RefreshRow): Promise<Upstre
     renewed = await callUpstreamToken(ctx, endpoints, {
       grant_type: 'refresh_token',
       refresh_token: stored.refresh_token,
-      scope: ctx.upstream.scopes.join(' '),
+      scope: (endpoints.scopes ?? ctx.upstream.scopes).join(' '),
     });
   } catch {
     return { refusal: new OAuthError('temporarily_unavailable', 'The identity provider is not reachable.', 503) };
