@@ -156,7 +156,7 @@ describe('configuration', () => {
       /ALLOWED_HOSTS lists "http:\/\/localhost:18302", a URL: write its host, localhost:18302$/,
     ],
     [{ ALLOWED_HOSTS: 'mcp.example.com/mcp' }, /ALLOWED_HOSTS lists "mcp.example.com\/mcp", which is not a host name/],
-    [{ ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS lists "\*", which is not a host name/],
+    [{ ALLOWED_HOSTS: '*' }, /ALLOWED_HOSTS lists "\*": name each host in full/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of debug, info, warn, error/],
     [{ ALLOW_UNAUTHENTICATED_REMOTE: 'yes' }, /ALLOW_UNAUTHENTICATED_REMOTE must be true or false/],
     [{ MCP_AUTH_PROVIDER: 'none', HOST: '0.0.0.0' }, /HOST is 0\.0\.0\.0/],

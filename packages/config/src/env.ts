@@ -75,24 +75,25 @@ export function originList(env: Env, name: string, fallback: string[]): string[]
   const items = nonEmptyList(env, name, fallback, 'origin');
   return items.map((item) => {
     const example = 'scheme://host[:port], e.g. http://localhost:6274';
-    if (item === '*' || item.toLowerCase() === 'null') {
-      throw new ConfigError(name, `lists "${item}": name each origin a browser may call from (${example})`);
+    const quoted = quotedItem(item);
+    if (item.includes('*') || item.toLowerCase() === 'null') {
+      throw new ConfigError(name, `lists ${quoted}: name each origin a browser may call from, in full (${example})`);
     }
     let url: URL;
     try {
       url = new URL(item);
     } catch {
-      throw new ConfigError(name, `lists "${item}", which is not an origin (${example})`);
+      throw new ConfigError(name, `lists ${quoted}, which is not an origin (${example})`);
     }
     if (url.protocol === 'http:' || url.protocol === 'https:') {
       if (url.origin !== item.toLowerCase()) {
-        throw new ConfigError(name, `lists "${item}", which is not an origin as browsers send it: write ${url.origin}`);
+        throw new ConfigError(name, `lists ${quoted}, which is not an origin as browsers send it: write ${url.origin}`);
       }
       return url.origin;
     }
     // Another scheme (a browser extension's, an editor's web view): its origin is the text itself.
     if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]+$/i.test(item)) {
-      throw new ConfigError(name, `lists "${item}", which is not an origin (${example})`);
+      throw new ConfigError(name, `lists ${quoted}, which is not an origin (${example})`);
     }
     return item.toLowerCase();
   });
@@ -108,29 +109,38 @@ export function hostList(env: Env, name: string, fallback: string[]): string[] {
   const items = nonEmptyList(env, name, fallback, 'host');
   return items.map((item) => {
     const example = 'a host name with an optional port, e.g. mcp.example.com or localhost:8000';
+    const quoted = quotedItem(item);
+    if (item.includes('*')) {
+      throw new ConfigError(name, `lists ${quoted}: name each host in full (${example})`);
+    }
     if (item.includes('://')) {
       let host: string | undefined;
       try {
         host = new URL(item).host;
       } catch {}
-      throw new ConfigError(name, `lists "${item}", a URL: ${host ? `write its host, ${host}` : example}`);
+      throw new ConfigError(name, `lists ${quoted}, a URL: ${host ? `write its host, ${host}` : example}`);
     }
     let url: URL;
     try {
       url = new URL(`http://${item}`);
     } catch {
-      throw new ConfigError(name, `lists "${item}", which is not ${example}`);
+      throw new ConfigError(name, `lists ${quoted}, which is not ${example}`);
     }
-    if (item === '*' || url.username || url.password || url.pathname !== '/' || url.search || url.hash) {
-      throw new ConfigError(name, `lists "${item}", which is not ${example}`);
+    if (url.username || url.password || url.pathname !== '/' || url.search || url.hash) {
+      throw new ConfigError(name, `lists ${quoted}, which is not ${example}`);
     }
     const lower = item.toLowerCase();
     // `host:80` is how the parser's `http:` drops its default port; clients send it either way.
     if (url.host !== lower && `${url.host}:80` !== lower) {
-      throw new ConfigError(name, `lists "${item}", which clients send as ${url.host}: write that`);
+      throw new ConfigError(name, `lists ${quoted}, which clients send as ${url.host}: write that`);
     }
     return lower;
   });
+}
+
+/** An item for a message, quoted unless it may hold a password (`user:secret@`). */
+function quotedItem(item: string): string {
+  return item.includes('@') ? 'an item with a user name' : `"${item}"`;
 }
 
 function nonEmptyList(env: Env, name: string, fallback: string[], what: string): string[] {

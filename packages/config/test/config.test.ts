@@ -103,6 +103,14 @@ test('originList takes origins as browsers send them and says how to write the r
   fails(() => originList({ O: 'app.example.com' }, 'O', []), /which is not an origin/);
   fails(() => originList({ O: 'null' }, 'O', []), /O lists "null": name each origin/);
   fails(() => originList({ O: '*' }, 'O', []), /O lists "\*": name each origin/);
+  // The guard compares text: a pattern would match no request.
+  for (const pattern of ['https://*.example.com', 'http://*', 'chrome-extension://*']) {
+    fails(() => originList({ O: pattern }, 'O', []), /name each origin a browser may call from, in full/);
+  }
+  assert.throws(
+    () => originList({ O: 'https://user:S3cret@app.example.com' }, 'O', []),
+    (error: unknown) => error instanceof ConfigError && !error.message.includes('S3cret'),
+  );
   fails(() => originList({ O: ',' }, 'O', ['http://x']), /O lists no origin/);
 });
 
@@ -123,6 +131,12 @@ test('hostList takes hosts as clients send them in Host and says how to write th
   fails(() => hostList({ H: 'user@mcp.example.com' }, 'H', []), /which is not a host name/);
   fails(() => hostList({ H: '::1' }, 'H', []), /which is not a host name/);
   fails(() => hostList({ H: '127.1' }, 'H', []), /which clients send as 127\.0\.0\.1: write that/);
-  fails(() => hostList({ H: '*' }, 'H', []), /H lists "\*", which is not a host name/);
+  fails(() => hostList({ H: '*' }, 'H', []), /H lists "\*": name each host in full/);
+  fails(() => hostList({ H: '*.example.com' }, 'H', []), /name each host in full/);
+  fails(() => hostList({ H: '*:8000' }, 'H', []), /name each host in full/);
+  assert.throws(
+    () => hostList({ H: 'user:S3cret@mcp.example.com' }, 'H', []),
+    (error: unknown) => error instanceof ConfigError && !error.message.includes('S3cret'),
+  );
   fails(() => hostList({ H: ' , ' }, 'H', ['x']), /H lists no host/);
 });
