@@ -29,7 +29,8 @@ export interface DrainingServer {
   /** True from the moment `drain` is called. */
   readonly draining: boolean;
   /**
-   * Stops listening; marks every response not yet started `Connection: close`; answers any
+   * Stops listening; marks each connection's last response not yet started `Connection:
+   * close` (a request pipelined behind one marked earlier would run unanswered); answers any
    * request that arrives on an old connection with 503 without running it; closes each
    * connection once its last response is sent (idle ones after a short grace); resolves when
    * no connection is left, or at `timeoutMs`, when the rest are closed under their requests.

@@ -120,3 +120,20 @@ test('a request pipelined behind them after the drain began is refused after the
     socket.destroy();
   }
 });
+
+test('a request still running at the timeout is cut with its connection, and counted', async () => {
+  const { server, drain } = createDrainingServer(() => {
+    // Never answered.
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => {});
+  let received = '';
+  socket.on('data', (chunk) => (received += chunk));
+  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(await drain(300), { cut: 1, refused: 0 });
+  await closed;
+  assert.equal(received, '', 'no answer was made up for it');
+});
