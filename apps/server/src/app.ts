@@ -135,19 +135,19 @@ export async function createApp({
   });
 
   auth.mount?.(app);
+  const guard = originGuard({
+    allowedHosts: config.allowedHosts,
+    allowedOrigins: config.allowedOrigins,
+    // Retry-After: a browser client waits as told when the database or the identity provider is away (503).
+    exposeHeaders: ['WWW-Authenticate', 'X-Request-Id', 'Retry-After'],
+  });
   // A URL pasted with a trailing slash is the endpoint's: sent there with its method and body
   // (308), so the client gets the endpoint's own answers and challenge, not a bare 404. Relative,
-  // so it holds behind a proxy that serves the server under a path of its own.
+  // so it holds behind a proxy that serves the server under a path of its own. Behind the same
+  // guard: a page of an allowed origin gets its preflight answered and may follow the redirect.
+  app.use('/mcp/', guard);
   app.all('/mcp/', (c) => c.redirect(`../mcp${new URL(c.req.url).search}`, 308));
-  app.use(
-    '/mcp',
-    originGuard({
-      allowedHosts: config.allowedHosts,
-      allowedOrigins: config.allowedOrigins,
-      // Retry-After: a browser client waits as told when the database or the identity provider is away (503).
-      exposeHeaders: ['WWW-Authenticate', 'X-Request-Id', 'Retry-After'],
-    }),
-  );
+  app.use('/mcp', guard);
   app.use('/mcp', requireAuth(observedAuth));
   // Before the scope check, so a call refused with 403 has its span too.
   if (tracing) app.use('/mcp', mcpTracing({ maxBodyBytes: config.maxRequestBytes }));

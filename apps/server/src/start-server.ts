@@ -68,27 +68,14 @@ export async function startServer(
     await migrated;
     const http = createDrainingServer(getRequestListener(app.fetch, { hostname: config.host }), SLOW_CLIENT_BOUNDS);
     const httpServer = http.server;
-    // `Expect: 100-continue`: a body declared over the limit is refused before it is sent. Node
-    // would say "100 Continue" at once, and the client would upload the body only to get 413.
+    // `Expect: 100-continue`: "100 Continue" only for a body the server would read. One declared
+    // over the limit gets the app's answer (413, or 401 first without a credential) before it is
+    // sent: Node would say 100 at once, and the client upload the body only to have it refused.
+    // A draining server refuses the request without reading its body. Node closes a connection
+    // whose client still holds its body back.
     httpServer.on('checkContinue', (request, response) => {
       const declared = Number(request.headers['content-length']);
-      if (
-        !http.draining &&
-        new URL(request.url ?? '/', 'http://x').pathname === '/mcp' &&
-        declared > config.maxRequestBytes
-      ) {
-        response.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
-        response.end(
-          JSON.stringify({
-            jsonrpc: '2.0',
-            id: null,
-            error: { code: -32600, message: `Request body larger than ${config.maxRequestBytes} bytes.` },
-          }),
-        );
-        return;
-      }
-      // A draining server refuses the request without reading its body: no 100 for that.
-      if (!http.draining) response.writeContinue();
+      if (!http.draining && !(declared > config.maxRequestBytes)) response.writeContinue();
       httpServer.emit('request', request, response);
     });
     await new Promise<void>((resolve, reject) => {

@@ -43,7 +43,7 @@ after(async () => {
 });
 
 /** `fetch` of /mcp from a page of `origin`, with or without the key: what the page can read of the answer. */
-async function fetchFrom(origin: string, withKey: boolean) {
+async function fetchFrom(origin: string, withKey: boolean, url = stack.mcpUrl) {
   const page = await browser.newPage();
   try {
     await page.goto(origin);
@@ -70,7 +70,7 @@ async function fetchFrom(origin: string, withKey: boolean) {
           return { failed: String(error) };
         }
       },
-      { url: stack.mcpUrl, key: withKey ? key : undefined },
+      { url, key: withKey ? key : undefined },
     );
   } finally {
     await page.close();
@@ -105,4 +105,12 @@ test('a page of another origin gets nothing: the browser refuses the preflight',
   const refused = await fetchFrom(foreign, true);
   assert.ok('failed' in refused, JSON.stringify(refused));
   assert.match(refused.failed, /Failed to fetch/);
+});
+
+test('the endpoint written with a trailing slash: an allowed page follows the redirect, another gets nothing', async () => {
+  const listed = await fetchFrom(allowed, true, `${stack.mcpUrl}/`);
+  assert.equal('status' in listed && listed.status, 200, JSON.stringify(listed));
+  assert.ok('tools' in listed && listed.tools.includes('get_user_expenses'), JSON.stringify(listed));
+  const refused = await fetchFrom(foreign, true, `${stack.mcpUrl}/`);
+  assert.ok('failed' in refused, JSON.stringify(refused));
 });

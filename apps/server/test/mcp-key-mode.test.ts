@@ -462,7 +462,7 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
   });
 
   test('Expect: 100-continue: a body declared over the limit gets 413 instead of 100; one within it gets 100, then its answer', async () => {
-    const exchange = (length: number, body: string) =>
+    const exchange = (length: number, body: string, withKey = true) =>
       new Promise<string>((resolve, reject) => {
         const { hostname, port } = new URL(stack.mcpUrl);
         const socket = connect(Number(port), hostname);
@@ -489,7 +489,7 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
           [
             'POST /mcp HTTP/1.1',
             `Host: ${hostname}:${port}`,
-            `x-api-key: ${aliceKey}`,
+            ...(withKey ? [`x-api-key: ${aliceKey}`] : []),
             'content-type: application/json',
             'accept: application/json, text/event-stream',
             `content-length: ${length}`,
@@ -502,6 +502,12 @@ describe('request bodies are bounded by MAX_REQUEST_BYTES', () => {
       });
     const tooLarge = await exchange(1024 * 1024 + 1, 'x'.repeat(10));
     assert.match(tooLarge, /^HTTP\/1\.1 413 /, 'no 100 Continue first');
+    // The app's own answer: its request id, and the JSON-RPC error the endpoint gives.
+    assert.match(tooLarge, /\r\nx-request-id: \S+\r\n/i);
+    assert.match(tooLarge, /"code":-32600/);
+    // Without a credential the answer is the challenge, still before any body is sent.
+    const anonymous = await exchange(1024 * 1024 + 1, 'x'.repeat(10), false);
+    assert.match(anonymous, /^HTTP\/1\.1 401 /);
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
     const fits = await exchange(Buffer.byteLength(ping), ping);
     assert.match(fits, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
