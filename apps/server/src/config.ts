@@ -563,12 +563,20 @@ function loadLocalUserId(env: Env): string {
  * first connection. The value is not quoted: it may hold a password.
  */
 function checkConnectionString(databaseUrl: string): void {
+  let port: string | undefined;
   try {
-    parseConnectionString(databaseUrl);
-  } catch {
+    port = parseConnectionString(databaseUrl).port ?? undefined;
+  } catch (error) {
+    // pg reads sslrootcert, sslcert and sslkey while it parses: a file it cannot open.
+    const { code, path } = error as { code?: unknown; path?: unknown };
+    if (typeof path === 'string' && typeof code === 'string') {
+      throw new ConfigError('DATABASE_URL', `names a file pg cannot read (${code}): ${path}`);
+    }
     throw new ConfigError(
       'DATABASE_URL',
       'is not a URL pg can read: check its host, its port (1-65535), and that special characters of the user name and password are percent-encoded',
     );
   }
+  if (port === '0')
+    throw new ConfigError('DATABASE_URL', 'names port 0: give the port PostgreSQL listens on (5432 by default)');
 }

@@ -144,6 +144,11 @@ describe('configuration', () => {
       /DATABASE_URL is not a URL pg can read: check its host, its port/,
     ],
     [{ DATABASE_URL: 'postgres://u:p@[bad/db' }, /DATABASE_URL is not a URL pg can read/],
+    [{ DATABASE_URL: 'postgres://u:p@db.example.com:0/db' }, /DATABASE_URL names port 0/],
+    [
+      { DATABASE_URL: 'postgres://u:p@db.example.com/db?sslmode=require&sslrootcert=/nonexistent/ca.pem' },
+      /DATABASE_URL names a file pg cannot read \(ENOENT\): \/nonexistent\/ca\.pem/,
+    ],
     // Compared as text with what browsers and clients send: these would match no request.
     [
       { ALLOWED_ORIGINS: 'http://localhost:6274/' },

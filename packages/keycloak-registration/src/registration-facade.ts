@@ -159,7 +159,7 @@ export function registrationFacade(options: RegistrationFacadeOptions) {
     // agent's service account) also use client credentials through the same token endpoint.
     metadata.grant_types_supported = Array.isArray(metadata.grant_types_supported)
       ? metadata.grant_types_supported.filter((grant) => OFFERED_GRANT_TYPES.includes(grant as string))
-      : ['authorization_code', 'refresh_token'];
+      : [...OFFERED_GRANT_TYPES];
     if (passThrough) {
       metadata.authorization_endpoint = passThrough.authorizationEndpoint;
       metadata.token_endpoint = passThrough.tokenEndpoint;
@@ -313,8 +313,10 @@ const CORS = {
   'Access-Control-Allow-Headers': 'content-type, authorization, mcp-protocol-version',
 };
 
-/** Client authentication that survives the pass-through's forwarding of a token request. */
-/** Members of OpenID Connect discovery about ID tokens, userinfo and sessions, which this issuer does not offer. */
+/**
+ * Members of OpenID Connect discovery about ID tokens, userinfo and sessions, which this issuer
+ * does not offer, and the endpoints of grants it does not list (device, CIBA).
+ */
 const OPENID_PROVIDER_MEMBERS = [
   'userinfo_endpoint',
   'end_session_endpoint',
@@ -335,9 +337,15 @@ const OPENID_PROVIDER_MEMBERS = [
   'subject_types_supported',
   'acr_values_supported',
   'require_request_uri_registration',
+  'device_authorization_endpoint',
+  'backchannel_authentication_endpoint',
+  'backchannel_token_delivery_modes_supported',
+  'backchannel_authentication_request_signing_alg_values_supported',
+  'backchannel_user_code_parameter_supported',
 ];
 /** Grants a client of this issuer can use: the code grant and its refresh; client credentials for confidential clients. */
-const OFFERED_GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'];
+const OFFERED_GRANT_TYPES: readonly string[] = ['authorization_code', 'refresh_token', 'client_credentials'];
+/** Client authentication that survives the pass-through's forwarding of a token request. */
 const FORWARDABLE_AUTH_METHODS: readonly string[] = ['none', 'client_secret_basic', 'client_secret_post'];
 
 /** The registration as Keycloak 26.7.3 handles it correctly (see the repairs listed above). */

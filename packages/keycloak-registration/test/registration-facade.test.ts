@@ -20,6 +20,8 @@ const fakeFetch: typeof fetch = async (input, init) => {
       code_challenge_methods_supported: ['plain', 'S256'],
       client_id_metadata_document_supported: true,
       userinfo_endpoint: `${upstream}/protocol/openid-connect/userinfo`,
+      device_authorization_endpoint: `${upstream}/protocol/openid-connect/auth/device`,
+      backchannel_authentication_endpoint: `${upstream}/protocol/openid-connect/ext/ciba/auth`,
       end_session_endpoint: `${upstream}/protocol/openid-connect/logout`,
       id_token_signing_alg_values_supported: ['RS256'],
       claims_supported: ['sub', 'name'],
@@ -107,6 +109,8 @@ describe('registrationFacade', () => {
       'id_token_signing_alg_values_supported',
       'claims_supported',
       'subject_types_supported',
+      'device_authorization_endpoint',
+      'backchannel_authentication_endpoint',
     ]) {
       assert.equal(metadata[member], undefined, member);
     }

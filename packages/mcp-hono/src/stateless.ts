@@ -146,7 +146,7 @@ export async function createStatelessMcpEndpoint(
     // Bodies are read as sent: a compressed one would fail as JSON, and a plain one labelled as
     // compressed would run though its label says otherwise (RFC 9110 8.4.1, 12.5.3).
     const coding = request.headers.get('content-encoding');
-    if (coding !== null && !/^\s*identity\s*$/i.test(coding)) {
+    if (coding !== null && !/^[\s,]*(identity[\s,]*)*$/i.test(coding)) {
       return rpcError(
         c,
         415,

@@ -400,6 +400,16 @@ describe('protocol errors', () => {
       -32600,
     ],
     [
+      'a body coded twice, identity then gzip',
+      {
+        method: 'POST',
+        headers: { ...HEADERS, 'content-encoding': 'identity, gzip' },
+        body: JSON.stringify(call(1, 'a')),
+      },
+      415,
+      -32600,
+    ],
+    [
       'a body labelled br',
       { method: 'POST', headers: { ...HEADERS, 'content-encoding': 'BR' }, body: JSON.stringify(call(1, 'a')) },
       415,
@@ -486,6 +496,19 @@ describe('protocol errors', () => {
       if (status === 405) assert.equal(response.headers.get('allow'), 'POST');
     });
   }
+
+  test('a body labelled identity (any case, listed twice, or an empty label) is read as sent', async () => {
+    for (const coding of ['identity', ' Identity , identity', '']) {
+      const app = await makeApp();
+      const response = await app.request('/mcp', {
+        method: 'POST',
+        headers: { ...HEADERS, 'content-encoding': coding },
+        body: JSON.stringify(call(1, 'a')),
+      });
+      assert.equal(response.status, 200, JSON.stringify(coding));
+      assert.equal(((await response.json()) as { id: unknown }).id, 1);
+    }
+  });
 
   test('an invalid message with an ordinary id is told so, not that its id is too large', async () => {
     const app = await makeApp();
