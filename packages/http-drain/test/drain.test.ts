@@ -33,7 +33,11 @@ test('a keep-alive connection idle for long before the drain still gets the grac
   }
 });
 
-test('requests pipelined on one connection and under way at the drain are all answered; only the last says close', async () => {
+/**
+ * A draining server whose requests wait for `release()`, and a raw connection to it: what the
+ * client receives, and when the server closes the connection.
+ */
+async function gatedServerAndConnection() {
   let release: () => void = () => {};
   const gate = new Promise<void>((resolve) => (release = resolve));
   const started: string[] = [];
@@ -43,20 +47,30 @@ test('requests pipelined on one connection and under way at the drain are all an
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
-  let received = '';
-  socket.on('data', (chunk) => (received += chunk));
+  const connection = { received: '', socket };
+  socket.on('data', (chunk) => (connection.received += chunk));
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  try {
-    socket.write(['/1', '/2', '/3'].map((path) => `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`).join(''));
-    // Node runs each pipelined request as it is parsed and queues the responses in order.
-    for (let waited = 0; started.length < 3; waited += 10) {
-      assert.ok(waited < 5_000, `the three requests reached the listener: ${started.join(' ')}`);
+  const send = (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  /** Waits until `count` requests reached the listener. */
+  const whenStarted = async (count: number) => {
+    for (let waited = 0; started.length < count; waited += 10) {
+      assert.ok(waited < 5_000, `${count} requests reached the listener: ${started.join(' ')}`);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+  };
+  return { drain, release, started, connection, closed, send, whenStarted };
+}
+
+test('requests pipelined on one connection and under way at the drain are all answered; only the last says close', async () => {
+  const { drain, release, connection, closed, send, whenStarted } = await gatedServerAndConnection();
+  try {
+    for (const path of ['/1', '/2', '/3']) send(path);
+    // Node runs each pipelined request as it is parsed and queues the responses in order.
+    await whenStarted(3);
     const drained = drain(5_000);
     release();
     await closed;
-    const answers = received.split(/(?=HTTP\/1\.1 )/);
+    const answers = connection.received.split(/(?=HTTP\/1\.1 )/);
     assert.deepEqual(
       answers.map((answer) => [
         answer.split('\r\n')[0],
@@ -68,41 +82,26 @@ test('requests pipelined on one connection and under way at the drain are all an
         ['HTTP/1.1 200 OK', false, 'done /2'],
         ['HTTP/1.1 200 OK', true, 'done /3'],
       ],
-      received,
+      connection.received,
     );
     assert.deepEqual(await drained, { cut: 0, refused: 0 });
   } finally {
-    socket.destroy();
+    connection.socket.destroy();
   }
 });
 
 test('a request pipelined behind them after the drain began is refused after their answers, not cut by them', async () => {
-  let release: () => void = () => {};
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  const started: string[] = [];
-  const { server, drain } = createDrainingServer((request, response) => {
-    started.push(request.url ?? '');
-    void gate.then(() => response.end(`done ${request.url}`));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
-  let received = '';
-  socket.on('data', (chunk) => (received += chunk));
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  const send = (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  const { drain, release, started, connection, closed, send, whenStarted } = await gatedServerAndConnection();
   try {
     send('/1');
     send('/2');
-    for (let waited = 0; started.length < 2; waited += 10) {
-      assert.ok(waited < 5_000, 'the two requests reached the listener');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await whenStarted(2);
     const drained = drain(5_000);
     send('/late');
     await new Promise((resolve) => setTimeout(resolve, 200));
     release();
     await closed;
-    const answers = received
+    const answers = connection.received
       .split(/(?=HTTP\/1\.1 )/)
       .map((answer) => [answer.split('\r\n')[0], /\r\nConnection: close\r\n/i.test(answer)]);
     assert.deepEqual(
@@ -112,12 +111,12 @@ test('a request pipelined behind them after the drain began is refused after the
         ['HTTP/1.1 200 OK', false],
         ['HTTP/1.1 503 Service Unavailable', true],
       ],
-      received,
+      connection.received,
     );
     assert.deepEqual(started, ['/1', '/2'], 'the late request did not run');
     assert.deepEqual(await drained, { cut: 0, refused: 1 });
   } finally {
-    socket.destroy();
+    connection.socket.destroy();
   }
 });
 

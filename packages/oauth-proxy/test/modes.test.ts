@@ -177,42 +177,15 @@ describe('CIMD in development mode (http, loopback allowed)', () => {
 });
 
 describe('a provider of its own: the default scopes follow its discovery document', () => {
-  for (const [listed, asked] of [
-    [undefined, 'openid profile offline_access'],
-    [['openid', 'profile', 'email', 'offline_access'], 'openid profile offline_access'],
-    // As Google lists them: it refuses offline_access with invalid_scope.
-    [['openid', 'email', 'profile'], 'openid profile'],
-  ] as const) {
-    test(`scopes_supported ${listed ? listed.join(' ') : 'absent'}: the login asks for ${asked}`, async () => {
-      idp.scopesSupported = listed ? [...listed] : undefined;
-      try {
-        const upstream = oidcUpstream({
-          discoveryUrl: idp.discoveryUrl,
-          clientId: idp.clientId,
-          clientSecret: idp.clientSecret,
-        });
-        const proxy = instance(db, idp, keys, { upstream });
-        const registered = await proxy.app.request('http://localhost:8000/register', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ client_name: 'VS Code', redirect_uris: [REDIRECT] }),
-        });
-        const client = (await registered.json()) as { client_id: string };
-        await browserLogin({ authorize: proxy }, new Browser(), client.client_id, pkce().challenge);
-        assert.equal(idp.authorizeRequests.at(-1)?.get('scope'), asked);
-      } finally {
-        idp.scopesSupported = undefined;
-      }
-    });
-  }
-  test('scopes given by the caller are asked as given, whatever the document lists', async () => {
-    idp.scopesSupported = ['openid', 'profile'];
+  /** The scope the proxy asks upstream for at a first login, the IdP listing `listed`. */
+  async function scopeAskedUpstream(listed: readonly string[] | undefined, scopes?: string[]): Promise<string | null> {
+    idp.scopesSupported = listed ? [...listed] : undefined;
     try {
       const upstream = oidcUpstream({
         discoveryUrl: idp.discoveryUrl,
         clientId: idp.clientId,
         clientSecret: idp.clientSecret,
-        scopes: ['openid', 'offline_access'],
+        scopes,
       });
       const proxy = instance(db, idp, keys, { upstream });
       const registered = await proxy.app.request('http://localhost:8000/register', {
@@ -222,10 +195,27 @@ describe('a provider of its own: the default scopes follow its discovery documen
       });
       const client = (await registered.json()) as { client_id: string };
       await browserLogin({ authorize: proxy }, new Browser(), client.client_id, pkce().challenge);
-      assert.equal(idp.authorizeRequests.at(-1)?.get('scope'), 'openid offline_access');
+      return idp.authorizeRequests.at(-1)?.get('scope') ?? null;
     } finally {
       idp.scopesSupported = undefined;
     }
+  }
+
+  for (const [listed, asked] of [
+    [undefined, 'openid profile offline_access'],
+    [['openid', 'profile', 'email', 'offline_access'], 'openid profile offline_access'],
+    // As Google lists them: it refuses offline_access with invalid_scope.
+    [['openid', 'email', 'profile'], 'openid profile'],
+  ] as const) {
+    test(`scopes_supported ${listed ? listed.join(' ') : 'absent'}: the login asks for ${asked}`, async () => {
+      assert.equal(await scopeAskedUpstream(listed), asked);
+    });
+  }
+  test('scopes given by the caller are asked as given, whatever the document lists', async () => {
+    assert.equal(
+      await scopeAskedUpstream(['openid', 'profile'], ['openid', 'offline_access']),
+      'openid offline_access',
+    );
   });
 });
 
