@@ -102,70 +102,76 @@ process.once('SIGINT', () => {
   void running.close().finally(() => process.exit(130));
 });
 
+/**
+ * One reader of the input's lines, in order: a confirmation takes the next line, typed or piped.
+ * On a terminal, the answer is a line entered once the question is there: lines typed ahead or
+ * pasted during the turn were never an answer to it (a "y" would run a delete nobody saw), so
+ * they are dropped when it is asked. Piped input is a script's, read in order.
+ */
+function inputLines() {
+  const readline = createInterface({ input: process.stdin, output: process.stdout });
+  const queued: string[] = [];
+  let waiting: ((line: string | undefined) => void) | undefined;
+  let ended = false;
+  readline.on('line', (line) => {
+    const taker = waiting;
+    waiting = undefined;
+    if (taker) taker(line);
+    else queued.push(line);
+  });
+  readline.once('close', () => {
+    ended = true;
+    waiting?.(undefined);
+    waiting = undefined;
+  });
+  const nextLine = (): Promise<string | undefined> => {
+    const line = queued.shift();
+    if (line !== undefined || ended) return Promise.resolve(line);
+    return new Promise((resolve) => {
+      waiting = resolve;
+    });
+  };
+  const ask = async (question: string): Promise<string | undefined> => {
+    if (process.stdin.isTTY && queued.length > 0) {
+      process.stdout.write(
+        `  (${queued.length} line(s) entered before this question are dropped, not taken as its answer)\n`,
+      );
+      queued.length = 0;
+    }
+    process.stdout.write(question);
+    return await nextLine();
+  };
+  return { readline, nextLine, ask };
+}
+
 let exitCode = 0;
 try {
   if (args.length > 0) {
     // A one-shot run asks on its terminal; piped or in a script there is nobody to ask. The
-    // terminal is read only while a question waits: open, it would take Ctrl-C for itself.
-    if (process.stdin.isTTY) {
-      askPerson = async (question) => {
-        const terminal = createInterface({ input: process.stdin, output: process.stdout });
-        // Ctrl-C at the question stops the run, as it does anywhere else.
-        terminal.once('SIGINT', () => process.emit('SIGINT', 'SIGINT'));
-        try {
-          return await terminal.question(question);
-        } finally {
-          terminal.close();
-        }
-      };
+    // terminal is read from the start, so what is typed before a question is known as such and
+    // dropped (read only at the question, a "y" typed ahead was its answer).
+    const input = process.stdin.isTTY ? inputLines() : undefined;
+    if (input) {
+      // Ctrl-C stops the run, as it does without a terminal reader (readline takes it as a key).
+      input.readline.on('SIGINT', () => process.emit('SIGINT', 'SIGINT'));
+      askPerson = input.ask;
     }
-    const events = terminalEvents();
-    await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
-    events.finish();
+    try {
+      const events = terminalEvents();
+      await running.agent.run(args.join(' '), { stream: true, events, signal: abort.signal });
+      events.finish();
+    } finally {
+      input?.readline.close();
+    }
   } else {
     process.stdout.write(
       `Expenses assistant, with tools: ${forTerminal(running.agent.toolNames.join(', '))}. "exit" or Ctrl-D leaves.\n`,
     );
-    const readline = createInterface({ input: process.stdin, output: process.stdout });
+    const { readline, nextLine, ask } = inputLines();
     let history: BaseMessage[] = [];
     readline.setPrompt('you> ');
     readline.prompt();
-    // One reader of the input, the lines not yet taken in order: a confirmation takes the next
-    // line, typed or piped.
-    const queued: string[] = [];
-    let waiting: ((line: string | undefined) => void) | undefined;
-    let ended = false;
-    readline.on('line', (line) => {
-      const taker = waiting;
-      waiting = undefined;
-      if (taker) taker(line);
-      else queued.push(line);
-    });
-    readline.once('close', () => {
-      ended = true;
-      waiting?.(undefined);
-      waiting = undefined;
-    });
-    const nextLine = (): Promise<string | undefined> => {
-      const line = queued.shift();
-      if (line !== undefined || ended) return Promise.resolve(line);
-      return new Promise((resolve) => {
-        waiting = resolve;
-      });
-    };
-    askPerson = async (question) => {
-      // On a terminal, the answer is a line entered once the question is there: lines typed
-      // ahead or pasted during the turn were never an answer to it (a pasted "y" would run a
-      // delete nobody saw). Piped input is a script's, read in order.
-      if (process.stdin.isTTY && queued.length > 0) {
-        process.stdout.write(
-          `  (${queued.length} line(s) entered before this question are dropped, not taken as its answer)\n`,
-        );
-        queued.length = 0;
-      }
-      process.stdout.write(question);
-      return await nextLine();
-    };
+    askPerson = ask;
     // Ends at Ctrl-D (or the end of piped input).
     for (let line = await nextLine(); line !== undefined; line = await nextLine()) {
       const message = line.trim();

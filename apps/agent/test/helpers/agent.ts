@@ -62,8 +62,9 @@ export function runCli(
  * `pnpm agent` (chat) on a real pseudo-terminal (`script`): what a person types is written to
  * it, and its output (the terminal's echo included) read back.
  */
-export function runCliOnTerminal(env: Record<string, string>) {
-  const child = spawn('script', ['-qfec', `exec ${process.execPath} ${CLI}`, '/dev/null'], {
+export function runCliOnTerminal(env: Record<string, string>, args: string[] = []) {
+  const quoted = [process.execPath, CLI, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ');
+  const child = spawn('script', ['-qfec', `exec ${quoted}`, '/dev/null'], {
     env: childEnv(env),
     stdio: ['pipe', 'pipe', 'pipe'],
   });
