@@ -184,11 +184,34 @@ export function loadConfig(env: Env = process.env): AgentConfig {
   };
 }
 
+/**
+ * A credential sent in an HTTP header, checked for what HTTP can carry (RFC 9110 5.5) when it is
+ * read: fetch refuses the rest only when it is sent, quoting the value, and a service would
+ * start, report ready and fail every request. The value is never shown.
+ */
+function headerCredential<T extends string | undefined>(name: string, value: T): T {
+  if (value !== undefined && /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+    throw new ConfigError(
+      name,
+      'holds a character HTTP cannot carry (a line break, a control character, or one past U+00FF); the value is not shown since it is a secret',
+    );
+  }
+  return value;
+}
+
 /** `/chat`'s bearer secret must not be guessable: azd generates 40 characters, the compose test 32. */
 export const CHAT_TOKEN_MIN_LENGTH = 32;
 
 function loadChatToken(env: Env): string | undefined {
   const token = optional(env, 'AGENT_CHAT_TOKEN');
+  // What a caller can send after `Bearer `: visible ASCII (a token of other characters could
+  // never be presented, so /chat would refuse everyone).
+  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError(
+      'AGENT_CHAT_TOKEN',
+      'must be visible ASCII characters without spaces (e.g. openssl rand -base64 32); the value is not shown since it is a secret',
+    );
+  }
   if (token !== undefined && token.length < CHAT_TOKEN_MIN_LENGTH) {
     throw new ConfigError(
       'AGENT_CHAT_TOKEN',
@@ -210,10 +233,9 @@ export function loadModelProvider(env: Env): ModelProviderConfig {
     case 'openai':
       return {
         host: 'openai',
-        apiKey: required(
-          env,
+        apiKey: headerCredential(
           'OPENAI_API_KEY',
-          'with API_HOST=openai (any value for a compatible server without keys)',
+          required(env, 'OPENAI_API_KEY', 'with API_HOST=openai (any value for a compatible server without keys)'),
         ),
         model: text(env, 'OPENAI_MODEL', DEFAULT_OPENAI_MODEL),
         baseUrl: optional(env, 'OPENAI_BASE_URL') === undefined ? undefined : httpUrl(env, 'OPENAI_BASE_URL', ''),
@@ -232,12 +254,15 @@ export function loadModelProvider(env: Env): ModelProviderConfig {
           'AZURE_OPENAI_CHAT_DEPLOYMENT',
           'with API_HOST=azure (the chat model deployment name)',
         ),
-        apiKey: optional(env, 'AZURE_OPENAI_API_KEY'),
+        apiKey: headerCredential('AZURE_OPENAI_API_KEY', optional(env, 'AZURE_OPENAI_API_KEY')),
       };
     case 'github':
       return {
         host: 'github',
-        token: required(env, 'GITHUB_TOKEN', 'with API_HOST=github (a token with the models:read permission)'),
+        token: headerCredential(
+          'GITHUB_TOKEN',
+          required(env, 'GITHUB_TOKEN', 'with API_HOST=github (a token with the models:read permission)'),
+        ),
         model: text(env, 'GITHUB_MODEL', DEFAULT_GITHUB_MODEL),
         baseUrl: GITHUB_MODELS_BASE_URL,
       };
@@ -256,7 +281,13 @@ export function loadMcpAuth(env: Env): McpAuthConfig {
     case 'none':
       return { mode };
     case 'key':
-      return { mode, apiKey: required(env, 'MCP_API_KEY', 'with MCP_AUTH=key (create one with `pnpm keys create`)') };
+      return {
+        mode,
+        apiKey: headerCredential(
+          'MCP_API_KEY',
+          required(env, 'MCP_API_KEY', 'with MCP_AUTH=key (create one with `pnpm keys create`)'),
+        ),
+      };
     case 'client_credentials':
       return {
         mode,
@@ -366,6 +397,10 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
     const parsedUrl = new URL(serverUrl);
     if (parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') {
       throw new ConfigError(`${where}.url`, 'must be http or https');
+    }
+    // fetch refuses such a URL, and a service would retry it for ever, as for MCP_SERVER_URL.
+    if (parsedUrl.username || parsedUrl.password) {
+      throw new ConfigError(`${where}.url`, 'must not carry a user name or password: send credentials in "headers"');
     }
     if (parsedUrl.toString() === new URL(mcpServerUrl).toString()) {
       throw new ConfigError(`${where}.url`, 'is MCP_SERVER_URL again');

@@ -49,10 +49,13 @@ const SHORTEST_SECRET = 6;
  * What the configuration holds that a server could repeat without its URL around it (a
  * framework's "Route POST:/mcp?apiKey=… not found"): of every MCP server URL its query (whole and
  * each value), fragment, user name and password; each extra server's header values (whole and
- * after an auth scheme such as `Bearer`); the MCP key or client secret. Each as written and
+ * after an auth scheme such as `Bearer`); the MCP key or client secret; the model provider's key or
+ * token. Each as written and
  * percent-decoded.
  */
-export function configuredSecrets(config: Pick<AgentConfig, 'mcpServerUrl' | 'extraServers' | 'mcpAuth'>): string[] {
+export function configuredSecrets(
+  config: Pick<AgentConfig, 'mcpServerUrl' | 'extraServers' | 'mcpAuth'> & Partial<Pick<AgentConfig, 'model'>>,
+): string[] {
   const found = new Set<string>();
   const add = (value: string) => {
     for (const form of [value, safelyDecoded(value)]) if (form.length >= SHORTEST_SECRET) found.add(form);
@@ -76,6 +79,12 @@ export function configuredSecrets(config: Pick<AgentConfig, 'mcpServerUrl' | 'ex
   if (config.mcpAuth.mode === 'client_credentials' || config.mcpAuth.mode === 'oauth') {
     if (config.mcpAuth.clientSecret) add(config.mcpAuth.clientSecret);
   }
+  // The model provider's credential, which its client's errors may quote.
+  const model = config.model;
+  if (model?.host === 'openai' || model?.host === 'azure') {
+    if (model.apiKey) add(model.apiKey);
+  }
+  if (model?.host === 'github') add(model.token);
   // Longest first: a value inside a longer one (a query value in the whole query) goes with it.
   return [...found].sort((a, b) => b.length - a.length);
 }

@@ -511,6 +511,22 @@ describe('what an extra server answers is bounded', () => {
 });
 
 describe('configuredSecrets', () => {
+  test("the model provider's key or token, which its client's errors may quote", () => {
+    const base = { mcpServerUrl: 'http://localhost:8000/mcp', mcpAuth: { mode: 'none' as const }, extraServers: [] };
+    assert.ok(
+      configuredSecrets({
+        ...base,
+        model: { host: 'openai', apiKey: 'sk-proj-model-SECRET', model: 'm', baseUrl: undefined },
+      }).includes('sk-proj-model-SECRET'),
+    );
+    assert.ok(
+      configuredSecrets({
+        ...base,
+        model: { host: 'github', token: 'ghp_model_SECRET', model: 'm', baseUrl: 'https://models.github.ai/inference' },
+      }).includes('ghp_model_SECRET'),
+    );
+  });
+
   test('what URLs carry beyond origin and path, header values, the MCP credential; as written and decoded', () => {
     const secrets = configuredSecrets({
       mcpServerUrl: 'http://localhost:8000/mcp',

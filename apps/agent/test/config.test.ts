@@ -126,6 +126,33 @@ describe('missing or invalid settings name the variable', () => {
     ],
     ['github without token', { API_HOST: 'github' }, /GITHUB_TOKEN is required/],
     ['bad ollama URL', { API_HOST: 'ollama', OLLAMA_BASE_URL: 'localhost:11434' }, /OLLAMA_BASE_URL must be/],
+    // Credentials HTTP cannot carry: fetch would refuse them only when sent, quoting them, and a
+    // service would report ready and fail every request. The value is never shown.
+    [
+      'an OpenAI key with a line break',
+      { API_HOST: 'openai', OPENAI_API_KEY: 'sk-proj-LEAKME1\nLEAKME2' },
+      /^Invalid configuration: OPENAI_API_KEY holds a character HTTP cannot carry (?!.*LEAKME)/,
+    ],
+    [
+      'a GitHub token with a line break',
+      { API_HOST: 'github', GITHUB_TOKEN: 'ghp_SECRETTOKEN\nX' },
+      /^Invalid configuration: GITHUB_TOKEN holds a character HTTP cannot carry (?!.*SECRETTOKEN)/,
+    ],
+    [
+      'an Azure key with a control character',
+      {
+        API_HOST: 'azure',
+        AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com',
+        AZURE_OPENAI_CHAT_DEPLOYMENT: 'd',
+        AZURE_OPENAI_API_KEY: 'abc\u0007def',
+      },
+      /^Invalid configuration: AZURE_OPENAI_API_KEY holds a character HTTP cannot carry/,
+    ],
+    [
+      'an AGENT_CHAT_TOKEN no caller could send',
+      { API_HOST: 'ollama', AGENT_CHAT_TOKEN: '€'.repeat(32) },
+      /^Invalid configuration: AGENT_CHAT_TOKEN must be visible ASCII characters without spaces/,
+    ],
     // A guessable password for /chat; the message gives its length, never the value.
     [
       'a short AGENT_CHAT_TOKEN',
@@ -217,6 +244,16 @@ describe('missing or invalid settings name the variable', () => {
           '{"t": {"url": "https://t.example/mcp", "headers": {"Authorization": "Bearer k\\nX-Evil: 1"}}}',
       },
       /MCP_EXTRA_SERVERS\.t\.headers\.Authorization holds a character HTTP cannot carry .* the value is not shown/,
+    ],
+    [
+      'an API key past U+00FF',
+      { MCP_AUTH: 'key', MCP_API_KEY: 'mcpk_abc€def' },
+      /Invalid configuration: MCP_API_KEY holds a character HTTP cannot carry (?!.*abc)/,
+    ],
+    [
+      'extra server URL with a user name and password',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "http://u:p@127.0.0.1:18630/mcp"}}' },
+      /MCP_EXTRA_SERVERS\.t\.url must not carry a user name or password/,
     ],
     [
       'extra server header name with a space',
