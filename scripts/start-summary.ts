@@ -80,7 +80,8 @@ export function connectLines(config: SummaryInput): string[] {
     lines.push(
       `  VS Code   ${where}; ${registers},`,
       '            then opens the login page (sign in as one of the demo users).',
-      `  Agent     ${mcpUrl === AGENT_DEFAULT_MCP_URL ? '' : `MCP_SERVER_URL=${mcpUrl} `}MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (see apps/agent/README.md)`,
+      // The model provider is the one setting the agent has no default for (no model here).
+      `  Agent     API_HOST=github GITHUB_TOKEN=… ${mcpUrl === AGENT_DEFAULT_MCP_URL ? '' : `MCP_SERVER_URL=${mcpUrl} `}MCP_AUTH=oauth pnpm agent "what did I spend this month?"  (any model provider: apps/agent/README.md)`,
     );
   } else if (config.authMode === 'oauth_proxy' || config.authMode === 'entra_proxy') {
     lines.push(

@@ -190,7 +190,9 @@ if (wholeStack) {
     },
     onProgress: ({ phase, message, elapsedMs }) => {
       const line = `keycloak [${String(Math.round(elapsedMs / 1000)).padStart(3)} s] ${phase}: ${message}`;
-      process.stdout.write(interactive ? `\r\x1b[2K${line.slice(0, process.stdout.columns - 1)}` : `${line}\n`);
+      // A terminal that reports no width (0: `script` without a window size) gets whole lines.
+      const width = process.stdout.columns > 1 ? process.stdout.columns - 1 : undefined;
+      process.stdout.write(interactive ? `\r\x1b[2K${line.slice(0, width)}` : `${line}\n`);
     },
   });
   keycloak = await keycloakStarting.catch((error: unknown) => {

@@ -23,8 +23,15 @@ test('.vscode/mcp.json is what VS Code is pointed at only when it names the URL 
   const key = connectLines({ ...keycloak, authMode: 'key', baseUrl: 'http://localhost:8117' }).join('\n');
   assert.match(key, /make "expenses \(API key\)"\n +\{"type":"http","url":"http:\/\/localhost:8117\/mcp","headers":/);
   // The agent calls localhost:8000 unless told: on another port the line says where.
-  assert.match(moved, /Agent +MCP_SERVER_URL=http:\/\/localhost:8117\/mcp MCP_AUTH=oauth pnpm agent/);
-  assert.match(connectLines({ ...keycloak, baseUrl: VSCODE_FILE_URL }).join('\n'), /Agent +MCP_AUTH=oauth pnpm agent/);
+  assert.match(
+    moved,
+    /Agent +API_HOST=github GITHUB_TOKEN=… MCP_SERVER_URL=http:\/\/localhost:8117\/mcp MCP_AUTH=oauth pnpm agent/,
+  );
+  // The model provider is named: without API_HOST the agent stops at once (exit 78).
+  assert.match(
+    connectLines({ ...keycloak, baseUrl: VSCODE_FILE_URL }).join('\n'),
+    /Agent +API_HOST=github GITHUB_TOKEN=… MCP_AUTH=oauth pnpm agent/,
+  );
 });
 
 test('the key commands reach the database being served: DATA_DIR outside .data, a note for DATABASE_URL', () => {
