@@ -132,14 +132,30 @@ function inputLines() {
     });
   };
   const ask = async (question: string): Promise<string | undefined> => {
-    if (process.stdin.isTTY && queued.length > 0) {
-      process.stdout.write(
-        `  (${queued.length} line(s) entered before this question are dropped, not taken as its answer)\n`,
-      );
-      queued.length = 0;
+    if (process.stdin.isTTY) {
+      // Typed without Enter, a "y" waits in readline's line, and Enter alone would send it.
+      const started = readline.line.length > 0;
+      if (started) {
+        readline.write(null, { ctrl: true, name: 'e' });
+        readline.write(null, { ctrl: true, name: 'u' });
+      }
+      const dropped = queued.length + (started ? 1 : 0);
+      if (dropped > 0) {
+        process.stdout.write(
+          `\n  (${dropped} line(s) entered before this question are dropped, not taken as its answer)\n`,
+        );
+        queued.length = 0;
+      }
     }
-    process.stdout.write(question);
-    return await nextLine();
+    // The question is the prompt while it waits, so readline redraws it when the answer is edited.
+    const previous = readline.getPrompt();
+    readline.setPrompt(question);
+    readline.prompt();
+    const answer = await nextLine();
+    readline.setPrompt(previous);
+    // No answer (Ctrl-D): what follows starts on a line of its own, not after the question.
+    if (answer === undefined && process.stdin.isTTY) process.stdout.write('\n');
+    return answer;
   };
   return { readline, nextLine, ask };
 }

@@ -204,12 +204,13 @@ export const CHAT_TOKEN_MIN_LENGTH = 32;
 
 function loadChatToken(env: Env): string | undefined {
   const token = optional(env, 'AGENT_CHAT_TOKEN');
-  // What a caller can send after `Bearer `: visible ASCII (a token of other characters could
-  // never be presented, so /chat would refuse everyone).
-  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+  // What a caller can send after `Bearer `: printable ASCII. A token with other characters
+  // (past U+007E, a control character) could not be presented by fetch or curl alike, so /chat
+  // would refuse everyone.
+  if (token !== undefined && !/^[\x20-\x7e]+$/.test(token)) {
     throw new ConfigError(
       'AGENT_CHAT_TOKEN',
-      'must be visible ASCII characters without spaces (e.g. openssl rand -base64 32); the value is not shown since it is a secret',
+      'must be printable ASCII characters (e.g. openssl rand -base64 32); the value is not shown since it is a secret',
     );
   }
   if (token !== undefined && token.length < CHAT_TOKEN_MIN_LENGTH) {

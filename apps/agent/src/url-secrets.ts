@@ -53,6 +53,9 @@ const SHORTEST_SECRET = 6;
  * token. Each as written and
  * percent-decoded.
  */
+/** Shorter model credentials are placeholders: OpenAI's, Azure's and GitHub's keys are 32 or more. */
+const SHORTEST_MODEL_CREDENTIAL = 16;
+
 export function configuredSecrets(
   config: Pick<AgentConfig, 'mcpServerUrl' | 'extraServers' | 'mcpAuth'> & Partial<Pick<AgentConfig, 'model'>>,
 ): string[] {
@@ -79,12 +82,17 @@ export function configuredSecrets(
   if (config.mcpAuth.mode === 'client_credentials' || config.mcpAuth.mode === 'oauth') {
     if (config.mcpAuth.clientSecret) add(config.mcpAuth.clientSecret);
   }
-  // The model provider's credential, which its client's errors may quote.
+  // The model provider's credential, which its client's errors may quote. Not a short
+  // placeholder (`OPENAI_API_KEY=unused` for a local server, as the README shows): no secret, and
+  // hiding it would cut that word out of every text.
   const model = config.model;
-  if (model?.host === 'openai' || model?.host === 'azure') {
-    if (model.apiKey) add(model.apiKey);
-  }
-  if (model?.host === 'github') add(model.token);
+  const modelCredential =
+    model?.host === 'openai' || model?.host === 'azure'
+      ? model.apiKey
+      : model?.host === 'github'
+        ? model.token
+        : undefined;
+  if (modelCredential && modelCredential.length >= SHORTEST_MODEL_CREDENTIAL) add(modelCredential);
   // Longest first: a value inside a longer one (a query value in the whole query) goes with it.
   return [...found].sort((a, b) => b.length - a.length);
 }

@@ -525,6 +525,13 @@ describe('configuredSecrets', () => {
         model: { host: 'github', token: 'ghp_model_SECRET', model: 'm', baseUrl: 'https://models.github.ai/inference' },
       }).includes('ghp_model_SECRET'),
     );
+    // The README's placeholder for a local server is no secret, and would be cut out of texts.
+    assert.ok(
+      !configuredSecrets({
+        ...base,
+        model: { host: 'openai', apiKey: 'unused', model: 'm', baseUrl: undefined },
+      }).includes('unused'),
+    );
   });
 
   test('what URLs carry beyond origin and path, header values, the MCP credential; as written and decoded', () => {
@@ -873,6 +880,23 @@ describe('calls that may delete data run only when the person confirms them', ()
       await terminal.until('Run it? [y/N]');
       assert.match(terminal.output(), /1 line\(s\) entered before this question are dropped, not taken as its answer/);
       terminal.type('n\r');
+      assert.equal(await terminal.exited, 0, terminal.output());
+      assert.match(terminal.output(), /not confirmed by the user/);
+      assert.equal(await phoneKept(phone), true, terminal.output());
+    } finally {
+      terminal.kill();
+    }
+  });
+
+  test('a "y" typed before the question without Enter is dropped too: Enter alone at the question is no', async () => {
+    const phone = await plantedInjection();
+    llm.script(obeyingModel(phone));
+    const terminal = runCliOnTerminal(env, ['what did I spend?']);
+    try {
+      terminal.type('y');
+      await terminal.until('Run it? [y/N]');
+      assert.match(terminal.output(), /1 line\(s\) entered before this question are dropped, not taken as its answer/);
+      terminal.type('\r');
       assert.equal(await terminal.exited, 0, terminal.output());
       assert.match(terminal.output(), /not confirmed by the user/);
       assert.equal(await phoneKept(phone), true, terminal.output());

@@ -151,7 +151,7 @@ describe('missing or invalid settings name the variable', () => {
     [
       'an AGENT_CHAT_TOKEN no caller could send',
       { API_HOST: 'ollama', AGENT_CHAT_TOKEN: '€'.repeat(32) },
-      /^Invalid configuration: AGENT_CHAT_TOKEN must be visible ASCII characters without spaces/,
+      /^Invalid configuration: AGENT_CHAT_TOKEN must be printable ASCII characters/,
     ],
     // A guessable password for /chat; the message gives its length, never the value.
     [
