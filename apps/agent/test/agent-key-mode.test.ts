@@ -325,9 +325,17 @@ describe('the agent with the real MCP server in key mode', () => {
         'refuses connections': `http://127.0.0.1:${closedPort}/mcp?apiKey=SECRET-1`,
         'answers 500': `${base}/broken/mcp?apiKey=SECRET-2`,
         'answers 404': `${base}/mcp?apiKey=SECRET-3#SECRET-4`,
-        'userinfo too': `http://user:SECRET-5@127.0.0.1:${closedPort}/mcp`,
         'repeats its target without the URL around it': `${base}/echo/mcp?apiKey=SECRET-6-abc%2Bdef`,
       };
+      // A user name and password in the URL are refused before any start, the value unshown.
+      assert.throws(
+        () =>
+          loadConfig({
+            ...env,
+            MCP_EXTRA_SERVERS: JSON.stringify({ leaky: { url: `http://user:SECRET-5@127.0.0.1:${closedPort}/mcp` } }),
+          }),
+        (error: Error) => /leaky\.url must not carry a user name/.test(error.message) && !/SECRET/.test(error.message),
+      );
       for (const [behaviour, url] of Object.entries(cases)) {
         await assert.rejects(
           startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ leaky: { url } }) })).then((started) =>
