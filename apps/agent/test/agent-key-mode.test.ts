@@ -878,40 +878,32 @@ describe('calls that may delete data run only when the person confirms them', ()
     }
   });
 
-  test('a one-shot run on a terminal drops a "y" typed before its question, and takes the answer typed after', async () => {
-    const phone = await plantedInjection();
-    llm.script(obeyingModel(phone));
-    const terminal = runCliOnTerminal(env, ['what did I spend?']);
-    try {
-      // Typed while the run starts, before anything was asked.
-      terminal.type('y\r');
-      await terminal.until('Run it? [y/N]');
-      assert.match(terminal.output(), /1 line\(s\) entered before this question are dropped, not taken as its answer/);
-      terminal.type('n\r');
-      assert.equal(await terminal.exited, 0, terminal.output());
-      assert.match(terminal.output(), /not confirmed by the user/);
-      assert.equal(await phoneKept(phone), true, terminal.output());
-    } finally {
-      terminal.kill();
-    }
-  });
-
-  test('a "y" typed before the question without Enter is dropped too: Enter alone at the question is no', async () => {
-    const phone = await plantedInjection();
-    llm.script(obeyingModel(phone));
-    const terminal = runCliOnTerminal(env, ['what did I spend?']);
-    try {
-      terminal.type('y');
-      await terminal.until('Run it? [y/N]');
-      assert.match(terminal.output(), /1 line\(s\) entered before this question are dropped, not taken as its answer/);
-      terminal.type('\r');
-      assert.equal(await terminal.exited, 0, terminal.output());
-      assert.match(terminal.output(), /not confirmed by the user/);
-      assert.equal(await phoneKept(phone), true, terminal.output());
-    } finally {
-      terminal.kill();
-    }
-  });
+  // Typed while the run starts, before anything was asked: a whole line, or a "y" without Enter
+  // that Enter alone at the question would send. Each is dropped; the answer is typed after.
+  for (const [typedAhead, answer] of [
+    ['y\r', 'n\r'],
+    ['y', '\r'],
+  ] as const) {
+    test(`a one-shot run on a terminal drops ${JSON.stringify(typedAhead)} typed before its question; ${JSON.stringify(answer)} after it is the answer`, async () => {
+      const phone = await plantedInjection();
+      llm.script(obeyingModel(phone));
+      const terminal = runCliOnTerminal(env, ['what did I spend?']);
+      try {
+        terminal.type(typedAhead);
+        await terminal.until('Run it? [y/N]');
+        assert.match(
+          terminal.output(),
+          /1 line\(s\) entered before this question are dropped, not taken as its answer/,
+        );
+        terminal.type(answer);
+        assert.equal(await terminal.exited, 0, terminal.output());
+        assert.match(terminal.output(), /not confirmed by the user/);
+        assert.equal(await phoneKept(phone), true, terminal.output());
+      } finally {
+        terminal.kill();
+      }
+    });
+  }
 
   test('HTTP mode puts the delete to the /chat caller: 202 names it, "approve": false keeps it, true deletes it', async () => {
     const agent = await spawnServe({ ...env, AGENT_CHAT_TOKEN: CHAT_TOKEN });
