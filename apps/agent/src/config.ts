@@ -184,13 +184,18 @@ export function loadConfig(env: Env = process.env): AgentConfig {
   };
 }
 
+/** Whether a header value holds only what HTTP carries (RFC 9110 5.5): tab, visible ASCII, space, obs-text. */
+function httpCanCarry(value: string): boolean {
+  return !/[^\t\x20-\x7e\x80-\xff]/.test(value);
+}
+
 /**
  * A credential sent in an HTTP header, checked for what HTTP can carry (RFC 9110 5.5) when it is
  * read: fetch refuses the rest only when it is sent, quoting the value, and a service would
  * start, report ready and fail every request. The value is never shown.
  */
 function headerCredential<T extends string | undefined>(name: string, value: T): T {
-  if (value !== undefined && /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+  if (value !== undefined && !httpCanCarry(value)) {
     throw new ConfigError(
       name,
       'holds a character HTTP cannot carry (a line break, a control character, or one past U+00FF); the value is not shown since it is a secret',
@@ -422,7 +427,7 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
           `has a header name HTTP cannot carry: ${JSON.stringify(header.slice(0, 40))}`,
         );
       }
-      if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+      if (!httpCanCarry(value)) {
         throw new ConfigError(
           `${where}.headers.${header}`,
           'holds a character HTTP cannot carry (a line break, a control character, or one past U+00FF); the value is not shown since it may be a secret',

@@ -26,7 +26,11 @@ export interface Upstream {
   readonly displayName: string;
   readonly clientId: string;
   readonly clientSecret: string;
-  /** Scopes asked for upstream, always the same whatever the MCP client asked (the consent page lists the proxy's scopes). */
+  /**
+   * Scopes asked for upstream, always the same whatever the MCP client asked (the consent page
+   * lists the proxy's scopes); `UpstreamEndpoints.scopes`, when the discovery document gives
+   * them, takes their place.
+   */
   readonly scopes: readonly string[];
   /** Claim of the upstream ID token (or userinfo) that is the user id: `sub`, or `oid` for Entra. */
   readonly userIdClaim: string;
