@@ -9,6 +9,7 @@ import type { StructuredToolInterface } from '@langchain/core/tools';
 import { MultiServerMCPClient } from '@langchain/mcp-adapters';
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createAgent, createMiddleware, dynamicSystemPromptMiddleware } from 'langchain';
+import { mcpConnectionFetch } from './mcp-fetch.ts';
 import { withoutUrlSecrets } from './url-secrets.ts';
 
 export interface McpServerConnection {
@@ -142,6 +143,8 @@ export function createMcpClient(servers: McpServerConnection[]): MultiServerMCPC
         ...(server.headers ? { headers: server.headers } : {}),
         ...(server.authProvider ? { authProvider: server.authProvider } : {}),
         ...(server.toolTimeoutMs ? { defaultToolTimeout: server.toolTimeoutMs } : {}),
+        // Bounded responses, no listening stream (patches/ passes it to the SDK's transport).
+        fetch: mcpConnectionFetch(server.url),
         // Stateless HTTP servers need no reconnecting SSE stream; failures surface at once.
         reconnect: { enabled: false },
         // Streamable HTTP only: a refused credential should not be retried on the legacy SSE endpoints.
