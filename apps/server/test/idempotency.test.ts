@@ -62,6 +62,28 @@ describe('idempotent add_user_expense', () => {
     assert.deepEqual(amounts.rows, [{ amount: '12.50' }]);
   });
 
+  test('a write-only credential hears of the conflict without the stored expense', async () => {
+    const writer = await connectClient(stack.mcpUrl, {
+      Authorization: `Bearer ${(await stack.keys.create({ userId: 'alice', scopes: ['expenses:write'] })).secret}`,
+    });
+    try {
+      const key = randomUUID();
+      const secret = { ...lunch, description: 'Therapy session, Dr. K', idempotency_key: key };
+      const first = await alice.callTool({ name: 'add_user_expense', arguments: secret });
+      const guess = await writer.callTool({
+        name: 'add_user_expense',
+        arguments: { ...lunch, amount: 0.01, idempotency_key: key },
+      });
+      assert.equal(guess.isError, true);
+      assert.match(text(guess), /was already used for a different expense; nothing was added/);
+      assert.ok(!text(guess).includes(expenseId(first)), text(guess));
+      assert.ok(!text(guess).includes('Therapy'), text(guess));
+      assert.equal(await rows('alice', key), 1);
+    } finally {
+      await writer.close();
+    }
+  });
+
   test('keys belong to their user: the same key of another user is another expense', async () => {
     const key = randomUUID();
     const mine = await alice.callTool({ name: 'add_user_expense', arguments: { ...lunch, idempotency_key: key } });

@@ -222,15 +222,20 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     },
     async ({ idempotency_key: key, ...input }, extra) => {
-      const { userId } = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
+      const principal = caller(extra, EXPENSE_TOOL_SCOPES.add_user_expense ?? []);
+      const { userId } = principal;
       if (key === undefined) {
         const added = await stored('add_user_expense', () => repository.add(userId, input), ADD_HINTS);
         return result(`Added expense ${added.id}: ${describeExpense(added)}`, { expense: added });
       }
       const outcome = await stored('add_user_expense', () => repository.addOnce(userId, input, key), ADD_HINTS);
       if ('conflict' in outcome) {
+        // The stored expense is shown only to a caller who may read expenses: a write-only
+        // credential that guessed a key (a receipt number) would read it otherwise.
+        const mayRead = (EXPENSE_TOOL_SCOPES.get_user_expenses ?? []).every((scope) => holds(principal, scope));
+        const which = mayRead ? ` (${outcome.conflict.id}: ${describeExpense(outcome.conflict)})` : '';
         return toolError(
-          `The idempotency_key ${JSON.stringify(key)} was already used for a different expense (${outcome.conflict.id}: ${describeExpense(outcome.conflict)}); nothing was added. Use a new key for a new expense.`,
+          `The idempotency_key ${JSON.stringify(key)} was already used for a different expense${which}; nothing was added. Use a new key for a new expense.`,
         );
       }
       // A retry gets exactly what the first call got.
