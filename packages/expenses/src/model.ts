@@ -148,7 +148,8 @@ export interface UsageStats {
   by_category: { category: Category; total: string; count: number; users: number }[];
 }
 
-function isCalendarDate(value: string): boolean {
+/** A YYYY-MM-DD that names a day of the proleptic Gregorian calendar (any year JavaScript has). */
+export function isCalendarDate(value: string): boolean {
   const [year, month, day] = value.split('-').map(Number);
   if (year === undefined || month === undefined || day === undefined) return false;
   const date = new Date(Date.UTC(year, month - 1, day));

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import {
   amountText,
   type Category,
-  calendarDate,
+  isCalendarDate,
   DEFAULT_MAX_EXPENSES_PER_USER,
   EXPENSE_LIMIT_SQLSTATE,
   type Expense,
@@ -331,17 +331,19 @@ function encodeCursor(cursor: CursorPlace): string {
 }
 
 /** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
+const isStoredDate = (date: string) => isCalendarDate(date) && !date.startsWith('0000');
+
 function decodeCursor(cursor: string): CursorPlace | null {
   const match = CURSOR_TEXT.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
   if (!match) return null;
   const [, date, place, id, filters] = match as unknown as [string, string, string, string, string];
   // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
   if (encodeCursor({ date, place, id, filters }) !== cursor) return null;
-  // A date or instant that does not exist would be PostgreSQL's error, not the caller's: the
-  // date is an expense's, under the rule of every date argument (a real calendar date within
-  // the years expenses have, so no year 0, which JavaScript's dates take and PostgreSQL does
-  // not), and so is the instant's day; its time must exist too.
-  if (!calendarDate.safeParse(date).success || !calendarDate.safeParse(place.slice(0, 10)).success) return null;
+  // A date or instant that does not exist would be PostgreSQL's error, not the caller's: both
+  // days must be real ones PostgreSQL has (no year 0, which JavaScript's dates take), and the
+  // time must exist too. Not only the years tools take: a row written by other means (psql, an
+  // import) ends a page too, and the cursor after it must be taken back.
+  if (!isStoredDate(date) || !isStoredDate(place.slice(0, 10))) return null;
   const instant = new Date(`${place.slice(0, 23)}Z`);
   if (Number.isNaN(instant.getTime()) || instant.toISOString().slice(0, 23) !== place.slice(0, 23)) return null;
   return { date, place, id, filters };

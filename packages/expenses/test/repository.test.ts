@@ -264,6 +264,23 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
     ]) {
       await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'InvalidCursorError' }, cursor);
     }
+    // Dates tools refuse but PostgreSQL has (a row written with psql): the cursor after it is taken.
+    for (const date of ['2101-01-01', '1969-12-31']) {
+      await db.pool.query(
+        `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
+         VALUES ('cursor-psql', $1, 1, 'food', 'imported', 'cash')`,
+        [date],
+      );
+    }
+    await repo.add('cursor-psql', expense({ date: '2025-03-01' }));
+    const pages: string[][] = [];
+    let next: string | undefined;
+    do {
+      const page = await repo.list('cursor-psql', { limit: 1, ...(next ? { cursor: next } : {}) });
+      pages.push(page.expenses.map((e) => e.date));
+      next = page.nextCursor;
+    } while (next);
+    assert.deepEqual(pages, [['2101-01-01'], ['2025-03-01'], ['1969-12-31']]);
     // Her cursor is a place in his own list: he gets his own expenses older than it, nothing of hers.
     await repo.add('cursor-other', expense({ date: '2025-03-05' }));
     await repo.add('cursor-other', expense({ date: '2025-02-01' }));
