@@ -173,7 +173,7 @@ describe('hostile bodies at /mcp', () => {
       assert.equal(result.isError, true, what);
       assert.match(
         result.content[0]?.text ?? '',
-        /must not contain bidirectional controls, invisible characters, line or paragraph separators or unpaired surrogates at description/,
+        /must not contain bidirectional controls, invisible characters, line or paragraph separators, unpaired surrogates or noncharacters at description/,
         what,
       );
     }

@@ -51,10 +51,13 @@ const ALLOWED_IN_CONTEXT = new RegExp(
  * (\p{Cf}: bidirectional overrides and isolates, U+202E shows "txt.exe" as "exe.txt"; zero-width
  * ones; the BOM; the soft hyphen; TAG characters), every default-ignorable code point (variation
  * selectors, U+034F, the Mongolian free variation selectors, the Hangul fillers, the unassigned
- * ones a future Unicode may use), line and paragraph separators (a new line inside "one line")
- * and unpaired surrogates (which storage would silently turn into U+FFFD).
+ * ones a future Unicode may use), line and paragraph separators (a new line inside "one line"),
+ * unpaired surrogates (which storage would silently turn into U+FFFD) and the 66 noncharacters
+ * (U+FDD0-FDEF, U+FFFE, U+FFFF and the last two of every plane: never text, so nothing draws
+ * them, and a run of U+FFFE and U+FFFF spells bits). Private-use characters stay: they draw as a
+ * font's glyph or a box.
  */
-const DECEPTIVE_CHARACTERS = /[\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\p{Cs}]/u;
+const DECEPTIVE_CHARACTERS = /[\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\p{Cs}\p{Noncharacter_Code_Point}]/u;
 
 const HAS_VISIBLE = new RegExp(VISIBLE, 'u');
 
@@ -68,7 +71,7 @@ const STACKED_MARKS = /\p{M}(?:(?:\u200C|\u200D|\uFE0E|\uFE0F)*\p{M}){8}/u;
 
 /** What the refusals name. */
 export const DECEPTIVE_KINDS =
-  'bidirectional controls, invisible characters, line or paragraph separators or unpaired surrogates';
+  'bidirectional controls, invisible characters, line or paragraph separators, unpaired surrogates or noncharacters';
 
 /** Whether `text` holds a character that makes it read as something else (above). */
 function hasDeceptiveCharacters(text: string): boolean {

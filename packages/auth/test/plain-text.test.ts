@@ -49,6 +49,10 @@ test('hidden text and invisible characters are refused', () => {
     ['a line separator', 'Lunch\u2028more'],
     ['the Hangul filler', 'Lunch\u3164'],
     ['an unpaired surrogate', 'Lone \ud800'],
+    ['noncharacters spelling bits', 'Lunch\uFFFE\uFFFF\uFFFF\uFFFE'],
+    ['a noncharacter alone', '\uFFFF'],
+    ['the noncharacter U+FDD0', 'Lunch\uFDD0'],
+    ['the last code point, a noncharacter', 'Lunch\u{10FFFF}'],
   ];
   const wrong = refused.filter(([, text]) => misleadingTextProblem(text) !== invisible).map(([what]) => what);
   assert.deepEqual(wrong, []);
@@ -122,6 +126,7 @@ test('flags, emoji sequences, variation sequences and scripts that need joiners 
     ['accented Latin', 'Crème brûlée, Smørrebrød, Ärger'],
     ['Hangul syllables', '한국어 식사'],
     ['a description with emoji', 'Café with the family \u{1F468}\u200D\u{1F469}\u200D\u{1F467} \u2764\uFE0F'],
+    ["a private-use character (a font's logo)", 'Charger \uF8FF'],
   ];
   const wrong = accepted
     .filter(([, text]) => misleadingTextProblem(text) !== undefined)
