@@ -10,7 +10,7 @@ import {
   reverifyAfterSlowBody,
   toAuthInfo,
 } from '@mcp-auth-stack/auth';
-import { type Database, isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
+import { type Database, isDatabaseContention, isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import {
   createExpensesServer,
   EXPENSE_METHOD_SCOPES,
@@ -77,6 +77,9 @@ export async function createApp({
         // is its own state: reads keep succeeding, which would end a database outage each time.
         if (isDatabaseFull(error)) diskState.failed(operation, error);
         else if (isDatabaseUnavailable(error)) databaseState.failed(operation, error);
+        // Concurrent writes under SERIALIZABLE: the caller is told to try again; not a bug.
+        else if (isDatabaseContention(error))
+          logger.warn('storage busy', { operation, error: (error as Error).message });
         else logger.error('storage failed', { operation, ...errorFields(error) });
       },
       onLimitReached: (error) =>

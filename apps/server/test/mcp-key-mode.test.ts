@@ -363,6 +363,38 @@ describe('bad tool input: a clear tool error and nothing stored', () => {
     assert.equal(ended?.failed_requests, 3);
   });
 
+  test('a write refused for concurrent ones (serialization failure, deadlock) says to try again, changes nothing, and is no error in the log', async () => {
+    for (const errcode of ['serialization_failure', 'deadlock_detected']) {
+      // What SERIALIZABLE or a deadlock gives each try of the insert (the repository tries a
+      // serialization failure ten times, then gives up).
+      await stack.sql.query(`CREATE FUNCTION contended() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '${errcode}'; END $$`);
+      await stack.sql.query(
+        'CREATE TRIGGER contended BEFORE INSERT ON expenses FOR EACH ROW EXECUTE FUNCTION contended()',
+      );
+      const logsBefore = stack.logs.length;
+      const before = await countRows('bob');
+      let result: CallToolResult;
+      try {
+        result = await add(bob, valid);
+      } finally {
+        await stack.sql.query('DROP TRIGGER contended ON expenses; DROP FUNCTION contended()');
+      }
+      assert.equal(result.isError, true, errcode);
+      assert.equal(
+        text(result),
+        'The expenses database refused this request because of concurrent changes; nothing was changed. Try again.',
+      );
+      assert.equal(await countRows('bob'), before, 'nothing was stored');
+      const lines = stack.logs.slice(logsBefore).map((line) => JSON.parse(line) as Record<string, unknown>);
+      assert.deepEqual(
+        lines.filter((line) => line.level === 'error' || line.msg === 'storage busy').map((line) => line.msg),
+        ['storage busy'],
+        errcode,
+      );
+    }
+  });
+
   test('a start date after the end date', async () => {
     const result = await call(bob, 'get_user_expenses', { start_date: '2025-05-01', end_date: '2025-04-01' });
     assert.equal(result.isError, true);

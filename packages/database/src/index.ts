@@ -157,6 +157,21 @@ export function isDatabaseFull(error: unknown): boolean {
   return error.cause !== undefined && isDatabaseFull(error.cause);
 }
 
+/** serialization_failure and deadlock_detected: the statement was rolled back for a concurrent one. */
+const CONTENTION_SQLSTATES = new Set(['40001', '40P01']);
+
+/**
+ * Whether PostgreSQL refused a statement because of a concurrent one (a serialization failure
+ * under REPEATABLE READ or SERIALIZABLE, or a deadlock): it changed nothing, and the same
+ * statement again may well succeed. Not an outage: the database answered.
+ */
+export function isDatabaseContention(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && CONTENTION_SQLSTATES.has(code)) return true;
+  return error.cause !== undefined && isDatabaseContention(error.cause);
+}
+
 /** SQLSTATE classes and codes that mean "the database cannot serve now", not "this statement is wrong". */
 const UNAVAILABLE_SQLSTATES = /^(08|53|57P0[1-4]|57014|58)/;
 const UNAVAILABLE_NODE_CODES = new Set([

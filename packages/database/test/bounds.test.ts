@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '@mcp-auth-stack/testing';
 import {
   type Database,
+  isDatabaseContention,
   isDatabaseFull,
   isDatabaseUnavailable,
   type Migration,
@@ -45,6 +46,26 @@ describe('bounded waits on a real PostgreSQL server', () => {
     assert.equal(isDatabaseUnavailable(error), true);
     assert.equal(isDatabaseFull(new Error('while adding', { cause: error })), true);
     assert.equal(isDatabaseFull(Object.assign(new Error('too many connections'), { code: '53300' })), false);
+  });
+
+  test('a serialization failure or a deadlock is contention: not an outage, not a full disk', async () => {
+    for (const [errcode, code] of [
+      ['serialization_failure', '40001'],
+      ['deadlock_detected', '40P01'],
+    ]) {
+      const error = await db.pool
+        .query(`DO $$ BEGIN RAISE EXCEPTION 'concurrent' USING ERRCODE = '${errcode}'; END $$`)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      assert.equal((error as { code?: string }).code, code, String(error));
+      assert.equal(isDatabaseContention(error), true);
+      assert.equal(isDatabaseContention(new Error('while adding', { cause: error })), true);
+      assert.equal(isDatabaseUnavailable(error), false);
+      assert.equal(isDatabaseFull(error), false);
+    }
+    assert.equal(isDatabaseContention(Object.assign(new Error('unique'), { code: '23505' })), false);
   });
 
   test('waiting for a free connection is bounded by connectTimeoutMs', async () => {

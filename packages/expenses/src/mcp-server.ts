@@ -1,5 +1,5 @@
 import { type Principal, requirePrincipal } from '@mcp-auth-stack/auth';
-import { isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
+import { isDatabaseContention, isDatabaseFull, isDatabaseUnavailable } from '@mcp-auth-stack/database';
 import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import { type CallToolResult, ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
@@ -83,6 +83,14 @@ export const STORAGE_FULL_MESSAGE =
  */
 export const STORAGE_FAILURE_MESSAGE =
   'The expenses database could not carry out this request because of an error on the server; trying again will not help. The error is logged for the server operator.';
+
+/**
+ * What a caller reads when PostgreSQL refused the statement for a concurrent one (a
+ * serialization failure or a deadlock, after the repository's own tries): it was rolled back,
+ * so nothing changed, and trying again is what helps.
+ */
+export const STORAGE_BUSY_MESSAGE =
+  'The expenses database refused this request because of concurrent changes; nothing was changed. Try again.';
 
 /** What a failed write adds to the message, for an outage and for any other error. */
 interface WriteHints {
@@ -176,6 +184,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       options.onStorageError?.(error, operation);
       // The database answered, and refused: the write is known not to have happened.
       if (isDatabaseFull(error)) throw new Error(STORAGE_FULL_MESSAGE);
+      if (isDatabaseContention(error)) throw new Error(STORAGE_BUSY_MESSAGE);
       // Only an outage is worth retrying; "did not answer" for a failing statement would send
       // the caller into retries that can never succeed.
       if (isDatabaseUnavailable(error)) throw new Error(STORAGE_ERROR_MESSAGE + hints.unavailable);
