@@ -8,6 +8,7 @@ import {
   amount,
   CATEGORIES,
   calendarDate,
+  DATE_RANGE,
   type Expense,
   expense,
   expenseDescription,
@@ -26,8 +27,8 @@ import { DEFAULT_LIST_LIMIT, ExpenseLimitError, type ExpenseRepository, InvalidC
 
 /** The optional date range that the list, the summary and the statistics take. */
 const dateRangeInput = {
-  start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
-  end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+  start_date: calendarDate.optional().describe(`First day to include, YYYY-MM-DD (${DATE_RANGE})`),
+  end_date: calendarDate.optional().describe(`Last day to include, YYYY-MM-DD (${DATE_RANGE})`),
 };
 
 export interface ExpensesServerOptions {
@@ -215,7 +216,7 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
       title: 'Add expense',
       description: `Record one expense for the signed-in user, who may keep up to ${groupThousands(repository.maxExpensesPerUser)} expenses. Pass an idempotency_key to make retries safe: a call that timed out or failed may still have added the expense, and a retry with the same key returns that expense instead of adding it twice.`,
       inputSchema: z.strictObject({
-        date: calendarDate.describe('Day of the expense, YYYY-MM-DD'),
+        date: calendarDate.describe(`Day of the expense, YYYY-MM-DD (${DATE_RANGE})`),
         amount: amount.describe('Amount spent, greater than 0, at most 2 decimals'),
         category: z.enum(CATEGORIES).describe('What kind of expense'),
         description: expenseDescription.describe('What was bought'),
@@ -405,8 +406,8 @@ export function createExpensesServer(repository: ExpenseRepository, options: Exp
           .enum(CATEGORIES)
           .optional()
           .describe(`One category to look at: ${CATEGORIES.join(', ')}`),
-        start_date: calendarDate.optional().describe('First day to include, YYYY-MM-DD'),
-        end_date: calendarDate.optional().describe('Last day to include, YYYY-MM-DD'),
+        start_date: calendarDate.optional().describe(`First day to include, YYYY-MM-DD (${DATE_RANGE})`),
+        end_date: calendarDate.optional().describe(`Last day to include, YYYY-MM-DD (${DATE_RANGE})`),
       },
     },
     ({ category, start_date, end_date }, extra) => {

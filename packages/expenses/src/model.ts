@@ -36,6 +36,8 @@ export const EXPENSE_COUNT_SLOTS = 16;
 export const EXPENSE_LIMIT_SQLSTATE = 'EX001';
 const EARLIEST_DATE = '1970-01-01';
 const LATEST_DATE = '2100-12-31';
+/** The days a date argument may name, as tool descriptions state them. */
+export const DATE_RANGE = `${EARLIEST_DATE} to ${LATEST_DATE}`;
 
 /**
  * A real calendar date written YYYY-MM-DD (2025-02-29 is not one). Each check stops the ones

@@ -23,3 +23,26 @@ test('initialize does not promise list-change notifications, which a stateless s
     await server.close();
   }
 });
+
+test('every date argument states the days it takes, so a client can know before it is refused', async () => {
+  const server = createExpensesServer(new ExpenseRepository({} as pg.Pool));
+  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+  await server.connect(serverSide);
+  const client = new Client({ name: 'capabilities', version: '1' });
+  await client.connect(clientSide);
+  try {
+    const dates: string[] = [];
+    for (const tool of (await client.listTools()).tools) {
+      const properties = (tool.inputSchema.properties ?? {}) as Record<string, { description?: string }>;
+      for (const [name, property] of Object.entries(properties)) {
+        if (!/date/.test(name)) continue;
+        dates.push(`${tool.name}.${name}`);
+        assert.match(property.description ?? '', /YYYY-MM-DD \(1970-01-01 to 2100-12-31\)/, `${tool.name}.${name}`);
+      }
+    }
+    assert.ok(dates.includes('add_user_expense.date') && dates.includes('get_user_expenses.start_date'), dates.join());
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
