@@ -28,6 +28,8 @@ export const OAUTH_TOOL_TIMEOUT_MS = LOGIN_TIMEOUT_MS + 60_000;
 export interface ConnectionDependencies {
   openBrowser: BrowserOpener;
   print: (line: string) => void;
+  /** Told every token obtained for the expenses server (`ObtainedSecrets`). */
+  onSecret?: (value: string) => void;
   fetchFn?: typeof fetch;
 }
 
@@ -61,6 +63,7 @@ export async function prepareConnections(
         scope: auth.scope,
         tokenUrl: auth.tokenUrl,
         resource: auth.resource,
+        onSecret: deps.onSecret,
         ...(deps.fetchFn ? { fetchFn: deps.fetchFn } : {}),
       });
       // A wrong secret or an unreachable Keycloak should stop start-up, not the first tool call.
@@ -86,6 +89,7 @@ export async function prepareConnections(
         cacheDir: auth.cacheDir,
         openBrowser: deps.openBrowser,
         print: deps.print,
+        onSecret: deps.onSecret,
         ...(deps.fetchFn ? { fetchFn: deps.fetchFn } : {}),
       });
       await oauthProvider.ensureAuthorized();

@@ -9,7 +9,7 @@ import type { AgentConfig } from './config.ts';
 import { type PreparedConnections, prepareConnections } from './connections.ts';
 import { buildChatModelOptions, createChatModel } from './model.ts';
 import { forTerminal } from './terminal.ts';
-import { configuredSecrets, secretsHider, withUrlSecretsHidden } from './url-secrets.ts';
+import { configuredSecrets, ObtainedSecrets, secretsHider, withUrlSecretsHidden } from './url-secrets.ts';
 
 export interface RunningAgent {
   agent: ExpensesAgent;
@@ -54,13 +54,18 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
     buildChatModelOptions(config.model, deps.azureCredential ? { azureCredential: deps.azureCredential } : {}),
     { timeoutMs: config.modelTimeoutSeconds * 1000 },
   );
-  const hideSecrets = secretsHider(configuredSecrets(config));
+  const obtained = new ObtainedSecrets();
+  const hideSecrets = secretsHider(configuredSecrets(config), obtained);
   const confirmDestructive = destructiveCallConfirmation(config.destructiveTools, deps.confirmDestructive);
   // Lines that carry what servers sent (a sign-in URL, an error, a tool's name) reach the terminal filtered.
   const print = deps.print ?? ((line: string) => process.stderr.write(`${forTerminal(line)}\n`));
   let connections: PreparedConnections;
   try {
-    connections = await prepareConnections(config, { openBrowser: deps.openBrowser ?? systemBrowserOpener(), print });
+    connections = await prepareConnections(config, {
+      openBrowser: deps.openBrowser ?? systemBrowserOpener(),
+      print,
+      onSecret: (value) => obtained.add(value),
+    });
   } catch (error) {
     throw withUrlSecretsHidden(error, hideSecrets);
   }

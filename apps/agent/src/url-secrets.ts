@@ -80,7 +80,16 @@ export function configuredSecrets(
   }
   if (config.mcpAuth.mode === 'key') add(config.mcpAuth.apiKey);
   if (config.mcpAuth.mode === 'client_credentials' || config.mcpAuth.mode === 'oauth') {
-    if (config.mcpAuth.clientSecret) add(config.mcpAuth.clientSecret);
+    const { clientId, clientSecret } = config.mcpAuth;
+    if (clientSecret) {
+      add(clientSecret);
+      // As client_secret_basic sends it (a token endpoint that echoes its request quotes it):
+      // form-encoded first as RFC 6749 asks (this agent), and as sent by clients that do not.
+      if (clientId) {
+        add(basicCredentials(encodeURIComponent(clientId), encodeURIComponent(clientSecret)));
+        add(basicCredentials(clientId, clientSecret));
+      }
+    }
   }
   // The model provider's credential, which its client's errors may quote. Not a short
   // placeholder (`OPENAI_API_KEY=unused` for a local server, as the README shows): no secret, and
@@ -97,6 +106,32 @@ export function configuredSecrets(
   return [...found].sort((a, b) => b.length - a.length);
 }
 
+function basicCredentials(id: string, secret: string): string {
+  return Buffer.from(`${id}:${secret}`).toString('base64');
+}
+
+/**
+ * Secrets the agent obtains while it runs, to be hidden like the configured ones: the access
+ * and refresh tokens of the expenses server (a server or token endpoint that echoes its request,
+ * a debugging page say, would hand them to the model, the terminal, the log and `/chat`). The
+ * newest few are kept: older tokens have expired, and each one kept costs every hidden text a
+ * search.
+ */
+export class ObtainedSecrets {
+  static readonly KEPT = 8;
+  readonly #values: string[] = [];
+
+  add(value: string | undefined): void {
+    if (value === undefined || value.length < SHORTEST_SECRET || this.#values.includes(value)) return;
+    this.#values.unshift(value);
+    this.#values.length = Math.min(this.#values.length, ObtainedSecrets.KEPT);
+  }
+
+  get values(): readonly string[] {
+    return this.#values;
+  }
+}
+
 function safelyDecoded(value: string): string {
   try {
     return decodeURIComponent(value.replaceAll('+', ' '));
@@ -106,13 +141,14 @@ function safelyDecoded(value: string): string {
 }
 
 /**
- * `withoutUrlSecrets`, then every one of `secrets` (longest first, `configuredSecrets`) left in
- * the text replaced by `…`.
+ * `withoutUrlSecrets`, then every one of `secrets` (longest first, `configuredSecrets`) and of
+ * `obtained` left in the text replaced by `…`.
  */
-export function secretsHider(secrets: readonly string[]): (text: string) => string {
+export function secretsHider(secrets: readonly string[], obtained?: ObtainedSecrets): (text: string) => string {
   return (text) => {
     let hidden = withoutUrlSecrets(text);
     for (const secret of secrets) if (hidden.includes(secret)) hidden = hidden.replaceAll(secret, '…');
+    for (const secret of obtained?.values ?? []) if (hidden.includes(secret)) hidden = hidden.replaceAll(secret, '…');
     return hidden;
   };
 }

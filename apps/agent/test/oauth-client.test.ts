@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { startScriptedLlm } from '@mcp-auth-stack/testing/scripted-llm';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { createMcpClient } from '../src/agent.ts';
 import { ClientCredentialsTokenSource } from '../src/auth/client-credentials.ts';
@@ -20,6 +21,9 @@ import { checkEndpointTransport, checkIssuer } from '../src/auth/discovery.ts';
 import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from '../src/auth/oauth-provider.ts';
 import { loadConfig } from '../src/config.ts';
 import { prepareConnections } from '../src/connections.ts';
+import { startAgent } from '../src/runtime.ts';
+import { ObtainedSecrets, secretsHider } from '../src/url-secrets.ts';
+import { scriptedModelEnv } from './helpers/agent.ts';
 
 interface Seen {
   path: string;
@@ -931,4 +935,115 @@ describe('checkIssuer (RFC 8414 3.3)', () => {
     );
     assert.throws(() => checkIssuer('https://as.example', at('https://as.example.evil')), /RFC 8414/);
   });
+});
+
+describe('secrets obtained at run time', () => {
+  /**
+   * An MCP server behind client_credentials whose tool answers a debugging page: 400 quoting the
+   * request's headers, the access token among them.
+   */
+  async function echoingMcpServer(as: string) {
+    let base = '';
+    const server = await recording((request, response) => {
+      const path = new URL(request.url ?? '/', 'http://x').pathname;
+      if (path === '/.well-known/oauth-protected-resource/mcp') {
+        return json(response, 200, { resource: `${base}/mcp`, authorization_servers: [as] });
+      }
+      if (path !== '/mcp' || request.method !== 'POST') return json(response, 405, { error: 'no' });
+      if (!request.headers.authorization) {
+        return json(
+          response,
+          401,
+          { error: 'invalid_token' },
+          {
+            'www-authenticate': `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`,
+          },
+        );
+      }
+      const message = JSON.parse(server.seen.at(-1)?.body ?? '{}');
+      if (message.id === undefined) return response.writeHead(202).end();
+      const result = (value: unknown) => json(response, 200, { jsonrpc: '2.0', id: message.id, result: value });
+      if (message.method === 'initialize') {
+        return result({
+          protocolVersion: message.params.protocolVersion,
+          capabilities: { tools: {} },
+          serverInfo: { name: 'echo', version: '1' },
+        });
+      }
+      if (message.method === 'tools/list') {
+        return result({
+          tools: [
+            {
+              name: 'lookup',
+              description: 'Looks up.',
+              inputSchema: { type: 'object', properties: {} },
+              annotations: { readOnlyHint: true },
+            },
+          ],
+        });
+      }
+      response
+        .writeHead(400, { 'content-type': 'text/plain' })
+        .end(`Bad request. Request headers: authorization: ${request.headers.authorization}`);
+    });
+    base = server.url;
+    return server;
+  }
+
+  test('an access token a server echoes reaches neither the model nor the turn’s record; the Basic credentials a token endpoint echoes are not in the start’s error', async () => {
+    const llm = await startScriptedLlm();
+    const as = await authorizationServer();
+    const mcp = await echoingMcpServer(as.url);
+    const env = {
+      ...scriptedModelEnv(llm.baseUrl),
+      MCP_AUTH: 'client_credentials',
+      MCP_CLIENT_SECRET: 'the-client-secret',
+      MCP_SERVER_URL: `${mcp.url}/mcp`,
+    };
+    const running = await startAgent(loadConfig(env));
+    try {
+      llm.script([{ toolCalls: [{ name: 'lookup', arguments: {} }] }, { content: 'done' }]);
+      const turn = await running.agent.run('look it up');
+      const sentToken = mcp.seen.find((request) => request.authorization?.startsWith('Bearer '))?.authorization;
+      assert.equal(sentToken, 'Bearer token-1');
+      assert.match(turn.toolCalls[0]?.result ?? '', /authorization: Bearer …/);
+      const toModel = JSON.stringify(llm.requests.map(({ body }) => body));
+      assert.match(toModel, /authorization: Bearer …/);
+      assert.doesNotMatch(`${toModel} ${JSON.stringify(turn.toolCalls)}`, /token-1/);
+    } finally {
+      await running.close();
+    }
+
+    // A token endpoint that quotes its request's headers in its refusal.
+    const echoing = await recording((request, response) =>
+      response.writeHead(400, { 'content-type': 'text/plain' }).end(`headers: ${JSON.stringify(request.headers)}`),
+    );
+    const basic = Buffer.from('expenses-agent:the-client-secret').toString('base64');
+    await assert.rejects(startAgent(loadConfig({ ...env, MCP_TOKEN_URL: `${echoing.url}/token` })), (error: Error) => {
+      assert.equal(basicOf(echoing.seen[0] as Seen), 'expenses-agent:the-client-secret', 'the endpoint got them');
+      assert.match(error.message, /answered 400/);
+      assert.ok(!error.message.includes(basic), error.message);
+      return true;
+    });
+    await llm.close();
+  });
+});
+
+test('the obtained secrets hidden are the newest eight tokens, each once', () => {
+  const obtained = new ObtainedSecrets();
+  for (let n = 1; n <= 10; n++) obtained.add(`token-${n}`);
+  obtained.add('token-10');
+  obtained.add('short');
+  assert.deepEqual(obtained.values, [
+    'token-10',
+    'token-9',
+    'token-8',
+    'token-7',
+    'token-6',
+    'token-5',
+    'token-4',
+    'token-3',
+  ]);
+  const hide = secretsHider([], obtained);
+  assert.equal(hide('Bearer token-9, Bearer token-2'), 'Bearer …, Bearer token-2');
 });

@@ -25,6 +25,8 @@ export interface ClientCredentialsOptions {
   resource?: string | undefined;
   /** How long a token request may take (default 10 s). */
   requestTimeoutMs?: number | undefined;
+  /** Told every access token obtained, so that texts shown or logged can hide it. */
+  onSecret?: ((value: string) => void) | undefined;
   fetchFn?: typeof fetch;
   now?: () => number;
 }
@@ -201,6 +203,7 @@ export class ClientCredentialsTokenSource {
   }
 
   #cache(accessToken: string, expiresIn: number | undefined, scope: string | undefined, since: number): CachedToken {
+    this.#options.onSecret?.(accessToken);
     // No expires_in: assume a minute rather than forever.
     const lifetimeMs = (expiresIn ?? 60) * 1000;
     return { accessToken, renewAt: since + lifetimeMs - renewMarginMs(lifetimeMs), scope };

@@ -67,6 +67,8 @@ export interface InteractiveOAuthOptions {
    * step-up), instead of adding the scope the server's 401 names.
    */
   exactScope?: boolean | undefined;
+  /** Told the access and refresh tokens in use, so that texts shown or logged can hide them. */
+  onSecret?: ((value: string) => void) | undefined;
   now?: () => number;
   fetchFn?: typeof fetch;
 }
@@ -209,6 +211,9 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     }
     const tokens = this.#session.tokens;
     if (!tokens) return undefined;
+    // Before every request: tokens from the store, a sign-in or a refresh alike.
+    this.#options.onSecret?.(tokens.access_token);
+    if (tokens.refresh_token) this.#options.onSecret?.(tokens.refresh_token);
     const { refresh_token: _hidden, expires_at: _expiresAt, ...visible } = tokens;
     return visible;
   }
