@@ -96,12 +96,20 @@ interface TurnContext {
 }
 
 /**
+ * Set in a tool's metadata when its server's annotations are not believed (an extra server not
+ * marked `trustAnnotations`): each of its calls is treated as one that may delete or overwrite.
+ */
+export const UNTRUSTED_ANNOTATIONS = 'mcpAuthStackUntrustedAnnotations';
+
+/**
  * A call that may delete or overwrite data, by its MCP annotations as the specification reads
- * them: `destructiveHint` defaults to true for a tool that is not `readOnlyHint` (an extra
- * server's tool without annotations counts). Annotations are the server's word, trusted here
- * only to ask less: a server that marks its delete read-only is one to leave out.
+ * them: `destructiveHint` defaults to true for a tool that is not `readOnlyHint` (a tool without
+ * annotations counts). Annotations are the server's word (MCP: untrusted unless the server is):
+ * believed only from the expenses server and extra servers marked `trustAnnotations`, and only
+ * to ask less.
  */
 export function isDestructive(tool: { metadata?: Record<string, unknown> }): boolean {
+  if (tool.metadata?.[UNTRUSTED_ANNOTATIONS] === true) return true;
   const annotations = tool.metadata?.annotations as { readOnlyHint?: boolean; destructiveHint?: boolean } | undefined;
   if (annotations?.readOnlyHint === true) return false;
   return annotations?.destructiveHint !== false;

@@ -78,6 +78,12 @@ export interface ExtraMcpServer {
   name: string;
   url: string;
   headers: Record<string, string>;
+  /**
+   * The server's tool annotations are believed: a tool it marks read-only runs without asking.
+   * Unset, every call of its tools is confirmed (MCP: annotations are untrusted unless they come
+   * from a trusted server).
+   */
+  trustAnnotations: boolean;
 }
 
 export interface AgentConfig {
@@ -390,8 +396,19 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
       throw new ConfigError(where, 'must be named with letters, digits, - or _ and not "expenses"');
     }
     if (typeof value !== 'object' || value === null) throw new ConfigError(where, 'must be an object with "url"');
-    const { url: serverUrl, headers = {} } = value as { url?: unknown; headers?: unknown };
+    const {
+      url: serverUrl,
+      headers = {},
+      trustAnnotations = false,
+      ...unknown
+    } = value as { url?: unknown; headers?: unknown; trustAnnotations?: unknown };
+    const [stray] = Object.keys(unknown);
+    if (stray !== undefined) {
+      throw new ConfigError(`${where}.${stray}`, 'is not a setting: "url", "headers" and "trustAnnotations" are');
+    }
     if (typeof serverUrl !== 'string') throw new ConfigError(`${where}.url`, 'must be a string');
+    if (typeof trustAnnotations !== 'boolean')
+      throw new ConfigError(`${where}.trustAnnotations`, 'must be true or false');
     // Not parseUrl: its message quotes the value, and such URLs may carry a key in their query
     // (`?tavilyApiKey=…`).
     if (!URL.canParse(serverUrl)) {
@@ -434,6 +451,6 @@ export function loadExtraServers(env: Env, mcpServerUrl: string): ExtraMcpServer
         );
       }
     }
-    return { name, url: serverUrl, headers: headers as Record<string, string> };
+    return { name, url: serverUrl, headers: headers as Record<string, string>, trustAnnotations };
   });
 }

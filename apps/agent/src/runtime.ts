@@ -3,10 +3,10 @@
  */
 import type { TokenCredential } from '@azure/identity';
 import type { MultiServerMCPClient } from '@langchain/mcp-adapters';
-import { type ConfirmDestructive, createMcpClient, ExpensesAgent, NOT_ASKED } from './agent.ts';
+import { type ConfirmDestructive, createMcpClient, ExpensesAgent, NOT_ASKED, UNTRUSTED_ANNOTATIONS } from './agent.ts';
 import { systemBrowserOpener } from './auth/browser.ts';
 import type { AgentConfig } from './config.ts';
-import { type PreparedConnections, prepareConnections } from './connections.ts';
+import { EXPENSES_SERVER_NAME, type PreparedConnections, prepareConnections } from './connections.ts';
 import { buildChatModelOptions, createChatModel } from './model.ts';
 import { forTerminal } from './terminal.ts';
 import { configuredSecrets, ObtainedSecrets, secretsHider, withUrlSecretsHidden } from './url-secrets.ts';
@@ -92,7 +92,7 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
         );
       }),
     ]);
-    const tools = uniquelyNamedTools(toolsTheModelCanName(perServer, print));
+    const tools = uniquelyNamedTools(withAnnotationsTrusted(toolsTheModelCanName(perServer, print), config));
     const agent = new ExpensesAgent({
       model,
       tools,
@@ -167,6 +167,24 @@ export function toolsTheModelCanName<Tool extends { name: string }>(
       return false;
     }),
   }));
+}
+
+/**
+ * The tools of extra servers whose annotations are not believed, marked so (`isDestructive`
+ * then asks before each of their calls). An extra server is any MCP server the operator points
+ * at; its `readOnlyHint` on a tool that sends data away or deletes it is its word only.
+ */
+export function withAnnotationsTrusted<Tool extends { metadata?: Record<string, unknown> }>(
+  perServer: { server: string; tools: Tool[] }[],
+  config: Pick<AgentConfig, 'extraServers'>,
+): { server: string; tools: Tool[] }[] {
+  const trusted = new Set(config.extraServers.filter((server) => server.trustAnnotations).map(({ name }) => name));
+  trusted.add(EXPENSES_SERVER_NAME);
+  for (const { server, tools } of perServer) {
+    if (trusted.has(server)) continue;
+    for (const tool of tools) tool.metadata = { ...tool.metadata, [UNTRUSTED_ANNOTATIONS]: true };
+  }
+  return perServer;
 }
 
 /**

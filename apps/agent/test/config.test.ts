@@ -232,6 +232,16 @@ describe('missing or invalid settings name the variable', () => {
       /MCP_EXTRA_SERVERS\.again\.url is MCP_SERVER_URL again/,
     ],
     [
+      'extra server trustAnnotations not a boolean',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "trustAnnotations": "yes"}}' },
+      /MCP_EXTRA_SERVERS\.t\.trustAnnotations must be true or false/,
+    ],
+    [
+      'extra server with a setting that does not exist (a typo of trustAnnotations)',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "trustAnotations": true}}' },
+      /MCP_EXTRA_SERVERS\.t\.trustAnotations is not a setting/,
+    ],
+    [
       'extra server header not a string',
       { MCP_EXTRA_SERVERS: '{"t": {"url": "https://t.example/mcp", "headers": {"a": 1}}}' },
       /MCP_EXTRA_SERVERS\.t\.headers/,
@@ -404,10 +414,17 @@ describe('MCP settings', () => {
       ...ollama(),
       MCP_EXTRA_SERVERS: JSON.stringify({
         tavily: { url: 'https://mcp.tavily.com/mcp/', headers: { Authorization: 'Bearer tvly' } },
+        notes: { url: 'https://notes.example/mcp', trustAnnotations: true },
       }),
     });
     assert.deepEqual(config.extraServers, [
-      { name: 'tavily', url: 'https://mcp.tavily.com/mcp/', headers: { Authorization: 'Bearer tvly' } },
+      {
+        name: 'tavily',
+        url: 'https://mcp.tavily.com/mcp/',
+        headers: { Authorization: 'Bearer tvly' },
+        trustAnnotations: false,
+      },
+      { name: 'notes', url: 'https://notes.example/mcp', headers: {}, trustAnnotations: true },
     ]);
   });
 
