@@ -92,7 +92,9 @@ export async function startAgent(config: AgentConfig, deps: RuntimeDependencies 
         );
       }),
     ]);
-    const tools = uniquelyNamedTools(withAnnotationsTrusted(toolsTheModelCanName(perServer, print), config));
+    const tools = uniquelyNamedTools(
+      withAnnotationsTrusted(toolsWithinBounds(toolsTheModelCanName(perServer, print), print), config),
+    );
     const agent = new ExpensesAgent({
       model,
       tools,
@@ -167,6 +169,54 @@ export function toolsTheModelCanName<Tool extends { name: string }>(
       return false;
     }),
   }));
+}
+
+/**
+ * The most of a tool's description the model reads, in characters: this server's longest is 269.
+ * Every description goes to the model with every call, so a server could otherwise run up each
+ * turn's bill (and fill it with instructions) from its listing alone.
+ */
+export const MAX_TOOL_DESCRIPTION_CHARACTERS = 2_048;
+/** A tool whose input schema is longer than this (as JSON) is left out: this server's largest is 1,111. */
+export const MAX_TOOL_SCHEMA_CHARACTERS = 16_384;
+/** The most tools offered to the model: OpenAI's API takes 128 at most, and refuses a request with more. */
+export const MAX_TOOLS = 128;
+
+/**
+ * The tools within what the model can be sent: descriptions cut (saying so), tools with an
+ * oversized schema left out, and past `MAX_TOOLS` the rest left out, in the servers' order (the
+ * expenses server first). Each leaving-out is printed, naming the server.
+ */
+export function toolsWithinBounds<Tool extends { name: string; description: string; schema?: unknown }>(
+  perServer: { server: string; tools: Tool[] }[],
+  print: (line: string) => void,
+): { server: string; tools: Tool[] }[] {
+  let offered = 0;
+  return perServer.map(({ server, tools }) => {
+    const kept: Tool[] = [];
+    for (const tool of tools) {
+      const schemaLength = JSON.stringify(tool.schema ?? {}).length;
+      if (schemaLength > MAX_TOOL_SCHEMA_CHARACTERS) {
+        print(
+          `warning: the MCP server "${server}" offers ${JSON.stringify(tool.name)} with an input schema of ${schemaLength} characters (at most ${MAX_TOOL_SCHEMA_CHARACTERS}); the agent leaves it out`,
+        );
+        continue;
+      }
+      if (tool.description.length > MAX_TOOL_DESCRIPTION_CHARACTERS) {
+        tool.description = `${tool.description.slice(0, MAX_TOOL_DESCRIPTION_CHARACTERS)} … [description cut at ${MAX_TOOL_DESCRIPTION_CHARACTERS} characters]`;
+      }
+      kept.push(tool);
+    }
+    const room = Math.max(0, MAX_TOOLS - offered);
+    if (kept.length > room) {
+      print(
+        `warning: the MCP server "${server}" offers ${kept.length} tools and the model takes ${MAX_TOOLS} in all; the agent leaves out its last ${kept.length - room}`,
+      );
+      kept.length = room;
+    }
+    offered += kept.length;
+    return { server, tools: kept };
+  });
 }
 
 /**
