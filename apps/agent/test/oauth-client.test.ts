@@ -189,6 +189,26 @@ describe('client_credentials', () => {
     });
   });
 
+  test('a token endpoint that redirects is not followed: the other origin gets nothing, and no token is taken', async () => {
+    const elsewhere = await recording((_request, response) =>
+      json(response, 200, { access_token: 'token-from-elsewhere', token_type: 'Bearer', expires_in: 300 }),
+    );
+    const redirecting = await recording((_request, response) =>
+      response.writeHead(307, { location: `${elsewhere.url}/steal` }).end(),
+    );
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [] }));
+    const source = agentTokenSource(`${mcp.url}/mcp`, {
+      tokenUrl: `${redirecting.url}/token`,
+      clientSecret: 'the-secret',
+    });
+    await assert.rejects(
+      source.accessToken(),
+      /answered 307: a redirect, which a token endpoint must not answer; not followed/,
+    );
+    assert.equal(redirecting.seen.length, 1);
+    assert.deepEqual(elsewhere.seen, []);
+  });
+
   test('after a 401 the SDK asks MCP_TOKEN_URL again, for the same resource; the secret never goes to the MCP server', async () => {
     const as = await authorizationServer();
     // No protected resource metadata: the SDK on its own would post the secret to the server's /token.

@@ -178,11 +178,22 @@ export class ClientCredentialsTokenSource {
         accept: 'application/json',
       },
       body: form,
+      // A token endpoint does not redirect (RFC 6749 3.2): one that does would send the request,
+      // and take the token, from an origin nobody named, or over plain http.
+      redirect: 'manual',
       signal: AbortSignal.timeout(timeoutMs),
     }).catch((error: unknown) => {
       if ((error as Error).name !== 'TimeoutError') throw error;
       throw new Error(`the token endpoint ${tokenEndpoint} did not answer within ${timeoutMs / 1000} s`);
     });
+    if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
+      await response.body?.cancel();
+      throw new TokenRequestError(
+        response.status,
+        'a redirect, which a token endpoint must not answer; not followed',
+        tokenEndpoint,
+      );
+    }
     const text = await response.text();
     if (!response.ok) throw new TokenRequestError(response.status, text, tokenEndpoint);
     let body: { access_token?: unknown; expires_in?: unknown; scope?: unknown };
