@@ -389,6 +389,14 @@ describe('MCP settings', () => {
     );
     // The server's metadata names what it serves, slash and all: the agent asks for that resource.
     assert.equal(checkedResource(config.mcpServerUrl, 'https://mcp.example.com/mcp/'), 'https://mcp.example.com/mcp/');
+    // Not a resource with a query or fragment the server's URL has not (the SDK's check ignores them).
+    for (const named of ['https://mcp.example.com/mcp/?tenant=other', 'https://mcp.example.com/mcp/#x']) {
+      assert.throws(
+        () => checkedResource(config.mcpServerUrl, named),
+        /with a query or fragment its URL has not/,
+        named,
+      );
+    }
     // A path-less resource gains no `/` either (a server comparing exactly would refuse it).
     const pathless = loadConfig({ ...env, MCP_RESOURCE: 'https://mcp.example.com' }).mcpAuth;
     assert.equal(pathless.mode === 'client_credentials' && pathless.resource, 'https://mcp.example.com');

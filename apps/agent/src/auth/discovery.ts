@@ -39,6 +39,13 @@ export function checkedResource(mcpUrl: string, named: string | undefined, expec
     return expectedResource;
   }
   if (named === undefined) return mcpUrl;
+  // The SDK's check compares origin and path only: `…/mcp?tenant=other` would pass, and the
+  // token be asked for a resource this server's URL (which has no query) is not.
+  if (URL.canParse(named) && (new URL(named).search !== '' || named.includes('#'))) {
+    throw new DiscoveryError(
+      `${mcpUrl} says it is the resource ${named}, with a query or fragment its URL has not: no token is asked for it`,
+    );
+  }
   if (!checkResourceAllowed({ requestedResource: resourceUrlFromServerUrl(mcpUrl), configuredResource: named })) {
     throw new DiscoveryError(
       `${mcpUrl} says it is the resource ${named}, another server: no token is asked for it (when the agent reaches the server by another URL than its public one, set MCP_RESOURCE to that public resource)`,
