@@ -462,6 +462,25 @@ describe('interactive OAuth', () => {
     }
   });
 
+  test('no registration where no sign-in could follow: no S256, or a sign-in page that would not be opened', async () => {
+    for (const [metadata, refusal] of [
+      [{ code_challenge_methods_supported: ['plain'] }, /does not announce PKCE with S256/],
+      [{ authorization_endpoint: 'http://192.0.2.2/authorize' }, /with the scheme http: on 192\.0\.2\.2: not opened/],
+      [{ authorization_endpoint: 'file:///etc/passwd' }, /with the scheme file:/],
+    ] as const) {
+      const as = await authorizationServer(metadata);
+      const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+      const { provider, opened } = await interactive(mcp);
+      await assert.rejects(provider.ensureAuthorized(), refusal);
+      assert.deepEqual(opened, []);
+      assert.deepEqual(
+        as.seen.map((request) => request.path),
+        ['/.well-known/oauth-authorization-server'],
+        `${JSON.stringify(metadata)}: only the metadata was read, nothing registered`,
+      );
+    }
+  });
+
   test('the redirect port taken by another program: the sign-in stops, naming the port, before any browser opens', async () => {
     const as = await authorizationServer();
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));

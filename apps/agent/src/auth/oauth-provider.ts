@@ -35,6 +35,7 @@ import {
   TooManyRequestsError,
 } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import type {
+  AuthorizationServerMetadata,
   OAuthClientInformationMixed,
   OAuthClientMetadata,
   OAuthTokens,
@@ -346,14 +347,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     try {
       this.#codeVerifier = this.#verifiers.get(authorizationUrl.searchParams.get('code_challenge') ?? '');
       if (this.#codeVerifier === undefined) throw new Error('no PKCE code verifier for this authorization request');
-      const metadata = this.#session.discoveryState?.authorizationServerMetadata;
-      // MCP authorization, "Authorization Code Protection": without S256 in the metadata there is
-      // no PKCE to rely on, and the client must not go on. (The SDK refuses only a list without it.)
-      if (!metadata?.code_challenge_methods_supported?.includes('S256')) {
-        throw new Error(
-          `the authorization server ${metadata?.issuer ?? '(no metadata)'} does not announce PKCE with S256 (code_challenge_methods_supported): no sign-in without it`,
-        );
-      }
+      const metadata = checkSignInPossible(this.#session.discoveryState?.authorizationServerMetadata);
       const url = new URL(authorizationUrl);
       checkSignInPage(url, metadata.issuer);
       const scope = this.#widenedScope(url.searchParams.get('scope'));
@@ -456,14 +450,19 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const server = state.authorizationServerUrl;
     const stored = this.#session.clientInformation as { issuer?: string } | undefined;
     if (stored && (stored.issuer === undefined || stored.issuer === server)) return;
-    const metadata = state.authorizationServerMetadata;
+    // A registration is for a sign-in: none where no sign-in could follow (no S256, a sign-in
+    // page that would not be opened), so nothing is sent to such a server.
+    const metadata = checkSignInPossible(state.authorizationServerMetadata);
+    if (URL.canParse(metadata.authorization_endpoint)) {
+      checkSignInPage(new URL(metadata.authorization_endpoint), metadata.issuer);
+    }
     // CIMD needs no registration; the SDK uses the metadata URL as the client id.
-    if (this.clientMetadataUrl && metadata?.client_id_metadata_document_supported) return;
+    if (this.clientMetadataUrl && metadata.client_id_metadata_document_supported) return;
     const scope = [...new Set([...this.#options.scope.split(' '), ...(state.resourceMetadata?.scopes_supported ?? [])])]
       .filter(Boolean)
       .join(' ');
     const registered = await registerClient(server, {
-      ...(metadata ? { metadata } : {}),
+      metadata,
       clientMetadata: this.clientMetadata,
       ...(scope ? { scope } : {}),
       fetchFn: this.#fetch,
@@ -564,6 +563,20 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   async #persist(): Promise<void> {
     await this.#store.save(this.#session);
   }
+}
+
+/**
+ * MCP authorization, "Authorization Code Protection": without S256 in the metadata there is no
+ * PKCE to rely on, and the client must not go on (the SDK refuses only a list without it). The
+ * metadata, when it allows a sign-in.
+ */
+function checkSignInPossible(metadata: AuthorizationServerMetadata | undefined): AuthorizationServerMetadata {
+  if (!metadata?.code_challenge_methods_supported?.includes('S256')) {
+    throw new Error(
+      `the authorization server ${metadata?.issuer ?? '(no metadata)'} does not announce PKCE with S256 (code_challenge_methods_supported): no sign-in without it`,
+    );
+  }
+  return metadata;
 }
 
 /**
