@@ -462,6 +462,70 @@ describe('interactive OAuth', () => {
     }
   });
 
+  test('metadata named over plain http on another host is not used: no registration, no browser, no token', async () => {
+    // 192.0.2.2 and .3 stand for hosts on the network; the stand-ins serve them from loopback.
+    const asElsewhere = 'http://192.0.2.2:18531';
+    // Its metadata names it by the address the agent was given, as a real one's would.
+    const as = await authorizationServer({ issuer: asElsewhere });
+    const nearby = await authorizationServer();
+    const prmElsewhere = 'http://192.0.2.3:18532';
+    let mcpBase = '';
+    const fetchVia: typeof fetch = (input, init) =>
+      fetch(
+        String(input instanceof Request ? input.url : input)
+          .replace(asElsewhere, as.url)
+          .replace(prmElsewhere, mcpBase),
+        init,
+      );
+    for (const named of [
+      { authorizationServer: asElsewhere, metadataAt: undefined },
+      { authorizationServer: nearby.url, metadataAt: prmElsewhere },
+    ]) {
+      const mcp = await recording((request, response) => {
+        const path = new URL(request.url ?? '/', 'http://x').pathname;
+        if (path.startsWith('/.well-known/oauth-protected-resource')) {
+          return json(response, 200, {
+            resource: `${mcpBase}/mcp`,
+            authorization_servers: [named.authorizationServer],
+          });
+        }
+        const metadataUrl = `${named.metadataAt ?? mcpBase}/.well-known/oauth-protected-resource/mcp`;
+        json(
+          response,
+          401,
+          { error: 'invalid_token' },
+          { 'www-authenticate': `Bearer resource_metadata="${metadataUrl}"` },
+        );
+      });
+      mcpBase = mcp.url;
+      const cacheDir = await mkdtemp(join(tmpdir(), 'agent-oauth-'));
+      temporary.push(cacheDir);
+      const opened: string[] = [];
+      const provider = await InteractiveOAuthProvider.create({
+        mcpUrl: `${mcp.url}/mcp`,
+        scope: 'mcp:access',
+        redirectPort: 0,
+        cacheDir,
+        print: () => {},
+        loginTimeoutMs: 5_000,
+        openBrowser: answeringBrowser(opened, approve),
+        fetchFn: fetchVia,
+      });
+      const refusal = /over plain http from another host: not used/;
+      await assert.rejects(provider.ensureAuthorized(), refusal, JSON.stringify(named));
+      assert.deepEqual(opened, []);
+      const source = agentTokenSource(`${mcp.url}/mcp`, { fetchFn: fetchVia });
+      await assert.rejects(source.accessToken(), refusal, JSON.stringify(named));
+    }
+    assert.deepEqual(
+      [...as.seen, ...nearby.seen]
+        .filter((request) => request.path !== '/.well-known/oauth-authorization-server')
+        .map((r) => r.path),
+      [],
+      'no registration, no token request',
+    );
+  });
+
   test('no registration where no sign-in could follow: no S256, or a sign-in page that would not be opened', async () => {
     for (const [metadata, refusal] of [
       [{ code_challenge_methods_supported: ['plain'] }, /does not announce PKCE with S256/],

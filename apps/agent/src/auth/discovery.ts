@@ -97,6 +97,32 @@ export function checkEndpointTransport(metadata: Record<string, unknown> | undef
   }
 }
 
+/**
+ * Where the agent read the metadata that names its endpoints (the protected resource metadata
+ * and the authorization server's): over `https:`, on this machine, or at the MCP server's own
+ * origin (the operator chose that transport in `MCP_SERVER_URL`; compose's `http://server:8000`).
+ * A document read over plain http from any other host can be rewritten on the way to name an
+ * attacker's https endpoints, which would then pass `checkEndpointTransport`.
+ */
+export function checkMetadataTransport(
+  mcpUrl: string,
+  state: { authorizationServerUrl: string; resourceMetadataUrl?: string | undefined },
+): void {
+  const server = new URL(mcpUrl).origin;
+  for (const [what, value] of [
+    ['protected resource metadata', state.resourceMetadataUrl],
+    ['authorization server', state.authorizationServerUrl],
+  ] as const) {
+    if (value === undefined || !URL.canParse(value)) continue;
+    const url = new URL(value);
+    if (url.protocol === 'https:' || url.origin === server) continue;
+    if (url.protocol === 'http:' && isLoopbackUrlHost(url.hostname)) continue;
+    throw new DiscoveryError(
+      `${mcpUrl} names its ${what} at ${url.origin}${url.pathname}, over plain http from another host: not used (only https, http on localhost, 127.0.0.0/8 or [::1], or the MCP server's own origin)`,
+    );
+  }
+}
+
 /** `https://as.example/` as `https://as.example`: an empty path and `/` are one (RFC 3986 6.2.3). */
 function withoutRootSlash(url: string): string {
   return URL.canParse(url) && new URL(url).pathname === '/' && url.endsWith('/') ? url.slice(0, -1) : url;
@@ -149,6 +175,7 @@ export async function discoverAuthorization(
       `${mcpUrl} publishes no protected resource metadata (RFC 9728); set MCP_TOKEN_URL to the token endpoint instead`,
     );
   }
+  checkMetadataTransport(mcpUrl, { ...info, resourceMetadataUrl: resourceMetadataUrl?.href });
   checkIssuer(info.authorizationServerUrl, info.authorizationServerMetadata);
   checkEndpointTransport(info.authorizationServerMetadata);
   const tokenEndpoint = info.authorizationServerMetadata?.token_endpoint;

@@ -42,7 +42,14 @@ import type {
 } from '@modelcontextprotocol/sdk/shared/auth.js';
 import type { BrowserOpener } from './browser.ts';
 import { renewMarginMs } from './client-credentials.ts';
-import { checkEndpointTransport, checkedResource, checkIssuer, DiscoveryError, withDeadline } from './discovery.ts';
+import {
+  checkEndpointTransport,
+  checkedResource,
+  checkIssuer,
+  checkMetadataTransport,
+  DiscoveryError,
+  withDeadline,
+} from './discovery.ts';
 import { findFreePort, listenForAuthorizationCode, redirectUrlFor } from './loopback.ts';
 import { type StoredSession, type StoredTokens, TokenStore } from './token-store.ts';
 
@@ -258,6 +265,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
       // announced, so no sign-in; refused before anything is dropped.
       throw new DiscoveryError(`no authorization server metadata at ${server}: no sign-in without it`);
     }
+    checkMetadataTransport(this.#options.mcpUrl, state);
     checkIssuer(server, metadata);
     checkEndpointTransport(metadata);
     thisServersResource(this.#options.mcpUrl, state.resourceMetadata?.resource || undefined);
