@@ -240,6 +240,13 @@ export async function createStatelessMcpEndpoint(
       if (hasForeignMember(rpc)) {
         return rpcError(c, 400, INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request of this protocol.');
       }
+      // zod drops a member named `__proto__` before a tool's strict schema sees it (the call ran
+      // as if it were not there): refused as any argument the tool does not take is.
+      if (rpc.method === 'tools/call' && hasProtoMember(rpc.params?.arguments)) {
+        const text = `Invalid arguments for tool ${String(rpc.params?.name)}: "__proto__" is not an argument of it.`;
+        const reply = { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } };
+        return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
+      }
       const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined && isJSONRPCRequest(rpc);
       if (listing && cachedToolList) {
         // The listing is the largest reply and the same for every caller with the same
@@ -322,6 +329,9 @@ const REQUEST_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params']);
 function hasForeignMember(rpc: object): boolean {
   for (const member in rpc) if (!REQUEST_MEMBERS.has(member)) return true;
   return false;
+}
+function hasProtoMember(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__');
 }
 const REPLY_HEAD = Buffer.from('{"jsonrpc":"2.0","id":');
 
