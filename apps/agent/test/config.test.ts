@@ -159,6 +159,12 @@ describe('missing or invalid settings name the variable', () => {
       { API_HOST: 'ollama', AGENT_CHAT_TOKEN: 'chat-secret' },
       /^Invalid configuration: AGENT_CHAT_TOKEN must be at least 32 characters, got 11: (?!.*chat-secret)/,
     ],
+    // The bound itself: 31 characters are one too few.
+    [
+      'an AGENT_CHAT_TOKEN one character short',
+      { API_HOST: 'ollama', AGENT_CHAT_TOKEN: 'x'.repeat(31) },
+      /^Invalid configuration: AGENT_CHAT_TOKEN must be at least 32 characters, got 31/,
+    ],
   ];
   for (const [name, env, message] of cases) {
     test(name, () => {
@@ -263,6 +269,11 @@ describe('missing or invalid settings name the variable', () => {
     [
       'extra server URL with a user name and password',
       { MCP_EXTRA_SERVERS: '{"t": {"url": "http://u:p@127.0.0.1:18630/mcp"}}' },
+      /MCP_EXTRA_SERVERS\.t\.url must not carry a user name or password/,
+    ],
+    [
+      'extra server URL with a password and no user name',
+      { MCP_EXTRA_SERVERS: '{"t": {"url": "http://:p@127.0.0.1:18630/mcp"}}' },
       /MCP_EXTRA_SERVERS\.t\.url must not carry a user name or password/,
     ],
     [

@@ -77,6 +77,10 @@ test('couldBeAKey: a key whole, in part, mistyped or without its prefix; not a U
   ]) {
     assert.equal(couldBeAKey(word), false, word);
   }
+  // Without a digit, a run of 32 mixed-case key characters is hidden, one of 31 is not.
+  const letters = 'ZqvTkPwXmNbRyLcJhGsDfAeUiOtYxWeQaBcD';
+  assert.equal(couldBeAKey(letters.slice(0, 32)), true, '32 letters');
+  assert.equal(couldBeAKey(letters.slice(0, 31)), false, '31 letters');
 });
 
 test('holdsAKey: a key as printed and pasted, with its prefix in any case; names and ids are not', () => {

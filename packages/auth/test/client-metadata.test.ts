@@ -33,6 +33,8 @@ test('a redirect URI matches exactly, or on a loopback IP literal in all but the
     'http://127.0.0.1:51000/callback?',
     'http://127.0.0.1:51000/%63allback',
     'HTTP://127.0.0.1:51000/callback',
+    // Only the port's digits may differ: a query right after the port is not a port.
+    'http://127.0.0.1:1?x/callback',
     'not a url',
   ]) {
     assert.equal(isRegisteredRedirectUri(registered, uri), false, uri);
@@ -58,6 +60,7 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     ['A\u00A0\u00A0B', /a run of wide or no-break spaces/],
     [`Visual Studio Code${'\u3000\u0323'.repeat(40)}Verified`, /a run of wide or no-break spaces/],
     [`Visual Studio Code${'\u3000.'.repeat(40)}Verified`, /more than 8 wide or no-break spaces/],
+    ['a\u3000'.repeat(9), /more than 8 wide or no-break spaces/], // the bound: nine
     // Stacked marks are drawn over the page below the name.
     [`Visual Studio Code${'\u0323'.repeat(170)}`, /more than eight combining marks/],
   ] as const) {
@@ -77,6 +80,7 @@ test('client_name follows the plain-text rule: controls, hidden text and blank n
     'Client\u00A0: résumé\u202F!', // French spacing
     'လျှော့', // Burmese: five marks on one letter
     'Visual  Studio   Code', // plain spaces collapse on the page
+    'a\u3000'.repeat(8), // eight wide spaces, one between words, are allowed
   ]) {
     assert.equal(register(name), undefined, JSON.stringify(name));
   }

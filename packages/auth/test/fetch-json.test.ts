@@ -20,6 +20,11 @@ before(async () => {
       response.end(JSON.stringify({ keys: [] }));
       return;
     }
+    if (request.url === '/not-json') {
+      // A token left unquoted: JSON.parse's own message quotes the text around the error, token and all.
+      response.end('{"token_type":"bearer","access_token":at-S3cret}');
+      return;
+    }
     if (request.url === '/declared') {
       const body = JSON.stringify({ pad: 'x'.repeat(5000) });
       response.writeHead(200, { 'content-length': String(Buffer.byteLength(body)) });
@@ -52,6 +57,14 @@ after(async () => {
 
 test('a document within the limit is parsed', async () => {
   assert.deepEqual(await fetchJson(`${base}/small`, 5000, 1024), { keys: [] });
+});
+
+test('an answer that is not JSON is refused without quoting it (answers hold tokens)', async () => {
+  await assert.rejects(fetchJson(`${base}/not-json`, 5000, 1024), (error: Error) => {
+    assert.match(error.message, /the answer is not JSON/);
+    assert.doesNotMatch(error.message, /S3cret/);
+    return true;
+  });
 });
 
 test('a declared length past the limit is refused before the body is read', async () => {

@@ -39,6 +39,14 @@ describe('jwtBearerProvider: issuer-specific rules', () => {
     assert.ok((await verify({ iat: now() + 20, exp: now() + 320 })).ok);
   });
 
+  test('the lifetime cap is exact: 3600 s passes, 3601 s is refused', async () => {
+    const issued = now();
+    assert.ok((await verify({ iat: issued, exp: issued + 3600 })).ok);
+    const longer = await verify({ iat: issued, exp: issued + 3601 });
+    assert.equal(longer.ok, false);
+    assert.match(longer.ok === false ? (longer.description ?? '') : '', /lives longer than this resource accepts/);
+  });
+
   test('a Keycloak-shaped access token passes, with scopes from scope only', async () => {
     const outcome = await verify({ scope: 'mcp:access expenses:read', scp: 'expenses:admin' });
     assert.ok(outcome.ok);

@@ -180,7 +180,11 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
     assert.equal(other.status, 400);
     const forbidden = await post(app, 'not json', { ...headers, 'mcp-name': encoded('get_expense_stats') });
     assert.equal(forbidden.status, 403);
-    for (const broken of ['=?base64?not*base64?=', `=?base64?${Buffer.from([0xff, 0xfe]).toString('base64')}?=`]) {
+    for (const broken of [
+      '=?base64?not*base64?=',
+      `=?base64?${Buffer.from([0xff, 0xfe]).toString('base64')}?=`,
+      '=?base64?eA?=', // "x" without its padding: not base64 as the clients write it
+    ]) {
       const response = await post(app, toolCall('x'), { ...headers, 'mcp-name': broken });
       assert.equal(response.status, 400, broken);
       assert.match(((await response.json()) as { error: { message: string } }).error.message, /not valid/);
@@ -232,6 +236,34 @@ describe('requireMcpScopes: HTTP-level step-up', () => {
     app.post('/mcp', (c) => c.text('reached'));
     const response = await post(app, toolCall('x'.repeat(200)), await reader('mcp:access'));
     assert.equal(response.status, 413);
+  });
+
+  test('a chunked body over the limit: 413, and the rest of the stream is given up', async () => {
+    const auth = jwtBearerProvider({ issuer: idp.issuer, jwksUri: idp.jwksUri, resource: RESOURCE });
+    const app = new Hono<{ Variables: AuthVariables }>();
+    app.use('/mcp', requireAuth(auth), requireMcpScopes({ requirements, provider: auth, maxBodyBytes: 100 }));
+    app.post('/mcp', (c) => c.text('reached'));
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.enqueue(new Uint8Array(64).fill(32));
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    const response = await app.request('/mcp', {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        ...(await reader('mcp:access')),
+      },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(response.status, 413);
+    assert.equal(cancelled, true, 'discardBody: the endless body is not read on after the answer');
   });
 
   test('no authentication (method none) may call everything', async () => {

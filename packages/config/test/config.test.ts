@@ -112,6 +112,11 @@ test('originList takes origins as browsers send them and says how to write the r
     (error: unknown) => error instanceof ConfigError && !error.message.includes('S3cret'),
   );
   fails(() => originList({ O: ',' }, 'O', ['http://x']), /O lists no origin/);
+  // Another scheme's origin carries no user name either: no browser sends one, and it is not quoted.
+  fails(
+    () => originList({ O: 'chrome-extension://user:S3cret@abcdef' }, 'O', []),
+    /O lists an item with a user name, which is not an origin/,
+  );
 });
 
 test('hostList takes hosts as clients send them in Host and says how to write the rest', () => {

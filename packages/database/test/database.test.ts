@@ -558,6 +558,27 @@ describe('the embedded database (PGlite behind a Unix socket)', () => {
     }
   });
 
+  test('a DATA_DIR of another user that everyone may write (a shared scratch folder) is still allowed', {
+    skip: process.getuid?.() !== 0 && 'only root can give a folder to another user',
+  }, async () => {
+    const base = await mkdtemp(join(tmpdir(), 'mcp-db-shared-dir-'));
+    try {
+      const shared = join(base, 'shared');
+      await mkdir(shared);
+      await chown(shared, 65534, 65534);
+      await chmod(shared, 0o1777);
+      const db = await openDatabase({ dataDir: shared, embedded: { mustOwn: true } });
+      try {
+        assert.equal((await db.pool.query('SELECT 1 AS one')).rows[0]?.one, 1);
+      } finally {
+        await db.close();
+      }
+      assert.equal((await stat(join(shared, 'pgdata'))).uid, 0, "pgdata is this user's own");
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+
   test('a first open that fails says what to do: chown for files of another user, never "move it away" for a database', async () => {
     const me = process.getuid?.() as number;
     const folder = await mkdtemp(join(tmpdir(), 'mcp-db-first-open-'));
@@ -805,4 +826,18 @@ test('redactUrl hides secrets pg reads from the query string and keeps the rest 
   );
   // A name spelled with percent-escapes is still recognised once decoded, as pg decodes it.
   assert.doesNotMatch(redactUrl('postgres://h/db?pass%77ord=escaped'), /escaped/);
+});
+
+test('ownerOnlyFolder takes an existing folder of its owner made 0755 (an older version) back to 0700', async () => {
+  const parent = await mkdtemp(join(tmpdir(), 'mcp-db-owner-'));
+  try {
+    const pgdata = join(parent, 'pgdata');
+    await mkdir(pgdata, { mode: 0o755 });
+    await chmod(pgdata, 0o755);
+    await writeFile(join(pgdata, 'PG_VERSION'), '17\n');
+    assert.equal(await ownerOnlyFolder(pgdata), pgdata);
+    assert.equal((await stat(pgdata)).mode & 0o777, 0o700, 'other local users are kept out of the files there');
+  } finally {
+    await rm(parent, { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { discardBody, parseBodyOnce, readBodyKeepingIt, readBodyOnce, requestWithBody } from '../src/index.ts';
+import {
+  discardBody,
+  parseBodyOnce,
+  readBodyKeepingIt,
+  readBodyOnce,
+  readBodyWithin,
+  requestWithBody,
+} from '../src/index.ts';
 
 test('requestWithBody answers every body method from the text and keeps the rest', async () => {
   const controller = new AbortController();
@@ -65,6 +72,34 @@ test("a chunked body past a reader's limit: a later reader with a larger limit r
   assert.equal(await readBodyOnce(request, 1000), body, 'the endpoint, with its larger limit');
   assert.deepEqual(parseBodyOnce(request), { ok: true, value: { a: 'x'.repeat(50) } });
   assert.equal(await readBodyOnce(request, 20), undefined, 'still held to each limit');
+});
+
+test('a chunked body of exactly the limit is read; one byte more is not', async () => {
+  for (const pieces of [['x'.repeat(64)], ['x'.repeat(32), 'x'.repeat(32)]]) {
+    assert.equal(await readBodyOnce(chunked(pieces), 64), 'x'.repeat(64), `${pieces.length} chunks at the limit`);
+    assert.equal(await readBodyOnce(chunked([...pieces, 'y']), 64), undefined, `${pieces.length} chunks, one over`);
+  }
+});
+
+test('readBodyWithin gives up an endless chunked body at its limit: the stream is cancelled', async () => {
+  let cancelled = false;
+  let pulled = 0;
+  const request = new Request('http://x/form', {
+    method: 'POST',
+    body: new ReadableStream({
+      pull(controller) {
+        pulled += 1;
+        controller.enqueue(new TextEncoder().encode('x'.repeat(64)));
+      },
+      cancel() {
+        cancelled = true;
+      },
+    }),
+    duplex: 'half',
+  } as RequestInit);
+  assert.equal(await readBodyWithin(request, 100), undefined);
+  assert.equal(cancelled, true, 'the rest is not left to be read');
+  assert.ok(pulled < 10, `read no further than the limit: ${pulled} pulls`);
 });
 
 test("each reader's answer depends on the body's size alone, not on how it was cut into chunks", async () => {

@@ -549,11 +549,15 @@ describe('protocol errors', () => {
   test('a chunked body over the limit is cut off at the limit', async () => {
     const app = await makeApp(1024);
     let sent = 0;
+    let cancelled = false;
     const stream = new ReadableStream<Uint8Array>({
       pull(controller) {
         sent += 512;
         controller.enqueue(new Uint8Array(512).fill(32));
         if (sent >= 1024 * 1024) controller.close();
+      },
+      cancel() {
+        cancelled = true;
       },
     });
     const response = await app.request('/mcp', {
@@ -564,6 +568,7 @@ describe('protocol errors', () => {
     } as RequestInit);
     assert.equal(response.status, 413);
     assert.ok(sent < 64 * 1024, `stopped reading early (read ${sent} bytes)`);
+    assert.equal(cancelled, true, 'the 413 gives the rest up (discardBody): not read and dropped after the answer');
   });
 
   test('a body with a leading BOM reads the same declared or chunked', async () => {

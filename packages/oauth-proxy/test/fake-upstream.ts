@@ -24,6 +24,8 @@ export class FakeUpstream {
   idTokenIssuer: string | undefined;
   /** `aud` of issued ID tokens (default `clientId`). */
   idTokenAudience: string | undefined;
+  /** `exp` of issued ID tokens, in seconds since the epoch (default five minutes from issue). */
+  idTokenExpiresAt: number | undefined;
   /** More claims of issued ID tokens (e.g. Entra's `tid`). */
   extraIdTokenClaims: Record<string, unknown> = {};
   readonly clientId = 'mcp-proxy';
@@ -196,7 +198,7 @@ export class FakeUpstream {
       .setIssuer(this.idTokenIssuer ?? this.issuer)
       .setAudience(this.idTokenAudience ?? this.clientId)
       .setIssuedAt()
-      .setExpirationTime('5m')
+      .setExpirationTime(this.idTokenExpiresAt ?? '5m')
       .sign(this.#key);
     this.#refresh.set(refreshToken, { user, scope });
     this.issued.push(accessToken, refreshToken, idToken);

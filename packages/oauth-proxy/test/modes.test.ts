@@ -211,6 +211,26 @@ describe('a provider of its own: the default scopes follow its discovery documen
       assert.equal(await scopeAskedUpstream(listed), asked);
     });
   }
+  test('the upstream refresh asks for the same scopes as the login: no offline_access where it is not listed', async () => {
+    idp.scopesSupported = ['openid', 'email', 'profile'];
+    idp.accessTokenTtl = 1;
+    try {
+      const upstream = oidcUpstream({
+        discoveryUrl: idp.discoveryUrl,
+        clientId: idp.clientId,
+        clientSecret: idp.clientSecret,
+      });
+      const proxy = instance(db, idp, keys, { upstream });
+      const { client, tokens } = await registerAndLogin(proxy, 'mcp:access');
+      const refreshed = await refreshRequest(proxy.app, tokens.body.refresh_token as string, client.client_id);
+      assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+      const upstreamRefresh = idp.tokenRequests.filter((form) => form.get('grant_type') === 'refresh_token').at(-1);
+      assert.equal(upstreamRefresh?.get('scope'), 'openid profile');
+    } finally {
+      idp.scopesSupported = undefined;
+      idp.accessTokenTtl = 300;
+    }
+  });
   test('scopes given by the caller are asked as given, whatever the document lists', async () => {
     assert.equal(
       await scopeAskedUpstream(['openid', 'profile'], ['openid', 'offline_access']),
@@ -495,6 +515,23 @@ describe('an upstream refresh checked as a sign-in is', () => {
       idp.idTokenIssuer = undefined;
       idp.accessTokenTtl = 300;
       idp.refreshUserOverride = undefined;
+    }
+  });
+});
+
+describe('an upstream refresh whose ID token is no longer current', () => {
+  test('a fresh ID token that expired ten minutes ago ends the grant, as it would end a sign-in', async () => {
+    idp.accessTokenTtl = 1;
+    try {
+      const proxy = instance(db, idp, keys);
+      const { client, tokens } = await registerAndLogin(proxy, 'mcp:access');
+      idp.idTokenExpiresAt = Math.floor(Date.now() / 1000) - 600;
+      const refused = await refreshRequest(proxy.app, tokens.body.refresh_token as string, client.client_id);
+      assert.deepEqual([refused.status, refused.body.error], [400, 'invalid_grant']);
+      assert.equal(refused.body.access_token, undefined);
+    } finally {
+      idp.accessTokenTtl = 300;
+      idp.idTokenExpiresAt = undefined;
     }
   });
 });

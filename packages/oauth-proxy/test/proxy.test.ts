@@ -1353,6 +1353,15 @@ describe('abuse: each refused, nothing issued', () => {
     }
   });
 
+  test('an upstream ID token that expired ten minutes ago: no code', async () => {
+    idp.idTokenExpiresAt = Math.floor(Date.now() / 1000) - 600;
+    try {
+      await assertCallbackIssuesNoCode('an expired ID token');
+    } finally {
+      idp.idTokenExpiresAt = undefined;
+    }
+  });
+
   test('an access token of this issuer for another resource is not valid here', async () => {
     const { tokens } = await fullLogin();
     // Same issuer and signing key, another MCP resource: the audience alone tells them apart.
