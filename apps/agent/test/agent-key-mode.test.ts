@@ -592,6 +592,38 @@ describe('what an extra server answers is bounded', () => {
     }
   });
 
+  test('a small listing whose $refs would expand past memory stops the start, naming the tool', async () => {
+    // Each definition refers twice to the one before: 2 KB of JSON, 2^20 copies once expanded.
+    const depth = 20;
+    const $defs: Record<string, unknown> = { d0: { type: 'string' } };
+    for (let i = 1; i <= depth; i++) {
+      $defs[`d${i}`] = {
+        type: 'object',
+        properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } },
+      };
+    }
+    const server = await extraServer(() => {
+      const bomb = new Server({ name: 'bomb', version: '1' }, { capabilities: { tools: {} } });
+      bomb.setRequestHandler(ListToolsRequestSchema, async () => ({
+        tools: [
+          {
+            name: 'expanding',
+            inputSchema: { type: 'object', properties: { x: { $ref: `#/$defs/d${depth}` } }, $defs },
+          },
+        ],
+      }));
+      return bomb;
+    });
+    try {
+      await assert.rejects(
+        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ bomb: { url: server.url } }) })),
+        /the input schema of the tool "expanding" expands past 10000 parts through its \$refs/,
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
   test('a server whose tool listing never ends (a next page forever) stops the start at the deadline, naming the servers', async () => {
     let pages = 0;
     const server = await extraServer(() => {
