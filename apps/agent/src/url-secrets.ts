@@ -81,15 +81,7 @@ export function configuredSecrets(
   if (config.mcpAuth.mode === 'key') add(config.mcpAuth.apiKey);
   if (config.mcpAuth.mode === 'client_credentials' || config.mcpAuth.mode === 'oauth') {
     const { clientId, clientSecret } = config.mcpAuth;
-    if (clientSecret) {
-      add(clientSecret);
-      // As client_secret_basic sends it (a token endpoint that echoes its request quotes it):
-      // form-encoded first as RFC 6749 asks (this agent), and as sent by clients that do not.
-      if (clientId) {
-        add(basicCredentials(encodeURIComponent(clientId), encodeURIComponent(clientSecret)));
-        add(basicCredentials(clientId, clientSecret));
-      }
-    }
+    if (clientSecret) for (const form of clientSecretForms(clientId, clientSecret)) add(form);
   }
   // The model provider's credential, which its client's errors may quote. Not a short
   // placeholder (`OPENAI_API_KEY=unused` for a local server, as the README shows): no secret, and
@@ -106,8 +98,24 @@ export function configuredSecrets(
   return [...found].sort((a, b) => b.length - a.length);
 }
 
-function basicCredentials(id: string, secret: string): string {
-  return Buffer.from(`${id}:${secret}`).toString('base64');
+/**
+ * A client secret as a token request carries it, which a token endpoint that echoes its request
+ * quotes: as written, form-encoded (`client_secret_post`: `URLSearchParams` writes a space as
+ * `+`, `encodeURIComponent` as `%20`), and inside `client_secret_basic`'s base64 of `id:secret`,
+ * form-encoded first as RFC 6749 asks (this agent) or not (clients that do not). Only forms long
+ * enough to be told from ordinary text.
+ */
+export function clientSecretForms(clientId: string | undefined, clientSecret: string): string[] {
+  const basic = (id: string, secret: string) => Buffer.from(`${id}:${secret}`).toString('base64');
+  const forms = [
+    clientSecret,
+    encodeURIComponent(clientSecret),
+    new URLSearchParams({ s: clientSecret }).toString().slice(2),
+  ];
+  if (clientId !== undefined) {
+    forms.push(basic(encodeURIComponent(clientId), encodeURIComponent(clientSecret)), basic(clientId, clientSecret));
+  }
+  return [...new Set(forms)].filter((form) => form.length >= SHORTEST_SECRET).sort((a, b) => b.length - a.length);
 }
 
 /**

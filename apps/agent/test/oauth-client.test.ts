@@ -22,7 +22,7 @@ import { InteractiveOAuthProvider, LOGIN_TIMEOUT_MS } from '../src/auth/oauth-pr
 import { loadConfig } from '../src/config.ts';
 import { prepareConnections } from '../src/connections.ts';
 import { startAgent } from '../src/runtime.ts';
-import { ObtainedSecrets, secretsHider } from '../src/url-secrets.ts';
+import { configuredSecrets, ObtainedSecrets, secretsHider } from '../src/url-secrets.ts';
 import { scriptedModelEnv } from './helpers/agent.ts';
 
 interface Seen {
@@ -928,6 +928,37 @@ describe('interactive OAuth', () => {
     assert.doesNotMatch(await readFile(provider.cacheFile, 'utf8'), /refresh-2-from/, 'the refused token is gone');
   });
 
+  test('a stored refresh token is among the secrets to hide before it is sent, and so is every token saved', async () => {
+    let tokenEndpoint: TokenEndpoint = 'answers';
+    const as = await authorizationServer({}, () => tokenEndpoint);
+    const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
+    const clock = Date.now();
+    const { provider, cacheDir } = await interactive(mcp, { now: () => clock });
+    await provider.ensureAuthorized();
+    // A later run: the tokens come from the store, the access token has expired, and the token
+    // endpoint's refusal could quote the refresh request.
+    const known: string[] = [];
+    const later = await InteractiveOAuthProvider.create({
+      mcpUrl: `${mcp.url}/mcp`,
+      scope: 'mcp:access',
+      redirectPort: 0,
+      cacheDir,
+      print: () => {},
+      openBrowser: async () => false,
+      now: () => clock + 400_000,
+      onSecret: (value) => known.push(value),
+    });
+    tokenEndpoint = 'fails (503)';
+    await assert.rejects(later.tokens(), /could not refresh/);
+    const sent = as.seen.filter((request) => new URLSearchParams(request.body).get('grant_type') === 'refresh_token');
+    assert.equal(sent.length, 1);
+    assert.ok(known.includes(`refresh-1-from-${as.url}`), 'the refresh token was known before the refusal');
+    assert.ok(known.includes('token-1'));
+    tokenEndpoint = 'answers';
+    await later.tokens();
+    assert.ok(known.includes('token-2') && known.includes(`refresh-2-from-${as.url}`), known.join());
+  });
+
   test('oauth: a tool call outlasts a sign-in in the browser, which a step-up does inside it', async () => {
     const as = await authorizationServer();
     const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [as.url] }));
@@ -1130,6 +1161,55 @@ describe('secrets obtained at run time', () => {
     });
     await llm.close();
   });
+});
+
+test('a token endpoint that echoes the Basic credentials across the cut of its quoted answer shows no part of them', async () => {
+  const secret = 'S3cr3t-Value-01';
+  const basic = Buffer.from(`expenses-agent:${secret}`).toString('base64');
+  // The credentials start 20 characters before the 300 the error quotes.
+  const echoing = await recording((_request, response) =>
+    response
+      .writeHead(400, { 'content-type': 'text/plain' })
+      .end(`${'x'.repeat(259)}authorization: Basic ${basic} more`),
+  );
+  const mcp = await refusingMcpServer((base) => ({ resource: `${base}/mcp`, authorization_servers: [] }));
+  const source = agentTokenSource(`${mcp.url}/mcp`, { tokenUrl: `${echoing.url}/token`, clientSecret: secret });
+  await assert.rejects(source.accessToken(), (error: Error) => {
+    assert.match(error.message, /answered 400: x+authorization: Basic …/);
+    assert.ok(!error.message.includes(basic.slice(0, 12)), error.message);
+    return true;
+  });
+});
+
+test('a client secret is hidden as client_secret_post and client_secret_basic carry it', () => {
+  const secret = 'Ab8Q~xYz_/kl+m= q';
+  const hide = secretsHider(
+    configuredSecrets({
+      mcpServerUrl: 'http://localhost:8000/mcp',
+      mcpAuth: {
+        mode: 'oauth',
+        scope: '',
+        exactScope: false,
+        clientId: 'pre-registered',
+        clientSecret: secret,
+        clientMetadataUrl: undefined,
+        redirectPort: 0,
+        cacheDir: '/tmp',
+      },
+      extraServers: [],
+    }),
+  );
+  const post = new URLSearchParams({ s: secret }).toString().slice(2);
+  const basic = Buffer.from(`pre-registered:${encodeURIComponent(secret)}`).toString('base64');
+  for (const [shown, piece] of [
+    [`client_secret=${post}&grant_type=authorization_code`, post],
+    [`client_secret=${encodeURIComponent(secret)}`, encodeURIComponent(secret)],
+    [`authorization: Basic ${basic}`, basic],
+    [`secret: ${secret}`, secret],
+  ] as const) {
+    const hidden = hide(shown);
+    assert.ok(!hidden.includes(piece) && hidden.includes('…'), `${shown} → ${hidden}`);
+  }
 });
 
 test('the obtained secrets hidden are the newest eight tokens, each once', () => {

@@ -5,6 +5,7 @@
  */
 import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import type { OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { clientSecretForms } from '../url-secrets.ts';
 import { AUTH_REQUEST_TIMEOUT_MS, discoverAuthorization, protectedResourceOf } from './discovery.ts';
 
 export interface ClientCredentialsOptions {
@@ -195,7 +196,13 @@ export class ClientCredentialsTokenSource {
       );
     }
     const text = await response.text();
-    if (!response.ok) throw new TokenRequestError(response.status, text, tokenEndpoint);
+    if (!response.ok) {
+      // Its own secret out of the answer before the answer is cut: one cut in two would pass
+      // every later hider, and its first half decode to most of `id:secret`.
+      const { clientId, clientSecret } = this.#options;
+      const shown = clientSecretForms(clientId, clientSecret).reduce((body, form) => body.replaceAll(form, '…'), text);
+      throw new TokenRequestError(response.status, shown, tokenEndpoint);
+    }
     let body: { access_token?: unknown; expires_in?: unknown; scope?: unknown };
     try {
       body = JSON.parse(text);

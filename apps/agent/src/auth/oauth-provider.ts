@@ -211,6 +211,8 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
 
   /** The access token for the next request, refreshed first when it is about to expire. */
   async tokens(): Promise<OAuthTokens | undefined> {
+    // Before a refresh sends the refresh token: an answer quoting it is then hidden too.
+    this.#reportSecrets();
     if (this.#expiring()) {
       this.#refreshing ??= this.#refresh().finally(() => {
         this.#refreshing = undefined;
@@ -220,10 +222,17 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     const tokens = this.#session.tokens;
     if (!tokens) return undefined;
     // Before every request: tokens from the store, a sign-in or a refresh alike.
-    this.#options.onSecret?.(tokens.access_token);
-    if (tokens.refresh_token) this.#options.onSecret?.(tokens.refresh_token);
+    this.#reportSecrets();
     const { refresh_token: _hidden, expires_at: _expiresAt, ...visible } = tokens;
     return visible;
+  }
+
+  /** The tokens in hand, to `onSecret`: texts shown or logged hide them from now on. */
+  #reportSecrets(): void {
+    const tokens = this.#session.tokens;
+    if (!tokens) return;
+    this.#options.onSecret?.(tokens.access_token);
+    if (tokens.refresh_token) this.#options.onSecret?.(tokens.refresh_token);
   }
 
   async saveTokens(tokens: OAuthTokens): Promise<void> {
@@ -233,6 +242,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     // A refresh response may omit the refresh token: the old one stays valid then (RFC 6749 §6).
     if (!stored.refresh_token && previous?.refresh_token) stored.refresh_token = previous.refresh_token;
     this.#session.tokens = stored;
+    this.#reportSecrets();
     await this.#persist();
   }
 
@@ -497,6 +507,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   async #refresh(): Promise<void> {
+    this.#reportSecrets();
     const tokens = this.#session.tokens;
     const discovery = this.#session.discoveryState;
     const clientInformation = this.clientInformation();
