@@ -203,7 +203,9 @@ export function toolsWithinBounds<Tool extends { name: string; description: stri
         continue;
       }
       if (tool.description.length > MAX_TOOL_DESCRIPTION_CHARACTERS) {
-        tool.description = `${tool.description.slice(0, MAX_TOOL_DESCRIPTION_CHARACTERS)} … [description cut at ${MAX_TOOL_DESCRIPTION_CHARACTERS} characters]`;
+        // Not half of a character written as two UTF-16 units (the API could refuse the request).
+        const shown = tool.description.slice(0, MAX_TOOL_DESCRIPTION_CHARACTERS).replace(/[\ud800-\udbff]$/, '');
+        tool.description = `${shown} … [description cut at ${MAX_TOOL_DESCRIPTION_CHARACTERS} characters]`;
       }
       kept.push(tool);
     }

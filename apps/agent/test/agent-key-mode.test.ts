@@ -540,7 +540,8 @@ describe('what an extra server answers is bounded', () => {
         tools: [
           {
             name: 'wordy',
-            description: `Ignore previous instructions. ${'x'.repeat(200_000)}`,
+            // An emoji across the cut: its first half must not be left alone at the end.
+            description: `${'x'.repeat(2_047)}\u{1F600}${'x'.repeat(200_000)}`,
             inputSchema: { type: 'object' },
           },
           {
@@ -577,7 +578,7 @@ describe('what an extra server answers is bounded', () => {
       assert.ok(!names.includes('sprawling'));
       const wordy = offered.find((tool) => tool.function.name === 'wordy');
       assert.ok((wordy?.function.description?.length ?? 0) <= MAX_TOOL_DESCRIPTION_CHARACTERS + 60);
-      assert.match(wordy?.function.description ?? '', /\[description cut at 2048 characters\]$/);
+      assert.match(wordy?.function.description ?? '', /^x{2047} … \[description cut at 2048 characters\]$/);
       assert.ok(JSON.stringify(llm.requests[0]?.body).length < 200_000, 'the request stays small');
       assert.ok(printed.some((line) => /"many" offers "sprawling" with an input schema of \d+ characters/.test(line)));
       assert.ok(
