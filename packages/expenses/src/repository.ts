@@ -171,19 +171,22 @@ export class ExpenseRepository {
     // `date` and `created_at` would be the select list's text (to the millisecond), an order
     // neither the index nor the cursor's comparison follows (two expenses within one
     // millisecond came back in id order, and a page repeated one), and which made PostgreSQL
-    // read and sort all the user's rows. `place` is the stored instant to the microsecond, for
-    // the cursor.
-    const { rows } = await this.#pool.query<Expense & { place: string }>({
-      text: `SELECT ${COLUMNS}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS place
+    // read and sort all the user's rows. For the cursor: `day`, the date as days since
+    // 1970-01-01 (exact for every date PostgreSQL has; the text drops a BC, and a cursor naming
+    // AD 44 for 44 BC would start the next page above it again), and `place`, the stored instant
+    // to the microsecond.
+    const { rows } = await this.#pool.query<Expense & { day: number; place: string }>({
+      text: `SELECT ${COLUMNS}, expenses.date - DATE '1970-01-01' AS day,
+                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS place
              FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
                AND ($3::date IS NULL OR date <= $3::date)
                AND ($4::text IS NULL OR category = $4::text)
-               AND ($6::date IS NULL OR date <= $6::date)
-               AND ($6::date IS NULL
-                 OR (date, created_at) < ($6::date, $7::timestamptz)
-                 OR ((date, created_at) = ($6::date, $7::timestamptz) AND id > $8::uuid))
+               AND ($6::int IS NULL OR date <= DATE '1970-01-01' + $6::int)
+               AND ($6::int IS NULL
+                 OR (date, created_at) < (DATE '1970-01-01' + $6::int, $7::timestamptz)
+                 OR ((date, created_at) = (DATE '1970-01-01' + $6::int, $7::timestamptz) AND id > $8::uuid))
              ORDER BY expenses.date DESC, expenses.created_at DESC, expenses.id
              LIMIT $5`,
       values: [
@@ -192,17 +195,17 @@ export class ExpenseRepository {
         filter.end_date ?? null,
         filter.category ?? null,
         limit + 1,
-        after?.date ?? null,
+        after?.day ?? null,
         after?.place ?? null,
         after?.id ?? null,
       ],
     });
     const expenses: Expense[] = [];
-    for (const { place: _, ...expense } of rows.slice(0, limit)) expenses.push(expense);
+    for (const { day: _day, place: _place, ...expense } of rows.slice(0, limit)) expenses.push(expense);
     const last = rows.length > limit ? rows[limit - 1] : undefined;
     return {
       expenses,
-      nextCursor: last && encodeCursor({ date: last.date, place: last.place, id: last.id, filters }),
+      nextCursor: last && encodeCursor({ day: last.day, place: last.place, id: last.id, filters }),
     };
   }
 
@@ -306,7 +309,8 @@ const OTHER_FILTERS =
   'The cursor is from a listing with other filters (start_date, end_date, category): continue with the filters of that listing, or list again without the cursor.';
 
 interface CursorPlace {
-  date: string;
+  /** The expense's date, as days since 1970-01-01 (negative before it). */
+  day: number;
   /** `created_at` to the microsecond, in UTC. */
   place: string;
   id: string;
@@ -324,27 +328,32 @@ function filtersOf(filter: ExpenseFilter): string {
 }
 
 const CURSOR_TEXT =
-  /^(\d{4}-\d{2}-\d{2})\|(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\|([A-Za-z0-9_-]{8})$/;
+  /^(-?\d{1,10})\|(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\|([A-Za-z0-9_-]{8})$/;
 
 function encodeCursor(cursor: CursorPlace): string {
-  return Buffer.from(`${cursor.date}|${cursor.place}|${cursor.id}|${cursor.filters}`).toString('base64url');
+  return Buffer.from(`${cursor.day}|${cursor.place}|${cursor.id}|${cursor.filters}`).toString('base64url');
 }
 
-/** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
-const isStoredDate = (date: string) => isCalendarDate(date) && !date.startsWith('0000');
+/** The days since 1970-01-01 of PostgreSQL's first and last dates (4714-11-24 BC, 5874897-12-31). */
+const FIRST_DAY = -2_440_588;
+const LAST_DAY = 2_145_042_905;
 
+/** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
 function decodeCursor(cursor: string): CursorPlace | null {
   const match = CURSOR_TEXT.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
   if (!match) return null;
-  const [, date, place, id, filters] = match as unknown as [string, string, string, string, string];
-  // Base64 decoding skips what is not base64: only the cursor's own spelling is taken.
-  if (encodeCursor({ date, place, id, filters }) !== cursor) return null;
-  // A date or instant that does not exist would be PostgreSQL's error, not the caller's: both
-  // days must be real ones PostgreSQL has (no year 0, which JavaScript's dates take), and the
-  // time must exist too. Not only the years tools take: a row written by other means (psql, an
-  // import) ends a page too, and the cursor after it must be taken back.
-  if (!isStoredDate(date) || !isStoredDate(place.slice(0, 10))) return null;
+  const [, dayText, place, id, filters] = match as unknown as [string, string, string, string, string];
+  const day = Number(dayText);
+  // Base64 decoding skips what is not base64, and "-0" or "007" are other spellings of a day:
+  // only the cursor's own spelling is taken.
+  if (encodeCursor({ day, place, id, filters }) !== cursor) return null;
+  // A date or instant that does not exist would be PostgreSQL's error, not the caller's: the day
+  // is one PostgreSQL has (not only the years tools take: a row written by other means, psql or
+  // an import, ends a page too, and the cursor after it must be taken back); the instant's day
+  // is a real one (no year 0, which JavaScript's dates take), and its time exists.
+  if (day < FIRST_DAY || day > LAST_DAY) return null;
+  if (!isCalendarDate(place.slice(0, 10)) || place.startsWith('0000')) return null;
   const instant = new Date(`${place.slice(0, 23)}Z`);
   if (Number.isNaN(instant.getTime()) || instant.toISOString().slice(0, 23) !== place.slice(0, 23)) return null;
-  return { date, place, id, filters };
+  return { day, place, id, filters };
 }

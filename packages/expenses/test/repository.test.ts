@@ -255,9 +255,12 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       '',
       `${made}x`,
       `${made.slice(0, 20)}*${made.slice(20)}`, // a character base64 decoding skips: the same text
-      spell(text.replace(/^\d{4}-\d{2}-\d{2}/, '2025-02-30')), // no such date
+      spell(text.replace(/^\d+/, '2145042906')), // a day after PostgreSQL's last date
+      spell(text.replace(/^\d+/, '-2440589')), // and one before its first
+      spell(text.replace(/^\d+/, (day) => `0${day}`)), // another spelling of the day
+      spell(text.replace(/^\d+/, '2025-03-02')), // a date, as cursors were before
       spell(text.replace(/T\d{2}/, 'T25')), // no such hour
-      spell(text.replace(/^\d{4}/, '0000')), // no year 0 in PostgreSQL
+      spell(text.replace(/\|\d{4}/, '|0000')), // no year 0 in PostgreSQL
       spell(text.replace(/\|[0-9a-f-]{36}\|/, '|not-a-uuid|')),
       spell(`${text}|more`),
       spell(text.replace(/\|[A-Za-z0-9_-]{8}$/, '')), // without its listing's filters, as cursors were before
@@ -265,22 +268,31 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'InvalidCursorError' }, cursor);
     }
     // Dates tools refuse but PostgreSQL has (a row written with psql): the cursor after it is taken.
-    for (const date of ['2101-01-01', '1969-12-31']) {
+    // Before Christ (its text drops the BC) and past year 9999 (five digits) too.
+    for (const date of ['2101-01-01', '1969-12-31', '12000-01-01', '0044-03-15 BC', '0100-01-01 BC', '0005-01-01']) {
       await db.pool.query(
         `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
-         VALUES ('cursor-psql', $1, 1, 'food', 'imported', 'cash')`,
+         VALUES ('cursor-psql', $1::date, 1, 'food', $1::text, 'cash')`,
         [date],
       );
     }
-    await repo.add('cursor-psql', expense({ date: '2025-03-01' }));
+    await repo.add('cursor-psql', expense({ date: '2025-03-01', description: 'added' }));
     const pages: string[][] = [];
     let next: string | undefined;
     do {
       const page = await repo.list('cursor-psql', { limit: 1, ...(next ? { cursor: next } : {}) });
-      pages.push(page.expenses.map((e) => e.date));
+      pages.push(page.expenses.map((e) => e.description));
       next = page.nextCursor;
-    } while (next);
-    assert.deepEqual(pages, [['2101-01-01'], ['2025-03-01'], ['1969-12-31']]);
+    } while (next && pages.length < 20);
+    assert.deepEqual(pages, [
+      ['12000-01-01'],
+      ['2101-01-01'],
+      ['added'],
+      ['1969-12-31'],
+      ['0005-01-01'],
+      ['0044-03-15 BC'],
+      ['0100-01-01 BC'],
+    ]);
     // Her cursor is a place in his own list: he gets his own expenses older than it, nothing of hers.
     await repo.add('cursor-other', expense({ date: '2025-03-05' }));
     await repo.add('cursor-other', expense({ date: '2025-02-01' }));
