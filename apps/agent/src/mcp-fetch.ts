@@ -10,7 +10,12 @@
  *   not opened: the agent takes its tools once at start and offers no sampling, elicitation or
  *   roots, so nothing on that stream is for it. The transport is told 405, as by a server that
  *   has no such stream, and goes on with requests and their answers.
+ *
+ * The SDK's own OAuth requests after a 401 or 403 (discovery, a token) go through it too, and
+ * get the deadline the agent's other authorization requests have.
  */
+
+import { withDeadline } from './auth/discovery.ts';
 
 /**
  * The most of one response the agent reads from an MCP server, in bytes. This server's largest
@@ -24,6 +29,11 @@ export class McpResponseTooLargeError extends Error {
 
 export interface McpConnectionFetchOptions {
   maxResponseBytes?: number;
+  /**
+   * The deadline of a request to another URL than the endpoint (the SDK's OAuth discovery and
+   * token requests after a 401 or 403) that brings no signal of its own; default 10 s.
+   */
+  authRequestTimeoutMs?: number;
   /** The fetch underneath (tests record with it); the global one when unset. */
   fetchFn?: typeof fetch;
 }
@@ -36,6 +46,7 @@ export function mcpConnectionFetch(serverUrl: string, options: McpConnectionFetc
   const origin = new URL(serverUrl).origin;
   const limit = options.maxResponseBytes ?? MAX_MCP_RESPONSE_BYTES;
   const send = options.fetchFn ?? ((input: Parameters<typeof fetch>[0], init?: RequestInit) => fetch(input, init));
+  const sendWithDeadline = withDeadline(send, options.authRequestTimeoutMs);
   return async (input, init) => {
     const request = input instanceof Request ? input : undefined;
     const method = (init?.method ?? request?.method ?? 'GET').toUpperCase();
@@ -43,7 +54,7 @@ export function mcpConnectionFetch(serverUrl: string, options: McpConnectionFetc
     if (method === 'GET' && url === endpoint) {
       return new Response(null, { status: 405, statusText: 'Listening stream not opened by this client' });
     }
-    return bounded(await send(input, init), limit, origin);
+    return bounded(await (url === endpoint ? send : sendWithDeadline)(input, init), limit, origin);
   };
 }
 

@@ -401,7 +401,11 @@ describe('MCP settings', () => {
     // The server's metadata names what it serves, slash and all: the agent asks for that resource.
     assert.equal(checkedResource(config.mcpServerUrl, 'https://mcp.example.com/mcp/'), 'https://mcp.example.com/mcp/');
     // Not a resource with a query or fragment the server's URL has not (the SDK's check ignores them).
-    for (const named of ['https://mcp.example.com/mcp/?tenant=other', 'https://mcp.example.com/mcp/#x']) {
+    for (const named of [
+      'https://mcp.example.com/mcp/?tenant=other',
+      'https://mcp.example.com/mcp/#x',
+      'https://mcp.example.com/mcp/?',
+    ]) {
       assert.throws(
         () => checkedResource(config.mcpServerUrl, named),
         /with a query or fragment its URL has not/,

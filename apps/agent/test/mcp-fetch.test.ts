@@ -158,3 +158,24 @@ test('mcpConnectionFetch: answers within the limit pass whole, with status, head
   await bounded('https://mcp.example/.well-known/oauth-protected-resource/mcp');
   assert.deepEqual(seen, ['GET https://mcp.example/.well-known/oauth-protected-resource/mcp']);
 });
+
+test('mcpConnectionFetch: an OAuth request of the SDK that brings no signal has a deadline; the endpoint’s requests keep their own', async () => {
+  const waited: string[] = [];
+  // Answers only when aborted, as a server that never answers.
+  const hanging = (input: Parameters<typeof fetch>[0], init?: RequestInit) =>
+    new Promise<Response>((_resolve, reject) => {
+      waited.push(`${init?.method ?? 'GET'} ${String(input)} ${init?.signal ? 'with a signal' : 'without'}`);
+      init?.signal?.addEventListener('abort', () => reject(init.signal?.reason));
+    });
+  const bounded = mcpConnectionFetch('https://mcp.example/mcp', { fetchFn: hanging, authRequestTimeoutMs: 100 });
+  await assert.rejects(bounded('https://as.example/.well-known/oauth-authorization-server'), { name: 'TimeoutError' });
+  const call = new AbortController();
+  const posted = bounded('https://mcp.example/mcp', { method: 'POST', signal: call.signal });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  call.abort(new Error('the tool call was cancelled'));
+  await assert.rejects(posted, /the tool call was cancelled/);
+  assert.deepEqual(waited, [
+    'GET https://as.example/.well-known/oauth-authorization-server with a signal',
+    'POST https://mcp.example/mcp with a signal',
+  ]);
+});

@@ -149,7 +149,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
     this.#port = port;
     this.#now = options.now ?? Date.now;
     // Every request this provider makes has a deadline (the SDK's own retry after a 401 or 403
-    // discovers with the MCP transport's fetch, which the adapters do not let the agent set).
+    // discovers with the MCP transport's fetch, mcpConnectionFetch, which has one too).
     this.#fetch = withDeadline(options.fetchFn ?? fetch, options.requestTimeoutMs);
     if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
   }
