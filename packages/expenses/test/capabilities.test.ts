@@ -5,32 +5,33 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import type pg from 'pg';
 import { createExpensesServer, ExpenseRepository } from '../src/index.ts';
 
-test('initialize does not promise list-change notifications, which a stateless server never sends', async () => {
-  // No query runs during initialize: the pool is never used.
+/** An SDK client of the expenses server, in memory. No query runs in these tests: the pool is never used. */
+async function withClient(use: (client: Client) => Promise<void>): Promise<void> {
   const server = createExpensesServer(new ExpenseRepository({} as pg.Pool));
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
   const client = new Client({ name: 'capabilities', version: '1' });
   await client.connect(clientSide);
   try {
+    await use(client);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+}
+
+test('initialize does not promise list-change notifications, which a stateless server never sends', async () => {
+  await withClient(async (client) => {
     const capabilities = client.getServerCapabilities();
     assert.ok(capabilities?.tools && capabilities.resources && capabilities.prompts, JSON.stringify(capabilities));
     for (const kind of ['tools', 'resources', 'prompts'] as const) {
       assert.notEqual(capabilities[kind]?.listChanged, true, `${kind}.listChanged`);
     }
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  });
 });
 
 test('every date argument states the days it takes, so a client can know before it is refused', async () => {
-  const server = createExpensesServer(new ExpenseRepository({} as pg.Pool));
-  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
-  await server.connect(serverSide);
-  const client = new Client({ name: 'capabilities', version: '1' });
-  await client.connect(clientSide);
-  try {
+  await withClient(async (client) => {
     const dates: string[] = [];
     for (const tool of (await client.listTools()).tools) {
       const properties = (tool.inputSchema.properties ?? {}) as Record<string, { description?: string }>;
@@ -41,8 +42,5 @@ test('every date argument states the days it takes, so a client can know before 
       }
     }
     assert.ok(dates.includes('add_user_expense.date') && dates.includes('get_user_expenses.start_date'), dates.join());
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  });
 });
