@@ -181,6 +181,8 @@ export const MAX_TOOL_DESCRIPTION_CHARACTERS = 2_048;
 export const MAX_TOOL_SCHEMA_CHARACTERS = 16_384;
 /** The most tools offered to the model: OpenAI's API takes 128 at most, and refuses a request with more. */
 export const MAX_TOOLS = 128;
+/** Half of a two-unit character without its other half (what `String#toWellFormed` replaces). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /**
  * The tools within what the model can be sent: descriptions cut (saying so), tools with an
@@ -202,6 +204,8 @@ export function toolsWithinBounds<Tool extends { name: string; description: stri
         );
         continue;
       }
+      // A lone half of a two-unit character, anywhere, is one the model's API could refuse.
+      tool.description = tool.description.replace(LONE_SURROGATE, '\uFFFD');
       if (tool.description.length > MAX_TOOL_DESCRIPTION_CHARACTERS) {
         // Not half of a character written as two UTF-16 units (the API could refuse the request).
         const shown = tool.description.slice(0, MAX_TOOL_DESCRIPTION_CHARACTERS).replace(/[\ud800-\udbff]$/, '');

@@ -135,8 +135,18 @@ export class ObtainedSecrets {
     this.#values.length = Math.min(this.#values.length, ObtainedSecrets.KEPT);
   }
 
+  /**
+   * Each kept secret as written and as a form body carries it (a refresh request sends the
+   * refresh token form-encoded, and an answer quoting the request quotes that: Google's begin
+   * with `1//`), longest first.
+   */
   get values(): readonly string[] {
-    return this.#values;
+    const forms = this.#values.flatMap((value) => [
+      value,
+      encodeURIComponent(value),
+      new URLSearchParams({ s: value }).toString().slice(2),
+    ]);
+    return [...new Set(forms)].sort((a, b) => b.length - a.length);
   }
 }
 

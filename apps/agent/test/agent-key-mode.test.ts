@@ -554,7 +554,8 @@ describe('what an extra server answers is bounded', () => {
               ),
             },
           },
-          ...Array.from({ length: 198 }, (_, i) => ({ name: `tool_${i}`, inputSchema: { type: 'object' as const } })),
+          { name: 'halved', description: 'Lists things \ud83d and more', inputSchema: { type: 'object' } },
+          ...Array.from({ length: 197 }, (_, i) => ({ name: `tool_${i}`, inputSchema: { type: 'object' as const } })),
         ],
       }));
       return many;
@@ -580,6 +581,8 @@ describe('what an extra server answers is bounded', () => {
       assert.ok((wordy?.function.description?.length ?? 0) <= MAX_TOOL_DESCRIPTION_CHARACTERS + 60);
       assert.match(wordy?.function.description ?? '', /^x{2047} … \[description cut at 2048 characters\]$/);
       assert.ok(JSON.stringify(llm.requests[0]?.body).length < 200_000, 'the request stays small');
+      const halved = offered.find((tool) => tool.function.name === 'halved');
+      assert.equal(halved?.function.description, 'Lists things \uFFFD and more');
       assert.ok(printed.some((line) => /"many" offers "sprawling" with an input schema of \d+ characters/.test(line)));
       assert.ok(
         printed.some((line) =>

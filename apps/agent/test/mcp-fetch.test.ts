@@ -171,11 +171,18 @@ test('mcpConnectionFetch: an OAuth request of the SDK that brings no signal has 
   await assert.rejects(bounded('https://as.example/.well-known/oauth-authorization-server'), { name: 'TimeoutError' });
   const call = new AbortController();
   const posted = bounded('https://mcp.example/mcp', { method: 'POST', signal: call.signal });
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  // The endpoint's requests get no deadline of ours, even without a signal.
+  let unsignalledSettled = false;
+  bounded('https://mcp.example/mcp', { method: 'POST' }).finally(() => {
+    unsignalledSettled = true;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(unsignalledSettled, false, 'still waiting past the deadline');
   call.abort(new Error('the tool call was cancelled'));
   await assert.rejects(posted, /the tool call was cancelled/);
   assert.deepEqual(waited, [
     'GET https://as.example/.well-known/oauth-authorization-server with a signal',
     'POST https://mcp.example/mcp with a signal',
+    'POST https://mcp.example/mcp without',
   ]);
 });

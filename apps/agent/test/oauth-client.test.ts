@@ -1229,4 +1229,10 @@ test('the obtained secrets hidden are the newest eight tokens, each once', () =>
   ]);
   const hide = secretsHider([], obtained);
   assert.equal(hide('Bearer token-9, Bearer token-2'), 'Bearer …, Bearer token-2');
+  // A refresh token as a refresh request's form body carries it (and an answer quoting it).
+  obtained.add('1//0gAbCdEf+0123456789=');
+  assert.equal(
+    hide('grant_type=refresh_token&refresh_token=1%2F%2F0gAbCdEf%2B0123456789%3D'),
+    'grant_type=refresh_token&refresh_token=…',
+  );
 });
