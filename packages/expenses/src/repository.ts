@@ -176,17 +176,17 @@ export class ExpenseRepository {
     // AD 44 for 44 BC would start the next page above it again), and `place`, the stored instant
     // to the microsecond.
     const { rows } = await this.#pool.query<Expense & { day: number; place: string }>({
-      text: `SELECT ${COLUMNS}, expenses.date - DATE '1970-01-01' AS day,
+      text: `SELECT ${COLUMNS}, ${DAY_OF_DATE} AS day,
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS place
              FROM expenses
              WHERE user_id = $1
                AND ($2::date IS NULL OR date >= $2::date)
                AND ($3::date IS NULL OR date <= $3::date)
                AND ($4::text IS NULL OR category = $4::text)
-               AND ($6::int IS NULL OR date <= DATE '1970-01-01' + $6::int)
+               AND ($6::int IS NULL OR date <= ${DATE_OF_DAY})
                AND ($6::int IS NULL
-                 OR (date, created_at) < (DATE '1970-01-01' + $6::int, $7::timestamptz)
-                 OR ((date, created_at) = (DATE '1970-01-01' + $6::int, $7::timestamptz) AND id > $8::uuid))
+                 OR (date, created_at) < (${DATE_OF_DAY}, $7::timestamptz)
+                 OR ((date, created_at) = (${DATE_OF_DAY}, $7::timestamptz) AND id > $8::uuid))
              ORDER BY expenses.date DESC, expenses.created_at DESC, expenses.id
              LIMIT $5`,
       values: [
@@ -334,9 +334,18 @@ function encodeCursor(cursor: CursorPlace): string {
   return Buffer.from(`${cursor.day}|${cursor.place}|${cursor.id}|${cursor.filters}`).toString('base64url');
 }
 
-/** The days since 1970-01-01 of PostgreSQL's first and last dates (4714-11-24 BC, 5874897-12-31). */
-const FIRST_DAY = -2_440_588;
-const LAST_DAY = 2_145_042_905;
+/**
+ * The days since 1970-01-01 of PostgreSQL's first and last dates (4714-11-24 BC, 5874897-12-31),
+ * and one more on each side for `-infinity` and `infinity`, which a date column also takes.
+ */
+const FIRST_DAY = -2_440_588 - 1;
+const LAST_DAY = 2_145_042_905 + 1;
+/** A row's date as its cursor's day (`infinity` has no difference from 1970-01-01 to take). */
+const DAY_OF_DATE = `CASE expenses.date WHEN 'infinity' THEN ${LAST_DAY} WHEN '-infinity' THEN ${FIRST_DAY}
+  ELSE expenses.date - DATE '1970-01-01' END`;
+/** The cursor's day ($6) as a date again; with the parameter known, the planner folds it to one. */
+const DATE_OF_DAY = `(CASE $6::int WHEN ${LAST_DAY} THEN 'infinity'::date WHEN ${FIRST_DAY} THEN '-infinity'::date
+  ELSE DATE '1970-01-01' + $6::int END)`;
 
 /** The place a cursor names, or null when `list` did not make it (checked before SQL sees it). */
 function decodeCursor(cursor: string): CursorPlace | null {

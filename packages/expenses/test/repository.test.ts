@@ -255,8 +255,8 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       '',
       `${made}x`,
       `${made.slice(0, 20)}*${made.slice(20)}`, // a character base64 decoding skips: the same text
-      spell(text.replace(/^\d+/, '2145042906')), // a day after PostgreSQL's last date
-      spell(text.replace(/^\d+/, '-2440589')), // and one before its first
+      spell(text.replace(/^\d+/, '2145042907')), // a day after PostgreSQL's last date and infinity
+      spell(text.replace(/^\d+/, '-2440590')), // and one before its first and -infinity
       spell(text.replace(/^\d+/, (day) => `0${day}`)), // another spelling of the day
       spell(text.replace(/^\d+/, '2025-03-02')), // a date, as cursors were before
       spell(text.replace(/T\d{2}/, 'T25')), // no such hour
@@ -268,8 +268,17 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       await assert.rejects(repo.list('cursor-owner', { cursor }), { name: 'InvalidCursorError' }, cursor);
     }
     // Dates tools refuse but PostgreSQL has (a row written with psql): the cursor after it is taken.
-    // Before Christ (its text drops the BC) and past year 9999 (five digits) too.
-    for (const date of ['2101-01-01', '1969-12-31', '12000-01-01', '0044-03-15 BC', '0100-01-01 BC', '0005-01-01']) {
+    // Before Christ (its text drops the BC), past year 9999 (five digits) and infinite too.
+    for (const date of [
+      '2101-01-01',
+      '1969-12-31',
+      '12000-01-01',
+      '0044-03-15 BC',
+      '0100-01-01 BC',
+      '0005-01-01',
+      'infinity',
+      '-infinity',
+    ]) {
       await db.pool.query(
         `INSERT INTO expenses (user_id, date, amount, category, description, payment_method)
          VALUES ('cursor-psql', $1::date, 1, 'food', $1::text, 'cash')`,
@@ -285,6 +294,7 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       next = page.nextCursor;
     } while (next && pages.length < 20);
     assert.deepEqual(pages, [
+      ['infinity'],
       ['12000-01-01'],
       ['2101-01-01'],
       ['added'],
@@ -292,6 +302,7 @@ describe('ExpenseRepository on a real PostgreSQL server', () => {
       ['0005-01-01'],
       ['0044-03-15 BC'],
       ['0100-01-01 BC'],
+      ['-infinity'],
     ]);
     // Her cursor is a place in his own list: he gets his own expenses older than it, nothing of hers.
     await repo.add('cursor-other', expense({ date: '2025-03-05' }));
