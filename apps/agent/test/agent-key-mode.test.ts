@@ -597,34 +597,35 @@ describe('what an extra server answers is bounded', () => {
   });
 
   test('a small listing whose $refs would expand past memory stops the start, naming the tool', async () => {
-    // Each definition refers twice to the one before: 2 KB of JSON, 2^20 copies once expanded.
-    const depth = 20;
-    const $defs: Record<string, unknown> = { d0: { type: 'string' } };
-    for (let i = 1; i <= depth; i++) {
-      $defs[`d${i}`] = {
-        type: 'object',
-        properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } },
-      };
-    }
-    const server = await extraServer(() => {
-      const bomb = new Server({ name: 'bomb', version: '1' }, { capabilities: { tools: {} } });
-      bomb.setRequestHandler(ListToolsRequestSchema, async () => ({
-        tools: [
-          {
-            name: 'expanding',
-            inputSchema: { type: 'object', properties: { x: { $ref: `#/$defs/d${depth}` } }, $defs },
-          },
-        ],
-      }));
-      return bomb;
-    });
-    try {
-      await assert.rejects(
-        startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ bomb: { url: server.url } }) })),
-        /the input schema of the tool "expanding" expands past 10000 parts through its \$refs/,
-      );
-    } finally {
-      await server.close();
+    // Each definition refers twice to the one before: 2 KB of JSON, 2^20 copies once expanded;
+    // or few copies of a long list (only objects were counted at first).
+    const doubling = (depth: number, first: unknown) => {
+      const $defs: Record<string, unknown> = { d0: first };
+      for (let i = 1; i <= depth; i++) {
+        $defs[`d${i}`] = {
+          type: 'object',
+          properties: { a: { $ref: `#/$defs/d${i - 1}` }, b: { $ref: `#/$defs/d${i - 1}` } },
+        };
+      }
+      return { type: 'object' as const, properties: { x: { $ref: `#/$defs/d${depth}` } }, $defs };
+    };
+    for (const inputSchema of [
+      doubling(20, { type: 'string' }),
+      doubling(3, { type: 'integer', enum: Array.from({ length: 1_000 }, (_, i) => i) }),
+    ]) {
+      const server = await extraServer(() => {
+        const bomb = new Server({ name: 'bomb', version: '1' }, { capabilities: { tools: {} } });
+        bomb.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [{ name: 'expanding', inputSchema }] }));
+        return bomb;
+      });
+      try {
+        await assert.rejects(
+          startAgent(loadConfig({ ...env, MCP_EXTRA_SERVERS: JSON.stringify({ bomb: { url: server.url } }) })),
+          /the input schema of the tool "expanding" expands past 4096 values; not loaded/,
+        );
+      } finally {
+        await server.close();
+      }
     }
   });
 
