@@ -44,17 +44,16 @@ export function withoutUrlSecrets(text: string): string {
 
 /** Shorter values are not taken for secrets: replacing them everywhere would garble the text. */
 const SHORTEST_SECRET = 6;
+/** Shorter model credentials are placeholders: OpenAI's, Azure's and GitHub's keys are 32 or more. */
+const SHORTEST_MODEL_CREDENTIAL = 16;
 
 /**
  * What the configuration holds that a server could repeat without its URL around it (a
  * framework's "Route POST:/mcp?apiKey=… not found"): of every MCP server URL its query (whole and
  * each value), fragment, user name and password; each extra server's header values (whole and
- * after an auth scheme such as `Bearer`); the MCP key or client secret; the model provider's key or
- * token. Each as written and
- * percent-decoded.
+ * after an auth scheme such as `Bearer`); the MCP key or client secret (`clientSecretForms`); the
+ * model provider's key or token. Each as written and percent-decoded.
  */
-/** Shorter model credentials are placeholders: OpenAI's, Azure's and GitHub's keys are 32 or more. */
-const SHORTEST_MODEL_CREDENTIAL = 16;
 
 export function configuredSecrets(
   config: Pick<AgentConfig, 'mcpServerUrl' | 'extraServers' | 'mcpAuth'> & Partial<Pick<AgentConfig, 'model'>>,
@@ -95,7 +94,7 @@ export function configuredSecrets(
         : undefined;
   if (modelCredential && modelCredential.length >= SHORTEST_MODEL_CREDENTIAL) add(modelCredential);
   // Longest first: a value inside a longer one (a query value in the whole query) goes with it.
-  return [...found].sort((a, b) => b.length - a.length);
+  return longestFirst([...found]);
 }
 
 /**
@@ -107,15 +106,21 @@ export function configuredSecrets(
  */
 export function clientSecretForms(clientId: string | undefined, clientSecret: string): string[] {
   const basic = (id: string, secret: string) => Buffer.from(`${id}:${secret}`).toString('base64');
-  const forms = [
-    clientSecret,
-    encodeURIComponent(clientSecret),
-    new URLSearchParams({ s: clientSecret }).toString().slice(2),
-  ];
+  const forms = formSpellings(clientSecret);
   if (clientId !== undefined) {
     forms.push(basic(encodeURIComponent(clientId), encodeURIComponent(clientSecret)), basic(clientId, clientSecret));
   }
-  return [...new Set(forms)].filter((form) => form.length >= SHORTEST_SECRET).sort((a, b) => b.length - a.length);
+  return longestFirst(forms.filter((form) => form.length >= SHORTEST_SECRET));
+}
+
+/** A value as written and as a form body or a URL carries it (a space as `+`, or as `%20`). */
+function formSpellings(value: string): string[] {
+  return [value, encodeURIComponent(value), new URLSearchParams({ s: value }).toString().slice(2)];
+}
+
+/** Each once, longest first: a value inside a longer one goes with it. */
+function longestFirst(values: readonly string[]): string[] {
+  return [...new Set(values)].sort((a, b) => b.length - a.length);
 }
 
 /**
@@ -127,12 +132,14 @@ export function clientSecretForms(clientId: string | undefined, clientSecret: st
  */
 export class ObtainedSecrets {
   static readonly KEPT = 8;
-  readonly #values: string[] = [];
+  readonly #kept: string[] = [];
+  #forms: readonly string[] = [];
 
   add(value: string | undefined): void {
-    if (value === undefined || value.length < SHORTEST_SECRET || this.#values.includes(value)) return;
-    this.#values.unshift(value);
-    this.#values.length = Math.min(this.#values.length, ObtainedSecrets.KEPT);
+    if (value === undefined || value.length < SHORTEST_SECRET || this.#kept.includes(value)) return;
+    this.#kept.unshift(value);
+    this.#kept.length = Math.min(this.#kept.length, ObtainedSecrets.KEPT);
+    this.#forms = longestFirst(this.#kept.flatMap(formSpellings));
   }
 
   /**
@@ -141,12 +148,7 @@ export class ObtainedSecrets {
    * with `1//`), longest first.
    */
   get values(): readonly string[] {
-    const forms = this.#values.flatMap((value) => [
-      value,
-      encodeURIComponent(value),
-      new URLSearchParams({ s: value }).toString().slice(2),
-    ]);
-    return [...new Set(forms)].sort((a, b) => b.length - a.length);
+    return this.#forms;
   }
 }
 

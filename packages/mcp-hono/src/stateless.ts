@@ -213,10 +213,8 @@ export async function createStatelessMcpEndpoint(
     if (lossy?.param !== undefined) {
       const rpc = message as JSONRPCRequest;
       const text = `The number ${lossy.param} cannot be kept exactly (more than 15 significant digits, or out of range); send it as it should be stored.`;
-      const reply =
-        rpc.method === 'tools/call'
-          ? { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } }
-          : { jsonrpc: '2.0', id: rpc.id, error: { code: INVALID_PARAMS, message: text } };
+      if (rpc.method === 'tools/call') return toolErrorReply(c, rpc.id, text);
+      const reply = { jsonrpc: '2.0', id: rpc.id, error: { code: INVALID_PARAMS, message: text } };
       return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
     }
 
@@ -243,9 +241,8 @@ export async function createStatelessMcpEndpoint(
       // zod drops a member named `__proto__` before a tool's strict schema sees it (the call ran
       // as if it were not there): refused as any argument the tool does not take is.
       if (rpc.method === 'tools/call' && hasProtoMember(rpc.params?.arguments)) {
-        const text = `Invalid arguments for tool ${String(rpc.params?.name)}: "__proto__" is not an argument of it.`;
-        const reply = { jsonrpc: '2.0', id: rpc.id, result: { content: [{ type: 'text', text }], isError: true } };
-        return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
+        const name = String(rpc.params?.name);
+        return toolErrorReply(c, rpc.id, `Invalid arguments for tool ${name}: "__proto__" is not an argument of it.`);
       }
       const listing = rpc.method === 'tools/list' && rpc.params?.cursor === undefined && isJSONRPCRequest(rpc);
       if (listing && cachedToolList) {
@@ -329,6 +326,11 @@ const REQUEST_MEMBERS = new Set(['jsonrpc', 'id', 'method', 'params']);
 function hasForeignMember(rpc: object): boolean {
   for (const member in rpc) if (!REQUEST_MEMBERS.has(member)) return true;
   return false;
+}
+/** A call's answer that is a tool error (MCP: input the tool refuses is the model's to read). */
+function toolErrorReply(c: Context, id: JSONRPCRequest['id'], text: string): Response {
+  const reply = { jsonrpc: '2.0', id, result: { content: [{ type: 'text', text }], isError: true } };
+  return c.body(JSON.stringify(reply), 200, JSON_HEADERS);
 }
 function hasProtoMember(value: unknown): boolean {
   return typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__');

@@ -211,8 +211,6 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
 
   /** The access token for the next request, refreshed first when it is about to expire. */
   async tokens(): Promise<OAuthTokens | undefined> {
-    // Before a refresh sends the refresh token: an answer quoting it is then hidden too.
-    this.#reportSecrets();
     if (this.#expiring()) {
       this.#refreshing ??= this.#refresh().finally(() => {
         this.#refreshing = undefined;
@@ -507,6 +505,7 @@ export class InteractiveOAuthProvider implements OAuthClientProvider {
   }
 
   async #refresh(): Promise<void> {
+    // Before the refresh token is sent: an answer quoting it is then hidden too.
     this.#reportSecrets();
     const tokens = this.#session.tokens;
     const discovery = this.#session.discoveryState;
